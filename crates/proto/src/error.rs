@@ -1,0 +1,129 @@
+use std::path::PathBuf;
+
+/// Errors from session-DB work, grouped by what a caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("opening {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{what}: {source}")]
+    Sqlite {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{path} is in journal mode {mode}; session DBs must use the rollback journal (delete): remove the -wal and -shm files while pinch is stopped")]
+    JournalMode { path: PathBuf, mode: String },
+    #[error("invalid timestamp {0:?}: expected RFC 3339 or YYYY-MM-DD HH:MM:SS")]
+    Time(String),
+    #[error("content is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl ProtoError {
+    pub fn sqlite(what: &'static str) -> impl FnOnce(rusqlite::Error) -> ProtoError {
+        move |source| ProtoError::Sqlite { what, source }
+    }
+
+    /// The underlying SQLite error, if any.
+    pub fn sqlite_error(&self) -> Option<&rusqlite::Error> {
+        match self {
+            ProtoError::Open { source, .. } | ProtoError::Sqlite { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// True when this error means the reader sees a corrupt database image.
+    pub fn is_corruption(&self) -> bool {
+        self.sqlite_error().is_some_and(is_corruption)
+    }
+}
+
+/// Classifies a SQLite error as corruption of the database image.
+///
+/// Corruption = primary code `SQLITE_CORRUPT` (any extended code) or
+/// `SQLITE_NOTADB`; as a fallback for errors that reach us without a code,
+/// a message containing "database disk image is malformed" or
+/// "file is not a database". Everything else (BUSY, LOCKED, READONLY,
+/// IOERR, ...) is not corruption: the runner's streak rule depends on this
+/// being exact, because only corruption justifies asking for a fresh mount.
+pub fn is_corruption(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    if let rusqlite::Error::SqliteFailure(e, _) = err {
+        if matches!(e.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) {
+            return true;
+        }
+        // A known code that is not corruption is authoritative.
+        if e.code != ErrorCode::Unknown {
+            return false;
+        }
+    }
+    let msg = err.to_string();
+    message_is_corruption(&msg)
+}
+
+/// The message fallback of [`is_corruption`].
+pub fn message_is_corruption(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("database disk image is malformed") || m.contains("file is not a database")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn failure(code: i32, msg: Option<&str>) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), msg.map(str::to_owned))
+    }
+
+    #[test]
+    fn corrupt_and_notadb_codes_are_corruption() {
+        assert!(is_corruption(&failure(ffi::SQLITE_CORRUPT, None)));
+        assert!(is_corruption(&failure(ffi::SQLITE_CORRUPT_VTAB, None)));
+        assert!(is_corruption(&failure(ffi::SQLITE_CORRUPT_INDEX, None)));
+        assert!(is_corruption(&failure(ffi::SQLITE_NOTADB, None)));
+    }
+
+    #[test]
+    fn busy_locked_readonly_ioerr_are_not() {
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_SHORT_READ,
+            ffi::SQLITE_CANTOPEN,
+        ] {
+            assert!(!is_corruption(&failure(code, Some("something"))), "code {code}");
+        }
+        // a known non-corruption code wins over a misleading message
+        assert!(!is_corruption(&failure(ffi::SQLITE_BUSY, Some("database disk image is malformed"))));
+    }
+
+    #[test]
+    fn message_fallback() {
+        // SQLITE_ERROR carries no specific code: the message decides
+        assert!(is_corruption(&failure(ffi::SQLITE_ERROR, Some("database disk image is malformed"))));
+        assert!(is_corruption(&failure(ffi::SQLITE_ERROR, Some("File is not a database"))));
+        assert!(!is_corruption(&failure(ffi::SQLITE_ERROR, Some("no such table: messages_in"))));
+        assert!(message_is_corruption("Error: database disk image is malformed (11)"));
+    }
+
+    #[test]
+    fn real_overwritten_header_is_classified_as_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.db");
+        {
+            let c = rusqlite::Connection::open(&p).unwrap();
+            c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        }
+        std::fs::write(&p, vec![0x5a; 4096]).unwrap();
+        let c = rusqlite::Connection::open(&p).unwrap();
+        let err = c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap_err();
+        assert!(is_corruption(&err), "{err:?}");
+    }
+}

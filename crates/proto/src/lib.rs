@@ -1,0 +1,43 @@
+//! The session contract between the pinch host and a runner.
+//!
+//! Host and runner share nothing but two SQLite files per session:
+//! `in/inbound.db` (written only by the host, mounted read-only in the
+//! sandbox) and `out/outbound.db` (written only by the runner). This crate is
+//! the one place that knows their shape:
+//!
+//! - [`schema`]: the DDL of both files as column lists, so the same list both
+//!   creates a table and lazily adds columns a newer version introduced.
+//! - [`open`]: the only functions that open a session DB, with the pragmas the
+//!   invariants demand (rollback journal, `synchronous=FULL`, `mmap_size=0`,
+//!   a busy timeout, read-only unless writing).
+//! - [`rows`]: typed rows and the queries both sides run.
+//! - [`content`]: the JSON content kinds; unknown kinds are preserved.
+//! - [`seq`]: the even/odd seq allocators.
+//! - [`time`]: one UTC text format and one comparison rule.
+//! - [`error`]: the error type, and the corruption classification the
+//!   runner's streak rule depends on.
+//!
+//! Invariant: no async runtime here; every function is a plain blocking call
+//! that a runner thread or a host task may make.
+
+pub mod content;
+pub mod error;
+pub mod open;
+pub mod rows;
+pub mod schema;
+pub mod seq;
+pub mod time;
+
+pub use error::{is_corruption, ProtoError};
+
+/// File names inside a session folder. Paths are relative to the session dir.
+pub mod layout {
+    pub const IN_DIR: &str = "in";
+    pub const OUT_DIR: &str = "out";
+    pub const INBOX_DIR: &str = "inbox";
+    pub const OUTBOX_DIR: &str = "outbox";
+    pub const INBOUND_DB: &str = "inbound.db";
+    pub const OUTBOUND_DB: &str = "outbound.db";
+    pub const HEARTBEAT: &str = "heartbeat";
+    pub const RUNNER_JSON: &str = "runner.json";
+}
