@@ -1,1 +1,12 @@
-pub fn x(){}
+//! Pure decisions of pinch.
+//!
+//! Every function here takes its inputs (including `now`, where time
+//! matters) as parameters and returns a decision value the caller carries
+//! out. No IO, no clock, no async, no SQLite: that is what makes these
+//! exhaustively testable with tables and properties, and it is enforced by
+//! the architecture test (`tests/architecture.rs` in the `pinch` crate).
+
+pub mod batch;
+pub mod exit;
+pub mod route;
+pub mod streak;
