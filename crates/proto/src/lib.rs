@@ -24,11 +24,14 @@ pub mod content;
 pub mod error;
 pub mod open;
 pub mod rows;
+pub mod runner_config;
 pub mod schema;
 pub mod seq;
 pub mod time;
 
 pub use error::{is_corruption, ProtoError};
+/// Re-exported so host and runner use the one bundled SQLite this crate pins.
+pub use rusqlite;
 
 /// File names inside a session folder. Paths are relative to the session dir.
 pub mod layout {

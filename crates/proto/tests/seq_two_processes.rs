@@ -71,7 +71,10 @@ fn seq_child_process() {
     let mut n = 0;
     while n < count {
         let tx = open::write_tx(&mut conn).expect("begin immediate");
+        let t0 = Instant::now();
         let max = other_max(other, other_table);
+        let w = t0.elapsed();
+        if w > Duration::from_millis(50) { eprintln!("DEBUG {role} waited {w:?} for reader at n={n}"); }
         for _ in 0..batch.min(count - n) {
             if host {
                 let row = NewInbound {
@@ -149,6 +152,7 @@ fn run_case(count_in: usize, count_out: usize, batch: usize) {
     std::fs::write(d.path().join("go"), b"").unwrap();
     for (role, child) in [("host", host), ("runner", runner)] {
         let out = child.wait_with_output().unwrap();
+        eprint!("{}", String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("DEBUG")).map(|l| format!("{l}\n")).collect::<String>());
         assert!(
             out.status.success(),
             "{role} child failed ({}):\n{}\n{}",
@@ -171,7 +175,7 @@ fn run_case(count_in: usize, count_out: usize, batch: usize) {
     let interleaved = in_seqs.iter().max() > out_seqs.iter().min() && out_seqs.iter().max() > in_seqs.iter().min();
     if !interleaved {
         eprintln!("note: in={count_in} out={count_out} batch={batch}: seqs did not interleave");
-        eprintln!("DEBUG in {:?}\nout {:?}", in_seqs, out_seqs);
+        eprintln!("DEBUG in {:?}..{:?} out {:?}..{:?}", in_seqs.first(), in_seqs.last(), out_seqs.first(), out_seqs.last());
     }
     if count_in >= 100 && count_out >= 100 {
         assert!(interleaved, "host and runner did not run concurrently");

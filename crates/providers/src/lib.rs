@@ -1,1 +1,135 @@
+//! Model providers.
+//!
+//! A provider turns one prompt into a stream of [`Event`]s ending in a
+//! result. The trait is synchronous with a callback sink: the runner calls it
+//! from its turn thread and forwards events (progress keeps the turn alive;
+//! text may be streamed to the channel later). Providers that speak HTTP run
+//! their own IO inside `turn`; the runner stays free of an async runtime.
+//!
+//! This crate knows nothing of sessions, SQLite or channels: the runner
+//! formats the prompt (SPEC §5.3) and interprets the output convention.
 
+pub mod scripted;
+
+use std::fmt;
+
+/// What a provider can do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub tools: bool,
+    pub streaming: bool,
+    pub context_window: u32,
+}
+
+/// One turn's input.
+#[derive(Clone, Debug, Default)]
+pub struct TurnRequest {
+    /// The stable system prompt (cached by providers that can).
+    pub system: String,
+    /// The formatted batch (SPEC §5.3).
+    pub prompt: String,
+    /// The plain texts of the chat items in the batch, oldest first. Lets
+    /// simple providers (scripted) answer without parsing the prompt.
+    pub texts: Vec<String>,
+    /// Provider conversation id to resume, if any.
+    pub continuation: Option<String>,
+}
+
+/// Token counts, when the provider reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Events a provider emits during a turn.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Text(String),
+    ToolCall { id: String, name: String, arguments: String },
+    /// Liveness while waiting (retries, slow first token).
+    Progress(String),
+}
+
+/// The end of a successful turn.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TurnResult {
+    pub text: String,
+    pub usage: Usage,
+}
+
+/// Why a turn failed, and whether trying again may help.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ProviderError {
+    pub message: String,
+    pub retryable: bool,
+    pub kind: ErrorKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    RateLimited,
+    Overloaded,
+    Server,
+    Timeout,
+    Auth,
+    BadRequest,
+    SessionNotFound,
+    Other,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ErrorKind::RateLimited => "rate limited",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Server => "server error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Auth => "authentication failed",
+            ErrorKind::BadRequest => "bad request",
+            ErrorKind::SessionNotFound => "session not found",
+            ErrorKind::Other => "error",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The model provider trait (SPEC §5.5).
+pub trait Provider: Send {
+    fn name(&self) -> &str;
+    fn capabilities(&self) -> Capabilities;
+    /// Runs one turn, emitting events to `sink`.
+    fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError>;
+}
+
+/// Errors building a provider from its settings: configuration problems,
+/// which the runner reports with exit 78.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown provider {0:?}: this build knows `scripted` (the `anthropic`, `openai` and `local` providers are not built yet)")]
+    Unknown(String),
+    #[error("scripted provider script is invalid: {0}")]
+    Script(String),
+}
+
+/// Provider settings as the runner receives them (no secrets, ever).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// `scripted` (more with the providers work).
+    pub kind: String,
+    /// Scripted: the script's TOML text (embedded so no path has to be
+    /// visible inside the sandbox). `None` = the default greeting echo.
+    #[serde(default)]
+    pub script: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Builds the provider the settings name.
+pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ConfigError> {
+    match settings.kind.as_str() {
+        "scripted" => Ok(Box::new(scripted::Scripted::from_script(settings.script.as_deref())?)),
+        other => Err(ConfigError::Unknown(other.to_owned())),
+    }
+}

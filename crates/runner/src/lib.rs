@@ -1,1 +1,426 @@
+//! The runner: a session's agent process, started by the host in a sandbox.
+//!
+//! It reads `in/runner.json`, then loops: a fresh read-only poll of
+//! `in/inbound.db`, pick the oldest due batch, claim it in `out/outbound.db`,
+//! format the prompt, run the provider, write the replies and the acks in one
+//! transaction. A dedicated thread touches `out/heartbeat`. Wakes come from
+//! inotify on `in/` plus a timer. It exits 0 when idle past its timeout or
+//! asked to stop, 75 when its view of `inbound.db` is corrupt (or polls keep
+//! failing) so the host gives it a fresh mount, 78 on a bad configuration.
+//!
+//! Invariants: writes only under `out/` (and, later, outbox and workspace);
+//! never writes `inbound.db`; never knows channels or the host.
 
+pub mod format;
+pub mod heartbeat;
+pub mod output;
+mod poll;
+pub mod signals;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use jiff::{tz::TimeZone, Timestamp};
+use pinch_policy::exit::{EXIT_CONFIG, EXIT_FATAL, EXIT_OK, EXIT_TEMPFAIL};
+use pinch_policy::streak::{PollOutcome, Streak, StreakAction};
+use pinch_proto::content::InContent;
+use pinch_proto::layout;
+use pinch_proto::open::{open_writer, write_tx};
+use pinch_proto::rows::{self, status, NewOutbound};
+use pinch_proto::runner_config::RunnerConfig;
+use pinch_proto::{schema, time};
+use pinch_providers::{Provider, TurnRequest};
+use pinch_proto::rusqlite::Connection;
+
+use crate::poll::Snapshot;
+
+/// Runs a runner from its config file; returns the process exit code.
+pub fn run(config_path: &Path) -> i32 {
+    let cfg = match load_config(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(path = %config_path.display(), "runner configuration is invalid, exiting 78: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let span = tracing::info_span!("runner", session_id = %cfg.session_id, runner_id = %cfg.runner_id);
+    let _g = span.enter();
+    match Runner::start(cfg) {
+        Ok(mut r) => r.run_loop(),
+        Err(Startup::Config(e)) => {
+            tracing::error!("runner cannot start with this configuration, exiting 78: {e}");
+            EXIT_CONFIG
+        }
+        Err(Startup::Fatal(e)) => {
+            tracing::error!("runner failed to start, exiting 1: {e}");
+            EXIT_FATAL
+        }
+    }
+}
+
+fn load_config(p: &Path) -> Result<RunnerConfig, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+    let cfg: RunnerConfig = serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", p.display()))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+enum Startup {
+    Config(String),
+    Fatal(String),
+}
+
+struct Runner {
+    cfg: RunnerConfig,
+    out: Connection,
+    provider: Box<dyn Provider>,
+    tz: TimeZone,
+    /// Ids this runner file has acked or claimed and the host has not yet
+    /// synced into `messages_in` (SPEC §3.3.6): never taken twice.
+    acked: HashSet<String>,
+    wakes: mpsc::Receiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    _heartbeat: heartbeat::Heartbeat,
+    out_counter: u64,
+    first_poll: bool,
+}
+
+impl Runner {
+    fn start(cfg: RunnerConfig) -> Result<Runner, Startup> {
+        let busy = Duration::from_millis(cfg.timings.busy_timeout_ms);
+        let provider = pinch_providers::build(&pinch_providers::Settings {
+            kind: cfg.provider.kind.clone(),
+            script: cfg.provider.script.clone(),
+            model: cfg.provider.model.clone(),
+        })
+        .map_err(|e| Startup::Config(e.to_string()))?;
+        let tz = TimeZone::get(&cfg.timezone).unwrap_or_else(|_| {
+            tracing::warn!(timezone = %cfg.timezone, "unknown timezone, prompts use UTC");
+            TimeZone::UTC
+        });
+        let out_path = cfg.paths.out_dir.join(layout::OUTBOUND_DB);
+        let mut out = open_writer(&out_path, busy).map_err(|e| Startup::Fatal(e.to_string()))?;
+        schema::migrate_outbound(&out).map_err(|e| Startup::Fatal(e.to_string()))?;
+        // Claims of earlier runners were re-queued by the host: drop them.
+        // Their completed/failed acks stay until the host has synced them.
+        let now = time::now();
+        {
+            let tx = write_tx(&mut out).map_err(|e| Startup::Fatal(e.to_string()))?;
+            tx.execute(
+                "DELETE FROM processing_ack WHERE status = 'processing' AND runner_id <> ?1",
+                [&cfg.runner_id],
+            )
+            .map_err(|e| Startup::Fatal(format!("clearing stale claims: {e}")))?;
+            tx.execute(
+                "INSERT INTO container_state (id, runner_id, updated_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET runner_id=excluded.runner_id, current_tool=NULL,
+                   tool_declared_timeout_ms=NULL, tool_started_at=NULL, turn_started_at=NULL,
+                   last_progress_at=excluded.updated_at, updated_at=excluded.updated_at",
+                [&cfg.runner_id, &now],
+            )
+            .map_err(|e| Startup::Fatal(format!("writing container state: {e}")))?;
+            tx.commit().map_err(|e| Startup::Fatal(format!("commit startup: {e}")))?;
+        }
+        let acked: HashSet<String> = rows::acks(&out)
+            .map_err(|e| Startup::Fatal(e.to_string()))?
+            .into_iter()
+            .map(|a| a.message_id)
+            .collect();
+        let hb = heartbeat::Heartbeat::start(
+            cfg.paths.out_dir.join(layout::HEARTBEAT),
+            Duration::from_millis(cfg.timings.heartbeat_ms),
+        )
+        .map_err(|e| Startup::Fatal(format!("starting heartbeat: {e}")))?;
+        let (tx, wakes) = mpsc::channel();
+        let watcher = watch_in_dir(&cfg.paths.in_dir, tx);
+        signals::install();
+        tracing::info!(provider = provider.name(), "runner started");
+        Ok(Runner {
+            cfg,
+            out,
+            provider,
+            tz,
+            acked,
+            wakes,
+            _watcher: watcher,
+            _heartbeat: hb,
+            out_counter: 0,
+            first_poll: true,
+        })
+    }
+
+    fn run_loop(&mut self) -> i32 {
+        let t = self.cfg.timings.clone();
+        let idle_poll = Duration::from_millis(t.poll_idle_ms);
+        let active_poll = Duration::from_millis(t.poll_active_ms);
+        let pacing = Duration::from_millis(t.corruption_pacing_ms);
+        let idle_exit = Duration::from_millis(t.idle_exit_ms);
+        let flush = Duration::from_millis(t.exit_flush_ms);
+        let mut streak = Streak::new(t.corruption_streak, Duration::from_millis(t.poll_failure_ceiling_ms));
+        let started = Instant::now();
+        let mut last_work = Instant::now();
+        loop {
+            if signals::stop_requested() {
+                tracing::info!("asked to stop, exiting 0");
+                return EXIT_OK;
+            }
+            let result = poll::snapshot(&self.cfg, &self.tz);
+            let outcome = match &result {
+                Ok(_) => PollOutcome::Ok,
+                Err(e) if e.is_corruption() => PollOutcome::Corrupt,
+                Err(_) => PollOutcome::OtherError,
+            };
+            let action = streak.record(outcome, started.elapsed());
+            let mut next_wait = idle_poll;
+            match (result, action) {
+                (Ok(snap), _) => match self.handle(snap) {
+                    Ok(true) => {
+                        last_work = Instant::now();
+                        next_wait = Duration::ZERO;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!("turn failed writing outbound.db, exiting 1: {e}");
+                        return EXIT_FATAL;
+                    }
+                },
+                (Err(e), StreakAction::ExitCorrupt) => {
+                    let code = e.sqlite_error().and_then(|s| s.sqlite_error_code()).map(|c| format!("{c:?}")).unwrap_or_default();
+                    tracing::error!(
+                        count = streak.count(),
+                        file = %self.cfg.paths.in_dir.join(layout::INBOUND_DB).display(),
+                        "inbound.db read failed as corrupt {} times in a row (last: {code} {e}); the host's file is \
+                         likely fine and this sandbox's mount holds a torn view: exiting 75 for a fresh mount",
+                        streak.count()
+                    );
+                    std::thread::sleep(flush);
+                    return EXIT_TEMPFAIL;
+                }
+                (Err(e), StreakAction::ExitPollCeiling) => {
+                    tracing::error!(
+                        "inbound.db polls have failed for {} s without a success (last: {e}): exiting 75 for a fresh sandbox",
+                        t.poll_failure_ceiling_ms / 1000
+                    );
+                    std::thread::sleep(flush);
+                    return EXIT_TEMPFAIL;
+                }
+                (Err(e), StreakAction::PaceThenRetry) => {
+                    tracing::warn!(streak = streak.count(), "inbound.db poll failed as corrupt: {e}");
+                    // Exactly the pacing delay, wakes ignored.
+                    std::thread::sleep(pacing);
+                    continue;
+                }
+                (Err(e), StreakAction::Continue) => {
+                    tracing::warn!("inbound.db poll failed: {e}");
+                    next_wait = active_poll;
+                }
+            }
+            if next_wait.is_zero() {
+                continue;
+            }
+            if last_work.elapsed() >= idle_exit {
+                tracing::info!(idle_s = last_work.elapsed().as_secs(), "idle past the timeout, exiting 0");
+                return EXIT_OK;
+            }
+            let wait = next_wait.min(idle_exit.saturating_sub(last_work.elapsed()).max(Duration::from_millis(1)));
+            if self.wakes.recv_timeout(wait).is_ok() {
+                while self.wakes.try_recv().is_ok() {}
+            }
+        }
+    }
+
+    /// Handles one successful poll. Returns whether a turn ran (or rows were
+    /// settled), in which case the loop polls again at once.
+    fn handle(&mut self, snap: Snapshot) -> Result<bool, pinch_proto::ProtoError> {
+        let first = std::mem::replace(&mut self.first_poll, false);
+        self.prune_synced_acks(&snap)?;
+        let now = Timestamp::now();
+        let mut bad: Vec<(String, String)> = Vec::new();
+        let mut parsed: Vec<(usize, InContent)> = Vec::new();
+        for (i, row) in snap.pending.iter().enumerate() {
+            if self.acked.contains(&row.id) || (row.on_wake && !first) || !time::is_due(row.process_after.as_deref(), now) {
+                continue;
+            }
+            if row.process_after.as_deref().is_some_and(|p| time::parse(p).is_err()) {
+                tracing::warn!(id = %row.id, process_after = ?row.process_after, "unparseable due time, treating as due now");
+            }
+            match InContent::parse(&row.kind, &row.content) {
+                Err(e) => bad.push((row.id.clone(), format!("content is not valid JSON ({e}); the host must write JSON content"))),
+                Ok(InContent::Unknown { kind, .. }) => bad.push((
+                    row.id.clone(),
+                    format!("unknown kind {kind:?}: this runner handles chat, task, webhook and system"),
+                )),
+                Ok(InContent::System(s)) if s.is_tool_reply() => {} // belongs to a waiting tool
+                Ok(c) => parsed.push((i, c)),
+            }
+        }
+        if !bad.is_empty() {
+            let now_s = time::now();
+            let tx = write_tx(&mut self.out)?;
+            for (id, reason) in &bad {
+                tracing::warn!(id = %id, "failing inbound row: {reason}");
+                rows::ack(&tx, id, status::FAILED, &self.cfg.runner_id, &now_s, Some(reason))?;
+            }
+            tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit failed acks"))?;
+            self.acked.extend(bad.into_iter().map(|(id, _)| id));
+        }
+        let cands: Vec<pinch_policy::batch::Candidate> = parsed
+            .iter()
+            .map(|(i, _)| pinch_policy::batch::Candidate { seq: snap.pending[*i].seq, trigger: snap.pending[*i].trigger })
+            .collect();
+        let Some(batch) = pinch_policy::batch::select(&cands, self.cfg.batch_size as usize) else {
+            return Ok(false);
+        };
+        let by_seq = |seq: i64| parsed.iter().find(|(i, _)| snap.pending[*i].seq == seq);
+        let take: Vec<(&pinch_proto::rows::InboundRow, &InContent)> = batch
+            .take
+            .iter()
+            .filter_map(|s| by_seq(*s).map(|(i, c)| (&snap.pending[*i], c)))
+            .collect();
+        let skip_ids: Vec<String> = batch.skip.iter().filter_map(|s| by_seq(*s)).map(|(i, _)| snap.pending[*i].id.clone()).collect();
+        let trigger_row = take.iter().find(|(r, _)| r.seq == batch.trigger).map(|(r, _)| (*r).clone()).expect("trigger in batch");
+        let ids: Vec<&str> = take.iter().map(|(r, _)| r.id.as_str()).collect();
+
+        // Claim the batch (and settle skipped context) in one transaction.
+        let now_s = time::now();
+        {
+            let tx = write_tx(&mut self.out)?;
+            rows::claim(&tx, &ids, &self.cfg.runner_id, &now_s)?;
+            for id in &skip_ids {
+                rows::ack(&tx, id, status::COMPLETED, &self.cfg.runner_id, &now_s, Some("skipped: older context beyond the batch size"))?;
+            }
+            tx.execute("UPDATE container_state SET turn_started_at = ?1, last_progress_at = ?1, updated_at = ?1 WHERE id = 1", [&now_s])
+                .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
+            tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit claim"))?;
+        }
+        if !skip_ids.is_empty() {
+            tracing::info!(count = skip_ids.len(), "older context rows skipped (beyond the batch size)");
+        }
+        self.acked.extend(ids.iter().map(|s| s.to_string()));
+        self.acked.extend(skip_ids);
+        tracing::debug!(batch = ?batch.take, trigger = batch.trigger, "claimed batch");
+
+        let items: Vec<format::Item<'_>> = take.iter().map(|(row, content)| format::Item { row, content }).collect();
+        let prompt = format::format_batch(&items, &snap.destinations, &self.cfg.timezone, &self.tz, now);
+        let texts: Vec<String> = take
+            .iter()
+            .filter_map(|(_, c)| match c {
+                InContent::Chat(c) => Some(c.text.clone()),
+                InContent::Task(t) => Some(t.prompt.clone()),
+                _ => None,
+            })
+            .collect();
+        let req = TurnRequest { system: String::new(), prompt, texts, continuation: None };
+        let result = self.provider.turn(&req, &mut |_ev| {});
+
+        let (sends, outcome, reason): (Vec<(Option<rows::Destination>, String)>, &str, Option<String>) = match result {
+            Ok(r) => {
+                let parsed = output::parse(&r.text);
+                let mut sends = Vec::new();
+                for s in parsed.sends {
+                    match s {
+                        output::Send::Origin(text) => sends.push((None, text)),
+                        output::Send::To { name, text } => match snap.destinations.iter().find(|d| d.name == name) {
+                            Some(d) => sends.push((Some(d.clone()), text)),
+                            None => tracing::warn!(name = %name, "agent addressed an unknown destination; block dropped"),
+                        },
+                    }
+                }
+                (sends, status::COMPLETED, None)
+            }
+            Err(e) => {
+                tracing::error!(retryable = e.retryable, "provider failed: {e}");
+                (
+                    vec![(None, format!("Sorry, I could not answer that: the model provider failed ({e})."))],
+                    status::FAILED,
+                    Some(format!("provider failed: {e}")),
+                )
+            }
+        };
+
+        // Outputs and acks commit together (lesson 18/20).
+        let now_s = time::now();
+        let tx = write_tx(&mut self.out)?;
+        for (dest, text) in sends {
+            self.out_counter += 1;
+            let (channel_type, platform_id, thread_id) = match &dest {
+                Some(d) if d.kind == "agent" => (Some("agent".to_owned()), d.agent_group_id.clone(), None),
+                Some(d) => (d.channel_type.clone(), d.platform_id.clone(), None),
+                None => match (&trigger_row.channel_type, &snap.routing) {
+                    (Some(_), _) => (trigger_row.channel_type.clone(), trigger_row.platform_id.clone(), trigger_row.thread_id.clone()),
+                    (None, Some(r)) => (r.channel_type.clone(), r.platform_id.clone(), r.thread_id.clone()),
+                    (None, None) => (None, None, None),
+                },
+            };
+            let row = NewOutbound {
+                id: format!("out-{}-{}", self.cfg.runner_id, self.out_counter),
+                in_reply_to: Some(trigger_row.id.clone()),
+                timestamp: now_s.clone(),
+                deliver_after: None,
+                kind: "chat".into(),
+                platform_id,
+                channel_type,
+                thread_id,
+                content: pinch_proto::content::ChatOut::Text { text, files: vec![] }.to_json(),
+            };
+            rows::insert_outbound(&tx, &row, snap.in_max)?;
+        }
+        for id in &ids {
+            rows::ack(&tx, id, outcome, &self.cfg.runner_id, &now_s, reason.as_deref())?;
+        }
+        tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1", [&now_s])
+            .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
+        tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit turn"))?;
+        tracing::info!(batch = ids.len(), outcome, "turn done");
+        Ok(true)
+    }
+
+    /// Drops acks the host has already copied into `messages_in` (their rows
+    /// are no longer pending), keeping `processing_ack` small.
+    fn prune_synced_acks(&mut self, snap: &Snapshot) -> Result<(), pinch_proto::ProtoError> {
+        if self.acked.is_empty() {
+            return Ok(());
+        }
+        let pending: HashSet<&str> = snap.pending.iter().map(|r| r.id.as_str()).collect();
+        let done: Vec<String> = self.acked.iter().filter(|id| !pending.contains(id.as_str())).cloned().collect();
+        if done.is_empty() {
+            return Ok(());
+        }
+        let tx = write_tx(&mut self.out)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM processing_ack WHERE message_id = ?1 AND status <> 'processing'")
+                .map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
+            for id in &done {
+                stmt.execute([id]).map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
+            }
+        }
+        tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit prune"))?;
+        for id in done {
+            self.acked.remove(&id);
+        }
+        Ok(())
+    }
+}
+
+/// inotify on `in/`: any event is a hint to poll. Absent (e.g. no inotify
+/// across a VM mount) the timer alone drives polls.
+fn watch_in_dir(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("inotify unavailable, polling on the timer only: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), "cannot watch in/, polling on the timer only: {e}");
+        return None;
+    }
+    Some(w)
+}

@@ -1,0 +1,159 @@
+//! The scripted provider: deterministic replies from a rule file.
+//!
+//! Used by tests and benchmarks (and by `pinch chat` until a real model is
+//! configured). A script is TOML:
+//!
+//! ```toml
+//! [[rule]]
+//! contains = "ping"          # or: equals = "...", or neither (matches all)
+//! reply = "pong: {text}"     # {text} = the batch's texts joined by newlines
+//! delay_ms = 0               # sleep before answering (emits progress)
+//!
+//! [[rule]]
+//! contains = "fail"
+//! error = "simulated outage"
+//! retryable = true
+//! ```
+//!
+//! The first matching rule (against the newest text) wins. With no script,
+//! or no matching rule, the default greets and echoes.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Capabilities, ConfigError, ErrorKind, Event, Provider, ProviderError, TurnRequest, TurnResult, Usage};
+
+/// The reply when no rule matches: a greeting that echoes.
+pub const DEFAULT_REPLY: &str = "Hello from pinch! You said: {text}";
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+    /// Replaces [`DEFAULT_REPLY`].
+    #[serde(default)]
+    pub default_reply: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default)]
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub equals: Option<String>,
+    #[serde(default)]
+    pub reply: Option<String>,
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+impl Rule {
+    fn matches(&self, text: &str) -> bool {
+        self.equals.as_deref().is_none_or(|e| text.trim() == e) && self.contains.as_deref().is_none_or(|c| text.contains(c))
+    }
+}
+
+pub struct Scripted {
+    script: Script,
+}
+
+impl Scripted {
+    pub fn from_script(toml_text: Option<&str>) -> Result<Self, ConfigError> {
+        let script = match toml_text {
+            None => Script::default(),
+            Some(t) => toml::from_str::<Script>(t).map_err(|e| ConfigError::Script(e.to_string()))?,
+        };
+        for (i, r) in script.rules.iter().enumerate() {
+            if r.reply.is_none() && r.error.is_none() {
+                return Err(ConfigError::Script(format!("rule {} has neither `reply` nor `error`", i + 1)));
+            }
+        }
+        Ok(Scripted { script })
+    }
+}
+
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { tools: false, streaming: false, context_window: 1_000_000 }
+    }
+
+    fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+        let newest = req.texts.last().map(String::as_str).unwrap_or("");
+        let joined = req.texts.join("\n");
+        let rule = self.script.rules.iter().find(|r| r.matches(newest));
+        if let Some(r) = rule {
+            if r.delay_ms > 0 {
+                sink(Event::Progress(format!("scripted delay {} ms", r.delay_ms)));
+                std::thread::sleep(Duration::from_millis(r.delay_ms));
+            }
+            if let Some(msg) = &r.error {
+                return Err(ProviderError { message: msg.clone(), retryable: r.retryable, kind: ErrorKind::Other });
+            }
+        }
+        let template = rule
+            .and_then(|r| r.reply.as_deref())
+            .or(self.script.default_reply.as_deref())
+            .unwrap_or(DEFAULT_REPLY);
+        let text = template.replace("{text}", &joined);
+        sink(Event::Text(text.clone()));
+        Ok(TurnResult {
+            usage: Usage { input_tokens: req.prompt.len() as u64 / 4, output_tokens: text.len() as u64 / 4 },
+            text,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(p: &mut Scripted, texts: &[&str]) -> Result<String, ProviderError> {
+        let req = TurnRequest { texts: texts.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        p.turn(&req, &mut |_| {}).map(|r| r.text)
+    }
+
+    #[test]
+    fn default_greets_and_echoes() {
+        let mut p = Scripted::from_script(None).unwrap();
+        assert_eq!(ask(&mut p, &["hi there"]).unwrap(), "Hello from pinch! You said: hi there");
+        assert_eq!(ask(&mut p, &["a", "b"]).unwrap(), "Hello from pinch! You said: a\nb");
+    }
+
+    #[test]
+    fn rules_match_in_order() {
+        let mut p = Scripted::from_script(Some(
+            r#"
+            [[rule]]
+            equals = "ping"
+            reply = "pong"
+            [[rule]]
+            contains = "boom"
+            error = "simulated"
+            retryable = true
+            "#,
+        ))
+        .unwrap();
+        assert_eq!(ask(&mut p, &["ping"]).unwrap(), "pong");
+        let e = ask(&mut p, &["a boom"]).unwrap_err();
+        assert!(e.retryable);
+        assert_eq!(ask(&mut p, &["other"]).unwrap(), "Hello from pinch! You said: other");
+    }
+
+    #[test]
+    fn bad_scripts_are_config_errors() {
+        assert!(Scripted::from_script(Some("[[rule]]\ncontains = 'x'\n")).is_err());
+        assert!(Scripted::from_script(Some("[[rule]]\nreplie = 'x'\n")).is_err());
+        assert!(Scripted::from_script(Some("not toml [")).is_err());
+    }
+}
