@@ -1,1 +1,131 @@
+//! Channel adapters: how messages enter and leave pinch.
+//!
+//! An adapter turns a platform's wire format into [`InboundEvent`]s (each
+//! with an [`Ack`] the host completes only after the message is committed,
+//! so platform offsets are never advanced past unsaved work) and carries out
+//! deliveries. Everything platform-specific lives behind [`Channel`]; the
+//! host knows only this trait and the capability flags.
+//!
+//! Adapters (one cargo feature each): `cli` (a Unix socket speaking JSON
+//! lines, used by `pinch chat`). Web, Telegram, Discord, Slack and webhooks
+//! come with the channels work.
 
+#[cfg(feature = "channel-cli")]
+pub mod cli_socket;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::oneshot;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A message as a platform delivered it, normalised (SPEC §4 step 1).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InboundEvent {
+    pub channel_type: String,
+    /// The conversation on the platform (chat id); `local` for the CLI.
+    pub platform_id: String,
+    pub thread_id: Option<String>,
+    /// The platform's id of this message (stable across redelivery).
+    pub message_id: String,
+    /// The platform's user id (without the `<channel>:` prefix).
+    pub sender_id: String,
+    pub sender_name: Option<String>,
+    pub text: String,
+    /// From the platform (true in DMs), never a text regex.
+    pub is_mention: bool,
+    pub is_group: bool,
+}
+
+/// What the host tells an adapter once it has handled an inbound event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Committed for `routed` agents (0 = dropped by routing, with a reason).
+    Stored { routed: usize, note: Option<String> },
+    /// Not stored; the platform may redeliver (offset not advanced).
+    Failed(String),
+}
+
+/// Completes an inbound event. Dropping it unanswered means "not stored".
+#[derive(Debug)]
+pub struct Ack(oneshot::Sender<AckOutcome>);
+
+impl Ack {
+    pub fn new() -> (Ack, oneshot::Receiver<AckOutcome>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(tx), rx)
+    }
+
+    pub fn complete(self, outcome: AckOutcome) {
+        let _ = self.0.send(outcome);
+    }
+}
+
+/// Events adapters send to the host.
+#[derive(Debug)]
+pub enum ChannelEvent {
+    Message(InboundEvent, Ack),
+    /// The channel can deliver again (e.g. a CLI client connected).
+    Available { channel_type: String },
+}
+
+/// Where a message goes on a platform.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Address {
+    pub channel_type: String,
+    pub platform_id: String,
+    pub thread_id: Option<String>,
+}
+
+/// One outgoing message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    /// The `messages_out` id (idempotency key where the platform has one).
+    pub id: String,
+    pub text: String,
+    /// The platform message id of the inbound message this answers.
+    pub in_reply_to: Option<String>,
+}
+
+/// What an adapter can do; the host degrades to text where it cannot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub threads: bool,
+    pub edit: bool,
+    pub reactions: bool,
+    pub buttons: bool,
+    pub typing: bool,
+    pub files: bool,
+    pub open_dm: bool,
+    pub max_text: usize,
+}
+
+/// Delivery failures, grouped by what the host does next.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// Nobody to deliver to right now (no CLI client): no attempt is used;
+    /// delivery resumes on [`ChannelEvent::Available`].
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// May work later (timeouts, 429, 5xx): counts an attempt.
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// Will never work (bad address, too large): fail the row.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// The adapter trait (SPEC §9.1).
+pub trait Channel: Send + Sync + 'static {
+    fn channel_type(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+    /// Delivers one message; returns the platform message id.
+    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>>;
+    /// Tells the conversation that these inbound platform message ids are
+    /// fully handled (answered and delivered). Adapters with no use for it
+    /// ignore it; the CLI uses it so a scripted `pinch chat` knows when to exit.
+    fn settled(&self, _to: &Address, _platform_message_ids: &[String]) {}
+    /// A short host notice to a conversation (not an agent reply).
+    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>>;
+}

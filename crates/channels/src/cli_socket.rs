@@ -1,0 +1,417 @@
+//! The CLI channel: a Unix socket (`run/cli.sock`, mode 0600) speaking JSON
+//! lines. `pinch chat` is its client.
+//!
+//! Client → host: `message{text, client_id}`, `ack{id}` (a delivered message
+//! was printed), `click{callback}`.
+//! Host → client: `hello{user}`, `accepted{client_id, id, routed, note}`,
+//! `rejected{client_id, error}`, `message{id, text, in_reply_to}`,
+//! `settled{ids}`, `notice{text}`, `superseded`.
+//!
+//! One conversation (`platform_id = local`), one client at a time: a newer
+//! client supersedes the older, which is told so. A delivery counts only
+//! when the client acks the line, so a client that dies mid-reply loses
+//! nothing: the reply goes to the next client. With no client connected a
+//! delivery is `Unavailable` and resumes on connect.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError, InboundEvent, Outgoing};
+
+pub const CHANNEL_TYPE: &str = "cli";
+pub const PLATFORM_ID: &str = "local";
+/// How long a delivery waits for the client's ack before counting a retry.
+pub const CLIENT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest accepted line from a client.
+pub const MAX_LINE: usize = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    Message {
+        text: String,
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    Ack {
+        id: String,
+    },
+    Click {
+        callback: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Hello {
+        user: String,
+    },
+    Accepted {
+        #[serde(default)]
+        client_id: Option<String>,
+        id: String,
+        routed: usize,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    Rejected {
+        #[serde(default)]
+        client_id: Option<String>,
+        error: String,
+    },
+    Message {
+        id: String,
+        text: String,
+        #[serde(default)]
+        in_reply_to: Option<String>,
+    },
+    Settled {
+        ids: Vec<String>,
+    },
+    Notice {
+        text: String,
+    },
+    Superseded,
+}
+
+impl ServerMsg {
+    pub fn line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("server messages serialise");
+        s.push('\n');
+        s
+    }
+}
+
+struct Client {
+    id: u64,
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    /// Deliveries waiting for this client's ack, by outgoing id.
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+}
+
+pub struct CliChannel {
+    path: PathBuf,
+    user: String,
+    current: Mutex<Option<Client>>,
+    next_id: AtomicU64,
+}
+
+impl CliChannel {
+    /// Binds the socket (replacing a stale file no one listens on) and starts
+    /// accepting clients. Events go to `events`.
+    pub fn bind(path: &Path, user: String, events: mpsc::Sender<ChannelEvent>) -> io::Result<Arc<CliChannel>> {
+        if path.exists() {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} is in use: another pinch host serves this data dir", path.display()),
+                    ))
+                }
+                Err(_) => std::fs::remove_file(path)?,
+            }
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let ch = Arc::new(CliChannel { path: path.to_owned(), user, current: Mutex::new(None), next_id: AtomicU64::new(1) });
+        let me = ch.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => me.clone().serve(stream, events.clone()),
+                    Err(e) => {
+                        tracing::warn!("cli socket accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(ch)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn address() -> Address {
+        Address { channel_type: CHANNEL_TYPE.into(), platform_id: PLATFORM_ID.into(), thread_id: None }
+    }
+
+    fn serve(self: Arc<Self>, stream: UnixStream, events: mpsc::Sender<ChannelEvent>) {
+        let (read, write) = stream.into_split();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let writer = Arc::new(tokio::sync::Mutex::new(write));
+        let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
+        let old = self
+            .current
+            .lock()
+            .unwrap()
+            .replace(Client { id, writer: writer.clone(), waiting: waiting.clone() });
+        tokio::spawn(async move {
+            if let Some(old) = old {
+                // Deliveries waiting on the old client fail as Unavailable
+                // and are retried with the new one.
+                old.waiting.lock().unwrap().clear();
+                let mut w = old.writer.lock().await;
+                let _ = w.write_all(ServerMsg::Superseded.line().as_bytes()).await;
+                let _ = w.shutdown().await;
+            }
+            let hello = ServerMsg::Hello { user: self.user.clone() };
+            if writer.lock().await.write_all(hello.line().as_bytes()).await.is_err() {
+                self.drop_client(id);
+                return;
+            }
+            let _ = events.send(ChannelEvent::Available { channel_type: CHANNEL_TYPE.into() }).await;
+            let mut lines = BufReader::new(read);
+            let mut buf = String::new();
+            loop {
+                buf.clear();
+                match (&mut lines).take(MAX_LINE as u64 + 1).read_line(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) if n > MAX_LINE => {
+                        let msg = ServerMsg::Rejected { client_id: None, error: format!("line longer than {MAX_LINE} bytes; send shorter messages") };
+                        let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("cli client read failed: {e}");
+                        break;
+                    }
+                }
+                let line = buf.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<ClientMsg>(line) {
+                    Ok(ClientMsg::Ack { id: out_id }) => {
+                        if let Some(tx) = waiting.lock().unwrap().remove(&out_id) {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(ClientMsg::Message { text, client_id }) => {
+                        let event = InboundEvent {
+                            channel_type: CHANNEL_TYPE.into(),
+                            platform_id: PLATFORM_ID.into(),
+                            thread_id: None,
+                            message_id: format!("cli-{}", pinch_proto::runner_config::random_hex(8)),
+                            sender_id: self.user.clone(),
+                            sender_name: Some(self.user.clone()),
+                            text,
+                            is_mention: true,
+                            is_group: false,
+                        };
+                        let mid = event.message_id.clone();
+                        let (ack, rx) = Ack::new();
+                        if events.send(ChannelEvent::Message(event, ack)).await.is_err() {
+                            break; // host is shutting down
+                        }
+                        let reply = match rx.await {
+                            Ok(AckOutcome::Stored { routed, note }) => ServerMsg::Accepted { client_id, id: mid, routed, note },
+                            Ok(AckOutcome::Failed(error)) => ServerMsg::Rejected { client_id, error },
+                            Err(_) => ServerMsg::Rejected { client_id, error: "the host stopped before storing the message".into() },
+                        };
+                        if writer.lock().await.write_all(reply.line().as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(ClientMsg::Click { callback }) => {
+                        let msg = ServerMsg::Notice { text: format!("buttons are not handled yet (callback {callback:?} ignored)") };
+                        let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
+                    }
+                    Err(e) => {
+                        let msg = ServerMsg::Rejected {
+                            client_id: None,
+                            error: format!("not a client message ({e}); send one JSON object per line, e.g. {{\"type\":\"message\",\"text\":\"hi\"}}"),
+                        };
+                        let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
+                    }
+                }
+            }
+            waiting.lock().unwrap().clear();
+            self.drop_client(id);
+        });
+    }
+
+    fn drop_client(&self, id: u64) {
+        let mut cur = self.current.lock().unwrap();
+        if cur.as_ref().is_some_and(|c| c.id == id) {
+            // Dropping the waiters fails their deliveries as Unavailable.
+            *cur = None;
+        }
+    }
+
+    fn current(&self) -> Option<(u64, Arc<tokio::sync::Mutex<OwnedWriteHalf>>, Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>)> {
+        self.current.lock().unwrap().as_ref().map(|c| (c.id, c.writer.clone(), c.waiting.clone()))
+    }
+
+    async fn send_line(&self, msg: &ServerMsg) -> Result<(), DeliverError> {
+        let Some((id, writer, _)) = self.current() else {
+            return Err(DeliverError::Unavailable("no pinch chat client is connected".into()));
+        };
+        let res = writer.lock().await.write_all(msg.line().as_bytes()).await;
+        res.map_err(|e| {
+            self.drop_client(id);
+            DeliverError::Unavailable(format!("client went away: {e}"))
+        })
+    }
+}
+
+impl Drop for CliChannel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Channel for CliChannel {
+    fn channel_type(&self) -> &'static str {
+        CHANNEL_TYPE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { max_text: 1 << 20, ..Default::default() }
+    }
+
+    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+        Box::pin(async move {
+            if to.platform_id != PLATFORM_ID {
+                return Err(DeliverError::Permanent(format!("the cli channel has one conversation, {PLATFORM_ID:?}, not {:?}", to.platform_id)));
+            }
+            let Some((cid, writer, waiting)) = self.current() else {
+                return Err(DeliverError::Unavailable("no pinch chat client is connected".into()));
+            };
+            let (tx, rx) = oneshot::channel();
+            waiting.lock().unwrap().insert(msg.id.clone(), tx);
+            let line = ServerMsg::Message { id: msg.id.clone(), text: msg.text.clone(), in_reply_to: msg.in_reply_to.clone() }.line();
+            if let Err(e) = writer.lock().await.write_all(line.as_bytes()).await {
+                waiting.lock().unwrap().remove(&msg.id);
+                self.drop_client(cid);
+                return Err(DeliverError::Unavailable(format!("client went away: {e}")));
+            }
+            match tokio::time::timeout(CLIENT_ACK_TIMEOUT, rx).await {
+                Ok(Ok(())) => Ok(msg.id.clone()),
+                Ok(Err(_)) => Err(DeliverError::Unavailable("client disconnected before acknowledging".into())),
+                Err(_) => {
+                    waiting.lock().unwrap().remove(&msg.id);
+                    Err(DeliverError::Retryable("client did not acknowledge within 10 s".into()))
+                }
+            }
+        })
+    }
+
+    fn settled(&self, _to: &Address, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let Some((_, writer, _)) = self.current() else { return };
+        let line = ServerMsg::Settled { ids: ids.to_vec() }.line();
+        tokio::spawn(async move {
+            let _ = writer.lock().await.write_all(line.as_bytes()).await;
+        });
+    }
+
+    fn notice<'a>(&'a self, _to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move { self.send_line(&ServerMsg::Notice { text: text.to_owned() }).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        let m: ClientMsg = serde_json::from_str(r#"{"type":"message","text":"hi"}"#).unwrap();
+        assert_eq!(m, ClientMsg::Message { text: "hi".into(), client_id: None });
+        let l = ServerMsg::Message { id: "o1".into(), text: "yo".into(), in_reply_to: None }.line();
+        assert_eq!(l, "{\"type\":\"message\",\"id\":\"o1\",\"text\":\"yo\",\"in_reply_to\":null}\n");
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    async fn read_msg(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> ServerMsg {
+        let mut s = String::new();
+        r.read_line(&mut s).await.unwrap();
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s:?}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_waits_for_the_client_ack_and_newer_client_supersedes() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("cli.sock");
+        let (tx, mut rx) = mpsc::channel(16);
+        let ch = CliChannel::bind(&sock, "tester".into(), tx).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let addr = CliChannel::address();
+        let out = Outgoing { id: "o1".into(), text: "hello".into(), in_reply_to: None };
+        // no client: unavailable
+        assert!(matches!(ch.deliver(&addr, &out).await, Err(DeliverError::Unavailable(_))));
+
+        let (r1, mut w1) = UnixStream::connect(&sock).await.unwrap().into_split();
+        let mut r1 = BufReader::new(r1);
+        assert_eq!(read_msg(&mut r1).await, ServerMsg::Hello { user: "tester".into() });
+        assert!(matches!(rx.recv().await, Some(ChannelEvent::Available { .. })));
+
+        // a message in is acked only after the host completes it
+        w1.write_all(b"{\"type\":\"message\",\"text\":\"hi\",\"client_id\":\"c1\"}\n").await.unwrap();
+        let Some(ChannelEvent::Message(ev, ack)) = rx.recv().await else { panic!() };
+        assert_eq!(ev.text, "hi");
+        assert_eq!(ev.sender_id, "tester");
+        ack.complete(AckOutcome::Stored { routed: 1, note: None });
+        match read_msg(&mut r1).await {
+            ServerMsg::Accepted { client_id, id, routed, .. } => {
+                assert_eq!(client_id.as_deref(), Some("c1"));
+                assert_eq!(id, ev.message_id);
+                assert_eq!(routed, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // delivery completes only when the client acks
+        let ch2 = ch.clone();
+        let addr2 = addr.clone();
+        let out2 = out.clone();
+        let pending = tokio::spawn(async move { ch2.deliver(&addr2, &out2).await });
+        assert_eq!(read_msg(&mut r1).await, ServerMsg::Message { id: "o1".into(), text: "hello".into(), in_reply_to: None });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!pending.is_finished());
+        w1.write_all(b"{\"type\":\"ack\",\"id\":\"o1\"}\n").await.unwrap();
+        assert_eq!(pending.await.unwrap().unwrap(), "o1");
+
+        // a delivery in flight when the client dies is unavailable, not lost
+        let ch3 = ch.clone();
+        let (a3, o3) = (addr.clone(), Outgoing { id: "o2".into(), text: "x".into(), in_reply_to: None });
+        let pending = tokio::spawn(async move { ch3.deliver(&a3, &o3).await });
+        let _ = read_msg(&mut r1).await;
+        // second client supersedes the first
+        let (r2, _w2) = UnixStream::connect(&sock).await.unwrap().into_split();
+        let mut r2 = BufReader::new(r2);
+        assert_eq!(read_msg(&mut r2).await, ServerMsg::Hello { user: "tester".into() });
+        assert_eq!(read_msg(&mut r1).await, ServerMsg::Superseded);
+        drop(w1);
+        let res = pending.await.unwrap();
+        assert!(matches!(res, Err(DeliverError::Unavailable(_))), "{res:?}");
+
+        // bad input gets a clear rejection and the connection stays usable
+        let (r3, mut w3) = UnixStream::connect(&sock).await.unwrap().into_split();
+        let mut r3 = BufReader::new(r3);
+        let _ = read_msg(&mut r3).await;
+        w3.write_all(b"this is not json\n").await.unwrap();
+        match read_msg(&mut r3).await {
+            ServerMsg::Rejected { error, .. } => assert!(error.contains("one JSON object per line"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
