@@ -43,4 +43,7 @@ pub mod layout {
     pub const OUTBOUND_DB: &str = "outbound.db";
     pub const HEARTBEAT: &str = "heartbeat";
     pub const RUNNER_JSON: &str = "runner.json";
+    /// `in/stop`: the host asks the runner whose id it contains to exit 0.
+    /// A file, not a signal, so it works the same through every sandbox.
+    pub const STOP: &str = "stop";
 }

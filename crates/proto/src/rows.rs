@@ -89,8 +89,8 @@ pub struct NewInbound {
     pub on_wake: bool,
 }
 
-/// Inserts an inbound row with the next even seq. `INSERT OR IGNORE` on the
-/// id, so a redelivered platform message is harmless: returns `None` then.
+/// Inserts an inbound row with the next even seq. An id that already exists
+/// is a no-op (a redelivered platform message is harmless): returns `None`.
 pub fn insert_inbound(tx: &Transaction<'_>, row: &NewInbound, out_max: i64) -> Result<Option<i64>, ProtoError> {
     let exists: Option<i64> = tx
         .query_row("SELECT seq FROM messages_in WHERE id = ?1", [&row.id], |r| r.get(0))
@@ -101,7 +101,9 @@ pub fn insert_inbound(tx: &Transaction<'_>, row: &NewInbound, out_max: i64) -> R
     }
     let seq = seq::next(tx, Owner::Host, out_max)?;
     tx.execute(
-        "INSERT OR IGNORE INTO messages_in (id, seq, kind, timestamp, status, process_after, trigger,
+        // Plain INSERT: the id check above makes redelivery harmless, and
+        // OR IGNORE would also swallow a CHECK/UNIQUE failure on seq.
+        "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, trigger,
            platform_id, channel_type, thread_id, content, source_session_id, on_wake)
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![

@@ -51,6 +51,15 @@ pub fn max_seq(conn: &rusqlite::Connection, table: &str) -> Result<i64, ProtoErr
         .map_err(ProtoError::sqlite("reading max seq"))
 }
 
+/// The largest seq in the other side's file, read through a fresh
+/// read-only connection; 0 when the file or table does not exist yet.
+/// Read it *before* beginning the write transaction: a stale value only
+/// loosens ordering, never uniqueness (parity guarantees that).
+pub fn other_max(path: &std::path::Path, table: &str) -> i64 {
+    let Ok(c) = crate::open::open_reader(path, crate::open::DEFAULT_BUSY_TIMEOUT) else { return 0 };
+    max_seq(&c, table).unwrap_or(0)
+}
+
 /// Allocates the next seq for `owner` inside its write transaction.
 ///
 /// `other_max` is the largest seq the caller has read from the other side's

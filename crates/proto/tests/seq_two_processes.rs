@@ -25,7 +25,6 @@ use pinch_proto::open::{self, DEFAULT_BUSY_TIMEOUT};
 use pinch_proto::rows::{self, NewInbound, NewOutbound};
 use pinch_proto::{layout, schema, seq, time};
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 const CHILD_TEST: &str = "seq_child_process";
 
@@ -156,11 +155,10 @@ fn run_case(count_in: usize, count_out: usize, batch: usize) {
     };
     let host = spawn("host", count_in);
     let runner = spawn("runner", count_out);
+    // If a child dies before it is ready, the deadline passes and its exit status says why.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(d.path().join("ready-host").exists() && d.path().join("ready-runner").exists()) {
-        if Instant::now() > deadline {
-            break; // a child died early; its exit status below says why
-        }
+    let ready = |r: &str| d.path().join(format!("ready-{r}")).exists();
+    while !(ready("host") && ready("runner")) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     std::fs::write(d.path().join("go"), b"").unwrap();
