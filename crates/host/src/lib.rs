@@ -1,1 +1,118 @@
+//! The pinch host: one daemon per data dir.
+//!
+//! It receives messages from channels, routes each to the sessions of the
+//! agents that engage it, writes them into each session's `inbound.db`,
+//! spawns the session's runner in a sandbox when there is work, notices the
+//! runner's exit the moment it happens, and delivers what the runner writes
+//! to `outbound.db`.
+//!
+//! Shape: one main loop ([`main_loop`]) owns the central DB and every
+//! session's runner state and handles a closed set of [`Event`]s one at a
+//! time, which is what makes "at most one runner per session" true without
+//! locks (100 concurrent wakes are 100 events; the first spawns, the rest see
+//! a live runner). Delivery runs in one task per session ([`delivery`]), so a
+//! slow channel never blocks routing, and there is one delivery in flight per
+//! session.
+//!
+//! Invariants: the host is the sole writer of the central DB and of every
+//! `inbound.db`; it never writes a row into an `outbound.db` (it opens one
+//! read-write only to roll back a hot journal while no runner lives); it is
+//! the only code that spawns runners, always through [`sandbox`].
 
+pub mod central;
+pub mod config;
+pub mod delivery;
+pub mod paths;
+pub mod sandbox;
+pub mod session;
+
+mod lock;
+mod main_loop;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::HostConfig;
+pub use main_loop::start;
+
+/// Counters for tests, benchmarks and (later) metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub spawns: AtomicU64,
+    pub exits: AtomicU64,
+    pub routed: AtomicU64,
+}
+
+impl Stats {
+    pub fn spawns(&self) -> u64 {
+        self.spawns.load(Ordering::Relaxed)
+    }
+    pub fn exits(&self) -> u64 {
+        self.exits.load(Ordering::Relaxed)
+    }
+}
+
+/// A session as the host currently sees it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub id: String,
+    pub agent_group_id: String,
+    pub dir: PathBuf,
+    pub runner_id: Option<String>,
+    pub runner_pid: Option<u32>,
+}
+
+/// Requests to a running host (from the embedding process: tests, bench).
+pub(crate) enum Control {
+    Sessions(oneshot::Sender<Vec<SessionInfo>>),
+    StopRunner(String, oneshot::Sender<bool>),
+}
+
+/// A running host.
+pub struct HostHandle {
+    pub cli_socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub sandbox: sandbox::Kind,
+    pub stats: Arc<Stats>,
+    control: mpsc::UnboundedSender<main_loop::Event>,
+    join: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl HostHandle {
+    /// Asks the host to shut down gracefully and waits for it.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.control.send(main_loop::Event::Shutdown);
+        self.join.await?
+    }
+
+    /// Waits until the host stops on its own (signal handling is the
+    /// embedder's job: call [`HostHandle::shutdown`]).
+    pub async fn wait(self) -> Result<()> {
+        self.join.await?
+    }
+
+    pub fn shutdown_sender(&self) -> impl Fn() + Send + Sync + 'static {
+        let c = self.control.clone();
+        move || {
+            let _ = c.send(main_loop::Event::Shutdown);
+        }
+    }
+
+    pub async fn sessions(&self) -> Vec<SessionInfo> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.control.send(main_loop::Event::Control(Control::Sessions(tx)));
+        rx.await.unwrap_or_default()
+    }
+
+    /// Asks a session's runner to stop (gracefully, then killed after the
+    /// grace). Returns whether one was running.
+    pub async fn stop_runner(&self, session_id: &str) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.control.send(main_loop::Event::Control(Control::StopRunner(session_id.to_owned(), tx)));
+        rx.await.unwrap_or(false)
+    }
+}

@@ -163,7 +163,11 @@ impl Runner {
         let mut last_work = Instant::now();
         loop {
             if signals::stop_requested() {
-                tracing::info!("asked to stop, exiting 0");
+                tracing::info!("asked to stop by a signal, exiting 0");
+                return EXIT_OK;
+            }
+            if self.stop_file_names_me() {
+                tracing::info!("asked to stop by the host, exiting 0");
                 return EXIT_OK;
             }
             let result = poll::snapshot(&self.cfg, &self.tz);
@@ -375,6 +379,12 @@ impl Runner {
         tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit turn"))?;
         tracing::info!(batch = ids.len(), outcome, "turn done");
         Ok(true)
+    }
+
+    /// The host asks a runner to stop by writing its id into `in/stop`.
+    fn stop_file_names_me(&self) -> bool {
+        std::fs::read_to_string(self.cfg.paths.in_dir.join(layout::STOP))
+            .is_ok_and(|s| s.trim() == self.cfg.runner_id)
     }
 
     /// Drops acks the host has already copied into `messages_in` (their rows

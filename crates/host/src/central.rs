@@ -1,0 +1,449 @@
+//! The central DB `pinch.db` (SPEC §3.1): WAL, foreign keys, migrations
+//! keyed by name. Only the host's main loop writes it.
+//!
+//! Migrations are `(name, sql)` pairs applied in order, each in one
+//! transaction with its `schema_migrations` record, so applying twice is a
+//! no-op and a crash mid-migration leaves nothing half-applied. A shipped
+//! migration is never edited; changes come as new, additive migrations.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use pinch_proto::rusqlite::{self, params, Connection, OptionalExtension};
+
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_core",
+    "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE agent_groups (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, folder TEXT NOT NULL UNIQUE, provider TEXT,
+  created_at TEXT NOT NULL);
+CREATE TABLE agent_configs (
+  agent_group_id TEXT PRIMARY KEY REFERENCES agent_groups(id) ON DELETE CASCADE,
+  provider TEXT, model TEXT, assistant_name TEXT, batch_size INTEGER,
+  mcp_servers TEXT, packages TEXT, extra_mounts TEXT, egress_allow TEXT, sandbox TEXT,
+  admin_scope TEXT NOT NULL DEFAULT 'disabled' CHECK (admin_scope IN ('disabled','group','global')),
+  can_create_agents INTEGER NOT NULL DEFAULT 0, idle_exit_s INTEGER, claim_stuck_s INTEGER,
+  updated_at TEXT NOT NULL);
+CREATE TABLE messaging_groups (
+  id TEXT PRIMARY KEY, channel_type TEXT NOT NULL, platform_id TEXT NOT NULL, name TEXT,
+  is_group INTEGER NOT NULL DEFAULT 0,
+  unknown_sender_policy TEXT NOT NULL DEFAULT 'request_approval'
+    CHECK (unknown_sender_policy IN ('strict','request_approval','public')),
+  denied_at TEXT, created_at TEXT NOT NULL,
+  UNIQUE (channel_type, platform_id));
+CREATE TABLE wirings (
+  id TEXT PRIMARY KEY,
+  messaging_group_id TEXT NOT NULL REFERENCES messaging_groups(id) ON DELETE CASCADE,
+  agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+  engage_mode TEXT NOT NULL CHECK (engage_mode IN ('pattern','mention','mention-sticky')),
+  engage_pattern TEXT,
+  sender_scope TEXT NOT NULL DEFAULT 'known' CHECK (sender_scope IN ('all','known')),
+  ignored_message_policy TEXT NOT NULL DEFAULT 'drop' CHECK (ignored_message_policy IN ('drop','accumulate')),
+  session_mode TEXT NOT NULL DEFAULT 'shared' CHECK (session_mode IN ('shared','per-thread','agent-shared')),
+  priority INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,
+  UNIQUE (messaging_group_id, agent_group_id));
+CREATE TABLE users (id TEXT PRIMARY KEY, kind TEXT NOT NULL, display_name TEXT, created_at TEXT NOT NULL);
+CREATE TABLE user_roles (
+  user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  role TEXT NOT NULL CHECK (role IN ('owner','admin')),
+  agent_group_id TEXT REFERENCES agent_groups(id) ON DELETE CASCADE,
+  granted_by TEXT, granted_at TEXT NOT NULL,
+  CHECK (role <> 'owner' OR agent_group_id IS NULL));
+CREATE UNIQUE INDEX user_roles_key ON user_roles (user_id, role, coalesce(agent_group_id, ''));
+CREATE TABLE agent_group_members (
+  user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+  added_by TEXT, added_at TEXT NOT NULL,
+  PRIMARY KEY (user_id, agent_group_id));
+CREATE TABLE sessions (
+  id TEXT PRIMARY KEY,
+  agent_group_id TEXT NOT NULL REFERENCES agent_groups(id),
+  messaging_group_id TEXT REFERENCES messaging_groups(id),
+  thread_id TEXT, provider TEXT,
+  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active','closed')),
+  runner_status TEXT NOT NULL DEFAULT 'stopped' CHECK (runner_status IN ('stopped','starting','running','stopping')),
+  runner_id TEXT, runner_started_at TEXT, last_active TEXT,
+  quarantined_at TEXT, quarantine_reason TEXT, created_at TEXT NOT NULL);
+CREATE UNIQUE INDEX sessions_active_key ON sessions
+  (agent_group_id, coalesce(messaging_group_id, ''), coalesce(thread_id, '')) WHERE status = 'active';
+CREATE TABLE runner_exits (
+  session_id TEXT NOT NULL, runner_id TEXT NOT NULL, started_at TEXT, exited_at TEXT NOT NULL,
+  exit_code INTEGER, signal INTEGER, cause TEXT NOT NULL, detail TEXT);
+CREATE INDEX runner_exits_session ON runner_exits (session_id, exited_at);
+CREATE TABLE agent_destinations (
+  agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+  local_name TEXT NOT NULL,
+  target_type TEXT NOT NULL CHECK (target_type IN ('channel','agent')),
+  target_id TEXT NOT NULL, created_at TEXT NOT NULL,
+  PRIMARY KEY (agent_group_id, local_name));
+",
+)];
+
+pub struct Central {
+    pub conn: Connection,
+}
+
+/// A wiring with what the router needs of it.
+#[derive(Clone, Debug)]
+pub struct WiringRow {
+    pub id: String,
+    pub agent_group_id: String,
+    pub engage_mode: String,
+    pub engage_pattern: Option<String>,
+    pub sender_scope: String,
+    pub ignored_message_policy: String,
+    pub session_mode: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct MessagingGroup {
+    pub id: String,
+    pub channel_type: String,
+    pub platform_id: String,
+    pub name: Option<String>,
+    pub unknown_sender_policy: String,
+    pub denied_at: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub agent_group_id: String,
+    pub messaging_group_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub folder: String,
+}
+
+fn now() -> String {
+    pinch_proto::time::now()
+}
+
+impl Central {
+    /// Opens (creating) the central DB and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Central> {
+        let conn = Connection::open(path).with_context(|| format!("opening the central DB at {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .with_context(|| format!("setting WAL on {}", path.display()))?;
+        if mode != "wal" {
+            anyhow::bail!("{} cannot use WAL (got {mode}); put the data dir on a local filesystem", path.display());
+        }
+        conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=1000;")?;
+        let mut c = Central { conn };
+        c.migrate().with_context(|| format!("migrating the central DB at {}", path.display()))?;
+        Ok(c)
+    }
+
+    pub fn migrate(&mut self) -> Result<Vec<&'static str>> {
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )?;
+        let mut applied = Vec::new();
+        for (name, sql) in MIGRATIONS {
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let done: bool = tx
+                .query_row("SELECT 1 FROM schema_migrations WHERE name = ?1", [name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !done {
+                tx.execute_batch(sql).with_context(|| format!("migration {name}"))?;
+                tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)", params![name, now()])?;
+                applied.push(*name);
+            }
+            tx.commit()?;
+        }
+        Ok(applied)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    /// First run: owner, agent group `main`, the terminal conversation and a
+    /// `pattern "."` wiring. Idempotent (guarded by the `bootstrapped` marker
+    /// in the same transaction). Returns whether it ran.
+    pub fn bootstrap(&mut self, owner_login: &str) -> Result<bool> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if tx.query_row("SELECT 1 FROM meta WHERE key = 'bootstrapped'", [], |_| Ok(())).optional()?.is_some() {
+            return Ok(false);
+        }
+        let t = now();
+        let install_id = pinch_proto::runner_config::random_hex(4);
+        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?1)", [&install_id])?;
+        let owner = format!("cli:{owner_login}");
+        tx.execute("INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'cli', ?2, ?3)", params![owner, owner_login, t])?;
+        tx.execute("INSERT OR IGNORE INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES (?1, 'owner', NULL, 'bootstrap', ?2)", params![owner, t])?;
+        tx.execute("INSERT INTO agent_groups (id, name, folder, provider, created_at) VALUES ('main', 'main', 'main', NULL, ?1)", [&t])?;
+        tx.execute("INSERT INTO agent_configs (agent_group_id, admin_scope, can_create_agents, updated_at) VALUES ('main', 'global', 1, ?1)", [&t])?;
+        tx.execute(
+            "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+             VALUES ('mg-cli-local', 'cli', 'local', 'terminal', 0, 'strict', ?1)",
+            [&t],
+        )?;
+        tx.execute(
+            "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
+               ignored_message_policy, session_mode, priority, created_at)
+             VALUES ('w-main-terminal', 'mg-cli-local', 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, ?1)",
+            [&t],
+        )?;
+        tx.execute(
+            "INSERT INTO agent_destinations (agent_group_id, local_name, target_type, target_id, created_at)
+             VALUES ('main', 'terminal', 'channel', 'mg-cli-local', ?1)",
+            [&t],
+        )?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('bootstrapped', ?1)", [&t])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    pub fn messaging_group(&self, channel_type: &str, platform_id: &str) -> Result<Option<MessagingGroup>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at FROM messaging_groups
+                 WHERE channel_type = ?1 AND platform_id = ?2",
+                params![channel_type, platform_id],
+                |r| {
+                    Ok(MessagingGroup {
+                        id: r.get(0)?,
+                        channel_type: r.get(1)?,
+                        platform_id: r.get(2)?,
+                        name: r.get(3)?,
+                        unknown_sender_policy: r.get(4)?,
+                        denied_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn messaging_group_by_id(&self, id: &str) -> Result<Option<MessagingGroup>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at FROM messaging_groups WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(MessagingGroup {
+                        id: r.get(0)?,
+                        channel_type: r.get(1)?,
+                        platform_id: r.get(2)?,
+                        name: r.get(3)?,
+                        unknown_sender_policy: r.get(4)?,
+                        denied_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Wirings of a conversation, highest priority first.
+    pub fn wirings(&self, mg_id: &str) -> Result<Vec<WiringRow>> {
+        let mut s = self.conn.prepare_cached(
+            "SELECT id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode
+             FROM wirings WHERE messaging_group_id = ?1 ORDER BY priority DESC, created_at, id",
+        )?;
+        let rows = s
+            .query_map([mg_id], |r| {
+                Ok(WiringRow {
+                    id: r.get(0)?,
+                    agent_group_id: r.get(1)?,
+                    engage_mode: r.get(2)?,
+                    engage_pattern: r.get(3)?,
+                    sender_scope: r.get(4)?,
+                    ignored_message_policy: r.get(5)?,
+                    session_mode: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Creates the user if new (the `<channel>:` prefix is part of the id).
+    pub fn upsert_user(&self, user_id: &str, kind: &str, display_name: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET display_name = coalesce(excluded.display_name, display_name)",
+            params![user_id, kind, display_name, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Owner, global admin, admin of the group, or member.
+    pub fn has_access(&self, user_id: &str, ag_id: &str) -> Result<bool> {
+        let role: bool = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM user_roles WHERE user_id = ?1 AND (role = 'owner' OR agent_group_id IS NULL OR agent_group_id = ?2)",
+                params![user_id, ag_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if role {
+            return Ok(true);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM agent_group_members WHERE user_id = ?1 AND agent_group_id = ?2",
+                params![user_id, ag_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    pub fn agent_folder(&self, ag_id: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT folder FROM agent_groups WHERE id = ?1", [ag_id], |r| r.get(0)).optional()?)
+    }
+
+    /// The active session for (ag, mg, thread), if any.
+    pub fn find_session(&self, ag_id: &str, mg_id: Option<&str>, thread_id: Option<&str>) -> Result<Option<SessionRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, g.folder
+                 FROM sessions s JOIN agent_groups g ON g.id = s.agent_group_id
+                 WHERE s.status = 'active' AND s.agent_group_id = ?1 AND coalesce(s.messaging_group_id, '') = coalesce(?2, '')
+                   AND coalesce(s.thread_id, '') = coalesce(?3, '')",
+                params![ag_id, mg_id, thread_id],
+                Self::session_row,
+            )
+            .optional()?)
+    }
+
+    fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+        Ok(SessionRow {
+            id: r.get(0)?,
+            agent_group_id: r.get(1)?,
+            messaging_group_id: r.get(2)?,
+            thread_id: r.get(3)?,
+            folder: r.get(4)?,
+        })
+    }
+
+    pub fn active_sessions(&self) -> Result<Vec<SessionRow>> {
+        let mut s = self.conn.prepare(
+            "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, g.folder
+             FROM sessions s JOIN agent_groups g ON g.id = s.agent_group_id WHERE s.status = 'active' ORDER BY s.created_at",
+        )?;
+        let rows = s.query_map([], Self::session_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn insert_session(&self, s: &SessionRow, provider: &str) -> Result<()> {
+        let t = now();
+        self.conn.execute(
+            "INSERT INTO sessions (id, agent_group_id, messaging_group_id, thread_id, provider, status, runner_status, last_active, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', 'stopped', ?6, ?6)",
+            params![s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, provider, t],
+        )?;
+        Ok(())
+    }
+
+    pub fn touch_session(&self, id: &str) -> Result<()> {
+        self.conn.execute("UPDATE sessions SET last_active = ?2 WHERE id = ?1", params![id, now()])?;
+        Ok(())
+    }
+
+    pub fn set_runner_state(&self, session_id: &str, status: &str, runner_id: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET runner_status = ?2, runner_id = coalesce(?3, runner_id),
+               runner_started_at = CASE WHEN ?2 = 'starting' THEN ?4 ELSE runner_started_at END WHERE id = ?1",
+            params![session_id, status, runner_id, now()],
+        )?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_exit(
+        &self,
+        session_id: &str,
+        runner_id: &str,
+        started_at: &str,
+        code: Option<i32>,
+        signal: Option<i32>,
+        cause: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO runner_exits (session_id, runner_id, started_at, exited_at, exit_code, signal, cause, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![session_id, runner_id, started_at, now(), code, signal, cause, detail],
+        )?;
+        Ok(())
+    }
+
+    /// The agent group's destinations, projected for its sessions.
+    pub fn destinations(&self, ag_id: &str) -> Result<Vec<pinch_proto::rows::Destination>> {
+        let mut s = self.conn.prepare_cached(
+            "SELECT d.local_name, d.target_type, d.target_id, m.channel_type, m.platform_id, m.name
+             FROM agent_destinations d LEFT JOIN messaging_groups m ON d.target_type = 'channel' AND m.id = d.target_id
+             WHERE d.agent_group_id = ?1 ORDER BY d.local_name",
+        )?;
+        let rows = s
+            .query_map([ag_id], |r| {
+                let kind: String = r.get(1)?;
+                let target: String = r.get(2)?;
+                Ok(pinch_proto::rows::Destination {
+                    name: r.get(0)?,
+                    display_name: r.get(5)?,
+                    agent_group_id: (kind == "agent").then(|| target.clone()),
+                    channel_type: r.get(3)?,
+                    platform_id: r.get(4)?,
+                    kind,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_bootstrap_is_idempotent() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pinch.db");
+        let mut c = Central::open(&p).unwrap();
+        assert!(c.migrate().unwrap().is_empty(), "second application is a no-op");
+        drop(c);
+        let mut c = Central::open(&p).unwrap();
+        assert!(c.bootstrap("alice").unwrap());
+        assert!(!c.bootstrap("alice").unwrap());
+        let mg = c.messaging_group("cli", "local").unwrap().unwrap();
+        let w = c.wirings(&mg.id).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].agent_group_id, "main");
+        assert!(c.has_access("cli:alice", "main").unwrap());
+        assert!(!c.has_access("cli:mallory", "main").unwrap());
+        let dests = c.destinations("main").unwrap();
+        assert_eq!(dests[0].name, "terminal");
+        assert_eq!(dests[0].platform_id.as_deref(), Some("local"));
+        let n: i64 = c.conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        assert_eq!(n as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn one_active_session_per_key() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Central::open(&d.path().join("pinch.db")).unwrap();
+        c.bootstrap("alice").unwrap();
+        let s = SessionRow {
+            id: "s1".into(),
+            agent_group_id: "main".into(),
+            messaging_group_id: Some("mg-cli-local".into()),
+            thread_id: None,
+            folder: "main".into(),
+        };
+        c.insert_session(&s, "scripted").unwrap();
+        let dup = SessionRow { id: "s2".into(), ..s.clone() };
+        assert!(c.insert_session(&dup, "scripted").is_err());
+        assert_eq!(c.find_session("main", Some("mg-cli-local"), None).unwrap().unwrap().id, "s1");
+    }
+}

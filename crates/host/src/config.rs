@@ -1,0 +1,54 @@
+//! The host's resolved configuration (the CLI resolves file, env and flags
+//! into this once; the host never reads the environment itself).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pinch_proto::runner_config::{ProviderSettings, Timings};
+
+use crate::sandbox::Choice;
+
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    pub data_dir: PathBuf,
+    pub sandbox: Choice,
+    pub provider: ProviderSettings,
+    /// IANA zone for prompts.
+    pub timezone: String,
+    pub runner: Timings,
+    pub batch_size: u32,
+    /// The `pinch` executable runners are started from (the running one).
+    pub runner_exe: PathBuf,
+    /// The owner's login (`cli:<login>`).
+    pub login: String,
+    /// Poke deliveries of live sessions this often (inotify fallback).
+    pub delivery_poll: Duration,
+    /// The sweep: wake sessions with due work and no runner.
+    pub sweep_interval: Duration,
+    pub max_concurrent_runners: usize,
+    /// Grace between asking a runner to stop and killing it.
+    pub stop_grace: Duration,
+    /// Log level handed to runners (`PINCH_LOG`).
+    pub runner_log: String,
+}
+
+impl HostConfig {
+    /// Defaults for a data dir; the CLI overrides from file, env and flags.
+    pub fn new(data_dir: PathBuf) -> HostConfig {
+        HostConfig {
+            data_dir,
+            sandbox: Choice::Auto,
+            provider: ProviderSettings { kind: "scripted".into(), script: None, model: None },
+            timezone: "UTC".into(),
+            runner: Timings::default(),
+            batch_size: 10,
+            runner_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pinch")),
+            login: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "owner".into()),
+            delivery_poll: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(60),
+            max_concurrent_runners: 8,
+            stop_grace: Duration::from_secs(5),
+            runner_log: "info".into(),
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Delivery: `messages_out` rows → channel adapters, recorded in the
+//! `delivered` ledger of `inbound.db` (SPEC §4 step 9).
+//!
+//! One task per session, so there is exactly one delivery in flight per
+//! session (lesson 7: overlapping polls double-sent upstream). It wakes on
+//! inotify events of `out/`, on a 1 s poke while a runner lives, on channel
+//! availability, and every 60 s regardless. Each pass reads `messages_out`
+//! and `processing_ack` in one read transaction, delivers due rows without a
+//! terminal ledger entry in seq order (`sending` is committed before the
+//! adapter call, `delivered` after, so a crash in between re-sends on boot:
+//! at-least-once), then copies terminal acks into `messages_in.status`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pinch_channels::{Address, Channel, DeliverError, Outgoing};
+use pinch_proto::content::{ChatIn, ChatOut, InContent, SystemIn};
+use pinch_proto::open::{open_reader, open_writer, write_tx};
+use pinch_proto::rows::{self, status, LedgerRow, NewInbound};
+use pinch_proto::time;
+use tokio::sync::{watch, Notify};
+
+use crate::paths::SessionDir;
+use crate::session::BUSY;
+
+/// Attempts before a row is failed (SPEC §6.6).
+pub const MAX_ATTEMPTS: i64 = 3;
+/// Backoff before the 2nd and 3rd attempts.
+pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(10)];
+/// Pass over every active session at least this often.
+pub const SAFETY_PASS: Duration = Duration::from_secs(60);
+
+pub type Channels = HashMap<String, Arc<dyn Channel>>;
+
+/// Shared between the main loop and a session's delivery task.
+pub struct Shared {
+    pub notify: Notify,
+    /// Largest outbound seq seen (the host's seq allocator stays above it).
+    pub out_max: AtomicI64,
+    /// Passes completed (tests and benchmarks wait on it).
+    pub passes: AtomicI64,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared { notify: Notify::new(), out_max: AtomicI64::new(0), passes: AtomicI64::new(0) })
+    }
+}
+
+pub struct Task {
+    pub session_id: String,
+    pub dir: SessionDir,
+    pub channels: Arc<Channels>,
+    pub shared: Arc<Shared>,
+    watermark: i64,
+    /// Inbound rows finished but not yet announced as settled (announced
+    /// only when nothing before them is waiting to be delivered).
+    unsettled: Vec<(Address, String)>,
+}
+
+impl Task {
+    pub fn new(session_id: String, dir: SessionDir, channels: Arc<Channels>, shared: Arc<Shared>) -> Task {
+        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new() }
+    }
+
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let span = tracing::info_span!("delivery", session_id = %self.session_id);
+        let _ = span.in_scope(|| ());
+        loop {
+            if let Err(e) = self.pass().await {
+                tracing::warn!(session_id = %self.session_id, "delivery pass failed (will retry): {e:#}");
+            }
+            self.shared.passes.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                _ = self.shared.notify.notified() => {}
+                _ = tokio::time::sleep(SAFETY_PASS) => {}
+                _ = stop.changed() => {
+                    // One last pass so nothing written before shutdown waits for a restart.
+                    let _ = self.pass().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn poke_later(&self, after: Duration) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            shared.notify.notify_one();
+        });
+    }
+
+    /// One delivery pass. Public for tests and benchmarks.
+    pub async fn pass(&mut self) -> Result<()> {
+        let out_path = self.dir.outbound_db();
+        if !out_path.exists() {
+            return Ok(());
+        }
+        let (out_rows, acks) = {
+            let mut c = open_reader(&out_path, BUSY)?;
+            let tx = c.transaction().context("begin outbound read")?;
+            let out_rows = rows::outbound_after(&tx, self.watermark)?;
+            let acks = rows::acks(&tx)?;
+            (out_rows, acks)
+        };
+        if let Some(last) = out_rows.last() {
+            self.shared.out_max.fetch_max(last.seq, Ordering::Relaxed);
+        }
+        let mut inbound = open_writer(&self.dir.inbound_db(), BUSY)?;
+        let routing = rows::routing(&inbound)?;
+        let mut blocked = false;
+        let now = jiff::Timestamp::now();
+        // Rows are handled strictly in seq order and the loop stops at the
+        // first one that must wait, so everything up to the watermark is terminal.
+        for row in &out_rows {
+            let prev = rows::ledger_get(&inbound, &row.id)?;
+            if prev.as_ref().is_some_and(|l| l.status == status::DELIVERED || l.status == status::FAILED) {
+                self.watermark = row.seq;
+                continue;
+            }
+            if let Some(after) = row.deliver_after.as_deref() {
+                if !time::is_due(Some(after), now) {
+                    if let Ok(t) = time::parse(after) {
+                        let ms = (t.as_millisecond() - now.as_millisecond()).max(0) as u64;
+                        self.poke_later(Duration::from_millis(ms));
+                    }
+                    blocked = true;
+                    break;
+                }
+            }
+            let attempts = prev.as_ref().map_or(0, |l| l.attempts);
+            let addr = Address {
+                channel_type: row.channel_type.clone().or_else(|| routing.as_ref().and_then(|r| r.channel_type.clone())).unwrap_or_default(),
+                platform_id: row.platform_id.clone().or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone())).unwrap_or_default(),
+                thread_id: row.thread_id.clone(),
+            };
+            let text = match render(row.kind.as_str(), &row.content, &addr) {
+                Ok(t) => t,
+                Err(reason) => {
+                    self.fail(&mut inbound, &row.id, attempts, &reason)?;
+                    self.watermark = row.seq;
+                    continue;
+                }
+            };
+            let Some(channel) = self.channels.get(&addr.channel_type).cloned() else {
+                let reason = format!("no {:?} channel is running in this host; the message cannot be delivered", addr.channel_type);
+                self.fail(&mut inbound, &row.id, attempts, &reason)?;
+                self.watermark = row.seq;
+                continue;
+            };
+            put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: None, status: status::SENDING.into(), attempts, last_error: prev.and_then(|p| p.last_error) })?;
+            let msg = Outgoing {
+                id: row.id.clone(),
+                text,
+                in_reply_to: row.in_reply_to.as_deref().map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
+            };
+            match channel.deliver(&addr, &msg).await {
+                Ok(pid) => {
+                    put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                    self.watermark = row.seq;
+                }
+                Err(DeliverError::Unavailable(why)) => {
+                    tracing::debug!(id = %row.id, "channel unavailable, delivery resumes when it is back: {why}");
+                    blocked = true;
+                    break;
+                }
+                Err(DeliverError::Retryable(why)) => {
+                    let n = attempts + 1;
+                    if n >= MAX_ATTEMPTS {
+                        self.fail(&mut inbound, &row.id, n, &why)?;
+                        self.watermark = row.seq;
+                        continue;
+                    }
+                    tracing::warn!(id = %row.id, attempt = n, "delivery failed, will retry: {why}");
+                    put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: None, status: status::SENDING.into(), attempts: n, last_error: Some(why) })?;
+                    self.poke_later(RETRY_DELAYS[(n as usize - 1).min(RETRY_DELAYS.len() - 1)]);
+                    blocked = true;
+                    break;
+                }
+                Err(DeliverError::Permanent(why)) => {
+                    self.fail(&mut inbound, &row.id, attempts + 1, &why)?;
+                    self.watermark = row.seq;
+                }
+            }
+        }
+        // Ack sync: terminal acks → messages_in.status (SPEC §6.2 step 1).
+        let terminal: Vec<&rows::AckRow> = acks.iter().filter(|a| a.status == status::COMPLETED || a.status == status::FAILED).collect();
+        if !terminal.is_empty() {
+            let tx = write_tx(&mut inbound)?;
+            let mut changed = Vec::new();
+            for a in &terminal {
+                let pending: bool = tx
+                    .query_row("SELECT status = 'pending' FROM messages_in WHERE id = ?1", [&a.message_id], |r| r.get(0))
+                    .unwrap_or(false);
+                if pending && rows::set_inbound_status(&tx, &a.message_id, &a.status)? {
+                    if a.status == status::FAILED {
+                        tracing::warn!(id = %a.message_id, reason = a.reason.as_deref().unwrap_or(""), "inbound message failed");
+                    }
+                    changed.push(a.message_id.clone());
+                }
+            }
+            tx.commit().context("committing ack sync")?;
+            if !changed.is_empty() {
+                for r in rows::inbound_by_ids(&inbound, &changed)? {
+                    let pmid = match InContent::parse(&r.kind, &r.content) {
+                        Ok(InContent::Chat(ChatIn { platform_message_id: Some(p), .. })) => p,
+                        _ => continue,
+                    };
+                    let addr = Address { channel_type: r.channel_type.unwrap_or_default(), platform_id: r.platform_id.unwrap_or_default(), thread_id: r.thread_id };
+                    self.unsettled.push((addr, pmid));
+                }
+            }
+        }
+        if !blocked && !self.unsettled.is_empty() {
+            let mut by_addr: HashMap<Address, Vec<String>> = HashMap::new();
+            for (a, id) in self.unsettled.drain(..) {
+                by_addr.entry(a).or_default().push(id);
+            }
+            for (a, ids) in by_addr {
+                if let Some(ch) = self.channels.get(&a.channel_type) {
+                    ch.settled(&a, &ids);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
+    fn fail(&self, inbound: &mut pinch_proto::rusqlite::Connection, out_id: &str, attempts: i64, reason: &str) -> Result<()> {
+        tracing::warn!(id = %out_id, "delivery failed for good: {reason}");
+        let out_max = self.shared.out_max.load(Ordering::Relaxed);
+        let tx = write_tx(inbound)?;
+        rows::ledger_put(&tx, &LedgerRow { message_out_id: out_id.to_owned(), platform_message_id: None, status: status::FAILED.into(), attempts, last_error: Some(reason.to_owned()) }, &time::now())?;
+        let note = InContent::System(SystemIn::ActionResult {
+            action: "deliver".into(),
+            status: "failed".into(),
+            result: serde_json::json!({"message_out_id": out_id, "error": reason}),
+        });
+        rows::insert_inbound(
+            &tx,
+            &NewInbound {
+                id: format!("deliver-failed:{out_id}"),
+                kind: "system".into(),
+                timestamp: time::now(),
+                trigger: false,
+                content: note.to_json(),
+                ..Default::default()
+            },
+            out_max,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn put(conn: &mut pinch_proto::rusqlite::Connection, e: &LedgerRow) -> Result<()> {
+    let tx = write_tx(conn)?;
+    rows::ledger_put(&tx, e, &time::now())?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Renders an outbound row as text for a text-only channel, or says why it
+/// cannot be delivered. Outbound rows are untrusted input.
+fn render(kind: &str, content: &str, addr: &Address) -> Result<String, String> {
+    if addr.channel_type == "agent" {
+        return Err("agent-to-agent delivery is not built yet".into());
+    }
+    if addr.channel_type.is_empty() || addr.platform_id.is_empty() {
+        return Err("the row has no address and the session has no default route".into());
+    }
+    match kind {
+        "chat" => match ChatOut::parse(content).map_err(|e| format!("content is not valid JSON: {e}"))? {
+            ChatOut::Text { text, files } if files.is_empty() => Ok(text),
+            ChatOut::Text { text, files } => Ok(format!("{text}\n[files: {}]", files.join(", "))),
+            ChatOut::Edit { seq, text } => Ok(format!("(correction to message {seq}) {text}")),
+            ChatOut::Reaction { .. } => Err("dropped: this channel has no reactions".into()),
+            ChatOut::AskQuestion { title, question, options, .. } => {
+                let mut s = format!("{title}\n{question}");
+                for (i, o) in options.iter().enumerate() {
+                    s.push_str(&format!("\n  {}. {}", i + 1, o.label));
+                }
+                Ok(s)
+            }
+            ChatOut::Card { fallback_text, .. } => Ok(fallback_text),
+            ChatOut::Unknown(v) => Err(format!("unknown chat content shape: {}", truncate(&v.to_string(), 200))),
+        },
+        "system" => Err("system actions from agents are not handled yet".into()),
+        other => Err(format!("unknown outbound kind {other:?}")),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

@@ -1,0 +1,775 @@
+//! The host's main loop: boot, then one `select!` over a closed set of
+//! events, handled one at a time. It is the sole owner of the central DB and
+//! of each session's runner state.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use pinch_channels::cli_socket::CliChannel;
+use pinch_channels::{AckOutcome, Channel, ChannelEvent, InboundEvent};
+use pinch_policy::exit::{self, Cause};
+use pinch_policy::route::{self, EngageMode, IgnoredPolicy, SenderScope};
+use pinch_proto::content::{ChatIn, InContent};
+use pinch_proto::rows::{NewInbound, Routing};
+use pinch_proto::runner_config::{random_hex, RunnerConfig, VERSION};
+use pinch_proto::time;
+use regex::Regex;
+use tokio::sync::{mpsc, watch};
+
+use crate::central::{Central, SessionRow};
+use crate::config::HostConfig;
+use crate::delivery::{self, Channels, Shared};
+use crate::lock::HostLock;
+use crate::paths::{DataDir, SessionDir};
+use crate::sandbox::{self, Mounts, Sandbox};
+use crate::session;
+use crate::{Control, HostHandle, SessionInfo, Stats};
+
+/// Abnormal exits are counted over this window (SPEC §6.4).
+const CRASH_WINDOW: Duration = Duration::from_secs(600);
+
+pub(crate) enum Event {
+    Channel(ChannelEvent),
+    RunnerExited { session_id: String, runner_id: String, code: Option<i32>, signal: Option<i32> },
+    Wake(String),
+    /// The stop grace of a runner ran out: kill it if it is still that runner.
+    StopDeadline { session_id: String, runner_id: String },
+    Control(Control),
+    Shutdown,
+}
+
+struct Live {
+    runner_id: String,
+    pid: u32,
+    started_at: String,
+    stop_requested_at: Option<Instant>,
+}
+
+struct SessionRt {
+    row: SessionRow,
+    dir: SessionDir,
+    shared: Arc<Shared>,
+    runner: Option<Live>,
+    abnormal: VecDeque<Instant>,
+    next_spawn_at: Option<Instant>,
+    wake_scheduled: bool,
+}
+
+struct Host {
+    cfg: HostConfig,
+    data: DataDir,
+    central: Central,
+    sandbox: Box<dyn Sandbox>,
+    channels: Arc<Channels>,
+    sessions: HashMap<String, SessionRt>,
+    events: mpsc::UnboundedSender<Event>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watch_map: Arc<Mutex<HashMap<PathBuf, Arc<Shared>>>>,
+    delivery_stop: watch::Sender<bool>,
+    delivery_tasks: tokio::task::JoinSet<()>,
+    regexes: HashMap<String, Option<Regex>>,
+    slot_queue: VecDeque<String>,
+    stats: Arc<Stats>,
+    shutting_down: bool,
+    _lock: HostLock,
+}
+
+/// Creates the data dir layout, proving it is writable.
+fn prepare_data_dir(data: &DataDir) -> Result<()> {
+    let hint = "choose a writable location with --data-dir or PINCH_HOME";
+    for d in [data.root().to_owned(), data.run_dir(), data.logs_dir(), data.groups_dir(), data.sessions_dir()] {
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {} ({hint})", d.display()))?;
+    }
+    let probe = data.run_dir().join(format!(".probe-{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(&[0u8; 4096])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    res.with_context(|| format!("the data dir {} is not writable (or is full) ({hint})", data.root().display()))?;
+    Ok(())
+}
+
+fn ensure_group_folder(data: &DataDir, folder: &str) -> Result<PathBuf> {
+    let dir = data.group_dir(folder);
+    std::fs::create_dir_all(dir.join(".home")).with_context(|| format!("creating {}", dir.display()))?;
+    let md = dir.join("AGENT.md");
+    if !md.exists() {
+        std::fs::write(&md, "# Instructions\n\nYou are a helpful personal assistant. Answer briefly.\n")
+            .with_context(|| format!("writing {}", md.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Boots a host and returns its handle; the main loop runs on the current
+/// tokio runtime (which must be multi-threaded: runners are spawned from
+/// its long-lived worker threads, so `--die-with-parent` never fires early).
+pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
+    let data = DataDir::new(cfg.data_dir.clone());
+    prepare_data_dir(&data)?;
+    let lock = HostLock::acquire(&data.lock_file(), data.root())?;
+    let sandbox = sandbox::select(cfg.sandbox).map_err(|e| anyhow::anyhow!(e))?;
+    if sandbox.kind() == sandbox::Kind::Process {
+        tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
+    }
+    let mut central = Central::open(&data.central_db())?;
+    if central.bootstrap(&cfg.login)? {
+        tracing::info!(owner = %format!("cli:{}", cfg.login), "first run: created agent group `main`, the terminal conversation and its wiring");
+    }
+    ensure_group_folder(&data, "main")?;
+    std::fs::create_dir_all(data.group_dir("global")).context("creating the global group folder")?;
+    session::remove_stale_tmp(&data);
+
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    let (ch_tx, mut ch_rx) = mpsc::channel::<ChannelEvent>(1024);
+    let cli = CliChannel::bind(&data.cli_socket(), format!("{}", cfg.login), ch_tx)
+        .with_context(|| format!("binding the CLI socket {}", data.cli_socket().display()))?;
+    let mut channels: Channels = HashMap::new();
+    channels.insert(cli.channel_type().to_owned(), cli.clone() as Arc<dyn Channel>);
+
+    let watch_map: Arc<Mutex<HashMap<PathBuf, Arc<Shared>>>> = Arc::default();
+    let watcher = {
+        let map = watch_map.clone();
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            for p in &ev.paths {
+                if p.file_name().is_some_and(|n| n == pinch_proto::layout::HEARTBEAT) {
+                    continue;
+                }
+                if let Some(parent) = p.parent() {
+                    if let Some(s) = map.lock().unwrap().get(parent) {
+                        s.notify.notify_one();
+                    }
+                }
+            }
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("inotify unavailable, deliveries rely on the 1 s poll: {e}");
+                None
+            }
+        }
+    };
+
+    let (delivery_stop, _) = watch::channel(false);
+    let stats = Arc::new(Stats::default());
+    let sandbox_kind = sandbox.kind();
+    let mut host = Host {
+        cfg: cfg.clone(),
+        data: data.clone(),
+        central,
+        sandbox,
+        channels: Arc::new(channels),
+        sessions: HashMap::new(),
+        events: ev_tx.clone(),
+        watcher,
+        watch_map,
+        delivery_stop,
+        delivery_tasks: tokio::task::JoinSet::new(),
+        regexes: HashMap::new(),
+        slot_queue: VecDeque::new(),
+        stats: stats.clone(),
+        shutting_down: false,
+        _lock: lock,
+    };
+    // Rebuild the view from the DBs: every active session is recovered, its
+    // deliveries resumed and its due work woken.
+    for row in host.central.active_sessions()? {
+        let id = row.id.clone();
+        if let Err(e) = host.load_session(row) {
+            tracing::error!(session_id = %id, "cannot recover session at boot: {e:#}");
+        }
+    }
+    let ids: Vec<String> = host.sessions.keys().cloned().collect();
+    for id in ids {
+        host.try_wake(&id);
+    }
+    tracing::info!(data_dir = %data.root().display(), sandbox = sandbox_kind.as_str(), socket = %data.cli_socket().display(), "pinch host ready");
+
+    let join = tokio::spawn(async move {
+        let mut delivery_tick = tokio::time::interval(host.cfg.delivery_poll);
+        let mut sweep_tick = tokio::time::interval(host.cfg.sweep_interval);
+        sweep_tick.tick().await;
+        let mut shutdown_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let deadline = shutdown_deadline;
+            tokio::select! {
+                Some(ev) = ev_rx.recv() => {
+                    if let Event::Shutdown = ev {
+                        if shutdown_deadline.is_none() {
+                            shutdown_deadline = Some(tokio::time::Instant::now() + host.cfg.stop_grace);
+                            host.begin_shutdown();
+                        }
+                    } else {
+                        host.handle(ev);
+                    }
+                }
+                Some(ev) = ch_rx.recv() => host.handle(Event::Channel(ev)),
+                _ = delivery_tick.tick() => host.poke_live_deliveries(),
+                _ = sweep_tick.tick() => host.sweep(),
+                _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
+                    host.kill_remaining();
+                    shutdown_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                    // exits of killed runners arrive as events; give them a moment
+                    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+                    while host.live_count() > 0 && tokio::time::Instant::now() < until {
+                        match tokio::time::timeout_at(until, ev_rx.recv()).await {
+                            Ok(Some(ev @ Event::RunnerExited { .. })) => host.handle(ev),
+                            Ok(Some(_)) => {}
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            if shutdown_deadline.is_some() && host.live_count() == 0 {
+                break;
+            }
+        }
+        host.finish_shutdown().await;
+        drop(cli);
+        Ok(())
+    });
+    Ok(HostHandle { cli_socket: data.cli_socket(), data_dir: data.root().to_owned(), sandbox: sandbox_kind, stats, control: ev_tx, join })
+}
+
+impl Host {
+    fn live_count(&self) -> usize {
+        self.sessions.values().filter(|s| s.runner.is_some()).count()
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Channel(ChannelEvent::Message(ev, ack)) => {
+                if self.shutting_down {
+                    ack.complete(AckOutcome::Failed("the host is shutting down; send again in a moment".into()));
+                    return;
+                }
+                let outcome = match self.route(&ev) {
+                    Ok((n, note, woken)) => {
+                        ack.complete(AckOutcome::Stored { routed: n, note });
+                        for id in woken {
+                            self.try_wake(&id);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(channel = %ev.channel_type, "could not store an inbound message: {e:#}");
+                        AckOutcome::Failed(format!("could not store the message: {e:#}"))
+                    }
+                };
+                ack.complete(outcome);
+            }
+            Event::Channel(ChannelEvent::Available { .. }) => {
+                for s in self.sessions.values() {
+                    s.shared.notify.notify_one();
+                }
+            }
+            Event::RunnerExited { session_id, runner_id, code, signal } => self.on_exit(&session_id, &runner_id, code, signal),
+            Event::Wake(id) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.wake_scheduled = false;
+                }
+                self.try_wake(&id);
+            }
+            Event::StopDeadline { session_id, runner_id } => {
+                if let Some(l) = self.sessions.get(&session_id).and_then(|s| s.runner.as_ref()) {
+                    if l.runner_id == runner_id {
+                        tracing::warn!(session_id = %session_id, runner_id = %runner_id, "runner did not stop within the grace, killing it");
+                        kill(l.pid);
+                    }
+                }
+            }
+            Event::Control(Control::Sessions(tx)) => {
+                let list = self
+                    .sessions
+                    .values()
+                    .map(|s| SessionInfo {
+                        id: s.row.id.clone(),
+                        agent_group_id: s.row.agent_group_id.clone(),
+                        dir: s.dir.root().to_owned(),
+                        runner_id: s.runner.as_ref().map(|l| l.runner_id.clone()),
+                        runner_pid: s.runner.as_ref().map(|l| l.pid),
+                    })
+                    .collect();
+                let _ = tx.send(list);
+            }
+            Event::Control(Control::StopRunner(id, tx)) => {
+                let _ = tx.send(self.request_stop(&id));
+            }
+            Event::Shutdown => {}
+        }
+    }
+
+    /// Routes one inbound event (SPEC §4 step 2–6): returns how many agents
+    /// stored it, a note for the sender when none did, and the sessions to wake.
+    fn route(&mut self, ev: &InboundEvent) -> Result<(usize, Option<String>, Vec<String>)> {
+        let Some(mg) = self.central.messaging_group(&ev.channel_type, &ev.platform_id)? else {
+            tracing::info!(channel = %ev.channel_type, platform_id = %ev.platform_id, "message from an unregistered conversation dropped (no_agent_wired)");
+            return Ok((0, Some("this conversation is not connected to any agent".into()), vec![]));
+        };
+        if mg.denied_at.is_some() {
+            return Ok((0, Some("this conversation was denied by the owner".into()), vec![]));
+        }
+        let thread_id = ev.thread_id.clone();
+        let user_id = if ev.sender_id.contains(':') { ev.sender_id.clone() } else { format!("{}:{}", ev.channel_type, ev.sender_id) };
+        self.central.upsert_user(&user_id, &ev.channel_type, ev.sender_name.as_deref())?;
+        let mut woken = Vec::new();
+        let mut stored = 0;
+        let mut reasons = Vec::new();
+        for w in self.central.wirings(&mg.id)? {
+            let pattern = match &w.engage_pattern {
+                Some(p) => self
+                    .regexes
+                    .entry(p.clone())
+                    .or_insert_with(|| Regex::new(p).map_err(|e| tracing::error!(pattern = %p, "bad engage pattern: {e}")).ok())
+                    .clone(),
+                None => None,
+            };
+            let known = self.central.has_access(&user_id, &w.agent_group_id)?;
+            let facts = route::Facts {
+                mode: EngageMode::parse(&w.engage_mode).unwrap_or(EngageMode::Mention),
+                pattern: pattern.as_ref(),
+                scope: if w.sender_scope == "all" { SenderScope::All } else { SenderScope::Known },
+                ignored: if w.ignored_message_policy == "accumulate" { IgnoredPolicy::Accumulate } else { IgnoredPolicy::Drop },
+                text: &ev.text,
+                is_mention: ev.is_mention,
+                sender_known: known,
+                sticky_active: false,
+            };
+            let trigger = match route::decide(&facts) {
+                route::Decision::Trigger => true,
+                route::Decision::Accumulate => false,
+                route::Decision::Drop(r) => {
+                    tracing::info!(wiring = %w.id, reason = r.as_str(), "message not taken by this agent");
+                    reasons.push(r.as_str());
+                    continue;
+                }
+            };
+            let sid = self.session_for(&w.agent_group_id, &mg.id, if w.session_mode == "per-thread" { thread_id.as_deref() } else { None })?;
+            let s = self.sessions.get(&sid).expect("session loaded");
+            let content = InContent::Chat(ChatIn {
+                text: ev.text.clone(),
+                sender: ev.sender_name.clone(),
+                sender_id: Some(user_id.clone()),
+                is_mention: ev.is_mention,
+                platform_message_id: Some(ev.message_id.clone()),
+                ..Default::default()
+            });
+            let row = NewInbound {
+                id: format!("{}:{}", ev.message_id, w.agent_group_id),
+                kind: "chat".into(),
+                timestamp: time::now(),
+                process_after: None,
+                trigger,
+                platform_id: Some(ev.platform_id.clone()),
+                channel_type: Some(ev.channel_type.clone()),
+                thread_id: thread_id.clone(),
+                content: content.to_json(),
+                source_session_id: None,
+                on_wake: false,
+            };
+            let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
+            session::write_inbound(&s.dir, &[row], out_max)
+                .with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
+            self.central.touch_session(&sid)?;
+            stored += 1;
+            if trigger {
+                woken.push(sid);
+            }
+        }
+        self.stats.routed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let note = (stored == 0).then(|| {
+            if reasons.contains(&"sender_scope") {
+                "you are not allowed to talk to this agent".to_owned()
+            } else {
+                "no agent engaged with this message".to_owned()
+            }
+        });
+        Ok((stored, note, woken))
+    }
+
+    /// The active session for (ag, mg, thread), created if missing.
+    fn session_for(&mut self, ag_id: &str, mg_id: &str, thread_id: Option<&str>) -> Result<String> {
+        if let Some(row) = self.central.find_session(ag_id, Some(mg_id), thread_id)? {
+            if !self.sessions.contains_key(&row.id) {
+                let id = row.id.clone();
+                self.load_session(row)?;
+                return Ok(id);
+            }
+            return Ok(row.id);
+        }
+        let folder = self.central.agent_folder(ag_id)?.with_context(|| format!("agent group {ag_id} has no folder"))?;
+        ensure_group_folder(&self.data, &folder)?;
+        let id = format!("s{}", random_hex(6));
+        let dir = session::create_folder(&self.data, ag_id, &id)?;
+        let row = SessionRow {
+            id: id.clone(),
+            agent_group_id: ag_id.to_owned(),
+            messaging_group_id: Some(mg_id.to_owned()),
+            thread_id: thread_id.map(str::to_owned),
+            folder,
+        };
+        if let Err(e) = self.central.insert_session(&row, &self.cfg.provider.kind) {
+            let _ = std::fs::remove_dir_all(dir.root());
+            return Err(e.context("recording the new session"));
+        }
+        tracing::info!(session_id = %id, agent_group = %ag_id, "session created");
+        self.load_session(row)?;
+        Ok(id)
+    }
+
+    /// Brings a session under management: recovery opens, projection,
+    /// delivery task. Used at boot and on first use.
+    fn load_session(&mut self, row: SessionRow) -> Result<()> {
+        let dir = self.data.session(&row.agent_group_id, &row.id);
+        if !dir.root().exists() {
+            anyhow::bail!("session folder {} is missing", dir.root().display());
+        }
+        // Read-write open of our own file rolls back a hot journal; migrate lazily.
+        let conn = pinch_proto::open::open_writer(&dir.inbound_db(), session::BUSY)?;
+        pinch_proto::schema::migrate_inbound(&conn)?;
+        drop(conn);
+        // No runner of this session is alive here: roll back a torn runner write.
+        pinch_proto::open::recovery_open(&dir.outbound_db(), session::BUSY)?;
+        self.project(&row, &dir)?;
+        let shared = Shared::new();
+        shared.out_max.store(pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out"), std::sync::atomic::Ordering::Relaxed);
+        let task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone());
+        self.delivery_tasks.spawn(task.run(self.delivery_stop.subscribe()));
+        self.central.set_runner_state(&row.id, "stopped", None)?;
+        self.sessions.insert(
+            row.id.clone(),
+            SessionRt { row, dir, shared, runner: None, abnormal: VecDeque::new(), next_spawn_at: None, wake_scheduled: false },
+        );
+        Ok(())
+    }
+
+    fn project(&self, row: &SessionRow, dir: &SessionDir) -> Result<()> {
+        let dests = self.central.destinations(&row.agent_group_id)?;
+        let routing = match row.messaging_group_id.as_deref() {
+            Some(mg) => match self.central.messaging_group_by_id(mg)? {
+                Some(m) => Routing { channel_type: Some(m.channel_type), platform_id: Some(m.platform_id), thread_id: row.thread_id.clone() },
+                None => Routing::default(),
+            },
+            None => Routing::default(),
+        };
+        session::project(dir, &dests, &routing)
+    }
+
+    /// Spawns the session's runner if it has due work and none is alive
+    /// (single-flight: only the main loop spawns, one event at a time).
+    fn try_wake(&mut self, id: &str) {
+        if self.shutting_down {
+            return;
+        }
+        let live = self.live_count();
+        let events = self.events.clone();
+        let Some(s) = self.sessions.get_mut(id) else { return };
+        if s.runner.is_some() {
+            return; // the live runner sees the write through inotify on in/
+        }
+        if let Some(at) = s.next_spawn_at {
+            let now = Instant::now();
+            if at > now {
+                if !s.wake_scheduled {
+                    s.wake_scheduled = true;
+                    let id = id.to_owned();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(at - now).await;
+                        let _ = events.send(Event::Wake(id));
+                    });
+                }
+                return;
+            }
+        }
+        match session::has_due_trigger(&s.dir) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(session_id = %id, "cannot check for due work (the sweep retries): {e:#}");
+                return;
+            }
+        }
+        if live >= self.cfg.max_concurrent_runners {
+            if !self.slot_queue.iter().any(|q| q == id) {
+                self.slot_queue.push_back(id.to_owned());
+            }
+            return;
+        }
+        if let Err(e) = self.spawn(id) {
+            tracing::error!(session_id = %id, "runner spawn failed: {e:#}");
+            let s = self.sessions.get_mut(id).expect("session exists");
+            let _ = self.central.record_exit(id, "-", &time::now(), None, None, Cause::SpawnFailed.as_str(), Some(&format!("{e:#}")));
+            s.abnormal.push_back(Instant::now());
+            let k = s.abnormal.len() as u32;
+            s.next_spawn_at = Some(Instant::now() + Duration::from_secs(exit::respawn_delay_secs(k).max(1)));
+            self.try_wake(id);
+        }
+    }
+
+    fn spawn(&mut self, id: &str) -> Result<()> {
+        let s = self.sessions.get(id).expect("session exists");
+        let span = tracing::info_span!("session", session_id = %id, agent_group = %s.row.agent_group_id);
+        let _g = span.enter();
+        let dir = s.dir.clone();
+        let row = s.row.clone();
+        self.project(&row, &dir)?;
+        let runner_id = format!("r{}", random_hex(6));
+        let agent_dir = ensure_group_folder(&self.data, &row.folder)?;
+        let mounts = Mounts {
+            in_dir: dir.in_dir(),
+            out_dir: dir.out_dir(),
+            inbox_dir: dir.inbox(),
+            outbox_dir: dir.outbox(),
+            agent_dir,
+            global_dir: self.data.group_dir("global"),
+        };
+        let rc = RunnerConfig {
+            version: VERSION,
+            session_id: row.id.clone(),
+            runner_id: runner_id.clone(),
+            agent_group_id: row.agent_group_id.clone(),
+            agent_name: row.agent_group_id.clone(),
+            paths: self.sandbox.runner_paths(&mounts),
+            provider: self.cfg.provider.clone(),
+            timezone: self.cfg.timezone.clone(),
+            timings: self.cfg.runner.clone(),
+            batch_size: self.cfg.batch_size,
+        };
+        let _ = std::fs::remove_file(dir.stop_file());
+        write_atomic(&dir.runner_json(), serde_json::to_string_pretty(&rc)?.as_bytes())?;
+        pinch_proto::open::recovery_open(&dir.outbound_db(), session::BUSY)?;
+        match std::fs::remove_file(dir.heartbeat()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("deleting the old heartbeat"),
+        }
+        let log_dir = self.data.runner_logs(&row.id);
+        std::fs::create_dir_all(&log_dir)?;
+        prune_logs(&log_dir, 4);
+        let log_path = log_dir.join(format!("{runner_id}.log"));
+        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let env = vec![
+            ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+            ("HOME".to_owned(), if self.sandbox.kind() == sandbox::Kind::Bwrap { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
+            ("LANG".to_owned(), "C.UTF-8".to_owned()),
+            ("TZ".to_owned(), self.cfg.timezone.clone()),
+            ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
+            ("PINCH_SESSION_ID".to_owned(), row.id.clone()),
+        ];
+        let mut cmd = self.sandbox.command(&self.cfg.runner_exe, &mounts, &env);
+        cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        if self.sandbox.kind() == sandbox::Kind::Process {
+            tracing::warn!("starting a runner WITHOUT a sandbox (--sandbox process): development only");
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .with_context(|| format!("starting the {} sandbox", self.sandbox.kind().as_str()))?;
+        let pid = child.id().unwrap_or(0);
+        let started_at = time::now();
+        self.central.set_runner_state(&row.id, "running", Some(&runner_id))?;
+        if let Some(w) = self.watcher.as_mut() {
+            use notify::Watcher;
+            if let Err(e) = w.watch(&dir.out_dir(), notify::RecursiveMode::NonRecursive) {
+                tracing::warn!("cannot watch {}: {e}", dir.out_dir().display());
+            }
+        }
+        self.watch_map.lock().unwrap().insert(dir.out_dir(), self.sessions[id].shared.clone());
+        let events = self.events.clone();
+        let (sid, rid) = (row.id.clone(), runner_id.clone());
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let (code, signal) = match status {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    (st.code(), st.signal())
+                }
+                Err(e) => {
+                    tracing::error!(session_id = %sid, "waiting for the runner failed: {e}");
+                    (None, None)
+                }
+            };
+            let _ = events.send(Event::RunnerExited { session_id: sid, runner_id: rid, code, signal });
+        });
+        self.stats.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
+        let s = self.sessions.get_mut(id).expect("session exists");
+        s.runner = Some(Live { runner_id, pid, started_at, stop_requested_at: None });
+        Ok(())
+    }
+
+    fn on_exit(&mut self, id: &str, runner_id: &str, code: Option<i32>, signal: Option<i32>) {
+        self.stats.exits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shutting_down = self.shutting_down;
+        let Some(s) = self.sessions.get_mut(id) else { return };
+        let span = tracing::info_span!("session", session_id = %id);
+        let _g = span.enter();
+        let Some(live) = s.runner.take_if(|l| l.runner_id == runner_id) else { return };
+        let asked = live.stop_requested_at.is_some();
+        let cause = match exit::classify(code, signal, shutting_down) {
+            Cause::Killed if asked => Cause::Killed,
+            c => c,
+        };
+        let log = self.data.runner_logs(id).join(format!("{runner_id}.log"));
+        let detail = last_line(&log);
+        let what = match (code, signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => "unknown status".into(),
+        };
+        if cause.is_abnormal() {
+            tracing::warn!(runner_id, cause = cause.as_str(), last_log = detail.as_deref().unwrap_or(""), "runner {} ({what})", cause.meaning());
+        } else {
+            tracing::info!(runner_id, cause = cause.as_str(), "runner {} ({what})", cause.meaning());
+        }
+        let _ = self.central.record_exit(id, runner_id, &live.started_at, code, signal, cause.as_str(), detail.as_deref());
+        let _ = self.central.set_runner_state(id, "stopped", None);
+        self.watch_map.lock().unwrap().remove(&s.dir.out_dir());
+        if let Some(w) = self.watcher.as_mut() {
+            use notify::Watcher;
+            let _ = w.unwatch(&s.dir.out_dir());
+        }
+        if let Err(e) = pinch_proto::open::recovery_open(&s.dir.outbound_db(), session::BUSY) {
+            tracing::warn!("recovery open of outbound.db failed: {e}");
+        }
+        if cause.is_abnormal() && !asked {
+            let now = Instant::now();
+            s.abnormal.push_back(now);
+            while s.abnormal.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+                s.abnormal.pop_front();
+            }
+            let delay = exit::respawn_delay_secs(s.abnormal.len() as u32);
+            s.next_spawn_at = Some(now + Duration::from_secs(delay));
+        }
+        s.shared.notify.notify_one();
+        if !shutting_down {
+            self.try_wake(id);
+            while let Some(q) = self.slot_queue.pop_front() {
+                if self.live_count() >= self.cfg.max_concurrent_runners {
+                    self.slot_queue.push_front(q);
+                    break;
+                }
+                self.try_wake(&q);
+            }
+        }
+    }
+
+    /// Asks a runner to stop via `in/stop` (works through any sandbox).
+    fn request_stop(&mut self, id: &str) -> bool {
+        let Some(s) = self.sessions.get_mut(id) else { return false };
+        let Some(live) = s.runner.as_mut() else { return false };
+        if live.stop_requested_at.is_none() {
+            live.stop_requested_at = Some(Instant::now());
+            if let Err(e) = write_atomic(&s.dir.stop_file(), live.runner_id.as_bytes()) {
+                tracing::warn!(session_id = %id, "cannot write the stop file, killing the runner: {e}");
+                kill(live.pid);
+            }
+            let (events, grace, sid, rid) = (self.events.clone(), self.cfg.stop_grace, id.to_owned(), live.runner_id.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = events.send(Event::StopDeadline { session_id: sid, runner_id: rid });
+            });
+        }
+        true
+    }
+
+    fn poke_live_deliveries(&self) {
+        for s in self.sessions.values().filter(|s| s.runner.is_some()) {
+            s.shared.notify.notify_one();
+        }
+    }
+
+    /// The sweep (SPEC §6.2, first version): wake sessions with due work and
+    /// no runner. Stuck detection and retries come with the reliability work.
+    fn sweep(&mut self) {
+        let ids: Vec<String> = self.sessions.iter().filter(|(_, s)| s.runner.is_none()).map(|(k, _)| k.clone()).collect();
+        for id in ids {
+            self.try_wake(&id);
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        tracing::info!(live = self.live_count(), "shutting down: stopping runners");
+        self.shutting_down = true;
+        let ids: Vec<String> = self.sessions.iter().filter(|(_, s)| s.runner.is_some()).map(|(k, _)| k.clone()).collect();
+        for id in ids {
+            self.request_stop(&id);
+        }
+    }
+
+    fn kill_remaining(&mut self) {
+        for s in self.sessions.values() {
+            if let Some(l) = &s.runner {
+                tracing::warn!(session_id = %s.row.id, "runner did not stop within the grace, killing it");
+                kill(l.pid);
+            }
+        }
+    }
+
+    async fn finish_shutdown(&mut self) {
+        let _ = self.delivery_stop.send(true);
+        let all = async { while self.delivery_tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+            tracing::warn!("deliveries did not finish within 10 s; unsent rows are sent on the next start");
+            self.delivery_tasks.abort_all();
+        }
+        for s in self.sessions.values() {
+            let _ = self.central.set_runner_state(&s.row.id, "stopped", None);
+        }
+        tracing::info!("pinch host stopped");
+    }
+}
+
+fn kill(pid: u32) {
+    if pid > 0 {
+        // SAFETY: plain kill(2) on a child we have not reaped yet.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+/// Writes a file via a temporary name and rename, so readers never see half.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("writing {}", path.display()))
+}
+
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let tail = &text[text.len().saturating_sub(4096)..];
+    String::from_utf8_lossy(tail).lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().chars().take(500).collect())
+}
+
+/// Keeps the newest `keep` runner logs of a session.
+fn prune_logs(dir: &Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort();
+    let n = files.len();
+    for (_, p) in files.into_iter().take(n.saturating_sub(keep)) {
+        let _ = std::fs::remove_file(p);
+    }
+}

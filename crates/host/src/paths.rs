@@ -1,0 +1,87 @@
+//! The data directory layout (SPEC §2.3). Every path pinch uses is built here.
+
+use std::path::{Path, PathBuf};
+
+use pinch_proto::layout;
+
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn central_db(&self) -> PathBuf {
+        self.root.join("pinch.db")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.run_dir().join("host.lock")
+    }
+    pub fn cli_socket(&self) -> PathBuf {
+        self.run_dir().join("cli.sock")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn runner_logs(&self, session_id: &str) -> PathBuf {
+        self.logs_dir().join("runners").join(session_id)
+    }
+    pub fn groups_dir(&self) -> PathBuf {
+        self.root.join("groups")
+    }
+    pub fn group_dir(&self, folder: &str) -> PathBuf {
+        self.groups_dir().join(folder)
+    }
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.root.join("sessions")
+    }
+    pub fn session(&self, ag_id: &str, session_id: &str) -> SessionDir {
+        SessionDir(self.sessions_dir().join(ag_id).join(session_id))
+    }
+}
+
+/// One session's folder.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionDir(pub PathBuf);
+
+impl SessionDir {
+    pub fn root(&self) -> &Path {
+        &self.0
+    }
+    pub fn in_dir(&self) -> PathBuf {
+        self.0.join(layout::IN_DIR)
+    }
+    pub fn out_dir(&self) -> PathBuf {
+        self.0.join(layout::OUT_DIR)
+    }
+    pub fn inbox(&self) -> PathBuf {
+        self.0.join(layout::INBOX_DIR)
+    }
+    pub fn outbox(&self) -> PathBuf {
+        self.0.join(layout::OUTBOX_DIR)
+    }
+    pub fn inbound_db(&self) -> PathBuf {
+        self.in_dir().join(layout::INBOUND_DB)
+    }
+    pub fn outbound_db(&self) -> PathBuf {
+        self.out_dir().join(layout::OUTBOUND_DB)
+    }
+    pub fn heartbeat(&self) -> PathBuf {
+        self.out_dir().join(layout::HEARTBEAT)
+    }
+    pub fn runner_json(&self) -> PathBuf {
+        self.in_dir().join(layout::RUNNER_JSON)
+    }
+    /// Written by the host to ask a runner to stop gracefully.
+    pub fn stop_file(&self) -> PathBuf {
+        self.in_dir().join(pinch_proto::layout::STOP)
+    }
+}

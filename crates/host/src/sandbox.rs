@@ -1,0 +1,313 @@
+//! Sandbox backends: how a runner process is isolated (SPEC §8).
+//!
+//! The host is the only spawner of runners, and this module builds every
+//! runner command. A backend maps the session's folders to the runner's
+//! view (the mount table) and produces the command line; the supervisor
+//! spawns it, captures its output and watches its exit.
+//!
+//! - `bwrap`: bubblewrap. New user, pid, net, ipc, uts (and cgroup where
+//!   possible) namespaces; tmpfs root; read-only `/usr`; `--cap-drop ALL`;
+//!   `--die-with-parent`; `--clearenv`; no network. `in/` is a read-only
+//!   **directory** bind and `out/` read-write: never single-file binds, which
+//!   hide SQLite's `-journal` and tear databases.
+//! - `process`: no isolation at all, for development; loud warning per spawn.
+//!
+//! Docker comes with the hardening work; the trait does not change for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pinch_proto::runner_config::RunnerPaths;
+
+/// Where the runner executable is inside a bwrap sandbox.
+pub const SANDBOX_EXE: &str = "/opt/pinch/bin/pinch";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bwrap,
+    Process,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Bwrap => "bwrap",
+            Kind::Process => "process",
+        }
+    }
+}
+
+/// The user's choice (`--sandbox`, `[sandbox] backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Bwrap,
+    Process,
+}
+
+impl std::str::FromStr for Choice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Choice::Auto),
+            "bwrap" => Ok(Choice::Bwrap),
+            "process" => Ok(Choice::Process),
+            "docker" => Err("the docker sandbox is not built yet; use bwrap (Linux) or, for development only, process".into()),
+            other => Err(format!("unknown sandbox {other:?}: expected auto, bwrap or process")),
+        }
+    }
+}
+
+/// Host-side folders a runner needs.
+#[derive(Clone, Debug)]
+pub struct Mounts {
+    pub in_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub inbox_dir: PathBuf,
+    pub outbox_dir: PathBuf,
+    pub agent_dir: PathBuf,
+    pub global_dir: PathBuf,
+}
+
+pub trait Sandbox: Send + Sync {
+    fn kind(&self) -> Kind;
+    /// The folders as the runner sees them (goes into `runner.json`).
+    fn runner_paths(&self, m: &Mounts) -> RunnerPaths;
+    /// The command that starts `pinch runner` for these mounts.
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command;
+}
+
+/// bubblewrap.
+pub struct Bwrap {
+    pub bwrap: PathBuf,
+}
+
+impl Bwrap {
+    pub fn argv(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&[
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--clearenv",
+            "--hostname",
+            "pinch",
+            "--tmpfs",
+            "/",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]);
+        // Merged-/usr systems have symlinks; older ones real directories.
+        for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let host = Path::new("/").join(d);
+            match std::fs::symlink_metadata(&host) {
+                Ok(md) if md.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(&host) {
+                        a.extend(["--symlink".into(), target.to_string_lossy().into_owned(), host.to_string_lossy().into_owned()]);
+                    }
+                }
+                Ok(md) if md.is_dir() => {
+                    let h = host.to_string_lossy().into_owned();
+                    a.extend(["--ro-bind".into(), h.clone(), h]);
+                }
+                _ => {}
+            }
+        }
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        // A minimal /etc: the dynamic linker cache, zone info, resolver-free.
+        for f in ["/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"] {
+            push(&["--ro-bind-try", f, f]);
+        }
+        let p = |x: &Path| x.to_string_lossy().into_owned();
+        let binds: [(&str, String, &str); 7] = [
+            ("--ro-bind", p(&m.in_dir), "/pinch/in"),
+            ("--bind", p(&m.out_dir), "/pinch/out"),
+            ("--ro-bind", p(&m.inbox_dir), "/workspace/inbox"),
+            ("--bind", p(&m.outbox_dir), "/workspace/outbox"),
+            ("--bind", p(&m.agent_dir), "/workspace/agent"),
+            ("--ro-bind", p(&m.global_dir), "/workspace/global"),
+            ("--ro-bind", p(exe), SANDBOX_EXE),
+        ];
+        for (flag, host, inside) in binds {
+            a.extend([flag.to_string(), host, inside.to_string()]);
+        }
+        // The operator's instructions are read-only even inside the rw workspace.
+        let agent_md = m.agent_dir.join("AGENT.md");
+        if agent_md.exists() {
+            a.extend(["--ro-bind".into(), p(&agent_md), "/workspace/agent/AGENT.md".into()]);
+        }
+        a.extend(["--chdir".into(), "/workspace/agent".into()]);
+        for (k, v) in env {
+            a.extend(["--setenv".into(), k.clone(), v.clone()]);
+        }
+        a.extend(["--".into(), SANDBOX_EXE.into(), "runner".into(), "--config".into(), "/pinch/in/runner.json".into()]);
+        a
+    }
+}
+
+impl Sandbox for Bwrap {
+    fn kind(&self) -> Kind {
+        Kind::Bwrap
+    }
+
+    fn runner_paths(&self, _m: &Mounts) -> RunnerPaths {
+        RunnerPaths {
+            in_dir: "/pinch/in".into(),
+            out_dir: "/pinch/out".into(),
+            inbox_dir: "/workspace/inbox".into(),
+            outbox_dir: "/workspace/outbox".into(),
+            workspace_dir: "/workspace/agent".into(),
+        }
+    }
+
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command {
+        let mut c = Command::new(&self.bwrap);
+        c.args(self.argv(exe, m, env));
+        c.env_clear();
+        c
+    }
+}
+
+/// No isolation (development only).
+pub struct Process;
+
+impl Sandbox for Process {
+    fn kind(&self) -> Kind {
+        Kind::Process
+    }
+
+    fn runner_paths(&self, m: &Mounts) -> RunnerPaths {
+        RunnerPaths {
+            in_dir: m.in_dir.clone(),
+            out_dir: m.out_dir.clone(),
+            inbox_dir: m.inbox_dir.clone(),
+            outbox_dir: m.outbox_dir.clone(),
+            workspace_dir: m.agent_dir.clone(),
+        }
+    }
+
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(exe);
+        c.arg("runner").arg("--config").arg(m.in_dir.join(pinch_proto::layout::RUNNER_JSON));
+        c.current_dir(&m.agent_dir);
+        c.env_clear();
+        c.envs(env.iter().map(|(k, v)| (k, v)));
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                // Die with the host like bwrap's --die-with-parent.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+}
+
+/// Finds `bwrap` on PATH.
+pub fn find_bwrap() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("bwrap")).find(|p| p.is_file())
+}
+
+/// Runs a trivial sandbox to prove bubblewrap works here (user namespaces
+/// enabled, setuid or not). Returns the reason when it does not.
+pub fn probe_bwrap(bwrap: &Path) -> Result<(), String> {
+    let out = Command::new(bwrap)
+        .args([
+            "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL",
+            "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true",
+        ])
+        .env_clear()
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed ({}): {}",
+            bwrap.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// How to get bubblewrap, for error messages.
+pub const INSTALL_BWRAP: &str = "install bubblewrap (Debian/Ubuntu: `sudo apt-get install -y bubblewrap`; \
+Fedora: `sudo dnf install bubblewrap`), or run without isolation for development only with `--sandbox process`";
+
+/// Resolves the user's choice into a working backend, or says what to do.
+pub fn select(choice: Choice) -> Result<Box<dyn Sandbox>, String> {
+    match choice {
+        Choice::Process => Ok(Box::new(Process)),
+        Choice::Bwrap | Choice::Auto => {
+            let Some(bwrap) = find_bwrap() else {
+                return Err(format!("bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"));
+            };
+            probe_bwrap(&bwrap).map_err(|e| format!("bubblewrap does not work here ({e}): enable unprivileged user namespaces, or {INSTALL_BWRAP}"))?;
+            Ok(Box::new(Bwrap { bwrap }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mounts() -> Mounts {
+        Mounts {
+            in_dir: "/d/s/in".into(),
+            out_dir: "/d/s/out".into(),
+            inbox_dir: "/d/s/inbox".into(),
+            outbox_dir: "/d/s/outbox".into(),
+            agent_dir: "/d/groups/main".into(),
+            global_dir: "/d/groups/global".into(),
+        }
+    }
+
+    /// The mount table: directories only, `in/` read-only, `out/` rw.
+    #[test]
+    fn bwrap_argv_binds_directories_with_the_right_modes() {
+        let b = Bwrap { bwrap: "/usr/bin/bwrap".into() };
+        let a = b.argv(Path::new("/usr/local/bin/pinch"), &mounts(), &[("TZ".into(), "UTC".into())]);
+        let joined = a.join(" ");
+        for must in [
+            "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--die-with-parent", "--cap-drop ALL", "--clearenv", "--tmpfs /",
+            "--ro-bind /usr /usr",
+            "--ro-bind /d/s/in /pinch/in",
+            "--bind /d/s/out /pinch/out",
+            "--ro-bind /d/s/inbox /workspace/inbox",
+            "--bind /d/s/outbox /workspace/outbox",
+            "--ro-bind /usr/local/bin/pinch /opt/pinch/bin/pinch",
+            "--setenv TZ UTC",
+            "-- /opt/pinch/bin/pinch runner --config /pinch/in/runner.json",
+        ] {
+            assert!(joined.contains(must), "missing {must:?} in {joined}");
+        }
+        assert!(!joined.contains("--share-net"));
+        assert!(!joined.contains("inbound.db"), "never a single-file bind of a session DB");
+        assert!(!joined.contains("outbound.db"));
+    }
+
+    #[test]
+    fn choice_parsing_names_the_fix() {
+        assert_eq!("bwrap".parse::<Choice>().unwrap(), Choice::Bwrap);
+        assert!("docker".parse::<Choice>().unwrap_err().contains("not built yet"));
+        assert!("lxc".parse::<Choice>().unwrap_err().contains("expected auto, bwrap or process"));
+    }
+}
