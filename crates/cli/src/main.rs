@@ -1,1 +1,193 @@
-fn main(){}
+//! `pinch`: the one binary. `pinch chat` (start here), `pinch host` (the
+//! daemon), `pinch bench` (the TARGETS.md figures), and the hidden
+//! `pinch runner` that sandboxes start. One binary so host and runner can
+//! never differ in version.
+
+mod bench;
+mod chat;
+mod config;
+mod logging;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pinch", version, about = "A personal AI-assistant host: chat channels in, sandboxed agents, replies out.")]
+struct Cli {
+    /// Data directory (default: $XDG_DATA_HOME/pinch or ~/.local/share/pinch).
+    #[arg(long, global = true, env = "PINCH_HOME")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (default: ~/.config/pinch/pinch.toml; absent = defaults).
+    #[arg(long, global = true, env = "PINCH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Default)]
+struct HostFlags {
+    /// Model provider (this build: scripted).
+    #[arg(long)]
+    provider: Option<String>,
+    /// Sandbox backend: auto, bwrap, or process (no isolation, development only).
+    #[arg(long)]
+    sandbox: Option<String>,
+    /// Script file for the scripted provider.
+    #[arg(long)]
+    script: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chat with your assistant in the terminal (starts an embedded host if none is running).
+    Chat {
+        #[command(flatten)]
+        flags: HostFlags,
+        /// When stdin is not a terminal: seconds to wait for each reply.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Run the daemon in the foreground.
+    Host {
+        #[command(flatten)]
+        flags: HostFlags,
+    },
+    /// Measure the TARGETS.md figures on this machine.
+    Bench(bench::BenchArgs),
+    /// Run a session's agent (started by the host inside a sandbox).
+    #[command(hide = true)]
+    Runner {
+        /// Path to runner.json.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Runner { config } => {
+            logging::init_stderr(false, "PINCH_LOG", "info");
+            ExitCode::from(pinch_runner::run(&config) as u8)
+        }
+        Command::Bench(args) => exit(bench::run(cli.data_dir, args)),
+        Command::Host { flags } => {
+            logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");
+            exit(run_host(cli.data_dir, cli.config, flags))
+        }
+        Command::Chat { flags, timeout } => exit(run_chat(cli.data_dir, cli.config, flags, Duration::from_secs(timeout))),
+    }
+}
+
+fn exit(r: Result<i32>) -> ExitCode {
+    match r {
+        Ok(c) => ExitCode::from(c as u8),
+        Err(e) => {
+            eprintln!("pinch: error: {e:#}");
+            let code = if e.downcast_ref::<ConfigError>().is_some() { 78 } else { 1 };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A configuration problem (exit 78).
+#[derive(Debug)]
+struct ConfigError(String);
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+fn host_config(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: &HostFlags) -> Result<pinch_host::HostConfig> {
+    let file = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
+    let data_dir = data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
+    let o = config::Overrides { provider: flags.provider.clone(), sandbox: flags.sandbox.clone(), script: flags.script.clone() };
+    config::resolve(data_dir, &file, &o).map_err(|e| ConfigError(format!("{e:#}")).into())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
+}
+
+fn run_host(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags) -> Result<i32> {
+    let cfg = host_config(data_dir, config, &flags)?;
+    runtime()?.block_on(async move {
+        let host = pinch_host::start(cfg).await.map_err(sandbox_hint)?;
+        let stop = host.shutdown_sender();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop();
+        });
+        host.wait().await?;
+        Ok(0)
+    })
+}
+
+/// Sandbox selection failures are configuration errors (exit 78).
+fn sandbox_hint(e: anyhow::Error) -> anyhow::Error {
+    let s = format!("{e:#}");
+    if s.contains("bubblewrap") {
+        ConfigError(s).into()
+    } else {
+        e
+    }
+}
+
+fn run_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags, timeout: Duration) -> Result<i32> {
+    let cfg = host_config(data_dir, config, &flags)?;
+    let socket = cfg.data_dir.join("run/cli.sock");
+    let interactive = std::io::stdin().is_terminal();
+    let input: Vec<String> = if interactive {
+        Vec::new()
+    } else {
+        use std::io::BufRead;
+        std::io::stdin().lock().lines().collect::<Result<_, _>>().context("reading stdin")?
+    };
+    runtime()?.block_on(async move {
+        // A running daemon serves the socket: talk to it. Otherwise run an
+        // embedded host in this process (same code path as `pinch host`).
+        let embedded = if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            None
+        } else {
+            std::fs::create_dir_all(cfg.data_dir.join("logs"))
+                .with_context(|| format!("cannot create the data dir {} (choose a writable location with --data-dir or PINCH_HOME)", cfg.data_dir.display()))?;
+            logging::init_file(&cfg.data_dir.join("logs/host.log"))?;
+            if cfg.sandbox == pinch_host::sandbox::Choice::Process {
+                eprintln!("pinch: WARNING: --sandbox process runs the agent without any isolation (development only)");
+            }
+            Some(pinch_host::start(cfg.clone()).await.map_err(sandbox_hint)?)
+        };
+        let code = if interactive {
+            let banner = format!(
+                "pinch chat — agent `main`{} · data {} · Ctrl-D to quit",
+                embedded.as_ref().map(|h| format!(" in a {} sandbox", h.sandbox.as_str())).unwrap_or_default(),
+                cfg.data_dir.display()
+            );
+            chat::interactive(&socket, &banner).await
+        } else {
+            chat::scripted(&socket, input, timeout).await
+        };
+        if let Some(h) = embedded {
+            h.shutdown().await?;
+        }
+        code
+    })
+}

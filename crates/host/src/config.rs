@@ -43,7 +43,7 @@ impl HostConfig {
             runner: Timings::default(),
             batch_size: 10,
             runner_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pinch")),
-            login: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "owner".into()),
+            login: login(),
             delivery_poll: Duration::from_secs(1),
             sweep_interval: Duration::from_secs(60),
             max_concurrent_runners: 8,
@@ -51,4 +51,26 @@ impl HostConfig {
             runner_log: "info".into(),
         }
     }
+}
+
+/// The invoking user's login: `$USER`, `$LOGNAME`, the passwd entry, or `owner`.
+pub fn login() -> String {
+    for v in ["USER", "LOGNAME"] {
+        if let Ok(u) = std::env::var(v) {
+            if !u.is_empty() {
+                return u;
+            }
+        }
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or NULL; we copy
+    // the name out at once, at startup, before other threads use it.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if !pw.is_null() && !(*pw).pw_name.is_null() {
+            if let Ok(s) = std::ffi::CStr::from_ptr((*pw).pw_name).to_str() {
+                return s.to_owned();
+            }
+        }
+    }
+    "owner".into()
 }

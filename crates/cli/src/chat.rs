@@ -1,0 +1,216 @@
+//! `pinch chat`: the terminal client of the CLI channel.
+//!
+//! Interactive when stdin is a terminal. Scriptable otherwise: each input
+//! line is sent in turn, its replies are printed on stdout, and the next
+//! line goes once the host reports the previous one settled (answered and
+//! delivered); the process exits when the last one has. Every printed reply
+//! is acknowledged to the host only after it is written, so a client that
+//! dies mid-reply loses nothing: the host re-delivers to the next client.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+pub struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    line: String,
+}
+
+impl Conn {
+    pub async fn connect(path: &Path) -> std::io::Result<Conn> {
+        let s = UnixStream::connect(path).await?;
+        let (r, w) = s.into_split();
+        let mut c = Conn { reader: BufReader::new(r), writer: w, line: String::new() };
+        match c.recv().await? {
+            Some(ServerMsg::Hello { .. }) => Ok(c),
+            other => Err(std::io::Error::other(format!("unexpected greeting from the host: {other:?}"))),
+        }
+    }
+
+    pub async fn send(&mut self, m: &ClientMsg) -> std::io::Result<()> {
+        let mut s = serde_json::to_string(m).expect("client messages serialise");
+        s.push('\n');
+        self.writer.write_all(s.as_bytes()).await
+    }
+
+    /// The next message; `None` at EOF.
+    pub async fn recv(&mut self) -> std::io::Result<Option<ServerMsg>> {
+        loop {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line).await? == 0 {
+                return Ok(None);
+            }
+            let l = self.line.trim();
+            if l.is_empty() {
+                continue;
+            }
+            return serde_json::from_str(l).map(Some).map_err(|e| std::io::Error::other(format!("bad line from host: {e}")));
+        }
+    }
+}
+
+fn print_reply(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
+}
+
+/// Scripted mode: returns the process exit code.
+pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> Result<i32> {
+    let mut conn = Conn::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
+    let mut failures = 0;
+    for (n, text) in input.into_iter().enumerate() {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let cid = format!("c{n}");
+        conn.send(&ClientMsg::Message { text: text.clone(), client_id: Some(cid.clone()) }).await.context("sending to the host")?;
+        // Wait for the host to store it.
+        let id = loop {
+            let m = tokio::time::timeout(timeout, conn.recv()).await;
+            match m {
+                Err(_) => bail!("timed out after {} s waiting for the host to accept a message", timeout.as_secs()),
+                Ok(Err(e)) => return Err(e).context("reading from the host"),
+                Ok(Ok(None)) => bail!("the host went away before confirming the message; it may not have been stored"),
+                Ok(Ok(Some(m))) => match handle_common(&mut conn, m).await? {
+                    Some(ServerMsg::Accepted { client_id: Some(c), id, routed, note }) if c == cid => {
+                        if routed == 0 {
+                            eprintln!("pinch: not delivered to any agent: {}", note.unwrap_or_default());
+                            failures += 1;
+                            break None;
+                        }
+                        break Some(id);
+                    }
+                    Some(ServerMsg::Rejected { client_id: Some(c), error }) if c == cid => {
+                        eprintln!("pinch: the host rejected the message: {error}");
+                        failures += 1;
+                        break None;
+                    }
+                    _ => {}
+                },
+            }
+        };
+        let Some(id) = id else { continue };
+        // Print replies until it is settled.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let m = tokio::time::timeout_at(deadline, conn.recv()).await;
+            match m {
+                Err(_) => bail!("timed out after {} s waiting for the reply to line {}", timeout.as_secs(), n + 1),
+                Ok(Ok(Some(m))) => {
+                    if let Some(ServerMsg::Settled { ids }) = handle_common(&mut conn, m).await? {
+                        if ids.contains(&id) {
+                            break;
+                        }
+                    }
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    // The host restarted: reconnect and keep waiting; the
+                    // pending reply is delivered to the new connection.
+                    conn = reconnect(socket, deadline).await?;
+                }
+            }
+        }
+    }
+    Ok(if failures > 0 { 1 } else { 0 })
+}
+
+async fn reconnect(socket: &Path, deadline: tokio::time::Instant) -> Result<Conn> {
+    eprintln!("pinch: lost the connection to the host, reconnecting…");
+    loop {
+        if let Ok(c) = Conn::connect(socket).await {
+            return Ok(c);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the host did not come back before the timeout");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Prints replies (and acks them), notices; returns anything else.
+async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg>> {
+    match m {
+        ServerMsg::Message { id, text, .. } => {
+            print_reply(&text).context("writing to stdout")?;
+            conn.send(&ClientMsg::Ack { id }).await.context("acknowledging a reply")?;
+            Ok(None)
+        }
+        ServerMsg::Notice { text } => {
+            eprintln!("pinch: {text}");
+            Ok(None)
+        }
+        ServerMsg::Superseded => bail!("another `pinch chat` took over this conversation; its replies go there now"),
+        other => Ok(Some(other)),
+    }
+}
+
+/// Interactive mode: lines from the terminal, replies as they come.
+pub async fn interactive(socket: &Path, banner: &str) -> Result<i32> {
+    let mut conn = Conn::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
+    eprintln!("{banner}");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(16);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.blocking_send(None);
+                    return;
+                }
+                Ok(_) => {
+                    if tx.blocking_send(Some(line.trim_end().to_owned())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let is_tty = std::io::stdout().is_terminal();
+    let prompt = || {
+        if is_tty {
+            eprint!("› ");
+            let _ = std::io::stderr().flush();
+        }
+    };
+    prompt();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            line = rx.recv() => match line.flatten() {
+                None => return Ok(0),
+                Some(l) if l.trim().is_empty() => prompt(),
+                Some(l) => {
+                    n += 1;
+                    conn.send(&ClientMsg::Message { text: l, client_id: Some(format!("i{n}")) }).await.context("sending to the host")?;
+                }
+            },
+            m = conn.recv() => match m {
+                Ok(Some(ServerMsg::Accepted { routed: 0, note, .. })) => {
+                    eprintln!("(not delivered to any agent: {})", note.unwrap_or_default());
+                    prompt();
+                }
+                Ok(Some(ServerMsg::Rejected { error, .. })) => {
+                    eprintln!("(rejected: {error})");
+                    prompt();
+                }
+                Ok(Some(ServerMsg::Settled { .. })) => prompt(),
+                Ok(Some(m)) => {
+                    handle_common(&mut conn, m).await?;
+                }
+                Ok(None) | Err(_) => {
+                    conn = reconnect(socket, tokio::time::Instant::now() + Duration::from_secs(30)).await?;
+                }
+            }
+        }
+    }
+}

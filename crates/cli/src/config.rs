@@ -1,0 +1,287 @@
+//! Configuration: `pinch.toml` < env `PINCH__<SECTION>__<KEY>` < flags,
+//! resolved once into the host's [`HostConfig`]. Unknown keys are errors
+//! that name the key (a typo must not silently fall back to a default).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use pinch_host::sandbox::Choice;
+use pinch_host::HostConfig;
+use pinch_proto::runner_config::ProviderSettings;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+    #[serde(default)]
+    pub provider: ProviderSection,
+    #[serde(default)]
+    pub runner: RunnerSection,
+    #[serde(default)]
+    pub host: HostSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub default: Option<String>,
+    #[serde(default)]
+    pub scripted: ScriptedSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedSection {
+    /// Path to a script file (TOML rules).
+    pub script: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerSection {
+    pub idle_exit_s: Option<f64>,
+    pub poll_idle_s: Option<f64>,
+    pub poll_active_s: Option<f64>,
+    pub heartbeat_s: Option<f64>,
+    pub busy_timeout_s: Option<f64>,
+    pub batch_size: Option<u32>,
+    pub corruption_streak: Option<u32>,
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    pub delivery_poll_s: Option<f64>,
+    pub sweep_s: Option<f64>,
+    pub max_concurrent_runners: Option<usize>,
+    pub stop_grace_s: Option<f64>,
+}
+
+/// Flags that override the file (from `pinch host` / `pinch chat`).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub provider: Option<String>,
+    pub sandbox: Option<String>,
+    pub script: Option<PathBuf>,
+}
+
+/// The default data dir: `$XDG_DATA_HOME/pinch` or `~/.local/share/pinch`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pinch");
+    }
+    home().join(".local/share/pinch")
+}
+
+pub fn default_config_path() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pinch/pinch.toml");
+    }
+    home().join(".config/pinch/pinch.toml")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Reads the file (an explicit path must exist; the default may not) and
+/// applies `PINCH__SECTION__KEY` environment overrides.
+pub fn load_file(explicit: Option<&Path>) -> Result<FileConfig> {
+    let (path, must_exist) = match explicit {
+        Some(p) => (p.to_owned(), true),
+        None => (default_config_path(), false),
+    };
+    let mut value: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => text.parse::<toml::Table>().with_context(|| format!("parsing {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => toml::Table::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading the config file {}", path.display())),
+    };
+    apply_env(&mut value, std::env::vars())?;
+    let cfg: FileConfig = toml::Value::Table(value)
+        .try_into()
+        .with_context(|| format!("in the configuration ({} and PINCH__* variables)", path.display()))?;
+    Ok(cfg)
+}
+
+/// `PINCH__RUNNER__IDLE_EXIT_S=5` → `runner.idle_exit_s = 5`.
+pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
+    for (k, v) in vars {
+        let Some(rest) = k.strip_prefix("PINCH__") else { continue };
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            bail!("environment variable {k} is malformed: use PINCH__<SECTION>__<KEY>");
+        }
+        let value = parse_scalar(&v);
+        let mut t = &mut *table;
+        for p in &parts[..parts.len() - 1] {
+            let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = match entry {
+                toml::Value::Table(tt) => tt,
+                _ => bail!("environment variable {k}: {p} is not a section"),
+            };
+        }
+        t.insert(parts[parts.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+fn parse_scalar(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return toml::Value::Float(f);
+    }
+    match v {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(v.to_owned()),
+    }
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v >= 0.0) {
+        bail!("{name} must be a non-negative number of seconds, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn ms(name: &str, v: f64) -> Result<u64> {
+    Ok(secs(name, v)?.as_millis() as u64)
+}
+
+/// The system's IANA zone name, `UTC` if unknown.
+pub fn system_timezone() -> String {
+    if let Ok(tz) = std::env::var("TZ") {
+        let tz = tz.trim_start_matches(':');
+        if !tz.is_empty() && jiff::tz::TimeZone::get(tz).is_ok() {
+            return tz.to_owned();
+        }
+    }
+    jiff::tz::TimeZone::system().iana_name().map(str::to_owned).unwrap_or_else(|| "UTC".into())
+}
+
+/// Resolves everything into the host's configuration.
+pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<HostConfig> {
+    let mut c = HostConfig::new(data_dir);
+    let backend = o.sandbox.clone().or_else(|| file.sandbox.backend.clone()).unwrap_or_else(|| "auto".into());
+    c.sandbox = backend.parse::<Choice>().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
+    let provider = o.provider.clone().or_else(|| file.provider.default.clone()).unwrap_or_else(|| "scripted".into());
+    if provider != "scripted" {
+        bail!("provider {provider:?} is not available in this build: use `scripted` (LLM providers come next)");
+    }
+    let script_path = o.script.clone().or_else(|| file.provider.scripted.script.clone());
+    let script = match script_path {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading the scripted provider's script {}", p.display()))?;
+            pinch_providers_check(&text).with_context(|| format!("in the script {}", p.display()))?;
+            Some(text)
+        }
+        None => None,
+    };
+    c.provider = ProviderSettings { kind: provider, script, model: None };
+    c.timezone = match &file.timezone {
+        Some(tz) => {
+            jiff::tz::TimeZone::get(tz).with_context(|| format!("timezone {tz:?} is not a known IANA zone (e.g. Europe/Madrid)"))?;
+            tz.clone()
+        }
+        None => system_timezone(),
+    };
+    let r = &file.runner;
+    if let Some(v) = r.idle_exit_s {
+        c.runner.idle_exit_ms = ms("runner.idle_exit_s", v)?;
+    }
+    if let Some(v) = r.poll_idle_s {
+        c.runner.poll_idle_ms = ms("runner.poll_idle_s", v)?.max(1);
+    }
+    if let Some(v) = r.poll_active_s {
+        c.runner.poll_active_ms = ms("runner.poll_active_s", v)?.max(1);
+    }
+    if let Some(v) = r.heartbeat_s {
+        c.runner.heartbeat_ms = ms("runner.heartbeat_s", v)?.max(10);
+    }
+    if let Some(v) = r.busy_timeout_s {
+        let b = ms("runner.busy_timeout_s", v)?;
+        if b < 2000 {
+            bail!("runner.busy_timeout_s must be at least 2 (shorter timeouts make reads fail as locked)");
+        }
+        c.runner.busy_timeout_ms = b;
+    }
+    if let Some(v) = r.batch_size {
+        if v == 0 {
+            bail!("runner.batch_size must be at least 1");
+        }
+        c.batch_size = v;
+    }
+    if let Some(v) = r.corruption_streak {
+        if v == 0 {
+            bail!("runner.corruption_streak must be at least 1");
+        }
+        c.runner.corruption_streak = v;
+    }
+    if let Some(v) = &r.log {
+        c.runner_log = v.clone();
+    }
+    let h = &file.host;
+    if let Some(v) = h.delivery_poll_s {
+        c.delivery_poll = secs("host.delivery_poll_s", v)?.max(Duration::from_millis(10));
+    }
+    if let Some(v) = h.sweep_s {
+        c.sweep_interval = secs("host.sweep_s", v)?.max(Duration::from_millis(100));
+    }
+    if let Some(v) = h.max_concurrent_runners {
+        c.max_concurrent_runners = v.max(1);
+    }
+    if let Some(v) = h.stop_grace_s {
+        c.stop_grace = secs("host.stop_grace_s", v)?;
+    }
+    Ok(c)
+}
+
+/// Validates a scripted provider script here, so a bad one is a startup
+/// error the user sees, not a runner exiting 78 later.
+fn pinch_providers_check(text: &str) -> Result<()> {
+    pinch_providers::scripted::Scripted::from_script(Some(text)).map(|_| ()).map_err(|e| anyhow::anyhow!(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_unknown_keys() {
+        let mut t: toml::Table = "[runner]\nidle_exit_s = 600\n".parse().unwrap();
+        apply_env(&mut t, vec![("PINCH__RUNNER__IDLE_EXIT_S".to_string(), "5".to_string()), ("OTHER".into(), "x".into())].into_iter()).unwrap();
+        let cfg: FileConfig = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(cfg.runner.idle_exit_s, Some(5.0), "env beats the file");
+        let c = resolve("/tmp/x".into(), &cfg, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.runner.idle_exit_ms, 5000);
+
+        let bad: Result<FileConfig, _> = toml::Value::Table("[runner]\nidle_exit = 5\n".parse().unwrap()).try_into();
+        let msg = bad.unwrap_err().to_string();
+        assert!(msg.contains("idle_exit"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_the_fix() {
+        let f = FileConfig { runner: RunnerSection { busy_timeout_s: Some(0.5), ..Default::default() }, ..Default::default() };
+        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("at least 2"), "{e}");
+        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { sandbox: Some("vm".into()), ..Default::default() }).unwrap_err();
+        assert!(format!("{e:#}").contains("expected auto, bwrap or process"), "{e:#}");
+        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("anthropic".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("not available in this build"), "{e}");
+    }
+}
