@@ -387,21 +387,23 @@ impl Runner {
             .is_ok_and(|s| s.trim() == self.cfg.runner_id)
     }
 
-    /// Drops acks the host has already copied into `messages_in` (their rows
-    /// are no longer pending), keeping `processing_ack` small.
+    /// Drops completed acks the host has already copied into `messages_in`
+    /// (their rows are no longer pending), keeping `processing_ack` small.
     fn prune_synced_acks(&mut self, snap: &Snapshot) -> Result<(), pinch_proto::ProtoError> {
         if self.acked.is_empty() {
             return Ok(());
         }
         let pending: HashSet<&str> = snap.pending.iter().map(|r| r.id.as_str()).collect();
         let done: Vec<String> = self.acked.iter().filter(|id| !pending.contains(id.as_str())).cloned().collect();
+        // (failed ones are kept in the table but leave the in-memory set)
         if done.is_empty() {
             return Ok(());
         }
         let tx = write_tx(&mut self.out)?;
         {
             let mut stmt = tx
-                .prepare_cached("DELETE FROM processing_ack WHERE message_id = ?1 AND status <> 'processing'")
+                // Failed acks stay: their reason is the record of why.
+                .prepare_cached("DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'completed'")
                 .map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
             for id in &done {
                 stmt.execute([id]).map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;

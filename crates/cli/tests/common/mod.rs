@@ -1,0 +1,156 @@
+//! Shared helpers for the integration tests: real `pinch` binary, real
+//! SQLite files in temp dirs, real sandboxes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
+use pinch_host::sandbox::Choice;
+use pinch_host::HostConfig;
+
+pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");
+
+/// bwrap is required unless PINCH_TEST_NO_BWRAP=1 (then bwrap tests are
+/// skipped with a printed note): a missing sandbox must fail CI, not pass it.
+pub fn bwrap_or_skip() -> bool {
+    if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
+        return true;
+    }
+    if std::env::var("PINCH_TEST_NO_BWRAP").as_deref() == Ok("1") {
+        eprintln!("note: bubblewrap unavailable and PINCH_TEST_NO_BWRAP=1: skipping");
+        return false;
+    }
+    panic!("bubblewrap is not installed or does not work: apt-get install -y bubblewrap (or set PINCH_TEST_NO_BWRAP=1)");
+}
+
+pub fn host_config(dir: &Path, sandbox: Choice) -> HostConfig {
+    let mut c = HostConfig::new(dir.join("data"));
+    c.sandbox = sandbox;
+    c.runner_exe = PathBuf::from(PINCH);
+    c.login = "tester".into();
+    c.runner.idle_exit_ms = 60_000;
+    c.runner_log = "debug".into();
+    c
+}
+
+pub fn with_script(mut c: HostConfig, script: &str) -> HostConfig {
+    c.provider.script = Some(script.to_owned());
+    c
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A blocking CLI-socket client.
+pub struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+    pub hello: ServerMsg,
+    seen: Vec<ServerMsg>,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("connect {}: {e}", path.display()),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let w = s.try_clone().unwrap();
+        let mut c = Client { r: BufReader::new(s), w, hello: ServerMsg::Superseded, seen: Vec::new() };
+        c.hello = c.recv().expect("hello");
+        c
+    }
+
+    pub fn send(&mut self, m: &ClientMsg) {
+        let mut s = serde_json::to_string(m).unwrap();
+        s.push('\n');
+        self.w.write_all(s.as_bytes()).unwrap();
+    }
+
+    pub fn send_text(&mut self, text: &str, cid: &str) {
+        self.send(&ClientMsg::Message { text: text.into(), client_id: Some(cid.into()) });
+    }
+
+    pub fn recv(&mut self) -> Option<ServerMsg> {
+        let mut line = String::new();
+        match self.r.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"))),
+            Err(e) => panic!("reading from host: {e}"),
+        }
+    }
+
+    /// Sends and waits for `accepted`; returns the platform message id.
+    pub fn say(&mut self, text: &str, cid: &str) -> String {
+        self.send_text(text, cid);
+        loop {
+            match self.recv().expect("host closed") {
+                ServerMsg::Accepted { client_id: Some(c), id, routed, .. } if c == cid => {
+                    assert!(routed > 0, "message was not routed");
+                    return id;
+                }
+                ServerMsg::Rejected { client_id: Some(c), error } if c == cid => panic!("rejected: {error}"),
+                other => self.stash(other),
+            }
+        }
+    }
+
+    fn stash(&mut self, m: ServerMsg) {
+        if let ServerMsg::Message { id, .. } = &m {
+            self.send(&ClientMsg::Ack { id: id.clone() });
+        }
+        self.seen.push(m);
+    }
+
+    /// Reads until `id` is settled; returns the reply texts received meanwhile
+    /// (acked), including any stashed earlier.
+    pub fn until_settled(&mut self, id: &str) -> Vec<String> {
+        let mut texts: Vec<String> = Vec::new();
+        let mut pending: Vec<ServerMsg> = std::mem::take(&mut self.seen);
+        loop {
+            let m = if pending.is_empty() { self.recv().expect("host closed while waiting") } else { pending.remove(0) };
+            match m {
+                ServerMsg::Message { id: oid, text, .. } => {
+                    texts.push(text);
+                    self.send(&ClientMsg::Ack { id: oid });
+                }
+                ServerMsg::Settled { ids } if ids.iter().any(|i| i == id) => return texts,
+                _ => {}
+            }
+        }
+    }
+
+    /// One round: send, then the replies until settled.
+    pub fn ask(&mut self, text: &str) -> Vec<String> {
+        let id = self.say(text, "q");
+        self.until_settled(&id)
+    }
+}
+
+pub fn inbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
+    pinch_proto::open::open_reader(&dir.join("in/inbound.db"), Duration::from_secs(5)).unwrap()
+}
+
+pub fn outbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
+    pinch_proto::open::open_reader(&dir.join("out/outbound.db"), Duration::from_secs(5)).unwrap()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
