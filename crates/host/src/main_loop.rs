@@ -117,7 +117,8 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
     }
-    let mut central = Central::open(&data.central_db())?;
+    let mut central = Central::open(&data.central_db())
+        .context("free space on that filesystem, or choose another location with --data-dir or PINCH_HOME")?;
     if central.bootstrap(&cfg.login)? {
         tracing::info!(owner = %format!("cli:{}", cfg.login), "first run: created agent group `main`, the terminal conversation and its wiring");
     }

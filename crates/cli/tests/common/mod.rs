@@ -51,6 +51,8 @@ pub struct Client {
     w: UnixStream,
     pub hello: ServerMsg,
     seen: Vec<ServerMsg>,
+    /// Every id the host reported settled on this connection.
+    settled: std::collections::HashSet<String>,
 }
 
 impl Client {
@@ -68,7 +70,7 @@ impl Client {
         };
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let w = s.try_clone().unwrap();
-        let mut c = Client { r: BufReader::new(s), w, hello: ServerMsg::Superseded, seen: Vec::new() };
+        let mut c = Client { r: BufReader::new(s), w, hello: ServerMsg::Superseded, seen: Vec::new(), settled: Default::default() };
         c.hello = c.recv().expect("hello");
         c
     }
@@ -119,6 +121,9 @@ impl Client {
     pub fn until_settled(&mut self, id: &str) -> Vec<String> {
         let mut texts: Vec<String> = Vec::new();
         let mut pending: Vec<ServerMsg> = std::mem::take(&mut self.seen);
+        if pending.is_empty() && self.settled.contains(id) {
+            return texts;
+        }
         loop {
             let m = if pending.is_empty() { self.recv().expect("host closed while waiting") } else { pending.remove(0) };
             match m {
@@ -126,8 +131,11 @@ impl Client {
                     texts.push(text);
                     self.send(&ClientMsg::Ack { id: oid });
                 }
-                ServerMsg::Settled { ids } if ids.iter().any(|i| i == id) => return texts,
+                ServerMsg::Settled { ids } => self.settled.extend(ids),
                 _ => {}
+            }
+            if self.settled.contains(id) {
+                return texts;
             }
         }
     }

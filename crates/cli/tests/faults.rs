@@ -1,0 +1,383 @@
+//! Bad input and faults that the foundation already handles: clients that
+//! disconnect or compete, a host killed with a reply pending, malformed
+//! rows, a corrupt inbound view, a bad runner config, an unusable data dir.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pinch_channels::cli_socket::ServerMsg;
+use pinch_host::sandbox::Choice;
+
+const SLOW: &str = "[[rule]]\ncontains = \"slow\"\nreply = \"slow reply: {text}\"\ndelay_ms = 700\n";
+
+#[test]
+fn client_disconnecting_mid_reply_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(with_script(host_config(tmp.path(), Choice::Process), SLOW))).unwrap();
+    let mut a = Client::connect(&host.cli_socket);
+    let id = a.say("slow one", "c1");
+    drop(a); // gone before the reply exists
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut b = Client::connect(&host.cli_socket);
+    let replies = b.until_settled(&id);
+    assert_eq!(replies, vec!["slow reply: slow one".to_string()]);
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+#[test]
+fn reply_is_not_counted_until_the_client_acks_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).unwrap();
+    let mut a = Client::connect(&host.cli_socket);
+    let id = a.say("read me", "c1");
+    // Read the reply line but die before acknowledging it.
+    loop {
+        if let Some(ServerMsg::Message { .. }) = a.recv() {
+            break;
+        }
+    }
+    drop(a);
+    let mut b = Client::connect(&host.cli_socket);
+    assert_eq!(b.until_settled(&id), vec!["Hello from pinch! You said: read me".to_string()]);
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+#[test]
+fn two_clients_at_once_newer_takes_over_nothing_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(with_script(host_config(tmp.path(), Choice::Process), SLOW))).unwrap();
+    let mut a = Client::connect(&host.cli_socket);
+    let id_a = a.say("slow from a", "a1");
+    let mut b = Client::connect(&host.cli_socket);
+    assert_eq!(a.recv(), Some(ServerMsg::Superseded), "the older client is told");
+    let id_b = b.say("from b", "b1");
+    let mut got = b.until_settled(&id_a);
+    got.extend(b.until_settled(&id_b));
+    // Both are answered on the newer client (possibly in one batched turn).
+    let all = got.join("\n");
+    assert!(all.contains("slow from a") && all.contains("from b"), "{got:?}");
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) -> std::process::Child {
+    Command::new(PINCH)
+        .args(["host", "--data-dir"])
+        .arg(data)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--sandbox", sandbox])
+        .env("PINCH_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data.with_extension(format!("log-{}", std::process::id()))).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn daemon_host_restart(sandbox: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("pinch.toml");
+    let script = tmp.path().join("script.toml");
+    std::fs::write(&script, SLOW).unwrap();
+    std::fs::write(&cfg, format!("[provider.scripted]\nscript = {:?}\n[host]\nsweep_s = 1\n", script)).unwrap();
+    let sock = data.join("run/cli.sock");
+
+    // 1. Killed mid-turn: the runner dies with the host, the message stays
+    //    pending, the restarted host runs it again and answers.
+    let mut h = start_daemon(&data, &cfg, sandbox);
+    let mut c = Client::connect(&sock);
+    let id = c.say("slow before the crash", "c1");
+    std::thread::sleep(Duration::from_millis(250)); // inside the 700 ms turn
+    h.kill().unwrap();
+    h.wait().unwrap();
+    // 2. Reply written but never delivered: host killed with no client.
+    let mut h = start_daemon(&data, &cfg, sandbox);
+    let mut c = Client::connect(&sock);
+    assert_eq!(c.until_settled(&id), vec!["slow reply: slow before the crash".to_string()]);
+    let id2 = c.say("slow while nobody listens", "c2");
+    drop(c);
+    let inbound_db = std::fs::read_dir(data.join("sessions/main")).unwrap().flatten().next().unwrap().path();
+    wait_for("the reply row", Duration::from_secs(10), || {
+        outbound(&inbound_db).query_row("SELECT count(*) FROM messages_out", [], |r| r.get::<_, i64>(0)).unwrap() >= 2
+    });
+    h.kill().unwrap();
+    h.wait().unwrap();
+    let mut h = start_daemon(&data, &cfg, sandbox);
+    let mut c = Client::connect(&sock);
+    assert_eq!(c.until_settled(&id2), vec!["slow reply: slow while nobody listens".to_string()]);
+    unsafe {
+        libc::kill(h.id() as i32, libc::SIGTERM);
+    }
+    let st = h.wait().unwrap();
+    assert!(st.success(), "graceful exit on SIGTERM: {st}");
+    // Each message answered exactly once in the ledger.
+    let inb = inbound(&inbound_db);
+    let delivered: i64 = inb.query_row("SELECT count(*) FROM delivered WHERE status = 'delivered'", [], |r| r.get(0)).unwrap();
+    let outs: i64 = outbound(&inbound_db).query_row("SELECT count(*) FROM messages_out", [], |r| r.get(0)).unwrap();
+    assert_eq!(outs, 2, "one reply per message, the killed turn wrote none");
+    assert_eq!(delivered, 2);
+}
+
+#[test]
+fn host_killed_with_a_reply_pending_delivers_after_restart() {
+    daemon_host_restart("process");
+}
+
+#[test]
+fn host_killed_with_a_reply_pending_delivers_after_restart_bwrap() {
+    if bwrap_or_skip() {
+        daemon_host_restart("bwrap");
+    }
+}
+
+#[test]
+fn second_host_on_the_same_data_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).unwrap();
+    let err = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).err().expect("second host must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("another pinch host") && msg.contains("already running"), "{msg}");
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+#[test]
+fn malformed_rows_fail_with_a_reason_and_the_loop_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    assert_eq!(c.ask("first").len(), 1);
+    let s = rt.block_on(host.sessions()).remove(0);
+    // Write two bad rows as the host would (its own file), then a good message.
+    {
+        let mut w = pinch_proto::open::open_writer(&s.dir.join("in/inbound.db"), Duration::from_secs(5)).unwrap();
+        let tx = pinch_proto::open::write_tx(&mut w).unwrap();
+        for (id, kind, content) in [("bad-json", "chat", "{not json"), ("bad-kind", "hologram", "{\"x\":1}")] {
+            pinch_proto::rows::insert_inbound(
+                &tx,
+                &pinch_proto::rows::NewInbound {
+                    id: id.into(),
+                    kind: kind.into(),
+                    timestamp: pinch_proto::time::now(),
+                    trigger: true,
+                    channel_type: Some("cli".into()),
+                    platform_id: Some("local".into()),
+                    content: content.into(),
+                    ..Default::default()
+                },
+                1_000,
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    assert_eq!(c.ask("still alive?"), vec!["Hello from pinch! You said: still alive?".to_string()]);
+    wait_for("bad rows synced as failed", Duration::from_secs(10), || {
+        inbound(&s.dir)
+            .query_row("SELECT count(*) FROM messages_in WHERE id IN ('bad-json','bad-kind') AND status = 'failed'", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            == 2
+    });
+    let out = outbound(&s.dir);
+    let r1: String = out.query_row("SELECT reason FROM processing_ack WHERE message_id = 'bad-json'", [], |r| r.get(0)).unwrap();
+    assert!(r1.contains("not valid JSON"), "{r1}");
+    let r2: String = out.query_row("SELECT reason FROM processing_ack WHERE message_id = 'bad-kind'", [], |r| r.get(0)).unwrap();
+    assert!(r2.contains("unknown kind \"hologram\""), "{r2}");
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+/// Builds a session folder and a runner.json for running `pinch runner`
+/// directly (process paths), as the host would.
+fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = pinch_host::paths::DataDir::new(tmp.join("data"));
+    let dir = pinch_host::session::create_folder(&data, "main", "sfix").unwrap();
+    let ws = tmp.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let mut timings = pinch_proto::runner_config::Timings::default();
+    timings.corruption_streak = streak;
+    let cfg = pinch_proto::runner_config::RunnerConfig {
+        version: pinch_proto::runner_config::VERSION,
+        session_id: "sfix".into(),
+        runner_id: "rfix".into(),
+        agent_group_id: "main".into(),
+        agent_name: "main".into(),
+        paths: pinch_proto::runner_config::RunnerPaths {
+            in_dir: dir.in_dir(),
+            out_dir: dir.out_dir(),
+            inbox_dir: dir.inbox(),
+            outbox_dir: dir.outbox(),
+            workspace_dir: ws,
+        },
+        provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), script: None, model: None },
+        timezone: "UTC".into(),
+        timings,
+        batch_size: 10,
+    };
+    let p = dir.runner_json();
+    std::fs::write(&p, serde_json::to_string(&cfg).unwrap()).unwrap();
+    (dir.root().to_owned(), p)
+}
+
+#[test]
+fn runner_exits_75_after_ten_corrupt_polls_with_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, cfg) = runner_fixture(tmp.path(), 10);
+    // A torn view: the header of inbound.db is garbage.
+    let db = dir.join("in/inbound.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().take(100) {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let t0 = Instant::now();
+    let out = Command::new(PINCH).args(["runner", "--config"]).arg(&cfg).env("PINCH_LOG", "info").output().unwrap();
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("exiting 75")).collect();
+    assert_eq!(lines.len(), 1, "exactly one exit line: {stderr}");
+    assert!(lines[0].contains("ERROR") && lines[0].contains("10 times in a row") && lines[0].contains("inbound.db"), "{}", lines[0]);
+    let warns = stderr.lines().filter(|l| l.contains("poll failed as corrupt")).count();
+    assert_eq!(warns, 9, "nine paced retries before the tenth error exits: {stderr}");
+    // 9 pauses of 500 ms: the streak spans ~4.5 s whatever the poll interval.
+    assert!(took >= Duration::from_millis(4500), "paced at 500 ms: {took:?}");
+}
+
+#[test]
+fn runner_with_a_bad_config_exits_78_naming_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dir, cfg) = runner_fixture(tmp.path(), 10);
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["batch_size"] = 0.into();
+    v["provider"]["kind"] = "quantum".into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let out = Command::new(PINCH).args(["runner", "--config"]).arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("batch_size must be at least 1"), "{stderr}");
+    std::fs::write(&cfg, "{\"version\": 1, \"surprise\": true}").unwrap();
+    let out = Command::new(PINCH).args(["runner", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn chat(data: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(PINCH)
+        .arg("chat")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("PINCH_CONFIG", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn scripted_pinch_chat_prints_replies_and_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = chat(&data, &["--sandbox", "process", "--timeout", "30"], "hi\n\nthere\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello from pinch! You said: hi\nHello from pinch! You said: there\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING"), "process sandbox warns loudly");
+    // The first run created the default setup; a second run reuses it.
+    let out = chat(&data, &["--sandbox", "process"], "again\n");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello from pinch! You said: again\n");
+}
+
+#[test]
+fn scripted_pinch_chat_in_bwrap() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = chat(&tmp.path().join("data"), &["--timeout", "30"], "through the sandbox\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello from pinch! You said: through the sandbox\n");
+}
+
+#[test]
+fn bad_flags_and_config_are_usage_and_config_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = chat(&tmp.path().join("d"), &["--sandbox", "vm"], "x\n");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto, bwrap or process"));
+    let out = Command::new(PINCH).args(["chat", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, "[runner]\nidle_exit_secs = 3\n").unwrap();
+    let out = Command::new(PINCH).args(["chat", "--data-dir"]).arg(tmp.path().join("d")).arg("--config").arg(&cfg).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("idle_exit_secs"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Mounts a tmpfs (needs root; CI runs as root). Returns false if impossible.
+fn mount_tmpfs(at: &std::path::Path, opts: &str) -> bool {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(at).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        assert!(unsafe { libc::geteuid() } != 0, "running as root but mount failed");
+        eprintln!("note: not root, cannot mount a tmpfs; skipping");
+    }
+    ok
+}
+
+fn umount(at: &std::path::Path) {
+    let _ = Command::new("umount").arg("-l").arg(at).status();
+}
+
+#[test]
+fn read_only_or_full_data_dir_gives_a_clear_error_naming_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ro = tmp.path().join("ro");
+    if !mount_tmpfs(&ro, "ro,size=1m") {
+        return;
+    }
+    let out = chat(&ro.join("data"), &["--sandbox", "process"], "hi\n");
+    umount(&ro);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&ro.join("data").display().to_string()) && err.contains("Read-only"), "{err}");
+    assert!(err.contains("--data-dir"), "names the fix: {err}");
+
+    let full = tmp.path().join("full");
+    if !mount_tmpfs(&full, "size=64k") {
+        return;
+    }
+    let out = chat(&full.join("data"), &["--sandbox", "process"], "hi\n");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    // nothing half-written: no temporary session folders remain
+    let leftovers: Vec<_> = walk(&full).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
+    umount(&full);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&full.join("data").display().to_string()), "names the path: {err}");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            v.push(e.path());
+            if e.path().is_dir() {
+                v.extend(walk(&e.path()));
+            }
+        }
+    }
+    v
+}
