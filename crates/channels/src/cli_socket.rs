@@ -94,6 +94,20 @@ impl ServerMsg {
     }
 }
 
+/// A platform message id for a CLI message: random, because inbound rows
+/// are keyed by it and a repeat across host restarts would be ignored as a
+/// redelivery.
+fn new_message_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        b = t.to_le_bytes();
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("cli-{hex}")
+}
+
 struct Client {
     id: u64,
     writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
@@ -206,7 +220,7 @@ impl CliChannel {
                             channel_type: CHANNEL_TYPE.into(),
                             platform_id: PLATFORM_ID.into(),
                             thread_id: None,
-                            message_id: format!("cli-{}", pinch_proto::runner_config::random_hex(8)),
+                            message_id: new_message_id(),
                             sender_id: self.user.clone(),
                             sender_name: Some(self.user.clone()),
                             text,

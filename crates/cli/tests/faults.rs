@@ -381,3 +381,24 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     v
 }
+
+#[test]
+fn missing_bubblewrap_says_how_to_install_and_process_needs_asking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(PINCH)
+        .args(["chat", "--data-dir"])
+        .arg(tmp.path().join("d"))
+        .env("PINCH_CONFIG", "/dev/null")
+        .env("PATH", tmp.path()) // no bwrap anywhere on PATH
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("apt-get install -y bubblewrap") && err.contains("--sandbox process"), "{err}");
+    assert!(out.stdout.is_empty(), "never silently falls back to no isolation");
+}

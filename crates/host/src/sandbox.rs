@@ -83,7 +83,15 @@ pub struct Bwrap {
 }
 
 impl Bwrap {
+    /// The full argv for `pinch runner` in the sandbox.
     pub fn argv(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Vec<String> {
+        let cmd = [SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"];
+        self.argv_with(exe, m, env, &cmd)
+    }
+
+    /// The same sandbox around another command (the security tests run a
+    /// shell in exactly the runner's sandbox).
+    pub fn argv_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&[
@@ -150,7 +158,8 @@ impl Bwrap {
         for (k, v) in env {
             a.extend(["--setenv".into(), k.clone(), v.clone()]);
         }
-        a.extend(["--".into(), SANDBOX_EXE.into(), "runner".into(), "--config".into(), "/pinch/in/runner.json".into()]);
+        a.push("--".into());
+        a.extend(cmd.iter().map(|s| s.to_string()));
         a
     }
 }

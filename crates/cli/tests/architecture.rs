@@ -1,0 +1,51 @@
+//! The crate graph is the architecture (SPEC §2.2): these edges must be
+//! impossible, so a change that adds one fails here, not in review.
+
+use std::process::Command;
+
+fn deps(krate: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running cargo tree");
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+fn forbid(krate: &str, forbidden: &[&str]) {
+    let d = deps(krate);
+    assert!(d.iter().any(|x| x == krate), "cargo tree did not list {krate} itself: {d:?}");
+    for f in forbidden {
+        assert!(!d.iter().any(|x| x == f), "{krate} must not depend on {f} (directly or not)");
+    }
+}
+
+#[test]
+fn policy_is_pure() {
+    forbid("pinch-policy", &["tokio", "rusqlite", "libsqlite3-sys", "notify", "pinch-proto"]);
+}
+
+#[test]
+fn proto_has_no_async_runtime() {
+    forbid("pinch-proto", &["tokio", "pinch-host", "pinch-runner", "pinch-channels"]);
+}
+
+#[test]
+fn runner_never_reaches_channels_or_the_host() {
+    forbid("pinch-runner", &["pinch-channels", "pinch-host", "tokio"]);
+}
+
+#[test]
+fn providers_know_nothing_of_sessions_or_sqlite() {
+    forbid("pinch-providers", &["pinch-proto", "rusqlite", "pinch-channels", "pinch-host"]);
+}
+
+#[test]
+fn channels_do_not_reach_host_or_runner() {
+    forbid("pinch-channels", &["pinch-host", "pinch-runner", "pinch-providers", "rusqlite"]);
+}

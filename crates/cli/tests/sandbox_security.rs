@@ -1,0 +1,104 @@
+//! The bwrap sandbox, attacked from inside with a shell in exactly the
+//! runner's mount table (TARGETS.md S1, S2, S4, S5; the full suite per
+//! backend comes with the hardening work).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use pinch_host::sandbox::{Bwrap, Mounts};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    mounts: Mounts,
+    other_session: std::path::PathBuf,
+    bwrap: Bwrap,
+}
+
+fn fixture() -> Option<Fixture> {
+    if !common::bwrap_or_skip() {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pinch_host::paths::DataDir::new(tmp.path().join("data"));
+    let s = pinch_host::session::create_folder(&data, "main", "sone").unwrap();
+    let other = pinch_host::session::create_folder(&data, "main", "stwo").unwrap();
+    let agent = data.group_dir("main");
+    let global = data.group_dir("global");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::create_dir_all(&global).unwrap();
+    let mounts = Mounts { in_dir: s.in_dir(), out_dir: s.out_dir(), inbox_dir: s.inbox(), outbox_dir: s.outbox(), agent_dir: agent, global_dir: global };
+    let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
+    Some(Fixture { _tmp: tmp, mounts, other_session: other.root().to_owned(), bwrap })
+}
+
+impl Fixture {
+    /// Runs `sh -c script` in the sandbox; returns (exit code, stdout+stderr).
+    fn sh(&self, script: &str) -> (i32, String) {
+        let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string()), ("SECRET_SHOULD_NOT_LEAK".to_string(), "x".to_string())];
+        let argv = self.bwrap.argv_with(Path::new(common::PINCH), &self.mounts, &env[..1], &["/bin/sh", "-c", script]);
+        let out = Command::new(&self.bwrap.bwrap).args(argv).env("API_KEY_IN_HOST_ENV", "sk-test-123").output().unwrap();
+        let _ = env;
+        (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[test]
+fn s1_inbound_db_and_its_directory_are_read_only() {
+    let Some(f) = fixture() else { return };
+    let (code, out) = f.sh("echo x >> /pinch/in/inbound.db");
+    assert_ne!(code, 0);
+    assert!(out.contains("Read-only file system"), "{out}");
+    let (code, out) = f.sh("touch /pinch/in/inbound.db-journal");
+    assert_ne!(code, 0, "no planting a journal the host would roll back: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    // out/ is writable, and the write lands in the host's folder.
+    let (code, out) = f.sh("echo ok > /pinch/out/probe && cat /pinch/out/probe");
+    assert_eq!((code, out.trim()), (0, "ok"));
+    assert!(f.mounts.out_dir.join("probe").exists());
+}
+
+#[test]
+fn s2_no_network_at_all() {
+    let Some(f) = fixture() else { return };
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let py = format!(
+        "python3 -c \"import socket,sys\ntry:\n socket.create_connection(('127.0.0.1', {port}), timeout=2)\n print('CONNECTED')\nexcept OSError as e:\n print('refused', e)\" 2>&1 || echo no-python"
+    );
+    let (_, out) = f.sh(&py);
+    assert!(!out.contains("CONNECTED"), "reached the host's loopback: {out}");
+    let (_, out) = f.sh("cat /proc/net/dev");
+    let ifaces: Vec<&str> = out.lines().skip(2).map(|l| l.split(':').next().unwrap().trim()).collect();
+    assert_eq!(ifaces, vec!["lo"], "only a loopback of its own: {out}");
+}
+
+#[test]
+fn s4_host_paths_and_other_sessions_are_invisible() {
+    let Some(f) = fixture() else { return };
+    let (_, out) = f.sh("ls /; ls /root /home /etc/shadow 2>&1; ls /pinch");
+    assert!(out.contains("No such file"), "{out}");
+    assert!(!out.contains("stwo"), "{out}");
+    let other = f.other_session.display().to_string();
+    let (code, out) = f.sh(&format!("ls {other}"));
+    assert_ne!(code, 0, "another session's folder is visible: {out}");
+}
+
+#[test]
+fn s3_s5_no_capabilities_no_host_environment_own_pid_namespace() {
+    let Some(f) = fixture() else { return };
+    let (code, out) = f.sh("grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status; env; echo pid=$$");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(!out.contains("API_KEY_IN_HOST_ENV"), "host environment leaked: {out}");
+    assert!(!out.contains("SECRET_SHOULD_NOT_LEAK"));
+    // pid namespace: the shell is pid 2 (bwrap's init is 1) and sees only
+    // its own few processes, not the host's hundreds.
+    let pid: u32 = out.lines().find_map(|l| l.strip_prefix("pid=")).unwrap().trim().parse().unwrap();
+    assert!(pid <= 3, "pid {pid}");
+    let (_, out) = f.sh("ls /proc | grep -E '^[0-9]+$' | wc -l");
+    let n: usize = out.trim().parse().unwrap();
+    assert!(n < 10, "sees {n} processes");
+}
