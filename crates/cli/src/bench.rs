@@ -1,11 +1,1148 @@
-//! `pinch bench`.
-use std::path::PathBuf;
+//! `pinch bench`: the TARGETS.md figures, measured on this machine.
+//!
+//! Every figure runs against a real host (the code `pinch host` runs, or the
+//! `pinch host` binary itself for P6) in a fresh temporary data dir, with the
+//! scripted provider, and is printed beside a baseline measured in the same
+//! run and the ratio between the two. Nothing here asserts a timing: the
+//! machines are shared and noisy, so the bench measures and reports.
+//!
+//! Shape: [`run`] resolves the arguments into a plan; then come the measuring
+//! tools (a CLI client that acks every reply, a watcher of a session's `out/`
+//! that sees a runner's claim, `/proc` readers); one function per figure; the
+//! report (table or JSON).
+//!
+//! The driver runs on the thread that calls `block_on`, never on a runtime
+//! worker, so its blocking waits (the claim watcher) never starve the host's
+//! tasks, which run on the two workers.
 
-use anyhow::Result;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
+use pinch_host::central::{Central, SessionRow};
+use pinch_host::paths::{DataDir, SessionDir};
+use pinch_host::sandbox::{self, Choice, Kind};
+use pinch_host::{HostConfig, HostHandle, SessionInfo};
+use pinch_proto::content::{ChatIn, InContent};
+use pinch_proto::open::{open_reader, open_writer, write_tx};
+use pinch_proto::rows::{self, NewInbound};
+use pinch_proto::runner_config::{random_hex, ProviderSettings};
+use pinch_proto::rusqlite::{Connection, OptionalExtension};
+use tempfile::TempDir;
+
+use crate::chat::Conn;
+
+/// Busy timeout of the bench's own connections (the protocol's default).
+const BUSY: Duration = pinch_proto::open::DEFAULT_BUSY_TIMEOUT;
+/// Longest wait for anything (a reply, a claim, a runner to stop).
+const WAIT: Duration = Duration::from_secs(30);
+/// The claim watcher re-checks at least this often without an event.
+const RECHECK: Duration = Duration::from_millis(2);
+/// Pause between iterations so the warm runner is idle, waiting on inotify,
+/// when the next message arrives (its post-turn poll and ack pruning done).
+const GAP: Duration = Duration::from_millis(20);
+/// Idle sessions seeded for P6.
+const P6_SESSIONS: usize = 50;
+/// How long P6 and P7 let the process sit idle before reading its RSS.
+const P6_IDLE: Duration = Duration::from_secs(2);
+const P7_IDLE: Duration = Duration::from_secs(1);
+
+/// A TARGETS.md figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Fig {
+    P1,
+    P2,
+    P3,
+    P6,
+    P7,
+}
+
+impl Fig {
+    const ALL: [Fig; 5] = [Fig::P1, Fig::P2, Fig::P3, Fig::P6, Fig::P7];
+
+    fn id(self) -> &'static str {
+        match self {
+            Fig::P1 => "P1",
+            Fig::P2 => "P2",
+            Fig::P3 => "P3",
+            Fig::P6 => "P6",
+            Fig::P7 => "P7",
+        }
+    }
+
+    /// Short label for the table.
+    fn label(self) -> &'static str {
+        match self {
+            Fig::P1 => "row committed → warm claim",
+            Fig::P2 => "CLI message → reply (warm)",
+            Fig::P3 => "cold start → first claim",
+            Fig::P6 => "host idle RSS, 50 sessions",
+            Fig::P7 => "runner idle RSS",
+        }
+    }
+
+    /// What it measures, for the legend.
+    fn measures(self) -> &'static str {
+        match self {
+            Fig::P1 => "inbound row committed → warm runner has claimed it (t0 right after the commit into in/inbound.db; \
+                        t1 when a fresh read-only connection sees the claim in out/outbound.db processing_ack)",
+            Fig::P2 => "message sent on the CLI channel → reply printed, warm session (t0 before the socket write; \
+                        t1 when the reply line is read)",
+            Fig::P3 => "cold start: message to a session with no runner → runner's first poll, seen as its claim \
+                        (t0 before the socket write; t1 when the claim row appears)",
+            Fig::P6 => "`pinch host` daemon VmRSS after 2 s idle: CLI channel with one client connected, 50 idle sessions, no runners",
+            Fig::P7 => "runner (`pinch runner`) VmRSS after 1 s idle, warm session, scripted provider",
+        }
+    }
+
+    fn target(self, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (Fig::P1, _) => "p95 ≤ 10 ms",
+            (Fig::P2, _) => "p50 ≤ 10 ms, p95 ≤ 25 ms",
+            (Fig::P3, Kind::Bwrap) => "p50 ≤ 30 ms",
+            (Fig::P3, Kind::Process) => "none (bwrap: p50 ≤ 30 ms)",
+            (Fig::P6, _) => "≤ 15 MB",
+            (Fig::P7, _) => "≤ 10 MB",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxArg {
+    Bwrap,
+    Process,
+    Both,
+}
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Figures to measure (default: all).
+    #[arg(value_enum)]
+    figures: Vec<Fig>,
+    /// Sandbox(es) to measure with (default: both when bubblewrap works here, else process).
+    #[arg(long, value_enum)]
+    sandbox: Option<SandboxArg>,
+    /// Iterations of every latency figure (default: 50 for P1 and P2, 20 for P3).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_data_dir: Option<PathBuf>, _args: BenchArgs) -> Result<i32> {
-    anyhow::bail!("not yet")
+/// Runs the bench; temporary data dirs go under `data_dir` when given.
+pub fn run(data_dir: Option<PathBuf>, args: BenchArgs) -> Result<i32> {
+    if args.iterations == Some(0) {
+        bail!("--iterations must be at least 1");
+    }
+    let mut figures = if args.figures.is_empty() { Fig::ALL.to_vec() } else { args.figures.clone() };
+    figures.sort();
+    figures.dedup();
+    let sandboxes = sandboxes(args.sandbox)?;
+    let bench = Bench {
+        root: data_dir,
+        exe: std::env::current_exe().context("finding the pinch executable (runners are started from it)")?,
+        iterations: args.iterations,
+    };
+    let machine = Machine::describe(&sandboxes);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let rows = rt.block_on(bench.run_all(&figures, &sandboxes))?;
+    // Hosts of finished figures may leave tasks behind; do not wait for them.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report_json(&machine, &rows))?);
+    } else {
+        print_table(&machine, &rows);
+    }
+    Ok(0)
+}
+
+/// Resolves `--sandbox`: `both` (the default) quietly drops bwrap when it
+/// does not work here; an explicit `bwrap` that does not work is an error.
+fn sandboxes(arg: Option<SandboxArg>) -> Result<Vec<Kind>> {
+    let bwrap = || sandbox::select(Choice::Bwrap).map(|_| ());
+    Ok(match arg.unwrap_or(SandboxArg::Both) {
+        SandboxArg::Process => vec![Kind::Process],
+        SandboxArg::Bwrap => {
+            bwrap().map_err(|e| anyhow!("the bwrap sandbox does not work here: {e}"))?;
+            vec![Kind::Bwrap]
+        }
+        SandboxArg::Both => match bwrap() {
+            Ok(()) => vec![Kind::Bwrap, Kind::Process],
+            Err(e) => {
+                eprintln!("pinch bench: note: bubblewrap does not work here ({e}); measuring the process sandbox only");
+                vec![Kind::Process]
+            }
+        },
+    })
+}
+
+struct Bench {
+    /// Parent of the temporary data dirs (`--data-dir`), else the system temp dir.
+    root: Option<PathBuf>,
+    /// This executable: runners and the P6 daemon are started from it.
+    exe: PathBuf,
+    iterations: Option<usize>,
+}
+
+impl Bench {
+    fn n(&self, default: usize) -> usize {
+        self.iterations.unwrap_or(default)
+    }
+
+    /// A fresh data dir, removed when dropped.
+    fn temp_dir(&self, tag: &str) -> Result<TempDir> {
+        let mut b = tempfile::Builder::new();
+        let prefix = format!("pinch-bench-{tag}-");
+        b.prefix(&prefix);
+        match &self.root {
+            Some(r) => {
+                std::fs::create_dir_all(r).with_context(|| format!("creating {}", r.display()))?;
+                b.tempdir_in(r).with_context(|| format!("creating a temporary dir under {}", r.display()))
+            }
+            None => b.tempdir().context("creating a temporary dir"),
+        }
+    }
+
+    fn host_config(&self, dir: &Path, kind: Kind) -> HostConfig {
+        let mut c = HostConfig::new(dir.to_owned());
+        c.sandbox = match kind {
+            Kind::Bwrap => Choice::Bwrap,
+            Kind::Process => Choice::Process,
+        };
+        c.provider = ProviderSettings { kind: "scripted".into(), script: None, model: None };
+        c.runner_exe = self.exe.clone();
+        // Runners must stay warm for the whole run.
+        c.runner.idle_exit_ms = 600_000;
+        c.login = "bench".into();
+        c
+    }
+
+    async fn run_all(&self, figures: &[Fig], sandboxes: &[Kind]) -> Result<Vec<Row>> {
+        let want = |f: Fig| figures.contains(&f);
+        let mut rows = Vec::new();
+        for &kind in sandboxes {
+            if want(Fig::P1) || want(Fig::P2) {
+                rows.extend(self.p1_p2(kind, want(Fig::P1), want(Fig::P2)).await.with_context(|| format!("P1/P2 ({})", kind.as_str()))?);
+            }
+            if want(Fig::P3) {
+                rows.push(self.p3(kind).await.with_context(|| format!("P3 ({})", kind.as_str()))?);
+            }
+            if want(Fig::P7) {
+                rows.push(self.p7(kind).await.with_context(|| format!("P7 ({})", kind.as_str()))?);
+            }
+        }
+        // The idle daemon runs no runner, so its sandbox does not matter: once.
+        if want(Fig::P6) {
+            rows.push(self.p6(sandboxes[0]).await.context("P6")?);
+        }
+        rows.sort_by_key(|r| (r.fig, r.sandbox.as_str()));
+        Ok(rows)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+#[derive(Clone, Copy, Debug)]
+struct Summary {
+    n: usize,
+    median: Duration,
+    p95: Duration,
+}
+
+impl Summary {
+    fn of(mut samples: Vec<Duration>) -> Summary {
+        assert!(!samples.is_empty(), "a figure has at least one sample");
+        samples.sort();
+        Summary { n: samples.len(), median: nearest_rank(&samples, 50), p95: nearest_rank(&samples, 95) }
+    }
+}
+
+/// The nearest-rank percentile of sorted samples: the smallest sample with
+/// at least `p` percent of the samples at or below it.
+fn nearest_rank(sorted: &[Duration], p: usize) -> Duration {
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+// ---------------------------------------------------------------------------
+// Results
+
+enum Measured {
+    Latency(Summary),
+    Memory(ProcMem),
+}
+
+struct Baseline {
+    what: String,
+    summary: Summary,
+}
+
+struct Row {
+    fig: Fig,
+    sandbox: Kind,
+    measured: Measured,
+    baseline: Option<Baseline>,
+    notes: Vec<String>,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        match (&self.measured, &self.baseline) {
+            (Measured::Latency(s), Some(b)) if !b.summary.median.is_zero() => {
+                Some(s.median.as_secs_f64() / b.summary.median.as_secs_f64())
+            }
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The CLI client
+
+/// The bench's end of the CLI socket. Every reply is acked the moment it is
+/// read (the host holds a delivery until its ack, and retries after 10 s).
+struct Client {
+    conn: Conn,
+    sent: u64,
+    /// When the first reply to each platform message id arrived.
+    replies: HashMap<String, Instant>,
+}
+
+/// What the bench sent: a CLI message (known by its client id until the
+/// host accepts it) or a row written straight into `inbound.db` (known by
+/// its platform message id).
+enum Sent<'a> {
+    Client(&'a str),
+    Platform(&'a str),
+}
+
+/// One message seen through to the end.
+struct Turn {
+    /// The platform message id (`ServerMsg::Accepted::id`).
+    id: String,
+    reply_at: Option<Instant>,
+}
+
+impl Client {
+    async fn connect(socket: &Path) -> Result<Client> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match Conn::connect(socket).await {
+                Ok(conn) => return Ok(Client { conn, sent: 0, replies: HashMap::new() }),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e).with_context(|| format!("connecting to {}", socket.display()))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Sends a chat message; returns its client id.
+    async fn send(&mut self, text: &str) -> Result<String> {
+        self.sent += 1;
+        let cid = format!("bench-{}", self.sent);
+        self.conn
+            .send(&ClientMsg::Message { text: text.to_owned(), client_id: Some(cid.clone()) })
+            .await
+            .context("sending a message to the host")?;
+        Ok(cid)
+    }
+
+    /// The next line from the host, with the instant it was read.
+    async fn next(&mut self, deadline: tokio::time::Instant) -> Result<(ServerMsg, Instant)> {
+        let m = tokio::time::timeout_at(deadline, self.conn.recv())
+            .await
+            .map_err(|_| anyhow!("no word from the host within {} s", WAIT.as_secs()))?
+            .context("reading from the host")?;
+        let at = Instant::now();
+        let m = m.context("the host closed the CLI connection")?;
+        if let ServerMsg::Message { id, in_reply_to, .. } = &m {
+            self.conn.send(&ClientMsg::Ack { id: id.clone() }).await.context("acking a reply")?;
+            if let Some(r) = in_reply_to {
+                self.replies.entry(r.clone()).or_insert(at);
+            }
+        }
+        Ok((m, at))
+    }
+
+    /// Reads until the host reports `sent` settled (answered and delivered).
+    async fn await_turn(&mut self, sent: Sent<'_>) -> Result<Turn> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut id = match sent {
+            Sent::Platform(p) => Some(p.to_owned()),
+            Sent::Client(_) => None,
+        };
+        let ours = |c: &Option<String>| matches!(sent, Sent::Client(cid) if c.as_deref() == Some(cid));
+        loop {
+            match self.next(deadline).await?.0 {
+                ServerMsg::Accepted { client_id, id: pid, routed, note } if ours(&client_id) => {
+                    if routed == 0 {
+                        bail!("the host routed the message to no agent: {}", note.unwrap_or_default());
+                    }
+                    id = Some(pid);
+                }
+                ServerMsg::Rejected { client_id, error } if ours(&client_id) => bail!("the host rejected the message: {error}"),
+                ServerMsg::Settled { ids } => {
+                    if let Some(id) = id.as_ref().filter(|id| ids.contains(id)) {
+                        return Ok(Turn { id: id.clone(), reply_at: self.replies.remove(id) });
+                    }
+                }
+                ServerMsg::Superseded => bail!("another client took over the CLI conversation"),
+                _ => {}
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A host with a warm session
+
+struct WarmHost {
+    handle: HostHandle,
+    client: Client,
+    session: SessionInfo,
+}
+
+impl WarmHost {
+    /// Starts a host in `dir` and answers one message, which creates the
+    /// session and leaves its runner alive.
+    async fn start(b: &Bench, dir: &Path, kind: Kind) -> Result<WarmHost> {
+        let handle = pinch_host::start(b.host_config(dir, kind)).await.context("starting the host")?;
+        match Self::warm(&handle).await {
+            Ok((client, session)) => Ok(WarmHost { handle, client, session }),
+            Err(e) => {
+                let _ = handle.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn warm(handle: &HostHandle) -> Result<(Client, SessionInfo)> {
+        let mut client = Client::connect(&handle.cli_socket).await?;
+        let cid = client.send("warm up").await?;
+        client.await_turn(Sent::Client(&cid)).await.context("warming the session up")?;
+        let session = handle.sessions().await.into_iter().next().context("the warm-up message created no session")?;
+        Ok((client, session))
+    }
+
+    async fn info(&self) -> Result<SessionInfo> {
+        let id = &self.session.id;
+        self.handle.sessions().await.into_iter().find(|s| s.id == *id).with_context(|| format!("session {id} is gone"))
+    }
+
+    /// Stops the session's runner and waits until the host has seen it exit.
+    async fn stop_runner(&self) -> Result<()> {
+        self.handle.stop_runner(&self.session.id).await;
+        let deadline = Instant::now() + WAIT;
+        while self.info().await?.runner_id.is_some() {
+            if Instant::now() >= deadline {
+                bail!("the runner did not stop within {} s", WAIT.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(self) -> Result<()> {
+        drop(self.client);
+        self.handle.shutdown().await.context("shutting the host down")
+    }
+}
+
+/// Runs `f` against a warm host in a fresh data dir, shutting the host down
+/// whatever `f` returns.
+async fn with_warm_host<T>(b: &Bench, tag: &str, kind: Kind, f: impl AsyncFnOnce(&mut WarmHost) -> Result<T>) -> Result<T> {
+    let dir = b.temp_dir(tag)?;
+    let mut host = WarmHost::start(b, dir.path(), kind).await?;
+    let res = f(&mut host).await;
+    let down = host.shutdown().await;
+    let v = res?;
+    down?;
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------
+// Seeing a runner's claim
+
+/// Sees rows appear in a session's `processing_ack` (a runner's claim): a
+/// check on a fresh read-only connection whenever inotify reports a commit
+/// in `out/`, and at least every [`RECHECK`].
+///
+/// Only removals count as commit events: with `journal_mode=DELETE` the
+/// runner's commit point is the unlink of `outbound.db-journal`. Reading on
+/// the journal's creation instead would take a shared lock in the middle of
+/// the runner's transaction and could make its commit wait on its busy
+/// handler (≥ 1 ms), slowing the very thing measured.
+struct ClaimWatch {
+    db: PathBuf,
+    events: mpsc::Receiver<notify::Result<notify::Event>>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl ClaimWatch {
+    fn new(dir: &SessionDir) -> Result<ClaimWatch> {
+        use notify::Watcher;
+        let (tx, events) = mpsc::channel();
+        let mut w = notify::recommended_watcher(tx).context("starting an inotify watcher")?;
+        w.watch(&dir.out_dir(), notify::RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", dir.out_dir().display()))?;
+        Ok(ClaimWatch { db: dir.outbound_db(), events, _watcher: w })
+    }
+
+    fn drain(&self) {
+        while self.events.try_recv().is_ok() {}
+    }
+
+    /// Blocks until `found` returns a value; returns it with the instant it
+    /// was first seen.
+    fn wait<T>(&self, mut found: impl FnMut(&Connection) -> Result<Option<T>>) -> Result<(Instant, T)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let conn = open_reader(&self.db, BUSY)?;
+            if let Some(v) = found(&conn)? {
+                return Ok((Instant::now(), v));
+            }
+            drop(conn);
+            if Instant::now() >= deadline {
+                bail!("no claim appeared in {} within {} s", self.db.display(), WAIT.as_secs());
+            }
+            self.next_commit();
+        }
+    }
+
+    /// Waits for a commit event in `out/`, at most [`RECHECK`].
+    fn next_commit(&self) {
+        let until = Instant::now() + RECHECK;
+        while let Ok(ev) = self.events.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            if ev.is_ok_and(|e| matches!(e.kind, notify::EventKind::Remove(_))) {
+                return;
+            }
+        }
+    }
+}
+
+fn ack_exists(conn: &Connection, id: &str) -> Result<Option<()>> {
+    Ok(conn.query_row("SELECT 1 FROM processing_ack WHERE message_id = ?1", [id], |_| Ok(())).optional()?)
+}
+
+fn ack_ids(conn: &Connection) -> Result<HashSet<String>> {
+    Ok(rows::acks(conn)?.into_iter().map(|a| a.message_id).collect())
+}
+
+// ---------------------------------------------------------------------------
+// Inbound rows written by the bench (as the host's router writes them)
+
+fn chat_row(pmid: &str, text: &str) -> NewInbound {
+    NewInbound {
+        id: format!("{pmid}:main"),
+        kind: "chat".into(),
+        timestamp: pinch_proto::time::now(),
+        trigger: true,
+        platform_id: Some(pinch_channels::cli_socket::PLATFORM_ID.into()),
+        channel_type: Some(pinch_channels::cli_socket::CHANNEL_TYPE.into()),
+        content: InContent::Chat(ChatIn {
+            text: text.to_owned(),
+            sender: Some("bench".into()),
+            sender_id: Some("cli:bench".into()),
+            is_mention: true,
+            platform_message_id: Some(pmid.to_owned()),
+            ..Default::default()
+        })
+        .to_json(),
+        ..Default::default()
+    }
+}
+
+/// Commits one row into `inbound_db` in its own transaction.
+fn commit_row(inbound_db: &Path, row: &NewInbound, out_max: i64) -> Result<()> {
+    let mut conn = open_writer(inbound_db, BUSY)?;
+    let tx = write_tx(&mut conn)?;
+    rows::insert_inbound(&tx, row, out_max)?.with_context(|| format!("row {} already exists", row.id))?;
+    tx.commit().with_context(|| format!("committing to {}", inbound_db.display()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// P1 and P2
+
+impl Bench {
+    /// P1 and P2 on one warm host (P2's baseline is P1, so P1 is measured
+    /// whenever P2 is, and listed only when asked for).
+    async fn p1_p2(&self, kind: Kind, show_p1: bool, want_p2: bool) -> Result<Vec<Row>> {
+        let n = self.n(50);
+        eprintln!("pinch bench: P1{} with {} ({n} iterations)…", if want_p2 { "+P2" } else { "" }, kind.as_str());
+        let (p1, p2) = with_warm_host(self, "p1", kind, async |h: &mut WarmHost| {
+            let p1 = Summary::of(p1_samples(h, n).await?);
+            let p2 = if want_p2 { Some(Summary::of(p2_samples(h, n).await?)) } else { None };
+            Ok((p1, p2))
+        })
+        .await?;
+        let base = Summary::of(p1_baseline(self, n)?);
+        let mut rows = Vec::new();
+        if show_p1 {
+            rows.push(Row {
+                fig: Fig::P1,
+                sandbox: kind,
+                measured: Measured::Latency(p1),
+                baseline: Some(Baseline { what: "commit + fresh read".into(), summary: base }),
+                notes: vec![],
+            });
+        }
+        if let Some(p2) = p2 {
+            rows.push(Row {
+                fig: Fig::P2,
+                sandbox: kind,
+                measured: Measured::Latency(p2),
+                baseline: Some(Baseline { what: "P1".into(), summary: p1 }),
+                notes: vec![],
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// P1: rows committed straight into the warm session's `inbound.db`.
+async fn p1_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
+    let dir = SessionDir(h.session.dir.clone());
+    let watch = ClaimWatch::new(&dir)?;
+    let tag = random_hex(4);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        tokio::time::sleep(GAP).await;
+        let pmid = format!("bench-{tag}-{i}");
+        let row = chat_row(&pmid, &format!("p1 {i}"));
+        let out_max = pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out");
+        watch.drain();
+        commit_row(&dir.inbound_db(), &row, out_max)?;
+        let t0 = Instant::now();
+        let (t1, ()) = watch.wait(|c| ack_exists(c, &row.id))?;
+        samples.push(t1 - t0);
+        h.client.await_turn(Sent::Platform(&pmid)).await.with_context(|| format!("waiting for {} to be answered", row.id))?;
+    }
+    Ok(samples)
+}
+
+/// P1's baseline: one commit of such a row plus a fresh-connection read of
+/// it, on a file of its own.
+fn p1_baseline(b: &Bench, n: usize) -> Result<Vec<Duration>> {
+    let dir = b.temp_dir("p1-baseline")?;
+    let db = dir.path().join(pinch_proto::layout::INBOUND_DB);
+    pinch_proto::schema::migrate_inbound(&open_writer(&db, BUSY)?)?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let row = chat_row(&format!("base-{i}"), "baseline");
+        let t0 = Instant::now();
+        commit_row(&db, &row, 0)?;
+        let found = rows::inbound_by_ids(&open_reader(&db, BUSY)?, std::slice::from_ref(&row.id))?;
+        samples.push(t0.elapsed());
+        if found.len() != 1 {
+            bail!("the baseline row {} was not read back", row.id);
+        }
+    }
+    Ok(samples)
+}
+
+/// P2: messages through the CLI socket to the warm session.
+async fn p2_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        tokio::time::sleep(GAP).await;
+        let t0 = Instant::now();
+        let cid = h.client.send(&format!("p2 {i}")).await?;
+        let turn = h.client.await_turn(Sent::Client(&cid)).await?;
+        let at = turn.reply_at.with_context(|| format!("{} settled without a reply", turn.id))?;
+        samples.push(at - t0);
+    }
+    Ok(samples)
+}
+
+// ---------------------------------------------------------------------------
+// P3
+
+impl Bench {
+    async fn p3(&self, kind: Kind) -> Result<Row> {
+        let n = self.n(20);
+        eprintln!("pinch bench: P3 with {} ({n} iterations)…", kind.as_str());
+        let samples = with_warm_host(self, "p3", kind, async |h: &mut WarmHost| p3_samples(h, n).await).await?;
+        let (what, base) = spawn_baseline(kind, n)?;
+        Ok(Row {
+            fig: Fig::P3,
+            sandbox: kind,
+            measured: Measured::Latency(Summary::of(samples)),
+            baseline: Some(Baseline { what: what.into(), summary: Summary::of(base) }),
+            notes: vec![],
+        })
+    }
+}
+
+async fn p3_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
+    let dir = SessionDir(h.session.dir.clone());
+    let watch = ClaimWatch::new(&dir)?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        h.stop_runner().await?;
+        tokio::time::sleep(GAP).await;
+        // The message's row id is only known from the host's `accepted`
+        // line, which is read after the claim: watch for any new claim.
+        let before = ack_ids(&open_reader(&dir.outbound_db(), BUSY)?)?;
+        watch.drain();
+        let t0 = Instant::now();
+        let cid = h.client.send(&format!("p3 {i}")).await?;
+        let (t1, claimed) = watch.wait(|c| Ok(ack_ids(c)?.into_iter().find(|id| !before.contains(id))))?;
+        let turn = h.client.await_turn(Sent::Client(&cid)).await?;
+        let expected = format!("{}:main", turn.id);
+        if claimed != expected {
+            bail!("the new runner's first claim was {claimed}, not the message sent ({expected})");
+        }
+        samples.push(t1 - t0);
+    }
+    Ok(samples)
+}
+
+/// P3's baseline: spawning and reaping the bare sandbox around `/bin/true`.
+fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)> {
+    let (what, mut cmd) = match kind {
+        Kind::Bwrap => {
+            let bwrap = sandbox::find_bwrap().context("bwrap is not on PATH")?;
+            let mut c = Command::new(bwrap);
+            c.args([
+                "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL",
+                "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "/bin/true",
+            ]);
+            ("bare bwrap … /bin/true", c)
+        }
+        Kind::Process => ("bare /bin/true", Command::new("/bin/true")),
+    };
+    cmd.env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let st = cmd.status().with_context(|| format!("running {what}"))?;
+        samples.push(t0.elapsed());
+        if !st.success() {
+            bail!("{what} failed ({st})");
+        }
+    }
+    Ok((what, samples))
+}
+
+// ---------------------------------------------------------------------------
+// P6
+
+impl Bench {
+    async fn p6(&self, kind: Kind) -> Result<Row> {
+        eprintln!("pinch bench: P6 (`pinch host --sandbox {}`, {P6_SESSIONS} idle sessions)…", kind.as_str());
+        let dir = self.temp_dir("p6")?;
+        seed_idle_sessions(dir.path(), P6_SESSIONS)?;
+        let config = dir.path().join("pinch.toml");
+        std::fs::write(&config, "").with_context(|| format!("writing {}", config.display()))?;
+        let log_path = dir.path().join("host.log");
+        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let mut child = Command::new(&self.exe)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["host", "--sandbox", kind.as_str()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} host", self.exe.display()))?;
+        let socket = DataDir::new(dir.path()).cli_socket();
+        let measured = async {
+            let client = connect_to_child(&socket, &mut child, &log_path).await?;
+            tokio::time::sleep(P6_IDLE).await;
+            let mem = ProcMem::read(child.id())?;
+            drop(client);
+            Ok::<_, anyhow::Error>(mem)
+        }
+        .await;
+        terminate(&mut child)?;
+        let mem = measured?;
+        let notes = vec![mem.detail(), "channels: CLI only (the web channel is not built yet)".into()];
+        Ok(Row { fig: Fig::P6, sandbox: kind, measured: Measured::Memory(mem), baseline: None, notes })
+    }
+}
+
+/// A data dir with `n` sessions of agent `main` and no runner, as the host
+/// would have left them.
+fn seed_idle_sessions(dir: &Path, n: usize) -> Result<()> {
+    let data = DataDir::new(dir);
+    let mut central = Central::open(&data.central_db())?;
+    central.bootstrap("bench")?;
+    for i in 0..n {
+        let id = format!("sbench{i:02}");
+        pinch_host::session::create_folder(&data, "main", &id)?;
+        let row = SessionRow {
+            id,
+            agent_group_id: "main".into(),
+            messaging_group_id: Some("mg-cli-local".into()),
+            thread_id: Some(format!("t{i}")),
+            folder: "main".into(),
+        };
+        central.insert_session(&row, "scripted")?;
+    }
+    Ok(())
+}
+
+/// Connects to the daemon's CLI socket once it serves, failing early (with
+/// its log) if it exits first.
+async fn connect_to_child(socket: &Path, child: &mut Child, log: &Path) -> Result<Client> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            bail!("the host exited ({st}) before serving its socket; its log:\n{}", tail(log));
+        }
+        if socket.exists() {
+            if let Ok(conn) = Conn::connect(socket).await {
+                return Ok(Client { conn, sent: 0, replies: HashMap::new() });
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the host did not serve {} within {} s; its log:\n{}", socket.display(), WAIT.as_secs(), tail(log));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL if the daemon has not exited after 15 s.
+fn terminate(child: &mut Child) -> Result<()> {
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("pinch bench: the P6 host ignored SIGTERM for 15 s; killing it");
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// P7
+
+impl Bench {
+    async fn p7(&self, kind: Kind) -> Result<Row> {
+        eprintln!("pinch bench: P7 with {}…", kind.as_str());
+        let (mem, mut notes) = with_warm_host(self, "p7", kind, async |h: &mut WarmHost| {
+            tokio::time::sleep(P7_IDLE).await;
+            let pid = h.info().await?.runner_pid.context("the warm session has no runner")?;
+            runner_mem(kind, pid)
+        })
+        .await?;
+        notes.insert(0, mem.detail());
+        Ok(Row { fig: Fig::P7, sandbox: kind, measured: Measured::Memory(mem), baseline: None, notes })
+    }
+}
+
+/// The runner's memory; for bwrap also what its supervisor processes use.
+/// `pid` is what the host spawned (the runner itself, or the outer bwrap).
+fn runner_mem(kind: Kind, pid: u32) -> Result<(ProcMem, Vec<String>)> {
+    match kind {
+        Kind::Process => Ok((ProcMem::read(pid)?, vec![])),
+        Kind::Bwrap => {
+            let tree = descendants(pid);
+            let runner = *tree
+                .iter()
+                .find(|p| comm(**p).as_deref() == Some("pinch"))
+                .with_context(|| format!("no `pinch` process under bwrap (pid {pid})"))?;
+            let helpers: Vec<u32> = std::iter::once(pid).chain(tree).filter(|p| *p != runner).collect();
+            let helper_kb: u64 = helpers.iter().filter_map(|p| ProcMem::read(*p).ok()).map(|m| m.rss_kb).sum();
+            let note = format!("plus {} bwrap supervisor process(es): {} RSS", helpers.len(), mib(helper_kb));
+            Ok((ProcMem::read(runner)?, vec![note]))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+
+/// Memory figures of a process from `/proc/<pid>/status`, in kB.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcMem {
+    rss_kb: u64,
+    hwm_kb: u64,
+    anon_kb: u64,
+    file_kb: u64,
+    threads: u64,
+}
+
+impl ProcMem {
+    fn read(pid: u32) -> Result<ProcMem> {
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let mut m = ProcMem::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else { continue };
+            let number = || value.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            match key {
+                "VmRSS" => m.rss_kb = number(),
+                "VmHWM" => m.hwm_kb = number(),
+                "RssAnon" => m.anon_kb = number(),
+                "RssFile" => m.file_kb = number(),
+                "Threads" => m.threads = number(),
+                _ => {}
+            }
+        }
+        if m.rss_kb == 0 {
+            bail!("{path} has no VmRSS (is the process a zombie?)");
+        }
+        Ok(m)
+    }
+
+    fn detail(&self) -> String {
+        format!(
+            "VmHWM {}; RssAnon {}, RssFile {}; {} threads",
+            mib(self.hwm_kb),
+            mib(self.anon_kb),
+            mib(self.file_kb),
+            self.threads
+        )
+    }
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.2} MiB", kb as f64 / 1024.0)
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_owned())
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every process below `root`, breadth first.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if let Some(ppid) = parent(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut queue = VecDeque::from([root]);
+    while let Some(p) = queue.pop_front() {
+        for &c in children.get(&p).into_iter().flatten() {
+            out.push(c);
+            queue.push_back(c);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The report
+
+struct Machine {
+    when: String,
+    kernel: String,
+    cpus: usize,
+    cpu_model: String,
+    build: &'static str,
+    sandboxes: Vec<&'static str>,
+}
+
+impl Machine {
+    fn describe(sandboxes: &[Kind]) -> Machine {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+            .unwrap_or_else(|| "unknown CPU".into());
+        Machine {
+            when: jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            cpu_model,
+            build: if cfg!(debug_assertions) { "debug" } else { "release" },
+            sandboxes: sandboxes.iter().map(|k| k.as_str()).collect(),
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn print_table(m: &Machine, rows: &[Row]) {
+    println!(
+        "pinch bench · {} · pinch {} ({} build) · Linux {} · {} CPUs ({}) · scripted provider",
+        m.when,
+        env!("CARGO_PKG_VERSION"),
+        m.build,
+        m.kernel,
+        m.cpus,
+        m.cpu_model
+    );
+    if m.build == "debug" {
+        println!("note: a debug build; quote numbers from a release build (`cargo build --release`)");
+    }
+    println!();
+    let header = ["fig", "sandbox", "measures", "n", "median", "p95", "baseline", "baseline median", "baseline p95", "ratio", "target"];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        let (n, median, p95) = match &r.measured {
+            Measured::Latency(s) => (s.n.to_string(), ms(s.median), ms(s.p95)),
+            Measured::Memory(mem) => ("1".into(), mib(mem.rss_kb), "—".into()),
+        };
+        let (bw, bm, bp) = match &r.baseline {
+            Some(b) => (b.what.clone(), ms(b.summary.median), ms(b.summary.p95)),
+            None => ("—".into(), "—".into(), "—".into()),
+        };
+        let ratio = r.ratio().map_or_else(|| "—".into(), |x| format!("{x:.2}×"));
+        cells.push(vec![
+            r.fig.id().into(),
+            r.sandbox.as_str().into(),
+            r.fig.label().into(),
+            n,
+            median,
+            p95,
+            bw,
+            bm,
+            bp,
+            ratio,
+            r.fig.target(r.sandbox).into(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len()).map(|c| cells.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+    // Numbers right-aligned, text left-aligned.
+    let right = |c: usize| matches!(c, 3 | 4 | 5 | 7 | 8 | 9);
+    let mut out = std::io::stdout().lock();
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                let pad = " ".repeat(widths[c] - s.chars().count());
+                if right(c) { format!("{pad}{s}") } else { format!("{s}{pad}") }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let _ = writeln!(out);
+    let mut seen = HashSet::new();
+    for r in rows {
+        if seen.insert(r.fig) {
+            let _ = writeln!(out, "{}  {}", r.fig.id(), r.fig.measures());
+            if let Some(b) = &r.baseline {
+                let _ = writeln!(out, "    baseline: {}", baseline_meaning(r.fig, &b.what));
+            }
+        }
+        for note in &r.notes {
+            let _ = writeln!(out, "    {} ({}): {note}", r.fig.id(), r.sandbox.as_str());
+        }
+    }
+    let _ = writeln!(out, "Latencies: median = p50 and p95 by nearest rank over n runs; ratio = median / baseline median.");
+}
+
+fn baseline_meaning(fig: Fig, what: &str) -> String {
+    match fig {
+        Fig::P1 => "one SQLite commit of such a row into an inbound.db of its own, plus a fresh read-only connection reading it back".into(),
+        Fig::P2 => "P1 on the same host (the claim is the part of a reply the runner loop owns)".into(),
+        Fig::P3 => format!("{what}: spawning and reaping the bare sandbox, same flags as TARGETS.md"),
+        _ => what.into(),
+    }
+}
+
+fn report_json(m: &Machine, rows: &[Row]) -> serde_json::Value {
+    use serde_json::json;
+    let summary = |s: &Summary| json!({"n": s.n, "median_ms": s.median.as_secs_f64() * 1e3, "p95_ms": s.p95.as_secs_f64() * 1e3});
+    let figures: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = json!({
+                "figure": r.fig.id(),
+                "sandbox": r.sandbox.as_str(),
+                "measures": r.fig.measures(),
+                "target": r.fig.target(r.sandbox),
+                "notes": r.notes,
+            });
+            match &r.measured {
+                Measured::Latency(s) => v["latency"] = summary(s),
+                Measured::Memory(mem) => {
+                    v["memory"] = json!({
+                        "rss_mib": mem.rss_kb as f64 / 1024.0,
+                        "hwm_mib": mem.hwm_kb as f64 / 1024.0,
+                        "rss_anon_mib": mem.anon_kb as f64 / 1024.0,
+                        "rss_file_mib": mem.file_kb as f64 / 1024.0,
+                        "threads": mem.threads,
+                    })
+                }
+            }
+            if let Some(b) = &r.baseline {
+                let mut bv = summary(&b.summary);
+                bv["what"] = json!(baseline_meaning(r.fig, &b.what));
+                v["baseline"] = bv;
+            }
+            if let Some(x) = r.ratio() {
+                v["ratio"] = json!(x);
+            }
+            v
+        })
+        .collect();
+    json!({
+        "machine": {
+            "date": m.when,
+            "pinch_version": env!("CARGO_PKG_VERSION"),
+            "build": m.build,
+            "kernel": m.kernel,
+            "cpus": m.cpus,
+            "cpu_model": m.cpu_model,
+            "sandboxes": m.sandboxes,
+            "provider": "scripted",
+        },
+        "figures": figures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let ms = |v: &[u64]| v.iter().map(|x| Duration::from_millis(*x)).collect::<Vec<_>>();
+        let s = Summary::of(ms(&[5, 1, 4, 2, 3]));
+        assert_eq!((s.median, s.p95), (Duration::from_millis(3), Duration::from_millis(5)));
+        let s = Summary::of(ms(&(1..=100).collect::<Vec<_>>()));
+        assert_eq!((s.median, s.p95), (Duration::from_millis(50), Duration::from_millis(95)));
+        let s = Summary::of(ms(&[7]));
+        assert_eq!((s.median, s.p95), (Duration::from_millis(7), Duration::from_millis(7)));
+    }
+
+    #[test]
+    fn parent_of_self_is_our_parent() {
+        assert_eq!(parent(std::process::id()), Some(std::os::unix::process::parent_id()));
+        assert!(descendants(std::os::unix::process::parent_id()).contains(&std::process::id()));
+    }
 }
