@@ -7,6 +7,10 @@
 //! the architecture test (`tests/architecture.rs` in the `pinch` crate).
 
 pub mod batch;
+pub mod breaker;
+pub mod budget;
 pub mod exit;
 pub mod route;
 pub mod streak;
+pub mod sweep;
+pub mod retry;

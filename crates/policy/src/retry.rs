@@ -1,0 +1,56 @@
+//! Orphan claims and retries (SPEC §6.3).
+//!
+//! When a runner dies holding `processing` claims, each claimed row is
+//! decided once: skipped if already rescheduled, failed at the try limit
+//! (the user is told once), else retried with exponential backoff. After an
+//! exit 75 the claims are released without a try: the mount failed, not
+//! the message.
+
+pub const MAX_TRIES: i64 = 5;
+pub const BASE_BACKOFF_MS: i64 = 5_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Orphan {
+    /// A future `process_after` is already set: decided before (idempotent).
+    AlreadyScheduled,
+    /// Released as is (no try counted): retry now.
+    Release,
+    /// `tries + 1`, due again at `now + backoff`.
+    Retry { tries: i64, due_in_ms: i64 },
+    /// Give up: mark failed, tell the origin once.
+    Fail { tries: i64 },
+}
+
+/// Decides one orphaned claim. `scheduled_future` = the row's
+/// `process_after` is after now; `transient` = the runner exited 75.
+pub fn decide_orphan(tries: i64, scheduled_future: bool, transient: bool) -> Orphan {
+    if scheduled_future {
+        return Orphan::AlreadyScheduled;
+    }
+    if transient {
+        return Orphan::Release;
+    }
+    let n = tries + 1;
+    if n >= MAX_TRIES {
+        Orphan::Fail { tries: n }
+    } else {
+        Orphan::Retry { tries: n, due_in_ms: BASE_BACKOFF_MS << tries.clamp(0, 20) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphan_table() {
+        assert_eq!(decide_orphan(0, true, false), Orphan::AlreadyScheduled);
+        assert_eq!(decide_orphan(0, false, true), Orphan::Release);
+        assert_eq!(decide_orphan(0, false, false), Orphan::Retry { tries: 1, due_in_ms: 5_000 });
+        assert_eq!(decide_orphan(1, false, false), Orphan::Retry { tries: 2, due_in_ms: 10_000 });
+        assert_eq!(decide_orphan(3, false, false), Orphan::Retry { tries: 4, due_in_ms: 40_000 });
+        assert_eq!(decide_orphan(4, false, false), Orphan::Fail { tries: 5 });
+        // exit 75 never burns a try, even at the limit
+        assert_eq!(decide_orphan(4, false, true), Orphan::Release);
+    }
+}

@@ -1,0 +1,176 @@
+//! Is a live runner stuck? (SPEC §6.2 step 3, lessons 8–10.)
+//!
+//! Three independent deadlines, each a reason to kill:
+//! - *spawn grace*: a runner that has not written a heartbeat at all some
+//!   time after spawn (upstream exempted heartbeat-less runners forever);
+//! - *heartbeat ceiling*: a heartbeat older than the ceiling (the runner's
+//!   heartbeat thread beats whatever the provider does, so an old one means
+//!   the process is frozen or gone);
+//! - *claim stuck*: the runner holds a claim and has made no progress for
+//!   the tolerance, unless a tool is running within its declared timeout
+//!   (plus slack).
+//!
+//! Claims of other (dead) runners never cause a kill (lesson 9): they are
+//! orphans for the retry path, not evidence against this runner.
+
+use std::time::Duration;
+
+/// All times are milliseconds on one clock (e.g. Unix epoch ms).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunnerView {
+    pub spawned_at_ms: i64,
+    /// mtime of `out/heartbeat`, if the file exists.
+    pub heartbeat_ms: Option<i64>,
+    /// Earliest claim time among this runner's `processing` acks.
+    pub oldest_own_claim_ms: Option<i64>,
+    /// `container_state.last_progress_at`.
+    pub last_progress_ms: Option<i64>,
+    /// A tool in flight: when it started and the timeout it declared.
+    pub tool: Option<ToolInFlight>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToolInFlight {
+    pub started_ms: i64,
+    pub declared_timeout_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StuckLimits {
+    pub spawn_grace: Duration,
+    pub heartbeat_ceiling: Duration,
+    pub claim_stuck: Duration,
+    /// Added to a tool's declared timeout before it counts as stuck.
+    pub tool_slack: Duration,
+}
+
+impl Default for StuckLimits {
+    fn default() -> Self {
+        StuckLimits {
+            spawn_grace: Duration::from_secs(60),
+            heartbeat_ceiling: Duration::from_secs(60),
+            claim_stuck: Duration::from_secs(300),
+            tool_slack: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stuck {
+    No,
+    Kill(StuckReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StuckReason {
+    NoHeartbeatAfterSpawn,
+    HeartbeatStale,
+    ClaimStuck,
+}
+
+impl StuckReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StuckReason::NoHeartbeatAfterSpawn => "no heartbeat since spawn",
+            StuckReason::HeartbeatStale => "heartbeat stale",
+            StuckReason::ClaimStuck => "claim made no progress",
+        }
+    }
+}
+
+fn older_than(now: i64, t: i64, d: Duration) -> bool {
+    now.saturating_sub(t) > d.as_millis() as i64
+}
+
+pub fn decide_stuck(now_ms: i64, v: &RunnerView, l: &StuckLimits) -> Stuck {
+    match v.heartbeat_ms {
+        None => {
+            if older_than(now_ms, v.spawned_at_ms, l.spawn_grace) {
+                return Stuck::Kill(StuckReason::NoHeartbeatAfterSpawn);
+            }
+        }
+        Some(hb) => {
+            // A heartbeat from before this spawn is not this runner's.
+            let hb = hb.max(v.spawned_at_ms);
+            if older_than(now_ms, hb, l.heartbeat_ceiling) {
+                return Stuck::Kill(if v.heartbeat_ms.unwrap_or(0) < v.spawned_at_ms {
+                    StuckReason::NoHeartbeatAfterSpawn
+                } else {
+                    StuckReason::HeartbeatStale
+                });
+            }
+        }
+    }
+    if let Some(claim) = v.oldest_own_claim_ms {
+        let since = claim.max(v.last_progress_ms.unwrap_or(i64::MIN));
+        if older_than(now_ms, since, l.claim_stuck) {
+            let tool_ok = v.tool.is_some_and(|t| {
+                !older_than(now_ms, t.started_ms, Duration::from_millis(t.declared_timeout_ms.max(0) as u64) + l.tool_slack)
+            });
+            if !tool_ok {
+                return Stuck::Kill(StuckReason::ClaimStuck);
+            }
+        }
+    }
+    Stuck::No
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Stuck::*;
+    use StuckReason::*;
+
+    const S: i64 = 1000;
+
+    fn v(spawned: i64, hb: Option<i64>, claim: Option<i64>, progress: Option<i64>, tool: Option<(i64, i64)>) -> RunnerView {
+        RunnerView {
+            spawned_at_ms: spawned,
+            heartbeat_ms: hb,
+            oldest_own_claim_ms: claim,
+            last_progress_ms: progress,
+            tool: tool.map(|(s, t)| ToolInFlight { started_ms: s, declared_timeout_ms: t }),
+        }
+    }
+
+    #[test]
+    fn decide_stuck_table() {
+        let l = StuckLimits::default();
+        // (now, view, expected)
+        let table = [
+            // spawn grace
+            (30 * S, v(0, None, None, None, None), No),
+            (60 * S, v(0, None, None, None, None), No),
+            (61 * S, v(0, None, None, None, None), Kill(NoHeartbeatAfterSpawn)),
+            // an old heartbeat file from a previous runner does not count
+            (61 * S, v(0, Some(-500 * S), None, None, None), Kill(NoHeartbeatAfterSpawn)),
+            (30 * S, v(0, Some(-500 * S), None, None, None), No),
+            // heartbeat ceiling
+            (100 * S, v(0, Some(50 * S), None, None, None), No),
+            (111 * S, v(0, Some(50 * S), None, None, None), Kill(HeartbeatStale)),
+            // idle runner with a fresh heartbeat and no claims lives forever
+            (10_000 * S, v(0, Some(9_990 * S), None, None, None), No),
+            // claim stuck: 300 s without progress
+            (400 * S, v(0, Some(399 * S), Some(100 * S), None, None), No),
+            (401 * S, v(0, Some(399 * S), Some(100 * S), None, None), Kill(ClaimStuck)),
+            // progress moves the deadline
+            (401 * S, v(0, Some(399 * S), Some(100 * S), Some(200 * S), None), No),
+            // a tool within its declared timeout + 30 s widens tolerance
+            (1_000 * S, v(0, Some(999 * S), Some(100 * S), None, Some((100 * S, 900 * S))), No),
+            (1_031 * S, v(0, Some(1_030 * S), Some(100 * S), None, Some((100 * S, 900 * S))), Kill(ClaimStuck)),
+            // ... and is no shield once the tool itself overran
+            (500 * S, v(0, Some(499 * S), Some(100 * S), None, Some((100 * S, 10 * S))), Kill(ClaimStuck)),
+        ];
+        for (i, (now, view, want)) in table.into_iter().enumerate() {
+            assert_eq!(decide_stuck(now, &view, &l), want, "row {i}: {view:?}");
+        }
+    }
+
+    #[test]
+    fn silent_four_minutes_with_fresh_heartbeat_lives() {
+        // Lesson 10: a slow provider (no events for 4 min) is not stuck.
+        let l = StuckLimits::default();
+        let view = v(0, Some(239 * S), Some(1 * S), Some(1 * S), None);
+        assert_eq!(decide_stuck(240 * S, &view, &l), No);
+    }
+}
