@@ -24,6 +24,16 @@ pub struct FileConfig {
     pub runner: RunnerSection,
     #[serde(default)]
     pub host: HostSection,
+    #[serde(default)]
+    pub stuck: StuckSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StuckSection {
+    pub spawn_grace_s: Option<f64>,
+    pub heartbeat_ceiling_s: Option<f64>,
+    pub claim_stuck_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +77,13 @@ pub struct HostSection {
     pub sweep_s: Option<f64>,
     pub max_concurrent_runners: Option<usize>,
     pub stop_grace_s: Option<f64>,
+    /// Abnormal runner exits allowed per window before quarantine.
+    pub crash_budget: Option<usize>,
+    pub crash_window_s: Option<f64>,
+    /// Respawn delays after the 1st, 2nd, … abnormal exit (last repeats).
+    pub respawn_delays_s: Option<Vec<f64>>,
+    /// Wait before booting after repeated unclean exits (default on).
+    pub boot_breaker: Option<bool>,
 }
 
 /// Flags that override the file (from `pinch host` / `pinch chat`).
@@ -246,6 +263,31 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     }
     if let Some(v) = h.stop_grace_s {
         c.stop_grace = secs("host.stop_grace_s", v)?;
+    }
+    if let Some(v) = h.crash_budget {
+        c.budget.budget = v;
+    }
+    if let Some(v) = h.crash_window_s {
+        c.budget.window = secs("host.crash_window_s", v)?;
+    }
+    if let Some(v) = &h.respawn_delays_s {
+        if v.is_empty() {
+            bail!("host.respawn_delays_s needs at least one delay");
+        }
+        c.budget.delays = v.iter().map(|d| secs("host.respawn_delays_s", *d)).collect::<Result<_>>()?;
+    }
+    if let Some(v) = h.boot_breaker {
+        c.boot_breaker = v;
+    }
+    let st = &file.stuck;
+    if let Some(v) = st.spawn_grace_s {
+        c.stuck.spawn_grace = secs("stuck.spawn_grace_s", v)?;
+    }
+    if let Some(v) = st.heartbeat_ceiling_s {
+        c.stuck.heartbeat_ceiling = secs("stuck.heartbeat_ceiling_s", v)?;
+    }
+    if let Some(v) = st.claim_stuck_s {
+        c.stuck.claim_stuck = secs("stuck.claim_stuck_s", v)?;
     }
     Ok(c)
 }

@@ -87,7 +87,8 @@ fn daemon_host_restart(sandbox: &str) {
     let cfg = tmp.path().join("pinch.toml");
     let script = tmp.path().join("script.toml");
     std::fs::write(&script, SLOW).unwrap();
-    std::fs::write(&cfg, format!("[provider.scripted]\nscript = {:?}\n[host]\nsweep_s = 1\n", script)).unwrap();
+    // The boot breaker would (rightly) slow the third unclean boot by 10 s.
+    std::fs::write(&cfg, format!("[provider.scripted]\nscript = {:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n", script)).unwrap();
     let sock = data.join("run/cli.sock");
 
     // 1. Killed mid-turn: the runner dies with the host, the message stays
@@ -99,9 +100,11 @@ fn daemon_host_restart(sandbox: &str) {
     h.kill().unwrap();
     h.wait().unwrap();
     // 2. Reply written but never delivered: host killed with no client.
+    let t = Instant::now();
     let mut h = start_daemon(&data, &cfg, sandbox);
     let mut c = Client::connect(&sock);
     assert_eq!(c.until_settled(&id), vec!["slow reply: slow before the crash".to_string()]);
+    eprintln!("phase 1 took {:?}", t.elapsed());
     let id2 = c.say("slow while nobody listens", "c2");
     drop(c);
     let inbound_db = std::fs::read_dir(data.join("sessions/main")).unwrap().flatten().next().unwrap().path();
@@ -110,9 +113,11 @@ fn daemon_host_restart(sandbox: &str) {
     });
     h.kill().unwrap();
     h.wait().unwrap();
+    let t = Instant::now();
     let mut h = start_daemon(&data, &cfg, sandbox);
     let mut c = Client::connect(&sock);
     assert_eq!(c.until_settled(&id2), vec!["slow reply: slow while nobody listens".to_string()]);
+    eprintln!("phase 2 took {:?}", t.elapsed());
     unsafe {
         libc::kill(h.id() as i32, libc::SIGTERM);
     }
@@ -401,4 +406,31 @@ fn missing_bubblewrap_says_how_to_install_and_process_needs_asking() {
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("apt-get install -y bubblewrap") && err.contains("--sandbox process"), "{err}");
     assert!(out.stdout.is_empty(), "never silently falls back to no isolation");
+}
+
+#[test]
+fn boot_breaker_records_unclean_boots_and_a_clean_exit_clears_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let breaker = data.join("run/circuit-breaker.json");
+    let sock = data.join("run/cli.sock");
+    let mut h = start_daemon(&data, &cfg, "process");
+    drop(Client::connect(&sock));
+    h.kill().unwrap();
+    h.wait().unwrap();
+    let boots: Vec<i64> = serde_json::from_str(&std::fs::read_to_string(&breaker).unwrap()).unwrap();
+    assert_eq!(boots.len(), 1);
+    let t0 = Instant::now();
+    let mut h = start_daemon(&data, &cfg, "process");
+    drop(Client::connect(&sock));
+    assert!(t0.elapsed() < Duration::from_secs(8), "boot 2 does not wait");
+    let boots: Vec<i64> = serde_json::from_str(&std::fs::read_to_string(&breaker).unwrap()).unwrap();
+    assert_eq!(boots.len(), 2);
+    unsafe {
+        libc::kill(h.id() as i32, libc::SIGTERM);
+    }
+    assert!(h.wait().unwrap().success());
+    assert!(!breaker.exists(), "a graceful exit deletes the breaker file");
 }

@@ -377,6 +377,66 @@ impl Central {
         Ok(())
     }
 
+    /// Quarantines a session; returns false if it already was (so the user
+    /// is told exactly once).
+    pub fn quarantine(&self, id: &str, reason: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE sessions SET quarantined_at = ?2, quarantine_reason = ?3 WHERE id = ?1 AND quarantined_at IS NULL",
+            params![id, now(), reason],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Lifts a quarantine; returns whether there was one.
+    pub fn lift_quarantine(&self, id: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE sessions SET quarantined_at = NULL, quarantine_reason = NULL WHERE id = ?1 AND quarantined_at IS NOT NULL",
+            [id],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn quarantine_of(&self, id: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT quarantined_at, coalesce(quarantine_reason, '') FROM sessions WHERE id = ?1 AND quarantined_at IS NOT NULL",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Sessions with their state, for the admin surface.
+    pub fn session_states(&self) -> Result<Vec<serde_json::Value>> {
+        let mut s = self.conn.prepare(
+            "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, s.status, s.runner_status, s.runner_id,
+                    s.last_active, s.quarantined_at, s.quarantine_reason,
+                    (SELECT count(*) FROM runner_exits e WHERE e.session_id = s.id) AS exits,
+                    (SELECT cause || coalesce(': ' || detail, '') FROM runner_exits e WHERE e.session_id = s.id ORDER BY rowid DESC LIMIT 1)
+             FROM sessions s ORDER BY s.created_at",
+        )?;
+        let rows = s
+            .query_map([], |r| {
+                Ok(serde_json::json!({
+                    "id": r.get::<_, String>(0)?,
+                    "agent_group": r.get::<_, String>(1)?,
+                    "messaging_group": r.get::<_, Option<String>>(2)?,
+                    "thread": r.get::<_, Option<String>>(3)?,
+                    "status": r.get::<_, String>(4)?,
+                    "runner": r.get::<_, String>(5)?,
+                    "runner_id": r.get::<_, Option<String>>(6)?,
+                    "last_active": r.get::<_, Option<String>>(7)?,
+                    "quarantined_at": r.get::<_, Option<String>>(8)?,
+                    "quarantine_reason": r.get::<_, Option<String>>(9)?,
+                    "exits": r.get::<_, i64>(10)?,
+                    "last_exit": r.get::<_, Option<String>>(11)?,
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// The agent group's destinations, projected for its sessions.
     pub fn destinations(&self, ag_id: &str) -> Result<Vec<pinch_proto::rows::Destination>> {
         let mut s = self.conn.prepare_cached(

@@ -30,6 +30,13 @@ pub struct HostConfig {
     pub stop_grace: Duration,
     /// Log level handed to runners (`PINCH_LOG`).
     pub runner_log: String,
+    /// Crash budget and respawn delays (SPEC §6.4).
+    pub budget: pinch_policy::budget::BudgetConfig,
+    /// Stuck-runner deadlines (SPEC §6.2).
+    pub stuck: pinch_policy::sweep::StuckLimits,
+    /// The boot circuit breaker (SPEC §6.5). Tests that kill hosts on
+    /// purpose may turn it off.
+    pub boot_breaker: bool,
 }
 
 impl HostConfig {
@@ -49,6 +56,9 @@ impl HostConfig {
             max_concurrent_runners: 8,
             stop_grace: Duration::from_secs(5),
             runner_log: "info".into(),
+            budget: Default::default(),
+            stuck: Default::default(),
+            boot_breaker: true,
         }
     }
 }

@@ -161,6 +161,12 @@ impl Task {
             match channel.deliver(&addr, &msg).await {
                 Ok(pid) => {
                     put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                    // If what this answers was already finished (its ack synced
+                    // by an earlier pass, or a previous life of the host),
+                    // announce it now: the in-memory notice may be gone.
+                    if let Some(r) = row.in_reply_to.as_deref() {
+                        self.settle_if_finished(&inbound, r)?;
+                    }
                     self.watermark = row.seq;
                 }
                 Err(DeliverError::Unavailable(why)) => {
@@ -224,6 +230,19 @@ impl Task {
                 if let Some(ch) = self.channels.get(&a.channel_type) {
                     ch.settled(&a, &ids);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn settle_if_finished(&mut self, inbound: &pinch_proto::rusqlite::Connection, id: &str) -> Result<()> {
+        for r in rows::inbound_by_ids(inbound, &[id.to_owned()])? {
+            if r.status == status::PENDING {
+                continue;
+            }
+            if let Ok(InContent::Chat(ChatIn { platform_message_id: Some(p), .. })) = InContent::parse(&r.kind, &r.content) {
+                let addr = Address { channel_type: r.channel_type.unwrap_or_default(), platform_id: r.platform_id.unwrap_or_default(), thread_id: r.thread_id };
+                self.unsettled.push((addr, p));
             }
         }
         Ok(())

@@ -28,8 +28,6 @@ use crate::sandbox::{self, Mounts, Sandbox};
 use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
-/// Abnormal exits are counted over this window (SPEC §6.4).
-const CRASH_WINDOW: Duration = Duration::from_secs(600);
 
 pub(crate) enum Event {
     Channel(ChannelEvent),
@@ -45,7 +43,10 @@ struct Live {
     runner_id: String,
     pid: u32,
     started_at: String,
+    spawned_ms: i64,
     stop_requested_at: Option<Instant>,
+    /// Set when the sweep kills it as stuck.
+    kill_reason: Option<&'static str>,
 }
 
 struct SessionRt {
@@ -53,9 +54,11 @@ struct SessionRt {
     dir: SessionDir,
     shared: Arc<Shared>,
     runner: Option<Live>,
-    abnormal: VecDeque<Instant>,
+    /// Abnormal exit times (epoch ms) for the crash budget.
+    exits_ms: Vec<i64>,
     next_spawn_at: Option<Instant>,
     wake_scheduled: bool,
+    quarantined: bool,
 }
 
 struct Host {
@@ -113,6 +116,11 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     let data = DataDir::new(cfg.data_dir.clone());
     prepare_data_dir(&data)?;
     let lock = HostLock::acquire(&data.lock_file(), data.root())?;
+    if cfg.boot_breaker {
+        boot_breaker(&data).await;
+    }
+    std::fs::create_dir_all(data.run_dir().join("runners")).context("creating run/runners")?;
+    reap_leftover_runners(&data);
     let sandbox = sandbox::select(cfg.sandbox).map_err(|e| anyhow::anyhow!(e))?;
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
@@ -383,6 +391,9 @@ impl Host {
             self.central.touch_session(&sid)?;
             stored += 1;
             if trigger {
+                if self.sessions.get(&sid).is_some_and(|s| s.quarantined) {
+                    self.lift_quarantine(&sid, "a new message arrived");
+                }
                 woken.push(sid);
             }
         }
@@ -446,9 +457,10 @@ impl Host {
         let task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone());
         self.delivery_tasks.spawn(task.run(self.delivery_stop.subscribe()));
         self.central.set_runner_state(&row.id, "stopped", None)?;
+        let quarantined = self.central.quarantine_of(&row.id)?.is_some();
         self.sessions.insert(
             row.id.clone(),
-            SessionRt { row, dir, shared, runner: None, abnormal: VecDeque::new(), next_spawn_at: None, wake_scheduled: false },
+            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, quarantined },
         );
         Ok(())
     }
@@ -476,6 +488,10 @@ impl Host {
         let Some(s) = self.sessions.get_mut(id) else { return };
         if s.runner.is_some() {
             return; // the live runner sees the write through inotify on in/
+        }
+        if s.quarantined {
+            tracing::debug!(session_id = %id, "wake refused: the session is quarantined");
+            return;
         }
         if let Some(at) = s.next_spawn_at {
             let now = Instant::now();
@@ -507,12 +523,11 @@ impl Host {
         }
         if let Err(e) = self.spawn(id) {
             tracing::error!(session_id = %id, "runner spawn failed: {e:#}");
-            let s = self.sessions.get_mut(id).expect("session exists");
-            let _ = self.central.record_exit(id, "-", &time::now(), None, None, Cause::SpawnFailed.as_str(), Some(&format!("{e:#}")));
-            s.abnormal.push_back(Instant::now());
-            let k = s.abnormal.len() as u32;
-            s.next_spawn_at = Some(Instant::now() + Duration::from_secs(exit::respawn_delay_secs(k).max(1)));
-            self.try_wake(id);
+            let detail = format!("{e:#}");
+            let _ = self.central.record_exit(id, "-", &time::now(), None, None, Cause::SpawnFailed.as_str(), Some(&detail));
+            if self.count_abnormal(id, Cause::SpawnFailed, Some(&detail)) {
+                self.try_wake(id);
+            }
         }
     }
 
@@ -604,7 +619,8 @@ impl Host {
         self.stats.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
         let s = self.sessions.get_mut(id).expect("session exists");
-        s.runner = Some(Live { runner_id, pid, started_at, stop_requested_at: None });
+        s.runner = Some(Live { runner_id, pid, started_at, spawned_ms: now_ms(), stop_requested_at: None, kill_reason: None });
+        let _ = std::fs::write(self.data.run_dir().join("runners").join(format!("{}.pid", row.id)), pid.to_string());
         Ok(())
     }
 
@@ -616,9 +632,11 @@ impl Host {
         let _g = span.enter();
         let Some(live) = s.runner.take_if(|l| l.runner_id == runner_id) else { return };
         let asked = live.stop_requested_at.is_some();
-        let cause = match exit::classify(code, signal, shutting_down) {
-            Cause::Killed if asked => Cause::Killed,
-            c => c,
+        let cause = exit::classify(code, signal, shutting_down);
+        let cause_str = match (cause, live.kill_reason) {
+            (Cause::Killed, Some(_)) => "killed_stuck",
+            (Cause::Transient, _) if detail_is_corruption(&self.data.runner_logs(id).join(format!("{runner_id}.log"))) => "corruption",
+            (c, _) => c.as_str(),
         };
         let log = self.data.runner_logs(id).join(format!("{runner_id}.log"));
         let detail = last_line(&log);
@@ -628,11 +646,15 @@ impl Host {
             _ => "unknown status".into(),
         };
         if cause.is_abnormal() {
-            tracing::warn!(runner_id, cause = cause.as_str(), last_log = detail.as_deref().unwrap_or(""), "runner {} ({what})", cause.meaning());
+            tracing::warn!(runner_id, cause = cause_str, last_log = detail.as_deref().unwrap_or(""), "runner {} ({what})", cause.meaning());
         } else {
-            tracing::info!(runner_id, cause = cause.as_str(), "runner {} ({what})", cause.meaning());
+            tracing::info!(runner_id, cause = cause_str, "runner {} ({what})", cause.meaning());
         }
-        let _ = self.central.record_exit(id, runner_id, &live.started_at, code, signal, cause.as_str(), detail.as_deref());
+        let detail = match live.kill_reason {
+            Some(r) => Some(format!("killed by the sweep: {r}")),
+            None => detail,
+        };
+        let _ = self.central.record_exit(id, runner_id, &live.started_at, code, signal, cause_str, detail.as_deref());
         let _ = self.central.set_runner_state(id, "stopped", None);
         self.watch_map.lock().unwrap().remove(&s.dir.out_dir());
         if let Some(w) = self.watcher.as_mut() {
@@ -642,18 +664,33 @@ impl Host {
         if let Err(e) = pinch_proto::open::recovery_open(&s.dir.outbound_db(), session::BUSY) {
             tracing::warn!("recovery open of outbound.db failed: {e}");
         }
-        if cause.is_abnormal() && !asked {
-            let now = Instant::now();
-            s.abnormal.push_back(now);
-            while s.abnormal.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
-                s.abnormal.pop_front();
+        let _ = std::fs::remove_file(self.data.run_dir().join("runners").join(format!("{id}.pid")));
+        let dir = s.dir.clone();
+        // Orphan claims of the dead runner: retry with backoff, or fail at
+        // the limit and tell the user once (SPEC §6.3).
+        match session::orphan_claims(&dir, None)
+            // exit 75 (the mount failed) and clean exits release claims without a try
+            .and_then(|o| session::apply_orphans(&dir, &o, cause == Cause::Transient || !cause.is_abnormal(), jiff::Timestamp::now()))
+        {
+            Ok((failed, earliest)) => {
+                for o in failed {
+                    self.notify_origin(o.channel_type, o.platform_id, o.thread_id,
+                        "Sorry, I could not process your message: it failed 5 times, so I set it aside. Please send it again later.".into());
+                }
+                if let Some(due) = earliest {
+                    self.wake_at(id, due);
+                }
             }
-            let delay = exit::respawn_delay_secs(s.abnormal.len() as u32);
-            s.next_spawn_at = Some(now + Duration::from_secs(delay));
+            Err(e) => tracing::warn!("cannot resolve orphan claims (the sweep retries): {e:#}"),
         }
+        let counts = cause.is_abnormal() && !(asked && live.kill_reason.is_none());
+        let proceed = if counts { self.count_abnormal(id, cause, detail.as_deref()) } else { true };
+        let Some(s) = self.sessions.get_mut(id) else { return };
         s.shared.notify.notify_one();
         if !shutting_down {
-            self.try_wake(id);
+            if proceed {
+                self.try_wake(id);
+            }
             while let Some(q) = self.slot_queue.pop_front() {
                 if self.live_count() >= self.cfg.max_concurrent_runners {
                     self.slot_queue.push_front(q);
@@ -662,6 +699,86 @@ impl Host {
                 self.try_wake(&q);
             }
         }
+    }
+
+    /// Counts an abnormal exit against the crash budget (SPEC §6.4). Returns
+    /// whether the session may respawn (after `next_spawn_at`); false when
+    /// it is now quarantined, in which case the user was told once.
+    fn count_abnormal(&mut self, id: &str, cause: Cause, detail: Option<&str>) -> bool {
+        let now = now_ms();
+        let Some(s) = self.sessions.get_mut(id) else { return false };
+        s.exits_ms.push(now);
+        let window = self.cfg.budget.window.as_millis() as i64;
+        s.exits_ms.retain(|t| now - *t <= window);
+        match pinch_policy::budget::after_abnormal_exit(now, &s.exits_ms, cause == Cause::Config, &self.cfg.budget) {
+            pinch_policy::budget::Verdict::Respawn(delay) => {
+                s.next_spawn_at = Some(Instant::now() + delay);
+                if !delay.is_zero() {
+                    tracing::warn!(session_id = %id, exits = s.exits_ms.len(), delay_s = delay.as_secs_f64(), "backing off before the next respawn");
+                }
+                true
+            }
+            pinch_policy::budget::Verdict::Quarantine => {
+                let span = Duration::from_millis((now - s.exits_ms.first().copied().unwrap_or(now)).max(0) as u64);
+                let reason = pinch_policy::budget::quarantine_reason(s.exits_ms.len(), span, cause.as_str(), detail);
+                s.quarantined = true;
+                let routing = pinch_proto::open::open_reader(&s.dir.inbound_db(), session::BUSY)
+                    .ok()
+                    .and_then(|c| pinch_proto::rows::routing(&c).ok().flatten());
+                match self.central.quarantine(id, &reason) {
+                    Ok(true) => {
+                        tracing::error!(session_id = %id, reason = %reason, "session quarantined: no more respawns until a new message or `pinch admin sessions resume`");
+                        if let Some(r) = routing {
+                            self.notify_origin(r.channel_type, r.platform_id, r.thread_id, format!(
+                                "The assistant is unavailable: {reason}. Send a new message to try again, or ask the owner to run `pinch admin sessions resume {id}`."
+                            ));
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(session_id = %id, "cannot record the quarantine: {e:#}"),
+                }
+                false
+            }
+        }
+    }
+
+    /// Lifts a quarantine (a user's new message or an admin command).
+    fn lift_quarantine(&mut self, id: &str, why: &str) {
+        if let Some(s) = self.sessions.get_mut(id) {
+            if s.quarantined || !s.exits_ms.is_empty() {
+                s.quarantined = false;
+                s.exits_ms.clear();
+                s.next_spawn_at = None;
+            }
+        }
+        match self.central.lift_quarantine(id) {
+            Ok(true) => tracing::info!(session_id = %id, "quarantine lifted: {why}"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(session_id = %id, "cannot lift the quarantine: {e:#}"),
+        }
+    }
+
+    /// A host notice (not an agent reply) to a conversation, e.g. a
+    /// quarantine or a message that failed for good.
+    fn notify_origin(&self, channel_type: Option<String>, platform_id: Option<String>, thread_id: Option<String>, text: String) {
+        let (Some(ct), Some(pid)) = (channel_type, platform_id) else { return };
+        let Some(ch) = self.channels.get(&ct).cloned() else { return };
+        let addr = pinch_channels::Address { channel_type: ct, platform_id: pid, thread_id };
+        tokio::spawn(async move {
+            if let Err(e) = ch.notice(&addr, &text).await {
+                tracing::warn!("could not deliver a host notice: {e}");
+            }
+        });
+    }
+
+    /// Wakes a session at an epoch-ms time (a retry or task coming due).
+    fn wake_at(&self, id: &str, due_ms: i64) {
+        let delay = Duration::from_millis((due_ms - now_ms()).max(0) as u64);
+        let (events, id) = (self.events.clone(), id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Wake(id));
+        });
     }
 
     /// Asks a runner to stop via `in/stop` (works through any sandbox).
@@ -689,12 +806,43 @@ impl Host {
         }
     }
 
-    /// The sweep (SPEC §6.2, first version): wake sessions with due work and
-    /// no runner. Stuck detection and retries come with the reliability work.
+    /// The sweep (SPEC §6.2), in order per session: ack sync (the delivery
+    /// pass, poked), wake if due (before any reset; a runner spawned by this
+    /// tick is not stuck-checked in it, lesson 9), then the stuck decision.
     fn sweep(&mut self) {
-        let ids: Vec<String> = self.sessions.iter().filter(|(_, s)| s.runner.is_none()).map(|(k, _)| k.clone()).collect();
+        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        let now = now_ms();
         for id in ids {
-            self.try_wake(&id);
+            let Some(s) = self.sessions.get(&id) else { continue };
+            s.shared.notify.notify_one();
+            if s.runner.is_none() {
+                self.try_wake(&id);
+                continue;
+            }
+            let live = s.runner.as_ref().expect("checked");
+            if live.kill_reason.is_some() || live.stop_requested_at.is_some() {
+                continue;
+            }
+            let view = match session::stuck_view(&s.dir, &live.runner_id, live.spawned_ms) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(session_id = %id, "cannot read the runner's state for the stuck check: {e:#}");
+                    continue;
+                }
+            };
+            if let pinch_policy::sweep::Stuck::Kill(reason) = pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck) {
+                let s = self.sessions.get_mut(&id).expect("exists");
+                let live = s.runner.as_mut().expect("checked");
+                tracing::warn!(session_id = %id, runner_id = %live.runner_id, reason = reason.as_str(), "runner is stuck: killing it (SIGTERM, SIGKILL after the grace)");
+                live.kill_reason = Some(reason.as_str());
+                live.stop_requested_at = Some(Instant::now());
+                term(live.pid);
+                let (events, grace, sid, rid) = (self.events.clone(), self.cfg.stop_grace, id.clone(), live.runner_id.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let _ = events.send(Event::StopDeadline { session_id: sid, runner_id: rid });
+                });
+            }
         }
     }
 
@@ -726,7 +874,69 @@ impl Host {
         for s in self.sessions.values() {
             let _ = self.central.set_runner_state(&s.row.id, "stopped", None);
         }
+        // A graceful exit clears the breaker, even if teardown had trouble.
+        let _ = std::fs::remove_file(self.data.run_dir().join(BREAKER_FILE));
         tracing::info!("pinch host stopped");
+    }
+}
+
+const BREAKER_FILE: &str = "circuit-breaker.json";
+
+/// Waits as the boot circuit breaker says (SPEC §6.5): boots within the
+/// last hour are listed in `run/circuit-breaker.json`; a graceful exit
+/// deletes it. A missing or unreadable file counts as a clean history.
+async fn boot_breaker(data: &DataDir) {
+    let path = data.run_dir().join(BREAKER_FILE);
+    let earlier: Vec<i64> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let (boots, wait) = pinch_policy::breaker::decide(&earlier, now_ms());
+    if let Err(e) = write_atomic(&path, serde_json::to_string(&boots).unwrap_or_default().as_bytes()) {
+        tracing::warn!("cannot write the boot breaker file: {e:#}");
+    }
+    if !wait.is_zero() {
+        tracing::warn!(boots_last_hour = boots.len(), wait_s = wait.as_secs(), "the host has restarted repeatedly without a clean exit: waiting before booting");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Kills runners a previous life of this host left behind (it died without
+/// its children noticing). A pid file is trusted only if that process's
+/// command line names this data dir: never another install's processes.
+fn reap_leftover_runners(data: &DataDir) {
+    let dir = data.run_dir().join("runners");
+    let Ok(rd) = std::fs::read_dir(&dir) else { return };
+    let root = data.root().to_string_lossy().into_owned();
+    for e in rd.flatten() {
+        let path = e.path();
+        let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok());
+        if let Some(pid) = pid {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&root) && (cmd.contains(" runner ") || cmd.contains("bwrap")) {
+                tracing::warn!(pid, "killing a runner left over from a previous host");
+                kill(pid);
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Whether the runner's last log lines name a corrupt inbound view.
+fn detail_is_corruption(log: &Path) -> bool {
+    let Ok(text) = std::fs::read(log) else { return false };
+    let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(2048)..]).to_string();
+    tail.contains("read failed as corrupt")
+}
+
+fn term(pid: u32) {
+    if pid > 0 {
+        // SAFETY: plain kill(2) on a child we have not reaped yet.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
     }
 }
 

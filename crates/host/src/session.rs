@@ -114,3 +114,126 @@ pub fn has_due_trigger(dir: &SessionDir) -> Result<bool> {
     };
     Ok(due.iter().any(|r| !finished.contains(&r.id)))
 }
+
+/// Milliseconds since the Unix epoch of a stored timestamp.
+fn ms(s: &str) -> Option<i64> {
+    pinch_proto::time::parse(s).ok().map(|t| t.as_millisecond())
+}
+
+/// What the stuck decision needs to know about a live runner, read from its
+/// files (heartbeat mtime, its own claims, `container_state`).
+pub fn stuck_view(dir: &SessionDir, runner_id: &str, spawned_at_ms: i64) -> Result<pinch_policy::sweep::RunnerView> {
+    use pinch_policy::sweep::{RunnerView, ToolInFlight};
+    let heartbeat_ms = std::fs::metadata(dir.heartbeat())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
+    let mut view = RunnerView { spawned_at_ms, heartbeat_ms, ..Default::default() };
+    let Ok(conn) = open_reader(&dir.outbound_db(), BUSY) else { return Ok(view) };
+    view.oldest_own_claim_ms = rows::acks(&conn)?
+        .iter()
+        .filter(|a| a.runner_id == runner_id && a.status == rows::status::PROCESSING)
+        .filter_map(|a| ms(&a.status_changed))
+        .min();
+    let have = schema::columns(&conn, "container_state")?;
+    if !have.is_empty() {
+        let sql = format!(
+            "SELECT {} FROM container_state WHERE id = 1",
+            schema::select_list(&have, &["runner_id", "last_progress_at", "tool_started_at", "tool_declared_timeout_ms"])
+        );
+        let row: Option<(Option<String>, Option<String>, Option<String>, Option<i64>)> = conn
+            .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .ok();
+        if let Some((rid, progress, tool_started, tool_timeout)) = row {
+            if rid.as_deref() == Some(runner_id) {
+                view.last_progress_ms = progress.as_deref().and_then(ms);
+                if let (Some(s), Some(t)) = (tool_started.as_deref().and_then(ms), tool_timeout) {
+                    view.tool = Some(ToolInFlight { started_ms: s, declared_timeout_ms: t });
+                }
+            }
+        }
+    }
+    Ok(view)
+}
+
+/// A claim left by a runner that is no longer alive.
+#[derive(Clone, Debug)]
+pub struct Orphan {
+    pub id: String,
+    pub tries: i64,
+    pub process_after: Option<String>,
+    pub status: String,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+/// `processing` claims in `outbound.db` not held by `alive` (a runner id that
+/// is still running, if any), joined with their inbound rows.
+pub fn orphan_claims(dir: &SessionDir, alive: Option<&str>) -> Result<Vec<Orphan>> {
+    let Ok(out) = open_reader(&dir.outbound_db(), BUSY) else { return Ok(Vec::new()) };
+    let ids: Vec<String> = rows::acks(&out)?
+        .into_iter()
+        .filter(|a| a.status == rows::status::PROCESSING && Some(a.runner_id.as_str()) != alive)
+        .map(|a| a.message_id)
+        .collect();
+    drop(out);
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inb = open_reader(&dir.inbound_db(), BUSY)?;
+    Ok(rows::inbound_by_ids(&inb, &ids)?
+        .into_iter()
+        .map(|r| Orphan {
+            id: r.id,
+            tries: r.tries,
+            process_after: r.process_after,
+            status: r.status,
+            channel_type: r.channel_type,
+            platform_id: r.platform_id,
+            thread_id: r.thread_id,
+        })
+        .collect())
+}
+
+/// Applies orphan decisions to `messages_in` in one transaction. Returns the
+/// rows newly failed (their origins are told once) and the earliest new due
+/// time (ms) to wake at.
+pub fn apply_orphans(dir: &SessionDir, orphans: &[Orphan], transient: bool, now: jiff::Timestamp) -> Result<(Vec<Orphan>, Option<i64>)> {
+    use pinch_policy::retry::{decide_orphan, Orphan as D};
+    let mut failed = Vec::new();
+    let mut earliest: Option<i64> = None;
+    let mut conn = open_writer(&dir.inbound_db(), BUSY)?;
+    let tx = write_tx(&mut conn)?;
+    for o in orphans.iter().filter(|o| o.status == rows::status::PENDING) {
+        let future = o
+            .process_after
+            .as_deref()
+            .and_then(|p| pinch_proto::time::parse(p).ok())
+            .is_some_and(|t| t > now);
+        match decide_orphan(o.tries, future, transient) {
+            D::AlreadyScheduled | D::Release => {}
+            D::Retry { tries, due_in_ms } => {
+                let due = now.as_millisecond() + due_in_ms;
+                let due_s = pinch_proto::time::format(jiff::Timestamp::from_millisecond(due).unwrap_or(now));
+                tx.execute(
+                    "UPDATE messages_in SET tries = ?2, process_after = ?3 WHERE id = ?1 AND status = 'pending'",
+                    pinch_proto::rusqlite::params![o.id, tries, due_s],
+                )?;
+                earliest = Some(earliest.map_or(due, |e: i64| e.min(due)));
+                tracing::warn!(id = %o.id, tries, retry_in_ms = due_in_ms, "message was claimed by a runner that died; retrying later");
+            }
+            D::Fail { tries } => {
+                tx.execute(
+                    "UPDATE messages_in SET tries = ?2, status = 'failed' WHERE id = ?1 AND status = 'pending'",
+                    pinch_proto::rusqlite::params![o.id, tries],
+                )?;
+                tracing::error!(id = %o.id, tries, "message failed after the maximum number of tries");
+                failed.push(o.clone());
+            }
+        }
+    }
+    tx.commit()?;
+    Ok((failed, earliest))
+}

@@ -66,17 +66,6 @@ pub fn classify(code: Option<i32>, signal: Option<i32>, shutting_down: bool) -> 
     }
 }
 
-/// Delay before respawning after the k-th abnormal exit in the window
-/// (k = 1..). SPEC §6.4: 0, 2, 8, 30, 120 s; the crash budget and
-/// quarantine that stop the sequence come with the reliability work.
-pub fn respawn_delay_secs(abnormal_in_window: u32) -> u64 {
-    const DELAYS: [u64; 5] = [0, 2, 8, 30, 120];
-    match abnormal_in_window {
-        0 => 0,
-        k => DELAYS[((k - 1) as usize).min(DELAYS.len() - 1)],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,11 +87,5 @@ mod tests {
         }
         assert!(!Cause::Idle.is_abnormal());
         assert!(Cause::Transient.is_abnormal());
-    }
-
-    #[test]
-    fn respawn_delays() {
-        let d: Vec<u64> = (0..8).map(respawn_delay_secs).collect();
-        assert_eq!(d, vec![0, 0, 2, 8, 30, 120, 120, 120]);
     }
 }
