@@ -189,10 +189,10 @@ impl CliChannel {
             }
             let _ = events.send(ChannelEvent::Available { channel_type: CHANNEL_TYPE.into() }).await;
             let mut lines = BufReader::new(read);
-            let mut buf = String::new();
+            let mut buf: Vec<u8> = Vec::new();
             loop {
                 buf.clear();
-                match (&mut lines).take(MAX_LINE as u64 + 1).read_line(&mut buf).await {
+                match (&mut lines).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await {
                     Ok(0) => break,
                     Ok(n) if n > MAX_LINE => {
                         let msg = ServerMsg::Rejected { client_id: None, error: format!("line longer than {MAX_LINE} bytes; send shorter messages") };
@@ -205,7 +205,14 @@ impl CliChannel {
                         break;
                     }
                 }
-                let line = buf.trim();
+                let Ok(text) = std::str::from_utf8(&buf) else {
+                    let msg = ServerMsg::Rejected { client_id: None, error: "the line is not valid UTF-8; send UTF-8 JSON".into() };
+                    if writer.lock().await.write_all(msg.line().as_bytes()).await.is_err() {
+                        break;
+                    }
+                    continue;
+                };
+                let line = text.trim();
                 if line.is_empty() {
                     continue;
                 }

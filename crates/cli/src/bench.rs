@@ -166,8 +166,9 @@ pub fn run(data_dir: Option<PathBuf>, args: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Resolves `--sandbox`: `both` (the default) quietly drops bwrap when it
-/// does not work here; an explicit `bwrap` that does not work is an error.
+/// Resolves `--sandbox`: `both` (the default) falls back to `process`, with
+/// a note, when bwrap does not work here; an explicit `bwrap` that does not
+/// work is an error.
 fn sandboxes(arg: Option<SandboxArg>) -> Result<Vec<Kind>> {
     let bwrap = || sandbox::select(Choice::Bwrap).map(|_| ());
     Ok(match arg.unwrap_or(SandboxArg::Both) {
@@ -572,13 +573,14 @@ fn chat_row(pmid: &str, text: &str) -> NewInbound {
     }
 }
 
-/// Commits one row into `inbound_db` in its own transaction.
-fn commit_row(inbound_db: &Path, row: &NewInbound, out_max: i64) -> Result<()> {
+/// Commits one row into `inbound_db` in its own transaction; returns the
+/// instant right after the commit.
+fn commit_row(inbound_db: &Path, row: &NewInbound, out_max: i64) -> Result<Instant> {
     let mut conn = open_writer(inbound_db, BUSY)?;
     let tx = write_tx(&mut conn)?;
     rows::insert_inbound(&tx, row, out_max)?.with_context(|| format!("row {} already exists", row.id))?;
     tx.commit().with_context(|| format!("committing to {}", inbound_db.display()))?;
-    Ok(())
+    Ok(Instant::now())
 }
 
 // ---------------------------------------------------------------------------
@@ -632,8 +634,7 @@ async fn p1_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
         let row = chat_row(&pmid, &format!("p1 {i}"));
         let out_max = pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out");
         watch.drain();
-        commit_row(&dir.inbound_db(), &row, out_max)?;
-        let t0 = Instant::now();
+        let t0 = commit_row(&dir.inbound_db(), &row, out_max)?;
         let (t1, ()) = watch.wait(|c| ack_exists(c, &row.id))?;
         samples.push(t1 - t0);
         h.client.await_turn(Sent::Platform(&pmid)).await.with_context(|| format!("waiting for {} to be answered", row.id))?;

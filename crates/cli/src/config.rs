@@ -84,6 +84,8 @@ pub struct HostSection {
     pub respawn_delays_s: Option<Vec<f64>>,
     /// Wait before booting after repeated unclean exits (default on).
     pub boot_breaker: Option<bool>,
+    /// Retry backoff base for messages whose runner died: base · 2^tries.
+    pub retry_base_s: Option<f64>,
 }
 
 /// Flags that override the file (from `pinch host` / `pinch chat`).
@@ -278,6 +280,9 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     }
     if let Some(v) = h.boot_breaker {
         c.boot_breaker = v;
+    }
+    if let Some(v) = h.retry_base_s {
+        c.retry_base = secs("host.retry_base_s", v)?;
     }
     let st = &file.stuck;
     if let Some(v) = st.spawn_grace_s {

@@ -3,6 +3,7 @@
 //! `pinch runner` that sandboxes start. One binary so host and runner can
 //! never differ in version.
 
+mod admin;
 mod bench;
 mod chat;
 mod config;
@@ -57,6 +58,8 @@ enum Command {
         #[command(flatten)]
         flags: HostFlags,
     },
+    /// Manage the running host: `pinch admin sessions list`, `pinch admin sessions resume <id>`.
+    Admin(admin::AdminArgs),
     /// Measure the TARGETS.md figures on this machine.
     Bench(bench::BenchArgs),
     /// Run a session's agent (started by the host inside a sandbox).
@@ -81,6 +84,13 @@ fn main() -> ExitCode {
         Command::Runner { config } => {
             logging::init_stderr(false, "PINCH_LOG", "info");
             ExitCode::from(pinch_runner::run(&config) as u8)
+        }
+        Command::Admin(args) => {
+            let dir = match host_config(cli.data_dir, cli.config, &HostFlags { sandbox: Some("process".into()), ..Default::default() }) {
+                Ok(c) => c.data_dir,
+                Err(e) => return exit(Err(e)),
+            };
+            ExitCode::from(admin::run(&dir, args) as u8)
         }
         Command::Bench(args) => exit(bench::run(cli.data_dir, args)),
         Command::Host { flags } => {
@@ -126,12 +136,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run_host(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags) -> Result<i32> {
     let cfg = host_config(data_dir, config, &flags)?;
     runtime()?.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Handlers first, so a SIGTERM during boot is a graceful stop too.
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let host = pinch_host::start(cfg).await.map_err(sandbox_hint)?;
         let stop = host.shutdown_sender();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             stop();

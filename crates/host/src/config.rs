@@ -37,6 +37,8 @@ pub struct HostConfig {
     /// The boot circuit breaker (SPEC §6.5). Tests that kill hosts on
     /// purpose may turn it off.
     pub boot_breaker: bool,
+    /// Retry backoff base for orphaned claims: `base · 2^tries` (SPEC §6.3).
+    pub retry_base: Duration,
 }
 
 impl HostConfig {
@@ -59,6 +61,7 @@ impl HostConfig {
             budget: Default::default(),
             stuck: Default::default(),
             boot_breaker: true,
+            retry_base: Duration::from_millis(pinch_policy::retry::BASE_BACKOFF_MS as u64),
         }
     }
 }

@@ -36,6 +36,7 @@ pub(crate) enum Event {
     /// The stop grace of a runner ran out: kill it if it is still that runner.
     StopDeadline { session_id: String, runner_id: String },
     Control(Control),
+    Admin(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>),
     Shutdown,
 }
 
@@ -58,6 +59,8 @@ struct SessionRt {
     exits_ms: Vec<i64>,
     next_spawn_at: Option<Instant>,
     wake_scheduled: bool,
+    /// Consecutive failures to read the session's due work.
+    wake_failures: u32,
     quarantined: bool,
 }
 
@@ -168,6 +171,9 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         }
     };
 
+    let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
+    crate::admin::serve(&data.admin_socket(), admin_tx)
+        .with_context(|| format!("binding the admin socket {}", data.admin_socket().display()))?;
     let (delivery_stop, _) = watch::channel(false);
     let stats = Arc::new(Stats::default());
     let sandbox_kind = sandbox.kind();
@@ -222,6 +228,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
                     }
                 }
                 Some(ev) = ch_rx.recv() => host.handle(Event::Channel(ev)),
+                Some((req, reply)) = admin_rx.recv() => host.handle(Event::Admin(req, reply)),
                 _ = delivery_tick.tick() => host.poke_live_deliveries(),
                 _ = sweep_tick.tick() => host.sweep(),
                 _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
@@ -313,7 +320,49 @@ impl Host {
             Event::Control(Control::StopRunner(id, tx)) => {
                 let _ = tx.send(self.request_stop(&id));
             }
+            Event::Admin(req, reply) => {
+                let _ = reply.send(self.admin(req));
+            }
             Event::Shutdown => {}
+        }
+    }
+
+    fn admin(&mut self, req: crate::admin::Request) -> crate::admin::Reply {
+        use crate::admin::err;
+        let arg = |k: &str| req.args.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let handler = |e: anyhow::Error| err("handler-error", format!("{e:#}"));
+        match req.command.as_str() {
+            "host-status" => Ok(serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "data_dir": self.data.root(),
+                "sandbox": self.sandbox.kind().as_str(),
+                "sessions": self.sessions.len(),
+                "live_runners": self.live_count(),
+            })),
+            "sessions-list" => {
+                let mut rows = self.central.session_states().map_err(handler)?;
+                for r in rows.iter_mut() {
+                    let live = r["id"].as_str().and_then(|id| self.sessions.get(id)).and_then(|s| s.runner.as_ref()).map(|l| l.pid);
+                    r["runner_pid"] = live.into();
+                }
+                Ok(serde_json::Value::Array(rows))
+            }
+            "sessions-get" => {
+                let id = arg("id").ok_or_else(|| err("invalid-args", "sessions-get needs args.id"))?;
+                let rows = self.central.session_states().map_err(handler)?;
+                rows.into_iter().find(|r| r["id"] == id.as_str()).ok_or_else(|| err("not-found", format!("no session {id}")))
+            }
+            "sessions-resume" => {
+                let id = arg("id").ok_or_else(|| err("invalid-args", "sessions-resume needs args.id"))?;
+                if !self.sessions.contains_key(&id) {
+                    return Err(err("not-found", format!("no active session {id}")));
+                }
+                let was = self.sessions.get(&id).is_some_and(|s| s.quarantined);
+                self.lift_quarantine(&id, "pinch admin sessions resume");
+                self.try_wake(&id);
+                Ok(serde_json::json!({"id": id, "was_quarantined": was}))
+            }
+            other => Err(err("unknown-command", format!("unknown command {other:?}: this host serves host-status, sessions-list, sessions-get, sessions-resume"))),
         }
     }
 
@@ -460,7 +509,7 @@ impl Host {
         let quarantined = self.central.quarantine_of(&row.id)?.is_some();
         self.sessions.insert(
             row.id.clone(),
-            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, quarantined },
+            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, quarantined },
         );
         Ok(())
     }
@@ -508,10 +557,24 @@ impl Host {
             }
         }
         match session::has_due_trigger(&s.dir) {
-            Ok(true) => {}
-            Ok(false) => return,
+            Ok(true) => s.wake_failures = 0,
+            Ok(false) => {
+                s.wake_failures = 0;
+                return;
+            }
             Err(e) => {
-                tracing::warn!(session_id = %id, "cannot check for due work (the sweep retries): {e:#}");
+                // Never throws: retry with a growing delay (1 s … 60 s).
+                s.wake_failures += 1;
+                let delay = Duration::from_secs(1u64 << s.wake_failures.min(6)).min(Duration::from_secs(60));
+                tracing::warn!(session_id = %id, retry_in_s = delay.as_secs(), "cannot check for due work: {e:#}");
+                if !s.wake_scheduled {
+                    s.wake_scheduled = true;
+                    let id = id.to_owned();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = events.send(Event::Wake(id));
+                    });
+                }
                 return;
             }
         }
@@ -670,7 +733,7 @@ impl Host {
         // the limit and tell the user once (SPEC §6.3).
         match session::orphan_claims(&dir, None)
             // exit 75 (the mount failed) and clean exits release claims without a try
-            .and_then(|o| session::apply_orphans(&dir, &o, cause == Cause::Transient || !cause.is_abnormal(), jiff::Timestamp::now()))
+            .and_then(|o| session::apply_orphans(&dir, &o, cause == Cause::Transient || !cause.is_abnormal(), self.cfg.retry_base.as_millis() as i64, jiff::Timestamp::now()))
         {
             Ok((failed, earliest)) => {
                 for o in failed {
@@ -874,6 +937,7 @@ impl Host {
         for s in self.sessions.values() {
             let _ = self.central.set_runner_state(&s.row.id, "stopped", None);
         }
+        let _ = std::fs::remove_file(self.data.admin_socket());
         // A graceful exit clears the breaker, even if teardown had trouble.
         let _ = std::fs::remove_file(self.data.run_dir().join(BREAKER_FILE));
         tracing::info!("pinch host stopped");

@@ -25,6 +25,9 @@ impl DataDir {
     pub fn lock_file(&self) -> PathBuf {
         self.run_dir().join("host.lock")
     }
+    pub fn admin_socket(&self) -> PathBuf {
+        self.run_dir().join("admin.sock")
+    }
     pub fn cli_socket(&self) -> PathBuf {
         self.run_dir().join("cli.sock")
     }

@@ -200,7 +200,7 @@ pub fn orphan_claims(dir: &SessionDir, alive: Option<&str>) -> Result<Vec<Orphan
 /// Applies orphan decisions to `messages_in` in one transaction. Returns the
 /// rows newly failed (their origins are told once) and the earliest new due
 /// time (ms) to wake at.
-pub fn apply_orphans(dir: &SessionDir, orphans: &[Orphan], transient: bool, now: jiff::Timestamp) -> Result<(Vec<Orphan>, Option<i64>)> {
+pub fn apply_orphans(dir: &SessionDir, orphans: &[Orphan], transient: bool, retry_base_ms: i64, now: jiff::Timestamp) -> Result<(Vec<Orphan>, Option<i64>)> {
     use pinch_policy::retry::{decide_orphan, Orphan as D};
     let mut failed = Vec::new();
     let mut earliest: Option<i64> = None;
@@ -212,7 +212,7 @@ pub fn apply_orphans(dir: &SessionDir, orphans: &[Orphan], transient: bool, now:
             .as_deref()
             .and_then(|p| pinch_proto::time::parse(p).ok())
             .is_some_and(|t| t > now);
-        match decide_orphan(o.tries, future, transient) {
+        match decide_orphan(o.tries, future, transient, retry_base_ms) {
             D::AlreadyScheduled | D::Release => {}
             D::Retry { tries, due_in_ms } => {
                 let due = now.as_millisecond() + due_in_ms;

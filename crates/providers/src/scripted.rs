@@ -13,6 +13,10 @@
 //! contains = "fail"
 //! error = "simulated outage"
 //! retryable = true
+//!
+//! [[rule]]
+//! contains = "poison"
+//! exit_code = 1              # the whole runner process dies mid-turn (fault tests)
 //! ```
 //!
 //! The first matching rule (against the newest text) wins. With no script,
@@ -52,6 +56,9 @@ pub struct Rule {
     pub error: Option<String>,
     #[serde(default)]
     pub retryable: bool,
+    /// Fault injection: the process exits with this code mid-turn.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
 }
 
 impl Rule {
@@ -71,8 +78,8 @@ impl Scripted {
             Some(t) => toml::from_str::<Script>(t).map_err(|e| ConfigError::Script(e.to_string()))?,
         };
         for (i, r) in script.rules.iter().enumerate() {
-            if r.reply.is_none() && r.error.is_none() {
-                return Err(ConfigError::Script(format!("rule {} has neither `reply` nor `error`", i + 1)));
+            if r.reply.is_none() && r.error.is_none() && r.exit_code.is_none() {
+                return Err(ConfigError::Script(format!("rule {} has none of `reply`, `error`, `exit_code`", i + 1)));
             }
         }
         Ok(Scripted { script })
@@ -96,6 +103,10 @@ impl Provider for Scripted {
             if r.delay_ms > 0 {
                 sink(Event::Progress(format!("scripted delay {} ms", r.delay_ms)));
                 std::thread::sleep(Duration::from_millis(r.delay_ms));
+            }
+            if let Some(code) = r.exit_code {
+                // A crash on demand, for fault-injection tests.
+                std::process::exit(code);
             }
             if let Some(msg) = &r.error {
                 return Err(ProviderError { message: msg.clone(), retryable: r.retryable, kind: ErrorKind::Other });
