@@ -120,6 +120,7 @@ pub struct CliChannel {
     user: String,
     current: Mutex<Option<Client>>,
     next_id: AtomicU64,
+    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl CliChannel {
@@ -139,12 +140,23 @@ impl CliChannel {
         }
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let ch = Arc::new(CliChannel { path: path.to_owned(), user, current: Mutex::new(None), next_id: AtomicU64::new(1) });
-        let me = ch.clone();
-        tokio::spawn(async move {
+        let ch = Arc::new(CliChannel {
+            path: path.to_owned(),
+            user,
+            current: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            accept: Mutex::new(None),
+        });
+        // The accept loop holds only a weak reference: dropping or closing
+        // the channel ends it.
+        let me = Arc::downgrade(&ch);
+        let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => me.clone().serve(stream, events.clone()),
+                    Ok((stream, _)) => match me.upgrade() {
+                        Some(ch) => ch.serve(stream, events.clone()),
+                        None => return,
+                    },
                     Err(e) => {
                         tracing::warn!("cli socket accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -152,6 +164,7 @@ impl CliChannel {
                 }
             }
         });
+        *ch.accept.lock().unwrap() = Some(task);
         Ok(ch)
     }
 
@@ -330,6 +343,16 @@ impl Channel for CliChannel {
                 }
             }
         })
+    }
+
+    fn close(&self) {
+        if let Some(t) = self.accept.lock().unwrap().take() {
+            t.abort();
+        }
+        if let Some(c) = self.current.lock().unwrap().take() {
+            c.waiting.lock().unwrap().clear();
+        }
+        let _ = std::fs::remove_file(&self.path);
     }
 
     fn settled(&self, _to: &Address, ids: &[String]) {

@@ -126,6 +126,8 @@ pub trait Channel: Send + Sync + 'static {
     /// fully handled (answered and delivered). Adapters with no use for it
     /// ignore it; the CLI uses it so a scripted `pinch chat` knows when to exit.
     fn settled(&self, _to: &Address, _platform_message_ids: &[String]) {}
+    /// Stops accepting (the host is shutting down); idempotent.
+    fn close(&self) {}
     /// A short host notice to a conversation (not an agent reply).
     fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>>;
 }

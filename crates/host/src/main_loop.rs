@@ -149,13 +149,11 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         let map = watch_map.clone();
         match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
-            if matches!(ev.kind, notify::EventKind::Access(_)) {
+            // Only a finished runner commit (or a new file) is worth a pass.
+            if !pinch_runner_hint(&ev) {
                 return;
             }
             for p in &ev.paths {
-                if p.file_name().is_some_and(|n| n == pinch_proto::layout::HEARTBEAT) {
-                    continue;
-                }
                 if let Some(parent) = p.parent() {
                     if let Some(s) = map.lock().unwrap().get(parent) {
                         s.notify.notify_one();
@@ -250,6 +248,9 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
             }
         }
         host.finish_shutdown().await;
+        for ch in host.channels.values() {
+            ch.close();
+        }
         drop(cli);
         Ok(())
     });
@@ -984,6 +985,16 @@ fn reap_leftover_runners(data: &DataDir) {
     }
 }
 
+/// The wake rule of `pinch_proto::layout::is_commit_hint`, for `out/`.
+fn pinch_runner_hint(ev: &notify::Event) -> bool {
+    let access = matches!(ev.kind, notify::EventKind::Access(_));
+    let removed = matches!(ev.kind, notify::EventKind::Remove(_));
+    ev.paths.iter().any(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        pinch_proto::layout::is_commit_hint(name, pinch_proto::layout::OUTBOUND_DB, access, removed)
+    })
+}
+
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -1014,13 +1025,14 @@ fn kill(pid: u32) {
 }
 
 /// Writes a file via a temporary name and rename, so readers never see half.
+/// Not fsynced: these files (`runner.json`, `in/stop`, the breaker list) are
+/// rewritten when needed, and readers share our page cache.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if res.is_err() {

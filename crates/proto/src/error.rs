@@ -114,6 +114,18 @@ mod tests {
     }
 
     #[test]
+    fn commit_hints() {
+        use crate::layout::is_commit_hint as h;
+        assert!(h("inbound.db-journal", "inbound.db", false, true), "journal removal = commit");
+        assert!(!h("inbound.db-journal", "inbound.db", false, false), "journal creation = mid-transaction");
+        assert!(!h("inbound.db", "inbound.db", false, false));
+        assert!(!h("stop", "inbound.db", true, false), "our own reads never count");
+        assert!(!h("heartbeat", "outbound.db", false, false));
+        assert!(h("stop", "inbound.db", false, false));
+        assert!(h("runner.json", "inbound.db", false, false));
+    }
+
+    #[test]
     fn real_overwritten_header_is_classified_as_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.db");

@@ -46,4 +46,23 @@ pub mod layout {
     /// `in/stop`: the host asks the runner whose id it contains to exit 0.
     /// A file, not a signal, so it works the same through every sandbox.
     pub const STOP: &str = "stop";
+
+    /// Whether a file event in a session directory means "the other side
+    /// may have committed", for the inotify wake-ups of both sides.
+    ///
+    /// Our own reads (access events) never count, or every poll would
+    /// trigger the next (an idle runner burned a core that way). In
+    /// rollback-journal mode a commit ends when the `-journal` file is
+    /// deleted: waking on its creation or on writes to the DB file would read
+    /// mid-transaction and collide with the writer. Heartbeat touches never
+    /// count; any other file (`stop`, `runner.json`) counts on any change.
+    pub fn is_commit_hint(file_name: &str, db_name: &str, access: bool, removed: bool) -> bool {
+        if access || file_name == HEARTBEAT || file_name == db_name {
+            return false;
+        }
+        if file_name.strip_suffix("-journal") == Some(db_name) {
+            return removed;
+        }
+        true
+    }
 }

@@ -11,6 +11,7 @@
 //! - writers begin with `BEGIN IMMEDIATE` (see [`write_tx`]).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -26,8 +27,33 @@ fn open_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> ProtoError + '_ {
     move |source| ProtoError::Open { path: path.to_owned(), source }
 }
 
+/// The busy timeout in force for this process, in ms (see [`busy_wait`]).
+static BUSY_MS: AtomicU64 = AtomicU64::new(5_000);
+/// Fine-grained retries first: host and runner collide for well under a
+/// millisecond (one commit), and SQLite's default handler sleeps 1, 2, 5,
+/// 10 ms, which measured as most of a reply's latency.
+const FINE_STEPS: i32 = 50;
+const FINE_STEP: Duration = Duration::from_micros(100);
+
+/// SQLite busy handler: 50 retries 100 µs apart (the first 5 ms), then 1 ms
+/// apart until the busy timeout is spent. Returns false to give up (BUSY).
+fn busy_wait(attempt: i32) -> bool {
+    let total_ms = BUSY_MS.load(Ordering::Relaxed) as i32;
+    if attempt < FINE_STEPS {
+        std::thread::sleep(FINE_STEP);
+        return true;
+    }
+    // ~5 ms spent in fine steps; then one attempt per millisecond.
+    if attempt - FINE_STEPS + 5 >= total_ms {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
+}
+
 fn common_pragmas(conn: &Connection, path: &Path, busy: Duration) -> Result<(), ProtoError> {
-    conn.busy_timeout(busy.max(MIN_BUSY_TIMEOUT)).map_err(open_err(path))?;
+    BUSY_MS.fetch_max(busy.max(MIN_BUSY_TIMEOUT).as_millis() as u64, Ordering::Relaxed);
+    conn.busy_handler(Some(busy_wait)).map_err(open_err(path))?;
     conn.pragma_update(None, "mmap_size", 0).map_err(open_err(path))?;
     Ok(())
 }
@@ -118,12 +144,17 @@ mod tests {
     }
 
     #[test]
-    fn busy_timeout_has_a_floor() {
+    fn busy_waits_at_least_the_floor_then_gives_up() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.db");
-        open_writer(&p, Duration::from_millis(1)).unwrap();
-        let r = open_reader(&p, Duration::from_millis(1)).unwrap();
-        let t: i64 = r.query_row("PRAGMA busy_timeout", [], |r| r.get(0)).unwrap();
-        assert!(t >= 2000);
+        let mut w = open_writer(&p, Duration::from_millis(1)).unwrap();
+        w.execute_batch("CREATE TABLE t(x)").unwrap();
+        let _tx = write_tx(&mut w).unwrap();
+        // A second writer waits (≥ the 2 s floor), then reports BUSY.
+        let mut w2 = open_writer(&p, Duration::from_millis(1)).unwrap();
+        let t0 = std::time::Instant::now();
+        let err = write_tx(&mut w2).unwrap_err();
+        assert!(t0.elapsed() >= MIN_BUSY_TIMEOUT, "{:?}", t0.elapsed());
+        assert!(err.to_string().contains("locked") || err.to_string().contains("busy"), "{err}");
     }
 }

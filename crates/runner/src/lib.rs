@@ -417,12 +417,24 @@ impl Runner {
     }
 }
 
-/// inotify on `in/`: any event is a hint to poll. Absent (e.g. no inotify
+/// Applies [`layout::is_commit_hint`] to a notify event.
+pub fn is_commit_hint(ev: &notify::Event, db_name: &str) -> bool {
+    let access = matches!(ev.kind, notify::EventKind::Access(_));
+    let removed = matches!(ev.kind, notify::EventKind::Remove(_));
+    ev.paths.iter().any(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        layout::is_commit_hint(name, db_name, access, removed)
+    })
+}
+
+/// inotify on `in/`: an event is a hint to poll. Absent (e.g. no inotify
 /// across a VM mount) the timer alone drives polls.
 fn watch_in_dir(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
-    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = tx.send(());
+    let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|ev| is_commit_hint(&ev, layout::INBOUND_DB)) {
+            let _ = tx.send(());
+        }
     }) {
         Ok(w) => w,
         Err(e) => {

@@ -1,0 +1,344 @@
+//! `pinch bench chaos`: R3/R4 as a run anyone can repeat. A real daemon
+//! (`pinch host`) under a steady stream of messages; at random moments the
+//! runner or the host is killed with SIGKILL (the host is restarted at
+//! once). At the end every accepted message must have been answered.
+//!
+//! Reports: messages sent, accepted, answered, lost (accepted but never
+//! answered: must be 0), duplicates split by cause: *redelivered* (the same
+//! reply row delivered twice: the host died between handing it to the
+//! channel and recording it: the send window) and *re-answered* (the agent
+//! answered the same message in two turns). Messages the host never
+//! confirmed (it died first) are counted apart: a real platform redelivers
+//! those, and they may or may not have been stored.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
+use serde::Serialize;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Messages to send.
+    #[arg(long, default_value_t = 300)]
+    pub messages: usize,
+    /// Runner kills (SIGKILL) spread over the run.
+    #[arg(long, default_value_t = 30)]
+    pub runner_kills: usize,
+    /// Host kills (SIGKILL, then restart) spread over the run.
+    #[arg(long, default_value_t = 5)]
+    pub host_kills: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Sandbox backend for the daemon.
+    #[arg(long, default_value = "process")]
+    pub sandbox: String,
+    /// Seed for the kill schedule (printed, so a run can be repeated).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub sandbox: String,
+    pub runner_kills: usize,
+    pub host_kills: usize,
+    pub sent: usize,
+    pub accepted: usize,
+    pub unconfirmed: usize,
+    pub unconfirmed_answered: usize,
+    pub answered: usize,
+    pub lost: usize,
+    pub duplicates_redelivered: usize,
+    pub duplicates_reanswered: usize,
+    pub seconds: f64,
+}
+
+/// xorshift: a tiny seeded generator for a repeatable kill schedule.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    /// token -> accepted by the host
+    accepted: HashSet<String>,
+    unconfirmed: HashSet<String>,
+    /// token -> distinct reply row ids that carried it
+    answers: HashMap<String, Vec<String>>,
+    /// reply row ids received (to tell redeliveries apart)
+    rows: HashMap<String, usize>,
+}
+
+pub fn run(args: ChaosArgs) -> Result<i32> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
+    });
+    let tmp = tempfile::tempdir().context("creating a temp dir")?;
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(
+        &cfg,
+        "[host]\nsweep_s = 1\nboot_breaker = false\nretry_base_s = 0.2\ncrash_budget = 100000\nrespawn_delays_s = [0]\n[runner]\nidle_exit_s = 600\n",
+    )?;
+    let sock = data.join("run/cli.sock");
+    let exe = std::env::current_exe()?;
+    let start = |d: &Path| -> Result<Child> {
+        Command::new(&exe)
+            .args(["host", "--data-dir"])
+            .arg(d)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--sandbox", &args.sandbox])
+            .env("PINCH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting pinch host")
+    };
+    let host: Arc<Mutex<Child>> = Arc::new(Mutex::new(start(&data)?));
+    wait_socket(&sock, Duration::from_secs(20))?;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let sending_done = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let client = {
+        let (seen, done, sock) = (seen.clone(), sending_done.clone(), sock.clone());
+        let (n, rate) = (args.messages, args.rate);
+        std::thread::spawn(move || client_loop(&sock, n, rate, &seen, &done))
+    };
+
+    // The kill schedule: spread over the sending time.
+    let mut rng = Rng(seed);
+    let span_ms = ((args.messages as f64 / args.rate) * 1000.0) as u64;
+    let mut kills: Vec<(u64, bool)> = (0..args.runner_kills).map(|_| (rng.below(span_ms), false)).collect();
+    kills.extend((0..args.host_kills).map(|_| (rng.below(span_ms), true)));
+    kills.sort();
+    let (mut rk, mut hk) = (0, 0);
+    for (at, is_host) in kills {
+        let now = t0.elapsed().as_millis() as u64;
+        if at > now {
+            std::thread::sleep(Duration::from_millis(at - now));
+        }
+        if is_host {
+            let mut h = host.lock().unwrap();
+            let _ = h.kill();
+            let _ = h.wait();
+            *h = start(&data)?;
+            hk += 1;
+        } else if let Some(pid) = runner_pid(&data) {
+            // SAFETY: kill(2) on a pid the host reported as its live runner.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            rk += 1;
+        }
+    }
+    client.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    // Let everything accepted be answered (retries back off, runners respawn).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = seen.lock().unwrap();
+        let pending = s.accepted.iter().filter(|t| !s.answers.contains_key(*t)).count();
+        drop(s);
+        if pending == 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sending_done.store(true, Ordering::SeqCst);
+    {
+        let mut h = host.lock().unwrap();
+        // SAFETY: plain kill(2) of our child.
+        unsafe {
+            libc::kill(h.id() as i32, libc::SIGTERM);
+        }
+        let _ = h.wait();
+    }
+    let s = seen.lock().unwrap();
+    let answered = s.accepted.iter().filter(|t| s.answers.contains_key(*t)).count();
+    // A reply row seen more than once was redelivered; a message answered by
+    // more than one reply row was answered twice.
+    let redelivered = s.rows.values().filter(|n| **n > 1).count();
+    let reanswered: usize = s.answers.values().map(|rows| rows.len().saturating_sub(1)).sum();
+    let report = Report {
+        seed,
+        sandbox: args.sandbox.clone(),
+        runner_kills: rk,
+        host_kills: hk,
+        sent: s.accepted.len() + s.unconfirmed.len(),
+        accepted: s.accepted.len(),
+        unconfirmed: s.unconfirmed.len(),
+        unconfirmed_answered: s.unconfirmed.iter().filter(|t| s.answers.contains_key(*t)).count(),
+        answered,
+        lost: s.accepted.len() - answered,
+        duplicates_redelivered: redelivered,
+        duplicates_reanswered: reanswered,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("pinch bench chaos — {} sandbox, seed {}", report.sandbox, report.seed);
+        println!("  kills: {} runner, {} host (SIGKILL)", report.runner_kills, report.host_kills);
+        println!("  messages: {} sent, {} accepted, {} answered, {} LOST", report.sent, report.accepted, report.answered, report.lost);
+        println!("  unconfirmed (host died before accepting): {} ({} of them answered anyway)", report.unconfirmed, report.unconfirmed_answered);
+        println!(
+            "  duplicates: {} redelivered (host killed in the send window), {} re-answered",
+            report.duplicates_redelivered, report.duplicates_reanswered
+        );
+        println!("  took {:.1} s", report.seconds);
+    }
+    Ok(if report.lost == 0 { 0 } else { 1 })
+}
+
+fn wait_socket(sock: &Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while UnixStream::connect(sock).is_err() {
+        if Instant::now() > deadline {
+            bail!("the host did not open {} in time", sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The live runner's pid from the admin socket (any session).
+fn runner_pid(data: &Path) -> Option<u32> {
+    let mut s = UnixStream::connect(data.join("run/admin.sock")).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    writeln!(s, "{{\"id\":1,\"command\":\"sessions-list\",\"args\":{{}}}}").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    v["data"].as_array()?.iter().find_map(|r| r["runner_pid"].as_u64()).map(|p| p as u32)
+}
+
+struct Link {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+fn connect(sock: &Path) -> Option<Link> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = UnixStream::connect(sock) {
+            s.set_read_timeout(Some(Duration::from_millis(50))).ok()?;
+            let w = s.try_clone().ok()?;
+            return Some(Link { r: BufReader::new(s), w });
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tokens(text: &str) -> Vec<String> {
+    text.trim_start_matches("Hello from pinch! You said: ")
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| l.starts_with("chaos-"))
+        .collect()
+}
+
+/// Sends `n` messages at `rate`/s over a connection it re-opens whenever the
+/// host dies, acking every reply after recording it; keeps reading until
+/// `done`.
+fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen>, done: &AtomicBool) -> Result<()> {
+    let mut link = connect(sock).context("connecting")?;
+    let mut next = 0usize;
+    let mut awaiting: HashMap<String, String> = HashMap::new(); // client_id -> token
+    let gap = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let mut last_send = Instant::now() - gap;
+    let mut line = String::new();
+    while !done.load(Ordering::SeqCst) {
+        if next < n && last_send.elapsed() >= gap {
+            let token = format!("chaos-{next:05}");
+            let m = ClientMsg::Message { text: token.clone(), client_id: Some(token.clone()) };
+            let ok = serde_json::to_string(&m).map(|s| s + "\n").ok().is_some_and(|s| link.w.write_all(s.as_bytes()).is_ok());
+            if ok {
+                awaiting.insert(token.clone(), token);
+                next += 1;
+                last_send = Instant::now();
+            }
+        }
+        // A read timeout keeps the partial line in `line`; it is cleared
+        // only once a whole line has been handled.
+        match link.r.read_line(&mut line) {
+            Ok(0) => {
+                line.clear();
+                // Host died: whatever was not confirmed is unconfirmed.
+                let mut s = seen.lock().unwrap();
+                for (_, t) in awaiting.drain() {
+                    s.unconfirmed.insert(t);
+                }
+                drop(s);
+                match connect(sock) {
+                    Some(l) => link = l,
+                    None => bail!("the host did not come back"),
+                }
+            }
+            Ok(_) if !line.ends_with('\n') => {}
+            Ok(_) => match serde_json::from_str::<ServerMsg>(std::mem::take(&mut line).trim()) {
+                Ok(ServerMsg::Accepted { client_id: Some(c), .. }) => {
+                    if let Some(t) = awaiting.remove(&c) {
+                        seen.lock().unwrap().accepted.insert(t);
+                    }
+                }
+                Ok(ServerMsg::Rejected { client_id: Some(c), .. }) => {
+                    if let Some(t) = awaiting.remove(&c) {
+                        seen.lock().unwrap().unconfirmed.insert(t);
+                    }
+                }
+                Ok(ServerMsg::Message { id, text, .. }) => {
+                    {
+                        let mut s = seen.lock().unwrap();
+                        *s.rows.entry(id.clone()).or_default() += 1;
+                        for t in tokens(&text) {
+                            let v = s.answers.entry(t).or_default();
+                            if !v.contains(&id) {
+                                v.push(id.clone());
+                            }
+                        }
+                    }
+                    let ack = serde_json::to_string(&ClientMsg::Ack { id }).unwrap_or_default() + "\n";
+                    let _ = link.w.write_all(ack.as_bytes());
+                }
+                _ => {}
+            },
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => {
+                line.clear();
+                if let Some(l) = connect(sock) {
+                    link = l;
+                }
+            }
+        }
+    }
+    Ok(())
+}
