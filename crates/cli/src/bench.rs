@@ -60,10 +60,11 @@ pub enum Fig {
     P3,
     P6,
     P7,
+    P9,
 }
 
 impl Fig {
-    const ALL: [Fig; 5] = [Fig::P1, Fig::P2, Fig::P3, Fig::P6, Fig::P7];
+    const ALL: [Fig; 6] = [Fig::P1, Fig::P2, Fig::P3, Fig::P6, Fig::P7, Fig::P9];
 
     fn id(self) -> &'static str {
         match self {
@@ -72,6 +73,7 @@ impl Fig {
             Fig::P3 => "P3",
             Fig::P6 => "P6",
             Fig::P7 => "P7",
+            Fig::P9 => "P9",
         }
     }
 
@@ -83,6 +85,7 @@ impl Fig {
             Fig::P3 => "cold start → first claim",
             Fig::P6 => "host idle RSS, 50 sessions",
             Fig::P7 => "runner idle RSS",
+            Fig::P9 => "crash noticed → replacement claims",
         }
     }
 
@@ -97,6 +100,8 @@ impl Fig {
                         (t0 before the socket write; t1 when the claim row appears)",
             Fig::P6 => "`pinch host` daemon VmRSS after 2 s idle: CLI channel with one client connected, 50 idle sessions, no runners",
             Fig::P7 => "runner (`pinch runner`) VmRSS after 1 s idle, warm session, scripted provider",
+            Fig::P9 => "runner killed (SIGKILL) mid-turn → its replacement has claimed the interrupted message \
+                        (t0 just before the kill; t1 when a claim by a new runner id appears; exit noticed from the child, not a sweep)",
         }
     }
 
@@ -108,6 +113,7 @@ impl Fig {
             (Fig::P3, Kind::Process) => "none (bwrap: p50 ≤ 30 ms)",
             (Fig::P6, _) => "≤ 15 MB",
             (Fig::P7, _) => "≤ 10 MB",
+            (Fig::P9, _) => "≤ 100 ms",
         }
     }
 }
@@ -240,6 +246,9 @@ impl Bench {
             }
             if want(Fig::P7) {
                 rows.push(self.p7(kind).await.with_context(|| format!("P7 ({})", kind.as_str()))?);
+            }
+            if want(Fig::P9) {
+                rows.push(self.p9(kind).await.with_context(|| format!("P9 ({})", kind.as_str()))?);
             }
         }
         // The idle daemon runs no runner, so its sandbox does not matter: once.
@@ -419,7 +428,11 @@ impl WarmHost {
     /// Starts a host in `dir` and answers one message, which creates the
     /// session and leaves its runner alive.
     async fn start(b: &Bench, dir: &Path, kind: Kind) -> Result<WarmHost> {
-        let handle = pinch_host::start(b.host_config(dir, kind)).await.context("starting the host")?;
+        Self::start_with(b.host_config(dir, kind)).await
+    }
+
+    async fn start_with(cfg: HostConfig) -> Result<WarmHost> {
+        let handle = pinch_host::start(cfg).await.context("starting the host")?;
         match Self::warm(&handle).await {
             Ok((client, session)) => Ok(WarmHost { handle, client, session }),
             Err(e) => {
@@ -719,6 +732,70 @@ async fn p3_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
     Ok(samples)
 }
 
+// ---------------------------------------------------------------------------
+// P9
+
+impl Bench {
+    async fn p9(&self, kind: Kind) -> Result<Row> {
+        let n = self.n(20);
+        eprintln!("pinch bench: P9 with {} ({n} iterations)…", kind.as_str());
+        let dir = self.temp_dir("p9")?;
+        let mut cfg = self.host_config(dir.path(), kind);
+        // Every turn takes a while, so the kill lands mid-turn; the killed
+        // message is retried at once (no backoff) and no budget applies, so
+        // what is measured is noticing the exit and starting a replacement.
+        cfg.provider.script = Some("[[rule]]\ncontains = \"p9\"\nreply = \"ok\"\ndelay_ms = 400\n".into());
+        cfg.retry_base = Duration::ZERO;
+        cfg.budget.budget = usize::MAX / 2;
+        cfg.budget.delays = vec![Duration::ZERO];
+        let mut h = WarmHost::start_with(cfg).await?;
+        let res = p9_samples(&mut h, n).await;
+        let down = h.shutdown().await;
+        let samples = res?;
+        down?;
+        Ok(Row {
+            fig: Fig::P9,
+            sandbox: kind,
+            measured: Measured::Latency(Summary::of(samples)),
+            baseline: None,
+            notes: vec!["compare with P3 (a cold start without the crash) in the same table".into()],
+        })
+    }
+}
+
+async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
+    let dir = SessionDir(h.session.dir.clone());
+    let watch = ClaimWatch::new(&dir)?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let before = ack_ids(&open_reader(&dir.outbound_db(), BUSY)?)?;
+        watch.drain();
+        let cid = h.client.send(&format!("p9 {i}")).await?;
+        let (_, id) = watch.wait(|c| Ok(ack_ids(c)?.into_iter().find(|id| !before.contains(id))))?;
+        let old = runner_of_claim(&dir, &id)?.context("the claim vanished")?;
+        let pid = h.info().await?.runner_pid.context("no live runner to kill")?;
+        watch.drain();
+        let t0 = Instant::now();
+        // SAFETY: kill(2) of the runner (or its bwrap) the host reports live.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        let (t1, ()) = watch.wait(|c| {
+            let r: Option<String> = c.query_row("SELECT runner_id FROM processing_ack WHERE message_id = ?1", [&id], |r| r.get(0)).optional()?;
+            Ok(r.filter(|r| *r != old).map(|_| ()))
+        })?;
+        samples.push(t1 - t0);
+        h.client.await_turn(Sent::Client(&cid)).await?;
+        tokio::time::sleep(GAP).await;
+    }
+    Ok(samples)
+}
+
+fn runner_of_claim(dir: &SessionDir, id: &str) -> Result<Option<String>> {
+    let c = open_reader(&dir.outbound_db(), BUSY)?;
+    Ok(c.query_row("SELECT runner_id FROM processing_ack WHERE message_id = ?1", [id], |r| r.get(0)).optional()?)
+}
+
 /// P3's baseline: spawning and reaping the bare sandbox around `/bin/true`.
 fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)> {
     let (what, mut cmd) = match kind {
@@ -939,7 +1016,7 @@ fn mib(kb: u64) -> String {
     format!("{:.2} MiB", kb as f64 / 1024.0)
 }
 
-fn comm(pid: u32) -> Option<String> {
+pub(crate) fn comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_owned())
 }
 
@@ -951,7 +1028,7 @@ fn parent(pid: u32) -> Option<u32> {
 }
 
 /// Every process below `root`, breadth first.
-fn descendants(root: u32) -> Vec<u32> {
+pub(crate) fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };

@@ -151,26 +151,34 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             *h = start(&data)?;
             hk += 1;
         } else if let Some(pid) = runner_pid(&data) {
+            // Alternate: the runner process itself (a crash), or its sandbox
+            // supervisor (bwrap) when there is one.
+            let inner = crate::bench::descendants(pid).into_iter().find(|p| crate::bench::comm(*p).as_deref() == Some("pinch"));
+            let target = match inner {
+                Some(p) if rk % 2 == 0 => p,
+                _ => pid,
+            };
             // SAFETY: kill(2) on a pid the host reported as its live runner.
             unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
+                libc::kill(target as i32, libc::SIGKILL);
             }
             rk += 1;
         }
     }
-    client.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     // Let everything accepted be answered (retries back off, runners respawn).
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let s = seen.lock().unwrap();
         let pending = s.accepted.iter().filter(|t| !s.answers.contains_key(*t)).count();
+        let all_sent = s.accepted.len() + s.unconfirmed.len() >= args.messages;
         drop(s);
-        if pending == 0 || Instant::now() > deadline {
+        if (pending == 0 && all_sent) || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     sending_done.store(true, Ordering::SeqCst);
+    client.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     {
         let mut h = host.lock().unwrap();
         // SAFETY: plain kill(2) of our child.

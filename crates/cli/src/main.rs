@@ -5,6 +5,7 @@
 
 mod admin;
 mod bench;
+mod chaos;
 mod chat;
 mod config;
 mod logging;
@@ -60,8 +61,8 @@ enum Command {
     },
     /// Manage the running host: `pinch admin sessions list`, `pinch admin sessions resume <id>`.
     Admin(admin::AdminArgs),
-    /// Measure the TARGETS.md figures on this machine.
-    Bench(bench::BenchArgs),
+    /// Measure the TARGETS.md figures on this machine (`pinch bench chaos` for R3/R4).
+    Bench(BenchCmd),
     /// Run a session's agent (started by the host inside a sandbox).
     #[command(hide = true)]
     Runner {
@@ -69,6 +70,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCmd {
+    #[command(subcommand)]
+    sub: Option<BenchSub>,
+    #[command(flatten)]
+    figures: bench::BenchArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchSub {
+    /// Kill runners and the host with SIGKILL under load; count lost and duplicated messages (R3, R4).
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,7 +108,8 @@ fn main() -> ExitCode {
             };
             ExitCode::from(admin::run(&dir, args) as u8)
         }
-        Command::Bench(args) => exit(bench::run(cli.data_dir, args)),
+        Command::Bench(BenchCmd { sub: Some(BenchSub::Chaos(args)), .. }) => exit(chaos::run(args)),
+        Command::Bench(BenchCmd { sub: None, figures }) => exit(bench::run(cli.data_dir, figures)),
         Command::Host { flags } => {
             logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");
             exit(run_host(cli.data_dir, cli.config, flags))

@@ -66,8 +66,31 @@ fn two_clients_at_once_newer_takes_over_nothing_lost() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
-fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) -> std::process::Child {
-    Command::new(PINCH)
+/// A daemon killed when the test ends, even by a panic.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) -> Daemon {
+    Daemon(Command::new(PINCH)
         .args(["host", "--data-dir"])
         .arg(data)
         .arg("--config")
@@ -78,7 +101,23 @@ fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) ->
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data.with_extension(format!("log-{}", std::process::id()))).unwrap())
         .spawn()
+        .unwrap())
+}
+
+/// Live (non-zombie) processes whose command line names this data dir.
+fn leftovers(data: &std::path::Path) -> usize {
+    let needle = data.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
         .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ");
+            !zombie && cmd.contains(&needle) && (cmd.contains("bwrap") || cmd.contains(" runner "))
+        })
+        .count()
 }
 
 fn daemon_host_restart(sandbox: &str) {
@@ -99,6 +138,8 @@ fn daemon_host_restart(sandbox: &str) {
     std::thread::sleep(Duration::from_millis(250)); // inside the 700 ms turn
     h.kill().unwrap();
     h.wait().unwrap();
+    // R4: no sandbox or runner outlives a SIGKILLed host.
+    wait_for("the runner to die with its host", Duration::from_secs(5), || leftovers(&data) == 0);
     // 2. Reply written but never delivered: host killed with no client.
     let t = Instant::now();
     let mut h = start_daemon(&data, &cfg, sandbox);

@@ -152,7 +152,10 @@ impl Task {
                 self.watermark = row.seq;
                 continue;
             };
-            put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: None, status: status::SENDING.into(), attempts, last_error: prev.and_then(|p| p.last_error) })?;
+            // No `sending` commit before a first attempt: a row without a
+            // terminal entry is (re)sent on every pass and at boot anyway, so
+            // it would add an fsync to every reply and change nothing
+            // (decision 0005). Retries record `sending` with their count.
             let msg = Outgoing {
                 id: row.id.clone(),
                 text,

@@ -48,6 +48,9 @@ struct Live {
     stop_requested_at: Option<Instant>,
     /// Set when the sweep kills it as stuck.
     kill_reason: Option<&'static str>,
+    /// Write end of the liveness pipe; the runner exits when it closes
+    /// (this host died, or this runner's record was dropped).
+    _alive: Option<std::os::fd::OwnedFd>,
 }
 
 struct SessionRt {
@@ -122,8 +125,10 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if cfg.boot_breaker {
         boot_breaker(&data).await;
     }
-    std::fs::create_dir_all(data.run_dir().join("runners")).context("creating run/runners")?;
-    reap_leftover_runners(&data);
+    let left = reap(&data.sessions_dir().to_string_lossy());
+    if left > 0 {
+        tracing::warn!(count = left, "killed sandboxes and runners left over from a previous host of this data dir");
+    }
     let sandbox = sandbox::select(cfg.sandbox).map_err(|e| anyhow::anyhow!(e))?;
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
@@ -645,8 +650,28 @@ impl Host {
             ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
             ("PINCH_SESSION_ID".to_owned(), row.id.clone()),
         ];
+        // Liveness pipe (decision 0006): the runner holds the read end as fd
+        // 3 and exits on EOF, so it never outlives this host, whatever
+        // happens to the sandbox's own parent-death signal.
+        let (alive_r, alive_w) = liveness_pipe().context("creating the liveness pipe")?;
+        let mut env = env;
+        env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
         let mut cmd = self.sandbox.command(&self.cfg.runner_exe, &mounts, &env);
         cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let r = alive_r.as_raw_fd();
+            // SAFETY: dup2 is async-signal-safe; it clears CLOEXEC on fd 3 only.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(r, HOST_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if self.sandbox.kind() == sandbox::Kind::Process {
             tracing::warn!("starting a runner WITHOUT a sandbox (--sandbox process): development only");
         }
@@ -654,6 +679,7 @@ impl Host {
             .kill_on_drop(false)
             .spawn()
             .with_context(|| format!("starting the {} sandbox", self.sandbox.kind().as_str()))?;
+        drop(alive_r);
         let pid = child.id().unwrap_or(0);
         let started_at = time::now();
         self.central.set_runner_state(&row.id, "running", Some(&runner_id))?;
@@ -683,8 +709,7 @@ impl Host {
         self.stats.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
         let s = self.sessions.get_mut(id).expect("session exists");
-        s.runner = Some(Live { runner_id, pid, started_at, spawned_ms: now_ms(), stop_requested_at: None, kill_reason: None });
-        let _ = std::fs::write(self.data.run_dir().join("runners").join(format!("{}.pid", row.id)), pid.to_string());
+        s.runner = Some(Live { runner_id, pid, started_at, spawned_ms: now_ms(), stop_requested_at: None, kill_reason: None, _alive: Some(alive_w) });
         Ok(())
     }
 
@@ -728,8 +753,14 @@ impl Host {
         if let Err(e) = pinch_proto::open::recovery_open(&s.dir.outbound_db(), session::BUSY) {
             tracing::warn!("recovery open of outbound.db failed: {e}");
         }
-        let _ = std::fs::remove_file(self.data.run_dir().join("runners").join(format!("{id}.pid")));
         let dir = s.dir.clone();
+        drop(live._alive);
+        // A sandbox whose supervisor died can leave its inner process tree
+        // behind; nothing of this session may run when the next runner starts.
+        let leftovers = reap(&dir.root().to_string_lossy());
+        if leftovers > 0 {
+            tracing::warn!(count = leftovers, "killed processes the dead sandbox left behind");
+        }
         // Orphan claims of the dead runner: retry with backoff, or fail at
         // the limit and tell the user once (SPEC §6.3).
         match session::orphan_claims(&dir, None)
@@ -963,26 +994,53 @@ async fn boot_breaker(data: &DataDir) {
     }
 }
 
-/// Kills runners a previous life of this host left behind (it died without
-/// its children noticing). A pid file is trusted only if that process's
-/// command line names this data dir: never another install's processes.
-fn reap_leftover_runners(data: &DataDir) {
-    let dir = data.run_dir().join("runners");
-    let Ok(rd) = std::fs::read_dir(&dir) else { return };
-    let root = data.root().to_string_lossy().into_owned();
-    for e in rd.flatten() {
-        let path = e.path();
-        let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok());
-        if let Some(pid) = pid {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&root) && (cmd.contains(" runner ") || cmd.contains("bwrap")) {
-                tracing::warn!(pid, "killing a runner left over from a previous host");
-                kill(pid);
-            }
-        }
-        let _ = std::fs::remove_file(&path);
+/// The fd number the runner finds the liveness pipe on.
+const HOST_FD: i32 = 3;
+
+fn liveness_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two new descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Kills (SIGKILL) every live process, other than this one, whose command
+/// line mentions `path` and is a sandbox or a runner: what a dead host or a
+/// dead sandbox supervisor left behind. Matching on the data dir's own paths
+/// means another install's processes are never touched. Waits up to 1 s for
+/// them to go. Returns how many it killed.
+fn reap(path: &str) -> usize {
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return 0 };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me || is_zombie(pid) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(path) && (cmd.contains("bwrap") || cmd.contains(" runner ")) {
+            kill(pid);
+            killed.push(pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while killed.iter().any(|p| !is_zombie(*p) && Path::new(&format!("/proc/{p}")).exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    killed.len()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// The wake rule of `pinch_proto::layout::is_commit_hint`, for `out/`.

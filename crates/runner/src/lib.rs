@@ -103,30 +103,29 @@ impl Runner {
         let out_path = cfg.paths.out_dir.join(layout::OUTBOUND_DB);
         let mut out = open_writer(&out_path, busy).map_err(|e| Startup::Fatal(e.to_string()))?;
         schema::migrate_outbound(&out).map_err(|e| Startup::Fatal(e.to_string()))?;
-        // Claims of earlier runners were re-queued by the host: drop them.
-        // Their completed/failed acks stay until the host has synced them.
-        let now = time::now();
-        {
+        // Claims of earlier runners were re-queued by the host: drop them
+        // (their completed/failed acks stay until the host has synced them).
+        // Only written when there are some: a clean cold start commits
+        // nothing before its first claim (P3).
+        let all = rows::acks(&out).map_err(|e| Startup::Fatal(e.to_string()))?;
+        let stale: Vec<&str> = all
+            .iter()
+            .filter(|a| a.status == rows::status::PROCESSING && a.runner_id != cfg.runner_id)
+            .map(|a| a.message_id.as_str())
+            .collect();
+        if !stale.is_empty() {
             let tx = write_tx(&mut out).map_err(|e| Startup::Fatal(e.to_string()))?;
-            tx.execute(
-                "DELETE FROM processing_ack WHERE status = 'processing' AND runner_id <> ?1",
-                [&cfg.runner_id],
-            )
-            .map_err(|e| Startup::Fatal(format!("clearing stale claims: {e}")))?;
-            tx.execute(
-                "INSERT INTO container_state (id, runner_id, updated_at) VALUES (1, ?1, ?2)
-                 ON CONFLICT(id) DO UPDATE SET runner_id=excluded.runner_id, current_tool=NULL,
-                   tool_declared_timeout_ms=NULL, tool_started_at=NULL, turn_started_at=NULL,
-                   last_progress_at=excluded.updated_at, updated_at=excluded.updated_at",
-                [&cfg.runner_id, &now],
-            )
-            .map_err(|e| Startup::Fatal(format!("writing container state: {e}")))?;
+            for id in &stale {
+                tx.execute("DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'processing'", [id])
+                    .map_err(|e| Startup::Fatal(format!("clearing stale claims: {e}")))?;
+            }
             tx.commit().map_err(|e| Startup::Fatal(format!("commit startup: {e}")))?;
+            tracing::info!(count = stale.len(), "dropped claims of an earlier runner");
         }
-        let acked: HashSet<String> = rows::acks(&out)
-            .map_err(|e| Startup::Fatal(e.to_string()))?
-            .into_iter()
-            .map(|a| a.message_id)
+        let acked: HashSet<String> = all
+            .iter()
+            .filter(|a| !(a.status == rows::status::PROCESSING && a.runner_id != cfg.runner_id))
+            .map(|a| a.message_id.clone())
             .collect();
         let hb = heartbeat::Heartbeat::start(
             cfg.paths.out_dir.join(layout::HEARTBEAT),
@@ -136,6 +135,7 @@ impl Runner {
         let (tx, wakes) = mpsc::channel();
         let watcher = watch_in_dir(&cfg.paths.in_dir, tx);
         signals::install();
+        watch_host_fd();
         tracing::info!(provider = provider.name(), "runner started");
         Ok(Runner {
             cfg,
@@ -295,8 +295,14 @@ impl Runner {
             for id in &skip_ids {
                 rows::ack(&tx, id, status::COMPLETED, &self.cfg.runner_id, &now_s, Some("skipped: older context beyond the batch size"))?;
             }
-            tx.execute("UPDATE container_state SET turn_started_at = ?1, last_progress_at = ?1, updated_at = ?1 WHERE id = 1", [&now_s])
-                .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
+            tx.execute(
+                "INSERT INTO container_state (id, runner_id, turn_started_at, last_progress_at, updated_at) VALUES (1, ?1, ?2, ?2, ?2)
+                 ON CONFLICT(id) DO UPDATE SET runner_id=excluded.runner_id, current_tool=NULL, tool_declared_timeout_ms=NULL,
+                   tool_started_at=NULL, turn_started_at=excluded.turn_started_at, last_progress_at=excluded.last_progress_at,
+                   updated_at=excluded.updated_at",
+                [&self.cfg.runner_id, &now_s],
+            )
+            .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
             tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit claim"))?;
         }
         if !skip_ids.is_empty() {
@@ -374,7 +380,7 @@ impl Runner {
         for id in &ids {
             rows::ack(&tx, id, outcome, &self.cfg.runner_id, &now_s, reason.as_deref())?;
         }
-        tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1", [&now_s])
+        tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2", [&now_s, &self.cfg.runner_id])
             .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
         tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit turn"))?;
         tracing::info!(batch = ids.len(), outcome, "turn done");
@@ -415,6 +421,25 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// The host passes the read end of a pipe as `PINCH_HOST_FD`; it reads EOF
+/// when the host is gone. A runner never outlives its host (a sandbox's own
+/// parent-death signal proved unreliable for nested bwrap processes): it
+/// exits at once, like a kill, which its files are built to survive.
+fn watch_host_fd() {
+    let Some(fd) = std::env::var("PINCH_HOST_FD").ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    let _ = std::thread::Builder::new().name("host-watch".into()).spawn(move || {
+        let mut b = [0u8; 1];
+        loop {
+            // SAFETY: reading one byte into a valid buffer from an fd we were given.
+            let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+            if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted) {
+                tracing::warn!("the host is gone (liveness pipe closed): exiting");
+                std::process::exit(pinch_policy::exit::EXIT_FATAL);
+            }
+        }
+    });
 }
 
 /// Applies [`layout::is_commit_hint`] to a notify event.
