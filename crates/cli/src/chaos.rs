@@ -91,6 +91,8 @@ struct Seen {
     answers: HashMap<String, Vec<String>>,
     /// reply row ids received (to tell redeliveries apart)
     rows: HashMap<String, usize>,
+    /// messages written to the socket
+    sent: usize,
 }
 
 pub fn run(args: ChaosArgs) -> Result<i32> {
@@ -170,7 +172,7 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     loop {
         let s = seen.lock().unwrap();
         let pending = s.accepted.iter().filter(|t| !s.answers.contains_key(*t)).count();
-        let all_sent = s.accepted.len() + s.unconfirmed.len() >= args.messages;
+        let all_sent = s.sent >= args.messages && s.accepted.len() + s.unconfirmed.len() >= s.sent;
         drop(s);
         if (pending == 0 && all_sent) || Instant::now() > deadline {
             break;
@@ -198,12 +200,14 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         sandbox: args.sandbox.clone(),
         runner_kills: rk,
         host_kills: hk,
-        sent: s.accepted.len() + s.unconfirmed.len(),
+        sent: s.sent,
         accepted: s.accepted.len(),
         unconfirmed: s.unconfirmed.len(),
         unconfirmed_answered: s.unconfirmed.iter().filter(|t| s.answers.contains_key(*t)).count(),
         answered,
-        lost: s.accepted.len() - answered,
+        // Accepted and never answered, plus anything written that the host
+        // neither confirmed nor refused (it must not vanish silently).
+        lost: s.accepted.len() - answered + s.sent.saturating_sub(s.accepted.len() + s.unconfirmed.len()),
         duplicates_redelivered: redelivered,
         duplicates_reanswered: reanswered,
         seconds: t0.elapsed().as_secs_f64(),
@@ -291,6 +295,7 @@ fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen>, done: &A
             let ok = serde_json::to_string(&m).map(|s| s + "\n").ok().is_some_and(|s| link.w.write_all(s.as_bytes()).is_ok());
             if ok {
                 awaiting.insert(token.clone(), token);
+                seen.lock().unwrap().sent += 1;
                 next += 1;
                 last_send = Instant::now();
             }
@@ -342,6 +347,11 @@ fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen>, done: &A
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(_) => {
                 line.clear();
+                let mut s = seen.lock().unwrap();
+                for (_, t) in awaiting.drain() {
+                    s.unconfirmed.insert(t);
+                }
+                drop(s);
                 if let Some(l) = connect(sock) {
                     link = l;
                 }

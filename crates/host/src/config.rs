@@ -8,7 +8,12 @@ use pinch_proto::runner_config::{ProviderSettings, Timings};
 
 use crate::sandbox::Choice;
 
-#[derive(Clone, Debug)]
+/// Maps a session's `in/` directory to the directory the sandbox binds at
+/// `/pinch/in` (called at every spawn). Fault-injection tests use it to put
+/// a FUSE view between the file and the sandbox.
+pub type InDirView = std::sync::Arc<dyn Fn(&std::path::Path) -> PathBuf + Send + Sync>;
+
+#[derive(Clone)]
 pub struct HostConfig {
     pub data_dir: PathBuf,
     pub sandbox: Choice,
@@ -39,6 +44,19 @@ pub struct HostConfig {
     pub boot_breaker: bool,
     /// Retry backoff base for orphaned claims: `base · 2^tries` (SPEC §6.3).
     pub retry_base: Duration,
+    /// What the sandbox sees as `in/` (default: the session's own `in/`).
+    pub in_dir_view: Option<InDirView>,
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("data_dir", &self.data_dir)
+            .field("sandbox", &self.sandbox)
+            .field("provider", &self.provider.kind)
+            .field("timezone", &self.timezone)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HostConfig {
@@ -62,6 +80,7 @@ impl HostConfig {
             stuck: Default::default(),
             boot_breaker: true,
             retry_base: Duration::from_millis(pinch_policy::retry::BASE_BACKOFF_MS as u64),
+            in_dir_view: None,
         }
     }
 }

@@ -610,7 +610,10 @@ impl Host {
         let runner_id = format!("r{}", random_hex(6));
         let agent_dir = ensure_group_folder(&self.data, &row.folder)?;
         let mounts = Mounts {
-            in_dir: dir.in_dir(),
+            in_dir: match &self.cfg.in_dir_view {
+                Some(view) => view(&dir.in_dir()),
+                None => dir.in_dir(),
+            },
             out_dir: dir.out_dir(),
             inbox_dir: dir.inbox(),
             outbox_dir: dir.outbox(),
