@@ -226,7 +226,26 @@ fn malformed_rows_fail_with_a_reason_and_the_loop_goes_on() {
         }
         tx.commit().unwrap();
     }
-    assert_eq!(c.ask("still alive?"), vec!["Hello from pinch! You said: still alive?".to_string()]);
+    let id = c.say("still alive?", "c9");
+    // The sender is told about each failed row, once, then gets the answer.
+    let mut notices = Vec::new();
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (notices.len() < 2 || replies.is_empty()) && Instant::now() < deadline {
+        match c.recv().unwrap() {
+            ServerMsg::Notice { text } => notices.push(text),
+            ServerMsg::Message { id: oid, text, .. } => {
+                replies.push(text);
+                c.send(&pinch_channels::cli_socket::ClientMsg::Ack { id: oid });
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(replies, vec!["Hello from pinch! You said: still alive?".to_string()]);
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices.iter().any(|n| n.contains("not valid JSON")), "{notices:?}");
+    assert!(notices.iter().any(|n| n.contains("unknown kind")), "{notices:?}");
+    let _ = id;
     wait_for("bad rows synced as failed", Duration::from_secs(10), || {
         inbound(&s.dir)
             .query_row("SELECT count(*) FROM messages_in WHERE id IN ('bad-json','bad-kind') AND status = 'failed'", [], |r| r.get::<_, i64>(0))
@@ -474,4 +493,37 @@ fn boot_breaker_records_unclean_boots_and_a_clean_exit_clears_it() {
     }
     assert!(h.wait().unwrap().success());
     assert!(!breaker.exists(), "a graceful exit deletes the breaker file");
+}
+
+fn admin_runner_pid(data: &std::path::Path) -> Option<u64> {
+    let out = Command::new(PINCH).args(["admin", "sessions", "list", "--json", "--data-dir"]).arg(data).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["data"].as_array()?.iter().find_map(|r| r["runner_pid"].as_u64())
+}
+
+/// Lesson 25: a host reaping what its previous life left behind never
+/// touches another install's sandboxes.
+#[test]
+fn reaping_at_boot_spares_another_installs_runners() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, "[host]\nboot_breaker = false\n").unwrap();
+    let sandbox = if pinch_host::sandbox::select(Choice::Bwrap).is_ok() { "bwrap" } else { "process" };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut ha = start_daemon(&a, &cfg, sandbox);
+    let _hb = start_daemon(&b, &cfg, sandbox);
+    for d in [&a, &b] {
+        let mut c = Client::connect(&d.join("run/cli.sock"));
+        assert_eq!(c.ask("wake up").len(), 1);
+    }
+    let pid_b = admin_runner_pid(&b).expect("b's runner is alive");
+    ha.kill().unwrap();
+    ha.wait().unwrap();
+    let _ha2 = start_daemon(&a, &cfg, sandbox);
+    let mut c = Client::connect(&a.join("run/cli.sock"));
+    assert_eq!(c.ask("a again").len(), 1);
+    assert_eq!(admin_runner_pid(&b), Some(pid_b), "b's runner survived a's reboot");
+    assert!(std::path::Path::new(&format!("/proc/{pid_b}")).exists());
+    let mut cb = Client::connect(&b.join("run/cli.sock"));
+    assert_eq!(cb.ask("b still fine").len(), 1);
 }

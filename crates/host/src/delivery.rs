@@ -201,6 +201,7 @@ impl Task {
         if !terminal.is_empty() {
             let tx = write_tx(&mut inbound)?;
             let mut changed = Vec::new();
+            let mut failed = Vec::new();
             for a in &terminal {
                 let pending: bool = tx
                     .query_row("SELECT status = 'pending' FROM messages_in WHERE id = ?1", [&a.message_id], |r| r.get(0))
@@ -208,11 +209,15 @@ impl Task {
                 if pending && rows::set_inbound_status(&tx, &a.message_id, &a.status)? {
                     if a.status == status::FAILED {
                         tracing::warn!(id = %a.message_id, reason = a.reason.as_deref().unwrap_or(""), "inbound message failed");
+                        failed.push((a.message_id.clone(), a.reason.clone().unwrap_or_else(|| "no reason given".into())));
                     }
                     changed.push(a.message_id.clone());
                 }
             }
             tx.commit().context("committing ack sync")?;
+            if !failed.is_empty() {
+                self.tell_failures(&inbound, &failed)?;
+            }
             if !changed.is_empty() {
                 for r in rows::inbound_by_ids(&inbound, &changed)? {
                     let pmid = match InContent::parse(&r.kind, &r.content) {
@@ -233,6 +238,32 @@ impl Task {
                 if let Some(ch) = self.channels.get(&a.channel_type) {
                     ch.settled(&a, &ids);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the sender, once (the status changes once), that a message
+    /// failed, unless the agent already answered it (e.g. "could not answer").
+    fn tell_failures(&self, inbound: &pinch_proto::rusqlite::Connection, failed: &[(String, String)]) -> Result<()> {
+        let out = open_reader(&self.dir.outbound_db(), BUSY)?;
+        for (id, reason) in failed {
+            let answered: bool = out
+                .query_row("SELECT 1 FROM messages_out WHERE in_reply_to = ?1 LIMIT 1", [id], |_| Ok(()))
+                .is_ok();
+            if answered {
+                continue;
+            }
+            for r in rows::inbound_by_ids(inbound, std::slice::from_ref(id))? {
+                let (Some(ct), Some(pid)) = (r.channel_type, r.platform_id) else { continue };
+                let Some(ch) = self.channels.get(&ct).cloned() else { continue };
+                let addr = Address { channel_type: ct, platform_id: pid, thread_id: r.thread_id };
+                let text = format!("Sorry, I could not process a message: {reason}.");
+                tokio::spawn(async move {
+                    if let Err(e) = ch.notice(&addr, &text).await {
+                        tracing::warn!("could not tell the sender about a failed message: {e}");
+                    }
+                });
             }
         }
         Ok(())
