@@ -9,9 +9,11 @@ use pinch_proto::runner_config::{ProviderSettings, Timings};
 use crate::sandbox::Choice;
 
 /// Maps a session's `in/` directory to the directory the sandbox binds at
-/// `/pinch/in` (called at every spawn). Fault-injection tests use it to put
-/// a FUSE view between the file and the sandbox.
-pub type InDirView = std::sync::Arc<dyn Fn(&std::path::Path) -> PathBuf + Send + Sync>;
+/// `/pinch/in`, called at every spawn on the main loop (keep it quick). An
+/// error fails that spawn (it counts against the crash budget). Fault-
+/// injection tests use it to put a FUSE view between the file and the
+/// sandbox; the provider owns the views' lifetime.
+pub type InDirView = std::sync::Arc<dyn Fn(&std::path::Path) -> std::io::Result<PathBuf> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct HostConfig {

@@ -611,7 +611,7 @@ impl Host {
         let agent_dir = ensure_group_folder(&self.data, &row.folder)?;
         let mounts = Mounts {
             in_dir: match &self.cfg.in_dir_view {
-                Some(view) => view(&dir.in_dir()),
+                Some(view) => view(&dir.in_dir()).context("preparing the sandbox's view of in/")?,
                 None => dir.in_dir(),
             },
             out_dir: dir.out_dir(),
