@@ -67,8 +67,6 @@ impl Task {
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let span = tracing::info_span!("delivery", session_id = %self.session_id);
-        let _ = span.in_scope(|| ());
         loop {
             if let Err(e) = self.pass().await {
                 tracing::warn!(session_id = %self.session_id, "delivery pass failed (will retry): {e:#}");

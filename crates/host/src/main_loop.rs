@@ -510,7 +510,9 @@ impl Host {
         let shared = Shared::new();
         shared.out_max.store(pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out"), std::sync::atomic::Ordering::Relaxed);
         let task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone());
-        self.delivery_tasks.spawn(task.run(self.delivery_stop.subscribe()));
+        use tracing::Instrument;
+        let span = tracing::info_span!("delivery", session_id = %row.id);
+        self.delivery_tasks.spawn(task.run(self.delivery_stop.subscribe()).instrument(span));
         self.central.set_runner_state(&row.id, "stopped", None)?;
         let quarantined = self.central.quarantine_of(&row.id)?.is_some();
         self.sessions.insert(
