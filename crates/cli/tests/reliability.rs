@@ -129,10 +129,22 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("is quarantined: the agent's runner failed 6 times") && text.contains("pinch admin sessions resume"), "{text}");
     let sid = rt.block_on(host.sessions()).remove(0).id;
+    // A user's new message lifts the quarantine (budget reset): it tries
+    // again, fails six more times, and is quarantined again: one more notice.
+    let _id2 = c.say("hello again?", "c2");
+    let mut notices = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while notices.is_empty() && Instant::now() < deadline {
+        if let Some(ServerMsg::Notice { text }) = c.recv() {
+            notices.push(text);
+        }
+    }
+    assert_eq!(notices.len(), 1, "re-quarantined after the new message's tries");
+    assert_eq!(host.stats.spawns(), 12);
     let out = Command::new(PINCH).args(["admin", "sessions", "resume", &sid, "--json", "--data-dir"]).arg(tmp.path().join("data")).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"was_quarantined\":true"));
-    wait_for("a respawn after resume", Duration::from_secs(5), || host.stats.spawns() > 6);
+    wait_for("a respawn after resume", Duration::from_secs(5), || host.stats.spawns() > 12);
     // Bad admin input is a usage error that names the fix.
     let out = Command::new(PINCH).args(["admin", "sessions", "explode", "--data-dir"]).arg(tmp.path().join("data")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -140,8 +152,14 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
     rt.block_on(host.shutdown()).unwrap();
     // Nothing lost: the message is still pending, waiting for a working runner.
     let dir = tmp.path().join("data/sessions/main").join(&sid);
-    let st: String = inbound(&dir).query_row("SELECT status FROM messages_in WHERE kind = 'chat'", [], |r| r.get(0)).unwrap();
-    assert_eq!(st, "pending");
+    let st: Vec<String> = inbound(&dir)
+        .prepare("SELECT status FROM messages_in WHERE kind = 'chat'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(st, vec!["pending".to_string(), "pending".to_string()]);
 }
 
 /// R6: a runner alive but silent (frozen: no heartbeat) is killed after the
