@@ -391,16 +391,6 @@ fn bad_flags_and_config_are_usage_and_config_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("idle_exit_secs"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Mounts a tmpfs (needs root; CI runs as root). Returns false if impossible.
-fn mount_tmpfs(at: &std::path::Path, opts: &str) -> bool {
-    std::fs::create_dir_all(at).unwrap();
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(at).status().map(|s| s.success()).unwrap_or(false);
-    if !ok {
-        assert!(unsafe { libc::geteuid() } != 0, "running as root but mount failed");
-        eprintln!("note: not root, cannot mount a tmpfs; skipping");
-    }
-    ok
-}
 
 fn umount(at: &std::path::Path) {
     let _ = Command::new("umount").arg("-l").arg(at).status();
@@ -434,18 +424,6 @@ fn read_only_or_full_data_dir_gives_a_clear_error_naming_the_path() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            v.push(e.path());
-            if e.path().is_dir() {
-                v.extend(walk(&e.path()));
-            }
-        }
-    }
-    v
-}
 
 #[test]
 fn missing_bubblewrap_says_how_to_install_and_process_needs_asking() {

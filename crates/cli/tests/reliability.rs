@@ -270,15 +270,6 @@ fn a_big_message_row_is_answered() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
-fn mount_tmpfs(at: &std::path::Path, opts: &str) -> bool {
-    std::fs::create_dir_all(at).unwrap();
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(at).status().map(|s| s.success()).unwrap_or(false);
-    if !ok {
-        assert!(unsafe { libc::geteuid() } != 0, "running as root but mount failed");
-        eprintln!("note: not root, cannot mount a tmpfs; skipping");
-    }
-    ok
-}
 
 /// R7: the disk fills up under a running host: a clear error to the sender,
 /// no database corrupted, and it works again once space is freed.
@@ -316,7 +307,7 @@ fn r7_disk_full_clear_error_nothing_corrupted_recovers() {
         std::fs::remove_file(&filler).unwrap();
         assert_eq!(c.ask("after").len(), 1, "recovers once space is freed");
         rt.block_on(host.shutdown()).unwrap();
-        for db in walk_dbs(&mnt) {
+        for db in walk(&mnt).into_iter().filter(|p| p.extension().is_some_and(|x| x == "db")) {
             let ok: String = pinch_proto::rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
             assert_eq!(ok, "ok", "{}", db.display());
         }
@@ -327,17 +318,3 @@ fn r7_disk_full_clear_error_nothing_corrupted_recovers() {
     }
 }
 
-fn walk_dbs(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                v.extend(walk_dbs(&path));
-            } else if path.extension().is_some_and(|x| x == "db") {
-                v.push(path);
-            }
-        }
-    }
-    v
-}

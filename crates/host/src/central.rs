@@ -198,6 +198,17 @@ impl Central {
         Ok(true)
     }
 
+    fn mg_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessagingGroup> {
+        Ok(MessagingGroup {
+            id: r.get(0)?,
+            channel_type: r.get(1)?,
+            platform_id: r.get(2)?,
+            name: r.get(3)?,
+            unknown_sender_policy: r.get(4)?,
+            denied_at: r.get(5)?,
+        })
+    }
+
     pub fn messaging_group(&self, channel_type: &str, platform_id: &str) -> Result<Option<MessagingGroup>> {
         Ok(self
             .conn
@@ -205,16 +216,7 @@ impl Central {
                 "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at FROM messaging_groups
                  WHERE channel_type = ?1 AND platform_id = ?2",
                 params![channel_type, platform_id],
-                |r| {
-                    Ok(MessagingGroup {
-                        id: r.get(0)?,
-                        channel_type: r.get(1)?,
-                        platform_id: r.get(2)?,
-                        name: r.get(3)?,
-                        unknown_sender_policy: r.get(4)?,
-                        denied_at: r.get(5)?,
-                    })
-                },
+                Self::mg_row,
             )
             .optional()?)
     }
@@ -225,16 +227,7 @@ impl Central {
             .query_row(
                 "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at FROM messaging_groups WHERE id = ?1",
                 [id],
-                |r| {
-                    Ok(MessagingGroup {
-                        id: r.get(0)?,
-                        channel_type: r.get(1)?,
-                        platform_id: r.get(2)?,
-                        name: r.get(3)?,
-                        unknown_sender_policy: r.get(4)?,
-                        denied_at: r.get(5)?,
-                    })
-                },
+                Self::mg_row,
             )
             .optional()?)
     }

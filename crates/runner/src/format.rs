@@ -4,32 +4,28 @@ use jiff::{tz::TimeZone, Timestamp};
 use pinch_proto::content::{InContent, SystemIn};
 use pinch_proto::rows::{Destination, InboundRow};
 
-pub fn escape_attr(s: &str) -> String {
+/// Escapes `& < >`, and in attributes also `" '`.
+fn escape(s: &str, attr: bool) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => o.push_str("&amp;"),
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
+            '"' if attr => o.push_str("&quot;"),
+            '\'' if attr => o.push_str("&apos;"),
             c => o.push(c),
         }
     }
     o
 }
 
+pub fn escape_attr(s: &str) -> String {
+    escape(s, true)
+}
+
 pub fn escape_text(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            c => o.push(c),
-        }
-    }
-    o
+    escape(s, false)
 }
 
 /// "Nov 27, 2026, 9:14 PM" in `tz`.

@@ -162,3 +162,34 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Mounts a tmpfs (needs root; CI runs as root). Returns false, with a
+/// note, when not root; as root a failed mount fails the test.
+pub fn mount_tmpfs(at: &Path, opts: &str) -> bool {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+        .arg(at)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(unsafe { libc::geteuid() } != 0, "running as root but mount failed");
+        eprintln!("note: not root, cannot mount a tmpfs; skipping");
+    }
+    ok
+}
+
+/// Every file below `p`.
+pub fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            v.push(e.path());
+            if e.path().is_dir() {
+                v.extend(walk(&e.path()));
+            }
+        }
+    }
+    v
+}
