@@ -88,6 +88,7 @@ pub struct Central {
 #[derive(Clone, Debug)]
 pub struct WiringRow {
     pub id: String,
+    pub messaging_group_id: String,
     pub agent_group_id: String,
     pub engage_mode: String,
     pub engage_pattern: Option<String>,
@@ -155,10 +156,6 @@ impl Central {
             tx.commit()?;
         }
         Ok(applied)
-    }
-
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
     /// First run: owner, agent group `main`, the terminal conversation and a
@@ -235,7 +232,8 @@ impl Central {
     /// Wirings of a conversation, highest priority first.
     pub fn wirings(&self, mg_id: &str) -> Result<Vec<WiringRow>> {
         let mut s = self.conn.prepare_cached(
-            "SELECT id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode
+            "SELECT id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode,
+                    messaging_group_id
              FROM wirings WHERE messaging_group_id = ?1 ORDER BY priority DESC, created_at, id",
         )?;
         let rows = s
@@ -248,6 +246,7 @@ impl Central {
                     sender_scope: r.get(4)?,
                     ignored_message_policy: r.get(5)?,
                     session_mode: r.get(6)?,
+                    messaging_group_id: r.get(7)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -345,7 +344,7 @@ impl Central {
     pub fn set_runner_state(&self, session_id: &str, status: &str, runner_id: Option<&str>) -> Result<()> {
         self.conn.execute(
             "UPDATE sessions SET runner_status = ?2, runner_id = coalesce(?3, runner_id),
-               runner_started_at = CASE WHEN ?2 = 'starting' THEN ?4 ELSE runner_started_at END WHERE id = ?1",
+               runner_started_at = CASE WHEN ?2 IN ('starting', 'running') THEN ?4 ELSE runner_started_at END WHERE id = ?1",
             params![session_id, status, runner_id, now()],
         )?;
         Ok(())

@@ -6,9 +6,10 @@
 //! inotify events of `out/`, on a 1 s poke while a runner lives, on channel
 //! availability, and every 60 s regardless. Each pass reads `messages_out`
 //! and `processing_ack` in one read transaction, delivers due rows without a
-//! terminal ledger entry in seq order (`sending` is committed before the
-//! adapter call, `delivered` after, so a crash in between re-sends on boot:
-//! at-least-once), then copies terminal acks into `messages_in.status`.
+//! terminal ledger entry in seq order (`delivered` is committed after the
+//! adapter call, so a crash in between re-sends on boot: at-least-once;
+//! `sending` is written only on the retry path, decision 0005), then copies
+//! terminal acks into `messages_in.status`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -40,13 +41,11 @@ pub struct Shared {
     pub notify: Notify,
     /// Largest outbound seq seen (the host's seq allocator stays above it).
     pub out_max: AtomicI64,
-    /// Passes completed (tests and benchmarks wait on it).
-    pub passes: AtomicI64,
 }
 
 impl Shared {
     pub fn new() -> Arc<Shared> {
-        Arc::new(Shared { notify: Notify::new(), out_max: AtomicI64::new(0), passes: AtomicI64::new(0) })
+        Arc::new(Shared { notify: Notify::new(), out_max: AtomicI64::new(0) })
     }
 }
 
@@ -59,11 +58,14 @@ pub struct Task {
     /// Inbound rows finished but not yet announced as settled (announced
     /// only when nothing before them is waiting to be delivered).
     unsettled: Vec<(Address, String)>,
+    /// Rows the channel took whose `delivered` entry could not be written
+    /// yet (e.g. a full disk): the next pass retries the record, never the send.
+    unrecorded: HashMap<String, (String, i64)>,
 }
 
 impl Task {
     pub fn new(session_id: String, dir: SessionDir, channels: Arc<Channels>, shared: Arc<Shared>) -> Task {
-        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new() }
+        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new(), unrecorded: HashMap::new() }
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -71,7 +73,6 @@ impl Task {
             if let Err(e) = self.pass().await {
                 tracing::warn!(session_id = %self.session_id, "delivery pass failed (will retry): {e:#}");
             }
-            self.shared.passes.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = self.shared.notify.notified() => {}
                 _ = tokio::time::sleep(SAFETY_PASS) => {}
@@ -92,8 +93,8 @@ impl Task {
         });
     }
 
-    /// One delivery pass. Public for tests and benchmarks.
-    pub async fn pass(&mut self) -> Result<()> {
+    /// One delivery pass.
+    async fn pass(&mut self) -> Result<()> {
         let out_path = self.dir.outbound_db();
         if !out_path.exists() {
             return Ok(());
@@ -131,6 +132,12 @@ impl Task {
                 }
             }
             let attempts = prev.as_ref().map_or(0, |l| l.attempts);
+            if let Some((pid, n)) = self.unrecorded.get(&row.id).cloned() {
+                put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: n, last_error: None })?;
+                self.unrecorded.remove(&row.id);
+                self.watermark = row.seq;
+                continue;
+            }
             let addr = Address {
                 channel_type: row.channel_type.clone().or_else(|| routing.as_ref().and_then(|r| r.channel_type.clone())).unwrap_or_default(),
                 platform_id: row.platform_id.clone().or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone())).unwrap_or_default(),
@@ -161,7 +168,9 @@ impl Task {
             };
             match channel.deliver(&addr, &msg).await {
                 Ok(pid) => {
+                    self.unrecorded.insert(row.id.clone(), (pid.clone(), attempts + 1));
                     put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                    self.unrecorded.remove(&row.id);
                     // If what this answers was already finished (its ack synced
                     // by an earlier pass, or a previous life of the host),
                     // announce it now: the in-memory notice may be gone.
@@ -213,18 +222,24 @@ impl Task {
                 }
             }
             tx.commit().context("committing ack sync")?;
+            // After the commit nothing may abort the pass: these rows are no
+            // longer pending, so nothing would come back for them.
             if !failed.is_empty() {
-                self.tell_failures(&inbound, &failed)?;
+                if let Err(e) = self.tell_failures(&inbound, &failed) {
+                    tracing::warn!("could not tell senders about failed messages: {e:#}");
+                }
             }
-            if !changed.is_empty() {
-                for r in rows::inbound_by_ids(&inbound, &changed)? {
+            let finished = if changed.is_empty() { Ok(Vec::new()) } else { rows::inbound_by_ids(&inbound, &changed) };
+            match finished {
+                Err(e) => tracing::warn!("could not read finished messages to announce them: {e:#}"),
+                Ok(finished) => for r in finished {
                     let pmid = match InContent::parse(&r.kind, &r.content) {
                         Ok(InContent::Chat(ChatIn { platform_message_id: Some(p), .. })) => p,
                         _ => continue,
                     };
                     let addr = Address { channel_type: r.channel_type.unwrap_or_default(), platform_id: r.platform_id.unwrap_or_default(), thread_id: r.thread_id };
                     self.unsettled.push((addr, pmid));
-                }
+                },
             }
         }
         if !blocked && !self.unsettled.is_empty() {

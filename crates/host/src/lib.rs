@@ -45,7 +45,6 @@ pub use main_loop::start;
 pub struct Stats {
     pub spawns: AtomicU64,
     pub exits: AtomicU64,
-    pub routed: AtomicU64,
 }
 
 impl Stats {

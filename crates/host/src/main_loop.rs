@@ -53,6 +53,12 @@ struct Live {
     _alive: Option<std::os::fd::OwnedFd>,
 }
 
+/// What routing did with one event for one wiring.
+enum Stored {
+    Taken { session_id: String, trigger: bool },
+    Dropped(&'static str),
+}
+
 struct SessionRt {
     row: SessionRow,
     dir: SessionDir,
@@ -64,6 +70,9 @@ struct SessionRt {
     wake_scheduled: bool,
     /// Consecutive failures to read the session's due work.
     wake_failures: u32,
+    /// A dead runner's claims could not be resolved yet (retried before
+    /// the next spawn, so a crashing message always counts its tries).
+    orphans_pending: Option<bool>,
     quarantined: bool,
 }
 
@@ -388,79 +397,109 @@ impl Host {
         let mut woken = Vec::new();
         let mut stored = 0;
         let mut reasons = Vec::new();
+        let mut errors: Vec<anyhow::Error> = Vec::new();
         for w in self.central.wirings(&mg.id)? {
-            let pattern = match &w.engage_pattern {
-                Some(p) => self
-                    .regexes
-                    .entry(p.clone())
-                    .or_insert_with(|| Regex::new(p).map_err(|e| tracing::error!(pattern = %p, "bad engage pattern: {e}")).ok())
-                    .clone(),
-                None => None,
-            };
-            let known = self.central.has_access(&user_id, &w.agent_group_id)?;
-            let facts = route::Facts {
-                mode: EngageMode::parse(&w.engage_mode).unwrap_or(EngageMode::Mention),
-                pattern: pattern.as_ref(),
-                scope: if w.sender_scope == "all" { SenderScope::All } else { SenderScope::Known },
-                ignored: if w.ignored_message_policy == "accumulate" { IgnoredPolicy::Accumulate } else { IgnoredPolicy::Drop },
-                text: &ev.text,
-                is_mention: ev.is_mention,
-                sender_known: known,
-                sticky_active: false,
-            };
-            let trigger = match route::decide(&facts) {
-                route::Decision::Trigger => true,
-                route::Decision::Accumulate => false,
-                route::Decision::Drop(r) => {
-                    tracing::info!(wiring = %w.id, reason = r.as_str(), "message not taken by this agent");
-                    reasons.push(r.as_str());
-                    continue;
+            match self.store_one(&w, ev, &user_id, thread_id.as_deref()) {
+                Ok(Stored::Taken { session_id, trigger }) => {
+                    stored += 1;
+                    if trigger {
+                        if self.sessions.get(&session_id).is_some_and(|s| s.quarantined) {
+                            self.lift_quarantine(&session_id, "a new message arrived");
+                        }
+                        woken.push(session_id);
+                    }
                 }
-            };
-            let sid = self.session_for(&w.agent_group_id, &mg.id, if w.session_mode == "per-thread" { thread_id.as_deref() } else { None })?;
-            let s = self.sessions.get(&sid).expect("session loaded");
-            let content = InContent::Chat(ChatIn {
-                text: ev.text.clone(),
-                sender: ev.sender_name.clone(),
-                sender_id: Some(user_id.clone()),
-                is_mention: ev.is_mention,
-                platform_message_id: Some(ev.message_id.clone()),
-                ..Default::default()
-            });
-            let row = NewInbound {
-                id: format!("{}:{}", ev.message_id, w.agent_group_id),
-                kind: "chat".into(),
-                timestamp: time::now(),
-                process_after: None,
-                trigger,
-                platform_id: Some(ev.platform_id.clone()),
-                channel_type: Some(ev.channel_type.clone()),
-                thread_id: thread_id.clone(),
-                content: content.to_json(),
-                source_session_id: None,
-                on_wake: false,
-            };
-            let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
-            session::write_inbound(&s.dir, &[row], out_max)
-                .with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
-            self.central.touch_session(&sid)?;
-            stored += 1;
-            if trigger {
-                if self.sessions.get(&sid).is_some_and(|s| s.quarantined) {
-                    self.lift_quarantine(&sid, "a new message arrived");
+                Ok(Stored::Dropped(reason)) => reasons.push(reason),
+                Err(e) => {
+                    tracing::error!(wiring = %w.id, "could not store the message for this agent: {e:#}");
+                    errors.push(e);
                 }
-                woken.push(sid);
             }
         }
-        self.stats.routed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let note = (stored == 0).then(|| {
+        if stored == 0 {
+            if let Some(e) = errors.into_iter().next() {
+                return Err(e);
+            }
+        } else if !errors.is_empty() {
+            // Stored for some agents: report success (a resend would answer
+            // those twice); the failures are logged above.
+            reasons.push("stored_partially");
+        }
+        let note = if reasons.contains(&"stored_partially") {
+            Some("stored for some of the agents; the others failed (see the host log)".to_owned())
+        } else {
+            None
+        };
+        let note = note.or_else(|| (stored == 0).then(|| {
             if reasons.contains(&"sender_scope") {
                 "you are not allowed to talk to this agent".to_owned()
             } else {
                 "no agent engaged with this message".to_owned()
             }
-        });
+        }));
         Ok((stored, note, woken))
+    }
+
+    /// Stores one inbound event for one wiring (or says why not).
+    fn store_one(&mut self, w: &crate::central::WiringRow, ev: &InboundEvent, user_id: &str, thread_id: Option<&str>) -> Result<Stored> {
+        let mg_id = w.messaging_group_id.as_str();
+        let pattern = match &w.engage_pattern {
+            Some(p) => self
+                .regexes
+                .entry(p.clone())
+                .or_insert_with(|| Regex::new(p).map_err(|e| tracing::error!(pattern = %p, "bad engage pattern: {e}")).ok())
+                .clone(),
+            None => None,
+        };
+        let known = self.central.has_access(user_id, &w.agent_group_id)?;
+        let facts = route::Facts {
+            mode: EngageMode::parse(&w.engage_mode).unwrap_or(EngageMode::Mention),
+            pattern: pattern.as_ref(),
+            scope: if w.sender_scope == "all" { SenderScope::All } else { SenderScope::Known },
+            ignored: if w.ignored_message_policy == "accumulate" { IgnoredPolicy::Accumulate } else { IgnoredPolicy::Drop },
+            text: &ev.text,
+            is_mention: ev.is_mention,
+            sender_known: known,
+            sticky_active: false,
+        };
+        let trigger = match route::decide(&facts) {
+            route::Decision::Trigger => true,
+            route::Decision::Accumulate => false,
+            route::Decision::Drop(r) => {
+                tracing::info!(wiring = %w.id, reason = r.as_str(), "message not taken by this agent");
+                return Ok(Stored::Dropped(r.as_str()));
+            }
+        };
+        let sid = self.session_for(&w.agent_group_id, mg_id, if w.session_mode == "per-thread" { thread_id } else { None })?;
+        let s = self.sessions.get(&sid).expect("session loaded");
+        let content = InContent::Chat(ChatIn {
+            text: ev.text.clone(),
+            sender: ev.sender_name.clone(),
+            sender_id: Some(user_id.to_owned()),
+            is_mention: ev.is_mention,
+            platform_message_id: Some(ev.message_id.clone()),
+            ..Default::default()
+        });
+        let row = NewInbound {
+            id: format!("{}:{}", ev.message_id, w.agent_group_id),
+            kind: "chat".into(),
+            timestamp: time::now(),
+            process_after: None,
+            trigger,
+            platform_id: Some(ev.platform_id.clone()),
+            channel_type: Some(ev.channel_type.clone()),
+            thread_id: thread_id.map(str::to_owned),
+            content: content.to_json(),
+            source_session_id: None,
+            on_wake: false,
+        };
+        let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
+        session::write_inbound(&s.dir, &[row], out_max)
+            .with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
+        if let Err(e) = self.central.touch_session(&sid) {
+            tracing::warn!(session_id = %sid, "could not update last_active: {e:#}");
+        }
+        Ok(Stored::Taken { session_id: sid, trigger })
     }
 
     /// The active session for (ag, mg, thread), created if missing.
@@ -517,7 +556,7 @@ impl Host {
         let quarantined = self.central.quarantine_of(&row.id)?.is_some();
         self.sessions.insert(
             row.id.clone(),
-            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, quarantined },
+            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, orphans_pending: None, quarantined },
         );
         Ok(())
     }
@@ -584,6 +623,12 @@ impl Host {
                     });
                 }
                 return;
+            }
+        }
+        if let Some(transient) = s.orphans_pending {
+            self.resolve_orphans(id, transient);
+            if self.sessions.get(id).is_some_and(|s| s.orphans_pending.is_some()) {
+                return; // still unreadable; the wake retry comes back
             }
         }
         if live >= self.cfg.max_concurrent_runners {
@@ -670,7 +715,12 @@ impl Host {
             // SAFETY: dup2 is async-signal-safe; it clears CLOEXEC on fd 3 only.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::dup2(r, HOST_FD) < 0 {
+                    if r == HOST_FD {
+                        // dup2 onto itself would keep close-on-exec set.
+                        if libc::fcntl(r, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(r, HOST_FD) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
@@ -687,7 +737,11 @@ impl Host {
         drop(alive_r);
         let pid = child.id().unwrap_or(0);
         let started_at = time::now();
-        self.central.set_runner_state(&row.id, "running", Some(&runner_id))?;
+        // The child is running: from here nothing may abort the bookkeeping,
+        // or the exit would never be watched.
+        if let Err(e) = self.central.set_runner_state(&row.id, "running", Some(&runner_id)) {
+            tracing::warn!("could not record the runner state: {e:#}");
+        }
         if let Some(w) = self.watcher.as_mut() {
             use notify::Watcher;
             if let Err(e) = w.watch(&dir.out_dir(), notify::RecursiveMode::NonRecursive) {
@@ -767,11 +821,38 @@ impl Host {
             tracing::warn!(count = leftovers, "killed processes the dead sandbox left behind");
         }
         // Orphan claims of the dead runner: retry with backoff, or fail at
-        // the limit and tell the user once (SPEC §6.3).
-        match session::orphan_claims(&dir, None)
-            // exit 75 (the mount failed) and clean exits release claims without a try
-            .and_then(|o| session::apply_orphans(&dir, &o, cause == Cause::Transient || !cause.is_abnormal(), self.cfg.retry_base.as_millis() as i64, jiff::Timestamp::now()))
-        {
+        // the limit and tell the user once (SPEC §6.3). Exit 75 (the mount
+        // failed) and clean exits release claims without a try.
+        self.resolve_orphans(id, cause == Cause::Transient || !cause.is_abnormal());
+        let counts = cause.is_abnormal() && !(asked && live.kill_reason.is_none());
+        let proceed = if counts { self.count_abnormal(id, cause, detail.as_deref()) } else { true };
+        let Some(s) = self.sessions.get_mut(id) else { return };
+        s.shared.notify.notify_one();
+        if !shutting_down {
+            // Sessions waiting for a slot go first, so a busy session cannot
+            // take back the slot it just freed every time.
+            while let Some(q) = self.slot_queue.pop_front() {
+                if self.live_count() >= self.cfg.max_concurrent_runners {
+                    self.slot_queue.push_front(q);
+                    break;
+                }
+                self.try_wake(&q);
+            }
+            if proceed {
+                self.try_wake(id);
+            }
+        }
+    }
+
+    /// Resolves a dead runner's claims; on failure remembers to retry before
+    /// the next spawn (the next runner would otherwise drop the claims
+    /// without the try being counted).
+    fn resolve_orphans(&mut self, id: &str, transient: bool) {
+        let Some(s) = self.sessions.get(id) else { return };
+        let dir = s.dir.clone();
+        let res = session::orphan_claims(&dir, None)
+            .and_then(|o| session::apply_orphans(&dir, &o, transient, self.cfg.retry_base.as_millis() as i64, jiff::Timestamp::now()));
+        match res {
             Ok((failed, earliest)) => {
                 for o in failed {
                     self.notify_origin(o.channel_type, o.platform_id, o.thread_id,
@@ -780,23 +861,15 @@ impl Host {
                 if let Some(due) = earliest {
                     self.wake_at(id, due);
                 }
-            }
-            Err(e) => tracing::warn!("cannot resolve orphan claims (the sweep retries): {e:#}"),
-        }
-        let counts = cause.is_abnormal() && !(asked && live.kill_reason.is_none());
-        let proceed = if counts { self.count_abnormal(id, cause, detail.as_deref()) } else { true };
-        let Some(s) = self.sessions.get_mut(id) else { return };
-        s.shared.notify.notify_one();
-        if !shutting_down {
-            if proceed {
-                self.try_wake(id);
-            }
-            while let Some(q) = self.slot_queue.pop_front() {
-                if self.live_count() >= self.cfg.max_concurrent_runners {
-                    self.slot_queue.push_front(q);
-                    break;
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.orphans_pending = None;
                 }
-                self.try_wake(&q);
+            }
+            Err(e) => {
+                tracing::warn!(session_id = %id, "cannot resolve orphan claims yet (retried before the next spawn): {e:#}");
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.orphans_pending = Some(transient);
+                }
             }
         }
     }

@@ -36,6 +36,9 @@ use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
 
+/// `container_state.last_progress_at` is written at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Runs a runner from its config file; returns the process exit code.
 pub fn run(config_path: &Path) -> i32 {
     let cfg = match load_config(config_path) {
@@ -170,7 +173,7 @@ impl Runner {
                 tracing::info!("asked to stop by the host, exiting 0");
                 return EXIT_OK;
             }
-            let result = poll::snapshot(&self.cfg, &self.tz);
+            let result = poll::snapshot(&self.cfg);
             let outcome = match &result {
                 Ok(_) => PollOutcome::Ok,
                 Err(e) if e.is_corruption() => PollOutcome::Corrupt,
@@ -323,7 +326,22 @@ impl Runner {
             })
             .collect();
         let req = TurnRequest { system: String::new(), prompt, texts, continuation: None };
-        let result = self.provider.turn(&req, &mut |_ev| {});
+        // Provider events are liveness: record progress (at most every
+        // PROGRESS_EVERY) so the host's stuck check sees a slow turn moving.
+        let (out, provider, runner_id) = (&mut self.out, &mut self.provider, self.cfg.runner_id.clone());
+        let mut last_progress = Instant::now();
+        let result = provider.turn(&req, &mut |_ev| {
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                let now_s = time::now();
+                if let Err(e) = out.execute(
+                    "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
+                    [&now_s, &runner_id],
+                ) {
+                    tracing::warn!("could not record turn progress: {e}");
+                }
+            }
+        });
 
         let (sends, outcome, reason): (Vec<(Option<rows::Destination>, String)>, &str, Option<String>) = match result {
             Ok(r) => {

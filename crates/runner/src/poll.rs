@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use jiff::tz::TimeZone;
 use pinch_proto::layout;
 use pinch_proto::open::open_reader;
 use pinch_proto::rows::{self, Destination, InboundRow, Routing};
@@ -19,7 +18,7 @@ pub struct Snapshot {
 /// Reads everything a turn decision needs in one read transaction, on a
 /// connection opened for this poll only (SPEC §3.3.4: cached readers went
 /// stale across VM mounts).
-pub fn snapshot(cfg: &RunnerConfig, _tz: &TimeZone) -> Result<Snapshot, ProtoError> {
+pub fn snapshot(cfg: &RunnerConfig) -> Result<Snapshot, ProtoError> {
     let path = cfg.paths.in_dir.join(layout::INBOUND_DB);
     let mut conn = open_reader(&path, Duration::from_millis(cfg.timings.busy_timeout_ms))?;
     let tx = conn.transaction().map_err(ProtoError::sqlite("begin read"))?;
