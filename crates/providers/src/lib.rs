@@ -33,6 +33,8 @@ pub struct TurnRequest {
     pub texts: Vec<String>,
     /// Provider conversation id to resume, if any.
     pub continuation: Option<String>,
+    /// The continuation was just created (nothing to resume yet).
+    pub fresh_continuation: bool,
 }
 
 /// Token counts, when the provider reports them.
@@ -77,6 +79,23 @@ pub enum ErrorKind {
     BadRequest,
     SessionNotFound,
     Other,
+}
+
+impl ErrorKind {
+    /// Parses the names scripts use (`rate_limited`, `session_not_found`, …).
+    pub fn parse(s: &str) -> Option<ErrorKind> {
+        Some(match s {
+            "rate_limited" => ErrorKind::RateLimited,
+            "overloaded" => ErrorKind::Overloaded,
+            "server" => ErrorKind::Server,
+            "timeout" => ErrorKind::Timeout,
+            "auth" => ErrorKind::Auth,
+            "bad_request" => ErrorKind::BadRequest,
+            "session_not_found" => ErrorKind::SessionNotFound,
+            "other" => ErrorKind::Other,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for ErrorKind {

@@ -20,7 +20,10 @@
 //! ```
 //!
 //! The first matching rule (against the newest text) wins. With no script,
-//! or no matching rule, the default greets and echoes.
+//! or no matching rule, the default greets and echoes. `{continuation}` in a
+//! reply is the conversation id. With `reject_unknown_continuations = true`
+//! the provider behaves like a real API after a restart: resuming a
+//! conversation this process has not seen fails with `session_not_found`.
 
 use std::time::Duration;
 
@@ -39,6 +42,9 @@ pub struct Script {
     /// Replaces [`DEFAULT_REPLY`].
     #[serde(default)]
     pub default_reply: Option<String>,
+    /// Resuming a conversation not started in this process fails.
+    #[serde(default)]
+    pub reject_unknown_continuations: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -59,6 +65,9 @@ pub struct Rule {
     /// Fault injection: the process exits with this code mid-turn.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// The kind of `error` (`session_not_found`, `rate_limited`, …).
+    #[serde(default)]
+    pub error_kind: Option<String>,
 }
 
 impl Rule {
@@ -69,6 +78,8 @@ impl Rule {
 
 pub struct Scripted {
     script: Script,
+    /// Conversations started or resumed in this process.
+    known: std::collections::HashSet<String>,
 }
 
 impl Scripted {
@@ -81,8 +92,16 @@ impl Scripted {
             if r.reply.is_none() && r.error.is_none() && r.exit_code.is_none() {
                 return Err(ConfigError::Script(format!("rule {} has none of `reply`, `error`, `exit_code`", i + 1)));
             }
+            if let Some(k) = &r.error_kind {
+                if ErrorKind::parse(k).is_none() {
+                    return Err(ConfigError::Script(format!(
+                        "rule {}: unknown error_kind {k:?} (rate_limited, overloaded, server, timeout, auth, bad_request, session_not_found, other)",
+                        i + 1
+                    )));
+                }
+            }
         }
-        Ok(Scripted { script })
+        Ok(Scripted { script, known: Default::default() })
     }
 }
 
@@ -96,6 +115,15 @@ impl Provider for Scripted {
     }
 
     fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+        if let Some(c) = &req.continuation {
+            if self.script.reject_unknown_continuations && !req.fresh_continuation && !self.known.contains(c) {
+                return Err(ProviderError {
+                    message: format!("conversation {c} not found"),
+                    retryable: false,
+                    kind: ErrorKind::SessionNotFound,
+                });
+            }
+        }
         let newest = req.texts.last().map(String::as_str).unwrap_or("");
         let joined = req.texts.join("\n");
         let rule = self.script.rules.iter().find(|r| r.matches(newest));
@@ -109,14 +137,18 @@ impl Provider for Scripted {
                 std::process::exit(code);
             }
             if let Some(msg) = &r.error {
-                return Err(ProviderError { message: msg.clone(), retryable: r.retryable, kind: ErrorKind::Other });
+                let kind = r.error_kind.as_deref().and_then(ErrorKind::parse).unwrap_or(ErrorKind::Other);
+                return Err(ProviderError { message: msg.clone(), retryable: r.retryable, kind });
             }
         }
         let template = rule
             .and_then(|r| r.reply.as_deref())
             .or(self.script.default_reply.as_deref())
             .unwrap_or(DEFAULT_REPLY);
-        let text = template.replace("{text}", &joined);
+        let text = template.replace("{text}", &joined).replace("{continuation}", req.continuation.as_deref().unwrap_or("none"));
+        if let Some(c) = &req.continuation {
+            self.known.insert(c.clone());
+        }
         sink(Event::Text(text.clone()));
         Ok(TurnResult {
             usage: Usage { input_tokens: req.prompt.len() as u64 / 4, output_tokens: text.len() as u64 / 4 },

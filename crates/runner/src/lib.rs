@@ -36,6 +36,11 @@ use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
 
+/// The `session_state` key of the provider conversation.
+fn continuation_key(cfg: &RunnerConfig) -> String {
+    format!("continuation:{}", cfg.provider.kind)
+}
+
 /// `container_state.last_progress_at` is written at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -88,6 +93,9 @@ struct Runner {
     _heartbeat: heartbeat::Heartbeat,
     out_counter: u64,
     first_poll: bool,
+    /// The provider conversation this session continues
+    /// (`session_state` key `continuation:<provider>`).
+    continuation: Option<String>,
 }
 
 impl Runner {
@@ -130,6 +138,7 @@ impl Runner {
             .filter(|a| !(a.status == rows::status::PROCESSING && a.runner_id != cfg.runner_id))
             .map(|a| a.message_id.clone())
             .collect();
+        let continuation = rows::state_get(&out, &continuation_key(&cfg)).map_err(|e| Startup::Fatal(e.to_string()))?;
         let hb = heartbeat::Heartbeat::start(
             cfg.paths.out_dir.join(layout::HEARTBEAT),
             Duration::from_millis(cfg.timings.heartbeat_ms),
@@ -151,6 +160,7 @@ impl Runner {
             _heartbeat: hb,
             out_counter: 0,
             first_poll: true,
+            continuation,
         })
     }
 
@@ -281,20 +291,36 @@ impl Runner {
             return Ok(false);
         };
         let by_seq = |seq: i64| parsed.iter().find(|(i, _)| snap.pending[*i].seq == seq);
-        let take: Vec<(&pinch_proto::rows::InboundRow, &InContent)> = batch
+        let mut take: Vec<(&pinch_proto::rows::InboundRow, &InContent)> = batch
             .take
             .iter()
             .filter_map(|s| by_seq(*s).map(|(i, c)| (&snap.pending[*i], c)))
             .collect();
         let skip_ids: Vec<String> = batch.skip.iter().filter_map(|s| by_seq(*s)).map(|(i, _)| snap.pending[*i].id.clone()).collect();
+        // `/clear` heading a batch runs alone, without the model (SPEC §5.2);
+        // what came after it waits for the next turn.
+        let clear = take.first().is_some_and(|(r, c)| r.seq == batch.trigger && matches!(c, InContent::Chat(ch) if ch.text.trim() == "/clear"));
+        if clear {
+            take.truncate(1);
+        }
         let trigger_row = take.iter().find(|(r, _)| r.seq == batch.trigger).map(|(r, _)| (*r).clone()).expect("trigger in batch");
         let ids: Vec<&str> = take.iter().map(|(r, _)| r.id.as_str()).collect();
+        // The continuation is created and stored before the first call
+        // (lesson 13: a turn killed midway resumes the same conversation).
+        let fresh = clear || self.continuation.is_none();
+        if fresh {
+            self.continuation = Some(format!("c-{}", pinch_proto::runner_config::random_hex(8)));
+        }
+        let continuation = self.continuation.clone().expect("set above");
 
         // Claim the batch (and settle skipped context) in one transaction.
         let now_s = time::now();
         {
             let tx = write_tx(&mut self.out)?;
             rows::claim(&tx, &ids, &self.cfg.runner_id, &now_s)?;
+            if fresh {
+                rows::state_put(&tx, &continuation_key(&self.cfg), &continuation, &now_s)?;
+            }
             for id in &skip_ids {
                 rows::ack(&tx, id, status::COMPLETED, &self.cfg.runner_id, &now_s, Some("skipped: older context beyond the batch size"))?;
             }
@@ -325,23 +351,28 @@ impl Runner {
                 _ => None,
             })
             .collect();
-        let req = TurnRequest { system: String::new(), prompt, texts, continuation: None };
-        // Provider events are liveness: record progress (at most every
-        // PROGRESS_EVERY) so the host's stuck check sees a slow turn moving.
-        let (out, provider, runner_id) = (&mut self.out, &mut self.provider, self.cfg.runner_id.clone());
-        let mut last_progress = Instant::now();
-        let result = provider.turn(&req, &mut |_ev| {
-            if last_progress.elapsed() >= PROGRESS_EVERY {
-                last_progress = Instant::now();
-                let now_s = time::now();
-                if let Err(e) = out.execute(
-                    "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
-                    [&now_s, &runner_id],
-                ) {
-                    tracing::warn!("could not record turn progress: {e}");
+        let mut req = TurnRequest { system: String::new(), prompt, texts, continuation: Some(continuation), fresh_continuation: fresh };
+        let result = if clear {
+            tracing::info!("/clear: a new conversation starts");
+            Ok(pinch_providers::TurnResult { text: "Session cleared.".into(), usage: Default::default() })
+        } else {
+            match self.provider_turn(&req) {
+                // A resume the provider no longer knows: start over once, not
+                // forever (lesson 14).
+                Err(e) if e.kind == pinch_providers::ErrorKind::SessionNotFound && !fresh => {
+                    tracing::warn!("resuming the conversation failed ({e}); starting a new one, once");
+                    let c = format!("c-{}", pinch_proto::runner_config::random_hex(8));
+                    let tx = write_tx(&mut self.out)?;
+                    rows::state_put(&tx, &continuation_key(&self.cfg), &c, &time::now())?;
+                    tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit continuation"))?;
+                    self.continuation = Some(c.clone());
+                    req.continuation = Some(c);
+                    req.fresh_continuation = true;
+                    self.provider_turn(&req)
                 }
+                r => r,
             }
-        });
+        };
 
         let (sends, outcome, reason): (Vec<(Option<rows::Destination>, String)>, &str, Option<String>) = match result {
             Ok(r) => {
@@ -403,6 +434,26 @@ impl Runner {
         tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit turn"))?;
         tracing::info!(batch = ids.len(), outcome, "turn done");
         Ok(true)
+    }
+
+    /// One provider call. Its events are liveness: progress is recorded (at
+    /// most every PROGRESS_EVERY) so the host's stuck check sees a slow turn
+    /// moving.
+    fn provider_turn(&mut self, req: &TurnRequest) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
+        let (out, provider, runner_id) = (&mut self.out, &mut self.provider, self.cfg.runner_id.clone());
+        let mut last_progress = Instant::now();
+        provider.turn(req, &mut |_ev| {
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                let now_s = time::now();
+                if let Err(e) = out.execute(
+                    "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
+                    [&now_s, &runner_id],
+                ) {
+                    tracing::warn!("could not record turn progress: {e}");
+                }
+            }
+        })
     }
 
     /// The host asks a runner to stop by writing its id into `in/stop`.
