@@ -628,7 +628,9 @@ impl Host {
         if let Some(transient) = s.orphans_pending {
             self.resolve_orphans(id, transient);
             if self.sessions.get(id).is_some_and(|s| s.orphans_pending.is_some()) {
-                return; // still unreadable; the wake retry comes back
+                // Still unreadable: try again shortly (and the sweep retries too).
+                self.wake_at(id, now_ms() + 2_000);
+                return;
             }
         }
         if live >= self.cfg.max_concurrent_runners {
