@@ -72,6 +72,8 @@ impl Default for Timings {
             idle_exit_ms: 10 * 60 * 1_000,
             heartbeat_ms: 5_000,
             busy_timeout_ms: 5_000,
+            // = pinch_policy::streak::{CORRUPTION_STREAK_EXIT, CORRUPTION_PACING,
+            // EXIT_FLUSH, POLL_FAILURE_CEILING} (checked by a runner test).
             corruption_streak: 10,
             corruption_pacing_ms: 500,
             exit_flush_ms: 100,

@@ -542,3 +542,22 @@ fn watch_in_dir(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedW
     }
     Some(w)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pinch_policy::streak::{CORRUPTION_PACING, CORRUPTION_STREAK_EXIT, EXIT_FLUSH, POLL_FAILURE_CEILING};
+    use pinch_proto::runner_config::Timings;
+
+    /// `runner.json` defaults come from the named constants of the streak
+    /// rule (proto cannot depend on policy, so they are restated there).
+    #[test]
+    fn runner_config_defaults_are_the_streak_rule() {
+        let t = Timings::default();
+        assert_eq!(t.corruption_streak, CORRUPTION_STREAK_EXIT);
+        assert_eq!(Duration::from_millis(t.corruption_pacing_ms), CORRUPTION_PACING);
+        assert_eq!(Duration::from_millis(t.exit_flush_ms), EXIT_FLUSH);
+        assert_eq!(Duration::from_millis(t.poll_failure_ceiling_ms), POLL_FAILURE_CEILING);
+    }
+}
