@@ -48,6 +48,20 @@ pub struct ProviderSection {
     pub default: Option<String>,
     #[serde(default)]
     pub scripted: ScriptedSection,
+    #[serde(default)]
+    pub openai: UpstreamSection,
+    #[serde(default)]
+    pub anthropic: UpstreamSection,
+}
+
+/// An OpenAI-compatible or Anthropic endpoint the credential proxy forwards
+/// to; its key comes from the environment (`OPENAI_API_KEY`,
+/// `ANTHROPIC_API_KEY`), never from a file in the data dir.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `http://host:port[/prefix]` (this build forwards plain HTTP only).
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +225,21 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         None => None,
     };
     c.provider = ProviderSettings { kind: provider, script, model: None };
+    for (name, sec, key_var, header, prefix) in [
+        ("openai", &file.provider.openai, "OPENAI_API_KEY", "authorization", "Bearer "),
+        ("anthropic", &file.provider.anthropic, "ANTHROPIC_API_KEY", "x-api-key", ""),
+    ] {
+        if let Some(url) = &sec.base_url {
+            if !url.starts_with("http://") {
+                bail!("provider.{name}.base_url {url:?}: this build's proxy forwards plain http:// only (e.g. a local Ollama or vLLM)");
+            }
+            let auth = std::env::var(key_var)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(|k| (header.to_owned(), pinch_host::proxy::Secret::new(format!("{prefix}{k}"))));
+            c.proxy_upstreams.push(pinch_host::proxy::Upstream { name: name.into(), base_url: url.trim_end_matches('/').to_owned(), auth });
+        }
+    }
     c.timezone = match &file.timezone {
         Some(tz) => {
             jiff::tz::TimeZone::get(tz).with_context(|| format!("timezone {tz:?} is not a known IANA zone (e.g. Europe/Madrid)"))?;

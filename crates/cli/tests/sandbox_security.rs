@@ -29,7 +29,7 @@ fn fixture() -> Option<Fixture> {
     let global = data.group_dir("global");
     std::fs::create_dir_all(&agent).unwrap();
     std::fs::create_dir_all(&global).unwrap();
-    let mounts = Mounts { in_dir: s.in_dir(), out_dir: s.out_dir(), inbox_dir: s.inbox(), outbox_dir: s.outbox(), agent_dir: agent, global_dir: global };
+    let mounts = Mounts { in_dir: s.in_dir(), out_dir: s.out_dir(), inbox_dir: s.inbox(), outbox_dir: s.outbox(), agent_dir: agent, global_dir: global, proxy_dir: None };
     let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
     Some(Fixture { _tmp: tmp, mounts, other_session: other.root().to_owned(), bwrap })
 }

@@ -48,6 +48,8 @@ pub struct HostConfig {
     pub retry_base: Duration,
     /// What the sandbox sees as `in/` (default: the session's own `in/`).
     pub in_dir_view: Option<InDirView>,
+    /// Model APIs the credential proxy forwards to, with their keys.
+    pub proxy_upstreams: Vec<crate::proxy::Upstream>,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -83,6 +85,7 @@ impl HostConfig {
             boot_breaker: true,
             retry_base: Duration::from_millis(pinch_policy::retry::BASE_BACKOFF_MS as u64),
             in_dir_view: None,
+            proxy_upstreams: Vec::new(),
         }
     }
 }

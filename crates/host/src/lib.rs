@@ -24,6 +24,7 @@ pub mod central;
 pub mod config;
 pub mod delivery;
 pub mod paths;
+pub mod proxy;
 pub mod sandbox;
 pub mod session;
 

@@ -88,6 +88,8 @@ struct Host {
     watch_map: Arc<Mutex<HashMap<PathBuf, Arc<Shared>>>>,
     delivery_stop: watch::Sender<bool>,
     delivery_tasks: tokio::task::JoinSet<()>,
+    /// One credential proxy per session that has had a runner.
+    proxies: HashMap<String, tokio::task::JoinHandle<()>>,
     regexes: HashMap<String, Option<Regex>>,
     slot_queue: VecDeque<String>,
     stats: Arc<Stats>,
@@ -201,6 +203,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         watch_map,
         delivery_stop,
         delivery_tasks: tokio::task::JoinSet::new(),
+        proxies: HashMap::new(),
         regexes: HashMap::new(),
         slot_queue: VecDeque::new(),
         stats: stats.clone(),
@@ -668,6 +671,7 @@ impl Host {
             outbox_dir: dir.outbox(),
             agent_dir,
             global_dir: self.data.group_dir("global"),
+            proxy_dir: Some(self.ensure_proxy(&row.id)?),
         };
         let rc = RunnerConfig {
             version: VERSION,
@@ -694,7 +698,12 @@ impl Host {
         prune_logs(&log_dir, 4);
         let log_path = log_dir.join(format!("{runner_id}.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let proxy_socket = match self.sandbox.kind() {
+            sandbox::Kind::Bwrap => "/pinch/run/llm.sock".to_owned(),
+            sandbox::Kind::Process => mounts.proxy_dir.as_ref().map(|d| d.join("llm.sock").to_string_lossy().into_owned()).unwrap_or_default(),
+        };
         let env = vec![
+            ("PINCH_PROXY".to_owned(), proxy_socket),
             ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
             ("HOME".to_owned(), if self.sandbox.kind() == sandbox::Kind::Bwrap { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
@@ -956,6 +965,23 @@ impl Host {
         });
     }
 
+    /// Starts the session's credential proxy if it is not running; returns
+    /// its directory (what the sandbox binds at `/pinch/run`).
+    fn ensure_proxy(&mut self, id: &str) -> Result<PathBuf> {
+        let dir = self.data.run_dir().join("proxy").join(id);
+        let running = self.proxies.get(id).is_some_and(|h| !h.is_finished());
+        if !running {
+            let sock = dir.join("llm.sock");
+            if sock.as_os_str().len() > 107 {
+                anyhow::bail!("the proxy socket path {} is longer than a Unix socket allows (107 bytes): use a shorter --data-dir", sock.display());
+            }
+            let h = crate::proxy::serve(&sock, id.to_owned(), Arc::new(self.cfg.proxy_upstreams.clone()))
+                .with_context(|| format!("starting the credential proxy on {}", sock.display()))?;
+            self.proxies.insert(id.to_owned(), h);
+        }
+        Ok(dir)
+    }
+
     /// Asks a runner to stop via `in/stop` (works through any sandbox).
     fn request_stop(&mut self, id: &str) -> bool {
         let Some(s) = self.sessions.get_mut(id) else { return false };
@@ -1050,6 +1076,10 @@ impl Host {
             let _ = self.central.set_runner_state(&s.row.id, "stopped", None);
         }
         let _ = std::fs::remove_file(self.data.admin_socket());
+        for (id, h) in self.proxies.drain() {
+            h.abort();
+            let _ = std::fs::remove_file(self.data.run_dir().join("proxy").join(id).join("llm.sock"));
+        }
         // A graceful exit clears the breaker, even if teardown had trouble.
         let _ = std::fs::remove_file(self.data.run_dir().join(BREAKER_FILE));
         tracing::info!("pinch host stopped");

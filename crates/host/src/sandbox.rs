@@ -67,6 +67,9 @@ pub struct Mounts {
     pub outbox_dir: PathBuf,
     pub agent_dir: PathBuf,
     pub global_dir: PathBuf,
+    /// The session's proxy directory (`run/proxy/<session>/`), bound
+    /// read-only at `/pinch/run`.
+    pub proxy_dir: Option<PathBuf>,
 }
 
 pub trait Sandbox: Send + Sync {
@@ -148,6 +151,9 @@ impl Bwrap {
         ];
         for (flag, host, inside) in binds {
             a.extend([flag.to_string(), host, inside.to_string()]);
+        }
+        if let Some(proxy) = &m.proxy_dir {
+            a.extend(["--ro-bind".into(), p(proxy), "/pinch/run".into()]);
         }
         // The operator's instructions are read-only even inside the rw workspace.
         let agent_md = m.agent_dir.join("AGENT.md");
@@ -285,6 +291,7 @@ mod tests {
             outbox_dir: "/d/s/outbox".into(),
             agent_dir: "/d/groups/main".into(),
             global_dir: "/d/groups/global".into(),
+            proxy_dir: Some("/d/run/proxy/s1".into()),
         }
     }
 
@@ -304,6 +311,7 @@ mod tests {
             "--bind /d/s/outbox /workspace/outbox",
             "--ro-bind /usr/local/bin/pinch /opt/pinch/bin/pinch",
             "--setenv TZ UTC",
+            "--ro-bind /d/run/proxy/s1 /pinch/run",
             "-- /opt/pinch/bin/pinch runner --config /pinch/in/runner.json",
         ] {
             assert!(joined.contains(must), "missing {must:?} in {joined}");

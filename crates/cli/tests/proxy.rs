@@ -1,0 +1,123 @@
+//! The credential proxy, attacked and used from inside a real bwrap sandbox
+//! (TARGETS.md S2, S3): the only way out is the session's proxy socket; a
+//! model API route reaches its upstream with the host's key injected and
+//! the sandbox's own credential stripped; anything else is refused; the key
+//! is nowhere the agent can see.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use pinch_host::proxy::{Secret, Upstream};
+use pinch_host::sandbox::{Bwrap, Choice, Mounts};
+
+const KEY: &str = "sk-host-only-4f1c";
+
+/// A fake model API on loopback: records each request, answers JSON.
+fn fake_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            head.push_str(&String::from_utf8_lossy(&body));
+            s2.lock().unwrap().push(head);
+            let reply = "{\"choices\":[{\"message\":{\"content\":\"hi from the fake\"}}]}";
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}", reply.len());
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn s2_s3_only_the_proxy_is_reachable_and_it_holds_the_key() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let (port, seen) = fake_upstream();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = host_config(tmp.path(), Choice::Bwrap);
+    cfg.proxy_upstreams = vec![Upstream {
+        name: "openai".into(),
+        base_url: format!("http://127.0.0.1:{port}/v1"),
+        auth: Some(("authorization".into(), Secret::new(format!("Bearer {KEY}")))),
+    }];
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    assert_eq!(c.ask("spawn a runner").len(), 1);
+    let s = rt.block_on(host.sessions()).remove(0);
+    let data = tmp.path().join("data");
+    let proxy_dir = data.join("run/proxy").join(&s.id);
+    assert!(proxy_dir.join("llm.sock").exists(), "the session's proxy socket");
+
+    // A shell in exactly the runner's sandbox.
+    let mounts = Mounts {
+        in_dir: s.dir.join("in"),
+        out_dir: s.dir.join("out"),
+        inbox_dir: s.dir.join("inbox"),
+        outbox_dir: s.dir.join("outbox"),
+        agent_dir: data.join("groups/main"),
+        global_dir: data.join("groups/global"),
+        proxy_dir: Some(proxy_dir),
+    };
+    let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
+    let sh = |script: &str| -> String {
+        let env = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
+        let argv = bwrap.argv_with(Path::new(PINCH), &mounts, &env, &["/bin/sh", "-c", script]);
+        let out = Command::new(&bwrap.bwrap).args(argv).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let curl = "curl -s -m 5 --unix-socket /pinch/run/llm.sock";
+    // The model route works, with the sandbox's own credential replaced.
+    let out = sh(&format!("{curl} -H 'Authorization: Bearer sandbox-fake' -H 'content-type: application/json' -d '{{\"model\":\"m\"}}' http://proxy/openai/chat/completions"));
+    assert!(out.contains("hi from the fake"), "{out}");
+    let req = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(req.starts_with("POST /v1/chat/completions HTTP/1.1"), "{req}");
+    assert!(req.contains(&format!("authorization: Bearer {KEY}")), "the host's key was injected: {req}");
+    assert!(!req.contains("sandbox-fake"), "the sandbox's credential was stripped: {req}");
+    assert!(req.ends_with("{\"model\":\"m\"}"), "{req}");
+    // Anything else through the proxy is refused.
+    let out = sh(&format!("{curl} -w ' %{{http_code}}' http://proxy/elsewhere/steal"));
+    assert!(out.ends_with(" 403"), "{out}");
+    // No direct network: not the fake upstream on loopback, not the world.
+    let out = sh(&format!("curl -s -m 3 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/v1/models; echo \" exit=$?\""));
+    assert!(out.contains("000") && !out.contains("exit=0"), "direct network worked: {out}");
+    // S3: the key is not in the runner's environment, its config or its files.
+    let runner_pid = s.runner_pid.unwrap();
+    let inner: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|x| x.parse().ok()))
+        .filter(|p: &u32| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| st.split_whitespace().nth(3) == Some(&runner_pid.to_string())))
+        .collect();
+    for pid in std::iter::once(runner_pid).chain(inner) {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&env).contains(KEY), "key in the environment of {pid}");
+    }
+    let out = sh(&format!("grep -rl '{KEY}' /pinch /workspace /tmp /proc/self/environ 2>/dev/null; env | grep -c '{KEY}'"));
+    assert_eq!(out.trim(), "0", "the key is visible inside the sandbox: {out}");
+    rt.block_on(host.shutdown()).unwrap();
+}
