@@ -62,6 +62,8 @@ pub struct ProviderSection {
 pub struct UpstreamSection {
     /// `http://host:port[/prefix]` (this build forwards plain HTTP only).
     pub base_url: Option<String>,
+    /// The model name to ask for.
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,9 +213,18 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     let mut c = HostConfig::new(data_dir);
     let backend = o.sandbox.clone().or_else(|| file.sandbox.backend.clone()).unwrap_or_else(|| "auto".into());
     c.sandbox = backend.parse::<Choice>().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
-    let provider = o.provider.clone().or_else(|| file.provider.default.clone()).unwrap_or_else(|| "scripted".into());
-    if provider != "scripted" {
-        bail!("provider {provider:?} is not available in this build: use `scripted` (LLM providers come next)");
+    // Default order: configured (flag, then file) → an OpenAI-compatible
+    // endpoint from the environment → the scripted greeter. (Anthropic and
+    // the local model join this order when they are built.)
+    let env_openai = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty());
+    let provider = o
+        .provider
+        .clone()
+        .or_else(|| file.provider.default.clone())
+        .or_else(|| env_openai.as_ref().map(|_| "openai".to_owned()))
+        .unwrap_or_else(|| "scripted".into());
+    if !matches!(provider.as_str(), "scripted" | "openai") {
+        bail!("provider {provider:?} is not available in this build: use `scripted` or `openai` (an OpenAI-compatible server over http://)");
     }
     let script_path = o.script.clone().or_else(|| file.provider.scripted.script.clone());
     let script = match script_path {
@@ -224,9 +235,24 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         }
         None => None,
     };
-    c.provider = ProviderSettings { kind: provider, script, model: None };
+    let openai_url = file.provider.openai.base_url.clone().or(env_openai);
+    let model = match provider.as_str() {
+        "openai" => {
+            if openai_url.is_none() {
+                bail!("provider openai needs an endpoint: set provider.openai.base_url (or OPENAI_BASE_URL), e.g. http://127.0.0.1:11434/v1 for Ollama");
+            }
+            Some(
+                file.provider.openai.model.clone().or_else(|| std::env::var("OPENAI_MODEL").ok()).ok_or_else(|| {
+                    anyhow::anyhow!("provider openai needs a model: set provider.openai.model (or OPENAI_MODEL)")
+                })?,
+            )
+        }
+        _ => None,
+    };
+    c.provider = ProviderSettings { kind: provider, script, model };
+    let openai = UpstreamSection { base_url: openai_url, model: None };
     for (name, sec, key_var, header, prefix) in [
-        ("openai", &file.provider.openai, "OPENAI_API_KEY", "authorization", "Bearer "),
+        ("openai", &openai, "OPENAI_API_KEY", "authorization", "Bearer "),
         ("anthropic", &file.provider.anthropic, "ANTHROPIC_API_KEY", "x-api-key", ""),
     ] {
         if let Some(url) = &sec.base_url {
@@ -359,5 +385,9 @@ mod tests {
         assert!(format!("{e:#}").contains("expected auto, bwrap or process"), "{e:#}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("anthropic".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("not available in this build"), "{e}");
+        if std::env::var_os("OPENAI_BASE_URL").is_none() {
+            let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("openai".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+            assert!(e.to_string().contains("provider.openai.base_url"), "{e}");
+        }
     }
 }

@@ -121,3 +121,82 @@ fn s2_s3_only_the_proxy_is_reachable_and_it_holds_the_key() {
     assert_eq!(out.trim(), "0", "the key is visible inside the sandbox: {out}");
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// A fake OpenAI-compatible server that streams its answer as SSE in a
+/// chunked body, the way real servers do.
+fn fake_openai_streaming() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            head.push_str(&String::from_utf8_lossy(&body));
+            s2.lock().unwrap().push(head);
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+            let asked = req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_owned();
+            let words = ["Streamed ", "hello ", "from ", &format!("model {}", req["model"].as_str().unwrap_or("?"))];
+            for w in words {
+                let ev = format!("data: {}\n\n", serde_json::json!({"choices": [{"delta": {"content": w}}]}));
+                let _ = write!(c, "{:x}\r\n{ev}\r\n", ev.len());
+            }
+            let tail = format!("data: {}\n\ndata: [DONE]\n\n", serde_json::json!({"choices": [{"delta": {"content": if asked.contains("hello") { "!" } else { "?" }}}]}));
+            let _ = write!(c, "{:x}\r\n{tail}\r\n0\r\n\r\n", tail.len());
+        }
+    });
+    (port, seen)
+}
+
+/// `pinch chat` with the `openai` provider: the runner in bwrap streams the
+/// answer through the proxy; the key comes from the host's environment.
+#[test]
+fn pinch_chat_with_an_openai_compatible_server_through_the_proxy() {
+    let sandbox = if pinch_host::sandbox::select(Choice::Bwrap).is_ok() { "bwrap" } else { "process" };
+    let (port, seen) = fake_openai_streaming();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, format!("[provider]\ndefault = \"openai\"\n[provider.openai]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"tiny-test\"\n")).unwrap();
+    let mut child = Command::new(PINCH)
+        .args(["chat", "--timeout", "30", "--sandbox", sandbox, "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("OPENAI_API_KEY", KEY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello model\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "Streamed hello from model tiny-test!\n");
+    let req = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(req.starts_with("POST /v1/chat/completions"), "{req}");
+    assert!(req.contains(&format!("authorization: Bearer {KEY}")), "{req}");
+    assert!(req.contains("hello model"), "the formatted batch was sent: {req}");
+    // The key never reached the sandbox's configuration.
+    for f in walk(&tmp.path().join("data")) {
+        if f.file_name().is_some_and(|n| n == "runner.json") {
+            assert!(!std::fs::read_to_string(&f).unwrap().contains(KEY));
+        }
+    }
+}

@@ -673,6 +673,10 @@ impl Host {
             global_dir: self.data.group_dir("global"),
             proxy_dir: Some(self.ensure_proxy(&row.id)?),
         };
+        let proxy_socket = match self.sandbox.kind() {
+            sandbox::Kind::Bwrap => "/pinch/run/llm.sock".to_owned(),
+            sandbox::Kind::Process => mounts.proxy_dir.as_ref().map(|d| d.join("llm.sock").to_string_lossy().into_owned()).unwrap_or_default(),
+        };
         let rc = RunnerConfig {
             version: VERSION,
             session_id: row.id.clone(),
@@ -684,6 +688,7 @@ impl Host {
             timezone: self.cfg.timezone.clone(),
             timings: self.cfg.runner.clone(),
             batch_size: self.cfg.batch_size,
+            proxy_socket: Some(proxy_socket.clone().into()),
         };
         let _ = std::fs::remove_file(dir.stop_file());
         write_atomic(&dir.runner_json(), serde_json::to_string_pretty(&rc)?.as_bytes())?;
@@ -698,10 +703,6 @@ impl Host {
         prune_logs(&log_dir, 4);
         let log_path = log_dir.join(format!("{runner_id}.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let proxy_socket = match self.sandbox.kind() {
-            sandbox::Kind::Bwrap => "/pinch/run/llm.sock".to_owned(),
-            sandbox::Kind::Process => mounts.proxy_dir.as_ref().map(|d| d.join("llm.sock").to_string_lossy().into_owned()).unwrap_or_default(),
-        };
         let env = vec![
             ("PINCH_PROXY".to_owned(), proxy_socket),
             ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),

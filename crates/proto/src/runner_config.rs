@@ -26,6 +26,9 @@ pub struct RunnerConfig {
     pub timezone: String,
     pub timings: Timings,
     pub batch_size: u32,
+    /// The credential proxy's socket as the runner sees it.
+    #[serde(default)]
+    pub proxy_socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

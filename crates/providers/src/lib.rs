@@ -9,6 +9,7 @@
 //! This crate knows nothing of sessions, SQLite or channels: the runner
 //! formats the prompt (SPEC §5.3) and interprets the output convention.
 
+pub mod openai;
 pub mod scripted;
 
 use std::fmt;
@@ -126,8 +127,10 @@ pub trait Provider: Send {
 /// which the runner reports with exit 78.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown provider {0:?}: this build knows `scripted` (the `anthropic`, `openai` and `local` providers are not built yet)")]
+    #[error("unknown provider {0:?}: this build knows `scripted` and `openai` (`anthropic` and `local` are not built yet)")]
     Unknown(String),
+    #[error("the provider needs {0}")]
+    Missing(&'static str),
     #[error("scripted provider script is invalid: {0}")]
     Script(String),
 }
@@ -143,12 +146,21 @@ pub struct Settings {
     pub script: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
+    /// The credential proxy's socket (HTTP providers reach the API only
+    /// through it).
+    #[serde(default)]
+    pub proxy_socket: Option<std::path::PathBuf>,
 }
 
 /// Builds the provider the settings name.
 pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ConfigError> {
     match settings.kind.as_str() {
         "scripted" => Ok(Box::new(scripted::Scripted::from_script(settings.script.as_deref())?)),
+        "openai" => {
+            let socket = settings.proxy_socket.clone().ok_or(ConfigError::Missing("the credential proxy socket (openai talks only through it)"))?;
+            let model = settings.model.clone().ok_or(ConfigError::Missing("provider.openai.model"))?;
+            Ok(Box::new(openai::OpenAi { socket, model, timeout: std::time::Duration::from_secs(300) }))
+        }
         other => Err(ConfigError::Unknown(other.to_owned())),
     }
 }

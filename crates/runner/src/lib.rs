@@ -105,6 +105,7 @@ impl Runner {
             kind: cfg.provider.kind.clone(),
             script: cfg.provider.script.clone(),
             model: cfg.provider.model.clone(),
+            proxy_socket: cfg.proxy_socket.clone(),
         })
         .map_err(|e| Startup::Config(e.to_string()))?;
         let tz = TimeZone::get(&cfg.timezone).unwrap_or_else(|_| {
