@@ -65,6 +65,19 @@ pub struct Timings {
     pub corruption_pacing_ms: u64,
     pub exit_flush_ms: u64,
     pub poll_failure_ceiling_ms: u64,
+    /// Provider retries (SPEC §5.5): full jitter between `base` and 60 s.
+    #[serde(default = "default_retry_base_ms")]
+    pub provider_retry_base_ms: u64,
+    #[serde(default = "default_provider_tries")]
+    pub provider_tries: u32,
+}
+
+fn default_retry_base_ms() -> u64 {
+    1_000
+}
+
+fn default_provider_tries() -> u32 {
+    5
 }
 
 impl Default for Timings {
@@ -81,6 +94,8 @@ impl Default for Timings {
             corruption_pacing_ms: 500,
             exit_flush_ms: 100,
             poll_failure_ceiling_ms: 60_000,
+            provider_retry_base_ms: default_retry_base_ms(),
+            provider_tries: default_provider_tries(),
         }
     }
 }

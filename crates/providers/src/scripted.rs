@@ -68,6 +68,10 @@ pub struct Rule {
     /// The kind of `error` (`session_not_found`, `rate_limited`, …).
     #[serde(default)]
     pub error_kind: Option<String>,
+    /// With `error`: fail only the first N calls this rule matches (in this
+    /// process), then answer with `reply` (or the default).
+    #[serde(default)]
+    pub fail_times: Option<u32>,
 }
 
 impl Rule {
@@ -80,6 +84,8 @@ pub struct Scripted {
     script: Script,
     /// Conversations started or resumed in this process.
     known: std::collections::HashSet<String>,
+    /// Calls matched per rule (for `fail_times`).
+    calls: Vec<u32>,
 }
 
 impl Scripted {
@@ -101,7 +107,8 @@ impl Scripted {
                 }
             }
         }
-        Ok(Scripted { script, known: Default::default() })
+        let calls = vec![0; script.rules.len()];
+        Ok(Scripted { script, known: Default::default(), calls })
     }
 }
 
@@ -126,7 +133,11 @@ impl Provider for Scripted {
         }
         let newest = req.texts.last().map(String::as_str).unwrap_or("");
         let joined = req.texts.join("\n");
-        let rule = self.script.rules.iter().find(|r| r.matches(newest));
+        let idx = self.script.rules.iter().position(|r| r.matches(newest));
+        if let Some(i) = idx {
+            self.calls[i] += 1;
+        }
+        let rule = idx.map(|i| &self.script.rules[i]);
         if let Some(r) = rule {
             if r.delay_ms > 0 {
                 sink(Event::Progress(format!("scripted delay {} ms", r.delay_ms)));
@@ -136,7 +147,8 @@ impl Provider for Scripted {
                 // A crash on demand, for fault-injection tests.
                 std::process::exit(code);
             }
-            if let Some(msg) = &r.error {
+            let failing = r.fail_times.is_none_or(|n| self.calls[idx.expect("matched")] <= n);
+            if let (Some(msg), true) = (&r.error, failing) {
                 let kind = r.error_kind.as_deref().and_then(ErrorKind::parse).unwrap_or(ErrorKind::Other);
                 return Err(ProviderError { message: msg.clone(), retryable: r.retryable, kind });
             }

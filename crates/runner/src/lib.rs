@@ -36,6 +36,12 @@ use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
 
+/// A uniformly random wait in `[0, cap_ms]` ("full jitter").
+fn jitter(cap_ms: u64) -> u64 {
+    let r = u64::from_str_radix(&pinch_proto::runner_config::random_hex(8), 16).unwrap_or(cap_ms / 2);
+    r % (cap_ms + 1)
+}
+
 /// The `session_state` key of the provider conversation.
 fn continuation_key(cfg: &RunnerConfig) -> String {
     format!("continuation:{}", cfg.provider.kind)
@@ -437,10 +443,37 @@ impl Runner {
         Ok(true)
     }
 
+    /// A provider call with retries (SPEC §5.5): retryable errors (429,
+    /// 529, 5xx, timeouts, cut streams) back off with full jitter between
+    /// the base and 60 s, up to `provider_tries` attempts; the heartbeat
+    /// thread keeps beating meanwhile, and each wait is recorded as progress.
+    fn provider_turn(&mut self, req: &TurnRequest) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
+        let tries = self.cfg.timings.provider_tries.max(1);
+        let base = self.cfg.timings.provider_retry_base_ms.max(1);
+        let mut attempt = 1;
+        loop {
+            match self.provider_call(req) {
+                Err(e) if e.retryable && attempt < tries => {
+                    let cap = (base << (attempt - 1).min(16)).min(60_000);
+                    let wait = Duration::from_millis(jitter(cap));
+                    tracing::warn!(attempt, of = tries, wait_ms = wait.as_millis() as u64, "provider failed, retrying: {e}");
+                    let now_s = time::now();
+                    let _ = self.out.execute(
+                        "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
+                        [&now_s, &self.cfg.runner_id],
+                    );
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// One provider call. Its events are liveness: progress is recorded (at
     /// most every PROGRESS_EVERY) so the host's stuck check sees a slow turn
     /// moving.
-    fn provider_turn(&mut self, req: &TurnRequest) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
+    fn provider_call(&mut self, req: &TurnRequest) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
         let (out, provider, runner_id) = (&mut self.out, &mut self.provider, self.cfg.runner_id.clone());
         let mut last_progress = Instant::now();
         provider.turn(req, &mut |_ev| {
