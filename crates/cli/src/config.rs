@@ -60,7 +60,7 @@ pub struct ProviderSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
-    /// `http://host:port[/prefix]` (this build forwards plain HTTP only).
+    /// `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`, …
     pub base_url: Option<String>,
     /// The model name to ask for.
     pub model: Option<String>,
@@ -256,8 +256,8 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         ("anthropic", &file.provider.anthropic, "ANTHROPIC_API_KEY", "x-api-key", ""),
     ] {
         if let Some(url) = &sec.base_url {
-            if !url.starts_with("http://") {
-                bail!("provider.{name}.base_url {url:?}: this build's proxy forwards plain http:// only (e.g. a local Ollama or vLLM)");
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bail!("provider.{name}.base_url {url:?} must start with http:// or https://");
             }
             let auth = std::env::var(key_var)
                 .ok()

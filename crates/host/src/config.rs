@@ -50,6 +50,8 @@ pub struct HostConfig {
     pub in_dir_view: Option<InDirView>,
     /// Model APIs the credential proxy forwards to, with their keys.
     pub proxy_upstreams: Vec<crate::proxy::Upstream>,
+    /// Extra trusted roots (DER) for `https://` upstreams.
+    pub proxy_extra_roots: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -86,6 +88,7 @@ impl HostConfig {
             retry_base: Duration::from_millis(pinch_policy::retry::BASE_BACKOFF_MS as u64),
             in_dir_view: None,
             proxy_upstreams: Vec::new(),
+            proxy_extra_roots: Vec::new(),
         }
     }
 }

@@ -90,6 +90,7 @@ struct Host {
     delivery_tasks: tokio::task::JoinSet<()>,
     /// One credential proxy per session that has had a runner.
     proxies: HashMap<String, tokio::task::JoinHandle<()>>,
+    proxy_tls: Arc<rustls::ClientConfig>,
     regexes: HashMap<String, Option<Regex>>,
     slot_queue: VecDeque<String>,
     stats: Arc<Stats>,
@@ -204,6 +205,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         delivery_stop,
         delivery_tasks: tokio::task::JoinSet::new(),
         proxies: HashMap::new(),
+        proxy_tls: crate::proxy::tls_config(&cfg.proxy_extra_roots).map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?,
         regexes: HashMap::new(),
         slot_queue: VecDeque::new(),
         stats: stats.clone(),
@@ -976,7 +978,7 @@ impl Host {
             if sock.as_os_str().len() > 107 {
                 anyhow::bail!("the proxy socket path {} is longer than a Unix socket allows (107 bytes): use a shorter --data-dir", sock.display());
             }
-            let h = crate::proxy::serve(&sock, id.to_owned(), Arc::new(self.cfg.proxy_upstreams.clone()))
+            let h = crate::proxy::serve(&sock, id.to_owned(), Arc::new(self.cfg.proxy_upstreams.clone()), self.proxy_tls.clone())
                 .with_context(|| format!("starting the credential proxy on {}", sock.display()))?;
             self.proxies.insert(id.to_owned(), h);
         }

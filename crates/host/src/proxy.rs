@@ -7,16 +7,33 @@
 //! only in the host: never in `runner.json`, the sandbox environment, logs
 //! or DBs.
 //!
-//! This version forwards plain-HTTP upstreams (Ollama, vLLM, llama.cpp's
-//! server, or a fake in tests); TLS upstreams and the `CONNECT` egress
-//! allowlist come with the provider work.
+//! Upstreams are `http://` (Ollama, vLLM, llama.cpp's server) or `https://`
+//! (TLS by rustls, verified against the Mozilla roots plus any configured
+//! extra root). The `CONNECT` egress allowlist comes with the tools work.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
+
+/// The TLS client configuration for `https://` upstreams: Mozilla's roots
+/// (webpki-roots) plus `extra_roots` (DER), e.g. a company CA or a test's.
+pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for der in extra_roots {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| format!("an extra root certificate is invalid: {e}"))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
 
 /// A secret whose `Debug` never shows it.
 #[derive(Clone)]
@@ -53,7 +70,12 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 const STRIPPED: &[&str] = &["authorization", "x-api-key", "proxy-authorization", "connection", "host", "content-length", "transfer-encoding", "keep-alive"];
 
 /// Serves the proxy on `socket` until the returned handle is aborted.
-pub fn serve(socket: &Path, session_id: String, upstreams: Arc<Vec<Upstream>>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn serve(
+    socket: &Path,
+    session_id: String,
+    upstreams: Arc<Vec<Upstream>>,
+    tls: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -64,9 +86,9 @@ pub fn serve(socket: &Path, session_id: String, upstreams: Arc<Vec<Upstream>>) -
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (u, sid) = (upstreams.clone(), session_id.clone());
+            let (u, sid, tls) = (upstreams.clone(), session_id.clone(), tls.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, &u, &sid).await {
+                if let Err(e) = handle(stream, &u, &sid, tls).await {
                     tracing::debug!(session_id = %sid, "proxy connection ended: {e}");
                 }
             });
@@ -82,7 +104,7 @@ async fn respond(c: &mut UnixStream, code: u16, reason: &str, body: &str) -> std
     c.write_all(msg.as_bytes()).await
 }
 
-async fn handle(mut c: UnixStream, upstreams: &[Upstream], session_id: &str) -> std::io::Result<()> {
+async fn handle(mut c: UnixStream, upstreams: &[Upstream], session_id: &str, tls: Arc<rustls::ClientConfig>) -> std::io::Result<()> {
     // Read the request head.
     let mut buf = Vec::with_capacity(4096);
     let head_end = loop {
@@ -130,13 +152,17 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], session_id: &str) -> 
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(len);
-    let Some(base) = upstream.base_url.strip_prefix("http://") else {
-        return respond(&mut c, 502, "Bad Gateway", "pinch proxy: only http:// upstreams are supported in this build\n").await;
+    let (secure, base) = match (upstream.base_url.strip_prefix("https://"), upstream.base_url.strip_prefix("http://")) {
+        (Some(b), _) => (true, b),
+        (None, Some(b)) => (false, b),
+        _ => return respond(&mut c, 502, "Bad Gateway", "pinch proxy: upstream base_url must be http:// or https://\n").await,
     };
     let (authority, prefix) = match base.split_once('/') {
         Some((a, p)) => (a.to_owned(), format!("/{}", p.trim_end_matches('/'))),
         None => (base.to_owned(), String::new()),
     };
+    let host_only = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_owned();
+    let connect_to = if authority.contains(':') { authority.clone() } else { format!("{authority}:{}", if secure { 443 } else { 80 }) };
     let mut req = format!("{method} {prefix}{rest} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-length: {len}\r\n");
     for (k, v) in &headers {
         if !STRIPPED.contains(&k.as_str()) {
@@ -147,18 +173,49 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], session_id: &str) -> 
         req.push_str(&format!("{k}: {}\r\n", v.expose()));
     }
     req.push_str("\r\n");
-    let mut up = match TcpStream::connect(&authority).await {
+    let tcp = match TcpStream::connect(&connect_to).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(session_id, upstream = %upstream.name, "proxy cannot reach the upstream: {e}");
             return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: upstream {} unreachable\n", upstream.name)).await;
         }
     };
-    up.write_all(req.as_bytes()).await?;
-    up.write_all(&body).await?;
     tracing::debug!(session_id, upstream = %upstream.name, method, path = %rest, "proxied");
-    // Stream the response back as it comes (SSE works unchanged).
-    tokio::io::copy(&mut up, &mut c).await?;
+    if secure {
+        let name = match rustls::pki_types::ServerName::try_from(host_only.clone()) {
+            Ok(n) => n,
+            Err(e) => return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: bad upstream host {host_only}: {e}\n")).await,
+        };
+        let tls_stream = match tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(session_id, upstream = %upstream.name, "TLS to the upstream failed: {e}");
+                return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: TLS to upstream {} failed\n", upstream.name)).await;
+            }
+        };
+        forward(tls_stream, &req, &body, c).await
+    } else {
+        forward(tcp, &req, &body, c).await
+    }
+}
+
+/// Sends the request upstream and streams the response back as it comes
+/// (SSE works unchanged).
+async fn forward<S: AsyncRead + AsyncWrite + Unpin>(mut up: S, req: &str, body: &[u8], mut c: UnixStream) -> std::io::Result<()> {
+    up.write_all(req.as_bytes()).await?;
+    up.write_all(body).await?;
+    up.flush().await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match up.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            // A TLS peer closing without close_notify ends the body too.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        };
+        c.write_all(&buf[..n]).await?;
+    }
     c.shutdown().await
 }
 
