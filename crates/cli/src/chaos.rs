@@ -116,6 +116,8 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             .arg(&cfg)
             .args(["--sandbox", &args.sandbox])
             .env("PINCH_LOG", "warn")
+            // The chaos run measures pinch, not a model: always the scripted provider.
+            .args(["--provider", "scripted"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -213,19 +213,26 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     let mut c = HostConfig::new(data_dir);
     let backend = o.sandbox.clone().or_else(|| file.sandbox.backend.clone()).unwrap_or_else(|| "auto".into());
     c.sandbox = backend.parse::<Choice>().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
-    // Default order: configured (flag, then file) → an OpenAI-compatible
-    // endpoint from the environment → the scripted greeter. (Anthropic and
-    // the local model join this order when they are built.)
-    let env_openai = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty());
+    // Default order (SPEC §5.5): configured (flag, then file) →
+    // ANTHROPIC_API_KEY → OPENAI_BASE_URL / OPENAI_API_KEY → the scripted
+    // greeter (the offline local model joins before it once it is built).
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let provider = o
         .provider
         .clone()
         .or_else(|| file.provider.default.clone())
-        .or_else(|| env_openai.as_ref().map(|_| "openai".to_owned()))
+        .or_else(|| env("ANTHROPIC_API_KEY").map(|_| "anthropic".to_owned()))
+        .or_else(|| (env("OPENAI_BASE_URL").is_some() || env("OPENAI_API_KEY").is_some()).then(|| "openai".to_owned()))
         .unwrap_or_else(|| "scripted".into());
-    if !matches!(provider.as_str(), "scripted" | "openai") {
-        bail!("provider {provider:?} is not available in this build: use `scripted` or `openai` (an OpenAI-compatible server over http://)");
+    if !matches!(provider.as_str(), "scripted" | "openai" | "anthropic") {
+        bail!("provider {provider:?} is not available in this build: use `scripted`, `openai` (any OpenAI-compatible endpoint) or `anthropic`");
     }
+    let openai_url = file.provider.openai.base_url.clone().or_else(|| env("OPENAI_BASE_URL")).or_else(|| {
+        (provider == "openai").then(|| "https://api.openai.com/v1".to_owned())
+    });
+    let anthropic_url = file.provider.anthropic.base_url.clone().or_else(|| env("ANTHROPIC_BASE_URL")).or_else(|| {
+        (provider == "anthropic" || env("ANTHROPIC_API_KEY").is_some()).then(|| "https://api.anthropic.com".to_owned())
+    });
     let script_path = o.script.clone().or_else(|| file.provider.scripted.script.clone());
     let script = match script_path {
         Some(p) => {
@@ -235,27 +242,17 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         }
         None => None,
     };
-    let openai_url = file.provider.openai.base_url.clone().or(env_openai);
     let model = match provider.as_str() {
-        "openai" => {
-            if openai_url.is_none() {
-                bail!("provider openai needs an endpoint: set provider.openai.base_url (or OPENAI_BASE_URL), e.g. http://127.0.0.1:11434/v1 for Ollama");
-            }
-            Some(
-                file.provider.openai.model.clone().or_else(|| std::env::var("OPENAI_MODEL").ok()).ok_or_else(|| {
-                    anyhow::anyhow!("provider openai needs a model: set provider.openai.model (or OPENAI_MODEL)")
-                })?,
-            )
-        }
+        "openai" => Some(file.provider.openai.model.clone().or_else(|| env("OPENAI_MODEL")).unwrap_or_else(|| "gpt-4o-mini".into())),
+        "anthropic" => Some(file.provider.anthropic.model.clone().or_else(|| env("ANTHROPIC_MODEL")).unwrap_or_else(|| "claude-sonnet-4-5".into())),
         _ => None,
     };
     c.provider = ProviderSettings { kind: provider, script, model };
-    let openai = UpstreamSection { base_url: openai_url, model: None };
-    for (name, sec, key_var, header, prefix) in [
-        ("openai", &openai, "OPENAI_API_KEY", "authorization", "Bearer "),
-        ("anthropic", &file.provider.anthropic, "ANTHROPIC_API_KEY", "x-api-key", ""),
+    for (name, url, key_var, header, prefix) in [
+        ("openai", &openai_url, "OPENAI_API_KEY", "authorization", "Bearer "),
+        ("anthropic", &anthropic_url, "ANTHROPIC_API_KEY", "x-api-key", ""),
     ] {
-        if let Some(url) = &sec.base_url {
+        if let Some(url) = url {
             if !url.starts_with("http://") && !url.starts_with("https://") {
                 bail!("provider.{name}.base_url {url:?} must start with http:// or https://");
             }
@@ -383,11 +380,10 @@ mod tests {
         assert!(e.to_string().contains("at least 2"), "{e}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { sandbox: Some("vm".into()), ..Default::default() }).unwrap_err();
         assert!(format!("{e:#}").contains("expected auto, bwrap or process"), "{e:#}");
-        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("anthropic".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("not available in this build"), "{e}");
-        if std::env::var_os("OPENAI_BASE_URL").is_none() {
-            let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("openai".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
-            assert!(e.to_string().contains("provider.openai.base_url"), "{e}");
-        }
+        let c = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("openai".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        assert!(c.proxy_upstreams.iter().any(|u| u.name == "openai"), "openai gets a proxy route");
+        assert!(!format!("{c:?}").contains("sk-"), "no key in the resolved config's Debug");
     }
 }

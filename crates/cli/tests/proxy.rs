@@ -274,3 +274,71 @@ fn the_proxy_reaches_https_upstreams_and_verifies_them() {
     let req = seen.lock().unwrap().last().cloned().unwrap();
     assert!(req.starts_with("POST /v1/models HTTP/1.1") && req.contains(&format!("authorization: Bearer {KEY}")), "{req}");
 }
+
+/// `pinch chat` with the `anthropic` provider against a fake Messages API
+/// streaming SSE events; the proxy adds `x-api-key`.
+#[test]
+fn pinch_chat_with_the_anthropic_messages_api_through_the_proxy() {
+    let sandbox = if pinch_host::sandbox::select(Choice::Bwrap).is_ok() { "bwrap" } else { "process" };
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let (mut head, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            head.push_str(&String::from_utf8_lossy(&body));
+            s2.lock().unwrap().push(head);
+            let events = [
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":12}}}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Claude-ish "}}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"says hi"}}"#,
+                r#"{"type":"message_delta","usage":{"output_tokens":4}}"#,
+                r#"{"type":"message_stop"}"#,
+            ];
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n");
+            for e in events {
+                let kind = e.split('"').nth(3).unwrap_or("x");
+                let _ = write!(c, "event: {kind}\ndata: {e}\n\n");
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, format!("[provider]\ndefault = \"anthropic\"\n[provider.anthropic]\nbase_url = \"http://127.0.0.1:{port}\"\nmodel = \"claude-test\"\n")).unwrap();
+    let mut child = Command::new(PINCH)
+        .args(["chat", "--timeout", "30", "--sandbox", sandbox, "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("ANTHROPIC_API_KEY", KEY)
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello claude\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "Claude-ish says hi\n");
+    let req = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(req.starts_with("POST /v1/messages HTTP/1.1"), "{req}");
+    assert!(req.contains(&format!("x-api-key: {KEY}")) && req.contains("anthropic-version: 2023-06-01"), "{req}");
+    assert!(req.contains("\"model\":\"claude-test\"") && req.contains("hello claude"), "{req}");
+}

@@ -9,6 +9,8 @@
 //! This crate knows nothing of sessions, SQLite or channels: the runner
 //! formats the prompt (SPEC §5.3) and interprets the output convention.
 
+pub mod anthropic;
+mod http;
 pub mod openai;
 pub mod scripted;
 
@@ -127,7 +129,7 @@ pub trait Provider: Send {
 /// which the runner reports with exit 78.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown provider {0:?}: this build knows `scripted` and `openai` (`anthropic` and `local` are not built yet)")]
+    #[error("unknown provider {0:?}: this build knows `scripted`, `openai` and `anthropic` (`local` is not built yet)")]
     Unknown(String),
     #[error("the provider needs {0}")]
     Missing(&'static str),
@@ -160,6 +162,11 @@ pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ConfigError> {
             let socket = settings.proxy_socket.clone().ok_or(ConfigError::Missing("the credential proxy socket (openai talks only through it)"))?;
             let model = settings.model.clone().ok_or(ConfigError::Missing("provider.openai.model"))?;
             Ok(Box::new(openai::OpenAi { socket, model, timeout: std::time::Duration::from_secs(300) }))
+        }
+        "anthropic" => {
+            let socket = settings.proxy_socket.clone().ok_or(ConfigError::Missing("the credential proxy socket (anthropic talks only through it)"))?;
+            let model = settings.model.clone().ok_or(ConfigError::Missing("provider.anthropic.model"))?;
+            Ok(Box::new(anthropic::Anthropic { socket, model, max_tokens: 4096, timeout: std::time::Duration::from_secs(300) }))
         }
         other => Err(ConfigError::Unknown(other.to_owned())),
     }

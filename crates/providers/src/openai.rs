@@ -6,23 +6,19 @@
 //! This first version sends the system prompt and the formatted batch as
 //! one user message (no tool calls yet) and reads the streamed deltas.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::http::{err, post, status_error};
 use crate::{Capabilities, ErrorKind, Event, Provider, ProviderError, TurnRequest, TurnResult, Usage};
 
 pub struct OpenAi {
     pub socket: PathBuf,
     pub model: String,
     pub timeout: Duration,
-}
-
-fn err(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> ProviderError {
-    ProviderError { message: message.into(), retryable, kind }
 }
 
 impl Provider for OpenAi {
@@ -41,30 +37,8 @@ impl Provider for OpenAi {
         }
         messages.push(json!({"role": "user", "content": req.prompt}));
         let body = json!({"model": self.model, "messages": messages, "stream": true}).to_string();
-        let mut s = UnixStream::connect(&self.socket)
-            .map_err(|e| err(ErrorKind::Other, true, format!("cannot reach the credential proxy at {}: {e}", self.socket.display())))?;
-        s.set_read_timeout(Some(self.timeout)).ok();
-        write!(
-            s,
-            "POST /openai/chat/completions HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .map_err(|e| err(ErrorKind::Other, true, format!("writing to the proxy: {e}")))?;
-        let mut r = BufReader::new(s);
-        let (status, chunked) = read_head(&mut r)?;
-        let mut body_reader: Box<dyn BufRead> = if chunked { Box::new(BufReader::new(Chunked { inner: r, left: 0, done: false })) } else { Box::new(r) };
-        if status != 200 {
-            let mut text = String::new();
-            let _ = body_reader.read_to_string(&mut text);
-            let text: String = text.chars().take(300).collect();
-            return Err(match status {
-                429 => err(ErrorKind::RateLimited, true, text),
-                401 | 403 => err(ErrorKind::Auth, false, format!("HTTP {status}: {text}")),
-                400 | 404 | 422 => err(ErrorKind::BadRequest, false, format!("HTTP {status}: {text}")),
-                529 | 503 => err(ErrorKind::Overloaded, true, format!("HTTP {status}: {text}")),
-                _ => err(ErrorKind::Server, status >= 500, format!("HTTP {status}: {text}")),
-            });
-        }
+        let mut body_reader = post(&self.socket, "/openai/chat/completions", &[], &body, self.timeout)
+            .and_then(|(status, r)| if status == 200 { Ok(r) } else { Err(status_error(status, r)) })?;
         let mut text = String::new();
         let mut usage = Usage::default();
         let mut line = String::new();
@@ -104,76 +78,3 @@ impl Provider for OpenAi {
     }
 }
 
-/// Reads the status line and headers; returns (status, chunked).
-fn read_head(r: &mut impl BufRead) -> Result<(u16, bool), ProviderError> {
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| err(ErrorKind::Timeout, true, format!("reading the response: {e}")))?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| err(ErrorKind::Server, true, format!("not an HTTP response: {line:?}")))?;
-    let mut chunked = false;
-    loop {
-        line.clear();
-        if r.read_line(&mut line).map_err(|e| err(ErrorKind::Timeout, true, e.to_string()))? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        let l = line.to_ascii_lowercase();
-        if l.starts_with("transfer-encoding:") && l.contains("chunked") {
-            chunked = true;
-        }
-    }
-    Ok((status, chunked))
-}
-
-/// Decodes `Transfer-Encoding: chunked`.
-struct Chunked<R> {
-    inner: R,
-    left: usize,
-    done: bool,
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.done {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            let mut size = String::new();
-            if self.inner.read_line(&mut size)? == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            let size = size.trim();
-            if size.is_empty() {
-                // the CRLF after a chunk
-                return self.read(buf);
-            }
-            let n = usize::from_str_radix(size.split(';').next().unwrap_or("0"), 16)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            if n == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = n;
-        }
-        let want = buf.len().min(self.left);
-        let got = self.inner.read(&mut buf[..want])?;
-        if got == 0 {
-            self.done = true;
-        }
-        self.left -= got;
-        Ok(got)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_decoding() {
-        let raw = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n";
-        let mut c = Chunked { inner: BufReader::new(&raw[..]), left: 0, done: false };
-        let mut s = String::new();
-        c.read_to_string(&mut s).unwrap();
-        assert_eq!(s, "hello, world");
-    }
-}
