@@ -109,3 +109,22 @@ fn provider_errors_retry_with_backoff_then_tell_the_user_once() {
     assert_eq!(host.stats.exits(), 0, "the runner survived it all");
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// A stateless API is sent the earlier turns of the conversation, across a
+/// respawn; `/clear` starts from nothing.
+#[test]
+fn earlier_turns_are_sent_along_and_clear_forgets_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = with_script(host_config(tmp.path(), Choice::Process), "default_reply = \"history {history}: {text}\"\n");
+    cfg.runner.idle_exit_ms = 200;
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    assert_eq!(c.ask("a"), vec!["history 0: a".to_string()]);
+    assert_eq!(c.ask("b"), vec!["history 2: b".to_string()]);
+    wait_for("the idle exit", Duration::from_secs(10), || host.stats.exits() == 1);
+    assert_eq!(c.ask("c"), vec!["history 4: c".to_string()], "a new runner reads the stored conversation");
+    assert_eq!(c.ask("/clear"), vec!["Session cleared.".to_string()]);
+    assert_eq!(c.ask("d"), vec!["history 0: d".to_string()]);
+    rt.block_on(host.shutdown()).unwrap();
+}

@@ -30,10 +30,12 @@ impl Provider for Anthropic {
     }
 
     fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+        let mut messages: Vec<Value> = req.history.iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+        messages.push(json!({"role": "user", "content": req.prompt}));
         let mut body = json!({
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "messages": [{"role": "user", "content": req.prompt}],
+            "messages": messages,
             "stream": true,
         });
         if !req.system.is_empty() {

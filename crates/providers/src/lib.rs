@@ -38,6 +38,9 @@ pub struct TurnRequest {
     pub continuation: Option<String>,
     /// The continuation was just created (nothing to resume yet).
     pub fresh_continuation: bool,
+    /// Earlier turns of this conversation, oldest first: (`user` |
+    /// `assistant`, text). Stateless APIs are sent them before `prompt`.
+    pub history: Vec<(String, String)>,
 }
 
 /// Token counts, when the provider reports them.

@@ -35,6 +35,9 @@ impl Provider for OpenAi {
         if !req.system.is_empty() {
             messages.push(json!({"role": "system", "content": req.system}));
         }
+        for (role, content) in &req.history {
+            messages.push(json!({"role": role, "content": content}));
+        }
         messages.push(json!({"role": "user", "content": req.prompt}));
         let body = json!({"model": self.model, "messages": messages, "stream": true}).to_string();
         let mut body_reader = post(&self.socket, "/openai/chat/completions", &[], &body, self.timeout)

@@ -21,7 +21,8 @@
 //!
 //! The first matching rule (against the newest text) wins. With no script,
 //! or no matching rule, the default greets and echoes. `{continuation}` in a
-//! reply is the conversation id. With `reject_unknown_continuations = true`
+//! reply is the conversation id, `{history}` the number of earlier messages
+//! the runner sent along. With `reject_unknown_continuations = true`
 //! the provider behaves like a real API after a restart: resuming a
 //! conversation this process has not seen fails with `session_not_found`.
 
@@ -157,7 +158,10 @@ impl Provider for Scripted {
             .and_then(|r| r.reply.as_deref())
             .or(self.script.default_reply.as_deref())
             .unwrap_or(DEFAULT_REPLY);
-        let text = template.replace("{text}", &joined).replace("{continuation}", req.continuation.as_deref().unwrap_or("none"));
+        let text = template
+            .replace("{text}", &joined)
+            .replace("{continuation}", req.continuation.as_deref().unwrap_or("none"))
+            .replace("{history}", &req.history.len().to_string());
         if let Some(c) = &req.continuation {
             self.known.insert(c.clone());
         }

@@ -36,6 +36,51 @@ use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
 
+/// How much of a conversation is sent back to a stateless API: the newest
+/// messages up to this many characters (compaction comes later).
+const HISTORY_CHARS: usize = 24_000;
+
+/// The newest messages of a conversation that fit [`HISTORY_CHARS`],
+/// oldest first, starting with a `user` message (APIs want alternation).
+fn load_history(out: &Connection, continuation: &str) -> Result<Vec<(String, String)>, pinch_proto::ProtoError> {
+    let mut stmt = out
+        .prepare_cached("SELECT role, content FROM conversation WHERE continuation = ?1 ORDER BY idx DESC LIMIT 200")
+        .map_err(pinch_proto::ProtoError::sqlite("reading the conversation"))?;
+    let rows = stmt
+        .query_map([continuation], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(pinch_proto::ProtoError::sqlite("reading the conversation"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pinch_proto::ProtoError::sqlite("reading the conversation"))?;
+    let mut used = 0;
+    let mut keep = Vec::new();
+    for (role, content) in rows {
+        used += content.len();
+        if used > HISTORY_CHARS {
+            break;
+        }
+        keep.push((role, content));
+    }
+    keep.reverse();
+    while keep.first().is_some_and(|(r, _)| r != "user") {
+        keep.remove(0);
+    }
+    Ok(keep)
+}
+
+fn append_conversation(tx: &pinch_proto::rusqlite::Transaction<'_>, continuation: &str, msgs: &[(&str, &str)], now: &str) -> Result<(), pinch_proto::ProtoError> {
+    let next: i64 = tx
+        .query_row("SELECT coalesce(max(idx), -1) + 1 FROM conversation WHERE continuation = ?1", [continuation], |r| r.get(0))
+        .map_err(pinch_proto::ProtoError::sqlite("appending to the conversation"))?;
+    for (i, (role, content)) in msgs.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO conversation (continuation, idx, role, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            pinch_proto::rusqlite::params![continuation, next + i as i64, role, content, now],
+        )
+        .map_err(pinch_proto::ProtoError::sqlite("appending to the conversation"))?;
+    }
+    Ok(())
+}
+
 /// A uniformly random wait in `[0, cap_ms]` ("full jitter").
 fn jitter(cap_ms: u64) -> u64 {
     let r = u64::from_str_radix(&pinch_proto::runner_config::random_hex(8), 16).unwrap_or(cap_ms / 2);
@@ -358,7 +403,8 @@ impl Runner {
                 _ => None,
             })
             .collect();
-        let mut req = TurnRequest { system: String::new(), prompt, texts, continuation: Some(continuation), fresh_continuation: fresh };
+        let history = if fresh { Vec::new() } else { load_history(&self.out, &continuation)? };
+        let mut req = TurnRequest { system: String::new(), prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history };
         let result = if clear {
             tracing::info!("/clear: a new conversation starts");
             Ok(pinch_providers::TurnResult { text: "Session cleared.".into(), usage: Default::default() })
@@ -375,12 +421,17 @@ impl Runner {
                     self.continuation = Some(c.clone());
                     req.continuation = Some(c);
                     req.fresh_continuation = true;
+                    req.history.clear();
                     self.provider_turn(&req)
                 }
                 r => r,
             }
         };
 
+        let answered: Option<String> = match (&result, clear) {
+            (Ok(r), false) => Some(r.text.clone()),
+            _ => None,
+        };
         let (sends, outcome, reason): (Vec<(Option<rows::Destination>, String)>, &str, Option<String>) = match result {
             Ok(r) => {
                 let parsed = output::parse(&r.text);
@@ -435,6 +486,9 @@ impl Runner {
         }
         for id in &ids {
             rows::ack(&tx, id, outcome, &self.cfg.runner_id, &now_s, reason.as_deref())?;
+        }
+        if let (Some(reply), Some(c)) = (answered.as_deref(), req.continuation.as_deref()) {
+            append_conversation(&tx, c, &[("user", &req.prompt), ("assistant", reply)], &now_s)?;
         }
         tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2", [&now_s, &self.cfg.runner_id])
             .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
