@@ -284,6 +284,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
             inbox_dir: dir.inbox(),
             outbox_dir: dir.outbox(),
             workspace_dir: ws,
+            global_dir: None,
         },
         provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), script: None, model: None },
         timezone: "UTC".into(),

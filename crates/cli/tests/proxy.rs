@@ -193,6 +193,11 @@ fn pinch_chat_with_an_openai_compatible_server_through_the_proxy() {
     assert!(req.starts_with("POST /v1/chat/completions"), "{req}");
     assert!(req.contains(&format!("authorization: Bearer {KEY}")), "{req}");
     assert!(req.contains("hello model"), "the formatted batch was sent: {req}");
+    // The system prompt carries the convention and the operator's AGENT.md.
+    let body: serde_json::Value = serde_json::from_str(&req[req.find('{').unwrap()..]).unwrap();
+    assert_eq!(body["messages"][0]["role"], "system", "{body}");
+    let sys = body["messages"][0]["content"].as_str().unwrap();
+    assert!(sys.contains("<message to=") && sys.contains("You are a helpful personal assistant") && sys.contains("- terminal (channel)"), "{sys}");
     // The key never reached the sandbox's configuration.
     for f in walk(&tmp.path().join("data")) {
         if f.file_name().is_some_and(|n| n == "runner.json") {

@@ -182,6 +182,7 @@ impl Sandbox for Bwrap {
             inbox_dir: "/workspace/inbox".into(),
             outbox_dir: "/workspace/outbox".into(),
             workspace_dir: "/workspace/agent".into(),
+            global_dir: Some("/workspace/global".into()),
         }
     }
 
@@ -208,6 +209,7 @@ impl Sandbox for Process {
             inbox_dir: m.inbox_dir.clone(),
             outbox_dir: m.outbox_dir.clone(),
             workspace_dir: m.agent_dir.clone(),
+            global_dir: Some(m.global_dir.clone()),
         }
     }
 

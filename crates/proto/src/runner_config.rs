@@ -39,6 +39,9 @@ pub struct RunnerPaths {
     pub inbox_dir: PathBuf,
     pub outbox_dir: PathBuf,
     pub workspace_dir: PathBuf,
+    /// Instructions shared by all agents (`groups/global`), read-only.
+    #[serde(default)]
+    pub global_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

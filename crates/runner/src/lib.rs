@@ -36,6 +36,37 @@ use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
 
+/// The system prompt (SPEC §5.1), stable parts first so providers can cache
+/// it: what the agent is and the output convention, then the operators'
+/// instructions (global, then the group's `AGENT.md`), the agent's own
+/// `MEMORY.md`, and the destinations (re-read every turn).
+fn system_prompt(cfg: &RunnerConfig, dests: &[rows::Destination]) -> String {
+    let mut s = format!(
+        "You are {name}, a personal assistant that people reach through chat. Messages arrive in a small XML-like \
+         format with their time and sender. Your final text is sent to the conversation the newest message came from. \
+         To send to another destination instead, write <message to=\"NAME\">text</message>; anything inside \
+         <internal>...</internal> is never sent. Answer briefly and plainly.\n",
+        name = cfg.agent_name
+    );
+    let read = |p: Option<std::path::PathBuf>| p.and_then(|p| std::fs::read_to_string(p).ok()).filter(|t| !t.trim().is_empty());
+    if let Some(t) = read(cfg.paths.global_dir.as_ref().map(|d| d.join("AGENT.md"))) {
+        s.push_str(&format!("\n## Instructions for all agents\n{}\n", t.trim()));
+    }
+    if let Some(t) = read(Some(cfg.paths.workspace_dir.join("AGENT.md"))) {
+        s.push_str(&format!("\n## Your instructions\n{}\n", t.trim()));
+    }
+    if let Some(t) = read(Some(cfg.paths.workspace_dir.join("MEMORY.md"))) {
+        s.push_str(&format!("\n## Your memory (MEMORY.md in your workspace)\n{}\n", t.trim()));
+    }
+    if !dests.is_empty() {
+        s.push_str("\n## Destinations you can write to\n");
+        for d in dests {
+            s.push_str(&format!("- {} ({})\n", d.name, d.kind));
+        }
+    }
+    s
+}
+
 /// How much of a conversation is sent back to a stateless API: the newest
 /// messages up to this many characters (compaction comes later).
 const HISTORY_CHARS: usize = 24_000;
@@ -404,7 +435,8 @@ impl Runner {
             })
             .collect();
         let history = if fresh { Vec::new() } else { load_history(&self.out, &continuation)? };
-        let mut req = TurnRequest { system: String::new(), prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history };
+        let system = system_prompt(&self.cfg, &snap.destinations);
+        let mut req = TurnRequest { system, prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history };
         let result = if clear {
             tracing::info!("/clear: a new conversation starts");
             Ok(pinch_providers::TurnResult { text: "Session cleared.".into(), usage: Default::default() })
