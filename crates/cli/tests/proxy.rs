@@ -18,6 +18,25 @@ use pinch_host::sandbox::{Bwrap, Choice, Mounts};
 
 const KEY: &str = "sk-host-only-4f1c";
 
+/// Reads one HTTP/1.1 request (head lines, then a content-length body).
+fn read_request(c: &std::net::TcpStream) -> (String, Vec<u8>) {
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let (mut head, mut len) = (String::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; len];
+    let _ = r.read_exact(&mut body);
+    (head, body)
+}
+
 /// A fake model API on loopback: records each request, answers JSON.
 fn fake_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -27,21 +46,7 @@ fn fake_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { continue };
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
+            let (mut head, body) = read_request(&c);
             head.push_str(&String::from_utf8_lossy(&body));
             s2.lock().unwrap().push(head);
             let reply = "{\"choices\":[{\"message\":{\"content\":\"hi from the fake\"}}]}";
@@ -132,21 +137,7 @@ fn fake_openai_streaming() -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { continue };
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
+            let (mut head, body) = read_request(&c);
             let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             head.push_str(&String::from_utf8_lossy(&body));
             s2.lock().unwrap().push(head);
@@ -292,20 +283,7 @@ fn pinch_chat_with_the_anthropic_messages_api_through_the_proxy() {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { continue };
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let (mut head, mut len) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
+            let (mut head, body) = read_request(&c);
             head.push_str(&String::from_utf8_lossy(&body));
             s2.lock().unwrap().push(head);
             let events = [
