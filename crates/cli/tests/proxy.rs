@@ -18,6 +18,30 @@ use pinch_host::sandbox::{Bwrap, Choice, Mounts};
 
 const KEY: &str = "sk-host-only-4f1c";
 
+/// Runs a scripted `pinch chat` with one line, the key in `key_var` and no
+/// other provider variables; returns its stdout (asserting success).
+fn chat_once(tmp: &Path, cfg: &Path, sandbox: &str, key_var: &str, line: &str) -> String {
+    let mut child = Command::new(PINCH)
+        .args(["chat", "--timeout", "30", "--sandbox", sandbox, "--data-dir"])
+        .arg(tmp.join("data"))
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env(key_var, KEY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 /// Reads one HTTP/1.1 request (head lines, then a content-length body).
 fn read_request(c: &std::net::TcpStream) -> (String, Vec<u8>) {
     let mut r = BufReader::new(c.try_clone().unwrap());
@@ -164,21 +188,7 @@ fn pinch_chat_with_an_openai_compatible_server_through_the_proxy() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(&cfg, format!("[provider]\ndefault = \"openai\"\n[provider.openai]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"tiny-test\"\n")).unwrap();
-    let mut child = Command::new(PINCH)
-        .args(["chat", "--timeout", "30", "--sandbox", sandbox, "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("OPENAI_API_KEY", KEY)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello model\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = chat_once(tmp.path(), &cfg, sandbox, "OPENAI_API_KEY", "hello model");
     assert_eq!(stdout, "Streamed hello from model tiny-test!\n");
     let req = seen.lock().unwrap().last().cloned().unwrap();
     assert!(req.starts_with("POST /v1/chat/completions"), "{req}");
@@ -303,22 +313,7 @@ fn pinch_chat_with_the_anthropic_messages_api_through_the_proxy() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(&cfg, format!("[provider]\ndefault = \"anthropic\"\n[provider.anthropic]\nbase_url = \"http://127.0.0.1:{port}\"\nmodel = \"claude-test\"\n")).unwrap();
-    let mut child = Command::new(PINCH)
-        .args(["chat", "--timeout", "30", "--sandbox", sandbox, "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("ANTHROPIC_API_KEY", KEY)
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello claude\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = chat_once(tmp.path(), &cfg, sandbox, "ANTHROPIC_API_KEY", "hello claude");
     assert_eq!(stdout, "Claude-ish says hi\n");
     let req = seen.lock().unwrap().last().cloned().unwrap();
     assert!(req.starts_with("POST /v1/messages HTTP/1.1"), "{req}");
