@@ -76,6 +76,6 @@ impl Provider for Anthropic {
                 _ => {}
             }
         }
-        Ok(TurnResult { text, usage })
+        Ok(TurnResult { text, usage, tool_calls: Vec::new() })
     }
 }

@@ -41,6 +41,45 @@ pub struct TurnRequest {
     /// Earlier turns of this conversation, oldest first: (`user` |
     /// `assistant`, text). Stateless APIs are sent them before `prompt`.
     pub history: Vec<(String, String)>,
+    /// Tools the model may call this turn (empty = none offered).
+    pub tools: Vec<ToolSpec>,
+    /// The earlier steps of this turn, oldest first: what the model said and
+    /// called, and each call's result. Empty on a turn's first step. The
+    /// provider sends them after `prompt`, in its API's shape.
+    pub steps: Vec<Step>,
+}
+
+/// A tool offered to the model (SPEC §5.6).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// A JSON Schema object for the arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// One call the model asked for.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolCall {
+    /// The provider's call id (echoed back with the result).
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text, exactly as the model produced them (may
+    /// be invalid JSON; the runner reports that back as a tool error).
+    pub arguments: String,
+}
+
+/// A step inside a turn, replayed to the model on the next step.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// The model's output at a step that called tools.
+    Assistant { text: String, calls: Vec<ToolCall> },
+    /// One call's result.
+    ToolResult { call_id: String, name: String, content: String, is_error: bool },
+    /// Follow-up messages that arrived mid-turn (SPEC §5.5, lesson 20),
+    /// formatted like a prompt.
+    User { text: String },
 }
 
 /// Token counts, when the provider reports them.
@@ -64,6 +103,10 @@ pub enum Event {
 pub struct TurnResult {
     pub text: String,
     pub usage: Usage,
+    /// Tools the model called at this step. Non-empty = the runner runs
+    /// them and calls the provider again with the results appended to
+    /// `steps`; empty = the turn's final answer is `text`.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// Why a turn failed, and whether trying again may help.

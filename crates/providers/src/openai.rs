@@ -77,7 +77,7 @@ impl Provider for OpenAi {
             text = v["choices"][0]["message"]["content"].as_str().unwrap_or("").to_owned();
             sink(Event::Text(text.clone()));
         }
-        Ok(TurnResult { text, usage })
+        Ok(TurnResult { text, usage, tool_calls: Vec::new() })
     }
 }
 

@@ -169,6 +169,7 @@ impl Provider for Scripted {
         Ok(TurnResult {
             usage: Usage { input_tokens: req.prompt.len() as u64 / 4, output_tokens: text.len() as u64 / 4 },
             text,
+            tool_calls: Vec::new(),
         })
     }
 }

@@ -436,10 +436,10 @@ impl Runner {
             .collect();
         let history = if fresh { Vec::new() } else { load_history(&self.out, &continuation)? };
         let system = system_prompt(&self.cfg, &snap.destinations);
-        let mut req = TurnRequest { system, prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history };
+        let mut req = TurnRequest { system, prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history, ..Default::default() };
         let result = if clear {
             tracing::info!("/clear: a new conversation starts");
-            Ok(pinch_providers::TurnResult { text: "Session cleared.".into(), usage: Default::default() })
+            Ok(pinch_providers::TurnResult { text: "Session cleared.".into(), ..Default::default() })
         } else {
             match self.provider_turn(&req) {
                 // A resume the provider no longer knows: start over once, not
