@@ -4,7 +4,9 @@
 //! Client → host: `message{text, client_id}`, `ack{id}` (a delivered message
 //! was printed), `click{callback}`.
 //! Host → client: `hello{user}`, `accepted{client_id, id, routed, note}`,
-//! `rejected{client_id, error}`, `message{id, text, in_reply_to}`,
+//! `rejected{client_id, error}`, `message{id, text, in_reply_to, buttons}`
+//! (`buttons` = `[{label, callback}]`, left out when empty; a click sends the
+//! callback back),
 //! `settled{ids}`, `notice{text}`, `superseded`.
 //!
 //! One conversation (`platform_id = local`), one client at a time: a newer
@@ -76,6 +78,8 @@ pub enum ServerMsg {
         text: String,
         #[serde(default)]
         in_reply_to: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buttons: Vec<WireButton>,
     },
     Settled {
         ids: Vec<String>,
@@ -84,6 +88,12 @@ pub enum ServerMsg {
         text: String,
     },
     Superseded,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireButton {
+    pub label: String,
+    pub callback: String,
 }
 
 impl ServerMsg {
@@ -262,8 +272,21 @@ impl CliChannel {
                         }
                     }
                     Ok(ClientMsg::Click { callback }) => {
-                        let msg = ServerMsg::Notice { text: format!("buttons are not handled yet (callback {callback:?} ignored)") };
-                        let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
+                        if callback.is_empty() || callback.len() > crate::MAX_CALLBACK {
+                            let msg = ServerMsg::Notice { text: format!("that button's data is not valid (1..={} bytes)", crate::MAX_CALLBACK) };
+                            let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
+                            continue;
+                        }
+                        let click = crate::Click {
+                            channel_type: CHANNEL_TYPE.into(),
+                            platform_id: PLATFORM_ID.into(),
+                            thread_id: None,
+                            user_id: self.user.clone(),
+                            callback,
+                        };
+                        if events.send(ChannelEvent::Click(click)).await.is_err() {
+                            break; // host is shutting down
+                        }
                     }
                     Err(e) => {
                         let msg = ServerMsg::Rejected {
@@ -328,7 +351,8 @@ impl Channel for CliChannel {
             };
             let (tx, rx) = oneshot::channel();
             waiting.lock().unwrap().insert(msg.id.clone(), tx);
-            let line = ServerMsg::Message { id: msg.id.clone(), text: msg.text.clone(), in_reply_to: msg.in_reply_to.clone() }.line();
+            let buttons = msg.buttons.iter().map(|b| WireButton { label: b.label.clone(), callback: b.callback.clone() }).collect();
+            let line = ServerMsg::Message { id: msg.id.clone(), text: msg.text.clone(), in_reply_to: msg.in_reply_to.clone(), buttons }.line();
             if let Err(e) = writer.lock().await.write_all(line.as_bytes()).await {
                 waiting.lock().unwrap().remove(&msg.id);
                 self.drop_client(cid);
@@ -379,7 +403,7 @@ mod tests {
     fn wire_format() {
         let m: ClientMsg = serde_json::from_str(r#"{"type":"message","text":"hi"}"#).unwrap();
         assert_eq!(m, ClientMsg::Message { text: "hi".into(), client_id: None });
-        let l = ServerMsg::Message { id: "o1".into(), text: "yo".into(), in_reply_to: None }.line();
+        let l = ServerMsg::Message { id: "o1".into(), text: "yo".into(), in_reply_to: None, buttons: vec![] }.line();
         assert_eq!(l, "{\"type\":\"message\",\"id\":\"o1\",\"text\":\"yo\",\"in_reply_to\":null}\n");
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
     }
@@ -399,7 +423,7 @@ mod tests {
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let addr = CliChannel::address();
-        let out = Outgoing { id: "o1".into(), text: "hello".into(), in_reply_to: None };
+        let out = Outgoing { id: "o1".into(), text: "hello".into(), in_reply_to: None, buttons: vec![] };
         // no client: unavailable
         assert!(matches!(ch.deliver(&addr, &out).await, Err(DeliverError::Unavailable(_))));
 
@@ -428,7 +452,7 @@ mod tests {
         let addr2 = addr.clone();
         let out2 = out.clone();
         let pending = tokio::spawn(async move { ch2.deliver(&addr2, &out2).await });
-        assert_eq!(read_msg(&mut r1).await, ServerMsg::Message { id: "o1".into(), text: "hello".into(), in_reply_to: None });
+        assert_eq!(read_msg(&mut r1).await, ServerMsg::Message { id: "o1".into(), text: "hello".into(), in_reply_to: None, buttons: vec![] });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!pending.is_finished());
         w1.write_all(b"{\"type\":\"ack\",\"id\":\"o1\"}\n").await.unwrap();
@@ -436,7 +460,7 @@ mod tests {
 
         // a delivery in flight when the client dies is unavailable, not lost
         let ch3 = ch.clone();
-        let (a3, o3) = (addr.clone(), Outgoing { id: "o2".into(), text: "x".into(), in_reply_to: None });
+        let (a3, o3) = (addr.clone(), Outgoing { id: "o2".into(), text: "x".into(), in_reply_to: None, buttons: vec![] });
         let pending = tokio::spawn(async move { ch3.deliver(&a3, &o3).await });
         let _ = read_msg(&mut r1).await;
         // second client supersedes the first
@@ -455,6 +479,44 @@ mod tests {
         w3.write_all(b"this is not json\n").await.unwrap();
         match read_msg(&mut r3).await {
             ServerMsg::Rejected { error, .. } => assert!(error.contains("one JSON object per line"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+
+        // buttons travel to the client; a click comes back as an event
+        let ch4 = ch.clone();
+        let a4 = addr.clone();
+        let o4 = Outgoing {
+            id: "o3".into(),
+            text: "Pick one".into(),
+            in_reply_to: None,
+            buttons: vec![crate::Button { label: "Yes".into(), callback: "q:ab:0".into() }],
+        };
+        let pending = tokio::spawn(async move { ch4.deliver(&a4, &o4).await });
+        match read_msg(&mut r3).await {
+            ServerMsg::Message { buttons, .. } => assert_eq!(buttons, vec![WireButton { label: "Yes".into(), callback: "q:ab:0".into() }]),
+            other => panic!("{other:?}"),
+        }
+        w3.write_all(b"{\"type\":\"ack\",\"id\":\"o3\"}\n").await.unwrap();
+        pending.await.unwrap().unwrap();
+        while let Ok(ev) = rx.try_recv() {
+            assert!(matches!(ev, ChannelEvent::Available { .. }), "{ev:?}");
+        }
+        w3.write_all(b"{\"type\":\"click\",\"callback\":\"q:ab:0\"}\n").await.unwrap();
+        loop {
+            match rx.recv().await {
+                Some(ChannelEvent::Click(c)) => {
+                    assert_eq!((c.callback.as_str(), c.user_id.as_str(), c.platform_id.as_str()), ("q:ab:0", "tester", PLATFORM_ID));
+                    break;
+                }
+                Some(ChannelEvent::Available { .. }) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+        // an oversized callback is refused at the edge
+        let long = format!("{{\"type\":\"click\",\"callback\":\"{}\"}}\n", "x".repeat(65));
+        w3.write_all(long.as_bytes()).await.unwrap();
+        match read_msg(&mut r3).await {
+            ServerMsg::Notice { text } => assert!(text.contains("not valid"), "{text}"),
             other => panic!("{other:?}"),
         }
     }

@@ -68,7 +68,33 @@ pub enum ChannelEvent {
     Message(InboundEvent, Ack),
     /// The channel can deliver again (e.g. a CLI client connected).
     Available { channel_type: String },
+    /// A user pressed a button the host sent (see [`Button`]). The host
+    /// answers with a notice to the same conversation.
+    Click(Click),
 }
+
+/// A button press, as the platform reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Click {
+    pub channel_type: String,
+    pub platform_id: String,
+    pub thread_id: Option<String>,
+    /// The platform's user id (without the `<channel>:` prefix).
+    pub user_id: String,
+    /// The button's callback data, as the host set it (≤ 64 bytes).
+    pub callback: String,
+}
+
+/// A button under a message. `callback` is opaque to the adapter and at
+/// most [`MAX_CALLBACK`] bytes (Telegram's limit, lesson 30).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Button {
+    pub label: String,
+    pub callback: String,
+}
+
+/// The longest callback any platform accepts (Telegram: 64 bytes).
+pub const MAX_CALLBACK: usize = 64;
 
 /// Where a message goes on a platform.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -86,6 +112,9 @@ pub struct Outgoing {
     pub text: String,
     /// The platform message id of the inbound message this answers.
     pub in_reply_to: Option<String>,
+    /// Buttons to show under the text (adapters without buttons show the
+    /// labels as a numbered list and take the choice some other way).
+    pub buttons: Vec<Button>,
 }
 
 /// What an adapter can do; the host degrades to text where it cannot.

@@ -6,13 +6,18 @@
 //! delivered); the process exits when the last one has. Every printed reply
 //! is acknowledged to the host only after it is written, so a client that
 //! dies mid-reply loses nothing: the host re-delivers to the next client.
+//!
+//! A reply with buttons (an agent's question) is printed with numbered
+//! choices; `/pick N` (or a bare `N` in interactive mode) presses one. In
+//! scripted mode a `/pick N` line right after a line that gets a question
+//! answers it while that line's turn is still waiting.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
+use pinch_channels::cli_socket::{ClientMsg, ServerMsg, WireButton};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -21,13 +26,15 @@ pub struct Conn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     line: String,
+    /// The buttons of the latest reply that had some (pressable once).
+    buttons: Vec<WireButton>,
 }
 
 impl Conn {
     pub async fn connect(path: &Path) -> std::io::Result<Conn> {
         let s = UnixStream::connect(path).await?;
         let (r, w) = s.into_split();
-        let mut c = Conn { reader: BufReader::new(r), writer: w, line: String::new() };
+        let mut c = Conn { reader: BufReader::new(r), writer: w, line: String::new(), buttons: Vec::new() };
         match c.recv().await? {
             Some(ServerMsg::Hello { .. }) => Ok(c),
             other => Err(std::io::Error::other(format!("unexpected greeting from the host: {other:?}"))),
@@ -38,6 +45,18 @@ impl Conn {
         let mut s = serde_json::to_string(m).expect("client messages serialise");
         s.push('\n');
         self.writer.write_all(s.as_bytes()).await
+    }
+
+    /// Presses button `n` (1-based) of the latest question, if there is one.
+    pub async fn pick(&mut self, n: usize) -> Result<()> {
+        if self.buttons.is_empty() {
+            bail!("there is no question to answer");
+        }
+        let Some(b) = self.buttons.get(n.wrapping_sub(1)).cloned() else {
+            bail!("choose a number from 1 to {}", self.buttons.len());
+        };
+        self.buttons.clear();
+        self.send(&ClientMsg::Click { callback: b.callback }).await.context("sending the choice to the host")
     }
 
     /// The next message; `None` at EOF.
@@ -66,8 +85,17 @@ fn print_reply(text: &str) -> std::io::Result<()> {
 pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> Result<i32> {
     let mut conn = Conn::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
     let mut failures = 0;
-    for (n, text) in input.into_iter().enumerate() {
+    let mut input: std::collections::VecDeque<(usize, String)> = input.into_iter().enumerate().collect();
+    while let Some((n, text)) = input.pop_front() {
         if text.trim().is_empty() {
+            continue;
+        }
+        if let Some(k) = parse_pick(&text, true) {
+            // A question whose turn already settled (e.g. the tool timed out).
+            if let Err(e) = conn.pick(k).await {
+                eprintln!("pinch: line {}: {e:#}", n + 1);
+                failures += 1;
+            }
             continue;
         }
         let cid = format!("c{n}");
@@ -110,6 +138,16 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
                             break;
                         }
                     }
+                    // The turn asked a question: the next line may answer it.
+                    if !conn.buttons.is_empty() {
+                        if let Some(k) = input.front().and_then(|(_, t)| parse_pick(t, true)) {
+                            let (m, _) = input.pop_front().expect("peeked");
+                            if let Err(e) = conn.pick(k).await {
+                                eprintln!("pinch: line {}: {e:#}", m + 1);
+                                failures += 1;
+                            }
+                        }
+                    }
                 }
                 Ok(Ok(None)) | Ok(Err(_)) => {
                     // The host restarted: reconnect and keep waiting; the
@@ -135,10 +173,29 @@ async fn reconnect(socket: &Path, deadline: tokio::time::Instant) -> Result<Conn
     }
 }
 
+/// `/pick N` (or, when `strict` is false, a bare number) → N.
+fn parse_pick(line: &str, strict: bool) -> Option<usize> {
+    let l = line.trim();
+    let n = match l.strip_prefix("/pick") {
+        Some(rest) => rest.trim(),
+        None if !strict => l,
+        None => return None,
+    };
+    n.parse().ok()
+}
+
 /// Prints replies (and acks them), notices; returns anything else.
 async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg>> {
     match m {
-        ServerMsg::Message { id, text, .. } => {
+        ServerMsg::Message { id, text, buttons, .. } => {
+            let mut text = text;
+            for (i, b) in buttons.iter().enumerate() {
+                text.push_str(&format!("\n  [{}] {}", i + 1, b.label));
+            }
+            if !buttons.is_empty() {
+                text.push_str("\n  (answer with /pick N)");
+                conn.buttons = buttons;
+            }
             print_reply(&text).context("writing to stdout")?;
             conn.send(&ClientMsg::Ack { id }).await.context("acknowledging a reply")?;
             Ok(None)
@@ -189,6 +246,13 @@ pub async fn interactive(socket: &Path, banner: &str) -> Result<i32> {
             line = rx.recv() => match line.flatten() {
                 None => return Ok(0),
                 Some(l) if l.trim().is_empty() => prompt(),
+                Some(l) if !conn.buttons.is_empty() && parse_pick(&l, false).is_some() || l.trim_start().starts_with("/pick") => {
+                    match parse_pick(&l, false) {
+                        Some(k) => if let Err(e) = conn.pick(k).await { eprintln!("({e:#})") },
+                        None => eprintln!("(usage: /pick N)"),
+                    }
+                    prompt();
+                }
                 Some(l) => {
                     n += 1;
                     conn.send(&ClientMsg::Message { text: l, client_id: Some(format!("i{n}")) }).await.context("sending to the host")?;

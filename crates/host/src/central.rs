@@ -78,7 +78,41 @@ CREATE TABLE agent_destinations (
   target_id TEXT NOT NULL, created_at TEXT NOT NULL,
   PRIMARY KEY (agent_group_id, local_name));
 ",
+), (
+    // Questions an agent asked (ask_user_question) and the host delivered
+    // with buttons (SPEC §7.3). `question_id` is the host's short id used in
+    // the button callbacks (`q:<id>:<index>`, ≤ 64 bytes); the agent's own
+    // id stays in `agent_question_id`, so an agent cannot aim its buttons at
+    // another session's question.
+    "0002_pending_questions",
+    "
+CREATE TABLE pending_questions (
+  question_id TEXT PRIMARY KEY,
+  session_id TEXT NOT NULL,
+  agent_question_id TEXT NOT NULL,
+  message_out_id TEXT NOT NULL,
+  channel_type TEXT, platform_id TEXT, thread_id TEXT,
+  title TEXT, options_json TEXT NOT NULL,
+  expires_at TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE INDEX pending_questions_out ON pending_questions (session_id, message_out_id);
+",
 )];
+
+/// A question waiting for a button press.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingQuestion {
+    pub question_id: String,
+    pub session_id: String,
+    pub agent_question_id: String,
+    pub message_out_id: String,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub title: String,
+    /// `[{label, value}]` as the agent gave them.
+    pub options_json: String,
+    pub expires_at: String,
+}
 
 pub struct Central {
     pub conn: Connection,
@@ -288,6 +322,47 @@ impl Central {
             .is_some())
     }
 
+    pub fn insert_pending_question(&self, q: &PendingQuestion) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO pending_questions (question_id, session_id, agent_question_id, message_out_id, channel_type,
+               platform_id, thread_id, title, options_json, expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![q.question_id, q.session_id, q.agent_question_id, q.message_out_id, q.channel_type, q.platform_id, q.thread_id, q.title, q.options_json, q.expires_at, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn pending_question(&self, question_id: &str) -> Result<Option<PendingQuestion>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT question_id, session_id, agent_question_id, message_out_id, channel_type, platform_id, thread_id, title,
+                        options_json, expires_at FROM pending_questions WHERE question_id = ?1",
+                [question_id],
+                |r| {
+                    Ok(PendingQuestion {
+                        question_id: r.get(0)?,
+                        session_id: r.get(1)?,
+                        agent_question_id: r.get(2)?,
+                        message_out_id: r.get(3)?,
+                        channel_type: r.get(4)?,
+                        platform_id: r.get(5)?,
+                        thread_id: r.get(6)?,
+                        title: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                        options_json: r.get(8)?,
+                        expires_at: r.get(9)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Forgets every pending entry of one asked message (a redelivery may
+    /// have made more than one).
+    pub fn delete_pending_questions(&self, session_id: &str, message_out_id: &str) -> Result<usize> {
+        Ok(self.conn.execute("DELETE FROM pending_questions WHERE session_id = ?1 AND message_out_id = ?2", params![session_id, message_out_id])?)
+    }
+
     pub fn agent_folder(&self, ag_id: &str) -> Result<Option<String>> {
         Ok(self.conn.query_row("SELECT folder FROM agent_groups WHERE id = ?1", [ag_id], |r| r.get(0)).optional()?)
     }
@@ -479,6 +554,32 @@ mod tests {
         assert_eq!(dests[0].platform_id.as_deref(), Some("local"));
         let n: i64 = c.conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
         assert_eq!(n as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn pending_questions_round_trip_and_are_forgotten_per_message() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Central::open(&d.path().join("pinch.db")).unwrap();
+        let q = PendingQuestion {
+            question_id: "h1".into(),
+            session_id: "s1".into(),
+            agent_question_id: "aq".into(),
+            message_out_id: "out-1".into(),
+            channel_type: Some("cli".into()),
+            platform_id: Some("local".into()),
+            thread_id: None,
+            title: "T".into(),
+            options_json: r#"[{"label":"Yes","value":"y"}]"#.into(),
+            expires_at: "2030-01-01T00:00:00.000000Z".into(),
+        };
+        c.insert_pending_question(&q).unwrap();
+        // a redelivery of the same message makes a second entry under a new id
+        c.insert_pending_question(&PendingQuestion { question_id: "h2".into(), ..q.clone() }).unwrap();
+        // the same id again is ignored, not an error
+        c.insert_pending_question(&q).unwrap();
+        assert_eq!(c.pending_question("h1").unwrap(), Some(q.clone()));
+        assert_eq!(c.delete_pending_questions("s1", "out-1").unwrap(), 2);
+        assert_eq!(c.pending_question("h2").unwrap(), None);
     }
 
     #[test]

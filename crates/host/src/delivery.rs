@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pinch_channels::{Address, Channel, DeliverError, Outgoing};
+use pinch_channels::{Address, Button, Channel, DeliverError, Outgoing};
 use pinch_proto::content::{ChatIn, ChatOut, InContent, SystemIn};
 use pinch_proto::open::{open_reader, open_writer, write_tx};
 use pinch_proto::rows::{self, status, LedgerRow, NewInbound};
@@ -61,11 +61,20 @@ pub struct Task {
     /// Rows the channel took whose `delivered` entry could not be written
     /// yet (e.g. a full disk): the next pass retries the record, never the send.
     unrecorded: HashMap<String, (String, i64)>,
+    /// Tells the main loop about questions before their buttons go out, so
+    /// a click always finds its `pending_questions` row.
+    events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
 }
 
 impl Task {
-    pub fn new(session_id: String, dir: SessionDir, channels: Arc<Channels>, shared: Arc<Shared>) -> Task {
-        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new(), unrecorded: HashMap::new() }
+    pub(crate) fn new(
+        session_id: String,
+        dir: SessionDir,
+        channels: Arc<Channels>,
+        shared: Arc<Shared>,
+        events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
+    ) -> Task {
+        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new(), unrecorded: HashMap::new(), events }
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -143,7 +152,7 @@ impl Task {
                 platform_id: row.platform_id.clone().or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone())).unwrap_or_default(),
                 thread_id: row.thread_id.clone(),
             };
-            let text = match render(row.kind.as_str(), &row.content, &addr) {
+            let rendered = match render(row.kind.as_str(), &row.content, &addr) {
                 Ok(t) => t,
                 Err(reason) => {
                     self.fail(&mut inbound, &row.id, attempts, &reason)?;
@@ -161,9 +170,30 @@ impl Task {
             // terminal entry is (re)sent on every pass and at boot anyway, so
             // it would add an fsync to every reply and change nothing
             // (decision 0005). Retries record `sending` with their count.
+            let mut buttons = Vec::new();
+            if let Some(q) = &rendered.question {
+                let hid = pinch_proto::runner_config::random_hex(4);
+                buttons = q.labels.iter().enumerate().map(|(i, l)| Button { label: l.clone(), callback: format!("q:{hid}:{i}") }).collect();
+                let pending = crate::central::PendingQuestion {
+                    question_id: hid,
+                    session_id: self.session_id.clone(),
+                    agent_question_id: q.agent_question_id.clone(),
+                    message_out_id: row.id.clone(),
+                    channel_type: Some(addr.channel_type.clone()),
+                    platform_id: Some(addr.platform_id.clone()),
+                    thread_id: addr.thread_id.clone(),
+                    title: q.title.clone(),
+                    options_json: q.options_json.clone(),
+                    expires_at: time::format(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(q.timeout_s as i64)),
+                };
+                if self.events.send(crate::main_loop::Event::QuestionAsked(pending)).is_err() {
+                    return Ok(()); // the host is stopping
+                }
+            }
             let msg = Outgoing {
                 id: row.id.clone(),
-                text,
+                text: rendered.text,
+                buttons,
                 in_reply_to: row.in_reply_to.as_deref().map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
             };
             match channel.deliver(&addr, &msg).await {
@@ -330,29 +360,61 @@ fn put(conn: &mut pinch_proto::rusqlite::Connection, e: &LedgerRow) -> Result<()
     Ok(())
 }
 
+/// What a text channel is sent for one outbound row.
+#[derive(Debug, PartialEq)]
+struct Rendered {
+    text: String,
+    question: Option<Question>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Question {
+    agent_question_id: String,
+    title: String,
+    labels: Vec<String>,
+    options_json: String,
+    timeout_s: u64,
+}
+
+/// Longest question a host keeps open (a day, like approvals).
+const MAX_QUESTION_S: u64 = 24 * 3600;
+
 /// Renders an outbound row as text for a text-only channel, or says why it
 /// cannot be delivered. Outbound rows are untrusted input.
-fn render(kind: &str, content: &str, addr: &Address) -> Result<String, String> {
+fn render(kind: &str, content: &str, addr: &Address) -> Result<Rendered, String> {
     if addr.channel_type == "agent" {
         return Err("agent-to-agent delivery is not built yet".into());
     }
     if addr.channel_type.is_empty() || addr.platform_id.is_empty() {
         return Err("the row has no address and the session has no default route".into());
     }
+    let plain = |text: String| Ok(Rendered { text, question: None });
     match kind {
         "chat" => match ChatOut::parse(content).map_err(|e| format!("content is not valid JSON: {e}"))? {
-            ChatOut::Text { text, files } if files.is_empty() => Ok(text),
-            ChatOut::Text { text, files } => Ok(format!("{text}\n[files: {}]", files.join(", "))),
-            ChatOut::Edit { seq, text } => Ok(format!("(correction to message {seq}) {text}")),
+            ChatOut::Text { text, files } if files.is_empty() => plain(text),
+            ChatOut::Text { text, files } => plain(format!("{text}\n[files: {}]", files.join(", "))),
+            ChatOut::Edit { seq, text } => plain(format!("(correction to message {seq}) {text}")),
             ChatOut::Reaction { .. } => Err("dropped: this channel has no reactions".into()),
-            ChatOut::AskQuestion { title, question, options, .. } => {
-                let mut s = format!("{title}\n{question}");
-                for (i, o) in options.iter().enumerate() {
-                    s.push_str(&format!("\n  {}. {}", i + 1, o.label));
+            ChatOut::AskQuestion { question_id, title, question, options, timeout_s } => {
+                if options.is_empty() || options.len() > 10 {
+                    return Err(format!("a question needs 1 to 10 options, this one has {}", options.len()));
                 }
-                Ok(s)
+                if question_id.is_empty() || question_id.len() > 64 {
+                    return Err("a question needs a question_id of 1 to 64 bytes".into());
+                }
+                let options_json = serde_json::to_string(&options).map_err(|e| e.to_string())?;
+                Ok(Rendered {
+                    text: if title.is_empty() { question } else { format!("{title}\n{question}") },
+                    question: Some(Question {
+                        agent_question_id: question_id,
+                        title,
+                        labels: options.iter().map(|o| o.label.clone()).collect(),
+                        options_json,
+                        timeout_s: timeout_s.clamp(1, MAX_QUESTION_S),
+                    }),
+                })
             }
-            ChatOut::Card { fallback_text, .. } => Ok(fallback_text),
+            ChatOut::Card { fallback_text, .. } => plain(fallback_text),
             ChatOut::Unknown(v) => Err(format!("unknown chat content shape: {}", truncate(&v.to_string(), 200))),
         },
         "system" => Err("system actions from agents are not handled yet".into()),

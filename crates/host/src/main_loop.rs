@@ -37,6 +37,8 @@ pub(crate) enum Event {
     StopDeadline { session_id: String, runner_id: String },
     Control(Control),
     Admin(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>),
+    /// A delivery task is about to send a question's buttons.
+    QuestionAsked(crate::central::PendingQuestion),
     Shutdown,
 }
 
@@ -303,6 +305,12 @@ impl Host {
                 };
                 ack.complete(outcome);
             }
+            Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
+            Event::QuestionAsked(q) => {
+                if let Err(e) = self.central.insert_pending_question(&q) {
+                    tracing::error!(session_id = %q.session_id, "could not record a pending question (its buttons will not work): {e:#}");
+                }
+            }
             Event::Channel(ChannelEvent::Available { .. }) => {
                 for s in self.sessions.values() {
                     s.shared.notify.notify_one();
@@ -507,6 +515,78 @@ impl Host {
         Ok(Stored::Taken { session_id: sid, trigger })
     }
 
+    /// A button press (SPEC §7.3): `q:<id>:<index>` answers a pending
+    /// question with a `question_response` row (`trigger=0`; the runner's
+    /// waiting tool takes it). Every outcome is told to the clicker.
+    fn on_click(&mut self, c: pinch_channels::Click) {
+        let addr = pinch_channels::Address { channel_type: c.channel_type.clone(), platform_id: c.platform_id.clone(), thread_id: c.thread_id.clone() };
+        let reply = match self.answer_click(&c) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!(callback = %c.callback, "could not handle a button press: {e:#}");
+                format!("That choice could not be recorded ({e:#}); please try again.")
+            }
+        };
+        if let Some(ch) = self.channels.get(&c.channel_type).cloned() {
+            tokio::spawn(async move {
+                if let Err(e) = ch.notice(&addr, &reply).await {
+                    tracing::warn!("could not answer a button press: {e}");
+                }
+            });
+        }
+    }
+
+    fn answer_click(&mut self, c: &pinch_channels::Click) -> Result<String> {
+        let mut parts = c.callback.splitn(3, ':');
+        let (Some("q"), Some(qid), Some(idx)) = (parts.next(), parts.next(), parts.next()) else {
+            tracing::info!(callback = %c.callback, "button press with an unknown callback");
+            return Ok("That button is not one pinch knows (it may be from an older version).".into());
+        };
+        let Some(q) = self.central.pending_question(qid)? else {
+            return Ok("That question was already answered or has expired.".into());
+        };
+        let now = jiff::Timestamp::now();
+        if time::parse(&q.expires_at).is_ok_and(|t| t <= now) {
+            self.central.delete_pending_questions(&q.session_id, &q.message_out_id)?;
+            return Ok("That question has expired.".into());
+        }
+        let options: Vec<pinch_proto::content::OptionItem> = serde_json::from_str(&q.options_json).context("stored options are not valid JSON")?;
+        let Some(choice) = idx.parse::<usize>().ok().and_then(|i| options.get(i)) else {
+            return Ok(format!("That choice is not one of the {} options.", options.len()));
+        };
+        let Some(s) = self.sessions.get(&q.session_id) else {
+            return Ok("The conversation that asked this is no longer active.".into());
+        };
+        let user_id = format!("{}:{}", c.channel_type, c.user_id);
+        if !self.central.has_access(&user_id, &s.row.agent_group_id)? {
+            tracing::warn!(user = %user_id, question = %q.question_id, "button press refused: the user has no access to this agent");
+            return Ok("Only members of this agent's group can answer its questions.".into());
+        }
+        let content = InContent::System(pinch_proto::content::SystemIn::QuestionResponse {
+            question_id: q.agent_question_id.clone(),
+            value: choice.value.clone(),
+            user_id: Some(user_id),
+        });
+        let row = NewInbound {
+            id: format!("qr:{}:{}", q.session_id, q.message_out_id),
+            kind: "system".into(),
+            timestamp: time::now(),
+            process_after: None,
+            trigger: false,
+            platform_id: q.platform_id.clone(),
+            channel_type: q.channel_type.clone(),
+            thread_id: q.thread_id.clone(),
+            content: content.to_json(),
+            source_session_id: None,
+            on_wake: false,
+        };
+        let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
+        session::write_inbound(&s.dir, &[row], out_max).with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
+        self.central.delete_pending_questions(&q.session_id, &q.message_out_id)?;
+        tracing::info!(session_id = %q.session_id, question = %q.agent_question_id, "question answered");
+        Ok(format!("Answered: {}", choice.label))
+    }
+
     /// The active session for (ag, mg, thread), created if missing.
     fn session_for(&mut self, ag_id: &str, mg_id: &str, thread_id: Option<&str>) -> Result<String> {
         if let Some(row) = self.central.find_session(ag_id, Some(mg_id), thread_id)? {
@@ -553,7 +633,7 @@ impl Host {
         self.project(&row, &dir)?;
         let shared = Shared::new();
         shared.out_max.store(pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out"), std::sync::atomic::Ordering::Relaxed);
-        let task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone());
+        let task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone(), self.events.clone());
         use tracing::Instrument;
         let span = tracing::info_span!("delivery", session_id = %row.id);
         self.delivery_tasks.spawn(task.run(self.delivery_stop.subscribe()).instrument(span));
