@@ -196,3 +196,50 @@ my $got = "";
 while (length($got) < 18) { my $n = sysread($s, my $b, 64); last unless $n; $got .= $b; }
 print "ECHO:$got";
 '"#;
+
+/// The runner's in-sandbox forwarder in front of the real proxy: curl with
+/// `HTTPS_PROXY`-style settings (`-x`, tunnelling) reaches an allowlisted
+/// HTTP server through TCP → forwarder → proxy socket → CONNECT → server,
+/// and a host off the list fails with the proxy's 403.
+#[test]
+fn curl_through_the_runners_forwarder_and_the_proxy() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let body = format!("tunnelled: {}", first.trim());
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = host_config(tmp.path(), Choice::Process);
+    cfg.proxy_egress_allow = vec![format!("127.0.0.1:{port}")];
+    with_session_proxy(cfg, |sock, _| {
+        let fwd = pinch_runner::egress::start(sock).unwrap();
+        let curl = |url: &str| {
+            let out = Command::new("curl")
+                .args(["-s", "-S", "-m", "10", "--proxytunnel", "-x", &format!("http://{fwd}"), url])
+                .env_remove("http_proxy")
+                .env_remove("https_proxy")
+                .env_remove("HTTPS_PROXY")
+                .env_remove("ALL_PROXY")
+                .output()
+                .unwrap();
+            (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        };
+        let (ok, out) = curl(&format!("http://127.0.0.1:{port}/hello"));
+        assert!(ok && out == "tunnelled: GET /hello HTTP/1.1", "{out}");
+        let (ok, out) = curl("http://example.invalid:443/");
+        assert!(!ok && out.contains("403"), "refused by the proxy: {out}");
+    });
+}
