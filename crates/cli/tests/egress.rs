@@ -243,3 +243,68 @@ fn curl_through_the_runners_forwarder_and_the_proxy() {
         assert!(!ok && out.contains("403"), "refused by the proxy: {out}");
     });
 }
+
+/// TLS runs end to end through the tunnel: curl verifies the server's
+/// certificate itself (the test CA), and the server sees no credential.
+#[test]
+fn tls_runs_end_to_end_through_a_connect_tunnel() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let server_cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec())],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let h2 = heads.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let mut s = rustls::StreamOwned::new(rustls::ServerConnection::new(server_cfg.clone()).unwrap(), tcp);
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut b).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(b[0]);
+            }
+            h2.lock().unwrap().push(String::from_utf8_lossy(&head).to_string());
+            let body = "secret-free over tls";
+            let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let mut cfg = host_config(tmp.path(), Choice::Process);
+    cfg.proxy_egress_allow = vec![format!("localhost:{port}")];
+    cfg.proxy_upstreams = vec![pinch_host::proxy::Upstream {
+        name: "openai".into(),
+        base_url: "http://127.0.0.1:9".into(),
+        auth: Some(("authorization".into(), pinch_host::proxy::Secret::new("Bearer sk-never-in-a-tunnel"))),
+    }];
+    with_session_proxy(cfg, |sock, _| {
+        let fwd = pinch_runner::egress::start(sock).unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-S", "-m", "10", "--cacert"])
+            .arg(&ca)
+            .args(["-x", &format!("http://{fwd}"), &format!("https://localhost:{port}/v1/x")])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text == "secret-free over tls", "{text}");
+    });
+    let head = heads.lock().unwrap().last().cloned().unwrap();
+    assert!(head.starts_with("GET /v1/x HTTP/1.1"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("authorization") && !head.contains("sk-never"), "no credential in a tunnel: {head}");
+}
