@@ -131,8 +131,10 @@ fn hosts_off_the_list_get_403_and_the_groups_list_adds_to_the_hosts() {
             r.read_to_string(&mut body).unwrap();
             assert!(body.contains(&target) && body.contains("egress_allow"), "the refusal names the host and the fix: {body}");
         }
-        let (head, _) = connect(sock, "no-port-here", b"");
-        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+        for bad in ["no-port-here", "host\x1b[2J:443"] {
+            let (head, _) = connect(sock, bad, b"");
+            assert!(head.starts_with("HTTP/1.1 400"), "{bad:?}: {head}");
+        }
     });
     assert_eq!(group_accepted.load(Ordering::SeqCst), 1, "only the allowed attempt reached the group's host");
     assert_eq!(denied_accepted.load(Ordering::SeqCst), 0, "a refused CONNECT never opens a connection");

@@ -287,7 +287,9 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow,
 
 /// `CONNECT host:port`: splice to the host if the allowlist has it.
 async fn connect(mut c: UnixStream, target: &str, early: &[u8], egress: &EgressAllow, session_id: &str) -> std::io::Result<()> {
-    let Some((host, Some(port))) = split_host_port(target) else {
+    // Only printable ASCII reaches the logs and the resolver.
+    let parsed = split_host_port(target).filter(|_| !target.is_empty() && target.bytes().all(|b| b.is_ascii_graphic()));
+    let Some((host, Some(port))) = parsed else {
         return respond(&mut c, 400, "Bad Request", "pinch proxy: CONNECT needs host:port\n").await;
     };
     if !egress.allows(host, port) {

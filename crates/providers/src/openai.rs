@@ -41,6 +41,9 @@ impl OpenAi {
         }
         messages.push(json!({"role": "user", "content": req.prompt}));
         for step in &req.steps {
+            if matches!(step, Step::Assistant { text, calls } if text.is_empty() && calls.is_empty()) {
+                continue; // an empty assistant message is refused by some servers
+            }
             messages.push(match step {
                 Step::Assistant { text, calls } => {
                     let mut m = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});

@@ -228,6 +228,8 @@ fn openai_tool_round_trip() {
 
     // Step 2: the calls and results are replayed; the model answers.
     req.steps = round_trip_steps(&r.tool_calls, "");
+    // A step that said nothing and called nothing is not replayed.
+    req.steps.insert(0, Step::Assistant { text: String::new(), calls: Vec::new() });
     let (r2, events2) = run(&mut p, &req);
     let r2 = r2.unwrap();
     assert_eq!(r2.text, "Your notes say: buy milk. It is 2026-11-28.");
