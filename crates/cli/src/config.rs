@@ -26,6 +26,34 @@ pub struct FileConfig {
     pub host: HostSection,
     #[serde(default)]
     pub stuck: StuckSection,
+    #[serde(default)]
+    pub proxy: ProxySection,
+}
+
+/// `[proxy]`: what the per-session credential proxy lets out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// Hosts sandboxes may `CONNECT` to (TLS end to end, no credentials):
+    /// `host`, `host:port`, `*.domain` (port 443 unless given). A list, or
+    /// a comma-separated string (`PINCH__PROXY__EGRESS_ALLOW=a.com,b.org`).
+    pub egress_allow: Option<HostList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HostList {
+    List(Vec<String>),
+    Csv(String),
+}
+
+impl HostList {
+    fn entries(&self) -> Vec<String> {
+        match self {
+            HostList::List(v) => v.clone(),
+            HostList::Csv(s) => s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +291,11 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
             c.proxy_upstreams.push(pinch_host::proxy::Upstream { name: name.into(), base_url: url.trim_end_matches('/').to_owned(), auth });
         }
     }
+    if let Some(list) = &file.proxy.egress_allow {
+        let entries = list.entries();
+        pinch_host::proxy::EgressAllow::parse(&entries).map_err(|e| anyhow::anyhow!("proxy.{e}"))?;
+        c.proxy_egress_allow = entries;
+    }
     c.timezone = match &file.timezone {
         Some(tz) => {
             jiff::tz::TimeZone::get(tz).with_context(|| format!("timezone {tz:?} is not a known IANA zone (e.g. Europe/Madrid)"))?;
@@ -385,5 +418,20 @@ mod tests {
         let c = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("openai".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap();
         assert!(c.proxy_upstreams.iter().any(|u| u.name == "openai"), "openai gets a proxy route");
         assert!(!format!("{c:?}").contains("sk-"), "no key in the resolved config's Debug");
+    }
+
+    #[test]
+    fn egress_allow_from_file_and_env() {
+        let mut t: toml::Table = "[proxy]\negress_allow = [\"api.github.com\", \"*.pypi.org:443\"]\n".parse().unwrap();
+        let f: FileConfig = toml::Value::Table(t.clone()).try_into().unwrap();
+        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.proxy_egress_allow, ["api.github.com", "*.pypi.org:443"]);
+        apply_env(&mut t, vec![("PINCH__PROXY__EGRESS_ALLOW".to_string(), "a.example.com, b.example.org:8443".to_string())].into_iter()).unwrap();
+        let f: FileConfig = toml::Value::Table(t).try_into().unwrap();
+        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.proxy_egress_allow, ["a.example.com", "b.example.org:8443"], "env beats the file");
+        let f: FileConfig = toml::Value::Table("[proxy]\negress_allow = [\"x.com:https\"]\n".parse().unwrap()).try_into().unwrap();
+        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("proxy.egress_allow entry \"x.com:https\""), "{e}");
     }
 }

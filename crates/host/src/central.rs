@@ -363,6 +363,23 @@ impl Central {
         Ok(self.conn.execute("DELETE FROM pending_questions WHERE session_id = ?1 AND message_out_id = ?2", params![session_id, message_out_id])?)
     }
 
+    /// The agent group's `agent_configs.egress_allow` (a JSON array of host
+    /// patterns; NULL or no row = none). Invalid JSON is an error naming
+    /// the group.
+    pub fn egress_allow(&self, ag_id: &str) -> Result<Vec<String>> {
+        let raw: Option<String> = self
+            .conn
+            .query_row("SELECT egress_allow FROM agent_configs WHERE agent_group_id = ?1", [ag_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        match raw.as_deref().map(str::trim) {
+            None | Some("") => Ok(Vec::new()),
+            Some(text) => serde_json::from_str(text).with_context(|| {
+                format!("agent_configs.egress_allow of agent group {ag_id:?} must be a JSON array of host patterns, e.g. [\"api.github.com\", \"*.pypi.org\"]")
+            }),
+        }
+    }
+
     pub fn agent_folder(&self, ag_id: &str) -> Result<Option<String>> {
         Ok(self.conn.query_row("SELECT folder FROM agent_groups WHERE id = ?1", [ag_id], |r| r.get(0)).optional()?)
     }

@@ -52,6 +52,9 @@ pub struct HostConfig {
     pub proxy_upstreams: Vec<crate::proxy::Upstream>,
     /// Extra trusted roots (DER) for `https://` upstreams.
     pub proxy_extra_roots: Vec<Vec<u8>>,
+    /// Hosts every sandbox may `CONNECT` to (see `proxy::EgressAllow` for
+    /// the forms); an agent group's `agent_configs.egress_allow` adds more.
+    pub proxy_egress_allow: Vec<String>,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -89,6 +92,7 @@ impl HostConfig {
             in_dir_view: None,
             proxy_upstreams: Vec::new(),
             proxy_extra_roots: Vec::new(),
+            proxy_egress_allow: Vec::new(),
         }
     }
 }

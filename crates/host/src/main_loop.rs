@@ -753,7 +753,7 @@ impl Host {
             outbox_dir: dir.outbox(),
             agent_dir,
             global_dir: self.data.group_dir("global"),
-            proxy_dir: Some(self.ensure_proxy(&row.id)?),
+            proxy_dir: Some(self.ensure_proxy(&row.id, &row.agent_group_id)?),
         };
         let proxy_socket = match self.sandbox.kind() {
             sandbox::Kind::Bwrap => "/pinch/run/llm.sock".to_owned(),
@@ -1049,8 +1049,10 @@ impl Host {
     }
 
     /// Starts the session's credential proxy if it is not running; returns
-    /// its directory (what the sandbox binds at `/pinch/run`).
-    fn ensure_proxy(&mut self, id: &str) -> Result<PathBuf> {
+    /// its directory (what the sandbox binds at `/pinch/run`). Its egress
+    /// allowlist is the host's `proxy.egress_allow` plus the agent group's
+    /// `agent_configs.egress_allow`, read when the proxy starts.
+    fn ensure_proxy(&mut self, id: &str, ag_id: &str) -> Result<PathBuf> {
         let dir = self.data.run_dir().join("proxy").join(id);
         let running = self.proxies.get(id).is_some_and(|h| !h.is_finished());
         if !running {
@@ -1058,7 +1060,10 @@ impl Host {
             if sock.as_os_str().len() > 107 {
                 anyhow::bail!("the proxy socket path {} is longer than a Unix socket allows (107 bytes): use a shorter --data-dir", sock.display());
             }
-            let h = crate::proxy::serve(&sock, id.to_owned(), Arc::new(self.cfg.proxy_upstreams.clone()), self.proxy_tls.clone())
+            let mut egress = crate::proxy::EgressAllow::parse(&self.cfg.proxy_egress_allow).map_err(|e| anyhow::anyhow!("proxy.{e}"))?;
+            let group = self.central.egress_allow(ag_id)?;
+            egress.extend(crate::proxy::EgressAllow::parse(&group).map_err(|e| anyhow::anyhow!("agent group {ag_id:?}: {e}"))?);
+            let h = crate::proxy::serve(&sock, id.to_owned(), Arc::new(self.cfg.proxy_upstreams.clone()), Arc::new(egress), self.proxy_tls.clone())
                 .with_context(|| format!("starting the credential proxy on {}", sock.display()))?;
             self.proxies.insert(id.to_owned(), h);
         }

@@ -9,7 +9,12 @@
 //!
 //! Upstreams are `http://` (Ollama, vLLM, llama.cpp's server) or `https://`
 //! (TLS by rustls, verified against the Mozilla roots plus any configured
-//! extra root). The `CONNECT` egress allowlist comes with the tools work.
+//! extra root).
+//!
+//! Egress (SPEC §8.2): `CONNECT host:port` to a host on the allowlist opens
+//! a TCP connection and splices bytes both ways (the client's TLS runs end
+//! to end; nothing is injected); any other `CONNECT` gets 403 and a log line
+//! naming the host and how to allow it. See [`EgressAllow`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -69,11 +74,89 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Client headers never forwarded: credentials and hop-by-hop headers.
 const STRIPPED: &[&str] = &["authorization", "x-api-key", "proxy-authorization", "connection", "host", "content-length", "transfer-encoding", "keep-alive"];
 
+/// One allowlist entry: an exact host or a `*.suffix` pattern, and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EgressRule {
+    /// Lowercase, no trailing dot. For a pattern: the suffix with its dot
+    /// (`.example.com`).
+    host: String,
+    wildcard: bool,
+    port: u16,
+}
+
+/// Hosts a sandbox may `CONNECT` to. Entries: `api.github.com` (port 443),
+/// `host:port`, `*.example.com` (any subdomain, not `example.com` itself;
+/// list that too if wanted), `[::1]:8443` for an IPv6 literal. Names
+/// compare case-insensitively, ignoring a trailing dot. Empty = no egress.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EgressAllow(Vec<EgressRule>);
+
+impl EgressAllow {
+    /// Parses entries; the error names the bad entry and the accepted forms.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<EgressAllow, String> {
+        let mut rules = Vec::new();
+        for e in entries {
+            let raw = e.as_ref().trim();
+            let bad = |why: &str| {
+                format!("egress_allow entry {raw:?} {why}: use `host`, `host:port`, `*.domain` or `*.domain:port` (port 443 when none is given)")
+            };
+            let (host, port) = split_host_port(raw).ok_or_else(|| bad("has an invalid port"))?;
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            let (wildcard, host) = match host.strip_prefix("*.") {
+                Some(rest) => (true, format!(".{rest}")),
+                None => (false, host),
+            };
+            let name = host.trim_start_matches('.');
+            if name.is_empty() || name.contains('*') || name.contains('/') || name.chars().any(char::is_whitespace) {
+                return Err(bad("is not a host name"));
+            }
+            rules.push(EgressRule { host, wildcard, port: port.unwrap_or(443) });
+        }
+        Ok(EgressAllow(rules))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds another list's entries (host-wide plus the agent group's).
+    pub fn extend(&mut self, other: EgressAllow) {
+        self.0.extend(other.0);
+    }
+
+    /// Whether `host:port` may be reached.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.0.iter().any(|r| r.port == port && if r.wildcard { host.ends_with(&r.host) && host.len() > r.host.len() } else { host == r.host })
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` → (host without brackets,
+/// port). `None` when a port is present but not a number in 1..=65535.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let parse_port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']')?;
+        return match tail.strip_prefix(':') {
+            Some(p) => Some((h, Some(parse_port(p)?))),
+            None if tail.is_empty() => Some((h, None)),
+            None => None,
+        };
+    }
+    match s.rsplit_once(':') {
+        // A bare IPv6 literal has several colons and no port.
+        Some((h, _)) if h.contains(':') => Some((s, None)),
+        Some((h, p)) => Some((h, Some(parse_port(p)?))),
+        None => Some((s, None)),
+    }
+}
+
 /// Serves the proxy on `socket` until the returned handle is aborted.
 pub fn serve(
     socket: &Path,
     session_id: String,
     upstreams: Arc<Vec<Upstream>>,
+    egress: Arc<EgressAllow>,
     tls: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = socket.parent() {
@@ -86,9 +169,9 @@ pub fn serve(
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (u, sid, tls) = (upstreams.clone(), session_id.clone(), tls.clone());
+            let (u, eg, sid, tls) = (upstreams.clone(), egress.clone(), session_id.clone(), tls.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, &u, &sid, tls).await {
+                if let Err(e) = handle(stream, &u, &eg, &sid, tls).await {
                     tracing::debug!(session_id = %sid, "proxy connection ended: {e}");
                 }
             });
@@ -104,7 +187,7 @@ async fn respond(c: &mut UnixStream, code: u16, reason: &str, body: &str) -> std
     c.write_all(msg.as_bytes()).await
 }
 
-async fn handle(mut c: UnixStream, upstreams: &[Upstream], session_id: &str, tls: Arc<rustls::ClientConfig>) -> std::io::Result<()> {
+async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow, session_id: &str, tls: Arc<rustls::ClientConfig>) -> std::io::Result<()> {
     // Read the request head.
     let mut buf = Vec::with_capacity(4096);
     let head_end = loop {
@@ -130,6 +213,9 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], session_id: &str, tls
         .filter(|l| !l.is_empty())
         .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
         .collect();
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return connect(c, target, &buf[head_end..], egress, session_id).await;
+    }
     let route = target.strip_prefix('/').and_then(|t| t.split_once('/').map(|(r, rest)| (r, format!("/{rest}"))));
     let Some((upstream, rest)) = route.and_then(|(r, rest)| upstreams.iter().find(|u| u.name == r).map(|u| (u, rest))) else {
         tracing::warn!(session_id, method, target, "proxy refused a request outside the allowed routes");
@@ -199,6 +285,43 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], session_id: &str, tls
     }
 }
 
+/// `CONNECT host:port`: splice to the host if the allowlist has it.
+async fn connect(mut c: UnixStream, target: &str, early: &[u8], egress: &EgressAllow, session_id: &str) -> std::io::Result<()> {
+    // Only printable ASCII reaches the logs and the resolver.
+    let parsed = split_host_port(target).filter(|_| !target.is_empty() && target.bytes().all(|b| b.is_ascii_graphic()));
+    let Some((host, Some(port))) = parsed else {
+        return respond(&mut c, 400, "Bad Request", "pinch proxy: CONNECT needs host:port\n").await;
+    };
+    if !egress.allows(host, port) {
+        let entry = if port == 443 { host.to_owned() } else { format!("{host}:{port}") };
+        tracing::warn!(
+            session_id,
+            host,
+            port,
+            "proxy refused CONNECT to {host}:{port}: not on the egress allowlist; to allow it add {entry:?} to `egress_allow` under [proxy] in pinch.toml (or to the agent group's egress_allow)"
+        );
+        let body = format!("pinch proxy: {host}:{port} is not on the egress allowlist (ask the operator to add {entry:?} to egress_allow)\n");
+        return respond(&mut c, 403, "Forbidden", &body).await;
+    }
+    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let mut up = match TcpStream::connect(&addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(session_id, host, port, "proxy cannot reach the egress host: {e}");
+            return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: cannot reach {host}:{port}: {e}\n")).await;
+        }
+    };
+    tracing::info!(session_id, host, port, "egress tunnel opened");
+    c.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await?;
+    // Bytes the client sent right after the head (a TLS hello) go first.
+    if !early.is_empty() {
+        up.write_all(early).await?;
+    }
+    let (to_host, to_client) = tokio::io::copy_bidirectional(&mut c, &mut up).await?;
+    tracing::debug!(session_id, host, port, to_host, to_client, "egress tunnel closed");
+    Ok(())
+}
+
 /// Sends the request upstream and streams the response back as it comes
 /// (SSE works unchanged).
 async fn forward<S: AsyncRead + AsyncWrite + Unpin>(mut up: S, req: &str, body: &[u8], mut c: UnixStream) -> std::io::Result<()> {
@@ -229,5 +352,41 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         let u = Upstream { name: "openai".into(), base_url: "http://x".into(), auth: Some(("authorization".into(), s)) };
         assert!(!format!("{u:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn egress_allowlist_matching() {
+        let a = EgressAllow::parse(&["api.github.com", "*.PyPI.org", "files.example.net:8443", "127.0.0.1:7000", "[::1]:9000", "dot.example.com."]).unwrap();
+        let cases = [
+            ("api.github.com", 443, true),
+            ("API.GitHub.com.", 443, true),
+            ("api.github.com", 80, false),
+            ("github.com", 443, false),
+            ("evilapi.github.com", 443, false),
+            ("upload.pypi.org", 443, true),
+            ("a.b.pypi.org", 443, true),
+            ("pypi.org", 443, false),
+            ("notpypi.org", 443, false),
+            ("files.example.net", 8443, true),
+            ("files.example.net", 443, false),
+            ("127.0.0.1", 7000, true),
+            ("127.0.0.1", 7001, false),
+            ("::1", 9000, true),
+            ("dot.example.com", 443, true),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(a.allows(host, port), want, "{host}:{port}");
+        }
+        assert!(!EgressAllow::default().allows("api.github.com", 443), "empty = no egress");
+    }
+
+    #[test]
+    fn bad_egress_entries_name_the_entry() {
+        for bad in ["host:http", "host:0", "host:70000", "", "*", "a/b", "*.*.x", "[::1]x"] {
+            let e = EgressAllow::parse(&[bad]).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains("host:port"), "{bad}: {e}");
+        }
+        assert_eq!(split_host_port("[::1]:443"), Some(("::1", Some(443))));
+        assert_eq!(split_host_port("example.com:8080"), Some(("example.com", Some(8080))));
     }
 }

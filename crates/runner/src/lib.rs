@@ -11,6 +11,7 @@
 //! Invariants: writes only under `out/` (and, later, outbox and workspace);
 //! never writes `inbound.db`; never knows channels or the host.
 
+pub mod egress;
 pub mod format;
 pub mod heartbeat;
 pub mod output;
