@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod output;
 mod poll;
 pub mod signals;
+pub mod tools;
 
 use std::collections::HashSet;
 use std::path::Path;
