@@ -106,7 +106,9 @@ pub struct ToolCtx<'a> {
     pub acked: Vec<String>,
     /// Asked to stop (signal or `in/stop`): blocking tools give up.
     pub should_stop: &'a dyn Fn() -> bool,
-    counter: u64,
+    /// Tool rows written so far (part of their ids); carry it across
+    /// contexts of one process.
+    pub counter: u64,
 }
 
 impl<'a> ToolCtx<'a> {
