@@ -61,10 +61,12 @@ pub enum Fig {
     P6,
     P7,
     P9,
+    /// One tool round trip (issue 4).
+    Tool,
 }
 
 impl Fig {
-    const ALL: [Fig; 6] = [Fig::P1, Fig::P2, Fig::P3, Fig::P6, Fig::P7, Fig::P9];
+    const ALL: [Fig; 7] = [Fig::P1, Fig::P2, Fig::P3, Fig::P6, Fig::P7, Fig::P9, Fig::Tool];
 
     fn id(self) -> &'static str {
         match self {
@@ -74,6 +76,7 @@ impl Fig {
             Fig::P6 => "P6",
             Fig::P7 => "P7",
             Fig::P9 => "P9",
+            Fig::Tool => "TOOL",
         }
     }
 
@@ -86,6 +89,7 @@ impl Fig {
             Fig::P6 => "host idle RSS, 50 sessions",
             Fig::P7 => "runner idle RSS",
             Fig::P9 => "crash noticed → replacement claims",
+            Fig::Tool => "CLI message → shell tool → reply (warm)",
         }
     }
 
@@ -102,6 +106,8 @@ impl Fig {
             Fig::P7 => "runner (`pinch runner`) VmRSS after 1 s idle, warm session, scripted provider",
             Fig::P9 => "runner killed (SIGKILL) mid-turn → its replacement has claimed the interrupted message \
                         (t0 just before the kill; t1 when a claim by a new runner id appears; exit noticed from the child, not a sweep)",
+            Fig::Tool => "one tool round trip, warm session: message sent on the CLI → scripted model calls `shell` (`echo`) → \
+                          sh runs in the sandbox → result → model → reply printed (t0 before the socket write; t1 when the reply line is read)",
         }
     }
 
@@ -114,6 +120,7 @@ impl Fig {
             (Fig::P6, _) => "≤ 15 MB",
             (Fig::P7, _) => "≤ 10 MB",
             (Fig::P9, _) => "≤ 100 ms",
+            (Fig::Tool, _) => "none (reported in issue 4; baseline P2)",
         }
     }
 }
@@ -249,6 +256,9 @@ impl Bench {
             }
             if want(Fig::P9) {
                 rows.push(self.p9(kind).await.with_context(|| format!("P9 ({})", kind.as_str()))?);
+            }
+            if want(Fig::Tool) {
+                rows.push(self.tool(kind).await.with_context(|| format!("TOOL ({})", kind.as_str()))?);
             }
         }
         // The idle daemon runs no runner, so its sandbox does not matter: once.
@@ -687,6 +697,57 @@ async fn p2_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
         samples.push(at - t0);
     }
     Ok(samples)
+}
+
+// ---------------------------------------------------------------------------
+// TOOL
+
+/// The model calls `shell echo` on every bench message, then answers with
+/// the result.
+const TOOL_SCRIPT: &str = r#"
+[[rule]]
+contains = "bench-tool"
+tool = "shell"
+args = { command = "echo pong" }
+
+[[rule]]
+after_tool = "shell"
+reply = "{tool_result}"
+"#;
+
+impl Bench {
+    async fn tool(&self, kind: Kind) -> Result<Row> {
+        let n = self.n(50);
+        eprintln!("pinch bench: TOOL with {} ({n} iterations)…", kind.as_str());
+        let dir = self.temp_dir("tool")?;
+        let mut cfg = self.host_config(dir.path(), kind);
+        cfg.provider.script = Some(TOOL_SCRIPT.into());
+        let mut h = WarmHost::start_with(cfg).await?;
+        let res = async {
+            let plain = p2_samples(&mut h, n).await?;
+            let mut samples = Vec::with_capacity(n);
+            for i in 0..n {
+                tokio::time::sleep(GAP).await;
+                let t0 = Instant::now();
+                let cid = h.client.send(&format!("bench-tool {i}")).await?;
+                let turn = h.client.await_turn(Sent::Client(&cid)).await?;
+                let at = turn.reply_at.with_context(|| format!("{} settled without a reply", turn.id))?;
+                samples.push(at - t0);
+            }
+            Ok::<_, anyhow::Error>((samples, plain))
+        }
+        .await;
+        let down = h.shutdown().await;
+        let (samples, plain) = res?;
+        down?;
+        Ok(Row {
+            fig: Fig::Tool,
+            sandbox: kind,
+            measured: Measured::Latency(Summary::of(samples)),
+            baseline: Some(Baseline { what: "P2".into(), summary: Summary::of(plain) }),
+            notes: vec![],
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -111,6 +111,8 @@ pub struct RunnerSection {
     pub busy_timeout_s: Option<f64>,
     pub batch_size: Option<u32>,
     pub corruption_streak: Option<u32>,
+    /// Model calls per turn (agent loop step limit).
+    pub max_steps: Option<u32>,
     pub log: Option<String>,
 }
 
@@ -334,6 +336,12 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
             bail!("runner.corruption_streak must be at least 1");
         }
         c.runner.corruption_streak = v;
+    }
+    if let Some(v) = r.max_steps {
+        if v == 0 {
+            bail!("runner.max_steps must be at least 1 (it counts model calls per turn; the default is 50)");
+        }
+        c.runner.max_steps = v;
     }
     if let Some(v) = &r.log {
         c.runner_log = v.clone();

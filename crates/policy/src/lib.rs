@@ -9,7 +9,9 @@
 pub mod batch;
 pub mod breaker;
 pub mod budget;
+pub mod cron;
 pub mod exit;
+pub mod path;
 pub mod route;
 pub mod streak;
 pub mod sweep;

@@ -73,6 +73,14 @@ pub struct Timings {
     pub provider_retry_base_ms: u64,
     #[serde(default = "default_provider_tries")]
     pub provider_tries: u32,
+    /// Agent loop (SPEC §5.5): model calls per turn before the turn ends
+    /// with what text there is.
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+}
+
+fn default_max_steps() -> u32 {
+    50
 }
 
 fn default_retry_base_ms() -> u64 {
@@ -99,6 +107,7 @@ impl Default for Timings {
             poll_failure_ceiling_ms: 60_000,
             provider_retry_base_ms: default_retry_base_ms(),
             provider_tries: default_provider_tries(),
+            max_steps: default_max_steps(),
         }
     }
 }
@@ -123,6 +132,9 @@ impl RunnerConfig {
         }
         if self.timings.busy_timeout_ms < 2_000 {
             problems.push("timings.busy_timeout_ms must be at least 2000".into());
+        }
+        if self.timings.max_steps == 0 {
+            problems.push("timings.max_steps must be at least 1".into());
         }
         if self.timings.corruption_streak == 0 {
             problems.push("timings.corruption_streak must be at least 1".into());

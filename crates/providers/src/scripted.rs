@@ -19,6 +19,27 @@
 //! exit_code = 1              # the whole runner process dies mid-turn (fault tests)
 //! ```
 //!
+//! Rules may call tools (the runner runs them and calls again):
+//!
+//! ```toml
+//! [[rule]]
+//! contains = "run ls"
+//! tool = "shell"                 # the call; `reply` may add text beside it
+//! args = { command = "ls" }      # the arguments (any TOML table → JSON)
+//!
+//! [[rule]]
+//! after_tool = "shell"           # fires on the step after a shell result
+//! reply = "ls said: {tool_result}"
+//! ```
+//!
+//! On a turn's first step only rules without `after_tool` match; on a step
+//! after tool results only rules whose `after_tool` names the last result's
+//! tool (or is `"*"`), also checked against `contains`/`equals` on the
+//! newest text (follow-ups that joined the turn count). No match after a
+//! tool result: the default reply. `{tool_result}` is the last result's
+//! content, `{tool_error}` `true` or `false`, `{step}` the step number
+//! (1 = the first call).
+//!
 //! The first matching rule (against the newest text) wins. With no script,
 //! or no matching rule, the default greets and echoes. `{continuation}` in a
 //! reply is the conversation id, `{history}` the number of earlier messages
@@ -30,7 +51,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{Capabilities, ConfigError, ErrorKind, Event, Provider, ProviderError, TurnRequest, TurnResult, Usage};
+use crate::{Capabilities, ConfigError, ErrorKind, Event, Provider, ProviderError, Step, ToolCall, TurnRequest, TurnResult, Usage};
 
 /// The reply when no rule matches: a greeting that echoes.
 pub const DEFAULT_REPLY: &str = "Hello from pinch! You said: {text}";
@@ -73,11 +94,27 @@ pub struct Rule {
     /// process), then answer with `reply` (or the default).
     #[serde(default)]
     pub fail_times: Option<u32>,
+    /// Call this tool (the step's result asks the runner to run it).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// The tool's arguments.
+    #[serde(default)]
+    pub args: Option<toml::Table>,
+    /// Match only on the step after a result of this tool (`*` = any).
+    #[serde(default)]
+    pub after_tool: Option<String>,
 }
 
 impl Rule {
-    fn matches(&self, text: &str) -> bool {
-        self.equals.as_deref().is_none_or(|e| text.trim() == e) && self.contains.as_deref().is_none_or(|c| text.contains(c))
+    fn matches(&self, text: &str, last_tool: Option<&str>) -> bool {
+        let step_ok = match (self.after_tool.as_deref(), last_tool) {
+            (None, None) => true,
+            (Some(want), Some(got)) => want == "*" || want == got,
+            _ => false,
+        };
+        step_ok
+            && self.equals.as_deref().is_none_or(|e| text.trim() == e)
+            && self.contains.as_deref().is_none_or(|c| text.contains(c))
     }
 }
 
@@ -87,6 +124,8 @@ pub struct Scripted {
     known: std::collections::HashSet<String>,
     /// Calls matched per rule (for `fail_times`).
     calls: Vec<u32>,
+    /// Tool calls made (for call ids).
+    tool_calls: u64,
 }
 
 impl Scripted {
@@ -96,8 +135,11 @@ impl Scripted {
             Some(t) => toml::from_str::<Script>(t).map_err(|e| ConfigError::Script(e.to_string()))?,
         };
         for (i, r) in script.rules.iter().enumerate() {
-            if r.reply.is_none() && r.error.is_none() && r.exit_code.is_none() {
-                return Err(ConfigError::Script(format!("rule {} has none of `reply`, `error`, `exit_code`", i + 1)));
+            if r.reply.is_none() && r.error.is_none() && r.exit_code.is_none() && r.tool.is_none() {
+                return Err(ConfigError::Script(format!("rule {} has none of `reply`, `error`, `exit_code`, `tool`", i + 1)));
+            }
+            if r.args.is_some() && r.tool.is_none() {
+                return Err(ConfigError::Script(format!("rule {} has `args` but no `tool`", i + 1)));
             }
             if let Some(k) = &r.error_kind {
                 if ErrorKind::parse(k).is_none() {
@@ -109,7 +151,7 @@ impl Scripted {
             }
         }
         let calls = vec![0; script.rules.len()];
-        Ok(Scripted { script, known: Default::default(), calls })
+        Ok(Scripted { script, known: Default::default(), calls, tool_calls: 0 })
     }
 }
 
@@ -119,7 +161,7 @@ impl Provider for Scripted {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { tools: false, streaming: false, context_window: 1_000_000 }
+        Capabilities { tools: true, streaming: false, context_window: 1_000_000 }
     }
 
     fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
@@ -134,7 +176,12 @@ impl Provider for Scripted {
         }
         let newest = req.texts.last().map(String::as_str).unwrap_or("");
         let joined = req.texts.join("\n");
-        let idx = self.script.rules.iter().position(|r| r.matches(newest));
+        let last_result = req.steps.iter().rev().find_map(|s| match s {
+            Step::ToolResult { name, content, is_error, .. } => Some((name.as_str(), content.as_str(), *is_error)),
+            _ => None,
+        });
+        let step = 1 + req.steps.iter().filter(|s| matches!(s, Step::Assistant { .. })).count();
+        let idx = self.script.rules.iter().position(|r| r.matches(newest, last_result.map(|l| l.0)));
         if let Some(i) = idx {
             self.calls[i] += 1;
         }
@@ -154,23 +201,40 @@ impl Provider for Scripted {
                 return Err(ProviderError { message: msg.clone(), retryable: r.retryable, kind });
             }
         }
-        let template = rule
-            .and_then(|r| r.reply.as_deref())
-            .or(self.script.default_reply.as_deref())
-            .unwrap_or(DEFAULT_REPLY);
+        let calling = rule.and_then(|r| r.tool.as_ref().map(|t| (t, r.args.clone().unwrap_or_default())));
+        let template = match (rule.and_then(|r| r.reply.as_deref()), &calling) {
+            (Some(t), _) => t,
+            (None, Some(_)) => "",
+            (None, None) => self.script.default_reply.as_deref().unwrap_or(DEFAULT_REPLY),
+        };
         let text = template
             .replace("{text}", &joined)
             .replace("{continuation}", req.continuation.as_deref().unwrap_or("none"))
-            .replace("{history}", &req.history.len().to_string());
+            .replace("{history}", &req.history.len().to_string())
+            .replace("{tool_result}", last_result.map(|l| l.1).unwrap_or(""))
+            .replace("{tool_error}", if last_result.is_some_and(|l| l.2) { "true" } else { "false" })
+            .replace("{step}", &step.to_string());
+        let mut tool_calls = Vec::new();
+        if let Some((name, args)) = calling {
+            if !req.tools.iter().any(|t| &t.name == name) {
+                return Err(ProviderError {
+                    message: format!("the script calls tool {name:?}, which the runner did not offer"),
+                    retryable: false,
+                    kind: ErrorKind::BadRequest,
+                });
+            }
+            self.tool_calls += 1;
+            let arguments = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
+            sink(Event::ToolCall { id: format!("call-{}", self.tool_calls), name: name.clone(), arguments: arguments.clone() });
+            tool_calls.push(ToolCall { id: format!("call-{}", self.tool_calls), name: name.clone(), arguments });
+        }
         if let Some(c) = &req.continuation {
             self.known.insert(c.clone());
         }
-        sink(Event::Text(text.clone()));
-        Ok(TurnResult {
-            usage: Usage { input_tokens: req.prompt.len() as u64 / 4, output_tokens: text.len() as u64 / 4 },
-            text,
-            tool_calls: Vec::new(),
-        })
+        if !text.is_empty() {
+            sink(Event::Text(text.clone()));
+        }
+        Ok(TurnResult { usage: Usage { input_tokens: req.prompt.len() as u64 / 4, output_tokens: text.len() as u64 / 4 }, text, tool_calls })
     }
 }
 
@@ -211,7 +275,40 @@ mod tests {
     }
 
     #[test]
+    fn rules_call_tools_and_see_results() {
+        let mut p = Scripted::from_script(Some(
+            r#"
+            [[rule]]
+            contains = "run ls"
+            tool = "shell"
+            args = { command = "ls -l", timeout_s = 5 }
+            [[rule]]
+            after_tool = "shell"
+            reply = "step {step}: {tool_result} (error: {tool_error})"
+            "#,
+        ))
+        .unwrap();
+        let tools = vec![crate::ToolSpec { name: "shell".into(), description: String::new(), parameters: serde_json::json!({}) }];
+        let mut req = TurnRequest { texts: vec!["please run ls".into()], tools, ..Default::default() };
+        let r = p.turn(&req, &mut |_| {}).unwrap();
+        assert_eq!(r.text, "");
+        assert_eq!(r.tool_calls.len(), 1);
+        assert_eq!(r.tool_calls[0].name, "shell");
+        let args: serde_json::Value = serde_json::from_str(&r.tool_calls[0].arguments).unwrap();
+        assert_eq!(args, serde_json::json!({"command": "ls -l", "timeout_s": 5}));
+        req.steps.push(Step::Assistant { text: r.text, calls: r.tool_calls.clone() });
+        req.steps.push(Step::ToolResult { call_id: r.tool_calls[0].id.clone(), name: "shell".into(), content: "a b".into(), is_error: false });
+        let r = p.turn(&req, &mut |_| {}).unwrap();
+        assert!(r.tool_calls.is_empty(), "the step after the result does not call again");
+        assert_eq!(r.text, "step 2: a b (error: false)");
+        // Tools not offered (a provider without tools): the script says so.
+        let req = TurnRequest { texts: vec!["run ls".into()], ..Default::default() };
+        assert_eq!(p.turn(&req, &mut |_| {}).unwrap_err().kind, ErrorKind::BadRequest);
+    }
+
+    #[test]
     fn bad_scripts_are_config_errors() {
+        assert!(Scripted::from_script(Some("[[rule]]\nargs = { a = 1 }\nreply = 'x'\n")).is_err());
         assert!(Scripted::from_script(Some("[[rule]]\ncontains = 'x'\n")).is_err());
         assert!(Scripted::from_script(Some("[[rule]]\nreplie = 'x'\n")).is_err());
         assert!(Scripted::from_script(Some("not toml [")).is_err());

@@ -17,6 +17,7 @@ pub mod heartbeat;
 pub mod output;
 mod poll;
 pub mod signals;
+pub mod tools;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,7 +33,7 @@ use pinch_proto::open::{open_writer, write_tx};
 use pinch_proto::rows::{self, status, NewOutbound};
 use pinch_proto::runner_config::RunnerConfig;
 use pinch_proto::{schema, time};
-use pinch_providers::{Provider, TurnRequest};
+use pinch_providers::{Provider, Step, TurnRequest};
 use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
@@ -76,7 +77,11 @@ const HISTORY_CHARS: usize = 24_000;
 /// oldest first, starting with a `user` message (APIs want alternation).
 fn load_history(out: &Connection, continuation: &str) -> Result<Vec<(String, String)>, pinch_proto::ProtoError> {
     let mut stmt = out
-        .prepare_cached("SELECT role, content FROM conversation WHERE continuation = ?1 ORDER BY idx DESC LIMIT 200")
+        // Tool steps (role `step`) are the record of a turn's work, not
+        // history: the next turn sees the user messages and final answers.
+        .prepare_cached(
+            "SELECT role, content FROM conversation WHERE continuation = ?1 AND role IN ('user', 'assistant') ORDER BY idx DESC LIMIT 200",
+        )
         .map_err(pinch_proto::ProtoError::sqlite("reading the conversation"))?;
     let rows = stmt
         .query_map([continuation], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -122,6 +127,30 @@ fn jitter(cap_ms: u64) -> u64 {
 /// The `session_state` key of the provider conversation.
 fn continuation_key(cfg: &RunnerConfig) -> String {
     format!("continuation:{}", cfg.provider.kind)
+}
+
+/// Commands the outer loop handles; mid-turn they wait (lesson 19).
+const COMMANDS: &[&str] = &["/clear", "/compact", "/context", "/cost", "/files"];
+
+fn is_command(text: &str) -> bool {
+    let first = text.split_whitespace().next().unwrap_or("");
+    COMMANDS.contains(&first)
+}
+
+/// Per-turn facts the tools and follow-ups need.
+struct TurnState {
+    origin: Option<tools::Address>,
+    in_reply_to: String,
+    destinations: Vec<rows::Destination>,
+    /// Largest inbound seq seen this turn (the reply is numbered above it).
+    in_max: i64,
+}
+
+struct FollowUps {
+    ids: Vec<String>,
+    prompt: String,
+    texts: Vec<String>,
+    in_max: i64,
 }
 
 /// `container_state.last_progress_at` is written at most this often.
@@ -175,6 +204,8 @@ struct Runner {
     _watcher: Option<notify::RecommendedWatcher>,
     _heartbeat: heartbeat::Heartbeat,
     out_counter: u64,
+    /// Outbound rows written by tools (ids `out-<runner>-t<n>-…`).
+    tool_counter: u64,
     first_poll: bool,
     /// The provider conversation this session continues
     /// (`session_state` key `continuation:<provider>`).
@@ -243,6 +274,7 @@ impl Runner {
             _watcher: watcher,
             _heartbeat: hb,
             out_counter: 0,
+            tool_counter: 0,
             first_poll: true,
             continuation,
         })
@@ -438,11 +470,28 @@ impl Runner {
         let history = if fresh { Vec::new() } else { load_history(&self.out, &continuation)? };
         let system = system_prompt(&self.cfg, &snap.destinations);
         let mut req = TurnRequest { system, prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history, ..Default::default() };
+        if !clear && self.provider.capabilities().tools {
+            req.tools = tools::specs();
+        }
+        let mut ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        // What the next turn's history shows as this turn's user message:
+        // the batch plus any follow-ups that joined it.
+        let mut user_record = req.prompt.clone();
+        let origin = match (&trigger_row.channel_type, &snap.routing) {
+            (Some(_), _) => Some(tools::Address {
+                channel_type: trigger_row.channel_type.clone(),
+                platform_id: trigger_row.platform_id.clone(),
+                thread_id: trigger_row.thread_id.clone(),
+            }),
+            (None, Some(r)) => Some(tools::Address::of_routing(r)),
+            (None, None) => None,
+        };
+        let mut turn = TurnState { origin, in_reply_to: trigger_row.id.clone(), destinations: snap.destinations.clone(), in_max: snap.in_max };
         let result = if clear {
             tracing::info!("/clear: a new conversation starts");
             Ok(pinch_providers::TurnResult { text: "Session cleared.".into(), ..Default::default() })
         } else {
-            match self.provider_turn(&req) {
+            let first = match self.provider_turn(&req) {
                 // A resume the provider no longer knows: start over once, not
                 // forever (lesson 14).
                 Err(e) if e.kind == pinch_providers::ErrorKind::SessionNotFound && !fresh => {
@@ -458,7 +507,8 @@ impl Runner {
                     self.provider_turn(&req)
                 }
                 r => r,
-            }
+            };
+            self.agent_loop(first, &mut req, &mut turn, &mut ids, &mut user_record)?
         };
 
         let answered: Option<String> = match (&result, clear) {
@@ -515,19 +565,167 @@ impl Runner {
                 thread_id,
                 content: pinch_proto::content::ChatOut::Text { text, files: vec![] }.to_json(),
             };
-            rows::insert_outbound(&tx, &row, snap.in_max)?;
+            rows::insert_outbound(&tx, &row, turn.in_max)?;
         }
         for id in &ids {
             rows::ack(&tx, id, outcome, &self.cfg.runner_id, &now_s, reason.as_deref())?;
         }
         if let (Some(reply), Some(c)) = (answered.as_deref(), req.continuation.as_deref()) {
-            append_conversation(&tx, c, &[("user", &req.prompt), ("assistant", reply)], &now_s)?;
+            append_conversation(&tx, c, &[("user", &user_record), ("assistant", reply)], &now_s)?;
         }
         tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2", [&now_s, &self.cfg.runner_id])
             .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
         tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit turn"))?;
         tracing::info!(batch = ids.len(), outcome, "turn done");
         Ok(true)
+    }
+
+    /// The agent loop (SPEC §5.5): while the model asks for tools, run
+    /// them, append the results (and any follow-ups that arrived, lesson
+    /// 20) to the steps, record the step in `conversation` with the
+    /// follow-ups' claims (lesson 13), and call the model again. Ends at the
+    /// first result without tool calls, at an error, or at `max_steps`
+    /// model calls (then with the text the last call had).
+    fn agent_loop(
+        &mut self,
+        first: Result<pinch_providers::TurnResult, pinch_providers::ProviderError>,
+        req: &mut TurnRequest,
+        turn: &mut TurnState,
+        ids: &mut Vec<String>,
+        user_record: &mut String,
+    ) -> Result<Result<pinch_providers::TurnResult, pinch_providers::ProviderError>, pinch_proto::ProtoError> {
+        let max = self.cfg.timings.max_steps.max(1);
+        let mut calls = 1u32;
+        let mut r = first;
+        loop {
+            let t = match r {
+                Ok(t) if !t.tool_calls.is_empty() => t,
+                other => return Ok(other),
+            };
+            if req.tools.is_empty() {
+                tracing::warn!(calls = t.tool_calls.len(), "the provider called tools although none were offered; calls ignored");
+                return Ok(Ok(pinch_providers::TurnResult { tool_calls: Vec::new(), ..t }));
+            }
+            if calls >= max {
+                tracing::warn!(
+                    max_steps = max,
+                    pending_calls = t.tool_calls.len(),
+                    "step limit reached: the turn ends with the text of the last step, its tool calls not run"
+                );
+                return Ok(Ok(pinch_providers::TurnResult { tool_calls: Vec::new(), ..t }));
+            }
+            let mut new_steps = self.run_tools(&t, turn);
+            let follow = self.follow_ups(ids);
+            if let Some(f) = &follow {
+                new_steps.push(Step::User { text: f.prompt.clone() });
+            }
+            let now_s = time::now();
+            {
+                let tx = write_tx(&mut self.out)?;
+                if let Some(c) = req.continuation.as_deref() {
+                    let recs: Vec<String> = new_steps.iter().map(|s| serde_json::to_string(s).unwrap_or_default()).collect();
+                    let msgs: Vec<(&str, &str)> = recs.iter().map(|x| ("step", x.as_str())).collect();
+                    append_conversation(&tx, c, &msgs, &now_s)?;
+                }
+                if let Some(f) = &follow {
+                    let fids: Vec<&str> = f.ids.iter().map(String::as_str).collect();
+                    rows::claim(&tx, &fids, &self.cfg.runner_id, &now_s)?;
+                }
+                tx.execute(
+                    "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
+                    [&now_s, &self.cfg.runner_id],
+                )
+                .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
+                tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit step"))?;
+            }
+            req.steps.extend(new_steps);
+            if let Some(f) = follow {
+                tracing::info!(count = f.ids.len(), "follow-ups joined the turn");
+                self.acked.extend(f.ids.iter().cloned());
+                ids.extend(f.ids);
+                req.texts.extend(f.texts);
+                user_record.push('\n');
+                user_record.push_str(&f.prompt);
+                turn.in_max = turn.in_max.max(f.in_max);
+            }
+            calls += 1;
+            r = self.provider_turn(req);
+        }
+    }
+
+    /// Runs one step's tool calls in order; returns the step records (the
+    /// model's output, then each result).
+    fn run_tools(&mut self, t: &pinch_providers::TurnResult, turn: &TurnState) -> Vec<Step> {
+        let stop_file = self.cfg.paths.in_dir.join(layout::STOP);
+        let rid = self.cfg.runner_id.clone();
+        let should_stop = move || signals::stop_requested() || std::fs::read_to_string(&stop_file).is_ok_and(|s| s.trim() == rid);
+        let mut ctx = tools::ToolCtx::new(&self.cfg, &mut self.out, &should_stop);
+        ctx.destinations = turn.destinations.clone();
+        ctx.origin = turn.origin.clone();
+        ctx.in_reply_to = Some(turn.in_reply_to.clone());
+        ctx.in_max = turn.in_max;
+        ctx.counter = self.tool_counter;
+        let mut steps = vec![Step::Assistant { text: t.text.clone(), calls: t.tool_calls.clone() }];
+        for c in &t.tool_calls {
+            let started = Instant::now();
+            let out = tools::call(&mut ctx, &c.name, &c.arguments);
+            tracing::info!(tool = %c.name, is_error = out.is_error, ms = started.elapsed().as_millis() as u64, "tool call");
+            if out.is_error {
+                tracing::debug!(tool = %c.name, "tool error: {}", out.content);
+            }
+            steps.push(Step::ToolResult { call_id: c.id.clone(), name: c.name.clone(), content: out.content, is_error: out.is_error });
+        }
+        self.tool_counter = ctx.counter;
+        let acked = std::mem::take(&mut ctx.acked);
+        drop(ctx);
+        self.acked.extend(acked);
+        steps
+    }
+
+    /// Due rows that arrived during the turn, to join it at a step boundary
+    /// (lesson 20). A command (`/clear`, …) and everything after it wait
+    /// for the outer loop (lesson 19); rows this version cannot parse are
+    /// left for the outer loop to fail.
+    fn follow_ups(&mut self, turn_ids: &[String]) -> Option<FollowUps> {
+        let snap = match poll::snapshot(&self.cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("polling for follow-ups failed (they wait for the next turn): {e}");
+                return None;
+            }
+        };
+        let now = Timestamp::now();
+        let mut taken: Vec<(&rows::InboundRow, InContent)> = Vec::new();
+        for row in &snap.pending {
+            if self.acked.contains(&row.id) || turn_ids.contains(&row.id) || row.on_wake || !time::is_due(row.process_after.as_deref(), now) {
+                continue;
+            }
+            let Ok(c) = InContent::parse(&row.kind, &row.content) else { continue };
+            match &c {
+                InContent::Unknown { .. } => continue,
+                InContent::System(s) if s.is_tool_reply() => continue,
+                InContent::Chat(ch) if is_command(&ch.text) => break,
+                _ => {}
+            }
+            taken.push((row, c));
+            if taken.len() >= self.cfg.batch_size as usize {
+                break;
+            }
+        }
+        if taken.is_empty() {
+            return None;
+        }
+        let items: Vec<format::Item<'_>> = taken.iter().map(|(row, content)| format::Item { row, content }).collect();
+        let prompt = format::format_batch(&items, &snap.destinations, &self.cfg.timezone, &self.tz, now);
+        let texts = taken
+            .iter()
+            .filter_map(|(_, c)| match c {
+                InContent::Chat(c) => Some(c.text.clone()),
+                InContent::Task(t) => Some(t.prompt.clone()),
+                _ => None,
+            })
+            .collect();
+        Some(FollowUps { ids: taken.iter().map(|(r, _)| r.id.clone()).collect(), prompt, texts, in_max: snap.in_max })
     }
 
     /// A provider call with retries (SPEC §5.5): retryable errors (429,
