@@ -261,3 +261,50 @@ fn step_limit_ends_the_turn_with_its_text() {
     assert_eq!(one(s.client.ask("run-echo")).lines().next(), Some("tool said: exit code: 0"));
     s.stop();
 }
+
+/// A shell command in the sandbox reaches an allowlisted host only through
+/// the runner's forwarder and the proxy's CONNECT (SPEC §8.2); going
+/// around the proxy fails, and a host off the list is refused.
+#[test]
+fn shell_reaches_only_allowlisted_hosts_through_the_proxy() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in http.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\negress-ok");
+        }
+    });
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let script = format!(
+        r#"
+[[rule]]
+contains = "fetch"
+tool = "shell"
+args = {{ command = "curl -sS --max-time 10 --proxytunnel http://127.0.0.1:{port}/; echo; curl -sS --max-time 3 --noproxy '*' http://127.0.0.1:{port}/ || echo DIRECT-FAILED; curl -sS --max-time 10 --proxytunnel http://127.0.0.1:{other_port}/ || echo OTHER-REFUSED" }}
+
+[[rule]]
+after_tool = "*"
+reply = "tool said: {{tool_result}}"
+"#
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = with_script(host_config(tmp.path(), Choice::Bwrap), &script);
+    cfg.proxy_egress_allow = vec![format!("127.0.0.1:{port}")];
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut client = Client::connect(&host.cli_socket);
+    let reply = one(client.ask("fetch it"));
+    assert!(reply.contains("egress-ok"), "the allowlisted host answered through the proxy: {reply}");
+    assert!(reply.contains("DIRECT-FAILED"), "no way around the proxy: {reply}");
+    assert!(reply.contains("OTHER-REFUSED") && reply.contains("403"), "a host off the list is refused: {reply}");
+    drop(other);
+    rt.block_on(host.shutdown()).unwrap();
+}

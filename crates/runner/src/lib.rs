@@ -222,6 +222,19 @@ impl Runner {
             proxy_socket: cfg.proxy_socket.clone(),
         })
         .map_err(|e| Startup::Config(e.to_string()))?;
+        // Tools reach allowlisted hosts only through the credential proxy's
+        // CONNECT: a loopback forwarder to its socket, handed to commands
+        // as HTTP(S)_PROXY (SPEC §8.2). Without it tools simply have no
+        // network, which is not worth failing a turn over.
+        if let Some(sock) = cfg.proxy_socket.as_deref() {
+            match egress::start(sock) {
+                Ok(addr) => {
+                    let _ = tools::shell::EGRESS_PROXY.set(format!("http://{addr}"));
+                    tracing::debug!(%addr, "egress forwarder listening");
+                }
+                Err(e) => tracing::warn!("no egress forwarder for tools (they will have no network): {e}"),
+            }
+        }
         let tz = TimeZone::get(&cfg.timezone).unwrap_or_else(|_| {
             tracing::warn!(timezone = %cfg.timezone, "unknown timezone, prompts use UTC");
             TimeZone::UTC

@@ -105,13 +105,18 @@ fn render(o: &Outcome, timeout_s: u64) -> (String, bool) {
     (s, failed)
 }
 
+/// The runner's egress forwarder (`http://127.0.0.1:PORT`), set once at
+/// startup; commands get it as `HTTP(S)_PROXY`. `PINCH_EGRESS_PROXY` in the
+/// environment is the fallback (tests of this module).
+pub static EGRESS_PROXY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Runs `sh -c command` in `cwd` in a new session; kills the group at
 /// `timeout`.
 pub fn run(command: &str, cwd: &std::path::Path, timeout: Duration) -> std::io::Result<Outcome> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(command).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env_remove("PINCH_HOST_FD");
-    if let Ok(p) = std::env::var("PINCH_EGRESS_PROXY") {
+    if let Some(p) = EGRESS_PROXY.get().cloned().or_else(|| std::env::var("PINCH_EGRESS_PROXY").ok()) {
         if !p.is_empty() {
             for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
                 cmd.env(k, &p);
