@@ -308,3 +308,124 @@ reply = "tool said: {{tool_result}}"
     drop(other);
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// ask_user_question end to end (SPEC §7.3): the question reaches the CLI
+/// with buttons, a click is recorded once as the answer, the waiting tool
+/// returns it and the turn finishes; a second click is told it is too late.
+#[test]
+fn a_question_is_answered_by_a_click_once() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
+    let script = r#"
+[[rule]]
+contains = "colour"
+tool = "ask_user_question"
+args = { title = "Paint", question = "Which colour?", options = [{ label = "Red", value = "r" }, { label = "Blue", value = "b" }], timeout_s = 60 }
+
+[[rule]]
+after_tool = "*"
+reply = "tool said: {tool_result}"
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = with_script(host_config(tmp.path(), Choice::Bwrap), script);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let id = c.say("pick a colour", "q1");
+    let buttons = loop {
+        match c.recv().expect("host closed") {
+            ServerMsg::Message { id: oid, text, buttons, .. } => {
+                c.send(&ClientMsg::Ack { id: oid });
+                assert!(text.contains("Which colour?"), "{text}");
+                break buttons;
+            }
+            ServerMsg::Settled { ids } => assert!(!ids.contains(&id), "settled before the question was answered"),
+            _ => {}
+        }
+    };
+    assert_eq!(buttons.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(), ["Red", "Blue"]);
+    assert!(buttons.iter().all(|b| b.callback.starts_with("q:") && b.callback.len() <= 64), "{buttons:?}");
+    c.send(&ClientMsg::Click { callback: buttons[1].callback.clone() });
+    let mut notices = Vec::new();
+    let mut replies = Vec::new();
+    loop {
+        match c.recv().expect("host closed") {
+            ServerMsg::Notice { text } => notices.push(text),
+            ServerMsg::Message { id: oid, text, .. } => {
+                c.send(&ClientMsg::Ack { id: oid });
+                replies.push(text);
+            }
+            ServerMsg::Settled { ids } if ids.contains(&id) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(notices, ["Answered: Blue"]);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].contains("the user chose: Blue (value b)"), "{replies:?}");
+    // Too late for a second answer.
+    c.send(&ClientMsg::Click { callback: buttons[0].callback.clone() });
+    loop {
+        if let ServerMsg::Notice { text } = c.recv().expect("host closed") {
+            assert!(text.contains("already answered"), "{text}");
+            break;
+        }
+    }
+    // Exactly one answer row reached the session, and it is acked.
+    let dir = rt.block_on(host.sessions())[0].dir.clone();
+    let n: i64 = inbound(&dir).query_row("SELECT count(*) FROM messages_in WHERE kind = 'system' AND content LIKE '%question_response%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1);
+    wait_for("the answer row is completed", Duration::from_secs(10), || {
+        inbound(&dir)
+            .query_row("SELECT status FROM messages_in WHERE kind = 'system' AND content LIKE '%question_response%'", [], |r| r.get::<_, String>(0))
+            .is_ok_and(|s| s == "completed")
+    });
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+/// Scripted `pinch chat`: a `/pick N` line right after a line whose turn
+/// asks a question answers it, and the session goes on.
+#[test]
+fn scripted_pinch_chat_answers_a_question_with_pick() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("script.toml");
+    std::fs::write(
+        &script,
+        r#"
+[[rule]]
+contains = "colour"
+tool = "ask_user_question"
+args = { title = "Paint", question = "Which colour?", options = ["Red", "Blue"], timeout_s = 60 }
+
+[[rule]]
+after_tool = "*"
+reply = "tool said: {tool_result}"
+"#,
+    )
+    .unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, format!("[provider]\ndefault = \"scripted\"\n[provider.scripted]\nscript = {:?}\n", script.display().to_string())).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinch"))
+        .args(["chat", "--sandbox", "process", "--timeout", "30", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("PINCH_CONFIG", &cfg)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pick a colour\n/pick 2\nhello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("Which colour?\n  [1] Red\n  [2] Blue"), "{stdout}");
+    assert!(stdout.contains("tool said: the user chose: Blue\n"), "{stdout}");
+    assert!(stdout.ends_with("You said: hello\n"), "{stdout}");
+    assert!(stderr.contains("Answered: Blue"), "{stderr}");
+}
