@@ -278,6 +278,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
         runner_id: "rfix".into(),
         agent_group_id: "main".into(),
         agent_name: "main".into(),
+        assistant_name: None,
         paths: pinch_proto::runner_config::RunnerPaths {
             in_dir: dir.in_dir(),
             out_dir: dir.out_dir(),

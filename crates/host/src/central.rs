@@ -380,6 +380,16 @@ impl Central {
         }
     }
 
+    /// The agent group's `agent_configs.assistant_name`, if set and not blank.
+    pub fn assistant_name(&self, ag_id: &str) -> Result<Option<String>> {
+        let raw: Option<String> = self
+            .conn
+            .query_row("SELECT assistant_name FROM agent_configs WHERE agent_group_id = ?1", [ag_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(raw.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()))
+    }
+
     pub fn agent_folder(&self, ag_id: &str) -> Result<Option<String>> {
         Ok(self.conn.query_row("SELECT folder FROM agent_groups WHERE id = ?1", [ag_id], |r| r.get(0)).optional()?)
     }

@@ -765,6 +765,10 @@ impl Host {
             runner_id: runner_id.clone(),
             agent_group_id: row.agent_group_id.clone(),
             agent_name: row.agent_group_id.clone(),
+            assistant_name: self.central.assistant_name(&row.agent_group_id).unwrap_or_else(|e| {
+                tracing::warn!("reading the assistant name failed (the prompt uses the agent id): {e}");
+                None
+            }),
             paths: self.sandbox.runner_paths(&mounts),
             provider: self.cfg.provider.clone(),
             timezone: self.cfg.timezone.clone(),

@@ -20,6 +20,10 @@ pub struct RunnerConfig {
     pub runner_id: String,
     pub agent_group_id: String,
     pub agent_name: String,
+    /// The name the assistant goes by (`agent_configs.assistant_name`),
+    /// when the operator gave one; the system prompt's identity.
+    #[serde(default)]
+    pub assistant_name: Option<String>,
     pub paths: RunnerPaths,
     pub provider: ProviderSettings,
     /// IANA zone for prompts (`UTC` if unknown).

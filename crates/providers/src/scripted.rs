@@ -43,7 +43,9 @@
 //! The first matching rule (against the newest text) wins. With no script,
 //! or no matching rule, the default greets and echoes. `{continuation}` in a
 //! reply is the conversation id, `{history}` the number of earlier messages
-//! the runner sent along. With `reject_unknown_continuations = true`
+//! the runner sent along, `{history_first}` the first of them (after a
+//! compaction: the summary). `context_window = N` sets the window the
+//! provider claims (the runner compacts at 80 % of it). With `reject_unknown_continuations = true`
 //! the provider behaves like a real API after a restart: resuming a
 //! conversation this process has not seen fails with `session_not_found`.
 
@@ -67,6 +69,10 @@ pub struct Script {
     /// Resuming a conversation not started in this process fails.
     #[serde(default)]
     pub reject_unknown_continuations: bool,
+    /// The context window the provider claims (tokens), so tests can make
+    /// the runner compact a short conversation. Default 1 000 000.
+    #[serde(default)]
+    pub context_window: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -161,7 +167,7 @@ impl Provider for Scripted {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { tools: true, streaming: false, context_window: 1_000_000 }
+        Capabilities { tools: true, streaming: false, context_window: self.script.context_window.unwrap_or(1_000_000) }
     }
 
     fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
@@ -211,6 +217,7 @@ impl Provider for Scripted {
             .replace("{text}", &joined)
             .replace("{continuation}", req.continuation.as_deref().unwrap_or("none"))
             .replace("{history}", &req.history.len().to_string())
+            .replace("{history_first}", req.history.first().map(|(_, t)| t.as_str()).unwrap_or(""))
             .replace("{tool_result}", last_result.map(|l| l.1).unwrap_or(""))
             .replace("{tool_error}", if last_result.is_some_and(|l| l.2) { "true" } else { "false" })
             .replace("{step}", &step.to_string());
@@ -234,7 +241,12 @@ impl Provider for Scripted {
         if !text.is_empty() {
             sink(Event::Text(text.clone()));
         }
-        Ok(TurnResult { usage: Usage { input_tokens: req.prompt.len() as u64 / 4, output_tokens: text.len() as u64 / 4 }, text, tool_calls })
+        // Usage like an API reports it: everything sent, at ~4 chars a token.
+        let sent = req.system.len()
+            + req.prompt.len()
+            + req.history.iter().map(|(_, t)| t.len()).sum::<usize>()
+            + req.steps.iter().map(|s| serde_json::to_string(s).map(|j| j.len()).unwrap_or(0)).sum::<usize>();
+        Ok(TurnResult { usage: Usage { input_tokens: sent as u64 / 4, output_tokens: text.len() as u64 / 4 }, text, tool_calls })
     }
 }
 

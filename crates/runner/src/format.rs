@@ -121,6 +121,11 @@ fn format_item(it: &Item<'_>, dests: &[Destination], tz: &TimeZone) -> String {
             escape_attr(status),
             escape_text(&result.to_string())
         ),
+        // An answer no tool waits for any more (SPEC §7.3).
+        InContent::System(SystemIn::QuestionResponse { question_id, value, .. }) => format!(
+            "<system_response id=\"{id}\" action=\"question\" status=\"answered\">{}</system_response>",
+            escape_text(&serde_json::json!({"question_id": question_id, "value": value}).to_string())
+        ),
         InContent::System(SystemIn::Note { text }) => {
             format!("<system_response id=\"{id}\" action=\"note\">{}</system_response>", escape_text(text))
         }
@@ -208,6 +213,19 @@ second
 </messages>
 ";
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_late_answer_is_a_system_response() {
+        let mut r = row(7, "2026-11-27T20:13:00.000Z");
+        r.kind = "system".into();
+        r.trigger = false;
+        let c = InContent::System(SystemIn::QuestionResponse { question_id: "ab12".into(), value: "<red>".into(), user_id: None });
+        let got = format_batch(&[Item { row: &r, content: &c }], &[], "UTC", &TimeZone::UTC, "2026-11-27T20:14:00Z".parse().unwrap());
+        assert!(
+            got.contains("<system_response id=\"7\" action=\"question\" status=\"answered\">{\"question_id\":\"ab12\",\"value\":\"&lt;red&gt;\"}</system_response>"),
+            "{got}"
+        );
     }
 
     #[test]

@@ -11,11 +11,15 @@
 //! Invariants: writes only under `out/` (and, later, outbox and workspace);
 //! never writes `inbound.db`; never knows channels or the host.
 
+pub mod commands;
+pub mod compact;
 pub mod egress;
 pub mod format;
 pub mod heartbeat;
+pub mod history;
 pub mod output;
 mod poll;
+pub mod prompt;
 pub mod signals;
 pub mod tools;
 
@@ -38,86 +42,6 @@ use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
 
-/// The system prompt (SPEC §5.1), stable parts first so providers can cache
-/// it: what the agent is and the output convention, then the operators'
-/// instructions (global, then the group's `AGENT.md`), the agent's own
-/// `MEMORY.md`, and the destinations (re-read every turn).
-fn system_prompt(cfg: &RunnerConfig, dests: &[rows::Destination]) -> String {
-    let mut s = format!(
-        "You are {name}, a personal assistant that people reach through chat. Messages arrive in a small XML-like \
-         format with their time and sender. Your final text is sent to the conversation the newest message came from. \
-         To send to another destination instead, write <message to=\"NAME\">text</message>; anything inside \
-         <internal>...</internal> is never sent. Answer briefly and plainly.\n",
-        name = cfg.agent_name
-    );
-    let read = |p: Option<std::path::PathBuf>| p.and_then(|p| std::fs::read_to_string(p).ok()).filter(|t| !t.trim().is_empty());
-    if let Some(t) = read(cfg.paths.global_dir.as_ref().map(|d| d.join("AGENT.md"))) {
-        s.push_str(&format!("\n## Instructions for all agents\n{}\n", t.trim()));
-    }
-    if let Some(t) = read(Some(cfg.paths.workspace_dir.join("AGENT.md"))) {
-        s.push_str(&format!("\n## Your instructions\n{}\n", t.trim()));
-    }
-    if let Some(t) = read(Some(cfg.paths.workspace_dir.join("MEMORY.md"))) {
-        s.push_str(&format!("\n## Your memory (MEMORY.md in your workspace)\n{}\n", t.trim()));
-    }
-    if !dests.is_empty() {
-        s.push_str("\n## Destinations you can write to\n");
-        for d in dests {
-            s.push_str(&format!("- {} ({})\n", d.name, d.kind));
-        }
-    }
-    s
-}
-
-/// How much of a conversation is sent back to a stateless API: the newest
-/// messages up to this many characters (compaction comes later).
-const HISTORY_CHARS: usize = 24_000;
-
-/// The newest messages of a conversation that fit [`HISTORY_CHARS`],
-/// oldest first, starting with a `user` message (APIs want alternation).
-fn load_history(out: &Connection, continuation: &str) -> Result<Vec<(String, String)>, pinch_proto::ProtoError> {
-    let mut stmt = out
-        // Tool steps (role `step`) are the record of a turn's work, not
-        // history: the next turn sees the user messages and final answers.
-        .prepare_cached(
-            "SELECT role, content FROM conversation WHERE continuation = ?1 AND role IN ('user', 'assistant') ORDER BY idx DESC LIMIT 200",
-        )
-        .map_err(pinch_proto::ProtoError::sqlite("reading the conversation"))?;
-    let rows = stmt
-        .query_map([continuation], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(pinch_proto::ProtoError::sqlite("reading the conversation"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pinch_proto::ProtoError::sqlite("reading the conversation"))?;
-    let mut used = 0;
-    let mut keep = Vec::new();
-    for (role, content) in rows {
-        used += content.len();
-        if used > HISTORY_CHARS {
-            break;
-        }
-        keep.push((role, content));
-    }
-    keep.reverse();
-    while keep.first().is_some_and(|(r, _)| r != "user") {
-        keep.remove(0);
-    }
-    Ok(keep)
-}
-
-fn append_conversation(tx: &pinch_proto::rusqlite::Transaction<'_>, continuation: &str, msgs: &[(&str, &str)], now: &str) -> Result<(), pinch_proto::ProtoError> {
-    let next: i64 = tx
-        .query_row("SELECT coalesce(max(idx), -1) + 1 FROM conversation WHERE continuation = ?1", [continuation], |r| r.get(0))
-        .map_err(pinch_proto::ProtoError::sqlite("appending to the conversation"))?;
-    for (i, (role, content)) in msgs.iter().enumerate() {
-        tx.execute(
-            "INSERT INTO conversation (continuation, idx, role, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            pinch_proto::rusqlite::params![continuation, next + i as i64, role, content, now],
-        )
-        .map_err(pinch_proto::ProtoError::sqlite("appending to the conversation"))?;
-    }
-    Ok(())
-}
-
 /// A uniformly random wait in `[0, cap_ms]` ("full jitter").
 fn jitter(cap_ms: u64) -> u64 {
     let r = u64::from_str_radix(&pinch_proto::runner_config::random_hex(8), 16).unwrap_or(cap_ms / 2);
@@ -130,11 +54,18 @@ fn continuation_key(cfg: &RunnerConfig) -> String {
 }
 
 /// Commands the outer loop handles; mid-turn they wait (lesson 19).
-const COMMANDS: &[&str] = &["/clear", "/compact", "/context", "/cost", "/files"];
-
 fn is_command(text: &str) -> bool {
-    let first = text.split_whitespace().next().unwrap_or("");
-    COMMANDS.contains(&first)
+    commands::Command::parse(text).is_some()
+}
+
+/// A tool reply some tool is waiting for right now belongs to that tool;
+/// a question's answer nobody waits for any more (its tool gave up, or its
+/// runner died) is late: it joins the next turn as context (SPEC §7.3).
+fn waited_for(s: &pinch_proto::content::SystemIn) -> bool {
+    match s {
+        pinch_proto::content::SystemIn::QuestionResponse { question_id, .. } => tools::questions::is_waiting(question_id),
+        other => other.is_tool_reply(),
+    }
 }
 
 /// Per-turn facts the tools and follow-ups need.
@@ -210,6 +141,8 @@ struct Runner {
     /// The provider conversation this session continues
     /// (`session_state` key `continuation:<provider>`).
     continuation: Option<String>,
+    /// Provider usage since the last record (summed per call).
+    spent: history::Spent,
 }
 
 impl Runner {
@@ -290,6 +223,7 @@ impl Runner {
             tool_counter: 0,
             first_poll: true,
             continuation,
+            spent: history::Spent::default(),
         })
     }
 
@@ -398,7 +332,7 @@ impl Runner {
                     row.id.clone(),
                     format!("unknown kind {kind:?}: this runner handles chat, task, webhook and system"),
                 )),
-                Ok(InContent::System(s)) if s.is_tool_reply() => {} // belongs to a waiting tool
+                Ok(InContent::System(s)) if waited_for(&s) => {} // belongs to a waiting tool
                 Ok(c) => parsed.push((i, c)),
             }
         }
@@ -426,10 +360,14 @@ impl Runner {
             .filter_map(|s| by_seq(*s).map(|(i, c)| (&snap.pending[*i], c)))
             .collect();
         let skip_ids: Vec<String> = batch.skip.iter().filter_map(|s| by_seq(*s)).map(|(i, _)| snap.pending[*i].id.clone()).collect();
-        // `/clear` heading a batch runs alone, without the model (SPEC §5.2);
-        // what came after it waits for the next turn.
-        let clear = take.first().is_some_and(|(r, c)| r.seq == batch.trigger && matches!(c, InContent::Chat(ch) if ch.text.trim() == "/clear"));
-        if clear {
+        // A command heading a batch runs alone, without the model (SPEC
+        // §5.2); what came after it waits for the next turn.
+        let command = take.first().and_then(|(r, c)| match c {
+            InContent::Chat(ch) if r.seq == batch.trigger => commands::Command::parse(&ch.text),
+            _ => None,
+        });
+        let clear = command == Some(commands::Command::Clear);
+        if command.is_some() {
             take.truncate(1);
         }
         let trigger_row = take.iter().find(|(r, _)| r.seq == batch.trigger).map(|(r, _)| (*r).clone()).expect("trigger in batch");
@@ -480,12 +418,36 @@ impl Runner {
                 _ => None,
             })
             .collect();
-        let history = if fresh { Vec::new() } else { load_history(&self.out, &continuation)? };
-        let system = system_prompt(&self.cfg, &snap.destinations);
-        let mut req = TurnRequest { system, prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history, ..Default::default() };
-        if !clear && self.provider.capabilities().tools {
-            req.tools = tools::specs();
+        let caps = self.provider.capabilities();
+        let offered = if command.is_none() && caps.tools { tools::specs() } else { Vec::new() };
+        // MCP HOOK: (server, instructions) of the agent's MCP servers go
+        // here once the runner has an MCP client.
+        let mcp_instructions: Vec<(String, String)> = Vec::new();
+        let system = prompt::system_prompt(&self.cfg, &snap.destinations, &offered, &mcp_instructions);
+        let mut compacted: Option<Result<Option<compact::Compacted>, String>> = None;
+        let history = if fresh || command.is_some() {
+            Vec::new()
+        } else {
+            let mut live = history::Live::load(&self.out, &continuation)?;
+            let reported = history::usage_get(&self.out, &history::usage_key(&continuation))?.last_input_tokens;
+            let tokens = compact::estimate_tokens(&system, &live.history(), &prompt, reported);
+            if compact::over_threshold(tokens, caps.context_window) {
+                tracing::info!(tokens, window = caps.context_window, "the conversation fills the context window past the threshold");
+                match self.compact(&continuation, &system, 4)? {
+                    Ok(Some(_)) => live = history::Live::load(&self.out, &continuation)?,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("compaction failed, the oldest messages are left out instead: {e}"),
+                }
+            }
+            // Whatever compaction managed, never send more than the window.
+            let budget = (caps.context_window as usize * 4).saturating_sub(system.len() + prompt.len()) * 9 / 10;
+            let budget = if caps.context_window == 0 { usize::MAX } else { budget };
+            history::fit(live.history(), live.summary.is_some(), budget)
+        };
+        if command == Some(commands::Command::Compact) {
+            compacted = Some(self.compact(&continuation, &system, 2)?);
         }
+        let mut req = TurnRequest { system, prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history, tools: offered, ..Default::default() };
         let mut ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         // What the next turn's history shows as this turn's user message:
         // the batch plus any follow-ups that joined it.
@@ -500,9 +462,24 @@ impl Runner {
             (None, None) => None,
         };
         let mut turn = TurnState { origin, in_reply_to: trigger_row.id.clone(), destinations: snap.destinations.clone(), in_max: snap.in_max };
-        let result = if clear {
-            tracing::info!("/clear: a new conversation starts");
-            Ok(pinch_providers::TurnResult { text: "Session cleared.".into(), ..Default::default() })
+        let reply = |text: String| Ok(pinch_providers::TurnResult { text, ..Default::default() });
+        let conv = req.continuation.clone().unwrap_or_default();
+        let result = if let Some(cmd) = command {
+            tracing::info!(?cmd, "command heading the batch, answered without the model");
+            match cmd {
+                commands::Command::Clear => reply("Session cleared.".into()),
+                commands::Command::Compact => reply(match compacted.take().expect("compacted above") {
+                    Ok(Some(c)) => format!(
+                        "Compacted: {} messages summarised; the full text is archived in {}. MEMORY.md stays as it is.",
+                        c.messages, c.archive
+                    ),
+                    Ok(None) => "Nothing to compact yet: the conversation since the last compaction is shorter than one exchange.".into(),
+                    Err(e) => format!("Could not compact the conversation: {e}. It goes on as it was."),
+                }),
+                commands::Command::Context => reply(commands::context(&self.out, &conv, &req.system, caps.context_window)?),
+                commands::Command::Cost => reply(commands::cost(&self.out, &conv)?),
+                commands::Command::Files => reply(commands::files(&self.cfg)),
+            }
         } else {
             let first = match self.provider_turn(&req) {
                 // A resume the provider no longer knows: start over once, not
@@ -524,8 +501,8 @@ impl Runner {
             self.agent_loop(first, &mut req, &mut turn, &mut ids, &mut user_record)?
         };
 
-        let answered: Option<String> = match (&result, clear) {
-            (Ok(r), false) => Some(r.text.clone()),
+        let answered: Option<String> = match (&result, command) {
+            (Ok(r), None) => Some(r.text.clone()),
             _ => None,
         };
         let (sends, outcome, reason): (Vec<(Option<rows::Destination>, String)>, &str, Option<String>) = match result {
@@ -584,7 +561,11 @@ impl Runner {
             rows::ack(&tx, id, outcome, &self.cfg.runner_id, &now_s, reason.as_deref())?;
         }
         if let (Some(reply), Some(c)) = (answered.as_deref(), req.continuation.as_deref()) {
-            append_conversation(&tx, c, &[("user", &user_record), ("assistant", reply)], &now_s)?;
+            history::append(&tx, c, &[("user", &user_record), ("assistant", reply)], &now_s)?;
+        }
+        if let (None, Some(c)) = (command, req.continuation.as_deref()) {
+            let spent = std::mem::take(&mut self.spent);
+            history::usage_record(&tx, c, &spent, true, &now_s)?;
         }
         tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2", [&now_s, &self.cfg.runner_id])
             .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
@@ -638,7 +619,7 @@ impl Runner {
                 if let Some(c) = req.continuation.as_deref() {
                     let recs: Vec<String> = new_steps.iter().map(|s| serde_json::to_string(s).unwrap_or_default()).collect();
                     let msgs: Vec<(&str, &str)> = recs.iter().map(|x| ("step", x.as_str())).collect();
-                    append_conversation(&tx, c, &msgs, &now_s)?;
+                    history::append(&tx, c, &msgs, &now_s)?;
                 }
                 if let Some(f) = &follow {
                     let fids: Vec<&str> = f.ids.iter().map(String::as_str).collect();
@@ -716,7 +697,7 @@ impl Runner {
             let Ok(c) = InContent::parse(&row.kind, &row.content) else { continue };
             match &c {
                 InContent::Unknown { .. } => continue,
-                InContent::System(s) if s.is_tool_reply() => continue,
+                InContent::System(s) if waited_for(s) => continue,
                 InContent::Chat(ch) if is_command(&ch.text) => break,
                 _ => {}
             }
@@ -774,7 +755,7 @@ impl Runner {
     fn provider_call(&mut self, req: &TurnRequest) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
         let (out, provider, runner_id) = (&mut self.out, &mut self.provider, self.cfg.runner_id.clone());
         let mut last_progress = Instant::now();
-        provider.turn(req, &mut |_ev| {
+        let r = provider.turn(req, &mut |_ev| {
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
                 let now_s = time::now();
@@ -785,7 +766,11 @@ impl Runner {
                     tracing::warn!("could not record turn progress: {e}");
                 }
             }
-        })
+        });
+        if let Ok(t) = &r {
+            self.spent.add(t.usage);
+        }
+        r
     }
 
     /// The host asks a runner to stop by writing its id into `in/stop`.

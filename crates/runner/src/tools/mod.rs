@@ -332,6 +332,7 @@ pub(crate) mod testing {
                 runner_id: "r1".into(),
                 agent_group_id: "main".into(),
                 agent_name: "main".into(),
+                assistant_name: None,
                 paths,
                 provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
                 timezone: "Europe/Madrid".into(),

@@ -18,6 +18,33 @@ use serde_json::{json, Map, Value};
 use super::{spec, Args, ToolCtx, ToolError, ToolResult};
 use pinch_providers::ToolSpec;
 
+/// Questions whose tool is waiting for the answer right now (by the
+/// agent's question id). An answer to any other question is late: the
+/// runner shows it in the next turn instead (SPEC §7.3). A set rather than
+/// a flag so tools run from other threads (an MCP bridge) are covered.
+static WAITING: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether a tool is waiting for this question's answer right now.
+pub fn is_waiting(question_id: &str) -> bool {
+    WAITING.lock().unwrap_or_else(|e| e.into_inner()).contains(question_id)
+}
+
+/// Marks a question as waited for until dropped.
+struct Waiting(String);
+
+impl Waiting {
+    fn new(id: &str) -> Waiting {
+        WAITING.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned());
+        Waiting(id.to_owned())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+    }
+}
+
 pub const DEFAULT_TIMEOUT_S: u64 = 300;
 pub const MAX_TIMEOUT_S: u64 = 3600;
 const POLL: Duration = Duration::from_millis(250);
@@ -79,7 +106,9 @@ pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
     let row = ChatOut::AskQuestion { question_id: question_id.clone(), title, question, options: options.clone(), timeout_s };
     ctx.write_row("chat", &addr, row.to_json())?;
     ctx.set_tool_in_flight(Some(("ask_user_question", timeout_s * 1000)));
+    let waiting = Waiting::new(&question_id);
     let r = wait_for_answer(ctx, &question_id, Duration::from_secs(timeout_s));
+    drop(waiting);
     ctx.set_tool_in_flight(None);
     match r? {
         Some(value) => {
@@ -175,10 +204,19 @@ mod tests {
         host.join().unwrap();
         assert_eq!(r.content, "the user chose: Bee (value b)");
         assert_eq!(ctx.acked, vec!["answer".to_string()]);
+        assert!(!is_waiting(&ask_id(ctx.out)), "nobody waits once the tool returned");
         let st: String = out.query_row("SELECT status FROM processing_ack WHERE message_id = 'answer'", [], |r| r.get(0)).unwrap();
         assert_eq!(st, "completed");
         let other: i64 = out.query_row("SELECT count(*) FROM processing_ack WHERE message_id = 'other'", [], |r| r.get(0)).unwrap();
         assert_eq!(other, 0, "another question's answer is left alone");
+    }
+
+    fn ask_id(out: &pinch_proto::rusqlite::Connection) -> String {
+        let q: String = out.query_row("SELECT content FROM messages_out WHERE content LIKE '%ask_question%'", [], |r| r.get(0)).unwrap();
+        match ChatOut::parse(&q).unwrap() {
+            ChatOut::AskQuestion { question_id, .. } => question_id,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
