@@ -424,13 +424,16 @@ impl Runner {
         // here once the runner has an MCP client.
         let mcp_instructions: Vec<(String, String)> = Vec::new();
         let system = prompt::system_prompt(&self.cfg, &snap.destinations, &offered, &mcp_instructions);
+        // What every request carries besides history and prompt: the system
+        // prompt and the tool schemas (for the context estimate).
+        let fixed = format!("{system}{}", serde_json::to_string(&offered).unwrap_or_default());
         let mut compacted: Option<Result<Option<compact::Compacted>, String>> = None;
         let history = if fresh || command.is_some() {
             Vec::new()
         } else {
             let mut live = history::Live::load(&self.out, &continuation)?;
             let reported = history::usage_get(&self.out, &history::usage_key(&continuation))?.last_input_tokens;
-            let tokens = compact::estimate_tokens(&system, &live.history(), &prompt, reported);
+            let tokens = compact::estimate_tokens(&fixed, &live.history(), &prompt, reported);
             if compact::over_threshold(tokens, caps.context_window) {
                 tracing::info!(tokens, window = caps.context_window, "the conversation fills the context window past the threshold");
                 match self.compact(&continuation, &system, 4)? {
@@ -440,7 +443,7 @@ impl Runner {
                 }
             }
             // Whatever compaction managed, never send more than the window.
-            let budget = (caps.context_window as usize * 4).saturating_sub(system.len() + prompt.len()) * 9 / 10;
+            let budget = (caps.context_window as usize * 4).saturating_sub(fixed.len() + prompt.len()) * 9 / 10;
             let budget = if caps.context_window == 0 { usize::MAX } else { budget };
             history::fit(live.history(), live.summary.is_some(), budget)
         };
@@ -476,7 +479,13 @@ impl Runner {
                     Ok(None) => "Nothing to compact yet: the conversation since the last compaction is shorter than one exchange.".into(),
                     Err(e) => format!("Could not compact the conversation: {e}. It goes on as it was."),
                 }),
-                commands::Command::Context => reply(commands::context(&self.out, &conv, &req.system, caps.context_window)?),
+                commands::Command::Context => {
+                    // As a normal turn would send it: tools offered, their schemas counted.
+                    let all = if caps.tools { tools::specs() } else { Vec::new() };
+                    let sys = prompt::system_prompt(&self.cfg, &snap.destinations, &all, &mcp_instructions);
+                    let fixed = format!("{sys}{}", serde_json::to_string(&all).unwrap_or_default());
+                    reply(commands::context(&self.out, &conv, &fixed, caps.context_window)?)
+                }
                 commands::Command::Cost => reply(commands::cost(&self.out, &conv)?),
                 commands::Command::Files => reply(commands::files(&self.cfg)),
             }
