@@ -584,6 +584,19 @@ mod tests {
     }
 
     #[test]
+    fn assistant_name_is_read_and_blank_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Central::open(&d.path().join("pinch.db")).unwrap();
+        c.bootstrap("alice").unwrap();
+        assert_eq!(c.assistant_name("main").unwrap(), None);
+        c.conn.execute("UPDATE agent_configs SET assistant_name = '  ' WHERE agent_group_id = 'main'", []).unwrap();
+        assert_eq!(c.assistant_name("main").unwrap(), None);
+        c.conn.execute("UPDATE agent_configs SET assistant_name = ' Pinchy ' WHERE agent_group_id = 'main'", []).unwrap();
+        assert_eq!(c.assistant_name("main").unwrap().as_deref(), Some("Pinchy"));
+        assert_eq!(c.assistant_name("nobody").unwrap(), None);
+    }
+
+    #[test]
     fn pending_questions_round_trip_and_are_forgotten_per_message() {
         let d = tempfile::tempdir().unwrap();
         let c = Central::open(&d.path().join("pinch.db")).unwrap();

@@ -319,6 +319,18 @@ mod tests {
     }
 
     #[test]
+    fn window_and_history_placeholders() {
+        let mut p = Scripted::from_script(Some("context_window = 300\ndefault_reply = \"{history}: {history_first}\"\n")).unwrap();
+        assert_eq!(p.capabilities().context_window, 300);
+        let history = vec![("user".to_string(), "SUMMARY".to_string()), ("assistant".to_string(), "ok".to_string())];
+        let req = TurnRequest { texts: vec!["x".into()], history, system: "s".repeat(40), ..Default::default() };
+        let r = p.turn(&req, &mut |_| {}).unwrap();
+        assert_eq!(r.text, "2: SUMMARY");
+        assert_eq!(r.usage.input_tokens, (40 + 7 + 2) / 4, "usage counts everything sent");
+        assert_eq!(Scripted::from_script(None).unwrap().capabilities().context_window, 1_000_000);
+    }
+
+    #[test]
     fn bad_scripts_are_config_errors() {
         assert!(Scripted::from_script(Some("[[rule]]\nargs = { a = 1 }\nreply = 'x'\n")).is_err());
         assert!(Scripted::from_script(Some("[[rule]]\ncontains = 'x'\n")).is_err());
