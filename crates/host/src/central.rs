@@ -288,6 +288,22 @@ impl Central {
             .is_some())
     }
 
+    /// The group's own MCP servers (`agent_configs.mcp_servers`, a JSON
+    /// list of `McpServerConfig`; NULL or absent = none).
+    pub fn agent_mcp_servers(&self, ag_id: &str) -> Result<Vec<pinch_proto::runner_config::McpServerConfig>> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT mcp_servers FROM agent_configs WHERE agent_group_id = ?1", [ag_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        match json.as_deref().map(str::trim) {
+            None | Some("") => Ok(Vec::new()),
+            Some(j) => serde_json::from_str(j).with_context(|| {
+                format!("agent_configs.mcp_servers of agent group {ag_id:?} is not a JSON list of {{name, command, args, env, cwd, timeout_s}}")
+            }),
+        }
+    }
+
     pub fn agent_folder(&self, ag_id: &str) -> Result<Option<String>> {
         Ok(self.conn.query_row("SELECT folder FROM agent_groups WHERE id = ?1", [ag_id], |r| r.get(0)).optional()?)
     }
