@@ -60,6 +60,9 @@ struct Shared {
 /// accepting and removes the socket file.
 pub struct BridgeServer {
     path: PathBuf,
+    /// A handle on the listening socket, shut down on drop to end `accept`
+    /// (works even if the socket file was removed meanwhile).
+    listener: UnixListener,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -80,6 +83,7 @@ impl BridgeServer {
         let listener = UnixListener::bind(path).map_err(|e| McpError::Bridge(format!("binding {}: {e}", path.display())))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| McpError::Bridge(format!("restricting {}: {e}", path.display())))?;
+        let handle = listener.try_clone().map_err(|e| McpError::Bridge(format!("cloning the listener: {e}")))?;
         let shared = Arc::new(Shared { tools, instructions, handler: Mutex::new(handler) });
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -95,13 +99,16 @@ impl BridgeServer {
                             let shared = shared.clone();
                             let _ = std::thread::Builder::new().name("mcp-bridge-conn".into()).spawn(move || serve_conn(s, &shared));
                         }
-                        Err(e) => tracing::warn!("mcp bridge accept failed: {e}"),
+                        Err(e) => {
+                            tracing::warn!("mcp bridge accept failed: {e}");
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
                     }
                 }
             })
             .map_err(|e| McpError::Bridge(format!("starting the bridge thread: {e}")))?;
         tracing::info!(socket = %path.display(), "mcp bridge listening");
-        Ok(BridgeServer { path: path.to_owned(), stop, thread: Some(thread) })
+        Ok(BridgeServer { path: path.to_owned(), listener: handle, stop, thread: Some(thread) })
     }
 
     pub fn path(&self) -> &Path {
@@ -112,8 +119,12 @@ impl BridgeServer {
 impl Drop for BridgeServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop so it sees the flag: on Linux, shutting a
+        // listening socket down fails a blocked accept(2) at once.
+        // SAFETY: shutdown(2) on a socket fd we own; no memory involved.
+        unsafe {
+            libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&self.listener), libc::SHUT_RDWR);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -255,6 +266,11 @@ mod tests {
         drop(server);
         assert!(!path.exists(), "socket removed on drop");
         assert!(BridgeClient::connect(&path).is_err());
+
+        // Dropping stops it even when the socket file is already gone.
+        let server = BridgeServer::start(&path, vec![], None, Box::new(|_, _| (String::new(), false))).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(server);
     }
 
     #[test]
