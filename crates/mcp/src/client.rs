@@ -37,6 +37,9 @@ struct Server {
     /// Leader of the server's process group (killed on drop).
     pid: Option<u32>,
     stderr: Tail,
+    /// Ends at the server's stderr EOF (waited for when it dies, so its
+    /// last words make the error message).
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
     instructions: Option<String>,
 }
 
@@ -63,6 +66,7 @@ struct Started {
     client: RunningService<RoleClient, ()>,
     pid: Option<u32>,
     tools: Vec<rmcp::model::Tool>,
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl McpClients {
@@ -133,6 +137,7 @@ impl McpClients {
                         client: Some(s.client),
                         pid: s.pid,
                         stderr: tail,
+                        stderr_reader: s.stderr_reader,
                         instructions,
                     });
                 }
@@ -210,9 +215,13 @@ impl McpClients {
                 let gone = matches!(e, ServiceError::TransportClosed | ServiceError::TransportSend(_))
                     || server.client.as_ref().is_some_and(|c| c.is_transport_closed());
                 if gone {
-                    // Give the stderr reader a moment to collect the last words.
+                    // Let the stderr reader collect the last words (bounded:
+                    // a grandchild may hold the pipe open).
+                    let reader = server.stderr_reader.take();
                     let tail = rt.block_on(async {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if let Some(r) = reader {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
+                        }
                         tail_text(&server.stderr)
                     });
                     if let Some(c) = server.client.take() {
@@ -319,7 +328,8 @@ async fn start_one(cfg: &McpServerConfig, tail: Tail) -> Result<Started, McpErro
         })
     });
     let timeout = timeout_of(cfg);
-    let fail = |detail: String| async move {
+    let mut reader = reader;
+    let fail = |detail: String, reader: Option<tokio::task::JoinHandle<()>>| async move {
         if let Some(pid) = pid {
             kill_group(pid);
         }
@@ -330,8 +340,8 @@ async fn start_one(cfg: &McpServerConfig, tail: Tail) -> Result<Started, McpErro
     };
     let client = match tokio::time::timeout(timeout, ().serve(transport)).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(fail(format!("the MCP handshake failed: {e}")).await),
-        Err(_) => return Err(fail(format!("no MCP handshake within {} s", timeout.as_secs())).await),
+        Ok(Err(e)) => return Err(fail(format!("the MCP handshake failed: {e}"), reader.take()).await),
+        Err(_) => return Err(fail(format!("no MCP handshake within {} s", timeout.as_secs()), reader.take()).await),
     };
     let has_tools = client.peer_info().is_some_and(|i| i.capabilities.tools.is_some());
     let tools = if has_tools {
@@ -339,15 +349,15 @@ async fn start_one(cfg: &McpServerConfig, tail: Tail) -> Result<Started, McpErro
             Ok(Ok(t)) => t,
             Ok(Err(e)) => {
                 drop(client);
-                return Err(fail(format!("listing its tools failed: {e}")).await);
+                return Err(fail(format!("listing its tools failed: {e}"), reader.take()).await);
             }
             Err(_) => {
                 drop(client);
-                return Err(fail(format!("it did not list its tools within {} s", timeout.as_secs())).await);
+                return Err(fail(format!("it did not list its tools within {} s", timeout.as_secs()), reader.take()).await);
             }
         }
     } else {
         Vec::new()
     };
-    Ok(Started { client, pid, tools })
+    Ok(Started { client, pid, tools, stderr_reader: reader })
 }

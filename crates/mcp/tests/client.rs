@@ -104,6 +104,7 @@ fn a_crash_mid_call_is_reported_and_later_calls_fail_fast() {
     let e = c.call("c__crash", "{}", None).unwrap_err();
     assert!(matches!(e, McpError::ServerGone { .. }), "{e}");
     assert!(e.to_string().contains("\"c\" is not running"), "{e}");
+    assert!(e.to_string().contains("crashing on purpose"), "its stderr is quoted: {e}");
     let e = c.call("c__echo", r#"{"text":"x"}"#, None).unwrap_err();
     assert!(matches!(e, McpError::ServerGone { .. }), "{e}");
     // The other server is unaffected.

@@ -246,6 +246,34 @@ mod tests {
         let s: McpServerConfig = serde_json::from_str(json).unwrap();
         assert_eq!(s.args, vec!["--ro"]);
         assert_eq!(s.env.get("A").map(String::as_str), Some("1"));
+        let rc = RunnerConfig {
+            version: VERSION,
+            session_id: "s1".into(),
+            runner_id: "r1".into(),
+            agent_group_id: "main".into(),
+            agent_name: "main".into(),
+            paths: RunnerPaths {
+                in_dir: "/pinch/in".into(),
+                out_dir: "/pinch/out".into(),
+                inbox_dir: "/i".into(),
+                outbox_dir: "/o".into(),
+                workspace_dir: "/w".into(),
+                global_dir: None,
+            },
+            provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
+            timezone: "UTC".into(),
+            timings: Timings::default(),
+            batch_size: 10,
+            proxy_socket: None,
+            mcp_servers: vec![server("fs"), server("fs"), server("a b")],
+        };
+        let e = rc.validate().unwrap_err();
+        assert!(e.contains("\"fs\" is listed twice") && e.contains("\"a b\""), "{e}");
+        let json = serde_json::to_string(&RunnerConfig { mcp_servers: vec![], ..rc }).unwrap();
+        assert!(!json.contains("mcp_servers"), "empty list left out: {json}");
+        let back: RunnerConfig = serde_json::from_str(&json).unwrap();
+        assert!(back.mcp_servers.is_empty());
+
         let bad = serde_json::from_str::<McpServerConfig>(r#"{"name":"fs","command":"x","cmd":"y"}"#).unwrap_err();
         assert!(bad.to_string().contains("cmd"), "{bad}");
     }
