@@ -99,10 +99,10 @@ impl McpClients {
         };
         let results: Vec<(McpServerConfig, Tail, Result<Started, McpError>)> = rt.block_on(async {
             let mut handles = Vec::new();
-            for cfg in configs.iter().cloned() {
+            for cfg in configs {
                 let tail: Tail = Arc::default();
-                let t = tail.clone();
-                handles.push((cfg.clone(), tail, tokio::spawn(async move { start_one(&cfg, t).await })));
+                let (t, c) = (tail.clone(), cfg.clone());
+                handles.push((cfg.clone(), tail, tokio::spawn(async move { start_one(&c, t).await })));
             }
             let mut out = Vec::new();
             for (cfg, tail, h) in handles {
