@@ -98,6 +98,17 @@ fn failing_servers_are_reported_and_the_others_work() {
 }
 
 #[test]
+fn programs_that_do_not_speak_mcp_fail_to_start_within_the_timeout() {
+    let silent = McpServerConfig { name: "silent".into(), command: "sleep".into(), args: vec!["1000".into()], timeout_s: Some(1), ..Default::default() };
+    let quits = McpServerConfig { name: "quits".into(), command: "true".into(), ..Default::default() };
+    let (c, failed) = McpClients::start(&[silent, quits]);
+    assert!(c.is_empty());
+    let msgs: Vec<String> = failed.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+    assert!(msgs[0].starts_with("silent: ") && msgs[0].contains("no MCP handshake within 1 s"), "{msgs:?}");
+    assert!(msgs[1].starts_with("quits: ") && msgs[1].contains("handshake failed"), "{msgs:?}");
+}
+
+#[test]
 fn a_crash_mid_call_is_reported_and_later_calls_fail_fast() {
     let (mut c, failed) = McpClients::start(&[cfg("c", &[]), cfg("d", &[])]);
     assert!(failed.is_empty(), "{failed:?}");
