@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub stuck: StuckSection,
     #[serde(default)]
     pub proxy: ProxySection,
+    #[serde(default)]
+    pub mcp: McpSection,
 }
 
 /// `[proxy]`: what the per-session credential proxy lets out.
@@ -54,6 +56,31 @@ impl HostList {
             HostList::Csv(s) => s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect(),
         }
     }
+}
+
+/// `[mcp.servers.<name>]`: external stdio MCP servers (SPEC §5.6), started
+/// by each runner inside its sandbox; tools appear as `<name>__<tool>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSection {
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, McpServerSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerSection {
+    /// The program, as the sandbox sees it (`/usr/bin/…` or a name in PATH).
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Plain settings only: the sandbox can read them (no secrets).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub timeout_s: Option<u64>,
+    /// Agent group ids that get this server (absent = all).
+    pub groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -377,6 +404,24 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     if let Some(v) = h.retry_base_s {
         c.retry_base = secs("host.retry_base_s", v)?;
     }
+    for (name, m) in &file.mcp.servers {
+        let server = pinch_proto::runner_config::McpServerConfig {
+            name: name.clone(),
+            command: m.command.clone(),
+            args: m.args.clone(),
+            env: m.env.clone(),
+            cwd: m.cwd.clone(),
+            timeout_s: m.timeout_s,
+        };
+        let problems = server.problems();
+        if !problems.is_empty() {
+            bail!("[mcp.servers.{name}]: {}", problems.join("; "));
+        }
+        if m.groups.as_ref().is_some_and(|g| g.is_empty()) {
+            bail!("[mcp.servers.{name}]: groups is empty; list agent group ids, or leave it out for all groups");
+        }
+        c.mcp_servers.push(pinch_host::config::McpServerEntry { server, groups: m.groups.clone() });
+    }
     let st = &file.stuck;
     if let Some(v) = st.spawn_grace_s {
         c.stuck.spawn_grace = secs("stuck.spawn_grace_s", v)?;
@@ -441,5 +486,43 @@ mod tests {
         let f: FileConfig = toml::Value::Table("[proxy]\negress_allow = [\"x.com:https\"]\n".parse().unwrap()).try_into().unwrap();
         let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("proxy.egress_allow entry \"x.com:https\""), "{e}");
+    }
+
+    #[test]
+    fn mcp_servers_from_the_file() {
+        let toml = r#"
+            [mcp.servers.files]
+            command = "mcp-files"
+            args = ["--root", "/workspace/agent"]
+            env = { LOG = "1" }
+            timeout_s = 30
+            [mcp.servers.calc]
+            command = "calc-mcp"
+            groups = ["other"]
+        "#;
+        let f: FileConfig = toml::Value::Table(toml.parse().unwrap()).try_into().unwrap();
+        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        let main = c.mcp_servers_for("main", Vec::new());
+        assert_eq!(main.len(), 1, "calc is for group `other` only: {main:?}");
+        assert_eq!(main[0].name, "files");
+        assert_eq!(main[0].args, ["--root", "/workspace/agent"]);
+        assert_eq!(main[0].env.get("LOG").map(String::as_str), Some("1"));
+        assert_eq!(main[0].timeout_s, Some(30));
+        assert_eq!(c.mcp_servers_for("other", Vec::new()).len(), 2);
+        // The group's own entry replaces the file's of the same name.
+        let own = pinch_proto::runner_config::McpServerConfig { name: "files".into(), command: "other-files".into(), ..Default::default() };
+        assert_eq!(c.mcp_servers_for("main", vec![own])[0].command, "other-files");
+
+        for (bad, expect) in [
+            ("[mcp.servers.\"a.b\"]\ncommand = \"x\"\n", "[A-Za-z0-9_-]"),
+            ("[mcp.servers.x]\ncommand = \"\"\n", "command is empty"),
+            ("[mcp.servers.x]\ncommand = \"y\"\ngroups = []\n", "groups is empty"),
+        ] {
+            let f: FileConfig = toml::Value::Table(bad.parse().unwrap()).try_into().unwrap();
+            let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+            assert!(e.to_string().contains(expect), "{bad}: {e}");
+        }
+        let typo: Result<FileConfig, _> = toml::Value::Table("[mcp.servers.x]\ncommand = \"y\"\nargv = []\n".parse().unwrap()).try_into();
+        assert!(typo.unwrap_err().to_string().contains("argv"));
     }
 }

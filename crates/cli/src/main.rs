@@ -64,11 +64,23 @@ enum Command {
     /// Measure the TARGETS.md figures on this machine (`pinch bench chaos` for R3/R4).
     Bench(BenchCmd),
     /// Run a session's agent (started by the host inside a sandbox).
-    #[command(hide = true)]
+    #[command(hide = true, args_conflicts_with_subcommands = true)]
     Runner {
         /// Path to runner.json.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        sub: Option<RunnerSub>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunnerSub {
+    /// Serve the runner's tools over MCP on stdio (for an agent CLI in the sandbox).
+    Mcp {
+        /// The runner's tool socket (JSON lines, see pinch-mcp's `bridge`).
+        #[arg(long)]
+        socket: PathBuf,
     },
 }
 
@@ -97,9 +109,18 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Runner { config } => {
+        Command::Runner { sub: Some(RunnerSub::Mcp { socket }), .. } => {
+            // stdout is the MCP channel: logs go to stderr only.
+            logging::init_stderr(false, "PINCH_LOG", "warn");
+            exit(runner_mcp(&socket))
+        }
+        Command::Runner { config: Some(config), sub: None } => {
             logging::init_stderr(false, "PINCH_LOG", "info");
             ExitCode::from(pinch_runner::run(&config) as u8)
+        }
+        Command::Runner { config: None, sub: None } => {
+            eprintln!("pinch runner: give --config <runner.json> (or the `mcp` subcommand)");
+            ExitCode::from(2)
         }
         Command::Admin(args) => {
             let dir = match host_config(cli.data_dir, cli.config, &HostFlags { sandbox: Some("process".into()), ..Default::default() }) {
@@ -127,6 +148,22 @@ fn exit(r: Result<i32>) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `pinch runner mcp`: the MCP bridge (SPEC §5.5, CLI engine). Lists the
+/// runner's tools once over its socket, then serves them on stdio, sending
+/// each call back to the runner. A call the runner cannot answer (it went
+/// away) is a tool error the agent CLI shows its model.
+fn runner_mcp(socket: &std::path::Path) -> Result<i32> {
+    let mut bridge = pinch_mcp::bridge::BridgeClient::connect(socket)?;
+    let (tools, instructions) = bridge.list()?;
+    tracing::info!(tools = tools.len(), "serving the runner's tools over MCP on stdio");
+    let handler: pinch_mcp::Handler = Box::new(move |name, args| match bridge.call(name, args) {
+        Ok(r) => r,
+        Err(e) => (format!("pinch could not run {name}: {e}"), true),
+    });
+    pinch_mcp::serve_stdio(tools, instructions, handler)?;
+    Ok(0)
 }
 
 /// A configuration problem (exit 78).

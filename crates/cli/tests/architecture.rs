@@ -4,9 +4,19 @@
 use std::process::Command;
 
 fn deps(krate: &str) -> Vec<String> {
+    deps_pruned(krate, &[])
+}
+
+/// The dependencies of `krate`, not counting what arrives only through the
+/// `pruned` crates.
+fn deps_pruned(krate: &str, pruned: &[&str]) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}", "--offline"];
+    for p in pruned {
+        args.extend(["--prune", p]);
+    }
     let out = Command::new(cargo)
-        .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}", "--offline"])
+        .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("running cargo tree");
@@ -37,7 +47,22 @@ fn proto_has_no_async_runtime() {
 
 #[test]
 fn runner_never_reaches_channels_or_the_host() {
-    forbid("pinch-runner", &["pinch-channels", "pinch-host", "tokio"]);
+    forbid("pinch-runner", &["pinch-channels", "pinch-host"]);
+    // tokio may reach the runner only inside pinch-mcp, whose blocking
+    // facade owns its runtime (decision 0010); the runner's own code and its
+    // other dependencies stay synchronous.
+    let through_mcp = deps("pinch-runner").iter().any(|x| x == "pinch-mcp");
+    let d = if through_mcp { deps_pruned("pinch-runner", &["pinch-mcp"]) } else { deps("pinch-runner") };
+    assert!(d.iter().any(|x| x == "pinch-runner"), "cargo tree did not list pinch-runner: {d:?}");
+    for f in ["tokio", "rmcp"] {
+        assert!(!d.iter().any(|x| x == f), "pinch-runner must not depend on {f} except through pinch-mcp");
+    }
+}
+
+#[test]
+fn mcp_stays_a_leaf_and_proto_stays_plain() {
+    forbid("pinch-mcp", &["pinch-host", "pinch-runner", "pinch-channels", "pinch-policy"]);
+    forbid("pinch-proto", &["rmcp", "pinch-mcp"]);
 }
 
 #[test]

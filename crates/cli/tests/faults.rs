@@ -292,6 +292,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
         timings,
         batch_size: 10,
         proxy_socket: None,
+        mcp_servers: Vec::new(),
     };
     let p = dir.runner_json();
     std::fs::write(&p, serde_json::to_string(&cfg).unwrap()).unwrap();

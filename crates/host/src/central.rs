@@ -380,6 +380,22 @@ impl Central {
         }
     }
 
+    /// The group's own MCP servers (`agent_configs.mcp_servers`, a JSON
+    /// list of `McpServerConfig`; NULL or absent = none).
+    pub fn agent_mcp_servers(&self, ag_id: &str) -> Result<Vec<pinch_proto::runner_config::McpServerConfig>> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT mcp_servers FROM agent_configs WHERE agent_group_id = ?1", [ag_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        match json.as_deref().map(str::trim) {
+            None | Some("") => Ok(Vec::new()),
+            Some(j) => serde_json::from_str(j).with_context(|| {
+                format!("agent_configs.mcp_servers of agent group {ag_id:?} is not a JSON list of {{name, command, args, env, cwd, timeout_s}}")
+            }),
+        }
+    }
+
     /// The agent group's `agent_configs.assistant_name`, if set and not blank.
     pub fn assistant_name(&self, ag_id: &str) -> Result<Option<String>> {
         let raw: Option<String> = self

@@ -55,6 +55,39 @@ pub struct HostConfig {
     /// Hosts every sandbox may `CONNECT` to (see `proxy::EgressAllow` for
     /// the forms); an agent group's `agent_configs.egress_allow` adds more.
     pub proxy_egress_allow: Vec<String>,
+    /// MCP servers from the configuration file (`[mcp.servers.<name>]`).
+    /// A group's own `agent_configs.mcp_servers` entry of the same name
+    /// replaces one of these.
+    pub mcp_servers: Vec<McpServerEntry>,
+}
+
+/// A configured MCP server and the agent groups that get it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpServerEntry {
+    pub server: pinch_proto::runner_config::McpServerConfig,
+    /// Agent group ids; `None` = every group.
+    pub groups: Option<Vec<String>>,
+}
+
+impl HostConfig {
+    /// The MCP servers a group's runner gets: the file's entries for it,
+    /// then the group's own (same name = replaced), in name order.
+    pub fn mcp_servers_for(
+        &self,
+        ag_id: &str,
+        own: Vec<pinch_proto::runner_config::McpServerConfig>,
+    ) -> Vec<pinch_proto::runner_config::McpServerConfig> {
+        let mut by_name = std::collections::BTreeMap::new();
+        for e in &self.mcp_servers {
+            if e.groups.as_ref().is_none_or(|g| g.iter().any(|x| x == ag_id)) {
+                by_name.insert(e.server.name.clone(), e.server.clone());
+            }
+        }
+        for s in own {
+            by_name.insert(s.name.clone(), s);
+        }
+        by_name.into_values().collect()
+    }
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -93,6 +126,7 @@ impl HostConfig {
             proxy_upstreams: Vec::new(),
             proxy_extra_roots: Vec::new(),
             proxy_egress_allow: Vec::new(),
+            mcp_servers: Vec::new(),
         }
     }
 }

@@ -775,6 +775,7 @@ impl Host {
             timings: self.cfg.runner.clone(),
             batch_size: self.cfg.batch_size,
             proxy_socket: Some(proxy_socket.clone().into()),
+            mcp_servers: self.cfg.mcp_servers_for(&row.agent_group_id, self.central.agent_mcp_servers(&row.agent_group_id)?),
         };
         let _ = std::fs::remove_file(dir.stop_file());
         write_atomic(&dir.runner_json(), serde_json::to_string_pretty(&rc)?.as_bytes())?;

@@ -33,6 +33,64 @@ pub struct RunnerConfig {
     /// The credential proxy's socket as the runner sees it.
     #[serde(default)]
     pub proxy_socket: Option<PathBuf>,
+    /// External stdio MCP servers the agent may use (SPEC §5.6), started by
+    /// the runner inside its sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServerConfig>,
+}
+
+/// One external MCP server spoken to over stdio (SPEC §5.6): plain data, so
+/// it can travel in `runner.json` and `agent_configs.mcp_servers`; the
+/// `pinch-mcp` crate starts it. Never carries a secret (`env` is plain
+/// configuration, visible in the sandbox).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Prefix of its tools (`<name>__<tool>`): `[A-Za-z0-9_-]`, no `__`.
+    pub name: String,
+    /// The program (a path, or a name looked up in `PATH`).
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Added to the runner's (already clean) environment.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory (default: the runner's, the agent's workspace).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Seconds a start or a call may take (default [`MCP_DEFAULT_TIMEOUT_S`]).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+/// Default per-call (and start-up) timeout of an MCP server.
+pub const MCP_DEFAULT_TIMEOUT_S: u64 = 60;
+/// Longest timeout a server may configure (the shell tool's ceiling).
+pub const MCP_MAX_TIMEOUT_S: u64 = 3600;
+
+impl McpServerConfig {
+    /// Every problem with this entry, named (empty = fine).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let n = &self.name;
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || n.contains("__") {
+            p.push(format!("mcp server name {n:?} must be non-empty [A-Za-z0-9_-] without \"__\" (it prefixes the tool names)"));
+        }
+        if self.command.trim().is_empty() {
+            p.push(format!("mcp server {n:?}: command is empty (give the program to run, e.g. command = \"npx\")"));
+        }
+        if let Some(t) = self.timeout_s {
+            if t == 0 || t > MCP_MAX_TIMEOUT_S {
+                p.push(format!("mcp server {n:?}: timeout_s must be 1..={MCP_MAX_TIMEOUT_S}, got {t}"));
+            }
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                p.push(format!("mcp server {n:?}: env key {k:?} is not a valid variable name"));
+            }
+        }
+        p
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,6 +206,13 @@ impl RunnerConfig {
                 problems.push(format!("paths.{name} {} must be absolute", p.display()));
             }
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.mcp_servers {
+            problems.extend(m.problems());
+            if !seen.insert(m.name.as_str()) {
+                problems.push(format!("mcp server {:?} is listed twice", m.name));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -170,4 +235,62 @@ pub fn random_hex(bytes: usize) -> String {
         }
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str) -> McpServerConfig {
+        McpServerConfig { name: name.into(), command: "srv".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn mcp_servers_are_validated_and_optional_in_json() {
+        assert!(server("files").problems().is_empty());
+        assert!(server("a__b").problems()[0].contains("without \"__\""));
+        assert!(server("a b").problems()[0].contains("[A-Za-z0-9_-]"));
+        let mut s = server("x");
+        s.command = " ".into();
+        s.timeout_s = Some(0);
+        let p = s.problems();
+        assert!(p.iter().any(|m| m.contains("command is empty")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("timeout_s must be")), "{p:?}");
+
+        // Older runner.json files (no key) still parse; the key round-trips.
+        let json = r#"{"name":"fs","command":"mcp-fs","args":["--ro"],"env":{"A":"1"},"timeout_s":5}"#;
+        let s: McpServerConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(s.args, vec!["--ro"]);
+        assert_eq!(s.env.get("A").map(String::as_str), Some("1"));
+        let rc = RunnerConfig {
+            version: VERSION,
+            session_id: "s1".into(),
+            runner_id: "r1".into(),
+            agent_group_id: "main".into(),
+            agent_name: "main".into(),
+            paths: RunnerPaths {
+                in_dir: "/pinch/in".into(),
+                out_dir: "/pinch/out".into(),
+                inbox_dir: "/i".into(),
+                outbox_dir: "/o".into(),
+                workspace_dir: "/w".into(),
+                global_dir: None,
+            },
+            provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
+            timezone: "UTC".into(),
+            timings: Timings::default(),
+            batch_size: 10,
+            proxy_socket: None,
+            mcp_servers: vec![server("fs"), server("fs"), server("a b")],
+        };
+        let e = rc.validate().unwrap_err();
+        assert!(e.contains("\"fs\" is listed twice") && e.contains("\"a b\""), "{e}");
+        let json = serde_json::to_string(&RunnerConfig { mcp_servers: vec![], ..rc }).unwrap();
+        assert!(!json.contains("mcp_servers"), "empty list left out: {json}");
+        let back: RunnerConfig = serde_json::from_str(&json).unwrap();
+        assert!(back.mcp_servers.is_empty());
+
+        let bad = serde_json::from_str::<McpServerConfig>(r#"{"name":"fs","command":"x","cmd":"y"}"#).unwrap_err();
+        assert!(bad.to_string().contains("cmd"), "{bad}");
+    }
 }
