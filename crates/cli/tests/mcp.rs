@@ -175,3 +175,57 @@ fn a_bad_mcp_server_entry_is_a_config_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[mcp.servers.files]") && err.contains("command is empty"), "{err}");
 }
+
+/// The runner offers an external MCP server's tools as `<server>__<tool>`
+/// and runs them inside the bwrap sandbox; a server that cannot start is
+/// reported and the others still work (SPEC §5.1, §5.6).
+#[test]
+fn a_sandboxed_runner_calls_an_external_mcp_servers_tools() {
+    if !common::bwrap_or_skip() {
+        return;
+    }
+    let server_bin = Path::new(env!("CARGO_BIN_EXE_pinch")).with_file_name("pinch-mcp-test-server");
+    assert!(server_bin.exists(), "{} is missing: build it with `cargo build -p pinch-mcp`", server_bin.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // The agent's folder is /workspace/agent in the sandbox.
+    let group = data.join("groups/main");
+    std::fs::create_dir_all(&group).unwrap();
+    std::fs::copy(&server_bin, group.join("calc-server")).unwrap();
+    let script = r#"
+[[rule]]
+contains = "add please"
+tool = "calc__add"
+args = { a = 2, b = 40 }
+
+[[rule]]
+contains = "break please"
+tool = "calc__fail"
+args = { message = "no such thing" }
+
+[[rule]]
+after_tool = "*"
+reply = "tool said: {tool_result}{tool_error}"
+"#;
+    let mut cfg = common::with_script(common::host_config(tmp.path(), pinch_host::sandbox::Choice::Bwrap), script);
+    let server = |name: &str, command: &str| pinch_host::config::McpServerEntry {
+        server: pinch_proto::runner_config::McpServerConfig { name: name.into(), command: command.into(), ..Default::default() },
+        groups: None,
+    };
+    cfg.mcp_servers = vec![server("calc", "/workspace/agent/calc-server"), server("broken", "/workspace/agent/not-there")];
+    let rt = common::rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = common::Client::connect(&host.cli_socket);
+    let reply = c.ask("add please");
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    assert!(reply[0].contains("tool said: 42"), "{reply:?}");
+    let reply = c.ask("break please");
+    assert!(reply[0].contains("no such thing"), "the server's error reaches the model: {reply:?}");
+    let logs: String = common::walk(&data.join("logs/runners"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(logs.contains("MCP server unavailable") && logs.contains("broken"), "the failed server is reported: {logs}");
+    rt.block_on(host.shutdown()).unwrap();
+}

@@ -181,6 +181,12 @@ impl McpClients {
         out
     }
 
+    /// The servers' instructions as (server, text) pairs, in start order;
+    /// servers that gave none are left out.
+    pub fn instructions_by_server(&self) -> Vec<(String, String)> {
+        self.servers.iter().filter_map(|s| s.instructions.as_ref().map(|i| (s.name.clone(), i.trim().to_owned()))).collect()
+    }
+
     /// The configured timeout of the server behind tool `name`, for the
     /// runner to declare in `container_state` before calling it.
     pub fn timeout_of(&self, name: &str) -> Option<Duration> {

@@ -137,6 +137,13 @@ struct Runner {
     out_counter: u64,
     /// Outbound rows written by tools (ids `out-<runner>-t<n>-…`).
     tool_counter: u64,
+    /// The agent group's external MCP servers (SPEC §5.6), started once
+    /// per runner; their tools are offered as `<server>__<tool>`.
+    mcp: pinch_mcp::McpClients,
+    /// (server, text) for the system prompt: each server's instructions,
+    /// and a line for each server that failed to start (reported, not
+    /// fatal, SPEC §5.1).
+    mcp_notes: Vec<(String, String)>,
     first_poll: bool,
     /// The provider conversation this session continues
     /// (`session_state` key `continuation:<provider>`).
@@ -209,6 +216,16 @@ impl Runner {
         let watcher = watch_in_dir(&cfg.paths.in_dir, tx);
         signals::install();
         watch_host_fd();
+        // After the heartbeat: a slow server start is a live runner.
+        let (mcp, failed) = pinch_mcp::McpClients::start(&cfg.mcp_servers);
+        let mut mcp_notes = mcp.instructions_by_server();
+        for (name, e) in failed {
+            tracing::warn!(server = %name, "MCP server unavailable for this runner: {e}");
+            mcp_notes.push((name, format!("This server failed to start, so its tools are not available now ({e}).")));
+        }
+        if !mcp.is_empty() {
+            tracing::info!(tools = mcp.tools().len(), "MCP servers started");
+        }
         tracing::info!(provider = provider.name(), "runner started");
         Ok(Runner {
             cfg,
@@ -221,6 +238,8 @@ impl Runner {
             _heartbeat: hb,
             out_counter: 0,
             tool_counter: 0,
+            mcp,
+            mcp_notes,
             first_poll: true,
             continuation,
             spent: history::Spent::default(),
@@ -419,10 +438,8 @@ impl Runner {
             })
             .collect();
         let caps = self.provider.capabilities();
-        let offered = if command.is_none() && caps.tools { tools::specs() } else { Vec::new() };
-        // MCP HOOK: (server, instructions) of the agent's MCP servers go
-        // here once the runner has an MCP client.
-        let mcp_instructions: Vec<(String, String)> = Vec::new();
+        let offered = if command.is_none() && caps.tools { self.all_tools() } else { Vec::new() };
+        let mcp_instructions = self.mcp_notes.clone();
         let system = prompt::system_prompt(&self.cfg, &snap.destinations, &offered, &mcp_instructions);
         // What every request carries besides history and prompt: the system
         // prompt and the tool schemas (for the context estimate).
@@ -481,7 +498,7 @@ impl Runner {
                 }),
                 commands::Command::Context => {
                     // As a normal turn would send it: tools offered, their schemas counted.
-                    let all = if caps.tools { tools::specs() } else { Vec::new() };
+                    let all = if caps.tools { self.all_tools() } else { Vec::new() };
                     let sys = prompt::system_prompt(&self.cfg, &snap.destinations, &all, &mcp_instructions);
                     let fixed = format!("{sys}{}", serde_json::to_string(&all).unwrap_or_default());
                     reply(commands::context(&self.out, &conv, &fixed, caps.context_window)?)
@@ -656,6 +673,14 @@ impl Runner {
         }
     }
 
+    /// The built-in tools, then the MCP servers' (a name clash keeps the
+    /// built-in one: MCP names always contain `__`, built-ins never do).
+    fn all_tools(&self) -> Vec<pinch_providers::ToolSpec> {
+        let mut all = tools::specs();
+        all.extend(self.mcp.tools());
+        all
+    }
+
     /// Runs one step's tool calls in order; returns the step records (the
     /// model's output, then each result).
     fn run_tools(&mut self, t: &pinch_providers::TurnResult, turn: &TurnState) -> Vec<Step> {
@@ -671,7 +696,20 @@ impl Runner {
         let mut steps = vec![Step::Assistant { text: t.text.clone(), calls: t.tool_calls.clone() }];
         for c in &t.tool_calls {
             let started = Instant::now();
-            let out = tools::call(&mut ctx, &c.name, &c.arguments);
+            let out = if self.mcp.has_tool(&c.name) {
+                // The declared timeout widens the host's stuck tolerance
+                // while an external server works (SPEC §5.6).
+                let timeout = self.mcp.timeout_of(&c.name).unwrap_or(Duration::from_secs(pinch_proto::runner_config::MCP_DEFAULT_TIMEOUT_S));
+                ctx.set_tool_in_flight(Some((&c.name, timeout.as_millis() as u64)));
+                let r = self.mcp.call(&c.name, &c.arguments, None);
+                ctx.set_tool_in_flight(None);
+                match r {
+                    Ok(r) => tools::ToolOutput { content: r.content, is_error: r.is_error },
+                    Err(e) => tools::ToolOutput::err(e.to_string()),
+                }
+            } else {
+                tools::call(&mut ctx, &c.name, &c.arguments)
+            };
             tracing::info!(tool = %c.name, is_error = out.is_error, ms = started.elapsed().as_millis() as u64, "tool call");
             if out.is_error {
                 tracing::debug!(tool = %c.name, "tool error: {}", out.content);
