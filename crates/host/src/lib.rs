@@ -19,6 +19,7 @@
 //! read-write only to roll back a hot journal while no runner lives); it is
 //! the only code that spawns runners, always through [`sandbox`].
 
+pub mod attachments;
 pub mod admin;
 pub mod central;
 pub mod config;

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod budget;
 pub mod cron;
 pub mod exit;
+pub mod filename;
 pub mod path;
 pub mod route;
 pub mod streak;
