@@ -339,6 +339,7 @@ pub(crate) mod testing {
                 timings: Timings::default(),
                 batch_size: 10,
                 proxy_socket: None,
+                mcp_servers: Vec::new(),
             };
             // Both DBs exist with their schemas, as the host makes them.
             let inb = Connection::open(cfg.paths.in_dir.join("inbound.db")).unwrap();
