@@ -626,6 +626,80 @@ mod tests {
         assert!(!e.iter().any(|(k, _)| k == "ANTHROPIC_BASE_URL"), "no forwarder, no base URL");
     }
 
+    fn sh(script: &str, timeout_s: u64) -> CliEngineSettings {
+        CliEngineSettings { command: "sh".into(), args: Some(vec!["-c".into(), script.into()]), timeout_s: Some(timeout_s), ..Default::default() }
+    }
+
+    fn alive(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks for existence.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
+    #[test]
+    fn stdout_is_the_answer_and_stdin_the_prompt() {
+        let env = crate::tools::testing::Env::new();
+        let mut out = env.out();
+        let mut ctx = ToolCtx::new(&env.cfg, &mut out, &crate::tools::testing::no_stop);
+        let s = sh("pwd; test -f \"$PINCH_MCP_CONFIG\" && test -S \"$PINCH_MCP_SOCKET\" && echo files-ok; cat", 30);
+        let r = run(&s, None, &req(true), &mut ctx, None, &mut |_| {}).unwrap();
+        let ws = env.cfg.paths.workspace_dir.canonicalize().unwrap();
+        assert!(r.text.starts_with(&format!("{}\nfiles-ok\n", ws.display())), "{}", r.text);
+        assert!(r.text.ends_with("PROMPT"), "{}", r.text);
+        assert!(r.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn a_failing_cli_is_an_error_with_its_stderr_and_75_is_retryable() {
+        let env = crate::tools::testing::Env::new();
+        let mut out = env.out();
+        let mut ctx = ToolCtx::new(&env.cfg, &mut out, &crate::tools::testing::no_stop);
+        let e = run(&sh("echo 'no credits left' >&2; exit 2", 30), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
+        assert!(!e.retryable && e.message.contains("exit code 2") && e.message.contains("no credits left"), "{e}");
+        let e = run(&sh("exit 75", 30), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
+        assert!(e.retryable, "{e}");
+        let e = run(&CliEngineSettings { command: "/nonexistent/agent".into(), ..Default::default() }, None, &req(true), &mut ctx, None, &mut |_| {})
+            .unwrap_err();
+        assert!(e.message.contains("could not start the agent CLI \"/nonexistent/agent\"") && e.message.contains("inside the sandbox"), "{e}");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group_and_the_tool_record_is_cleared() {
+        let env = crate::tools::testing::Env::new();
+        let mut out = env.out();
+        let pidfile = env.path("bg.pid");
+        {
+            let mut ctx = ToolCtx::new(&env.cfg, &mut out, &crate::tools::testing::no_stop);
+            let script = format!("sleep 300 & echo $! > {}; echo working; sleep 300", pidfile.display());
+            let e = run(&sh(&script, 1), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+            assert!(e.message.contains("longer than 1 s"), "{e}");
+        }
+        let bg: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        // Killed with the group (it may linger as a zombie of init briefly).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(bg) && !std::fs::read_to_string(format!("/proc/{bg}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+            assert!(Instant::now() < deadline, "background child {bg} survived the group kill");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tool: Option<String> = out.query_row("SELECT current_tool FROM container_state", [], |r| r.get(0)).unwrap();
+        assert_eq!(tool, None);
+    }
+
+    #[test]
+    fn a_stop_request_kills_it() {
+        let env = crate::tools::testing::Env::new();
+        let mut out = env.out();
+        let asked = std::cell::Cell::new(0u32);
+        // Asked to stop on the third look.
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() >= 3
+        };
+        let mut ctx = ToolCtx::new(&env.cfg, &mut out, &stop);
+        let e = run(&sh("sleep 300", 600), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
+        assert!(e.message.contains("stopped"), "{e}");
+    }
+
     #[test]
     fn mcp_config_names_pinch_runner_mcp() {
         let v: serde_json::Value = serde_json::from_str(&mcp_config_json(Path::new("/opt/pinch/bin/pinch"), Path::new("/tmp/x/tools.sock"))).unwrap();
