@@ -130,6 +130,12 @@ fn an_agent_cli_uses_pinch_tools_over_mcp_and_never_sees_the_key() {
 
     // The CLI was recorded as the tool in flight, and cleared after.
     let s = rt.block_on(host.sessions()).remove(0);
+    // The runner's account of the turn (figures for `--no-capture` runs).
+    for f in walk(&tmp.path().join("data")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+        for l in std::fs::read_to_string(&f).unwrap_or_default().lines().filter(|l| l.contains("agent CLI") || l.contains("turn done")) {
+            eprintln!("runner log: {l}");
+        }
+    }
     let out = outbound(&s.dir);
     let tool: Option<String> = out.query_row("SELECT current_tool FROM container_state", [], |r| r.get(0)).unwrap();
     assert_eq!(tool, None);

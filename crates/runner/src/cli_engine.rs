@@ -59,17 +59,23 @@ impl Provider for CliEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // The CLI manages its own context; history is only sent as text to
-        // flavors that cannot resume, and compaction should not trigger on
-        // the runner's side for ordinary conversations.
-        Capabilities { tools: true, streaming: false, context_window: 200_000 }
+        // A CLI that resumes its own session manages its own context: the
+        // runner's history is not sent, so nothing to compact (window 0 =
+        // no threshold). Others get the history as text, trimmed to a
+        // window by the runner when it grows.
+        let context_window = if Flavor::of(&self.settings).resumes() { 0 } else { 200_000 };
+        Capabilities { tools: true, streaming: false, context_window }
     }
 
+    /// Only reached by calls outside a turn's agent loop (a compaction
+    /// summary): the CLI engine has none, the CLI keeps its own context.
     fn turn(&mut self, _req: &TurnRequest, _sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
         Err(err(
             ErrorKind::Other,
             false,
-            "the cli engine runs from the runner's turn (it needs the tool context); this call path is not used".into(),
+            "the CLI engine cannot make a separate summary call (the agent CLI manages its own context); \
+             older messages are left out of the text history instead"
+                .into(),
         ))
     }
 }
