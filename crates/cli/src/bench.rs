@@ -233,7 +233,7 @@ impl Bench {
             Kind::Bwrap => Choice::Bwrap,
             Kind::Process => Choice::Process,
         };
-        c.provider = ProviderSettings { kind: "scripted".into(), script: None, model: None };
+        c.provider = ProviderSettings { kind: "scripted".into(), script: None, model: None, cli: None };
         c.runner_exe = self.exe.clone();
         // Runners must stay warm for the whole run.
         c.runner.idle_exit_ms = 600_000;

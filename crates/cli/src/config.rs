@@ -107,6 +107,8 @@ pub struct ProviderSection {
     pub openai: UpstreamSection,
     #[serde(default)]
     pub anthropic: UpstreamSection,
+    /// `[provider.cli]`: an agent CLI run in the sandbox as the engine.
+    pub cli: Option<pinch_proto::runner_config::CliEngineSettings>,
 }
 
 /// An OpenAI-compatible or Anthropic endpoint the credential proxy forwards
@@ -281,14 +283,27 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         .or_else(|| env("ANTHROPIC_API_KEY").map(|_| "anthropic".to_owned()))
         .or_else(|| (env("OPENAI_BASE_URL").is_some() || env("OPENAI_API_KEY").is_some()).then(|| "openai".to_owned()))
         .unwrap_or_else(|| "scripted".into());
-    if !matches!(provider.as_str(), "scripted" | "openai" | "anthropic") {
-        bail!("provider {provider:?} is not available in this build: use `scripted`, `openai` (any OpenAI-compatible endpoint) or `anthropic`");
+    if !matches!(provider.as_str(), "scripted" | "openai" | "anthropic" | "cli") {
+        bail!("provider {provider:?} is not available in this build: use `scripted`, `openai` (any OpenAI-compatible endpoint), `anthropic` or `cli` (an agent CLI, with [provider.cli])");
     }
+    let cli = match (&file.provider.cli, provider.as_str()) {
+        (Some(c), _) => {
+            let p = c.problems();
+            if !p.is_empty() {
+                bail!("[provider.cli]: {}", p.join("; "));
+            }
+            Some(c.clone())
+        }
+        (None, "cli") => bail!("provider \"cli\" needs a [provider.cli] section with at least `command` (e.g. command = \"claude\", flavor = \"claude\")"),
+        (None, _) => None,
+    };
+    // The model APIs an agent CLI of a known flavor talks to.
+    let cli_flavor = cli.as_ref().filter(|_| provider == "cli").and_then(|c| c.flavor.clone()).unwrap_or_default();
     let openai_url = file.provider.openai.base_url.clone().or_else(|| env("OPENAI_BASE_URL")).or_else(|| {
-        (provider == "openai").then(|| "https://api.openai.com/v1".to_owned())
+        (provider == "openai" || cli_flavor == "codex").then(|| "https://api.openai.com/v1".to_owned())
     });
     let anthropic_url = file.provider.anthropic.base_url.clone().or_else(|| env("ANTHROPIC_BASE_URL")).or_else(|| {
-        (provider == "anthropic" || env("ANTHROPIC_API_KEY").is_some()).then(|| "https://api.anthropic.com".to_owned())
+        (provider == "anthropic" || cli_flavor == "claude" || env("ANTHROPIC_API_KEY").is_some()).then(|| "https://api.anthropic.com".to_owned())
     });
     let script_path = o.script.clone().or_else(|| file.provider.scripted.script.clone());
     let script = match script_path {
@@ -302,9 +317,10 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     let model = match provider.as_str() {
         "openai" => Some(file.provider.openai.model.clone().or_else(|| env("OPENAI_MODEL")).unwrap_or_else(|| "gpt-4o-mini".into())),
         "anthropic" => Some(file.provider.anthropic.model.clone().or_else(|| env("ANTHROPIC_MODEL")).unwrap_or_else(|| "claude-sonnet-4-5".into())),
+        "cli" => file.provider.anthropic.model.clone().filter(|_| cli_flavor == "claude").or_else(|| file.provider.openai.model.clone().filter(|_| cli_flavor == "codex")),
         _ => None,
     };
-    c.provider = ProviderSettings { kind: provider, script, model };
+    c.provider = ProviderSettings { kind: provider, script, model, cli };
     for (name, url, key_var, header, prefix) in [
         ("openai", &openai_url, "OPENAI_API_KEY", "authorization", "Bearer "),
         ("anthropic", &anthropic_url, "ANTHROPIC_API_KEY", "x-api-key", ""),
@@ -471,6 +487,38 @@ mod tests {
         let c = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("openai".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap();
         assert!(c.proxy_upstreams.iter().any(|u| u.name == "openai"), "openai gets a proxy route");
         assert!(!format!("{c:?}").contains("sk-"), "no key in the resolved config's Debug");
+    }
+
+    #[test]
+    fn cli_engine_from_the_file() {
+        let toml = r#"
+            [provider]
+            default = "cli"
+            [provider.cli]
+            command = "claude"
+            flavor = "claude"
+            env = { DISABLE_TELEMETRY = "1" }
+            timeout_s = 600
+            [provider.anthropic]
+            model = "claude-sonnet-4-5"
+        "#;
+        let f: FileConfig = toml::Value::Table(toml.parse().unwrap()).try_into().unwrap();
+        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.provider.kind, "cli");
+        let cli = c.provider.cli.clone().unwrap();
+        assert_eq!((cli.command.as_str(), cli.flavor.as_deref(), cli.timeout_s), ("claude", Some("claude"), Some(600)));
+        assert_eq!(c.provider.model.as_deref(), Some("claude-sonnet-4-5"), "a claude CLI is told the anthropic model");
+        assert!(c.proxy_upstreams.iter().any(|u| u.name == "anthropic"), "a claude CLI gets the anthropic route");
+
+        let f: FileConfig = toml::Value::Table("[provider]\ndefault = \"cli\"\n".parse().unwrap()).try_into().unwrap();
+        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("needs a [provider.cli] section"), "{e}");
+        let f: FileConfig =
+            toml::Value::Table("[provider.cli]\ncommand = \"x\"\nflavor = \"gemini\"\n".parse().unwrap()).try_into().unwrap();
+        let e = resolve("/tmp/x".into(), &f, &Overrides { provider: Some("cli".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("flavor \"gemini\" is unknown"), "{e}");
+        let bad: Result<FileConfig, _> = toml::Value::Table("[provider.cli]\ncommand = \"x\"\nargz = []\n".parse().unwrap()).try_into();
+        assert!(bad.unwrap_err().to_string().contains("argz"));
     }
 
     #[test]

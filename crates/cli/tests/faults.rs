@@ -287,7 +287,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
             workspace_dir: ws,
             global_dir: None,
         },
-        provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), script: None, model: None },
+        provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), script: None, model: None, cli: None },
         timezone: "UTC".into(),
         timings,
         batch_size: 10,

@@ -115,6 +115,67 @@ pub struct ProviderSettings {
     pub script: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
+    /// `kind = "cli"`: the external agent CLI run as the engine (SPEC §5.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<CliEngineSettings>,
+}
+
+/// The CLI engine: an agent CLI (Claude Code, Codex, or anything that reads
+/// a prompt on stdin and prints its answer) run in the sandbox for each
+/// turn, with pinch's tools offered to it over MCP (`pinch runner mcp`).
+/// Plain configuration: visible in the sandbox, never a secret.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CliEngineSettings {
+    /// The program as the sandbox sees it (a path, or a name in `PATH`).
+    pub command: String,
+    /// Arguments, with placeholders `{mcp_config}`, `{mcp_socket}`,
+    /// `{pinch}`, `{system_prompt_file}`, `{system_prompt}`, `{model}`.
+    /// Absent: the flavor's defaults.
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// Added to the CLI's environment (after pinch's own variables).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// `claude`, `codex` or `generic` (default): default arguments and
+    /// whether the CLI resumes its own conversation.
+    #[serde(default)]
+    pub flavor: Option<String>,
+    /// Seconds one turn of the CLI may take (default
+    /// [`CLI_DEFAULT_TIMEOUT_S`]); then its process group is killed.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+/// Default time one CLI-engine turn may take.
+pub const CLI_DEFAULT_TIMEOUT_S: u64 = 1800;
+/// The flavors the CLI engine knows.
+pub const CLI_FLAVORS: [&str; 3] = ["claude", "codex", "generic"];
+
+impl CliEngineSettings {
+    /// Every problem with these settings, named (empty = fine).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.command.trim().is_empty() {
+            p.push("provider.cli.command is empty (give the agent CLI to run, e.g. command = \"claude\")".into());
+        }
+        if let Some(f) = &self.flavor {
+            if !CLI_FLAVORS.contains(&f.as_str()) {
+                p.push(format!("provider.cli.flavor {f:?} is unknown: use one of {}", CLI_FLAVORS.join(", ")));
+            }
+        }
+        if let Some(t) = self.timeout_s {
+            if t == 0 || t > 24 * 3600 {
+                p.push(format!("provider.cli.timeout_s must be 1..=86400, got {t}"));
+            }
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                p.push(format!("provider.cli.env key {k:?} is not a valid variable name"));
+            }
+        }
+        p
+    }
 }
 
 /// Runner timings (SPEC §6.6). Milliseconds so tests can shrink them.
@@ -188,6 +249,11 @@ impl RunnerConfig {
         }
         if self.provider.kind.is_empty() {
             problems.push("provider.kind is empty".into());
+        }
+        match (&self.provider.cli, self.provider.kind.as_str()) {
+            (Some(c), _) => problems.extend(c.problems()),
+            (None, "cli") => problems.push("provider.kind is \"cli\" but provider.cli is missing (give at least its command)".into()),
+            (None, _) => {}
         }
         if self.batch_size == 0 {
             problems.push("batch_size must be at least 1".into());
@@ -268,6 +334,7 @@ mod tests {
             runner_id: "r1".into(),
             agent_group_id: "main".into(),
             agent_name: "main".into(),
+            assistant_name: None,
             paths: RunnerPaths {
                 in_dir: "/pinch/in".into(),
                 out_dir: "/pinch/out".into(),

@@ -11,6 +11,7 @@
 //! Invariants: writes only under `out/` (and, later, outbox and workspace);
 //! never writes `inbound.db`; never knows channels or the host.
 
+pub mod cli_engine;
 pub mod commands;
 pub mod compact;
 pub mod egress;
@@ -155,13 +156,18 @@ struct Runner {
 impl Runner {
     fn start(cfg: RunnerConfig) -> Result<Runner, Startup> {
         let busy = Duration::from_millis(cfg.timings.busy_timeout_ms);
-        let provider = pinch_providers::build(&pinch_providers::Settings {
-            kind: cfg.provider.kind.clone(),
-            script: cfg.provider.script.clone(),
-            model: cfg.provider.model.clone(),
-            proxy_socket: cfg.proxy_socket.clone(),
-        })
-        .map_err(|e| Startup::Config(e.to_string()))?;
+        // CLI ENGINE HOOK (1/2): `cli` is not an HTTP provider but an agent
+        // CLI the turn runs (cli_engine.rs).
+        let provider: Box<dyn Provider> = match (&cfg.provider.cli, cfg.provider.kind.as_str()) {
+            (Some(settings), "cli") => Box::new(cli_engine::CliEngine { settings: settings.clone() }),
+            _ => pinch_providers::build(&pinch_providers::Settings {
+                kind: cfg.provider.kind.clone(),
+                script: cfg.provider.script.clone(),
+                model: cfg.provider.model.clone(),
+                proxy_socket: cfg.proxy_socket.clone(),
+            })
+            .map_err(|e| Startup::Config(e.to_string()))?,
+        };
         // Tools reach allowlisted hosts only through the credential proxy's
         // CONNECT: a loopback forwarder to its socket, handed to commands
         // as HTTP(S)_PROXY (SPEC §8.2). Without it tools simply have no
@@ -506,6 +512,10 @@ impl Runner {
                 commands::Command::Cost => reply(commands::cost(&self.out, &conv)?),
                 commands::Command::Files => reply(commands::files(&self.cfg)),
             }
+        } else if self.cfg.provider.kind == "cli" {
+            // CLI ENGINE HOOK (2/2): the agent CLI runs the whole loop itself,
+            // calling pinch's tools over MCP; its answer has no tool calls.
+            self.cli_turn(&req, &turn)
         } else {
             let first = match self.provider_turn(&req) {
                 // A resume the provider no longer knows: start over once, not
