@@ -23,16 +23,21 @@ use pinch_proto::runner_config::{CliEngineSettings, ProviderSettings};
 
 const KEY: &str = "sk-ant-host-only-93d2";
 
-/// Builds the fake agent CLI (a bin of pinch-mcp, not built for this
-/// crate's tests by default) next to the pinch binary; returns its path.
+/// The fake agent CLI (a bin of pinch-mcp) next to the pinch binary. A
+/// workspace test run (`scripts/test`) builds it with everything else; a
+/// run of this crate alone may not have it, so it is built then (slow: a
+/// one-package build resolves features differently).
 fn fake_cli() -> PathBuf {
+    let p = Path::new(PINCH).parent().unwrap().join("pinch-fake-agent-cli");
+    if p.exists() {
+        return p;
+    }
     let out = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "-p", "pinch-mcp", "--bin", "pinch-fake-agent-cli"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("running cargo build for the fake agent CLI");
     assert!(out.status.success(), "building pinch-fake-agent-cli failed: {}", String::from_utf8_lossy(&out.stderr));
-    let p = Path::new(PINCH).parent().unwrap().join("pinch-fake-agent-cli");
     assert!(p.exists(), "{} missing after the build", p.display());
     p
 }

@@ -53,8 +53,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
 
 /// Builds the system prompt. `tools` are the tools offered this turn (empty
 /// = none). `mcp_instructions` are (server, instructions) pairs from the
-/// agent's MCP servers: MCP HOOK, to be filled by the runner's MCP client;
-/// empty until then.
+/// agent's MCP servers (and a note for each that failed to start).
 pub fn system_prompt(cfg: &RunnerConfig, dests: &[Destination], tools: &[ToolSpec], mcp_instructions: &[(String, String)]) -> String {
     let mut s = String::from(ENVIRONMENT);
     s.push('\n');
