@@ -16,7 +16,7 @@ pub mod tokenizer;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 use pinch_providers::{Capabilities, ErrorKind, Event, Provider, ProviderError, Step, TurnRequest, TurnResult, Usage};
@@ -51,12 +51,36 @@ pub struct Options {
     pub max_tokens: u32,
     /// Prompt plus reply, in tokens (capped by the model's own window).
     pub context: u32,
+    /// Convert Q4_1 weights to Q8_0 at load: candle has AVX2 kernels for
+    /// Q8_0 but only scalar code for Q4_1 (see `pinch bench p10`).
+    pub requantize: bool,
 }
 
 impl Options {
     pub fn new(path: impl Into<PathBuf>) -> Options {
-        Options { path: path.into(), max_tokens: DEFAULT_MAX_TOKENS, context: DEFAULT_CONTEXT }
+        Options { path: path.into(), max_tokens: DEFAULT_MAX_TOKENS, context: DEFAULT_CONTEXT, requantize: true }
     }
+}
+
+/// Rewrites the model in memory with its Q4_1 tensors as Q8_0 (8-bit
+/// blocks of 32 with one scale: finer than Q4_1's 4 bits, so nothing the
+/// model knows is lost; about 1.7× the memory).
+fn requantize(content: gguf_file::Content, file: &mut std::fs::File, device: &Device) -> candle_core::Result<(gguf_file::Content, std::io::Cursor<Vec<u8>>)> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
+    for name in names {
+        let q = content.tensor(file, name, device)?;
+        let q = if q.dtype() == GgmlDType::Q4_1 { QTensor::quantize(&q.dequantize(device)?, GgmlDType::Q8_0)? } else { q };
+        tensors.push((name.clone(), q));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
+    let mut mem = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut mem, &metadata, &refs)?;
+    mem.set_position(0);
+    let ct = gguf_file::Content::read(&mut mem)?;
+    Ok((ct, mem))
 }
 
 /// A loaded model, ready for turns.
@@ -115,7 +139,12 @@ impl Local {
         let trained_ctx = content.metadata.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
         let tok = Tokenizer::from_gguf(&content.metadata).map_err(|e| LoadError::Tokenizer { path: path.clone(), source: e })?;
         let device = Device::Cpu;
-        let weights = ModelWeights::from_gguf(content, &mut file, &device).map_err(|e| invalid(e.to_string()))?;
+        let weights = if opts.requantize && content.tensor_infos.values().any(|t| t.ggml_dtype == GgmlDType::Q4_1) {
+            let (ct, mut mem) = requantize(content, &mut file, &device).map_err(|e| invalid(e.to_string()))?;
+            ModelWeights::from_gguf(ct, &mut mem, &device).map_err(|e| invalid(e.to_string()))?
+        } else {
+            ModelWeights::from_gguf(content, &mut file, &device).map_err(|e| invalid(e.to_string()))?
+        };
         let (Some(im_start), Some(im_end)) = (tok.token_id("<|im_start|>"), tok.token_id("<|im_end|>")) else {
             return Err(invalid("no <|im_start|>/<|im_end|> tokens: not a ChatML chat model".into()));
         };
@@ -152,7 +181,10 @@ impl Local {
     /// the turn's steps, and the assistant header.
     pub fn render(&self, req: &TurnRequest) -> Result<Vec<u32>, ProviderError> {
         let head = if req.system.trim().is_empty() { Vec::new() } else { self.turn_tokens("system", &req.system) };
-        let mut tail = self.turn_tokens("user", &req.prompt);
+        // A 135M model copies markup instead of answering it: it gets the
+        // plain texts of the batch (or the prompt without its tags).
+        let user = if req.texts.iter().any(|t| !t.trim().is_empty()) { req.texts.join("\n") } else { plain(&req.prompt) };
+        let mut tail = self.turn_tokens("user", &user);
         for step in &req.steps {
             match step {
                 Step::Assistant { text, calls } => {
@@ -188,7 +220,7 @@ impl Local {
         let mut used = fixed;
         for (role, text) in req.history.iter().rev() {
             let role = if role == "assistant" { "assistant" } else { "user" };
-            let t = self.turn_tokens(role, text);
+            let t = self.turn_tokens(role, &plain(text));
             if used + t.len() > budget {
                 break;
             }
@@ -251,6 +283,27 @@ impl Local {
     }
 }
 
+/// Text without the prompt format's tags (SPEC §5.3 escapes `<` in
+/// content, so every raw `<…>` is markup), entities decoded, blank lines
+/// dropped.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&rest[..i]);
+        match rest[i..].find('>') {
+            Some(j) => rest = &rest[i + j + 1..],
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    let out = out.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&");
+    out.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n")
+}
+
 fn argmax(xs: &[f32]) -> u32 {
     let mut best = 0;
     for (i, x) in xs.iter().enumerate() {
@@ -288,6 +341,16 @@ impl Provider for Local {
             usage: Usage { input_tokens: stats.prompt_tokens as u64, output_tokens: stats.new_tokens as u64 },
             tool_calls: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_strips_the_prompt_format() {
+        let p = "<context timezone=\"UTC\" now=\"Nov 28, 2026, 4:00 AM\"/>\n<message id=\"2\" from=\"terminal\" time=\"x\">\nis 1 &lt; 2 &amp;&amp; \"ok\"?\n</message>\n";
+        assert_eq!(super::plain(p), "is 1 < 2 && \"ok\"?");
+        assert_eq!(super::plain("no tags"), "no tags");
     }
 }
 

@@ -162,6 +162,33 @@ enum Startup {
     Fatal(String),
 }
 
+/// The provider `runner.json` names. `local` is built here (it needs
+/// candle, which the providers crate stays free of); the rest by
+/// `pinch_providers::build`. A model that will not load is a configuration
+/// problem (exit 78) whose message says how to get one.
+fn build_provider(cfg: &RunnerConfig) -> Result<Box<dyn Provider>, Startup> {
+    if cfg.provider.kind == "local" {
+        let path = cfg.provider.model.clone().ok_or_else(|| {
+            Startup::Config("provider local needs provider.model, the GGUF file (run `pinch model fetch` to get the default one)".into())
+        })?;
+        let mut o = pinch_local::Options::new(path);
+        if let Some(n) = cfg.provider.max_tokens {
+            o.max_tokens = n;
+        }
+        if let Some(n) = cfg.provider.context {
+            o.context = n;
+        }
+        return pinch_local::Local::load(&o).map(|l| Box::new(l) as Box<dyn Provider>).map_err(|e| Startup::Config(e.to_string()));
+    }
+    pinch_providers::build(&pinch_providers::Settings {
+        kind: cfg.provider.kind.clone(),
+        script: cfg.provider.script.clone(),
+        model: cfg.provider.model.clone(),
+        proxy_socket: cfg.proxy_socket.clone(),
+    })
+    .map_err(|e| Startup::Config(e.to_string()))
+}
+
 struct Runner {
     cfg: RunnerConfig,
     out: Connection,
@@ -183,13 +210,7 @@ struct Runner {
 impl Runner {
     fn start(cfg: RunnerConfig) -> Result<Runner, Startup> {
         let busy = Duration::from_millis(cfg.timings.busy_timeout_ms);
-        let provider = pinch_providers::build(&pinch_providers::Settings {
-            kind: cfg.provider.kind.clone(),
-            script: cfg.provider.script.clone(),
-            model: cfg.provider.model.clone(),
-            proxy_socket: cfg.proxy_socket.clone(),
-        })
-        .map_err(|e| Startup::Config(e.to_string()))?;
+        let provider = build_provider(&cfg)?;
         let tz = TimeZone::get(&cfg.timezone).unwrap_or_else(|_| {
             tracing::warn!(timezone = %cfg.timezone, "unknown timezone, prompts use UTC");
             TimeZone::UTC
