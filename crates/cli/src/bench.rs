@@ -1253,9 +1253,9 @@ pub struct P10Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Keep Q4_1 weights as they are (candle's scalar Q4_1 kernels) instead of converting to Q8_0 at load.
+    /// Convert the Q4_1 weights to Q8_0 at load (candle's AVX2 Q8_0 kernels) instead of running them as stored.
     #[arg(long)]
-    no_requantize: bool,
+    requantize: bool,
 }
 
 pub fn p10(default_model: PathBuf, args: P10Args) -> Result<i32> {
@@ -1266,7 +1266,7 @@ pub fn p10(default_model: PathBuf, args: P10Args) -> Result<i32> {
     let iterations = args.iterations.max(1);
     let mut opts = pinch_local::Options::new(&path);
     opts.max_tokens = args.tokens.max(2);
-    opts.requantize = !args.no_requantize;
+    opts.requantize = args.requantize;
     // Loads: the first is cold-ish (page cache may already hold the file), keep the median.
     let mut loads = Vec::new();
     let mut model = None;

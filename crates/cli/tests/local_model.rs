@@ -34,9 +34,9 @@ fn model_path() -> PathBuf {
 
 fn pinch(args: &[&str], data: &Path) -> Command {
     let mut c = Command::new(PINCH);
-    c.args(args)
-        .arg("--data-dir")
+    c.arg("--data-dir")
         .arg(data)
+        .args(args)
         .env("PINCH_CONFIG", "/dev/null")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
