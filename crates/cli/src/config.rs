@@ -109,6 +109,21 @@ pub struct ProviderSection {
     pub anthropic: UpstreamSection,
     /// `[provider.cli]`: an agent CLI run in the sandbox as the engine.
     pub cli: Option<pinch_proto::runner_config::CliEngineSettings>,
+    #[serde(default)]
+    pub local: LocalSection,
+}
+
+/// The in-process GGUF model (`pinch model fetch` puts the default one in
+/// `$PINCH_HOME/models/`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    /// The GGUF file (default: `$PINCH_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf`).
+    pub model: Option<PathBuf>,
+    /// Cap on generated tokens per reply (default 512).
+    pub max_tokens: Option<u32>,
+    /// Context window in tokens, prompt plus reply (default 2048).
+    pub context: Option<u32>,
 }
 
 /// An OpenAI-compatible or Anthropic endpoint the credential proxy forwards
@@ -272,19 +287,35 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     let mut c = HostConfig::new(data_dir);
     let backend = o.sandbox.clone().or_else(|| file.sandbox.backend.clone()).unwrap_or_else(|| "auto".into());
     c.sandbox = backend.parse::<Choice>().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
-    // Default order (SPEC §5.5): configured (flag, then file) →
-    // ANTHROPIC_API_KEY → OPENAI_BASE_URL / OPENAI_API_KEY → the scripted
-    // greeter (the offline local model joins before it once it is built).
+    // Default order (SPEC §5.5): configured (flag, then file; a scripted
+    // provider's script counts) → ANTHROPIC_API_KEY → OPENAI_BASE_URL /
+    // OPENAI_API_KEY → the local model if its file is there → an error
+    // saying how to get one. Never a silent fall back to `scripted`.
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let provider = o
-        .provider
-        .clone()
-        .or_else(|| file.provider.default.clone())
-        .or_else(|| env("ANTHROPIC_API_KEY").map(|_| "anthropic".to_owned()))
-        .or_else(|| (env("OPENAI_BASE_URL").is_some() || env("OPENAI_API_KEY").is_some()).then(|| "openai".to_owned()))
-        .unwrap_or_else(|| "scripted".into());
-    if !matches!(provider.as_str(), "scripted" | "openai" | "anthropic" | "cli") {
-        bail!("provider {provider:?} is not available in this build: use `scripted`, `openai` (any OpenAI-compatible endpoint), `anthropic` or `cli` (an agent CLI, with [provider.cli])");
+    let local_model = local_model_path(&c.data_dir, file)?;
+    let provider = pick_provider(&Available {
+        configured: o.provider.clone().or_else(|| file.provider.default.clone()),
+        script: o.script.is_some() || file.provider.scripted.script.is_some(),
+        anthropic_key: env("ANTHROPIC_API_KEY").is_some(),
+        openai: env("OPENAI_BASE_URL").is_some() || env("OPENAI_API_KEY").is_some(),
+        local_model: local_model.is_file(),
+    });
+    let Some(provider) = provider else {
+        bail!(
+            "no model to talk to: no provider is configured, neither ANTHROPIC_API_KEY nor OPENAI_BASE_URL/OPENAI_API_KEY is set, \
+             and there is no local model at {}. Run `pinch model fetch` to download the small offline model \
+             (SmolLM2-135M-Instruct, 98 MB), set ANTHROPIC_API_KEY or OPENAI_BASE_URL, or pass --provider scripted for the echo bot",
+            local_model.display()
+        );
+    };
+    if !matches!(provider.as_str(), "scripted" | "openai" | "anthropic" | "local" | "cli") {
+        bail!("unknown provider {provider:?}: use `anthropic`, `openai` (any OpenAI-compatible endpoint), `local` (a GGUF model on this machine), `cli` (an agent CLI, with [provider.cli]) or `scripted`");
+    }
+    if provider == "local" && !local_model.is_file() {
+        bail!(
+            "the local model {} is missing: run `pinch model fetch` (or set provider.local.model to a GGUF file)",
+            local_model.display()
+        );
     }
     let cli = match (&file.provider.cli, provider.as_str()) {
         (Some(c), _) => {
@@ -318,9 +349,22 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         "openai" => Some(file.provider.openai.model.clone().or_else(|| env("OPENAI_MODEL")).unwrap_or_else(|| "gpt-4o-mini".into())),
         "anthropic" => Some(file.provider.anthropic.model.clone().or_else(|| env("ANTHROPIC_MODEL")).unwrap_or_else(|| "claude-sonnet-4-5".into())),
         "cli" => file.provider.anthropic.model.clone().filter(|_| cli_flavor == "claude").or_else(|| file.provider.openai.model.clone().filter(|_| cli_flavor == "codex")),
+        // The host path; the host rewrites it to the sandbox's view.
+        "local" => Some(local_model.to_string_lossy().into_owned()),
         _ => None,
     };
-    c.provider = ProviderSettings { kind: provider, script, model, cli };
+    let (max_tokens, context) = match provider.as_str() {
+        "local" => {
+            for (name, v) in [("provider.local.max_tokens", file.provider.local.max_tokens), ("provider.local.context", file.provider.local.context)] {
+                if v == Some(0) {
+                    bail!("{name} must be at least 1");
+                }
+            }
+            (file.provider.local.max_tokens, file.provider.local.context)
+        }
+        _ => (None, None),
+    };
+    c.provider = ProviderSettings { kind: provider, script, model, max_tokens, context, cli };
     for (name, url, key_var, header, prefix) in [
         ("openai", &openai_url, "OPENAI_API_KEY", "authorization", "Bearer "),
         ("anthropic", &anthropic_url, "ANTHROPIC_API_KEY", "x-api-key", ""),
@@ -451,6 +495,41 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     Ok(c)
 }
 
+/// What the default provider choice looks at.
+#[derive(Debug, Default)]
+pub struct Available {
+    pub configured: Option<String>,
+    pub script: bool,
+    pub anthropic_key: bool,
+    pub openai: bool,
+    pub local_model: bool,
+}
+
+/// SPEC §5.5's order; `None` = nothing to talk to.
+pub fn pick_provider(a: &Available) -> Option<String> {
+    a.configured
+        .clone()
+        .or_else(|| a.script.then(|| "scripted".to_owned()))
+        .or_else(|| a.anthropic_key.then(|| "anthropic".to_owned()))
+        .or_else(|| a.openai.then(|| "openai".to_owned()))
+        .or_else(|| a.local_model.then(|| "local".to_owned()))
+}
+
+/// The local model file: configured (relative paths from the current
+/// directory), else the default file in `<data dir>/models/`.
+pub fn local_model_path(data_dir: &Path, file: &FileConfig) -> Result<PathBuf> {
+    match &file.provider.local.model {
+        Some(p) if p.is_absolute() => Ok(p.clone()),
+        Some(p) => Ok(std::env::current_dir().context("reading the current directory")?.join(p)),
+        None => Ok(models_dir(data_dir).join(pinch_local::DEFAULT_MODEL_FILE)),
+    }
+}
+
+/// `<data dir>/models/`.
+pub fn models_dir(data_dir: &Path) -> PathBuf {
+    pinch_host::paths::DataDir::new(data_dir).models_dir()
+}
+
 /// Validates a scripted provider script here, so a bad one is a startup
 /// error the user sees, not a runner exiting 78 later.
 fn pinch_providers_check(text: &str) -> Result<()> {
@@ -467,7 +546,7 @@ mod tests {
         apply_env(&mut t, vec![("PINCH__RUNNER__IDLE_EXIT_S".to_string(), "5".to_string()), ("OTHER".into(), "x".into())].into_iter()).unwrap();
         let cfg: FileConfig = toml::Value::Table(t).try_into().unwrap();
         assert_eq!(cfg.runner.idle_exit_s, Some(5.0), "env beats the file");
-        let c = resolve("/tmp/x".into(), &cfg, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        let c = resolve("/tmp/x".into(), &cfg, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
         assert_eq!(c.runner.idle_exit_ms, 5000);
 
         let bad: Result<FileConfig, _> = toml::Value::Table("[runner]\nidle_exit = 5\n".parse().unwrap()).try_into();
@@ -476,14 +555,44 @@ mod tests {
     }
 
     #[test]
+    fn default_provider_order() {
+        let all = Available { configured: None, script: false, anthropic_key: true, openai: true, local_model: true };
+        assert_eq!(pick_provider(&all).as_deref(), Some("anthropic"));
+        assert_eq!(pick_provider(&Available { configured: Some("local".into()), ..all }).as_deref(), Some("local"));
+        assert_eq!(pick_provider(&Available { openai: true, local_model: true, ..Default::default() }).as_deref(), Some("openai"));
+        assert_eq!(pick_provider(&Available { local_model: true, ..Default::default() }).as_deref(), Some("local"));
+        assert_eq!(pick_provider(&Available { script: true, anthropic_key: true, ..Default::default() }).as_deref(), Some("scripted"));
+        assert_eq!(pick_provider(&Available::default()), None, "no silent fall back to the echo bot");
+    }
+
+    #[test]
+    fn local_model_settings_reach_the_runner_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let models = tmp.path().join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        std::fs::write(models.join(pinch_local::DEFAULT_MODEL_FILE), b"GGUF").unwrap();
+        let mut f = FileConfig::default();
+        f.provider.local.max_tokens = Some(64);
+        let c = resolve(tmp.path().into(), &f, &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.provider.kind, "local");
+        assert_eq!(c.provider.model.as_deref(), Some(models.join(pinch_local::DEFAULT_MODEL_FILE).to_str().unwrap()));
+        assert_eq!((c.provider.max_tokens, c.provider.context), (Some(64), None));
+        f.provider.local.context = Some(0);
+        let e = resolve(tmp.path().into(), &f, &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("provider.local.context"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_the_fix() {
         let f = FileConfig { runner: RunnerSection { busy_timeout_s: Some(0.5), ..Default::default() }, ..Default::default() };
-        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("at least 2"), "{e}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { sandbox: Some("vm".into()), ..Default::default() }).unwrap_err();
         assert!(format!("{e:#}").contains("expected auto, bwrap or process"), "{e:#}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("not available in this build"), "{e}");
+        assert!(e.to_string().contains("pinch model fetch") && e.to_string().contains("/tmp/x/models/SmolLM2"), "{e}");
+        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("llama".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("unknown provider"), "{e}");
         let c = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("openai".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap();
         assert!(c.proxy_upstreams.iter().any(|u| u.name == "openai"), "openai gets a proxy route");
         assert!(!format!("{c:?}").contains("sk-"), "no key in the resolved config's Debug");

@@ -9,6 +9,7 @@ mod chaos;
 mod chat;
 mod config;
 mod logging;
+mod model;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -33,7 +34,7 @@ struct Cli {
 
 #[derive(Args, Clone, Default)]
 struct HostFlags {
-    /// Model provider (this build: scripted).
+    /// Model provider: anthropic, openai, local or scripted (default: see README).
     #[arg(long)]
     provider: Option<String>,
     /// Sandbox backend: auto, bwrap, or process (no isolation, development only).
@@ -61,6 +62,8 @@ enum Command {
     },
     /// Manage the running host: `pinch admin sessions list`, `pinch admin sessions resume <id>`.
     Admin(admin::AdminArgs),
+    /// The offline model: `pinch model fetch` (download SmolLM2), `pinch model path`, `pinch model list`.
+    Model(model::ModelArgs),
     /// Measure the TARGETS.md figures on this machine (`pinch bench chaos` for R3/R4).
     Bench(BenchCmd),
     /// Run a session's agent (started by the host inside a sandbox).
@@ -97,6 +100,8 @@ struct BenchCmd {
 enum BenchSub {
     /// Kill runners and the host with SIGKILL under load; count lost and duplicated messages (R3, R4).
     Chaos(chaos::ChaosArgs),
+    /// P10: the local model's load time, time to first token and tokens/s on this CPU (build with --release).
+    P10(bench::P10Args),
 }
 
 fn main() -> ExitCode {
@@ -123,13 +128,26 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Command::Admin(args) => {
-            let dir = match host_config(cli.data_dir, cli.config, &HostFlags { sandbox: Some("process".into()), ..Default::default() }) {
+            // Admin needs only the data dir: no provider or model checks.
+            let flags = HostFlags { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
+            let dir = match host_config(cli.data_dir, cli.config, &flags) {
                 Ok(c) => c.data_dir,
                 Err(e) => return exit(Err(e)),
             };
             ExitCode::from(admin::run(&dir, args) as u8)
         }
+        Command::Model(args) => exit((|| {
+            let file = config::load_file(cli.config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
+            let data_dir = cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
+            let local = config::local_model_path(&data_dir, &file)?;
+            model::run(&data_dir, &local, args)
+        })()),
         Command::Bench(BenchCmd { sub: Some(BenchSub::Chaos(args)), .. }) => exit(chaos::run(args)),
+        Command::Bench(BenchCmd { sub: Some(BenchSub::P10(args)), .. }) => exit((|| {
+            let file = config::load_file(cli.config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
+            let data_dir = cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
+            bench::p10(config::local_model_path(&data_dir, &file)?, args)
+        })()),
         Command::Bench(BenchCmd { sub: None, figures }) => exit(bench::run(cli.data_dir, figures)),
         Command::Host { flags } => {
             logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");

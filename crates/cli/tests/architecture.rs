@@ -71,6 +71,16 @@ fn providers_know_nothing_of_sessions_or_sqlite() {
 }
 
 #[test]
+fn the_local_model_knows_nothing_of_sessions_or_async() {
+    forbid("pinch-local", &["tokio", "rusqlite", "libsqlite3-sys", "pinch-proto", "pinch-host", "pinch-runner", "pinch-channels"]);
+}
+
+#[test]
+fn providers_stay_free_of_candle() {
+    forbid("pinch-providers", &["candle-core", "candle-transformers", "pinch-local"]);
+}
+
+#[test]
 fn channels_do_not_reach_host_or_runner() {
     forbid("pinch-channels", &["pinch-host", "pinch-runner", "pinch-providers", "rusqlite"]);
 }

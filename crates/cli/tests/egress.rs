@@ -160,6 +160,7 @@ fn an_allowed_connect_works_from_inside_bwrap_while_direct_network_does_not() {
             agent_dir: data.join("groups/main"),
             global_dir: data.join("groups/global"),
             proxy_dir: Some(data.join("run/proxy").join(&s.id)),
+            ..Default::default()
         };
         let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
         let sh = |script: &str| -> String {

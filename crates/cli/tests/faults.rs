@@ -95,7 +95,7 @@ fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) ->
         .arg(data)
         .arg("--config")
         .arg(cfg)
-        .args(["--sandbox", sandbox])
+        .args(["--sandbox", sandbox, "--provider", "scripted"])
         .env("PINCH_LOG", "debug")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
@@ -287,7 +287,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
             workspace_dir: ws,
             global_dir: None,
         },
-        provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), script: None, model: None, cli: None },
+        provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), ..Default::default() },
         timezone: "UTC".into(),
         timings,
         batch_size: 10,
@@ -347,6 +347,7 @@ fn chat(data: &std::path::Path, args: &[&str], input: &str) -> std::process::Out
         .arg("chat")
         .arg("--data-dir")
         .arg(data)
+        .args(["--provider", "scripted"])
         .args(args)
         .env("PINCH_CONFIG", "/dev/null")
         .env_remove("ANTHROPIC_API_KEY")
@@ -439,7 +440,7 @@ fn read_only_or_full_data_dir_gives_a_clear_error_naming_the_path() {
 fn missing_bubblewrap_says_how_to_install_and_process_needs_asking() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(PINCH)
-        .args(["chat", "--data-dir"])
+        .args(["chat", "--provider", "scripted", "--data-dir"])
         .arg(tmp.path().join("d"))
         .env("PINCH_CONFIG", "/dev/null")
         .env("PATH", tmp.path()) // no bwrap anywhere on PATH

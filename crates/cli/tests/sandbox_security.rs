@@ -29,7 +29,20 @@ fn fixture() -> Option<Fixture> {
     let global = data.group_dir("global");
     std::fs::create_dir_all(&agent).unwrap();
     std::fs::create_dir_all(&global).unwrap();
-    let mounts = Mounts { in_dir: s.in_dir(), out_dir: s.out_dir(), inbox_dir: s.inbox(), outbox_dir: s.outbox(), agent_dir: agent, global_dir: global, proxy_dir: None };
+    let models = data.models_dir();
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("m.gguf"), b"GGUF model bytes").unwrap();
+    let mounts = Mounts {
+        in_dir: s.in_dir(),
+        out_dir: s.out_dir(),
+        inbox_dir: s.inbox(),
+        outbox_dir: s.outbox(),
+        agent_dir: agent,
+        global_dir: global,
+        proxy_dir: None,
+        models_dir: Some(models),
+        model_file: None,
+    };
     let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
     Some(Fixture { _tmp: tmp, mounts, other_session: other.root().to_owned(), bwrap })
 }
@@ -58,6 +71,20 @@ fn s1_inbound_db_and_its_directory_are_read_only() {
     let (code, out) = f.sh("echo ok > /pinch/out/probe && cat /pinch/out/probe");
     assert_eq!((code, out.trim()), (0, "ok"));
     assert!(f.mounts.out_dir.join("probe").exists());
+}
+
+/// SPEC §8.1: the models folder is readable at /opt/pinch/models and
+/// nothing in it can be changed, added or removed from inside.
+#[test]
+fn models_are_readable_and_read_only() {
+    let Some(f) = fixture() else { return };
+    let (code, out) = f.sh("cat /opt/pinch/models/m.gguf");
+    assert_eq!((code, out.as_str()), (0, "GGUF model bytes"));
+    for attack in ["echo x >> /opt/pinch/models/m.gguf", "touch /opt/pinch/models/new", "rm /opt/pinch/models/m.gguf"] {
+        let (code, out) = f.sh(attack);
+        assert_ne!(code, 0, "{attack} must fail: {out}");
+    }
+    assert_eq!(std::fs::read(f.mounts.models_dir.as_ref().unwrap().join("m.gguf")).unwrap(), b"GGUF model bytes");
 }
 
 #[test]

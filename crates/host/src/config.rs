@@ -107,7 +107,7 @@ impl HostConfig {
         HostConfig {
             data_dir,
             sandbox: Choice::Auto,
-            provider: ProviderSettings { kind: "scripted".into(), script: None, model: None, cli: None },
+            provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
             timezone: "UTC".into(),
             runner: Timings::default(),
             batch_size: 10,

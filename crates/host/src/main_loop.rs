@@ -743,6 +743,7 @@ impl Host {
         self.project(&row, &dir)?;
         let runner_id = format!("r{}", random_hex(6));
         let agent_dir = ensure_group_folder(&self.data, &row.folder)?;
+        let local_model = (self.cfg.provider.kind == "local").then(|| self.cfg.provider.model.clone().map(PathBuf::from)).flatten();
         let mounts = Mounts {
             in_dir: match &self.cfg.in_dir_view {
                 Some(view) => view(&dir.in_dir()).context("preparing the sandbox's view of in/")?,
@@ -754,7 +755,14 @@ impl Host {
             agent_dir,
             global_dir: self.data.group_dir("global"),
             proxy_dir: Some(self.ensure_proxy(&row.id, &row.agent_group_id)?),
+            models_dir: Some(self.data.models_dir()),
+            model_file: local_model.clone(),
         };
+        // `local`: runner.json names the model as the runner will see it.
+        let mut provider = self.cfg.provider.clone();
+        if let Some(host_path) = &local_model {
+            provider.model = Some(self.sandbox.model_path(&mounts, host_path).to_string_lossy().into_owned());
+        }
         let proxy_socket = match self.sandbox.kind() {
             sandbox::Kind::Bwrap => "/pinch/run/llm.sock".to_owned(),
             sandbox::Kind::Process => mounts.proxy_dir.as_ref().map(|d| d.join("llm.sock").to_string_lossy().into_owned()).unwrap_or_default(),
@@ -770,7 +778,7 @@ impl Host {
                 None
             }),
             paths: self.sandbox.runner_paths(&mounts),
-            provider: self.cfg.provider.clone(),
+            provider,
             timezone: self.cfg.timezone.clone(),
             timings: self.cfg.runner.clone(),
             batch_size: self.cfg.batch_size,

@@ -43,6 +43,10 @@ impl DataDir {
     pub fn group_dir(&self, folder: &str) -> PathBuf {
         self.groups_dir().join(folder)
     }
+    /// Local model files (`pinch model fetch`), read-only in sandboxes.
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
     pub fn sessions_dir(&self) -> PathBuf {
         self.root.join("sessions")
     }

@@ -58,8 +58,13 @@ impl std::str::FromStr for Choice {
     }
 }
 
+/// Where the models folder appears inside the bwrap sandbox (SPEC §8.1).
+pub const SANDBOX_MODELS: &str = "/opt/pinch/models";
+/// Where a configured model file outside the models folder appears.
+pub const SANDBOX_MODEL_FILE_DIR: &str = "/opt/pinch/model";
+
 /// Host-side folders a runner needs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Mounts {
     pub in_dir: PathBuf,
     pub out_dir: PathBuf,
@@ -70,12 +75,31 @@ pub struct Mounts {
     /// The session's proxy directory (`run/proxy/<session>/`), bound
     /// read-only at `/pinch/run`.
     pub proxy_dir: Option<PathBuf>,
+    /// `$PINCH_HOME/models/`, bound read-only at `/opt/pinch/models`.
+    pub models_dir: Option<PathBuf>,
+    /// A local model file configured outside `models_dir`, bound read-only
+    /// by itself at `/opt/pinch/model/<file name>`.
+    pub model_file: Option<PathBuf>,
+}
+
+impl Mounts {
+    /// The local model's path as a bwrap runner sees it: under
+    /// `/opt/pinch/models` when it lives in the models folder, else the
+    /// single-file bind (`model_file` must then be set to it).
+    pub fn model_path_inside(&self, host: &Path) -> PathBuf {
+        if let Some(rel) = self.models_dir.as_deref().and_then(|d| host.strip_prefix(d).ok()) {
+            return Path::new(SANDBOX_MODELS).join(rel);
+        }
+        Path::new(SANDBOX_MODEL_FILE_DIR).join(host.file_name().unwrap_or_default())
+    }
 }
 
 pub trait Sandbox: Send + Sync {
     fn kind(&self) -> Kind;
     /// The folders as the runner sees them (goes into `runner.json`).
     fn runner_paths(&self, m: &Mounts) -> RunnerPaths;
+    /// The local model's path as the runner sees it.
+    fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf;
     /// The command that starts `pinch runner` for these mounts.
     fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command;
 }
@@ -155,6 +179,12 @@ impl Bwrap {
         if let Some(proxy) = &m.proxy_dir {
             a.extend(["--ro-bind".into(), p(proxy), "/pinch/run".into()]);
         }
+        if let Some(models) = m.models_dir.as_ref().filter(|d| d.is_dir()) {
+            a.extend(["--ro-bind".into(), p(models), SANDBOX_MODELS.into()]);
+        }
+        if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
+            a.extend(["--ro-bind".into(), p(file), p(&m.model_path_inside(file))]);
+        }
         // The operator's instructions are read-only even inside the rw workspace.
         let agent_md = m.agent_dir.join("AGENT.md");
         if agent_md.exists() {
@@ -186,6 +216,10 @@ impl Sandbox for Bwrap {
         }
     }
 
+    fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf {
+        m.model_path_inside(host)
+    }
+
     fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command {
         let mut c = Command::new(&self.bwrap);
         c.args(self.argv(exe, m, env));
@@ -211,6 +245,10 @@ impl Sandbox for Process {
             workspace_dir: m.agent_dir.clone(),
             global_dir: Some(m.global_dir.clone()),
         }
+    }
+
+    fn model_path(&self, _m: &Mounts, host: &Path) -> PathBuf {
+        host.to_owned()
     }
 
     fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command {
@@ -294,7 +332,29 @@ mod tests {
             agent_dir: "/d/groups/main".into(),
             global_dir: "/d/groups/global".into(),
             proxy_dir: Some("/d/run/proxy/s1".into()),
+            ..Default::default()
         }
+    }
+
+    /// The models folder is read-only at /opt/pinch/models; a model kept
+    /// elsewhere is bound by itself, and runner.json names the inside path.
+    #[test]
+    fn the_local_model_is_bound_read_only_and_named_as_seen_inside() {
+        let tmp = std::env::temp_dir().join(format!("pinch-sandbox-models-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let b = Bwrap { bwrap: "/usr/bin/bwrap".into() };
+        let mut m = mounts();
+        m.models_dir = Some(tmp.clone());
+        let inside = b.model_path(&m, &tmp.join("m.gguf"));
+        assert_eq!(inside, Path::new("/opt/pinch/models/m.gguf"));
+        let joined = b.argv(Path::new("/p"), &m, &[]).join(" ");
+        assert!(joined.contains(&format!("--ro-bind {} /opt/pinch/models", tmp.display())), "{joined}");
+        m.model_file = Some("/srv/llm/other.gguf".into());
+        assert_eq!(b.model_path(&m, Path::new("/srv/llm/other.gguf")), Path::new("/opt/pinch/model/other.gguf"));
+        let joined = b.argv(Path::new("/p"), &m, &[]).join(" ");
+        assert!(joined.contains("--ro-bind /srv/llm/other.gguf /opt/pinch/model/other.gguf"), "{joined}");
+        assert_eq!(Process.model_path(&m, Path::new("/srv/llm/other.gguf")), Path::new("/srv/llm/other.gguf"));
+        let _ = std::fs::remove_dir_all(tmp);
     }
 
     /// The mount table: directories only, `in/` read-only, `out/` rw.

@@ -113,8 +113,16 @@ pub struct ProviderSettings {
     /// Scripted provider: the script's TOML text.
     #[serde(default)]
     pub script: Option<String>,
+    /// The model name (HTTP providers) or, for `local`, the GGUF file as
+    /// the runner sees it.
     #[serde(default)]
     pub model: Option<String>,
+    /// Cap on tokens generated per step (`local`; `None` = the provider's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Context window in tokens (`local`; `None` = the provider's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<u32>,
     /// `kind = "cli"`: the external agent CLI run as the engine (SPEC §5.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<CliEngineSettings>,

@@ -175,7 +175,7 @@ pub trait Provider: Send {
 /// which the runner reports with exit 78.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown provider {0:?}: this build knows `scripted`, `openai` and `anthropic` (`local` is not built yet)")]
+    #[error("unknown provider {0:?}: this build knows `scripted`, `openai`, `anthropic` and `local`")]
     Unknown(String),
     #[error("the provider needs {0}")]
     Missing(&'static str),

@@ -124,6 +124,38 @@ enum Startup {
     Fatal(String),
 }
 
+/// The provider `runner.json` names. `local` is built here (it needs
+/// candle, which the providers crate stays free of); the rest by
+/// `pinch_providers::build`. A model that will not load is a configuration
+/// problem (exit 78) whose message says how to get one.
+fn build_provider(cfg: &RunnerConfig) -> Result<Box<dyn Provider>, Startup> {
+    // CLI ENGINE HOOK (1/2): `cli` is not an HTTP provider but an agent CLI
+    // the turn runs (cli_engine.rs).
+    if let (Some(settings), "cli") = (&cfg.provider.cli, cfg.provider.kind.as_str()) {
+        return Ok(Box::new(cli_engine::CliEngine { settings: settings.clone() }));
+    }
+    if cfg.provider.kind == "local" {
+        let path = cfg.provider.model.clone().ok_or_else(|| {
+            Startup::Config("provider local needs provider.model, the GGUF file (run `pinch model fetch` to get the default one)".into())
+        })?;
+        let mut o = pinch_local::Options::new(path);
+        if let Some(n) = cfg.provider.max_tokens {
+            o.max_tokens = n;
+        }
+        if let Some(n) = cfg.provider.context {
+            o.context = n;
+        }
+        return pinch_local::Local::load(&o).map(|l| Box::new(l) as Box<dyn Provider>).map_err(|e| Startup::Config(e.to_string()));
+    }
+    pinch_providers::build(&pinch_providers::Settings {
+        kind: cfg.provider.kind.clone(),
+        script: cfg.provider.script.clone(),
+        model: cfg.provider.model.clone(),
+        proxy_socket: cfg.proxy_socket.clone(),
+    })
+    .map_err(|e| Startup::Config(e.to_string()))
+}
+
 struct Runner {
     cfg: RunnerConfig,
     out: Connection,
@@ -158,16 +190,7 @@ impl Runner {
         let busy = Duration::from_millis(cfg.timings.busy_timeout_ms);
         // CLI ENGINE HOOK (1/2): `cli` is not an HTTP provider but an agent
         // CLI the turn runs (cli_engine.rs).
-        let provider: Box<dyn Provider> = match (&cfg.provider.cli, cfg.provider.kind.as_str()) {
-            (Some(settings), "cli") => Box::new(cli_engine::CliEngine { settings: settings.clone() }),
-            _ => pinch_providers::build(&pinch_providers::Settings {
-                kind: cfg.provider.kind.clone(),
-                script: cfg.provider.script.clone(),
-                model: cfg.provider.model.clone(),
-                proxy_socket: cfg.proxy_socket.clone(),
-            })
-            .map_err(|e| Startup::Config(e.to_string()))?,
-        };
+        let provider = build_provider(&cfg)?;
         // Tools reach allowlisted hosts only through the credential proxy's
         // CONNECT: a loopback forwarder to its socket, handed to commands
         // as HTTP(S)_PROXY (SPEC §8.2). Without it tools simply have no
