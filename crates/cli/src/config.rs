@@ -634,14 +634,14 @@ mod tests {
     fn egress_allow_from_file_and_env() {
         let mut t: toml::Table = "[proxy]\negress_allow = [\"api.github.com\", \"*.pypi.org:443\"]\n".parse().unwrap();
         let f: FileConfig = toml::Value::Table(t.clone()).try_into().unwrap();
-        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
         assert_eq!(c.proxy_egress_allow, ["api.github.com", "*.pypi.org:443"]);
         apply_env(&mut t, vec![("PINCH__PROXY__EGRESS_ALLOW".to_string(), "a.example.com, b.example.org:8443".to_string())].into_iter()).unwrap();
         let f: FileConfig = toml::Value::Table(t).try_into().unwrap();
-        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
         assert_eq!(c.proxy_egress_allow, ["a.example.com", "b.example.org:8443"], "env beats the file");
         let f: FileConfig = toml::Value::Table("[proxy]\negress_allow = [\"x.com:https\"]\n".parse().unwrap()).try_into().unwrap();
-        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("proxy.egress_allow entry \"x.com:https\""), "{e}");
     }
 
@@ -658,7 +658,7 @@ mod tests {
             groups = ["other"]
         "#;
         let f: FileConfig = toml::Value::Table(toml.parse().unwrap()).try_into().unwrap();
-        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
         let main = c.mcp_servers_for("main", Vec::new());
         assert_eq!(main.len(), 1, "calc is for group `other` only: {main:?}");
         assert_eq!(main[0].name, "files");
@@ -676,7 +676,7 @@ mod tests {
             ("[mcp.servers.x]\ncommand = \"y\"\ngroups = []\n", "groups is empty"),
         ] {
             let f: FileConfig = toml::Value::Table(bad.parse().unwrap()).try_into().unwrap();
-            let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+            let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
             assert!(e.to_string().contains(expect), "{bad}: {e}");
         }
         let typo: Result<FileConfig, _> = toml::Value::Table("[mcp.servers.x]\ncommand = \"y\"\nargv = []\n".parse().unwrap()).try_into();

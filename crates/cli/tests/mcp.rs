@@ -89,7 +89,7 @@ fn chat(data: &Path, config: &Path, input: &str) {
         .arg(data)
         .arg("--config")
         .arg(config)
-        .args(["--sandbox", "process", "--timeout", "60"])
+        .args(["--sandbox", "process", "--timeout", "60", "--provider", "scripted"])
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
@@ -168,6 +168,7 @@ fn a_bad_mcp_server_entry_is_a_config_error() {
         .arg(tmp.path().join("d"))
         .arg("--config")
         .arg(&cfg)
+        .args(["--provider", "scripted"])
         .stdin(Stdio::null())
         .output()
         .unwrap();

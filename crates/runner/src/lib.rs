@@ -469,7 +469,11 @@ impl Runner {
         let caps = self.provider.capabilities();
         let offered = if command.is_none() && caps.tools { self.all_tools() } else { Vec::new() };
         let mcp_instructions = self.mcp_notes.clone();
-        let system = prompt::system_prompt(&self.cfg, &snap.destinations, &offered, &mcp_instructions);
+        let system = if offered.is_empty() && caps.context_window > 0 && caps.context_window <= prompt::SMALL_WINDOW {
+            prompt::system_prompt_small(&self.cfg)
+        } else {
+            prompt::system_prompt(&self.cfg, &snap.destinations, &offered, &mcp_instructions)
+        };
         // What every request carries besides history and prompt: the system
         // prompt and the tool schemas (for the context estimate).
         let fixed = format!("{system}{}", serde_json::to_string(&offered).unwrap_or_default());

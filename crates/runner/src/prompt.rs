@@ -51,6 +51,29 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
     ),
 ];
 
+/// Context windows at or below this many tokens get [`system_prompt_small`].
+pub const SMALL_WINDOW: u32 = 4096;
+
+/// The system prompt for a small local model (a context window of at most
+/// [`SMALL_WINDOW`] tokens, no tools): who it is, the operators' and its own
+/// notes, and "answer briefly". The full prompt is ~600 tokens, a third of
+/// a 2k window, costs tens of seconds of prompt processing on a CPU, and
+/// its sandbox and XML conventions only confuse a 135M-parameter model
+/// (its bare text goes to the origin anyway, `bare_text="origin"`).
+pub fn system_prompt_small(cfg: &RunnerConfig) -> String {
+    let name = cfg.assistant_name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or(&cfg.agent_name);
+    let mut s = format!("You are {name}, a helpful personal assistant. Answer briefly and plainly.\n");
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok().filter(|t| !t.trim().is_empty());
+    for (file, label) in [("AGENT.md", "Instructions"), ("MEMORY.md", "Notes")] {
+        if let Some(t) = read(cfg.paths.workspace_dir.join(file)) {
+            // A small window: keep the notes short.
+            let t: String = t.trim().chars().take(1500).collect();
+            s.push_str(&format!("\n{label}:\n{t}\n"));
+        }
+    }
+    s
+}
+
 /// Builds the system prompt. `tools` are the tools offered this turn (empty
 /// = none). `mcp_instructions` are (server, instructions) pairs from the
 /// agent's MCP servers (and a note for each that failed to start).
@@ -158,5 +181,16 @@ mod tests {
         assert!(pos("## Destinations") < pos("## Instructions from your MCP servers"));
         // Every built-in tool is covered by a group line (none falls to "Also available").
         assert!(!full.contains("Also available"), "{full}");
+    }
+
+    #[test]
+    fn small_models_get_a_short_prompt_with_their_notes() {
+        let env = Env::new();
+        std::fs::write(env.cfg.paths.workspace_dir.join("MEMORY.md"), "the user likes tea\n").unwrap();
+        let small = system_prompt_small(&env.cfg);
+        assert!(small.starts_with(&format!("You are {}, a helpful personal assistant.", env.cfg.agent_name)), "{small}");
+        assert!(small.contains("the user likes tea"));
+        assert!(!small.contains("sandbox") && !small.contains("<message"), "{small}");
+        assert!(small.len() < system_prompt(&env.cfg, &[], &[], &[]).len() / 3, "{small}");
     }
 }
