@@ -155,32 +155,14 @@ fn commands_heading_a_batch_answer_without_the_model() {
 #[test]
 fn a_late_answer_joins_the_next_turn_as_context() {
     use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
-    let script = r#"
-[[rule]]
-contains = "colour"
-tool = "ask_user_question"
-args = { title = "Paint", question = "Which colour?", options = [{ label = "Red", value = "r" }, { label = "Blue", value = "b" }], timeout_s = 120 }
-
-[[rule]]
-after_tool = "*"
-reply = "tool said: {tool_result}"
-"#;
+    let script = colour_question_script(120);
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = with_script(host_config(tmp.path(), Choice::Process), script);
+    let cfg = with_script(host_config(tmp.path(), Choice::Process), &script);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     let id = c.say("pick a colour", "q1");
-    let buttons = loop {
-        match c.recv().expect("host closed") {
-            ServerMsg::Message { id: oid, buttons, .. } if !buttons.is_empty() => {
-                c.send(&ClientMsg::Ack { id: oid });
-                break buttons;
-            }
-            ServerMsg::Message { id: oid, .. } => c.send(&ClientMsg::Ack { id: oid }),
-            _ => {}
-        }
-    };
+    let (_, buttons) = c.until_buttons();
     // The tool gives up: its runner is asked to stop while it waits.
     let session = rt.block_on(host.sessions())[0].clone();
     assert!(rt.block_on(host.stop_runner(&session.id)), "a runner was running");

@@ -318,33 +318,16 @@ fn a_question_is_answered_by_a_click_once() {
         return;
     }
     use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
-    let script = r#"
-[[rule]]
-contains = "colour"
-tool = "ask_user_question"
-args = { title = "Paint", question = "Which colour?", options = [{ label = "Red", value = "r" }, { label = "Blue", value = "b" }], timeout_s = 60 }
-
-[[rule]]
-after_tool = "*"
-reply = "tool said: {tool_result}"
-"#;
+    let script = colour_question_script(60);
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = with_script(host_config(tmp.path(), Choice::Bwrap), script);
+    let cfg = with_script(host_config(tmp.path(), Choice::Bwrap), &script);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     let id = c.say("pick a colour", "q1");
-    let buttons = loop {
-        match c.recv().expect("host closed") {
-            ServerMsg::Message { id: oid, text, buttons, .. } => {
-                c.send(&ClientMsg::Ack { id: oid });
-                assert!(text.contains("Which colour?"), "{text}");
-                break buttons;
-            }
-            ServerMsg::Settled { ids } => assert!(!ids.contains(&id), "settled before the question was answered"),
-            _ => {}
-        }
-    };
+    let (text, buttons) = c.until_buttons();
+    assert!(text.contains("Which colour?"), "{text}");
+    assert!(!c.settled.contains(&id), "settled before the question was answered");
     assert_eq!(buttons.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(), ["Red", "Blue"]);
     assert!(buttons.iter().all(|b| b.callback.starts_with("q:") && b.callback.len() <= 64), "{buttons:?}");
     c.send(&ClientMsg::Click { callback: buttons[1].callback.clone() });
@@ -388,44 +371,21 @@ reply = "tool said: {tool_result}"
 /// asks a question answers it, and the session goes on.
 #[test]
 fn scripted_pinch_chat_answers_a_question_with_pick() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("script.toml");
-    std::fs::write(
-        &script,
-        r#"
-[[rule]]
-contains = "colour"
-tool = "ask_user_question"
-args = { title = "Paint", question = "Which colour?", options = ["Red", "Blue"], timeout_s = 60 }
-
-[[rule]]
-after_tool = "*"
-reply = "tool said: {tool_result}"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&script, colour_question_script(60)).unwrap();
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(&cfg, format!("[provider]\ndefault = \"scripted\"\n[provider.scripted]\nscript = {:?}\n", script.display().to_string())).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pinch"))
-        .args(["chat", "--sandbox", "process", "--timeout", "30", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .env("PINCH_CONFIG", &cfg)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"pick a colour\n/pick 2\nhello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let data = tmp.path().join("data");
+    let out = pinch_chat(
+        &["--sandbox", "process", "--timeout", "30", "--data-dir", data.to_str().unwrap()],
+        &[("PINCH_CONFIG", &cfg)],
+        "pick a colour\n/pick 2\nhello\n",
+    );
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("Which colour?\n  [1] Red\n  [2] Blue"), "{stdout}");
-    assert!(stdout.contains("tool said: the user chose: Blue\n"), "{stdout}");
+    assert!(stdout.contains("tool said: the user chose: Blue (value b)\n"), "{stdout}");
     assert!(stdout.ends_with("You said: hello\n"), "{stdout}");
     assert!(stderr.contains("Answered: Blue"), "{stderr}");
 }

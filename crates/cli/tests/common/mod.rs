@@ -52,7 +52,7 @@ pub struct Client {
     pub hello: ServerMsg,
     seen: Vec<ServerMsg>,
     /// Every id the host reported settled on this connection.
-    settled: std::collections::HashSet<String>,
+    pub settled: std::collections::HashSet<String>,
 }
 
 impl Client {
@@ -196,4 +196,63 @@ pub fn walk(p: &Path) -> Vec<PathBuf> {
         }
     }
     v
+}
+
+/// A scripted model that asks "Which colour?" (Red = `r`, Blue = `b`) when a
+/// message mentions "colour", and reports the tool's result after it.
+/// `{timeout}` is the question's timeout in seconds.
+pub fn colour_question_script(timeout_s: u64) -> String {
+    format!(
+        r#"
+[[rule]]
+contains = "colour"
+tool = "ask_user_question"
+args = {{ title = "Paint", question = "Which colour?", options = [{{ label = "Red", value = "r" }}, {{ label = "Blue", value = "b" }}], timeout_s = {timeout_s} }}
+
+[[rule]]
+after_tool = "*"
+reply = "tool said: {{tool_result}}"
+"#
+    )
+}
+
+impl Client {
+    /// Acks messages until one arrives with buttons; returns its text and
+    /// buttons.
+    pub fn until_buttons(&mut self) -> (String, Vec<pinch_channels::cli_socket::WireButton>) {
+        loop {
+            match self.recv().expect("host closed while waiting for a question") {
+                ServerMsg::Message { id, text, buttons, .. } => {
+                    self.send(&ClientMsg::Ack { id });
+                    if !buttons.is_empty() {
+                        return (text, buttons);
+                    }
+                }
+                ServerMsg::Settled { ids } => self.settled.extend(ids),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `pinch chat ARGS` with `input` on stdin, isolated from the caller's
+/// model keys; returns its output.
+pub fn pinch_chat(args: &[&str], envs: &[(&str, &Path)], input: &str) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut c = Command::new(PINCH);
+    c.arg("chat").args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let mut child = c
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
