@@ -186,8 +186,17 @@ impl Task {
                     options_json: q.options_json.clone(),
                     expires_at: time::format(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(q.timeout_s as i64)),
                 };
-                if self.events.send(crate::main_loop::Event::QuestionAsked(pending)).is_err() {
+                let (done, recorded) = tokio::sync::oneshot::channel();
+                if self.events.send(crate::main_loop::Event::QuestionAsked(pending, done)).is_err() {
                     return Ok(()); // the host is stopping
+                }
+                // Buttons go out only once their record exists, so no click
+                // can beat it; a failed record is retried on a later pass.
+                // (Bounded: at shutdown the main loop no longer reads events.)
+                let ok = matches!(tokio::time::timeout(Duration::from_secs(5), recorded).await, Ok(Ok(true)));
+                if !ok {
+                    self.poke_later(RETRY_DELAYS[0]);
+                    return Ok(());
                 }
             }
             let msg = Outgoing {

@@ -37,8 +37,9 @@ pub(crate) enum Event {
     StopDeadline { session_id: String, runner_id: String },
     Control(Control),
     Admin(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>),
-    /// A delivery task is about to send a question's buttons.
-    QuestionAsked(crate::central::PendingQuestion),
+    /// A delivery task is about to send a question's buttons; it waits for
+    /// the reply so a click can never arrive before the record exists.
+    QuestionAsked(crate::central::PendingQuestion, tokio::sync::oneshot::Sender<bool>),
     Shutdown,
 }
 
@@ -306,10 +307,15 @@ impl Host {
                 ack.complete(outcome);
             }
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
-            Event::QuestionAsked(q) => {
-                if let Err(e) = self.central.insert_pending_question(&q) {
-                    tracing::error!(session_id = %q.session_id, "could not record a pending question (its buttons will not work): {e:#}");
-                }
+            Event::QuestionAsked(q, done) => {
+                let ok = match self.central.insert_pending_question(&q) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(session_id = %q.session_id, "could not record a pending question (its delivery is retried): {e:#}");
+                        false
+                    }
+                };
+                let _ = done.send(ok);
             }
             Event::Channel(ChannelEvent::Available { .. }) => {
                 for s in self.sessions.values() {
