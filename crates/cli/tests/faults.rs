@@ -343,23 +343,9 @@ fn runner_with_a_bad_config_exits_78_naming_the_problem() {
 }
 
 fn chat(data: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
-    let mut child = Command::new(PINCH)
-        .arg("chat")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--provider", "scripted"])
-        .args(args)
-        .env("PINCH_CONFIG", "/dev/null")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let mut all = vec!["--data-dir", data.to_str().unwrap(), "--provider", "scripted"];
+    all.extend_from_slice(args);
+    common::pinch_chat(&all, &[("PINCH_CONFIG", std::path::Path::new("/dev/null"))], input)
 }
 
 #[test]

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -83,23 +82,9 @@ fn runner_mcp_without_a_runner_says_so() {
 }
 
 fn chat(data: &Path, config: &Path, input: &str) {
-    let mut child = Command::new(PINCH)
-        .arg("chat")
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args(["--sandbox", "process", "--timeout", "60", "--provider", "scripted"])
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (data, config) = (data.to_str().unwrap(), config.to_str().unwrap());
+    let args = ["--data-dir", data, "--config", config, "--sandbox", "process", "--timeout", "60", "--provider", "scripted"];
+    let out = common::pinch_chat(&args, &[], input);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("Hello from pinch! You said: {}", input));
 }
