@@ -96,6 +96,50 @@ CREATE TABLE pending_questions (
   expires_at TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE INDEX pending_questions_out ON pending_questions (session_id, message_out_id);
 ",
+), (
+    // Permissions and approvals (SPEC §3.1, §7.1, §7.2). One card table for
+    // every approval (`pending_approvals`, button callbacks `a:<id>:<n>`);
+    // sender and registration requests add their dedupe rows, which point
+    // at their card. `dropped_messages` is the drop audit, one row per
+    // (conversation, sender, reason, agent) with a count.
+    "0003_permissions",
+    "
+CREATE TABLE user_dms (
+  user_id TEXT NOT NULL, channel_type TEXT NOT NULL,
+  messaging_group_id TEXT NOT NULL REFERENCES messaging_groups(id) ON DELETE CASCADE,
+  resolved_at TEXT NOT NULL,
+  PRIMARY KEY (user_id, channel_type));
+CREATE TABLE pending_approvals (
+  approval_id TEXT PRIMARY KEY,
+  session_id TEXT, agent_group_id TEXT, request_id TEXT,
+  action TEXT NOT NULL, payload TEXT NOT NULL,
+  title TEXT NOT NULL, options_json TEXT NOT NULL,
+  approver_user_id TEXT NOT NULL,
+  channel_type TEXT, platform_id TEXT, thread_id TEXT, platform_message_id TEXT,
+  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','approved','rejected','expired')),
+  decided_by TEXT, decided_at TEXT, result TEXT,
+  expires_at TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE INDEX pending_approvals_open ON pending_approvals (status, expires_at);
+CREATE TABLE pending_sender_approvals (
+  id TEXT PRIMARY KEY,
+  messaging_group_id TEXT NOT NULL REFERENCES messaging_groups(id) ON DELETE CASCADE,
+  agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+  sender_identity TEXT NOT NULL, sender_name TEXT,
+  original_event TEXT NOT NULL, approver_user_id TEXT NOT NULL, approval_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  UNIQUE (messaging_group_id, sender_identity));
+CREATE TABLE pending_channel_approvals (
+  messaging_group_id TEXT PRIMARY KEY REFERENCES messaging_groups(id) ON DELETE CASCADE,
+  agent_group_id TEXT, original_event TEXT NOT NULL, approver_user_id TEXT NOT NULL, approval_id TEXT NOT NULL,
+  awaiting_name_channel TEXT, awaiting_name_platform_id TEXT,
+  created_at TEXT NOT NULL);
+CREATE TABLE dropped_messages (
+  channel_type TEXT NOT NULL, platform_id TEXT NOT NULL,
+  user_id TEXT NOT NULL DEFAULT '', sender_name TEXT,
+  reason TEXT NOT NULL, messaging_group_id TEXT, agent_group_id TEXT NOT NULL DEFAULT '',
+  message_count INTEGER NOT NULL DEFAULT 1, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+  PRIMARY KEY (channel_type, platform_id, user_id, reason, agent_group_id));
+",
 )];
 
 /// A question waiting for a button press.

@@ -21,6 +21,7 @@
 
 pub mod attachments;
 pub mod admin;
+pub mod admin_cmds;
 pub mod central;
 pub mod config;
 pub mod delivery;
