@@ -396,7 +396,14 @@ impl Host {
                 self.try_wake(&id);
                 Ok(serde_json::json!({"id": id, "was_quarantined": was}))
             }
-            other => Err(err("unknown-command", format!("unknown command {other:?}: this host serves host-status, sessions-list, sessions-get, sessions-resume"))),
+            other => {
+                let reply = crate::admin_cmds::dispatch(&self.central.conn, &crate::admin_cmds::Caller::Owner, other, &req.args)
+                    .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs"))));
+                if reply.is_ok() && (other.starts_with("destinations-") || other.starts_with("wirings-") || other.starts_with("messaging-groups-")) {
+                    self.reproject_all();
+                }
+                reply
+            }
         }
     }
 
@@ -650,6 +657,16 @@ impl Host {
             SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, orphans_pending: None, quarantined },
         );
         Ok(())
+    }
+
+    /// Re-projects destinations and routing into every loaded session
+    /// (after an admin change to destinations or wirings).
+    fn reproject_all(&self) {
+        for s in self.sessions.values() {
+            if let Err(e) = self.project(&s.row, &s.dir) {
+                tracing::warn!(session_id = %s.row.id, "could not re-project destinations: {e:#}");
+            }
+        }
     }
 
     fn project(&self, row: &SessionRow, dir: &SessionDir) -> Result<()> {
