@@ -338,7 +338,12 @@ impl Channel for CliChannel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { max_text: 1 << 20, ..Default::default() }
+        Capabilities { max_text: 1 << 20, buttons: true, open_dm: true, ..Default::default() }
+    }
+
+    fn open_dm<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
+        // One conversation, with the one local user.
+        Box::pin(async move { Ok((user == self.user).then(|| PLATFORM_ID.to_owned())) })
     }
 
     fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {

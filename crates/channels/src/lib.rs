@@ -12,6 +12,7 @@
 
 #[cfg(feature = "channel-cli")]
 pub mod cli_socket;
+pub mod fake;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +22,8 @@ use tokio::sync::oneshot;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A message as a platform delivered it, normalised (SPEC §4 step 1).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Serializable: a message held for an approval is stored and replayed.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InboundEvent {
     pub channel_type: String,
     /// The conversation on the platform (chat id); `local` for the CLI.
@@ -159,4 +161,24 @@ pub trait Channel: Send + Sync + 'static {
     fn close(&self) {}
     /// A short host notice to a conversation (not an agent reply).
     fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>>;
+    /// The direct-message conversation (`platform_id`) with a user of this
+    /// platform (`user` without the `<channel>:` prefix), opening it if the
+    /// platform needs that. `Ok(None)`: this adapter cannot reach the user
+    /// privately. Used to send approval cards (SPEC §7.2).
+    fn open_dm<'a>(&'a self, _user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Text for a channel without buttons: the labels as a numbered list the
+/// user answers by sending the number (SPEC §9.1 fallback).
+pub fn numbered_fallback(text: &str, buttons: &[Button]) -> String {
+    let mut out = text.to_owned();
+    for (i, b) in buttons.iter().enumerate() {
+        out.push_str(&format!("\n{}. {}", i + 1, b.label));
+    }
+    if !buttons.is_empty() {
+        out.push_str("\n(reply with the number of your choice)");
+    }
+    out
 }

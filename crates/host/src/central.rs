@@ -183,6 +183,7 @@ pub struct MessagingGroup {
     pub name: Option<String>,
     pub unknown_sender_policy: String,
     pub denied_at: Option<String>,
+    pub is_group: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -194,7 +195,7 @@ pub struct SessionRow {
     pub folder: String,
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     pinch_proto::time::now()
 }
 
@@ -281,6 +282,7 @@ impl Central {
             name: r.get(3)?,
             unknown_sender_policy: r.get(4)?,
             denied_at: r.get(5)?,
+            is_group: r.get(6)?,
         })
     }
 
@@ -288,7 +290,7 @@ impl Central {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at FROM messaging_groups
+                "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at, is_group FROM messaging_groups
                  WHERE channel_type = ?1 AND platform_id = ?2",
                 params![channel_type, platform_id],
                 Self::mg_row,
@@ -300,7 +302,7 @@ impl Central {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at FROM messaging_groups WHERE id = ?1",
+                "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at, is_group FROM messaging_groups WHERE id = ?1",
                 [id],
                 Self::mg_row,
             )
@@ -495,6 +497,11 @@ impl Central {
              VALUES (?1, ?2, ?3, ?4, ?5, 'active', 'stopped', ?6, ?6)",
             params![s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, provider, t],
         )?;
+        Ok(())
+    }
+
+    pub fn close_session(&self, id: &str) -> Result<()> {
+        self.conn.execute("UPDATE sessions SET status = 'closed' WHERE id = ?1", [id])?;
         Ok(())
     }
 

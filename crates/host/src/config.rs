@@ -59,7 +59,21 @@ pub struct HostConfig {
     /// A group's own `agent_configs.mcp_servers` entry of the same name
     /// replaces one of these.
     pub mcp_servers: Vec<McpServerEntry>,
+    /// mention-sticky: a group session active this recently keeps engaging
+    /// without a mention (SPEC §4 step 2f).
+    pub sticky_window: Duration,
+    /// Approval cards expire after this (SPEC §6.6: 24 h).
+    pub approval_ttl: Duration,
+    /// More channel adapters, built once the host's event queue exists
+    /// (tests and benchmarks add a recording fake; the platform adapters
+    /// come from configuration).
+    pub extra_channels: Vec<ChannelFactory>,
 }
+
+/// Builds an adapter that sends its events into the host's queue.
+pub type ChannelFactory = std::sync::Arc<
+    dyn Fn(tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>) -> std::sync::Arc<dyn pinch_channels::Channel> + Send + Sync,
+>;
 
 /// A configured MCP server and the agent groups that get it.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +141,9 @@ impl HostConfig {
             proxy_extra_roots: Vec::new(),
             proxy_egress_allow: Vec::new(),
             mcp_servers: Vec::new(),
+            sticky_window: Duration::from_secs(600),
+            approval_ttl: Duration::from_secs(24 * 3600),
+            extra_channels: Vec::new(),
         }
     }
 }

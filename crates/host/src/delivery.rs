@@ -199,9 +199,15 @@ impl Task {
                     return Ok(());
                 }
             }
+            let (text, buttons) = if buttons.is_empty() || channel.capabilities().buttons {
+                (rendered.text, buttons)
+            } else {
+                // No buttons here: numbered choices, answered by number (the router's interceptor).
+                (pinch_channels::numbered_fallback(&rendered.text, &buttons), Vec::new())
+            };
             let msg = Outgoing {
                 id: row.id.clone(),
-                text: rendered.text,
+                text,
                 buttons,
                 in_reply_to: row.in_reply_to.as_deref().map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
             };

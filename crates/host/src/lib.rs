@@ -26,6 +26,7 @@ pub mod central;
 pub mod config;
 pub mod delivery;
 pub mod paths;
+pub mod permissions;
 pub mod proxy;
 pub mod sandbox;
 pub mod session;

@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pinch_channels::cli_socket::CliChannel;
-use pinch_channels::{AckOutcome, Channel, ChannelEvent, InboundEvent};
+use pinch_channels::{AckOutcome, Channel, ChannelEvent};
 use pinch_policy::exit::{self, Cause};
-use pinch_policy::route::{self, EngageMode, IgnoredPolicy, SenderScope};
-use pinch_proto::content::{ChatIn, InContent};
-use pinch_proto::rows::{NewInbound, Routing};
+use pinch_proto::rows::Routing;
 use pinch_proto::runner_config::{random_hex, RunnerConfig, VERSION};
 use pinch_proto::time;
 use regex::Regex;
@@ -28,6 +26,9 @@ use crate::sandbox::{self, Mounts, Sandbox};
 use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
+mod approvals;
+mod routing;
+
 
 pub(crate) enum Event {
     Channel(ChannelEvent),
@@ -40,6 +41,11 @@ pub(crate) enum Event {
     /// A delivery task is about to send a question's buttons; it waits for
     /// the reply so a click can never arrive before the record exists.
     QuestionAsked(crate::central::PendingQuestion, tokio::sync::oneshot::Sender<bool>),
+    /// An approval card is about to go to this approver's DM: record where,
+    /// before it is sent (same reason as `QuestionAsked`).
+    ApprovalAddressed { approval_id: String, approver: String, channel_type: String, platform_id: String, opened: bool, done: tokio::sync::oneshot::Sender<bool> },
+    /// No approver could be reached for this card.
+    ApprovalUndeliverable { approval_id: String, why: String },
     Shutdown,
 }
 
@@ -54,12 +60,6 @@ struct Live {
     /// Write end of the liveness pipe; the runner exits when it closes
     /// (this host died, or this runner's record was dropped).
     _alive: Option<std::os::fd::OwnedFd>,
-}
-
-/// What routing did with one event for one wiring.
-enum Stored {
-    Taken { session_id: String, trigger: bool },
-    Dropped(&'static str),
 }
 
 struct SessionRt {
@@ -77,6 +77,8 @@ struct SessionRt {
     /// the next spawn, so a crashing message always counts its tries).
     orphans_pending: Option<bool>,
     quarantined: bool,
+    /// Closed by the admin: takes no new work.
+    closed: bool,
 }
 
 struct Host {
@@ -159,10 +161,14 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (ch_tx, mut ch_rx) = mpsc::channel::<ChannelEvent>(1024);
-    let cli = CliChannel::bind(&data.cli_socket(), format!("{}", cfg.login), ch_tx)
+    let cli = CliChannel::bind(&data.cli_socket(), format!("{}", cfg.login), ch_tx.clone())
         .with_context(|| format!("binding the CLI socket {}", data.cli_socket().display()))?;
     let mut channels: Channels = HashMap::new();
     channels.insert(cli.channel_type().to_owned(), cli.clone() as Arc<dyn Channel>);
+    for make in &cfg.extra_channels {
+        let ch = make(ch_tx.clone());
+        channels.insert(ch.channel_type().to_owned(), ch);
+    }
 
     let watch_map: Arc<Mutex<HashMap<PathBuf, Arc<Shared>>>> = Arc::default();
     let watcher = {
@@ -307,6 +313,12 @@ impl Host {
                 ack.complete(outcome);
             }
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
+            Event::ApprovalAddressed { approval_id, approver, channel_type, platform_id, opened, done } => {
+                let _ = done.send(self.record_card_address(&approval_id, &approver, &channel_type, &platform_id, opened));
+            }
+            Event::ApprovalUndeliverable { approval_id, why } => {
+                tracing::error!(approval = %approval_id, "no approver could be reached ({why}); decide it with `pinch admin approvals approve {approval_id}` or `… reject {approval_id}`");
+            }
             Event::QuestionAsked(q, done) => {
                 let ok = match self.central.insert_pending_question(&q) {
                     Ok(()) => true,
@@ -396,6 +408,54 @@ impl Host {
                 self.try_wake(&id);
                 Ok(serde_json::json!({"id": id, "was_quarantined": was}))
             }
+            "sessions-stop" | "sessions-restart" => {
+                let id = arg("id").ok_or_else(|| err("invalid-args", format!("{} needs a session id: pinch admin sessions {} <id>", req.command, &req.command[9..])))?;
+                if !self.sessions.contains_key(&id) {
+                    return Err(err("not-found", format!("no active session {id}")));
+                }
+                let was_running = self.request_stop(&id);
+                if req.command == "sessions-restart" {
+                    // The next wake (a message, or the sweep with due work) spawns afresh.
+                    self.try_wake(&id);
+                }
+                Ok(serde_json::json!({"id": id, "was_running": was_running}))
+            }
+            "sessions-close" => {
+                let id = arg("id").ok_or_else(|| err("invalid-args", "sessions-close needs a session id: pinch admin sessions close <id>"))?;
+                if !self.sessions.contains_key(&id) {
+                    return Err(err("not-found", format!("no active session {id}")));
+                }
+                let was_running = self.request_stop(&id);
+                self.central.close_session(&id).map_err(handler)?;
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.closed = true;
+                }
+                Ok(serde_json::json!({"id": id, "closed": true, "was_running": was_running}))
+            }
+            "approvals-approve" | "approvals-reject" => {
+                let id = arg("id").ok_or_else(|| err("invalid-args", format!("{} needs an approval id: pinch admin approvals {} <id>", req.command, &req.command[10..])))?;
+                let a = self.central.approval(&id).map_err(handler)?.ok_or_else(|| err("not-found", format!("no approval {id}")))?;
+                if a.status != "pending" {
+                    return Err(err("invalid-args", format!("approval {id} is already {}", a.status)));
+                }
+                let value = if req.command == "approvals-approve" {
+                    match arg("value") {
+                        Some(v) => v,
+                        None if a.action == "register" => {
+                            return Err(err("invalid-args", format!("a registration needs --value connect:<agent group id> (or `new`); options: {}", a.options.iter().map(|o| o.value.as_str()).collect::<Vec<_>>().join(", "))))
+                        }
+                        None => a.options.first().map(|o| o.value.clone()).unwrap_or_default(),
+                    }
+                } else {
+                    a.options.last().map(|o| o.value.clone()).unwrap_or_default()
+                };
+                if !a.options.iter().any(|o| o.value == value) {
+                    return Err(err("invalid-args", format!("{value:?} is not an option of approval {id}; options: {}", a.options.iter().map(|o| o.value.as_str()).collect::<Vec<_>>().join(", "))));
+                }
+                let by = format!("cli:{}", self.cfg.login);
+                let text = self.decide(&a, &value, &by, None).map_err(handler)?;
+                Ok(serde_json::json!({"id": id, "value": value, "result": text}))
+            }
             other => {
                 let reply = crate::admin_cmds::dispatch(&self.central.conn, &crate::admin_cmds::Caller::Owner, other, &req.args)
                     .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs"))));
@@ -405,199 +465,6 @@ impl Host {
                 reply
             }
         }
-    }
-
-    /// Routes one inbound event (SPEC §4 step 2–6): returns how many agents
-    /// stored it, a note for the sender when none did, and the sessions to wake.
-    fn route(&mut self, ev: &InboundEvent) -> Result<(usize, Option<String>, Vec<String>)> {
-        let Some(mg) = self.central.messaging_group(&ev.channel_type, &ev.platform_id)? else {
-            tracing::info!(channel = %ev.channel_type, platform_id = %ev.platform_id, "message from an unregistered conversation dropped (no_agent_wired)");
-            return Ok((0, Some("this conversation is not connected to any agent".into()), vec![]));
-        };
-        if mg.denied_at.is_some() {
-            return Ok((0, Some("this conversation was denied by the owner".into()), vec![]));
-        }
-        let thread_id = ev.thread_id.clone();
-        let user_id = if ev.sender_id.contains(':') { ev.sender_id.clone() } else { format!("{}:{}", ev.channel_type, ev.sender_id) };
-        self.central.upsert_user(&user_id, &ev.channel_type, ev.sender_name.as_deref())?;
-        let mut woken = Vec::new();
-        let mut stored = 0;
-        let mut reasons = Vec::new();
-        let mut errors: Vec<anyhow::Error> = Vec::new();
-        for w in self.central.wirings(&mg.id)? {
-            match self.store_one(&w, ev, &user_id, thread_id.as_deref()) {
-                Ok(Stored::Taken { session_id, trigger }) => {
-                    stored += 1;
-                    if trigger {
-                        if self.sessions.get(&session_id).is_some_and(|s| s.quarantined) {
-                            self.lift_quarantine(&session_id, "a new message arrived");
-                        }
-                        woken.push(session_id);
-                    }
-                }
-                Ok(Stored::Dropped(reason)) => reasons.push(reason),
-                Err(e) => {
-                    tracing::error!(wiring = %w.id, "could not store the message for this agent: {e:#}");
-                    errors.push(e);
-                }
-            }
-        }
-        if stored == 0 {
-            if let Some(e) = errors.into_iter().next() {
-                return Err(e);
-            }
-        } else if !errors.is_empty() {
-            // Stored for some agents: report success (a resend would answer
-            // those twice); the failures are logged above.
-            reasons.push("stored_partially");
-        }
-        let note = if reasons.contains(&"stored_partially") {
-            Some("stored for some of the agents; the others failed (see the host log)".to_owned())
-        } else {
-            None
-        };
-        let note = note.or_else(|| (stored == 0).then(|| {
-            if reasons.contains(&"sender_scope") {
-                "you are not allowed to talk to this agent".to_owned()
-            } else {
-                "no agent engaged with this message".to_owned()
-            }
-        }));
-        Ok((stored, note, woken))
-    }
-
-    /// Stores one inbound event for one wiring (or says why not).
-    fn store_one(&mut self, w: &crate::central::WiringRow, ev: &InboundEvent, user_id: &str, thread_id: Option<&str>) -> Result<Stored> {
-        let mg_id = w.messaging_group_id.as_str();
-        let pattern = match &w.engage_pattern {
-            Some(p) => self
-                .regexes
-                .entry(p.clone())
-                .or_insert_with(|| Regex::new(p).map_err(|e| tracing::error!(pattern = %p, "bad engage pattern: {e}")).ok())
-                .clone(),
-            None => None,
-        };
-        let known = self.central.has_access(user_id, &w.agent_group_id)?;
-        let facts = route::Facts {
-            mode: EngageMode::parse(&w.engage_mode).unwrap_or(EngageMode::Mention),
-            pattern: pattern.as_ref(),
-            scope: if w.sender_scope == "all" { SenderScope::All } else { SenderScope::Known },
-            ignored: if w.ignored_message_policy == "accumulate" { IgnoredPolicy::Accumulate } else { IgnoredPolicy::Drop },
-            text: &ev.text,
-            is_mention: ev.is_mention,
-            sender_known: known,
-            sticky_active: false,
-        };
-        let trigger = match route::decide(&facts) {
-            route::Decision::Trigger => true,
-            route::Decision::Accumulate => false,
-            route::Decision::Drop(r) => {
-                tracing::info!(wiring = %w.id, reason = r.as_str(), "message not taken by this agent");
-                return Ok(Stored::Dropped(r.as_str()));
-            }
-        };
-        let sid = self.session_for(&w.agent_group_id, mg_id, if w.session_mode == "per-thread" { thread_id } else { None })?;
-        let s = self.sessions.get(&sid).expect("session loaded");
-        let content = InContent::Chat(ChatIn {
-            text: ev.text.clone(),
-            sender: ev.sender_name.clone(),
-            sender_id: Some(user_id.to_owned()),
-            is_mention: ev.is_mention,
-            platform_message_id: Some(ev.message_id.clone()),
-            ..Default::default()
-        });
-        let row = NewInbound {
-            id: format!("{}:{}", ev.message_id, w.agent_group_id),
-            kind: "chat".into(),
-            timestamp: time::now(),
-            process_after: None,
-            trigger,
-            platform_id: Some(ev.platform_id.clone()),
-            channel_type: Some(ev.channel_type.clone()),
-            thread_id: thread_id.map(str::to_owned),
-            content: content.to_json(),
-            source_session_id: None,
-            on_wake: false,
-        };
-        let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
-        session::write_inbound(&s.dir, &[row], out_max)
-            .with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
-        if let Err(e) = self.central.touch_session(&sid) {
-            tracing::warn!(session_id = %sid, "could not update last_active: {e:#}");
-        }
-        Ok(Stored::Taken { session_id: sid, trigger })
-    }
-
-    /// A button press (SPEC §7.3): `q:<id>:<index>` answers a pending
-    /// question with a `question_response` row (`trigger=0`; the runner's
-    /// waiting tool takes it). Every outcome is told to the clicker.
-    fn on_click(&mut self, c: pinch_channels::Click) {
-        let addr = pinch_channels::Address { channel_type: c.channel_type.clone(), platform_id: c.platform_id.clone(), thread_id: c.thread_id.clone() };
-        let reply = match self.answer_click(&c) {
-            Ok(text) => text,
-            Err(e) => {
-                tracing::error!(callback = %c.callback, "could not handle a button press: {e:#}");
-                format!("That choice could not be recorded ({e:#}); please try again.")
-            }
-        };
-        if let Some(ch) = self.channels.get(&c.channel_type).cloned() {
-            tokio::spawn(async move {
-                if let Err(e) = ch.notice(&addr, &reply).await {
-                    tracing::warn!("could not answer a button press: {e}");
-                }
-            });
-        }
-    }
-
-    fn answer_click(&mut self, c: &pinch_channels::Click) -> Result<String> {
-        let mut parts = c.callback.splitn(3, ':');
-        let (Some("q"), Some(qid), Some(idx)) = (parts.next(), parts.next(), parts.next()) else {
-            tracing::info!(callback = %c.callback, "button press with an unknown callback");
-            return Ok("That button is not one pinch knows (it may be from an older version).".into());
-        };
-        let Some(q) = self.central.pending_question(qid)? else {
-            return Ok("That question was already answered or has expired.".into());
-        };
-        let now = jiff::Timestamp::now();
-        if time::parse(&q.expires_at).is_ok_and(|t| t <= now) {
-            self.central.delete_pending_questions(&q.session_id, &q.message_out_id)?;
-            return Ok("That question has expired.".into());
-        }
-        let options: Vec<pinch_proto::content::OptionItem> = serde_json::from_str(&q.options_json).context("stored options are not valid JSON")?;
-        let Some(choice) = idx.parse::<usize>().ok().and_then(|i| options.get(i)) else {
-            return Ok(format!("That choice is not one of the {} options.", options.len()));
-        };
-        let Some(s) = self.sessions.get(&q.session_id) else {
-            return Ok("The conversation that asked this is no longer active.".into());
-        };
-        let user_id = format!("{}:{}", c.channel_type, c.user_id);
-        if !self.central.has_access(&user_id, &s.row.agent_group_id)? {
-            tracing::warn!(user = %user_id, question = %q.question_id, "button press refused: the user has no access to this agent");
-            return Ok("Only members of this agent's group can answer its questions.".into());
-        }
-        let content = InContent::System(pinch_proto::content::SystemIn::QuestionResponse {
-            question_id: q.agent_question_id.clone(),
-            value: choice.value.clone(),
-            user_id: Some(user_id),
-        });
-        let row = NewInbound {
-            id: format!("qr:{}:{}", q.session_id, q.message_out_id),
-            kind: "system".into(),
-            timestamp: time::now(),
-            process_after: None,
-            trigger: false,
-            platform_id: q.platform_id.clone(),
-            channel_type: q.channel_type.clone(),
-            thread_id: q.thread_id.clone(),
-            content: content.to_json(),
-            source_session_id: None,
-            on_wake: false,
-        };
-        let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
-        session::write_inbound(&s.dir, &[row], out_max).with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
-        self.central.delete_pending_questions(&q.session_id, &q.message_out_id)?;
-        tracing::info!(session_id = %q.session_id, question = %q.agent_question_id, "question answered");
-        Ok(format!("Answered: {}", choice.label))
     }
 
     /// The active session for (ag, mg, thread), created if missing.
@@ -654,7 +521,7 @@ impl Host {
         let quarantined = self.central.quarantine_of(&row.id)?.is_some();
         self.sessions.insert(
             row.id.clone(),
-            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, orphans_pending: None, quarantined },
+            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, orphans_pending: None, quarantined, closed: false },
         );
         Ok(())
     }
@@ -692,6 +559,9 @@ impl Host {
         let Some(s) = self.sessions.get_mut(id) else { return };
         if s.runner.is_some() {
             return; // the live runner sees the write through inotify on in/
+        }
+        if s.closed {
+            return;
         }
         if s.quarantined {
             tracing::debug!(session_id = %id, "wake refused: the session is quarantined");
@@ -1135,6 +1005,7 @@ impl Host {
     /// pass, poked), wake if due (before any reset; a runner spawned by this
     /// tick is not stuck-checked in it, lesson 9), then the stuck decision.
     fn sweep(&mut self) {
+        self.expire_approvals();
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         let now = now_ms();
         for id in ids {

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod breaker;
 pub mod budget;
+pub mod commands;
 pub mod cron;
 pub mod exit;
 pub mod filename;

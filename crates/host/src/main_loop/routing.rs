@@ -1,0 +1,328 @@
+//! Routing one inbound event (SPEC §4 steps 2–6): the interceptor, the
+//! facts the pure plan (`pinch_policy::route::plan`) needs, and carrying
+//! the plan out — stores, audits, notices, approval requests.
+
+use anyhow::{Context, Result};
+use pinch_channels::{Address, Capabilities, InboundEvent};
+use pinch_policy::commands;
+use pinch_policy::route::{self, DropReason, EngageMode, IgnoredPolicy, Plan, SenderScope, SessionKey, SessionMode, Take, UnknownSenderPolicy};
+use pinch_proto::content::{ChatIn, InContent};
+use pinch_proto::rows::NewInbound;
+use pinch_proto::time;
+use regex::Regex;
+
+use super::Host;
+use crate::session;
+
+/// What routing did: agents that stored it, a note for the sender when none
+/// did, and the sessions to wake.
+pub(crate) type Routed = (usize, Option<String>, Vec<String>);
+
+/// `<channel>:<id>` unless the platform id already has a `:`.
+pub(crate) fn user_id_of(channel_type: &str, sender_id: &str) -> String {
+    if sender_id.contains(':') {
+        sender_id.to_owned()
+    } else {
+        format!("{channel_type}:{sender_id}")
+    }
+}
+
+impl Host {
+    pub(super) fn caps(&self, channel_type: &str) -> Capabilities {
+        self.channels.get(channel_type).map(|c| c.capabilities()).unwrap_or_default()
+    }
+
+    /// Sends a host notice to a conversation (never through `outbound.db`).
+    pub(super) fn notice(&self, to: Address, text: String) {
+        if let Some(ch) = self.channels.get(&to.channel_type).cloned() {
+            tokio::spawn(async move {
+                if let Err(e) = ch.notice(&to, &text).await {
+                    tracing::warn!(channel = %to.channel_type, "could not send a notice: {e}");
+                }
+            });
+        }
+    }
+
+    fn regex(&mut self, p: &str) -> Option<Regex> {
+        self.regexes
+            .entry(p.to_owned())
+            .or_insert_with(|| Regex::new(p).map_err(|e| tracing::error!(pattern = %p, "bad engage pattern: {e}")).ok())
+            .clone()
+    }
+
+    pub(super) fn route(&mut self, ev: &InboundEvent) -> Result<Routed> {
+        let caps = self.caps(&ev.channel_type);
+        // (b) thread-less adapters have no threads
+        let mut ev = ev.clone();
+        if !caps.threads {
+            ev.thread_id = None;
+        }
+        let user_id = user_id_of(&ev.channel_type, &ev.sender_id);
+        // (a) the interceptor: awaited answers never reach an agent
+        if let Some(done) = self.intercept(&ev, &user_id, caps)? {
+            return Ok(done);
+        }
+        let addr = Address { channel_type: ev.channel_type.clone(), platform_id: ev.platform_id.clone(), thread_id: ev.thread_id.clone() };
+        let msg = route::Message {
+            text: &ev.text,
+            is_mention: ev.is_mention,
+            is_group: ev.is_group,
+            thread_id: ev.thread_id.as_deref(),
+            threaded_adapter: caps.threads,
+        };
+        let mg = self.central.messaging_group(&ev.channel_type, &ev.platform_id)?;
+        let wirings = match &mg {
+            Some(m) => self.central.wirings(&m.id)?,
+            None => Vec::new(),
+        };
+        // (e) the sender (a write only the first time)
+        if !self.central.user_exists(&user_id)? {
+            self.central.upsert_user(&user_id, &ev.channel_type, ev.sender_name.as_deref())?;
+        }
+        // Facts per wiring.
+        let mut patterns = Vec::with_capacity(wirings.len());
+        for w in &wirings {
+            patterns.push(match (&w.engage_pattern, w.engage_mode.as_str()) {
+                (Some(p), "pattern") => self.regex(p),
+                _ => None,
+            });
+        }
+        let mut facts = Vec::with_capacity(wirings.len());
+        for (w, pattern) in wirings.iter().zip(&patterns) {
+            let mode = EngageMode::parse(&w.engage_mode).unwrap_or(EngageMode::Mention);
+            let session_mode = SessionMode::parse(&w.session_mode).unwrap_or(SessionMode::Shared);
+            let (access, admin) = self.central.sender_rights(&user_id, &w.agent_group_id)?;
+            let sticky_active = mode == EngageMode::MentionSticky && ev.is_group && !ev.is_mention && {
+                let thread = match route::session_key(session_mode, &msg) {
+                    SessionKey::Conversation { thread } => thread,
+                    SessionKey::AgentShared => None,
+                };
+                let last = self.central.session_last_active(&w.agent_group_id, &w.messaging_group_id, thread.as_deref())?;
+                let window = jiff::SignedDuration::try_from(self.cfg.sticky_window).unwrap_or(jiff::SignedDuration::ZERO);
+                last.and_then(|t| time::parse(&t).ok()).is_some_and(|t| t + window >= jiff::Timestamp::now())
+            };
+            facts.push(route::Wiring {
+                mode,
+                pattern: pattern.as_ref(),
+                scope: SenderScope::parse(&w.sender_scope).unwrap_or(SenderScope::Known),
+                ignored: IgnoredPolicy::parse(&w.ignored_message_policy).unwrap_or(IgnoredPolicy::Drop),
+                session_mode,
+                sender_access: access,
+                sender_admin: admin,
+                sticky_active,
+            });
+        }
+        let conv = mg.as_ref().map(|m| route::Conversation {
+            denied: m.denied_at.is_some(),
+            policy: UnknownSenderPolicy::parse(&m.unknown_sender_policy).unwrap_or(UnknownSenderPolicy::Strict),
+        });
+        let plan = route::plan(conv, &msg, &facts);
+        drop(facts);
+        let audit = |host: &Host, reason: DropReason, mg: Option<&str>, ag: Option<&str>| {
+            if let Err(e) = host.central.audit_drop(&ev.channel_type, &ev.platform_id, Some(&user_id), ev.sender_name.as_deref(), reason.as_str(), mg, ag) {
+                tracing::warn!("could not record a dropped message in the audit: {e:#}");
+            }
+        };
+        match plan {
+            Plan::Ignore => {
+                tracing::debug!(channel = %ev.channel_type, platform_id = %ev.platform_id, "chatter in an unknown conversation ignored");
+                Ok((0, Some("this conversation is not connected to any agent".into()), vec![]))
+            }
+            Plan::CreateAndRegister => {
+                let m = self.central.create_messaging_group(&ev.channel_type, &ev.platform_id, None, ev.is_group)?;
+                tracing::info!(channel = %ev.channel_type, platform_id = %ev.platform_id, mg = %m.id, "new conversation; asking the owner to register it");
+                audit(self, DropReason::NoAgentWired, Some(&m.id), None);
+                self.request_registration(&m, &ev, &user_id)?;
+                Ok((0, Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
+            }
+            Plan::Denied => {
+                audit(self, DropReason::Denied, mg.as_ref().map(|m| m.id.as_str()), None);
+                Ok((0, Some("this conversation was denied by the owner".into()), vec![]))
+            }
+            Plan::Unwired { register } => {
+                let m = mg.expect("unwired implies a known conversation");
+                audit(self, DropReason::NoAgentWired, Some(&m.id), None);
+                if register {
+                    self.request_registration(&m, &ev, &user_id)?;
+                    Ok((0, Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
+                } else {
+                    Ok((0, Some("this conversation is not connected to any agent".into()), vec![]))
+                }
+            }
+            Plan::Help => {
+                self.notice(addr, commands::HELP.to_owned());
+                Ok((0, Some("answered by the host (/help)".into()), vec![]))
+            }
+            Plan::Filtered => {
+                let word = commands::command_word(&ev.text).unwrap_or_default();
+                audit(self, DropReason::Command, mg.as_ref().map(|m| m.id.as_str()), None);
+                tracing::info!(command = %word, "filtered command dropped");
+                Ok((0, Some(format!("{word} is not available here")), vec![]))
+            }
+            Plan::Fanout { takes, ask_sender_approval } => {
+                let m = mg.expect("fan-out implies a known conversation");
+                let mut woken = Vec::new();
+                let mut stored = 0;
+                let mut reasons = Vec::new();
+                let mut errors: Vec<anyhow::Error> = Vec::new();
+                for (w, take) in wirings.iter().zip(takes) {
+                    match take {
+                        Take::Store { trigger, session } => match self.store_one(w, &ev, &user_id, session, trigger) {
+                            Ok(sid) => {
+                                stored += 1;
+                                if trigger {
+                                    if self.sessions.get(&sid).is_some_and(|s| s.quarantined) {
+                                        self.lift_quarantine(&sid, "a new message arrived");
+                                    }
+                                    woken.push(sid);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(wiring = %w.id, "could not store the message for this agent: {e:#}");
+                                errors.push(e);
+                            }
+                        },
+                        Take::Drop(reason) => {
+                            tracing::info!(wiring = %w.id, reason = reason.as_str(), "message not taken by this agent");
+                            audit(self, reason, Some(&m.id), Some(&w.agent_group_id));
+                            if reason == DropReason::PermissionDenied {
+                                let word = commands::command_word(&ev.text).unwrap_or_default();
+                                self.notice(addr.clone(), format!("permission denied: {word} needs an owner or admin of this agent"));
+                            }
+                            reasons.push(reason);
+                        }
+                    }
+                }
+                if let Some(i) = ask_sender_approval {
+                    if let Err(e) = self.request_sender_approval(&m, &wirings[i].agent_group_id, &ev, &user_id) {
+                        tracing::error!(mg = %m.id, sender = %user_id, "could not ask for the sender's approval: {e:#}");
+                    }
+                }
+                if stored == 0 {
+                    if let Some(e) = errors.into_iter().next() {
+                        return Err(e);
+                    }
+                    let note = if reasons.contains(&DropReason::UnknownSender) {
+                        if ask_sender_approval.is_some() {
+                            "you are not known to this agent yet; its owner has been asked to let you in"
+                        } else {
+                            "you are not allowed to talk to this agent"
+                        }
+                    } else if reasons.contains(&DropReason::SenderScope) {
+                        "you are not allowed to talk to this agent"
+                    } else if reasons.contains(&DropReason::PermissionDenied) {
+                        "permission denied"
+                    } else if reasons.contains(&DropReason::BadPattern) {
+                        "the agent's engage pattern is invalid; the owner can fix it with `pinch admin wirings update`"
+                    } else {
+                        "no agent engaged with this message"
+                    };
+                    return Ok((0, Some(note.to_owned()), woken));
+                }
+                let note = (!errors.is_empty()).then(|| "stored for some of the agents; the others failed (see the host log)".to_owned());
+                Ok((stored, note, woken))
+            }
+        }
+    }
+
+    /// Stores one inbound event for one wiring, in the session the plan
+    /// chose; returns the session id.
+    fn store_one(&mut self, w: &crate::central::WiringRow, ev: &InboundEvent, user_id: &str, key: SessionKey, trigger: bool) -> Result<String> {
+        let mg_id = w.messaging_group_id.as_str();
+        let sid = match key {
+            SessionKey::Conversation { thread } => self.session_for(&w.agent_group_id, mg_id, thread.as_deref())?,
+            SessionKey::AgentShared => match self.central.newest_session(&w.agent_group_id)? {
+                Some(row) => {
+                    let id = row.id.clone();
+                    if !self.sessions.contains_key(&id) {
+                        self.load_session(row)?;
+                    }
+                    id
+                }
+                None => self.session_for(&w.agent_group_id, mg_id, None)?,
+            },
+        };
+        let s = self.sessions.get(&sid).expect("session loaded");
+        let content = InContent::Chat(ChatIn {
+            text: ev.text.clone(),
+            sender: ev.sender_name.clone(),
+            sender_id: Some(user_id.to_owned()),
+            is_mention: ev.is_mention,
+            platform_message_id: Some(ev.message_id.clone()),
+            ..Default::default()
+        });
+        let row = NewInbound {
+            id: format!("{}:{}", ev.message_id, w.agent_group_id),
+            kind: "chat".into(),
+            timestamp: time::now(),
+            process_after: None,
+            trigger,
+            platform_id: Some(ev.platform_id.clone()),
+            channel_type: Some(ev.channel_type.clone()),
+            thread_id: ev.thread_id.clone(),
+            content: content.to_json(),
+            source_session_id: None,
+            on_wake: false,
+        };
+        let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
+        session::write_inbound(&s.dir, &[row], out_max).with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
+        if let Err(e) = self.central.touch_session(&sid) {
+            tracing::warn!(session_id = %sid, "could not update last_active: {e:#}");
+        }
+        Ok(sid)
+    }
+
+    /// Runs a held event through the router again (after an approval) and
+    /// wakes what it reached.
+    pub(super) fn replay(&mut self, ev: &InboundEvent) {
+        match self.route(ev) {
+            Ok((n, _, woken)) => {
+                tracing::info!(routed = n, message = %ev.message_id, "held message replayed");
+                for id in woken {
+                    self.try_wake(&id);
+                }
+            }
+            Err(e) => tracing::error!(message = %ev.message_id, "could not replay a held message: {e:#}"),
+        }
+    }
+
+    /// Step (a): a new agent's name the owner was asked for, or a numbered
+    /// answer to a card on a channel without buttons.
+    fn intercept(&mut self, ev: &InboundEvent, user_id: &str, caps: Capabilities) -> Result<Option<Routed>> {
+        if let Some((mg_id, approver, event, approval_id)) = self.central.awaiting_name(&ev.channel_type, &ev.platform_id)? {
+            if user_id == approver || self.central.is_owner(user_id)? {
+                let name = ev.text.trim();
+                let reply = self.register_new_agent(&approval_id, &mg_id, name, &event, user_id);
+                let to = Address { channel_type: ev.channel_type.clone(), platform_id: ev.platform_id.clone(), thread_id: ev.thread_id.clone() };
+                let text = match reply {
+                    Ok(t) => t,
+                    Err(e) => format!("Could not create the agent: {e:#}. Send another name."),
+                };
+                self.notice(to, text);
+                return Ok(Some((0, Some("taken as the new agent's name".into()), vec![])));
+            }
+        }
+        if caps.buttons {
+            return Ok(None);
+        }
+        let Ok(n) = ev.text.trim().parse::<usize>() else { return Ok(None) };
+        if !(1..=10).contains(&n) {
+            return Ok(None);
+        }
+        let callback = if let Some(a) = self.central.pending_approval_in(&ev.channel_type, &ev.platform_id)? {
+            format!("a:{}:{}", a.approval_id, n - 1)
+        } else if let Some((qid, _)) = self.central.pending_question_in(&ev.channel_type, &ev.platform_id)? {
+            format!("q:{qid}:{}", n - 1)
+        } else {
+            return Ok(None);
+        };
+        self.on_click(pinch_channels::Click {
+            channel_type: ev.channel_type.clone(),
+            platform_id: ev.platform_id.clone(),
+            thread_id: ev.thread_id.clone(),
+            user_id: ev.sender_id.clone(),
+            callback,
+        });
+        Ok(Some((0, Some("taken as your answer to the open question".into()), vec![])))
+    }
+}

@@ -1,0 +1,496 @@
+//! Central-DB queries of the permission model (SPEC §3.1, §7.1, §7.2):
+//! roles, members, approvers and their DMs, approvals and the drop audit.
+//! Only the main loop calls these (it alone writes the central DB).
+
+use anyhow::{Context, Result};
+use pinch_proto::rusqlite::{params, OptionalExtension};
+
+use crate::central::{now, Central, MessagingGroup};
+
+/// A card waiting for a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Approval {
+    pub approval_id: String,
+    pub session_id: Option<String>,
+    pub agent_group_id: Option<String>,
+    pub request_id: Option<String>,
+    pub action: String,
+    pub payload: serde_json::Value,
+    pub title: String,
+    /// `[{label, value}]`.
+    pub options: Vec<ApprovalOption>,
+    pub approver_user_id: String,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub status: String,
+    pub expires_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalOption {
+    pub label: String,
+    pub value: String,
+}
+
+impl Central {
+    /// (access, admin) of a user for an agent group: access = owner, any
+    /// admin of it (global or its own) or member; admin = owner, global
+    /// admin or its admin.
+    pub fn sender_rights(&self, user_id: &str, ag_id: &str) -> Result<(bool, bool)> {
+        let admin = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM user_roles WHERE user_id = ?1 AND (role = 'owner' OR agent_group_id IS NULL OR agent_group_id = ?2) LIMIT 1",
+            )?
+            .query_row(params![user_id, ag_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if admin {
+            return Ok((true, true));
+        }
+        let member = self
+            .conn
+            .prepare_cached("SELECT 1 FROM agent_group_members WHERE user_id = ?1 AND agent_group_id = ?2")?
+            .query_row(params![user_id, ag_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        Ok((member, false))
+    }
+
+    pub fn is_owner(&self, user_id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner'", [user_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Does the user exist already? (Saves a write per message.)
+    pub fn user_exists(&self, user_id: &str) -> Result<bool> {
+        Ok(self.conn.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?.query_row([user_id], |_| Ok(())).optional()?.is_some())
+    }
+
+    /// Approvers in the order SPEC §7.2 asks, as tiers: admins of the
+    /// group, then global admins, then owners (each in grant order; a user
+    /// appears once, in the first tier that has them).
+    pub fn approver_tiers(&self, ag_id: Option<&str>) -> Result<Vec<Vec<String>>> {
+        let q = |sql: &str, p: &[&dyn pinch_proto::rusqlite::ToSql]| -> Result<Vec<String>> {
+            let mut s = self.conn.prepare(sql)?;
+            let rows = s.query_map(p, |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        };
+        let mut tiers = Vec::new();
+        if let Some(ag) = ag_id {
+            tiers.push(q("SELECT user_id FROM user_roles WHERE role = 'admin' AND agent_group_id = ?1 ORDER BY granted_at, user_id", &[&ag])?);
+        }
+        tiers.push(q("SELECT user_id FROM user_roles WHERE role = 'admin' AND agent_group_id IS NULL ORDER BY granted_at, user_id", &[])?);
+        tiers.push(q("SELECT user_id FROM user_roles WHERE role = 'owner' ORDER BY granted_at, user_id", &[])?);
+        let mut seen: Vec<String> = Vec::new();
+        for t in tiers.iter_mut() {
+            t.retain(|u| {
+                let new = !seen.contains(u);
+                seen.push(u.clone());
+                new
+            });
+        }
+        Ok(tiers)
+    }
+
+    /// May this user decide an approval addressed to `approver` for `ag`?
+    /// The approver, an admin of the group (or a global admin), or an owner.
+    pub fn may_decide(&self, user_id: &str, approver: &str, ag_id: Option<&str>) -> Result<bool> {
+        if user_id == approver {
+            return Ok(true);
+        }
+        match ag_id {
+            Some(ag) => Ok(self.sender_rights(user_id, ag)?.1),
+            None => self.is_owner(user_id),
+        }
+    }
+
+    pub fn user_dm(&self, user_id: &str, channel_type: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT m.platform_id FROM user_dms d JOIN messaging_groups m ON m.id = d.messaging_group_id
+                 WHERE d.user_id = ?1 AND d.channel_type = ?2",
+                params![user_id, channel_type],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records a user's DM conversation, creating its messaging group (not
+    /// a group chat; policy `strict`) if pinch did not know it.
+    pub fn set_user_dm(&mut self, user_id: &str, channel_type: &str, platform_id: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let t = now();
+        tx.execute(
+            "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+             VALUES (?1, ?2, ?3, ?4, 0, 'strict', ?5)",
+            params![format!("mg-{channel_type}-{}", pinch_proto::runner_config::random_hex(4)), channel_type, platform_id, format!("DM {user_id}"), t],
+        )?;
+        let mg: String = tx.query_row(
+            "SELECT id FROM messaging_groups WHERE channel_type = ?1 AND platform_id = ?2",
+            params![channel_type, platform_id],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO user_dms (user_id, channel_type, messaging_group_id, resolved_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(user_id, channel_type) DO UPDATE SET messaging_group_id = excluded.messaging_group_id, resolved_at = excluded.resolved_at",
+            params![user_id, channel_type, mg, t],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A conversation pinch has just met (SPEC §4 step 2c): policy
+    /// `request_approval`.
+    pub fn create_messaging_group(&self, channel_type: &str, platform_id: &str, name: Option<&str>, is_group: bool) -> Result<MessagingGroup> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'request_approval', ?6)",
+            params![format!("mg-{channel_type}-{}", pinch_proto::runner_config::random_hex(4)), channel_type, platform_id, name, is_group, now()],
+        )?;
+        self.messaging_group(channel_type, platform_id)?.context("the new messaging group vanished")
+    }
+
+    /// One more dropped message in the audit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn audit_drop(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+        user_id: Option<&str>,
+        sender_name: Option<&str>,
+        reason: &str,
+        mg_id: Option<&str>,
+        ag_id: Option<&str>,
+    ) -> Result<()> {
+        let t = now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO dropped_messages (channel_type, platform_id, user_id, sender_name, reason, messaging_group_id, agent_group_id,
+                   message_count, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                 ON CONFLICT(channel_type, platform_id, user_id, reason, agent_group_id)
+                 DO UPDATE SET message_count = message_count + 1, last_seen = excluded.last_seen,
+                   sender_name = coalesce(excluded.sender_name, sender_name)",
+            )?
+            .execute(params![channel_type, platform_id, user_id.unwrap_or(""), sender_name, reason, mg_id, ag_id.unwrap_or(""), t])?;
+        Ok(())
+    }
+
+    pub fn add_member(&self, user_id: &str, ag_id: &str, added_by: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, NULL, ?3)",
+            params![user_id, user_id.split(':').next().unwrap_or("user"), now()],
+        )?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO agent_group_members (user_id, agent_group_id, added_by, added_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, ag_id, added_by, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The agent group's newest active session (agent-shared mode).
+    pub fn newest_session(&self, ag_id: &str) -> Result<Option<crate::central::SessionRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, g.folder
+                 FROM sessions s JOIN agent_groups g ON g.id = s.agent_group_id
+                 WHERE s.status = 'active' AND s.agent_group_id = ?1 ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1",
+                [ag_id],
+                |r| Ok(crate::central::SessionRow { id: r.get(0)?, agent_group_id: r.get(1)?, messaging_group_id: r.get(2)?, thread_id: r.get(3)?, folder: r.get(4)? }),
+            )
+            .optional()?)
+    }
+
+    /// `last_active` of the active (ag, mg, thread) session, if any.
+    pub fn session_last_active(&self, ag_id: &str, mg_id: &str, thread_id: Option<&str>) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT last_active FROM sessions WHERE status = 'active' AND agent_group_id = ?1
+                   AND coalesce(messaging_group_id, '') = ?2 AND coalesce(thread_id, '') = coalesce(?3, '')",
+            )?
+            .query_row(params![ag_id, mg_id, thread_id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// (id, name) of every agent group, by name.
+    pub fn agent_groups(&self) -> Result<Vec<(String, String)>> {
+        let mut s = self.conn.prepare("SELECT id, name FROM agent_groups ORDER BY name, id")?;
+        let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Creates an agent group named `name` with a folder derived from it
+    /// (lowercase letters, digits and `-`; a suffix if taken). Returns its id.
+    pub fn create_agent_group(&mut self, name: &str) -> Result<String> {
+        let base: String = name
+            .trim()
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>()
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let base: String = base.chars().take(32).collect();
+        anyhow::ensure!(!base.is_empty(), "an agent's name needs at least one letter or digit, got {name:?}");
+        let tx = self.conn.transaction()?;
+        let mut folder = base.clone();
+        let mut n = 1;
+        while folder == "global"
+            || tx.query_row("SELECT 1 FROM agent_groups WHERE folder = ?1 OR id = ?1", [&folder], |_| Ok(())).optional()?.is_some()
+        {
+            n += 1;
+            folder = format!("{base}-{n}");
+        }
+        let t = now();
+        tx.execute("INSERT INTO agent_groups (id, name, folder, provider, created_at) VALUES (?1, ?2, ?1, NULL, ?3)", params![folder, name.trim(), t])?;
+        tx.execute("INSERT INTO agent_configs (agent_group_id, updated_at) VALUES (?1, ?2)", params![folder, t])?;
+        tx.commit()?;
+        Ok(folder)
+    }
+
+    /// Connects a conversation to an agent group the way registration does
+    /// (SPEC §7.1): `mention-sticky` in a group, `pattern "."` in a DM;
+    /// known senders, accumulate, shared; plus the agent's destination.
+    pub fn wire_registered(&mut self, mg: &MessagingGroup, ag_id: &str) -> Result<()> {
+        let (mode, pattern) = if mg.is_group { ("mention-sticky", None) } else { ("pattern", Some(".")) };
+        let tx = self.conn.transaction()?;
+        let t = now();
+        tx.execute(
+            "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
+               ignored_message_policy, session_mode, priority, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'known', 'accumulate', 'shared', 0, ?6)",
+            params![format!("w-{}", pinch_proto::runner_config::random_hex(4)), mg.id, ag_id, mode, pattern, t],
+        )?;
+        let local: String = mg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", mg.channel_type, mg.platform_id))
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        tx.execute(
+            "INSERT OR IGNORE INTO agent_destinations (agent_group_id, local_name, target_type, target_id, created_at)
+             VALUES (?1, ?2, 'channel', ?3, ?4)",
+            params![ag_id, local, mg.id, t],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn deny_messaging_group(&self, mg_id: &str) -> Result<()> {
+        self.conn.execute("UPDATE messaging_groups SET denied_at = ?2 WHERE id = ?1", params![mg_id, now()])?;
+        Ok(())
+    }
+
+    pub fn insert_approval(&self, a: &Approval) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO pending_approvals (approval_id, session_id, agent_group_id, request_id, action, payload, title, options_json,
+               approver_user_id, channel_type, platform_id, status, expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12, ?13)",
+            params![
+                a.approval_id,
+                a.session_id,
+                a.agent_group_id,
+                a.request_id,
+                a.action,
+                a.payload.to_string(),
+                a.title,
+                serde_json::to_string(&a.options)?,
+                a.approver_user_id,
+                a.channel_type,
+                a.platform_id,
+                a.expires_at,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn approval_row(r: &pinch_proto::rusqlite::Row<'_>) -> pinch_proto::rusqlite::Result<(Approval, String, String)> {
+        Ok((
+            Approval {
+                approval_id: r.get(0)?,
+                session_id: r.get(1)?,
+                agent_group_id: r.get(2)?,
+                request_id: r.get(3)?,
+                action: r.get(4)?,
+                payload: serde_json::Value::Null,
+                title: r.get(6)?,
+                options: Vec::new(),
+                approver_user_id: r.get(8)?,
+                channel_type: r.get(9)?,
+                platform_id: r.get(10)?,
+                status: r.get(11)?,
+                expires_at: r.get(12)?,
+            },
+            r.get(5)?,
+            r.get(7)?,
+        ))
+    }
+
+    const APPROVAL_COLS: &'static str = "approval_id, session_id, agent_group_id, request_id, action, payload, title, options_json,
+        approver_user_id, channel_type, platform_id, status, expires_at";
+
+    fn finish_approval(raw: (Approval, String, String)) -> Result<Approval> {
+        let (mut a, payload, options) = raw;
+        a.payload = serde_json::from_str(&payload).with_context(|| format!("approval {} has an unreadable payload", a.approval_id))?;
+        a.options = serde_json::from_str(&options).with_context(|| format!("approval {} has unreadable options", a.approval_id))?;
+        Ok(a)
+    }
+
+    pub fn approval(&self, id: &str) -> Result<Option<Approval>> {
+        let raw = self
+            .conn
+            .query_row(&format!("SELECT {} FROM pending_approvals WHERE approval_id = ?1", Self::APPROVAL_COLS), [id], Self::approval_row)
+            .optional()?;
+        raw.map(Self::finish_approval).transpose()
+    }
+
+    /// The newest pending approval whose card went to this conversation
+    /// (numbered answers on channels without buttons).
+    pub fn pending_approval_in(&self, channel_type: &str, platform_id: &str) -> Result<Option<Approval>> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM pending_approvals WHERE status = 'pending' AND channel_type = ?1 AND platform_id = ?2
+                     ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    Self::APPROVAL_COLS
+                ),
+                params![channel_type, platform_id],
+                Self::approval_row,
+            )
+            .optional()?;
+        raw.map(Self::finish_approval).transpose()
+    }
+
+    /// The newest pending question asked in this conversation.
+    pub fn pending_question_in(&self, channel_type: &str, platform_id: &str) -> Result<Option<(String, usize)>> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT question_id, options_json FROM pending_questions WHERE channel_type = ?1 AND platform_id = ?2
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                params![channel_type, platform_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(id, opts)| {
+            let n = serde_json::from_str::<Vec<serde_json::Value>>(&opts).map_or(0, |v| v.len());
+            (id, n)
+        }))
+    }
+
+    /// Where an approval's card went (set just before it is sent).
+    pub fn address_approval(&self, id: &str, approver: &str, channel_type: &str, platform_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE pending_approvals SET approver_user_id = ?2, channel_type = ?3, platform_id = ?4 WHERE approval_id = ?1",
+            params![id, approver, channel_type, platform_id],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a pending approval to its outcome; false if it was no longer
+    /// pending (decided twice, or expired meanwhile).
+    pub fn decide_approval(&self, id: &str, status: &str, by: &str, result: Option<&serde_json::Value>) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE pending_approvals SET status = ?2, decided_by = ?3, decided_at = ?4, result = ?5
+             WHERE approval_id = ?1 AND status = 'pending'",
+            params![id, status, by, now(), result.map(|r| r.to_string())],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Pending approvals past their expiry at `now`.
+    pub fn expired_approvals(&self, now: &str) -> Result<Vec<Approval>> {
+        let mut s = self.conn.prepare(&format!(
+            "SELECT {} FROM pending_approvals WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at",
+            Self::APPROVAL_COLS
+        ))?;
+        let raws = s.query_map([now], Self::approval_row)?.collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(Self::finish_approval).collect()
+    }
+
+    /// The sender request of (mg, sender), if one was made: (approval id).
+    pub fn sender_request(&self, mg_id: &str, sender: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT approval_id FROM pending_sender_approvals WHERE messaging_group_id = ?1 AND sender_identity = ?2",
+                params![mg_id, sender],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_sender_request(&self, mg_id: &str, ag_id: &str, sender: &str, sender_name: Option<&str>, event: &str, approver: &str, approval_id: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO pending_sender_approvals (id, messaging_group_id, agent_group_id, sender_identity, sender_name, original_event,
+               approver_user_id, approval_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![format!("sa-{approval_id}"), mg_id, ag_id, sender, sender_name, event, approver, approval_id, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_sender_request(&self, approval_id: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM pending_sender_approvals WHERE approval_id = ?1", [approval_id])?;
+        Ok(())
+    }
+
+    pub fn channel_request(&self, mg_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT approval_id FROM pending_channel_approvals WHERE messaging_group_id = ?1", [mg_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn insert_channel_request(&self, mg_id: &str, event: &str, approver: &str, approval_id: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO pending_channel_approvals (messaging_group_id, agent_group_id, original_event, approver_user_id, approval_id, created_at)
+             VALUES (?1, NULL, ?2, ?3, ?4, ?5)",
+            params![mg_id, event, approver, approval_id, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_channel_request(&self, approval_id: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM pending_channel_approvals WHERE approval_id = ?1", [approval_id])?;
+        Ok(())
+    }
+
+    /// Registration waiting for the new agent's name, typed by the approver
+    /// in this conversation: (mg id, approver, original event).
+    pub fn awaiting_name(&self, channel_type: &str, platform_id: &str) -> Result<Option<(String, String, String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT messaging_group_id, approver_user_id, original_event, approval_id FROM pending_channel_approvals
+                 WHERE awaiting_name_channel = ?1 AND awaiting_name_platform_id = ?2 ORDER BY created_at DESC LIMIT 1",
+                params![channel_type, platform_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn set_awaiting_name(&self, approval_id: &str, channel_type: &str, platform_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE pending_channel_approvals SET awaiting_name_channel = ?2, awaiting_name_platform_id = ?3 WHERE approval_id = ?1",
+            params![approval_id, channel_type, platform_id],
+        )?;
+        Ok(())
+    }
+}
