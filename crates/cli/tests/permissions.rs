@@ -1,0 +1,380 @@
+//! S8 and SPEC §7.1–§7.2 end to end: a real host with a recording fake
+//! channel (cards, buttons, notices recorded), real session DBs and real
+//! runners answering with the scripted provider. Unknown conversations and
+//! senders, the approver's card, a wrong clicker refused and audited,
+//! allow/deny, expiry, numbered answers on a channel without buttons, the
+//! command gate, and per-thread sessions in a threaded group.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use common::*;
+use pinch_channels::fake::{FakeChannel, Sent};
+use pinch_channels::{AckOutcome, Capabilities, Click, InboundEvent};
+use pinch_host::central::Central;
+use pinch_host::sandbox::Choice;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn sandbox() -> Choice {
+    if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
+        Choice::Bwrap
+    } else {
+        Choice::Process
+    }
+}
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    host: Option<pinch_host::HostHandle>,
+    /// Threads, buttons, DMs.
+    chat: Arc<FakeChannel>,
+    /// No threads, no buttons (numbered answers).
+    plain: Arc<FakeChannel>,
+    db: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// A host whose owners are `cli:tester`, `chat:owner` and `plain:boss`;
+/// `seed` runs on the central DB before the host starts.
+fn world(tweak: impl FnOnce(&mut pinch_host::HostConfig), seed: impl FnOnce(&Central)) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = host_config(tmp.path(), sandbox());
+    tweak(&mut cfg);
+    let db = cfg.data_dir.join("pinch.db");
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    {
+        let mut c = Central::open(&db).unwrap();
+        c.bootstrap("tester").unwrap();
+        for u in ["chat:owner", "plain:boss"] {
+            c.conn.execute("INSERT INTO users (id, kind, created_at) VALUES (?1, 'x', '2026-01-01T00:00:00.000Z')", [u]).unwrap();
+            c.conn
+                .execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES (?1, 'owner', NULL, '2026-01-01T00:00:00.000Z')", [u])
+                .unwrap();
+        }
+        seed(&c);
+    }
+    let chat_cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
+    let plain_cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
+    let (a, b) = (chat_cell.clone(), plain_cell.clone());
+    cfg.extra_channels.push(Arc::new(move |tx| {
+        let ch = FakeChannel::new("chat", Capabilities { threads: true, buttons: true, open_dm: true, max_text: 4000, ..Default::default() }, tx);
+        a.set(ch.clone()).ok();
+        ch
+    }));
+    cfg.extra_channels.push(Arc::new(move |tx| {
+        let ch = FakeChannel::new("plain", Capabilities { open_dm: true, max_text: 4000, ..Default::default() }, tx);
+        b.set(ch.clone()).ok();
+        ch
+    }));
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    World { rt, host: Some(host), chat: chat_cell.get().unwrap().clone(), plain: plain_cell.get().unwrap().clone(), db, _tmp: tmp }
+}
+
+impl World {
+    fn say(&self, ch: &FakeChannel, ev: InboundEvent) -> AckOutcome {
+        self.rt.block_on(ch.send(ev))
+    }
+    fn click(&self, ch: &FakeChannel, platform_id: &str, user: &str, callback: &str) {
+        self.rt.block_on(ch.click(Click {
+            channel_type: ch_name(ch),
+            platform_id: platform_id.into(),
+            thread_id: None,
+            user_id: user.into(),
+            callback: callback.into(),
+        }))
+    }
+    fn wait(&self, ch: &FakeChannel, what: &str, pred: impl FnMut(&Sent) -> bool) -> Sent {
+        self.rt.block_on(ch.wait_for(WAIT, pred)).unwrap_or_else(|| panic!("timed out waiting for {what}; sent so far: {:#?}", ch.sent()))
+    }
+    fn central(&self) -> pinch_proto::rusqlite::Connection {
+        pinch_proto::rusqlite::Connection::open(&self.db).unwrap()
+    }
+    fn count(&self, sql: &str, p: &[&dyn pinch_proto::rusqlite::ToSql]) -> i64 {
+        self.central().query_row(sql, p, |r| r.get(0)).unwrap()
+    }
+    fn shutdown(mut self) {
+        let h = self.host.take().unwrap();
+        self.rt.block_on(h.shutdown()).unwrap();
+    }
+}
+
+fn ch_name(ch: &FakeChannel) -> String {
+    use pinch_channels::Channel;
+    ch.channel_type().to_owned()
+}
+
+fn msg(channel: &str, chat: &str, id: &str, sender: &str, text: &str, mention: bool, group: bool) -> InboundEvent {
+    InboundEvent {
+        channel_type: channel.into(),
+        platform_id: chat.into(),
+        thread_id: None,
+        message_id: id.into(),
+        sender_id: sender.into(),
+        sender_name: Some(sender.to_uppercase()),
+        text: text.into(),
+        is_mention: mention,
+        is_group: group,
+    }
+}
+
+/// The buttons of a card message.
+fn buttons(s: &Sent) -> Vec<(String, String)> {
+    match s {
+        Sent::Message { msg, .. } => msg.buttons.iter().map(|b| (b.label.clone(), b.callback.clone())).collect(),
+        Sent::Notice { .. } => vec![],
+    }
+}
+
+fn is_card(s: &Sent) -> bool {
+    s.text().starts_with("Approval needed")
+}
+
+/// Rows stored for an agent group, over all its sessions.
+fn stored_texts(data: &Path, ag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(data.join("sessions").join(ag)) else { return out };
+    for d in dirs {
+        let d = d.unwrap().path();
+        let c = inbound(&d);
+        let mut s = c.prepare("SELECT content FROM messages_in WHERE kind = 'chat' ORDER BY seq").unwrap();
+        for t in s.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&t.unwrap()).unwrap();
+            out.push(v["text"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn registration_card_wrong_clicker_refused_owner_connects_and_message_is_answered() {
+    let w = world(|_| {}, |_| {});
+    // A mention in a group pinch has never seen.
+    let out = w.say(&w.chat, msg("chat", "grp1", "m1", "alice", "@pinch what's up", true, true));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("owner has been asked")), "{out:?}");
+    // The card goes to the owner on the origin's channel, by DM, with buttons.
+    let card = w.wait(&w.chat, "the registration card", is_card);
+    assert_eq!(card.to().platform_id, "dm-owner");
+    let b = buttons(&card);
+    let labels: Vec<&str> = b.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, ["Connect to main", "New agent", "Reject"]);
+    assert!(b.iter().all(|(_, cb)| cb.len() <= 64));
+    // Chatter in the same group does not ask again.
+    w.say(&w.chat, msg("chat", "grp1", "m2", "alice", "@pinch hello?", true, true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.chat.sent().iter().filter(|s| is_card(s)).count(), 1, "one card per conversation");
+
+    // A stranger presses the owner's button: refused visibly, audited, nothing changes.
+    w.click(&w.chat, "grp1", "mallory", &b[0].1);
+    let refusal = w.wait(&w.chat, "the refusal", |s| matches!(s, Sent::Notice { text, .. } if text.starts_with("Refused")));
+    assert_eq!(refusal.to().platform_id, "grp1");
+    assert_eq!(w.count("SELECT count(*) FROM dropped_messages WHERE reason = 'not_approver' AND user_id = 'chat:mallory'", &[]), 1);
+    assert_eq!(w.count("SELECT count(*) FROM wirings w JOIN messaging_groups m ON m.id = w.messaging_group_id WHERE m.platform_id = 'grp1'", &[]), 0);
+
+    // The owner connects it to `main`: wired, the sender is a member, the
+    // held message is replayed and answered in the group.
+    w.click(&w.chat, "dm-owner", "owner", &b[0].1);
+    w.wait(&w.chat, "the owner's confirmation", |s| s.text().starts_with("Connected to main"));
+    let reply = w.wait(&w.chat, "the agent's reply in the group", |s| matches!(s, Sent::Message { to, msg, .. } if to.platform_id == "grp1" && msg.text.contains("what's up")));
+    assert!(reply.text().starts_with("Hello from pinch!"));
+    assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:alice' AND agent_group_id = 'main'", &[]), 1);
+    let mode: String = w
+        .central()
+        .query_row("SELECT engage_mode FROM wirings w JOIN messaging_groups m ON m.id = w.messaging_group_id WHERE m.platform_id = 'grp1'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "mention-sticky");
+    // A second click on the decided card is told so.
+    w.click(&w.chat, "dm-owner", "owner", &b[2].1);
+    w.wait(&w.chat, "already decided", |s| s.text().contains("already approved"));
+    // The conversation audit recorded the unwired mentions.
+    assert!(w.count("SELECT message_count FROM dropped_messages WHERE reason = 'no_agent_wired' AND platform_id = 'grp1'", &[]) >= 1);
+    w.shutdown();
+}
+
+fn wired_group(c: &Central, policy: &str) {
+    c.conn
+        .execute(
+            "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+             VALUES ('mg-g', 'chat', 'grp', 'team', 1, ?1, '2026-01-01T00:00:00.000Z')",
+            [policy],
+        )
+        .unwrap();
+    c.conn
+        .execute(
+            "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
+             VALUES ('w-g', 'mg-g', 'main', 'mention', NULL, 'known', 'drop', 'shared', 0, '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+}
+
+#[test]
+fn unknown_sender_gets_one_card_allow_replays_deny_remembers() {
+    let w = world(|_| {}, |c| wired_group(c, "request_approval"));
+    let out = w.say(&w.chat, msg("chat", "grp", "b1", "bob", "@pinch hi from bob", true, true));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("asked to let you in")), "{out:?}");
+    let card = w.wait(&w.chat, "the sender card", is_card);
+    assert!(card.text().contains("chat:bob"), "{}", card.text());
+    assert_eq!(card.to().platform_id, "dm-owner");
+    w.say(&w.chat, msg("chat", "grp", "b2", "bob", "@pinch again", true, true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.chat.sent().iter().filter(|s| is_card(s)).count(), 1, "deduplicated per sender");
+    assert!(stored_texts(&w.db.parent().unwrap().to_path_buf(), "main").is_empty(), "nothing stored before approval");
+    assert_eq!(w.count("SELECT message_count FROM dropped_messages WHERE reason = 'unknown_sender' AND user_id = 'chat:bob'", &[]), 2);
+
+    let b = buttons(&card);
+    assert_eq!(b.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["Allow", "Deny"]);
+    w.click(&w.chat, "dm-owner", "owner", &b[0].1);
+    w.wait(&w.chat, "bob's first message answered", |s| matches!(s, Sent::Message { to, msg, .. } if to.platform_id == "grp" && msg.text.contains("hi from bob")));
+    assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:bob'", &[]), 1);
+
+    // Carol is denied: no store, and her next message asks nobody again.
+    w.say(&w.chat, msg("chat", "grp", "c1", "carol", "@pinch let me in", true, true));
+    let card = w.wait(&w.chat, "carol's card", |s| is_card(s) && s.text().contains("chat:carol"));
+    w.click(&w.chat, "dm-owner", "owner", &buttons(&card)[1].1);
+    w.wait(&w.chat, "denied", |s| s.text().starts_with("Denied"));
+    w.say(&w.chat, msg("chat", "grp", "c2", "carol", "@pinch please", true, true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.chat.sent().iter().filter(|s| is_card(s) && s.text().contains("chat:carol")).count(), 1);
+    let texts = stored_texts(w.db.parent().unwrap(), "main");
+    assert!(!texts.iter().any(|t| t.contains("let me in") || t.contains("please")), "{texts:?}");
+    w.shutdown();
+}
+
+#[test]
+fn strict_policy_drops_and_audits_without_asking() {
+    let w = world(|_| {}, |c| wired_group(c, "strict"));
+    let out = w.say(&w.chat, msg("chat", "grp", "d1", "dave", "@pinch hello", true, true));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("not allowed")), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(w.chat.sent().iter().all(|s| !is_card(s)));
+    assert_eq!(w.count("SELECT count(*) FROM dropped_messages WHERE reason = 'unknown_sender' AND user_id = 'chat:dave'", &[]), 1);
+    w.shutdown();
+}
+
+#[test]
+fn approvals_expire_and_the_request_can_be_made_again() {
+    let w = world(
+        |c| {
+            c.approval_ttl = Duration::from_secs(1);
+            c.sweep_interval = Duration::from_millis(300);
+        },
+        |c| wired_group(c, "request_approval"),
+    );
+    w.say(&w.chat, msg("chat", "grp", "e1", "erin", "@pinch hi", true, true));
+    let card = w.wait(&w.chat, "erin's card", is_card);
+    w.wait(&w.chat, "the expiry notice", |s| s.text().starts_with("Expired without a decision"));
+    assert_eq!(w.count("SELECT count(*) FROM pending_approvals WHERE status = 'expired'", &[]), 1);
+    // A late click is told; a new message asks again.
+    w.click(&w.chat, "dm-owner", "owner", &buttons(&card)[0].1);
+    w.wait(&w.chat, "late click told", |s| s.text().contains("already expired"));
+    w.say(&w.chat, msg("chat", "grp", "e2", "erin", "@pinch hi again", true, true));
+    w.rt.block_on(w.chat.wait_for(WAIT, |s| is_card(s) && s.text().contains("hi again"))).expect("a second card");
+    assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:erin'", &[]), 0);
+    w.shutdown();
+}
+
+#[test]
+fn numbered_answers_on_a_channel_without_buttons() {
+    let w = world(|_| {}, |_| {});
+    // A DM on the button-less channel: the card goes to the owner there, as text.
+    w.say(&w.plain, msg("plain", "dm-zed", "z1", "zed", "hello?", false, false));
+    let card = w.wait(&w.plain, "the numbered card", is_card);
+    assert_eq!(card.to().platform_id, "dm-boss");
+    assert!(buttons(&card).is_empty());
+    assert!(card.text().contains("\n1. Connect to main") && card.text().contains("\n3. Reject"), "{}", card.text());
+    // The boss answers "3" (Reject) in the DM: the interceptor takes it.
+    let out = w.say(&w.plain, msg("plain", "dm-boss", "k1", "boss", " 3 ", false, false));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("answer")), "{out:?}");
+    w.wait(&w.plain, "rejected", |s| s.text().starts_with("Rejected"));
+    let denied: Option<String> = w.central().query_row("SELECT denied_at FROM messaging_groups WHERE platform_id = 'dm-zed'", [], |r| r.get(0)).unwrap();
+    assert!(denied.is_some());
+    let out = w.say(&w.plain, msg("plain", "dm-zed", "z2", "zed", "hello??", false, false));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("denied")), "{out:?}");
+    w.shutdown();
+}
+
+#[test]
+fn new_agent_by_registration_takes_its_name_from_the_owners_next_message() {
+    let w = world(|_| {}, |_| {});
+    w.say(&w.chat, msg("chat", "dm-yan", "y1", "yan", "hi there", false, false));
+    let card = w.wait(&w.chat, "the card", is_card);
+    let b = buttons(&card);
+    let new = b.iter().find(|(l, _)| l == "New agent").unwrap().1.clone();
+    w.click(&w.chat, "dm-owner", "owner", &new);
+    w.wait(&w.chat, "asked for a name", |s| s.text().contains("next message"));
+    w.say(&w.chat, msg("chat", "dm-owner", "n1", "owner", "Travel Helper", false, false));
+    w.wait(&w.chat, "created", |s| s.text().contains("Created the agent"));
+    w.wait(&w.chat, "yan answered by the new agent", |s| matches!(s, Sent::Message { to, msg, .. } if to.platform_id == "dm-yan" && msg.text.contains("hi there")));
+    let (ag, pattern): (String, String) = w
+        .central()
+        .query_row("SELECT w.agent_group_id, w.engage_pattern FROM wirings w JOIN messaging_groups m ON m.id = w.messaging_group_id WHERE m.platform_id = 'dm-yan'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((ag.as_str(), pattern.as_str()), ("travel-helper", "."));
+    assert!(w.db.parent().unwrap().join("groups/travel-helper/AGENT.md").exists());
+    w.shutdown();
+}
+
+#[test]
+fn command_gate_help_filtered_and_admin_only() {
+    let w = world(
+        |_| {},
+        |c| {
+            wired_group(c, "strict");
+            c.conn.execute("INSERT INTO users (id, kind, created_at) VALUES ('chat:mia', 'chat', 'x')", []).unwrap();
+            c.conn.execute("INSERT INTO agent_group_members (user_id, agent_group_id, added_at) VALUES ('chat:mia', 'main', 'x')", []).unwrap();
+        },
+    );
+    w.say(&w.chat, msg("chat", "grp", "h1", "mia", "/help", true, true));
+    w.wait(&w.chat, "help", |s| matches!(s, Sent::Notice { text, .. } if text.contains("/compact")));
+    let out = w.say(&w.chat, msg("chat", "grp", "h2", "mia", "/login now", true, true));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, .. }));
+    let out = w.say(&w.chat, msg("chat", "grp", "h3", "mia", "/clear", true, true));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n == "permission denied"), "{out:?}");
+    w.wait(&w.chat, "permission denied via the adapter", |s| matches!(s, Sent::Notice { text, .. } if text.starts_with("permission denied: /clear")));
+    // The owner may; the runner answers /clear itself.
+    w.say(&w.chat, msg("chat", "grp", "h4", "owner", "/clear", true, true));
+    w.wait(&w.chat, "the runner's /clear answer", |s| matches!(s, Sent::Message { to, .. } if to.platform_id == "grp"));
+    let texts = stored_texts(w.db.parent().unwrap(), "main");
+    assert_eq!(texts, vec!["/clear".to_string()], "only the owner's command was stored");
+    assert_eq!(w.count("SELECT count(*) FROM dropped_messages WHERE reason IN ('filtered_command', 'permission_denied')", &[]), 2);
+    w.shutdown();
+}
+
+#[test]
+fn threaded_group_gets_a_session_per_thread_and_sticky_follow_ups() {
+    let w = world(
+        |_| {},
+        |c| {
+            wired_group(c, "strict");
+            c.conn.execute("UPDATE wirings SET engage_mode = 'mention-sticky' WHERE id = 'w-g'", []).unwrap();
+            c.conn.execute("INSERT INTO users (id, kind, created_at) VALUES ('chat:mia', 'chat', 'x')", []).unwrap();
+            c.conn.execute("INSERT INTO agent_group_members (user_id, agent_group_id, added_at) VALUES ('chat:mia', 'main', 'x')", []).unwrap();
+        },
+    );
+    let in_thread = |id: &str, thread: &str, text: &str, mention: bool| InboundEvent { thread_id: Some(thread.into()), ..msg("chat", "grp", id, "mia", text, mention, true) };
+    // No mention, no session yet: not engaged.
+    let out = w.say(&w.chat, in_thread("t0", "th-a", "chatter", false));
+    assert!(matches!(out, AckOutcome::Stored { routed: 0, .. }), "{out:?}");
+    w.say(&w.chat, in_thread("t1", "th-a", "@pinch alpha", true));
+    w.say(&w.chat, in_thread("t2", "th-b", "@pinch beta", true));
+    w.wait(&w.chat, "alpha answered in its thread", |s| matches!(s, Sent::Message { to, msg, .. } if to.thread_id.as_deref() == Some("th-a") && msg.text.contains("alpha")));
+    w.wait(&w.chat, "beta answered in its thread", |s| matches!(s, Sent::Message { to, msg, .. } if to.thread_id.as_deref() == Some("th-b") && msg.text.contains("beta")));
+    // Sticky: the thread's session is active, so a follow-up without a mention engages.
+    let out = w.say(&w.chat, in_thread("t3", "th-a", "and more", false));
+    assert!(matches!(out, AckOutcome::Stored { routed: 1, .. }), "{out:?}");
+    w.wait(&w.chat, "the sticky follow-up answered", |s| s.text().contains("and more"));
+    assert_eq!(w.count("SELECT count(*) FROM sessions WHERE messaging_group_id = 'mg-g' AND status = 'active'", &[]), 2);
+    let threads: Vec<String> = {
+        let c = w.central();
+        let mut s = c.prepare("SELECT thread_id FROM sessions WHERE messaging_group_id = 'mg-g' ORDER BY thread_id").unwrap();
+        let v = s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        v
+    };
+    assert_eq!(threads, ["th-a", "th-b"]);
+    w.shutdown();
+}
