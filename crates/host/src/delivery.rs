@@ -152,6 +152,28 @@ impl Task {
                 platform_id: row.platform_id.clone().or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone())).unwrap_or_default(),
                 thread_id: row.thread_id.clone(),
             };
+            if row.kind == "system" {
+                // An action for the host (admin request, task, …): the main
+                // loop carries it out and answers the agent in inbound.db.
+                let (done, outcome) = tokio::sync::oneshot::channel();
+                let ev = crate::main_loop::Event::AgentAction { session_id: self.session_id.clone(), out_id: row.id.clone(), content: row.content.clone(), done };
+                if self.events.send(ev).is_err() {
+                    return Ok(()); // the host is stopping
+                }
+                match tokio::time::timeout(Duration::from_secs(10), outcome).await {
+                    Ok(Ok(Ok(()))) => {
+                        put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some("host".into()), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                    }
+                    Ok(Ok(Err(reason))) => self.fail(&mut inbound, &row.id, attempts + 1, &reason)?,
+                    _ => {
+                        self.poke_later(RETRY_DELAYS[0]);
+                        blocked = true;
+                        break;
+                    }
+                }
+                self.watermark = row.seq;
+                continue;
+            }
             let rendered = match render(row.kind.as_str(), &row.content, &addr) {
                 Ok(t) => t,
                 Err(reason) => {

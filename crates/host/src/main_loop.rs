@@ -26,6 +26,7 @@ use crate::sandbox::{self, Mounts, Sandbox};
 use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
+mod agent_admin;
 mod approvals;
 mod routing;
 
@@ -44,6 +45,9 @@ pub(crate) enum Event {
     /// An approval card is about to go to this approver's DM: record where,
     /// before it is sent (same reason as `QuestionAsked`).
     ApprovalAddressed { approval_id: String, approver: String, channel_type: String, platform_id: String, opened: bool, done: tokio::sync::oneshot::Sender<bool> },
+    /// A `system` row an agent wrote (admin request, task action, …); the
+    /// reply says whether it was handled (Err: why not, told to the agent).
+    AgentAction { session_id: String, out_id: String, content: String, done: tokio::sync::oneshot::Sender<Result<(), String>> },
     /// No approver could be reached for this card.
     ApprovalUndeliverable { approval_id: String, why: String },
     Shutdown,
@@ -315,6 +319,9 @@ impl Host {
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
             Event::ApprovalAddressed { approval_id, approver, channel_type, platform_id, opened, done } => {
                 let _ = done.send(self.record_card_address(&approval_id, &approver, &channel_type, &platform_id, opened));
+            }
+            Event::AgentAction { session_id, out_id, content, done } => {
+                let _ = done.send(self.agent_action(&session_id, &out_id, &content));
             }
             Event::ApprovalUndeliverable { approval_id, why } => {
                 tracing::error!(approval = %approval_id, "no approver could be reached ({why}); decide it with `pinch admin approvals approve {approval_id}` or `… reject {approval_id}`");

@@ -65,6 +65,7 @@ fn is_command(text: &str) -> bool {
 fn waited_for(s: &pinch_proto::content::SystemIn) -> bool {
     match s {
         pinch_proto::content::SystemIn::QuestionResponse { question_id, .. } => tools::questions::is_waiting(question_id),
+        pinch_proto::content::SystemIn::AdminResponse { request_id, .. } => tools::questions::is_waiting(&tools::admin::waiting_key(request_id)),
         other => other.is_tool_reply(),
     }
 }

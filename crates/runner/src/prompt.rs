@@ -45,6 +45,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
         "send_message and send_file reach people during a long task (progress, results, files from your workspace); edit_message, add_reaction and send_card refine what was sent. Your final text is sent anyway, so do not repeat it with send_message.",
     ),
     (&["ask_user_question"], "ask_user_question waits for a choice from the user; use it only when you cannot go on without one."),
+    (&["admin"], "admin runs pinch admin commands if the owner allowed it; changes to who may reach you need an admin's approval."),
     (
         &["schedule_task", "list_tasks", "update_task", "cancel_task", "pause_task", "resume_task"],
         "schedule_task and its companions run work later or on a schedule; times without a zone are the user's local time.",

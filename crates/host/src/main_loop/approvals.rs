@@ -444,11 +444,6 @@ impl Host {
             self.try_wake(session_id);
         }
     }
-
-    fn decide_admin_command(&mut self, a: &Approval, value: &str, by: &str) -> Result<String> {
-        let _ = (a, value, by);
-        todo!("admin commands from agents come with the runner's admin tool")
-    }
 }
 
 fn clip(s: &str, n: usize) -> String {

@@ -12,6 +12,7 @@
 //! A tool never panics on model input: bad arguments come back as an error
 //! result the model can read and correct.
 
+pub mod admin;
 pub mod files;
 pub mod messages;
 pub mod questions;
@@ -266,6 +267,7 @@ pub fn specs() -> Vec<ToolSpec> {
     v.extend(messages::specs());
     v.extend(tasks::specs());
     v.extend(questions::specs());
+    v.extend(admin::specs());
     v
 }
 
@@ -286,6 +288,7 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, args_json: &str) -> ToolOutput {
         "send_message" | "send_file" | "edit_message" | "add_reaction" | "send_card" => messages::call(ctx, name, &m),
         "schedule_task" | "update_task" | "cancel_task" | "pause_task" | "resume_task" | "list_tasks" => tasks::call(ctx, name, &m),
         "ask_user_question" => questions::call(ctx, &m),
+        "admin" => admin::call(ctx, &m),
         other => Err(ToolError(format!(
             "unknown tool {other:?}; the tools are: {}",
             specs().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")

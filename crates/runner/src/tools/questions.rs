@@ -29,11 +29,12 @@ pub fn is_waiting(question_id: &str) -> bool {
     WAITING.lock().unwrap_or_else(|e| e.into_inner()).contains(question_id)
 }
 
-/// Marks a question as waited for until dropped.
-struct Waiting(String);
+/// Marks a question (or, with a prefix, another tool reply) as waited for
+/// until dropped.
+pub(crate) struct Waiting(String);
 
 impl Waiting {
-    fn new(id: &str) -> Waiting {
+    pub(crate) fn new(id: &str) -> Waiting {
         WAITING.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned());
         Waiting(id.to_owned())
     }
@@ -123,6 +124,16 @@ pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
 /// Polls for the response; acks it when found. `None` = timed out or asked
 /// to stop.
 fn wait_for_answer(ctx: &mut ToolCtx<'_>, question_id: &str, timeout: Duration) -> Result<Option<String>, ToolError> {
+    wait_for_reply(ctx, timeout, |s| match s {
+        SystemIn::QuestionResponse { question_id: q, value, .. } if q == question_id => Some(value.clone()),
+        _ => None,
+    })
+}
+
+/// Polls `inbound.db` (read-only, every 250 ms) for the system row `pick`
+/// accepts, acks it and returns what `pick` made of it. `None` = timed out
+/// or asked to stop.
+pub(crate) fn wait_for_reply<T>(ctx: &mut ToolCtx<'_>, timeout: Duration, pick: impl Fn(&SystemIn) -> Option<T>) -> Result<Option<T>, ToolError> {
     let path = ctx.cfg.paths.in_dir.join(pinch_proto::layout::INBOUND_DB);
     let busy = Duration::from_millis(ctx.cfg.timings.busy_timeout_ms);
     let deadline = Instant::now() + timeout;
@@ -133,21 +144,19 @@ fn wait_for_answer(ctx: &mut ToolCtx<'_>, question_id: &str, timeout: Duration) 
         match pinch_proto::open::open_reader(&path, busy).and_then(|c| rows::pending_inbound(&c)) {
             Ok(pending) => {
                 let hit = pending.iter().find_map(|r| match InContent::parse(&r.kind, &r.content) {
-                    Ok(InContent::System(SystemIn::QuestionResponse { question_id: q, value, .. })) if q == question_id => {
-                        Some((r.id.clone(), value))
-                    }
+                    Ok(InContent::System(s)) => pick(&s).map(|v| (r.id.clone(), v)),
                     _ => None,
                 });
                 if let Some((id, value)) = hit {
                     let now = time::now();
                     let tx = pinch_proto::open::write_tx(ctx.out)?;
                     rows::ack(&tx, &id, status::COMPLETED, &ctx.cfg.runner_id, &now, None)?;
-                    tx.commit().map_err(|e| ToolError(format!("internal error acking the answer: {e}")))?;
+                    tx.commit().map_err(|e| ToolError(format!("internal error acking the reply: {e}")))?;
                     ctx.acked.push(id);
                     return Ok(Some(value));
                 }
             }
-            Err(e) => tracing::warn!("polling for the answer failed (will retry): {e}"),
+            Err(e) => tracing::warn!("polling for the reply failed (will retry): {e}"),
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -1,0 +1,158 @@
+//! Actions agents ask of the host through `system` rows in `outbound.db`
+//! (SPEC §10): `admin_request` runs an admin command as the agent's group
+//! under its `admin_scope`; commands that change who may reach what become
+//! an approval card first (validated by a dry run that is rolled back), and
+//! run as the host once an admin approves. The answer is an
+//! `admin_response` row (the agent's `admin` tool waits for it); the
+//! outcome of an approval arrives later as an `action_result` (`trigger=1`).
+
+use pinch_proto::content::{InContent, SystemIn};
+use pinch_proto::rusqlite::OptionalExtension;
+use serde_json::{json, Value};
+
+use super::Host;
+use crate::admin::{err, ErrorBody, Reply};
+use crate::admin_cmds::{self, AdminScope, Caller};
+use crate::permissions::{Approval, ApprovalOption};
+
+impl Host {
+    /// Handles one agent `system` row; `Err` = not handled (the delivery
+    /// fails the row and tells the agent why).
+    pub(super) fn agent_action(&mut self, session_id: &str, out_id: &str, content: &str) -> Result<(), String> {
+        let v: Value = serde_json::from_str(content).map_err(|e| format!("content is not valid JSON: {e}"))?;
+        match v.get("action").and_then(Value::as_str) {
+            Some("admin_request") => {
+                let request_id = v.get("request_id").and_then(Value::as_str).filter(|r| !r.is_empty() && r.len() <= 64);
+                let Some(request_id) = request_id.map(str::to_owned) else {
+                    return Err("admin_request needs a request_id of 1 to 64 bytes".into());
+                };
+                let command = v.get("command").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let args = v.get("args").cloned().unwrap_or_else(|| json!({}));
+                let reply = self.agent_admin(session_id, &request_id, &command, &args);
+                if let Err(e) = &reply {
+                    tracing::info!(session_id = %session_id, command = %command, code = e.code, "agent admin request refused or failed: {}", e.message);
+                }
+                let (ok, body) = match reply {
+                    Ok(data) => (true, data),
+                    Err(e) => (false, json!({"code": e.code, "message": e.message})),
+                };
+                let content = InContent::System(SystemIn::AdminResponse { request_id: request_id.clone(), ok, body });
+                self.system_in(session_id, &format!("admin-resp:{out_id}"), content, false);
+                Ok(())
+            }
+            Some(other) => Err(format!("the host does not carry out {other:?} in this version")),
+            None => Err("a system row needs an `action`".into()),
+        }
+    }
+
+    fn agent_caller(&self, session_id: &str) -> Result<Caller, ErrorBody> {
+        let ag = self.sessions.get(session_id).map(|s| s.row.agent_group_id.clone()).ok_or_else(|| err("not-found", "the session is not active"))?;
+        let scope: Option<String> = self
+            .central
+            .conn
+            .query_row("SELECT admin_scope FROM agent_configs WHERE agent_group_id = ?1", [&ag], |r| r.get(0))
+            .optional()
+            .map_err(|e| err("handler-error", e.to_string()))?;
+        Ok(Caller::Agent { ag, scope: AdminScope::parse(scope.as_deref().unwrap_or("disabled")) })
+    }
+
+    fn agent_admin(&mut self, session_id: &str, request_id: &str, command: &str, args: &Value) -> Reply {
+        let caller = self.agent_caller(session_id)?;
+        let Caller::Agent { ag, scope } = caller.clone() else { unreachable!("an agent caller") };
+        if scope == AdminScope::Disabled {
+            return Err(err(
+                "permission-denied",
+                format!("admin commands are disabled for agent group {ag:?}; the owner can enable them with `pinch admin groups config-set {ag} --admin_scope group`"),
+            ));
+        }
+        if let Some(r) = self.agent_session_command(&ag, scope, command, args) {
+            return r;
+        }
+        if !admin_cmds::needs_approval(&caller, command) {
+            return admin_cmds::dispatch(&self.central.conn, &caller, command, args)
+                .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))));
+        }
+        // Dry run under the agent's scope, rolled back: a refused or invalid
+        // command is answered now instead of bothering an approver.
+        let dry = (|| -> Result<Reply, pinch_proto::rusqlite::Error> {
+            self.central.conn.execute_batch("SAVEPOINT agent_dry_run")?;
+            let r = admin_cmds::dispatch(&self.central.conn, &caller, command, args);
+            self.central.conn.execute_batch("ROLLBACK TO agent_dry_run; RELEASE agent_dry_run")?;
+            Ok(r.unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}")))))
+        })()
+        .map_err(|e| err("handler-error", format!("could not check the command: {e}")))?;
+        dry?;
+        let tiers = self.central.approver_tiers(Some(&ag)).map_err(|e| err("handler-error", format!("{e:#}")))?;
+        let Some(first) = tiers.iter().flatten().next().cloned() else {
+            return Err(err("handler-error", format!("agent group {ag} has no admin or owner to approve {command}")));
+        };
+        let title = format!("Agent {ag} asks to run `{command}` with {}", args);
+        let options = vec![ApprovalOption { label: "Approve".into(), value: "approve".into() }, ApprovalOption { label: "Reject".into(), value: "reject".into() }];
+        let payload = json!({"command": command, "args": args});
+        let a: Approval = self.new_approval(Some(session_id), Some(&ag), Some(request_id), "admin_command", payload, title, options, &first);
+        self.central.insert_approval(&a).map_err(|e| err("handler-error", format!("{e:#}")))?;
+        let origin = self
+            .sessions
+            .get(session_id)
+            .and_then(|s| s.row.messaging_group_id.clone())
+            .and_then(|mg| self.central.messaging_group_by_id(&mg).ok().flatten())
+            .map(|m| m.channel_type)
+            .unwrap_or_default();
+        self.send_card(&a, tiers, &origin);
+        tracing::info!(session_id = %session_id, approval = %a.approval_id, command = %command, "agent admin command waits for approval");
+        Err(err("approval-pending", format!("{command} needs an admin's approval (request {}).", a.approval_id)))
+    }
+
+    /// Session and host commands for an agent: `group` scope sees only its
+    /// own group's sessions (a foreign id is `not-found`).
+    fn agent_session_command(&mut self, ag: &str, scope: AdminScope, command: &str, args: &Value) -> Option<Reply> {
+        let own = |r: &Value| scope == AdminScope::Global || r["agent_group"].as_str() == Some(ag);
+        match command {
+            "sessions-list" => Some(self.central.session_states().map_err(|e| err("handler-error", format!("{e:#}"))).map(|rows| Value::Array(rows.into_iter().filter(own).collect()))),
+            "sessions-get" => {
+                let id = args.get("id").and_then(Value::as_str).unwrap_or_default();
+                Some(
+                    self.central
+                        .session_states()
+                        .map_err(|e| err("handler-error", format!("{e:#}")))
+                        .and_then(|rows| rows.into_iter().find(|r| r["id"] == id && own(r)).ok_or_else(|| err("not-found", format!("no session {id}")))),
+                )
+            }
+            c if c.starts_with("sessions-") || c.starts_with("host-") || c.starts_with("approvals-approve") || c.starts_with("approvals-reject") => {
+                Some(Err(err("forbidden", format!("{c} is for the owner (pinch admin), not for agents"))))
+            }
+            _ => None,
+        }
+    }
+
+    /// An admin decided an agent's approval-gated command.
+    pub(super) fn decide_admin_command(&mut self, a: &Approval, value: &str, by: &str) -> anyhow::Result<String> {
+        let command = a.payload["command"].as_str().unwrap_or_default().to_owned();
+        let args = a.payload.get("args").cloned().unwrap_or_else(|| json!({}));
+        let (status, result, text) = if value == "approve" {
+            let r = admin_cmds::dispatch(&self.central.conn, &Caller::Owner, &command, &args)
+                .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))));
+            if r.is_ok() && (command.starts_with("destinations-") || command.starts_with("wirings-") || command.starts_with("messaging-groups-")) {
+                self.reproject_all();
+            }
+            match r {
+                Ok(data) => ("approved", json!({"request_id": a.request_id, "command": command, "ok": true, "data": data}), format!("Approved: {command} ran.")),
+                Err(e) => (
+                    "approved",
+                    json!({"request_id": a.request_id, "command": command, "ok": false, "error": {"code": e.code, "message": e.message}}),
+                    format!("Approved, but {command} failed: {}", e.message),
+                ),
+            }
+        } else {
+            ("rejected", json!({"request_id": a.request_id, "command": command, "ok": false, "error": {"code": "rejected", "message": format!("rejected by {by}")}}), format!("Rejected: {command} will not run."))
+        };
+        if !self.central.decide_approval(&a.approval_id, status, by, Some(&result))? {
+            return Ok("That request was already decided.".into());
+        }
+        if let Some(sid) = a.session_id.clone() {
+            let content = InContent::System(SystemIn::ActionResult { action: "admin_command".into(), status: status.into(), result });
+            self.system_in(&sid, &format!("approval-result:{}", a.approval_id), content, true);
+        }
+        Ok(text)
+    }
+}

@@ -1,0 +1,79 @@
+//! `admin(command, args)` (SPEC §10): the agent's way to the admin
+//! commands. It writes a `system` row `{action: "admin_request",
+//! request_id, command, args}`; the host runs it as this agent group under
+//! its `admin_scope` and answers with an `admin_response` row, which this
+//! tool waits for (30 s). Commands that change who may reach what need an
+//! admin's approval: the answer is then `approval-pending`, and the outcome
+//! arrives later as a system response.
+
+use std::time::Duration;
+
+use pinch_proto::content::SystemIn;
+use serde_json::{json, Map, Value};
+
+use super::questions::{wait_for_reply, Waiting};
+use super::{spec, Args, ToolCtx, ToolError, ToolResult};
+use pinch_providers::ToolSpec;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The key a waiting admin call is known by (shared set with questions).
+pub fn waiting_key(request_id: &str) -> String {
+    format!("admin:{request_id}")
+}
+
+pub fn specs() -> Vec<ToolSpec> {
+    vec![spec(
+        "admin",
+        "Run a pinch admin command as this agent (if the owner allowed it): e.g. command \"sessions-list\", \
+         \"members-list\" with args {\"ag\": \"<your group>\"}, \"destinations-list\". Commands that change access need an \
+         admin's approval and answer `approval-pending`; the outcome arrives later.",
+        json!({
+            "type": "object",
+            "properties": {
+                "command": {"type": "string", "description": "<resource>-<verb>, e.g. sessions-list"},
+                "args": {"type": "object", "description": "The command's arguments."}
+            },
+            "required": ["command"]
+        }),
+    )]
+}
+
+pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
+    let a = Args { tool: "admin", m };
+    let command = a.str("command")?.trim().to_owned();
+    if command.is_empty() || !command.contains('-') {
+        return Err(ToolError(format!("admin: `command` must look like <resource>-<verb> (e.g. sessions-list), got {command:?}")));
+    }
+    let args = match a.value("args") {
+        None => json!({}),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(other) => return Err(ToolError(format!("admin: `args` must be an object, got {other}"))),
+    };
+    let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
+    let body = json!({"action": "admin_request", "request_id": request_id, "command": command, "args": args});
+    let addr = ctx.origin.clone().unwrap_or_default();
+    let waiting = Waiting::new(&waiting_key(&request_id));
+    ctx.write_row("system", &addr, body.to_string())?;
+    ctx.set_tool_in_flight(Some(("admin", TIMEOUT.as_millis() as u64)));
+    let r = wait_for_reply(ctx, TIMEOUT, |s| match s {
+        SystemIn::AdminResponse { request_id: r, ok, body } if *r == request_id => Some((*ok, body.clone())),
+        _ => None,
+    });
+    ctx.set_tool_in_flight(None);
+    drop(waiting);
+    match r? {
+        Some((true, data)) => Ok(data.to_string()),
+        Some((false, err)) => {
+            let code = err.get("code").and_then(Value::as_str).unwrap_or("error");
+            let msg = err.get("message").and_then(Value::as_str).unwrap_or("");
+            if code == "approval-pending" {
+                Ok(format!("approval-pending: {msg} The outcome arrives later as a system response."))
+            } else {
+                Err(ToolError(format!("{code}: {msg}")))
+            }
+        }
+        None if (ctx.should_stop)() => Err(ToolError("stopped while waiting for the host (the runner is shutting down)".into())),
+        None => Err(ToolError(format!("the host did not answer within {} s", TIMEOUT.as_secs()))),
+    }
+}
