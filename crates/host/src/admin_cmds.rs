@@ -522,7 +522,9 @@ fn count(conn: &Connection, sql: &str, params: &[Sv]) -> R<i64> {
     conn.query_row(sql, rusqlite::params_from_iter(params.iter()), |r| r.get(0)).sql()
 }
 
-/// A list query with optional `AND` filters, ordered and paged.
+/// A list query with optional `AND` filters, ordered and paged (`order`
+/// breaks `created_at` ties by rowid, i.e. insertion order: timestamps are
+/// milliseconds).
 fn list(conn: &Connection, a: &Args, select: &str, filters: &[(&str, Option<Sv>)], order: &str) -> Reply {
     let (limit, offset) = a.page()?;
     let mut sql = select.to_owned();
@@ -736,7 +738,7 @@ impl Ctx<'_> {
             &self.a,
             &format!("SELECT {GROUP_COLS} FROM agent_groups g LEFT JOIN agent_configs c ON c.agent_group_id = g.id"),
             &[("g.id = ?", self.own.map(s))],
-            "g.created_at, g.id",
+            "g.created_at, g.rowid",
         )
     }
 
@@ -954,7 +956,7 @@ impl Ctx<'_> {
             &self.a,
             &format!("SELECT {MG_COLS} FROM messaging_groups"),
             &[("channel_type = ?", self.a.opt_str("channel_type")?.map(Sv::Text))],
-            "created_at, id",
+            "created_at, rowid",
         )
     }
 
@@ -1071,7 +1073,7 @@ impl Ctx<'_> {
             &self.a,
             &format!("SELECT {WIRING_COLS} FROM wirings"),
             &[("messaging_group_id = ?", mg), ("agent_group_id = ?", ag)],
-            "created_at, id",
+            "created_at, rowid",
         )
     }
 
@@ -1253,7 +1255,7 @@ impl Ctx<'_> {
             &self.a,
             "SELECT id, kind, display_name, created_at FROM users",
             &[("kind = ?", self.a.opt_str("kind")?.map(Sv::Text))],
-            "created_at, id",
+            "created_at, rowid",
         )
     }
 
