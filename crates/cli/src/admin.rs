@@ -1,34 +1,210 @@
-//! `pinch admin <resource> <verb> [id] [--json]`: one request over the
-//! host's admin socket (SPEC §10). Exit codes: 0 ok, 1 error frame, 2 usage
-//! or transport.
+//! `pinch admin <resource> <verb> [id] [--key value …] [--json]`: one
+//! request over the host's admin socket (SPEC §10). The resource and verb
+//! are checked here first, so a typo is a usage line naming the fix, not a
+//! round trip; `--key value` pairs go to the host as `args` (strings; the
+//! host converts), the positional id as `args.id`. Exit codes: 0 ok, 1 an
+//! error from the host, 2 usage (here, or the host's `invalid-args` /
+//! `unknown-command`) or no host to talk to.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+/// Every resource the client knows and its verbs. The central-DB ones are
+/// served by `pinch_host::admin_cmds`, the rest by the host's main loop.
+pub const RESOURCES: &[(&str, &[&str])] = &[
+    ("groups", &["list", "get", "create", "update", "delete", "config-get", "config-set"]),
+    ("messaging-groups", &["list", "get", "create", "update", "delete", "deny", "undeny"]),
+    ("wirings", &["list", "get", "create", "update", "delete"]),
+    ("users", &["list", "get", "create", "update", "delete"]),
+    ("roles", &["list", "grant", "revoke"]),
+    ("members", &["list", "add", "remove"]),
+    ("destinations", &["list", "add", "remove"]),
+    ("sessions", &["list", "get", "stop", "restart", "resume", "close"]),
+    ("tasks", &["list", "pause", "resume", "cancel"]),
+    ("approvals", &["list", "get", "approve", "reject"]),
+    ("user-dms", &["list"]),
+    ("dropped-messages", &["list"]),
+    ("host", &["status", "version"]),
+];
+
+/// Verbs that act on one row and so need its id.
+const ID_VERBS: &[&str] =
+    &["get", "update", "delete", "config-get", "config-set", "deny", "undeny", "stop", "restart", "resume", "close", "pause", "cancel", "approve", "reject"];
+
+const USAGE: &str = "usage: pinch admin <resource> <verb> [id] [--key value …] [--json]";
+
+/// `pinch admin --help`.
+pub fn help() -> String {
+    let mut s = String::from("Manage the running host over its admin socket (run/admin.sock).\n\n");
+    s.push_str(USAGE);
+    s.push_str("\n\nResources and verbs:\n");
+    for (r, verbs) in RESOURCES {
+        s.push_str(&format!("  {r:<18}{}\n", verbs.join(", ")));
+    }
+    s.push_str(
+        "
+Arguments are --key value pairs (or --key=value); '-' in a key is '_', so
+--engage-mode = --engage_mode. The id is the row's id; for roles grant/revoke
+and members add/remove it is the user, for destinations the agent group.
+get, update, delete, config-get/-set, deny/undeny and the session, task and
+approval actions need it. Lists show 200 rows at a time: --limit N --offset N.
+--json prints the host's raw response.
+
+Examples:
+  pinch admin groups create --name Research
+  pinch admin groups config-set ag-research --admin-scope group
+  pinch admin messaging-groups create --channel-type telegram --platform-id -1001234 --name family
+  pinch admin wirings create --mg mg-telegram-1a2b3c4d --ag ag-research --engage-mode mention
+  pinch admin roles grant telegram:123456789 --role admin --ag ag-research
+  pinch admin members add telegram:123456789 --ag ag-research
+  pinch admin sessions list
+",
+    );
+    s
+}
+
+/// The words after `pinch admin`, parsed by [`parse`] (clap only collects
+/// them, so `--key value` pairs can be anything the host accepts).
 #[derive(clap::Args)]
+#[command(disable_help_flag = true)]
 pub struct AdminArgs {
-    /// What to act on (this build: sessions, host).
-    resource: String,
-    /// What to do (sessions: list, get, resume; host: status).
-    verb: String,
-    /// The id the verb acts on (get, resume).
-    id: Option<String>,
-    /// Print the raw JSON response.
-    #[arg(long)]
-    json: bool,
+    /// <resource> <verb> [id] [--key value …] [--json]; `pinch admin --help` lists them.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "RESOURCE VERB [ID] [--KEY VALUE]")]
+    words: Vec<String>,
+}
+
+/// One parsed request.
+#[derive(Debug, PartialEq)]
+pub struct Parsed {
+    pub resource: String,
+    pub verb: String,
+    pub args: Map<String, Value>,
+    pub json: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Parse {
+    Help,
+    Request(Parsed),
+}
+
+impl AdminArgs {
+    /// Takes `--data-dir`/`--config` given after `admin` (clap leaves them
+    /// among the words), so `pinch admin groups list --data-dir D` works.
+    pub fn take_globals(&mut self) -> Result<(Option<PathBuf>, Option<PathBuf>), String> {
+        let mut data_dir = None;
+        let mut config = None;
+        let mut rest = Vec::new();
+        let mut it = std::mem::take(&mut self.words).into_iter();
+        while let Some(w) = it.next() {
+            let (flag, inline) = match w.split_once('=') {
+                Some((f, v)) if f == "--data-dir" || f == "--config" => (f.to_owned(), Some(v.to_owned())),
+                _ => (w.clone(), None),
+            };
+            let slot = match flag.as_str() {
+                "--data-dir" => &mut data_dir,
+                "--config" => &mut config,
+                _ => {
+                    rest.push(w);
+                    continue;
+                }
+            };
+            let v = match inline {
+                Some(v) => v,
+                None => it.next().filter(|v| !v.starts_with("--")).ok_or_else(|| format!("{flag} needs a value (e.g. {flag} ~/pinch-data)"))?,
+            };
+            *slot = Some(PathBuf::from(v));
+        }
+        self.words = rest;
+        Ok((data_dir, config))
+    }
+}
+
+/// Parses the words after `pinch admin`. `Err` is a usage message.
+pub fn parse(words: &[String]) -> Result<Parse, String> {
+    let mut pos: Vec<&str> = Vec::new();
+    let mut args = Map::new();
+    let mut json = false;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].as_str();
+        i += 1;
+        match w {
+            "--json" => json = true,
+            "--help" | "-h" => return Ok(Parse::Help),
+            "help" if pos.is_empty() => return Ok(Parse::Help),
+            _ if w.starts_with("--") => {
+                let (key, value) = match w[2..].split_once('=') {
+                    Some((k, v)) => (k, v.to_owned()),
+                    None => {
+                        let k = &w[2..];
+                        match words.get(i) {
+                            Some(v) if !v.starts_with("--") => {
+                                i += 1;
+                                (k, v.clone())
+                            }
+                            _ => return Err(format!("--{k} needs a value (e.g. --{k} VALUE; use --{k}=VALUE for a value that starts with --)")),
+                        }
+                    }
+                };
+                if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(format!("{w:?} is not a --key (keys are letters, digits, '-' and '_')"));
+                }
+                let key = key.replace('-', "_");
+                if args.insert(key.clone(), Value::String(value)).is_some() {
+                    return Err(format!("--{key} given twice"));
+                }
+            }
+            _ => pos.push(w),
+        }
+    }
+    let resources: Vec<&str> = RESOURCES.iter().map(|(r, _)| *r).collect();
+    let Some(&resource) = pos.first() else {
+        return Err(format!("give a resource and a verb, e.g. `pinch admin sessions list`; resources: {}", resources.join(", ")));
+    };
+    let Some((_, verbs)) = RESOURCES.iter().find(|(r, _)| *r == resource) else {
+        return Err(format!("unknown resource {resource:?}; resources: {}", resources.join(", ")));
+    };
+    let Some(&verb) = pos.get(1) else {
+        return Err(format!("give a verb for {resource}; verbs: {}", verbs.join(", ")));
+    };
+    if !verbs.contains(&verb) {
+        return Err(format!("unknown verb {verb:?} for {resource}; verbs: {}", verbs.join(", ")));
+    }
+    if let Some(extra) = pos.get(3) {
+        return Err(format!("unexpected argument {extra:?}: give one id, then --key value pairs"));
+    }
+    if let Some(id) = pos.get(2) {
+        if args.contains_key("id") {
+            return Err("the id is given twice (positional and --id); give it once".into());
+        }
+        args.insert("id".into(), Value::String((*id).to_owned()));
+    }
+    let needs_id = ID_VERBS.contains(&verb) || (resource, verb) == ("users", "create");
+    if needs_id && !args.contains_key("id") {
+        return Err(format!("{resource} {verb} needs an id: pinch admin {resource} {verb} <id>{}", if resource == "sessions" { " (see `pinch admin sessions list`)" } else { "" }));
+    }
+    Ok(Parse::Request(Parsed { resource: resource.to_owned(), verb: verb.to_owned(), args, json }))
 }
 
 pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
+    let p = match parse(&a.words) {
+        Ok(Parse::Help) => {
+            print!("{}", help());
+            return 0;
+        }
+        Ok(Parse::Request(p)) => p,
+        Err(msg) => {
+            eprintln!("pinch admin: {msg}\n{USAGE} (`pinch admin --help` lists resources and verbs)");
+            return 2;
+        }
+    };
     let sock = data_dir.join("run/admin.sock");
-    let mut args = json!({});
-    if let Some(id) = &a.id {
-        args["id"] = json!(id);
-    }
-    let req = json!({"id": 1, "command": format!("{}-{}", a.resource, a.verb), "args": args});
+    let req = json!({"id": 1, "command": format!("{}-{}", p.resource, p.verb), "args": p.args});
     let resp = match call(&sock, &req) {
         Ok(r) => r,
         Err(e) => {
@@ -36,7 +212,7 @@ pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
             return 2;
         }
     };
-    if a.json {
+    if p.json {
         println!("{resp}");
     }
     if resp["ok"] != json!(true) {
@@ -45,8 +221,8 @@ pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
         eprintln!("pinch admin: {code}: {msg}");
         return if matches!(code, "unknown-command" | "invalid-args") { 2 } else { 1 };
     }
-    if !a.json {
-        print_human(&a.resource, &a.verb, &resp["data"]);
+    if !p.json {
+        print!("{}", render(&p.resource, &p.verb, &resp["data"]));
     }
     0
 }
@@ -60,6 +236,9 @@ fn call(sock: &Path, req: &Value) -> std::io::Result<Value> {
     serde_json::from_str(&line).map_err(std::io::Error::other)
 }
 
+/// Widest a table column gets; longer cells end in `…`.
+const MAX_WIDTH: usize = 40;
+
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -68,35 +247,162 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn print_human(resource: &str, verb: &str, data: &Value) {
+fn clip(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// A text table: a header of the column names in upper case, then one
+/// line per row; each column as wide as its widest cell, at most
+/// [`MAX_WIDTH`].
+pub fn table(cols: &[String], rows: &[Value]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| clip(&cell(&r[c.as_str()]), MAX_WIDTH)).collect()).collect();
+    let mut w: Vec<usize> = cols.iter().map(|c| c.chars().count().min(MAX_WIDTH)).collect();
+    for row in &cells {
+        for (i, c) in row.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = w[i])).collect::<Vec<_>>().join("  ");
+        format!("{}\n", s.trim_end())
+    };
+    let mut out = line(cols.iter().map(|c| clip(&c.to_uppercase(), MAX_WIDTH)).collect());
+    for row in cells {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// The columns of a generic list: the first row's keys, the identifying
+/// ones first (the host's objects come with sorted keys).
+fn columns(first: &Map<String, Value>) -> Vec<String> {
+    const LEAD: [&str; 6] = ["id", "name", "user", "role", "ag", "mg"];
+    let mut cols: Vec<String> = LEAD.iter().filter(|k| first.contains_key(**k)).map(|k| (*k).to_owned()).collect();
+    cols.extend(first.keys().filter(|k| !LEAD.contains(&k.as_str())).cloned());
+    cols
+}
+
+/// The human output of a successful response.
+pub fn render(resource: &str, verb: &str, data: &Value) -> String {
     match (resource, verb, data) {
         ("sessions", "list", Value::Array(rows)) => {
-            let cols = ["id", "agent_group", "runner", "quarantined_at", "exits", "last_exit"];
-            let table: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| cell(&r[*c])).collect()).collect();
-            let mut w: Vec<usize> = cols.iter().map(|c| c.len()).collect();
-            for row in &table {
-                for (i, c) in row.iter().enumerate() {
-                    w[i] = w[i].max(c.chars().count().min(60));
-                }
-            }
-            let line = |cells: Vec<String>| {
-                cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c.chars().take(60).collect::<String>(), w = w[i])).collect::<Vec<_>>().join("  ")
-            };
-            println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
-            for row in table {
-                println!("{}", line(row));
-            }
+            let cols: Vec<String> = ["id", "agent_group", "runner", "quarantined_at", "exits", "last_exit"].iter().map(|c| (*c).to_owned()).collect();
+            let mut out = table(&cols, rows);
             for r in rows {
                 if let Some(reason) = r["quarantine_reason"].as_str() {
-                    println!("\n{} is quarantined: {reason}\n  resume with: pinch admin sessions resume {}", cell(&r["id"]), cell(&r["id"]));
+                    out.push_str(&format!("\n{} is quarantined: {reason}\n  resume with: pinch admin sessions resume {}\n", cell(&r["id"]), cell(&r["id"])));
                 }
             }
+            out
         }
-        (_, _, Value::Object(m)) => {
-            for (k, v) in m {
-                println!("{k}: {}", cell(v));
+        (_, _, Value::Array(rows)) if rows.is_empty() => "(none)\n".into(),
+        (_, _, Value::Array(rows)) => match rows[0].as_object() {
+            Some(first) => table(&columns(first), rows),
+            None => rows.iter().map(|r| format!("{}\n", cell(r))).collect(),
+        },
+        (_, _, Value::Object(m)) => m.iter().map(|(k, v)| format!("{k}: {}\n", cell(v))).collect(),
+        (_, _, other) => format!("{}\n", cell(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(words: &[&str]) -> Result<Parse, String> {
+        parse(&words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>())
+    }
+
+    fn req(words: &[&str]) -> Parsed {
+        match p(words) {
+            Ok(Parse::Request(r)) => r,
+            other => panic!("{words:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_positional_id_and_key_values() {
+        let r = req(&["wirings", "create", "--mg", "mg-1", "--engage-mode", "pattern", "--engage_pattern", "^!ask", "--priority=-3", "--json"]);
+        assert_eq!((r.resource.as_str(), r.verb.as_str(), r.json), ("wirings", "create", true));
+        assert_eq!(Value::Object(r.args), json!({"mg": "mg-1", "engage_mode": "pattern", "engage_pattern": "^!ask", "priority": "-3"}));
+        let r = req(&["--json", "groups", "get", "main"]);
+        assert!(r.json);
+        assert_eq!(r.args["id"], "main");
+        // a value may start with one '-' (a negative id), not with two
+        let r = req(&["messaging-groups", "create", "--platform-id", "-1001", "--channel-type", "telegram"]);
+        assert_eq!(r.args["platform_id"], "-1001");
+        let r = req(&["users", "update", "telegram:1", "--display-name=--odd--"]);
+        assert_eq!(r.args["display_name"], "--odd--");
+    }
+
+    #[test]
+    fn usage_errors_name_the_fix() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "give a resource and a verb"),
+            (&["wiring", "list"], "unknown resource \"wiring\"; resources: groups, messaging-groups"),
+            (&["wirings"], "give a verb for wirings; verbs: list, get, create, update, delete"),
+            (&["wirings", "lst"], "unknown verb \"lst\" for wirings; verbs: list, get, create, update, delete"),
+            (&["groups", "get"], "groups get needs an id"),
+            (&["sessions", "close"], "sessions close needs an id"),
+            (&["users", "create", "--kind", "x"], "users create needs an id"),
+            (&["groups", "create", "--name"], "--name needs a value"),
+            (&["groups", "create", "--name", "--folder", "x"], "--name needs a value"),
+            (&["groups", "get", "a", "b"], "unexpected argument \"b\""),
+            (&["groups", "create", "--name", "a", "--name", "b"], "--name given twice"),
+            (&["groups", "get", "a", "--id", "b"], "given twice"),
+            (&["groups", "create", "--na me", "x"], "not a --key"),
+        ];
+        for (words, needle) in cases {
+            match p(words) {
+                Err(m) => assert!(m.contains(needle), "{words:?}: {m:?} lacks {needle:?}"),
+                Ok(x) => panic!("{words:?} parsed: {x:?}"),
             }
         }
-        (_, _, other) => println!("{}", serde_json::to_string_pretty(other).unwrap_or_default()),
+        assert_eq!(p(&["--help"]), Ok(Parse::Help));
+        assert_eq!(p(&["groups", "create", "-h"]), Ok(Parse::Help));
+        for (r, verbs) in RESOURCES {
+            assert!(help().contains(&format!("{r:<18}{}", verbs.join(", "))), "{r}");
+        }
+    }
+
+    #[test]
+    fn takes_global_flags_given_after_admin() {
+        let mut a = AdminArgs { words: ["groups", "list", "--data-dir", "/d", "--config=/c.toml", "--limit", "5"].iter().map(|w| (*w).to_owned()).collect() };
+        assert_eq!(a.take_globals().unwrap(), (Some(PathBuf::from("/d")), Some(PathBuf::from("/c.toml"))));
+        assert_eq!(a.words, ["groups", "list", "--limit", "5"]);
+        let mut a = AdminArgs { words: vec!["groups".into(), "list".into(), "--data-dir".into()] };
+        assert!(a.take_globals().unwrap_err().contains("--data-dir needs a value"));
+    }
+
+    #[test]
+    fn renders_tables_and_objects() {
+        let rows = json!([
+            {"ag": "main", "created_at": "t1", "id": "w-1", "engage_pattern": null, "priority": 0},
+            {"ag": "ag-research-with-a-very-long-name-indeed-yes", "created_at": "t2", "id": "w-2", "engage_pattern": ".", "priority": 10},
+        ]);
+        let t = render("wirings", "list", &rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID   AG"), "{t}");
+        assert!(lines[0].contains("CREATED_AT") && lines[0].contains("ENGAGE_PATTERN") && lines[0].contains("PRIORITY"));
+        assert!(lines[1].starts_with("w-1  main"), "{t}");
+        assert!(lines[1].contains(" - "), "null shows as -: {t}");
+        assert!(lines[2].contains("ag-research-with-a-very-long-name-indee…"), "{t}");
+        assert!(!lines[2].contains("yes"));
+        assert_eq!(render("wirings", "list", &json!([])), "(none)\n");
+        let o = render("groups", "get", &json!({"id": "main", "wirings": 1, "provider": null, "x": {"a": [1]}}));
+        assert_eq!(o, "id: main\nprovider: -\nwirings: 1\nx: {\"a\":[1]}\n");
+        let s = render(
+            "sessions",
+            "list",
+            &json!([{"id": "s1", "agent_group": "main", "runner": "stopped", "quarantined_at": "t", "exits": 3, "last_exit": "fatal", "quarantine_reason": "crash loop"}]),
+        );
+        assert!(s.contains("s1 is quarantined: crash loop") && s.contains("pinch admin sessions resume s1"), "{s}");
     }
 }

@@ -60,7 +60,7 @@ enum Command {
         #[command(flatten)]
         flags: HostFlags,
     },
-    /// Manage the running host: `pinch admin sessions list`, `pinch admin sessions resume <id>`.
+    /// Manage the running host: `pinch admin <resource> <verb> [id] [--key value …]` (`pinch admin --help` lists them).
     Admin(admin::AdminArgs),
     /// The offline model: `pinch model fetch` (download SmolLM2), `pinch model path`, `pinch model list`.
     Model(model::ModelArgs),
@@ -127,10 +127,18 @@ fn main() -> ExitCode {
             eprintln!("pinch runner: give --config <runner.json> (or the `mcp` subcommand)");
             ExitCode::from(2)
         }
-        Command::Admin(args) => {
+        Command::Admin(mut args) => {
+            // `--data-dir`/`--config` after `admin` are among its words.
+            let (data_dir, config) = match args.take_globals() {
+                Ok(g) => g,
+                Err(msg) => {
+                    eprintln!("pinch admin: {msg}");
+                    return ExitCode::from(2);
+                }
+            };
             // Admin needs only the data dir: no provider or model checks.
             let flags = HostFlags { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
-            let dir = match host_config(cli.data_dir, cli.config, &flags) {
+            let dir = match host_config(data_dir.or(cli.data_dir), config.or(cli.config), &flags) {
                 Ok(c) => c.data_dir,
                 Err(e) => return exit(Err(e)),
             };

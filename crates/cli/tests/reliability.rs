@@ -148,7 +148,8 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
     // Bad admin input is a usage error that names the fix.
     let out = Command::new(PINCH).args(["admin", "sessions", "explode", "--data-dir"]).arg(tmp.path().join("data")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pinch admin"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown verb \"explode\" for sessions; verbs: list, get, stop, restart, resume, close"), "{err}");
     rt.block_on(host.shutdown()).unwrap();
     // Nothing lost: the message is still pending, waiting for a working runner.
     let dir = tmp.path().join("data/sessions/main").join(&sid);
