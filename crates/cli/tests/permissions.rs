@@ -378,3 +378,89 @@ fn threaded_group_gets_a_session_per_thread_and_sticky_follow_ups() {
     assert_eq!(threads, ["th-a", "th-b"]);
     w.shutdown();
 }
+
+const ADMIN_SCRIPT: &str = r#"
+[[rule]]
+contains = "admin-list"
+tool = "admin"
+args = { command = "members-list", args = { ag = "main" } }
+
+[[rule]]
+contains = "admin-wirings"
+tool = "admin"
+args = { command = "wirings-list" }
+
+[[rule]]
+contains = "admin-add"
+tool = "admin"
+args = { command = "members-add", args = { user = "chat:zoe", ag = "main" } }
+
+[[rule]]
+after_tool = "*"
+reply = "admin said: {tool_result} error={tool_error}"
+"#;
+
+/// S8, the agent's side: an agent calling admin commands through its
+/// session DB is refused while its scope is `disabled`, kept to its own
+/// group under `group`, and an access change waits for an admin's card —
+/// which a stranger cannot approve — before it runs and the agent is told.
+#[test]
+fn agent_admin_commands_are_scoped_and_access_changes_wait_for_approval() {
+    let w = world(
+        |c| c.provider.script = Some(ADMIN_SCRIPT.into()),
+        |c| {
+            wired_group(c, "strict");
+            c.conn.execute("UPDATE wirings SET engage_mode = 'pattern', engage_pattern = '.' WHERE id = 'w-g'", []).unwrap();
+            c.conn.execute("UPDATE agent_configs SET admin_scope = 'disabled' WHERE agent_group_id = 'main'", []).unwrap();
+        },
+    );
+    let say = |id: &str, text: &str| w.say(&w.chat, msg("chat", "grp", id, "owner", text, false, true));
+    let reply_to = |w: &World, what: &str| -> String {
+        w.wait(&w.chat, what, |s| matches!(s, Sent::Message { to, msg, .. } if to.platform_id == "grp" && msg.text.starts_with("admin said") && msg.in_reply_to.as_deref() == Some(what)))
+            .text()
+            .to_owned()
+    };
+    say("a1", "admin-list please");
+    let r = reply_to(&w, "a1");
+    assert!(r.contains("permission-denied") && r.contains("--admin_scope group") && r.contains("error=true"), "{r}");
+
+    // The owner enables group scope with the admin CLI.
+    let out = std::process::Command::new(PINCH)
+        .args(["admin", "groups", "config-set", "main", "--admin_scope", "group", "--data-dir"])
+        .arg(w.db.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    say("a2", "admin-list please");
+    let r = reply_to(&w, "a2");
+    assert!(r.contains("error=false"), "{r}");
+    say("a3", "admin-wirings please");
+    let r = reply_to(&w, "a3");
+    assert!(r.contains("forbidden") && r.contains("error=true"), "{r}");
+
+    // An access change: approval-pending, a card for the owner.
+    say("a4", "admin-add zoe");
+    let r = reply_to(&w, "a4");
+    assert!(r.contains("approval-pending") && r.contains("error=false"), "{r}");
+    let card = w.wait(&w.chat, "the admin-command card", |s| is_card(s) && s.text().contains("members-add"));
+    assert_eq!(card.to().platform_id, "dm-owner");
+    assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:zoe'", &[]), 0, "nothing runs before approval");
+    let b = buttons(&card);
+    w.click(&w.chat, "grp", "mallory", &b[0].1);
+    w.wait(&w.chat, "the stranger refused", |s| matches!(s, Sent::Notice { text, .. } if text.starts_with("Refused")));
+    assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:zoe'", &[]), 0);
+    w.click(&w.chat, "dm-owner", "owner", &b[0].1);
+    w.wait(&w.chat, "approved", |s| s.text().starts_with("Approved: members-add ran"));
+    assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:zoe' AND agent_group_id = 'main'", &[]), 1);
+    // The agent is told: an action_result row, taken by its next turn.
+    let data = w.db.parent().unwrap().join("sessions/main");
+    let sdir = std::fs::read_dir(&data).unwrap().next().unwrap().unwrap().path();
+    wait_for("the agent's turn on the approval result", WAIT, || {
+        inbound(&sdir)
+            .query_row("SELECT status FROM messages_in WHERE id LIKE 'approval-result:%'", [], |r| r.get::<_, String>(0))
+            .is_ok_and(|s| s == "completed")
+    });
+    let content: String = inbound(&sdir).query_row("SELECT content FROM messages_in WHERE id LIKE 'approval-result:%'", [], |r| r.get(0)).unwrap();
+    assert!(content.contains("\"status\":\"approved\"") && content.contains("\"ok\":true"), "{content}");
+    w.shutdown();
+}

@@ -184,6 +184,7 @@ pub fn needs_approval(caller: &Caller, command: &str) -> bool {
         "roles-grant"
             | "roles-revoke"
             | "members-add"
+            | "destinations-add"
             | "members-remove"
             | "wirings-create"
             | "wirings-update"
@@ -454,6 +455,41 @@ impl Args {
 }
 
 // --------------------------------------------------------------------- SQL
+
+/// A savepoint on a shared connection: a transaction of its own at the top
+/// level, and nestable, so the main loop can dry-run a command inside its
+/// own savepoint and roll everything back. Rolled back unless committed.
+struct Nested<'c> {
+    conn: &'c Connection,
+    done: bool,
+}
+
+impl<'c> Nested<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Nested<'c>> {
+        conn.execute_batch("SAVEPOINT admin_op")?;
+        Ok(Nested { conn, done: false })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.done = true;
+        self.conn.execute_batch("RELEASE admin_op")
+    }
+}
+
+impl std::ops::Deref for Nested<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Nested<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK TO admin_op; RELEASE admin_op");
+        }
+    }
+}
 
 trait SqlExt<T> {
     /// SQL failure → `handler-error` (a unique violation → `invalid-args`).
@@ -774,7 +810,7 @@ impl Ctx<'_> {
         if self.group_exists(&id)? {
             return Err(invalid(format!("{cmd}: agent group {id:?} already exists (give another --id)")));
         }
-        let tx = self.conn.unchecked_transaction().sql()?;
+        let tx = Nested::begin(self.conn).sql()?;
         let t = now();
         tx.execute(
             "INSERT INTO agent_groups (id, name, folder, provider, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -835,7 +871,7 @@ impl Ctx<'_> {
                 active.join(", ")
             )));
         }
-        let tx = self.conn.unchecked_transaction().sql()?;
+        let tx = Nested::begin(self.conn).sql()?;
         // Closed sessions keep their folders on disk; their rows would
         // block the delete (sessions → agent_groups has no cascade).
         tx.execute("DELETE FROM runner_exits WHERE session_id IN (SELECT id FROM sessions WHERE agent_group_id = ?1)", [&id]).sql()?;
@@ -937,7 +973,7 @@ impl Ctx<'_> {
         }
         self.need_group(&id)?;
         ch.push(("updated_at", Sv::Text(now())));
-        let tx = self.conn.unchecked_transaction().sql()?;
+        let tx = Nested::begin(self.conn).sql()?;
         tx.execute(
             "INSERT OR IGNORE INTO agent_configs (agent_group_id, admin_scope, can_create_agents, updated_at) VALUES (?1, 'disabled', 0, ?2)",
             rusqlite::params![id, now()],
@@ -1035,7 +1071,7 @@ impl Ctx<'_> {
                 active.join(", ")
             )));
         }
-        let tx = self.conn.unchecked_transaction().sql()?;
+        let tx = Nested::begin(self.conn).sql()?;
         // Closed sessions stay (their history is the agent's); they just
         // lose the link (sessions → messaging_groups has no cascade).
         tx.execute("UPDATE sessions SET messaging_group_id = NULL WHERE messaging_group_id = ?1", [&id]).sql()?;
@@ -1133,7 +1169,7 @@ impl Ctx<'_> {
         if local.is_empty() {
             local = "channel".into();
         }
-        let tx = self.conn.unchecked_transaction().sql()?;
+        let tx = Nested::begin(self.conn).sql()?;
         tx.execute(
             "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
                ignored_message_policy, session_mode, priority, created_at)
@@ -1364,7 +1400,7 @@ impl Ctx<'_> {
         if let Some(ag) = &ag {
             self.need_group(ag)?;
         }
-        let tx = self.conn.unchecked_transaction().sql()?;
+        let tx = Nested::begin(self.conn).sql()?;
         self.ensure_user(&tx, &user, "user")?;
         let t = now();
         tx.execute(
@@ -1440,7 +1476,7 @@ impl Ctx<'_> {
         let cmd = self.cmd();
         let (user, ag) = self.members_args("add")?;
         self.need_group(&ag)?;
-        let tx = self.conn.unchecked_transaction().sql()?;
+        let tx = Nested::begin(self.conn).sql()?;
         self.ensure_user(&tx, &user, "user")?;
         tx.execute(
             "INSERT INTO agent_group_members (user_id, agent_group_id, added_by, added_at) VALUES (?1, ?2, ?3, ?4)",

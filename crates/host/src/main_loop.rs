@@ -465,8 +465,14 @@ impl Host {
             }
             other => {
                 let reply = crate::admin_cmds::dispatch(&self.central.conn, &crate::admin_cmds::Caller::Owner, other, &req.args)
-                    .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs"))));
-                if reply.is_ok() && (other.starts_with("destinations-") || other.starts_with("wirings-") || other.starts_with("messaging-groups-")) {
+                    .unwrap_or_else(|| {
+                        if other.starts_with("tasks-") {
+                            Err(err("unknown-command", format!("{other}: this host does not run scheduled tasks yet (they come with the scheduling work)")))
+                        } else {
+                            Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs")))
+                        }
+                    });
+                if reply.is_ok() && (other.starts_with("destinations-") || other.starts_with("wirings-") || other.starts_with("messaging-groups-") || other == "groups-delete") {
                     self.reproject_all();
                 }
                 reply

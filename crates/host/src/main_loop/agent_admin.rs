@@ -132,7 +132,7 @@ impl Host {
         let (status, result, text) = if value == "approve" {
             let r = admin_cmds::dispatch(&self.central.conn, &Caller::Owner, &command, &args)
                 .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))));
-            if r.is_ok() && (command.starts_with("destinations-") || command.starts_with("wirings-") || command.starts_with("messaging-groups-")) {
+            if r.is_ok() && (command.starts_with("destinations-") || command.starts_with("wirings-") || command.starts_with("messaging-groups-") || command == "groups-delete") {
                 self.reproject_all();
             }
             match r {
