@@ -58,6 +58,7 @@ pub enum Fig {
     P1,
     P2,
     P3,
+    P4,
     P6,
     P7,
     P9,
@@ -66,13 +67,14 @@ pub enum Fig {
 }
 
 impl Fig {
-    const ALL: [Fig; 7] = [Fig::P1, Fig::P2, Fig::P3, Fig::P6, Fig::P7, Fig::P9, Fig::Tool];
+    const ALL: [Fig; 8] = [Fig::P1, Fig::P2, Fig::P3, Fig::P4, Fig::P6, Fig::P7, Fig::P9, Fig::Tool];
 
     fn id(self) -> &'static str {
         match self {
             Fig::P1 => "P1",
             Fig::P2 => "P2",
             Fig::P3 => "P3",
+            Fig::P4 => "P4",
             Fig::P6 => "P6",
             Fig::P7 => "P7",
             Fig::P9 => "P9",
@@ -86,6 +88,7 @@ impl Fig {
             Fig::P1 => "row committed → warm claim",
             Fig::P2 => "CLI message → reply (warm)",
             Fig::P3 => "cold start → first claim",
+            Fig::P4 => "routing throughput, 100 sessions",
             Fig::P6 => "host idle RSS, 50 sessions",
             Fig::P7 => "runner idle RSS",
             Fig::P9 => "crash noticed → replacement claims",
@@ -102,6 +105,10 @@ impl Fig {
                         t1 when the reply line is read)",
             Fig::P3 => "cold start: message to a session with no runner → runner's first poll, seen as its claim \
                         (t0 before the socket write; t1 when the claim row appears)",
+            Fig::P4 => "inbound messages routed and committed per second: a channel adapter in the host process sends messages \
+                        over 100 group conversations, each wired to the agent with sender_scope known, policy strict \
+                        (the sender's roles are checked per message), 10 in flight per conversation (1,000 in all); t0 before the first send, t1 when the last \
+                        ack (= committed to its session's inbound.db) returns; runners are not started (max_concurrent_runners 0)",
             Fig::P6 => "`pinch host` daemon VmRSS after 2 s idle: CLI channel with one client connected, 50 idle sessions, no runners",
             Fig::P7 => "runner (`pinch runner`) VmRSS after 1 s idle, warm session, scripted provider",
             Fig::P9 => "runner killed (SIGKILL) mid-turn → its replacement has claimed the interrupted message \
@@ -117,6 +124,7 @@ impl Fig {
             (Fig::P2, _) => "p50 ≤ 10 ms, p95 ≤ 25 ms",
             (Fig::P3, Kind::Bwrap) => "p50 ≤ 30 ms",
             (Fig::P3, Kind::Process) => "none (bwrap: p50 ≤ 30 ms)",
+            (Fig::P4, _) => "≥ 5,000 msg/s",
             (Fig::P6, _) => "≤ 15 MB",
             (Fig::P7, _) => "≤ 10 MB",
             (Fig::P9, _) => "≤ 100 ms",
@@ -261,6 +269,10 @@ impl Bench {
                 rows.push(self.tool(kind).await.with_context(|| format!("TOOL ({})", kind.as_str()))?);
             }
         }
+        // Routing starts no runner, so its sandbox does not matter: once.
+        if want(Fig::P4) {
+            rows.push(self.p4(sandboxes[0]).await.context("P4")?);
+        }
         // The idle daemon runs no runner, so its sandbox does not matter: once.
         if want(Fig::P6) {
             rows.push(self.p6(sandboxes[0]).await.context("P6")?);
@@ -301,11 +313,15 @@ fn nearest_rank(sorted: &[Duration], p: usize) -> Duration {
 enum Measured {
     Latency(Summary),
     Memory(ProcMem),
+    /// `n` operations at `per_s` per second.
+    Throughput { n: usize, per_s: f64 },
 }
 
 struct Baseline {
     what: String,
     summary: Summary,
+    /// Throughput figures: the baseline's rate (then `summary` is unused).
+    per_s: Option<f64>,
 }
 
 struct Row {
@@ -319,6 +335,7 @@ struct Row {
 impl Row {
     fn ratio(&self) -> Option<f64> {
         match (&self.measured, &self.baseline) {
+            (Measured::Throughput { per_s, .. }, Some(Baseline { per_s: Some(b), .. })) if *b > 0.0 => Some(per_s / b),
             (Measured::Latency(s), Some(b)) if !b.summary.median.is_zero() => {
                 Some(s.median.as_secs_f64() / b.summary.median.as_secs_f64())
             }
@@ -628,7 +645,7 @@ impl Bench {
                 fig: Fig::P1,
                 sandbox: kind,
                 measured: Measured::Latency(p1),
-                baseline: Some(Baseline { what: "commit + fresh read".into(), summary: base }),
+                baseline: Some(Baseline { what: "commit + fresh read".into(), summary: base, per_s: None }),
                 notes: vec![],
             });
         }
@@ -637,7 +654,7 @@ impl Bench {
                 fig: Fig::P2,
                 sandbox: kind,
                 measured: Measured::Latency(p2),
-                baseline: Some(Baseline { what: "P1".into(), summary: p1 }),
+                baseline: Some(Baseline { what: "P1".into(), summary: p1, per_s: None }),
                 notes: vec![],
             });
         }
@@ -744,7 +761,7 @@ impl Bench {
             fig: Fig::Tool,
             sandbox: kind,
             measured: Measured::Latency(Summary::of(samples)),
-            baseline: Some(Baseline { what: "P2".into(), summary: Summary::of(plain) }),
+            baseline: Some(Baseline { what: "P2".into(), summary: Summary::of(plain), per_s: None }),
             notes: vec![],
         })
     }
@@ -763,7 +780,7 @@ impl Bench {
             fig: Fig::P3,
             sandbox: kind,
             measured: Measured::Latency(Summary::of(samples)),
-            baseline: Some(Baseline { what: what.into(), summary: Summary::of(base) }),
+            baseline: Some(Baseline { what: what.into(), summary: Summary::of(base), per_s: None }),
             notes: vec![],
         })
     }
@@ -883,6 +900,178 @@ fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)>
         }
     }
     Ok((what, samples))
+}
+
+// ---------------------------------------------------------------------------
+// P4
+
+/// Conversations (and so sessions) P4 spreads its messages over.
+const P4_SESSIONS: usize = 100;
+/// Messages P4 routes by default (after one warm-up message per session).
+const P4_MESSAGES: usize = 10_000;
+/// Messages in flight per session in P4's saturated round.
+const P4_IN_FLIGHT: usize = 10;
+
+impl Bench {
+    async fn p4(&self, kind: Kind) -> Result<Row> {
+        use pinch_channels::fake::FakeChannel;
+        use pinch_channels::{AckOutcome, Capabilities, InboundEvent};
+        use std::sync::{Arc, OnceLock};
+        let n = self.n(P4_MESSAGES).max(P4_SESSIONS);
+        eprintln!("pinch bench: P4 ({n} messages over {P4_SESSIONS} sessions)…");
+        let dir = self.temp_dir("p4")?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        {
+            let mut c = Central::open(&DataDir::new(&data).central_db())?;
+            c.bootstrap("bench")?;
+            let t = pinch_proto::time::now();
+            let tx = c.conn.transaction()?;
+            for i in 0..P4_SESSIONS {
+                tx.execute(
+                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+                     VALUES (?1, 'bench', ?2, ?2, 1, 'strict', ?3)",
+                    pinch_proto::rusqlite::params![format!("mg-b{i}"), format!("room{i}"), t],
+                )?;
+                tx.execute(
+                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
+                       ignored_message_policy, session_mode, priority, created_at)
+                     VALUES (?1, ?2, 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, ?3)",
+                    pinch_proto::rusqlite::params![format!("w-b{i}"), format!("mg-b{i}"), t],
+                )?;
+                tx.execute(
+                    "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, 'bench', NULL, ?2)",
+                    pinch_proto::rusqlite::params![format!("bench:u{i}"), t],
+                )?;
+                tx.execute(
+                    "INSERT INTO agent_group_members (user_id, agent_group_id, added_by, added_at) VALUES (?1, 'main', 'bench', ?2)",
+                    pinch_proto::rusqlite::params![format!("bench:u{i}"), t],
+                )?;
+            }
+            tx.commit()?;
+        }
+        let mut cfg = self.host_config(&data, kind);
+        cfg.max_concurrent_runners = 0;
+        cfg.boot_breaker = false;
+        let cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
+        let c2 = cell.clone();
+        cfg.extra_channels.push(Arc::new(move |tx| {
+            let ch = FakeChannel::new("bench", Capabilities { buttons: true, max_text: 4096, ..Default::default() }, tx);
+            c2.set(ch.clone()).ok();
+            ch
+        }));
+        let host = pinch_host::start(cfg).await?;
+        let ch = cell.get().context("the bench channel was not built")?.clone();
+        let ev = |room: usize, k: usize| InboundEvent {
+            channel_type: "bench".into(),
+            platform_id: format!("room{room}"),
+            message_id: format!("m{room}-{k}"),
+            sender_id: format!("u{room}"),
+            sender_name: Some(format!("user {room}")),
+            text: format!("message {k} in room {room}"),
+            is_mention: false,
+            is_group: true,
+            ..Default::default()
+        };
+        let check = |out: AckOutcome, what: &str| -> Result<()> {
+            match out {
+                AckOutcome::Stored { routed: 1, .. } => Ok(()),
+                other => bail!("{what} was not routed to exactly one agent: {other:?}"),
+            }
+        };
+        // Warm-up: one message per room creates its session (not timed).
+        for room in 0..P4_SESSIONS {
+            check(ch.send(ev(room, 0)).await, "a warm-up message")?;
+        }
+        let per_room = n / P4_SESSIONS;
+        // Two loads: one message in flight per session (latency-bound), then
+        // P4_IN_FLIGHT per session (a burst: the host saturated).
+        let mut rates = Vec::new();
+        for (round, in_flight) in [(1usize, 1usize), (2, P4_IN_FLIGHT)] {
+            let t0 = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for room in 0..P4_SESSIONS {
+                for lane in 0..in_flight {
+                    let ch = ch.clone();
+                    let evs: Vec<InboundEvent> = (0..per_room)
+                        .filter(|k| k % in_flight == lane)
+                        .map(|k| ev(room, round * per_room + k + 1))
+                        .collect();
+                    tasks.spawn(async move {
+                        for e in evs {
+                            match ch.send(e).await {
+                                AckOutcome::Stored { routed: 1, .. } => {}
+                                other => return Err(anyhow!("a message was not routed to exactly one agent: {other:?}")),
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.context("a sender task panicked")??;
+            }
+            rates.push((in_flight, t0.elapsed()));
+        }
+        let elapsed = rates[1].1;
+        let routed = per_room * P4_SESSIONS;
+        let sessions = host.sessions().await;
+        host.shutdown().await?;
+        // Every message is in its session's inbound.db, once.
+        let mut stored = 0usize;
+        for s in &sessions {
+            let c = open_reader(&SessionDir(s.dir.clone()).inbound_db(), BUSY)?;
+            stored += c.query_row("SELECT count(*) FROM messages_in WHERE kind = 'chat'", [], |r| r.get::<_, i64>(0))? as usize;
+        }
+        let expected = 2 * routed + P4_SESSIONS;
+        if sessions.len() != P4_SESSIONS || stored != expected {
+            bail!("expected {P4_SESSIONS} sessions holding {expected} messages, found {} sessions holding {stored}", sessions.len());
+        }
+        let per_s = routed as f64 / elapsed.as_secs_f64();
+        // Baseline: the same number of single-row commits into 100 fresh
+        // inbound.db files with the protocol's pragmas, connections kept open.
+        let base_dir = self.temp_dir("p4-raw")?;
+        let mut conns = Vec::with_capacity(P4_SESSIONS);
+        for i in 0..P4_SESSIONS {
+            let d = base_dir.path().join(format!("s{i}"));
+            std::fs::create_dir_all(&d)?;
+            let c = open_writer(&d.join("inbound.db"), BUSY)?;
+            pinch_proto::schema::migrate_inbound(&c)?;
+            conns.push(c);
+        }
+        let t0 = Instant::now();
+        for k in 0..per_room {
+            for (i, c) in conns.iter_mut().enumerate() {
+                let tx = write_tx(c)?;
+                let row = NewInbound {
+                    id: format!("r{i}-{k}"),
+                    kind: "chat".into(),
+                    timestamp: pinch_proto::time::now(),
+                    trigger: true,
+                    content: format!(r#"{{"text":"message {k} in room {i}"}}"#),
+                    ..Default::default()
+                };
+                rows::insert_inbound(&tx, &row, 0)?;
+                tx.commit()?;
+            }
+        }
+        let base = routed as f64 / t0.elapsed().as_secs_f64();
+        Ok(Row {
+            fig: Fig::P4,
+            sandbox: kind,
+            measured: Measured::Throughput { n: routed, per_s },
+            baseline: Some(Baseline { what: "raw inserts".into(), summary: Summary::of(vec![Duration::ZERO]), per_s: Some(base) }),
+            notes: vec![
+                format!("{P4_IN_FLIGHT} messages in flight per session (figure): {routed} messages in {:.2} s", elapsed.as_secs_f64()),
+                format!(
+                    "1 message in flight per session: {:.0}/s ({routed} messages in {:.2} s)",
+                    routed as f64 / rates[0].1.as_secs_f64(),
+                    rates[0].1.as_secs_f64()
+                ),
+                format!("all {expected} messages (with one warm-up per session) found once in their sessions' inbound.db afterwards"),
+            ],
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1161,8 +1350,10 @@ fn print_table(m: &Machine, rows: &[Row]) {
         let (n, median, p95) = match &r.measured {
             Measured::Latency(s) => (s.n.to_string(), ms(s.median), ms(s.p95)),
             Measured::Memory(mem) => ("1".into(), mib(mem.rss_kb), "—".into()),
+            Measured::Throughput { n, per_s } => (n.to_string(), format!("{per_s:.0}/s"), "—".into()),
         };
         let (bw, bm, bp) = match &r.baseline {
+            Some(Baseline { what, per_s: Some(b), .. }) => (what.clone(), format!("{b:.0}/s"), "—".into()),
             Some(b) => (b.what.clone(), ms(b.summary.median), ms(b.summary.p95)),
             None => ("—".into(), "—".into(), "—".into()),
         };
@@ -1210,6 +1401,7 @@ fn print_table(m: &Machine, rows: &[Row]) {
         }
     }
     let _ = writeln!(out, "Latencies: median = p50 and p95 by nearest rank over n runs; ratio = median / baseline median.");
+    let _ = writeln!(out, "Throughput (P4): messages per second in the median column; ratio = rate / baseline rate.");
 }
 
 fn baseline_meaning(fig: Fig, what: &str) -> String {
@@ -1217,6 +1409,7 @@ fn baseline_meaning(fig: Fig, what: &str) -> String {
         Fig::P1 => "one SQLite commit of such a row into an inbound.db of its own, plus a fresh read-only connection reading it back".into(),
         Fig::P2 => "P1 on the same host (the claim is the part of a reply the runner loop owns)".into(),
         Fig::P3 => format!("{what}: spawning and reaping the bare sandbox, same flags as TARGETS.md"),
+        Fig::P4 => "the same number of one-row commits (the messages_in insert alone) into 100 inbound.db files with the protocol's pragmas, connections kept open, one thread".into(),
         _ => what.into(),
     }
 }
@@ -1236,6 +1429,7 @@ fn report_json(m: &Machine, rows: &[Row]) -> serde_json::Value {
             });
             match &r.measured {
                 Measured::Latency(s) => v["latency"] = summary(s),
+                Measured::Throughput { n, per_s } => v["throughput"] = json!({"n": n, "per_second": per_s}),
                 Measured::Memory(mem) => {
                     v["memory"] = json!({
                         "rss_mib": mem.rss_kb as f64 / 1024.0,
@@ -1246,7 +1440,9 @@ fn report_json(m: &Machine, rows: &[Row]) -> serde_json::Value {
                     })
                 }
             }
-            if let Some(b) = &r.baseline {
+            if let Some(Baseline { what, per_s: Some(b), .. }) = &r.baseline {
+                v["baseline"] = json!({"per_second": b, "what": baseline_meaning(r.fig, what)});
+            } else if let Some(b) = &r.baseline {
                 let mut bv = summary(&b.summary);
                 bv["what"] = json!(baseline_meaning(r.fig, &b.what));
                 v["baseline"] = bv;

@@ -289,12 +289,11 @@ impl Central {
     pub fn messaging_group(&self, channel_type: &str, platform_id: &str) -> Result<Option<MessagingGroup>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, channel_type, platform_id, name, unknown_sender_policy, denied_at, is_group FROM messaging_groups
                  WHERE channel_type = ?1 AND platform_id = ?2",
-                params![channel_type, platform_id],
-                Self::mg_row,
-            )
+            )?
+            .query_row(params![channel_type, platform_id], Self::mg_row)
             .optional()?)
     }
 
@@ -460,14 +459,13 @@ impl Central {
     pub fn find_session(&self, ag_id: &str, mg_id: Option<&str>, thread_id: Option<&str>) -> Result<Option<SessionRow>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, g.folder
                  FROM sessions s JOIN agent_groups g ON g.id = s.agent_group_id
                  WHERE s.status = 'active' AND s.agent_group_id = ?1 AND coalesce(s.messaging_group_id, '') = coalesce(?2, '')
                    AND coalesce(s.thread_id, '') = coalesce(?3, '')",
-                params![ag_id, mg_id, thread_id],
-                Self::session_row,
-            )
+            )?
+            .query_row(params![ag_id, mg_id, thread_id], Self::session_row)
             .optional()?)
     }
 
@@ -506,7 +504,7 @@ impl Central {
     }
 
     pub fn touch_session(&self, id: &str) -> Result<()> {
-        self.conn.execute("UPDATE sessions SET last_active = ?2 WHERE id = ?1", params![id, now()])?;
+        self.conn.prepare_cached("UPDATE sessions SET last_active = ?2 WHERE id = ?1")?.execute(params![id, now()])?;
         Ok(())
     }
 

@@ -66,6 +66,20 @@ struct Live {
     _alive: Option<std::os::fd::OwnedFd>,
 }
 
+/// An inbound event routed but not yet committed: its ack (none for a
+/// replay) completes at the flush, once its sessions' writes are done.
+pub(crate) struct PendingAck {
+    ack: Option<pinch_channels::Ack>,
+    stored: Vec<String>,
+    note: Option<String>,
+    woken: Vec<String>,
+}
+
+/// Most events routed before their writes are flushed together.
+const FLUSH_BATCH: usize = 1024;
+/// Sessions committed in parallel by a flush.
+const FLUSH_THREADS: usize = 16;
+
 struct SessionRt {
     row: SessionRow,
     dir: SessionDir,
@@ -102,9 +116,17 @@ struct Host {
     proxy_tls: Arc<rustls::ClientConfig>,
     regexes: HashMap<String, Option<Regex>>,
     slot_queue: VecDeque<String>,
+    /// Routed rows waiting for the flush, in routing order.
+    pending_writes: Vec<(String, pinch_proto::rows::NewInbound)>,
+    pending_acks: Vec<PendingAck>,
     stats: Arc<Stats>,
     shutting_down: bool,
     _lock: HostLock,
+}
+
+/// One session's routed rows in one transaction.
+fn commit_rows(dir: &SessionDir, rows: &[pinch_proto::rows::NewInbound], out_max: i64) -> Result<(), String> {
+    session::write_inbound(dir, rows, out_max).map(|_| ()).map_err(|e| format!("writing {}: {e:#}", dir.inbound_db().display()))
 }
 
 /// Creates the data dir layout, proving it is writable.
@@ -221,6 +243,8 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         proxy_tls: crate::proxy::tls_config(&cfg.proxy_extra_roots).map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?,
         regexes: HashMap::new(),
         slot_queue: VecDeque::new(),
+        pending_writes: Vec::new(),
+        pending_acks: Vec::new(),
         stats: stats.clone(),
         shutting_down: false,
         _lock: lock,
@@ -257,7 +281,19 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
                         host.handle(ev);
                     }
                 }
-                Some(ev) = ch_rx.recv() => host.handle(Event::Channel(ev)),
+                Some(ev) = ch_rx.recv() => {
+                    // Route what is queued, then commit it together: one
+                    // transaction per session, sessions in parallel.
+                    let t_route = Instant::now();
+                    host.handle(Event::Channel(ev));
+                    let mut n = 1;
+                    while n < FLUSH_BATCH {
+                        let Ok(ev) = ch_rx.try_recv() else { break };
+                        host.handle(Event::Channel(ev));
+                        n += 1;
+                    }
+                    tracing::trace!(events = n, ms = t_route.elapsed().as_millis() as u64, "routed a batch");
+                }
                 Some((req, reply)) = admin_rx.recv() => host.handle(Event::Admin(req, reply)),
                 _ = delivery_tick.tick() => host.poke_live_deliveries(),
                 _ = sweep_tick.tick() => host.sweep(),
@@ -275,6 +311,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
                     }
                 }
             }
+            host.flush();
             if shutdown_deadline.is_some() && host.live_count() == 0 {
                 break;
             }
@@ -290,6 +327,83 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
 }
 
 impl Host {
+    /// Commits routed rows (one transaction per session, up to
+    /// [`FLUSH_THREADS`] sessions at once), then completes the acks of the
+    /// events they belong to and wakes their sessions. An event whose rows
+    /// did not commit is acked as failed (the platform redelivers; inserts
+    /// are idempotent by id), partially stored events say so.
+    fn flush(&mut self) {
+        if self.pending_writes.is_empty() && self.pending_acks.is_empty() {
+            return;
+        }
+        let t_flush = Instant::now();
+        let mut groups: Vec<(String, SessionDir, i64, Vec<pinch_proto::rows::NewInbound>)> = Vec::new();
+        for (sid, row) in std::mem::take(&mut self.pending_writes) {
+            match groups.iter_mut().find(|g| g.0 == sid) {
+                Some(g) => g.3.push(row),
+                None => {
+                    let Some(s) = self.sessions.get(&sid) else { continue };
+                    let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
+                    groups.push((sid, s.dir.clone(), out_max, vec![row]));
+                }
+            }
+        }
+        let results: Vec<Result<(), String>> = if groups.len() <= 1 {
+            groups.iter().map(|(_, dir, out_max, rows)| commit_rows(dir, rows, *out_max)).collect()
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let slots: Vec<Mutex<Option<Result<(), String>>>> = groups.iter().map(|_| Mutex::new(None)).collect();
+            std::thread::scope(|scope| {
+                for _ in 0..groups.len().min(FLUSH_THREADS) {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((_, dir, out_max, rows)) = groups.get(i) else { break };
+                        *slots[i].lock().unwrap() = Some(commit_rows(dir, rows, *out_max));
+                    });
+                }
+            });
+            slots.into_iter().map(|m| m.into_inner().unwrap().unwrap_or_else(|| Err("not written".into()))).collect()
+        };
+        tracing::trace!(sessions = groups.len(), events = self.pending_acks.len(), ms = t_flush.elapsed().as_millis() as u64, "flushed routed rows");
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for ((sid, ..), r) in groups.iter().zip(results) {
+            match r {
+                Ok(()) => {
+                    if let Err(e) = self.central.touch_session(sid) {
+                        tracing::warn!(session_id = %sid, "could not update last_active: {e:#}");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(session_id = %sid, "could not store inbound messages: {e}");
+                    failed.insert(sid.clone(), e);
+                }
+            }
+        }
+        let mut wake: Vec<String> = Vec::new();
+        for p in std::mem::take(&mut self.pending_acks) {
+            let bad: Vec<&String> = p.stored.iter().filter(|s| failed.contains_key(*s)).collect();
+            let outcome = if !p.stored.is_empty() && bad.len() == p.stored.len() {
+                AckOutcome::Failed(format!("could not store the message: {}", failed[bad[0]]))
+            } else if !bad.is_empty() {
+                AckOutcome::Stored { routed: p.stored.len() - bad.len(), note: Some("stored for some of the agents; the others failed (see the host log)".into()) }
+            } else {
+                AckOutcome::Stored { routed: p.stored.len(), note: p.note }
+            };
+            if let Some(ack) = p.ack {
+                ack.complete(outcome);
+            }
+            for id in p.woken {
+                if !failed.contains_key(&id) && !wake.contains(&id) {
+                    wake.push(id);
+                }
+            }
+        }
+        // Once per session (a burst for one session is one wake check).
+        for id in wake {
+            self.try_wake(&id);
+        }
+    }
+
     fn live_count(&self) -> usize {
         self.sessions.values().filter(|s| s.runner.is_some()).count()
     }
@@ -302,11 +416,8 @@ impl Host {
                     return;
                 }
                 let outcome = match self.route(&ev) {
-                    Ok((n, note, woken)) => {
-                        ack.complete(AckOutcome::Stored { routed: n, note });
-                        for id in woken {
-                            self.try_wake(&id);
-                        }
+                    Ok((stored, note, woken)) => {
+                        self.pending_acks.push(PendingAck { ack: Some(ack), stored, note, woken });
                         return;
                     }
                     Err(e) => {
@@ -593,6 +704,9 @@ impl Host {
                 }
                 return;
             }
+        }
+        if live >= self.cfg.max_concurrent_runners && self.slot_queue.iter().any(|q| q == id) {
+            return; // already waiting for a slot; checked again when one frees
         }
         match session::has_due_trigger(&s.dir) {
             Ok(true) => s.wake_failures = 0,

@@ -2,7 +2,7 @@
 //! facts the pure plan (`pinch_policy::route::plan`) needs, and carrying
 //! the plan out — stores, audits, notices, approval requests.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use pinch_channels::{Address, Capabilities, InboundEvent};
 use pinch_policy::commands;
 use pinch_policy::route::{self, DropReason, EngageMode, IgnoredPolicy, Plan, SenderScope, SessionKey, SessionMode, Take, UnknownSenderPolicy};
@@ -12,11 +12,11 @@ use pinch_proto::time;
 use regex::Regex;
 
 use super::Host;
-use crate::session;
 
-/// What routing did: agents that stored it, a note for the sender when none
-/// did, and the sessions to wake.
-pub(crate) type Routed = (usize, Option<String>, Vec<String>);
+/// What routing did: the sessions it is stored in (written at the next
+/// flush), a note for the sender when none took it, and the sessions to
+/// wake once it is committed.
+pub(crate) type Routed = (Vec<String>, Option<String>, Vec<String>);
 
 /// `<channel>:<id>` unless the platform id already has a `:`.
 pub(crate) fn user_id_of(channel_type: &str, sender_id: &str) -> String {
@@ -126,50 +126,50 @@ impl Host {
         match plan {
             Plan::Ignore => {
                 tracing::debug!(channel = %ev.channel_type, platform_id = %ev.platform_id, "chatter in an unknown conversation ignored");
-                Ok((0, Some("this conversation is not connected to any agent".into()), vec![]))
+                Ok((vec![], Some("this conversation is not connected to any agent".into()), vec![]))
             }
             Plan::CreateAndRegister => {
                 let m = self.central.create_messaging_group(&ev.channel_type, &ev.platform_id, None, ev.is_group)?;
                 tracing::info!(channel = %ev.channel_type, platform_id = %ev.platform_id, mg = %m.id, "new conversation; asking the owner to register it");
                 audit(self, DropReason::NoAgentWired, Some(&m.id), None);
                 self.request_registration(&m, &ev, &user_id)?;
-                Ok((0, Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
+                Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
             }
             Plan::Denied => {
                 audit(self, DropReason::Denied, mg.as_ref().map(|m| m.id.as_str()), None);
-                Ok((0, Some("this conversation was denied by the owner".into()), vec![]))
+                Ok((vec![], Some("this conversation was denied by the owner".into()), vec![]))
             }
             Plan::Unwired { register } => {
                 let m = mg.expect("unwired implies a known conversation");
                 audit(self, DropReason::NoAgentWired, Some(&m.id), None);
                 if register {
                     self.request_registration(&m, &ev, &user_id)?;
-                    Ok((0, Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
+                    Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
                 } else {
-                    Ok((0, Some("this conversation is not connected to any agent".into()), vec![]))
+                    Ok((vec![], Some("this conversation is not connected to any agent".into()), vec![]))
                 }
             }
             Plan::Help => {
                 self.notice(addr, commands::HELP.to_owned());
-                Ok((0, Some("answered by the host (/help)".into()), vec![]))
+                Ok((vec![], Some("answered by the host (/help)".into()), vec![]))
             }
             Plan::Filtered => {
                 let word = commands::command_word(&ev.text).unwrap_or_default();
                 audit(self, DropReason::Command, mg.as_ref().map(|m| m.id.as_str()), None);
                 tracing::info!(command = %word, "filtered command dropped");
-                Ok((0, Some(format!("{word} is not available here")), vec![]))
+                Ok((vec![], Some(format!("{word} is not available here")), vec![]))
             }
             Plan::Fanout { takes, ask_sender_approval } => {
                 let m = mg.expect("fan-out implies a known conversation");
                 let mut woken = Vec::new();
-                let mut stored = 0;
+                let mut stored = Vec::new();
                 let mut reasons = Vec::new();
                 let mut errors: Vec<anyhow::Error> = Vec::new();
                 for (w, take) in wirings.iter().zip(takes) {
                     match take {
                         Take::Store { trigger, session } => match self.store_one(w, &ev, &user_id, session, trigger) {
                             Ok(sid) => {
-                                stored += 1;
+                                stored.push(sid.clone());
                                 if trigger {
                                     if self.sessions.get(&sid).is_some_and(|s| s.quarantined) {
                                         self.lift_quarantine(&sid, "a new message arrived");
@@ -198,7 +198,7 @@ impl Host {
                         tracing::error!(mg = %m.id, sender = %user_id, "could not ask for the sender's approval: {e:#}");
                     }
                 }
-                if stored == 0 {
+                if stored.is_empty() {
                     if let Some(e) = errors.into_iter().next() {
                         return Err(e);
                     }
@@ -217,7 +217,7 @@ impl Host {
                     } else {
                         "no agent engaged with this message"
                     };
-                    return Ok((0, Some(note.to_owned()), woken));
+                    return Ok((vec![], Some(note.to_owned()), woken));
                 }
                 let note = (!errors.is_empty()).then(|| "stored for some of the agents; the others failed (see the host log)".to_owned());
                 Ok((stored, note, woken))
@@ -226,7 +226,8 @@ impl Host {
     }
 
     /// Stores one inbound event for one wiring, in the session the plan
-    /// chose; returns the session id.
+    /// chose (queued: committed by the next [`Host::flush`]); returns the
+    /// session id.
     fn store_one(&mut self, w: &crate::central::WiringRow, ev: &InboundEvent, user_id: &str, key: SessionKey, trigger: bool) -> Result<String> {
         let mg_id = w.messaging_group_id.as_str();
         let sid = match key {
@@ -242,7 +243,6 @@ impl Host {
                 None => self.session_for(&w.agent_group_id, mg_id, None)?,
             },
         };
-        let s = self.sessions.get(&sid).expect("session loaded");
         let content = InContent::Chat(ChatIn {
             text: ev.text.clone(),
             sender: ev.sender_name.clone(),
@@ -264,11 +264,7 @@ impl Host {
             source_session_id: None,
             on_wake: false,
         };
-        let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
-        session::write_inbound(&s.dir, &[row], out_max).with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
-        if let Err(e) = self.central.touch_session(&sid) {
-            tracing::warn!(session_id = %sid, "could not update last_active: {e:#}");
-        }
+        self.pending_writes.push((sid.clone(), row));
         Ok(sid)
     }
 
@@ -276,11 +272,9 @@ impl Host {
     /// wakes what it reached.
     pub(super) fn replay(&mut self, ev: &InboundEvent) {
         match self.route(ev) {
-            Ok((n, _, woken)) => {
-                tracing::info!(routed = n, message = %ev.message_id, "held message replayed");
-                for id in woken {
-                    self.try_wake(&id);
-                }
+            Ok((stored, note, woken)) => {
+                tracing::info!(routed = stored.len(), message = %ev.message_id, "held message replayed");
+                self.pending_acks.push(super::PendingAck { ack: None, stored, note, woken });
             }
             Err(e) => tracing::error!(message = %ev.message_id, "could not replay a held message: {e:#}"),
         }
@@ -299,7 +293,7 @@ impl Host {
                     Err(e) => format!("Could not create the agent: {e:#}. Send another name."),
                 };
                 self.notice(to, text);
-                return Ok(Some((0, Some("taken as the new agent's name".into()), vec![])));
+                return Ok(Some((vec![], Some("taken as the new agent's name".into()), vec![])));
             }
         }
         if caps.buttons {
@@ -323,6 +317,6 @@ impl Host {
             user_id: ev.sender_id.clone(),
             callback,
         });
-        Ok(Some((0, Some("taken as your answer to the open question".into()), vec![])))
+        Ok(Some((vec![], Some("taken as your answer to the open question".into()), vec![])))
     }
 }
