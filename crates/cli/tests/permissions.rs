@@ -464,3 +464,39 @@ fn agent_admin_commands_are_scoped_and_access_changes_wait_for_approval() {
     assert!(content.contains("\"status\":\"approved\"") && content.contains("\"ok\":true"), "{content}");
     w.shutdown();
 }
+
+/// SPEC §9.1 fallback for questions: on a channel without buttons the
+/// agent's question arrives as numbered text and the user answers "2".
+#[test]
+fn a_question_on_a_channel_without_buttons_is_answered_by_number() {
+    let w = world(
+        |c| c.provider.script = Some(colour_question_script(60)),
+        |c| {
+            c.conn
+                .execute(
+                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+                     VALUES ('mg-p', 'plain', 'room', 'room', 0, 'strict', 'x')",
+                    [],
+                )
+                .unwrap();
+            c.conn
+                .execute(
+                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
+                     VALUES ('w-p', 'mg-p', 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, 'x')",
+                    [],
+                )
+                .unwrap();
+        },
+    );
+    w.say(&w.plain, msg("plain", "room", "q1", "boss", "pick a colour", true, false));
+    let q = w.wait(&w.plain, "the numbered question", |s| s.text().contains("Which colour?"));
+    assert!(buttons(&q).is_empty());
+    assert!(q.text().contains("\n1. Red") && q.text().contains("\n2. Blue"), "{}", q.text());
+    let out = w.say(&w.plain, msg("plain", "room", "q2", "boss", "2", true, false));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("answer")), "{out:?}");
+    w.wait(&w.plain, "the tool's result in the reply", |s| s.text().contains("tool said: the user chose: Blue (value b)"));
+    // A number when nothing is open is ordinary text for the agent.
+    let out = w.say(&w.plain, msg("plain", "room", "q3", "boss", "7", true, false));
+    assert!(matches!(&out, AckOutcome::Stored { routed: 1, .. }), "{out:?}");
+    w.shutdown();
+}
