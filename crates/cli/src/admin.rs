@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 /// Every resource the client knows and its verbs. The central-DB ones are
 /// served by `pinch_host::admin_cmds`, the rest by the host's main loop.
 pub const RESOURCES: &[(&str, &[&str])] = &[
-    ("groups", &["list", "get", "create", "update", "delete", "config-get", "config-set"]),
+    ("groups", &["list", "get", "create", "update", "delete", "config-get", "config-set", "restart"]),
     ("messaging-groups", &["list", "get", "create", "update", "delete", "deny", "undeny"]),
     ("wirings", &["list", "get", "create", "update", "delete"]),
     ("users", &["list", "get", "create", "update", "delete"]),
@@ -28,6 +28,7 @@ pub const RESOURCES: &[(&str, &[&str])] = &[
     ("approvals", &["list", "get", "approve", "reject"]),
     ("user-dms", &["list"]),
     ("dropped-messages", &["list"]),
+    ("channels", &["status"]),
     ("host", &["status", "version"]),
 ];
 

@@ -190,6 +190,13 @@ fn admin_cli_against_a_running_host() {
     let st = admin(tmp.path(), &["host", "status", "--json", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(st.code, 0, "{st:?}");
     assert!(st.stdout.contains("\"live_runners\""), "{st:?}");
+    let ch = json(&data, &["channels", "status"]);
+    assert_eq!(ch[0]["channel"], "cli", "{ch}");
+    assert_eq!(ch[0]["buttons"], true, "{ch}");
+    let r = json(&data, &["groups", "restart", "main"]);
+    assert_eq!(r["id"], "main", "{r}");
+    fails(&data, &["groups", "restart", "nope"], 1, "no agent group nope");
+    assert!(json(&data, &["host", "version"])["version"].is_string());
     let help = ok(&data, &["--help"]).stdout;
     assert!(help.contains("wirings           list, get, create, update, delete"), "{help}");
 

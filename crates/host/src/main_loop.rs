@@ -503,6 +503,40 @@ impl Host {
                 "sessions": self.sessions.len(),
                 "live_runners": self.live_count(),
             })),
+            "host-version" => Ok(serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "runner_protocol": VERSION})),
+            "channels-status" => {
+                let mut names: Vec<&String> = self.channels.keys().collect();
+                names.sort();
+                Ok(serde_json::Value::Array(
+                    names
+                        .into_iter()
+                        .map(|n| {
+                            let c = self.channels[n].capabilities();
+                            serde_json::json!({
+                                "channel": n, "running": true, "threads": c.threads, "buttons": c.buttons, "edit": c.edit,
+                                "reactions": c.reactions, "typing": c.typing, "files": c.files, "open_dm": c.open_dm, "max_text": c.max_text,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            "groups-restart" => {
+                // Stops the group's live runners; the next message (or due
+                // work, at the sweep) starts fresh ones with the current config.
+                let id = arg("id").ok_or_else(|| err("invalid-args", "groups-restart needs a group id: pinch admin groups restart <id>"))?;
+                if self.central.agent_folder(&id).map_err(handler)?.is_none() {
+                    return Err(err("not-found", format!("no agent group {id}")));
+                }
+                let ids: Vec<String> = self.sessions.iter().filter(|(_, s)| s.row.agent_group_id == id && !s.closed).map(|(k, _)| k.clone()).collect();
+                let mut stopped = Vec::new();
+                for sid in ids {
+                    if self.request_stop(&sid) {
+                        stopped.push(sid.clone());
+                    }
+                    self.try_wake(&sid);
+                }
+                Ok(serde_json::json!({"id": id, "stopped": stopped}))
+            }
             "sessions-list" => {
                 let mut rows = self.central.session_states().map_err(handler)?;
                 for r in rows.iter_mut() {

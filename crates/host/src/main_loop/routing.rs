@@ -132,7 +132,7 @@ impl Host {
                 let m = self.central.create_messaging_group(&ev.channel_type, &ev.platform_id, None, ev.is_group)?;
                 tracing::info!(channel = %ev.channel_type, platform_id = %ev.platform_id, mg = %m.id, "new conversation; asking the owner to register it");
                 audit(self, DropReason::NoAgentWired, Some(&m.id), None);
-                self.request_registration(&m, &ev, &user_id)?;
+                self.ask_registration(&m, &ev, &user_id);
                 Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
             }
             Plan::Denied => {
@@ -143,7 +143,7 @@ impl Host {
                 let m = mg.expect("unwired implies a known conversation");
                 audit(self, DropReason::NoAgentWired, Some(&m.id), None);
                 if register {
-                    self.request_registration(&m, &ev, &user_id)?;
+                    self.ask_registration(&m, &ev, &user_id);
                     Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
                 } else {
                     Ok((vec![], Some("this conversation is not connected to any agent".into()), vec![]))
@@ -222,6 +222,15 @@ impl Host {
                 let note = (!errors.is_empty()).then(|| "stored for some of the agents; the others failed (see the host log)".to_owned());
                 Ok((stored, note, woken))
             }
+        }
+    }
+
+    /// Asks the owner to register a conversation; a failure is logged (the
+    /// message itself is handled: failing it would make the platform
+    /// redeliver it into the same failure).
+    fn ask_registration(&mut self, m: &crate::central::MessagingGroup, ev: &InboundEvent, user_id: &str) {
+        if let Err(e) = self.request_registration(m, ev, user_id) {
+            tracing::error!(mg = %m.id, "could not ask the owner to register this conversation: {e:#}");
         }
     }
 
