@@ -396,6 +396,11 @@ tool = "admin"
 args = { command = "members-add", args = { user = "chat:zoe", ag = "main" } }
 
 [[rule]]
+contains = "admin-promote"
+tool = "admin"
+args = { command = "roles-grant", args = { user = "chat:gadmin", role = "owner" } }
+
+[[rule]]
 after_tool = "*"
 reply = "admin said: {tool_result} error={tool_error}"
 "#;
@@ -412,6 +417,8 @@ fn agent_admin_commands_are_scoped_and_access_changes_wait_for_approval() {
             wired_group(c, "strict");
             c.conn.execute("UPDATE wirings SET engage_mode = 'pattern', engage_pattern = '.' WHERE id = 'w-g'", []).unwrap();
             c.conn.execute("UPDATE agent_configs SET admin_scope = 'disabled' WHERE agent_group_id = 'main'", []).unwrap();
+            c.conn.execute("INSERT INTO users (id, kind, created_at) VALUES ('chat:gadmin', 'chat', 'x')", []).unwrap();
+            c.conn.execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES ('chat:gadmin', 'admin', 'main', 'x')", []).unwrap();
         },
     );
     let say = |id: &str, text: &str| w.say(&w.chat, msg("chat", "grp", id, "owner", text, false, true));
@@ -438,18 +445,18 @@ fn agent_admin_commands_are_scoped_and_access_changes_wait_for_approval() {
     let r = reply_to(&w, "a3");
     assert!(r.contains("forbidden") && r.contains("error=true"), "{r}");
 
-    // An access change: approval-pending, a card for the owner.
+    // An access change: approval-pending, a card for the group's admin.
     say("a4", "admin-add zoe");
     let r = reply_to(&w, "a4");
     assert!(r.contains("approval-pending") && r.contains("error=false"), "{r}");
     let card = w.wait(&w.chat, "the admin-command card", |s| is_card(s) && s.text().contains("members-add"));
-    assert_eq!(card.to().platform_id, "dm-owner");
+    assert_eq!(card.to().platform_id, "dm-gadmin", "group admins come before owners");
     assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:zoe'", &[]), 0, "nothing runs before approval");
     let b = buttons(&card);
     w.click(&w.chat, "grp", "mallory", &b[0].1);
     w.wait(&w.chat, "the stranger refused", |s| matches!(s, Sent::Notice { text, .. } if text.starts_with("Refused")));
     assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:zoe'", &[]), 0);
-    w.click(&w.chat, "dm-owner", "owner", &b[0].1);
+    w.click(&w.chat, "dm-gadmin", "gadmin", &b[0].1);
     w.wait(&w.chat, "approved", |s| s.text().starts_with("Approved: members-add ran"));
     assert_eq!(w.count("SELECT count(*) FROM agent_group_members WHERE user_id = 'chat:zoe' AND agent_group_id = 'main'", &[]), 1);
     // The agent is told: an action_result row, taken by its next turn.
@@ -462,6 +469,26 @@ fn agent_admin_commands_are_scoped_and_access_changes_wait_for_approval() {
     });
     let content: String = inbound(&sdir).query_row("SELECT content FROM messages_in WHERE id LIKE 'approval-result:%'", [], |r| r.get(0)).unwrap();
     assert!(content.contains("\"status\":\"approved\"") && content.contains("\"ok\":true"), "{content}");
+
+    // With global scope, a command that could make someone owner is for
+    // owners alone to approve: the group's own admin is refused.
+    let out = std::process::Command::new(PINCH)
+        .args(["admin", "groups", "config-set", "main", "--admin_scope", "global", "--data-dir"])
+        .arg(w.db.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    say("a5", "admin-promote gadmin");
+    let r = reply_to(&w, "a5");
+    assert!(r.contains("approval-pending"), "{r}");
+    let card = w.wait(&w.chat, "the owner-only card", |s| is_card(s) && s.text().contains("roles-grant"));
+    let b = buttons(&card);
+    w.click(&w.chat, "dm-gadmin", "gadmin", &b[0].1);
+    w.wait(&w.chat, "the group admin refused", |s| matches!(s, Sent::Notice { to, text, .. } if to.platform_id == "dm-gadmin" && text.starts_with("Refused: only an owner")));
+    assert_eq!(w.count("SELECT count(*) FROM user_roles WHERE user_id = 'chat:gadmin' AND role = 'owner'", &[]), 0);
+    w.click(&w.chat, "dm-owner", "owner", &b[1].1);
+    w.wait(&w.chat, "rejected by the owner", |s| s.text().starts_with("Rejected: roles-grant"));
+    assert_eq!(w.count("SELECT count(*) FROM user_roles WHERE user_id = 'chat:gadmin' AND role = 'owner'", &[]), 0);
     w.shutdown();
 }
 

@@ -337,12 +337,16 @@ impl Host {
             return;
         }
         let t_flush = Instant::now();
+        let mut lost: Vec<String> = Vec::new();
         let mut groups: Vec<(String, SessionDir, i64, Vec<pinch_proto::rows::NewInbound>)> = Vec::new();
         for (sid, row) in std::mem::take(&mut self.pending_writes) {
             match groups.iter_mut().find(|g| g.0 == sid) {
                 Some(g) => g.3.push(row),
                 None => {
-                    let Some(s) = self.sessions.get(&sid) else { continue };
+                    let Some(s) = self.sessions.get(&sid) else {
+                        lost.push(sid);
+                        continue;
+                    };
                     let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
                     groups.push((sid, s.dir.clone(), out_max, vec![row]));
                 }
@@ -366,6 +370,9 @@ impl Host {
         };
         tracing::trace!(sessions = groups.len(), events = self.pending_acks.len(), ms = t_flush.elapsed().as_millis() as u64, "flushed routed rows");
         let mut failed: HashMap<String, String> = HashMap::new();
+        for sid in lost {
+            failed.insert(sid, "the session is no longer loaded".into());
+        }
         for ((sid, ..), r) in groups.iter().zip(results) {
             match r {
                 Ok(()) => {
@@ -382,10 +389,13 @@ impl Host {
         let mut wake: Vec<String> = Vec::new();
         for p in std::mem::take(&mut self.pending_acks) {
             let bad: Vec<&String> = p.stored.iter().filter(|s| failed.contains_key(*s)).collect();
-            let outcome = if !p.stored.is_empty() && bad.len() == p.stored.len() {
-                AckOutcome::Failed(format!("could not store the message: {}", failed[bad[0]]))
-            } else if !bad.is_empty() {
-                AckOutcome::Stored { routed: p.stored.len() - bad.len(), note: Some("stored for some of the agents; the others failed (see the host log)".into()) }
+            // Not stored for every agent it was meant for: failed, so the
+            // platform redelivers (the rows that did commit are idempotent).
+            let outcome = if let Some(b) = bad.first() {
+                if p.ack.is_none() {
+                    tracing::error!(sessions = ?bad, "a replayed message could not be stored; it is kept in its approval's result");
+                }
+                AckOutcome::Failed(format!("could not store the message: {}", failed[*b]))
             } else {
                 AckOutcome::Stored { routed: p.stored.len(), note: p.note }
             };
@@ -589,6 +599,10 @@ impl Host {
                 let a = self.central.approval(&id).map_err(handler)?.ok_or_else(|| err("not-found", format!("no approval {id}")))?;
                 if a.status != "pending" {
                     return Err(err("invalid-args", format!("approval {id} is already {}", a.status)));
+                }
+                if time::parse(&a.expires_at).is_ok_and(|t| t <= jiff::Timestamp::now()) {
+                    self.expire(&a);
+                    return Err(err("invalid-args", format!("approval {id} has expired")));
                 }
                 let value = if req.command == "approvals-approve" {
                     match arg("value") {

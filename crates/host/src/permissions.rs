@@ -96,15 +96,35 @@ impl Central {
         Ok(tiers)
     }
 
-    /// May this user decide an approval addressed to `approver` for `ag`?
-    /// The approver, an admin of the group (or a global admin), or an owner.
-    pub fn may_decide(&self, user_id: &str, approver: &str, ag_id: Option<&str>) -> Result<bool> {
-        if user_id == approver {
+    /// May this user decide an approval for `ag`? An owner always; an
+    /// admin of the group (or a global admin) unless the card is for owners
+    /// only. Being the addressed approver is not enough by itself: an
+    /// approver who lost their role since cannot decide.
+    pub fn may_decide(&self, user_id: &str, ag_id: Option<&str>, owners_only: bool) -> Result<bool> {
+        if self.is_owner(user_id)? {
             return Ok(true);
         }
         match ag_id {
-            Some(ag) => Ok(self.sender_rights(user_id, ag)?.1),
-            None => self.is_owner(user_id),
+            Some(ag) if !owners_only => Ok(self.sender_rights(user_id, ag)?.1),
+            _ => Ok(false),
+        }
+    }
+
+    /// Runs `f` as one unit (a savepoint: nests inside other savepoints);
+    /// rolled back on error.
+    pub fn atomically<T>(&mut self, f: impl FnOnce(&mut Central) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("SAVEPOINT atomically")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("RELEASE atomically")?;
+                Ok(v)
+            }
+            Err(e) => {
+                if self.conn.execute_batch("ROLLBACK TO atomically; RELEASE atomically").is_err() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(e)
+            }
         }
     }
 
@@ -123,7 +143,7 @@ impl Central {
     /// Records a user's DM conversation, creating its messaging group (not
     /// a group chat; policy `strict`) if pinch did not know it.
     pub fn set_user_dm(&mut self, user_id: &str, channel_type: &str, platform_id: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let t = now();
         tx.execute(
             "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
@@ -242,7 +262,7 @@ impl Central {
             .join("-");
         let base: String = base.chars().take(32).collect();
         anyhow::ensure!(!base.is_empty(), "an agent's name needs at least one letter or digit, got {name:?}");
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let mut folder = base.clone();
         let mut n = 1;
         while folder == "global"
@@ -263,7 +283,7 @@ impl Central {
     /// known senders, accumulate, shared; plus the agent's destination.
     pub fn wire_registered(&mut self, mg: &MessagingGroup, ag_id: &str) -> Result<()> {
         let (mode, pattern) = if mg.is_group { ("mention-sticky", None) } else { ("pattern", Some(".")) };
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let t = now();
         tx.execute(
             "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
@@ -358,39 +378,45 @@ impl Central {
         raw.map(Self::finish_approval).transpose()
     }
 
-    /// The newest pending approval whose card went to this conversation
+    /// Pending, unexpired approvals whose card went to this conversation
     /// (numbered answers on channels without buttons).
-    pub fn pending_approval_in(&self, channel_type: &str, platform_id: &str) -> Result<Option<Approval>> {
-        let raw = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {} FROM pending_approvals WHERE status = 'pending' AND channel_type = ?1 AND platform_id = ?2
-                     ORDER BY created_at DESC, rowid DESC LIMIT 1",
-                    Self::APPROVAL_COLS
-                ),
-                params![channel_type, platform_id],
-                Self::approval_row,
-            )
-            .optional()?;
-        raw.map(Self::finish_approval).transpose()
+    pub fn open_approvals_in(&self, channel_type: &str, platform_id: &str, now: &str) -> Result<Vec<Approval>> {
+        let mut s = self.conn.prepare(&format!(
+            "SELECT {} FROM pending_approvals WHERE status = 'pending' AND channel_type = ?1 AND platform_id = ?2 AND expires_at > ?3
+             ORDER BY created_at DESC, rowid DESC",
+            Self::APPROVAL_COLS
+        ))?;
+        let raws = s.query_map(params![channel_type, platform_id, now], Self::approval_row)?.collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(Self::finish_approval).collect()
     }
 
-    /// The newest pending question asked in this conversation.
-    pub fn pending_question_in(&self, channel_type: &str, platform_id: &str) -> Result<Option<(String, usize)>> {
-        let row: Option<(String, String)> = self
+    /// Unexpired questions asked in this conversation and thread:
+    /// (question id, number of options).
+    pub fn open_questions_in(&self, channel_type: &str, platform_id: &str, thread_id: Option<&str>, now: &str) -> Result<Vec<(String, usize)>> {
+        let mut s = self.conn.prepare(
+            "SELECT question_id, options_json FROM pending_questions WHERE channel_type = ?1 AND platform_id = ?2
+               AND coalesce(thread_id, '') = coalesce(?3, '') AND expires_at > ?4
+             ORDER BY created_at DESC, rowid DESC",
+        )?;
+        let rows = s
+            .query_map(params![channel_type, platform_id, thread_id, now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, opts)| (id, serde_json::from_str::<Vec<serde_json::Value>>(&opts).map_or(0, |v| v.len())))
+            .collect())
+    }
+
+    /// A pending approval an agent already asked for with this request id.
+    pub fn approval_for_request(&self, session_id: &str, request_id: &str) -> Result<Option<String>> {
+        Ok(self
             .conn
             .query_row(
-                "SELECT question_id, options_json FROM pending_questions WHERE channel_type = ?1 AND platform_id = ?2
-                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
-                params![channel_type, platform_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                "SELECT approval_id FROM pending_approvals WHERE session_id = ?1 AND request_id = ?2",
+                params![session_id, request_id],
+                |r| r.get(0),
             )
-            .optional()?;
-        Ok(row.map(|(id, opts)| {
-            let n = serde_json::from_str::<Vec<serde_json::Value>>(&opts).map_or(0, |v| v.len());
-            (id, n)
-        }))
+            .optional()?)
     }
 
     /// Where an approval's card went (set just before it is sent).
@@ -428,7 +454,8 @@ impl Central {
         Ok(self
             .conn
             .query_row(
-                "SELECT approval_id FROM pending_sender_approvals WHERE messaging_group_id = ?1 AND sender_identity = ?2",
+                "SELECT r.approval_id FROM pending_sender_approvals r JOIN pending_approvals a ON a.approval_id = r.approval_id
+                 WHERE r.messaging_group_id = ?1 AND r.sender_identity = ?2 AND a.status IN ('pending', 'rejected')",
                 params![mg_id, sender],
                 |r| r.get(0),
             )
@@ -438,7 +465,7 @@ impl Central {
     #[allow(clippy::too_many_arguments)]
     pub fn insert_sender_request(&self, mg_id: &str, ag_id: &str, sender: &str, sender_name: Option<&str>, event: &str, approver: &str, approval_id: &str) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO pending_sender_approvals (id, messaging_group_id, agent_group_id, sender_identity, sender_name, original_event,
+            "INSERT OR REPLACE INTO pending_sender_approvals (id, messaging_group_id, agent_group_id, sender_identity, sender_name, original_event,
                approver_user_id, approval_id, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![format!("sa-{approval_id}"), mg_id, ag_id, sender, sender_name, event, approver, approval_id, now()],
@@ -454,13 +481,18 @@ impl Central {
     pub fn channel_request(&self, mg_id: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT approval_id FROM pending_channel_approvals WHERE messaging_group_id = ?1", [mg_id], |r| r.get(0))
+            .query_row(
+                "SELECT r.approval_id FROM pending_channel_approvals r JOIN pending_approvals a ON a.approval_id = r.approval_id
+                 WHERE r.messaging_group_id = ?1 AND a.status = 'pending'",
+                [mg_id],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     pub fn insert_channel_request(&self, mg_id: &str, event: &str, approver: &str, approval_id: &str) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO pending_channel_approvals (messaging_group_id, agent_group_id, original_event, approver_user_id, approval_id, created_at)
+            "INSERT OR REPLACE INTO pending_channel_approvals (messaging_group_id, agent_group_id, original_event, approver_user_id, approval_id, created_at)
              VALUES (?1, NULL, ?2, ?3, ?4, ?5)",
             params![mg_id, event, approver, approval_id, now()],
         )?;
@@ -492,5 +524,62 @@ impl Central {
             params![approval_id, channel_type, platform_id],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn central() -> (tempfile::TempDir, Central) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Central::open(&d.path().join("pinch.db")).unwrap();
+        c.bootstrap("alice").unwrap();
+        (d, c)
+    }
+
+    #[test]
+    fn who_may_decide() {
+        let (_d, c) = central();
+        c.conn.execute("INSERT INTO agent_groups (id, name, folder, created_at) VALUES ('ops', 'ops', 'ops', 'x')", []).unwrap();
+        for (u, role, ag) in [("t:gadmin", "admin", Some("main")), ("t:global", "admin", None), ("t:opsadmin", "admin", Some("ops"))] {
+            c.conn.execute("INSERT INTO users (id, kind, created_at) VALUES (?1, 't', 'x')", [u]).unwrap();
+            c.conn.execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES (?1, ?2, ?3, 'x')", params![u, role, ag]).unwrap();
+        }
+        c.add_member("t:member", "main", "test").unwrap();
+        // (user, ag, owners_only) -> may decide
+        for (u, ag, owners_only, want) in [
+            ("cli:alice", Some("main"), false, true),
+            ("cli:alice", Some("main"), true, true),
+            ("cli:alice", None, false, true),
+            ("t:gadmin", Some("main"), false, true),
+            ("t:gadmin", Some("main"), true, false),
+            ("t:gadmin", None, false, false),
+            ("t:global", Some("main"), false, true),
+            ("t:opsadmin", Some("main"), false, false),
+            ("t:member", Some("main"), false, false),
+            ("t:stranger", Some("main"), false, false),
+        ] {
+            assert_eq!(c.may_decide(u, ag, owners_only).unwrap(), want, "{u} {ag:?} owners_only={owners_only}");
+        }
+        let tiers = c.approver_tiers(Some("main")).unwrap();
+        assert_eq!(tiers, vec![vec!["t:gadmin".to_string()], vec!["t:global".to_string()], vec!["cli:alice".to_string()]]);
+    }
+
+    #[test]
+    fn atomically_rolls_back_everything_on_error_and_nests() {
+        let (_d, mut c) = central();
+        let r: Result<()> = c.atomically(|c| {
+            c.add_member("t:x", "main", "test")?;
+            c.atomically(|c| c.add_member("t:y", "main", "test"))?;
+            anyhow::bail!("boom")
+        });
+        assert!(r.is_err());
+        let n: i64 = c.conn.query_row("SELECT count(*) FROM agent_group_members", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        c.atomically(|c| c.add_member("t:x", "main", "test")).unwrap();
+        let n: i64 = c.conn.query_row("SELECT count(*) FROM agent_group_members", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        assert!(c.conn.is_autocommit(), "no transaction left open");
     }
 }

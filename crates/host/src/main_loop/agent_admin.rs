@@ -26,6 +26,12 @@ impl Host {
                 let Some(request_id) = request_id.map(str::to_owned) else {
                     return Err("admin_request needs a request_id of 1 to 64 bytes".into());
                 };
+                // Idempotent per row: a row delivered twice (a slow main
+                // loop, a host crash before the ledger entry) runs once.
+                let resp_id = format!("admin-resp:{out_id}");
+                if self.sessions.get(session_id).is_some_and(|s| session_has_row(&s.dir, &resp_id)) {
+                    return Ok(());
+                }
                 let command = v.get("command").and_then(Value::as_str).unwrap_or_default().to_owned();
                 let args = v.get("args").cloned().unwrap_or_else(|| json!({}));
                 let reply = self.agent_admin(session_id, &request_id, &command, &args);
@@ -37,7 +43,7 @@ impl Host {
                     Err(e) => (false, json!({"code": e.code, "message": e.message})),
                 };
                 let content = InContent::System(SystemIn::AdminResponse { request_id: request_id.clone(), ok, body });
-                self.system_in(session_id, &format!("admin-resp:{out_id}"), content, false);
+                self.system_in(session_id, &resp_id, content, false);
                 Ok(())
             }
             Some(other) => Err(format!("the host does not carry out {other:?} in this version")),
@@ -72,23 +78,40 @@ impl Host {
             return admin_cmds::dispatch(&self.central.conn, &caller, command, args)
                 .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))));
         }
+        let pending = |id: &str| err("approval-pending", format!("{command} needs an admin's approval (request {id})."));
+        if let Some(id) = self.central.approval_for_request(session_id, request_id).map_err(|e| err("handler-error", format!("{e:#}")))? {
+            return Err(pending(&id));
+        }
         // Dry run under the agent's scope, rolled back: a refused or invalid
         // command is answered now instead of bothering an approver.
-        let dry = (|| -> Result<Reply, pinch_proto::rusqlite::Error> {
-            self.central.conn.execute_batch("SAVEPOINT agent_dry_run")?;
-            let r = admin_cmds::dispatch(&self.central.conn, &caller, command, args);
-            self.central.conn.execute_batch("ROLLBACK TO agent_dry_run; RELEASE agent_dry_run")?;
-            Ok(r.unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}")))))
-        })()
-        .map_err(|e| err("handler-error", format!("could not check the command: {e}")))?;
-        dry?;
-        let tiers = self.central.approver_tiers(Some(&ag)).map_err(|e| err("handler-error", format!("{e:#}")))?;
+        self.central.conn.execute_batch("SAVEPOINT agent_dry_run").map_err(|e| err("handler-error", format!("could not check the command: {e}")))?;
+        let dry = admin_cmds::dispatch(&self.central.conn, &caller, command, args);
+        if self.central.conn.execute_batch("ROLLBACK TO agent_dry_run; RELEASE agent_dry_run").is_err() {
+            // Never leave a transaction open on the central DB.
+            let _ = self.central.conn.execute_batch("ROLLBACK");
+            return Err(err("handler-error", "could not roll back the command's dry run"));
+        }
+        dry.unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))))?;
+        // Commands that could raise anyone above the group's admins (or an
+        // agent with global reach) are for owners alone to approve: a group
+        // admin must not be able to approve making themselves owner.
+        let owners_only = scope == AdminScope::Global
+            || command.starts_with("roles-")
+            || command.starts_with("users-")
+            || matches!(command, "groups-create" | "groups-delete");
+        let tiers = if owners_only {
+            vec![self.central.approver_tiers(None).map_err(|e| err("handler-error", format!("{e:#}")))?.pop().unwrap_or_default()]
+        } else {
+            self.central.approver_tiers(Some(&ag)).map_err(|e| err("handler-error", format!("{e:#}")))?
+        };
         let Some(first) = tiers.iter().flatten().next().cloned() else {
             return Err(err("handler-error", format!("agent group {ag} has no admin or owner to approve {command}")));
         };
-        let title = format!("Agent {ag} asks to run `{command}` with {}", args);
+        let shown = args.to_string();
+        let shown = if shown.chars().count() > 300 { format!("{}…", shown.chars().take(300).collect::<String>()) } else { shown };
+        let title = format!("Agent {ag} asks to run `{command}` with {shown}");
         let options = vec![ApprovalOption { label: "Approve".into(), value: "approve".into() }, ApprovalOption { label: "Reject".into(), value: "reject".into() }];
-        let payload = json!({"command": command, "args": args});
+        let payload = json!({"command": command, "args": args, "owners_only": owners_only});
         let a: Approval = self.new_approval(Some(session_id), Some(&ag), Some(request_id), "admin_command", payload, title, options, &first);
         self.central.insert_approval(&a).map_err(|e| err("handler-error", format!("{e:#}")))?;
         let origin = self
@@ -100,7 +123,7 @@ impl Host {
             .unwrap_or_default();
         self.send_card(&a, tiers, &origin);
         tracing::info!(session_id = %session_id, approval = %a.approval_id, command = %command, "agent admin command waits for approval");
-        Err(err("approval-pending", format!("{command} needs an admin's approval (request {}).", a.approval_id)))
+        Err(pending(&a.approval_id))
     }
 
     /// Session and host commands for an agent: `group` scope sees only its
@@ -130,8 +153,17 @@ impl Host {
         let command = a.payload["command"].as_str().unwrap_or_default().to_owned();
         let args = a.payload.get("args").cloned().unwrap_or_else(|| json!({}));
         let (status, result, text) = if value == "approve" {
-            let r = admin_cmds::dispatch(&self.central.conn, &Caller::Owner, &command, &args)
-                .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))));
+            // It runs as the agent, under its scope as it is now (lowered
+            // since the request? then it is refused).
+            let r = match a.session_id.as_deref().map(|sid| self.agent_caller(sid)) {
+                Some(Ok(Caller::Agent { scope: AdminScope::Disabled, ag })) => {
+                    Err(err("permission-denied", format!("admin commands were disabled for agent group {ag:?} before this was approved")))
+                }
+                Some(Ok(caller)) => admin_cmds::dispatch(&self.central.conn, &caller, &command, &args)
+                    .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}")))),
+                Some(Err(e)) => Err(e),
+                None => Err(err("handler-error", "the request has no session")),
+            };
             if r.is_ok() && (command.starts_with("destinations-") || command.starts_with("wirings-") || command.starts_with("messaging-groups-") || command == "groups-delete") {
                 self.reproject_all();
             }
@@ -155,4 +187,10 @@ impl Host {
         }
         Ok(text)
     }
+}
+
+/// Whether the session's `inbound.db` already has a row with this id.
+fn session_has_row(dir: &crate::paths::SessionDir, id: &str) -> bool {
+    let Ok(c) = pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY) else { return false };
+    c.query_row("SELECT 1 FROM messages_in WHERE id = ?1", [id], |_| Ok(())).optional().ok().flatten().is_some()
 }

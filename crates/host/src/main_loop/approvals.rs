@@ -266,12 +266,14 @@ impl Host {
             return Ok(format!("That request was already {}.", a.status));
         }
         let clicker = user_id_of(&c.channel_type, &c.user_id);
-        if !self.central.may_decide(&clicker, &a.approver_user_id, a.agent_group_id.as_deref())? {
-            tracing::warn!(approval = %id, user = %clicker, approver = %a.approver_user_id, "approval click refused: not the approver, an admin of the group or an owner");
+        let owners_only = a.payload.get("owners_only").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        if !self.central.may_decide(&clicker, a.agent_group_id.as_deref(), owners_only)? {
+            tracing::warn!(approval = %id, user = %clicker, approver = %a.approver_user_id, "approval click refused: not an owner or an admin of the group");
             if let Err(e) = self.central.audit_drop(&c.channel_type, &c.platform_id, Some(&clicker), None, "not_approver", None, a.agent_group_id.as_deref()) {
                 tracing::warn!("could not audit a refused click: {e:#}");
             }
-            return Ok(format!("Refused: only {} or an admin of this agent may decide this request.", a.approver_user_id));
+            let who = if owners_only || a.agent_group_id.is_none() { "an owner" } else { "an admin of this agent or an owner" };
+            return Ok(format!("Refused: only {who} may decide this request."));
         }
         if time::parse(&a.expires_at).is_ok_and(|t| t <= jiff::Timestamp::now()) {
             self.expire(&a);
@@ -295,11 +297,20 @@ impl Host {
                 let sender = a.payload["sender"].as_str().unwrap_or_default().to_owned();
                 if value == "allow" {
                     let ev = self.held_event("pending_sender_approvals", &a.approval_id)?;
-                    if !self.central.decide_approval(&a.approval_id, "approved", by, None)? {
+                    // Status, membership and the request go together; the held
+                    // message is kept in the decision's result.
+                    let result = json!({"held": ev});
+                    let decided = self.central.atomically(|c| {
+                        if !c.decide_approval(&a.approval_id, "approved", by, Some(&result))? {
+                            return Ok(false);
+                        }
+                        c.add_member(&sender, &ag, by)?;
+                        c.delete_sender_request(&a.approval_id)?;
+                        Ok(true)
+                    })?;
+                    if !decided {
                         return Ok("That request was already decided.".into());
                     }
-                    self.central.add_member(&sender, &ag, by)?;
-                    self.central.delete_sender_request(&a.approval_id)?;
                     tracing::info!(approval = %a.approval_id, sender = %sender, agent_group = %ag, by = %by, "sender allowed");
                     if let Some(ev) = ev {
                         self.replay(&ev);
@@ -311,18 +322,24 @@ impl Host {
                         return Ok("That request was already decided.".into());
                     }
                     tracing::info!(approval = %a.approval_id, sender = %sender, mg = %mg, by = %by, "sender denied");
-                    Ok(format!("Denied: {sender} will not reach {ag} (allow later with `pinch admin members add --user {sender} --ag {ag}`)."))
+                    Ok(format!("Denied: {sender} will not reach {ag} (allow later with `pinch admin members add {sender} --ag {ag}`)."))
                 }
             }
             "register" => {
                 let mg_id = a.payload["mg"].as_str().unwrap_or_default().to_owned();
                 let sender = a.payload["sender"].as_str().unwrap_or_default().to_owned();
                 if value == "reject" {
-                    if !self.central.decide_approval(&a.approval_id, "rejected", by, None)? {
+                    let decided = self.central.atomically(|c| {
+                        if !c.decide_approval(&a.approval_id, "rejected", by, None)? {
+                            return Ok(false);
+                        }
+                        c.deny_messaging_group(&mg_id)?;
+                        c.delete_channel_request(&a.approval_id)?;
+                        Ok(true)
+                    })?;
+                    if !decided {
                         return Ok("That request was already decided.".into());
                     }
-                    self.central.deny_messaging_group(&mg_id)?;
-                    self.central.delete_channel_request(&a.approval_id)?;
                     return Ok("Rejected: pinch will ignore that conversation (undo with `pinch admin messaging-groups undeny`).".into());
                 }
                 if value == "new" {
@@ -337,12 +354,19 @@ impl Host {
                 };
                 let ev = self.held_event("pending_channel_approvals", &a.approval_id)?;
                 let mg = self.central.messaging_group_by_id(&mg_id)?.context("the conversation was deleted")?;
-                if !self.central.decide_approval(&a.approval_id, "approved", by, Some(&json!({"agent_group": ag})))? {
+                let result = json!({"agent_group": ag, "held": ev});
+                let decided = self.central.atomically(|c| {
+                    if !c.decide_approval(&a.approval_id, "approved", by, Some(&result))? {
+                        return Ok(false);
+                    }
+                    c.wire_registered(&mg, ag)?;
+                    c.add_member(&sender, ag, by)?;
+                    c.delete_channel_request(&a.approval_id)?;
+                    Ok(true)
+                })?;
+                if !decided {
                     return Ok("That request was already decided.".into());
                 }
-                self.central.wire_registered(&mg, ag)?;
-                self.central.add_member(&sender, ag, by)?;
-                self.central.delete_channel_request(&a.approval_id)?;
                 self.reproject_all();
                 if let Some(ev) = ev {
                     self.replay(&ev);
@@ -371,16 +395,31 @@ impl Host {
     /// The owner typed the new agent's name: create it, connect the
     /// conversation, replay the held message.
     pub(super) fn register_new_agent(&mut self, approval_id: &str, mg_id: &str, name: &str, event: &str, by: &str) -> Result<String> {
-        let ag = self.central.create_agent_group(name)?;
-        let folder = self.central.agent_folder(&ag)?.context("the new group has no folder")?;
-        super::ensure_group_folder(&self.data, &folder)?;
         let ev: InboundEvent = serde_json::from_str(event).context("the held message is unreadable")?;
         let mg = self.central.messaging_group_by_id(mg_id)?.context("the conversation was deleted")?;
-        self.central.decide_approval(approval_id, "approved", by, Some(&json!({"agent_group": ag, "created": true})))?;
-        self.central.wire_registered(&mg, &ag)?;
-        self.central.add_member(&user_id_of(&ev.channel_type, &ev.sender_id), &ag, by)?;
-        self.central.delete_channel_request(approval_id)?;
+        let sender = user_id_of(&ev.channel_type, &ev.sender_id);
+        // All or nothing, and only while the request is still open (a
+        // redelivered name message finds it decided and creates nothing).
+        let created = self.central.atomically(|c| {
+            if c.approval(approval_id)?.is_none_or(|a| a.status != "pending") {
+                return Ok(None);
+            }
+            let ag = c.create_agent_group(name)?;
+            if !c.decide_approval(approval_id, "approved", by, Some(&json!({"agent_group": ag, "created": true, "held": ev})))? {
+                anyhow::bail!("the request was decided meanwhile");
+            }
+            c.wire_registered(&mg, &ag)?;
+            c.add_member(&sender, &ag, by)?;
+            c.delete_channel_request(approval_id)?;
+            Ok(Some(ag))
+        })?;
+        let Some(ag) = created else {
+            return Ok("That request was already decided.".into());
+        };
+        let folder = self.central.agent_folder(&ag)?.context("the new group has no folder")?;
+        super::ensure_group_folder(&self.data, &folder)?;
         tracing::info!(agent_group = %ag, mg = %mg_id, by = %by, "new agent created by registration");
+        self.reproject_all();
         self.replay(&ev);
         Ok(format!("Created the agent {name:?} ({ag}) and connected the conversation."))
     }

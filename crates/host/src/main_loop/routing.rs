@@ -18,12 +18,13 @@ use super::Host;
 /// wake once it is committed.
 pub(crate) type Routed = (Vec<String>, Option<String>, Vec<String>);
 
-/// `<channel>:<id>` unless the platform id already has a `:`.
+/// `<channel>:<id>`, unless the id already carries this channel's prefix.
+/// (SPEC §4 keeps any id with a `:`; a platform whose user ids contain `:`
+/// could then claim another channel's identity, e.g. `cli:<owner>`.)
 pub(crate) fn user_id_of(channel_type: &str, sender_id: &str) -> String {
-    if sender_id.contains(':') {
-        sender_id.to_owned()
-    } else {
-        format!("{channel_type}:{sender_id}")
+    match sender_id.strip_prefix(channel_type).and_then(|r| r.strip_prefix(':')) {
+        Some(_) => sender_id.to_owned(),
+        None => format!("{channel_type}:{sender_id}"),
     }
 }
 
@@ -198,10 +199,12 @@ impl Host {
                         tracing::error!(mg = %m.id, sender = %user_id, "could not ask for the sender's approval: {e:#}");
                     }
                 }
+                // Any agent missing it: fail the event so the platform
+                // redelivers (rows already queued are idempotent by id).
+                if let Some(e) = errors.into_iter().next() {
+                    return Err(e);
+                }
                 if stored.is_empty() {
-                    if let Some(e) = errors.into_iter().next() {
-                        return Err(e);
-                    }
                     let note = if reasons.contains(&DropReason::UnknownSender) {
                         if ask_sender_approval.is_some() {
                             "you are not known to this agent yet; its owner has been asked to let you in"
@@ -219,8 +222,7 @@ impl Host {
                     };
                     return Ok((vec![], Some(note.to_owned()), woken));
                 }
-                let note = (!errors.is_empty()).then(|| "stored for some of the agents; the others failed (see the host log)".to_owned());
-                Ok((stored, note, woken))
+                Ok((stored, None, woken))
             }
         }
     }
@@ -312,12 +314,30 @@ impl Host {
         if !(1..=10).contains(&n) {
             return Ok(None);
         }
-        let callback = if let Some(a) = self.central.pending_approval_in(&ev.channel_type, &ev.platform_id)? {
-            format!("a:{}:{}", a.approval_id, n - 1)
-        } else if let Some((qid, _)) = self.central.pending_question_in(&ev.channel_type, &ev.platform_id)? {
-            format!("q:{qid}:{}", n - 1)
-        } else {
-            return Ok(None);
+        // A bare number answers a card or question only when exactly one is
+        // open here (this conversation and thread, unexpired, one this
+        // sender may decide, with that many options); otherwise it is
+        // ordinary text for the agent.
+        let now = time::now();
+        let mut open: Vec<(String, usize)> = Vec::new();
+        if ev.thread_id.is_none() {
+            for a in self.central.open_approvals_in(&ev.channel_type, &ev.platform_id, &now)? {
+                let owners_only = a.payload.get("owners_only").and_then(serde_json::Value::as_bool).unwrap_or(false);
+                if self.central.may_decide(user_id, a.agent_group_id.as_deref(), owners_only)? {
+                    open.push((format!("a:{}", a.approval_id), a.options.len()));
+                }
+            }
+        }
+        for (qid, count) in self.central.open_questions_in(&ev.channel_type, &ev.platform_id, ev.thread_id.as_deref(), &now)? {
+            open.push((format!("q:{qid}"), count));
+        }
+        let callback = match open.as_slice() {
+            [(prefix, count)] if n <= *count => format!("{prefix}:{}", n - 1),
+            [] | [_] => return Ok(None),
+            _ => {
+                tracing::info!(channel = %ev.channel_type, open = open.len(), "a bare number with several cards open here is passed on as text");
+                return Ok(None);
+            }
         };
         self.on_click(pinch_channels::Click {
             channel_type: ev.channel_type.clone(),
@@ -327,5 +347,20 @@ impl Host {
             callback,
         });
         Ok(Some((vec![], Some("taken as your answer to the open question".into()), vec![])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_id_of;
+
+    #[test]
+    fn user_ids_take_this_channels_prefix_only() {
+        assert_eq!(user_id_of("telegram", "4242"), "telegram:4242");
+        assert_eq!(user_id_of("telegram", "telegram:4242"), "telegram:4242");
+        // An id with a colon cannot claim another channel's identity.
+        assert_eq!(user_id_of("matrix", "cli:root"), "matrix:cli:root");
+        assert_eq!(user_id_of("matrix", "@bob:example.org"), "matrix:@bob:example.org");
+        assert_eq!(user_id_of("cli", "root"), "cli:root");
     }
 }
