@@ -83,7 +83,10 @@ const fn cmd_id_as(name: &'static str, keys: &'static [&'static str], id_as: &'s
     Cmd { name, keys, id_as: Some(id_as) }
 }
 
-const CONFIG_KEYS: &[&str] = &[
+/// `groups-config-set`'s arguments: the group id, then every
+/// `agent_configs` column it may set ([`CONFIG_KEYS`]).
+const CONFIG_SET_KEYS: &[&str] = &[
+    "id",
     "provider",
     "model",
     "assistant_name",
@@ -98,6 +101,7 @@ const CONFIG_KEYS: &[&str] = &[
     "idle_exit_s",
     "claim_stuck_s",
 ];
+const CONFIG_KEYS: &[&str] = CONFIG_SET_KEYS.split_at(1).1;
 
 /// Every command of this module. Anything else is the main loop's
 /// (sessions-*, tasks-*, host-*, approvals-approve/reject) or unknown.
@@ -108,25 +112,7 @@ const COMMANDS: &[Cmd] = &[
     cmd("groups-update", &["id", "name", "provider"]),
     cmd("groups-delete", &["id"]),
     cmd("groups-config-get", &["id"]),
-    cmd(
-        "groups-config-set",
-        &[
-            "id",
-            "provider",
-            "model",
-            "assistant_name",
-            "batch_size",
-            "mcp_servers",
-            "packages",
-            "extra_mounts",
-            "egress_allow",
-            "sandbox",
-            "admin_scope",
-            "can_create_agents",
-            "idle_exit_s",
-            "claim_stuck_s",
-        ],
-    ),
+    cmd("groups-config-set", CONFIG_SET_KEYS),
     cmd("messaging-groups-list", &["channel_type", "limit", "offset"]),
     cmd("messaging-groups-get", &["id"]),
     cmd("messaging-groups-create", &["id", "channel_type", "platform_id", "name", "is_group", "unknown_sender_policy"]),
@@ -860,17 +846,7 @@ impl Ctx<'_> {
             .optional()
             .sql()?
             .ok_or_else(|| self.no_group(&id))?;
-        let active: Vec<String> = rows(self.conn, "SELECT id FROM sessions WHERE agent_group_id = ?1 AND status = 'active' ORDER BY id", &[s(&id)])?
-            .into_iter()
-            .filter_map(|r| r["id"].as_str().map(str::to_owned))
-            .collect();
-        if !active.is_empty() {
-            return Err(forbidden(format!(
-                "groups-delete: agent group {id:?} has {} active session(s): {}; close them first (`pinch admin sessions close <id>`)",
-                active.len(),
-                active.join(", ")
-            )));
-        }
+        self.refuse_active_sessions("agent_group_id", &id, &format!("groups-delete: agent group {id:?}"))?;
         let tx = Nested::begin(self.conn).sql()?;
         // Closed sessions keep their folders on disk; their rows would
         // block the delete (sessions → agent_groups has no cascade).
@@ -1056,21 +1032,25 @@ impl Ctx<'_> {
         self.need_mg(&id)
     }
 
+    /// `forbidden` while sessions linked by `column` (`agent_group_id` or
+    /// `messaging_group_id`) to `id` are active; `what` starts the message.
+    fn refuse_active_sessions(&self, column: &str, id: &str, what: &str) -> R<()> {
+        let sql = format!("SELECT id FROM sessions WHERE {column} = ?1 AND status = 'active' ORDER BY id");
+        let active: Vec<String> = rows(self.conn, &sql, &[s(id)])?.into_iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        Err(forbidden(format!(
+            "{what} has {} active session(s): {}; close them first (`pinch admin sessions close <id>`)",
+            active.len(),
+            active.join(", ")
+        )))
+    }
+
     fn mg_delete(&self) -> Reply {
         let id = self.a.id("pinch admin messaging-groups delete mg-telegram-1a2b3c4d")?;
         self.need_mg(&id)?;
-        let active: Vec<String> =
-            rows(self.conn, "SELECT id FROM sessions WHERE messaging_group_id = ?1 AND status = 'active' ORDER BY id", &[s(&id)])?
-                .into_iter()
-                .filter_map(|r| r["id"].as_str().map(str::to_owned))
-                .collect();
-        if !active.is_empty() {
-            return Err(forbidden(format!(
-                "messaging-groups-delete: {id:?} has {} active session(s): {}; close them first (`pinch admin sessions close <id>`)",
-                active.len(),
-                active.join(", ")
-            )));
-        }
+        self.refuse_active_sessions("messaging_group_id", &id, &format!("messaging-groups-delete: {id:?}"))?;
         let tx = Nested::begin(self.conn).sql()?;
         // Closed sessions stay (their history is the agent's); they just
         // lose the link (sessions → messaging_groups has no cascade).
