@@ -223,7 +223,7 @@ fn unknown_sender_gets_one_card_allow_replays_deny_remembers() {
     w.say(&w.chat, msg("chat", "grp", "b2", "bob", "@pinch again", true, true));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(w.chat.sent().iter().filter(|s| is_card(s)).count(), 1, "deduplicated per sender");
-    assert!(stored_texts(&w.db.parent().unwrap().to_path_buf(), "main").is_empty(), "nothing stored before approval");
+    assert!(stored_texts(w.db.parent().unwrap(), "main").is_empty(), "nothing stored before approval");
     assert_eq!(w.count("SELECT message_count FROM dropped_messages WHERE reason = 'unknown_sender' AND user_id = 'chat:bob'", &[]), 2);
 
     let b = buttons(&card);

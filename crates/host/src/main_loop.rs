@@ -187,7 +187,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (ch_tx, mut ch_rx) = mpsc::channel::<ChannelEvent>(1024);
-    let cli = CliChannel::bind(&data.cli_socket(), format!("{}", cfg.login), ch_tx.clone())
+    let cli = CliChannel::bind(&data.cli_socket(), cfg.login.clone(), ch_tx.clone())
         .with_context(|| format!("binding the CLI socket {}", data.cli_socket().display()))?;
     let mut channels: Channels = HashMap::new();
     channels.insert(cli.channel_type().to_owned(), cli.clone() as Arc<dyn Channel>);
