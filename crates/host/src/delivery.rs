@@ -64,6 +64,8 @@ pub struct Task {
     /// Tells the main loop about questions before their buttons go out, so
     /// a click always finds its `pending_questions` row.
     events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
+    /// The zone recurring tasks default to (the host's configured zone).
+    pub timezone: String,
 }
 
 impl Task {
@@ -74,7 +76,7 @@ impl Task {
         shared: Arc<Shared>,
         events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
     ) -> Task {
-        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new(), unrecorded: HashMap::new(), events }
+        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new(), unrecorded: HashMap::new(), events, timezone: "UTC".into() }
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -276,11 +278,17 @@ impl Task {
             let tx = write_tx(&mut inbound)?;
             let mut changed = Vec::new();
             let mut failed = Vec::new();
+            let mut next_due: Vec<jiff::Timestamp> = Vec::new();
             for a in &terminal {
                 let pending: bool = tx
                     .query_row("SELECT status = 'pending' FROM messages_in WHERE id = ?1", [&a.message_id], |r| r.get(0))
                     .unwrap_or(false);
                 if pending && rows::set_inbound_status(&tx, &a.message_id, &a.status)? {
+                    // A recurring task's next occurrence commits with this
+                    // status change: each slot exactly once (SPEC §7.4).
+                    if let Some(due) = crate::tasks::schedule_next(&tx, &a.message_id, &self.timezone, self.shared.out_max.load(Ordering::Relaxed))? {
+                        next_due.push(due);
+                    }
                     if a.status == status::FAILED {
                         tracing::warn!(id = %a.message_id, reason = a.reason.as_deref().unwrap_or(""), "inbound message failed");
                         failed.push((a.message_id.clone(), a.reason.clone().unwrap_or_else(|| "no reason given".into())));
@@ -289,6 +297,9 @@ impl Task {
                 }
             }
             tx.commit().context("committing ack sync")?;
+            for due in next_due {
+                let _ = self.events.send(crate::main_loop::Event::WakeAt(self.session_id.clone(), due.as_millisecond()));
+            }
             // After the commit nothing may abort the pass: these rows are no
             // longer pending, so nothing would come back for them.
             if !failed.is_empty() {

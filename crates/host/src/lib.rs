@@ -30,6 +30,7 @@ pub mod permissions;
 pub mod proxy;
 pub mod sandbox;
 pub mod session;
+pub mod tasks;
 
 mod lock;
 mod main_loop;

@@ -29,12 +29,15 @@ use crate::{Control, HostHandle, SessionInfo, Stats};
 mod agent_admin;
 mod approvals;
 mod routing;
+mod task_actions;
 
 
 pub(crate) enum Event {
     Channel(ChannelEvent),
     RunnerExited { session_id: String, runner_id: String, code: Option<i32>, signal: Option<i32> },
     Wake(String),
+    /// Wake this session at this time (epoch ms): a task falls due.
+    WakeAt(String, i64),
     /// The stop grace of a runner ran out: kill it if it is still that runner.
     StopDeadline { session_id: String, runner_id: String },
     Control(Control),
@@ -463,6 +466,7 @@ impl Host {
                 }
             }
             Event::RunnerExited { session_id, runner_id, code, signal } => self.on_exit(&session_id, &runner_id, code, signal),
+            Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
             Event::Wake(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.wake_scheduled = false;
@@ -685,12 +689,19 @@ impl Host {
         self.project(&row, &dir)?;
         let shared = Shared::new();
         shared.out_max.store(pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out"), std::sync::atomic::Ordering::Relaxed);
-        let task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone(), self.events.clone());
+        let mut task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone(), self.events.clone());
+        task.timezone = self.cfg.timezone.clone();
         use tracing::Instrument;
         let span = tracing::info_span!("delivery", session_id = %row.id);
         self.delivery_tasks.spawn(task.run(self.delivery_stop.subscribe()).instrument(span));
         self.central.set_runner_state(&row.id, "stopped", None)?;
         let quarantined = self.central.quarantine_of(&row.id)?.is_some();
+        // A scheduled task falling due later wakes the session then.
+        match session::next_due(&dir) {
+            Ok(Some(t)) => self.wake_at(&row.id, t.as_millisecond()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(session_id = %row.id, "cannot read scheduled tasks (the sweep still wakes due ones): {e:#}"),
+        }
         self.sessions.insert(
             row.id.clone(),
             SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, orphans_pending: None, quarantined, closed: false },

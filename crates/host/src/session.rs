@@ -121,6 +121,19 @@ pub fn has_due_trigger(dir: &SessionDir) -> Result<bool> {
     Ok(due.iter().any(|r| !finished.contains(&r.id)))
 }
 
+/// When the session's next not-yet-due trigger row (a scheduled task)
+/// falls due, if any.
+pub fn next_due(dir: &SessionDir) -> Result<Option<jiff::Timestamp>> {
+    let conn = open_reader(&dir.inbound_db(), BUSY)?;
+    let now = jiff::Timestamp::now();
+    Ok(rows::pending_inbound(&conn)?
+        .iter()
+        .filter(|r| r.trigger)
+        .filter_map(|r| r.process_after.as_deref().and_then(|p| pinch_proto::time::parse(p).ok()))
+        .filter(|t| *t > now)
+        .min())
+}
+
 /// Milliseconds since the Unix epoch of a stored timestamp.
 fn ms(s: &str) -> Option<i64> {
     pinch_proto::time::parse(s).ok().map(|t| t.as_millisecond())

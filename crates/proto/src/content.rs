@@ -67,6 +67,9 @@ pub struct TaskIn {
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
+    /// IANA zone the recurrence runs in (the user's zone when scheduled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 /// `kind = webhook` inbound.

@@ -87,6 +87,9 @@ pub struct NewInbound {
     pub content: String,
     pub source_session_id: Option<String>,
     pub on_wake: bool,
+    /// Tasks: the cron expression and the series the occurrences share.
+    pub recurrence: Option<String>,
+    pub series_id: Option<String>,
 }
 
 /// Inserts an inbound row with the next even seq. An id that already exists
@@ -104,8 +107,8 @@ pub fn insert_inbound(tx: &Transaction<'_>, row: &NewInbound, out_max: i64) -> R
         // Plain INSERT: the id check above makes redelivery harmless, and
         // OR IGNORE would also swallow a CHECK/UNIQUE failure on seq.
         "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, trigger,
-           platform_id, channel_type, thread_id, content, source_session_id, on_wake)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+           platform_id, channel_type, thread_id, content, source_session_id, on_wake, recurrence, series_id)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             row.id,
             seq,
@@ -118,7 +121,9 @@ pub fn insert_inbound(tx: &Transaction<'_>, row: &NewInbound, out_max: i64) -> R
             row.thread_id,
             row.content,
             row.source_session_id,
-            row.on_wake as i64
+            row.on_wake as i64,
+            row.recurrence,
+            row.series_id
         ],
     )
     .map_err(ProtoError::sqlite("inserting inbound row"))?;

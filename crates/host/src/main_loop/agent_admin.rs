@@ -46,6 +46,10 @@ impl Host {
                 self.system_in(session_id, &resp_id, content, false);
                 Ok(())
             }
+            Some(a) if super::task_actions::ACTIONS.contains(&a) => {
+                let a = a.to_owned();
+                self.task_action(session_id, out_id, &a, &v)
+            }
             Some(other) => Err(format!("the host does not carry out {other:?} in this version")),
             None => Err("a system row needs an `action`".into()),
         }
@@ -190,7 +194,7 @@ impl Host {
 }
 
 /// Whether the session's `inbound.db` already has a row with this id.
-fn session_has_row(dir: &crate::paths::SessionDir, id: &str) -> bool {
+pub(super) fn session_has_row(dir: &crate::paths::SessionDir, id: &str) -> bool {
     let Ok(c) = pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY) else { return false };
     c.query_row("SELECT 1 FROM messages_in WHERE id = ?1", [id], |_| Ok(())).optional().ok().flatten().is_some()
 }

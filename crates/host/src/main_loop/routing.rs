@@ -274,6 +274,8 @@ impl Host {
             content: content.to_json(),
             source_session_id: None,
             on_wake: false,
+            recurrence: None,
+            series_id: None,
         };
         self.pending_writes.push((sid.clone(), row));
         Ok(sid)

@@ -1,0 +1,173 @@
+//! Scheduled tasks end to end (SPEC §7.4): an agent's `schedule_task`
+//! becomes a task row the host wakes the session for; a host that is down
+//! when a task falls due runs it once after it restarts (R10); a recurring
+//! series whose slots were missed runs the latest once and schedules the
+//! next from its slot; list_tasks shows a scheduled series.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
+use pinch_host::sandbox::Choice;
+
+fn sandbox() -> Choice {
+    if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
+        Choice::Bwrap
+    } else {
+        Choice::Process
+    }
+}
+
+/// Reads replies (acking them) until one contains `needle`; returns every
+/// reply text seen. Panics after `within`.
+fn replies_until(c: &mut Client, needle: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no reply containing {needle:?} within {within:?}; saw {seen:?}");
+        match c.recv() {
+            Some(ServerMsg::Message { id, text, .. }) => {
+                c.send(&ClientMsg::Ack { id });
+                let hit = text.contains(needle);
+                seen.push(text);
+                if hit {
+                    return seen;
+                }
+            }
+            Some(_) => {}
+            None => panic!("host closed"),
+        }
+    }
+}
+
+fn task_rows(data: &std::path::Path) -> Vec<(String, String, Option<String>)> {
+    let dir = std::fs::read_dir(data.join("sessions/main")).unwrap().next().unwrap().unwrap().path();
+    let c = inbound(&dir);
+    let mut s = c.prepare("SELECT id, status, process_after FROM messages_in WHERE kind = 'task' ORDER BY seq").unwrap();
+    let v = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    v
+}
+
+#[test]
+fn a_task_due_while_the_host_is_down_runs_once_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    let script = format!(
+        r#"
+[[rule]]
+contains = "remind me"
+tool = "schedule_task"
+args = {{ prompt = "stretch now", at = "{}" }}
+
+[[rule]]
+after_tool = "schedule_task"
+reply = "scheduled: {{tool_result}}"
+
+[[rule]]
+contains = "stretch now"
+reply = "time to stretch"
+"#,
+        pinch_proto::time::format(due)
+    );
+    let cfg = with_script(host_config(tmp.path(), sandbox()), &script);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let replies = c.ask("remind me to stretch");
+    assert!(replies.iter().any(|r| r.starts_with("scheduled: requested")), "{replies:?}");
+    // The host acts on the request (an action_result row for the agent).
+    wait_for("the task row", Duration::from_secs(10), || task_rows(&cfg.data_dir).len() == 1);
+    drop(c);
+    rt.block_on(host.shutdown()).unwrap();
+    assert_eq!(task_rows(&cfg.data_dir)[0].1, "pending");
+    // Down until the task is overdue.
+    while jiff::Timestamp::now() < due + jiff::SignedDuration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let seen = replies_until(&mut c, "time to stretch", Duration::from_secs(20));
+    assert_eq!(seen.iter().filter(|t| t.contains("time to stretch")).count(), 1);
+    wait_for("the task completed", Duration::from_secs(10), || task_rows(&cfg.data_dir)[0].1 == "completed");
+    // And never again.
+    std::thread::sleep(Duration::from_millis(1500));
+    rt.block_on(host.shutdown()).unwrap();
+    let rows = task_rows(&cfg.data_dir);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+}
+
+#[test]
+fn a_missed_recurring_series_runs_the_latest_slot_once_and_schedules_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+[[rule]]
+contains = "every new year"
+tool = "schedule_task"
+args = { prompt = "annual review", at = "2020-01-01T00:00:00Z", recurrence = "0 0 1 1 *" }
+
+[[rule]]
+after_tool = "schedule_task"
+reply = "scheduled: {tool_result}"
+
+[[rule]]
+contains = "annual review"
+reply = "annual review done"
+"#;
+    let cfg = with_script(host_config(tmp.path(), sandbox()), script);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let first = c.ask("every new year please");
+    let this_year = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+    let next_slot = format!("{}-01-01T00:00:00.000Z", this_year + 1);
+    // 2020's slot runs, then this year's (the latest missed) once, then
+    // next year's is pending. (Replies are read as they come: the CLI
+    // channel waits for the client's ack before the next delivery.)
+    let mut done = first.iter().filter(|t| t.contains("annual review done")).count();
+    while done < 2 {
+        done += replies_until(&mut c, "annual review done", Duration::from_secs(20)).iter().filter(|t| t.contains("annual review done")).count();
+    }
+    assert_eq!(done, 2);
+    wait_for("next year's occurrence", Duration::from_secs(20), || {
+        task_rows(&cfg.data_dir).iter().any(|r| r.2.as_deref() == Some(next_slot.as_str()))
+    });
+    let rows = task_rows(&cfg.data_dir);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0].2.as_deref(), Some("2020-01-01T00:00:00.000Z"));
+    assert_eq!(rows[1].2.as_deref(), Some(format!("{this_year}-01-01T00:00:00.000Z").as_str()));
+    assert_eq!((rows[0].1.as_str(), rows[1].1.as_str(), rows[2].1.as_str()), ("completed", "completed", "pending"));
+    // No third run: next year's slot is not due.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(task_rows(&cfg.data_dir).len(), 3);
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+#[test]
+fn list_tasks_shows_a_scheduled_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+[[rule]]
+contains = "hourly"
+tool = "schedule_task"
+args = { prompt = "hourly check", at = "2099-01-01T00:00:00Z", recurrence = "0 * * * *" }
+
+[[rule]]
+contains = "cancel it"
+tool = "list_tasks"
+
+[[rule]]
+after_tool = "*"
+reply = "tool: {tool_result}"
+"#;
+    let cfg = with_script(host_config(tmp.path(), sandbox()), script);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    c.ask("hourly please");
+    wait_for("the task row", Duration::from_secs(10), || task_rows(&cfg.data_dir).len() == 1);
+    let replies = c.ask("cancel it: what is scheduled?");
+    assert!(replies.iter().any(|r| r.contains("hourly check")), "list_tasks shows the task: {replies:?}");
+    rt.block_on(host.shutdown()).unwrap();
+}
