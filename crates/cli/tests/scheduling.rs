@@ -171,3 +171,51 @@ reply = "tool: {tool_result}"
     assert!(replies.iter().any(|r| r.contains("hourly check")), "list_tasks shows the task: {replies:?}");
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// Lesson 41: a task whose pre-script finds nothing to do makes no model
+/// call; one that finds work wakes the agent with the script's data.
+#[test]
+fn pre_scripts_decide_whether_the_model_is_called() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+[[rule]]
+contains = "quiet check"
+tool = "schedule_task"
+args = { prompt = "quiet heartbeat", at = "2020-01-01T00:00:00Z", script = """echo checking; echo '{"wake_agent": false}'""" }
+
+[[rule]]
+contains = "busy check"
+tool = "schedule_task"
+args = { prompt = "busy heartbeat", at = "2020-01-01T00:00:00Z", script = """echo '{"wake_agent": true, "data": {"due": "seventeen"}}'""" }
+
+[[rule]]
+after_tool = "schedule_task"
+reply = "scheduled"
+
+[[rule]]
+contains = "quiet heartbeat"
+reply = "MODEL CALLED FOR THE QUIET TASK"
+
+[[rule]]
+contains = "seventeen"
+reply = "the script says seventeen are due"
+"#;
+    let cfg = with_script(host_config(tmp.path(), sandbox()), script);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let mut seen = c.ask("quiet check please");
+    wait_for("the quiet task finished", Duration::from_secs(20), || task_rows(&cfg.data_dir).first().is_some_and(|r| r.1 == "completed"));
+    seen.extend(c.ask("busy check please"));
+    if !seen.iter().any(|t| t.contains("seventeen are due")) {
+        seen.extend(replies_until(&mut c, "seventeen are due", Duration::from_secs(20)));
+    }
+    assert!(!seen.iter().any(|t| t.contains("MODEL CALLED")), "{seen:?}");
+    // Replies are delivered in order: a model call for the quiet task would
+    // have been seen before the busy task's answer.
+    wait_for("both tasks completed", Duration::from_secs(10), || {
+        let rows = task_rows(&cfg.data_dir);
+        rows.len() == 2 && rows.iter().all(|r| r.1 == "completed")
+    });
+    rt.block_on(host.shutdown()).unwrap();
+}

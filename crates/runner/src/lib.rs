@@ -20,6 +20,7 @@ pub mod heartbeat;
 pub mod history;
 pub mod output;
 mod poll;
+pub mod prescript;
 pub mod prompt;
 pub mod signals;
 pub mod tools;
@@ -409,17 +410,64 @@ impl Runner {
             .filter_map(|s| by_seq(*s).map(|(i, c)| (&snap.pending[*i], c)))
             .collect();
         let skip_ids: Vec<String> = batch.skip.iter().filter_map(|s| by_seq(*s)).map(|(i, _)| snap.pending[*i].id.clone()).collect();
+        // Pre-scripts first (SPEC §7.4): a task whose script finds nothing
+        // to do is finished here, without the model (lesson 41).
+        let mut script_data: std::collections::HashMap<i64, serde_json::Value> = std::collections::HashMap::new();
+        let mut quiet: Vec<String> = Vec::new();
+        for (row, content) in &take {
+            if let InContent::Task(pinch_proto::content::TaskIn { script: Some(sc), .. }) = content {
+                match prescript::run(sc, &self.cfg.paths.workspace_dir) {
+                    prescript::Verdict::Skip => quiet.push(row.id.clone()),
+                    prescript::Verdict::Wake(Some(d)) => {
+                        script_data.insert(row.seq, d);
+                    }
+                    prescript::Verdict::Wake(None) => {}
+                }
+            }
+        }
+        if !quiet.is_empty() {
+            let now_s = time::now();
+            let tx = write_tx(&mut self.out)?;
+            for id in &quiet {
+                rows::ack(&tx, id, status::COMPLETED, &self.cfg.runner_id, &now_s, Some("pre-script: nothing to do"))?;
+            }
+            tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit pre-script acks"))?;
+            tracing::info!(tasks = quiet.len(), "task pre-script found nothing to do; no model call");
+            self.acked.extend(quiet.iter().cloned());
+            take.retain(|(r, _)| !quiet.contains(&r.id));
+            if !take.iter().any(|(r, _)| r.trigger) {
+                // Context rows stay pending for a later turn.
+                return Ok(true);
+            }
+        }
+        let trigger_seq = if take.iter().any(|(r, _)| r.seq == batch.trigger) {
+            batch.trigger
+        } else {
+            take.iter().find(|(r, _)| r.trigger).map(|(r, _)| r.seq).expect("a trigger row is left")
+        };
+        let with_data: Vec<InContent> = take
+            .iter()
+            .map(|(r, c)| match (c, script_data.get(&r.seq)) {
+                (InContent::Task(t), Some(d)) => {
+                    let mut t = t.clone();
+                    t.prompt = format!("{}\n\nData from the task's check script: {d}", t.prompt);
+                    InContent::Task(t)
+                }
+                _ => (*c).clone(),
+            })
+            .collect();
+        let mut take: Vec<(&pinch_proto::rows::InboundRow, &InContent)> = take.iter().zip(&with_data).map(|((r, _), c)| (*r, c)).collect();
         // A command heading a batch runs alone, without the model (SPEC
         // §5.2); what came after it waits for the next turn.
         let command = take.first().and_then(|(r, c)| match c {
-            InContent::Chat(ch) if r.seq == batch.trigger => commands::Command::parse(&ch.text),
+            InContent::Chat(ch) if r.seq == trigger_seq => commands::Command::parse(&ch.text),
             _ => None,
         });
         let clear = command == Some(commands::Command::Clear);
         if command.is_some() {
             take.truncate(1);
         }
-        let trigger_row = take.iter().find(|(r, _)| r.seq == batch.trigger).map(|(r, _)| (*r).clone()).expect("trigger in batch");
+        let trigger_row = take.iter().find(|(r, _)| r.seq == trigger_seq).map(|(r, _)| (*r).clone()).expect("trigger in batch");
         let ids: Vec<&str> = take.iter().map(|(r, _)| r.id.as_str()).collect();
         // The continuation is created and stored before the first call
         // (lesson 13: a turn killed midway resumes the same conversation).

@@ -113,8 +113,19 @@ pub static EGRESS_PROXY: std::sync::OnceLock<String> = std::sync::OnceLock::new(
 /// Runs `sh -c command` in `cwd` in a new session; kills the group at
 /// `timeout`.
 pub fn run(command: &str, cwd: &std::path::Path, timeout: Duration) -> std::io::Result<Outcome> {
+    run_with(command, cwd, timeout, OUTPUT_CAP, true)
+}
+
+/// [`run`] keeping up to `cap` bytes, of stdout alone unless `with_stderr`
+/// (stderr is then discarded).
+pub fn run_with(command: &str, cwd: &std::path::Path, timeout: Duration, cap: usize, with_stderr: bool) -> std::io::Result<Outcome> {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(if with_stderr { Stdio::piped() } else { Stdio::null() });
     cmd.env_remove("PINCH_HOST_FD");
     if let Some(p) = EGRESS_PROXY.get().cloned().or_else(|| std::env::var("PINCH_EGRESS_PROXY").ok()) {
         if !p.is_empty() {
@@ -152,7 +163,7 @@ pub fn run(command: &str, cwd: &std::path::Path, timeout: Duration) -> std::io::
                     Ok(0) => break,
                     Ok(n) => {
                         let mut g = buf.lock().unwrap_or_else(|p| p.into_inner());
-                        let room = OUTPUT_CAP.saturating_sub(g.0.len());
+                        let room = cap.saturating_sub(g.0.len());
                         g.0.extend_from_slice(&chunk[..n.min(room)]);
                         g.1 += n;
                     }
