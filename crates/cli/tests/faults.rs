@@ -66,47 +66,6 @@ fn two_clients_at_once_newer_takes_over_nothing_lost() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
-/// A daemon killed when the test ends, even by a panic.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Daemon {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Daemon {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
-}
-
-fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) -> Daemon {
-    Daemon(Command::new(PINCH)
-        .args(["host", "--data-dir"])
-        .arg(data)
-        .arg("--config")
-        .arg(cfg)
-        .args(["--sandbox", sandbox, "--provider", "scripted"])
-        .env("PINCH_LOG", "debug")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(data.with_extension(format!("log-{}", std::process::id()))).unwrap())
-        .spawn()
-        .unwrap())
-}
-
 /// Live (non-zombie) processes whose command line names this data dir.
 fn leftovers(data: &std::path::Path) -> usize {
     let needle = data.to_string_lossy().to_string();

@@ -219,3 +219,64 @@ reply = "the script says seventeen are due"
     });
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// Exactly once per slot across a host SIGKILL in the middle of a slot:
+/// the killed run is re-run (it never finished), each slot has one row, and
+/// the series moves on once.
+#[test]
+fn a_host_killed_mid_slot_runs_each_slot_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("pinch.toml");
+    let script = tmp.path().join("script.toml");
+    std::fs::write(
+        &script,
+        r#"
+[[rule]]
+contains = "every new year"
+tool = "schedule_task"
+args = { prompt = "slow annual review", at = "2020-01-01T00:00:00Z", recurrence = "0 0 1 1 *" }
+
+[[rule]]
+after_tool = "schedule_task"
+reply = "scheduled"
+
+[[rule]]
+contains = "slow annual review"
+delay_ms = 2500
+reply = "annual review done"
+"#,
+    )
+    .unwrap();
+    std::fs::write(&cfg, format!("[provider.scripted]\nscript = {script:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n")).unwrap();
+    let sock = data.join("run/cli.sock");
+    let mut h = start_daemon(&data, &cfg, if sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
+    let mut c = Client::connect(&sock);
+    c.ask("every new year please");
+    // The 2020 slot is claimed and running (2.5 s): kill the host now.
+    let dir = || std::fs::read_dir(data.join("sessions/main")).unwrap().next().unwrap().unwrap().path();
+    wait_for("the first slot claimed", Duration::from_secs(15), || {
+        outbound(&dir()).query_row("SELECT count(*) FROM processing_ack WHERE message_id LIKE 'task:%' AND status = 'processing'", [], |r| r.get::<_, i64>(0)).unwrap_or(0) == 1
+    });
+    h.0.kill().unwrap();
+    h.0.wait().unwrap();
+    drop(c);
+    let _h = start_daemon(&data, &cfg, if sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
+    let mut c = Client::connect(&sock);
+    let this_year = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+    let next_slot = format!("{}-01-01T00:00:00.000Z", this_year + 1);
+    let mut done = 0;
+    while done < 2 {
+        done += replies_until(&mut c, "annual review done", Duration::from_secs(30)).iter().filter(|t| t.contains("annual review done")).count();
+    }
+    wait_for("next year's occurrence", Duration::from_secs(20), || task_rows(&data).iter().any(|r| r.2.as_deref() == Some(next_slot.as_str())));
+    let rows = task_rows(&data);
+    let slots: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
+    assert_eq!(rows.len(), 3, "one row per slot: {rows:?}");
+    assert_eq!(slots[0], Some("2020-01-01T00:00:00.000Z"));
+    assert_eq!(slots[1], Some(format!("{this_year}-01-01T00:00:00.000Z").as_str()));
+    // One answer per slot: the killed run never answered.
+    std::thread::sleep(Duration::from_millis(1000));
+    let answers: i64 = outbound(&dir()).query_row("SELECT count(*) FROM messages_out WHERE content LIKE '%annual review done%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(answers, 2);
+}

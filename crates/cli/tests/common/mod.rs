@@ -256,3 +256,45 @@ pub fn pinch_chat(args: &[&str], envs: &[(&str, &Path)], input: &str) -> std::pr
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// A daemon killed when the test ends, even by a panic.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+pub fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) -> Daemon {
+    Daemon(std::process::Command::new(PINCH)
+        .args(["host", "--data-dir"])
+        .arg(data)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--sandbox", sandbox, "--provider", "scripted"])
+        .env("PINCH_LOG", "debug")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data.with_extension(format!("log-{}", std::process::id()))).unwrap())
+        .spawn()
+        .unwrap())
+}
+
