@@ -154,6 +154,29 @@ impl Task {
                 platform_id: row.platform_id.clone().or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone())).unwrap_or_default(),
                 thread_id: row.thread_id.clone(),
             };
+            if addr.channel_type == "agent" && row.kind == "chat" {
+                // To another agent (SPEC §7.5): the main loop checks the
+                // destination and the loop limits and writes it into the
+                // target session's inbound.db.
+                let (done, outcome) = tokio::sync::oneshot::channel();
+                let ev = crate::main_loop::Event::AgentMessage { session_id: self.session_id.clone(), row: row.clone(), done };
+                if self.events.send(ev).is_err() {
+                    return Ok(());
+                }
+                match tokio::time::timeout(Duration::from_secs(10), outcome).await {
+                    Ok(Ok(Ok(target))) => {
+                        put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(target), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                    }
+                    Ok(Ok(Err(reason))) => self.fail(&mut inbound, &row.id, attempts + 1, &reason)?,
+                    _ => {
+                        self.poke_later(RETRY_DELAYS[0]);
+                        blocked = true;
+                        break;
+                    }
+                }
+                self.watermark = row.seq;
+                continue;
+            }
             if row.kind == "system" {
                 // An action for the host (admin request, task, …): the main
                 // loop carries it out and answers the agent in inbound.db.
@@ -431,7 +454,7 @@ const MAX_QUESTION_S: u64 = 24 * 3600;
 /// cannot be delivered. Outbound rows are untrusted input.
 fn render(kind: &str, content: &str, addr: &Address) -> Result<Rendered, String> {
     if addr.channel_type == "agent" {
-        return Err("agent-to-agent delivery is not built yet".into());
+        return Err("only chat messages go between agents".into());
     }
     if addr.channel_type.is_empty() || addr.platform_id.is_empty() {
         return Err("the row has no address and the session has no default route".into());

@@ -26,6 +26,7 @@ use crate::sandbox::{self, Mounts, Sandbox};
 use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
+mod a2a;
 mod agent_admin;
 mod approvals;
 mod routing;
@@ -51,6 +52,9 @@ pub(crate) enum Event {
     /// A `system` row an agent wrote (admin request, task action, …); the
     /// reply says whether it was handled (Err: why not, told to the agent).
     AgentAction { session_id: String, out_id: String, content: String, done: tokio::sync::oneshot::Sender<Result<(), String>> },
+    /// A chat row an agent addressed to another agent; the reply is the
+    /// delivery's record (Ok: the target session) or why it was refused.
+    AgentMessage { session_id: String, row: pinch_proto::rows::OutboundRow, done: tokio::sync::oneshot::Sender<Result<String, String>> },
     /// No approver could be reached for this card.
     ApprovalUndeliverable { approval_id: String, why: String },
     Shutdown,
@@ -122,6 +126,8 @@ struct Host {
     /// Routed rows waiting for the flush, in routing order.
     pending_writes: Vec<(String, pinch_proto::rows::NewInbound)>,
     pending_acks: Vec<PendingAck>,
+    /// Agent-to-agent sends per ordered pair (times), for the rate limit.
+    a2a_sends: HashMap<(String, String), VecDeque<Instant>>,
     stats: Arc<Stats>,
     shutting_down: bool,
     _lock: HostLock,
@@ -248,6 +254,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         slot_queue: VecDeque::new(),
         pending_writes: Vec::new(),
         pending_acks: Vec::new(),
+        a2a_sends: HashMap::new(),
         stats: stats.clone(),
         shutting_down: false,
         _lock: lock,
@@ -447,6 +454,9 @@ impl Host {
             Event::AgentAction { session_id, out_id, content, done } => {
                 let _ = done.send(self.agent_action(&session_id, &out_id, &content));
             }
+            Event::AgentMessage { session_id, row, done } => {
+                let _ = done.send(self.agent_message(&session_id, &row));
+            }
             Event::ApprovalUndeliverable { approval_id, why } => {
                 tracing::error!(approval = %approval_id, "no approver could be reached ({why}); decide it with `pinch admin approvals approve {approval_id}` or `… reject {approval_id}`");
             }
@@ -645,7 +655,12 @@ impl Host {
 
     /// The active session for (ag, mg, thread), created if missing.
     fn session_for(&mut self, ag_id: &str, mg_id: &str, thread_id: Option<&str>) -> Result<String> {
-        if let Some(row) = self.central.find_session(ag_id, Some(mg_id), thread_id)? {
+        self.session_in(ag_id, Some(mg_id), thread_id)
+    }
+
+    /// The active session for (ag, mg or none, thread), created if missing.
+    fn session_in(&mut self, ag_id: &str, mg_id: Option<&str>, thread_id: Option<&str>) -> Result<String> {
+        if let Some(row) = self.central.find_session(ag_id, mg_id, thread_id)? {
             if !self.sessions.contains_key(&row.id) {
                 let id = row.id.clone();
                 self.load_session(row)?;
@@ -660,7 +675,7 @@ impl Host {
         let row = SessionRow {
             id: id.clone(),
             agent_group_id: ag_id.to_owned(),
-            messaging_group_id: Some(mg_id.to_owned()),
+            messaging_group_id: mg_id.map(str::to_owned),
             thread_id: thread_id.map(str::to_owned),
             folder,
         };
