@@ -154,43 +154,30 @@ impl Task {
                 platform_id: row.platform_id.clone().or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone())).unwrap_or_default(),
                 thread_id: row.thread_id.clone(),
             };
-            if addr.channel_type == "agent" && row.kind == "chat" {
-                // To another agent (SPEC §7.5): the main loop checks the
-                // destination and the loop limits and writes it into the
-                // target session's inbound.db.
+            // Rows the host itself carries out, in the main loop: a message
+            // to another agent (SPEC §7.5: destination and loop checks, then
+            // the target session's inbound.db) or an action for the host
+            // (admin request, task, …). Ok = the record for the ledger.
+            let to_host = if addr.channel_type == "agent" && row.kind == "chat" {
                 let (done, outcome) = tokio::sync::oneshot::channel();
-                let ev = crate::main_loop::Event::AgentMessage { session_id: self.session_id.clone(), row: row.clone(), done };
-                if self.events.send(ev).is_err() {
-                    return Ok(());
-                }
-                match tokio::time::timeout(Duration::from_secs(10), outcome).await {
-                    Ok(Ok(Ok(target))) => {
-                        put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(target), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
-                    }
-                    Ok(Ok(Err(reason))) => self.fail(&mut inbound, &row.id, attempts + 1, &reason)?,
-                    _ => {
-                        self.poke_later(RETRY_DELAYS[0]);
-                        blocked = true;
-                        break;
-                    }
-                }
-                self.watermark = row.seq;
-                continue;
-            }
-            if row.kind == "system" {
-                // An action for the host (admin request, task, …): the main
-                // loop carries it out and answers the agent in inbound.db.
+                Some((crate::main_loop::Event::AgentMessage { session_id: self.session_id.clone(), row: row.clone(), done }, outcome))
+            } else if row.kind == "system" {
                 let (done, outcome) = tokio::sync::oneshot::channel();
-                let ev = crate::main_loop::Event::AgentAction { session_id: self.session_id.clone(), out_id: row.id.clone(), content: row.content.clone(), done };
+                Some((crate::main_loop::Event::AgentAction { session_id: self.session_id.clone(), out_id: row.id.clone(), content: row.content.clone(), done }, outcome))
+            } else {
+                None
+            };
+            if let Some((ev, outcome)) = to_host {
                 if self.events.send(ev).is_err() {
                     return Ok(()); // the host is stopping
                 }
                 match tokio::time::timeout(Duration::from_secs(10), outcome).await {
-                    Ok(Ok(Ok(()))) => {
-                        put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some("host".into()), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                    Ok(Ok(Ok(record))) => {
+                        put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(record), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
                     }
                     Ok(Ok(Err(reason))) => self.fail(&mut inbound, &row.id, attempts + 1, &reason)?,
                     _ => {
+                        // No answer in time: retried (both handlers are idempotent per row).
                         self.poke_later(RETRY_DELAYS[0]);
                         blocked = true;
                         break;

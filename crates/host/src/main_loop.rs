@@ -51,7 +51,7 @@ pub(crate) enum Event {
     ApprovalAddressed { approval_id: String, approver: String, channel_type: String, platform_id: String, opened: bool, done: tokio::sync::oneshot::Sender<bool> },
     /// A `system` row an agent wrote (admin request, task action, …); the
     /// reply says whether it was handled (Err: why not, told to the agent).
-    AgentAction { session_id: String, out_id: String, content: String, done: tokio::sync::oneshot::Sender<Result<(), String>> },
+    AgentAction { session_id: String, out_id: String, content: String, done: tokio::sync::oneshot::Sender<Result<String, String>> },
     /// A chat row an agent addressed to another agent; the reply is the
     /// delivery's record (Ok: the target session) or why it was refused.
     AgentMessage { session_id: String, row: pinch_proto::rows::OutboundRow, done: tokio::sync::oneshot::Sender<Result<String, String>> },
@@ -452,7 +452,7 @@ impl Host {
                 let _ = done.send(self.record_card_address(&approval_id, &approver, &channel_type, &platform_id, opened));
             }
             Event::AgentAction { session_id, out_id, content, done } => {
-                let _ = done.send(self.agent_action(&session_id, &out_id, &content));
+                let _ = done.send(self.agent_action(&session_id, &out_id, &content).map(|()| "host".to_owned()));
             }
             Event::AgentMessage { session_id, row, done } => {
                 let _ = done.send(self.agent_message(&session_id, &row));
