@@ -248,7 +248,9 @@ reply = "annual review done"
 "#,
     )
     .unwrap();
-    std::fs::write(&cfg, format!("[provider.scripted]\nscript = {script:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n")).unwrap();
+    // The slots below are UTC midnights: pin the zone (the daemon would
+    // otherwise take the system's, e.g. TZ=Europe/Madrid in CI's second pass).
+    std::fs::write(&cfg, format!("timezone = \"UTC\"\n[provider.scripted]\nscript = {script:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n")).unwrap();
     let sock = data.join("run/cli.sock");
     let mut h = start_daemon(&data, &cfg, if sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
     let mut c = Client::connect(&sock);
