@@ -640,7 +640,7 @@ impl Host {
                 let reply = crate::admin_cmds::dispatch(&self.central.conn, &crate::admin_cmds::Caller::Owner, other, &req.args)
                     .unwrap_or_else(|| {
                         if other.starts_with("tasks-") {
-                            Err(err("unknown-command", format!("{other}: this host does not run scheduled tasks yet (they come with the scheduling work)")))
+                            Err(err("unknown-command", format!("{other}: the admin side of tasks is not served yet; agents manage their own tasks (schedule_task, list_tasks, pause_task, …)")))
                         } else {
                             Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs")))
                         }
