@@ -832,6 +832,9 @@ impl Runner {
                 InContent::Unknown { .. } => continue,
                 InContent::System(s) if waited_for(s) => continue,
                 InContent::Chat(ch) if is_command(&ch.text) => break,
+                // A task starts a turn of its own: its pre-script decides
+                // first whether the model is called at all (lesson 41).
+                InContent::Task(_) => break,
                 _ => {}
             }
             taken.push((row, c));
