@@ -9,15 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use pinch_host::central::Central;
-use pinch_host::sandbox::Choice;
-
-fn sandbox() -> Choice {
-    if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
-        Choice::Bwrap
-    } else {
-        Choice::Process
-    }
-}
 
 const SCRIPT: &str = r#"
 [[rule]]
@@ -98,7 +89,7 @@ fn ledger(data: &std::path::Path, ag: &str) -> Vec<(String, Option<String>)> {
 fn a_helper_answers_and_the_reply_returns_to_the_asking_session() {
     let tmp = tempfile::tempdir().unwrap();
     seed(tmp.path(), &[("main", &[("helper", "helper")]), ("helper", &[("parent", "main")])]);
-    let cfg = with_script(host_config(tmp.path(), sandbox()), SCRIPT);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), SCRIPT);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -139,7 +130,7 @@ fn a_helper_answers_and_the_reply_returns_to_the_asking_session() {
 fn a_three_agent_cycle_is_stopped_and_told() {
     let tmp = tempfile::tempdir().unwrap();
     seed(tmp.path(), &[("main", &[("b", "bee")]), ("bee", &[("c", "cee")]), ("cee", &[("a", "main")])]);
-    let cfg = with_script(host_config(tmp.path(), sandbox()), SCRIPT);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), SCRIPT);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);

@@ -15,17 +15,8 @@ use common::*;
 use pinch_channels::fake::{FakeChannel, Sent};
 use pinch_channels::{AckOutcome, Capabilities, Click, InboundEvent};
 use pinch_host::central::Central;
-use pinch_host::sandbox::Choice;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn sandbox() -> Choice {
-    if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
-        Choice::Bwrap
-    } else {
-        Choice::Process
-    }
-}
 
 struct World {
     rt: tokio::runtime::Runtime,
@@ -42,7 +33,7 @@ struct World {
 /// `seed` runs on the central DB before the host starts.
 fn world(tweak: impl FnOnce(&mut pinch_host::HostConfig), seed: impl FnOnce(&Central)) -> World {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = host_config(tmp.path(), sandbox());
+    let mut cfg = host_config(tmp.path(), any_sandbox());
     tweak(&mut cfg);
     let db = cfg.data_dir.join("pinch.db");
     std::fs::create_dir_all(&cfg.data_dir).unwrap();

@@ -12,14 +12,6 @@ use common::*;
 use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
 use pinch_host::sandbox::Choice;
 
-fn sandbox() -> Choice {
-    if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
-        Choice::Bwrap
-    } else {
-        Choice::Process
-    }
-}
-
 /// Reads replies (acking them) until one contains `needle`; returns every
 /// reply text seen. Panics after `within`.
 fn replies_until(c: &mut Client, needle: &str, within: Duration) -> Vec<String> {
@@ -71,7 +63,7 @@ reply = "time to stretch"
 "#,
         pinch_proto::time::format(due)
     );
-    let cfg = with_script(host_config(tmp.path(), sandbox()), &script);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), &script);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -115,7 +107,7 @@ reply = "scheduled: {tool_result}"
 contains = "annual review"
 reply = "annual review done"
 "#;
-    let cfg = with_script(host_config(tmp.path(), sandbox()), script);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), script);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -161,7 +153,7 @@ tool = "list_tasks"
 after_tool = "*"
 reply = "tool: {tool_result}"
 "#;
-    let cfg = with_script(host_config(tmp.path(), sandbox()), script);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), script);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -200,7 +192,7 @@ reply = "MODEL CALLED FOR THE QUIET TASK"
 contains = "seventeen"
 reply = "the script says seventeen are due"
 "#;
-    let cfg = with_script(host_config(tmp.path(), sandbox()), script);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), script);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -252,7 +244,7 @@ reply = "annual review done"
     // otherwise take the system's, e.g. TZ=Europe/Madrid in CI's second pass).
     std::fs::write(&cfg, format!("timezone = \"UTC\"\n[provider.scripted]\nscript = {script:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n")).unwrap();
     let sock = data.join("run/cli.sock");
-    let mut h = start_daemon(&data, &cfg, if sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
+    let mut h = start_daemon(&data, &cfg, if any_sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
     let mut c = Client::connect(&sock);
     c.ask("every new year please");
     // The 2020 slot is claimed and running (2.5 s): kill the host now.
@@ -263,7 +255,7 @@ reply = "annual review done"
     h.0.kill().unwrap();
     h.0.wait().unwrap();
     drop(c);
-    let _h = start_daemon(&data, &cfg, if sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
+    let _h = start_daemon(&data, &cfg, if any_sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
     let mut c = Client::connect(&sock);
     let this_year = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
     let next_slot = format!("{}-01-01T00:00:00.000Z", this_year + 1);

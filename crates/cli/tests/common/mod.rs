@@ -26,6 +26,17 @@ pub fn bwrap_or_skip() -> bool {
     panic!("bubblewrap is not installed or does not work: apt-get install -y bubblewrap (or set PINCH_TEST_NO_BWRAP=1)");
 }
 
+/// bwrap when it works here, else the process backend: for tests of
+/// routing, scheduling and messaging, where the sandbox is not what is
+/// tested (sandbox tests use [`bwrap_or_skip`], which fails CI without it).
+pub fn any_sandbox() -> Choice {
+    if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
+        Choice::Bwrap
+    } else {
+        Choice::Process
+    }
+}
+
 pub fn host_config(dir: &Path, sandbox: Choice) -> HostConfig {
     let mut c = HostConfig::new(dir.join("data"));
     c.sandbox = sandbox;
