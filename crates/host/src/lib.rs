@@ -25,6 +25,7 @@ pub mod admin_cmds;
 pub mod central;
 pub mod config;
 pub mod delivery;
+pub mod outbox;
 pub mod paths;
 pub mod permissions;
 pub mod proxy;
