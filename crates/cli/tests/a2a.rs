@@ -45,6 +45,33 @@ tool = "send_message"
 args = { to = "a", text = "relay three" }
 
 [[rule]]
+contains = "send the report"
+tool = "write_file"
+args = { path = "report.txt", content = "the numbers: 4 8 15 16 23 42" }
+
+[[rule]]
+after_tool = "write_file"
+tool = "send_file"
+args = { to = "helper", path = "report.txt", text = "please read the attached report" }
+
+[[rule]]
+after_tool = "send_file"
+reply = "send_file said: {tool_result} error={tool_error}"
+
+[[rule]]
+contains = "please read the attached report"
+tool = "read_file"
+args = { path = "{inbox_path}" }
+
+[[rule]]
+after_tool = "read_file"
+reply = "helper read: {tool_result}"
+
+[[rule]]
+contains = "helper read:"
+reply = "relayed: {text}"
+
+[[rule]]
 after_tool = "send_message"
 reply = "send_message said: {tool_result} error={tool_error}"
 "#;
@@ -159,5 +186,111 @@ fn a_three_agent_cycle_is_stopped_and_told() {
     let main = sessions.iter().find(|s| s.agent_group_id == "main").unwrap();
     let n: i64 = inbound(&main.dir).query_row("SELECT count(*) FROM messages_in WHERE content LIKE '%relay three%'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+/// Reads until a delivered text satisfies `want` (acking each).
+fn read_until(c: &mut Client, mut seen: Vec<String>, what: &str, want: impl Fn(&str) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|t| want(t)) {
+        assert!(std::time::Instant::now() < deadline, "{what}: {seen:?}");
+        match c.recv() {
+            Some(pinch_channels::cli_socket::ServerMsg::Message { id, text, .. }) => {
+                c.send(&pinch_channels::cli_socket::ClientMsg::Ack { id });
+                seen.push(text);
+            }
+            Some(_) => {}
+            None => panic!("host closed"),
+        }
+    }
+    seen
+}
+
+/// SPEC §7.5/§7.8: a file an agent sends another lands in the target's
+/// inbox (a copy; the target reads it), and a compromised runner's hostile
+/// rows — a traversal name, a symlink to a host file, a row folder that is
+/// a symlink — are refused: nothing outside the inbox is read or written,
+/// and the sender is told why.
+#[test]
+fn files_go_to_the_targets_inbox_and_never_escape() {
+    let tmp = tempfile::tempdir().unwrap();
+    seed(tmp.path(), &[("main", &[("helper", "helper")]), ("helper", &[("parent", "main")])]);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), SCRIPT);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let first = c.ask("please send the report to the helper");
+    assert!(first.iter().any(|t| t.contains("send_file said: sent report.txt") && t.contains("error=false")), "{first:?}");
+    let seen = read_until(&mut c, first, "the helper's reading comes back", |t| t.contains("relayed: helper read:"));
+    assert!(seen.iter().any(|t| t.contains("the numbers: 4 8 15 16 23 42")), "the helper read the file's content: {seen:?}");
+
+    let sessions = rt.block_on(host.sessions());
+    let main = sessions.iter().find(|s| s.agent_group_id == "main").unwrap().clone();
+    let helper = sessions.iter().find(|s| s.agent_group_id == "helper").unwrap().clone();
+    // The copy sits in the helper's inbox and the row lists it.
+    let content: String = inbound(&helper.dir).query_row("SELECT content FROM messages_in WHERE kind = 'chat' AND content LIKE '%attached report%'", [], |r| r.get(0)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&content).unwrap();
+    let att = &v["attachments"][0];
+    assert_eq!(att["name"], "report.txt");
+    let shown = att["path"].as_str().unwrap();
+    let rel = shown.strip_prefix("/workspace/inbox/").expect("an inbox path");
+    assert_eq!(std::fs::read_to_string(helper.dir.join("inbox").join(rel)).unwrap(), "the numbers: 4 8 15 16 23 42");
+
+    // A compromised runner in main writes hostile rows of its own.
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "TOPSECRET").unwrap();
+    let outbox = main.dir.join("outbox");
+    std::fs::create_dir(outbox.join("evil-link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), outbox.join("evil-link/notes.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, outbox.join("evil-dir")).unwrap();
+    std::fs::create_dir(outbox.join("evil-name")).unwrap();
+    let hostile = [("evil-name", "../../../../../outside/secret.txt", "not a plain file name"), ("evil-link", "notes.txt", "symlink"), ("evil-dir", "secret.txt", "symlink")];
+    {
+        let mut o = pinch_proto::open::open_writer(&main.dir.join("out/outbound.db"), Duration::from_secs(5)).unwrap();
+        let in_max: i64 = inbound(&main.dir).query_row("SELECT coalesce(max(seq), 0) FROM messages_in", [], |r| r.get(0)).unwrap();
+        let tx = pinch_proto::open::write_tx(&mut o).unwrap();
+        for (id, name, _) in hostile {
+            let row = pinch_proto::rows::NewOutbound {
+                id: id.into(),
+                timestamp: pinch_proto::time::now(),
+                kind: "chat".into(),
+                channel_type: Some("agent".into()),
+                platform_id: Some("helper".into()),
+                content: serde_json::json!({"text": "take this", "files": [name]}).to_string(),
+                ..Default::default()
+            };
+            pinch_proto::rows::insert_outbound(&tx, &row, in_max).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let status = |id: &str| -> Option<(String, Option<String>)> {
+        inbound(&main.dir).query_row("SELECT status, last_error FROM delivered WHERE message_out_id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))).ok()
+    };
+    for (id, _, why) in hostile {
+        wait_for(&format!("the host refuses {id}"), Duration::from_secs(30), || status(id).is_some_and(|(s, _)| s == "failed"));
+        let (_, e) = status(id).unwrap();
+        assert!(e.as_deref().is_some_and(|e| e.contains(why)), "{id}: {e:?}");
+    }
+    // Nothing was copied anywhere: no inbox holds the secret, and no file
+    // appeared outside the data dir's session folders.
+    let data_real = std::fs::canonicalize(&cfg.data_dir).unwrap();
+    for p in walk(&cfg.data_dir) {
+        // (walk follows the planted folder link out; those are the originals)
+        let inside = std::fs::canonicalize(&p).is_ok_and(|r| r.starts_with(&data_real));
+        if inside && p.is_file() {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            assert!(!bytes.windows(9).any(|w| w == b"TOPSECRET"), "the secret was copied to {p:?}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "nothing written beside the secret");
+    let n: i64 = inbound(&helper.dir).query_row("SELECT count(*) FROM messages_in WHERE content LIKE '%take this%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0, "no hostile message reached the helper");
+    // The sender is told (deliver-failed rows name the reason).
+    wait_for("main is told", Duration::from_secs(30), || {
+        let c = inbound(&main.dir);
+        let n: i64 = c.query_row("SELECT count(*) FROM messages_in WHERE id LIKE 'deliver-failed:evil-%'", [], |r| r.get(0)).unwrap();
+        n == 3
+    });
     rt.block_on(host.shutdown()).unwrap();
 }

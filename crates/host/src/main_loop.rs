@@ -127,7 +127,7 @@ struct Host {
     pending_writes: Vec<(String, pinch_proto::rows::NewInbound)>,
     pending_acks: Vec<PendingAck>,
     /// Agent-to-agent sends per ordered pair (times), for the rate limit.
-    a2a_sends: HashMap<(String, String), VecDeque<Instant>>,
+    a2a_sends: a2a::PairLimiter,
     stats: Arc<Stats>,
     shutting_down: bool,
     _lock: HostLock,
@@ -254,7 +254,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         slot_queue: VecDeque::new(),
         pending_writes: Vec::new(),
         pending_acks: Vec::new(),
-        a2a_sends: HashMap::new(),
+        a2a_sends: a2a::PairLimiter::default(),
         stats: stats.clone(),
         shutting_down: false,
         _lock: lock,
