@@ -72,6 +72,25 @@ contains = "helper read:"
 reply = "relayed: {text}"
 
 [[rule]]
+contains = "create a researcher"
+tool = "create_agent"
+args = { name = "researcher", instructions = "You research things and answer in one line." }
+
+[[rule]]
+contains = "create a writer"
+tool = "create_agent"
+args = { name = "writer", instructions = "You write." }
+
+[[rule]]
+after_tool = "create_agent"
+reply = "create_agent said: {tool_result} error={tool_error}"
+
+[[rule]]
+contains = "ask the researcher"
+tool = "send_message"
+args = { to = "researcher", text = "what is 6 times 7?" }
+
+[[rule]]
 after_tool = "send_message"
 reply = "send_message said: {tool_result} error={tool_error}"
 "#;
@@ -292,5 +311,80 @@ fn files_go_to_the_targets_inbox_and_never_escape() {
         let n: i64 = c.query_row("SELECT count(*) FROM messages_in WHERE id LIKE 'deliver-failed:evil-%'", [], |r| r.get(0)).unwrap();
         n == 3
     });
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+/// SPEC §7.5, lesson 50: `create_agent` runs at once for a group with
+/// `can_create_agents` (main, by bootstrap) — group, folder, AGENT.md,
+/// destinations both ways, and the new agent answers through them — and
+/// without the flag it waits for an approval card; clicking Create makes it.
+#[test]
+fn create_agent_needs_the_flag_or_an_approval() {
+    let tmp = tempfile::tempdir().unwrap();
+    seed(tmp.path(), &[("main", &[])]);
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), SCRIPT);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let made = c.ask("please create a researcher");
+    assert!(made.iter().any(|t| t.contains("create_agent said:") && t.contains("\"destination\":\"researcher\"") && t.contains("error=false")), "{made:?}");
+    let db = || pinch_proto::rusqlite::Connection::open(cfg.data_dir.join("pinch.db")).unwrap();
+    let dests = |ag: &str| -> Vec<(String, String)> {
+        let c = db();
+        let mut s = c.prepare("SELECT local_name, target_id FROM agent_destinations WHERE agent_group_id = ?1 AND target_type = 'agent' ORDER BY local_name").unwrap();
+        let v = s.query_map([ag], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        v
+    };
+    assert_eq!(dests("main"), vec![("researcher".to_owned(), "researcher".to_owned())]);
+    assert_eq!(dests("researcher"), vec![("parent".to_owned(), "main".to_owned())]);
+    let md = std::fs::read_to_string(cfg.data_dir.join("groups/researcher/AGENT.md")).unwrap();
+    assert!(md.contains("You research things and answer in one line."), "{md}");
+    // The new agent is reachable at once (main's live session was re-projected).
+    let first = c.ask("now ask the researcher");
+    read_until(&mut c, first, "the researcher's answer comes back", |t| t.contains("the helper answered: 42"));
+
+    // Without the flag: approval-pending, and a card for the owner.
+    db().execute("UPDATE agent_configs SET can_create_agents = 0 WHERE agent_group_id = 'main'", []).unwrap();
+    let id = c.say("please create a writer", "w");
+    let (mut pending, mut card) = (false, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(pending && card.is_some()) {
+        assert!(std::time::Instant::now() < deadline, "pending={pending} card={card:?}");
+        match c.recv().expect("host closed") {
+            pinch_channels::cli_socket::ServerMsg::Message { id, text, buttons, .. } => {
+                c.send(&pinch_channels::cli_socket::ClientMsg::Ack { id });
+                if text.contains("create_agent said: approval-pending") {
+                    pending = true;
+                }
+                if !buttons.is_empty() {
+                    assert!(text.contains("\"writer\"") && text.contains("You write."), "{text}");
+                    card = Some(buttons);
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = id;
+    let gone = db().query_row("SELECT count(*) FROM agent_groups WHERE id = 'writer'", [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(gone, 0, "nothing is created before the approval");
+    let create = card.unwrap().into_iter().find(|b| b.label == "Create").expect("a Create button");
+    c.send(&pinch_channels::cli_socket::ClientMsg::Click { callback: create.callback });
+    wait_for("the writer exists", Duration::from_secs(30), || {
+        db().query_row("SELECT count(*) FROM agent_groups WHERE id = 'writer'", [], |r| r.get::<_, i64>(0)).unwrap() == 1
+    });
+    assert!(std::fs::read_to_string(cfg.data_dir.join("groups/writer/AGENT.md")).unwrap().contains("You write."));
+    assert_eq!(dests("writer"), vec![("parent".to_owned(), "main".to_owned())]);
+    // main is told the outcome.
+    let sessions = rt.block_on(host.sessions());
+    let main = sessions.iter().find(|s| s.agent_group_id == "main").unwrap();
+    wait_for("main gets the approval's result", Duration::from_secs(30), || {
+        let n: i64 = inbound(&main.dir)
+            .query_row("SELECT count(*) FROM messages_in WHERE id LIKE 'approval-result:%' AND content LIKE '%writer%'", [], |r| r.get(0))
+            .unwrap();
+        n == 1
+    });
+    // …and its turn on it answers the terminal (read, so that delivery is
+    // not left waiting for an ack when the host shuts down).
+    read_until(&mut c, Vec::new(), "main's turn on the result", |_| true);
     rt.block_on(host.shutdown()).unwrap();
 }

@@ -27,6 +27,7 @@ use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
 mod a2a;
+mod create_agent;
 mod agent_admin;
 mod approvals;
 mod routing;
