@@ -388,3 +388,78 @@ fn create_agent_needs_the_flag_or_an_approval() {
     read_until(&mut c, Vec::new(), "main's turn on the result", |_| true);
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// The issue's end-to-end case: through the `pinch chat` binary, the main
+/// agent creates a second agent, and the two hold a conversation — two
+/// rounds of question and answer, each answer returning to the terminal
+/// conversation that asked (`/wait` lines wait for answers that arrive
+/// after their line's turn).
+#[test]
+fn two_agents_converse_through_pinch_chat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("script.toml");
+    std::fs::write(
+        &script,
+        r#"
+[[rule]]
+contains = "make a poet"
+tool = "create_agent"
+args = { name = "poet", instructions = "You write very short poems." }
+
+[[rule]]
+after_tool = "create_agent"
+reply = "made: {tool_result}"
+
+[[rule]]
+contains = "ask the poet for a haiku"
+tool = "send_message"
+args = { to = "poet", text = "please write a haiku about tea" }
+
+[[rule]]
+contains = "ask the poet to shorten it"
+tool = "send_message"
+args = { to = "poet", text = "shorter please" }
+
+[[rule]]
+after_tool = "send_message"
+reply = "asked the poet"
+
+[[rule]]
+contains = "haiku about tea"
+reply = "steam curls from the cup / leaves unfold in quiet heat / the kettle sings on"
+
+[[rule]]
+contains = "shorter please"
+reply = "tea, steam, quiet"
+
+[[rule]]
+contains = "steam"
+reply = "the poet says: {text}"
+"#,
+    )
+    .unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, format!("[provider]\ndefault = \"scripted\"\n[provider.scripted]\nscript = {:?}\n", script.display().to_string())).unwrap();
+    let data = tmp.path().join("data");
+    let sandbox = if any_sandbox() == pinch_host::sandbox::Choice::Bwrap { "bwrap" } else { "process" };
+    let out = pinch_chat(
+        &["--sandbox", sandbox, "--timeout", "30", "--data-dir", data.to_str().unwrap()],
+        &[("PINCH_CONFIG", &cfg)],
+        "make a poet\nask the poet for a haiku\n/wait the poet says:\nask the poet to shorten it\n/wait tea, steam, quiet\n",
+    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} missing from:\n{stdout}"));
+    assert!(at("made: {") < at("asked the poet"));
+    assert!(at("the poet says: steam curls from the cup") > at("asked the poet"));
+    assert!(at("the poet says: tea, steam, quiet") > at("the poet says: steam curls"));
+    // Both agents' sessions hold the exchange; the poet's two questions
+    // came from main with the return path set.
+    let c = pinch_proto::rusqlite::Connection::open(data.join("pinch.db")).unwrap();
+    let poet_dir: String = c.query_row("SELECT id FROM sessions WHERE agent_group_id = 'poet'", [], |r| r.get(0)).unwrap();
+    let n: i64 = inbound(&data.join("sessions/poet").join(&poet_dir))
+        .query_row("SELECT count(*) FROM messages_in WHERE kind = 'chat' AND source_session_id IS NOT NULL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2, "{stdout}");
+}
