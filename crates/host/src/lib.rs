@@ -30,6 +30,7 @@ pub mod paths;
 pub mod permissions;
 pub mod proxy;
 pub mod sandbox;
+pub mod seccomp;
 pub mod session;
 pub mod tasks;
 
