@@ -101,6 +101,7 @@ pub struct SandboxSection {
     pub file_size_mb: Option<u64>,
     pub cpu_s: Option<u64>,
     pub open_files: Option<u64>,
+    pub pids: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,6 +308,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         file_size_mb: positive("file_size_mb", sb.file_size_mb, d.file_size_mb)?,
         cpu_s: positive("cpu_s", sb.cpu_s, d.cpu_s)?,
         open_files: positive("open_files", sb.open_files, d.open_files)?.max(64),
+        pids: positive("pids", sb.pids, d.pids)?.max(16),
     };
     // Default order (SPEC §5.5): configured (flag, then file; a scripted
     // provider's script counts) → ANTHROPIC_API_KEY → OPENAI_BASE_URL /

@@ -23,6 +23,7 @@ pub mod attachments;
 pub mod admin;
 pub mod admin_cmds;
 pub mod central;
+pub mod cgroup;
 pub mod config;
 pub mod delivery;
 pub mod outbox;

@@ -120,11 +120,14 @@ pub struct Limits {
     pub cpu_s: u64,
     /// Open files per process.
     pub open_files: u64,
+    /// Processes and threads in the whole sandbox (cgroup `pids.max`; the
+    /// sandbox's total memory is capped at `memory_mb` the same way).
+    pub pids: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 4096, file_size_mb: 1024, cpu_s: 4 * 3600, open_files: 4096 }
+        Limits { memory_mb: 4096, file_size_mb: 1024, cpu_s: 4 * 3600, open_files: 4096, pids: 512 }
     }
 }
 
@@ -168,10 +171,26 @@ impl Bwrap {
         c.args(argv);
         c.env_clear();
         let limits = self.limits.rlimits();
-        // SAFETY: only async-signal-safe calls (fcntl, setrlimit) between
-        // fork and exec; the closure owns the filter's fd until then.
+        // The sandbox's own cgroup (pids, memory), joined in the child.
+        crate::cgroup::sweep();
+        let id = pinch_proto::runner_config::random_hex(6);
+        let cgroups = match crate::cgroup::prepare(&id, crate::cgroup::Caps { pids: self.limits.pids, memory_mb: self.limits.memory_mb }) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("sandboxes run without a process and memory cap (cgroups are not usable here: {e}); rlimits still apply. `pinch doctor` explains");
+                }
+                None
+            }
+        };
+        let procs: Vec<std::os::fd::RawFd> = cgroups.iter().flat_map(|p| p.procs.iter().map(|f| f.as_raw_fd())).collect();
+        // SAFETY: only async-signal-safe calls (write, fcntl, setrlimit)
+        // between fork and exec; the closure owns the fds until then.
         unsafe {
             c.pre_exec(move || {
+                let _keep = &cgroups;
+                crate::cgroup::join(&procs)?;
                 // The filter's fd survives exec (only in this child).
                 if libc::fcntl(filter.as_raw_fd(), libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
