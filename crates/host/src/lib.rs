@@ -26,6 +26,7 @@ pub mod central;
 pub mod cgroup;
 pub mod config;
 pub mod delivery;
+pub mod mounts;
 pub mod outbox;
 pub mod paths;
 pub mod permissions;
