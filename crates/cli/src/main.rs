@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod chat;
 mod config;
+mod doctor;
 mod logging;
 mod model;
 
@@ -62,6 +63,11 @@ enum Command {
     },
     /// Manage the running host: `pinch admin <resource> <verb> [id] [--key value …]` (`pinch admin --help` lists them).
     Admin(admin::AdminArgs),
+    /// Check this machine and configuration; each problem with the command that fixes it.
+    Doctor {
+        #[command(flatten)]
+        flags: HostFlags,
+    },
     /// The offline model: `pinch model fetch` (download SmolLM2), `pinch model path`, `pinch model list`.
     Model(model::ModelArgs),
     /// Measure the TARGETS.md figures on this machine (`pinch bench chaos` for R3/R4).
@@ -157,6 +163,16 @@ fn main() -> ExitCode {
             bench::p10(config::local_model_path(&data_dir, &file)?, args)
         })()),
         Command::Bench(BenchCmd { sub: None, figures }) => exit(bench::run(cli.data_dir, figures)),
+        Command::Doctor { flags } => {
+            let config_path = cli.config.clone().unwrap_or_else(config::default_config_path);
+            let data_dir = cli
+                .data_dir
+                .clone()
+                .or_else(|| config::load_file(cli.config.as_deref()).ok().and_then(|f| f.data_dir))
+                .unwrap_or_else(config::default_data_dir);
+            let config = host_config(cli.data_dir, cli.config, &flags).map_err(|e| format!("{e:#}"));
+            ExitCode::from(doctor::run(doctor::Input { config_path, data_dir, config }) as u8)
+        }
         Command::Host { flags } => {
             logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");
             exit(run_host(cli.data_dir, cli.config, flags))
