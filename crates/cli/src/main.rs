@@ -11,6 +11,7 @@ mod config;
 mod doctor;
 mod logging;
 mod model;
+mod service;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ enum Command {
         #[command(flatten)]
         flags: HostFlags,
     },
+    /// Run pinch as a systemd service: `pinch service install|uninstall|status|print [--system]`.
+    Service(service::ServiceArgs),
     /// The offline model: `pinch model fetch` (download SmolLM2), `pinch model path`, `pinch model list`.
     Model(model::ModelArgs),
     /// Measure the TARGETS.md figures on this machine (`pinch bench chaos` for R3/R4).
@@ -172,6 +175,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(config::default_data_dir);
             let config = host_config(cli.data_dir, cli.config, &flags).map_err(|e| format!("{e:#}"));
             ExitCode::from(doctor::run(doctor::Input { config_path, data_dir, config }) as u8)
+        }
+        Command::Service(args) => {
+            let config_path = cli.config.clone().unwrap_or_else(config::default_config_path);
+            let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
+            let data_dir = cli
+                .data_dir
+                .clone()
+                .or_else(|| config::load_file(cli.config.as_deref()).ok().and_then(|f| f.data_dir))
+                .unwrap_or_else(config::default_data_dir);
+            let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
+            exit(service::run(args, data_dir, config_path))
         }
         Command::Host { flags } => {
             logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");

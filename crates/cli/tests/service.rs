@@ -1,0 +1,43 @@
+//! `pinch service` (issue 8): the unit it renders names this binary and
+//! the data dir, and where systemd is not running it says so plainly and
+//! writes nothing.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn print_renders_the_unit_and_install_without_systemd_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let data = tmp.path().join("my data");
+    let run = |args: &[&str]| {
+        let o = Command::new(PINCH)
+            .args(["--data-dir", data.to_str().unwrap(), "service"])
+            .args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, unit, err) = run(&["print"]);
+    assert_eq!(code, 0, "{err}");
+    let exe = std::fs::canonicalize(PINCH).unwrap();
+    assert!(unit.contains(&format!("\nExecStart={} --data-dir \"{}\" --config ", exe.display(), data.display())), "{unit}");
+    assert!(unit.contains(" host\n") && unit.contains("\nRestartPreventExitStatus=78\n") && unit.contains("\nWantedBy=default.target\n"), "{unit}");
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        eprintln!("note: systemd runs here; not trying `pinch service install` from a test");
+        return;
+    }
+    let (code, _, err) = run(&["install"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("systemd is not running on this machine") && err.contains("nothing was installed"), "{err}");
+    assert!(!home.join(".config/systemd").exists(), "nothing written");
+    let (code, out, _) = run(&["status"]);
+    assert_eq!(code, 3, "not installed, not running: {out}");
+    assert!(out.contains("(not installed)") && out.contains("systemd is not running"), "{out}");
+}
