@@ -11,12 +11,23 @@ fn filter(var: &str, default: &str) -> EnvFilter {
 }
 
 pub fn init_stderr(ansi: bool, var: &str, default: &str) {
+    if json_wanted() {
+        let _ = tracing_subscriber::fmt().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr).with_env_filter(filter(var, default)).try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_env_filter(filter(var, default))
         .with_target(false)
         .try_init();
+}
+
+/// JSON lines instead of human text: `pinch host --log-json` or
+/// `PINCH_LOG_FORMAT=json` (one object per event, with the session span's
+/// fields, for log shippers).
+pub fn json_wanted() -> bool {
+    std::env::var("PINCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
 }
 
 pub fn init_file(path: &Path) -> Result<()> {

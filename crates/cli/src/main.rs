@@ -61,6 +61,9 @@ enum Command {
     Host {
         #[command(flatten)]
         flags: HostFlags,
+        /// Log JSON lines (one object per event) instead of text; also PINCH_LOG_FORMAT=json.
+        #[arg(long)]
+        log_json: bool,
     },
     /// Manage the running host: `pinch admin <resource> <verb> [id] [--key value …]` (`pinch admin --help` lists them).
     Admin(admin::AdminArgs),
@@ -187,7 +190,12 @@ fn main() -> ExitCode {
             let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
             exit(service::run(args, data_dir, config_path))
         }
-        Command::Host { flags } => {
+        Command::Host { flags, log_json } => {
+            if log_json {
+                // Runners inherit nothing from the host's environment, so
+                // this only reaches the host's own logger.
+                std::env::set_var("PINCH_LOG_FORMAT", "json");
+            }
             logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");
             exit(run_host(cli.data_dir, cli.config, flags))
         }

@@ -41,3 +41,31 @@ fn print_renders_the_unit_and_install_without_systemd_changes_nothing() {
     assert_eq!(code, 3, "not installed, not running: {out}");
     assert!(out.contains("(not installed)") && out.contains("systemd is not running"), "{out}");
 }
+
+/// `pinch host --log-json` (issue 8): every line on stderr is one JSON
+/// object with a level and a message, for log shippers.
+#[test]
+fn host_logs_json_lines_with_the_flag() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(PINCH)
+        .args(["--data-dir", tmp.path().join("data").to_str().unwrap(), "host", "--log-json", "--provider", "scripted", "--sandbox", "process"])
+        .env_remove("PINCH_LOG_FORMAT")
+        .env("PINCH_CONFIG", "/dev/null")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let Some(Ok(l)) = lines.next() else { break };
+        seen.push(l);
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(!seen.is_empty(), "no log lines");
+    for l in &seen {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{l}");
+    }
+}
