@@ -193,6 +193,19 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
 }
 
 pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
+    // Local, no host needed: the web chat token (made if missing).
+    if a.words.first().map(String::as_str) == Some("web-token") {
+        return match pinch_host::web_token(data_dir) {
+            Ok(t) => {
+                println!("{t}");
+                0
+            }
+            Err(e) => {
+                eprintln!("pinch admin: {e:#}");
+                1
+            }
+        };
+    }
     let p = match parse(&a.words) {
         Ok(Parse::Help) => {
             print!("{}", help());

@@ -39,12 +39,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AttachmentError + '_ {
 /// Writes `bytes` as an attachment of inbound message `seq`; returns the
 /// path written (under `inbox`).
 pub fn save(inbox: &Path, seq: i64, raw_name: &str, bytes: &[u8]) -> Result<PathBuf, AttachmentError> {
+    save_in(inbox, &seq.to_string(), raw_name, bytes)
+}
+
+/// Like [`save`], into `inbox/<folder>/` (the router saves before the row's
+/// seq exists, so it names the folder after the message); `folder` is
+/// sanitised like a file name.
+pub fn save_in(inbox: &Path, folder: &str, raw_name: &str, bytes: &[u8]) -> Result<PathBuf, AttachmentError> {
+    let folder = filename::sanitize(folder);
     let root_meta = fs::symlink_metadata(inbox).map_err(|_| AttachmentError::NoInbox(inbox.to_owned()))?;
     if !root_meta.is_dir() {
         return Err(AttachmentError::NoInbox(inbox.to_owned()));
     }
     let root = fs::canonicalize(inbox).map_err(io_err(inbox))?;
-    let dir = inbox.join(seq.to_string());
+    let dir = inbox.join(&folder);
     match fs::symlink_metadata(&dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(AttachmentError::NotAFolder(dir)),
