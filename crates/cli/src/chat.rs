@@ -11,6 +11,11 @@
 //! choices; `/pick N` (or a bare `N` in interactive mode) presses one. In
 //! scripted mode a `/pick N` line right after a line that gets a question
 //! answers it while that line's turn is still waiting.
+//!
+//! Replies that come later than their line's turn (an answer another agent
+//! sends back, a scheduled task) are printed whenever they arrive; in
+//! scripted mode a `/wait TEXT` line waits (up to the timeout) until a reply
+//! containing TEXT has been printed since the last message line was sent.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -28,13 +33,15 @@ pub struct Conn {
     line: String,
     /// The buttons of the latest reply that had some (pressable once).
     buttons: Vec<WireButton>,
+    /// Replies printed since the last message line was sent (for `/wait`).
+    printed: Vec<String>,
 }
 
 impl Conn {
     pub async fn connect(path: &Path) -> std::io::Result<Conn> {
         let s = UnixStream::connect(path).await?;
         let (r, w) = s.into_split();
-        let mut c = Conn { reader: BufReader::new(r), writer: w, line: String::new(), buttons: Vec::new() };
+        let mut c = Conn { reader: BufReader::new(r), writer: w, line: String::new(), buttons: Vec::new(), printed: Vec::new() };
         match c.recv().await? {
             Some(ServerMsg::Hello { .. }) => Ok(c),
             other => Err(std::io::Error::other(format!("unexpected greeting from the host: {other:?}"))),
@@ -98,7 +105,15 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
             }
             continue;
         }
+        if let Some(want) = text.trim().strip_prefix("/wait ") {
+            if let Err(e) = wait_for_reply(&mut conn, socket, want.trim(), timeout).await {
+                eprintln!("pinch: line {}: {e:#}", n + 1);
+                failures += 1;
+            }
+            continue;
+        }
         let cid = format!("c{n}");
+        conn.printed.clear();
         conn.send(&ClientMsg::Message { text: text.clone(), client_id: Some(cid.clone()) }).await.context("sending to the host")?;
         // Wait for the host to store it.
         let id = loop {
@@ -160,6 +175,25 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
     Ok(if failures > 0 { 1 } else { 0 })
 }
 
+/// `/wait TEXT`: prints replies until one containing `want` has been
+/// printed since the last message line.
+async fn wait_for_reply(conn: &mut Conn, socket: &Path, want: &str, timeout: Duration) -> Result<()> {
+    if want.is_empty() {
+        bail!("/wait needs the text to wait for, e.g. `/wait done`");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !conn.printed.iter().any(|t| t.contains(want)) {
+        match tokio::time::timeout_at(deadline, conn.recv()).await {
+            Err(_) => bail!("no reply containing {want:?} within {} s", timeout.as_secs()),
+            Ok(Ok(Some(m))) => {
+                handle_common(conn, m).await?;
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => *conn = reconnect(socket, deadline).await?,
+        }
+    }
+    Ok(())
+}
+
 async fn reconnect(socket: &Path, deadline: tokio::time::Instant) -> Result<Conn> {
     eprintln!("pinch: lost the connection to the host, reconnecting…");
     loop {
@@ -197,6 +231,7 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
                 conn.buttons = buttons;
             }
             print_reply(&text).context("writing to stdout")?;
+            conn.printed.push(text);
             conn.send(&ClientMsg::Ack { id }).await.context("acknowledging a reply")?;
             Ok(None)
         }

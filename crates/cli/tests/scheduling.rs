@@ -274,3 +274,71 @@ reply = "annual review done"
     let answers: i64 = outbound(&dir()).query_row("SELECT count(*) FROM messages_out WHERE content LIKE '%annual review done%'", [], |r| r.get(0)).unwrap();
     assert_eq!(answers, 2);
 }
+
+/// `pinch admin tasks list|pause|resume|cancel` (SPEC §10) as the owner
+/// runs them, against a live host: the task an agent scheduled is listed
+/// with its session, a series is paused and resumed by its series id, and
+/// cancelled for good; unknown ids are `not-found` (exit 1).
+#[test]
+fn the_owner_manages_tasks_with_pinch_admin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+[[rule]]
+contains = "hourly"
+tool = "schedule_task"
+args = { prompt = "hourly check", at = "2099-01-01T00:00:00Z", recurrence = "0 * * * *" }
+
+[[rule]]
+after_tool = "*"
+reply = "tool: {tool_result}"
+"#;
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), script);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    c.ask("hourly please");
+    wait_for("the task row", Duration::from_secs(10), || task_rows(&cfg.data_dir).len() == 1);
+    let admin = |args: &[&str]| {
+        let o = std::process::Command::new(PINCH)
+            .arg("--data-dir")
+            .arg(&cfg.data_dir)
+            .arg("admin")
+            .args(args)
+            .env_remove("PINCH_HOME")
+            .env_remove("PINCH_CONFIG")
+            .env("XDG_CONFIG_HOME", tmp.path().join("no-config"))
+            .output()
+            .unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, out, err) = admin(&["tasks", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &list["data"].as_array().unwrap_or_else(|| panic!("{out}"))[0];
+    assert_eq!((t["prompt"].as_str(), t["status"].as_str(), t["agent_group"].as_str()), (Some("hourly check"), Some("pending"), Some("main")), "{t}");
+    assert_eq!(t["recurrence"], "0 * * * *");
+    let series = t["series_id"].as_str().unwrap_or_else(|| panic!("{t}")).to_owned();
+    // The table form names the columns.
+    let (code, table, _) = admin(&["tasks", "list"]);
+    assert!(code == 0 && table.contains("SERIES_ID") && table.contains("hourly check"), "{table}");
+    let status = || task_rows(&cfg.data_dir)[0].1.clone();
+    let (code, _, err) = admin(&["tasks", "pause", &series]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status(), "paused");
+    let (code, _, err) = admin(&["tasks", "pause", &series]);
+    assert_eq!(code, 1, "pausing a paused task is refused");
+    assert!(err.contains("no live task"), "{err}");
+    let (code, _, err) = admin(&["tasks", "resume", &series]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status(), "pending");
+    let (code, _, err) = admin(&["tasks", "cancel", &series]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status(), "cancelled");
+    let (code, out, _) = admin(&["tasks", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((code, list["data"].as_array().map(Vec::len)), (0, Some(0)), "{out}");
+    let (code, _, err) = admin(&["tasks", "cancel", "ser-nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no live task") && err.contains("ser-nope"), "{err}");
+    rt.block_on(host.shutdown()).unwrap();
+}

@@ -9,7 +9,7 @@
 //! outside it whatever the name or the folder's contents.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -39,20 +39,21 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AttachmentError + '_ {
 /// Writes `bytes` as an attachment of inbound message `seq`; returns the
 /// path written (under `inbox`).
 pub fn save(inbox: &Path, seq: i64, raw_name: &str, bytes: &[u8]) -> Result<PathBuf, AttachmentError> {
-    save_in(inbox, &seq.to_string(), raw_name, bytes)
+    save_from(inbox, &seq.to_string(), raw_name, &mut &bytes[..])
 }
 
-/// Like [`save`], into `inbox/<folder>/` (the router saves before the row's
-/// seq exists, so it names the folder after the message); `folder` is
-/// sanitised like a file name.
-pub fn save_in(inbox: &Path, folder: &str, raw_name: &str, bytes: &[u8]) -> Result<PathBuf, AttachmentError> {
-    let folder = filename::sanitize(folder);
+/// Like [`save`] into `inbox/<folder>/` (a name of one plain component,
+/// e.g. a forwarded message's), copying from `src`.
+pub fn save_from(inbox: &Path, folder: &str, raw_name: &str, src: &mut dyn io::Read) -> Result<PathBuf, AttachmentError> {
+    if folder.is_empty() || folder.starts_with('.') || folder.contains(['/', '\\']) || folder.chars().any(char::is_control) {
+        return Err(AttachmentError::Escapes(inbox.join(folder)));
+    }
     let root_meta = fs::symlink_metadata(inbox).map_err(|_| AttachmentError::NoInbox(inbox.to_owned()))?;
     if !root_meta.is_dir() {
         return Err(AttachmentError::NoInbox(inbox.to_owned()));
     }
     let root = fs::canonicalize(inbox).map_err(io_err(inbox))?;
-    let dir = inbox.join(&folder);
+    let dir = inbox.join(folder);
     match fs::symlink_metadata(&dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(AttachmentError::NotAFolder(dir)),
@@ -72,7 +73,7 @@ pub fn save_in(inbox: &Path, folder: &str, raw_name: &str, bytes: &[u8]) -> Resu
         let f = OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(&path);
         match f {
             Ok(mut f) => {
-                let written = f.write_all(bytes).and_then(|_| f.sync_all());
+                let written = io::copy(src, &mut f).and_then(|_| f.sync_all());
                 if let Err(e) = written {
                     drop(f);
                     let _ = fs::remove_file(&path);

@@ -27,6 +27,7 @@ use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
 mod a2a;
+mod create_agent;
 mod agent_admin;
 mod approvals;
 mod routing;
@@ -127,7 +128,7 @@ struct Host {
     pending_writes: Vec<(String, pinch_proto::rows::NewInbound)>,
     pending_acks: Vec<PendingAck>,
     /// Agent-to-agent sends per ordered pair (times), for the rate limit.
-    a2a_sends: HashMap<(String, String), VecDeque<Instant>>,
+    a2a_sends: a2a::PairLimiter,
     stats: Arc<Stats>,
     shutting_down: bool,
     _lock: HostLock,
@@ -262,7 +263,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         slot_queue: VecDeque::new(),
         pending_writes: Vec::new(),
         pending_acks: Vec::new(),
-        a2a_sends: HashMap::new(),
+        a2a_sends: a2a::PairLimiter::default(),
         stats: stats.clone(),
         shutting_down: false,
         _lock: lock,
@@ -660,15 +661,53 @@ impl Host {
                 let text = self.decide(&a, &value, &by, None).map_err(handler)?;
                 Ok(serde_json::json!({"id": id, "value": value, "result": text}))
             }
+            "tasks-list" => {
+                // Optional filters: --ag <group>, --session <id>.
+                let (ag, sid) = (arg("ag"), arg("session"));
+                let mut out = Vec::new();
+                let mut ids: Vec<&String> = self.sessions.keys().collect();
+                ids.sort();
+                for id in ids {
+                    let s = &self.sessions[id];
+                    if s.closed || ag.as_ref().is_some_and(|a| *a != s.row.agent_group_id) || sid.as_ref().is_some_and(|x| x != id) {
+                        continue;
+                    }
+                    for mut t in crate::tasks::live(&s.dir).map_err(handler)? {
+                        t["session"] = id.clone().into();
+                        t["agent_group"] = s.row.agent_group_id.clone().into();
+                        out.push(t);
+                    }
+                }
+                out.sort_by(|a, b| a["next"].as_str().cmp(&b["next"].as_str()));
+                Ok(serde_json::Value::Array(out))
+            }
+            "tasks-pause" | "tasks-resume" | "tasks-cancel" => {
+                let verb = &req.command[6..];
+                let id = arg("id").ok_or_else(|| err("invalid-args", format!("tasks-{verb} needs a task id or series id: pinch admin tasks {verb} <id> (see `pinch admin tasks list`)")))?;
+                let holder = self.sessions.iter().filter(|(_, s)| !s.closed).find(|(_, s)| crate::tasks::holds(&s.dir, &id).unwrap_or(false)).map(|(k, _)| k.clone());
+                let Some(sid) = holder else {
+                    return Err(err("not-found", format!("no live task has the id or series id {id:?} (see `pinch admin tasks list`)")));
+                };
+                let s = &self.sessions[&sid];
+                let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
+                let action = format!("{verb}_task");
+                let done = crate::tasks::apply(&s.dir, &action, &serde_json::json!({"id": id}), &self.cfg.timezone, out_max)
+                    .map_err(|e| {
+                        let m = format!("{e:#}");
+                        // "no paused task has the id …" and the like.
+                        err(if m.starts_with("no ") { "not-found" } else { "handler-error" }, m)
+                    })?;
+                tracing::info!(session_id = %sid, task = %id, action = %action, "task changed by the owner");
+                if let Some(due) = done.wake_at {
+                    self.wake_at(&sid, due.as_millisecond());
+                }
+                let mut r = done.result;
+                r["session"] = sid.into();
+                Ok(r)
+            }
             other => {
                 let reply = crate::admin_cmds::dispatch(&self.central.conn, &crate::admin_cmds::Caller::Owner, other, &req.args)
-                    .unwrap_or_else(|| {
-                        if other.starts_with("tasks-") {
-                            Err(err("unknown-command", format!("{other}: the admin side of tasks is not served yet; agents manage their own tasks (schedule_task, list_tasks, pause_task, …)")))
-                        } else {
-                            Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs")))
-                        }
-                    });
+                    .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs"))));
                 if reply.is_ok() && (other.starts_with("destinations-") || other.starts_with("wirings-") || other.starts_with("messaging-groups-") || other == "groups-delete") {
                     self.reproject_all();
                 }

@@ -194,6 +194,44 @@ pub fn apply(dir: &SessionDir, action: &str, v: &Value, default_tz: &str, out_ma
     Ok(done)
 }
 
+/// The session's live tasks (pending or paused), soonest first, as
+/// `pinch admin tasks list` shows them.
+pub fn live(dir: &SessionDir) -> Result<Vec<Value>> {
+    let conn = pinch_proto::open::open_reader(&dir.inbound_db(), BUSY)?;
+    let mut st = conn.prepare(
+        "SELECT id, series_id, status, process_after, recurrence, content FROM messages_in
+         WHERE kind = 'task' AND status IN ('pending', 'paused') ORDER BY process_after, seq",
+    )?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, series, status, due, rec, content)| {
+            let (prompt, tz, script) = match InContent::parse("task", &content) {
+                Ok(InContent::Task(t)) => (t.prompt, t.timezone, t.script.is_some()),
+                _ => ("(unreadable)".to_owned(), None, false),
+            };
+            json!({"id": id, "series_id": series, "status": status, "next": due, "recurrence": rec, "timezone": tz, "pre_script": script, "prompt": prompt})
+        })
+        .collect())
+}
+
+/// Whether a live task of this session has `key` as its id or series id.
+pub fn holds(dir: &SessionDir, key: &str) -> Result<bool> {
+    let conn = pinch_proto::open::open_reader(&dir.inbound_db(), BUSY)?;
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM messages_in WHERE kind = 'task' AND (id = ?1 OR series_id = ?1) AND status IN ('pending', 'paused') LIMIT 1",
+            [key],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

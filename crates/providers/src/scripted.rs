@@ -38,7 +38,9 @@
 //! newest text (follow-ups that joined the turn count). No match after a
 //! tool result: the default reply. `{tool_result}` is the last result's
 //! content, `{tool_error}` `true` or `false`, `{step}` the step number
-//! (1 = the first call).
+//! (1 = the first call). In a tool's string arguments, `{inbox_path}` is
+//! the first `/workspace/inbox/…` path in the prompt (an attachment
+//! the runner announced), so a script can read a file it was sent.
 //!
 //! The first matching rule (against the newest text) wins. With no script,
 //! or no matching rule, the default greets and echoes. `{continuation}` in a
@@ -231,6 +233,10 @@ impl Provider for Scripted {
                 });
             }
             self.tool_calls += 1;
+            let args = fill_inbox_path(serde_json::to_value(&args).unwrap_or_default(), {
+                let p = first_inbox_path(&req.prompt);
+                if p.is_empty() { first_inbox_path(&joined) } else { p }
+            });
             let arguments = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
             sink(Event::ToolCall { id: format!("call-{}", self.tool_calls), name: name.clone(), arguments: arguments.clone() });
             tool_calls.push(ToolCall { id: format!("call-{}", self.tool_calls), name: name.clone(), arguments });
@@ -247,6 +253,27 @@ impl Provider for Scripted {
             + req.history.iter().map(|(_, t)| t.len()).sum::<usize>()
             + req.steps.iter().map(|s| serde_json::to_string(s).map(|j| j.len()).unwrap_or(0)).sum::<usize>();
         Ok(TurnResult { usage: Usage { input_tokens: sent as u64 / 4, output_tokens: text.len() as u64 / 4 }, text, tool_calls })
+    }
+}
+
+/// The first `/workspace/inbox/…` path in `text` (up to whitespace or `]`).
+fn first_inbox_path(text: &str) -> &str {
+    match text.find("/workspace/inbox/") {
+        Some(i) => {
+            let rest = &text[i..];
+            &rest[..rest.find(|c: char| c.is_whitespace() || c == ']').unwrap_or(rest.len())]
+        }
+        None => "",
+    }
+}
+
+fn fill_inbox_path(v: serde_json::Value, path: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(s.replace("{inbox_path}", path)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| fill_inbox_path(x, path)).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| (k, fill_inbox_path(x, path))).collect()),
+        other => other,
     }
 }
 

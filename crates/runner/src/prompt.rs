@@ -46,6 +46,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
     ),
     (&["ask_user_question"], "ask_user_question waits for a choice from the user; use it only when you cannot go on without one."),
     (&["admin"], "admin runs pinch admin commands if the owner allowed it; changes to who may reach you need an admin's approval."),
+    (&["create_agent"], "create_agent makes a helper agent with its own instructions; you then reach it with send_message by its name, and it answers you as `parent`."),
     (
         &["schedule_task", "list_tasks", "update_task", "cancel_task", "pause_task", "resume_task"],
         "schedule_task and its companions run work later or on a schedule; times without a zone are the user's local time.",

@@ -46,6 +46,7 @@ impl Host {
                 self.system_in(session_id, &resp_id, content, false);
                 Ok(())
             }
+            Some("create_agent") => self.create_agent_request(session_id, out_id, &v),
             Some(a) if super::task_actions::ACTIONS.contains(&a) => {
                 let a = a.to_owned();
                 self.task_action(session_id, out_id, &a, &v)

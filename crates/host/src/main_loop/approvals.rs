@@ -375,6 +375,7 @@ impl Host {
                 Ok(format!("Connected to {ag}."))
             }
             "admin_command" => self.decide_admin_command(a, value, by),
+            "create_agent" => self.decide_create_agent(a, value, by),
             other => Ok(format!("This request's action {other:?} is not one this host knows.")),
         }
     }

@@ -327,7 +327,7 @@ impl Host {
                     continue;
                 }
             };
-            match crate::attachments::save_in(&inbox, &ev.message_id, &a.name, data) {
+            match crate::attachments::save_from(&inbox, &pinch_policy::filename::sanitize(&ev.message_id), &a.name, &mut &data[..]) {
                 Ok(path) => {
                     let rel = path.strip_prefix(std::fs::canonicalize(&inbox).unwrap_or(inbox.clone())).map(|p| p.to_string_lossy().into_owned());
                     let rel = rel.unwrap_or_else(|_| path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());

@@ -23,7 +23,22 @@ pub fn waiting_key(request_id: &str) -> String {
 }
 
 pub fn specs() -> Vec<ToolSpec> {
-    vec![spec(
+    vec![
+        spec(
+            "create_agent",
+            "Create a new agent (its own workspace and instructions) you can then message by its name with \
+             send_message; it can answer you as `parent`. Needs the owner's permission: without it the answer is \
+             `approval-pending` and the outcome arrives later.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "description": "A short name, e.g. \"researcher\" (letters, digits, -)."},
+                    "instructions": {"type": "string", "description": "Its AGENT.md: who it is and what it does."}
+                },
+                "required": ["name", "instructions"]
+            }),
+        ),
+        spec(
         "admin",
         "Run a pinch admin command as this agent (if the owner allowed it): e.g. command \"sessions-list\", \
          \"members-list\" with args {\"ag\": \"<your group>\"}, \"destinations-list\". Commands that change access need an \
@@ -36,7 +51,8 @@ pub fn specs() -> Vec<ToolSpec> {
             },
             "required": ["command"]
         }),
-    )]
+    ),
+    ]
 }
 
 pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
@@ -52,10 +68,38 @@ pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
     };
     let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
     let body = json!({"action": "admin_request", "request_id": request_id, "command": command, "args": args});
+    ask_host(ctx, &request_id, body)
+}
+
+/// Longest `instructions` for a new agent (its AGENT.md).
+pub const MAX_INSTRUCTIONS: usize = 64 * 1024;
+
+/// `create_agent(name, instructions)` (SPEC §7.5): a `system` row
+/// `{action: "create_agent", …}`; the host creates it at once for a group
+/// allowed to (`can_create_agents`), else asks an admin (lesson 50).
+pub fn create_agent(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
+    let a = Args { tool: "create_agent", m };
+    let name = a.str("name")?.trim().to_owned();
+    let instructions = a.str("instructions")?.to_owned();
+    if name.is_empty() || name.chars().count() > 32 || !name.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return Err(ToolError(format!("create_agent: `name` must be 1 to 32 characters with a letter or digit, got {name:?}")));
+    }
+    if instructions.len() > MAX_INSTRUCTIONS {
+        return Err(ToolError(format!("create_agent: `instructions` is {} bytes; at most {MAX_INSTRUCTIONS}", instructions.len())));
+    }
+    let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
+    let body = json!({"action": "create_agent", "request_id": request_id, "name": name, "instructions": instructions});
+    ask_host(ctx, &request_id, body)
+}
+
+/// Writes the request row and waits for the host's `admin_response`.
+fn ask_host(ctx: &mut ToolCtx<'_>, request_id: &str, body: Value) -> ToolResult {
+    let request_id = request_id.to_owned();
     let addr = ctx.origin.clone().unwrap_or_default();
     let waiting = Waiting::new(&waiting_key(&request_id));
     ctx.write_row("system", &addr, body.to_string())?;
-    ctx.set_tool_in_flight(Some(("admin", TIMEOUT.as_millis() as u64)));
+    let tool = if body["action"] == "create_agent" { "create_agent" } else { "admin" };
+    ctx.set_tool_in_flight(Some((tool, TIMEOUT.as_millis() as u64)));
     let r = wait_for_reply(ctx, TIMEOUT, |s| match s {
         SystemIn::AdminResponse { request_id: r, ok, body } if *r == request_id => Some((*ok, body.clone())),
         _ => None,

@@ -289,6 +289,7 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, args_json: &str) -> ToolOutput {
         "schedule_task" | "update_task" | "cancel_task" | "pause_task" | "resume_task" | "list_tasks" => tasks::call(ctx, name, &m),
         "ask_user_question" => questions::call(ctx, &m),
         "admin" => admin::call(ctx, &m),
+        "create_agent" => admin::create_agent(ctx, &m),
         other => Err(ToolError(format!(
             "unknown tool {other:?}; the tools are: {}",
             specs().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
