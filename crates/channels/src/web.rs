@@ -43,8 +43,10 @@ pub const CHANNEL_TYPE: &str = "web";
 const PAGE: &str = include_str!("web_page.html");
 /// Messages shown on connect.
 const HISTORY: usize = 200;
-/// Uploads not yet named by a message, per host (oldest dropped beyond).
+/// Uploads not yet named by a message, per host (oldest dropped beyond
+/// either cap: they live in memory until the message that names them).
 const MAX_PENDING_UPLOADS: usize = 32;
+const MAX_PENDING_BYTES: u64 = 100 << 20;
 
 type Clients = HashMap<String, Vec<(u64, mpsc::UnboundedSender<String>)>>;
 
@@ -197,10 +199,11 @@ async fn upload(State(ch): State<Arc<WebChannel>>, Query(q): Query<Auth>, header
     let id = random_id();
     let a = InboundAttachment { name, mime, size: bytes.len() as u64, data: Some(bytes.to_vec()) };
     let mut ups = ch.uploads.lock().unwrap();
-    if ups.len() >= MAX_PENDING_UPLOADS {
-        ups.remove(0);
-    }
     ups.push((id.clone(), user, a));
+    while ups.len() > MAX_PENDING_UPLOADS || ups.iter().map(|(_, _, a)| a.size).sum::<u64>() > MAX_PENDING_BYTES {
+        let (old, _, a) = ups.remove(0);
+        tracing::info!(upload = %old, name = %a.name, "an upload no message named was dropped");
+    }
     (StatusCode::OK, [("content-type", "application/json")], serde_json::json!({"upload": id}).to_string()).into_response()
 }
 
@@ -226,10 +229,20 @@ async fn download(State(ch): State<Arc<WebChannel>>, Path((dir, name)): Path<(St
     }
 }
 
-async fn ws(State(ch): State<Arc<WebChannel>>, Query(q): Query<Auth>, headers: HeaderMap, up: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(ch): State<Arc<WebChannel>>,
+    Query(q): Query<Auth>,
+    headers: HeaderMap,
+    up: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    // The token first: an unauthenticated caller learns nothing else.
     if !ch.authorized(&q, &headers) {
         return unauthorized();
     }
+    let up = match up {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
     let user = match ch.user(&q) {
         Ok(u) => u,
         Err(r) => return r,
