@@ -565,9 +565,6 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
     }
     let web = file.web.enabled.unwrap_or(false);
     if !web && hooks.is_empty() {
-        if file.http.listen.is_some() {
-            tracing::warn!("[http] listen is set but neither [web] enabled nor any [webhooks.*] is: no listener");
-        }
         return Ok(None);
     }
     let listen = file.http.listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);

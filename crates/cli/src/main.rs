@@ -252,6 +252,8 @@ fn sandbox_hint(e: anyhow::Error) -> anyhow::Error {
 /// `pinch chat --web`: the host with web chat on; prints the URL (with the
 /// token) and runs until Ctrl-C or SIGTERM.
 fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags) -> Result<i32> {
+    // [http] listen counts even when the file turns on neither web chat nor a webhook.
+    let file_listen = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?.http.listen;
     let mut cfg = host_config(data_dir, config, &flags)?;
     let socket = cfg.data_dir.join("run/cli.sock");
     let listen = match &mut cfg.http {
@@ -260,7 +262,9 @@ fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostF
             h.listen
         }
         None => {
-            let listen = pinch_host::config::HttpSettings::DEFAULT_LISTEN.parse().expect("valid default");
+            let listen = file_listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
+            let listen: std::net::SocketAddr =
+                listen.parse().map_err(|_| ConfigError(format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)")))?;
             cfg.http = Some(pinch_host::config::HttpSettings { listen, web: true, hooks: Vec::new() });
             listen
         }

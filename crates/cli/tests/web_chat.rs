@@ -109,11 +109,13 @@ impl Cdp {
         r["result"]["value"].clone()
     }
 
-    /// Waits until `expr` is truthy.
+    /// Waits until `expr` is truthy (an exception, e.g. while the page is
+    /// still loading, counts as not yet).
     async fn until(&mut self, what: &str, expr: &str) -> Value {
         let deadline = Instant::now() + WAIT;
+        let guarded = format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
         loop {
-            let v = self.eval(expr).await;
+            let v = self.eval(&guarded).await;
             if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
                 return v;
             }
@@ -292,4 +294,41 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
 
     });
     rt.block_on(host.shutdown()).unwrap();
+}
+
+#[test]
+fn pinch_chat_web_prints_a_working_url_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(&cfg, format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut d = Daemon(
+        std::process::Command::new(PINCH)
+            .args(["chat", "--web", "--provider", "scripted", "--sandbox", "process", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(d.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let token = pinch_host::web_token(&tmp.path().join("data")).unwrap();
+    assert_eq!(line.trim(), format!("http://127.0.0.1:{port}/?token={token}"));
+    let rt = rt();
+    let status = rt.block_on(async { reqwest::get(line.trim()).await.unwrap().status().as_u16() });
+    assert_eq!(status, 200);
+    // SAFETY: kill(2) on our own, not yet reaped, child.
+    unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
+    let st = d.0.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    // The port is free again.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
