@@ -132,6 +132,13 @@ pub struct StuckSection {
 #[serde(deny_unknown_fields)]
 pub struct SandboxSection {
     pub backend: Option<String>,
+    /// Per-process caps inside bwrap (defaults: 4096 MiB private memory,
+    /// 1024 MiB files, 4 h CPU, 4096 open files).
+    pub memory_mb: Option<u64>,
+    pub file_size_mb: Option<u64>,
+    pub cpu_s: Option<u64>,
+    pub open_files: Option<u64>,
+    pub pids: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +331,22 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     let mut c = HostConfig::new(data_dir);
     let backend = o.sandbox.clone().or_else(|| file.sandbox.backend.clone()).unwrap_or_else(|| "auto".into());
     c.sandbox = backend.parse::<Choice>().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
+    let d = pinch_host::sandbox::Limits::default();
+    let sb = &file.sandbox;
+    let positive = |name: &str, v: Option<u64>, default: u64| -> Result<u64> {
+        match v {
+            Some(0) => anyhow::bail!("[sandbox] {name} = 0 would stop every runner; give a positive number or leave it out for {default}"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    c.sandbox_limits = pinch_host::sandbox::Limits {
+        memory_mb: positive("memory_mb", sb.memory_mb, d.memory_mb)?,
+        file_size_mb: positive("file_size_mb", sb.file_size_mb, d.file_size_mb)?,
+        cpu_s: positive("cpu_s", sb.cpu_s, d.cpu_s)?,
+        open_files: positive("open_files", sb.open_files, d.open_files)?.max(64),
+        pids: positive("pids", sb.pids, d.pids)?.max(16),
+    };
     // Default order (SPEC §5.5): configured (flag, then file; a scripted
     // provider's script counts) → ANTHROPIC_API_KEY → OPENAI_BASE_URL /
     // OPENAI_API_KEY → the local model if its file is there → an error

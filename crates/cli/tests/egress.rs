@@ -162,11 +162,10 @@ fn an_allowed_connect_works_from_inside_bwrap_while_direct_network_does_not() {
             proxy_dir: Some(data.join("run/proxy").join(&s.id)),
             ..Default::default()
         };
-        let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
+        let bwrap = Bwrap::new(pinch_host::sandbox::find_bwrap().unwrap());
         let sh = |script: &str| -> String {
             let env = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
-            let argv = bwrap.argv_with(Path::new(PINCH), &mounts, &env, &["/bin/sh", "-c", script]);
-            let out = Command::new(&bwrap.bwrap).args(argv).output().unwrap();
+            let out = bwrap.command_with(Path::new(PINCH), &mounts, &env, &["/bin/sh", "-c", script]).unwrap().output().unwrap();
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
         };
         // perl (perl-base) is what a minimal /usr has that speaks AF_UNIX.

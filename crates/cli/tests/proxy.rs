@@ -113,11 +113,10 @@ fn s2_s3_only_the_proxy_is_reachable_and_it_holds_the_key() {
         proxy_dir: Some(proxy_dir),
         ..Default::default()
     };
-    let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
+    let bwrap = Bwrap::new(pinch_host::sandbox::find_bwrap().unwrap());
     let sh = |script: &str| -> String {
         let env = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
-        let argv = bwrap.argv_with(Path::new(PINCH), &mounts, &env, &["/bin/sh", "-c", script]);
-        let out = Command::new(&bwrap.bwrap).args(argv).output().unwrap();
+        let out = bwrap.command_with(Path::new(PINCH), &mounts, &env, &["/bin/sh", "-c", script]).unwrap().output().unwrap();
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     };
     let curl = "curl -s -m 5 --unix-socket /pinch/run/llm.sock";

@@ -43,7 +43,7 @@ fn fixture() -> Option<Fixture> {
         models_dir: Some(models),
         model_file: None,
     };
-    let bwrap = Bwrap { bwrap: pinch_host::sandbox::find_bwrap().unwrap() };
+    let bwrap = Bwrap::new(pinch_host::sandbox::find_bwrap().unwrap());
     Some(Fixture { _tmp: tmp, mounts, other_session: other.root().to_owned(), bwrap })
 }
 
@@ -51,8 +51,9 @@ impl Fixture {
     /// Runs `sh -c script` in the sandbox; returns (exit code, stdout+stderr).
     fn sh(&self, script: &str) -> (i32, String) {
         let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string()), ("SECRET_SHOULD_NOT_LEAK".to_string(), "x".to_string())];
-        let argv = self.bwrap.argv_with(Path::new(common::PINCH), &self.mounts, &env[..1], &["/bin/sh", "-c", script]);
-        let out = Command::new(&self.bwrap.bwrap).args(argv).env("API_KEY_IN_HOST_ENV", "sk-test-123").output().unwrap();
+        let mut cmd = self.bwrap.command_with(Path::new(common::PINCH), &self.mounts, &env[..1], &["/bin/sh", "-c", script]).unwrap();
+        // (command_with clears the environment: a host key must not leak in.)
+        let out = cmd.env("API_KEY_IN_HOST_ENV", "sk-test-123").output().unwrap();
         let _ = env;
         (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
@@ -128,4 +129,94 @@ fn s3_s5_no_capabilities_no_host_environment_own_pid_namespace() {
     let (_, out) = f.sh("ls /proc | grep -E '^[0-9]+$' | wc -l");
     let n: usize = out.trim().parse().unwrap();
     assert!(n < 10, "sees {n} processes");
+}
+
+/// The seccomp filter (issue 8): syscalls an agent never needs fail with
+/// EPERM inside the runner's sandbox — tracing, new namespaces (by
+/// `unshare` and by `clone` flags), kernel keyrings, eBPF, perf, mounts —
+/// while ordinary work (fork, exec, files) goes on. Without the filter,
+/// `ptrace(TRACEME)` and `unshare -U` succeed in a bwrap sandbox.
+#[test]
+fn s5_seccomp_denies_what_an_agent_never_needs() {
+    let Some(f) = fixture() else { return };
+    let (code, out) = f.sh("grep Seccomp: /proc/self/status; unshare -U true; echo unshare=$?");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Seccomp:\t2"), "a filter is installed: {out}");
+    assert!(out.contains("unshare=1") || out.contains("Operation not permitted"), "a new user namespace was created: {out}");
+    assert!(!out.contains("unshare=0"), "{out}");
+    // perl (perl-base, in every Debian) calls them by number.
+    let calls: Vec<String> = ["ptrace", "keyctl", "bpf", "perf_event_open", "userfaultfd", "mount", "setns", "init_module", "kexec_load", "reboot"]
+        .iter()
+        .map(|n| {
+            let nr = pinch_host::seccomp::denied().into_iter().find(|(d, _)| d == n).unwrap().1;
+            format!("{n}={nr}")
+        })
+        .collect();
+    let script = format!(
+        "perl -e 'for (@ARGV) {{ my ($n, $nr) = split /=/; $! = 0; my $r = syscall($nr, 0, 0, 0, 0, 0); print \"$n $r \", $!+0, \"\\n\" }} \
+         $! = 0; my $r = syscall({clone}, 0x10000000 | 17, 0, 0, 0, 0); exit 0 if $r == 0; print \"clone-newuser $r \", $!+0, \"\\n\"' {args}; \
+         echo forked-$(echo ok)",
+        clone = libc::SYS_clone,
+        args = calls.join(" ")
+    );
+    let (code, out) = f.sh(&script);
+    assert_eq!(code, 0, "{out}");
+    for line in out.lines().filter(|l| !l.starts_with("forked")) {
+        assert!(line.ends_with(" -1 1"), "not denied with EPERM: {line:?} in {out}");
+    }
+    assert_eq!(out.lines().filter(|l| !l.starts_with("forked")).count(), calls.len() + 1, "{out}");
+    assert!(out.contains("forked-ok"), "ordinary fork/exec still work: {out}");
+}
+
+/// Resource limits (issue 8): private memory, file size, CPU time and open
+/// files are capped for the runner and everything it starts; files the
+/// agent writes belong to the user who runs pinch.
+#[test]
+fn resource_limits_hold_and_files_belong_to_the_invoking_user() {
+    let Some(mut f) = fixture() else { return };
+    let (code, out) = f.sh("cat /proc/self/limits");
+    assert_eq!(code, 0, "{out}");
+    let limit = |name: &str| -> String {
+        out.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].split_whitespace().next().unwrap().to_owned()).unwrap_or_else(|| panic!("{name}: {out}"))
+    };
+    let d = pinch_host::sandbox::Limits::default();
+    assert_eq!(limit("Max data size"), (d.memory_mb << 20).to_string());
+    assert_eq!(limit("Max file size"), (d.file_size_mb << 20).to_string());
+    assert_eq!(limit("Max cpu time"), d.cpu_s.to_string());
+    assert_eq!(limit("Max open files"), d.open_files.to_string());
+    assert_eq!(limit("Max core file size"), "0");
+    // Small limits, really enforced.
+    f.bwrap.limits = pinch_host::sandbox::Limits { memory_mb: 64, file_size_mb: 1, cpu_s: 60, open_files: 64, pids: 512 };
+    let (_, out) = f.sh("head -c 2097152 /dev/zero > /workspace/agent/big; echo rc=$?; stat -c %s /workspace/agent/big");
+    assert!(out.contains("File too large") || out.contains("rc=1") || out.contains("rc=153"), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "1048576"), "the file stops at 1 MiB: {out}");
+    let (_, out) = f.sh("perl -e '$x = q(a) x (256 * 1024 * 1024); print qq(allocated\\n)'; echo rc=$?");
+    assert!(!out.contains("allocated"), "256 MiB allocated under a 64 MiB cap: {out}");
+    let (_, out) = f.sh("perl -e 'my @f; while (open(my $h, q(<), q(/dev/null))) { push @f, $h; last if @f > 1000 } print scalar(@f), qq(\\n)'");
+    let opened: usize = out.trim().parse().unwrap_or_else(|_| panic!("{out}"));
+    assert!(opened > 0 && opened < 64, "{out}");
+    // Ownership: what the agent writes is the invoking user's.
+    let (code, out) = f.sh("echo mine > /workspace/agent/owned");
+    assert_eq!(code, 0, "{out}");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(f.mounts.agent_dir.join("owned")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (unsafe { libc::geteuid() }, unsafe { libc::getegid() }));
+}
+
+/// A fork bomb stays inside its sandbox (issue 8): the sandbox's cgroup
+/// caps its processes (`pids`), so the 200 background sleeps mostly fail
+/// to start and the host is untouched. Skipped (loudly) where cgroups are
+/// not writable, e.g. an unprivileged user without delegation.
+#[test]
+fn a_fork_bomb_hits_the_sandboxs_process_cap() {
+    let Some(mut f) = fixture() else { return };
+    if let Err(e) = pinch_host::cgroup::prepare("probe", pinch_host::cgroup::Caps { pids: 8, memory_mb: 64 }).map(|p| pinch_host::cgroup::cleanup(&p.dirs)) {
+        eprintln!("note: cgroups are not usable here ({e}); the process cap is not tested");
+        return;
+    }
+    f.bwrap.limits.pids = 24;
+    let (code, out) = f.sh("perl -e 'my $n = 0; for (1 .. 200) { my $p = fork(); last unless defined $p; if ($p == 0) { sleep 2; exit 0 } $n++ } print qq(forked $n\\n); 1 while wait() != -1'");
+    assert_eq!(code, 0, "{out}");
+    let forked: usize = out.trim().strip_prefix("forked ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"));
+    assert!(forked > 0 && forked < 24, "{forked} children in a sandbox capped at 24 processes: {out}");
 }

@@ -19,6 +19,8 @@ pub type InDirView = std::sync::Arc<dyn Fn(&std::path::Path) -> std::io::Result<
 pub struct HostConfig {
     pub data_dir: PathBuf,
     pub sandbox: Choice,
+    /// Resource limits for bwrap runners (`[sandbox]` memory_mb, …).
+    pub sandbox_limits: crate::sandbox::Limits,
     pub provider: ProviderSettings,
     /// IANA zone for prompts.
     pub timezone: String,
@@ -141,6 +143,7 @@ impl HostConfig {
         HostConfig {
             data_dir,
             sandbox: Choice::Auto,
+            sandbox_limits: crate::sandbox::Limits::default(),
             provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
             timezone: "UTC".into(),
             runner: Timings::default(),

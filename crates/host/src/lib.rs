@@ -23,6 +23,7 @@ pub mod attachments;
 pub mod admin;
 pub mod admin_cmds;
 pub mod central;
+pub mod cgroup;
 pub mod config;
 pub mod delivery;
 pub mod history;
@@ -31,6 +32,7 @@ pub mod permissions;
 pub mod outbox;
 pub mod proxy;
 pub mod sandbox;
+pub mod seccomp;
 pub mod session;
 pub mod tasks;
 

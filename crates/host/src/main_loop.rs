@@ -182,7 +182,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if left > 0 {
         tracing::warn!(count = left, "killed sandboxes and runners left over from a previous host of this data dir");
     }
-    let sandbox = sandbox::select(cfg.sandbox).map_err(|e| anyhow::anyhow!(e))?;
+    let sandbox = sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
     }
@@ -970,7 +970,7 @@ impl Host {
         let (alive_r, alive_w) = liveness_pipe().context("creating the liveness pipe")?;
         let mut env = env;
         env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
-        let mut cmd = self.sandbox.command(&self.cfg.runner_exe, &mounts, &env);
+        let mut cmd = self.sandbox.command(&self.cfg.runner_exe, &mounts, &env).context("preparing the sandbox")?;
         cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
         {
             use std::os::fd::AsRawFd;

@@ -101,15 +101,112 @@ pub trait Sandbox: Send + Sync {
     /// The local model's path as the runner sees it.
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf;
     /// The command that starts `pinch runner` for these mounts.
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command;
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command>;
+}
+
+/// Per-process resource limits every bwrap runner (and whatever it starts)
+/// gets as rlimits, inherited across fork and exec (SPEC §8; issue 8).
+/// Memory is `RLIMIT_DATA` (private writable memory: heap, anonymous
+/// mappings), not `RLIMIT_AS`, which breaks runtimes that reserve large
+/// address ranges they never touch (V8, Go); files mapped read-only, like a
+/// local model, do not count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Private writable memory per process, MiB.
+    pub memory_mb: u64,
+    /// Largest file a process may write, MiB (`EFBIG` beyond).
+    pub file_size_mb: u64,
+    /// CPU seconds per process (SIGXCPU, then SIGKILL a second later).
+    pub cpu_s: u64,
+    /// Open files per process.
+    pub open_files: u64,
+    /// Processes and threads in the whole sandbox (cgroup `pids.max`; the
+    /// sandbox's total memory is capped at `memory_mb` the same way).
+    pub pids: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_mb: 4096, file_size_mb: 1024, cpu_s: 4 * 3600, open_files: 4096, pids: 512 }
+    }
+}
+
+impl Limits {
+    /// (resource, soft = hard value) pairs; core dumps are always off.
+    fn rlimits(&self) -> [(libc::__rlimit_resource_t, u64); 5] {
+        [
+            (libc::RLIMIT_DATA, self.memory_mb.saturating_mul(1 << 20)),
+            (libc::RLIMIT_FSIZE, self.file_size_mb.saturating_mul(1 << 20)),
+            (libc::RLIMIT_CPU, self.cpu_s),
+            (libc::RLIMIT_NOFILE, self.open_files),
+            (libc::RLIMIT_CORE, 0),
+        ]
+    }
 }
 
 /// bubblewrap.
 pub struct Bwrap {
     pub bwrap: PathBuf,
+    pub limits: Limits,
 }
 
 impl Bwrap {
+    pub fn new(bwrap: PathBuf) -> Bwrap {
+        Bwrap { bwrap, limits: Limits::default() }
+    }
+
+    /// The hardened sandbox around `cmd`, as a command ready to spawn: the
+    /// mount table of [`Bwrap::argv_with`], the seccomp filter
+    /// ([`crate::seccomp`], passed to bwrap as an fd it installs just
+    /// before exec) and the rlimits. The runner's own command is
+    /// [`Sandbox::command`]; tests run other commands in exactly this box.
+    pub fn command_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str]) -> std::io::Result<Command> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let filter = crate::seccomp::memfd()?;
+        let fd = filter.as_raw_fd();
+        let mut argv = vec!["--seccomp".to_owned(), fd.to_string()];
+        argv.extend(self.argv_with(exe, m, env, cmd));
+        let mut c = Command::new(&self.bwrap);
+        c.args(argv);
+        c.env_clear();
+        let limits = self.limits.rlimits();
+        // The sandbox's own cgroup (pids, memory), joined in the child.
+        crate::cgroup::sweep();
+        let id = pinch_proto::runner_config::random_hex(6);
+        let cgroups = match crate::cgroup::prepare(&id, crate::cgroup::Caps { pids: self.limits.pids, memory_mb: self.limits.memory_mb }) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("sandboxes run without a process and memory cap (cgroups are not usable here: {e}); rlimits still apply. `pinch doctor` explains");
+                }
+                None
+            }
+        };
+        let procs: Vec<std::os::fd::RawFd> = cgroups.iter().flat_map(|p| p.procs.iter().map(|f| f.as_raw_fd())).collect();
+        // SAFETY: only async-signal-safe calls (write, fcntl, setrlimit)
+        // between fork and exec; the closure owns the fds until then.
+        unsafe {
+            c.pre_exec(move || {
+                let _keep = &cgroups;
+                crate::cgroup::join(&procs)?;
+                // The filter's fd survives exec (only in this child).
+                if libc::fcntl(filter.as_raw_fd(), libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (res, v) in limits {
+                    let r = libc::rlimit { rlim_cur: v, rlim_max: v };
+                    if libc::setrlimit(res, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        Ok(c)
+    }
+
     /// The full argv for `pinch runner` in the sandbox.
     pub fn argv(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Vec<String> {
         let cmd = [SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"];
@@ -220,11 +317,8 @@ impl Sandbox for Bwrap {
         m.model_path_inside(host)
     }
 
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command {
-        let mut c = Command::new(&self.bwrap);
-        c.args(self.argv(exe, m, env));
-        c.env_clear();
-        c
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command> {
+        self.command_with(exe, m, env, &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"])
     }
 }
 
@@ -251,7 +345,7 @@ impl Sandbox for Process {
         host.to_owned()
     }
 
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Command {
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command> {
         use std::os::unix::process::CommandExt;
         let mut c = Command::new(exe);
         c.arg("runner").arg("--config").arg(m.in_dir.join(pinch_proto::layout::RUNNER_JSON));
@@ -268,7 +362,7 @@ impl Sandbox for Process {
                 Ok(())
             });
         }
-        c
+        Ok(c)
     }
 }
 
@@ -307,6 +401,11 @@ Fedora: `sudo dnf install bubblewrap`), or run without isolation for development
 
 /// Resolves the user's choice into a working backend, or says what to do.
 pub fn select(choice: Choice) -> Result<Box<dyn Sandbox>, String> {
+    select_with(choice, Limits::default())
+}
+
+/// [`select`] with the configured resource limits.
+pub fn select_with(choice: Choice, limits: Limits) -> Result<Box<dyn Sandbox>, String> {
     match choice {
         Choice::Process => Ok(Box::new(Process)),
         Choice::Bwrap | Choice::Auto => {
@@ -314,7 +413,7 @@ pub fn select(choice: Choice) -> Result<Box<dyn Sandbox>, String> {
                 return Err(format!("bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"));
             };
             probe_bwrap(&bwrap).map_err(|e| format!("bubblewrap does not work here ({e}): enable unprivileged user namespaces, or {INSTALL_BWRAP}"))?;
-            Ok(Box::new(Bwrap { bwrap }))
+            Ok(Box::new(Bwrap { bwrap, limits }))
         }
     }
 }
@@ -342,7 +441,7 @@ mod tests {
     fn the_local_model_is_bound_read_only_and_named_as_seen_inside() {
         let tmp = std::env::temp_dir().join(format!("pinch-sandbox-models-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap();
-        let b = Bwrap { bwrap: "/usr/bin/bwrap".into() };
+        let b = Bwrap::new("/usr/bin/bwrap".into());
         let mut m = mounts();
         m.models_dir = Some(tmp.clone());
         let inside = b.model_path(&m, &tmp.join("m.gguf"));
@@ -360,7 +459,7 @@ mod tests {
     /// The mount table: directories only, `in/` read-only, `out/` rw.
     #[test]
     fn bwrap_argv_binds_directories_with_the_right_modes() {
-        let b = Bwrap { bwrap: "/usr/bin/bwrap".into() };
+        let b = Bwrap::new("/usr/bin/bwrap".into());
         let a = b.argv(Path::new("/usr/local/bin/pinch"), &mounts(), &[("TZ".into(), "UTC".into())]);
         let joined = a.join(" ");
         for must in [
