@@ -657,6 +657,42 @@ mod tests {
     }
 
     #[test]
+    fn http_web_and_webhooks() {
+        let parse = |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
+        let o = Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
+        // Off unless web chat or a webhook is configured.
+        assert!(resolve("/tmp/x".into(), &parse("[http]\nlisten = \"127.0.0.1:9\"\n"), &o).unwrap().http.is_none());
+        let c = resolve("/tmp/x".into(), &parse("[web]\nenabled = true\n"), &o).unwrap();
+        let h = c.http.unwrap();
+        assert!(h.web && h.hooks.is_empty());
+        assert_eq!(h.listen.to_string(), "127.0.0.1:7878", "loopback by default");
+        let c = resolve(
+            "/tmp/x".into(),
+            &parse("[http]\nlisten = \"127.0.0.1:8123\"\n[webhooks.ci]\nsecret = \"0123456789abcdef\"\ncallback_url = \"https://x.example/cb\"\n"),
+            &o,
+        )
+        .unwrap();
+        let h = c.http.unwrap();
+        assert!(!h.web);
+        assert_eq!((h.listen.port(), h.hooks[0].name.as_str(), h.hooks[0].max_body), (8123, "ci", 1 << 20));
+        assert!(!format!("{:?}", h.hooks[0]).contains("0123456789abcdef"), "the secret is not in Debug output");
+        for (toml, says) in [
+            ("[webhooks.ci]\n", "secret_env"),
+            ("[webhooks.ci]\nsecret = \"short\"\n", "at least 16 bytes"),
+            ("[webhooks.ci]\nsecret = \"0123456789abcdef\"\nsecret_env = \"X\"\n", "not both"),
+            ("[webhooks.ci]\nsecret_env = \"PINCH_TEST_SURELY_UNSET_VAR\"\n", "not set"),
+            ("[webhooks.\"a/b\"]\nsecret = \"0123456789abcdef\"\n", "letters, digits"),
+            ("[webhooks.ci]\nsecret = \"0123456789abcdef\"\ncallback_url = \"ftp://x\"\n", "http://"),
+            ("[web]\nenabled = true\n[http]\nlisten = \"localhost\"\n", "host:port"),
+        ] {
+            let e = resolve("/tmp/x".into(), &parse(toml), &o).unwrap_err().to_string();
+            assert!(e.contains(says), "{toml}: {e}");
+        }
+        let bad: Result<FileConfig, _> = toml::Value::Table("[webhooks.ci]\nsecrett = \"x\"\n".parse().unwrap()).try_into();
+        assert!(bad.unwrap_err().to_string().contains("secrett"));
+    }
+
+    #[test]
     fn default_provider_order() {
         let all = Available { configured: None, script: false, anthropic_key: true, openai: true, local_model: true };
         assert_eq!(pick_provider(&all).as_deref(), Some("anthropic"));
