@@ -332,3 +332,67 @@ fn pinch_chat_web_prints_a_working_url_and_stops_on_sigterm() {
     // The port is free again.
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+/// A WebSocket client speaking the page's protocol (no browser needed).
+struct Tab {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Tab {
+    async fn open(addr: std::net::SocketAddr, token: &str, user: &str) -> Tab {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}&user={user}")).await.unwrap();
+        let mut t = Tab { ws };
+        assert_eq!(t.next().await["type"], "hello");
+        assert_eq!(t.next().await["type"], "history");
+        t
+    }
+    async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+    async fn next(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time").expect("socket open").unwrap();
+            if let Message::Text(t) = m {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+    async fn until(&mut self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let v = tokio::time::timeout(WAIT, self.next()).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            if f(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = web_host(tmp.path());
+    let data = cfg.data_dir.clone();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let addr = host.http_addr.unwrap();
+    let token = pinch_host::web_token(&data).unwrap();
+    rt.block_on(async {
+        // The owner's tab is open; bob, a new browser user, says something.
+        let mut owner = Tab::open(addr, &token, "tester").await;
+        let mut bob = Tab::open(addr, &token, "bob").await;
+        bob.send(json!({"type": "message", "text": "hi pinch", "client_id": "b1"})).await;
+        let r = bob.until("bob's answer", |v| v["client_id"] == "b1").await;
+        assert_eq!(r["type"], "rejected", "{r}");
+        assert!(r["reason"].as_str().unwrap().contains("owner has been asked"), "{r}");
+        // The registration card reaches the owner's web conversation as buttons.
+        let card = owner.until("the card", |v| v["type"] == "message" && v["text"].as_str().is_some_and(|t| t.starts_with("Approval needed"))).await;
+        let buttons = card["buttons"].as_array().unwrap().clone();
+        assert!(buttons.len() >= 2, "{card}");
+        let reject = buttons.iter().find(|b| b["label"] == "Reject").expect("a Reject button");
+        // A click goes back as a Click and is decided.
+        owner.send(json!({"type": "click", "callback": reject["callback"]})).await;
+        let n = owner.until("the decision", |v| v["type"] == "notice").await;
+        assert!(n["text"].as_str().unwrap().starts_with("Rejected"), "{n}");
+    });
+    rt.block_on(host.shutdown()).unwrap();
+}
