@@ -570,3 +570,34 @@ fn truncate(s: &str, n: usize) -> &str {
         None => s,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> Address {
+        Address { channel_type: "x".into(), platform_id: "p".into(), thread_id: None }
+    }
+
+    #[test]
+    fn render_uses_capabilities_and_falls_back_to_text() {
+        let none = Capabilities::default();
+        let all = Capabilities { files: true, edit: true, reactions: true, ..Default::default() };
+        let file = r#"{"text":"see","files":["a.txt","b.png"]}"#;
+        let r = render("chat", file, &addr(), all).unwrap();
+        assert_eq!((r.text.as_str(), r.files.clone(), &r.op), ("see", vec!["a.txt".to_owned(), "b.png".to_owned()], &Op::Send));
+        let r = render("chat", file, &addr(), none).unwrap();
+        assert_eq!((r.text.as_str(), r.files.len()), ("see\n[files: a.txt, b.png]", 0));
+
+        let edit = r#"{"operation":"edit","seq":7,"text":"fixed"}"#;
+        assert_eq!(render("chat", edit, &addr(), all).unwrap().op, Op::Edit { seq: 7 });
+        let r = render("chat", edit, &addr(), none).unwrap();
+        assert_eq!((r.text.as_str(), &r.op), ("(correction to message 7) fixed", &Op::Send));
+
+        let react = r#"{"operation":"reaction","seq":4,"emoji":"👍"}"#;
+        assert_eq!(render("chat", react, &addr(), all).unwrap().op, Op::React { seq: 4, emoji: "👍".into() });
+        assert!(render("chat", react, &addr(), none).unwrap_err().contains("no reactions"));
+        // An empty emoji is dropped even where reactions exist.
+        assert!(render("chat", r#"{"operation":"reaction","seq":4,"emoji":""}"#, &addr(), all).is_err());
+    }
+}
