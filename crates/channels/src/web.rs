@@ -111,11 +111,12 @@ impl WebChannel {
         given.is_some_and(|t| secret_eq(t.as_bytes(), self.token.as_bytes()))
     }
 
-    fn user(&self, q: &Auth) -> Result<String, Response> {
+    /// The conversation's user; `Err`: why the name is refused (a 400).
+    fn user(&self, q: &Auth) -> Result<String, String> {
         match q.user.as_deref() {
             None | Some("") => Ok(self.default_user.clone()),
             Some(u) if valid_user(u) => Ok(u.to_owned()),
-            Some(u) => Err(text(StatusCode::BAD_REQUEST, &format!("user {u:?} is not valid: use 1-64 letters, digits, '-', '_' or '.'"))),
+            Some(u) => Err(format!("user {u:?} is not valid: use 1-64 letters, digits, '-', '_' or '.'")),
         }
     }
 
@@ -188,7 +189,7 @@ async fn upload(State(ch): State<Arc<WebChannel>>, Query(q): Query<Auth>, header
     }
     let user = match ch.user(&q) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, &why),
     };
     let name = q.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "file".into());
     let bytes = match to_bytes(body, MAX_ATTACHMENT as usize).await {
@@ -245,7 +246,7 @@ async fn ws(
     };
     let user = match ch.user(&q) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, &why),
     };
     up.on_upgrade(move |socket| session(ch, user, socket))
 }

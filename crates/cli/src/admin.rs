@@ -63,6 +63,8 @@ Examples:
   pinch admin roles grant telegram:123456789 --role admin --ag ag-research
   pinch admin members add telegram:123456789 --ag ag-research
   pinch admin sessions list
+
+  pinch admin web-token      prints the web chat token (local; no host needed)
 ",
     );
     s

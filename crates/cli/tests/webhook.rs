@@ -19,10 +19,14 @@ use pinch_host::central::Central;
 const SECRET: &str = "0123456789abcdef-test-secret";
 const WAIT: Duration = Duration::from_secs(60);
 
+/// One POST the callback got: a valid signature (if it was one), the
+/// idempotency key, the JSON body.
+type Got = (Option<String>, Option<String>, serde_json::Value);
+
 /// What the fake callback server saw, and the status it answers with.
 #[derive(Default)]
 struct Callback {
-    got: Mutex<Vec<(Option<String>, Option<String>, serde_json::Value)>>,
+    got: Mutex<Vec<Got>>,
     status: AtomicU16,
 }
 
@@ -149,7 +153,7 @@ fn stored(data: &Path, delivery: &str) -> i64 {
     n
 }
 
-fn replies_to(cb: &Callback, delivery: &str) -> Vec<(Option<String>, Option<String>, serde_json::Value)> {
+fn replies_to(cb: &Callback, delivery: &str) -> Vec<Got> {
     cb.got.lock().unwrap().iter().filter(|(_, _, v)| v["in_reply_to"] == format!("hook-ci-{delivery}")).cloned().collect()
 }
 
