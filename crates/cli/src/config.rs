@@ -139,6 +139,9 @@ pub struct SandboxSection {
     pub cpu_s: Option<u64>,
     pub open_files: Option<u64>,
     pub pids: Option<u64>,
+    /// The mount allowlist (default: `mount-allowlist.toml` beside the
+    /// default `pinch.toml`).
+    pub mount_allowlist: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +239,11 @@ pub fn default_data_dir() -> PathBuf {
         return PathBuf::from(x).join("pinch");
     }
     home().join(".local/share/pinch")
+}
+
+/// `~/.config/pinch/mount-allowlist.toml` (SPEC §7.8).
+pub fn default_mount_allowlist() -> PathBuf {
+    default_config_path().with_file_name("mount-allowlist.toml")
 }
 
 pub fn default_config_path() -> PathBuf {
@@ -347,6 +355,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         open_files: positive("open_files", sb.open_files, d.open_files)?.max(64),
         pids: positive("pids", sb.pids, d.pids)?.max(16),
     };
+    c.mount_allowlist = Some(sb.mount_allowlist.clone().unwrap_or_else(default_mount_allowlist));
     // Default order (SPEC §5.5): configured (flag, then file; a scripted
     // provider's script counts) → ANTHROPIC_API_KEY → OPENAI_BASE_URL /
     // OPENAI_API_KEY → the local model if its file is there → an error

@@ -245,6 +245,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
             outbox_dir: dir.outbox(),
             workspace_dir: ws,
             global_dir: None,
+            extra: vec![],
         },
         provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), ..Default::default() },
         timezone: "UTC".into(),

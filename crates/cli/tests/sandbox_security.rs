@@ -42,6 +42,7 @@ fn fixture() -> Option<Fixture> {
         proxy_dir: None,
         models_dir: Some(models),
         model_file: None,
+        extra: vec![],
     };
     let bwrap = Bwrap::new(pinch_host::sandbox::find_bwrap().unwrap());
     Some(Fixture { _tmp: tmp, mounts, other_session: other.root().to_owned(), bwrap })
@@ -219,4 +220,64 @@ fn a_fork_bomb_hits_the_sandboxs_process_cap() {
     assert_eq!(code, 0, "{out}");
     let forked: usize = out.trim().strip_prefix("forked ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"));
     assert!(forked > 0 && forked < 24, "{forked} children in a sandbox capped at 24 processes: {out}");
+}
+
+/// SPEC §7.8 (lesson 38): extra folders through the owner's allowlist, as
+/// the host resolves them at spawn, seen from inside the sandbox. A folder
+/// under a read-only root is read-only whatever the request; one under a
+/// read-write root is writable and the write lands on the host; a symlink
+/// that leads out of the root, a blocked name and pinch's data dir are
+/// refused and never appear.
+#[test]
+fn extra_folders_follow_the_allowlist() {
+    let Some(mut f) = fixture() else { return };
+    let base = f._tmp.path().to_owned();
+    for d in ["shared/docs", "shared/.ssh", "work/site", "outside"] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    std::fs::write(base.join("shared/docs/readme.txt"), "shared words").unwrap();
+    std::fs::write(base.join("outside/secret.txt"), "TOPSECRET").unwrap();
+    std::os::unix::fs::symlink(base.join("outside"), base.join("shared/escape")).unwrap();
+    let allow_file = base.join("config/mount-allowlist.toml");
+    std::fs::create_dir_all(allow_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &allow_file,
+        format!(
+            "[[allowed_roots]]\npath = {:?}\nread_write = false\n[[allowed_roots]]\npath = {:?}\nread_write = true\n",
+            base.join("shared").display().to_string(),
+            base.join("work").display().to_string()
+        ),
+    )
+    .unwrap();
+    let allow = pinch_host::mounts::load(&allow_file).unwrap();
+    let requests = serde_json::json!([
+        {"host": base.join("shared/docs"), "name": "docs", "read_write": true},
+        {"host": base.join("work/site"), "name": "site", "read_write": true},
+        {"host": base.join("shared/escape"), "name": "escape"},
+        {"host": base.join("shared/.ssh"), "name": "keys"},
+        {"host": base.join("data"), "name": "data"},
+        {"host": base.join("shared/docs"), "name": "../up"},
+    ])
+    .to_string();
+    let protected = vec![std::fs::canonicalize(base.join("data")).unwrap(), std::fs::canonicalize(base.join("config")).unwrap()];
+    let (granted, refused) = pinch_host::mounts::resolve(Some(&requests), &allow, &protected);
+    let names: Vec<(&str, bool)> = granted.iter().map(|g| (g.name.as_str(), g.read_write)).collect();
+    assert_eq!(names, vec![("docs", false), ("site", true)], "refused: {refused:?}");
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(refused[0].contains("not inside an allowed root"), "the symlink is judged by where it leads: {refused:?}");
+    assert!(refused[1].contains("blocked pattern \".ssh\""), "{refused:?}");
+    assert!(refused[2].contains("not inside") || refused[2].contains("overlaps"), "{refused:?}");
+    assert!(refused[3].contains("plain name"), "{refused:?}");
+    f.mounts.extra = granted;
+    let (code, out) = f.sh("ls /workspace/extra; cat /workspace/extra/docs/readme.txt; echo; echo x > /workspace/extra/docs/new 2>&1; echo made > /workspace/extra/site/made.txt && echo wrote");
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], &["docs", "site"], "{out}");
+    assert!(out.contains("shared words"), "{out}");
+    assert!(out.contains("Read-only file system"), "docs is read-only: {out}");
+    assert!(out.contains("wrote"), "{out}");
+    assert_eq!(std::fs::read_to_string(base.join("work/site/made.txt")).unwrap(), "made\n");
+    assert!(!base.join("shared/docs/new").exists());
+    let (_, out) = f.sh("cat /workspace/extra/escape/secret.txt /workspace/extra/docs/../../outside/secret.txt 2>&1");
+    assert!(!out.contains("TOPSECRET"), "{out}");
 }

@@ -646,8 +646,14 @@ fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
             None => Err(shape_err("a JSON list", "[\"ripgrep\"]")),
         },
         "extra_mounts" => match v.as_array() {
-            Some(_) => Ok(()),
-            None => Err(shape_err("a JSON list", "[{\"host\":\"/srv/notes\",\"readonly\":true}]")),
+            Some(a) => {
+                for m in a {
+                    let (_, name, _) = crate::mounts::parse_request(m).map_err(|e| invalid(format!("{cmd}: --extra_mounts: {e} (in {m})")))?;
+                    pinch_policy::mounts::check_name(&name).map_err(|e| invalid(format!("{cmd}: --extra_mounts: {e} (in {m})")))?;
+                }
+                Ok(())
+            }
+            None => Err(shape_err("a JSON list", "[{\"host\":\"~/notes\",\"name\":\"notes\",\"read_write\":false}]")),
         },
         "sandbox" => match v.as_object() {
             Some(_) => Ok(()),

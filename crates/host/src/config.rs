@@ -19,6 +19,9 @@ pub type InDirView = std::sync::Arc<dyn Fn(&std::path::Path) -> std::io::Result<
 pub struct HostConfig {
     pub data_dir: PathBuf,
     pub sandbox: Choice,
+    /// The owner's mount allowlist (SPEC §7.8); `None` or a missing file:
+    /// no extra folders. Its folder is never mounted.
+    pub mount_allowlist: Option<PathBuf>,
     /// Resource limits for bwrap runners (`[sandbox]` memory_mb, …).
     pub sandbox_limits: crate::sandbox::Limits,
     pub provider: ProviderSettings,
@@ -144,6 +147,7 @@ impl HostConfig {
             data_dir,
             sandbox: Choice::Auto,
             sandbox_limits: crate::sandbox::Limits::default(),
+            mount_allowlist: None,
             provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
             timezone: "UTC".into(),
             runner: Timings::default(),

@@ -891,6 +891,43 @@ impl Host {
         }
     }
 
+    /// The group's extra folders that pass the allowlist (SPEC §7.8); the
+    /// rest are logged with their reasons and left out.
+    fn extra_mounts(&self, ag: &str) -> Vec<pinch_policy::mounts::Granted> {
+        use pinch_proto::rusqlite::OptionalExtension;
+        let requests: Option<String> = self
+            .central
+            .conn
+            .query_row("SELECT extra_mounts FROM agent_configs WHERE agent_group_id = ?1", [ag], |r| r.get(0))
+            .optional()
+            .ok()
+            .flatten()
+            .flatten();
+        if requests.as_deref().is_none_or(|r| r.trim().is_empty() || r.trim() == "[]") {
+            return Vec::new();
+        }
+        let Some(path) = &self.cfg.mount_allowlist else {
+            tracing::warn!(agent_group = %ag, "extra folders are configured but no mount allowlist is: none are mounted");
+            return Vec::new();
+        };
+        let allow = match crate::mounts::load(path) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(agent_group = %ag, "no extra folders mounted: {e:#}");
+                return Vec::new();
+            }
+        };
+        let mut protected = vec![std::fs::canonicalize(self.data.root()).unwrap_or_else(|_| self.data.root().to_owned())];
+        if let Some(dir) = path.parent() {
+            protected.push(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()));
+        }
+        let (ok, refused) = crate::mounts::resolve(requests.as_deref(), &allow, &protected);
+        for r in refused {
+            tracing::warn!(agent_group = %ag, "extra folder not mounted: {r}");
+        }
+        ok
+    }
+
     fn spawn(&mut self, id: &str) -> Result<()> {
         let s = self.sessions.get(id).expect("session exists");
         let span = tracing::info_span!("session", session_id = %id, agent_group = %s.row.agent_group_id);
@@ -914,6 +951,7 @@ impl Host {
             proxy_dir: Some(self.ensure_proxy(&row.id, &row.agent_group_id)?),
             models_dir: Some(self.data.models_dir()),
             model_file: local_model.clone(),
+            extra: self.extra_mounts(&row.agent_group_id),
         };
         // `local`: runner.json names the model as the runner will see it.
         let mut provider = self.cfg.provider.clone();

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pinch_proto::runner_config::RunnerPaths;
+use pinch_proto::runner_config::{ExtraMount, RunnerPaths};
 
 /// Where the runner executable is inside a bwrap sandbox.
 pub const SANDBOX_EXE: &str = "/opt/pinch/bin/pinch";
@@ -80,6 +80,9 @@ pub struct Mounts {
     /// A local model file configured outside `models_dir`, bound read-only
     /// by itself at `/opt/pinch/model/<file name>`.
     pub model_file: Option<PathBuf>,
+    /// Extra folders the owner allowed (SPEC §7.8), at
+    /// `/workspace/extra/<name>`, read-only unless granted read-write.
+    pub extra: Vec<pinch_policy::mounts::Granted>,
 }
 
 impl Mounts {
@@ -282,6 +285,10 @@ impl Bwrap {
         if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
             a.extend(["--ro-bind".into(), p(file), p(&m.model_path_inside(file))]);
         }
+        for g in &m.extra {
+            let flag = if g.read_write { "--bind" } else { "--ro-bind" };
+            a.extend([flag.into(), p(&g.host), format!("/workspace/extra/{}", g.name)]);
+        }
         // The operator's instructions are read-only even inside the rw workspace.
         let agent_md = m.agent_dir.join("AGENT.md");
         if agent_md.exists() {
@@ -302,7 +309,7 @@ impl Sandbox for Bwrap {
         Kind::Bwrap
     }
 
-    fn runner_paths(&self, _m: &Mounts) -> RunnerPaths {
+    fn runner_paths(&self, m: &Mounts) -> RunnerPaths {
         RunnerPaths {
             in_dir: "/pinch/in".into(),
             out_dir: "/pinch/out".into(),
@@ -310,6 +317,11 @@ impl Sandbox for Bwrap {
             outbox_dir: "/workspace/outbox".into(),
             workspace_dir: "/workspace/agent".into(),
             global_dir: Some("/workspace/global".into()),
+            extra: m
+                .extra
+                .iter()
+                .map(|g| ExtraMount { name: g.name.clone(), path: format!("/workspace/extra/{}", g.name).into(), read_write: g.read_write })
+                .collect(),
         }
     }
 
@@ -338,6 +350,7 @@ impl Sandbox for Process {
             outbox_dir: m.outbox_dir.clone(),
             workspace_dir: m.agent_dir.clone(),
             global_dir: Some(m.global_dir.clone()),
+            extra: m.extra.iter().map(|g| ExtraMount { name: g.name.clone(), path: g.host.clone(), read_write: g.read_write }).collect(),
         }
     }
 

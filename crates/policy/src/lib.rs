@@ -13,6 +13,7 @@ pub mod commands;
 pub mod cron;
 pub mod exit;
 pub mod filename;
+pub mod mounts;
 pub mod path;
 pub mod route;
 pub mod streak;

@@ -23,6 +23,10 @@ pub enum Root {
     Inbox,
     /// `/workspace/global`, read-only (shared instructions).
     Global,
+    /// `/workspace/extra/<name>/…`: folders the owner allowed (SPEC §7.8);
+    /// the first component is the mount's name. Writable only where that
+    /// mount is (the runner checks; the sandbox enforces).
+    Extra,
 }
 
 impl Root {
@@ -32,11 +36,12 @@ impl Root {
             Root::Workspace => "/workspace/agent",
             Root::Inbox => "/workspace/inbox",
             Root::Global => "/workspace/global",
+            Root::Extra => "/workspace/extra",
         }
     }
 
     pub fn writable(self) -> bool {
-        self == Root::Workspace
+        matches!(self, Root::Workspace | Root::Extra)
     }
 }
 
@@ -108,7 +113,8 @@ impl fmt::Display for PathError {
             PathError::AbsoluteOutside { path } => write!(
                 f,
                 "path escapes the workspace: {path:?} is absolute and outside the folders you may use; use a path relative \
-                 to your workspace (/workspace/agent), or /workspace/inbox/… and /workspace/global/… for reading"
+                 to your workspace (/workspace/agent), /workspace/inbox/… and /workspace/global/… for reading, or \
+                 /workspace/extra/<name>/… for folders the owner shared"
             ),
             PathError::ReadOnly { path, root } => write!(
                 f,
@@ -148,6 +154,7 @@ pub fn check(path: &str, access: Access) -> Result<Checked, PathError> {
             ["workspace", "agent", ..] => Root::Workspace,
             ["workspace", "inbox", ..] => Root::Inbox,
             ["workspace", "global", ..] => Root::Global,
+            ["workspace", "extra", ..] => Root::Extra,
             _ => return Err(PathError::AbsoluteOutside { path: path.to_owned() }),
         };
         (root, &parts[2..])

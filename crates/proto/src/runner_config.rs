@@ -104,6 +104,18 @@ pub struct RunnerPaths {
     /// Instructions shared by all agents (`groups/global`), read-only.
     #[serde(default)]
     pub global_dir: Option<PathBuf>,
+    /// Extra folders the owner allowed (SPEC §7.8), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ExtraMount>,
+}
+
+/// One extra folder as the runner sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraMount {
+    pub name: String,
+    pub path: PathBuf,
+    pub read_write: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -350,6 +362,7 @@ mod tests {
                 outbox_dir: "/o".into(),
                 workspace_dir: "/w".into(),
                 global_dir: None,
+                extra: vec![],
             },
             provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
             timezone: "UTC".into(),

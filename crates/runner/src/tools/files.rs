@@ -105,18 +105,46 @@ fn root_dir(cfg: &RunnerConfig, root: Root) -> Result<PathBuf, ToolError> {
         Root::Workspace => Ok(cfg.paths.workspace_dir.clone()),
         Root::Inbox => Ok(cfg.paths.inbox_dir.clone()),
         Root::Global => cfg.paths.global_dir.clone().ok_or_else(|| ToolError("there is no global folder in this setup".into())),
+        Root::Extra => Err(ToolError(format!("/workspace/extra holds: {}", extra_names(cfg)))),
     }
+}
+
+fn extra_names(cfg: &RunnerConfig) -> String {
+    if cfg.paths.extra.is_empty() {
+        "nothing (the owner has shared no extra folders)".into()
+    } else {
+        cfg.paths.extra.iter().map(|e| format!("{}{}", e.name, if e.read_write { "" } else { " (read-only)" })).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The folder a checked path starts from and how many of its components
+/// that folder already accounts for (an extra mount's name).
+fn base_of(cfg: &RunnerConfig, checked: &Checked, access: Access) -> Result<(PathBuf, usize), ToolError> {
+    if checked.root != Root::Extra {
+        return root_dir(cfg, checked.root).map(|d| (d, 0));
+    }
+    let name = checked.components.first().map(String::as_str).unwrap_or_default();
+    let Some(m) = cfg.paths.extra.iter().find(|e| e.name == name) else {
+        return Err(ToolError(format!("there is no extra folder {name:?}; /workspace/extra holds: {}", extra_names(cfg))));
+    };
+    if access == Access::Write && !m.read_write {
+        return Err(ToolError(format!("/workspace/extra/{name} is read-only; write inside your workspace (a relative path) instead")));
+    }
+    Ok((m.path.clone(), 1))
 }
 
 /// Checks and resolves `path` for `access`.
 pub fn resolve(cfg: &RunnerConfig, path: &str, access: Access) -> Result<Resolved, ToolError> {
     let checked = check_file(path, access)?;
-    let dir = root_dir(cfg, checked.root)?;
+    let (dir, skip) = base_of(cfg, &checked, access)?;
+    if skip == checked.components.len() {
+        return Err(ToolError(format!("{} names a folder itself, not a file inside it", checked.display())));
+    }
     let root = std::fs::canonicalize(&dir)
-        .map_err(|e| ToolError(format!("the folder {} is not available: {e}", checked.root.sandbox_path())))?;
+        .map_err(|e| ToolError(format!("the folder {} is not available: {e}", checked.display())))?;
     let shown = checked.display();
     let mut cur = root.clone();
-    for (i, comp) in checked.components.iter().enumerate() {
+    for (i, comp) in checked.components.iter().enumerate().skip(skip) {
         let next = cur.join(comp);
         match std::fs::symlink_metadata(&next) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -185,6 +213,10 @@ pub fn read_file(cfg: &RunnerConfig, path: &str, offset: Option<u64>, limit: Opt
     let r = match pinch_policy::path::check(path, Access::Read)? {
         c if c.components.is_empty() => {
             let dir = root_dir(cfg, c.root)?;
+            return list_dir(&dir, &c.display());
+        }
+        c if c.root == Root::Extra && c.components.len() == 1 => {
+            let (dir, _) = base_of(cfg, &c, Access::Read)?;
             return list_dir(&dir, &c.display());
         }
         _ => resolve(cfg, path, Access::Read)?,
@@ -331,6 +363,31 @@ mod tests {
         let e = run(&env, "edit_file", json!({"path": "a.txt", "old": "q", "new": "z"}));
         assert!(e.is_error && e.content.contains("not found"), "{}", e.content);
         assert_eq!(std::fs::read_to_string(env.path("agent/a.txt")).unwrap(), "x y x", "unchanged");
+    }
+
+    #[test]
+    fn extra_folders_by_name_read_only_unless_granted() {
+        let mut env = Env::new();
+        std::fs::create_dir_all(env.path("ro")).unwrap();
+        std::fs::create_dir_all(env.path("rw")).unwrap();
+        std::fs::write(env.path("ro/a.txt"), "from ro").unwrap();
+        env.cfg.paths.extra = vec![
+            pinch_proto::runner_config::ExtraMount { name: "notes".into(), path: env.path("ro"), read_write: false },
+            pinch_proto::runner_config::ExtraMount { name: "site".into(), path: env.path("rw"), read_write: true },
+        ];
+        assert!(run(&env, "read_file", json!({"path": "/workspace/extra/notes/a.txt"})).content.contains("from ro"));
+        assert!(run(&env, "read_file", json!({"path": "/workspace/extra/notes"})).content.contains("a.txt"), "a mount lists");
+        let w = run(&env, "write_file", json!({"path": "/workspace/extra/notes/b.txt", "content": "x"}));
+        assert!(w.is_error && w.content.contains("read-only"), "{}", w.content);
+        let w = run(&env, "write_file", json!({"path": "/workspace/extra/site/b.txt", "content": "x"}));
+        assert!(!w.is_error, "{}", w.content);
+        assert_eq!(std::fs::read_to_string(env.path("rw/b.txt")).unwrap(), "x");
+        let r = run(&env, "read_file", json!({"path": "/workspace/extra/nope/a.txt"}));
+        assert!(r.is_error && r.content.contains("notes (read-only), site"), "{}", r.content);
+        // A link inside a mount that leads out of it is refused.
+        std::os::unix::fs::symlink(env.path("agent"), env.path("ro/out")).unwrap();
+        let r = run(&env, "read_file", json!({"path": "/workspace/extra/notes/out/x"}));
+        assert!(r.is_error && r.content.contains("escapes"), "{}", r.content);
     }
 
     #[test]

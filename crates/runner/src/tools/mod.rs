@@ -329,6 +329,7 @@ pub(crate) mod testing {
                 outbox_dir: p("outbox"),
                 workspace_dir: p("agent"),
                 global_dir: Some(p("global")),
+                extra: vec![],
             };
             let cfg = RunnerConfig {
                 version: VERSION,
