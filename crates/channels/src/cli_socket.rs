@@ -256,6 +256,7 @@ impl CliChannel {
                             text,
                             is_mention: true,
                             is_group: false,
+                            ..Default::default()
                         };
                         let mid = event.message_id.clone();
                         let (ack, rx) = Ack::new();
@@ -428,7 +429,7 @@ mod tests {
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let addr = CliChannel::address();
-        let out = Outgoing { id: "o1".into(), text: "hello".into(), in_reply_to: None, buttons: vec![] };
+        let out = Outgoing { id: "o1".into(), text: "hello".into(), in_reply_to: None, buttons: vec![], files: vec![] };
         // no client: unavailable
         assert!(matches!(ch.deliver(&addr, &out).await, Err(DeliverError::Unavailable(_))));
 
@@ -465,7 +466,7 @@ mod tests {
 
         // a delivery in flight when the client dies is unavailable, not lost
         let ch3 = ch.clone();
-        let (a3, o3) = (addr.clone(), Outgoing { id: "o2".into(), text: "x".into(), in_reply_to: None, buttons: vec![] });
+        let (a3, o3) = (addr.clone(), Outgoing { id: "o2".into(), text: "x".into(), in_reply_to: None, buttons: vec![], files: vec![] });
         let pending = tokio::spawn(async move { ch3.deliver(&a3, &o3).await });
         let _ = read_msg(&mut r1).await;
         // second client supersedes the first
@@ -495,6 +496,7 @@ mod tests {
             text: "Pick one".into(),
             in_reply_to: None,
             buttons: vec![crate::Button { label: "Yes".into(), callback: "q:ab:0".into() }],
+            files: vec![],
         };
         let pending = tokio::spawn(async move { ch4.deliver(&a4, &o4).await });
         match read_msg(&mut r3).await {

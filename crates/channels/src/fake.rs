@@ -1,7 +1,9 @@
 //! A recording adapter for tests and benchmarks: it has the wire format of
 //! no platform; it injects inbound events and clicks as a platform adapter
 //! would (waiting for the host's ack) and records everything the host
-//! sends, so a test can assert on cards, buttons and notices. Capabilities
+//! sends, so a test can assert on cards, buttons, notices, files, edits and
+//! reactions (files are read during the delivery: their paths are only
+//! valid then). Capabilities
 //! are chosen per instance, so one host can run a button-less channel next
 //! to a threaded one.
 
@@ -16,20 +18,26 @@ use crate::{Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelE
 /// One thing the host sent through this channel.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sent {
-    Message { to: Address, msg: Outgoing, platform_message_id: String },
+    /// `files` holds each attached file's name and content, read during the call.
+    Message { to: Address, msg: Outgoing, platform_message_id: String, files: Vec<(String, Vec<u8>)> },
     Notice { to: Address, text: String },
+    Edit { to: Address, platform_message_id: String, text: String },
+    Reaction { to: Address, platform_message_id: String, emoji: String },
+    Typing { to: Address },
 }
 
 impl Sent {
     pub fn to(&self) -> &Address {
         match self {
-            Sent::Message { to, .. } | Sent::Notice { to, .. } => to,
+            Sent::Message { to, .. } | Sent::Notice { to, .. } | Sent::Edit { to, .. } | Sent::Reaction { to, .. } | Sent::Typing { to } => to,
         }
     }
     pub fn text(&self) -> &str {
         match self {
             Sent::Message { msg, .. } => &msg.text,
-            Sent::Notice { text, .. } => text,
+            Sent::Notice { text, .. } | Sent::Edit { text, .. } => text,
+            Sent::Reaction { emoji, .. } => emoji,
+            Sent::Typing { .. } => "",
         }
     }
 }
@@ -114,7 +122,12 @@ impl Channel for FakeChannel {
     fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
             let pid = format!("{}-{}", self.name, self.next_id.fetch_add(1, Ordering::Relaxed));
-            self.record(Sent::Message { to: to.clone(), msg: msg.clone(), platform_message_id: pid.clone() });
+            let mut files = Vec::new();
+            for f in &msg.files {
+                let bytes = tokio::fs::read(&f.path).await.map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
+                files.push((f.name.clone(), bytes));
+            }
+            self.record(Sent::Message { to: to.clone(), msg: msg.clone(), platform_message_id: pid.clone(), files });
             Ok(pid)
         })
     }
@@ -122,6 +135,27 @@ impl Channel for FakeChannel {
     fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
             self.record(Sent::Notice { to: to.clone(), text: text.to_owned() });
+            Ok(())
+        })
+    }
+
+    fn edit<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            self.record(Sent::Edit { to: to.clone(), platform_message_id: platform_message_id.to_owned(), text: text.to_owned() });
+            Ok(())
+        })
+    }
+
+    fn react<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            self.record(Sent::Reaction { to: to.clone(), platform_message_id: platform_message_id.to_owned(), emoji: emoji.to_owned() });
+            Ok(())
+        })
+    }
+
+    fn typing<'a>(&'a self, to: &'a Address) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            self.record(Sent::Typing { to: to.clone() });
             Ok(())
         })
     }

@@ -7,14 +7,23 @@
 //! host knows only this trait and the capability flags.
 //!
 //! Adapters (one cargo feature each): `cli` (a Unix socket speaking JSON
-//! lines, used by `pinch chat`). Web, Telegram, Discord, Slack and webhooks
-//! come with the channels work.
+//! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
+//! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
+//! page and its WebSocket); the last two share one HTTP listener
+//! ([`http`]). Telegram, Discord and Slack build on the same trait.
 
 #[cfg(feature = "channel-cli")]
 pub mod cli_socket;
 pub mod fake;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "channel-web")]
+pub mod web;
+#[cfg(feature = "channel-webhook")]
+pub mod webhook;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use tokio::sync::oneshot;
@@ -38,6 +47,49 @@ pub struct InboundEvent {
     /// From the platform (true in DMs), never a text regex.
     pub is_mention: bool,
     pub is_group: bool,
+    /// Files that came with the message, already downloaded by the adapter
+    /// (capped at [`MAX_ATTACHMENT`]); the host saves them into the inbox
+    /// of every session the message reaches before it commits the row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<InboundAttachment>,
+    /// Set by the webhook adapter: the row is stored as kind `webhook`
+    /// (SPEC §3.2) rather than `chat`; `text` is a short summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookEvent>,
+}
+
+/// The largest inbound attachment kept (SPEC §6.6: 25 MiB). Adapters stop
+/// downloading past it and pass the attachment with `data: None`.
+pub const MAX_ATTACHMENT: u64 = 25 << 20;
+
+/// One file that arrived with a message.
+///
+/// The bytes travel in the event (the adapter downloads before it emits,
+/// SPEC §4 step 1), so the host can save them before the commit with no
+/// network call on its main loop. They are not serialised: a message held
+/// for an approval is stored without its files (the host tells the agent).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InboundAttachment {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    /// Size on the platform (bytes), known even when the file was not kept.
+    pub size: u64,
+    /// The content; `None` when it was larger than [`MAX_ATTACHMENT`] or
+    /// not kept (a replayed event).
+    #[serde(skip)]
+    pub data: Option<Vec<u8>>,
+}
+
+/// A generic webhook delivery (SPEC §9.2.6).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookEvent {
+    /// The hook's name (`/hooks/<name>`).
+    pub source: String,
+    /// The sender's event name (header `X-Pinch-Event`, else empty).
+    pub event: String,
+    /// The body: JSON if it parses, else a string.
+    pub payload: serde_json::Value,
 }
 
 /// What the host tells an adapter once it has handled an inbound event.
@@ -73,6 +125,25 @@ pub enum ChannelEvent {
     /// A user pressed a button the host sent (see [`Button`]). The host
     /// answers with a notice to the same conversation.
     Click(Click),
+    /// The newest `limit` messages of a conversation, both ways, oldest
+    /// first, as stored in its sessions (web chat shows them on connect).
+    History { to: Address, limit: usize, reply: oneshot::Sender<Vec<HistoryItem>> },
+}
+
+/// One message of a conversation's history.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryItem {
+    /// The platform message id (inbound) or the outbound row id (as
+    /// delivered; edits and reactions name it).
+    pub id: String,
+    /// `user` (a message to pinch) or `agent` (a reply).
+    pub from: String,
+    pub sender: Option<String>,
+    pub text: String,
+    /// Stored UTC time.
+    pub at: String,
+    /// Names of the files that came with it.
+    pub files: Vec<String>,
 }
 
 /// A button press, as the platform reported it.
@@ -117,6 +188,23 @@ pub struct Outgoing {
     /// Buttons to show under the text (adapters without buttons show the
     /// labels as a numbered list and take the choice some other way).
     pub buttons: Vec<Button>,
+    /// Files to attach (only sent to adapters with `files`; others get a
+    /// "[files: …]" line in the text instead).
+    pub files: Vec<OutFile>,
+}
+
+/// A file the host checked (plain name, no symlinks, inside the session's
+/// outbox, size capped) and holds open for the duration of one
+/// [`Channel::deliver`] call. `path` names that open file
+/// (`/proc/self/fd/N`), so an agent swapping the outbox entry afterwards
+/// changes nothing; it is valid only during the call: an adapter that
+/// serves the file later copies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutFile {
+    /// The name to show (a plain file name).
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
 }
 
 /// What an adapter can do; the host degrades to text where it cannot.
@@ -167,6 +255,22 @@ pub trait Channel: Send + Sync + 'static {
     /// privately. Used to send approval cards (SPEC §7.2).
     fn open_dm<'a>(&'a self, _user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
         Box::pin(async { Ok(None) })
+    }
+    /// Replaces the text of a message this adapter delivered earlier
+    /// (`platform_message_id` as [`Channel::deliver`] returned it). Called
+    /// only when `capabilities().edit`; others get a correction message.
+    fn edit<'a>(&'a self, _to: &'a Address, _platform_message_id: &'a str, _text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async { Err(DeliverError::Permanent("this channel cannot edit messages".into())) })
+    }
+    /// Adds a reaction to a message (one delivered or one received).
+    /// Called only when `capabilities().reactions`; others drop reactions.
+    fn react<'a>(&'a self, _to: &'a Address, _platform_message_id: &'a str, _emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async { Err(DeliverError::Permanent("this channel has no reactions".into())) })
+    }
+    /// Shows "typing…" in a conversation for a few seconds. Called only
+    /// when `capabilities().typing`; best effort.
+    fn typing<'a>(&'a self, _to: &'a Address) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -63,6 +63,8 @@ Examples:
   pinch admin roles grant telegram:123456789 --role admin --ag ag-research
   pinch admin members add telegram:123456789 --ag ag-research
   pinch admin sessions list
+
+  pinch admin web-token      prints the web chat token (local; no host needed)
 ",
     );
     s
@@ -193,6 +195,19 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
 }
 
 pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
+    // Local, no host needed: the web chat token (made if missing).
+    if a.words.first().map(String::as_str) == Some("web-token") {
+        return match pinch_host::web_token(data_dir) {
+            Ok(t) => {
+                println!("{t}");
+                0
+            }
+            Err(e) => {
+                eprintln!("pinch admin: {e:#}");
+                1
+            }
+        };
+    }
     let p = match parse(&a.words) {
         Ok(Parse::Help) => {
             print!("{}", help());

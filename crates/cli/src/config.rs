@@ -30,6 +30,43 @@ pub struct FileConfig {
     pub proxy: ProxySection,
     #[serde(default)]
     pub mcp: McpSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub web: WebSection,
+    /// `[webhooks.<name>]`: generic webhooks (`POST /hooks/<name>`).
+    #[serde(default)]
+    pub webhooks: std::collections::BTreeMap<String, WebhookSection>,
+}
+
+/// `[http]`: the listener web chat and webhooks share (on only when one of
+/// them is configured).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `host:port`, default `127.0.0.1:7878` (loopback only).
+    pub listen: Option<String>,
+}
+
+/// `[web]`: web chat.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    pub enabled: Option<bool>,
+}
+
+/// `[webhooks.<name>]`: one generic webhook.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// The HMAC-SHA256 key (≥ 16 bytes). Prefer `secret_env`.
+    pub secret: Option<String>,
+    /// The environment variable that holds the key.
+    pub secret_env: Option<String>,
+    /// Where the agent's replies are POSTed (JSON).
+    pub callback_url: Option<String>,
+    /// Largest body accepted, in bytes (default 1 MiB).
+    pub max_body: Option<usize>,
 }
 
 /// `[proxy]`: what the per-session credential proxy lets out.
@@ -514,6 +551,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         }
         c.mcp_servers.push(pinch_host::config::McpServerEntry { server, groups: m.groups.clone() });
     }
+    c.http = http_settings(file)?;
     let st = &file.stuck;
     if let Some(v) = st.spawn_grace_s {
         c.stuck.spawn_grace = secs("stuck.spawn_grace_s", v)?;
@@ -525,6 +563,47 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         c.stuck.claim_stuck = secs("stuck.claim_stuck_s", v)?;
     }
     Ok(c)
+}
+
+/// The HTTP listener's settings: `None` unless web chat or a webhook is on.
+fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSettings>> {
+    let mut hooks = Vec::new();
+    for (name, h) in &file.webhooks {
+        if !pinch_channels::webhook::valid_name(name) {
+            bail!("[webhooks.{name}]: the name must be 1-64 letters, digits, '-' or '_' (it is the URL path /hooks/<name>)");
+        }
+        let secret = match (&h.secret, &h.secret_env) {
+            (Some(_), Some(_)) => bail!("[webhooks.{name}]: give secret or secret_env, not both"),
+            (Some(s), None) => s.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("[webhooks.{name}]: secret_env names {var}, which is not set"))?,
+            (None, None) => bail!("[webhooks.{name}]: needs secret_env = \"VARIABLE\" (or secret = \"…\"), the key senders sign bodies with"),
+        };
+        if secret.len() < 16 {
+            bail!("[webhooks.{name}]: the secret must be at least 16 bytes (e.g. `openssl rand -hex 32`)");
+        }
+        if let Some(u) = &h.callback_url {
+            if !u.starts_with("http://") && !u.starts_with("https://") {
+                bail!("[webhooks.{name}]: callback_url must start with http:// or https://");
+            }
+        }
+        let max_body = h.max_body.unwrap_or(pinch_channels::webhook::DEFAULT_MAX_BODY);
+        if max_body == 0 {
+            bail!("[webhooks.{name}]: max_body must be at least 1");
+        }
+        hooks.push(pinch_channels::webhook::HookConfig { name: name.clone(), secret, callback_url: h.callback_url.clone(), max_body });
+    }
+    let web = file.web.enabled.unwrap_or(false);
+    if !web && hooks.is_empty() {
+        return Ok(None);
+    }
+    let listen = file.http.listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
+    let listen = listen
+        .parse::<std::net::SocketAddr>()
+        .with_context(|| format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)"))?;
+    Ok(Some(pinch_host::config::HttpSettings { listen, web, hooks }))
 }
 
 /// What the default provider choice looks at.
@@ -584,6 +663,42 @@ mod tests {
         let bad: Result<FileConfig, _> = toml::Value::Table("[runner]\nidle_exit = 5\n".parse().unwrap()).try_into();
         let msg = bad.unwrap_err().to_string();
         assert!(msg.contains("idle_exit"), "{msg}");
+    }
+
+    #[test]
+    fn http_web_and_webhooks() {
+        let parse = |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
+        let o = Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
+        // Off unless web chat or a webhook is configured.
+        assert!(resolve("/tmp/x".into(), &parse("[http]\nlisten = \"127.0.0.1:9\"\n"), &o).unwrap().http.is_none());
+        let c = resolve("/tmp/x".into(), &parse("[web]\nenabled = true\n"), &o).unwrap();
+        let h = c.http.unwrap();
+        assert!(h.web && h.hooks.is_empty());
+        assert_eq!(h.listen.to_string(), "127.0.0.1:7878", "loopback by default");
+        let c = resolve(
+            "/tmp/x".into(),
+            &parse("[http]\nlisten = \"127.0.0.1:8123\"\n[webhooks.ci]\nsecret = \"0123456789abcdef\"\ncallback_url = \"https://x.example/cb\"\n"),
+            &o,
+        )
+        .unwrap();
+        let h = c.http.unwrap();
+        assert!(!h.web);
+        assert_eq!((h.listen.port(), h.hooks[0].name.as_str(), h.hooks[0].max_body), (8123, "ci", 1 << 20));
+        assert!(!format!("{:?}", h.hooks[0]).contains("0123456789abcdef"), "the secret is not in Debug output");
+        for (toml, says) in [
+            ("[webhooks.ci]\n", "secret_env"),
+            ("[webhooks.ci]\nsecret = \"short\"\n", "at least 16 bytes"),
+            ("[webhooks.ci]\nsecret = \"0123456789abcdef\"\nsecret_env = \"X\"\n", "not both"),
+            ("[webhooks.ci]\nsecret_env = \"PINCH_TEST_SURELY_UNSET_VAR\"\n", "not set"),
+            ("[webhooks.\"a/b\"]\nsecret = \"0123456789abcdef\"\n", "letters, digits"),
+            ("[webhooks.ci]\nsecret = \"0123456789abcdef\"\ncallback_url = \"ftp://x\"\n", "http://"),
+            ("[web]\nenabled = true\n[http]\nlisten = \"localhost\"\n", "host:port"),
+        ] {
+            let e = resolve("/tmp/x".into(), &parse(toml), &o).unwrap_err().to_string();
+            assert!(e.contains(says), "{toml}: {e}");
+        }
+        let bad: Result<FileConfig, _> = toml::Value::Table("[webhooks.ci]\nsecrett = \"x\"\n".parse().unwrap()).try_into();
+        assert!(bad.unwrap_err().to_string().contains("secrett"));
     }
 
     #[test]

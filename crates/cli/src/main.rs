@@ -56,6 +56,10 @@ enum Command {
         /// When stdin is not a terminal: seconds to wait for each reply.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Chat in the browser instead: serve web chat (on [http] listen,
+        /// default 127.0.0.1:7878) and print its URL with the token.
+        #[arg(long)]
+        web: bool,
     },
     /// Run the daemon in the foreground.
     Host {
@@ -199,7 +203,8 @@ fn main() -> ExitCode {
             logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");
             exit(run_host(cli.data_dir, cli.config, flags))
         }
-        Command::Chat { flags, timeout } => exit(run_chat(cli.data_dir, cli.config, flags, Duration::from_secs(timeout))),
+        Command::Chat { flags, web: true, .. } => exit(run_web_chat(cli.data_dir, cli.config, flags)),
+        Command::Chat { flags, timeout, web: false } => exit(run_chat(cli.data_dir, cli.config, flags, Duration::from_secs(timeout))),
     }
 }
 
@@ -280,6 +285,53 @@ fn sandbox_hint(e: anyhow::Error) -> anyhow::Error {
     } else {
         e
     }
+}
+
+/// `pinch chat --web`: the host with web chat on; prints the URL (with the
+/// token) and runs until Ctrl-C or SIGTERM.
+fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags) -> Result<i32> {
+    // [http] listen counts even when the file turns on neither web chat nor a webhook.
+    let file_listen = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?.http.listen;
+    let mut cfg = host_config(data_dir, config, &flags)?;
+    let socket = cfg.data_dir.join("run/cli.sock");
+    let listen = match &mut cfg.http {
+        Some(h) => {
+            h.web = true;
+            h.listen
+        }
+        None => {
+            let listen = file_listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
+            let listen: std::net::SocketAddr =
+                listen.parse().map_err(|_| ConfigError(format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)")))?;
+            cfg.http = Some(pinch_host::config::HttpSettings { listen, web: true, hooks: Vec::new() });
+            listen
+        }
+    };
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        let token = pinch_host::web_token(&cfg.data_dir)?;
+        println!("http://{listen}/?token={token}");
+        eprintln!("pinch: a host is already running for {}; the URL works if its configuration has [web] enabled = true", cfg.data_dir.display());
+        return Ok(0);
+    }
+    std::fs::create_dir_all(cfg.data_dir.join("logs"))
+        .with_context(|| format!("cannot create the data dir {} (choose a writable location with --data-dir or PINCH_HOME)", cfg.data_dir.display()))?;
+    logging::init_file(&cfg.data_dir.join("logs/host.log"))?;
+    runtime()?.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let host = pinch_host::start(cfg.clone()).await.map_err(sandbox_hint)?;
+        let token = pinch_host::web_token(&cfg.data_dir)?;
+        let addr = host.http_addr.unwrap_or(listen);
+        println!("http://{addr}/?token={token}");
+        eprintln!("pinch: web chat with agent `main` in a {} sandbox · data {} · Ctrl-C to stop", host.sandbox.as_str(), cfg.data_dir.display());
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        host.shutdown().await?;
+        Ok(0)
+    })
 }
 
 fn run_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags, timeout: Duration) -> Result<i32> {

@@ -110,6 +110,7 @@ fn msg(channel: &str, chat: &str, id: &str, sender: &str, text: &str, mention: b
         text: text.into(),
         is_mention: mention,
         is_group: group,
+        ..Default::default()
     }
 }
 
@@ -117,7 +118,7 @@ fn msg(channel: &str, chat: &str, id: &str, sender: &str, text: &str, mention: b
 fn buttons(s: &Sent) -> Vec<(String, String)> {
     match s {
         Sent::Message { msg, .. } => msg.buttons.iter().map(|b| (b.label.clone(), b.callback.clone())).collect(),
-        Sent::Notice { .. } => vec![],
+        _ => vec![],
     }
 }
 

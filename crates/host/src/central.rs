@@ -240,6 +240,52 @@ impl Central {
     /// First run: owner, agent group `main`, the terminal conversation and a
     /// `pattern "."` wiring. Idempotent (guarded by the `bootstrapped` marker
     /// in the same transaction). Returns whether it ran.
+    /// The folders of every session (active or closed) of a conversation.
+    pub fn session_dirs_of(&self, mg_id: &str, data: &crate::paths::DataDir) -> Result<Vec<crate::paths::SessionDir>> {
+        let mut st = self.conn.prepare("SELECT agent_group_id, id FROM sessions WHERE messaging_group_id = ?1")?;
+        let rows = st.query_map([mg_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (ag, id) = r?;
+            out.push(data.session(&ag, &id));
+        }
+        Ok(out)
+    }
+
+    /// Web chat for the owner (idempotent): user `web:<login>` is an owner,
+    /// and the conversation `web`/`<login>` is wired to `main` like the
+    /// terminal. Other web users go through registration as on any channel.
+    pub fn ensure_web_owner(&mut self, owner_login: &str) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let t = now();
+        let user = format!("web:{owner_login}");
+        let mg = format!("mg-web-{owner_login}");
+        tx.execute("INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'web', ?2, ?3)", params![user, owner_login, t])?;
+        tx.execute("INSERT OR IGNORE INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES (?1, 'owner', NULL, 'web', ?2)", params![user, t])?;
+        let existing: Option<String> =
+            tx.query_row("SELECT id FROM messaging_groups WHERE channel_type = 'web' AND platform_id = ?1", [owner_login], |r| r.get(0)).optional()?;
+        if existing.is_none() {
+            tx.execute(
+                "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+                 VALUES (?1, 'web', ?2, 'web chat', 0, 'strict', ?3)",
+                params![mg, owner_login, t],
+            )?;
+            tx.execute(
+                "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
+                   ignored_message_policy, session_mode, priority, created_at)
+                 SELECT ?1, ?2, 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, ?3 WHERE EXISTS (SELECT 1 FROM agent_groups WHERE id = 'main')",
+                params![format!("w-main-web-{owner_login}"), mg, t],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO agent_destinations (agent_group_id, local_name, target_type, target_id, created_at)
+                 SELECT 'main', 'web', 'channel', ?1, ?2 WHERE EXISTS (SELECT 1 FROM agent_groups WHERE id = 'main')",
+                params![mg, t],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn bootstrap(&mut self, owner_login: &str) -> Result<bool> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if tx.query_row("SELECT 1 FROM meta WHERE key = 'bootstrapped'", [], |_| Ok(())).optional()?.is_some() {

@@ -73,6 +73,26 @@ pub struct HostConfig {
     /// (tests and benchmarks add a recording fake; the platform adapters
     /// come from configuration).
     pub extra_channels: Vec<ChannelFactory>,
+    /// The HTTP listener shared by web chat and webhooks (SPEC §9.2);
+    /// `None` (the default): no listener.
+    pub http: Option<HttpSettings>,
+}
+
+/// What the shared HTTP listener serves.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Default `127.0.0.1:7878`; port 0 picks a free one
+    /// ([`crate::HostHandle::http_addr`] says which).
+    pub listen: std::net::SocketAddr,
+    /// Serve web chat (`/`, `/ws`, uploads and downloads), behind the token
+    /// in `<data dir>/web-token`.
+    pub web: bool,
+    /// Generic webhooks (`POST /hooks/<name>`).
+    pub hooks: Vec<pinch_channels::webhook::HookConfig>,
+}
+
+impl HttpSettings {
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:7878";
 }
 
 /// Builds an adapter that sends its events into the host's queue.
@@ -151,6 +171,7 @@ impl HostConfig {
             sticky_window: Duration::from_secs(600),
             approval_ttl: Duration::from_secs(24 * 3600),
             extra_channels: Vec::new(),
+            http: None,
         }
     }
 }

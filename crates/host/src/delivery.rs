@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pinch_channels::{Address, Button, Channel, DeliverError, Outgoing};
+use pinch_channels::{Address, Button, Capabilities, Channel, DeliverError, OutFile, Outgoing};
 use pinch_proto::content::{ChatIn, ChatOut, InContent, SystemIn};
 use pinch_proto::open::{open_reader, open_writer, write_tx};
 use pinch_proto::rows::{self, status, LedgerRow, NewInbound};
@@ -186,7 +186,8 @@ impl Task {
                 self.watermark = row.seq;
                 continue;
             }
-            let rendered = match render(row.kind.as_str(), &row.content, &addr) {
+            let caps = self.channels.get(&addr.channel_type).map(|c| c.capabilities()).unwrap_or_default();
+            let rendered = match render(row.kind.as_str(), &row.content, &addr, caps) {
                 Ok(t) => t,
                 Err(reason) => {
                     self.fail(&mut inbound, &row.id, attempts, &reason)?;
@@ -233,19 +234,60 @@ impl Task {
                     return Ok(());
                 }
             }
-            let (text, buttons) = if buttons.is_empty() || channel.capabilities().buttons {
+            let (mut text, buttons) = if buttons.is_empty() || caps.buttons {
                 (rendered.text, buttons)
             } else {
                 // No buttons here: numbered choices, answered by number (the router's interceptor).
                 (pinch_channels::numbered_fallback(&rendered.text, &buttons), Vec::new())
             };
-            let msg = Outgoing {
-                id: row.id.clone(),
-                text,
-                buttons,
-                in_reply_to: row.in_reply_to.as_deref().map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
+            // Outbox files are untrusted (the runner wrote them): each is
+            // opened through the checks and held open for the call; one
+            // that fails them is named in the text instead.
+            let mut held = Vec::new();
+            let mut files = Vec::new();
+            for name in &rendered.files {
+                match crate::outbox::open_checked(&self.dir.outbox(), &row.id, name) {
+                    Ok((f, size)) => {
+                        files.push(OutFile { name: name.clone(), path: format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)).into(), size });
+                        held.push(f);
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = %row.id, file = %name, "outbox file refused: {e}");
+                        text.push_str(&format!("\n[file {name} not sent: {e}]"));
+                    }
+                }
+            }
+            let result = match rendered.op {
+                Op::Send => None,
+                Op::Edit { seq } => match self.platform_message_id_of(&inbound, seq) {
+                    Ok(Some(pid)) => Some(channel.edit(&addr, &pid, &text).await.map(|()| pid)),
+                    // Not (yet) delivered, or not ours: a correction message.
+                    _ => {
+                        text = format!("(correction to message {seq}) {text}");
+                        None
+                    }
+                },
+                Op::React { seq, ref emoji } => match self.platform_message_id_of(&inbound, seq) {
+                    Ok(Some(pid)) => Some(channel.react(&addr, &pid, emoji).await.map(|()| pid)),
+                    Ok(None) => Some(Err(DeliverError::Permanent(format!("message {seq} has no platform message to react to")))),
+                    Err(e) => Some(Err(DeliverError::Retryable(format!("looking up message {seq}: {e:#}")))),
+                },
             };
-            match channel.deliver(&addr, &msg).await {
+            let result = match result {
+                Some(r) => r,
+                None => {
+                    let msg = Outgoing {
+                        id: row.id.clone(),
+                        text,
+                        buttons,
+                        in_reply_to: row.in_reply_to.as_deref().map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
+                        files,
+                    };
+                    channel.deliver(&addr, &msg).await
+                }
+            };
+            drop(held);
+            match result {
                 Ok(pid) => {
                     self.unrecorded.insert(row.id.clone(), (pid.clone(), attempts + 1));
                     put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
@@ -383,6 +425,26 @@ impl Task {
         Ok(())
     }
 
+    /// The platform's id of the message with this seq: an outbound row's
+    /// from the ledger (odd seqs), an inbound chat's from its content
+    /// (even). `None`: unknown or not delivered.
+    fn platform_message_id_of(&self, inbound: &pinch_proto::rusqlite::Connection, seq: i64) -> Result<Option<String>> {
+        use pinch_proto::rusqlite::OptionalExtension;
+        if seq % 2 != 0 {
+            let out = open_reader(&self.dir.outbound_db(), BUSY)?;
+            let id: Option<String> = out.query_row("SELECT id FROM messages_out WHERE seq = ?1", [seq], |r| r.get(0)).optional()?;
+            let Some(id) = id else { return Ok(None) };
+            return Ok(rows::ledger_get(inbound, &id)?.filter(|l| l.status == status::DELIVERED).and_then(|l| l.platform_message_id));
+        }
+        let row: Option<(String, String)> = inbound
+            .query_row("SELECT kind, content FROM messages_in WHERE seq = ?1", [seq], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(match row.map(|(k, c)| InContent::parse(&k, &c)) {
+            Some(Ok(InContent::Chat(ChatIn { platform_message_id, .. }))) => platform_message_id,
+            _ => None,
+        })
+    }
+
     /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
     fn fail(&self, inbound: &mut pinch_proto::rusqlite::Connection, out_id: &str, attempts: i64, reason: &str) -> Result<()> {
         tracing::warn!(id = %out_id, "delivery failed for good: {reason}");
@@ -418,11 +480,25 @@ fn put(conn: &mut pinch_proto::rusqlite::Connection, e: &LedgerRow) -> Result<()
     Ok(())
 }
 
-/// What a text channel is sent for one outbound row.
+/// What a channel is sent for one outbound row.
 #[derive(Debug, PartialEq)]
 struct Rendered {
     text: String,
     question: Option<Question>,
+    /// Outbox file names to attach (only for channels with `files`).
+    files: Vec<String>,
+    op: Op,
+}
+
+/// How the row is carried out.
+#[derive(Debug, PartialEq)]
+enum Op {
+    /// A new message.
+    Send,
+    /// Replace the text of the message with this seq (channels with `edit`).
+    Edit { seq: i64 },
+    /// React to the message with this seq (channels with `reactions`).
+    React { seq: i64, emoji: String },
 }
 
 #[derive(Debug, PartialEq)]
@@ -437,21 +513,27 @@ struct Question {
 /// Longest question a host keeps open (a day, like approvals).
 const MAX_QUESTION_S: u64 = 24 * 3600;
 
-/// Renders an outbound row as text for a text-only channel, or says why it
-/// cannot be delivered. Outbound rows are untrusted input.
-fn render(kind: &str, content: &str, addr: &Address) -> Result<Rendered, String> {
+/// Renders an outbound row for a channel with these capabilities (text
+/// fallbacks where it lacks one, SPEC §9.1), or says why it cannot be
+/// delivered. Outbound rows are untrusted input.
+fn render(kind: &str, content: &str, addr: &Address, caps: Capabilities) -> Result<Rendered, String> {
     if addr.channel_type == "agent" {
         return Err("only chat messages go between agents".into());
     }
     if addr.channel_type.is_empty() || addr.platform_id.is_empty() {
         return Err("the row has no address and the session has no default route".into());
     }
-    let plain = |text: String| Ok(Rendered { text, question: None });
+    let plain = |text: String| Ok(Rendered { text, question: None, files: Vec::new(), op: Op::Send });
     match kind {
         "chat" => match ChatOut::parse(content).map_err(|e| format!("content is not valid JSON: {e}"))? {
             ChatOut::Text { text, files } if files.is_empty() => plain(text),
+            ChatOut::Text { text, files } if caps.files => Ok(Rendered { text, question: None, files, op: Op::Send }),
             ChatOut::Text { text, files } => plain(format!("{text}\n[files: {}]", files.join(", "))),
+            ChatOut::Edit { seq, text } if caps.edit => Ok(Rendered { text, question: None, files: Vec::new(), op: Op::Edit { seq } }),
             ChatOut::Edit { seq, text } => plain(format!("(correction to message {seq}) {text}")),
+            ChatOut::Reaction { seq, emoji } if caps.reactions && !emoji.is_empty() => {
+                Ok(Rendered { text: String::new(), question: None, files: Vec::new(), op: Op::React { seq, emoji } })
+            }
             ChatOut::Reaction { .. } => Err("dropped: this channel has no reactions".into()),
             ChatOut::AskQuestion { question_id, title, question, options, timeout_s } => {
                 if options.is_empty() || options.len() > 10 {
@@ -462,6 +544,8 @@ fn render(kind: &str, content: &str, addr: &Address) -> Result<Rendered, String>
                 }
                 let options_json = serde_json::to_string(&options).map_err(|e| e.to_string())?;
                 Ok(Rendered {
+                    files: Vec::new(),
+                    op: Op::Send,
                     text: if title.is_empty() { question } else { format!("{title}\n{question}") },
                     question: Some(Question {
                         agent_question_id: question_id,
@@ -484,5 +568,36 @@ fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> Address {
+        Address { channel_type: "x".into(), platform_id: "p".into(), thread_id: None }
+    }
+
+    #[test]
+    fn render_uses_capabilities_and_falls_back_to_text() {
+        let none = Capabilities::default();
+        let all = Capabilities { files: true, edit: true, reactions: true, ..Default::default() };
+        let file = r#"{"text":"see","files":["a.txt","b.png"]}"#;
+        let r = render("chat", file, &addr(), all).unwrap();
+        assert_eq!((r.text.as_str(), r.files.clone(), &r.op), ("see", vec!["a.txt".to_owned(), "b.png".to_owned()], &Op::Send));
+        let r = render("chat", file, &addr(), none).unwrap();
+        assert_eq!((r.text.as_str(), r.files.len()), ("see\n[files: a.txt, b.png]", 0));
+
+        let edit = r#"{"operation":"edit","seq":7,"text":"fixed"}"#;
+        assert_eq!(render("chat", edit, &addr(), all).unwrap().op, Op::Edit { seq: 7 });
+        let r = render("chat", edit, &addr(), none).unwrap();
+        assert_eq!((r.text.as_str(), &r.op), ("(correction to message 7) fixed", &Op::Send));
+
+        let react = r#"{"operation":"reaction","seq":4,"emoji":"👍"}"#;
+        assert_eq!(render("chat", react, &addr(), all).unwrap().op, Op::React { seq: 4, emoji: "👍".into() });
+        assert!(render("chat", react, &addr(), none).unwrap_err().contains("no reactions"));
+        // An empty emoji is dropped even where reactions exist.
+        assert!(render("chat", r#"{"operation":"reaction","seq":4,"emoji":""}"#, &addr(), all).is_err());
     }
 }

@@ -26,10 +26,11 @@ pub mod central;
 pub mod cgroup;
 pub mod config;
 pub mod delivery;
+pub mod history;
 pub mod mounts;
-pub mod outbox;
 pub mod paths;
 pub mod permissions;
+pub mod outbox;
 pub mod proxy;
 pub mod sandbox;
 pub mod seccomp;
@@ -43,11 +44,50 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::HostConfig;
 pub use main_loop::start;
+
+/// The web chat token (`<data dir>/web-token`, 0600), made on first use:
+/// 32 random bytes as hex. Every web route checks it; `pinch chat --web`
+/// and `pinch admin web-token` print it. Never logged.
+pub fn web_token(data_dir: &std::path::Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("web-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} is too short to be a web token: delete it and a new one is made", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    // From the kernel's CSPRNG only (no fallback: a guessable token is worse than none).
+    let mut raw = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom for the web token")?, &mut raw)?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data_dir.join(format!(".web-token.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    // Another process may have made one meanwhile: the first wins.
+    match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(std::fs::read_to_string(&path)?.trim().to_owned())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(anyhow::Error::new(e).context(format!("writing {}", path.display())))
+        }
+    }
+}
 
 /// Counters for tests, benchmarks and (later) metrics.
 #[derive(Debug, Default)]
@@ -84,6 +124,8 @@ pub(crate) enum Control {
 /// A running host.
 pub struct HostHandle {
     pub cli_socket: PathBuf,
+    /// Where the HTTP listener (web chat, webhooks) is bound, if configured.
+    pub http_addr: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     pub sandbox: sandbox::Kind,
     pub stats: Arc<Stats>,

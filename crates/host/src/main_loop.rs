@@ -205,6 +205,14 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         let ch = make(ch_tx.clone());
         channels.insert(ch.channel_type().to_owned(), ch);
     }
+    if cfg.http.as_ref().is_some_and(|h| h.web) {
+        central.ensure_web_owner(&cfg.login).context("wiring web chat to the agent `main`")?;
+    }
+    let http_server = match &cfg.http {
+        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels).await?),
+        None => None,
+    };
+    let http_addr = http_server.as_ref().map(|s| s.addr);
 
     let watch_map: Arc<Mutex<HashMap<PathBuf, Arc<Shared>>>> = Arc::default();
     let watcher = {
@@ -331,10 +339,13 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         for ch in host.channels.values() {
             ch.close();
         }
+        if let Some(s) = http_server {
+            s.stop(Duration::from_secs(2)).await;
+        }
         drop(cli);
         Ok(())
     });
-    Ok(HostHandle { cli_socket: data.cli_socket(), data_dir: data.root().to_owned(), sandbox: sandbox_kind, stats, control: ev_tx, join })
+    Ok(HostHandle { cli_socket: data.cli_socket(), http_addr, data_dir: data.root().to_owned(), sandbox: sandbox_kind, stats, control: ev_tx, join })
 }
 
 impl Host {
@@ -449,6 +460,19 @@ impl Host {
                 ack.complete(outcome);
             }
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
+            Event::Channel(ChannelEvent::History { to, limit, reply }) => {
+                let dirs = match self.central.messaging_group(&to.channel_type, &to.platform_id) {
+                    Ok(Some(mg)) => self.central.session_dirs_of(&mg.id, &self.data).unwrap_or_else(|e| {
+                        tracing::warn!("could not list a conversation's sessions for its history: {e:#}");
+                        Vec::new()
+                    }),
+                    _ => Vec::new(),
+                };
+                // The reads run off the main loop.
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(crate::history::read(&dirs, &to, limit));
+                });
+            }
             Event::ApprovalAddressed { approval_id, approver, channel_type, platform_id, opened, done } => {
                 let _ = done.send(self.record_card_address(&approval_id, &approver, &channel_type, &platform_id, opened));
             }
@@ -1360,6 +1384,35 @@ impl Host {
 }
 
 const BREAKER_FILE: &str = "circuit-breaker.json";
+
+/// Builds the HTTP-facing adapters, registers them as channels, and binds
+/// and serves their routes on the one listener.
+async fn start_http(
+    h: &crate::config::HttpSettings,
+    data: &DataDir,
+    login: &str,
+    ch_tx: &mpsc::Sender<ChannelEvent>,
+    channels: &mut Channels,
+) -> Result<pinch_channels::http::Server> {
+    let mut router = pinch_channels::http::Router::new();
+    if !h.hooks.is_empty() {
+        let hooks = pinch_channels::webhook::WebhookChannel::new(h.hooks.clone(), ch_tx.clone()).map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
+        router = router.merge(hooks.router());
+        channels.insert(pinch_channels::webhook::CHANNEL_TYPE.to_owned(), hooks);
+    }
+    if h.web {
+        let token = crate::web_token(data.root())?;
+        let web = pinch_channels::web::WebChannel::new(token, data.root().join("web"), login.to_owned(), ch_tx.clone())
+            .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
+        router = router.merge(web.router());
+        channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
+    }
+    if !h.listen.ip().is_loopback() {
+        tracing::warn!(listen = %h.listen, "the HTTP listener is reachable from other machines; put TLS in front of it");
+    }
+    let listener = pinch_channels::http::bind(h.listen).await?;
+    Ok(pinch_channels::http::serve(listener, router)?)
+}
 
 /// Waits as the boot circuit breaker says (SPEC §6.5): boots within the
 /// last hour are listed in `run/circuit-breaker.json`; a graceful exit

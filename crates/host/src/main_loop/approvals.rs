@@ -225,6 +225,7 @@ impl Host {
                     text: if caps.buttons { text.clone() } else { numbered_fallback(&text, &buttons) },
                     in_reply_to: None,
                     buttons: if caps.buttons { buttons.clone() } else { Vec::new() },
+                    files: Vec::new(),
                 };
                 let to = Address { channel_type: ch_type.clone(), platform_id: pid, thread_id: None };
                 match ch.deliver(&to, &msg).await {

@@ -3,10 +3,10 @@
 //! the plan out — stores, audits, notices, approval requests.
 
 use anyhow::Result;
-use pinch_channels::{Address, Capabilities, InboundEvent};
+use pinch_channels::{Address, Capabilities, InboundEvent, MAX_ATTACHMENT};
 use pinch_policy::commands;
 use pinch_policy::route::{self, DropReason, EngageMode, IgnoredPolicy, Plan, SenderScope, SessionKey, SessionMode, Take, UnknownSenderPolicy};
-use pinch_proto::content::{ChatIn, InContent};
+use pinch_proto::content::{Attachment, ChatIn, InContent, WebhookIn};
 use pinch_proto::rows::NewInbound;
 use pinch_proto::time;
 use regex::Regex;
@@ -254,17 +254,32 @@ impl Host {
                 None => self.session_for(&w.agent_group_id, mg_id, None)?,
             },
         };
-        let content = InContent::Chat(ChatIn {
-            text: ev.text.clone(),
-            sender: ev.sender_name.clone(),
-            sender_id: Some(user_id.to_owned()),
-            is_mention: ev.is_mention,
-            platform_message_id: Some(ev.message_id.clone()),
-            ..Default::default()
-        });
+        let (kind, content) = match &ev.webhook {
+            Some(h) => ("webhook", InContent::Webhook(WebhookIn { source: h.source.clone(), event: h.event.clone(), payload: h.payload.clone() })),
+            None => {
+                let (attachments, notes) = self.save_attachments(&sid, ev);
+                let mut text = ev.text.clone();
+                for n in notes {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&n);
+                }
+                let content = InContent::Chat(ChatIn {
+                    text,
+                    sender: ev.sender_name.clone(),
+                    sender_id: Some(user_id.to_owned()),
+                    is_mention: ev.is_mention,
+                    platform_message_id: Some(ev.message_id.clone()),
+                    attachments,
+                    ..Default::default()
+                });
+                ("chat", content)
+            }
+        };
         let row = NewInbound {
             id: format!("{}:{}", ev.message_id, w.agent_group_id),
-            kind: "chat".into(),
+            kind: kind.into(),
             timestamp: time::now(),
             process_after: None,
             trigger,
@@ -279,6 +294,57 @@ impl Host {
         };
         self.pending_writes.push((sid.clone(), row));
         Ok(sid)
+    }
+
+    /// Saves a message's files into a session's inbox (`inbox/<message
+    /// id>/<name>`, before the row commits: a crash in between leaves a
+    /// file without a row, never a row without its file); returns what the
+    /// row lists and notes for the text about files not saved.
+    fn save_attachments(&self, sid: &str, ev: &InboundEvent) -> (Vec<Attachment>, Vec<String>) {
+        let mut saved = Vec::new();
+        let mut notes = Vec::new();
+        if ev.attachments.is_empty() {
+            return (saved, notes);
+        }
+        let Some(s) = self.sessions.get(sid) else {
+            notes.push(format!("[{} attachment(s) not saved: the session is not loaded]", ev.attachments.len()));
+            return (saved, notes);
+        };
+        let inbox = s.dir.inbox();
+        for a in &ev.attachments {
+            let data = match &a.data {
+                Some(d) if (d.len() as u64) <= MAX_ATTACHMENT => d,
+                Some(d) => {
+                    notes.push(format!("[attachment {} ({} bytes) not saved: larger than the {} MiB limit]", a.name, d.len(), MAX_ATTACHMENT >> 20));
+                    continue;
+                }
+                None if a.size > MAX_ATTACHMENT => {
+                    notes.push(format!("[attachment {} ({} bytes) not saved: larger than the {} MiB limit]", a.name, a.size, MAX_ATTACHMENT >> 20));
+                    continue;
+                }
+                None => {
+                    notes.push(format!("[attachment {} not kept: the message waited for an approval; ask the sender to send it again]", a.name));
+                    continue;
+                }
+            };
+            match crate::attachments::save_from(&inbox, &pinch_policy::filename::sanitize(&ev.message_id), &a.name, &mut &data[..]) {
+                Ok(path) => {
+                    let rel = path.strip_prefix(std::fs::canonicalize(&inbox).unwrap_or(inbox.clone())).map(|p| p.to_string_lossy().into_owned());
+                    let rel = rel.unwrap_or_else(|_| path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+                    saved.push(Attachment {
+                        name: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                        mime: a.mime.clone(),
+                        size: data.len() as u64,
+                        path: format!("/workspace/inbox/{rel}"),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(message = %ev.message_id, "could not save an attachment: {e}");
+                    notes.push(format!("[attachment {} not saved: {e}]", a.name));
+                }
+            }
+        }
+        (saved, notes)
     }
 
     /// Runs a held event through the router again (after an approval) and
