@@ -17,6 +17,10 @@ pub mod cli_socket;
 pub mod fake;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "platform")]
+pub mod platform;
+#[cfg(feature = "channel-telegram")]
+pub mod telegram;
 #[cfg(feature = "channel-web")]
 pub mod web;
 #[cfg(feature = "channel-webhook")]
