@@ -14,6 +14,8 @@
 
 #[cfg(feature = "channel-cli")]
 pub mod cli_socket;
+#[cfg(feature = "channel-discord")]
+pub mod discord;
 pub mod fake;
 #[cfg(feature = "http")]
 pub mod http;

@@ -223,6 +223,85 @@ pub fn split_text(text: &str, max: usize, len: impl Fn(char) -> usize) -> Vec<St
     }
 }
 
+/// A gateway's WebSocket.
+#[cfg(feature = "platform-ws")]
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket (`wss://` over rustls on ring with the webpki roots,
+/// `ws://` for the fakes), within the send timeout.
+#[cfg(feature = "platform-ws")]
+pub async fn ws_connect(url: &str) -> Result<Ws, String> {
+    use tokio_tungstenite::Connector;
+    let connector = if url.starts_with("wss://") {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Some(Connector::Rustls(std::sync::Arc::new(cfg)))
+    } else {
+        Some(Connector::Plain)
+    };
+    let fut = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+    match tokio::time::timeout(SEND_TIMEOUT, fut).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        // The URL may carry a ticket (Slack): never print it.
+        Ok(Err(e)) => Err(format!("WebSocket connection failed: {e}")),
+        Err(_) => Err("WebSocket connection timed out".into()),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (a URL segment).
+pub fn url_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A small JSON file of per-conversation cursors (the last message id
+/// stored), written atomically; the gateways catch up from it.
+#[derive(Debug)]
+pub struct Cursors {
+    path: Option<std::path::PathBuf>,
+    map: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl Cursors {
+    pub fn load(path: Option<std::path::PathBuf>) -> Cursors {
+        let map = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Cursors { path, map: Mutex::new(map) }
+    }
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.map.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+    /// Records `id` for `key` if it is newer (`newer(old, new)`).
+    pub fn advance(&self, key: &str, id: &str, newer: impl Fn(&str, &str) -> bool) {
+        let mut m = self.map.lock().unwrap();
+        if m.get(key).is_some_and(|old| !newer(old, id)) {
+            return;
+        }
+        m.insert(key.to_owned(), id.to_owned());
+        if let Some(p) = &self.path {
+            let tmp = p.with_extension("tmp");
+            let body = serde_json::to_vec(&*m).unwrap_or_default();
+            if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, p)) {
+                tracing::warn!(path = %p.display(), "cannot save channel cursors: {e}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
