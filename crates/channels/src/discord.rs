@@ -162,10 +162,15 @@ impl DiscordChannel {
                 v["url"].as_str().ok_or("GET /gateway/bot gave no url")?.to_owned()
             }
         };
-        let url = format!("{}/?v=10&encoding=json", base.trim_end_matches('/'));
+        // `wss://gateway.discord.gg` → `wss://gateway.discord.gg/?v=10…`;
+        // a URL with a path keeps it as is.
+        let has_path = base.split_once("://").is_some_and(|(_, rest)| rest.trim_end_matches('/').contains('/'));
+        let sep = if has_path || base.ends_with('/') { "" } else { "/" };
+        let url = format!("{base}{sep}?v=10&encoding=json");
         let mut ws = crate::platform::ws_connect(&url).await?;
         self.connects.fetch_add(1, Ordering::SeqCst);
         let watchdog = Watchdog::new(self.cfg.stall);
+        let ready = &mut false;
         // HELLO.
         let hello = tokio::time::timeout(self.cfg.stall, next_json(&mut ws)).await.map_err(|_| "no HELLO")??;
         if hello["op"] != 10 {
@@ -179,6 +184,7 @@ impl DiscordChannel {
         ws.send(WsMessage::text(start.to_string())).await.map_err(|e| e.to_string())?;
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval.mul_f64(0.5), interval);
         let mut acked = true;
+        let opened = tokio::time::Instant::now();
         let mut check = tokio::time::interval(watchdog.tick());
         loop {
             tokio::select! {
@@ -205,7 +211,12 @@ impl DiscordChannel {
                         session.seq = Some(s);
                     }
                     match v["op"].as_u64() {
-                        Some(0) => self.dispatch(&v, session, backoff).await,
+                        Some(0) => {
+                            if matches!(v["t"].as_str(), Some("READY" | "RESUMED")) {
+                                *ready = true;
+                            }
+                            self.dispatch(&v, session, backoff).await
+                        }
                         Some(1) => {
                             let hb = json!({"op": 1, "d": session.seq});
                             ws.send(WsMessage::text(hb.to_string())).await.map_err(|e| e.to_string())?;
@@ -234,6 +245,11 @@ impl DiscordChannel {
                     if watchdog.stalled() {
                         tracing::warn!(stall_s = watchdog.limit.as_secs_f64(), "discord: the gateway made no progress; rebuilding the connection");
                         return Ok("stalled".into());
+                    }
+                    // Heartbeats acked but no READY/RESUMED: no events will come.
+                    if !*ready && opened.elapsed() >= watchdog.limit {
+                        tracing::warn!("discord: no READY or RESUMED from the gateway; rebuilding the connection");
+                        return Ok("no READY".into());
                     }
                 }
                 _ = self.wake.notified() => {

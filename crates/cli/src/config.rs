@@ -39,6 +39,36 @@ pub struct FileConfig {
     pub webhooks: std::collections::BTreeMap<String, WebhookSection>,
     /// `[telegram]`: the Telegram bot (on when the section is present).
     pub telegram: Option<TelegramSection>,
+    /// `[discord]`: the Discord bot (on when the section is present).
+    pub discord: Option<DiscordSection>,
+    /// `[slack]`: the Slack app (on when the section is present).
+    pub slack: Option<SlackSection>,
+}
+
+/// `[discord]`: a Discord bot (gateway + REST).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordSection {
+    /// The variable holding the bot token (default `DISCORD_BOT_TOKEN`).
+    pub token_env: Option<String>,
+    /// The REST base (default `https://discord.com/api/v10`).
+    pub base_url: Option<String>,
+    /// Stall watchdog limit in seconds (default 120).
+    pub stall_s: Option<f64>,
+}
+
+/// `[slack]`: a Slack app in Socket Mode.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    /// The variable holding the app-level token, `xapp-…` (default `SLACK_APP_TOKEN`).
+    pub app_token_env: Option<String>,
+    /// The variable holding the bot token, `xoxb-…` (default `SLACK_BOT_TOKEN`).
+    pub bot_token_env: Option<String>,
+    /// The Web API base (default `https://slack.com/api`).
+    pub base_url: Option<String>,
+    /// Stall watchdog limit in seconds (default 120).
+    pub stall_s: Option<f64>,
 }
 
 /// `[telegram]`: a Telegram bot (long-poll unless `webhook_url` is set).
@@ -571,7 +601,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         c.mcp_servers.push(pinch_host::config::McpServerEntry { server, groups: m.groups.clone() });
     }
     c.http = http_settings(file)?;
-    c.platforms = platforms(file)?;
+    c.platforms = platforms(file, &c.data_dir)?;
     let st = &file.stuck;
     if let Some(v) = st.spawn_grace_s {
         c.stuck.spawn_grace = secs("stuck.spawn_grace_s", v)?;
@@ -658,7 +688,7 @@ fn stall(section: &str, v: Option<f64>) -> Result<Duration> {
 /// The chat platforms configured in the file, as adapter factories.
 /// Tokens are read here (and only held by the adapters): never logged,
 /// never in `runner.json`.
-fn platforms(file: &FileConfig) -> Result<Vec<pinch_host::config::PlatformFactory>> {
+fn platforms(file: &FileConfig, data_dir: &Path) -> Result<Vec<pinch_host::config::PlatformFactory>> {
     let mut out: Vec<pinch_host::config::PlatformFactory> = Vec::new();
     if let Some(t) = &file.telegram {
         use pinch_channels::telegram::{TelegramChannel, TelegramConfig};
@@ -685,6 +715,20 @@ fn platforms(file: &FileConfig) -> Result<Vec<pinch_host::config::PlatformFactor
             let ch = TelegramChannel::start(cfg.clone(), tx)?;
             let router = cfg.webhook.is_some().then(|| ch.router());
             Ok((ch as std::sync::Arc<dyn pinch_channels::Channel>, router))
+        }));
+    }
+    if let Some(d) = &file.discord {
+        use pinch_channels::discord::{DiscordChannel, DiscordConfig};
+        let var = d.token_env.as_deref().unwrap_or("DISCORD_BOT_TOKEN");
+        let mut cfg = DiscordConfig::new(env_secret("discord", "token_env", var)?);
+        cfg.base_url = base_url("discord", d.base_url.as_deref(), pinch_channels::discord::DEFAULT_BASE_URL)?;
+        cfg.stall = stall("discord", d.stall_s)?;
+        cfg.cursor_file = Some(data_dir.join("channels").join("discord-cursors.json"));
+        let dir = data_dir.join("channels");
+        out.push(std::sync::Arc::new(move |tx| {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let ch = DiscordChannel::start(cfg.clone(), tx)?;
+            Ok((ch as std::sync::Arc<dyn pinch_channels::Channel>, None))
         }));
     }
     Ok(out)
