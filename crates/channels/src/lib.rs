@@ -21,6 +21,8 @@ pub mod fake;
 pub mod http;
 #[cfg(feature = "platform")]
 pub mod platform;
+#[cfg(feature = "channel-slack")]
+pub mod slack;
 #[cfg(feature = "channel-telegram")]
 pub mod telegram;
 #[cfg(feature = "channel-web")]

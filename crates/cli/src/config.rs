@@ -731,6 +731,23 @@ fn platforms(file: &FileConfig, data_dir: &Path) -> Result<Vec<pinch_host::confi
             Ok((ch as std::sync::Arc<dyn pinch_channels::Channel>, None))
         }));
     }
+    if let Some(sl) = &file.slack {
+        use pinch_channels::slack::{SlackChannel, SlackConfig};
+        let app_var = sl.app_token_env.as_deref().unwrap_or("SLACK_APP_TOKEN");
+        let bot_var = sl.bot_token_env.as_deref().unwrap_or("SLACK_BOT_TOKEN");
+        let app = env_secret("slack", "app_token_env", app_var)?;
+        let bot = env_secret("slack", "bot_token_env", bot_var)?;
+        if !app.starts_with("xapp-") {
+            bail!("[slack]: {app_var} must hold the app-level token (xapp-…, with the connections:write scope), not a bot or user token");
+        }
+        let mut cfg = SlackConfig::new(app, bot);
+        cfg.base_url = base_url("slack", sl.base_url.as_deref(), pinch_channels::slack::DEFAULT_BASE_URL)?;
+        cfg.stall = stall("slack", sl.stall_s)?;
+        out.push(std::sync::Arc::new(move |tx| {
+            let ch = SlackChannel::start(cfg.clone(), tx)?;
+            Ok((ch as std::sync::Arc<dyn pinch_channels::Channel>, None))
+        }));
+    }
     Ok(out)
 }
 
