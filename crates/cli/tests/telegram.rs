@@ -417,3 +417,56 @@ fn telegram_recovers_a_stalled_poll_and_a_killed_host_loses_and_repeats_nothing(
     }
     log_has_no_token(&s);
 }
+
+#[test]
+fn telegram_webhook_mode_checks_the_secret_and_answers_after_the_commit() {
+    const HOOK_SECRET: &str = "hook-secret-0123456789abcdef";
+    let rt = rt();
+    let fake = Arc::new(Fake::default());
+    let api = rt.block_on(serve(fake.clone()));
+    let s = setup(api);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cfg = std::fs::read_to_string(&s.cfg).unwrap();
+    cfg.push_str(&format!("webhook_url = \"https://bot.example.org/telegram\"\nwebhook_secret_env = \"PINCH_TEST_TG_HOOK\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&s.cfg, cfg).unwrap();
+    let mut cmd = std::process::Command::new(PINCH);
+    cmd.args(["host", "--data-dir"])
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.cfg)
+        .args(["--sandbox", if any_sandbox() == pinch_host::sandbox::Choice::Bwrap { "bwrap" } else { "process" }, "--provider", "scripted"])
+        .env("PINCH_TEST_TG_TOKEN", TOKEN)
+        .env("PINCH_TEST_TG_HOOK", HOOK_SECRET)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(s.data.with_extension("log")).unwrap());
+    let _d = Daemon(cmd.spawn().unwrap());
+    let set = wait_call(&fake, "setWebhook", "setWebhook", |_| true);
+    assert_eq!(set["url"], "https://bot.example.org/telegram");
+    assert_eq!(set["secret_token"], HOOK_SECRET);
+    assert!(fake.calls("getUpdates").is_empty(), "no long-poll in webhook mode");
+
+    let post = |secret: Option<&str>, body: &Value| -> u16 {
+        rt.block_on(async {
+            let mut r = reqwest::Client::new().post(format!("http://127.0.0.1:{port}/telegram")).json(body);
+            if let Some(s) = secret {
+                r = r.header("x-telegram-bot-api-secret-token", s);
+            }
+            r.send().await.unwrap().status().as_u16()
+        })
+    };
+    wait_for("the listener", WAIT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let mut u = fake.message(DM, "private", 1, DM, "hello by webhook");
+    u["update_id"] = 1.into();
+    assert_eq!(post(None, &u), 401, "no secret header");
+    assert_eq!(post(Some("wrong-secret-0123456789"), &u), 401, "a wrong secret");
+    assert_eq!(rows(&s.data, &format!("{DM}.1")), 0);
+    assert_eq!(post(Some(HOOK_SECRET), &u), 200);
+    assert_eq!(rows(&s.data, &format!("{DM}.1")), 1, "200 only once the row is committed");
+    assert_eq!(post(Some(HOOK_SECRET), &u), 200, "a redelivery is fine");
+    assert_eq!(rows(&s.data, &format!("{DM}.1")), 1, "and stored once");
+    wait_for("the reply", WAIT, || fake.replies_to(1) == 1);
+    log_has_no_token(&s);
+}
