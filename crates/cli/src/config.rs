@@ -657,6 +657,27 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
     Ok(Some(pinch_host::config::HttpSettings { listen, web, hooks }))
 }
 
+/// The variables the configured chat platforms read their secrets from:
+/// `(section, key, variable)` (for `pinch doctor`, which checks only
+/// whether each is set).
+pub fn channel_envs(file: &FileConfig) -> Vec<(&'static str, &'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(t) = &file.telegram {
+        out.push(("telegram", "token_env", t.token_env.clone().unwrap_or_else(|| "TELEGRAM_BOT_TOKEN".into())));
+        if t.webhook_url.is_some() {
+            out.push(("telegram", "webhook_secret_env", t.webhook_secret_env.clone().unwrap_or_else(|| "TELEGRAM_WEBHOOK_SECRET".into())));
+        }
+    }
+    if let Some(d) = &file.discord {
+        out.push(("discord", "token_env", d.token_env.clone().unwrap_or_else(|| "DISCORD_BOT_TOKEN".into())));
+    }
+    if let Some(sl) = &file.slack {
+        out.push(("slack", "app_token_env", sl.app_token_env.clone().unwrap_or_else(|| "SLACK_APP_TOKEN".into())));
+        out.push(("slack", "bot_token_env", sl.bot_token_env.clone().unwrap_or_else(|| "SLACK_BOT_TOKEN".into())));
+    }
+    out
+}
+
 /// The token in the variable a channel's `*_env` key names (or its default).
 pub fn env_secret(section: &str, key: &str, var: &str) -> Result<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned()).with_context(|| {
