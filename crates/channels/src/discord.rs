@@ -452,15 +452,13 @@ impl DiscordChannel {
     }
 }
 
-fn next_json(ws: &mut crate::platform::Ws) -> impl std::future::Future<Output = Result<Value, String>> + '_ {
-    async move {
-        loop {
-            match ws.next().await {
-                Some(Ok(WsMessage::Text(t))) => return serde_json::from_str(&t).map_err(|e| e.to_string()),
-                Some(Ok(WsMessage::Close(_))) | None => return Err("the gateway closed the connection".into()),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(e.to_string()),
-            }
+async fn next_json(ws: &mut crate::platform::Ws) -> Result<Value, String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(t))) => return serde_json::from_str(&t).map_err(|e| e.to_string()),
+            Some(Ok(WsMessage::Close(_))) | None => return Err("the gateway closed the connection".into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
         }
     }
 }

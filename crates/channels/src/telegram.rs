@@ -342,7 +342,7 @@ impl TelegramChannel {
         let mut files = Vec::new();
         for kind in ["document", "audio", "video", "voice", "animation"] {
             if let Some(f) = m.get(kind).filter(|f| f.is_object()) {
-                files.push((f.clone(), f["file_name"].as_str().map(str::to_owned).unwrap_or_else(|| format!("{kind}"))));
+                files.push((f.clone(), f["file_name"].as_str().map(str::to_owned).unwrap_or_else(|| kind.to_string())));
             }
         }
         if let Some(p) = m["photo"].as_array().and_then(|a| a.last()) {

@@ -152,7 +152,7 @@ impl Fake {
         self.calls("POST /channels/").into_iter().filter(|(p, _)| p.ends_with("/messages")).map(|(_, v)| v).collect()
     }
     fn replies_to(&self, id: u64) -> usize {
-        self.posts().iter().filter(|v| v["message_reference"]["message_id"] == id.to_string()).count()
+        self.posts().iter().filter(|v| v["message_reference"]["message_id"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(id)).count()
     }
 }
 
