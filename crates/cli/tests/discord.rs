@@ -423,6 +423,7 @@ fn discord_message_edit_reaction_click_files_split_and_mentions() {
     assert_eq!(path, "PATCH /channels/dm1/messages/10000", "the draft was the first message posted");
     assert_eq!(body, json!({"content": "draft v2"}));
     wait_post(&f, "the final answer", |v| v["content"] == "edited");
+    wait_call(&f, "the typing indicator", "POST /channels/dm1/typing");
     assert!(f.posts().iter().all(|v| v["nonce"].as_str().is_some_and(|n| n.len() <= 25) && v["enforce_nonce"] == true));
 
     f.user_message("dm1", 1002, "react to this", json!({}));

@@ -313,6 +313,8 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
     assert_eq!(edit, json!({"chat_id": DM, "message_id": draft_id, "text": "draft v2"}));
     wait_call(&fake, "the final answer", "sendMessage", |v| v["text"] == "edited");
     assert_eq!(rows(&s.data, &format!("{DM}.1")), 1);
+    let typing = wait_call(&fake, "the typing indicator", "sendChatAction", |_| true);
+    assert_eq!(typing, json!({"chat_id": DM, "action": "typing"}));
 
     // A reaction on the first message (seq 2).
     fake.push(fake.message(DM, "private", 2, DM, "react to this"));
