@@ -832,6 +832,42 @@ mod tests {
     }
 
     #[test]
+    fn platform_sections() {
+        let parse = |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
+        let o = Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
+        // Variables only this test sets (each test runs in its own process under nextest).
+        std::env::set_var("PINCH_CFGTEST_TG", "123:abc");
+        std::env::set_var("PINCH_CFGTEST_BAD_TG", "not-a-token");
+        std::env::set_var("PINCH_CFGTEST_DC", "dc-token");
+        std::env::set_var("PINCH_CFGTEST_XAPP", "xapp-1-x");
+        std::env::set_var("PINCH_CFGTEST_XOXB", "xoxb-1-x");
+        std::env::set_var("PINCH_CFGTEST_HOOK", "0123456789abcdef0123");
+        let good = "[telegram]\ntoken_env = \"PINCH_CFGTEST_TG\"\n[discord]\ntoken_env = \"PINCH_CFGTEST_DC\"\nstall_s = 5\n\
+                    [slack]\napp_token_env = \"PINCH_CFGTEST_XAPP\"\nbot_token_env = \"PINCH_CFGTEST_XOXB\"\n";
+        let c = resolve("/tmp/x".into(), &parse(good), &o).unwrap();
+        assert_eq!(c.platforms.len(), 3);
+        assert!(c.http.is_none(), "long-poll and sockets need no listener");
+        let envs = channel_envs(&parse(good));
+        assert_eq!(envs.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(), ["PINCH_CFGTEST_TG", "PINCH_CFGTEST_DC", "PINCH_CFGTEST_XAPP", "PINCH_CFGTEST_XOXB"]);
+        // Telegram's webhook mode turns the listener on.
+        let hook = "[telegram]\ntoken_env = \"PINCH_CFGTEST_TG\"\nwebhook_url = \"https://x.example/telegram\"\nwebhook_secret_env = \"PINCH_CFGTEST_HOOK\"\n";
+        assert!(resolve("/tmp/x".into(), &parse(hook), &o).unwrap().http.is_some());
+        for (toml, want) in [
+            ("[telegram]\ntoken_env = \"PINCH_CFGTEST_UNSET\"\n", "PINCH_CFGTEST_UNSET (named by token_env) is not set"),
+            ("[telegram]\ntoken_env = \"PINCH_CFGTEST_BAD_TG\"\n", "does not look like a bot token"),
+            ("[telegram]\ntoken_env = \"PINCH_CFGTEST_TG\"\nwebhook_url = \"https://x/telegram\"\nwebhook_secret_env = \"PINCH_CFGTEST_TG\"\n", "webhook secret"),
+            ("[discord]\ntoken_env = \"PINCH_CFGTEST_DC\"\nbase_url = \"ftp://x\"\n", "must start with http"),
+            ("[discord]\ntoken_env = \"PINCH_CFGTEST_DC\"\nstall_s = 0\n", "stall_s"),
+            ("[slack]\napp_token_env = \"PINCH_CFGTEST_XOXB\"\nbot_token_env = \"PINCH_CFGTEST_XOXB\"\n", "app-level token (xapp-"),
+            ("[slack]\napp_token_env = \"PINCH_CFGTEST_XAPP\"\nbot_token_env = \"PINCH_CFGTEST_UNSET\"\n", "bot_token_env"),
+        ] {
+            let e = format!("{:#}", resolve("/tmp/x".into(), &parse(toml), &o).err().unwrap_or_else(|| panic!("accepted: {toml}")));
+            assert!(e.contains(want), "{toml} → {e}");
+            assert!(!e.contains("123:abc") && !e.contains("dc-token") && !e.contains("xoxb-1-x"), "a secret in an error: {e}");
+        }
+    }
+
+    #[test]
     fn http_web_and_webhooks() {
         let parse = |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
         let o = Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };

@@ -11,6 +11,21 @@
 
 mod common;
 
+/// Closes every open socket of the fake (a watch, so no session misses it).
+struct Drops(tokio::sync::watch::Sender<u64>);
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops(tokio::sync::watch::channel(0).0)
+    }
+}
+
+impl Drops {
+    fn drop_all(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,7 +134,7 @@ struct Fake {
     connections: AtomicU64,
     live: Live,
     /// Close every open gateway connection.
-    drop_all: tokio::sync::Notify,
+    drops: Drops,
     /// Stop answering heartbeats and sending anything (a dead link).
     silent: AtomicBool,
     next_id: AtomicU64,
@@ -162,6 +177,7 @@ async fn gateway(ws: WebSocketUpgrade, axum::extract::State(f): axum::extract::S
 
 async fn session(mut s: WebSocket, f: Arc<Fake>) {
     f.connections.fetch_add(1, Ordering::SeqCst);
+    let mut drops = f.drops.0.subscribe();
     let mut live = f.live.0.subscribe();
     let _ = s.send(Message::text(json!({"op": 10, "d": {"heartbeat_interval": 1000}}).to_string())).await;
     let mut ready = false;
@@ -205,7 +221,7 @@ async fn session(mut s: WebSocket, f: Arc<Fake>) {
                     let _ = s.send(Message::text(ev.to_string())).await;
                 }
             }
-            _ = f.drop_all.notified() => return,
+            _ = drops.changed() => return,
         }
     }
 }
@@ -485,7 +501,7 @@ fn discord_resumes_a_dropped_gateway_rebuilds_a_silent_one_and_a_killed_host_cat
 
     // The server drops the connection; a message sent meanwhile is
     // replayed on RESUME.
-    f.drop_all.notify_waiters();
+    f.drops.drop_all();
     f.user_message("dm1", 1002, "hello two", json!({}));
     wait_for("the reply after the drop", WAIT, || f.replies_to(1002) == 1);
     assert!(f.ops.lock().unwrap().contains(&6), "the adapter resumed: {:?}", f.ops.lock().unwrap());
@@ -504,7 +520,7 @@ fn discord_resumes_a_dropped_gateway_rebuilds_a_silent_one_and_a_killed_host_cat
     // identifies afresh (no replay) and catches up from its cursor.
     d.0.kill().unwrap();
     d.0.wait().unwrap();
-    f.drop_all.notify_waiters();
+    f.drops.drop_all();
     f.history.lock().unwrap().push(json!({"id": "1004", "channel_id": "dm1", "content": "hello four", "author": {"id": USER, "username": "ann"}, "mentions": [], "attachments": []}));
     let _d2 = daemon(&s);
     wait_for("the reply to the message sent while down", WAIT, || f.replies_to(1004) == 1);

@@ -11,6 +11,21 @@
 
 mod common;
 
+/// Closes every open socket of the fake (a watch, so no session misses it).
+struct Drops(tokio::sync::watch::Sender<u64>);
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops(tokio::sync::watch::channel(0).0)
+    }
+}
+
+impl Drops {
+    fn drop_all(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,7 +113,7 @@ struct Fake {
     /// Envelopes sent again with retry_attempt > 0.
     retries: AtomicU64,
     new_envelope: tokio::sync::Notify,
-    drop_all: tokio::sync::Notify,
+    drops: Drops,
     /// The socket stops reading and writing (no pongs either).
     silent: AtomicBool,
     next_ts: AtomicU64,
@@ -140,6 +155,7 @@ async fn socket(ws: WebSocketUpgrade, axum::extract::State(f): axum::extract::St
 
 async fn session(mut s: WebSocket, f: Arc<Fake>) {
     f.connections.fetch_add(1, Ordering::SeqCst);
+    let mut drops = f.drops.0.subscribe();
     let _ = s.send(Message::text(json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}).to_string())).await;
     let mut sent: Vec<String> = Vec::new();
     loop {
@@ -147,7 +163,7 @@ async fn session(mut s: WebSocket, f: Arc<Fake>) {
             // A dead link: hold the socket, answer nothing (not even pings).
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => return,
-                _ = f.drop_all.notified() => return,
+                _ = drops.changed() => return,
             }
         }
         // Everything unacked and not yet sent on this connection.
@@ -192,7 +208,7 @@ async fn session(mut s: WebSocket, f: Arc<Fake>) {
                 }
             }
             _ = notified => {}
-            _ = f.drop_all.notified() => return,
+            _ = drops.changed() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
@@ -436,7 +452,7 @@ fn slack_recovers_dropped_and_stalled_sockets_and_a_killed_host_loses_and_repeat
     assert!(f.acked(&e1));
 
     // Dropped: the next connection gets what was sent meanwhile.
-    f.drop_all.notify_waiters();
+    f.drops.drop_all();
     f.message("D1", "im", "1700000000.000002", "hello two", json!({}));
     wait_for("the reply after the drop", WAIT, || f.echoes("hello two") == 1);
 
@@ -445,7 +461,7 @@ fn slack_recovers_dropped_and_stalled_sockets_and_a_killed_host_loses_and_repeat
     f.silent.store(true, Ordering::SeqCst);
     wait_for("a new connection after the stall", WAIT, || f.connections.load(Ordering::SeqCst) > before);
     f.silent.store(false, Ordering::SeqCst);
-    f.drop_all.notify_waiters();
+    f.drops.drop_all();
     f.message("D1", "im", "1700000000.000003", "hello three", json!({}));
     wait_for("the reply after the stall", WAIT, || f.echoes("hello three") == 1);
     wait_for("the replies recorded as delivered", WAIT, || delivered(&s.data) >= 3);
@@ -454,7 +470,7 @@ fn slack_recovers_dropped_and_stalled_sockets_and_a_killed_host_loses_and_repeat
     // and another arriving while pinch is down.
     d.0.kill().unwrap();
     d.0.wait().unwrap();
-    f.drop_all.notify_waiters();
+    f.drops.drop_all();
     for (e, acked) in f.envelopes.lock().unwrap().iter_mut() {
         if e["payload"]["event"]["text"] == "hello three" {
             *acked = false; // the ack was lost with the connection
