@@ -132,6 +132,8 @@ struct Fake {
     /// Gateway ops received (IDENTIFY = 2, RESUME = 6).
     ops: Mutex<Vec<u64>>,
     connections: AtomicU64,
+    /// Gateway connections open right now.
+    open: Arc<AtomicU64>,
     live: Live,
     /// Close every open gateway connection.
     drops: Drops,
@@ -177,6 +179,14 @@ async fn gateway(ws: WebSocketUpgrade, axum::extract::State(f): axum::extract::S
 
 async fn session(mut s: WebSocket, f: Arc<Fake>) {
     f.connections.fetch_add(1, Ordering::SeqCst);
+    struct Open(Arc<AtomicU64>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    f.open.fetch_add(1, Ordering::SeqCst);
+    let _open = Open(f.open.clone());
     let mut drops = f.drops.0.subscribe();
     let mut live = f.live.0.subscribe();
     let _ = s.send(Message::text(json!({"op": 10, "d": {"heartbeat_interval": 1000}}).to_string())).await;
@@ -502,9 +512,11 @@ fn discord_resumes_a_dropped_gateway_rebuilds_a_silent_one_and_a_killed_host_cat
     // The server drops the connection; a message sent meanwhile is
     // replayed on RESUME.
     f.drops.drop_all();
+    wait_for("the connection closed", WAIT, || f.open.load(Ordering::SeqCst) == 0);
     f.user_message("dm1", 1002, "hello two", json!({}));
     wait_for("the reply after the drop", WAIT, || f.replies_to(1002) == 1);
-    assert!(f.ops.lock().unwrap().contains(&6), "the adapter resumed: {:?}", f.ops.lock().unwrap());
+    let ops = f.ops.lock().unwrap().clone();
+    assert_eq!(ops, vec![2, 6], "one IDENTIFY, then a RESUME (which replayed the message)");
 
     // The link goes silent (no heartbeat acks, no events): the adapter
     // must notice and reconnect on its own.

@@ -110,6 +110,8 @@ struct Fake {
     calls: Mutex<Vec<(String, Value)>>,
     uploads: Mutex<Vec<Vec<u8>>>,
     connections: AtomicU64,
+    /// Sockets open right now.
+    open: Arc<AtomicU64>,
     /// Envelopes sent again with retry_attempt > 0.
     retries: AtomicU64,
     new_envelope: tokio::sync::Notify,
@@ -155,6 +157,14 @@ async fn socket(ws: WebSocketUpgrade, axum::extract::State(f): axum::extract::St
 
 async fn session(mut s: WebSocket, f: Arc<Fake>) {
     f.connections.fetch_add(1, Ordering::SeqCst);
+    struct Open(Arc<AtomicU64>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    f.open.fetch_add(1, Ordering::SeqCst);
+    let _open = Open(f.open.clone());
     let mut drops = f.drops.0.subscribe();
     let _ = s.send(Message::text(json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}).to_string())).await;
     let mut sent: Vec<String> = Vec::new();
@@ -452,9 +462,12 @@ fn slack_recovers_dropped_and_stalled_sockets_and_a_killed_host_loses_and_repeat
     assert!(f.acked(&e1));
 
     // Dropped: the next connection gets what was sent meanwhile.
+    let before = f.connections.load(Ordering::SeqCst);
     f.drops.drop_all();
+    wait_for("the socket closed", WAIT, || f.open.load(Ordering::SeqCst) == 0);
     f.message("D1", "im", "1700000000.000002", "hello two", json!({}));
     wait_for("the reply after the drop", WAIT, || f.echoes("hello two") == 1);
+    assert!(f.connections.load(Ordering::SeqCst) > before, "delivered on a new connection");
 
     // Stalled: the socket goes silent (no frames, no pongs); the watchdog rebuilds it.
     let before = f.connections.load(Ordering::SeqCst);
