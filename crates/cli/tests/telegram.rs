@@ -83,6 +83,15 @@ after_tool = "send_file"
 reply = "report sent"
 
 [[rule]]
+contains = "show env"
+tool = "shell"
+args = {{ command = "env; echo END-OF-ENV" }}
+
+[[rule]]
+after_tool = "shell"
+reply = "env: {{tool_result}}"
+
+[[rule]]
 contains = "long one"
 reply = "{long}"
 
@@ -360,6 +369,18 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
     assert_eq!(parts.len(), 2, "{:?}", parts.iter().map(String::len).collect::<Vec<_>>());
     assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
     assert_eq!(parts.concat(), long_reply().replace("\\n", "\n"));
+
+    // The token never reaches the sandbox: not in the agent's environment,
+    // not in any file under the sessions.
+    fake.push(fake.message(DM, "private", 7, DM, "show env please"));
+    let env = wait_call(&fake, "the environment", "sendMessage", |v| v["text"].as_str().is_some_and(|t| t.starts_with("env:")));
+    let env = env["text"].as_str().unwrap();
+    assert!(env.contains("END-OF-ENV"), "{env}");
+    assert!(!env.contains("TEST-token") && !env.contains("PINCH_TEST_TG_TOKEN"), "the token reached the sandbox: {env}");
+    for f in walk(&s.data.join("sessions")) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains("TEST-token"), "the token is in {}", f.display());
+    }
 
     // Group: not mentioned → stored nowhere; a bot → ignored; @mention and a
     // reply to the bot → answered.
