@@ -46,6 +46,9 @@ pub struct FileConfig {
 pub struct HttpSection {
     /// `host:port`, default `127.0.0.1:7878` (loopback only).
     pub listen: Option<String>,
+    /// Serve Prometheus metrics at `/metrics` (default true whenever the
+    /// listener runs; `metrics = true` alone starts the listener).
+    pub metrics: Option<bool>,
 }
 
 /// `[web]`: web chat.
@@ -596,14 +599,15 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
         hooks.push(pinch_channels::webhook::HookConfig { name: name.clone(), secret, callback_url: h.callback_url.clone(), max_body });
     }
     let web = file.web.enabled.unwrap_or(false);
-    if !web && hooks.is_empty() {
+    let metrics = file.http.metrics.unwrap_or(true);
+    if !web && hooks.is_empty() && file.http.listen.is_none() && file.http.metrics != Some(true) {
         return Ok(None);
     }
     let listen = file.http.listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
     let listen = listen
         .parse::<std::net::SocketAddr>()
         .with_context(|| format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)"))?;
-    Ok(Some(pinch_host::config::HttpSettings { listen, web, hooks }))
+    Ok(Some(pinch_host::config::HttpSettings { listen, web, hooks, metrics }))
 }
 
 /// What the default provider choice looks at.

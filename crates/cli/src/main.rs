@@ -307,7 +307,7 @@ fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostF
             let listen = file_listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
             let listen: std::net::SocketAddr =
                 listen.parse().map_err(|_| ConfigError(format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)")))?;
-            cfg.http = Some(pinch_host::config::HttpSettings { listen, web: true, hooks: Vec::new() });
+            cfg.http = Some(pinch_host::config::HttpSettings { listen, web: true, hooks: Vec::new(), metrics: true });
             listen
         }
     };

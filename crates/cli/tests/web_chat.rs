@@ -178,7 +178,7 @@ impl JsonText for reqwest::Response {
 
 fn web_host(tmp: &Path) -> pinch_host::HostConfig {
     let mut cfg = with_script(host_config(tmp, any_sandbox()), SCRIPT);
-    cfg.http = Some(pinch_host::config::HttpSettings { listen: "127.0.0.1:0".parse().unwrap(), web: true, hooks: Vec::new() });
+    cfg.http = Some(pinch_host::config::HttpSettings { listen: "127.0.0.1:0".parse().unwrap(), web: true, hooks: Vec::new(), metrics: true });
     cfg
 }
 

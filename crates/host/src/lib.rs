@@ -27,6 +27,7 @@ pub mod cgroup;
 pub mod config;
 pub mod delivery;
 pub mod history;
+pub mod metrics;
 pub mod mounts;
 pub mod paths;
 pub mod permissions;

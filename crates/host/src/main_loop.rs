@@ -129,6 +129,8 @@ struct Host {
     pending_acks: Vec<PendingAck>,
     /// Agent-to-agent sends per ordered pair (times), for the rate limit.
     a2a_sends: a2a::PairLimiter,
+    /// How many sessions `/metrics` was last told about.
+    published_sessions: usize,
     stats: Arc<Stats>,
     shutting_down: bool,
     _lock: HostLock,
@@ -264,6 +266,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         pending_writes: Vec::new(),
         pending_acks: Vec::new(),
         a2a_sends: a2a::PairLimiter::default(),
+        published_sessions: usize::MAX,
         stats: stats.clone(),
         shutting_down: false,
         _lock: lock,
@@ -282,6 +285,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     }
     tracing::info!(data_dir = %data.root().display(), sandbox = sandbox_kind.as_str(), socket = %data.cli_socket().display(), "pinch host ready");
 
+    let metrics_tx = ch_tx.clone();
     let join = tokio::spawn(async move {
         let mut delivery_tick = tokio::time::interval(host.cfg.delivery_poll);
         let mut sweep_tick = tokio::time::interval(host.cfg.sweep_interval);
@@ -331,6 +335,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
                 }
             }
             host.flush();
+            host.publish_gauges(metrics_tx.max_capacity() - metrics_tx.capacity());
             if shutdown_deadline.is_some() && host.live_count() == 0 {
                 break;
             }
@@ -891,6 +896,27 @@ impl Host {
         }
     }
 
+    /// Gauges for `/metrics`: sessions by state, the channel queue, and
+    /// (when the set changed) the session folders to count pending work in.
+    fn publish_gauges(&mut self, queue: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &crate::metrics::METRICS;
+        let (mut active, mut running, mut quarantined) = (0u64, 0u64, 0u64);
+        for s in self.sessions.values().filter(|s| !s.closed) {
+            active += 1;
+            running += s.runner.is_some() as u64;
+            quarantined += s.quarantined as u64;
+        }
+        m.sessions_active.store(active, Relaxed);
+        m.sessions_running.store(running, Relaxed);
+        m.sessions_quarantined.store(quarantined, Relaxed);
+        m.channel_queue.store(queue as u64, Relaxed);
+        if self.published_sessions != active as usize {
+            self.published_sessions = active as usize;
+            m.set_session_dirs(self.sessions.values().filter(|s| !s.closed).map(|s| s.dir.root().to_owned()).collect());
+        }
+    }
+
     /// The group's extra folders that pass the allowlist (SPEC §7.8); the
     /// rest are logged with their reasons and left out.
     fn extra_mounts(&self, ag: &str) -> Vec<pinch_policy::mounts::Granted> {
@@ -1068,6 +1094,7 @@ impl Host {
             let _ = events.send(Event::RunnerExited { session_id: sid, runner_id: rid, code, signal });
         });
         self.stats.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::METRICS.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
         let s = self.sessions.get_mut(id).expect("session exists");
         s.runner = Some(Live { runner_id, pid, started_at, spawned_ms: now_ms(), stop_requested_at: None, kill_reason: None, _alive: Some(alive_w) });
@@ -1076,6 +1103,7 @@ impl Host {
 
     fn on_exit(&mut self, id: &str, runner_id: &str, code: Option<i32>, signal: Option<i32>) {
         self.stats.exits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::METRICS.exit(code, signal);
         let shutting_down = self.shutting_down;
         let Some(s) = self.sessions.get_mut(id) else { return };
         let span = tracing::info_span!("session", session_id = %id);
@@ -1197,6 +1225,7 @@ impl Host {
                 let span = Duration::from_millis((now - s.exits_ms.first().copied().unwrap_or(now)).max(0) as u64);
                 let reason = pinch_policy::budget::quarantine_reason(s.exits_ms.len(), span, cause.as_str(), detail);
                 s.quarantined = true;
+                crate::metrics::METRICS.quarantines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let routing = pinch_proto::open::open_reader(&s.dir.inbound_db(), session::BUSY)
                     .ok()
                     .and_then(|c| pinch_proto::rows::routing(&c).ok().flatten());
@@ -1406,6 +1435,28 @@ async fn start_http(
             .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
         router = router.merge(web.router());
         channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
+    }
+    if h.metrics {
+        // Loopback: open, like any local exporter. Otherwise the web token
+        // as a bearer token.
+        let token = if h.listen.ip().is_loopback() { None } else { Some(crate::web_token(data.root())?) };
+        router = router.route(
+            "/metrics",
+            pinch_channels::http::axum::routing::get(move |headers: pinch_channels::http::axum::http::HeaderMap| {
+                let token = token.clone();
+                async move {
+                    use pinch_channels::http::axum::http::{header, StatusCode};
+                    if let Some(t) = token {
+                        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+                        if !pinch_channels::http::secret_eq(given.as_bytes(), t.as_bytes()) {
+                            return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/plain")], "metrics need `Authorization: Bearer <web token>` (pinch admin web-token)\n".to_owned());
+                        }
+                    }
+                    let body = tokio::task::spawn_blocking(|| crate::metrics::METRICS.render()).await.unwrap_or_default();
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                }
+            }),
+        );
     }
     if !h.listen.ip().is_loopback() {
         tracing::warn!(listen = %h.listen, "the HTTP listener is reachable from other machines; put TLS in front of it");
