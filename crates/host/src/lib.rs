@@ -25,6 +25,7 @@ pub mod admin_cmds;
 pub mod central;
 pub mod cgroup;
 pub mod config;
+pub mod dashboard;
 pub mod delivery;
 pub mod history;
 pub mod metrics;

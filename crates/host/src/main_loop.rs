@@ -210,8 +210,9 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if cfg.http.as_ref().is_some_and(|h| h.web) {
         central.ensure_web_owner(&cfg.login).context("wiring web chat to the agent `main`")?;
     }
+    let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
     let http_server = match &cfg.http {
-        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels).await?),
+        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels, &admin_tx).await?),
         None => None,
     };
     let http_addr = http_server.as_ref().map(|s| s.addr);
@@ -241,7 +242,6 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         }
     };
 
-    let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
     crate::admin::serve(&data.admin_socket(), admin_tx)
         .with_context(|| format!("binding the admin socket {}", data.admin_socket().display()))?;
     let (delivery_stop, _) = watch::channel(false);
@@ -1422,6 +1422,7 @@ async fn start_http(
     login: &str,
     ch_tx: &mpsc::Sender<ChannelEvent>,
     channels: &mut Channels,
+    admin_tx: &mpsc::UnboundedSender<(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>)>,
 ) -> Result<pinch_channels::http::Server> {
     let mut router = pinch_channels::http::Router::new();
     if !h.hooks.is_empty() {
@@ -1435,6 +1436,8 @@ async fn start_http(
             .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
         router = router.merge(web.router());
         channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
+        // The dashboard, behind the same token.
+        router = router.merge(crate::dashboard::router(crate::web_token(data.root())?, admin_tx.clone()));
     }
     if h.metrics {
         // Loopback: open, like any local exporter. Otherwise the web token
