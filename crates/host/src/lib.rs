@@ -26,6 +26,7 @@ pub mod central;
 pub mod cgroup;
 pub mod config;
 pub mod dashboard;
+pub mod docker;
 pub mod delivery;
 pub mod history;
 pub mod metrics;

@@ -184,7 +184,10 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if left > 0 {
         tracing::warn!(count = left, "killed sandboxes and runners left over from a previous host of this data dir");
     }
-    let sandbox = sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sandbox = sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    sandbox
+        .prepare(&cfg.runner_exe, data.root(), &data.run_dir())
+        .map_err(|e| anyhow::anyhow!("preparing the {} sandbox: {e}", sandbox.kind().as_str()))?;
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
     }
@@ -518,6 +521,7 @@ impl Host {
                     if l.runner_id == runner_id {
                         tracing::warn!(session_id = %session_id, runner_id = %runner_id, "runner did not stop within the grace, killing it");
                         kill(l.pid);
+                        self.sandbox.kill_session(&session_id);
                     }
                 }
             }
@@ -985,7 +989,7 @@ impl Host {
             provider.model = Some(self.sandbox.model_path(&mounts, host_path).to_string_lossy().into_owned());
         }
         let proxy_socket = match self.sandbox.kind() {
-            sandbox::Kind::Bwrap => "/pinch/run/llm.sock".to_owned(),
+            sandbox::Kind::Bwrap | sandbox::Kind::Docker => "/pinch/run/llm.sock".to_owned(),
             sandbox::Kind::Process => mounts.proxy_dir.as_ref().map(|d| d.join("llm.sock").to_string_lossy().into_owned()).unwrap_or_default(),
         };
         let rc = RunnerConfig {
@@ -1022,7 +1026,7 @@ impl Host {
         let env = vec![
             ("PINCH_PROXY".to_owned(), proxy_socket),
             ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-            ("HOME".to_owned(), if self.sandbox.kind() == sandbox::Kind::Bwrap { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
+            ("HOME".to_owned(), if self.sandbox.kind().isolated() { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
             ("TZ".to_owned(), self.cfg.timezone.clone()),
             ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
@@ -1033,10 +1037,13 @@ impl Host {
         // happens to the sandbox's own parent-death signal.
         let (alive_r, alive_w) = liveness_pipe().context("creating the liveness pipe")?;
         let mut env = env;
-        env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
+        let fds = self.sandbox.passes_fds();
+        if fds {
+            env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
+        }
         let mut cmd = self.sandbox.command(&self.cfg.runner_exe, &mounts, &env).context("preparing the sandbox")?;
         cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        {
+        if fds {
             use std::os::fd::AsRawFd;
             use std::os::unix::process::CommandExt;
             let r = alive_r.as_raw_fd();
@@ -1316,6 +1323,7 @@ impl Host {
             if let Err(e) = write_atomic(&s.dir.stop_file(), live.runner_id.as_bytes()) {
                 tracing::warn!(session_id = %id, "cannot write the stop file, killing the runner: {e}");
                 kill(live.pid);
+                self.sandbox.kill_session(id);
             }
             let (events, grace, sid, rid) = (self.events.clone(), self.cfg.stop_grace, id.to_owned(), live.runner_id.clone());
             tokio::spawn(async move {
@@ -1387,6 +1395,7 @@ impl Host {
             if let Some(l) = &s.runner {
                 tracing::warn!(session_id = %s.row.id, "runner did not stop within the grace, killing it");
                 kill(l.pid);
+                self.sandbox.kill_session(&s.row.id);
             }
         }
     }

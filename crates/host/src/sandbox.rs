@@ -25,6 +25,7 @@ pub const SANDBOX_EXE: &str = "/opt/pinch/bin/pinch";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bwrap,
+    Docker,
     Process,
 }
 
@@ -32,8 +33,14 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Bwrap => "bwrap",
+            Kind::Docker => "docker",
             Kind::Process => "process",
         }
+    }
+
+    /// Whether runners see the in-sandbox paths (`/pinch/…`, `/workspace/…`).
+    pub fn isolated(self) -> bool {
+        self != Kind::Process
     }
 }
 
@@ -42,6 +49,7 @@ impl Kind {
 pub enum Choice {
     Auto,
     Bwrap,
+    Docker,
     Process,
 }
 
@@ -52,8 +60,8 @@ impl std::str::FromStr for Choice {
             "auto" => Ok(Choice::Auto),
             "bwrap" => Ok(Choice::Bwrap),
             "process" => Ok(Choice::Process),
-            "docker" => Err("the docker sandbox is not built yet; use bwrap (Linux) or, for development only, process".into()),
-            other => Err(format!("unknown sandbox {other:?}: expected auto, bwrap or process")),
+            "docker" => Ok(Choice::Docker),
+            other => Err(format!("unknown sandbox {other:?}: expected auto, bwrap, docker or process")),
         }
     }
 }
@@ -105,6 +113,36 @@ pub trait Sandbox: Send + Sync {
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf;
     /// The command that starts `pinch runner` for these mounts.
     fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command>;
+    /// Whether file descriptors reach the runner (the liveness pipe,
+    /// decision 0006); a container's runner does not get them.
+    fn passes_fds(&self) -> bool {
+        true
+    }
+    /// Kills what a SIGKILL of the spawned process does not reach (a
+    /// container outlives its `docker run` client).
+    fn kill_session(&self, _session_id: &str) {}
+    /// Once at host start: build what the backend needs (Docker's image)
+    /// and clean up after a previous host of this data dir.
+    fn prepare(&mut self, _exe: &Path, _data_dir: &Path, _run_dir: &Path) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The folders as a runner inside bwrap or Docker sees them.
+pub fn sandboxed_paths(m: &Mounts) -> RunnerPaths {
+    RunnerPaths {
+        in_dir: "/pinch/in".into(),
+        out_dir: "/pinch/out".into(),
+        inbox_dir: "/workspace/inbox".into(),
+        outbox_dir: "/workspace/outbox".into(),
+        workspace_dir: "/workspace/agent".into(),
+        global_dir: Some("/workspace/global".into()),
+        extra: m
+            .extra
+            .iter()
+            .map(|g| ExtraMount { name: g.name.clone(), path: format!("/workspace/extra/{}", g.name).into(), read_write: g.read_write })
+            .collect(),
+    }
 }
 
 /// Per-process resource limits every bwrap runner (and whatever it starts)
@@ -310,19 +348,7 @@ impl Sandbox for Bwrap {
     }
 
     fn runner_paths(&self, m: &Mounts) -> RunnerPaths {
-        RunnerPaths {
-            in_dir: "/pinch/in".into(),
-            out_dir: "/pinch/out".into(),
-            inbox_dir: "/workspace/inbox".into(),
-            outbox_dir: "/workspace/outbox".into(),
-            workspace_dir: "/workspace/agent".into(),
-            global_dir: Some("/workspace/global".into()),
-            extra: m
-                .extra
-                .iter()
-                .map(|g| ExtraMount { name: g.name.clone(), path: format!("/workspace/extra/{}", g.name).into(), read_write: g.read_write })
-                .collect(),
-        }
+        sandboxed_paths(m)
     }
 
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf {
@@ -421,6 +447,13 @@ pub fn select(choice: Choice) -> Result<Box<dyn Sandbox>, String> {
 pub fn select_with(choice: Choice, limits: Limits) -> Result<Box<dyn Sandbox>, String> {
     match choice {
         Choice::Process => Ok(Box::new(Process)),
+        Choice::Docker => {
+            let Some(docker) = crate::docker::find_docker() else {
+                return Err("docker is not installed: install it (Debian/Ubuntu: `sudo apt-get install -y docker.io`), or use --sandbox bwrap".into());
+            };
+            crate::docker::probe(&docker)?;
+            Ok(Box::new(crate::docker::Docker::new(docker, limits)))
+        }
         Choice::Bwrap | Choice::Auto => {
             let Some(bwrap) = find_bwrap() else {
                 return Err(format!("bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"));

@@ -309,3 +309,16 @@ pub fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str
         .unwrap())
 }
 
+
+/// Whether a Docker daemon answers here. With PINCH_TEST_REQUIRE_DOCKER=1
+/// (CI, which starts dockerd) its absence fails the test instead.
+pub fn docker_or_skip() -> bool {
+    if pinch_host::docker::find_docker().is_some_and(|d| pinch_host::docker::probe(&d).is_ok()) {
+        return true;
+    }
+    if std::env::var("PINCH_TEST_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("PINCH_TEST_REQUIRE_DOCKER=1 but no Docker daemon answers: start dockerd");
+    }
+    eprintln!("note: no Docker daemon here: skipping a docker test");
+    false
+}
