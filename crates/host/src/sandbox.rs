@@ -531,7 +531,7 @@ mod tests {
     #[test]
     fn choice_parsing_names_the_fix() {
         assert_eq!("bwrap".parse::<Choice>().unwrap(), Choice::Bwrap);
-        assert!("docker".parse::<Choice>().unwrap_err().contains("not built yet"));
-        assert!("lxc".parse::<Choice>().unwrap_err().contains("expected auto, bwrap or process"));
+        assert_eq!("docker".parse::<Choice>().unwrap(), Choice::Docker);
+        assert!("lxc".parse::<Choice>().unwrap_err().contains("expected auto, bwrap, docker or process"));
     }
 }
