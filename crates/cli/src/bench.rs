@@ -1113,7 +1113,8 @@ impl Bench {
         let dir = self.temp_dir("p6")?;
         seed_idle_sessions(dir.path(), P6_SESSIONS)?;
         let config = dir.path().join("pinch.toml");
-        std::fs::write(&config, "").with_context(|| format!("writing {}", config.display()))?;
+        // CLI + web chat (the web listener on a free loopback port).
+        std::fs::write(&config, "[provider]\ndefault = \"scripted\"\n[http]\nlisten = \"127.0.0.1:0\"\n[web]\nenabled = true\n").with_context(|| format!("writing {}", config.display()))?;
         let log_path = dir.path().join("host.log");
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut child = Command::new(&self.exe)
@@ -1138,7 +1139,7 @@ impl Bench {
         .await;
         terminate(&mut child)?;
         let mem = measured?;
-        let notes = vec![mem.detail(), "channels: CLI only (the web channel is not built yet)".into()];
+        let notes = vec![mem.detail(), "channels: CLI and web chat (listener on a loopback port, no browser connected)".into()];
         Ok(Row { fig: Fig::P6, sandbox: kind, measured: Measured::Memory(mem), baseline: None, notes })
     }
 }

@@ -739,7 +739,7 @@ mod tests {
         let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("at least 2"), "{e}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { sandbox: Some("vm".into()), ..Default::default() }).unwrap_err();
-        assert!(format!("{e:#}").contains("expected auto, bwrap or process"), "{e:#}");
+        assert!(format!("{e:#}").contains("expected auto, bwrap, docker or process"), "{e:#}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("pinch model fetch") && e.to_string().contains("/tmp/x/models/SmolLM2"), "{e}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("llama".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
