@@ -81,6 +81,7 @@ fn fixtures() -> Vec<Fixture> {
             models_dir: Some(models),
             model_file: None,
             extra: vec![],
+            tools_dir: None,
         };
         out.push(Fixture {
             _tmp: tmp,

@@ -137,7 +137,7 @@ impl Docker {
             }
         }
         let _cleanup = Cleanup(r);
-        for d in ["opt/pinch/bin", "opt/pinch/models", "opt/pinch/model", "pinch/in", "pinch/out", "pinch/run", "workspace/agent", "workspace/inbox", "workspace/outbox", "workspace/global", "workspace/extra", "usr", "tmp", "proc", "dev", "sys", "etc"] {
+        for d in ["opt/pinch/bin", "opt/pinch/models", "opt/pinch/model", "opt/pinch/tools", "pinch/in", "pinch/out", "pinch/run", "workspace/agent", "workspace/inbox", "workspace/outbox", "workspace/global", "workspace/extra", "usr", "tmp", "proc", "dev", "sys", "etc"] {
             std::fs::create_dir_all(r.join(d)).map_err(|e| e.to_string())?;
         }
         for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
@@ -271,6 +271,9 @@ impl Docker {
         }
         if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
             bind(file, &m.model_path_inside(file).to_string_lossy(), true);
+        }
+        if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
+            bind(t, crate::tools_dir::SANDBOX_TOOLS, true);
         }
         for g in &m.extra {
             bind(&g.host, &format!("/workspace/extra/{}", g.name), !g.read_write);

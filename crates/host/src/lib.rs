@@ -39,6 +39,7 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod session;
 pub mod tasks;
+pub mod tools_dir;
 
 mod lock;
 mod main_loop;

@@ -28,6 +28,7 @@ use crate::{Control, HostHandle, SessionInfo, Stats};
 
 mod a2a;
 mod create_agent;
+mod self_mod;
 mod agent_admin;
 mod approvals;
 mod routing;
@@ -56,6 +57,8 @@ pub(crate) enum Event {
     /// A chat row an agent addressed to another agent; the reply is the
     /// delivery's record (Ok: the target session) or why it was refused.
     AgentMessage { session_id: String, row: pinch_proto::rows::OutboundRow, done: tokio::sync::oneshot::Sender<Result<String, String>> },
+    /// Approved packages finished installing (or failed).
+    ToolsInstalled { approval: Box<crate::permissions::Approval>, result: Result<String, String> },
     /// No approver could be reached for this card.
     ApprovalUndeliverable { approval_id: String, why: String },
     Shutdown,
@@ -516,6 +519,7 @@ impl Host {
                 }
                 self.try_wake(&id);
             }
+            Event::ToolsInstalled { approval, result } => self.tools_installed(&approval, result),
             Event::StopDeadline { session_id, runner_id } => {
                 if let Some(l) = self.sessions.get(&session_id).and_then(|s| s.runner.as_ref()) {
                     if l.runner_id == runner_id {
@@ -982,6 +986,7 @@ impl Host {
             models_dir: Some(self.data.models_dir()),
             model_file: local_model.clone(),
             extra: self.extra_mounts(&row.agent_group_id),
+            tools_dir: Some(self.data.group_dir(&row.folder).join(".tools")),
         };
         // `local`: runner.json names the model as the runner will see it.
         let mut provider = self.cfg.provider.clone();
@@ -1023,9 +1028,14 @@ impl Host {
         prune_logs(&log_dir, 4);
         let log_path = log_dir.join(format!("{runner_id}.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        // Approved packages (SPEC §7.6) come first on PATH.
+        let tools_root = if self.sandbox.kind().isolated() { PathBuf::from(crate::tools_dir::SANDBOX_TOOLS) } else { mounts.tools_dir.clone().unwrap_or_default() };
+        let (mut tool_path, python_path) = crate::tools_dir::env_for(&tools_root);
+        tool_path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(str::to_owned));
         let env = vec![
             ("PINCH_PROXY".to_owned(), proxy_socket),
-            ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+            ("PATH".to_owned(), tool_path.join(":")),
+            ("PYTHONPATH".to_owned(), python_path),
             ("HOME".to_owned(), if self.sandbox.kind().isolated() { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
             ("TZ".to_owned(), self.cfg.timezone.clone()),

@@ -91,6 +91,9 @@ pub struct Mounts {
     /// Extra folders the owner allowed (SPEC §7.8), at
     /// `/workspace/extra/<name>`, read-only unless granted read-write.
     pub extra: Vec<pinch_policy::mounts::Granted>,
+    /// The group's tools folder (approved packages), read-only at
+    /// `/opt/pinch/tools` when it exists (SPEC §7.6).
+    pub tools_dir: Option<PathBuf>,
 }
 
 impl Mounts {
@@ -322,6 +325,9 @@ impl Bwrap {
         }
         if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
             a.extend(["--ro-bind".into(), p(file), p(&m.model_path_inside(file))]);
+        }
+        if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
+            a.extend(["--ro-bind".into(), p(t), crate::tools_dir::SANDBOX_TOOLS.into()]);
         }
         for g in &m.extra {
             let flag = if g.read_write { "--bind" } else { "--ro-bind" };
