@@ -288,10 +288,12 @@ pub(crate) fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen
     let mut next = 0usize;
     let mut awaiting: HashMap<String, String> = HashMap::new(); // client_id -> token
     let gap = Duration::from_secs_f64(1.0 / rate.max(0.1));
-    let mut last_send = Instant::now() - gap;
+    // Message k is due at start + k·gap: an absolute schedule, so the time
+    // spent reading between sends does not lower the rate.
+    let start = Instant::now();
     let mut line = String::new();
     while !done.load(Ordering::SeqCst) {
-        if next < n && last_send.elapsed() >= gap {
+        if next < n && start.elapsed() >= gap.mul_f64(next as f64) {
             let token = format!("chaos-{next:05}");
             let m = ClientMsg::Message { text: token.clone(), client_id: Some(token.clone()) };
             let ok = serde_json::to_string(&m).map(|s| s + "\n").ok().is_some_and(|s| link.w.write_all(s.as_bytes()).is_ok());
@@ -299,7 +301,6 @@ pub(crate) fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen
                 awaiting.insert(token.clone(), token);
                 seen.lock().unwrap().sent += 1;
                 next += 1;
-                last_send = Instant::now();
             }
         }
         // A read timeout keeps the partial line in `line`; it is cleared
