@@ -142,6 +142,8 @@ pub struct SandboxSection {
     pub cpu_s: Option<u64>,
     pub open_files: Option<u64>,
     pub pids: Option<u64>,
+    /// A cgroup per sandbox for `pids` and total memory (default true).
+    pub cgroup: Option<bool>,
     /// The mount allowlist (default: `mount-allowlist.toml` beside the
     /// default `pinch.toml`).
     pub mount_allowlist: Option<PathBuf>,
@@ -357,6 +359,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         cpu_s: positive("cpu_s", sb.cpu_s, d.cpu_s)?,
         open_files: positive("open_files", sb.open_files, d.open_files)?.max(64),
         pids: positive("pids", sb.pids, d.pids)?.max(16),
+        cgroup: sb.cgroup.unwrap_or(d.cgroup),
     };
     c.mount_allowlist = Some(sb.mount_allowlist.clone().unwrap_or_else(default_mount_allowlist));
     // Default order (SPEC §5.5): configured (flag, then file; a scripted

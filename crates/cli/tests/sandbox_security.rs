@@ -347,6 +347,7 @@ fn resource_limits_hold_and_files_belong_to_the_invoking_user() {
             cpu_s: 60,
             open_files: 64,
             pids: 512,
+            cgroup: true,
         };
         let (_, out) = f.sh("head -c 2097152 /dev/zero > /workspace/agent/big; echo rc=$?; stat -c %s /workspace/agent/big");
         assert!(
