@@ -14,9 +14,17 @@
 
 #[cfg(feature = "channel-cli")]
 pub mod cli_socket;
+#[cfg(feature = "channel-discord")]
+pub mod discord;
 pub mod fake;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "platform")]
+pub mod platform;
+#[cfg(feature = "channel-slack")]
+pub mod slack;
+#[cfg(feature = "channel-telegram")]
+pub mod telegram;
 #[cfg(feature = "channel-web")]
 pub mod web;
 #[cfg(feature = "channel-webhook")]

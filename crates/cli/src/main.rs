@@ -184,8 +184,9 @@ fn main() -> ExitCode {
                 .clone()
                 .or_else(|| config::load_file(cli.config.as_deref()).ok().and_then(|f| f.data_dir))
                 .unwrap_or_else(config::default_data_dir);
+            let channel_envs = config::load_file(cli.config.as_deref()).map(|f| config::channel_envs(&f)).unwrap_or_default();
             let config = host_config(cli.data_dir, cli.config, &flags).map_err(|e| format!("{e:#}"));
-            ExitCode::from(doctor::run(doctor::Input { config_path, data_dir, config }) as u8)
+            ExitCode::from(doctor::run(doctor::Input { config_path, data_dir, config, channel_envs }) as u8)
         }
         Command::Service(args) => {
             let config_path = cli.config.clone().unwrap_or_else(config::default_config_path);

@@ -66,3 +66,21 @@ fn a_working_setup_passes_and_a_silent_model_server_is_named() {
     assert!(f[0].contains("openai at http://127.0.0.1:1/v1 is not reachable"), "{out}");
     assert!(out.contains("fix: start the model server, or fix provider.openai.base_url"), "{out}");
 }
+
+#[test]
+fn each_configured_channel_token_is_checked_without_showing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".config/pinch")).unwrap();
+    std::fs::write(home.join(".config/pinch/pinch.toml"), "[telegram]\n[slack]\nbot_token_env = \"MY_SLACK_BOT\"\n").unwrap();
+    let path = std::env::var("PATH").unwrap_or_default();
+    let secret = "123456:VERY-secret-telegram-token";
+    let (code, out) = doctor(&home, &path, &[("TELEGRAM_BOT_TOKEN", secret), ("MY_SLACK_BOT", "xoxb-also-secret")], &["--provider", "scripted"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[telegram] token_env: TELEGRAM_BOT_TOKEN is set"), "{out}");
+    assert!(out.contains("[slack] bot_token_env: MY_SLACK_BOT is set"), "{out}");
+    let f = fails(&out);
+    assert!(f.iter().any(|l| l.contains("[slack] app_token_env: SLACK_APP_TOKEN is not set")), "{out}");
+    assert!(out.contains("fix: export SLACK_APP_TOKEN=… (the app-level token xapp-…"), "{out}");
+    assert!(!out.contains("VERY-secret") && !out.contains("also-secret"), "a token value was shown: {out}");
+}

@@ -73,6 +73,11 @@ pub struct HostConfig {
     /// (tests and benchmarks add a recording fake; the platform adapters
     /// come from configuration).
     pub extra_channels: Vec<ChannelFactory>,
+    /// The chat platforms from configuration (Telegram, Discord, Slack):
+    /// built once the event queue exists; one may contribute routes to the
+    /// shared HTTP listener (Telegram's webhook mode), which then must be
+    /// configured ([`HostConfig::http`]).
+    pub platforms: Vec<PlatformFactory>,
     /// The HTTP listener shared by web chat and webhooks (SPEC §9.2);
     /// `None` (the default): no listener.
     pub http: Option<HttpSettings>,
@@ -101,6 +106,16 @@ impl HttpSettings {
 /// Builds an adapter that sends its events into the host's queue.
 pub type ChannelFactory = std::sync::Arc<
     dyn Fn(tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>) -> std::sync::Arc<dyn pinch_channels::Channel> + Send + Sync,
+>;
+
+/// Builds a platform adapter (starting its connection) and, if it serves
+/// HTTP, its routes. An `Err` (a clear message) stops the host's start.
+pub type PlatformFactory = std::sync::Arc<
+    dyn Fn(
+            tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>,
+        ) -> Result<(std::sync::Arc<dyn pinch_channels::Channel>, Option<pinch_channels::http::Router>), String>
+        + Send
+        + Sync,
 >;
 
 /// A configured MCP server and the agent groups that get it.
@@ -174,6 +189,7 @@ impl HostConfig {
             sticky_window: Duration::from_secs(600),
             approval_ttl: Duration::from_secs(24 * 3600),
             extra_channels: Vec::new(),
+            platforms: Vec::new(),
             http: None,
         }
     }

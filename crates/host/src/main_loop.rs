@@ -213,12 +213,23 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         let ch = make(ch_tx.clone());
         channels.insert(ch.channel_type().to_owned(), ch);
     }
+    let mut routes = Vec::new();
+    for make in &cfg.platforms {
+        let (ch, router) = make(ch_tx.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(r) = router {
+            if cfg.http.is_none() {
+                anyhow::bail!("the {} channel serves HTTP but no listener is configured (set [http] listen in pinch.toml)", ch.channel_type());
+            }
+            routes.push(r);
+        }
+        channels.insert(ch.channel_type().to_owned(), ch);
+    }
     if cfg.http.as_ref().is_some_and(|h| h.web) {
         central.ensure_web_owner(&cfg.login).context("wiring web chat to the agent `main`")?;
     }
     let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
     let http_server = match &cfg.http {
-        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels, &admin_tx).await?),
+        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels, routes, &admin_tx).await?),
         None => None,
     };
     let http_addr = http_server.as_ref().map(|s| s.addr);
@@ -1441,9 +1452,13 @@ async fn start_http(
     login: &str,
     ch_tx: &mpsc::Sender<ChannelEvent>,
     channels: &mut Channels,
+    routes: Vec<pinch_channels::http::Router>,
     admin_tx: &mpsc::UnboundedSender<(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>)>,
 ) -> Result<pinch_channels::http::Server> {
     let mut router = pinch_channels::http::Router::new();
+    for r in routes {
+        router = router.merge(r);
+    }
     if !h.hooks.is_empty() {
         let hooks = pinch_channels::webhook::WebhookChannel::new(h.hooks.clone(), ch_tx.clone()).map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
         router = router.merge(hooks.router());

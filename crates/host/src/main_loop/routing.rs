@@ -44,6 +44,18 @@ impl Host {
         }
     }
 
+    /// Shows "typing…" where the channel has it (best effort, once per
+    /// message that wakes an agent; the platforms show it for 5-10 s).
+    fn typing(&self, to: Address) {
+        if let Some(ch) = self.channels.get(&to.channel_type).filter(|c| c.capabilities().typing).cloned() {
+            tokio::spawn(async move {
+                if let Err(e) = ch.typing(&to).await {
+                    tracing::debug!(channel = %to.channel_type, "typing indicator not shown: {e}");
+                }
+            });
+        }
+    }
+
     fn regex(&mut self, p: &str) -> Option<Regex> {
         self.regexes
             .entry(p.to_owned())
@@ -203,6 +215,9 @@ impl Host {
                 // redelivers (rows already queued are idempotent by id).
                 if let Some(e) = errors.into_iter().next() {
                     return Err(e);
+                }
+                if !woken.is_empty() {
+                    self.typing(Address { channel_type: ev.channel_type.clone(), platform_id: ev.platform_id.clone(), thread_id: ev.thread_id.clone() });
                 }
                 if stored.is_empty() {
                     let note = if reasons.contains(&DropReason::UnknownSender) {
