@@ -263,14 +263,21 @@ impl CliChannel {
                         if events.send(ChannelEvent::Message(event, ack)).await.is_err() {
                             break; // host is shutting down
                         }
-                        let reply = match rx.await {
-                            Ok(AckOutcome::Stored { routed, note }) => ServerMsg::Accepted { client_id, id: mid, routed, note },
-                            Ok(AckOutcome::Failed(error)) => ServerMsg::Rejected { client_id, error },
-                            Err(_) => ServerMsg::Rejected { client_id, error: "the host stopped before storing the message".into() },
-                        };
-                        if writer.lock().await.write_all(reply.line().as_bytes()).await.is_err() {
-                            break;
-                        }
+                        // The answer is written when the commit is done, by
+                        // its own task: this reader goes on with the next
+                        // lines (more messages, acks of deliveries), so a
+                        // client may have several messages in flight and a
+                        // commit never holds up the acks deliveries wait for.
+                        // Messages still reach the host in the order sent.
+                        let writer = writer.clone();
+                        tokio::spawn(async move {
+                            let reply = match rx.await {
+                                Ok(AckOutcome::Stored { routed, note }) => ServerMsg::Accepted { client_id, id: mid, routed, note },
+                                Ok(AckOutcome::Failed(error)) => ServerMsg::Rejected { client_id, error },
+                                Err(_) => ServerMsg::Rejected { client_id, error: "the host stopped before storing the message".into() },
+                            };
+                            let _ = writer.lock().await.write_all(reply.line().as_bytes()).await;
+                        });
                     }
                     Ok(ClientMsg::Click { callback }) => {
                         if callback.is_empty() || callback.len() > crate::MAX_CALLBACK {

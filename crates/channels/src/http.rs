@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use axum;
 pub use axum::Router;
 
 /// A running listener; [`Server::stop`] releases the port.

@@ -123,6 +123,7 @@ impl Fig {
             (Fig::P1, _) => "p95 ≤ 10 ms",
             (Fig::P2, _) => "p50 ≤ 10 ms, p95 ≤ 25 ms",
             (Fig::P3, Kind::Bwrap) => "p50 ≤ 30 ms",
+            (Fig::P3, Kind::Docker) => "p50 ≤ 300 ms",
             (Fig::P3, Kind::Process) => "none (bwrap: p50 ≤ 30 ms)",
             (Fig::P4, _) => "≥ 5,000 msg/s",
             (Fig::P6, _) => "≤ 15 MB",
@@ -138,6 +139,8 @@ pub enum SandboxArg {
     Bwrap,
     Process,
     Both,
+    /// Docker (only when asked for: it needs a running daemon).
+    Docker,
 }
 
 #[derive(clap::Args)]
@@ -194,6 +197,10 @@ fn sandboxes(arg: Option<SandboxArg>) -> Result<Vec<Kind>> {
     let bwrap = || sandbox::select(Choice::Bwrap).map(|_| ());
     Ok(match arg.unwrap_or(SandboxArg::Both) {
         SandboxArg::Process => vec![Kind::Process],
+        SandboxArg::Docker => {
+            sandbox::select(Choice::Docker).map_err(|e| anyhow!("the docker sandbox does not work here: {e}"))?;
+            vec![Kind::Docker]
+        }
         SandboxArg::Bwrap => {
             bwrap().map_err(|e| anyhow!("the bwrap sandbox does not work here: {e}"))?;
             vec![Kind::Bwrap]
@@ -239,6 +246,7 @@ impl Bench {
         let mut c = HostConfig::new(dir.to_owned());
         c.sandbox = match kind {
             Kind::Bwrap => Choice::Bwrap,
+            Kind::Docker => Choice::Docker,
             Kind::Process => Choice::Process,
         };
         c.provider = ProviderSettings { kind: "scripted".into(), ..Default::default() };
@@ -888,6 +896,28 @@ fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)>
             ("bare bwrap … /bin/true", c)
         }
         Kind::Process => ("bare /bin/true", Command::new("/bin/true")),
+        Kind::Docker => {
+            // The same image the host runs runners in (built if missing).
+            let docker = pinch_host::docker::find_docker().context("docker is not on PATH")?;
+            let tmp = tempfile::tempdir()?;
+            let mut d = pinch_host::docker::Docker::new(docker.clone(), sandbox::Limits::default());
+            let exe = std::env::current_exe()?;
+            d.prepare_image(&exe, tmp.path(), tmp.path()).map_err(|e| anyhow!(e))?;
+            let mut c = Command::new(docker);
+            c.args(["run", "--rm", "--network", "none", "--mount", "type=bind,source=/usr,target=/usr,readonly", &d.image, "/bin/true"]);
+            // The docker client needs its environment (HOME, DOCKER_HOST).
+            let mut samples = Vec::with_capacity(n);
+            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            for _ in 0..n {
+                let t0 = Instant::now();
+                let st = c.status().context("running docker run")?;
+                samples.push(t0.elapsed());
+                if !st.success() {
+                    bail!("bare docker run failed ({st})");
+                }
+            }
+            return Ok(("bare `docker run --network none … /bin/true`", samples));
+        }
     };
     cmd.env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     let mut samples = Vec::with_capacity(n);
@@ -1083,7 +1113,8 @@ impl Bench {
         let dir = self.temp_dir("p6")?;
         seed_idle_sessions(dir.path(), P6_SESSIONS)?;
         let config = dir.path().join("pinch.toml");
-        std::fs::write(&config, "").with_context(|| format!("writing {}", config.display()))?;
+        // CLI + web chat (the web listener on a free loopback port).
+        std::fs::write(&config, "[provider]\ndefault = \"scripted\"\n[http]\nlisten = \"127.0.0.1:0\"\n[web]\nenabled = true\n").with_context(|| format!("writing {}", config.display()))?;
         let log_path = dir.path().join("host.log");
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut child = Command::new(&self.exe)
@@ -1108,7 +1139,7 @@ impl Bench {
         .await;
         terminate(&mut child)?;
         let mem = measured?;
-        let notes = vec![mem.detail(), "channels: CLI only (the web channel is not built yet)".into()];
+        let notes = vec![mem.detail(), "channels: CLI and web chat (listener on a loopback port, no browser connected)".into()];
         Ok(Row { fig: Fig::P6, sandbox: kind, measured: Measured::Memory(mem), baseline: None, notes })
     }
 }
@@ -1201,6 +1232,7 @@ impl Bench {
 fn runner_mem(kind: Kind, pid: u32) -> Result<(ProcMem, Vec<String>)> {
     match kind {
         Kind::Process => Ok((ProcMem::read(pid)?, vec![])),
+        Kind::Docker => bail!("the runner's memory is measured for bwrap and process only (a container's processes are not children of the host)"),
         Kind::Bwrap => {
             let tree = descendants(pid);
             let runner = *tree

@@ -83,16 +83,16 @@ impl Rng {
 }
 
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// token -> accepted by the host
-    accepted: HashSet<String>,
-    unconfirmed: HashSet<String>,
+    pub(crate) accepted: HashSet<String>,
+    pub(crate) unconfirmed: HashSet<String>,
     /// token -> distinct reply row ids that carried it
-    answers: HashMap<String, Vec<String>>,
+    pub(crate) answers: HashMap<String, Vec<String>>,
     /// reply row ids received (to tell redeliveries apart)
-    rows: HashMap<String, usize>,
+    pub(crate) rows: HashMap<String, usize>,
     /// messages written to the socket
-    sent: usize,
+    pub(crate) sent: usize,
 }
 
 pub fn run(args: ChaosArgs) -> Result<i32> {
@@ -230,7 +230,7 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     Ok(if report.lost == 0 { 0 } else { 1 })
 }
 
-fn wait_socket(sock: &Path, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_socket(sock: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while UnixStream::connect(sock).is_err() {
         if Instant::now() > deadline {
@@ -242,7 +242,7 @@ fn wait_socket(sock: &Path, timeout: Duration) -> Result<()> {
 }
 
 /// The live runner's pid from the admin socket (any session).
-fn runner_pid(data: &Path) -> Option<u32> {
+pub(crate) fn runner_pid(data: &Path) -> Option<u32> {
     let mut s = UnixStream::connect(data.join("run/admin.sock")).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     writeln!(s, "{{\"id\":1,\"command\":\"sessions-list\",\"args\":{{}}}}").ok()?;
@@ -283,15 +283,17 @@ fn tokens(text: &str) -> Vec<String> {
 /// Sends `n` messages at `rate`/s over a connection it re-opens whenever the
 /// host dies, acking every reply after recording it; keeps reading until
 /// `done`.
-fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen>, done: &AtomicBool) -> Result<()> {
+pub(crate) fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen>, done: &AtomicBool) -> Result<()> {
     let mut link = connect(sock).context("connecting")?;
     let mut next = 0usize;
     let mut awaiting: HashMap<String, String> = HashMap::new(); // client_id -> token
     let gap = Duration::from_secs_f64(1.0 / rate.max(0.1));
-    let mut last_send = Instant::now() - gap;
+    // Message k is due at start + k·gap: an absolute schedule, so the time
+    // spent reading between sends does not lower the rate.
+    let start = Instant::now();
     let mut line = String::new();
     while !done.load(Ordering::SeqCst) {
-        if next < n && last_send.elapsed() >= gap {
+        if next < n && start.elapsed() >= gap.mul_f64(next as f64) {
             let token = format!("chaos-{next:05}");
             let m = ClientMsg::Message { text: token.clone(), client_id: Some(token.clone()) };
             let ok = serde_json::to_string(&m).map(|s| s + "\n").ok().is_some_and(|s| link.w.write_all(s.as_bytes()).is_ok());
@@ -299,7 +301,6 @@ fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen>, done: &A
                 awaiting.insert(token.clone(), token);
                 seen.lock().unwrap().sent += 1;
                 next += 1;
-                last_send = Instant::now();
             }
         }
         // A read timeout keeps the partial line in `line`; it is cleared

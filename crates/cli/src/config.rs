@@ -95,6 +95,9 @@ pub struct TelegramSection {
 pub struct HttpSection {
     /// `host:port`, default `127.0.0.1:7878` (loopback only).
     pub listen: Option<String>,
+    /// Serve Prometheus metrics at `/metrics` (default true whenever the
+    /// listener runs; `metrics = true` alone starts the listener).
+    pub metrics: Option<bool>,
 }
 
 /// `[web]`: web chat.
@@ -188,6 +191,8 @@ pub struct SandboxSection {
     pub cpu_s: Option<u64>,
     pub open_files: Option<u64>,
     pub pids: Option<u64>,
+    /// A cgroup per sandbox for `pids` and total memory (default true).
+    pub cgroup: Option<bool>,
     /// The mount allowlist (default: `mount-allowlist.toml` beside the
     /// default `pinch.toml`).
     pub mount_allowlist: Option<PathBuf>,
@@ -403,6 +408,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         cpu_s: positive("cpu_s", sb.cpu_s, d.cpu_s)?,
         open_files: positive("open_files", sb.open_files, d.open_files)?.max(64),
         pids: positive("pids", sb.pids, d.pids)?.max(16),
+        cgroup: sb.cgroup.unwrap_or(d.cgroup),
     };
     c.mount_allowlist = Some(sb.mount_allowlist.clone().unwrap_or_else(default_mount_allowlist));
     // Default order (SPEC §5.5): configured (flag, then file; a scripted
@@ -646,15 +652,16 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
         hooks.push(pinch_channels::webhook::HookConfig { name: name.clone(), secret, callback_url: h.callback_url.clone(), max_body });
     }
     let web = file.web.enabled.unwrap_or(false);
+    let metrics = file.http.metrics.unwrap_or(true);
     let telegram_hook = file.telegram.as_ref().is_some_and(|t| t.webhook_url.is_some());
-    if !web && hooks.is_empty() && !telegram_hook {
+    if !web && hooks.is_empty() && !telegram_hook && file.http.listen.is_none() && file.http.metrics != Some(true) {
         return Ok(None);
     }
     let listen = file.http.listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
     let listen = listen
         .parse::<std::net::SocketAddr>()
         .with_context(|| format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)"))?;
-    Ok(Some(pinch_host::config::HttpSettings { listen, web, hooks }))
+    Ok(Some(pinch_host::config::HttpSettings { listen, web, hooks, metrics }))
 }
 
 /// The variables the configured chat platforms read their secrets from:
@@ -937,7 +944,7 @@ mod tests {
         let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("at least 2"), "{e}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { sandbox: Some("vm".into()), ..Default::default() }).unwrap_err();
-        assert!(format!("{e:#}").contains("expected auto, bwrap or process"), "{e:#}");
+        assert!(format!("{e:#}").contains("expected auto, bwrap, docker or process"), "{e:#}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("pinch model fetch") && e.to_string().contains("/tmp/x/models/SmolLM2"), "{e}");
         let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("llama".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();

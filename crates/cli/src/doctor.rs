@@ -141,8 +141,19 @@ fn sandbox_checks(choice: sandbox::Choice) -> Vec<Check> {
     if choice == sandbox::Choice::Process {
         out.push(warn("sandbox", "configured as `process`: agents run WITHOUT isolation", "set [sandbox] backend = \"bwrap\" (or remove it) once bubblewrap works"));
     }
+    match pinch_host::docker::find_docker() {
+        Some(d) => match pinch_host::docker::probe(&d) {
+            Ok(()) => out.push(ok("sandbox", format!("docker answers ({}): `--sandbox docker` is available", d.display()))),
+            Err(e) if choice == sandbox::Choice::Docker => out.push(fail("sandbox", e, "sudo systemctl start docker (or `sudo dockerd &`)")),
+            Err(_) => {}
+        },
+        None if choice == sandbox::Choice::Docker => {
+            out.push(fail("sandbox", "docker is configured but not installed", "sudo apt-get install -y docker.io"));
+        }
+        None => {}
+    }
     match sandbox::find_bwrap() {
-        None => out.push(if choice == sandbox::Choice::Process {
+        None => out.push(if matches!(choice, sandbox::Choice::Process | sandbox::Choice::Docker) {
             warn("sandbox", "bubblewrap (bwrap) is not installed", "sudo apt-get install -y bubblewrap")
         } else {
             fail("sandbox", "bubblewrap (bwrap) is not installed; pinch will not start agents without it", "sudo apt-get install -y bubblewrap")

@@ -12,6 +12,7 @@ mod doctor;
 mod logging;
 mod model;
 mod service;
+mod soak;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -116,6 +117,8 @@ struct BenchCmd {
 enum BenchSub {
     /// Kill runners and the host with SIGKILL under load; count lost and duplicated messages (R3, R4).
     Chaos(chaos::ChaosArgs),
+    /// P8: a long run at a steady rate; RSS and fd drift, lost messages (`--duration 1h --rate 10`).
+    Soak(soak::SoakArgs),
     /// P10: the local model's load time, time to first token and tokens/s on this CPU (build with --release).
     P10(bench::P10Args),
 }
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
             model::run(&data_dir, &local, args)
         })()),
         Command::Bench(BenchCmd { sub: Some(BenchSub::Chaos(args)), .. }) => exit(chaos::run(args)),
+        Command::Bench(BenchCmd { sub: Some(BenchSub::Soak(args)), .. }) => exit(soak::run(args)),
         Command::Bench(BenchCmd { sub: Some(BenchSub::P10(args)), .. }) => exit((|| {
             let file = config::load_file(cli.config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
             let data_dir = cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
@@ -304,7 +308,7 @@ fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostF
             let listen = file_listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
             let listen: std::net::SocketAddr =
                 listen.parse().map_err(|_| ConfigError(format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)")))?;
-            cfg.http = Some(pinch_host::config::HttpSettings { listen, web: true, hooks: Vec::new() });
+            cfg.http = Some(pinch_host::config::HttpSettings { listen, web: true, hooks: Vec::new(), metrics: true });
             listen
         }
     };

@@ -33,6 +33,8 @@ fn through_sandbox(choice: Choice) {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     match choice {
         Choice::Bwrap => assert_eq!(comm.trim(), "bwrap"),
+        // The host's child is the `docker run` client.
+        Choice::Docker => assert_eq!(comm.trim(), "docker"),
         _ => assert_eq!(comm.trim(), "pinch"),
     }
     rt.block_on(host.shutdown()).unwrap();
@@ -107,6 +109,13 @@ fn through_sandbox(choice: Choice) {
 fn message_through_bwrap_sandbox_and_back() {
     if bwrap_or_skip() {
         through_sandbox(Choice::Bwrap);
+    }
+}
+
+#[test]
+fn message_through_docker_sandbox_and_back() {
+    if docker_or_skip() {
+        through_sandbox(Choice::Docker);
     }
 }
 

@@ -338,7 +338,7 @@ fn bad_flags_and_config_are_usage_and_config_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = chat(&tmp.path().join("d"), &["--sandbox", "vm"], "x\n");
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto, bwrap or process"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto, bwrap, docker or process"));
     let out = Command::new(PINCH).args(["chat", "--no-such-flag"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let cfg = tmp.path().join("pinch.toml");

@@ -94,6 +94,9 @@ pub struct HttpSettings {
     pub web: bool,
     /// Generic webhooks (`POST /hooks/<name>`).
     pub hooks: Vec<pinch_channels::webhook::HookConfig>,
+    /// Prometheus metrics at `GET /metrics` (no token on a loopback
+    /// listener; the web token as a bearer token otherwise).
+    pub metrics: bool,
 }
 
 impl HttpSettings {

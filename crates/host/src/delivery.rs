@@ -292,6 +292,10 @@ impl Task {
                     self.unrecorded.insert(row.id.clone(), (pid.clone(), attempts + 1));
                     put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
                     self.unrecorded.remove(&row.id);
+                    if let Ok(t) = time::parse(&row.timestamp) {
+                        let secs = (jiff::Timestamp::now().as_millisecond() - t.as_millisecond()) as f64 / 1000.0;
+                        crate::metrics::METRICS.delivered(secs);
+                    }
                     // If what this answers was already finished (its ack synced
                     // by an earlier pass, or a previous life of the host),
                     // announce it now: the in-memory notice may be gone.
@@ -450,6 +454,7 @@ impl Task {
         tracing::warn!(id = %out_id, "delivery failed for good: {reason}");
         let out_max = self.shared.out_max.load(Ordering::Relaxed);
         let tx = write_tx(inbound)?;
+        crate::metrics::METRICS.delivery_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rows::ledger_put(&tx, &LedgerRow { message_out_id: out_id.to_owned(), platform_message_id: None, status: status::FAILED.into(), attempts, last_error: Some(reason.to_owned()) }, &time::now())?;
         let note = InContent::System(SystemIn::ActionResult {
             action: "deliver".into(),

@@ -28,6 +28,7 @@ use crate::{Control, HostHandle, SessionInfo, Stats};
 
 mod a2a;
 mod create_agent;
+mod self_mod;
 mod agent_admin;
 mod approvals;
 mod routing;
@@ -56,6 +57,8 @@ pub(crate) enum Event {
     /// A chat row an agent addressed to another agent; the reply is the
     /// delivery's record (Ok: the target session) or why it was refused.
     AgentMessage { session_id: String, row: pinch_proto::rows::OutboundRow, done: tokio::sync::oneshot::Sender<Result<String, String>> },
+    /// Approved packages finished installing (or failed).
+    ToolsInstalled { approval: Box<crate::permissions::Approval>, result: Result<String, String> },
     /// No approver could be reached for this card.
     ApprovalUndeliverable { approval_id: String, why: String },
     Shutdown,
@@ -129,6 +132,8 @@ struct Host {
     pending_acks: Vec<PendingAck>,
     /// Agent-to-agent sends per ordered pair (times), for the rate limit.
     a2a_sends: a2a::PairLimiter,
+    /// How many sessions `/metrics` was last told about.
+    published_sessions: usize,
     stats: Arc<Stats>,
     shutting_down: bool,
     _lock: HostLock,
@@ -182,7 +187,10 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if left > 0 {
         tracing::warn!(count = left, "killed sandboxes and runners left over from a previous host of this data dir");
     }
-    let sandbox = sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sandbox = sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    sandbox
+        .prepare(&cfg.runner_exe, data.root(), &data.run_dir())
+        .map_err(|e| anyhow::anyhow!("preparing the {} sandbox: {e}", sandbox.kind().as_str()))?;
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
     }
@@ -219,8 +227,9 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if cfg.http.as_ref().is_some_and(|h| h.web) {
         central.ensure_web_owner(&cfg.login).context("wiring web chat to the agent `main`")?;
     }
+    let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
     let http_server = match &cfg.http {
-        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels, routes).await?),
+        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels, routes, &admin_tx).await?),
         None => None,
     };
     let http_addr = http_server.as_ref().map(|s| s.addr);
@@ -250,7 +259,6 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         }
     };
 
-    let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
     crate::admin::serve(&data.admin_socket(), admin_tx)
         .with_context(|| format!("binding the admin socket {}", data.admin_socket().display()))?;
     let (delivery_stop, _) = watch::channel(false);
@@ -275,6 +283,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         pending_writes: Vec::new(),
         pending_acks: Vec::new(),
         a2a_sends: a2a::PairLimiter::default(),
+        published_sessions: usize::MAX,
         stats: stats.clone(),
         shutting_down: false,
         _lock: lock,
@@ -293,6 +302,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     }
     tracing::info!(data_dir = %data.root().display(), sandbox = sandbox_kind.as_str(), socket = %data.cli_socket().display(), "pinch host ready");
 
+    let metrics_tx = ch_tx.clone();
     let join = tokio::spawn(async move {
         let mut delivery_tick = tokio::time::interval(host.cfg.delivery_poll);
         let mut sweep_tick = tokio::time::interval(host.cfg.sweep_interval);
@@ -342,6 +352,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
                 }
             }
             host.flush();
+            host.publish_gauges(metrics_tx.max_capacity() - metrics_tx.capacity());
             if shutdown_deadline.is_some() && host.live_count() == 0 {
                 break;
             }
@@ -519,11 +530,13 @@ impl Host {
                 }
                 self.try_wake(&id);
             }
+            Event::ToolsInstalled { approval, result } => self.tools_installed(&approval, result),
             Event::StopDeadline { session_id, runner_id } => {
                 if let Some(l) = self.sessions.get(&session_id).and_then(|s| s.runner.as_ref()) {
                     if l.runner_id == runner_id {
                         tracing::warn!(session_id = %session_id, runner_id = %runner_id, "runner did not stop within the grace, killing it");
                         kill(l.pid);
+                        self.sandbox.kill_session(&session_id);
                     }
                 }
             }
@@ -902,6 +915,27 @@ impl Host {
         }
     }
 
+    /// Gauges for `/metrics`: sessions by state, the channel queue, and
+    /// (when the set changed) the session folders to count pending work in.
+    fn publish_gauges(&mut self, queue: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &crate::metrics::METRICS;
+        let (mut active, mut running, mut quarantined) = (0u64, 0u64, 0u64);
+        for s in self.sessions.values().filter(|s| !s.closed) {
+            active += 1;
+            running += s.runner.is_some() as u64;
+            quarantined += s.quarantined as u64;
+        }
+        m.sessions_active.store(active, Relaxed);
+        m.sessions_running.store(running, Relaxed);
+        m.sessions_quarantined.store(quarantined, Relaxed);
+        m.channel_queue.store(queue as u64, Relaxed);
+        if self.published_sessions != active as usize {
+            self.published_sessions = active as usize;
+            m.set_session_dirs(self.sessions.values().filter(|s| !s.closed).map(|s| s.dir.root().to_owned()).collect());
+        }
+    }
+
     /// The group's extra folders that pass the allowlist (SPEC §7.8); the
     /// rest are logged with their reasons and left out.
     fn extra_mounts(&self, ag: &str) -> Vec<pinch_policy::mounts::Granted> {
@@ -963,6 +997,7 @@ impl Host {
             models_dir: Some(self.data.models_dir()),
             model_file: local_model.clone(),
             extra: self.extra_mounts(&row.agent_group_id),
+            tools_dir: Some(self.data.group_dir(&row.folder).join(".tools")),
         };
         // `local`: runner.json names the model as the runner will see it.
         let mut provider = self.cfg.provider.clone();
@@ -970,7 +1005,7 @@ impl Host {
             provider.model = Some(self.sandbox.model_path(&mounts, host_path).to_string_lossy().into_owned());
         }
         let proxy_socket = match self.sandbox.kind() {
-            sandbox::Kind::Bwrap => "/pinch/run/llm.sock".to_owned(),
+            sandbox::Kind::Bwrap | sandbox::Kind::Docker => "/pinch/run/llm.sock".to_owned(),
             sandbox::Kind::Process => mounts.proxy_dir.as_ref().map(|d| d.join("llm.sock").to_string_lossy().into_owned()).unwrap_or_default(),
         };
         let rc = RunnerConfig {
@@ -1004,10 +1039,15 @@ impl Host {
         prune_logs(&log_dir, 4);
         let log_path = log_dir.join(format!("{runner_id}.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        // Approved packages (SPEC §7.6) come first on PATH.
+        let tools_root = if self.sandbox.kind().isolated() { PathBuf::from(crate::tools_dir::SANDBOX_TOOLS) } else { mounts.tools_dir.clone().unwrap_or_default() };
+        let (mut tool_path, python_path) = crate::tools_dir::env_for(&tools_root);
+        tool_path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(str::to_owned));
         let env = vec![
             ("PINCH_PROXY".to_owned(), proxy_socket),
-            ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-            ("HOME".to_owned(), if self.sandbox.kind() == sandbox::Kind::Bwrap { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
+            ("PATH".to_owned(), tool_path.join(":")),
+            ("PYTHONPATH".to_owned(), python_path),
+            ("HOME".to_owned(), if self.sandbox.kind().isolated() { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
             ("TZ".to_owned(), self.cfg.timezone.clone()),
             ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
@@ -1018,10 +1058,13 @@ impl Host {
         // happens to the sandbox's own parent-death signal.
         let (alive_r, alive_w) = liveness_pipe().context("creating the liveness pipe")?;
         let mut env = env;
-        env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
+        let fds = self.sandbox.passes_fds();
+        if fds {
+            env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
+        }
         let mut cmd = self.sandbox.command(&self.cfg.runner_exe, &mounts, &env).context("preparing the sandbox")?;
         cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        {
+        if fds {
             use std::os::fd::AsRawFd;
             use std::os::unix::process::CommandExt;
             let r = alive_r.as_raw_fd();
@@ -1079,6 +1122,7 @@ impl Host {
             let _ = events.send(Event::RunnerExited { session_id: sid, runner_id: rid, code, signal });
         });
         self.stats.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::METRICS.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
         let s = self.sessions.get_mut(id).expect("session exists");
         s.runner = Some(Live { runner_id, pid, started_at, spawned_ms: now_ms(), stop_requested_at: None, kill_reason: None, _alive: Some(alive_w) });
@@ -1087,6 +1131,7 @@ impl Host {
 
     fn on_exit(&mut self, id: &str, runner_id: &str, code: Option<i32>, signal: Option<i32>) {
         self.stats.exits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::METRICS.exit(code, signal);
         let shutting_down = self.shutting_down;
         let Some(s) = self.sessions.get_mut(id) else { return };
         let span = tracing::info_span!("session", session_id = %id);
@@ -1208,6 +1253,7 @@ impl Host {
                 let span = Duration::from_millis((now - s.exits_ms.first().copied().unwrap_or(now)).max(0) as u64);
                 let reason = pinch_policy::budget::quarantine_reason(s.exits_ms.len(), span, cause.as_str(), detail);
                 s.quarantined = true;
+                crate::metrics::METRICS.quarantines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let routing = pinch_proto::open::open_reader(&s.dir.inbound_db(), session::BUSY)
                     .ok()
                     .and_then(|c| pinch_proto::rows::routing(&c).ok().flatten());
@@ -1298,6 +1344,7 @@ impl Host {
             if let Err(e) = write_atomic(&s.dir.stop_file(), live.runner_id.as_bytes()) {
                 tracing::warn!(session_id = %id, "cannot write the stop file, killing the runner: {e}");
                 kill(live.pid);
+                self.sandbox.kill_session(id);
             }
             let (events, grace, sid, rid) = (self.events.clone(), self.cfg.stop_grace, id.to_owned(), live.runner_id.clone());
             tokio::spawn(async move {
@@ -1369,6 +1416,7 @@ impl Host {
             if let Some(l) = &s.runner {
                 tracing::warn!(session_id = %s.row.id, "runner did not stop within the grace, killing it");
                 kill(l.pid);
+                self.sandbox.kill_session(&s.row.id);
             }
         }
     }
@@ -1405,6 +1453,7 @@ async fn start_http(
     ch_tx: &mpsc::Sender<ChannelEvent>,
     channels: &mut Channels,
     routes: Vec<pinch_channels::http::Router>,
+    admin_tx: &mpsc::UnboundedSender<(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>)>,
 ) -> Result<pinch_channels::http::Server> {
     let mut router = pinch_channels::http::Router::new();
     for r in routes {
@@ -1421,6 +1470,30 @@ async fn start_http(
             .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
         router = router.merge(web.router());
         channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
+        // The dashboard, behind the same token.
+        router = router.merge(crate::dashboard::router(crate::web_token(data.root())?, admin_tx.clone()));
+    }
+    if h.metrics {
+        // Loopback: open, like any local exporter. Otherwise the web token
+        // as a bearer token.
+        let token = if h.listen.ip().is_loopback() { None } else { Some(crate::web_token(data.root())?) };
+        router = router.route(
+            "/metrics",
+            pinch_channels::http::axum::routing::get(move |headers: pinch_channels::http::axum::http::HeaderMap| {
+                let token = token.clone();
+                async move {
+                    use pinch_channels::http::axum::http::{header, StatusCode};
+                    if let Some(t) = token {
+                        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+                        if !pinch_channels::http::secret_eq(given.as_bytes(), t.as_bytes()) {
+                            return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/plain")], "metrics need `Authorization: Bearer <web token>` (pinch admin web-token)\n".to_owned());
+                        }
+                    }
+                    let body = tokio::task::spawn_blocking(|| crate::metrics::METRICS.render()).await.unwrap_or_default();
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                }
+            }),
+        );
     }
     if !h.listen.ip().is_loopback() {
         tracing::warn!(listen = %h.listen, "the HTTP listener is reachable from other machines; put TLS in front of it");

@@ -25,6 +25,7 @@ pub const SANDBOX_EXE: &str = "/opt/pinch/bin/pinch";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bwrap,
+    Docker,
     Process,
 }
 
@@ -32,8 +33,14 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Bwrap => "bwrap",
+            Kind::Docker => "docker",
             Kind::Process => "process",
         }
+    }
+
+    /// Whether runners see the in-sandbox paths (`/pinch/…`, `/workspace/…`).
+    pub fn isolated(self) -> bool {
+        self != Kind::Process
     }
 }
 
@@ -42,6 +49,7 @@ impl Kind {
 pub enum Choice {
     Auto,
     Bwrap,
+    Docker,
     Process,
 }
 
@@ -52,8 +60,8 @@ impl std::str::FromStr for Choice {
             "auto" => Ok(Choice::Auto),
             "bwrap" => Ok(Choice::Bwrap),
             "process" => Ok(Choice::Process),
-            "docker" => Err("the docker sandbox is not built yet; use bwrap (Linux) or, for development only, process".into()),
-            other => Err(format!("unknown sandbox {other:?}: expected auto, bwrap or process")),
+            "docker" => Ok(Choice::Docker),
+            other => Err(format!("unknown sandbox {other:?}: expected auto, bwrap, docker or process")),
         }
     }
 }
@@ -83,6 +91,9 @@ pub struct Mounts {
     /// Extra folders the owner allowed (SPEC §7.8), at
     /// `/workspace/extra/<name>`, read-only unless granted read-write.
     pub extra: Vec<pinch_policy::mounts::Granted>,
+    /// The group's tools folder (approved packages), read-only at
+    /// `/opt/pinch/tools` when it exists (SPEC §7.6).
+    pub tools_dir: Option<PathBuf>,
 }
 
 impl Mounts {
@@ -105,6 +116,36 @@ pub trait Sandbox: Send + Sync {
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf;
     /// The command that starts `pinch runner` for these mounts.
     fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command>;
+    /// Whether file descriptors reach the runner (the liveness pipe,
+    /// decision 0006); a container's runner does not get them.
+    fn passes_fds(&self) -> bool {
+        true
+    }
+    /// Kills what a SIGKILL of the spawned process does not reach (a
+    /// container outlives its `docker run` client).
+    fn kill_session(&self, _session_id: &str) {}
+    /// Once at host start: build what the backend needs (Docker's image)
+    /// and clean up after a previous host of this data dir.
+    fn prepare(&mut self, _exe: &Path, _data_dir: &Path, _run_dir: &Path) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The folders as a runner inside bwrap or Docker sees them.
+pub fn sandboxed_paths(m: &Mounts) -> RunnerPaths {
+    RunnerPaths {
+        in_dir: "/pinch/in".into(),
+        out_dir: "/pinch/out".into(),
+        inbox_dir: "/workspace/inbox".into(),
+        outbox_dir: "/workspace/outbox".into(),
+        workspace_dir: "/workspace/agent".into(),
+        global_dir: Some("/workspace/global".into()),
+        extra: m
+            .extra
+            .iter()
+            .map(|g| ExtraMount { name: g.name.clone(), path: format!("/workspace/extra/{}", g.name).into(), read_write: g.read_write })
+            .collect(),
+    }
 }
 
 /// Per-process resource limits every bwrap runner (and whatever it starts)
@@ -126,11 +167,15 @@ pub struct Limits {
     /// Processes and threads in the whole sandbox (cgroup `pids.max`; the
     /// sandbox's total memory is capped at `memory_mb` the same way).
     pub pids: u64,
+    /// Put each sandbox in cgroups of its own for `pids` and the total
+    /// memory. Joining costs ~7 ms per cgroup v1 hierarchy on each cold
+    /// start (the kernel's migration lock); `false` keeps the rlimits only.
+    pub cgroup: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 4096, file_size_mb: 1024, cpu_s: 4 * 3600, open_files: 4096, pids: 512 }
+        Limits { memory_mb: 4096, file_size_mb: 1024, cpu_s: 4 * 3600, open_files: 4096, pids: 512, cgroup: true }
     }
 }
 
@@ -175,10 +220,13 @@ impl Bwrap {
         c.env_clear();
         let limits = self.limits.rlimits();
         // The sandbox's own cgroup (pids, memory), joined in the child.
-        crate::cgroup::sweep();
+        if self.limits.cgroup {
+            crate::cgroup::sweep();
+        }
         let id = pinch_proto::runner_config::random_hex(6);
-        let cgroups = match crate::cgroup::prepare(&id, crate::cgroup::Caps { pids: self.limits.pids, memory_mb: self.limits.memory_mb }) {
-            Ok(p) => Some(p),
+        let prepared = if self.limits.cgroup { crate::cgroup::prepare(&id, crate::cgroup::Caps { pids: self.limits.pids, memory_mb: self.limits.memory_mb }).map(Some) } else { Ok(None) };
+        let cgroups = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
                 if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -285,6 +333,9 @@ impl Bwrap {
         if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
             a.extend(["--ro-bind".into(), p(file), p(&m.model_path_inside(file))]);
         }
+        if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
+            a.extend(["--ro-bind".into(), p(t), crate::tools_dir::SANDBOX_TOOLS.into()]);
+        }
         for g in &m.extra {
             let flag = if g.read_write { "--bind" } else { "--ro-bind" };
             a.extend([flag.into(), p(&g.host), format!("/workspace/extra/{}", g.name)]);
@@ -310,19 +361,7 @@ impl Sandbox for Bwrap {
     }
 
     fn runner_paths(&self, m: &Mounts) -> RunnerPaths {
-        RunnerPaths {
-            in_dir: "/pinch/in".into(),
-            out_dir: "/pinch/out".into(),
-            inbox_dir: "/workspace/inbox".into(),
-            outbox_dir: "/workspace/outbox".into(),
-            workspace_dir: "/workspace/agent".into(),
-            global_dir: Some("/workspace/global".into()),
-            extra: m
-                .extra
-                .iter()
-                .map(|g| ExtraMount { name: g.name.clone(), path: format!("/workspace/extra/{}", g.name).into(), read_write: g.read_write })
-                .collect(),
-        }
+        sandboxed_paths(m)
     }
 
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf {
@@ -421,6 +460,13 @@ pub fn select(choice: Choice) -> Result<Box<dyn Sandbox>, String> {
 pub fn select_with(choice: Choice, limits: Limits) -> Result<Box<dyn Sandbox>, String> {
     match choice {
         Choice::Process => Ok(Box::new(Process)),
+        Choice::Docker => {
+            let Some(docker) = crate::docker::find_docker() else {
+                return Err("docker is not installed: install it (Debian/Ubuntu: `sudo apt-get install -y docker.io`), or use --sandbox bwrap".into());
+            };
+            crate::docker::probe(&docker)?;
+            Ok(Box::new(crate::docker::Docker::new(docker, limits)))
+        }
         Choice::Bwrap | Choice::Auto => {
             let Some(bwrap) = find_bwrap() else {
                 return Err(format!("bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"));
@@ -498,7 +544,7 @@ mod tests {
     #[test]
     fn choice_parsing_names_the_fix() {
         assert_eq!("bwrap".parse::<Choice>().unwrap(), Choice::Bwrap);
-        assert!("docker".parse::<Choice>().unwrap_err().contains("not built yet"));
-        assert!("lxc".parse::<Choice>().unwrap_err().contains("expected auto, bwrap or process"));
+        assert_eq!("docker".parse::<Choice>().unwrap(), Choice::Docker);
+        assert!("lxc".parse::<Choice>().unwrap_err().contains("expected auto, bwrap, docker or process"));
     }
 }

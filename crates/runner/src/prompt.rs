@@ -46,6 +46,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
     ),
     (&["ask_user_question"], "ask_user_question waits for a choice from the user; use it only when you cannot go on without one."),
     (&["admin"], "admin runs pinch admin commands if the owner allowed it; changes to who may reach you need an admin's approval."),
+    (&["install_packages", "add_mcp_server"], "install_packages and add_mcp_server ask an admin for packages or an MCP server; they arrive with your next turn."),
     (&["create_agent"], "create_agent makes a helper agent with its own instructions; you then reach it with send_message by its name, and it answers you as `parent`."),
     (
         &["schedule_task", "list_tasks", "update_task", "cancel_task", "pause_task", "resume_task"],

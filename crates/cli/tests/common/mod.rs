@@ -30,6 +30,13 @@ pub fn bwrap_or_skip() -> bool {
 /// routing, scheduling and messaging, where the sandbox is not what is
 /// tested (sandbox tests use [`bwrap_or_skip`], which fails CI without it).
 pub fn any_sandbox() -> Choice {
+    // scripts/test runs some suites again with PINCH_TEST_SANDBOX=docker.
+    if std::env::var("PINCH_TEST_SANDBOX").as_deref() == Ok("docker") {
+        assert!(docker_or_skip() || std::env::var("PINCH_TEST_REQUIRE_DOCKER").as_deref() != Ok("1"), "docker required");
+        if docker_or_skip() {
+            return Choice::Docker;
+        }
+    }
     if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
         Choice::Bwrap
     } else {
@@ -309,3 +316,16 @@ pub fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str
         .unwrap())
 }
 
+
+/// Whether a Docker daemon answers here. With PINCH_TEST_REQUIRE_DOCKER=1
+/// (CI, which starts dockerd) its absence fails the test instead.
+pub fn docker_or_skip() -> bool {
+    if pinch_host::docker::find_docker().is_some_and(|d| pinch_host::docker::probe(&d).is_ok()) {
+        return true;
+    }
+    if std::env::var("PINCH_TEST_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("PINCH_TEST_REQUIRE_DOCKER=1 but no Docker daemon answers: start dockerd");
+    }
+    eprintln!("note: no Docker daemon here: skipping a docker test");
+    false
+}

@@ -47,6 +47,10 @@ impl Host {
                 Ok(())
             }
             Some("create_agent") => self.create_agent_request(session_id, out_id, &v),
+            Some(a) if super::self_mod::ACTIONS.contains(&a) => {
+                let a = a.to_owned();
+                self.self_mod_request(session_id, out_id, &a, &v)
+            }
             Some(a) if super::task_actions::ACTIONS.contains(&a) => {
                 let a = a.to_owned();
                 self.task_action(session_id, out_id, &a, &v)

@@ -25,6 +25,34 @@ pub fn waiting_key(request_id: &str) -> String {
 pub fn specs() -> Vec<ToolSpec> {
     vec![
         spec(
+            "install_packages",
+            "Ask for packages to be installed for you (pip or npm; an admin approves each request). They land on your PATH \
+             (python packages on PYTHONPATH) from your next turn; the answer is `approval-pending`, the outcome arrives later.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "manager": {"type": "string", "enum": ["pip", "npm"]},
+                    "packages": {"type": "array", "items": {"type": "string"}, "description": "Names, optionally with a version (requests==2.32.3, left-pad@1.3.0)."}
+                },
+                "required": ["manager", "packages"]
+            }),
+        ),
+        spec(
+            "add_mcp_server",
+            "Ask for an MCP server to be added to your tools (an admin approves it); its tools appear as <name>__<tool> from \
+             your next turn. The command must exist inside your sandbox.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "description": "Prefix of its tools: letters, digits, - and _."},
+                    "command": {"type": "string"},
+                    "args": {"type": "array", "items": {"type": "string"}},
+                    "env": {"type": "object", "description": "Plain settings only, no secrets."}
+                },
+                "required": ["name", "command"]
+            }),
+        ),
+        spec(
             "create_agent",
             "Create a new agent (its own workspace and instructions) you can then message by its name with \
              send_message; it can answer you as `parent`. Needs the owner's permission: without it the answer is \
@@ -92,13 +120,54 @@ pub fn create_agent(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult
     ask_host(ctx, &request_id, body)
 }
 
+/// `install_packages(manager, packages)` (SPEC §7.6): always an approval.
+pub fn install_packages(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
+    let a = Args { tool: "install_packages", m };
+    let manager = a.str("manager")?.trim().to_owned();
+    if manager != "pip" && manager != "npm" {
+        return Err(ToolError(format!("install_packages: `manager` must be pip or npm, got {manager:?}")));
+    }
+    let packages: Vec<String> = match a.value("packages") {
+        Some(Value::Array(v)) if !v.is_empty() && v.len() <= 20 && v.iter().all(Value::is_string) => v.iter().filter_map(|p| p.as_str().map(|s| s.trim().to_owned())).collect(),
+        _ => return Err(ToolError("install_packages: `packages` must be a list of 1 to 20 names".into())),
+    };
+    let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
+    let body = json!({"action": "install_packages", "request_id": request_id, "manager": manager, "packages": packages});
+    ask_host(ctx, &request_id, body)
+}
+
+/// `add_mcp_server(name, command, args, env)` (SPEC §7.6): always an approval.
+pub fn add_mcp_server(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
+    let a = Args { tool: "add_mcp_server", m };
+    let name = a.str("name")?.trim().to_owned();
+    let command = a.str("command")?.trim().to_owned();
+    let args = match a.value("args") {
+        None => json!([]),
+        Some(Value::Array(v)) if v.iter().all(Value::is_string) => Value::Array(v.clone()),
+        Some(_) => return Err(ToolError("add_mcp_server: `args` must be a list of strings".into())),
+    };
+    let env = match a.value("env") {
+        None => json!({}),
+        Some(Value::Object(o)) if o.values().all(Value::is_string) => Value::Object(o.clone()),
+        Some(_) => return Err(ToolError("add_mcp_server: `env` must be an object of strings".into())),
+    };
+    let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
+    let body = json!({"action": "add_mcp_server", "request_id": request_id, "server": {"name": name, "command": command, "args": args, "env": env}});
+    ask_host(ctx, &request_id, body)
+}
+
 /// Writes the request row and waits for the host's `admin_response`.
 fn ask_host(ctx: &mut ToolCtx<'_>, request_id: &str, body: Value) -> ToolResult {
     let request_id = request_id.to_owned();
     let addr = ctx.origin.clone().unwrap_or_default();
     let waiting = Waiting::new(&waiting_key(&request_id));
     ctx.write_row("system", &addr, body.to_string())?;
-    let tool = if body["action"] == "create_agent" { "create_agent" } else { "admin" };
+    let tool = match body["action"].as_str() {
+        Some("create_agent") => "create_agent",
+        Some("install_packages") => "install_packages",
+        Some("add_mcp_server") => "add_mcp_server",
+        _ => "admin",
+    };
     ctx.set_tool_in_flight(Some((tool, TIMEOUT.as_millis() as u64)));
     let r = wait_for_reply(ctx, TIMEOUT, |s| match s {
         SystemIn::AdminResponse { request_id: r, ok, body } if *r == request_id => Some((*ok, body.clone())),

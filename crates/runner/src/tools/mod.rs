@@ -290,6 +290,8 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, args_json: &str) -> ToolOutput {
         "ask_user_question" => questions::call(ctx, &m),
         "admin" => admin::call(ctx, &m),
         "create_agent" => admin::create_agent(ctx, &m),
+        "install_packages" => admin::install_packages(ctx, &m),
+        "add_mcp_server" => admin::add_mcp_server(ctx, &m),
         other => Err(ToolError(format!(
             "unknown tool {other:?}; the tools are: {}",
             specs().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
