@@ -493,6 +493,19 @@ fn discord_message_edit_reaction_click_files_split_and_mentions() {
     assert_eq!(rows(&s.data, "2001"), 0, "not mentioned: dropped");
     assert_eq!(rows(&s.data, "2002"), 0, "a bot's message is not stored");
     assert_eq!(f.replies_to(2002), 0);
+    // A thread (a channel whose parent is g1): the conversation is g1, the
+    // thread its thread_id; the answer is posted into the thread.
+    f.user_message("t1", 2004, "thread hello <@900>", json!({"guild_id": "G", "mentions": [{"id": BOT}]}));
+    wait_for("the thread answer", WAIT, || f.replies_to(2004) == 1);
+    assert!(f.calls("POST /channels/t1/messages").iter().any(|(_, v)| v["message_reference"]["message_id"] == "2004"));
+    let mut thread = None;
+    for d in std::fs::read_dir(s.data.join("sessions/main")).unwrap() {
+        let c = inbound(&d.unwrap().path());
+        if let Ok(t) = c.query_row("SELECT platform_id, thread_id FROM messages_in WHERE id = '2004:main'", [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))) {
+            thread = Some(t);
+        }
+    }
+    assert_eq!(thread, Some(("g1".to_owned(), Some("t1".to_owned()))));
     let log = std::fs::read_to_string(s.data.with_extension("log")).unwrap_or_default();
     assert!(!log.contains(TOKEN), "the token leaked into the log");
 }

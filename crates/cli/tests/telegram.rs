@@ -402,6 +402,15 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
     assert_eq!(fake.replies_to(10), 0, "a group message without a mention is not answered");
     assert_eq!(fake.replies_to(11), 0, "a bot's message is not answered");
     assert_eq!(rows(&s.data, &format!("{GROUP}.11")), 0, "a bot's message is not stored");
+    // A forum topic is a thread: the answer goes back into it.
+    let mut m = fake.message(GROUP, "supergroup", 14, 7, "topic hello @pinch_bot");
+    m["message"]["entities"] = json!([{"type": "mention", "offset": 12, "length": 10}]);
+    m["message"]["is_topic_message"] = true.into();
+    m["message"]["message_thread_id"] = 77.into();
+    fake.push(m);
+    wait_for("the topic answer", WAIT, || fake.replies_to(14) == 1);
+    let ans = fake.calls("sendMessage").into_iter().find(|v| v["reply_parameters"]["message_id"] == 14).unwrap();
+    assert_eq!(ans["message_thread_id"], 77, "{ans}");
     assert!(fake.calls("sendMessage").iter().all(|v| v["chat_id"] == DM || v["chat_id"] == GROUP));
     log_has_no_token(&s);
 }
