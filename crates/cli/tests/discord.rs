@@ -506,6 +506,18 @@ fn discord_message_edit_reaction_click_files_split_and_mentions() {
         }
     }
     assert_eq!(thread, Some(("g1".to_owned(), Some("t1".to_owned()))));
+    // A channel pinch has never seen: the owner gets an approval card in a
+    // DM the adapter opens (POST /users/@me/channels), and rejects it.
+    f.user_message("g2", 3001, "hi <@900>, new here", json!({"guild_id": "G", "mentions": [{"id": BOT}]}));
+    let card = wait_post(&f, "the approval card in the owner's DM", |v| v["content"].as_str().is_some_and(|t| t.starts_with("Approval needed")));
+    assert!(f.calls("POST /channels/dm-42/messages").iter().any(|(_, v)| v == &card), "the card went to the DM the adapter opened");
+    let reject = card["components"].as_array().unwrap().iter().flat_map(|r| r["components"].as_array().unwrap().clone()).find(|b| b["label"] == "Reject").expect("a Reject button");
+    let before = f.calls("POST /channels/dm-42/messages").len();
+    f.dispatch("INTERACTION_CREATE", json!({"id": "int-2", "token": "itok2", "type": 3, "channel_id": "dm-42", "user": {"id": USER}, "data": {"custom_id": reject["custom_id"], "component_type": 2}}));
+    wait_for("the decision's notice", WAIT, || f.calls("POST /channels/dm-42/messages").len() > before);
+    let notice = f.calls("POST /channels/dm-42/messages").pop().unwrap().1;
+    assert!(!notice["content"].as_str().unwrap_or("").starts_with("Approval needed"), "{notice}");
+    wait_call(&f, "the interaction acknowledged", "POST /interactions/int-2/itok2/callback");
     let log = std::fs::read_to_string(s.data.with_extension("log")).unwrap_or_default();
     assert!(!log.contains(TOKEN), "the token leaked into the log");
 }
