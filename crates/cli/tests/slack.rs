@@ -446,6 +446,18 @@ fn slack_message_edit_reaction_click_files_and_mentions() {
     assert_eq!(rows(&s.data, "C1-1700000000.000010"), 0, "not mentioned: dropped");
     assert_eq!(rows(&s.data, "C1-1700000000.000011"), 0, "a bot's message is not stored");
     assert_eq!(rows(&s.data, "C1-1700000000.000012"), 1);
+
+    // A channel pinch has never seen: the owner's approval card goes to the
+    // DM the adapter opens (conversations.open); Reject is clicked.
+    let mention = json!({"blocks": [{"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [{"type": "user", "user_id": BOT}]}]}]});
+    f.message("C2", "channel", "1700000000.000020", "<@UBOT> new here", mention);
+    let card = wait_call(&f, "the approval card", "chat.postMessage", |v| v["channel"] == "D-U42" && v["blocks"].is_array());
+    assert!(card["text"].as_str().unwrap().starts_with("Approval needed"), "{card}");
+    assert_eq!(f.calls("conversations.open")[0]["users"], USER);
+    let reject = card["blocks"][1]["elements"].as_array().unwrap().iter().find(|b| b["text"]["text"] == "Reject").expect("a Reject button").clone();
+    let before = f.posts().iter().filter(|v| v["channel"] == "D-U42").count();
+    f.envelope("interactive", json!({"type": "block_actions", "user": {"id": USER}, "channel": {"id": "D-U42"}, "actions": [{"type": "button", "action_id": reject["action_id"], "value": reject["value"]}]}));
+    wait_for("the decision's notice", WAIT, || f.posts().iter().filter(|v| v["channel"] == "D-U42").count() > before);
     no_secret_in_log(&s);
 }
 
