@@ -878,8 +878,10 @@ mod tests {
     fn http_web_and_webhooks() {
         let parse = |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
         let o = Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
-        // Off unless web chat or a webhook is configured.
-        assert!(resolve("/tmp/x".into(), &parse("[http]\nlisten = \"127.0.0.1:9\"\n"), &o).unwrap().http.is_none());
+        // Off unless something needs it; an explicit `listen` turns it on
+        // (for /metrics).
+        assert!(resolve("/tmp/x".into(), &parse(""), &o).unwrap().http.is_none());
+        assert!(resolve("/tmp/x".into(), &parse("[http]\nlisten = \"127.0.0.1:9\"\n"), &o).unwrap().http.is_some_and(|h| h.metrics && !h.web));
         let c = resolve("/tmp/x".into(), &parse("[web]\nenabled = true\n"), &o).unwrap();
         let h = c.http.unwrap();
         assert!(h.web && h.hooks.is_empty());
