@@ -143,19 +143,7 @@ fn a_helper_answers_and_the_reply_returns_to_the_asking_session() {
     assert!(first.iter().any(|t| t.contains("send_message said") && t.contains("error=false")), "{first:?}");
     // The helper's answer wakes the asking (terminal) session, whose answer
     // goes to the terminal.
-    let mut seen = first.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !seen.iter().any(|t| t.contains("the helper answered: 42")) {
-        assert!(std::time::Instant::now() < deadline, "{seen:?}");
-        match c.recv() {
-            Some(pinch_channels::cli_socket::ServerMsg::Message { id, text, .. }) => {
-                c.send(&pinch_channels::cli_socket::ClientMsg::Ack { id });
-                seen.push(text);
-            }
-            Some(_) => {}
-            None => panic!("host closed"),
-        }
-    }
+    read_until(&mut c, first, "the helper's answer", |t| t.contains("the helper answered: 42"));
     let sessions = rt.block_on(host.sessions());
     let main: Vec<_> = sessions.iter().filter(|s| s.agent_group_id == "main").collect();
     assert_eq!(main.len(), 1, "the answer came back to the session that asked: {sessions:?}");

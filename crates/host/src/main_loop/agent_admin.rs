@@ -123,6 +123,14 @@ impl Host {
         let payload = json!({"command": command, "args": args, "owners_only": owners_only});
         let a: Approval = self.new_approval(Some(session_id), Some(&ag), Some(request_id), "admin_command", payload, title, options, &first);
         self.central.insert_approval(&a).map_err(|e| err("handler-error", format!("{e:#}")))?;
+        self.send_agent_card(session_id, &a, tiers);
+        tracing::info!(session_id = %session_id, approval = %a.approval_id, command = %command, "agent admin command waits for approval");
+        Err(pending(&a.approval_id))
+    }
+
+    /// Sends a card an agent's request raised, approvers on the channel of
+    /// the session's conversation first.
+    pub(super) fn send_agent_card(&mut self, session_id: &str, a: &Approval, tiers: Vec<Vec<String>>) {
         let origin = self
             .sessions
             .get(session_id)
@@ -130,9 +138,7 @@ impl Host {
             .and_then(|mg| self.central.messaging_group_by_id(&mg).ok().flatten())
             .map(|m| m.channel_type)
             .unwrap_or_default();
-        self.send_card(&a, tiers, &origin);
-        tracing::info!(session_id = %session_id, approval = %a.approval_id, command = %command, "agent admin command waits for approval");
-        Err(pending(&a.approval_id))
+        self.send_card(a, tiers, &origin);
     }
 
     /// Session and host commands for an agent: `group` scope sees only its

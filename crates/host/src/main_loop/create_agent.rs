@@ -73,14 +73,7 @@ impl Host {
         let payload = json!({"name": name, "instructions": instructions});
         let a = self.new_approval(Some(session_id), Some(&ag), Some(request_id), "create_agent", payload, title, options, &first);
         self.central.insert_approval(&a).map_err(|e| err("handler-error", format!("{e:#}")))?;
-        let origin = self
-            .sessions
-            .get(session_id)
-            .and_then(|s| s.row.messaging_group_id.clone())
-            .and_then(|mg| self.central.messaging_group_by_id(&mg).ok().flatten())
-            .map(|m| m.channel_type)
-            .unwrap_or_default();
-        self.send_card(&a, tiers, &origin);
+        self.send_agent_card(session_id, &a, tiers);
         Err(pending(&a.approval_id))
     }
 
