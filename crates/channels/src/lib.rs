@@ -17,6 +17,7 @@ pub mod cli_socket;
 #[cfg(feature = "channel-discord")]
 pub mod discord;
 pub mod fake;
+pub mod peer;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "platform")]

@@ -35,6 +35,7 @@ pub mod paths;
 pub mod permissions;
 pub mod outbox;
 pub mod proxy;
+pub mod safe_fs;
 pub mod sandbox;
 pub mod seccomp;
 pub mod session;
