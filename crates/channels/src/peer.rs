@@ -18,7 +18,9 @@ pub enum PeerError {
     NoCredentials(std::io::Error),
     #[error("the peer runs as uid {peer}, not as the host's uid {host} or root")]
     OtherUser { peer: u32, host: u32 },
-    #[error("the peer (pid {pid}) is in another {ns} namespace than the host: a sandboxed process")]
+    #[error(
+        "the peer (pid {pid}) is in another {ns} namespace than the host: a sandboxed process"
+    )]
     OtherNamespace { pid: i32, ns: &'static str },
     #[error("cannot read {0} to tell where the peer runs: {1}")]
     Unknown(PathBuf, std::io::Error),
@@ -31,7 +33,10 @@ pub fn check(uid: u32, pid: Option<i32>) -> Result<(), PeerError> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if uid != me && uid != 0 {
-        return Err(PeerError::OtherUser { peer: uid, host: me });
+        return Err(PeerError::OtherUser {
+            peer: uid,
+            host: me,
+        });
     }
     let Some(pid) = pid.filter(|p| *p > 0) else {
         // A peer in a pid namespace the host cannot see reports pid 0.
@@ -64,12 +69,21 @@ mod tests {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         check(me, Some(std::process::id() as i32)).unwrap();
-        assert!(matches!(check(me, None), Err(PeerError::OtherNamespace { .. })));
-        assert!(matches!(check(me, Some(0)), Err(PeerError::OtherNamespace { .. })));
+        assert!(matches!(
+            check(me, None),
+            Err(PeerError::OtherNamespace { .. })
+        ));
+        assert!(matches!(
+            check(me, Some(0)),
+            Err(PeerError::OtherNamespace { .. })
+        ));
         if me == 0 {
             assert!(check(12345, Some(1)).is_err());
         } else {
-            assert!(matches!(check(me + 1, Some(1)), Err(PeerError::OtherUser { .. })));
+            assert!(matches!(
+                check(me + 1, Some(1)),
+                Err(PeerError::OtherUser { .. })
+            ));
         }
     }
 

@@ -13,7 +13,8 @@ use crate::sandbox::Choice;
 /// error fails that spawn (it counts against the crash budget). Fault-
 /// injection tests use it to put a FUSE view between the file and the
 /// sandbox; the provider owns the views' lifetime.
-pub type InDirView = std::sync::Arc<dyn Fn(&std::path::Path) -> std::io::Result<PathBuf> + Send + Sync>;
+pub type InDirView =
+    std::sync::Arc<dyn Fn(&std::path::Path) -> std::io::Result<PathBuf> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct HostConfig {
@@ -105,7 +106,11 @@ impl HttpSettings {
 
 /// Builds an adapter that sends its events into the host's queue.
 pub type ChannelFactory = std::sync::Arc<
-    dyn Fn(tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>) -> std::sync::Arc<dyn pinch_channels::Channel> + Send + Sync,
+    dyn Fn(
+            tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>,
+        ) -> std::sync::Arc<dyn pinch_channels::Channel>
+        + Send
+        + Sync,
 >;
 
 /// Builds a platform adapter (starting its connection) and, if it serves
@@ -113,8 +118,13 @@ pub type ChannelFactory = std::sync::Arc<
 pub type PlatformFactory = std::sync::Arc<
     dyn Fn(
             tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>,
-        ) -> Result<(std::sync::Arc<dyn pinch_channels::Channel>, Option<pinch_channels::http::Router>), String>
-        + Send
+        ) -> Result<
+            (
+                std::sync::Arc<dyn pinch_channels::Channel>,
+                Option<pinch_channels::http::Router>,
+            ),
+            String,
+        > + Send
         + Sync,
 >;
 
@@ -136,7 +146,10 @@ impl HostConfig {
     ) -> Vec<pinch_proto::runner_config::McpServerConfig> {
         let mut by_name = std::collections::BTreeMap::new();
         for e in &self.mcp_servers {
-            if e.groups.as_ref().is_none_or(|g| g.iter().any(|x| x == ag_id)) {
+            if e.groups
+                .as_ref()
+                .is_none_or(|g| g.iter().any(|x| x == ag_id))
+            {
                 by_name.insert(e.server.name.clone(), e.server.clone());
             }
         }
@@ -166,7 +179,10 @@ impl HostConfig {
             sandbox: Choice::Auto,
             sandbox_limits: crate::sandbox::Limits::default(),
             mount_allowlist: None,
-            provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
+            provider: ProviderSettings {
+                kind: "scripted".into(),
+                ..Default::default()
+            },
             timezone: "UTC".into(),
             runner: Timings::default(),
             batch_size: 10,

@@ -26,17 +26,21 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 /// The TLS client configuration for `https://` upstreams: Mozilla's roots
 /// (webpki-roots) plus `extra_roots` (DER), e.g. a company CA or a test's.
 pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     for der in extra_roots {
         roots
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(|e| format!("an extra root certificate is invalid: {e}"))?;
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
 
@@ -72,7 +76,16 @@ pub struct Upstream {
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Client headers never forwarded: credentials and hop-by-hop headers.
-const STRIPPED: &[&str] = &["authorization", "x-api-key", "proxy-authorization", "connection", "host", "content-length", "transfer-encoding", "keep-alive"];
+const STRIPPED: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "proxy-authorization",
+    "connection",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+];
 
 /// One allowlist entry: an exact host or a `*.suffix` pattern, and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,10 +120,18 @@ impl EgressAllow {
                 None => (false, host),
             };
             let name = host.trim_start_matches('.');
-            if name.is_empty() || name.contains('*') || name.contains('/') || name.chars().any(char::is_whitespace) {
+            if name.is_empty()
+                || name.contains('*')
+                || name.contains('/')
+                || name.chars().any(char::is_whitespace)
+            {
                 return Err(bad("is not a host name"));
             }
-            rules.push(EgressRule { host, wildcard, port: port.unwrap_or(443) });
+            rules.push(EgressRule {
+                host,
+                wildcard,
+                port: port.unwrap_or(443),
+            });
         }
         Ok(EgressAllow(rules))
     }
@@ -127,7 +148,14 @@ impl EgressAllow {
     /// Whether `host:port` may be reached.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.0.iter().any(|r| r.port == port && if r.wildcard { host.ends_with(&r.host) && host.len() > r.host.len() } else { host == r.host })
+        self.0.iter().any(|r| {
+            r.port == port
+                && if r.wildcard {
+                    host.ends_with(&r.host) && host.len() > r.host.len()
+                } else {
+                    host == r.host
+                }
+        })
     }
 }
 
@@ -168,8 +196,15 @@ pub fn serve(
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let (u, eg, sid, tls) = (upstreams.clone(), egress.clone(), session_id.clone(), tls.clone());
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (u, eg, sid, tls) = (
+                upstreams.clone(),
+                egress.clone(),
+                session_id.clone(),
+                tls.clone(),
+            );
             tokio::spawn(async move {
                 if let Err(e) = handle(stream, &u, &eg, &sid, tls).await {
                     tracing::debug!(session_id = %sid, "proxy connection ended: {e}");
@@ -187,7 +222,13 @@ async fn respond(c: &mut UnixStream, code: u16, reason: &str, body: &str) -> std
     c.write_all(msg.as_bytes()).await
 }
 
-async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow, session_id: &str, tls: Arc<rustls::ClientConfig>) -> std::io::Result<()> {
+async fn handle(
+    mut c: UnixStream,
+    upstreams: &[Upstream],
+    egress: &EgressAllow,
+    session_id: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> std::io::Result<()> {
     // Read the request head.
     let mut buf = Vec::with_capacity(4096);
     let head_end = loop {
@@ -201,7 +242,13 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow,
             break i + 4;
         }
         if buf.len() > MAX_HEAD {
-            return respond(&mut c, 431, "Request Header Fields Too Large", "request head too large\n").await;
+            return respond(
+                &mut c,
+                431,
+                "Request Header Fields Too Large",
+                "request head too large\n",
+            )
+            .await;
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
@@ -211,20 +258,51 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow,
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
         .collect();
     if method.eq_ignore_ascii_case("CONNECT") {
         return connect(c, target, &buf[head_end..], egress, session_id).await;
     }
-    let route = target.strip_prefix('/').and_then(|t| t.split_once('/').map(|(r, rest)| (r, format!("/{rest}"))));
-    let Some((upstream, rest)) = route.and_then(|(r, rest)| upstreams.iter().find(|u| u.name == r).map(|u| (u, rest))) else {
-        tracing::warn!(session_id, method, target, "proxy refused a request outside the allowed routes");
-        return respond(&mut c, 403, "Forbidden", "pinch proxy: only the configured model APIs are reachable from the sandbox\n").await;
+    let route = target
+        .strip_prefix('/')
+        .and_then(|t| t.split_once('/').map(|(r, rest)| (r, format!("/{rest}"))));
+    let Some((upstream, rest)) =
+        route.and_then(|(r, rest)| upstreams.iter().find(|u| u.name == r).map(|u| (u, rest)))
+    else {
+        tracing::warn!(
+            session_id,
+            method,
+            target,
+            "proxy refused a request outside the allowed routes"
+        );
+        return respond(
+            &mut c,
+            403,
+            "Forbidden",
+            "pinch proxy: only the configured model APIs are reachable from the sandbox\n",
+        )
+        .await;
     };
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
-        return respond(&mut c, 411, "Length Required", "send a content-length body\n").await;
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        return respond(
+            &mut c,
+            411,
+            "Length Required",
+            "send a content-length body\n",
+        )
+        .await;
     }
-    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
     if len > MAX_BODY {
         return respond(&mut c, 413, "Payload Too Large", "request body too large\n").await;
     }
@@ -238,17 +316,36 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow,
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(len);
-    let (secure, base) = match (upstream.base_url.strip_prefix("https://"), upstream.base_url.strip_prefix("http://")) {
+    let (secure, base) = match (
+        upstream.base_url.strip_prefix("https://"),
+        upstream.base_url.strip_prefix("http://"),
+    ) {
         (Some(b), _) => (true, b),
         (None, Some(b)) => (false, b),
-        _ => return respond(&mut c, 502, "Bad Gateway", "pinch proxy: upstream base_url must be http:// or https://\n").await,
+        _ => {
+            return respond(
+                &mut c,
+                502,
+                "Bad Gateway",
+                "pinch proxy: upstream base_url must be http:// or https://\n",
+            )
+            .await
+        }
     };
     let (authority, prefix) = match base.split_once('/') {
         Some((a, p)) => (a.to_owned(), format!("/{}", p.trim_end_matches('/'))),
         None => (base.to_owned(), String::new()),
     };
-    let host_only = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_owned();
-    let connect_to = if authority.contains(':') { authority.clone() } else { format!("{authority}:{}", if secure { 443 } else { 80 }) };
+    let host_only = authority
+        .rsplit_once(':')
+        .map_or(authority.as_str(), |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let connect_to = if authority.contains(':') {
+        authority.clone()
+    } else {
+        format!("{authority}:{}", if secure { 443 } else { 80 })
+    };
     let mut req = format!("{method} {prefix}{rest} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-length: {len}\r\n");
     for (k, v) in &headers {
         if !STRIPPED.contains(&k.as_str()) {
@@ -263,20 +360,43 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow,
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(session_id, upstream = %upstream.name, "proxy cannot reach the upstream: {e}");
-            return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: upstream {} unreachable\n", upstream.name)).await;
+            return respond(
+                &mut c,
+                502,
+                "Bad Gateway",
+                &format!("pinch proxy: upstream {} unreachable\n", upstream.name),
+            )
+            .await;
         }
     };
     tracing::debug!(session_id, upstream = %upstream.name, method, path = %rest, "proxied");
     if secure {
         let name = match rustls::pki_types::ServerName::try_from(host_only.clone()) {
             Ok(n) => n,
-            Err(e) => return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: bad upstream host {host_only}: {e}\n")).await,
+            Err(e) => {
+                return respond(
+                    &mut c,
+                    502,
+                    "Bad Gateway",
+                    &format!("pinch proxy: bad upstream host {host_only}: {e}\n"),
+                )
+                .await
+            }
         };
-        let tls_stream = match tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await {
+        let tls_stream = match tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(session_id, upstream = %upstream.name, "TLS to the upstream failed: {e}");
-                return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: TLS to upstream {} failed\n", upstream.name)).await;
+                return respond(
+                    &mut c,
+                    502,
+                    "Bad Gateway",
+                    &format!("pinch proxy: TLS to upstream {} failed\n", upstream.name),
+                )
+                .await;
             }
         };
         forward(tls_stream, &req, &body, c).await
@@ -286,14 +406,31 @@ async fn handle(mut c: UnixStream, upstreams: &[Upstream], egress: &EgressAllow,
 }
 
 /// `CONNECT host:port`: splice to the host if the allowlist has it.
-async fn connect(mut c: UnixStream, target: &str, early: &[u8], egress: &EgressAllow, session_id: &str) -> std::io::Result<()> {
+async fn connect(
+    mut c: UnixStream,
+    target: &str,
+    early: &[u8],
+    egress: &EgressAllow,
+    session_id: &str,
+) -> std::io::Result<()> {
     // Only printable ASCII reaches the logs and the resolver.
-    let parsed = split_host_port(target).filter(|_| !target.is_empty() && target.bytes().all(|b| b.is_ascii_graphic()));
+    let parsed = split_host_port(target)
+        .filter(|_| !target.is_empty() && target.bytes().all(|b| b.is_ascii_graphic()));
     let Some((host, Some(port))) = parsed else {
-        return respond(&mut c, 400, "Bad Request", "pinch proxy: CONNECT needs host:port\n").await;
+        return respond(
+            &mut c,
+            400,
+            "Bad Request",
+            "pinch proxy: CONNECT needs host:port\n",
+        )
+        .await;
     };
     if !egress.allows(host, port) {
-        let entry = if port == 443 { host.to_owned() } else { format!("{host}:{port}") };
+        let entry = if port == 443 {
+            host.to_owned()
+        } else {
+            format!("{host}:{port}")
+        };
         tracing::warn!(
             session_id,
             host,
@@ -303,28 +440,56 @@ async fn connect(mut c: UnixStream, target: &str, early: &[u8], egress: &EgressA
         let body = format!("pinch proxy: {host}:{port} is not on the egress allowlist (ask the operator to add {entry:?} to egress_allow)\n");
         return respond(&mut c, 403, "Forbidden", &body).await;
     }
-    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let mut up = match TcpStream::connect(&addr).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(session_id, host, port, "proxy cannot reach the egress host: {e}");
-            return respond(&mut c, 502, "Bad Gateway", &format!("pinch proxy: cannot reach {host}:{port}: {e}\n")).await;
+            tracing::warn!(
+                session_id,
+                host,
+                port,
+                "proxy cannot reach the egress host: {e}"
+            );
+            return respond(
+                &mut c,
+                502,
+                "Bad Gateway",
+                &format!("pinch proxy: cannot reach {host}:{port}: {e}\n"),
+            )
+            .await;
         }
     };
     tracing::info!(session_id, host, port, "egress tunnel opened");
-    c.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await?;
+    c.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await?;
     // Bytes the client sent right after the head (a TLS hello) go first.
     if !early.is_empty() {
         up.write_all(early).await?;
     }
     let (to_host, to_client) = tokio::io::copy_bidirectional(&mut c, &mut up).await?;
-    tracing::debug!(session_id, host, port, to_host, to_client, "egress tunnel closed");
+    tracing::debug!(
+        session_id,
+        host,
+        port,
+        to_host,
+        to_client,
+        "egress tunnel closed"
+    );
     Ok(())
 }
 
 /// Sends the request upstream and streams the response back as it comes
 /// (SSE works unchanged).
-async fn forward<S: AsyncRead + AsyncWrite + Unpin>(mut up: S, req: &str, body: &[u8], mut c: UnixStream) -> std::io::Result<()> {
+async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
+    mut up: S,
+    req: &str,
+    body: &[u8],
+    mut c: UnixStream,
+) -> std::io::Result<()> {
     up.write_all(req.as_bytes()).await?;
     up.write_all(body).await?;
     up.flush().await?;
@@ -350,13 +515,25 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::new("sk-very-secret");
         assert_eq!(format!("{s:?}"), "Secret(***)");
-        let u = Upstream { name: "openai".into(), base_url: "http://x".into(), auth: Some(("authorization".into(), s)) };
+        let u = Upstream {
+            name: "openai".into(),
+            base_url: "http://x".into(),
+            auth: Some(("authorization".into(), s)),
+        };
         assert!(!format!("{u:?}").contains("sk-very-secret"));
     }
 
     #[test]
     fn egress_allowlist_matching() {
-        let a = EgressAllow::parse(&["api.github.com", "*.PyPI.org", "files.example.net:8443", "127.0.0.1:7000", "[::1]:9000", "dot.example.com."]).unwrap();
+        let a = EgressAllow::parse(&[
+            "api.github.com",
+            "*.PyPI.org",
+            "files.example.net:8443",
+            "127.0.0.1:7000",
+            "[::1]:9000",
+            "dot.example.com.",
+        ])
+        .unwrap();
         let cases = [
             ("api.github.com", 443, true),
             ("API.GitHub.com.", 443, true),
@@ -377,16 +554,34 @@ mod tests {
         for (host, port, want) in cases {
             assert_eq!(a.allows(host, port), want, "{host}:{port}");
         }
-        assert!(!EgressAllow::default().allows("api.github.com", 443), "empty = no egress");
+        assert!(
+            !EgressAllow::default().allows("api.github.com", 443),
+            "empty = no egress"
+        );
     }
 
     #[test]
     fn bad_egress_entries_name_the_entry() {
-        for bad in ["host:http", "host:0", "host:70000", "", "*", "a/b", "*.*.x", "[::1]x"] {
+        for bad in [
+            "host:http",
+            "host:0",
+            "host:70000",
+            "",
+            "*",
+            "a/b",
+            "*.*.x",
+            "[::1]x",
+        ] {
             let e = EgressAllow::parse(&[bad]).unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")) && e.contains("host:port"), "{bad}: {e}");
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("host:port"),
+                "{bad}: {e}"
+            );
         }
         assert_eq!(split_host_port("[::1]:443"), Some(("::1", Some(443))));
-        assert_eq!(split_host_port("example.com:8080"), Some(("example.com", Some(8080))));
+        assert_eq!(
+            split_host_port("example.com:8080"),
+            Some(("example.com", Some(8080)))
+        );
     }
 }

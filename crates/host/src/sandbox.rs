@@ -61,7 +61,9 @@ impl std::str::FromStr for Choice {
             "bwrap" => Ok(Choice::Bwrap),
             "process" => Ok(Choice::Process),
             "docker" => Ok(Choice::Docker),
-            other => Err(format!("unknown sandbox {other:?}: expected auto, bwrap, docker or process")),
+            other => Err(format!(
+                "unknown sandbox {other:?}: expected auto, bwrap, docker or process"
+            )),
         }
     }
 }
@@ -92,8 +94,56 @@ pub struct Mounts {
     /// `/workspace/extra/<name>`, read-only unless granted read-write.
     pub extra: Vec<pinch_policy::mounts::Granted>,
     /// The group's tools folder (approved packages), read-only at
-    /// `/opt/pinch/tools` when it exists (SPEC §7.6).
+    /// `/opt/pinch/tools` when it exists (SPEC §7.6). It lives in the data
+    /// dir's host-only `tools/<folder>/`, never in the agent's workspace.
     pub tools_dir: Option<PathBuf>,
+    /// The host's copy of the group's `AGENT.md` (in the session's
+    /// host-only folder), read-only over `/workspace/agent/AGENT.md`.
+    pub agent_md: Option<PathBuf>,
+    /// The data dir: every source beneath it is opened beneath it, with
+    /// no symlink at any level (see [`Mounts::binds`]).
+    pub data_root: PathBuf,
+}
+
+/// How a bind source's path is trusted, and so how it is opened (issue 14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Beneath the data dir: opened beneath it, no symlink at any level.
+    Data,
+    /// An extra folder, stored as its real path: no symlink anywhere from `/`.
+    Canonical,
+    /// The owner's own setting outside the data dir (the pinch binary, a
+    /// model file kept elsewhere): opened as configured.
+    Owner,
+}
+
+/// One bind of the mount table (the system folders aside).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    pub src: PathBuf,
+    pub dest: String,
+    pub rw: bool,
+    /// Skipped when the source does not exist (the models and tools
+    /// folders); any other failure to open it stops the spawn.
+    pub optional: bool,
+    pub source: Source,
+}
+
+/// A bind whose source is open: what is mounted is this inode, whatever
+/// happens to its path after the check.
+#[derive(Debug)]
+pub struct OpenBind {
+    pub fd: std::os::fd::OwnedFd,
+    pub bind: Bind,
+}
+
+/// Why a bind source was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot mount {dest} into the sandbox: {source}")]
+pub struct BindError {
+    pub dest: String,
+    #[source]
+    pub source: crate::safe_fs::Error,
 }
 
 impl Mounts {
@@ -101,11 +151,191 @@ impl Mounts {
     /// `/opt/pinch/models` when it lives in the models folder, else the
     /// single-file bind (`model_file` must then be set to it).
     pub fn model_path_inside(&self, host: &Path) -> PathBuf {
-        if let Some(rel) = self.models_dir.as_deref().and_then(|d| host.strip_prefix(d).ok()) {
+        if let Some(rel) = self
+            .models_dir
+            .as_deref()
+            .and_then(|d| host.strip_prefix(d).ok())
+        {
             return Path::new(SANDBOX_MODELS).join(rel);
         }
         Path::new(SANDBOX_MODEL_FILE_DIR).join(host.file_name().unwrap_or_default())
     }
+
+    fn source_of(&self, p: &Path) -> Source {
+        if !self.data_root.as_os_str().is_empty() && p.starts_with(&self.data_root) {
+            Source::Data
+        } else {
+            Source::Owner
+        }
+    }
+
+    /// The mount table every backend builds, after the system folders
+    /// (`/usr`, the libraries, a few files of `/etc`), in mount order.
+    /// `exe` is the runner binary for backends that bind it (bwrap).
+    ///
+    /// No source is a path an agent can write or replace: the session's
+    /// folders and the group's workspace are bound as the folders
+    /// themselves (their parents are host-only); the tools folder and the
+    /// `AGENT.md` copy live in host-only folders; extra folders are real
+    /// paths the owner allowed. [`open_binds`] opens each with no symlink
+    /// followed beneath its trusted root.
+    pub fn binds(&self, exe: Option<&Path>) -> Vec<Bind> {
+        let mut v = Vec::new();
+        let mut add = |src: &Path, dest: &str, rw: bool, optional: bool, source: Source| {
+            v.push(Bind {
+                src: src.to_owned(),
+                dest: dest.to_owned(),
+                rw,
+                optional,
+                source,
+            });
+        };
+        let src = |p: &Path| self.source_of(p);
+        add(&self.in_dir, "/pinch/in", false, false, src(&self.in_dir));
+        add(&self.out_dir, "/pinch/out", true, false, src(&self.out_dir));
+        add(
+            &self.inbox_dir,
+            "/workspace/inbox",
+            false,
+            false,
+            src(&self.inbox_dir),
+        );
+        add(
+            &self.outbox_dir,
+            "/workspace/outbox",
+            true,
+            false,
+            src(&self.outbox_dir),
+        );
+        add(
+            &self.agent_dir,
+            "/workspace/agent",
+            true,
+            false,
+            src(&self.agent_dir),
+        );
+        add(
+            &self.global_dir,
+            "/workspace/global",
+            false,
+            false,
+            src(&self.global_dir),
+        );
+        if let Some(exe) = exe {
+            add(exe, SANDBOX_EXE, false, false, Source::Owner);
+        }
+        if let Some(proxy) = &self.proxy_dir {
+            add(proxy, "/pinch/run", false, false, src(proxy));
+        }
+        if let Some(models) = &self.models_dir {
+            add(models, SANDBOX_MODELS, false, true, src(models));
+        }
+        if let Some(file) = self
+            .model_file
+            .as_ref()
+            .filter(|f| self.models_dir.as_ref().is_none_or(|d| !f.starts_with(d)))
+        {
+            add(
+                file,
+                &self.model_path_inside(file).to_string_lossy(),
+                false,
+                false,
+                src(file),
+            );
+        }
+        if let Some(t) = &self.tools_dir {
+            add(t, crate::tools_dir::SANDBOX_TOOLS, false, true, src(t));
+        }
+        for g in &self.extra {
+            add(
+                &g.host,
+                &format!("/workspace/extra/{}", g.name),
+                g.read_write,
+                false,
+                Source::Canonical,
+            );
+        }
+        // The operator's instructions are read-only even inside the rw workspace.
+        if let Some(md) = &self.agent_md {
+            add(md, "/workspace/agent/AGENT.md", false, false, src(md));
+        }
+        v
+    }
+}
+
+/// Opens every source of `binds` the way its [`Source`] says (never
+/// following a symlink beneath a trusted root), checks it is a folder or a
+/// regular file, and returns the descriptors to mount. Optional sources
+/// that are missing are left out.
+pub fn open_binds(m: &Mounts, binds: &[Bind]) -> Result<Vec<OpenBind>, BindError> {
+    use crate::safe_fs::{Dir, Error};
+    let mut data: Option<Dir> = None;
+    let mut root: Option<Dir> = None;
+    let mut out = Vec::new();
+    for b in binds {
+        let err = |source: Error| BindError {
+            dest: b.dest.clone(),
+            source,
+        };
+        let opened = match b.source {
+            Source::Data => {
+                if data.is_none() {
+                    data = Some(Dir::open_trusted(&m.data_root).map_err(err)?);
+                }
+                let d = data.as_ref().expect("opened above");
+                let rel = b
+                    .src
+                    .strip_prefix(&m.data_root)
+                    .expect("a Data source is beneath the data dir");
+                d.bind_source(rel)
+            }
+            Source::Canonical => {
+                if root.is_none() {
+                    root = Some(Dir::open_trusted(Path::new("/")).map_err(err)?);
+                }
+                let rel = b
+                    .src
+                    .strip_prefix("/")
+                    .map_err(|_| err(Error::BadPath(b.src.clone())))?;
+                root.as_ref().expect("opened above").bind_source(rel)
+            }
+            Source::Owner => rustix::fs::open(
+                &b.src,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map(|fd| (fd, b.src.is_dir()))
+            .map_err(|e| {
+                if e == rustix::io::Errno::NOENT {
+                    Error::Missing(b.src.clone())
+                } else {
+                    Error::Io {
+                        path: b.src.clone(),
+                        source: e.into(),
+                    }
+                }
+            }),
+        };
+        match opened {
+            Ok((fd, _)) => {
+                // Well above the fds the spawn itself places (the liveness
+                // pipe at 3).
+                let fd = rustix::io::fcntl_dupfd_cloexec(&fd, 10).map_err(|e| {
+                    err(Error::Io {
+                        path: b.src.clone(),
+                        source: e.into(),
+                    })
+                })?;
+                out.push(OpenBind {
+                    fd,
+                    bind: b.clone(),
+                });
+            }
+            Err(Error::Missing(_)) if b.optional => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(out)
 }
 
 pub trait Sandbox: Send + Sync {
@@ -115,7 +345,8 @@ pub trait Sandbox: Send + Sync {
     /// The local model's path as the runner sees it.
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf;
     /// The command that starts `pinch runner` for these mounts.
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command>;
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)])
+        -> std::io::Result<Command>;
     /// Whether file descriptors reach the runner (the liveness pipe,
     /// decision 0006); a container's runner does not get them.
     fn passes_fds(&self) -> bool {
@@ -143,7 +374,11 @@ pub fn sandboxed_paths(m: &Mounts) -> RunnerPaths {
         extra: m
             .extra
             .iter()
-            .map(|g| ExtraMount { name: g.name.clone(), path: format!("/workspace/extra/{}", g.name).into(), read_write: g.read_write })
+            .map(|g| ExtraMount {
+                name: g.name.clone(),
+                path: format!("/workspace/extra/{}", g.name).into(),
+                read_write: g.read_write,
+            })
             .collect(),
     }
 }
@@ -175,7 +410,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 4096, file_size_mb: 1024, cpu_s: 4 * 3600, open_files: 4096, pids: 512, cgroup: true }
+        Limits {
+            memory_mb: 4096,
+            file_size_mb: 1024,
+            cpu_s: 4 * 3600,
+            open_files: 4096,
+            pids: 512,
+            cgroup: true,
+        }
     }
 }
 
@@ -184,7 +426,10 @@ impl Limits {
     fn rlimits(&self) -> [(libc::__rlimit_resource_t, u64); 5] {
         [
             (libc::RLIMIT_DATA, self.memory_mb.saturating_mul(1 << 20)),
-            (libc::RLIMIT_FSIZE, self.file_size_mb.saturating_mul(1 << 20)),
+            (
+                libc::RLIMIT_FSIZE,
+                self.file_size_mb.saturating_mul(1 << 20),
+            ),
             (libc::RLIMIT_CPU, self.cpu_s),
             (libc::RLIMIT_NOFILE, self.open_files),
             (libc::RLIMIT_CORE, 0),
@@ -200,23 +445,56 @@ pub struct Bwrap {
 
 impl Bwrap {
     pub fn new(bwrap: PathBuf) -> Bwrap {
-        Bwrap { bwrap, limits: Limits::default() }
+        Bwrap {
+            bwrap,
+            limits: Limits::default(),
+        }
     }
 
     /// The hardened sandbox around `cmd`, as a command ready to spawn: the
-    /// mount table of [`Bwrap::argv_with`], the seccomp filter
-    /// ([`crate::seccomp`], passed to bwrap as an fd it installs just
-    /// before exec) and the rlimits. The runner's own command is
+    /// mount table of [`Mounts::binds`] with every source opened by
+    /// [`open_binds`] and mounted by descriptor (`--ro-bind-fd`,
+    /// `--bind-fd`: bwrap mounts the inode that was checked, not a path an
+    /// agent could swap meanwhile), the seccomp filter ([`crate::seccomp`],
+    /// an fd bwrap installs just before exec) and the rlimits. bwrap reads
+    /// its options from a memfd (`--args`), so no host path appears in the
+    /// sandbox's `/proc/1/cmdline`. The runner's own command is
     /// [`Sandbox::command`]; tests run other commands in exactly this box.
-    pub fn command_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str]) -> std::io::Result<Command> {
+    pub fn command_with(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+        cmd: &[&str],
+    ) -> std::io::Result<Command> {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
+        let opened =
+            open_binds(m, &m.binds(Some(exe))).map_err(|e| std::io::Error::other(e.to_string()))?;
         let filter = crate::seccomp::memfd()?;
-        let fd = filter.as_raw_fd();
-        let mut argv = vec!["--seccomp".to_owned(), fd.to_string()];
-        argv.extend(self.argv_with(exe, m, env, cmd));
+        let table: Vec<[String; 3]> = opened
+            .iter()
+            .map(|o| {
+                [
+                    if o.bind.rw {
+                        "--bind-fd"
+                    } else {
+                        "--ro-bind-fd"
+                    }
+                    .to_owned(),
+                    o.fd.as_raw_fd().to_string(),
+                    o.bind.dest.clone(),
+                ]
+            })
+            .collect();
+        let mut opts = vec!["--seccomp".to_owned(), filter.as_raw_fd().to_string()];
+        opts.extend(self.options(env, &table));
+        let args = args_memfd(&opts)?;
         let mut c = Command::new(&self.bwrap);
-        c.args(argv);
+        c.arg("--args")
+            .arg(args.as_raw_fd().to_string())
+            .arg("--")
+            .args(cmd);
         c.env_clear();
         let limits = self.limits.rlimits();
         // The sandbox's own cgroup (pids, memory), joined in the child.
@@ -224,30 +502,54 @@ impl Bwrap {
             crate::cgroup::sweep();
         }
         let id = pinch_proto::runner_config::random_hex(6);
-        let prepared = if self.limits.cgroup { crate::cgroup::prepare(&id, crate::cgroup::Caps { pids: self.limits.pids, memory_mb: self.limits.memory_mb }).map(Some) } else { Ok(None) };
+        let prepared = if self.limits.cgroup {
+            crate::cgroup::prepare(
+                &id,
+                crate::cgroup::Caps {
+                    pids: self.limits.pids,
+                    memory_mb: self.limits.memory_mb,
+                },
+            )
+            .map(Some)
+        } else {
+            Ok(None)
+        };
         let cgroups = match prepared {
             Ok(p) => p,
             Err(e) => {
-                static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
                 if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!("sandboxes run without a process and memory cap (cgroups are not usable here: {e}); rlimits still apply. `pinch doctor` explains");
                 }
                 None
             }
         };
-        let procs: Vec<std::os::fd::RawFd> = cgroups.iter().flat_map(|p| p.procs.iter().map(|f| f.as_raw_fd())).collect();
+        let procs: Vec<std::os::fd::RawFd> = cgroups
+            .iter()
+            .flat_map(|p| p.procs.iter().map(|f| f.as_raw_fd()))
+            .collect();
+        // The fds bwrap reads: the filter, the options, every bind source.
+        let mut pass: Vec<std::os::fd::RawFd> = vec![filter.as_raw_fd(), args.as_raw_fd()];
+        pass.extend(opened.iter().map(|o| o.fd.as_raw_fd()));
         // SAFETY: only async-signal-safe calls (write, fcntl, setrlimit)
         // between fork and exec; the closure owns the fds until then.
         unsafe {
             c.pre_exec(move || {
-                let _keep = &cgroups;
+                let _keep = (&cgroups, &filter, &args, &opened);
                 crate::cgroup::join(&procs)?;
-                // The filter's fd survives exec (only in this child).
-                if libc::fcntl(filter.as_raw_fd(), libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                // These fds survive exec (only in this child); bwrap closes
+                // the bind sources once mounted.
+                for fd in &pass {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 for (res, v) in limits {
-                    let r = libc::rlimit { rlim_cur: v, rlim_max: v };
+                    let r = libc::rlimit {
+                        rlim_cur: v,
+                        rlim_max: v,
+                    };
                     if libc::setrlimit(res, &r) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -258,15 +560,30 @@ impl Bwrap {
         Ok(c)
     }
 
-    /// The full argv for `pinch runner` in the sandbox.
+    /// The runner's argv in its path form (what [`Bwrap::command_with`]
+    /// mounts by descriptor), for tests and documentation.
     pub fn argv(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Vec<String> {
         let cmd = [SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"];
-        self.argv_with(exe, m, env, &cmd)
+        let table: Vec<[String; 3]> = m
+            .binds(Some(exe))
+            .into_iter()
+            .map(|b| {
+                [
+                    if b.rw { "--bind" } else { "--ro-bind" }.to_owned(),
+                    b.src.to_string_lossy().into_owned(),
+                    b.dest,
+                ]
+            })
+            .collect();
+        let mut a = self.options(env, &table);
+        a.push("--".into());
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        a
     }
 
-    /// The same sandbox around another command (the security tests run a
-    /// shell in exactly the runner's sandbox).
-    pub fn argv_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str]) -> Vec<String> {
+    /// bwrap's options: namespaces, the system folders, the mount `table`
+    /// (flag, source, destination), the working folder and `env`.
+    fn options(&self, env: &[(String, String)], table: &[[String; 3]]) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&[
@@ -295,7 +612,11 @@ impl Bwrap {
             match std::fs::symlink_metadata(&host) {
                 Ok(md) if md.file_type().is_symlink() => {
                     if let Ok(target) = std::fs::read_link(&host) {
-                        a.extend(["--symlink".into(), target.to_string_lossy().into_owned(), host.to_string_lossy().into_owned()]);
+                        a.extend([
+                            "--symlink".into(),
+                            target.to_string_lossy().into_owned(),
+                            host.to_string_lossy().into_owned(),
+                        ]);
                     }
                 }
                 Ok(md) if md.is_dir() => {
@@ -308,51 +629,54 @@ impl Bwrap {
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
         // A minimal /etc: the dynamic linker cache, zone info, resolver-free.
-        for f in ["/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"] {
+        for f in [
+            "/etc/ld.so.cache",
+            "/etc/localtime",
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/nsswitch.conf",
+        ] {
             push(&["--ro-bind-try", f, f]);
         }
-        let p = |x: &Path| x.to_string_lossy().into_owned();
-        let binds: [(&str, String, &str); 7] = [
-            ("--ro-bind", p(&m.in_dir), "/pinch/in"),
-            ("--bind", p(&m.out_dir), "/pinch/out"),
-            ("--ro-bind", p(&m.inbox_dir), "/workspace/inbox"),
-            ("--bind", p(&m.outbox_dir), "/workspace/outbox"),
-            ("--bind", p(&m.agent_dir), "/workspace/agent"),
-            ("--ro-bind", p(&m.global_dir), "/workspace/global"),
-            ("--ro-bind", p(exe), SANDBOX_EXE),
-        ];
-        for (flag, host, inside) in binds {
-            a.extend([flag.to_string(), host, inside.to_string()]);
-        }
-        if let Some(proxy) = &m.proxy_dir {
-            a.extend(["--ro-bind".into(), p(proxy), "/pinch/run".into()]);
-        }
-        if let Some(models) = m.models_dir.as_ref().filter(|d| d.is_dir()) {
-            a.extend(["--ro-bind".into(), p(models), SANDBOX_MODELS.into()]);
-        }
-        if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
-            a.extend(["--ro-bind".into(), p(file), p(&m.model_path_inside(file))]);
-        }
-        if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
-            a.extend(["--ro-bind".into(), p(t), crate::tools_dir::SANDBOX_TOOLS.into()]);
-        }
-        for g in &m.extra {
-            let flag = if g.read_write { "--bind" } else { "--ro-bind" };
-            a.extend([flag.into(), p(&g.host), format!("/workspace/extra/{}", g.name)]);
-        }
-        // The operator's instructions are read-only even inside the rw workspace.
-        let agent_md = m.agent_dir.join("AGENT.md");
-        if agent_md.exists() {
-            a.extend(["--ro-bind".into(), p(&agent_md), "/workspace/agent/AGENT.md".into()]);
+        for row in table {
+            a.extend(row.iter().cloned());
         }
         a.extend(["--chdir".into(), "/workspace/agent".into()]);
         for (k, v) in env {
             a.extend(["--setenv".into(), k.clone(), v.clone()]);
         }
-        a.push("--".into());
-        a.extend(cmd.iter().map(|s| s.to_string()));
         a
     }
+}
+
+/// bwrap's options as NUL-terminated strings in a sealed memfd.
+fn args_memfd(opts: &[String]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::{Seek, Write};
+    let fd = rustix::fs::memfd_create(
+        "pinch-bwrap-args",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut f = std::fs::File::from(fd);
+    for o in opts {
+        if o.contains('\0') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a sandbox argument contains NUL: {o:?}"),
+            ));
+        }
+        f.write_all(o.as_bytes())?;
+        f.write_all(b"\0")?;
+    }
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let fd = std::os::fd::OwnedFd::from(f);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        rustix::fs::SealFlags::SHRINK
+            | rustix::fs::SealFlags::GROW
+            | rustix::fs::SealFlags::WRITE
+            | rustix::fs::SealFlags::SEAL,
+    )?;
+    Ok(fd)
 }
 
 impl Sandbox for Bwrap {
@@ -368,8 +692,18 @@ impl Sandbox for Bwrap {
         m.model_path_inside(host)
     }
 
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command> {
-        self.command_with(exe, m, env, &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"])
+    fn command(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+    ) -> std::io::Result<Command> {
+        self.command_with(
+            exe,
+            m,
+            env,
+            &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"],
+        )
     }
 }
 
@@ -389,7 +723,15 @@ impl Sandbox for Process {
             outbox_dir: m.outbox_dir.clone(),
             workspace_dir: m.agent_dir.clone(),
             global_dir: Some(m.global_dir.clone()),
-            extra: m.extra.iter().map(|g| ExtraMount { name: g.name.clone(), path: g.host.clone(), read_write: g.read_write }).collect(),
+            extra: m
+                .extra
+                .iter()
+                .map(|g| ExtraMount {
+                    name: g.name.clone(),
+                    path: g.host.clone(),
+                    read_write: g.read_write,
+                })
+                .collect(),
         }
     }
 
@@ -397,10 +739,17 @@ impl Sandbox for Process {
         host.to_owned()
     }
 
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command> {
+    fn command(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+    ) -> std::io::Result<Command> {
         use std::os::unix::process::CommandExt;
         let mut c = Command::new(exe);
-        c.arg("runner").arg("--config").arg(m.in_dir.join(pinch_proto::layout::RUNNER_JSON));
+        c.arg("runner")
+            .arg("--config")
+            .arg(m.in_dir.join(pinch_proto::layout::RUNNER_JSON));
         c.current_dir(&m.agent_dir);
         c.env_clear();
         c.envs(env.iter().map(|(k, v)| (k, v)));
@@ -421,7 +770,9 @@ impl Sandbox for Process {
 /// Finds `bwrap` on PATH.
 pub fn find_bwrap() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("bwrap")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
+        .find(|p| p.is_file())
 }
 
 /// Runs a trivial sandbox to prove bubblewrap works here (user namespaces
@@ -429,8 +780,20 @@ pub fn find_bwrap() -> Option<PathBuf> {
 pub fn probe_bwrap(bwrap: &Path) -> Result<(), String> {
     let out = Command::new(bwrap)
         .args([
-            "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL",
-            "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-net",
+            "--die-with-parent",
+            "--cap-drop",
+            "ALL",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "true",
         ])
         .env_clear()
         .output()
@@ -469,7 +832,9 @@ pub fn select_with(choice: Choice, limits: Limits) -> Result<Box<dyn Sandbox>, S
         }
         Choice::Bwrap | Choice::Auto => {
             let Some(bwrap) = find_bwrap() else {
-                return Err(format!("bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"));
+                return Err(format!(
+                    "bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"
+                ));
             };
             probe_bwrap(&bwrap).map_err(|e| format!("bubblewrap does not work here ({e}): enable unprivileged user namespaces, or {INSTALL_BWRAP}"))?;
             Ok(Box::new(Bwrap { bwrap, limits }))
@@ -506,12 +871,24 @@ mod tests {
         let inside = b.model_path(&m, &tmp.join("m.gguf"));
         assert_eq!(inside, Path::new("/opt/pinch/models/m.gguf"));
         let joined = b.argv(Path::new("/p"), &m, &[]).join(" ");
-        assert!(joined.contains(&format!("--ro-bind {} /opt/pinch/models", tmp.display())), "{joined}");
+        assert!(
+            joined.contains(&format!("--ro-bind {} /opt/pinch/models", tmp.display())),
+            "{joined}"
+        );
         m.model_file = Some("/srv/llm/other.gguf".into());
-        assert_eq!(b.model_path(&m, Path::new("/srv/llm/other.gguf")), Path::new("/opt/pinch/model/other.gguf"));
+        assert_eq!(
+            b.model_path(&m, Path::new("/srv/llm/other.gguf")),
+            Path::new("/opt/pinch/model/other.gguf")
+        );
         let joined = b.argv(Path::new("/p"), &m, &[]).join(" ");
-        assert!(joined.contains("--ro-bind /srv/llm/other.gguf /opt/pinch/model/other.gguf"), "{joined}");
-        assert_eq!(Process.model_path(&m, Path::new("/srv/llm/other.gguf")), Path::new("/srv/llm/other.gguf"));
+        assert!(
+            joined.contains("--ro-bind /srv/llm/other.gguf /opt/pinch/model/other.gguf"),
+            "{joined}"
+        );
+        assert_eq!(
+            Process.model_path(&m, Path::new("/srv/llm/other.gguf")),
+            Path::new("/srv/llm/other.gguf")
+        );
         let _ = std::fs::remove_dir_all(tmp);
     }
 
@@ -519,11 +896,22 @@ mod tests {
     #[test]
     fn bwrap_argv_binds_directories_with_the_right_modes() {
         let b = Bwrap::new("/usr/bin/bwrap".into());
-        let a = b.argv(Path::new("/usr/local/bin/pinch"), &mounts(), &[("TZ".into(), "UTC".into())]);
+        let a = b.argv(
+            Path::new("/usr/local/bin/pinch"),
+            &mounts(),
+            &[("TZ".into(), "UTC".into())],
+        );
         let joined = a.join(" ");
         for must in [
-            "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--die-with-parent", "--cap-drop ALL", "--clearenv", "--tmpfs /",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--cap-drop ALL",
+            "--clearenv",
+            "--tmpfs /",
             "--ro-bind /usr /usr",
             "--ro-bind /d/s/in /pinch/in",
             "--bind /d/s/out /pinch/out",
@@ -537,7 +925,10 @@ mod tests {
             assert!(joined.contains(must), "missing {must:?} in {joined}");
         }
         assert!(!joined.contains("--share-net"));
-        assert!(!joined.contains("inbound.db"), "never a single-file bind of a session DB");
+        assert!(
+            !joined.contains("inbound.db"),
+            "never a single-file bind of a session DB"
+        );
         assert!(!joined.contains("outbound.db"));
     }
 
@@ -545,6 +936,9 @@ mod tests {
     fn choice_parsing_names_the_fix() {
         assert_eq!("bwrap".parse::<Choice>().unwrap(), Choice::Bwrap);
         assert_eq!("docker".parse::<Choice>().unwrap(), Choice::Docker);
-        assert!("lxc".parse::<Choice>().unwrap_err().contains("expected auto, bwrap, docker or process"));
+        assert!("lxc"
+            .parse::<Choice>()
+            .unwrap_err()
+            .contains("expected auto, bwrap, docker or process"));
     }
 }

@@ -24,7 +24,10 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn open_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> ProtoError + '_ {
-    move |source| ProtoError::Open { path: path.to_owned(), source }
+    move |source| ProtoError::Open {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The busy timeout in force for this process, in ms (see [`busy_wait`]).
@@ -52,9 +55,13 @@ fn busy_wait(attempt: i32) -> bool {
 }
 
 fn common_pragmas(conn: &Connection, path: &Path, busy: Duration) -> Result<(), ProtoError> {
-    BUSY_MS.fetch_max(busy.max(MIN_BUSY_TIMEOUT).as_millis() as u64, Ordering::Relaxed);
+    BUSY_MS.fetch_max(
+        busy.max(MIN_BUSY_TIMEOUT).as_millis() as u64,
+        Ordering::Relaxed,
+    );
     conn.busy_handler(Some(busy_wait)).map_err(open_err(path))?;
-    conn.pragma_update(None, "mmap_size", 0).map_err(open_err(path))?;
+    conn.pragma_update(None, "mmap_size", 0)
+        .map_err(open_err(path))?;
     Ok(())
 }
 
@@ -65,7 +72,8 @@ fn common_pragmas(conn: &Connection, path: &Path, busy: Duration) -> Result<(), 
 pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
     // journal_mode returns the resulting mode; insist on DELETE.
@@ -73,9 +81,13 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError
         .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
         .map_err(open_err(path))?;
     if !mode.eq_ignore_ascii_case("delete") {
-        return Err(ProtoError::JournalMode { path: path.to_owned(), mode });
+        return Err(ProtoError::JournalMode {
+            path: path.to_owned(),
+            mode,
+        });
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(open_err(path))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err(path))?;
     Ok(conn)
 }
 
@@ -83,7 +95,12 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError
 ///
 /// Fails (rather than creating) when the file does not exist.
 pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Never through a symlink: `out/` is the runner's folder, and a
+    // `outbound.db` linked to another session's (or the central) database
+    // must not be read as this session's (issue 14).
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
     Ok(conn)
@@ -96,14 +113,18 @@ pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, ProtoError
 /// `outbound.db` only while no runner of the session is alive: it is the one
 /// read-write open of a file the host does not own. A missing file is fine.
 pub fn recovery_open(path: &Path, busy: Duration) -> Result<(), ProtoError> {
-    if !path.exists() {
+    if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-        .map_err(open_err(path))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(open_err(path))?;
     Ok(())
 }
 
@@ -123,12 +144,31 @@ mod tests {
     fn writer_uses_delete_journal_and_full_sync() {
         let d = tempfile::tempdir().unwrap();
         let c = open_writer(&d.path().join("a.db"), DEFAULT_BUSY_TIMEOUT).unwrap();
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "delete");
         let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "FULL");
         let mmap: i64 = c.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();
         assert_eq!(mmap, 0);
+    }
+
+    /// A session DB replaced by a symlink (to another session's file, or
+    /// the central DB) is never opened through it.
+    #[test]
+    fn no_open_follows_a_symlinked_database() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("other.db");
+        open_writer(&real, Duration::from_secs(2))
+            .unwrap()
+            .execute_batch("CREATE TABLE secret(x); INSERT INTO secret VALUES ('other session');")
+            .unwrap();
+        let link = d.path().join("outbound.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(open_reader(&link, Duration::from_secs(2)).is_err());
+        assert!(open_writer(&link, Duration::from_secs(2)).is_err());
+        assert!(recovery_open(&link, Duration::from_secs(2)).is_err());
     }
 
     #[test]
@@ -137,7 +177,10 @@ mod tests {
         let p = d.path().join("a.db");
         assert!(open_reader(&p, DEFAULT_BUSY_TIMEOUT).is_err());
         assert!(!p.exists());
-        open_writer(&p, DEFAULT_BUSY_TIMEOUT).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
+        open_writer(&p, DEFAULT_BUSY_TIMEOUT)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
         let r = open_reader(&p, DEFAULT_BUSY_TIMEOUT).unwrap();
         let err = r.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
@@ -155,6 +198,9 @@ mod tests {
         let t0 = std::time::Instant::now();
         let err = write_tx(&mut w2).unwrap_err();
         assert!(t0.elapsed() >= MIN_BUSY_TIMEOUT, "{:?}", t0.elapsed());
-        assert!(err.to_string().contains("locked") || err.to_string().contains("busy"), "{err}");
+        assert!(
+            err.to_string().contains("locked") || err.to_string().contains("busy"),
+            "{err}"
+        );
     }
 }
