@@ -181,6 +181,7 @@ fn an_allowed_connect_works_from_inside_bwrap_while_direct_network_does_not() {
             agent_dir: data.join("groups/main"),
             global_dir: data.join("groups/global"),
             proxy_dir: Some(data.join("run/proxy").join(&s.id)),
+            data_root: data.clone(),
             ..Default::default()
         };
         let bwrap = Bwrap::new(pinch_host::sandbox::find_bwrap().unwrap());

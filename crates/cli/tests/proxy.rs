@@ -130,6 +130,7 @@ fn s2_s3_only_the_proxy_is_reachable_and_it_holds_the_key() {
         agent_dir: data.join("groups/main"),
         global_dir: data.join("groups/global"),
         proxy_dir: Some(proxy_dir),
+        data_root: data.clone(),
         ..Default::default()
     };
     let bwrap = Bwrap::new(pinch_host::sandbox::find_bwrap().unwrap());

@@ -82,6 +82,8 @@ fn fixtures() -> Vec<Fixture> {
             model_file: None,
             extra: vec![],
             tools_dir: None,
+            agent_md: None,
+            data_root: data.root().to_owned(),
         };
         out.push(Fixture {
             _tmp: tmp,
@@ -116,9 +118,9 @@ impl Fixture {
             Backend::Bwrap(b) => b
                 .command_with(exe, &self.mounts, &env, &["/bin/sh", "-c", script])
                 .unwrap(),
-            Backend::Docker(d) => {
-                d.command_with(exe, &self.mounts, &env, &["/bin/sh", "-c", script])
-            }
+            Backend::Docker(d) => d
+                .command_with(exe, &self.mounts, &env, &["/bin/sh", "-c", script])
+                .unwrap(),
         };
         // A host key must not leak in: bwrap clears the environment
         // (--clearenv), docker passes only --env.
@@ -498,5 +500,88 @@ fn extra_folders_follow_the_allowlist() {
         assert!(!base.join("shared/docs/new").exists());
         let (_, out) = f.sh("cat /workspace/extra/escape/secret.txt /workspace/extra/docs/../../outside/secret.txt 2>&1");
         assert!(!out.contains("TOPSECRET"), "{out}");
+    }
+}
+
+/// Issue 14, break 1: a bind source swapped for a symlink between two
+/// spawns is refused with its name, never followed. Two sources an agent
+/// could reach: a read-only extra folder nested in a read-write one (the
+/// agent swaps it through the read-write mount, from inside), and a
+/// host-only folder (the tools folder) replaced as a compromised agent
+/// would have done when it lived in the workspace.
+#[test]
+fn a_bind_source_swapped_for_a_symlink_is_refused_not_followed() {
+    use pinch_policy::mounts::Granted;
+    for mut f in fixtures() {
+        let name = f.name();
+        let data = f.mounts.data_root.clone();
+        let home = data.parent().unwrap().join("home");
+        std::fs::create_dir_all(home.join("proj/docs")).unwrap();
+        std::fs::write(home.join("proj/docs/readme"), "project docs").unwrap();
+        let tools = data.join("tools/main");
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(tools.join("tool.txt"), "a tool").unwrap();
+        f.mounts.extra = vec![
+            Granted {
+                host: home.join("proj"),
+                name: "proj".into(),
+                read_write: true,
+            },
+            Granted {
+                host: home.join("proj/docs"),
+                name: "docs".into(),
+                read_write: false,
+            },
+        ];
+        f.mounts.tools_dir = Some(tools.clone());
+        let (code, out) =
+            f.sh("cat /workspace/extra/docs/readme; echo; cat /opt/pinch/tools/tool.txt");
+        assert_eq!(code, 0, "{name}: {out}");
+        assert!(
+            out.contains("project docs") && out.contains("a tool"),
+            "{name}: {out}"
+        );
+
+        // From inside, through the read-write folder.
+        let (_, out) =
+            f.sh("cd /workspace/extra/proj && mv docs docs.old && ln -s / docs && echo swapped");
+        assert!(out.contains("swapped"), "{name}: {out}");
+        let exe = Path::new(common::PINCH);
+        let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string())];
+        let built = match &f.backend {
+            Backend::Bwrap(b) => b
+                .command_with(exe, &f.mounts, &env, &["/bin/true"])
+                .map(|_| ()),
+            Backend::Docker(d) => d
+                .command_with(exe, &f.mounts, &env, &["/bin/true"])
+                .map(|_| ()),
+        };
+        let e = built
+            .expect_err("a swapped source must not be mounted")
+            .to_string();
+        assert!(
+            e.contains("/workspace/extra/docs") && e.contains("symbolic link"),
+            "{name}: {e}"
+        );
+
+        // A host-only source replaced by a link to the host's root.
+        f.mounts.extra.clear();
+        std::fs::rename(&tools, data.join("tools/main.old")).unwrap();
+        std::os::unix::fs::symlink("/", &tools).unwrap();
+        let built = match &f.backend {
+            Backend::Bwrap(b) => b
+                .command_with(exe, &f.mounts, &env, &["/bin/true"])
+                .map(|_| ()),
+            Backend::Docker(d) => d
+                .command_with(exe, &f.mounts, &env, &["/bin/true"])
+                .map(|_| ()),
+        };
+        let e = built
+            .expect_err("a linked tools folder must not be mounted")
+            .to_string();
+        assert!(
+            e.contains("/opt/pinch/tools") && e.contains("symbolic link"),
+            "{name}: {e}"
+        );
     }
 }

@@ -166,10 +166,8 @@ fn an_approved_package_and_mcp_server_arrive_with_the_next_turn() {
     // The package: approval-pending, a card, nothing installed yet.
     c.say("please install the demo", "p1");
     let buttons = card_and(&mut c, "tool said: approval-pending");
-    assert!(
-        !group.join(".tools").exists(),
-        "nothing installed before the approval"
-    );
+    let tools = cfg.data_dir.join("tools/main");
+    assert!(!tools.exists(), "nothing installed before the approval");
     let approve = buttons
         .iter()
         .find(|b| b.label == "Approve")
@@ -189,7 +187,14 @@ fn an_approved_package_and_mcp_server_arrive_with_the_next_turn() {
     );
     let r = result_row(&session.dir, "install_packages").unwrap();
     assert!(r.contains("\"ok\":true"), "{r}");
-    assert!(group.join(".tools/python/pinchdemo/__init__.py").exists());
+    assert!(
+        tools.join("python/pinchdemo/__init__.py").exists(),
+        "installed in the host-only tools folder"
+    );
+    assert!(
+        !group.join(".tools").exists(),
+        "never inside the agent's workspace"
+    );
     // The agent's next turn has it.
     let replies = c.ask("now use the demo");
     assert!(
@@ -272,7 +277,7 @@ fn a_rejected_request_changes_nothing() {
         packages.as_ref().is_none_or(|p| !p.contains("pinchdemo")),
         "{packages:?}"
     );
-    assert!(!cfg.data_dir.join("groups/main/.tools").exists());
+    assert!(!cfg.data_dir.join("tools/main").exists());
     // The agent's turn on the rejection answers the terminal (read it, so
     // that delivery is not left waiting for an ack at shutdown).
     loop {

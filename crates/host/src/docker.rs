@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 
 use pinch_proto::runner_config::RunnerPaths;
 
-use crate::sandbox::{Kind, Limits, Mounts, Sandbox, SANDBOX_EXE, SANDBOX_MODELS};
+use crate::sandbox::{Kind, Limits, Mounts, Sandbox, SANDBOX_EXE};
 
 pub struct Docker {
     pub docker: PathBuf,
@@ -292,6 +292,18 @@ impl Docker {
         session: &str,
     ) -> Vec<String> {
         let _ = exe; // the image carries the binary it was built from
+        self.run_args(&m.binds(None), env, cmd, name, session)
+    }
+
+    /// `docker run` arguments for a mount table (the system folders first).
+    fn run_args(
+        &self,
+        binds: &[crate::sandbox::Bind],
+        env: &[(String, String)],
+        cmd: &[&str],
+        name: &str,
+        session: &str,
+    ) -> Vec<String> {
         let mut a: Vec<String> = vec!["run".into(), "--rm".into(), "--name".into(), name.into()];
         let l = &self.limits;
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -362,38 +374,8 @@ impl Docker {
                 bind(Path::new(f), f, true);
             }
         }
-        bind(&m.in_dir, "/pinch/in", true);
-        bind(&m.out_dir, "/pinch/out", false);
-        bind(&m.inbox_dir, "/workspace/inbox", true);
-        bind(&m.outbox_dir, "/workspace/outbox", false);
-        bind(&m.agent_dir, "/workspace/agent", false);
-        bind(&m.global_dir, "/workspace/global", true);
-        if let Some(proxy) = &m.proxy_dir {
-            bind(proxy, "/pinch/run", true);
-        }
-        if let Some(models) = m.models_dir.as_ref().filter(|d| d.is_dir()) {
-            bind(models, SANDBOX_MODELS, true);
-        }
-        if let Some(file) = m
-            .model_file
-            .as_ref()
-            .filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d)))
-        {
-            bind(file, &m.model_path_inside(file).to_string_lossy(), true);
-        }
-        if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
-            bind(t, crate::tools_dir::SANDBOX_TOOLS, true);
-        }
-        for g in &m.extra {
-            bind(
-                &g.host,
-                &format!("/workspace/extra/{}", g.name),
-                !g.read_write,
-            );
-        }
-        let agent_md = m.agent_dir.join("AGENT.md");
-        if agent_md.exists() {
-            bind(&agent_md, "/workspace/agent/AGENT.md", true);
+        for b in binds {
+            bind(&b.src, &b.dest, !b.rw);
         }
         for (k, v) in env {
             a.extend([s("--env"), format!("{k}={v}")]);
@@ -405,13 +387,21 @@ impl Docker {
 
     /// The container around `cmd` (the tests run a shell in exactly the
     /// runner's container).
+    ///
+    /// Every source is opened first ([`crate::sandbox::open_binds`]: no
+    /// symlink beneath its trusted root, a folder or a regular file) and
+    /// refused otherwise. Docker then binds it by path — its runtime cannot
+    /// mount a descriptor from another mount namespace — which is sound
+    /// because no source lies where an agent can write or replace a
+    /// component of its path (ARCHITECTURE.md, "Mounts").
     pub fn command_with(
         &self,
         exe: &Path,
         m: &Mounts,
         env: &[(String, String)],
         cmd: &[&str],
-    ) -> Command {
+    ) -> std::io::Result<Command> {
+        let _ = exe;
         let session = env
             .iter()
             .find(|(k, _)| k == "PINCH_SESSION_ID")
@@ -421,11 +411,22 @@ impl Docker {
             "pinch-{session}-{}",
             pinch_proto::runner_config::random_hex(4)
         );
+        let opened = crate::sandbox::open_binds(m, &m.binds(None))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let binds: Vec<crate::sandbox::Bind> = opened.into_iter().map(|o| o.bind).collect();
+        // `--mount` is comma-separated: a source with `,` or `"` could add
+        // options of its own.
+        if let Some(b) = binds
+            .iter()
+            .find(|b| b.src.to_string_lossy().contains([',', '"', '\n']))
+        {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} contains `,`, `\"` or a newline, which a Docker mount cannot carry; rename it or use --sandbox bwrap", b.src.display())));
+        }
         let mut c = Command::new(&self.docker);
-        c.args(self.argv_with(exe, m, env, cmd, &name, &session));
+        c.args(self.run_args(&binds, env, cmd, &name, &session));
         // The docker client needs its own environment (DOCKER_HOST, HOME for
         // its config); the container's comes only from --env.
-        c
+        Ok(c)
     }
 }
 
@@ -448,12 +449,12 @@ impl Sandbox for Docker {
         m: &Mounts,
         env: &[(String, String)],
     ) -> std::io::Result<Command> {
-        Ok(self.command_with(
+        self.command_with(
             exe,
             m,
             env,
             &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"],
-        ))
+        )
     }
 
     fn passes_fds(&self) -> bool {

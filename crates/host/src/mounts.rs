@@ -150,5 +150,7 @@ pub fn resolve(
             Err(e) => refused.push(format!("{host}: {e}")),
         }
     }
+    let (ok, nested) = mounts::refuse_nested(ok);
+    refused.extend(nested);
     (ok, refused)
 }

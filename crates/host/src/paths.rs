@@ -47,6 +47,12 @@ impl DataDir {
     pub fn models_dir(&self) -> PathBuf {
         self.root.join("models")
     }
+    /// Packages the owner approved for a group (SPEC §7.6), host-only:
+    /// never inside the group's workspace, where the agent could replace
+    /// it (issue 14).
+    pub fn tools_dir(&self, folder: &str) -> PathBuf {
+        self.root.join("tools").join(folder)
+    }
     pub fn sessions_dir(&self) -> PathBuf {
         self.root.join("sessions")
     }
@@ -86,6 +92,11 @@ impl SessionDir {
     }
     pub fn runner_json(&self) -> PathBuf {
         self.in_dir().join(layout::RUNNER_JSON)
+    }
+    /// The host's copy of the group's `AGENT.md` for this session's
+    /// sandbox (the session folder itself is never bound into one).
+    pub fn agent_md(&self) -> PathBuf {
+        self.0.join("AGENT.md")
     }
     /// Written by the host to ask a runner to stop gracefully.
     pub fn stop_file(&self) -> PathBuf {

@@ -94,8 +94,56 @@ pub struct Mounts {
     /// `/workspace/extra/<name>`, read-only unless granted read-write.
     pub extra: Vec<pinch_policy::mounts::Granted>,
     /// The group's tools folder (approved packages), read-only at
-    /// `/opt/pinch/tools` when it exists (SPEC §7.6).
+    /// `/opt/pinch/tools` when it exists (SPEC §7.6). It lives in the data
+    /// dir's host-only `tools/<folder>/`, never in the agent's workspace.
     pub tools_dir: Option<PathBuf>,
+    /// The host's copy of the group's `AGENT.md` (in the session's
+    /// host-only folder), read-only over `/workspace/agent/AGENT.md`.
+    pub agent_md: Option<PathBuf>,
+    /// The data dir: every source beneath it is opened beneath it, with
+    /// no symlink at any level (see [`Mounts::binds`]).
+    pub data_root: PathBuf,
+}
+
+/// How a bind source's path is trusted, and so how it is opened (issue 14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Beneath the data dir: opened beneath it, no symlink at any level.
+    Data,
+    /// An extra folder, stored as its real path: no symlink anywhere from `/`.
+    Canonical,
+    /// The owner's own setting outside the data dir (the pinch binary, a
+    /// model file kept elsewhere): opened as configured.
+    Owner,
+}
+
+/// One bind of the mount table (the system folders aside).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    pub src: PathBuf,
+    pub dest: String,
+    pub rw: bool,
+    /// Skipped when the source does not exist (the models and tools
+    /// folders); any other failure to open it stops the spawn.
+    pub optional: bool,
+    pub source: Source,
+}
+
+/// A bind whose source is open: what is mounted is this inode, whatever
+/// happens to its path after the check.
+#[derive(Debug)]
+pub struct OpenBind {
+    pub fd: std::os::fd::OwnedFd,
+    pub bind: Bind,
+}
+
+/// Why a bind source was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot mount {dest} into the sandbox: {source}")]
+pub struct BindError {
+    pub dest: String,
+    #[source]
+    pub source: crate::safe_fs::Error,
 }
 
 impl Mounts {
@@ -112,6 +160,182 @@ impl Mounts {
         }
         Path::new(SANDBOX_MODEL_FILE_DIR).join(host.file_name().unwrap_or_default())
     }
+
+    fn source_of(&self, p: &Path) -> Source {
+        if !self.data_root.as_os_str().is_empty() && p.starts_with(&self.data_root) {
+            Source::Data
+        } else {
+            Source::Owner
+        }
+    }
+
+    /// The mount table every backend builds, after the system folders
+    /// (`/usr`, the libraries, a few files of `/etc`), in mount order.
+    /// `exe` is the runner binary for backends that bind it (bwrap).
+    ///
+    /// No source is a path an agent can write or replace: the session's
+    /// folders and the group's workspace are bound as the folders
+    /// themselves (their parents are host-only); the tools folder and the
+    /// `AGENT.md` copy live in host-only folders; extra folders are real
+    /// paths the owner allowed. [`open_binds`] opens each with no symlink
+    /// followed beneath its trusted root.
+    pub fn binds(&self, exe: Option<&Path>) -> Vec<Bind> {
+        let mut v = Vec::new();
+        let mut add = |src: &Path, dest: &str, rw: bool, optional: bool, source: Source| {
+            v.push(Bind {
+                src: src.to_owned(),
+                dest: dest.to_owned(),
+                rw,
+                optional,
+                source,
+            });
+        };
+        let src = |p: &Path| self.source_of(p);
+        add(&self.in_dir, "/pinch/in", false, false, src(&self.in_dir));
+        add(&self.out_dir, "/pinch/out", true, false, src(&self.out_dir));
+        add(
+            &self.inbox_dir,
+            "/workspace/inbox",
+            false,
+            false,
+            src(&self.inbox_dir),
+        );
+        add(
+            &self.outbox_dir,
+            "/workspace/outbox",
+            true,
+            false,
+            src(&self.outbox_dir),
+        );
+        add(
+            &self.agent_dir,
+            "/workspace/agent",
+            true,
+            false,
+            src(&self.agent_dir),
+        );
+        add(
+            &self.global_dir,
+            "/workspace/global",
+            false,
+            false,
+            src(&self.global_dir),
+        );
+        if let Some(exe) = exe {
+            add(exe, SANDBOX_EXE, false, false, Source::Owner);
+        }
+        if let Some(proxy) = &self.proxy_dir {
+            add(proxy, "/pinch/run", false, false, src(proxy));
+        }
+        if let Some(models) = &self.models_dir {
+            add(models, SANDBOX_MODELS, false, true, src(models));
+        }
+        if let Some(file) = self
+            .model_file
+            .as_ref()
+            .filter(|f| self.models_dir.as_ref().is_none_or(|d| !f.starts_with(d)))
+        {
+            add(
+                file,
+                &self.model_path_inside(file).to_string_lossy(),
+                false,
+                false,
+                src(file),
+            );
+        }
+        if let Some(t) = &self.tools_dir {
+            add(t, crate::tools_dir::SANDBOX_TOOLS, false, true, src(t));
+        }
+        for g in &self.extra {
+            add(
+                &g.host,
+                &format!("/workspace/extra/{}", g.name),
+                g.read_write,
+                false,
+                Source::Canonical,
+            );
+        }
+        // The operator's instructions are read-only even inside the rw workspace.
+        if let Some(md) = &self.agent_md {
+            add(md, "/workspace/agent/AGENT.md", false, false, src(md));
+        }
+        v
+    }
+}
+
+/// Opens every source of `binds` the way its [`Source`] says (never
+/// following a symlink beneath a trusted root), checks it is a folder or a
+/// regular file, and returns the descriptors to mount. Optional sources
+/// that are missing are left out.
+pub fn open_binds(m: &Mounts, binds: &[Bind]) -> Result<Vec<OpenBind>, BindError> {
+    use crate::safe_fs::{Dir, Error};
+    let mut data: Option<Dir> = None;
+    let mut root: Option<Dir> = None;
+    let mut out = Vec::new();
+    for b in binds {
+        let err = |source: Error| BindError {
+            dest: b.dest.clone(),
+            source,
+        };
+        let opened = match b.source {
+            Source::Data => {
+                if data.is_none() {
+                    data = Some(Dir::open_trusted(&m.data_root).map_err(err)?);
+                }
+                let d = data.as_ref().expect("opened above");
+                let rel = b
+                    .src
+                    .strip_prefix(&m.data_root)
+                    .expect("a Data source is beneath the data dir");
+                d.bind_source(rel)
+            }
+            Source::Canonical => {
+                if root.is_none() {
+                    root = Some(Dir::open_trusted(Path::new("/")).map_err(err)?);
+                }
+                let rel = b
+                    .src
+                    .strip_prefix("/")
+                    .map_err(|_| err(Error::BadPath(b.src.clone())))?;
+                root.as_ref().expect("opened above").bind_source(rel)
+            }
+            Source::Owner => rustix::fs::open(
+                &b.src,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map(|fd| (fd, b.src.is_dir()))
+            .map_err(|e| {
+                if e == rustix::io::Errno::NOENT {
+                    Error::Missing(b.src.clone())
+                } else {
+                    Error::Io {
+                        path: b.src.clone(),
+                        source: e.into(),
+                    }
+                }
+            }),
+        };
+        match opened {
+            Ok((fd, _)) => {
+                // Well above the fds the spawn itself places (the liveness
+                // pipe at 3).
+                let fd = rustix::io::fcntl_dupfd_cloexec(&fd, 10).map_err(|e| {
+                    err(Error::Io {
+                        path: b.src.clone(),
+                        source: e.into(),
+                    })
+                })?;
+                out.push(OpenBind {
+                    fd,
+                    bind: b.clone(),
+                });
+            }
+            Err(Error::Missing(_)) if b.optional => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(out)
 }
 
 pub trait Sandbox: Send + Sync {
@@ -228,9 +452,13 @@ impl Bwrap {
     }
 
     /// The hardened sandbox around `cmd`, as a command ready to spawn: the
-    /// mount table of [`Bwrap::argv_with`], the seccomp filter
-    /// ([`crate::seccomp`], passed to bwrap as an fd it installs just
-    /// before exec) and the rlimits. The runner's own command is
+    /// mount table of [`Mounts::binds`] with every source opened by
+    /// [`open_binds`] and mounted by descriptor (`--ro-bind-fd`,
+    /// `--bind-fd`: bwrap mounts the inode that was checked, not a path an
+    /// agent could swap meanwhile), the seccomp filter ([`crate::seccomp`],
+    /// an fd bwrap installs just before exec) and the rlimits. bwrap reads
+    /// its options from a memfd (`--args`), so no host path appears in the
+    /// sandbox's `/proc/1/cmdline`. The runner's own command is
     /// [`Sandbox::command`]; tests run other commands in exactly this box.
     pub fn command_with(
         &self,
@@ -241,12 +469,32 @@ impl Bwrap {
     ) -> std::io::Result<Command> {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
+        let opened =
+            open_binds(m, &m.binds(Some(exe))).map_err(|e| std::io::Error::other(e.to_string()))?;
         let filter = crate::seccomp::memfd()?;
-        let fd = filter.as_raw_fd();
-        let mut argv = vec!["--seccomp".to_owned(), fd.to_string()];
-        argv.extend(self.argv_with(exe, m, env, cmd));
+        let table: Vec<[String; 3]> = opened
+            .iter()
+            .map(|o| {
+                [
+                    if o.bind.rw {
+                        "--bind-fd"
+                    } else {
+                        "--ro-bind-fd"
+                    }
+                    .to_owned(),
+                    o.fd.as_raw_fd().to_string(),
+                    o.bind.dest.clone(),
+                ]
+            })
+            .collect();
+        let mut opts = vec!["--seccomp".to_owned(), filter.as_raw_fd().to_string()];
+        opts.extend(self.options(env, &table));
+        let args = args_memfd(&opts)?;
         let mut c = Command::new(&self.bwrap);
-        c.args(argv);
+        c.arg("--args")
+            .arg(args.as_raw_fd().to_string())
+            .arg("--")
+            .args(cmd);
         c.env_clear();
         let limits = self.limits.rlimits();
         // The sandbox's own cgroup (pids, memory), joined in the child.
@@ -281,15 +529,21 @@ impl Bwrap {
             .iter()
             .flat_map(|p| p.procs.iter().map(|f| f.as_raw_fd()))
             .collect();
+        // The fds bwrap reads: the filter, the options, every bind source.
+        let mut pass: Vec<std::os::fd::RawFd> = vec![filter.as_raw_fd(), args.as_raw_fd()];
+        pass.extend(opened.iter().map(|o| o.fd.as_raw_fd()));
         // SAFETY: only async-signal-safe calls (write, fcntl, setrlimit)
         // between fork and exec; the closure owns the fds until then.
         unsafe {
             c.pre_exec(move || {
-                let _keep = &cgroups;
+                let _keep = (&cgroups, &filter, &args, &opened);
                 crate::cgroup::join(&procs)?;
-                // The filter's fd survives exec (only in this child).
-                if libc::fcntl(filter.as_raw_fd(), libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                // These fds survive exec (only in this child); bwrap closes
+                // the bind sources once mounted.
+                for fd in &pass {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 for (res, v) in limits {
                     let r = libc::rlimit {
@@ -306,21 +560,30 @@ impl Bwrap {
         Ok(c)
     }
 
-    /// The full argv for `pinch runner` in the sandbox.
+    /// The runner's argv in its path form (what [`Bwrap::command_with`]
+    /// mounts by descriptor), for tests and documentation.
     pub fn argv(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> Vec<String> {
         let cmd = [SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"];
-        self.argv_with(exe, m, env, &cmd)
+        let table: Vec<[String; 3]> = m
+            .binds(Some(exe))
+            .into_iter()
+            .map(|b| {
+                [
+                    if b.rw { "--bind" } else { "--ro-bind" }.to_owned(),
+                    b.src.to_string_lossy().into_owned(),
+                    b.dest,
+                ]
+            })
+            .collect();
+        let mut a = self.options(env, &table);
+        a.push("--".into());
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        a
     }
 
-    /// The same sandbox around another command (the security tests run a
-    /// shell in exactly the runner's sandbox).
-    pub fn argv_with(
-        &self,
-        exe: &Path,
-        m: &Mounts,
-        env: &[(String, String)],
-        cmd: &[&str],
-    ) -> Vec<String> {
+    /// bwrap's options: namespaces, the system folders, the mount `table`
+    /// (flag, source, destination), the working folder and `env`.
+    fn options(&self, env: &[(String, String)], table: &[[String; 3]]) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&[
@@ -375,64 +638,45 @@ impl Bwrap {
         ] {
             push(&["--ro-bind-try", f, f]);
         }
-        let p = |x: &Path| x.to_string_lossy().into_owned();
-        let binds: [(&str, String, &str); 7] = [
-            ("--ro-bind", p(&m.in_dir), "/pinch/in"),
-            ("--bind", p(&m.out_dir), "/pinch/out"),
-            ("--ro-bind", p(&m.inbox_dir), "/workspace/inbox"),
-            ("--bind", p(&m.outbox_dir), "/workspace/outbox"),
-            ("--bind", p(&m.agent_dir), "/workspace/agent"),
-            ("--ro-bind", p(&m.global_dir), "/workspace/global"),
-            ("--ro-bind", p(exe), SANDBOX_EXE),
-        ];
-        for (flag, host, inside) in binds {
-            a.extend([flag.to_string(), host, inside.to_string()]);
-        }
-        if let Some(proxy) = &m.proxy_dir {
-            a.extend(["--ro-bind".into(), p(proxy), "/pinch/run".into()]);
-        }
-        if let Some(models) = m.models_dir.as_ref().filter(|d| d.is_dir()) {
-            a.extend(["--ro-bind".into(), p(models), SANDBOX_MODELS.into()]);
-        }
-        if let Some(file) = m
-            .model_file
-            .as_ref()
-            .filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d)))
-        {
-            a.extend(["--ro-bind".into(), p(file), p(&m.model_path_inside(file))]);
-        }
-        if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
-            a.extend([
-                "--ro-bind".into(),
-                p(t),
-                crate::tools_dir::SANDBOX_TOOLS.into(),
-            ]);
-        }
-        for g in &m.extra {
-            let flag = if g.read_write { "--bind" } else { "--ro-bind" };
-            a.extend([
-                flag.into(),
-                p(&g.host),
-                format!("/workspace/extra/{}", g.name),
-            ]);
-        }
-        // The operator's instructions are read-only even inside the rw workspace.
-        let agent_md = m.agent_dir.join("AGENT.md");
-        if agent_md.exists() {
-            a.extend([
-                "--ro-bind".into(),
-                p(&agent_md),
-                "/workspace/agent/AGENT.md".into(),
-            ]);
+        for row in table {
+            a.extend(row.iter().cloned());
         }
         a.extend(["--chdir".into(), "/workspace/agent".into()]);
         for (k, v) in env {
             a.extend(["--setenv".into(), k.clone(), v.clone()]);
         }
-        a.push("--".into());
-        a.extend(cmd.iter().map(|s| s.to_string()));
         a
     }
+}
+
+/// bwrap's options as NUL-terminated strings in a sealed memfd.
+fn args_memfd(opts: &[String]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::{Seek, Write};
+    let fd = rustix::fs::memfd_create(
+        "pinch-bwrap-args",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut f = std::fs::File::from(fd);
+    for o in opts {
+        if o.contains('\0') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a sandbox argument contains NUL: {o:?}"),
+            ));
+        }
+        f.write_all(o.as_bytes())?;
+        f.write_all(b"\0")?;
+    }
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let fd = std::os::fd::OwnedFd::from(f);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        rustix::fs::SealFlags::SHRINK
+            | rustix::fs::SealFlags::GROW
+            | rustix::fs::SealFlags::WRITE
+            | rustix::fs::SealFlags::SEAL,
+    )?;
+    Ok(fd)
 }
 
 impl Sandbox for Bwrap {

@@ -99,6 +99,11 @@ pub fn denied() -> Vec<(&'static str, i64)> {
         ("name_to_handle_at", libc::SYS_name_to_handle_at),
         ("fanotify_init", libc::SYS_fanotify_init),
         ("lookup_dcookie", libc::SYS_lookup_dcookie),
+        // io_uring runs file and network operations from kernel workers the
+        // rest of this filter never sees (issue 14).
+        ("io_uring_setup", libc::SYS_io_uring_setup),
+        ("io_uring_enter", libc::SYS_io_uring_enter),
+        ("io_uring_register", libc::SYS_io_uring_register),
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([

@@ -1,5 +1,7 @@
 //! Packages an agent asked for and an admin approved (SPEC §7.6): a
-//! per-group tools folder `groups/<folder>/.tools`, filled by
+//! per-group tools folder `tools/<folder>/` in the data dir (host-only:
+//! never in the agent's workspace, where it could be swapped for a
+//! symlink to the host's `/`, issue 14), filled by
 //! prefix-capable installers and shown to the agent read-only at
 //! `/opt/pinch/tools` (bwrap and Docker; the host path for `process`),
 //! with `python/` on `PYTHONPATH` and the installers' `bin` folders on
@@ -72,10 +74,13 @@ fn find(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Installs `packages` with `manager` into `tools` (created if missing).
-/// Returns the installer's last lines, or why it failed.
+/// Installs `packages` with `manager` into the group's tools folder
+/// `<data_root>/tools/<folder>` (created if missing, opened beneath the data
+/// dir with no symlink followed and bound into the installer's sandbox by
+/// descriptor). Returns the installer's last lines, or why it failed.
 pub fn install(
-    tools: &Path,
+    data_root: &Path,
+    folder: &str,
     manager: &str,
     packages: &[String],
     sandboxed: bool,
@@ -86,7 +91,11 @@ pub fn install(
     for p in packages {
         check_package(manager, p)?;
     }
-    std::fs::create_dir_all(tools).map_err(|e| format!("creating {}: {e}", tools.display()))?;
+    let dir = crate::safe_fs::Dir::open_trusted(data_root)
+        .and_then(|d| d.create_dir_all(Path::new("tools").join(folder), 0o700))
+        .map_err(|e| format!("opening the tools folder: {e}"))?;
+    let tools = dir.path().to_owned();
+    let tools = tools.as_path();
     // Inside the installer sandbox the folder is at SANDBOX_TOOLS.
     let bwrap = if sandboxed {
         crate::sandbox::find_bwrap()
@@ -191,7 +200,10 @@ pub fn install(
             ] {
                 c.args(["--ro-bind-try", f, f]);
             }
-            c.arg("--bind").arg(tools).arg(SANDBOX_TOOLS);
+            // The folder that was opened, not whatever its path names now.
+            c.arg("--bind-fd")
+                .arg(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string())
+                .arg(SANDBOX_TOOLS);
             c.args([
                 "--setenv",
                 "HOME",
@@ -232,6 +244,19 @@ pub fn install(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if bwrap.is_some() {
+        use std::os::unix::process::CommandExt;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+        // SAFETY: fcntl is async-signal-safe; only this child keeps the fd.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let child = cmd
         .spawn()
         .map_err(|e| format!("starting {manager}: {e}"))?;

@@ -178,8 +178,58 @@ pub fn decide(
     })
 }
 
+/// Splits `granted` into what may be mounted and what is refused because
+/// it lies inside another read-write grant: the agent can replace such a
+/// folder (through the read-write one) between the host's check and the
+/// mount, and it sees it through the outer folder anyway (issue 14).
+pub fn refuse_nested(granted: Vec<Granted>) -> (Vec<Granted>, Vec<String>) {
+    let rw: Vec<(PathBuf, String)> = granted
+        .iter()
+        .filter(|g| g.read_write)
+        .map(|g| (g.host.clone(), g.name.clone()))
+        .collect();
+    let (mut ok, mut refused) = (Vec::new(), Vec::new());
+    for g in granted {
+        match rw.iter().find(|(outer, _)| g.host != *outer && g.host.starts_with(outer)) {
+            Some((outer, name)) => refused.push(format!(
+                "{} lies inside the read-write folder {} ({name:?}), where the agent could replace it; it is visible there already",
+                g.host.display(),
+                outer.display()
+            )),
+            None => ok.push(g),
+        }
+    }
+    (ok, refused)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_folder_inside_a_read_write_one_is_refused() {
+        use super::{refuse_nested, Granted};
+        let g = |h: &str, n: &str, rw| Granted {
+            host: h.into(),
+            name: n.into(),
+            read_write: rw,
+        };
+        let (ok, refused) = refuse_nested(vec![
+            g("/h/proj", "proj", true),
+            g("/h/proj/docs", "docs", false),
+            g("/h/ref", "ref", false),
+            g("/h/ref/sub", "sub", false),
+            g("/h/project2", "p2", false),
+        ]);
+        assert_eq!(
+            ok.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+            ["proj", "ref", "sub", "p2"]
+        );
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].contains("/h/proj/docs") && refused[0].contains("\"proj\""),
+            "{refused:?}"
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -72,7 +72,8 @@ fn common_pragmas(conn: &Connection, path: &Path, busy: Duration) -> Result<(), 
 pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
     // journal_mode returns the resulting mode; insist on DELETE.
@@ -94,7 +95,12 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError
 ///
 /// Fails (rather than creating) when the file does not exist.
 pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Never through a symlink: `out/` is the runner's folder, and a
+    // `outbound.db` linked to another session's (or the central) database
+    // must not be read as this session's (issue 14).
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
     Ok(conn)
@@ -107,10 +113,12 @@ pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, ProtoError
 /// `outbound.db` only while no runner of the session is alive: it is the one
 /// read-write open of a file the host does not own. A missing file is fine.
 pub fn recovery_open(path: &Path, busy: Duration) -> Result<(), ProtoError> {
-    if !path.exists() {
+    if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
@@ -144,6 +152,23 @@ mod tests {
         assert_eq!(sync, 2, "FULL");
         let mmap: i64 = c.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();
         assert_eq!(mmap, 0);
+    }
+
+    /// A session DB replaced by a symlink (to another session's file, or
+    /// the central DB) is never opened through it.
+    #[test]
+    fn no_open_follows_a_symlinked_database() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("other.db");
+        open_writer(&real, Duration::from_secs(2))
+            .unwrap()
+            .execute_batch("CREATE TABLE secret(x); INSERT INTO secret VALUES ('other session');")
+            .unwrap();
+        let link = d.path().join("outbound.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(open_reader(&link, Duration::from_secs(2)).is_err());
+        assert!(open_writer(&link, Duration::from_secs(2)).is_err());
+        assert!(recovery_open(&link, Duration::from_secs(2)).is_err());
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl Host {
             .central
             .agent_folder(&ag)?
             .unwrap_or_else(|| ag.clone());
-        let tools = self.data.group_dir(&folder).join(".tools");
+        let data_root = self.data.root().to_owned();
         let manager = a.payload["manager"].as_str().unwrap_or_default().to_owned();
         let packages: Vec<String> = a.payload["packages"]
             .as_array()
@@ -273,7 +273,8 @@ impl Host {
         let (events, approval) = (self.events.clone(), a.clone());
         tracing::info!(agent_group = %ag, manager = %manager, packages = ?packages, "installing approved packages");
         tokio::task::spawn_blocking(move || {
-            let result = crate::tools_dir::install(&tools, &manager, &packages, sandboxed);
+            let result =
+                crate::tools_dir::install(&data_root, &folder, &manager, &packages, sandboxed);
             let _ = events.send(Event::ToolsInstalled {
                 approval: Box::new(approval),
                 result,
