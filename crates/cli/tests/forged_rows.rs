@@ -34,7 +34,8 @@ const SECRET: &str = "forged-rows-hook-secret-0123456789";
 
 /// Forged rows: (id, channel_type, platform_id, thread_id). Seqs are odd
 /// and far above anything the runner allocated, as an attacker picks them.
-const FORGED: &[(&str, Option<&str>, Option<&str>, Option<&str>)] = &[
+type Forged = (&'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>);
+const FORGED: &[Forged] = &[
     ("forged-web-bob", Some("web"), Some("bob"), None),
     ("forged-web-dave", Some("web"), Some("dave"), None),
     ("forged-hook", Some("webhook"), Some("ci"), None),
@@ -419,6 +420,7 @@ fn forged_addresses_are_refused_told_to_the_agent_and_audited_and_the_reply_stil
     // The session goes on: the next message is answered as usual.
     w.say("m2", "ping");
     w.wait_fake("the next reply", |s| s.text() == "pong");
+    drop(cli);
     w.shutdown();
 }
 
