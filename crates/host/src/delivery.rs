@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pinch_channels::{Address, Button, Capabilities, Channel, DeliverError, OutFile, Outgoing};
+use pinch_policy::address::{self, Claim, Decision, Place, Records, Target};
 use pinch_proto::content::{ChatIn, ChatOut, InContent, SystemIn};
 use pinch_proto::open::{open_reader, open_writer, write_tx};
-use pinch_proto::rows::{self, status, LedgerRow, NewInbound};
+use pinch_proto::rows::{self, status, InboundRow, LedgerRow, NewInbound, OutboundRow};
 use pinch_proto::time;
 use tokio::sync::{watch, Notify};
 
@@ -69,6 +70,8 @@ pub struct Task {
     events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
     /// The zone recurring tasks default to (the host's configured zone).
     pub timezone: String,
+    /// The session's agent group (the host's record, for address checks).
+    pub agent_group: String,
 }
 
 impl Task {
@@ -89,6 +92,7 @@ impl Task {
             unrecorded: HashMap::new(),
             events,
             timezone: "UTC".into(),
+            agent_group: String::new(),
         }
     }
 
@@ -134,29 +138,42 @@ impl Task {
             self.shared.out_max.fetch_max(last.seq, Ordering::Relaxed);
         }
         let mut inbound = open_writer(&self.dir.inbound_db(), BUSY)?;
-        let routing = rows::routing(&inbound)?;
+        // The host's own records of where this session may send (issue 14):
+        // its conversation and its agent group's destinations, both
+        // projected by the host into inbound.db, which the sandbox sees
+        // read-only. Nothing in a row's address columns is trusted.
+        let grants = Grants::read(&inbound, &self.agent_group)?;
         let mut blocked = false;
+        // While every row so far is terminal, the watermark follows; a row
+        // that waits holds back only later rows to the same conversation
+        // (`held`), so one unreachable user or a callback that is down never
+        // stops the session's other replies.
+        let mut contiguous = true;
+        let mut held: std::collections::HashSet<(String, String)> = Default::default();
         let now = jiff::Timestamp::now();
-        // Rows are handled strictly in seq order and the loop stops at the
-        // first one that must wait, so everything up to the watermark is terminal.
         for row in &out_rows {
+            macro_rules! finished {
+                () => {
+                    if contiguous {
+                        self.watermark = row.seq;
+                    }
+                    continue
+                };
+            }
+            macro_rules! wait {
+                ($key:expr) => {{
+                    held.insert($key);
+                    contiguous = false;
+                    blocked = true;
+                    continue;
+                }};
+            }
             let prev = rows::ledger_get(&inbound, &row.id)?;
             if prev
                 .as_ref()
                 .is_some_and(|l| l.status == status::DELIVERED || l.status == status::FAILED)
             {
-                self.watermark = row.seq;
-                continue;
-            }
-            if let Some(after) = row.deliver_after.as_deref() {
-                if !time::is_due(Some(after), now) {
-                    if let Ok(t) = time::parse(after) {
-                        let ms = (t.as_millisecond() - now.as_millisecond()).max(0) as u64;
-                        self.poke_later(Duration::from_millis(ms));
-                    }
-                    blocked = true;
-                    break;
-                }
+                finished!();
             }
             let attempts = prev.as_ref().map_or(0, |l| l.attempts);
             if let Some((pid, n)) = self.unrecorded.get(&row.id).cloned() {
@@ -171,49 +188,94 @@ impl Task {
                     },
                 )?;
                 self.unrecorded.remove(&row.id);
-                self.watermark = row.seq;
+                finished!();
+            }
+            // An action for the host (admin request, task, …): the session
+            // is the host's record, the row's address plays no part.
+            let target = if row.kind == "system" {
+                None
+            } else {
+                let claim = Claim {
+                    channel_type: row.channel_type.as_deref(),
+                    platform_id: row.platform_id.as_deref(),
+                    thread_id: row.thread_id.as_deref(),
+                };
+                let (decision, answered_row) =
+                    grants.decide(&inbound, &claim, row.in_reply_to.as_deref())?;
+                match decision {
+                    Decision::Allowed(t) => Some((t, answered_row)),
+                    Decision::Refused(why) => {
+                        self.refuse(&mut inbound, row, attempts, &why)?;
+                        finished!();
+                    }
+                }
+            };
+            // Rows to one place keep their order; places do not wait for each other.
+            let key = match &target {
+                None => (String::new(), "host".to_owned()),
+                Some((Target::Agent(ag), _)) => (address::AGENT.to_owned(), ag.clone()),
+                Some((Target::Channel(p), _)) => (p.channel_type.clone(), p.platform_id.clone()),
+            };
+            if held.contains(&key) {
+                // An earlier row to this place waits: keep the order.
+                contiguous = false;
+                blocked = true;
                 continue;
             }
-            let addr = Address {
-                channel_type: row
-                    .channel_type
-                    .clone()
-                    .or_else(|| routing.as_ref().and_then(|r| r.channel_type.clone()))
-                    .unwrap_or_default(),
-                platform_id: row
-                    .platform_id
-                    .clone()
-                    .or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone()))
-                    .unwrap_or_default(),
-                thread_id: row.thread_id.clone(),
-            };
+            if let Some(after) = row.deliver_after.as_deref() {
+                if !time::is_due(Some(after), now) {
+                    if let Ok(t) = time::parse(after) {
+                        let ms = (t.as_millisecond() - now.as_millisecond()).max(0) as u64;
+                        self.poke_later(Duration::from_millis(ms));
+                    }
+                    wait!(key);
+                }
+            }
             // Rows the host itself carries out, in the main loop: a message
             // to another agent (SPEC §7.5: destination and loop checks, then
             // the target session's inbound.db) or an action for the host
             // (admin request, task, …). Ok = the record for the ledger.
-            let to_host = if addr.channel_type == "agent" && row.kind == "chat" {
-                let (done, outcome) = tokio::sync::oneshot::channel();
-                Some((
-                    crate::main_loop::Event::AgentMessage {
-                        session_id: self.session_id.clone(),
-                        row: row.clone(),
-                        done,
-                    },
-                    outcome,
-                ))
-            } else if row.kind == "system" {
-                let (done, outcome) = tokio::sync::oneshot::channel();
-                Some((
-                    crate::main_loop::Event::AgentAction {
-                        session_id: self.session_id.clone(),
-                        out_id: row.id.clone(),
-                        content: row.content.clone(),
-                        done,
-                    },
-                    outcome,
-                ))
-            } else {
-                None
+            let to_host = match &target {
+                None => {
+                    let (done, outcome) = tokio::sync::oneshot::channel();
+                    Some((
+                        crate::main_loop::Event::AgentAction {
+                            session_id: self.session_id.clone(),
+                            out_id: row.id.clone(),
+                            content: row.content.clone(),
+                            done,
+                        },
+                        outcome,
+                    ))
+                }
+                Some((Target::Agent(ag), _)) if row.kind == "chat" => {
+                    let (done, outcome) = tokio::sync::oneshot::channel();
+                    // The decided target, not the claim (they are equal: the decision matches exactly).
+                    let row = OutboundRow {
+                        channel_type: Some(address::AGENT.into()),
+                        platform_id: Some(ag.clone()),
+                        thread_id: None,
+                        ..row.clone()
+                    };
+                    Some((
+                        crate::main_loop::Event::AgentMessage {
+                            session_id: self.session_id.clone(),
+                            row,
+                            done,
+                        },
+                        outcome,
+                    ))
+                }
+                Some((Target::Agent(_), _)) => {
+                    self.fail(
+                        &mut inbound,
+                        &row.id,
+                        attempts,
+                        "only chat messages go between agents",
+                    )?;
+                    finished!();
+                }
+                Some((Target::Channel(_), _)) => None,
             };
             if let Some((ev, outcome)) = to_host {
                 if self.events.send(ev).is_err() {
@@ -242,9 +304,16 @@ impl Task {
                         break;
                     }
                 }
-                self.watermark = row.seq;
-                continue;
+                finished!();
             }
+            let Some((Target::Channel(place), answered_row)) = target else {
+                unreachable!("agents and host actions are handled above")
+            };
+            let addr = Address {
+                channel_type: place.channel_type.clone(),
+                platform_id: place.platform_id.clone(),
+                thread_id: place.thread_id.clone(),
+            };
             let caps = self
                 .channels
                 .get(&addr.channel_type)
@@ -254,8 +323,7 @@ impl Task {
                 Ok(t) => t,
                 Err(reason) => {
                     self.fail(&mut inbound, &row.id, attempts, &reason)?;
-                    self.watermark = row.seq;
-                    continue;
+                    finished!();
                 }
             };
             let Some(channel) = self.channels.get(&addr.channel_type).cloned() else {
@@ -264,8 +332,7 @@ impl Task {
                     addr.channel_type
                 );
                 self.fail(&mut inbound, &row.id, attempts, &reason)?;
-                self.watermark = row.seq;
-                continue;
+                finished!();
             };
             // No `sending` commit before a first attempt: a row without a
             // terminal entry is (re)sent on every pass and at boot anyway, so
@@ -330,7 +397,7 @@ impl Task {
             // Outbox files are untrusted (the runner wrote them): each is
             // opened through the checks and held open for the call; one
             // that fails them is named in the text instead.
-            let mut held = Vec::new();
+            let mut held_files = Vec::new();
             let mut files = Vec::new();
             for name in &rendered.files {
                 match crate::outbox::open_checked(&self.dir.outbox(), &row.id, name) {
@@ -341,7 +408,7 @@ impl Task {
                                 .into(),
                             size,
                         });
-                        held.push(f);
+                        held_files.push(f);
                     }
                     Err(e) => {
                         tracing::warn!(id = %row.id, file = %name, "outbox file refused: {e}");
@@ -349,20 +416,26 @@ impl Task {
                     }
                 }
             }
+            // A message an edit or a reaction points at must be one of this
+            // conversation's (the platform id comes from the host's records).
             let result = match rendered.op {
                 Op::Send => None,
-                Op::Edit { seq } => match self.platform_message_id_of(&inbound, seq) {
-                    Ok(Some(pid)) => Some(channel.edit(&addr, &pid, &text).await.map(|()| pid)),
-                    // Not (yet) delivered, or not ours: a correction message.
-                    _ => {
-                        text = format!("(correction to message {seq}) {text}");
-                        None
+                Op::Edit { seq } => {
+                    match self.platform_message_id_of(&inbound, &grants, seq, &place) {
+                        Ok(Some(pid)) => Some(channel.edit(&addr, &pid, &text).await.map(|()| pid)),
+                        // Not (yet) delivered, or not ours: a correction message.
+                        _ => {
+                            text = format!("(correction to message {seq}) {text}");
+                            None
+                        }
                     }
-                },
-                Op::React { seq, ref emoji } => match self.platform_message_id_of(&inbound, seq) {
+                }
+                Op::React { seq, ref emoji } => match self
+                    .platform_message_id_of(&inbound, &grants, seq, &place)
+                {
                     Ok(Some(pid)) => Some(channel.react(&addr, &pid, emoji).await.map(|()| pid)),
                     Ok(None) => Some(Err(DeliverError::Permanent(format!(
-                        "message {seq} has no platform message to react to"
+                        "message {seq} has no platform message in this conversation to react to"
                     )))),
                     Err(e) => Some(Err(DeliverError::Retryable(format!(
                         "looking up message {seq}: {e:#}"
@@ -372,20 +445,30 @@ impl Task {
             let result = match result {
                 Some(r) => r,
                 None => {
+                    // The platform reply reference comes from the answered
+                    // message the host stored, and only within its conversation.
+                    let in_reply_to = answered_row
+                        .as_ref()
+                        .filter(|r| {
+                            r.channel_type.as_deref() == Some(place.channel_type.as_str())
+                                && r.platform_id.as_deref() == Some(place.platform_id.as_str())
+                        })
+                        .map(|r| {
+                            r.id.rsplit_once(':')
+                                .map_or(r.id.as_str(), |(p, _)| p)
+                                .to_owned()
+                        });
                     let msg = Outgoing {
                         id: row.id.clone(),
                         text,
                         buttons,
-                        in_reply_to: row
-                            .in_reply_to
-                            .as_deref()
-                            .map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
+                        in_reply_to,
                         files,
                     };
                     channel.deliver(&addr, &msg).await
                 }
             };
-            drop(held);
+            drop(held_files);
             match result {
                 Ok(pid) => {
                     self.unrecorded
@@ -410,22 +493,20 @@ impl Task {
                     // If what this answers was already finished (its ack synced
                     // by an earlier pass, or a previous life of the host),
                     // announce it now: the in-memory notice may be gone.
-                    if let Some(r) = row.in_reply_to.as_deref() {
-                        self.settle_if_finished(&inbound, r)?;
+                    if let Some(r) = answered_row.as_ref() {
+                        self.settle_if_finished(&inbound, &r.id)?;
                     }
-                    self.watermark = row.seq;
+                    finished!();
                 }
                 Err(DeliverError::Unavailable(why)) => {
                     tracing::debug!(id = %row.id, "channel unavailable, delivery resumes when it is back: {why}");
-                    blocked = true;
-                    break;
+                    wait!(key);
                 }
                 Err(DeliverError::Retryable(why)) => {
                     let n = attempts + 1;
                     if n >= MAX_ATTEMPTS {
                         self.fail(&mut inbound, &row.id, n, &why)?;
-                        self.watermark = row.seq;
-                        continue;
+                        finished!();
                     }
                     tracing::warn!(id = %row.id, attempt = n, "delivery failed, will retry: {why}");
                     put(
@@ -439,12 +520,11 @@ impl Task {
                         },
                     )?;
                     self.poke_later(RETRY_DELAYS[(n as usize - 1).min(RETRY_DELAYS.len() - 1)]);
-                    blocked = true;
-                    break;
+                    wait!(key);
                 }
                 Err(DeliverError::Permanent(why)) => {
                     self.fail(&mut inbound, &row.id, attempts + 1, &why)?;
-                    self.watermark = row.seq;
+                    finished!();
                 }
             }
         }
@@ -610,41 +690,101 @@ impl Task {
         Ok(())
     }
 
-    /// The platform's id of the message with this seq: an outbound row's
-    /// from the ledger (odd seqs), an inbound chat's from its content
-    /// (even). `None`: unknown or not delivered.
+    /// The platform's id of the message with this seq, if it is a message
+    /// of the conversation `place` is in: an outbound row's from the
+    /// ledger (odd seqs; its address decided again from the host's
+    /// records), an inbound chat's from its content (even; the address
+    /// the host stored). `None`: unknown, not delivered, or elsewhere.
     fn platform_message_id_of(
         &self,
         inbound: &pinch_proto::rusqlite::Connection,
+        grants: &Grants,
         seq: i64,
+        place: &Place,
     ) -> Result<Option<String>> {
         use pinch_proto::rusqlite::OptionalExtension;
+        let here = |ct: Option<&str>, pid: Option<&str>| {
+            ct == Some(place.channel_type.as_str()) && pid == Some(place.platform_id.as_str())
+        };
         if seq % 2 != 0 {
             let out = open_reader(&self.dir.outbound_db(), BUSY)?;
-            let id: Option<String> = out
-                .query_row("SELECT id FROM messages_out WHERE seq = ?1", [seq], |r| {
-                    r.get(0)
+            type Edited = (
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            );
+            let edited: Option<Edited> = out
+                .query_row("SELECT id, channel_type, platform_id, thread_id, in_reply_to FROM messages_out WHERE seq = ?1", [seq], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?;
-            let Some(id) = id else { return Ok(None) };
+            let Some((id, ct, pid, thread, in_reply_to)) = edited else {
+                return Ok(None);
+            };
+            let claim = Claim {
+                channel_type: ct.as_deref(),
+                platform_id: pid.as_deref(),
+                thread_id: thread.as_deref(),
+            };
+            match grants.decide(inbound, &claim, in_reply_to.as_deref())?.0 {
+                Decision::Allowed(Target::Channel(p))
+                    if here(Some(&p.channel_type), Some(&p.platform_id)) => {}
+                _ => return Ok(None),
+            }
             return Ok(rows::ledger_get(inbound, &id)?
                 .filter(|l| l.status == status::DELIVERED)
                 .and_then(|l| l.platform_message_id));
         }
-        let row: Option<(String, String)> = inbound
+        let row: Option<(String, String, Option<String>, Option<String>)> = inbound
             .query_row(
-                "SELECT kind, content FROM messages_in WHERE seq = ?1",
+                "SELECT kind, content, channel_type, platform_id FROM messages_in WHERE seq = ?1",
                 [seq],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        Ok(match row.map(|(k, c)| InContent::parse(&k, &c)) {
-            Some(Ok(InContent::Chat(ChatIn {
-                platform_message_id,
-                ..
-            }))) => platform_message_id,
+        Ok(match row {
+            Some((k, c, ct, pid)) if here(ct.as_deref(), pid.as_deref()) => {
+                match InContent::parse(&k, &c) {
+                    Ok(InContent::Chat(ChatIn {
+                        platform_message_id,
+                        ..
+                    })) => platform_message_id,
+                    _ => None,
+                }
+            }
             _ => None,
         })
+    }
+
+    /// Refuses a row whose address the host's records do not grant: logged
+    /// with the claim, counted in the drop audit, failed for good and told
+    /// to the agent (issue 14). Nothing is sent anywhere.
+    fn refuse(
+        &self,
+        inbound: &mut pinch_proto::rusqlite::Connection,
+        row: &OutboundRow,
+        attempts: i64,
+        why: &str,
+    ) -> Result<()> {
+        let q = |s: &Option<String>| s.as_deref().map(address::quote).unwrap_or_default();
+        let claimed = format!(
+            "{}/{}{}",
+            q(&row.channel_type),
+            q(&row.platform_id),
+            row.thread_id
+                .as_ref()
+                .map(|t| format!(" thread {}", address::quote(t)))
+                .unwrap_or_default()
+        );
+        tracing::warn!(session_id = %self.session_id, id = %row.id, claimed = %claimed, "outbound row refused, its address is not granted to this session: {why}");
+        let _ = self.events.send(crate::main_loop::Event::AddressRefused {
+            session_id: self.session_id.clone(),
+            agent_group: self.agent_group.clone(),
+            claimed,
+        });
+        self.fail(inbound, &row.id, attempts, &format!("not delivered: {why}"))
     }
 
     /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
@@ -691,6 +831,77 @@ impl Task {
         )?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// What the host's records grant one session, read once per pass from
+/// its inbound.db (the host's projection of the central DB; the sandbox
+/// sees it read-only).
+struct Grants {
+    agent_group: String,
+    conversation: Option<Place>,
+    channels: Vec<Place>,
+    agents: Vec<String>,
+}
+
+impl Grants {
+    fn read(inbound: &pinch_proto::rusqlite::Connection, agent_group: &str) -> Result<Grants> {
+        let routing = rows::routing(inbound)?;
+        let conversation = routing.as_ref().and_then(|r| {
+            Place::from_parts(
+                r.channel_type.as_deref(),
+                r.platform_id.as_deref(),
+                r.thread_id.as_deref(),
+            )
+        });
+        let mut channels = Vec::new();
+        let mut agents = Vec::new();
+        for d in rows::destinations(inbound)? {
+            if d.kind == address::AGENT {
+                agents.extend(d.agent_group_id);
+            } else if let Some(p) =
+                Place::from_parts(d.channel_type.as_deref(), d.platform_id.as_deref(), None)
+            {
+                channels.push(p);
+            }
+        }
+        Ok(Grants {
+            agent_group: agent_group.to_owned(),
+            conversation,
+            channels,
+            agents,
+        })
+    }
+
+    /// Where a row claiming `claim` and answering `in_reply_to` may go,
+    /// with the answered inbound row (the host's, when the id names one).
+    fn decide(
+        &self,
+        inbound: &pinch_proto::rusqlite::Connection,
+        claim: &Claim<'_>,
+        in_reply_to: Option<&str>,
+    ) -> Result<(Decision, Option<InboundRow>)> {
+        let answered_row = match in_reply_to {
+            Some(id) => rows::inbound_by_ids(inbound, &[id.to_owned()])?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        let answered = answered_row.as_ref().and_then(|r| {
+            Place::from_parts(
+                r.channel_type.as_deref(),
+                r.platform_id.as_deref(),
+                r.thread_id.as_deref(),
+            )
+        });
+        let records = Records {
+            agent_group: &self.agent_group,
+            conversation: self.conversation.as_ref(),
+            answered: answered.as_ref(),
+            channels: &self.channels,
+            agents: &self.agents,
+        };
+        Ok((address::decide(claim, &records), answered_row))
     }
 }
 

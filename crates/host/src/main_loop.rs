@@ -86,6 +86,14 @@ pub(crate) enum Event {
         row: pinch_proto::rows::OutboundRow,
         done: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
+    /// A delivery task refused an outbound row whose address the session
+    /// is not granted (issue 14): counted in the drop audit. `claimed` is
+    /// the row's address as the runner wrote it, bounded.
+    AddressRefused {
+        session_id: String,
+        agent_group: String,
+        claimed: String,
+    },
     /// Approved packages finished installing (or failed).
     ToolsInstalled {
         approval: Box<crate::permissions::Approval>,
@@ -735,6 +743,26 @@ impl Host {
             } => {
                 let _ = done.send(self.agent_message(&session_id, &row));
             }
+            Event::AddressRefused {
+                session_id,
+                agent_group,
+                claimed,
+            } => {
+                // One audit row per session (the claim is the agent's text:
+                // kept as the latest example, never as a key, so forged rows
+                // cannot grow the central DB).
+                if let Err(e) = self.central.audit_drop(
+                    "outbound",
+                    &session_id,
+                    Some(&format!("agent:{agent_group}")),
+                    Some(&claimed),
+                    "address_refused",
+                    None,
+                    Some(&agent_group),
+                ) {
+                    tracing::warn!(session_id = %session_id, "could not record a refused address in the audit: {e:#}");
+                }
+            }
             Event::ApprovalUndeliverable { approval_id, why } => {
                 tracing::error!(approval = %approval_id, "no approver could be reached ({why}); decide it with `pinch admin approvals approve {approval_id}` or `… reject {approval_id}`");
             }
@@ -1142,6 +1170,7 @@ impl Host {
             self.events.clone(),
         );
         task.timezone = self.cfg.timezone.clone();
+        task.agent_group = row.agent_group_id.clone();
         use tracing::Instrument;
         let span = tracing::info_span!("delivery", session_id = %row.id);
         self.delivery_tasks

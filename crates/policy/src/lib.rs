@@ -6,6 +6,7 @@
 //! exhaustively testable with tables and properties, and it is enforced by
 //! the architecture test (`tests/architecture.rs` in the `pinch` crate).
 
+pub mod address;
 pub mod batch;
 pub mod breaker;
 pub mod budget;
