@@ -29,7 +29,10 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError, InboundEvent, Outgoing};
+use crate::{
+    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError,
+    InboundEvent, Outgoing,
+};
 
 pub const CHANNEL_TYPE: &str = "cli";
 pub const PLATFORM_ID: &str = "local";
@@ -110,8 +113,14 @@ impl ServerMsg {
 fn new_message_id() -> String {
     use std::io::Read;
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
         b = t.to_le_bytes();
     }
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -136,13 +145,20 @@ pub struct CliChannel {
 impl CliChannel {
     /// Binds the socket (replacing a stale file no one listens on) and starts
     /// accepting clients. Events go to `events`.
-    pub fn bind(path: &Path, user: String, events: mpsc::Sender<ChannelEvent>) -> io::Result<Arc<CliChannel>> {
+    pub fn bind(
+        path: &Path,
+        user: String,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> io::Result<Arc<CliChannel>> {
         if path.exists() {
             match std::os::unix::net::UnixStream::connect(path) {
                 Ok(_) => {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
-                        format!("{} is in use: another pinch host serves this data dir", path.display()),
+                        format!(
+                            "{} is in use: another pinch host serves this data dir",
+                            path.display()
+                        ),
                     ))
                 }
                 Err(_) => std::fs::remove_file(path)?,
@@ -183,7 +199,11 @@ impl CliChannel {
     }
 
     pub fn address() -> Address {
-        Address { channel_type: CHANNEL_TYPE.into(), platform_id: PLATFORM_ID.into(), thread_id: None }
+        Address {
+            channel_type: CHANNEL_TYPE.into(),
+            platform_id: PLATFORM_ID.into(),
+            thread_id: None,
+        }
     }
 
     fn serve(self: Arc<Self>, stream: UnixStream, events: mpsc::Sender<ChannelEvent>) {
@@ -191,11 +211,11 @@ impl CliChannel {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let writer = Arc::new(tokio::sync::Mutex::new(write));
         let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
-        let old = self
-            .current
-            .lock()
-            .unwrap()
-            .replace(Client { id, writer: writer.clone(), waiting: waiting.clone() });
+        let old = self.current.lock().unwrap().replace(Client {
+            id,
+            writer: writer.clone(),
+            waiting: waiting.clone(),
+        });
         tokio::spawn(async move {
             if let Some(old) = old {
                 // Deliveries waiting on the old client fail as Unavailable
@@ -205,20 +225,41 @@ impl CliChannel {
                 let _ = w.write_all(ServerMsg::Superseded.line().as_bytes()).await;
                 let _ = w.shutdown().await;
             }
-            let hello = ServerMsg::Hello { user: self.user.clone() };
-            if writer.lock().await.write_all(hello.line().as_bytes()).await.is_err() {
+            let hello = ServerMsg::Hello {
+                user: self.user.clone(),
+            };
+            if writer
+                .lock()
+                .await
+                .write_all(hello.line().as_bytes())
+                .await
+                .is_err()
+            {
                 self.drop_client(id);
                 return;
             }
-            let _ = events.send(ChannelEvent::Available { channel_type: CHANNEL_TYPE.into() }).await;
+            let _ = events
+                .send(ChannelEvent::Available {
+                    channel_type: CHANNEL_TYPE.into(),
+                })
+                .await;
             let mut lines = BufReader::new(read);
             let mut buf: Vec<u8> = Vec::new();
             loop {
                 buf.clear();
-                match (&mut lines).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await {
+                match (&mut lines)
+                    .take(MAX_LINE as u64 + 1)
+                    .read_until(b'\n', &mut buf)
+                    .await
+                {
                     Ok(0) => break,
                     Ok(n) if n > MAX_LINE => {
-                        let msg = ServerMsg::Rejected { client_id: None, error: format!("line longer than {MAX_LINE} bytes; send shorter messages") };
+                        let msg = ServerMsg::Rejected {
+                            client_id: None,
+                            error: format!(
+                                "line longer than {MAX_LINE} bytes; send shorter messages"
+                            ),
+                        };
                         let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
                         break;
                     }
@@ -229,8 +270,17 @@ impl CliChannel {
                     }
                 }
                 let Ok(text) = std::str::from_utf8(&buf) else {
-                    let msg = ServerMsg::Rejected { client_id: None, error: "the line is not valid UTF-8; send UTF-8 JSON".into() };
-                    if writer.lock().await.write_all(msg.line().as_bytes()).await.is_err() {
+                    let msg = ServerMsg::Rejected {
+                        client_id: None,
+                        error: "the line is not valid UTF-8; send UTF-8 JSON".into(),
+                    };
+                    if writer
+                        .lock()
+                        .await
+                        .write_all(msg.line().as_bytes())
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     continue;
@@ -260,7 +310,11 @@ impl CliChannel {
                         };
                         let mid = event.message_id.clone();
                         let (ack, rx) = Ack::new();
-                        if events.send(ChannelEvent::Message(event, ack)).await.is_err() {
+                        if events
+                            .send(ChannelEvent::Message(event, ack))
+                            .await
+                            .is_err()
+                        {
                             break; // host is shutting down
                         }
                         // The answer is written when the commit is done, by
@@ -272,16 +326,31 @@ impl CliChannel {
                         let writer = writer.clone();
                         tokio::spawn(async move {
                             let reply = match rx.await {
-                                Ok(AckOutcome::Stored { routed, note }) => ServerMsg::Accepted { client_id, id: mid, routed, note },
-                                Ok(AckOutcome::Failed(error)) => ServerMsg::Rejected { client_id, error },
-                                Err(_) => ServerMsg::Rejected { client_id, error: "the host stopped before storing the message".into() },
+                                Ok(AckOutcome::Stored { routed, note }) => ServerMsg::Accepted {
+                                    client_id,
+                                    id: mid,
+                                    routed,
+                                    note,
+                                },
+                                Ok(AckOutcome::Failed(error)) => {
+                                    ServerMsg::Rejected { client_id, error }
+                                }
+                                Err(_) => ServerMsg::Rejected {
+                                    client_id,
+                                    error: "the host stopped before storing the message".into(),
+                                },
                             };
                             let _ = writer.lock().await.write_all(reply.line().as_bytes()).await;
                         });
                     }
                     Ok(ClientMsg::Click { callback }) => {
                         if callback.is_empty() || callback.len() > crate::MAX_CALLBACK {
-                            let msg = ServerMsg::Notice { text: format!("that button's data is not valid (1..={} bytes)", crate::MAX_CALLBACK) };
+                            let msg = ServerMsg::Notice {
+                                text: format!(
+                                    "that button's data is not valid (1..={} bytes)",
+                                    crate::MAX_CALLBACK
+                                ),
+                            };
                             let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
                             continue;
                         }
@@ -318,13 +387,25 @@ impl CliChannel {
         }
     }
 
-    fn current(&self) -> Option<(u64, Arc<tokio::sync::Mutex<OwnedWriteHalf>>, Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>)> {
-        self.current.lock().unwrap().as_ref().map(|c| (c.id, c.writer.clone(), c.waiting.clone()))
+    fn current(
+        &self,
+    ) -> Option<(
+        u64,
+        Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+        Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    )> {
+        self.current
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|c| (c.id, c.writer.clone(), c.waiting.clone()))
     }
 
     async fn send_line(&self, msg: &ServerMsg) -> Result<(), DeliverError> {
         let Some((id, writer, _)) = self.current() else {
-            return Err(DeliverError::Unavailable("no pinch chat client is connected".into()));
+            return Err(DeliverError::Unavailable(
+                "no pinch chat client is connected".into(),
+            ));
         };
         let res = writer.lock().await.write_all(msg.line().as_bytes()).await;
         res.map_err(|e| {
@@ -346,7 +427,12 @@ impl Channel for CliChannel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { max_text: 1 << 20, buttons: true, open_dm: true, ..Default::default() }
+        Capabilities {
+            max_text: 1 << 20,
+            buttons: true,
+            open_dm: true,
+            ..Default::default()
+        }
     }
 
     fn open_dm<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
@@ -354,18 +440,40 @@ impl Channel for CliChannel {
         Box::pin(async move { Ok((user == self.user).then(|| PLATFORM_ID.to_owned())) })
     }
 
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
             if to.platform_id != PLATFORM_ID {
-                return Err(DeliverError::Permanent(format!("the cli channel has one conversation, {PLATFORM_ID:?}, not {:?}", to.platform_id)));
+                return Err(DeliverError::Permanent(format!(
+                    "the cli channel has one conversation, {PLATFORM_ID:?}, not {:?}",
+                    to.platform_id
+                )));
             }
             let Some((cid, writer, waiting)) = self.current() else {
-                return Err(DeliverError::Unavailable("no pinch chat client is connected".into()));
+                return Err(DeliverError::Unavailable(
+                    "no pinch chat client is connected".into(),
+                ));
             };
             let (tx, rx) = oneshot::channel();
             waiting.lock().unwrap().insert(msg.id.clone(), tx);
-            let buttons = msg.buttons.iter().map(|b| WireButton { label: b.label.clone(), callback: b.callback.clone() }).collect();
-            let line = ServerMsg::Message { id: msg.id.clone(), text: msg.text.clone(), in_reply_to: msg.in_reply_to.clone(), buttons }.line();
+            let buttons = msg
+                .buttons
+                .iter()
+                .map(|b| WireButton {
+                    label: b.label.clone(),
+                    callback: b.callback.clone(),
+                })
+                .collect();
+            let line = ServerMsg::Message {
+                id: msg.id.clone(),
+                text: msg.text.clone(),
+                in_reply_to: msg.in_reply_to.clone(),
+                buttons,
+            }
+            .line();
             if let Err(e) = writer.lock().await.write_all(line.as_bytes()).await {
                 waiting.lock().unwrap().remove(&msg.id);
                 self.drop_client(cid);
@@ -373,10 +481,14 @@ impl Channel for CliChannel {
             }
             match tokio::time::timeout(CLIENT_ACK_TIMEOUT, rx).await {
                 Ok(Ok(())) => Ok(msg.id.clone()),
-                Ok(Err(_)) => Err(DeliverError::Unavailable("client disconnected before acknowledging".into())),
+                Ok(Err(_)) => Err(DeliverError::Unavailable(
+                    "client disconnected before acknowledging".into(),
+                )),
                 Err(_) => {
                     waiting.lock().unwrap().remove(&msg.id);
-                    Err(DeliverError::Retryable("client did not acknowledge within 10 s".into()))
+                    Err(DeliverError::Retryable(
+                        "client did not acknowledge within 10 s".into(),
+                    ))
                 }
             }
         })
@@ -396,15 +508,26 @@ impl Channel for CliChannel {
         if ids.is_empty() {
             return;
         }
-        let Some((_, writer, _)) = self.current() else { return };
+        let Some((_, writer, _)) = self.current() else {
+            return;
+        };
         let line = ServerMsg::Settled { ids: ids.to_vec() }.line();
         tokio::spawn(async move {
             let _ = writer.lock().await.write_all(line.as_bytes()).await;
         });
     }
 
-    fn notice<'a>(&'a self, _to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
-        Box::pin(async move { self.send_line(&ServerMsg::Notice { text: text.to_owned() }).await })
+    fn notice<'a>(
+        &'a self,
+        _to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            self.send_line(&ServerMsg::Notice {
+                text: text.to_owned(),
+            })
+            .await
+        })
     }
 }
 
@@ -415,9 +538,24 @@ mod tests {
     #[test]
     fn wire_format() {
         let m: ClientMsg = serde_json::from_str(r#"{"type":"message","text":"hi"}"#).unwrap();
-        assert_eq!(m, ClientMsg::Message { text: "hi".into(), client_id: None });
-        let l = ServerMsg::Message { id: "o1".into(), text: "yo".into(), in_reply_to: None, buttons: vec![] }.line();
-        assert_eq!(l, "{\"type\":\"message\",\"id\":\"o1\",\"text\":\"yo\",\"in_reply_to\":null}\n");
+        assert_eq!(
+            m,
+            ClientMsg::Message {
+                text: "hi".into(),
+                client_id: None
+            }
+        );
+        let l = ServerMsg::Message {
+            id: "o1".into(),
+            text: "yo".into(),
+            in_reply_to: None,
+            buttons: vec![],
+        }
+        .line();
+        assert_eq!(
+            l,
+            "{\"type\":\"message\",\"id\":\"o1\",\"text\":\"yo\",\"in_reply_to\":null}\n"
+        );
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
     }
 
@@ -436,23 +574,52 @@ mod tests {
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let addr = CliChannel::address();
-        let out = Outgoing { id: "o1".into(), text: "hello".into(), in_reply_to: None, buttons: vec![], files: vec![] };
+        let out = Outgoing {
+            id: "o1".into(),
+            text: "hello".into(),
+            in_reply_to: None,
+            buttons: vec![],
+            files: vec![],
+        };
         // no client: unavailable
-        assert!(matches!(ch.deliver(&addr, &out).await, Err(DeliverError::Unavailable(_))));
+        assert!(matches!(
+            ch.deliver(&addr, &out).await,
+            Err(DeliverError::Unavailable(_))
+        ));
 
         let (r1, mut w1) = UnixStream::connect(&sock).await.unwrap().into_split();
         let mut r1 = BufReader::new(r1);
-        assert_eq!(read_msg(&mut r1).await, ServerMsg::Hello { user: "tester".into() });
-        assert!(matches!(rx.recv().await, Some(ChannelEvent::Available { .. })));
+        assert_eq!(
+            read_msg(&mut r1).await,
+            ServerMsg::Hello {
+                user: "tester".into()
+            }
+        );
+        assert!(matches!(
+            rx.recv().await,
+            Some(ChannelEvent::Available { .. })
+        ));
 
         // a message in is acked only after the host completes it
-        w1.write_all(b"{\"type\":\"message\",\"text\":\"hi\",\"client_id\":\"c1\"}\n").await.unwrap();
-        let Some(ChannelEvent::Message(ev, ack)) = rx.recv().await else { panic!() };
+        w1.write_all(b"{\"type\":\"message\",\"text\":\"hi\",\"client_id\":\"c1\"}\n")
+            .await
+            .unwrap();
+        let Some(ChannelEvent::Message(ev, ack)) = rx.recv().await else {
+            panic!()
+        };
         assert_eq!(ev.text, "hi");
         assert_eq!(ev.sender_id, "tester");
-        ack.complete(AckOutcome::Stored { routed: 1, note: None });
+        ack.complete(AckOutcome::Stored {
+            routed: 1,
+            note: None,
+        });
         match read_msg(&mut r1).await {
-            ServerMsg::Accepted { client_id, id, routed, .. } => {
+            ServerMsg::Accepted {
+                client_id,
+                id,
+                routed,
+                ..
+            } => {
                 assert_eq!(client_id.as_deref(), Some("c1"));
                 assert_eq!(id, ev.message_id);
                 assert_eq!(routed, 1);
@@ -465,21 +632,45 @@ mod tests {
         let addr2 = addr.clone();
         let out2 = out.clone();
         let pending = tokio::spawn(async move { ch2.deliver(&addr2, &out2).await });
-        assert_eq!(read_msg(&mut r1).await, ServerMsg::Message { id: "o1".into(), text: "hello".into(), in_reply_to: None, buttons: vec![] });
+        assert_eq!(
+            read_msg(&mut r1).await,
+            ServerMsg::Message {
+                id: "o1".into(),
+                text: "hello".into(),
+                in_reply_to: None,
+                buttons: vec![]
+            }
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!pending.is_finished());
-        w1.write_all(b"{\"type\":\"ack\",\"id\":\"o1\"}\n").await.unwrap();
+        w1.write_all(b"{\"type\":\"ack\",\"id\":\"o1\"}\n")
+            .await
+            .unwrap();
         assert_eq!(pending.await.unwrap().unwrap(), "o1");
 
         // a delivery in flight when the client dies is unavailable, not lost
         let ch3 = ch.clone();
-        let (a3, o3) = (addr.clone(), Outgoing { id: "o2".into(), text: "x".into(), in_reply_to: None, buttons: vec![], files: vec![] });
+        let (a3, o3) = (
+            addr.clone(),
+            Outgoing {
+                id: "o2".into(),
+                text: "x".into(),
+                in_reply_to: None,
+                buttons: vec![],
+                files: vec![],
+            },
+        );
         let pending = tokio::spawn(async move { ch3.deliver(&a3, &o3).await });
         let _ = read_msg(&mut r1).await;
         // second client supersedes the first
         let (r2, _w2) = UnixStream::connect(&sock).await.unwrap().into_split();
         let mut r2 = BufReader::new(r2);
-        assert_eq!(read_msg(&mut r2).await, ServerMsg::Hello { user: "tester".into() });
+        assert_eq!(
+            read_msg(&mut r2).await,
+            ServerMsg::Hello {
+                user: "tester".into()
+            }
+        );
         assert_eq!(read_msg(&mut r1).await, ServerMsg::Superseded);
         drop(w1);
         let res = pending.await.unwrap();
@@ -491,7 +682,9 @@ mod tests {
         let _ = read_msg(&mut r3).await;
         w3.write_all(b"this is not json\n").await.unwrap();
         match read_msg(&mut r3).await {
-            ServerMsg::Rejected { error, .. } => assert!(error.contains("one JSON object per line"), "{error}"),
+            ServerMsg::Rejected { error, .. } => {
+                assert!(error.contains("one JSON object per line"), "{error}")
+            }
             other => panic!("{other:?}"),
         }
 
@@ -502,24 +695,44 @@ mod tests {
             id: "o3".into(),
             text: "Pick one".into(),
             in_reply_to: None,
-            buttons: vec![crate::Button { label: "Yes".into(), callback: "q:ab:0".into() }],
+            buttons: vec![crate::Button {
+                label: "Yes".into(),
+                callback: "q:ab:0".into(),
+            }],
             files: vec![],
         };
         let pending = tokio::spawn(async move { ch4.deliver(&a4, &o4).await });
         match read_msg(&mut r3).await {
-            ServerMsg::Message { buttons, .. } => assert_eq!(buttons, vec![WireButton { label: "Yes".into(), callback: "q:ab:0".into() }]),
+            ServerMsg::Message { buttons, .. } => assert_eq!(
+                buttons,
+                vec![WireButton {
+                    label: "Yes".into(),
+                    callback: "q:ab:0".into()
+                }]
+            ),
             other => panic!("{other:?}"),
         }
-        w3.write_all(b"{\"type\":\"ack\",\"id\":\"o3\"}\n").await.unwrap();
+        w3.write_all(b"{\"type\":\"ack\",\"id\":\"o3\"}\n")
+            .await
+            .unwrap();
         pending.await.unwrap().unwrap();
         while let Ok(ev) = rx.try_recv() {
             assert!(matches!(ev, ChannelEvent::Available { .. }), "{ev:?}");
         }
-        w3.write_all(b"{\"type\":\"click\",\"callback\":\"q:ab:0\"}\n").await.unwrap();
+        w3.write_all(b"{\"type\":\"click\",\"callback\":\"q:ab:0\"}\n")
+            .await
+            .unwrap();
         loop {
             match rx.recv().await {
                 Some(ChannelEvent::Click(c)) => {
-                    assert_eq!((c.callback.as_str(), c.user_id.as_str(), c.platform_id.as_str()), ("q:ab:0", "tester", PLATFORM_ID));
+                    assert_eq!(
+                        (
+                            c.callback.as_str(),
+                            c.user_id.as_str(),
+                            c.platform_id.as_str()
+                        ),
+                        ("q:ab:0", "tester", PLATFORM_ID)
+                    );
                     break;
                 }
                 Some(ChannelEvent::Available { .. }) => continue,
@@ -527,7 +740,10 @@ mod tests {
             }
         }
         // an oversized callback is refused at the edge
-        let long = format!("{{\"type\":\"click\",\"callback\":\"{}\"}}\n", "x".repeat(65));
+        let long = format!(
+            "{{\"type\":\"click\",\"callback\":\"{}\"}}\n",
+            "x".repeat(65)
+        );
         w3.write_all(long.as_bytes()).await.unwrap();
         match read_msg(&mut r3).await {
             ServerMsg::Notice { text } => assert!(text.contains("not valid"), "{text}"),

@@ -33,10 +33,12 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::platform::{classify, scrub, split_text, url_segment, Backoff, Cursors, Multipart, Secret, Watchdog};
+use crate::platform::{
+    classify, scrub, split_text, url_segment, Backoff, Cursors, Multipart, Secret, Watchdog,
+};
 use crate::{
-    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError, InboundAttachment, InboundEvent, Outgoing,
-    MAX_ATTACHMENT,
+    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError,
+    InboundAttachment, InboundEvent, Outgoing, MAX_ATTACHMENT,
 };
 
 pub const CHANNEL_TYPE: &str = "discord";
@@ -59,7 +61,12 @@ pub struct DiscordConfig {
 
 impl DiscordConfig {
     pub fn new(token: String) -> DiscordConfig {
-        DiscordConfig { token: Secret(token), base_url: DEFAULT_BASE_URL.into(), stall: crate::platform::DEFAULT_STALL, cursor_file: None }
+        DiscordConfig {
+            token: Secret(token),
+            base_url: DEFAULT_BASE_URL.into(),
+            stall: crate::platform::DEFAULT_STALL,
+            cursor_file: None,
+        }
     }
 }
 
@@ -89,7 +96,10 @@ pub struct DiscordChannel {
 impl DiscordChannel {
     /// Builds the adapter and starts the gateway connection (inside the
     /// tokio runtime).
-    pub fn start(cfg: DiscordConfig, events: mpsc::Sender<ChannelEvent>) -> Result<Arc<DiscordChannel>, String> {
+    pub fn start(
+        cfg: DiscordConfig,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> Result<Arc<DiscordChannel>, String> {
         if cfg.token.0.trim().is_empty() {
             return Err("the Discord bot token is empty".into());
         }
@@ -113,22 +123,33 @@ impl DiscordChannel {
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
-            .request(method, format!("{}{path}", self.cfg.base_url.trim_end_matches('/')))
+            .request(
+                method,
+                format!("{}{path}", self.cfg.base_url.trim_end_matches('/')),
+            )
             .header("authorization", format!("Bot {}", self.cfg.token.0))
             .header("user-agent", "DiscordBot (https://github.com/pinch, 0.1)")
     }
 
     async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Value, DeliverError> {
         let token = &self.cfg.token.0;
-        let resp = req.send().await.map_err(|e| DeliverError::Retryable(format!("discord {what}: {}", scrub(&e, token))))?;
+        let resp = req.send().await.map_err(|e| {
+            DeliverError::Retryable(format!("discord {what}: {}", scrub(&e, token)))
+        })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
         let msg: Value = serde_json::from_str(&text).unwrap_or_default();
-        let desc = msg["message"].as_str().unwrap_or("no message").replace(token.as_str(), "<token>");
-        Err(classify(status, format!("discord {what} answered {status}: {desc}")))
+        let desc = msg["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .replace(token.as_str(), "<token>");
+        Err(classify(
+            status,
+            format!("discord {what} answered {status}: {desc}"),
+        ))
     }
 
     async fn sleep(&self, d: Duration) {
@@ -145,7 +166,10 @@ impl DiscordChannel {
             }
             let d = backoff.failed();
             match res {
-                Ok(why) => tracing::info!(retry_in_s = d.as_secs(), "discord: gateway closed ({why}); reconnecting"),
+                Ok(why) => tracing::info!(
+                    retry_in_s = d.as_secs(),
+                    "discord: gateway closed ({why}); reconnecting"
+                ),
                 Err(e) => tracing::warn!(retry_in_s = d.as_secs(), "discord: gateway failed: {e}"),
             }
             self.sleep(d).await;
@@ -154,35 +178,70 @@ impl DiscordChannel {
 
     /// One gateway connection, until it ends: `Ok(reason)` for an orderly
     /// end (reconnect asked, zombie, stall), `Err` for a failure.
-    async fn connect_once(&self, session: &mut Session, backoff: &mut Backoff) -> Result<String, String> {
+    async fn connect_once(
+        &self,
+        session: &mut Session,
+        backoff: &mut Backoff,
+    ) -> Result<String, String> {
         let base = match &session.resume_url {
             Some(u) if session.id.is_some() => u.clone(),
             _ => {
-                let v = self.send("GET /gateway/bot", self.req(reqwest::Method::GET, "/gateway/bot")).await.map_err(|e| e.to_string())?;
-                v["url"].as_str().ok_or("GET /gateway/bot gave no url")?.to_owned()
+                let v = self
+                    .send(
+                        "GET /gateway/bot",
+                        self.req(reqwest::Method::GET, "/gateway/bot"),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                v["url"]
+                    .as_str()
+                    .ok_or("GET /gateway/bot gave no url")?
+                    .to_owned()
             }
         };
         // `wss://gateway.discord.gg` → `wss://gateway.discord.gg/?v=10…`;
         // a URL with a path keeps it as is.
-        let has_path = base.split_once("://").is_some_and(|(_, rest)| rest.trim_end_matches('/').contains('/'));
-        let sep = if has_path || base.ends_with('/') { "" } else { "/" };
+        let has_path = base
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/').contains('/'));
+        let sep = if has_path || base.ends_with('/') {
+            ""
+        } else {
+            "/"
+        };
         let url = format!("{base}{sep}?v=10&encoding=json");
         let mut ws = crate::platform::ws_connect(&url).await?;
         self.connects.fetch_add(1, Ordering::SeqCst);
         let watchdog = Watchdog::new(self.cfg.stall);
         let ready = &mut false;
         // HELLO.
-        let hello = tokio::time::timeout(self.cfg.stall, next_json(&mut ws)).await.map_err(|_| "no HELLO")??;
+        let hello = tokio::time::timeout(self.cfg.stall, next_json(&mut ws))
+            .await
+            .map_err(|_| "no HELLO")??;
         if hello["op"] != 10 {
             return Err(format!("expected HELLO, got op {}", hello["op"]));
         }
-        let interval = Duration::from_millis(hello["d"]["heartbeat_interval"].as_u64().unwrap_or(41_250).max(100));
+        let interval = Duration::from_millis(
+            hello["d"]["heartbeat_interval"]
+                .as_u64()
+                .unwrap_or(41_250)
+                .max(100),
+        );
         let start = match (&session.id, session.seq) {
-            (Some(id), Some(seq)) => json!({"op": 6, "d": {"token": self.cfg.token.0, "session_id": id, "seq": seq}}),
-            _ => json!({"op": 2, "d": {"token": self.cfg.token.0, "intents": INTENTS, "properties": {"os": "linux", "browser": "pinch", "device": "pinch"}}}),
+            (Some(id), Some(seq)) => {
+                json!({"op": 6, "d": {"token": self.cfg.token.0, "session_id": id, "seq": seq}})
+            }
+            _ => {
+                json!({"op": 2, "d": {"token": self.cfg.token.0, "intents": INTENTS, "properties": {"os": "linux", "browser": "pinch", "device": "pinch"}}})
+            }
         };
-        ws.send(WsMessage::text(start.to_string())).await.map_err(|e| e.to_string())?;
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval.mul_f64(0.5), interval);
+        ws.send(WsMessage::text(start.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + interval.mul_f64(0.5),
+            interval,
+        );
         let mut acked = true;
         let opened = tokio::time::Instant::now();
         let mut check = tokio::time::interval(watchdog.tick());
@@ -270,10 +329,15 @@ impl DiscordChannel {
                 session.resume_url = d["resume_gateway_url"].as_str().map(str::to_owned);
                 *self.me.lock().unwrap() = d["user"]["id"].as_str().map(str::to_owned);
                 backoff.connected();
-                tracing::info!(connection = self.connects.load(Ordering::SeqCst), "discord: gateway ready");
+                tracing::info!(
+                    connection = self.connects.load(Ordering::SeqCst),
+                    "discord: gateway ready"
+                );
                 // A fresh session replays nothing: catch up from the cursors.
                 for (channel, after) in self.cursors.all() {
-                    let _ = self.inbound.send(json!({"catch_up": channel, "after": after}));
+                    let _ = self
+                        .inbound
+                        .send(json!({"catch_up": channel, "after": after}));
                 }
             }
             Some("RESUMED") => {
@@ -297,7 +361,8 @@ impl DiscordChannel {
             if let Some(i) = v.get("interaction") {
                 self.on_interaction(i).await;
             } else if let Some(channel) = v["catch_up"].as_str() {
-                self.catch_up(channel, v["after"].as_str().unwrap_or("0")).await;
+                self.catch_up(channel, v["after"].as_str().unwrap_or("0"))
+                    .await;
             } else {
                 self.on_message(&v).await;
             }
@@ -308,7 +373,10 @@ impl DiscordChannel {
         let mut after = after.to_owned();
         loop {
             let path = format!("/channels/{channel}/messages?after={after}&limit=100");
-            let batch = match self.send("GET messages", self.req(reqwest::Method::GET, &path)).await {
+            let batch = match self
+                .send("GET messages", self.req(reqwest::Method::GET, &path))
+                .await
+            {
                 Ok(Value::Array(a)) => a,
                 Ok(_) => return,
                 Err(e) => {
@@ -319,7 +387,12 @@ impl DiscordChannel {
             let n = batch.len();
             // Newest first: oldest first for the host.
             let mut batch = batch;
-            batch.sort_by(|a, b| snowflake_lt(a["id"].as_str().unwrap_or("0"), b["id"].as_str().unwrap_or("0")));
+            batch.sort_by(|a, b| {
+                snowflake_lt(
+                    a["id"].as_str().unwrap_or("0"),
+                    b["id"].as_str().unwrap_or("0"),
+                )
+            });
             for m in &batch {
                 let mut m = m.clone();
                 if m["channel_id"].is_null() {
@@ -336,28 +409,49 @@ impl DiscordChannel {
 
     async fn on_message(&self, m: &Value) {
         let me = self.me.lock().unwrap().clone();
-        if m["author"]["bot"] == true || m["author"]["id"].as_str().is_some_and(|a| Some(a) == me.as_deref()) || m["webhook_id"].is_string() {
+        if m["author"]["bot"] == true
+            || m["author"]["id"]
+                .as_str()
+                .is_some_and(|a| Some(a) == me.as_deref())
+            || m["webhook_id"].is_string()
+        {
             return;
         }
-        let Some(channel) = m["channel_id"].as_str() else { return };
+        let Some(channel) = m["channel_id"].as_str() else {
+            return;
+        };
         let Some(id) = m["id"].as_str() else { return };
         let (platform_id, thread_id) = self.place(channel).await;
         let is_group = m["guild_id"].is_string();
         let me_id = me.unwrap_or_default();
-        let mentioned = m["mentions"].as_array().is_some_and(|a| a.iter().any(|u| u["id"] == me_id.as_str()));
+        let mentioned = m["mentions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|u| u["id"] == me_id.as_str()));
         let replied = m["referenced_message"]["author"]["id"] == me_id.as_str();
         let mut attachments = Vec::new();
         for a in m["attachments"].as_array().into_iter().flatten() {
             let size = a["size"].as_u64().unwrap_or_default();
             let data = match a["url"].as_str() {
-                Some(url) if size <= MAX_ATTACHMENT => crate::platform::download_capped(self.client.get(url), &self.cfg.token.0).await.unwrap_or_else(|e| {
-                    tracing::warn!("discord: downloading an attachment failed, it is noted but not kept: {e}");
+                Some(url) if size <= MAX_ATTACHMENT => crate::platform::download_capped(
+                    self.client.get(url),
+                    &self.cfg.token.0,
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "discord: downloading an attachment failed, it is noted but not kept: {e}"
+                    );
                     None
                 }),
                 _ => None,
             };
             let name = a["filename"].as_str().unwrap_or("file").to_owned();
-            attachments.push(InboundAttachment { name, mime: a["content_type"].as_str().map(str::to_owned), size, data });
+            attachments.push(InboundAttachment {
+                name,
+                mime: a["content_type"].as_str().map(str::to_owned),
+                size,
+                data,
+            });
         }
         let text = m["content"].as_str().unwrap_or_default().to_owned();
         if text.is_empty() && attachments.is_empty() {
@@ -369,7 +463,10 @@ impl DiscordChannel {
             thread_id,
             message_id: id.to_owned(),
             sender_id: m["author"]["id"].as_str().unwrap_or_default().to_owned(),
-            sender_name: m["author"]["global_name"].as_str().or(m["author"]["username"].as_str()).map(str::to_owned),
+            sender_name: m["author"]["global_name"]
+                .as_str()
+                .or(m["author"]["username"].as_str())
+                .map(str::to_owned),
             text,
             is_mention: !is_group || mentioned || replied,
             is_group,
@@ -379,7 +476,12 @@ impl DiscordChannel {
         // Discord does not redeliver: retry the hand-over a few times.
         for attempt in 0..5u32 {
             let (ack, rx) = Ack::new();
-            if self.events.send(ChannelEvent::Message(ev.clone(), ack)).await.is_err() {
+            if self
+                .events
+                .send(ChannelEvent::Message(ev.clone(), ack))
+                .await
+                .is_err()
+            {
                 return;
             }
             match crate::http::within(ACK_WAIT, rx).await {
@@ -388,7 +490,11 @@ impl DiscordChannel {
                     return;
                 }
                 other => {
-                    tracing::warn!(message_id = id, attempt, "discord: the host did not store a message ({other:?}); retrying");
+                    tracing::warn!(
+                        message_id = id,
+                        attempt,
+                        "discord: the host did not store a message ({other:?}); retrying"
+                    );
                     self.sleep(Backoff::delay(attempt)).await;
                 }
             }
@@ -399,15 +505,34 @@ impl DiscordChannel {
     async fn on_interaction(&self, i: &Value) {
         // Acknowledge (type 6: update the message later, no visible reply).
         if let (Some(id), Some(tok)) = (i["id"].as_str(), i["token"].as_str()) {
-            let req = self.req(reqwest::Method::POST, &format!("/interactions/{id}/{}/callback", url_segment(tok))).json(&json!({"type": 6}));
+            let req = self
+                .req(
+                    reqwest::Method::POST,
+                    &format!("/interactions/{id}/{}/callback", url_segment(tok)),
+                )
+                .json(&json!({"type": 6}));
             if let Err(e) = self.send("interaction callback", req).await {
                 tracing::debug!("discord: interaction callback failed: {e}");
             }
         }
-        let (Some(channel), Some(custom)) = (i["channel_id"].as_str(), i["data"]["custom_id"].as_str()) else { return };
-        let user = i["member"]["user"]["id"].as_str().or(i["user"]["id"].as_str()).unwrap_or_default().to_owned();
+        let (Some(channel), Some(custom)) =
+            (i["channel_id"].as_str(), i["data"]["custom_id"].as_str())
+        else {
+            return;
+        };
+        let user = i["member"]["user"]["id"]
+            .as_str()
+            .or(i["user"]["id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
         let (platform_id, thread_id) = self.place(channel).await;
-        let click = Click { channel_type: CHANNEL_TYPE.into(), platform_id, thread_id, user_id: user, callback: custom.to_owned() };
+        let click = Click {
+            channel_type: CHANNEL_TYPE.into(),
+            platform_id,
+            thread_id,
+            user_id: user,
+            callback: custom.to_owned(),
+        };
         let _ = self.events.send(ChannelEvent::Click(click)).await;
     }
 
@@ -415,21 +540,47 @@ impl DiscordChannel {
     /// channel plus the thread's id. Looked up once per channel.
     async fn place(&self, channel: &str) -> (String, Option<String>) {
         if let Some(p) = self.parents.lock().unwrap().get(channel).cloned() {
-            return p.map_or_else(|| (channel.to_owned(), None), |p| (p, Some(channel.to_owned())));
+            return p.map_or_else(
+                || (channel.to_owned(), None),
+                |p| (p, Some(channel.to_owned())),
+            );
         }
-        let parent = match self.send("GET channel", self.req(reqwest::Method::GET, &format!("/channels/{channel}"))).await {
-            Ok(c) if matches!(c["type"].as_u64(), Some(10..=12)) => c["parent_id"].as_str().map(str::to_owned),
+        let parent = match self
+            .send(
+                "GET channel",
+                self.req(reqwest::Method::GET, &format!("/channels/{channel}")),
+            )
+            .await
+        {
+            Ok(c) if matches!(c["type"].as_u64(), Some(10..=12)) => {
+                c["parent_id"].as_str().map(str::to_owned)
+            }
             Ok(_) => None,
             Err(e) => {
-                tracing::debug!("discord: channel lookup failed, treating it as a plain channel: {e}");
+                tracing::debug!(
+                    "discord: channel lookup failed, treating it as a plain channel: {e}"
+                );
                 return (channel.to_owned(), None);
             }
         };
-        self.parents.lock().unwrap().insert(channel.to_owned(), parent.clone());
-        parent.map_or_else(|| (channel.to_owned(), None), |p| (p, Some(channel.to_owned())))
+        self.parents
+            .lock()
+            .unwrap()
+            .insert(channel.to_owned(), parent.clone());
+        parent.map_or_else(
+            || (channel.to_owned(), None),
+            |p| (p, Some(channel.to_owned())),
+        )
     }
 
-    async fn post_text(&self, to: &Address, id: &str, text: &str, reply_to: Option<&str>, buttons: &[crate::Button]) -> Result<Option<String>, DeliverError> {
+    async fn post_text(
+        &self,
+        to: &Address,
+        id: &str,
+        text: &str,
+        reply_to: Option<&str>,
+        buttons: &[crate::Button],
+    ) -> Result<Option<String>, DeliverError> {
         let target = target(to);
         let parts = split_text(text, MAX_TEXT, |_| 1);
         let n = parts.len();
@@ -445,7 +596,16 @@ impl DiscordChannel {
             if i + 1 == n && !buttons.is_empty() {
                 body["components"] = components(buttons);
             }
-            let r = self.send("POST message", self.req(reqwest::Method::POST, &format!("/channels/{target}/messages")).json(&body)).await?;
+            let r = self
+                .send(
+                    "POST message",
+                    self.req(
+                        reqwest::Method::POST,
+                        &format!("/channels/{target}/messages"),
+                    )
+                    .json(&body),
+                )
+                .await?;
             first = first.or(r["id"].as_str().map(str::to_owned));
         }
         Ok(first)
@@ -455,8 +615,12 @@ impl DiscordChannel {
 async fn next_json(ws: &mut crate::platform::Ws) -> Result<Value, String> {
     loop {
         match ws.next().await {
-            Some(Ok(WsMessage::Text(t))) => return serde_json::from_str(&t).map_err(|e| e.to_string()),
-            Some(Ok(WsMessage::Close(_))) | None => return Err("the gateway closed the connection".into()),
+            Some(Ok(WsMessage::Text(t))) => {
+                return serde_json::from_str(&t).map_err(|e| e.to_string())
+            }
+            Some(Ok(WsMessage::Close(_))) | None => {
+                return Err("the gateway closed the connection".into())
+            }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.to_string()),
         }
@@ -494,7 +658,9 @@ fn snowflake_newer(old: &str, new: &str) -> bool {
 }
 
 fn snowflake_lt(a: &str, b: &str) -> std::cmp::Ordering {
-    a.parse::<u64>().unwrap_or(0).cmp(&b.parse::<u64>().unwrap_or(0))
+    a.parse::<u64>()
+        .unwrap_or(0)
+        .cmp(&b.parse::<u64>().unwrap_or(0))
 }
 
 impl Channel for DiscordChannel {
@@ -503,28 +669,70 @@ impl Channel for DiscordChannel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { threads: true, edit: true, reactions: true, buttons: true, typing: true, files: true, open_dm: true, max_text: MAX_TEXT }
+        Capabilities {
+            threads: true,
+            edit: true,
+            reactions: true,
+            buttons: true,
+            typing: true,
+            files: true,
+            open_dm: true,
+            max_text: MAX_TEXT,
+        }
     }
 
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
-            let mut first = self.post_text(to, &msg.id, &msg.text, msg.in_reply_to.as_deref(), &msg.buttons).await?;
+            let mut first = self
+                .post_text(
+                    to,
+                    &msg.id,
+                    &msg.text,
+                    msg.in_reply_to.as_deref(),
+                    &msg.buttons,
+                )
+                .await?;
             for (i, f) in msg.files.iter().enumerate() {
-                let data = tokio::fs::read(&f.path).await.map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
+                let data = tokio::fs::read(&f.path)
+                    .await
+                    .map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
                 let payload = json!({"nonce": nonce(&msg.id, 1000 + i), "enforce_nonce": true, "attachments": [{"id": 0, "filename": f.name}]});
-                let (ct, body) = Multipart::default().text("payload_json", &payload.to_string()).file("files[0]", &f.name, &data).finish();
-                let req = self.req(reqwest::Method::POST, &format!("/channels/{}/messages", target(to))).header("content-type", ct).body(body);
+                let (ct, body) = Multipart::default()
+                    .text("payload_json", &payload.to_string())
+                    .file("files[0]", &f.name, &data)
+                    .finish();
+                let req = self
+                    .req(
+                        reqwest::Method::POST,
+                        &format!("/channels/{}/messages", target(to)),
+                    )
+                    .header("content-type", ct)
+                    .body(body);
                 let r = self.send("POST file", req).await?;
                 first = first.or(r["id"].as_str().map(str::to_owned));
             }
-            first.ok_or_else(|| DeliverError::Permanent("nothing to send: no text and no files".into()))
+            first.ok_or_else(|| {
+                DeliverError::Permanent("nothing to send: no text and no files".into())
+            })
         })
     }
 
-    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            let id = crate::http::hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
-            self.post_text(to, &format!("notice-{id}"), text, None, &[]).await.map(|_| ())
+            let id = crate::http::hex(
+                ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref(),
+            );
+            self.post_text(to, &format!("notice-{id}"), text, None, &[])
+                .await
+                .map(|_| ())
         })
     }
 
@@ -535,28 +743,71 @@ impl Channel for DiscordChannel {
 
     fn open_dm<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
         Box::pin(async move {
-            let r = self.send("open DM", self.req(reqwest::Method::POST, "/users/@me/channels").json(&json!({"recipient_id": user}))).await?;
+            let r = self
+                .send(
+                    "open DM",
+                    self.req(reqwest::Method::POST, "/users/@me/channels")
+                        .json(&json!({"recipient_id": user})),
+                )
+                .await?;
             Ok(r["id"].as_str().map(str::to_owned))
         })
     }
 
-    fn edit<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn edit<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
             let text = split_text(text, MAX_TEXT, |_| 1).remove(0);
-            let path = format!("/channels/{}/messages/{}", target(to), url_segment(platform_message_id));
-            self.send("edit", self.req(reqwest::Method::PATCH, &path).json(&json!({"content": text}))).await.map(|_| ())
+            let path = format!(
+                "/channels/{}/messages/{}",
+                target(to),
+                url_segment(platform_message_id)
+            );
+            self.send(
+                "edit",
+                self.req(reqwest::Method::PATCH, &path)
+                    .json(&json!({"content": text})),
+            )
+            .await
+            .map(|_| ())
         })
     }
 
-    fn react<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn react<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        emoji: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            let path = format!("/channels/{}/messages/{}/reactions/{}/@me", target(to), url_segment(platform_message_id), url_segment(emoji));
-            self.send("reaction", self.req(reqwest::Method::PUT, &path)).await.map(|_| ())
+            let path = format!(
+                "/channels/{}/messages/{}/reactions/{}/@me",
+                target(to),
+                url_segment(platform_message_id),
+                url_segment(emoji)
+            );
+            self.send("reaction", self.req(reqwest::Method::PUT, &path))
+                .await
+                .map(|_| ())
         })
     }
 
     fn typing<'a>(&'a self, to: &'a Address) -> BoxFuture<'a, Result<(), DeliverError>> {
-        Box::pin(async move { self.send("typing", self.req(reqwest::Method::POST, &format!("/channels/{}/typing", target(to)))).await.map(|_| ()) })
+        Box::pin(async move {
+            self.send(
+                "typing",
+                self.req(
+                    reqwest::Method::POST,
+                    &format!("/channels/{}/typing", target(to)),
+                ),
+            )
+            .await
+            .map(|_| ())
+        })
     }
 }
 
@@ -571,7 +822,12 @@ mod tests {
         assert_ne!(nonce("out-1", 0), nonce("out-1", 1));
         assert!(snowflake_newer("99", "100"));
         assert!(!snowflake_newer("100", "99"));
-        let b: Vec<crate::Button> = (0..7).map(|i| crate::Button { label: format!("b{i}"), callback: format!("c{i}") }).collect();
+        let b: Vec<crate::Button> = (0..7)
+            .map(|i| crate::Button {
+                label: format!("b{i}"),
+                callback: format!("c{i}"),
+            })
+            .collect();
         let c = components(&b);
         assert_eq!(c.as_array().unwrap().len(), 2);
         assert_eq!(c[1]["components"].as_array().unwrap().len(), 2);

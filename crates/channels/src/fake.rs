@@ -13,23 +13,48 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::{Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError, InboundEvent, Outgoing};
+use crate::{
+    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError,
+    InboundEvent, Outgoing,
+};
 
 /// One thing the host sent through this channel.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sent {
     /// `files` holds each attached file's name and content, read during the call.
-    Message { to: Address, msg: Outgoing, platform_message_id: String, files: Vec<(String, Vec<u8>)> },
-    Notice { to: Address, text: String },
-    Edit { to: Address, platform_message_id: String, text: String },
-    Reaction { to: Address, platform_message_id: String, emoji: String },
-    Typing { to: Address },
+    Message {
+        to: Address,
+        msg: Outgoing,
+        platform_message_id: String,
+        files: Vec<(String, Vec<u8>)>,
+    },
+    Notice {
+        to: Address,
+        text: String,
+    },
+    Edit {
+        to: Address,
+        platform_message_id: String,
+        text: String,
+    },
+    Reaction {
+        to: Address,
+        platform_message_id: String,
+        emoji: String,
+    },
+    Typing {
+        to: Address,
+    },
 }
 
 impl Sent {
     pub fn to(&self) -> &Address {
         match self {
-            Sent::Message { to, .. } | Sent::Notice { to, .. } | Sent::Edit { to, .. } | Sent::Reaction { to, .. } | Sent::Typing { to } => to,
+            Sent::Message { to, .. }
+            | Sent::Notice { to, .. }
+            | Sent::Edit { to, .. }
+            | Sent::Reaction { to, .. }
+            | Sent::Typing { to } => to,
         }
     }
     pub fn text(&self) -> &str {
@@ -54,7 +79,11 @@ pub struct FakeChannel {
 }
 
 impl FakeChannel {
-    pub fn new(name: &'static str, caps: Capabilities, events: mpsc::Sender<ChannelEvent>) -> Arc<FakeChannel> {
+    pub fn new(
+        name: &'static str,
+        caps: Capabilities,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> Arc<FakeChannel> {
         Arc::new(FakeChannel {
             name,
             caps,
@@ -69,10 +98,16 @@ impl FakeChannel {
     /// Delivers an inbound event to the host and waits for its ack.
     pub async fn send(&self, ev: InboundEvent) -> AckOutcome {
         let (ack, rx) = Ack::new();
-        if self.events.send(ChannelEvent::Message(ev, ack)).await.is_err() {
+        if self
+            .events
+            .send(ChannelEvent::Message(ev, ack))
+            .await
+            .is_err()
+        {
             return AckOutcome::Failed("the host is gone".into());
         }
-        rx.await.unwrap_or_else(|_| AckOutcome::Failed("the host dropped the ack".into()))
+        rx.await
+            .unwrap_or_else(|_| AckOutcome::Failed("the host dropped the ack".into()))
     }
 
     /// A button press.
@@ -91,7 +126,11 @@ impl FakeChannel {
 
     /// Waits until something sent matches (checking what was sent before
     /// the call too); `None` after the timeout.
-    pub async fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&Sent) -> bool) -> Option<Sent> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Sent) -> bool,
+    ) -> Option<Sent> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
@@ -119,36 +158,76 @@ impl Channel for FakeChannel {
         self.caps
     }
 
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
-            let pid = format!("{}-{}", self.name, self.next_id.fetch_add(1, Ordering::Relaxed));
+            let pid = format!(
+                "{}-{}",
+                self.name,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            );
             let mut files = Vec::new();
             for f in &msg.files {
-                let bytes = tokio::fs::read(&f.path).await.map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
+                let bytes = tokio::fs::read(&f.path)
+                    .await
+                    .map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
                 files.push((f.name.clone(), bytes));
             }
-            self.record(Sent::Message { to: to.clone(), msg: msg.clone(), platform_message_id: pid.clone(), files });
+            self.record(Sent::Message {
+                to: to.clone(),
+                msg: msg.clone(),
+                platform_message_id: pid.clone(),
+                files,
+            });
             Ok(pid)
         })
     }
 
-    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            self.record(Sent::Notice { to: to.clone(), text: text.to_owned() });
+            self.record(Sent::Notice {
+                to: to.clone(),
+                text: text.to_owned(),
+            });
             Ok(())
         })
     }
 
-    fn edit<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn edit<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            self.record(Sent::Edit { to: to.clone(), platform_message_id: platform_message_id.to_owned(), text: text.to_owned() });
+            self.record(Sent::Edit {
+                to: to.clone(),
+                platform_message_id: platform_message_id.to_owned(),
+                text: text.to_owned(),
+            });
             Ok(())
         })
     }
 
-    fn react<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn react<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        emoji: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            self.record(Sent::Reaction { to: to.clone(), platform_message_id: platform_message_id.to_owned(), emoji: emoji.to_owned() });
+            self.record(Sent::Reaction {
+                to: to.clone(),
+                platform_message_id: platform_message_id.to_owned(),
+                emoji: emoji.to_owned(),
+            });
             Ok(())
         })
     }

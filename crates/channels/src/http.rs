@@ -36,7 +36,10 @@ pub fn serve(listener: TcpListener, router: Router) -> std::io::Result<Server> {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(%addr, "the HTTP listener failed: {e}");
         }
     });
@@ -93,7 +96,10 @@ mod tests {
     #[test]
     fn hmac_matches_the_rfc_4231_vector() {
         // RFC 4231 test case 2.
-        assert_eq!(sign(b"Jefe", b"what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
         assert!(secret_eq(b"abc", b"abc"));
         assert!(!secret_eq(b"abc", b"abd"));
         assert!(!secret_eq(b"abc", b"abcd"));

@@ -129,13 +129,19 @@ impl Ack {
 pub enum ChannelEvent {
     Message(InboundEvent, Ack),
     /// The channel can deliver again (e.g. a CLI client connected).
-    Available { channel_type: String },
+    Available {
+        channel_type: String,
+    },
     /// A user pressed a button the host sent (see [`Button`]). The host
     /// answers with a notice to the same conversation.
     Click(Click),
     /// The newest `limit` messages of a conversation, both ways, oldest
     /// first, as stored in its sessions (web chat shows them on connect).
-    History { to: Address, limit: usize, reply: oneshot::Sender<Vec<HistoryItem>> },
+    History {
+        to: Address,
+        limit: usize,
+        reply: oneshot::Sender<Vec<HistoryItem>>,
+    },
 }
 
 /// One message of a conversation's history.
@@ -248,7 +254,11 @@ pub trait Channel: Send + Sync + 'static {
     fn channel_type(&self) -> &'static str;
     fn capabilities(&self) -> Capabilities;
     /// Delivers one message; returns the platform message id.
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>>;
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>>;
     /// Tells the conversation that these inbound platform message ids are
     /// fully handled (answered and delivered). Adapters with no use for it
     /// ignore it; the CLI uses it so a scripted `pinch chat` knows when to exit.
@@ -256,24 +266,49 @@ pub trait Channel: Send + Sync + 'static {
     /// Stops accepting (the host is shutting down); idempotent.
     fn close(&self) {}
     /// A short host notice to a conversation (not an agent reply).
-    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>>;
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>>;
     /// The direct-message conversation (`platform_id`) with a user of this
     /// platform (`user` without the `<channel>:` prefix), opening it if the
     /// platform needs that. `Ok(None)`: this adapter cannot reach the user
     /// privately. Used to send approval cards (SPEC §7.2).
-    fn open_dm<'a>(&'a self, _user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
+    fn open_dm<'a>(
+        &'a self,
+        _user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
         Box::pin(async { Ok(None) })
     }
     /// Replaces the text of a message this adapter delivered earlier
     /// (`platform_message_id` as [`Channel::deliver`] returned it). Called
     /// only when `capabilities().edit`; others get a correction message.
-    fn edit<'a>(&'a self, _to: &'a Address, _platform_message_id: &'a str, _text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
-        Box::pin(async { Err(DeliverError::Permanent("this channel cannot edit messages".into())) })
+    fn edit<'a>(
+        &'a self,
+        _to: &'a Address,
+        _platform_message_id: &'a str,
+        _text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async {
+            Err(DeliverError::Permanent(
+                "this channel cannot edit messages".into(),
+            ))
+        })
     }
     /// Adds a reaction to a message (one delivered or one received).
     /// Called only when `capabilities().reactions`; others drop reactions.
-    fn react<'a>(&'a self, _to: &'a Address, _platform_message_id: &'a str, _emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
-        Box::pin(async { Err(DeliverError::Permanent("this channel has no reactions".into())) })
+    fn react<'a>(
+        &'a self,
+        _to: &'a Address,
+        _platform_message_id: &'a str,
+        _emoji: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async {
+            Err(DeliverError::Permanent(
+                "this channel has no reactions".into(),
+            ))
+        })
     }
     /// Shows "typing…" in a conversation for a few seconds. Called only
     /// when `capabilities().typing`; best effort.

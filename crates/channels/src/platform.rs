@@ -31,7 +31,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { failures: 0, connected_at: None, healthy_after: HEALTHY_AFTER }
+        Backoff {
+            failures: 0,
+            connected_at: None,
+            healthy_after: HEALTHY_AFTER,
+        }
     }
 }
 
@@ -44,7 +48,11 @@ impl Backoff {
     /// The connection failed or dropped: how long to wait before the next
     /// attempt.
     pub fn failed(&mut self) -> Duration {
-        if self.connected_at.take().is_some_and(|t| t.elapsed() >= self.healthy_after) {
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= self.healthy_after)
+        {
             self.failures = 0;
         }
         let d = Self::delay(self.failures);
@@ -82,7 +90,10 @@ pub struct Watchdog {
 
 impl Watchdog {
     pub fn new(limit: Duration) -> Watchdog {
-        Watchdog { last: Mutex::new(Instant::now()), limit }
+        Watchdog {
+            last: Mutex::new(Instant::now()),
+            limit,
+        }
     }
     pub fn progress(&self) {
         *self.last.lock().unwrap() = Instant::now();
@@ -121,12 +132,18 @@ pub fn scrub(e: &reqwest::Error, secret: &str) -> String {
 
 /// Builds a client with the send timeout (no cookies, rustls on ring).
 pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder().timeout(timeout).build().map_err(|e| format!("building the HTTP client: {e}"))
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
 /// Sorts an HTTP failure: 429, 5xx and 408 may work later; other 4xx never.
 pub fn classify(status: reqwest::StatusCode, what: String) -> DeliverError {
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+    if status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+    {
         DeliverError::Retryable(what)
     } else {
         DeliverError::Permanent(what)
@@ -135,12 +152,18 @@ pub fn classify(status: reqwest::StatusCode, what: String) -> DeliverError {
 
 /// Downloads at most [`crate::MAX_ATTACHMENT`] bytes: `Ok(None)` when the
 /// body is larger (the host turns that into a note).
-pub async fn download_capped(req: reqwest::RequestBuilder, secret: &str) -> Result<Option<Vec<u8>>, String> {
+pub async fn download_capped(
+    req: reqwest::RequestBuilder,
+    secret: &str,
+) -> Result<Option<Vec<u8>>, String> {
     let mut resp = req.send().await.map_err(|e| scrub(&e, secret))?;
     if !resp.status().is_success() {
         return Err(format!("download answered {}", resp.status()));
     }
-    if resp.content_length().is_some_and(|n| n > crate::MAX_ATTACHMENT) {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > crate::MAX_ATTACHMENT)
+    {
         return Ok(None);
     }
     let mut out = Vec::new();
@@ -163,18 +186,30 @@ impl Default for Multipart {
     fn default() -> Self {
         let mut r = [0u8; 12];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-        Multipart { boundary: format!("pinch-{}", crate::http::hex(&r)), body: Vec::new() }
+        Multipart {
+            boundary: format!("pinch-{}", crate::http::hex(&r)),
+            body: Vec::new(),
+        }
     }
 }
 
 impl Multipart {
     pub fn text(mut self, name: &str, value: &str) -> Self {
-        self.body.extend_from_slice(format!("--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n", self.boundary).as_bytes());
+        self.body.extend_from_slice(
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
+                self.boundary
+            )
+            .as_bytes(),
+        );
         self
     }
     pub fn file(mut self, name: &str, filename: &str, data: &[u8]) -> Self {
         // Quotes and line breaks cannot be escaped portably: drop them.
-        let clean: String = filename.chars().filter(|c| !matches!(c, '"' | '\r' | '\n' | '\\')).collect();
+        let clean: String = filename
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\r' | '\n' | '\\'))
+            .collect();
         self.body.extend_from_slice(
             format!(
                 "--{}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{clean}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
@@ -188,8 +223,12 @@ impl Multipart {
     }
     /// `(content type, body)`.
     pub fn finish(mut self) -> (String, Vec<u8>) {
-        self.body.extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
-        (format!("multipart/form-data; boundary={}", self.boundary), self.body)
+        self.body
+            .extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
+        (
+            format!("multipart/form-data; boundary={}", self.boundary),
+            self.body,
+        )
     }
 }
 
@@ -216,8 +255,16 @@ pub fn split_text(text: &str, max: usize, len: impl Fn(char) -> usize) -> Vec<St
         }
         // Back up to a line break or space in the last quarter, if any.
         let head = &rest[..cut];
-        let floor = head.char_indices().nth(head.chars().count() * 3 / 4).map_or(0, |(i, _)| i);
-        let at = head[floor..].rfind('\n').or_else(|| head[floor..].rfind(' ')).map(|i| floor + i + 1).filter(|&i| i > 0).unwrap_or(cut);
+        let floor = head
+            .char_indices()
+            .nth(head.chars().count() * 3 / 4)
+            .map_or(0, |(i, _)| i);
+        let at = head[floor..]
+            .rfind('\n')
+            .or_else(|| head[floor..].rfind(' '))
+            .map(|i| floor + i + 1)
+            .filter(|&i| i > 0)
+            .unwrap_or(cut);
         out.push(rest[..at].to_owned());
         rest = &rest[at..];
     }
@@ -225,7 +272,8 @@ pub fn split_text(text: &str, max: usize, len: impl Fn(char) -> usize) -> Vec<St
 
 /// A gateway's WebSocket.
 #[cfg(feature = "platform-ws")]
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket (`wss://` over rustls on ring with the webpki roots,
 /// `ws://` for the fakes), within the send timeout.
@@ -233,12 +281,16 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 pub async fn ws_connect(url: &str) -> Result<Ws, String> {
     use tokio_tungstenite::Connector;
     let connector = if url.starts_with("wss://") {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         Some(Connector::Rustls(std::sync::Arc::new(cfg)))
     } else {
         Some(Connector::Plain)
@@ -280,10 +332,18 @@ impl Cursors {
             .and_then(|p| std::fs::read(p).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        Cursors { path, map: Mutex::new(map) }
+        Cursors {
+            path,
+            map: Mutex::new(map),
+        }
     }
     pub fn all(&self) -> Vec<(String, String)> {
-        self.map.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.map
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
     /// Records `id` for `key` if it is newer (`newer(old, new)`).
     pub fn advance(&self, key: &str, id: &str, newer: impl Fn(&str, &str) -> bool) {
@@ -313,16 +373,27 @@ mod tests {
         assert_eq!(Backoff::delay(11), Duration::from_secs(2048));
         assert_eq!(Backoff::delay(12), MAX_BACKOFF);
         assert_eq!(Backoff::delay(40), MAX_BACKOFF);
-        let mut b = Backoff { healthy_after: Duration::ZERO, ..Default::default() };
+        let mut b = Backoff {
+            healthy_after: Duration::ZERO,
+            ..Default::default()
+        };
         assert_eq!(b.failed(), Duration::from_secs(1));
         assert_eq!(b.failed(), Duration::from_secs(2));
         b.connected();
-        assert_eq!(b.failed(), Duration::from_secs(1), "a healthy connection resets the run");
+        assert_eq!(
+            b.failed(),
+            Duration::from_secs(1),
+            "a healthy connection resets the run"
+        );
         let mut b = Backoff::default();
         b.connected();
         b.failed();
         b.connected();
-        assert_eq!(b.failed(), Duration::from_secs(2), "a short-lived connection does not reset it");
+        assert_eq!(
+            b.failed(),
+            Duration::from_secs(2),
+            "a short-lived connection does not reset it"
+        );
     }
 
     #[test]
@@ -331,7 +402,10 @@ mod tests {
         let parts = split_text(&t, 100, |_| 1);
         assert_eq!(parts, vec![format!("{}\n", "a".repeat(90)), "b".repeat(50)]);
         let parts = split_text(&"x".repeat(250), 100, |_| 1);
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![100, 100, 50]);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![100, 100, 50]
+        );
         // UTF-16 units: an emoji is two.
         let parts = split_text(&"😀".repeat(3), 4, char::len_utf16);
         assert_eq!(parts, vec!["😀😀".to_owned(), "😀".to_owned()]);

@@ -27,8 +27,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::platform::{classify, scrub, split_text, Backoff, Secret, Watchdog};
 use crate::{
-    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError, InboundAttachment, InboundEvent, Outgoing,
-    MAX_ATTACHMENT,
+    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError,
+    InboundAttachment, InboundEvent, Outgoing, MAX_ATTACHMENT,
 };
 
 pub const CHANNEL_TYPE: &str = "slack";
@@ -51,7 +51,12 @@ pub struct SlackConfig {
 
 impl SlackConfig {
     pub fn new(app_token: String, bot_token: String) -> SlackConfig {
-        SlackConfig { app_token: Secret(app_token), bot_token: Secret(bot_token), base_url: DEFAULT_BASE_URL.into(), stall: crate::platform::DEFAULT_STALL }
+        SlackConfig {
+            app_token: Secret(app_token),
+            bot_token: Secret(bot_token),
+            base_url: DEFAULT_BASE_URL.into(),
+            stall: crate::platform::DEFAULT_STALL,
+        }
     }
 }
 
@@ -70,7 +75,10 @@ pub struct SlackChannel {
 }
 
 impl SlackChannel {
-    pub fn start(cfg: SlackConfig, events: mpsc::Sender<ChannelEvent>) -> Result<Arc<SlackChannel>, String> {
+    pub fn start(
+        cfg: SlackConfig,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> Result<Arc<SlackChannel>, String> {
         if !cfg.app_token.0.starts_with("xapp-") {
             return Err("the Slack app-level token must start with xapp- (Basic Information → App-Level Tokens, scope connections:write)".into());
         }
@@ -101,9 +109,20 @@ impl SlackChannel {
     }
 
     /// A Web API call with `token`; the whole answer when `ok`.
-    async fn call_with(&self, token: &str, method: &str, body: Value) -> Result<Value, DeliverError> {
-        let req = self.client.post(self.url(method)).bearer_auth(token).json(&body);
-        let resp = req.send().await.map_err(|e| DeliverError::Retryable(format!("slack {method}: {}", scrub(&e, token))))?;
+    async fn call_with(
+        &self,
+        token: &str,
+        method: &str,
+        body: Value,
+    ) -> Result<Value, DeliverError> {
+        let req = self
+            .client
+            .post(self.url(method))
+            .bearer_auth(token)
+            .json(&body);
+        let resp = req.send().await.map_err(|e| {
+            DeliverError::Retryable(format!("slack {method}: {}", scrub(&e, token)))
+        })?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or_default();
         if status.is_success() && v["ok"] == true {
@@ -115,7 +134,11 @@ impl SlackChannel {
             return Err(classify(status, what));
         }
         Err(match err.as_str() {
-            "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => DeliverError::Retryable(what),
+            "ratelimited"
+            | "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
+            | "request_timeout" => DeliverError::Retryable(what),
             _ => DeliverError::Permanent(what),
         })
     }
@@ -137,7 +160,10 @@ impl SlackChannel {
             }
             let d = backoff.failed();
             match res {
-                Ok(why) => tracing::info!(retry_in_s = d.as_secs(), "slack: socket closed ({why}); reconnecting"),
+                Ok(why) => tracing::info!(
+                    retry_in_s = d.as_secs(),
+                    "slack: socket closed ({why}); reconnecting"
+                ),
                 Err(e) => tracing::warn!(retry_in_s = d.as_secs(), "slack: socket failed: {e}"),
             }
             self.sleep(d).await;
@@ -146,11 +172,20 @@ impl SlackChannel {
 
     async fn connect_once(&self, backoff: &mut Backoff) -> Result<String, String> {
         if self.me.lock().unwrap().is_none() {
-            let r = self.call("auth.test", json!({})).await.map_err(|e| e.to_string())?;
+            let r = self
+                .call("auth.test", json!({}))
+                .await
+                .map_err(|e| e.to_string())?;
             *self.me.lock().unwrap() = r["user_id"].as_str().map(str::to_owned);
         }
-        let r = self.call_with(&self.cfg.app_token.0, "apps.connections.open", json!({})).await.map_err(|e| e.to_string())?;
-        let url = r["url"].as_str().ok_or("apps.connections.open gave no url")?.to_owned();
+        let r = self
+            .call_with(&self.cfg.app_token.0, "apps.connections.open", json!({}))
+            .await
+            .map_err(|e| e.to_string())?;
+        let url = r["url"]
+            .as_str()
+            .ok_or("apps.connections.open gave no url")?
+            .to_owned();
         let mut ws = crate::platform::ws_connect(&url).await?;
         let watchdog = Watchdog::new(self.cfg.stall);
         let mut check = tokio::time::interval(watchdog.tick());
@@ -243,9 +278,16 @@ impl SlackChannel {
         if !event_id.is_empty() && self.seen(&event_id) {
             return true; // a retry of something already stored
         }
-        let Some(ev) = self.to_event(&p["event"]).await else { return true };
+        let Some(ev) = self.to_event(&p["event"]).await else {
+            return true;
+        };
         let (ack, rx) = Ack::new();
-        if self.events.send(ChannelEvent::Message(ev, ack)).await.is_err() {
+        if self
+            .events
+            .send(ChannelEvent::Message(ev, ack))
+            .await
+            .is_err()
+        {
             return false;
         }
         match crate::http::within(ACK_WAIT, rx).await {
@@ -268,24 +310,35 @@ impl SlackChannel {
         if e["bot_id"].is_string() || e["user"].as_str().is_none_or(|u| u == me) {
             return None;
         }
-        if !matches!(e["subtype"].as_str(), None | Some("file_share") | Some("thread_broadcast")) {
+        if !matches!(
+            e["subtype"].as_str(),
+            None | Some("file_share") | Some("thread_broadcast")
+        ) {
             return None; // edits, deletions, joins
         }
         let channel = e["channel"].as_str()?;
         let ts = e["ts"].as_str()?;
         let is_group = e["channel_type"].as_str() != Some("im");
         let text = e["text"].as_str().unwrap_or_default().to_owned();
-        let mentioned = !me.is_empty() && (mentions_in_blocks(&e["blocks"], &me) || text.contains(&format!("<@{me}>")));
+        let mentioned = !me.is_empty()
+            && (mentions_in_blocks(&e["blocks"], &me) || text.contains(&format!("<@{me}>")));
         let mut attachments = Vec::new();
         for f in e["files"].as_array().into_iter().flatten() {
             let size = f["size"].as_u64().unwrap_or_default();
-            let data = match f["url_private_download"].as_str().or(f["url_private"].as_str()) {
+            let data = match f["url_private_download"]
+                .as_str()
+                .or(f["url_private"].as_str())
+            {
                 Some(url) if size <= MAX_ATTACHMENT => {
                     let req = self.client.get(url).bearer_auth(&self.cfg.bot_token.0);
-                    crate::platform::download_capped(req, &self.cfg.bot_token.0).await.unwrap_or_else(|e| {
-                        tracing::warn!("slack: downloading a file failed, it is noted but not kept: {e}");
-                        None
-                    })
+                    crate::platform::download_capped(req, &self.cfg.bot_token.0)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(
+                                "slack: downloading a file failed, it is noted but not kept: {e}"
+                            );
+                            None
+                        })
                 }
                 _ => None,
             };
@@ -305,7 +358,11 @@ impl SlackChannel {
             thread_id: e["thread_ts"].as_str().map(str::to_owned),
             message_id: format!("{channel}-{ts}"),
             sender_id: e["user"].as_str().unwrap_or_default().to_owned(),
-            sender_name: e["user_profile"]["display_name"].as_str().filter(|n| !n.is_empty()).or(e["user_profile"]["real_name"].as_str()).map(str::to_owned),
+            sender_name: e["user_profile"]["display_name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .or(e["user_profile"]["real_name"].as_str())
+                .map(str::to_owned),
             text,
             is_mention: !is_group || mentioned,
             is_group,
@@ -318,13 +375,23 @@ impl SlackChannel {
         if p["type"] != "block_actions" {
             return;
         }
-        let Some(channel) = p["channel"]["id"].as_str().or(p["container"]["channel_id"].as_str()) else { return };
+        let Some(channel) = p["channel"]["id"]
+            .as_str()
+            .or(p["container"]["channel_id"].as_str())
+        else {
+            return;
+        };
         for a in p["actions"].as_array().into_iter().flatten() {
-            let Some(value) = a["value"].as_str() else { continue };
+            let Some(value) = a["value"].as_str() else {
+                continue;
+            };
             let click = Click {
                 channel_type: CHANNEL_TYPE.into(),
                 platform_id: channel.to_owned(),
-                thread_id: p["message"]["thread_ts"].as_str().or(p["container"]["thread_ts"].as_str()).map(str::to_owned),
+                thread_id: p["message"]["thread_ts"]
+                    .as_str()
+                    .or(p["container"]["thread_ts"].as_str())
+                    .map(str::to_owned),
                 user_id: p["user"]["id"].as_str().unwrap_or_default().to_owned(),
                 callback: value.to_owned(),
             };
@@ -332,7 +399,12 @@ impl SlackChannel {
         }
     }
 
-    async fn post_text(&self, to: &Address, text: &str, buttons: &[crate::Button]) -> Result<Option<String>, DeliverError> {
+    async fn post_text(
+        &self,
+        to: &Address,
+        text: &str,
+        buttons: &[crate::Button],
+    ) -> Result<Option<String>, DeliverError> {
         let parts = split_text(text, MAX_TEXT, |_| 1);
         let n = parts.len();
         let mut first = None;
@@ -356,33 +428,63 @@ impl SlackChannel {
     async fn upload(&self, to: &Address, name: &str, data: Vec<u8>) -> Result<(), DeliverError> {
         let len = data.len().to_string();
         let form = [("filename", name), ("length", len.as_str())];
-        let req = self.client.post(self.url("files.getUploadURLExternal")).bearer_auth(&self.cfg.bot_token.0).form(&form);
+        let req = self
+            .client
+            .post(self.url("files.getUploadURLExternal"))
+            .bearer_auth(&self.cfg.bot_token.0)
+            .form(&form);
         let token = &self.cfg.bot_token.0;
-        let resp = req.send().await.map_err(|e| DeliverError::Retryable(format!("slack files.getUploadURLExternal: {}", scrub(&e, token))))?;
+        let resp = req.send().await.map_err(|e| {
+            DeliverError::Retryable(format!(
+                "slack files.getUploadURLExternal: {}",
+                scrub(&e, token)
+            ))
+        })?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or_default();
         if !status.is_success() || v["ok"] != true {
-            return Err(classify(status, format!("slack files.getUploadURLExternal: {}", v["error"].as_str().unwrap_or("failed"))));
+            return Err(classify(
+                status,
+                format!(
+                    "slack files.getUploadURLExternal: {}",
+                    v["error"].as_str().unwrap_or("failed")
+                ),
+            ));
         }
         let (Some(url), Some(file_id)) = (v["upload_url"].as_str(), v["file_id"].as_str()) else {
-            return Err(DeliverError::Retryable("slack files.getUploadURLExternal gave no upload_url".into()));
+            return Err(DeliverError::Retryable(
+                "slack files.getUploadURLExternal gave no upload_url".into(),
+            ));
         };
-        let up = self.client.post(url).body(data).send().await.map_err(|e| DeliverError::Retryable(format!("slack upload: {}", scrub(&e, token))))?;
+        let up =
+            self.client.post(url).body(data).send().await.map_err(|e| {
+                DeliverError::Retryable(format!("slack upload: {}", scrub(&e, token)))
+            })?;
         if !up.status().is_success() {
-            return Err(classify(up.status(), format!("slack upload answered {}", up.status())));
+            return Err(classify(
+                up.status(),
+                format!("slack upload answered {}", up.status()),
+            ));
         }
-        let mut body = json!({"files": [{"id": file_id, "title": name}], "channel_id": to.platform_id});
+        let mut body =
+            json!({"files": [{"id": file_id, "title": name}], "channel_id": to.platform_id});
         if let Some(t) = &to.thread_id {
             body["thread_ts"] = t.as_str().into();
         }
-        self.call("files.completeUploadExternal", body).await.map(|_| ())
+        self.call("files.completeUploadExternal", body)
+            .await
+            .map(|_| ())
     }
 }
 
 fn mentions_in_blocks(blocks: &Value, me: &str) -> bool {
     fn walk(v: &Value, me: &str) -> bool {
         match v {
-            Value::Object(o) => (o.get("type").and_then(Value::as_str) == Some("user") && o.get("user_id").and_then(Value::as_str) == Some(me)) || o.values().any(|x| walk(x, me)),
+            Value::Object(o) => {
+                (o.get("type").and_then(Value::as_str) == Some("user")
+                    && o.get("user_id").and_then(Value::as_str) == Some(me))
+                    || o.values().any(|x| walk(x, me))
+            }
             Value::Array(a) => a.iter().any(|x| walk(x, me)),
             _ => false,
         }
@@ -406,7 +508,10 @@ fn blocks(text: &str, buttons: &[crate::Button]) -> Value {
 /// Slack names reactions (`thumbsup`), agents send characters (`👍`).
 fn emoji_name(emoji: &str) -> Option<String> {
     let e = emoji.trim().trim_matches(':');
-    if !e.is_empty() && e.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+')) {
+    if !e.is_empty()
+        && e.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
+    {
         return Some(e.to_owned());
     }
     let name = match e.trim_end_matches('\u{fe0f}') {
@@ -435,7 +540,9 @@ fn emoji_name(emoji: &str) -> Option<String> {
 
 /// `<channel>-<ts>` → the ts (a bare ts passes through).
 fn ts_of(platform_message_id: &str) -> &str {
-    platform_message_id.split_once('-').map_or(platform_message_id, |(_, ts)| ts)
+    platform_message_id
+        .split_once('-')
+        .map_or(platform_message_id, |(_, ts)| ts)
 }
 
 impl Channel for SlackChannel {
@@ -444,22 +551,44 @@ impl Channel for SlackChannel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { threads: true, edit: true, reactions: true, buttons: true, typing: false, files: true, open_dm: true, max_text: MAX_TEXT }
+        Capabilities {
+            threads: true,
+            edit: true,
+            reactions: true,
+            buttons: true,
+            typing: false,
+            files: true,
+            open_dm: true,
+            max_text: MAX_TEXT,
+        }
     }
 
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
             let first = self.post_text(to, &msg.text, &msg.buttons).await?;
             for f in &msg.files {
-                let data = tokio::fs::read(&f.path).await.map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
+                let data = tokio::fs::read(&f.path)
+                    .await
+                    .map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
                 self.upload(to, &f.name, data).await?;
             }
             // A files-only message has no ts of its own to edit: the upload's id is not a message.
-            Ok(first.map_or_else(|| format!("{}-files-{}", to.platform_id, msg.id), |ts| format!("{}-{ts}", to.platform_id)))
+            Ok(first.map_or_else(
+                || format!("{}-files-{}", to.platform_id, msg.id),
+                |ts| format!("{}-{ts}", to.platform_id),
+            ))
         })
     }
 
-    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move { self.post_text(to, text, &[]).await.map(|_| ()) })
     }
 
@@ -470,21 +599,42 @@ impl Channel for SlackChannel {
 
     fn open_dm<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
         Box::pin(async move {
-            let r = self.call("conversations.open", json!({"users": user})).await?;
+            let r = self
+                .call("conversations.open", json!({"users": user}))
+                .await?;
             Ok(r["channel"]["id"].as_str().map(str::to_owned))
         })
     }
 
-    fn edit<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn edit<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
             let text = split_text(text, MAX_TEXT, |_| 1).remove(0);
-            self.call("chat.update", json!({"channel": to.platform_id, "ts": ts_of(platform_message_id), "text": text})).await.map(|_| ())
+            self.call(
+                "chat.update",
+                json!({"channel": to.platform_id, "ts": ts_of(platform_message_id), "text": text}),
+            )
+            .await
+            .map(|_| ())
         })
     }
 
-    fn react<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn react<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        emoji: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            let name = emoji_name(emoji).ok_or_else(|| DeliverError::Permanent(format!("no Slack reaction name known for {emoji:?}; use a name such as \"thumbsup\"")))?;
+            let name = emoji_name(emoji).ok_or_else(|| {
+                DeliverError::Permanent(format!(
+                    "no Slack reaction name known for {emoji:?}; use a name such as \"thumbsup\""
+                ))
+            })?;
             let body = json!({"channel": to.platform_id, "timestamp": ts_of(platform_message_id), "name": name});
             match self.call("reactions.add", body).await {
                 Err(DeliverError::Permanent(e)) if e.ends_with("already_reacted") => Ok(()),

@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, Notify, OnceCell};
 
 use crate::platform::{classify, scrub, split_text, Backoff, Multipart, Secret, Watchdog};
 use crate::{
-    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError, InboundAttachment, InboundEvent, Outgoing,
-    MAX_ATTACHMENT, MAX_CALLBACK,
+    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError,
+    InboundAttachment, InboundEvent, Outgoing, MAX_ATTACHMENT, MAX_CALLBACK,
 };
 
 pub const CHANNEL_TYPE: &str = "telegram";
@@ -57,7 +57,12 @@ pub struct TelegramConfig {
 
 impl TelegramConfig {
     pub fn new(token: String) -> TelegramConfig {
-        TelegramConfig { token: Secret(token), base_url: DEFAULT_BASE_URL.into(), webhook: None, stall: crate::platform::DEFAULT_STALL }
+        TelegramConfig {
+            token: Secret(token),
+            base_url: DEFAULT_BASE_URL.into(),
+            webhook: None,
+            stall: crate::platform::DEFAULT_STALL,
+        }
     }
     fn poll_timeout(&self) -> u64 {
         (self.stall.as_secs() / 2).clamp(1, 30)
@@ -82,9 +87,14 @@ pub struct TelegramChannel {
 impl TelegramChannel {
     /// Builds the adapter and starts its long-poll (or, in webhook mode,
     /// registers the webhook); must be called inside the tokio runtime.
-    pub fn start(cfg: TelegramConfig, events: mpsc::Sender<ChannelEvent>) -> Result<Arc<TelegramChannel>, String> {
+    pub fn start(
+        cfg: TelegramConfig,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> Result<Arc<TelegramChannel>, String> {
         if cfg.token.0.is_empty() || cfg.token.0.contains('/') {
-            return Err("the Telegram bot token is empty or malformed (get one from @BotFather)".into());
+            return Err(
+                "the Telegram bot token is empty or malformed (get one from @BotFather)".into(),
+            );
         }
         let ch = Arc::new(TelegramChannel {
             client: Mutex::new(crate::platform::client(crate::platform::SEND_TIMEOUT)?),
@@ -105,11 +115,17 @@ impl TelegramChannel {
 
     /// The webhook route (`POST /telegram`) for the shared listener.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        axum::Router::new().route(WEBHOOK_PATH, axum::routing::post(webhook)).with_state(self.clone())
+        axum::Router::new()
+            .route(WEBHOOK_PATH, axum::routing::post(webhook))
+            .with_state(self.clone())
     }
 
     fn url(&self, method: &str) -> String {
-        format!("{}/bot{}/{method}", self.cfg.base_url.trim_end_matches('/'), self.cfg.token.0)
+        format!(
+            "{}/bot{}/{method}",
+            self.cfg.base_url.trim_end_matches('/'),
+            self.cfg.token.0
+        )
     }
 
     fn http(&self) -> reqwest::Client {
@@ -122,29 +138,46 @@ impl TelegramChannel {
         self.finish(method, req).await
     }
 
-    async fn finish(&self, method: &str, req: reqwest::RequestBuilder) -> Result<Value, DeliverError> {
+    async fn finish(
+        &self,
+        method: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Value, DeliverError> {
         let token = &self.cfg.token.0;
-        let resp = req.send().await.map_err(|e| DeliverError::Retryable(format!("telegram {method}: {}", scrub(&e, token))))?;
+        let resp = req.send().await.map_err(|e| {
+            DeliverError::Retryable(format!("telegram {method}: {}", scrub(&e, token)))
+        })?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or_default();
         if status.is_success() && v["ok"] == true {
             return Ok(v["result"].clone());
         }
-        let desc = v["description"].as_str().unwrap_or("no description").replace(token.as_str(), "<token>");
-        Err(classify(status, format!("telegram {method} answered {status}: {desc}")))
+        let desc = v["description"]
+            .as_str()
+            .unwrap_or("no description")
+            .replace(token.as_str(), "<token>");
+        Err(classify(
+            status,
+            format!("telegram {method} answered {status}: {desc}"),
+        ))
     }
 
     async fn me(&self) -> Result<&Me, DeliverError> {
         self.me
             .get_or_try_init(|| async {
                 let r = self.call("getMe", json!({})).await?;
-                Ok(Me { id: r["id"].as_i64().unwrap_or_default(), username: r["username"].as_str().unwrap_or_default().to_owned() })
+                Ok(Me {
+                    id: r["id"].as_i64().unwrap_or_default(),
+                    username: r["username"].as_str().unwrap_or_default().to_owned(),
+                })
             })
             .await
     }
 
     async fn register_webhook(self: Arc<Self>) {
-        let Some((url, secret)) = self.cfg.webhook.clone() else { return };
+        let Some((url, secret)) = self.cfg.webhook.clone() else {
+            return;
+        };
         let mut backoff = Backoff::default();
         while !self.closed.load(Ordering::SeqCst) {
             let body = json!({"url": url, "secret_token": secret.0, "allowed_updates": ["message", "callback_query"]});
@@ -178,14 +211,23 @@ impl TelegramChannel {
         while !self.closed.load(Ordering::SeqCst) {
             if !webhook_cleared {
                 // getUpdates is refused while a webhook is set.
-                match self.call("deleteWebhook", json!({"drop_pending_updates": false})).await {
+                match self
+                    .call("deleteWebhook", json!({"drop_pending_updates": false}))
+                    .await
+                {
                     Ok(_) => webhook_cleared = true,
-                    Err(e) => tracing::warn!("telegram: deleteWebhook failed (getUpdates may be refused): {e}"),
+                    Err(e) => tracing::warn!(
+                        "telegram: deleteWebhook failed (getUpdates may be refused): {e}"
+                    ),
                 }
             }
             let timeout = self.cfg.poll_timeout();
             let body = json!({"offset": offset, "timeout": timeout, "allowed_updates": ["message", "callback_query"]});
-            let req = self.http().post(self.url("getUpdates")).json(&body).timeout(Duration::from_secs(timeout) + self.cfg.stall);
+            let req = self
+                .http()
+                .post(self.url("getUpdates"))
+                .json(&body)
+                .timeout(Duration::from_secs(timeout) + self.cfg.stall);
             let res = tokio::select! {
                 r = self.finish("getUpdates", req) => Some(r),
                 _ = tokio::time::sleep(watchdog.limit) => None,
@@ -193,7 +235,10 @@ impl TelegramChannel {
             };
             match res {
                 None => {
-                    tracing::warn!(stall_s = watchdog.limit.as_secs_f64(), "telegram: the long-poll made no progress; rebuilding the connection");
+                    tracing::warn!(
+                        stall_s = watchdog.limit.as_secs_f64(),
+                        "telegram: the long-poll made no progress; rebuilding the connection"
+                    );
                     self.rebuild_client();
                     let d = backoff.failed();
                     self.sleep(d).await;
@@ -237,7 +282,10 @@ impl TelegramChannel {
             match self.emit(u).await {
                 Ok(rx) => pending.push((id, Some(rx))),
                 Err(e) => {
-                    tracing::warn!(update_id = id, "telegram: update not handed to the host: {e}");
+                    tracing::warn!(
+                        update_id = id,
+                        "telegram: update not handed to the host: {e}"
+                    );
                     pending.push((id, None));
                     break;
                 }
@@ -271,22 +319,35 @@ impl TelegramChannel {
             self.on_callback(q).await;
             return Ok(Wait::Done);
         }
-        let Some(m) = u.get("message") else { return Ok(Wait::Done) };
+        let Some(m) = u.get("message") else {
+            return Ok(Wait::Done);
+        };
         let me = self.me().await.map_err(|e| e.to_string())?;
-        let Some(ev) = self.to_event(m, me).await else { return Ok(Wait::Done) };
+        let Some(ev) = self.to_event(m, me).await else {
+            return Ok(Wait::Done);
+        };
         let (ack, rx) = Ack::new();
-        self.events.send(ChannelEvent::Message(ev, ack)).await.map_err(|_| "the host is shutting down".to_owned())?;
+        self.events
+            .send(ChannelEvent::Message(ev, ack))
+            .await
+            .map_err(|_| "the host is shutting down".to_owned())?;
         Ok(Wait::Ack(rx))
     }
 
     async fn on_callback(&self, q: &Value) {
         // Answer first so the user's spinner stops, whatever happens next.
         if let Some(id) = q["id"].as_str() {
-            if let Err(e) = self.call("answerCallbackQuery", json!({"callback_query_id": id})).await {
+            if let Err(e) = self
+                .call("answerCallbackQuery", json!({"callback_query_id": id}))
+                .await
+            {
                 tracing::debug!("telegram: answerCallbackQuery failed: {e}");
             }
         }
-        let (Some(chat), Some(data)) = (q["message"]["chat"]["id"].as_i64(), q["data"].as_str()) else { return };
+        let (Some(chat), Some(data)) = (q["message"]["chat"]["id"].as_i64(), q["data"].as_str())
+        else {
+            return;
+        };
         if q["from"]["is_bot"] == true {
             return;
         }
@@ -308,10 +369,21 @@ impl TelegramChannel {
         let chat = m["chat"]["id"].as_i64()?;
         let mid = m["message_id"].as_i64()?;
         let is_group = m["chat"]["type"].as_str() != Some("private");
-        let text = m["text"].as_str().or(m["caption"].as_str()).unwrap_or_default().to_owned();
-        let entities = m.get("entities").or(m.get("caption_entities")).and_then(Value::as_array).cloned().unwrap_or_default();
+        let text = m["text"]
+            .as_str()
+            .or(m["caption"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let entities = m
+            .get("entities")
+            .or(m.get("caption_entities"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let mentioned = entities.iter().any(|e| match e["type"].as_str() {
-            Some("mention") => utf16_slice(&text, &e["offset"], &e["length"]).is_some_and(|s| !me.username.is_empty() && s.eq_ignore_ascii_case(&format!("@{}", me.username))),
+            Some("mention") => utf16_slice(&text, &e["offset"], &e["length"]).is_some_and(|s| {
+                !me.username.is_empty() && s.eq_ignore_ascii_case(&format!("@{}", me.username))
+            }),
             Some("text_mention") => e["user"]["id"].as_i64() == Some(me.id),
             _ => false,
         });
@@ -320,14 +392,22 @@ impl TelegramChannel {
         if text.is_empty() && attachments.is_empty() {
             return None; // service messages, stickers: nothing to say
         }
-        let name = [from["first_name"].as_str(), from["last_name"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+        let name = [from["first_name"].as_str(), from["last_name"].as_str()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
         Some(InboundEvent {
             channel_type: CHANNEL_TYPE.into(),
             platform_id: chat.to_string(),
             thread_id: topic(m),
             message_id: format!("{chat}.{mid}"),
             sender_id: from["id"].as_i64().unwrap_or_default().to_string(),
-            sender_name: if name.is_empty() { from["username"].as_str().map(str::to_owned) } else { Some(name) },
+            sender_name: if name.is_empty() {
+                from["username"].as_str().map(str::to_owned)
+            } else {
+                Some(name)
+            },
             text,
             is_mention: !is_group || mentioned || replied,
             is_group,
@@ -342,7 +422,13 @@ impl TelegramChannel {
         let mut files = Vec::new();
         for kind in ["document", "audio", "video", "voice", "animation"] {
             if let Some(f) = m.get(kind).filter(|f| f.is_object()) {
-                files.push((f.clone(), f["file_name"].as_str().map(str::to_owned).unwrap_or_else(|| kind.to_string())));
+                files.push((
+                    f.clone(),
+                    f["file_name"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| kind.to_string()),
+                ));
             }
         }
         if let Some(p) = m["photo"].as_array().and_then(|a| a.last()) {
@@ -352,9 +438,19 @@ impl TelegramChannel {
         for (f, name) in files {
             let size = f["file_size"].as_u64().unwrap_or_default();
             let mime = f["mime_type"].as_str().map(str::to_owned);
-            let data = if size > MAX_ATTACHMENT { None } else { self.download(f["file_id"].as_str().unwrap_or_default()).await };
+            let data = if size > MAX_ATTACHMENT {
+                None
+            } else {
+                self.download(f["file_id"].as_str().unwrap_or_default())
+                    .await
+            };
             let size = data.as_ref().map_or(size, |d| d.len() as u64);
-            out.push(InboundAttachment { name, mime, size, data });
+            out.push(InboundAttachment {
+                name,
+                mime,
+                size,
+                data,
+            });
         }
         out
     }
@@ -368,17 +464,29 @@ impl TelegramChannel {
             }
         };
         let path = r["file_path"].as_str()?;
-        let url = format!("{}/file/bot{}/{path}", self.cfg.base_url.trim_end_matches('/'), self.cfg.token.0);
+        let url = format!(
+            "{}/file/bot{}/{path}",
+            self.cfg.base_url.trim_end_matches('/'),
+            self.cfg.token.0
+        );
         match crate::platform::download_capped(self.http().get(url), &self.cfg.token.0).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!("telegram: downloading a file failed, it is noted but not kept: {e}");
+                tracing::warn!(
+                    "telegram: downloading a file failed, it is noted but not kept: {e}"
+                );
                 None
             }
         }
     }
 
-    async fn send_text(&self, to: &Address, text: &str, reply_to: Option<&str>, buttons: &[crate::Button]) -> Result<Option<i64>, DeliverError> {
+    async fn send_text(
+        &self,
+        to: &Address,
+        text: &str,
+        reply_to: Option<&str>,
+        buttons: &[crate::Button],
+    ) -> Result<Option<i64>, DeliverError> {
         let parts = split_text(text, MAX_TEXT, char::len_utf16);
         let n = parts.len();
         let mut first = None;
@@ -389,7 +497,8 @@ impl TelegramChannel {
             let mut body = json!({"chat_id": chat_id(&to.platform_id), "text": p});
             thread(&mut body, to);
             if let (0, Some(r)) = (i, reply_to.and_then(msg_id)) {
-                body["reply_parameters"] = json!({"message_id": r, "allow_sending_without_reply": true});
+                body["reply_parameters"] =
+                    json!({"message_id": r, "allow_sending_without_reply": true});
             }
             if i + 1 == n && !buttons.is_empty() {
                 body["reply_markup"] = keyboard(buttons)?;
@@ -407,11 +516,16 @@ enum Wait {
 }
 
 fn topic(m: &Value) -> Option<String> {
-    (m["is_topic_message"] == true).then(|| m["message_thread_id"].as_i64()).flatten().map(|t| t.to_string())
+    (m["is_topic_message"] == true)
+        .then(|| m["message_thread_id"].as_i64())
+        .flatten()
+        .map(|t| t.to_string())
 }
 
 fn chat_id(platform_id: &str) -> Value {
-    platform_id.parse::<i64>().map_or_else(|_| Value::String(platform_id.to_owned()), Value::from)
+    platform_id
+        .parse::<i64>()
+        .map_or_else(|_| Value::String(platform_id.to_owned()), Value::from)
 }
 
 /// `<chat>.<msg>` (or a bare number) → the message id.
@@ -429,7 +543,10 @@ fn keyboard(buttons: &[crate::Button]) -> Result<Value, DeliverError> {
     let mut rows = Vec::new();
     for b in buttons {
         if b.callback.len() > MAX_CALLBACK {
-            return Err(DeliverError::Permanent(format!("button {:?}: callback data is over {MAX_CALLBACK} bytes", b.label)));
+            return Err(DeliverError::Permanent(format!(
+                "button {:?}: callback data is over {MAX_CALLBACK} bytes",
+                b.label
+            )));
         }
         rows.push(json!([{"text": b.label, "callback_data": b.callback}]));
     }
@@ -440,7 +557,9 @@ fn keyboard(buttons: &[crate::Button]) -> Result<Value, DeliverError> {
 fn utf16_slice(text: &str, offset: &Value, length: &Value) -> Option<String> {
     let (o, l) = (offset.as_u64()? as usize, length.as_u64()? as usize);
     let units: Vec<u16> = text.encode_utf16().collect();
-    units.get(o..o.checked_add(l)?).map(String::from_utf16_lossy)
+    units
+        .get(o..o.checked_add(l)?)
+        .map(String::from_utf16_lossy)
 }
 
 async fn webhook(
@@ -449,13 +568,20 @@ async fn webhook(
     body: axum::body::Bytes,
 ) -> axum::http::StatusCode {
     use axum::http::StatusCode;
-    let Some((_, secret)) = &ch.cfg.webhook else { return StatusCode::NOT_FOUND };
-    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    let Some((_, secret)) = &ch.cfg.webhook else {
+        return StatusCode::NOT_FOUND;
+    };
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
     if !crate::http::secret_eq(given, secret.0.as_bytes()) {
         tracing::warn!("telegram: webhook POST without the right secret token refused");
         return StatusCode::UNAUTHORIZED;
     }
-    let Ok(u) = serde_json::from_slice::<Value>(&body) else { return StatusCode::BAD_REQUEST };
+    let Ok(u) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
     let (_, all) = ch.handle_batch(std::slice::from_ref(&u)).await;
     // 503: Telegram delivers the update again later.
     if all {
@@ -471,29 +597,56 @@ impl Channel for TelegramChannel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { threads: true, edit: true, reactions: true, buttons: true, typing: true, files: true, open_dm: true, max_text: MAX_TEXT }
+        Capabilities {
+            threads: true,
+            edit: true,
+            reactions: true,
+            buttons: true,
+            typing: true,
+            files: true,
+            open_dm: true,
+            max_text: MAX_TEXT,
+        }
     }
 
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
-            let mut first = self.send_text(to, &msg.text, msg.in_reply_to.as_deref(), &msg.buttons).await?;
+            let mut first = self
+                .send_text(to, &msg.text, msg.in_reply_to.as_deref(), &msg.buttons)
+                .await?;
             for f in &msg.files {
-                let data = tokio::fs::read(&f.path).await.map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
+                let data = tokio::fs::read(&f.path)
+                    .await
+                    .map_err(|e| DeliverError::Retryable(format!("reading {}: {e}", f.name)))?;
                 let mut form = Multipart::default().text("chat_id", &to.platform_id);
                 if let Some(t) = &to.thread_id {
                     form = form.text("message_thread_id", t);
                 }
                 let (ct, body) = form.file("document", &f.name, &data).finish();
-                let req = self.http().post(self.url("sendDocument")).header("content-type", ct).body(body);
+                let req = self
+                    .http()
+                    .post(self.url("sendDocument"))
+                    .header("content-type", ct)
+                    .body(body);
                 let r = self.finish("sendDocument", req).await?;
                 first = first.or(r["message_id"].as_i64());
             }
-            let id = first.ok_or_else(|| DeliverError::Permanent("nothing to send: no text and no files".into()))?;
+            let id = first.ok_or_else(|| {
+                DeliverError::Permanent("nothing to send: no text and no files".into())
+            })?;
             Ok(format!("{}.{id}", to.platform_id))
         })
     }
 
-    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move { self.send_text(to, text, None, &[]).await.map(|_| ()) })
     }
 
@@ -507,17 +660,40 @@ impl Channel for TelegramChannel {
         Box::pin(async move { Ok(Some(user.to_owned())) })
     }
 
-    fn edit<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn edit<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            let id = msg_id(platform_message_id).ok_or_else(|| DeliverError::Permanent(format!("{platform_message_id:?} is not a Telegram message id")))?;
+            let id = msg_id(platform_message_id).ok_or_else(|| {
+                DeliverError::Permanent(format!(
+                    "{platform_message_id:?} is not a Telegram message id"
+                ))
+            })?;
             let text = split_text(text, MAX_TEXT, char::len_utf16).remove(0);
-            self.call("editMessageText", json!({"chat_id": chat_id(&to.platform_id), "message_id": id, "text": text})).await.map(|_| ())
+            self.call(
+                "editMessageText",
+                json!({"chat_id": chat_id(&to.platform_id), "message_id": id, "text": text}),
+            )
+            .await
+            .map(|_| ())
         })
     }
 
-    fn react<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn react<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        emoji: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            let id = msg_id(platform_message_id).ok_or_else(|| DeliverError::Permanent(format!("{platform_message_id:?} is not a Telegram message id")))?;
+            let id = msg_id(platform_message_id).ok_or_else(|| {
+                DeliverError::Permanent(format!(
+                    "{platform_message_id:?} is not a Telegram message id"
+                ))
+            })?;
             let body = json!({"chat_id": chat_id(&to.platform_id), "message_id": id, "reaction": [{"type": "emoji", "emoji": emoji}]});
             self.call("setMessageReaction", body).await.map(|_| ())
         })
@@ -544,9 +720,15 @@ mod tests {
         assert_eq!(chat_id("-100123"), json!(-100123));
         assert_eq!(chat_id("@chan"), json!("@chan"));
         // "😀 @pinch_bot hi": the emoji is two UTF-16 units.
-        assert_eq!(utf16_slice("😀 @pinch_bot hi", &json!(3), &json!(10)).as_deref(), Some("@pinch_bot"));
+        assert_eq!(
+            utf16_slice("😀 @pinch_bot hi", &json!(3), &json!(10)).as_deref(),
+            Some("@pinch_bot")
+        );
         assert_eq!(utf16_slice("short", &json!(3), &json!(10)), None);
-        let big = crate::Button { label: "x".into(), callback: "y".repeat(65) };
+        let big = crate::Button {
+            label: "x".into(),
+            callback: "y".repeat(65),
+        };
         assert!(keyboard(&[big]).is_err());
     }
 

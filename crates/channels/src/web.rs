@@ -35,8 +35,8 @@ use tokio::sync::mpsc;
 
 use crate::http::secret_eq;
 use crate::{
-    Ack, AckOutcome, Address, BoxFuture, Button, Capabilities, Channel, ChannelEvent, Click, DeliverError, HistoryItem, InboundAttachment,
-    InboundEvent, Outgoing, MAX_ATTACHMENT,
+    Ack, AckOutcome, Address, BoxFuture, Button, Capabilities, Channel, ChannelEvent, Click,
+    DeliverError, HistoryItem, InboundAttachment, InboundEvent, Outgoing, MAX_ATTACHMENT,
 };
 
 pub const CHANNEL_TYPE: &str = "web";
@@ -63,7 +63,10 @@ pub struct WebChannel {
 
 /// A user name: 1–64 of `[A-Za-z0-9_.-]`.
 pub fn valid_user(u: &str) -> bool {
-    !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !u.is_empty()
+        && u.len() <= 64
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn random_id() -> String {
@@ -74,7 +77,12 @@ fn random_id() -> String {
 }
 
 impl WebChannel {
-    pub fn new(token: String, dir: PathBuf, default_user: String, events: mpsc::Sender<ChannelEvent>) -> Result<Arc<WebChannel>, String> {
+    pub fn new(
+        token: String,
+        dir: PathBuf,
+        default_user: String,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> Result<Arc<WebChannel>, String> {
         if token.len() < 32 {
             return Err("the web token is too short".into());
         }
@@ -82,7 +90,8 @@ impl WebChannel {
             return Err(format!("the login {default_user:?} cannot be a web chat user name (use letters, digits, '-', '_' or '.')"));
         }
         let files_dir = dir.join("files");
-        std::fs::create_dir_all(&files_dir).map_err(|e| format!("creating {}: {e}", files_dir.display()))?;
+        std::fs::create_dir_all(&files_dir)
+            .map_err(|e| format!("creating {}: {e}", files_dir.display()))?;
         Ok(Arc::new(WebChannel {
             token,
             default_user,
@@ -106,7 +115,10 @@ impl WebChannel {
 
     fn authorized(&self, q: &Auth, headers: &HeaderMap) -> bool {
         let given = q.token.as_deref().or_else(|| {
-            headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
         });
         given.is_some_and(|t| secret_eq(t.as_bytes(), self.token.as_bytes()))
     }
@@ -116,7 +128,9 @@ impl WebChannel {
         match q.user.as_deref() {
             None | Some("") => Ok(self.default_user.clone()),
             Some(u) if valid_user(u) => Ok(u.to_owned()),
-            Some(u) => Err(format!("user {u:?} is not valid: use 1-64 letters, digits, '-', '_' or '.'")),
+            Some(u) => Err(format!(
+                "user {u:?} is not valid: use 1-64 letters, digits, '-', '_' or '.'"
+            )),
         }
     }
 
@@ -124,20 +138,34 @@ impl WebChannel {
     fn push(&self, user: &str, frame: serde_json::Value) -> bool {
         let line = frame.to_string();
         let mut clients = self.clients.lock().unwrap();
-        let Some(tabs) = clients.get_mut(user) else { return false };
+        let Some(tabs) = clients.get_mut(user) else {
+            return false;
+        };
         tabs.retain(|(_, tx)| tx.send(line.clone()).is_ok());
         !tabs.is_empty()
     }
 
     /// Copies a delivered file where `/files/…` serves it; returns its URL path.
     async fn keep_file(&self, f: &crate::OutFile) -> Result<String, DeliverError> {
-        let name: String = f.name.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').collect();
+        let name: String = f
+            .name
+            .chars()
+            .filter(|c| !c.is_control() && *c != '/' && *c != '\\')
+            .collect();
         let name = name.trim_start_matches('.').to_owned();
-        let name = if name.is_empty() { "file".to_owned() } else { name };
+        let name = if name.is_empty() {
+            "file".to_owned()
+        } else {
+            name
+        };
         let dir = random_id();
         let d = self.files_dir.join(&dir);
-        tokio::fs::create_dir_all(&d).await.map_err(|e| DeliverError::Retryable(format!("creating {}: {e}", d.display())))?;
-        tokio::fs::copy(&f.path, d.join(&name)).await.map_err(|e| DeliverError::Retryable(format!("copying {}: {e}", f.name)))?;
+        tokio::fs::create_dir_all(&d)
+            .await
+            .map_err(|e| DeliverError::Retryable(format!("creating {}: {e}", d.display())))?;
+        tokio::fs::copy(&f.path, d.join(&name))
+            .await
+            .map_err(|e| DeliverError::Retryable(format!("copying {}: {e}", f.name)))?;
         Ok(format!("/files/{dir}/{}", urlencode(&name)))
     }
 }
@@ -162,7 +190,12 @@ struct Auth {
 }
 
 fn text(status: StatusCode, msg: &str) -> Response {
-    (status, [("content-type", "text/plain; charset=utf-8")], msg.to_owned()).into_response()
+    (
+        status,
+        [("content-type", "text/plain; charset=utf-8")],
+        msg.to_owned(),
+    )
+        .into_response()
 }
 
 fn unauthorized() -> Response {
@@ -172,18 +205,33 @@ fn unauthorized() -> Response {
     )
 }
 
-async fn page(State(ch): State<Arc<WebChannel>>, Query(q): Query<Auth>, headers: HeaderMap) -> Response {
+async fn page(
+    State(ch): State<Arc<WebChannel>>,
+    Query(q): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
     if !ch.authorized(&q, &headers) {
         return unauthorized();
     }
     let mut r = Html(PAGE).into_response();
     // The token is in the URL: never send it on as a referrer.
-    r.headers_mut().insert("referrer-policy", axum::http::HeaderValue::from_static("no-referrer"));
-    r.headers_mut().insert("cache-control", axum::http::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        "referrer-policy",
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
+    r.headers_mut().insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     r
 }
 
-async fn upload(State(ch): State<Arc<WebChannel>>, Query(q): Query<Auth>, headers: HeaderMap, body: Body) -> Response {
+async fn upload(
+    State(ch): State<Arc<WebChannel>>,
+    Query(q): Query<Auth>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if !ch.authorized(&q, &headers) {
         return unauthorized();
     }
@@ -191,28 +239,64 @@ async fn upload(State(ch): State<Arc<WebChannel>>, Query(q): Query<Auth>, header
         Ok(u) => u,
         Err(why) => return text(StatusCode::BAD_REQUEST, &why),
     };
-    let name = q.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "file".into());
+    let name = q
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "file".into());
     let bytes = match to_bytes(body, MAX_ATTACHMENT as usize).await {
         Ok(b) => b,
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("the file is larger than {} MiB", MAX_ATTACHMENT >> 20)),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the file is larger than {} MiB", MAX_ATTACHMENT >> 20),
+            )
+        }
     };
-    let mime = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mime = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let id = random_id();
-    let a = InboundAttachment { name, mime, size: bytes.len() as u64, data: Some(bytes.to_vec()) };
+    let a = InboundAttachment {
+        name,
+        mime,
+        size: bytes.len() as u64,
+        data: Some(bytes.to_vec()),
+    };
     let mut ups = ch.uploads.lock().unwrap();
     ups.push((id.clone(), user, a));
-    while ups.len() > MAX_PENDING_UPLOADS || ups.iter().map(|(_, _, a)| a.size).sum::<u64>() > MAX_PENDING_BYTES {
+    while ups.len() > MAX_PENDING_UPLOADS
+        || ups.iter().map(|(_, _, a)| a.size).sum::<u64>() > MAX_PENDING_BYTES
+    {
         let (old, _, a) = ups.remove(0);
         tracing::info!(upload = %old, name = %a.name, "an upload no message named was dropped");
     }
-    (StatusCode::OK, [("content-type", "application/json")], serde_json::json!({"upload": id}).to_string()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::json!({"upload": id}).to_string(),
+    )
+        .into_response()
 }
 
-async fn download(State(ch): State<Arc<WebChannel>>, Path((dir, name)): Path<(String, String)>, Query(q): Query<Auth>, headers: HeaderMap) -> Response {
+async fn download(
+    State(ch): State<Arc<WebChannel>>,
+    Path((dir, name)): Path<(String, String)>,
+    Query(q): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
     if !ch.authorized(&q, &headers) {
         return unauthorized();
     }
-    let plain = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\\') && !s.contains('\0');
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && !s.contains('/')
+            && !s.contains('\\')
+            && !s.contains('\0')
+    };
     if !plain(&dir) || !plain(&name) || !dir.bytes().all(|b| b.is_ascii_hexdigit()) {
         return text(StatusCode::NOT_FOUND, "no such file\n");
     }
@@ -220,7 +304,10 @@ async fn download(State(ch): State<Arc<WebChannel>>, Path((dir, name)): Path<(St
         Ok(bytes) => {
             let disposition = format!("attachment; filename*=UTF-8''{}", urlencode(&name));
             let mut r = (StatusCode::OK, bytes).into_response();
-            r.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/octet-stream"));
+            r.headers_mut().insert(
+                "content-type",
+                axum::http::HeaderValue::from_static("application/octet-stream"),
+            );
             if let Ok(v) = axum::http::HeaderValue::from_str(&disposition) {
                 r.headers_mut().insert("content-disposition", v);
             }
@@ -285,17 +372,43 @@ async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
     // History first, then live frames (registered after, so none is lost
     // between: a reply delivered meanwhile is in the history or live).
     let (reply, got) = tokio::sync::oneshot::channel::<Vec<HistoryItem>>();
-    let to = Address { channel_type: CHANNEL_TYPE.into(), platform_id: user.clone(), thread_id: None };
-    let items = match ch.events.send(ChannelEvent::History { to, limit: HISTORY, reply }).await {
-        Ok(()) => tokio::time::timeout(Duration::from_secs(10), got).await.ok().and_then(Result::ok).unwrap_or_default(),
+    let to = Address {
+        channel_type: CHANNEL_TYPE.into(),
+        platform_id: user.clone(),
+        thread_id: None,
+    };
+    let items = match ch
+        .events
+        .send(ChannelEvent::History {
+            to,
+            limit: HISTORY,
+            reply,
+        })
+        .await
+    {
+        Ok(()) => tokio::time::timeout(Duration::from_secs(10), got)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     let frame = serde_json::json!({"type": "history", "items": items}).to_string();
     if socket.send(Message::Text(frame.into())).await.is_err() {
         return;
     }
-    ch.clients.lock().unwrap().entry(user.clone()).or_default().push((me, tx.clone()));
-    let _ = ch.events.send(ChannelEvent::Available { channel_type: CHANNEL_TYPE.into() }).await;
+    ch.clients
+        .lock()
+        .unwrap()
+        .entry(user.clone())
+        .or_default()
+        .push((me, tx.clone()));
+    let _ = ch
+        .events
+        .send(ChannelEvent::Available {
+            channel_type: CHANNEL_TYPE.into(),
+        })
+        .await;
     loop {
         tokio::select! {
             m = socket.recv() => {
@@ -338,24 +451,47 @@ async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
 async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::UnboundedSender<String>) {
     match f {
         ClientFrame::Click { callback } => {
-            let c = Click { channel_type: CHANNEL_TYPE.into(), platform_id: user.to_owned(), thread_id: None, user_id: user.to_owned(), callback };
+            let c = Click {
+                channel_type: CHANNEL_TYPE.into(),
+                platform_id: user.to_owned(),
+                thread_id: None,
+                user_id: user.to_owned(),
+                callback,
+            };
             let _ = ch.events.send(ChannelEvent::Click(c)).await;
         }
-        ClientFrame::Message { text, client_id, attachments } => {
+        ClientFrame::Message {
+            text,
+            client_id,
+            attachments,
+        } => {
             let mut files = Vec::new();
             for a in attachments {
                 match a.upload {
                     Some(id) => {
                         let mut ups = ch.uploads.lock().unwrap();
-                        if let Some(i) = ups.iter().position(|(u, owner, _)| *u == id && owner == user) {
+                        if let Some(i) = ups
+                            .iter()
+                            .position(|(u, owner, _)| *u == id && owner == user)
+                        {
                             files.push(ups.remove(i).2);
                         }
                     }
                     // Not uploaded (too large): the host notes it in the text.
-                    None => files.push(InboundAttachment { name: a.name.unwrap_or_else(|| "file".into()), mime: None, size: a.size.max(MAX_ATTACHMENT + 1), data: None }),
+                    None => files.push(InboundAttachment {
+                        name: a.name.unwrap_or_else(|| "file".into()),
+                        mime: None,
+                        size: a.size.max(MAX_ATTACHMENT + 1),
+                        data: None,
+                    }),
                 }
             }
-            let cid: Option<String> = client_id.map(|c| c.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect());
+            let cid: Option<String> = client_id.map(|c| {
+                c.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .take(64)
+                    .collect()
+            });
             // The client's id makes a resent message the same message.
             let message_id = match cid.as_deref() {
                 Some(c) if !c.is_empty() => format!("web-{user}-{c}"),
@@ -375,7 +511,12 @@ async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::Unbounde
                 webhook: None,
             };
             let (ack, rx) = Ack::new();
-            if ch.events.send(ChannelEvent::Message(ev, ack)).await.is_err() {
+            if ch
+                .events
+                .send(ChannelEvent::Message(ev, ack))
+                .await
+                .is_err()
+            {
                 let _ = tx.send(serde_json::json!({"type": "rejected", "client_id": cid, "reason": "pinch is shutting down"}).to_string());
                 return;
             }
@@ -383,9 +524,15 @@ async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::Unbounde
                 Ok(AckOutcome::Stored { routed, note }) if routed > 0 || note.is_none() => {
                     serde_json::json!({"type": "accepted", "client_id": cid, "id": message_id})
                 }
-                Ok(AckOutcome::Stored { note, .. }) => serde_json::json!({"type": "rejected", "client_id": cid, "reason": note}),
-                Ok(AckOutcome::Failed(why)) => serde_json::json!({"type": "rejected", "client_id": cid, "reason": why}),
-                Err(_) => serde_json::json!({"type": "rejected", "client_id": cid, "reason": "the host dropped the message"}),
+                Ok(AckOutcome::Stored { note, .. }) => {
+                    serde_json::json!({"type": "rejected", "client_id": cid, "reason": note})
+                }
+                Ok(AckOutcome::Failed(why)) => {
+                    serde_json::json!({"type": "rejected", "client_id": cid, "reason": why})
+                }
+                Err(_) => {
+                    serde_json::json!({"type": "rejected", "client_id": cid, "reason": "the host dropped the message"})
+                }
             };
             let _ = tx.send(frame.to_string());
         }
@@ -393,7 +540,11 @@ async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::Unbounde
 }
 
 fn buttons_json(b: &[Button]) -> serde_json::Value {
-    serde_json::Value::Array(b.iter().map(|b| serde_json::json!({"label": b.label, "callback": b.callback})).collect())
+    serde_json::Value::Array(
+        b.iter()
+            .map(|b| serde_json::json!({"label": b.label, "callback": b.callback}))
+            .collect(),
+    )
 }
 
 impl Channel for WebChannel {
@@ -402,13 +553,28 @@ impl Channel for WebChannel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { edit: true, reactions: true, buttons: true, files: true, open_dm: true, max_text: 100_000, ..Default::default() }
+        Capabilities {
+            edit: true,
+            reactions: true,
+            buttons: true,
+            files: true,
+            open_dm: true,
+            max_text: 100_000,
+            ..Default::default()
+        }
     }
 
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
             if !self.clients.lock().unwrap().contains_key(&to.platform_id) {
-                return Err(DeliverError::Unavailable(format!("no browser of {} is connected", to.platform_id)));
+                return Err(DeliverError::Unavailable(format!(
+                    "no browser of {} is connected",
+                    to.platform_id
+                )));
             }
             let mut files = Vec::new();
             for f in &msg.files {
@@ -420,37 +586,69 @@ impl Channel for WebChannel {
                 "files": files, "in_reply_to": msg.in_reply_to,
             });
             if !self.push(&to.platform_id, frame) {
-                return Err(DeliverError::Unavailable(format!("no browser of {} is connected", to.platform_id)));
+                return Err(DeliverError::Unavailable(format!(
+                    "no browser of {} is connected",
+                    to.platform_id
+                )));
             }
             Ok(msg.id.clone())
         })
     }
 
-    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            if !self.push(&to.platform_id, serde_json::json!({"type": "notice", "text": text})) {
+            if !self.push(
+                &to.platform_id,
+                serde_json::json!({"type": "notice", "text": text}),
+            ) {
                 tracing::debug!(user = %to.platform_id, "web notice dropped: no browser connected");
             }
             Ok(())
         })
     }
 
-    fn edit<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn edit<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            if self.push(&to.platform_id, serde_json::json!({"type": "edit", "id": platform_message_id, "text": text})) {
+            if self.push(
+                &to.platform_id,
+                serde_json::json!({"type": "edit", "id": platform_message_id, "text": text}),
+            ) {
                 Ok(())
             } else {
-                Err(DeliverError::Unavailable(format!("no browser of {} is connected", to.platform_id)))
+                Err(DeliverError::Unavailable(format!(
+                    "no browser of {} is connected",
+                    to.platform_id
+                )))
             }
         })
     }
 
-    fn react<'a>(&'a self, to: &'a Address, platform_message_id: &'a str, emoji: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn react<'a>(
+        &'a self,
+        to: &'a Address,
+        platform_message_id: &'a str,
+        emoji: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            if self.push(&to.platform_id, serde_json::json!({"type": "reaction", "id": platform_message_id, "emoji": emoji})) {
+            if self.push(
+                &to.platform_id,
+                serde_json::json!({"type": "reaction", "id": platform_message_id, "emoji": emoji}),
+            ) {
                 Ok(())
             } else {
-                Err(DeliverError::Unavailable(format!("no browser of {} is connected", to.platform_id)))
+                Err(DeliverError::Unavailable(format!(
+                    "no browser of {} is connected",
+                    to.platform_id
+                )))
             }
         })
     }

@@ -33,7 +33,10 @@ use axum::routing::post;
 use tokio::sync::mpsc;
 
 use crate::http::{secret_eq, sign};
-use crate::{Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError, InboundEvent, Outgoing, WebhookEvent};
+use crate::{
+    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError,
+    InboundEvent, Outgoing, WebhookEvent,
+};
 
 pub const CHANNEL_TYPE: &str = "webhook";
 pub const SIGNATURE_HEADER: &str = "x-pinch-signature";
@@ -70,7 +73,11 @@ impl std::fmt::Debug for HookConfig {
 /// A hook name: 1–64 of `[A-Za-z0-9_-]` (it is a URL segment and a
 /// conversation id).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub struct WebhookChannel {
@@ -80,14 +87,23 @@ pub struct WebhookChannel {
 }
 
 impl WebhookChannel {
-    pub fn new(hooks: Vec<HookConfig>, events: mpsc::Sender<ChannelEvent>) -> Result<Arc<WebhookChannel>, String> {
+    pub fn new(
+        hooks: Vec<HookConfig>,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> Result<Arc<WebhookChannel>, String> {
         let mut map = HashMap::new();
         for h in hooks {
             if !valid_name(&h.name) {
-                return Err(format!("webhook name {:?} is invalid: use 1-64 letters, digits, '-' or '_'", h.name));
+                return Err(format!(
+                    "webhook name {:?} is invalid: use 1-64 letters, digits, '-' or '_'",
+                    h.name
+                ));
             }
             if h.secret.len() < 16 {
-                return Err(format!("webhook {:?}: the secret must be at least 16 bytes", h.name));
+                return Err(format!(
+                    "webhook {:?}: the secret must be at least 16 bytes",
+                    h.name
+                ));
             }
             map.insert(h.name.clone(), h);
         }
@@ -95,17 +111,31 @@ impl WebhookChannel {
             .timeout(SEND_TIMEOUT)
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Arc::new(WebhookChannel { hooks: map, events, client }))
+        Ok(Arc::new(WebhookChannel {
+            hooks: map,
+            events,
+            client,
+        }))
     }
 
     /// The routes this adapter serves (`POST /hooks/{name}`).
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        axum::Router::new().route("/hooks/{name}", post(receive)).with_state(self.clone())
+        axum::Router::new()
+            .route("/hooks/{name}", post(receive))
+            .with_state(self.clone())
     }
 
-    async fn post_json(&self, hook: &HookConfig, id: &str, body: serde_json::Value) -> Result<(), DeliverError> {
+    async fn post_json(
+        &self,
+        hook: &HookConfig,
+        id: &str,
+        body: serde_json::Value,
+    ) -> Result<(), DeliverError> {
         let Some(url) = hook.callback_url.as_deref() else {
-            return Err(DeliverError::Permanent(format!("webhook {:?} has no callback_url configured, so replies cannot be sent", hook.name)));
+            return Err(DeliverError::Permanent(format!(
+                "webhook {:?} has no callback_url configured, so replies cannot be sent",
+                hook.name
+            )));
         };
         let bytes = body.to_string().into_bytes();
         let sig = format!("sha256={}", sign(hook.secret.as_bytes(), &bytes));
@@ -123,14 +153,21 @@ impl WebhookChannel {
             Ok(r) => {
                 let s = r.status();
                 let why = format!("callback for webhook {:?} answered {s}", hook.name);
-                if s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS || s == reqwest::StatusCode::REQUEST_TIMEOUT {
+                if s.is_server_error()
+                    || s == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || s == reqwest::StatusCode::REQUEST_TIMEOUT
+                {
                     Err(DeliverError::Retryable(why))
                 } else {
                     Err(DeliverError::Permanent(why))
                 }
             }
             // Connection refused, reset, timeout, TLS: may work later.
-            Err(e) => Err(DeliverError::Retryable(format!("callback for webhook {:?}: {}", hook.name, without_url(&e)))),
+            Err(e) => Err(DeliverError::Retryable(format!(
+                "callback for webhook {:?}: {}",
+                hook.name,
+                without_url(&e)
+            ))),
         }
     }
 }
@@ -145,7 +182,12 @@ fn without_url(e: &reqwest::Error) -> String {
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn err(status: StatusCode, msg: &str) -> Response {
@@ -153,16 +195,35 @@ fn err(status: StatusCode, msg: &str) -> Response {
 }
 
 fn header<'a>(h: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names.iter().find_map(|n| h.get(*n)).and_then(|v| v.to_str().ok())
+    names
+        .iter()
+        .find_map(|n| h.get(*n))
+        .and_then(|v| v.to_str().ok())
 }
 
-async fn receive(State(ch): State<Arc<WebhookChannel>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn receive(
+    State(ch): State<Arc<WebhookChannel>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(hook) = ch.hooks.get(&name) else {
-        return err(StatusCode::NOT_FOUND, &format!("no webhook named {name:?} is configured"));
+        return err(
+            StatusCode::NOT_FOUND,
+            &format!("no webhook named {name:?} is configured"),
+        );
     };
     let bytes = match to_bytes(body, hook.max_body).await {
         Ok(b) => b,
-        Err(_) => return err(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is larger than this hook's limit of {} bytes", hook.max_body)),
+        Err(_) => {
+            return err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the body is larger than this hook's limit of {} bytes",
+                    hook.max_body
+                ),
+            )
+        }
     };
     let Some(given) = header(&headers, &[SIGNATURE_HEADER, "x-hub-signature-256"]) else {
         return err(
@@ -176,12 +237,24 @@ async fn receive(State(ch): State<Arc<WebhookChannel>>, Path(name): Path<String>
         return err(StatusCode::UNAUTHORIZED, "bad signature: X-Pinch-Signature does not match HMAC-SHA256 of the body with this hook's secret");
     }
     let delivery = header(&headers, &[DELIVERY_HEADER, "x-github-delivery"])
-        .map(|d| d.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.').take(128).collect::<String>())
+        .map(|d| {
+            d.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+                .take(128)
+                .collect::<String>()
+        })
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| crate::http::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()));
-    let event = header(&headers, &[EVENT_HEADER, "x-github-event"]).unwrap_or("").chars().take(128).collect::<String>();
-    let payload = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        .unwrap_or_else(|| {
+            crate::http::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref())
+        });
+    let event = header(&headers, &[EVENT_HEADER, "x-github-event"])
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect::<String>();
+    let payload = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
     let message_id = format!("hook-{name}-{delivery}");
     let ev = InboundEvent {
         channel_type: CHANNEL_TYPE.into(),
@@ -190,25 +263,53 @@ async fn receive(State(ch): State<Arc<WebhookChannel>>, Path(name): Path<String>
         message_id: message_id.clone(),
         sender_id: name.clone(),
         sender_name: Some(format!("webhook {name}")),
-        text: if event.is_empty() { format!("webhook {name}") } else { format!("webhook {name}: {event}") },
+        text: if event.is_empty() {
+            format!("webhook {name}")
+        } else {
+            format!("webhook {name}: {event}")
+        },
         // A hook is addressed to pinch, like a DM.
         is_mention: true,
         is_group: false,
         attachments: Vec::new(),
-        webhook: Some(WebhookEvent { source: name.clone(), event, payload }),
+        webhook: Some(WebhookEvent {
+            source: name.clone(),
+            event,
+            payload,
+        }),
     };
     let (ack, rx) = Ack::new();
-    if ch.events.send(ChannelEvent::Message(ev, ack)).await.is_err() {
-        return err(StatusCode::SERVICE_UNAVAILABLE, "pinch is shutting down; retry later");
+    if ch
+        .events
+        .send(ChannelEvent::Message(ev, ack))
+        .await
+        .is_err()
+    {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pinch is shutting down; retry later",
+        );
     }
     match crate::http::within(ACK_WAIT, rx).await {
-        Some(Ok(AckOutcome::Stored { routed, .. })) if routed > 0 => reply(StatusCode::OK, serde_json::json!({"ok": true, "id": message_id})),
+        Some(Ok(AckOutcome::Stored { routed, .. })) if routed > 0 => reply(
+            StatusCode::OK,
+            serde_json::json!({"ok": true, "id": message_id}),
+        ),
         Some(Ok(AckOutcome::Stored { note, .. })) => err(
             StatusCode::FORBIDDEN,
-            &format!("not stored: {}", note.unwrap_or_else(|| "no agent took it".into())),
+            &format!(
+                "not stored: {}",
+                note.unwrap_or_else(|| "no agent took it".into())
+            ),
         ),
-        Some(Ok(AckOutcome::Failed(why))) => err(StatusCode::SERVICE_UNAVAILABLE, &format!("not stored ({why}); retry later")),
-        _ => err(StatusCode::SERVICE_UNAVAILABLE, "not stored in time; retry later"),
+        Some(Ok(AckOutcome::Failed(why))) => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not stored ({why}); retry later"),
+        ),
+        _ => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not stored in time; retry later",
+        ),
     }
 }
 
@@ -218,13 +319,23 @@ impl Channel for WebhookChannel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { max_text: 100_000, ..Default::default() }
+        Capabilities {
+            max_text: 100_000,
+            ..Default::default()
+        }
     }
 
-    fn deliver<'a>(&'a self, to: &'a Address, msg: &'a Outgoing) -> BoxFuture<'a, Result<String, DeliverError>> {
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
             let Some(hook) = self.hooks.get(&to.platform_id) else {
-                return Err(DeliverError::Permanent(format!("no webhook named {:?} is configured", to.platform_id)));
+                return Err(DeliverError::Permanent(format!(
+                    "no webhook named {:?} is configured",
+                    to.platform_id
+                )));
             };
             let body = serde_json::json!({"id": msg.id, "hook": hook.name, "text": msg.text, "in_reply_to": msg.in_reply_to});
             self.post_json(hook, &msg.id, body).await?;
@@ -232,13 +343,30 @@ impl Channel for WebhookChannel {
         })
     }
 
-    fn notice<'a>(&'a self, to: &'a Address, text: &'a str) -> BoxFuture<'a, Result<(), DeliverError>> {
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
             let Some(hook) = self.hooks.get(&to.platform_id) else {
-                return Err(DeliverError::Permanent(format!("no webhook named {:?} is configured", to.platform_id)));
+                return Err(DeliverError::Permanent(format!(
+                    "no webhook named {:?} is configured",
+                    to.platform_id
+                )));
             };
-            let id = format!("notice-{}", crate::http::hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref()));
-            self.post_json(hook, &id, serde_json::json!({"id": id, "hook": hook.name, "notice": text})).await
+            let id = format!(
+                "notice-{}",
+                crate::http::hex(
+                    ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref()
+                )
+            );
+            self.post_json(
+                hook,
+                &id,
+                serde_json::json!({"id": id, "hook": hook.name, "notice": text}),
+            )
+            .await
         })
     }
 }

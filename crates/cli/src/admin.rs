@@ -16,14 +16,34 @@ use serde_json::{json, Map, Value};
 /// Every resource the client knows and its verbs. The central-DB ones are
 /// served by `pinch_host::admin_cmds`, the rest by the host's main loop.
 pub const RESOURCES: &[(&str, &[&str])] = &[
-    ("groups", &["list", "get", "create", "update", "delete", "config-get", "config-set", "restart"]),
-    ("messaging-groups", &["list", "get", "create", "update", "delete", "deny", "undeny"]),
+    (
+        "groups",
+        &[
+            "list",
+            "get",
+            "create",
+            "update",
+            "delete",
+            "config-get",
+            "config-set",
+            "restart",
+        ],
+    ),
+    (
+        "messaging-groups",
+        &[
+            "list", "get", "create", "update", "delete", "deny", "undeny",
+        ],
+    ),
     ("wirings", &["list", "get", "create", "update", "delete"]),
     ("users", &["list", "get", "create", "update", "delete"]),
     ("roles", &["list", "grant", "revoke"]),
     ("members", &["list", "add", "remove"]),
     ("destinations", &["list", "add", "remove"]),
-    ("sessions", &["list", "get", "stop", "restart", "resume", "close"]),
+    (
+        "sessions",
+        &["list", "get", "stop", "restart", "resume", "close"],
+    ),
     ("tasks", &["list", "pause", "resume", "cancel"]),
     ("approvals", &["list", "get", "approve", "reject"]),
     ("user-dms", &["list"]),
@@ -33,8 +53,23 @@ pub const RESOURCES: &[(&str, &[&str])] = &[
 ];
 
 /// Verbs that act on one row and so need its id.
-const ID_VERBS: &[&str] =
-    &["get", "update", "delete", "config-get", "config-set", "deny", "undeny", "stop", "restart", "resume", "close", "pause", "cancel", "approve", "reject"];
+const ID_VERBS: &[&str] = &[
+    "get",
+    "update",
+    "delete",
+    "config-get",
+    "config-set",
+    "deny",
+    "undeny",
+    "stop",
+    "restart",
+    "resume",
+    "close",
+    "pause",
+    "cancel",
+    "approve",
+    "reject",
+];
 
 const USAGE: &str = "usage: pinch admin <resource> <verb> [id] [--key value …] [--json]";
 
@@ -76,7 +111,11 @@ Examples:
 #[command(disable_help_flag = true)]
 pub struct AdminArgs {
     /// <resource> <verb> [id] [--key value …] [--json]; `pinch admin --help` lists them.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "RESOURCE VERB [ID] [--KEY VALUE]")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "RESOURCE VERB [ID] [--KEY VALUE]"
+    )]
     words: Vec<String>,
 }
 
@@ -105,7 +144,9 @@ impl AdminArgs {
         let mut it = std::mem::take(&mut self.words).into_iter();
         while let Some(w) = it.next() {
             let (flag, inline) = match w.split_once('=') {
-                Some((f, v)) if f == "--data-dir" || f == "--config" => (f.to_owned(), Some(v.to_owned())),
+                Some((f, v)) if f == "--data-dir" || f == "--config" => {
+                    (f.to_owned(), Some(v.to_owned()))
+                }
                 _ => (w.clone(), None),
             };
             let slot = match flag.as_str() {
@@ -118,7 +159,10 @@ impl AdminArgs {
             };
             let v = match inline {
                 Some(v) => v,
-                None => it.next().filter(|v| !v.starts_with("--")).ok_or_else(|| format!("{flag} needs a value (e.g. {flag} ~/pinch-data)"))?,
+                None => it
+                    .next()
+                    .filter(|v| !v.starts_with("--"))
+                    .ok_or_else(|| format!("{flag} needs a value (e.g. {flag} ~/pinch-data)"))?,
             };
             *slot = Some(PathBuf::from(v));
         }
@@ -154,8 +198,14 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
                         }
                     }
                 };
-                if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    return Err(format!("{w:?} is not a --key (keys are letters, digits, '-' and '_')"));
+                if key.is_empty()
+                    || !key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(format!(
+                        "{w:?} is not a --key (keys are letters, digits, '-' and '_')"
+                    ));
                 }
                 let key = key.replace('-', "_");
                 if args.insert(key.clone(), Value::String(value)).is_some() {
@@ -167,19 +217,33 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
     }
     let resources: Vec<&str> = RESOURCES.iter().map(|(r, _)| *r).collect();
     let Some(&resource) = pos.first() else {
-        return Err(format!("give a resource and a verb, e.g. `pinch admin sessions list`; resources: {}", resources.join(", ")));
+        return Err(format!(
+            "give a resource and a verb, e.g. `pinch admin sessions list`; resources: {}",
+            resources.join(", ")
+        ));
     };
     let Some((_, verbs)) = RESOURCES.iter().find(|(r, _)| *r == resource) else {
-        return Err(format!("unknown resource {resource:?}; resources: {}", resources.join(", ")));
+        return Err(format!(
+            "unknown resource {resource:?}; resources: {}",
+            resources.join(", ")
+        ));
     };
     let Some(&verb) = pos.get(1) else {
-        return Err(format!("give a verb for {resource}; verbs: {}", verbs.join(", ")));
+        return Err(format!(
+            "give a verb for {resource}; verbs: {}",
+            verbs.join(", ")
+        ));
     };
     if !verbs.contains(&verb) {
-        return Err(format!("unknown verb {verb:?} for {resource}; verbs: {}", verbs.join(", ")));
+        return Err(format!(
+            "unknown verb {verb:?} for {resource}; verbs: {}",
+            verbs.join(", ")
+        ));
     }
     if let Some(extra) = pos.get(3) {
-        return Err(format!("unexpected argument {extra:?}: give one id, then --key value pairs"));
+        return Err(format!(
+            "unexpected argument {extra:?}: give one id, then --key value pairs"
+        ));
     }
     if let Some(id) = pos.get(2) {
         if args.contains_key("id") {
@@ -189,9 +253,21 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
     }
     let needs_id = ID_VERBS.contains(&verb) || (resource, verb) == ("users", "create");
     if needs_id && !args.contains_key("id") {
-        return Err(format!("{resource} {verb} needs an id: pinch admin {resource} {verb} <id>{}", if resource == "sessions" { " (see `pinch admin sessions list`)" } else { "" }));
+        return Err(format!(
+            "{resource} {verb} needs an id: pinch admin {resource} {verb} <id>{}",
+            if resource == "sessions" {
+                " (see `pinch admin sessions list`)"
+            } else {
+                ""
+            }
+        ));
     }
-    Ok(Parse::Request(Parsed { resource: resource.to_owned(), verb: verb.to_owned(), args, json }))
+    Ok(Parse::Request(Parsed {
+        resource: resource.to_owned(),
+        verb: verb.to_owned(),
+        args,
+        json,
+    }))
 }
 
 pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
@@ -215,7 +291,9 @@ pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
         }
         Ok(Parse::Request(p)) => p,
         Err(msg) => {
-            eprintln!("pinch admin: {msg}\n{USAGE} (`pinch admin --help` lists resources and verbs)");
+            eprintln!(
+                "pinch admin: {msg}\n{USAGE} (`pinch admin --help` lists resources and verbs)"
+            );
             return 2;
         }
     };
@@ -235,7 +313,11 @@ pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
         let code = resp["error"]["code"].as_str().unwrap_or("error");
         let msg = resp["error"]["message"].as_str().unwrap_or("");
         eprintln!("pinch admin: {code}: {msg}");
-        return if matches!(code, "unknown-command" | "invalid-args") { 2 } else { 1 };
+        return if matches!(code, "unknown-command" | "invalid-args") {
+            2
+        } else {
+            1
+        };
     }
     if !p.json {
         print!("{}", render(&p.resource, &p.verb, &resp["data"]));
@@ -277,18 +359,37 @@ fn clip(s: &str, w: usize) -> String {
 /// line per row; each column as wide as its widest cell, at most
 /// [`MAX_WIDTH`].
 pub fn table(cols: &[String], rows: &[Value]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| clip(&cell(&r[c.as_str()]), MAX_WIDTH)).collect()).collect();
-    let mut w: Vec<usize> = cols.iter().map(|c| c.chars().count().min(MAX_WIDTH)).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| clip(&cell(&r[c.as_str()]), MAX_WIDTH))
+                .collect()
+        })
+        .collect();
+    let mut w: Vec<usize> = cols
+        .iter()
+        .map(|c| c.chars().count().min(MAX_WIDTH))
+        .collect();
     for row in &cells {
         for (i, c) in row.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
         }
     }
     let line = |cells: Vec<String>| {
-        let s = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = w[i])).collect::<Vec<_>>().join("  ");
+        let s = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ");
         format!("{}\n", s.trim_end())
     };
-    let mut out = line(cols.iter().map(|c| clip(&c.to_uppercase(), MAX_WIDTH)).collect());
+    let mut out = line(
+        cols.iter()
+            .map(|c| clip(&c.to_uppercase(), MAX_WIDTH))
+            .collect(),
+    );
     for row in cells {
         out.push_str(&line(row));
     }
@@ -299,8 +400,17 @@ pub fn table(cols: &[String], rows: &[Value]) -> String {
 /// ones first (the host's objects come with sorted keys).
 fn columns(first: &Map<String, Value>) -> Vec<String> {
     const LEAD: [&str; 6] = ["id", "name", "user", "role", "ag", "mg"];
-    let mut cols: Vec<String> = LEAD.iter().filter(|k| first.contains_key(**k)).map(|k| (*k).to_owned()).collect();
-    cols.extend(first.keys().filter(|k| !LEAD.contains(&k.as_str())).cloned());
+    let mut cols: Vec<String> = LEAD
+        .iter()
+        .filter(|k| first.contains_key(**k))
+        .map(|k| (*k).to_owned())
+        .collect();
+    cols.extend(
+        first
+            .keys()
+            .filter(|k| !LEAD.contains(&k.as_str()))
+            .cloned(),
+    );
     cols
 }
 
@@ -308,7 +418,17 @@ fn columns(first: &Map<String, Value>) -> Vec<String> {
 pub fn render(resource: &str, verb: &str, data: &Value) -> String {
     match (resource, verb, data) {
         ("sessions", "list", Value::Array(rows)) => {
-            let cols: Vec<String> = ["id", "agent_group", "runner", "quarantined_at", "exits", "last_exit"].iter().map(|c| (*c).to_owned()).collect();
+            let cols: Vec<String> = [
+                "id",
+                "agent_group",
+                "runner",
+                "quarantined_at",
+                "exits",
+                "last_exit",
+            ]
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
             let mut out = table(&cols, rows);
             for r in rows {
                 if let Some(reason) = r["quarantine_reason"].as_str() {
@@ -322,7 +442,10 @@ pub fn render(resource: &str, verb: &str, data: &Value) -> String {
             Some(first) => table(&columns(first), rows),
             None => rows.iter().map(|r| format!("{}\n", cell(r))).collect(),
         },
-        (_, _, Value::Object(m)) => m.iter().map(|(k, v)| format!("{k}: {}\n", cell(v))).collect(),
+        (_, _, Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", cell(v)))
+            .collect(),
         (_, _, other) => format!("{}\n", cell(other)),
     }
 }
@@ -344,14 +467,38 @@ mod tests {
 
     #[test]
     fn parses_positional_id_and_key_values() {
-        let r = req(&["wirings", "create", "--mg", "mg-1", "--engage-mode", "pattern", "--engage_pattern", "^!ask", "--priority=-3", "--json"]);
-        assert_eq!((r.resource.as_str(), r.verb.as_str(), r.json), ("wirings", "create", true));
-        assert_eq!(Value::Object(r.args), json!({"mg": "mg-1", "engage_mode": "pattern", "engage_pattern": "^!ask", "priority": "-3"}));
+        let r = req(&[
+            "wirings",
+            "create",
+            "--mg",
+            "mg-1",
+            "--engage-mode",
+            "pattern",
+            "--engage_pattern",
+            "^!ask",
+            "--priority=-3",
+            "--json",
+        ]);
+        assert_eq!(
+            (r.resource.as_str(), r.verb.as_str(), r.json),
+            ("wirings", "create", true)
+        );
+        assert_eq!(
+            Value::Object(r.args),
+            json!({"mg": "mg-1", "engage_mode": "pattern", "engage_pattern": "^!ask", "priority": "-3"})
+        );
         let r = req(&["--json", "groups", "get", "main"]);
         assert!(r.json);
         assert_eq!(r.args["id"], "main");
         // a value may start with one '-' (a negative id), not with two
-        let r = req(&["messaging-groups", "create", "--platform-id", "-1001", "--channel-type", "telegram"]);
+        let r = req(&[
+            "messaging-groups",
+            "create",
+            "--platform-id",
+            "-1001",
+            "--channel-type",
+            "telegram",
+        ]);
         assert_eq!(r.args["platform_id"], "-1001");
         let r = req(&["users", "update", "telegram:1", "--display-name=--odd--"]);
         assert_eq!(r.args["display_name"], "--odd--");
@@ -361,16 +508,34 @@ mod tests {
     fn usage_errors_name_the_fix() {
         let cases: &[(&[&str], &str)] = &[
             (&[], "give a resource and a verb"),
-            (&["wiring", "list"], "unknown resource \"wiring\"; resources: groups, messaging-groups"),
-            (&["wirings"], "give a verb for wirings; verbs: list, get, create, update, delete"),
-            (&["wirings", "lst"], "unknown verb \"lst\" for wirings; verbs: list, get, create, update, delete"),
+            (
+                &["wiring", "list"],
+                "unknown resource \"wiring\"; resources: groups, messaging-groups",
+            ),
+            (
+                &["wirings"],
+                "give a verb for wirings; verbs: list, get, create, update, delete",
+            ),
+            (
+                &["wirings", "lst"],
+                "unknown verb \"lst\" for wirings; verbs: list, get, create, update, delete",
+            ),
             (&["groups", "get"], "groups get needs an id"),
             (&["sessions", "close"], "sessions close needs an id"),
-            (&["users", "create", "--kind", "x"], "users create needs an id"),
+            (
+                &["users", "create", "--kind", "x"],
+                "users create needs an id",
+            ),
             (&["groups", "create", "--name"], "--name needs a value"),
-            (&["groups", "create", "--name", "--folder", "x"], "--name needs a value"),
+            (
+                &["groups", "create", "--name", "--folder", "x"],
+                "--name needs a value",
+            ),
             (&["groups", "get", "a", "b"], "unexpected argument \"b\""),
-            (&["groups", "create", "--name", "a", "--name", "b"], "--name given twice"),
+            (
+                &["groups", "create", "--name", "a", "--name", "b"],
+                "--name given twice",
+            ),
             (&["groups", "get", "a", "--id", "b"], "given twice"),
             (&["groups", "create", "--na me", "x"], "not a --key"),
         ];
@@ -383,17 +548,41 @@ mod tests {
         assert_eq!(p(&["--help"]), Ok(Parse::Help));
         assert_eq!(p(&["groups", "create", "-h"]), Ok(Parse::Help));
         for (r, verbs) in RESOURCES {
-            assert!(help().contains(&format!("{r:<18}{}", verbs.join(", "))), "{r}");
+            assert!(
+                help().contains(&format!("{r:<18}{}", verbs.join(", "))),
+                "{r}"
+            );
         }
     }
 
     #[test]
     fn takes_global_flags_given_after_admin() {
-        let mut a = AdminArgs { words: ["groups", "list", "--data-dir", "/d", "--config=/c.toml", "--limit", "5"].iter().map(|w| (*w).to_owned()).collect() };
-        assert_eq!(a.take_globals().unwrap(), (Some(PathBuf::from("/d")), Some(PathBuf::from("/c.toml"))));
+        let mut a = AdminArgs {
+            words: [
+                "groups",
+                "list",
+                "--data-dir",
+                "/d",
+                "--config=/c.toml",
+                "--limit",
+                "5",
+            ]
+            .iter()
+            .map(|w| (*w).to_owned())
+            .collect(),
+        };
+        assert_eq!(
+            a.take_globals().unwrap(),
+            (Some(PathBuf::from("/d")), Some(PathBuf::from("/c.toml")))
+        );
         assert_eq!(a.words, ["groups", "list", "--limit", "5"]);
-        let mut a = AdminArgs { words: vec!["groups".into(), "list".into(), "--data-dir".into()] };
-        assert!(a.take_globals().unwrap_err().contains("--data-dir needs a value"));
+        let mut a = AdminArgs {
+            words: vec!["groups".into(), "list".into(), "--data-dir".into()],
+        };
+        assert!(a
+            .take_globals()
+            .unwrap_err()
+            .contains("--data-dir needs a value"));
     }
 
     #[test]
@@ -406,19 +595,34 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("ID   AG"), "{t}");
-        assert!(lines[0].contains("CREATED_AT") && lines[0].contains("ENGAGE_PATTERN") && lines[0].contains("PRIORITY"));
+        assert!(
+            lines[0].contains("CREATED_AT")
+                && lines[0].contains("ENGAGE_PATTERN")
+                && lines[0].contains("PRIORITY")
+        );
         assert!(lines[1].starts_with("w-1  main"), "{t}");
         assert!(lines[1].contains(" - "), "null shows as -: {t}");
-        assert!(lines[2].contains("ag-research-with-a-very-long-name-indee…"), "{t}");
+        assert!(
+            lines[2].contains("ag-research-with-a-very-long-name-indee…"),
+            "{t}"
+        );
         assert!(!lines[2].contains("yes"));
         assert_eq!(render("wirings", "list", &json!([])), "(none)\n");
-        let o = render("groups", "get", &json!({"id": "main", "wirings": 1, "provider": null, "x": {"a": [1]}}));
+        let o = render(
+            "groups",
+            "get",
+            &json!({"id": "main", "wirings": 1, "provider": null, "x": {"a": [1]}}),
+        );
         assert_eq!(o, "id: main\nprovider: -\nwirings: 1\nx: {\"a\":[1]}\n");
         let s = render(
             "sessions",
             "list",
             &json!([{"id": "s1", "agent_group": "main", "runner": "stopped", "quarantined_at": "t", "exits": 3, "last_exit": "fatal", "quarantine_reason": "crash loop"}]),
         );
-        assert!(s.contains("s1 is quarantined: crash loop") && s.contains("pinch admin sessions resume s1"), "{s}");
+        assert!(
+            s.contains("s1 is quarantined: crash loop")
+                && s.contains("pinch admin sessions resume s1"),
+            "{s}"
+        );
     }
 }

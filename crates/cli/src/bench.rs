@@ -67,7 +67,16 @@ pub enum Fig {
 }
 
 impl Fig {
-    const ALL: [Fig; 8] = [Fig::P1, Fig::P2, Fig::P3, Fig::P4, Fig::P6, Fig::P7, Fig::P9, Fig::Tool];
+    const ALL: [Fig; 8] = [
+        Fig::P1,
+        Fig::P2,
+        Fig::P3,
+        Fig::P4,
+        Fig::P6,
+        Fig::P7,
+        Fig::P9,
+        Fig::Tool,
+    ];
 
     fn id(self) -> &'static str {
         match self {
@@ -164,13 +173,18 @@ pub fn run(data_dir: Option<PathBuf>, args: BenchArgs) -> Result<i32> {
     if args.iterations == Some(0) {
         bail!("--iterations must be at least 1");
     }
-    let mut figures = if args.figures.is_empty() { Fig::ALL.to_vec() } else { args.figures.clone() };
+    let mut figures = if args.figures.is_empty() {
+        Fig::ALL.to_vec()
+    } else {
+        args.figures.clone()
+    };
     figures.sort();
     figures.dedup();
     let sandboxes = sandboxes(args.sandbox)?;
     let bench = Bench {
         root: data_dir,
-        exe: std::env::current_exe().context("finding the pinch executable (runners are started from it)")?,
+        exe: std::env::current_exe()
+            .context("finding the pinch executable (runners are started from it)")?,
         iterations: args.iterations,
     };
     let machine = Machine::describe(&sandboxes);
@@ -183,7 +197,10 @@ pub fn run(data_dir: Option<PathBuf>, args: BenchArgs) -> Result<i32> {
     // Hosts of finished figures may leave tasks behind; do not wait for them.
     rt.shutdown_timeout(Duration::from_secs(1));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&machine, &rows))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&machine, &rows))?
+        );
     } else {
         print_table(&machine, &rows);
     }
@@ -198,7 +215,8 @@ fn sandboxes(arg: Option<SandboxArg>) -> Result<Vec<Kind>> {
     Ok(match arg.unwrap_or(SandboxArg::Both) {
         SandboxArg::Process => vec![Kind::Process],
         SandboxArg::Docker => {
-            sandbox::select(Choice::Docker).map_err(|e| anyhow!("the docker sandbox does not work here: {e}"))?;
+            sandbox::select(Choice::Docker)
+                .map_err(|e| anyhow!("the docker sandbox does not work here: {e}"))?;
             vec![Kind::Docker]
         }
         SandboxArg::Bwrap => {
@@ -236,7 +254,8 @@ impl Bench {
         match &self.root {
             Some(r) => {
                 std::fs::create_dir_all(r).with_context(|| format!("creating {}", r.display()))?;
-                b.tempdir_in(r).with_context(|| format!("creating a temporary dir under {}", r.display()))
+                b.tempdir_in(r)
+                    .with_context(|| format!("creating a temporary dir under {}", r.display()))
             }
             None => b.tempdir().context("creating a temporary dir"),
         }
@@ -249,7 +268,10 @@ impl Bench {
             Kind::Docker => Choice::Docker,
             Kind::Process => Choice::Process,
         };
-        c.provider = ProviderSettings { kind: "scripted".into(), ..Default::default() };
+        c.provider = ProviderSettings {
+            kind: "scripted".into(),
+            ..Default::default()
+        };
         c.runner_exe = self.exe.clone();
         // Runners must stay warm for the whole run.
         c.runner.idle_exit_ms = 600_000;
@@ -262,19 +284,39 @@ impl Bench {
         let mut rows = Vec::new();
         for &kind in sandboxes {
             if want(Fig::P1) || want(Fig::P2) {
-                rows.extend(self.p1_p2(kind, want(Fig::P1), want(Fig::P2)).await.with_context(|| format!("P1/P2 ({})", kind.as_str()))?);
+                rows.extend(
+                    self.p1_p2(kind, want(Fig::P1), want(Fig::P2))
+                        .await
+                        .with_context(|| format!("P1/P2 ({})", kind.as_str()))?,
+                );
             }
             if want(Fig::P3) {
-                rows.push(self.p3(kind).await.with_context(|| format!("P3 ({})", kind.as_str()))?);
+                rows.push(
+                    self.p3(kind)
+                        .await
+                        .with_context(|| format!("P3 ({})", kind.as_str()))?,
+                );
             }
             if want(Fig::P7) {
-                rows.push(self.p7(kind).await.with_context(|| format!("P7 ({})", kind.as_str()))?);
+                rows.push(
+                    self.p7(kind)
+                        .await
+                        .with_context(|| format!("P7 ({})", kind.as_str()))?,
+                );
             }
             if want(Fig::P9) {
-                rows.push(self.p9(kind).await.with_context(|| format!("P9 ({})", kind.as_str()))?);
+                rows.push(
+                    self.p9(kind)
+                        .await
+                        .with_context(|| format!("P9 ({})", kind.as_str()))?,
+                );
             }
             if want(Fig::Tool) {
-                rows.push(self.tool(kind).await.with_context(|| format!("TOOL ({})", kind.as_str()))?);
+                rows.push(
+                    self.tool(kind)
+                        .await
+                        .with_context(|| format!("TOOL ({})", kind.as_str()))?,
+                );
             }
         }
         // Routing starts no runner, so its sandbox does not matter: once.
@@ -304,7 +346,11 @@ impl Summary {
     fn of(mut samples: Vec<Duration>) -> Summary {
         assert!(!samples.is_empty(), "a figure has at least one sample");
         samples.sort();
-        Summary { n: samples.len(), median: nearest_rank(&samples, 50), p95: nearest_rank(&samples, 95) }
+        Summary {
+            n: samples.len(),
+            median: nearest_rank(&samples, 50),
+            p95: nearest_rank(&samples, 95),
+        }
     }
 }
 
@@ -322,7 +368,10 @@ enum Measured {
     Latency(Summary),
     Memory(ProcMem),
     /// `n` operations at `per_s` per second.
-    Throughput { n: usize, per_s: f64 },
+    Throughput {
+        n: usize,
+        per_s: f64,
+    },
 }
 
 struct Baseline {
@@ -343,7 +392,11 @@ struct Row {
 impl Row {
     fn ratio(&self) -> Option<f64> {
         match (&self.measured, &self.baseline) {
-            (Measured::Throughput { per_s, .. }, Some(Baseline { per_s: Some(b), .. })) if *b > 0.0 => Some(per_s / b),
+            (Measured::Throughput { per_s, .. }, Some(Baseline { per_s: Some(b), .. }))
+                if *b > 0.0 =>
+            {
+                Some(per_s / b)
+            }
             (Measured::Latency(s), Some(b)) if !b.summary.median.is_zero() => {
                 Some(s.median.as_secs_f64() / b.summary.median.as_secs_f64())
             }
@@ -384,7 +437,13 @@ impl Client {
         let deadline = Instant::now() + WAIT;
         loop {
             match Conn::connect(socket).await {
-                Ok(conn) => return Ok(Client { conn, sent: 0, replies: HashMap::new() }),
+                Ok(conn) => {
+                    return Ok(Client {
+                        conn,
+                        sent: 0,
+                        replies: HashMap::new(),
+                    })
+                }
                 Err(e) if Instant::now() >= deadline => {
                     return Err(e).with_context(|| format!("connecting to {}", socket.display()))
                 }
@@ -398,7 +457,10 @@ impl Client {
         self.sent += 1;
         let cid = format!("bench-{}", self.sent);
         self.conn
-            .send(&ClientMsg::Message { text: text.to_owned(), client_id: Some(cid.clone()) })
+            .send(&ClientMsg::Message {
+                text: text.to_owned(),
+                client_id: Some(cid.clone()),
+            })
             .await
             .context("sending a message to the host")?;
         Ok(cid)
@@ -412,8 +474,14 @@ impl Client {
             .context("reading from the host")?;
         let at = Instant::now();
         let m = m.context("the host closed the CLI connection")?;
-        if let ServerMsg::Message { id, in_reply_to, .. } = &m {
-            self.conn.send(&ClientMsg::Ack { id: id.clone() }).await.context("acking a reply")?;
+        if let ServerMsg::Message {
+            id, in_reply_to, ..
+        } = &m
+        {
+            self.conn
+                .send(&ClientMsg::Ack { id: id.clone() })
+                .await
+                .context("acking a reply")?;
             if let Some(r) = in_reply_to {
                 self.replies.entry(r.clone()).or_insert(at);
             }
@@ -428,19 +496,33 @@ impl Client {
             Sent::Platform(p) => Some(p.to_owned()),
             Sent::Client(_) => None,
         };
-        let ours = |c: &Option<String>| matches!(sent, Sent::Client(cid) if c.as_deref() == Some(cid));
+        let ours =
+            |c: &Option<String>| matches!(sent, Sent::Client(cid) if c.as_deref() == Some(cid));
         loop {
             match self.next(deadline).await?.0 {
-                ServerMsg::Accepted { client_id, id: pid, routed, note } if ours(&client_id) => {
+                ServerMsg::Accepted {
+                    client_id,
+                    id: pid,
+                    routed,
+                    note,
+                } if ours(&client_id) => {
                     if routed == 0 {
-                        bail!("the host routed the message to no agent: {}", note.unwrap_or_default());
+                        bail!(
+                            "the host routed the message to no agent: {}",
+                            note.unwrap_or_default()
+                        );
                     }
                     id = Some(pid);
                 }
-                ServerMsg::Rejected { client_id, error } if ours(&client_id) => bail!("the host rejected the message: {error}"),
+                ServerMsg::Rejected { client_id, error } if ours(&client_id) => {
+                    bail!("the host rejected the message: {error}")
+                }
                 ServerMsg::Settled { ids } => {
                     if let Some(id) = id.as_ref().filter(|id| ids.contains(id)) {
-                        return Ok(Turn { id: id.clone(), reply_at: self.replies.remove(id) });
+                        return Ok(Turn {
+                            id: id.clone(),
+                            reply_at: self.replies.remove(id),
+                        });
                     }
                 }
                 ServerMsg::Superseded => bail!("another client took over the CLI conversation"),
@@ -469,7 +551,11 @@ impl WarmHost {
     async fn start_with(cfg: HostConfig) -> Result<WarmHost> {
         let handle = pinch_host::start(cfg).await.context("starting the host")?;
         match Self::warm(&handle).await {
-            Ok((client, session)) => Ok(WarmHost { handle, client, session }),
+            Ok((client, session)) => Ok(WarmHost {
+                handle,
+                client,
+                session,
+            }),
             Err(e) => {
                 let _ = handle.shutdown().await;
                 Err(e)
@@ -480,14 +566,27 @@ impl WarmHost {
     async fn warm(handle: &HostHandle) -> Result<(Client, SessionInfo)> {
         let mut client = Client::connect(&handle.cli_socket).await?;
         let cid = client.send("warm up").await?;
-        client.await_turn(Sent::Client(&cid)).await.context("warming the session up")?;
-        let session = handle.sessions().await.into_iter().next().context("the warm-up message created no session")?;
+        client
+            .await_turn(Sent::Client(&cid))
+            .await
+            .context("warming the session up")?;
+        let session = handle
+            .sessions()
+            .await
+            .into_iter()
+            .next()
+            .context("the warm-up message created no session")?;
         Ok((client, session))
     }
 
     async fn info(&self) -> Result<SessionInfo> {
         let id = &self.session.id;
-        self.handle.sessions().await.into_iter().find(|s| s.id == *id).with_context(|| format!("session {id} is gone"))
+        self.handle
+            .sessions()
+            .await
+            .into_iter()
+            .find(|s| s.id == *id)
+            .with_context(|| format!("session {id} is gone"))
     }
 
     /// Stops the session's runner and waits until the host has seen it exit.
@@ -505,13 +604,21 @@ impl WarmHost {
 
     async fn shutdown(self) -> Result<()> {
         drop(self.client);
-        self.handle.shutdown().await.context("shutting the host down")
+        self.handle
+            .shutdown()
+            .await
+            .context("shutting the host down")
     }
 }
 
 /// Runs `f` against a warm host in a fresh data dir, shutting the host down
 /// whatever `f` returns.
-async fn with_warm_host<T>(b: &Bench, tag: &str, kind: Kind, f: impl AsyncFnOnce(&mut WarmHost) -> Result<T>) -> Result<T> {
+async fn with_warm_host<T>(
+    b: &Bench,
+    tag: &str,
+    kind: Kind,
+    f: impl AsyncFnOnce(&mut WarmHost) -> Result<T>,
+) -> Result<T> {
     let dir = b.temp_dir(tag)?;
     let mut host = WarmHost::start(b, dir.path(), kind).await?;
     let res = f(&mut host).await;
@@ -553,7 +660,12 @@ impl ClaimWatch {
             .with_context(|| format!("watching {}", dir.out_dir().display()))?;
         let db = dir.outbound_db();
         let journal = db.with_file_name(format!("{}-journal", pinch_proto::layout::OUTBOUND_DB));
-        Ok(ClaimWatch { db, journal, events, _watcher: w })
+        Ok(ClaimWatch {
+            db,
+            journal,
+            events,
+            _watcher: w,
+        })
     }
 
     fn drain(&self) {
@@ -562,7 +674,10 @@ impl ClaimWatch {
 
     /// Blocks until `found` returns a value; returns it with the instant it
     /// was first seen.
-    fn wait<T>(&self, mut found: impl FnMut(&Connection) -> Result<Option<T>>) -> Result<(Instant, T)> {
+    fn wait<T>(
+        &self,
+        mut found: impl FnMut(&Connection) -> Result<Option<T>>,
+    ) -> Result<(Instant, T)> {
         let deadline = Instant::now() + WAIT;
         loop {
             if !self.journal.exists() {
@@ -572,7 +687,11 @@ impl ClaimWatch {
                 }
             }
             if Instant::now() >= deadline {
-                bail!("no claim appeared in {} within {} s", self.db.display(), WAIT.as_secs());
+                bail!(
+                    "no claim appeared in {} within {} s",
+                    self.db.display(),
+                    WAIT.as_secs()
+                );
             }
             self.next_commit();
         }
@@ -581,7 +700,10 @@ impl ClaimWatch {
     /// Waits for a commit event in `out/`, at most [`RECHECK`].
     fn next_commit(&self) {
         let until = Instant::now() + RECHECK;
-        while let Ok(ev) = self.events.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        while let Ok(ev) = self
+            .events
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
             if ev.is_ok_and(|e| matches!(e.kind, notify::EventKind::Remove(_))) {
                 return;
             }
@@ -590,11 +712,20 @@ impl ClaimWatch {
 }
 
 fn ack_exists(conn: &Connection, id: &str) -> Result<Option<()>> {
-    Ok(conn.query_row("SELECT 1 FROM processing_ack WHERE message_id = ?1", [id], |_| Ok(())).optional()?)
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM processing_ack WHERE message_id = ?1",
+            [id],
+            |_| Ok(()),
+        )
+        .optional()?)
 }
 
 fn ack_ids(conn: &Connection) -> Result<HashSet<String>> {
-    Ok(rows::acks(conn)?.into_iter().map(|a| a.message_id).collect())
+    Ok(rows::acks(conn)?
+        .into_iter()
+        .map(|a| a.message_id)
+        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -626,8 +757,10 @@ fn chat_row(pmid: &str, text: &str) -> NewInbound {
 fn commit_row(inbound_db: &Path, row: &NewInbound, out_max: i64) -> Result<Instant> {
     let mut conn = open_writer(inbound_db, BUSY)?;
     let tx = write_tx(&mut conn)?;
-    rows::insert_inbound(&tx, row, out_max)?.with_context(|| format!("row {} already exists", row.id))?;
-    tx.commit().with_context(|| format!("committing to {}", inbound_db.display()))?;
+    rows::insert_inbound(&tx, row, out_max)?
+        .with_context(|| format!("row {} already exists", row.id))?;
+    tx.commit()
+        .with_context(|| format!("committing to {}", inbound_db.display()))?;
     Ok(Instant::now())
 }
 
@@ -639,10 +772,18 @@ impl Bench {
     /// whenever P2 is, and listed only when asked for).
     async fn p1_p2(&self, kind: Kind, show_p1: bool, want_p2: bool) -> Result<Vec<Row>> {
         let n = self.n(50);
-        eprintln!("pinch bench: P1{} with {} ({n} iterations)…", if want_p2 { "+P2" } else { "" }, kind.as_str());
+        eprintln!(
+            "pinch bench: P1{} with {} ({n} iterations)…",
+            if want_p2 { "+P2" } else { "" },
+            kind.as_str()
+        );
         let (p1, p2) = with_warm_host(self, "p1", kind, async |h: &mut WarmHost| {
             let p1 = Summary::of(p1_samples(h, n).await?);
-            let p2 = if want_p2 { Some(Summary::of(p2_samples(h, n).await?)) } else { None };
+            let p2 = if want_p2 {
+                Some(Summary::of(p2_samples(h, n).await?))
+            } else {
+                None
+            };
             Ok((p1, p2))
         })
         .await?;
@@ -653,7 +794,11 @@ impl Bench {
                 fig: Fig::P1,
                 sandbox: kind,
                 measured: Measured::Latency(p1),
-                baseline: Some(Baseline { what: "commit + fresh read".into(), summary: base, per_s: None }),
+                baseline: Some(Baseline {
+                    what: "commit + fresh read".into(),
+                    summary: base,
+                    per_s: None,
+                }),
                 notes: vec![],
             });
         }
@@ -662,7 +807,11 @@ impl Bench {
                 fig: Fig::P2,
                 sandbox: kind,
                 measured: Measured::Latency(p2),
-                baseline: Some(Baseline { what: "P1".into(), summary: p1, per_s: None }),
+                baseline: Some(Baseline {
+                    what: "P1".into(),
+                    summary: p1,
+                    per_s: None,
+                }),
                 notes: vec![],
             });
         }
@@ -685,7 +834,10 @@ async fn p1_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
         let t0 = commit_row(&dir.inbound_db(), &row, out_max)?;
         let (t1, ()) = watch.wait(|c| ack_exists(c, &row.id))?;
         samples.push(t1 - t0);
-        h.client.await_turn(Sent::Platform(&pmid)).await.with_context(|| format!("waiting for {} to be answered", row.id))?;
+        h.client
+            .await_turn(Sent::Platform(&pmid))
+            .await
+            .with_context(|| format!("waiting for {} to be answered", row.id))?;
     }
     Ok(samples)
 }
@@ -718,7 +870,9 @@ async fn p2_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
         let t0 = Instant::now();
         let cid = h.client.send(&format!("p2 {i}")).await?;
         let turn = h.client.await_turn(Sent::Client(&cid)).await?;
-        let at = turn.reply_at.with_context(|| format!("{} settled without a reply", turn.id))?;
+        let at = turn
+            .reply_at
+            .with_context(|| format!("{} settled without a reply", turn.id))?;
         samples.push(at - t0);
     }
     Ok(samples)
@@ -756,7 +910,9 @@ impl Bench {
                 let t0 = Instant::now();
                 let cid = h.client.send(&format!("bench-tool {i}")).await?;
                 let turn = h.client.await_turn(Sent::Client(&cid)).await?;
-                let at = turn.reply_at.with_context(|| format!("{} settled without a reply", turn.id))?;
+                let at = turn
+                    .reply_at
+                    .with_context(|| format!("{} settled without a reply", turn.id))?;
                 samples.push(at - t0);
             }
             Ok::<_, anyhow::Error>((samples, plain))
@@ -769,7 +925,11 @@ impl Bench {
             fig: Fig::Tool,
             sandbox: kind,
             measured: Measured::Latency(Summary::of(samples)),
-            baseline: Some(Baseline { what: "P2".into(), summary: Summary::of(plain), per_s: None }),
+            baseline: Some(Baseline {
+                what: "P2".into(),
+                summary: Summary::of(plain),
+                per_s: None,
+            }),
             notes: vec![],
         })
     }
@@ -782,13 +942,20 @@ impl Bench {
     async fn p3(&self, kind: Kind) -> Result<Row> {
         let n = self.n(20);
         eprintln!("pinch bench: P3 with {} ({n} iterations)…", kind.as_str());
-        let samples = with_warm_host(self, "p3", kind, async |h: &mut WarmHost| p3_samples(h, n).await).await?;
+        let samples = with_warm_host(self, "p3", kind, async |h: &mut WarmHost| {
+            p3_samples(h, n).await
+        })
+        .await?;
         let (what, base) = spawn_baseline(kind, n)?;
         Ok(Row {
             fig: Fig::P3,
             sandbox: kind,
             measured: Measured::Latency(Summary::of(samples)),
-            baseline: Some(Baseline { what: what.into(), summary: Summary::of(base), per_s: None }),
+            baseline: Some(Baseline {
+                what: what.into(),
+                summary: Summary::of(base),
+                per_s: None,
+            }),
             notes: vec![],
         })
     }
@@ -807,7 +974,8 @@ async fn p3_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
         watch.drain();
         let t0 = Instant::now();
         let cid = h.client.send(&format!("p3 {i}")).await?;
-        let (t1, claimed) = watch.wait(|c| Ok(ack_ids(c)?.into_iter().find(|id| !before.contains(id))))?;
+        let (t1, claimed) =
+            watch.wait(|c| Ok(ack_ids(c)?.into_iter().find(|id| !before.contains(id))))?;
         let turn = h.client.await_turn(Sent::Client(&cid)).await?;
         let expected = format!("{}:main", turn.id);
         if claimed != expected {
@@ -830,7 +998,8 @@ impl Bench {
         // Every turn takes a while, so the kill lands mid-turn; the killed
         // message is retried at once (no backoff) and no budget applies, so
         // what is measured is noticing the exit and starting a replacement.
-        cfg.provider.script = Some("[[rule]]\ncontains = \"p9\"\nreply = \"ok\"\ndelay_ms = 400\n".into());
+        cfg.provider.script =
+            Some("[[rule]]\ncontains = \"p9\"\nreply = \"ok\"\ndelay_ms = 400\n".into());
         cfg.retry_base = Duration::ZERO;
         cfg.budget.budget = usize::MAX / 2;
         cfg.budget.delays = vec![Duration::ZERO];
@@ -844,7 +1013,9 @@ impl Bench {
             sandbox: kind,
             measured: Measured::Latency(Summary::of(samples)),
             baseline: None,
-            notes: vec!["compare with P3 (a cold start without the crash) in the same table".into()],
+            notes: vec![
+                "compare with P3 (a cold start without the crash) in the same table".into(),
+            ],
         })
     }
 }
@@ -857,9 +1028,14 @@ async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
         let before = ack_ids(&open_reader(&dir.outbound_db(), BUSY)?)?;
         watch.drain();
         let cid = h.client.send(&format!("p9 {i}")).await?;
-        let (_, id) = watch.wait(|c| Ok(ack_ids(c)?.into_iter().find(|id| !before.contains(id))))?;
+        let (_, id) =
+            watch.wait(|c| Ok(ack_ids(c)?.into_iter().find(|id| !before.contains(id))))?;
         let old = runner_of_claim(&dir, &id)?.context("the claim vanished")?;
-        let pid = h.info().await?.runner_pid.context("no live runner to kill")?;
+        let pid = h
+            .info()
+            .await?
+            .runner_pid
+            .context("no live runner to kill")?;
         watch.drain();
         let t0 = Instant::now();
         // SAFETY: kill(2) of the runner (or its bwrap) the host reports live.
@@ -867,7 +1043,13 @@ async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
             libc::kill(pid as i32, libc::SIGKILL);
         }
         let (t1, ()) = watch.wait(|c| {
-            let r: Option<String> = c.query_row("SELECT runner_id FROM processing_ack WHERE message_id = ?1", [&id], |r| r.get(0)).optional()?;
+            let r: Option<String> = c
+                .query_row(
+                    "SELECT runner_id FROM processing_ack WHERE message_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()?;
             Ok(r.filter(|r| *r != old).map(|_| ()))
         })?;
         samples.push(t1 - t0);
@@ -879,7 +1061,12 @@ async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
 
 fn runner_of_claim(dir: &SessionDir, id: &str) -> Result<Option<String>> {
     let c = open_reader(&dir.outbound_db(), BUSY)?;
-    Ok(c.query_row("SELECT runner_id FROM processing_ack WHERE message_id = ?1", [id], |r| r.get(0)).optional()?)
+    Ok(c.query_row(
+        "SELECT runner_id FROM processing_ack WHERE message_id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+    .optional()?)
 }
 
 /// P3's baseline: spawning and reaping the bare sandbox around `/bin/true`.
@@ -889,9 +1076,29 @@ fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)>
             let bwrap = sandbox::find_bwrap().context("bwrap is not on PATH")?;
             let mut c = Command::new(bwrap);
             c.args([
-                "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL",
-                "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "/bin/true",
+                "--unshare-user",
+                "--unshare-pid",
+                "--unshare-net",
+                "--die-with-parent",
+                "--cap-drop",
+                "ALL",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "/bin/true",
             ]);
             ("bare bwrap … /bin/true", c)
         }
@@ -902,12 +1109,24 @@ fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)>
             let tmp = tempfile::tempdir()?;
             let mut d = pinch_host::docker::Docker::new(docker.clone(), sandbox::Limits::default());
             let exe = std::env::current_exe()?;
-            d.prepare_image(&exe, tmp.path(), tmp.path()).map_err(|e| anyhow!(e))?;
+            d.prepare_image(&exe, tmp.path(), tmp.path())
+                .map_err(|e| anyhow!(e))?;
             let mut c = Command::new(docker);
-            c.args(["run", "--rm", "--network", "none", "--mount", "type=bind,source=/usr,target=/usr,readonly", &d.image, "/bin/true"]);
+            c.args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--mount",
+                "type=bind,source=/usr,target=/usr,readonly",
+                &d.image,
+                "/bin/true",
+            ]);
             // The docker client needs its environment (HOME, DOCKER_HOST).
             let mut samples = Vec::with_capacity(n);
-            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             for _ in 0..n {
                 let t0 = Instant::now();
                 let st = c.status().context("running docker run")?;
@@ -919,7 +1138,10 @@ fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)>
             return Ok(("bare `docker run --network none … /bin/true`", samples));
         }
     };
-    cmd.env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
@@ -986,12 +1208,23 @@ impl Bench {
         let cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
         let c2 = cell.clone();
         cfg.extra_channels.push(Arc::new(move |tx| {
-            let ch = FakeChannel::new("bench", Capabilities { buttons: true, max_text: 4096, ..Default::default() }, tx);
+            let ch = FakeChannel::new(
+                "bench",
+                Capabilities {
+                    buttons: true,
+                    max_text: 4096,
+                    ..Default::default()
+                },
+                tx,
+            );
             c2.set(ch.clone()).ok();
             ch
         }));
         let host = pinch_host::start(cfg).await?;
-        let ch = cell.get().context("the bench channel was not built")?.clone();
+        let ch = cell
+            .get()
+            .context("the bench channel was not built")?
+            .clone();
         let ev = |room: usize, k: usize| InboundEvent {
             channel_type: "bench".into(),
             platform_id: format!("room{room}"),
@@ -1031,7 +1264,11 @@ impl Bench {
                         for e in evs {
                             match ch.send(e).await {
                                 AckOutcome::Stored { routed: 1, .. } => {}
-                                other => return Err(anyhow!("a message was not routed to exactly one agent: {other:?}")),
+                                other => {
+                                    return Err(anyhow!(
+                                        "a message was not routed to exactly one agent: {other:?}"
+                                    ))
+                                }
                             }
                         }
                         Ok(())
@@ -1051,7 +1288,11 @@ impl Bench {
         let mut stored = 0usize;
         for s in &sessions {
             let c = open_reader(&SessionDir(s.dir.clone()).inbound_db(), BUSY)?;
-            stored += c.query_row("SELECT count(*) FROM messages_in WHERE kind = 'chat'", [], |r| r.get::<_, i64>(0))? as usize;
+            stored += c.query_row(
+                "SELECT count(*) FROM messages_in WHERE kind = 'chat'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as usize;
         }
         let expected = 2 * routed + P4_SESSIONS;
         if sessions.len() != P4_SESSIONS || stored != expected {
@@ -1109,14 +1350,18 @@ impl Bench {
 
 impl Bench {
     async fn p6(&self, kind: Kind) -> Result<Row> {
-        eprintln!("pinch bench: P6 (`pinch host --sandbox {}`, {P6_SESSIONS} idle sessions)…", kind.as_str());
+        eprintln!(
+            "pinch bench: P6 (`pinch host --sandbox {}`, {P6_SESSIONS} idle sessions)…",
+            kind.as_str()
+        );
         let dir = self.temp_dir("p6")?;
         seed_idle_sessions(dir.path(), P6_SESSIONS)?;
         let config = dir.path().join("pinch.toml");
         // CLI + web chat (the web listener on a free loopback port).
         std::fs::write(&config, "[provider]\ndefault = \"scripted\"\n[http]\nlisten = \"127.0.0.1:0\"\n[web]\nenabled = true\n").with_context(|| format!("writing {}", config.display()))?;
         let log_path = dir.path().join("host.log");
-        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let mut child = Command::new(&self.exe)
             .arg("--data-dir")
             .arg(dir.path())
@@ -1139,8 +1384,17 @@ impl Bench {
         .await;
         terminate(&mut child)?;
         let mem = measured?;
-        let notes = vec![mem.detail(), "channels: CLI and web chat (listener on a loopback port, no browser connected)".into()];
-        Ok(Row { fig: Fig::P6, sandbox: kind, measured: Measured::Memory(mem), baseline: None, notes })
+        let notes = vec![
+            mem.detail(),
+            "channels: CLI and web chat (listener on a loopback port, no browser connected)".into(),
+        ];
+        Ok(Row {
+            fig: Fig::P6,
+            sandbox: kind,
+            measured: Measured::Memory(mem),
+            baseline: None,
+            notes,
+        })
     }
 }
 
@@ -1171,15 +1425,27 @@ async fn connect_to_child(socket: &Path, child: &mut Child, log: &Path) -> Resul
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(st) = child.try_wait()? {
-            bail!("the host exited ({st}) before serving its socket; its log:\n{}", tail(log));
+            bail!(
+                "the host exited ({st}) before serving its socket; its log:\n{}",
+                tail(log)
+            );
         }
         if socket.exists() {
             if let Ok(conn) = Conn::connect(socket).await {
-                return Ok(Client { conn, sent: 0, replies: HashMap::new() });
+                return Ok(Client {
+                    conn,
+                    sent: 0,
+                    replies: HashMap::new(),
+                });
             }
         }
         if Instant::now() >= deadline {
-            bail!("the host did not serve {} within {} s; its log:\n{}", socket.display(), WAIT.as_secs(), tail(log));
+            bail!(
+                "the host did not serve {} within {} s; its log:\n{}",
+                socket.display(),
+                WAIT.as_secs(),
+                tail(log)
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1218,12 +1484,22 @@ impl Bench {
         eprintln!("pinch bench: P7 with {}…", kind.as_str());
         let (mem, mut notes) = with_warm_host(self, "p7", kind, async |h: &mut WarmHost| {
             tokio::time::sleep(P7_IDLE).await;
-            let pid = h.info().await?.runner_pid.context("the warm session has no runner")?;
+            let pid = h
+                .info()
+                .await?
+                .runner_pid
+                .context("the warm session has no runner")?;
             runner_mem(kind, pid)
         })
         .await?;
         notes.insert(0, mem.detail());
-        Ok(Row { fig: Fig::P7, sandbox: kind, measured: Measured::Memory(mem), baseline: None, notes })
+        Ok(Row {
+            fig: Fig::P7,
+            sandbox: kind,
+            measured: Measured::Memory(mem),
+            baseline: None,
+            notes,
+        })
     }
 }
 
@@ -1266,8 +1542,16 @@ impl ProcMem {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let mut m = ProcMem::default();
         for line in text.lines() {
-            let Some((key, value)) = line.split_once(':') else { continue };
-            let number = || value.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let number = || {
+                value
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             match key {
                 "VmRSS" => m.rss_kb = number(),
                 "VmHWM" => m.hwm_kb = number(),
@@ -1299,7 +1583,9 @@ fn mib(kb: u64) -> String {
 }
 
 pub(crate) fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn parent(pid: u32) -> Option<u32> {
@@ -1313,7 +1599,13 @@ fn parent(pid: u32) -> Option<u32> {
 pub(crate) fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if let Some(ppid) = parent(pid) {
             children.entry(ppid).or_default().push(pid);
         }
@@ -1345,14 +1637,29 @@ impl Machine {
     fn describe(sandboxes: &[Kind]) -> Machine {
         let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                })
+            })
             .unwrap_or_else(|| "unknown CPU".into());
         Machine {
-            when: jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default(),
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            when: jiff::Timestamp::now()
+                .strftime("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
             cpu_model,
-            build: if cfg!(debug_assertions) { "debug" } else { "release" },
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
             sandboxes: sandboxes.iter().map(|k| k.as_str()).collect(),
         }
     }
@@ -1373,19 +1680,39 @@ fn print_table(m: &Machine, rows: &[Row]) {
         m.cpu_model
     );
     if m.build == "debug" {
-        println!("note: a debug build; quote numbers from a release build (`cargo build --release`)");
+        println!(
+            "note: a debug build; quote numbers from a release build (`cargo build --release`)"
+        );
     }
     println!();
-    let header = ["fig", "sandbox", "measures", "n", "median", "p95", "baseline", "baseline median", "baseline p95", "ratio", "target"];
+    let header = [
+        "fig",
+        "sandbox",
+        "measures",
+        "n",
+        "median",
+        "p95",
+        "baseline",
+        "baseline median",
+        "baseline p95",
+        "ratio",
+        "target",
+    ];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in rows {
         let (n, median, p95) = match &r.measured {
             Measured::Latency(s) => (s.n.to_string(), ms(s.median), ms(s.p95)),
             Measured::Memory(mem) => ("1".into(), mib(mem.rss_kb), "—".into()),
-            Measured::Throughput { n, per_s } => (n.to_string(), format!("{per_s:.0}/s"), "—".into()),
+            Measured::Throughput { n, per_s } => {
+                (n.to_string(), format!("{per_s:.0}/s"), "—".into())
+            }
         };
         let (bw, bm, bp) = match &r.baseline {
-            Some(Baseline { what, per_s: Some(b), .. }) => (what.clone(), format!("{b:.0}/s"), "—".into()),
+            Some(Baseline {
+                what,
+                per_s: Some(b),
+                ..
+            }) => (what.clone(), format!("{b:.0}/s"), "—".into()),
             Some(b) => (b.what.clone(), ms(b.summary.median), ms(b.summary.p95)),
             None => ("—".into(), "—".into(), "—".into()),
         };
@@ -1404,7 +1731,15 @@ fn print_table(m: &Machine, rows: &[Row]) {
             r.fig.target(r.sandbox).into(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len()).map(|c| cells.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            cells
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     // Numbers right-aligned, text left-aligned.
     let right = |c: usize| matches!(c, 3 | 4 | 5 | 7 | 8 | 9);
     let mut out = std::io::stdout().lock();
@@ -1414,7 +1749,11 @@ fn print_table(m: &Machine, rows: &[Row]) {
             .enumerate()
             .map(|(c, s)| {
                 let pad = " ".repeat(widths[c] - s.chars().count());
-                if right(c) { format!("{pad}{s}") } else { format!("{s}{pad}") }
+                if right(c) {
+                    format!("{pad}{s}")
+                } else {
+                    format!("{s}{pad}")
+                }
             })
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
@@ -1433,7 +1772,10 @@ fn print_table(m: &Machine, rows: &[Row]) {
         }
     }
     let _ = writeln!(out, "Latencies: median = p50 and p95 by nearest rank over n runs; ratio = median / baseline median.");
-    let _ = writeln!(out, "Throughput (P4): messages per second in the median column; ratio = rate / baseline rate.");
+    let _ = writeln!(
+        out,
+        "Throughput (P4): messages per second in the median column; ratio = rate / baseline rate."
+    );
 }
 
 fn baseline_meaning(fig: Fig, what: &str) -> String {
@@ -1461,7 +1803,9 @@ fn report_json(m: &Machine, rows: &[Row]) -> serde_json::Value {
             });
             match &r.measured {
                 Measured::Latency(s) => v["latency"] = summary(s),
-                Measured::Throughput { n, per_s } => v["throughput"] = json!({"n": n, "per_second": per_s}),
+                Measured::Throughput { n, per_s } => {
+                    v["throughput"] = json!({"n": n, "per_second": per_s})
+                }
                 Measured::Memory(mem) => {
                     v["memory"] = json!({
                         "rss_mib": mem.rss_kb as f64 / 1024.0,
@@ -1472,7 +1816,12 @@ fn report_json(m: &Machine, rows: &[Row]) -> serde_json::Value {
                     })
                 }
             }
-            if let Some(Baseline { what, per_s: Some(b), .. }) = &r.baseline {
+            if let Some(Baseline {
+                what,
+                per_s: Some(b),
+                ..
+            }) = &r.baseline
+            {
                 v["baseline"] = json!({"per_second": b, "what": baseline_meaning(r.fig, what)});
             } else if let Some(b) = &r.baseline {
                 let mut bv = summary(&b.summary);
@@ -1506,18 +1855,34 @@ mod tests {
 
     #[test]
     fn nearest_rank_percentiles() {
-        let ms = |v: &[u64]| v.iter().map(|x| Duration::from_millis(*x)).collect::<Vec<_>>();
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|x| Duration::from_millis(*x))
+                .collect::<Vec<_>>()
+        };
         let s = Summary::of(ms(&[5, 1, 4, 2, 3]));
-        assert_eq!((s.median, s.p95), (Duration::from_millis(3), Duration::from_millis(5)));
+        assert_eq!(
+            (s.median, s.p95),
+            (Duration::from_millis(3), Duration::from_millis(5))
+        );
         let s = Summary::of(ms(&(1..=100).collect::<Vec<_>>()));
-        assert_eq!((s.median, s.p95), (Duration::from_millis(50), Duration::from_millis(95)));
+        assert_eq!(
+            (s.median, s.p95),
+            (Duration::from_millis(50), Duration::from_millis(95))
+        );
         let s = Summary::of(ms(&[7]));
-        assert_eq!((s.median, s.p95), (Duration::from_millis(7), Duration::from_millis(7)));
+        assert_eq!(
+            (s.median, s.p95),
+            (Duration::from_millis(7), Duration::from_millis(7))
+        );
     }
 
     #[test]
     fn parent_of_self_is_our_parent() {
-        assert_eq!(parent(std::process::id()), Some(std::os::unix::process::parent_id()));
+        assert_eq!(
+            parent(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
         assert!(descendants(std::os::unix::process::parent_id()).contains(&std::process::id()));
     }
 }
@@ -1550,7 +1915,10 @@ pub struct P10Args {
 pub fn p10(default_model: PathBuf, args: P10Args) -> Result<i32> {
     let path = args.model.unwrap_or(default_model);
     if !path.is_file() {
-        bail!("no model at {}: run `pinch model fetch` first (or pass --model <file.gguf>)", path.display());
+        bail!(
+            "no model at {}: run `pinch model fetch` first (or pass --model <file.gguf>)",
+            path.display()
+        );
     }
     let iterations = args.iterations.max(1);
     let mut opts = pinch_local::Options::new(&path);
@@ -1567,14 +1935,22 @@ pub fn p10(default_model: PathBuf, args: P10Args) -> Result<i32> {
     let mut model = model.expect("loaded at least once");
     let req = pinch_providers::TurnRequest {
         system: "You are a helpful assistant.".into(),
-        prompt: "Tell me a long story about a dragon who learns to bake bread, with many details.".into(),
+        prompt: "Tell me a long story about a dragon who learns to bake bread, with many details."
+            .into(),
         ..Default::default()
     };
     let prompt = model.render(&req).map_err(|e| anyhow!("{e}"))?;
-    eprintln!("pinch bench: P10 with {} ({iterations} iterations, up to {} tokens, {} threads)…", path.display(), opts.max_tokens, candle_threads());
+    eprintln!(
+        "pinch bench: P10 with {} ({iterations} iterations, up to {} tokens, {} threads)…",
+        path.display(),
+        opts.max_tokens,
+        candle_threads()
+    );
     let mut runs = Vec::new();
     for _ in 0..iterations {
-        let (_, stats) = model.generate(&prompt, opts.max_tokens as usize, &mut |_| {}).map_err(|e| anyhow!("{e}"))?;
+        let (_, stats) = model
+            .generate(&prompt, opts.max_tokens as usize, &mut |_| {})
+            .map_err(|e| anyhow!("{e}"))?;
         runs.push(stats);
     }
     let med = |mut xs: Vec<f64>| -> f64 {
@@ -1582,7 +1958,10 @@ pub fn p10(default_model: PathBuf, args: P10Args) -> Result<i32> {
         xs[xs.len() / 2]
     };
     let load_ms = med(loads.iter().map(|d| d.as_secs_f64() * 1e3).collect());
-    let ttft_ms = med(runs.iter().map(|s| s.first_token.as_secs_f64() * 1e3).collect());
+    let ttft_ms = med(runs
+        .iter()
+        .map(|s| s.first_token.as_secs_f64() * 1e3)
+        .collect());
     let tps = med(runs.iter().map(|s| s.tokens_per_s()).collect());
     let new_tokens = med(runs.iter().map(|s| s.new_tokens as f64).collect());
     let debug = cfg!(debug_assertions);
@@ -1597,12 +1976,23 @@ pub fn p10(default_model: PathBuf, args: P10Args) -> Result<i32> {
         println!(
             "P10  local model (greedy, CPU, {} threads, {}){}",
             candle_threads(),
-            if opts.requantize { "Q4_1 → Q8_0 at load" } else { "Q4_1 as stored" },
-            if debug { "  [DEBUG BUILD: use --release]" } else { "" }
+            if opts.requantize {
+                "Q4_1 → Q8_0 at load"
+            } else {
+                "Q4_1 as stored"
+            },
+            if debug {
+                "  [DEBUG BUILD: use --release]"
+            } else {
+                ""
+            }
         );
         println!("  model            {}", path.display());
         println!("  load             {load_ms:8.1} ms   (median of 3)");
-        println!("  first token      {ttft_ms:8.1} ms   ({} prompt tokens)", prompt.len());
+        println!(
+            "  first token      {ttft_ms:8.1} ms   ({} prompt tokens)",
+            prompt.len()
+        );
         println!("  generation       {tps:8.1} tok/s ({new_tokens:.0} tokens, median of {iterations})   target ≥ 30 tok/s");
     }
     Ok(0)
@@ -1610,5 +2000,12 @@ pub fn p10(default_model: PathBuf, args: P10Args) -> Result<i32> {
 
 /// Threads candle's CPU kernels use (RAYON_NUM_THREADS, else all cores).
 fn candle_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }

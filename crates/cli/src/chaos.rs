@@ -97,7 +97,11 @@ pub(crate) struct Seen {
 
 pub fn run(args: ChaosArgs) -> Result<i32> {
     let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7)
+            | 1
     });
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let data = tmp.path().join("data");
@@ -139,7 +143,9 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     // The kill schedule: spread over the sending time.
     let mut rng = Rng(seed);
     let span_ms = ((args.messages as f64 / args.rate) * 1000.0) as u64;
-    let mut kills: Vec<(u64, bool)> = (0..args.runner_kills).map(|_| (rng.below(span_ms), false)).collect();
+    let mut kills: Vec<(u64, bool)> = (0..args.runner_kills)
+        .map(|_| (rng.below(span_ms), false))
+        .collect();
     kills.extend((0..args.host_kills).map(|_| (rng.below(span_ms), true)));
     kills.sort();
     let (mut rk, mut hk) = (0, 0);
@@ -157,7 +163,9 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         } else if let Some(pid) = runner_pid(&data) {
             // Alternate: the runner process itself (a crash), or its sandbox
             // supervisor (bwrap) when there is one.
-            let inner = crate::bench::descendants(pid).into_iter().find(|p| crate::bench::comm(*p).as_deref() == Some("pinch"));
+            let inner = crate::bench::descendants(pid)
+                .into_iter()
+                .find(|p| crate::bench::comm(*p).as_deref() == Some("pinch"));
             let target = match inner {
                 Some(p) if rk % 2 == 0 => p,
                 _ => pid,
@@ -173,7 +181,11 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let s = seen.lock().unwrap();
-        let pending = s.accepted.iter().filter(|t| !s.answers.contains_key(*t)).count();
+        let pending = s
+            .accepted
+            .iter()
+            .filter(|t| !s.answers.contains_key(*t))
+            .count();
         let all_sent = s.sent >= args.messages && s.accepted.len() + s.unconfirmed.len() >= s.sent;
         drop(s);
         if (pending == 0 && all_sent) || Instant::now() > deadline {
@@ -182,7 +194,9 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         std::thread::sleep(Duration::from_millis(200));
     }
     sending_done.store(true, Ordering::SeqCst);
-    client.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    client
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     {
         let mut h = host.lock().unwrap();
         // SAFETY: plain kill(2) of our child.
@@ -192,11 +206,19 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         let _ = h.wait();
     }
     let s = seen.lock().unwrap();
-    let answered = s.accepted.iter().filter(|t| s.answers.contains_key(*t)).count();
+    let answered = s
+        .accepted
+        .iter()
+        .filter(|t| s.answers.contains_key(*t))
+        .count();
     // A reply row seen more than once was redelivered; a message answered by
     // more than one reply row was answered twice.
     let redelivered = s.rows.values().filter(|n| **n > 1).count();
-    let reanswered: usize = s.answers.values().map(|rows| rows.len().saturating_sub(1)).sum();
+    let reanswered: usize = s
+        .answers
+        .values()
+        .map(|rows| rows.len().saturating_sub(1))
+        .sum();
     let report = Report {
         seed,
         sandbox: args.sandbox.clone(),
@@ -205,11 +227,17 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         sent: s.sent,
         accepted: s.accepted.len(),
         unconfirmed: s.unconfirmed.len(),
-        unconfirmed_answered: s.unconfirmed.iter().filter(|t| s.answers.contains_key(*t)).count(),
+        unconfirmed_answered: s
+            .unconfirmed
+            .iter()
+            .filter(|t| s.answers.contains_key(*t))
+            .count(),
         answered,
         // Accepted and never answered, plus anything written that the host
         // neither confirmed nor refused (it must not vanish silently).
-        lost: s.accepted.len() - answered + s.sent.saturating_sub(s.accepted.len() + s.unconfirmed.len()),
+        lost: s.accepted.len() - answered
+            + s.sent
+                .saturating_sub(s.accepted.len() + s.unconfirmed.len()),
         duplicates_redelivered: redelivered,
         duplicates_reanswered: reanswered,
         seconds: t0.elapsed().as_secs_f64(),
@@ -217,10 +245,22 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("pinch bench chaos — {} sandbox, seed {}", report.sandbox, report.seed);
-        println!("  kills: {} runner, {} host (SIGKILL)", report.runner_kills, report.host_kills);
-        println!("  messages: {} sent, {} accepted, {} answered, {} LOST", report.sent, report.accepted, report.answered, report.lost);
-        println!("  unconfirmed (host died before accepting): {} ({} of them answered anyway)", report.unconfirmed, report.unconfirmed_answered);
+        println!(
+            "pinch bench chaos — {} sandbox, seed {}",
+            report.sandbox, report.seed
+        );
+        println!(
+            "  kills: {} runner, {} host (SIGKILL)",
+            report.runner_kills, report.host_kills
+        );
+        println!(
+            "  messages: {} sent, {} accepted, {} answered, {} LOST",
+            report.sent, report.accepted, report.answered, report.lost
+        );
+        println!(
+            "  unconfirmed (host died before accepting): {} ({} of them answered anyway)",
+            report.unconfirmed, report.unconfirmed_answered
+        );
         println!(
             "  duplicates: {} redelivered (host killed in the send window), {} re-answered",
             report.duplicates_redelivered, report.duplicates_reanswered
@@ -245,11 +285,19 @@ pub(crate) fn wait_socket(sock: &Path, timeout: Duration) -> Result<()> {
 pub(crate) fn runner_pid(data: &Path) -> Option<u32> {
     let mut s = UnixStream::connect(data.join("run/admin.sock")).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    writeln!(s, "{{\"id\":1,\"command\":\"sessions-list\",\"args\":{{}}}}").ok()?;
+    writeln!(
+        s,
+        "{{\"id\":1,\"command\":\"sessions-list\",\"args\":{{}}}}"
+    )
+    .ok()?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).ok()?;
     let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-    v["data"].as_array()?.iter().find_map(|r| r["runner_pid"].as_u64()).map(|p| p as u32)
+    v["data"]
+        .as_array()?
+        .iter()
+        .find_map(|r| r["runner_pid"].as_u64())
+        .map(|p| p as u32)
 }
 
 struct Link {
@@ -263,7 +311,10 @@ fn connect(sock: &Path) -> Option<Link> {
         if let Ok(s) = UnixStream::connect(sock) {
             s.set_read_timeout(Some(Duration::from_millis(50))).ok()?;
             let w = s.try_clone().ok()?;
-            return Some(Link { r: BufReader::new(s), w });
+            return Some(Link {
+                r: BufReader::new(s),
+                w,
+            });
         }
         if Instant::now() > deadline {
             return None;
@@ -283,7 +334,13 @@ fn tokens(text: &str) -> Vec<String> {
 /// Sends `n` messages at `rate`/s over a connection it re-opens whenever the
 /// host dies, acking every reply after recording it; keeps reading until
 /// `done`.
-pub(crate) fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen>, done: &AtomicBool) -> Result<()> {
+pub(crate) fn client_loop(
+    sock: &PathBuf,
+    n: usize,
+    rate: f64,
+    seen: &Mutex<Seen>,
+    done: &AtomicBool,
+) -> Result<()> {
     let mut link = connect(sock).context("connecting")?;
     let mut next = 0usize;
     let mut awaiting: HashMap<String, String> = HashMap::new(); // client_id -> token
@@ -295,8 +352,14 @@ pub(crate) fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen
     while !done.load(Ordering::SeqCst) {
         if next < n && start.elapsed() >= gap.mul_f64(next as f64) {
             let token = format!("chaos-{next:05}");
-            let m = ClientMsg::Message { text: token.clone(), client_id: Some(token.clone()) };
-            let ok = serde_json::to_string(&m).map(|s| s + "\n").ok().is_some_and(|s| link.w.write_all(s.as_bytes()).is_ok());
+            let m = ClientMsg::Message {
+                text: token.clone(),
+                client_id: Some(token.clone()),
+            };
+            let ok = serde_json::to_string(&m)
+                .map(|s| s + "\n")
+                .ok()
+                .is_some_and(|s| link.w.write_all(s.as_bytes()).is_ok());
             if ok {
                 awaiting.insert(token.clone(), token);
                 seen.lock().unwrap().sent += 1;
@@ -321,12 +384,16 @@ pub(crate) fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen
             }
             Ok(_) if !line.ends_with('\n') => {}
             Ok(_) => match serde_json::from_str::<ServerMsg>(std::mem::take(&mut line).trim()) {
-                Ok(ServerMsg::Accepted { client_id: Some(c), .. }) => {
+                Ok(ServerMsg::Accepted {
+                    client_id: Some(c), ..
+                }) => {
                     if let Some(t) = awaiting.remove(&c) {
                         seen.lock().unwrap().accepted.insert(t);
                     }
                 }
-                Ok(ServerMsg::Rejected { client_id: Some(c), .. }) => {
+                Ok(ServerMsg::Rejected {
+                    client_id: Some(c), ..
+                }) => {
                     if let Some(t) = awaiting.remove(&c) {
                         seen.lock().unwrap().unconfirmed.insert(t);
                     }
@@ -342,12 +409,17 @@ pub(crate) fn client_loop(sock: &PathBuf, n: usize, rate: f64, seen: &Mutex<Seen
                             }
                         }
                     }
-                    let ack = serde_json::to_string(&ClientMsg::Ack { id }).unwrap_or_default() + "\n";
+                    let ack =
+                        serde_json::to_string(&ClientMsg::Ack { id }).unwrap_or_default() + "\n";
                     let _ = link.w.write_all(ack.as_bytes());
                 }
                 _ => {}
             },
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => {
                 line.clear();
                 let mut s = seen.lock().unwrap();

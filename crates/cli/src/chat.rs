@@ -41,10 +41,18 @@ impl Conn {
     pub async fn connect(path: &Path) -> std::io::Result<Conn> {
         let s = UnixStream::connect(path).await?;
         let (r, w) = s.into_split();
-        let mut c = Conn { reader: BufReader::new(r), writer: w, line: String::new(), buttons: Vec::new(), printed: Vec::new() };
+        let mut c = Conn {
+            reader: BufReader::new(r),
+            writer: w,
+            line: String::new(),
+            buttons: Vec::new(),
+            printed: Vec::new(),
+        };
         match c.recv().await? {
             Some(ServerMsg::Hello { .. }) => Ok(c),
-            other => Err(std::io::Error::other(format!("unexpected greeting from the host: {other:?}"))),
+            other => Err(std::io::Error::other(format!(
+                "unexpected greeting from the host: {other:?}"
+            ))),
         }
     }
 
@@ -63,7 +71,11 @@ impl Conn {
             bail!("choose a number from 1 to {}", self.buttons.len());
         };
         self.buttons.clear();
-        self.send(&ClientMsg::Click { callback: b.callback }).await.context("sending the choice to the host")
+        self.send(&ClientMsg::Click {
+            callback: b.callback,
+        })
+        .await
+        .context("sending the choice to the host")
     }
 
     /// The next message; `None` at EOF.
@@ -77,7 +89,9 @@ impl Conn {
             if l.is_empty() {
                 continue;
             }
-            return serde_json::from_str(l).map(Some).map_err(|e| std::io::Error::other(format!("bad line from host: {e}")));
+            return serde_json::from_str(l)
+                .map(Some)
+                .map_err(|e| std::io::Error::other(format!("bad line from host: {e}")));
         }
     }
 }
@@ -90,9 +104,12 @@ fn print_reply(text: &str) -> std::io::Result<()> {
 
 /// Scripted mode: returns the process exit code.
 pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> Result<i32> {
-    let mut conn = Conn::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
+    let mut conn = Conn::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
     let mut failures = 0;
-    let mut input: std::collections::VecDeque<(usize, String)> = input.into_iter().enumerate().collect();
+    let mut input: std::collections::VecDeque<(usize, String)> =
+        input.into_iter().enumerate().collect();
     while let Some((n, text)) = input.pop_front() {
         if text.trim().is_empty() {
             continue;
@@ -114,24 +131,45 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
         }
         let cid = format!("c{n}");
         conn.printed.clear();
-        conn.send(&ClientMsg::Message { text: text.clone(), client_id: Some(cid.clone()) }).await.context("sending to the host")?;
+        conn.send(&ClientMsg::Message {
+            text: text.clone(),
+            client_id: Some(cid.clone()),
+        })
+        .await
+        .context("sending to the host")?;
         // Wait for the host to store it.
         let id = loop {
             let m = tokio::time::timeout(timeout, conn.recv()).await;
             match m {
-                Err(_) => bail!("timed out after {} s waiting for the host to accept a message", timeout.as_secs()),
+                Err(_) => bail!(
+                    "timed out after {} s waiting for the host to accept a message",
+                    timeout.as_secs()
+                ),
                 Ok(Err(e)) => return Err(e).context("reading from the host"),
-                Ok(Ok(None)) => bail!("the host went away before confirming the message; it may not have been stored"),
+                Ok(Ok(None)) => bail!(
+                    "the host went away before confirming the message; it may not have been stored"
+                ),
                 Ok(Ok(Some(m))) => match handle_common(&mut conn, m).await? {
-                    Some(ServerMsg::Accepted { client_id: Some(c), id, routed, note }) if c == cid => {
+                    Some(ServerMsg::Accepted {
+                        client_id: Some(c),
+                        id,
+                        routed,
+                        note,
+                    }) if c == cid => {
                         if routed == 0 {
-                            eprintln!("pinch: not delivered to any agent: {}", note.unwrap_or_default());
+                            eprintln!(
+                                "pinch: not delivered to any agent: {}",
+                                note.unwrap_or_default()
+                            );
                             failures += 1;
                             break None;
                         }
                         break Some(id);
                     }
-                    Some(ServerMsg::Rejected { client_id: Some(c), error }) if c == cid => {
+                    Some(ServerMsg::Rejected {
+                        client_id: Some(c),
+                        error,
+                    }) if c == cid => {
                         eprintln!("pinch: the host rejected the message: {error}");
                         failures += 1;
                         break None;
@@ -146,7 +184,11 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
         loop {
             let m = tokio::time::timeout_at(deadline, conn.recv()).await;
             match m {
-                Err(_) => bail!("timed out after {} s waiting for the reply to line {}", timeout.as_secs(), n + 1),
+                Err(_) => bail!(
+                    "timed out after {} s waiting for the reply to line {}",
+                    timeout.as_secs(),
+                    n + 1
+                ),
                 Ok(Ok(Some(m))) => {
                     if let Some(ServerMsg::Settled { ids }) = handle_common(&mut conn, m).await? {
                         if ids.contains(&id) {
@@ -177,14 +219,22 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
 
 /// `/wait TEXT`: prints replies until one containing `want` has been
 /// printed since the last message line.
-async fn wait_for_reply(conn: &mut Conn, socket: &Path, want: &str, timeout: Duration) -> Result<()> {
+async fn wait_for_reply(
+    conn: &mut Conn,
+    socket: &Path,
+    want: &str,
+    timeout: Duration,
+) -> Result<()> {
     if want.is_empty() {
         bail!("/wait needs the text to wait for, e.g. `/wait done`");
     }
     let deadline = tokio::time::Instant::now() + timeout;
     while !conn.printed.iter().any(|t| t.contains(want)) {
         match tokio::time::timeout_at(deadline, conn.recv()).await {
-            Err(_) => bail!("no reply containing {want:?} within {} s", timeout.as_secs()),
+            Err(_) => bail!(
+                "no reply containing {want:?} within {} s",
+                timeout.as_secs()
+            ),
             Ok(Ok(Some(m))) => {
                 handle_common(conn, m).await?;
             }
@@ -221,7 +271,9 @@ fn parse_pick(line: &str, strict: bool) -> Option<usize> {
 /// Prints replies (and acks them), notices; returns anything else.
 async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg>> {
     match m {
-        ServerMsg::Message { id, text, buttons, .. } => {
+        ServerMsg::Message {
+            id, text, buttons, ..
+        } => {
             let mut text = text;
             for (i, b) in buttons.iter().enumerate() {
                 text.push_str(&format!("\n  [{}] {}", i + 1, b.label));
@@ -232,21 +284,27 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
             }
             print_reply(&text).context("writing to stdout")?;
             conn.printed.push(text);
-            conn.send(&ClientMsg::Ack { id }).await.context("acknowledging a reply")?;
+            conn.send(&ClientMsg::Ack { id })
+                .await
+                .context("acknowledging a reply")?;
             Ok(None)
         }
         ServerMsg::Notice { text } => {
             eprintln!("pinch: {text}");
             Ok(None)
         }
-        ServerMsg::Superseded => bail!("another `pinch chat` took over this conversation; its replies go there now"),
+        ServerMsg::Superseded => {
+            bail!("another `pinch chat` took over this conversation; its replies go there now")
+        }
         other => Ok(Some(other)),
     }
 }
 
 /// Interactive mode: lines from the terminal, replies as they come.
 pub async fn interactive(socket: &Path, banner: &str) -> Result<i32> {
-    let mut conn = Conn::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
+    let mut conn = Conn::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
     eprintln!("{banner}");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(16);
     std::thread::spawn(move || {

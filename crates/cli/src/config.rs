@@ -129,6 +129,17 @@ pub struct ProxySection {
     /// `host`, `host:port`, `*.domain` (port 443 unless given). A list, or
     /// a comma-separated string (`PINCH__PROXY__EGRESS_ALLOW=a.com,b.org`).
     pub egress_allow: Option<HostList>,
+    /// Connections one sandbox may hold open to its proxy (default 32).
+    pub max_connections_per_session: Option<usize>,
+    /// Connections all sandboxes together may hold (default 256; never
+    /// more than a quarter of the host's open-file limit).
+    pub max_connections: Option<usize>,
+    /// Seconds from connecting to the end of the request head (default 10).
+    pub header_timeout_s: Option<f64>,
+    /// Seconds of client silence mid-body or mid-response (default 60).
+    pub idle_timeout_s: Option<f64>,
+    /// Seconds of upstream silence, and of an egress tunnel (default 300).
+    pub upstream_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +153,12 @@ impl HostList {
     fn entries(&self) -> Vec<String> {
         match self {
             HostList::List(v) => v.clone(),
-            HostList::Csv(s) => s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect(),
+            HostList::Csv(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -237,6 +253,9 @@ pub struct UpstreamSection {
     pub base_url: Option<String>,
     /// The model name to ask for.
     pub model: Option<String>,
+    /// The paths under the route the credential proxy forwards (default:
+    /// what the provider and its CLIs call, see `proxy::default_paths`).
+    pub allow_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,7 +327,9 @@ pub fn default_config_path() -> PathBuf {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Reads the file (an explicit path must exist; the default may not) and
@@ -319,21 +340,33 @@ pub fn load_file(explicit: Option<&Path>) -> Result<FileConfig> {
         None => (default_config_path(), false),
     };
     let mut value: toml::Table = match std::fs::read_to_string(&path) {
-        Ok(text) => text.parse::<toml::Table>().with_context(|| format!("parsing {}", path.display()))?,
+        Ok(text) => text
+            .parse::<toml::Table>()
+            .with_context(|| format!("parsing {}", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => toml::Table::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading the config file {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the config file {}", path.display()))
+        }
     };
     apply_env(&mut value, std::env::vars())?;
-    let cfg: FileConfig = toml::Value::Table(value)
-        .try_into()
-        .with_context(|| format!("in the configuration ({} and PINCH__* variables)", path.display()))?;
+    let cfg: FileConfig = toml::Value::Table(value).try_into().with_context(|| {
+        format!(
+            "in the configuration ({} and PINCH__* variables)",
+            path.display()
+        )
+    })?;
     Ok(cfg)
 }
 
 /// `PINCH__RUNNER__IDLE_EXIT_S=5` → `runner.idle_exit_s = 5`.
-pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<()> {
     for (k, v) in vars {
-        let Some(rest) = k.strip_prefix("PINCH__") else { continue };
+        let Some(rest) = k.strip_prefix("PINCH__") else {
+            continue;
+        };
         let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
         if parts.iter().any(|p| p.is_empty()) {
             bail!("environment variable {k} is malformed: use PINCH__<SECTION>__<KEY>");
@@ -341,7 +374,9 @@ pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, St
         let value = parse_scalar(&v);
         let mut t = &mut *table;
         for p in &parts[..parts.len() - 1] {
-            let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = t
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             t = match entry {
                 toml::Value::Table(tt) => tt,
                 _ => bail!("environment variable {k}: {p} is not a section"),
@@ -385,14 +420,23 @@ pub fn system_timezone() -> String {
             return tz.to_owned();
         }
     }
-    jiff::tz::TimeZone::system().iana_name().map(str::to_owned).unwrap_or_else(|| "UTC".into())
+    jiff::tz::TimeZone::system()
+        .iana_name()
+        .map(str::to_owned)
+        .unwrap_or_else(|| "UTC".into())
 }
 
 /// Resolves everything into the host's configuration.
 pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<HostConfig> {
     let mut c = HostConfig::new(data_dir);
-    let backend = o.sandbox.clone().or_else(|| file.sandbox.backend.clone()).unwrap_or_else(|| "auto".into());
-    c.sandbox = backend.parse::<Choice>().map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
+    let backend = o
+        .sandbox
+        .clone()
+        .or_else(|| file.sandbox.backend.clone())
+        .unwrap_or_else(|| "auto".into());
+    c.sandbox = backend
+        .parse::<Choice>()
+        .map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
     let d = pinch_host::sandbox::Limits::default();
     let sb = &file.sandbox;
     let positive = |name: &str, v: Option<u64>, default: u64| -> Result<u64> {
@@ -410,7 +454,11 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         pids: positive("pids", sb.pids, d.pids)?.max(16),
         cgroup: sb.cgroup.unwrap_or(d.cgroup),
     };
-    c.mount_allowlist = Some(sb.mount_allowlist.clone().unwrap_or_else(default_mount_allowlist));
+    c.mount_allowlist = Some(
+        sb.mount_allowlist
+            .clone()
+            .unwrap_or_else(default_mount_allowlist),
+    );
     // Default order (SPEC §5.5): configured (flag, then file; a scripted
     // provider's script counts) → ANTHROPIC_API_KEY → OPENAI_BASE_URL /
     // OPENAI_API_KEY → the local model if its file is there → an error
@@ -432,7 +480,10 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
             local_model.display()
         );
     };
-    if !matches!(provider.as_str(), "scripted" | "openai" | "anthropic" | "local" | "cli") {
+    if !matches!(
+        provider.as_str(),
+        "scripted" | "openai" | "anthropic" | "local" | "cli"
+    ) {
         bail!("unknown provider {provider:?}: use `anthropic`, `openai` (any OpenAI-compatible endpoint), `local` (a GGUF model on this machine), `cli` (an agent CLI, with [provider.cli]) or `scripted`");
     }
     if provider == "local" && !local_model.is_file() {
@@ -453,33 +504,88 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         (None, _) => None,
     };
     // The model APIs an agent CLI of a known flavor talks to.
-    let cli_flavor = cli.as_ref().filter(|_| provider == "cli").and_then(|c| c.flavor.clone()).unwrap_or_default();
-    let openai_url = file.provider.openai.base_url.clone().or_else(|| env("OPENAI_BASE_URL")).or_else(|| {
-        (provider == "openai" || cli_flavor == "codex").then(|| "https://api.openai.com/v1".to_owned())
-    });
-    let anthropic_url = file.provider.anthropic.base_url.clone().or_else(|| env("ANTHROPIC_BASE_URL")).or_else(|| {
-        (provider == "anthropic" || cli_flavor == "claude" || env("ANTHROPIC_API_KEY").is_some()).then(|| "https://api.anthropic.com".to_owned())
-    });
-    let script_path = o.script.clone().or_else(|| file.provider.scripted.script.clone());
+    let cli_flavor = cli
+        .as_ref()
+        .filter(|_| provider == "cli")
+        .and_then(|c| c.flavor.clone())
+        .unwrap_or_default();
+    let openai_url = file
+        .provider
+        .openai
+        .base_url
+        .clone()
+        .or_else(|| env("OPENAI_BASE_URL"))
+        .or_else(|| {
+            (provider == "openai" || cli_flavor == "codex")
+                .then(|| "https://api.openai.com/v1".to_owned())
+        });
+    let anthropic_url = file
+        .provider
+        .anthropic
+        .base_url
+        .clone()
+        .or_else(|| env("ANTHROPIC_BASE_URL"))
+        .or_else(|| {
+            (provider == "anthropic"
+                || cli_flavor == "claude"
+                || env("ANTHROPIC_API_KEY").is_some())
+            .then(|| "https://api.anthropic.com".to_owned())
+        });
+    let script_path = o
+        .script
+        .clone()
+        .or_else(|| file.provider.scripted.script.clone());
     let script = match script_path {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading the scripted provider's script {}", p.display()))?;
-            pinch_providers_check(&text).with_context(|| format!("in the script {}", p.display()))?;
+            let text = std::fs::read_to_string(&p).with_context(|| {
+                format!("reading the scripted provider's script {}", p.display())
+            })?;
+            pinch_providers_check(&text)
+                .with_context(|| format!("in the script {}", p.display()))?;
             Some(text)
         }
         None => None,
     };
     let model = match provider.as_str() {
-        "openai" => Some(file.provider.openai.model.clone().or_else(|| env("OPENAI_MODEL")).unwrap_or_else(|| "gpt-4o-mini".into())),
-        "anthropic" => Some(file.provider.anthropic.model.clone().or_else(|| env("ANTHROPIC_MODEL")).unwrap_or_else(|| "claude-sonnet-4-5".into())),
-        "cli" => file.provider.anthropic.model.clone().filter(|_| cli_flavor == "claude").or_else(|| file.provider.openai.model.clone().filter(|_| cli_flavor == "codex")),
+        "openai" => Some(
+            file.provider
+                .openai
+                .model
+                .clone()
+                .or_else(|| env("OPENAI_MODEL"))
+                .unwrap_or_else(|| "gpt-4o-mini".into()),
+        ),
+        "anthropic" => Some(
+            file.provider
+                .anthropic
+                .model
+                .clone()
+                .or_else(|| env("ANTHROPIC_MODEL"))
+                .unwrap_or_else(|| "claude-sonnet-4-5".into()),
+        ),
+        "cli" => file
+            .provider
+            .anthropic
+            .model
+            .clone()
+            .filter(|_| cli_flavor == "claude")
+            .or_else(|| {
+                file.provider
+                    .openai
+                    .model
+                    .clone()
+                    .filter(|_| cli_flavor == "codex")
+            }),
         // The host path; the host rewrites it to the sandbox's view.
         "local" => Some(local_model.to_string_lossy().into_owned()),
         _ => None,
     };
     let (max_tokens, context) = match provider.as_str() {
         "local" => {
-            for (name, v) in [("provider.local.max_tokens", file.provider.local.max_tokens), ("provider.local.context", file.provider.local.context)] {
+            for (name, v) in [
+                ("provider.local.max_tokens", file.provider.local.max_tokens),
+                ("provider.local.context", file.provider.local.context),
+            ] {
                 if v == Some(0) {
                     bail!("{name} must be at least 1");
                 }
@@ -488,10 +594,31 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         }
         _ => (None, None),
     };
-    c.provider = ProviderSettings { kind: provider, script, model, max_tokens, context, cli };
-    for (name, url, key_var, header, prefix) in [
-        ("openai", &openai_url, "OPENAI_API_KEY", "authorization", "Bearer "),
-        ("anthropic", &anthropic_url, "ANTHROPIC_API_KEY", "x-api-key", ""),
+    c.provider = ProviderSettings {
+        kind: provider,
+        script,
+        model,
+        max_tokens,
+        context,
+        cli,
+    };
+    for (name, url, key_var, header, prefix, section) in [
+        (
+            "openai",
+            &openai_url,
+            "OPENAI_API_KEY",
+            "authorization",
+            "Bearer ",
+            &file.provider.openai,
+        ),
+        (
+            "anthropic",
+            &anthropic_url,
+            "ANTHROPIC_API_KEY",
+            "x-api-key",
+            "",
+            &file.provider.anthropic,
+        ),
     ] {
         if let Some(url) = url {
             if !url.starts_with("http://") && !url.starts_with("https://") {
@@ -500,18 +627,73 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
             let auth = std::env::var(key_var)
                 .ok()
                 .filter(|k| !k.is_empty())
-                .map(|k| (header.to_owned(), pinch_host::proxy::Secret::new(format!("{prefix}{k}"))));
-            c.proxy_upstreams.push(pinch_host::proxy::Upstream { name: name.into(), base_url: url.trim_end_matches('/').to_owned(), auth });
+                .map(|k| {
+                    (
+                        header.to_owned(),
+                        pinch_host::proxy::Secret::new(format!("{prefix}{k}")),
+                    )
+                });
+            let mut up = pinch_host::proxy::Upstream::new(name, url.trim_end_matches('/'), auth);
+            if let Some(paths) = &section.allow_paths {
+                for p in paths {
+                    pinch_host::proxy::check_path(p)
+                        .map_err(|e| anyhow::anyhow!("provider.{name}.{e}"))?;
+                }
+                up.paths = paths.clone();
+            }
+            c.proxy_upstreams.push(up);
+        }
+    }
+    let px = &file.proxy;
+    for (key, v) in [
+        (
+            "max_connections_per_session",
+            px.max_connections_per_session,
+        ),
+        ("max_connections", px.max_connections),
+    ] {
+        if v == Some(0) {
+            bail!("proxy.{key} must be at least 1");
+        }
+    }
+    let lim = &mut c.proxy_limits;
+    lim.per_session = px.max_connections_per_session.unwrap_or(lim.per_session);
+    lim.total = px.max_connections.unwrap_or(lim.total);
+    for (key, v, slot) in [
+        (
+            "proxy.header_timeout_s",
+            px.header_timeout_s,
+            &mut lim.header_timeout,
+        ),
+        (
+            "proxy.idle_timeout_s",
+            px.idle_timeout_s,
+            &mut lim.idle_timeout,
+        ),
+        (
+            "proxy.upstream_timeout_s",
+            px.upstream_timeout_s,
+            &mut lim.upstream_timeout,
+        ),
+    ] {
+        if let Some(v) = v {
+            if v == 0.0 {
+                bail!("{key} must be more than 0 seconds");
+            }
+            *slot = secs(key, v)?;
         }
     }
     if let Some(list) = &file.proxy.egress_allow {
         let entries = list.entries();
-        pinch_host::proxy::EgressAllow::parse(&entries).map_err(|e| anyhow::anyhow!("proxy.{e}"))?;
+        pinch_host::proxy::EgressAllow::parse(&entries)
+            .map_err(|e| anyhow::anyhow!("proxy.{e}"))?;
         c.proxy_egress_allow = entries;
     }
     c.timezone = match &file.timezone {
         Some(tz) => {
-            jiff::tz::TimeZone::get(tz).with_context(|| format!("timezone {tz:?} is not a known IANA zone (e.g. Europe/Madrid)"))?;
+            jiff::tz::TimeZone::get(tz).with_context(|| {
+                format!("timezone {tz:?} is not a known IANA zone (e.g. Europe/Madrid)")
+            })?;
             tz.clone()
         }
         None => system_timezone(),
@@ -580,7 +762,10 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         if v.is_empty() {
             bail!("host.respawn_delays_s needs at least one delay");
         }
-        c.budget.delays = v.iter().map(|d| secs("host.respawn_delays_s", *d)).collect::<Result<_>>()?;
+        c.budget.delays = v
+            .iter()
+            .map(|d| secs("host.respawn_delays_s", *d))
+            .collect::<Result<_>>()?;
     }
     if let Some(v) = h.boot_breaker {
         c.boot_breaker = v;
@@ -604,7 +789,10 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         if m.groups.as_ref().is_some_and(|g| g.is_empty()) {
             bail!("[mcp.servers.{name}]: groups is empty; list agent group ids, or leave it out for all groups");
         }
-        c.mcp_servers.push(pinch_host::config::McpServerEntry { server, groups: m.groups.clone() });
+        c.mcp_servers.push(pinch_host::config::McpServerEntry {
+            server,
+            groups: m.groups.clone(),
+        });
     }
     c.http = http_settings(file)?;
     c.platforms = platforms(file, &c.data_dir)?;
@@ -645,23 +833,47 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
                 bail!("[webhooks.{name}]: callback_url must start with http:// or https://");
             }
         }
-        let max_body = h.max_body.unwrap_or(pinch_channels::webhook::DEFAULT_MAX_BODY);
+        let max_body = h
+            .max_body
+            .unwrap_or(pinch_channels::webhook::DEFAULT_MAX_BODY);
         if max_body == 0 {
             bail!("[webhooks.{name}]: max_body must be at least 1");
         }
-        hooks.push(pinch_channels::webhook::HookConfig { name: name.clone(), secret, callback_url: h.callback_url.clone(), max_body });
+        hooks.push(pinch_channels::webhook::HookConfig {
+            name: name.clone(),
+            secret,
+            callback_url: h.callback_url.clone(),
+            max_body,
+        });
     }
     let web = file.web.enabled.unwrap_or(false);
     let metrics = file.http.metrics.unwrap_or(true);
-    let telegram_hook = file.telegram.as_ref().is_some_and(|t| t.webhook_url.is_some());
-    if !web && hooks.is_empty() && !telegram_hook && file.http.listen.is_none() && file.http.metrics != Some(true) {
+    let telegram_hook = file
+        .telegram
+        .as_ref()
+        .is_some_and(|t| t.webhook_url.is_some());
+    if !web
+        && hooks.is_empty()
+        && !telegram_hook
+        && file.http.listen.is_none()
+        && file.http.metrics != Some(true)
+    {
         return Ok(None);
     }
-    let listen = file.http.listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
-    let listen = listen
-        .parse::<std::net::SocketAddr>()
-        .with_context(|| format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)"))?;
-    Ok(Some(pinch_host::config::HttpSettings { listen, web, hooks, metrics }))
+    let listen = file
+        .http
+        .listen
+        .as_deref()
+        .unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
+    let listen = listen.parse::<std::net::SocketAddr>().with_context(|| {
+        format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)")
+    })?;
+    Ok(Some(pinch_host::config::HttpSettings {
+        listen,
+        web,
+        hooks,
+        metrics,
+    }))
 }
 
 /// The variables the configured chat platforms read their secrets from:
@@ -670,17 +882,47 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
 pub fn channel_envs(file: &FileConfig) -> Vec<(&'static str, &'static str, String)> {
     let mut out = Vec::new();
     if let Some(t) = &file.telegram {
-        out.push(("telegram", "token_env", t.token_env.clone().unwrap_or_else(|| "TELEGRAM_BOT_TOKEN".into())));
+        out.push((
+            "telegram",
+            "token_env",
+            t.token_env
+                .clone()
+                .unwrap_or_else(|| "TELEGRAM_BOT_TOKEN".into()),
+        ));
         if t.webhook_url.is_some() {
-            out.push(("telegram", "webhook_secret_env", t.webhook_secret_env.clone().unwrap_or_else(|| "TELEGRAM_WEBHOOK_SECRET".into())));
+            out.push((
+                "telegram",
+                "webhook_secret_env",
+                t.webhook_secret_env
+                    .clone()
+                    .unwrap_or_else(|| "TELEGRAM_WEBHOOK_SECRET".into()),
+            ));
         }
     }
     if let Some(d) = &file.discord {
-        out.push(("discord", "token_env", d.token_env.clone().unwrap_or_else(|| "DISCORD_BOT_TOKEN".into())));
+        out.push((
+            "discord",
+            "token_env",
+            d.token_env
+                .clone()
+                .unwrap_or_else(|| "DISCORD_BOT_TOKEN".into()),
+        ));
     }
     if let Some(sl) = &file.slack {
-        out.push(("slack", "app_token_env", sl.app_token_env.clone().unwrap_or_else(|| "SLACK_APP_TOKEN".into())));
-        out.push(("slack", "bot_token_env", sl.bot_token_env.clone().unwrap_or_else(|| "SLACK_BOT_TOKEN".into())));
+        out.push((
+            "slack",
+            "app_token_env",
+            sl.app_token_env
+                .clone()
+                .unwrap_or_else(|| "SLACK_APP_TOKEN".into()),
+        ));
+        out.push((
+            "slack",
+            "bot_token_env",
+            sl.bot_token_env
+                .clone()
+                .unwrap_or_else(|| "SLACK_BOT_TOKEN".into()),
+        ));
     }
     out
 }
@@ -716,21 +958,35 @@ fn stall(section: &str, v: Option<f64>) -> Result<Duration> {
 /// The chat platforms configured in the file, as adapter factories.
 /// Tokens are read here (and only held by the adapters): never logged,
 /// never in `runner.json`.
-fn platforms(file: &FileConfig, data_dir: &Path) -> Result<Vec<pinch_host::config::PlatformFactory>> {
+fn platforms(
+    file: &FileConfig,
+    data_dir: &Path,
+) -> Result<Vec<pinch_host::config::PlatformFactory>> {
     let mut out: Vec<pinch_host::config::PlatformFactory> = Vec::new();
     if let Some(t) = &file.telegram {
         use pinch_channels::telegram::{TelegramChannel, TelegramConfig};
         let var = t.token_env.as_deref().unwrap_or("TELEGRAM_BOT_TOKEN");
         let mut cfg = TelegramConfig::new(env_secret("telegram", "token_env", var)?);
-        cfg.base_url = base_url("telegram", t.base_url.as_deref(), pinch_channels::telegram::DEFAULT_BASE_URL)?;
+        cfg.base_url = base_url(
+            "telegram",
+            t.base_url.as_deref(),
+            pinch_channels::telegram::DEFAULT_BASE_URL,
+        )?;
         cfg.stall = stall("telegram", t.stall_s)?;
         if let Some(url) = &t.webhook_url {
             if !url.starts_with("https://") && !url.starts_with("http://") {
                 bail!("[telegram]: webhook_url {url:?} must be an https:// URL that reaches /telegram on pinch's [http] listener");
             }
-            let var = t.webhook_secret_env.as_deref().unwrap_or("TELEGRAM_WEBHOOK_SECRET");
+            let var = t
+                .webhook_secret_env
+                .as_deref()
+                .unwrap_or("TELEGRAM_WEBHOOK_SECRET");
             let secret = env_secret("telegram", "webhook_secret_env", var)?;
-            if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            if secret.len() < 16
+                || !secret
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
                 bail!("[telegram]: the webhook secret in {var} must be 16-256 of A-Z a-z 0-9 _ - (e.g. `openssl rand -hex 32`)");
             }
             cfg.webhook = Some((url.clone(), pinch_channels::platform::Secret(secret)));
@@ -749,12 +1005,17 @@ fn platforms(file: &FileConfig, data_dir: &Path) -> Result<Vec<pinch_host::confi
         use pinch_channels::discord::{DiscordChannel, DiscordConfig};
         let var = d.token_env.as_deref().unwrap_or("DISCORD_BOT_TOKEN");
         let mut cfg = DiscordConfig::new(env_secret("discord", "token_env", var)?);
-        cfg.base_url = base_url("discord", d.base_url.as_deref(), pinch_channels::discord::DEFAULT_BASE_URL)?;
+        cfg.base_url = base_url(
+            "discord",
+            d.base_url.as_deref(),
+            pinch_channels::discord::DEFAULT_BASE_URL,
+        )?;
         cfg.stall = stall("discord", d.stall_s)?;
         cfg.cursor_file = Some(data_dir.join("channels").join("discord-cursors.json"));
         let dir = data_dir.join("channels");
         out.push(std::sync::Arc::new(move |tx| {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             let ch = DiscordChannel::start(cfg.clone(), tx)?;
             Ok((ch as std::sync::Arc<dyn pinch_channels::Channel>, None))
         }));
@@ -769,7 +1030,11 @@ fn platforms(file: &FileConfig, data_dir: &Path) -> Result<Vec<pinch_host::confi
             bail!("[slack]: {app_var} must hold the app-level token (xapp-…, with the connections:write scope), not a bot or user token");
         }
         let mut cfg = SlackConfig::new(app, bot);
-        cfg.base_url = base_url("slack", sl.base_url.as_deref(), pinch_channels::slack::DEFAULT_BASE_URL)?;
+        cfg.base_url = base_url(
+            "slack",
+            sl.base_url.as_deref(),
+            pinch_channels::slack::DEFAULT_BASE_URL,
+        )?;
         cfg.stall = stall("slack", sl.stall_s)?;
         out.push(std::sync::Arc::new(move |tx| {
             let ch = SlackChannel::start(cfg.clone(), tx)?;
@@ -804,7 +1069,9 @@ pub fn pick_provider(a: &Available) -> Option<String> {
 pub fn local_model_path(data_dir: &Path, file: &FileConfig) -> Result<PathBuf> {
     match &file.provider.local.model {
         Some(p) if p.is_absolute() => Ok(p.clone()),
-        Some(p) => Ok(std::env::current_dir().context("reading the current directory")?.join(p)),
+        Some(p) => Ok(std::env::current_dir()
+            .context("reading the current directory")?
+            .join(p)),
         None => Ok(models_dir(data_dir).join(pinch_local::DEFAULT_MODEL_FILE)),
     }
 }
@@ -817,7 +1084,9 @@ pub fn models_dir(data_dir: &Path) -> PathBuf {
 /// Validates a scripted provider script here, so a bad one is a startup
 /// error the user sees, not a runner exiting 78 later.
 fn pinch_providers_check(text: &str) -> Result<()> {
-    pinch_providers::scripted::Scripted::from_script(Some(text)).map(|_| ()).map_err(|e| anyhow::anyhow!(e))
+    pinch_providers::scripted::Scripted::from_script(Some(text))
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 #[cfg(test)]
@@ -827,21 +1096,44 @@ mod tests {
     #[test]
     fn env_overrides_and_unknown_keys() {
         let mut t: toml::Table = "[runner]\nidle_exit_s = 600\n".parse().unwrap();
-        apply_env(&mut t, vec![("PINCH__RUNNER__IDLE_EXIT_S".to_string(), "5".to_string()), ("OTHER".into(), "x".into())].into_iter()).unwrap();
+        apply_env(
+            &mut t,
+            vec![
+                ("PINCH__RUNNER__IDLE_EXIT_S".to_string(), "5".to_string()),
+                ("OTHER".into(), "x".into()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
         let cfg: FileConfig = toml::Value::Table(t).try_into().unwrap();
         assert_eq!(cfg.runner.idle_exit_s, Some(5.0), "env beats the file");
-        let c = resolve("/tmp/x".into(), &cfg, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
+        let c = resolve(
+            "/tmp/x".into(),
+            &cfg,
+            &Overrides {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.runner.idle_exit_ms, 5000);
 
-        let bad: Result<FileConfig, _> = toml::Value::Table("[runner]\nidle_exit = 5\n".parse().unwrap()).try_into();
+        let bad: Result<FileConfig, _> =
+            toml::Value::Table("[runner]\nidle_exit = 5\n".parse().unwrap()).try_into();
         let msg = bad.unwrap_err().to_string();
         assert!(msg.contains("idle_exit"), "{msg}");
     }
 
     #[test]
     fn platform_sections() {
-        let parse = |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
-        let o = Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
+        let parse =
+            |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
+        let o = Overrides {
+            sandbox: Some("process".into()),
+            provider: Some("scripted".into()),
+            ..Default::default()
+        };
         // Variables only this test sets (each test runs in its own process under nextest).
         std::env::set_var("PINCH_CFGTEST_TG", "123:abc");
         std::env::set_var("PINCH_CFGTEST_BAD_TG", "not-a-token");
@@ -855,10 +1147,21 @@ mod tests {
         assert_eq!(c.platforms.len(), 3);
         assert!(c.http.is_none(), "long-poll and sockets need no listener");
         let envs = channel_envs(&parse(good));
-        assert_eq!(envs.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(), ["PINCH_CFGTEST_TG", "PINCH_CFGTEST_DC", "PINCH_CFGTEST_XAPP", "PINCH_CFGTEST_XOXB"]);
+        assert_eq!(
+            envs.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
+            [
+                "PINCH_CFGTEST_TG",
+                "PINCH_CFGTEST_DC",
+                "PINCH_CFGTEST_XAPP",
+                "PINCH_CFGTEST_XOXB"
+            ]
+        );
         // Telegram's webhook mode turns the listener on.
         let hook = "[telegram]\ntoken_env = \"PINCH_CFGTEST_TG\"\nwebhook_url = \"https://x.example/telegram\"\nwebhook_secret_env = \"PINCH_CFGTEST_HOOK\"\n";
-        assert!(resolve("/tmp/x".into(), &parse(hook), &o).unwrap().http.is_some());
+        assert!(resolve("/tmp/x".into(), &parse(hook), &o)
+            .unwrap()
+            .http
+            .is_some());
         for (toml, want) in [
             ("[telegram]\ntoken_env = \"PINCH_CFGTEST_UNSET\"\n", "PINCH_CFGTEST_UNSET (named by token_env) is not set"),
             ("[telegram]\ntoken_env = \"PINCH_CFGTEST_BAD_TG\"\n", "does not look like a bot token"),
@@ -876,16 +1179,35 @@ mod tests {
 
     #[test]
     fn http_web_and_webhooks() {
-        let parse = |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
-        let o = Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
+        let parse =
+            |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
+        let o = Overrides {
+            sandbox: Some("process".into()),
+            provider: Some("scripted".into()),
+            ..Default::default()
+        };
         // Off unless something needs it; an explicit `listen` turns it on
         // (for /metrics).
-        assert!(resolve("/tmp/x".into(), &parse(""), &o).unwrap().http.is_none());
-        assert!(resolve("/tmp/x".into(), &parse("[http]\nlisten = \"127.0.0.1:9\"\n"), &o).unwrap().http.is_some_and(|h| h.metrics && !h.web));
+        assert!(resolve("/tmp/x".into(), &parse(""), &o)
+            .unwrap()
+            .http
+            .is_none());
+        assert!(resolve(
+            "/tmp/x".into(),
+            &parse("[http]\nlisten = \"127.0.0.1:9\"\n"),
+            &o
+        )
+        .unwrap()
+        .http
+        .is_some_and(|h| h.metrics && !h.web));
         let c = resolve("/tmp/x".into(), &parse("[web]\nenabled = true\n"), &o).unwrap();
         let h = c.http.unwrap();
         assert!(h.web && h.hooks.is_empty());
-        assert_eq!(h.listen.to_string(), "127.0.0.1:7878", "loopback by default");
+        assert_eq!(
+            h.listen.to_string(),
+            "127.0.0.1:7878",
+            "loopback by default"
+        );
         let c = resolve(
             "/tmp/x".into(),
             &parse("[http]\nlisten = \"127.0.0.1:8123\"\n[webhooks.ci]\nsecret = \"0123456789abcdef\"\ncallback_url = \"https://x.example/cb\"\n"),
@@ -894,33 +1216,101 @@ mod tests {
         .unwrap();
         let h = c.http.unwrap();
         assert!(!h.web);
-        assert_eq!((h.listen.port(), h.hooks[0].name.as_str(), h.hooks[0].max_body), (8123, "ci", 1 << 20));
-        assert!(!format!("{:?}", h.hooks[0]).contains("0123456789abcdef"), "the secret is not in Debug output");
+        assert_eq!(
+            (
+                h.listen.port(),
+                h.hooks[0].name.as_str(),
+                h.hooks[0].max_body
+            ),
+            (8123, "ci", 1 << 20)
+        );
+        assert!(
+            !format!("{:?}", h.hooks[0]).contains("0123456789abcdef"),
+            "the secret is not in Debug output"
+        );
         for (toml, says) in [
             ("[webhooks.ci]\n", "secret_env"),
             ("[webhooks.ci]\nsecret = \"short\"\n", "at least 16 bytes"),
-            ("[webhooks.ci]\nsecret = \"0123456789abcdef\"\nsecret_env = \"X\"\n", "not both"),
-            ("[webhooks.ci]\nsecret_env = \"PINCH_TEST_SURELY_UNSET_VAR\"\n", "not set"),
-            ("[webhooks.\"a/b\"]\nsecret = \"0123456789abcdef\"\n", "letters, digits"),
-            ("[webhooks.ci]\nsecret = \"0123456789abcdef\"\ncallback_url = \"ftp://x\"\n", "http://"),
-            ("[web]\nenabled = true\n[http]\nlisten = \"localhost\"\n", "host:port"),
+            (
+                "[webhooks.ci]\nsecret = \"0123456789abcdef\"\nsecret_env = \"X\"\n",
+                "not both",
+            ),
+            (
+                "[webhooks.ci]\nsecret_env = \"PINCH_TEST_SURELY_UNSET_VAR\"\n",
+                "not set",
+            ),
+            (
+                "[webhooks.\"a/b\"]\nsecret = \"0123456789abcdef\"\n",
+                "letters, digits",
+            ),
+            (
+                "[webhooks.ci]\nsecret = \"0123456789abcdef\"\ncallback_url = \"ftp://x\"\n",
+                "http://",
+            ),
+            (
+                "[web]\nenabled = true\n[http]\nlisten = \"localhost\"\n",
+                "host:port",
+            ),
         ] {
-            let e = resolve("/tmp/x".into(), &parse(toml), &o).unwrap_err().to_string();
+            let e = resolve("/tmp/x".into(), &parse(toml), &o)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(says), "{toml}: {e}");
         }
-        let bad: Result<FileConfig, _> = toml::Value::Table("[webhooks.ci]\nsecrett = \"x\"\n".parse().unwrap()).try_into();
+        let bad: Result<FileConfig, _> =
+            toml::Value::Table("[webhooks.ci]\nsecrett = \"x\"\n".parse().unwrap()).try_into();
         assert!(bad.unwrap_err().to_string().contains("secrett"));
     }
 
     #[test]
     fn default_provider_order() {
-        let all = Available { configured: None, script: false, anthropic_key: true, openai: true, local_model: true };
+        let all = Available {
+            configured: None,
+            script: false,
+            anthropic_key: true,
+            openai: true,
+            local_model: true,
+        };
         assert_eq!(pick_provider(&all).as_deref(), Some("anthropic"));
-        assert_eq!(pick_provider(&Available { configured: Some("local".into()), ..all }).as_deref(), Some("local"));
-        assert_eq!(pick_provider(&Available { openai: true, local_model: true, ..Default::default() }).as_deref(), Some("openai"));
-        assert_eq!(pick_provider(&Available { local_model: true, ..Default::default() }).as_deref(), Some("local"));
-        assert_eq!(pick_provider(&Available { script: true, anthropic_key: true, ..Default::default() }).as_deref(), Some("scripted"));
-        assert_eq!(pick_provider(&Available::default()), None, "no silent fall back to the echo bot");
+        assert_eq!(
+            pick_provider(&Available {
+                configured: Some("local".into()),
+                ..all
+            })
+            .as_deref(),
+            Some("local")
+        );
+        assert_eq!(
+            pick_provider(&Available {
+                openai: true,
+                local_model: true,
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("openai")
+        );
+        assert_eq!(
+            pick_provider(&Available {
+                local_model: true,
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("local")
+        );
+        assert_eq!(
+            pick_provider(&Available {
+                script: true,
+                anthropic_key: true,
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("scripted")
+        );
+        assert_eq!(
+            pick_provider(&Available::default()),
+            None,
+            "no silent fall back to the echo bot"
+        );
     }
 
     #[test]
@@ -931,29 +1321,121 @@ mod tests {
         std::fs::write(models.join(pinch_local::DEFAULT_MODEL_FILE), b"GGUF").unwrap();
         let mut f = FileConfig::default();
         f.provider.local.max_tokens = Some(64);
-        let c = resolve(tmp.path().into(), &f, &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        let c = resolve(
+            tmp.path().into(),
+            &f,
+            &Overrides {
+                provider: Some("local".into()),
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.provider.kind, "local");
-        assert_eq!(c.provider.model.as_deref(), Some(models.join(pinch_local::DEFAULT_MODEL_FILE).to_str().unwrap()));
-        assert_eq!((c.provider.max_tokens, c.provider.context), (Some(64), None));
+        assert_eq!(
+            c.provider.model.as_deref(),
+            Some(
+                models
+                    .join(pinch_local::DEFAULT_MODEL_FILE)
+                    .to_str()
+                    .unwrap()
+            )
+        );
+        assert_eq!(
+            (c.provider.max_tokens, c.provider.context),
+            (Some(64), None)
+        );
         f.provider.local.context = Some(0);
-        let e = resolve(tmp.path().into(), &f, &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        let e = resolve(
+            tmp.path().into(),
+            &f,
+            &Overrides {
+                provider: Some("local".into()),
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("provider.local.context"), "{e}");
     }
 
     #[test]
     fn bad_values_name_the_fix() {
-        let f = FileConfig { runner: RunnerSection { busy_timeout_s: Some(0.5), ..Default::default() }, ..Default::default() };
-        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
+        let f = FileConfig {
+            runner: RunnerSection {
+                busy_timeout_s: Some(0.5),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("at least 2"), "{e}");
-        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { sandbox: Some("vm".into()), ..Default::default() }).unwrap_err();
-        assert!(format!("{e:#}").contains("expected auto, bwrap, docker or process"), "{e:#}");
-        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("local".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("pinch model fetch") && e.to_string().contains("/tmp/x/models/SmolLM2"), "{e}");
-        let e = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("llama".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
+        let e = resolve(
+            "/tmp/x".into(),
+            &FileConfig::default(),
+            &Overrides {
+                sandbox: Some("vm".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("expected auto, bwrap, docker or process"),
+            "{e:#}"
+        );
+        let e = resolve(
+            "/tmp/x".into(),
+            &FileConfig::default(),
+            &Overrides {
+                provider: Some("local".into()),
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("pinch model fetch")
+                && e.to_string().contains("/tmp/x/models/SmolLM2"),
+            "{e}"
+        );
+        let e = resolve(
+            "/tmp/x".into(),
+            &FileConfig::default(),
+            &Overrides {
+                provider: Some("llama".into()),
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("unknown provider"), "{e}");
-        let c = resolve("/tmp/x".into(), &FileConfig::default(), &Overrides { provider: Some("openai".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap();
-        assert!(c.proxy_upstreams.iter().any(|u| u.name == "openai"), "openai gets a proxy route");
-        assert!(!format!("{c:?}").contains("sk-"), "no key in the resolved config's Debug");
+        let c = resolve(
+            "/tmp/x".into(),
+            &FileConfig::default(),
+            &Overrides {
+                provider: Some("openai".into()),
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            c.proxy_upstreams.iter().any(|u| u.name == "openai"),
+            "openai gets a proxy route"
+        );
+        assert!(
+            !format!("{c:?}").contains("sk-"),
+            "no key in the resolved config's Debug"
+        );
     }
 
     #[test]
@@ -969,38 +1451,145 @@ mod tests {
             [provider.anthropic]
             model = "claude-sonnet-4-5"
         "#;
-        let f: FileConfig = toml::Value::Table(toml.parse().unwrap()).try_into().unwrap();
-        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap();
+        let f: FileConfig = toml::Value::Table(toml.parse().unwrap())
+            .try_into()
+            .unwrap();
+        let c = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.provider.kind, "cli");
         let cli = c.provider.cli.clone().unwrap();
-        assert_eq!((cli.command.as_str(), cli.flavor.as_deref(), cli.timeout_s), ("claude", Some("claude"), Some(600)));
-        assert_eq!(c.provider.model.as_deref(), Some("claude-sonnet-4-5"), "a claude CLI is told the anthropic model");
-        assert!(c.proxy_upstreams.iter().any(|u| u.name == "anthropic"), "a claude CLI gets the anthropic route");
+        assert_eq!(
+            (cli.command.as_str(), cli.flavor.as_deref(), cli.timeout_s),
+            ("claude", Some("claude"), Some(600))
+        );
+        assert_eq!(
+            c.provider.model.as_deref(),
+            Some("claude-sonnet-4-5"),
+            "a claude CLI is told the anthropic model"
+        );
+        assert!(
+            c.proxy_upstreams.iter().any(|u| u.name == "anthropic"),
+            "a claude CLI gets the anthropic route"
+        );
 
-        let f: FileConfig = toml::Value::Table("[provider]\ndefault = \"cli\"\n".parse().unwrap()).try_into().unwrap();
-        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("needs a [provider.cli] section"), "{e}");
-        let f: FileConfig =
-            toml::Value::Table("[provider.cli]\ncommand = \"x\"\nflavor = \"gemini\"\n".parse().unwrap()).try_into().unwrap();
-        let e = resolve("/tmp/x".into(), &f, &Overrides { provider: Some("cli".into()), sandbox: Some("process".into()), ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("flavor \"gemini\" is unknown"), "{e}");
-        let bad: Result<FileConfig, _> = toml::Value::Table("[provider.cli]\ncommand = \"x\"\nargz = []\n".parse().unwrap()).try_into();
+        let f: FileConfig = toml::Value::Table("[provider]\ndefault = \"cli\"\n".parse().unwrap())
+            .try_into()
+            .unwrap();
+        let e = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("needs a [provider.cli] section"),
+            "{e}"
+        );
+        let f: FileConfig = toml::Value::Table(
+            "[provider.cli]\ncommand = \"x\"\nflavor = \"gemini\"\n"
+                .parse()
+                .unwrap(),
+        )
+        .try_into()
+        .unwrap();
+        let e = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                provider: Some("cli".into()),
+                sandbox: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("flavor \"gemini\" is unknown"),
+            "{e}"
+        );
+        let bad: Result<FileConfig, _> = toml::Value::Table(
+            "[provider.cli]\ncommand = \"x\"\nargz = []\n"
+                .parse()
+                .unwrap(),
+        )
+        .try_into();
         assert!(bad.unwrap_err().to_string().contains("argz"));
     }
 
     #[test]
     fn egress_allow_from_file_and_env() {
-        let mut t: toml::Table = "[proxy]\negress_allow = [\"api.github.com\", \"*.pypi.org:443\"]\n".parse().unwrap();
+        let mut t: toml::Table =
+            "[proxy]\negress_allow = [\"api.github.com\", \"*.pypi.org:443\"]\n"
+                .parse()
+                .unwrap();
         let f: FileConfig = toml::Value::Table(t.clone()).try_into().unwrap();
-        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
+        let c = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.proxy_egress_allow, ["api.github.com", "*.pypi.org:443"]);
-        apply_env(&mut t, vec![("PINCH__PROXY__EGRESS_ALLOW".to_string(), "a.example.com, b.example.org:8443".to_string())].into_iter()).unwrap();
+        apply_env(
+            &mut t,
+            vec![(
+                "PINCH__PROXY__EGRESS_ALLOW".to_string(),
+                "a.example.com, b.example.org:8443".to_string(),
+            )]
+            .into_iter(),
+        )
+        .unwrap();
         let f: FileConfig = toml::Value::Table(t).try_into().unwrap();
-        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
-        assert_eq!(c.proxy_egress_allow, ["a.example.com", "b.example.org:8443"], "env beats the file");
-        let f: FileConfig = toml::Value::Table("[proxy]\negress_allow = [\"x.com:https\"]\n".parse().unwrap()).try_into().unwrap();
-        let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("proxy.egress_allow entry \"x.com:https\""), "{e}");
+        let c = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.proxy_egress_allow,
+            ["a.example.com", "b.example.org:8443"],
+            "env beats the file"
+        );
+        let f: FileConfig = toml::Value::Table(
+            "[proxy]\negress_allow = [\"x.com:https\"]\n"
+                .parse()
+                .unwrap(),
+        )
+        .try_into()
+        .unwrap();
+        let e = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("proxy.egress_allow entry \"x.com:https\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1015,8 +1604,19 @@ mod tests {
             command = "calc-mcp"
             groups = ["other"]
         "#;
-        let f: FileConfig = toml::Value::Table(toml.parse().unwrap()).try_into().unwrap();
-        let c = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap();
+        let f: FileConfig = toml::Value::Table(toml.parse().unwrap())
+            .try_into()
+            .unwrap();
+        let c = resolve(
+            "/tmp/x".into(),
+            &f,
+            &Overrides {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let main = c.mcp_servers_for("main", Vec::new());
         assert_eq!(main.len(), 1, "calc is for group `other` only: {main:?}");
         assert_eq!(main[0].name, "files");
@@ -1025,19 +1625,43 @@ mod tests {
         assert_eq!(main[0].timeout_s, Some(30));
         assert_eq!(c.mcp_servers_for("other", Vec::new()).len(), 2);
         // The group's own entry replaces the file's of the same name.
-        let own = pinch_proto::runner_config::McpServerConfig { name: "files".into(), command: "other-files".into(), ..Default::default() };
-        assert_eq!(c.mcp_servers_for("main", vec![own])[0].command, "other-files");
+        let own = pinch_proto::runner_config::McpServerConfig {
+            name: "files".into(),
+            command: "other-files".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.mcp_servers_for("main", vec![own])[0].command,
+            "other-files"
+        );
 
         for (bad, expect) in [
             ("[mcp.servers.\"a.b\"]\ncommand = \"x\"\n", "[A-Za-z0-9_-]"),
             ("[mcp.servers.x]\ncommand = \"\"\n", "command is empty"),
-            ("[mcp.servers.x]\ncommand = \"y\"\ngroups = []\n", "groups is empty"),
+            (
+                "[mcp.servers.x]\ncommand = \"y\"\ngroups = []\n",
+                "groups is empty",
+            ),
         ] {
             let f: FileConfig = toml::Value::Table(bad.parse().unwrap()).try_into().unwrap();
-            let e = resolve("/tmp/x".into(), &f, &Overrides { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() }).unwrap_err();
+            let e = resolve(
+                "/tmp/x".into(),
+                &f,
+                &Overrides {
+                    sandbox: Some("process".into()),
+                    provider: Some("scripted".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
             assert!(e.to_string().contains(expect), "{bad}: {e}");
         }
-        let typo: Result<FileConfig, _> = toml::Value::Table("[mcp.servers.x]\ncommand = \"y\"\nargv = []\n".parse().unwrap()).try_into();
+        let typo: Result<FileConfig, _> = toml::Value::Table(
+            "[mcp.servers.x]\ncommand = \"y\"\nargv = []\n"
+                .parse()
+                .unwrap(),
+        )
+        .try_into();
         assert!(typo.unwrap_err().to_string().contains("argv"));
     }
 }

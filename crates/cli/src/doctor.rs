@@ -24,13 +24,28 @@ pub struct Check {
 }
 
 fn ok(area: &'static str, what: impl Into<String>) -> Check {
-    Check { level: Level::Ok, area, what: what.into(), fix: None }
+    Check {
+        level: Level::Ok,
+        area,
+        what: what.into(),
+        fix: None,
+    }
 }
 fn warn(area: &'static str, what: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { level: Level::Warn, area, what: what.into(), fix: Some(fix.into()) }
+    Check {
+        level: Level::Warn,
+        area,
+        what: what.into(),
+        fix: Some(fix.into()),
+    }
 }
 fn fail(area: &'static str, what: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { level: Level::Fail, area, what: what.into(), fix: Some(fix.into()) }
+    Check {
+        level: Level::Fail,
+        area,
+        what: what.into(),
+        fix: Some(fix.into()),
+    }
 }
 
 /// What doctor needs to know: the resolved configuration, or why the
@@ -62,7 +77,10 @@ pub fn run(input: Input) -> i32 {
             }
         };
         match &c.fix {
-            Some(f) => println!("  {tag}  {:<9} {}\n                  fix: {f}", c.area, c.what),
+            Some(f) => println!(
+                "  {tag}  {:<9} {}\n                  fix: {f}",
+                c.area, c.what
+            ),
             None => println!("  {tag}  {:<9} {}", c.area, c.what),
         }
     }
@@ -82,7 +100,14 @@ pub fn checks(input: &Input) -> Vec<Check> {
     let mut out = channel_checks(&input.channel_envs);
     let cfg = match &input.config {
         Ok(c) => {
-            out.push(ok("config", if input.config_path.exists() { format!("{} reads cleanly", input.config_path.display()) } else { format!("no {} (defaults)", input.config_path.display()) }));
+            out.push(ok(
+                "config",
+                if input.config_path.exists() {
+                    format!("{} reads cleanly", input.config_path.display())
+                } else {
+                    format!("no {} (defaults)", input.config_path.display())
+                },
+            ));
             c
         }
         Err(e) if e.contains("no model to talk to") => {
@@ -97,7 +122,14 @@ pub fn checks(input: &Input) -> Vec<Check> {
             return out;
         }
         Err(e) => {
-            out.push(fail("config", format!("the configuration does not resolve: {e}"), format!("edit {} (or the flags/environment named above)", input.config_path.display())));
+            out.push(fail(
+                "config",
+                format!("the configuration does not resolve: {e}"),
+                format!(
+                    "edit {} (or the flags/environment named above)",
+                    input.config_path.display()
+                ),
+            ));
             // Machine checks still help.
             out.extend(sandbox_checks(sandbox::Choice::Auto));
             out.extend(kernel_checks());
@@ -139,28 +171,60 @@ fn channel_checks(envs: &[(&'static str, &'static str, String)]) -> Vec<Check> {
 fn sandbox_checks(choice: sandbox::Choice) -> Vec<Check> {
     let mut out = Vec::new();
     if choice == sandbox::Choice::Process {
-        out.push(warn("sandbox", "configured as `process`: agents run WITHOUT isolation", "set [sandbox] backend = \"bwrap\" (or remove it) once bubblewrap works"));
+        out.push(warn(
+            "sandbox",
+            "configured as `process`: agents run WITHOUT isolation",
+            "set [sandbox] backend = \"bwrap\" (or remove it) once bubblewrap works",
+        ));
     }
     match pinch_host::docker::find_docker() {
         Some(d) => match pinch_host::docker::probe(&d) {
-            Ok(()) => out.push(ok("sandbox", format!("docker answers ({}): `--sandbox docker` is available", d.display()))),
-            Err(e) if choice == sandbox::Choice::Docker => out.push(fail("sandbox", e, "sudo systemctl start docker (or `sudo dockerd &`)")),
+            Ok(()) => out.push(ok(
+                "sandbox",
+                format!(
+                    "docker answers ({}): `--sandbox docker` is available",
+                    d.display()
+                ),
+            )),
+            Err(e) if choice == sandbox::Choice::Docker => out.push(fail(
+                "sandbox",
+                e,
+                "sudo systemctl start docker (or `sudo dockerd &`)",
+            )),
             Err(_) => {}
         },
         None if choice == sandbox::Choice::Docker => {
-            out.push(fail("sandbox", "docker is configured but not installed", "sudo apt-get install -y docker.io"));
+            out.push(fail(
+                "sandbox",
+                "docker is configured but not installed",
+                "sudo apt-get install -y docker.io",
+            ));
         }
         None => {}
     }
     match sandbox::find_bwrap() {
-        None => out.push(if matches!(choice, sandbox::Choice::Process | sandbox::Choice::Docker) {
-            warn("sandbox", "bubblewrap (bwrap) is not installed", "sudo apt-get install -y bubblewrap")
-        } else {
-            fail("sandbox", "bubblewrap (bwrap) is not installed; pinch will not start agents without it", "sudo apt-get install -y bubblewrap")
-        }),
+        None => out.push(
+            if matches!(choice, sandbox::Choice::Process | sandbox::Choice::Docker) {
+                warn(
+                    "sandbox",
+                    "bubblewrap (bwrap) is not installed",
+                    "sudo apt-get install -y bubblewrap",
+                )
+            } else {
+                fail(
+                    "sandbox",
+                    "bubblewrap (bwrap) is not installed; pinch will not start agents without it",
+                    "sudo apt-get install -y bubblewrap",
+                )
+            },
+        ),
         Some(b) => match sandbox::probe_bwrap(&b) {
             Ok(()) => out.push(ok("sandbox", format!("bubblewrap works ({})", b.display()))),
-            Err(e) => out.push(fail("sandbox", format!("bubblewrap is installed but cannot make a sandbox: {e}"), userns_fix())),
+            Err(e) => out.push(fail(
+                "sandbox",
+                format!("bubblewrap is installed but cannot make a sandbox: {e}"),
+                userns_fix(),
+            )),
         },
     }
     out
@@ -187,7 +251,11 @@ fn kernel_checks() -> Vec<Check> {
     if status.lines().any(|l| l.starts_with("Seccomp:")) {
         out.push(ok("kernel", "seccomp filters are supported"));
     } else {
-        out.push(fail("kernel", "this kernel has no seccomp: sandboxes would run without their syscall filter", "use a kernel built with CONFIG_SECCOMP_FILTER (every distribution kernel is)"));
+        out.push(fail(
+            "kernel",
+            "this kernel has no seccomp: sandboxes would run without their syscall filter",
+            "use a kernel built with CONFIG_SECCOMP_FILTER (every distribution kernel is)",
+        ));
     }
     match pinch_host::cgroup::prepare(&format!("doctor-{}", std::process::id()), pinch_host::cgroup::Caps { pids: 64, memory_mb: 64 }) {
         Ok(p) => {
@@ -218,14 +286,39 @@ fn data_dir_checks(dir: &Path) -> Vec<Check> {
         Ok(md) => {
             let me = unsafe { libc::geteuid() };
             if md.uid() != me {
-                out.push(fail("data", format!("{} belongs to uid {}, not to you (uid {me})", dir.display(), md.uid()), format!("sudo chown -R {me} {}", dir.display())));
+                out.push(fail(
+                    "data",
+                    format!(
+                        "{} belongs to uid {}, not to you (uid {me})",
+                        dir.display(),
+                        md.uid()
+                    ),
+                    format!("sudo chown -R {me} {}", dir.display()),
+                ));
             } else if md.mode() & 0o077 != 0 {
-                out.push(warn("data", format!("{} is readable by others (mode {:o}): it holds your conversations", dir.display(), md.mode() & 0o777), format!("chmod 700 {}", dir.display())));
+                out.push(warn(
+                    "data",
+                    format!(
+                        "{} is readable by others (mode {:o}): it holds your conversations",
+                        dir.display(),
+                        md.mode() & 0o777
+                    ),
+                    format!("chmod 700 {}", dir.display()),
+                ));
             } else {
-                out.push(ok("data", format!("{} is yours and private", dir.display())));
+                out.push(ok(
+                    "data",
+                    format!("{} is yours and private", dir.display()),
+                ));
             }
         }
-        Err(_) => out.push(ok("data", format!("{} does not exist yet; it is created on first start", dir.display()))),
+        Err(_) => out.push(ok(
+            "data",
+            format!(
+                "{} does not exist yet; it is created on first start",
+                dir.display()
+            ),
+        )),
     }
     let c = std::ffi::CString::new(probe.to_string_lossy().as_bytes()).unwrap_or_default();
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -236,9 +329,16 @@ fn data_dir_checks(dir: &Path) -> Vec<Check> {
         if mib < 512 {
             out.push(fail("data", format!("only {mib} MiB free on the data dir's filesystem; SQLite commits will start failing"), format!("free space on that filesystem, or move the data dir with --data-dir / PINCH_HOME")));
         } else if mib < 2048 {
-            out.push(warn("data", format!("{mib} MiB free on the data dir's filesystem"), "free some space; pinch needs room for sessions, logs and models"));
+            out.push(warn(
+                "data",
+                format!("{mib} MiB free on the data dir's filesystem"),
+                "free some space; pinch needs room for sessions, logs and models",
+            ));
         } else {
-            out.push(ok("data", format!("{:.1} GiB free", free as f64 / (1u64 << 30) as f64)));
+            out.push(ok(
+                "data",
+                format!("{:.1} GiB free", free as f64 / (1u64 << 30) as f64),
+            ));
         }
     }
     out
@@ -249,9 +349,19 @@ fn reachable(url: &str) -> Result<(), String> {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or(rest);
     let default_port = if url.starts_with("https://") { 443 } else { 80 };
-    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) { hostport.to_owned() } else { format!("{hostport}:{default_port}") };
+    let with_port = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
     use std::net::ToSocketAddrs;
-    let addrs: Vec<_> = with_port.to_socket_addrs().map_err(|e| format!("cannot resolve {hostport}: {e}"))?.collect();
+    let addrs: Vec<_> = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
+        .collect();
     let mut last = String::from("no address");
     for a in addrs {
         match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3)) {
@@ -279,16 +389,32 @@ fn provider_checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
         if !used {
             continue;
         }
-        let var = if up.name == "openai" { "OPENAI_API_KEY" } else { "ANTHROPIC_API_KEY" };
-        let local = up.base_url.contains("://127.") || up.base_url.contains("://localhost") || up.base_url.contains("://[::1]");
+        let var = if up.name == "openai" {
+            "OPENAI_API_KEY"
+        } else {
+            "ANTHROPIC_API_KEY"
+        };
+        let local = up.base_url.contains("://127.")
+            || up.base_url.contains("://localhost")
+            || up.base_url.contains("://[::1]");
         if up.auth.is_none() && !local {
             out.push(fail("provider", format!("{} is configured ({}) but {var} is not set", up.name, up.base_url), format!("export {var}=… in the environment pinch runs in (never in a file in the data dir)")));
         } else if up.auth.is_some() {
             out.push(ok("provider", format!("{var} is set (value not shown)")));
         }
         match reachable(&up.base_url) {
-            Ok(()) => out.push(ok("provider", format!("{} answers at {}", up.name, up.base_url))),
-            Err(e) => out.push(fail("provider", format!("{} at {} is not reachable: {e}", up.name, up.base_url), format!("start the model server, or fix provider.{}.base_url", up.name))),
+            Ok(()) => out.push(ok(
+                "provider",
+                format!("{} answers at {}", up.name, up.base_url),
+            )),
+            Err(e) => out.push(fail(
+                "provider",
+                format!("{} at {} is not reachable: {e}", up.name, up.base_url),
+                format!(
+                    "start the model server, or fix provider.{}.base_url",
+                    up.name
+                ),
+            )),
         }
     }
     if kind == "cli" {
@@ -296,7 +422,11 @@ fn provider_checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
             if Path::new(&cmd).is_file() {
                 out.push(ok("provider", format!("agent CLI {cmd}")));
             } else {
-                out.push(fail("provider", format!("the agent CLI {cmd} does not exist"), "install it, or fix [provider.cli] command"));
+                out.push(fail(
+                    "provider",
+                    format!("the agent CLI {cmd} does not exist"),
+                    "install it, or fix [provider.cli] command",
+                ));
             }
         }
     }
@@ -304,13 +434,30 @@ fn provider_checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
 }
 
 fn mount_checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
-    let Some(path) = &cfg.mount_allowlist else { return vec![] };
+    let Some(path) = &cfg.mount_allowlist else {
+        return vec![];
+    };
     if !path.exists() {
-        return vec![ok("mounts", format!("no {} (agents get no extra folders)", path.display()))];
+        return vec![ok(
+            "mounts",
+            format!("no {} (agents get no extra folders)", path.display()),
+        )];
     }
     match pinch_host::mounts::load(path) {
-        Ok(a) => vec![ok("mounts", format!("{} allows {} folder root{}", path.display(), a.roots.len(), if a.roots.len() == 1 { "" } else { "s" }))],
-        Err(e) => vec![fail("mounts", format!("{e:#}"), format!("fix or remove {}", path.display()))],
+        Ok(a) => vec![ok(
+            "mounts",
+            format!(
+                "{} allows {} folder root{}",
+                path.display(),
+                a.roots.len(),
+                if a.roots.len() == 1 { "" } else { "s" }
+            ),
+        )],
+        Err(e) => vec![fail(
+            "mounts",
+            format!("{e:#}"),
+            format!("fix or remove {}", path.display()),
+        )],
     }
 }
 

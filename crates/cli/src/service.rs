@@ -53,7 +53,9 @@ impl Unit {
         let mut s = String::new();
         s.push_str("# Written by `pinch service install`; `pinch service uninstall` removes it.\n");
         s.push_str("[Unit]\nDescription=pinch, a personal AI-assistant host\n");
-        s.push_str("After=network-online.target\nWants=network-online.target\n\n[Service]\nType=simple\n");
+        s.push_str(
+            "After=network-online.target\nWants=network-online.target\n\n[Service]\nType=simple\n",
+        );
         if self.system {
             if let Some(u) = &self.user {
                 s.push_str(&format!("User={u}\n"));
@@ -69,10 +71,16 @@ impl Unit {
         s.push_str("Environment=PINCH_LOG=info\n");
         s.push_str("Restart=on-failure\nRestartSec=2\n");
         s.push_str("# 78: a configuration error; restarting would only loop.\nRestartPreventExitStatus=78\n");
-        s.push_str("# pinch stops its runners gracefully on SIGTERM.\nKillMode=mixed\nTimeoutStopSec=30\n");
+        s.push_str(
+            "# pinch stops its runners gracefully on SIGTERM.\nKillMode=mixed\nTimeoutStopSec=30\n",
+        );
         s.push_str("# Lets pinch give each sandbox its own cgroup (process and memory caps).\nDelegate=yes\n");
         s.push_str("StandardOutput=journal\nStandardError=journal\n\n[Install]\n");
-        s.push_str(if self.system { "WantedBy=multi-user.target\n" } else { "WantedBy=default.target\n" });
+        s.push_str(if self.system {
+            "WantedBy=multi-user.target\n"
+        } else {
+            "WantedBy=default.target\n"
+        });
         s
     }
 }
@@ -80,7 +88,9 @@ impl Unit {
 /// systemd's quoting for a path in ExecStart and friends.
 fn quote(p: &Path) -> String {
     let s = p.to_string_lossy();
-    if s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\') {
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.into_owned()
@@ -94,7 +104,9 @@ pub fn unit_path(system: bool) -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|x| !x.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
+        });
     base.join("systemd/user/pinch.service")
 }
 
@@ -105,7 +117,10 @@ fn systemd_running() -> Result<PathBuf, String> {
         return Err("systemd is not running on this machine (no /run/systemd/system)".into());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join("systemctl")).find(|p| p.is_file()).ok_or_else(|| "systemctl is not on PATH".into())
+    std::env::split_paths(&path)
+        .map(|d| d.join("systemctl"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "systemctl is not on PATH".into())
 }
 
 fn systemctl(bin: &Path, system: bool, args: &[&str]) -> Result<()> {
@@ -113,9 +128,16 @@ fn systemctl(bin: &Path, system: bool, args: &[&str]) -> Result<()> {
     if !system {
         c.arg("--user");
     }
-    let st = c.args(args).status().with_context(|| format!("running {} {}", bin.display(), args.join(" ")))?;
+    let st = c
+        .args(args)
+        .status()
+        .with_context(|| format!("running {} {}", bin.display(), args.join(" ")))?;
     if !st.success() {
-        bail!("`systemctl {}{}` failed ({st})", if system { "" } else { "--user " }, args.join(" "));
+        bail!(
+            "`systemctl {}{}` failed ({st})",
+            if system { "" } else { "--user " },
+            args.join(" ")
+        );
     }
     Ok(())
 }
@@ -123,8 +145,16 @@ fn systemctl(bin: &Path, system: bool, args: &[&str]) -> Result<()> {
 pub fn run(a: ServiceArgs, data_dir: PathBuf, config: PathBuf) -> Result<i32> {
     let exe = std::env::current_exe().context("finding the pinch executable")?;
     let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-    let user = std::env::var("USER").ok().filter(|u| !u.is_empty() && u != "root");
-    let unit = Unit { exe, data_dir, config, system: a.system, user };
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty() && u != "root");
+    let unit = Unit {
+        exe,
+        data_dir,
+        config,
+        system: a.system,
+        user,
+    };
     let path = unit_path(a.system);
     match a.action {
         Action::Print => {
@@ -144,14 +174,23 @@ pub fn run(a: ServiceArgs, data_dir: PathBuf, config: PathBuf) -> Result<i32> {
                 }
             };
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
-            std::fs::write(&path, unit.render()).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, unit.render())
+                .with_context(|| format!("writing {}", path.display()))?;
             systemctl(&bin, a.system, &["daemon-reload"])?;
             systemctl(&bin, a.system, &["enable", "--now", "pinch.service"])?;
-            println!("installed {} and started pinch; logs: journalctl {}-u pinch -f", path.display(), if a.system { "" } else { "--user " });
+            println!(
+                "installed {} and started pinch; logs: journalctl {}-u pinch -f",
+                path.display(),
+                if a.system { "" } else { "--user " }
+            );
             if !a.system {
-                println!("to keep it running after you log out: loginctl enable-linger {}", std::env::var("USER").unwrap_or_default());
+                println!(
+                    "to keep it running after you log out: loginctl enable-linger {}",
+                    std::env::var("USER").unwrap_or_default()
+                );
             }
             Ok(0)
         }
@@ -164,7 +203,10 @@ pub fn run(a: ServiceArgs, data_dir: PathBuf, config: PathBuf) -> Result<i32> {
                 }
             };
             if !path.exists() {
-                eprintln!("pinch service: {} does not exist: not installed.", path.display());
+                eprintln!(
+                    "pinch service: {} does not exist: not installed.",
+                    path.display()
+                );
                 return Ok(1);
             }
             // Disabling a unit that is not running is fine; go on to remove it.
@@ -176,16 +218,35 @@ pub fn run(a: ServiceArgs, data_dir: PathBuf, config: PathBuf) -> Result<i32> {
         }
         Action::Status => {
             let installed = path.exists();
-            let answering = std::os::unix::net::UnixStream::connect(unit.data_dir.join("run/admin.sock")).is_ok();
-            println!("unit: {}", if installed { format!("{} (installed)", path.display()) } else { format!("{} (not installed)", path.display()) });
-            println!("host: {}", if answering { "running and answering on this data dir" } else { "not running on this data dir" });
+            let answering =
+                std::os::unix::net::UnixStream::connect(unit.data_dir.join("run/admin.sock"))
+                    .is_ok();
+            println!(
+                "unit: {}",
+                if installed {
+                    format!("{} (installed)", path.display())
+                } else {
+                    format!("{} (not installed)", path.display())
+                }
+            );
+            println!(
+                "host: {}",
+                if answering {
+                    "running and answering on this data dir"
+                } else {
+                    "not running on this data dir"
+                }
+            );
             match systemd_running() {
                 Ok(bin) if installed => {
                     let mut c = Command::new(bin);
                     if !a.system {
                         c.arg("--user");
                     }
-                    let st = c.args(["status", "--no-pager", "pinch.service"]).status().context("running systemctl status")?;
+                    let st = c
+                        .args(["status", "--no-pager", "pinch.service"])
+                        .status()
+                        .context("running systemctl status")?;
                     Ok(if st.success() { 0 } else { 3 })
                 }
                 Ok(_) => Ok(3),
@@ -204,10 +265,18 @@ mod tests {
 
     #[test]
     fn the_user_unit() {
-        let u = Unit { exe: "/usr/local/bin/pinch".into(), data_dir: "/home/me/.local/share/pinch".into(), config: "/home/me/.config/pinch/pinch.toml".into(), system: false, user: Some("me".into()) };
+        let u = Unit {
+            exe: "/usr/local/bin/pinch".into(),
+            data_dir: "/home/me/.local/share/pinch".into(),
+            config: "/home/me/.config/pinch/pinch.toml".into(),
+            system: false,
+            user: Some("me".into()),
+        };
         let s = u.render();
         assert!(s.contains("\nExecStart=/usr/local/bin/pinch --data-dir /home/me/.local/share/pinch --config /home/me/.config/pinch/pinch.toml host\n"), "{s}");
-        assert!(s.contains("\nRestart=on-failure\n") && s.contains("\nRestartPreventExitStatus=78\n"));
+        assert!(
+            s.contains("\nRestart=on-failure\n") && s.contains("\nRestartPreventExitStatus=78\n")
+        );
         assert!(s.contains("\nEnvironmentFile=-/home/me/.config/pinch/pinch.env\n"));
         assert!(s.contains("\nDelegate=yes\n") && s.contains("\nStandardOutput=journal\n"));
         assert!(s.contains("\nWantedBy=default.target\n"));
@@ -217,11 +286,23 @@ mod tests {
 
     #[test]
     fn the_system_unit_runs_as_the_user_and_paths_with_spaces_are_quoted() {
-        let u = Unit { exe: "/opt/my tools/pinch".into(), data_dir: "/srv/pinch".into(), config: "/etc/pinch/pinch.toml".into(), system: true, user: Some("alice".into()) };
+        let u = Unit {
+            exe: "/opt/my tools/pinch".into(),
+            data_dir: "/srv/pinch".into(),
+            config: "/etc/pinch/pinch.toml".into(),
+            system: true,
+            user: Some("alice".into()),
+        };
         let s = u.render();
         assert!(s.contains("\nUser=alice\n"));
-        assert!(s.contains("ExecStart=\"/opt/my tools/pinch\" --data-dir /srv/pinch"), "{s}");
+        assert!(
+            s.contains("ExecStart=\"/opt/my tools/pinch\" --data-dir /srv/pinch"),
+            "{s}"
+        );
         assert!(s.contains("\nWantedBy=multi-user.target\n"));
-        assert_eq!(unit_path(true), PathBuf::from("/etc/systemd/system/pinch.service"));
+        assert_eq!(
+            unit_path(true),
+            PathBuf::from("/etc/systemd/system/pinch.service")
+        );
     }
 }

@@ -37,8 +37,13 @@ pub struct SoakArgs {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 1h, 20m or 90s"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 1h, 20m or 90s"))?;
     let secs = match unit {
         "h" => n * 3600.0,
         "m" | "min" => n * 60.0,
@@ -62,17 +67,27 @@ struct Sample {
 
 fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// The `pinch` runner process under whatever the host spawned.
 fn runner_rss(data: &Path) -> Option<u64> {
     let pid = runner_pid(data)?;
-    let inner = crate::bench::descendants(pid).into_iter().find(|p| crate::bench::comm(*p).as_deref() == Some("pinch")).unwrap_or(pid);
+    let inner = crate::bench::descendants(pid)
+        .into_iter()
+        .find(|p| crate::bench::comm(*p).as_deref() == Some("pinch"))
+        .unwrap_or(pid);
     rss_kb(inner)
 }
 
@@ -102,7 +117,10 @@ pub fn run(args: SoakArgs) -> Result<i32> {
     let sock = data.join("run/cli.sock");
     if let Err(e) = wait_socket(&sock, Duration::from_secs(30)) {
         let _ = host.kill();
-        bail!("{e:#}; host log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        bail!(
+            "{e:#}; host log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
     let n = (args.duration.as_secs_f64() * args.rate).round() as usize;
     eprintln!(
@@ -121,7 +139,12 @@ pub fn run(args: SoakArgs) -> Result<i32> {
     };
     let t0 = Instant::now();
     let pid = host.id();
-    let answered = |s: &Seen| s.accepted.iter().filter(|t| s.answers.contains_key(*t)).count();
+    let answered = |s: &Seen| {
+        s.accepted
+            .iter()
+            .filter(|t| s.answers.contains_key(*t))
+            .count()
+    };
     let mut samples = Vec::new();
     let take = |samples: &mut Vec<Sample>| -> Result<()> {
         let s = Sample {
@@ -162,7 +185,10 @@ pub fn run(args: SoakArgs) -> Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while died.is_none() && Instant::now() < deadline {
         let s = seen.lock().unwrap();
-        if s.sent >= n && answered(&s) >= s.accepted.len() && s.accepted.len() + s.unconfirmed.len() >= s.sent {
+        if s.sent >= n
+            && answered(&s) >= s.accepted.len()
+            && s.accepted.len() + s.unconfirmed.len() >= s.sent
+        {
             break;
         }
         drop(s);
@@ -172,22 +198,45 @@ pub fn run(args: SoakArgs) -> Result<i32> {
         take(&mut samples)?;
     }
     done.store(true, Ordering::SeqCst);
-    client.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    client
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = host.wait();
     let s = seen.lock().unwrap();
     let ans = answered(&s);
-    let lost = s.accepted.len() - ans + s.sent.saturating_sub(s.accepted.len() + s.unconfirmed.len());
+    let lost = s.accepted.len() - ans
+        + s.sent
+            .saturating_sub(s.accepted.len() + s.unconfirmed.len());
     let reanswered: usize = s.answers.values().map(|r| r.len().saturating_sub(1)).sum();
     let warm = (args.duration / 10).min(Duration::from_secs(300));
-    let base = samples.iter().find(|x| x.at >= warm).or(samples.last()).copied().context("no samples")?;
+    let base = samples
+        .iter()
+        .find(|x| x.at >= warm)
+        .or(samples.last())
+        .copied()
+        .context("no samples")?;
     let end = *samples.last().context("no samples")?;
     let after: Vec<&Sample> = samples.iter().filter(|x| x.at >= base.at).collect();
     let max_rss = after.iter().map(|x| x.host_rss_kb).max().unwrap_or(0);
-    let (min_fd, max_fd) = (after.iter().map(|x| x.host_fds).min().unwrap_or(0), after.iter().map(|x| x.host_fds).max().unwrap_or(0));
-    println!("pinch bench soak (P8) — {} sandbox, {:.0} s at {}/s, {} samples", args.sandbox, t0.elapsed().as_secs_f64(), args.rate, samples.len());
-    println!("  messages: {} sent, {} accepted, {} answered, {lost} LOST, {reanswered} answered twice", s.sent, s.accepted.len(), ans);
+    let (min_fd, max_fd) = (
+        after.iter().map(|x| x.host_fds).min().unwrap_or(0),
+        after.iter().map(|x| x.host_fds).max().unwrap_or(0),
+    );
+    println!(
+        "pinch bench soak (P8) — {} sandbox, {:.0} s at {}/s, {} samples",
+        args.sandbox,
+        t0.elapsed().as_secs_f64(),
+        args.rate,
+        samples.len()
+    );
+    println!(
+        "  messages: {} sent, {} accepted, {} answered, {lost} LOST, {reanswered} answered twice",
+        s.sent,
+        s.accepted.len(),
+        ans
+    );
     println!(
         "  host RSS: {} kB at start, {} kB after warm-up ({:.0} s), {} kB at the end: drift {} (max after warm-up {} kB)",
         samples[0].host_rss_kb,
@@ -197,9 +246,15 @@ pub fn run(args: SoakArgs) -> Result<i32> {
         mib(end.host_rss_kb as i64 - base.host_rss_kb as i64),
         max_rss
     );
-    println!("  host fds: {} after warm-up, {} at the end (range {min_fd}–{max_fd} after warm-up)", base.host_fds, end.host_fds);
+    println!(
+        "  host fds: {} after warm-up, {} at the end (range {min_fd}–{max_fd} after warm-up)",
+        base.host_fds, end.host_fds
+    );
     if let (Some(a), Some(b)) = (base.runner_rss_kb, end.runner_rss_kb) {
-        println!("  runner RSS: {a} kB after warm-up, {b} kB at the end: drift {}", mib(b as i64 - a as i64));
+        println!(
+            "  runner RSS: {a} kB after warm-up, {b} kB at the end: drift {}",
+            mib(b as i64 - a as i64)
+        );
     }
     if let Some(st) = died {
         println!("  THE HOST DIED ({st}); its log: {}", log.display());
@@ -219,6 +274,10 @@ mod tests {
         assert_eq!(parse_duration("20m").unwrap(), Duration::from_secs(1200));
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert!(parse_duration("1d").is_err() && parse_duration("x").is_err() && parse_duration("0s").is_err());
+        assert!(
+            parse_duration("1d").is_err()
+                && parse_duration("x").is_err()
+                && parse_duration("0s").is_err()
+        );
     }
 }

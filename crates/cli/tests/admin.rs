@@ -21,7 +21,11 @@ struct Out {
 
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -53,7 +57,10 @@ fn ok(data: &Path, args: &[&str]) -> Out {
 fn fails(data: &Path, args: &[&str], code: i32, needle: &str) -> Out {
     let o = admin(data, args);
     assert_eq!(o.code, code, "pinch admin {args:?}: {o:?}");
-    assert!(o.stderr.contains(needle), "pinch admin {args:?}: stderr lacks {needle:?}: {o:?}");
+    assert!(
+        o.stderr.contains(needle),
+        "pinch admin {args:?}: stderr lacks {needle:?}: {o:?}"
+    );
     o
 }
 
@@ -71,11 +78,22 @@ fn json(data: &Path, args: &[&str]) -> Value {
 /// Sends a chat line through the CLI socket; returns how many agents took it
 /// and the host's note.
 fn routed(c: &mut Client, text: &str, cid: &str) -> (usize, Option<String>) {
-    c.send(&ClientMsg::Message { text: text.into(), client_id: Some(cid.into()) });
+    c.send(&ClientMsg::Message {
+        text: text.into(),
+        client_id: Some(cid.into()),
+    });
     loop {
         match c.recv().expect("host closed") {
-            ServerMsg::Accepted { client_id: Some(x), routed, note, .. } if x == cid => return (routed, note),
-            ServerMsg::Rejected { client_id: Some(x), error } if x == cid => panic!("rejected: {error}"),
+            ServerMsg::Accepted {
+                client_id: Some(x),
+                routed,
+                note,
+                ..
+            } if x == cid => return (routed, note),
+            ServerMsg::Rejected {
+                client_id: Some(x),
+                error,
+            } if x == cid => panic!("rejected: {error}"),
             ServerMsg::Message { id, .. } => c.send(&ClientMsg::Ack { id }),
             _ => {}
         }
@@ -92,71 +110,294 @@ fn admin_cli_against_a_running_host() {
 
     // groups: create (folder and id from the name), refuse a reserved folder
     let o = ok(&data, &["groups", "create", "--name", "Research Lab"]);
-    assert!(o.stdout.contains("id: ag-research-lab\n") && o.stdout.contains("folder: research-lab\n"), "{o:?}");
+    assert!(
+        o.stdout.contains("id: ag-research-lab\n") && o.stdout.contains("folder: research-lab\n"),
+        "{o:?}"
+    );
     assert!(o.stdout.contains("admin_scope: disabled\n"), "{o:?}");
-    let o = fails(&data, &["groups", "create", "--name", "x", "--folder", "global"], 2, "invalid-args");
+    let o = fails(
+        &data,
+        &["groups", "create", "--name", "x", "--folder", "global"],
+        2,
+        "invalid-args",
+    );
     assert!(o.stderr.contains("reserved"), "{o:?}");
-    fails(&data, &["groups", "create", "--name", "Research Lab"], 2, "already exists");
+    fails(
+        &data,
+        &["groups", "create", "--name", "Research Lab"],
+        2,
+        "already exists",
+    );
     fails(&data, &["groups", "get", "ag-nope"], 1, "not-found");
-    let cfg = json(&data, &["groups", "config-set", "ag-research-lab", "--batch-size", "4", "--egress-allow", "[\"api.github.com\"]"]);
+    let cfg = json(
+        &data,
+        &[
+            "groups",
+            "config-set",
+            "ag-research-lab",
+            "--batch-size",
+            "4",
+            "--egress-allow",
+            "[\"api.github.com\"]",
+        ],
+    );
     assert_eq!(cfg["batch_size"], 4);
     assert_eq!(cfg["egress_allow"], serde_json::json!(["api.github.com"]));
-    fails(&data, &["groups", "config-set", "ag-research-lab", "--egress-allow", "[nope"], 2, "not valid JSON");
+    fails(
+        &data,
+        &[
+            "groups",
+            "config-set",
+            "ag-research-lab",
+            "--egress-allow",
+            "[nope",
+        ],
+        2,
+        "not valid JSON",
+    );
 
     // a messaging group, then wirings: a bad regex is refused naming it
-    let mg = json(&data, &["messaging-groups", "create", "--channel-type", "telegram", "--platform-id", "-1001", "--name", "Family"]);
+    let mg = json(
+        &data,
+        &[
+            "messaging-groups",
+            "create",
+            "--channel-type",
+            "telegram",
+            "--platform-id",
+            "-1001",
+            "--name",
+            "Family",
+        ],
+    );
     let mg_id = mg["id"].as_str().unwrap().to_owned();
     assert!(mg_id.starts_with("mg-telegram-"), "{mg}");
     let o = fails(
         &data,
-        &["wirings", "create", "--mg", &mg_id, "--ag", "ag-research-lab", "--engage-mode", "pattern", "--engage-pattern", "(unclosed"],
+        &[
+            "wirings",
+            "create",
+            "--mg",
+            &mg_id,
+            "--ag",
+            "ag-research-lab",
+            "--engage-mode",
+            "pattern",
+            "--engage-pattern",
+            "(unclosed",
+        ],
         2,
         "invalid-args",
     );
-    assert!(o.stderr.contains("\"(unclosed\"") && o.stderr.contains("not a valid regex"), "{o:?}");
-    fails(&data, &["wirings", "create", "--mg", &mg_id, "--ag", "ag-research-lab", "--engage-mode", "pattern"], 2, "--engage_pattern");
-    let o = ok(&data, &["wirings", "create", "--mg", &mg_id, "--ag", "ag-research-lab", "--engage-mode", "mention", "--priority", "5"]);
+    assert!(
+        o.stderr.contains("\"(unclosed\"") && o.stderr.contains("not a valid regex"),
+        "{o:?}"
+    );
+    fails(
+        &data,
+        &[
+            "wirings",
+            "create",
+            "--mg",
+            &mg_id,
+            "--ag",
+            "ag-research-lab",
+            "--engage-mode",
+            "pattern",
+        ],
+        2,
+        "--engage_pattern",
+    );
+    let o = ok(
+        &data,
+        &[
+            "wirings",
+            "create",
+            "--mg",
+            &mg_id,
+            "--ag",
+            "ag-research-lab",
+            "--engage-mode",
+            "mention",
+            "--priority",
+            "5",
+        ],
+    );
     assert!(o.stdout.contains("destination_added: family\n"), "{o:?}");
-    let w_id = o.stdout.lines().find_map(|l| l.strip_prefix("id: ")).expect("the wiring's id").to_owned();
+    let w_id = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("the wiring's id")
+        .to_owned();
     assert!(w_id.starts_with("w-ag-research-lab-"), "{w_id}");
 
     // list: a table with the wiring; --json parses
     let o = ok(&data, &["wirings", "list"]);
     let lines: Vec<&str> = o.stdout.lines().collect();
-    assert!(lines[0].starts_with("ID ") && lines[0].contains("ENGAGE_MODE") && lines[0].contains("PRIORITY"), "{o:?}");
-    let row = lines.iter().find(|l| l.starts_with(&w_id)).unwrap_or_else(|| panic!("no row for {w_id}: {o:?}"));
-    assert!(row.contains("mention") && row.contains(&mg_id) && row.contains("ag-research-lab"), "{row}");
-    assert!(lines.iter().any(|l| l.starts_with("w-main-terminal")), "{o:?}");
+    assert!(
+        lines[0].starts_with("ID ")
+            && lines[0].contains("ENGAGE_MODE")
+            && lines[0].contains("PRIORITY"),
+        "{o:?}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with(&w_id))
+        .unwrap_or_else(|| panic!("no row for {w_id}: {o:?}"));
+    assert!(
+        row.contains("mention") && row.contains(&mg_id) && row.contains("ag-research-lab"),
+        "{row}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("w-main-terminal")),
+        "{o:?}"
+    );
     let list = json(&data, &["wirings", "list", "--ag", "ag-research-lab"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
-    assert_eq!((list[0]["id"].as_str(), list[0]["priority"].as_i64()), (Some(w_id.as_str()), Some(5)));
+    assert_eq!(
+        (list[0]["id"].as_str(), list[0]["priority"].as_i64()),
+        (Some(w_id.as_str()), Some(5))
+    );
     let dests = json(&data, &["destinations", "list", "ag-research-lab"]);
-    assert_eq!((dests[0]["name"].as_str(), dests[0]["target"].as_str()), (Some("family"), Some(mg_id.as_str())));
+    assert_eq!(
+        (dests[0]["name"].as_str(), dests[0]["target"].as_str()),
+        (Some("family"), Some(mg_id.as_str()))
+    );
 
     // roles: grant (admin of a group makes a member), revoke; never the last owner
-    ok(&data, &["roles", "grant", "telegram:42", "--role", "admin", "--ag", "ag-research-lab"]);
+    ok(
+        &data,
+        &[
+            "roles",
+            "grant",
+            "telegram:42",
+            "--role",
+            "admin",
+            "--ag",
+            "ag-research-lab",
+        ],
+    );
     let o = ok(&data, &["roles", "list", "--ag", "ag-research-lab"]);
-    assert!(o.stdout.lines().nth(1).is_some_and(|l| l.starts_with("telegram:42") && l.contains("admin")), "{o:?}");
-    assert!(ok(&data, &["members", "list", "ag-research-lab"]).stdout.contains("telegram:42"));
-    fails(&data, &["roles", "grant", "telegram:42", "--role", "owner", "--ag", "ag-research-lab"], 2, "always global");
-    ok(&data, &["roles", "revoke", "telegram:42", "--role", "admin", "--ag", "ag-research-lab"]);
-    assert_eq!(ok(&data, &["roles", "list", "--ag", "ag-research-lab"]).stdout, "(none)\n");
-    fails(&data, &["roles", "revoke", "--user", "cli:tester", "--role", "owner"], 1, "last owner");
+    assert!(
+        o.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("telegram:42") && l.contains("admin")),
+        "{o:?}"
+    );
+    assert!(ok(&data, &["members", "list", "ag-research-lab"])
+        .stdout
+        .contains("telegram:42"));
+    fails(
+        &data,
+        &[
+            "roles",
+            "grant",
+            "telegram:42",
+            "--role",
+            "owner",
+            "--ag",
+            "ag-research-lab",
+        ],
+        2,
+        "always global",
+    );
+    ok(
+        &data,
+        &[
+            "roles",
+            "revoke",
+            "telegram:42",
+            "--role",
+            "admin",
+            "--ag",
+            "ag-research-lab",
+        ],
+    );
+    assert_eq!(
+        ok(&data, &["roles", "list", "--ag", "ag-research-lab"]).stdout,
+        "(none)\n"
+    );
+    fails(
+        &data,
+        &["roles", "revoke", "--user", "cli:tester", "--role", "owner"],
+        1,
+        "last owner",
+    );
 
     // members: add, see, remove, remove again
-    ok(&data, &["members", "add", "telegram:43", "--ag", "ag-research-lab"]);
+    ok(
+        &data,
+        &["members", "add", "telegram:43", "--ag", "ag-research-lab"],
+    );
     let m = json(&data, &["members", "list", "--ag", "ag-research-lab"]);
-    assert!(m.as_array().unwrap().iter().any(|r| r["user"] == "telegram:43"), "{m}");
-    assert_eq!(json(&data, &["users", "get", "telegram:43"])["kind"], "telegram");
-    ok(&data, &["members", "remove", "telegram:43", "--ag", "ag-research-lab"]);
-    fails(&data, &["members", "remove", "telegram:43", "--ag", "ag-research-lab"], 1, "not-found");
+    assert!(
+        m.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["user"] == "telegram:43"),
+        "{m}"
+    );
+    assert_eq!(
+        json(&data, &["users", "get", "telegram:43"])["kind"],
+        "telegram"
+    );
+    ok(
+        &data,
+        &[
+            "members",
+            "remove",
+            "telegram:43",
+            "--ag",
+            "ag-research-lab",
+        ],
+    );
+    fails(
+        &data,
+        &[
+            "members",
+            "remove",
+            "telegram:43",
+            "--ag",
+            "ag-research-lab",
+        ],
+        1,
+        "not-found",
+    );
 
     // what the commands change is what the live host routes by
     let mut c = Client::connect(&host.cli_socket);
-    assert_eq!(routed(&mut c, "hello", "c1").0, 1, "only main is wired to the terminal");
-    ok(&data, &["wirings", "create", "--mg", "mg-cli-local", "--ag", "ag-research-lab", "--engage-mode", "pattern", "--engage-pattern", "^!ask"]);
-    assert_eq!(routed(&mut c, "hello again", "c2").0, 1, "the pattern does not engage");
-    assert_eq!(routed(&mut c, "!ask research", "c3").0, 2, "the pattern engages the second agent");
+    assert_eq!(
+        routed(&mut c, "hello", "c1").0,
+        1,
+        "only main is wired to the terminal"
+    );
+    ok(
+        &data,
+        &[
+            "wirings",
+            "create",
+            "--mg",
+            "mg-cli-local",
+            "--ag",
+            "ag-research-lab",
+            "--engage-mode",
+            "pattern",
+            "--engage-pattern",
+            "^!ask",
+        ],
+    );
+    assert_eq!(
+        routed(&mut c, "hello again", "c2").0,
+        1,
+        "the pattern does not engage"
+    );
+    assert_eq!(
+        routed(&mut c, "!ask research", "c3").0,
+        2,
+        "the pattern engages the second agent"
+    );
     ok(&data, &["messaging-groups", "deny", "mg-cli-local"]);
     let (n, note) = routed(&mut c, "anyone?", "c4");
     assert_eq!(n, 0);
@@ -166,28 +407,75 @@ fn admin_cli_against_a_running_host() {
 
     // deletes: main never; a group with a live session not before it is closed
     fails(&data, &["groups", "delete", "main"], 1, "cannot be deleted");
-    let o = fails(&data, &["groups", "delete", "ag-research-lab"], 1, "forbidden");
+    let o = fails(
+        &data,
+        &["groups", "delete", "ag-research-lab"],
+        1,
+        "forbidden",
+    );
     assert!(o.stderr.contains("pinch admin sessions close"), "{o:?}");
     ok(&data, &["groups", "create", "--name", "Scratch"]);
-    ok(&data, &["wirings", "create", "--mg", &mg_id, "--ag", "ag-scratch", "--engage-mode", "mention-sticky"]);
+    ok(
+        &data,
+        &[
+            "wirings",
+            "create",
+            "--mg",
+            &mg_id,
+            "--ag",
+            "ag-scratch",
+            "--engage-mode",
+            "mention-sticky",
+        ],
+    );
     let d = json(&data, &["groups", "delete", "ag-scratch"]);
     assert_eq!(d["deleted"], "ag-scratch");
-    assert!(json(&data, &["wirings", "list", "--ag", "ag-scratch"]).as_array().unwrap().is_empty());
+    assert!(json(&data, &["wirings", "list", "--ag", "ag-scratch"])
+        .as_array()
+        .unwrap()
+        .is_empty());
     ok(&data, &["wirings", "delete", &w_id]);
     fails(&data, &["wirings", "get", &w_id], 1, "not-found");
     ok(&data, &["messaging-groups", "delete", &mg_id]);
     fails(&data, &["messaging-groups", "get", &mg_id], 1, "not-found");
 
     // client-side usage errors: exit 2 with the fix, before any request
-    let o = fails(&data, &["wirings", "lst"], 2, "unknown verb \"lst\" for wirings; verbs: list, get, create, update, delete");
-    assert!(o.stderr.contains("usage: pinch admin <resource> <verb>"), "{o:?}");
+    let o = fails(
+        &data,
+        &["wirings", "lst"],
+        2,
+        "unknown verb \"lst\" for wirings; verbs: list, get, create, update, delete",
+    );
+    assert!(
+        o.stderr.contains("usage: pinch admin <resource> <verb>"),
+        "{o:?}"
+    );
     fails(&data, &["wiring", "list"], 2, "unknown resource \"wiring\"");
-    fails(&data, &["groups", "create", "--name"], 2, "--name needs a value");
+    fails(
+        &data,
+        &["groups", "create", "--name"],
+        2,
+        "--name needs a value",
+    );
     fails(&data, &["groups", "get"], 2, "groups get needs an id");
-    fails(&data, &["groups", "create", "--name", "y", "--colour", "red"], 2, "unknown argument --colour");
+    fails(
+        &data,
+        &["groups", "create", "--name", "y", "--colour", "red"],
+        2,
+        "unknown argument --colour",
+    );
     // the main loop's commands pass through; global flags after `admin` work
     assert!(ok(&data, &["sessions", "list"]).stdout.starts_with("ID "));
-    let st = admin(tmp.path(), &["host", "status", "--json", "--data-dir", data.to_str().unwrap()]);
+    let st = admin(
+        tmp.path(),
+        &[
+            "host",
+            "status",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     assert_eq!(st.code, 0, "{st:?}");
     assert!(st.stdout.contains("\"live_runners\""), "{st:?}");
     let ch = json(&data, &["channels", "status"]);
@@ -195,10 +483,18 @@ fn admin_cli_against_a_running_host() {
     assert_eq!(ch[0]["buttons"], true, "{ch}");
     let r = json(&data, &["groups", "restart", "main"]);
     assert_eq!(r["id"], "main", "{r}");
-    fails(&data, &["groups", "restart", "nope"], 1, "no agent group nope");
+    fails(
+        &data,
+        &["groups", "restart", "nope"],
+        1,
+        "no agent group nope",
+    );
     assert!(json(&data, &["host", "version"])["version"].is_string());
     let help = ok(&data, &["--help"]).stdout;
-    assert!(help.contains("wirings           list, get, create, update, delete"), "{help}");
+    assert!(
+        help.contains("wirings           list, get, create, update, delete"),
+        "{help}"
+    );
 
     rt.block_on(host.shutdown()).unwrap();
     // no host: exit 2 with the transport message

@@ -28,16 +28,30 @@ const KEY: &str = "sk-ant-host-only-93d2";
 /// run of this crate alone may not have it, so it is built then (slow: a
 /// one-package build resolves features differently).
 fn fake_cli() -> PathBuf {
-    let p = Path::new(PINCH).parent().unwrap().join("pinch-fake-agent-cli");
+    let p = Path::new(PINCH)
+        .parent()
+        .unwrap()
+        .join("pinch-fake-agent-cli");
     if p.exists() {
         return p;
     }
     let out = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "pinch-mcp", "--bin", "pinch-fake-agent-cli"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "pinch-mcp",
+            "--bin",
+            "pinch-fake-agent-cli",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("running cargo build for the fake agent CLI");
-    assert!(out.status.success(), "building pinch-fake-agent-cli failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building pinch-fake-agent-cli failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(p.exists(), "{} missing after the build", p.display());
     p
 }
@@ -86,17 +100,22 @@ fn an_agent_cli_uses_pinch_tools_over_mcp_and_never_sees_the_key() {
         kind: "cli".into(),
         cli: Some(CliEngineSettings {
             command: "/workspace/agent/fake-agent-cli".into(),
-            args: Some(vec!["--mcp-config".into(), "{mcp_config}".into(), "--system-prompt-file".into(), "{system_prompt_file}".into()]),
+            args: Some(vec![
+                "--mcp-config".into(),
+                "{mcp_config}".into(),
+                "--system-prompt-file".into(),
+                "{system_prompt_file}".into(),
+            ]),
             timeout_s: Some(120),
             ..Default::default()
         }),
         ..Default::default()
     };
-    cfg.proxy_upstreams = vec![Upstream {
-        name: "anthropic".into(),
-        base_url: format!("http://127.0.0.1:{port}"),
-        auth: Some(("x-api-key".into(), Secret::new(KEY.to_owned()))),
-    }];
+    cfg.proxy_upstreams = vec![Upstream::new(
+        "anthropic",
+        format!("http://127.0.0.1:{port}"),
+        Some(("x-api-key".into(), Secret::new(KEY.to_owned()))),
+    )];
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     // The agent's folder is /workspace/agent in the sandbox.
@@ -108,48 +127,102 @@ fn an_agent_cli_uses_pinch_tools_over_mcp_and_never_sees_the_key() {
 
     let mut c = Client::connect(&host.cli_socket);
     let replies = c.ask("hello engine");
-    assert_eq!(replies.len(), 2, "the send_message text, then the answer: {replies:?}");
+    assert_eq!(
+        replies.len(),
+        2,
+        "the send_message text, then the answer: {replies:?}"
+    );
     assert_eq!(replies[0], "progress from the fake agent CLI");
     let answer = &replies[1];
-    assert!(answer.starts_with("fake-cli answer: shell said [exit code: 0 | from-cli-engine] (error: false)"), "{answer}");
+    assert!(
+        answer.starts_with(
+            "fake-cli answer: shell said [exit code: 0 | from-cli-engine] (error: false)"
+        ),
+        "{answer}"
+    );
     assert!(answer.contains("send_message error: false"), "{answer}");
     assert!(answer.contains("key is placeholder: yes"), "{answer}");
-    assert!(answer.contains("hello from fake anthropic"), "the API answered through the proxy: {answer}");
-    let system_bytes: usize = answer.split("system prompt bytes: ").nth(1).and_then(|s| s.split(';').next()).unwrap().parse().unwrap();
-    assert!(system_bytes > 100, "the system prompt reached the CLI by file: {answer}");
+    assert!(
+        answer.contains("hello from fake anthropic"),
+        "the API answered through the proxy: {answer}"
+    );
+    let system_bytes: usize = answer
+        .split("system prompt bytes: ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        system_bytes > 100,
+        "the system prompt reached the CLI by file: {answer}"
+    );
 
     // The API saw the host's key, never the placeholder.
     let heads = seen.lock().unwrap().clone();
     assert_eq!(heads.len(), 1, "{heads:?}");
     assert!(heads[0].starts_with("POST /v1/messages "), "{}", heads[0]);
-    assert!(heads[0].contains(KEY), "the proxy injected the key: {}", heads[0]);
-    assert!(!heads[0].contains("pinch-placeholder"), "the placeholder was stripped: {}", heads[0]);
+    assert!(
+        heads[0].contains(KEY),
+        "the proxy injected the key: {}",
+        heads[0]
+    );
+    assert!(
+        !heads[0].contains("pinch-placeholder"),
+        "the placeholder was stripped: {}",
+        heads[0]
+    );
 
     // The CLI's environment: placeholder keys, API base through the
     // forwarder, and the real key nowhere.
     let env = std::fs::read_to_string(agent_dir.join("cli-env.txt")).unwrap();
-    assert!(!env.contains(KEY), "the key leaked into the CLI's environment:\n{env}");
-    assert!(env.contains("ANTHROPIC_API_KEY=pinch-placeholder\n"), "{env}");
-    assert!(env.lines().any(|l| l.starts_with("ANTHROPIC_BASE_URL=http://127.0.0.1:") && l.ends_with("/anthropic")), "{env}");
-    assert!(!env.contains("PINCH_HOST_FD="), "the liveness fd is the runner's own: {env}");
+    assert!(
+        !env.contains(KEY),
+        "the key leaked into the CLI's environment:\n{env}"
+    );
+    assert!(
+        env.contains("ANTHROPIC_API_KEY=pinch-placeholder\n"),
+        "{env}"
+    );
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("ANTHROPIC_BASE_URL=http://127.0.0.1:")
+                && l.ends_with("/anthropic")),
+        "{env}"
+    );
+    assert!(
+        !env.contains("PINCH_HOST_FD="),
+        "the liveness fd is the runner's own: {env}"
+    );
 
     // The CLI was recorded as the tool in flight, and cleared after.
     let s = rt.block_on(host.sessions()).remove(0);
     // The runner's account of the turn (figures for `--no-capture` runs).
-    for f in walk(&tmp.path().join("data")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
-        for l in std::fs::read_to_string(&f).unwrap_or_default().lines().filter(|l| l.contains("agent CLI") || l.contains("turn done")) {
+    for f in walk(&tmp.path().join("data"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+    {
+        for l in std::fs::read_to_string(&f)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("agent CLI") || l.contains("turn done"))
+        {
             eprintln!("runner log: {l}");
         }
     }
     let out = outbound(&s.dir);
-    let tool: Option<String> = out.query_row("SELECT current_tool FROM container_state", [], |r| r.get(0)).unwrap();
+    let tool: Option<String> = out
+        .query_row("SELECT current_tool FROM container_state", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(tool, None);
 
     // A CLI that fails is a provider error the user is told about.
     let replies = c.ask("please fail now");
     assert_eq!(replies.len(), 1, "{replies:?}");
     assert!(
-        replies[0].contains("could not answer") && replies[0].contains("exit code 3") && replies[0].contains("failing as asked"),
+        replies[0].contains("could not answer")
+            && replies[0].contains("exit code 3")
+            && replies[0].contains("failing as asked"),
         "{}",
         replies[0]
     );

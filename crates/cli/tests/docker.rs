@@ -11,8 +11,19 @@ use std::time::Duration;
 use common::*;
 
 fn containers(install: &str) -> Vec<String> {
-    let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=pinch.install={install}")]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=pinch.install={install}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -23,22 +34,53 @@ fn a_killed_hosts_containers_are_removed_by_the_next_host() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cfg = tmp.path().join("pinch.toml");
-    std::fs::write(&cfg, "[runner]\nidle_exit_s = 600\n[host]\nboot_breaker = false\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[runner]\nidle_exit_s = 600\n[host]\nboot_breaker = false\n",
+    )
+    .unwrap();
     let install = pinch_host::docker::install_id(&data);
     let mut host = start_daemon(&data, &cfg, "docker");
     let mut c = Client::connect(&data.join("run/cli.sock"));
-    assert_eq!(c.ask("hello from docker"), vec!["Hello from pinch! You said: hello from docker".to_string()]);
+    assert_eq!(
+        c.ask("hello from docker"),
+        vec!["Hello from pinch! You said: hello from docker".to_string()]
+    );
     assert_eq!(containers(&install).len(), 1, "the warm runner's container");
     // The image is labelled with the install and named by the binary.
-    let out = Command::new("docker").args(["images", "--filter", &format!("label=pinch.install={install}"), "--format", "{{.Repository}}:{{.Tag}}"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pinch-runner:"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new("docker")
+        .args([
+            "images",
+            "--filter",
+            &format!("label=pinch.install={install}"),
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pinch-runner:"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     host.kill().unwrap();
     host.wait().unwrap();
     drop(c);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(containers(&install).len(), 1, "a container outlives its killed host");
+    assert_eq!(
+        containers(&install).len(),
+        1,
+        "a container outlives its killed host"
+    );
     let _host = start_daemon(&data, &cfg, "docker");
-    wait_for("the leftover container removed", Duration::from_secs(60), || containers(&install).is_empty());
+    wait_for(
+        "the leftover container removed",
+        Duration::from_secs(60),
+        || containers(&install).is_empty(),
+    );
     let mut c = Client::connect(&data.join("run/cli.sock"));
-    assert_eq!(c.ask("still there?"), vec!["Hello from pinch! You said: still there?".to_string()]);
+    assert_eq!(
+        c.ask("still there?"),
+        vec!["Hello from pinch! You said: still there?".to_string()]
+    );
 }

@@ -13,16 +13,30 @@ use common::*;
 /// config and data dirs) under `home`, PATH as given, no model keys.
 fn doctor(home: &Path, path: &str, extra_env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     let mut c = Command::new(PINCH);
-    c.arg("doctor").args(args).env_clear().env("HOME", home).env("PATH", path);
+    c.arg("doctor")
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", path);
     for (k, v) in extra_env {
         c.env(k, v);
     }
     let o = c.output().unwrap();
-    (o.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
 }
 
 fn fails(out: &str) -> Vec<String> {
-    out.lines().filter(|l| l.trim_start().starts_with("FAIL")).map(|l| l.trim().to_owned()).collect()
+    out.lines()
+        .filter(|l| l.trim_start().starts_with("FAIL"))
+        .map(|l| l.trim().to_owned())
+        .collect()
 }
 
 #[test]
@@ -34,11 +48,24 @@ fn a_fresh_machine_gets_exactly_what_is_missing() {
     assert_eq!(code, 1, "{out}");
     let f = fails(&out);
     assert_eq!(f.len(), 2, "exactly two problems: {out}");
-    assert!(f.iter().any(|l| l.contains("bubblewrap (bwrap) is not installed")), "{out}");
-    assert!(f.iter().any(|l| l.contains("no model is configured")), "{out}");
-    assert!(out.contains("fix: sudo apt-get install -y bubblewrap"), "{out}");
+    assert!(
+        f.iter()
+            .any(|l| l.contains("bubblewrap (bwrap) is not installed")),
+        "{out}"
+    );
+    assert!(
+        f.iter().any(|l| l.contains("no model is configured")),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: sudo apt-get install -y bubblewrap"),
+        "{out}"
+    );
     assert!(out.contains("fix: pinch model fetch"), "{out}");
-    assert!(out.contains("does not exist yet; it is created on first start"), "{out}");
+    assert!(
+        out.contains("does not exist yet; it is created on first start"),
+        "{out}"
+    );
     assert!(out.contains("2 problems"), "{out}");
 }
 
@@ -53,18 +80,40 @@ fn a_working_setup_passes_and_a_silent_model_server_is_named() {
     let path = std::env::var("PATH").unwrap_or_default();
     let bwrap_ok = pinch_host::sandbox::select(pinch_host::sandbox::Choice::Bwrap).is_ok();
     let sandbox = if bwrap_ok { "bwrap" } else { "process" };
-    let (code, out) = doctor(&home, &path, &[], &["--provider", "scripted", "--sandbox", sandbox]);
+    let (code, out) = doctor(
+        &home,
+        &path,
+        &[],
+        &["--provider", "scripted", "--sandbox", sandbox],
+    );
     assert_eq!(fails(&out), Vec::<String>::new(), "{out}");
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("fix: chmod 700"), "a data dir others can read is a warning: {out}");
-    assert!(out.contains("scripted provider only replays scripts"), "{out}");
+    assert!(
+        out.contains("fix: chmod 700"),
+        "a data dir others can read is a warning: {out}"
+    );
+    assert!(
+        out.contains("scripted provider only replays scripts"),
+        "{out}"
+    );
     // A model server that is configured but not there.
-    let (code, out) = doctor(&home, &path, &[("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")], &["--provider", "openai", "--sandbox", sandbox]);
+    let (code, out) = doctor(
+        &home,
+        &path,
+        &[("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")],
+        &["--provider", "openai", "--sandbox", sandbox],
+    );
     assert_eq!(code, 1, "{out}");
     let f = fails(&out);
     assert_eq!(f.len(), 1, "{out}");
-    assert!(f[0].contains("openai at http://127.0.0.1:1/v1 is not reachable"), "{out}");
-    assert!(out.contains("fix: start the model server, or fix provider.openai.base_url"), "{out}");
+    assert!(
+        f[0].contains("openai at http://127.0.0.1:1/v1 is not reachable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: start the model server, or fix provider.openai.base_url"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -72,15 +121,43 @@ fn each_configured_channel_token_is_checked_without_showing_it() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(home.join(".config/pinch")).unwrap();
-    std::fs::write(home.join(".config/pinch/pinch.toml"), "[telegram]\n[slack]\nbot_token_env = \"MY_SLACK_BOT\"\n").unwrap();
+    std::fs::write(
+        home.join(".config/pinch/pinch.toml"),
+        "[telegram]\n[slack]\nbot_token_env = \"MY_SLACK_BOT\"\n",
+    )
+    .unwrap();
     let path = std::env::var("PATH").unwrap_or_default();
     let secret = "123456:VERY-secret-telegram-token";
-    let (code, out) = doctor(&home, &path, &[("TELEGRAM_BOT_TOKEN", secret), ("MY_SLACK_BOT", "xoxb-also-secret")], &["--provider", "scripted"]);
+    let (code, out) = doctor(
+        &home,
+        &path,
+        &[
+            ("TELEGRAM_BOT_TOKEN", secret),
+            ("MY_SLACK_BOT", "xoxb-also-secret"),
+        ],
+        &["--provider", "scripted"],
+    );
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("[telegram] token_env: TELEGRAM_BOT_TOKEN is set"), "{out}");
-    assert!(out.contains("[slack] bot_token_env: MY_SLACK_BOT is set"), "{out}");
+    assert!(
+        out.contains("[telegram] token_env: TELEGRAM_BOT_TOKEN is set"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[slack] bot_token_env: MY_SLACK_BOT is set"),
+        "{out}"
+    );
     let f = fails(&out);
-    assert!(f.iter().any(|l| l.contains("[slack] app_token_env: SLACK_APP_TOKEN is not set")), "{out}");
-    assert!(out.contains("fix: export SLACK_APP_TOKEN=… (the app-level token xapp-…"), "{out}");
-    assert!(!out.contains("VERY-secret") && !out.contains("also-secret"), "a token value was shown: {out}");
+    assert!(
+        f.iter()
+            .any(|l| l.contains("[slack] app_token_env: SLACK_APP_TOKEN is not set")),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: export SLACK_APP_TOKEN=… (the app-level token xapp-…"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("VERY-secret") && !out.contains("also-secret"),
+        "a token value was shown: {out}"
+    );
 }

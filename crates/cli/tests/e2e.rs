@@ -16,13 +16,24 @@ fn through_sandbox(choice: Choice) {
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
-    assert_eq!(c.hello, pinch_channels::cli_socket::ServerMsg::Hello { user: "tester".into() });
+    assert_eq!(
+        c.hello,
+        pinch_channels::cli_socket::ServerMsg::Hello {
+            user: "tester".into()
+        }
+    );
 
     let id = c.say("hello sandbox", "c1");
     let replies = c.until_settled(&id);
-    assert_eq!(replies, vec!["Hello from pinch! You said: hello sandbox".to_string()]);
+    assert_eq!(
+        replies,
+        vec!["Hello from pinch! You said: hello sandbox".to_string()]
+    );
     let replies = c.ask("second");
-    assert_eq!(replies, vec!["Hello from pinch! You said: second".to_string()]);
+    assert_eq!(
+        replies,
+        vec!["Hello from pinch! You said: second".to_string()]
+    );
 
     let sessions = rt.block_on(host.sessions());
     assert_eq!(sessions.len(), 1);
@@ -43,7 +54,9 @@ fn through_sandbox(choice: Choice) {
     let dir = &s.dir;
     let inb = inbound(dir);
     let ins: Vec<(String, i64, String, i64)> = inb
-        .prepare("SELECT id, seq, status, trigger FROM messages_in WHERE kind = 'chat' ORDER BY seq")
+        .prepare(
+            "SELECT id, seq, status, trigger FROM messages_in WHERE kind = 'chat' ORDER BY seq",
+        )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
@@ -79,15 +92,37 @@ fn through_sandbox(choice: Choice) {
         assert_eq!(pmid.as_deref(), Some(oid.as_str()));
         assert_eq!(attempts, 1);
     }
-    let all: Vec<i64> = ins.iter().map(|r| r.1).chain(outs.iter().map(|r| r.1)).collect();
-    assert_eq!(all.iter().collect::<HashSet<_>>().len(), all.len(), "no seq used twice");
+    let all: Vec<i64> = ins
+        .iter()
+        .map(|r| r.1)
+        .chain(outs.iter().map(|r| r.1))
+        .collect();
+    assert_eq!(
+        all.iter().collect::<HashSet<_>>().len(),
+        all.len(),
+        "no seq used twice"
+    );
     // The acks: completed ones are pruned once synced, never left processing.
-    let processing: i64 = out.query_row("SELECT count(*) FROM processing_ack WHERE status = 'processing'", [], |r| r.get(0)).unwrap();
+    let processing: i64 = out
+        .query_row(
+            "SELECT count(*) FROM processing_ack WHERE status = 'processing'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(processing, 0);
     // The runner was told where to reply and what its destinations are.
-    let route: String = inb.query_row("SELECT platform_id FROM session_routing WHERE id = 1", [], |r| r.get(0)).unwrap();
+    let route: String = inb
+        .query_row(
+            "SELECT platform_id FROM session_routing WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(route, "local");
-    let dest: String = inb.query_row("SELECT name FROM destinations", [], |r| r.get(0)).unwrap();
+    let dest: String = inb
+        .query_row("SELECT name FROM destinations", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(dest, "terminal");
     // Session DBs never use WAL (lesson 1).
     for db in ["in/inbound.db", "out/outbound.db"] {
@@ -98,7 +133,10 @@ fn through_sandbox(choice: Choice) {
         assert_eq!(mode, "delete", "{db}");
     }
     // The runner's log was captured and says it ran.
-    let logs: Vec<_> = std::fs::read_dir(tmp.path().join("data/logs/runners").join(&s.id)).unwrap().flatten().collect();
+    let logs: Vec<_> = std::fs::read_dir(tmp.path().join("data/logs/runners").join(&s.id))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(logs.len(), 1);
     let log = std::fs::read_to_string(logs[0].path()).unwrap();
     assert!(log.contains("runner started"), "{log}");
@@ -152,8 +190,19 @@ fn hundred_concurrent_messages_one_spawn_all_answered_in_order() {
     assert_eq!(settled, accepted.iter().cloned().collect::<HashSet<_>>());
     assert_eq!(host.stats.spawns(), 1, "100 wakes, one runner");
     // Every message was answered (batched up to 10 per turn), oldest first.
-    let echoed: Vec<String> = texts.iter().flat_map(|t| t.trim_start_matches("Hello from pinch! You said: ").lines().map(str::to_owned).collect::<Vec<_>>()).collect();
-    assert_eq!(echoed, (0..100).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let echoed: Vec<String> = texts
+        .iter()
+        .flat_map(|t| {
+            t.trim_start_matches("Hello from pinch! You said: ")
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        echoed,
+        (0..100).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -166,9 +215,14 @@ fn exit_is_noticed_and_runner_respawns_on_new_work() {
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     assert_eq!(c.ask("one").len(), 1);
-    wait_for("idle exit noticed", Duration::from_secs(10), || host.stats.exits() == 1);
+    wait_for("idle exit noticed", Duration::from_secs(10), || {
+        host.stats.exits() == 1
+    });
     let s = rt.block_on(host.sessions());
-    assert_eq!(s[0].runner_id, None, "exit noticed from the child, runner state cleared");
+    assert_eq!(
+        s[0].runner_id, None,
+        "exit noticed from the child, runner state cleared"
+    );
     assert_eq!(c.ask("two").len(), 1);
     assert_eq!(host.stats.spawns(), 2);
     rt.block_on(host.shutdown()).unwrap();

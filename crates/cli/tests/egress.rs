@@ -40,7 +40,10 @@ fn echo_server() -> (u16, Arc<AtomicUsize>) {
 
 /// Starts a host, makes it spawn a runner (which starts the session's
 /// proxy), and returns the proxy socket and the session.
-fn with_session_proxy<T>(cfg: pinch_host::HostConfig, f: impl FnOnce(&Path, &pinch_host::SessionInfo) -> T) -> T {
+fn with_session_proxy<T>(
+    cfg: pinch_host::HostConfig,
+    f: impl FnOnce(&Path, &pinch_host::SessionInfo) -> T,
+) -> T {
     let data = cfg.data_dir.clone();
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
@@ -112,7 +115,10 @@ fn hosts_off_the_list_get_403_and_the_groups_list_adds_to_the_hosts() {
     });
     let db = pinch_proto::rusqlite::Connection::open(cfg.data_dir.join("pinch.db")).unwrap();
     let n = db
-        .execute("UPDATE agent_configs SET egress_allow = ?1 WHERE agent_group_id = 'main'", [format!("[\"127.0.0.1:{group_port}\"]")])
+        .execute(
+            "UPDATE agent_configs SET egress_allow = ?1 WHERE agent_group_id = 'main'",
+            [format!("[\"127.0.0.1:{group_port}\"]")],
+        )
         .unwrap();
     assert_eq!(n, 1);
     drop(db);
@@ -124,20 +130,35 @@ fn hosts_off_the_list_get_403_and_the_groups_list_adds_to_the_hosts() {
             r.read_line(&mut line).unwrap();
             assert_eq!(line, "hi\n");
         }
-        for target in [format!("127.0.0.1:{denied_port}"), "evil.example.com:443".to_owned(), format!("localhost:{host_port}")] {
+        for target in [
+            format!("127.0.0.1:{denied_port}"),
+            "evil.example.com:443".to_owned(),
+            format!("localhost:{host_port}"),
+        ] {
             let (head, mut r) = connect(sock, &target, b"");
             assert!(head.starts_with("HTTP/1.1 403"), "{target}: {head}");
             let mut body = String::new();
             r.read_to_string(&mut body).unwrap();
-            assert!(body.contains(&target) && body.contains("egress_allow"), "the refusal names the host and the fix: {body}");
+            assert!(
+                body.contains(&target) && body.contains("egress_allow"),
+                "the refusal names the host and the fix: {body}"
+            );
         }
         for bad in ["no-port-here", "host\x1b[2J:443"] {
             let (head, _) = connect(sock, bad, b"");
             assert!(head.starts_with("HTTP/1.1 400"), "{bad:?}: {head}");
         }
     });
-    assert_eq!(group_accepted.load(Ordering::SeqCst), 1, "only the allowed attempt reached the group's host");
-    assert_eq!(denied_accepted.load(Ordering::SeqCst), 0, "a refused CONNECT never opens a connection");
+    assert_eq!(
+        group_accepted.load(Ordering::SeqCst),
+        1,
+        "only the allowed attempt reached the group's host"
+    );
+    assert_eq!(
+        denied_accepted.load(Ordering::SeqCst),
+        0,
+        "a refused CONNECT never opens a connection"
+    );
 }
 
 #[test]
@@ -165,8 +186,16 @@ fn an_allowed_connect_works_from_inside_bwrap_while_direct_network_does_not() {
         let bwrap = Bwrap::new(pinch_host::sandbox::find_bwrap().unwrap());
         let sh = |script: &str| -> String {
             let env = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
-            let out = bwrap.command_with(Path::new(PINCH), &mounts, &env, &["/bin/sh", "-c", script]).unwrap().output().unwrap();
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+            let out = bwrap
+                .command_with(Path::new(PINCH), &mounts, &env, &["/bin/sh", "-c", script])
+                .unwrap()
+                .output()
+                .unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
         };
         // perl (perl-base) is what a minimal /usr has that speaks AF_UNIX.
         let tunnel = |target: &str| sh(&PERL_CONNECT.replace("TARGET", target));
@@ -177,9 +206,16 @@ fn an_allowed_connect_works_from_inside_bwrap_while_direct_network_does_not() {
         assert!(out.contains("HEAD:HTTP/1.1 403"), "{out}");
         // Direct network: nothing, not even the allowed host on loopback.
         let out = sh(&format!("curl -s -m 3 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/; echo \" exit=$?\""));
-        assert!(out.contains("000") && !out.contains("exit=0"), "direct network worked: {out}");
+        assert!(
+            out.contains("000") && !out.contains("exit=0"),
+            "direct network worked: {out}"
+        );
     });
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "exactly the tunnelled connection reached the host");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "exactly the tunnelled connection reached the host"
+    );
     assert_eq!(denied_accepted.load(Ordering::SeqCst), 0);
 }
 
@@ -220,7 +256,11 @@ fn curl_through_the_runners_forwarder_and_the_proxy() {
                 }
             }
             let body = format!("tunnelled: {}", first.trim());
-            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     let tmp = tempfile::tempdir().unwrap();
@@ -230,14 +270,30 @@ fn curl_through_the_runners_forwarder_and_the_proxy() {
         let fwd = pinch_runner::egress::start(sock).unwrap();
         let curl = |url: &str| {
             let out = Command::new("curl")
-                .args(["-s", "-S", "-m", "10", "--proxytunnel", "-x", &format!("http://{fwd}"), url])
+                .args([
+                    "-s",
+                    "-S",
+                    "-m",
+                    "10",
+                    "--proxytunnel",
+                    "-x",
+                    &format!("http://{fwd}"),
+                    url,
+                ])
                 .env_remove("http_proxy")
                 .env_remove("https_proxy")
                 .env_remove("HTTPS_PROXY")
                 .env_remove("ALL_PROXY")
                 .output()
                 .unwrap();
-            (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
         };
         let (ok, out) = curl(&format!("http://127.0.0.1:{port}/hello"));
         assert!(ok && out == "tunnelled: GET /hello HTTP/1.1", "{out}");
@@ -252,15 +308,19 @@ fn curl_through_the_runners_forwarder_and_the_proxy() {
 fn tls_runs_end_to_end_through_a_connect_tunnel() {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let server_cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec())],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
-            )
-            .unwrap(),
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(
+                ck.cert.der().to_vec(),
+            )],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        )
+        .unwrap(),
     );
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -269,7 +329,10 @@ fn tls_runs_end_to_end_through_a_connect_tunnel() {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(tcp) = conn else { continue };
-            let mut s = rustls::StreamOwned::new(rustls::ServerConnection::new(server_cfg.clone()).unwrap(), tcp);
+            let mut s = rustls::StreamOwned::new(
+                rustls::ServerConnection::new(server_cfg.clone()).unwrap(),
+                tcp,
+            );
             let mut head = Vec::new();
             let mut b = [0u8; 1];
             while !head.ends_with(b"\r\n\r\n") {
@@ -278,9 +341,15 @@ fn tls_runs_end_to_end_through_a_connect_tunnel() {
                 }
                 head.push(b[0]);
             }
-            h2.lock().unwrap().push(String::from_utf8_lossy(&head).to_string());
+            h2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).to_string());
             let body = "secret-free over tls";
-            let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             s.conn.send_close_notify();
             let _ = s.flush();
         }
@@ -290,23 +359,40 @@ fn tls_runs_end_to_end_through_a_connect_tunnel() {
     std::fs::write(&ca, ck.cert.pem()).unwrap();
     let mut cfg = host_config(tmp.path(), Choice::Process);
     cfg.proxy_egress_allow = vec![format!("localhost:{port}")];
-    cfg.proxy_upstreams = vec![pinch_host::proxy::Upstream {
-        name: "openai".into(),
-        base_url: "http://127.0.0.1:9".into(),
-        auth: Some(("authorization".into(), pinch_host::proxy::Secret::new("Bearer sk-never-in-a-tunnel"))),
-    }];
+    cfg.proxy_upstreams = vec![pinch_host::proxy::Upstream::new(
+        "openai",
+        "http://127.0.0.1:9",
+        Some((
+            "authorization".into(),
+            pinch_host::proxy::Secret::new("Bearer sk-never-in-a-tunnel"),
+        )),
+    )];
     with_session_proxy(cfg, |sock, _| {
         let fwd = pinch_runner::egress::start(sock).unwrap();
         let out = Command::new("curl")
             .args(["-s", "-S", "-m", "10", "--cacert"])
             .arg(&ca)
-            .args(["-x", &format!("http://{fwd}"), &format!("https://localhost:{port}/v1/x")])
+            .args([
+                "-x",
+                &format!("http://{fwd}"),
+                &format!("https://localhost:{port}/v1/x"),
+            ])
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text == "secret-free over tls", "{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text == "secret-free over tls",
+            "{text}"
+        );
     });
     let head = heads.lock().unwrap().last().cloned().unwrap();
     assert!(head.starts_with("GET /v1/x HTTP/1.1"), "{head}");
-    assert!(!head.to_ascii_lowercase().contains("authorization") && !head.contains("sk-never"), "no credential in a tunnel: {head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("authorization") && !head.contains("sk-never"),
+        "no credential in a tunnel: {head}"
+    );
 }

@@ -12,13 +12,19 @@ use common::*;
 use pinch_channels::cli_socket::ServerMsg;
 use pinch_host::sandbox::Choice;
 
-const SLOW: &str = "[[rule]]\ncontains = \"slow\"\nreply = \"slow reply: {text}\"\ndelay_ms = 700\n";
+const SLOW: &str =
+    "[[rule]]\ncontains = \"slow\"\nreply = \"slow reply: {text}\"\ndelay_ms = 700\n";
 
 #[test]
 fn client_disconnecting_mid_reply_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(with_script(host_config(tmp.path(), Choice::Process), SLOW))).unwrap();
+    let host = rt
+        .block_on(pinch_host::start(with_script(
+            host_config(tmp.path(), Choice::Process),
+            SLOW,
+        )))
+        .unwrap();
     let mut a = Client::connect(&host.cli_socket);
     let id = a.say("slow one", "c1");
     drop(a); // gone before the reply exists
@@ -33,7 +39,9 @@ fn client_disconnecting_mid_reply_loses_nothing() {
 fn reply_is_not_counted_until_the_client_acks_it() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).unwrap();
+    let host = rt
+        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
+        .unwrap();
     let mut a = Client::connect(&host.cli_socket);
     let id = a.say("read me", "c1");
     // Read the reply line but die before acknowledging it.
@@ -44,7 +52,10 @@ fn reply_is_not_counted_until_the_client_acks_it() {
     }
     drop(a);
     let mut b = Client::connect(&host.cli_socket);
-    assert_eq!(b.until_settled(&id), vec!["Hello from pinch! You said: read me".to_string()]);
+    assert_eq!(
+        b.until_settled(&id),
+        vec!["Hello from pinch! You said: read me".to_string()]
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -52,17 +63,29 @@ fn reply_is_not_counted_until_the_client_acks_it() {
 fn two_clients_at_once_newer_takes_over_nothing_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(with_script(host_config(tmp.path(), Choice::Process), SLOW))).unwrap();
+    let host = rt
+        .block_on(pinch_host::start(with_script(
+            host_config(tmp.path(), Choice::Process),
+            SLOW,
+        )))
+        .unwrap();
     let mut a = Client::connect(&host.cli_socket);
     let id_a = a.say("slow from a", "a1");
     let mut b = Client::connect(&host.cli_socket);
-    assert_eq!(a.recv(), Some(ServerMsg::Superseded), "the older client is told");
+    assert_eq!(
+        a.recv(),
+        Some(ServerMsg::Superseded),
+        "the older client is told"
+    );
     let id_b = b.say("from b", "b1");
     let mut got = b.until_settled(&id_a);
     got.extend(b.until_settled(&id_b));
     // Both are answered on the newer client (possibly in one batched turn).
     let all = got.join("\n");
-    assert!(all.contains("slow from a") && all.contains("from b"), "{got:?}");
+    assert!(
+        all.contains("slow from a") && all.contains("from b"),
+        "{got:?}"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -75,8 +98,13 @@ fn leftovers(data: &std::path::Path) -> usize {
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
         .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ");
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            let cmd = String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            )
+            .replace('\0', " ");
             !zombie && cmd.contains(&needle) && (cmd.contains("bwrap") || cmd.contains(" runner "))
         })
         .count()
@@ -89,7 +117,14 @@ fn daemon_host_restart(sandbox: &str) {
     let script = tmp.path().join("script.toml");
     std::fs::write(&script, SLOW).unwrap();
     // The boot breaker would (rightly) slow the third unclean boot by 10 s.
-    std::fs::write(&cfg, format!("[provider.scripted]\nscript = {:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n", script)).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[provider.scripted]\nscript = {:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n",
+            script
+        ),
+    )
+    .unwrap();
     let sock = data.join("run/cli.sock");
 
     // 1. Killed mid-turn: the runner dies with the host, the message stays
@@ -101,25 +136,45 @@ fn daemon_host_restart(sandbox: &str) {
     h.kill().unwrap();
     h.wait().unwrap();
     // R4: no sandbox or runner outlives a SIGKILLed host.
-    wait_for("the runner to die with its host", Duration::from_secs(5), || leftovers(&data) == 0);
+    wait_for(
+        "the runner to die with its host",
+        Duration::from_secs(5),
+        || leftovers(&data) == 0,
+    );
     // 2. Reply written but never delivered: host killed with no client.
     let t = Instant::now();
     let mut h = start_daemon(&data, &cfg, sandbox);
     let mut c = Client::connect(&sock);
-    assert_eq!(c.until_settled(&id), vec!["slow reply: slow before the crash".to_string()]);
+    assert_eq!(
+        c.until_settled(&id),
+        vec!["slow reply: slow before the crash".to_string()]
+    );
     eprintln!("phase 1 took {:?}", t.elapsed());
     let id2 = c.say("slow while nobody listens", "c2");
     drop(c);
-    let inbound_db = std::fs::read_dir(data.join("sessions/main")).unwrap().flatten().next().unwrap().path();
+    let inbound_db = std::fs::read_dir(data.join("sessions/main"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     wait_for("the reply row", Duration::from_secs(10), || {
-        outbound(&inbound_db).query_row("SELECT count(*) FROM messages_out", [], |r| r.get::<_, i64>(0)).unwrap() >= 2
+        outbound(&inbound_db)
+            .query_row("SELECT count(*) FROM messages_out", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+            >= 2
     });
     h.kill().unwrap();
     h.wait().unwrap();
     let t = Instant::now();
     let mut h = start_daemon(&data, &cfg, sandbox);
     let mut c = Client::connect(&sock);
-    assert_eq!(c.until_settled(&id2), vec!["slow reply: slow while nobody listens".to_string()]);
+    assert_eq!(
+        c.until_settled(&id2),
+        vec!["slow reply: slow while nobody listens".to_string()]
+    );
     eprintln!("phase 2 took {:?}", t.elapsed());
     unsafe {
         libc::kill(h.id() as i32, libc::SIGTERM);
@@ -128,8 +183,16 @@ fn daemon_host_restart(sandbox: &str) {
     assert!(st.success(), "graceful exit on SIGTERM: {st}");
     // Each message answered exactly once in the ledger.
     let inb = inbound(&inbound_db);
-    let delivered: i64 = inb.query_row("SELECT count(*) FROM delivered WHERE status = 'delivered'", [], |r| r.get(0)).unwrap();
-    let outs: i64 = outbound(&inbound_db).query_row("SELECT count(*) FROM messages_out", [], |r| r.get(0)).unwrap();
+    let delivered: i64 = inb
+        .query_row(
+            "SELECT count(*) FROM delivered WHERE status = 'delivered'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let outs: i64 = outbound(&inbound_db)
+        .query_row("SELECT count(*) FROM messages_out", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(outs, 2, "one reply per message, the killed turn wrote none");
     assert_eq!(delivered, 2);
 }
@@ -150,10 +213,18 @@ fn host_killed_with_a_reply_pending_delivers_after_restart_bwrap() {
 fn second_host_on_the_same_data_dir_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).unwrap();
-    let err = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).err().expect("second host must fail");
+    let host = rt
+        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
+        .unwrap();
+    let err = rt
+        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
+        .err()
+        .expect("second host must fail");
     let msg = format!("{err:#}");
-    assert!(msg.contains("another pinch host") && msg.contains("already running"), "{msg}");
+    assert!(
+        msg.contains("another pinch host") && msg.contains("already running"),
+        "{msg}"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -161,15 +232,22 @@ fn second_host_on_the_same_data_dir_is_refused() {
 fn malformed_rows_fail_with_a_reason_and_the_loop_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).unwrap();
+    let host = rt
+        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
+        .unwrap();
     let mut c = Client::connect(&host.cli_socket);
     assert_eq!(c.ask("first").len(), 1);
     let s = rt.block_on(host.sessions()).remove(0);
     // Write two bad rows as the host would (its own file), then a good message.
     {
-        let mut w = pinch_proto::open::open_writer(&s.dir.join("in/inbound.db"), Duration::from_secs(5)).unwrap();
+        let mut w =
+            pinch_proto::open::open_writer(&s.dir.join("in/inbound.db"), Duration::from_secs(5))
+                .unwrap();
         let tx = pinch_proto::open::write_tx(&mut w).unwrap();
-        for (id, kind, content) in [("bad-json", "chat", "{not json"), ("bad-kind", "hologram", "{\"x\":1}")] {
+        for (id, kind, content) in [
+            ("bad-json", "chat", "{not json"),
+            ("bad-kind", "hologram", "{\"x\":1}"),
+        ] {
             pinch_proto::rows::insert_inbound(
                 &tx,
                 &pinch_proto::rows::NewInbound {
@@ -203,10 +281,19 @@ fn malformed_rows_fail_with_a_reason_and_the_loop_goes_on() {
             _ => {}
         }
     }
-    assert_eq!(replies, vec!["Hello from pinch! You said: still alive?".to_string()]);
+    assert_eq!(
+        replies,
+        vec!["Hello from pinch! You said: still alive?".to_string()]
+    );
     assert_eq!(notices.len(), 2, "{notices:?}");
-    assert!(notices.iter().any(|n| n.contains("not valid JSON")), "{notices:?}");
-    assert!(notices.iter().any(|n| n.contains("unknown kind")), "{notices:?}");
+    assert!(
+        notices.iter().any(|n| n.contains("not valid JSON")),
+        "{notices:?}"
+    );
+    assert!(
+        notices.iter().any(|n| n.contains("unknown kind")),
+        "{notices:?}"
+    );
     let _ = id;
     wait_for("bad rows synced as failed", Duration::from_secs(10), || {
         inbound(&s.dir)
@@ -215,9 +302,21 @@ fn malformed_rows_fail_with_a_reason_and_the_loop_goes_on() {
             == 2
     });
     let out = outbound(&s.dir);
-    let r1: String = out.query_row("SELECT reason FROM processing_ack WHERE message_id = 'bad-json'", [], |r| r.get(0)).unwrap();
+    let r1: String = out
+        .query_row(
+            "SELECT reason FROM processing_ack WHERE message_id = 'bad-json'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert!(r1.contains("not valid JSON"), "{r1}");
-    let r2: String = out.query_row("SELECT reason FROM processing_ack WHERE message_id = 'bad-kind'", [], |r| r.get(0)).unwrap();
+    let r2: String = out
+        .query_row(
+            "SELECT reason FROM processing_ack WHERE message_id = 'bad-kind'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert!(r2.contains("unknown kind \"hologram\""), "{r2}");
     rt.block_on(host.shutdown()).unwrap();
 }
@@ -247,7 +346,10 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
             global_dir: None,
             extra: vec![],
         },
-        provider: pinch_proto::runner_config::ProviderSettings { kind: "scripted".into(), ..Default::default() },
+        provider: pinch_proto::runner_config::ProviderSettings {
+            kind: "scripted".into(),
+            ..Default::default()
+        },
         timezone: "UTC".into(),
         timings,
         batch_size: 10,
@@ -271,55 +373,117 @@ fn runner_exits_75_after_ten_corrupt_polls_with_one_clear_line() {
     }
     std::fs::write(&db, &bytes).unwrap();
     let t0 = Instant::now();
-    let out = Command::new(PINCH).args(["runner", "--config"]).arg(&cfg).env("PINCH_LOG", "info").output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["runner", "--config"])
+        .arg(&cfg)
+        .env("PINCH_LOG", "info")
+        .output()
+        .unwrap();
     let took = t0.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("exiting 75")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("exiting 75"))
+        .collect();
     assert_eq!(lines.len(), 1, "exactly one exit line: {stderr}");
-    assert!(lines[0].contains("ERROR") && lines[0].contains("10 times in a row") && lines[0].contains("inbound.db"), "{}", lines[0]);
-    let warns = stderr.lines().filter(|l| l.contains("poll failed as corrupt")).count();
-    assert_eq!(warns, 9, "nine paced retries before the tenth error exits: {stderr}");
+    assert!(
+        lines[0].contains("ERROR")
+            && lines[0].contains("10 times in a row")
+            && lines[0].contains("inbound.db"),
+        "{}",
+        lines[0]
+    );
+    let warns = stderr
+        .lines()
+        .filter(|l| l.contains("poll failed as corrupt"))
+        .count();
+    assert_eq!(
+        warns, 9,
+        "nine paced retries before the tenth error exits: {stderr}"
+    );
     // 9 pauses of 500 ms: the streak spans ~4.5 s whatever the poll interval.
-    assert!(took >= Duration::from_millis(4500), "paced at 500 ms: {took:?}");
+    assert!(
+        took >= Duration::from_millis(4500),
+        "paced at 500 ms: {took:?}"
+    );
 }
 
 #[test]
 fn runner_with_a_bad_config_exits_78_naming_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let (_dir, cfg) = runner_fixture(tmp.path(), 10);
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     v["batch_size"] = 0.into();
     v["provider"]["kind"] = "quantum".into();
     std::fs::write(&cfg, v.to_string()).unwrap();
-    let out = Command::new(PINCH).args(["runner", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["runner", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("batch_size must be at least 1"), "{stderr}");
     std::fs::write(&cfg, "{\"version\": 1, \"surprise\": true}").unwrap();
-    let out = Command::new(PINCH).args(["runner", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["runner", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn chat(data: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
-    let mut all = vec!["--data-dir", data.to_str().unwrap(), "--provider", "scripted"];
+    let mut all = vec![
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--provider",
+        "scripted",
+    ];
     all.extend_from_slice(args);
-    common::pinch_chat(&all, &[("PINCH_CONFIG", std::path::Path::new("/dev/null"))], input)
+    common::pinch_chat(
+        &all,
+        &[("PINCH_CONFIG", std::path::Path::new("/dev/null"))],
+        input,
+    )
 }
 
 #[test]
 fn scripted_pinch_chat_prints_replies_and_exits() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = chat(&data, &["--sandbox", "process", "--timeout", "30"], "hi\n\nthere\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello from pinch! You said: hi\nHello from pinch! You said: there\n");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING"), "process sandbox warns loudly");
+    let out = chat(
+        &data,
+        &["--sandbox", "process", "--timeout", "30"],
+        "hi\n\nthere\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from pinch! You said: hi\nHello from pinch! You said: there\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WARNING"),
+        "process sandbox warns loudly"
+    );
     // The first run created the default setup; a second run reuses it.
     let out = chat(&data, &["--sandbox", "process"], "again\n");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello from pinch! You said: again\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from pinch! You said: again\n"
+    );
 }
 
 #[test]
@@ -328,9 +492,20 @@ fn scripted_pinch_chat_in_bwrap() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let out = chat(&tmp.path().join("data"), &["--timeout", "30"], "through the sandbox\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello from pinch! You said: through the sandbox\n");
+    let out = chat(
+        &tmp.path().join("data"),
+        &["--timeout", "30"],
+        "through the sandbox\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from pinch! You said: through the sandbox\n"
+    );
 }
 
 #[test]
@@ -338,16 +513,31 @@ fn bad_flags_and_config_are_usage_and_config_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = chat(&tmp.path().join("d"), &["--sandbox", "vm"], "x\n");
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto, bwrap, docker or process"));
-    let out = Command::new(PINCH).args(["chat", "--no-such-flag"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected auto, bwrap, docker or process")
+    );
+    let out = Command::new(PINCH)
+        .args(["chat", "--no-such-flag"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(&cfg, "[runner]\nidle_exit_secs = 3\n").unwrap();
-    let out = Command::new(PINCH).args(["chat", "--data-dir"]).arg(tmp.path().join("d")).arg("--config").arg(&cfg).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["chat", "--data-dir"])
+        .arg(tmp.path().join("d"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("idle_exit_secs"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("idle_exit_secs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
-
 
 fn umount(at: &std::path::Path) {
     let _ = Command::new("umount").arg("-l").arg(at).status();
@@ -364,7 +554,10 @@ fn read_only_or_full_data_dir_gives_a_clear_error_naming_the_path() {
     umount(&ro);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&ro.join("data").display().to_string()) && err.contains("Read-only"), "{err}");
+    assert!(
+        err.contains(&ro.join("data").display().to_string()) && err.contains("Read-only"),
+        "{err}"
+    );
     assert!(err.contains("--data-dir"), "names the fix: {err}");
 
     let full = tmp.path().join("full");
@@ -374,13 +567,18 @@ fn read_only_or_full_data_dir_gives_a_clear_error_naming_the_path() {
     let out = chat(&full.join("data"), &["--sandbox", "process"], "hi\n");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     // nothing half-written: no temporary session folders remain
-    let leftovers: Vec<_> = walk(&full).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = walk(&full)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
     umount(&full);
     assert_ne!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains(&full.join("data").display().to_string()), "names the path: {err}");
+    assert!(
+        err.contains(&full.join("data").display().to_string()),
+        "names the path: {err}"
+    );
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
-
 
 #[test]
 fn missing_bubblewrap_says_how_to_install_and_process_needs_asking() {
@@ -399,8 +597,14 @@ fn missing_bubblewrap_says_how_to_install_and_process_needs_asking() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("apt-get install -y bubblewrap") && err.contains("--sandbox process"), "{err}");
-    assert!(out.stdout.is_empty(), "never silently falls back to no isolation");
+    assert!(
+        err.contains("apt-get install -y bubblewrap") && err.contains("--sandbox process"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "never silently falls back to no isolation"
+    );
 }
 
 #[test]
@@ -415,23 +619,35 @@ fn boot_breaker_records_unclean_boots_and_a_clean_exit_clears_it() {
     drop(Client::connect(&sock));
     h.kill().unwrap();
     h.wait().unwrap();
-    let boots: Vec<i64> = serde_json::from_str(&std::fs::read_to_string(&breaker).unwrap()).unwrap();
+    let boots: Vec<i64> =
+        serde_json::from_str(&std::fs::read_to_string(&breaker).unwrap()).unwrap();
     assert_eq!(boots.len(), 1);
     let mut h = start_daemon(&data, &cfg, "process");
     drop(Client::connect(&sock)); // boot 2 does not wait (connect gives up after 10 s)
-    let boots: Vec<i64> = serde_json::from_str(&std::fs::read_to_string(&breaker).unwrap()).unwrap();
+    let boots: Vec<i64> =
+        serde_json::from_str(&std::fs::read_to_string(&breaker).unwrap()).unwrap();
     assert_eq!(boots.len(), 2);
     unsafe {
         libc::kill(h.id() as i32, libc::SIGTERM);
     }
     assert!(h.wait().unwrap().success());
-    assert!(!breaker.exists(), "a graceful exit deletes the breaker file");
+    assert!(
+        !breaker.exists(),
+        "a graceful exit deletes the breaker file"
+    );
 }
 
 fn admin_runner_pid(data: &std::path::Path) -> Option<u64> {
-    let out = Command::new(PINCH).args(["admin", "sessions", "list", "--json", "--data-dir"]).arg(data).output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["admin", "sessions", "list", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["data"].as_array()?.iter().find_map(|r| r["runner_pid"].as_u64())
+    v["data"]
+        .as_array()?
+        .iter()
+        .find_map(|r| r["runner_pid"].as_u64())
 }
 
 /// Lesson 25: a host reaping what its previous life left behind never
@@ -441,7 +657,11 @@ fn reaping_at_boot_spares_another_installs_runners() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(&cfg, "[host]\nboot_breaker = false\n").unwrap();
-    let sandbox = if pinch_host::sandbox::select(Choice::Bwrap).is_ok() { "bwrap" } else { "process" };
+    let sandbox = if pinch_host::sandbox::select(Choice::Bwrap).is_ok() {
+        "bwrap"
+    } else {
+        "process"
+    };
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let mut ha = start_daemon(&a, &cfg, sandbox);
     let _hb = start_daemon(&b, &cfg, sandbox);
@@ -455,7 +675,11 @@ fn reaping_at_boot_spares_another_installs_runners() {
     let _ha2 = start_daemon(&a, &cfg, sandbox);
     let mut c = Client::connect(&a.join("run/cli.sock"));
     assert_eq!(c.ask("a again").len(), 1);
-    assert_eq!(admin_runner_pid(&b), Some(pid_b), "b's runner survived a's reboot");
+    assert_eq!(
+        admin_runner_pid(&b),
+        Some(pid_b),
+        "b's runner survived a's reboot"
+    );
     assert!(std::path::Path::new(&format!("/proc/{pid_b}")).exists());
     let mut cb = Client::connect(&b.join("run/cli.sock"));
     assert_eq!(cb.ask("b still fine").len(), 1);

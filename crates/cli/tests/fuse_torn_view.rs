@@ -33,9 +33,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::*;
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
-    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
-    SessionACL,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner,
+    MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, Request, SessionACL,
 };
 use pinch_host::sandbox::Choice;
 
@@ -72,7 +72,12 @@ impl View {
     fn path_of(&self, ino: INodeNo) -> Option<PathBuf> {
         match u64::from(ino) {
             1 => Some(self.real.clone()),
-            n => self.names.lock().unwrap().get(n as usize - 2).map(|name| self.real.join(name)),
+            n => self
+                .names
+                .lock()
+                .unwrap()
+                .get(n as usize - 2)
+                .map(|name| self.real.join(name)),
         }
     }
 }
@@ -111,7 +116,13 @@ impl Filesystem for View {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         // An open file answers for itself (SQLite fstats its descriptor).
-        let by_fh = fh.and_then(|fh| self.open.lock().unwrap().get(&fh.0).map(|(f, _)| f.metadata()));
+        let by_fh = fh.and_then(|fh| {
+            self.open
+                .lock()
+                .unwrap()
+                .get(&fh.0)
+                .map(|(f, _)| f.metadata())
+        });
         let md = match by_fh {
             Some(md) => md,
             None => match self.path_of(ino) {
@@ -129,7 +140,9 @@ impl Filesystem for View {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let Some(path) = self.path_of(ino) else { return reply.error(Errno::ENOENT) };
+        let Some(path) = self.path_of(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
         match std::fs::File::open(&path) {
             Ok(f) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -143,9 +156,21 @@ impl Filesystem for View {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn read(&self, _: &Request, _: INodeNo, fh: FileHandle, offset: u64, size: u32, _: OpenFlags, _: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _: OpenFlags,
+        _: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         let open = self.open.lock().unwrap();
-        let Some((file, inbound)) = open.get(&fh.0) else { return reply.error(Errno::EBADF) };
+        let Some((file, inbound)) = open.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
         let mut buf = vec![0u8; size as usize];
         let mut n = 0;
         while n < buf.len() {
@@ -165,23 +190,46 @@ impl Filesystem for View {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn release(&self, _: &Request, _: INodeNo, fh: FileHandle, _: OpenFlags, _: Option<LockOwner>, _: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        fh: FileHandle,
+        _: OpenFlags,
+        _: Option<LockOwner>,
+        _: bool,
+        reply: ReplyEmpty,
+    ) {
         self.open.lock().unwrap().remove(&fh.0);
         reply.ok();
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         if ino != INodeNo::ROOT {
             return reply.error(Errno::ENOTDIR);
         }
-        let mut entries = vec![(INodeNo::ROOT, FileType::Directory, OsString::from(".")), (INodeNo::ROOT, FileType::Directory, "..".into())];
+        let mut entries = vec![
+            (INodeNo::ROOT, FileType::Directory, OsString::from(".")),
+            (INodeNo::ROOT, FileType::Directory, "..".into()),
+        ];
         let mut real: Vec<_> = match std::fs::read_dir(&self.real) {
             Ok(rd) => rd.flatten().collect(),
             Err(e) => return reply.error(e.into()),
         };
         real.sort_by_key(|e| e.file_name());
         for e in real {
-            let kind = e.file_type().ok().and_then(FileType::from_std).unwrap_or(FileType::RegularFile);
+            let kind = e
+                .file_type()
+                .ok()
+                .and_then(FileType::from_std)
+                .unwrap_or(FileType::RegularFile);
             entries.push((self.ino_of(&e.file_name()), kind, e.file_name()));
         }
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
@@ -221,7 +269,10 @@ impl Views {
             next_fh: AtomicU64::new(1),
         };
         let mut cfg = fuser::Config::default();
-        cfg.mount_options = vec![MountOption::RO, MountOption::FSName("pinch-torn-view".into())];
+        cfg.mount_options = vec![
+            MountOption::RO,
+            MountOption::FSName("pinch-torn-view".into()),
+        ];
         // auto_unmount (through fusermount3) unmounts even if this process is killed.
         if Path::new("/usr/bin/fusermount3").exists() || Path::new("/bin/fusermount3").exists() {
             cfg.mount_options.push(MountOption::AutoUnmount);
@@ -230,7 +281,10 @@ impl Views {
         match fuser::spawn_mount(fs, &at, &cfg) {
             Ok(s) => mounts.push((at.clone(), s)),
             Err(e) => {
-                self.errors.lock().unwrap().push(format!("mounting {}: {e}", at.display()));
+                self.errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("mounting {}: {e}", at.display()));
                 return Err(e); // a failed spawn for the host; the assertions below fail the test
             }
         }
@@ -238,9 +292,18 @@ impl Views {
     }
 
     fn unmount_all(&self) {
-        for (at, s) in self.mounts.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for (at, s) in self
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             drop(s); // unmounts
-            let _ = std::process::Command::new("umount").arg("-l").arg(&at).stderr(std::process::Stdio::null()).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&at)
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
@@ -255,14 +318,26 @@ impl Drop for Unmount {
 
 fn mounted_under(dir: &Path) -> Vec<String> {
     let d = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().filter(|l| l.contains(&d)).map(str::to_owned).collect()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&d))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The host's view: the real file, read-only, checked by SQLite itself.
 fn integrity(db: &Path) -> Result<(), String> {
-    let conn = pinch_proto::open::open_reader(db, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
-    if ok == "ok" { Ok(()) } else { Err(ok) }
+    let conn =
+        pinch_proto::open::open_reader(db, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if ok == "ok" {
+        Ok(())
+    } else {
+        Err(ok)
+    }
 }
 
 fn central(tmp: &Path) -> pinch_proto::rusqlite::Connection {
@@ -284,7 +359,11 @@ fn r1_torn_fuse_view_exit_75_host_file_ok_fresh_mount_answers_once() {
     // bwrap binds the FUSE mount like any directory (--ro-bind); allow_other
     // lets the sandbox's user namespace through. Process only where bwrap is
     // explicitly unavailable (PINCH_TEST_NO_BWRAP=1).
-    let choice = if bwrap_or_skip() { Choice::Bwrap } else { Choice::Process };
+    let choice = if bwrap_or_skip() {
+        Choice::Bwrap
+    } else {
+        Choice::Process
+    };
     let tmp = tempfile::tempdir().unwrap();
     let views = Arc::new(Views {
         root: tmp.path().join("views"),
@@ -310,9 +389,18 @@ fn r1_torn_fuse_view_exit_75_host_file_ok_fresh_mount_answers_once() {
     let id = c.say(TEXT, "c1");
     let sdir = rt.block_on(host.sessions()).remove(0).dir;
     let db = sdir.join("in/inbound.db");
-    let (mounted, errors) = (|| !views.mounts.lock().unwrap().is_empty(), || views.errors.lock().unwrap().clone());
-    wait_for("the first FUSE mount", Duration::from_secs(10), || mounted() || !errors().is_empty());
-    assert!(errors().is_empty(), "as root the FUSE mount must succeed: {:?}", errors());
+    let (mounted, errors) = (
+        || !views.mounts.lock().unwrap().is_empty(),
+        || views.errors.lock().unwrap().clone(),
+    );
+    wait_for("the first FUSE mount", Duration::from_secs(10), || {
+        mounted() || !errors().is_empty()
+    });
+    assert!(
+        errors().is_empty(),
+        "as root the FUSE mount must succeed: {:?}",
+        errors()
+    );
 
     // The host's view, throughout: the real file is never corrupt.
     let done = Arc::new(AtomicBool::new(false));
@@ -333,15 +421,24 @@ fn r1_torn_fuse_view_exit_75_host_file_ok_fresh_mount_answers_once() {
 
     let causes = || -> Vec<String> {
         let conn = central(tmp.path());
-        let mut st = conn.prepare("SELECT cause FROM runner_exits ORDER BY rowid").unwrap();
-        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        let mut st = conn
+            .prepare("SELECT cause FROM runner_exits ORDER BY rowid")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
-    wait_for("the torn view's runner to exit 75", Duration::from_secs(30), || causes().iter().any(|c| c == "corruption"));
+    wait_for(
+        "the torn view's runner to exit 75",
+        Duration::from_secs(30),
+        || causes().iter().any(|c| c == "corruption"),
+    );
     let exited = t0.elapsed();
     let texts = c.until_settled(&id);
     let answered = t0.elapsed();
     std::thread::sleep(Duration::from_secs(1)); // room for a duplicate to show up
-    // The next round's replies would carry a late duplicate along with them.
+                                                // The next round's replies would carry a late duplicate along with them.
     let later = c.ask("anything else?");
 
     done.store(true, Ordering::SeqCst);
@@ -350,9 +447,19 @@ fn r1_torn_fuse_view_exit_75_host_file_ok_fresh_mount_answers_once() {
     rt.block_on(host.shutdown()).unwrap();
     integrity(&db).expect("the host's file at the end");
     let detail: String = central(tmp.path())
-        .query_row("SELECT detail FROM runner_exits WHERE cause = 'corruption' ORDER BY rowid LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT detail FROM runner_exits WHERE cause = 'corruption' ORDER BY rowid LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    let produced: i64 = outbound(&sdir).query_row("SELECT count(*) FROM messages_out WHERE content LIKE ?1", [format!("%{REPLY}%")], |r| r.get(0)).unwrap();
+    let produced: i64 = outbound(&sdir)
+        .query_row(
+            "SELECT count(*) FROM messages_out WHERE content LIKE ?1",
+            [format!("%{REPLY}%")],
+            |r| r.get(0),
+        )
+        .unwrap();
     let mounts = views.mounts.lock().unwrap().len();
     eprintln!(
         "{choice:?}: exit 75 after {exited:?}, answered after {answered:?}; {spawns} spawns, {mounts} mounts, {} torn reads, \
@@ -360,21 +467,52 @@ fn r1_torn_fuse_view_exit_75_host_file_ok_fresh_mount_answers_once() {
         views.torn_reads.load(Ordering::Relaxed)
     );
 
-    assert!(errors().is_empty(), "as root the FUSE mounts must succeed: {:?}", errors());
-    assert!(views.torn_reads.load(Ordering::Relaxed) > 0, "the first mount served torn pages");
-    assert!(failures.is_empty(), "the host's inbound.db must stay ok: {failures:?}");
+    assert!(
+        errors().is_empty(),
+        "as root the FUSE mounts must succeed: {:?}",
+        errors()
+    );
+    assert!(
+        views.torn_reads.load(Ordering::Relaxed) > 0,
+        "the first mount served torn pages"
+    );
+    assert!(
+        failures.is_empty(),
+        "the host's inbound.db must stay ok: {failures:?}"
+    );
     assert!(checks >= 10, "checked throughout: {checks}");
-    assert!(detail.contains("exiting 75"), "the runner's exit line is the recorded detail: {detail}");
-    assert!(spawns >= 2 && mounts >= 2, "respawned with a fresh mount: {spawns} spawns, {mounts} mounts");
-    assert_eq!(texts.iter().filter(|t| t.contains(REPLY)).count(), 1, "answered exactly once: {texts:?}");
-    assert!(!later.iter().any(|t| t.contains(REPLY)), "no late duplicate: {later:?}");
+    assert!(
+        detail.contains("exiting 75"),
+        "the runner's exit line is the recorded detail: {detail}"
+    );
+    assert!(
+        spawns >= 2 && mounts >= 2,
+        "respawned with a fresh mount: {spawns} spawns, {mounts} mounts"
+    );
+    assert_eq!(
+        texts.iter().filter(|t| t.contains(REPLY)).count(),
+        1,
+        "answered exactly once: {texts:?}"
+    );
+    assert!(
+        !later.iter().any(|t| t.contains(REPLY)),
+        "no late duplicate: {later:?}"
+    );
     assert_eq!(produced, 1, "the runner wrote the reply once");
-    assert!(causes().iter().filter(|c| *c == "corruption").count() == 1, "one torn exit: {:?}", causes());
+    assert!(
+        causes().iter().filter(|c| *c == "corruption").count() == 1,
+        "one torn exit: {:?}",
+        causes()
+    );
 
     drop(guard);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !mounted_under(tmp.path()).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(mounted_under(tmp.path()).is_empty(), "mounts left behind: {:?}", mounted_under(tmp.path()));
+    assert!(
+        mounted_under(tmp.path()).is_empty(),
+        "mounts left behind: {:?}",
+        mounted_under(tmp.path())
+    );
 }

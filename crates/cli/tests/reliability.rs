@@ -25,7 +25,13 @@ fn exit_causes(tmp: &std::path::Path) -> Vec<String> {
 }
 
 fn count_ack(dir: &std::path::Path, id: &str) -> i64 {
-    outbound(dir).query_row("SELECT count(*) FROM processing_ack WHERE message_id = ?1", [id], |r| r.get(0)).unwrap()
+    outbound(dir)
+        .query_row(
+            "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
 }
 
 /// R1: the header of inbound.db is overwritten while the runner polls. The
@@ -34,7 +40,10 @@ fn count_ack(dir: &std::path::Path, id: &str) -> i64 {
 #[test]
 fn r1_corrupt_inbound_header_exit_75_respawn_answer_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(host_config(tmp.path(), Choice::Process), "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 800\n");
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Process),
+        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 800\n",
+    );
     cfg.runner.corruption_streak = 3;
     cfg.runner.corruption_pacing_ms = 100;
     cfg.budget.budget = 50;
@@ -44,29 +53,50 @@ fn r1_corrupt_inbound_header_exit_75_respawn_answer_once() {
     let mut c = Client::connect(&host.cli_socket);
     let id1 = c.say("slow first", "c1");
     let dir = rt.block_on(host.sessions()).remove(0).dir;
-    wait_for("the slow turn's claim", Duration::from_secs(10), || count_ack(&dir, &format!("{id1}:main")) == 1);
+    wait_for("the slow turn's claim", Duration::from_secs(10), || {
+        count_ack(&dir, &format!("{id1}:main")) == 1
+    });
     let id2 = c.say("pending second", "c2");
     let db = dir.join("in/inbound.db");
     let good = std::fs::read(&db).unwrap();
     let mut bad = good.clone();
     bad[..100].fill(0x5a);
     std::fs::write(&db, &bad).unwrap();
-    wait_for("an exit 75 for corruption", Duration::from_secs(20), || exit_causes(tmp.path()).iter().any(|c| c == "corruption"));
+    wait_for("an exit 75 for corruption", Duration::from_secs(20), || {
+        exit_causes(tmp.path()).iter().any(|c| c == "corruption")
+    });
     std::thread::sleep(Duration::from_millis(600)); // it keeps failing while torn
     std::fs::write(&db, &good).unwrap();
     let mut texts = c.until_settled(&id1);
     texts.extend(c.until_settled(&id2));
     let all = texts.join("\n");
     assert_eq!(all.matches("slow first").count(), 1, "{texts:?}");
-    assert_eq!(all.matches("pending second").count(), 1, "answered exactly once: {texts:?}");
+    assert_eq!(
+        all.matches("pending second").count(),
+        1,
+        "answered exactly once: {texts:?}"
+    );
     rt.block_on(host.shutdown()).unwrap();
     let causes = exit_causes(tmp.path());
-    assert!(causes.iter().filter(|c| *c == "corruption").count() >= 1, "{causes:?}");
+    assert!(
+        causes.iter().filter(|c| *c == "corruption").count() >= 1,
+        "{causes:?}"
+    );
     let detail: String = central(tmp.path())
-        .query_row("SELECT detail FROM runner_exits WHERE cause = 'corruption' LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT detail FROM runner_exits WHERE cause = 'corruption' LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert!(detail.contains("exiting 75 for a fresh mount"), "the log line is the recorded detail: {detail}");
-    let ok: String = pinch_proto::rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert!(
+        detail.contains("exiting 75 for a fresh mount"),
+        "the log line is the recorded detail: {detail}"
+    );
+    let ok: String = pinch_proto::rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
 }
 
@@ -103,7 +133,11 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = host_config(tmp.path(), Choice::Process);
     cfg.runner_exe = "/bin/false".into(); // exits 1 immediately
-    cfg.budget.delays = vec![Duration::ZERO, Duration::from_millis(100), Duration::from_millis(200)];
+    cfg.budget.delays = vec![
+        Duration::ZERO,
+        Duration::from_millis(100),
+        Duration::from_millis(200),
+    ];
     cfg.boot_breaker = false;
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
@@ -118,16 +152,36 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
         }
     }
     assert_eq!(notices.len(), 1);
-    assert!(notices[0].contains("unavailable") && notices[0].contains("6 times"), "{}", notices[0]);
+    assert!(
+        notices[0].contains("unavailable") && notices[0].contains("6 times"),
+        "{}",
+        notices[0]
+    );
     // 0 + 0.1 + 0.2 + 0.2 + 0.2 s of backoff before the sixth exit
-    assert!(t0.elapsed() >= Duration::from_millis(700), "backed off: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(700),
+        "backed off: {:?}",
+        t0.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(host.stats.spawns(), 6, "no spawns while quarantined");
     // The admin surface shows state and reason.
-    let out = Command::new(PINCH).args(["admin", "sessions", "list", "--data-dir"]).arg(tmp.path().join("data")).output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["admin", "sessions", "list", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("is quarantined: the agent's runner failed 6 times") && text.contains("pinch admin sessions resume"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("is quarantined: the agent's runner failed 6 times")
+            && text.contains("pinch admin sessions resume"),
+        "{text}"
+    );
     let sid = rt.block_on(host.sessions()).remove(0).id;
     // A user's new message lifts the quarantine (budget reset): it tries
     // again, fails six more times, and is quarantined again: one more notice.
@@ -139,17 +193,36 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
             notices.push(text);
         }
     }
-    assert_eq!(notices.len(), 1, "re-quarantined after the new message's tries");
+    assert_eq!(
+        notices.len(),
+        1,
+        "re-quarantined after the new message's tries"
+    );
     assert_eq!(host.stats.spawns(), 12);
-    let out = Command::new(PINCH).args(["admin", "sessions", "resume", &sid, "--json", "--data-dir"]).arg(tmp.path().join("data")).output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["admin", "sessions", "resume", &sid, "--json", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"was_quarantined\":true"));
-    wait_for("a respawn after resume", Duration::from_secs(5), || host.stats.spawns() > 12);
+    wait_for("a respawn after resume", Duration::from_secs(5), || {
+        host.stats.spawns() > 12
+    });
     // Bad admin input is a usage error that names the fix.
-    let out = Command::new(PINCH).args(["admin", "sessions", "explode", "--data-dir"]).arg(tmp.path().join("data")).output().unwrap();
+    let out = Command::new(PINCH)
+        .args(["admin", "sessions", "explode", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown verb \"explode\" for sessions; verbs: list, get, stop, restart, resume, close"), "{err}");
+    assert!(
+        err.contains(
+            "unknown verb \"explode\" for sessions; verbs: list, get, stop, restart, resume, close"
+        ),
+        "{err}"
+    );
     rt.block_on(host.shutdown()).unwrap();
     // Nothing lost: the message is still pending, waiting for a working runner.
     let dir = tmp.path().join("data/sessions/main").join(&sid);
@@ -168,7 +241,10 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
 #[test]
 fn r6_silent_runner_killed_message_retried_and_answered() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(host_config(tmp.path(), Choice::Process), "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n");
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Process),
+        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
+    );
     cfg.runner.heartbeat_ms = 100;
     cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
     cfg.sweep_interval = Duration::from_millis(200);
@@ -179,15 +255,27 @@ fn r6_silent_runner_killed_message_retried_and_answered() {
     let mut c = Client::connect(&host.cli_socket);
     let id = c.say("slow and then frozen", "c1");
     let s = rt.block_on(host.sessions()).remove(0);
-    wait_for("the claim", Duration::from_secs(10), || count_ack(&s.dir, &format!("{id}:main")) == 1);
+    wait_for("the claim", Duration::from_secs(10), || {
+        count_ack(&s.dir, &format!("{id}:main")) == 1
+    });
     let pid = s.runner_pid.unwrap();
     unsafe {
         libc::kill(pid as i32, libc::SIGSTOP);
     }
     let texts = c.until_settled(&id);
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
-    assert!(exit_causes(tmp.path()).contains(&"killed_stuck".to_string()), "{:?}", exit_causes(tmp.path()));
-    let tries: i64 = inbound(&s.dir).query_row("SELECT tries FROM messages_in WHERE kind = 'chat'", [], |r| r.get(0)).unwrap();
+    assert!(
+        exit_causes(tmp.path()).contains(&"killed_stuck".to_string()),
+        "{:?}",
+        exit_causes(tmp.path())
+    );
+    let tries: i64 = inbound(&s.dir)
+        .query_row(
+            "SELECT tries FROM messages_in WHERE kind = 'chat'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(tries, 1, "one retry counted");
     rt.block_on(host.shutdown()).unwrap();
 }
@@ -197,7 +285,10 @@ fn r6_silent_runner_killed_message_retried_and_answered() {
 #[test]
 fn poison_message_fails_after_max_tries_user_told_once_loop_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(host_config(tmp.path(), Choice::Process), "[[rule]]\ncontains = \"poison\"\nexit_code = 1\n");
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Process),
+        "[[rule]]\ncontains = \"poison\"\nexit_code = 1\n",
+    );
     cfg.retry_base = Duration::from_millis(50);
     cfg.budget.budget = 20;
     cfg.budget.delays = vec![Duration::ZERO];
@@ -214,13 +305,24 @@ fn poison_message_fails_after_max_tries_user_told_once_loop_goes_on() {
     }
     assert_eq!(notices.len(), 1);
     assert!(notices[0].contains("failed 5 times"), "{}", notices[0]);
-    assert_eq!(c.ask("are you ok?"), vec!["Hello from pinch! You said: are you ok?".to_string()]);
+    assert_eq!(
+        c.ask("are you ok?"),
+        vec!["Hello from pinch! You said: are you ok?".to_string()]
+    );
     let s = rt.block_on(host.sessions()).remove(0);
     let (st, tries): (String, i64) = inbound(&s.dir)
-        .query_row("SELECT status, tries FROM messages_in WHERE id = ?1", [format!("{id}:main")], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT status, tries FROM messages_in WHERE id = ?1",
+            [format!("{id}:main")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((st.as_str(), tries), ("failed", 5));
-    assert_eq!(host.stats.spawns(), 6, "5 crashing tries, then one runner for the next message");
+    assert_eq!(
+        host.stats.spawns(),
+        6,
+        "5 crashing tries, then one runner for the next message"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -230,7 +332,9 @@ fn poison_message_fails_after_max_tries_user_told_once_loop_goes_on() {
 fn huge_and_invalid_utf8_lines_are_refused_clearly_and_the_loop_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(host_config(tmp.path(), Choice::Process))).unwrap();
+    let host = rt
+        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
+        .unwrap();
     {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::os::unix::net::UnixStream::connect(&host.cli_socket).unwrap();
@@ -238,11 +342,18 @@ fn huge_and_invalid_utf8_lines_are_refused_clearly_and_the_loop_goes_on() {
         let mut r = BufReader::new(s.try_clone().unwrap());
         let mut line = String::new();
         r.read_line(&mut line).unwrap(); // hello
-        s.write_all(b"{\"type\":\"message\",\"text\":\"\xff\xfe bad\"}\n").unwrap();
+        s.write_all(b"{\"type\":\"message\",\"text\":\"\xff\xfe bad\"}\n")
+            .unwrap();
         line.clear();
         let _ = r.read_line(&mut line);
-        assert!(line.contains("rejected") && line.contains("UTF-8"), "{line}");
-        let big = format!("{{\"type\":\"message\",\"text\":\"{}\"}}\n", "x".repeat(10 << 20));
+        assert!(
+            line.contains("rejected") && line.contains("UTF-8"),
+            "{line}"
+        );
+        let big = format!(
+            "{{\"type\":\"message\",\"text\":\"{}\"}}\n",
+            "x".repeat(10 << 20)
+        );
         let _ = s.write_all(big.as_bytes());
         line.clear();
         let mut got = String::new();
@@ -250,7 +361,10 @@ fn huge_and_invalid_utf8_lines_are_refused_clearly_and_the_loop_goes_on() {
             got.push_str(&line);
             line.clear();
         }
-        assert!(got.contains("longer than") || got.contains("rejected"), "{got}");
+        assert!(
+            got.contains("longer than") || got.contains("rejected"),
+            "{got}"
+        );
     }
     let mut c = Client::connect(&host.cli_socket);
     assert_eq!(c.ask("fine again").len(), 1);
@@ -262,14 +376,18 @@ fn huge_and_invalid_utf8_lines_are_refused_clearly_and_the_loop_goes_on() {
 fn a_big_message_row_is_answered() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(with_script(host_config(tmp.path(), Choice::Process), "[[rule]]\ncontains = \"BIG\"\nreply = \"got it\"\n"))).unwrap();
+    let host = rt
+        .block_on(pinch_host::start(with_script(
+            host_config(tmp.path(), Choice::Process),
+            "[[rule]]\ncontains = \"BIG\"\nreply = \"got it\"\n",
+        )))
+        .unwrap();
     let mut c = Client::connect(&host.cli_socket);
     let text = format!("BIG {}", "y".repeat(900_000));
     let id = c.say(&text, "c1");
     assert_eq!(c.until_settled(&id), vec!["got it".to_string()]);
     rt.block_on(host.shutdown()).unwrap();
 }
-
 
 /// R7: the disk fills up under a running host: a clear error to the sender,
 /// no database corrupted, and it works again once space is freed.
@@ -307,8 +425,14 @@ fn r7_disk_full_clear_error_nothing_corrupted_recovers() {
         std::fs::remove_file(&filler).unwrap();
         assert_eq!(c.ask("after").len(), 1, "recovers once space is freed");
         rt.block_on(host.shutdown()).unwrap();
-        for db in walk(&mnt).into_iter().filter(|p| p.extension().is_some_and(|x| x == "db")) {
-            let ok: String = pinch_proto::rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        for db in walk(&mnt)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        {
+            let ok: String = pinch_proto::rusqlite::Connection::open(&db)
+                .unwrap()
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(ok, "ok", "{}", db.display());
         }
     });
@@ -317,4 +441,3 @@ fn r7_disk_full_clear_error_nothing_corrupted_recovers() {
         std::panic::resume_unwind(p);
     }
 }
-

@@ -18,7 +18,10 @@ fn replies_until(c: &mut Client, needle: &str, within: Duration) -> Vec<String> 
     let deadline = Instant::now() + within;
     let mut seen = Vec::new();
     loop {
-        assert!(Instant::now() < deadline, "no reply containing {needle:?} within {within:?}; saw {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no reply containing {needle:?} within {within:?}; saw {seen:?}"
+        );
         match c.recv() {
             Some(ServerMsg::Message { id, text, .. }) => {
                 c.send(&ClientMsg::Ack { id });
@@ -35,10 +38,23 @@ fn replies_until(c: &mut Client, needle: &str, within: Duration) -> Vec<String> 
 }
 
 fn task_rows(data: &std::path::Path) -> Vec<(String, String, Option<String>)> {
-    let dir = std::fs::read_dir(data.join("sessions/main")).unwrap().next().unwrap().unwrap().path();
+    let dir = std::fs::read_dir(data.join("sessions/main"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let c = inbound(&dir);
-    let mut s = c.prepare("SELECT id, status, process_after FROM messages_in WHERE kind = 'task' ORDER BY seq").unwrap();
-    let v = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    let mut s = c
+        .prepare(
+            "SELECT id, status, process_after FROM messages_in WHERE kind = 'task' ORDER BY seq",
+        )
+        .unwrap();
+    let v = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     v
 }
 
@@ -47,7 +63,11 @@ fn a_task_due_while_the_host_is_down_runs_once_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
     // Far enough ahead that the first host (and its runner) is down before it
     // falls due: a Docker runner takes longer to start and to stop.
-    let lead = if any_sandbox() == Choice::Docker { 10 } else { 3 };
+    let lead = if any_sandbox() == Choice::Docker {
+        10
+    } else {
+        3
+    };
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(lead);
     let script = format!(
         r#"
@@ -71,9 +91,16 @@ reply = "time to stretch"
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     let replies = c.ask("remind me to stretch");
-    assert!(replies.iter().any(|r| r.starts_with("scheduled: requested")), "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .any(|r| r.starts_with("scheduled: requested")),
+        "{replies:?}"
+    );
     // The host acts on the request (an action_result row for the agent).
-    wait_for("the task row", Duration::from_secs(10), || task_rows(&cfg.data_dir).len() == 1);
+    wait_for("the task row", Duration::from_secs(10), || {
+        task_rows(&cfg.data_dir).len() == 1
+    });
     drop(c);
     rt.block_on(host.shutdown()).unwrap();
     assert_eq!(task_rows(&cfg.data_dir)[0].1, "pending");
@@ -84,8 +111,15 @@ reply = "time to stretch"
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     let seen = replies_until(&mut c, "time to stretch", Duration::from_secs(20));
-    assert_eq!(seen.iter().filter(|t| t.contains("time to stretch")).count(), 1);
-    wait_for("the task completed", Duration::from_secs(10), || task_rows(&cfg.data_dir)[0].1 == "completed");
+    assert_eq!(
+        seen.iter()
+            .filter(|t| t.contains("time to stretch"))
+            .count(),
+        1
+    );
+    wait_for("the task completed", Duration::from_secs(10), || {
+        task_rows(&cfg.data_dir)[0].1 == "completed"
+    });
     // And never again.
     std::thread::sleep(Duration::from_millis(1500));
     rt.block_on(host.shutdown()).unwrap();
@@ -115,24 +149,40 @@ reply = "annual review done"
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     let first = c.ask("every new year please");
-    let this_year = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+    let this_year = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .year();
     let next_slot = format!("{}-01-01T00:00:00.000Z", this_year + 1);
     // 2020's slot runs, then this year's (the latest missed) once, then
     // next year's is pending. (Replies are read as they come: the CLI
     // channel waits for the client's ack before the next delivery.)
-    let mut done = first.iter().filter(|t| t.contains("annual review done")).count();
+    let mut done = first
+        .iter()
+        .filter(|t| t.contains("annual review done"))
+        .count();
     while done < 2 {
-        done += replies_until(&mut c, "annual review done", Duration::from_secs(20)).iter().filter(|t| t.contains("annual review done")).count();
+        done += replies_until(&mut c, "annual review done", Duration::from_secs(20))
+            .iter()
+            .filter(|t| t.contains("annual review done"))
+            .count();
     }
     assert_eq!(done, 2);
     wait_for("next year's occurrence", Duration::from_secs(20), || {
-        task_rows(&cfg.data_dir).iter().any(|r| r.2.as_deref() == Some(next_slot.as_str()))
+        task_rows(&cfg.data_dir)
+            .iter()
+            .any(|r| r.2.as_deref() == Some(next_slot.as_str()))
     });
     let rows = task_rows(&cfg.data_dir);
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(rows[0].2.as_deref(), Some("2020-01-01T00:00:00.000Z"));
-    assert_eq!(rows[1].2.as_deref(), Some(format!("{this_year}-01-01T00:00:00.000Z").as_str()));
-    assert_eq!((rows[0].1.as_str(), rows[1].1.as_str(), rows[2].1.as_str()), ("completed", "completed", "pending"));
+    assert_eq!(
+        rows[1].2.as_deref(),
+        Some(format!("{this_year}-01-01T00:00:00.000Z").as_str())
+    );
+    assert_eq!(
+        (rows[0].1.as_str(), rows[1].1.as_str(), rows[2].1.as_str()),
+        ("completed", "completed", "pending")
+    );
     // No third run: next year's slot is not due.
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(task_rows(&cfg.data_dir).len(), 3);
@@ -161,9 +211,14 @@ reply = "tool: {tool_result}"
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     c.ask("hourly please");
-    wait_for("the task row", Duration::from_secs(10), || task_rows(&cfg.data_dir).len() == 1);
+    wait_for("the task row", Duration::from_secs(10), || {
+        task_rows(&cfg.data_dir).len() == 1
+    });
     let replies = c.ask("cancel it: what is scheduled?");
-    assert!(replies.iter().any(|r| r.contains("hourly check")), "list_tasks shows the task: {replies:?}");
+    assert!(
+        replies.iter().any(|r| r.contains("hourly check")),
+        "list_tasks shows the task: {replies:?}"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -200,10 +255,18 @@ reply = "the script says seventeen are due"
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     let mut seen = c.ask("quiet check please");
-    wait_for("the quiet task finished", Duration::from_secs(20), || task_rows(&cfg.data_dir).first().is_some_and(|r| r.1 == "completed"));
+    wait_for("the quiet task finished", Duration::from_secs(20), || {
+        task_rows(&cfg.data_dir)
+            .first()
+            .is_some_and(|r| r.1 == "completed")
+    });
     seen.extend(c.ask("busy check please"));
     if !seen.iter().any(|t| t.contains("seventeen are due")) {
-        seen.extend(replies_until(&mut c, "seventeen are due", Duration::from_secs(20)));
+        seen.extend(replies_until(
+            &mut c,
+            "seventeen are due",
+            Duration::from_secs(20),
+        ));
     }
     assert!(!seen.iter().any(|t| t.contains("MODEL CALLED")), "{seen:?}");
     // Replies are delivered in order: a model call for the quiet task would
@@ -247,34 +310,75 @@ reply = "annual review done"
     // otherwise take the system's, e.g. TZ=Europe/Madrid in CI's second pass).
     std::fs::write(&cfg, format!("timezone = \"UTC\"\n[provider.scripted]\nscript = {script:?}\n[host]\nsweep_s = 1\nboot_breaker = false\n")).unwrap();
     let sock = data.join("run/cli.sock");
-    let mut h = start_daemon(&data, &cfg, if any_sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
+    let mut h = start_daemon(
+        &data,
+        &cfg,
+        if any_sandbox() == Choice::Bwrap {
+            "bwrap"
+        } else {
+            "process"
+        },
+    );
     let mut c = Client::connect(&sock);
     c.ask("every new year please");
     // The 2020 slot is claimed and running (2.5 s): kill the host now.
-    let dir = || std::fs::read_dir(data.join("sessions/main")).unwrap().next().unwrap().unwrap().path();
+    let dir = || {
+        std::fs::read_dir(data.join("sessions/main"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    };
     wait_for("the first slot claimed", Duration::from_secs(15), || {
         outbound(&dir()).query_row("SELECT count(*) FROM processing_ack WHERE message_id LIKE 'task:%' AND status = 'processing'", [], |r| r.get::<_, i64>(0)).unwrap_or(0) == 1
     });
     h.0.kill().unwrap();
     h.0.wait().unwrap();
     drop(c);
-    let _h = start_daemon(&data, &cfg, if any_sandbox() == Choice::Bwrap { "bwrap" } else { "process" });
+    let _h = start_daemon(
+        &data,
+        &cfg,
+        if any_sandbox() == Choice::Bwrap {
+            "bwrap"
+        } else {
+            "process"
+        },
+    );
     let mut c = Client::connect(&sock);
-    let this_year = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+    let this_year = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .year();
     let next_slot = format!("{}-01-01T00:00:00.000Z", this_year + 1);
     let mut done = 0;
     while done < 2 {
-        done += replies_until(&mut c, "annual review done", Duration::from_secs(30)).iter().filter(|t| t.contains("annual review done")).count();
+        done += replies_until(&mut c, "annual review done", Duration::from_secs(30))
+            .iter()
+            .filter(|t| t.contains("annual review done"))
+            .count();
     }
-    wait_for("next year's occurrence", Duration::from_secs(20), || task_rows(&data).iter().any(|r| r.2.as_deref() == Some(next_slot.as_str())));
+    wait_for("next year's occurrence", Duration::from_secs(20), || {
+        task_rows(&data)
+            .iter()
+            .any(|r| r.2.as_deref() == Some(next_slot.as_str()))
+    });
     let rows = task_rows(&data);
     let slots: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
     assert_eq!(rows.len(), 3, "one row per slot: {rows:?}");
     assert_eq!(slots[0], Some("2020-01-01T00:00:00.000Z"));
-    assert_eq!(slots[1], Some(format!("{this_year}-01-01T00:00:00.000Z").as_str()));
+    assert_eq!(
+        slots[1],
+        Some(format!("{this_year}-01-01T00:00:00.000Z").as_str())
+    );
     // One answer per slot: the killed run never answered.
     std::thread::sleep(Duration::from_millis(1000));
-    let answers: i64 = outbound(&dir()).query_row("SELECT count(*) FROM messages_out WHERE content LIKE '%annual review done%'", [], |r| r.get(0)).unwrap();
+    let answers: i64 = outbound(&dir())
+        .query_row(
+            "SELECT count(*) FROM messages_out WHERE content LIKE '%annual review done%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(answers, 2);
 }
 
@@ -300,7 +404,9 @@ reply = "tool: {tool_result}"
     let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     c.ask("hourly please");
-    wait_for("the task row", Duration::from_secs(10), || task_rows(&cfg.data_dir).len() == 1);
+    wait_for("the task row", Duration::from_secs(10), || {
+        task_rows(&cfg.data_dir).len() == 1
+    });
     let admin = |args: &[&str]| {
         let o = std::process::Command::new(PINCH)
             .arg("--data-dir")
@@ -312,18 +418,36 @@ reply = "tool: {tool_result}"
             .env("XDG_CONFIG_HOME", tmp.path().join("no-config"))
             .output()
             .unwrap();
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (code, out, err) = admin(&["tasks", "list", "--json"]);
     assert_eq!(code, 0, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     let t = &list["data"].as_array().unwrap_or_else(|| panic!("{out}"))[0];
-    assert_eq!((t["prompt"].as_str(), t["status"].as_str(), t["agent_group"].as_str()), (Some("hourly check"), Some("pending"), Some("main")), "{t}");
+    assert_eq!(
+        (
+            t["prompt"].as_str(),
+            t["status"].as_str(),
+            t["agent_group"].as_str()
+        ),
+        (Some("hourly check"), Some("pending"), Some("main")),
+        "{t}"
+    );
     assert_eq!(t["recurrence"], "0 * * * *");
-    let series = t["series_id"].as_str().unwrap_or_else(|| panic!("{t}")).to_owned();
+    let series = t["series_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{t}"))
+        .to_owned();
     // The table form names the columns.
     let (code, table, _) = admin(&["tasks", "list"]);
-    assert!(code == 0 && table.contains("SERIES_ID") && table.contains("hourly check"), "{table}");
+    assert!(
+        code == 0 && table.contains("SERIES_ID") && table.contains("hourly check"),
+        "{table}"
+    );
     let status = || task_rows(&cfg.data_dir)[0].1.clone();
     let (code, _, err) = admin(&["tasks", "pause", &series]);
     assert_eq!(code, 0, "{err}");
@@ -339,9 +463,16 @@ reply = "tool: {tool_result}"
     assert_eq!(status(), "cancelled");
     let (code, out, _) = admin(&["tasks", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((code, list["data"].as_array().map(Vec::len)), (0, Some(0)), "{out}");
+    assert_eq!(
+        (code, list["data"].as_array().map(Vec::len)),
+        (0, Some(0)),
+        "{out}"
+    );
     let (code, _, err) = admin(&["tasks", "cancel", "ser-nope"]);
     assert_eq!(code, 1);
-    assert!(err.contains("no live task") && err.contains("ser-nope"), "{err}");
+    assert!(
+        err.contains("no live task") && err.contains("ser-nope"),
+        "{err}"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }

@@ -46,8 +46,14 @@ fn card_and(c: &mut Client, want: &str) -> Vec<pinch_channels::cli_socket::WireB
     let (mut seen, mut card) = (false, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !(seen && card.is_some()) {
-        assert!(std::time::Instant::now() < deadline, "seen={seen} card={card:?}");
-        if let Some(ServerMsg::Message { id, text, buttons, .. }) = c.recv() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seen={seen} card={card:?}"
+        );
+        if let Some(ServerMsg::Message {
+            id, text, buttons, ..
+        }) = c.recv()
+        {
             c.send(&ClientMsg::Ack { id });
             seen |= text.contains(want);
             if !buttons.is_empty() {
@@ -60,7 +66,11 @@ fn card_and(c: &mut Client, want: &str) -> Vec<pinch_channels::cli_socket::WireB
 
 fn result_row(dir: &Path, action: &str) -> Option<String> {
     inbound(dir)
-        .query_row("SELECT content FROM messages_in WHERE id LIKE 'approval-result:%' AND content LIKE ?1", [format!("%{action}%")], |r| r.get(0))
+        .query_row(
+            "SELECT content FROM messages_in WHERE id LIKE 'approval-result:%' AND content LIKE ?1",
+            [format!("%{action}%")],
+            |r| r.get(0),
+        )
         .ok()
 }
 
@@ -88,17 +98,34 @@ os.makedirs(os.path.join(d, "simple", "pinchdemo"), exist_ok=True)
 with open(os.path.join(d, "simple", "pinchdemo", "index.html"), "w") as f:
     f.write('<html><body><a href="../../pinchdemo-1.0-py3-none-any.whl">pinchdemo-1.0-py3-none-any.whl</a></body></html>')
 "#;
-    let st = std::process::Command::new("/usr/bin/python3").args(["-c", py]).arg(dir).status().unwrap();
+    let st = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", py])
+        .arg(dir)
+        .status()
+        .unwrap();
     assert!(st.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = std::process::Command::new("/usr/bin/python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
         .arg(dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the index server", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_for("the index server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     (child, format!("http://127.0.0.1:{port}/simple"))
 }
 
@@ -107,8 +134,15 @@ fn an_approved_package_and_mcp_server_arrive_with_the_next_turn() {
     if !bwrap_or_skip() {
         return;
     }
-    if !Path::new("/usr/bin/python3").exists() || std::process::Command::new("/usr/bin/python3").args(["-m", "pip", "--version"]).output().map_or(true, |o| !o.status.success()) {
-        panic!("this test needs /usr/bin/python3 with pip (scripts/deps --test installs python3-pip)");
+    if !Path::new("/usr/bin/python3").exists()
+        || std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "pip", "--version"])
+            .output()
+            .map_or(true, |o| !o.status.success())
+    {
+        panic!(
+            "this test needs /usr/bin/python3 with pip (scripts/deps --test installs python3-pip)"
+        );
     }
     let tmp = tempfile::tempdir().unwrap();
     let index_dir = tmp.path().join("index");
@@ -117,7 +151,10 @@ fn an_approved_package_and_mcp_server_arrive_with_the_next_turn() {
     // The installer passes the host's pip settings on (an index mirror).
     std::env::set_var("PIP_INDEX_URL", &url);
     std::env::set_var("PIP_TRUSTED_HOST", "127.0.0.1");
-    let cfg = with_script(host_config(tmp.path(), pinch_host::sandbox::Choice::Bwrap), SCRIPT);
+    let cfg = with_script(
+        host_config(tmp.path(), pinch_host::sandbox::Choice::Bwrap),
+        SCRIPT,
+    );
     let server_bin = Path::new(PINCH).with_file_name("pinch-mcp-test-server");
     let group = cfg.data_dir.join("groups/main");
     std::fs::create_dir_all(&group).unwrap();
@@ -129,29 +166,69 @@ fn an_approved_package_and_mcp_server_arrive_with_the_next_turn() {
     // The package: approval-pending, a card, nothing installed yet.
     c.say("please install the demo", "p1");
     let buttons = card_and(&mut c, "tool said: approval-pending");
-    assert!(!group.join(".tools").exists(), "nothing installed before the approval");
-    let approve = buttons.iter().find(|b| b.label == "Approve").unwrap().callback.clone();
+    assert!(
+        !group.join(".tools").exists(),
+        "nothing installed before the approval"
+    );
+    let approve = buttons
+        .iter()
+        .find(|b| b.label == "Approve")
+        .unwrap()
+        .callback
+        .clone();
     c.send(&ClientMsg::Click { callback: approve });
-    let session = rt.block_on(host.sessions()).into_iter().find(|s| s.agent_group_id == "main").unwrap();
-    wait_for("the installation's result", Duration::from_secs(300), || result_row(&session.dir, "install_packages").is_some());
+    let session = rt
+        .block_on(host.sessions())
+        .into_iter()
+        .find(|s| s.agent_group_id == "main")
+        .unwrap();
+    wait_for(
+        "the installation's result",
+        Duration::from_secs(300),
+        || result_row(&session.dir, "install_packages").is_some(),
+    );
     let r = result_row(&session.dir, "install_packages").unwrap();
     assert!(r.contains("\"ok\":true"), "{r}");
     assert!(group.join(".tools/python/pinchdemo/__init__.py").exists());
     // The agent's next turn has it.
     let replies = c.ask("now use the demo");
-    assert!(replies.iter().any(|t| t.contains("pinchdemo works") && t.contains("error=false")), "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .any(|t| t.contains("pinchdemo works") && t.contains("error=false")),
+        "{replies:?}"
+    );
 
     // The MCP server: approved, then its tools are offered.
     c.say("please add the calculator", "m1");
     let buttons = card_and(&mut c, "tool said: approval-pending");
-    let approve = buttons.iter().find(|b| b.label == "Approve").unwrap().callback.clone();
+    let approve = buttons
+        .iter()
+        .find(|b| b.label == "Approve")
+        .unwrap()
+        .callback
+        .clone();
     c.send(&ClientMsg::Click { callback: approve });
-    wait_for("the server added", Duration::from_secs(30), || result_row(&session.dir, "add_mcp_server").is_some());
+    wait_for("the server added", Duration::from_secs(30), || {
+        result_row(&session.dir, "add_mcp_server").is_some()
+    });
     let db = pinch_proto::rusqlite::Connection::open(cfg.data_dir.join("pinch.db")).unwrap();
-    let servers: String = db.query_row("SELECT mcp_servers FROM agent_configs WHERE agent_group_id = 'main'", [], |r| r.get(0)).unwrap();
-    assert!(servers.contains("\"calc\"") && servers.contains("calc-server"), "{servers}");
+    let servers: String = db
+        .query_row(
+            "SELECT mcp_servers FROM agent_configs WHERE agent_group_id = 'main'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        servers.contains("\"calc\"") && servers.contains("calc-server"),
+        "{servers}"
+    );
     let replies = c.ask("add please");
-    assert!(replies.iter().any(|t| t.contains("tool said: 42")), "{replies:?}");
+    assert!(
+        replies.iter().any(|t| t.contains("tool said: 42")),
+        "{replies:?}"
+    );
     rt.block_on(host.shutdown()).unwrap();
     let _ = index.kill();
     let _ = index.wait();
@@ -166,13 +243,35 @@ fn a_rejected_request_changes_nothing() {
     let mut c = Client::connect(&host.cli_socket);
     c.say("please install the demo", "p1");
     let buttons = card_and(&mut c, "tool said: approval-pending");
-    let reject = buttons.iter().find(|b| b.label == "Reject").unwrap().callback.clone();
+    let reject = buttons
+        .iter()
+        .find(|b| b.label == "Reject")
+        .unwrap()
+        .callback
+        .clone();
     c.send(&ClientMsg::Click { callback: reject });
-    let session = rt.block_on(host.sessions()).into_iter().find(|s| s.agent_group_id == "main").unwrap();
-    wait_for("the rejection reaches the agent", Duration::from_secs(30), || result_row(&session.dir, "install_packages").is_some_and(|r| r.contains("rejected")));
+    let session = rt
+        .block_on(host.sessions())
+        .into_iter()
+        .find(|s| s.agent_group_id == "main")
+        .unwrap();
+    wait_for(
+        "the rejection reaches the agent",
+        Duration::from_secs(30),
+        || result_row(&session.dir, "install_packages").is_some_and(|r| r.contains("rejected")),
+    );
     let db = pinch_proto::rusqlite::Connection::open(cfg.data_dir.join("pinch.db")).unwrap();
-    let packages: Option<String> = db.query_row("SELECT packages FROM agent_configs WHERE agent_group_id = 'main'", [], |r| r.get(0)).unwrap();
-    assert!(packages.as_ref().is_none_or(|p| !p.contains("pinchdemo")), "{packages:?}");
+    let packages: Option<String> = db
+        .query_row(
+            "SELECT packages FROM agent_configs WHERE agent_group_id = 'main'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        packages.as_ref().is_none_or(|p| !p.contains("pinchdemo")),
+        "{packages:?}"
+    );
     assert!(!cfg.data_dir.join("groups/main/.tools").exists());
     // The agent's turn on the rejection answers the terminal (read it, so
     // that delivery is not left waiting for an ack at shutdown).

@@ -22,24 +22,47 @@ fn print_renders_the_unit_and_install_without_systemd_changes_nothing() {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .output()
             .unwrap();
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (code, unit, err) = run(&["print"]);
     assert_eq!(code, 0, "{err}");
     let exe = std::fs::canonicalize(PINCH).unwrap();
-    assert!(unit.contains(&format!("\nExecStart={} --data-dir \"{}\" --config ", exe.display(), data.display())), "{unit}");
-    assert!(unit.contains(" host\n") && unit.contains("\nRestartPreventExitStatus=78\n") && unit.contains("\nWantedBy=default.target\n"), "{unit}");
+    assert!(
+        unit.contains(&format!(
+            "\nExecStart={} --data-dir \"{}\" --config ",
+            exe.display(),
+            data.display()
+        )),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(" host\n")
+            && unit.contains("\nRestartPreventExitStatus=78\n")
+            && unit.contains("\nWantedBy=default.target\n"),
+        "{unit}"
+    );
     if std::path::Path::new("/run/systemd/system").is_dir() {
         eprintln!("note: systemd runs here; not trying `pinch service install` from a test");
         return;
     }
     let (code, _, err) = run(&["install"]);
     assert_eq!(code, 1);
-    assert!(err.contains("systemd is not running on this machine") && err.contains("nothing was installed"), "{err}");
+    assert!(
+        err.contains("systemd is not running on this machine")
+            && err.contains("nothing was installed"),
+        "{err}"
+    );
     assert!(!home.join(".config/systemd").exists(), "nothing written");
     let (code, out, _) = run(&["status"]);
     assert_eq!(code, 3, "not installed, not running: {out}");
-    assert!(out.contains("(not installed)") && out.contains("systemd is not running"), "{out}");
+    assert!(
+        out.contains("(not installed)") && out.contains("systemd is not running"),
+        "{out}"
+    );
 }
 
 /// `pinch host --log-json` (issue 8): every line on stderr is one JSON
@@ -49,7 +72,16 @@ fn host_logs_json_lines_with_the_flag() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(PINCH)
-        .args(["--data-dir", tmp.path().join("data").to_str().unwrap(), "host", "--log-json", "--provider", "scripted", "--sandbox", "process"])
+        .args([
+            "--data-dir",
+            tmp.path().join("data").to_str().unwrap(),
+            "host",
+            "--log-json",
+            "--provider",
+            "scripted",
+            "--sandbox",
+            "process",
+        ])
         .env_remove("PINCH_LOG_FORMAT")
         .env("PINCH_CONFIG", "/dev/null")
         .stderr(std::process::Stdio::piped())
@@ -65,7 +97,11 @@ fn host_logs_json_lines_with_the_flag() {
     let _ = child.wait();
     assert!(!seen.is_empty(), "no log lines");
     for l in &seen {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
-        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{l}");
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
     }
 }

@@ -130,28 +130,58 @@ impl Fake {
         self.new_envelope.notify_waiters();
         id
     }
-    fn message(&self, channel: &str, channel_type: &str, ts: &str, text: &str, extra: Value) -> String {
+    fn message(
+        &self,
+        channel: &str,
+        channel_type: &str,
+        ts: &str,
+        text: &str,
+        extra: Value,
+    ) -> String {
         let mut ev = json!({"type": "message", "channel": channel, "channel_type": channel_type, "user": USER, "text": text, "ts": ts});
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             ev[k] = v;
         }
-        self.envelope("events_api", json!({"event_id": format!("Ev{ts}"), "type": "event_callback", "event": ev}))
+        self.envelope(
+            "events_api",
+            json!({"event_id": format!("Ev{ts}"), "type": "event_callback", "event": ev}),
+        )
     }
     fn acked(&self, id: &str) -> bool {
-        self.envelopes.lock().unwrap().iter().any(|(e, a)| e["envelope_id"] == id && *a)
+        self.envelopes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(e, a)| e["envelope_id"] == id && *a)
     }
     fn calls(&self, method: &str) -> Vec<Value> {
-        self.calls.lock().unwrap().iter().filter(|(m, _)| m == method).map(|(_, v)| v.clone()).collect()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     fn posts(&self) -> Vec<Value> {
         self.calls("chat.postMessage")
     }
     fn echoes(&self, word: &str) -> usize {
-        self.posts().iter().filter(|v| v["text"].as_str().is_some_and(|t| t.starts_with("echo:") && t.contains(word))).count()
+        self.posts()
+            .iter()
+            .filter(|v| {
+                v["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("echo:") && t.contains(word))
+            })
+            .count()
     }
 }
 
-async fn socket(ws: WebSocketUpgrade, axum::extract::State(f): axum::extract::State<Arc<Fake>>) -> axum::response::Response {
+async fn socket(
+    ws: WebSocketUpgrade,
+    axum::extract::State(f): axum::extract::State<Arc<Fake>>,
+) -> axum::response::Response {
     ws.on_upgrade(move |s| session(s, f))
 }
 
@@ -166,7 +196,12 @@ async fn session(mut s: WebSocket, f: Arc<Fake>) {
     f.open.fetch_add(1, Ordering::SeqCst);
     let _open = Open(f.open.clone());
     let mut drops = f.drops.0.subscribe();
-    let _ = s.send(Message::text(json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}).to_string())).await;
+    let _ = s
+        .send(Message::text(
+            json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}})
+                .to_string(),
+        ))
+        .await;
     let mut sent: Vec<String> = Vec::new();
     loop {
         if f.silent.load(Ordering::SeqCst) {
@@ -230,12 +265,23 @@ async fn api(
     h: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::Json<Value> {
-    let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let want = if method == "apps.connections.open" { APP } else { BOT_TOKEN };
+    let auth = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let want = if method == "apps.connections.open" {
+        APP
+    } else {
+        BOT_TOKEN
+    };
     if auth != format!("Bearer {want}") {
         return axum::Json(json!({"ok": false, "error": "invalid_auth"}));
     }
-    let form = h.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let form = h
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let v: Value = if form {
         let m: serde_json::Map<String, Value> = String::from_utf8_lossy(&body)
             .split('&')
@@ -250,10 +296,18 @@ async fn api(
     let addr = f.addr.lock().unwrap().clone();
     axum::Json(match method.as_str() {
         "auth.test" => json!({"ok": true, "user_id": BOT, "bot_id": "B1"}),
-        "apps.connections.open" => json!({"ok": true, "url": format!("ws://{addr}/socket?ticket=secret-ticket")}),
-        "chat.postMessage" => json!({"ok": true, "channel": v["channel"], "ts": format!("1700000100.{:06}", f.next_ts.fetch_add(1, Ordering::SeqCst))}),
-        "files.getUploadURLExternal" => json!({"ok": true, "upload_url": format!("http://{addr}/upload/F1"), "file_id": "F1"}),
-        "conversations.open" => json!({"ok": true, "channel": {"id": format!("D-{}", v["users"].as_str().unwrap_or(""))}}),
+        "apps.connections.open" => {
+            json!({"ok": true, "url": format!("ws://{addr}/socket?ticket=secret-ticket")})
+        }
+        "chat.postMessage" => {
+            json!({"ok": true, "channel": v["channel"], "ts": format!("1700000100.{:06}", f.next_ts.fetch_add(1, Ordering::SeqCst))})
+        }
+        "files.getUploadURLExternal" => {
+            json!({"ok": true, "upload_url": format!("http://{addr}/upload/F1"), "file_id": "F1"})
+        }
+        "conversations.open" => {
+            json!({"ok": true, "channel": {"id": format!("D-{}", v["users"].as_str().unwrap_or(""))}})
+        }
         "chat.update" | "reactions.add" | "files.completeUploadExternal" => json!({"ok": true}),
         _ => json!({"ok": false, "error": "unknown_method"}),
     })
@@ -265,15 +319,20 @@ async fn serve(f: Arc<Fake>) -> std::net::SocketAddr {
         .route("/api/{method}", axum::routing::post(api))
         .route(
             "/upload/{id}",
-            axum::routing::post(|axum::extract::State(f): axum::extract::State<Arc<Fake>>, body: axum::body::Bytes| async move {
-                f.uploads.lock().unwrap().push(body.to_vec());
-                "OK - 14"
-            }),
+            axum::routing::post(
+                |axum::extract::State(f): axum::extract::State<Arc<Fake>>,
+                 body: axum::body::Bytes| async move {
+                    f.uploads.lock().unwrap().push(body.to_vec());
+                    "OK - 14"
+                },
+            ),
         )
         .route(
             "/files/notes.txt",
             axum::routing::get(|h: axum::http::HeaderMap| async move {
-                if h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {BOT_TOKEN}")) {
+                if h.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some(&format!("Bearer {BOT_TOKEN}"))
+                {
                     (axum::http::StatusCode::OK, "the secret word is plum")
                 } else {
                     (axum::http::StatusCode::FORBIDDEN, "")
@@ -305,7 +364,10 @@ fn setup(api: std::net::SocketAddr) -> Setup {
         c.conn
             .execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES ('slack:U42', 'owner', NULL, 'test', '2026-01-01T00:00:00.000Z')", [])
             .unwrap();
-        for (id, chat, is_group, mode) in [("mg-dm", "D1", 0, "pattern"), ("mg-chan", "C1", 1, "mention")] {
+        for (id, chat, is_group, mode) in [
+            ("mg-dm", "D1", 0, "pattern"),
+            ("mg-chan", "C1", 1, "mention"),
+        ] {
             c.conn
                 .execute(
                     "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
@@ -332,7 +394,11 @@ fn setup(api: std::net::SocketAddr) -> Setup {
         ),
     )
     .unwrap();
-    Setup { data, cfg, _tmp: tmp }
+    Setup {
+        data,
+        cfg,
+        _tmp: tmp,
+    }
 }
 
 fn daemon(s: &Setup) -> Daemon {
@@ -341,7 +407,16 @@ fn daemon(s: &Setup) -> Daemon {
         .arg(&s.data)
         .arg("--config")
         .arg(&s.cfg)
-        .args(["--sandbox", if any_sandbox() == pinch_host::sandbox::Choice::Bwrap { "bwrap" } else { "process" }, "--provider", "scripted"])
+        .args([
+            "--sandbox",
+            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
+                "bwrap"
+            } else {
+                "process"
+            },
+            "--provider",
+            "scripted",
+        ])
         .env("PINCH_LOG", "debug")
         .env("PINCH_TEST_SLACK_APP", APP)
         .env("PINCH_TEST_SLACK_BOT", BOT_TOKEN)
@@ -350,15 +425,28 @@ fn daemon(s: &Setup) -> Daemon {
         .env_remove("OPENAI_BASE_URL")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(s.data.with_extension("log")).unwrap());
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(s.data.with_extension("log"))
+                .unwrap(),
+        );
     Daemon(d.spawn().unwrap())
 }
 
 fn rows(data: &Path, message_id: &str) -> i64 {
     let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main")).into_iter().flatten() {
+    for d in std::fs::read_dir(data.join("sessions/main"))
+        .into_iter()
+        .flatten()
+    {
         n += inbound(&d.unwrap().path())
-            .query_row("SELECT count(*) FROM messages_in WHERE id = ?1", [format!("{message_id}:main")], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT count(*) FROM messages_in WHERE id = ?1",
+                [format!("{message_id}:main")],
+                |r| r.get::<_, i64>(0),
+            )
             .unwrap();
     }
     n
@@ -366,8 +454,17 @@ fn rows(data: &Path, message_id: &str) -> i64 {
 
 fn delivered(data: &Path) -> i64 {
     let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main")).into_iter().flatten() {
-        n += inbound(&d.unwrap().path()).query_row("SELECT count(*) FROM delivered WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0)).unwrap();
+    for d in std::fs::read_dir(data.join("sessions/main"))
+        .into_iter()
+        .flatten()
+    {
+        n += inbound(&d.unwrap().path())
+            .query_row(
+                "SELECT count(*) FROM delivered WHERE status = 'delivered'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
     }
     n
 }
@@ -397,67 +494,173 @@ fn slack_message_edit_reaction_click_files_and_mentions() {
     let _d = daemon(&s);
 
     let env = f.message("D1", "im", "1700000000.000001", "draft please", json!({}));
-    let draft = wait_call(&f, "the draft", "chat.postMessage", |v| v["text"] == "draft v1");
+    let draft = wait_call(&f, "the draft", "chat.postMessage", |v| {
+        v["text"] == "draft v1"
+    });
     assert_eq!(draft["channel"], "D1");
     assert!(f.acked(&env), "the envelope is acked once stored");
     let edit = wait_call(&f, "the edit", "chat.update", |_| true);
-    assert_eq!(edit, json!({"channel": "D1", "ts": "1700000100.000000", "text": "draft v2"}));
-    wait_call(&f, "the final answer", "chat.postMessage", |v| v["text"] == "edited");
+    assert_eq!(
+        edit,
+        json!({"channel": "D1", "ts": "1700000100.000000", "text": "draft v2"})
+    );
+    wait_call(&f, "the final answer", "chat.postMessage", |v| {
+        v["text"] == "edited"
+    });
 
     f.message("D1", "im", "1700000000.000002", "react to this", json!({}));
     let r = wait_call(&f, "the reaction", "reactions.add", |_| true);
-    assert_eq!(r, json!({"channel": "D1", "timestamp": "1700000000.000001", "name": "+1"}));
-    wait_call(&f, "the answer", "chat.postMessage", |v| v["text"] == "reacted");
+    assert_eq!(
+        r,
+        json!({"channel": "D1", "timestamp": "1700000000.000001", "name": "+1"})
+    );
+    wait_call(&f, "the answer", "chat.postMessage", |v| {
+        v["text"] == "reacted"
+    });
 
     f.message("D1", "im", "1700000000.000003", "which colour?", json!({}));
-    let card = wait_call(&f, "the question card", "chat.postMessage", |v| v["blocks"].is_array());
-    let blue = card["blocks"][1]["elements"].as_array().unwrap().iter().find(|b| b["text"]["text"] == "Blue").expect("a Blue button").clone();
+    let card = wait_call(&f, "the question card", "chat.postMessage", |v| {
+        v["blocks"].is_array()
+    });
+    let blue = card["blocks"][1]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["text"]["text"] == "Blue")
+        .expect("a Blue button")
+        .clone();
     let click = f.envelope(
         "interactive",
         json!({"type": "block_actions", "user": {"id": USER}, "channel": {"id": "D1"}, "message": {"ts": "1700000100.000003"},
                "actions": [{"type": "button", "action_id": blue["action_id"], "value": blue["value"]}]}),
     );
-    let chose = wait_call(&f, "the answer reaching the agent", "chat.postMessage", |v| v["text"].as_str().is_some_and(|t| t.starts_with("you chose:")));
+    let chose = wait_call(
+        &f,
+        "the answer reaching the agent",
+        "chat.postMessage",
+        |v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("you chose:"))
+        },
+    );
     assert!(chose["text"].as_str().unwrap().contains('b'), "{chose}");
     wait_for("the click envelope acked", WAIT, || f.acked(&click));
 
     let file = json!({"subtype": "file_share", "files": [{"id": "F9", "name": "notes.txt", "mimetype": "text/plain", "size": 23, "url_private_download": format!("http://{api}/files/notes.txt")}]});
-    f.message("D1", "im", "1700000000.000004", "read the attachment please", file);
-    let said = wait_call(&f, "the agent's reading", "chat.postMessage", |v| v["text"].as_str().is_some_and(|t| t.starts_with("the file says:")));
-    assert!(said["text"].as_str().unwrap().contains("the secret word is plum"), "{said}");
+    f.message(
+        "D1",
+        "im",
+        "1700000000.000004",
+        "read the attachment please",
+        file,
+    );
+    let said = wait_call(&f, "the agent's reading", "chat.postMessage", |v| {
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("the file says:"))
+    });
+    assert!(
+        said["text"]
+            .as_str()
+            .unwrap()
+            .contains("the secret word is plum"),
+        "{said}"
+    );
 
-    f.message("D1", "im", "1700000000.000005", "send me the report", json!({}));
-    let done = wait_call(&f, "the upload completed", "files.completeUploadExternal", |_| true);
+    f.message(
+        "D1",
+        "im",
+        "1700000000.000005",
+        "send me the report",
+        json!({}),
+    );
+    let done = wait_call(
+        &f,
+        "the upload completed",
+        "files.completeUploadExternal",
+        |_| true,
+    );
     assert_eq!(done["files"][0]["title"], "report.txt");
     assert_eq!(done["channel_id"], "D1");
     let asked = f.calls("files.getUploadURLExternal");
     assert_eq!(asked[0]["filename"], "report.txt");
     assert_eq!(asked[0]["length"], "14");
-    assert_eq!(f.uploads.lock().unwrap().clone(), vec![b"numbers: 1 2 3".to_vec()]);
+    assert_eq!(
+        f.uploads.lock().unwrap().clone(),
+        vec![b"numbers: 1 2 3".to_vec()]
+    );
 
     // Channel: no mention → dropped; a bot → ignored; a mention (rich-text
     // block) → answered, in the thread it came from.
     f.message("C1", "channel", "1700000000.000010", "hello all", json!({}));
-    f.message("C1", "channel", "1700000000.000011", "hello <@UBOT> bot here", json!({"bot_id": "B9", "user": "U555"}));
+    f.message(
+        "C1",
+        "channel",
+        "1700000000.000011",
+        "hello <@UBOT> bot here",
+        json!({"bot_id": "B9", "user": "U555"}),
+    );
     let mention = json!({"thread_ts": "1700000000.000009", "blocks": [{"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [{"type": "user", "user_id": BOT}, {"type": "text", "text": " hello mention"}]}]}]});
-    f.message("C1", "channel", "1700000000.000012", "<@UBOT> hello mention", mention);
-    let ans = wait_call(&f, "the channel answer", "chat.postMessage", |v| v["channel"] == "C1");
-    assert_eq!(ans["thread_ts"], "1700000000.000009", "answered in the thread");
-    assert_eq!(rows(&s.data, "C1-1700000000.000010"), 0, "not mentioned: dropped");
-    assert_eq!(rows(&s.data, "C1-1700000000.000011"), 0, "a bot's message is not stored");
+    f.message(
+        "C1",
+        "channel",
+        "1700000000.000012",
+        "<@UBOT> hello mention",
+        mention,
+    );
+    let ans = wait_call(&f, "the channel answer", "chat.postMessage", |v| {
+        v["channel"] == "C1"
+    });
+    assert_eq!(
+        ans["thread_ts"], "1700000000.000009",
+        "answered in the thread"
+    );
+    assert_eq!(
+        rows(&s.data, "C1-1700000000.000010"),
+        0,
+        "not mentioned: dropped"
+    );
+    assert_eq!(
+        rows(&s.data, "C1-1700000000.000011"),
+        0,
+        "a bot's message is not stored"
+    );
     assert_eq!(rows(&s.data, "C1-1700000000.000012"), 1);
 
     // A channel pinch has never seen: the owner's approval card goes to the
     // DM the adapter opens (conversations.open); Reject is clicked.
     let mention = json!({"blocks": [{"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [{"type": "user", "user_id": BOT}]}]}]});
-    f.message("C2", "channel", "1700000000.000020", "<@UBOT> new here", mention);
-    let card = wait_call(&f, "the approval card", "chat.postMessage", |v| v["channel"] == "D-U42" && v["blocks"].is_array());
-    assert!(card["text"].as_str().unwrap().starts_with("Approval needed"), "{card}");
+    f.message(
+        "C2",
+        "channel",
+        "1700000000.000020",
+        "<@UBOT> new here",
+        mention,
+    );
+    let card = wait_call(&f, "the approval card", "chat.postMessage", |v| {
+        v["channel"] == "D-U42" && v["blocks"].is_array()
+    });
+    assert!(
+        card["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Approval needed"),
+        "{card}"
+    );
     assert_eq!(f.calls("conversations.open")[0]["users"], USER);
-    let reject = card["blocks"][1]["elements"].as_array().unwrap().iter().find(|b| b["text"]["text"] == "Reject").expect("a Reject button").clone();
+    let reject = card["blocks"][1]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["text"]["text"] == "Reject")
+        .expect("a Reject button")
+        .clone();
     let before = f.posts().iter().filter(|v| v["channel"] == "D-U42").count();
     f.envelope("interactive", json!({"type": "block_actions", "user": {"id": USER}, "channel": {"id": "D-U42"}, "actions": [{"type": "button", "action_id": reject["action_id"], "value": reject["value"]}]}));
-    wait_for("the decision's notice", WAIT, || f.posts().iter().filter(|v| v["channel"] == "D-U42").count() > before);
+    wait_for("the decision's notice", WAIT, || {
+        f.posts().iter().filter(|v| v["channel"] == "D-U42").count() > before
+    });
     no_secret_in_log(&s);
 }
 
@@ -476,20 +679,33 @@ fn slack_recovers_dropped_and_stalled_sockets_and_a_killed_host_loses_and_repeat
     // Dropped: the next connection gets what was sent meanwhile.
     let before = f.connections.load(Ordering::SeqCst);
     f.drops.drop_all();
-    wait_for("the socket closed", WAIT, || f.open.load(Ordering::SeqCst) == 0);
+    wait_for("the socket closed", WAIT, || {
+        f.open.load(Ordering::SeqCst) == 0
+    });
     f.message("D1", "im", "1700000000.000002", "hello two", json!({}));
-    wait_for("the reply after the drop", WAIT, || f.echoes("hello two") == 1);
-    assert!(f.connections.load(Ordering::SeqCst) > before, "delivered on a new connection");
+    wait_for("the reply after the drop", WAIT, || {
+        f.echoes("hello two") == 1
+    });
+    assert!(
+        f.connections.load(Ordering::SeqCst) > before,
+        "delivered on a new connection"
+    );
 
     // Stalled: the socket goes silent (no frames, no pongs); the watchdog rebuilds it.
     let before = f.connections.load(Ordering::SeqCst);
     f.silent.store(true, Ordering::SeqCst);
-    wait_for("a new connection after the stall", WAIT, || f.connections.load(Ordering::SeqCst) > before);
+    wait_for("a new connection after the stall", WAIT, || {
+        f.connections.load(Ordering::SeqCst) > before
+    });
     f.silent.store(false, Ordering::SeqCst);
     f.drops.drop_all();
     f.message("D1", "im", "1700000000.000003", "hello three", json!({}));
-    wait_for("the reply after the stall", WAIT, || f.echoes("hello three") == 1);
-    wait_for("the replies recorded as delivered", WAIT, || delivered(&s.data) >= 3);
+    wait_for("the reply after the stall", WAIT, || {
+        f.echoes("hello three") == 1
+    });
+    wait_for("the replies recorded as delivered", WAIT, || {
+        delivered(&s.data) >= 3
+    });
 
     // SIGKILL, with an envelope stored but not acked (Slack will retry it)
     // and another arriving while pinch is down.
@@ -503,12 +719,27 @@ fn slack_recovers_dropped_and_stalled_sockets_and_a_killed_host_loses_and_repeat
     }
     f.message("D1", "im", "1700000000.000004", "hello four", json!({}));
     let _d2 = daemon(&s);
-    wait_for("the reply to the message sent while down", WAIT, || f.echoes("hello four") == 1);
-    wait_for("every envelope acked", WAIT, || f.envelopes.lock().unwrap().iter().all(|(_, a)| *a));
-    assert!(f.retries.load(Ordering::SeqCst) >= 1, "the unacked envelope was retried");
+    wait_for("the reply to the message sent while down", WAIT, || {
+        f.echoes("hello four") == 1
+    });
+    wait_for("every envelope acked", WAIT, || {
+        f.envelopes.lock().unwrap().iter().all(|(_, a)| *a)
+    });
+    assert!(
+        f.retries.load(Ordering::SeqCst) >= 1,
+        "the unacked envelope was retried"
+    );
     for (n, word) in ["one", "two", "three", "four"].iter().enumerate() {
-        assert_eq!(rows(&s.data, &format!("D1-1700000000.00000{}", n + 1)), 1, "message {word} stored once");
-        assert_eq!(f.echoes(&format!("hello {word}")), 1, "message {word} answered once");
+        assert_eq!(
+            rows(&s.data, &format!("D1-1700000000.00000{}", n + 1)),
+            1,
+            "message {word} stored once"
+        );
+        assert_eq!(
+            f.echoes(&format!("hello {word}")),
+            1,
+            "message {word} answered once"
+        );
     }
     no_secret_in_log(&s);
 }

@@ -139,31 +139,59 @@ impl Fake {
         }})
     }
     fn calls(&self, method: &str) -> Vec<Value> {
-        self.calls.lock().unwrap().iter().filter(|(m, _)| m == method).map(|(_, v)| v.clone()).collect()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     fn sent_texts(&self) -> Vec<String> {
-        self.calls("sendMessage").iter().filter_map(|v| v["text"].as_str().map(str::to_owned)).collect()
+        self.calls("sendMessage")
+            .iter()
+            .filter_map(|v| v["text"].as_str().map(str::to_owned))
+            .collect()
     }
     fn replies_to(&self, mid: i64) -> usize {
-        self.calls("sendMessage").iter().filter(|v| v["reply_parameters"]["message_id"] == mid).count()
+        self.calls("sendMessage")
+            .iter()
+            .filter(|v| v["reply_parameters"]["message_id"] == mid)
+            .count()
     }
 }
 
 async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
     use axum::extract::{Path as P, State};
     use axum::http::HeaderMap;
-    async fn api(State(f): State<Arc<Fake>>, P((bot, method)): P<(String, String)>, h: HeaderMap, body: axum::body::Bytes) -> axum::Json<Value> {
+    async fn api(
+        State(f): State<Arc<Fake>>,
+        P((bot, method)): P<(String, String)>,
+        h: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::Json<Value> {
         if bot != format!("bot{TOKEN}") {
-            return axum::Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"}));
+            return axum::Json(
+                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+            );
         }
-        let multipart = h.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("multipart/form-data"));
-        let v: Value = if multipart { json!({"raw": String::from_utf8_lossy(&body)}) } else { serde_json::from_slice(&body).unwrap_or_default() };
+        let multipart = h
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("multipart/form-data"));
+        let v: Value = if multipart {
+            json!({"raw": String::from_utf8_lossy(&body)})
+        } else {
+            serde_json::from_slice(&body).unwrap_or_default()
+        };
         if method != "getUpdates" {
             f.calls.lock().unwrap().push((method.clone(), v.clone()));
         }
         let ok = |r: Value| axum::Json(json!({"ok": true, "result": r}));
         match method.as_str() {
-            "getMe" => ok(json!({"id": BOT_ID, "is_bot": true, "first_name": "Pinch", "username": "pinch_bot"})),
+            "getMe" => ok(
+                json!({"id": BOT_ID, "is_bot": true, "first_name": "Pinch", "username": "pinch_bot"}),
+            ),
             "getUpdates" => {
                 let offset = v["offset"].as_i64().unwrap_or(0);
                 f.floor.fetch_max(offset, Ordering::SeqCst);
@@ -172,19 +200,38 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
                     f.stalled.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(v["timeout"].as_u64().unwrap_or(0));
+                let deadline = tokio::time::Instant::now()
+                    + Duration::from_secs(v["timeout"].as_u64().unwrap_or(0));
                 loop {
                     let notified = f.new_update.notified();
                     let floor = f.floor.load(Ordering::SeqCst);
-                    let ready: Vec<Value> = f.updates.lock().unwrap().iter().filter(|u| u["update_id"].as_i64().unwrap() >= floor).cloned().collect();
-                    if !ready.is_empty() || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    let ready: Vec<Value> = f
+                        .updates
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|u| u["update_id"].as_i64().unwrap() >= floor)
+                        .cloned()
+                        .collect();
+                    if !ready.is_empty()
+                        || tokio::time::timeout_at(deadline, notified).await.is_err()
+                    {
                         return ok(Value::Array(ready));
                     }
                 }
             }
-            "sendMessage" | "sendDocument" => ok(json!({"message_id": 5000 + f.next_msg.fetch_add(1, Ordering::SeqCst), "chat": {"id": v["chat_id"]}})),
-            "getFile" => ok(json!({"file_id": v["file_id"], "file_path": format!("documents/{}.txt", v["file_id"].as_str().unwrap_or("x"))})),
-            "deleteWebhook" | "setWebhook" | "editMessageText" | "setMessageReaction" | "sendChatAction" | "answerCallbackQuery" => ok(json!(true)),
+            "sendMessage" | "sendDocument" => ok(
+                json!({"message_id": 5000 + f.next_msg.fetch_add(1, Ordering::SeqCst), "chat": {"id": v["chat_id"]}}),
+            ),
+            "getFile" => ok(
+                json!({"file_id": v["file_id"], "file_path": format!("documents/{}.txt", v["file_id"].as_str().unwrap_or("x"))}),
+            ),
+            "deleteWebhook"
+            | "setWebhook"
+            | "editMessageText"
+            | "setMessageReaction"
+            | "sendChatAction"
+            | "answerCallbackQuery" => ok(json!(true)),
             _ => axum::Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
         }
     }
@@ -192,7 +239,10 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
         if bot != format!("bot{TOKEN}") || path != "documents/f-notes.txt" {
             return (axum::http::StatusCode::NOT_FOUND, Vec::new());
         }
-        (axum::http::StatusCode::OK, b"the secret word is plum".to_vec())
+        (
+            axum::http::StatusCode::OK,
+            b"the secret word is plum".to_vec(),
+        )
     }
     let app = axum::Router::new()
         .route("/{bot}/{method}", axum::routing::post(api))
@@ -224,7 +274,10 @@ fn setup(api: std::net::SocketAddr) -> Setup {
         c.conn
             .execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES ('telegram:42', 'owner', NULL, 'test', '2026-01-01T00:00:00.000Z')", [])
             .unwrap();
-        for (id, chat, is_group, mode) in [("mg-dm", DM, 0, "pattern"), ("mg-group", GROUP, 1, "mention")] {
+        for (id, chat, is_group, mode) in [
+            ("mg-dm", DM, 0, "pattern"),
+            ("mg-group", GROUP, 1, "mention"),
+        ] {
             c.conn
                 .execute(
                     "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
@@ -252,7 +305,11 @@ fn setup(api: std::net::SocketAddr) -> Setup {
         ),
     )
     .unwrap();
-    Setup { data, cfg, _tmp: tmp }
+    Setup {
+        data,
+        cfg,
+        _tmp: tmp,
+    }
 }
 
 fn daemon(s: &Setup) -> Daemon {
@@ -261,7 +318,16 @@ fn daemon(s: &Setup) -> Daemon {
         .arg(&s.data)
         .arg("--config")
         .arg(&s.cfg)
-        .args(["--sandbox", if any_sandbox() == pinch_host::sandbox::Choice::Bwrap { "bwrap" } else { "process" }, "--provider", "scripted"])
+        .args([
+            "--sandbox",
+            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
+                "bwrap"
+            } else {
+                "process"
+            },
+            "--provider",
+            "scripted",
+        ])
         .env("PINCH_LOG", "debug")
         .env("PINCH_TEST_TG_TOKEN", TOKEN)
         .env_remove("ANTHROPIC_API_KEY")
@@ -269,15 +335,28 @@ fn daemon(s: &Setup) -> Daemon {
         .env_remove("OPENAI_BASE_URL")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(s.data.with_extension("log")).unwrap());
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(s.data.with_extension("log"))
+                .unwrap(),
+        );
     Daemon(d.spawn().unwrap())
 }
 
 fn rows(data: &Path, message_id: &str) -> i64 {
     let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main")).into_iter().flatten() {
+    for d in std::fs::read_dir(data.join("sessions/main"))
+        .into_iter()
+        .flatten()
+    {
         n += inbound(&d.unwrap().path())
-            .query_row("SELECT count(*) FROM messages_in WHERE id = ?1", [format!("{message_id}:main")], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT count(*) FROM messages_in WHERE id = ?1",
+                [format!("{message_id}:main")],
+                |r| r.get::<_, i64>(0),
+            )
             .unwrap();
     }
     n
@@ -285,8 +364,17 @@ fn rows(data: &Path, message_id: &str) -> i64 {
 
 fn delivered(data: &Path) -> i64 {
     let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main")).into_iter().flatten() {
-        n += inbound(&d.unwrap().path()).query_row("SELECT count(*) FROM delivered WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0)).unwrap();
+    for d in std::fs::read_dir(data.join("sessions/main"))
+        .into_iter()
+        .flatten()
+    {
+        n += inbound(&d.unwrap().path())
+            .query_row(
+                "SELECT count(*) FROM delivered WHERE status = 'delivered'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
     }
     n
 }
@@ -302,7 +390,10 @@ fn wait_call(fake: &Fake, what: &str, method: &str, pred: impl Fn(&Value) -> boo
 
 fn log_has_no_token(s: &Setup) {
     let log = std::fs::read_to_string(s.data.with_extension("log")).unwrap_or_default();
-    assert!(!log.contains("TEST-token"), "the bot token leaked into the log");
+    assert!(
+        !log.contains("TEST-token"),
+        "the bot token leaked into the log"
+    );
 }
 
 #[test]
@@ -315,12 +406,24 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
 
     // A message in, the agent's message out, then its edit.
     fake.push(fake.message(DM, "private", 1, DM, "draft please"));
-    let draft = wait_call(&fake, "the draft", "sendMessage", |v| v["text"] == "draft v1");
-    let draft_id = 5000 + fake.calls("sendMessage").iter().position(|v| v["text"] == "draft v1").unwrap() as i64;
+    let draft = wait_call(&fake, "the draft", "sendMessage", |v| {
+        v["text"] == "draft v1"
+    });
+    let draft_id = 5000
+        + fake
+            .calls("sendMessage")
+            .iter()
+            .position(|v| v["text"] == "draft v1")
+            .unwrap() as i64;
     assert_eq!(draft["chat_id"], DM);
     let edit = wait_call(&fake, "the edit", "editMessageText", |_| true);
-    assert_eq!(edit, json!({"chat_id": DM, "message_id": draft_id, "text": "draft v2"}));
-    wait_call(&fake, "the final answer", "sendMessage", |v| v["text"] == "edited");
+    assert_eq!(
+        edit,
+        json!({"chat_id": DM, "message_id": draft_id, "text": "draft v2"})
+    );
+    wait_call(&fake, "the final answer", "sendMessage", |v| {
+        v["text"] == "edited"
+    });
     assert_eq!(rows(&s.data, &format!("{DM}.1")), 1);
     let typing = wait_call(&fake, "the typing indicator", "sendChatAction", |_| true);
     assert_eq!(typing, json!({"chat_id": DM, "action": "typing"}));
@@ -328,22 +431,43 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
     // A reaction on the first message (seq 2).
     fake.push(fake.message(DM, "private", 2, DM, "react to this"));
     let r = wait_call(&fake, "the reaction", "setMessageReaction", |_| true);
-    assert_eq!(r, json!({"chat_id": DM, "message_id": 1, "reaction": [{"type": "emoji", "emoji": "👍"}]}));
-    wait_call(&fake, "the answer", "sendMessage", |v| v["text"] == "reacted");
+    assert_eq!(
+        r,
+        json!({"chat_id": DM, "message_id": 1, "reaction": [{"type": "emoji", "emoji": "👍"}]})
+    );
+    wait_call(&fake, "the answer", "sendMessage", |v| {
+        v["text"] == "reacted"
+    });
 
     // A question card as an inline keyboard; the click answers it.
     fake.push(fake.message(DM, "private", 3, DM, "which colour?"));
-    let card = wait_call(&fake, "the question card", "sendMessage", |v| v["reply_markup"]["inline_keyboard"].is_array());
-    let rows_kb = card["reply_markup"]["inline_keyboard"].as_array().unwrap().clone();
-    let blue = rows_kb.iter().map(|r| &r[0]).find(|b| b["text"] == "Blue").expect("a Blue button").clone();
+    let card = wait_call(&fake, "the question card", "sendMessage", |v| {
+        v["reply_markup"]["inline_keyboard"].is_array()
+    });
+    let rows_kb = card["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let blue = rows_kb
+        .iter()
+        .map(|r| &r[0])
+        .find(|b| b["text"] == "Blue")
+        .expect("a Blue button")
+        .clone();
     let data = blue["callback_data"].as_str().unwrap();
     assert!(data.len() <= 64, "callback data within 64 bytes: {data}");
     fake.push(json!({"callback_query": {
         "id": "cq-1", "from": {"id": DM, "is_bot": false, "first_name": "Ann"}, "data": data,
         "message": {"message_id": 5000, "chat": {"id": DM, "type": "private"}}
     }}));
-    wait_call(&fake, "the callback answered", "answerCallbackQuery", |v| v["callback_query_id"] == "cq-1");
-    let chose = wait_call(&fake, "the answer reaching the agent", "sendMessage", |v| v["text"].as_str().is_some_and(|t| t.starts_with("you chose:")));
+    wait_call(&fake, "the callback answered", "answerCallbackQuery", |v| {
+        v["callback_query_id"] == "cq-1"
+    });
+    let chose = wait_call(&fake, "the answer reaching the agent", "sendMessage", |v| {
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("you chose:"))
+    });
     assert!(chose["text"].as_str().unwrap().contains('b'), "{chose}");
 
     // A file in (getFile + download), read by the agent.
@@ -352,34 +476,71 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
     m["message"]["caption"] = "read the attachment please".into();
     m["message"]["document"] = json!({"file_id": "f-notes", "file_unique_id": "u1", "file_name": "notes.txt", "mime_type": "text/plain", "file_size": 23});
     fake.push(m);
-    let said = wait_call(&fake, "the agent's reading", "sendMessage", |v| v["text"].as_str().is_some_and(|t| t.starts_with("the file says:")));
-    assert!(said["text"].as_str().unwrap().contains("the secret word is plum"), "{said}");
+    let said = wait_call(&fake, "the agent's reading", "sendMessage", |v| {
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("the file says:"))
+    });
+    assert!(
+        said["text"]
+            .as_str()
+            .unwrap()
+            .contains("the secret word is plum"),
+        "{said}"
+    );
 
     // A file out (sendDocument, multipart).
     fake.push(fake.message(DM, "private", 5, DM, "send me the report"));
     let doc = wait_call(&fake, "the document", "sendDocument", |_| true);
     let raw = doc["raw"].as_str().unwrap();
-    assert!(raw.contains("filename=\"report.txt\"") && raw.contains("numbers: 1 2 3") && raw.contains(&DM.to_string()), "{raw}");
-    wait_call(&fake, "the file's caption text", "sendMessage", |v| v["text"] == "here it is");
+    assert!(
+        raw.contains("filename=\"report.txt\"")
+            && raw.contains("numbers: 1 2 3")
+            && raw.contains(&DM.to_string()),
+        "{raw}"
+    );
+    wait_call(&fake, "the file's caption text", "sendMessage", |v| {
+        v["text"] == "here it is"
+    });
 
     // A long reply split at the limit, at the line break.
     fake.push(fake.message(DM, "private", 6, DM, "a long one please"));
-    wait_call(&fake, "the second part", "sendMessage", |v| v["text"].as_str().is_some_and(|t| t.starts_with('b')));
-    let parts: Vec<String> = fake.sent_texts().into_iter().filter(|t| t.starts_with('a') && t.len() > 100 || t.starts_with("bbb")).collect();
-    assert_eq!(parts.len(), 2, "{:?}", parts.iter().map(String::len).collect::<Vec<_>>());
+    wait_call(&fake, "the second part", "sendMessage", |v| {
+        v["text"].as_str().is_some_and(|t| t.starts_with('b'))
+    });
+    let parts: Vec<String> = fake
+        .sent_texts()
+        .into_iter()
+        .filter(|t| t.starts_with('a') && t.len() > 100 || t.starts_with("bbb"))
+        .collect();
+    assert_eq!(
+        parts.len(),
+        2,
+        "{:?}",
+        parts.iter().map(String::len).collect::<Vec<_>>()
+    );
     assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
     assert_eq!(parts.concat(), long_reply().replace("\\n", "\n"));
 
     // The token never reaches the sandbox: not in the agent's environment,
     // not in any file under the sessions.
     fake.push(fake.message(DM, "private", 7, DM, "show env please"));
-    let env = wait_call(&fake, "the environment", "sendMessage", |v| v["text"].as_str().is_some_and(|t| t.starts_with("env:")));
+    let env = wait_call(&fake, "the environment", "sendMessage", |v| {
+        v["text"].as_str().is_some_and(|t| t.starts_with("env:"))
+    });
     let env = env["text"].as_str().unwrap();
     assert!(env.contains("END-OF-ENV"), "{env}");
-    assert!(!env.contains("TEST-token") && !env.contains("PINCH_TEST_TG_TOKEN"), "the token reached the sandbox: {env}");
+    assert!(
+        !env.contains("TEST-token") && !env.contains("PINCH_TEST_TG_TOKEN"),
+        "the token reached the sandbox: {env}"
+    );
     for f in walk(&s.data.join("sessions")) {
         let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&bytes).contains("TEST-token"), "the token is in {}", f.display());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("TEST-token"),
+            "the token is in {}",
+            f.display()
+        );
     }
 
     // Group: not mentioned → stored nowhere; a bot → ignored; @mention and a
@@ -395,13 +556,35 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
     m["message"]["reply_to_message"] = json!({"message_id": 5001, "chat": {"id": GROUP, "type": "supergroup"}, "from": {"id": BOT_ID, "is_bot": true, "first_name": "Pinch"}});
     fake.push(m);
     // 12 and 13 may be answered together (one batch), in reply to either.
-    wait_for("the group answer", WAIT, || fake.replies_to(12) + fake.replies_to(13) >= 1);
-    assert_eq!(rows(&s.data, &format!("{GROUP}.12")), 1, "an @mention engages");
-    assert_eq!(rows(&s.data, &format!("{GROUP}.13")), 1, "a reply to the bot engages");
-    assert_eq!(rows(&s.data, &format!("{GROUP}.10")), 0, "a group message without a mention is dropped");
-    assert_eq!(fake.replies_to(10), 0, "a group message without a mention is not answered");
+    wait_for("the group answer", WAIT, || {
+        fake.replies_to(12) + fake.replies_to(13) >= 1
+    });
+    assert_eq!(
+        rows(&s.data, &format!("{GROUP}.12")),
+        1,
+        "an @mention engages"
+    );
+    assert_eq!(
+        rows(&s.data, &format!("{GROUP}.13")),
+        1,
+        "a reply to the bot engages"
+    );
+    assert_eq!(
+        rows(&s.data, &format!("{GROUP}.10")),
+        0,
+        "a group message without a mention is dropped"
+    );
+    assert_eq!(
+        fake.replies_to(10),
+        0,
+        "a group message without a mention is not answered"
+    );
     assert_eq!(fake.replies_to(11), 0, "a bot's message is not answered");
-    assert_eq!(rows(&s.data, &format!("{GROUP}.11")), 0, "a bot's message is not stored");
+    assert_eq!(
+        rows(&s.data, &format!("{GROUP}.11")),
+        0,
+        "a bot's message is not stored"
+    );
     // A forum topic is a thread: the answer goes back into it.
     let mut m = fake.message(GROUP, "supergroup", 14, 7, "topic hello @pinch_bot");
     m["message"]["entities"] = json!([{"type": "mention", "offset": 12, "length": 10}]);
@@ -409,9 +592,16 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
     m["message"]["message_thread_id"] = 77.into();
     fake.push(m);
     wait_for("the topic answer", WAIT, || fake.replies_to(14) == 1);
-    let ans = fake.calls("sendMessage").into_iter().find(|v| v["reply_parameters"]["message_id"] == 14).unwrap();
+    let ans = fake
+        .calls("sendMessage")
+        .into_iter()
+        .find(|v| v["reply_parameters"]["message_id"] == 14)
+        .unwrap();
     assert_eq!(ans["message_thread_id"], 77, "{ans}");
-    assert!(fake.calls("sendMessage").iter().all(|v| v["chat_id"] == DM || v["chat_id"] == GROUP));
+    assert!(fake
+        .calls("sendMessage")
+        .iter()
+        .all(|v| v["chat_id"] == DM || v["chat_id"] == GROUP));
     log_has_no_token(&s);
 }
 
@@ -429,10 +619,16 @@ fn telegram_recovers_a_stalled_poll_and_a_killed_host_loses_and_repeats_nothing(
     // The next long-poll hangs; a message sent meanwhile arrives only
     // through the connection the watchdog rebuilds.
     fake.stall_next.store(true, Ordering::SeqCst);
-    wait_for("a hanging poll", WAIT, || fake.stalled.load(Ordering::SeqCst) == 1);
+    wait_for("a hanging poll", WAIT, || {
+        fake.stalled.load(Ordering::SeqCst) == 1
+    });
     fake.push(fake.message(DM, "private", 2, DM, "hello two"));
-    wait_for("the reply after the stall", WAIT, || fake.replies_to(2) == 1);
-    wait_for("both replies recorded as delivered", WAIT, || delivered(&s.data) >= 2);
+    wait_for("the reply after the stall", WAIT, || {
+        fake.replies_to(2) == 1
+    });
+    wait_for("both replies recorded as delivered", WAIT, || {
+        delivered(&s.data) >= 2
+    });
 
     // SIGKILL; the offset confirmation is lost too (Telegram offers both
     // again), and a third message arrives while pinch is down.
@@ -441,10 +637,18 @@ fn telegram_recovers_a_stalled_poll_and_a_killed_host_loses_and_repeats_nothing(
     fake.floor.store(u1, Ordering::SeqCst);
     let u3 = fake.push(fake.message(DM, "private", 3, DM, "hello three"));
     let _d2 = daemon(&s);
-    wait_for("the reply to the message sent while down", WAIT, || fake.replies_to(3) == 1);
-    wait_for("the redelivered batch confirmed", WAIT, || fake.floor.load(Ordering::SeqCst) > u3);
+    wait_for("the reply to the message sent while down", WAIT, || {
+        fake.replies_to(3) == 1
+    });
+    wait_for("the redelivered batch confirmed", WAIT, || {
+        fake.floor.load(Ordering::SeqCst) > u3
+    });
     for mid in 1..=3 {
-        assert_eq!(rows(&s.data, &format!("{DM}.{mid}")), 1, "message {mid} stored once");
+        assert_eq!(
+            rows(&s.data, &format!("{DM}.{mid}")),
+            1,
+            "message {mid} stored once"
+        );
         assert_eq!(fake.replies_to(mid), 1, "message {mid} answered once");
     }
     log_has_no_token(&s);
@@ -457,7 +661,11 @@ fn telegram_webhook_mode_checks_the_secret_and_answers_after_the_commit() {
     let fake = Arc::new(Fake::default());
     let api = rt.block_on(serve(fake.clone()));
     let s = setup(api);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut cfg = std::fs::read_to_string(&s.cfg).unwrap();
     cfg.push_str(&format!("webhook_url = \"https://bot.example.org/telegram\"\nwebhook_secret_env = \"PINCH_TEST_TG_HOOK\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
     std::fs::write(&s.cfg, cfg).unwrap();
@@ -466,37 +674,67 @@ fn telegram_webhook_mode_checks_the_secret_and_answers_after_the_commit() {
         .arg(&s.data)
         .arg("--config")
         .arg(&s.cfg)
-        .args(["--sandbox", if any_sandbox() == pinch_host::sandbox::Choice::Bwrap { "bwrap" } else { "process" }, "--provider", "scripted"])
+        .args([
+            "--sandbox",
+            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
+                "bwrap"
+            } else {
+                "process"
+            },
+            "--provider",
+            "scripted",
+        ])
         .env("PINCH_TEST_TG_TOKEN", TOKEN)
         .env("PINCH_TEST_TG_HOOK", HOOK_SECRET)
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(s.data.with_extension("log")).unwrap());
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(s.data.with_extension("log"))
+                .unwrap(),
+        );
     let _d = Daemon(cmd.spawn().unwrap());
     let set = wait_call(&fake, "setWebhook", "setWebhook", |_| true);
     assert_eq!(set["url"], "https://bot.example.org/telegram");
     assert_eq!(set["secret_token"], HOOK_SECRET);
-    assert!(fake.calls("getUpdates").is_empty(), "no long-poll in webhook mode");
+    assert!(
+        fake.calls("getUpdates").is_empty(),
+        "no long-poll in webhook mode"
+    );
 
     let post = |secret: Option<&str>, body: &Value| -> u16 {
         rt.block_on(async {
-            let mut r = reqwest::Client::new().post(format!("http://127.0.0.1:{port}/telegram")).json(body);
+            let mut r = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/telegram"))
+                .json(body);
             if let Some(s) = secret {
                 r = r.header("x-telegram-bot-api-secret-token", s);
             }
             r.send().await.unwrap().status().as_u16()
         })
     };
-    wait_for("the listener", WAIT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_for("the listener", WAIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let mut u = fake.message(DM, "private", 1, DM, "hello by webhook");
     u["update_id"] = 1.into();
     assert_eq!(post(None, &u), 401, "no secret header");
-    assert_eq!(post(Some("wrong-secret-0123456789"), &u), 401, "a wrong secret");
+    assert_eq!(
+        post(Some("wrong-secret-0123456789"), &u),
+        401,
+        "a wrong secret"
+    );
     assert_eq!(rows(&s.data, &format!("{DM}.1")), 0);
     assert_eq!(post(Some(HOOK_SECRET), &u), 200);
-    assert_eq!(rows(&s.data, &format!("{DM}.1")), 1, "200 only once the row is committed");
+    assert_eq!(
+        rows(&s.data, &format!("{DM}.1")),
+        1,
+        "200 only once the row is committed"
+    );
     assert_eq!(post(Some(HOOK_SECRET), &u), 200, "a redelivery is fine");
     assert_eq!(rows(&s.data, &format!("{DM}.1")), 1, "and stored once");
     wait_for("the reply", WAIT, || fake.replies_to(1) == 1);

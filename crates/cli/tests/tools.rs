@@ -99,7 +99,12 @@ fn start(choice: Choice, tune: impl FnOnce(&mut pinch_host::HostConfig)) -> Setu
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let client = Client::connect(&host.cli_socket);
-    Setup { tmp, rt, host, client }
+    Setup {
+        tmp,
+        rt,
+        host,
+        client,
+    }
 }
 
 impl Setup {
@@ -138,7 +143,10 @@ fn shell_round_trip_reaches_the_user() {
     }
     let mut s = start(Choice::Bwrap, |_| {});
     let reply = one(s.client.ask("please run-echo"));
-    assert_eq!(reply, "tool said: exit code: 0\nhi-from-shell\n/workspace/agent");
+    assert_eq!(
+        reply,
+        "tool said: exit code: 0\nhi-from-shell\n/workspace/agent"
+    );
     // The steps were recorded in the conversation; the history a next turn
     // gets stays user prompt + final answer.
     let out = outbound(&s.session_dir());
@@ -150,9 +158,16 @@ fn shell_round_trip_reaches_the_user() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(roles, vec!["step", "step", "user", "assistant"]);
-    let step0: String = out.query_row("SELECT content FROM conversation WHERE idx = 0", [], |r| r.get(0)).unwrap();
+    let step0: String = out
+        .query_row("SELECT content FROM conversation WHERE idx = 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     let step0: pinch_providers::Step = serde_json::from_str(&step0).unwrap();
-    assert!(matches!(step0, pinch_providers::Step::Assistant { ref calls, .. } if calls[0].name == "shell"), "{step0:?}");
+    assert!(
+        matches!(step0, pinch_providers::Step::Assistant { ref calls, .. } if calls[0].name == "shell"),
+        "{step0:?}"
+    );
     assert!(s.runner_logs().contains("tool call"));
     s.stop();
 }
@@ -164,7 +179,10 @@ fn shell_timeout_kills_the_process_group() {
     }
     let mut s = start(Choice::Bwrap, |_| {});
     let reply = one(s.client.ask("run-timeout"));
-    assert!(reply.starts_with("tool said: timed out after 1 s"), "{reply}");
+    assert!(
+        reply.starts_with("tool said: timed out after 1 s"),
+        "{reply}"
+    );
     // The background sleep the command started died with the group.
     let reply = one(s.client.ask("check-bg"));
     assert_eq!(reply, "tool said: exit code: 0\nGONE");
@@ -177,15 +195,30 @@ fn path_escapes_are_refused_and_the_turn_completes() {
         return;
     }
     let mut s = start(Choice::Bwrap, |_| {});
-    assert_eq!(one(s.client.ask("make-link")), "tool said: exit code: 0\nlinked");
+    assert_eq!(
+        one(s.client.ask("make-link")),
+        "tool said: exit code: 0\nlinked"
+    );
     for ask in ["read-etc-link", "read-dotdot", "read-absolute"] {
         let reply = one(s.client.ask(ask));
-        assert!(reply.starts_with("tool said: path escapes the workspace"), "{ask}: {reply}");
-        assert!(!reply.contains("root:"), "{ask}: no file content leaked: {reply}");
+        assert!(
+            reply.starts_with("tool said: path escapes the workspace"),
+            "{ask}: {reply}"
+        );
+        assert!(
+            !reply.contains("root:"),
+            "{ask}: no file content leaked: {reply}"
+        );
     }
     // Each turn completed: nothing left claimed.
     let out = outbound(&s.session_dir());
-    let processing: i64 = out.query_row("SELECT count(*) FROM processing_ack WHERE status = 'processing'", [], |r| r.get(0)).unwrap();
+    let processing: i64 = out
+        .query_row(
+            "SELECT count(*) FROM processing_ack WHERE status = 'processing'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(processing, 0);
     s.stop();
 }
@@ -196,16 +229,40 @@ fn send_file_copies_into_the_outbox_and_the_cli_shows_it() {
         return;
     }
     let mut s = start(Choice::Bwrap, |_| {});
-    assert_eq!(one(s.client.ask("make-file")), "tool said: wrote 17 bytes to /workspace/agent/report.txt");
-    assert_eq!(std::fs::read_to_string(s.workspace().join("report.txt")).unwrap(), "quarterly numbers");
+    assert_eq!(
+        one(s.client.ask("make-file")),
+        "tool said: wrote 17 bytes to /workspace/agent/report.txt"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.workspace().join("report.txt")).unwrap(),
+        "quarterly numbers"
+    );
     let replies = s.client.ask("send-it");
     assert_eq!(replies.len(), 2, "{replies:?}");
-    assert_eq!(replies[0], "here you go\n[files: report.txt]", "the file message is delivered first, at once");
-    assert!(replies[1].starts_with("tool said: sent report.txt (message id "), "{}", replies[1]);
+    assert_eq!(
+        replies[0], "here you go\n[files: report.txt]",
+        "the file message is delivered first, at once"
+    );
+    assert!(
+        replies[1].starts_with("tool said: sent report.txt (message id "),
+        "{}",
+        replies[1]
+    );
     let out = outbound(&s.session_dir());
-    let id: String = out.query_row("SELECT id FROM messages_out WHERE content LIKE '%\"files\"%'", [], |r| r.get(0)).unwrap();
+    let id: String = out
+        .query_row(
+            "SELECT id FROM messages_out WHERE content LIKE '%\"files\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     let copy = s.session_dir().join("outbox").join(&id).join("report.txt");
-    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "quarterly numbers", "{}", copy.display());
+    assert_eq!(
+        std::fs::read_to_string(&copy).unwrap(),
+        "quarterly numbers",
+        "{}",
+        copy.display()
+    );
     s.stop();
 }
 
@@ -219,33 +276,55 @@ fn follow_up_joins_the_turn_while_a_tool_is_in_flight() {
     let dir = s.session_dir();
     // container_state shows the shell in flight with its declared timeout.
     let mut seen = None;
-    wait_for("the shell tool in container_state", Duration::from_secs(60), || {
-        let out = outbound(&dir);
-        seen = out
+    wait_for(
+        "the shell tool in container_state",
+        Duration::from_secs(60),
+        || {
+            let out = outbound(&dir);
+            seen = out
             .query_row("SELECT current_tool, tool_declared_timeout_ms, tool_started_at FROM container_state WHERE id = 1", [], |r| {
                 Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?))
             })
             .ok();
-        seen.as_ref().is_some_and(|s| s.0.is_some())
-    });
+            seen.as_ref().is_some_and(|s| s.0.is_some())
+        },
+    );
     let (tool, timeout, started) = seen.unwrap();
     assert_eq!(tool.as_deref(), Some("shell"));
     assert_eq!(timeout, Some(120_000));
     assert!(started.is_some());
     // A follow-up arrives mid-turn; the tool is released once it is in inbound.db.
     let second = s.client.say("and one more thing", "b");
-    wait_for("the follow-up in inbound.db", Duration::from_secs(30), || {
-        inbound(&dir)
-            .query_row("SELECT count(*) FROM messages_in WHERE id = ?1", [format!("{second}:main")], |r| r.get::<_, i64>(0))
-            .unwrap()
-            == 1
-    });
+    wait_for(
+        "the follow-up in inbound.db",
+        Duration::from_secs(30),
+        || {
+            inbound(&dir)
+                .query_row(
+                    "SELECT count(*) FROM messages_in WHERE id = ?1",
+                    [format!("{second}:main")],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                == 1
+        },
+    );
     std::fs::write(s.workspace().join("go"), "").unwrap();
     let mut replies = s.client.until_settled(&first);
     replies.extend(s.client.until_settled(&second));
-    assert_eq!(replies, vec!["after the wait, the batch was: wait-for-go\nand one more thing".to_string()], "one turn answered both");
+    assert_eq!(
+        replies,
+        vec!["after the wait, the batch was: wait-for-go\nand one more thing".to_string()],
+        "one turn answered both"
+    );
     let out = outbound(&dir);
-    let tool: Option<String> = out.query_row("SELECT current_tool FROM container_state WHERE id = 1", [], |r| r.get(0)).unwrap();
+    let tool: Option<String> = out
+        .query_row(
+            "SELECT current_tool FROM container_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(tool, None, "cleared after the tool");
     assert!(s.runner_logs().contains("follow-ups joined the turn"));
     s.stop();
@@ -258,7 +337,10 @@ fn step_limit_ends_the_turn_with_its_text() {
     assert_eq!(reply, "still looping at step 3");
     assert!(s.runner_logs().contains("step limit reached"));
     // The next message is answered normally: the loop did not wedge the session.
-    assert_eq!(one(s.client.ask("run-echo")).lines().next(), Some("tool said: exit code: 0"));
+    assert_eq!(
+        one(s.client.ask("run-echo")).lines().next(),
+        Some("tool said: exit code: 0")
+    );
     s.stop();
 }
 
@@ -278,7 +360,9 @@ fn shell_reaches_only_allowlisted_hosts_through_the_proxy() {
             let Ok(mut c) = c else { continue };
             let mut buf = [0u8; 4096];
             let _ = c.read(&mut buf);
-            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\negress-ok");
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\negress-ok",
+            );
         }
     });
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -302,9 +386,18 @@ reply = "tool said: {{tool_result}}"
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut client = Client::connect(&host.cli_socket);
     let reply = one(client.ask("fetch it"));
-    assert!(reply.contains("egress-ok"), "the allowlisted host answered through the proxy: {reply}");
-    assert!(reply.contains("DIRECT-FAILED"), "no way around the proxy: {reply}");
-    assert!(reply.contains("OTHER-REFUSED") && reply.contains("403"), "a host off the list is refused: {reply}");
+    assert!(
+        reply.contains("egress-ok"),
+        "the allowlisted host answered through the proxy: {reply}"
+    );
+    assert!(
+        reply.contains("DIRECT-FAILED"),
+        "no way around the proxy: {reply}"
+    );
+    assert!(
+        reply.contains("OTHER-REFUSED") && reply.contains("403"),
+        "a host off the list is refused: {reply}"
+    );
     drop(other);
     rt.block_on(host.shutdown()).unwrap();
 }
@@ -327,10 +420,23 @@ fn a_question_is_answered_by_a_click_once() {
     let id = c.say("pick a colour", "q1");
     let (text, buttons) = c.until_buttons();
     assert!(text.contains("Which colour?"), "{text}");
-    assert!(!c.settled.contains(&id), "settled before the question was answered");
-    assert_eq!(buttons.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(), ["Red", "Blue"]);
-    assert!(buttons.iter().all(|b| b.callback.starts_with("q:") && b.callback.len() <= 64), "{buttons:?}");
-    c.send(&ClientMsg::Click { callback: buttons[1].callback.clone() });
+    assert!(
+        !c.settled.contains(&id),
+        "settled before the question was answered"
+    );
+    assert_eq!(
+        buttons.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(),
+        ["Red", "Blue"]
+    );
+    assert!(
+        buttons
+            .iter()
+            .all(|b| b.callback.starts_with("q:") && b.callback.len() <= 64),
+        "{buttons:?}"
+    );
+    c.send(&ClientMsg::Click {
+        callback: buttons[1].callback.clone(),
+    });
     let mut notices = Vec::new();
     let mut replies = Vec::new();
     loop {
@@ -346,9 +452,14 @@ fn a_question_is_answered_by_a_click_once() {
     }
     assert_eq!(notices, ["Answered: Blue"]);
     assert_eq!(replies.len(), 1, "{replies:?}");
-    assert!(replies[0].contains("the user chose: Blue (value b)"), "{replies:?}");
+    assert!(
+        replies[0].contains("the user chose: Blue (value b)"),
+        "{replies:?}"
+    );
     // Too late for a second answer.
-    c.send(&ClientMsg::Click { callback: buttons[0].callback.clone() });
+    c.send(&ClientMsg::Click {
+        callback: buttons[0].callback.clone(),
+    });
     loop {
         if let ServerMsg::Notice { text } = c.recv().expect("host closed") {
             assert!(text.contains("already answered"), "{text}");
@@ -359,11 +470,15 @@ fn a_question_is_answered_by_a_click_once() {
     let dir = rt.block_on(host.sessions())[0].dir.clone();
     let n: i64 = inbound(&dir).query_row("SELECT count(*) FROM messages_in WHERE kind = 'system' AND content LIKE '%question_response%'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
-    wait_for("the answer row is completed", Duration::from_secs(10), || {
-        inbound(&dir)
+    wait_for(
+        "the answer row is completed",
+        Duration::from_secs(10),
+        || {
+            inbound(&dir)
             .query_row("SELECT status FROM messages_in WHERE kind = 'system' AND content LIKE '%question_response%'", [], |r| r.get::<_, String>(0))
             .is_ok_and(|s| s == "completed")
-    });
+        },
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -375,17 +490,40 @@ fn scripted_pinch_chat_answers_a_question_with_pick() {
     let script = tmp.path().join("script.toml");
     std::fs::write(&script, colour_question_script(60)).unwrap();
     let cfg = tmp.path().join("pinch.toml");
-    std::fs::write(&cfg, format!("[provider]\ndefault = \"scripted\"\n[provider.scripted]\nscript = {:?}\n", script.display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[provider]\ndefault = \"scripted\"\n[provider.scripted]\nscript = {:?}\n",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
     let data = tmp.path().join("data");
     let out = pinch_chat(
-        &["--sandbox", "process", "--timeout", "30", "--data-dir", data.to_str().unwrap()],
+        &[
+            "--sandbox",
+            "process",
+            "--timeout",
+            "30",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         &[("PINCH_CONFIG", &cfg)],
         "pick a colour\n/pick 2\nhello\n",
     );
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("Which colour?\n  [1] Red\n  [2] Blue"), "{stdout}");
-    assert!(stdout.contains("tool said: the user chose: Blue (value b)\n"), "{stdout}");
+    assert!(
+        stdout.contains("Which colour?\n  [1] Red\n  [2] Blue"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tool said: the user chose: Blue (value b)\n"),
+        "{stdout}"
+    );
     assert!(stdout.ends_with("You said: hello\n"), "{stdout}");
     assert!(stderr.contains("Answered: Blue"), "{stderr}");
 }

@@ -61,7 +61,14 @@ reply = "hi from the agent"
 "#;
 
 fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].iter().map(PathBuf::from).find(|p| p.exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 fn target_dir() -> PathBuf {
@@ -82,7 +89,9 @@ impl Drop for Browser {
 /// A minimal DevTools-protocol client: one page target, calls by id,
 /// events ignored.
 struct Cdp {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     next: u64,
 }
 
@@ -90,9 +99,20 @@ impl Cdp {
     async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = self.next;
-        self.ws.send(Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(
+                json!({"id": id, "method": method, "params": params})
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("DevTools answered in time").expect("DevTools open").unwrap();
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("DevTools answered in time")
+                .expect("DevTools open")
+                .unwrap();
             let Message::Text(t) = m else { continue };
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["id"] == id {
@@ -104,7 +124,12 @@ impl Cdp {
 
     /// Evaluates `expr` in the page and returns its value.
     async fn eval(&mut self, expr: &str) -> Value {
-        let r = self.call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true, "awaitPromise": true})).await;
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
         assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
         r["result"]["value"].clone()
     }
@@ -113,7 +138,8 @@ impl Cdp {
     /// still loading, counts as not yet).
     async fn until(&mut self, what: &str, expr: &str) -> Value {
         let deadline = Instant::now() + WAIT;
-        let guarded = format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
+        let guarded =
+            format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return null; }} }})()");
         loop {
             let v = self.eval(&guarded).await;
             if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
@@ -121,7 +147,10 @@ impl Cdp {
             }
             if Instant::now() > deadline {
                 let page = self.eval("document.body.innerText").await;
-                panic!("timed out waiting for {what}; the page shows:\n{}", page.as_str().unwrap_or_default());
+                panic!(
+                    "timed out waiting for {what}; the page shows:\n{}",
+                    page.as_str().unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -132,7 +161,11 @@ impl Cdp {
         self.eval("document.getElementById('text').focus()").await;
         self.call("Input.insertText", json!({"text": text})).await;
         for t in ["keyDown", "keyUp"] {
-            self.call("Input.dispatchKeyEvent", json!({"type": t, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13})).await;
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": t, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13}),
+            )
+            .await;
         }
     }
 
@@ -143,14 +176,25 @@ impl Cdp {
             .await;
         let (x, y) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
         for t in ["mousePressed", "mouseReleased"] {
-            self.call("Input.dispatchMouseEvent", json!({"type": t, "x": x, "y": y, "button": "left", "clickCount": 1})).await;
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": t, "x": x, "y": y, "button": "left", "clickCount": 1}),
+            )
+            .await;
         }
     }
 }
 
 async fn launch(exe: &Path, profile: &Path) -> (Browser, Cdp) {
     let child = std::process::Command::new(exe)
-        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--window-size=900,1100"])
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--window-size=900,1100",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--remote-debugging-port=0", "about:blank"])
         .stdout(std::process::Stdio::null())
@@ -159,11 +203,32 @@ async fn launch(exe: &Path, profile: &Path) -> (Browser, Cdp) {
         .unwrap();
     let browser = Browser(child);
     let port_file = profile.join("DevToolsActivePort");
-    wait_for("Chromium's DevTools port", WAIT, || std::fs::read_to_string(&port_file).is_ok_and(|s| s.lines().count() >= 2));
-    let port: u16 = std::fs::read_to_string(&port_file).unwrap().lines().next().unwrap().trim().parse().unwrap();
-    let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await.unwrap().json_text().await;
-    let page = targets.as_array().unwrap().iter().find(|t| t["type"] == "page").expect("a page target").clone();
-    let (ws, _) = tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap()).await.unwrap();
+    wait_for("Chromium's DevTools port", WAIT, || {
+        std::fs::read_to_string(&port_file).is_ok_and(|s| s.lines().count() >= 2)
+    });
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+        .await
+        .unwrap()
+        .json_text()
+        .await;
+    let page = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "page")
+        .expect("a page target")
+        .clone();
+    let (ws, _) = tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap())
+        .await
+        .unwrap();
     (browser, Cdp { ws, next: 0 })
 }
 
@@ -178,7 +243,12 @@ impl JsonText for reqwest::Response {
 
 fn web_host(tmp: &Path) -> pinch_host::HostConfig {
     let mut cfg = with_script(host_config(tmp, any_sandbox()), SCRIPT);
-    cfg.http = Some(pinch_host::config::HttpSettings { listen: "127.0.0.1:0".parse().unwrap(), web: true, hooks: Vec::new(), metrics: true });
+    cfg.http = Some(pinch_host::config::HttpSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        web: true,
+        hooks: Vec::new(),
+        metrics: true,
+    });
     cfg
 }
 
@@ -192,28 +262,55 @@ fn every_route_needs_the_token() {
     let addr = host.http_addr.unwrap();
     assert!(addr.ip().is_loopback());
     let token = pinch_host::web_token(&data).unwrap();
-    let mode = std::fs::metadata(data.join("web-token")).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    let mode = std::fs::metadata(data.join("web-token"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     rt.block_on(async {
         let c = reqwest::Client::new();
         for path in ["/", "/ws", "/files/00/x"] {
             for q in ["", "?token=wrong"] {
-                let r = c.get(format!("http://{addr}{path}{q}")).send().await.unwrap();
+                let r = c
+                    .get(format!("http://{addr}{path}{q}"))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status().as_u16(), 401, "{path}{q}");
                 assert!(r.text().await.unwrap().contains("pinch admin web-token"));
             }
         }
-        let r = c.post(format!("http://{addr}/upload?name=a.txt")).body("x").send().await.unwrap();
+        let r = c
+            .post(format!("http://{addr}/upload?name=a.txt"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 401);
-        let r = c.get(format!("http://{addr}/?token={token}")).send().await.unwrap();
+        let r = c
+            .get(format!("http://{addr}/?token={token}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         assert!(r.text().await.unwrap().contains("<title>pinch</title>"));
         // A bearer header works too.
-        let r = c.get(format!("http://{addr}/")).bearer_auth(&token).send().await.unwrap();
+        let r = c
+            .get(format!("http://{addr}/"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
     });
     // `pinch admin web-token` prints the same token.
-    let out = std::process::Command::new(PINCH).args(["admin", "web-token", "--data-dir"]).arg(&data).output().unwrap();
+    let out = std::process::Command::new(PINCH)
+        .args(["admin", "web-token", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
     rt.block_on(host.shutdown()).unwrap();
@@ -300,12 +397,24 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
 fn pinch_chat_web_prints_a_working_url_and_stops_on_sigterm() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(&cfg, format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
     let mut d = Daemon(
         std::process::Command::new(PINCH)
-            .args(["chat", "--web", "--provider", "scripted", "--sandbox", "process", "--data-dir"])
+            .args([
+                "chat",
+                "--web",
+                "--provider",
+                "scripted",
+                "--sandbox",
+                "process",
+                "--data-dir",
+            ])
             .arg(tmp.path().join("data"))
             .arg("--config")
             .arg(&cfg)
@@ -319,9 +428,14 @@ fn pinch_chat_web_prints_a_working_url_and_stops_on_sigterm() {
             .unwrap(),
     );
     let mut line = String::new();
-    std::io::BufReader::new(d.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(d.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let token = pinch_host::web_token(&tmp.path().join("data")).unwrap();
-    assert_eq!(line.trim(), format!("http://127.0.0.1:{port}/?token={token}"));
+    assert_eq!(
+        line.trim(),
+        format!("http://127.0.0.1:{port}/?token={token}")
+    );
     let rt = rt();
     let status = rt.block_on(async { reqwest::get(line.trim()).await.unwrap().status().as_u16() });
     assert_eq!(status, 200);
@@ -335,23 +449,35 @@ fn pinch_chat_web_prints_a_working_url_and_stops_on_sigterm() {
 
 /// A WebSocket client speaking the page's protocol (no browser needed).
 struct Tab {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl Tab {
     async fn open(addr: std::net::SocketAddr, token: &str, user: &str) -> Tab {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}&user={user}")).await.unwrap();
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}&user={user}"))
+                .await
+                .unwrap();
         let mut t = Tab { ws };
         assert_eq!(t.next().await["type"], "hello");
         assert_eq!(t.next().await["type"], "history");
         t
     }
     async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
     async fn next(&mut self) -> Value {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time").expect("socket open").unwrap();
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("socket open")
+                .unwrap();
             if let Message::Text(t) = m {
                 return serde_json::from_str(&t).unwrap();
             }
@@ -359,7 +485,9 @@ impl Tab {
     }
     async fn until(&mut self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
         loop {
-            let v = tokio::time::timeout(WAIT, self.next()).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            let v = tokio::time::timeout(WAIT, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
             if f(&v) {
                 return v;
             }
@@ -380,17 +508,36 @@ fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
         // The owner's tab is open; bob, a new browser user, says something.
         let mut owner = Tab::open(addr, &token, "tester").await;
         let mut bob = Tab::open(addr, &token, "bob").await;
-        bob.send(json!({"type": "message", "text": "hi pinch", "client_id": "b1"})).await;
+        bob.send(json!({"type": "message", "text": "hi pinch", "client_id": "b1"}))
+            .await;
         let r = bob.until("bob's answer", |v| v["client_id"] == "b1").await;
         assert_eq!(r["type"], "rejected", "{r}");
-        assert!(r["reason"].as_str().unwrap().contains("owner has been asked"), "{r}");
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("owner has been asked"),
+            "{r}"
+        );
         // The registration card reaches the owner's web conversation as buttons.
-        let card = owner.until("the card", |v| v["type"] == "message" && v["text"].as_str().is_some_and(|t| t.starts_with("Approval needed"))).await;
+        let card = owner
+            .until("the card", |v| {
+                v["type"] == "message"
+                    && v["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("Approval needed"))
+            })
+            .await;
         let buttons = card["buttons"].as_array().unwrap().clone();
         assert!(buttons.len() >= 2, "{card}");
-        let reject = buttons.iter().find(|b| b["label"] == "Reject").expect("a Reject button");
+        let reject = buttons
+            .iter()
+            .find(|b| b["label"] == "Reject")
+            .expect("a Reject button");
         // A click goes back as a Click and is decided.
-        owner.send(json!({"type": "click", "callback": reject["callback"]})).await;
+        owner
+            .send(json!({"type": "click", "callback": reject["callback"]}))
+            .await;
         let n = owner.until("the decision", |v| v["type"] == "notice").await;
         assert!(n["text"].as_str().unwrap().starts_with("Rejected"), "{n}");
     });
@@ -409,11 +556,27 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
     let marker = tmp.path().join("crash");
     std::fs::write(&marker, "").unwrap();
     let wrapper = tmp.path().join("runner.sh");
-    std::fs::write(&wrapper, format!("#!/bin/sh\n[ -e {} ] && exit 1\nexec {} \"$@\"\n", marker.display(), PINCH)).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && exit 1\nexec {} \"$@\"\n",
+            marker.display(),
+            PINCH
+        ),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cfg = with_script(host_config(tmp.path(), pinch_host::sandbox::Choice::Process), SCRIPT);
-    cfg.http = Some(pinch_host::config::HttpSettings { listen: "127.0.0.1:0".parse().unwrap(), web: true, hooks: Vec::new(), metrics: true });
+    let mut cfg = with_script(
+        host_config(tmp.path(), pinch_host::sandbox::Choice::Process),
+        SCRIPT,
+    );
+    cfg.http = Some(pinch_host::config::HttpSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        web: true,
+        hooks: Vec::new(),
+        metrics: true,
+    });
     cfg.runner_exe = wrapper;
     cfg.budget.delays = vec![Duration::ZERO, Duration::from_millis(50)];
     cfg.boot_breaker = false;
@@ -427,16 +590,31 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
     let api = |cmd: &str, t: &str| {
         let (cmd, t) = (cmd.to_owned(), t.to_owned());
         rt.block_on(async move {
-            let r = reqwest::Client::new().post(format!("http://{addr}/api/admin?token={t}")).body(json!({"command": cmd}).to_string()).send().await.unwrap();
+            let r = reqwest::Client::new()
+                .post(format!("http://{addr}/api/admin?token={t}"))
+                .body(json!({"command": cmd}).to_string())
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
-    wait_for("the session is quarantined", WAIT, || api("sessions-list", &token).1.contains("quarantined_at\":\"2"));
+    wait_for("the session is quarantined", WAIT, || {
+        api("sessions-list", &token)
+            .1
+            .contains("quarantined_at\":\"2")
+    });
     assert_eq!(api("sessions-list", "wrong-token").0, 401);
     let (code, body) = api("groups-delete", &token);
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("does not run groups-delete"), "{body}");
-    let page = rt.block_on(async { reqwest::get(format!("http://{addr}/dashboard")).await.unwrap().status().as_u16() });
+    let page = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/dashboard"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
     assert_eq!(page, 401);
     let Some(exe) = chromium() else {
         let msg = "\n\n!!!!! SKIPPED: the dashboard's browser half needs Chromium (apt-get install -y chromium) !!!!!\n";
@@ -469,6 +647,9 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
     });
     // The held message is answered once the session runs again.
     let replies = c.until_settled(&held);
-    assert!(replies.iter().any(|t| t == "hi from the agent"), "{replies:?}");
+    assert!(
+        replies.iter().any(|t| t == "hi from the agent"),
+        "{replies:?}"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }

@@ -36,15 +36,29 @@ async fn callback_server(state: Arc<Callback>) -> SocketAddr {
     let app = axum::Router::new()
         .route(
             "/cb",
-            axum::routing::post(|State(s): State<Arc<Callback>>, h: HeaderMap, body: axum::body::Bytes| async move {
-                let sig = h.get("x-pinch-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let key = h.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                // The reply is signed with the hook's secret over the raw body.
-                let want = format!("sha256={}", pinch_channels::http::sign(SECRET.as_bytes(), &body));
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                s.got.lock().unwrap().push((sig.filter(|x| *x == want), key, v));
-                axum::http::StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap()
-            }),
+            axum::routing::post(
+                |State(s): State<Arc<Callback>>, h: HeaderMap, body: axum::body::Bytes| async move {
+                    let sig = h
+                        .get("x-pinch-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let key = h
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    // The reply is signed with the hook's secret over the raw body.
+                    let want = format!(
+                        "sha256={}",
+                        pinch_channels::http::sign(SECRET.as_bytes(), &body)
+                    );
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    s.got
+                        .lock()
+                        .unwrap()
+                        .push((sig.filter(|x| *x == want), key, v));
+                    axum::http::StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap()
+                },
+            ),
         )
         .with_state(state);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -54,7 +68,11 @@ async fn callback_server(state: Arc<Callback>) -> SocketAddr {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn seed(data: &Path) {
@@ -100,7 +118,12 @@ fn setup(callback: SocketAddr) -> Setup {
         ),
     )
     .unwrap();
-    Setup { data, cfg, port, _tmp: tmp }
+    Setup {
+        data,
+        cfg,
+        port,
+        _tmp: tmp,
+    }
 }
 
 fn daemon(s: &Setup) -> Daemon {
@@ -110,7 +133,16 @@ fn daemon(s: &Setup) -> Daemon {
         .arg(&s.data)
         .arg("--config")
         .arg(&s.cfg)
-        .args(["--sandbox", if any_sandbox() == pinch_host::sandbox::Choice::Bwrap { "bwrap" } else { "process" }, "--provider", "scripted"])
+        .args([
+            "--sandbox",
+            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
+                "bwrap"
+            } else {
+                "process"
+            },
+            "--provider",
+            "scripted",
+        ])
         .env("PINCH_LOG", "debug")
         .env("PINCH_TEST_HOOK_SECRET", SECRET)
         .env_remove("ANTHROPIC_API_KEY")
@@ -118,15 +150,32 @@ fn daemon(s: &Setup) -> Daemon {
         .env_remove("OPENAI_BASE_URL")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(s.data.with_extension("log")).unwrap());
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(s.data.with_extension("log"))
+                .unwrap(),
+        );
     let d = Daemon(d.spawn().unwrap());
-    wait_for("the HTTP listener", WAIT, || std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok());
+    wait_for("the HTTP listener", WAIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok()
+    });
     d
 }
 
-async fn post(port: u16, hook: &str, body: &[u8], sig: Option<&str>, delivery: Option<&str>) -> (u16, String) {
+async fn post(
+    port: u16,
+    hook: &str,
+    body: &[u8],
+    sig: Option<&str>,
+    delivery: Option<&str>,
+) -> (u16, String) {
     let c = reqwest::Client::new();
-    let mut r = c.post(format!("http://127.0.0.1:{port}/hooks/{hook}")).header("x-pinch-event", "push").body(body.to_vec());
+    let mut r = c
+        .post(format!("http://127.0.0.1:{port}/hooks/{hook}"))
+        .header("x-pinch-event", "push")
+        .body(body.to_vec());
     if let Some(s) = sig {
         r = r.header("x-pinch-signature", s);
     }
@@ -138,29 +187,48 @@ async fn post(port: u16, hook: &str, body: &[u8], sig: Option<&str>, delivery: O
 }
 
 fn signed(body: &[u8]) -> String {
-    format!("sha256={}", pinch_channels::http::sign(SECRET.as_bytes(), body))
+    format!(
+        "sha256={}",
+        pinch_channels::http::sign(SECRET.as_bytes(), body)
+    )
 }
 
 /// Rows stored for a delivery id, over all sessions of `main`.
 fn stored(data: &Path, delivery: &str) -> i64 {
     let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main")).into_iter().flatten() {
+    for d in std::fs::read_dir(data.join("sessions/main"))
+        .into_iter()
+        .flatten()
+    {
         let c = inbound(&d.unwrap().path());
         n += c
-            .query_row("SELECT count(*) FROM messages_in WHERE id = ?1 AND kind = 'webhook'", [format!("hook-ci-{delivery}:main")], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT count(*) FROM messages_in WHERE id = ?1 AND kind = 'webhook'",
+                [format!("hook-ci-{delivery}:main")],
+                |r| r.get::<_, i64>(0),
+            )
             .unwrap();
     }
     n
 }
 
 fn replies_to(cb: &Callback, delivery: &str) -> Vec<Got> {
-    cb.got.lock().unwrap().iter().filter(|(_, _, v)| v["in_reply_to"] == format!("hook-ci-{delivery}")).cloned().collect()
+    cb.got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, v)| v["in_reply_to"] == format!("hook-ci-{delivery}"))
+        .cloned()
+        .collect()
 }
 
 #[test]
 fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
     let rt = rt();
-    let cb = Arc::new(Callback { status: AtomicU16::new(200), ..Default::default() });
+    let cb = Arc::new(Callback {
+        status: AtomicU16::new(200),
+        ..Default::default()
+    });
     let cb_addr = rt.block_on(callback_server(cb.clone()));
     let s = setup(cb_addr);
     let _d = daemon(&s);
@@ -170,7 +238,13 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
     let (st, msg) = rt.block_on(post(s.port, "ci", body, None, Some("x1")));
     assert_eq!(st, 401, "{msg}");
     assert!(msg.contains("missing X-Pinch-Signature"), "{msg}");
-    let (st, msg) = rt.block_on(post(s.port, "ci", body, Some(&signed(b"another body")), Some("x1")));
+    let (st, msg) = rt.block_on(post(
+        s.port,
+        "ci",
+        body,
+        Some(&signed(b"another body")),
+        Some("x1"),
+    ));
     assert_eq!(st, 401, "{msg}");
     assert!(msg.contains("bad signature"), "{msg}");
     let (st, msg) = rt.block_on(post(s.port, "nope", body, Some(&signed(body)), None));
@@ -185,7 +259,11 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
     let (st, msg) = rt.block_on(post(s.port, "ci", body, Some(&signed(body)), Some("d-1")));
     assert_eq!(st, 200, "{msg}");
     assert!(msg.contains("\"ok\":true"), "{msg}");
-    assert_eq!(stored(&s.data, "d-1"), 1, "a 200 means the row is committed");
+    assert_eq!(
+        stored(&s.data, "d-1"),
+        1,
+        "a 200 means the row is committed"
+    );
     let (st, _) = rt.block_on(post(s.port, "ci", body, Some(&signed(body)), Some("d-1")));
     assert_eq!(st, 200);
     assert_eq!(stored(&s.data, "d-1"), 1, "a retried POST is stored once");
@@ -199,18 +277,34 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
         .unwrap()
         .map(|d| inbound(&d.unwrap().path()).query_row("SELECT count(*) FROM messages_in WHERE kind = 'webhook' AND id NOT LIKE 'hook-ci-d-1:%'", [], |r| r.get::<_, i64>(0)).unwrap())
         .sum();
-    assert_eq!(hashed, 1, "the same body without a delivery id is one message");
+    assert_eq!(
+        hashed, 1,
+        "the same body without a delivery id is one message"
+    );
 
     // The stored row is a `webhook` row with the parsed payload.
-    let dir = std::fs::read_dir(s.data.join("sessions/main")).unwrap().next().unwrap().unwrap().path();
-    let content: String = inbound(&dir).query_row("SELECT content FROM messages_in WHERE id = 'hook-ci-d-1:main'", [], |r| r.get(0)).unwrap();
+    let dir = std::fs::read_dir(s.data.join("sessions/main"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let content: String = inbound(&dir)
+        .query_row(
+            "SELECT content FROM messages_in WHERE id = 'hook-ci-d-1:main'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&content).unwrap();
     assert_eq!(v["source"], "ci");
     assert_eq!(v["event"], "push");
     assert_eq!(v["payload"]["commits"], 3);
 
     // The agent's reply reaches the callback, signed, with the row id as idempotency key.
-    wait_for("the reply at the callback", WAIT, || !replies_to(&cb, "d-1").is_empty());
+    wait_for("the reply at the callback", WAIT, || {
+        !replies_to(&cb, "d-1").is_empty()
+    });
     let (sig, key, v) = replies_to(&cb, "d-1").remove(0);
     assert!(sig.is_some(), "the reply is signed with the hook's secret");
     assert_eq!(v["text"], "webhook handled");
@@ -222,7 +316,10 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
 fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
     let rt = rt();
     // The callback is down (503) until the host has been killed and restarted.
-    let cb = Arc::new(Callback { status: AtomicU16::new(503), ..Default::default() });
+    let cb = Arc::new(Callback {
+        status: AtomicU16::new(503),
+        ..Default::default()
+    });
     let cb_addr = rt.block_on(callback_server(cb.clone()));
     let s = setup(cb_addr);
     let mut d = daemon(&s);
@@ -230,24 +327,41 @@ fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
     let (st, msg) = rt.block_on(post(s.port, "ci", body, Some(&signed(body)), Some("d-2")));
     assert_eq!(st, 200, "{msg}");
     // The reply was tried once (503: retryable), then the host dies hard.
-    wait_for("a first callback attempt", WAIT, || !replies_to(&cb, "d-2").is_empty());
+    wait_for("a first callback attempt", WAIT, || {
+        !replies_to(&cb, "d-2").is_empty()
+    });
     d.0.kill().unwrap();
     d.0.wait().unwrap();
     cb.status.store(200, Ordering::SeqCst);
     let tried = replies_to(&cb, "d-2").len();
     let _d2 = daemon(&s);
-    wait_for("the reply delivered after the restart", WAIT, || replies_to(&cb, "d-2").len() > tried);
+    wait_for("the reply delivered after the restart", WAIT, || {
+        replies_to(&cb, "d-2").len() > tried
+    });
     let all = replies_to(&cb, "d-2");
     assert!(all.iter().all(|(_, _, v)| v["text"] == "webhook handled"));
     let keys: std::collections::HashSet<_> = all.iter().map(|(_, k, _)| k.clone()).collect();
-    assert_eq!(keys.len(), 1, "every attempt carries the same idempotency key: {all:?}");
+    assert_eq!(
+        keys.len(),
+        1,
+        "every attempt carries the same idempotency key: {all:?}"
+    );
     assert_eq!(stored(&s.data, "d-2"), 1);
     // The ledger says delivered.
-    let dir = std::fs::read_dir(s.data.join("sessions/main")).unwrap().next().unwrap().unwrap().path();
+    let dir = std::fs::read_dir(s.data.join("sessions/main"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let key = keys.into_iter().next().unwrap().unwrap();
     wait_for("the ledger entry", WAIT, || {
         inbound(&dir)
-            .query_row("SELECT status FROM delivered WHERE message_out_id = ?1", [&key], |r| r.get::<_, String>(0))
+            .query_row(
+                "SELECT status FROM delivered WHERE message_out_id = ?1",
+                [&key],
+                |r| r.get::<_, String>(0),
+            )
             .is_ok_and(|s| s == "delivered")
     });
 }
@@ -256,9 +370,20 @@ fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
 fn a_config_without_a_secret_is_refused_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("pinch.toml");
-    std::fs::write(&cfg, "[webhooks.ci]\ncallback_url = \"http://127.0.0.1:1/cb\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[webhooks.ci]\ncallback_url = \"http://127.0.0.1:1/cb\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(PINCH)
-        .args(["host", "--provider", "scripted", "--sandbox", "process", "--data-dir"])
+        .args([
+            "host",
+            "--provider",
+            "scripted",
+            "--sandbox",
+            "process",
+            "--data-dir",
+        ])
         .arg(tmp.path().join("data"))
         .arg("--config")
         .arg(&cfg)
@@ -266,5 +391,8 @@ fn a_config_without_a_secret_is_refused_with_the_fix() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("[webhooks.ci]") && err.contains("secret_env"), "{err}");
+    assert!(
+        err.contains("[webhooks.ci]") && err.contains("secret_env"),
+        "{err}"
+    );
 }

@@ -36,14 +36,23 @@ pub struct ErrorBody {
 pub type Reply = Result<Value, ErrorBody>;
 
 pub fn err(code: &'static str, message: impl Into<String>) -> ErrorBody {
-    ErrorBody { code, message: message.into() }
+    ErrorBody {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Binds the socket and forwards each request to `tx`.
-pub fn serve(path: &Path, tx: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>) -> std::io::Result<()> {
+pub fn serve(
+    path: &Path,
+    tx: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>,
+) -> std::io::Result<()> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{} is in use", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use", path.display()),
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -51,7 +60,9 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<(Request, oneshot::Sender<Re
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
@@ -61,7 +72,9 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<(Request, oneshot::Sender<Re
                     return;
                 }
                 let out = match serde_json::from_str::<Request>(line.trim()) {
-                    Err(e) => serde_json::json!({"id": null, "ok": false, "error": {"code": "invalid-args", "message": format!("not a request ({e}); send {{\"id\":…,\"command\":\"sessions-list\",\"args\":{{}}}}")}}),
+                    Err(e) => {
+                        serde_json::json!({"id": null, "ok": false, "error": {"code": "invalid-args", "message": format!("not a request ({e}); send {{\"id\":…,\"command\":\"sessions-list\",\"args\":{{}}}}")}})
+                    }
                     Ok(req) => {
                         let id = req.id.clone();
                         let (otx, orx) = oneshot::channel();
@@ -69,9 +82,15 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<(Request, oneshot::Sender<Re
                             serde_json::json!({"id": id, "ok": false, "error": {"code": "transport-error", "message": "the host is shutting down"}})
                         } else {
                             match orx.await {
-                                Ok(Ok(data)) => serde_json::json!({"id": id, "ok": true, "data": data}),
-                                Ok(Err(e)) => serde_json::json!({"id": id, "ok": false, "error": e}),
-                                Err(_) => serde_json::json!({"id": id, "ok": false, "error": {"code": "transport-error", "message": "the host dropped the request"}}),
+                                Ok(Ok(data)) => {
+                                    serde_json::json!({"id": id, "ok": true, "data": data})
+                                }
+                                Ok(Err(e)) => {
+                                    serde_json::json!({"id": id, "ok": false, "error": e})
+                                }
+                                Err(_) => {
+                                    serde_json::json!({"id": id, "ok": false, "error": {"code": "transport-error", "message": "the host dropped the request"}})
+                                }
                             }
                         }
                     }

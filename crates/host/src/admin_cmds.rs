@@ -20,7 +20,9 @@
 //! `global` is unrestricted. Which agent commands need the owner's approval
 //! first is [`needs_approval`]; the main loop turns those into cards.
 
-use pinch_proto::rusqlite::{self, types::Value as Sv, types::ValueRef, Connection, OptionalExtension};
+use pinch_proto::rusqlite::{
+    self, types::Value as Sv, types::ValueRef, Connection, OptionalExtension,
+};
 use serde_json::{json, Map, Value};
 
 use crate::admin::{err, ErrorBody, Reply};
@@ -76,11 +78,19 @@ struct Cmd {
 }
 
 const fn cmd(name: &'static str, keys: &'static [&'static str]) -> Cmd {
-    Cmd { name, keys, id_as: None }
+    Cmd {
+        name,
+        keys,
+        id_as: None,
+    }
 }
 
 const fn cmd_id_as(name: &'static str, keys: &'static [&'static str], id_as: &'static str) -> Cmd {
-    Cmd { name, keys, id_as: Some(id_as) }
+    Cmd {
+        name,
+        keys,
+        id_as: Some(id_as),
+    }
 }
 
 /// `groups-config-set`'s arguments: the group id, then every
@@ -113,10 +123,26 @@ const COMMANDS: &[Cmd] = &[
     cmd("groups-delete", &["id"]),
     cmd("groups-config-get", &["id"]),
     cmd("groups-config-set", CONFIG_SET_KEYS),
-    cmd("messaging-groups-list", &["channel_type", "limit", "offset"]),
+    cmd(
+        "messaging-groups-list",
+        &["channel_type", "limit", "offset"],
+    ),
     cmd("messaging-groups-get", &["id"]),
-    cmd("messaging-groups-create", &["id", "channel_type", "platform_id", "name", "is_group", "unknown_sender_policy"]),
-    cmd("messaging-groups-update", &["id", "name", "is_group", "unknown_sender_policy"]),
+    cmd(
+        "messaging-groups-create",
+        &[
+            "id",
+            "channel_type",
+            "platform_id",
+            "name",
+            "is_group",
+            "unknown_sender_policy",
+        ],
+    ),
+    cmd(
+        "messaging-groups-update",
+        &["id", "name", "is_group", "unknown_sender_policy"],
+    ),
     cmd("messaging-groups-delete", &["id"]),
     cmd("messaging-groups-deny", &["id"]),
     cmd("messaging-groups-undeny", &["id"]),
@@ -124,9 +150,30 @@ const COMMANDS: &[Cmd] = &[
     cmd("wirings-get", &["id"]),
     cmd(
         "wirings-create",
-        &["id", "mg", "ag", "engage_mode", "engage_pattern", "sender_scope", "ignored_message_policy", "session_mode", "priority"],
+        &[
+            "id",
+            "mg",
+            "ag",
+            "engage_mode",
+            "engage_pattern",
+            "sender_scope",
+            "ignored_message_policy",
+            "session_mode",
+            "priority",
+        ],
     ),
-    cmd("wirings-update", &["id", "engage_mode", "engage_pattern", "sender_scope", "ignored_message_policy", "session_mode", "priority"]),
+    cmd(
+        "wirings-update",
+        &[
+            "id",
+            "engage_mode",
+            "engage_pattern",
+            "sender_scope",
+            "ignored_message_policy",
+            "session_mode",
+            "priority",
+        ],
+    ),
     cmd("wirings-delete", &["id"]),
     cmd("users-list", &["kind", "limit", "offset"]),
     cmd("users-get", &["id"]),
@@ -140,7 +187,11 @@ const COMMANDS: &[Cmd] = &[
     cmd_id_as("members-add", &["user", "ag"], "user"),
     cmd_id_as("members-remove", &["user", "ag"], "user"),
     cmd_id_as("destinations-list", &["ag", "limit", "offset"], "ag"),
-    cmd_id_as("destinations-add", &["ag", "name", "target_type", "target"], "ag"),
+    cmd_id_as(
+        "destinations-add",
+        &["ag", "name", "target_type", "target"],
+        "ag",
+    ),
     cmd_id_as("destinations-remove", &["ag", "name"], "ag"),
     cmd("approvals-list", &["status", "limit", "offset"]),
     cmd("approvals-get", &["id"]),
@@ -229,7 +280,12 @@ fn run(conn: &Connection, caller: &Caller, spec: &Cmd, raw: &Value) -> Reply {
         }
     };
     let a = Args::new(spec, raw)?;
-    let c = Ctx { conn, caller, own, a };
+    let c = Ctx {
+        conn,
+        caller,
+        own,
+        a,
+    };
     match spec.name {
         "groups-list" => c.groups_list(),
         "groups-get" => c.groups_get(),
@@ -296,13 +352,21 @@ impl Args {
         let mut m = match raw {
             Value::Null => Map::new(),
             Value::Object(m) => m.clone(),
-            other => return Err(invalid(format!("{}: args must be a JSON object, not {other}", spec.name))),
+            other => {
+                return Err(invalid(format!(
+                    "{}: args must be a JSON object, not {other}",
+                    spec.name
+                )))
+            }
         };
         for (alias, key) in ALIASES {
             if let Some(v) = m.remove(*alias) {
                 match m.get(*key) {
                     Some(existing) if *existing != v => {
-                        return Err(invalid(format!("{}: --{alias} and --{key} are the same argument; give it once", spec.name)))
+                        return Err(invalid(format!(
+                            "{}: --{alias} and --{key} are the same argument; give it once",
+                            spec.name
+                        )))
                     }
                     _ => {
                         m.insert((*key).to_owned(), v);
@@ -314,7 +378,10 @@ impl Args {
             if let Some(v) = m.remove("id") {
                 match m.get(target) {
                     Some(existing) if *existing != v => {
-                        return Err(invalid(format!("{}: the positional id is --{target} here; give it once", spec.name)))
+                        return Err(invalid(format!(
+                            "{}: the positional id is --{target} here; give it once",
+                            spec.name
+                        )))
                     }
                     _ => {
                         m.insert(target.to_owned(), v);
@@ -322,12 +389,29 @@ impl Args {
                 }
             }
         }
-        let mut unknown: Vec<&str> = m.keys().map(String::as_str).filter(|k| !spec.keys.contains(k)).collect();
+        let mut unknown: Vec<&str> = m
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !spec.keys.contains(k))
+            .collect();
         if !unknown.is_empty() {
             unknown.sort();
-            let accepted: Vec<String> = spec.keys.iter().filter(|k| **k != "id").map(|k| format!("--{k}")).collect();
-            let accepted = if accepted.is_empty() { "none besides the id".to_owned() } else { accepted.join(", ") };
-            return Err(invalid(format!("{}: unknown argument --{}; accepted: {accepted}", spec.name, unknown.join(", --"))));
+            let accepted: Vec<String> = spec
+                .keys
+                .iter()
+                .filter(|k| **k != "id")
+                .map(|k| format!("--{k}"))
+                .collect();
+            let accepted = if accepted.is_empty() {
+                "none besides the id".to_owned()
+            } else {
+                accepted.join(", ")
+            };
+            return Err(invalid(format!(
+                "{}: unknown argument --{}; accepted: {accepted}",
+                spec.name,
+                unknown.join(", --")
+            )));
         }
         Ok(Args { cmd: spec.name, m })
     }
@@ -343,7 +427,10 @@ impl Args {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(invalid(format!("{}: --{key} must be text, not {other}", self.cmd))),
+            Some(other) => Err(invalid(format!(
+                "{}: --{key} must be text, not {other}",
+                self.cmd
+            ))),
         }
     }
 
@@ -352,7 +439,10 @@ impl Args {
     fn req_str(&self, key: &str, example: &str) -> R<String> {
         match self.opt_str(key)? {
             Some(s) if !s.trim().is_empty() => Ok(s),
-            _ => Err(invalid(format!("{} needs --{key} (e.g. {example})", self.cmd))),
+            _ => Err(invalid(format!(
+                "{} needs --{key} (e.g. {example})",
+                self.cmd
+            ))),
         }
     }
 
@@ -360,7 +450,10 @@ impl Args {
     fn id(&self, example: &str) -> R<String> {
         match self.opt_str("id")? {
             Some(s) if !s.trim().is_empty() => Ok(s),
-            _ => Err(invalid(format!("{} needs an id (e.g. {example})", self.cmd))),
+            _ => Err(invalid(format!(
+                "{} needs an id (e.g. {example})",
+                self.cmd
+            ))),
         }
     }
 
@@ -374,7 +467,12 @@ impl Args {
     }
 
     fn opt_bool(&self, key: &str) -> R<Option<bool>> {
-        let bad = || invalid(format!("{}: --{key} must be true or false (also 1/0, yes/no), e.g. --{key} true", self.cmd));
+        let bad = || {
+            invalid(format!(
+                "{}: --{key} must be true or false (also 1/0, yes/no), e.g. --{key} true",
+                self.cmd
+            ))
+        };
         match self.m.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -393,7 +491,12 @@ impl Args {
     }
 
     fn opt_int(&self, key: &str, example: i64) -> R<Option<i64>> {
-        let bad = || invalid(format!("{}: --{key} must be a whole number, e.g. --{key} {example}", self.cmd));
+        let bad = || {
+            invalid(format!(
+                "{}: --{key} must be a whole number, e.g. --{key} {example}",
+                self.cmd
+            ))
+        };
         match self.m.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(bad),
@@ -412,7 +515,10 @@ impl Args {
         let v = self.opt_int(key, example)?;
         if let Some(n) = v {
             if n < min {
-                return Err(invalid(format!("{}: --{key} must be at least {min}, e.g. --{key} {example}", self.cmd)));
+                return Err(invalid(format!(
+                    "{}: --{key} must be at least {min}, e.g. --{key} {example}",
+                    self.cmd
+                )));
             }
         }
         Ok(Some(v))
@@ -422,7 +528,12 @@ impl Args {
         match self.opt_str(key)? {
             None => Ok(None),
             Some(s) if choices.contains(&s.as_str()) => Ok(Some(s)),
-            Some(s) => Err(invalid(format!("{}: --{key} {s:?} is not one of {} (e.g. --{key} {})", self.cmd, choices.join(", "), choices[0]))),
+            Some(s) => Err(invalid(format!(
+                "{}: --{key} {s:?} is not one of {} (e.g. --{key} {})",
+                self.cmd,
+                choices.join(", "),
+                choices[0]
+            ))),
         }
     }
 
@@ -430,11 +541,17 @@ impl Args {
     fn page(&self) -> R<(i64, i64)> {
         let limit = self.opt_int("limit", 50)?.unwrap_or(PAGE);
         if !(1..=PAGE).contains(&limit) {
-            return Err(invalid(format!("{}: --limit must be between 1 and {PAGE}, e.g. --limit 50", self.cmd)));
+            return Err(invalid(format!(
+                "{}: --limit must be between 1 and {PAGE}, e.g. --limit 50",
+                self.cmd
+            )));
         }
         let offset = self.opt_int("offset", 200)?.unwrap_or(0);
         if offset < 0 {
-            return Err(invalid(format!("{}: --offset must be 0 or more, e.g. --offset 200", self.cmd)));
+            return Err(invalid(format!(
+                "{}: --offset must be 0 or more, e.g. --offset 200",
+                self.cmd
+            )));
         }
         Ok((limit, offset))
     }
@@ -472,7 +589,9 @@ impl std::ops::Deref for Nested<'_> {
 impl Drop for Nested<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.conn.execute_batch("ROLLBACK TO admin_op; RELEASE admin_op");
+            let _ = self
+                .conn
+                .execute_batch("ROLLBACK TO admin_op; RELEASE admin_op");
         }
     }
 }
@@ -491,10 +610,22 @@ fn is_unique(e: &rusqlite::Error) -> bool {
 
 impl<T> SqlExt<T> for rusqlite::Result<T> {
     fn sql(self) -> R<T> {
-        self.map_err(|e| if is_unique(&e) { invalid(format!("already exists ({e})")) } else { err("handler-error", e.to_string()) })
+        self.map_err(|e| {
+            if is_unique(&e) {
+                invalid(format!("already exists ({e})"))
+            } else {
+                err("handler-error", e.to_string())
+            }
+        })
     }
     fn exists_as(self, msg: &dyn Fn() -> String) -> R<T> {
-        self.map_err(|e| if is_unique(&e) { invalid(msg()) } else { err("handler-error", e.to_string()) })
+        self.map_err(|e| {
+            if is_unique(&e) {
+                invalid(msg())
+            } else {
+                err("handler-error", e.to_string())
+            }
+        })
     }
 }
 
@@ -537,17 +668,27 @@ fn one(conn: &Connection, sql: &str, params: &[Sv]) -> R<Option<Value>> {
 }
 
 fn exists(conn: &Connection, sql: &str, params: &[Sv]) -> R<bool> {
-    conn.query_row(sql, rusqlite::params_from_iter(params.iter()), |_| Ok(())).optional().sql().map(|o| o.is_some())
+    conn.query_row(sql, rusqlite::params_from_iter(params.iter()), |_| Ok(()))
+        .optional()
+        .sql()
+        .map(|o| o.is_some())
 }
 
 fn count(conn: &Connection, sql: &str, params: &[Sv]) -> R<i64> {
-    conn.query_row(sql, rusqlite::params_from_iter(params.iter()), |r| r.get(0)).sql()
+    conn.query_row(sql, rusqlite::params_from_iter(params.iter()), |r| r.get(0))
+        .sql()
 }
 
 /// A list query with optional `AND` filters, ordered and paged (`order`
 /// breaks `created_at` ties by rowid, i.e. insertion order: timestamps are
 /// milliseconds).
-fn list(conn: &Connection, a: &Args, select: &str, filters: &[(&str, Option<Sv>)], order: &str) -> Reply {
+fn list(
+    conn: &Connection,
+    a: &Args,
+    select: &str,
+    filters: &[(&str, Option<Sv>)],
+    order: &str,
+) -> Reply {
     let (limit, offset) = a.page()?;
     let mut sql = select.to_owned();
     let mut params = Vec::new();
@@ -566,12 +707,28 @@ fn list(conn: &Connection, a: &Args, select: &str, filters: &[(&str, Option<Sv>)
 
 /// `UPDATE table SET col = ?, … WHERE key = ?` from the given changes;
 /// returns whether a row matched.
-fn update(conn: &Connection, table: &str, key_col: &str, key: &str, changes: &[(&str, Sv)]) -> R<bool> {
-    let sets: Vec<String> = changes.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 1)).collect();
-    let sql = format!("UPDATE {table} SET {} WHERE {key_col} = ?{}", sets.join(", "), changes.len() + 1);
+fn update(
+    conn: &Connection,
+    table: &str,
+    key_col: &str,
+    key: &str,
+    changes: &[(&str, Sv)],
+) -> R<bool> {
+    let sets: Vec<String> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| format!("{c} = ?{}", i + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE {table} SET {} WHERE {key_col} = ?{}",
+        sets.join(", "),
+        changes.len() + 1
+    );
     let mut params: Vec<Sv> = changes.iter().map(|(_, v)| v.clone()).collect();
     params.push(s(key));
-    let n = conn.execute(&sql, rusqlite::params_from_iter(params.iter())).sql()?;
+    let n = conn
+        .execute(&sql, rusqlite::params_from_iter(params.iter()))
+        .sql()?;
     Ok(n > 0)
 }
 
@@ -601,14 +758,23 @@ pub fn sanitize_name(raw: &str, max: usize) -> String {
 fn check_folder(cmd: &str, folder: &str) -> R<()> {
     let fix = "use lowercase letters, digits and '-', 1 to 40 characters, e.g. --folder research";
     if folder == "global" {
-        return Err(invalid(format!("{cmd}: folder \"global\" is reserved (it is the folder every agent shares); {fix}")));
+        return Err(invalid(format!(
+            "{cmd}: folder \"global\" is reserved (it is the folder every agent shares); {fix}"
+        )));
     }
     if folder.contains("..") || folder.contains('/') {
-        return Err(invalid(format!("{cmd}: folder {folder:?} is not a plain folder name; {fix}")));
+        return Err(invalid(format!(
+            "{cmd}: folder {folder:?} is not a plain folder name; {fix}"
+        )));
     }
-    let ok = (1..=40).contains(&folder.len()) && folder.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok = (1..=40).contains(&folder.len())
+        && folder
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
-        return Err(invalid(format!("{cmd}: folder {folder:?} is not allowed; {fix}")));
+        return Err(invalid(format!(
+            "{cmd}: folder {folder:?} is not allowed; {fix}"
+        )));
     }
     Ok(())
 }
@@ -619,7 +785,9 @@ fn check_id(cmd: &str, what: &str, id: &str, example: &str) -> R<()> {
     let ok = (1..=64).contains(&id.len())
         && id != "."
         && id != ".."
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
     if !ok {
         return Err(invalid(format!("{cmd}: {what} {id:?} must be 1 to 64 letters, digits, '_', '-', '.' or ':' (e.g. --id {example})")));
     }
@@ -628,7 +796,11 @@ fn check_id(cmd: &str, what: &str, id: &str, example: &str) -> R<()> {
 
 /// JSON columns of `agent_configs` and the shape each must have.
 fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
-    let shape_err = |want: &str, example: &str| invalid(format!("{cmd}: --{key} must be {want}, e.g. --{key} '{example}'"));
+    let shape_err = |want: &str, example: &str| {
+        invalid(format!(
+            "{cmd}: --{key} must be {want}, e.g. --{key} '{example}'"
+        ))
+    };
     match key {
         "mcp_servers" => serde_json::from_value::<Vec<pinch_proto::runner_config::McpServerConfig>>(v.clone())
             .map(|_| ())
@@ -663,7 +835,13 @@ fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
     }
 }
 
-const JSON_COLS: [&str; 5] = ["mcp_servers", "packages", "extra_mounts", "egress_allow", "sandbox"];
+const JSON_COLS: [&str; 5] = [
+    "mcp_servers",
+    "packages",
+    "extra_mounts",
+    "egress_allow",
+    "sandbox",
+];
 
 // ----------------------------------------------------------------- handlers
 
@@ -675,8 +853,10 @@ struct Ctx<'a> {
     a: Args,
 }
 
-const GROUP_COLS: &str = "g.id, g.name, g.folder, g.provider, c.admin_scope, c.can_create_agents, g.created_at";
-const MG_COLS: &str = "id, channel_type, platform_id, name, is_group, unknown_sender_policy, denied_at, created_at";
+const GROUP_COLS: &str =
+    "g.id, g.name, g.folder, g.provider, c.admin_scope, c.can_create_agents, g.created_at";
+const MG_COLS: &str =
+    "id, channel_type, platform_id, name, is_group, unknown_sender_policy, denied_at, created_at";
 const WIRING_COLS: &str = "id, messaging_group_id AS mg, agent_group_id AS ag, engage_mode, engage_pattern, sender_scope, \
      ignored_message_policy, session_mode, priority, created_at";
 const ENGAGE_MODES: [&str; 3] = ["pattern", "mention", "mention-sticky"];
@@ -691,7 +871,9 @@ impl Ctx<'_> {
     }
 
     fn no_group(&self, id: &str) -> ErrorBody {
-        not_found(format!("no agent group {id:?} (see `pinch admin groups list`)"))
+        not_found(format!(
+            "no agent group {id:?} (see `pinch admin groups list`)"
+        ))
     }
 
     /// A group-scoped agent may read only its own group: anything else
@@ -706,15 +888,20 @@ impl Ctx<'_> {
     /// A group-scoped agent may change only its own group's things.
     fn writable_group(&self, id: &str) -> R<()> {
         match self.own {
-            Some(own) if own != id => {
-                Err(forbidden(format!("{}: admin_scope \"group\" of agent group {own:?} covers only its own group", self.cmd())))
-            }
+            Some(own) if own != id => Err(forbidden(format!(
+                "{}: admin_scope \"group\" of agent group {own:?} covers only its own group",
+                self.cmd()
+            ))),
             _ => Ok(()),
         }
     }
 
     fn group_exists(&self, id: &str) -> R<bool> {
-        exists(self.conn, "SELECT 1 FROM agent_groups WHERE id = ?1", &[s(id)])
+        exists(
+            self.conn,
+            "SELECT 1 FROM agent_groups WHERE id = ?1",
+            &[s(id)],
+        )
     }
 
     fn need_group(&self, id: &str) -> R<()> {
@@ -726,8 +913,16 @@ impl Ctx<'_> {
     }
 
     fn need_mg(&self, id: &str) -> R<Value> {
-        one(self.conn, &format!("SELECT {MG_COLS} FROM messaging_groups WHERE id = ?1"), &[s(id)])?
-            .ok_or_else(|| not_found(format!("no messaging group {id:?} (see `pinch admin messaging-groups list`)")))
+        one(
+            self.conn,
+            &format!("SELECT {MG_COLS} FROM messaging_groups WHERE id = ?1"),
+            &[s(id)],
+        )?
+        .ok_or_else(|| {
+            not_found(format!(
+                "no messaging group {id:?} (see `pinch admin messaging-groups list`)"
+            ))
+        })
     }
 
     /// The `ag` argument of destinations/members: a group-scoped agent
@@ -740,7 +935,10 @@ impl Ctx<'_> {
                 Ok(Some(ag))
             }
             (None, Some(own)) => Ok(Some(own.to_owned())),
-            (None, None) if required => Err(invalid(format!("{} needs --ag (e.g. {example})", self.cmd()))),
+            (None, None) if required => Err(invalid(format!(
+                "{} needs --ag (e.g. {example})",
+                self.cmd()
+            ))),
             (None, None) => Ok(None),
         }
     }
@@ -778,10 +976,14 @@ impl Ctx<'_> {
 
     fn groups_create(&self) -> Reply {
         if self.own.is_some() {
-            return Err(forbidden("groups-create: admin_scope \"group\" cannot create agent groups"));
+            return Err(forbidden(
+                "groups-create: admin_scope \"group\" cannot create agent groups",
+            ));
         }
         let cmd = self.cmd();
-        let name = self.a.req_str("name", "pinch admin groups create --name Research")?;
+        let name = self
+            .a
+            .req_str("name", "pinch admin groups create --name Research")?;
         let name = name.trim().to_owned();
         let folder = match self.a.opt_str("folder")?.filter(|f| !f.is_empty()) {
             Some(f) => f,
@@ -796,11 +998,17 @@ impl Ctx<'_> {
             }
         };
         check_folder(cmd, &folder)?;
-        let id = self.a.opt_str("id")?.filter(|i| !i.is_empty()).unwrap_or_else(|| format!("ag-{folder}"));
+        let id = self
+            .a
+            .opt_str("id")?
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| format!("ag-{folder}"));
         check_id(cmd, "group id", &id, "ag-research")?;
         let provider = self.a.opt_str("provider")?.filter(|p| !p.trim().is_empty());
         if self.group_exists(&id)? {
-            return Err(invalid(format!("{cmd}: agent group {id:?} already exists (give another --id)")));
+            return Err(invalid(format!(
+                "{cmd}: agent group {id:?} already exists (give another --id)"
+            )));
         }
         let tx = Nested::begin(self.conn).sql()?;
         let t = now();
@@ -820,11 +1028,22 @@ impl Ctx<'_> {
 
     fn groups_update(&self) -> Reply {
         let cmd = self.cmd();
-        let id = self.a.id("pinch admin groups update ag-research --name Research")?;
+        let id = self
+            .a
+            .id("pinch admin groups update ag-research --name Research")?;
         self.writable_group(&id)?;
         let mut ch: Vec<(&str, Sv)> = Vec::new();
         if self.a.has("name") {
-            ch.push(("name", s(self.a.req_str("name", "pinch admin groups update ag-research --name Research")?.trim())));
+            ch.push((
+                "name",
+                s(self
+                    .a
+                    .req_str(
+                        "name",
+                        "pinch admin groups update ag-research --name Research",
+                    )?
+                    .trim()),
+            ));
         }
         if let Some(p) = self.a.nullable_str("provider")? {
             ch.push(("provider", opt(p.as_deref())));
@@ -840,7 +1059,9 @@ impl Ctx<'_> {
 
     fn groups_delete(&self) -> Reply {
         if self.own.is_some() {
-            return Err(forbidden("groups-delete: admin_scope \"group\" cannot delete agent groups"));
+            return Err(forbidden(
+                "groups-delete: admin_scope \"group\" cannot delete agent groups",
+            ));
         }
         let id = self.a.id("pinch admin groups delete ag-research")?;
         if id == "main" {
@@ -848,19 +1069,35 @@ impl Ctx<'_> {
         }
         let folder: String = self
             .conn
-            .query_row("SELECT folder FROM agent_groups WHERE id = ?1", [&id], |r| r.get(0))
+            .query_row(
+                "SELECT folder FROM agent_groups WHERE id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
             .optional()
             .sql()?
             .ok_or_else(|| self.no_group(&id))?;
-        self.refuse_active_sessions("agent_group_id", &id, &format!("groups-delete: agent group {id:?}"))?;
+        self.refuse_active_sessions(
+            "agent_group_id",
+            &id,
+            &format!("groups-delete: agent group {id:?}"),
+        )?;
         let tx = Nested::begin(self.conn).sql()?;
         // Closed sessions keep their folders on disk; their rows would
         // block the delete (sessions → agent_groups has no cascade).
         tx.execute("DELETE FROM runner_exits WHERE session_id IN (SELECT id FROM sessions WHERE agent_group_id = ?1)", [&id]).sql()?;
-        let closed = tx.execute("DELETE FROM sessions WHERE agent_group_id = ?1", [&id]).sql()?;
+        let closed = tx
+            .execute("DELETE FROM sessions WHERE agent_group_id = ?1", [&id])
+            .sql()?;
         // Other groups' destinations that name this group would dangle.
-        let dests = tx.execute("DELETE FROM agent_destinations WHERE target_type = 'agent' AND target_id = ?1", [&id]).sql()?;
-        tx.execute("DELETE FROM agent_groups WHERE id = ?1", [&id]).sql()?;
+        let dests = tx
+            .execute(
+                "DELETE FROM agent_destinations WHERE target_type = 'agent' AND target_id = ?1",
+                [&id],
+            )
+            .sql()?;
+        tx.execute("DELETE FROM agent_groups WHERE id = ?1", [&id])
+            .sql()?;
         tx.commit().sql()?;
         Ok(json!({
             "deleted": id,
@@ -895,19 +1132,25 @@ impl Ctx<'_> {
         self.readable_group(&id)?;
         match self.config_row(&id)? {
             Some(r) => Ok(r),
-            None if self.group_exists(&id)? => Ok(json!({"ag": id, "admin_scope": "disabled", "can_create_agents": 0})),
+            None if self.group_exists(&id)? => {
+                Ok(json!({"ag": id, "admin_scope": "disabled", "can_create_agents": 0}))
+            }
             None => Err(self.no_group(&id)),
         }
     }
 
     fn config_set(&self) -> Reply {
         let cmd = self.cmd();
-        let id = self.a.id("pinch admin groups config-set ag-research --model claude-sonnet-4-5")?;
+        let id = self
+            .a
+            .id("pinch admin groups config-set ag-research --model claude-sonnet-4-5")?;
         self.writable_group(&id)?;
         if self.own.is_some() {
             for k in ["admin_scope", "can_create_agents"] {
                 if self.a.has(k) {
-                    return Err(forbidden(format!("{cmd}: an agent cannot change its own {k}; only the owner can")));
+                    return Err(forbidden(format!(
+                        "{cmd}: an agent cannot change its own {k}; only the owner can"
+                    )));
                 }
             }
         }
@@ -917,7 +1160,11 @@ impl Ctx<'_> {
                 ch.push((k, opt(v.as_deref())));
             }
         }
-        for (k, min, ex) in [("batch_size", 1, 10), ("idle_exit_s", 1, 300), ("claim_stuck_s", 1, 600)] {
+        for (k, min, ex) in [
+            ("batch_size", 1, 10),
+            ("idle_exit_s", 1, 300),
+            ("claim_stuck_s", 1, 600),
+        ] {
             if let Some(v) = self.a.nullable_int(k, min, ex)? {
                 ch.push((k, v.map(Sv::Integer).unwrap_or(Sv::Null)));
             }
@@ -943,7 +1190,10 @@ impl Ctx<'_> {
                 }
             }
         }
-        if let Some(v) = self.a.opt_choice("admin_scope", &["disabled", "group", "global"])? {
+        if let Some(v) = self
+            .a
+            .opt_choice("admin_scope", &["disabled", "group", "global"])?
+        {
             ch.push(("admin_scope", Sv::Text(v)));
         }
         if let Some(b) = self.a.opt_bool("can_create_agents")? {
@@ -951,7 +1201,10 @@ impl Ctx<'_> {
         }
         if ch.is_empty() {
             let keys: Vec<String> = CONFIG_KEYS.iter().map(|k| format!("--{k}")).collect();
-            return Err(invalid(format!("{cmd} needs something to set: one of {}", keys.join(", "))));
+            return Err(invalid(format!(
+                "{cmd} needs something to set: one of {}",
+                keys.join(", ")
+            )));
         }
         self.need_group(&id)?;
         ch.push(("updated_at", Sv::Text(now())));
@@ -973,7 +1226,10 @@ impl Ctx<'_> {
             self.conn,
             &self.a,
             &format!("SELECT {MG_COLS} FROM messaging_groups"),
-            &[("channel_type = ?", self.a.opt_str("channel_type")?.map(Sv::Text))],
+            &[(
+                "channel_type = ?",
+                self.a.opt_str("channel_type")?.map(Sv::Text),
+            )],
             "created_at, rowid",
         )
     }
@@ -987,23 +1243,39 @@ impl Ctx<'_> {
         let cmd = self.cmd();
         let ex = "pinch admin messaging-groups create --channel_type telegram --platform_id -1001234 --name family";
         let channel = self.a.req_str("channel_type", ex)?;
-        if !channel.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') || channel.len() > 32 {
+        if !channel
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            || channel.len() > 32
+        {
             return Err(invalid(format!("{cmd}: --channel_type {channel:?} must be a lowercase channel name such as telegram, cli or slack")));
         }
         let platform_id = self.a.req_str("platform_id", ex)?;
-        let name = self.a.opt_str("name")?.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        let name = self
+            .a
+            .opt_str("name")?
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
         let is_group = self.a.opt_bool("is_group")?.unwrap_or(false);
-        let policy = self.a.opt_choice("unknown_sender_policy", &SENDER_POLICIES)?.unwrap_or_else(|| "request_approval".into());
+        let policy = self
+            .a
+            .opt_choice("unknown_sender_policy", &SENDER_POLICIES)?
+            .unwrap_or_else(|| "request_approval".into());
         let id = match self.a.opt_str("id")?.filter(|i| !i.is_empty()) {
             Some(id) => id,
             None => format!("mg-{channel}-{}", pinch_proto::runner_config::random_hex(4)),
         };
         check_id(cmd, "messaging group id", &id, "mg-telegram-family")?;
-        if let Some(existing) = self.conn.query_row(
-            "SELECT id FROM messaging_groups WHERE channel_type = ?1 AND platform_id = ?2",
-            [&channel, &platform_id],
-            |r| r.get::<_, String>(0),
-        ).optional().sql()? {
+        if let Some(existing) = self
+            .conn
+            .query_row(
+                "SELECT id FROM messaging_groups WHERE channel_type = ?1 AND platform_id = ?2",
+                [&channel, &platform_id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .sql()?
+        {
             return Err(invalid(format!("{cmd}: the {channel} conversation {platform_id:?} already exists as messaging group {existing:?}")));
         }
         self.conn
@@ -1018,7 +1290,9 @@ impl Ctx<'_> {
 
     fn mg_update(&self) -> Reply {
         let cmd = self.cmd();
-        let id = self.a.id("pinch admin messaging-groups update mg-cli-local --unknown_sender_policy strict")?;
+        let id = self.a.id(
+            "pinch admin messaging-groups update mg-cli-local --unknown_sender_policy strict",
+        )?;
         let mut ch: Vec<(&str, Sv)> = Vec::new();
         if let Some(n) = self.a.nullable_str("name")? {
             ch.push(("name", opt(n.as_deref().map(str::trim))));
@@ -1026,14 +1300,21 @@ impl Ctx<'_> {
         if let Some(b) = self.a.opt_bool("is_group")? {
             ch.push(("is_group", Sv::Integer(b as i64)));
         }
-        if let Some(p) = self.a.opt_choice("unknown_sender_policy", &SENDER_POLICIES)? {
+        if let Some(p) = self
+            .a
+            .opt_choice("unknown_sender_policy", &SENDER_POLICIES)?
+        {
             ch.push(("unknown_sender_policy", Sv::Text(p)));
         }
         if ch.is_empty() {
-            return Err(invalid(format!("{cmd} needs something to change: --name, --is_group or --unknown_sender_policy")));
+            return Err(invalid(format!(
+                "{cmd} needs something to change: --name, --is_group or --unknown_sender_policy"
+            )));
         }
         if !update(self.conn, "messaging_groups", "id", &id, &ch)? {
-            return Err(not_found(format!("no messaging group {id:?} (see `pinch admin messaging-groups list`)")));
+            return Err(not_found(format!(
+                "no messaging group {id:?} (see `pinch admin messaging-groups list`)"
+            )));
         }
         self.need_mg(&id)
     }
@@ -1041,8 +1322,13 @@ impl Ctx<'_> {
     /// `forbidden` while sessions linked by `column` (`agent_group_id` or
     /// `messaging_group_id`) to `id` are active; `what` starts the message.
     fn refuse_active_sessions(&self, column: &str, id: &str, what: &str) -> R<()> {
-        let sql = format!("SELECT id FROM sessions WHERE {column} = ?1 AND status = 'active' ORDER BY id");
-        let active: Vec<String> = rows(self.conn, &sql, &[s(id)])?.into_iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
+        let sql = format!(
+            "SELECT id FROM sessions WHERE {column} = ?1 AND status = 'active' ORDER BY id"
+        );
+        let active: Vec<String> = rows(self.conn, &sql, &[s(id)])?
+            .into_iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect();
         if active.is_empty() {
             return Ok(());
         }
@@ -1054,28 +1340,58 @@ impl Ctx<'_> {
     }
 
     fn mg_delete(&self) -> Reply {
-        let id = self.a.id("pinch admin messaging-groups delete mg-telegram-1a2b3c4d")?;
+        let id = self
+            .a
+            .id("pinch admin messaging-groups delete mg-telegram-1a2b3c4d")?;
         self.need_mg(&id)?;
-        self.refuse_active_sessions("messaging_group_id", &id, &format!("messaging-groups-delete: {id:?}"))?;
+        self.refuse_active_sessions(
+            "messaging_group_id",
+            &id,
+            &format!("messaging-groups-delete: {id:?}"),
+        )?;
         let tx = Nested::begin(self.conn).sql()?;
         // Closed sessions stay (their history is the agent's); they just
         // lose the link (sessions → messaging_groups has no cascade).
-        tx.execute("UPDATE sessions SET messaging_group_id = NULL WHERE messaging_group_id = ?1", [&id]).sql()?;
-        let dests = tx.execute("DELETE FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1", [&id]).sql()?;
-        tx.execute("DELETE FROM messaging_groups WHERE id = ?1", [&id]).sql()?;
+        tx.execute(
+            "UPDATE sessions SET messaging_group_id = NULL WHERE messaging_group_id = ?1",
+            [&id],
+        )
+        .sql()?;
+        let dests = tx
+            .execute(
+                "DELETE FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1",
+                [&id],
+            )
+            .sql()?;
+        tx.execute("DELETE FROM messaging_groups WHERE id = ?1", [&id])
+            .sql()?;
         tx.commit().sql()?;
         Ok(json!({"deleted": id, "destinations_removed": dests}))
     }
 
     fn mg_deny(&self, deny: bool) -> Reply {
-        let id = self.a.id(if deny { "pinch admin messaging-groups deny mg-telegram-1a2b3c4d" } else { "pinch admin messaging-groups undeny mg-telegram-1a2b3c4d" })?;
+        let id = self.a.id(if deny {
+            "pinch admin messaging-groups deny mg-telegram-1a2b3c4d"
+        } else {
+            "pinch admin messaging-groups undeny mg-telegram-1a2b3c4d"
+        })?;
         self.need_mg(&id)?;
         let v = if deny { Sv::Text(now()) } else { Sv::Null };
         if deny {
             // Keep the first denial's time.
-            self.conn.execute("UPDATE messaging_groups SET denied_at = coalesce(denied_at, ?2) WHERE id = ?1", rusqlite::params![id, v]).sql()?;
+            self.conn
+                .execute(
+                    "UPDATE messaging_groups SET denied_at = coalesce(denied_at, ?2) WHERE id = ?1",
+                    rusqlite::params![id, v],
+                )
+                .sql()?;
         } else {
-            self.conn.execute("UPDATE messaging_groups SET denied_at = NULL WHERE id = ?1", [&id]).sql()?;
+            self.conn
+                .execute(
+                    "UPDATE messaging_groups SET denied_at = NULL WHERE id = ?1",
+                    [&id],
+                )
+                .sql()?;
         }
         self.need_mg(&id)
     }
@@ -1083,8 +1399,12 @@ impl Ctx<'_> {
     // ---- wirings
 
     fn wiring_row(&self, id: &str) -> R<Value> {
-        one(self.conn, &format!("SELECT {WIRING_COLS} FROM wirings WHERE id = ?1"), &[s(id)])?
-            .ok_or_else(|| not_found(format!("no wiring {id:?} (see `pinch admin wirings list`)")))
+        one(
+            self.conn,
+            &format!("SELECT {WIRING_COLS} FROM wirings WHERE id = ?1"),
+            &[s(id)],
+        )?
+        .ok_or_else(|| not_found(format!("no wiring {id:?} (see `pinch admin wirings list`)")))
     }
 
     fn wirings_list(&self) -> Reply {
@@ -1119,7 +1439,11 @@ impl Ctx<'_> {
         let mode = self
             .a
             .opt_choice("engage_mode", &ENGAGE_MODES)?
-            .ok_or_else(|| invalid(format!("{cmd} needs --engage_mode: pattern, mention or mention-sticky (e.g. {ex})")))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{cmd} needs --engage_mode: pattern, mention or mention-sticky (e.g. {ex})"
+                ))
+            })?;
         let pattern = self.a.opt_str("engage_pattern")?.filter(|p| !p.is_empty());
         if mode == "pattern" && pattern.is_none() {
             return Err(invalid(format!(
@@ -1129,9 +1453,18 @@ impl Ctx<'_> {
         if let Some(p) = &pattern {
             self.check_pattern(p)?;
         }
-        let scope = self.a.opt_choice("sender_scope", &SENDER_SCOPES)?.unwrap_or_else(|| "known".into());
-        let ignored = self.a.opt_choice("ignored_message_policy", &IGNORED)?.unwrap_or_else(|| "drop".into());
-        let session_mode = self.a.opt_choice("session_mode", &SESSION_MODES)?.unwrap_or_else(|| "shared".into());
+        let scope = self
+            .a
+            .opt_choice("sender_scope", &SENDER_SCOPES)?
+            .unwrap_or_else(|| "known".into());
+        let ignored = self
+            .a
+            .opt_choice("ignored_message_policy", &IGNORED)?
+            .unwrap_or_else(|| "drop".into());
+        let session_mode = self
+            .a
+            .opt_choice("session_mode", &SESSION_MODES)?
+            .unwrap_or_else(|| "shared".into());
         let priority = self.a.opt_int("priority", 10)?.unwrap_or(0);
         let mg_row = self.need_mg(&mg)?;
         self.need_group(&ag)?;
@@ -1142,7 +1475,11 @@ impl Ctx<'_> {
         check_id(cmd, "wiring id", &id, "w-main-family")?;
         if let Some(existing) = self
             .conn
-            .query_row("SELECT id FROM wirings WHERE messaging_group_id = ?1 AND agent_group_id = ?2", [&mg, &ag], |r| r.get::<_, String>(0))
+            .query_row(
+                "SELECT id FROM wirings WHERE messaging_group_id = ?1 AND agent_group_id = ?2",
+                [&mg, &ag],
+                |r| r.get::<_, String>(0),
+            )
             .optional()
             .sql()?
         {
@@ -1150,7 +1487,10 @@ impl Ctx<'_> {
         }
         // The destination the agent replies through: the conversation's
         // name, else its platform id, made a plain name.
-        let base = mg_row["name"].as_str().or(mg_row["platform_id"].as_str()).unwrap_or("");
+        let base = mg_row["name"]
+            .as_str()
+            .or(mg_row["platform_id"].as_str())
+            .unwrap_or("");
         let mut local = sanitize_name(base, 40);
         if local.is_empty() {
             local = "channel".into();
@@ -1178,12 +1518,16 @@ impl Ctx<'_> {
 
     fn wirings_update(&self) -> Reply {
         let cmd = self.cmd();
-        let id = self.a.id("pinch admin wirings update w-main-terminal --engage_mode mention")?;
+        let id = self
+            .a
+            .id("pinch admin wirings update w-main-terminal --engage_mode mention")?;
         let current = self.wiring_row(&id)?;
         let mut ch: Vec<(&str, Sv)> = Vec::new();
         let mode = self.a.opt_choice("engage_mode", &ENGAGE_MODES)?;
         let pattern = self.a.nullable_str("engage_pattern")?;
-        let final_mode = mode.clone().unwrap_or_else(|| current["engage_mode"].as_str().unwrap_or("").to_owned());
+        let final_mode = mode
+            .clone()
+            .unwrap_or_else(|| current["engage_mode"].as_str().unwrap_or("").to_owned());
         let final_pattern = match &pattern {
             Some(p) => p.clone(),
             None => current["engage_pattern"].as_str().map(str::to_owned),
@@ -1202,7 +1546,11 @@ impl Ctx<'_> {
         if let Some(p) = pattern {
             ch.push(("engage_pattern", opt(p.as_deref())));
         }
-        for (k, choices) in [("sender_scope", &SENDER_SCOPES[..]), ("ignored_message_policy", &IGNORED[..]), ("session_mode", &SESSION_MODES[..])] {
+        for (k, choices) in [
+            ("sender_scope", &SENDER_SCOPES[..]),
+            ("ignored_message_policy", &IGNORED[..]),
+            ("session_mode", &SESSION_MODES[..]),
+        ] {
             if let Some(v) = self.a.opt_choice(k, choices)? {
                 ch.push((k, Sv::Text(v)));
             }
@@ -1222,7 +1570,9 @@ impl Ctx<'_> {
     fn wirings_delete(&self) -> Reply {
         let id = self.a.id("pinch admin wirings delete w-main-terminal")?;
         let w = self.wiring_row(&id)?;
-        self.conn.execute("DELETE FROM wirings WHERE id = ?1", [&id]).sql()?;
+        self.conn
+            .execute("DELETE FROM wirings WHERE id = ?1", [&id])
+            .sql()?;
         // The destination the wiring added is a permission of its own (the
         // agent may still post there); say so rather than guess.
         let kept: Vec<Value> = rows(
@@ -1248,8 +1598,12 @@ impl Ctx<'_> {
     // ---- users
 
     fn user_row(&self, id: &str) -> R<Value> {
-        one(self.conn, "SELECT id, kind, display_name, created_at FROM users WHERE id = ?1", &[s(id)])?
-            .ok_or_else(|| not_found(format!("no user {id:?} (see `pinch admin users list`)")))
+        one(
+            self.conn,
+            "SELECT id, kind, display_name, created_at FROM users WHERE id = ?1",
+            &[s(id)],
+        )?
+        .ok_or_else(|| not_found(format!("no user {id:?} (see `pinch admin users list`)")))
     }
 
     /// `channel:handle`, both parts non-empty; returns the channel.
@@ -1300,19 +1654,34 @@ impl Ctx<'_> {
 
     fn users_create(&self) -> Reply {
         let cmd = self.cmd();
-        let id = self.a.id("pinch admin users create telegram:123456789 --display_name Bob")?;
+        let id = self
+            .a
+            .id("pinch admin users create telegram:123456789 --display_name Bob")?;
         let prefix = self.user_kind(&id, "id")?;
-        let kind = self.a.opt_str("kind")?.filter(|k| !k.trim().is_empty()).unwrap_or(prefix);
-        let name = self.a.opt_str("display_name")?.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        let kind = self
+            .a
+            .opt_str("kind")?
+            .filter(|k| !k.trim().is_empty())
+            .unwrap_or(prefix);
+        let name = self
+            .a
+            .opt_str("display_name")?
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
         self.conn
-            .execute("INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)", rusqlite::params![id, kind, name, now()])
+            .execute(
+                "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, kind, name, now()],
+            )
             .exists_as(&|| format!("{cmd}: user {id:?} already exists"))?;
         self.user_row(&id)
     }
 
     fn users_update(&self) -> Reply {
         let cmd = self.cmd();
-        let id = self.a.id("pinch admin users update telegram:123456789 --display_name Bob")?;
+        let id = self
+            .a
+            .id("pinch admin users update telegram:123456789 --display_name Bob")?;
         let mut ch: Vec<(&str, Sv)> = Vec::new();
         if self.a.has("kind") {
             ch.push(("kind", s(self.a.req_str("kind", "--kind telegram")?.trim())));
@@ -1321,29 +1690,43 @@ impl Ctx<'_> {
             ch.push(("display_name", opt(n.as_deref().map(str::trim))));
         }
         if ch.is_empty() {
-            return Err(invalid(format!("{cmd} needs something to change: --display_name or --kind")));
+            return Err(invalid(format!(
+                "{cmd} needs something to change: --display_name or --kind"
+            )));
         }
         if !update(self.conn, "users", "id", &id, &ch)? {
-            return Err(not_found(format!("no user {id:?} (see `pinch admin users list`)")));
+            return Err(not_found(format!(
+                "no user {id:?} (see `pinch admin users list`)"
+            )));
         }
         self.user_row(&id)
     }
 
     fn owners(&self) -> R<i64> {
-        count(self.conn, "SELECT count(*) FROM user_roles WHERE role = 'owner'", &[])
+        count(
+            self.conn,
+            "SELECT count(*) FROM user_roles WHERE role = 'owner'",
+            &[],
+        )
     }
 
     fn users_delete(&self) -> Reply {
         let id = self.a.id("pinch admin users delete telegram:123456789")?;
         self.user_row(&id)?;
-        let owner = exists(self.conn, "SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner'", &[s(&id)])?;
+        let owner = exists(
+            self.conn,
+            "SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner'",
+            &[s(&id)],
+        )?;
         if owner && self.owners()? <= 1 {
             return Err(forbidden(format!(
                 "users-delete: {id} is the last owner; grant another owner first (`pinch admin roles grant --user <id> --role owner`)"
             )));
         }
         // Roles and memberships cascade.
-        self.conn.execute("DELETE FROM users WHERE id = ?1", [&id]).sql()?;
+        self.conn
+            .execute("DELETE FROM users WHERE id = ?1", [&id])
+            .sql()?;
         Ok(json!({"deleted": id}))
     }
 
@@ -1366,7 +1749,8 @@ impl Ctx<'_> {
     /// (user, role, ag) of grant/revoke, validated.
     fn role_args(&self, verb: &str) -> R<(String, String, Option<String>)> {
         let cmd = self.cmd();
-        let ex = format!("pinch admin roles {verb} --user telegram:123456789 --role admin --ag main");
+        let ex =
+            format!("pinch admin roles {verb} --user telegram:123456789 --role admin --ag main");
         let user = self.a.req_str("user", &ex)?;
         self.user_kind(&user, "user")?;
         let role = self
@@ -1375,7 +1759,9 @@ impl Ctx<'_> {
             .ok_or_else(|| invalid(format!("{cmd} needs --role: owner or admin (e.g. {ex})")))?;
         let ag = self.a.opt_str("ag")?.filter(|a| !a.trim().is_empty());
         if role == "owner" && ag.is_some() {
-            return Err(invalid(format!("{cmd}: owner is always global; drop --ag (or use --role admin --ag <group>)")));
+            return Err(invalid(format!(
+                "{cmd}: owner is always global; drop --ag (or use --role admin --ag <group>)"
+            )));
         }
         Ok((user, role, ag))
     }
@@ -1413,7 +1799,11 @@ impl Ctx<'_> {
         let cmd = self.cmd();
         let (user, role, ag) = self.role_args("revoke")?;
         if role == "owner" {
-            let is_owner = exists(self.conn, "SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner'", &[s(&user)])?;
+            let is_owner = exists(
+                self.conn,
+                "SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner'",
+                &[s(&user)],
+            )?;
             if is_owner && self.owners()? <= 1 {
                 return Err(forbidden(format!(
                     "{cmd}: {user} is the last owner; grant another owner first (`pinch admin roles grant --user <id> --role owner`)"
@@ -1432,7 +1822,9 @@ impl Ctx<'_> {
                 Some(ag) => format!("{role} of {ag}"),
                 None => format!("global {role}"),
             };
-            return Err(not_found(format!("{cmd}: {user} is not {what} (see `pinch admin roles list --user {user}`)")));
+            return Err(not_found(format!(
+                "{cmd}: {user} is not {what} (see `pinch admin roles list --user {user}`)"
+            )));
         }
         Ok(json!({"user": user, "role": role, "ag": ag, "revoked": true}))
     }
@@ -1478,10 +1870,15 @@ impl Ctx<'_> {
         let (user, ag) = self.members_args("remove")?;
         let n = self
             .conn
-            .execute("DELETE FROM agent_group_members WHERE user_id = ?1 AND agent_group_id = ?2", rusqlite::params![user, ag])
+            .execute(
+                "DELETE FROM agent_group_members WHERE user_id = ?1 AND agent_group_id = ?2",
+                rusqlite::params![user, ag],
+            )
             .sql()?;
         if n == 0 {
-            return Err(not_found(format!("{cmd}: {user} is not a member of {ag} (see `pinch admin members list {ag}`)")));
+            return Err(not_found(format!(
+                "{cmd}: {user} is not a member of {ag} (see `pinch admin members list {ag}`)"
+            )));
         }
         let mut out = json!({"user": user, "ag": ag, "removed": true});
         // An admin role still grants access; say so.
@@ -1509,14 +1906,21 @@ impl Ctx<'_> {
         let ex = "pinch admin destinations add main --name family --target_type channel --target mg-telegram-1a2b3c4d";
         let ag = self.ag_arg(true, ex)?.unwrap_or_default();
         let name = self.a.req_str("name", ex)?;
-        let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !ok {
             return Err(invalid(format!("{cmd}: --name {name:?} must be 1 to 64 letters, digits, '_', '-' or '.', e.g. --name family")));
         }
         let kind = self
             .a
             .opt_choice("target_type", &["channel", "agent"])?
-            .ok_or_else(|| invalid(format!("{cmd} needs --target_type: channel or agent (e.g. {ex})")))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{cmd} needs --target_type: channel or agent (e.g. {ex})"
+                ))
+            })?;
         let target = self.a.req_str("target", ex)?;
         self.need_group(&ag)?;
         if kind == "channel" {
@@ -1540,7 +1944,10 @@ impl Ctx<'_> {
         let name = self.a.req_str("name", ex)?;
         let n = self
             .conn
-            .execute("DELETE FROM agent_destinations WHERE agent_group_id = ?1 AND local_name = ?2", rusqlite::params![ag, name])
+            .execute(
+                "DELETE FROM agent_destinations WHERE agent_group_id = ?1 AND local_name = ?2",
+                rusqlite::params![ag, name],
+            )
             .sql()?;
         if n == 0 {
             return Err(not_found(format!("{cmd}: {ag} has no destination {name:?} (see `pinch admin destinations list {ag}`)")));
@@ -1551,7 +1958,9 @@ impl Ctx<'_> {
     // ---- approvals, user DMs, drops
 
     fn approvals_list(&self) -> Reply {
-        let status = self.a.opt_choice("status", &["pending", "approved", "rejected", "expired"])?;
+        let status = self
+            .a
+            .opt_choice("status", &["pending", "approved", "rejected", "expired"])?;
         list(
             self.conn,
             &self.a,
@@ -1574,7 +1983,10 @@ impl Ctx<'_> {
         )?
         .ok_or_else(|| not_found(format!("no approval {id:?} (see `pinch admin approvals list`)")))?;
         for c in ["payload", "options_json"] {
-            if let Some(v) = row[c].as_str().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+            if let Some(v) = row[c]
+                .as_str()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            {
                 row[c] = v;
             }
         }
@@ -1620,7 +2032,8 @@ mod tests {
     }
 
     fn ok(c: &Central, cmd: &str, args: Value) -> Value {
-        call(c, &Caller::Owner, cmd, args).unwrap_or_else(|e| panic!("{cmd}: {}: {}", e.code, e.message))
+        call(c, &Caller::Owner, cmd, args)
+            .unwrap_or_else(|e| panic!("{cmd}: {}: {}", e.code, e.message))
     }
 
     fn fails(c: &Central, caller: &Caller, cmd: &str, args: Value) -> ErrorBody {
@@ -1631,11 +2044,18 @@ mod tests {
     }
 
     fn agent(ag: &str, scope: AdminScope) -> Caller {
-        Caller::Agent { ag: ag.into(), scope }
+        Caller::Agent {
+            ag: ag.into(),
+            scope,
+        }
     }
 
     fn ids(v: &Value, key: &str) -> Vec<String> {
-        v.as_array().unwrap().iter().map(|r| r[key].as_str().unwrap().to_owned()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[key].as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// main (bootstrap), plus ag-research with a member, a destination, a
@@ -1643,18 +2063,45 @@ mod tests {
     fn fixture() -> (tempfile::TempDir, Central) {
         let (d, c) = db();
         ok(&c, "groups-create", json!({"name": "Research"}));
-        ok(&c, "messaging-groups-create", json!({"id": "mg-tg-fam", "channel_type": "telegram", "platform_id": "-100", "name": "Family"}));
-        ok(&c, "wirings-create", json!({"mg": "mg-tg-fam", "ag": "ag-research", "engage_mode": "mention"}));
-        ok(&c, "members-add", json!({"user": "telegram:7", "ag": "ag-research"}));
-        ok(&c, "members-add", json!({"user": "telegram:8", "ag": "main"}));
+        ok(
+            &c,
+            "messaging-groups-create",
+            json!({"id": "mg-tg-fam", "channel_type": "telegram", "platform_id": "-100", "name": "Family"}),
+        );
+        ok(
+            &c,
+            "wirings-create",
+            json!({"mg": "mg-tg-fam", "ag": "ag-research", "engage_mode": "mention"}),
+        );
+        ok(
+            &c,
+            "members-add",
+            json!({"user": "telegram:7", "ag": "ag-research"}),
+        );
+        ok(
+            &c,
+            "members-add",
+            json!({"user": "telegram:8", "ag": "main"}),
+        );
         (d, c)
     }
 
     #[test]
     fn only_this_modules_commands_are_dispatched() {
         let (_d, c) = db();
-        for cmd in ["sessions-list", "sessions-close", "host-status", "tasks-list", "approvals-approve", "groups-restart", "nonsense"] {
-            assert!(dispatch(&c.conn, &Caller::Owner, cmd, &json!({})).is_none(), "{cmd}");
+        for cmd in [
+            "sessions-list",
+            "sessions-close",
+            "host-status",
+            "tasks-list",
+            "approvals-approve",
+            "groups-restart",
+            "nonsense",
+        ] {
+            assert!(
+                dispatch(&c.conn, &Caller::Owner, cmd, &json!({})).is_none(),
+                "{cmd}"
+            );
         }
         // every command in the table has a handler
         for spec in COMMANDS {
@@ -1663,9 +2110,16 @@ mod tests {
                 assert_ne!(e.code, "unknown-command", "{} has no handler", spec.name);
             }
         }
-        let set = COMMANDS.iter().find(|c| c.name == "groups-config-set").unwrap();
+        let set = COMMANDS
+            .iter()
+            .find(|c| c.name == "groups-config-set")
+            .unwrap();
         assert_eq!(set.keys[0], "id");
-        assert_eq!(&set.keys[1..], CONFIG_KEYS, "config-set accepts exactly the config columns");
+        assert_eq!(
+            &set.keys[1..],
+            CONFIG_KEYS,
+            "config-set accepts exactly the config columns"
+        );
         let (r, v) = split("messaging-groups-deny");
         assert_eq!((r, v), ("messaging-groups", "deny"));
         assert_eq!(split("groups-config-set"), ("groups", "config-set"));
@@ -1682,39 +2136,144 @@ mod tests {
         let glob = agent("ag-research", AdminScope::Global);
         let cases: Vec<(&Caller, &str, Value, Result<(), &str>)> = vec![
             (&off, "groups-list", json!({}), Err("permission-denied")),
-            (&off, "groups-get", json!({"id": "ag-research"}), Err("permission-denied")),
+            (
+                &off,
+                "groups-get",
+                json!({"id": "ag-research"}),
+                Err("permission-denied"),
+            ),
             (&off, "members-list", json!({}), Err("permission-denied")),
             (&off, "users-list", json!({}), Err("permission-denied")),
             (&grp, "groups-get", json!({"id": "ag-research"}), Ok(())),
-            (&grp, "groups-config-get", json!({"id": "ag-research"}), Ok(())),
+            (
+                &grp,
+                "groups-config-get",
+                json!({"id": "ag-research"}),
+                Ok(()),
+            ),
             (&grp, "groups-get", json!({"id": "main"}), Err("not-found")),
-            (&grp, "groups-config-get", json!({"id": "main"}), Err("not-found")),
+            (
+                &grp,
+                "groups-config-get",
+                json!({"id": "main"}),
+                Err("not-found"),
+            ),
             (&grp, "groups-get", json!({"id": "nope"}), Err("not-found")),
-            (&grp, "groups-update", json!({"id": "main", "name": "x"}), Err("forbidden")),
-            (&grp, "groups-update", json!({"id": "ag-research", "name": "Research 2"}), Ok(())),
-            (&grp, "groups-config-set", json!({"id": "ag-research", "model": "m1"}), Ok(())),
-            (&grp, "groups-config-set", json!({"id": "main", "model": "m1"}), Err("forbidden")),
-            (&grp, "groups-config-set", json!({"id": "ag-research", "admin_scope": "global"}), Err("forbidden")),
-            (&grp, "groups-config-set", json!({"id": "ag-research", "can_create_agents": "true"}), Err("forbidden")),
-            (&grp, "groups-create", json!({"name": "Other"}), Err("forbidden")),
-            (&grp, "groups-delete", json!({"id": "ag-research"}), Err("forbidden")),
+            (
+                &grp,
+                "groups-update",
+                json!({"id": "main", "name": "x"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "groups-update",
+                json!({"id": "ag-research", "name": "Research 2"}),
+                Ok(()),
+            ),
+            (
+                &grp,
+                "groups-config-set",
+                json!({"id": "ag-research", "model": "m1"}),
+                Ok(()),
+            ),
+            (
+                &grp,
+                "groups-config-set",
+                json!({"id": "main", "model": "m1"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "groups-config-set",
+                json!({"id": "ag-research", "admin_scope": "global"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "groups-config-set",
+                json!({"id": "ag-research", "can_create_agents": "true"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "groups-create",
+                json!({"name": "Other"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "groups-delete",
+                json!({"id": "ag-research"}),
+                Err("forbidden"),
+            ),
             (&grp, "wirings-list", json!({}), Err("forbidden")),
-            (&grp, "messaging-groups-get", json!({"id": "mg-tg-fam"}), Err("forbidden")),
+            (
+                &grp,
+                "messaging-groups-get",
+                json!({"id": "mg-tg-fam"}),
+                Err("forbidden"),
+            ),
             (&grp, "users-list", json!({}), Err("forbidden")),
-            (&grp, "roles-grant", json!({"user": "telegram:7", "role": "owner"}), Err("forbidden")),
+            (
+                &grp,
+                "roles-grant",
+                json!({"user": "telegram:7", "role": "owner"}),
+                Err("forbidden"),
+            ),
             (&grp, "approvals-list", json!({}), Err("forbidden")),
             (&grp, "dropped-messages-list", json!({}), Err("forbidden")),
-            (&grp, "destinations-list", json!({"ag": "main"}), Err("forbidden")),
-            (&grp, "destinations-add", json!({"ag": "main", "name": "x", "target_type": "channel", "target": "mg-cli-local"}), Err("forbidden")),
-            (&grp, "destinations-remove", json!({"ag": "main", "name": "terminal"}), Err("forbidden")),
-            (&grp, "members-list", json!({"ag": "main"}), Err("forbidden")),
-            (&grp, "members-add", json!({"ag": "main", "user": "telegram:9"}), Err("forbidden")),
+            (
+                &grp,
+                "destinations-list",
+                json!({"ag": "main"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "destinations-add",
+                json!({"ag": "main", "name": "x", "target_type": "channel", "target": "mg-cli-local"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "destinations-remove",
+                json!({"ag": "main", "name": "terminal"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "members-list",
+                json!({"ag": "main"}),
+                Err("forbidden"),
+            ),
+            (
+                &grp,
+                "members-add",
+                json!({"ag": "main", "user": "telegram:9"}),
+                Err("forbidden"),
+            ),
             (&grp, "members-add", json!({"user": "telegram:9"}), Ok(())),
-            (&grp, "destinations-add", json!({"name": "notes", "target_type": "agent", "target": "main"}), Ok(())),
+            (
+                &grp,
+                "destinations-add",
+                json!({"name": "notes", "target_type": "agent", "target": "main"}),
+                Ok(()),
+            ),
             (&glob, "users-list", json!({}), Ok(())),
             (&glob, "groups-get", json!({"id": "main"}), Ok(())),
-            (&glob, "groups-config-set", json!({"id": "ag-research", "can_create_agents": "1"}), Ok(())),
-            (&owner, "groups-config-set", json!({"id": "ag-research", "admin_scope": "group"}), Ok(())),
+            (
+                &glob,
+                "groups-config-set",
+                json!({"id": "ag-research", "can_create_agents": "1"}),
+                Ok(()),
+            ),
+            (
+                &owner,
+                "groups-config-set",
+                json!({"id": "ag-research", "admin_scope": "group"}),
+                Ok(()),
+            ),
             (&owner, "wirings-list", json!({}), Ok(())),
         ];
         for (caller, cmd, args, want) in cases {
@@ -1722,30 +2281,56 @@ mod tests {
             match (&got, want) {
                 (Ok(_), Ok(())) => {}
                 (Err(e), Err(code)) if e.code == code => {}
-                _ => panic!("{caller:?} {cmd} {args}: want {want:?}, got {:?}", got.map_err(|e| (e.code, e.message))),
+                _ => panic!(
+                    "{caller:?} {cmd} {args}: want {want:?}, got {:?}",
+                    got.map_err(|e| (e.code, e.message))
+                ),
             }
         }
         // disabled: the message says how to enable it
         let e = fails(&c, &off, "groups-list", json!({}));
-        assert!(e.message.contains("pinch admin groups config-set ag-research --admin_scope group"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("pinch admin groups config-set ag-research --admin_scope group"),
+            "{}",
+            e.message
+        );
         // no existence oracle: a foreign group and a missing one read alike
         let foreign = fails(&c, &grp, "groups-get", json!({"id": "main"})).message;
         let missing = fails(&c, &grp, "groups-get", json!({"id": "zzzz"})).message;
         assert_eq!(foreign.replace("main", "X"), missing.replace("zzzz", "X"));
         // lists are filtered to its own group
-        assert_eq!(ids(&call(&c, &grp, "groups-list", json!({})).unwrap(), "id"), ["ag-research"]);
+        assert_eq!(
+            ids(&call(&c, &grp, "groups-list", json!({})).unwrap(), "id"),
+            ["ag-research"]
+        );
         let members = call(&c, &grp, "members-list", json!({})).unwrap();
-        assert!(ids(&members, "ag").iter().all(|a| a == "ag-research"), "{members}");
+        assert!(
+            ids(&members, "ag").iter().all(|a| a == "ag-research"),
+            "{members}"
+        );
         assert!(ids(&members, "user").contains(&"telegram:7".to_owned()));
-        assert!(!ids(&members, "user").contains(&"telegram:8".to_owned()), "main's member leaked: {members}");
+        assert!(
+            !ids(&members, "user").contains(&"telegram:8".to_owned()),
+            "main's member leaked: {members}"
+        );
         let dests = call(&c, &grp, "destinations-list", json!({})).unwrap();
-        assert!(ids(&dests, "ag").iter().all(|a| a == "ag-research"), "{dests}");
+        assert!(
+            ids(&dests, "ag").iter().all(|a| a == "ag-research"),
+            "{dests}"
+        );
         assert!(ids(&dests, "name").contains(&"notes".to_owned()));
         // the owner sees everything
-        assert_eq!(ids(&ok(&c, "groups-list", json!({})), "id"), ["main", "ag-research"]);
+        assert_eq!(
+            ids(&ok(&c, "groups-list", json!({})), "id"),
+            ["main", "ag-research"]
+        );
         assert!(ids(&ok(&c, "members-list", json!({})), "user").contains(&"telegram:8".to_owned()));
         // the scope refusal left nothing behind
-        assert_eq!(ok(&c, "groups-config-get", json!({"id": "ag-research"}))["admin_scope"], "group");
+        assert_eq!(
+            ok(&c, "groups-config-get", json!({"id": "ag-research"}))["admin_scope"],
+            "group"
+        );
         assert_eq!(ok(&c, "groups-get", json!({"id": "main"}))["name"], "main");
     }
 
@@ -1771,10 +2356,22 @@ mod tests {
             "users-delete",
         ] {
             assert!(needs_approval(&a, cmd), "{cmd}");
-            assert!(needs_approval(&agent("ag-x", AdminScope::Group), cmd), "group {cmd}");
+            assert!(
+                needs_approval(&agent("ag-x", AdminScope::Group), cmd),
+                "group {cmd}"
+            );
             assert!(!needs_approval(&Caller::Owner, cmd), "owner {cmd}");
         }
-        for cmd in ["groups-list", "groups-get", "roles-list", "members-list", "wirings-list", "destinations-list", "approvals-get", "groups-update"] {
+        for cmd in [
+            "groups-list",
+            "groups-get",
+            "roles-list",
+            "members-list",
+            "wirings-list",
+            "destinations-list",
+            "approvals-get",
+            "groups-update",
+        ] {
             assert!(!needs_approval(&a, cmd), "{cmd}");
         }
     }
@@ -1788,34 +2385,85 @@ mod tests {
         assert_eq!(g["admin_scope"], "disabled");
         assert_eq!(g["can_create_agents"], 0);
         let long = "x".repeat(60);
-        assert_eq!(ok(&c, "groups-create", json!({"name": long}))["folder"].as_str().unwrap().len(), 40);
+        assert_eq!(
+            ok(&c, "groups-create", json!({"name": long}))["folder"]
+                .as_str()
+                .unwrap()
+                .len(),
+            40
+        );
 
         let cases: Vec<(Value, &str, &str)> = vec![
             (json!({}), "invalid-args", "--name"),
             (json!({"name": "  "}), "invalid-args", "--name"),
             (json!({"name": "Global"}), "invalid-args", "reserved"),
-            (json!({"name": "x", "folder": "global"}), "invalid-args", "reserved"),
-            (json!({"name": "x", "folder": ".."}), "invalid-args", "plain folder"),
-            (json!({"name": "x", "folder": "a/b"}), "invalid-args", "plain folder"),
-            (json!({"name": "x", "folder": "Bad Folder"}), "invalid-args", "--folder research"),
-            (json!({"name": "x", "folder": "y".repeat(41)}), "invalid-args", "1 to 40"),
+            (
+                json!({"name": "x", "folder": "global"}),
+                "invalid-args",
+                "reserved",
+            ),
+            (
+                json!({"name": "x", "folder": ".."}),
+                "invalid-args",
+                "plain folder",
+            ),
+            (
+                json!({"name": "x", "folder": "a/b"}),
+                "invalid-args",
+                "plain folder",
+            ),
+            (
+                json!({"name": "x", "folder": "Bad Folder"}),
+                "invalid-args",
+                "--folder research",
+            ),
+            (
+                json!({"name": "x", "folder": "y".repeat(41)}),
+                "invalid-args",
+                "1 to 40",
+            ),
             (json!({"name": "!!!"}), "invalid-args", "--folder"),
             (json!({"name": "Main"}), "invalid-args", "already exists"),
-            (json!({"name": "x", "folder": "main", "id": "ag-other"}), "invalid-args", "folder \"main\" already exists"),
-            (json!({"name": "x", "id": "../evil"}), "invalid-args", "group id"),
-            (json!({"name": "x", "colour": "red"}), "invalid-args", "unknown argument --colour"),
+            (
+                json!({"name": "x", "folder": "main", "id": "ag-other"}),
+                "invalid-args",
+                "folder \"main\" already exists",
+            ),
+            (
+                json!({"name": "x", "id": "../evil"}),
+                "invalid-args",
+                "group id",
+            ),
+            (
+                json!({"name": "x", "colour": "red"}),
+                "invalid-args",
+                "unknown argument --colour",
+            ),
             (json!("not an object"), "invalid-args", "JSON object"),
         ];
         for (args, code, needle) in cases {
             let e = fails(&c, &Caller::Owner, "groups-create", args.clone());
             assert_eq!(e.code, code, "{args}: {}", e.message);
-            assert!(e.message.contains(needle), "{args}: {:?} lacks {needle:?}", e.message);
+            assert!(
+                e.message.contains(needle),
+                "{args}: {:?} lacks {needle:?}",
+                e.message
+            );
         }
         // "Main" → folder main exists: the id ag-main is free, the folder not
-        let n: i64 = c.conn.query_row("SELECT count(*) FROM agent_groups", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .conn
+            .query_row("SELECT count(*) FROM agent_groups", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 3, "failed creates left no rows");
-        let n: i64 = c.conn.query_row("SELECT count(*) FROM agent_configs", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 3, "every group has its config row, and a failed create left none");
+        let n: i64 = c
+            .conn
+            .query_row("SELECT count(*) FROM agent_configs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            n, 3,
+            "every group has its config row, and a failed create left none"
+        );
     }
 
     #[test]
@@ -1831,28 +2479,75 @@ mod tests {
         assert_eq!(cfg["can_create_agents"], 1);
         assert_eq!(cfg["egress_allow"], json!(["api.github.com"]));
         assert_eq!(cfg["sandbox"], json!({"memory_mb": 512}));
-        assert_eq!(c.egress_allow("ag-r").unwrap(), vec!["api.github.com".to_owned()]);
-        let cfg = ok(&c, "groups-config-set", json!({"id": "ag-r", "can_create_agents": "0", "model": "", "batch_size": null}));
+        assert_eq!(
+            c.egress_allow("ag-r").unwrap(),
+            vec!["api.github.com".to_owned()]
+        );
+        let cfg = ok(
+            &c,
+            "groups-config-set",
+            json!({"id": "ag-r", "can_create_agents": "0", "model": "", "batch_size": null}),
+        );
         assert_eq!(cfg["can_create_agents"], 0);
         assert_eq!(cfg["model"], Value::Null);
         assert_eq!(cfg["batch_size"], Value::Null);
         let cases: Vec<(Value, &str, &str)> = vec![
-            (json!({"id": "ag-r"}), "invalid-args", "needs something to set"),
-            (json!({"id": "ag-r", "batch_size": "lots"}), "invalid-args", "--batch_size must be a whole number"),
-            (json!({"id": "ag-r", "batch_size": "0"}), "invalid-args", "at least 1"),
-            (json!({"id": "ag-r", "can_create_agents": "maybe"}), "invalid-args", "true or false"),
-            (json!({"id": "ag-r", "admin_scope": "all"}), "invalid-args", "disabled, group, global"),
-            (json!({"id": "ag-r", "egress_allow": "[oops"}), "invalid-args", "not valid JSON"),
-            (json!({"id": "ag-r", "egress_allow": "{\"a\":1}"}), "invalid-args", "host patterns"),
-            (json!({"id": "ag-r", "mcp_servers": "[{\"name\":\"x\"}]"}), "invalid-args", "command"),
-            (json!({"id": "ag-r", "sandbox": "[]"}), "invalid-args", "JSON object"),
+            (
+                json!({"id": "ag-r"}),
+                "invalid-args",
+                "needs something to set",
+            ),
+            (
+                json!({"id": "ag-r", "batch_size": "lots"}),
+                "invalid-args",
+                "--batch_size must be a whole number",
+            ),
+            (
+                json!({"id": "ag-r", "batch_size": "0"}),
+                "invalid-args",
+                "at least 1",
+            ),
+            (
+                json!({"id": "ag-r", "can_create_agents": "maybe"}),
+                "invalid-args",
+                "true or false",
+            ),
+            (
+                json!({"id": "ag-r", "admin_scope": "all"}),
+                "invalid-args",
+                "disabled, group, global",
+            ),
+            (
+                json!({"id": "ag-r", "egress_allow": "[oops"}),
+                "invalid-args",
+                "not valid JSON",
+            ),
+            (
+                json!({"id": "ag-r", "egress_allow": "{\"a\":1}"}),
+                "invalid-args",
+                "host patterns",
+            ),
+            (
+                json!({"id": "ag-r", "mcp_servers": "[{\"name\":\"x\"}]"}),
+                "invalid-args",
+                "command",
+            ),
+            (
+                json!({"id": "ag-r", "sandbox": "[]"}),
+                "invalid-args",
+                "JSON object",
+            ),
             (json!({"id": "nope", "model": "m"}), "not-found", "nope"),
             (json!({"model": "m"}), "invalid-args", "needs an id"),
         ];
         for (args, code, needle) in cases {
             let e = fails(&c, &Caller::Owner, "groups-config-set", args.clone());
             assert_eq!(e.code, code, "{args}: {}", e.message);
-            assert!(e.message.contains(needle), "{args}: {:?} lacks {needle:?}", e.message);
+            assert!(
+                e.message.contains(needle),
+                "{args}: {:?} lacks {needle:?}",
+                e.message
+            );
         }
     }
 
@@ -1860,30 +2555,90 @@ mod tests {
     fn wirings_validate_and_add_their_destination() {
         let (_d, c) = db();
         ok(&c, "groups-create", json!({"name": "r"}));
-        let mg = ok(&c, "messaging-groups-create", json!({"channel_type": "telegram", "platform_id": "-1001", "is_group": "1"}));
+        let mg = ok(
+            &c,
+            "messaging-groups-create",
+            json!({"channel_type": "telegram", "platform_id": "-1001", "is_group": "1"}),
+        );
         let mg_id = mg["id"].as_str().unwrap().to_owned();
-        assert!(mg_id.starts_with("mg-telegram-") && mg_id.len() == "mg-telegram-".len() + 8, "{mg_id}");
+        assert!(
+            mg_id.starts_with("mg-telegram-") && mg_id.len() == "mg-telegram-".len() + 8,
+            "{mg_id}"
+        );
         assert_eq!(mg["is_group"], 1);
         assert_eq!(mg["unknown_sender_policy"], "request_approval");
         let cases: Vec<(Value, &str, &str)> = vec![
-            (json!({"ag": "ag-r", "engage_mode": "mention"}), "invalid-args", "--mg"),
-            (json!({"mg": mg_id, "engage_mode": "mention"}), "invalid-args", "--ag"),
-            (json!({"mg": mg_id, "ag": "ag-r"}), "invalid-args", "--engage_mode"),
-            (json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "always"}), "invalid-args", "pattern, mention, mention-sticky"),
-            (json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "pattern"}), "invalid-args", "--engage_pattern"),
-            (json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "pattern", "engage_pattern": "(unclosed"}), "invalid-args", "(unclosed"),
-            (json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "mention", "sender_scope": "some"}), "invalid-args", "--sender_scope"),
-            (json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "mention", "priority": "high"}), "invalid-args", "--priority"),
-            (json!({"mg": "mg-nope", "ag": "ag-r", "engage_mode": "mention"}), "not-found", "mg-nope"),
-            (json!({"mg": mg_id, "ag": "ag-nope", "engage_mode": "mention"}), "not-found", "ag-nope"),
-            (json!({"mg": mg_id, "messaging_group": "other", "ag": "ag-r", "engage_mode": "mention"}), "invalid-args", "give it once"),
+            (
+                json!({"ag": "ag-r", "engage_mode": "mention"}),
+                "invalid-args",
+                "--mg",
+            ),
+            (
+                json!({"mg": mg_id, "engage_mode": "mention"}),
+                "invalid-args",
+                "--ag",
+            ),
+            (
+                json!({"mg": mg_id, "ag": "ag-r"}),
+                "invalid-args",
+                "--engage_mode",
+            ),
+            (
+                json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "always"}),
+                "invalid-args",
+                "pattern, mention, mention-sticky",
+            ),
+            (
+                json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "pattern"}),
+                "invalid-args",
+                "--engage_pattern",
+            ),
+            (
+                json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "pattern", "engage_pattern": "(unclosed"}),
+                "invalid-args",
+                "(unclosed",
+            ),
+            (
+                json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "mention", "sender_scope": "some"}),
+                "invalid-args",
+                "--sender_scope",
+            ),
+            (
+                json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "mention", "priority": "high"}),
+                "invalid-args",
+                "--priority",
+            ),
+            (
+                json!({"mg": "mg-nope", "ag": "ag-r", "engage_mode": "mention"}),
+                "not-found",
+                "mg-nope",
+            ),
+            (
+                json!({"mg": mg_id, "ag": "ag-nope", "engage_mode": "mention"}),
+                "not-found",
+                "ag-nope",
+            ),
+            (
+                json!({"mg": mg_id, "messaging_group": "other", "ag": "ag-r", "engage_mode": "mention"}),
+                "invalid-args",
+                "give it once",
+            ),
         ];
         for (args, code, needle) in cases {
             let e = fails(&c, &Caller::Owner, "wirings-create", args.clone());
             assert_eq!(e.code, code, "{args}: {}", e.message);
-            assert!(e.message.contains(needle), "{args}: {:?} lacks {needle:?}", e.message);
+            assert!(
+                e.message.contains(needle),
+                "{args}: {:?} lacks {needle:?}",
+                e.message
+            );
         }
-        let e = fails(&c, &Caller::Owner, "wirings-create", json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "pattern", "engage_pattern": "a{2"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "wirings-create",
+            json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "pattern", "engage_pattern": "a{2"}),
+        );
         assert!(e.message.contains("not a valid regex"), "{}", e.message);
 
         // aliases, string ints, defaults
@@ -1900,60 +2655,190 @@ mod tests {
         assert_eq!(w["destination_added"], "1001");
         let d = c.destinations("ag-r").unwrap();
         assert_eq!(d.len(), 1);
-        assert_eq!((d[0].name.as_str(), d[0].platform_id.as_deref()), ("1001", Some("-1001")));
+        assert_eq!(
+            (d[0].name.as_str(), d[0].platform_id.as_deref()),
+            ("1001", Some("-1001"))
+        );
         // the router sees it
         assert_eq!(c.wirings(&mg_id).unwrap()[0].agent_group_id, "ag-r");
-        let e = fails(&c, &Caller::Owner, "wirings-create", json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "mention"}));
-        assert!(e.code == "invalid-args" && e.message.contains("already wired"), "{}", e.message);
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "wirings-create",
+            json!({"mg": mg_id, "ag": "ag-r", "engage_mode": "mention"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("already wired"),
+            "{}",
+            e.message
+        );
 
         // a taken local name is left alone (INSERT OR IGNORE)
-        ok(&c, "messaging-groups-create", json!({"id": "mg-b", "channel_type": "slack", "platform_id": "C1", "name": "Terminal"}));
-        let w2 = ok(&c, "wirings-create", json!({"mg": "mg-b", "ag": "main", "engage_mode": "mention-sticky"}));
+        ok(
+            &c,
+            "messaging-groups-create",
+            json!({"id": "mg-b", "channel_type": "slack", "platform_id": "C1", "name": "Terminal"}),
+        );
+        let w2 = ok(
+            &c,
+            "wirings-create",
+            json!({"mg": "mg-b", "ag": "main", "engage_mode": "mention-sticky"}),
+        );
         assert_eq!(w2["destination_added"], Value::Null);
         let main = c.destinations("main").unwrap();
-        assert_eq!(main.iter().find(|d| d.name == "terminal").unwrap().platform_id.as_deref(), Some("local"));
+        assert_eq!(
+            main.iter()
+                .find(|d| d.name == "terminal")
+                .unwrap()
+                .platform_id
+                .as_deref(),
+            Some("local")
+        );
 
         // update: mode pattern needs a pattern; a bad one names the error
         let wid = w2["id"].as_str().unwrap();
-        let e = fails(&c, &Caller::Owner, "wirings-update", json!({"id": wid, "engage_mode": "pattern"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "wirings-update",
+            json!({"id": wid, "engage_mode": "pattern"}),
+        );
         assert!(e.message.contains("--engage_pattern"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "wirings-update", json!({"id": wid, "engage_pattern": "[z-a]"}));
-        assert!(e.message.contains("[z-a]") && e.message.contains("regex"), "{}", e.message);
-        let u = ok(&c, "wirings-update", json!({"id": wid, "engage_mode": "pattern", "engage_pattern": "^!ask", "session_mode": "per-thread"}));
-        assert_eq!((u["engage_pattern"].as_str(), u["session_mode"].as_str()), (Some("^!ask"), Some("per-thread")));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "wirings-update",
+            json!({"id": wid, "engage_pattern": "[z-a]"}),
+        );
+        assert!(
+            e.message.contains("[z-a]") && e.message.contains("regex"),
+            "{}",
+            e.message
+        );
+        let u = ok(
+            &c,
+            "wirings-update",
+            json!({"id": wid, "engage_mode": "pattern", "engage_pattern": "^!ask", "session_mode": "per-thread"}),
+        );
+        assert_eq!(
+            (u["engage_pattern"].as_str(), u["session_mode"].as_str()),
+            (Some("^!ask"), Some("per-thread"))
+        );
         // filters
-        assert_eq!(ids(&ok(&c, "wirings-list", json!({"ag": "main"})), "id"), ["w-main-terminal", wid]);
-        assert_eq!(ids(&ok(&c, "wirings-list", json!({"mg": "mg-b"})), "id"), [wid]);
+        assert_eq!(
+            ids(&ok(&c, "wirings-list", json!({"ag": "main"})), "id"),
+            ["w-main-terminal", wid]
+        );
+        assert_eq!(
+            ids(&ok(&c, "wirings-list", json!({"mg": "mg-b"})), "id"),
+            [wid]
+        );
         // delete tells what destinations remain
         let del = ok(&c, "wirings-delete", json!({"id": w["id"]}));
         assert_eq!(del["destinations_kept"], json!(["1001"]));
-        assert_eq!(fails(&c, &Caller::Owner, "wirings-get", json!({"id": w["id"]})).code, "not-found");
+        assert_eq!(
+            fails(&c, &Caller::Owner, "wirings-get", json!({"id": w["id"]})).code,
+            "not-found"
+        );
     }
 
     #[test]
     fn messaging_groups_crud_deny_and_unique() {
         let (_d, c) = db();
-        let e = fails(&c, &Caller::Owner, "messaging-groups-create", json!({"channel_type": "cli", "platform_id": "local"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "messaging-groups-create",
+            json!({"channel_type": "cli", "platform_id": "local"}),
+        );
         assert_eq!(e.code, "invalid-args");
-        assert!(e.message.contains("already exists") && e.message.contains("mg-cli-local"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "messaging-groups-create", json!({"id": "mg-cli-local", "channel_type": "cli", "platform_id": "other"}));
-        assert!(e.code == "invalid-args" && e.message.contains("already exists"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "messaging-groups-create", json!({"channel_type": "tg", "platform_id": "1", "unknown_sender_policy": "open"}));
-        assert!(e.message.contains("strict, request_approval, public"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "messaging-groups-create", json!({"channel_type": "tg"}));
+        assert!(
+            e.message.contains("already exists") && e.message.contains("mg-cli-local"),
+            "{}",
+            e.message
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "messaging-groups-create",
+            json!({"id": "mg-cli-local", "channel_type": "cli", "platform_id": "other"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("already exists"),
+            "{}",
+            e.message
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "messaging-groups-create",
+            json!({"channel_type": "tg", "platform_id": "1", "unknown_sender_policy": "open"}),
+        );
+        assert!(
+            e.message.contains("strict, request_approval, public"),
+            "{}",
+            e.message
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "messaging-groups-create",
+            json!({"channel_type": "tg"}),
+        );
         assert!(e.message.contains("--platform_id"), "{}", e.message);
-        let mg = ok(&c, "messaging-groups-create", json!({"id": "mg-x", "channel_type": "tg", "platform_id": 42, "unknown_sender_policy": "public"}));
+        let mg = ok(
+            &c,
+            "messaging-groups-create",
+            json!({"id": "mg-x", "channel_type": "tg", "platform_id": 42, "unknown_sender_policy": "public"}),
+        );
         assert_eq!(mg["platform_id"], "42");
         let d = ok(&c, "messaging-groups-deny", json!({"id": "mg-x"}));
         assert!(d["denied_at"].is_string());
-        assert!(c.messaging_group("tg", "42").unwrap().unwrap().denied_at.is_some());
-        assert_eq!(ok(&c, "messaging-groups-undeny", json!({"id": "mg-x"}))["denied_at"], Value::Null);
-        assert_eq!(ok(&c, "messaging-groups-update", json!({"id": "mg-x", "name": "Chat", "is_group": false}))["name"], "Chat");
-        assert_eq!(fails(&c, &Caller::Owner, "messaging-groups-update", json!({"id": "mg-nope", "name": "x"})).code, "not-found");
-        ok(&c, "destinations-add", json!({"ag": "main", "name": "chat", "target_type": "channel", "target": "mg-x"}));
+        assert!(c
+            .messaging_group("tg", "42")
+            .unwrap()
+            .unwrap()
+            .denied_at
+            .is_some());
+        assert_eq!(
+            ok(&c, "messaging-groups-undeny", json!({"id": "mg-x"}))["denied_at"],
+            Value::Null
+        );
+        assert_eq!(
+            ok(
+                &c,
+                "messaging-groups-update",
+                json!({"id": "mg-x", "name": "Chat", "is_group": false})
+            )["name"],
+            "Chat"
+        );
+        assert_eq!(
+            fails(
+                &c,
+                &Caller::Owner,
+                "messaging-groups-update",
+                json!({"id": "mg-nope", "name": "x"})
+            )
+            .code,
+            "not-found"
+        );
+        ok(
+            &c,
+            "destinations-add",
+            json!({"ag": "main", "name": "chat", "target_type": "channel", "target": "mg-x"}),
+        );
         let del = ok(&c, "messaging-groups-delete", json!({"id": "mg-x"}));
         assert_eq!(del["destinations_removed"], 1);
-        assert_eq!(fails(&c, &Caller::Owner, "messaging-groups-get", json!({"id": "mg-x"})).code, "not-found");
+        assert_eq!(
+            fails(
+                &c,
+                &Caller::Owner,
+                "messaging-groups-get",
+                json!({"id": "mg-x"})
+            )
+            .code,
+            "not-found"
+        );
         // with an active session: refused
         c.insert_session(
             &crate::central::SessionRow {
@@ -1966,8 +2851,17 @@ mod tests {
             "scripted",
         )
         .unwrap();
-        let e = fails(&c, &Caller::Owner, "messaging-groups-delete", json!({"id": "mg-cli-local"}));
-        assert!(e.message.contains("s1") && e.message.contains("pinch admin sessions close"), "{}", e.message);
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "messaging-groups-delete",
+            json!({"id": "mg-cli-local"}),
+        );
+        assert!(
+            e.message.contains("s1") && e.message.contains("pinch admin sessions close"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -1988,105 +2882,360 @@ mod tests {
                 "scripted",
             )
             .unwrap();
-            c.conn.execute("UPDATE sessions SET status = ?2 WHERE id = ?1", [id, status]).unwrap();
+            c.conn
+                .execute(
+                    "UPDATE sessions SET status = ?2 WHERE id = ?1",
+                    [id, status],
+                )
+                .unwrap();
         };
         s("s-old", "closed");
         s("s-live", "active");
-        c.record_exit("s-old", "r1", "t", Some(0), None, "idle", None).unwrap();
-        let e = fails(&c, &Caller::Owner, "groups-delete", json!({"id": "ag-research"}));
+        c.record_exit("s-old", "r1", "t", Some(0), None, "idle", None)
+            .unwrap();
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "groups-delete",
+            json!({"id": "ag-research"}),
+        );
         assert_eq!(e.code, "forbidden");
-        assert!(e.message.contains("s-live") && e.message.contains("pinch admin sessions close <id>"), "{}", e.message);
+        assert!(
+            e.message.contains("s-live") && e.message.contains("pinch admin sessions close <id>"),
+            "{}",
+            e.message
+        );
         assert!(!e.message.contains("s-old"));
-        c.conn.execute("UPDATE sessions SET status = 'closed' WHERE id = 's-live'", []).unwrap();
+        c.conn
+            .execute(
+                "UPDATE sessions SET status = 'closed' WHERE id = 's-live'",
+                [],
+            )
+            .unwrap();
         // another group's destination pointing at it goes too
-        ok(&c, "destinations-add", json!({"ag": "main", "name": "research", "target_type": "agent", "target": "ag-research"}));
+        ok(
+            &c,
+            "destinations-add",
+            json!({"ag": "main", "name": "research", "target_type": "agent", "target": "ag-research"}),
+        );
         let r = ok(&c, "groups-delete", json!({"id": "ag-research"}));
         assert_eq!(r["closed_sessions_forgotten"], 2);
         assert_eq!(r["destinations_removed"], 1);
         assert_eq!(r["folder_kept"], "groups/research");
-        for table in ["wirings", "agent_group_members", "agent_configs", "agent_destinations", "sessions"] {
+        for table in [
+            "wirings",
+            "agent_group_members",
+            "agent_configs",
+            "agent_destinations",
+            "sessions",
+        ] {
             let n: i64 = c
                 .conn
-                .query_row(&format!("SELECT count(*) FROM {table} WHERE agent_group_id = 'ag-research'"), [], |r| r.get(0))
+                .query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE agent_group_id = 'ag-research'"),
+                    [],
+                    |r| r.get(0),
+                )
                 .unwrap();
             assert_eq!(n, 0, "{table}");
         }
-        let n: i64 = c.conn.query_row("SELECT count(*) FROM agent_destinations WHERE target_id = 'ag-research'", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .conn
+            .query_row(
+                "SELECT count(*) FROM agent_destinations WHERE target_id = 'ag-research'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(n, 0);
-        assert_eq!(fails(&c, &Caller::Owner, "groups-delete", json!({"id": "ag-research"})).code, "not-found");
+        assert_eq!(
+            fails(
+                &c,
+                &Caller::Owner,
+                "groups-delete",
+                json!({"id": "ag-research"})
+            )
+            .code,
+            "not-found"
+        );
     }
 
     #[test]
     fn roles_and_the_last_owner() {
         let (_d, c) = db();
-        let e = fails(&c, &Caller::Owner, "roles-revoke", json!({"user": "cli:alice", "role": "owner"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-revoke",
+            json!({"user": "cli:alice", "role": "owner"}),
+        );
         assert_eq!(e.code, "forbidden");
         assert!(e.message.contains("last owner"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "users-delete", json!({"id": "cli:alice"}));
-        assert!(e.code == "forbidden" && e.message.contains("last owner"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "roles-grant", json!({"user": "telegram:1", "role": "owner", "ag": "main"}));
-        assert!(e.code == "invalid-args" && e.message.contains("always global"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "roles-grant", json!({"user": "bob", "role": "admin"}));
-        assert!(e.code == "invalid-args" && e.message.contains("telegram:123456789"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "roles-grant", json!({"user": "telegram:1", "role": "god"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "users-delete",
+            json!({"id": "cli:alice"}),
+        );
+        assert!(
+            e.code == "forbidden" && e.message.contains("last owner"),
+            "{}",
+            e.message
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-grant",
+            json!({"user": "telegram:1", "role": "owner", "ag": "main"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("always global"),
+            "{}",
+            e.message
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-grant",
+            json!({"user": "bob", "role": "admin"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("telegram:123456789"),
+            "{}",
+            e.message
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-grant",
+            json!({"user": "telegram:1", "role": "god"}),
+        );
         assert!(e.message.contains("owner, admin"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "roles-grant", json!({"user": "telegram:1", "role": "admin", "ag": "ag-nope"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-grant",
+            json!({"user": "telegram:1", "role": "admin", "ag": "ag-nope"}),
+        );
         assert_eq!(e.code, "not-found");
 
         // ag admin implies member; the user row is created
-        ok(&c, "roles-grant", json!({"id": "telegram:1", "role": "admin", "ag": "main"}));
-        assert_eq!(ok(&c, "users-get", json!({"id": "telegram:1"}))["kind"], "telegram");
-        assert_eq!(ok(&c, "users-get", json!({"id": "telegram:1"}))["member_of"], json!(["main"]));
-        let e = fails(&c, &Caller::Owner, "roles-grant", json!({"user": "telegram:1", "role": "admin", "ag": "main"}));
-        assert!(e.code == "invalid-args" && e.message.contains("already exists"), "{}", e.message);
-        assert_eq!(ids(&ok(&c, "roles-list", json!({"ag": "main"})), "user"), ["telegram:1"]);
+        ok(
+            &c,
+            "roles-grant",
+            json!({"id": "telegram:1", "role": "admin", "ag": "main"}),
+        );
+        assert_eq!(
+            ok(&c, "users-get", json!({"id": "telegram:1"}))["kind"],
+            "telegram"
+        );
+        assert_eq!(
+            ok(&c, "users-get", json!({"id": "telegram:1"}))["member_of"],
+            json!(["main"])
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-grant",
+            json!({"user": "telegram:1", "role": "admin", "ag": "main"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("already exists"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            ids(&ok(&c, "roles-list", json!({"ag": "main"})), "user"),
+            ["telegram:1"]
+        );
 
-        ok(&c, "roles-grant", json!({"user": "telegram:2", "role": "owner"}));
-        assert_eq!(ok(&c, "roles-list", json!({"role": null, "user": "telegram:2"}))[0]["ag"], Value::Null);
-        ok(&c, "roles-revoke", json!({"user": "cli:alice", "role": "owner"}));
-        let e = fails(&c, &Caller::Owner, "roles-revoke", json!({"user": "telegram:2", "role": "owner"}));
+        ok(
+            &c,
+            "roles-grant",
+            json!({"user": "telegram:2", "role": "owner"}),
+        );
+        assert_eq!(
+            ok(
+                &c,
+                "roles-list",
+                json!({"role": null, "user": "telegram:2"})
+            )[0]["ag"],
+            Value::Null
+        );
+        ok(
+            &c,
+            "roles-revoke",
+            json!({"user": "cli:alice", "role": "owner"}),
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-revoke",
+            json!({"user": "telegram:2", "role": "owner"}),
+        );
         assert_eq!(e.code, "forbidden");
-        let e = fails(&c, &Caller::Owner, "roles-revoke", json!({"user": "cli:alice", "role": "owner"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "roles-revoke",
+            json!({"user": "cli:alice", "role": "owner"}),
+        );
         assert_eq!(e.code, "not-found");
-        ok(&c, "roles-revoke", json!({"user": "telegram:1", "role": "admin", "ag": "main"}));
-        assert!(c.has_access("telegram:1", "main").unwrap(), "membership outlives the admin role");
+        ok(
+            &c,
+            "roles-revoke",
+            json!({"user": "telegram:1", "role": "admin", "ag": "main"}),
+        );
+        assert!(
+            c.has_access("telegram:1", "main").unwrap(),
+            "membership outlives the admin role"
+        );
     }
 
     #[test]
     fn members_users_and_destinations() {
         let (_d, c) = db();
         let e = fails(&c, &Caller::Owner, "users-create", json!({"id": "nocolon"}));
-        assert!(e.code == "invalid-args" && e.message.contains("<channel>:"), "{}", e.message);
-        let u = ok(&c, "users-create", json!({"id": "telegram:5", "display_name": "Bob"}));
-        assert_eq!((u["kind"].as_str(), u["display_name"].as_str()), (Some("telegram"), Some("Bob")));
-        let e = fails(&c, &Caller::Owner, "users-create", json!({"id": "telegram:5"}));
-        assert!(e.message.contains("\"telegram:5\" already exists"), "{}", e.message);
-        assert_eq!(ok(&c, "users-update", json!({"id": "telegram:5", "display_name": "Robert"}))["display_name"], "Robert");
+        assert!(
+            e.code == "invalid-args" && e.message.contains("<channel>:"),
+            "{}",
+            e.message
+        );
+        let u = ok(
+            &c,
+            "users-create",
+            json!({"id": "telegram:5", "display_name": "Bob"}),
+        );
+        assert_eq!(
+            (u["kind"].as_str(), u["display_name"].as_str()),
+            (Some("telegram"), Some("Bob"))
+        );
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "users-create",
+            json!({"id": "telegram:5"}),
+        );
+        assert!(
+            e.message.contains("\"telegram:5\" already exists"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            ok(
+                &c,
+                "users-update",
+                json!({"id": "telegram:5", "display_name": "Robert"})
+            )["display_name"],
+            "Robert"
+        );
 
-        let e = fails(&c, &Caller::Owner, "members-add", json!({"user": "telegram:6"}));
-        assert!(e.code == "invalid-args" && e.message.contains("--ag"), "{}", e.message);
-        ok(&c, "members-add", json!({"user": "telegram:6", "ag": "main"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "members-add",
+            json!({"user": "telegram:6"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("--ag"),
+            "{}",
+            e.message
+        );
+        ok(
+            &c,
+            "members-add",
+            json!({"user": "telegram:6", "ag": "main"}),
+        );
         assert!(c.has_access("telegram:6", "main").unwrap());
-        let e = fails(&c, &Caller::Owner, "members-add", json!({"user": "telegram:6", "ag": "main"}));
-        assert!(e.code == "invalid-args" && e.message.contains("already exists"), "{}", e.message);
-        ok(&c, "members-remove", json!({"id": "telegram:6", "ag": "main"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "members-add",
+            json!({"user": "telegram:6", "ag": "main"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("already exists"),
+            "{}",
+            e.message
+        );
+        ok(
+            &c,
+            "members-remove",
+            json!({"id": "telegram:6", "ag": "main"}),
+        );
         assert!(!c.has_access("telegram:6", "main").unwrap());
-        assert_eq!(fails(&c, &Caller::Owner, "members-remove", json!({"user": "telegram:6", "ag": "main"})).code, "not-found");
+        assert_eq!(
+            fails(
+                &c,
+                &Caller::Owner,
+                "members-remove",
+                json!({"user": "telegram:6", "ag": "main"})
+            )
+            .code,
+            "not-found"
+        );
         ok(&c, "users-delete", json!({"id": "telegram:5"}));
-        assert_eq!(fails(&c, &Caller::Owner, "users-get", json!({"id": "telegram:5"})).code, "not-found");
+        assert_eq!(
+            fails(&c, &Caller::Owner, "users-get", json!({"id": "telegram:5"})).code,
+            "not-found"
+        );
 
-        let e = fails(&c, &Caller::Owner, "destinations-add", json!({"ag": "main", "name": "x", "target_type": "channel", "target": "mg-nope"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "destinations-add",
+            json!({"ag": "main", "name": "x", "target_type": "channel", "target": "mg-nope"}),
+        );
         assert_eq!(e.code, "not-found");
-        let e = fails(&c, &Caller::Owner, "destinations-add", json!({"ag": "main", "name": "x y", "target_type": "channel", "target": "mg-cli-local"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "destinations-add",
+            json!({"ag": "main", "name": "x y", "target_type": "channel", "target": "mg-cli-local"}),
+        );
         assert_eq!(e.code, "invalid-args");
-        let e = fails(&c, &Caller::Owner, "destinations-add", json!({"ag": "main", "name": "x", "target_type": "email", "target": "a"}));
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "destinations-add",
+            json!({"ag": "main", "name": "x", "target_type": "email", "target": "a"}),
+        );
         assert!(e.message.contains("channel, agent"), "{}", e.message);
-        let e = fails(&c, &Caller::Owner, "destinations-add", json!({"ag": "main", "name": "terminal", "target_type": "agent", "target": "main"}));
-        assert!(e.code == "invalid-args" && e.message.contains("already exists"), "{}", e.message);
-        ok(&c, "destinations-add", json!({"id": "main", "name": "self", "target_type": "agent", "target": "main"}));
-        assert_eq!(ids(&ok(&c, "destinations-list", json!({"id": "main"})), "name"), ["self", "terminal"]);
-        ok(&c, "destinations-remove", json!({"ag": "main", "local_name": "self"}));
-        assert_eq!(fails(&c, &Caller::Owner, "destinations-remove", json!({"ag": "main", "name": "self"})).code, "not-found");
+        let e = fails(
+            &c,
+            &Caller::Owner,
+            "destinations-add",
+            json!({"ag": "main", "name": "terminal", "target_type": "agent", "target": "main"}),
+        );
+        assert!(
+            e.code == "invalid-args" && e.message.contains("already exists"),
+            "{}",
+            e.message
+        );
+        ok(
+            &c,
+            "destinations-add",
+            json!({"id": "main", "name": "self", "target_type": "agent", "target": "main"}),
+        );
+        assert_eq!(
+            ids(&ok(&c, "destinations-list", json!({"id": "main"})), "name"),
+            ["self", "terminal"]
+        );
+        ok(
+            &c,
+            "destinations-remove",
+            json!({"ag": "main", "local_name": "self"}),
+        );
+        assert_eq!(
+            fails(
+                &c,
+                &Caller::Owner,
+                "destinations-remove",
+                json!({"ag": "main", "name": "self"})
+            )
+            .code,
+            "not-found"
+        );
     }
 
     #[test]
@@ -2094,27 +3243,64 @@ mod tests {
         let (_d, c) = db();
         for i in 0..250 {
             c.conn
-                .execute("INSERT INTO users (id, kind, created_at) VALUES (?1, 'telegram', ?2)", [format!("telegram:{i:03}"), format!("2030-01-01T00:00:{:02}.{:03}Z", i / 100, i % 100)])
+                .execute(
+                    "INSERT INTO users (id, kind, created_at) VALUES (?1, 'telegram', ?2)",
+                    [
+                        format!("telegram:{i:03}"),
+                        format!("2030-01-01T00:00:{:02}.{:03}Z", i / 100, i % 100),
+                    ],
+                )
                 .unwrap();
         }
         let all = 251; // with the bootstrap owner
-        assert_eq!(ok(&c, "users-list", json!({})).as_array().unwrap().len(), 200);
-        assert_eq!(ok(&c, "users-list", json!({"offset": "200"})).as_array().unwrap().len(), all - 200);
+        assert_eq!(
+            ok(&c, "users-list", json!({})).as_array().unwrap().len(),
+            200
+        );
+        assert_eq!(
+            ok(&c, "users-list", json!({"offset": "200"}))
+                .as_array()
+                .unwrap()
+                .len(),
+            all - 200
+        );
         let page = ok(&c, "users-list", json!({"limit": "10", "offset": 5}));
         assert_eq!(page.as_array().unwrap().len(), 10);
-        assert_eq!(page[0]["id"], "telegram:004", "ordered by creation; the owner is first");
-        assert_eq!(ok(&c, "users-list", json!({"kind": "cli"})).as_array().unwrap().len(), 1);
-        for bad in [json!({"limit": 201}), json!({"limit": "0"}), json!({"limit": "ten"}), json!({"offset": -1})] {
+        assert_eq!(
+            page[0]["id"], "telegram:004",
+            "ordered by creation; the owner is first"
+        );
+        assert_eq!(
+            ok(&c, "users-list", json!({"kind": "cli"}))
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        for bad in [
+            json!({"limit": 201}),
+            json!({"limit": "0"}),
+            json!({"limit": "ten"}),
+            json!({"offset": -1}),
+        ] {
             let e = fails(&c, &Caller::Owner, "users-list", bad.clone());
             assert_eq!(e.code, "invalid-args", "{bad}");
-            assert!(e.message.contains("--limit") || e.message.contains("--offset"), "{}", e.message);
+            assert!(
+                e.message.contains("--limit") || e.message.contains("--offset"),
+                "{}",
+                e.message
+            );
         }
     }
 
     #[test]
     fn audit_and_approval_lists() {
         let (_d, c) = db();
-        for (p, last) in [("a", "2030-01-01T00:00:00.000Z"), ("b", "2030-01-03T00:00:00.000Z"), ("c", "2030-01-02T00:00:00.000Z")] {
+        for (p, last) in [
+            ("a", "2030-01-01T00:00:00.000Z"),
+            ("b", "2030-01-03T00:00:00.000Z"),
+            ("c", "2030-01-02T00:00:00.000Z"),
+        ] {
             c.conn
                 .execute(
                     "INSERT INTO dropped_messages (channel_type, platform_id, reason, first_seen, last_seen) VALUES ('tg', ?1, 'unknown_sender', ?2, ?2)",
@@ -2122,8 +3308,14 @@ mod tests {
                 )
                 .unwrap();
         }
-        assert_eq!(ids(&ok(&c, "dropped-messages-list", json!({})), "platform_id"), ["b", "c", "a"]);
-        assert_eq!(ok(&c, "dropped-messages-list", json!({"reason": "denied"})), json!([]));
+        assert_eq!(
+            ids(&ok(&c, "dropped-messages-list", json!({})), "platform_id"),
+            ["b", "c", "a"]
+        );
+        assert_eq!(
+            ok(&c, "dropped-messages-list", json!({"reason": "denied"})),
+            json!([])
+        );
         c.conn
             .execute(
                 "INSERT INTO pending_approvals (approval_id, agent_group_id, action, payload, title, options_json, approver_user_id, expires_at, created_at)
@@ -2131,21 +3323,60 @@ mod tests {
                 [],
             )
             .unwrap();
-        assert_eq!(ids(&ok(&c, "approvals-list", json!({"status": "pending"})), "id"), ["ap1"]);
-        assert_eq!(ok(&c, "approvals-list", json!({"status": "approved"})), json!([]));
-        assert_eq!(fails(&c, &Caller::Owner, "approvals-list", json!({"status": "open"})).code, "invalid-args");
-        assert_eq!(ok(&c, "approvals-get", json!({"id": "ap1"}))["payload"], json!({"packages": ["jq"]}));
-        assert_eq!(fails(&c, &Caller::Owner, "approvals-get", json!({"id": "ap2"})).code, "not-found");
-        c.conn.execute("INSERT INTO user_dms VALUES ('cli:alice', 'cli', 'mg-cli-local', 'z')", []).unwrap();
+        assert_eq!(
+            ids(
+                &ok(&c, "approvals-list", json!({"status": "pending"})),
+                "id"
+            ),
+            ["ap1"]
+        );
+        assert_eq!(
+            ok(&c, "approvals-list", json!({"status": "approved"})),
+            json!([])
+        );
+        assert_eq!(
+            fails(
+                &c,
+                &Caller::Owner,
+                "approvals-list",
+                json!({"status": "open"})
+            )
+            .code,
+            "invalid-args"
+        );
+        assert_eq!(
+            ok(&c, "approvals-get", json!({"id": "ap1"}))["payload"],
+            json!({"packages": ["jq"]})
+        );
+        assert_eq!(
+            fails(&c, &Caller::Owner, "approvals-get", json!({"id": "ap2"})).code,
+            "not-found"
+        );
+        c.conn
+            .execute(
+                "INSERT INTO user_dms VALUES ('cli:alice', 'cli', 'mg-cli-local', 'z')",
+                [],
+            )
+            .unwrap();
         assert_eq!(ok(&c, "user-dms-list", json!({}))[0]["mg"], "mg-cli-local");
     }
 
     #[test]
     fn sanitize_names() {
         // only [a-z0-9-] is kept; anything else separates
-        for (raw, want) in [("Family Chat", "family-chat"), ("--x--", "x"), ("-1001", "1001"), ("Ünï €", "n"), ("!!!", ""), ("a  b", "a-b")] {
+        for (raw, want) in [
+            ("Family Chat", "family-chat"),
+            ("--x--", "x"),
+            ("-1001", "1001"),
+            ("Ünï €", "n"),
+            ("!!!", ""),
+            ("a  b", "a-b"),
+        ] {
             assert_eq!(sanitize_name(raw, 40), want, "{raw}");
         }
-        assert_eq!(sanitize_name(&format!("{}-b", "a".repeat(39)), 40), "a".repeat(39));
+        assert_eq!(
+            sanitize_name(&format!("{}-b", "a".repeat(39)), 40),
+            "a".repeat(39)
+        );
     }
 }

@@ -33,22 +33,40 @@ pub enum AttachmentError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AttachmentError + '_ {
-    move |source| AttachmentError::Io { path: path.to_owned(), source }
+    move |source| AttachmentError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Writes `bytes` as an attachment of inbound message `seq`; returns the
 /// path written (under `inbox`).
-pub fn save(inbox: &Path, seq: i64, raw_name: &str, bytes: &[u8]) -> Result<PathBuf, AttachmentError> {
+pub fn save(
+    inbox: &Path,
+    seq: i64,
+    raw_name: &str,
+    bytes: &[u8],
+) -> Result<PathBuf, AttachmentError> {
     save_from(inbox, &seq.to_string(), raw_name, &mut &bytes[..])
 }
 
 /// Like [`save`] into `inbox/<folder>/` (a name of one plain component,
 /// e.g. a forwarded message's), copying from `src`.
-pub fn save_from(inbox: &Path, folder: &str, raw_name: &str, src: &mut dyn io::Read) -> Result<PathBuf, AttachmentError> {
-    if folder.is_empty() || folder.starts_with('.') || folder.contains(['/', '\\']) || folder.chars().any(char::is_control) {
+pub fn save_from(
+    inbox: &Path,
+    folder: &str,
+    raw_name: &str,
+    src: &mut dyn io::Read,
+) -> Result<PathBuf, AttachmentError> {
+    if folder.is_empty()
+        || folder.starts_with('.')
+        || folder.contains(['/', '\\'])
+        || folder.chars().any(char::is_control)
+    {
         return Err(AttachmentError::Escapes(inbox.join(folder)));
     }
-    let root_meta = fs::symlink_metadata(inbox).map_err(|_| AttachmentError::NoInbox(inbox.to_owned()))?;
+    let root_meta =
+        fs::symlink_metadata(inbox).map_err(|_| AttachmentError::NoInbox(inbox.to_owned()))?;
     if !root_meta.is_dir() {
         return Err(AttachmentError::NoInbox(inbox.to_owned()));
     }
@@ -58,7 +76,10 @@ pub fn save_from(inbox: &Path, folder: &str, raw_name: &str, src: &mut dyn io::R
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(AttachmentError::NotAFolder(dir)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new().mode(0o755).create(&dir).map_err(io_err(&dir))?;
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&dir)
+                .map_err(io_err(&dir))?;
         }
         Err(e) => return Err(io_err(&dir)(e)),
     }
@@ -68,9 +89,18 @@ pub fn save_from(inbox: &Path, folder: &str, raw_name: &str, src: &mut dyn io::R
     }
     let name = filename::sanitize(raw_name);
     for n in 0..MAX_TRIES {
-        let candidate = if n == 0 { name.clone() } else { filename::numbered(&name, n) };
+        let candidate = if n == 0 {
+            name.clone()
+        } else {
+            filename::numbered(&name, n)
+        };
         let path = real_dir.join(&candidate);
-        let f = OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(&path);
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
         match f {
             Ok(mut f) => {
                 let written = io::copy(src, &mut f).and_then(|_| f.sync_all());
@@ -116,12 +146,17 @@ mod tests {
         let p = save(&inbox, 12, "a\0b.txt", b"y").unwrap();
         assert!(p.ends_with("12/ab.txt"), "{p:?}");
         let p = save(&inbox, 12, &format!("{}.jpg", "n".repeat(5000)), b"z").unwrap();
-        assert!(p.file_name().unwrap().len() <= filename::MAX_NAME && p.extension().unwrap() == "jpg");
+        assert!(
+            p.file_name().unwrap().len() <= filename::MAX_NAME && p.extension().unwrap() == "jpg"
+        );
         // same name twice: the second is numbered, the first is untouched
         let p = save(&inbox, 12, "passwd", b"second").unwrap();
         assert!(p.ends_with("12/passwd-1"), "{p:?}");
         assert_eq!(fs::read(inbox.join("12/passwd")).unwrap(), b"x");
-        assert!(fs::read_dir(d.path()).unwrap().count() == 1, "nothing next to the inbox");
+        assert!(
+            fs::read_dir(d.path()).unwrap().count() == 1,
+            "nothing next to the inbox"
+        );
     }
 
     #[test]
@@ -133,13 +168,20 @@ mod tests {
         fs::create_dir(&outside).unwrap();
         // a message folder that is a symlink out of the inbox
         std::os::unix::fs::symlink(&outside, inbox.join("7")).unwrap();
-        assert!(matches!(save(&inbox, 7, "f.txt", b"x"), Err(AttachmentError::NotAFolder(_))));
+        assert!(matches!(
+            save(&inbox, 7, "f.txt", b"x"),
+            Err(AttachmentError::NotAFolder(_))
+        ));
         // a file name that is a symlink out: skipped, not written through
         fs::create_dir(inbox.join("8")).unwrap();
         std::os::unix::fs::symlink(outside.join("target"), inbox.join("8/f.txt")).unwrap();
         let p = save(&inbox, 8, "f.txt", b"x").unwrap();
         assert!(p.ends_with("8/f-1.txt"), "{p:?}");
-        assert!(everything_under(&outside).is_empty(), "nothing written outside: {:?}", everything_under(&outside));
+        assert!(
+            everything_under(&outside).is_empty(),
+            "nothing written outside: {:?}",
+            everything_under(&outside)
+        );
         // an inbox that is missing is a clear error
         let e = save(&d.path().join("nope"), 1, "a", b"").unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");

@@ -202,17 +202,24 @@ pub(crate) fn now() -> String {
 impl Central {
     /// Opens (creating) the central DB and applies pending migrations.
     pub fn open(path: &Path) -> Result<Central> {
-        let conn = Connection::open(path).with_context(|| format!("opening the central DB at {}", path.display()))?;
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the central DB at {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .with_context(|| format!("setting WAL on {}", path.display()))?;
         if mode != "wal" {
-            anyhow::bail!("{} cannot use WAL (got {mode}); put the data dir on a local filesystem", path.display());
+            anyhow::bail!(
+                "{} cannot use WAL (got {mode}); put the data dir on a local filesystem",
+                path.display()
+            );
         }
-        conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=1000;")?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=1000;",
+        )?;
         let mut c = Central { conn };
-        c.migrate().with_context(|| format!("migrating the central DB at {}", path.display()))?;
+        c.migrate()
+            .with_context(|| format!("migrating the central DB at {}", path.display()))?;
         Ok(c)
     }
 
@@ -222,14 +229,24 @@ impl Central {
         )?;
         let mut applied = Vec::new();
         for (name, sql) in MIGRATIONS {
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let done: bool = tx
-                .query_row("SELECT 1 FROM schema_migrations WHERE name = ?1", [name], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM schema_migrations WHERE name = ?1",
+                    [name],
+                    |_| Ok(()),
+                )
                 .optional()?
                 .is_some();
             if !done {
-                tx.execute_batch(sql).with_context(|| format!("migration {name}"))?;
-                tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)", params![name, now()])?;
+                tx.execute_batch(sql)
+                    .with_context(|| format!("migration {name}"))?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)",
+                    params![name, now()],
+                )?;
                 applied.push(*name);
             }
             tx.commit()?;
@@ -241,9 +258,17 @@ impl Central {
     /// `pattern "."` wiring. Idempotent (guarded by the `bootstrapped` marker
     /// in the same transaction). Returns whether it ran.
     /// The folders of every session (active or closed) of a conversation.
-    pub fn session_dirs_of(&self, mg_id: &str, data: &crate::paths::DataDir) -> Result<Vec<crate::paths::SessionDir>> {
-        let mut st = self.conn.prepare("SELECT agent_group_id, id FROM sessions WHERE messaging_group_id = ?1")?;
-        let rows = st.query_map([mg_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    pub fn session_dirs_of(
+        &self,
+        mg_id: &str,
+        data: &crate::paths::DataDir,
+    ) -> Result<Vec<crate::paths::SessionDir>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT agent_group_id, id FROM sessions WHERE messaging_group_id = ?1")?;
+        let rows = st.query_map([mg_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut out = Vec::new();
         for r in rows {
             let (ag, id) = r?;
@@ -256,14 +281,21 @@ impl Central {
     /// and the conversation `web`/`<login>` is wired to `main` like the
     /// terminal. Other web users go through registration as on any channel.
     pub fn ensure_web_owner(&mut self, owner_login: &str) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let t = now();
         let user = format!("web:{owner_login}");
         let mg = format!("mg-web-{owner_login}");
         tx.execute("INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'web', ?2, ?3)", params![user, owner_login, t])?;
         tx.execute("INSERT OR IGNORE INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES (?1, 'owner', NULL, 'web', ?2)", params![user, t])?;
-        let existing: Option<String> =
-            tx.query_row("SELECT id FROM messaging_groups WHERE channel_type = 'web' AND platform_id = ?1", [owner_login], |r| r.get(0)).optional()?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT id FROM messaging_groups WHERE channel_type = 'web' AND platform_id = ?1",
+                [owner_login],
+                |r| r.get(0),
+            )
+            .optional()?;
         if existing.is_none() {
             tx.execute(
                 "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
@@ -287,13 +319,24 @@ impl Central {
     }
 
     pub fn bootstrap(&mut self, owner_login: &str) -> Result<bool> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if tx.query_row("SELECT 1 FROM meta WHERE key = 'bootstrapped'", [], |_| Ok(())).optional()?.is_some() {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if tx
+            .query_row("SELECT 1 FROM meta WHERE key = 'bootstrapped'", [], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some()
+        {
             return Ok(false);
         }
         let t = now();
         let install_id = pinch_proto::runner_config::random_hex(4);
-        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?1)", [&install_id])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?1)",
+            [&install_id],
+        )?;
         let owner = format!("cli:{owner_login}");
         tx.execute("INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'cli', ?2, ?3)", params![owner, owner_login, t])?;
         tx.execute("INSERT OR IGNORE INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES (?1, 'owner', NULL, 'bootstrap', ?2)", params![owner, t])?;
@@ -315,7 +358,10 @@ impl Central {
              VALUES ('main', 'terminal', 'channel', 'mg-cli-local', ?1)",
             [&t],
         )?;
-        tx.execute("INSERT INTO meta (key, value) VALUES ('bootstrapped', ?1)", [&t])?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('bootstrapped', ?1)",
+            [&t],
+        )?;
         tx.commit()?;
         Ok(true)
     }
@@ -332,7 +378,11 @@ impl Central {
         })
     }
 
-    pub fn messaging_group(&self, channel_type: &str, platform_id: &str) -> Result<Option<MessagingGroup>> {
+    pub fn messaging_group(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+    ) -> Result<Option<MessagingGroup>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -450,8 +500,15 @@ impl Central {
 
     /// Forgets every pending entry of one asked message (a redelivery may
     /// have made more than one).
-    pub fn delete_pending_questions(&self, session_id: &str, message_out_id: &str) -> Result<usize> {
-        Ok(self.conn.execute("DELETE FROM pending_questions WHERE session_id = ?1 AND message_out_id = ?2", params![session_id, message_out_id])?)
+    pub fn delete_pending_questions(
+        &self,
+        session_id: &str,
+        message_out_id: &str,
+    ) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM pending_questions WHERE session_id = ?1 AND message_out_id = ?2",
+            params![session_id, message_out_id],
+        )?)
     }
 
     /// The agent group's `agent_configs.egress_allow` (a JSON array of host
@@ -460,7 +517,11 @@ impl Central {
     pub fn egress_allow(&self, ag_id: &str) -> Result<Vec<String>> {
         let raw: Option<String> = self
             .conn
-            .query_row("SELECT egress_allow FROM agent_configs WHERE agent_group_id = ?1", [ag_id], |r| r.get(0))
+            .query_row(
+                "SELECT egress_allow FROM agent_configs WHERE agent_group_id = ?1",
+                [ag_id],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
         match raw.as_deref().map(str::trim) {
@@ -473,10 +534,17 @@ impl Central {
 
     /// The group's own MCP servers (`agent_configs.mcp_servers`, a JSON
     /// list of `McpServerConfig`; NULL or absent = none).
-    pub fn agent_mcp_servers(&self, ag_id: &str) -> Result<Vec<pinch_proto::runner_config::McpServerConfig>> {
+    pub fn agent_mcp_servers(
+        &self,
+        ag_id: &str,
+    ) -> Result<Vec<pinch_proto::runner_config::McpServerConfig>> {
         let json: Option<String> = self
             .conn
-            .query_row("SELECT mcp_servers FROM agent_configs WHERE agent_group_id = ?1", [ag_id], |r| r.get(0))
+            .query_row(
+                "SELECT mcp_servers FROM agent_configs WHERE agent_group_id = ?1",
+                [ag_id],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
         match json.as_deref().map(str::trim) {
@@ -491,18 +559,34 @@ impl Central {
     pub fn assistant_name(&self, ag_id: &str) -> Result<Option<String>> {
         let raw: Option<String> = self
             .conn
-            .query_row("SELECT assistant_name FROM agent_configs WHERE agent_group_id = ?1", [ag_id], |r| r.get(0))
+            .query_row(
+                "SELECT assistant_name FROM agent_configs WHERE agent_group_id = ?1",
+                [ag_id],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
         Ok(raw.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()))
     }
 
     pub fn agent_folder(&self, ag_id: &str) -> Result<Option<String>> {
-        Ok(self.conn.query_row("SELECT folder FROM agent_groups WHERE id = ?1", [ag_id], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT folder FROM agent_groups WHERE id = ?1",
+                [ag_id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// The active session for (ag, mg, thread), if any.
-    pub fn find_session(&self, ag_id: &str, mg_id: Option<&str>, thread_id: Option<&str>) -> Result<Option<SessionRow>> {
+    pub fn find_session(
+        &self,
+        ag_id: &str,
+        mg_id: Option<&str>,
+        thread_id: Option<&str>,
+    ) -> Result<Option<SessionRow>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -530,7 +614,9 @@ impl Central {
             "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, g.folder
              FROM sessions s JOIN agent_groups g ON g.id = s.agent_group_id WHERE s.status = 'active' ORDER BY s.created_at",
         )?;
-        let rows = s.query_map([], Self::session_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = s
+            .query_map([], Self::session_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -545,16 +631,24 @@ impl Central {
     }
 
     pub fn close_session(&self, id: &str) -> Result<()> {
-        self.conn.execute("UPDATE sessions SET status = 'closed' WHERE id = ?1", [id])?;
+        self.conn
+            .execute("UPDATE sessions SET status = 'closed' WHERE id = ?1", [id])?;
         Ok(())
     }
 
     pub fn touch_session(&self, id: &str) -> Result<()> {
-        self.conn.prepare_cached("UPDATE sessions SET last_active = ?2 WHERE id = ?1")?.execute(params![id, now()])?;
+        self.conn
+            .prepare_cached("UPDATE sessions SET last_active = ?2 WHERE id = ?1")?
+            .execute(params![id, now()])?;
         Ok(())
     }
 
-    pub fn set_runner_state(&self, session_id: &str, status: &str, runner_id: Option<&str>) -> Result<()> {
+    pub fn set_runner_state(
+        &self,
+        session_id: &str,
+        status: &str,
+        runner_id: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE sessions SET runner_status = ?2, runner_id = coalesce(?3, runner_id),
                runner_started_at = CASE WHEN ?2 IN ('starting', 'running') THEN ?4 ELSE runner_started_at END WHERE id = ?1",
@@ -676,7 +770,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("pinch.db");
         let mut c = Central::open(&p).unwrap();
-        assert!(c.migrate().unwrap().is_empty(), "second application is a no-op");
+        assert!(
+            c.migrate().unwrap().is_empty(),
+            "second application is a no-op"
+        );
         drop(c);
         let mut c = Central::open(&p).unwrap();
         assert!(c.bootstrap("alice").unwrap());
@@ -690,7 +787,10 @@ mod tests {
         let dests = c.destinations("main").unwrap();
         assert_eq!(dests[0].name, "terminal");
         assert_eq!(dests[0].platform_id.as_deref(), Some("local"));
-        let n: i64 = c.conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .conn
+            .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n as usize, MIGRATIONS.len());
     }
 
@@ -700,7 +800,12 @@ mod tests {
         let mut c = Central::open(&d.path().join("pinch.db")).unwrap();
         c.bootstrap("alice").unwrap();
         assert_eq!(c.assistant_name("main").unwrap(), None);
-        c.conn.execute("UPDATE agent_configs SET assistant_name = '  ' WHERE agent_group_id = 'main'", []).unwrap();
+        c.conn
+            .execute(
+                "UPDATE agent_configs SET assistant_name = '  ' WHERE agent_group_id = 'main'",
+                [],
+            )
+            .unwrap();
         assert_eq!(c.assistant_name("main").unwrap(), None);
         c.conn.execute("UPDATE agent_configs SET assistant_name = ' Pinchy ' WHERE agent_group_id = 'main'", []).unwrap();
         assert_eq!(c.assistant_name("main").unwrap().as_deref(), Some("Pinchy"));
@@ -725,7 +830,11 @@ mod tests {
         };
         c.insert_pending_question(&q).unwrap();
         // a redelivery of the same message makes a second entry under a new id
-        c.insert_pending_question(&PendingQuestion { question_id: "h2".into(), ..q.clone() }).unwrap();
+        c.insert_pending_question(&PendingQuestion {
+            question_id: "h2".into(),
+            ..q.clone()
+        })
+        .unwrap();
         // the same id again is ignored, not an error
         c.insert_pending_question(&q).unwrap();
         assert_eq!(c.pending_question("h1").unwrap(), Some(q.clone()));
@@ -746,8 +855,17 @@ mod tests {
             folder: "main".into(),
         };
         c.insert_session(&s, "scripted").unwrap();
-        let dup = SessionRow { id: "s2".into(), ..s.clone() };
+        let dup = SessionRow {
+            id: "s2".into(),
+            ..s.clone()
+        };
         assert!(c.insert_session(&dup, "scripted").is_err());
-        assert_eq!(c.find_session("main", Some("mg-cli-local"), None).unwrap().unwrap().id, "s1");
+        assert_eq!(
+            c.find_session("main", Some("mg-cli-local"), None)
+                .unwrap()
+                .unwrap()
+                .id,
+            "s1"
+        );
     }
 }

@@ -36,12 +36,18 @@ pub struct Prepared {
 
 /// The host's own cgroup paths: (v2 path) or (v1 controller → path).
 fn own_cgroups() -> (Option<String>, Vec<(String, String)>) {
-    let Ok(s) = fs::read_to_string("/proc/self/cgroup") else { return (None, vec![]) };
+    let Ok(s) = fs::read_to_string("/proc/self/cgroup") else {
+        return (None, vec![]);
+    };
     let mut v2 = None;
     let mut v1 = Vec::new();
     for line in s.lines() {
         let mut parts = line.splitn(3, ':');
-        let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
         if ctrls.is_empty() {
             v2 = Some(path.to_owned());
         } else {
@@ -58,7 +64,9 @@ fn under(root: &Path, rel: &str) -> PathBuf {
 }
 
 fn open_procs(dir: &Path) -> std::io::Result<OwnedFd> {
-    let f = fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))?;
     Ok(OwnedFd::from(f))
 }
 
@@ -71,11 +79,18 @@ pub fn prepare(id: &str, caps: Caps) -> Result<Prepared, String> {
     // cgroup v1: the pids and memory hierarchies, each mounted at ROOT/<name>.
     let v1_dirs: Vec<(&str, PathBuf)> = ["pids", "memory"]
         .iter()
-        .filter_map(|c| v1.iter().find(|(n, _)| n == c).map(|(_, p)| (*c, under(&root.join(c), p))))
+        .filter_map(|c| {
+            v1.iter()
+                .find(|(n, _)| n == c)
+                .map(|(_, p)| (*c, under(&root.join(c), p)))
+        })
         .filter(|(_, d)| d.is_dir())
         .collect();
     if !v1_dirs.is_empty() {
-        let mut out = Prepared { procs: vec![], dirs: vec![] };
+        let mut out = Prepared {
+            procs: vec![],
+            dirs: vec![],
+        };
         for (ctrl, base) in v1_dirs {
             let dir = base.join(format!("pinch-{id}"));
             let r = (|| -> std::io::Result<()> {
@@ -99,22 +114,35 @@ pub fn prepare(id: &str, caps: Caps) -> Result<Prepared, String> {
     // is not allowed (no internal processes), so the host's cgroup gets a
     // `pinch-runners` child with the controllers enabled, and each runner a
     // folder inside it.
-    let Some(own) = v2 else { return Err("no cgroup hierarchy found in /proc/self/cgroup".into()) };
+    let Some(own) = v2 else {
+        return Err("no cgroup hierarchy found in /proc/self/cgroup".into());
+    };
     let host = under(root, &own);
-    let controllers = fs::read_to_string(host.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", host.display()))?;
+    let controllers = fs::read_to_string(host.join("cgroup.controllers"))
+        .map_err(|e| format!("{}: {e}", host.display()))?;
     if !controllers.split_whitespace().any(|c| c == "pids") {
-        return Err(format!("the pids controller is not available in {}", host.display()));
+        return Err(format!(
+            "the pids controller is not available in {}",
+            host.display()
+        ));
     }
     let parent = host.join("pinch-runners");
     let r = (|| -> std::io::Result<Prepared> {
         if !parent.is_dir() {
             fs::create_dir(&parent)?;
         }
-        let want = if controllers.split_whitespace().any(|c| c == "memory") { "+pids +memory" } else { "+pids" };
+        let want = if controllers.split_whitespace().any(|c| c == "memory") {
+            "+pids +memory"
+        } else {
+            "+pids"
+        };
         fs::write(parent.join("cgroup.subtree_control"), want)?;
         let dir = parent.join(format!("pinch-{id}"));
         fs::create_dir(&dir)?;
-        let mut out = Prepared { procs: vec![], dirs: vec![dir.clone()] };
+        let mut out = Prepared {
+            procs: vec![],
+            dirs: vec![dir.clone()],
+        };
         fs::write(dir.join("pids.max"), caps.pids.to_string())?;
         if want.contains("memory") {
             fs::write(dir.join("memory.max"), mem_bytes.to_string())?;
@@ -137,7 +165,11 @@ pub fn cleanup(dirs: &[PathBuf]) {
 pub fn sweep() {
     let root = Path::new(ROOT);
     let (v2, v1) = own_cgroups();
-    let mut bases: Vec<PathBuf> = v1.iter().filter(|(c, _)| c == "pids" || c == "memory").map(|(c, p)| under(&root.join(c), p)).collect();
+    let mut bases: Vec<PathBuf> = v1
+        .iter()
+        .filter(|(c, _)| c == "pids" || c == "memory")
+        .map(|(c, p)| under(&root.join(c), p))
+        .collect();
     if let Some(p) = v2 {
         bases.push(under(root, &p).join("pinch-runners"));
     }

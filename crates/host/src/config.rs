@@ -13,7 +13,8 @@ use crate::sandbox::Choice;
 /// error fails that spawn (it counts against the crash budget). Fault-
 /// injection tests use it to put a FUSE view between the file and the
 /// sandbox; the provider owns the views' lifetime.
-pub type InDirView = std::sync::Arc<dyn Fn(&std::path::Path) -> std::io::Result<PathBuf> + Send + Sync>;
+pub type InDirView =
+    std::sync::Arc<dyn Fn(&std::path::Path) -> std::io::Result<PathBuf> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct HostConfig {
@@ -60,6 +61,8 @@ pub struct HostConfig {
     /// Hosts every sandbox may `CONNECT` to (see `proxy::EgressAllow` for
     /// the forms); an agent group's `agent_configs.egress_allow` adds more.
     pub proxy_egress_allow: Vec<String>,
+    /// Connection caps and timeouts of the credential proxy (`[proxy]`).
+    pub proxy_limits: crate::proxy::Limits,
     /// MCP servers from the configuration file (`[mcp.servers.<name>]`).
     /// A group's own `agent_configs.mcp_servers` entry of the same name
     /// replaces one of these.
@@ -105,7 +108,11 @@ impl HttpSettings {
 
 /// Builds an adapter that sends its events into the host's queue.
 pub type ChannelFactory = std::sync::Arc<
-    dyn Fn(tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>) -> std::sync::Arc<dyn pinch_channels::Channel> + Send + Sync,
+    dyn Fn(
+            tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>,
+        ) -> std::sync::Arc<dyn pinch_channels::Channel>
+        + Send
+        + Sync,
 >;
 
 /// Builds a platform adapter (starting its connection) and, if it serves
@@ -113,8 +120,13 @@ pub type ChannelFactory = std::sync::Arc<
 pub type PlatformFactory = std::sync::Arc<
     dyn Fn(
             tokio::sync::mpsc::Sender<pinch_channels::ChannelEvent>,
-        ) -> Result<(std::sync::Arc<dyn pinch_channels::Channel>, Option<pinch_channels::http::Router>), String>
-        + Send
+        ) -> Result<
+            (
+                std::sync::Arc<dyn pinch_channels::Channel>,
+                Option<pinch_channels::http::Router>,
+            ),
+            String,
+        > + Send
         + Sync,
 >;
 
@@ -136,7 +148,10 @@ impl HostConfig {
     ) -> Vec<pinch_proto::runner_config::McpServerConfig> {
         let mut by_name = std::collections::BTreeMap::new();
         for e in &self.mcp_servers {
-            if e.groups.as_ref().is_none_or(|g| g.iter().any(|x| x == ag_id)) {
+            if e.groups
+                .as_ref()
+                .is_none_or(|g| g.iter().any(|x| x == ag_id))
+            {
                 by_name.insert(e.server.name.clone(), e.server.clone());
             }
         }
@@ -166,7 +181,10 @@ impl HostConfig {
             sandbox: Choice::Auto,
             sandbox_limits: crate::sandbox::Limits::default(),
             mount_allowlist: None,
-            provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
+            provider: ProviderSettings {
+                kind: "scripted".into(),
+                ..Default::default()
+            },
             timezone: "UTC".into(),
             runner: Timings::default(),
             batch_size: 10,
@@ -185,6 +203,7 @@ impl HostConfig {
             proxy_upstreams: Vec::new(),
             proxy_extra_roots: Vec::new(),
             proxy_egress_allow: Vec::new(),
+            proxy_limits: crate::proxy::Limits::default(),
             mcp_servers: Vec::new(),
             sticky_window: Duration::from_secs(600),
             approval_ttl: Duration::from_secs(24 * 3600),

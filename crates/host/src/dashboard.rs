@@ -21,7 +21,16 @@ use crate::admin::{Reply, Request};
 const PAGE: &str = include_str!("dashboard.html");
 
 /// What the page may ask for.
-pub const ALLOWED: &[&str] = &["host-status", "sessions-list", "approvals-list", "approvals-get", "dropped-messages-list", "sessions-resume", "approvals-approve", "approvals-reject"];
+pub const ALLOWED: &[&str] = &[
+    "host-status",
+    "sessions-list",
+    "approvals-list",
+    "approvals-get",
+    "dropped-messages-list",
+    "sessions-resume",
+    "approvals-approve",
+    "approvals-reject",
+];
 
 #[derive(Clone)]
 struct Ctx {
@@ -36,17 +45,33 @@ struct Auth {
 
 impl Ctx {
     fn authorized(&self, q: &Auth, headers: &HeaderMap) -> bool {
-        let given = q.token.as_deref().or_else(|| headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")));
+        let given = q.token.as_deref().or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
         given.is_some_and(|t| pinch_channels::http::secret_eq(t.as_bytes(), self.token.as_bytes()))
     }
 }
 
-pub fn router(token: String, admin: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>) -> axum::Router {
-    axum::Router::new().route("/dashboard", get(page)).route("/api/admin", post(api)).with_state(Ctx { token, admin })
+pub fn router(
+    token: String,
+    admin: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>,
+) -> axum::Router {
+    axum::Router::new()
+        .route("/dashboard", get(page))
+        .route("/api/admin", post(api))
+        .with_state(Ctx { token, admin })
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, [("content-type", "text/plain; charset=utf-8")], "missing or wrong token: open /dashboard?token=<pinch admin web-token>\n").into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        [("content-type", "text/plain; charset=utf-8")],
+        "missing or wrong token: open /dashboard?token=<pinch admin web-token>\n",
+    )
+        .into_response()
 }
 
 async fn page(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap) -> Response {
@@ -54,8 +79,14 @@ async fn page(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap) -
         return unauthorized();
     }
     let mut r = Html(PAGE).into_response();
-    r.headers_mut().insert("referrer-policy", axum::http::HeaderValue::from_static("no-referrer"));
-    r.headers_mut().insert("cache-control", axum::http::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        "referrer-policy",
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
+    r.headers_mut().insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     r
 }
 
@@ -67,28 +98,66 @@ struct Call {
 }
 
 fn json_reply(status: StatusCode, v: Value) -> Response {
-    (status, [("content-type", "application/json")], v.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
-async fn api(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn api(
+    State(c): State<Ctx>,
+    Query(q): Query<Auth>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if !c.authorized(&q, &headers) {
         return unauthorized();
     }
     let call: Call = match serde_json::from_slice(&body) {
         Ok(c) => c,
-        Err(e) => return json_reply(StatusCode::BAD_REQUEST, json!({"ok": false, "error": {"code": "invalid-args", "message": format!("send {{\"command\": …, \"args\": {{…}}}}: {e}")}})),
+        Err(e) => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"ok": false, "error": {"code": "invalid-args", "message": format!("send {{\"command\": …, \"args\": {{…}}}}: {e}")}}),
+            )
+        }
     };
     if !ALLOWED.contains(&call.command.as_str()) {
-        return json_reply(StatusCode::FORBIDDEN, json!({"ok": false, "error": {"code": "forbidden", "message": format!("the dashboard does not run {}; use `pinch admin`", call.command)}}));
+        return json_reply(
+            StatusCode::FORBIDDEN,
+            json!({"ok": false, "error": {"code": "forbidden", "message": format!("the dashboard does not run {}; use `pinch admin`", call.command)}}),
+        );
     }
     let (tx, rx) = oneshot::channel();
-    let args = if call.args.is_null() { json!({}) } else { call.args };
-    if c.admin.send((Request { id: Value::Null, command: call.command, args }, tx)).is_err() {
-        return json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"ok": false, "error": {"code": "transport-error", "message": "the host is shutting down"}}));
+    let args = if call.args.is_null() {
+        json!({})
+    } else {
+        call.args
+    };
+    if c.admin
+        .send((
+            Request {
+                id: Value::Null,
+                command: call.command,
+                args,
+            },
+            tx,
+        ))
+        .is_err()
+    {
+        return json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ok": false, "error": {"code": "transport-error", "message": "the host is shutting down"}}),
+        );
     }
     match rx.await {
         Ok(Ok(data)) => json_reply(StatusCode::OK, json!({"ok": true, "data": data})),
         Ok(Err(e)) => json_reply(StatusCode::OK, json!({"ok": false, "error": e})),
-        Err(_) => json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"ok": false, "error": {"code": "transport-error", "message": "the host dropped the request"}})),
+        Err(_) => json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ok": false, "error": {"code": "transport-error", "message": "the host dropped the request"}}),
+        ),
     }
 }

@@ -45,7 +45,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn new() -> Arc<Shared> {
-        Arc::new(Shared { notify: Notify::new(), out_max: AtomicI64::new(0) })
+        Arc::new(Shared {
+            notify: Notify::new(),
+            out_max: AtomicI64::new(0),
+        })
     }
 }
 
@@ -76,7 +79,17 @@ impl Task {
         shared: Arc<Shared>,
         events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
     ) -> Task {
-        Task { session_id, dir, channels, shared, watermark: 0, unsettled: Vec::new(), unrecorded: HashMap::new(), events, timezone: "UTC".into() }
+        Task {
+            session_id,
+            dir,
+            channels,
+            shared,
+            watermark: 0,
+            unsettled: Vec::new(),
+            unrecorded: HashMap::new(),
+            events,
+            timezone: "UTC".into(),
+        }
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -128,7 +141,10 @@ impl Task {
         // first one that must wait, so everything up to the watermark is terminal.
         for row in &out_rows {
             let prev = rows::ledger_get(&inbound, &row.id)?;
-            if prev.as_ref().is_some_and(|l| l.status == status::DELIVERED || l.status == status::FAILED) {
+            if prev
+                .as_ref()
+                .is_some_and(|l| l.status == status::DELIVERED || l.status == status::FAILED)
+            {
                 self.watermark = row.seq;
                 continue;
             }
@@ -144,14 +160,31 @@ impl Task {
             }
             let attempts = prev.as_ref().map_or(0, |l| l.attempts);
             if let Some((pid, n)) = self.unrecorded.get(&row.id).cloned() {
-                put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: n, last_error: None })?;
+                put(
+                    &mut inbound,
+                    &LedgerRow {
+                        message_out_id: row.id.clone(),
+                        platform_message_id: Some(pid),
+                        status: status::DELIVERED.into(),
+                        attempts: n,
+                        last_error: None,
+                    },
+                )?;
                 self.unrecorded.remove(&row.id);
                 self.watermark = row.seq;
                 continue;
             }
             let addr = Address {
-                channel_type: row.channel_type.clone().or_else(|| routing.as_ref().and_then(|r| r.channel_type.clone())).unwrap_or_default(),
-                platform_id: row.platform_id.clone().or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone())).unwrap_or_default(),
+                channel_type: row
+                    .channel_type
+                    .clone()
+                    .or_else(|| routing.as_ref().and_then(|r| r.channel_type.clone()))
+                    .unwrap_or_default(),
+                platform_id: row
+                    .platform_id
+                    .clone()
+                    .or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone()))
+                    .unwrap_or_default(),
                 thread_id: row.thread_id.clone(),
             };
             // Rows the host itself carries out, in the main loop: a message
@@ -160,10 +193,25 @@ impl Task {
             // (admin request, task, …). Ok = the record for the ledger.
             let to_host = if addr.channel_type == "agent" && row.kind == "chat" {
                 let (done, outcome) = tokio::sync::oneshot::channel();
-                Some((crate::main_loop::Event::AgentMessage { session_id: self.session_id.clone(), row: row.clone(), done }, outcome))
+                Some((
+                    crate::main_loop::Event::AgentMessage {
+                        session_id: self.session_id.clone(),
+                        row: row.clone(),
+                        done,
+                    },
+                    outcome,
+                ))
             } else if row.kind == "system" {
                 let (done, outcome) = tokio::sync::oneshot::channel();
-                Some((crate::main_loop::Event::AgentAction { session_id: self.session_id.clone(), out_id: row.id.clone(), content: row.content.clone(), done }, outcome))
+                Some((
+                    crate::main_loop::Event::AgentAction {
+                        session_id: self.session_id.clone(),
+                        out_id: row.id.clone(),
+                        content: row.content.clone(),
+                        done,
+                    },
+                    outcome,
+                ))
             } else {
                 None
             };
@@ -173,9 +221,20 @@ impl Task {
                 }
                 match tokio::time::timeout(Duration::from_secs(10), outcome).await {
                     Ok(Ok(Ok(record))) => {
-                        put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(record), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                        put(
+                            &mut inbound,
+                            &LedgerRow {
+                                message_out_id: row.id.clone(),
+                                platform_message_id: Some(record),
+                                status: status::DELIVERED.into(),
+                                attempts: attempts + 1,
+                                last_error: None,
+                            },
+                        )?;
                     }
-                    Ok(Ok(Err(reason))) => self.fail(&mut inbound, &row.id, attempts + 1, &reason)?,
+                    Ok(Ok(Err(reason))) => {
+                        self.fail(&mut inbound, &row.id, attempts + 1, &reason)?
+                    }
                     _ => {
                         // No answer in time: retried (both handlers are idempotent per row).
                         self.poke_later(RETRY_DELAYS[0]);
@@ -186,7 +245,11 @@ impl Task {
                 self.watermark = row.seq;
                 continue;
             }
-            let caps = self.channels.get(&addr.channel_type).map(|c| c.capabilities()).unwrap_or_default();
+            let caps = self
+                .channels
+                .get(&addr.channel_type)
+                .map(|c| c.capabilities())
+                .unwrap_or_default();
             let rendered = match render(row.kind.as_str(), &row.content, &addr, caps) {
                 Ok(t) => t,
                 Err(reason) => {
@@ -196,7 +259,10 @@ impl Task {
                 }
             };
             let Some(channel) = self.channels.get(&addr.channel_type).cloned() else {
-                let reason = format!("no {:?} channel is running in this host; the message cannot be delivered", addr.channel_type);
+                let reason = format!(
+                    "no {:?} channel is running in this host; the message cannot be delivered",
+                    addr.channel_type
+                );
                 self.fail(&mut inbound, &row.id, attempts, &reason)?;
                 self.watermark = row.seq;
                 continue;
@@ -208,7 +274,15 @@ impl Task {
             let mut buttons = Vec::new();
             if let Some(q) = &rendered.question {
                 let hid = pinch_proto::runner_config::random_hex(4);
-                buttons = q.labels.iter().enumerate().map(|(i, l)| Button { label: l.clone(), callback: format!("q:{hid}:{i}") }).collect();
+                buttons = q
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| Button {
+                        label: l.clone(),
+                        callback: format!("q:{hid}:{i}"),
+                    })
+                    .collect();
                 let pending = crate::central::PendingQuestion {
                     question_id: hid,
                     session_id: self.session_id.clone(),
@@ -219,16 +293,26 @@ impl Task {
                     thread_id: addr.thread_id.clone(),
                     title: q.title.clone(),
                     options_json: q.options_json.clone(),
-                    expires_at: time::format(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(q.timeout_s as i64)),
+                    expires_at: time::format(
+                        jiff::Timestamp::now()
+                            + jiff::SignedDuration::from_secs(q.timeout_s as i64),
+                    ),
                 };
                 let (done, recorded) = tokio::sync::oneshot::channel();
-                if self.events.send(crate::main_loop::Event::QuestionAsked(pending, done)).is_err() {
+                if self
+                    .events
+                    .send(crate::main_loop::Event::QuestionAsked(pending, done))
+                    .is_err()
+                {
                     return Ok(()); // the host is stopping
                 }
                 // Buttons go out only once their record exists, so no click
                 // can beat it; a failed record is retried on a later pass.
                 // (Bounded: at shutdown the main loop no longer reads events.)
-                let ok = matches!(tokio::time::timeout(Duration::from_secs(5), recorded).await, Ok(Ok(true)));
+                let ok = matches!(
+                    tokio::time::timeout(Duration::from_secs(5), recorded).await,
+                    Ok(Ok(true))
+                );
                 if !ok {
                     self.poke_later(RETRY_DELAYS[0]);
                     return Ok(());
@@ -238,7 +322,10 @@ impl Task {
                 (rendered.text, buttons)
             } else {
                 // No buttons here: numbered choices, answered by number (the router's interceptor).
-                (pinch_channels::numbered_fallback(&rendered.text, &buttons), Vec::new())
+                (
+                    pinch_channels::numbered_fallback(&rendered.text, &buttons),
+                    Vec::new(),
+                )
             };
             // Outbox files are untrusted (the runner wrote them): each is
             // opened through the checks and held open for the call; one
@@ -248,7 +335,12 @@ impl Task {
             for name in &rendered.files {
                 match crate::outbox::open_checked(&self.dir.outbox(), &row.id, name) {
                     Ok((f, size)) => {
-                        files.push(OutFile { name: name.clone(), path: format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)).into(), size });
+                        files.push(OutFile {
+                            name: name.clone(),
+                            path: format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))
+                                .into(),
+                            size,
+                        });
                         held.push(f);
                     }
                     Err(e) => {
@@ -269,8 +361,12 @@ impl Task {
                 },
                 Op::React { seq, ref emoji } => match self.platform_message_id_of(&inbound, seq) {
                     Ok(Some(pid)) => Some(channel.react(&addr, &pid, emoji).await.map(|()| pid)),
-                    Ok(None) => Some(Err(DeliverError::Permanent(format!("message {seq} has no platform message to react to")))),
-                    Err(e) => Some(Err(DeliverError::Retryable(format!("looking up message {seq}: {e:#}")))),
+                    Ok(None) => Some(Err(DeliverError::Permanent(format!(
+                        "message {seq} has no platform message to react to"
+                    )))),
+                    Err(e) => Some(Err(DeliverError::Retryable(format!(
+                        "looking up message {seq}: {e:#}"
+                    )))),
                 },
             };
             let result = match result {
@@ -280,7 +376,10 @@ impl Task {
                         id: row.id.clone(),
                         text,
                         buttons,
-                        in_reply_to: row.in_reply_to.as_deref().map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
+                        in_reply_to: row
+                            .in_reply_to
+                            .as_deref()
+                            .map(|i| i.rsplit_once(':').map_or(i, |(p, _)| p).to_owned()),
                         files,
                     };
                     channel.deliver(&addr, &msg).await
@@ -289,11 +388,23 @@ impl Task {
             drop(held);
             match result {
                 Ok(pid) => {
-                    self.unrecorded.insert(row.id.clone(), (pid.clone(), attempts + 1));
-                    put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: Some(pid), status: status::DELIVERED.into(), attempts: attempts + 1, last_error: None })?;
+                    self.unrecorded
+                        .insert(row.id.clone(), (pid.clone(), attempts + 1));
+                    put(
+                        &mut inbound,
+                        &LedgerRow {
+                            message_out_id: row.id.clone(),
+                            platform_message_id: Some(pid),
+                            status: status::DELIVERED.into(),
+                            attempts: attempts + 1,
+                            last_error: None,
+                        },
+                    )?;
                     self.unrecorded.remove(&row.id);
                     if let Ok(t) = time::parse(&row.timestamp) {
-                        let secs = (jiff::Timestamp::now().as_millisecond() - t.as_millisecond()) as f64 / 1000.0;
+                        let secs = (jiff::Timestamp::now().as_millisecond() - t.as_millisecond())
+                            as f64
+                            / 1000.0;
                         crate::metrics::METRICS.delivered(secs);
                     }
                     // If what this answers was already finished (its ack synced
@@ -317,7 +428,16 @@ impl Task {
                         continue;
                     }
                     tracing::warn!(id = %row.id, attempt = n, "delivery failed, will retry: {why}");
-                    put(&mut inbound, &LedgerRow { message_out_id: row.id.clone(), platform_message_id: None, status: status::SENDING.into(), attempts: n, last_error: Some(why) })?;
+                    put(
+                        &mut inbound,
+                        &LedgerRow {
+                            message_out_id: row.id.clone(),
+                            platform_message_id: None,
+                            status: status::SENDING.into(),
+                            attempts: n,
+                            last_error: Some(why),
+                        },
+                    )?;
                     self.poke_later(RETRY_DELAYS[(n as usize - 1).min(RETRY_DELAYS.len() - 1)]);
                     blocked = true;
                     break;
@@ -329,7 +449,10 @@ impl Task {
             }
         }
         // Ack sync: terminal acks → messages_in.status (SPEC §6.2 step 1).
-        let terminal: Vec<&rows::AckRow> = acks.iter().filter(|a| a.status == status::COMPLETED || a.status == status::FAILED).collect();
+        let terminal: Vec<&rows::AckRow> = acks
+            .iter()
+            .filter(|a| a.status == status::COMPLETED || a.status == status::FAILED)
+            .collect();
         if !terminal.is_empty() {
             let tx = write_tx(&mut inbound)?;
             let mut changed = Vec::new();
@@ -337,24 +460,39 @@ impl Task {
             let mut next_due: Vec<jiff::Timestamp> = Vec::new();
             for a in &terminal {
                 let pending: bool = tx
-                    .query_row("SELECT status = 'pending' FROM messages_in WHERE id = ?1", [&a.message_id], |r| r.get(0))
+                    .query_row(
+                        "SELECT status = 'pending' FROM messages_in WHERE id = ?1",
+                        [&a.message_id],
+                        |r| r.get(0),
+                    )
                     .unwrap_or(false);
                 if pending && rows::set_inbound_status(&tx, &a.message_id, &a.status)? {
                     // A recurring task's next occurrence commits with this
                     // status change: each slot exactly once (SPEC §7.4).
-                    if let Some(due) = crate::tasks::schedule_next(&tx, &a.message_id, &self.timezone, self.shared.out_max.load(Ordering::Relaxed))? {
+                    if let Some(due) = crate::tasks::schedule_next(
+                        &tx,
+                        &a.message_id,
+                        &self.timezone,
+                        self.shared.out_max.load(Ordering::Relaxed),
+                    )? {
                         next_due.push(due);
                     }
                     if a.status == status::FAILED {
                         tracing::warn!(id = %a.message_id, reason = a.reason.as_deref().unwrap_or(""), "inbound message failed");
-                        failed.push((a.message_id.clone(), a.reason.clone().unwrap_or_else(|| "no reason given".into())));
+                        failed.push((
+                            a.message_id.clone(),
+                            a.reason.clone().unwrap_or_else(|| "no reason given".into()),
+                        ));
                     }
                     changed.push(a.message_id.clone());
                 }
             }
             tx.commit().context("committing ack sync")?;
             for due in next_due {
-                let _ = self.events.send(crate::main_loop::Event::WakeAt(self.session_id.clone(), due.as_millisecond()));
+                let _ = self.events.send(crate::main_loop::Event::WakeAt(
+                    self.session_id.clone(),
+                    due.as_millisecond(),
+                ));
             }
             // After the commit nothing may abort the pass: these rows are no
             // longer pending, so nothing would come back for them.
@@ -363,17 +501,32 @@ impl Task {
                     tracing::warn!("could not tell senders about failed messages: {e:#}");
                 }
             }
-            let finished = if changed.is_empty() { Ok(Vec::new()) } else { rows::inbound_by_ids(&inbound, &changed) };
+            let finished = if changed.is_empty() {
+                Ok(Vec::new())
+            } else {
+                rows::inbound_by_ids(&inbound, &changed)
+            };
             match finished {
-                Err(e) => tracing::warn!("could not read finished messages to announce them: {e:#}"),
-                Ok(finished) => for r in finished {
-                    let pmid = match InContent::parse(&r.kind, &r.content) {
-                        Ok(InContent::Chat(ChatIn { platform_message_id: Some(p), .. })) => p,
-                        _ => continue,
-                    };
-                    let addr = Address { channel_type: r.channel_type.unwrap_or_default(), platform_id: r.platform_id.unwrap_or_default(), thread_id: r.thread_id };
-                    self.unsettled.push((addr, pmid));
-                },
+                Err(e) => {
+                    tracing::warn!("could not read finished messages to announce them: {e:#}")
+                }
+                Ok(finished) => {
+                    for r in finished {
+                        let pmid = match InContent::parse(&r.kind, &r.content) {
+                            Ok(InContent::Chat(ChatIn {
+                                platform_message_id: Some(p),
+                                ..
+                            })) => p,
+                            _ => continue,
+                        };
+                        let addr = Address {
+                            channel_type: r.channel_type.unwrap_or_default(),
+                            platform_id: r.platform_id.unwrap_or_default(),
+                            thread_id: r.thread_id,
+                        };
+                        self.unsettled.push((addr, pmid));
+                    }
+                }
             }
         }
         if !blocked && !self.unsettled.is_empty() {
@@ -392,19 +545,35 @@ impl Task {
 
     /// Tells the sender, once (the status changes once), that a message
     /// failed, unless the agent already answered it (e.g. "could not answer").
-    fn tell_failures(&self, inbound: &pinch_proto::rusqlite::Connection, failed: &[(String, String)]) -> Result<()> {
+    fn tell_failures(
+        &self,
+        inbound: &pinch_proto::rusqlite::Connection,
+        failed: &[(String, String)],
+    ) -> Result<()> {
         let out = open_reader(&self.dir.outbound_db(), BUSY)?;
         for (id, reason) in failed {
             let answered: bool = out
-                .query_row("SELECT 1 FROM messages_out WHERE in_reply_to = ?1 LIMIT 1", [id], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM messages_out WHERE in_reply_to = ?1 LIMIT 1",
+                    [id],
+                    |_| Ok(()),
+                )
                 .is_ok();
             if answered {
                 continue;
             }
             for r in rows::inbound_by_ids(inbound, std::slice::from_ref(id))? {
-                let (Some(ct), Some(pid)) = (r.channel_type, r.platform_id) else { continue };
-                let Some(ch) = self.channels.get(&ct).cloned() else { continue };
-                let addr = Address { channel_type: ct, platform_id: pid, thread_id: r.thread_id };
+                let (Some(ct), Some(pid)) = (r.channel_type, r.platform_id) else {
+                    continue;
+                };
+                let Some(ch) = self.channels.get(&ct).cloned() else {
+                    continue;
+                };
+                let addr = Address {
+                    channel_type: ct,
+                    platform_id: pid,
+                    thread_id: r.thread_id,
+                };
                 let text = format!("Sorry, I could not process a message: {reason}.");
                 tokio::spawn(async move {
                     if let Err(e) = ch.notice(&addr, &text).await {
@@ -416,13 +585,25 @@ impl Task {
         Ok(())
     }
 
-    fn settle_if_finished(&mut self, inbound: &pinch_proto::rusqlite::Connection, id: &str) -> Result<()> {
+    fn settle_if_finished(
+        &mut self,
+        inbound: &pinch_proto::rusqlite::Connection,
+        id: &str,
+    ) -> Result<()> {
         for r in rows::inbound_by_ids(inbound, &[id.to_owned()])? {
             if r.status == status::PENDING {
                 continue;
             }
-            if let Ok(InContent::Chat(ChatIn { platform_message_id: Some(p), .. })) = InContent::parse(&r.kind, &r.content) {
-                let addr = Address { channel_type: r.channel_type.unwrap_or_default(), platform_id: r.platform_id.unwrap_or_default(), thread_id: r.thread_id };
+            if let Ok(InContent::Chat(ChatIn {
+                platform_message_id: Some(p),
+                ..
+            })) = InContent::parse(&r.kind, &r.content)
+            {
+                let addr = Address {
+                    channel_type: r.channel_type.unwrap_or_default(),
+                    platform_id: r.platform_id.unwrap_or_default(),
+                    thread_id: r.thread_id,
+                };
                 self.unsettled.push((addr, p));
             }
         }
@@ -432,30 +613,65 @@ impl Task {
     /// The platform's id of the message with this seq: an outbound row's
     /// from the ledger (odd seqs), an inbound chat's from its content
     /// (even). `None`: unknown or not delivered.
-    fn platform_message_id_of(&self, inbound: &pinch_proto::rusqlite::Connection, seq: i64) -> Result<Option<String>> {
+    fn platform_message_id_of(
+        &self,
+        inbound: &pinch_proto::rusqlite::Connection,
+        seq: i64,
+    ) -> Result<Option<String>> {
         use pinch_proto::rusqlite::OptionalExtension;
         if seq % 2 != 0 {
             let out = open_reader(&self.dir.outbound_db(), BUSY)?;
-            let id: Option<String> = out.query_row("SELECT id FROM messages_out WHERE seq = ?1", [seq], |r| r.get(0)).optional()?;
+            let id: Option<String> = out
+                .query_row("SELECT id FROM messages_out WHERE seq = ?1", [seq], |r| {
+                    r.get(0)
+                })
+                .optional()?;
             let Some(id) = id else { return Ok(None) };
-            return Ok(rows::ledger_get(inbound, &id)?.filter(|l| l.status == status::DELIVERED).and_then(|l| l.platform_message_id));
+            return Ok(rows::ledger_get(inbound, &id)?
+                .filter(|l| l.status == status::DELIVERED)
+                .and_then(|l| l.platform_message_id));
         }
         let row: Option<(String, String)> = inbound
-            .query_row("SELECT kind, content FROM messages_in WHERE seq = ?1", [seq], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT kind, content FROM messages_in WHERE seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
         Ok(match row.map(|(k, c)| InContent::parse(&k, &c)) {
-            Some(Ok(InContent::Chat(ChatIn { platform_message_id, .. }))) => platform_message_id,
+            Some(Ok(InContent::Chat(ChatIn {
+                platform_message_id,
+                ..
+            }))) => platform_message_id,
             _ => None,
         })
     }
 
     /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
-    fn fail(&self, inbound: &mut pinch_proto::rusqlite::Connection, out_id: &str, attempts: i64, reason: &str) -> Result<()> {
+    fn fail(
+        &self,
+        inbound: &mut pinch_proto::rusqlite::Connection,
+        out_id: &str,
+        attempts: i64,
+        reason: &str,
+    ) -> Result<()> {
         tracing::warn!(id = %out_id, "delivery failed for good: {reason}");
         let out_max = self.shared.out_max.load(Ordering::Relaxed);
         let tx = write_tx(inbound)?;
-        crate::metrics::METRICS.delivery_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        rows::ledger_put(&tx, &LedgerRow { message_out_id: out_id.to_owned(), platform_message_id: None, status: status::FAILED.into(), attempts, last_error: Some(reason.to_owned()) }, &time::now())?;
+        crate::metrics::METRICS
+            .delivery_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        rows::ledger_put(
+            &tx,
+            &LedgerRow {
+                message_out_id: out_id.to_owned(),
+                platform_message_id: None,
+                status: status::FAILED.into(),
+                attempts,
+                last_error: Some(reason.to_owned()),
+            },
+            &time::now(),
+        )?;
         let note = InContent::System(SystemIn::ActionResult {
             action: "deliver".into(),
             status: "failed".into(),
@@ -521,28 +737,68 @@ const MAX_QUESTION_S: u64 = 24 * 3600;
 /// Renders an outbound row for a channel with these capabilities (text
 /// fallbacks where it lacks one, SPEC §9.1), or says why it cannot be
 /// delivered. Outbound rows are untrusted input.
-fn render(kind: &str, content: &str, addr: &Address, caps: Capabilities) -> Result<Rendered, String> {
+fn render(
+    kind: &str,
+    content: &str,
+    addr: &Address,
+    caps: Capabilities,
+) -> Result<Rendered, String> {
     if addr.channel_type == "agent" {
         return Err("only chat messages go between agents".into());
     }
     if addr.channel_type.is_empty() || addr.platform_id.is_empty() {
         return Err("the row has no address and the session has no default route".into());
     }
-    let plain = |text: String| Ok(Rendered { text, question: None, files: Vec::new(), op: Op::Send });
+    let plain = |text: String| {
+        Ok(Rendered {
+            text,
+            question: None,
+            files: Vec::new(),
+            op: Op::Send,
+        })
+    };
     match kind {
-        "chat" => match ChatOut::parse(content).map_err(|e| format!("content is not valid JSON: {e}"))? {
+        "chat" => match ChatOut::parse(content)
+            .map_err(|e| format!("content is not valid JSON: {e}"))?
+        {
             ChatOut::Text { text, files } if files.is_empty() => plain(text),
-            ChatOut::Text { text, files } if caps.files => Ok(Rendered { text, question: None, files, op: Op::Send }),
-            ChatOut::Text { text, files } => plain(format!("{text}\n[files: {}]", files.join(", "))),
-            ChatOut::Edit { seq, text } if caps.edit => Ok(Rendered { text, question: None, files: Vec::new(), op: Op::Edit { seq } }),
+            ChatOut::Text { text, files } if caps.files => Ok(Rendered {
+                text,
+                question: None,
+                files,
+                op: Op::Send,
+            }),
+            ChatOut::Text { text, files } => {
+                plain(format!("{text}\n[files: {}]", files.join(", ")))
+            }
+            ChatOut::Edit { seq, text } if caps.edit => Ok(Rendered {
+                text,
+                question: None,
+                files: Vec::new(),
+                op: Op::Edit { seq },
+            }),
             ChatOut::Edit { seq, text } => plain(format!("(correction to message {seq}) {text}")),
             ChatOut::Reaction { seq, emoji } if caps.reactions && !emoji.is_empty() => {
-                Ok(Rendered { text: String::new(), question: None, files: Vec::new(), op: Op::React { seq, emoji } })
+                Ok(Rendered {
+                    text: String::new(),
+                    question: None,
+                    files: Vec::new(),
+                    op: Op::React { seq, emoji },
+                })
             }
             ChatOut::Reaction { .. } => Err("dropped: this channel has no reactions".into()),
-            ChatOut::AskQuestion { question_id, title, question, options, timeout_s } => {
+            ChatOut::AskQuestion {
+                question_id,
+                title,
+                question,
+                options,
+                timeout_s,
+            } => {
                 if options.is_empty() || options.len() > 10 {
-                    return Err(format!("a question needs 1 to 10 options, this one has {}", options.len()));
+                    return Err(format!(
+                        "a question needs 1 to 10 options, this one has {}",
+                        options.len()
+                    ));
                 }
                 if question_id.is_empty() || question_id.len() > 64 {
                     return Err("a question needs a question_id of 1 to 64 bytes".into());
@@ -551,7 +807,11 @@ fn render(kind: &str, content: &str, addr: &Address, caps: Capabilities) -> Resu
                 Ok(Rendered {
                     files: Vec::new(),
                     op: Op::Send,
-                    text: if title.is_empty() { question } else { format!("{title}\n{question}") },
+                    text: if title.is_empty() {
+                        question
+                    } else {
+                        format!("{title}\n{question}")
+                    },
                     question: Some(Question {
                         agent_question_id: question_id,
                         title,
@@ -562,7 +822,10 @@ fn render(kind: &str, content: &str, addr: &Address, caps: Capabilities) -> Resu
                 })
             }
             ChatOut::Card { fallback_text, .. } => plain(fallback_text),
-            ChatOut::Unknown(v) => Err(format!("unknown chat content shape: {}", truncate(&v.to_string(), 200))),
+            ChatOut::Unknown(v) => Err(format!(
+                "unknown chat content shape: {}",
+                truncate(&v.to_string(), 200)
+            )),
         },
         "system" => Err("system actions from agents are not handled yet".into()),
         other => Err(format!("unknown outbound kind {other:?}")),
@@ -581,28 +844,67 @@ mod tests {
     use super::*;
 
     fn addr() -> Address {
-        Address { channel_type: "x".into(), platform_id: "p".into(), thread_id: None }
+        Address {
+            channel_type: "x".into(),
+            platform_id: "p".into(),
+            thread_id: None,
+        }
     }
 
     #[test]
     fn render_uses_capabilities_and_falls_back_to_text() {
         let none = Capabilities::default();
-        let all = Capabilities { files: true, edit: true, reactions: true, ..Default::default() };
+        let all = Capabilities {
+            files: true,
+            edit: true,
+            reactions: true,
+            ..Default::default()
+        };
         let file = r#"{"text":"see","files":["a.txt","b.png"]}"#;
         let r = render("chat", file, &addr(), all).unwrap();
-        assert_eq!((r.text.as_str(), r.files.clone(), &r.op), ("see", vec!["a.txt".to_owned(), "b.png".to_owned()], &Op::Send));
+        assert_eq!(
+            (r.text.as_str(), r.files.clone(), &r.op),
+            (
+                "see",
+                vec!["a.txt".to_owned(), "b.png".to_owned()],
+                &Op::Send
+            )
+        );
         let r = render("chat", file, &addr(), none).unwrap();
-        assert_eq!((r.text.as_str(), r.files.len()), ("see\n[files: a.txt, b.png]", 0));
+        assert_eq!(
+            (r.text.as_str(), r.files.len()),
+            ("see\n[files: a.txt, b.png]", 0)
+        );
 
         let edit = r#"{"operation":"edit","seq":7,"text":"fixed"}"#;
-        assert_eq!(render("chat", edit, &addr(), all).unwrap().op, Op::Edit { seq: 7 });
+        assert_eq!(
+            render("chat", edit, &addr(), all).unwrap().op,
+            Op::Edit { seq: 7 }
+        );
         let r = render("chat", edit, &addr(), none).unwrap();
-        assert_eq!((r.text.as_str(), &r.op), ("(correction to message 7) fixed", &Op::Send));
+        assert_eq!(
+            (r.text.as_str(), &r.op),
+            ("(correction to message 7) fixed", &Op::Send)
+        );
 
         let react = r#"{"operation":"reaction","seq":4,"emoji":"👍"}"#;
-        assert_eq!(render("chat", react, &addr(), all).unwrap().op, Op::React { seq: 4, emoji: "👍".into() });
-        assert!(render("chat", react, &addr(), none).unwrap_err().contains("no reactions"));
+        assert_eq!(
+            render("chat", react, &addr(), all).unwrap().op,
+            Op::React {
+                seq: 4,
+                emoji: "👍".into()
+            }
+        );
+        assert!(render("chat", react, &addr(), none)
+            .unwrap_err()
+            .contains("no reactions"));
         // An empty emoji is dropped even where reactions exist.
-        assert!(render("chat", r#"{"operation":"reaction","seq":4,"emoji":""}"#, &addr(), all).is_err());
+        assert!(render(
+            "chat",
+            r#"{"operation":"reaction","seq":4,"emoji":""}"#,
+            &addr(),
+            all
+        )
+        .is_err());
     }
 }

@@ -42,7 +42,9 @@ pub struct Docker {
 /// Finds `docker` on PATH.
 pub fn find_docker() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("docker")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
 }
 
 /// Whether the daemon answers; the reason when it does not.
@@ -95,17 +97,33 @@ fn hash_file(p: &Path) -> std::io::Result<String> {
 /// with EPERM; `clone3` with ENOSYS (libc falls back to `clone`).
 pub fn seccomp_profile() -> String {
     let names: Vec<&str> = crate::seccomp::denied().iter().map(|(n, _)| *n).collect();
-    let mut syscalls = vec![serde_json::json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1})];
-    for flag in [0x0002_0000u64, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000] {
+    let mut syscalls =
+        vec![serde_json::json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1})];
+    for flag in [
+        0x0002_0000u64,
+        0x0200_0000,
+        0x0400_0000,
+        0x0800_0000,
+        0x1000_0000,
+        0x2000_0000,
+        0x4000_0000,
+    ] {
         syscalls.push(serde_json::json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}));
     }
-    syscalls.push(serde_json::json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
+    syscalls
+        .push(serde_json::json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
     serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls}).to_string()
 }
 
 impl Docker {
     pub fn new(docker: PathBuf, limits: Limits) -> Docker {
-        Docker { docker, limits, install: String::new(), image: String::new(), seccomp_profile: None }
+        Docker {
+            docker,
+            limits,
+            install: String::new(),
+            image: String::new(),
+            seccomp_profile: None,
+        }
     }
 
     fn docker(&self) -> Command {
@@ -116,14 +134,24 @@ impl Docker {
 
     /// Builds the image from `exe` unless this version of it exists, and
     /// writes the seccomp profile under `run_dir`.
-    pub fn prepare_image(&mut self, exe: &Path, data_dir: &Path, run_dir: &Path) -> Result<(), String> {
+    pub fn prepare_image(
+        &mut self,
+        exe: &Path,
+        data_dir: &Path,
+        run_dir: &Path,
+    ) -> Result<(), String> {
         self.install = install_id(data_dir);
         let hash = hash_file(exe).map_err(|e| format!("reading {}: {e}", exe.display()))?;
         self.image = format!("pinch-runner:{}-{hash}", env!("CARGO_PKG_VERSION"));
         let profile = run_dir.join("docker-seccomp.json");
-        std::fs::write(&profile, seccomp_profile()).map_err(|e| format!("writing {}: {e}", profile.display()))?;
+        std::fs::write(&profile, seccomp_profile())
+            .map_err(|e| format!("writing {}: {e}", profile.display()))?;
         self.seccomp_profile = Some(profile);
-        let exists = self.docker().args(["image", "inspect", "--format", "{{.Id}}", &self.image]).output().is_ok_and(|o| o.status.success());
+        let exists = self
+            .docker()
+            .args(["image", "inspect", "--format", "{{.Id}}", &self.image])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if exists {
             return Ok(());
         }
@@ -137,7 +165,26 @@ impl Docker {
             }
         }
         let _cleanup = Cleanup(r);
-        for d in ["opt/pinch/bin", "opt/pinch/models", "opt/pinch/model", "opt/pinch/tools", "pinch/in", "pinch/out", "pinch/run", "workspace/agent", "workspace/inbox", "workspace/outbox", "workspace/global", "workspace/extra", "usr", "tmp", "proc", "dev", "sys", "etc"] {
+        for d in [
+            "opt/pinch/bin",
+            "opt/pinch/models",
+            "opt/pinch/model",
+            "opt/pinch/tools",
+            "pinch/in",
+            "pinch/out",
+            "pinch/run",
+            "workspace/agent",
+            "workspace/inbox",
+            "workspace/outbox",
+            "workspace/global",
+            "workspace/extra",
+            "usr",
+            "tmp",
+            "proc",
+            "dev",
+            "sys",
+            "etc",
+        ] {
             std::fs::create_dir_all(r.join(d)).map_err(|e| e.to_string())?;
         }
         for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
@@ -148,30 +195,59 @@ impl Docker {
                         std::os::unix::fs::symlink(target, r.join(d)).map_err(|e| e.to_string())?;
                     }
                 }
-                Ok(md) if md.is_dir() => std::fs::create_dir_all(r.join(d)).map_err(|e| e.to_string())?,
+                Ok(md) if md.is_dir() => {
+                    std::fs::create_dir_all(r.join(d)).map_err(|e| e.to_string())?
+                }
                 _ => {}
             }
         }
-        for f in ["etc/ld.so.cache", "etc/localtime", "etc/passwd", "etc/group", "etc/nsswitch.conf"] {
+        for f in [
+            "etc/ld.so.cache",
+            "etc/localtime",
+            "etc/passwd",
+            "etc/group",
+            "etc/nsswitch.conf",
+        ] {
             std::fs::write(r.join(f), b"").map_err(|e| e.to_string())?;
         }
-        std::fs::copy(exe, r.join("opt/pinch/bin/pinch")).map_err(|e| format!("copying {}: {e}", exe.display()))?;
-        let tar = Command::new("tar").arg("-C").arg(r).args(["-c", "."]).stderr(Stdio::inherit()).output().map_err(|e| format!("running tar: {e}"))?;
+        std::fs::copy(exe, r.join("opt/pinch/bin/pinch"))
+            .map_err(|e| format!("copying {}: {e}", exe.display()))?;
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(r)
+            .args(["-c", "."])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running tar: {e}"))?;
         if !tar.status.success() {
             return Err("tar failed while building the runner image".into());
         }
         let mut import = self
             .docker()
-            .args(["import", "--change", &format!("LABEL pinch.install={}", self.install), "-", &self.image])
+            .args([
+                "import",
+                "--change",
+                &format!("LABEL pinch.install={}", self.install),
+                "-",
+                &self.image,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("running docker import: {e}"))?;
-        import.stdin.take().expect("piped").write_all(&tar.stdout).map_err(|e| format!("feeding docker import: {e}"))?;
+        import
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(&tar.stdout)
+            .map_err(|e| format!("feeding docker import: {e}"))?;
         let out = import.wait_with_output().map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("docker import failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "docker import failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         tracing::info!(image = %self.image, "built the runner image");
         Ok(())
@@ -181,7 +257,13 @@ impl Docker {
     pub fn reap(&self) -> usize {
         let ids = self.container_ids(&format!("label=pinch.install={}", self.install));
         if !ids.is_empty() {
-            let _ = self.docker().args(["rm", "-f"]).args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = self
+                .docker()
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
         ids.len()
     }
@@ -190,12 +272,25 @@ impl Docker {
         self.docker()
             .args(["ps", "-aq", "--filter", filter])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// The `docker run` arguments (after `docker`).
-    pub fn argv_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str], name: &str, session: &str) -> Vec<String> {
+    pub fn argv_with(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+        cmd: &[&str],
+        name: &str,
+        session: &str,
+    ) -> Vec<String> {
         let _ = exe; // the image carries the binary it was built from
         let mut a: Vec<String> = vec!["run".into(), "--rm".into(), "--name".into(), name.into()];
         let l = &self.limits;
@@ -243,7 +338,11 @@ impl Docker {
         }
         let mut bind = |src: &Path, dst: &str, ro: bool| {
             a.push("--mount".into());
-            a.push(format!("type=bind,source={},target={dst}{}", src.display(), if ro { ",readonly" } else { "" }));
+            a.push(format!(
+                "type=bind,source={},target={dst}{}",
+                src.display(),
+                if ro { ",readonly" } else { "" }
+            ));
         };
         bind(Path::new("/usr"), "/usr", true);
         for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
@@ -252,7 +351,13 @@ impl Docker {
                 bind(&host, &format!("/{d}"), true);
             }
         }
-        for f in ["/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"] {
+        for f in [
+            "/etc/ld.so.cache",
+            "/etc/localtime",
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/nsswitch.conf",
+        ] {
             if Path::new(f).exists() {
                 bind(Path::new(f), f, true);
             }
@@ -269,14 +374,22 @@ impl Docker {
         if let Some(models) = m.models_dir.as_ref().filter(|d| d.is_dir()) {
             bind(models, SANDBOX_MODELS, true);
         }
-        if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
+        if let Some(file) = m
+            .model_file
+            .as_ref()
+            .filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d)))
+        {
             bind(file, &m.model_path_inside(file).to_string_lossy(), true);
         }
         if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
             bind(t, crate::tools_dir::SANDBOX_TOOLS, true);
         }
         for g in &m.extra {
-            bind(&g.host, &format!("/workspace/extra/{}", g.name), !g.read_write);
+            bind(
+                &g.host,
+                &format!("/workspace/extra/{}", g.name),
+                !g.read_write,
+            );
         }
         let agent_md = m.agent_dir.join("AGENT.md");
         if agent_md.exists() {
@@ -292,9 +405,22 @@ impl Docker {
 
     /// The container around `cmd` (the tests run a shell in exactly the
     /// runner's container).
-    pub fn command_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str]) -> Command {
-        let session = env.iter().find(|(k, _)| k == "PINCH_SESSION_ID").map(|(_, v)| v.clone()).unwrap_or_else(|| "none".into());
-        let name = format!("pinch-{session}-{}", pinch_proto::runner_config::random_hex(4));
+    pub fn command_with(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+        cmd: &[&str],
+    ) -> Command {
+        let session = env
+            .iter()
+            .find(|(k, _)| k == "PINCH_SESSION_ID")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "none".into());
+        let name = format!(
+            "pinch-{session}-{}",
+            pinch_proto::runner_config::random_hex(4)
+        );
         let mut c = Command::new(&self.docker);
         c.args(self.argv_with(exe, m, env, cmd, &name, &session));
         // The docker client needs its own environment (DOCKER_HOST, HOME for
@@ -316,8 +442,18 @@ impl Sandbox for Docker {
         m.model_path_inside(host)
     }
 
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command> {
-        Ok(self.command_with(exe, m, env, &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"]))
+    fn command(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+    ) -> std::io::Result<Command> {
+        Ok(self.command_with(
+            exe,
+            m,
+            env,
+            &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"],
+        ))
     }
 
     fn passes_fds(&self) -> bool {
@@ -333,7 +469,12 @@ impl Sandbox for Docker {
         let docker = self.docker.clone();
         let install = self.install.clone();
         std::thread::spawn(move || {
-            let _ = Command::new(docker).args(["kill"]).args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = Command::new(docker)
+                .args(["kill"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
             tracing::debug!(install = %install, "killed the session's containers");
         });
     }
@@ -342,7 +483,10 @@ impl Sandbox for Docker {
         self.prepare_image(exe, data_dir, run_dir)?;
         let n = self.reap();
         if n > 0 {
-            tracing::warn!(count = n, "removed runner containers left by a previous host of this data dir");
+            tracing::warn!(
+                count = n,
+                "removed runner containers left by a previous host of this data dir"
+            );
         }
         Ok(())
     }
@@ -359,7 +503,15 @@ mod tests {
         let names = v["syscalls"][0]["names"].as_array().unwrap();
         assert_eq!(names.len(), crate::seccomp::denied().len());
         assert!(names.iter().any(|n| n == "ptrace") && names.iter().any(|n| n == "unshare"));
-        assert_eq!(v["syscalls"].as_array().unwrap().iter().filter(|s| s["names"][0] == "clone").count(), 7);
+        assert_eq!(
+            v["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["names"][0] == "clone")
+                .count(),
+            7
+        );
     }
 
     #[test]
@@ -367,8 +519,22 @@ mod tests {
         let mut d = Docker::new("/usr/bin/docker".into(), Limits::default());
         d.install = "abc".into();
         d.image = "pinch-runner:t".into();
-        let m = Mounts { in_dir: "/d/s/in".into(), out_dir: "/d/s/out".into(), agent_dir: "/d/g/main".into(), ..Default::default() };
-        let a = d.argv_with(Path::new("/p"), &m, &[("TZ".into(), "UTC".into())], &["/opt/pinch/bin/pinch", "runner"], "pinch-s1-x", "s1").join(" ");
+        let m = Mounts {
+            in_dir: "/d/s/in".into(),
+            out_dir: "/d/s/out".into(),
+            agent_dir: "/d/g/main".into(),
+            ..Default::default()
+        };
+        let a = d
+            .argv_with(
+                Path::new("/p"),
+                &m,
+                &[("TZ".into(), "UTC".into())],
+                &["/opt/pinch/bin/pinch", "runner"],
+                "pinch-s1-x",
+                "s1",
+            )
+            .join(" ");
         for want in [
             "run --rm --name pinch-s1-x",
             "--label pinch.install=abc --label pinch.session=s1",

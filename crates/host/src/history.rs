@@ -29,7 +29,13 @@ pub fn read(dirs: &[SessionDir], to: &Address, limit: usize) -> Vec<HistoryItem>
     items.split_off(skip)
 }
 
-fn read_one(d: &SessionDir, to: &Address, limit: usize, items: &mut Vec<HistoryItem>, seen_in: &mut HashSet<String>) -> anyhow::Result<()> {
+fn read_one(
+    d: &SessionDir,
+    to: &Address,
+    limit: usize,
+    items: &mut Vec<HistoryItem>,
+    seen_in: &mut HashSet<String>,
+) -> anyhow::Result<()> {
     if !d.inbound_db().exists() {
         return Ok(());
     }
@@ -37,23 +43,43 @@ fn read_one(d: &SessionDir, to: &Address, limit: usize, items: &mut Vec<HistoryI
     let mut st = inbound.prepare(
         "SELECT timestamp, content FROM messages_in WHERE kind = 'chat' AND channel_type = ?1 AND platform_id = ?2 ORDER BY seq DESC LIMIT ?3",
     )?;
-    let rows_in = st.query_map(pinch_proto::rusqlite::params![to.channel_type, to.platform_id, limit as i64], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
+    let rows_in = st.query_map(
+        pinch_proto::rusqlite::params![to.channel_type, to.platform_id, limit as i64],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+    )?;
     for r in rows_in {
         let (at, content) = r?;
-        let Ok(InContent::Chat(ChatIn { text, sender, platform_message_id, attachments, .. })) = InContent::parse("chat", &content) else { continue };
+        let Ok(InContent::Chat(ChatIn {
+            text,
+            sender,
+            platform_message_id,
+            attachments,
+            ..
+        })) = InContent::parse("chat", &content)
+        else {
+            continue;
+        };
         let id = platform_message_id.unwrap_or_default();
         // A message that reached several agents is stored once per session.
         if !seen_in.insert(id.clone()) {
             continue;
         }
-        items.push(HistoryItem { id, from: "user".into(), sender, text, at, files: attachments.into_iter().map(|a| a.name).collect() });
+        items.push(HistoryItem {
+            id,
+            from: "user".into(),
+            sender,
+            text,
+            at,
+            files: attachments.into_iter().map(|a| a.name).collect(),
+        });
     }
     drop(st);
     let delivered: HashSet<String> = {
-        let mut st = inbound.prepare("SELECT message_out_id FROM delivered WHERE status = 'delivered'")?;
-        let ids = st.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+        let mut st =
+            inbound.prepare("SELECT message_out_id FROM delivered WHERE status = 'delivered'")?;
+        let ids = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
         ids
     };
     let routing = rows::routing(&inbound)?;
@@ -63,7 +89,14 @@ fn read_one(d: &SessionDir, to: &Address, limit: usize, items: &mut Vec<HistoryI
     let out = open_reader(&d.outbound_db(), BUSY)?;
     let mut st = out.prepare("SELECT id, seq, timestamp, channel_type, platform_id, content FROM messages_out WHERE kind = 'chat' ORDER BY seq DESC LIMIT ?1")?;
     let rows_out = st.query_map([(limit * 4) as i64], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+        ))
     })?;
     let mut by_seq: HashMap<i64, usize> = HashMap::new();
     let mut edits = Vec::new();
@@ -75,12 +108,23 @@ fn read_one(d: &SessionDir, to: &Address, limit: usize, items: &mut Vec<HistoryI
         }
         let ct = ct.or_else(|| routing.as_ref().and_then(|r| r.channel_type.clone()));
         let pid = pid.or_else(|| routing.as_ref().and_then(|r| r.platform_id.clone()));
-        if ct.as_deref() != Some(to.channel_type.as_str()) || pid.as_deref() != Some(to.platform_id.as_str()) {
+        if ct.as_deref() != Some(to.channel_type.as_str())
+            || pid.as_deref() != Some(to.platform_id.as_str())
+        {
             continue;
         }
         let (text, files) = match ChatOut::parse(&content) {
             Ok(ChatOut::Text { text, files }) => (text, files),
-            Ok(ChatOut::AskQuestion { title, question, .. }) => (if title.is_empty() { question } else { format!("{title}\n{question}") }, Vec::new()),
+            Ok(ChatOut::AskQuestion {
+                title, question, ..
+            }) => (
+                if title.is_empty() {
+                    question
+                } else {
+                    format!("{title}\n{question}")
+                },
+                Vec::new(),
+            ),
             Ok(ChatOut::Card { fallback_text, .. }) => (fallback_text, Vec::new()),
             Ok(ChatOut::Edit { seq, text }) => {
                 edits.push((seq, text));
@@ -89,7 +133,14 @@ fn read_one(d: &SessionDir, to: &Address, limit: usize, items: &mut Vec<HistoryI
             _ => continue,
         };
         by_seq.insert(seq, mine.len());
-        mine.push(HistoryItem { id, from: "agent".into(), sender: None, text, at, files });
+        mine.push(HistoryItem {
+            id,
+            from: "agent".into(),
+            sender: None,
+            text,
+            at,
+            files,
+        });
     }
     // Rows were read newest first: apply the oldest edit first.
     for (seq, text) in edits.into_iter().rev() {

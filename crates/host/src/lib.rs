@@ -19,21 +19,21 @@
 //! read-write only to roll back a hot journal while no runner lives); it is
 //! the only code that spawns runners, always through [`sandbox`].
 
-pub mod attachments;
 pub mod admin;
 pub mod admin_cmds;
+pub mod attachments;
 pub mod central;
 pub mod cgroup;
 pub mod config;
 pub mod dashboard;
-pub mod docker;
 pub mod delivery;
+pub mod docker;
 pub mod history;
 pub mod metrics;
 pub mod mounts;
+pub mod outbox;
 pub mod paths;
 pub mod permissions;
-pub mod outbox;
 pub mod proxy;
 pub mod sandbox;
 pub mod seccomp;
@@ -63,17 +63,28 @@ pub fn web_token(data_dir: &std::path::Path) -> Result<String> {
     let path = data_dir.join("web-token");
     match std::fs::read_to_string(&path) {
         Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_owned()),
-        Ok(_) => anyhow::bail!("{} is too short to be a web token: delete it and a new one is made", path.display()),
+        Ok(_) => anyhow::bail!(
+            "{} is too short to be a web token: delete it and a new one is made",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
     }
     std::fs::create_dir_all(data_dir)?;
     // From the kernel's CSPRNG only (no fallback: a guessable token is worse than none).
     let mut raw = [0u8; 32];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom for the web token")?, &mut raw)?;
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom")
+            .context("opening /dev/urandom for the web token")?,
+        &mut raw,
+    )?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let tmp = data_dir.join(format!(".web-token.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     // Another process may have made one meanwhile: the first wins.
@@ -159,7 +170,9 @@ impl HostHandle {
 
     pub async fn sessions(&self) -> Vec<SessionInfo> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.control.send(main_loop::Event::Control(Control::Sessions(tx)));
+        let _ = self
+            .control
+            .send(main_loop::Event::Control(Control::Sessions(tx)));
         rx.await.unwrap_or_default()
     }
 
@@ -167,7 +180,12 @@ impl HostHandle {
     /// grace). Returns whether one was running.
     pub async fn stop_runner(&self, session_id: &str) -> bool {
         let (tx, rx) = oneshot::channel();
-        let _ = self.control.send(main_loop::Event::Control(Control::StopRunner(session_id.to_owned(), tx)));
+        let _ = self
+            .control
+            .send(main_loop::Event::Control(Control::StopRunner(
+                session_id.to_owned(),
+                tx,
+            )));
         rx.await.unwrap_or(false)
     }
 }

@@ -27,40 +27,75 @@ use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
 mod a2a;
-mod create_agent;
-mod self_mod;
 mod agent_admin;
 mod approvals;
+mod create_agent;
 mod routing;
+mod self_mod;
 mod task_actions;
-
 
 pub(crate) enum Event {
     Channel(ChannelEvent),
-    RunnerExited { session_id: String, runner_id: String, code: Option<i32>, signal: Option<i32> },
+    RunnerExited {
+        session_id: String,
+        runner_id: String,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     Wake(String),
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
     /// The stop grace of a runner ran out: kill it if it is still that runner.
-    StopDeadline { session_id: String, runner_id: String },
+    StopDeadline {
+        session_id: String,
+        runner_id: String,
+    },
     Control(Control),
-    Admin(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>),
+    Admin(
+        crate::admin::Request,
+        tokio::sync::oneshot::Sender<crate::admin::Reply>,
+    ),
     /// A delivery task is about to send a question's buttons; it waits for
     /// the reply so a click can never arrive before the record exists.
-    QuestionAsked(crate::central::PendingQuestion, tokio::sync::oneshot::Sender<bool>),
+    QuestionAsked(
+        crate::central::PendingQuestion,
+        tokio::sync::oneshot::Sender<bool>,
+    ),
     /// An approval card is about to go to this approver's DM: record where,
     /// before it is sent (same reason as `QuestionAsked`).
-    ApprovalAddressed { approval_id: String, approver: String, channel_type: String, platform_id: String, opened: bool, done: tokio::sync::oneshot::Sender<bool> },
+    ApprovalAddressed {
+        approval_id: String,
+        approver: String,
+        channel_type: String,
+        platform_id: String,
+        opened: bool,
+        done: tokio::sync::oneshot::Sender<bool>,
+    },
     /// A `system` row an agent wrote (admin request, task action, …); the
     /// reply says whether it was handled (Err: why not, told to the agent).
-    AgentAction { session_id: String, out_id: String, content: String, done: tokio::sync::oneshot::Sender<Result<String, String>> },
+    AgentAction {
+        session_id: String,
+        out_id: String,
+        content: String,
+        done: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
     /// A chat row an agent addressed to another agent; the reply is the
     /// delivery's record (Ok: the target session) or why it was refused.
-    AgentMessage { session_id: String, row: pinch_proto::rows::OutboundRow, done: tokio::sync::oneshot::Sender<Result<String, String>> },
+    AgentMessage {
+        session_id: String,
+        row: pinch_proto::rows::OutboundRow,
+        done: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
     /// Approved packages finished installing (or failed).
-    ToolsInstalled { approval: Box<crate::permissions::Approval>, result: Result<String, String> },
+    ToolsInstalled {
+        approval: Box<crate::permissions::Approval>,
+        result: Result<String, String>,
+    },
     /// No approver could be reached for this card.
-    ApprovalUndeliverable { approval_id: String, why: String },
+    ApprovalUndeliverable {
+        approval_id: String,
+        why: String,
+    },
     Shutdown,
 }
 
@@ -125,6 +160,8 @@ struct Host {
     /// One credential proxy per session that has had a runner.
     proxies: HashMap<String, tokio::task::JoinHandle<()>>,
     proxy_tls: Arc<rustls::ClientConfig>,
+    /// The connection budget all sessions' proxies share.
+    proxy_budget: Arc<crate::proxy::Budget>,
     regexes: HashMap<String, Option<Regex>>,
     slot_queue: VecDeque<String>,
     /// Routed rows waiting for the flush, in routing order.
@@ -140,17 +177,32 @@ struct Host {
 }
 
 /// One session's routed rows in one transaction.
-fn commit_rows(dir: &SessionDir, rows: &[pinch_proto::rows::NewInbound], out_max: i64) -> Result<(), String> {
-    session::write_inbound(dir, rows, out_max).map(|_| ()).map_err(|e| format!("writing {}: {e:#}", dir.inbound_db().display()))
+fn commit_rows(
+    dir: &SessionDir,
+    rows: &[pinch_proto::rows::NewInbound],
+    out_max: i64,
+) -> Result<(), String> {
+    session::write_inbound(dir, rows, out_max)
+        .map(|_| ())
+        .map_err(|e| format!("writing {}: {e:#}", dir.inbound_db().display()))
 }
 
 /// Creates the data dir layout, proving it is writable.
 fn prepare_data_dir(data: &DataDir) -> Result<()> {
     let hint = "choose a writable location with --data-dir or PINCH_HOME";
-    for d in [data.root().to_owned(), data.run_dir(), data.logs_dir(), data.groups_dir(), data.sessions_dir()] {
-        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {} ({hint})", d.display()))?;
+    for d in [
+        data.root().to_owned(),
+        data.run_dir(),
+        data.logs_dir(),
+        data.groups_dir(),
+        data.sessions_dir(),
+    ] {
+        std::fs::create_dir_all(&d)
+            .with_context(|| format!("cannot create {} ({hint})", d.display()))?;
     }
-    let probe = data.run_dir().join(format!(".probe-{}", std::process::id()));
+    let probe = data
+        .run_dir()
+        .join(format!(".probe-{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&probe)?;
@@ -158,17 +210,26 @@ fn prepare_data_dir(data: &DataDir) -> Result<()> {
         f.sync_all()
     })();
     let _ = std::fs::remove_file(&probe);
-    res.with_context(|| format!("the data dir {} is not writable (or is full) ({hint})", data.root().display()))?;
+    res.with_context(|| {
+        format!(
+            "the data dir {} is not writable (or is full) ({hint})",
+            data.root().display()
+        )
+    })?;
     Ok(())
 }
 
 fn ensure_group_folder(data: &DataDir, folder: &str) -> Result<PathBuf> {
     let dir = data.group_dir(folder);
-    std::fs::create_dir_all(dir.join(".home")).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join(".home"))
+        .with_context(|| format!("creating {}", dir.display()))?;
     let md = dir.join("AGENT.md");
     if !md.exists() {
-        std::fs::write(&md, "# Instructions\n\nYou are a helpful personal assistant. Answer briefly.\n")
-            .with_context(|| format!("writing {}", md.display()))?;
+        std::fs::write(
+            &md,
+            "# Instructions\n\nYou are a helpful personal assistant. Answer briefly.\n",
+        )
+        .with_context(|| format!("writing {}", md.display()))?;
     }
     Ok(dir)
 }
@@ -185,22 +246,28 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     }
     let left = reap(&data.sessions_dir().to_string_lossy());
     if left > 0 {
-        tracing::warn!(count = left, "killed sandboxes and runners left over from a previous host of this data dir");
+        tracing::warn!(
+            count = left,
+            "killed sandboxes and runners left over from a previous host of this data dir"
+        );
     }
-    let mut sandbox = sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sandbox =
+        sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
     sandbox
         .prepare(&cfg.runner_exe, data.root(), &data.run_dir())
         .map_err(|e| anyhow::anyhow!("preparing the {} sandbox: {e}", sandbox.kind().as_str()))?;
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
     }
-    let mut central = Central::open(&data.central_db())
-        .context("free space on that filesystem, or choose another location with --data-dir or PINCH_HOME")?;
+    let mut central = Central::open(&data.central_db()).context(
+        "free space on that filesystem, or choose another location with --data-dir or PINCH_HOME",
+    )?;
     if central.bootstrap(&cfg.login)? {
         tracing::info!(owner = %format!("cli:{}", cfg.login), "first run: created agent group `main`, the terminal conversation and its wiring");
     }
     ensure_group_folder(&data, "main")?;
-    std::fs::create_dir_all(data.group_dir("global")).context("creating the global group folder")?;
+    std::fs::create_dir_all(data.group_dir("global"))
+        .context("creating the global group folder")?;
     session::remove_stale_tmp(&data);
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
@@ -208,7 +275,10 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     let cli = CliChannel::bind(&data.cli_socket(), cfg.login.clone(), ch_tx.clone())
         .with_context(|| format!("binding the CLI socket {}", data.cli_socket().display()))?;
     let mut channels: Channels = HashMap::new();
-    channels.insert(cli.channel_type().to_owned(), cli.clone() as Arc<dyn Channel>);
+    channels.insert(
+        cli.channel_type().to_owned(),
+        cli.clone() as Arc<dyn Channel>,
+    );
     for make in &cfg.extra_channels {
         let ch = make(ch_tx.clone());
         channels.insert(ch.channel_type().to_owned(), ch);
@@ -225,11 +295,24 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         channels.insert(ch.channel_type().to_owned(), ch);
     }
     if cfg.http.as_ref().is_some_and(|h| h.web) {
-        central.ensure_web_owner(&cfg.login).context("wiring web chat to the agent `main`")?;
+        central
+            .ensure_web_owner(&cfg.login)
+            .context("wiring web chat to the agent `main`")?;
     }
     let (admin_tx, mut admin_rx) = mpsc::unbounded_channel();
     let http_server = match &cfg.http {
-        Some(h) => Some(start_http(h, &data, &cfg.login, &ch_tx, &mut channels, routes, &admin_tx).await?),
+        Some(h) => Some(
+            start_http(
+                h,
+                &data,
+                &cfg.login,
+                &ch_tx,
+                &mut channels,
+                routes,
+                &admin_tx,
+            )
+            .await?,
+        ),
         None => None,
     };
     let http_addr = http_server.as_ref().map(|s| s.addr);
@@ -277,7 +360,12 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         delivery_stop,
         delivery_tasks: tokio::task::JoinSet::new(),
         proxies: HashMap::new(),
-        proxy_tls: crate::proxy::tls_config(&cfg.proxy_extra_roots).map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?,
+        proxy_tls: crate::proxy::tls_config(&cfg.proxy_extra_roots)
+            .map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?,
+        proxy_budget: Arc::new(crate::proxy::Budget::new(
+            cfg.proxy_limits.clone(),
+            crate::proxy::raise_nofile(),
+        )),
         regexes: HashMap::new(),
         slot_queue: VecDeque::new(),
         pending_writes: Vec::new(),
@@ -367,7 +455,15 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         drop(cli);
         Ok(())
     });
-    Ok(HostHandle { cli_socket: data.cli_socket(), http_addr, data_dir: data.root().to_owned(), sandbox: sandbox_kind, stats, control: ev_tx, join })
+    Ok(HostHandle {
+        cli_socket: data.cli_socket(),
+        http_addr,
+        data_dir: data.root().to_owned(),
+        sandbox: sandbox_kind,
+        stats,
+        control: ev_tx,
+        join,
+    })
 }
 
 impl Host {
@@ -382,7 +478,8 @@ impl Host {
         }
         let t_flush = Instant::now();
         let mut lost: Vec<String> = Vec::new();
-        let mut groups: Vec<(String, SessionDir, i64, Vec<pinch_proto::rows::NewInbound>)> = Vec::new();
+        let mut groups: Vec<(String, SessionDir, i64, Vec<pinch_proto::rows::NewInbound>)> =
+            Vec::new();
         for (sid, row) in std::mem::take(&mut self.pending_writes) {
             match groups.iter_mut().find(|g| g.0 == sid) {
                 Some(g) => g.3.push(row),
@@ -397,22 +494,40 @@ impl Host {
             }
         }
         let results: Vec<Result<(), String>> = if groups.len() <= 1 {
-            groups.iter().map(|(_, dir, out_max, rows)| commit_rows(dir, rows, *out_max)).collect()
+            groups
+                .iter()
+                .map(|(_, dir, out_max, rows)| commit_rows(dir, rows, *out_max))
+                .collect()
         } else {
             let next = std::sync::atomic::AtomicUsize::new(0);
-            let slots: Vec<Mutex<Option<Result<(), String>>>> = groups.iter().map(|_| Mutex::new(None)).collect();
+            let slots: Vec<Mutex<Option<Result<(), String>>>> =
+                groups.iter().map(|_| Mutex::new(None)).collect();
             std::thread::scope(|scope| {
                 for _ in 0..groups.len().min(FLUSH_THREADS) {
                     scope.spawn(|| loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((_, dir, out_max, rows)) = groups.get(i) else { break };
+                        let Some((_, dir, out_max, rows)) = groups.get(i) else {
+                            break;
+                        };
                         *slots[i].lock().unwrap() = Some(commit_rows(dir, rows, *out_max));
                     });
                 }
             });
-            slots.into_iter().map(|m| m.into_inner().unwrap().unwrap_or_else(|| Err("not written".into()))).collect()
+            slots
+                .into_iter()
+                .map(|m| {
+                    m.into_inner()
+                        .unwrap()
+                        .unwrap_or_else(|| Err("not written".into()))
+                })
+                .collect()
         };
-        tracing::trace!(sessions = groups.len(), events = self.pending_acks.len(), ms = t_flush.elapsed().as_millis() as u64, "flushed routed rows");
+        tracing::trace!(
+            sessions = groups.len(),
+            events = self.pending_acks.len(),
+            ms = t_flush.elapsed().as_millis() as u64,
+            "flushed routed rows"
+        );
         let mut failed: HashMap<String, String> = HashMap::new();
         for sid in lost {
             failed.insert(sid, "the session is no longer loaded".into());
@@ -432,7 +547,11 @@ impl Host {
         }
         let mut wake: Vec<String> = Vec::new();
         for p in std::mem::take(&mut self.pending_acks) {
-            let bad: Vec<&String> = p.stored.iter().filter(|s| failed.contains_key(*s)).collect();
+            let bad: Vec<&String> = p
+                .stored
+                .iter()
+                .filter(|s| failed.contains_key(*s))
+                .collect();
             // Not stored for every agent it was meant for: failed, so the
             // platform redelivers (the rows that did commit are idempotent).
             let outcome = if let Some(b) = bad.first() {
@@ -441,7 +560,10 @@ impl Host {
                 }
                 AckOutcome::Failed(format!("could not store the message: {}", failed[*b]))
             } else {
-                AckOutcome::Stored { routed: p.stored.len(), note: p.note }
+                AckOutcome::Stored {
+                    routed: p.stored.len(),
+                    note: p.note,
+                }
             };
             if let Some(ack) = p.ack {
                 ack.complete(outcome);
@@ -459,19 +581,29 @@ impl Host {
     }
 
     fn live_count(&self) -> usize {
-        self.sessions.values().filter(|s| s.runner.is_some()).count()
+        self.sessions
+            .values()
+            .filter(|s| s.runner.is_some())
+            .count()
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Channel(ChannelEvent::Message(ev, ack)) => {
                 if self.shutting_down {
-                    ack.complete(AckOutcome::Failed("the host is shutting down; send again in a moment".into()));
+                    ack.complete(AckOutcome::Failed(
+                        "the host is shutting down; send again in a moment".into(),
+                    ));
                     return;
                 }
                 let outcome = match self.route(&ev) {
                     Ok((stored, note, woken)) => {
-                        self.pending_acks.push(PendingAck { ack: Some(ack), stored, note, woken });
+                        self.pending_acks.push(PendingAck {
+                            ack: Some(ack),
+                            stored,
+                            note,
+                            woken,
+                        });
                         return;
                     }
                     Err(e) => {
@@ -483,11 +615,19 @@ impl Host {
             }
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
             Event::Channel(ChannelEvent::History { to, limit, reply }) => {
-                let dirs = match self.central.messaging_group(&to.channel_type, &to.platform_id) {
-                    Ok(Some(mg)) => self.central.session_dirs_of(&mg.id, &self.data).unwrap_or_else(|e| {
-                        tracing::warn!("could not list a conversation's sessions for its history: {e:#}");
-                        Vec::new()
-                    }),
+                let dirs = match self
+                    .central
+                    .messaging_group(&to.channel_type, &to.platform_id)
+                {
+                    Ok(Some(mg)) => self
+                        .central
+                        .session_dirs_of(&mg.id, &self.data)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(
+                                "could not list a conversation's sessions for its history: {e:#}"
+                            );
+                            Vec::new()
+                        }),
                     _ => Vec::new(),
                 };
                 // The reads run off the main loop.
@@ -495,13 +635,38 @@ impl Host {
                     let _ = reply.send(crate::history::read(&dirs, &to, limit));
                 });
             }
-            Event::ApprovalAddressed { approval_id, approver, channel_type, platform_id, opened, done } => {
-                let _ = done.send(self.record_card_address(&approval_id, &approver, &channel_type, &platform_id, opened));
+            Event::ApprovalAddressed {
+                approval_id,
+                approver,
+                channel_type,
+                platform_id,
+                opened,
+                done,
+            } => {
+                let _ = done.send(self.record_card_address(
+                    &approval_id,
+                    &approver,
+                    &channel_type,
+                    &platform_id,
+                    opened,
+                ));
             }
-            Event::AgentAction { session_id, out_id, content, done } => {
-                let _ = done.send(self.agent_action(&session_id, &out_id, &content).map(|()| "host".to_owned()));
+            Event::AgentAction {
+                session_id,
+                out_id,
+                content,
+                done,
+            } => {
+                let _ = done.send(
+                    self.agent_action(&session_id, &out_id, &content)
+                        .map(|()| "host".to_owned()),
+                );
             }
-            Event::AgentMessage { session_id, row, done } => {
+            Event::AgentMessage {
+                session_id,
+                row,
+                done,
+            } => {
                 let _ = done.send(self.agent_message(&session_id, &row));
             }
             Event::ApprovalUndeliverable { approval_id, why } => {
@@ -522,7 +687,12 @@ impl Host {
                     s.shared.notify.notify_one();
                 }
             }
-            Event::RunnerExited { session_id, runner_id, code, signal } => self.on_exit(&session_id, &runner_id, code, signal),
+            Event::RunnerExited {
+                session_id,
+                runner_id,
+                code,
+                signal,
+            } => self.on_exit(&session_id, &runner_id, code, signal),
             Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
             Event::Wake(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
@@ -531,8 +701,15 @@ impl Host {
                 self.try_wake(&id);
             }
             Event::ToolsInstalled { approval, result } => self.tools_installed(&approval, result),
-            Event::StopDeadline { session_id, runner_id } => {
-                if let Some(l) = self.sessions.get(&session_id).and_then(|s| s.runner.as_ref()) {
+            Event::StopDeadline {
+                session_id,
+                runner_id,
+            } => {
+                if let Some(l) = self
+                    .sessions
+                    .get(&session_id)
+                    .and_then(|s| s.runner.as_ref())
+                {
                     if l.runner_id == runner_id {
                         tracing::warn!(session_id = %session_id, runner_id = %runner_id, "runner did not stop within the grace, killing it");
                         kill(l.pid);
@@ -576,7 +753,9 @@ impl Host {
                 "sessions": self.sessions.len(),
                 "live_runners": self.live_count(),
             })),
-            "host-version" => Ok(serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "runner_protocol": VERSION})),
+            "host-version" => Ok(
+                serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "runner_protocol": VERSION}),
+            ),
             "channels-status" => {
                 let mut names: Vec<&String> = self.channels.keys().collect();
                 names.sort();
@@ -596,11 +775,21 @@ impl Host {
             "groups-restart" => {
                 // Stops the group's live runners; the next message (or due
                 // work, at the sweep) starts fresh ones with the current config.
-                let id = arg("id").ok_or_else(|| err("invalid-args", "groups-restart needs a group id: pinch admin groups restart <id>"))?;
+                let id = arg("id").ok_or_else(|| {
+                    err(
+                        "invalid-args",
+                        "groups-restart needs a group id: pinch admin groups restart <id>",
+                    )
+                })?;
                 if self.central.agent_folder(&id).map_err(handler)?.is_none() {
                     return Err(err("not-found", format!("no agent group {id}")));
                 }
-                let ids: Vec<String> = self.sessions.iter().filter(|(_, s)| s.row.agent_group_id == id && !s.closed).map(|(k, _)| k.clone()).collect();
+                let ids: Vec<String> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.row.agent_group_id == id && !s.closed)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 let mut stopped = Vec::new();
                 for sid in ids {
                     if self.request_stop(&sid) {
@@ -613,18 +802,26 @@ impl Host {
             "sessions-list" => {
                 let mut rows = self.central.session_states().map_err(handler)?;
                 for r in rows.iter_mut() {
-                    let live = r["id"].as_str().and_then(|id| self.sessions.get(id)).and_then(|s| s.runner.as_ref()).map(|l| l.pid);
+                    let live = r["id"]
+                        .as_str()
+                        .and_then(|id| self.sessions.get(id))
+                        .and_then(|s| s.runner.as_ref())
+                        .map(|l| l.pid);
                     r["runner_pid"] = live.into();
                 }
                 Ok(serde_json::Value::Array(rows))
             }
             "sessions-get" => {
-                let id = arg("id").ok_or_else(|| err("invalid-args", "sessions-get needs args.id"))?;
+                let id =
+                    arg("id").ok_or_else(|| err("invalid-args", "sessions-get needs args.id"))?;
                 let rows = self.central.session_states().map_err(handler)?;
-                rows.into_iter().find(|r| r["id"] == id.as_str()).ok_or_else(|| err("not-found", format!("no session {id}")))
+                rows.into_iter()
+                    .find(|r| r["id"] == id.as_str())
+                    .ok_or_else(|| err("not-found", format!("no session {id}")))
             }
             "sessions-resume" => {
-                let id = arg("id").ok_or_else(|| err("invalid-args", "sessions-resume needs args.id"))?;
+                let id = arg("id")
+                    .ok_or_else(|| err("invalid-args", "sessions-resume needs args.id"))?;
                 if !self.sessions.contains_key(&id) {
                     return Err(err("not-found", format!("no active session {id}")));
                 }
@@ -634,7 +831,16 @@ impl Host {
                 Ok(serde_json::json!({"id": id, "was_quarantined": was}))
             }
             "sessions-stop" | "sessions-restart" => {
-                let id = arg("id").ok_or_else(|| err("invalid-args", format!("{} needs a session id: pinch admin sessions {} <id>", req.command, &req.command[9..])))?;
+                let id = arg("id").ok_or_else(|| {
+                    err(
+                        "invalid-args",
+                        format!(
+                            "{} needs a session id: pinch admin sessions {} <id>",
+                            req.command,
+                            &req.command[9..]
+                        ),
+                    )
+                })?;
                 if !self.sessions.contains_key(&id) {
                     return Err(err("not-found", format!("no active session {id}")));
                 }
@@ -646,7 +852,12 @@ impl Host {
                 Ok(serde_json::json!({"id": id, "was_running": was_running}))
             }
             "sessions-close" => {
-                let id = arg("id").ok_or_else(|| err("invalid-args", "sessions-close needs a session id: pinch admin sessions close <id>"))?;
+                let id = arg("id").ok_or_else(|| {
+                    err(
+                        "invalid-args",
+                        "sessions-close needs a session id: pinch admin sessions close <id>",
+                    )
+                })?;
                 if !self.sessions.contains_key(&id) {
                     return Err(err("not-found", format!("no active session {id}")));
                 }
@@ -658,10 +869,26 @@ impl Host {
                 Ok(serde_json::json!({"id": id, "closed": true, "was_running": was_running}))
             }
             "approvals-approve" | "approvals-reject" => {
-                let id = arg("id").ok_or_else(|| err("invalid-args", format!("{} needs an approval id: pinch admin approvals {} <id>", req.command, &req.command[10..])))?;
-                let a = self.central.approval(&id).map_err(handler)?.ok_or_else(|| err("not-found", format!("no approval {id}")))?;
+                let id = arg("id").ok_or_else(|| {
+                    err(
+                        "invalid-args",
+                        format!(
+                            "{} needs an approval id: pinch admin approvals {} <id>",
+                            req.command,
+                            &req.command[10..]
+                        ),
+                    )
+                })?;
+                let a = self
+                    .central
+                    .approval(&id)
+                    .map_err(handler)?
+                    .ok_or_else(|| err("not-found", format!("no approval {id}")))?;
                 if a.status != "pending" {
-                    return Err(err("invalid-args", format!("approval {id} is already {}", a.status)));
+                    return Err(err(
+                        "invalid-args",
+                        format!("approval {id} is already {}", a.status),
+                    ));
                 }
                 if time::parse(&a.expires_at).is_ok_and(|t| t <= jiff::Timestamp::now()) {
                     self.expire(&a);
@@ -676,10 +903,23 @@ impl Host {
                         None => a.options.first().map(|o| o.value.clone()).unwrap_or_default(),
                     }
                 } else {
-                    a.options.last().map(|o| o.value.clone()).unwrap_or_default()
+                    a.options
+                        .last()
+                        .map(|o| o.value.clone())
+                        .unwrap_or_default()
                 };
                 if !a.options.iter().any(|o| o.value == value) {
-                    return Err(err("invalid-args", format!("{value:?} is not an option of approval {id}; options: {}", a.options.iter().map(|o| o.value.as_str()).collect::<Vec<_>>().join(", "))));
+                    return Err(err(
+                        "invalid-args",
+                        format!(
+                            "{value:?} is not an option of approval {id}; options: {}",
+                            a.options
+                                .iter()
+                                .map(|o| o.value.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
                 }
                 let by = format!("cli:{}", self.cfg.login);
                 let text = self.decide(&a, &value, &by, None).map_err(handler)?;
@@ -693,7 +933,10 @@ impl Host {
                 ids.sort();
                 for id in ids {
                     let s = &self.sessions[id];
-                    if s.closed || ag.as_ref().is_some_and(|a| *a != s.row.agent_group_id) || sid.as_ref().is_some_and(|x| x != id) {
+                    if s.closed
+                        || ag.as_ref().is_some_and(|a| *a != s.row.agent_group_id)
+                        || sid.as_ref().is_some_and(|x| x != id)
+                    {
                         continue;
                     }
                     for mut t in crate::tasks::live(&s.dir).map_err(handler)? {
@@ -708,19 +951,37 @@ impl Host {
             "tasks-pause" | "tasks-resume" | "tasks-cancel" => {
                 let verb = &req.command[6..];
                 let id = arg("id").ok_or_else(|| err("invalid-args", format!("tasks-{verb} needs a task id or series id: pinch admin tasks {verb} <id> (see `pinch admin tasks list`)")))?;
-                let holder = self.sessions.iter().filter(|(_, s)| !s.closed).find(|(_, s)| crate::tasks::holds(&s.dir, &id).unwrap_or(false)).map(|(k, _)| k.clone());
+                let holder = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| !s.closed)
+                    .find(|(_, s)| crate::tasks::holds(&s.dir, &id).unwrap_or(false))
+                    .map(|(k, _)| k.clone());
                 let Some(sid) = holder else {
                     return Err(err("not-found", format!("no live task has the id or series id {id:?} (see `pinch admin tasks list`)")));
                 };
                 let s = &self.sessions[&sid];
                 let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
                 let action = format!("{verb}_task");
-                let done = crate::tasks::apply(&s.dir, &action, &serde_json::json!({"id": id}), &self.cfg.timezone, out_max)
-                    .map_err(|e| {
-                        let m = format!("{e:#}");
-                        // "no paused task has the id …" and the like.
-                        err(if m.starts_with("no ") { "not-found" } else { "handler-error" }, m)
-                    })?;
+                let done = crate::tasks::apply(
+                    &s.dir,
+                    &action,
+                    &serde_json::json!({"id": id}),
+                    &self.cfg.timezone,
+                    out_max,
+                )
+                .map_err(|e| {
+                    let m = format!("{e:#}");
+                    // "no paused task has the id …" and the like.
+                    err(
+                        if m.starts_with("no ") {
+                            "not-found"
+                        } else {
+                            "handler-error"
+                        },
+                        m,
+                    )
+                })?;
                 tracing::info!(session_id = %sid, task = %id, action = %action, "task changed by the owner");
                 if let Some(due) = done.wake_at {
                     self.wake_at(&sid, due.as_millisecond());
@@ -732,7 +993,12 @@ impl Host {
             other => {
                 let reply = crate::admin_cmds::dispatch(&self.central.conn, &crate::admin_cmds::Caller::Owner, other, &req.args)
                     .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs"))));
-                if reply.is_ok() && (other.starts_with("destinations-") || other.starts_with("wirings-") || other.starts_with("messaging-groups-") || other == "groups-delete") {
+                if reply.is_ok()
+                    && (other.starts_with("destinations-")
+                        || other.starts_with("wirings-")
+                        || other.starts_with("messaging-groups-")
+                        || other == "groups-delete")
+                {
                     self.reproject_all();
                 }
                 reply
@@ -746,7 +1012,12 @@ impl Host {
     }
 
     /// The active session for (ag, mg or none, thread), created if missing.
-    fn session_in(&mut self, ag_id: &str, mg_id: Option<&str>, thread_id: Option<&str>) -> Result<String> {
+    fn session_in(
+        &mut self,
+        ag_id: &str,
+        mg_id: Option<&str>,
+        thread_id: Option<&str>,
+    ) -> Result<String> {
         if let Some(row) = self.central.find_session(ag_id, mg_id, thread_id)? {
             if !self.sessions.contains_key(&row.id) {
                 let id = row.id.clone();
@@ -755,7 +1026,10 @@ impl Host {
             }
             return Ok(row.id);
         }
-        let folder = self.central.agent_folder(ag_id)?.with_context(|| format!("agent group {ag_id} has no folder"))?;
+        let folder = self
+            .central
+            .agent_folder(ag_id)?
+            .with_context(|| format!("agent group {ag_id} has no folder"))?;
         ensure_group_folder(&self.data, &folder)?;
         let id = format!("s{}", random_hex(6));
         let dir = session::create_folder(&self.data, ag_id, &id)?;
@@ -790,23 +1064,47 @@ impl Host {
         pinch_proto::open::recovery_open(&dir.outbound_db(), session::BUSY)?;
         self.project(&row, &dir)?;
         let shared = Shared::new();
-        shared.out_max.store(pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out"), std::sync::atomic::Ordering::Relaxed);
-        let mut task = delivery::Task::new(row.id.clone(), dir.clone(), self.channels.clone(), shared.clone(), self.events.clone());
+        shared.out_max.store(
+            pinch_proto::seq::other_max(&dir.outbound_db(), "messages_out"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut task = delivery::Task::new(
+            row.id.clone(),
+            dir.clone(),
+            self.channels.clone(),
+            shared.clone(),
+            self.events.clone(),
+        );
         task.timezone = self.cfg.timezone.clone();
         use tracing::Instrument;
         let span = tracing::info_span!("delivery", session_id = %row.id);
-        self.delivery_tasks.spawn(task.run(self.delivery_stop.subscribe()).instrument(span));
+        self.delivery_tasks
+            .spawn(task.run(self.delivery_stop.subscribe()).instrument(span));
         self.central.set_runner_state(&row.id, "stopped", None)?;
         let quarantined = self.central.quarantine_of(&row.id)?.is_some();
         // A scheduled task falling due later wakes the session then.
         match session::next_due(&dir) {
             Ok(Some(t)) => self.wake_at(&row.id, t.as_millisecond()),
             Ok(None) => {}
-            Err(e) => tracing::warn!(session_id = %row.id, "cannot read scheduled tasks (the sweep still wakes due ones): {e:#}"),
+            Err(e) => {
+                tracing::warn!(session_id = %row.id, "cannot read scheduled tasks (the sweep still wakes due ones): {e:#}")
+            }
         }
         self.sessions.insert(
             row.id.clone(),
-            SessionRt { row, dir, shared, runner: None, exits_ms: Vec::new(), next_spawn_at: None, wake_scheduled: false, wake_failures: 0, orphans_pending: None, quarantined, closed: false },
+            SessionRt {
+                row,
+                dir,
+                shared,
+                runner: None,
+                exits_ms: Vec::new(),
+                next_spawn_at: None,
+                wake_scheduled: false,
+                wake_failures: 0,
+                orphans_pending: None,
+                quarantined,
+                closed: false,
+            },
         );
         Ok(())
     }
@@ -825,7 +1123,11 @@ impl Host {
         let dests = self.central.destinations(&row.agent_group_id)?;
         let routing = match row.messaging_group_id.as_deref() {
             Some(mg) => match self.central.messaging_group_by_id(mg)? {
-                Some(m) => Routing { channel_type: Some(m.channel_type), platform_id: Some(m.platform_id), thread_id: row.thread_id.clone() },
+                Some(m) => Routing {
+                    channel_type: Some(m.channel_type),
+                    platform_id: Some(m.platform_id),
+                    thread_id: row.thread_id.clone(),
+                },
                 None => Routing::default(),
             },
             None => Routing::default(),
@@ -841,7 +1143,9 @@ impl Host {
         }
         let live = self.live_count();
         let events = self.events.clone();
-        let Some(s) = self.sessions.get_mut(id) else { return };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
         if s.runner.is_some() {
             return; // the live runner sees the write through inotify on in/
         }
@@ -878,7 +1182,8 @@ impl Host {
             Err(e) => {
                 // Never throws: retry with a growing delay (1 s … 60 s).
                 s.wake_failures += 1;
-                let delay = Duration::from_secs(1u64 << s.wake_failures.min(6)).min(Duration::from_secs(60));
+                let delay = Duration::from_secs(1u64 << s.wake_failures.min(6))
+                    .min(Duration::from_secs(60));
                 tracing::warn!(session_id = %id, retry_in_s = delay.as_secs(), "cannot check for due work: {e:#}");
                 if !s.wake_scheduled {
                     s.wake_scheduled = true;
@@ -893,7 +1198,11 @@ impl Host {
         }
         if let Some(transient) = s.orphans_pending {
             self.resolve_orphans(id, transient);
-            if self.sessions.get(id).is_some_and(|s| s.orphans_pending.is_some()) {
+            if self
+                .sessions
+                .get(id)
+                .is_some_and(|s| s.orphans_pending.is_some())
+            {
                 // Still unreadable: try again shortly (and the sweep retries too).
                 self.wake_at(id, now_ms() + 2_000);
                 return;
@@ -908,7 +1217,15 @@ impl Host {
         if let Err(e) = self.spawn(id) {
             tracing::error!(session_id = %id, "runner spawn failed: {e:#}");
             let detail = format!("{e:#}");
-            let _ = self.central.record_exit(id, "-", &time::now(), None, None, Cause::SpawnFailed.as_str(), Some(&detail));
+            let _ = self.central.record_exit(
+                id,
+                "-",
+                &time::now(),
+                None,
+                None,
+                Cause::SpawnFailed.as_str(),
+                Some(&detail),
+            );
             if self.count_abnormal(id, Cause::SpawnFailed, Some(&detail)) {
                 self.try_wake(id);
             }
@@ -932,7 +1249,13 @@ impl Host {
         m.channel_queue.store(queue as u64, Relaxed);
         if self.published_sessions != active as usize {
             self.published_sessions = active as usize;
-            m.set_session_dirs(self.sessions.values().filter(|s| !s.closed).map(|s| s.dir.root().to_owned()).collect());
+            m.set_session_dirs(
+                self.sessions
+                    .values()
+                    .filter(|s| !s.closed)
+                    .map(|s| s.dir.root().to_owned())
+                    .collect(),
+            );
         }
     }
 
@@ -943,12 +1266,19 @@ impl Host {
         let requests: Option<String> = self
             .central
             .conn
-            .query_row("SELECT extra_mounts FROM agent_configs WHERE agent_group_id = ?1", [ag], |r| r.get(0))
+            .query_row(
+                "SELECT extra_mounts FROM agent_configs WHERE agent_group_id = ?1",
+                [ag],
+                |r| r.get(0),
+            )
             .optional()
             .ok()
             .flatten()
             .flatten();
-        if requests.as_deref().is_none_or(|r| r.trim().is_empty() || r.trim() == "[]") {
+        if requests
+            .as_deref()
+            .is_none_or(|r| r.trim().is_empty() || r.trim() == "[]")
+        {
             return Vec::new();
         }
         let Some(path) = &self.cfg.mount_allowlist else {
@@ -962,7 +1292,9 @@ impl Host {
                 return Vec::new();
             }
         };
-        let mut protected = vec![std::fs::canonicalize(self.data.root()).unwrap_or_else(|_| self.data.root().to_owned())];
+        let mut protected =
+            vec![std::fs::canonicalize(self.data.root())
+                .unwrap_or_else(|_| self.data.root().to_owned())];
         if let Some(dir) = path.parent() {
             protected.push(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()));
         }
@@ -975,14 +1307,17 @@ impl Host {
 
     fn spawn(&mut self, id: &str) -> Result<()> {
         let s = self.sessions.get(id).expect("session exists");
-        let span = tracing::info_span!("session", session_id = %id, agent_group = %s.row.agent_group_id);
+        let span =
+            tracing::info_span!("session", session_id = %id, agent_group = %s.row.agent_group_id);
         let _g = span.enter();
         let dir = s.dir.clone();
         let row = s.row.clone();
         self.project(&row, &dir)?;
         let runner_id = format!("r{}", random_hex(6));
         let agent_dir = ensure_group_folder(&self.data, &row.folder)?;
-        let local_model = (self.cfg.provider.kind == "local").then(|| self.cfg.provider.model.clone().map(PathBuf::from)).flatten();
+        let local_model = (self.cfg.provider.kind == "local")
+            .then(|| self.cfg.provider.model.clone().map(PathBuf::from))
+            .flatten();
         let mounts = Mounts {
             in_dir: match &self.cfg.in_dir_view {
                 Some(view) => view(&dir.in_dir()).context("preparing the sandbox's view of in/")?,
@@ -1002,11 +1337,20 @@ impl Host {
         // `local`: runner.json names the model as the runner will see it.
         let mut provider = self.cfg.provider.clone();
         if let Some(host_path) = &local_model {
-            provider.model = Some(self.sandbox.model_path(&mounts, host_path).to_string_lossy().into_owned());
+            provider.model = Some(
+                self.sandbox
+                    .model_path(&mounts, host_path)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
         let proxy_socket = match self.sandbox.kind() {
             sandbox::Kind::Bwrap | sandbox::Kind::Docker => "/pinch/run/llm.sock".to_owned(),
-            sandbox::Kind::Process => mounts.proxy_dir.as_ref().map(|d| d.join("llm.sock").to_string_lossy().into_owned()).unwrap_or_default(),
+            sandbox::Kind::Process => mounts
+                .proxy_dir
+                .as_ref()
+                .map(|d| d.join("llm.sock").to_string_lossy().into_owned())
+                .unwrap_or_default(),
         };
         let rc = RunnerConfig {
             version: VERSION,
@@ -1014,20 +1358,31 @@ impl Host {
             runner_id: runner_id.clone(),
             agent_group_id: row.agent_group_id.clone(),
             agent_name: row.agent_group_id.clone(),
-            assistant_name: self.central.assistant_name(&row.agent_group_id).unwrap_or_else(|e| {
-                tracing::warn!("reading the assistant name failed (the prompt uses the agent id): {e}");
-                None
-            }),
+            assistant_name: self
+                .central
+                .assistant_name(&row.agent_group_id)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "reading the assistant name failed (the prompt uses the agent id): {e}"
+                    );
+                    None
+                }),
             paths: self.sandbox.runner_paths(&mounts),
             provider,
             timezone: self.cfg.timezone.clone(),
             timings: self.cfg.runner.clone(),
             batch_size: self.cfg.batch_size,
             proxy_socket: Some(proxy_socket.clone().into()),
-            mcp_servers: self.cfg.mcp_servers_for(&row.agent_group_id, self.central.agent_mcp_servers(&row.agent_group_id)?),
+            mcp_servers: self.cfg.mcp_servers_for(
+                &row.agent_group_id,
+                self.central.agent_mcp_servers(&row.agent_group_id)?,
+            ),
         };
         let _ = std::fs::remove_file(dir.stop_file());
-        write_atomic(&dir.runner_json(), serde_json::to_string_pretty(&rc)?.as_bytes())?;
+        write_atomic(
+            &dir.runner_json(),
+            serde_json::to_string_pretty(&rc)?.as_bytes(),
+        )?;
         pinch_proto::open::recovery_open(&dir.outbound_db(), session::BUSY)?;
         match std::fs::remove_file(dir.heartbeat()) {
             Ok(()) => {}
@@ -1038,16 +1393,32 @@ impl Host {
         std::fs::create_dir_all(&log_dir)?;
         prune_logs(&log_dir, 4);
         let log_path = log_dir.join(format!("{runner_id}.log"));
-        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         // Approved packages (SPEC §7.6) come first on PATH.
-        let tools_root = if self.sandbox.kind().isolated() { PathBuf::from(crate::tools_dir::SANDBOX_TOOLS) } else { mounts.tools_dir.clone().unwrap_or_default() };
+        let tools_root = if self.sandbox.kind().isolated() {
+            PathBuf::from(crate::tools_dir::SANDBOX_TOOLS)
+        } else {
+            mounts.tools_dir.clone().unwrap_or_default()
+        };
         let (mut tool_path, python_path) = crate::tools_dir::env_for(&tools_root);
         tool_path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(str::to_owned));
         let env = vec![
             ("PINCH_PROXY".to_owned(), proxy_socket),
             ("PATH".to_owned(), tool_path.join(":")),
             ("PYTHONPATH".to_owned(), python_path),
-            ("HOME".to_owned(), if self.sandbox.kind().isolated() { "/workspace/agent/.home".to_owned() } else { mounts.agent_dir.join(".home").to_string_lossy().into_owned() }),
+            (
+                "HOME".to_owned(),
+                if self.sandbox.kind().isolated() {
+                    "/workspace/agent/.home".to_owned()
+                } else {
+                    mounts
+                        .agent_dir
+                        .join(".home")
+                        .to_string_lossy()
+                        .into_owned()
+                },
+            ),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
             ("TZ".to_owned(), self.cfg.timezone.clone()),
             ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
@@ -1062,8 +1433,13 @@ impl Host {
         if fds {
             env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
         }
-        let mut cmd = self.sandbox.command(&self.cfg.runner_exe, &mounts, &env).context("preparing the sandbox")?;
-        cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let mut cmd = self
+            .sandbox
+            .command(&self.cfg.runner_exe, &mounts, &env)
+            .context("preparing the sandbox")?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         if fds {
             use std::os::fd::AsRawFd;
             use std::os::unix::process::CommandExt;
@@ -1084,7 +1460,9 @@ impl Host {
             }
         }
         if self.sandbox.kind() == sandbox::Kind::Process {
-            tracing::warn!("starting a runner WITHOUT a sandbox (--sandbox process): development only");
+            tracing::warn!(
+                "starting a runner WITHOUT a sandbox (--sandbox process): development only"
+            );
         }
         let mut child = tokio::process::Command::from(cmd)
             .kill_on_drop(false)
@@ -1095,7 +1473,10 @@ impl Host {
         let started_at = time::now();
         // The child is running: from here nothing may abort the bookkeeping,
         // or the exit would never be watched.
-        if let Err(e) = self.central.set_runner_state(&row.id, "running", Some(&runner_id)) {
+        if let Err(e) = self
+            .central
+            .set_runner_state(&row.id, "running", Some(&runner_id))
+        {
             tracing::warn!("could not record the runner state: {e:#}");
         }
         if let Some(w) = self.watcher.as_mut() {
@@ -1104,7 +1485,10 @@ impl Host {
                 tracing::warn!("cannot watch {}: {e}", dir.out_dir().display());
             }
         }
-        self.watch_map.lock().unwrap().insert(dir.out_dir(), self.sessions[id].shared.clone());
+        self.watch_map
+            .lock()
+            .unwrap()
+            .insert(dir.out_dir(), self.sessions[id].shared.clone());
         let events = self.events.clone();
         let (sid, rid) = (row.id.clone(), runner_id.clone());
         tokio::spawn(async move {
@@ -1119,29 +1503,58 @@ impl Host {
                     (None, None)
                 }
             };
-            let _ = events.send(Event::RunnerExited { session_id: sid, runner_id: rid, code, signal });
+            let _ = events.send(Event::RunnerExited {
+                session_id: sid,
+                runner_id: rid,
+                code,
+                signal,
+            });
         });
-        self.stats.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::metrics::METRICS.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .spawns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::METRICS
+            .spawns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
         let s = self.sessions.get_mut(id).expect("session exists");
-        s.runner = Some(Live { runner_id, pid, started_at, spawned_ms: now_ms(), stop_requested_at: None, kill_reason: None, _alive: Some(alive_w) });
+        s.runner = Some(Live {
+            runner_id,
+            pid,
+            started_at,
+            spawned_ms: now_ms(),
+            stop_requested_at: None,
+            kill_reason: None,
+            _alive: Some(alive_w),
+        });
         Ok(())
     }
 
     fn on_exit(&mut self, id: &str, runner_id: &str, code: Option<i32>, signal: Option<i32>) {
-        self.stats.exits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .exits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::metrics::METRICS.exit(code, signal);
         let shutting_down = self.shutting_down;
-        let Some(s) = self.sessions.get_mut(id) else { return };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
         let span = tracing::info_span!("session", session_id = %id);
         let _g = span.enter();
-        let Some(live) = s.runner.take_if(|l| l.runner_id == runner_id) else { return };
+        let Some(live) = s.runner.take_if(|l| l.runner_id == runner_id) else {
+            return;
+        };
         let asked = live.stop_requested_at.is_some();
         let cause = exit::classify(code, signal, shutting_down);
         let cause_str = match (cause, live.kill_reason) {
             (Cause::Killed, Some(_)) => "killed_stuck",
-            (Cause::Transient, _) if detail_is_corruption(&self.data.runner_logs(id).join(format!("{runner_id}.log"))) => "corruption",
+            (Cause::Transient, _)
+                if detail_is_corruption(
+                    &self.data.runner_logs(id).join(format!("{runner_id}.log")),
+                ) =>
+            {
+                "corruption"
+            }
             (c, _) => c.as_str(),
         };
         let log = self.data.runner_logs(id).join(format!("{runner_id}.log"));
@@ -1152,15 +1565,34 @@ impl Host {
             _ => "unknown status".into(),
         };
         if cause.is_abnormal() {
-            tracing::warn!(runner_id, cause = cause_str, last_log = detail.as_deref().unwrap_or(""), "runner {} ({what})", cause.meaning());
+            tracing::warn!(
+                runner_id,
+                cause = cause_str,
+                last_log = detail.as_deref().unwrap_or(""),
+                "runner {} ({what})",
+                cause.meaning()
+            );
         } else {
-            tracing::info!(runner_id, cause = cause_str, "runner {} ({what})", cause.meaning());
+            tracing::info!(
+                runner_id,
+                cause = cause_str,
+                "runner {} ({what})",
+                cause.meaning()
+            );
         }
         let detail = match live.kill_reason {
             Some(r) => Some(format!("killed by the sweep: {r}")),
             None => detail,
         };
-        let _ = self.central.record_exit(id, runner_id, &live.started_at, code, signal, cause_str, detail.as_deref());
+        let _ = self.central.record_exit(
+            id,
+            runner_id,
+            &live.started_at,
+            code,
+            signal,
+            cause_str,
+            detail.as_deref(),
+        );
         let _ = self.central.set_runner_state(id, "stopped", None);
         self.watch_map.lock().unwrap().remove(&s.dir.out_dir());
         if let Some(w) = self.watcher.as_mut() {
@@ -1176,15 +1608,24 @@ impl Host {
         // behind; nothing of this session may run when the next runner starts.
         let leftovers = reap(&dir.root().to_string_lossy());
         if leftovers > 0 {
-            tracing::warn!(count = leftovers, "killed processes the dead sandbox left behind");
+            tracing::warn!(
+                count = leftovers,
+                "killed processes the dead sandbox left behind"
+            );
         }
         // Orphan claims of the dead runner: retry with backoff, or fail at
         // the limit and tell the user once (SPEC §6.3). Exit 75 (the mount
         // failed) and clean exits release claims without a try.
         self.resolve_orphans(id, cause == Cause::Transient || !cause.is_abnormal());
         let counts = cause.is_abnormal() && !(asked && live.kill_reason.is_none());
-        let proceed = if counts { self.count_abnormal(id, cause, detail.as_deref()) } else { true };
-        let Some(s) = self.sessions.get_mut(id) else { return };
+        let proceed = if counts {
+            self.count_abnormal(id, cause, detail.as_deref())
+        } else {
+            true
+        };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
         s.shared.notify.notify_one();
         if !shutting_down {
             // Sessions waiting for a slot go first, so a busy session cannot
@@ -1206,10 +1647,19 @@ impl Host {
     /// the next spawn (the next runner would otherwise drop the claims
     /// without the try being counted).
     fn resolve_orphans(&mut self, id: &str, transient: bool) {
-        let Some(s) = self.sessions.get(id) else { return };
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
         let dir = s.dir.clone();
-        let res = session::orphan_claims(&dir, None)
-            .and_then(|o| session::apply_orphans(&dir, &o, transient, self.cfg.retry_base.as_millis() as i64, jiff::Timestamp::now()));
+        let res = session::orphan_claims(&dir, None).and_then(|o| {
+            session::apply_orphans(
+                &dir,
+                &o,
+                transient,
+                self.cfg.retry_base.as_millis() as i64,
+                jiff::Timestamp::now(),
+            )
+        });
         match res {
             Ok((failed, earliest)) => {
                 for o in failed {
@@ -1237,11 +1687,18 @@ impl Host {
     /// it is now quarantined, in which case the user was told once.
     fn count_abnormal(&mut self, id: &str, cause: Cause, detail: Option<&str>) -> bool {
         let now = now_ms();
-        let Some(s) = self.sessions.get_mut(id) else { return false };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return false;
+        };
         s.exits_ms.push(now);
         let window = self.cfg.budget.window.as_millis() as i64;
         s.exits_ms.retain(|t| now - *t <= window);
-        match pinch_policy::budget::after_abnormal_exit(now, &s.exits_ms, cause == Cause::Config, &self.cfg.budget) {
+        match pinch_policy::budget::after_abnormal_exit(
+            now,
+            &s.exits_ms,
+            cause == Cause::Config,
+            &self.cfg.budget,
+        ) {
             pinch_policy::budget::Verdict::Respawn(delay) => {
                 s.next_spawn_at = Some(Instant::now() + delay);
                 if !delay.is_zero() {
@@ -1250,10 +1707,19 @@ impl Host {
                 true
             }
             pinch_policy::budget::Verdict::Quarantine => {
-                let span = Duration::from_millis((now - s.exits_ms.first().copied().unwrap_or(now)).max(0) as u64);
-                let reason = pinch_policy::budget::quarantine_reason(s.exits_ms.len(), span, cause.as_str(), detail);
+                let span = Duration::from_millis(
+                    (now - s.exits_ms.first().copied().unwrap_or(now)).max(0) as u64,
+                );
+                let reason = pinch_policy::budget::quarantine_reason(
+                    s.exits_ms.len(),
+                    span,
+                    cause.as_str(),
+                    detail,
+                );
                 s.quarantined = true;
-                crate::metrics::METRICS.quarantines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::METRICS
+                    .quarantines
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let routing = pinch_proto::open::open_reader(&s.dir.inbound_db(), session::BUSY)
                     .ok()
                     .and_then(|c| pinch_proto::rows::routing(&c).ok().flatten());
@@ -1267,7 +1733,9 @@ impl Host {
                         }
                     }
                     Ok(false) => {}
-                    Err(e) => tracing::error!(session_id = %id, "cannot record the quarantine: {e:#}"),
+                    Err(e) => {
+                        tracing::error!(session_id = %id, "cannot record the quarantine: {e:#}")
+                    }
                 }
                 false
             }
@@ -1292,10 +1760,24 @@ impl Host {
 
     /// A host notice (not an agent reply) to a conversation, e.g. a
     /// quarantine or a message that failed for good.
-    fn notify_origin(&self, channel_type: Option<String>, platform_id: Option<String>, thread_id: Option<String>, text: String) {
-        let (Some(ct), Some(pid)) = (channel_type, platform_id) else { return };
-        let Some(ch) = self.channels.get(&ct).cloned() else { return };
-        let addr = pinch_channels::Address { channel_type: ct, platform_id: pid, thread_id };
+    fn notify_origin(
+        &self,
+        channel_type: Option<String>,
+        platform_id: Option<String>,
+        thread_id: Option<String>,
+        text: String,
+    ) {
+        let (Some(ct), Some(pid)) = (channel_type, platform_id) else {
+            return;
+        };
+        let Some(ch) = self.channels.get(&ct).cloned() else {
+            return;
+        };
+        let addr = pinch_channels::Address {
+            channel_type: ct,
+            platform_id: pid,
+            thread_id,
+        };
         tokio::spawn(async move {
             if let Err(e) = ch.notice(&addr, &text).await {
                 tracing::warn!("could not deliver a host notice: {e}");
@@ -1325,11 +1807,22 @@ impl Host {
             if sock.as_os_str().len() > 107 {
                 anyhow::bail!("the proxy socket path {} is longer than a Unix socket allows (107 bytes): use a shorter --data-dir", sock.display());
             }
-            let mut egress = crate::proxy::EgressAllow::parse(&self.cfg.proxy_egress_allow).map_err(|e| anyhow::anyhow!("proxy.{e}"))?;
+            let mut egress = crate::proxy::EgressAllow::parse(&self.cfg.proxy_egress_allow)
+                .map_err(|e| anyhow::anyhow!("proxy.{e}"))?;
             let group = self.central.egress_allow(ag_id)?;
-            egress.extend(crate::proxy::EgressAllow::parse(&group).map_err(|e| anyhow::anyhow!("agent group {ag_id:?}: {e}"))?);
-            let h = crate::proxy::serve(&sock, id.to_owned(), Arc::new(self.cfg.proxy_upstreams.clone()), Arc::new(egress), self.proxy_tls.clone())
-                .with_context(|| format!("starting the credential proxy on {}", sock.display()))?;
+            egress.extend(
+                crate::proxy::EgressAllow::parse(&group)
+                    .map_err(|e| anyhow::anyhow!("agent group {ag_id:?}: {e}"))?,
+            );
+            let h = crate::proxy::serve(
+                &sock,
+                id.to_owned(),
+                Arc::new(self.cfg.proxy_upstreams.clone()),
+                Arc::new(egress),
+                self.proxy_tls.clone(),
+                self.proxy_budget.clone(),
+            )
+            .with_context(|| format!("starting the credential proxy on {}", sock.display()))?;
             self.proxies.insert(id.to_owned(), h);
         }
         Ok(dir)
@@ -1337,8 +1830,12 @@ impl Host {
 
     /// Asks a runner to stop via `in/stop` (works through any sandbox).
     fn request_stop(&mut self, id: &str) -> bool {
-        let Some(s) = self.sessions.get_mut(id) else { return false };
-        let Some(live) = s.runner.as_mut() else { return false };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return false;
+        };
+        let Some(live) = s.runner.as_mut() else {
+            return false;
+        };
         if live.stop_requested_at.is_none() {
             live.stop_requested_at = Some(Instant::now());
             if let Err(e) = write_atomic(&s.dir.stop_file(), live.runner_id.as_bytes()) {
@@ -1346,10 +1843,18 @@ impl Host {
                 kill(live.pid);
                 self.sandbox.kill_session(id);
             }
-            let (events, grace, sid, rid) = (self.events.clone(), self.cfg.stop_grace, id.to_owned(), live.runner_id.clone());
+            let (events, grace, sid, rid) = (
+                self.events.clone(),
+                self.cfg.stop_grace,
+                id.to_owned(),
+                live.runner_id.clone(),
+            );
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
-                let _ = events.send(Event::StopDeadline { session_id: sid, runner_id: rid });
+                let _ = events.send(Event::StopDeadline {
+                    session_id: sid,
+                    runner_id: rid,
+                });
             });
         }
         true
@@ -1369,7 +1874,9 @@ impl Host {
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         let now = now_ms();
         for id in ids {
-            let Some(s) = self.sessions.get(&id) else { continue };
+            let Some(s) = self.sessions.get(&id) else {
+                continue;
+            };
             s.shared.notify.notify_one();
             if s.runner.is_none() {
                 self.try_wake(&id);
@@ -1386,17 +1893,27 @@ impl Host {
                     continue;
                 }
             };
-            if let pinch_policy::sweep::Stuck::Kill(reason) = pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck) {
+            if let pinch_policy::sweep::Stuck::Kill(reason) =
+                pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck)
+            {
                 let s = self.sessions.get_mut(&id).expect("exists");
                 let live = s.runner.as_mut().expect("checked");
                 tracing::warn!(session_id = %id, runner_id = %live.runner_id, reason = reason.as_str(), "runner is stuck: killing it (SIGTERM, SIGKILL after the grace)");
                 live.kill_reason = Some(reason.as_str());
                 live.stop_requested_at = Some(Instant::now());
                 term(live.pid);
-                let (events, grace, sid, rid) = (self.events.clone(), self.cfg.stop_grace, id.clone(), live.runner_id.clone());
+                let (events, grace, sid, rid) = (
+                    self.events.clone(),
+                    self.cfg.stop_grace,
+                    id.clone(),
+                    live.runner_id.clone(),
+                );
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
-                    let _ = events.send(Event::StopDeadline { session_id: sid, runner_id: rid });
+                    let _ = events.send(Event::StopDeadline {
+                        session_id: sid,
+                        runner_id: rid,
+                    });
                 });
             }
         }
@@ -1405,7 +1922,12 @@ impl Host {
     fn begin_shutdown(&mut self) {
         tracing::info!(live = self.live_count(), "shutting down: stopping runners");
         self.shutting_down = true;
-        let ids: Vec<String> = self.sessions.iter().filter(|(_, s)| s.runner.is_some()).map(|(k, _)| k.clone()).collect();
+        let ids: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.runner.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in ids {
             self.request_stop(&id);
         }
@@ -1424,8 +1946,13 @@ impl Host {
     async fn finish_shutdown(&mut self) {
         let _ = self.delivery_stop.send(true);
         let all = async { while self.delivery_tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
-            tracing::warn!("deliveries did not finish within 10 s; unsent rows are sent on the next start");
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries did not finish within 10 s; unsent rows are sent on the next start"
+            );
             self.delivery_tasks.abort_all();
         }
         for s in self.sessions.values() {
@@ -1434,7 +1961,8 @@ impl Host {
         let _ = std::fs::remove_file(self.data.admin_socket());
         for (id, h) in self.proxies.drain() {
             h.abort();
-            let _ = std::fs::remove_file(self.data.run_dir().join("proxy").join(id).join("llm.sock"));
+            let _ =
+                std::fs::remove_file(self.data.run_dir().join("proxy").join(id).join("llm.sock"));
         }
         // A graceful exit clears the breaker, even if teardown had trouble.
         let _ = std::fs::remove_file(self.data.run_dir().join(BREAKER_FILE));
@@ -1453,30 +1981,46 @@ async fn start_http(
     ch_tx: &mpsc::Sender<ChannelEvent>,
     channels: &mut Channels,
     routes: Vec<pinch_channels::http::Router>,
-    admin_tx: &mpsc::UnboundedSender<(crate::admin::Request, tokio::sync::oneshot::Sender<crate::admin::Reply>)>,
+    admin_tx: &mpsc::UnboundedSender<(
+        crate::admin::Request,
+        tokio::sync::oneshot::Sender<crate::admin::Reply>,
+    )>,
 ) -> Result<pinch_channels::http::Server> {
     let mut router = pinch_channels::http::Router::new();
     for r in routes {
         router = router.merge(r);
     }
     if !h.hooks.is_empty() {
-        let hooks = pinch_channels::webhook::WebhookChannel::new(h.hooks.clone(), ch_tx.clone()).map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
+        let hooks = pinch_channels::webhook::WebhookChannel::new(h.hooks.clone(), ch_tx.clone())
+            .map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
         router = router.merge(hooks.router());
         channels.insert(pinch_channels::webhook::CHANNEL_TYPE.to_owned(), hooks);
     }
     if h.web {
         let token = crate::web_token(data.root())?;
-        let web = pinch_channels::web::WebChannel::new(token, data.root().join("web"), login.to_owned(), ch_tx.clone())
-            .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
+        let web = pinch_channels::web::WebChannel::new(
+            token,
+            data.root().join("web"),
+            login.to_owned(),
+            ch_tx.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
         router = router.merge(web.router());
         channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
         // The dashboard, behind the same token.
-        router = router.merge(crate::dashboard::router(crate::web_token(data.root())?, admin_tx.clone()));
+        router = router.merge(crate::dashboard::router(
+            crate::web_token(data.root())?,
+            admin_tx.clone(),
+        ));
     }
     if h.metrics {
         // Loopback: open, like any local exporter. Otherwise the web token
         // as a bearer token.
-        let token = if h.listen.ip().is_loopback() { None } else { Some(crate::web_token(data.root())?) };
+        let token = if h.listen.ip().is_loopback() {
+            None
+        } else {
+            Some(crate::web_token(data.root())?)
+        };
         router = router.route(
             "/metrics",
             pinch_channels::http::axum::routing::get(move |headers: pinch_channels::http::axum::http::HeaderMap| {
@@ -1507,13 +2051,23 @@ async fn start_http(
 /// deletes it. A missing or unreadable file counts as a clean history.
 async fn boot_breaker(data: &DataDir) {
     let path = data.run_dir().join(BREAKER_FILE);
-    let earlier: Vec<i64> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let earlier: Vec<i64> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
     let (boots, wait) = pinch_policy::breaker::decide(&earlier, now_ms());
-    if let Err(e) = write_atomic(&path, serde_json::to_string(&boots).unwrap_or_default().as_bytes()) {
+    if let Err(e) = write_atomic(
+        &path,
+        serde_json::to_string(&boots).unwrap_or_default().as_bytes(),
+    ) {
         tracing::warn!("cannot write the boot breaker file: {e:#}");
     }
     if !wait.is_zero() {
-        tracing::warn!(boots_last_hour = boots.len(), wait_s = wait.as_secs(), "the host has restarted repeatedly without a clean exit: waiting before booting");
+        tracing::warn!(
+            boots_last_hour = boots.len(),
+            wait_s = wait.as_secs(),
+            "the host has restarted repeatedly without a clean exit: waiting before booting"
+        );
         tokio::time::sleep(wait).await;
     }
 }
@@ -1529,7 +2083,12 @@ fn liveness_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedF
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) })
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 /// Kills (SIGKILL) every live process, other than this one, whose command
@@ -1540,13 +2099,19 @@ fn liveness_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedF
 fn reap(path: &str) -> usize {
     let me = std::process::id();
     let mut killed = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me || is_zombie(pid) {
             continue;
         }
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains(path) && (cmd.contains("bwrap") || cmd.contains(" runner ")) {
             kill(pid);
@@ -1554,7 +2119,11 @@ fn reap(path: &str) -> usize {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(1);
-    while killed.iter().any(|p| !is_zombie(*p) && Path::new(&format!("/proc/{p}")).exists()) && Instant::now() < deadline {
+    while killed
+        .iter()
+        .any(|p| !is_zombie(*p) && Path::new(&format!("/proc/{p}")).exists())
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(2));
     }
     killed.len()
@@ -1563,7 +2132,10 @@ fn reap(path: &str) -> usize {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -1583,7 +2155,9 @@ fn now_ms() -> i64 {
 
 /// Whether the runner's last log lines name a corrupt inbound view.
 fn detail_is_corruption(log: &Path) -> bool {
-    let Ok(text) = std::fs::read(log) else { return false };
+    let Ok(text) = std::fs::read(log) else {
+        return false;
+    };
     let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(2048)..]).to_string();
     tail.contains("read failed as corrupt")
 }
@@ -1626,12 +2200,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn last_line(path: &Path) -> Option<String> {
     let text = std::fs::read(path).ok()?;
     let tail = &text[text.len().saturating_sub(4096)..];
-    String::from_utf8_lossy(tail).lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().chars().take(500).collect())
+    String::from_utf8_lossy(tail)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().chars().take(500).collect())
 }
 
 /// Keeps the newest `keep` runner logs of a session.
 fn prune_logs(dir: &Path, keep: usize) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
         .flatten()
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the delivery-latency buckets.
-pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 pub struct Metrics {
     pub spawns: AtomicU64,
@@ -62,14 +64,20 @@ impl Metrics {
             (None, Some(s)) => format!("signal=\"{s}\""),
             _ => "code=\"unknown\"".to_owned(),
         };
-        *self.exits.lock().unwrap_or_else(|p| p.into_inner()).entry(label).or_default() += 1;
+        *self
+            .exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(label)
+            .or_default() += 1;
     }
 
     /// A row reached its platform `secs` after the runner wrote it.
     pub fn delivered(&self, secs: f64) {
         self.deliveries.fetch_add(1, Relaxed);
         self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add((secs.max(0.0) * 1e6) as u64, Relaxed);
+        self.latency_sum_us
+            .fetch_add((secs.max(0.0) * 1e6) as u64, Relaxed);
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             if secs <= *b {
                 self.latency_buckets[i].fetch_add(1, Relaxed);
@@ -85,58 +93,130 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let counter = |s: &mut String, name: &str, help: &str, v: u64| {
-            let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+            let _ = write!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
         };
         let gauge = |s: &mut String, name: &str, help: &str, v: u64| {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
         };
-        counter(&mut s, "pinch_runner_spawns_total", "Runners started.", self.spawns.load(Relaxed));
+        counter(
+            &mut s,
+            "pinch_runner_spawns_total",
+            "Runners started.",
+            self.spawns.load(Relaxed),
+        );
         let _ = write!(s, "# HELP pinch_runner_exits_total Runners that ended, by exit code or signal.\n# TYPE pinch_runner_exits_total counter\n");
         for (label, v) in self.exits.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(s, "pinch_runner_exits_total{{{label}}} {v}");
         }
-        counter(&mut s, "pinch_quarantines_total", "Sessions quarantined after repeated crashes.", self.quarantines.load(Relaxed));
-        counter(&mut s, "pinch_deliveries_total", "Outbound messages delivered to a channel.", self.deliveries.load(Relaxed));
-        counter(&mut s, "pinch_delivery_failures_total", "Outbound messages that failed for good.", self.delivery_failures.load(Relaxed));
+        counter(
+            &mut s,
+            "pinch_quarantines_total",
+            "Sessions quarantined after repeated crashes.",
+            self.quarantines.load(Relaxed),
+        );
+        counter(
+            &mut s,
+            "pinch_deliveries_total",
+            "Outbound messages delivered to a channel.",
+            self.deliveries.load(Relaxed),
+        );
+        counter(
+            &mut s,
+            "pinch_delivery_failures_total",
+            "Outbound messages that failed for good.",
+            self.delivery_failures.load(Relaxed),
+        );
         let _ = write!(
             s,
             "# HELP pinch_delivery_latency_seconds From the runner writing a message to the channel accepting it.\n# TYPE pinch_delivery_latency_seconds histogram\n"
         );
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(s, "pinch_delivery_latency_seconds_bucket{{le=\"{b}\"}} {}", self.latency_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                s,
+                "pinch_delivery_latency_seconds_bucket{{le=\"{b}\"}} {}",
+                self.latency_buckets[i].load(Relaxed)
+            );
         }
         let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(s, "pinch_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(s, "pinch_delivery_latency_seconds_sum {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            s,
+            "pinch_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "pinch_delivery_latency_seconds_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(s, "pinch_delivery_latency_seconds_count {count}");
-        let _ = write!(s, "# HELP pinch_sessions Active sessions by state.\n# TYPE pinch_sessions gauge\n");
+        let _ = write!(
+            s,
+            "# HELP pinch_sessions Active sessions by state.\n# TYPE pinch_sessions gauge\n"
+        );
         let active = self.sessions_active.load(Relaxed);
         let running = self.sessions_running.load(Relaxed);
         let quarantined = self.sessions_quarantined.load(Relaxed);
         let _ = writeln!(s, "pinch_sessions{{state=\"running\"}} {running}");
         let _ = writeln!(s, "pinch_sessions{{state=\"quarantined\"}} {quarantined}");
-        let _ = writeln!(s, "pinch_sessions{{state=\"idle\"}} {}", active.saturating_sub(running + quarantined));
-        gauge(&mut s, "pinch_channel_queue", "Channel events waiting for the main loop.", self.channel_queue.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "pinch_sessions{{state=\"idle\"}} {}",
+            active.saturating_sub(running + quarantined)
+        );
+        gauge(
+            &mut s,
+            "pinch_channel_queue",
+            "Channel events waiting for the main loop.",
+            self.channel_queue.load(Relaxed),
+        );
         let (inbound, outbound) = self.pending();
-        gauge(&mut s, "pinch_inbound_pending", "Inbound rows not yet processed by a runner, all sessions.", inbound);
-        gauge(&mut s, "pinch_outbound_pending", "Outbound rows not yet delivered or failed, all sessions.", outbound);
+        gauge(
+            &mut s,
+            "pinch_inbound_pending",
+            "Inbound rows not yet processed by a runner, all sessions.",
+            inbound,
+        );
+        gauge(
+            &mut s,
+            "pinch_outbound_pending",
+            "Outbound rows not yet delivered or failed, all sessions.",
+            outbound,
+        );
         s
     }
 
     /// Pending inbound and undelivered outbound rows over the sessions,
     /// read-only (a session whose files cannot be read counts 0).
     fn pending(&self) -> (u64, u64) {
-        let dirs = self.session_dirs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let dirs = self
+            .session_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let busy = std::time::Duration::from_millis(200);
         let (mut i, mut o) = (0u64, 0u64);
         for d in dirs {
             let inb = d.join("in").join(pinch_proto::layout::INBOUND_DB);
             let outb = d.join("out").join(pinch_proto::layout::OUTBOUND_DB);
-            let Ok(c) = pinch_proto::open::open_reader(&inb, busy) else { continue };
-            let q = |c: &pinch_proto::rusqlite::Connection, sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64;
+            let Ok(c) = pinch_proto::open::open_reader(&inb, busy) else {
+                continue;
+            };
+            let q = |c: &pinch_proto::rusqlite::Connection, sql: &str| {
+                c.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .unwrap_or(0)
+                    .max(0) as u64
+            };
             // Rows still pending in the host's view (acks not yet synced back).
-            i += q(&c, "SELECT count(*) FROM messages_in WHERE status = 'pending' AND trigger = 1");
-            let terminal = q(&c, "SELECT count(*) FROM delivered WHERE status IN ('delivered', 'failed')");
+            i += q(
+                &c,
+                "SELECT count(*) FROM messages_in WHERE status = 'pending' AND trigger = 1",
+            );
+            let terminal = q(
+                &c,
+                "SELECT count(*) FROM delivered WHERE status IN ('delivered', 'failed')",
+            );
             if let Ok(oc) = pinch_proto::open::open_reader(&outb, busy) {
                 o += q(&oc, "SELECT count(*) FROM messages_out").saturating_sub(terminal);
             }
@@ -161,12 +241,32 @@ mod tests {
         m.delivered(0.2);
         m.delivered(100.0);
         let s = m.render();
-        assert!(s.contains("# TYPE pinch_runner_spawns_total counter\npinch_runner_spawns_total 2\n"), "{s}");
-        assert!(s.contains("pinch_runner_exits_total{code=\"75\"} 2\n") && s.contains("pinch_runner_exits_total{signal=\"9\"} 1\n"), "{s}");
-        assert!(s.contains("pinch_delivery_latency_seconds_bucket{le=\"0.005\"} 1\n"), "{s}");
-        assert!(s.contains("pinch_delivery_latency_seconds_bucket{le=\"0.25\"} 2\n"), "{s}");
-        assert!(s.contains("pinch_delivery_latency_seconds_bucket{le=\"30\"} 2\n"), "{s}");
-        assert!(s.contains("pinch_delivery_latency_seconds_bucket{le=\"+Inf\"} 3\n") && s.contains("pinch_delivery_latency_seconds_count 3\n"), "{s}");
+        assert!(
+            s.contains("# TYPE pinch_runner_spawns_total counter\npinch_runner_spawns_total 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("pinch_runner_exits_total{code=\"75\"} 2\n")
+                && s.contains("pinch_runner_exits_total{signal=\"9\"} 1\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("pinch_delivery_latency_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("pinch_delivery_latency_seconds_bucket{le=\"0.25\"} 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("pinch_delivery_latency_seconds_bucket{le=\"30\"} 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("pinch_delivery_latency_seconds_bucket{le=\"+Inf\"} 3\n")
+                && s.contains("pinch_delivery_latency_seconds_count 3\n"),
+            "{s}"
+        );
         // Every sample line is `name{labels} number`.
         for l in s.lines().filter(|l| !l.starts_with('#')) {
             let (_, v) = l.rsplit_once(' ').unwrap();

@@ -46,7 +46,11 @@ pub fn plain_name(name: &str) -> bool {
 
 /// Opens `outbox_root/<row_id>/<name>` for reading, with the checks above.
 /// Returns the file and its size.
-pub fn open_checked(outbox_root: &Path, row_id: &str, name: &str) -> Result<(File, u64), OutboxError> {
+pub fn open_checked(
+    outbox_root: &Path,
+    row_id: &str,
+    name: &str,
+) -> Result<(File, u64), OutboxError> {
     for part in [row_id, name] {
         if !plain_name(part) {
             return Err(OutboxError::BadName(part.to_owned()));
@@ -69,9 +73,15 @@ pub fn open_checked(outbox_root: &Path, row_id: &str, name: &str) -> Result<(Fil
         return Err(OutboxError::Escapes(real_dir));
     }
     let path = real_dir.join(name);
-    let f = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path) {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(OutboxError::NotRegular(path)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(OutboxError::NotRegular(path))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OutboxError::Missing { path }),
         Err(e) => return Err(io_err(&path)(e)),
     };
@@ -81,7 +91,10 @@ pub fn open_checked(outbox_root: &Path, row_id: &str, name: &str) -> Result<(Fil
         return Err(OutboxError::NotRegular(path));
     }
     if m.len() > MAX_OUTBOX_FILE {
-        return Err(OutboxError::TooLarge { path, size: m.len() });
+        return Err(OutboxError::TooLarge {
+            path,
+            size: m.len(),
+        });
     }
     Ok((f, m.len()))
 }
@@ -106,8 +119,14 @@ mod tests {
         fs::create_dir_all(outbox.join("r1")).unwrap();
         fs::write(outbox.join("r1/report.txt"), "numbers").unwrap();
         assert_eq!(read(open_checked(&outbox, "r1", "report.txt")), "numbers");
-        assert!(matches!(open_checked(&outbox, "r1", "nope.txt"), Err(OutboxError::Missing { .. })));
-        assert!(matches!(open_checked(&outbox, "r2", "report.txt"), Err(OutboxError::NoFolder(_))));
+        assert!(matches!(
+            open_checked(&outbox, "r1", "nope.txt"),
+            Err(OutboxError::Missing { .. })
+        ));
+        assert!(matches!(
+            open_checked(&outbox, "r2", "report.txt"),
+            Err(OutboxError::NoFolder(_))
+        ));
     }
 
     #[test]
@@ -119,27 +138,68 @@ mod tests {
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("secret"), "s").unwrap();
         fs::write(d.path().join("top"), "t").unwrap();
-        for name in ["../../top", "../secret", "/etc/passwd", "..", ".", "", "a\0b", "a\nb", ".hidden", "a/b"] {
-            assert!(matches!(open_checked(&outbox, "r1", name), Err(OutboxError::BadName(_))), "{name:?}");
-            assert!(matches!(open_checked(&outbox, name, "x"), Err(OutboxError::BadName(_))), "row {name:?}");
+        for name in [
+            "../../top",
+            "../secret",
+            "/etc/passwd",
+            "..",
+            ".",
+            "",
+            "a\0b",
+            "a\nb",
+            ".hidden",
+            "a/b",
+        ] {
+            assert!(
+                matches!(
+                    open_checked(&outbox, "r1", name),
+                    Err(OutboxError::BadName(_))
+                ),
+                "{name:?}"
+            );
+            assert!(
+                matches!(
+                    open_checked(&outbox, name, "x"),
+                    Err(OutboxError::BadName(_))
+                ),
+                "row {name:?}"
+            );
         }
         // a symlink as the file, to a host file
         symlink(outside.join("secret"), outbox.join("r1/link.txt")).unwrap();
-        assert!(matches!(open_checked(&outbox, "r1", "link.txt"), Err(OutboxError::NotRegular(_))));
+        assert!(matches!(
+            open_checked(&outbox, "r1", "link.txt"),
+            Err(OutboxError::NotRegular(_))
+        ));
         // a symlink as the row folder
         symlink(&outside, outbox.join("r2")).unwrap();
-        assert!(matches!(open_checked(&outbox, "r2", "secret"), Err(OutboxError::NotRegular(_))));
+        assert!(matches!(
+            open_checked(&outbox, "r2", "secret"),
+            Err(OutboxError::NotRegular(_))
+        ));
         // a folder or a fifo where a file should be
         fs::create_dir(outbox.join("r1/sub")).unwrap();
-        assert!(matches!(open_checked(&outbox, "r1", "sub"), Err(OutboxError::NotRegular(_))));
+        assert!(matches!(
+            open_checked(&outbox, "r1", "sub"),
+            Err(OutboxError::NotRegular(_))
+        ));
         let fifo = outbox.join("r1/fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(matches!(open_checked(&outbox, "r1", "fifo"), Err(OutboxError::NotRegular(_))), "a fifo never blocks the host");
+        assert!(
+            matches!(
+                open_checked(&outbox, "r1", "fifo"),
+                Err(OutboxError::NotRegular(_))
+            ),
+            "a fifo never blocks the host"
+        );
         // an outbox root that is itself reached through a symlink still works
         symlink(&outbox, d.path().join("alias")).unwrap();
         fs::write(outbox.join("r1/ok.txt"), "ok").unwrap();
-        assert_eq!(read(open_checked(&d.path().join("alias"), "r1", "ok.txt")), "ok");
+        assert_eq!(
+            read(open_checked(&d.path().join("alias"), "r1", "ok.txt")),
+            "ok"
+        );
     }
 
     #[test]
@@ -149,6 +209,9 @@ mod tests {
         fs::create_dir_all(outbox.join("r1")).unwrap();
         let f = File::create(outbox.join("r1/big.bin")).unwrap();
         f.set_len(MAX_OUTBOX_FILE + 1).unwrap();
-        assert!(matches!(open_checked(&outbox, "r1", "big.bin"), Err(OutboxError::TooLarge { .. })));
+        assert!(matches!(
+            open_checked(&outbox, "r1", "big.bin"),
+            Err(OutboxError::TooLarge { .. })
+        ));
     }
 }

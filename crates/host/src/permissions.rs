@@ -50,7 +50,9 @@ impl Central {
         }
         let member = self
             .conn
-            .prepare_cached("SELECT 1 FROM agent_group_members WHERE user_id = ?1 AND agent_group_id = ?2")?
+            .prepare_cached(
+                "SELECT 1 FROM agent_group_members WHERE user_id = ?1 AND agent_group_id = ?2",
+            )?
             .query_row(params![user_id, ag_id], |_| Ok(()))
             .optional()?
             .is_some();
@@ -60,14 +62,23 @@ impl Central {
     pub fn is_owner(&self, user_id: &str) -> Result<bool> {
         Ok(self
             .conn
-            .query_row("SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner'", [user_id], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM user_roles WHERE user_id = ?1 AND role = 'owner'",
+                [user_id],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
 
     /// Does the user exist already? (Saves a write per message.)
     pub fn user_exists(&self, user_id: &str) -> Result<bool> {
-        Ok(self.conn.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?.query_row([user_id], |_| Ok(())).optional()?.is_some())
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+            .query_row([user_id], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// Approvers in the order SPEC §7.2 asks, as tiers: admins of the
@@ -76,7 +87,9 @@ impl Central {
     pub fn approver_tiers(&self, ag_id: Option<&str>) -> Result<Vec<Vec<String>>> {
         let q = |sql: &str, p: &[&dyn pinch_proto::rusqlite::ToSql]| -> Result<Vec<String>> {
             let mut s = self.conn.prepare(sql)?;
-            let rows = s.query_map(p, |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            let rows = s
+                .query_map(p, |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         };
         let mut tiers = Vec::new();
@@ -84,7 +97,10 @@ impl Central {
             tiers.push(q("SELECT user_id FROM user_roles WHERE role = 'admin' AND agent_group_id = ?1 ORDER BY granted_at, user_id", &[&ag])?);
         }
         tiers.push(q("SELECT user_id FROM user_roles WHERE role = 'admin' AND agent_group_id IS NULL ORDER BY granted_at, user_id", &[])?);
-        tiers.push(q("SELECT user_id FROM user_roles WHERE role = 'owner' ORDER BY granted_at, user_id", &[])?);
+        tiers.push(q(
+            "SELECT user_id FROM user_roles WHERE role = 'owner' ORDER BY granted_at, user_id",
+            &[],
+        )?);
         let mut seen: Vec<String> = Vec::new();
         for t in tiers.iter_mut() {
             t.retain(|u| {
@@ -100,7 +116,12 @@ impl Central {
     /// admin of the group (or a global admin) unless the card is for owners
     /// only. Being the addressed approver is not enough by itself: an
     /// approver who lost their role since cannot decide.
-    pub fn may_decide(&self, user_id: &str, ag_id: Option<&str>, owners_only: bool) -> Result<bool> {
+    pub fn may_decide(
+        &self,
+        user_id: &str,
+        ag_id: Option<&str>,
+        owners_only: bool,
+    ) -> Result<bool> {
         if self.is_owner(user_id)? {
             return Ok(true);
         }
@@ -120,7 +141,11 @@ impl Central {
                 Ok(v)
             }
             Err(e) => {
-                if self.conn.execute_batch("ROLLBACK TO atomically; RELEASE atomically").is_err() {
+                if self
+                    .conn
+                    .execute_batch("ROLLBACK TO atomically; RELEASE atomically")
+                    .is_err()
+                {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
                 Err(e)
@@ -142,7 +167,12 @@ impl Central {
 
     /// Records a user's DM conversation, creating its messaging group (not
     /// a group chat; policy `strict`) if pinch did not know it.
-    pub fn set_user_dm(&mut self, user_id: &str, channel_type: &str, platform_id: &str) -> Result<()> {
+    pub fn set_user_dm(
+        &mut self,
+        user_id: &str,
+        channel_type: &str,
+        platform_id: &str,
+    ) -> Result<()> {
         let tx = self.conn.savepoint()?;
         let t = now();
         tx.execute(
@@ -166,13 +196,20 @@ impl Central {
 
     /// A conversation pinch has just met (SPEC §4 step 2c): policy
     /// `request_approval`.
-    pub fn create_messaging_group(&self, channel_type: &str, platform_id: &str, name: Option<&str>, is_group: bool) -> Result<MessagingGroup> {
+    pub fn create_messaging_group(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+        name: Option<&str>,
+        is_group: bool,
+    ) -> Result<MessagingGroup> {
         self.conn.execute(
             "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'request_approval', ?6)",
             params![format!("mg-{channel_type}-{}", pinch_proto::runner_config::random_hex(4)), channel_type, platform_id, name, is_group, now()],
         )?;
-        self.messaging_group(channel_type, platform_id)?.context("the new messaging group vanished")
+        self.messaging_group(channel_type, platform_id)?
+            .context("the new messaging group vanished")
     }
 
     /// One more dropped message in the audit.
@@ -228,7 +265,12 @@ impl Central {
     }
 
     /// `last_active` of the active (ag, mg, thread) session, if any.
-    pub fn session_last_active(&self, ag_id: &str, mg_id: &str, thread_id: Option<&str>) -> Result<Option<String>> {
+    pub fn session_last_active(
+        &self,
+        ag_id: &str,
+        mg_id: &str,
+        thread_id: Option<&str>,
+    ) -> Result<Option<String>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -242,8 +284,12 @@ impl Central {
 
     /// (id, name) of every agent group, by name.
     pub fn agent_groups(&self) -> Result<Vec<(String, String)>> {
-        let mut s = self.conn.prepare("SELECT id, name FROM agent_groups ORDER BY name, id")?;
-        let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        let mut s = self
+            .conn
+            .prepare("SELECT id, name FROM agent_groups ORDER BY name, id")?;
+        let rows = s
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -261,19 +307,32 @@ impl Central {
             .collect::<Vec<_>>()
             .join("-");
         let base: String = base.chars().take(32).collect();
-        anyhow::ensure!(!base.is_empty(), "an agent's name needs at least one letter or digit, got {name:?}");
+        anyhow::ensure!(
+            !base.is_empty(),
+            "an agent's name needs at least one letter or digit, got {name:?}"
+        );
         let tx = self.conn.savepoint()?;
         let mut folder = base.clone();
         let mut n = 1;
         while folder == "global"
-            || tx.query_row("SELECT 1 FROM agent_groups WHERE folder = ?1 OR id = ?1", [&folder], |_| Ok(())).optional()?.is_some()
+            || tx
+                .query_row(
+                    "SELECT 1 FROM agent_groups WHERE folder = ?1 OR id = ?1",
+                    [&folder],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some()
         {
             n += 1;
             folder = format!("{base}-{n}");
         }
         let t = now();
         tx.execute("INSERT INTO agent_groups (id, name, folder, provider, created_at) VALUES (?1, ?2, ?1, NULL, ?3)", params![folder, name.trim(), t])?;
-        tx.execute("INSERT INTO agent_configs (agent_group_id, updated_at) VALUES (?1, ?2)", params![folder, t])?;
+        tx.execute(
+            "INSERT INTO agent_configs (agent_group_id, updated_at) VALUES (?1, ?2)",
+            params![folder, t],
+        )?;
         tx.commit()?;
         Ok(folder)
     }
@@ -282,7 +341,11 @@ impl Central {
     /// (SPEC §7.1): `mention-sticky` in a group, `pattern "."` in a DM;
     /// known senders, accumulate, shared; plus the agent's destination.
     pub fn wire_registered(&mut self, mg: &MessagingGroup, ag_id: &str) -> Result<()> {
-        let (mode, pattern) = if mg.is_group { ("mention-sticky", None) } else { ("pattern", Some(".")) };
+        let (mode, pattern) = if mg.is_group {
+            ("mention-sticky", None)
+        } else {
+            ("pattern", Some("."))
+        };
         let tx = self.conn.savepoint()?;
         let t = now();
         tx.execute(
@@ -310,7 +373,10 @@ impl Central {
     }
 
     pub fn deny_messaging_group(&self, mg_id: &str) -> Result<()> {
-        self.conn.execute("UPDATE messaging_groups SET denied_at = ?2 WHERE id = ?1", params![mg_id, now()])?;
+        self.conn.execute(
+            "UPDATE messaging_groups SET denied_at = ?2 WHERE id = ?1",
+            params![mg_id, now()],
+        )?;
         Ok(())
     }
 
@@ -338,7 +404,9 @@ impl Central {
         Ok(())
     }
 
-    fn approval_row(r: &pinch_proto::rusqlite::Row<'_>) -> pinch_proto::rusqlite::Result<(Approval, String, String)> {
+    fn approval_row(
+        r: &pinch_proto::rusqlite::Row<'_>,
+    ) -> pinch_proto::rusqlite::Result<(Approval, String, String)> {
         Ok((
             Approval {
                 approval_id: r.get(0)?,
@@ -360,55 +428,89 @@ impl Central {
         ))
     }
 
-    const APPROVAL_COLS: &'static str = "approval_id, session_id, agent_group_id, request_id, action, payload, title, options_json,
+    const APPROVAL_COLS: &'static str =
+        "approval_id, session_id, agent_group_id, request_id, action, payload, title, options_json,
         approver_user_id, channel_type, platform_id, status, expires_at";
 
     fn finish_approval(raw: (Approval, String, String)) -> Result<Approval> {
         let (mut a, payload, options) = raw;
-        a.payload = serde_json::from_str(&payload).with_context(|| format!("approval {} has an unreadable payload", a.approval_id))?;
-        a.options = serde_json::from_str(&options).with_context(|| format!("approval {} has unreadable options", a.approval_id))?;
+        a.payload = serde_json::from_str(&payload)
+            .with_context(|| format!("approval {} has an unreadable payload", a.approval_id))?;
+        a.options = serde_json::from_str(&options)
+            .with_context(|| format!("approval {} has unreadable options", a.approval_id))?;
         Ok(a)
     }
 
     pub fn approval(&self, id: &str) -> Result<Option<Approval>> {
         let raw = self
             .conn
-            .query_row(&format!("SELECT {} FROM pending_approvals WHERE approval_id = ?1", Self::APPROVAL_COLS), [id], Self::approval_row)
+            .query_row(
+                &format!(
+                    "SELECT {} FROM pending_approvals WHERE approval_id = ?1",
+                    Self::APPROVAL_COLS
+                ),
+                [id],
+                Self::approval_row,
+            )
             .optional()?;
         raw.map(Self::finish_approval).transpose()
     }
 
     /// Pending, unexpired approvals whose card went to this conversation
     /// (numbered answers on channels without buttons).
-    pub fn open_approvals_in(&self, channel_type: &str, platform_id: &str, now: &str) -> Result<Vec<Approval>> {
+    pub fn open_approvals_in(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+        now: &str,
+    ) -> Result<Vec<Approval>> {
         let mut s = self.conn.prepare(&format!(
             "SELECT {} FROM pending_approvals WHERE status = 'pending' AND channel_type = ?1 AND platform_id = ?2 AND expires_at > ?3
              ORDER BY created_at DESC, rowid DESC",
             Self::APPROVAL_COLS
         ))?;
-        let raws = s.query_map(params![channel_type, platform_id, now], Self::approval_row)?.collect::<Result<Vec<_>, _>>()?;
+        let raws = s
+            .query_map(params![channel_type, platform_id, now], Self::approval_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         raws.into_iter().map(Self::finish_approval).collect()
     }
 
     /// Unexpired questions asked in this conversation and thread:
     /// (question id, number of options).
-    pub fn open_questions_in(&self, channel_type: &str, platform_id: &str, thread_id: Option<&str>, now: &str) -> Result<Vec<(String, usize)>> {
+    pub fn open_questions_in(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+        thread_id: Option<&str>,
+        now: &str,
+    ) -> Result<Vec<(String, usize)>> {
         let mut s = self.conn.prepare(
             "SELECT question_id, options_json FROM pending_questions WHERE channel_type = ?1 AND platform_id = ?2
                AND coalesce(thread_id, '') = coalesce(?3, '') AND expires_at > ?4
              ORDER BY created_at DESC, rowid DESC",
         )?;
         let rows = s
-            .query_map(params![channel_type, platform_id, thread_id, now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .query_map(params![channel_type, platform_id, thread_id, now], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows
             .into_iter()
-            .map(|(id, opts)| (id, serde_json::from_str::<Vec<serde_json::Value>>(&opts).map_or(0, |v| v.len())))
+            .map(|(id, opts)| {
+                (
+                    id,
+                    serde_json::from_str::<Vec<serde_json::Value>>(&opts).map_or(0, |v| v.len()),
+                )
+            })
             .collect())
     }
 
     /// A pending approval an agent already asked for with this request id.
-    pub fn approval_for_request(&self, session_id: &str, request_id: &str) -> Result<Option<String>> {
+    pub fn approval_for_request(
+        &self,
+        session_id: &str,
+        request_id: &str,
+    ) -> Result<Option<String>> {
         Ok(self
             .conn
             .query_row(
@@ -420,7 +522,13 @@ impl Central {
     }
 
     /// Where an approval's card went (set just before it is sent).
-    pub fn address_approval(&self, id: &str, approver: &str, channel_type: &str, platform_id: &str) -> Result<()> {
+    pub fn address_approval(
+        &self,
+        id: &str,
+        approver: &str,
+        channel_type: &str,
+        platform_id: &str,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE pending_approvals SET approver_user_id = ?2, channel_type = ?3, platform_id = ?4 WHERE approval_id = ?1",
             params![id, approver, channel_type, platform_id],
@@ -430,7 +538,13 @@ impl Central {
 
     /// Moves a pending approval to its outcome; false if it was no longer
     /// pending (decided twice, or expired meanwhile).
-    pub fn decide_approval(&self, id: &str, status: &str, by: &str, result: Option<&serde_json::Value>) -> Result<bool> {
+    pub fn decide_approval(
+        &self,
+        id: &str,
+        status: &str,
+        by: &str,
+        result: Option<&serde_json::Value>,
+    ) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE pending_approvals SET status = ?2, decided_by = ?3, decided_at = ?4, result = ?5
              WHERE approval_id = ?1 AND status = 'pending'",
@@ -445,7 +559,9 @@ impl Central {
             "SELECT {} FROM pending_approvals WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at",
             Self::APPROVAL_COLS
         ))?;
-        let raws = s.query_map([now], Self::approval_row)?.collect::<Result<Vec<_>, _>>()?;
+        let raws = s
+            .query_map([now], Self::approval_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         raws.into_iter().map(Self::finish_approval).collect()
     }
 
@@ -463,7 +579,16 @@ impl Central {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn insert_sender_request(&self, mg_id: &str, ag_id: &str, sender: &str, sender_name: Option<&str>, event: &str, approver: &str, approval_id: &str) -> Result<()> {
+    pub fn insert_sender_request(
+        &self,
+        mg_id: &str,
+        ag_id: &str,
+        sender: &str,
+        sender_name: Option<&str>,
+        event: &str,
+        approver: &str,
+        approval_id: &str,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT OR REPLACE INTO pending_sender_approvals (id, messaging_group_id, agent_group_id, sender_identity, sender_name, original_event,
                approver_user_id, approval_id, created_at)
@@ -474,7 +599,10 @@ impl Central {
     }
 
     pub fn delete_sender_request(&self, approval_id: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM pending_sender_approvals WHERE approval_id = ?1", [approval_id])?;
+        self.conn.execute(
+            "DELETE FROM pending_sender_approvals WHERE approval_id = ?1",
+            [approval_id],
+        )?;
         Ok(())
     }
 
@@ -490,7 +618,13 @@ impl Central {
             .optional()?)
     }
 
-    pub fn insert_channel_request(&self, mg_id: &str, event: &str, approver: &str, approval_id: &str) -> Result<()> {
+    pub fn insert_channel_request(
+        &self,
+        mg_id: &str,
+        event: &str,
+        approver: &str,
+        approval_id: &str,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT OR REPLACE INTO pending_channel_approvals (messaging_group_id, agent_group_id, original_event, approver_user_id, approval_id, created_at)
              VALUES (?1, NULL, ?2, ?3, ?4, ?5)",
@@ -500,13 +634,20 @@ impl Central {
     }
 
     pub fn delete_channel_request(&self, approval_id: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM pending_channel_approvals WHERE approval_id = ?1", [approval_id])?;
+        self.conn.execute(
+            "DELETE FROM pending_channel_approvals WHERE approval_id = ?1",
+            [approval_id],
+        )?;
         Ok(())
     }
 
     /// Registration waiting for the new agent's name, typed by the approver
     /// in this conversation: (mg id, approver, original event).
-    pub fn awaiting_name(&self, channel_type: &str, platform_id: &str) -> Result<Option<(String, String, String, String)>> {
+    pub fn awaiting_name(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+    ) -> Result<Option<(String, String, String, String)>> {
         Ok(self
             .conn
             .query_row(
@@ -518,7 +659,12 @@ impl Central {
             .optional()?)
     }
 
-    pub fn set_awaiting_name(&self, approval_id: &str, channel_type: &str, platform_id: &str) -> Result<()> {
+    pub fn set_awaiting_name(
+        &self,
+        approval_id: &str,
+        channel_type: &str,
+        platform_id: &str,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE pending_channel_approvals SET awaiting_name_channel = ?2, awaiting_name_platform_id = ?3 WHERE approval_id = ?1",
             params![approval_id, channel_type, platform_id],
@@ -542,8 +688,17 @@ mod tests {
     fn who_may_decide() {
         let (_d, c) = central();
         c.conn.execute("INSERT INTO agent_groups (id, name, folder, created_at) VALUES ('ops', 'ops', 'ops', 'x')", []).unwrap();
-        for (u, role, ag) in [("t:gadmin", "admin", Some("main")), ("t:global", "admin", None), ("t:opsadmin", "admin", Some("ops"))] {
-            c.conn.execute("INSERT INTO users (id, kind, created_at) VALUES (?1, 't', 'x')", [u]).unwrap();
+        for (u, role, ag) in [
+            ("t:gadmin", "admin", Some("main")),
+            ("t:global", "admin", None),
+            ("t:opsadmin", "admin", Some("ops")),
+        ] {
+            c.conn
+                .execute(
+                    "INSERT INTO users (id, kind, created_at) VALUES (?1, 't', 'x')",
+                    [u],
+                )
+                .unwrap();
             c.conn.execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES (?1, ?2, ?3, 'x')", params![u, role, ag]).unwrap();
         }
         c.add_member("t:member", "main", "test").unwrap();
@@ -560,10 +715,21 @@ mod tests {
             ("t:member", Some("main"), false, false),
             ("t:stranger", Some("main"), false, false),
         ] {
-            assert_eq!(c.may_decide(u, ag, owners_only).unwrap(), want, "{u} {ag:?} owners_only={owners_only}");
+            assert_eq!(
+                c.may_decide(u, ag, owners_only).unwrap(),
+                want,
+                "{u} {ag:?} owners_only={owners_only}"
+            );
         }
         let tiers = c.approver_tiers(Some("main")).unwrap();
-        assert_eq!(tiers, vec![vec!["t:gadmin".to_string()], vec!["t:global".to_string()], vec!["cli:alice".to_string()]]);
+        assert_eq!(
+            tiers,
+            vec![
+                vec!["t:gadmin".to_string()],
+                vec!["t:global".to_string()],
+                vec!["cli:alice".to_string()]
+            ]
+        );
     }
 
     #[test]
@@ -575,10 +741,17 @@ mod tests {
             anyhow::bail!("boom")
         });
         assert!(r.is_err());
-        let n: i64 = c.conn.query_row("SELECT count(*) FROM agent_group_members", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .conn
+            .query_row("SELECT count(*) FROM agent_group_members", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
-        c.atomically(|c| c.add_member("t:x", "main", "test")).unwrap();
-        let n: i64 = c.conn.query_row("SELECT count(*) FROM agent_group_members", [], |r| r.get(0)).unwrap();
+        c.atomically(|c| c.add_member("t:x", "main", "test"))
+            .unwrap();
+        let n: i64 = c
+            .conn
+            .query_row("SELECT count(*) FROM agent_group_members", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
         assert!(c.conn.is_autocommit(), "no transaction left open");
     }

@@ -61,7 +61,9 @@ impl std::str::FromStr for Choice {
             "bwrap" => Ok(Choice::Bwrap),
             "process" => Ok(Choice::Process),
             "docker" => Ok(Choice::Docker),
-            other => Err(format!("unknown sandbox {other:?}: expected auto, bwrap, docker or process")),
+            other => Err(format!(
+                "unknown sandbox {other:?}: expected auto, bwrap, docker or process"
+            )),
         }
     }
 }
@@ -101,7 +103,11 @@ impl Mounts {
     /// `/opt/pinch/models` when it lives in the models folder, else the
     /// single-file bind (`model_file` must then be set to it).
     pub fn model_path_inside(&self, host: &Path) -> PathBuf {
-        if let Some(rel) = self.models_dir.as_deref().and_then(|d| host.strip_prefix(d).ok()) {
+        if let Some(rel) = self
+            .models_dir
+            .as_deref()
+            .and_then(|d| host.strip_prefix(d).ok())
+        {
             return Path::new(SANDBOX_MODELS).join(rel);
         }
         Path::new(SANDBOX_MODEL_FILE_DIR).join(host.file_name().unwrap_or_default())
@@ -115,7 +121,8 @@ pub trait Sandbox: Send + Sync {
     /// The local model's path as the runner sees it.
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf;
     /// The command that starts `pinch runner` for these mounts.
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command>;
+    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)])
+        -> std::io::Result<Command>;
     /// Whether file descriptors reach the runner (the liveness pipe,
     /// decision 0006); a container's runner does not get them.
     fn passes_fds(&self) -> bool {
@@ -143,7 +150,11 @@ pub fn sandboxed_paths(m: &Mounts) -> RunnerPaths {
         extra: m
             .extra
             .iter()
-            .map(|g| ExtraMount { name: g.name.clone(), path: format!("/workspace/extra/{}", g.name).into(), read_write: g.read_write })
+            .map(|g| ExtraMount {
+                name: g.name.clone(),
+                path: format!("/workspace/extra/{}", g.name).into(),
+                read_write: g.read_write,
+            })
             .collect(),
     }
 }
@@ -175,7 +186,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 4096, file_size_mb: 1024, cpu_s: 4 * 3600, open_files: 4096, pids: 512, cgroup: true }
+        Limits {
+            memory_mb: 4096,
+            file_size_mb: 1024,
+            cpu_s: 4 * 3600,
+            open_files: 4096,
+            pids: 512,
+            cgroup: true,
+        }
     }
 }
 
@@ -184,7 +202,10 @@ impl Limits {
     fn rlimits(&self) -> [(libc::__rlimit_resource_t, u64); 5] {
         [
             (libc::RLIMIT_DATA, self.memory_mb.saturating_mul(1 << 20)),
-            (libc::RLIMIT_FSIZE, self.file_size_mb.saturating_mul(1 << 20)),
+            (
+                libc::RLIMIT_FSIZE,
+                self.file_size_mb.saturating_mul(1 << 20),
+            ),
             (libc::RLIMIT_CPU, self.cpu_s),
             (libc::RLIMIT_NOFILE, self.open_files),
             (libc::RLIMIT_CORE, 0),
@@ -200,7 +221,10 @@ pub struct Bwrap {
 
 impl Bwrap {
     pub fn new(bwrap: PathBuf) -> Bwrap {
-        Bwrap { bwrap, limits: Limits::default() }
+        Bwrap {
+            bwrap,
+            limits: Limits::default(),
+        }
     }
 
     /// The hardened sandbox around `cmd`, as a command ready to spawn: the
@@ -208,7 +232,13 @@ impl Bwrap {
     /// ([`crate::seccomp`], passed to bwrap as an fd it installs just
     /// before exec) and the rlimits. The runner's own command is
     /// [`Sandbox::command`]; tests run other commands in exactly this box.
-    pub fn command_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str]) -> std::io::Result<Command> {
+    pub fn command_with(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+        cmd: &[&str],
+    ) -> std::io::Result<Command> {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let filter = crate::seccomp::memfd()?;
@@ -224,18 +254,33 @@ impl Bwrap {
             crate::cgroup::sweep();
         }
         let id = pinch_proto::runner_config::random_hex(6);
-        let prepared = if self.limits.cgroup { crate::cgroup::prepare(&id, crate::cgroup::Caps { pids: self.limits.pids, memory_mb: self.limits.memory_mb }).map(Some) } else { Ok(None) };
+        let prepared = if self.limits.cgroup {
+            crate::cgroup::prepare(
+                &id,
+                crate::cgroup::Caps {
+                    pids: self.limits.pids,
+                    memory_mb: self.limits.memory_mb,
+                },
+            )
+            .map(Some)
+        } else {
+            Ok(None)
+        };
         let cgroups = match prepared {
             Ok(p) => p,
             Err(e) => {
-                static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
                 if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!("sandboxes run without a process and memory cap (cgroups are not usable here: {e}); rlimits still apply. `pinch doctor` explains");
                 }
                 None
             }
         };
-        let procs: Vec<std::os::fd::RawFd> = cgroups.iter().flat_map(|p| p.procs.iter().map(|f| f.as_raw_fd())).collect();
+        let procs: Vec<std::os::fd::RawFd> = cgroups
+            .iter()
+            .flat_map(|p| p.procs.iter().map(|f| f.as_raw_fd()))
+            .collect();
         // SAFETY: only async-signal-safe calls (write, fcntl, setrlimit)
         // between fork and exec; the closure owns the fds until then.
         unsafe {
@@ -247,7 +292,10 @@ impl Bwrap {
                     return Err(std::io::Error::last_os_error());
                 }
                 for (res, v) in limits {
-                    let r = libc::rlimit { rlim_cur: v, rlim_max: v };
+                    let r = libc::rlimit {
+                        rlim_cur: v,
+                        rlim_max: v,
+                    };
                     if libc::setrlimit(res, &r) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -266,7 +314,13 @@ impl Bwrap {
 
     /// The same sandbox around another command (the security tests run a
     /// shell in exactly the runner's sandbox).
-    pub fn argv_with(&self, exe: &Path, m: &Mounts, env: &[(String, String)], cmd: &[&str]) -> Vec<String> {
+    pub fn argv_with(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+        cmd: &[&str],
+    ) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&[
@@ -295,7 +349,11 @@ impl Bwrap {
             match std::fs::symlink_metadata(&host) {
                 Ok(md) if md.file_type().is_symlink() => {
                     if let Ok(target) = std::fs::read_link(&host) {
-                        a.extend(["--symlink".into(), target.to_string_lossy().into_owned(), host.to_string_lossy().into_owned()]);
+                        a.extend([
+                            "--symlink".into(),
+                            target.to_string_lossy().into_owned(),
+                            host.to_string_lossy().into_owned(),
+                        ]);
                     }
                 }
                 Ok(md) if md.is_dir() => {
@@ -308,7 +366,13 @@ impl Bwrap {
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
         // A minimal /etc: the dynamic linker cache, zone info, resolver-free.
-        for f in ["/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"] {
+        for f in [
+            "/etc/ld.so.cache",
+            "/etc/localtime",
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/nsswitch.conf",
+        ] {
             push(&["--ro-bind-try", f, f]);
         }
         let p = |x: &Path| x.to_string_lossy().into_owned();
@@ -330,20 +394,36 @@ impl Bwrap {
         if let Some(models) = m.models_dir.as_ref().filter(|d| d.is_dir()) {
             a.extend(["--ro-bind".into(), p(models), SANDBOX_MODELS.into()]);
         }
-        if let Some(file) = m.model_file.as_ref().filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d))) {
+        if let Some(file) = m
+            .model_file
+            .as_ref()
+            .filter(|f| m.models_dir.as_ref().is_none_or(|d| !f.starts_with(d)))
+        {
             a.extend(["--ro-bind".into(), p(file), p(&m.model_path_inside(file))]);
         }
         if let Some(t) = m.tools_dir.as_ref().filter(|t| t.is_dir()) {
-            a.extend(["--ro-bind".into(), p(t), crate::tools_dir::SANDBOX_TOOLS.into()]);
+            a.extend([
+                "--ro-bind".into(),
+                p(t),
+                crate::tools_dir::SANDBOX_TOOLS.into(),
+            ]);
         }
         for g in &m.extra {
             let flag = if g.read_write { "--bind" } else { "--ro-bind" };
-            a.extend([flag.into(), p(&g.host), format!("/workspace/extra/{}", g.name)]);
+            a.extend([
+                flag.into(),
+                p(&g.host),
+                format!("/workspace/extra/{}", g.name),
+            ]);
         }
         // The operator's instructions are read-only even inside the rw workspace.
         let agent_md = m.agent_dir.join("AGENT.md");
         if agent_md.exists() {
-            a.extend(["--ro-bind".into(), p(&agent_md), "/workspace/agent/AGENT.md".into()]);
+            a.extend([
+                "--ro-bind".into(),
+                p(&agent_md),
+                "/workspace/agent/AGENT.md".into(),
+            ]);
         }
         a.extend(["--chdir".into(), "/workspace/agent".into()]);
         for (k, v) in env {
@@ -368,8 +448,18 @@ impl Sandbox for Bwrap {
         m.model_path_inside(host)
     }
 
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command> {
-        self.command_with(exe, m, env, &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"])
+    fn command(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+    ) -> std::io::Result<Command> {
+        self.command_with(
+            exe,
+            m,
+            env,
+            &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"],
+        )
     }
 }
 
@@ -389,7 +479,15 @@ impl Sandbox for Process {
             outbox_dir: m.outbox_dir.clone(),
             workspace_dir: m.agent_dir.clone(),
             global_dir: Some(m.global_dir.clone()),
-            extra: m.extra.iter().map(|g| ExtraMount { name: g.name.clone(), path: g.host.clone(), read_write: g.read_write }).collect(),
+            extra: m
+                .extra
+                .iter()
+                .map(|g| ExtraMount {
+                    name: g.name.clone(),
+                    path: g.host.clone(),
+                    read_write: g.read_write,
+                })
+                .collect(),
         }
     }
 
@@ -397,10 +495,17 @@ impl Sandbox for Process {
         host.to_owned()
     }
 
-    fn command(&self, exe: &Path, m: &Mounts, env: &[(String, String)]) -> std::io::Result<Command> {
+    fn command(
+        &self,
+        exe: &Path,
+        m: &Mounts,
+        env: &[(String, String)],
+    ) -> std::io::Result<Command> {
         use std::os::unix::process::CommandExt;
         let mut c = Command::new(exe);
-        c.arg("runner").arg("--config").arg(m.in_dir.join(pinch_proto::layout::RUNNER_JSON));
+        c.arg("runner")
+            .arg("--config")
+            .arg(m.in_dir.join(pinch_proto::layout::RUNNER_JSON));
         c.current_dir(&m.agent_dir);
         c.env_clear();
         c.envs(env.iter().map(|(k, v)| (k, v)));
@@ -421,7 +526,9 @@ impl Sandbox for Process {
 /// Finds `bwrap` on PATH.
 pub fn find_bwrap() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("bwrap")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
+        .find(|p| p.is_file())
 }
 
 /// Runs a trivial sandbox to prove bubblewrap works here (user namespaces
@@ -429,8 +536,20 @@ pub fn find_bwrap() -> Option<PathBuf> {
 pub fn probe_bwrap(bwrap: &Path) -> Result<(), String> {
     let out = Command::new(bwrap)
         .args([
-            "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL",
-            "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-net",
+            "--die-with-parent",
+            "--cap-drop",
+            "ALL",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "true",
         ])
         .env_clear()
         .output()
@@ -469,7 +588,9 @@ pub fn select_with(choice: Choice, limits: Limits) -> Result<Box<dyn Sandbox>, S
         }
         Choice::Bwrap | Choice::Auto => {
             let Some(bwrap) = find_bwrap() else {
-                return Err(format!("bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"));
+                return Err(format!(
+                    "bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"
+                ));
             };
             probe_bwrap(&bwrap).map_err(|e| format!("bubblewrap does not work here ({e}): enable unprivileged user namespaces, or {INSTALL_BWRAP}"))?;
             Ok(Box::new(Bwrap { bwrap, limits }))
@@ -506,12 +627,24 @@ mod tests {
         let inside = b.model_path(&m, &tmp.join("m.gguf"));
         assert_eq!(inside, Path::new("/opt/pinch/models/m.gguf"));
         let joined = b.argv(Path::new("/p"), &m, &[]).join(" ");
-        assert!(joined.contains(&format!("--ro-bind {} /opt/pinch/models", tmp.display())), "{joined}");
+        assert!(
+            joined.contains(&format!("--ro-bind {} /opt/pinch/models", tmp.display())),
+            "{joined}"
+        );
         m.model_file = Some("/srv/llm/other.gguf".into());
-        assert_eq!(b.model_path(&m, Path::new("/srv/llm/other.gguf")), Path::new("/opt/pinch/model/other.gguf"));
+        assert_eq!(
+            b.model_path(&m, Path::new("/srv/llm/other.gguf")),
+            Path::new("/opt/pinch/model/other.gguf")
+        );
         let joined = b.argv(Path::new("/p"), &m, &[]).join(" ");
-        assert!(joined.contains("--ro-bind /srv/llm/other.gguf /opt/pinch/model/other.gguf"), "{joined}");
-        assert_eq!(Process.model_path(&m, Path::new("/srv/llm/other.gguf")), Path::new("/srv/llm/other.gguf"));
+        assert!(
+            joined.contains("--ro-bind /srv/llm/other.gguf /opt/pinch/model/other.gguf"),
+            "{joined}"
+        );
+        assert_eq!(
+            Process.model_path(&m, Path::new("/srv/llm/other.gguf")),
+            Path::new("/srv/llm/other.gguf")
+        );
         let _ = std::fs::remove_dir_all(tmp);
     }
 
@@ -519,11 +652,22 @@ mod tests {
     #[test]
     fn bwrap_argv_binds_directories_with_the_right_modes() {
         let b = Bwrap::new("/usr/bin/bwrap".into());
-        let a = b.argv(Path::new("/usr/local/bin/pinch"), &mounts(), &[("TZ".into(), "UTC".into())]);
+        let a = b.argv(
+            Path::new("/usr/local/bin/pinch"),
+            &mounts(),
+            &[("TZ".into(), "UTC".into())],
+        );
         let joined = a.join(" ");
         for must in [
-            "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--die-with-parent", "--cap-drop ALL", "--clearenv", "--tmpfs /",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--cap-drop ALL",
+            "--clearenv",
+            "--tmpfs /",
             "--ro-bind /usr /usr",
             "--ro-bind /d/s/in /pinch/in",
             "--bind /d/s/out /pinch/out",
@@ -537,7 +681,10 @@ mod tests {
             assert!(joined.contains(must), "missing {must:?} in {joined}");
         }
         assert!(!joined.contains("--share-net"));
-        assert!(!joined.contains("inbound.db"), "never a single-file bind of a session DB");
+        assert!(
+            !joined.contains("inbound.db"),
+            "never a single-file bind of a session DB"
+        );
         assert!(!joined.contains("outbound.db"));
     }
 
@@ -545,6 +692,9 @@ mod tests {
     fn choice_parsing_names_the_fix() {
         assert_eq!("bwrap".parse::<Choice>().unwrap(), Choice::Bwrap);
         assert_eq!("docker".parse::<Choice>().unwrap(), Choice::Docker);
-        assert!("lxc".parse::<Choice>().unwrap_err().contains("expected auto, bwrap, docker or process"));
+        assert!("lxc"
+            .parse::<Choice>()
+            .unwrap_err()
+            .contains("expected auto, bwrap, docker or process"));
     }
 }

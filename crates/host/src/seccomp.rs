@@ -49,7 +49,8 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// `CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET`
 /// (and `NEWTIME`, which shares CSIGNAL's low bits only via clone3).
-const CLONE_NS_FLAGS: u32 = 0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000;
+const CLONE_NS_FLAGS: u32 =
+    0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000;
 
 /// The denied syscalls, by name (for the docs and tests) and number.
 pub fn denied() -> Vec<(&'static str, i64)> {
@@ -100,7 +101,12 @@ pub fn denied() -> Vec<(&'static str, i64)> {
         ("lookup_dcookie", libc::SYS_lookup_dcookie),
     ];
     #[cfg(target_arch = "x86_64")]
-    v.extend([("iopl", libc::SYS_iopl), ("ioperm", libc::SYS_ioperm), ("uselib", libc::SYS_uselib), ("modify_ldt", libc::SYS_modify_ldt)]);
+    v.extend([
+        ("iopl", libc::SYS_iopl),
+        ("ioperm", libc::SYS_ioperm),
+        ("uselib", libc::SYS_uselib),
+        ("modify_ldt", libc::SYS_modify_ldt),
+    ]);
     v
 }
 
@@ -141,16 +147,33 @@ pub fn program() -> Vec<Insn> {
     let allow = clone_at + 4;
     let deny = allow + 1;
     let nosys = allow + 2;
-    let rel = |from: usize, to: usize| -> u8 { u8::try_from(to - from - 1).expect("seccomp jump fits in 8 bits") };
+    let rel = |from: usize, to: usize| -> u8 {
+        u8::try_from(to - from - 1).expect("seccomp jump fits in 8 bits")
+    };
     for (i, (_, nr)) in denied.iter().enumerate() {
         let at = first + i;
         p.push(insn(BPF_JEQ_K, rel(at, deny), 0, *nr as u32));
     }
     // clone with namespace flags → DENY; other clone → ALLOW.
-    p.push(insn(BPF_JEQ_K, 0, rel(clone_at, clone_at + 3), libc::SYS_clone as u32));
+    p.push(insn(
+        BPF_JEQ_K,
+        0,
+        rel(clone_at, clone_at + 3),
+        libc::SYS_clone as u32,
+    ));
     p.push(insn(BPF_LD_W_ABS, 0, 0, OFF_ARG0_LO));
-    p.push(insn(BPF_JSET_K, rel(clone_at + 2, deny), rel(clone_at + 2, allow), CLONE_NS_FLAGS));
-    p.push(insn(BPF_JEQ_K, rel(clone_at + 3, nosys), 0, libc::SYS_clone3 as u32));
+    p.push(insn(
+        BPF_JSET_K,
+        rel(clone_at + 2, deny),
+        rel(clone_at + 2, allow),
+        CLONE_NS_FLAGS,
+    ));
+    p.push(insn(
+        BPF_JEQ_K,
+        rel(clone_at + 3, nosys),
+        0,
+        libc::SYS_clone3 as u32,
+    ));
     debug_assert_eq!(p.len(), allow);
     p.push(insn(BPF_RET_K, 0, 0, RET_ALLOW));
     p.push(insn(BPF_RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32));
@@ -177,7 +200,8 @@ pub fn bytes() -> Vec<u8> {
 pub fn memfd() -> std::io::Result<OwnedFd> {
     let name = c"pinch-seccomp";
     // SAFETY: a valid C string; flags are constants.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -189,7 +213,13 @@ pub fn memfd() -> std::io::Result<OwnedFd> {
     f.seek(std::io::SeekFrom::Start(0))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     // SAFETY: fcntl on an fd we own.
-    unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL) };
+    unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL,
+        )
+    };
     Ok(OwnedFd::from(f))
 }
 
@@ -225,9 +255,19 @@ mod tests {
     fn denies_the_list_and_allows_the_rest() {
         let p = program();
         for (name, nr) in denied() {
-            assert_eq!(run(&p, AUDIT_ARCH, nr as u32, 0), RET_ERRNO | libc::EPERM as u32, "{name}");
+            assert_eq!(
+                run(&p, AUDIT_ARCH, nr as u32, 0),
+                RET_ERRNO | libc::EPERM as u32,
+                "{name}"
+            );
         }
-        for (name, nr) in [("read", libc::SYS_read), ("write", libc::SYS_write), ("openat", libc::SYS_openat), ("execve", libc::SYS_execve), ("exit_group", libc::SYS_exit_group)] {
+        for (name, nr) in [
+            ("read", libc::SYS_read),
+            ("write", libc::SYS_write),
+            ("openat", libc::SYS_openat),
+            ("execve", libc::SYS_execve),
+            ("exit_group", libc::SYS_exit_group),
+        ] {
             assert_eq!(run(&p, AUDIT_ARCH, nr as u32, 0), RET_ALLOW, "{name}");
         }
     }
@@ -238,11 +278,34 @@ mod tests {
         let clone = libc::SYS_clone as u32;
         // fork-like and thread-like clones
         assert_eq!(run(&p, AUDIT_ARCH, clone, libc::SIGCHLD as u32), RET_ALLOW);
-        assert_eq!(run(&p, AUDIT_ARCH, clone, (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u32), RET_ALLOW);
-        for flag in [libc::CLONE_NEWUSER, libc::CLONE_NEWNS, libc::CLONE_NEWPID, libc::CLONE_NEWNET, libc::CLONE_NEWIPC, libc::CLONE_NEWUTS, libc::CLONE_NEWCGROUP] {
-            assert_eq!(run(&p, AUDIT_ARCH, clone, flag as u32 | libc::SIGCHLD as u32), RET_ERRNO | libc::EPERM as u32, "{flag:#x}");
+        assert_eq!(
+            run(
+                &p,
+                AUDIT_ARCH,
+                clone,
+                (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u32
+            ),
+            RET_ALLOW
+        );
+        for flag in [
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWCGROUP,
+        ] {
+            assert_eq!(
+                run(&p, AUDIT_ARCH, clone, flag as u32 | libc::SIGCHLD as u32),
+                RET_ERRNO | libc::EPERM as u32,
+                "{flag:#x}"
+            );
         }
-        assert_eq!(run(&p, AUDIT_ARCH, libc::SYS_clone3 as u32, 0), RET_ERRNO | libc::ENOSYS as u32);
+        assert_eq!(
+            run(&p, AUDIT_ARCH, libc::SYS_clone3 as u32, 0),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
     }
 
     #[test]
@@ -250,7 +313,11 @@ mod tests {
         let p = program();
         assert_eq!(run(&p, 0x4000_0003, 0, 0), RET_KILL_PROCESS, "i386");
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(run(&p, AUDIT_ARCH, X32_SYSCALL_BIT | libc::SYS_read as u32, 0), RET_KILL_PROCESS, "x32");
+        assert_eq!(
+            run(&p, AUDIT_ARCH, X32_SYSCALL_BIT | libc::SYS_read as u32, 0),
+            RET_KILL_PROCESS,
+            "x32"
+        );
     }
 
     #[test]

@@ -18,7 +18,11 @@ pub const BUSY: Duration = pinch_proto::open::DEFAULT_BUSY_TIMEOUT;
 /// is removed at boot).
 pub fn create_folder(data: &DataDir, ag_id: &str, session_id: &str) -> Result<SessionDir> {
     let final_dir = data.session(ag_id, session_id);
-    let parent = final_dir.root().parent().expect("session dir has a parent").to_owned();
+    let parent = final_dir
+        .root()
+        .parent()
+        .expect("session dir has a parent")
+        .to_owned();
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = SessionDir(parent.join(format!(".tmp-{session_id}")));
     let build = || -> Result<()> {
@@ -42,20 +46,29 @@ pub fn create_folder(data: &DataDir, ag_id: &str, session_id: &str) -> Result<Se
     };
     if let Err(e) = build() {
         let _ = std::fs::remove_dir_all(tmp.root());
-        return Err(e.context(format!("creating session folder {}", final_dir.root().display())));
+        return Err(e.context(format!(
+            "creating session folder {}",
+            final_dir.root().display()
+        )));
     }
     Ok(final_dir)
 }
 
 fn sync_dir(p: &Path) -> Result<()> {
-    std::fs::File::open(p).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", p.display()))
+    std::fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", p.display()))
 }
 
 /// Removes half-built session folders left by a crash.
 pub fn remove_stale_tmp(data: &DataDir) {
-    let Ok(ags) = std::fs::read_dir(data.sessions_dir()) else { return };
+    let Ok(ags) = std::fs::read_dir(data.sessions_dir()) else {
+        return;
+    };
     for ag in ags.flatten() {
-        let Ok(entries) = std::fs::read_dir(ag.path()) else { continue };
+        let Ok(entries) = std::fs::read_dir(ag.path()) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
                 tracing::warn!(path = %e.path().display(), "removing a half-built session folder");
@@ -66,7 +79,11 @@ pub fn remove_stale_tmp(data: &DataDir) {
 }
 
 /// Writes inbound rows in one transaction; returns the seqs of new rows.
-pub fn write_inbound(dir: &SessionDir, rows_in: &[NewInbound], out_max: i64) -> Result<Vec<Option<i64>>> {
+pub fn write_inbound(
+    dir: &SessionDir,
+    rows_in: &[NewInbound],
+    out_max: i64,
+) -> Result<Vec<Option<i64>>> {
     let path = dir.inbound_db();
     let mut conn = open_writer(&path, BUSY)?;
     let tx = write_tx(&mut conn)?;
@@ -74,7 +91,8 @@ pub fn write_inbound(dir: &SessionDir, rows_in: &[NewInbound], out_max: i64) -> 
     for r in rows_in {
         seqs.push(rows::insert_inbound(&tx, r, out_max)?);
     }
-    tx.commit().with_context(|| format!("committing to {}", path.display()))?;
+    tx.commit()
+        .with_context(|| format!("committing to {}", path.display()))?;
     Ok(seqs)
 }
 
@@ -83,7 +101,9 @@ pub fn write_inbound(dir: &SessionDir, rows_in: &[NewInbound], out_max: i64) -> 
 pub fn project(dir: &SessionDir, dests: &[Destination], routing: &Routing) -> Result<()> {
     // Unchanged (the common case at every spawn): no write, no fsync.
     if let Ok(c) = open_reader(&dir.inbound_db(), BUSY) {
-        if rows::destinations(&c).is_ok_and(|d| d == dests) && rows::routing(&c).is_ok_and(|r| r.as_ref() == Some(routing)) {
+        if rows::destinations(&c).is_ok_and(|d| d == dests)
+            && rows::routing(&c).is_ok_and(|r| r.as_ref() == Some(routing))
+        {
             return Ok(());
         }
     }
@@ -129,7 +149,11 @@ pub fn next_due(dir: &SessionDir) -> Result<Option<jiff::Timestamp>> {
     Ok(rows::pending_inbound(&conn)?
         .iter()
         .filter(|r| r.trigger)
-        .filter_map(|r| r.process_after.as_deref().and_then(|p| pinch_proto::time::parse(p).ok()))
+        .filter_map(|r| {
+            r.process_after
+                .as_deref()
+                .and_then(|p| pinch_proto::time::parse(p).ok())
+        })
         .filter(|t| *t > now)
         .min())
 }
@@ -141,15 +165,25 @@ fn ms(s: &str) -> Option<i64> {
 
 /// What the stuck decision needs to know about a live runner, read from its
 /// files (heartbeat mtime, its own claims, `container_state`).
-pub fn stuck_view(dir: &SessionDir, runner_id: &str, spawned_at_ms: i64) -> Result<pinch_policy::sweep::RunnerView> {
+pub fn stuck_view(
+    dir: &SessionDir,
+    runner_id: &str,
+    spawned_at_ms: i64,
+) -> Result<pinch_policy::sweep::RunnerView> {
     use pinch_policy::sweep::{RunnerView, ToolInFlight};
     let heartbeat_ms = std::fs::metadata(dir.heartbeat())
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64);
-    let mut view = RunnerView { spawned_at_ms, heartbeat_ms, ..Default::default() };
-    let Ok(conn) = open_reader(&dir.outbound_db(), BUSY) else { return Ok(view) };
+    let mut view = RunnerView {
+        spawned_at_ms,
+        heartbeat_ms,
+        ..Default::default()
+    };
+    let Ok(conn) = open_reader(&dir.outbound_db(), BUSY) else {
+        return Ok(view);
+    };
     view.oldest_own_claim_ms = rows::acks(&conn)?
         .iter()
         .filter(|a| a.runner_id == runner_id && a.status == rows::status::PROCESSING)
@@ -159,16 +193,29 @@ pub fn stuck_view(dir: &SessionDir, runner_id: &str, spawned_at_ms: i64) -> Resu
     if !have.is_empty() {
         let sql = format!(
             "SELECT {} FROM container_state WHERE id = 1",
-            schema::select_list(&have, &["runner_id", "last_progress_at", "tool_started_at", "tool_declared_timeout_ms"])
+            schema::select_list(
+                &have,
+                &[
+                    "runner_id",
+                    "last_progress_at",
+                    "tool_started_at",
+                    "tool_declared_timeout_ms"
+                ]
+            )
         );
         let row: Option<(Option<String>, Option<String>, Option<String>, Option<i64>)> = conn
-            .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row(&sql, [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .ok();
         if let Some((rid, progress, tool_started, tool_timeout)) = row {
             if rid.as_deref() == Some(runner_id) {
                 view.last_progress_ms = progress.as_deref().and_then(ms);
                 if let (Some(s), Some(t)) = (tool_started.as_deref().and_then(ms), tool_timeout) {
-                    view.tool = Some(ToolInFlight { started_ms: s, declared_timeout_ms: t });
+                    view.tool = Some(ToolInFlight {
+                        started_ms: s,
+                        declared_timeout_ms: t,
+                    });
                 }
             }
         }
@@ -191,7 +238,9 @@ pub struct Orphan {
 /// `processing` claims in `outbound.db` not held by `alive` (a runner id that
 /// is still running, if any), joined with their inbound rows.
 pub fn orphan_claims(dir: &SessionDir, alive: Option<&str>) -> Result<Vec<Orphan>> {
-    let Ok(out) = open_reader(&dir.outbound_db(), BUSY) else { return Ok(Vec::new()) };
+    let Ok(out) = open_reader(&dir.outbound_db(), BUSY) else {
+        return Ok(Vec::new());
+    };
     let ids: Vec<String> = rows::acks(&out)?
         .into_iter()
         .filter(|a| a.status == rows::status::PROCESSING && Some(a.runner_id.as_str()) != alive)
@@ -219,7 +268,13 @@ pub fn orphan_claims(dir: &SessionDir, alive: Option<&str>) -> Result<Vec<Orphan
 /// Applies orphan decisions to `messages_in` in one transaction. Returns the
 /// rows newly failed (their origins are told once) and the earliest new due
 /// time (ms) to wake at.
-pub fn apply_orphans(dir: &SessionDir, orphans: &[Orphan], transient: bool, retry_base_ms: i64, now: jiff::Timestamp) -> Result<(Vec<Orphan>, Option<i64>)> {
+pub fn apply_orphans(
+    dir: &SessionDir,
+    orphans: &[Orphan],
+    transient: bool,
+    retry_base_ms: i64,
+    now: jiff::Timestamp,
+) -> Result<(Vec<Orphan>, Option<i64>)> {
     use pinch_policy::retry::{decide_orphan, Orphan as D};
     let mut failed = Vec::new();
     let mut earliest: Option<i64> = None;
@@ -235,7 +290,9 @@ pub fn apply_orphans(dir: &SessionDir, orphans: &[Orphan], transient: bool, retr
             D::AlreadyScheduled | D::Release => {}
             D::Retry { tries, due_in_ms } => {
                 let due = now.as_millisecond() + due_in_ms;
-                let due_s = pinch_proto::time::format(jiff::Timestamp::from_millisecond(due).unwrap_or(now));
+                let due_s = pinch_proto::time::format(
+                    jiff::Timestamp::from_millisecond(due).unwrap_or(now),
+                );
                 tx.execute(
                     "UPDATE messages_in SET tries = ?2, process_after = ?3 WHERE id = ?1 AND status = 'pending'",
                     pinch_proto::rusqlite::params![o.id, tries, due_s],

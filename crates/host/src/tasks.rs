@@ -25,7 +25,9 @@ use crate::paths::SessionDir;
 use crate::session::BUSY;
 
 fn zone(name: Option<&str>, default: &str) -> TimeZone {
-    name.and_then(|n| TimeZone::get(n).ok()).or_else(|| TimeZone::get(default).ok()).unwrap_or(TimeZone::UTC)
+    name.and_then(|n| TimeZone::get(n).ok())
+        .or_else(|| TimeZone::get(default).ok())
+        .unwrap_or(TimeZone::UTC)
 }
 
 fn occurrence_id(series: &str, slot: Timestamp) -> String {
@@ -35,8 +37,22 @@ fn occurrence_id(series: &str, slot: Timestamp) -> String {
 /// After the row `id` reached a terminal status (inside the ack-sync
 /// transaction): if it is a recurring task, insert its next occurrence and
 /// return when it falls due.
-pub fn schedule_next(tx: &Transaction<'_>, id: &str, default_tz: &str, out_max: i64) -> Result<Option<Timestamp>> {
-    type Row = (String, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<String>, Option<String>);
+pub fn schedule_next(
+    tx: &Transaction<'_>,
+    id: &str,
+    default_tz: &str,
+    out_max: i64,
+) -> Result<Option<Timestamp>> {
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
     let row: Option<Row> = tx
         .query_row(
             "SELECT kind, process_after, recurrence, series_id, content, channel_type, platform_id, thread_id FROM messages_in WHERE id = ?1",
@@ -44,7 +60,19 @@ pub fn schedule_next(tx: &Transaction<'_>, id: &str, default_tz: &str, out_max: 
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
         )
         .optional()?;
-    let Some((kind, scheduled, Some(rec), Some(series), content, channel_type, platform_id, thread_id)) = row else { return Ok(None) };
+    let Some((
+        kind,
+        scheduled,
+        Some(rec),
+        Some(series),
+        content,
+        channel_type,
+        platform_id,
+        thread_id,
+    )) = row
+    else {
+        return Ok(None);
+    };
     if kind != "task" {
         return Ok(None);
     }
@@ -61,7 +89,10 @@ pub fn schedule_next(tx: &Transaction<'_>, id: &str, default_tz: &str, out_max: 
     };
     let tz = zone(tz_name.as_deref(), default_tz);
     let now = Timestamp::now();
-    let scheduled = scheduled.as_deref().and_then(|s| time::parse(s).ok()).unwrap_or(now);
+    let scheduled = scheduled
+        .as_deref()
+        .and_then(|s| time::parse(s).ok())
+        .unwrap_or(now);
     let Some((slot, skipped)) = schedule.next_slot(scheduled, now, &tz) else {
         tracing::info!(task = %id, recurrence = %rec, "recurring task has no further slot");
         return Ok(None);
@@ -98,21 +129,37 @@ pub struct Done {
 /// Carries out one task action an agent wrote (`schedule_task`,
 /// `update_task`, `cancel_task`, `pause_task`, `resume_task`). `Err` is a
 /// refusal the agent is told, in words it can act on.
-pub fn apply(dir: &SessionDir, action: &str, v: &Value, default_tz: &str, out_max: i64) -> Result<Done> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::trim).filter(|x| !x.is_empty());
+pub fn apply(
+    dir: &SessionDir,
+    action: &str,
+    v: &Value,
+    default_tz: &str,
+    out_max: i64,
+) -> Result<Done> {
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+    };
     let mut conn = open_writer(&dir.inbound_db(), BUSY)?;
     let tx = write_tx(&mut conn)?;
     let done = match action {
         "schedule_task" => {
             let prompt = s("prompt").context("schedule_task needs a `prompt`")?;
             let at = s("process_after").context("schedule_task needs a time (`at`)")?;
-            let due = time::parse(at).map_err(|e| anyhow::anyhow!("the time {at:?} is not readable: {e}"))?;
+            let due = time::parse(at)
+                .map_err(|e| anyhow::anyhow!("the time {at:?} is not readable: {e}"))?;
             let rec = s("recurrence");
             if let Some(r) = rec {
                 Schedule::parse(r).map_err(anyhow::Error::msg)?;
             }
             let series = format!("ser-{}", pinch_proto::runner_config::random_hex(4));
-            let content = TaskIn { prompt: prompt.to_owned(), script: s("script").map(str::to_owned), timezone: Some(s("timezone").unwrap_or(default_tz).to_owned()) };
+            let content = TaskIn {
+                prompt: prompt.to_owned(),
+                script: s("script").map(str::to_owned),
+                timezone: Some(s("timezone").unwrap_or(default_tz).to_owned()),
+            };
             let row = NewInbound {
                 id: occurrence_id(&series, due),
                 kind: "task".into(),
@@ -125,7 +172,10 @@ pub fn apply(dir: &SessionDir, action: &str, v: &Value, default_tz: &str, out_ma
                 ..Default::default()
             };
             rows::insert_inbound(&tx, &row, out_max)?;
-            Done { result: json!({"id": row.id, "series_id": series, "next": time::format(due), "recurrence": rec}), wake_at: Some(due) }
+            Done {
+                result: json!({"id": row.id, "series_id": series, "next": time::format(due), "recurrence": rec}),
+                wake_at: Some(due),
+            }
         }
         "cancel_task" | "pause_task" | "resume_task" => {
             let key = s("id").context("give the task's id or series id (list_tasks shows them)")?;
@@ -139,7 +189,14 @@ pub fn apply(dir: &SessionDir, action: &str, v: &Value, default_tz: &str, out_ma
                 params![key, to],
             )?;
             if n == 0 {
-                bail!("no {} task has the id or series id {key:?} (list_tasks shows the live ones)", if action == "resume_task" { "paused" } else { "live" });
+                bail!(
+                    "no {} task has the id or series id {key:?} (list_tasks shows the live ones)",
+                    if action == "resume_task" {
+                        "paused"
+                    } else {
+                        "live"
+                    }
+                );
             }
             let wake_at = if action == "resume_task" {
                 tx.query_row(
@@ -151,7 +208,10 @@ pub fn apply(dir: &SessionDir, action: &str, v: &Value, default_tz: &str, out_ma
             } else {
                 None
             };
-            Done { result: json!({"id": key, "status": to, "rows": n}), wake_at }
+            Done {
+                result: json!({"id": key, "status": to, "rows": n}),
+                wake_at,
+            }
         }
         "update_task" => {
             let key = s("id").context("give the task's id or series id (list_tasks shows them)")?;
@@ -163,7 +223,9 @@ pub fn apply(dir: &SessionDir, action: &str, v: &Value, default_tz: &str, out_ma
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let Some((id, content)) = live else { bail!("no live task has the id or series id {key:?} (list_tasks shows them)") };
+            let Some((id, content)) = live else {
+                bail!("no live task has the id or series id {key:?} (list_tasks shows them)")
+            };
             let mut t = match InContent::parse("task", &content) {
                 Ok(InContent::Task(t)) => t,
                 _ => bail!("task {id} has unreadable content"),
@@ -175,18 +237,33 @@ pub fn apply(dir: &SessionDir, action: &str, v: &Value, default_tz: &str, out_ma
                 t.script = Some(sc.to_owned());
             }
             let due = match s("process_after") {
-                Some(at) => Some(time::parse(at).map_err(|e| anyhow::anyhow!("the time {at:?} is not readable: {e}"))?),
+                Some(at) => Some(
+                    time::parse(at)
+                        .map_err(|e| anyhow::anyhow!("the time {at:?} is not readable: {e}"))?,
+                ),
                 None => None,
             };
             if let Some(r) = s("recurrence") {
                 Schedule::parse(r).map_err(anyhow::Error::msg)?;
-                tx.execute("UPDATE messages_in SET recurrence = ?2 WHERE id = ?1", params![id, r])?;
+                tx.execute(
+                    "UPDATE messages_in SET recurrence = ?2 WHERE id = ?1",
+                    params![id, r],
+                )?;
             }
-            tx.execute("UPDATE messages_in SET content = ?2 WHERE id = ?1", params![id, InContent::Task(t).to_json()])?;
+            tx.execute(
+                "UPDATE messages_in SET content = ?2 WHERE id = ?1",
+                params![id, InContent::Task(t).to_json()],
+            )?;
             if let Some(d) = due {
-                tx.execute("UPDATE messages_in SET process_after = ?2 WHERE id = ?1", params![id, time::format(d)])?;
+                tx.execute(
+                    "UPDATE messages_in SET process_after = ?2 WHERE id = ?1",
+                    params![id, time::format(d)],
+                )?;
             }
-            Done { result: json!({"id": id, "updated": true}), wake_at: due }
+            Done {
+                result: json!({"id": id, "updated": true}),
+                wake_at: due,
+            }
         }
         other => bail!("unknown task action {other:?}"),
     };
@@ -204,7 +281,14 @@ pub fn live(dir: &SessionDir) -> Result<Vec<Value>> {
     )?;
     let rows = st
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows
@@ -247,8 +331,14 @@ mod tests {
 
     fn statuses(dir: &SessionDir) -> Vec<(String, String, Option<String>)> {
         let c = pinch_proto::open::open_reader(&dir.inbound_db(), BUSY).unwrap();
-        let mut s = c.prepare("SELECT id, status, process_after FROM messages_in ORDER BY seq").unwrap();
-        let v = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+        let mut s = c
+            .prepare("SELECT id, status, process_after FROM messages_in ORDER BY seq")
+            .unwrap();
+        let v = s
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         v
     }
 
@@ -272,7 +362,10 @@ mod tests {
         // It ran (late): the next is the latest missed slot, not 2021.
         let this_year = Timestamp::now().to_zoned_datetime(TimeZone::UTC).year();
         let next = finish(&dir, &first).unwrap();
-        assert_eq!(time::format(next), format!("{this_year}-01-01T00:00:00.000Z"));
+        assert_eq!(
+            time::format(next),
+            format!("{this_year}-01-01T00:00:00.000Z")
+        );
         // Finishing the same row again (a second ack sync after a crash) adds nothing.
         let mut c = open_writer(&dir.inbound_db(), BUSY).unwrap();
         let tx = write_tx(&mut c).unwrap();
@@ -282,7 +375,10 @@ mod tests {
         // The catch-up run finishes: the next is next year's, from its own slot.
         let catch_up = format!("task:{series}:{this_year}-01-01T00:00:00.000Z");
         let next = finish(&dir, &catch_up).unwrap();
-        assert_eq!(time::format(next), format!("{}-01-01T00:00:00.000Z", this_year + 1));
+        assert_eq!(
+            time::format(next),
+            format!("{}-01-01T00:00:00.000Z", this_year + 1)
+        );
         assert_eq!(statuses(&dir).len(), 3);
     }
 
@@ -291,7 +387,10 @@ mod tests {
         let (_d, dir) = session();
         // 09:00 Madrid every day, first on the day before spring-forward.
         let a = json!({"prompt": "p", "process_after": "2099-03-28T08:00:00.000Z", "recurrence": "0 9 * * *", "timezone": "Europe/Madrid"});
-        let id = apply(&dir, "schedule_task", &a, "UTC", 0).unwrap().result["id"].as_str().unwrap().to_owned();
+        let id = apply(&dir, "schedule_task", &a, "UTC", 0).unwrap().result["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         // 2099-03-29 is DST day in Madrid (last Sunday of March): 09:00 is 07:00Z.
         let next = finish(&dir, &id).unwrap();
         assert_eq!(time::format(next), "2099-03-29T07:00:00.000Z");
@@ -302,21 +401,59 @@ mod tests {
         let (_d, dir) = session();
         let a = json!({"prompt": "p", "process_after": "2099-01-01T00:00:00Z", "recurrence": "0 * * * *"});
         let r = apply(&dir, "schedule_task", &a, "UTC", 0).unwrap().result;
-        let (id, series) = (r["id"].as_str().unwrap().to_owned(), r["series_id"].as_str().unwrap().to_owned());
-        assert_eq!(apply(&dir, "pause_task", &json!({"id": series}), "UTC", 0).unwrap().result["status"], "paused");
+        let (id, series) = (
+            r["id"].as_str().unwrap().to_owned(),
+            r["series_id"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(
+            apply(&dir, "pause_task", &json!({"id": series}), "UTC", 0)
+                .unwrap()
+                .result["status"],
+            "paused"
+        );
         assert_eq!(statuses(&dir)[0].1, "paused");
         let e = apply(&dir, "pause_task", &json!({"id": id}), "UTC", 0).unwrap_err();
         assert!(e.to_string().contains("no live task"), "{e}");
         let done = apply(&dir, "resume_task", &json!({"id": id}), "UTC", 0).unwrap();
-        assert_eq!(done.wake_at.map(time::format).as_deref(), Some("2099-01-01T00:00:00.000Z"));
-        apply(&dir, "update_task", &json!({"id": series, "prompt": "q", "process_after": "2099-02-01T00:00:00Z"}), "UTC", 0).unwrap();
-        assert_eq!(statuses(&dir)[0].2.as_deref(), Some("2099-02-01T00:00:00.000Z"));
-        assert_eq!(apply(&dir, "cancel_task", &json!({"id": id}), "UTC", 0).unwrap().result["status"], "cancelled");
+        assert_eq!(
+            done.wake_at.map(time::format).as_deref(),
+            Some("2099-01-01T00:00:00.000Z")
+        );
+        apply(
+            &dir,
+            "update_task",
+            &json!({"id": series, "prompt": "q", "process_after": "2099-02-01T00:00:00Z"}),
+            "UTC",
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            statuses(&dir)[0].2.as_deref(),
+            Some("2099-02-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            apply(&dir, "cancel_task", &json!({"id": id}), "UTC", 0)
+                .unwrap()
+                .result["status"],
+            "cancelled"
+        );
         assert_eq!(statuses(&dir)[0].1, "cancelled");
         for (action, args, want) in [
-            ("schedule_task", json!({"prompt": "p", "process_after": "tomorrow"}), "not readable"),
-            ("schedule_task", json!({"prompt": "p", "process_after": "2099-01-01T00:00:00Z", "recurrence": "every day"}), "5"),
-            ("schedule_task", json!({"process_after": "2099-01-01T00:00:00Z"}), "prompt"),
+            (
+                "schedule_task",
+                json!({"prompt": "p", "process_after": "tomorrow"}),
+                "not readable",
+            ),
+            (
+                "schedule_task",
+                json!({"prompt": "p", "process_after": "2099-01-01T00:00:00Z", "recurrence": "every day"}),
+                "5",
+            ),
+            (
+                "schedule_task",
+                json!({"process_after": "2099-01-01T00:00:00Z"}),
+                "prompt",
+            ),
             ("cancel_task", json!({}), "id"),
             ("cancel_task", json!({"id": "nope"}), "no live task"),
         ] {

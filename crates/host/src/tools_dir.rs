@@ -27,7 +27,13 @@ pub const MAX_PACKAGES: usize = 20;
 /// `PATH` entries and `PYTHONPATH` for a tools folder at `root`.
 pub fn env_for(root: &Path) -> (Vec<String>, String) {
     let r = root.to_string_lossy();
-    (vec![format!("{r}/python/bin"), format!("{r}/node/node_modules/.bin")], format!("{r}/python"))
+    (
+        vec![
+            format!("{r}/python/bin"),
+            format!("{r}/node/node_modules/.bin"),
+        ],
+        format!("{r}/python"),
+    )
 }
 
 /// Checks one package spec: a name, optionally with a version constraint
@@ -35,26 +41,45 @@ pub fn env_for(root: &Path) -> (Vec<String>, String) {
 /// or a URL.
 pub fn check_package(manager: &str, spec: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-=<>!~@/*^".contains(c);
-    if spec.is_empty() || spec.len() > 100 || spec.starts_with(['-', '.', '/']) || !spec.chars().all(ok_char) || spec.contains("..") || spec.contains("://") {
+    if spec.is_empty()
+        || spec.len() > 100
+        || spec.starts_with(['-', '.', '/'])
+        || !spec.chars().all(ok_char)
+        || spec.contains("..")
+        || spec.contains("://")
+    {
         return Err(format!("{spec:?} is not a package name (letters, digits, . _ -, and a version like ==1.2 or @1.2)"));
     }
     match manager {
         // npm scopes (@scope/name) use one `/`; pip names never do.
         "pip" if spec.contains(['/', '@']) => Err(format!("{spec:?} is not a pip requirement")),
-        "npm" if spec.matches('/').count() > 1 || (spec.contains('/') && !spec.starts_with('@')) => Err(format!("{spec:?} is not an npm package")),
+        "npm"
+            if spec.matches('/').count() > 1 || (spec.contains('/') && !spec.starts_with('@')) =>
+        {
+            Err(format!("{spec:?} is not an npm package"))
+        }
         "pip" | "npm" => Ok(()),
-        other => Err(format!("the package manager {other:?} cannot install into a folder; use pip or npm")),
+        other => Err(format!(
+            "the package manager {other:?} cannot install into a folder; use pip or npm"
+        )),
     }
 }
 
 fn find(bin: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(bin)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
 }
 
 /// Installs `packages` with `manager` into `tools` (created if missing).
 /// Returns the installer's last lines, or why it failed.
-pub fn install(tools: &Path, manager: &str, packages: &[String], sandboxed: bool) -> Result<String, String> {
+pub fn install(
+    tools: &Path,
+    manager: &str,
+    packages: &[String],
+    sandboxed: bool,
+) -> Result<String, String> {
     if packages.is_empty() || packages.len() > MAX_PACKAGES {
         return Err(format!("give 1 to {MAX_PACKAGES} packages"));
     }
@@ -63,28 +88,80 @@ pub fn install(tools: &Path, manager: &str, packages: &[String], sandboxed: bool
     }
     std::fs::create_dir_all(tools).map_err(|e| format!("creating {}: {e}", tools.display()))?;
     // Inside the installer sandbox the folder is at SANDBOX_TOOLS.
-    let bwrap = if sandboxed { crate::sandbox::find_bwrap() } else { None };
-    let at = if bwrap.is_some() { PathBuf::from(SANDBOX_TOOLS) } else { tools.to_owned() };
+    let bwrap = if sandboxed {
+        crate::sandbox::find_bwrap()
+    } else {
+        None
+    };
+    let at = if bwrap.is_some() {
+        PathBuf::from(SANDBOX_TOOLS)
+    } else {
+        tools.to_owned()
+    };
     let mut argv: Vec<String> = match manager {
         "pip" => {
-            let py = ["/usr/bin/python3", "/usr/local/bin/python3"].into_iter().find(|p| Path::new(p).exists()).ok_or("python3 is not installed on this machine")?;
-            let mut a = vec![py.to_owned(), "-m".into(), "pip".into(), "install".into(), "--no-input".into(), "--disable-pip-version-check".into(), "--upgrade".into()];
+            let py = ["/usr/bin/python3", "/usr/local/bin/python3"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .ok_or("python3 is not installed on this machine")?;
+            let mut a = vec![
+                py.to_owned(),
+                "-m".into(),
+                "pip".into(),
+                "install".into(),
+                "--no-input".into(),
+                "--disable-pip-version-check".into(),
+                "--upgrade".into(),
+            ];
             a.extend(["--target".into(), format!("{}/python", at.display())]);
             a
         }
         "npm" => {
             let npm = find("npm").ok_or("npm is not installed on this machine")?;
-            vec![npm.to_string_lossy().into_owned(), "install".into(), "--no-audit".into(), "--no-fund".into(), "--prefix".into(), format!("{}/node", at.display())]
+            vec![
+                npm.to_string_lossy().into_owned(),
+                "install".into(),
+                "--no-audit".into(),
+                "--no-fund".into(),
+                "--prefix".into(),
+                format!("{}/node", at.display()),
+            ]
         }
-        other => return Err(format!("the package manager {other:?} cannot install into a folder; use pip or npm")),
+        other => {
+            return Err(format!(
+                "the package manager {other:?} cannot install into a folder; use pip or npm"
+            ))
+        }
     };
     argv.push("--".into());
     argv.extend(packages.iter().cloned());
     let mut cmd = match &bwrap {
         Some(b) => {
             let mut c = Command::new(b);
-            c.args(["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]);
-            c.args(["--tmpfs", "/", "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+            c.args([
+                "--unshare-user",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--die-with-parent",
+                "--new-session",
+                "--cap-drop",
+                "ALL",
+                "--clearenv",
+            ]);
+            c.args([
+                "--tmpfs",
+                "/",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--tmpfs",
+                "/tmp",
+            ]);
             for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
                 let host = Path::new("/").join(d);
                 match std::fs::symlink_metadata(&host) {
@@ -100,14 +177,44 @@ pub fn install(tools: &Path, manager: &str, packages: &[String], sandboxed: bool
                 }
             }
             // Name resolution and TLS for the download; nothing else of /etc.
-            for f in ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates", "/etc/pip.conf", "/etc/npmrc", "/etc/ld.so.cache", "/etc/passwd", "/etc/group"] {
+            for f in [
+                "/etc/resolv.conf",
+                "/etc/hosts",
+                "/etc/nsswitch.conf",
+                "/etc/ssl",
+                "/etc/ca-certificates",
+                "/etc/pip.conf",
+                "/etc/npmrc",
+                "/etc/ld.so.cache",
+                "/etc/passwd",
+                "/etc/group",
+            ] {
                 c.args(["--ro-bind-try", f, f]);
             }
             c.arg("--bind").arg(tools).arg(SANDBOX_TOOLS);
-            c.args(["--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]);
+            c.args([
+                "--setenv",
+                "HOME",
+                "/tmp",
+                "--setenv",
+                "PATH",
+                "/usr/local/bin:/usr/bin:/bin",
+            ]);
             // The installers' own settings (an index mirror, a proxy, CA files).
             for (k, v) in std::env::vars() {
-                if k.starts_with("PIP_") && k != "PIP_FIND_LINKS" || k.starts_with("npm_config_") || matches!(k.as_str(), "HTTP_PROXY" | "HTTPS_PROXY" | "NO_PROXY" | "http_proxy" | "https_proxy" | "no_proxy" | "SSL_CERT_FILE") {
+                if k.starts_with("PIP_") && k != "PIP_FIND_LINKS"
+                    || k.starts_with("npm_config_")
+                    || matches!(
+                        k.as_str(),
+                        "HTTP_PROXY"
+                            | "HTTPS_PROXY"
+                            | "NO_PROXY"
+                            | "http_proxy"
+                            | "https_proxy"
+                            | "no_proxy"
+                            | "SSL_CERT_FILE"
+                    )
+                {
                     c.arg("--setenv").arg(k).arg(v);
                 }
             }
@@ -122,8 +229,12 @@ pub fn install(tools: &Path, manager: &str, packages: &[String], sandboxed: bool
             c
         }
     };
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|e| format!("starting {manager}: {e}"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {manager}: {e}"))?;
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -134,10 +245,17 @@ pub fn install(tools: &Path, manager: &str, packages: &[String], sandboxed: bool
         Err(_) => {
             // SAFETY: kill(2) of the installer we started.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            return Err(format!("{manager} did not finish within {} minutes", INSTALL_TIMEOUT.as_secs() / 60));
+            return Err(format!(
+                "{manager} did not finish within {} minutes",
+                INSTALL_TIMEOUT.as_secs() / 60
+            ));
         }
     };
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = tail[tail.len().saturating_sub(6)..].join("\n");
     if out.status.success() {
@@ -153,15 +271,38 @@ mod tests {
 
     #[test]
     fn package_names() {
-        for ok in ["requests", "six==1.16.0", "pydantic>=2", "left-pad", "left-pad@1.3.0", "@scope/pkg"] {
-            let m = if ok.contains('@') || ok == "left-pad" { "npm" } else { "pip" };
+        for ok in [
+            "requests",
+            "six==1.16.0",
+            "pydantic>=2",
+            "left-pad",
+            "left-pad@1.3.0",
+            "@scope/pkg",
+        ] {
+            let m = if ok.contains('@') || ok == "left-pad" {
+                "npm"
+            } else {
+                "pip"
+            };
             assert!(check_package(m, ok).is_ok(), "{m} {ok}");
         }
-        for bad in ["--index-url=http://evil", "-r", "../x", "/etc/passwd", "git+https://x", "a b", "x;rm", "", "http://x/y.whl"] {
+        for bad in [
+            "--index-url=http://evil",
+            "-r",
+            "../x",
+            "/etc/passwd",
+            "git+https://x",
+            "a b",
+            "x;rm",
+            "",
+            "http://x/y.whl",
+        ] {
             assert!(check_package("pip", bad).is_err(), "{bad}");
         }
         assert!(check_package("pip", "a/b").is_err());
         assert!(check_package("npm", "a/b").is_err() && check_package("npm", "@a/b/c").is_err());
-        assert!(check_package("apt", "curl").unwrap_err().contains("use pip or npm"));
+        assert!(check_package("apt", "curl")
+            .unwrap_err()
+            .contains("use pip or npm"));
     }
 }

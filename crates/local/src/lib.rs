@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
-use pinch_providers::{Capabilities, ErrorKind, Event, Provider, ProviderError, Step, TurnRequest, TurnResult, Usage};
+use pinch_providers::{
+    Capabilities, ErrorKind, Event, Provider, ProviderError, Step, TurnRequest, TurnResult, Usage,
+};
 
 pub use tokenizer::{Tokenizer, Utf8Stream};
 
@@ -37,11 +39,17 @@ pub enum LoadError {
     #[error("no local model at {path}: run `pinch model fetch` to download SmolLM2-135M-Instruct, or point provider.local.model at a GGUF file")]
     Missing { path: PathBuf },
     #[error("cannot read the local model {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a usable GGUF model ({reason}); run `pinch model fetch --force` to replace it")]
     Invalid { path: PathBuf, reason: String },
     #[error("the tokenizer in {path}: {source}")]
-    Tokenizer { path: PathBuf, source: tokenizer::TokenizerError },
+    Tokenizer {
+        path: PathBuf,
+        source: tokenizer::TokenizerError,
+    },
 }
 
 /// How to run the model.
@@ -59,23 +67,40 @@ pub struct Options {
 
 impl Options {
     pub fn new(path: impl Into<PathBuf>) -> Options {
-        Options { path: path.into(), max_tokens: DEFAULT_MAX_TOKENS, context: DEFAULT_CONTEXT, requantize: false }
+        Options {
+            path: path.into(),
+            max_tokens: DEFAULT_MAX_TOKENS,
+            context: DEFAULT_CONTEXT,
+            requantize: false,
+        }
     }
 }
 
 /// Rewrites the model in memory with its Q4_1 tensors as Q8_0 (8-bit
 /// blocks of 32 with one scale: finer than Q4_1's 4 bits, so nothing the
 /// model knows is lost; about 1.7× the memory).
-fn requantize(content: gguf_file::Content, file: &mut std::fs::File, device: &Device) -> candle_core::Result<(gguf_file::Content, std::io::Cursor<Vec<u8>>)> {
+fn requantize(
+    content: gguf_file::Content,
+    file: &mut std::fs::File,
+    device: &Device,
+) -> candle_core::Result<(gguf_file::Content, std::io::Cursor<Vec<u8>>)> {
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
     for name in names {
         let q = content.tensor(file, name, device)?;
-        let q = if q.dtype() == GgmlDType::Q4_1 { QTensor::quantize(&q.dequantize(device)?, GgmlDType::Q8_0)? } else { q };
+        let q = if q.dtype() == GgmlDType::Q4_1 {
+            QTensor::quantize(&q.dequantize(device)?, GgmlDType::Q8_0)?
+        } else {
+            q
+        };
         tensors.push((name.clone(), q));
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
     let mut mem = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut mem, &metadata, &refs)?;
@@ -99,7 +124,11 @@ pub struct Local {
 
 impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Local").field("name", &self.name).field("context", &self.context).field("max_tokens", &self.max_tokens).finish()
+        f.debug_struct("Local")
+            .field("name", &self.name)
+            .field("context", &self.context)
+            .field("max_tokens", &self.max_tokens)
+            .finish()
     }
 }
 
@@ -118,7 +147,11 @@ impl GenStats {
     /// Generation speed after the first token, tokens per second.
     pub fn tokens_per_s(&self) -> f64 {
         let n = self.new_tokens.saturating_sub(1) as f64;
-        if self.decode.is_zero() { 0.0 } else { n / self.decode.as_secs_f64() }
+        if self.decode.is_zero() {
+            0.0
+        } else {
+            n / self.decode.as_secs_f64()
+        }
     }
 }
 
@@ -128,33 +161,83 @@ impl Local {
         let path = &opts.path;
         let mut file = match std::fs::File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing { path: path.clone() }),
-            Err(e) => return Err(LoadError::Io { path: path.clone(), source: e }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadError::Missing { path: path.clone() })
+            }
+            Err(e) => {
+                return Err(LoadError::Io {
+                    path: path.clone(),
+                    source: e,
+                })
+            }
         };
-        let invalid = |reason: String| LoadError::Invalid { path: path.clone(), reason };
+        let invalid = |reason: String| LoadError::Invalid {
+            path: path.clone(),
+            reason,
+        };
         let content = gguf_file::Content::read(&mut file).map_err(|e| invalid(e.to_string()))?;
-        let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
         if arch != "llama" {
-            return Err(invalid(format!("architecture {arch:?}; the local provider runs llama-architecture models")));
+            return Err(invalid(format!(
+                "architecture {arch:?}; the local provider runs llama-architecture models"
+            )));
         }
-        let trained_ctx = content.metadata.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
-        let tok = Tokenizer::from_gguf(&content.metadata).map_err(|e| LoadError::Tokenizer { path: path.clone(), source: e })?;
+        let trained_ctx = content
+            .metadata
+            .get("llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .unwrap_or(2048) as usize;
+        let tok = Tokenizer::from_gguf(&content.metadata).map_err(|e| LoadError::Tokenizer {
+            path: path.clone(),
+            source: e,
+        })?;
         let device = Device::Cpu;
-        let weights = if opts.requantize && content.tensor_infos.values().any(|t| t.ggml_dtype == GgmlDType::Q4_1) {
-            let (ct, mut mem) = requantize(content, &mut file, &device).map_err(|e| invalid(e.to_string()))?;
+        let weights = if opts.requantize
+            && content
+                .tensor_infos
+                .values()
+                .any(|t| t.ggml_dtype == GgmlDType::Q4_1)
+        {
+            let (ct, mut mem) =
+                requantize(content, &mut file, &device).map_err(|e| invalid(e.to_string()))?;
             ModelWeights::from_gguf(ct, &mut mem, &device).map_err(|e| invalid(e.to_string()))?
         } else {
-            ModelWeights::from_gguf(content, &mut file, &device).map_err(|e| invalid(e.to_string()))?
+            ModelWeights::from_gguf(content, &mut file, &device)
+                .map_err(|e| invalid(e.to_string()))?
         };
-        let (Some(im_start), Some(im_end)) = (tok.token_id("<|im_start|>"), tok.token_id("<|im_end|>")) else {
-            return Err(invalid("no <|im_start|>/<|im_end|> tokens: not a ChatML chat model".into()));
+        let (Some(im_start), Some(im_end)) =
+            (tok.token_id("<|im_start|>"), tok.token_id("<|im_end|>"))
+        else {
+            return Err(invalid(
+                "no <|im_start|>/<|im_end|> tokens: not a ChatML chat model".into(),
+            ));
         };
-        let context = (opts.context.max(64) as usize).min(trained_ctx).min(MAX_SEQ_LEN);
+        let context = (opts.context.max(64) as usize)
+            .min(trained_ctx)
+            .min(MAX_SEQ_LEN);
         let max_tokens = (opts.max_tokens.max(1) as usize).min(context / 2);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "local".into());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "local".into());
         let load_time = started.elapsed();
         tracing::info!(model = %name, context, max_tokens, load_ms = load_time.as_millis() as u64, "local model loaded");
-        Ok(Local { weights, tok, device, context, max_tokens, im_start, im_end, load_time, name })
+        Ok(Local {
+            weights,
+            tok,
+            device,
+            context,
+            max_tokens,
+            im_start,
+            im_end,
+            load_time,
+            name,
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -181,10 +264,18 @@ impl Local {
     /// The prompt's tokens: system, the newest history that fits, the batch,
     /// the turn's steps, and the assistant header.
     pub fn render(&self, req: &TurnRequest) -> Result<Vec<u32>, ProviderError> {
-        let head = if req.system.trim().is_empty() { Vec::new() } else { self.turn_tokens("system", &req.system) };
+        let head = if req.system.trim().is_empty() {
+            Vec::new()
+        } else {
+            self.turn_tokens("system", &req.system)
+        };
         // A 135M model copies markup instead of answering it: it gets the
         // plain texts of the batch (or the prompt without its tags).
-        let user = if req.texts.iter().any(|t| !t.trim().is_empty()) { req.texts.join("\n") } else { plain(&req.prompt) };
+        let user = if req.texts.iter().any(|t| !t.trim().is_empty()) {
+            req.texts.join("\n")
+        } else {
+            plain(&req.prompt)
+        };
         let mut tail = self.turn_tokens("user", &user);
         for step in &req.steps {
             match step {
@@ -195,9 +286,16 @@ impl Local {
                     }
                     tail.extend(self.turn_tokens("assistant", &s));
                 }
-                Step::ToolResult { name, content, is_error, .. } => {
+                Step::ToolResult {
+                    name,
+                    content,
+                    is_error,
+                    ..
+                } => {
                     let what = if *is_error { "failed" } else { "returned" };
-                    tail.extend(self.turn_tokens("user", &format!("[tool {name} {what}]\n{content}")));
+                    tail.extend(
+                        self.turn_tokens("user", &format!("[tool {name} {what}]\n{content}")),
+                    );
                 }
                 Step::User { text } => tail.extend(self.turn_tokens("user", text)),
             }
@@ -220,7 +318,11 @@ impl Local {
         let mut kept: Vec<Vec<u32>> = Vec::new();
         let mut used = fixed;
         for (role, text) in req.history.iter().rev() {
-            let role = if role == "assistant" { "assistant" } else { "user" };
+            let role = if role == "assistant" {
+                "assistant"
+            } else {
+                "user"
+            };
             let t = self.turn_tokens(role, &plain(text));
             if used + t.len() > budget {
                 break;
@@ -229,7 +331,10 @@ impl Local {
             kept.push(t);
         }
         if kept.len() < req.history.len() {
-            tracing::debug!(dropped = req.history.len() - kept.len(), "oldest history dropped to fit the local model's window");
+            tracing::debug!(
+                dropped = req.history.len() - kept.len(),
+                "oldest history dropped to fit the local model's window"
+            );
         }
         let mut all = head;
         for t in kept.into_iter().rev() {
@@ -241,10 +346,22 @@ impl Local {
 
     /// Greedy generation from `prompt`, calling `on_text` with each complete
     /// piece of text; returns the whole reply and its timings.
-    pub fn generate(&mut self, prompt: &[u32], max_new: usize, on_text: &mut dyn FnMut(&str)) -> Result<(String, GenStats), ProviderError> {
-        let fail = |e: candle_core::Error| ProviderError { message: format!("local model: {e}"), retryable: false, kind: ErrorKind::Other };
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_new: usize,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, GenStats), ProviderError> {
+        let fail = |e: candle_core::Error| ProviderError {
+            message: format!("local model: {e}"),
+            retryable: false,
+            kind: ErrorKind::Other,
+        };
         let started = Instant::now();
-        let mut stats = GenStats { prompt_tokens: prompt.len(), ..Default::default() };
+        let mut stats = GenStats {
+            prompt_tokens: prompt.len(),
+            ..Default::default()
+        };
         let max_new = max_new.min(self.context.saturating_sub(prompt.len()));
         let mut text = String::new();
         let mut utf8 = Utf8Stream::default();
@@ -252,7 +369,9 @@ impl Local {
         let mut input: Vec<u32> = prompt.to_vec();
         let mut first_at = None;
         for _ in 0..max_new {
-            let x = Tensor::new(input.as_slice(), &self.device).and_then(|t| t.unsqueeze(0)).map_err(fail)?;
+            let x = Tensor::new(input.as_slice(), &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(fail)?;
             let logits = self.weights.forward(&x, pos).map_err(fail)?;
             let logits: Vec<f32> = logits.squeeze(0).and_then(|l| l.to_vec1()).map_err(fail)?;
             pos += input.len();
@@ -265,7 +384,14 @@ impl Local {
             if next == self.im_end || Some(next) == self.tok.eos() || self.tok.is_special(next) {
                 break;
             }
-            let bytes = self.tok.token_bytes(next, false).map_err(|e| ProviderError { message: e.to_string(), retryable: false, kind: ErrorKind::Other })?;
+            let bytes = self
+                .tok
+                .token_bytes(next, false)
+                .map_err(|e| ProviderError {
+                    message: e.to_string(),
+                    retryable: false,
+                    kind: ErrorKind::Other,
+                })?;
             let piece = utf8.push(&bytes);
             if !piece.is_empty() {
                 on_text(&piece);
@@ -301,8 +427,17 @@ pub fn plain(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    let out = out.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&");
-    out.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n")
+    let out = out
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    out.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn argmax(xs: &[f32]) -> u32 {
@@ -322,14 +457,27 @@ impl Provider for Local {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { tools: false, streaming: true, context_window: self.context as u32 }
+        Capabilities {
+            tools: false,
+            streaming: true,
+            context_window: self.context as u32,
+        }
     }
 
-    fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+    fn turn(
+        &mut self,
+        req: &TurnRequest,
+        sink: &mut dyn FnMut(Event),
+    ) -> Result<TurnResult, ProviderError> {
         let prompt = self.render(req)?;
-        sink(Event::Progress(format!("local model: reading {} prompt tokens", prompt.len())));
+        sink(Event::Progress(format!(
+            "local model: reading {} prompt tokens",
+            prompt.len()
+        )));
         let max = self.max_tokens;
-        let (text, stats) = self.generate(&prompt, max, &mut |piece| sink(Event::Text(piece.to_owned())))?;
+        let (text, stats) = self.generate(&prompt, max, &mut |piece| {
+            sink(Event::Text(piece.to_owned()))
+        })?;
         tracing::info!(
             prompt_tokens = stats.prompt_tokens,
             new_tokens = stats.new_tokens,
@@ -339,7 +487,10 @@ impl Provider for Local {
         );
         Ok(TurnResult {
             text: text.trim().to_owned(),
-            usage: Usage { input_tokens: stats.prompt_tokens as u64, output_tokens: stats.new_tokens as u64 },
+            usage: Usage {
+                input_tokens: stats.prompt_tokens as u64,
+                output_tokens: stats.new_tokens as u64,
+            },
             tool_calls: Vec::new(),
         })
     }

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 /// The GPT-2 word regex: contractions, letters, numbers, other symbols, each
 /// optionally led by one space; runs of whitespace not followed by a word.
-const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 /// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
 const TYPE_CONTROL: i32 = 3;
@@ -23,7 +24,9 @@ const TYPE_USER_DEFINED: i32 = 4;
 pub enum TokenizerError {
     #[error("the GGUF metadata has no {0}")]
     Missing(&'static str),
-    #[error("tokenizer.ggml.model is {0:?}; only byte-level BPE (`gpt2`) vocabularies are supported")]
+    #[error(
+        "tokenizer.ggml.model is {0:?}; only byte-level BPE (`gpt2`) vocabularies are supported"
+    )]
     UnsupportedModel(String),
     #[error("tokenizer.ggml.merges entry {index} ({entry:?}) is not two known tokens separated by a space")]
     BadMerge { index: usize, entry: String },
@@ -67,7 +70,10 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab", &self.tokens.len()).field("merges", &self.merges.len()).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.tokens.len())
+            .field("merges", &self.merges.len())
+            .finish()
     }
 }
 
@@ -91,29 +97,59 @@ fn byte_chars() -> [char; 256] {
 
 impl Tokenizer {
     pub fn new(v: Vocab) -> Result<Tokenizer, TokenizerError> {
-        let ids: HashMap<String, u32> = v.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let special: Vec<bool> =
-            (0..v.tokens.len()).map(|i| matches!(v.token_types.get(i), Some(&TYPE_CONTROL) | Some(&TYPE_USER_DEFINED))).collect();
-        let mut specials_by_len: Vec<(String, u32)> =
-            special.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| (v.tokens[i].clone(), i as u32)).filter(|(t, _)| !t.is_empty()).collect();
+        let ids: HashMap<String, u32> = v
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let special: Vec<bool> = (0..v.tokens.len())
+            .map(|i| {
+                matches!(
+                    v.token_types.get(i),
+                    Some(&TYPE_CONTROL) | Some(&TYPE_USER_DEFINED)
+                )
+            })
+            .collect();
+        let mut specials_by_len: Vec<(String, u32)> = special
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s)
+            .map(|(i, _)| (v.tokens[i].clone(), i as u32))
+            .filter(|(t, _)| !t.is_empty())
+            .collect();
         specials_by_len.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         let mut merges = HashMap::with_capacity(v.merges.len());
         for (rank, entry) in v.merges.iter().enumerate() {
-            let bad = || TokenizerError::BadMerge { index: rank, entry: entry.clone() };
+            let bad = || TokenizerError::BadMerge {
+                index: rank,
+                entry: entry.clone(),
+            };
             let (l, r) = entry.split_once(' ').ok_or_else(bad)?;
-            let (Some(&li), Some(&ri)) = (ids.get(l), ids.get(r)) else { return Err(bad()) };
-            let Some(&mi) = ids.get(&format!("{l}{r}")) else { return Err(bad()) };
+            let (Some(&li), Some(&ri)) = (ids.get(l), ids.get(r)) else {
+                return Err(bad());
+            };
+            let Some(&mi) = ids.get(&format!("{l}{r}")) else {
+                return Err(bad());
+            };
             merges.entry((li, ri)).or_insert((rank as u32, mi));
         }
         let byte_to_char = byte_chars();
-        let char_to_byte = byte_to_char.iter().enumerate().map(|(b, c)| (*c, b as u8)).collect();
+        let char_to_byte = byte_to_char
+            .iter()
+            .enumerate()
+            .map(|(b, c)| (*c, b as u8))
+            .collect();
         let mut byte_ids = [None; 256];
         for (b, c) in byte_to_char.iter().enumerate() {
             byte_ids[b] = ids.get(c.to_string().as_str()).copied();
         }
         // Vocabularies that split numbers into single digits before the
         // GPT-2 regex (llama.cpp's pre-tokenizer names for them).
-        let split_digits = matches!(v.pre.as_str(), "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b");
+        let split_digits = matches!(
+            v.pre.as_str(),
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b"
+        );
         Ok(Tokenizer {
             tokens: v.tokens,
             ids,
@@ -132,16 +168,29 @@ impl Tokenizer {
     }
 
     /// Reads the `tokenizer.ggml.*` keys of a GGUF file.
-    pub fn from_gguf(md: &HashMap<String, candle_core::quantized::gguf_file::Value>) -> Result<Tokenizer, TokenizerError> {
+    pub fn from_gguf(
+        md: &HashMap<String, candle_core::quantized::gguf_file::Value>,
+    ) -> Result<Tokenizer, TokenizerError> {
         use candle_core::quantized::gguf_file::Value;
         let strings = |key: &'static str| -> Result<Vec<String>, TokenizerError> {
             match md.get(key) {
-                Some(Value::Array(xs)) => xs.iter().map(|x| x.to_string().cloned().map_err(|_| TokenizerError::Missing(key))).collect(),
+                Some(Value::Array(xs)) => xs
+                    .iter()
+                    .map(|x| {
+                        x.to_string()
+                            .cloned()
+                            .map_err(|_| TokenizerError::Missing(key))
+                    })
+                    .collect(),
                 _ => Err(TokenizerError::Missing(key)),
             }
         };
         let id = |key: &str| md.get(key).and_then(|v| v.to_u32().ok());
-        let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+        let model = md
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model));
         }
@@ -156,7 +205,11 @@ impl Tokenizer {
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id"),
             unk: id("tokenizer.ggml.unknown_token_id"),
-            pre: md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default(),
+            pre: md
+                .get("tokenizer.ggml.pre")
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
@@ -190,7 +243,11 @@ impl Tokenizer {
         let mut i = 0;
         while i < text.len() {
             let rest = &text[i..];
-            if let Some((s, id)) = self.specials_by_len.iter().find(|(s, _)| rest.starts_with(s.as_str())) {
+            if let Some((s, id)) = self
+                .specials_by_len
+                .iter()
+                .find(|(s, _)| rest.starts_with(s.as_str()))
+            {
                 self.encode_plain(&text[start..i], &mut out);
                 out.push(*id);
                 i += s.len();
@@ -246,7 +303,10 @@ impl Tokenizer {
 
     /// One pre-token: whole-word lookup, else merges by rank.
     fn encode_word(&self, word: &str, out: &mut Vec<u32>) {
-        let mapped: String = word.bytes().map(|b| self.byte_to_char[b as usize]).collect();
+        let mapped: String = word
+            .bytes()
+            .map(|b| self.byte_to_char[b as usize])
+            .collect();
         if let Some(&id) = self.ids.get(&mapped) {
             out.push(id);
             return;
@@ -262,7 +322,11 @@ impl Tokenizer {
             let best = syms
                 .windows(2)
                 .enumerate()
-                .filter_map(|(i, w)| self.merges.get(&(w[0], w[1])).map(|&(rank, id)| (rank, i, id)))
+                .filter_map(|(i, w)| {
+                    self.merges
+                        .get(&(w[0], w[1]))
+                        .map(|&(rank, id)| (rank, i, id))
+                })
                 .min();
             let Some((_, i, id)) = best else { break };
             syms[i] = id;
@@ -274,9 +338,16 @@ impl Tokenizer {
     /// The bytes a token stands for. Special tokens give their text when
     /// `with_special`, nothing otherwise.
     pub fn token_bytes(&self, id: u32, with_special: bool) -> Result<Vec<u8>, TokenizerError> {
-        let t = self.tokens.get(id as usize).ok_or(TokenizerError::BadId(id))?;
+        let t = self
+            .tokens
+            .get(id as usize)
+            .ok_or(TokenizerError::BadId(id))?;
         if self.is_special(id) {
-            return Ok(if with_special { t.as_bytes().to_vec() } else { Vec::new() });
+            return Ok(if with_special {
+                t.as_bytes().to_vec()
+            } else {
+                Vec::new()
+            });
         }
         let mut bytes = Vec::with_capacity(t.len());
         for c in t.chars() {
@@ -320,7 +391,9 @@ impl Utf8Stream {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"),
+                    );
                     match e.error_len() {
                         // Incomplete at the end: wait for more.
                         None => {
@@ -353,19 +426,39 @@ mod tests {
     /// specials.
     fn tiny() -> Tokenizer {
         let chars = byte_chars();
-        let mut tokens = vec!["<|endoftext|>".to_string(), "<|im_start|>".into(), "<|im_end|>".into()];
+        let mut tokens = vec![
+            "<|endoftext|>".to_string(),
+            "<|im_start|>".into(),
+            "<|im_end|>".into(),
+        ];
         let mut types = vec![3, 3, 3];
         for c in chars {
             tokens.push(c.to_string());
             types.push(1);
         }
         let sp = chars[b' ' as usize];
-        let merges = vec![format!("{sp} w"), "h e".into(), "l l".into(), "he ll".into(), "hell o".into(), format!("{sp}w o")];
+        let merges = vec![
+            format!("{sp} w"),
+            "h e".into(),
+            "l l".into(),
+            "he ll".into(),
+            "hell o".into(),
+            format!("{sp}w o"),
+        ];
         for m in &merges {
             tokens.push(m.replace(' ', ""));
             types.push(1);
         }
-        Tokenizer::new(Vocab { tokens, token_types: types, merges, bos: Some(1), eos: Some(2), unk: Some(0), pre: "smollm".into() }).unwrap()
+        Tokenizer::new(Vocab {
+            tokens,
+            token_types: types,
+            merges,
+            bos: Some(1),
+            eos: Some(2),
+            unk: Some(0),
+            pre: "smollm".into(),
+        })
+        .unwrap()
     }
 
     #[test]
@@ -374,8 +467,18 @@ mod tests {
         let ids = t.encode("hello wo", false);
         let texts: Vec<String> = ids.iter().map(|&i| t.decode(&[i], true).unwrap()).collect();
         assert_eq!(texts, ["hello", " wo"]);
-        for s in ["hello world", "naïve café — 日本語 🎉", "  two  spaces\n\ttab", "a1b22 333", ""] {
-            assert_eq!(t.decode(&t.encode(s, false), false).unwrap(), s, "round trip of {s:?}");
+        for s in [
+            "hello world",
+            "naïve café — 日本語 🎉",
+            "  two  spaces\n\ttab",
+            "a1b22 333",
+            "",
+        ] {
+            assert_eq!(
+                t.decode(&t.encode(s, false), false).unwrap(),
+                s,
+                "round trip of {s:?}"
+            );
         }
     }
 
@@ -393,16 +496,26 @@ mod tests {
         let ids = t.encode("<|im_start|>user\nhi<|im_end|>", true);
         assert_eq!(ids.first(), Some(&1));
         assert_eq!(ids.last(), Some(&2));
-        assert_eq!(t.decode(&ids, true).unwrap(), "<|im_start|>user\nhi<|im_end|>");
+        assert_eq!(
+            t.decode(&ids, true).unwrap(),
+            "<|im_start|>user\nhi<|im_end|>"
+        );
         assert_eq!(t.decode(&ids, false).unwrap(), "user\nhi");
         let plain = t.encode("<|im_end|>", false);
-        assert!(!plain.contains(&2) && plain.len() > 1, "user text cannot forge a turn end: {plain:?}");
+        assert!(
+            !plain.contains(&2) && plain.len() > 1,
+            "user text cannot forge a turn end: {plain:?}"
+        );
         assert_eq!(t.decode(&plain, true).unwrap(), "<|im_end|>");
     }
 
     #[test]
     fn bad_merges_are_named() {
-        let v = Vocab { tokens: vec!["a".into(), "b".into()], merges: vec!["a b".into()], ..Default::default() };
+        let v = Vocab {
+            tokens: vec!["a".into(), "b".into()],
+            merges: vec!["a b".into()],
+            ..Default::default()
+        };
         let e = Tokenizer::new(v).unwrap_err();
         assert!(e.to_string().contains("\"a b\""), "{e}");
     }

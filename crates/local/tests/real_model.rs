@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use pinch_local::{Local, Options, DEFAULT_MODEL_FILE};
 use pinch_providers::{Event, Provider, TurnRequest};
 
-
 fn model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PINCH_TEST_MODEL").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     let p = home.join(".cache/pinch/models").join(DEFAULT_MODEL_FILE);
     assert!(
         p.is_file(),
@@ -33,15 +34,35 @@ fn known_token_ids() {
     let m = load(8);
     let t = m.tokenizer();
     assert_eq!(t.vocab_size(), 49152);
-    assert_eq!((t.token_id("<|endoftext|>"), t.token_id("<|im_start|>"), t.token_id("<|im_end|>")), (Some(0), Some(1), Some(2)));
-    let id = |s: &str| t.token_id(s).unwrap_or_else(|| panic!("{s:?} is in the vocabulary"));
+    assert_eq!(
+        (
+            t.token_id("<|endoftext|>"),
+            t.token_id("<|im_start|>"),
+            t.token_id("<|im_end|>")
+        ),
+        (Some(0), Some(1), Some(2))
+    );
+    let id = |s: &str| {
+        t.token_id(s)
+            .unwrap_or_else(|| panic!("{s:?} is in the vocabulary"))
+    };
     // Whole words are single tokens, a leading space is part of the word (Ġ).
-    assert_eq!(t.encode("Hello world", false), vec![id("Hello"), id("Ġworld")]);
+    assert_eq!(
+        t.encode("Hello world", false),
+        vec![id("Hello"), id("Ġworld")]
+    );
     // Digits one at a time (SmolLM's pre-tokenizer), the space on its own.
-    assert_eq!(t.encode("in 2024", false), vec![id("in"), id("Ġ"), id("2"), id("0"), id("2"), id("4")]);
+    assert_eq!(
+        t.encode("in 2024", false),
+        vec![id("in"), id("Ġ"), id("2"), id("0"), id("2"), id("4")]
+    );
     let chat = t.encode("<|im_start|>user\nHi<|im_end|>\n", true);
     assert_eq!(chat, vec![1, id("user"), id("Ċ"), id("Hi"), 2, id("Ċ")]);
-    for s in ["The quick brown fox jumps over the lazy dog.", "naïve café — 日本語 🎉\n\n  x", "fn main() { println!(\"{}\", 1 + 2); }"] {
+    for s in [
+        "The quick brown fox jumps over the lazy dog.",
+        "naïve café — 日本語 🎉\n\n  x",
+        "fn main() { println!(\"{}\", 1 + 2); }",
+    ] {
         assert_eq!(t.decode(&t.encode(s, false), false).unwrap(), s);
     }
 }
@@ -52,12 +73,25 @@ fn answers_a_prompt_greedily_and_streams_it() {
     let req = TurnRequest {
         system: "You are a helpful assistant.".into(),
         prompt: "What is the capital of France?".into(),
-        history: vec![("user".into(), "Hi".into()), ("assistant".into(), "Hello! How can I help?".into())],
+        history: vec![
+            ("user".into(), "Hi".into()),
+            ("assistant".into(), "Hello! How can I help?".into()),
+        ],
         ..Default::default()
     };
     let mut streamed = String::new();
-    let r = m.turn(&req, &mut |e| if let Event::Text(t) = e { streamed.push_str(&t) }).unwrap();
-    assert_eq!(streamed.trim(), r.text, "the streamed pieces add up to the reply");
+    let r = m
+        .turn(&req, &mut |e| {
+            if let Event::Text(t) = e {
+                streamed.push_str(&t)
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        streamed.trim(),
+        r.text,
+        "the streamed pieces add up to the reply"
+    );
     assert!(r.text.contains("Paris"), "a sane answer: {:?}", r.text);
     assert!(r.usage.output_tokens >= 1 && r.usage.output_tokens <= 24);
     let again = m.turn(&req, &mut |_| {}).unwrap();
@@ -73,14 +107,29 @@ fn oldest_history_is_dropped_to_fit_and_an_oversized_prompt_is_an_error() {
     let long = "word ".repeat(60);
     let req = TurnRequest {
         prompt: "Say hi.".into(),
-        history: (0..10).map(|i| (if i % 2 == 0 { "user" } else { "assistant" }.to_string(), format!("{i} {long}"))).collect(),
+        history: (0..10)
+            .map(|i| {
+                (
+                    if i % 2 == 0 { "user" } else { "assistant" }.to_string(),
+                    format!("{i} {long}"),
+                )
+            })
+            .collect(),
         ..Default::default()
     };
     let toks = m.render(&req).unwrap();
     assert!(toks.len() <= 256 - 64, "{} tokens", toks.len());
     let text = m.tokenizer().decode(&toks, true).unwrap();
-    assert!(text.contains("9 word") && !text.contains("0 word"), "the newest history is kept: {text}");
-    let e = m.render(&TurnRequest { prompt: long.repeat(4), ..Default::default() }).unwrap_err();
+    assert!(
+        text.contains("9 word") && !text.contains("0 word"),
+        "the newest history is kept: {text}"
+    );
+    let e = m
+        .render(&TurnRequest {
+            prompt: long.repeat(4),
+            ..Default::default()
+        })
+        .unwrap_err();
     assert!(e.message.contains("provider.local.context"), "{e}");
 }
 
@@ -88,7 +137,10 @@ fn oldest_history_is_dropped_to_fit_and_an_oversized_prompt_is_an_error() {
 fn a_missing_file_names_the_fetch_command() {
     let e = Local::load(&Options::new("/nonexistent/model.gguf")).unwrap_err();
     let s = e.to_string();
-    assert!(s.contains("/nonexistent/model.gguf") && s.contains("pinch model fetch"), "{s}");
+    assert!(
+        s.contains("/nonexistent/model.gguf") && s.contains("pinch model fetch"),
+        "{s}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.gguf");
     std::fs::write(&bad, b"not a gguf file at all").unwrap();
@@ -104,20 +156,34 @@ fn a_missing_file_names_the_fetch_command() {
 fn agrees_with_the_reference_bpe() {
     use candle_core::quantized::gguf_file::{Content, Value};
     use tokenizers::models::bpe::BPE;
-    use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence, PreTokenizerWrapper};
+    use tokenizers::pre_tokenizers::{
+        byte_level::ByteLevel, digits::Digits, sequence::Sequence, PreTokenizerWrapper,
+    };
     let mut f = std::fs::File::open(model_path()).unwrap();
     let md = Content::read(&mut f).unwrap().metadata;
     let strings = |k: &str| -> Vec<String> {
-        let Some(Value::Array(xs)) = md.get(k) else { panic!("{k}") };
+        let Some(Value::Array(xs)) = md.get(k) else {
+            panic!("{k}")
+        };
         xs.iter().map(|x| x.to_string().unwrap().clone()).collect()
     };
     let tokens = strings("tokenizer.ggml.tokens");
-    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges").iter().map(|m| {
-        let (a, b) = m.split_once(' ').unwrap();
-        (a.to_owned(), b.to_owned())
-    }).collect();
-    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().unwrap();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")
+        .iter()
+        .map(|m| {
+            let (a, b) = m.split_once(' ').unwrap();
+            (a.to_owned(), b.to_owned())
+        })
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .unwrap();
     let mut reference = tokenizers::Tokenizer::new(bpe);
     reference.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
         PreTokenizerWrapper::Digits(Digits::new(true)),
@@ -128,6 +194,10 @@ fn agrees_with_the_reference_bpe() {
                 Ünïcödé: naïve café, 日本語のテキスト, emoji 🎉🚀, Ελληνικά, русский.\r\n'll 're 've 'd 'm 's 't\n   \n";
     for line in text.split_inclusive('\n').chain([text]) {
         let want = reference.encode(line, false).unwrap().get_ids().to_vec();
-        assert_eq!(ours.tokenizer().encode(line, false), want, "tokens of {line:?}");
+        assert_eq!(
+            ours.tokenizer().encode(line, false),
+            want,
+            "tokens of {line:?}"
+        );
     }
 }

@@ -28,11 +28,40 @@ fn main() {
             description: "echo".into(),
             parameters: serde_json::json!({"type": "object"}),
         };
-        let bridge = BridgeServer::start(&sock, vec![spec], None, Box::new(|_, args| (args.to_owned(), false))).expect("bridge");
-        let args = vec!["runner".into(), "mcp".into(), "--socket".into(), sock.to_string_lossy().into_owned()];
-        (McpServerConfig { name: "m".into(), command: pinch, args, ..Default::default() }, Some(bridge), Some(dir))
+        let bridge = BridgeServer::start(
+            &sock,
+            vec![spec],
+            None,
+            Box::new(|_, args| (args.to_owned(), false)),
+        )
+        .expect("bridge");
+        let args = vec![
+            "runner".into(),
+            "mcp".into(),
+            "--socket".into(),
+            sock.to_string_lossy().into_owned(),
+        ];
+        (
+            McpServerConfig {
+                name: "m".into(),
+                command: pinch,
+                args,
+                ..Default::default()
+            },
+            Some(bridge),
+            Some(dir),
+        )
     } else {
-        (McpServerConfig { name: "m".into(), command, args: a.collect(), ..Default::default() }, None, None)
+        (
+            McpServerConfig {
+                name: "m".into(),
+                command,
+                args: a.collect(),
+                ..Default::default()
+            },
+            None,
+            None,
+        )
     };
     let t0 = Instant::now();
     let (mut c, failed) = McpClients::start(&[cfg]);

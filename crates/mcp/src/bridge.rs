@@ -44,9 +44,17 @@ enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Response {
-    Tools { tools: Vec<ToolSpec>, instructions: Option<String> },
-    Result { content: String, is_error: bool },
-    Error { error: String },
+    Tools {
+        tools: Vec<ToolSpec>,
+        instructions: Option<String>,
+    },
+    Result {
+        content: String,
+        is_error: bool,
+    },
+    Error {
+        error: String,
+    },
 }
 
 struct Shared {
@@ -70,21 +78,36 @@ pub struct BridgeServer {
 impl BridgeServer {
     /// Binds `path` (a stale socket there is replaced; any other file is
     /// an error) and starts serving `tools` with `handler`.
-    pub fn start(path: &Path, tools: Vec<ToolSpec>, instructions: Option<String>, handler: Handler) -> Result<BridgeServer, McpError> {
+    pub fn start(
+        path: &Path,
+        tools: Vec<ToolSpec>,
+        instructions: Option<String>,
+        handler: Handler,
+    ) -> Result<BridgeServer, McpError> {
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => {
-                std::fs::remove_file(path).map_err(|e| McpError::Bridge(format!("removing the stale socket {}: {e}", path.display())))?
-            }
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| {
+                McpError::Bridge(format!("removing the stale socket {}: {e}", path.display()))
+            })?,
             Ok(_) => {
-                return Err(McpError::Bridge(format!("{} exists and is not a socket; choose another path", path.display())))
+                return Err(McpError::Bridge(format!(
+                    "{} exists and is not a socket; choose another path",
+                    path.display()
+                )))
             }
             Err(_) => {}
         }
-        let listener = UnixListener::bind(path).map_err(|e| McpError::Bridge(format!("binding {}: {e}", path.display())))?;
+        let listener = UnixListener::bind(path)
+            .map_err(|e| McpError::Bridge(format!("binding {}: {e}", path.display())))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| McpError::Bridge(format!("restricting {}: {e}", path.display())))?;
-        let handle = listener.try_clone().map_err(|e| McpError::Bridge(format!("cloning the listener: {e}")))?;
-        let shared = Arc::new(Shared { tools, instructions, handler: Mutex::new(handler) });
+        let handle = listener
+            .try_clone()
+            .map_err(|e| McpError::Bridge(format!("cloning the listener: {e}")))?;
+        let shared = Arc::new(Shared {
+            tools,
+            instructions,
+            handler: Mutex::new(handler),
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -97,7 +120,9 @@ impl BridgeServer {
                     match conn {
                         Ok(s) => {
                             let shared = shared.clone();
-                            let _ = std::thread::Builder::new().name("mcp-bridge-conn".into()).spawn(move || serve_conn(s, &shared));
+                            let _ = std::thread::Builder::new()
+                                .name("mcp-bridge-conn".into())
+                                .spawn(move || serve_conn(s, &shared));
                         }
                         Err(e) => {
                             tracing::warn!("mcp bridge accept failed: {e}");
@@ -108,7 +133,12 @@ impl BridgeServer {
             })
             .map_err(|e| McpError::Bridge(format!("starting the bridge thread: {e}")))?;
         tracing::info!(socket = %path.display(), "mcp bridge listening");
-        Ok(BridgeServer { path: path.to_owned(), listener: handle, stop, thread: Some(thread) })
+        Ok(BridgeServer {
+            path: path.to_owned(),
+            listener: handle,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -123,7 +153,10 @@ impl Drop for BridgeServer {
         // listening socket down fails a blocked accept(2) at once.
         // SAFETY: shutdown(2) on a socket fd we own; no memory involved.
         unsafe {
-            libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&self.listener), libc::SHUT_RDWR);
+            libc::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(&self.listener),
+                libc::SHUT_RDWR,
+            );
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -133,7 +166,9 @@ impl Drop for BridgeServer {
 }
 
 fn serve_conn(stream: UnixStream, shared: &Shared) {
-    let Ok(mut writer) = stream.try_clone() else { return };
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -146,7 +181,12 @@ fn serve_conn(stream: UnixStream, shared: &Shared) {
             }
         }
         if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE {
-            let _ = write_line(&mut writer, &Response::Error { error: format!("request longer than {MAX_LINE} bytes") });
+            let _ = write_line(
+                &mut writer,
+                &Response::Error {
+                    error: format!("request longer than {MAX_LINE} bytes"),
+                },
+            );
             return;
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
@@ -185,28 +225,44 @@ pub struct BridgeClient {
 impl BridgeClient {
     pub fn connect(path: &Path) -> Result<BridgeClient, McpError> {
         let s = UnixStream::connect(path).map_err(|e| {
-            McpError::Bridge(format!("connecting to the runner's tool socket {}: {e} (is the runner running?)", path.display()))
+            McpError::Bridge(format!(
+                "connecting to the runner's tool socket {}: {e} (is the runner running?)",
+                path.display()
+            ))
         })?;
         let writer = s.try_clone().map_err(|e| McpError::Bridge(e.to_string()))?;
-        Ok(BridgeClient { reader: BufReader::new(s), writer })
+        Ok(BridgeClient {
+            reader: BufReader::new(s),
+            writer,
+        })
     }
 
     fn request(&mut self, req: &Request) -> Result<Response, McpError> {
-        write_line(&mut self.writer, req).map_err(|e| McpError::Bridge(format!("sending to the runner: {e}")))?;
+        write_line(&mut self.writer, req)
+            .map_err(|e| McpError::Bridge(format!("sending to the runner: {e}")))?;
         let mut line = String::new();
-        let n = self.reader.read_line(&mut line).map_err(|e| McpError::Bridge(format!("reading from the runner: {e}")))?;
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|e| McpError::Bridge(format!("reading from the runner: {e}")))?;
         if n == 0 {
             return Err(McpError::Bridge("the runner closed the tool socket".into()));
         }
-        serde_json::from_str(&line).map_err(|e| McpError::Bridge(format!("bad answer from the runner: {e}")))
+        serde_json::from_str(&line)
+            .map_err(|e| McpError::Bridge(format!("bad answer from the runner: {e}")))
     }
 
     /// The tools the runner offers, and instructions for them.
     pub fn list(&mut self) -> Result<(Vec<ToolSpec>, Option<String>), McpError> {
         match self.request(&Request::List)? {
-            Response::Tools { tools, instructions } => Ok((tools, instructions)),
+            Response::Tools {
+                tools,
+                instructions,
+            } => Ok((tools, instructions)),
             Response::Error { error } => Err(McpError::Bridge(error)),
-            other => Err(McpError::Bridge(format!("unexpected answer to list: {other:?}"))),
+            other => Err(McpError::Bridge(format!(
+                "unexpected answer to list: {other:?}"
+            ))),
         }
     }
 
@@ -215,12 +271,20 @@ impl BridgeClient {
         let args: serde_json::Value = if args_json.trim().is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_str(args_json).map_err(|e| McpError::BadArguments { tool: name.into(), detail: e.to_string() })?
+            serde_json::from_str(args_json).map_err(|e| McpError::BadArguments {
+                tool: name.into(),
+                detail: e.to_string(),
+            })?
         };
-        match self.request(&Request::Call { name: name.into(), args })? {
+        match self.request(&Request::Call {
+            name: name.into(),
+            args,
+        })? {
             Response::Result { content, is_error } => Ok((content, is_error)),
             Response::Error { error } => Err(McpError::Bridge(error)),
-            other => Err(McpError::Bridge(format!("unexpected answer to call: {other:?}"))),
+            other => Err(McpError::Bridge(format!(
+                "unexpected answer to call: {other:?}"
+            ))),
         }
     }
 }
@@ -230,7 +294,11 @@ mod tests {
     use super::*;
 
     fn spec(name: &str) -> ToolSpec {
-        ToolSpec { name: name.into(), description: format!("{name} tool"), parameters: serde_json::json!({"type": "object"}) }
+        ToolSpec {
+            name: name.into(),
+            description: format!("{name} tool"),
+            parameters: serde_json::json!({"type": "object"}),
+        }
     }
 
     #[test]
@@ -241,16 +309,31 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(args).unwrap();
             (format!("{name} got {}", v["x"]), v["x"] == 0)
         });
-        let server = BridgeServer::start(&path, vec![spec("shell"), spec("send_message")], Some("use them".into()), handler).unwrap();
+        let server = BridgeServer::start(
+            &path,
+            vec![spec("shell"), spec("send_message")],
+            Some("use them".into()),
+            handler,
+        )
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
         let mut c = BridgeClient::connect(&path).unwrap();
         let (tools, instr) = c.list().unwrap();
-        assert_eq!(tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["shell", "send_message"]);
+        assert_eq!(
+            tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["shell", "send_message"]
+        );
         assert_eq!(instr.as_deref(), Some("use them"));
-        assert_eq!(c.call("shell", r#"{"x": 7}"#).unwrap(), ("shell got 7".to_owned(), false));
-        assert_eq!(c.call("shell", r#"{"x": 0}"#).unwrap(), ("shell got 0".to_owned(), true));
+        assert_eq!(
+            c.call("shell", r#"{"x": 7}"#).unwrap(),
+            ("shell got 7".to_owned(), false)
+        );
+        assert_eq!(
+            c.call("shell", r#"{"x": 0}"#).unwrap(),
+            ("shell got 0".to_owned(), true)
+        );
         let e = c.call("nope", "{}").unwrap_err().to_string();
         assert!(e.contains("no tool named \"nope\""), "{e}");
         let e = c.call("shell", "{not json").unwrap_err().to_string();
@@ -261,14 +344,20 @@ mod tests {
         raw.write_all(b"{\"op\":\"dance\"}\n").unwrap();
         let mut line = String::new();
         BufReader::new(raw).read_line(&mut line).unwrap();
-        assert!(line.contains("unknown variant `dance`") && line.contains(r#"expected {\"op\":\"list\"}"#), "{line}");
+        assert!(
+            line.contains("unknown variant `dance`")
+                && line.contains(r#"expected {\"op\":\"list\"}"#),
+            "{line}"
+        );
 
         drop(server);
         assert!(!path.exists(), "socket removed on drop");
         assert!(BridgeClient::connect(&path).is_err());
 
         // Dropping stops it even when the socket file is already gone.
-        let server = BridgeServer::start(&path, vec![], None, Box::new(|_, _| (String::new(), false))).unwrap();
+        let server =
+            BridgeServer::start(&path, vec![], None, Box::new(|_, _| (String::new(), false)))
+                .unwrap();
         std::fs::remove_file(&path).unwrap();
         drop(server);
     }
@@ -278,7 +367,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, "x").unwrap();
-        let e = BridgeServer::start(&path, vec![], None, Box::new(|_, _| (String::new(), false))).err().unwrap();
+        let e = BridgeServer::start(&path, vec![], None, Box::new(|_, _| (String::new(), false)))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("not a socket"), "{e}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "x");
     }

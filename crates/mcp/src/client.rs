@@ -75,7 +75,12 @@ impl McpClients {
     /// that is not fatal (SPEC §5.1). Configurations are taken as valid
     /// (`RunnerConfig::validate` checks them).
     pub fn start(configs: &[McpServerConfig]) -> (McpClients, Vec<(String, McpError)>) {
-        let mut me = McpClients { rt: None, servers: Vec::new(), tools: Vec::new(), routes: HashMap::new() };
+        let mut me = McpClients {
+            rt: None,
+            servers: Vec::new(),
+            tools: Vec::new(),
+            routes: HashMap::new(),
+        };
         if configs.is_empty() {
             return (me, Vec::new());
         }
@@ -92,7 +97,12 @@ impl McpClients {
                 let msg = e.to_string();
                 let failed = configs
                     .iter()
-                    .map(|c| (c.name.clone(), McpError::Runtime(std::io::Error::new(e.kind(), msg.clone()))))
+                    .map(|c| {
+                        (
+                            c.name.clone(),
+                            McpError::Runtime(std::io::Error::new(e.kind(), msg.clone())),
+                        )
+                    })
                     .collect();
                 return (me, failed);
             }
@@ -102,13 +112,20 @@ impl McpClients {
             for cfg in configs {
                 let tail: Tail = Arc::default();
                 let (t, c) = (tail.clone(), cfg.clone());
-                handles.push((cfg.clone(), tail, tokio::spawn(async move { start_one(&c, t).await })));
+                handles.push((
+                    cfg.clone(),
+                    tail,
+                    tokio::spawn(async move { start_one(&c, t).await }),
+                ));
             }
             let mut out = Vec::new();
             for (cfg, tail, h) in handles {
                 let r = match h.await {
                     Ok(r) => r,
-                    Err(e) => Err(McpError::Start { server: cfg.name.clone(), detail: format!("start task failed: {e}") }),
+                    Err(e) => Err(McpError::Start {
+                        server: cfg.name.clone(),
+                        detail: format!("start task failed: {e}"),
+                    }),
                 };
                 out.push((cfg, tail, r));
             }
@@ -121,15 +138,27 @@ impl McpClients {
                     let idx = me.servers.len();
                     let count = s.tools.len();
                     for t in s.tools {
-                        let exposed = names::unique_tool_name(&cfg.name, &t.name, &|n| me.routes.contains_key(n));
+                        let exposed = names::unique_tool_name(&cfg.name, &t.name, &|n| {
+                            me.routes.contains_key(n)
+                        });
                         me.tools.push(ToolSpec {
                             name: exposed.clone(),
                             description: t.description.as_deref().unwrap_or("").to_owned(),
                             parameters: serde_json::Value::Object((*t.input_schema).clone()),
                         });
-                        me.routes.insert(exposed, Route { server: idx, tool: t.name.into_owned() });
+                        me.routes.insert(
+                            exposed,
+                            Route {
+                                server: idx,
+                                tool: t.name.into_owned(),
+                            },
+                        );
                     }
-                    let instructions = s.client.peer_info().and_then(|i| i.instructions.clone()).filter(|i| !i.trim().is_empty());
+                    let instructions = s
+                        .client
+                        .peer_info()
+                        .and_then(|i| i.instructions.clone())
+                        .filter(|i| !i.trim().is_empty());
                     tracing::info!(server = %cfg.name, tools = count, "MCP server started");
                     me.servers.push(Server {
                         name: cfg.name.clone(),
@@ -175,7 +204,12 @@ impl McpClients {
                 if !out.is_empty() {
                     out.push('\n');
                 }
-                out.push_str(&format!("## MCP server `{}` (tools `{}__*`)\n{}\n", s.name, s.name, i.trim()));
+                out.push_str(&format!(
+                    "## MCP server `{}` (tools `{}__*`)\n{}\n",
+                    s.name,
+                    s.name,
+                    i.trim()
+                ));
             }
         }
         out
@@ -184,13 +218,22 @@ impl McpClients {
     /// The servers' instructions as (server, text) pairs, in start order;
     /// servers that gave none are left out.
     pub fn instructions_by_server(&self) -> Vec<(String, String)> {
-        self.servers.iter().filter_map(|s| s.instructions.as_ref().map(|i| (s.name.clone(), i.trim().to_owned()))).collect()
+        self.servers
+            .iter()
+            .filter_map(|s| {
+                s.instructions
+                    .as_ref()
+                    .map(|i| (s.name.clone(), i.trim().to_owned()))
+            })
+            .collect()
     }
 
     /// The configured timeout of the server behind tool `name`, for the
     /// runner to declare in `container_state` before calling it.
     pub fn timeout_of(&self, name: &str) -> Option<Duration> {
-        self.routes.get(name).map(|r| self.servers[r.server].timeout)
+        self.routes
+            .get(name)
+            .map(|r| self.servers[r.server].timeout)
     }
 
     /// Calls tool `name` with `args_json` (a JSON object, or empty for no
@@ -198,28 +241,55 @@ impl McpClients {
     /// that failed is `Ok` with `is_error`; `Err` means the call itself did
     /// not happen or did not finish (unknown tool, bad arguments, timeout,
     /// server gone, protocol error).
-    pub fn call(&mut self, name: &str, args_json: &str, timeout: Option<Duration>) -> Result<ToolResultText, McpError> {
-        let route = self.routes.get(name).ok_or_else(|| McpError::UnknownTool(name.to_owned()))?;
+    pub fn call(
+        &mut self,
+        name: &str,
+        args_json: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ToolResultText, McpError> {
+        let route = self
+            .routes
+            .get(name)
+            .ok_or_else(|| McpError::UnknownTool(name.to_owned()))?;
         let args = parse_args(name, args_json)?;
         let rt = self.rt.as_ref().expect("servers imply a runtime");
         let server = &mut self.servers[route.server];
         let timeout = timeout.unwrap_or(server.timeout);
         let Some(client) = &server.client else {
-            return Err(McpError::ServerGone { server: server.name.clone(), detail: "it stopped earlier".into() });
+            return Err(McpError::ServerGone {
+                server: server.name.clone(),
+                detail: "it stopped earlier".into(),
+            });
         };
         let mut params = CallToolRequestParams::new(route.tool.clone());
         if let Some(a) = args {
             params = params.with_arguments(a);
         }
         let peer = client.peer().clone();
-        let outcome = rt.block_on(async { tokio::time::timeout(timeout, peer.call_tool(params)).await });
+        let outcome =
+            rt.block_on(async { tokio::time::timeout(timeout, peer.call_tool(params)).await });
         match outcome {
-            Err(_) => Err(McpError::Timeout { server: server.name.clone(), tool: route.tool.clone(), secs: timeout.as_secs().max(1) }),
-            Ok(Ok(r)) => Ok(ToolResultText { content: content::result_text(&r), is_error: r.is_error.unwrap_or(false) }),
-            Ok(Err(ServiceError::McpError(e))) => Err(McpError::Protocol { server: server.name.clone(), detail: e.message.to_string() }),
+            Err(_) => Err(McpError::Timeout {
+                server: server.name.clone(),
+                tool: route.tool.clone(),
+                secs: timeout.as_secs().max(1),
+            }),
+            Ok(Ok(r)) => Ok(ToolResultText {
+                content: content::result_text(&r),
+                is_error: r.is_error.unwrap_or(false),
+            }),
+            Ok(Err(ServiceError::McpError(e))) => Err(McpError::Protocol {
+                server: server.name.clone(),
+                detail: e.message.to_string(),
+            }),
             Ok(Err(e)) => {
-                let gone = matches!(e, ServiceError::TransportClosed | ServiceError::TransportSend(_))
-                    || server.client.as_ref().is_some_and(|c| c.is_transport_closed());
+                let gone = matches!(
+                    e,
+                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                ) || server
+                    .client
+                    .as_ref()
+                    .is_some_and(|c| c.is_transport_closed());
                 if gone {
                     // Let the stderr reader collect the last words (bounded:
                     // a grandchild may hold the pipe open).
@@ -235,9 +305,15 @@ impl McpClients {
                         drop(c);
                     }
                     tracing::warn!(server = %server.name, "MCP server died during a call");
-                    Err(McpError::ServerGone { server: server.name.clone(), detail: format!("it exited during the call ({e}){tail}") })
+                    Err(McpError::ServerGone {
+                        server: server.name.clone(),
+                        detail: format!("it exited during the call ({e}){tail}"),
+                    })
                 } else {
-                    Err(McpError::Protocol { server: server.name.clone(), detail: e.to_string() })
+                    Err(McpError::Protocol {
+                        server: server.name.clone(),
+                        detail: e.to_string(),
+                    })
                 }
             }
         }
@@ -285,8 +361,14 @@ fn parse_args(tool: &str, args_json: &str) -> Result<Option<rmcp::model::JsonObj
     match serde_json::from_str::<serde_json::Value>(args_json) {
         Ok(serde_json::Value::Object(o)) => Ok(Some(o)),
         Ok(serde_json::Value::Null) => Ok(None),
-        Ok(other) => Err(McpError::BadArguments { tool: tool.into(), detail: format!("got {other}") }),
-        Err(e) => Err(McpError::BadArguments { tool: tool.into(), detail: format!("invalid JSON: {e}") }),
+        Ok(other) => Err(McpError::BadArguments {
+            tool: tool.into(),
+            detail: format!("got {other}"),
+        }),
+        Err(e) => Err(McpError::BadArguments {
+            tool: tool.into(),
+            detail: format!("invalid JSON: {e}"),
+        }),
     }
 }
 
@@ -295,15 +377,24 @@ fn tail_text(tail: &Tail) -> String {
     if t.is_empty() {
         String::new()
     } else {
-        format!("; its stderr ended: {}", t.iter().cloned().collect::<Vec<_>>().join(" | "))
+        format!(
+            "; its stderr ended: {}",
+            t.iter().cloned().collect::<Vec<_>>().join(" | ")
+        )
     }
 }
 
 async fn start_one(cfg: &McpServerConfig, tail: Tail) -> Result<Started, McpError> {
     let name = cfg.name.clone();
-    let err = |detail: String| McpError::Start { server: name.clone(), detail };
+    let err = |detail: String| McpError::Start {
+        server: name.clone(),
+        detail,
+    };
     let mut cmd = tokio::process::Command::new(&cfg.command);
-    cmd.args(&cfg.args).envs(&cfg.env).kill_on_drop(true).process_group(0);
+    cmd.args(&cfg.args)
+        .envs(&cfg.env)
+        .kill_on_drop(true)
+        .process_group(0);
     if let Some(cwd) = &cfg.cwd {
         cmd.current_dir(cwd);
     }
@@ -317,7 +408,12 @@ async fn start_one(cfg: &McpServerConfig, tail: Tail) -> Result<Started, McpErro
     let (transport, stderr) = TokioChildProcess::builder(cmd)
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| err(format!("running {:?}: {e} (check `command` and PATH inside the sandbox)", cfg.command)))?;
+        .map_err(|e| {
+            err(format!(
+                "running {:?}: {e} (check `command` and PATH inside the sandbox)",
+                cfg.command
+            ))
+        })?;
     let pid = transport.id();
     let reader = stderr.map(|s| {
         let (tail, server) = (tail.clone(), cfg.name.clone());
@@ -346,10 +442,20 @@ async fn start_one(cfg: &McpServerConfig, tail: Tail) -> Result<Started, McpErro
     };
     let client = match tokio::time::timeout(timeout, ().serve(transport)).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(fail(format!("the MCP handshake failed: {e}"), reader.take()).await),
-        Err(_) => return Err(fail(format!("no MCP handshake within {} s", timeout.as_secs()), reader.take()).await),
+        Ok(Err(e)) => {
+            return Err(fail(format!("the MCP handshake failed: {e}"), reader.take()).await)
+        }
+        Err(_) => {
+            return Err(fail(
+                format!("no MCP handshake within {} s", timeout.as_secs()),
+                reader.take(),
+            )
+            .await)
+        }
     };
-    let has_tools = client.peer_info().is_some_and(|i| i.capabilities.tools.is_some());
+    let has_tools = client
+        .peer_info()
+        .is_some_and(|i| i.capabilities.tools.is_some());
     let tools = if has_tools {
         match tokio::time::timeout(timeout, client.list_all_tools()).await {
             Ok(Ok(t)) => t,
@@ -359,11 +465,20 @@ async fn start_one(cfg: &McpServerConfig, tail: Tail) -> Result<Started, McpErro
             }
             Err(_) => {
                 drop(client);
-                return Err(fail(format!("it did not list its tools within {} s", timeout.as_secs()), reader.take()).await);
+                return Err(fail(
+                    format!("it did not list its tools within {} s", timeout.as_secs()),
+                    reader.take(),
+                )
+                .await);
             }
         }
     } else {
         Vec::new()
     };
-    Ok(Started { client, pid, tools, stderr_reader: reader })
+    Ok(Started {
+        client,
+        pid,
+        tools,
+        stderr_reader: reader,
+    })
 }

@@ -21,11 +21,26 @@ pub fn result_text(r: &CallToolResult) -> String {
 fn block_text(b: &ContentBlock) -> String {
     match b {
         ContentBlock::Text(t) => t.text.clone(),
-        ContentBlock::Image(i) => format!("[image: {}, {} bytes, not shown]", i.mime_type, b64_len(&i.data)),
-        ContentBlock::Audio(a) => format!("[audio: {}, {} bytes, not shown]", a.mime_type, b64_len(&a.data)),
+        ContentBlock::Image(i) => format!(
+            "[image: {}, {} bytes, not shown]",
+            i.mime_type,
+            b64_len(&i.data)
+        ),
+        ContentBlock::Audio(a) => format!(
+            "[audio: {}, {} bytes, not shown]",
+            a.mime_type,
+            b64_len(&a.data)
+        ),
         ContentBlock::Resource(r) => match &r.resource {
-            ResourceContents::TextResourceContents { uri, text, .. } => format!("[resource {uri}]\n{text}"),
-            ResourceContents::BlobResourceContents { uri, mime_type, blob, .. } => format!(
+            ResourceContents::TextResourceContents { uri, text, .. } => {
+                format!("[resource {uri}]\n{text}")
+            }
+            ResourceContents::BlobResourceContents {
+                uri,
+                mime_type,
+                blob,
+                ..
+            } => format!(
                 "[resource {uri}: {}, {} bytes, not shown]",
                 mime_type.as_deref().unwrap_or("binary"),
                 b64_len(blob)
@@ -74,10 +89,16 @@ mod tests {
         let r = CallToolResult::success(vec![
             ContentBlock::text("hello"),
             ContentBlock::image("aGVsbG8=", "image/png"),
-            ContentBlock::Resource(rmcp::model::EmbeddedResource::new(ResourceContents::text("body", "file:///a.txt"))),
+            ContentBlock::Resource(rmcp::model::EmbeddedResource::new(ResourceContents::text(
+                "body",
+                "file:///a.txt",
+            ))),
         ]);
         let t = result_text(&r);
-        assert_eq!(t, "hello\n[image: image/png, 5 bytes, not shown]\n[resource file:///a.txt]\nbody");
+        assert_eq!(
+            t,
+            "hello\n[image: image/png, 5 bytes, not shown]\n[resource file:///a.txt]\nbody"
+        );
 
         let mut r = CallToolResult::success(vec![]);
         r.structured_content = Some(serde_json::json!({"n": 1}));
@@ -85,6 +106,10 @@ mod tests {
 
         let long = "é".repeat(MAX_RESULT_BYTES);
         let t = cap(long);
-        assert!(t.len() < MAX_RESULT_BYTES + 64 && t.contains("truncated"), "{}", t.len());
+        assert!(
+            t.len() < MAX_RESULT_BYTES + 64 && t.contains("truncated"),
+            "{}",
+            t.len()
+        );
     }
 }

@@ -35,8 +35,14 @@ pub enum McpError {
     UnknownTool(String),
     #[error("arguments for {tool} must be a JSON object: {detail}")]
     BadArguments { tool: String, detail: String },
-    #[error("MCP server {server:?} did not answer {tool} within {secs} s (the call was cancelled)")]
-    Timeout { server: String, tool: String, secs: u64 },
+    #[error(
+        "MCP server {server:?} did not answer {tool} within {secs} s (the call was cancelled)"
+    )]
+    Timeout {
+        server: String,
+        tool: String,
+        secs: u64,
+    },
     #[error("MCP server {server:?} is not running: {detail}")]
     ServerGone { server: String, detail: String },
     #[error("MCP server {server:?} failed the call: {detail}")]

@@ -8,7 +8,13 @@ pub const MAX_LEN: usize = 64;
 pub fn tool_name(server: &str, tool: &str) -> String {
     let mut s: String = format!("{server}__{tool}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     s.truncate(MAX_LEN);
     s
@@ -47,6 +53,9 @@ mod tests {
         let first = tool_name("s", &long);
         let second = unique_tool_name("s", &long, &|n| n == first);
         assert_ne!(first, second);
-        assert!(second.ends_with("_2") && second.len() == MAX_LEN, "{second}");
+        assert!(
+            second.ends_with("_2") && second.len() == MAX_LEN,
+            "{second}"
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use pinch_providers::ToolSpec;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -52,7 +52,10 @@ impl ServerHandler for Bridge {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if !self.tools.iter().any(|t| t.name == request.name) {
-            return Err(ErrorData::invalid_params(format!("no tool named {:?}", request.name), None));
+            return Err(ErrorData::invalid_params(
+                format!("no tool named {:?}", request.name),
+                None,
+            ));
         }
         let name = request.name.to_string();
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default()).to_string();
@@ -64,25 +67,41 @@ impl ServerHandler for Bridge {
         .await
         .map_err(|e| ErrorData::internal_error(format!("the tool handler failed: {e}"), None))?;
         let content = vec![ContentBlock::text(text)];
-        Ok(if is_error { CallToolResult::error(content) } else { CallToolResult::success(content) }.into())
+        Ok(if is_error {
+            CallToolResult::error(content)
+        } else {
+            CallToolResult::success(content)
+        }
+        .into())
     }
 }
 
 /// Serves `tools` over MCP on this process's stdin/stdout until the client
 /// closes stdin, forwarding every call to `handler`. Blocks; builds its own
 /// single-threaded runtime. Logs must go to stderr (stdout is the protocol).
-pub fn serve_stdio(tools: Vec<ToolSpec>, instructions: Option<String>, handler: Handler) -> Result<(), McpError> {
+pub fn serve_stdio(
+    tools: Vec<ToolSpec>,
+    instructions: Option<String>,
+    handler: Handler,
+) -> Result<(), McpError> {
     let tools = tools
         .into_iter()
         .map(|t| {
             let schema = match t.parameters {
                 serde_json::Value::Object(o) => o,
-                _ => serde_json::Map::from_iter([("type".to_owned(), serde_json::Value::from("object"))]),
+                _ => serde_json::Map::from_iter([(
+                    "type".to_owned(),
+                    serde_json::Value::from("object"),
+                )]),
             };
             Tool::new(t.name, t.description, Arc::new(schema))
         })
         .collect();
-    let bridge = Bridge { tools, handler: Arc::new(Mutex::new(handler)), instructions };
+    let bridge = Bridge {
+        tools,
+        handler: Arc::new(Mutex::new(handler)),
+        instructions,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -90,9 +109,14 @@ pub fn serve_stdio(tools: Vec<ToolSpec>, instructions: Option<String>, handler: 
         .build()
         .map_err(McpError::Runtime)?;
     rt.block_on(async move {
-        let service =
-            bridge.serve(rmcp::transport::stdio()).await.map_err(|e| McpError::Serve(format!("handshake failed: {e}")))?;
-        service.waiting().await.map_err(|e| McpError::Serve(e.to_string()))?;
+        let service = bridge
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| McpError::Serve(format!("handshake failed: {e}")))?;
+        service
+            .waiting()
+            .await
+            .map_err(|e| McpError::Serve(e.to_string()))?;
         Ok(())
     })
 }

@@ -43,7 +43,11 @@ pub fn select(due: &[Candidate], batch_size: usize) -> Option<Batch> {
         }
         take.push(c.seq);
     }
-    Some(Batch { trigger, take, skip: skipped.iter().map(|c| c.seq).collect() })
+    Some(Batch {
+        trigger,
+        take,
+        skip: skipped.iter().map(|c| c.seq).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -63,7 +67,14 @@ mod tests {
 
     #[test]
     fn oldest_trigger_first_with_recent_context() {
-        let due = [c(2, false), c(4, false), c(6, false), c(8, true), c(10, true), c(12, false)];
+        let due = [
+            c(2, false),
+            c(4, false),
+            c(6, false),
+            c(8, true),
+            c(10, true),
+            c(12, false),
+        ];
         let b = select(&due, 3).unwrap();
         assert_eq!(b.trigger, 8);
         assert_eq!(b.take, vec![4, 6, 8]);

@@ -13,7 +13,11 @@ pub const DELAYS_S: [u64; 7] = [0, 0, 10, 30, 120, 300, 900];
 /// Given earlier boot times (ms) and now, returns the boots to keep
 /// (including this one) and how long to wait before booting.
 pub fn decide(earlier_ms: &[i64], now_ms: i64) -> (Vec<i64>, Duration) {
-    let mut boots: Vec<i64> = earlier_ms.iter().copied().filter(|t| now_ms - *t < WINDOW_MS && *t <= now_ms).collect();
+    let mut boots: Vec<i64> = earlier_ms
+        .iter()
+        .copied()
+        .filter(|t| now_ms - *t < WINDOW_MS && *t <= now_ms)
+        .collect();
     boots.sort_unstable();
     boots.push(now_ms);
     let n = boots.len();

@@ -22,7 +22,10 @@ impl Default for BudgetConfig {
         BudgetConfig {
             window: Duration::from_secs(600),
             budget: 5,
-            delays: [0, 2, 8, 30, 120].into_iter().map(Duration::from_secs).collect(),
+            delays: [0, 2, 8, 30, 120]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
         }
     }
 }
@@ -38,7 +41,12 @@ pub enum Verdict {
 /// Decides after an abnormal exit. `exits_ms` are the abnormal exit times
 /// (including this one) on any monotonic millisecond clock; `config_error`
 /// marks exit 78.
-pub fn after_abnormal_exit(now_ms: i64, exits_ms: &[i64], config_error: bool, c: &BudgetConfig) -> Verdict {
+pub fn after_abnormal_exit(
+    now_ms: i64,
+    exits_ms: &[i64],
+    config_error: bool,
+    c: &BudgetConfig,
+) -> Verdict {
     if config_error {
         return Verdict::Quarantine;
     }
@@ -52,9 +60,15 @@ pub fn after_abnormal_exit(now_ms: i64, exits_ms: &[i64], config_error: bool, c:
 }
 
 /// The plain sentence stored as `quarantine_reason` and shown to the user.
-pub fn quarantine_reason(exits: usize, span: Duration, last_cause: &str, last_detail: Option<&str>) -> String {
+pub fn quarantine_reason(
+    exits: usize,
+    span: Duration,
+    last_cause: &str,
+    last_detail: Option<&str>,
+) -> String {
     let mins = (span.as_secs() / 60).max(1);
-    let mut s = format!("the agent's runner failed {exits} times in {mins} min (last: {last_cause})");
+    let mut s =
+        format!("the agent's runner failed {exits} times in {mins} min (last: {last_cause})");
     if let Some(d) = last_detail.filter(|d| !d.is_empty()) {
         let d: String = d.chars().take(200).collect();
         s.push_str(&format!(": {d}"));
@@ -94,17 +108,31 @@ mod tests {
     fn old_exits_leave_the_window() {
         let c = BudgetConfig::default();
         let exits = [0, 1, 2, 3, 4, 700_000];
-        assert_eq!(after_abnormal_exit(700_000, &exits, false, &c), Verdict::Respawn(Duration::ZERO));
+        assert_eq!(
+            after_abnormal_exit(700_000, &exits, false, &c),
+            Verdict::Respawn(Duration::ZERO)
+        );
     }
 
     #[test]
     fn config_errors_quarantine_at_once() {
-        assert_eq!(after_abnormal_exit(0, &[0], true, &BudgetConfig::default()), Verdict::Quarantine);
+        assert_eq!(
+            after_abnormal_exit(0, &[0], true, &BudgetConfig::default()),
+            Verdict::Quarantine
+        );
     }
 
     #[test]
     fn reason_is_plain() {
-        let r = quarantine_reason(6, Duration::from_secs(240), "transient", Some("inbound.db corrupt"));
-        assert_eq!(r, "the agent's runner failed 6 times in 4 min (last: transient): inbound.db corrupt");
+        let r = quarantine_reason(
+            6,
+            Duration::from_secs(240),
+            "transient",
+            Some("inbound.db corrupt"),
+        );
+        assert_eq!(
+            r,
+            "the agent's runner failed 6 times in 4 min (last: transient): inbound.db corrupt"
+        );
     }
 }

@@ -19,7 +19,14 @@ pub enum CommandClass {
     AdminOnly,
 }
 
-pub const FILTERED: &[&str] = &["/login", "/logout", "/doctor", "/config", "/remote-control", "/start"];
+pub const FILTERED: &[&str] = &[
+    "/login",
+    "/logout",
+    "/doctor",
+    "/config",
+    "/remote-control",
+    "/start",
+];
 pub const ADMIN_ONLY: &[&str] = &["/clear", "/compact", "/context", "/cost", "/files"];
 
 /// The command word of a message: its first word, lowercased, without a
@@ -34,7 +41,9 @@ pub fn command_word(text: &str) -> Option<String> {
 }
 
 pub fn classify(text: &str) -> CommandClass {
-    let Some(w) = command_word(text) else { return CommandClass::Text };
+    let Some(w) = command_word(text) else {
+        return CommandClass::Text;
+    };
     if FILTERED.contains(&w.as_str()) {
         CommandClass::Filtered
     } else if w == "/help" {
@@ -47,7 +56,8 @@ pub fn classify(text: &str) -> CommandClass {
 }
 
 /// The host's answer to `/help`.
-pub const HELP: &str = "Talk to the agent in plain words. Commands (owners and admins of this agent): \
+pub const HELP: &str =
+    "Talk to the agent in plain words. Commands (owners and admins of this agent): \
 /clear starts a new conversation, /compact summarises the older part, /context shows how full the \
 context is, /cost shows token use, /files lists the agent's files.";
 

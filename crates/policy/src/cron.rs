@@ -17,8 +17,16 @@ use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
-const FIELDS: [(&str, u32, u32); 5] = [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)];
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Checks a 5-field cron expression; the error names the field and says
@@ -34,7 +42,9 @@ pub fn check_shape(expr: &str) -> Result<(), String> {
     for (i, f) in fields.iter().enumerate() {
         let (name, lo, hi) = FIELDS[i];
         for item in f.split(',') {
-            check_item(item, i, lo, hi).map_err(|why| format!("recurrence {expr:?}: the {name} field {f:?} is invalid: {why}"))?;
+            check_item(item, i, lo, hi).map_err(|why| {
+                format!("recurrence {expr:?}: the {name} field {f:?} is invalid: {why}")
+            })?;
         }
     }
     Ok(())
@@ -43,13 +53,18 @@ pub fn check_shape(expr: &str) -> Result<(), String> {
 fn value(s: &str, field: usize, lo: u32, hi: u32) -> Result<u32, String> {
     let lower = s.to_ascii_lowercase();
     let named = match field {
-        3 => MONTHS.iter().position(|m| *m == lower).map(|p| p as u32 + 1),
+        3 => MONTHS
+            .iter()
+            .position(|m| *m == lower)
+            .map(|p| p as u32 + 1),
         4 => DAYS.iter().position(|d| *d == lower).map(|p| p as u32),
         _ => None,
     };
     let v = match named {
         Some(v) => v,
-        None => s.parse::<u32>().map_err(|_| format!("{s:?} is not a number"))?,
+        None => s
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?} is not a number"))?,
     };
     if v < lo || v > hi {
         return Err(format!("{v} is outside {lo}-{hi}"));
@@ -123,7 +138,10 @@ impl Schedule {
                     (lo, hi)
                 } else {
                     match range.split_once('-') {
-                        Some((a, z)) => (value(a, i, lo, hi).unwrap_or(lo), value(z, i, lo, hi).unwrap_or(hi)),
+                        Some((a, z)) => (
+                            value(a, i, lo, hi).unwrap_or(lo),
+                            value(z, i, lo, hi).unwrap_or(hi),
+                        ),
                         // `a/n` runs from a to the end of the field
                         None if item.contains('/') => (value(range, i, lo, hi).unwrap_or(lo), hi),
                         None => {
@@ -171,7 +189,12 @@ impl Schedule {
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         let local = after.to_zoned_datetime(tz.clone()).datetime();
         // Civil minute after the instant's own minute.
-        let start = DateTime::from_parts(local.date(), Time::constant(local.hour(), local.minute(), 0, 0)).checked_add(1.minute()).ok()?;
+        let start = DateTime::from_parts(
+            local.date(),
+            Time::constant(local.hour(), local.minute(), 0, 0),
+        )
+        .checked_add(1.minute())
+        .ok()?;
         let mut day = start.date();
         let last = day.checked_add((SEARCH_YEARS as i32 * 366).days()).ok()?;
         while day <= last {
@@ -205,7 +228,12 @@ impl Schedule {
     /// at `now` (SPEC §7.4): the next slot computed from the scheduled time
     /// (not from now); if slots were missed meanwhile, only the latest of
     /// them runs. Returns (slot, number of missed slots skipped).
-    pub fn next_slot(&self, scheduled: Timestamp, now: Timestamp, tz: &TimeZone) -> Option<(Timestamp, u32)> {
+    pub fn next_slot(
+        &self,
+        scheduled: Timestamp,
+        now: Timestamp,
+        tz: &TimeZone,
+    ) -> Option<(Timestamp, u32)> {
         let mut slot = self.next_after(scheduled, tz)?;
         let mut skipped = 0;
         while slot <= now {
@@ -235,43 +263,138 @@ mod tests {
 
     fn next(expr: &str, after: &str, zone: &str) -> String {
         let tz = TimeZone::get(zone).unwrap();
-        let t = Schedule::parse(expr).unwrap().next_after(at(after), &tz).unwrap();
-        t.to_zoned_datetime(tz).strftime("%Y-%m-%dT%H:%M%:z").to_string()
+        let t = Schedule::parse(expr)
+            .unwrap()
+            .next_after(at(after), &tz)
+            .unwrap();
+        t.to_zoned_datetime(tz)
+            .strftime("%Y-%m-%dT%H:%M%:z")
+            .to_string()
     }
 
     #[test]
     fn next_slots_in_plain_time() {
         for (expr, after, zone, want) in [
-            ("0 9 * * *", "2026-03-02T08:00:00Z", "UTC", "2026-03-02T09:00+00:00"),
-            ("0 9 * * *", "2026-03-02T09:00:00Z", "UTC", "2026-03-03T09:00+00:00"),
-            ("*/15 * * * *", "2026-03-02T09:07:30Z", "UTC", "2026-03-02T09:15+00:00"),
-            ("0 9 * * mon-fri", "2026-03-06T10:00:00Z", "UTC", "2026-03-09T09:00+00:00"), // Fri → Mon
-            ("30 6 1 jan *", "2026-03-01T00:00:00Z", "UTC", "2027-01-01T06:30+00:00"),
-            ("0 0 29 2 *", "2026-03-01T00:00:00Z", "UTC", "2028-02-29T00:00+00:00"),
-            ("0 12 13 * fri", "2026-03-01T00:00:00Z", "UTC", "2026-03-06T12:00+00:00"), // dom OR dow
-            ("0 0 * * 7", "2026-03-02T00:00:00Z", "UTC", "2026-03-08T00:00+00:00"), // 7 = Sunday
-            ("5/20 * * * *", "2026-03-02T09:26:00Z", "UTC", "2026-03-02T09:45+00:00"),
-            ("0 9 * * *", "2026-03-02T07:00:00Z", "Europe/Madrid", "2026-03-02T09:00+01:00"),
+            (
+                "0 9 * * *",
+                "2026-03-02T08:00:00Z",
+                "UTC",
+                "2026-03-02T09:00+00:00",
+            ),
+            (
+                "0 9 * * *",
+                "2026-03-02T09:00:00Z",
+                "UTC",
+                "2026-03-03T09:00+00:00",
+            ),
+            (
+                "*/15 * * * *",
+                "2026-03-02T09:07:30Z",
+                "UTC",
+                "2026-03-02T09:15+00:00",
+            ),
+            (
+                "0 9 * * mon-fri",
+                "2026-03-06T10:00:00Z",
+                "UTC",
+                "2026-03-09T09:00+00:00",
+            ), // Fri → Mon
+            (
+                "30 6 1 jan *",
+                "2026-03-01T00:00:00Z",
+                "UTC",
+                "2027-01-01T06:30+00:00",
+            ),
+            (
+                "0 0 29 2 *",
+                "2026-03-01T00:00:00Z",
+                "UTC",
+                "2028-02-29T00:00+00:00",
+            ),
+            (
+                "0 12 13 * fri",
+                "2026-03-01T00:00:00Z",
+                "UTC",
+                "2026-03-06T12:00+00:00",
+            ), // dom OR dow
+            (
+                "0 0 * * 7",
+                "2026-03-02T00:00:00Z",
+                "UTC",
+                "2026-03-08T00:00+00:00",
+            ), // 7 = Sunday
+            (
+                "5/20 * * * *",
+                "2026-03-02T09:26:00Z",
+                "UTC",
+                "2026-03-02T09:45+00:00",
+            ),
+            (
+                "0 9 * * *",
+                "2026-03-02T07:00:00Z",
+                "Europe/Madrid",
+                "2026-03-02T09:00+01:00",
+            ),
         ] {
-            assert_eq!(next(expr, after, zone), want, "{expr} after {after} in {zone}");
+            assert_eq!(
+                next(expr, after, zone),
+                want,
+                "{expr} after {after} in {zone}"
+            );
         }
-        assert_eq!(Schedule::parse("0 0 31 2 *").unwrap().next_after(at("2026-01-01T00:00:00Z"), &TimeZone::UTC), None);
+        assert_eq!(
+            Schedule::parse("0 0 31 2 *")
+                .unwrap()
+                .next_after(at("2026-01-01T00:00:00Z"), &TimeZone::UTC),
+            None
+        );
     }
 
     /// DST in two zones: the spring-forward gap and the fall-back fold.
     #[test]
     fn dst_transitions_in_two_zones() {
         // Madrid: 2026-03-29 02:00 → 03:00; 2026-10-25 03:00 → 02:00.
-        assert_eq!(next("30 2 * * *", "2026-03-28T12:00:00Z", "Europe/Madrid"), "2026-03-29T03:30+02:00", "a slot in the gap runs after it");
-        assert_eq!(next("30 2 * * *", "2026-03-29T01:30:00Z", "Europe/Madrid"), "2026-03-30T02:30+02:00");
-        assert_eq!(next("0 9 * * *", "2026-03-28T08:00:00Z", "Europe/Madrid"), "2026-03-29T09:00+02:00", "wall-clock time holds across DST");
-        assert_eq!(next("30 2 * * *", "2026-10-24T12:00:00Z", "Europe/Madrid"), "2026-10-25T02:30+02:00", "the fold's earlier instant");
-        assert_eq!(next("30 2 * * *", "2026-10-25T00:30:00Z", "Europe/Madrid"), "2026-10-26T02:30+01:00", "and only once");
+        assert_eq!(
+            next("30 2 * * *", "2026-03-28T12:00:00Z", "Europe/Madrid"),
+            "2026-03-29T03:30+02:00",
+            "a slot in the gap runs after it"
+        );
+        assert_eq!(
+            next("30 2 * * *", "2026-03-29T01:30:00Z", "Europe/Madrid"),
+            "2026-03-30T02:30+02:00"
+        );
+        assert_eq!(
+            next("0 9 * * *", "2026-03-28T08:00:00Z", "Europe/Madrid"),
+            "2026-03-29T09:00+02:00",
+            "wall-clock time holds across DST"
+        );
+        assert_eq!(
+            next("30 2 * * *", "2026-10-24T12:00:00Z", "Europe/Madrid"),
+            "2026-10-25T02:30+02:00",
+            "the fold's earlier instant"
+        );
+        assert_eq!(
+            next("30 2 * * *", "2026-10-25T00:30:00Z", "Europe/Madrid"),
+            "2026-10-26T02:30+01:00",
+            "and only once"
+        );
         // New York: 2026-03-08 02:00 → 03:00; 2026-11-01 02:00 → 01:00.
-        assert_eq!(next("15 2 * * *", "2026-03-07T12:00:00Z", "America/New_York"), "2026-03-08T03:15-04:00");
-        assert_eq!(next("30 1 * * *", "2026-10-31T12:00:00Z", "America/New_York"), "2026-11-01T01:30-04:00");
-        assert_eq!(next("30 1 * * *", "2026-11-01T05:30:00Z", "America/New_York"), "2026-11-02T01:30-05:00");
-        assert_eq!(next("0 9 * * *", "2026-11-01T00:00:00Z", "America/New_York"), "2026-11-01T09:00-05:00");
+        assert_eq!(
+            next("15 2 * * *", "2026-03-07T12:00:00Z", "America/New_York"),
+            "2026-03-08T03:15-04:00"
+        );
+        assert_eq!(
+            next("30 1 * * *", "2026-10-31T12:00:00Z", "America/New_York"),
+            "2026-11-01T01:30-04:00"
+        );
+        assert_eq!(
+            next("30 1 * * *", "2026-11-01T05:30:00Z", "America/New_York"),
+            "2026-11-02T01:30-05:00"
+        );
+        assert_eq!(
+            next("0 9 * * *", "2026-11-01T00:00:00Z", "America/New_York"),
+            "2026-11-01T09:00-05:00"
+        );
     }
 
     #[test]
@@ -279,9 +402,15 @@ mod tests {
         let s = Schedule::parse("0 * * * *").unwrap();
         let tz = TimeZone::UTC;
         // Finished late (10:40) a run scheduled for 10:00: next is 11:00, not 11:40.
-        assert_eq!(s.next_slot(at("2026-03-02T10:00:00Z"), at("2026-03-02T10:40:00Z"), &tz), Some((at("2026-03-02T11:00:00Z"), 0)));
+        assert_eq!(
+            s.next_slot(at("2026-03-02T10:00:00Z"), at("2026-03-02T10:40:00Z"), &tz),
+            Some((at("2026-03-02T11:00:00Z"), 0))
+        );
         // Down from 10:00 to 14:20: 11, 12, 13, 14 missed; 14:00 runs, 3 skipped.
-        assert_eq!(s.next_slot(at("2026-03-02T10:00:00Z"), at("2026-03-02T14:20:00Z"), &tz), Some((at("2026-03-02T14:00:00Z"), 3)));
+        assert_eq!(
+            s.next_slot(at("2026-03-02T10:00:00Z"), at("2026-03-02T14:20:00Z"), &tz),
+            Some((at("2026-03-02T14:00:00Z"), 3))
+        );
     }
 
     proptest! {
@@ -303,7 +432,14 @@ mod tests {
 
     #[test]
     fn good_shapes() {
-        for e in ["* * * * *", "0 9 * * mon-fri", "*/15 8-18 * * 1,3,5", "30 6 1 jan *", "0 0 * * 7", "5-10/2 * * * *"] {
+        for e in [
+            "* * * * *",
+            "0 9 * * mon-fri",
+            "*/15 8-18 * * 1,3,5",
+            "30 6 1 jan *",
+            "0 0 * * 7",
+            "5-10/2 * * * *",
+        ] {
             check_shape(e).unwrap_or_else(|why| panic!("{e}: {why}"));
         }
     }

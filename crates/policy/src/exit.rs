@@ -41,8 +41,12 @@ impl Cause {
         match self {
             Cause::Idle => "exited cleanly (idle or asked to stop)",
             Cause::Fatal => "failed with an unexpected error (exit 1)",
-            Cause::Transient => "asked for a fresh sandbox (exit 75: corrupt view or persistent poll failure)",
-            Cause::Config => "rejected its configuration (exit 78); fix runner.json or the provider settings",
+            Cause::Transient => {
+                "asked for a fresh sandbox (exit 75: corrupt view or persistent poll failure)"
+            }
+            Cause::Config => {
+                "rejected its configuration (exit 78); fix runner.json or the provider settings"
+            }
             Cause::Killed => "was killed by a signal",
             Cause::Shutdown => "stopped because the host is shutting down",
             Cause::SpawnFailed => "could not be started",

@@ -15,7 +15,7 @@ pub mod exit;
 pub mod filename;
 pub mod mounts;
 pub mod path;
+pub mod retry;
 pub mod route;
 pub mod streak;
 pub mod sweep;
-pub mod retry;

@@ -75,7 +75,9 @@ fn matches_at(parts: &[&str], pattern: &str) -> bool {
     if pat.is_empty() || pat.len() > parts.len() {
         return false;
     }
-    parts.windows(pat.len()).any(|w| w.iter().zip(&pat).all(|(name, p)| glob(p, name)))
+    parts
+        .windows(pat.len())
+        .any(|w| w.iter().zip(&pat).all(|(name, p)| glob(p, name)))
 }
 
 /// `*` matches any run of characters; everything else literally.
@@ -83,8 +85,12 @@ fn glob(p: &str, s: &str) -> bool {
     match p.split_once('*') {
         None => p == s,
         Some((head, rest)) => {
-            let Some(after) = s.strip_prefix(head) else { return false };
-            (0..=after.len()).filter(|i| after.is_char_boundary(*i)).any(|i| glob(rest, &after[i..]))
+            let Some(after) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=after.len())
+                .filter(|i| after.is_char_boundary(*i))
+                .any(|i| glob(rest, &after[i..]))
         }
     }
 }
@@ -94,7 +100,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("the mount name {name:?} must be 1 to 64 bytes"));
     }
-    if name.starts_with('.') || name.contains(['/', '\\', ':']) || name.chars().any(char::is_control) {
+    if name.starts_with('.')
+        || name.contains(['/', '\\', ':'])
+        || name.chars().any(char::is_control)
+    {
         return Err(format!("the mount name {name:?} must be one plain name (no `/`, `:`, leading `.` or control characters)"));
     }
     Ok(())
@@ -103,23 +112,56 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// Decides one requested mount. `real` is the requested folder's real
 /// path; `protected` are pinch's own folders (data dir, config dir), real
 /// paths too.
-pub fn decide(real: &Path, name: &str, read_write: bool, allow: &Allowlist, protected: &[PathBuf]) -> Result<Granted, String> {
+pub fn decide(
+    real: &Path,
+    name: &str,
+    read_write: bool,
+    allow: &Allowlist,
+    protected: &[PathBuf],
+) -> Result<Granted, String> {
     check_name(name)?;
-    if !real.is_absolute() || real.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-        return Err(format!("{} is not a resolved absolute path", real.display()));
+    if !real.is_absolute()
+        || real
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "{} is not a resolved absolute path",
+            real.display()
+        ));
     }
-    let parts: Vec<&str> = real.components().filter_map(|c| c.as_os_str().to_str()).filter(|c| *c != "/").collect();
-    for pat in DEFAULT_BLOCKED.iter().copied().chain(allow.blocked.iter().map(String::as_str)) {
+    let parts: Vec<&str> = real
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .filter(|c| *c != "/")
+        .collect();
+    for pat in DEFAULT_BLOCKED
+        .iter()
+        .copied()
+        .chain(allow.blocked.iter().map(String::as_str))
+    {
         if matches_at(&parts, pat) {
-            return Err(format!("{} matches the blocked pattern {pat:?}; such folders are never mounted", real.display()));
+            return Err(format!(
+                "{} matches the blocked pattern {pat:?}; such folders are never mounted",
+                real.display()
+            ));
         }
     }
     for p in protected {
         if real.starts_with(p) || p.starts_with(real) {
-            return Err(format!("{} overlaps pinch's own folder {}; it is never mounted", real.display(), p.display()));
+            return Err(format!(
+                "{} overlaps pinch's own folder {}; it is never mounted",
+                real.display(),
+                p.display()
+            ));
         }
     }
-    let Some(root) = allow.roots.iter().filter(|r| real.starts_with(&r.path)).max_by_key(|r| r.path.components().count()) else {
+    let Some(root) = allow
+        .roots
+        .iter()
+        .filter(|r| real.starts_with(&r.path))
+        .max_by_key(|r| r.path.components().count())
+    else {
         if allow.roots.is_empty() {
             return Err("no folders are allowed for mounting: add allowed_roots to ~/.config/pinch/mount-allowlist.toml".into());
         }
@@ -129,7 +171,11 @@ pub fn decide(real: &Path, name: &str, read_write: bool, allow: &Allowlist, prot
             allow.roots.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>().join(", ")
         ));
     };
-    Ok(Granted { host: real.to_owned(), name: name.to_owned(), read_write: read_write && root.read_write })
+    Ok(Granted {
+        host: real.to_owned(),
+        name: name.to_owned(),
+        read_write: read_write && root.read_write,
+    })
 }
 
 #[cfg(test)]
@@ -139,22 +185,48 @@ mod tests {
 
     fn allow() -> Allowlist {
         Allowlist {
-            roots: vec![AllowedRoot { path: "/home/me/projects".into(), read_write: true }, AllowedRoot { path: "/srv/notes".into(), read_write: false }],
+            roots: vec![
+                AllowedRoot {
+                    path: "/home/me/projects".into(),
+                    read_write: true,
+                },
+                AllowedRoot {
+                    path: "/srv/notes".into(),
+                    read_write: false,
+                },
+            ],
             blocked: vec!["*.pem".into(), "secret-*".into()],
         }
     }
 
     fn protected() -> Vec<PathBuf> {
-        vec!["/home/me/.local/share/pinch".into(), "/home/me/.config/pinch".into()]
+        vec![
+            "/home/me/.local/share/pinch".into(),
+            "/home/me/.config/pinch".into(),
+        ]
     }
 
     #[test]
     fn table() {
         let a = allow();
         let ok = |p: &str, n: &str, rw: bool| decide(Path::new(p), n, rw, &a, &protected());
-        assert_eq!(ok("/home/me/projects/site", "site", true).unwrap().read_write, true);
-        assert_eq!(ok("/srv/notes", "notes", true).unwrap().read_write, false, "rw only if the root allows it too");
-        assert_eq!(ok("/home/me/projects/site", "site", false).unwrap().read_write, false);
+        assert_eq!(
+            ok("/home/me/projects/site", "site", true)
+                .unwrap()
+                .read_write,
+            true
+        );
+        assert_eq!(
+            ok("/srv/notes", "notes", true).unwrap().read_write,
+            false,
+            "rw only if the root allows it too"
+        );
+        assert_eq!(
+            ok("/home/me/projects/site", "site", false)
+                .unwrap()
+                .read_write,
+            false
+        );
         for (p, n, why) in [
             ("/home/me/projects2", "p", "not inside an allowed root"),
             ("/home/me", "home", "overlaps pinch"),
@@ -175,27 +247,76 @@ mod tests {
         }
         // pinch's own folders, inside or around.
         let mut wide = allow();
-        wide.roots.push(AllowedRoot { path: "/home".into(), read_write: true });
+        wide.roots.push(AllowedRoot {
+            path: "/home".into(),
+            read_write: true,
+        });
         let e = decide(Path::new("/home/me"), "home", true, &wide, &protected()).unwrap_err();
         assert!(e.contains("overlaps pinch's own folder"), "{e}");
-        let e = decide(Path::new("/home/me/.local/share/pinch/groups"), "g", true, &wide, &protected()).unwrap_err();
+        let e = decide(
+            Path::new("/home/me/.local/share/pinch/groups"),
+            "g",
+            true,
+            &wide,
+            &protected(),
+        )
+        .unwrap_err();
         assert!(e.contains("overlaps"), "{e}");
         // .config/pinch and .local/bin, as two-name patterns.
-        let e = decide(Path::new("/home/other/.config/pinch"), "c", false, &wide, &[]).unwrap_err();
+        let e = decide(
+            Path::new("/home/other/.config/pinch"),
+            "c",
+            false,
+            &wide,
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains(".config/pinch"), "{e}");
-        assert!(decide(Path::new("/home/other/.config/other"), "c", false, &wide, &[]).is_ok());
+        assert!(decide(
+            Path::new("/home/other/.config/other"),
+            "c",
+            false,
+            &wide,
+            &[]
+        )
+        .is_ok());
         // No allowlist at all.
-        assert!(decide(Path::new("/srv/notes"), "n", false, &Allowlist::default(), &[]).unwrap_err().contains("no folders are allowed"));
+        assert!(decide(
+            Path::new("/srv/notes"),
+            "n",
+            false,
+            &Allowlist::default(),
+            &[]
+        )
+        .unwrap_err()
+        .contains("no folders are allowed"));
     }
 
     #[test]
     fn the_deepest_root_decides_rw() {
         let a = Allowlist {
-            roots: vec![AllowedRoot { path: "/data".into(), read_write: true }, AllowedRoot { path: "/data/archive".into(), read_write: false }],
+            roots: vec![
+                AllowedRoot {
+                    path: "/data".into(),
+                    read_write: true,
+                },
+                AllowedRoot {
+                    path: "/data/archive".into(),
+                    read_write: false,
+                },
+            ],
             blocked: vec![],
         };
-        assert!(!decide(Path::new("/data/archive/2020"), "a", true, &a, &[]).unwrap().read_write);
-        assert!(decide(Path::new("/data/live"), "l", true, &a, &[]).unwrap().read_write);
+        assert!(
+            !decide(Path::new("/data/archive/2020"), "a", true, &a, &[])
+                .unwrap()
+                .read_write
+        );
+        assert!(
+            decide(Path::new("/data/live"), "l", true, &a, &[])
+                .unwrap()
+                .read_write
+        );
     }
 
     proptest! {

@@ -137,17 +137,26 @@ pub fn check(path: &str, access: Access) -> Result<Checked, PathError> {
         return Err(PathError::Nul);
     }
     if path.chars().any(char::is_control) {
-        return Err(PathError::Control { path: path.to_owned() });
+        return Err(PathError::Control {
+            path: path.to_owned(),
+        });
     }
     if path.len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong { bytes: path.len() });
     }
-    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     if parts.contains(&"..") {
-        return Err(PathError::ParentComponent { path: path.to_owned() });
+        return Err(PathError::ParentComponent {
+            path: path.to_owned(),
+        });
     }
     if let Some(long) = parts.iter().find(|c| c.len() > MAX_NAME_BYTES) {
-        return Err(PathError::NameTooLong { name: (*long).to_owned() });
+        return Err(PathError::NameTooLong {
+            name: (*long).to_owned(),
+        });
     }
     let (root, rest) = if path.starts_with('/') {
         let root = match parts.as_slice() {
@@ -155,16 +164,26 @@ pub fn check(path: &str, access: Access) -> Result<Checked, PathError> {
             ["workspace", "inbox", ..] => Root::Inbox,
             ["workspace", "global", ..] => Root::Global,
             ["workspace", "extra", ..] => Root::Extra,
-            _ => return Err(PathError::AbsoluteOutside { path: path.to_owned() }),
+            _ => {
+                return Err(PathError::AbsoluteOutside {
+                    path: path.to_owned(),
+                })
+            }
         };
         (root, &parts[2..])
     } else {
         (Root::Workspace, &parts[..])
     };
     if access == Access::Write && !root.writable() {
-        return Err(PathError::ReadOnly { path: path.to_owned(), root });
+        return Err(PathError::ReadOnly {
+            path: path.to_owned(),
+            root,
+        });
     }
-    Ok(Checked { root, components: rest.iter().map(|s| (*s).to_owned()).collect() })
+    Ok(Checked {
+        root,
+        components: rest.iter().map(|s| (*s).to_owned()).collect(),
+    })
 }
 
 /// Like [`check`], and the path must name something below its root (a
@@ -172,7 +191,9 @@ pub fn check(path: &str, access: Access) -> Result<Checked, PathError> {
 pub fn check_file(path: &str, access: Access) -> Result<Checked, PathError> {
     let c = check(path, access)?;
     if c.components.is_empty() {
-        return Err(PathError::IsRoot { path: path.to_owned() });
+        return Err(PathError::IsRoot {
+            path: path.to_owned(),
+        });
     }
     Ok(c)
 }
@@ -198,15 +219,28 @@ mod tests {
     fn relative_paths_are_in_the_workspace() {
         assert_eq!(ok("notes.md"), (Root::Workspace, "notes.md".into()));
         assert_eq!(ok("./a//b/./c.txt"), (Root::Workspace, "a/b/c.txt".into()));
-        assert_eq!(ok("inbox/x"), (Root::Workspace, "inbox/x".into()), "relative inbox is a workspace folder");
+        assert_eq!(
+            ok("inbox/x"),
+            (Root::Workspace, "inbox/x".into()),
+            "relative inbox is a workspace folder"
+        );
         assert_eq!(ok("."), (Root::Workspace, "".into()));
     }
 
     #[test]
     fn absolute_sandbox_roots() {
-        assert_eq!(ok("/workspace/agent/a.txt"), (Root::Workspace, "a.txt".into()));
-        assert_eq!(ok("/workspace/inbox/12/cat.jpg"), (Root::Inbox, "12/cat.jpg".into()));
-        assert_eq!(ok("/workspace/global/AGENT.md"), (Root::Global, "AGENT.md".into()));
+        assert_eq!(
+            ok("/workspace/agent/a.txt"),
+            (Root::Workspace, "a.txt".into())
+        );
+        assert_eq!(
+            ok("/workspace/inbox/12/cat.jpg"),
+            (Root::Inbox, "12/cat.jpg".into())
+        );
+        assert_eq!(
+            ok("/workspace/global/AGENT.md"),
+            (Root::Global, "AGENT.md".into())
+        );
     }
 
     #[test]
@@ -217,13 +251,25 @@ mod tests {
             ("a\nb", |e| matches!(e, PathError::Control { .. })),
             ("a\u{1b}[31m", |e| matches!(e, PathError::Control { .. })),
             ("../x", |e| matches!(e, PathError::ParentComponent { .. })),
-            ("a/../../x", |e| matches!(e, PathError::ParentComponent { .. })),
+            ("a/../../x", |e| {
+                matches!(e, PathError::ParentComponent { .. })
+            }),
             ("a/..", |e| matches!(e, PathError::ParentComponent { .. })),
-            ("/workspace/agent/../inbox/x", |e| matches!(e, PathError::ParentComponent { .. })),
-            ("/etc/passwd", |e| matches!(e, PathError::AbsoluteOutside { .. })),
-            ("/workspace", |e| matches!(e, PathError::AbsoluteOutside { .. })),
-            ("/workspace/outbox/x", |e| matches!(e, PathError::AbsoluteOutside { .. })),
-            ("/workspace/agentx/y", |e| matches!(e, PathError::AbsoluteOutside { .. })),
+            ("/workspace/agent/../inbox/x", |e| {
+                matches!(e, PathError::ParentComponent { .. })
+            }),
+            ("/etc/passwd", |e| {
+                matches!(e, PathError::AbsoluteOutside { .. })
+            }),
+            ("/workspace", |e| {
+                matches!(e, PathError::AbsoluteOutside { .. })
+            }),
+            ("/workspace/outbox/x", |e| {
+                matches!(e, PathError::AbsoluteOutside { .. })
+            }),
+            ("/workspace/agentx/y", |e| {
+                matches!(e, PathError::AbsoluteOutside { .. })
+            }),
             ("/", |e| matches!(e, PathError::AbsoluteOutside { .. })),
         ];
         for (p, want) in cases {
@@ -231,24 +277,54 @@ mod tests {
             assert!(want(&e), "{p:?}: {e:?}");
         }
         let long = "a".repeat(300);
-        assert!(matches!(check(&long, Access::Read), Err(PathError::NameTooLong { .. })));
+        assert!(matches!(
+            check(&long, Access::Read),
+            Err(PathError::NameTooLong { .. })
+        ));
         let deep = "ab/".repeat(2000);
-        assert!(matches!(check(&deep, Access::Read), Err(PathError::TooLong { .. })));
+        assert!(matches!(
+            check(&deep, Access::Read),
+            Err(PathError::TooLong { .. })
+        ));
     }
 
     #[test]
     fn messages_say_escape() {
-        assert!(check("../x", Access::Read).unwrap_err().to_string().starts_with("path escapes the workspace"));
-        assert!(check("/etc/passwd", Access::Read).unwrap_err().to_string().starts_with("path escapes the workspace"));
+        assert!(check("../x", Access::Read)
+            .unwrap_err()
+            .to_string()
+            .starts_with("path escapes the workspace"));
+        assert!(check("/etc/passwd", Access::Read)
+            .unwrap_err()
+            .to_string()
+            .starts_with("path escapes the workspace"));
     }
 
     #[test]
     fn writes_only_in_the_workspace() {
         assert!(check("/workspace/agent/a", Access::Write).is_ok());
-        assert!(matches!(check("/workspace/inbox/a", Access::Write), Err(PathError::ReadOnly { root: Root::Inbox, .. })));
-        assert!(matches!(check("/workspace/global/a", Access::Write), Err(PathError::ReadOnly { root: Root::Global, .. })));
-        assert!(matches!(check_file("/workspace/inbox", Access::Read), Err(PathError::IsRoot { .. })));
-        assert!(matches!(check_file(".", Access::Write), Err(PathError::IsRoot { .. })));
+        assert!(matches!(
+            check("/workspace/inbox/a", Access::Write),
+            Err(PathError::ReadOnly {
+                root: Root::Inbox,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check("/workspace/global/a", Access::Write),
+            Err(PathError::ReadOnly {
+                root: Root::Global,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_file("/workspace/inbox", Access::Read),
+            Err(PathError::IsRoot { .. })
+        ));
+        assert!(matches!(
+            check_file(".", Access::Write),
+            Err(PathError::IsRoot { .. })
+        ));
     }
 
     proptest! {

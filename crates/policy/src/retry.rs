@@ -23,7 +23,12 @@ pub enum Orphan {
 
 /// Decides one orphaned claim. `scheduled_future` = the row's
 /// `process_after` is after now; `transient` = the runner exited 75.
-pub fn decide_orphan(tries: i64, scheduled_future: bool, transient: bool, base_backoff_ms: i64) -> Orphan {
+pub fn decide_orphan(
+    tries: i64,
+    scheduled_future: bool,
+    transient: bool,
+    base_backoff_ms: i64,
+) -> Orphan {
     if scheduled_future {
         return Orphan::AlreadyScheduled;
     }
@@ -34,7 +39,10 @@ pub fn decide_orphan(tries: i64, scheduled_future: bool, transient: bool, base_b
     if n >= MAX_TRIES {
         Orphan::Fail { tries: n }
     } else {
-        Orphan::Retry { tries: n, due_in_ms: base_backoff_ms << tries.clamp(0, 20) }
+        Orphan::Retry {
+            tries: n,
+            due_in_ms: base_backoff_ms << tries.clamp(0, 20),
+        }
     }
 }
 
@@ -44,13 +52,43 @@ mod tests {
 
     #[test]
     fn orphan_table() {
-        assert_eq!(decide_orphan(0, true, false, BASE_BACKOFF_MS), Orphan::AlreadyScheduled);
-        assert_eq!(decide_orphan(0, false, true, BASE_BACKOFF_MS), Orphan::Release);
-        assert_eq!(decide_orphan(0, false, false, BASE_BACKOFF_MS), Orphan::Retry { tries: 1, due_in_ms: 5_000 });
-        assert_eq!(decide_orphan(1, false, false, BASE_BACKOFF_MS), Orphan::Retry { tries: 2, due_in_ms: 10_000 });
-        assert_eq!(decide_orphan(3, false, false, BASE_BACKOFF_MS), Orphan::Retry { tries: 4, due_in_ms: 40_000 });
-        assert_eq!(decide_orphan(4, false, false, BASE_BACKOFF_MS), Orphan::Fail { tries: 5 });
+        assert_eq!(
+            decide_orphan(0, true, false, BASE_BACKOFF_MS),
+            Orphan::AlreadyScheduled
+        );
+        assert_eq!(
+            decide_orphan(0, false, true, BASE_BACKOFF_MS),
+            Orphan::Release
+        );
+        assert_eq!(
+            decide_orphan(0, false, false, BASE_BACKOFF_MS),
+            Orphan::Retry {
+                tries: 1,
+                due_in_ms: 5_000
+            }
+        );
+        assert_eq!(
+            decide_orphan(1, false, false, BASE_BACKOFF_MS),
+            Orphan::Retry {
+                tries: 2,
+                due_in_ms: 10_000
+            }
+        );
+        assert_eq!(
+            decide_orphan(3, false, false, BASE_BACKOFF_MS),
+            Orphan::Retry {
+                tries: 4,
+                due_in_ms: 40_000
+            }
+        );
+        assert_eq!(
+            decide_orphan(4, false, false, BASE_BACKOFF_MS),
+            Orphan::Fail { tries: 5 }
+        );
         // exit 75 never burns a try, even at the limit
-        assert_eq!(decide_orphan(4, false, true, BASE_BACKOFF_MS), Orphan::Release);
+        assert_eq!(
+            decide_orphan(4, false, true, BASE_BACKOFF_MS),
+            Orphan::Release
+        );
     }
 }

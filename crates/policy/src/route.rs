@@ -107,11 +107,17 @@ pub enum SessionKey {
 /// The session a wiring puts a message in: a threaded adapter in a group
 /// forces per-thread unless the wiring is agent-shared (SPEC §4 step 3).
 pub fn session_key(mode: SessionMode, msg: &Message<'_>) -> SessionKey {
-    let thread = if msg.threaded_adapter { msg.thread_id.map(str::to_owned) } else { None };
+    let thread = if msg.threaded_adapter {
+        msg.thread_id.map(str::to_owned)
+    } else {
+        None
+    };
     match mode {
         SessionMode::AgentShared => SessionKey::AgentShared,
         SessionMode::PerThread => SessionKey::Conversation { thread },
-        SessionMode::Shared if msg.threaded_adapter && msg.is_group => SessionKey::Conversation { thread },
+        SessionMode::Shared if msg.threaded_adapter && msg.is_group => {
+            SessionKey::Conversation { thread }
+        }
         SessionMode::Shared => SessionKey::Conversation { thread: None },
     }
 }
@@ -197,7 +203,10 @@ impl DropReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Take {
     /// Store it: `trigger` = wakes the agent (else context for later).
-    Store { trigger: bool, session: SessionKey },
+    Store {
+        trigger: bool,
+        session: SessionKey,
+    },
     Drop(DropReason),
 }
 
@@ -223,14 +232,20 @@ pub enum Plan {
     /// `ask_sender_approval` is set, the sender is unknown under
     /// `request_approval`: send the approver of that wiring's agent group a
     /// card (deduplicated per sender).
-    Fanout { takes: Vec<Take>, ask_sender_approval: Option<usize> },
+    Fanout {
+        takes: Vec<Take>,
+        ask_sender_approval: Option<usize>,
+    },
 }
 
 impl Plan {
     /// Agents that store the message.
     pub fn stored(&self) -> usize {
         match self {
-            Plan::Fanout { takes, .. } => takes.iter().filter(|t| matches!(t, Take::Store { .. })).count(),
+            Plan::Fanout { takes, .. } => takes
+                .iter()
+                .filter(|t| matches!(t, Take::Store { .. }))
+                .count(),
             _ => 0,
         }
     }
@@ -248,13 +263,19 @@ pub fn engages(w: &Wiring<'_>, msg: &Message<'_>) -> bool {
 /// never seen; `wirings` are in priority order (highest first).
 pub fn plan(conv: Option<Conversation>, msg: &Message<'_>, wirings: &[Wiring<'_>]) -> Plan {
     let Some(conv) = conv else {
-        return if msg.addressed() { Plan::CreateAndRegister } else { Plan::Ignore };
+        return if msg.addressed() {
+            Plan::CreateAndRegister
+        } else {
+            Plan::Ignore
+        };
     };
     if conv.denied {
         return Plan::Denied;
     }
     if wirings.is_empty() {
-        return Plan::Unwired { register: msg.addressed() };
+        return Plan::Unwired {
+            register: msg.addressed(),
+        };
     }
     let class = commands::classify(msg.text);
     match class {
@@ -266,7 +287,10 @@ pub fn plan(conv: Option<Conversation>, msg: &Message<'_>, wirings: &[Wiring<'_>
     let unknown = !wirings.iter().any(|w| w.sender_access);
     if unknown && conv.policy != UnknownSenderPolicy::Public {
         let ask = (conv.policy == UnknownSenderPolicy::RequestApproval).then_some(0);
-        return Plan::Fanout { takes: vec![Take::Drop(DropReason::UnknownSender); wirings.len()], ask_sender_approval: ask };
+        return Plan::Fanout {
+            takes: vec![Take::Drop(DropReason::UnknownSender); wirings.len()],
+            ask_sender_approval: ask,
+        };
     }
     let takes = wirings
         .iter()
@@ -283,46 +307,76 @@ pub fn plan(conv: Option<Conversation>, msg: &Message<'_>, wirings: &[Wiring<'_>
                 return if !engaged {
                     Take::Drop(DropReason::NoAgentEngaged)
                 } else if w.sender_admin {
-                    Take::Store { trigger: true, session: session_key(w.session_mode, msg) }
+                    Take::Store {
+                        trigger: true,
+                        session: session_key(w.session_mode, msg),
+                    }
                 } else {
                     Take::Drop(DropReason::PermissionDenied)
                 };
             }
             if engaged {
-                Take::Store { trigger: true, session: session_key(w.session_mode, msg) }
+                Take::Store {
+                    trigger: true,
+                    session: session_key(w.session_mode, msg),
+                }
             } else if w.ignored == IgnoredPolicy::Accumulate {
-                Take::Store { trigger: false, session: session_key(w.session_mode, msg) }
+                Take::Store {
+                    trigger: false,
+                    session: session_key(w.session_mode, msg),
+                }
             } else {
                 Take::Drop(DropReason::NoAgentEngaged)
             }
         })
         .collect();
-    Plan::Fanout { takes, ask_sender_approval: None }
+    Plan::Fanout {
+        takes,
+        ask_sender_approval: None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MODES: [EngageMode; 3] = [EngageMode::Pattern, EngageMode::Mention, EngageMode::MentionSticky];
-    const POLICIES: [UnknownSenderPolicy; 3] = [UnknownSenderPolicy::Strict, UnknownSenderPolicy::RequestApproval, UnknownSenderPolicy::Public];
+    const MODES: [EngageMode; 3] = [
+        EngageMode::Pattern,
+        EngageMode::Mention,
+        EngageMode::MentionSticky,
+    ];
+    const POLICIES: [UnknownSenderPolicy; 3] = [
+        UnknownSenderPolicy::Strict,
+        UnknownSenderPolicy::RequestApproval,
+        UnknownSenderPolicy::Public,
+    ];
     const SCOPES: [SenderScope; 2] = [SenderScope::All, SenderScope::Known];
-    const SESSION_MODES: [SessionMode; 3] = [SessionMode::Shared, SessionMode::PerThread, SessionMode::AgentShared];
+    const SESSION_MODES: [SessionMode; 3] = [
+        SessionMode::Shared,
+        SessionMode::PerThread,
+        SessionMode::AgentShared,
+    ];
     const IGNORED: [IgnoredPolicy; 2] = [IgnoredPolicy::Drop, IgnoredPolicy::Accumulate];
 
     /// Where the message comes from: (is_group, threaded adapter, thread id).
     const PLACES: [(bool, bool, Option<&str>); 5] = [
-        (false, false, None),        // a DM on a thread-less adapter
-        (true, false, Some("t1")),   // a group on a thread-less adapter (thread ignored)
-        (true, true, Some("t1")),    // a threaded group, in a thread
-        (true, true, None),          // a threaded group, top level
-        (false, true, Some("t9")),   // a DM on a threaded adapter
+        (false, false, None),      // a DM on a thread-less adapter
+        (true, false, Some("t1")), // a group on a thread-less adapter (thread ignored)
+        (true, true, Some("t1")),  // a threaded group, in a thread
+        (true, true, None),        // a threaded group, top level
+        (false, true, Some("t9")), // a DM on a threaded adapter
     ];
 
     // Hand-written facts, one dimension at a time.
 
     /// Engaged? (mode, mention, pattern matches, sticky, is_group)
-    fn engage_fact(mode: EngageMode, mention: bool, matches: bool, sticky: bool, is_group: bool) -> bool {
+    fn engage_fact(
+        mode: EngageMode,
+        mention: bool,
+        matches: bool,
+        sticky: bool,
+        is_group: bool,
+    ) -> bool {
         let table: &[(EngageMode, bool, bool, bool, bool, bool)] = &[
             // pattern: only the pattern counts
             (EngageMode::Pattern, false, true, false, true, true),
@@ -336,7 +390,10 @@ mod tests {
             (EngageMode::MentionSticky, false, true, false, true, false),
             (EngageMode::MentionSticky, false, false, true, false, false),
         ];
-        if let Some(row) = table.iter().find(|r| (r.0, r.1, r.2, r.3, r.4) == (mode, mention, matches, sticky, is_group)) {
+        if let Some(row) = table
+            .iter()
+            .find(|r| (r.0, r.1, r.2, r.3, r.4) == (mode, mention, matches, sticky, is_group))
+        {
             return row.5;
         }
         // the rows above pin the rule; the rest follows it
@@ -349,7 +406,9 @@ mod tests {
 
     /// The session for (mode, place).
     fn session_fact(mode: SessionMode, place: (bool, bool, Option<&str>)) -> SessionKey {
-        let c = |t: Option<&str>| SessionKey::Conversation { thread: t.map(str::to_owned) };
+        let c = |t: Option<&str>| SessionKey::Conversation {
+            thread: t.map(str::to_owned),
+        };
         match (mode, place) {
             (SessionMode::AgentShared, _) => SessionKey::AgentShared,
             (SessionMode::Shared, (false, false, None)) => c(None),
@@ -385,8 +444,15 @@ mod tests {
                                         for matches in [false, true] {
                                             for sticky in [false, true] {
                                                 let (is_group, threaded, thread) = place;
-                                                let text = if matches { "hey pinch" } else { "hello" };
-                                                let msg = Message { text, is_mention: mention, is_group, thread_id: thread, threaded_adapter: threaded };
+                                                let text =
+                                                    if matches { "hey pinch" } else { "hello" };
+                                                let msg = Message {
+                                                    text,
+                                                    is_mention: mention,
+                                                    is_group,
+                                                    thread_id: thread,
+                                                    threaded_adapter: threaded,
+                                                };
                                                 let w = Wiring {
                                                     mode,
                                                     pattern: Some(&hit),
@@ -397,20 +463,53 @@ mod tests {
                                                     sender_admin: known,
                                                     sticky_active: sticky,
                                                 };
-                                                let got = plan(Some(Conversation { denied: false, policy }), &msg, &[w]);
-                                                let want = if !known && policy != UnknownSenderPolicy::Public {
+                                                let got = plan(
+                                                    Some(Conversation {
+                                                        denied: false,
+                                                        policy,
+                                                    }),
+                                                    &msg,
+                                                    &[w],
+                                                );
+                                                let want = if !known
+                                                    && policy != UnknownSenderPolicy::Public
+                                                {
                                                     Plan::Fanout {
                                                         takes: vec![Take::Drop(DropReason::UnknownSender)],
                                                         ask_sender_approval: (policy == UnknownSenderPolicy::RequestApproval).then_some(0),
                                                     }
                                                 } else if !known && scope == SenderScope::Known {
-                                                    Plan::Fanout { takes: vec![Take::Drop(DropReason::SenderScope)], ask_sender_approval: None }
-                                                } else if engage_fact(mode, mention, matches, sticky, is_group) {
-                                                    Plan::Fanout { takes: vec![Take::Store { trigger: true, session: session_fact(sm, place) }], ask_sender_approval: None }
+                                                    Plan::Fanout {
+                                                        takes: vec![Take::Drop(
+                                                            DropReason::SenderScope,
+                                                        )],
+                                                        ask_sender_approval: None,
+                                                    }
+                                                } else if engage_fact(
+                                                    mode, mention, matches, sticky, is_group,
+                                                ) {
+                                                    Plan::Fanout {
+                                                        takes: vec![Take::Store {
+                                                            trigger: true,
+                                                            session: session_fact(sm, place),
+                                                        }],
+                                                        ask_sender_approval: None,
+                                                    }
                                                 } else if ignored == IgnoredPolicy::Accumulate {
-                                                    Plan::Fanout { takes: vec![Take::Store { trigger: false, session: session_fact(sm, place) }], ask_sender_approval: None }
+                                                    Plan::Fanout {
+                                                        takes: vec![Take::Store {
+                                                            trigger: false,
+                                                            session: session_fact(sm, place),
+                                                        }],
+                                                        ask_sender_approval: None,
+                                                    }
                                                 } else {
-                                                    Plan::Fanout { takes: vec![Take::Drop(DropReason::NoAgentEngaged)], ask_sender_approval: None }
+                                                    Plan::Fanout {
+                                                        takes: vec![Take::Drop(
+                                                            DropReason::NoAgentEngaged,
+                                                        )],
+                                                        ask_sender_approval: None,
+                                                    }
                                                 };
                                                 assert_eq!(got, want, "mode {mode:?} policy {policy:?} scope {scope:?} session {sm:?} ignored {ignored:?} place {place:?} known {known} mention {mention} matches {matches} sticky {sticky}");
                                                 n += 1;
@@ -441,14 +540,32 @@ mod tests {
     }
 
     fn conv(policy: UnknownSenderPolicy) -> Option<Conversation> {
-        Some(Conversation { denied: false, policy })
+        Some(Conversation {
+            denied: false,
+            policy,
+        })
     }
 
     #[test]
     fn conversation_level_outcomes() {
-        let dm = Message { text: "hi", is_mention: true, is_group: false, thread_id: None, threaded_adapter: false };
-        let group_chatter = Message { text: "hi", is_mention: false, is_group: true, thread_id: None, threaded_adapter: false };
-        let group_mention = Message { is_mention: true, ..group_chatter };
+        let dm = Message {
+            text: "hi",
+            is_mention: true,
+            is_group: false,
+            thread_id: None,
+            threaded_adapter: false,
+        };
+        let group_chatter = Message {
+            text: "hi",
+            is_mention: false,
+            is_group: true,
+            thread_id: None,
+            threaded_adapter: false,
+        };
+        let group_mention = Message {
+            is_mention: true,
+            ..group_chatter
+        };
         let any = Regex::new(".").unwrap();
         let wired = [w(EngageMode::Pattern, Some(&any), true)];
         // unknown conversation
@@ -456,36 +573,102 @@ mod tests {
         assert_eq!(plan(None, &group_mention, &[]), Plan::CreateAndRegister);
         assert_eq!(plan(None, &group_chatter, &[]), Plan::Ignore);
         // denied wins over wirings
-        assert_eq!(plan(Some(Conversation { denied: true, policy: UnknownSenderPolicy::Public }), &dm, &wired), Plan::Denied);
+        assert_eq!(
+            plan(
+                Some(Conversation {
+                    denied: true,
+                    policy: UnknownSenderPolicy::Public
+                }),
+                &dm,
+                &wired
+            ),
+            Plan::Denied
+        );
         // known, unwired
-        assert_eq!(plan(conv(UnknownSenderPolicy::Strict), &dm, &[]), Plan::Unwired { register: true });
-        assert_eq!(plan(conv(UnknownSenderPolicy::Strict), &group_chatter, &[]), Plan::Unwired { register: false });
+        assert_eq!(
+            plan(conv(UnknownSenderPolicy::Strict), &dm, &[]),
+            Plan::Unwired { register: true }
+        );
+        assert_eq!(
+            plan(conv(UnknownSenderPolicy::Strict), &group_chatter, &[]),
+            Plan::Unwired { register: false }
+        );
         // commands
-        let help = Message { text: "/help", ..dm };
-        let login = Message { text: "/login x", ..dm };
-        assert_eq!(plan(conv(UnknownSenderPolicy::Public), &help, &wired), Plan::Help);
-        assert_eq!(plan(conv(UnknownSenderPolicy::Public), &login, &wired), Plan::Filtered);
+        let help = Message {
+            text: "/help",
+            ..dm
+        };
+        let login = Message {
+            text: "/login x",
+            ..dm
+        };
+        assert_eq!(
+            plan(conv(UnknownSenderPolicy::Public), &help, &wired),
+            Plan::Help
+        );
+        assert_eq!(
+            plan(conv(UnknownSenderPolicy::Public), &login, &wired),
+            Plan::Filtered
+        );
         // a pattern wiring whose regex did not compile
         assert_eq!(
-            plan(conv(UnknownSenderPolicy::Public), &dm, &[w(EngageMode::Pattern, None, true)]),
-            Plan::Fanout { takes: vec![Take::Drop(DropReason::BadPattern)], ask_sender_approval: None }
+            plan(
+                conv(UnknownSenderPolicy::Public),
+                &dm,
+                &[w(EngageMode::Pattern, None, true)]
+            ),
+            Plan::Fanout {
+                takes: vec![Take::Drop(DropReason::BadPattern)],
+                ask_sender_approval: None
+            }
         );
     }
 
     #[test]
     fn admin_only_commands_need_an_admin_and_never_accumulate() {
         let any = Regex::new(".").unwrap();
-        let clear = Message { text: "/clear", is_mention: false, is_group: true, thread_id: None, threaded_adapter: false };
+        let clear = Message {
+            text: "/clear",
+            is_mention: false,
+            is_group: true,
+            thread_id: None,
+            threaded_adapter: false,
+        };
         let member = w(EngageMode::Pattern, Some(&any), true);
-        let admin = Wiring { sender_admin: true, ..member };
+        let admin = Wiring {
+            sender_admin: true,
+            ..member
+        };
         let c = conv(UnknownSenderPolicy::Strict);
-        assert_eq!(plan(c, &clear, &[member]), Plan::Fanout { takes: vec![Take::Drop(DropReason::PermissionDenied)], ask_sender_approval: None });
+        assert_eq!(
+            plan(c, &clear, &[member]),
+            Plan::Fanout {
+                takes: vec![Take::Drop(DropReason::PermissionDenied)],
+                ask_sender_approval: None
+            }
+        );
         assert_eq!(
             plan(c, &clear, &[admin]),
-            Plan::Fanout { takes: vec![Take::Store { trigger: true, session: SessionKey::Conversation { thread: None } }], ask_sender_approval: None }
+            Plan::Fanout {
+                takes: vec![Take::Store {
+                    trigger: true,
+                    session: SessionKey::Conversation { thread: None }
+                }],
+                ask_sender_approval: None
+            }
         );
-        let quiet = Wiring { mode: EngageMode::Mention, ignored: IgnoredPolicy::Accumulate, ..admin };
-        assert_eq!(plan(c, &clear, &[quiet]), Plan::Fanout { takes: vec![Take::Drop(DropReason::NoAgentEngaged)], ask_sender_approval: None });
+        let quiet = Wiring {
+            mode: EngageMode::Mention,
+            ignored: IgnoredPolicy::Accumulate,
+            ..admin
+        };
+        assert_eq!(
+            plan(c, &clear, &[quiet]),
+            Plan::Fanout {
+                takes: vec![Take::Drop(DropReason::NoAgentEngaged)],
+                ask_sender_approval: None
+            }
+        );
     }
 
     /// Fan-out keeps the wirings' (priority) order; a sender known to one
@@ -494,31 +677,69 @@ mod tests {
     #[test]
     fn fan_out_is_per_wiring_and_in_order() {
         let any = Regex::new(".").unwrap();
-        let msg = Message { text: "hello", is_mention: false, is_group: true, thread_id: Some("th"), threaded_adapter: true };
+        let msg = Message {
+            text: "hello",
+            is_mention: false,
+            is_group: true,
+            thread_id: Some("th"),
+            threaded_adapter: true,
+        };
         let a = w(EngageMode::Pattern, Some(&any), true);
-        let b = Wiring { sender_access: false, ..a };
-        let c = Wiring { scope: SenderScope::All, sender_access: false, session_mode: SessionMode::AgentShared, ..a };
-        let d = Wiring { mode: EngageMode::Mention, ignored: IgnoredPolicy::Accumulate, ..a };
+        let b = Wiring {
+            sender_access: false,
+            ..a
+        };
+        let c = Wiring {
+            scope: SenderScope::All,
+            sender_access: false,
+            session_mode: SessionMode::AgentShared,
+            ..a
+        };
+        let d = Wiring {
+            mode: EngageMode::Mention,
+            ignored: IgnoredPolicy::Accumulate,
+            ..a
+        };
         let got = plan(conv(UnknownSenderPolicy::Strict), &msg, &[a, b, c, d]);
-        let th = SessionKey::Conversation { thread: Some("th".into()) };
+        let th = SessionKey::Conversation {
+            thread: Some("th".into()),
+        };
         assert_eq!(
             got,
             Plan::Fanout {
                 takes: vec![
-                    Take::Store { trigger: true, session: th.clone() },
+                    Take::Store {
+                        trigger: true,
+                        session: th.clone()
+                    },
                     Take::Drop(DropReason::SenderScope),
-                    Take::Store { trigger: true, session: SessionKey::AgentShared },
-                    Take::Store { trigger: false, session: th },
+                    Take::Store {
+                        trigger: true,
+                        session: SessionKey::AgentShared
+                    },
+                    Take::Store {
+                        trigger: false,
+                        session: th
+                    },
                 ],
                 ask_sender_approval: None
             }
         );
         assert_eq!(got.stored(), 3);
         // unknown to every agent: the conversation's policy decides for all
-        let none = [b, Wiring { sender_access: false, ..d }];
+        let none = [
+            b,
+            Wiring {
+                sender_access: false,
+                ..d
+            },
+        ];
         assert_eq!(
             plan(conv(UnknownSenderPolicy::RequestApproval), &msg, &none),
-            Plan::Fanout { takes: vec![Take::Drop(DropReason::UnknownSender); 2], ask_sender_approval: Some(0) }
+            Plan::Fanout {
+                takes: vec![Take::Drop(DropReason::UnknownSender); 2],
+                ask_sender_approval: Some(0)
+            }
         );
     }
 }

@@ -56,7 +56,12 @@ pub struct Streak {
 
 impl Streak {
     pub fn new(threshold: u32, ceiling: Duration) -> Self {
-        Streak { threshold: threshold.max(1), ceiling, count: 0, last_ok: Duration::ZERO }
+        Streak {
+            threshold: threshold.max(1),
+            ceiling,
+            count: 0,
+            last_ok: Duration::ZERO,
+        }
     }
 
     pub fn count(&self) -> u32 {
@@ -135,10 +140,22 @@ mod tests {
     #[test]
     fn errors_without_success_hit_the_ceiling() {
         let mut s = Streak::new(10, Duration::from_secs(60));
-        assert_eq!(s.record(OtherError, Duration::from_secs(30)), StreakAction::Continue);
-        assert_eq!(s.record(OtherError, Duration::from_secs(61)), StreakAction::ExitPollCeiling);
+        assert_eq!(
+            s.record(OtherError, Duration::from_secs(30)),
+            StreakAction::Continue
+        );
+        assert_eq!(
+            s.record(OtherError, Duration::from_secs(61)),
+            StreakAction::ExitPollCeiling
+        );
         let mut s = Streak::new(10, Duration::from_secs(60));
-        assert_eq!(s.record(Ok, Duration::from_secs(59)), StreakAction::Continue);
-        assert_eq!(s.record(OtherError, Duration::from_secs(61)), StreakAction::Continue);
+        assert_eq!(
+            s.record(Ok, Duration::from_secs(59)),
+            StreakAction::Continue
+        );
+        assert_eq!(
+            s.record(OtherError, Duration::from_secs(61)),
+            StreakAction::Continue
+        );
     }
 }

@@ -105,7 +105,11 @@ pub fn decide_stuck(now_ms: i64, v: &RunnerView, l: &StuckLimits) -> Stuck {
         let since = claim.max(v.last_progress_ms.unwrap_or(i64::MIN));
         if older_than(now_ms, since, l.claim_stuck) {
             let tool_ok = v.tool.is_some_and(|t| {
-                !older_than(now_ms, t.started_ms, Duration::from_millis(t.declared_timeout_ms.max(0) as u64) + l.tool_slack)
+                !older_than(
+                    now_ms,
+                    t.started_ms,
+                    Duration::from_millis(t.declared_timeout_ms.max(0) as u64) + l.tool_slack,
+                )
             });
             if !tool_ok {
                 return Stuck::Kill(StuckReason::ClaimStuck);
@@ -123,13 +127,22 @@ mod tests {
 
     const S: i64 = 1000;
 
-    fn v(spawned: i64, hb: Option<i64>, claim: Option<i64>, progress: Option<i64>, tool: Option<(i64, i64)>) -> RunnerView {
+    fn v(
+        spawned: i64,
+        hb: Option<i64>,
+        claim: Option<i64>,
+        progress: Option<i64>,
+        tool: Option<(i64, i64)>,
+    ) -> RunnerView {
         RunnerView {
             spawned_at_ms: spawned,
             heartbeat_ms: hb,
             oldest_own_claim_ms: claim,
             last_progress_ms: progress,
-            tool: tool.map(|(s, t)| ToolInFlight { started_ms: s, declared_timeout_ms: t }),
+            tool: tool.map(|(s, t)| ToolInFlight {
+                started_ms: s,
+                declared_timeout_ms: t,
+            }),
         }
     }
 
@@ -141,25 +154,75 @@ mod tests {
             // spawn grace
             (30 * S, v(0, None, None, None, None), No),
             (60 * S, v(0, None, None, None, None), No),
-            (61 * S, v(0, None, None, None, None), Kill(NoHeartbeatAfterSpawn)),
+            (
+                61 * S,
+                v(0, None, None, None, None),
+                Kill(NoHeartbeatAfterSpawn),
+            ),
             // an old heartbeat file from a previous runner does not count
-            (61 * S, v(0, Some(-500 * S), None, None, None), Kill(NoHeartbeatAfterSpawn)),
+            (
+                61 * S,
+                v(0, Some(-500 * S), None, None, None),
+                Kill(NoHeartbeatAfterSpawn),
+            ),
             (30 * S, v(0, Some(-500 * S), None, None, None), No),
             // heartbeat ceiling
             (100 * S, v(0, Some(50 * S), None, None, None), No),
-            (111 * S, v(0, Some(50 * S), None, None, None), Kill(HeartbeatStale)),
+            (
+                111 * S,
+                v(0, Some(50 * S), None, None, None),
+                Kill(HeartbeatStale),
+            ),
             // idle runner with a fresh heartbeat and no claims lives forever
             (10_000 * S, v(0, Some(9_990 * S), None, None, None), No),
             // claim stuck: 300 s without progress
             (400 * S, v(0, Some(399 * S), Some(100 * S), None, None), No),
-            (401 * S, v(0, Some(399 * S), Some(100 * S), None, None), Kill(ClaimStuck)),
+            (
+                401 * S,
+                v(0, Some(399 * S), Some(100 * S), None, None),
+                Kill(ClaimStuck),
+            ),
             // progress moves the deadline
-            (401 * S, v(0, Some(399 * S), Some(100 * S), Some(200 * S), None), No),
+            (
+                401 * S,
+                v(0, Some(399 * S), Some(100 * S), Some(200 * S), None),
+                No,
+            ),
             // a tool within its declared timeout + 30 s widens tolerance
-            (1_000 * S, v(0, Some(999 * S), Some(100 * S), None, Some((100 * S, 900 * S))), No),
-            (1_031 * S, v(0, Some(1_030 * S), Some(100 * S), None, Some((100 * S, 900 * S))), Kill(ClaimStuck)),
+            (
+                1_000 * S,
+                v(
+                    0,
+                    Some(999 * S),
+                    Some(100 * S),
+                    None,
+                    Some((100 * S, 900 * S)),
+                ),
+                No,
+            ),
+            (
+                1_031 * S,
+                v(
+                    0,
+                    Some(1_030 * S),
+                    Some(100 * S),
+                    None,
+                    Some((100 * S, 900 * S)),
+                ),
+                Kill(ClaimStuck),
+            ),
             // ... and is no shield once the tool itself overran
-            (500 * S, v(0, Some(499 * S), Some(100 * S), None, Some((100 * S, 10 * S))), Kill(ClaimStuck)),
+            (
+                500 * S,
+                v(
+                    0,
+                    Some(499 * S),
+                    Some(100 * S),
+                    None,
+                    Some((100 * S, 10 * S)),
+                ),
+                Kill(ClaimStuck),
+            ),
         ];
         for (i, (now, view, want)) in table.into_iter().enumerate() {
             assert_eq!(decide_stuck(now, &view, &l), want, "row {i}: {view:?}");

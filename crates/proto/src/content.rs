@@ -85,10 +85,24 @@ pub struct WebhookIn {
 /// `kind = system` inbound, discriminated by `type`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SystemIn {
-    QuestionResponse { question_id: String, value: String, user_id: Option<String> },
-    AdminResponse { request_id: String, ok: bool, body: Value },
-    ActionResult { action: String, status: String, result: Value },
-    Note { text: String },
+    QuestionResponse {
+        question_id: String,
+        value: String,
+        user_id: Option<String>,
+    },
+    AdminResponse {
+        request_id: String,
+        ok: bool,
+        body: Value,
+    },
+    ActionResult {
+        action: String,
+        status: String,
+        result: Value,
+    },
+    Note {
+        text: String,
+    },
     /// A system type this version does not know, kept whole.
     Other(Value),
 }
@@ -96,7 +110,10 @@ pub enum SystemIn {
 impl SystemIn {
     /// Replies that belong to a waiting tool, never to a batch.
     pub fn is_tool_reply(&self) -> bool {
-        matches!(self, SystemIn::QuestionResponse { .. } | SystemIn::AdminResponse { .. })
+        matches!(
+            self,
+            SystemIn::QuestionResponse { .. } | SystemIn::AdminResponse { .. }
+        )
     }
 
     fn from_value(v: Value) -> SystemIn {
@@ -110,14 +127,20 @@ impl SystemIn {
             Some("admin_response") => SystemIn::AdminResponse {
                 request_id: s("request_id").unwrap_or_default(),
                 ok: v.get("ok").and_then(Value::as_bool).unwrap_or(false),
-                body: v.get("data").or_else(|| v.get("error")).cloned().unwrap_or(Value::Null),
+                body: v
+                    .get("data")
+                    .or_else(|| v.get("error"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
             },
             Some("action_result") => SystemIn::ActionResult {
                 action: s("action").unwrap_or_default(),
                 status: s("status").unwrap_or_default(),
                 result: v.get("result").cloned().unwrap_or(Value::Null),
             },
-            Some("note") => SystemIn::Note { text: s("text").unwrap_or_default() },
+            Some("note") => SystemIn::Note {
+                text: s("text").unwrap_or_default(),
+            },
             _ => SystemIn::Other(v),
         }
     }
@@ -125,14 +148,26 @@ impl SystemIn {
     pub fn to_value(&self) -> Value {
         use serde_json::json;
         match self {
-            SystemIn::QuestionResponse { question_id, value, user_id } => {
+            SystemIn::QuestionResponse {
+                question_id,
+                value,
+                user_id,
+            } => {
                 json!({"type": "question_response", "question_id": question_id, "value": value, "user_id": user_id})
             }
-            SystemIn::AdminResponse { request_id, ok, body } => {
+            SystemIn::AdminResponse {
+                request_id,
+                ok,
+                body,
+            } => {
                 let key = if *ok { "data" } else { "error" };
                 json!({"type": "admin_response", "request_id": request_id, "ok": ok, key: body})
             }
-            SystemIn::ActionResult { action, status, result } => {
+            SystemIn::ActionResult {
+                action,
+                status,
+                result,
+            } => {
                 json!({"type": "action_result", "action": action, "status": status, "result": result})
             }
             SystemIn::Note { text } => json!({"type": "note", "text": text}),
@@ -149,7 +184,10 @@ pub enum InContent {
     Webhook(WebhookIn),
     System(SystemIn),
     /// A `kind` this version does not know, kept with its raw JSON.
-    Unknown { kind: String, raw: Value },
+    Unknown {
+        kind: String,
+        raw: Value,
+    },
 }
 
 impl InContent {
@@ -162,7 +200,10 @@ impl InContent {
             "task" => InContent::Task(serde_json::from_value(v)?),
             "webhook" => InContent::Webhook(serde_json::from_value(v)?),
             "system" => InContent::System(SystemIn::from_value(v)),
-            other => InContent::Unknown { kind: other.to_owned(), raw: v },
+            other => InContent::Unknown {
+                kind: other.to_owned(),
+                raw: v,
+            },
         })
     }
 
@@ -200,11 +241,29 @@ pub struct OptionItem {
 /// Outbound `chat` content, discriminated by `operation` or `type`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChatOut {
-    Text { text: String, files: Vec<String> },
-    Edit { seq: i64, text: String },
-    Reaction { seq: i64, emoji: String },
-    AskQuestion { question_id: String, title: String, question: String, options: Vec<OptionItem>, timeout_s: u64 },
-    Card { card: Value, fallback_text: String },
+    Text {
+        text: String,
+        files: Vec<String>,
+    },
+    Edit {
+        seq: i64,
+        text: String,
+    },
+    Reaction {
+        seq: i64,
+        emoji: String,
+    },
+    AskQuestion {
+        question_id: String,
+        title: String,
+        question: String,
+        options: Vec<OptionItem>,
+        timeout_s: u64,
+    },
+    Card {
+        card: Value,
+        fallback_text: String,
+    },
     /// A shape this version does not know, kept whole.
     Unknown(Value),
 }
@@ -220,8 +279,14 @@ impl ChatOut {
         if let Some(op) = v.get("operation").and_then(Value::as_str) {
             let seq = v.get("seq").and_then(Value::as_i64);
             return match (op, seq) {
-                ("edit", Some(seq)) => ChatOut::Edit { seq, text: s("text").unwrap_or_default() },
-                ("reaction", Some(seq)) => ChatOut::Reaction { seq, emoji: s("emoji").unwrap_or_default() },
+                ("edit", Some(seq)) => ChatOut::Edit {
+                    seq,
+                    text: s("text").unwrap_or_default(),
+                },
+                ("reaction", Some(seq)) => ChatOut::Reaction {
+                    seq,
+                    emoji: s("emoji").unwrap_or_default(),
+                },
                 _ => ChatOut::Unknown(v),
             };
         }
@@ -248,7 +313,11 @@ impl ChatOut {
                     files: v
                         .get("files")
                         .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|f| f.as_str().map(str::to_owned))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 },
                 None => ChatOut::Unknown(v),
@@ -262,11 +331,22 @@ impl ChatOut {
             ChatOut::Text { text, files } if files.is_empty() => json!({"text": text}),
             ChatOut::Text { text, files } => json!({"text": text, "files": files}),
             ChatOut::Edit { seq, text } => json!({"operation": "edit", "seq": seq, "text": text}),
-            ChatOut::Reaction { seq, emoji } => json!({"operation": "reaction", "seq": seq, "emoji": emoji}),
-            ChatOut::AskQuestion { question_id, title, question, options, timeout_s } => json!({
+            ChatOut::Reaction { seq, emoji } => {
+                json!({"operation": "reaction", "seq": seq, "emoji": emoji})
+            }
+            ChatOut::AskQuestion {
+                question_id,
+                title,
+                question,
+                options,
+                timeout_s,
+            } => json!({
                 "type": "ask_question", "question_id": question_id, "title": title,
                 "question": question, "options": options, "timeout_s": timeout_s}),
-            ChatOut::Card { card, fallback_text } => json!({"type": "card", "card": card, "fallback_text": fallback_text}),
+            ChatOut::Card {
+                card,
+                fallback_text,
+            } => json!({"type": "card", "card": card, "fallback_text": fallback_text}),
             ChatOut::Unknown(v) => v.clone(),
         };
         v.to_string()
@@ -283,7 +363,12 @@ mod tests {
         let c = InContent::Chat(ChatIn {
             text: "hi".into(),
             sender: Some("Alice".into()),
-            attachments: vec![Attachment { name: "a.png".into(), mime: None, size: 3, path: "/workspace/inbox/2/a.png".into() }],
+            attachments: vec![Attachment {
+                name: "a.png".into(),
+                mime: None,
+                size: 3,
+                path: "/workspace/inbox/2/a.png".into(),
+            }],
             ..Default::default()
         });
         let back = InContent::parse("chat", &c.to_json()).unwrap();
@@ -294,9 +379,18 @@ mod tests {
     fn unknown_kinds_are_preserved_not_failed() {
         let raw = r#"{"foo": [1, 2], "bar": "x"}"#;
         let c = InContent::parse("hologram", raw).unwrap();
-        assert_eq!(c, InContent::Unknown { kind: "hologram".into(), raw: serde_json::from_str(raw).unwrap() });
+        assert_eq!(
+            c,
+            InContent::Unknown {
+                kind: "hologram".into(),
+                raw: serde_json::from_str(raw).unwrap()
+            }
+        );
         assert_eq!(c.kind(), "hologram");
-        assert_eq!(serde_json::from_str::<Value>(&c.to_json()).unwrap(), serde_json::from_str::<Value>(raw).unwrap());
+        assert_eq!(
+            serde_json::from_str::<Value>(&c.to_json()).unwrap(),
+            serde_json::from_str::<Value>(raw).unwrap()
+        );
 
         let s = InContent::parse("system", r#"{"type": "teleport", "where": "mars"}"#).unwrap();
         assert!(matches!(s, InContent::System(SystemIn::Other(_))));
@@ -312,23 +406,46 @@ mod tests {
 
     #[test]
     fn system_kinds() {
-        let q = InContent::parse("system", r#"{"type":"question_response","question_id":"q1","value":"yes"}"#).unwrap();
+        let q = InContent::parse(
+            "system",
+            r#"{"type":"question_response","question_id":"q1","value":"yes"}"#,
+        )
+        .unwrap();
         match &q {
             InContent::System(s) => assert!(s.is_tool_reply()),
             _ => panic!(),
         }
-        let n = InContent::parse("system", &InContent::System(SystemIn::Note { text: "n".into() }).to_json()).unwrap();
+        let n = InContent::parse(
+            "system",
+            &InContent::System(SystemIn::Note { text: "n".into() }).to_json(),
+        )
+        .unwrap();
         assert_eq!(n, InContent::System(SystemIn::Note { text: "n".into() }));
     }
 
     #[test]
     fn out_shapes() {
         let cases = [
-            ChatOut::Text { text: "hi".into(), files: vec![] },
-            ChatOut::Text { text: "see".into(), files: vec!["a.txt".into()] },
-            ChatOut::Edit { seq: 5, text: "fixed".into() },
-            ChatOut::Reaction { seq: 4, emoji: "👍".into() },
-            ChatOut::Card { card: json!({"title": "t"}), fallback_text: "t".into() },
+            ChatOut::Text {
+                text: "hi".into(),
+                files: vec![],
+            },
+            ChatOut::Text {
+                text: "see".into(),
+                files: vec!["a.txt".into()],
+            },
+            ChatOut::Edit {
+                seq: 5,
+                text: "fixed".into(),
+            },
+            ChatOut::Reaction {
+                seq: 4,
+                emoji: "👍".into(),
+            },
+            ChatOut::Card {
+                card: json!({"title": "t"}),
+                fallback_text: "t".into(),
+            },
         ];
         for c in cases {
             assert_eq!(ChatOut::parse(&c.to_json()).unwrap(), c);

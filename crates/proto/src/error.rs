@@ -98,28 +98,54 @@ mod tests {
             ffi::SQLITE_IOERR_SHORT_READ,
             ffi::SQLITE_CANTOPEN,
         ] {
-            assert!(!is_corruption(&failure(code, Some("something"))), "code {code}");
+            assert!(
+                !is_corruption(&failure(code, Some("something"))),
+                "code {code}"
+            );
         }
         // a known non-corruption code wins over a misleading message
-        assert!(!is_corruption(&failure(ffi::SQLITE_BUSY, Some("database disk image is malformed"))));
+        assert!(!is_corruption(&failure(
+            ffi::SQLITE_BUSY,
+            Some("database disk image is malformed")
+        )));
     }
 
     #[test]
     fn message_fallback() {
         // SQLITE_ERROR carries no specific code: the message decides
-        assert!(is_corruption(&failure(ffi::SQLITE_ERROR, Some("database disk image is malformed"))));
-        assert!(is_corruption(&failure(ffi::SQLITE_ERROR, Some("File is not a database"))));
-        assert!(!is_corruption(&failure(ffi::SQLITE_ERROR, Some("no such table: messages_in"))));
-        assert!(message_is_corruption("Error: database disk image is malformed (11)"));
+        assert!(is_corruption(&failure(
+            ffi::SQLITE_ERROR,
+            Some("database disk image is malformed")
+        )));
+        assert!(is_corruption(&failure(
+            ffi::SQLITE_ERROR,
+            Some("File is not a database")
+        )));
+        assert!(!is_corruption(&failure(
+            ffi::SQLITE_ERROR,
+            Some("no such table: messages_in")
+        )));
+        assert!(message_is_corruption(
+            "Error: database disk image is malformed (11)"
+        ));
     }
 
     #[test]
     fn commit_hints() {
         use crate::layout::is_commit_hint as h;
-        assert!(h("inbound.db-journal", "inbound.db", false, true), "journal removal = commit");
-        assert!(!h("inbound.db-journal", "inbound.db", false, false), "journal creation = mid-transaction");
+        assert!(
+            h("inbound.db-journal", "inbound.db", false, true),
+            "journal removal = commit"
+        );
+        assert!(
+            !h("inbound.db-journal", "inbound.db", false, false),
+            "journal creation = mid-transaction"
+        );
         assert!(!h("inbound.db", "inbound.db", false, false));
-        assert!(!h("stop", "inbound.db", true, false), "our own reads never count");
+        assert!(
+            !h("stop", "inbound.db", true, false),
+            "our own reads never count"
+        );
         assert!(!h("heartbeat", "outbound.db", false, false));
         assert!(h("stop", "inbound.db", false, false));
         assert!(h("runner.json", "inbound.db", false, false));
@@ -131,11 +157,14 @@ mod tests {
         let p = dir.path().join("x.db");
         {
             let c = rusqlite::Connection::open(&p).unwrap();
-            c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+            c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+                .unwrap();
         }
         std::fs::write(&p, vec![0x5a; 4096]).unwrap();
         let c = rusqlite::Connection::open(&p).unwrap();
-        let err = c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap_err();
+        let err = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .unwrap_err();
         assert!(is_corruption(&err), "{err:?}");
     }
 }

@@ -24,7 +24,10 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIN_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn open_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> ProtoError + '_ {
-    move |source| ProtoError::Open { path: path.to_owned(), source }
+    move |source| ProtoError::Open {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The busy timeout in force for this process, in ms (see [`busy_wait`]).
@@ -52,9 +55,13 @@ fn busy_wait(attempt: i32) -> bool {
 }
 
 fn common_pragmas(conn: &Connection, path: &Path, busy: Duration) -> Result<(), ProtoError> {
-    BUSY_MS.fetch_max(busy.max(MIN_BUSY_TIMEOUT).as_millis() as u64, Ordering::Relaxed);
+    BUSY_MS.fetch_max(
+        busy.max(MIN_BUSY_TIMEOUT).as_millis() as u64,
+        Ordering::Relaxed,
+    );
     conn.busy_handler(Some(busy_wait)).map_err(open_err(path))?;
-    conn.pragma_update(None, "mmap_size", 0).map_err(open_err(path))?;
+    conn.pragma_update(None, "mmap_size", 0)
+        .map_err(open_err(path))?;
     Ok(())
 }
 
@@ -73,9 +80,13 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError
         .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
         .map_err(open_err(path))?;
     if !mode.eq_ignore_ascii_case("delete") {
-        return Err(ProtoError::JournalMode { path: path.to_owned(), mode });
+        return Err(ProtoError::JournalMode {
+            path: path.to_owned(),
+            mode,
+        });
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(open_err(path))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err(path))?;
     Ok(conn)
 }
 
@@ -102,8 +113,10 @@ pub fn recovery_open(path: &Path, busy: Duration) -> Result<(), ProtoError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-        .map_err(open_err(path))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(open_err(path))?;
     Ok(())
 }
 
@@ -123,7 +136,9 @@ mod tests {
     fn writer_uses_delete_journal_and_full_sync() {
         let d = tempfile::tempdir().unwrap();
         let c = open_writer(&d.path().join("a.db"), DEFAULT_BUSY_TIMEOUT).unwrap();
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "delete");
         let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "FULL");
@@ -137,7 +152,10 @@ mod tests {
         let p = d.path().join("a.db");
         assert!(open_reader(&p, DEFAULT_BUSY_TIMEOUT).is_err());
         assert!(!p.exists());
-        open_writer(&p, DEFAULT_BUSY_TIMEOUT).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
+        open_writer(&p, DEFAULT_BUSY_TIMEOUT)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
         let r = open_reader(&p, DEFAULT_BUSY_TIMEOUT).unwrap();
         let err = r.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
@@ -155,6 +173,9 @@ mod tests {
         let t0 = std::time::Instant::now();
         let err = write_tx(&mut w2).unwrap_err();
         assert!(t0.elapsed() >= MIN_BUSY_TIMEOUT, "{:?}", t0.elapsed());
-        assert!(err.to_string().contains("locked") || err.to_string().contains("busy"), "{err}");
+        assert!(
+            err.to_string().contains("locked") || err.to_string().contains("busy"),
+            "{err}"
+        );
     }
 }

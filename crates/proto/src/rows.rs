@@ -46,8 +46,22 @@ pub struct InboundRow {
 }
 
 const IN_COLS: &[&str] = &[
-    "id", "seq", "kind", "timestamp", "status", "process_after", "recurrence", "series_id", "tries",
-    "trigger", "platform_id", "channel_type", "thread_id", "content", "source_session_id", "on_wake",
+    "id",
+    "seq",
+    "kind",
+    "timestamp",
+    "status",
+    "process_after",
+    "recurrence",
+    "series_id",
+    "tries",
+    "trigger",
+    "platform_id",
+    "channel_type",
+    "thread_id",
+    "content",
+    "source_session_id",
+    "on_wake",
 ];
 
 impl InboundRow {
@@ -94,9 +108,17 @@ pub struct NewInbound {
 
 /// Inserts an inbound row with the next even seq. An id that already exists
 /// is a no-op (a redelivered platform message is harmless): returns `None`.
-pub fn insert_inbound(tx: &Transaction<'_>, row: &NewInbound, out_max: i64) -> Result<Option<i64>, ProtoError> {
+pub fn insert_inbound(
+    tx: &Transaction<'_>,
+    row: &NewInbound,
+    out_max: i64,
+) -> Result<Option<i64>, ProtoError> {
     let exists: Option<i64> = tx
-        .query_row("SELECT seq FROM messages_in WHERE id = ?1", [&row.id], |r| r.get(0))
+        .query_row(
+            "SELECT seq FROM messages_in WHERE id = ?1",
+            [&row.id],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(ProtoError::sqlite("checking inbound id"))?;
     if exists.is_some() {
@@ -137,7 +159,9 @@ pub fn pending_inbound(conn: &Connection) -> Result<Vec<InboundRow>, ProtoError>
         "SELECT {} FROM messages_in WHERE status = 'pending' ORDER BY seq",
         select_list(&have, IN_COLS)
     );
-    let mut stmt = conn.prepare(&sql).map_err(ProtoError::sqlite("reading pending inbound"))?;
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(ProtoError::sqlite("reading pending inbound"))?;
     let rows = stmt
         .query_map([], InboundRow::from_row)
         .map_err(ProtoError::sqlite("reading pending inbound"))?
@@ -149,8 +173,13 @@ pub fn pending_inbound(conn: &Connection) -> Result<Vec<InboundRow>, ProtoError>
 /// Inbound rows by id (any status).
 pub fn inbound_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<InboundRow>, ProtoError> {
     let have = columns(conn, schema::MESSAGES_IN.name)?;
-    let sql = format!("SELECT {} FROM messages_in WHERE id = ?1", select_list(&have, IN_COLS));
-    let mut stmt = conn.prepare(&sql).map_err(ProtoError::sqlite("reading inbound"))?;
+    let sql = format!(
+        "SELECT {} FROM messages_in WHERE id = ?1",
+        select_list(&have, IN_COLS)
+    );
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(ProtoError::sqlite("reading inbound"))?;
     let mut out = Vec::new();
     for id in ids {
         if let Some(r) = stmt
@@ -165,9 +194,16 @@ pub fn inbound_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<InboundRo
 }
 
 /// Sets the status of inbound rows (host only: ack sync, retries).
-pub fn set_inbound_status(tx: &Transaction<'_>, id: &str, status: &str) -> Result<bool, ProtoError> {
+pub fn set_inbound_status(
+    tx: &Transaction<'_>,
+    id: &str,
+    status: &str,
+) -> Result<bool, ProtoError> {
     let n = tx
-        .execute("UPDATE messages_in SET status = ?2 WHERE id = ?1 AND status <> ?2", params![id, status])
+        .execute(
+            "UPDATE messages_in SET status = ?2 WHERE id = ?1 AND status <> ?2",
+            params![id, status],
+        )
         .map_err(ProtoError::sqlite("updating inbound status"))?;
     Ok(n > 0)
 }
@@ -187,8 +223,16 @@ pub struct OutboundRow {
 }
 
 const OUT_COLS: &[&str] = &[
-    "id", "seq", "in_reply_to", "timestamp", "deliver_after", "kind", "platform_id", "channel_type",
-    "thread_id", "content",
+    "id",
+    "seq",
+    "in_reply_to",
+    "timestamp",
+    "deliver_after",
+    "kind",
+    "platform_id",
+    "channel_type",
+    "thread_id",
+    "content",
 ];
 
 impl OutboundRow {
@@ -223,7 +267,11 @@ pub struct NewOutbound {
 }
 
 /// Inserts an outbound row with the next odd seq (runner only).
-pub fn insert_outbound(tx: &Transaction<'_>, row: &NewOutbound, in_max: i64) -> Result<i64, ProtoError> {
+pub fn insert_outbound(
+    tx: &Transaction<'_>,
+    row: &NewOutbound,
+    in_max: i64,
+) -> Result<i64, ProtoError> {
     let seq = seq::next(tx, Owner::Runner, in_max)?;
     tx.execute(
         "INSERT INTO messages_out (id, seq, in_reply_to, timestamp, deliver_after, kind, platform_id,
@@ -255,7 +303,9 @@ pub fn outbound_after(conn: &Connection, after: i64) -> Result<Vec<OutboundRow>,
         "SELECT {} FROM messages_out WHERE seq > ?1 ORDER BY seq",
         select_list(&have, OUT_COLS)
     );
-    let mut stmt = conn.prepare(&sql).map_err(ProtoError::sqlite("reading outbound"))?;
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(ProtoError::sqlite("reading outbound"))?;
     let rows = stmt
         .query_map([after], OutboundRow::from_row)
         .map_err(ProtoError::sqlite("reading outbound"))?
@@ -281,9 +331,20 @@ pub fn acks(conn: &Connection) -> Result<Vec<AckRow>, ProtoError> {
     }
     let sql = format!(
         "SELECT {} FROM processing_ack",
-        select_list(&have, &["message_id", "status", "runner_id", "status_changed", "reason"])
+        select_list(
+            &have,
+            &[
+                "message_id",
+                "status",
+                "runner_id",
+                "status_changed",
+                "reason"
+            ]
+        )
     );
-    let mut stmt = conn.prepare(&sql).map_err(ProtoError::sqlite("reading acks"))?;
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(ProtoError::sqlite("reading acks"))?;
     let rows = stmt
         .query_map([], |r| {
             Ok(AckRow {
@@ -301,7 +362,12 @@ pub fn acks(conn: &Connection) -> Result<Vec<AckRow>, ProtoError> {
 }
 
 /// Claims rows for a runner (`processing`). Runner only.
-pub fn claim(tx: &Transaction<'_>, ids: &[&str], runner_id: &str, now: &str) -> Result<(), ProtoError> {
+pub fn claim(
+    tx: &Transaction<'_>,
+    ids: &[&str],
+    runner_id: &str,
+    now: &str,
+) -> Result<(), ProtoError> {
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO processing_ack (message_id, status, runner_id, status_changed) VALUES (?1, 'processing', ?2, ?3)
@@ -310,13 +376,21 @@ pub fn claim(tx: &Transaction<'_>, ids: &[&str], runner_id: &str, now: &str) -> 
         )
         .map_err(ProtoError::sqlite("claiming"))?;
     for id in ids {
-        stmt.execute(params![id, runner_id, now]).map_err(ProtoError::sqlite("claiming"))?;
+        stmt.execute(params![id, runner_id, now])
+            .map_err(ProtoError::sqlite("claiming"))?;
     }
     Ok(())
 }
 
 /// Records a terminal outcome (`completed`/`failed`) for a row. Runner only.
-pub fn ack(tx: &Transaction<'_>, id: &str, status: &str, runner_id: &str, now: &str, reason: Option<&str>) -> Result<(), ProtoError> {
+pub fn ack(
+    tx: &Transaction<'_>,
+    id: &str,
+    status: &str,
+    runner_id: &str,
+    now: &str,
+    reason: Option<&str>,
+) -> Result<(), ProtoError> {
     tx.execute(
         "INSERT INTO processing_ack (message_id, status, runner_id, status_changed, reason) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(message_id) DO UPDATE SET status=excluded.status, runner_id=excluded.runner_id,
@@ -382,7 +456,8 @@ pub struct Destination {
 
 /// Replaces the whole destinations table in one transaction (host only).
 pub fn replace_destinations(tx: &Transaction<'_>, dests: &[Destination]) -> Result<(), ProtoError> {
-    tx.execute("DELETE FROM destinations", []).map_err(ProtoError::sqlite("projecting destinations"))?;
+    tx.execute("DELETE FROM destinations", [])
+        .map_err(ProtoError::sqlite("projecting destinations"))?;
     for d in dests {
         tx.execute(
             "INSERT INTO destinations (name, display_name, type, channel_type, platform_id, agent_group_id)
@@ -435,22 +510,39 @@ pub fn set_routing(tx: &Transaction<'_>, r: &Routing) -> Result<(), ProtoError> 
 }
 
 pub fn routing(conn: &Connection) -> Result<Option<Routing>, ProtoError> {
-    conn.query_row("SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1", [], |r| {
-        Ok(Routing { channel_type: r.get(0)?, platform_id: r.get(1)?, thread_id: r.get(2)? })
-    })
+    conn.query_row(
+        "SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1",
+        [],
+        |r| {
+            Ok(Routing {
+                channel_type: r.get(0)?,
+                platform_id: r.get(1)?,
+                thread_id: r.get(2)?,
+            })
+        },
+    )
     .optional()
     .map_err(ProtoError::sqlite("reading session routing"))
 }
 
 /// `session_state` key/value (runner writes).
 pub fn state_get(conn: &Connection, key: &str) -> Result<Option<String>, ProtoError> {
-    conn.query_row("SELECT value FROM session_state WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
-        .map_err(ProtoError::sqlite("reading session state"))
-        .map(Option::flatten)
+    conn.query_row(
+        "SELECT value FROM session_state WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(ProtoError::sqlite("reading session state"))
+    .map(Option::flatten)
 }
 
-pub fn state_put(tx: &Transaction<'_>, key: &str, value: &str, now: &str) -> Result<(), ProtoError> {
+pub fn state_put(
+    tx: &Transaction<'_>,
+    key: &str,
+    value: &str,
+    now: &str,
+) -> Result<(), ProtoError> {
     tx.execute(
         "INSERT INTO session_state (key, value, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",

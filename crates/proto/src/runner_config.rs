@@ -73,7 +73,12 @@ impl McpServerConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         let n = &self.name;
-        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || n.contains("__") {
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || n.contains("__")
+        {
             p.push(format!("mcp server name {n:?} must be non-empty [A-Za-z0-9_-] without \"__\" (it prefixes the tool names)"));
         }
         if self.command.trim().is_empty() {
@@ -81,12 +86,16 @@ impl McpServerConfig {
         }
         if let Some(t) = self.timeout_s {
             if t == 0 || t > MCP_MAX_TIMEOUT_S {
-                p.push(format!("mcp server {n:?}: timeout_s must be 1..={MCP_MAX_TIMEOUT_S}, got {t}"));
+                p.push(format!(
+                    "mcp server {n:?}: timeout_s must be 1..={MCP_MAX_TIMEOUT_S}, got {t}"
+                ));
             }
         }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                p.push(format!("mcp server {n:?}: env key {k:?} is not a valid variable name"));
+                p.push(format!(
+                    "mcp server {n:?}: env key {k:?} is not a valid variable name"
+                ));
             }
         }
         p
@@ -181,7 +190,10 @@ impl CliEngineSettings {
         }
         if let Some(f) = &self.flavor {
             if !CLI_FLAVORS.contains(&f.as_str()) {
-                p.push(format!("provider.cli.flavor {f:?} is unknown: use one of {}", CLI_FLAVORS.join(", ")));
+                p.push(format!(
+                    "provider.cli.flavor {f:?} is unknown: use one of {}",
+                    CLI_FLAVORS.join(", ")
+                ));
             }
         }
         if let Some(t) = self.timeout_s {
@@ -191,7 +203,9 @@ impl CliEngineSettings {
         }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                p.push(format!("provider.cli.env key {k:?} is not a valid variable name"));
+                p.push(format!(
+                    "provider.cli.env key {k:?} is not a valid variable name"
+                ));
             }
         }
         p
@@ -260,10 +274,21 @@ impl RunnerConfig {
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if self.version != VERSION {
-            problems.push(format!("version is {}, this runner reads {VERSION}", self.version));
+            problems.push(format!(
+                "version is {}, this runner reads {VERSION}",
+                self.version
+            ));
         }
-        for (name, v) in [("session_id", &self.session_id), ("runner_id", &self.runner_id), ("agent_group_id", &self.agent_group_id)] {
-            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        for (name, v) in [
+            ("session_id", &self.session_id),
+            ("runner_id", &self.runner_id),
+            ("agent_group_id", &self.agent_group_id),
+        ] {
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 problems.push(format!("{name} {v:?} must be non-empty [A-Za-z0-9_-]"));
             }
         }
@@ -272,7 +297,10 @@ impl RunnerConfig {
         }
         match (&self.provider.cli, self.provider.kind.as_str()) {
             (Some(c), _) => problems.extend(c.problems()),
-            (None, "cli") => problems.push("provider.kind is \"cli\" but provider.cli is missing (give at least its command)".into()),
+            (None, "cli") => problems.push(
+                "provider.kind is \"cli\" but provider.cli is missing (give at least its command)"
+                    .into(),
+            ),
             (None, _) => {}
         }
         if self.batch_size == 0 {
@@ -287,7 +315,10 @@ impl RunnerConfig {
         if self.timings.corruption_streak == 0 {
             problems.push("timings.corruption_streak must be at least 1".into());
         }
-        for (name, p) in [("in_dir", &self.paths.in_dir), ("out_dir", &self.paths.out_dir)] {
+        for (name, p) in [
+            ("in_dir", &self.paths.in_dir),
+            ("out_dir", &self.paths.out_dir),
+        ] {
             if !p.is_absolute() {
                 problems.push(format!("paths.{name} {} must be absolute", p.display()));
             }
@@ -311,10 +342,15 @@ impl RunnerConfig {
 pub fn random_hex(bytes: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).is_ok();
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
     if !ok {
         // Fall back to time and pid; uniqueness per process is what matters.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         let seed = t ^ ((std::process::id() as u128) << 64);
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (seed >> ((i % 16) * 8)) as u8;
@@ -328,7 +364,11 @@ mod tests {
     use super::*;
 
     fn server(name: &str) -> McpServerConfig {
-        McpServerConfig { name: name.into(), command: "srv".into(), ..Default::default() }
+        McpServerConfig {
+            name: name.into(),
+            command: "srv".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -344,7 +384,8 @@ mod tests {
         assert!(p.iter().any(|m| m.contains("timeout_s must be")), "{p:?}");
 
         // Older runner.json files (no key) still parse; the key round-trips.
-        let json = r#"{"name":"fs","command":"mcp-fs","args":["--ro"],"env":{"A":"1"},"timeout_s":5}"#;
+        let json =
+            r#"{"name":"fs","command":"mcp-fs","args":["--ro"],"env":{"A":"1"},"timeout_s":5}"#;
         let s: McpServerConfig = serde_json::from_str(json).unwrap();
         assert_eq!(s.args, vec!["--ro"]);
         assert_eq!(s.env.get("A").map(String::as_str), Some("1"));
@@ -364,7 +405,10 @@ mod tests {
                 global_dir: None,
                 extra: vec![],
             },
-            provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
+            provider: ProviderSettings {
+                kind: "scripted".into(),
+                ..Default::default()
+            },
             timezone: "UTC".into(),
             timings: Timings::default(),
             batch_size: 10,
@@ -372,13 +416,22 @@ mod tests {
             mcp_servers: vec![server("fs"), server("fs"), server("a b")],
         };
         let e = rc.validate().unwrap_err();
-        assert!(e.contains("\"fs\" is listed twice") && e.contains("\"a b\""), "{e}");
-        let json = serde_json::to_string(&RunnerConfig { mcp_servers: vec![], ..rc }).unwrap();
+        assert!(
+            e.contains("\"fs\" is listed twice") && e.contains("\"a b\""),
+            "{e}"
+        );
+        let json = serde_json::to_string(&RunnerConfig {
+            mcp_servers: vec![],
+            ..rc
+        })
+        .unwrap();
         assert!(!json.contains("mcp_servers"), "empty list left out: {json}");
         let back: RunnerConfig = serde_json::from_str(&json).unwrap();
         assert!(back.mcp_servers.is_empty());
 
-        let bad = serde_json::from_str::<McpServerConfig>(r#"{"name":"fs","command":"x","cmd":"y"}"#).unwrap_err();
+        let bad =
+            serde_json::from_str::<McpServerConfig>(r#"{"name":"fs","command":"x","cmd":"y"}"#)
+                .unwrap_err();
         assert!(bad.to_string().contains("cmd"), "{bad}");
     }
 }

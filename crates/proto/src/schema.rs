@@ -166,8 +166,13 @@ pub const CONVERSATION: Table = Table {
 };
 
 pub const INBOUND_TABLES: &[&Table] = &[&MESSAGES_IN, &DELIVERED, &DESTINATIONS, &SESSION_ROUTING];
-pub const OUTBOUND_TABLES: &[&Table] =
-    &[&MESSAGES_OUT, &PROCESSING_ACK, &SESSION_STATE, &CONTAINER_STATE, &CONVERSATION];
+pub const OUTBOUND_TABLES: &[&Table] = &[
+    &MESSAGES_OUT,
+    &PROCESSING_ACK,
+    &SESSION_STATE,
+    &CONTAINER_STATE,
+    &CONVERSATION,
+];
 
 const INBOUND_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS messages_in_pending ON messages_in(status, seq);
@@ -178,9 +183,17 @@ CREATE INDEX IF NOT EXISTS processing_ack_status ON processing_ack(status);
 
 impl Table {
     pub fn create_sql(&self) -> String {
-        let mut parts: Vec<String> = self.columns.iter().map(|(n, d)| format!("\"{n}\" {d}")).collect();
+        let mut parts: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(n, d)| format!("\"{n}\" {d}"))
+            .collect();
         parts.extend(self.constraints.iter().map(|c| c.to_string()));
-        format!("CREATE TABLE IF NOT EXISTS {} ({})", self.name, parts.join(", "))
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            self.name,
+            parts.join(", ")
+        )
     }
 }
 
@@ -203,18 +216,25 @@ pub fn columns(conn: &Connection, table: &str) -> Result<HashSet<String>, ProtoE
 /// from a table's first version, so every later column is plain with a
 /// default, which is the rule for additions.
 fn migrate(conn: &Connection, tables: &[&Table], indexes: &str) -> Result<(), ProtoError> {
-    let tx = conn.unchecked_transaction().map_err(ProtoError::sqlite("begin migration"))?;
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(ProtoError::sqlite("begin migration"))?;
     for t in tables {
-        tx.execute_batch(&t.create_sql()).map_err(ProtoError::sqlite("creating table"))?;
+        tx.execute_batch(&t.create_sql())
+            .map_err(ProtoError::sqlite("creating table"))?;
         let have = columns(&tx, t.name)?;
         for (name, decl) in t.columns {
             if !have.contains(*name) {
-                tx.execute_batch(&format!("ALTER TABLE {} ADD COLUMN \"{name}\" {decl}", t.name))
-                    .map_err(ProtoError::sqlite("adding column"))?;
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN \"{name}\" {decl}",
+                    t.name
+                ))
+                .map_err(ProtoError::sqlite("adding column"))?;
             }
         }
     }
-    tx.execute_batch(indexes).map_err(ProtoError::sqlite("creating indexes"))?;
+    tx.execute_batch(indexes)
+        .map_err(ProtoError::sqlite("creating indexes"))?;
     tx.commit().map_err(ProtoError::sqlite("commit migration"))
 }
 
@@ -233,7 +253,13 @@ pub fn migrate_outbound(conn: &Connection) -> Result<(), ProtoError> {
 pub fn select_list(have: &HashSet<String>, wanted: &[&str]) -> String {
     wanted
         .iter()
-        .map(|c| if have.contains(*c) { format!("\"{c}\"") } else { format!("NULL AS \"{c}\"") })
+        .map(|c| {
+            if have.contains(*c) {
+                format!("\"{c}\"")
+            } else {
+                format!("NULL AS \"{c}\"")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -246,7 +272,10 @@ mod tests {
         let mut s = conn
             .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
             .unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
@@ -278,11 +307,18 @@ mod tests {
         .unwrap();
         let before = columns(&c, "messages_in").unwrap();
         assert!(!before.contains("on_wake"));
-        assert_eq!(select_list(&before, &["id", "on_wake"]), "\"id\", NULL AS \"on_wake\"");
+        assert_eq!(
+            select_list(&before, &["id", "on_wake"]),
+            "\"id\", NULL AS \"on_wake\""
+        );
         migrate_inbound(&c).unwrap();
         let after = columns(&c, "messages_in").unwrap();
         assert!(after.contains("on_wake") && after.contains("source_session_id"));
-        let on_wake: i64 = c.query_row("SELECT on_wake FROM messages_in WHERE id='a'", [], |r| r.get(0)).unwrap();
+        let on_wake: i64 = c
+            .query_row("SELECT on_wake FROM messages_in WHERE id='a'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
         assert_eq!(on_wake, 0);
     }
 

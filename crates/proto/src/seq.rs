@@ -47,8 +47,12 @@ impl Owner {
 
 /// The largest seq in a session table, 0 when empty.
 pub fn max_seq(conn: &rusqlite::Connection, table: &str) -> Result<i64, ProtoError> {
-    conn.query_row(&format!("SELECT coalesce(max(seq), 0) FROM {table}"), [], |r| r.get(0))
-        .map_err(ProtoError::sqlite("reading max seq"))
+    conn.query_row(
+        &format!("SELECT coalesce(max(seq), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )
+    .map_err(ProtoError::sqlite("reading max seq"))
 }
 
 /// The largest seq in the other side's file, read through a fresh
@@ -56,7 +60,9 @@ pub fn max_seq(conn: &rusqlite::Connection, table: &str) -> Result<i64, ProtoErr
 /// Read it *before* beginning the write transaction: a stale value only
 /// loosens ordering, never uniqueness (parity guarantees that).
 pub fn other_max(path: &std::path::Path, table: &str) -> i64 {
-    let Ok(c) = crate::open::open_reader(path, crate::open::DEFAULT_BUSY_TIMEOUT) else { return 0 };
+    let Ok(c) = crate::open::open_reader(path, crate::open::DEFAULT_BUSY_TIMEOUT) else {
+        return 0;
+    };
     max_seq(&c, table).unwrap_or(0)
 }
 

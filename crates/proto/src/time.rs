@@ -99,7 +99,10 @@ mod tests {
         assert_eq!(normalize("2026-11-27 20:14:05").unwrap(), want);
         // zone-less is UTC, never local
         assert_eq!(normalize("2026-11-27T20:14:05").unwrap(), want);
-        assert_eq!(normalize("2026-11-27 20:14:05.250").unwrap(), "2026-11-27T20:14:05.250Z");
+        assert_eq!(
+            normalize("2026-11-27 20:14:05.250").unwrap(),
+            "2026-11-27T20:14:05.250Z"
+        );
         assert!(normalize("yesterday").is_err());
     }
 

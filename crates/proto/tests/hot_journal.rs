@@ -27,7 +27,9 @@ fn row(i: usize) -> NewOutbound {
 /// of a big second transaction.
 #[test]
 fn hot_journal_child() {
-    let Ok(path) = std::env::var("PINCH_HOT_JOURNAL_DB") else { return };
+    let Ok(path) = std::env::var("PINCH_HOT_JOURNAL_DB") else {
+        return;
+    };
     let mut c = open_writer(path.as_ref(), BUSY).unwrap();
     migrate_outbound(&c).unwrap();
     let tx = write_tx(&mut c).unwrap();
@@ -52,7 +54,12 @@ fn writer_killed_mid_transaction_is_rolled_back_by_recovery_open() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("outbound.db");
     let st = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "hot_journal_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "hot_journal_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("PINCH_HOT_JOURNAL_DB", &db)
         .status()
         .unwrap();
@@ -61,14 +68,29 @@ fn writer_killed_mid_transaction_is_rolled_back_by_recovery_open() {
     assert!(journal.exists(), "a hot journal was left behind");
     // A read-only reader cannot use the file while the journal is hot.
     let r = open_reader(&db, BUSY).unwrap();
-    let err = r.query_row("SELECT count(*) FROM messages_out", [], |r| r.get::<_, i64>(0)).unwrap_err();
-    assert!(!pinch_proto::is_corruption(&err), "a hot journal is not corruption: {err}");
+    let err = r
+        .query_row("SELECT count(*) FROM messages_out", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_err();
+    assert!(
+        !pinch_proto::is_corruption(&err),
+        "a hot journal is not corruption: {err}"
+    );
     drop(r);
     recovery_open(&db, BUSY).unwrap();
-    assert!(!journal.exists() || std::fs::metadata(&journal).unwrap().len() == 0, "rolled back");
+    assert!(
+        !journal.exists() || std::fs::metadata(&journal).unwrap().len() == 0,
+        "rolled back"
+    );
     let r = open_reader(&db, BUSY).unwrap();
-    let n: i64 = r.query_row("SELECT count(*) FROM messages_out", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 10, "the committed rows survive, the torn transaction is gone");
+    let n: i64 = r
+        .query_row("SELECT count(*) FROM messages_out", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        n, 10,
+        "the committed rows survive, the torn transaction is gone"
+    );
     let ok: String = r.query_row("PRAGMA quick_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
 }

@@ -35,7 +35,10 @@ fn other_max(path: &Path, table: &str) -> i64 {
         return 0;
     }
     let r = open::open_reader(path, DEFAULT_BUSY_TIMEOUT).expect("open reader");
-    if schema::columns(&r, table).expect("probe columns").is_empty() {
+    if schema::columns(&r, table)
+        .expect("probe columns")
+        .is_empty()
+    {
         return 0;
     }
     seq::max_seq(&r, table).expect("read max seq")
@@ -44,7 +47,9 @@ fn other_max(path: &Path, table: &str) -> i64 {
 /// The child side. A no-op unless the parent set `PINCH_SEQ_CHILD`.
 #[test]
 fn seq_child_process() {
-    let Ok(role) = std::env::var("PINCH_SEQ_CHILD") else { return };
+    let Ok(role) = std::env::var("PINCH_SEQ_CHILD") else {
+        return;
+    };
     let dir = std::path::PathBuf::from(std::env::var("PINCH_SEQ_DIR").unwrap());
     let count: usize = std::env::var("PINCH_SEQ_COUNT").unwrap().parse().unwrap();
     let batch: usize = std::env::var("PINCH_SEQ_BATCH").unwrap().parse().unwrap();
@@ -57,7 +62,12 @@ fn seq_child_process() {
         (&outbound, &inbound, schema::MESSAGES_IN.name)
     };
     let mut conn = open::open_writer(own, DEFAULT_BUSY_TIMEOUT).expect("open writer");
-    if host { schema::migrate_inbound(&conn) } else { schema::migrate_outbound(&conn) }.expect("migrate");
+    if host {
+        schema::migrate_inbound(&conn)
+    } else {
+        schema::migrate_outbound(&conn)
+    }
+    .expect("migrate");
 
     // Barrier: report ready, then wait for the parent's go.
     std::fs::write(dir.join(format!("ready-{role}")), b"").unwrap();
@@ -85,7 +95,9 @@ fn seq_child_process() {
                     content: "{}".into(),
                     ..Default::default()
                 };
-                rows::insert_inbound(&tx, &row, max).expect("insert inbound").expect("id is new");
+                rows::insert_inbound(&tx, &row, max)
+                    .expect("insert inbound")
+                    .expect("id is new");
             } else {
                 let row = NewOutbound {
                     id: format!("r-{n}"),
@@ -106,7 +118,10 @@ fn seq_child_process() {
 }
 
 fn now_ns() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// `[loop start ns, loop end ns, max reader wait ms]` a child recorded.
@@ -119,7 +134,10 @@ fn read_span(dir: &Path, role: &str) -> Vec<u128> {
 fn read_seqs(path: &Path, table: &str) -> HashMap<String, i64> {
     let c = open::open_reader(path, DEFAULT_BUSY_TIMEOUT).unwrap();
     let mut s = c.prepare(&format!("SELECT id, seq FROM {table}")).unwrap();
-    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// Asserts `h-0, h-1, ...` (or `r-...`) are exactly the ids and their seqs
@@ -128,10 +146,19 @@ fn check_table(rows: &HashMap<String, i64>, prefix: &str, count: usize, parity: 
     assert_eq!(rows.len(), count, "{prefix}: row count");
     let seqs: Vec<i64> = (0..count).map(|i| rows[&format!("{prefix}-{i}")]).collect();
     for (i, w) in seqs.windows(2).enumerate() {
-        assert!(w[0] < w[1], "{prefix}-{i} seq {} not below {prefix}-{} seq {}", w[0], i + 1, w[1]);
+        assert!(
+            w[0] < w[1],
+            "{prefix}-{i} seq {} not below {prefix}-{} seq {}",
+            w[0],
+            i + 1,
+            w[1]
+        );
     }
     for s in &seqs {
-        assert!(*s > 0 && s.rem_euclid(2) == parity, "{prefix}: seq {s} has wrong parity");
+        assert!(
+            *s > 0 && s.rem_euclid(2) == parity,
+            "{prefix}: seq {s} has wrong parity"
+        );
     }
     seqs
 }
@@ -172,20 +199,36 @@ fn run_case(count_in: usize, count_out: usize, batch: usize) {
             String::from_utf8_lossy(&out.stderr)
         );
         // Guard against the filter silently matching nothing.
-        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "{role} child ran no test");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "{role} child ran no test"
+        );
     }
 
-    let ins = read_seqs(&d.path().join(layout::IN_DIR).join(layout::INBOUND_DB), "messages_in");
-    let outs = read_seqs(&d.path().join(layout::OUT_DIR).join(layout::OUTBOUND_DB), "messages_out");
+    let ins = read_seqs(
+        &d.path().join(layout::IN_DIR).join(layout::INBOUND_DB),
+        "messages_in",
+    );
+    let outs = read_seqs(
+        &d.path().join(layout::OUT_DIR).join(layout::OUTBOUND_DB),
+        "messages_out",
+    );
     let in_seqs = check_table(&ins, "h", count_in, 0);
     let out_seqs = check_table(&outs, "r", count_out, 1);
     let all: HashSet<i64> = in_seqs.iter().chain(&out_seqs).copied().collect();
-    assert_eq!(all.len(), count_in + count_out, "duplicate seq across tables");
+    assert_eq!(
+        all.len(),
+        count_in + count_out,
+        "duplicate seq across tables"
+    );
 
     // Concurrency witness: the two write loops overlapped in wall time.
     let (h, r) = (read_span(d.path(), "host"), read_span(d.path(), "runner"));
     if count_in >= 100 && count_out >= 100 {
-        assert!(h[0] < r[1] && r[0] < h[1], "write loops did not overlap: host {h:?} runner {r:?}");
+        assert!(
+            h[0] < r[1] && r[0] < h[1],
+            "write loops did not overlap: host {h:?} runner {r:?}"
+        );
     }
     // Seq interleaving is only a note: in rollback-journal mode a side that
     // commits back-to-back can starve the other's fresh reader (new SHARED
@@ -193,7 +236,8 @@ fn run_case(count_in: usize, count_out: usize, batch: usize) {
     // handler's backoff keeps missing the gaps), so one side's first
     // transaction may wait out the other's whole run and all its seqs land
     // above. Seen in roughly 1 of 10 cases on a 2-core ext4 box.
-    let interleaved = in_seqs.iter().max() > out_seqs.iter().min() && out_seqs.iter().max() > in_seqs.iter().min();
+    let interleaved = in_seqs.iter().max() > out_seqs.iter().min()
+        && out_seqs.iter().max() > in_seqs.iter().min();
     if !interleaved {
         eprintln!(
             "note: in={count_in} out={count_out} batch={batch}: seqs did not interleave \

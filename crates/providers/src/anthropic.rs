@@ -18,7 +18,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::http::{err, post, status_error};
-use crate::{Capabilities, ErrorKind, Event, Provider, ProviderError, Step, ToolCall, TurnRequest, TurnResult, Usage};
+use crate::{
+    Capabilities, ErrorKind, Event, Provider, ProviderError, Step, ToolCall, TurnRequest,
+    TurnResult, Usage,
+};
 
 pub const API_VERSION: &str = "2023-06-01";
 
@@ -32,7 +35,11 @@ pub struct Anthropic {
 impl Anthropic {
     /// The request body for `req` (public for tests and debugging).
     pub fn body(&self, req: &TurnRequest) -> Value {
-        let mut messages: Vec<Value> = req.history.iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+        let mut messages: Vec<Value> = req
+            .history
+            .iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
+            .collect();
         messages.push(json!({"role": "user", "content": [{"type": "text", "text": req.prompt}]}));
         for step in &req.steps {
             // Consecutive blocks of one role go into one message (the API
@@ -51,9 +58,15 @@ impl Anthropic {
                     }
                     continue;
                 }
-                Step::ToolResult { call_id, content, is_error, .. } => {
-                    ("user", json!({"type": "tool_result", "tool_use_id": call_id, "content": content, "is_error": is_error}))
-                }
+                Step::ToolResult {
+                    call_id,
+                    content,
+                    is_error,
+                    ..
+                } => (
+                    "user",
+                    json!({"type": "tool_result", "tool_use_id": call_id, "content": content, "is_error": is_error}),
+                ),
                 Step::User { text } => ("user", json!({"type": "text", "text": text})),
             };
             push_block(&mut messages, role, block);
@@ -109,12 +122,26 @@ impl Provider for Anthropic {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { tools: true, streaming: true, context_window: 200_000 }
+        Capabilities {
+            tools: true,
+            streaming: true,
+            context_window: 200_000,
+        }
     }
 
-    fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+    fn turn(
+        &mut self,
+        req: &TurnRequest,
+        sink: &mut dyn FnMut(Event),
+    ) -> Result<TurnResult, ProviderError> {
         let body = self.body(req).to_string();
-        let (status, mut r) = post(&self.socket, "/anthropic/v1/messages", &[("anthropic-version", API_VERSION)], &body, self.timeout)?;
+        let (status, mut r) = post(
+            &self.socket,
+            "/anthropic/v1/messages",
+            &[("anthropic-version", API_VERSION)],
+            &body,
+            self.timeout,
+        )?;
         if status != 200 {
             return Err(status_error(status, r));
         }
@@ -125,11 +152,17 @@ impl Provider for Anthropic {
         let mut stopped = false;
         loop {
             line.clear();
-            if r.read_line(&mut line).map_err(|e| err(ErrorKind::Timeout, true, format!("reading the stream: {e}")))? == 0 {
+            if r.read_line(&mut line)
+                .map_err(|e| err(ErrorKind::Timeout, true, format!("reading the stream: {e}")))?
+                == 0
+            {
                 break;
             }
-            let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
-            let v: Value = serde_json::from_str(data.trim()).map_err(|e| err(ErrorKind::Server, true, format!("bad stream event: {e}")))?;
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(data.trim())
+                .map_err(|e| err(ErrorKind::Server, true, format!("bad stream event: {e}")))?;
             let index = v["index"].as_u64().unwrap_or(0);
             match v["type"].as_str() {
                 Some("content_block_start") => {
@@ -153,7 +186,9 @@ impl Provider for Anthropic {
                 }
                 Some("content_block_delta") => match v["delta"]["type"].as_str() {
                     Some("input_json_delta") => {
-                        if let (Some(c), Some(p)) = (open.get_mut(&index), v["delta"]["partial_json"].as_str()) {
+                        if let (Some(c), Some(p)) =
+                            (open.get_mut(&index), v["delta"]["partial_json"].as_str())
+                        {
                             c.arguments.push_str(p);
                         }
                     }
@@ -169,19 +204,31 @@ impl Provider for Anthropic {
                         if c.arguments.trim().is_empty() {
                             c.arguments = "{}".into();
                         }
-                        sink(Event::ToolCall { id: c.id.clone(), name: c.name.clone(), arguments: c.arguments.clone() });
+                        sink(Event::ToolCall {
+                            id: c.id.clone(),
+                            name: c.name.clone(),
+                            arguments: c.arguments.clone(),
+                        });
                         calls.push(c);
                     }
                 }
                 Some("message_start") => {
                     let u = &v["message"]["usage"];
-                    usage.input_tokens = ["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
-                        .iter()
-                        .map(|k| u[k].as_u64().unwrap_or(0))
-                        .sum();
+                    usage.input_tokens = [
+                        "input_tokens",
+                        "cache_creation_input_tokens",
+                        "cache_read_input_tokens",
+                    ]
+                    .iter()
+                    .map(|k| u[k].as_u64().unwrap_or(0))
+                    .sum();
                     usage.output_tokens = u["output_tokens"].as_u64().unwrap_or(0);
                 }
-                Some("message_delta") => usage.output_tokens = v["usage"]["output_tokens"].as_u64().unwrap_or(usage.output_tokens),
+                Some("message_delta") => {
+                    usage.output_tokens = v["usage"]["output_tokens"]
+                        .as_u64()
+                        .unwrap_or(usage.output_tokens)
+                }
                 Some("message_stop") => {
                     stopped = true;
                     break;
@@ -197,7 +244,11 @@ impl Provider for Anthropic {
                 format!("the stream ended before message_stop (truncated after {} characters); trying again may help", text.len()),
             ));
         }
-        Ok(TurnResult { text, usage, tool_calls: calls })
+        Ok(TurnResult {
+            text,
+            usage,
+            tool_calls: calls,
+        })
     }
 }
 
@@ -211,7 +262,9 @@ fn api_error(e: &Value) -> ProviderError {
         "api_error" => err(ErrorKind::Server, true, msg),
         "timeout_error" => err(ErrorKind::Timeout, true, msg),
         "authentication_error" | "permission_error" => err(ErrorKind::Auth, false, msg),
-        "invalid_request_error" | "not_found_error" | "request_too_large" => err(ErrorKind::BadRequest, false, format!("{kind}: {msg}")),
+        "invalid_request_error" | "not_found_error" | "request_too_large" => {
+            err(ErrorKind::BadRequest, false, format!("{kind}: {msg}"))
+        }
         _ => err(ErrorKind::Other, false, format!("{kind}: {msg}")),
     }
 }

@@ -9,26 +9,55 @@ use std::time::Duration;
 use crate::{ErrorKind, ProviderError};
 
 pub fn err(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> ProviderError {
-    ProviderError { message: message.into(), retryable, kind }
+    ProviderError {
+        message: message.into(),
+        retryable,
+        kind,
+    }
 }
 
 /// POSTs `body` to `path` on the proxy; returns the status and a reader of
 /// the (de-chunked) response body.
-pub fn post(socket: &Path, path: &str, headers: &[(&str, &str)], body: &str, timeout: Duration) -> Result<(u16, Box<dyn BufRead>), ProviderError> {
-    let mut s = UnixStream::connect(socket)
-        .map_err(|e| err(ErrorKind::Other, true, format!("cannot reach the credential proxy at {}: {e}", socket.display())))?;
+pub fn post(
+    socket: &Path,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, Box<dyn BufRead>), ProviderError> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        err(
+            ErrorKind::Other,
+            true,
+            format!(
+                "cannot reach the credential proxy at {}: {e}",
+                socket.display()
+            ),
+        )
+    })?;
     s.set_read_timeout(Some(timeout)).ok();
     let mut req = format!("POST {path} HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\naccept: text/event-stream\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
+    req.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
     s.write_all(req.as_bytes())
         .and_then(|_| s.write_all(body.as_bytes()))
         .map_err(|e| err(ErrorKind::Other, true, format!("writing to the proxy: {e}")))?;
     let mut r = BufReader::new(s);
     let (status, chunked) = read_head(&mut r)?;
-    let reader: Box<dyn BufRead> = if chunked { Box::new(BufReader::new(Chunked { inner: r, left: 0, done: false })) } else { Box::new(r) };
+    let reader: Box<dyn BufRead> = if chunked {
+        Box::new(BufReader::new(Chunked {
+            inner: r,
+            left: 0,
+            done: false,
+        }))
+    } else {
+        Box::new(r)
+    };
     Ok((status, reader))
 }
 
@@ -40,21 +69,54 @@ pub fn status_error(status: u16, mut body: Box<dyn BufRead>) -> ProviderError {
     match status {
         429 => err(ErrorKind::RateLimited, true, text),
         401 | 403 => err(ErrorKind::Auth, false, format!("HTTP {status}: {text}")),
-        400 | 404 | 422 => err(ErrorKind::BadRequest, false, format!("HTTP {status}: {text}")),
-        529 | 503 => err(ErrorKind::Overloaded, true, format!("HTTP {status}: {text}")),
-        _ => err(ErrorKind::Server, status >= 500, format!("HTTP {status}: {text}")),
+        400 | 404 | 422 => err(
+            ErrorKind::BadRequest,
+            false,
+            format!("HTTP {status}: {text}"),
+        ),
+        529 | 503 => err(
+            ErrorKind::Overloaded,
+            true,
+            format!("HTTP {status}: {text}"),
+        ),
+        _ => err(
+            ErrorKind::Server,
+            status >= 500,
+            format!("HTTP {status}: {text}"),
+        ),
     }
 }
 
 /// Reads the status line and headers; returns (status, chunked).
 fn read_head(r: &mut impl BufRead) -> Result<(u16, bool), ProviderError> {
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| err(ErrorKind::Timeout, true, format!("reading the response: {e}")))?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| err(ErrorKind::Server, true, format!("not an HTTP response: {line:?}")))?;
+    r.read_line(&mut line).map_err(|e| {
+        err(
+            ErrorKind::Timeout,
+            true,
+            format!("reading the response: {e}"),
+        )
+    })?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            err(
+                ErrorKind::Server,
+                true,
+                format!("not an HTTP response: {line:?}"),
+            )
+        })?;
     let mut chunked = false;
     loop {
         line.clear();
-        if r.read_line(&mut line).map_err(|e| err(ErrorKind::Timeout, true, e.to_string()))? == 0 || line == "\r\n" || line == "\n" {
+        if r.read_line(&mut line)
+            .map_err(|e| err(ErrorKind::Timeout, true, e.to_string()))?
+            == 0
+            || line == "\r\n"
+            || line == "\n"
+        {
             break;
         }
         let l = line.to_ascii_lowercase();
@@ -113,7 +175,11 @@ mod tests {
     #[test]
     fn chunked_decoding() {
         let raw = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n";
-        let mut c = Chunked { inner: BufReader::new(&raw[..]), left: 0, done: false };
+        let mut c = Chunked {
+            inner: BufReader::new(&raw[..]),
+            left: 0,
+            done: false,
+        };
         let mut s = String::new();
         c.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello, world");

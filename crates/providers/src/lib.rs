@@ -76,7 +76,12 @@ pub enum Step {
     /// The model's output at a step that called tools.
     Assistant { text: String, calls: Vec<ToolCall> },
     /// One call's result.
-    ToolResult { call_id: String, name: String, content: String, is_error: bool },
+    ToolResult {
+        call_id: String,
+        name: String,
+        content: String,
+        is_error: bool,
+    },
     /// Follow-up messages that arrived mid-turn (SPEC §5.5, lesson 20),
     /// formatted like a prompt.
     User { text: String },
@@ -93,7 +98,11 @@ pub struct Usage {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     Text(String),
-    ToolCall { id: String, name: String, arguments: String },
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
     /// Liveness while waiting (retries, slow first token).
     Progress(String),
 }
@@ -168,14 +177,20 @@ pub trait Provider: Send {
     fn name(&self) -> &str;
     fn capabilities(&self) -> Capabilities;
     /// Runs one turn, emitting events to `sink`.
-    fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError>;
+    fn turn(
+        &mut self,
+        req: &TurnRequest,
+        sink: &mut dyn FnMut(Event),
+    ) -> Result<TurnResult, ProviderError>;
 }
 
 /// Errors building a provider from its settings: configuration problems,
 /// which the runner reports with exit 78.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown provider {0:?}: this build knows `scripted`, `openai`, `anthropic` and `local`")]
+    #[error(
+        "unknown provider {0:?}: this build knows `scripted`, `openai`, `anthropic` and `local`"
+    )]
     Unknown(String),
     #[error("the provider needs {0}")]
     Missing(&'static str),
@@ -203,16 +218,37 @@ pub struct Settings {
 /// Builds the provider the settings name.
 pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ConfigError> {
     match settings.kind.as_str() {
-        "scripted" => Ok(Box::new(scripted::Scripted::from_script(settings.script.as_deref())?)),
+        "scripted" => Ok(Box::new(scripted::Scripted::from_script(
+            settings.script.as_deref(),
+        )?)),
         "openai" => {
-            let socket = settings.proxy_socket.clone().ok_or(ConfigError::Missing("the credential proxy socket (openai talks only through it)"))?;
-            let model = settings.model.clone().ok_or(ConfigError::Missing("provider.openai.model"))?;
-            Ok(Box::new(openai::OpenAi { socket, model, timeout: std::time::Duration::from_secs(300) }))
+            let socket = settings.proxy_socket.clone().ok_or(ConfigError::Missing(
+                "the credential proxy socket (openai talks only through it)",
+            ))?;
+            let model = settings
+                .model
+                .clone()
+                .ok_or(ConfigError::Missing("provider.openai.model"))?;
+            Ok(Box::new(openai::OpenAi {
+                socket,
+                model,
+                timeout: std::time::Duration::from_secs(300),
+            }))
         }
         "anthropic" => {
-            let socket = settings.proxy_socket.clone().ok_or(ConfigError::Missing("the credential proxy socket (anthropic talks only through it)"))?;
-            let model = settings.model.clone().ok_or(ConfigError::Missing("provider.anthropic.model"))?;
-            Ok(Box::new(anthropic::Anthropic { socket, model, max_tokens: 4096, timeout: std::time::Duration::from_secs(300) }))
+            let socket = settings.proxy_socket.clone().ok_or(ConfigError::Missing(
+                "the credential proxy socket (anthropic talks only through it)",
+            ))?;
+            let model = settings
+                .model
+                .clone()
+                .ok_or(ConfigError::Missing("provider.anthropic.model"))?;
+            Ok(Box::new(anthropic::Anthropic {
+                socket,
+                model,
+                max_tokens: 4096,
+                timeout: std::time::Duration::from_secs(300),
+            }))
         }
         other => Err(ConfigError::Unknown(other.to_owned())),
     }

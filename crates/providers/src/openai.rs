@@ -21,7 +21,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::http::{err, post, status_error};
-use crate::{Capabilities, ErrorKind, Event, Provider, ProviderError, Step, ToolCall, TurnRequest, TurnResult, Usage};
+use crate::{
+    Capabilities, ErrorKind, Event, Provider, ProviderError, Step, ToolCall, TurnRequest,
+    TurnResult, Usage,
+};
 
 pub struct OpenAi {
     pub socket: PathBuf,
@@ -41,7 +44,8 @@ impl OpenAi {
         }
         messages.push(json!({"role": "user", "content": req.prompt}));
         for step in &req.steps {
-            if matches!(step, Step::Assistant { text, calls } if text.is_empty() && calls.is_empty()) {
+            if matches!(step, Step::Assistant { text, calls } if text.is_empty() && calls.is_empty())
+            {
                 continue; // an empty assistant message is refused by some servers
             }
             messages.push(match step {
@@ -87,13 +91,33 @@ impl Provider for OpenAi {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { tools: true, streaming: true, context_window: 8192 }
+        Capabilities {
+            tools: true,
+            streaming: true,
+            context_window: 8192,
+        }
     }
 
-    fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+    fn turn(
+        &mut self,
+        req: &TurnRequest,
+        sink: &mut dyn FnMut(Event),
+    ) -> Result<TurnResult, ProviderError> {
         let body = self.body(req).to_string();
-        let mut r = post(&self.socket, "/openai/chat/completions", &[], &body, self.timeout)
-            .and_then(|(status, r)| if status == 200 { Ok(r) } else { Err(status_error(status, r)) })?;
+        let mut r = post(
+            &self.socket,
+            "/openai/chat/completions",
+            &[],
+            &body,
+            self.timeout,
+        )
+        .and_then(|(status, r)| {
+            if status == 200 {
+                Ok(r)
+            } else {
+                Err(status_error(status, r))
+            }
+        })?;
         let mut text = String::new();
         let mut usage = Usage::default();
         let mut calls = Calls::default();
@@ -101,7 +125,9 @@ impl Provider for OpenAi {
         let (mut saw_data, mut done, mut finished) = (false, false, false);
         loop {
             line.clear();
-            let n = r.read_line(&mut line).map_err(|e| err(ErrorKind::Timeout, true, format!("reading the stream: {e}")))?;
+            let n = r
+                .read_line(&mut line)
+                .map_err(|e| err(ErrorKind::Timeout, true, format!("reading the stream: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -118,12 +144,16 @@ impl Provider for OpenAi {
                 done = true;
                 break;
             }
-            let v: Value = serde_json::from_str(data).map_err(|e| err(ErrorKind::Server, true, format!("bad stream event: {e}")))?;
+            let v: Value = serde_json::from_str(data)
+                .map_err(|e| err(ErrorKind::Server, true, format!("bad stream event: {e}")))?;
             if v["error"].is_object() {
                 return Err(api_error(&v["error"]));
             }
             let choice = &v["choices"][0];
-            if let Some(d) = choice["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+            if let Some(d) = choice["delta"]["content"]
+                .as_str()
+                .filter(|d| !d.is_empty())
+            {
                 text.push_str(d);
                 sink(Event::Text(d.to_owned()));
             }
@@ -145,7 +175,8 @@ impl Provider for OpenAi {
             if whole.trim().is_empty() {
                 return Err(err(ErrorKind::Server, true, "the server closed the response without a body (truncated); trying again may help"));
             }
-            let v: Value = serde_json::from_str(whole.trim()).map_err(|e| err(ErrorKind::Server, true, format!("bad response: {e}")))?;
+            let v: Value = serde_json::from_str(whole.trim())
+                .map_err(|e| err(ErrorKind::Server, true, format!("bad response: {e}")))?;
             if v["error"].is_object() {
                 return Err(api_error(&v["error"]));
             }
@@ -154,7 +185,12 @@ impl Provider for OpenAi {
             if !text.is_empty() {
                 sink(Event::Text(text.clone()));
             }
-            for (pos, c) in msg["tool_calls"].as_array().into_iter().flatten().enumerate() {
+            for (pos, c) in msg["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 calls.add(c, pos);
             }
             if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
@@ -170,9 +206,17 @@ impl Provider for OpenAi {
         }
         let tool_calls = calls.finish();
         for c in &tool_calls {
-            sink(Event::ToolCall { id: c.id.clone(), name: c.name.clone(), arguments: c.arguments.clone() });
+            sink(Event::ToolCall {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+            });
         }
-        Ok(TurnResult { text, usage, tool_calls })
+        Ok(TurnResult {
+            text,
+            usage,
+            tool_calls,
+        })
     }
 }
 
@@ -185,7 +229,11 @@ impl Calls {
     /// servers send); `pos` stands in for a missing `index`.
     fn add(&mut self, f: &Value, pos: usize) {
         let index = f["index"].as_u64().unwrap_or(pos as u64);
-        let c = self.0.entry(index).or_insert_with(|| ToolCall { id: String::new(), name: String::new(), arguments: String::new() });
+        let c = self.0.entry(index).or_insert_with(|| ToolCall {
+            id: String::new(),
+            name: String::new(),
+            arguments: String::new(),
+        });
         if let Some(id) = f["id"].as_str().filter(|s| !s.is_empty()) {
             c.id = id.to_owned();
         }
@@ -230,9 +278,14 @@ fn api_error(e: &Value) -> ProviderError {
         err(ErrorKind::RateLimited, true, msg)
     } else if code == "503" || code == "529" || kind.contains("overloaded") {
         err(ErrorKind::Overloaded, true, msg)
-    } else if code == "401" || code == "403" || kind.contains("authentication") || code == "invalid_api_key" {
+    } else if code == "401"
+        || code == "403"
+        || kind.contains("authentication")
+        || code == "invalid_api_key"
+    {
         err(ErrorKind::Auth, false, msg)
-    } else if kind.contains("invalid_request") || code == "400" || code == "context_length_exceeded" {
+    } else if kind.contains("invalid_request") || code == "400" || code == "context_length_exceeded"
+    {
         err(ErrorKind::BadRequest, false, msg)
     } else if kind.contains("server_error") || code.starts_with('5') || kind.is_empty() {
         err(ErrorKind::Server, true, msg)

@@ -55,7 +55,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{Capabilities, ConfigError, ErrorKind, Event, Provider, ProviderError, Step, ToolCall, TurnRequest, TurnResult, Usage};
+use crate::{
+    Capabilities, ConfigError, ErrorKind, Event, Provider, ProviderError, Step, ToolCall,
+    TurnRequest, TurnResult, Usage,
+};
 
 /// The reply when no rule matches: a greeting that echoes.
 pub const DEFAULT_REPLY: &str = "Hello from pinch! You said: {text}";
@@ -140,14 +143,22 @@ impl Scripted {
     pub fn from_script(toml_text: Option<&str>) -> Result<Self, ConfigError> {
         let script = match toml_text {
             None => Script::default(),
-            Some(t) => toml::from_str::<Script>(t).map_err(|e| ConfigError::Script(e.to_string()))?,
+            Some(t) => {
+                toml::from_str::<Script>(t).map_err(|e| ConfigError::Script(e.to_string()))?
+            }
         };
         for (i, r) in script.rules.iter().enumerate() {
             if r.reply.is_none() && r.error.is_none() && r.exit_code.is_none() && r.tool.is_none() {
-                return Err(ConfigError::Script(format!("rule {} has none of `reply`, `error`, `exit_code`, `tool`", i + 1)));
+                return Err(ConfigError::Script(format!(
+                    "rule {} has none of `reply`, `error`, `exit_code`, `tool`",
+                    i + 1
+                )));
             }
             if r.args.is_some() && r.tool.is_none() {
-                return Err(ConfigError::Script(format!("rule {} has `args` but no `tool`", i + 1)));
+                return Err(ConfigError::Script(format!(
+                    "rule {} has `args` but no `tool`",
+                    i + 1
+                )));
             }
             if let Some(k) = &r.error_kind {
                 if ErrorKind::parse(k).is_none() {
@@ -159,7 +170,12 @@ impl Scripted {
             }
         }
         let calls = vec![0; script.rules.len()];
-        Ok(Scripted { script, known: Default::default(), calls, tool_calls: 0 })
+        Ok(Scripted {
+            script,
+            known: Default::default(),
+            calls,
+            tool_calls: 0,
+        })
     }
 }
 
@@ -169,12 +185,23 @@ impl Provider for Scripted {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { tools: true, streaming: false, context_window: self.script.context_window.unwrap_or(1_000_000) }
+        Capabilities {
+            tools: true,
+            streaming: false,
+            context_window: self.script.context_window.unwrap_or(1_000_000),
+        }
     }
 
-    fn turn(&mut self, req: &TurnRequest, sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+    fn turn(
+        &mut self,
+        req: &TurnRequest,
+        sink: &mut dyn FnMut(Event),
+    ) -> Result<TurnResult, ProviderError> {
         if let Some(c) = &req.continuation {
-            if self.script.reject_unknown_continuations && !req.fresh_continuation && !self.known.contains(c) {
+            if self.script.reject_unknown_continuations
+                && !req.fresh_continuation
+                && !self.known.contains(c)
+            {
                 return Err(ProviderError {
                     message: format!("conversation {c} not found"),
                     retryable: false,
@@ -185,11 +212,24 @@ impl Provider for Scripted {
         let newest = req.texts.last().map(String::as_str).unwrap_or("");
         let joined = req.texts.join("\n");
         let last_result = req.steps.iter().rev().find_map(|s| match s {
-            Step::ToolResult { name, content, is_error, .. } => Some((name.as_str(), content.as_str(), *is_error)),
+            Step::ToolResult {
+                name,
+                content,
+                is_error,
+                ..
+            } => Some((name.as_str(), content.as_str(), *is_error)),
             _ => None,
         });
-        let step = 1 + req.steps.iter().filter(|s| matches!(s, Step::Assistant { .. })).count();
-        let idx = self.script.rules.iter().position(|r| r.matches(newest, last_result.map(|l| l.0)));
+        let step = 1 + req
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Assistant { .. }))
+            .count();
+        let idx = self
+            .script
+            .rules
+            .iter()
+            .position(|r| r.matches(newest, last_result.map(|l| l.0)));
         if let Some(i) = idx {
             self.calls[i] += 1;
         }
@@ -203,31 +243,64 @@ impl Provider for Scripted {
                 // A crash on demand, for fault-injection tests.
                 std::process::exit(code);
             }
-            let failing = r.fail_times.is_none_or(|n| self.calls[idx.expect("matched")] <= n);
+            let failing = r
+                .fail_times
+                .is_none_or(|n| self.calls[idx.expect("matched")] <= n);
             if let (Some(msg), true) = (&r.error, failing) {
-                let kind = r.error_kind.as_deref().and_then(ErrorKind::parse).unwrap_or(ErrorKind::Other);
-                return Err(ProviderError { message: msg.clone(), retryable: r.retryable, kind });
+                let kind = r
+                    .error_kind
+                    .as_deref()
+                    .and_then(ErrorKind::parse)
+                    .unwrap_or(ErrorKind::Other);
+                return Err(ProviderError {
+                    message: msg.clone(),
+                    retryable: r.retryable,
+                    kind,
+                });
             }
         }
-        let calling = rule.and_then(|r| r.tool.as_ref().map(|t| (t, r.args.clone().unwrap_or_default())));
+        let calling = rule.and_then(|r| {
+            r.tool
+                .as_ref()
+                .map(|t| (t, r.args.clone().unwrap_or_default()))
+        });
         let template = match (rule.and_then(|r| r.reply.as_deref()), &calling) {
             (Some(t), _) => t,
             (None, Some(_)) => "",
-            (None, None) => self.script.default_reply.as_deref().unwrap_or(DEFAULT_REPLY),
+            (None, None) => self
+                .script
+                .default_reply
+                .as_deref()
+                .unwrap_or(DEFAULT_REPLY),
         };
         let text = template
             .replace("{text}", &joined)
-            .replace("{continuation}", req.continuation.as_deref().unwrap_or("none"))
+            .replace(
+                "{continuation}",
+                req.continuation.as_deref().unwrap_or("none"),
+            )
             .replace("{history}", &req.history.len().to_string())
-            .replace("{history_first}", req.history.first().map(|(_, t)| t.as_str()).unwrap_or(""))
+            .replace(
+                "{history_first}",
+                req.history.first().map(|(_, t)| t.as_str()).unwrap_or(""),
+            )
             .replace("{tool_result}", last_result.map(|l| l.1).unwrap_or(""))
-            .replace("{tool_error}", if last_result.is_some_and(|l| l.2) { "true" } else { "false" })
+            .replace(
+                "{tool_error}",
+                if last_result.is_some_and(|l| l.2) {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
             .replace("{step}", &step.to_string());
         let mut tool_calls = Vec::new();
         if let Some((name, args)) = calling {
             if !req.tools.iter().any(|t| &t.name == name) {
                 return Err(ProviderError {
-                    message: format!("the script calls tool {name:?}, which the runner did not offer"),
+                    message: format!(
+                        "the script calls tool {name:?}, which the runner did not offer"
+                    ),
                     retryable: false,
                     kind: ErrorKind::BadRequest,
                 });
@@ -235,11 +308,23 @@ impl Provider for Scripted {
             self.tool_calls += 1;
             let args = fill_inbox_path(serde_json::to_value(&args).unwrap_or_default(), {
                 let p = first_inbox_path(&req.prompt);
-                if p.is_empty() { first_inbox_path(&joined) } else { p }
+                if p.is_empty() {
+                    first_inbox_path(&joined)
+                } else {
+                    p
+                }
             });
             let arguments = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
-            sink(Event::ToolCall { id: format!("call-{}", self.tool_calls), name: name.clone(), arguments: arguments.clone() });
-            tool_calls.push(ToolCall { id: format!("call-{}", self.tool_calls), name: name.clone(), arguments });
+            sink(Event::ToolCall {
+                id: format!("call-{}", self.tool_calls),
+                name: name.clone(),
+                arguments: arguments.clone(),
+            });
+            tool_calls.push(ToolCall {
+                id: format!("call-{}", self.tool_calls),
+                name: name.clone(),
+                arguments,
+            });
         }
         if let Some(c) = &req.continuation {
             self.known.insert(c.clone());
@@ -251,8 +336,19 @@ impl Provider for Scripted {
         let sent = req.system.len()
             + req.prompt.len()
             + req.history.iter().map(|(_, t)| t.len()).sum::<usize>()
-            + req.steps.iter().map(|s| serde_json::to_string(s).map(|j| j.len()).unwrap_or(0)).sum::<usize>();
-        Ok(TurnResult { usage: Usage { input_tokens: sent as u64 / 4, output_tokens: text.len() as u64 / 4 }, text, tool_calls })
+            + req
+                .steps
+                .iter()
+                .map(|s| serde_json::to_string(s).map(|j| j.len()).unwrap_or(0))
+                .sum::<usize>();
+        Ok(TurnResult {
+            usage: Usage {
+                input_tokens: sent as u64 / 4,
+                output_tokens: text.len() as u64 / 4,
+            },
+            text,
+            tool_calls,
+        })
     }
 }
 
@@ -261,7 +357,9 @@ fn first_inbox_path(text: &str) -> &str {
     match text.find("/workspace/inbox/") {
         Some(i) => {
             let rest = &text[i..];
-            &rest[..rest.find(|c: char| c.is_whitespace() || c == ']').unwrap_or(rest.len())]
+            &rest[..rest
+                .find(|c: char| c.is_whitespace() || c == ']')
+                .unwrap_or(rest.len())]
         }
         None => "",
     }
@@ -272,7 +370,11 @@ fn fill_inbox_path(v: serde_json::Value, path: &str) -> serde_json::Value {
     match v {
         Value::String(s) => Value::String(s.replace("{inbox_path}", path)),
         Value::Array(a) => Value::Array(a.into_iter().map(|x| fill_inbox_path(x, path)).collect()),
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| (k, fill_inbox_path(x, path))).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, x)| (k, fill_inbox_path(x, path)))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -282,15 +384,24 @@ mod tests {
     use super::*;
 
     fn ask(p: &mut Scripted, texts: &[&str]) -> Result<String, ProviderError> {
-        let req = TurnRequest { texts: texts.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        let req = TurnRequest {
+            texts: texts.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
         p.turn(&req, &mut |_| {}).map(|r| r.text)
     }
 
     #[test]
     fn default_greets_and_echoes() {
         let mut p = Scripted::from_script(None).unwrap();
-        assert_eq!(ask(&mut p, &["hi there"]).unwrap(), "Hello from pinch! You said: hi there");
-        assert_eq!(ask(&mut p, &["a", "b"]).unwrap(), "Hello from pinch! You said: a\nb");
+        assert_eq!(
+            ask(&mut p, &["hi there"]).unwrap(),
+            "Hello from pinch! You said: hi there"
+        );
+        assert_eq!(
+            ask(&mut p, &["a", "b"]).unwrap(),
+            "Hello from pinch! You said: a\nb"
+        );
     }
 
     #[test]
@@ -310,7 +421,10 @@ mod tests {
         assert_eq!(ask(&mut p, &["ping"]).unwrap(), "pong");
         let e = ask(&mut p, &["a boom"]).unwrap_err();
         assert!(e.retryable);
-        assert_eq!(ask(&mut p, &["other"]).unwrap(), "Hello from pinch! You said: other");
+        assert_eq!(
+            ask(&mut p, &["other"]).unwrap(),
+            "Hello from pinch! You said: other"
+        );
     }
 
     #[test]
@@ -327,34 +441,83 @@ mod tests {
             "#,
         ))
         .unwrap();
-        let tools = vec![crate::ToolSpec { name: "shell".into(), description: String::new(), parameters: serde_json::json!({}) }];
-        let mut req = TurnRequest { texts: vec!["please run ls".into()], tools, ..Default::default() };
+        let tools = vec![crate::ToolSpec {
+            name: "shell".into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+        }];
+        let mut req = TurnRequest {
+            texts: vec!["please run ls".into()],
+            tools,
+            ..Default::default()
+        };
         let r = p.turn(&req, &mut |_| {}).unwrap();
         assert_eq!(r.text, "");
         assert_eq!(r.tool_calls.len(), 1);
         assert_eq!(r.tool_calls[0].name, "shell");
         let args: serde_json::Value = serde_json::from_str(&r.tool_calls[0].arguments).unwrap();
-        assert_eq!(args, serde_json::json!({"command": "ls -l", "timeout_s": 5}));
-        req.steps.push(Step::Assistant { text: r.text, calls: r.tool_calls.clone() });
-        req.steps.push(Step::ToolResult { call_id: r.tool_calls[0].id.clone(), name: "shell".into(), content: "a b".into(), is_error: false });
+        assert_eq!(
+            args,
+            serde_json::json!({"command": "ls -l", "timeout_s": 5})
+        );
+        req.steps.push(Step::Assistant {
+            text: r.text,
+            calls: r.tool_calls.clone(),
+        });
+        req.steps.push(Step::ToolResult {
+            call_id: r.tool_calls[0].id.clone(),
+            name: "shell".into(),
+            content: "a b".into(),
+            is_error: false,
+        });
         let r = p.turn(&req, &mut |_| {}).unwrap();
-        assert!(r.tool_calls.is_empty(), "the step after the result does not call again");
+        assert!(
+            r.tool_calls.is_empty(),
+            "the step after the result does not call again"
+        );
         assert_eq!(r.text, "step 2: a b (error: false)");
         // Tools not offered (a provider without tools): the script says so.
-        let req = TurnRequest { texts: vec!["run ls".into()], ..Default::default() };
-        assert_eq!(p.turn(&req, &mut |_| {}).unwrap_err().kind, ErrorKind::BadRequest);
+        let req = TurnRequest {
+            texts: vec!["run ls".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            p.turn(&req, &mut |_| {}).unwrap_err().kind,
+            ErrorKind::BadRequest
+        );
     }
 
     #[test]
     fn window_and_history_placeholders() {
-        let mut p = Scripted::from_script(Some("context_window = 300\ndefault_reply = \"{history}: {history_first}\"\n")).unwrap();
+        let mut p = Scripted::from_script(Some(
+            "context_window = 300\ndefault_reply = \"{history}: {history_first}\"\n",
+        ))
+        .unwrap();
         assert_eq!(p.capabilities().context_window, 300);
-        let history = vec![("user".to_string(), "SUMMARY".to_string()), ("assistant".to_string(), "ok".to_string())];
-        let req = TurnRequest { texts: vec!["x".into()], history, system: "s".repeat(40), ..Default::default() };
+        let history = vec![
+            ("user".to_string(), "SUMMARY".to_string()),
+            ("assistant".to_string(), "ok".to_string()),
+        ];
+        let req = TurnRequest {
+            texts: vec!["x".into()],
+            history,
+            system: "s".repeat(40),
+            ..Default::default()
+        };
         let r = p.turn(&req, &mut |_| {}).unwrap();
         assert_eq!(r.text, "2: SUMMARY");
-        assert_eq!(r.usage.input_tokens, (40 + 7 + 2) / 4, "usage counts everything sent");
-        assert_eq!(Scripted::from_script(None).unwrap().capabilities().context_window, 1_000_000);
+        assert_eq!(
+            r.usage.input_tokens,
+            (40 + 7 + 2) / 4,
+            "usage counts everything sent"
+        );
+        assert_eq!(
+            Scripted::from_script(None)
+                .unwrap()
+                .capabilities()
+                .context_window,
+            1_000_000
+        );
     }
 
     #[test]

@@ -28,7 +28,11 @@ struct Reply {
 }
 
 fn ok(fixture: &'static str) -> Reply {
-    Reply { status: 200, fixture, chunked: true }
+    Reply {
+        status: 200,
+        fixture,
+        chunked: true,
+    }
 }
 
 /// A request as the server saw it.
@@ -41,7 +45,10 @@ struct Seen {
 
 impl Seen {
     fn header(&self, k: &str) -> Option<&str> {
-        self.headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(h, _)| h == k)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -52,7 +59,9 @@ struct FakeApi {
 }
 
 fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
@@ -66,11 +75,17 @@ impl FakeApi {
         let s2 = seen.clone();
         std::thread::spawn(move || {
             for reply in replies {
-                let Ok((c, _)) = listener.accept() else { return };
+                let Ok((c, _)) = listener.accept() else {
+                    return;
+                };
                 let mut r = BufReader::new(c.try_clone().unwrap());
                 let mut request_line = String::new();
                 r.read_line(&mut request_line).unwrap();
-                let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_owned();
                 let mut headers = Vec::new();
                 loop {
                     let mut line = String::new();
@@ -81,13 +96,25 @@ impl FakeApi {
                         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
                     }
                 }
-                let len: usize = headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .map(|(_, v)| v.parse().unwrap())
+                    .unwrap_or(0);
                 let mut body = vec![0u8; len];
                 r.read_exact(&mut body).unwrap();
                 let body = serde_json::from_slice(&body).expect("the provider sent JSON");
-                s2.lock().unwrap().push(Seen { path, headers, body });
+                s2.lock().unwrap().push(Seen {
+                    path,
+                    headers,
+                    body,
+                });
                 let text = fixture(reply.fixture);
-                let ctype = if reply.fixture.ends_with(".sse") { "text/event-stream" } else { "application/json" };
+                let ctype = if reply.fixture.ends_with(".sse") {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                };
                 let reason = if reply.status == 200 { "OK" } else { "Error" };
                 let mut c = c;
                 // A client may hang up once it has the last event it needs
@@ -115,7 +142,11 @@ impl FakeApi {
                 }
             }
         });
-        FakeApi { socket, seen, _dir: dir }
+        FakeApi {
+            socket,
+            seen,
+            _dir: dir,
+        }
     }
 
     fn requests(&self) -> Vec<Seen> {
@@ -124,11 +155,20 @@ impl FakeApi {
 }
 
 fn openai(api: &FakeApi) -> OpenAi {
-    OpenAi { socket: api.socket.clone(), model: "gpt-4o-mini".into(), timeout: Duration::from_secs(30) }
+    OpenAi {
+        socket: api.socket.clone(),
+        model: "gpt-4o-mini".into(),
+        timeout: Duration::from_secs(30),
+    }
 }
 
 fn anthropic(api: &FakeApi) -> Anthropic {
-    Anthropic { socket: api.socket.clone(), model: "claude-sonnet-4-5".into(), max_tokens: 1024, timeout: Duration::from_secs(30) }
+    Anthropic {
+        socket: api.socket.clone(),
+        model: "claude-sonnet-4-5".into(),
+        max_tokens: 1024,
+        timeout: Duration::from_secs(30),
+    }
 }
 
 fn tools() -> Vec<ToolSpec> {
@@ -147,34 +187,80 @@ fn tools() -> Vec<ToolSpec> {
 }
 
 fn request(prompt: &str) -> TurnRequest {
-    TurnRequest { system: "You are pinch.".into(), prompt: prompt.into(), texts: vec![prompt.into()], ..Default::default() }
+    TurnRequest {
+        system: "You are pinch.".into(),
+        prompt: prompt.into(),
+        texts: vec![prompt.into()],
+        ..Default::default()
+    }
 }
 
 /// Runs a turn, collecting the events.
-fn run(p: &mut dyn Provider, req: &TurnRequest) -> (Result<pinch_providers::TurnResult, pinch_providers::ProviderError>, Vec<Event>) {
+fn run(
+    p: &mut dyn Provider,
+    req: &TurnRequest,
+) -> (
+    Result<pinch_providers::TurnResult, pinch_providers::ProviderError>,
+    Vec<Event>,
+) {
     let mut events = Vec::new();
     let r = p.turn(req, &mut |e| events.push(e));
     (r, events)
 }
 
 fn texts(events: &[Event]) -> String {
-    events.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect()
+    events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Text(t) = e {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn tool_events(events: &[Event]) -> Vec<(String, String, String)> {
     events
         .iter()
-        .filter_map(|e| if let Event::ToolCall { id, name, arguments } = e { Some((id.clone(), name.clone(), arguments.clone())) } else { None })
+        .filter_map(|e| {
+            if let Event::ToolCall {
+                id,
+                name,
+                arguments,
+            } = e
+            {
+                Some((id.clone(), name.clone(), arguments.clone()))
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
 /// The steps a runner appends after the first step of the round trip.
 fn round_trip_steps(calls: &[ToolCall], text: &str) -> Vec<Step> {
     vec![
-        Step::Assistant { text: text.into(), calls: calls.to_vec() },
-        Step::ToolResult { call_id: calls[0].id.clone(), name: calls[0].name.clone(), content: "buy milk".into(), is_error: false },
-        Step::ToolResult { call_id: calls[1].id.clone(), name: calls[1].name.clone(), content: "date: command not found".into(), is_error: true },
-        Step::User { text: "[follow-up] and thanks!".into() },
+        Step::Assistant {
+            text: text.into(),
+            calls: calls.to_vec(),
+        },
+        Step::ToolResult {
+            call_id: calls[0].id.clone(),
+            name: calls[0].name.clone(),
+            content: "buy milk".into(),
+            is_error: false,
+        },
+        Step::ToolResult {
+            call_id: calls[1].id.clone(),
+            name: calls[1].name.clone(),
+            content: "date: command not found".into(),
+            is_error: true,
+        },
+        Step::User {
+            text: "[follow-up] and thanks!".into(),
+        },
     ]
 }
 
@@ -188,23 +274,44 @@ fn openai_plain_text_reply() {
     assert_eq!(r.text, "Hello there! How can I help?");
     assert_eq!(texts(&events), r.text, "the text was streamed as it came");
     assert!(r.tool_calls.is_empty() && tool_events(&events).is_empty());
-    assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (412, 9), "usage from the include_usage chunk");
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (412, 9),
+        "usage from the include_usage chunk"
+    );
     let req = &api.requests()[0];
     assert_eq!(req.path, "/openai/chat/completions");
     assert_eq!(req.body["model"], "gpt-4o-mini");
     assert_eq!(req.body["stream"], true);
     assert_eq!(req.body["stream_options"], json!({"include_usage": true}));
-    assert!(req.body.get("tools").is_none(), "no tools offered when there are none: {}", req.body);
-    assert_eq!(req.body["messages"], json!([{"role": "system", "content": "You are pinch."}, {"role": "user", "content": "hello"}]));
+    assert!(
+        req.body.get("tools").is_none(),
+        "no tools offered when there are none: {}",
+        req.body
+    );
+    assert_eq!(
+        req.body["messages"],
+        json!([{"role": "system", "content": "You are pinch."}, {"role": "user", "content": "hello"}])
+    );
 }
 
 #[test]
 fn openai_tool_round_trip() {
-    let api = FakeApi::start(vec![ok("openai_tool_call.sse"), Reply { status: 200, fixture: "openai_tool_answer.sse", chunked: false }]);
+    let api = FakeApi::start(vec![
+        ok("openai_tool_call.sse"),
+        Reply {
+            status: 200,
+            fixture: "openai_tool_answer.sse",
+            chunked: false,
+        },
+    ]);
     let mut p = openai(&api);
     assert!(p.capabilities().tools);
     let mut req = request("what do my notes say, and what time is it?");
-    req.history = vec![("user".into(), "earlier question".into()), ("assistant".into(), "earlier answer".into())];
+    req.history = vec![
+        ("user".into(), "earlier question".into()),
+        ("assistant".into(), "earlier answer".into()),
+    ];
     req.tools = tools();
 
     // Step 1: the model calls two tools, their fragments interleaved by index.
@@ -214,13 +321,24 @@ fn openai_tool_round_trip() {
     assert_eq!(
         r.tool_calls,
         vec![
-            ToolCall { id: "call_Qx9fA2".into(), name: "read_file".into(), arguments: r#"{"path": "notes.md"}"#.into() },
-            ToolCall { id: "call_Vb3kP0".into(), name: "shell".into(), arguments: r#"{"command": "date -u"}"#.into() },
+            ToolCall {
+                id: "call_Qx9fA2".into(),
+                name: "read_file".into(),
+                arguments: r#"{"path": "notes.md"}"#.into()
+            },
+            ToolCall {
+                id: "call_Vb3kP0".into(),
+                name: "shell".into(),
+                arguments: r#"{"command": "date -u"}"#.into()
+            },
         ]
     );
     assert_eq!(
         tool_events(&events),
-        r.tool_calls.iter().map(|c| (c.id.clone(), c.name.clone(), c.arguments.clone())).collect::<Vec<_>>(),
+        r.tool_calls
+            .iter()
+            .map(|c| (c.id.clone(), c.name.clone(), c.arguments.clone()))
+            .collect::<Vec<_>>(),
         "one ToolCall event per completed call"
     );
     assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (530, 41));
@@ -236,7 +354,13 @@ fn openai_tool_round_trip() {
     // Step 2: the calls and results are replayed; the model answers.
     req.steps = round_trip_steps(&r.tool_calls, "");
     // A step that said nothing and called nothing is not replayed.
-    req.steps.insert(0, Step::Assistant { text: String::new(), calls: Vec::new() });
+    req.steps.insert(
+        0,
+        Step::Assistant {
+            text: String::new(),
+            calls: Vec::new(),
+        },
+    );
     let (r2, events2) = run(&mut p, &req);
     let r2 = r2.unwrap();
     assert_eq!(r2.text, "Your notes say: buy milk. It is 2026-11-28.");
@@ -246,8 +370,14 @@ fn openai_tool_round_trip() {
     let m = second.body["messages"].as_array().unwrap();
     assert_eq!(m.len(), 8, "{}", second.body);
     assert_eq!(m[0]["role"], "system");
-    assert_eq!((m[1]["content"].as_str(), m[2]["role"].as_str()), (Some("earlier question"), Some("assistant")));
-    assert_eq!(m[3], json!({"role": "user", "content": "what do my notes say, and what time is it?"}));
+    assert_eq!(
+        (m[1]["content"].as_str(), m[2]["role"].as_str()),
+        (Some("earlier question"), Some("assistant"))
+    );
+    assert_eq!(
+        m[3],
+        json!({"role": "user", "content": "what do my notes say, and what time is it?"})
+    );
     assert_eq!(
         m[4],
         json!({"role": "assistant", "content": null, "tool_calls": [
@@ -255,10 +385,22 @@ fn openai_tool_round_trip() {
             {"id": "call_Vb3kP0", "type": "function", "function": {"name": "shell", "arguments": "{\"command\": \"date -u\"}"}},
         ]})
     );
-    assert_eq!(m[5], json!({"role": "tool", "tool_call_id": "call_Qx9fA2", "content": "buy milk"}));
-    assert_eq!(m[6], json!({"role": "tool", "tool_call_id": "call_Vb3kP0", "content": "ERROR: date: command not found"}));
-    assert_eq!(m[7], json!({"role": "user", "content": "[follow-up] and thanks!"}));
-    assert_eq!(second.body["tools"], first.body["tools"], "tools are offered at every step");
+    assert_eq!(
+        m[5],
+        json!({"role": "tool", "tool_call_id": "call_Qx9fA2", "content": "buy milk"})
+    );
+    assert_eq!(
+        m[6],
+        json!({"role": "tool", "tool_call_id": "call_Vb3kP0", "content": "ERROR: date: command not found"})
+    );
+    assert_eq!(
+        m[7],
+        json!({"role": "user", "content": "[follow-up] and thanks!"})
+    );
+    assert_eq!(
+        second.body["tools"], first.body["tools"],
+        "tools are offered at every step"
+    );
 }
 
 #[test]
@@ -275,36 +417,70 @@ fn openai_truncated_stream_is_retryable() {
     let api = FakeApi::start(vec![ok("openai_truncated.sse")]);
     let (r, events) = run(&mut openai(&api), &request("tell me a long story"));
     let e = r.unwrap_err();
-    assert!(e.retryable && matches!(e.kind, ErrorKind::Server | ErrorKind::Timeout), "{e:?}");
+    assert!(
+        e.retryable && matches!(e.kind, ErrorKind::Server | ErrorKind::Timeout),
+        "{e:?}"
+    );
     assert!(e.message.contains("truncated"), "{e}");
-    assert_eq!(texts(&events), "The first part of a long answer that never", "what came was streamed");
+    assert_eq!(
+        texts(&events),
+        "The first part of a long answer that never",
+        "what came was streamed"
+    );
 }
 
 #[test]
 fn openai_429_then_success() {
-    let api = FakeApi::start(vec![Reply { status: 429, fixture: "openai_429.json", chunked: false }, ok("openai_text.sse")]);
+    let api = FakeApi::start(vec![
+        Reply {
+            status: 429,
+            fixture: "openai_429.json",
+            chunked: false,
+        },
+        ok("openai_text.sse"),
+    ]);
     let mut p = openai(&api);
     let e = run(&mut p, &request("hello")).0.unwrap_err();
     assert_eq!(e.kind, ErrorKind::RateLimited);
-    assert!(e.retryable && e.message.contains("Rate limit reached"), "{e}");
+    assert!(
+        e.retryable && e.message.contains("Rate limit reached"),
+        "{e}"
+    );
     let r = run(&mut p, &request("hello")).0.unwrap();
     assert_eq!(r.text, "Hello there! How can I help?");
     let reqs = api.requests();
     assert_eq!(reqs.len(), 2);
-    assert_eq!(reqs[0].body, reqs[1].body, "the retry sends the same request");
+    assert_eq!(
+        reqs[0].body, reqs[1].body,
+        "the retry sends the same request"
+    );
 }
 
 #[test]
 fn openai_non_streamed_answer_with_tool_calls() {
     // Some servers ignore `stream: true` when tools are offered.
-    let api = FakeApi::start(vec![Reply { status: 200, fixture: "openai_nonstream_tool_call.json", chunked: false }]);
+    let api = FakeApi::start(vec![Reply {
+        status: 200,
+        fixture: "openai_nonstream_tool_call.json",
+        chunked: false,
+    }]);
     let mut req = request("read my notes");
     req.tools = tools();
     let (r, events) = run(&mut openai(&api), &req);
     let r = r.unwrap();
-    assert_eq!(r.tool_calls, vec![ToolCall { id: "call_7hq2m1".into(), name: "read_file".into(), arguments: r#"{"path":"notes.md"}"#.into() }]);
+    assert_eq!(
+        r.tool_calls,
+        vec![ToolCall {
+            id: "call_7hq2m1".into(),
+            name: "read_file".into(),
+            arguments: r#"{"path":"notes.md"}"#.into()
+        }]
+    );
     assert_eq!(tool_events(&events).len(), 1);
-    assert!(texts(&events).is_empty(), "an empty content is not a text event");
+    assert!(
+        texts(&events).is_empty(),
+        "an empty content is not a text event"
+    );
     assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (300, 22));
 }
 
@@ -318,20 +494,41 @@ fn anthropic_plain_text_reply() {
     assert_eq!(r.text, "Hello! What can I do for you today?");
     assert_eq!(texts(&events), r.text);
     assert!(r.tool_calls.is_empty());
-    assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (18 + 1250, 12), "cached input counts as input");
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (18 + 1250, 12),
+        "cached input counts as input"
+    );
     let req = &api.requests()[0];
     assert_eq!(req.path, "/anthropic/v1/messages");
     assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
-    assert_eq!(req.header("x-api-key"), None, "the runner never holds a key");
-    assert_eq!(req.body["system"], json!([{"type": "text", "text": "You are pinch.", "cache_control": {"type": "ephemeral"}}]));
+    assert_eq!(
+        req.header("x-api-key"),
+        None,
+        "the runner never holds a key"
+    );
+    assert_eq!(
+        req.body["system"],
+        json!([{"type": "text", "text": "You are pinch.", "cache_control": {"type": "ephemeral"}}])
+    );
     assert!(req.body.get("tools").is_none());
     assert_eq!(req.body["max_tokens"], 1024);
-    assert_eq!(req.body["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "hello"}]}]));
+    assert_eq!(
+        req.body["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "hello"}]}])
+    );
 }
 
 #[test]
 fn anthropic_tool_round_trip() {
-    let api = FakeApi::start(vec![ok("anthropic_tool_call.sse"), Reply { status: 200, fixture: "anthropic_tool_answer.sse", chunked: false }]);
+    let api = FakeApi::start(vec![
+        ok("anthropic_tool_call.sse"),
+        Reply {
+            status: 200,
+            fixture: "anthropic_tool_answer.sse",
+            chunked: false,
+        },
+    ]);
     let mut p = anthropic(&api);
     assert!(p.capabilities().tools);
     let mut req = request("what do my notes say, and what time is it?");
@@ -343,8 +540,16 @@ fn anthropic_tool_round_trip() {
     assert_eq!(
         r.tool_calls,
         vec![
-            ToolCall { id: "toolu_01A8vGm3sN".into(), name: "read_file".into(), arguments: r#"{"path": "notes.md"}"#.into() },
-            ToolCall { id: "toolu_01Hc2LwQ9e".into(), name: "shell".into(), arguments: r#"{"command": "date -u"}"#.into() },
+            ToolCall {
+                id: "toolu_01A8vGm3sN".into(),
+                name: "read_file".into(),
+                arguments: r#"{"path": "notes.md"}"#.into()
+            },
+            ToolCall {
+                id: "toolu_01Hc2LwQ9e".into(),
+                name: "shell".into(),
+                arguments: r#"{"command": "date -u"}"#.into()
+            },
         ]
     );
     assert_eq!(tool_events(&events).len(), 2);
@@ -363,7 +568,10 @@ fn anthropic_tool_round_trip() {
     req.steps = round_trip_steps(&r.tool_calls, &r.text);
     let (r2, _) = run(&mut p, &req);
     let r2 = r2.unwrap();
-    assert_eq!(r2.text, "Your notes say: buy milk. The clock was not available.");
+    assert_eq!(
+        r2.text,
+        "Your notes say: buy milk. The clock was not available."
+    );
     assert!(r2.tool_calls.is_empty());
     let second = &api.requests()[1];
     assert_eq!(
@@ -388,14 +596,29 @@ fn anthropic_tool_round_trip() {
 fn anthropic_replays_unparseable_arguments_as_an_object() {
     let api = FakeApi::start(vec![ok("anthropic_text.sse")]);
     let mut req = request("x");
-    let bad = ToolCall { id: "toolu_1".into(), name: "shell".into(), arguments: "{\"command\": ".into() };
+    let bad = ToolCall {
+        id: "toolu_1".into(),
+        name: "shell".into(),
+        arguments: "{\"command\": ".into(),
+    };
     req.steps = vec![
-        Step::Assistant { text: String::new(), calls: vec![bad] },
-        Step::ToolResult { call_id: "toolu_1".into(), name: "shell".into(), content: "arguments are not valid JSON".into(), is_error: true },
+        Step::Assistant {
+            text: String::new(),
+            calls: vec![bad],
+        },
+        Step::ToolResult {
+            call_id: "toolu_1".into(),
+            name: "shell".into(),
+            content: "arguments are not valid JSON".into(),
+            is_error: true,
+        },
     ];
     run(&mut anthropic(&api), &req).0.unwrap();
     let body = &api.requests()[0].body;
-    assert_eq!(body["messages"][1]["content"][0]["input"], json!({"unparsed_arguments": "{\"command\": "}));
+    assert_eq!(
+        body["messages"][1]["content"][0]["input"],
+        json!({"unparsed_arguments": "{\"command\": "})
+    );
 }
 
 #[test]
@@ -411,16 +634,29 @@ fn anthropic_error_event_is_classified() {
 #[test]
 fn anthropic_truncated_stream_is_retryable() {
     let api = FakeApi::start(vec![ok("anthropic_truncated.sse")]);
-    let e = run(&mut anthropic(&api), &request("tell me a long story")).0.unwrap_err();
-    assert!(e.retryable && matches!(e.kind, ErrorKind::Server | ErrorKind::Timeout), "{e:?}");
+    let e = run(&mut anthropic(&api), &request("tell me a long story"))
+        .0
+        .unwrap_err();
+    assert!(
+        e.retryable && matches!(e.kind, ErrorKind::Server | ErrorKind::Timeout),
+        "{e:?}"
+    );
     assert!(e.message.contains("truncated"), "{e}");
 }
 
 #[test]
 fn anthropic_429_and_529_then_success() {
     let api = FakeApi::start(vec![
-        Reply { status: 429, fixture: "anthropic_429.json", chunked: false },
-        Reply { status: 529, fixture: "anthropic_529.json", chunked: true },
+        Reply {
+            status: 429,
+            fixture: "anthropic_429.json",
+            chunked: false,
+        },
+        Reply {
+            status: 529,
+            fixture: "anthropic_529.json",
+            chunked: true,
+        },
         ok("anthropic_text.sse"),
     ]);
     let mut p = anthropic(&api);

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use pinch_mcp::bridge::BridgeServer;
 use pinch_proto::runner_config::{CliEngineSettings, CLI_DEFAULT_TIMEOUT_S};
-use pinch_providers::{Capabilities, ErrorKind, Event, Provider, ProviderError, TurnRequest, TurnResult};
+use pinch_providers::{
+    Capabilities, ErrorKind, Event, Provider, ProviderError, TurnRequest, TurnResult,
+};
 
 use crate::tools::{self, ToolCtx};
 
@@ -63,13 +65,25 @@ impl Provider for CliEngine {
         // runner's history is not sent, so nothing to compact (window 0 =
         // no threshold). Others get the history as text, trimmed to a
         // window by the runner when it grows.
-        let context_window = if Flavor::of(&self.settings).resumes() { 0 } else { 200_000 };
-        Capabilities { tools: true, streaming: false, context_window }
+        let context_window = if Flavor::of(&self.settings).resumes() {
+            0
+        } else {
+            200_000
+        };
+        Capabilities {
+            tools: true,
+            streaming: false,
+            context_window,
+        }
     }
 
     /// Only reached by calls outside a turn's agent loop (a compaction
     /// summary): the CLI engine has none, the CLI keeps its own context.
-    fn turn(&mut self, _req: &TurnRequest, _sink: &mut dyn FnMut(Event)) -> Result<TurnResult, ProviderError> {
+    fn turn(
+        &mut self,
+        _req: &TurnRequest,
+        _sink: &mut dyn FnMut(Event),
+    ) -> Result<TurnResult, ProviderError> {
         Err(err(
             ErrorKind::Other,
             false,
@@ -81,7 +95,11 @@ impl Provider for CliEngine {
 }
 
 fn err(kind: ErrorKind, retryable: bool, message: String) -> ProviderError {
-    ProviderError { message, retryable, kind }
+    ProviderError {
+        message,
+        retryable,
+        kind,
+    }
 }
 
 /// The known flavors' behaviour.
@@ -172,15 +190,28 @@ pub struct Invocation {
 }
 
 /// Builds the command line and stdin of a turn (pure).
-pub fn invocation(s: &CliEngineSettings, model: Option<&str>, req: &TurnRequest, f: &Files) -> Invocation {
+pub fn invocation(
+    s: &CliEngineSettings,
+    model: Option<&str>,
+    req: &TurnRequest,
+    f: &Files,
+) -> Invocation {
     let flavor = Flavor::of(s);
-    let template = s.args.clone().unwrap_or_else(|| flavor.default_args(model, req.fresh_continuation));
-    let system_in_args = template.iter().any(|a| a.contains("{system_prompt_file}") || a.contains("{system_prompt}"));
+    let template = s
+        .args
+        .clone()
+        .unwrap_or_else(|| flavor.default_args(model, req.fresh_continuation));
+    let system_in_args = template
+        .iter()
+        .any(|a| a.contains("{system_prompt_file}") || a.contains("{system_prompt}"));
     let fill = |a: &str| {
         a.replace("{mcp_config}", &f.mcp_config.to_string_lossy())
             .replace("{mcp_socket}", &f.mcp_socket.to_string_lossy())
             .replace("{pinch}", &f.pinch.to_string_lossy())
-            .replace("{system_prompt_file}", &f.system_prompt_file.to_string_lossy())
+            .replace(
+                "{system_prompt_file}",
+                &f.system_prompt_file.to_string_lossy(),
+            )
             .replace("{model}", model.unwrap_or(""))
             .replace("{system_prompt}", &req.system)
     };
@@ -199,7 +230,11 @@ pub fn invocation(s: &CliEngineSettings, model: Option<&str>, req: &TurnRequest,
         stdin.push_str("</conversation_so_far>\n\n");
     }
     stdin.push_str(&req.prompt);
-    Invocation { program: s.command.clone(), args, stdin }
+    Invocation {
+        program: s.command.clone(),
+        args,
+        stdin,
+    }
 }
 
 /// The MCP config the CLI is given (Claude Code's `--mcp-config` shape).
@@ -220,7 +255,11 @@ pub fn mcp_config_json(pinch: &Path, socket: &Path) -> String {
 /// sandbox already cleared): model API base URLs through the egress
 /// forwarder with placeholder keys, the proxy for tools, where the MCP
 /// config is. The operator's `env` comes last and wins.
-pub fn environment(s: &CliEngineSettings, egress: Option<&str>, f: &Files) -> Vec<(String, String)> {
+pub fn environment(
+    s: &CliEngineSettings,
+    egress: Option<&str>,
+    f: &Files,
+) -> Vec<(String, String)> {
     let mut e: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: &str| e.push((k.to_owned(), v.to_owned()));
     if let Some(p) = egress.filter(|p| !p.is_empty()) {
@@ -238,7 +277,10 @@ pub fn environment(s: &CliEngineSettings, egress: Option<&str>, f: &Files) -> Ve
     set("OPENAI_API_KEY", PLACEHOLDER_KEY);
     set("PINCH_MCP_CONFIG", &f.mcp_config.to_string_lossy());
     set("PINCH_MCP_SOCKET", &f.mcp_socket.to_string_lossy());
-    set("PINCH_SYSTEM_PROMPT_FILE", &f.system_prompt_file.to_string_lossy());
+    set(
+        "PINCH_SYSTEM_PROMPT_FILE",
+        &f.system_prompt_file.to_string_lossy(),
+    );
     for (k, v) in &s.env {
         e.push((k.clone(), v.clone()));
     }
@@ -247,7 +289,11 @@ pub fn environment(s: &CliEngineSettings, egress: Option<&str>, f: &Files) -> Ve
 
 /// What the turn thread hears while the CLI runs.
 enum Msg {
-    Tool { name: String, args: String, reply: mpsc::Sender<(String, bool)> },
+    Tool {
+        name: String,
+        args: String,
+        reply: mpsc::Sender<(String, bool)>,
+    },
     Line(String),
     StdoutClosed,
     Exited(std::io::Result<ExitStatus>),
@@ -274,11 +320,17 @@ pub fn run(
     progress: &mut dyn FnMut(&mut ToolCtx<'_>),
 ) -> Result<TurnResult, ProviderError> {
     let timeout = Duration::from_secs(s.timeout_s.unwrap_or(CLI_DEFAULT_TIMEOUT_S));
-    let internal = |what: &str, e: std::io::Error| err(ErrorKind::Other, false, format!("cli engine: {what}: {e}"));
-    let dir = std::env::temp_dir().join(format!("pinch-cli-{}", pinch_proto::runner_config::random_hex(6)));
+    let internal = |what: &str, e: std::io::Error| {
+        err(ErrorKind::Other, false, format!("cli engine: {what}: {e}"))
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "pinch-cli-{}",
+        pinch_proto::runner_config::random_hex(6)
+    ));
     std::fs::create_dir(&dir).map_err(|e| internal(&format!("creating {}", dir.display()), e))?;
     let dir = TurnDir(dir);
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).map_err(|e| internal("restricting the turn directory", e))?;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| internal("restricting the turn directory", e))?;
     let pinch = std::env::current_exe().map_err(|e| internal("finding the pinch executable", e))?;
     let files = Files {
         mcp_config: dir.0.join("mcp.json"),
@@ -286,20 +338,40 @@ pub fn run(
         system_prompt_file: dir.0.join("system.md"),
         pinch,
     };
-    std::fs::write(&files.mcp_config, mcp_config_json(&files.pinch, &files.mcp_socket)).map_err(|e| internal("writing the MCP config", e))?;
-    std::fs::write(&files.system_prompt_file, &req.system).map_err(|e| internal("writing the system prompt", e))?;
+    std::fs::write(
+        &files.mcp_config,
+        mcp_config_json(&files.pinch, &files.mcp_socket),
+    )
+    .map_err(|e| internal("writing the MCP config", e))?;
+    std::fs::write(&files.system_prompt_file, &req.system)
+        .map_err(|e| internal("writing the system prompt", e))?;
 
     let (tx, rx) = mpsc::channel::<Msg>();
     let tool_tx = tx.clone();
     let handler: pinch_mcp::Handler = Box::new(move |name, args| {
         let (reply, answer) = mpsc::channel();
-        if tool_tx.send(Msg::Tool { name: name.to_owned(), args: args.to_owned(), reply }).is_err() {
+        if tool_tx
+            .send(Msg::Tool {
+                name: name.to_owned(),
+                args: args.to_owned(),
+                reply,
+            })
+            .is_err()
+        {
             return ("the pinch turn this call belongs to has ended".into(), true);
         }
-        answer.recv().unwrap_or_else(|_| ("the pinch turn ended before the tool ran".into(), true))
+        answer
+            .recv()
+            .unwrap_or_else(|_| ("the pinch turn ended before the tool ran".into(), true))
     });
     let _bridge = BridgeServer::start(&files.mcp_socket, req.tools.clone(), None, handler)
-        .map_err(|e| err(ErrorKind::Other, false, format!("cli engine: starting the tool bridge: {e}")))?;
+        .map_err(|e| {
+            err(
+                ErrorKind::Other,
+                false,
+                format!("cli engine: starting the tool bridge: {e}"),
+            )
+        })?;
 
     let inv = invocation(s, model, req, &files);
     let mut cmd = Command::new(&inv.program);
@@ -332,7 +404,13 @@ pub fn run(
         )
     })?;
     let pid = child.id() as i32;
-    let label = format!("cli:{}", Path::new(&inv.program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let label = format!(
+        "cli:{}",
+        Path::new(&inv.program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
     tracing::info!(command = %inv.program, pid, timeout_s = timeout.as_secs(), "agent CLI started");
 
     if let Some(mut stdin) = child.stdin.take() {
@@ -352,7 +430,10 @@ pub fn run(
                 match r.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        if tx.send(Msg::Line(String::from_utf8_lossy(&line).into_owned())).is_err() {
+                        if tx
+                            .send(Msg::Line(String::from_utf8_lossy(&line).into_owned()))
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -386,7 +467,8 @@ pub fn run(
     drop(tx);
 
     let started = Instant::now();
-    let remaining_ms = |started: Instant| timeout.saturating_sub(started.elapsed()).as_millis() as u64;
+    let remaining_ms =
+        |started: Instant| timeout.saturating_sub(started.elapsed()).as_millis() as u64;
     ctx.set_tool_in_flight(Some((&label, remaining_ms(started))));
     let mut stdout = String::new();
     let mut cut = false;
@@ -396,7 +478,9 @@ pub fn run(
     let mut drain_deadline: Option<Instant> = None;
     let mut tools_run = 0u32;
     loop {
-        if status.is_some() && (stdout_closed || drain_deadline.is_some_and(|d| Instant::now() >= d)) {
+        if status.is_some()
+            && (stdout_closed || drain_deadline.is_some_and(|d| Instant::now() >= d))
+        {
             break;
         }
         match rx.recv_timeout(TICK) {
@@ -445,8 +529,14 @@ pub fn run(
     // Whatever the CLI left behind (its MCP server, background commands).
     kill_group(pid);
     ctx.set_tool_in_flight(None);
-    let tail = String::from_utf8_lossy(&stderr_tail.lock().unwrap_or_else(|p| p.into_inner())).trim().to_owned();
-    tracing::info!(tools = tools_run, ms = started.elapsed().as_millis() as u64, "agent CLI finished");
+    let tail = String::from_utf8_lossy(&stderr_tail.lock().unwrap_or_else(|p| p.into_inner()))
+        .trim()
+        .to_owned();
+    tracing::info!(
+        tools = tools_run,
+        ms = started.elapsed().as_millis() as u64,
+        "agent CLI finished"
+    );
     match killed {
         Some("timeout") => {
             return Err(err(
@@ -461,14 +551,23 @@ pub fn run(
     let status = match status {
         Some(Ok(s)) => s,
         Some(Err(e)) => return Err(internal("waiting for the agent CLI", e)),
-        None => return Err(err(ErrorKind::Other, false, "cli engine: lost track of the agent CLI".into())),
+        None => {
+            return Err(err(
+                ErrorKind::Other,
+                false,
+                "cli engine: lost track of the agent CLI".into(),
+            ))
+        }
     };
     if status.success() {
         let mut text = stdout.trim().to_owned();
         if cut {
             text.push_str(&format!("\n[answer cut at {STDOUT_CAP} bytes]"));
         }
-        return Ok(TurnResult { text, ..Default::default() });
+        return Ok(TurnResult {
+            text,
+            ..Default::default()
+        });
     }
     use std::os::unix::process::ExitStatusExt;
     let how = match (status.code(), status.signal()) {
@@ -477,11 +576,30 @@ pub fn run(
         _ => "an unknown status".into(),
     };
     let retryable = status.code().is_some_and(|c| TRANSIENT_EXITS.contains(&c));
-    let detail = if tail.is_empty() { stdout.trim().chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect() } else { tail };
+    let detail = if tail.is_empty() {
+        stdout
+            .trim()
+            .chars()
+            .rev()
+            .take(500)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    } else {
+        tail
+    };
     Err(err(
-        if retryable { ErrorKind::Server } else { ErrorKind::Other },
+        if retryable {
+            ErrorKind::Server
+        } else {
+            ErrorKind::Other
+        },
         retryable,
-        format!("the agent CLI {:?} failed with {how}: {detail}", inv.program),
+        format!(
+            "the agent CLI {:?} failed with {how}: {detail}",
+            inv.program
+        ),
     ))
 }
 
@@ -490,9 +608,17 @@ impl crate::Runner {
     /// transient failures (exit 75). Tool rows the CLI's calls write commit
     /// at once, as in the agent loop; the answer goes through the output
     /// convention like any provider's.
-    pub(crate) fn cli_turn(&mut self, req: &TurnRequest, turn: &crate::TurnState) -> Result<TurnResult, ProviderError> {
+    pub(crate) fn cli_turn(
+        &mut self,
+        req: &TurnRequest,
+        turn: &crate::TurnState,
+    ) -> Result<TurnResult, ProviderError> {
         let Some(settings) = self.cfg.provider.cli.clone() else {
-            return Err(err(ErrorKind::Other, false, "provider.kind is \"cli\" but provider.cli is missing".into()));
+            return Err(err(
+                ErrorKind::Other,
+                false,
+                "provider.kind is \"cli\" but provider.cli is missing".into(),
+            ));
         };
         let model = self.cfg.provider.model.clone();
         let egress = tools::shell::EGRESS_PROXY.get().cloned();
@@ -500,7 +626,10 @@ impl crate::Runner {
         let base = self.cfg.timings.provider_retry_base_ms.max(1);
         let stop_file = self.cfg.paths.in_dir.join(pinch_proto::layout::STOP);
         let rid = self.cfg.runner_id.clone();
-        let should_stop = move || crate::signals::stop_requested() || std::fs::read_to_string(&stop_file).is_ok_and(|s| s.trim() == rid);
+        let should_stop = move || {
+            crate::signals::stop_requested()
+                || std::fs::read_to_string(&stop_file).is_ok_and(|s| s.trim() == rid)
+        };
         let mut attempt = 1;
         loop {
             let mut ctx = ToolCtx::new(&self.cfg, &mut self.out, &should_stop);
@@ -522,7 +651,14 @@ impl crate::Runner {
                     }
                 }
             };
-            let r = run(&settings, model.as_deref(), req, &mut ctx, egress.as_deref(), &mut progress);
+            let r = run(
+                &settings,
+                model.as_deref(),
+                req,
+                &mut ctx,
+                egress.as_deref(),
+                &mut progress,
+            );
             self.tool_counter = ctx.counter;
             let acked = std::mem::take(&mut ctx.acked);
             drop(ctx);
@@ -531,7 +667,12 @@ impl crate::Runner {
                 Err(e) if e.retryable && attempt < tries && !should_stop() => {
                     let cap = (base << (attempt - 1).min(16)).min(60_000);
                     let wait = Duration::from_millis(crate::jitter(cap));
-                    tracing::warn!(attempt, of = tries, wait_ms = wait.as_millis() as u64, "agent CLI failed, retrying: {e}");
+                    tracing::warn!(
+                        attempt,
+                        of = tries,
+                        wait_ms = wait.as_millis() as u64,
+                        "agent CLI failed, retrying: {e}"
+                    );
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
@@ -566,29 +707,53 @@ mod tests {
             system: "SYS".into(),
             prompt: "PROMPT".into(),
             fresh_continuation: fresh,
-            history: vec![("user".into(), "earlier q".into()), ("assistant".into(), "earlier a".into())],
+            history: vec![
+                ("user".into(), "earlier q".into()),
+                ("assistant".into(), "earlier a".into()),
+            ],
             ..Default::default()
         }
     }
 
     #[test]
     fn claude_flavor_passes_files_by_flag_and_resumes_its_own_session() {
-        let s = CliEngineSettings { command: "claude".into(), flavor: Some("claude".into()), ..Default::default() };
+        let s = CliEngineSettings {
+            command: "claude".into(),
+            flavor: Some("claude".into()),
+            ..Default::default()
+        };
         let fresh = invocation(&s, Some("sonnet"), &req(true), &files());
         let a = fresh.args.join(" ");
-        assert!(a.starts_with("-p --output-format text --mcp-config /tmp/t/mcp.json"), "{a}");
-        assert!(a.contains("--append-system-prompt-file /tmp/t/system.md") && a.contains("--model sonnet"), "{a}");
+        assert!(
+            a.starts_with("-p --output-format text --mcp-config /tmp/t/mcp.json"),
+            "{a}"
+        );
+        assert!(
+            a.contains("--append-system-prompt-file /tmp/t/system.md")
+                && a.contains("--model sonnet"),
+            "{a}"
+        );
         assert!(!a.contains("--continue"), "{a}");
-        assert_eq!(fresh.stdin, "PROMPT", "system by file, history kept by the CLI");
+        assert_eq!(
+            fresh.stdin, "PROMPT",
+            "system by file, history kept by the CLI"
+        );
         let again = invocation(&s, None, &req(false), &files());
-        assert!(again.args.ends_with(&["--continue".to_owned()]), "{:?}", again.args);
+        assert!(
+            again.args.ends_with(&["--continue".to_owned()]),
+            "{:?}",
+            again.args
+        );
         assert!(!again.args.iter().any(|x| x == "--model"));
         assert_eq!(again.stdin, "PROMPT");
     }
 
     #[test]
     fn generic_flavor_sends_what_its_args_do_not_carry_on_stdin() {
-        let s = CliEngineSettings { command: "agent".into(), ..Default::default() };
+        let s = CliEngineSettings {
+            command: "agent".into(),
+            ..Default::default()
+        };
         let i = invocation(&s, None, &req(false), &files());
         assert!(i.args.is_empty());
         assert_eq!(
@@ -597,43 +762,96 @@ mod tests {
         );
         let s = CliEngineSettings {
             command: "agent".into(),
-            args: Some(vec!["--mcp={mcp_config}".into(), "--sys".into(), "{system_prompt_file}".into(), "{pinch}".into()]),
+            args: Some(vec![
+                "--mcp={mcp_config}".into(),
+                "--sys".into(),
+                "{system_prompt_file}".into(),
+                "{pinch}".into(),
+            ]),
             ..Default::default()
         };
         let i = invocation(&s, None, &req(true), &files());
-        assert_eq!(i.args, ["--mcp=/tmp/t/mcp.json", "--sys", "/tmp/t/system.md", "/opt/pinch/bin/pinch"]);
-        assert!(i.stdin.contains("earlier q") && !i.stdin.contains("SYS"), "{}", i.stdin);
+        assert_eq!(
+            i.args,
+            [
+                "--mcp=/tmp/t/mcp.json",
+                "--sys",
+                "/tmp/t/system.md",
+                "/opt/pinch/bin/pinch"
+            ]
+        );
+        assert!(
+            i.stdin.contains("earlier q") && !i.stdin.contains("SYS"),
+            "{}",
+            i.stdin
+        );
     }
 
     #[test]
     fn codex_flavor_names_the_bridge_by_overrides_and_reads_stdin() {
-        let s = CliEngineSettings { command: "codex".into(), flavor: Some("codex".into()), ..Default::default() };
+        let s = CliEngineSettings {
+            command: "codex".into(),
+            flavor: Some("codex".into()),
+            ..Default::default()
+        };
         let i = invocation(&s, Some("gpt-5"), &req(true), &files());
         assert_eq!(i.args.first().map(String::as_str), Some("exec"));
-        assert!(i.args.contains(&"mcp_servers.pinch.command=\"/opt/pinch/bin/pinch\"".to_owned()), "{:?}", i.args);
-        assert!(i.args.contains(&"mcp_servers.pinch.args=[\"runner\",\"mcp\",\"--socket\",\"/tmp/t/tools.sock\"]".to_owned()));
+        assert!(
+            i.args
+                .contains(&"mcp_servers.pinch.command=\"/opt/pinch/bin/pinch\"".to_owned()),
+            "{:?}",
+            i.args
+        );
+        assert!(i.args.contains(
+            &"mcp_servers.pinch.args=[\"runner\",\"mcp\",\"--socket\",\"/tmp/t/tools.sock\"]"
+                .to_owned()
+        ));
         assert_eq!(i.args.last().map(String::as_str), Some("-"));
         assert!(i.stdin.starts_with("<system>\nSYS\n</system>") && i.stdin.ends_with("PROMPT"));
     }
 
     #[test]
     fn environment_routes_apis_through_the_forwarder_with_placeholder_keys() {
-        let mut s = CliEngineSettings { command: "x".into(), ..Default::default() };
-        s.env.insert("OPENAI_BASE_URL".into(), "http://override".into());
+        let mut s = CliEngineSettings {
+            command: "x".into(),
+            ..Default::default()
+        };
+        s.env
+            .insert("OPENAI_BASE_URL".into(), "http://override".into());
         let e = environment(&s, Some("http://127.0.0.1:3128"), &files());
-        let get = |k: &str| e.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("ANTHROPIC_BASE_URL"), Some("http://127.0.0.1:3128/anthropic"));
+        let get = |k: &str| {
+            e.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("ANTHROPIC_BASE_URL"),
+            Some("http://127.0.0.1:3128/anthropic")
+        );
         assert_eq!(get("ANTHROPIC_API_KEY"), Some(PLACEHOLDER_KEY));
         assert_eq!(get("OPENAI_API_KEY"), Some(PLACEHOLDER_KEY));
         assert_eq!(get("HTTPS_PROXY"), Some("http://127.0.0.1:3128"));
         assert_eq!(get("NO_PROXY"), Some("127.0.0.1,localhost"));
-        assert_eq!(get("OPENAI_BASE_URL"), Some("http://override"), "the operator's env wins");
+        assert_eq!(
+            get("OPENAI_BASE_URL"),
+            Some("http://override"),
+            "the operator's env wins"
+        );
         let e = environment(&CliEngineSettings::default(), None, &files());
-        assert!(!e.iter().any(|(k, _)| k == "ANTHROPIC_BASE_URL"), "no forwarder, no base URL");
+        assert!(
+            !e.iter().any(|(k, _)| k == "ANTHROPIC_BASE_URL"),
+            "no forwarder, no base URL"
+        );
     }
 
     fn sh(script: &str, timeout_s: u64) -> CliEngineSettings {
-        CliEngineSettings { command: "sh".into(), args: Some(vec!["-c".into(), script.into()]), timeout_s: Some(timeout_s), ..Default::default() }
+        CliEngineSettings {
+            command: "sh".into(),
+            args: Some(vec!["-c".into(), script.into()]),
+            timeout_s: Some(timeout_s),
+            ..Default::default()
+        }
     }
 
     fn alive(pid: i32) -> bool {
@@ -649,7 +867,11 @@ mod tests {
         let s = sh("pwd; test -f \"$PINCH_MCP_CONFIG\" && test -S \"$PINCH_MCP_SOCKET\" && echo files-ok; cat", 30);
         let r = run(&s, None, &req(true), &mut ctx, None, &mut |_| {}).unwrap();
         let ws = env.cfg.paths.workspace_dir.canonicalize().unwrap();
-        assert!(r.text.starts_with(&format!("{}\nfiles-ok\n", ws.display())), "{}", r.text);
+        assert!(
+            r.text.starts_with(&format!("{}\nfiles-ok\n", ws.display())),
+            "{}",
+            r.text
+        );
         assert!(r.text.ends_with("PROMPT"), "{}", r.text);
         assert!(r.tool_calls.is_empty());
     }
@@ -659,13 +881,49 @@ mod tests {
         let env = crate::tools::testing::Env::new();
         let mut out = env.out();
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &crate::tools::testing::no_stop);
-        let e = run(&sh("echo 'no credits left' >&2; exit 2", 30), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
-        assert!(!e.retryable && e.message.contains("exit code 2") && e.message.contains("no credits left"), "{e}");
-        let e = run(&sh("exit 75", 30), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
+        let e = run(
+            &sh("echo 'no credits left' >&2; exit 2", 30),
+            None,
+            &req(true),
+            &mut ctx,
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            !e.retryable
+                && e.message.contains("exit code 2")
+                && e.message.contains("no credits left"),
+            "{e}"
+        );
+        let e = run(
+            &sh("exit 75", 30),
+            None,
+            &req(true),
+            &mut ctx,
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(e.retryable, "{e}");
-        let e = run(&CliEngineSettings { command: "/nonexistent/agent".into(), ..Default::default() }, None, &req(true), &mut ctx, None, &mut |_| {})
-            .unwrap_err();
-        assert!(e.message.contains("could not start the agent CLI \"/nonexistent/agent\"") && e.message.contains("inside the sandbox"), "{e}");
+        let e = run(
+            &CliEngineSettings {
+                command: "/nonexistent/agent".into(),
+                ..Default::default()
+            },
+            None,
+            &req(true),
+            &mut ctx,
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("could not start the agent CLI \"/nonexistent/agent\"")
+                && e.message.contains("inside the sandbox"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -675,19 +933,42 @@ mod tests {
         let pidfile = env.path("bg.pid");
         {
             let mut ctx = ToolCtx::new(&env.cfg, &mut out, &crate::tools::testing::no_stop);
-            let script = format!("sleep 300 & echo $! > {}; echo working; sleep 300", pidfile.display());
-            let e = run(&sh(&script, 1), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
+            let script = format!(
+                "sleep 300 & echo $! > {}; echo working; sleep 300",
+                pidfile.display()
+            );
+            let e = run(
+                &sh(&script, 1),
+                None,
+                &req(true),
+                &mut ctx,
+                None,
+                &mut |_| {},
+            )
+            .unwrap_err();
             assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
             assert!(e.message.contains("longer than 1 s"), "{e}");
         }
-        let bg: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let bg: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // Killed with the group (it may linger as a zombie of init briefly).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while alive(bg) && !std::fs::read_to_string(format!("/proc/{bg}/stat")).is_ok_and(|s| s.contains(") Z ")) {
-            assert!(Instant::now() < deadline, "background child {bg} survived the group kill");
+        while alive(bg)
+            && !std::fs::read_to_string(format!("/proc/{bg}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "background child {bg} survived the group kill"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let tool: Option<String> = out.query_row("SELECT current_tool FROM container_state", [], |r| r.get(0)).unwrap();
+        let tool: Option<String> = out
+            .query_row("SELECT current_tool FROM container_state", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(tool, None);
     }
 
@@ -702,14 +983,29 @@ mod tests {
             asked.get() >= 3
         };
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &stop);
-        let e = run(&sh("sleep 300", 600), None, &req(true), &mut ctx, None, &mut |_| {}).unwrap_err();
+        let e = run(
+            &sh("sleep 300", 600),
+            None,
+            &req(true),
+            &mut ctx,
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(e.message.contains("stopped"), "{e}");
     }
 
     #[test]
     fn mcp_config_names_pinch_runner_mcp() {
-        let v: serde_json::Value = serde_json::from_str(&mcp_config_json(Path::new("/opt/pinch/bin/pinch"), Path::new("/tmp/x/tools.sock"))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&mcp_config_json(
+            Path::new("/opt/pinch/bin/pinch"),
+            Path::new("/tmp/x/tools.sock"),
+        ))
+        .unwrap();
         assert_eq!(v["mcpServers"]["pinch"]["command"], "/opt/pinch/bin/pinch");
-        assert_eq!(v["mcpServers"]["pinch"]["args"], serde_json::json!(["runner", "mcp", "--socket", "/tmp/x/tools.sock"]));
+        assert_eq!(
+            v["mcpServers"]["pinch"]["args"],
+            serde_json::json!(["runner", "mcp", "--socket", "/tmp/x/tools.sock"])
+        );
     }
 }

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
+use pinch_proto::runner_config::RunnerConfig;
 use pinch_proto::rusqlite::Connection;
 use pinch_proto::ProtoError;
-use pinch_proto::runner_config::RunnerConfig;
 
 use crate::compact;
 use crate::history::{self, Live};
@@ -40,7 +40,12 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 /// `/context`: how full the context window is, turns, compactions.
-pub fn context(out: &Connection, continuation: &str, system: &str, window: u32) -> Result<String, ProtoError> {
+pub fn context(
+    out: &Connection,
+    continuation: &str,
+    system: &str,
+    window: u32,
+) -> Result<String, ProtoError> {
     let live = Live::load(out, continuation)?;
     let h = live.history();
     let reported = history::usage_get(out, &history::usage_key(continuation))?.last_input_tokens;
@@ -55,7 +60,11 @@ pub fn context(out: &Connection, continuation: &str, system: &str, window: u32) 
         format!("Context: about {tokens} tokens (the provider states no window).")
     };
     let sent = live.messages().len();
-    s.push_str(&format!("\nConversation: {} so far, {} sent with each request.", plural(live.turns, "turn", "turns"), plural(sent, "message", "messages")));
+    s.push_str(&format!(
+        "\nConversation: {} so far, {} sent with each request.",
+        plural(live.turns, "turn", "turns"),
+        plural(sent, "message", "messages")
+    ));
     match &live.summary {
         Some(sum) => s.push_str(&format!(
             "\nCompacted {}; the latest summary replaced {} (archived in {}).",
@@ -118,7 +127,9 @@ pub fn files(cfg: &RunnerConfig) -> String {
                 // symlink_metadata: a link is shown as a link, never followed.
                 match e.path().symlink_metadata() {
                     Ok(md) if md.is_dir() => s.push_str(&format!("\n- {name}/")),
-                    Ok(md) if md.file_type().is_symlink() => s.push_str(&format!("\n- {name} (link)")),
+                    Ok(md) if md.file_type().is_symlink() => {
+                        s.push_str(&format!("\n- {name} (link)"))
+                    }
                     Ok(md) => s.push_str(&format!("\n- {name} ({})", human_size(md.len()))),
                     Err(_) => s.push_str(&format!("\n- {name}")),
                 }
@@ -127,11 +138,18 @@ pub fn files(cfg: &RunnerConfig) -> String {
                 s.push_str(" empty");
             }
             if hidden > 0 {
-                s.push_str(&format!("\n({} not shown)", plural(hidden, "hidden entry", "hidden entries")));
+                s.push_str(&format!(
+                    "\n({} not shown)",
+                    plural(hidden, "hidden entry", "hidden entries")
+                ));
             }
         }
     }
-    let count = |d: &Path| entries(d).map(|v| v.len().to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
+    let count = |d: &Path| {
+        entries(d)
+            .map(|v| v.len().to_string())
+            .unwrap_or_else(|e| format!("unknown ({e})"))
+    };
     s.push_str(&format!(
         "\nInbox: {} (files people sent, one folder per message). Outbox: {} (files you sent, one folder per message).",
         count(&cfg.paths.inbox_dir),
@@ -150,7 +168,11 @@ mod tests {
         assert_eq!(Command::parse("/compact"), Some(Command::Compact));
         assert_eq!(Command::parse("  /cost please"), Some(Command::Cost));
         assert_eq!(Command::parse("/costs"), None);
-        assert_eq!(Command::parse("/weather today"), None, "unknown commands go to the model");
+        assert_eq!(
+            Command::parse("/weather today"),
+            None,
+            "unknown commands go to the model"
+        );
         assert_eq!(Command::parse("what is /files"), None);
         assert_eq!(Command::parse(""), None);
     }
@@ -180,15 +202,30 @@ mod tests {
         let env = Env::new();
         let mut out = env.out();
         let tx = pinch_proto::open::write_tx(&mut out).unwrap();
-        history::append(&tx, "c1", &[("user", &"u".repeat(400)), ("assistant", &"a".repeat(400))], "t").unwrap();
+        history::append(
+            &tx,
+            "c1",
+            &[("user", &"u".repeat(400)), ("assistant", &"a".repeat(400))],
+            "t",
+        )
+        .unwrap();
         let mut spent = history::Spent::default();
-        spent.add(pinch_providers::Usage { input_tokens: 120, output_tokens: 30 });
+        spent.add(pinch_providers::Usage {
+            input_tokens: 120,
+            output_tokens: 30,
+        });
         history::usage_record(&tx, "c1", &spent, true, "t").unwrap();
         tx.commit().unwrap();
         let c = cost(&out, "c1").unwrap();
-        assert!(c.contains("This conversation: 120 in, 30 out over 1 turn (1 model call)"), "{c}");
+        assert!(
+            c.contains("This conversation: 120 in, 30 out over 1 turn (1 model call)"),
+            "{c}"
+        );
         let x = context(&out, "c1", "", 1000).unwrap();
-        assert!(x.starts_with("Context: about 200 of 1000 tokens (20 %)"), "{x}");
+        assert!(
+            x.starts_with("Context: about 200 of 1000 tokens (20 %)"),
+            "{x}"
+        );
         assert!(x.contains("1 turn so far, 2 messages sent"), "{x}");
         assert!(x.contains("Not compacted."), "{x}");
     }

@@ -38,10 +38,19 @@ pub struct Compacted {
 /// Tokens the request would hold: characters / 4 of everything sent, or,
 /// if larger, what the provider reported for its newest call plus the new
 /// prompt (a report includes that turn's tool steps, so it errs early).
-pub fn estimate_tokens(system: &str, history: &[(String, String)], prompt: &str, reported_last_input: u64) -> u64 {
+pub fn estimate_tokens(
+    system: &str,
+    history: &[(String, String)],
+    prompt: &str,
+    reported_last_input: u64,
+) -> u64 {
     let chars = system.len() + prompt.len() + history.iter().map(|(_, t)| t.len()).sum::<usize>();
     let by_chars = chars as u64 / 4;
-    let by_report = if reported_last_input > 0 { reported_last_input + prompt.len() as u64 / 4 } else { 0 };
+    let by_report = if reported_last_input > 0 {
+        reported_last_input + prompt.len() as u64 / 4
+    } else {
+        0
+    };
     by_chars.max(by_report)
 }
 
@@ -71,22 +80,44 @@ fn render_archive(continuation: &str, n: usize, summary: &str, rows: &[Row]) -> 
     s.push_str("\n---\n");
     for r in rows {
         match r.role.as_str() {
-            "user" => s.push_str(&format!("\n## Messages ({})\n\n{}\n", r.created_at, r.content.trim_end())),
-            "assistant" => s.push_str(&format!("\n## You answered ({})\n\n{}\n", r.created_at, r.content.trim_end())),
+            "user" => s.push_str(&format!(
+                "\n## Messages ({})\n\n{}\n",
+                r.created_at,
+                r.content.trim_end()
+            )),
+            "assistant" => s.push_str(&format!(
+                "\n## You answered ({})\n\n{}\n",
+                r.created_at,
+                r.content.trim_end()
+            )),
             _ => match serde_json::from_str::<pinch_providers::Step>(&r.content) {
                 Ok(pinch_providers::Step::Assistant { text, calls }) => {
                     if !text.trim().is_empty() {
                         s.push_str(&format!("\n### You said\n\n{}\n", text.trim_end()));
                     }
                     for c in calls {
-                        s.push_str(&format!("\n### Tool call `{}`\n\n```json\n{}\n```\n", c.name, c.arguments));
+                        s.push_str(&format!(
+                            "\n### Tool call `{}`\n\n```json\n{}\n```\n",
+                            c.name, c.arguments
+                        ));
                     }
                 }
-                Ok(pinch_providers::Step::ToolResult { name, content, is_error, .. }) => {
+                Ok(pinch_providers::Step::ToolResult {
+                    name,
+                    content,
+                    is_error,
+                    ..
+                }) => {
                     let what = if is_error { "error" } else { "result" };
-                    s.push_str(&format!("\n### Tool {what} `{name}`\n\n```\n{}\n```\n", content.trim_end()));
+                    s.push_str(&format!(
+                        "\n### Tool {what} `{name}`\n\n```\n{}\n```\n",
+                        content.trim_end()
+                    ));
                 }
-                Ok(pinch_providers::Step::User { text }) => s.push_str(&format!("\n### Messages during the work\n\n{}\n", text.trim_end())),
+                Ok(pinch_providers::Step::User { text }) => s.push_str(&format!(
+                    "\n### Messages during the work\n\n{}\n",
+                    text.trim_end()
+                )),
                 Err(_) => s.push_str(&format!("\n### Step\n\n{}\n", r.content)),
             },
         }
@@ -120,7 +151,11 @@ impl Runner {
         if let Some(s) = &live.summary {
             older.extend(history::summary_pair(s));
         }
-        older.extend(msgs[..split].iter().map(|r| (r.role.clone(), r.content.clone())));
+        older.extend(
+            msgs[..split]
+                .iter()
+                .map(|r| (r.role.clone(), r.content.clone())),
+        );
         let req = TurnRequest {
             system: system.to_owned(),
             prompt: SUMMARY_REQUEST.to_owned(),
@@ -128,7 +163,11 @@ impl Runner {
             history: older,
             ..Default::default()
         };
-        tracing::info!(continuation, messages = split, "compacting: summarising the older half of the conversation");
+        tracing::info!(
+            continuation,
+            messages = split,
+            "compacting: summarising the older half of the conversation"
+        );
         let before = self.spent;
         let summary = match self.provider_turn(&req) {
             Ok(r) if !r.text.trim().is_empty() => r.text,
@@ -144,7 +183,12 @@ impl Runner {
         self.spent = before;
         let n = live.compactions + 1;
         let archive = format!("conversations/{continuation}-{n}.md");
-        let archived: Vec<Row> = live.rows.iter().filter(|r| r.idx < keep_from).cloned().collect();
+        let archived: Vec<Row> = live
+            .rows
+            .iter()
+            .filter(|r| r.idx < keep_from)
+            .cloned()
+            .collect();
         let text = render_archive(continuation, n, &summary, &archived);
         // Written before the summary row commits: a runner killed between
         // the two rewrites the same file at its next compaction.
@@ -152,17 +196,36 @@ impl Runner {
             // An existing file from such a crash: replace it.
             let _ = std::fs::remove_file(self.cfg.paths.workspace_dir.join(&archive));
             if let Err(e2) = tools::files::write_file(&self.cfg, &archive, &text) {
-                return Ok(Err(format!("cannot write the archive {archive} in the workspace ({e}; then {e2})")));
+                return Ok(Err(format!(
+                    "cannot write the archive {archive} in the workspace ({e}; then {e2})"
+                )));
             }
         }
-        let row = Summary { summary, keep_from, archive: archive.clone(), messages: split };
+        let row = Summary {
+            summary,
+            keep_from,
+            archive: archive.clone(),
+            messages: split,
+        };
         let now = time::now();
         let tx = write_tx(&mut self.out)?;
-        history::append(&tx, continuation, &[("summary", &serde_json::to_string(&row).expect("summary serialises"))], &now)?;
+        history::append(
+            &tx,
+            continuation,
+            &[(
+                "summary",
+                &serde_json::to_string(&row).expect("summary serialises"),
+            )],
+            &now,
+        )?;
         history::usage_record(&tx, continuation, &spent, false, &now)?;
-        tx.commit().map_err(ProtoError::sqlite("commit compaction"))?;
+        tx.commit()
+            .map_err(ProtoError::sqlite("commit compaction"))?;
         tracing::info!(continuation, messages = split, %archive, "compacted");
-        Ok(Ok(Some(Compacted { messages: split, archive })))
+        Ok(Ok(Some(Compacted {
+            messages: split,
+            archive,
+        })))
     }
 }
 
@@ -171,16 +234,32 @@ mod tests {
     use super::*;
 
     fn row(idx: i64, role: &str) -> Row {
-        Row { idx, role: role.into(), content: format!("{role} {idx}"), created_at: "t".into() }
+        Row {
+            idx,
+            role: role.into(),
+            content: format!("{role} {idx}"),
+            created_at: "t".into(),
+        }
     }
 
     #[test]
     fn the_older_half_ends_before_a_user_message() {
-        let rows: Vec<Row> = vec![row(0, "user"), row(2, "assistant"), row(3, "user"), row(5, "assistant")];
+        let rows: Vec<Row> = vec![
+            row(0, "user"),
+            row(2, "assistant"),
+            row(3, "user"),
+            row(5, "assistant"),
+        ];
         let refs: Vec<&Row> = rows.iter().collect();
         assert_eq!(split_point(&refs), 2);
-        assert_eq!(split_point(&refs[..2]), 2, "one exchange is summarised whole");
-        let six: Vec<Row> = (0..6).map(|i| row(i, if i % 2 == 0 { "user" } else { "assistant" })).collect();
+        assert_eq!(
+            split_point(&refs[..2]),
+            2,
+            "one exchange is summarised whole"
+        );
+        let six: Vec<Row> = (0..6)
+            .map(|i| row(i, if i % 2 == 0 { "user" } else { "assistant" }))
+            .collect();
         let refs: Vec<&Row> = six.iter().collect();
         assert_eq!(split_point(&refs), 4, "three exchanges: the first two go");
     }
@@ -192,16 +271,41 @@ mod tests {
         assert!(!over_threshold(79, 100));
         assert!(over_threshold(80, 100));
         assert!(!over_threshold(80, 0), "no window known: never");
-        assert_eq!(estimate_tokens("", &h, &"y".repeat(40), 500), 510, "a larger report wins");
+        assert_eq!(
+            estimate_tokens("", &h, &"y".repeat(40), 500),
+            510,
+            "a larger report wins"
+        );
     }
 
     #[test]
     fn the_archive_is_readable() {
-        let step = serde_json::to_string(&pinch_providers::Step::ToolResult { call_id: "1".into(), name: "shell".into(), content: "done".into(), is_error: false }).unwrap();
+        let step = serde_json::to_string(&pinch_providers::Step::ToolResult {
+            call_id: "1".into(),
+            name: "shell".into(),
+            content: "done".into(),
+            is_error: false,
+        })
+        .unwrap();
         let rows = vec![
-            Row { idx: 0, role: "user".into(), content: "hello there".into(), created_at: "T0".into() },
-            Row { idx: 1, role: "step".into(), content: step, created_at: "T1".into() },
-            Row { idx: 2, role: "assistant".into(), content: "hi!".into(), created_at: "T2".into() },
+            Row {
+                idx: 0,
+                role: "user".into(),
+                content: "hello there".into(),
+                created_at: "T0".into(),
+            },
+            Row {
+                idx: 1,
+                role: "step".into(),
+                content: step,
+                created_at: "T1".into(),
+            },
+            Row {
+                idx: 2,
+                role: "assistant".into(),
+                content: "hi!".into(),
+                created_at: "T2".into(),
+            },
         ];
         let md = render_archive("c-1", 1, "They said hello.", &rows);
         assert!(md.starts_with("# Conversation c-1, part 1"));

@@ -36,7 +36,9 @@ pub fn start(proxy_socket: &Path) -> io::Result<SocketAddr> {
     };
     let addr = listener.local_addr()?;
     let socket = proxy_socket.to_owned();
-    std::thread::Builder::new().name("egress-accept".into()).spawn(move || accept_loop(listener, socket))?;
+    std::thread::Builder::new()
+        .name("egress-accept".into())
+        .spawn(move || accept_loop(listener, socket))?;
     tracing::info!(%addr, "egress forwarder listening");
     Ok(addr)
 }
@@ -51,11 +53,13 @@ fn accept_loop(listener: TcpListener, socket: PathBuf) {
             }
         };
         let socket = socket.clone();
-        let spawned = std::thread::Builder::new().name("egress-conn".into()).spawn(move || {
-            if let Err(e) = forward(tcp, &socket) {
-                tracing::debug!("egress connection ended: {e}");
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("egress-conn".into())
+            .spawn(move || {
+                if let Err(e) = forward(tcp, &socket) {
+                    tracing::debug!("egress connection ended: {e}");
+                }
+            });
         if let Err(e) = spawned {
             tracing::warn!("egress forwarder cannot start a thread: {e}");
         }
@@ -69,20 +73,27 @@ fn forward(tcp: TcpStream, socket: &Path) -> io::Result<()> {
     let unix = match UnixStream::connect(socket) {
         Ok(u) => u,
         Err(e) => {
-            tracing::warn!("egress forwarder cannot reach the proxy at {}: {e}", socket.display());
+            tracing::warn!(
+                "egress forwarder cannot reach the proxy at {}: {e}",
+                socket.display()
+            );
             let _ = tcp.shutdown(Shutdown::Both);
             return Err(e);
         }
     };
     let (tcp_r, unix_w) = (tcp.try_clone()?, unix.try_clone()?);
-    let up = std::thread::Builder::new().name("egress-up".into()).spawn(move || {
-        let r = copy(tcp_r, &unix_w);
-        let _ = unix_w.shutdown(Shutdown::Write);
-        r
-    })?;
+    let up = std::thread::Builder::new()
+        .name("egress-up".into())
+        .spawn(move || {
+            let r = copy(tcp_r, &unix_w);
+            let _ = unix_w.shutdown(Shutdown::Write);
+            r
+        })?;
     let down = copy(&unix, &tcp);
     let _ = tcp.shutdown(Shutdown::Write);
-    let up = up.join().unwrap_or_else(|_| Err(io::Error::other("egress thread panicked")));
+    let up = up
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("egress thread panicked")));
     down.and(up).map(|_| ())
 }
 
@@ -143,7 +154,11 @@ mod tests {
         // The echo answers only after our EOF reached it: half-close works.
         assert_eq!(roundtrip(addr, b"hello").unwrap(), b"proxy saw: hello");
         // Several at once, each its own proxy connection.
-        let handles: Vec<_> = (0..8).map(|i| std::thread::spawn(move || roundtrip(addr, format!("n{i}").as_bytes()).unwrap())).collect();
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || roundtrip(addr, format!("n{i}").as_bytes()).unwrap())
+            })
+            .collect();
         for (i, h) in handles.into_iter().enumerate() {
             assert_eq!(h.join().unwrap(), format!("proxy saw: n{i}").as_bytes());
         }
@@ -170,7 +185,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("llm.sock");
         let e = start(&sock).unwrap_err();
-        assert!(e.to_string().contains("llm.sock") && e.to_string().contains("does not exist"), "{e}");
+        assert!(
+            e.to_string().contains("llm.sock") && e.to_string().contains("does not exist"),
+            "{e}"
+        );
         echo_socket(&sock);
         let addr = start(&sock).unwrap();
         // The proxy goes away: the connection is closed, nothing hangs.

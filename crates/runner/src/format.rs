@@ -30,7 +30,9 @@ pub fn escape_text(s: &str) -> String {
 
 /// "Nov 27, 2026, 9:14 PM" in `tz`.
 pub fn human_time(ts: Timestamp, tz: &TimeZone) -> String {
-    ts.to_zoned_datetime(tz.clone()).strftime("%b %-d, %Y, %-I:%M %p").to_string()
+    ts.to_zoned_datetime(tz.clone())
+        .strftime("%b %-d, %Y, %-I:%M %p")
+        .to_string()
 }
 
 /// The destination name a row came from, else `unknown:<channel>:<platform>`.
@@ -41,7 +43,9 @@ pub fn origin_name(row: &InboundRow, dests: &[Destination]) -> String {
         if ct == "agent" {
             d.kind == "agent" && d.agent_group_id.as_deref() == Some(pid)
         } else {
-            d.kind == "channel" && d.channel_type.as_deref() == Some(ct) && d.platform_id.as_deref() == Some(pid)
+            d.kind == "channel"
+                && d.channel_type.as_deref() == Some(ct)
+                && d.platform_id.as_deref() == Some(pid)
         }
     });
     match found {
@@ -57,7 +61,13 @@ pub struct Item<'a> {
 }
 
 /// Formats a batch. `now` and `tz` render the context line.
-pub fn format_batch(items: &[Item<'_>], dests: &[Destination], tz_name: &str, tz: &TimeZone, now: Timestamp) -> String {
+pub fn format_batch(
+    items: &[Item<'_>],
+    dests: &[Destination],
+    tz_name: &str,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> String {
     let mut out = format!(
         "<context timezone=\"{}\" now=\"{}\"/>\n",
         escape_attr(tz_name),
@@ -188,14 +198,30 @@ mod tests {
         let c1 = InContent::Chat(ChatIn {
             text: "a < b & \"c\"".into(),
             sender: Some("Al\"ice".into()),
-            reply_to: Some(ReplyTo { id: "8".into(), sender: Some("Bob".into()), text: Some("quoted".into()) }),
+            reply_to: Some(ReplyTo {
+                id: "8".into(),
+                sender: Some("Bob".into()),
+                text: Some("quoted".into()),
+            }),
             ..Default::default()
         });
-        let c2 = InContent::Chat(ChatIn { text: "second".into(), ..Default::default() });
+        let c2 = InContent::Chat(ChatIn {
+            text: "second".into(),
+            ..Default::default()
+        });
         let tz = TimeZone::get("Europe/Madrid").unwrap();
         let now: Timestamp = "2026-11-27T20:14:30Z".parse().unwrap();
         let got = format_batch(
-            &[Item { row: &r1, content: &c1 }, Item { row: &r2, content: &c2 }],
+            &[
+                Item {
+                    row: &r1,
+                    content: &c1,
+                },
+                Item {
+                    row: &r2,
+                    content: &c2,
+                },
+            ],
             &dests,
             "Europe/Madrid",
             &tz,
@@ -220,8 +246,21 @@ second
         let mut r = row(7, "2026-11-27T20:13:00.000Z");
         r.kind = "system".into();
         r.trigger = false;
-        let c = InContent::System(SystemIn::QuestionResponse { question_id: "ab12".into(), value: "<red>".into(), user_id: None });
-        let got = format_batch(&[Item { row: &r, content: &c }], &[], "UTC", &TimeZone::UTC, "2026-11-27T20:14:00Z".parse().unwrap());
+        let c = InContent::System(SystemIn::QuestionResponse {
+            question_id: "ab12".into(),
+            value: "<red>".into(),
+            user_id: None,
+        });
+        let got = format_batch(
+            &[Item {
+                row: &r,
+                content: &c,
+            }],
+            &[],
+            "UTC",
+            &TimeZone::UTC,
+            "2026-11-27T20:14:00Z".parse().unwrap(),
+        );
         assert!(
             got.contains("<system_response id=\"7\" action=\"question\" status=\"answered\">{\"question_id\":\"ab12\",\"value\":\"&lt;red&gt;\"}</system_response>"),
             "{got}"
@@ -231,8 +270,20 @@ second
     #[test]
     fn single_item_stands_alone() {
         let r = row(2, "2026-11-27T20:13:00.000Z");
-        let c = InContent::Chat(ChatIn { text: "hi".into(), ..Default::default() });
-        let got = format_batch(&[Item { row: &r, content: &c }], &[], "UTC", &TimeZone::UTC, "2026-11-27T20:14:00Z".parse().unwrap());
+        let c = InContent::Chat(ChatIn {
+            text: "hi".into(),
+            ..Default::default()
+        });
+        let got = format_batch(
+            &[Item {
+                row: &r,
+                content: &c,
+            }],
+            &[],
+            "UTC",
+            &TimeZone::UTC,
+            "2026-11-27T20:14:00Z".parse().unwrap(),
+        );
         assert!(!got.contains("<messages>"));
         assert!(got.contains("<message id=\"2\" from=\"unknown:cli:local\" time=\"Nov 27, 2026, 8:13 PM\">\nhi\n</message>"));
     }

@@ -12,7 +12,11 @@ pub struct Heartbeat {
 }
 
 pub fn touch(path: &std::path::Path) -> std::io::Result<()> {
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
     f.set_modified(SystemTime::now())
 }
 
@@ -21,20 +25,22 @@ impl Heartbeat {
         touch(&path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
-            let tick = Duration::from_millis(50).min(every);
-            let mut since = Duration::ZERO;
-            while !s.load(Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                since += tick;
-                if since >= every {
-                    since = Duration::ZERO;
-                    if let Err(e) = touch(&path) {
-                        tracing::warn!(path = %path.display(), "heartbeat touch failed: {e}");
+        std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || {
+                let tick = Duration::from_millis(50).min(every);
+                let mut since = Duration::ZERO;
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    since += tick;
+                    if since >= every {
+                        since = Duration::ZERO;
+                        if let Err(e) = touch(&path) {
+                            tracing::warn!(path = %path.display(), "heartbeat touch failed: {e}");
+                        }
                     }
                 }
-            }
-        })?;
+            })?;
         Ok(Heartbeat { stop })
     }
 }

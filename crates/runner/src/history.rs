@@ -66,7 +66,10 @@ impl Live {
             Some(text) => match serde_json::from_str::<Summary>(&text) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::warn!(continuation, "a compaction summary row is unreadable, ignoring it: {e}");
+                    tracing::warn!(
+                        continuation,
+                        "a compaction summary row is unreadable, ignoring it: {e}"
+                    );
                     None
                 }
             },
@@ -79,16 +82,31 @@ impl Live {
             )
             .map_err(sql("reading the conversation"))?;
         let rows = stmt
-            .query_map(params![continuation, from], |r| Ok(Row { idx: r.get(0)?, role: r.get(1)?, content: r.get(2)?, created_at: r.get(3)? }))
+            .query_map(params![continuation, from], |r| {
+                Ok(Row {
+                    idx: r.get(0)?,
+                    role: r.get(1)?,
+                    content: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
             .map_err(sql("reading the conversation"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql("reading the conversation"))?;
-        Ok(Live { summary, rows, compactions: compactions as usize, turns: turns as usize })
+        Ok(Live {
+            summary,
+            rows,
+            compactions: compactions as usize,
+            turns: turns as usize,
+        })
     }
 
     /// The user/assistant rows, oldest first.
     pub fn messages(&self) -> Vec<&Row> {
-        self.rows.iter().filter(|r| r.role == "user" || r.role == "assistant").collect()
+        self.rows
+            .iter()
+            .filter(|r| r.role == "user" || r.role == "assistant")
+            .collect()
     }
 
     /// What a stateless API is sent before the prompt: the summary as a
@@ -100,8 +118,15 @@ impl Live {
             h.extend(summary_pair(s));
         }
         let msgs = self.messages();
-        let start = msgs.iter().position(|r| r.role == "user").unwrap_or(msgs.len());
-        h.extend(msgs[start..].iter().map(|r| (r.role.clone(), r.content.clone())));
+        let start = msgs
+            .iter()
+            .position(|r| r.role == "user")
+            .unwrap_or(msgs.len());
+        h.extend(
+            msgs[start..]
+                .iter()
+                .map(|r| (r.role.clone(), r.content.clone())),
+        );
         h
     }
 }
@@ -126,7 +151,11 @@ pub fn summary_pair(s: &Summary) -> [(String, String); 2] {
 /// Drops the oldest messages after the summary until the history fits
 /// `max_chars` (a safety net for when compaction could not run), keeping
 /// it starting with a `user` message.
-pub fn fit(mut h: Vec<(String, String)>, has_summary: bool, max_chars: usize) -> Vec<(String, String)> {
+pub fn fit(
+    mut h: Vec<(String, String)>,
+    has_summary: bool,
+    max_chars: usize,
+) -> Vec<(String, String)> {
     let keep = if has_summary { 2 } else { 0 };
     let size = |h: &[(String, String)]| h.iter().map(|(_, t)| t.len()).sum::<usize>();
     let mut dropped = 0;
@@ -144,9 +173,18 @@ pub fn fit(mut h: Vec<(String, String)>, has_summary: bool, max_chars: usize) ->
     h
 }
 
-pub fn append(tx: &Transaction<'_>, continuation: &str, msgs: &[(&str, &str)], now: &str) -> Result<i64, ProtoError> {
+pub fn append(
+    tx: &Transaction<'_>,
+    continuation: &str,
+    msgs: &[(&str, &str)],
+    now: &str,
+) -> Result<i64, ProtoError> {
     let next: i64 = tx
-        .query_row("SELECT coalesce(max(idx), -1) + 1 FROM conversation WHERE continuation = ?1", [continuation], |r| r.get(0))
+        .query_row(
+            "SELECT coalesce(max(idx), -1) + 1 FROM conversation WHERE continuation = ?1",
+            [continuation],
+            |r| r.get(0),
+        )
         .map_err(sql("appending to the conversation"))?;
     for (i, (role, content)) in msgs.iter().enumerate() {
         tx.execute(
@@ -178,7 +216,9 @@ pub fn usage_key(continuation: &str) -> String {
 }
 
 pub fn usage_get(out: &Connection, key: &str) -> Result<UsageTotals, ProtoError> {
-    Ok(pinch_proto::rows::state_get(out, key)?.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default())
+    Ok(pinch_proto::rows::state_get(out, key)?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default())
 }
 
 /// Usage of one turn or one compaction: the calls made and their sum.
@@ -201,7 +241,13 @@ impl Spent {
 
 /// Adds `spent` to the conversation's and the session's totals. A turn
 /// counts one turn; a compaction (`turn = false`) forgets the context size.
-pub fn usage_record(tx: &Transaction<'_>, continuation: &str, spent: &Spent, turn: bool, now: &str) -> Result<(), ProtoError> {
+pub fn usage_record(
+    tx: &Transaction<'_>,
+    continuation: &str,
+    spent: &Spent,
+    turn: bool,
+    now: &str,
+) -> Result<(), ProtoError> {
     for key in [usage_key(continuation), SESSION_USAGE.to_owned()] {
         let mut u = usage_get(tx, &key)?;
         u.turns += u64::from(turn);
@@ -231,12 +277,39 @@ mod tests {
     fn history_starts_at_the_summary_and_skips_steps() {
         let env = Env::new();
         let mut out = env.out();
-        put(&mut out, "c1", &[("user", "u1"), ("step", "{}"), ("assistant", "a1"), ("user", "u2"), ("assistant", "a2")]);
+        put(
+            &mut out,
+            "c1",
+            &[
+                ("user", "u1"),
+                ("step", "{}"),
+                ("assistant", "a1"),
+                ("user", "u2"),
+                ("assistant", "a2"),
+            ],
+        );
         let live = Live::load(&out, "c1").unwrap();
-        assert_eq!(live.history(), vec![("user".into(), "u1".into()), ("assistant".into(), "a1".into()), ("user".into(), "u2".into()), ("assistant".into(), "a2".into())]);
+        assert_eq!(
+            live.history(),
+            vec![
+                ("user".into(), "u1".into()),
+                ("assistant".into(), "a1".into()),
+                ("user".into(), "u2".into()),
+                ("assistant".into(), "a2".into())
+            ]
+        );
         assert_eq!((live.turns, live.compactions), (2, 0));
-        let s = Summary { summary: "S".into(), keep_from: 3, archive: "conversations/c1-1.md".into(), messages: 2 };
-        put(&mut out, "c1", &[("summary", &serde_json::to_string(&s).unwrap())]);
+        let s = Summary {
+            summary: "S".into(),
+            keep_from: 3,
+            archive: "conversations/c1-1.md".into(),
+            messages: 2,
+        };
+        put(
+            &mut out,
+            "c1",
+            &[("summary", &serde_json::to_string(&s).unwrap())],
+        );
         put(&mut out, "c1", &[("user", "u3"), ("assistant", "a3")]);
         let live = Live::load(&out, "c1").unwrap();
         let h = live.history();
@@ -251,12 +324,22 @@ mod tests {
 
     #[test]
     fn fit_keeps_the_summary_and_alternation() {
-        let h: Vec<(String, String)> = [("user", "S"), ("assistant", "ok"), ("user", "aaaa"), ("assistant", "bbbb"), ("user", "cc"), ("assistant", "dd")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let h: Vec<(String, String)> = [
+            ("user", "S"),
+            ("assistant", "ok"),
+            ("user", "aaaa"),
+            ("assistant", "bbbb"),
+            ("user", "cc"),
+            ("assistant", "dd"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
         let f = fit(h.clone(), true, 10);
-        assert_eq!(f.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), ["S", "ok", "cc", "dd"]);
+        assert_eq!(
+            f.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+            ["S", "ok", "cc", "dd"]
+        );
         assert_eq!(fit(h.clone(), false, 1000), h);
     }
 
@@ -265,19 +348,38 @@ mod tests {
         let env = Env::new();
         let mut out = env.out();
         let mut spent = Spent::default();
-        spent.add(pinch_providers::Usage { input_tokens: 100, output_tokens: 10 });
-        spent.add(pinch_providers::Usage { input_tokens: 150, output_tokens: 5 });
+        spent.add(pinch_providers::Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+        });
+        spent.add(pinch_providers::Usage {
+            input_tokens: 150,
+            output_tokens: 5,
+        });
         for c in ["c1", "c1", "c2"] {
             let tx = pinch_proto::open::write_tx(&mut out).unwrap();
             usage_record(&tx, c, &spent, true, "t").unwrap();
             tx.commit().unwrap();
         }
         let c1 = usage_get(&out, &usage_key("c1")).unwrap();
-        assert_eq!(c1, UsageTotals { turns: 2, calls: 4, input_tokens: 500, output_tokens: 30, last_input_tokens: 150 });
+        assert_eq!(
+            c1,
+            UsageTotals {
+                turns: 2,
+                calls: 4,
+                input_tokens: 500,
+                output_tokens: 30,
+                last_input_tokens: 150
+            }
+        );
         assert_eq!(usage_get(&out, SESSION_USAGE).unwrap().input_tokens, 750);
         let tx = pinch_proto::open::write_tx(&mut out).unwrap();
         usage_record(&tx, "c1", &Spent::default(), false, "t").unwrap();
         tx.commit().unwrap();
-        assert_eq!(usage_get(&out, &usage_key("c1")).unwrap().last_input_tokens, 0, "a compaction forgets the context size");
+        assert_eq!(
+            usage_get(&out, &usage_key("c1")).unwrap().last_input_tokens,
+            0,
+            "a compaction forgets the context size"
+        );
     }
 }

@@ -38,15 +38,16 @@ use pinch_proto::layout;
 use pinch_proto::open::{open_writer, write_tx};
 use pinch_proto::rows::{self, status, NewOutbound};
 use pinch_proto::runner_config::RunnerConfig;
+use pinch_proto::rusqlite::Connection;
 use pinch_proto::{schema, time};
 use pinch_providers::{Provider, Step, TurnRequest};
-use pinch_proto::rusqlite::Connection;
 
 use crate::poll::Snapshot;
 
 /// A uniformly random wait in `[0, cap_ms]` ("full jitter").
 fn jitter(cap_ms: u64) -> u64 {
-    let r = u64::from_str_radix(&pinch_proto::runner_config::random_hex(8), 16).unwrap_or(cap_ms / 2);
+    let r =
+        u64::from_str_radix(&pinch_proto::runner_config::random_hex(8), 16).unwrap_or(cap_ms / 2);
     r % (cap_ms + 1)
 }
 
@@ -65,8 +66,12 @@ fn is_command(text: &str) -> bool {
 /// runner died) is late: it joins the next turn as context (SPEC §7.3).
 fn waited_for(s: &pinch_proto::content::SystemIn) -> bool {
     match s {
-        pinch_proto::content::SystemIn::QuestionResponse { question_id, .. } => tools::questions::is_waiting(question_id),
-        pinch_proto::content::SystemIn::AdminResponse { request_id, .. } => tools::questions::is_waiting(&tools::admin::waiting_key(request_id)),
+        pinch_proto::content::SystemIn::QuestionResponse { question_id, .. } => {
+            tools::questions::is_waiting(question_id)
+        }
+        pinch_proto::content::SystemIn::AdminResponse { request_id, .. } => {
+            tools::questions::is_waiting(&tools::admin::waiting_key(request_id))
+        }
         other => other.is_tool_reply(),
     }
 }
@@ -99,7 +104,8 @@ pub fn run(config_path: &Path) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let span = tracing::info_span!("runner", session_id = %cfg.session_id, runner_id = %cfg.runner_id);
+    let span =
+        tracing::info_span!("runner", session_id = %cfg.session_id, runner_id = %cfg.runner_id);
     let _g = span.enter();
     match Runner::start(cfg) {
         Ok(mut r) => r.run_loop(),
@@ -116,7 +122,8 @@ pub fn run(config_path: &Path) -> i32 {
 
 fn load_config(p: &Path) -> Result<RunnerConfig, String> {
     let text = std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-    let cfg: RunnerConfig = serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", p.display()))?;
+    let cfg: RunnerConfig =
+        serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", p.display()))?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -134,7 +141,9 @@ fn build_provider(cfg: &RunnerConfig) -> Result<Box<dyn Provider>, Startup> {
     // CLI ENGINE HOOK (1/2): `cli` is not an HTTP provider but an agent CLI
     // the turn runs (cli_engine.rs).
     if let (Some(settings), "cli") = (&cfg.provider.cli, cfg.provider.kind.as_str()) {
-        return Ok(Box::new(cli_engine::CliEngine { settings: settings.clone() }));
+        return Ok(Box::new(cli_engine::CliEngine {
+            settings: settings.clone(),
+        }));
     }
     if cfg.provider.kind == "local" {
         let path = cfg.provider.model.clone().ok_or_else(|| {
@@ -147,7 +156,9 @@ fn build_provider(cfg: &RunnerConfig) -> Result<Box<dyn Provider>, Startup> {
         if let Some(n) = cfg.provider.context {
             o.context = n;
         }
-        return pinch_local::Local::load(&o).map(|l| Box::new(l) as Box<dyn Provider>).map_err(|e| Startup::Config(e.to_string()));
+        return pinch_local::Local::load(&o)
+            .map(|l| Box::new(l) as Box<dyn Provider>)
+            .map_err(|e| Startup::Config(e.to_string()));
     }
     pinch_providers::build(&pinch_providers::Settings {
         kind: cfg.provider.kind.clone(),
@@ -203,7 +214,9 @@ impl Runner {
                     let _ = tools::shell::EGRESS_PROXY.set(format!("http://{addr}"));
                     tracing::debug!(%addr, "egress forwarder listening");
                 }
-                Err(e) => tracing::warn!("no egress forwarder for tools (they will have no network): {e}"),
+                Err(e) => {
+                    tracing::warn!("no egress forwarder for tools (they will have no network): {e}")
+                }
             }
         }
         let tz = TimeZone::get(&cfg.timezone).unwrap_or_else(|_| {
@@ -226,10 +239,14 @@ impl Runner {
         if !stale.is_empty() {
             let tx = write_tx(&mut out).map_err(|e| Startup::Fatal(e.to_string()))?;
             for id in &stale {
-                tx.execute("DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'processing'", [id])
-                    .map_err(|e| Startup::Fatal(format!("clearing stale claims: {e}")))?;
+                tx.execute(
+                    "DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'processing'",
+                    [id],
+                )
+                .map_err(|e| Startup::Fatal(format!("clearing stale claims: {e}")))?;
             }
-            tx.commit().map_err(|e| Startup::Fatal(format!("commit startup: {e}")))?;
+            tx.commit()
+                .map_err(|e| Startup::Fatal(format!("commit startup: {e}")))?;
             tracing::info!(count = stale.len(), "dropped claims of an earlier runner");
         }
         let acked: HashSet<String> = all
@@ -237,7 +254,8 @@ impl Runner {
             .filter(|a| !(a.status == rows::status::PROCESSING && a.runner_id != cfg.runner_id))
             .map(|a| a.message_id.clone())
             .collect();
-        let continuation = rows::state_get(&out, &continuation_key(&cfg)).map_err(|e| Startup::Fatal(e.to_string()))?;
+        let continuation = rows::state_get(&out, &continuation_key(&cfg))
+            .map_err(|e| Startup::Fatal(e.to_string()))?;
         let hb = heartbeat::Heartbeat::start(
             cfg.paths.out_dir.join(layout::HEARTBEAT),
             Duration::from_millis(cfg.timings.heartbeat_ms),
@@ -252,7 +270,10 @@ impl Runner {
         let mut mcp_notes = mcp.instructions_by_server();
         for (name, e) in failed {
             tracing::warn!(server = %name, "MCP server unavailable for this runner: {e}");
-            mcp_notes.push((name, format!("This server failed to start, so its tools are not available now ({e}).")));
+            mcp_notes.push((
+                name,
+                format!("This server failed to start, so its tools are not available now ({e})."),
+            ));
         }
         if !mcp.is_empty() {
             tracing::info!(tools = mcp.tools().len(), "MCP servers started");
@@ -284,7 +305,10 @@ impl Runner {
         let pacing = Duration::from_millis(t.corruption_pacing_ms);
         let idle_exit = Duration::from_millis(t.idle_exit_ms);
         let flush = Duration::from_millis(t.exit_flush_ms);
-        let mut streak = Streak::new(t.corruption_streak, Duration::from_millis(t.poll_failure_ceiling_ms));
+        let mut streak = Streak::new(
+            t.corruption_streak,
+            Duration::from_millis(t.poll_failure_ceiling_ms),
+        );
         let started = Instant::now();
         let mut last_work = Instant::now();
         loop {
@@ -317,7 +341,11 @@ impl Runner {
                     }
                 },
                 (Err(e), StreakAction::ExitCorrupt) => {
-                    let code = e.sqlite_error().and_then(|s| s.sqlite_error_code()).map(|c| format!("{c:?}")).unwrap_or_default();
+                    let code = e
+                        .sqlite_error()
+                        .and_then(|s| s.sqlite_error_code())
+                        .map(|c| format!("{c:?}"))
+                        .unwrap_or_default();
                     tracing::error!(
                         count = streak.count(),
                         file = %self.cfg.paths.in_dir.join(layout::INBOUND_DB).display(),
@@ -337,7 +365,10 @@ impl Runner {
                     return EXIT_TEMPFAIL;
                 }
                 (Err(e), StreakAction::PaceThenRetry) => {
-                    tracing::warn!(streak = streak.count(), "inbound.db poll failed as corrupt: {e}");
+                    tracing::warn!(
+                        streak = streak.count(),
+                        "inbound.db poll failed as corrupt: {e}"
+                    );
                     // Exactly the pacing delay, wakes ignored.
                     std::thread::sleep(pacing);
                     continue;
@@ -351,10 +382,17 @@ impl Runner {
                 continue;
             }
             if last_work.elapsed() >= idle_exit {
-                tracing::info!(idle_s = last_work.elapsed().as_secs(), "idle past the timeout, exiting 0");
+                tracing::info!(
+                    idle_s = last_work.elapsed().as_secs(),
+                    "idle past the timeout, exiting 0"
+                );
                 return EXIT_OK;
             }
-            let wait = next_wait.min(idle_exit.saturating_sub(last_work.elapsed()).max(Duration::from_millis(1)));
+            let wait = next_wait.min(
+                idle_exit
+                    .saturating_sub(last_work.elapsed())
+                    .max(Duration::from_millis(1)),
+            );
             if self.wakes.recv_timeout(wait).is_ok() {
                 while self.wakes.try_recv().is_ok() {}
             }
@@ -370,17 +408,29 @@ impl Runner {
         let mut bad: Vec<(String, String)> = Vec::new();
         let mut parsed: Vec<(usize, InContent)> = Vec::new();
         for (i, row) in snap.pending.iter().enumerate() {
-            if self.acked.contains(&row.id) || (row.on_wake && !first) || !time::is_due(row.process_after.as_deref(), now) {
+            if self.acked.contains(&row.id)
+                || (row.on_wake && !first)
+                || !time::is_due(row.process_after.as_deref(), now)
+            {
                 continue;
             }
-            if row.process_after.as_deref().is_some_and(|p| time::parse(p).is_err()) {
+            if row
+                .process_after
+                .as_deref()
+                .is_some_and(|p| time::parse(p).is_err())
+            {
                 tracing::warn!(id = %row.id, process_after = ?row.process_after, "unparseable due time, treating as due now");
             }
             match InContent::parse(&row.kind, &row.content) {
-                Err(e) => bad.push((row.id.clone(), format!("content is not valid JSON ({e}); the host must write JSON content"))),
+                Err(e) => bad.push((
+                    row.id.clone(),
+                    format!("content is not valid JSON ({e}); the host must write JSON content"),
+                )),
                 Ok(InContent::Unknown { kind, .. }) => bad.push((
                     row.id.clone(),
-                    format!("unknown kind {kind:?}: this runner handles chat, task, webhook and system"),
+                    format!(
+                        "unknown kind {kind:?}: this runner handles chat, task, webhook and system"
+                    ),
                 )),
                 Ok(InContent::System(s)) if waited_for(&s) => {} // belongs to a waiting tool
                 Ok(c) => parsed.push((i, c)),
@@ -391,14 +441,25 @@ impl Runner {
             let tx = write_tx(&mut self.out)?;
             for (id, reason) in &bad {
                 tracing::warn!(id = %id, "failing inbound row: {reason}");
-                rows::ack(&tx, id, status::FAILED, &self.cfg.runner_id, &now_s, Some(reason))?;
+                rows::ack(
+                    &tx,
+                    id,
+                    status::FAILED,
+                    &self.cfg.runner_id,
+                    &now_s,
+                    Some(reason),
+                )?;
             }
-            tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit failed acks"))?;
+            tx.commit()
+                .map_err(pinch_proto::ProtoError::sqlite("commit failed acks"))?;
             self.acked.extend(bad.into_iter().map(|(id, _)| id));
         }
         let cands: Vec<pinch_policy::batch::Candidate> = parsed
             .iter()
-            .map(|(i, _)| pinch_policy::batch::Candidate { seq: snap.pending[*i].seq, trigger: snap.pending[*i].trigger })
+            .map(|(i, _)| pinch_policy::batch::Candidate {
+                seq: snap.pending[*i].seq,
+                trigger: snap.pending[*i].trigger,
+            })
             .collect();
         let Some(batch) = pinch_policy::batch::select(&cands, self.cfg.batch_size as usize) else {
             return Ok(false);
@@ -409,13 +470,22 @@ impl Runner {
             .iter()
             .filter_map(|s| by_seq(*s).map(|(i, c)| (&snap.pending[*i], c)))
             .collect();
-        let skip_ids: Vec<String> = batch.skip.iter().filter_map(|s| by_seq(*s)).map(|(i, _)| snap.pending[*i].id.clone()).collect();
+        let skip_ids: Vec<String> = batch
+            .skip
+            .iter()
+            .filter_map(|s| by_seq(*s))
+            .map(|(i, _)| snap.pending[*i].id.clone())
+            .collect();
         // Pre-scripts first (SPEC §7.4): a task whose script finds nothing
         // to do is finished here, without the model (lesson 41).
-        let mut script_data: std::collections::HashMap<i64, serde_json::Value> = std::collections::HashMap::new();
+        let mut script_data: std::collections::HashMap<i64, serde_json::Value> =
+            std::collections::HashMap::new();
         let mut quiet: Vec<String> = Vec::new();
         for (row, content) in &take {
-            if let InContent::Task(pinch_proto::content::TaskIn { script: Some(sc), .. }) = content {
+            if let InContent::Task(pinch_proto::content::TaskIn {
+                script: Some(sc), ..
+            }) = content
+            {
                 match prescript::run(sc, &self.cfg.paths.workspace_dir) {
                     prescript::Verdict::Skip => quiet.push(row.id.clone()),
                     prescript::Verdict::Wake(Some(d)) => {
@@ -429,10 +499,21 @@ impl Runner {
             let now_s = time::now();
             let tx = write_tx(&mut self.out)?;
             for id in &quiet {
-                rows::ack(&tx, id, status::COMPLETED, &self.cfg.runner_id, &now_s, Some("pre-script: nothing to do"))?;
+                rows::ack(
+                    &tx,
+                    id,
+                    status::COMPLETED,
+                    &self.cfg.runner_id,
+                    &now_s,
+                    Some("pre-script: nothing to do"),
+                )?;
             }
-            tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit pre-script acks"))?;
-            tracing::info!(tasks = quiet.len(), "task pre-script found nothing to do; no model call");
+            tx.commit()
+                .map_err(pinch_proto::ProtoError::sqlite("commit pre-script acks"))?;
+            tracing::info!(
+                tasks = quiet.len(),
+                "task pre-script found nothing to do; no model call"
+            );
             self.acked.extend(quiet.iter().cloned());
             take.retain(|(r, _)| !quiet.contains(&r.id));
             if !take.iter().any(|(r, _)| r.trigger) {
@@ -443,7 +524,10 @@ impl Runner {
         let trigger_seq = if take.iter().any(|(r, _)| r.seq == batch.trigger) {
             batch.trigger
         } else {
-            take.iter().find(|(r, _)| r.trigger).map(|(r, _)| r.seq).expect("a trigger row is left")
+            take.iter()
+                .find(|(r, _)| r.trigger)
+                .map(|(r, _)| r.seq)
+                .expect("a trigger row is left")
         };
         let with_data: Vec<InContent> = take
             .iter()
@@ -456,7 +540,11 @@ impl Runner {
                 _ => (*c).clone(),
             })
             .collect();
-        let mut take: Vec<(&pinch_proto::rows::InboundRow, &InContent)> = take.iter().zip(&with_data).map(|((r, _), c)| (*r, c)).collect();
+        let mut take: Vec<(&pinch_proto::rows::InboundRow, &InContent)> = take
+            .iter()
+            .zip(&with_data)
+            .map(|((r, _), c)| (*r, c))
+            .collect();
         // A command heading a batch runs alone, without the model (SPEC
         // §5.2); what came after it waits for the next turn.
         let command = take.first().and_then(|(r, c)| match c {
@@ -467,7 +555,11 @@ impl Runner {
         if command.is_some() {
             take.truncate(1);
         }
-        let trigger_row = take.iter().find(|(r, _)| r.seq == trigger_seq).map(|(r, _)| (*r).clone()).expect("trigger in batch");
+        let trigger_row = take
+            .iter()
+            .find(|(r, _)| r.seq == trigger_seq)
+            .map(|(r, _)| (*r).clone())
+            .expect("trigger in batch");
         let ids: Vec<&str> = take.iter().map(|(r, _)| r.id.as_str()).collect();
         // The continuation is created and stored before the first call
         // (lesson 13: a turn killed midway resumes the same conversation).
@@ -486,7 +578,14 @@ impl Runner {
                 rows::state_put(&tx, &continuation_key(&self.cfg), &continuation, &now_s)?;
             }
             for id in &skip_ids {
-                rows::ack(&tx, id, status::COMPLETED, &self.cfg.runner_id, &now_s, Some("skipped: older context beyond the batch size"))?;
+                rows::ack(
+                    &tx,
+                    id,
+                    status::COMPLETED,
+                    &self.cfg.runner_id,
+                    &now_s,
+                    Some("skipped: older context beyond the batch size"),
+                )?;
             }
             tx.execute(
                 "INSERT INTO container_state (id, runner_id, turn_started_at, last_progress_at, updated_at) VALUES (1, ?1, ?2, ?2, ?2)
@@ -496,17 +595,30 @@ impl Runner {
                 [&self.cfg.runner_id, &now_s],
             )
             .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
-            tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit claim"))?;
+            tx.commit()
+                .map_err(pinch_proto::ProtoError::sqlite("commit claim"))?;
         }
         if !skip_ids.is_empty() {
-            tracing::info!(count = skip_ids.len(), "older context rows skipped (beyond the batch size)");
+            tracing::info!(
+                count = skip_ids.len(),
+                "older context rows skipped (beyond the batch size)"
+            );
         }
         self.acked.extend(ids.iter().map(|s| s.to_string()));
         self.acked.extend(skip_ids);
         tracing::debug!(batch = ?batch.take, trigger = batch.trigger, "claimed batch");
 
-        let items: Vec<format::Item<'_>> = take.iter().map(|(row, content)| format::Item { row, content }).collect();
-        let prompt = format::format_batch(&items, &snap.destinations, &self.cfg.timezone, &self.tz, now);
+        let items: Vec<format::Item<'_>> = take
+            .iter()
+            .map(|(row, content)| format::Item { row, content })
+            .collect();
+        let prompt = format::format_batch(
+            &items,
+            &snap.destinations,
+            &self.cfg.timezone,
+            &self.tz,
+            now,
+        );
         let texts: Vec<String> = take
             .iter()
             .filter_map(|(_, c)| match c {
@@ -516,40 +628,72 @@ impl Runner {
             })
             .collect();
         let caps = self.provider.capabilities();
-        let offered = if command.is_none() && caps.tools { self.all_tools() } else { Vec::new() };
+        let offered = if command.is_none() && caps.tools {
+            self.all_tools()
+        } else {
+            Vec::new()
+        };
         let mcp_instructions = self.mcp_notes.clone();
-        let system = if offered.is_empty() && caps.context_window > 0 && caps.context_window <= prompt::SMALL_WINDOW {
+        let system = if offered.is_empty()
+            && caps.context_window > 0
+            && caps.context_window <= prompt::SMALL_WINDOW
+        {
             prompt::system_prompt_small(&self.cfg)
         } else {
             prompt::system_prompt(&self.cfg, &snap.destinations, &offered, &mcp_instructions)
         };
         // What every request carries besides history and prompt: the system
         // prompt and the tool schemas (for the context estimate).
-        let fixed = format!("{system}{}", serde_json::to_string(&offered).unwrap_or_default());
+        let fixed = format!(
+            "{system}{}",
+            serde_json::to_string(&offered).unwrap_or_default()
+        );
         let mut compacted: Option<Result<Option<compact::Compacted>, String>> = None;
         let history = if fresh || command.is_some() {
             Vec::new()
         } else {
             let mut live = history::Live::load(&self.out, &continuation)?;
-            let reported = history::usage_get(&self.out, &history::usage_key(&continuation))?.last_input_tokens;
+            let reported = history::usage_get(&self.out, &history::usage_key(&continuation))?
+                .last_input_tokens;
             let tokens = compact::estimate_tokens(&fixed, &live.history(), &prompt, reported);
             if compact::over_threshold(tokens, caps.context_window) {
-                tracing::info!(tokens, window = caps.context_window, "the conversation fills the context window past the threshold");
+                tracing::info!(
+                    tokens,
+                    window = caps.context_window,
+                    "the conversation fills the context window past the threshold"
+                );
                 match self.compact(&continuation, &system, 4)? {
                     Ok(Some(_)) => live = history::Live::load(&self.out, &continuation)?,
                     Ok(None) => {}
-                    Err(e) => tracing::warn!("compaction failed, the oldest messages are left out instead: {e}"),
+                    Err(e) => tracing::warn!(
+                        "compaction failed, the oldest messages are left out instead: {e}"
+                    ),
                 }
             }
             // Whatever compaction managed, never send more than the window.
-            let budget = (caps.context_window as usize * 4).saturating_sub(fixed.len() + prompt.len()) * 9 / 10;
-            let budget = if caps.context_window == 0 { usize::MAX } else { budget };
+            let budget =
+                (caps.context_window as usize * 4).saturating_sub(fixed.len() + prompt.len()) * 9
+                    / 10;
+            let budget = if caps.context_window == 0 {
+                usize::MAX
+            } else {
+                budget
+            };
             history::fit(live.history(), live.summary.is_some(), budget)
         };
         if command == Some(commands::Command::Compact) {
             compacted = Some(self.compact(&continuation, &system, 2)?);
         }
-        let mut req = TurnRequest { system, prompt, texts, continuation: Some(continuation), fresh_continuation: fresh, history, tools: offered, ..Default::default() };
+        let mut req = TurnRequest {
+            system,
+            prompt,
+            texts,
+            continuation: Some(continuation),
+            fresh_continuation: fresh,
+            history,
+            tools: offered,
+            ..Default::default()
+        };
         let mut ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         // What the next turn's history shows as this turn's user message:
         // the batch plus any follow-ups that joined it.
@@ -563,11 +707,24 @@ impl Runner {
             (None, Some(r)) => Some(tools::Address::of_routing(r)),
             (None, None) => None,
         };
-        let mut turn = TurnState { origin, in_reply_to: trigger_row.id.clone(), destinations: snap.destinations.clone(), in_max: snap.in_max };
-        let reply = |text: String| Ok(pinch_providers::TurnResult { text, ..Default::default() });
+        let mut turn = TurnState {
+            origin,
+            in_reply_to: trigger_row.id.clone(),
+            destinations: snap.destinations.clone(),
+            in_max: snap.in_max,
+        };
+        let reply = |text: String| {
+            Ok(pinch_providers::TurnResult {
+                text,
+                ..Default::default()
+            })
+        };
         let conv = req.continuation.clone().unwrap_or_default();
         let result = if let Some(cmd) = command {
-            tracing::info!(?cmd, "command heading the batch, answered without the model");
+            tracing::info!(
+                ?cmd,
+                "command heading the batch, answered without the model"
+            );
             match cmd {
                 commands::Command::Clear => reply("Session cleared.".into()),
                 commands::Command::Compact => reply(match compacted.take().expect("compacted above") {
@@ -597,11 +754,14 @@ impl Runner {
                 // A resume the provider no longer knows: start over once, not
                 // forever (lesson 14).
                 Err(e) if e.kind == pinch_providers::ErrorKind::SessionNotFound && !fresh => {
-                    tracing::warn!("resuming the conversation failed ({e}); starting a new one, once");
+                    tracing::warn!(
+                        "resuming the conversation failed ({e}); starting a new one, once"
+                    );
                     let c = format!("c-{}", pinch_proto::runner_config::random_hex(8));
                     let tx = write_tx(&mut self.out)?;
                     rows::state_put(&tx, &continuation_key(&self.cfg), &c, &time::now())?;
-                    tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit continuation"))?;
+                    tx.commit()
+                        .map_err(pinch_proto::ProtoError::sqlite("commit continuation"))?;
                     self.continuation = Some(c.clone());
                     req.continuation = Some(c);
                     req.fresh_continuation = true;
@@ -617,17 +777,25 @@ impl Runner {
             (Ok(r), None) => Some(r.text.clone()),
             _ => None,
         };
-        let (sends, outcome, reason): (Vec<(Option<rows::Destination>, String)>, &str, Option<String>) = match result {
+        let (sends, outcome, reason): (
+            Vec<(Option<rows::Destination>, String)>,
+            &str,
+            Option<String>,
+        ) = match result {
             Ok(r) => {
                 let parsed = output::parse(&r.text);
                 let mut sends = Vec::new();
                 for s in parsed.sends {
                     match s {
                         output::Send::Origin(text) => sends.push((None, text)),
-                        output::Send::To { name, text } => match snap.destinations.iter().find(|d| d.name == name) {
-                            Some(d) => sends.push((Some(d.clone()), text)),
-                            None => tracing::warn!(name = %name, "agent addressed an unknown destination; block dropped"),
-                        },
+                        output::Send::To { name, text } => {
+                            match snap.destinations.iter().find(|d| d.name == name) {
+                                Some(d) => sends.push((Some(d.clone()), text)),
+                                None => {
+                                    tracing::warn!(name = %name, "agent addressed an unknown destination; block dropped")
+                                }
+                            }
+                        }
                     }
                 }
                 (sends, status::COMPLETED, None)
@@ -635,7 +803,10 @@ impl Runner {
             Err(e) => {
                 tracing::error!(retryable = e.retryable, "provider failed: {e}");
                 (
-                    vec![(None, format!("Sorry, I could not answer that: the model provider failed ({e})."))],
+                    vec![(
+                        None,
+                        format!("Sorry, I could not answer that: the model provider failed ({e})."),
+                    )],
                     status::FAILED,
                     Some(format!("provider failed: {e}")),
                 )
@@ -648,11 +819,21 @@ impl Runner {
         for (dest, text) in sends {
             self.out_counter += 1;
             let (channel_type, platform_id, thread_id) = match &dest {
-                Some(d) if d.kind == "agent" => (Some("agent".to_owned()), d.agent_group_id.clone(), None),
+                Some(d) if d.kind == "agent" => {
+                    (Some("agent".to_owned()), d.agent_group_id.clone(), None)
+                }
                 Some(d) => (d.channel_type.clone(), d.platform_id.clone(), None),
                 None => match (&trigger_row.channel_type, &snap.routing) {
-                    (Some(_), _) => (trigger_row.channel_type.clone(), trigger_row.platform_id.clone(), trigger_row.thread_id.clone()),
-                    (None, Some(r)) => (r.channel_type.clone(), r.platform_id.clone(), r.thread_id.clone()),
+                    (Some(_), _) => (
+                        trigger_row.channel_type.clone(),
+                        trigger_row.platform_id.clone(),
+                        trigger_row.thread_id.clone(),
+                    ),
+                    (None, Some(r)) => (
+                        r.channel_type.clone(),
+                        r.platform_id.clone(),
+                        r.thread_id.clone(),
+                    ),
                     (None, None) => (None, None, None),
                 },
             };
@@ -665,15 +846,31 @@ impl Runner {
                 platform_id,
                 channel_type,
                 thread_id,
-                content: pinch_proto::content::ChatOut::Text { text, files: vec![] }.to_json(),
+                content: pinch_proto::content::ChatOut::Text {
+                    text,
+                    files: vec![],
+                }
+                .to_json(),
             };
             rows::insert_outbound(&tx, &row, turn.in_max)?;
         }
         for id in &ids {
-            rows::ack(&tx, id, outcome, &self.cfg.runner_id, &now_s, reason.as_deref())?;
+            rows::ack(
+                &tx,
+                id,
+                outcome,
+                &self.cfg.runner_id,
+                &now_s,
+                reason.as_deref(),
+            )?;
         }
         if let (Some(reply), Some(c)) = (answered.as_deref(), req.continuation.as_deref()) {
-            history::append(&tx, c, &[("user", &user_record), ("assistant", reply)], &now_s)?;
+            history::append(
+                &tx,
+                c,
+                &[("user", &user_record), ("assistant", reply)],
+                &now_s,
+            )?;
         }
         if let (None, Some(c)) = (command, req.continuation.as_deref()) {
             let spent = std::mem::take(&mut self.spent);
@@ -681,7 +878,8 @@ impl Runner {
         }
         tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2", [&now_s, &self.cfg.runner_id])
             .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
-        tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit turn"))?;
+        tx.commit()
+            .map_err(pinch_proto::ProtoError::sqlite("commit turn"))?;
         tracing::info!(batch = ids.len(), outcome, "turn done");
         Ok(true)
     }
@@ -699,7 +897,10 @@ impl Runner {
         turn: &mut TurnState,
         ids: &mut Vec<String>,
         user_record: &mut String,
-    ) -> Result<Result<pinch_providers::TurnResult, pinch_providers::ProviderError>, pinch_proto::ProtoError> {
+    ) -> Result<
+        Result<pinch_providers::TurnResult, pinch_providers::ProviderError>,
+        pinch_proto::ProtoError,
+    > {
         let max = self.cfg.timings.max_steps.max(1);
         let mut calls = 1u32;
         let mut r = first;
@@ -709,8 +910,14 @@ impl Runner {
                 other => return Ok(other),
             };
             if req.tools.is_empty() {
-                tracing::warn!(calls = t.tool_calls.len(), "the provider called tools although none were offered; calls ignored");
-                return Ok(Ok(pinch_providers::TurnResult { tool_calls: Vec::new(), ..t }));
+                tracing::warn!(
+                    calls = t.tool_calls.len(),
+                    "the provider called tools although none were offered; calls ignored"
+                );
+                return Ok(Ok(pinch_providers::TurnResult {
+                    tool_calls: Vec::new(),
+                    ..t
+                }));
             }
             if calls >= max {
                 tracing::warn!(
@@ -718,19 +925,28 @@ impl Runner {
                     pending_calls = t.tool_calls.len(),
                     "step limit reached: the turn ends with the text of the last step, its tool calls not run"
                 );
-                return Ok(Ok(pinch_providers::TurnResult { tool_calls: Vec::new(), ..t }));
+                return Ok(Ok(pinch_providers::TurnResult {
+                    tool_calls: Vec::new(),
+                    ..t
+                }));
             }
             let mut new_steps = self.run_tools(&t, turn);
             let follow = self.follow_ups(ids);
             if let Some(f) = &follow {
-                new_steps.push(Step::User { text: f.prompt.clone() });
+                new_steps.push(Step::User {
+                    text: f.prompt.clone(),
+                });
             }
             let now_s = time::now();
             {
                 let tx = write_tx(&mut self.out)?;
                 if let Some(c) = req.continuation.as_deref() {
-                    let recs: Vec<String> = new_steps.iter().map(|s| serde_json::to_string(s).unwrap_or_default()).collect();
-                    let msgs: Vec<(&str, &str)> = recs.iter().map(|x| ("step", x.as_str())).collect();
+                    let recs: Vec<String> = new_steps
+                        .iter()
+                        .map(|s| serde_json::to_string(s).unwrap_or_default())
+                        .collect();
+                    let msgs: Vec<(&str, &str)> =
+                        recs.iter().map(|x| ("step", x.as_str())).collect();
                     history::append(&tx, c, &msgs, &now_s)?;
                 }
                 if let Some(f) = &follow {
@@ -742,7 +958,8 @@ impl Runner {
                     [&now_s, &self.cfg.runner_id],
                 )
                 .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
-                tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit step"))?;
+                tx.commit()
+                    .map_err(pinch_proto::ProtoError::sqlite("commit step"))?;
             }
             req.steps.extend(new_steps);
             if let Some(f) = follow {
@@ -772,25 +989,36 @@ impl Runner {
     fn run_tools(&mut self, t: &pinch_providers::TurnResult, turn: &TurnState) -> Vec<Step> {
         let stop_file = self.cfg.paths.in_dir.join(layout::STOP);
         let rid = self.cfg.runner_id.clone();
-        let should_stop = move || signals::stop_requested() || std::fs::read_to_string(&stop_file).is_ok_and(|s| s.trim() == rid);
+        let should_stop = move || {
+            signals::stop_requested()
+                || std::fs::read_to_string(&stop_file).is_ok_and(|s| s.trim() == rid)
+        };
         let mut ctx = tools::ToolCtx::new(&self.cfg, &mut self.out, &should_stop);
         ctx.destinations = turn.destinations.clone();
         ctx.origin = turn.origin.clone();
         ctx.in_reply_to = Some(turn.in_reply_to.clone());
         ctx.in_max = turn.in_max;
         ctx.counter = self.tool_counter;
-        let mut steps = vec![Step::Assistant { text: t.text.clone(), calls: t.tool_calls.clone() }];
+        let mut steps = vec![Step::Assistant {
+            text: t.text.clone(),
+            calls: t.tool_calls.clone(),
+        }];
         for c in &t.tool_calls {
             let started = Instant::now();
             let out = if self.mcp.has_tool(&c.name) {
                 // The declared timeout widens the host's stuck tolerance
                 // while an external server works (SPEC §5.6).
-                let timeout = self.mcp.timeout_of(&c.name).unwrap_or(Duration::from_secs(pinch_proto::runner_config::MCP_DEFAULT_TIMEOUT_S));
+                let timeout = self.mcp.timeout_of(&c.name).unwrap_or(Duration::from_secs(
+                    pinch_proto::runner_config::MCP_DEFAULT_TIMEOUT_S,
+                ));
                 ctx.set_tool_in_flight(Some((&c.name, timeout.as_millis() as u64)));
                 let r = self.mcp.call(&c.name, &c.arguments, None);
                 ctx.set_tool_in_flight(None);
                 match r {
-                    Ok(r) => tools::ToolOutput { content: r.content, is_error: r.is_error },
+                    Ok(r) => tools::ToolOutput {
+                        content: r.content,
+                        is_error: r.is_error,
+                    },
                     Err(e) => tools::ToolOutput::err(e.to_string()),
                 }
             } else {
@@ -800,7 +1028,12 @@ impl Runner {
             if out.is_error {
                 tracing::debug!(tool = %c.name, "tool error: {}", out.content);
             }
-            steps.push(Step::ToolResult { call_id: c.id.clone(), name: c.name.clone(), content: out.content, is_error: out.is_error });
+            steps.push(Step::ToolResult {
+                call_id: c.id.clone(),
+                name: c.name.clone(),
+                content: out.content,
+                is_error: out.is_error,
+            });
         }
         self.tool_counter = ctx.counter;
         let acked = std::mem::take(&mut ctx.acked);
@@ -824,10 +1057,16 @@ impl Runner {
         let now = Timestamp::now();
         let mut taken: Vec<(&rows::InboundRow, InContent)> = Vec::new();
         for row in &snap.pending {
-            if self.acked.contains(&row.id) || turn_ids.contains(&row.id) || row.on_wake || !time::is_due(row.process_after.as_deref(), now) {
+            if self.acked.contains(&row.id)
+                || turn_ids.contains(&row.id)
+                || row.on_wake
+                || !time::is_due(row.process_after.as_deref(), now)
+            {
                 continue;
             }
-            let Ok(c) = InContent::parse(&row.kind, &row.content) else { continue };
+            let Ok(c) = InContent::parse(&row.kind, &row.content) else {
+                continue;
+            };
             match &c {
                 InContent::Unknown { .. } => continue,
                 InContent::System(s) if waited_for(s) => continue,
@@ -845,8 +1084,17 @@ impl Runner {
         if taken.is_empty() {
             return None;
         }
-        let items: Vec<format::Item<'_>> = taken.iter().map(|(row, content)| format::Item { row, content }).collect();
-        let prompt = format::format_batch(&items, &snap.destinations, &self.cfg.timezone, &self.tz, now);
+        let items: Vec<format::Item<'_>> = taken
+            .iter()
+            .map(|(row, content)| format::Item { row, content })
+            .collect();
+        let prompt = format::format_batch(
+            &items,
+            &snap.destinations,
+            &self.cfg.timezone,
+            &self.tz,
+            now,
+        );
         let texts = taken
             .iter()
             .filter_map(|(_, c)| match c {
@@ -855,14 +1103,22 @@ impl Runner {
                 _ => None,
             })
             .collect();
-        Some(FollowUps { ids: taken.iter().map(|(r, _)| r.id.clone()).collect(), prompt, texts, in_max: snap.in_max })
+        Some(FollowUps {
+            ids: taken.iter().map(|(r, _)| r.id.clone()).collect(),
+            prompt,
+            texts,
+            in_max: snap.in_max,
+        })
     }
 
     /// A provider call with retries (SPEC §5.5): retryable errors (429,
     /// 529, 5xx, timeouts, cut streams) back off with full jitter between
     /// the base and 60 s, up to `provider_tries` attempts; the heartbeat
     /// thread keeps beating meanwhile, and each wait is recorded as progress.
-    fn provider_turn(&mut self, req: &TurnRequest) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
+    fn provider_turn(
+        &mut self,
+        req: &TurnRequest,
+    ) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
         let tries = self.cfg.timings.provider_tries.max(1);
         let base = self.cfg.timings.provider_retry_base_ms.max(1);
         let mut attempt = 1;
@@ -871,7 +1127,12 @@ impl Runner {
                 Err(e) if e.retryable && attempt < tries => {
                     let cap = (base << (attempt - 1).min(16)).min(60_000);
                     let wait = Duration::from_millis(jitter(cap));
-                    tracing::warn!(attempt, of = tries, wait_ms = wait.as_millis() as u64, "provider failed, retrying: {e}");
+                    tracing::warn!(
+                        attempt,
+                        of = tries,
+                        wait_ms = wait.as_millis() as u64,
+                        "provider failed, retrying: {e}"
+                    );
                     let now_s = time::now();
                     let _ = self.out.execute(
                         "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
@@ -888,8 +1149,15 @@ impl Runner {
     /// One provider call. Its events are liveness: progress is recorded (at
     /// most every PROGRESS_EVERY) so the host's stuck check sees a slow turn
     /// moving.
-    fn provider_call(&mut self, req: &TurnRequest) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
-        let (out, provider, runner_id) = (&mut self.out, &mut self.provider, self.cfg.runner_id.clone());
+    fn provider_call(
+        &mut self,
+        req: &TurnRequest,
+    ) -> Result<pinch_providers::TurnResult, pinch_providers::ProviderError> {
+        let (out, provider, runner_id) = (
+            &mut self.out,
+            &mut self.provider,
+            self.cfg.runner_id.clone(),
+        );
         let mut last_progress = Instant::now();
         let r = provider.turn(req, &mut |_ev| {
             if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -922,7 +1190,12 @@ impl Runner {
             return Ok(());
         }
         let pending: HashSet<&str> = snap.pending.iter().map(|r| r.id.as_str()).collect();
-        let done: Vec<String> = self.acked.iter().filter(|id| !pending.contains(id.as_str())).cloned().collect();
+        let done: Vec<String> = self
+            .acked
+            .iter()
+            .filter(|id| !pending.contains(id.as_str()))
+            .cloned()
+            .collect();
         // (failed ones are kept in the table but leave the in-memory set)
         if done.is_empty() {
             return Ok(());
@@ -931,13 +1204,17 @@ impl Runner {
         {
             let mut stmt = tx
                 // Failed acks stay: their reason is the record of why.
-                .prepare_cached("DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'completed'")
+                .prepare_cached(
+                    "DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'completed'",
+                )
                 .map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
             for id in &done {
-                stmt.execute([id]).map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
+                stmt.execute([id])
+                    .map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
             }
         }
-        tx.commit().map_err(pinch_proto::ProtoError::sqlite("commit prune"))?;
+        tx.commit()
+            .map_err(pinch_proto::ProtoError::sqlite("commit prune"))?;
         for id in done {
             self.acked.remove(&id);
         }
@@ -950,18 +1227,29 @@ impl Runner {
 /// parent-death signal proved unreliable for nested bwrap processes): it
 /// exits at once, like a kill, which its files are built to survive.
 fn watch_host_fd() {
-    let Some(fd) = std::env::var("PINCH_HOST_FD").ok().and_then(|v| v.parse::<i32>().ok()) else { return };
-    let _ = std::thread::Builder::new().name("host-watch".into()).spawn(move || {
-        let mut b = [0u8; 1];
-        loop {
-            // SAFETY: reading one byte into a valid buffer from an fd we were given.
-            let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
-            if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted) {
-                tracing::warn!("the host is gone (liveness pipe closed): exiting");
-                std::process::exit(pinch_policy::exit::EXIT_FATAL);
+    let Some(fd) = std::env::var("PINCH_HOST_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("host-watch".into())
+        .spawn(move || {
+            let mut b = [0u8; 1];
+            loop {
+                // SAFETY: reading one byte into a valid buffer from an fd we were given.
+                let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+                if n == 0
+                    || (n < 0
+                        && std::io::Error::last_os_error().kind()
+                            != std::io::ErrorKind::Interrupted)
+                {
+                    tracing::warn!("the host is gone (liveness pipe closed): exiting");
+                    std::process::exit(pinch_policy::exit::EXIT_FATAL);
+                }
             }
-        }
-    });
+        });
 }
 
 /// Applies [`layout::is_commit_hint`] to a notify event.
@@ -1000,7 +1288,9 @@ fn watch_in_dir(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedW
 mod tests {
     use std::time::Duration;
 
-    use pinch_policy::streak::{CORRUPTION_PACING, CORRUPTION_STREAK_EXIT, EXIT_FLUSH, POLL_FAILURE_CEILING};
+    use pinch_policy::streak::{
+        CORRUPTION_PACING, CORRUPTION_STREAK_EXIT, EXIT_FLUSH, POLL_FAILURE_CEILING,
+    };
     use pinch_proto::runner_config::Timings;
 
     /// `runner.json` defaults come from the named constants of the streak
@@ -1009,8 +1299,14 @@ mod tests {
     fn runner_config_defaults_are_the_streak_rule() {
         let t = Timings::default();
         assert_eq!(t.corruption_streak, CORRUPTION_STREAK_EXIT);
-        assert_eq!(Duration::from_millis(t.corruption_pacing_ms), CORRUPTION_PACING);
+        assert_eq!(
+            Duration::from_millis(t.corruption_pacing_ms),
+            CORRUPTION_PACING
+        );
         assert_eq!(Duration::from_millis(t.exit_flush_ms), EXIT_FLUSH);
-        assert_eq!(Duration::from_millis(t.poll_failure_ceiling_ms), POLL_FAILURE_CEILING);
+        assert_eq!(
+            Duration::from_millis(t.poll_failure_ceiling_ms),
+            POLL_FAILURE_CEILING
+        );
     }
 }

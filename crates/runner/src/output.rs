@@ -34,7 +34,13 @@ pub fn parse(text: &str) -> Parsed {
             }
             (Some(m), None) => (m, true),
             (None, Some(i)) => (i, false),
-            (Some(m), Some(i)) => if m < i { (m, true) } else { (i, false) },
+            (Some(m), Some(i)) => {
+                if m < i {
+                    (m, true)
+                } else {
+                    (i, false)
+                }
+            }
         };
         bare.push_str(&rest[..pos]);
         let after = &rest[pos..];
@@ -45,7 +51,10 @@ pub fn parse(text: &str) -> Parsed {
                 (Some(oe), Some(c)) if oe < c => {
                     let name = &after["<message to=\"".len()..oe];
                     let body = &after[oe + 2..c];
-                    sends.push(Send::To { name: name.trim().to_owned(), text: body.trim().to_owned() });
+                    sends.push(Send::To {
+                        name: name.trim().to_owned(),
+                        text: body.trim().to_owned(),
+                    });
                     rest = &after[c + "</message>".len()..];
                 }
                 _ => {
@@ -80,8 +89,16 @@ mod tests {
 
     #[test]
     fn blocks_and_internal() {
-        let p = parse("<internal>thinking</internal>ignored bare\n<message to=\"family\">Hi all</message>");
-        assert_eq!(p.sends, vec![Send::To { name: "family".into(), text: "Hi all".into() }]);
+        let p = parse(
+            "<internal>thinking</internal>ignored bare\n<message to=\"family\">Hi all</message>",
+        );
+        assert_eq!(
+            p.sends,
+            vec![Send::To {
+                name: "family".into(),
+                text: "Hi all".into()
+            }]
+        );
         let p = parse("<internal>secret</internal> visible");
         assert_eq!(p.sends, vec![Send::Origin("visible".into())]);
         let p = parse("<internal>never closed, still hidden");

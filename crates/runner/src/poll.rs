@@ -21,11 +21,18 @@ pub struct Snapshot {
 pub fn snapshot(cfg: &RunnerConfig) -> Result<Snapshot, ProtoError> {
     let path = cfg.paths.in_dir.join(layout::INBOUND_DB);
     let mut conn = open_reader(&path, Duration::from_millis(cfg.timings.busy_timeout_ms))?;
-    let tx = conn.transaction().map_err(ProtoError::sqlite("begin read"))?;
+    let tx = conn
+        .transaction()
+        .map_err(ProtoError::sqlite("begin read"))?;
     let pending = rows::pending_inbound(&tx)?;
     let in_max = pinch_proto::seq::max_seq(&tx, "messages_in")?;
     let destinations = rows::destinations(&tx)?;
     let routing = rows::routing(&tx)?;
     drop(tx);
-    Ok(Snapshot { pending, in_max, destinations, routing })
+    Ok(Snapshot {
+        pending,
+        in_max,
+        destinations,
+        routing,
+    })
 }

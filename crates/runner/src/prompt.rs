@@ -64,9 +64,19 @@ pub const SMALL_WINDOW: u32 = 4096;
 /// its sandbox and XML conventions only confuse a 135M-parameter model
 /// (its bare text goes to the origin anyway, `bare_text="origin"`).
 pub fn system_prompt_small(cfg: &RunnerConfig) -> String {
-    let name = cfg.assistant_name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or(&cfg.agent_name);
-    let mut s = format!("You are {name}, a helpful personal assistant. Answer briefly and plainly.\n");
-    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok().filter(|t| !t.trim().is_empty());
+    let name = cfg
+        .assistant_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&cfg.agent_name);
+    let mut s =
+        format!("You are {name}, a helpful personal assistant. Answer briefly and plainly.\n");
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(p)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+    };
     for (file, label) in [("AGENT.md", "Instructions"), ("MEMORY.md", "Notes")] {
         if let Some(t) = read(cfg.paths.workspace_dir.join(file)) {
             // A small window: keep the notes short.
@@ -80,7 +90,12 @@ pub fn system_prompt_small(cfg: &RunnerConfig) -> String {
 /// Builds the system prompt. `tools` are the tools offered this turn (empty
 /// = none). `mcp_instructions` are (server, instructions) pairs from the
 /// agent's MCP servers (and a note for each that failed to start).
-pub fn system_prompt(cfg: &RunnerConfig, dests: &[Destination], tools: &[ToolSpec], mcp_instructions: &[(String, String)]) -> String {
+pub fn system_prompt(
+    cfg: &RunnerConfig,
+    dests: &[Destination],
+    tools: &[ToolSpec],
+    mcp_instructions: &[(String, String)],
+) -> String {
     let mut s = String::from(ENVIRONMENT);
     s.push('\n');
     s.push_str(OUTPUT);
@@ -92,13 +107,26 @@ pub fn system_prompt(cfg: &RunnerConfig, dests: &[Destination], tools: &[ToolSpe
                 s.push_str(&format!("- {line}\n"));
             }
         }
-        let known: Vec<&str> = TOOL_GROUPS.iter().flat_map(|(n, _)| n.iter().copied()).collect();
-        let others: Vec<&str> = tools.iter().map(|t| t.name.as_str()).filter(|n| !known.contains(n)).collect();
+        let known: Vec<&str> = TOOL_GROUPS
+            .iter()
+            .flat_map(|(n, _)| n.iter().copied())
+            .collect();
+        let others: Vec<&str> = tools
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| !known.contains(n))
+            .collect();
         if !others.is_empty() {
-            s.push_str(&format!("- Also available: {}; see each tool's description.\n", others.join(", ")));
+            s.push_str(&format!(
+                "- Also available: {}; see each tool's description.\n",
+                others.join(", ")
+            ));
         }
     }
-    let read = |p: Option<std::path::PathBuf>| p.and_then(|p| std::fs::read_to_string(p).ok()).filter(|t| !t.trim().is_empty());
+    let read = |p: Option<std::path::PathBuf>| {
+        p.and_then(|p| std::fs::read_to_string(p).ok())
+            .filter(|t| !t.trim().is_empty())
+    };
     if let Some(t) = read(cfg.paths.global_dir.as_ref().map(|d| d.join("AGENT.md"))) {
         s.push_str(&format!("\n## Instructions for all agents\n{}\n", t.trim()));
     }
@@ -106,11 +134,22 @@ pub fn system_prompt(cfg: &RunnerConfig, dests: &[Destination], tools: &[ToolSpe
         s.push_str(&format!("\n## Your instructions\n{}\n", t.trim()));
     }
     if let Some(t) = read(Some(cfg.paths.workspace_dir.join("MEMORY.md"))) {
-        s.push_str(&format!("\n## Your memory (MEMORY.md in your workspace)\n{}\n", t.trim()));
+        s.push_str(&format!(
+            "\n## Your memory (MEMORY.md in your workspace)\n{}\n",
+            t.trim()
+        ));
     }
     s.push_str("\n## Who you are\n");
-    match cfg.assistant_name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-        Some(name) => s.push_str(&format!("Your name is {name}. Your agent id is {}.\n", cfg.agent_name)),
+    match cfg
+        .assistant_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        Some(name) => s.push_str(&format!(
+            "Your name is {name}. Your agent id is {}.\n",
+            cfg.agent_name
+        )),
         None => s.push_str(&format!("Your name is {}.\n", cfg.agent_name)),
     }
     if !dests.is_empty() {
@@ -119,7 +158,10 @@ pub fn system_prompt(cfg: &RunnerConfig, dests: &[Destination], tools: &[ToolSpe
             s.push_str(&format!("- {} ({})\n", d.name, d.kind));
         }
     }
-    let mcp: Vec<&(String, String)> = mcp_instructions.iter().filter(|(_, i)| !i.trim().is_empty()).collect();
+    let mcp: Vec<&(String, String)> = mcp_instructions
+        .iter()
+        .filter(|(_, i)| !i.trim().is_empty())
+        .collect();
     if !mcp.is_empty() {
         s.push_str("\n## Instructions from your MCP servers\n");
         for (server, text) in mcp {
@@ -137,7 +179,14 @@ mod tests {
     const GOLDEN: &str = "src/golden/system_prompt.txt";
 
     fn dest(name: &str, kind: &str) -> Destination {
-        Destination { name: name.into(), display_name: None, kind: kind.into(), channel_type: None, platform_id: None, agent_group_id: None }
+        Destination {
+            name: name.into(),
+            display_name: None,
+            kind: kind.into(),
+            channel_type: None,
+            platform_id: None,
+            agent_group_id: None,
+        }
     }
 
     /// The whole prompt for a fixed agent, compared with a checked-in file.
@@ -150,8 +199,16 @@ mod tests {
         let global = env.cfg.paths.workspace_dir.parent().unwrap().join("global");
         std::fs::create_dir_all(&global).unwrap();
         std::fs::write(global.join("AGENT.md"), "Be kind to everyone.\n").unwrap();
-        std::fs::write(env.cfg.paths.workspace_dir.join("AGENT.md"), "# Instructions\n\nYou help the Smith family.\n").unwrap();
-        std::fs::write(env.cfg.paths.workspace_dir.join("MEMORY.md"), "- Alice likes tea.\n").unwrap();
+        std::fs::write(
+            env.cfg.paths.workspace_dir.join("AGENT.md"),
+            "# Instructions\n\nYou help the Smith family.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            env.cfg.paths.workspace_dir.join("MEMORY.md"),
+            "- Alice likes tea.\n",
+        )
+        .unwrap();
         env.cfg.paths.global_dir = Some(global);
         env.cfg.agent_name = "main".into();
         env.cfg.assistant_name = Some("Pinchy".into());
@@ -169,13 +226,28 @@ mod tests {
     #[test]
     fn order_and_optional_parts() {
         let env = Env::new();
-        std::fs::write(env.cfg.paths.workspace_dir.join("MEMORY.md"), "remember X\n").unwrap();
+        std::fs::write(
+            env.cfg.paths.workspace_dir.join("MEMORY.md"),
+            "remember X\n",
+        )
+        .unwrap();
         let bare = system_prompt(&env.cfg, &[], &[], &[]);
-        assert!(!bare.contains("## Tools"), "no tools offered, no tools section");
+        assert!(
+            !bare.contains("## Tools"),
+            "no tools offered, no tools section"
+        );
         assert!(!bare.contains("MCP"));
         assert!(bare.contains(&format!("Your name is {}.", env.cfg.agent_name)));
-        let full = system_prompt(&env.cfg, &[dest("family", "channel")], &crate::tools::specs(), &[("s".into(), "use s".into())]);
-        let pos = |needle: &str| full.find(needle).unwrap_or_else(|| panic!("{needle:?} missing"));
+        let full = system_prompt(
+            &env.cfg,
+            &[dest("family", "channel")],
+            &crate::tools::specs(),
+            &[("s".into(), "use s".into())],
+        );
+        let pos = |needle: &str| {
+            full.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing"))
+        };
         assert!(pos("sandboxed Linux") < pos("## How you answer"));
         assert!(pos("## How you answer") < pos("## Tools"));
         assert!(pos("## Tools") < pos("## Your memory"));
@@ -189,11 +261,27 @@ mod tests {
     #[test]
     fn small_models_get_a_short_prompt_with_their_notes() {
         let env = Env::new();
-        std::fs::write(env.cfg.paths.workspace_dir.join("MEMORY.md"), "the user likes tea\n").unwrap();
+        std::fs::write(
+            env.cfg.paths.workspace_dir.join("MEMORY.md"),
+            "the user likes tea\n",
+        )
+        .unwrap();
         let small = system_prompt_small(&env.cfg);
-        assert!(small.starts_with(&format!("You are {}, a helpful personal assistant.", env.cfg.agent_name)), "{small}");
+        assert!(
+            small.starts_with(&format!(
+                "You are {}, a helpful personal assistant.",
+                env.cfg.agent_name
+            )),
+            "{small}"
+        );
         assert!(small.contains("the user likes tea"));
-        assert!(!small.contains("sandbox") && !small.contains("<message"), "{small}");
-        assert!(small.len() < system_prompt(&env.cfg, &[], &[], &[]).len() / 3, "{small}");
+        assert!(
+            !small.contains("sandbox") && !small.contains("<message"),
+            "{small}"
+        );
+        assert!(
+            small.len() < system_prompt(&env.cfg, &[], &[], &[]).len() / 3,
+            "{small}"
+        );
     }
 }

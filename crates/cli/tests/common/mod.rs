@@ -32,7 +32,10 @@ pub fn bwrap_or_skip() -> bool {
 pub fn any_sandbox() -> Choice {
     // scripts/test runs some suites again with PINCH_TEST_SANDBOX=docker.
     if std::env::var("PINCH_TEST_SANDBOX").as_deref() == Ok("docker") {
-        assert!(docker_or_skip() || std::env::var("PINCH_TEST_REQUIRE_DOCKER").as_deref() != Ok("1"), "docker required");
+        assert!(
+            docker_or_skip() || std::env::var("PINCH_TEST_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "docker required"
+        );
         if docker_or_skip() {
             return Choice::Docker;
         }
@@ -60,7 +63,11 @@ pub fn with_script(mut c: HostConfig, script: &str) -> HostConfig {
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A blocking CLI-socket client.
@@ -88,7 +95,13 @@ impl Client {
         };
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let w = s.try_clone().unwrap();
-        let mut c = Client { r: BufReader::new(s), w, hello: ServerMsg::Superseded, seen: Vec::new(), settled: Default::default() };
+        let mut c = Client {
+            r: BufReader::new(s),
+            w,
+            hello: ServerMsg::Superseded,
+            seen: Vec::new(),
+            settled: Default::default(),
+        };
         c.hello = c.recv().expect("hello");
         c
     }
@@ -100,14 +113,19 @@ impl Client {
     }
 
     pub fn send_text(&mut self, text: &str, cid: &str) {
-        self.send(&ClientMsg::Message { text: text.into(), client_id: Some(cid.into()) });
+        self.send(&ClientMsg::Message {
+            text: text.into(),
+            client_id: Some(cid.into()),
+        });
     }
 
     pub fn recv(&mut self) -> Option<ServerMsg> {
         let mut line = String::new();
         match self.r.read_line(&mut line) {
             Ok(0) => None,
-            Ok(_) => Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"))),
+            Ok(_) => {
+                Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+            }
             Err(e) => panic!("reading from host: {e}"),
         }
     }
@@ -117,11 +135,19 @@ impl Client {
         self.send_text(text, cid);
         loop {
             match self.recv().expect("host closed") {
-                ServerMsg::Accepted { client_id: Some(c), id, routed, .. } if c == cid => {
+                ServerMsg::Accepted {
+                    client_id: Some(c),
+                    id,
+                    routed,
+                    ..
+                } if c == cid => {
                     assert!(routed > 0, "message was not routed");
                     return id;
                 }
-                ServerMsg::Rejected { client_id: Some(c), error } if c == cid => panic!("rejected: {error}"),
+                ServerMsg::Rejected {
+                    client_id: Some(c),
+                    error,
+                } if c == cid => panic!("rejected: {error}"),
                 other => self.stash(other),
             }
         }
@@ -143,7 +169,11 @@ impl Client {
             return texts;
         }
         loop {
-            let m = if pending.is_empty() { self.recv().expect("host closed while waiting") } else { pending.remove(0) };
+            let m = if pending.is_empty() {
+                self.recv().expect("host closed while waiting")
+            } else {
+                pending.remove(0)
+            };
             match m {
                 ServerMsg::Message { id: oid, text, .. } => {
                     texts.push(text);
@@ -192,7 +222,10 @@ pub fn mount_tmpfs(at: &Path, opts: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        assert!(unsafe { libc::geteuid() } != 0, "running as root but mount failed");
+        assert!(
+            unsafe { libc::geteuid() } != 0,
+            "running as root but mount failed"
+        );
         assert!(
             std::env::var("PINCH_TEST_NO_ROOT").as_deref() == Ok("1"),
             "this test mounts a tmpfs and needs root (or set PINCH_TEST_NO_ROOT=1 to skip it)"
@@ -239,8 +272,13 @@ impl Client {
     /// buttons.
     pub fn until_buttons(&mut self) -> (String, Vec<pinch_channels::cli_socket::WireButton>) {
         loop {
-            match self.recv().expect("host closed while waiting for a question") {
-                ServerMsg::Message { id, text, buttons, .. } => {
+            match self
+                .recv()
+                .expect("host closed while waiting for a question")
+            {
+                ServerMsg::Message {
+                    id, text, buttons, ..
+                } => {
                     self.send(&ClientMsg::Ack { id });
                     if !buttons.is_empty() {
                         return (text, buttons);
@@ -271,7 +309,12 @@ pub fn pinch_chat(args: &[&str], envs: &[(&str, &Path)], input: &str) -> std::pr
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -299,23 +342,27 @@ impl std::ops::DerefMut for Daemon {
 }
 
 pub fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) -> Daemon {
-    Daemon(std::process::Command::new(PINCH)
-        .args(["host", "--data-dir"])
-        .arg(data)
-        .arg("--config")
-        .arg(cfg)
-        .args(["--sandbox", sandbox, "--provider", "scripted"])
-        .env("PINCH_LOG", "debug")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(data.with_extension(format!("log-{}", std::process::id()))).unwrap())
-        .spawn()
-        .unwrap())
+    Daemon(
+        std::process::Command::new(PINCH)
+            .args(["host", "--data-dir"])
+            .arg(data)
+            .arg("--config")
+            .arg(cfg)
+            .args(["--sandbox", sandbox, "--provider", "scripted"])
+            .env("PINCH_LOG", "debug")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(data.with_extension(format!("log-{}", std::process::id())))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap(),
+    )
 }
-
 
 /// Whether a Docker daemon answers here. With PINCH_TEST_REQUIRE_DOCKER=1
 /// (CI, which starts dockerd) its absence fails the test instead.
@@ -328,4 +375,20 @@ pub fn docker_or_skip() -> bool {
     }
     eprintln!("note: no Docker daemon here: skipping a docker test");
     false
+}
+
+/// The mounts of a session's runner sandbox (what a shell the agent runs
+/// sees), for attacks run from inside a real sandbox with
+/// `Bwrap::command_with`.
+pub fn session_mounts(data: &Path, s: &pinch_host::SessionInfo) -> pinch_host::sandbox::Mounts {
+    pinch_host::sandbox::Mounts {
+        in_dir: s.dir.join("in"),
+        out_dir: s.dir.join("out"),
+        inbox_dir: s.dir.join("inbox"),
+        outbox_dir: s.dir.join("outbox"),
+        agent_dir: data.join("groups").join(&s.agent_group_id),
+        global_dir: data.join("groups/global"),
+        proxy_dir: Some(data.join("run/proxy").join(&s.id)),
+        ..Default::default()
+    }
 }

@@ -36,12 +36,18 @@ pub const MAX_FILES: usize = 10;
 
 impl Host {
     /// Ok: the target session id (the delivery's record).
-    pub(super) fn agent_message(&mut self, from_sid: &str, row: &OutboundRow) -> Result<String, String> {
+    pub(super) fn agent_message(
+        &mut self,
+        from_sid: &str,
+        row: &OutboundRow,
+    ) -> Result<String, String> {
         let refuse = |why: String| {
             tracing::warn!(session_id = %from_sid, message = %row.id, "agent-to-agent message refused: {why}");
             Err(why)
         };
-        let Some(from) = self.sessions.get(from_sid) else { return Err("the sending session is not active".into()) };
+        let Some(from) = self.sessions.get(from_sid) else {
+            return Err("the sending session is not active".into());
+        };
         let from_ag = from.row.agent_group_id.clone();
         let from_dir = from.dir.clone();
         let Some(target_ag) = row.platform_id.clone().filter(|t| !t.is_empty()) else {
@@ -53,9 +59,13 @@ impl Host {
                 .destinations(&from_ag)
                 .map_err(|e| format!("reading destinations: {e:#}"))?
                 .iter()
-                .any(|d| d.kind == "agent" && d.agent_group_id.as_deref() == Some(target_ag.as_str()));
+                .any(|d| {
+                    d.kind == "agent" && d.agent_group_id.as_deref() == Some(target_ag.as_str())
+                });
         if !allowed {
-            return refuse(format!("agent group {target_ag:?} is not one of your destinations"));
+            return refuse(format!(
+                "agent group {target_ag:?} is not one of your destinations"
+            ));
         }
         let (text, files) = match ChatOut::parse(&row.content) {
             Ok(ChatOut::Text { text, files }) => (text, files),
@@ -63,7 +73,10 @@ impl Host {
             Err(e) => return refuse(format!("the message is not valid JSON: {e}")),
         };
         if files.len() > MAX_FILES {
-            return refuse(format!("{} files in one message; at most {MAX_FILES} go to another agent at once", files.len()));
+            return refuse(format!(
+                "{} files in one message; at most {MAX_FILES} go to another agent at once",
+                files.len()
+            ));
         }
         // Every file is checked (and opened) before anything is delivered.
         let mut opened = Vec::with_capacity(files.len());
@@ -76,10 +89,20 @@ impl Host {
         // What this answers (the turn's trigger), for the chain and the return path.
         let asked = row.in_reply_to.as_ref().and_then(|id| {
             let c = open_reader(&from_dir.inbound_db(), session::BUSY).ok()?;
-            rows::inbound_by_ids(&c, std::slice::from_ref(id)).ok()?.into_iter().next()
+            rows::inbound_by_ids(&c, std::slice::from_ref(id))
+                .ok()?
+                .into_iter()
+                .next()
         });
-        let (hops, chain, asked_by) = match asked.as_ref().map(|r| InContent::parse(&r.kind, &r.content)) {
-            Some(Ok(InContent::Chat(ChatIn { a2a: Some(a), sender_id, .. }))) => (a.hops, a.chain, sender_id),
+        let (hops, chain, asked_by) = match asked
+            .as_ref()
+            .map(|r| InContent::parse(&r.kind, &r.content))
+        {
+            Some(Ok(InContent::Chat(ChatIn {
+                a2a: Some(a),
+                sender_id,
+                ..
+            }))) => (a.hops, a.chain, sender_id),
             _ => (0, Vec::new(), None),
         };
         // Answering the agent whose message started this turn.
@@ -88,7 +111,9 @@ impl Host {
             return refuse(format!("a cycle: {target_ag} is already in this conversation's chain ({}); reply to the agent that asked instead", chain.join(" → ")));
         }
         if hops + 1 > MAX_HOPS {
-            return refuse(format!("this conversation between agents has gone {hops} hops; the limit is {MAX_HOPS}"));
+            return refuse(format!(
+                "this conversation between agents has gone {hops} hops; the limit is {MAX_HOPS}"
+            ));
         }
         if !self.a2a_sends.admit(&from_ag, &target_ag, Instant::now()) {
             return refuse(format!("{from_ag} has sent {target_ag} {PAIR_LIMIT} messages in the last {} minutes; wait before sending more", PAIR_WINDOW.as_secs() / 60));
@@ -96,10 +121,22 @@ impl Host {
         let mut chain = chain;
         chain.push(from_ag.clone());
         // The target session: the one that asked (a reply), else the newest.
-        let back = asked.as_ref().filter(|_| is_reply).and_then(|r| r.source_session_id.clone()).filter(|s| self.sessions.get(s).is_some_and(|rt| !rt.closed && rt.row.agent_group_id == target_ag));
+        let back = asked
+            .as_ref()
+            .filter(|_| is_reply)
+            .and_then(|r| r.source_session_id.clone())
+            .filter(|s| {
+                self.sessions
+                    .get(s)
+                    .is_some_and(|rt| !rt.closed && rt.row.agent_group_id == target_ag)
+            });
         let target_sid = match back {
             Some(s) => s,
-            None => match self.central.newest_session(&target_ag).map_err(|e| format!("{e:#}"))? {
+            None => match self
+                .central
+                .newest_session(&target_ag)
+                .map_err(|e| format!("{e:#}"))?
+            {
                 Some(r) => {
                     let id = r.id.clone();
                     if !self.sessions.contains_key(&id) {
@@ -107,10 +144,14 @@ impl Host {
                     }
                     id
                 }
-                None => self.session_in(&target_ag, None, None).map_err(|e| format!("could not start a session of {target_ag}: {e:#}"))?,
+                None => self
+                    .session_in(&target_ag, None, None)
+                    .map_err(|e| format!("could not start a session of {target_ag}: {e:#}"))?,
             },
         };
-        let Some(t) = self.sessions.get(&target_sid) else { return Err("the target session vanished".into()) };
+        let Some(t) = self.sessions.get(&target_sid) else {
+            return Err("the target session vanished".into());
+        };
         let id = format!("a2a:{from_sid}:{}", row.id);
         // Delivered already (a host crash before the ledger entry): once.
         if super::agent_admin::session_has_row(&t.dir, &id) {
@@ -132,9 +173,17 @@ impl Host {
         for (name, mut f) in opened {
             match attachments::save_from(&inbox, &folder, &name, &mut f) {
                 Ok(p) => {
-                    let saved = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let saved = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                    attachments.push(Attachment { path: format!("/workspace/inbox/{folder}/{saved}"), name: saved, mime: None, size });
+                    attachments.push(Attachment {
+                        path: format!("/workspace/inbox/{folder}/{saved}"),
+                        name: saved,
+                        mime: None,
+                        size,
+                    });
                 }
                 Err(e) => {
                     clean(&folder_path);
@@ -148,13 +197,20 @@ impl Host {
             sender: Some(from_ag.clone()),
             sender_id: Some(format!("agent:{from_ag}")),
             is_mention: true,
-            a2a: Some(A2a { hops: hops + 1, chain }),
+            a2a: Some(A2a {
+                hops: hops + 1,
+                chain,
+            }),
             ..Default::default()
         });
         // A new request is answered to the agent that sent it (its address
         // is the row's); a reply is read in the asking session, whose own
         // answer then goes to its usual conversation (no address).
-        let (channel_type, platform_id) = if is_reply { (None, None) } else { (Some("agent".to_owned()), Some(from_ag.clone())) };
+        let (channel_type, platform_id) = if is_reply {
+            (None, None)
+        } else {
+            (Some("agent".to_owned()), Some(from_ag.clone()))
+        };
         let new = NewInbound {
             id,
             kind: "chat".into(),
@@ -187,7 +243,10 @@ impl PairLimiter {
     /// limit; false (and nothing counted) if not.
     pub(crate) fn admit(&mut self, from: &str, to: &str, now: Instant) -> bool {
         let sent = self.0.entry((from.to_owned(), to.to_owned())).or_default();
-        while sent.front().is_some_and(|t| now.duration_since(*t) >= PAIR_WINDOW) {
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= PAIR_WINDOW)
+        {
             sent.pop_front();
         }
         if sent.len() >= PAIR_LIMIT {
@@ -207,9 +266,15 @@ mod tests {
         let mut l = PairLimiter::default();
         let t0 = Instant::now();
         for i in 0..PAIR_LIMIT {
-            assert!(l.admit("a", "b", t0 + Duration::from_secs(i as u64)), "message {i}");
+            assert!(
+                l.admit("a", "b", t0 + Duration::from_secs(i as u64)),
+                "message {i}"
+            );
         }
-        assert!(!l.admit("a", "b", t0 + Duration::from_secs(30)), "the 21st within 10 minutes");
+        assert!(
+            !l.admit("a", "b", t0 + Duration::from_secs(30)),
+            "the 21st within 10 minutes"
+        );
         // Other pairs, including the reverse direction, are counted apart.
         assert!(l.admit("b", "a", t0 + Duration::from_secs(30)));
         assert!(l.admit("a", "c", t0 + Duration::from_secs(30)));

@@ -18,21 +18,38 @@ use crate::permissions::{Approval, ApprovalOption};
 impl Host {
     /// Handles one agent `system` row; `Err` = not handled (the delivery
     /// fails the row and tells the agent why).
-    pub(super) fn agent_action(&mut self, session_id: &str, out_id: &str, content: &str) -> Result<(), String> {
-        let v: Value = serde_json::from_str(content).map_err(|e| format!("content is not valid JSON: {e}"))?;
+    pub(super) fn agent_action(
+        &mut self,
+        session_id: &str,
+        out_id: &str,
+        content: &str,
+    ) -> Result<(), String> {
+        let v: Value =
+            serde_json::from_str(content).map_err(|e| format!("content is not valid JSON: {e}"))?;
         match v.get("action").and_then(Value::as_str) {
             Some("admin_request") => {
-                let request_id = v.get("request_id").and_then(Value::as_str).filter(|r| !r.is_empty() && r.len() <= 64);
+                let request_id = v
+                    .get("request_id")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty() && r.len() <= 64);
                 let Some(request_id) = request_id.map(str::to_owned) else {
                     return Err("admin_request needs a request_id of 1 to 64 bytes".into());
                 };
                 // Idempotent per row: a row delivered twice (a slow main
                 // loop, a host crash before the ledger entry) runs once.
                 let resp_id = format!("admin-resp:{out_id}");
-                if self.sessions.get(session_id).is_some_and(|s| session_has_row(&s.dir, &resp_id)) {
+                if self
+                    .sessions
+                    .get(session_id)
+                    .is_some_and(|s| session_has_row(&s.dir, &resp_id))
+                {
                     return Ok(());
                 }
-                let command = v.get("command").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let command = v
+                    .get("command")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
                 let args = v.get("args").cloned().unwrap_or_else(|| json!({}));
                 let reply = self.agent_admin(session_id, &request_id, &command, &args);
                 if let Err(e) = &reply {
@@ -42,7 +59,11 @@ impl Host {
                     Ok(data) => (true, data),
                     Err(e) => (false, json!({"code": e.code, "message": e.message})),
                 };
-                let content = InContent::System(SystemIn::AdminResponse { request_id: request_id.clone(), ok, body });
+                let content = InContent::System(SystemIn::AdminResponse {
+                    request_id: request_id.clone(),
+                    ok,
+                    body,
+                });
                 self.system_in(session_id, &resp_id, content, false);
                 Ok(())
             }
@@ -55,25 +76,46 @@ impl Host {
                 let a = a.to_owned();
                 self.task_action(session_id, out_id, &a, &v)
             }
-            Some(other) => Err(format!("the host does not carry out {other:?} in this version")),
+            Some(other) => Err(format!(
+                "the host does not carry out {other:?} in this version"
+            )),
             None => Err("a system row needs an `action`".into()),
         }
     }
 
     fn agent_caller(&self, session_id: &str) -> Result<Caller, ErrorBody> {
-        let ag = self.sessions.get(session_id).map(|s| s.row.agent_group_id.clone()).ok_or_else(|| err("not-found", "the session is not active"))?;
+        let ag = self
+            .sessions
+            .get(session_id)
+            .map(|s| s.row.agent_group_id.clone())
+            .ok_or_else(|| err("not-found", "the session is not active"))?;
         let scope: Option<String> = self
             .central
             .conn
-            .query_row("SELECT admin_scope FROM agent_configs WHERE agent_group_id = ?1", [&ag], |r| r.get(0))
+            .query_row(
+                "SELECT admin_scope FROM agent_configs WHERE agent_group_id = ?1",
+                [&ag],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| err("handler-error", e.to_string()))?;
-        Ok(Caller::Agent { ag, scope: AdminScope::parse(scope.as_deref().unwrap_or("disabled")) })
+        Ok(Caller::Agent {
+            ag,
+            scope: AdminScope::parse(scope.as_deref().unwrap_or("disabled")),
+        })
     }
 
-    fn agent_admin(&mut self, session_id: &str, request_id: &str, command: &str, args: &Value) -> Reply {
+    fn agent_admin(
+        &mut self,
+        session_id: &str,
+        request_id: &str,
+        command: &str,
+        args: &Value,
+    ) -> Reply {
         let caller = self.agent_caller(session_id)?;
-        let Caller::Agent { ag, scope } = caller.clone() else { unreachable!("an agent caller") };
+        let Caller::Agent { ag, scope } = caller.clone() else {
+            unreachable!("an agent caller")
+        };
         if scope == AdminScope::Disabled {
             return Err(err(
                 "permission-denied",
@@ -85,22 +127,52 @@ impl Host {
         }
         if !admin_cmds::needs_approval(&caller, command) {
             return admin_cmds::dispatch(&self.central.conn, &caller, command, args)
-                .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))));
+                .unwrap_or_else(|| {
+                    Err(err(
+                        "unknown-command",
+                        format!("unknown command {command:?}"),
+                    ))
+                });
         }
-        let pending = |id: &str| err("approval-pending", format!("{command} needs an admin's approval (request {id})."));
-        if let Some(id) = self.central.approval_for_request(session_id, request_id).map_err(|e| err("handler-error", format!("{e:#}")))? {
+        let pending = |id: &str| {
+            err(
+                "approval-pending",
+                format!("{command} needs an admin's approval (request {id})."),
+            )
+        };
+        if let Some(id) = self
+            .central
+            .approval_for_request(session_id, request_id)
+            .map_err(|e| err("handler-error", format!("{e:#}")))?
+        {
             return Err(pending(&id));
         }
         // Dry run under the agent's scope, rolled back: a refused or invalid
         // command is answered now instead of bothering an approver.
-        self.central.conn.execute_batch("SAVEPOINT agent_dry_run").map_err(|e| err("handler-error", format!("could not check the command: {e}")))?;
+        self.central
+            .conn
+            .execute_batch("SAVEPOINT agent_dry_run")
+            .map_err(|e| err("handler-error", format!("could not check the command: {e}")))?;
         let dry = admin_cmds::dispatch(&self.central.conn, &caller, command, args);
-        if self.central.conn.execute_batch("ROLLBACK TO agent_dry_run; RELEASE agent_dry_run").is_err() {
+        if self
+            .central
+            .conn
+            .execute_batch("ROLLBACK TO agent_dry_run; RELEASE agent_dry_run")
+            .is_err()
+        {
             // Never leave a transaction open on the central DB.
             let _ = self.central.conn.execute_batch("ROLLBACK");
-            return Err(err("handler-error", "could not roll back the command's dry run"));
+            return Err(err(
+                "handler-error",
+                "could not roll back the command's dry run",
+            ));
         }
-        dry.unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))))?;
+        dry.unwrap_or_else(|| {
+            Err(err(
+                "unknown-command",
+                format!("unknown command {command:?}"),
+            ))
+        })?;
         // Commands that could raise anyone above the group's admins (or an
         // agent with global reach) are for owners alone to approve: a group
         // admin must not be able to approve making themselves owner.
@@ -109,20 +181,54 @@ impl Host {
             || command.starts_with("users-")
             || matches!(command, "groups-create" | "groups-delete");
         let tiers = if owners_only {
-            vec![self.central.approver_tiers(None).map_err(|e| err("handler-error", format!("{e:#}")))?.pop().unwrap_or_default()]
+            vec![self
+                .central
+                .approver_tiers(None)
+                .map_err(|e| err("handler-error", format!("{e:#}")))?
+                .pop()
+                .unwrap_or_default()]
         } else {
-            self.central.approver_tiers(Some(&ag)).map_err(|e| err("handler-error", format!("{e:#}")))?
+            self.central
+                .approver_tiers(Some(&ag))
+                .map_err(|e| err("handler-error", format!("{e:#}")))?
         };
         let Some(first) = tiers.iter().flatten().next().cloned() else {
-            return Err(err("handler-error", format!("agent group {ag} has no admin or owner to approve {command}")));
+            return Err(err(
+                "handler-error",
+                format!("agent group {ag} has no admin or owner to approve {command}"),
+            ));
         };
         let shown = args.to_string();
-        let shown = if shown.chars().count() > 300 { format!("{}…", shown.chars().take(300).collect::<String>()) } else { shown };
+        let shown = if shown.chars().count() > 300 {
+            format!("{}…", shown.chars().take(300).collect::<String>())
+        } else {
+            shown
+        };
         let title = format!("Agent {ag} asks to run `{command}` with {shown}");
-        let options = vec![ApprovalOption { label: "Approve".into(), value: "approve".into() }, ApprovalOption { label: "Reject".into(), value: "reject".into() }];
+        let options = vec![
+            ApprovalOption {
+                label: "Approve".into(),
+                value: "approve".into(),
+            },
+            ApprovalOption {
+                label: "Reject".into(),
+                value: "reject".into(),
+            },
+        ];
         let payload = json!({"command": command, "args": args, "owners_only": owners_only});
-        let a: Approval = self.new_approval(Some(session_id), Some(&ag), Some(request_id), "admin_command", payload, title, options, &first);
-        self.central.insert_approval(&a).map_err(|e| err("handler-error", format!("{e:#}")))?;
+        let a: Approval = self.new_approval(
+            Some(session_id),
+            Some(&ag),
+            Some(request_id),
+            "admin_command",
+            payload,
+            title,
+            options,
+            &first,
+        );
+        self.central
+            .insert_approval(&a)
+            .map_err(|e| err("handler-error", format!("{e:#}")))?;
         self.send_agent_card(session_id, &a, tiers);
         tracing::info!(session_id = %session_id, approval = %a.approval_id, command = %command, "agent admin command waits for approval");
         Err(pending(&a.approval_id))
@@ -130,7 +236,12 @@ impl Host {
 
     /// Sends a card an agent's request raised, approvers on the channel of
     /// the session's conversation first.
-    pub(super) fn send_agent_card(&mut self, session_id: &str, a: &Approval, tiers: Vec<Vec<String>>) {
+    pub(super) fn send_agent_card(
+        &mut self,
+        session_id: &str,
+        a: &Approval,
+        tiers: Vec<Vec<String>>,
+    ) {
         let origin = self
             .sessions
             .get(session_id)
@@ -143,28 +254,55 @@ impl Host {
 
     /// Session and host commands for an agent: `group` scope sees only its
     /// own group's sessions (a foreign id is `not-found`).
-    fn agent_session_command(&mut self, ag: &str, scope: AdminScope, command: &str, args: &Value) -> Option<Reply> {
+    fn agent_session_command(
+        &mut self,
+        ag: &str,
+        scope: AdminScope,
+        command: &str,
+        args: &Value,
+    ) -> Option<Reply> {
         let own = |r: &Value| scope == AdminScope::Global || r["agent_group"].as_str() == Some(ag);
         match command {
-            "sessions-list" => Some(self.central.session_states().map_err(|e| err("handler-error", format!("{e:#}"))).map(|rows| Value::Array(rows.into_iter().filter(own).collect()))),
+            "sessions-list" => Some(
+                self.central
+                    .session_states()
+                    .map_err(|e| err("handler-error", format!("{e:#}")))
+                    .map(|rows| Value::Array(rows.into_iter().filter(own).collect())),
+            ),
             "sessions-get" => {
                 let id = args.get("id").and_then(Value::as_str).unwrap_or_default();
                 Some(
                     self.central
                         .session_states()
                         .map_err(|e| err("handler-error", format!("{e:#}")))
-                        .and_then(|rows| rows.into_iter().find(|r| r["id"] == id && own(r)).ok_or_else(|| err("not-found", format!("no session {id}")))),
+                        .and_then(|rows| {
+                            rows.into_iter()
+                                .find(|r| r["id"] == id && own(r))
+                                .ok_or_else(|| err("not-found", format!("no session {id}")))
+                        }),
                 )
             }
-            c if c.starts_with("sessions-") || c.starts_with("host-") || c.starts_with("approvals-approve") || c.starts_with("approvals-reject") => {
-                Some(Err(err("forbidden", format!("{c} is for the owner (pinch admin), not for agents"))))
+            c if c.starts_with("sessions-")
+                || c.starts_with("host-")
+                || c.starts_with("approvals-approve")
+                || c.starts_with("approvals-reject") =>
+            {
+                Some(Err(err(
+                    "forbidden",
+                    format!("{c} is for the owner (pinch admin), not for agents"),
+                )))
             }
             _ => None,
         }
     }
 
     /// An admin decided an agent's approval-gated command.
-    pub(super) fn decide_admin_command(&mut self, a: &Approval, value: &str, by: &str) -> anyhow::Result<String> {
+    pub(super) fn decide_admin_command(
+        &mut self,
+        a: &Approval,
+        value: &str,
+        by: &str,
+    ) -> anyhow::Result<String> {
         let command = a.payload["command"].as_str().unwrap_or_default().to_owned();
         let args = a.payload.get("args").cloned().unwrap_or_else(|| json!({}));
         let (status, result, text) = if value == "approve" {
@@ -179,11 +317,20 @@ impl Host {
                 Some(Err(e)) => Err(e),
                 None => Err(err("handler-error", "the request has no session")),
             };
-            if r.is_ok() && (command.starts_with("destinations-") || command.starts_with("wirings-") || command.starts_with("messaging-groups-") || command == "groups-delete") {
+            if r.is_ok()
+                && (command.starts_with("destinations-")
+                    || command.starts_with("wirings-")
+                    || command.starts_with("messaging-groups-")
+                    || command == "groups-delete")
+            {
                 self.reproject_all();
             }
             match r {
-                Ok(data) => ("approved", json!({"request_id": a.request_id, "command": command, "ok": true, "data": data}), format!("Approved: {command} ran.")),
+                Ok(data) => (
+                    "approved",
+                    json!({"request_id": a.request_id, "command": command, "ok": true, "data": data}),
+                    format!("Approved: {command} ran."),
+                ),
                 Err(e) => (
                     "approved",
                     json!({"request_id": a.request_id, "command": command, "ok": false, "error": {"code": e.code, "message": e.message}}),
@@ -191,14 +338,30 @@ impl Host {
                 ),
             }
         } else {
-            ("rejected", json!({"request_id": a.request_id, "command": command, "ok": false, "error": {"code": "rejected", "message": format!("rejected by {by}")}}), format!("Rejected: {command} will not run."))
+            (
+                "rejected",
+                json!({"request_id": a.request_id, "command": command, "ok": false, "error": {"code": "rejected", "message": format!("rejected by {by}")}}),
+                format!("Rejected: {command} will not run."),
+            )
         };
-        if !self.central.decide_approval(&a.approval_id, status, by, Some(&result))? {
+        if !self
+            .central
+            .decide_approval(&a.approval_id, status, by, Some(&result))?
+        {
             return Ok("That request was already decided.".into());
         }
         if let Some(sid) = a.session_id.clone() {
-            let content = InContent::System(SystemIn::ActionResult { action: "admin_command".into(), status: status.into(), result });
-            self.system_in(&sid, &format!("approval-result:{}", a.approval_id), content, true);
+            let content = InContent::System(SystemIn::ActionResult {
+                action: "admin_command".into(),
+                status: status.into(),
+                result,
+            });
+            self.system_in(
+                &sid,
+                &format!("approval-result:{}", a.approval_id),
+                content,
+                true,
+            );
         }
         Ok(text)
     }
@@ -206,6 +369,12 @@ impl Host {
 
 /// Whether the session's `inbound.db` already has a row with this id.
 pub(super) fn session_has_row(dir: &crate::paths::SessionDir, id: &str) -> bool {
-    let Ok(c) = pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY) else { return false };
-    c.query_row("SELECT 1 FROM messages_in WHERE id = ?1", [id], |_| Ok(())).optional().ok().flatten().is_some()
+    let Ok(c) = pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY) else {
+        return false;
+    };
+    c.query_row("SELECT 1 FROM messages_in WHERE id = ?1", [id], |_| Ok(()))
+        .optional()
+        .ok()
+        .flatten()
+        .is_some()
 }

@@ -22,7 +22,10 @@ use crate::session;
 const MAX_CONNECT_OPTIONS: usize = 7;
 
 fn opt(label: impl Into<String>, value: impl Into<String>) -> ApprovalOption {
-    ApprovalOption { label: label.into(), value: value.into() }
+    ApprovalOption {
+        label: label.into(),
+        value: value.into(),
+    }
 }
 
 impl Host {
@@ -30,7 +33,11 @@ impl Host {
     /// question, `a:<id>:<n>` decides an approval. The clicker always gets
     /// an answer.
     pub(super) fn on_click(&mut self, c: Click) {
-        let addr = Address { channel_type: c.channel_type.clone(), platform_id: c.platform_id.clone(), thread_id: c.thread_id.clone() };
+        let addr = Address {
+            channel_type: c.channel_type.clone(),
+            platform_id: c.platform_id.clone(),
+            thread_id: c.thread_id.clone(),
+        };
         let mut parts = c.callback.splitn(3, ':');
         let res = match (parts.next(), parts.next(), parts.next()) {
             (Some("q"), Some(id), Some(idx)) => self.answer_question(&c, id, idx),
@@ -52,18 +59,27 @@ impl Host {
             return Ok("That question was already answered or has expired.".into());
         };
         if time::parse(&q.expires_at).is_ok_and(|t| t <= jiff::Timestamp::now()) {
-            self.central.delete_pending_questions(&q.session_id, &q.message_out_id)?;
+            self.central
+                .delete_pending_questions(&q.session_id, &q.message_out_id)?;
             return Ok("That question has expired.".into());
         }
-        let options: Vec<pinch_proto::content::OptionItem> = serde_json::from_str(&q.options_json).context("stored options are not valid JSON")?;
+        let options: Vec<pinch_proto::content::OptionItem> =
+            serde_json::from_str(&q.options_json).context("stored options are not valid JSON")?;
         let Some(choice) = idx.parse::<usize>().ok().and_then(|i| options.get(i)) else {
-            return Ok(format!("That choice is not one of the {} options.", options.len()));
+            return Ok(format!(
+                "That choice is not one of the {} options.",
+                options.len()
+            ));
         };
         let Some(s) = self.sessions.get(&q.session_id) else {
             return Ok("The conversation that asked this is no longer active.".into());
         };
         let user_id = user_id_of(&c.channel_type, &c.user_id);
-        if !self.central.sender_rights(&user_id, &s.row.agent_group_id)?.0 {
+        if !self
+            .central
+            .sender_rights(&user_id, &s.row.agent_group_id)?
+            .0
+        {
             tracing::warn!(user = %user_id, question = %q.question_id, "button press refused: the user has no access to this agent");
             return Ok("Only members of this agent's group can answer its questions.".into());
         }
@@ -84,15 +100,22 @@ impl Host {
             ..Default::default()
         };
         let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
-        session::write_inbound(&s.dir, &[row], out_max).with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
-        self.central.delete_pending_questions(&q.session_id, &q.message_out_id)?;
+        session::write_inbound(&s.dir, &[row], out_max)
+            .with_context(|| format!("writing {}", s.dir.inbound_db().display()))?;
+        self.central
+            .delete_pending_questions(&q.session_id, &q.message_out_id)?;
         tracing::info!(session_id = %q.session_id, question = %q.agent_question_id, "question answered");
         Ok(format!("Answered: {}", choice.label))
     }
 
     /// Asks the owner to connect a conversation pinch has just met (once
     /// per conversation while the request is open).
-    pub(super) fn request_registration(&mut self, mg: &MessagingGroup, ev: &InboundEvent, sender: &str) -> Result<()> {
+    pub(super) fn request_registration(
+        &mut self,
+        mg: &MessagingGroup,
+        ev: &InboundEvent,
+        sender: &str,
+    ) -> Result<()> {
         if self.central.channel_request(&mg.id)?.is_some() {
             return Ok(());
         }
@@ -105,7 +128,15 @@ impl Host {
             .collect();
         options.push(opt("New agent", "new"));
         options.push(opt("Reject", "reject"));
-        let place = if ev.is_group { format!("the group {} on {}", mg.name.as_deref().unwrap_or(&mg.platform_id), mg.channel_type) } else { format!("a direct message on {}", mg.channel_type) };
+        let place = if ev.is_group {
+            format!(
+                "the group {} on {}",
+                mg.name.as_deref().unwrap_or(&mg.platform_id),
+                mg.channel_type
+            )
+        } else {
+            format!("a direct message on {}", mg.channel_type)
+        };
         let who = ev.sender_name.clone().unwrap_or_else(|| sender.to_owned());
         let title = format!("{who} ({sender}) wrote to pinch in {place}: {:?}. Connect this conversation to an agent?", clip(&ev.text, 200));
         // Registration is the owner's call.
@@ -113,16 +144,36 @@ impl Host {
         let Some(first) = owners.first().cloned() else {
             anyhow::bail!("there is no owner to ask; grant one with `pinch admin roles grant --user <id> --role owner`");
         };
-        let a = self.new_approval(None, None, None, "register", json!({"mg": mg.id, "sender": sender}), title, options, &first);
+        let a = self.new_approval(
+            None,
+            None,
+            None,
+            "register",
+            json!({"mg": mg.id, "sender": sender}),
+            title,
+            options,
+            &first,
+        );
         self.central.insert_approval(&a)?;
-        self.central.insert_channel_request(&mg.id, &serde_json::to_string(ev)?, &first, &a.approval_id)?;
+        self.central.insert_channel_request(
+            &mg.id,
+            &serde_json::to_string(ev)?,
+            &first,
+            &a.approval_id,
+        )?;
         self.send_card(&a, vec![owners], &ev.channel_type);
         Ok(())
     }
 
     /// Asks an approver to let an unknown sender in (one card per sender
     /// and conversation; a denied sender is not asked about again).
-    pub(super) fn request_sender_approval(&mut self, mg: &MessagingGroup, ag: &str, ev: &InboundEvent, sender: &str) -> Result<()> {
+    pub(super) fn request_sender_approval(
+        &mut self,
+        mg: &MessagingGroup,
+        ag: &str,
+        ev: &InboundEvent,
+        sender: &str,
+    ) -> Result<()> {
         if self.central.sender_request(&mg.id, sender)?.is_some() {
             return Ok(());
         }
@@ -131,13 +182,41 @@ impl Host {
             anyhow::bail!("agent group {ag} has no admin or owner to ask");
         };
         let who = ev.sender_name.clone().unwrap_or_else(|| sender.to_owned());
-        let ag_name = self.central.agent_groups()?.into_iter().find(|(id, _)| id == ag).map_or(ag.to_owned(), |(_, n)| n);
-        let place = mg.name.clone().unwrap_or_else(|| format!("{} {}", mg.channel_type, mg.platform_id));
-        let title = format!("{who} ({sender}) wants to talk to {ag_name} in {place}: {:?}", clip(&ev.text, 200));
+        let ag_name = self
+            .central
+            .agent_groups()?
+            .into_iter()
+            .find(|(id, _)| id == ag)
+            .map_or(ag.to_owned(), |(_, n)| n);
+        let place = mg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", mg.channel_type, mg.platform_id));
+        let title = format!(
+            "{who} ({sender}) wants to talk to {ag_name} in {place}: {:?}",
+            clip(&ev.text, 200)
+        );
         let options = vec![opt("Allow", "allow"), opt("Deny", "deny")];
-        let a = self.new_approval(None, Some(ag), None, "sender", json!({"mg": mg.id, "ag": ag, "sender": sender}), title, options, &first);
+        let a = self.new_approval(
+            None,
+            Some(ag),
+            None,
+            "sender",
+            json!({"mg": mg.id, "ag": ag, "sender": sender}),
+            title,
+            options,
+            &first,
+        );
         self.central.insert_approval(&a)?;
-        self.central.insert_sender_request(&mg.id, ag, sender, ev.sender_name.as_deref(), &serde_json::to_string(ev)?, &first, &a.approval_id)?;
+        self.central.insert_sender_request(
+            &mg.id,
+            ag,
+            sender,
+            ev.sender_name.as_deref(),
+            &serde_json::to_string(ev)?,
+            &first,
+            &a.approval_id,
+        )?;
         self.send_card(&a, tiers, &ev.channel_type);
         Ok(())
     }
@@ -154,7 +233,8 @@ impl Host {
         options: Vec<ApprovalOption>,
         approver: &str,
     ) -> Approval {
-        let ttl = jiff::SignedDuration::try_from(self.cfg.approval_ttl).unwrap_or(jiff::SignedDuration::from_hours(24));
+        let ttl = jiff::SignedDuration::try_from(self.cfg.approval_ttl)
+            .unwrap_or(jiff::SignedDuration::from_hours(24));
         Approval {
             approval_id: random_hex(4),
             session_id: session_id.map(str::to_owned),
@@ -178,10 +258,14 @@ impl Host {
     pub(super) fn send_card(&self, a: &Approval, tiers: Vec<Vec<String>>, origin_channel: &str) {
         let mut candidates: Vec<(String, String, Option<String>)> = Vec::new();
         for tier in tiers {
-            let (mut near, far): (Vec<String>, Vec<String>) = tier.into_iter().partition(|u| u.split(':').next() == Some(origin_channel));
+            let (mut near, far): (Vec<String>, Vec<String>) = tier
+                .into_iter()
+                .partition(|u| u.split(':').next() == Some(origin_channel));
             near.extend(far);
             for u in near {
-                let Some(ch) = u.split_once(':').map(|(c, _)| c.to_owned()) else { continue };
+                let Some(ch) = u.split_once(':').map(|(c, _)| c.to_owned()) else {
+                    continue;
+                };
                 if !self.channels.contains_key(&ch) {
                     continue;
                 }
@@ -192,12 +276,23 @@ impl Host {
         let channels = self.channels.clone();
         let events = self.events.clone();
         let id = a.approval_id.clone();
-        let buttons: Vec<Button> = a.options.iter().enumerate().map(|(i, o)| Button { label: o.label.clone(), callback: format!("a:{id}:{i}") }).collect();
+        let buttons: Vec<Button> = a
+            .options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Button {
+                label: o.label.clone(),
+                callback: format!("a:{id}:{i}"),
+            })
+            .collect();
         let text = format!("Approval needed: {}", a.title);
         tokio::spawn(async move {
             let mut why = String::from("no approver has a DM on a running channel");
             for (user, ch_type, cached) in candidates {
-                let ch = channels.get(&ch_type).expect("filtered to running channels").clone();
+                let ch = channels
+                    .get(&ch_type)
+                    .expect("filtered to running channels")
+                    .clone();
                 let local = user.split_once(':').map_or(user.as_str(), |(_, l)| l);
                 let (pid, opened) = match cached {
                     Some(p) => (p, false),
@@ -211,23 +306,45 @@ impl Host {
                     },
                 };
                 let (done, recorded) = tokio::sync::oneshot::channel();
-                let ev = Event::ApprovalAddressed { approval_id: id.clone(), approver: user.clone(), channel_type: ch_type.clone(), platform_id: pid.clone(), opened, done };
+                let ev = Event::ApprovalAddressed {
+                    approval_id: id.clone(),
+                    approver: user.clone(),
+                    channel_type: ch_type.clone(),
+                    platform_id: pid.clone(),
+                    opened,
+                    done,
+                };
                 if events.send(ev).is_err() {
                     return;
                 }
-                if !matches!(tokio::time::timeout(std::time::Duration::from_secs(5), recorded).await, Ok(Ok(true))) {
+                if !matches!(
+                    tokio::time::timeout(std::time::Duration::from_secs(5), recorded).await,
+                    Ok(Ok(true))
+                ) {
                     why = format!("could not record the card's address for {user}");
                     continue;
                 }
                 let caps = ch.capabilities();
                 let msg = Outgoing {
                     id: format!("approval-{id}"),
-                    text: if caps.buttons { text.clone() } else { numbered_fallback(&text, &buttons) },
+                    text: if caps.buttons {
+                        text.clone()
+                    } else {
+                        numbered_fallback(&text, &buttons)
+                    },
                     in_reply_to: None,
-                    buttons: if caps.buttons { buttons.clone() } else { Vec::new() },
+                    buttons: if caps.buttons {
+                        buttons.clone()
+                    } else {
+                        Vec::new()
+                    },
                     files: Vec::new(),
                 };
-                let to = Address { channel_type: ch_type.clone(), platform_id: pid, thread_id: None };
+                let to = Address {
+                    channel_type: ch_type.clone(),
+                    platform_id: pid,
+                    thread_id: None,
+                };
                 match ch.deliver(&to, &msg).await {
                     Ok(_) => {
                         tracing::info!(approval = %id, approver = %user, "approval card sent");
@@ -239,16 +356,28 @@ impl Host {
                     }
                 }
             }
-            let _ = events.send(Event::ApprovalUndeliverable { approval_id: id, why });
+            let _ = events.send(Event::ApprovalUndeliverable {
+                approval_id: id,
+                why,
+            });
         });
     }
 
-    pub(super) fn record_card_address(&mut self, id: &str, approver: &str, channel_type: &str, platform_id: &str, opened: bool) -> bool {
+    pub(super) fn record_card_address(
+        &mut self,
+        id: &str,
+        approver: &str,
+        channel_type: &str,
+        platform_id: &str,
+        opened: bool,
+    ) -> bool {
         let res = (|| -> Result<()> {
             if opened {
-                self.central.set_user_dm(approver, channel_type, platform_id)?;
+                self.central
+                    .set_user_dm(approver, channel_type, platform_id)?;
             }
-            self.central.address_approval(id, approver, channel_type, platform_id)
+            self.central
+                .address_approval(id, approver, channel_type, platform_id)
         })();
         match res {
             Ok(()) => true,
@@ -267,30 +396,67 @@ impl Host {
             return Ok(format!("That request was already {}.", a.status));
         }
         let clicker = user_id_of(&c.channel_type, &c.user_id);
-        let owners_only = a.payload.get("owners_only").and_then(serde_json::Value::as_bool).unwrap_or(false);
-        if !self.central.may_decide(&clicker, a.agent_group_id.as_deref(), owners_only)? {
+        let owners_only = a
+            .payload
+            .get("owners_only")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        if !self
+            .central
+            .may_decide(&clicker, a.agent_group_id.as_deref(), owners_only)?
+        {
             tracing::warn!(approval = %id, user = %clicker, approver = %a.approver_user_id, "approval click refused: not an owner or an admin of the group");
-            if let Err(e) = self.central.audit_drop(&c.channel_type, &c.platform_id, Some(&clicker), None, "not_approver", None, a.agent_group_id.as_deref()) {
+            if let Err(e) = self.central.audit_drop(
+                &c.channel_type,
+                &c.platform_id,
+                Some(&clicker),
+                None,
+                "not_approver",
+                None,
+                a.agent_group_id.as_deref(),
+            ) {
                 tracing::warn!("could not audit a refused click: {e:#}");
             }
-            let who = if owners_only || a.agent_group_id.is_none() { "an owner" } else { "an admin of this agent or an owner" };
+            let who = if owners_only || a.agent_group_id.is_none() {
+                "an owner"
+            } else {
+                "an admin of this agent or an owner"
+            };
             return Ok(format!("Refused: only {who} may decide this request."));
         }
         if time::parse(&a.expires_at).is_ok_and(|t| t <= jiff::Timestamp::now()) {
             self.expire(&a);
             return Ok("That request has expired.".into());
         }
-        let Some(choice) = idx.parse::<usize>().ok().and_then(|i| a.options.get(i)).cloned() else {
-            return Ok(format!("That choice is not one of the {} options.", a.options.len()));
+        let Some(choice) = idx
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| a.options.get(i))
+            .cloned()
+        else {
+            return Ok(format!(
+                "That choice is not one of the {} options.",
+                a.options.len()
+            ));
         };
-        let to = Address { channel_type: c.channel_type.clone(), platform_id: c.platform_id.clone(), thread_id: c.thread_id.clone() };
+        let to = Address {
+            channel_type: c.channel_type.clone(),
+            platform_id: c.platform_id.clone(),
+            thread_id: c.thread_id.clone(),
+        };
         self.decide(&a, &choice.value, &clicker, Some(to))
     }
 
     /// Carries out a decision (a click, or `pinch admin approvals
     /// approve|reject`). `reply_to`: where the decider is, for follow-ups
     /// such as asking a new agent's name.
-    pub(super) fn decide(&mut self, a: &Approval, value: &str, by: &str, reply_to: Option<Address>) -> Result<String> {
+    pub(super) fn decide(
+        &mut self,
+        a: &Approval,
+        value: &str,
+        by: &str,
+        reply_to: Option<Address>,
+    ) -> Result<String> {
         match a.action.as_str() {
             "sender" => {
                 let mg = a.payload["mg"].as_str().unwrap_or_default().to_owned();
@@ -319,7 +485,10 @@ impl Host {
                     Ok(format!("Allowed: {sender} can now talk to {ag}."))
                 } else {
                     // The request row stays: a denied sender is not asked about again.
-                    if !self.central.decide_approval(&a.approval_id, "rejected", by, None)? {
+                    if !self
+                        .central
+                        .decide_approval(&a.approval_id, "rejected", by, None)?
+                    {
                         return Ok("That request was already decided.".into());
                     }
                     tracing::info!(approval = %a.approval_id, sender = %sender, mg = %mg, by = %by, "sender denied");
@@ -347,14 +516,21 @@ impl Host {
                     let Some(to) = reply_to else {
                         return Ok("Creating a new agent needs its name: use `pinch admin groups create` and then approve with connect:<id>.".into());
                     };
-                    self.central.set_awaiting_name(&a.approval_id, &to.channel_type, &to.platform_id)?;
+                    self.central.set_awaiting_name(
+                        &a.approval_id,
+                        &to.channel_type,
+                        &to.platform_id,
+                    )?;
                     return Ok("Send the new agent's name as your next message here.".into());
                 }
                 let Some(ag) = value.strip_prefix("connect:") else {
                     return Ok(format!("{value:?} is not a registration choice."));
                 };
                 let ev = self.held_event("pending_channel_approvals", &a.approval_id)?;
-                let mg = self.central.messaging_group_by_id(&mg_id)?.context("the conversation was deleted")?;
+                let mg = self
+                    .central
+                    .messaging_group_by_id(&mg_id)?
+                    .context("the conversation was deleted")?;
                 let result = json!({"agent_group": ag, "held": ev});
                 let decided = self.central.atomically(|c| {
                     if !c.decide_approval(&a.approval_id, "approved", by, Some(&result))? {
@@ -377,7 +553,9 @@ impl Host {
             "admin_command" => self.decide_admin_command(a, value, by),
             "create_agent" => self.decide_create_agent(a, value, by),
             "install_packages" | "add_mcp_server" => self.decide_self_mod(a, value, by),
-            other => Ok(format!("This request's action {other:?} is not one this host knows.")),
+            other => Ok(format!(
+                "This request's action {other:?} is not one this host knows."
+            )),
         }
     }
 
@@ -387,28 +565,52 @@ impl Host {
         let raw: Option<String> = self
             .central
             .conn
-            .query_row(&format!("SELECT original_event FROM {table} WHERE approval_id = ?1"), [approval_id], |r| r.get(0))
+            .query_row(
+                &format!("SELECT original_event FROM {table} WHERE approval_id = ?1"),
+                [approval_id],
+                |r| r.get(0),
+            )
             .optional()?;
         match raw {
             None => Ok(None),
-            Some(r) => Ok(Some(serde_json::from_str(&r).context("the held message is unreadable")?)),
+            Some(r) => Ok(Some(
+                serde_json::from_str(&r).context("the held message is unreadable")?,
+            )),
         }
     }
 
     /// The owner typed the new agent's name: create it, connect the
     /// conversation, replay the held message.
-    pub(super) fn register_new_agent(&mut self, approval_id: &str, mg_id: &str, name: &str, event: &str, by: &str) -> Result<String> {
-        let ev: InboundEvent = serde_json::from_str(event).context("the held message is unreadable")?;
-        let mg = self.central.messaging_group_by_id(mg_id)?.context("the conversation was deleted")?;
+    pub(super) fn register_new_agent(
+        &mut self,
+        approval_id: &str,
+        mg_id: &str,
+        name: &str,
+        event: &str,
+        by: &str,
+    ) -> Result<String> {
+        let ev: InboundEvent =
+            serde_json::from_str(event).context("the held message is unreadable")?;
+        let mg = self
+            .central
+            .messaging_group_by_id(mg_id)?
+            .context("the conversation was deleted")?;
         let sender = user_id_of(&ev.channel_type, &ev.sender_id);
         // All or nothing, and only while the request is still open (a
         // redelivered name message finds it decided and creates nothing).
         let created = self.central.atomically(|c| {
-            if c.approval(approval_id)?.is_none_or(|a| a.status != "pending") {
+            if c.approval(approval_id)?
+                .is_none_or(|a| a.status != "pending")
+            {
                 return Ok(None);
             }
             let ag = c.create_agent_group(name)?;
-            if !c.decide_approval(approval_id, "approved", by, Some(&json!({"agent_group": ag, "created": true, "held": ev})))? {
+            if !c.decide_approval(
+                approval_id,
+                "approved",
+                by,
+                Some(&json!({"agent_group": ag, "created": true, "held": ev})),
+            )? {
                 anyhow::bail!("the request was decided meanwhile");
             }
             c.wire_registered(&mg, &ag)?;
@@ -419,19 +621,27 @@ impl Host {
         let Some(ag) = created else {
             return Ok("That request was already decided.".into());
         };
-        let folder = self.central.agent_folder(&ag)?.context("the new group has no folder")?;
+        let folder = self
+            .central
+            .agent_folder(&ag)?
+            .context("the new group has no folder")?;
         super::ensure_group_folder(&self.data, &folder)?;
         tracing::info!(agent_group = %ag, mg = %mg_id, by = %by, "new agent created by registration");
         self.reproject_all();
         self.replay(&ev);
-        Ok(format!("Created the agent {name:?} ({ag}) and connected the conversation."))
+        Ok(format!(
+            "Created the agent {name:?} ({ag}) and connected the conversation."
+        ))
     }
 
     /// Expires one approval: the request is forgotten (a later message asks
     /// again), the card's conversation is told, an agent that asked gets an
     /// `action_result`.
     pub(super) fn expire(&mut self, a: &Approval) {
-        match self.central.decide_approval(&a.approval_id, "expired", "expiry", None) {
+        match self
+            .central
+            .decide_approval(&a.approval_id, "expired", "expiry", None)
+        {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -443,7 +653,14 @@ impl Host {
         let _ = self.central.delete_sender_request(&a.approval_id);
         let _ = self.central.delete_channel_request(&a.approval_id);
         if let (Some(ch), Some(pid)) = (&a.channel_type, &a.platform_id) {
-            self.notice(Address { channel_type: ch.clone(), platform_id: pid.clone(), thread_id: None }, format!("Expired without a decision: {}", a.title));
+            self.notice(
+                Address {
+                    channel_type: ch.clone(),
+                    platform_id: pid.clone(),
+                    thread_id: None,
+                },
+                format!("Expired without a decision: {}", a.title),
+            );
         }
         if let Some(sid) = a.session_id.clone() {
             let content = InContent::System(SystemIn::ActionResult {
@@ -451,7 +668,12 @@ impl Host {
                 status: "expired".into(),
                 result: json!({"request_id": a.request_id, "approval_id": a.approval_id, "error": "nobody decided within the approval time"}),
             });
-            self.system_in(&sid, &format!("approval-expired:{}", a.approval_id), content, true);
+            self.system_in(
+                &sid,
+                &format!("approval-expired:{}", a.approval_id),
+                content,
+                true,
+            );
         }
     }
 
@@ -471,12 +693,25 @@ impl Host {
 
     /// Writes a system row into a session's `inbound.db` (and wakes it if
     /// `trigger`). Logged, not returned: the callers are event handlers.
-    pub(super) fn system_in(&mut self, session_id: &str, id: &str, content: InContent, trigger: bool) {
+    pub(super) fn system_in(
+        &mut self,
+        session_id: &str,
+        id: &str,
+        content: InContent,
+        trigger: bool,
+    ) {
         let Some(s) = self.sessions.get(session_id) else {
             tracing::warn!(session_id = %session_id, "a system message for a session that is not active was dropped");
             return;
         };
-        let row = NewInbound { id: id.to_owned(), kind: "system".into(), timestamp: time::now(), trigger, content: content.to_json(), ..Default::default() };
+        let row = NewInbound {
+            id: id.to_owned(),
+            kind: "system".into(),
+            timestamp: time::now(),
+            trigger,
+            content: content.to_json(),
+            ..Default::default()
+        };
         let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = session::write_inbound(&s.dir, &[row], out_max) {
             tracing::error!(session_id = %session_id, "could not write a system message: {e:#}");

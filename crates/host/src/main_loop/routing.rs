@@ -5,7 +5,10 @@
 use anyhow::Result;
 use pinch_channels::{Address, Capabilities, InboundEvent, MAX_ATTACHMENT};
 use pinch_policy::commands;
-use pinch_policy::route::{self, DropReason, EngageMode, IgnoredPolicy, Plan, SenderScope, SessionKey, SessionMode, Take, UnknownSenderPolicy};
+use pinch_policy::route::{
+    self, DropReason, EngageMode, IgnoredPolicy, Plan, SenderScope, SessionKey, SessionMode, Take,
+    UnknownSenderPolicy,
+};
 use pinch_proto::content::{Attachment, ChatIn, InContent, WebhookIn};
 use pinch_proto::rows::NewInbound;
 use pinch_proto::time;
@@ -22,7 +25,10 @@ pub(crate) type Routed = (Vec<String>, Option<String>, Vec<String>);
 /// (SPEC §4 keeps any id with a `:`; a platform whose user ids contain `:`
 /// could then claim another channel's identity, e.g. `cli:<owner>`.)
 pub(crate) fn user_id_of(channel_type: &str, sender_id: &str) -> String {
-    match sender_id.strip_prefix(channel_type).and_then(|r| r.strip_prefix(':')) {
+    match sender_id
+        .strip_prefix(channel_type)
+        .and_then(|r| r.strip_prefix(':'))
+    {
         Some(_) => sender_id.to_owned(),
         None => format!("{channel_type}:{sender_id}"),
     }
@@ -30,7 +36,10 @@ pub(crate) fn user_id_of(channel_type: &str, sender_id: &str) -> String {
 
 impl Host {
     pub(super) fn caps(&self, channel_type: &str) -> Capabilities {
-        self.channels.get(channel_type).map(|c| c.capabilities()).unwrap_or_default()
+        self.channels
+            .get(channel_type)
+            .map(|c| c.capabilities())
+            .unwrap_or_default()
     }
 
     /// Sends a host notice to a conversation (never through `outbound.db`).
@@ -47,7 +56,12 @@ impl Host {
     /// Shows "typing…" where the channel has it (best effort, once per
     /// message that wakes an agent; the platforms show it for 5-10 s).
     fn typing(&self, to: Address) {
-        if let Some(ch) = self.channels.get(&to.channel_type).filter(|c| c.capabilities().typing).cloned() {
+        if let Some(ch) = self
+            .channels
+            .get(&to.channel_type)
+            .filter(|c| c.capabilities().typing)
+            .cloned()
+        {
             tokio::spawn(async move {
                 if let Err(e) = ch.typing(&to).await {
                     tracing::debug!(channel = %to.channel_type, "typing indicator not shown: {e}");
@@ -59,7 +73,11 @@ impl Host {
     fn regex(&mut self, p: &str) -> Option<Regex> {
         self.regexes
             .entry(p.to_owned())
-            .or_insert_with(|| Regex::new(p).map_err(|e| tracing::error!(pattern = %p, "bad engage pattern: {e}")).ok())
+            .or_insert_with(|| {
+                Regex::new(p)
+                    .map_err(|e| tracing::error!(pattern = %p, "bad engage pattern: {e}"))
+                    .ok()
+            })
             .clone()
     }
 
@@ -75,7 +93,11 @@ impl Host {
         if let Some(done) = self.intercept(&ev, &user_id, caps)? {
             return Ok(done);
         }
-        let addr = Address { channel_type: ev.channel_type.clone(), platform_id: ev.platform_id.clone(), thread_id: ev.thread_id.clone() };
+        let addr = Address {
+            channel_type: ev.channel_type.clone(),
+            platform_id: ev.platform_id.clone(),
+            thread_id: ev.thread_id.clone(),
+        };
         let msg = route::Message {
             text: &ev.text,
             is_mention: ev.is_mention,
@@ -83,14 +105,17 @@ impl Host {
             thread_id: ev.thread_id.as_deref(),
             threaded_adapter: caps.threads,
         };
-        let mg = self.central.messaging_group(&ev.channel_type, &ev.platform_id)?;
+        let mg = self
+            .central
+            .messaging_group(&ev.channel_type, &ev.platform_id)?;
         let wirings = match &mg {
             Some(m) => self.central.wirings(&m.id)?,
             None => Vec::new(),
         };
         // (e) the sender (a write only the first time)
         if !self.central.user_exists(&user_id)? {
-            self.central.upsert_user(&user_id, &ev.channel_type, ev.sender_name.as_deref())?;
+            self.central
+                .upsert_user(&user_id, &ev.channel_type, ev.sender_name.as_deref())?;
         }
         // Facts per wiring.
         let mut patterns = Vec::with_capacity(wirings.len());
@@ -105,20 +130,28 @@ impl Host {
             let mode = EngageMode::parse(&w.engage_mode).unwrap_or(EngageMode::Mention);
             let session_mode = SessionMode::parse(&w.session_mode).unwrap_or(SessionMode::Shared);
             let (access, admin) = self.central.sender_rights(&user_id, &w.agent_group_id)?;
-            let sticky_active = mode == EngageMode::MentionSticky && ev.is_group && !ev.is_mention && {
-                let thread = match route::session_key(session_mode, &msg) {
-                    SessionKey::Conversation { thread } => thread,
-                    SessionKey::AgentShared => None,
+            let sticky_active =
+                mode == EngageMode::MentionSticky && ev.is_group && !ev.is_mention && {
+                    let thread = match route::session_key(session_mode, &msg) {
+                        SessionKey::Conversation { thread } => thread,
+                        SessionKey::AgentShared => None,
+                    };
+                    let last = self.central.session_last_active(
+                        &w.agent_group_id,
+                        &w.messaging_group_id,
+                        thread.as_deref(),
+                    )?;
+                    let window = jiff::SignedDuration::try_from(self.cfg.sticky_window)
+                        .unwrap_or(jiff::SignedDuration::ZERO);
+                    last.and_then(|t| time::parse(&t).ok())
+                        .is_some_and(|t| t + window >= jiff::Timestamp::now())
                 };
-                let last = self.central.session_last_active(&w.agent_group_id, &w.messaging_group_id, thread.as_deref())?;
-                let window = jiff::SignedDuration::try_from(self.cfg.sticky_window).unwrap_or(jiff::SignedDuration::ZERO);
-                last.and_then(|t| time::parse(&t).ok()).is_some_and(|t| t + window >= jiff::Timestamp::now())
-            };
             facts.push(route::Wiring {
                 mode,
                 pattern: pattern.as_ref(),
                 scope: SenderScope::parse(&w.sender_scope).unwrap_or(SenderScope::Known),
-                ignored: IgnoredPolicy::parse(&w.ignored_message_policy).unwrap_or(IgnoredPolicy::Drop),
+                ignored: IgnoredPolicy::parse(&w.ignored_message_policy)
+                    .unwrap_or(IgnoredPolicy::Drop),
                 session_mode,
                 sender_access: access,
                 sender_admin: admin,
@@ -127,30 +160,57 @@ impl Host {
         }
         let conv = mg.as_ref().map(|m| route::Conversation {
             denied: m.denied_at.is_some(),
-            policy: UnknownSenderPolicy::parse(&m.unknown_sender_policy).unwrap_or(UnknownSenderPolicy::Strict),
+            policy: UnknownSenderPolicy::parse(&m.unknown_sender_policy)
+                .unwrap_or(UnknownSenderPolicy::Strict),
         });
         let plan = route::plan(conv, &msg, &facts);
         drop(facts);
         let audit = |host: &Host, reason: DropReason, mg: Option<&str>, ag: Option<&str>| {
-            if let Err(e) = host.central.audit_drop(&ev.channel_type, &ev.platform_id, Some(&user_id), ev.sender_name.as_deref(), reason.as_str(), mg, ag) {
+            if let Err(e) = host.central.audit_drop(
+                &ev.channel_type,
+                &ev.platform_id,
+                Some(&user_id),
+                ev.sender_name.as_deref(),
+                reason.as_str(),
+                mg,
+                ag,
+            ) {
                 tracing::warn!("could not record a dropped message in the audit: {e:#}");
             }
         };
         match plan {
             Plan::Ignore => {
                 tracing::debug!(channel = %ev.channel_type, platform_id = %ev.platform_id, "chatter in an unknown conversation ignored");
-                Ok((vec![], Some("this conversation is not connected to any agent".into()), vec![]))
+                Ok((
+                    vec![],
+                    Some("this conversation is not connected to any agent".into()),
+                    vec![],
+                ))
             }
             Plan::CreateAndRegister => {
-                let m = self.central.create_messaging_group(&ev.channel_type, &ev.platform_id, None, ev.is_group)?;
+                let m = self.central.create_messaging_group(
+                    &ev.channel_type,
+                    &ev.platform_id,
+                    None,
+                    ev.is_group,
+                )?;
                 tracing::info!(channel = %ev.channel_type, platform_id = %ev.platform_id, mg = %m.id, "new conversation; asking the owner to register it");
                 audit(self, DropReason::NoAgentWired, Some(&m.id), None);
                 self.ask_registration(&m, &ev, &user_id);
                 Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
             }
             Plan::Denied => {
-                audit(self, DropReason::Denied, mg.as_ref().map(|m| m.id.as_str()), None);
-                Ok((vec![], Some("this conversation was denied by the owner".into()), vec![]))
+                audit(
+                    self,
+                    DropReason::Denied,
+                    mg.as_ref().map(|m| m.id.as_str()),
+                    None,
+                );
+                Ok((
+                    vec![],
+                    Some("this conversation was denied by the owner".into()),
+                    vec![],
+                ))
             }
             Plan::Unwired { register } => {
                 let m = mg.expect("unwired implies a known conversation");
@@ -159,7 +219,11 @@ impl Host {
                     self.ask_registration(&m, &ev, &user_id);
                     Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
                 } else {
-                    Ok((vec![], Some("this conversation is not connected to any agent".into()), vec![]))
+                    Ok((
+                        vec![],
+                        Some("this conversation is not connected to any agent".into()),
+                        vec![],
+                    ))
                 }
             }
             Plan::Help => {
@@ -168,11 +232,23 @@ impl Host {
             }
             Plan::Filtered => {
                 let word = commands::command_word(&ev.text).unwrap_or_default();
-                audit(self, DropReason::Command, mg.as_ref().map(|m| m.id.as_str()), None);
+                audit(
+                    self,
+                    DropReason::Command,
+                    mg.as_ref().map(|m| m.id.as_str()),
+                    None,
+                );
                 tracing::info!(command = %word, "filtered command dropped");
-                Ok((vec![], Some(format!("{word} is not available here")), vec![]))
+                Ok((
+                    vec![],
+                    Some(format!("{word} is not available here")),
+                    vec![],
+                ))
             }
-            Plan::Fanout { takes, ask_sender_approval } => {
+            Plan::Fanout {
+                takes,
+                ask_sender_approval,
+            } => {
                 let m = mg.expect("fan-out implies a known conversation");
                 let mut woken = Vec::new();
                 let mut stored = Vec::new();
@@ -180,21 +256,23 @@ impl Host {
                 let mut errors: Vec<anyhow::Error> = Vec::new();
                 for (w, take) in wirings.iter().zip(takes) {
                     match take {
-                        Take::Store { trigger, session } => match self.store_one(w, &ev, &user_id, session, trigger) {
-                            Ok(sid) => {
-                                stored.push(sid.clone());
-                                if trigger {
-                                    if self.sessions.get(&sid).is_some_and(|s| s.quarantined) {
-                                        self.lift_quarantine(&sid, "a new message arrived");
+                        Take::Store { trigger, session } => {
+                            match self.store_one(w, &ev, &user_id, session, trigger) {
+                                Ok(sid) => {
+                                    stored.push(sid.clone());
+                                    if trigger {
+                                        if self.sessions.get(&sid).is_some_and(|s| s.quarantined) {
+                                            self.lift_quarantine(&sid, "a new message arrived");
+                                        }
+                                        woken.push(sid);
                                     }
-                                    woken.push(sid);
+                                }
+                                Err(e) => {
+                                    tracing::error!(wiring = %w.id, "could not store the message for this agent: {e:#}");
+                                    errors.push(e);
                                 }
                             }
-                            Err(e) => {
-                                tracing::error!(wiring = %w.id, "could not store the message for this agent: {e:#}");
-                                errors.push(e);
-                            }
-                        },
+                        }
                         Take::Drop(reason) => {
                             tracing::info!(wiring = %w.id, reason = reason.as_str(), "message not taken by this agent");
                             audit(self, reason, Some(&m.id), Some(&w.agent_group_id));
@@ -207,7 +285,9 @@ impl Host {
                     }
                 }
                 if let Some(i) = ask_sender_approval {
-                    if let Err(e) = self.request_sender_approval(&m, &wirings[i].agent_group_id, &ev, &user_id) {
+                    if let Err(e) =
+                        self.request_sender_approval(&m, &wirings[i].agent_group_id, &ev, &user_id)
+                    {
                         tracing::error!(mg = %m.id, sender = %user_id, "could not ask for the sender's approval: {e:#}");
                     }
                 }
@@ -217,7 +297,11 @@ impl Host {
                     return Err(e);
                 }
                 if !woken.is_empty() {
-                    self.typing(Address { channel_type: ev.channel_type.clone(), platform_id: ev.platform_id.clone(), thread_id: ev.thread_id.clone() });
+                    self.typing(Address {
+                        channel_type: ev.channel_type.clone(),
+                        platform_id: ev.platform_id.clone(),
+                        thread_id: ev.thread_id.clone(),
+                    });
                 }
                 if stored.is_empty() {
                     let note = if reasons.contains(&DropReason::UnknownSender) {
@@ -245,7 +329,12 @@ impl Host {
     /// Asks the owner to register a conversation; a failure is logged (the
     /// message itself is handled: failing it would make the platform
     /// redeliver it into the same failure).
-    fn ask_registration(&mut self, m: &crate::central::MessagingGroup, ev: &InboundEvent, user_id: &str) {
+    fn ask_registration(
+        &mut self,
+        m: &crate::central::MessagingGroup,
+        ev: &InboundEvent,
+        user_id: &str,
+    ) {
         if let Err(e) = self.request_registration(m, ev, user_id) {
             tracing::error!(mg = %m.id, "could not ask the owner to register this conversation: {e:#}");
         }
@@ -254,10 +343,19 @@ impl Host {
     /// Stores one inbound event for one wiring, in the session the plan
     /// chose (queued: committed by the next [`Host::flush`]); returns the
     /// session id.
-    fn store_one(&mut self, w: &crate::central::WiringRow, ev: &InboundEvent, user_id: &str, key: SessionKey, trigger: bool) -> Result<String> {
+    fn store_one(
+        &mut self,
+        w: &crate::central::WiringRow,
+        ev: &InboundEvent,
+        user_id: &str,
+        key: SessionKey,
+        trigger: bool,
+    ) -> Result<String> {
         let mg_id = w.messaging_group_id.as_str();
         let sid = match key {
-            SessionKey::Conversation { thread } => self.session_for(&w.agent_group_id, mg_id, thread.as_deref())?,
+            SessionKey::Conversation { thread } => {
+                self.session_for(&w.agent_group_id, mg_id, thread.as_deref())?
+            }
             SessionKey::AgentShared => match self.central.newest_session(&w.agent_group_id)? {
                 Some(row) => {
                     let id = row.id.clone();
@@ -270,7 +368,14 @@ impl Host {
             },
         };
         let (kind, content) = match &ev.webhook {
-            Some(h) => ("webhook", InContent::Webhook(WebhookIn { source: h.source.clone(), event: h.event.clone(), payload: h.payload.clone() })),
+            Some(h) => (
+                "webhook",
+                InContent::Webhook(WebhookIn {
+                    source: h.source.clone(),
+                    event: h.event.clone(),
+                    payload: h.payload.clone(),
+                }),
+            ),
             None => {
                 let (attachments, notes) = self.save_attachments(&sid, ev);
                 let mut text = ev.text.clone();
@@ -322,7 +427,10 @@ impl Host {
             return (saved, notes);
         }
         let Some(s) = self.sessions.get(sid) else {
-            notes.push(format!("[{} attachment(s) not saved: the session is not loaded]", ev.attachments.len()));
+            notes.push(format!(
+                "[{} attachment(s) not saved: the session is not loaded]",
+                ev.attachments.len()
+            ));
             return (saved, notes);
         };
         let inbox = s.dir.inbox();
@@ -330,11 +438,21 @@ impl Host {
             let data = match &a.data {
                 Some(d) if (d.len() as u64) <= MAX_ATTACHMENT => d,
                 Some(d) => {
-                    notes.push(format!("[attachment {} ({} bytes) not saved: larger than the {} MiB limit]", a.name, d.len(), MAX_ATTACHMENT >> 20));
+                    notes.push(format!(
+                        "[attachment {} ({} bytes) not saved: larger than the {} MiB limit]",
+                        a.name,
+                        d.len(),
+                        MAX_ATTACHMENT >> 20
+                    ));
                     continue;
                 }
                 None if a.size > MAX_ATTACHMENT => {
-                    notes.push(format!("[attachment {} ({} bytes) not saved: larger than the {} MiB limit]", a.name, a.size, MAX_ATTACHMENT >> 20));
+                    notes.push(format!(
+                        "[attachment {} ({} bytes) not saved: larger than the {} MiB limit]",
+                        a.name,
+                        a.size,
+                        MAX_ATTACHMENT >> 20
+                    ));
                     continue;
                 }
                 None => {
@@ -342,12 +460,26 @@ impl Host {
                     continue;
                 }
             };
-            match crate::attachments::save_from(&inbox, &pinch_policy::filename::sanitize(&ev.message_id), &a.name, &mut &data[..]) {
+            match crate::attachments::save_from(
+                &inbox,
+                &pinch_policy::filename::sanitize(&ev.message_id),
+                &a.name,
+                &mut &data[..],
+            ) {
                 Ok(path) => {
-                    let rel = path.strip_prefix(std::fs::canonicalize(&inbox).unwrap_or(inbox.clone())).map(|p| p.to_string_lossy().into_owned());
-                    let rel = rel.unwrap_or_else(|_| path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+                    let rel = path
+                        .strip_prefix(std::fs::canonicalize(&inbox).unwrap_or(inbox.clone()))
+                        .map(|p| p.to_string_lossy().into_owned());
+                    let rel = rel.unwrap_or_else(|_| {
+                        path.file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    });
                     saved.push(Attachment {
-                        name: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                        name: path
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
                         mime: a.mime.clone(),
                         size: data.len() as u64,
                         path: format!("/workspace/inbox/{rel}"),
@@ -368,32 +500,57 @@ impl Host {
         match self.route(ev) {
             Ok((stored, note, woken)) => {
                 tracing::info!(routed = stored.len(), message = %ev.message_id, "held message replayed");
-                self.pending_acks.push(super::PendingAck { ack: None, stored, note, woken });
+                self.pending_acks.push(super::PendingAck {
+                    ack: None,
+                    stored,
+                    note,
+                    woken,
+                });
             }
-            Err(e) => tracing::error!(message = %ev.message_id, "could not replay a held message: {e:#}"),
+            Err(e) => {
+                tracing::error!(message = %ev.message_id, "could not replay a held message: {e:#}")
+            }
         }
     }
 
     /// Step (a): a new agent's name the owner was asked for, or a numbered
     /// answer to a card on a channel without buttons.
-    fn intercept(&mut self, ev: &InboundEvent, user_id: &str, caps: Capabilities) -> Result<Option<Routed>> {
-        if let Some((mg_id, approver, event, approval_id)) = self.central.awaiting_name(&ev.channel_type, &ev.platform_id)? {
+    fn intercept(
+        &mut self,
+        ev: &InboundEvent,
+        user_id: &str,
+        caps: Capabilities,
+    ) -> Result<Option<Routed>> {
+        if let Some((mg_id, approver, event, approval_id)) = self
+            .central
+            .awaiting_name(&ev.channel_type, &ev.platform_id)?
+        {
             if user_id == approver || self.central.is_owner(user_id)? {
                 let name = ev.text.trim();
                 let reply = self.register_new_agent(&approval_id, &mg_id, name, &event, user_id);
-                let to = Address { channel_type: ev.channel_type.clone(), platform_id: ev.platform_id.clone(), thread_id: ev.thread_id.clone() };
+                let to = Address {
+                    channel_type: ev.channel_type.clone(),
+                    platform_id: ev.platform_id.clone(),
+                    thread_id: ev.thread_id.clone(),
+                };
                 let text = match reply {
                     Ok(t) => t,
                     Err(e) => format!("Could not create the agent: {e:#}. Send another name."),
                 };
                 self.notice(to, text);
-                return Ok(Some((vec![], Some("taken as the new agent's name".into()), vec![])));
+                return Ok(Some((
+                    vec![],
+                    Some("taken as the new agent's name".into()),
+                    vec![],
+                )));
             }
         }
         if caps.buttons {
             return Ok(None);
         }
-        let Ok(n) = ev.text.trim().parse::<usize>() else { return Ok(None) };
+        let Ok(n) = ev.text.trim().parse::<usize>() else {
+            return Ok(None);
+        };
         if !(1..=10).contains(&n) {
             return Ok(None);
         }
@@ -404,14 +561,29 @@ impl Host {
         let now = time::now();
         let mut open: Vec<(String, usize)> = Vec::new();
         if ev.thread_id.is_none() {
-            for a in self.central.open_approvals_in(&ev.channel_type, &ev.platform_id, &now)? {
-                let owners_only = a.payload.get("owners_only").and_then(serde_json::Value::as_bool).unwrap_or(false);
-                if self.central.may_decide(user_id, a.agent_group_id.as_deref(), owners_only)? {
+            for a in self
+                .central
+                .open_approvals_in(&ev.channel_type, &ev.platform_id, &now)?
+            {
+                let owners_only = a
+                    .payload
+                    .get("owners_only")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false);
+                if self
+                    .central
+                    .may_decide(user_id, a.agent_group_id.as_deref(), owners_only)?
+                {
                     open.push((format!("a:{}", a.approval_id), a.options.len()));
                 }
             }
         }
-        for (qid, count) in self.central.open_questions_in(&ev.channel_type, &ev.platform_id, ev.thread_id.as_deref(), &now)? {
+        for (qid, count) in self.central.open_questions_in(
+            &ev.channel_type,
+            &ev.platform_id,
+            ev.thread_id.as_deref(),
+            &now,
+        )? {
             open.push((format!("q:{qid}"), count));
         }
         let callback = match open.as_slice() {
@@ -429,7 +601,11 @@ impl Host {
             user_id: ev.sender_id.clone(),
             callback,
         });
-        Ok(Some((vec![], Some("taken as your answer to the open question".into()), vec![])))
+        Ok(Some((
+            vec![],
+            Some("taken as your answer to the open question".into()),
+            vec![],
+        )))
     }
 }
 
@@ -443,7 +619,10 @@ mod tests {
         assert_eq!(user_id_of("telegram", "telegram:4242"), "telegram:4242");
         // An id with a colon cannot claim another channel's identity.
         assert_eq!(user_id_of("matrix", "cli:root"), "matrix:cli:root");
-        assert_eq!(user_id_of("matrix", "@bob:example.org"), "matrix:@bob:example.org");
+        assert_eq!(
+            user_id_of("matrix", "@bob:example.org"),
+            "matrix:@bob:example.org"
+        );
         assert_eq!(user_id_of("cli", "root"), "cli:root");
     }
 }

@@ -8,11 +8,25 @@ use serde_json::{json, Value};
 
 use super::Host;
 
-pub(super) const ACTIONS: &[&str] = &["schedule_task", "update_task", "cancel_task", "pause_task", "resume_task"];
+pub(super) const ACTIONS: &[&str] = &[
+    "schedule_task",
+    "update_task",
+    "cancel_task",
+    "pause_task",
+    "resume_task",
+];
 
 impl Host {
-    pub(super) fn task_action(&mut self, session_id: &str, out_id: &str, action: &str, v: &Value) -> Result<(), String> {
-        let Some(s) = self.sessions.get(session_id) else { return Err("the session is not active".into()) };
+    pub(super) fn task_action(
+        &mut self,
+        session_id: &str,
+        out_id: &str,
+        action: &str,
+        v: &Value,
+    ) -> Result<(), String> {
+        let Some(s) = self.sessions.get(session_id) else {
+            return Err("the session is not active".into());
+        };
         // A row delivered twice (slow main loop, host crash) acts once.
         let result_id = format!("task-result:{out_id}");
         if super::agent_admin::session_has_row(&s.dir, &result_id) {
@@ -20,7 +34,13 @@ impl Host {
         }
         let out_max = s.shared.out_max.load(std::sync::atomic::Ordering::Relaxed);
         let request_id = v.get("request_id").cloned().unwrap_or(Value::Null);
-        let (status, result, wake) = match crate::tasks::apply(&s.dir, action, v, &self.cfg.timezone, out_max) {
+        let (status, result, wake) = match crate::tasks::apply(
+            &s.dir,
+            action,
+            v,
+            &self.cfg.timezone,
+            out_max,
+        ) {
             Ok(done) => {
                 tracing::info!(session_id = %session_id, action, result = %done.result, "task action done");
                 let mut r = done.result;
@@ -29,10 +49,18 @@ impl Host {
             }
             Err(e) => {
                 tracing::info!(session_id = %session_id, action, "task action refused: {e:#}");
-                ("failed", json!({"request_id": request_id, "error": format!("{e:#}")}), None)
+                (
+                    "failed",
+                    json!({"request_id": request_id, "error": format!("{e:#}")}),
+                    None,
+                )
             }
         };
-        let content = InContent::System(SystemIn::ActionResult { action: action.to_owned(), status: status.into(), result });
+        let content = InContent::System(SystemIn::ActionResult {
+            action: action.to_owned(),
+            status: status.into(),
+            result,
+        });
         self.system_in(session_id, &result_id, content, false);
         if let Some(due) = wake {
             self.wake_at(session_id, due.as_millisecond());

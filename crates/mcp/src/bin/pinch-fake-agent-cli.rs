@@ -28,10 +28,17 @@ fn main() {
 
 fn run() -> Result<String, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let config = flag("--mcp-config").ok_or("give --mcp-config FILE")?;
     let mut prompt = String::new();
-    std::io::stdin().read_to_string(&mut prompt).map_err(|e| format!("reading stdin: {e}"))?;
+    std::io::stdin()
+        .read_to_string(&mut prompt)
+        .map_err(|e| format!("reading stdin: {e}"))?;
     if prompt.contains("please fail") {
         return Err("failing as asked".into());
     }
@@ -44,12 +51,21 @@ fn run() -> Result<String, String> {
     std::fs::write("cli-env.txt", dump).map_err(|e| format!("writing cli-env.txt: {e}"))?;
 
     let text = std::fs::read_to_string(&config).map_err(|e| format!("reading {config}: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("parsing {config}: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("parsing {config}: {e}"))?;
     let s = &v["mcpServers"]["pinch"];
     let server = McpServerConfig {
         name: "pinch".into(),
-        command: s["command"].as_str().ok_or("mcpServers.pinch.command missing")?.into(),
-        args: s["args"].as_array().ok_or("mcpServers.pinch.args missing")?.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+        command: s["command"]
+            .as_str()
+            .ok_or("mcpServers.pinch.command missing")?
+            .into(),
+        args: s["args"]
+            .as_array()
+            .ok_or("mcpServers.pinch.args missing")?
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
         ..Default::default()
     };
     let (mut mcp, failed) = McpClients::start(&[server]);
@@ -57,9 +73,19 @@ fn run() -> Result<String, String> {
         return Err(format!("the pinch MCP server did not start: {f:?}"));
     }
     let names: Vec<String> = mcp.tools().iter().map(|t| t.name.clone()).collect();
-    let shell = mcp.call("pinch__shell", r#"{"command": "echo from-cli-engine"}"#, None).map_err(|e| e.to_string())?;
+    let shell = mcp
+        .call(
+            "pinch__shell",
+            r#"{"command": "echo from-cli-engine"}"#,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
     let sent = mcp
-        .call("pinch__send_message", r#"{"text": "progress from the fake agent CLI"}"#, None)
+        .call(
+            "pinch__send_message",
+            r#"{"text": "progress from the fake agent CLI"}"#,
+            None,
+        )
         .map_err(|e| e.to_string())?;
     drop(mcp);
 
@@ -84,10 +110,16 @@ fn run() -> Result<String, String> {
 
 /// One HTTP/1.1 POST to `<base>/v1/messages` (base `http://host:port/prefix`).
 fn post(base: &str, key: &str) -> Result<String, String> {
-    let rest = base.strip_prefix("http://").ok_or("ANTHROPIC_BASE_URL is not http://")?;
-    let (addr, prefix) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+    let rest = base
+        .strip_prefix("http://")
+        .ok_or("ANTHROPIC_BASE_URL is not http://")?;
+    let (addr, prefix) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, String::new()));
     let body = r#"{"model":"fake","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let mut s =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
     write!(
         s,
         "POST {prefix}/v1/messages HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {key}\r\ncontent-type: application/json\r\n\
@@ -97,5 +129,8 @@ fn post(base: &str, key: &str) -> Result<String, String> {
     .map_err(|e| e.to_string())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    Ok(resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(resp))
+    Ok(resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(resp))
 }

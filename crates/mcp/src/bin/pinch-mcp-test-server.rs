@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -21,20 +21,46 @@ struct TestServer {
 }
 
 fn tool(name: &'static str, description: &'static str, schema: Value) -> Tool {
-    let Value::Object(o) = schema else { unreachable!("schemas are objects") };
+    let Value::Object(o) = schema else {
+        unreachable!("schemas are objects")
+    };
     Tool::new(name, description, Arc::new(o))
 }
 
 fn tools() -> Vec<Tool> {
     let none = json!({"type": "object", "properties": {}});
     vec![
-        tool("echo", "Echoes its text.", json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})),
-        tool("add", "Adds two numbers.", json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]})),
-        tool("sleep", "Sleeps, then says so.", json!({"type": "object", "properties": {"seconds": {"type": "number"}}})),
-        tool("fail", "Always fails with the message.", json!({"type": "object", "properties": {"message": {"type": "string"}}})),
-        tool("crash", "Exits the server in the middle of the call.", none.clone()),
+        tool(
+            "echo",
+            "Echoes its text.",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        ),
+        tool(
+            "add",
+            "Adds two numbers.",
+            json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+        ),
+        tool(
+            "sleep",
+            "Sleeps, then says so.",
+            json!({"type": "object", "properties": {"seconds": {"type": "number"}}}),
+        ),
+        tool(
+            "fail",
+            "Always fails with the message.",
+            json!({"type": "object", "properties": {"message": {"type": "string"}}}),
+        ),
+        tool(
+            "crash",
+            "Exits the server in the middle of the call.",
+            none.clone(),
+        ),
         tool("picture", "Returns a tiny image.", none.clone()),
-        tool("spawn_sleeper", "Starts a long sleep child; returns its pid.", none.clone()),
+        tool(
+            "spawn_sleeper",
+            "Starts a long sleep child; returns its pid.",
+            none.clone(),
+        ),
         tool("pid", "This server's pid.", none),
     ]
 }
@@ -77,18 +103,31 @@ impl ServerHandler for TestServer {
                 tokio::time::sleep(std::time::Duration::from_secs_f64(s)).await;
                 text(format!("slept {s} s"))
             }
-            "fail" => Ok(CallToolResult::error(vec![ContentBlock::text(args["message"].as_str().unwrap_or("failed"))]).into()),
+            "fail" => Ok(CallToolResult::error(vec![ContentBlock::text(
+                args["message"].as_str().unwrap_or("failed"),
+            )])
+            .into()),
             "crash" => {
                 eprintln!("test server: crashing on purpose");
                 std::process::exit(9);
             }
-            "picture" => Ok(CallToolResult::success(vec![ContentBlock::text("a dot:"), ContentBlock::image("iVBORw0KGgo=", "image/png")]).into()),
+            "picture" => Ok(CallToolResult::success(vec![
+                ContentBlock::text("a dot:"),
+                ContentBlock::image("iVBORw0KGgo=", "image/png"),
+            ])
+            .into()),
             "spawn_sleeper" => {
-                let child = std::process::Command::new("sleep").arg("1000").spawn().map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                let child = std::process::Command::new("sleep")
+                    .arg("1000")
+                    .spawn()
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
                 text(child.id().to_string())
             }
             "pid" => text(std::process::id().to_string()),
-            other => Err(ErrorData::invalid_params(format!("unknown tool {other}"), None)),
+            other => Err(ErrorData::invalid_params(
+                format!("unknown tool {other}"),
+                None,
+            )),
         }
     }
 }
@@ -109,9 +148,15 @@ fn main() {
             }
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let service = TestServer { instructions }.serve(rmcp::transport::stdio()).await.expect("handshake");
+        let service = TestServer { instructions }
+            .serve(rmcp::transport::stdio())
+            .await
+            .expect("handshake");
         let _ = service.waiting().await;
     });
 }

@@ -92,7 +92,11 @@ pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
     let args = match a.value("args") {
         None => json!({}),
         Some(v @ Value::Object(_)) => v.clone(),
-        Some(other) => return Err(ToolError(format!("admin: `args` must be an object, got {other}"))),
+        Some(other) => {
+            return Err(ToolError(format!(
+                "admin: `args` must be an object, got {other}"
+            )))
+        }
     };
     let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
     let body = json!({"action": "admin_request", "request_id": request_id, "command": command, "args": args});
@@ -106,14 +110,25 @@ pub const MAX_INSTRUCTIONS: usize = 64 * 1024;
 /// `{action: "create_agent", …}`; the host creates it at once for a group
 /// allowed to (`can_create_agents`), else asks an admin (lesson 50).
 pub fn create_agent(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
-    let a = Args { tool: "create_agent", m };
+    let a = Args {
+        tool: "create_agent",
+        m,
+    };
     let name = a.str("name")?.trim().to_owned();
     let instructions = a.str("instructions")?.to_owned();
-    if name.is_empty() || name.chars().count() > 32 || !name.chars().any(|c| c.is_ascii_alphanumeric()) {
-        return Err(ToolError(format!("create_agent: `name` must be 1 to 32 characters with a letter or digit, got {name:?}")));
+    if name.is_empty()
+        || name.chars().count() > 32
+        || !name.chars().any(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(ToolError(format!(
+            "create_agent: `name` must be 1 to 32 characters with a letter or digit, got {name:?}"
+        )));
     }
     if instructions.len() > MAX_INSTRUCTIONS {
-        return Err(ToolError(format!("create_agent: `instructions` is {} bytes; at most {MAX_INSTRUCTIONS}", instructions.len())));
+        return Err(ToolError(format!(
+            "create_agent: `instructions` is {} bytes; at most {MAX_INSTRUCTIONS}",
+            instructions.len()
+        )));
     }
     let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
     let body = json!({"action": "create_agent", "request_id": request_id, "name": name, "instructions": instructions});
@@ -122,14 +137,29 @@ pub fn create_agent(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult
 
 /// `install_packages(manager, packages)` (SPEC §7.6): always an approval.
 pub fn install_packages(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
-    let a = Args { tool: "install_packages", m };
+    let a = Args {
+        tool: "install_packages",
+        m,
+    };
     let manager = a.str("manager")?.trim().to_owned();
     if manager != "pip" && manager != "npm" {
-        return Err(ToolError(format!("install_packages: `manager` must be pip or npm, got {manager:?}")));
+        return Err(ToolError(format!(
+            "install_packages: `manager` must be pip or npm, got {manager:?}"
+        )));
     }
     let packages: Vec<String> = match a.value("packages") {
-        Some(Value::Array(v)) if !v.is_empty() && v.len() <= 20 && v.iter().all(Value::is_string) => v.iter().filter_map(|p| p.as_str().map(|s| s.trim().to_owned())).collect(),
-        _ => return Err(ToolError("install_packages: `packages` must be a list of 1 to 20 names".into())),
+        Some(Value::Array(v))
+            if !v.is_empty() && v.len() <= 20 && v.iter().all(Value::is_string) =>
+        {
+            v.iter()
+                .filter_map(|p| p.as_str().map(|s| s.trim().to_owned()))
+                .collect()
+        }
+        _ => {
+            return Err(ToolError(
+                "install_packages: `packages` must be a list of 1 to 20 names".into(),
+            ))
+        }
     };
     let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
     let body = json!({"action": "install_packages", "request_id": request_id, "manager": manager, "packages": packages});
@@ -138,18 +168,29 @@ pub fn install_packages(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolRe
 
 /// `add_mcp_server(name, command, args, env)` (SPEC §7.6): always an approval.
 pub fn add_mcp_server(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
-    let a = Args { tool: "add_mcp_server", m };
+    let a = Args {
+        tool: "add_mcp_server",
+        m,
+    };
     let name = a.str("name")?.trim().to_owned();
     let command = a.str("command")?.trim().to_owned();
     let args = match a.value("args") {
         None => json!([]),
         Some(Value::Array(v)) if v.iter().all(Value::is_string) => Value::Array(v.clone()),
-        Some(_) => return Err(ToolError("add_mcp_server: `args` must be a list of strings".into())),
+        Some(_) => {
+            return Err(ToolError(
+                "add_mcp_server: `args` must be a list of strings".into(),
+            ))
+        }
     };
     let env = match a.value("env") {
         None => json!({}),
         Some(Value::Object(o)) if o.values().all(Value::is_string) => Value::Object(o.clone()),
-        Some(_) => return Err(ToolError("add_mcp_server: `env` must be an object of strings".into())),
+        Some(_) => {
+            return Err(ToolError(
+                "add_mcp_server: `env` must be an object of strings".into(),
+            ))
+        }
     };
     let request_id = format!("adm-{}", pinch_proto::runner_config::random_hex(6));
     let body = json!({"action": "add_mcp_server", "request_id": request_id, "server": {"name": name, "command": command, "args": args, "env": env}});
@@ -170,7 +211,11 @@ fn ask_host(ctx: &mut ToolCtx<'_>, request_id: &str, body: Value) -> ToolResult 
     };
     ctx.set_tool_in_flight(Some((tool, TIMEOUT.as_millis() as u64)));
     let r = wait_for_reply(ctx, TIMEOUT, |s| match s {
-        SystemIn::AdminResponse { request_id: r, ok, body } if *r == request_id => Some((*ok, body.clone())),
+        SystemIn::AdminResponse {
+            request_id: r,
+            ok,
+            body,
+        } if *r == request_id => Some((*ok, body.clone())),
         _ => None,
     });
     ctx.set_tool_in_flight(None);
@@ -181,12 +226,19 @@ fn ask_host(ctx: &mut ToolCtx<'_>, request_id: &str, body: Value) -> ToolResult 
             let code = err.get("code").and_then(Value::as_str).unwrap_or("error");
             let msg = err.get("message").and_then(Value::as_str).unwrap_or("");
             if code == "approval-pending" {
-                Ok(format!("approval-pending: {msg} The outcome arrives later as a system response."))
+                Ok(format!(
+                    "approval-pending: {msg} The outcome arrives later as a system response."
+                ))
             } else {
                 Err(ToolError(format!("{code}: {msg}")))
             }
         }
-        None if (ctx.should_stop)() => Err(ToolError("stopped while waiting for the host (the runner is shutting down)".into())),
-        None => Err(ToolError(format!("the host did not answer within {} s", TIMEOUT.as_secs()))),
+        None if (ctx.should_stop)() => Err(ToolError(
+            "stopped while waiting for the host (the runner is shutting down)".into(),
+        )),
+        None => Err(ToolError(format!(
+            "the host did not answer within {} s",
+            TIMEOUT.as_secs()
+        ))),
     }
 }

@@ -28,7 +28,8 @@ pub const READ_CAP: usize = 64 * 1024;
 const DEFAULT_LINES: u64 = 2000;
 
 pub fn specs() -> Vec<ToolSpec> {
-    let path_desc = "A path relative to your workspace (/workspace/agent), e.g. notes/todo.md. For reading, \
+    let path_desc =
+        "A path relative to your workspace (/workspace/agent), e.g. notes/todo.md. For reading, \
                      /workspace/inbox/... (attachments) and /workspace/global/... also work.";
     vec![
         spec(
@@ -76,15 +77,29 @@ pub fn specs() -> Vec<ToolSpec> {
 pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolResult {
     match name {
         "read_file" => {
-            let a = Args { tool: "read_file", m };
-            read_file(ctx.cfg, a.str("path")?, a.opt_u64("offset")?, a.opt_u64("limit")?)
+            let a = Args {
+                tool: "read_file",
+                m,
+            };
+            read_file(
+                ctx.cfg,
+                a.str("path")?,
+                a.opt_u64("offset")?,
+                a.opt_u64("limit")?,
+            )
         }
         "write_file" => {
-            let a = Args { tool: "write_file", m };
+            let a = Args {
+                tool: "write_file",
+                m,
+            };
             write_file(ctx.cfg, a.str("path")?, a.str("content")?)
         }
         _ => {
-            let a = Args { tool: "edit_file", m };
+            let a = Args {
+                tool: "edit_file",
+                m,
+            };
             edit_file(ctx.cfg, a.str("path")?, a.str("old")?, a.str("new")?)
         }
     }
@@ -104,8 +119,15 @@ fn root_dir(cfg: &RunnerConfig, root: Root) -> Result<PathBuf, ToolError> {
     match root {
         Root::Workspace => Ok(cfg.paths.workspace_dir.clone()),
         Root::Inbox => Ok(cfg.paths.inbox_dir.clone()),
-        Root::Global => cfg.paths.global_dir.clone().ok_or_else(|| ToolError("there is no global folder in this setup".into())),
-        Root::Extra => Err(ToolError(format!("/workspace/extra holds: {}", extra_names(cfg)))),
+        Root::Global => cfg
+            .paths
+            .global_dir
+            .clone()
+            .ok_or_else(|| ToolError("there is no global folder in this setup".into())),
+        Root::Extra => Err(ToolError(format!(
+            "/workspace/extra holds: {}",
+            extra_names(cfg)
+        ))),
     }
 }
 
@@ -113,19 +135,41 @@ fn extra_names(cfg: &RunnerConfig) -> String {
     if cfg.paths.extra.is_empty() {
         "nothing (the owner has shared no extra folders)".into()
     } else {
-        cfg.paths.extra.iter().map(|e| format!("{}{}", e.name, if e.read_write { "" } else { " (read-only)" })).collect::<Vec<_>>().join(", ")
+        cfg.paths
+            .extra
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}{}",
+                    e.name,
+                    if e.read_write { "" } else { " (read-only)" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 /// The folder a checked path starts from and how many of its components
 /// that folder already accounts for (an extra mount's name).
-fn base_of(cfg: &RunnerConfig, checked: &Checked, access: Access) -> Result<(PathBuf, usize), ToolError> {
+fn base_of(
+    cfg: &RunnerConfig,
+    checked: &Checked,
+    access: Access,
+) -> Result<(PathBuf, usize), ToolError> {
     if checked.root != Root::Extra {
         return root_dir(cfg, checked.root).map(|d| (d, 0));
     }
-    let name = checked.components.first().map(String::as_str).unwrap_or_default();
+    let name = checked
+        .components
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
     let Some(m) = cfg.paths.extra.iter().find(|e| e.name == name) else {
-        return Err(ToolError(format!("there is no extra folder {name:?}; /workspace/extra holds: {}", extra_names(cfg))));
+        return Err(ToolError(format!(
+            "there is no extra folder {name:?}; /workspace/extra holds: {}",
+            extra_names(cfg)
+        )));
     };
     if access == Access::Write && !m.read_write {
         return Err(ToolError(format!("/workspace/extra/{name} is read-only; write inside your workspace (a relative path) instead")));
@@ -138,10 +182,17 @@ pub fn resolve(cfg: &RunnerConfig, path: &str, access: Access) -> Result<Resolve
     let checked = check_file(path, access)?;
     let (dir, skip) = base_of(cfg, &checked, access)?;
     if skip == checked.components.len() {
-        return Err(ToolError(format!("{} names a folder itself, not a file inside it", checked.display())));
+        return Err(ToolError(format!(
+            "{} names a folder itself, not a file inside it",
+            checked.display()
+        )));
     }
-    let root = std::fs::canonicalize(&dir)
-        .map_err(|e| ToolError(format!("the folder {} is not available: {e}", checked.display())))?;
+    let root = std::fs::canonicalize(&dir).map_err(|e| {
+        ToolError(format!(
+            "the folder {} is not available: {e}",
+            checked.display()
+        ))
+    })?;
     let shown = checked.display();
     let mut cur = root.clone();
     for (i, comp) in checked.components.iter().enumerate().skip(skip) {
@@ -177,7 +228,11 @@ pub fn resolve(cfg: &RunnerConfig, path: &str, access: Access) -> Result<Resolve
             }
         }
     }
-    Ok(Resolved { checked, real: cur, exists: true })
+    Ok(Resolved {
+        checked,
+        real: cur,
+        exists: true,
+    })
 }
 
 /// Opens an existing file for reading, refusing what is not a regular file.
@@ -188,7 +243,9 @@ pub fn open_regular(r: &Resolved) -> Result<(std::fs::File, u64), ToolError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&r.real)
         .map_err(|e| ToolError(format!("cannot open {shown}: {e}")))?;
-    let md = f.metadata().map_err(|e| ToolError(format!("cannot stat {shown}: {e}")))?;
+    let md = f
+        .metadata()
+        .map_err(|e| ToolError(format!("cannot stat {shown}: {e}")))?;
     if !md.is_file() {
         return Err(ToolError(format!("{shown} is not a regular file")));
     }
@@ -204,11 +261,18 @@ fn read_bytes(r: &Resolved) -> Result<Vec<u8>, ToolError> {
         )));
     }
     let mut buf = Vec::with_capacity(len as usize);
-    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(|e| ToolError(format!("reading {}: {e}", r.checked.display())))?;
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| ToolError(format!("reading {}: {e}", r.checked.display())))?;
     Ok(buf)
 }
 
-pub fn read_file(cfg: &RunnerConfig, path: &str, offset: Option<u64>, limit: Option<u64>) -> ToolResult {
+pub fn read_file(
+    cfg: &RunnerConfig,
+    path: &str,
+    offset: Option<u64>,
+    limit: Option<u64>,
+) -> ToolResult {
     // The root folder itself may be listed.
     let r = match pinch_policy::path::check(path, Access::Read)? {
         c if c.components.is_empty() => {
@@ -234,21 +298,34 @@ pub fn read_file(cfg: &RunnerConfig, path: &str, offset: Option<u64>, limit: Opt
     let limit = limit.unwrap_or(DEFAULT_LINES).max(1);
     let total = text.lines().count() as u64;
     if first > total.max(1) {
-        return Err(ToolError(format!("{shown} has {total} lines; offset {first} is past the end")));
+        return Err(ToolError(format!(
+            "{shown} has {total} lines; offset {first} is past the end"
+        )));
     }
     let mut out = String::new();
     let mut last = first - 1;
-    for (i, line) in text.lines().enumerate().skip((first - 1) as usize).take(limit as usize) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .skip((first - 1) as usize)
+        .take(limit as usize)
+    {
         let l = format!("{:>6}\t{line}\n", i + 1);
         if out.len() + l.len() > READ_CAP {
-            out.push_str(&format!("[stopped at {READ_CAP} bytes; continue with offset {}]\n", i + 1));
+            out.push_str(&format!(
+                "[stopped at {READ_CAP} bytes; continue with offset {}]\n",
+                i + 1
+            ));
             return Ok(out);
         }
         out.push_str(&l);
         last = i as u64 + 1;
     }
     if last < total {
-        out.push_str(&format!("[lines {first}-{last} of {total}; continue with offset {}]\n", last + 1));
+        out.push_str(&format!(
+            "[lines {first}-{last} of {total}; continue with offset {}]\n",
+            last + 1
+        ));
     }
     if matches!(text, std::borrow::Cow::Owned(_)) {
         out.push_str("[the file is not valid UTF-8; invalid bytes are shown as \u{FFFD}]\n");
@@ -270,7 +347,11 @@ fn list_dir(dir: &Path, shown: &str) -> ToolResult {
         })
         .collect();
     names.sort();
-    Ok(format!("{shown} is a folder with {} entries:\n{}", names.len(), names.join("\n")))
+    Ok(format!(
+        "{shown} is a folder with {} entries:\n{}",
+        names.len(),
+        names.join("\n")
+    ))
 }
 
 /// Writes `content` to a resolved workspace path: existing regular files
@@ -281,35 +362,55 @@ fn write_resolved(r: &Resolved, content: &[u8]) -> Result<(), ToolError> {
         if r.real.is_dir() {
             return Err(ToolError(format!("{shown} is a folder")));
         }
-        OpenOptions::new().write(true).truncate(true).custom_flags(libc::O_NOFOLLOW).open(&r.real)
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&r.real)
     } else {
         if let Some(parent) = r.real.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| ToolError(format!("cannot create the folders for {shown}: {e}")))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ToolError(format!("cannot create the folders for {shown}: {e}")))?;
         }
-        OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o644).open(&r.real)
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(&r.real)
     }
     .map_err(|e| ToolError(format!("cannot write {shown}: {e}")))?;
-    f.write_all(content).map_err(|e| ToolError(format!("writing {shown}: {e}")))?;
+    f.write_all(content)
+        .map_err(|e| ToolError(format!("writing {shown}: {e}")))?;
     Ok(())
 }
 
 pub fn write_file(cfg: &RunnerConfig, path: &str, content: &str) -> ToolResult {
     let r = resolve(cfg, path, Access::Write)?;
     write_resolved(&r, content.as_bytes())?;
-    Ok(format!("wrote {} bytes to {}", content.len(), r.checked.display()))
+    Ok(format!(
+        "wrote {} bytes to {}",
+        content.len(),
+        r.checked.display()
+    ))
 }
 
 pub fn edit_file(cfg: &RunnerConfig, path: &str, old: &str, new: &str) -> ToolResult {
     let r = resolve(cfg, path, Access::Write)?;
     let shown = r.checked.display();
     if !r.exists {
-        return Err(ToolError(format!("{shown} does not exist; create it with write_file")));
+        return Err(ToolError(format!(
+            "{shown} does not exist; create it with write_file"
+        )));
     }
     if old.is_empty() {
-        return Err(ToolError("edit_file: `old` is empty; give the exact text to replace".into()));
+        return Err(ToolError(
+            "edit_file: `old` is empty; give the exact text to replace".into(),
+        ));
     }
     let bytes = read_bytes(&r)?;
-    let text = String::from_utf8(bytes).map_err(|_| ToolError(format!("{shown} is not UTF-8 text; edit it with the shell")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ToolError(format!("{shown} is not UTF-8 text; edit it with the shell")))?;
     match text.matches(old).count() {
         0 => Err(ToolError(format!("the text in `old` was not found in {shown}; read the file and copy the text exactly"))),
         1 => {
@@ -339,17 +440,45 @@ mod tests {
     #[test]
     fn write_read_edit_round_trip() {
         let env = Env::new();
-        let w = run(&env, "write_file", json!({"path": "notes/todo.md", "content": "one\ntwo\nthree\n"}));
+        let w = run(
+            &env,
+            "write_file",
+            json!({"path": "notes/todo.md", "content": "one\ntwo\nthree\n"}),
+        );
         assert!(!w.is_error, "{}", w.content);
-        assert_eq!(std::fs::read_to_string(env.path("agent/notes/todo.md")).unwrap(), "one\ntwo\nthree\n");
-        let r = run(&env, "read_file", json!({"path": "/workspace/agent/notes/todo.md", "offset": 2, "limit": 1}));
-        assert_eq!(r.content, "     2\ttwo\n[lines 2-2 of 3; continue with offset 3]\n");
-        let e = run(&env, "edit_file", json!({"path": "notes/todo.md", "old": "two", "new": "2"}));
+        assert_eq!(
+            std::fs::read_to_string(env.path("agent/notes/todo.md")).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        let r = run(
+            &env,
+            "read_file",
+            json!({"path": "/workspace/agent/notes/todo.md", "offset": 2, "limit": 1}),
+        );
+        assert_eq!(
+            r.content,
+            "     2\ttwo\n[lines 2-2 of 3; continue with offset 3]\n"
+        );
+        let e = run(
+            &env,
+            "edit_file",
+            json!({"path": "notes/todo.md", "old": "two", "new": "2"}),
+        );
         assert!(!e.is_error, "{}", e.content);
-        assert_eq!(std::fs::read_to_string(env.path("agent/notes/todo.md")).unwrap(), "one\n2\nthree\n");
-        let overwrite = run(&env, "write_file", json!({"path": "notes/todo.md", "content": "x"}));
+        assert_eq!(
+            std::fs::read_to_string(env.path("agent/notes/todo.md")).unwrap(),
+            "one\n2\nthree\n"
+        );
+        let overwrite = run(
+            &env,
+            "write_file",
+            json!({"path": "notes/todo.md", "content": "x"}),
+        );
         assert!(!overwrite.is_error);
-        assert_eq!(std::fs::read_to_string(env.path("agent/notes/todo.md")).unwrap(), "x");
+        assert_eq!(
+            std::fs::read_to_string(env.path("agent/notes/todo.md")).unwrap(),
+            "x"
+        );
         let ls = run(&env, "read_file", json!({"path": "."}));
         assert!(ls.content.contains("notes/"), "{}", ls.content);
     }
@@ -358,11 +487,31 @@ mod tests {
     fn edit_needs_exactly_one_match() {
         let env = Env::new();
         std::fs::write(env.path("agent/a.txt"), "x y x").unwrap();
-        let e = run(&env, "edit_file", json!({"path": "a.txt", "old": "x", "new": "z"}));
-        assert!(e.is_error && e.content.contains("occurs 2 times"), "{}", e.content);
-        let e = run(&env, "edit_file", json!({"path": "a.txt", "old": "q", "new": "z"}));
-        assert!(e.is_error && e.content.contains("not found"), "{}", e.content);
-        assert_eq!(std::fs::read_to_string(env.path("agent/a.txt")).unwrap(), "x y x", "unchanged");
+        let e = run(
+            &env,
+            "edit_file",
+            json!({"path": "a.txt", "old": "x", "new": "z"}),
+        );
+        assert!(
+            e.is_error && e.content.contains("occurs 2 times"),
+            "{}",
+            e.content
+        );
+        let e = run(
+            &env,
+            "edit_file",
+            json!({"path": "a.txt", "old": "q", "new": "z"}),
+        );
+        assert!(
+            e.is_error && e.content.contains("not found"),
+            "{}",
+            e.content
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.path("agent/a.txt")).unwrap(),
+            "x y x",
+            "unchanged"
+        );
     }
 
     #[test]
@@ -372,21 +521,64 @@ mod tests {
         std::fs::create_dir_all(env.path("rw")).unwrap();
         std::fs::write(env.path("ro/a.txt"), "from ro").unwrap();
         env.cfg.paths.extra = vec![
-            pinch_proto::runner_config::ExtraMount { name: "notes".into(), path: env.path("ro"), read_write: false },
-            pinch_proto::runner_config::ExtraMount { name: "site".into(), path: env.path("rw"), read_write: true },
+            pinch_proto::runner_config::ExtraMount {
+                name: "notes".into(),
+                path: env.path("ro"),
+                read_write: false,
+            },
+            pinch_proto::runner_config::ExtraMount {
+                name: "site".into(),
+                path: env.path("rw"),
+                read_write: true,
+            },
         ];
-        assert!(run(&env, "read_file", json!({"path": "/workspace/extra/notes/a.txt"})).content.contains("from ro"));
-        assert!(run(&env, "read_file", json!({"path": "/workspace/extra/notes"})).content.contains("a.txt"), "a mount lists");
-        let w = run(&env, "write_file", json!({"path": "/workspace/extra/notes/b.txt", "content": "x"}));
-        assert!(w.is_error && w.content.contains("read-only"), "{}", w.content);
-        let w = run(&env, "write_file", json!({"path": "/workspace/extra/site/b.txt", "content": "x"}));
+        assert!(run(
+            &env,
+            "read_file",
+            json!({"path": "/workspace/extra/notes/a.txt"})
+        )
+        .content
+        .contains("from ro"));
+        assert!(
+            run(&env, "read_file", json!({"path": "/workspace/extra/notes"}))
+                .content
+                .contains("a.txt"),
+            "a mount lists"
+        );
+        let w = run(
+            &env,
+            "write_file",
+            json!({"path": "/workspace/extra/notes/b.txt", "content": "x"}),
+        );
+        assert!(
+            w.is_error && w.content.contains("read-only"),
+            "{}",
+            w.content
+        );
+        let w = run(
+            &env,
+            "write_file",
+            json!({"path": "/workspace/extra/site/b.txt", "content": "x"}),
+        );
         assert!(!w.is_error, "{}", w.content);
         assert_eq!(std::fs::read_to_string(env.path("rw/b.txt")).unwrap(), "x");
-        let r = run(&env, "read_file", json!({"path": "/workspace/extra/nope/a.txt"}));
-        assert!(r.is_error && r.content.contains("notes (read-only), site"), "{}", r.content);
+        let r = run(
+            &env,
+            "read_file",
+            json!({"path": "/workspace/extra/nope/a.txt"}),
+        );
+        assert!(
+            r.is_error && r.content.contains("notes (read-only), site"),
+            "{}",
+            r.content
+        );
         // A link inside a mount that leads out of it is refused.
         std::os::unix::fs::symlink(env.path("agent"), env.path("ro/out")).unwrap();
-        let r = run(&env, "read_file", json!({"path": "/workspace/extra/notes/out/x"}));
+        let r = run(
+            &env,
+            "read_file",
+            json!({"path": "/workspace/extra/notes/out/x"}),
+        );
         assert!(r.is_error && r.content.contains("escapes"), "{}", r.content);
     }
 
@@ -396,11 +588,34 @@ mod tests {
         std::fs::create_dir_all(env.path("inbox/12")).unwrap();
         std::fs::write(env.path("inbox/12/cat.txt"), "meow").unwrap();
         std::fs::write(env.path("global/AGENT.md"), "be kind").unwrap();
-        assert!(run(&env, "read_file", json!({"path": "/workspace/inbox/12/cat.txt"})).content.contains("meow"));
-        assert!(run(&env, "read_file", json!({"path": "/workspace/global/AGENT.md"})).content.contains("be kind"));
-        let w = run(&env, "write_file", json!({"path": "/workspace/inbox/12/cat.txt", "content": "woof"}));
-        assert!(w.is_error && w.content.contains("read-only"), "{}", w.content);
-        assert_eq!(std::fs::read_to_string(env.path("inbox/12/cat.txt")).unwrap(), "meow");
+        assert!(run(
+            &env,
+            "read_file",
+            json!({"path": "/workspace/inbox/12/cat.txt"})
+        )
+        .content
+        .contains("meow"));
+        assert!(run(
+            &env,
+            "read_file",
+            json!({"path": "/workspace/global/AGENT.md"})
+        )
+        .content
+        .contains("be kind"));
+        let w = run(
+            &env,
+            "write_file",
+            json!({"path": "/workspace/inbox/12/cat.txt", "content": "woof"}),
+        );
+        assert!(
+            w.is_error && w.content.contains("read-only"),
+            "{}",
+            w.content
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.path("inbox/12/cat.txt")).unwrap(),
+            "meow"
+        );
     }
 
     #[test]
@@ -414,24 +629,71 @@ mod tests {
         symlink("..", env.path("agent/sub/up")).unwrap();
         symlink("../..", env.path("agent/sub/out")).unwrap();
         for (name, args, want) in [
-            ("read_file", json!({"path": "../secret.txt"}), "path escapes the workspace"),
-            ("read_file", json!({"path": "/etc/passwd"}), "path escapes the workspace"),
-            ("read_file", json!({"path": "etc-link/passwd"}), "path escapes the workspace"),
-            ("read_file", json!({"path": "leak.txt"}), "path escapes the workspace"),
-            ("read_file", json!({"path": "sub/up/../secret.txt"}), "path escapes the workspace"),
-            ("read_file", json!({"path": "sub/out/secret.txt"}), "path escapes the workspace"),
-            ("write_file", json!({"path": "sub/out/new.txt", "content": "x"}), "path escapes the workspace"),
+            (
+                "read_file",
+                json!({"path": "../secret.txt"}),
+                "path escapes the workspace",
+            ),
+            (
+                "read_file",
+                json!({"path": "/etc/passwd"}),
+                "path escapes the workspace",
+            ),
+            (
+                "read_file",
+                json!({"path": "etc-link/passwd"}),
+                "path escapes the workspace",
+            ),
+            (
+                "read_file",
+                json!({"path": "leak.txt"}),
+                "path escapes the workspace",
+            ),
+            (
+                "read_file",
+                json!({"path": "sub/up/../secret.txt"}),
+                "path escapes the workspace",
+            ),
+            (
+                "read_file",
+                json!({"path": "sub/out/secret.txt"}),
+                "path escapes the workspace",
+            ),
+            (
+                "write_file",
+                json!({"path": "sub/out/new.txt", "content": "x"}),
+                "path escapes the workspace",
+            ),
             ("read_file", json!({"path": "a\u{0}b"}), "NUL"),
-            ("write_file", json!({"path": "leak.txt", "content": "pwned"}), "path escapes the workspace"),
-            ("write_file", json!({"path": "etc-link/evil", "content": "pwned"}), "path escapes the workspace"),
-            ("write_file", json!({"path": "dangling", "content": "pwned"}), "symlink"),
-            ("edit_file", json!({"path": "leak.txt", "old": "outside", "new": "pwned"}), "path escapes the workspace"),
+            (
+                "write_file",
+                json!({"path": "leak.txt", "content": "pwned"}),
+                "path escapes the workspace",
+            ),
+            (
+                "write_file",
+                json!({"path": "etc-link/evil", "content": "pwned"}),
+                "path escapes the workspace",
+            ),
+            (
+                "write_file",
+                json!({"path": "dangling", "content": "pwned"}),
+                "symlink",
+            ),
+            (
+                "edit_file",
+                json!({"path": "leak.txt", "old": "outside", "new": "pwned"}),
+                "path escapes the workspace",
+            ),
         ] {
             let r = run(&env, name, args.clone());
             assert!(r.is_error, "{name} {args}: {}", r.content);
             assert!(r.content.contains(want), "{name} {args}: {}", r.content);
         }
-        assert_eq!(std::fs::read_to_string(env.path("secret.txt")).unwrap(), "outside");
+        assert_eq!(
+            std::fs::read_to_string(env.path("secret.txt")).unwrap(),
+            "outside"
+        );
         assert!(!std::path::Path::new("/etc/evil").exists());
         assert!(!std::path::Path::new("/nonexistent/target").exists());
     }
@@ -444,8 +706,15 @@ mod tests {
         symlink(env.path("agent/real"), env.path("agent/alias")).unwrap();
         let r = run(&env, "read_file", json!({"path": "alias/f.txt"}));
         assert!(!r.is_error && r.content.contains("inside"), "{}", r.content);
-        let w = run(&env, "write_file", json!({"path": "alias/new.txt", "content": "n"}));
+        let w = run(
+            &env,
+            "write_file",
+            json!({"path": "alias/new.txt", "content": "n"}),
+        );
         assert!(!w.is_error, "{}", w.content);
-        assert_eq!(std::fs::read_to_string(env.path("agent/real/new.txt")).unwrap(), "n");
+        assert_eq!(
+            std::fs::read_to_string(env.path("agent/real/new.txt")).unwrap(),
+            "n"
+        );
     }
 }

@@ -36,10 +36,16 @@ pub struct ToolOutput {
 
 impl ToolOutput {
     pub fn ok(content: impl Into<String>) -> Self {
-        ToolOutput { content: content.into(), is_error: false }
+        ToolOutput {
+            content: content.into(),
+            is_error: false,
+        }
     }
     pub fn err(content: impl Into<String>) -> Self {
-        ToolOutput { content: content.into(), is_error: true }
+        ToolOutput {
+            content: content.into(),
+            is_error: true,
+        }
     }
 }
 
@@ -73,14 +79,26 @@ pub struct Address {
 impl Address {
     pub fn of_destination(d: &Destination) -> Address {
         if d.kind == "agent" {
-            Address { channel_type: Some("agent".into()), platform_id: d.agent_group_id.clone(), thread_id: None }
+            Address {
+                channel_type: Some("agent".into()),
+                platform_id: d.agent_group_id.clone(),
+                thread_id: None,
+            }
         } else {
-            Address { channel_type: d.channel_type.clone(), platform_id: d.platform_id.clone(), thread_id: None }
+            Address {
+                channel_type: d.channel_type.clone(),
+                platform_id: d.platform_id.clone(),
+                thread_id: None,
+            }
         }
     }
 
     pub fn of_routing(r: &Routing) -> Address {
-        Address { channel_type: r.channel_type.clone(), platform_id: r.platform_id.clone(), thread_id: r.thread_id.clone() }
+        Address {
+            channel_type: r.channel_type.clone(),
+            platform_id: r.platform_id.clone(),
+            thread_id: r.thread_id.clone(),
+        }
     }
 
     fn is_set(&self) -> bool {
@@ -113,7 +131,11 @@ pub struct ToolCtx<'a> {
 }
 
 impl<'a> ToolCtx<'a> {
-    pub fn new(cfg: &'a RunnerConfig, out: &'a mut Connection, should_stop: &'a dyn Fn() -> bool) -> ToolCtx<'a> {
+    pub fn new(
+        cfg: &'a RunnerConfig,
+        out: &'a mut Connection,
+        should_stop: &'a dyn Fn() -> bool,
+    ) -> ToolCtx<'a> {
         let tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
         ToolCtx {
             cfg,
@@ -132,7 +154,12 @@ impl<'a> ToolCtx<'a> {
     /// A fresh outbound id (distinct from the runner's own `out-<runner>-<n>`).
     fn next_out_id(&mut self) -> String {
         self.counter += 1;
-        format!("out-{}-t{}-{}", self.cfg.runner_id, self.counter, pinch_proto::runner_config::random_hex(2))
+        format!(
+            "out-{}-t{}-{}",
+            self.cfg.runner_id,
+            self.counter,
+            pinch_proto::runner_config::random_hex(2)
+        )
     }
 
     /// Resolves `to` (a destination name) or the default address. Unknown
@@ -142,13 +169,23 @@ impl<'a> ToolCtx<'a> {
             if self.destinations.is_empty() {
                 "there are no destinations".to_owned()
             } else {
-                format!("destinations: {}", self.destinations.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "destinations: {}",
+                    self.destinations
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
         };
         match to.map(str::trim).filter(|t| !t.is_empty()) {
             Some(name) => match self.destinations.iter().find(|d| d.name == name) {
                 Some(d) => Ok(Address::of_destination(d)),
-                None => Err(ToolError(format!("unknown destination {name:?}; {}", names()))),
+                None => Err(ToolError(format!(
+                    "unknown destination {name:?}; {}",
+                    names()
+                ))),
             },
             None => {
                 if let Some(a) = self.origin.as_ref().filter(|a| a.is_set()) {
@@ -157,20 +194,37 @@ impl<'a> ToolCtx<'a> {
                 if let [only] = self.destinations.as_slice() {
                     return Ok(Address::of_destination(only));
                 }
-                Err(ToolError(format!("no default conversation to send to; name one with `to` ({})", names())))
+                Err(ToolError(format!(
+                    "no default conversation to send to; name one with `to` ({})",
+                    names()
+                )))
             }
         }
     }
 
     /// Writes one outbound row and commits it now; returns (id, seq).
-    pub fn write_row(&mut self, kind: &str, addr: &Address, content: String) -> Result<(String, i64), ToolError> {
+    pub fn write_row(
+        &mut self,
+        kind: &str,
+        addr: &Address,
+        content: String,
+    ) -> Result<(String, i64), ToolError> {
         let id = self.next_out_id();
-        self.write_row_with_id(&id, kind, addr, content).map(|seq| (id, seq))
+        self.write_row_with_id(&id, kind, addr, content)
+            .map(|seq| (id, seq))
     }
 
-    fn write_row_with_id(&mut self, id: &str, kind: &str, addr: &Address, content: String) -> Result<i64, ToolError> {
+    fn write_row_with_id(
+        &mut self,
+        id: &str,
+        kind: &str,
+        addr: &Address,
+        content: String,
+    ) -> Result<i64, ToolError> {
         let inbound = self.cfg.paths.in_dir.join(layout::INBOUND_DB);
-        let in_max = self.in_max.max(pinch_proto::seq::other_max(&inbound, "messages_in"));
+        let in_max = self
+            .in_max
+            .max(pinch_proto::seq::other_max(&inbound, "messages_in"));
         let row = NewOutbound {
             id: id.to_owned(),
             in_reply_to: self.in_reply_to.clone(),
@@ -184,7 +238,8 @@ impl<'a> ToolCtx<'a> {
         };
         let tx = pinch_proto::open::write_tx(self.out)?;
         let seq = rows::insert_outbound(&tx, &row, in_max)?;
-        tx.commit().map_err(|e| ToolError(format!("internal error committing the message: {e}")))?;
+        tx.commit()
+            .map_err(|e| ToolError(format!("internal error committing the message: {e}")))?;
         Ok(seq)
     }
 
@@ -227,8 +282,14 @@ impl<'m> Args<'m> {
     pub fn str(&self, k: &str) -> Result<&'m str, ToolError> {
         match self.m.get(k) {
             Some(Value::String(s)) => Ok(s),
-            Some(other) => Err(ToolError(format!("{}: argument `{k}` must be a string, got {other}", self.tool))),
-            None => Err(ToolError(format!("{}: argument `{k}` is required", self.tool))),
+            Some(other) => Err(ToolError(format!(
+                "{}: argument `{k}` must be a string, got {other}",
+                self.tool
+            ))),
+            None => Err(ToolError(format!(
+                "{}: argument `{k}` is required",
+                self.tool
+            ))),
         }
     }
     pub fn opt_str(&self, k: &str) -> Result<Option<&'m str>, ToolError> {
@@ -241,17 +302,30 @@ impl<'m> Args<'m> {
         match self.m.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0 && f.is_finite()) => Ok(Some(n.as_f64().unwrap_or(0.0) as u64)),
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0 && f.is_finite()) => {
+                Ok(Some(n.as_f64().unwrap_or(0.0) as u64))
+            }
             Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
-            Some(other) => Err(ToolError(format!("{}: argument `{k}` must be a non-negative integer, got {other}", self.tool))),
+            Some(other) => Err(ToolError(format!(
+                "{}: argument `{k}` must be a non-negative integer, got {other}",
+                self.tool
+            ))),
         }
     }
     pub fn i64(&self, k: &str) -> Result<i64, ToolError> {
         match self.m.get(k) {
             Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64().unwrap_or(0)),
-            Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => Ok(s.trim().parse().unwrap_or(0)),
-            Some(other) => Err(ToolError(format!("{}: argument `{k}` must be an integer, got {other}", self.tool))),
-            None => Err(ToolError(format!("{}: argument `{k}` is required", self.tool))),
+            Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => {
+                Ok(s.trim().parse().unwrap_or(0))
+            }
+            Some(other) => Err(ToolError(format!(
+                "{}: argument `{k}` must be an integer, got {other}",
+                self.tool
+            ))),
+            None => Err(ToolError(format!(
+                "{}: argument `{k}` is required",
+                self.tool
+            ))),
         }
     }
     pub fn value(&self, k: &str) -> Option<&'m Value> {
@@ -272,7 +346,11 @@ pub fn specs() -> Vec<ToolSpec> {
 }
 
 pub(crate) fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
-    ToolSpec { name: name.into(), description: description.into(), parameters }
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        parameters,
+    }
 }
 
 /// Runs one tool call. Never panics on model input; unknown tools and bad
@@ -285,8 +363,11 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, args_json: &str) -> ToolOutput {
     let r = match name {
         "shell" => shell::call(ctx, &m),
         "read_file" | "write_file" | "edit_file" => files::call(ctx, name, &m),
-        "send_message" | "send_file" | "edit_message" | "add_reaction" | "send_card" => messages::call(ctx, name, &m),
-        "schedule_task" | "update_task" | "cancel_task" | "pause_task" | "resume_task" | "list_tasks" => tasks::call(ctx, name, &m),
+        "send_message" | "send_file" | "edit_message" | "add_reaction" | "send_card" => {
+            messages::call(ctx, name, &m)
+        }
+        "schedule_task" | "update_task" | "cancel_task" | "pause_task" | "resume_task"
+        | "list_tasks" => tasks::call(ctx, name, &m),
         "ask_user_question" => questions::call(ctx, &m),
         "admin" => admin::call(ctx, &m),
         "create_agent" => admin::create_agent(ctx, &m),
@@ -294,7 +375,11 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, args_json: &str) -> ToolOutput {
         "add_mcp_server" => admin::add_mcp_server(ctx, &m),
         other => Err(ToolError(format!(
             "unknown tool {other:?}; the tools are: {}",
-            specs().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            specs()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     };
     match r {
@@ -308,7 +393,9 @@ pub(crate) mod testing {
     //! A real session layout in a temp dir for tool tests.
     use std::path::Path;
 
-    use pinch_proto::runner_config::{ProviderSettings, RunnerConfig, RunnerPaths, Timings, VERSION};
+    use pinch_proto::runner_config::{
+        ProviderSettings, RunnerConfig, RunnerPaths, Timings, VERSION,
+    };
     use pinch_proto::rusqlite::Connection;
 
     pub struct Env {
@@ -341,7 +428,10 @@ pub(crate) mod testing {
                 agent_name: "main".into(),
                 assistant_name: None,
                 paths,
-                provider: ProviderSettings { kind: "scripted".into(), ..Default::default() },
+                provider: ProviderSettings {
+                    kind: "scripted".into(),
+                    ..Default::default()
+                },
                 timezone: "Europe/Madrid".into(),
                 timings: Timings::default(),
                 batch_size: 10,
@@ -353,16 +443,28 @@ pub(crate) mod testing {
             pinch_proto::schema::migrate_inbound(&inb).unwrap();
             let out = Connection::open(cfg.paths.out_dir.join("outbound.db")).unwrap();
             pinch_proto::schema::migrate_outbound(&out).unwrap();
-            out.execute("INSERT INTO container_state (id, runner_id, updated_at) VALUES (1, 'r1', 'x')", []).unwrap();
+            out.execute(
+                "INSERT INTO container_state (id, runner_id, updated_at) VALUES (1, 'r1', 'x')",
+                [],
+            )
+            .unwrap();
             Env { dir, cfg }
         }
 
         pub fn out(&self) -> Connection {
-            pinch_proto::open::open_writer(&self.cfg.paths.out_dir.join("outbound.db"), std::time::Duration::from_secs(5)).unwrap()
+            pinch_proto::open::open_writer(
+                &self.cfg.paths.out_dir.join("outbound.db"),
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap()
         }
 
         pub fn inbound_writer(&self) -> Connection {
-            pinch_proto::open::open_writer(&self.cfg.paths.in_dir.join("inbound.db"), std::time::Duration::from_secs(5)).unwrap()
+            pinch_proto::open::open_writer(
+                &self.cfg.paths.in_dir.join("inbound.db"),
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap()
         }
 
         pub fn path(&self, rel: &str) -> std::path::PathBuf {

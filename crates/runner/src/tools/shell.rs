@@ -63,7 +63,9 @@ pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
     }
     let timeout_s = a.opt_u64("timeout_s")?.unwrap_or(DEFAULT_TIMEOUT_S);
     if timeout_s == 0 || timeout_s > MAX_TIMEOUT_S {
-        return Err(ToolError(format!("shell: timeout_s must be between 1 and {MAX_TIMEOUT_S} seconds, got {timeout_s}")));
+        return Err(ToolError(format!(
+            "shell: timeout_s must be between 1 and {MAX_TIMEOUT_S} seconds, got {timeout_s}"
+        )));
     }
     let workspace = ctx.cfg.paths.workspace_dir.clone();
     ctx.set_tool_in_flight(Some(("shell", timeout_s * 1000)));
@@ -82,7 +84,9 @@ pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
 fn render(o: &Outcome, timeout_s: u64) -> (String, bool) {
     let mut s = String::new();
     let failed = if o.timed_out {
-        s.push_str(&format!("timed out after {timeout_s} s: the command and its process group were killed\n"));
+        s.push_str(&format!(
+            "timed out after {timeout_s} s: the command and its process group were killed\n"
+        ));
         true
     } else if let Some(code) = o.exit {
         s.push_str(&format!("exit code: {code}\n"));
@@ -118,16 +122,30 @@ pub fn run(command: &str, cwd: &std::path::Path, timeout: Duration) -> std::io::
 
 /// [`run`] keeping up to `cap` bytes, of stdout alone unless `with_stderr`
 /// (stderr is then discarded).
-pub fn run_with(command: &str, cwd: &std::path::Path, timeout: Duration, cap: usize, with_stderr: bool) -> std::io::Result<Outcome> {
+pub fn run_with(
+    command: &str,
+    cwd: &std::path::Path,
+    timeout: Duration,
+    cap: usize,
+    with_stderr: bool,
+) -> std::io::Result<Outcome> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(command)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if with_stderr { Stdio::piped() } else { Stdio::null() });
+        .stderr(if with_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     cmd.env_remove("PINCH_HOST_FD");
-    if let Some(p) = EGRESS_PROXY.get().cloned().or_else(|| std::env::var("PINCH_EGRESS_PROXY").ok()) {
+    if let Some(p) = EGRESS_PROXY
+        .get()
+        .cloned()
+        .or_else(|| std::env::var("PINCH_EGRESS_PROXY").ok())
+    {
         if !p.is_empty() {
             for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
                 cmd.env(k, &p);
@@ -148,9 +166,18 @@ pub fn run_with(command: &str, cwd: &std::path::Path, timeout: Duration, cap: us
     let buf = Arc::new(Mutex::new((Vec::<u8>::new(), 0usize)));
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut readers = 0;
-    for r in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
-        .into_iter()
-        .flatten()
+    for r in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
     {
         readers += 1;
         let buf = buf.clone();
@@ -185,13 +212,20 @@ pub fn run_with(command: &str, cwd: &std::path::Path, timeout: Duration, cap: us
         Err(_) => {
             timed_out = true;
             kill_group(pid);
-            status_rx.recv().map_err(|_| std::io::Error::other("the waiter thread died"))??
+            status_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("the waiter thread died"))??
         }
     };
     // The readers end when every holder of the pipes is gone; background
     // processes may keep them open, so the wait is bounded.
     let mut ended = 0;
-    let deadline = Instant::now() + if timed_out { Duration::from_secs(2) } else { DRAIN_GRACE };
+    let deadline = Instant::now()
+        + if timed_out {
+            Duration::from_secs(2)
+        } else {
+            DRAIN_GRACE
+        };
     while ended < readers {
         match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(()) => ended += 1,
@@ -207,7 +241,14 @@ pub fn run_with(command: &str, cwd: &std::path::Path, timeout: Duration, cap: us
         (g.0.clone(), g.1)
     };
     use std::os::unix::process::ExitStatusExt;
-    Ok(Outcome { exit: status.code(), signal: status.signal(), timed_out, output, total_bytes, lingering: ended < readers })
+    Ok(Outcome {
+        exit: status.code(),
+        signal: status.signal(),
+        timed_out,
+        output,
+        total_bytes,
+        lingering: ended < readers,
+    })
 }
 
 fn kill_group(pid: i32) {
@@ -236,31 +277,52 @@ mod tests {
         std::fs::write(env.path("agent/marker.txt"), "x").unwrap();
         let mut out = env.out();
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &no_stop);
-        let r = tool_call(&mut ctx, "shell", r#"{"command": "ls; echo to-err >&2; exit 3"}"#);
+        let r = tool_call(
+            &mut ctx,
+            "shell",
+            r#"{"command": "ls; echo to-err >&2; exit 3"}"#,
+        );
         assert!(r.is_error, "non-zero exit is an error result");
         assert!(r.content.starts_with("exit code: 3\n"), "{}", r.content);
         assert!(r.content.contains("marker.txt"), "{}", r.content);
         assert!(r.content.contains("to-err"), "{}", r.content);
         let r = tool_call(&mut ctx, "shell", r#"{"command": "read x; echo got:$x:"}"#);
-        assert_eq!(r.content, "exit code: 0\ngot::\n", "stdin is empty, not a terminal");
+        assert_eq!(
+            r.content, "exit code: 0\ngot::\n",
+            "stdin is empty, not a terminal"
+        );
     }
 
     #[test]
     fn timeout_kills_the_whole_group() {
         let env = Env::new();
         let pidfile = env.path("agent/child.pid");
-        let o = run("sleep 300 & echo $! > child.pid; wait", &env.cfg.paths.workspace_dir, Duration::from_secs(1)).unwrap();
+        let o = run(
+            "sleep 300 & echo $! > child.pid; wait",
+            &env.cfg.paths.workspace_dir,
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert!(o.timed_out);
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The grandchild (sleep) is gone too: kill(pid, 0) fails, or it is a zombie awaiting its reaper.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let alive = unsafe { libc::kill(pid, 0) } == 0;
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true);
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true);
             if !alive || zombie {
                 break;
             }
-            assert!(Instant::now() < deadline, "the background sleep {pid} survived the timeout");
+            assert!(
+                Instant::now() < deadline,
+                "the background sleep {pid} survived the timeout"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -268,12 +330,21 @@ mod tests {
     #[test]
     fn output_is_capped_and_says_so() {
         let env = Env::new();
-        let o = run("head -c 200000 /dev/zero | tr '\\0' 'a'", &env.cfg.paths.workspace_dir, Duration::from_secs(30)).unwrap();
+        let o = run(
+            "head -c 200000 /dev/zero | tr '\\0' 'a'",
+            &env.cfg.paths.workspace_dir,
+            Duration::from_secs(30),
+        )
+        .unwrap();
         assert_eq!(o.output.len(), OUTPUT_CAP);
         assert_eq!(o.total_bytes, 200_000);
         let (text, failed) = render(&o, 30);
         assert!(!failed);
-        assert!(text.contains("[output truncated: 200000 bytes in all"), "{}", &text[text.len() - 200..]);
+        assert!(
+            text.contains("[output truncated: 200000 bytes in all"),
+            "{}",
+            &text[text.len() - 200..]
+        );
     }
 
     #[test]
@@ -284,11 +355,18 @@ mod tests {
         for (args, want) in [
             ("{}", "`command` is required"),
             (r#"{"command": 5}"#, "must be a string"),
-            (r#"{"command": "true", "timeout_s": 99999}"#, "between 1 and 3600"),
+            (
+                r#"{"command": "true", "timeout_s": 99999}"#,
+                "between 1 and 3600",
+            ),
             ("not json", "not valid JSON"),
         ] {
             let r = tool_call(&mut ctx, "shell", args);
-            assert!(r.is_error && r.content.contains(want), "{args}: {}", r.content);
+            assert!(
+                r.is_error && r.content.contains(want),
+                "{args}: {}",
+                r.content
+            );
         }
     }
 
@@ -310,18 +388,27 @@ mod tests {
                 if row.0.is_some() {
                     return row;
                 }
-                assert!(Instant::now() < deadline, "the tool never showed in container_state");
+                assert!(
+                    Instant::now() < deadline,
+                    "the tool never showed in container_state"
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
         let mut ctx = ToolCtx::new(&cfg, &mut out, &no_stop);
-        let r = tool_call(&mut ctx, "shell", r#"{"command": "sleep 2", "timeout_s": 77}"#);
+        let r = tool_call(
+            &mut ctx,
+            "shell",
+            r#"{"command": "sleep 2", "timeout_s": 77}"#,
+        );
         assert!(!r.is_error, "{}", r.content);
         let (tool, timeout, started) = seen.join().unwrap();
         assert_eq!(tool.as_deref(), Some("shell"));
         assert_eq!(timeout, Some(77_000));
         assert!(started.is_some());
-        let after: Option<String> = out.query_row("SELECT current_tool FROM container_state", [], |r| r.get(0)).unwrap();
+        let after: Option<String> = out
+            .query_row("SELECT current_tool FROM container_state", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(after, None, "cleared after the tool");
     }
 }

@@ -17,7 +17,8 @@ use super::{spec, Args, ToolCtx, ToolError, ToolResult};
 use pinch_providers::ToolSpec;
 
 pub fn specs() -> Vec<ToolSpec> {
-    let id = json!({"type": "string", "description": "The task id (or series id) from list_tasks."});
+    let id =
+        json!({"type": "string", "description": "The task id (or series id) from list_tasks."});
     let at = json!({"type": "string", "description": "When: RFC 3339 (2026-12-01T09:00:00+01:00) or local time without a zone (2026-12-01T09:00)."});
     let rec = json!({"type": "string", "description": "Optional cron expression (minute hour day month weekday), e.g. \"0 9 * * mon-fri\"."});
     let script = json!({"type": "string", "description": "Optional shell script run first; its last stdout line {\"wake_agent\": bool, \"data\": ...} decides whether you are woken."});
@@ -72,19 +73,29 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolRe
     if tool != "schedule_task" {
         let id = a.str("id")?;
         if id.trim().is_empty() {
-            return Err(ToolError(format!("{tool}: `id` is empty; list_tasks shows the ids")));
+            return Err(ToolError(format!(
+                "{tool}: `id` is empty; list_tasks shows the ids"
+            )));
         }
         o.insert("id".into(), json!(id));
     }
     if matches!(tool, "schedule_task" | "update_task") {
-        let prompt = if tool == "schedule_task" { Some(a.str("prompt")?) } else { a.opt_str("prompt")? };
+        let prompt = if tool == "schedule_task" {
+            Some(a.str("prompt")?)
+        } else {
+            a.opt_str("prompt")?
+        };
         if let Some(p) = prompt {
             if p.trim().is_empty() {
                 return Err(ToolError(format!("{tool}: `prompt` is empty")));
             }
             o.insert("prompt".into(), json!(p));
         }
-        let at = if tool == "schedule_task" { Some(a.str("at")?) } else { a.opt_str("at")? };
+        let at = if tool == "schedule_task" {
+            Some(a.str("at")?)
+        } else {
+            a.opt_str("at")?
+        };
         if let Some(at) = at {
             o.insert("process_after".into(), json!(parse_at(at, &ctx.tz)?));
         }
@@ -99,13 +110,18 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolRe
     }
     let addr = ctx.origin.clone().unwrap_or_default();
     ctx.write_row("system", &addr, body.to_string())?;
-    Ok(format!("requested ({request_id}); the result arrives later as a system response"))
+    Ok(format!(
+        "requested ({request_id}); the result arrives later as a system response"
+    ))
 }
 
 fn list_tasks(ctx: &mut ToolCtx<'_>) -> ToolResult {
     let path = ctx.cfg.paths.in_dir.join(pinch_proto::layout::INBOUND_DB);
-    let conn = pinch_proto::open::open_reader(&path, std::time::Duration::from_millis(ctx.cfg.timings.busy_timeout_ms))
-        .map_err(|e| ToolError(format!("cannot read the task list: {e}")))?;
+    let conn = pinch_proto::open::open_reader(
+        &path,
+        std::time::Duration::from_millis(ctx.cfg.timings.busy_timeout_ms),
+    )
+    .map_err(|e| ToolError(format!("cannot read the task list: {e}")))?;
     let mut stmt = conn
         .prepare(
             "SELECT id, series_id, status, process_after, recurrence, content FROM messages_in
@@ -151,11 +167,28 @@ mod tests {
     #[test]
     fn at_formats() {
         let madrid = jiff::tz::TimeZone::get("Europe/Madrid").unwrap();
-        assert_eq!(parse_at("2026-12-01T09:00:00+01:00", &madrid).unwrap(), "2026-12-01T08:00:00.000Z");
-        assert_eq!(parse_at("2026-12-01T09:00:00Z", &madrid).unwrap(), "2026-12-01T09:00:00.000Z");
-        assert_eq!(parse_at("2026-12-01T09:00", &madrid).unwrap(), "2026-12-01T08:00:00.000Z", "zone-less is user-local");
-        assert_eq!(parse_at("2026-07-01 09:00", &madrid).unwrap(), "2026-07-01T07:00:00.000Z", "DST");
-        assert!(parse_at("tomorrow at 9", &madrid).unwrap_err().0.contains("RFC 3339"));
+        assert_eq!(
+            parse_at("2026-12-01T09:00:00+01:00", &madrid).unwrap(),
+            "2026-12-01T08:00:00.000Z"
+        );
+        assert_eq!(
+            parse_at("2026-12-01T09:00:00Z", &madrid).unwrap(),
+            "2026-12-01T09:00:00.000Z"
+        );
+        assert_eq!(
+            parse_at("2026-12-01T09:00", &madrid).unwrap(),
+            "2026-12-01T08:00:00.000Z",
+            "zone-less is user-local"
+        );
+        assert_eq!(
+            parse_at("2026-07-01 09:00", &madrid).unwrap(),
+            "2026-07-01T07:00:00.000Z",
+            "DST"
+        );
+        assert!(parse_at("tomorrow at 9", &madrid)
+            .unwrap_err()
+            .0
+            .contains("RFC 3339"));
     }
 
     #[test]
@@ -163,12 +196,32 @@ mod tests {
         let env = Env::new();
         let mut out = env.out();
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &no_stop);
-        let r = tool_call(&mut ctx, "schedule_task", r#"{"prompt": "water plants", "at": "2026-12-01T09:00", "recurrence": "0 9 * * *"}"#);
-        assert!(!r.is_error && r.content.starts_with("requested (req-"), "{}", r.content);
-        let r = tool_call(&mut ctx, "schedule_task", r#"{"prompt": "x", "at": "2026-12-01T09:00", "recurrence": "every day"}"#);
+        let r = tool_call(
+            &mut ctx,
+            "schedule_task",
+            r#"{"prompt": "water plants", "at": "2026-12-01T09:00", "recurrence": "0 9 * * *"}"#,
+        );
+        assert!(
+            !r.is_error && r.content.starts_with("requested (req-"),
+            "{}",
+            r.content
+        );
+        let r = tool_call(
+            &mut ctx,
+            "schedule_task",
+            r#"{"prompt": "x", "at": "2026-12-01T09:00", "recurrence": "every day"}"#,
+        );
         assert!(r.is_error && r.content.contains("5"), "{}", r.content);
-        let r = tool_call(&mut ctx, "schedule_task", r#"{"prompt": "x", "at": "soon"}"#);
-        assert!(r.is_error && r.content.contains("RFC 3339"), "{}", r.content);
+        let r = tool_call(
+            &mut ctx,
+            "schedule_task",
+            r#"{"prompt": "x", "at": "soon"}"#,
+        );
+        assert!(
+            r.is_error && r.content.contains("RFC 3339"),
+            "{}",
+            r.content
+        );
         assert!(!tool_call(&mut ctx, "pause_task", r#"{"id": "task:abc"}"#).is_error);
         assert!(tool_call(&mut ctx, "cancel_task", "{}").is_error);
         let rows = out_rows(&out);
@@ -180,7 +233,10 @@ mod tests {
         assert_eq!(v["recurrence"], "0 9 * * *");
         assert!(v["request_id"].as_str().unwrap().starts_with("req-"));
         let v: Value = serde_json::from_str(&rows[1].3).unwrap();
-        assert_eq!((v["action"].as_str(), v["id"].as_str()), (Some("pause_task"), Some("task:abc")));
+        assert_eq!(
+            (v["action"].as_str(), v["id"].as_str()),
+            (Some("pause_task"), Some("task:abc"))
+        );
     }
 
     #[test]
@@ -205,6 +261,10 @@ mod tests {
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &no_stop);
         let r = tool_call(&mut ctx, "list_tasks", "{}");
         assert!(!r.is_error, "{}", r.content);
-        assert!(r.content.contains("water plants") && r.content.contains("2026-12-01 09:00 CET"), "{}", r.content);
+        assert!(
+            r.content.contains("water plants") && r.content.contains("2026-12-01 09:00 CET"),
+            "{}",
+            r.content
+        );
     }
 }
