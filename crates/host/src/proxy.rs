@@ -765,7 +765,7 @@ fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Refusal> {
     }) else {
         return Err(refuse(403, format!("{path} is not a configured model API route: only the configured model APIs are reachable from the sandbox")));
     };
-    if !upstream.paths.iter().any(|p| *p == rest) {
+    if !upstream.paths.contains(&rest) {
         return Err(refuse(
             403,
             format!(
