@@ -432,17 +432,16 @@ impl DiscordChannel {
         for a in m["attachments"].as_array().into_iter().flatten() {
             let size = a["size"].as_u64().unwrap_or_default();
             let data = match a["url"].as_str() {
-                Some(url) if size <= MAX_ATTACHMENT => crate::platform::download_capped(
-                    self.client.get(url),
-                    &self.cfg.token.0,
-                )
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(
+                Some(url) if size <= MAX_ATTACHMENT => {
+                    crate::platform::download_capped(self.client.get(url), &self.cfg.token.0)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(
                         "discord: downloading an attachment failed, it is noted but not kept: {e}"
                     );
-                    None
-                }),
+                            None
+                        })
+                }
                 _ => None,
             };
             let name = a["filename"].as_str().unwrap_or("file").to_owned();

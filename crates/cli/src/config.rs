@@ -129,6 +129,17 @@ pub struct ProxySection {
     /// `host`, `host:port`, `*.domain` (port 443 unless given). A list, or
     /// a comma-separated string (`PINCH__PROXY__EGRESS_ALLOW=a.com,b.org`).
     pub egress_allow: Option<HostList>,
+    /// Connections one sandbox may hold open to its proxy (default 32).
+    pub max_connections_per_session: Option<usize>,
+    /// Connections all sandboxes together may hold (default 256; never
+    /// more than a quarter of the host's open-file limit).
+    pub max_connections: Option<usize>,
+    /// Seconds from connecting to the end of the request head (default 10).
+    pub header_timeout_s: Option<f64>,
+    /// Seconds of client silence mid-body or mid-response (default 60).
+    pub idle_timeout_s: Option<f64>,
+    /// Seconds of upstream silence, and of an egress tunnel (default 300).
+    pub upstream_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +253,9 @@ pub struct UpstreamSection {
     pub base_url: Option<String>,
     /// The model name to ask for.
     pub model: Option<String>,
+    /// The paths under the route the credential proxy forwards (default:
+    /// what the provider and its CLIs call, see `proxy::default_paths`).
+    pub allow_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -588,13 +602,14 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         context,
         cli,
     };
-    for (name, url, key_var, header, prefix) in [
+    for (name, url, key_var, header, prefix, section) in [
         (
             "openai",
             &openai_url,
             "OPENAI_API_KEY",
             "authorization",
             "Bearer ",
+            &file.provider.openai,
         ),
         (
             "anthropic",
@@ -602,6 +617,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
             "ANTHROPIC_API_KEY",
             "x-api-key",
             "",
+            &file.provider.anthropic,
         ),
     ] {
         if let Some(url) = url {
@@ -617,11 +633,54 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
                         pinch_host::proxy::Secret::new(format!("{prefix}{k}")),
                     )
                 });
-            c.proxy_upstreams.push(pinch_host::proxy::Upstream {
-                name: name.into(),
-                base_url: url.trim_end_matches('/').to_owned(),
-                auth,
-            });
+            let mut up = pinch_host::proxy::Upstream::new(name, url.trim_end_matches('/'), auth);
+            if let Some(paths) = &section.allow_paths {
+                for p in paths {
+                    pinch_host::proxy::check_path(p)
+                        .map_err(|e| anyhow::anyhow!("provider.{name}.{e}"))?;
+                }
+                up.paths = paths.clone();
+            }
+            c.proxy_upstreams.push(up);
+        }
+    }
+    let px = &file.proxy;
+    for (key, v) in [
+        (
+            "max_connections_per_session",
+            px.max_connections_per_session,
+        ),
+        ("max_connections", px.max_connections),
+    ] {
+        if v == Some(0) {
+            bail!("proxy.{key} must be at least 1");
+        }
+    }
+    let lim = &mut c.proxy_limits;
+    lim.per_session = px.max_connections_per_session.unwrap_or(lim.per_session);
+    lim.total = px.max_connections.unwrap_or(lim.total);
+    for (key, v, slot) in [
+        (
+            "proxy.header_timeout_s",
+            px.header_timeout_s,
+            &mut lim.header_timeout,
+        ),
+        (
+            "proxy.idle_timeout_s",
+            px.idle_timeout_s,
+            &mut lim.idle_timeout,
+        ),
+        (
+            "proxy.upstream_timeout_s",
+            px.upstream_timeout_s,
+            &mut lim.upstream_timeout,
+        ),
+    ] {
+        if let Some(v) = v {
+            if v == 0.0 {
+                bail!("{key} must be more than 0 seconds");
+            }
+            *slot = secs(key, v)?;
         }
     }
     if let Some(list) = &file.proxy.egress_allow {

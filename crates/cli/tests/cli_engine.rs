@@ -111,11 +111,11 @@ fn an_agent_cli_uses_pinch_tools_over_mcp_and_never_sees_the_key() {
         }),
         ..Default::default()
     };
-    cfg.proxy_upstreams = vec![Upstream {
-        name: "anthropic".into(),
-        base_url: format!("http://127.0.0.1:{port}"),
-        auth: Some(("x-api-key".into(), Secret::new(KEY.to_owned()))),
-    }];
+    cfg.proxy_upstreams = vec![Upstream::new(
+        "anthropic",
+        format!("http://127.0.0.1:{port}"),
+        Some(("x-api-key".into(), Secret::new(KEY.to_owned()))),
+    )];
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     // The agent's folder is /workspace/agent in the sandbox.

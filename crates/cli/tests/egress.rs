@@ -360,14 +360,14 @@ fn tls_runs_end_to_end_through_a_connect_tunnel() {
     std::fs::write(&ca, ck.cert.pem()).unwrap();
     let mut cfg = host_config(tmp.path(), Choice::Process);
     cfg.proxy_egress_allow = vec![format!("localhost:{port}")];
-    cfg.proxy_upstreams = vec![pinch_host::proxy::Upstream {
-        name: "openai".into(),
-        base_url: "http://127.0.0.1:9".into(),
-        auth: Some((
+    cfg.proxy_upstreams = vec![pinch_host::proxy::Upstream::new(
+        "openai",
+        "http://127.0.0.1:9",
+        Some((
             "authorization".into(),
             pinch_host::proxy::Secret::new("Bearer sk-never-in-a-tunnel"),
         )),
-    }];
+    )];
     with_session_proxy(cfg, |sock, _| {
         let fwd = pinch_runner::egress::start(sock).unwrap();
         let out = Command::new("curl")

@@ -104,11 +104,11 @@ fn s2_s3_only_the_proxy_is_reachable_and_it_holds_the_key() {
     let (port, seen) = fake_upstream();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = host_config(tmp.path(), Choice::Bwrap);
-    cfg.proxy_upstreams = vec![Upstream {
-        name: "openai".into(),
-        base_url: format!("http://127.0.0.1:{port}/v1"),
-        auth: Some(("authorization".into(), Secret::new(format!("Bearer {KEY}")))),
-    }];
+    cfg.proxy_upstreams = vec![Upstream::new(
+        "openai",
+        format!("http://127.0.0.1:{port}/v1"),
+        Some(("authorization".into(), Secret::new(format!("Bearer {KEY}")))),
+    )];
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -343,11 +343,11 @@ fn the_proxy_reaches_https_upstreams_and_verifies_them() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.proxy_upstreams = vec![Upstream {
-        name: "openai".into(),
-        base_url: format!("https://localhost:{port}/v1"),
-        auth: Some(("authorization".into(), Secret::new(format!("Bearer {KEY}")))),
-    }];
+    cfg.proxy_upstreams = vec![Upstream::new(
+        "openai",
+        format!("https://localhost:{port}/v1"),
+        Some(("authorization".into(), Secret::new(format!("Bearer {KEY}")))),
+    )];
     let rt = rt();
     let ask = |cfg: pinch_host::HostConfig| -> String {
         let host = rt.block_on(pinch_host::start(cfg)).unwrap();

@@ -61,6 +61,8 @@ pub struct HostConfig {
     /// Hosts every sandbox may `CONNECT` to (see `proxy::EgressAllow` for
     /// the forms); an agent group's `agent_configs.egress_allow` adds more.
     pub proxy_egress_allow: Vec<String>,
+    /// Connection caps and timeouts of the credential proxy (`[proxy]`).
+    pub proxy_limits: crate::proxy::Limits,
     /// MCP servers from the configuration file (`[mcp.servers.<name>]`).
     /// A group's own `agent_configs.mcp_servers` entry of the same name
     /// replaces one of these.
@@ -201,6 +203,7 @@ impl HostConfig {
             proxy_upstreams: Vec::new(),
             proxy_extra_roots: Vec::new(),
             proxy_egress_allow: Vec::new(),
+            proxy_limits: crate::proxy::Limits::default(),
             mcp_servers: Vec::new(),
             sticky_window: Duration::from_secs(600),
             approval_ttl: Duration::from_secs(24 * 3600),

@@ -168,6 +168,8 @@ struct Host {
     /// One credential proxy per session that has had a runner.
     proxies: HashMap<String, tokio::task::JoinHandle<()>>,
     proxy_tls: Arc<rustls::ClientConfig>,
+    /// The connection budget all sessions' proxies share.
+    proxy_budget: Arc<crate::proxy::Budget>,
     regexes: HashMap<String, Option<Regex>>,
     slot_queue: VecDeque<String>,
     /// Routed rows waiting for the flush, in routing order.
@@ -440,6 +442,10 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         proxies: HashMap::new(),
         proxy_tls: crate::proxy::tls_config(&cfg.proxy_extra_roots)
             .map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?,
+        proxy_budget: Arc::new(crate::proxy::Budget::new(
+            cfg.proxy_limits.clone(),
+            crate::proxy::raise_nofile(),
+        )),
         regexes: HashMap::new(),
         slot_queue: VecDeque::new(),
         pending_writes: Vec::new(),
@@ -1926,6 +1932,7 @@ impl Host {
                 Arc::new(self.cfg.proxy_upstreams.clone()),
                 Arc::new(egress),
                 self.proxy_tls.clone(),
+                self.proxy_budget.clone(),
             )
             .with_context(|| format!("starting the credential proxy on {}", sock.display()))?;
             self.proxies.insert(id.to_owned(), h);

@@ -376,3 +376,19 @@ pub fn docker_or_skip() -> bool {
     eprintln!("note: no Docker daemon here: skipping a docker test");
     false
 }
+
+/// The mounts of a session's runner sandbox (what a shell the agent runs
+/// sees), for attacks run from inside a real sandbox with
+/// `Bwrap::command_with`.
+pub fn session_mounts(data: &Path, s: &pinch_host::SessionInfo) -> pinch_host::sandbox::Mounts {
+    pinch_host::sandbox::Mounts {
+        in_dir: s.dir.join("in"),
+        out_dir: s.dir.join("out"),
+        inbox_dir: s.dir.join("inbox"),
+        outbox_dir: s.dir.join("outbox"),
+        agent_dir: data.join("groups").join(&s.agent_group_id),
+        global_dir: data.join("groups/global"),
+        proxy_dir: Some(data.join("run/proxy").join(&s.id)),
+        ..Default::default()
+    }
+}
