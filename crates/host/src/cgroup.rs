@@ -161,6 +161,9 @@ pub fn cleanup(dirs: &[PathBuf]) {
     }
 }
 
+/// How old an empty runner cgroup must be before [`sweep`] removes it.
+const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Removes empty `pinch-*` runner cgroups left by earlier hosts.
 pub fn sweep() {
     let root = Path::new(ROOT);
@@ -176,7 +179,11 @@ pub fn sweep() {
     for b in bases {
         if let Ok(rd) = fs::read_dir(&b) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with("pinch-") && e.path().is_dir() {
+                // Only old ones: another host (or test) may have made this
+                // one a moment ago and be about to join it — removing it
+                // then fails that spawn with ENODEV.
+                let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= SWEEP_MIN_AGE);
+                if e.file_name().to_string_lossy().starts_with("pinch-") && e.path().is_dir() && old {
                     let _ = fs::remove_dir(e.path());
                 }
             }
