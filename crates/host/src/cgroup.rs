@@ -182,8 +182,14 @@ pub fn sweep() {
                 // Only old ones: another host (or test) may have made this
                 // one a moment ago and be about to join it — removing it
                 // then fails that spawn with ENODEV.
-                let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= SWEEP_MIN_AGE);
-                if e.file_name().to_string_lossy().starts_with("pinch-") && e.path().is_dir() && old {
+                let old = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= SWEEP_MIN_AGE);
+                if e.file_name().to_string_lossy().starts_with("pinch-") && e.path().is_dir() && old
+                {
                     let _ = fs::remove_dir(e.path());
                 }
             }
