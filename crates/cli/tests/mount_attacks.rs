@@ -165,11 +165,19 @@ for name, line in (("admin.sock", b'{"id":1,"command":"sessions-list","args":{}}
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(5)
     s.connect("/workspace/extra/leak/" + name)
-    s.sendall(line)
     try:
-        got = s.recv(65536)
+        s.sendall(line)
+    except OSError:
+        pass  # the host may have answered and closed already
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
     except Exception as e:
-        got = repr(e).encode()
+        got += repr(e).encode()
     print(name, "->", got.decode(errors="replace").strip() or "closed")
 "#;
     let env = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
