@@ -179,10 +179,17 @@ impl CliChannel {
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => match me.upgrade() {
-                        Some(ch) => ch.serve(stream, events.clone()),
-                        None => return,
-                    },
+                    Ok((stream, _)) => {
+                        // Only the owner's own processes, never a sandbox.
+                        if let Err(e) = crate::peer::check_stream(&stream) {
+                            tracing::warn!("cli socket: refused a connection: {e}");
+                            continue;
+                        }
+                        match me.upgrade() {
+                            Some(ch) => ch.serve(stream, events.clone()),
+                            None => return,
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!("cli socket accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;

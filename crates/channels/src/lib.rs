@@ -19,6 +19,7 @@ pub mod discord;
 pub mod fake;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod peer;
 #[cfg(feature = "platform")]
 pub mod platform;
 #[cfg(feature = "channel-slack")]

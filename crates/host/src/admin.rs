@@ -2,6 +2,10 @@
 //! one JSON line out per connection. Requests are handed to the main loop,
 //! which alone touches the central DB.
 //!
+//! Each connection's peer is checked with `SO_PEERCRED`
+//! ([`pinch_channels::peer`]): the host's uid (or root) and the host's own
+//! pid, net and mount namespaces, so no sandboxed process is served.
+//!
 //! Request: `{"id": "...", "command": "<resource>-<verb>", "args": {...}}`.
 //! Response: `{"id", "ok": true, "data": ...}` or
 //! `{"id", "ok": false, "error": {"code", "message"}}`.
@@ -60,9 +64,24 @@ pub fn serve(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of fds: wait instead of spinning on the error.
+                    tracing::warn!("admin socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
+            // The kernel's account of the peer, not the path it used: an
+            // agent that reached this socket is still refused (issue 14).
+            if let Err(e) = pinch_channels::peer::check_stream(&stream) {
+                tracing::warn!("admin socket: refused a connection: {e}");
+                let mut s = stream;
+                let msg = serde_json::json!({"id": null, "ok": false, "error": {"code": "forbidden", "message": format!("the admin socket serves the owner's own processes only: {e}")}});
+                let _ = s.write_all(format!("{msg}\n").as_bytes()).await;
+                continue;
+            }
             let tx = tx.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();

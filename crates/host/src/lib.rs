@@ -35,6 +35,7 @@ pub mod outbox;
 pub mod paths;
 pub mod permissions;
 pub mod proxy;
+pub mod safe_fs;
 pub mod sandbox;
 pub mod seccomp;
 pub mod session;
