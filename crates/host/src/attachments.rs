@@ -2,18 +2,21 @@
 //! (SPEC §7.8, TARGETS S7): `inbox/<seq>/<safe name>`, shown to the agent
 //! as `/workspace/inbox/<seq>/<name>`.
 //!
-//! The name is sanitised ([`pinch_policy::filename::sanitize`]); the folder
-//! is created without following symlinks; the file is created exclusively
-//! with `O_NOFOLLOW` (a name taken gets `-1`, `-2`, …); and the result's
-//! real path must lie under the inbox's, so nothing is ever written
-//! outside it whatever the name or the folder's contents.
+//! The inbox is read-only inside the sandbox, but it is written the way
+//! every host write near an agent is (issue 14): never by path. The inbox
+//! is opened once as a trusted folder (it sits in the host's session
+//! folder), the message folder is made and opened beneath that descriptor,
+//! and the file is created beneath the folder's descriptor, exclusively
+//! (`O_EXCL`; a name taken gets `-1`, `-2`, …), with no symlink followed
+//! at any level ([`crate::safe_fs`]). The name is sanitised
+//! ([`pinch_policy::filename::sanitize`]); at most `max` bytes are copied.
 
-use std::fs::{self, OpenOptions};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use pinch_policy::filename;
+
+use crate::safe_fs::{self, Create, Dir};
 
 /// Most tries at a free name before giving up.
 const MAX_TRIES: u32 = 100;
@@ -28,36 +31,49 @@ pub enum AttachmentError {
     Escapes(PathBuf),
     #[error("no free name for {0:?} after {MAX_TRIES} tries")]
     NoFreeName(String),
+    #[error("{name:?} is larger than the {max} bytes it was checked at (it changed while being copied); not saved")]
+    TooLarge { name: String, max: u64 },
     #[error("writing the attachment {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AttachmentError + '_ {
-    move |source| AttachmentError::Io {
-        path: path.to_owned(),
-        source,
-    }
+/// A saved attachment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saved {
+    /// `<folder>/<name>` beneath the inbox (the agent sees
+    /// `/workspace/inbox/<rel>`).
+    pub rel: String,
+    /// The file name it was saved under.
+    pub name: String,
+    pub size: u64,
 }
 
-/// Writes `bytes` as an attachment of inbound message `seq`; returns the
-/// path written (under `inbox`).
+/// Writes `bytes` as an attachment of inbound message `seq`.
 pub fn save(
     inbox: &Path,
     seq: i64,
     raw_name: &str,
     bytes: &[u8],
-) -> Result<PathBuf, AttachmentError> {
-    save_from(inbox, &seq.to_string(), raw_name, &mut &bytes[..])
+) -> Result<Saved, AttachmentError> {
+    save_from(
+        inbox,
+        &seq.to_string(),
+        raw_name,
+        &mut &bytes[..],
+        bytes.len() as u64,
+    )
 }
 
 /// Like [`save`] into `inbox/<folder>/` (a name of one plain component,
-/// e.g. a forwarded message's), copying from `src`.
+/// e.g. a forwarded message's), copying at most `max` bytes from `src`
+/// (more is an error: nothing half-saved is kept).
 pub fn save_from(
     inbox: &Path,
     folder: &str,
     raw_name: &str,
-    src: &mut dyn io::Read,
-) -> Result<PathBuf, AttachmentError> {
+    src: &mut dyn Read,
+    max: u64,
+) -> Result<Saved, AttachmentError> {
     if folder.is_empty()
         || folder.starts_with('.')
         || folder.contains(['/', '\\'])
@@ -65,28 +81,17 @@ pub fn save_from(
     {
         return Err(AttachmentError::Escapes(inbox.join(folder)));
     }
-    let root_meta =
-        fs::symlink_metadata(inbox).map_err(|_| AttachmentError::NoInbox(inbox.to_owned()))?;
-    if !root_meta.is_dir() {
-        return Err(AttachmentError::NoInbox(inbox.to_owned()));
-    }
-    let root = fs::canonicalize(inbox).map_err(io_err(inbox))?;
-    let dir = inbox.join(folder);
-    match fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(AttachmentError::NotAFolder(dir)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&dir)
-                .map_err(io_err(&dir))?;
+    let root = Dir::open_trusted(inbox).map_err(|_| AttachmentError::NoInbox(inbox.to_owned()))?;
+    let dir = root.create_dir_all(folder, 0o755).map_err(|e| match e {
+        safe_fs::Error::Symlink(p) | safe_fs::Error::NotDir(p) | safe_fs::Error::NotRegular(p) => {
+            AttachmentError::NotAFolder(p)
         }
-        Err(e) => return Err(io_err(&dir)(e)),
-    }
-    let real_dir = fs::canonicalize(&dir).map_err(io_err(&dir))?;
-    if real_dir.parent() != Some(root.as_path()) {
-        return Err(AttachmentError::Escapes(real_dir));
-    }
+        safe_fs::Error::Io { path, source } => AttachmentError::Io { path, source },
+        e => AttachmentError::Io {
+            path: e.path().to_owned(),
+            source: io::Error::other(e.to_string()),
+        },
+    })?;
     let name = filename::sanitize(raw_name);
     for n in 0..MAX_TRIES {
         let candidate = if n == 0 {
@@ -94,28 +99,54 @@ pub fn save_from(
         } else {
             filename::numbered(&name, n)
         };
-        let path = real_dir.join(&candidate);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path);
-        match f {
-            Ok(mut f) => {
-                let written = io::copy(src, &mut f).and_then(|_| f.sync_all());
-                if let Err(e) = written {
-                    drop(f);
-                    let _ = fs::remove_file(&path);
-                    return Err(io_err(&path)(e));
-                }
-                return Ok(path);
+        let path = inbox.join(folder).join(&candidate);
+        let mut f = match dir.create_file(&candidate, Create::New, 0o644) {
+            Ok(f) => f,
+            // Taken (by a file, a link or anything else): the next name.
+            Err(safe_fs::Error::Io { source, .. })
+                if source.kind() == io::ErrorKind::AlreadyExists =>
+            {
+                continue
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            // ELOOP: a symlink sits at that name.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => continue,
-            Err(e) => return Err(io_err(&path)(e)),
-        }
+            Err(safe_fs::Error::Symlink(_)) => continue,
+            Err(safe_fs::Error::Io { path, source }) => {
+                return Err(AttachmentError::Io { path, source })
+            }
+            Err(e) => {
+                return Err(AttachmentError::Io {
+                    path,
+                    source: io::Error::other(e.to_string()),
+                })
+            }
+        };
+        let written = io::copy(&mut (&mut *src).take(max), &mut f).and_then(|n| {
+            let mut more = [0u8; 1];
+            let over = src.read(&mut more)? != 0;
+            f.flush()?;
+            f.sync_all()?;
+            Ok((n, over))
+        });
+        let undo = || {
+            let _ = rustix::fs::unlinkat(&dir, candidate.as_str(), rustix::fs::AtFlags::empty());
+        };
+        return match written {
+            Ok((size, false)) => Ok(Saved {
+                rel: format!("{folder}/{candidate}"),
+                name: candidate,
+                size,
+            }),
+            Ok((_, true)) => {
+                undo();
+                Err(AttachmentError::TooLarge {
+                    name: raw_name.to_owned(),
+                    max,
+                })
+            }
+            Err(e) => {
+                undo();
+                Err(AttachmentError::Io { path, source: e })
+            }
+        };
     }
     Err(AttachmentError::NoFreeName(name))
 }
@@ -123,6 +154,7 @@ pub fn save_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn everything_under(p: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -142,16 +174,24 @@ mod tests {
         let inbox = d.path().join("inbox");
         fs::create_dir(&inbox).unwrap();
         let p = save(&inbox, 12, "../../etc/passwd", b"x").unwrap();
-        assert_eq!(p, fs::canonicalize(&inbox).unwrap().join("12/passwd"));
+        assert_eq!(
+            p,
+            Saved {
+                rel: "12/passwd".into(),
+                name: "passwd".into(),
+                size: 1
+            }
+        );
         let p = save(&inbox, 12, "a\0b.txt", b"y").unwrap();
-        assert!(p.ends_with("12/ab.txt"), "{p:?}");
+        assert_eq!(p.rel, "12/ab.txt");
         let p = save(&inbox, 12, &format!("{}.jpg", "n".repeat(5000)), b"z").unwrap();
         assert!(
-            p.file_name().unwrap().len() <= filename::MAX_NAME && p.extension().unwrap() == "jpg"
+            p.name.len() <= filename::MAX_NAME && p.name.ends_with(".jpg"),
+            "{p:?}"
         );
         // same name twice: the second is numbered, the first is untouched
         let p = save(&inbox, 12, "passwd", b"second").unwrap();
-        assert!(p.ends_with("12/passwd-1"), "{p:?}");
+        assert_eq!((p.rel.as_str(), p.size), ("12/passwd-1", 6));
         assert_eq!(fs::read(inbox.join("12/passwd")).unwrap(), b"x");
         assert!(
             fs::read_dir(d.path()).unwrap().count() == 1,
@@ -176,7 +216,7 @@ mod tests {
         fs::create_dir(inbox.join("8")).unwrap();
         std::os::unix::fs::symlink(outside.join("target"), inbox.join("8/f.txt")).unwrap();
         let p = save(&inbox, 8, "f.txt", b"x").unwrap();
-        assert!(p.ends_with("8/f-1.txt"), "{p:?}");
+        assert_eq!(p.rel, "8/f-1.txt");
         assert!(
             everything_under(&outside).is_empty(),
             "nothing written outside: {:?}",
@@ -185,5 +225,30 @@ mod tests {
         // an inbox that is missing is a clear error
         let e = save(&d.path().join("nope"), 1, "a", b"").unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    /// A source longer than it was checked at (an agent appending to the
+    /// file it sent) is not copied on: nothing half-saved stays.
+    #[test]
+    fn at_most_max_bytes_are_copied() {
+        let d = tempfile::tempdir().unwrap();
+        let inbox = d.path().join("inbox");
+        fs::create_dir(&inbox).unwrap();
+        let e = save_from(&inbox, "m1", "grew.txt", &mut &b"0123456789"[..], 4).unwrap_err();
+        assert!(
+            matches!(e, AttachmentError::TooLarge { max: 4, .. })
+                && e.to_string().contains("changed while being copied"),
+            "{e}"
+        );
+        assert_eq!(
+            fs::read_dir(inbox.join("m1")).unwrap().count(),
+            0,
+            "the partial file is removed"
+        );
+        let ok = save_from(&inbox, "m1", "exact.txt", &mut &b"0123"[..], 4).unwrap();
+        assert_eq!(
+            (ok.size, fs::read(inbox.join(&ok.rel)).unwrap()),
+            (4, b"0123".to_vec())
+        );
     }
 }

@@ -395,12 +395,25 @@ impl Task {
                 )
             };
             // Outbox files are untrusted (the runner wrote them): each is
-            // opened through the checks and held open for the call; one
-            // that fails them is named in the text instead.
+            // opened beneath the outbox's descriptor (never by path) and
+            // copied, at most its checked size, into a sealed anonymous
+            // file held open for the call, so the channel reads exactly
+            // what was checked; one that fails is named in the text instead
+            // and told to the agent.
             let mut held_files = Vec::new();
             let mut files = Vec::new();
+            let mut refused = Vec::new();
             for name in &rendered.files {
-                match crate::outbox::open_checked(&self.dir.outbox(), &row.id, name) {
+                let checked = crate::outbox::open_checked(&self.dir.outbox(), &row.id, name)
+                    .and_then(|(mut f, size)| {
+                        crate::outbox::snapshot(
+                            &mut f,
+                            size,
+                            &self.dir.outbox().join(&row.id).join(name),
+                        )
+                        .map(|s| (s, size))
+                    });
+                match checked {
                     Ok((f, size)) => {
                         files.push(OutFile {
                             name: name.clone(),
@@ -413,6 +426,7 @@ impl Task {
                     Err(e) => {
                         tracing::warn!(id = %row.id, file = %name, "outbox file refused: {e}");
                         text.push_str(&format!("\n[file {name} not sent: {e}]"));
+                        refused.push(serde_json::json!({"file": name, "error": e.to_string()}));
                     }
                 }
             }
@@ -484,6 +498,9 @@ impl Task {
                         },
                     )?;
                     self.unrecorded.remove(&row.id);
+                    if !refused.is_empty() {
+                        self.tell_files_refused(&mut inbound, &row.id, refused);
+                    }
                     if let Ok(t) = time::parse(&row.timestamp) {
                         let secs = (jiff::Timestamp::now().as_millisecond() - t.as_millisecond())
                             as f64
@@ -788,6 +805,40 @@ impl Task {
     }
 
     /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
+    /// The message went out but some of its files did not (the reader saw
+    /// the note in the text): the agent is told which and why, once.
+    fn tell_files_refused(
+        &self,
+        inbound: &mut pinch_proto::rusqlite::Connection,
+        out_id: &str,
+        refused: Vec<serde_json::Value>,
+    ) {
+        let out_max = self.shared.out_max.load(Ordering::Relaxed);
+        let note = InContent::System(SystemIn::ActionResult {
+            action: "deliver".into(),
+            status: "files_not_sent".into(),
+            result: serde_json::json!({"message_out_id": out_id, "files_not_sent": refused}),
+        });
+        let row = NewInbound {
+            id: format!("files-not-sent:{out_id}"),
+            kind: "system".into(),
+            timestamp: time::now(),
+            trigger: false,
+            content: note.to_json(),
+            ..Default::default()
+        };
+        let written = write_tx(inbound)
+            .map_err(anyhow::Error::from)
+            .and_then(|tx| {
+                rows::insert_inbound(&tx, &row, out_max)?;
+                tx.commit()?;
+                Ok(())
+            });
+        if let Err(e) = written {
+            tracing::warn!(id = %out_id, "could not tell the agent which files were not sent: {e:#}");
+        }
+    }
+
     fn fail(
         &self,
         inbound: &mut pinch_proto::rusqlite::Connection,

@@ -171,7 +171,9 @@ pub fn stuck_view(
     spawned_at_ms: i64,
 ) -> Result<pinch_policy::sweep::RunnerView> {
     use pinch_policy::sweep::{RunnerView, ToolInFlight};
-    let heartbeat_ms = std::fs::metadata(dir.heartbeat())
+    // `out/` is the agent's: the heartbeat's own times (lstat), never a
+    // link's target's.
+    let heartbeat_ms = std::fs::symlink_metadata(dir.heartbeat())
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

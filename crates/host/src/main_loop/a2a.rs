@@ -4,10 +4,13 @@
 //! reply (`source_session_id`, lesson 35), else the target's newest, else a
 //! new one — with the sender's session as its return path.
 //!
-//! Files the sender attached (its `outbox/<row id>/`) are checked with
-//! [`outbox::open_checked`] and copied into the target's
-//! `inbox/a2a-<session>-<row id>/` (names sanitised, exclusive create, no
-//! links followed; SPEC §7.8), listed as the message's attachments.
+//! Files the sender attached (its `outbox/<row id>/`) are opened beneath
+//! the outbox's descriptor with [`outbox::open_checked`] (never by path:
+//! the sender can swap its folders for links at any moment) and copied from
+//! that descriptor, at most the checked size, into the target's
+//! `inbox/a2a-<session>-<row id>/` (names sanitised, exclusive create
+//! beneath the inbox's descriptor, no links followed; SPEC §7.8), listed
+//! as the message's attachments.
 //!
 //! Loop protection (lesson 42): the content carries `a2a{hops, chain}`;
 //! each hop adds one and the sender. A new message (not a reply to the
@@ -82,7 +85,7 @@ impl Host {
         let mut opened = Vec::with_capacity(files.len());
         for name in &files {
             match outbox::open_checked(&from_dir.outbox(), &row.id, name) {
-                Ok((f, _)) => opened.push((name.clone(), f)),
+                Ok((f, size)) => opened.push((name.clone(), f, size)),
                 Err(e) => return refuse(format!("file {name:?}: {e}")),
             }
         }
@@ -170,21 +173,15 @@ impl Host {
         // Left by a delivery that crashed before its commit.
         clean(&folder_path);
         let mut attachments = Vec::with_capacity(opened.len());
-        for (name, mut f) in opened {
-            match attachments::save_from(&inbox, &folder, &name, &mut f) {
-                Ok(p) => {
-                    let saved = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                    attachments.push(Attachment {
-                        path: format!("/workspace/inbox/{folder}/{saved}"),
-                        name: saved,
-                        mime: None,
-                        size,
-                    });
-                }
+        for (name, mut f, size) in opened {
+            // From the checked descriptor, never more than the checked size.
+            match attachments::save_from(&inbox, &folder, &name, &mut f, size) {
+                Ok(s) => attachments.push(Attachment {
+                    path: format!("/workspace/inbox/{}", s.rel),
+                    name: s.name,
+                    mime: None,
+                    size: s.size,
+                }),
                 Err(e) => {
                     clean(&folder_path);
                     return refuse(format!("could not copy {name:?} to {target_ag}: {e}"));

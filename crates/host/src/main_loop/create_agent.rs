@@ -179,14 +179,25 @@ impl Host {
             .flatten()
             .unwrap_or_else(|| ag.to_owned());
         let dir = self.data.group_dir(&folder);
-        let written = std::fs::create_dir_all(&dir).and_then(|_| {
-            let body = if instructions.trim().is_empty() {
-                "You are a helpful assistant. Answer briefly.".to_owned()
-            } else {
-                instructions.trim().to_owned()
-            };
-            std::fs::write(dir.join("AGENT.md"), format!("# Instructions\n\n{body}\n"))
-        });
+        // The group folder is the agent's (rw in its sandbox): reached
+        // beneath the data dir's descriptor, no link followed, AGENT.md
+        // replaced by a rename, never written through what is there.
+        let written = crate::safe_fs::Dir::open_trusted(self.data.root())
+            .and_then(|root| {
+                root.create_dir_all(std::path::Path::new("groups").join(&folder), 0o755)
+            })
+            .and_then(|d| {
+                let body = if instructions.trim().is_empty() {
+                    "You are a helpful assistant. Answer briefly.".to_owned()
+                } else {
+                    instructions.trim().to_owned()
+                };
+                d.write_atomic(
+                    "AGENT.md",
+                    format!("# Instructions\n\n{body}\n").as_bytes(),
+                    0o644,
+                )
+            });
         if let Err(e) = written
             .map_err(anyhow::Error::from)
             .and_then(|_| super::ensure_group_folder(&self.data, &folder).map(|_| ()))

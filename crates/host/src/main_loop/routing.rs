@@ -465,24 +465,14 @@ impl Host {
                 &pinch_policy::filename::sanitize(&ev.message_id),
                 &a.name,
                 &mut &data[..],
+                data.len() as u64,
             ) {
-                Ok(path) => {
-                    let rel = path
-                        .strip_prefix(std::fs::canonicalize(&inbox).unwrap_or(inbox.clone()))
-                        .map(|p| p.to_string_lossy().into_owned());
-                    let rel = rel.unwrap_or_else(|_| {
-                        path.file_name()
-                            .map(|f| f.to_string_lossy().into_owned())
-                            .unwrap_or_default()
-                    });
+                Ok(s) => {
                     saved.push(Attachment {
-                        name: path
-                            .file_name()
-                            .map(|f| f.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
+                        name: s.name,
                         mime: a.mime.clone(),
-                        size: data.len() as u64,
-                        path: format!("/workspace/inbox/{rel}"),
+                        size: s.size,
+                        path: format!("/workspace/inbox/{}", s.rel),
                     });
                 }
                 Err(e) => {
