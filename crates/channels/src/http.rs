@@ -150,17 +150,18 @@ impl Guard {
         self.hosts.iter().any(|n| *n == host || port.is_some_and(|p| *n == format!("{host}:{p}")))
     }
 
-    /// Whether `Host: <value>` names this listener.
+    /// Whether `Host: <value>` names this listener. The name decides, not
+    /// the port: DNS rebinding changes the name, while an SSH forward
+    /// (`ssh -L 9000:localhost:7878`) legitimately changes the port.
     pub fn host_ok(&self, value: &str) -> bool {
         let Some((host, port)) = split_authority(value) else { return false };
         if self.named(&host, port) {
             return true;
         }
-        let port_ok = port.unwrap_or(80) == self.listen.port();
         let ip = self.listen.ip();
         match host.parse::<IpAddr>() {
-            Ok(h) => port_ok && (ip.is_unspecified() || h == ip || (ip.is_loopback() && h.is_loopback())),
-            Err(_) => port_ok && host == "localhost" && (ip.is_loopback() || ip.is_unspecified()),
+            Ok(h) => ip.is_unspecified() || h == ip || (ip.is_loopback() && h.is_loopback()),
+            Err(_) => host == "localhost" && (ip.is_loopback() || ip.is_unspecified()),
         }
     }
 
@@ -428,10 +429,10 @@ mod tests {
     #[test]
     fn host_must_name_the_listener() {
         let g = Guard::new("127.0.0.1:7878".parse().unwrap(), vec!["Pinch.Example.com".into()]);
-        for ok in ["127.0.0.1:7878", "localhost:7878", "LOCALHOST:7878", "[::1]:7878", "127.0.0.2:7878", "pinch.example.com", "pinch.example.com:443"] {
+        for ok in ["127.0.0.1:7878", "localhost:7878", "LOCALHOST:7878", "[::1]:7878", "127.0.0.2:7878", "pinch.example.com", "pinch.example.com:443", "localhost:9000", "127.0.0.1"] {
             assert!(g.host_ok(ok), "{ok}");
         }
-        for bad in ["", "evil.example:7878", "127.0.0.1:7879", "127.0.0.1", "10.0.0.1:7878", "localhost", "a@127.0.0.1:7878", "[::1", "x:y:7878"] {
+        for bad in ["", "evil.example:7878", "10.0.0.1:7878", "a@127.0.0.1:7878", "[::1", "x:y:7878", "localhost.evil.example:7878"] {
             assert!(!g.host_ok(bad), "{bad}");
         }
         let any = Guard::new("0.0.0.0:80".parse().unwrap(), vec![]);
