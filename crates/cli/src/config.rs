@@ -658,6 +658,11 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
         }
         hooks.push(pinch_channels::webhook::HookConfig { name: name.clone(), secret, callback_url: h.callback_url.clone(), max_body });
     }
+    for h in &file.http.hosts {
+        if h.trim().is_empty() || h.contains(['/', '@', ' ', '\\', ',']) {
+            bail!("[http] hosts entry {h:?} must be a host name, optionally with :port (e.g. \"pinch.example.com\")");
+        }
+    }
     let web = file.web.enabled.unwrap_or(false);
     let metrics = file.http.metrics.unwrap_or(true);
     let telegram_hook = file.telegram.as_ref().is_some_and(|t| t.webhook_url.is_some());
@@ -668,11 +673,6 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
     let listen = listen
         .parse::<std::net::SocketAddr>()
         .with_context(|| format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)"))?;
-    for h in &file.http.hosts {
-        if h.trim().is_empty() || h.contains(['/', '@', ' ', '\\', ',']) {
-            bail!("[http] hosts entry {h:?} must be a host name, optionally with :port (e.g. \"pinch.example.com\")");
-        }
-    }
     let settings = pinch_host::config::HttpSettings {
         listen,
         web,
