@@ -289,6 +289,24 @@ fn every_route_needs_the_token() {
     let out = std::process::Command::new(PINCH).args(["admin", "web-token", "--data-dir"]).arg(&data).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
+    // `pinch admin web-link` and `dashboard-link` mint one-time links without asking the host
+    // (for the configured listen, the default here): each signs a browser in once.
+    for (verb, path) in [("web-link", "/"), ("dashboard-link", "/dashboard")] {
+        let out = std::process::Command::new(PINCH).args(["admin", verb, "--data-dir"]).arg(&data).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let prefix = format!("http://127.0.0.1:7878{path}?login=");
+        assert!(link.starts_with(&prefix) && !link.contains(&token), "{link}");
+        let here = link.replace("127.0.0.1:7878", &addr.to_string());
+        let (first, second) = rt.block_on(async {
+            let a = reqwest::get(&here).await.unwrap();
+            let cookie = a.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+            (a.status().as_u16(), (cookie, reqwest::get(&here).await.unwrap().status().as_u16()))
+        });
+        assert_eq!(first, 200, "{verb}");
+        assert!(second.0.is_some_and(|c| c.starts_with("pinch_session=")), "{verb}");
+        assert_eq!(second.1, 401, "{verb}: the link is spent");
+    }
     rt.block_on(host.shutdown()).unwrap();
 }
 

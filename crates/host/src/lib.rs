@@ -64,8 +64,9 @@ pub fn web_login_url(data_dir: &std::path::Path, addr: std::net::SocketAddr, pat
 }
 
 /// The web chat token (`<data dir>/web-token`, 0600), made on first use:
-/// 32 random bytes as hex. Every web route checks it; `pinch chat --web`
-/// and `pinch admin web-token` print it. Never logged.
+/// 32 random bytes as hex. Web routes take it as `Authorization: Bearer`
+/// (never in a URL) and it keys the one-time login links and session
+/// cookies (decision 0022); `pinch admin web-token` prints it. Never logged.
 pub fn web_token(data_dir: &std::path::Path) -> Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
