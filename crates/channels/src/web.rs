@@ -1,11 +1,18 @@
 //! Web chat (SPEC §9.2.2): one page and a WebSocket, served on the shared
-//! HTTP listener. Every route checks the token (`?token=` or
-//! `Authorization: Bearer`, constant-time); a missing or wrong one is 401.
+//! HTTP listener. Every route but the static script and style checks
+//! [`WebAuth`]: the session cookie a one-time login link (`/?login=<code>`)
+//! sets, or `Authorization: Bearer <web token>` (constant-time); a missing
+//! or wrong one is 401. The token itself is never accepted in a URL.
 //!
-//! Routes: `GET /` the page (HTML, CSS and JS embedded in the binary),
-//! `GET /ws` the WebSocket, `POST /upload?name=` a file (raw body, up to
-//! [`MAX_ATTACHMENT`]; answers an upload id the next message names),
-//! `GET /files/<dir>/<name>` a file the agent sent.
+//! Routes: `GET /` the page (HTML embedded in the binary; its script and
+//! style at `GET /chat.js` and `GET /chat.css`, so the page's CSP allows no
+//! inline script), `GET /ws` the WebSocket, `POST /upload?name=` a file
+//! (raw body, up to [`MAX_ATTACHMENT`]; answers an upload id the next
+//! message names), `GET /files/<dir>/<name>` a file the agent sent (always
+//! `Content-Disposition: attachment`, `application/octet-stream`, and a
+//! sandboxing CSP: an agent's `.html` never renders as our origin).
+//! `Host`/`Origin` are checked by the listener's guard layer
+//! ([`crate::http::serve`]).
 //!
 //! One conversation per browser user: `platform_id` = the user (`?user=`,
 //! default the owner's login), sender `web:<user>`. WebSocket frames are
@@ -33,7 +40,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::http::secret_eq;
+use crate::http::{unauthorized as refuse, WebAuth, LOGIN_HELP};
 use crate::{
     Ack, AckOutcome, Address, BoxFuture, Button, Capabilities, Channel, ChannelEvent, Click,
     DeliverError, HistoryItem, InboundAttachment, InboundEvent, Outgoing, MAX_ATTACHMENT,
@@ -41,6 +48,10 @@ use crate::{
 
 pub const CHANNEL_TYPE: &str = "web";
 const PAGE: &str = include_str!("web_page.html");
+const SCRIPT: &str = include_str!("web_page.js");
+const STYLE: &str = include_str!("web_page.css");
+/// What a download may do if a browser renders it anyway: nothing.
+const FILE_CSP: &str = "default-src 'none'; sandbox; frame-ancestors 'none'";
 /// Messages shown on connect.
 const HISTORY: usize = 200;
 /// Uploads not yet named by a message, per host (oldest dropped beyond
@@ -51,7 +62,7 @@ const MAX_PENDING_BYTES: u64 = 100 << 20;
 type Clients = HashMap<String, Vec<(u64, mpsc::UnboundedSender<String>)>>;
 
 pub struct WebChannel {
-    token: String,
+    auth: Arc<WebAuth>,
     default_user: String,
     /// Copies of files the agent sent (`<dir>/files/<id>/<name>`).
     files_dir: PathBuf,
@@ -77,15 +88,13 @@ fn random_id() -> String {
 }
 
 impl WebChannel {
+    /// `auth` is shared with the dashboard (one login signs both in).
     pub fn new(
-        token: String,
+        auth: Arc<WebAuth>,
         dir: PathBuf,
         default_user: String,
         events: mpsc::Sender<ChannelEvent>,
     ) -> Result<Arc<WebChannel>, String> {
-        if token.len() < 32 {
-            return Err("the web token is too short".into());
-        }
         if !valid_user(&default_user) {
             return Err(format!("the login {default_user:?} cannot be a web chat user name (use letters, digits, '-', '_' or '.')"));
         }
@@ -93,7 +102,7 @@ impl WebChannel {
         std::fs::create_dir_all(&files_dir)
             .map_err(|e| format!("creating {}: {e}", files_dir.display()))?;
         Ok(Arc::new(WebChannel {
-            token,
+            auth,
             default_user,
             files_dir,
             events,
@@ -107,20 +116,38 @@ impl WebChannel {
     pub fn router(self: &Arc<Self>) -> axum::Router {
         axum::Router::new()
             .route("/", get(page))
+            .route(
+                "/chat.js",
+                get(|| async {
+                    (
+                        [
+                            ("content-type", "text/javascript; charset=utf-8"),
+                            ("cache-control", "no-cache"),
+                        ],
+                        SCRIPT,
+                    )
+                }),
+            )
+            .route(
+                "/chat.css",
+                get(|| async {
+                    (
+                        [
+                            ("content-type", "text/css; charset=utf-8"),
+                            ("cache-control", "no-cache"),
+                        ],
+                        STYLE,
+                    )
+                }),
+            )
             .route("/ws", get(ws))
             .route("/upload", post(upload))
             .route("/files/{dir}/{name}", get(download))
             .with_state(self.clone())
     }
 
-    fn authorized(&self, q: &Auth, headers: &HeaderMap) -> bool {
-        let given = q.token.as_deref().or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        });
-        given.is_some_and(|t| secret_eq(t.as_bytes(), self.token.as_bytes()))
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        self.auth.authorized(headers)
     }
 
     /// The conversation's user; `Err`: why the name is refused (a 400).
@@ -184,6 +211,9 @@ fn urlencode(s: &str) -> String {
 
 #[derive(Deserialize, Default)]
 struct Auth {
+    /// A one-time login code (on `/` only).
+    login: Option<String>,
+    /// The long-lived token in a URL: refused with the way in.
     token: Option<String>,
     user: Option<String>,
     name: Option<String>,
@@ -198,11 +228,11 @@ fn text(status: StatusCode, msg: &str) -> Response {
         .into_response()
 }
 
-fn unauthorized() -> Response {
-    text(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong token: open the URL that `pinch chat --web` printed, or get the token with `pinch admin web-token`\n",
-    )
+fn unauthorized(q: &Auth) -> Response {
+    if q.token.is_some() {
+        return refuse(&format!("the web token is no longer accepted in a URL (it would stay in history and logs): {LOGIN_HELP}"));
+    }
+    refuse(&format!("not signed in: {LOGIN_HELP}"))
 }
 
 async fn page(
@@ -210,15 +240,17 @@ async fn page(
     Query(q): Query<Auth>,
     headers: HeaderMap,
 ) -> Response {
-    if !ch.authorized(&q, &headers) {
-        return unauthorized();
+    if let Some(code) = q.login.as_deref() {
+        let clean = match q.user.as_deref() {
+            Some(u) if !u.is_empty() => format!("/?user={}", urlencode(u)),
+            _ => "/".to_owned(),
+        };
+        return ch.auth.login(code, &headers, &clean);
+    }
+    if !ch.authorized(&headers) {
+        return unauthorized(&q);
     }
     let mut r = Html(PAGE).into_response();
-    // The token is in the URL: never send it on as a referrer.
-    r.headers_mut().insert(
-        "referrer-policy",
-        axum::http::HeaderValue::from_static("no-referrer"),
-    );
     r.headers_mut().insert(
         "cache-control",
         axum::http::HeaderValue::from_static("no-store"),
@@ -232,8 +264,8 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !ch.authorized(&q, &headers) {
-        return unauthorized();
+    if !ch.authorized(&headers) {
+        return unauthorized(&q);
     }
     let user = match ch.user(&q) {
         Ok(u) => u,
@@ -286,8 +318,8 @@ async fn download(
     Query(q): Query<Auth>,
     headers: HeaderMap,
 ) -> Response {
-    if !ch.authorized(&q, &headers) {
-        return unauthorized();
+    if !ch.authorized(&headers) {
+        return unauthorized(&q);
     }
     let plain = |s: &str| {
         !s.is_empty()
@@ -308,9 +340,17 @@ async fn download(
                 "content-type",
                 axum::http::HeaderValue::from_static("application/octet-stream"),
             );
-            if let Ok(v) = axum::http::HeaderValue::from_str(&disposition) {
-                r.headers_mut().insert("content-disposition", v);
-            }
+            r.headers_mut().insert(
+                "content-security-policy",
+                axum::http::HeaderValue::from_static(FILE_CSP),
+            );
+            r.headers_mut().insert(
+                "cache-control",
+                axum::http::HeaderValue::from_static("private, no-store"),
+            );
+            let v = axum::http::HeaderValue::from_str(&disposition)
+                .unwrap_or(axum::http::HeaderValue::from_static("attachment"));
+            r.headers_mut().insert("content-disposition", v);
             r
         }
         Err(_) => text(StatusCode::NOT_FOUND, "no such file\n"),
@@ -323,9 +363,9 @@ async fn ws(
     headers: HeaderMap,
     up: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    // The token first: an unauthenticated caller learns nothing else.
-    if !ch.authorized(&q, &headers) {
-        return unauthorized();
+    // The credential first: an unauthenticated caller learns nothing else.
+    if !ch.authorized(&headers) {
+        return unauthorized(&q);
     }
     let up = match up {
         Ok(u) => u,

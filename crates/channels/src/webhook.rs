@@ -2,21 +2,33 @@
 //! HMAC-SHA256 signature over the raw body becomes a `webhook` row; the
 //! agent's replies are POSTed as JSON to the hook's callback URL.
 //!
-//! Wire format (ours; documented in the README):
-//! - request headers: `X-Pinch-Signature: sha256=<hex HMAC-SHA256(secret,
-//!   raw body)>` (GitHub's `X-Hub-Signature-256` is accepted too),
-//!   optional `X-Pinch-Delivery: <id>` (GitHub's `X-GitHub-Delivery` too;
-//!   else the body's SHA-256 is the id: a retried POST is stored once),
-//!   optional `X-Pinch-Event: <name>`.
+//! Wire format (ours; documented in the README; docs/decisions/0022):
+//! - request headers, all signed together with the body:
+//!   `X-Pinch-Timestamp: <unix seconds>`, `X-Pinch-Delivery: <id>` (1-128
+//!   of `A-Z a-z 0-9 . _ -`), optional `X-Pinch-Event: <name>` (0-128 of
+//!   the same), and `X-Pinch-Signature: v1=<hex HMAC-SHA256(secret,
+//!   "v1:<timestamp>:<delivery>:<event>:<raw body>")>` ([`signature`]; an
+//!   absent event signs as empty). The fields cannot contain `:`, so the
+//!   string is unambiguous. A timestamp more than [`MAX_SKEW`] from the
+//!   host's clock is refused (401): a captured request cannot be replayed
+//!   later, nor with another delivery id or event (the signature breaks).
+//!   Within the window, a repeat of a delivery id already stored is
+//!   acknowledged again (200, the same id) without a second row (the host
+//!   deduplicates by `hook-<name>-<delivery>`): that is how a sender's
+//!   retry after a timeout must behave, and a replay of it changes nothing.
+//!   Body-only signatures (`sha256=`, GitHub's `X-Hub-Signature-256`) are
+//!   refused with the way to sign.
 //! - responses: `200 {"ok":true,"id":…}` only after the row is committed;
-//!   `401` missing/bad signature, `404` unknown hook, `413` body over the
-//!   hook's cap, `403` not connected to an agent (with the reason), `503`
-//!   not stored (retry).
+//!   `401` missing/bad/stale signature (with the reason), `400` malformed
+//!   delivery id or event, `404` unknown hook, `413` body over the hook's
+//!   cap, `403` not connected to an agent (with the reason), `503` not
+//!   stored (retry).
 //! - replies: `POST <callback_url>` with `{"id", "hook", "text",
-//!   "in_reply_to"}` (or `{"id", "hook", "notice"}`), signed the same way
-//!   with the same secret, `Idempotency-Key: <id>`. 2xx = delivered; 429,
-//!   5xx, timeouts and connection errors are retried by the host; other
-//!   4xx fail the row.
+//!   "in_reply_to"}` (event `reply`) or `{"id", "hook", "notice"}` (event
+//!   `notice`), signed the same way with the same secret (delivery = the
+//!   row id, fresh timestamp per attempt), `Idempotency-Key: <id>`. 2xx =
+//!   delivered; 429, 5xx, timeouts and connection errors are retried by
+//!   the host; other 4xx fail the row.
 //!
 //! The conversation is the hook (`platform_id` = its name), the sender
 //! `webhook:<name>`. Secrets are never logged.
@@ -42,6 +54,9 @@ pub const CHANNEL_TYPE: &str = "webhook";
 pub const SIGNATURE_HEADER: &str = "x-pinch-signature";
 pub const DELIVERY_HEADER: &str = "x-pinch-delivery";
 pub const EVENT_HEADER: &str = "x-pinch-event";
+pub const TIMESTAMP_HEADER: &str = "x-pinch-timestamp";
+/// How far a request's timestamp may be from the host's clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 /// Default body cap (1 MiB).
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Longest the host may take to commit before the POST is answered 503.
@@ -68,6 +83,105 @@ impl std::fmt::Debug for HookConfig {
             .field("max_body", &self.max_body)
             .finish()
     }
+}
+
+/// `v1=<hex HMAC-SHA256(secret, "v1:<timestamp>:<delivery>:<event>:<body>")>`,
+/// the value of `X-Pinch-Signature` both ways.
+pub fn signature(
+    secret: &[u8],
+    timestamp: u64,
+    delivery: &str,
+    event: &str,
+    body: &[u8],
+) -> String {
+    let mut msg = format!("v1:{timestamp}:{delivery}:{event}:").into_bytes();
+    msg.extend_from_slice(body);
+    format!("v1={}", sign(secret, &msg))
+}
+
+/// A delivery id or event name as signed: 1 (0 for an event) to 128 of
+/// `A-Z a-z 0-9 . _ -`.
+fn field_ok(s: &str, may_be_empty: bool) -> bool {
+    (may_be_empty || !s.is_empty())
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Checks a request's signed headers; `Err((status, reason))` refuses it.
+pub fn verify(
+    secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+) -> Result<(String, String), (StatusCode, String)> {
+    let unauthorized = |m: String| Err((StatusCode::UNAUTHORIZED, m));
+    const HOW: &str = "sign \"v1:<X-Pinch-Timestamp>:<X-Pinch-Delivery>:<X-Pinch-Event>:<raw body>\" with HMAC-SHA256 and the hook's secret, \
+                       and send X-Pinch-Signature: v1=<hex>";
+    let Some(given) = header(headers, &[SIGNATURE_HEADER]) else {
+        if headers.contains_key("x-hub-signature-256") {
+            return unauthorized(format!("X-Hub-Signature-256 signs only the body, so a captured request could be replayed: {HOW}"));
+        }
+        return unauthorized(format!("missing X-Pinch-Signature header: {HOW}"));
+    };
+    if given.trim().starts_with("sha256=") {
+        return unauthorized(format!(
+            "sha256= signatures cover only the body and are no longer accepted: {HOW}"
+        ));
+    }
+    let Some(ts) = header(headers, &[TIMESTAMP_HEADER]) else {
+        return unauthorized(format!(
+            "missing X-Pinch-Timestamp header (unix seconds): {HOW}"
+        ));
+    };
+    let Ok(ts) = ts.trim().parse::<u64>() else {
+        return unauthorized(format!(
+            "X-Pinch-Timestamp {ts:?} is not unix seconds: {HOW}"
+        ));
+    };
+    let Some(delivery) = header(headers, &[DELIVERY_HEADER]).map(str::trim) else {
+        return unauthorized(format!(
+            "missing X-Pinch-Delivery header (a unique id per event, kept on retries): {HOW}"
+        ));
+    };
+    if !field_ok(delivery, false) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "X-Pinch-Delivery must be 1-128 of A-Z a-z 0-9 . _ -".into(),
+        ));
+    }
+    let event = header(headers, &[EVENT_HEADER])
+        .map(str::trim)
+        .unwrap_or("");
+    if !field_ok(event, true) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "X-Pinch-Event must be at most 128 of A-Z a-z 0-9 . _ -".into(),
+        ));
+    }
+    let want = signature(secret, ts, delivery, event, body);
+    if !secret_eq(given.trim().as_bytes(), want.as_bytes()) {
+        return unauthorized(format!(
+            "bad signature: X-Pinch-Signature does not match the timestamp, delivery id, event and body with this hook's secret ({HOW})"
+        ));
+    }
+    // Checked after the signature, so only the secret's holder learns the clock.
+    let skew = now.abs_diff(ts);
+    if skew > MAX_SKEW.as_secs() {
+        return unauthorized(format!(
+            "stale X-Pinch-Timestamp: {ts} is {skew} s from this host's clock (at most {} s allowed); sign with the current time \
+             and check the sender's clock",
+            MAX_SKEW.as_secs()
+        ));
+    }
+    Ok((delivery.to_owned(), event.to_owned()))
 }
 
 /// A hook name: 1–64 of `[A-Za-z0-9_-]` (it is a URL segment and a
@@ -129,6 +243,7 @@ impl WebhookChannel {
         &self,
         hook: &HookConfig,
         id: &str,
+        event: &str,
         body: serde_json::Value,
     ) -> Result<(), DeliverError> {
         let Some(url) = hook.callback_url.as_deref() else {
@@ -138,11 +253,22 @@ impl WebhookChannel {
             )));
         };
         let bytes = body.to_string().into_bytes();
-        let sig = format!("sha256={}", sign(hook.secret.as_bytes(), &bytes));
+        // Row ids are ours (`[A-Za-z0-9._-]`); anything else is hashed so
+        // the signed string stays unambiguous.
+        let delivery = if field_ok(id, false) {
+            id.to_owned()
+        } else {
+            crate::http::hex(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref())
+        };
+        let ts = unix_now();
+        let sig = signature(hook.secret.as_bytes(), ts, &delivery, event, &bytes);
         let res = self
             .client
             .post(url)
             .header("content-type", "application/json")
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(DELIVERY_HEADER, &delivery)
+            .header(EVENT_HEADER, event)
             .header(SIGNATURE_HEADER, sig)
             .header("idempotency-key", id)
             .body(bytes)
@@ -225,33 +351,13 @@ async fn receive(
             )
         }
     };
-    let Some(given) = header(&headers, &[SIGNATURE_HEADER, "x-hub-signature-256"]) else {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "missing X-Pinch-Signature header: send sha256=<hex HMAC-SHA256 of the raw body, keyed with the hook's secret>",
-        );
+    let (delivery, event) = match verify(hook.secret.as_bytes(), &headers, &bytes, unix_now()) {
+        Ok(v) => v,
+        Err((status, why)) => {
+            tracing::warn!(hook = %name, "webhook POST refused: {why}");
+            return err(status, &why);
+        }
     };
-    let want = format!("sha256={}", sign(hook.secret.as_bytes(), &bytes));
-    if !secret_eq(given.trim().as_bytes(), want.as_bytes()) {
-        tracing::warn!(hook = %name, "webhook POST with a bad signature refused");
-        return err(StatusCode::UNAUTHORIZED, "bad signature: X-Pinch-Signature does not match HMAC-SHA256 of the body with this hook's secret");
-    }
-    let delivery = header(&headers, &[DELIVERY_HEADER, "x-github-delivery"])
-        .map(|d| {
-            d.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
-                .take(128)
-                .collect::<String>()
-        })
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| {
-            crate::http::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref())
-        });
-    let event = header(&headers, &[EVENT_HEADER, "x-github-event"])
-        .unwrap_or("")
-        .chars()
-        .take(128)
-        .collect::<String>();
     let payload = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|_| {
         serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
     });
@@ -338,7 +444,7 @@ impl Channel for WebhookChannel {
                 )));
             };
             let body = serde_json::json!({"id": msg.id, "hook": hook.name, "text": msg.text, "in_reply_to": msg.in_reply_to});
-            self.post_json(hook, &msg.id, body).await?;
+            self.post_json(hook, &msg.id, "reply", body).await?;
             Ok(msg.id.clone())
         })
     }
@@ -364,9 +470,90 @@ impl Channel for WebhookChannel {
             self.post_json(
                 hook,
                 &id,
+                "notice",
                 serde_json::json!({"id": id, "hook": hook.name, "notice": text}),
             )
             .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const SECRET: &[u8] = b"0123456789abcdef";
+
+    fn req(ts: u64, delivery: &str, event: Option<&str>, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TIMESTAMP_HEADER,
+            HeaderValue::from_str(&ts.to_string()).unwrap(),
+        );
+        h.insert(DELIVERY_HEADER, HeaderValue::from_str(delivery).unwrap());
+        if let Some(e) = event {
+            h.insert(EVENT_HEADER, HeaderValue::from_str(e).unwrap());
+        }
+        h.insert(SIGNATURE_HEADER, HeaderValue::from_str(sig).unwrap());
+        h
+    }
+
+    #[test]
+    fn the_signature_binds_timestamp_delivery_event_and_body() {
+        let now = 1_800_000_000;
+        let body = b"{\"a\":1}";
+        let sig = signature(SECRET, now, "d-1", "push", body);
+        assert_eq!(
+            verify(SECRET, &req(now, "d-1", Some("push"), &sig), body, now),
+            Ok(("d-1".into(), "push".into()))
+        );
+        // The same signature with any one field changed is refused.
+        for (h, b) in [
+            (req(now, "d-2", Some("push"), &sig), &body[..]),
+            (req(now, "d-1", Some("delete"), &sig), &body[..]),
+            (req(now, "d-1", None, &sig), &body[..]),
+            (req(now + 1, "d-1", Some("push"), &sig), &body[..]),
+            (req(now, "d-1", Some("push"), &sig), &b"{\"a\":2}"[..]),
+        ] {
+            let (st, why) = verify(SECRET, &h, b, now).unwrap_err();
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+            assert!(why.starts_with("bad signature"), "{why}");
+        }
+        // Stale either way, even when correctly signed.
+        for ts in [now - 301, now + 301] {
+            let h = req(ts, "d-1", None, &signature(SECRET, ts, "d-1", "", body));
+            let (st, why) = verify(SECRET, &h, body, now).unwrap_err();
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+            assert!(why.starts_with("stale X-Pinch-Timestamp"), "{why}");
+        }
+        assert!(verify(
+            SECRET,
+            &req(
+                now - 300,
+                "d-1",
+                None,
+                &signature(SECRET, now - 300, "d-1", "", body)
+            ),
+            body,
+            now
+        )
+        .is_ok());
+        // The old body-only scheme is refused with the way to sign.
+        let old = format!("sha256={}", sign(SECRET, body));
+        let why = verify(SECRET, &req(now, "d-1", None, &old), body, now)
+            .unwrap_err()
+            .1;
+        assert!(
+            why.contains("only the body") && why.contains("v1:<X-Pinch-Timestamp>"),
+            "{why}"
+        );
+        // A delivery id with a ':' could shift the fields: refused.
+        assert_eq!(
+            verify(SECRET, &req(now, "a:b", None, &sig), body, now)
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
     }
 }

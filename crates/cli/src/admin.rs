@@ -99,7 +99,9 @@ Examples:
   pinch admin members add telegram:123456789 --ag ag-research
   pinch admin sessions list
 
-  pinch admin web-token      prints the web chat token (local; no host needed)
+  pinch admin web-token      prints the web token, for `Authorization: Bearer` (local; no host needed)
+  pinch admin web-link       prints a one-time link that signs a browser in to web chat (works once, 30 min)
+  pinch admin dashboard-link the same for the dashboard
 ",
     );
     s
@@ -270,7 +272,27 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
     }))
 }
 
-pub fn run(data_dir: &Path, a: AdminArgs) -> i32 {
+/// `listen`: the configured `[http] listen` (for `web-link`).
+pub fn run(data_dir: &Path, listen: Option<std::net::SocketAddr>, a: AdminArgs) -> i32 {
+    // Local, no host needed: a one-time login link for a browser.
+    if let Some(w @ ("web-link" | "dashboard-link")) = a.words.first().map(String::as_str) {
+        let listen = listen.unwrap_or_else(|| {
+            pinch_host::config::HttpSettings::DEFAULT_LISTEN
+                .parse()
+                .expect("a valid default")
+        });
+        let path = if w == "web-link" { "/" } else { "/dashboard" };
+        return match pinch_host::web_login_url(data_dir, listen, path) {
+            Ok(u) => {
+                println!("{u}");
+                0
+            }
+            Err(e) => {
+                eprintln!("pinch admin: {e:#}");
+                1
+            }
+        };
+    }
     // Local, no host needed: the web chat token (made if missing).
     if a.words.first().map(String::as_str) == Some("web-token") {
         return match pinch_host::web_token(data_dir) {

@@ -93,8 +93,15 @@ pub struct TelegramSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
-    /// `host:port`, default `127.0.0.1:7878` (loopback only).
+    /// `host:port`, default `127.0.0.1:7878` (loopback only). Any other
+    /// address needs `allow_plaintext_remote = true` (pinch has no TLS).
     pub listen: Option<String>,
+    /// Serve plain HTTP on a non-loopback `listen` anyway (default false).
+    pub allow_plaintext_remote: Option<bool>,
+    /// Names browsers may reach the listener by besides its address (a TLS
+    /// reverse proxy's public name), accepted in `Host` and `Origin`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Serve Prometheus metrics at `/metrics` (default true whenever the
     /// listener runs; `metrics = true` alone starts the listener).
     pub metrics: Option<bool>,
@@ -846,6 +853,11 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
             max_body,
         });
     }
+    for h in &file.http.hosts {
+        if h.trim().is_empty() || h.contains(['/', '@', ' ', '\\', ',']) {
+            bail!("[http] hosts entry {h:?} must be a host name, optionally with :port (e.g. \"pinch.example.com\")");
+        }
+    }
     let web = file.web.enabled.unwrap_or(false);
     let metrics = file.http.metrics.unwrap_or(true);
     let telegram_hook = file
@@ -868,12 +880,16 @@ fn http_settings(file: &FileConfig) -> Result<Option<pinch_host::config::HttpSet
     let listen = listen.parse::<std::net::SocketAddr>().with_context(|| {
         format!("http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)")
     })?;
-    Ok(Some(pinch_host::config::HttpSettings {
+    let settings = pinch_host::config::HttpSettings {
         listen,
         web,
         hooks,
         metrics,
-    }))
+        hosts: file.http.hosts.clone(),
+        allow_plaintext_remote: file.http.allow_plaintext_remote.unwrap_or(false),
+    };
+    pinch_host::config::check_listen(&settings)?;
+    Ok(Some(settings))
 }
 
 /// The variables the configured chat platforms read their secrets from:
@@ -1260,6 +1276,53 @@ mod tests {
         let bad: Result<FileConfig, _> =
             toml::Value::Table("[webhooks.ci]\nsecrett = \"x\"\n".parse().unwrap()).try_into();
         assert!(bad.unwrap_err().to_string().contains("secrett"));
+    }
+
+    #[test]
+    fn a_non_loopback_listener_needs_the_plaintext_override() {
+        let parse =
+            |t: &str| -> FileConfig { toml::Value::Table(t.parse().unwrap()).try_into().unwrap() };
+        let o = Overrides {
+            sandbox: Some("process".into()),
+            provider: Some("scripted".into()),
+            ..Default::default()
+        };
+        for listen in ["0.0.0.0:7878", "192.168.1.10:7878", "[::]:7878"] {
+            let e = resolve(
+                "/tmp/x".into(),
+                &parse(&format!(
+                    "[web]\nenabled = true\n[http]\nlisten = \"{listen}\"\n"
+                )),
+                &o,
+            )
+            .unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains(listen)
+                    && e.contains("allow_plaintext_remote = true")
+                    && e.contains("no TLS"),
+                "{e}"
+            );
+        }
+        let toml = "[web]\nenabled = true\n[http]\nlisten = \"0.0.0.0:7878\"\nallow_plaintext_remote = true\nhosts = [\"pinch.example.com\"]\n";
+        let h = resolve("/tmp/x".into(), &parse(toml), &o)
+            .unwrap()
+            .http
+            .unwrap();
+        assert!(h.allow_plaintext_remote && h.hosts == ["pinch.example.com"]);
+        assert!(
+            resolve(
+                "/tmp/x".into(),
+                &parse("[http]\nlisten = \"[::1]:7878\"\n"),
+                &o
+            )
+            .is_ok(),
+            "IPv6 loopback is local"
+        );
+        let e = resolve("/tmp/x".into(), &parse("[http]\nhosts = [\"a/b\"]\n"), &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[http] hosts"), "{e}");
     }
 
     #[test]

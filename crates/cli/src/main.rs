@@ -174,11 +174,12 @@ fn main() -> ExitCode {
                 provider: Some("scripted".into()),
                 ..Default::default()
             };
-            let dir = match host_config(data_dir.or(cli.data_dir), config.or(cli.config), &flags) {
-                Ok(c) => c.data_dir,
-                Err(e) => return exit(Err(e)),
-            };
-            ExitCode::from(admin::run(&dir, args) as u8)
+            let (dir, listen) =
+                match host_config(data_dir.or(cli.data_dir), config.or(cli.config), &flags) {
+                    Ok(c) => (c.data_dir, c.http.map(|h| h.listen)),
+                    Err(e) => return exit(Err(e)),
+                };
+            ExitCode::from(admin::run(&dir, listen, args) as u8)
         }
         Command::Model(args) => exit((|| {
             let file = config::load_file(cli.config.as_deref())
@@ -382,8 +383,8 @@ fn sandbox_hint(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
-/// `pinch chat --web`: the host with web chat on; prints the URL (with the
-/// token) and runs until Ctrl-C or SIGTERM.
+/// `pinch chat --web`: the host with web chat on; prints a one-time login
+/// link and runs until Ctrl-C or SIGTERM.
 fn run_web_chat(
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
@@ -410,19 +411,18 @@ fn run_web_chat(
                     "http.listen {listen:?} is not host:port (e.g. 127.0.0.1:7878)"
                 ))
             })?;
-            cfg.http = Some(pinch_host::config::HttpSettings {
-                listen,
-                web: true,
-                hooks: Vec::new(),
-                metrics: true,
-            });
+            let h = pinch_host::config::HttpSettings::local(listen, true);
+            pinch_host::config::check_listen(&h).map_err(|e| ConfigError(e.to_string()))?;
+            cfg.http = Some(h);
             listen
         }
     };
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        let token = pinch_host::web_token(&cfg.data_dir)?;
-        println!("http://{listen}/?token={token}");
-        eprintln!("pinch: a host is already running for {}; the URL works if its configuration has [web] enabled = true", cfg.data_dir.display());
+        println!("{}", pinch_host::web_login_url(&cfg.data_dir, listen, "/")?);
+        eprintln!(
+            "pinch: a host is already running for {}; the one-time link works if its configuration has [web] enabled = true",
+            cfg.data_dir.display()
+        );
         return Ok(0);
     }
     std::fs::create_dir_all(cfg.data_dir.join("logs"))
@@ -433,9 +433,9 @@ fn run_web_chat(
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let host = pinch_host::start(cfg.clone()).await.map_err(sandbox_hint)?;
-        let token = pinch_host::web_token(&cfg.data_dir)?;
         let addr = host.http_addr.unwrap_or(listen);
-        println!("http://{addr}/?token={token}");
+        // A one-time link: it signs the browser in (a cookie) and is then spent.
+        println!("{}", pinch_host::web_login_url(&cfg.data_dir, addr, "/")?);
         eprintln!(
             "pinch: web chat with agent `main` in a {} sandbox · data {} · Ctrl-C to stop",
             host.sandbox.as_str(),

@@ -37,12 +37,10 @@ fn value(text: &str, series: &str) -> f64 {
 fn metrics_are_scraped_over_http() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = host_config(tmp.path(), any_sandbox());
-    cfg.http = Some(pinch_host::config::HttpSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        web: false,
-        hooks: vec![],
-        metrics: true,
-    });
+    cfg.http = Some(pinch_host::config::HttpSettings::local(
+        "127.0.0.1:0".parse().unwrap(),
+        false,
+    ));
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let addr = host.http_addr.expect("the listener is up");

@@ -3,8 +3,14 @@
 //! the page and WebSocket, a real runner answering with the scripted
 //! provider. Typed message and reply, a question card answered by
 //! clicking its button, a file uploaded and read by the agent, the agent's
-//! file downloaded by its link, history after a reload, the token checked
-//! on every route; a screenshot is saved to `target/web-chat.png`.
+//! file downloaded by its link, history after a reload, the sign-in
+//! checked on every route; a screenshot is saved to `target/web-chat.png`.
+//!
+//! Issue 14's hardening, each as the attack: a one-time login link that
+//! sets an HttpOnly cookie and is spent, the token refused in a URL, a
+//! cross-origin WebSocket and upload, a DNS-rebinding `Host`, a form POST
+//! to `/api/admin`, an agent's `.html` file, and the security headers on
+//! every page and download.
 //!
 //! Needs Chromium (`apt-get install chromium`; `scripts/deps --test`
 //! installs it). Without it the browser test skips with a loud message;
@@ -40,6 +46,22 @@ args = { path = "{inbox_path}" }
 [[rule]]
 after_tool = "read_file"
 reply = "the file says: {tool_result}"
+
+[[rule]]
+contains = "send me the page"
+tool = "write_file"
+args = { path = "evil.html", content = "<script>fetch('/api/admin')</script>" }
+
+[[rule]]
+after_tool = "write_file"
+contains = "send me the page"
+tool = "send_file"
+args = { path = "evil.html", text = "a page" }
+
+[[rule]]
+after_tool = "send_file"
+contains = "send me the page"
+reply = "page sent"
 
 [[rule]]
 contains = "send me the report"
@@ -243,13 +265,65 @@ impl JsonText for reqwest::Response {
 
 fn web_host(tmp: &Path) -> pinch_host::HostConfig {
     let mut cfg = with_script(host_config(tmp, any_sandbox()), SCRIPT);
-    cfg.http = Some(pinch_host::config::HttpSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        web: true,
-        hooks: Vec::new(),
-        metrics: true,
-    });
+    cfg.http = Some(pinch_host::config::HttpSettings::local(
+        "127.0.0.1:0".parse().unwrap(),
+        true,
+    ));
     cfg
+}
+
+/// Asserts the headers every response must carry (issue 14).
+fn assert_hardened(what: &str, h: &reqwest::header::HeaderMap) {
+    let get = |k: &str| {
+        h.get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let csp = get("content-security-policy");
+    assert!(
+        csp.contains("frame-ancestors 'none'"),
+        "{what}: CSP {csp:?}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{what}: CSP {csp:?}"
+    );
+    assert!(csp.contains("default-src 'none'"), "{what}: CSP {csp:?}");
+    assert_eq!(get("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(get("x-frame-options"), "DENY", "{what}");
+}
+
+/// Redeems a one-time login link the way a browser does; the cookie to send.
+async fn sign_in(data: &Path, addr: std::net::SocketAddr) -> String {
+    let url = pinch_host::web_login_url(data, addr, "/").unwrap();
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let set = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// The status a WebSocket upgrade gets with these extra headers (101 = open).
+async fn ws_status(addr: std::net::SocketAddr, headers: &[(&'static str, &str)]) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, r)) => {
+            drop(ws);
+            r.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("the upgrade failed otherwise: {e}"),
+    }
 }
 
 #[test]
@@ -271,16 +345,29 @@ fn every_route_needs_the_token() {
     );
     rt.block_on(async {
         let c = reqwest::Client::new();
-        for path in ["/", "/ws", "/files/00/x"] {
-            for q in ["", "?token=wrong"] {
+        for path in ["/", "/ws", "/files/00/x", "/dashboard"] {
+            for q in ["", "?token=wrong", "?login=1.2.3"] {
                 let r = c
                     .get(format!("http://{addr}{path}{q}"))
                     .send()
                     .await
                     .unwrap();
                 assert_eq!(r.status().as_u16(), 401, "{path}{q}");
+                assert_hardened(&format!("401 of {path}{q}"), r.headers());
                 assert!(r.text().await.unwrap().contains("pinch admin web-token"));
             }
+            // The real token in a URL is refused too: it would stay in history and logs.
+            let r = c
+                .get(format!("http://{addr}{path}?token={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{path}?token=<the token>");
+            assert!(r
+                .text()
+                .await
+                .unwrap()
+                .contains("no longer accepted in a URL"));
         }
         let r = c
             .post(format!("http://{addr}/upload?name=a.txt"))
@@ -289,14 +376,7 @@ fn every_route_needs_the_token() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 401);
-        let r = c
-            .get(format!("http://{addr}/?token={token}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        assert!(r.text().await.unwrap().contains("<title>pinch</title>"));
-        // A bearer header works too.
+        // A bearer header works (API clients).
         let r = c
             .get(format!("http://{addr}/"))
             .bearer_auth(&token)
@@ -304,6 +384,32 @@ fn every_route_needs_the_token() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
+        assert_hardened("/", r.headers());
+        let page = r.text().await.unwrap();
+        assert!(page.contains("<title>pinch</title>"));
+        assert!(
+            !page.contains("<script>") && !page.contains("<style>"),
+            "no inline script or style: the CSP forbids them"
+        );
+        // The page's script and style, and the dashboard, carry the headers too.
+        for path in [
+            "/chat.js",
+            "/chat.css",
+            "/dashboard.js",
+            "/metrics",
+            "/no-such-page",
+        ] {
+            let r = c.get(format!("http://{addr}{path}")).send().await.unwrap();
+            assert_hardened(path, r.headers());
+        }
+        let r = c
+            .get(format!("http://{addr}/dashboard"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_hardened("/dashboard", r.headers());
     });
     // `pinch admin web-token` prints the same token.
     let out = std::process::Command::new(PINCH)
@@ -313,6 +419,40 @@ fn every_route_needs_the_token() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
+    // `pinch admin web-link` and `dashboard-link` mint one-time links without asking the host
+    // (for the configured listen, the default here): each signs a browser in once.
+    for (verb, path) in [("web-link", "/"), ("dashboard-link", "/dashboard")] {
+        let out = std::process::Command::new(PINCH)
+            .args(["admin", verb, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let prefix = format!("http://127.0.0.1:7878{path}?login=");
+        assert!(
+            link.starts_with(&prefix) && !link.contains(&token),
+            "{link}"
+        );
+        let here = link.replace("127.0.0.1:7878", &addr.to_string());
+        let (first, second) = rt.block_on(async {
+            let a = reqwest::get(&here).await.unwrap();
+            let cookie = a
+                .headers()
+                .get("set-cookie")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (
+                a.status().as_u16(),
+                (cookie, reqwest::get(&here).await.unwrap().status().as_u16()),
+            )
+        });
+        assert_eq!(first, 200, "{verb}");
+        assert!(
+            second.0.is_some_and(|c| c.starts_with("pinch_session=")),
+            "{verb}"
+        );
+        assert_eq!(second.1, 401, "{verb}: the link is spent");
+    }
     rt.block_on(host.shutdown()).unwrap();
 }
 
@@ -332,8 +472,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let addr = host.http_addr.unwrap();
-    let token = pinch_host::web_token(&data).unwrap();
-    let url = format!("http://{addr}/?token={token}");
+    let url = pinch_host::web_login_url(&data, addr, "/").unwrap();
     let profile = tmp.path().join("chromium");
     std::fs::create_dir_all(&profile).unwrap();
     rt.block_on(async {
@@ -341,6 +480,14 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         cdp.call("Page.enable", json!({})).await;
         cdp.call("Page.navigate", json!({"url": url})).await;
         cdp.until("the page connected", "document.getElementById('status').textContent.startsWith('connected as tester')").await;
+        // The login link was spent on the way in: the address bar holds no
+        // code, the cookie is invisible to scripts (HttpOnly).
+        let here = cdp.eval("location.href").await;
+        assert_eq!(here, json!(format!("http://{addr}/")), "the code is gone from the URL");
+        assert_eq!(cdp.eval("document.cookie").await, json!(""), "the session cookie is HttpOnly");
+        let again = reqwest::get(&url).await.unwrap();
+        assert_eq!(again.status().as_u16(), 401, "the link works once");
+        assert!(again.text().await.unwrap().contains("already used"));
 
         // A typed message and the agent's reply.
         cdp.type_and_send("hello there").await;
@@ -365,11 +512,15 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         cdp.type_and_send("read the attachment").await;
         cdp.until("the agent reading the upload", "[...document.querySelectorAll('.msg.agent')].some(e => e.textContent.includes('the secret word is plum'))").await;
 
-        // A file down: the agent's file arrives as a link that downloads it.
+        // A file down: the agent's file arrives as a link that downloads it
+        // (with the browser's cookie; without it, 401).
         cdp.type_and_send("send me the report").await;
         let href = cdp.until("the file link", "(document.querySelector('.msg.agent .files a') || {}).href").await;
-        let body = reqwest::get(href.as_str().unwrap()).await.unwrap().text().await.unwrap();
-        assert_eq!(body, "numbers: 1 2 3");
+        let href = href.as_str().unwrap();
+        assert!(!href.contains("token"), "{href}");
+        let body = cdp.eval(&format!("fetch({href:?}).then(r => r.text())")).await;
+        assert_eq!(body, json!("numbers: 1 2 3"));
+        assert_eq!(reqwest::get(href).await.unwrap().status().as_u16(), 401);
         cdp.until("the final answer", "[...document.querySelectorAll('.msg.agent')].some(e => e.textContent === 'report sent')").await;
 
         // The screenshot: the conversation with the answered card and the file link.
@@ -432,13 +583,49 @@ fn pinch_chat_web_prints_a_working_url_and_stops_on_sigterm() {
         .read_line(&mut line)
         .unwrap();
     let token = pinch_host::web_token(&tmp.path().join("data")).unwrap();
-    assert_eq!(
-        line.trim(),
-        format!("http://127.0.0.1:{port}/?token={token}")
+    let link = line.trim();
+    assert!(
+        link.starts_with(&format!("http://127.0.0.1:{port}/?login=")),
+        "{link}"
+    );
+    assert!(
+        !link.contains(&token),
+        "the long-lived token is never in the link"
     );
     let rt = rt();
-    let status = rt.block_on(async { reqwest::get(line.trim()).await.unwrap().status().as_u16() });
-    assert_eq!(status, 200);
+    rt.block_on(async {
+        // The link signs a browser in once: a cookie, then on to the page.
+        let r = reqwest::get(link).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .expect("a session cookie")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for attr in ["pinch_session=", "HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(cookie.contains(attr), "{attr} in {cookie}");
+        }
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("http-equiv=\"refresh\" content=\"0; url=/\""),
+            "on to the page without the code"
+        );
+        let session = cookie.split(';').next().unwrap().to_owned();
+        let page = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status().as_u16(), 200, "the cookie signs in");
+        let r = reqwest::get(link).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "the link is spent");
+        assert!(r.text().await.unwrap().contains("already used"));
+    });
     // SAFETY: kill(2) on our own, not yet reaped, child.
     unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
     let st = d.0.wait().unwrap();
@@ -456,10 +643,13 @@ struct Tab {
 
 impl Tab {
     async fn open(addr: std::net::SocketAddr, token: &str, user: &str) -> Tab {
-        let (ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}&user={user}"))
-                .await
-                .unwrap();
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/ws?user={user}")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
         let mut t = Tab { ws };
         assert_eq!(t.next().await["type"], "hello");
         assert_eq!(t.next().await["type"], "history");
@@ -571,12 +761,10 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
         host_config(tmp.path(), pinch_host::sandbox::Choice::Process),
         SCRIPT,
     );
-    cfg.http = Some(pinch_host::config::HttpSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        web: true,
-        hooks: Vec::new(),
-        metrics: true,
-    });
+    cfg.http = Some(pinch_host::config::HttpSettings::local(
+        "127.0.0.1:0".parse().unwrap(),
+        true,
+    ));
     cfg.runner_exe = wrapper;
     cfg.budget.delays = vec![Duration::ZERO, Duration::from_millis(50)];
     cfg.boot_breaker = false;
@@ -591,7 +779,9 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
         let (cmd, t) = (cmd.to_owned(), t.to_owned());
         rt.block_on(async move {
             let r = reqwest::Client::new()
-                .post(format!("http://{addr}/api/admin?token={t}"))
+                .post(format!("http://{addr}/api/admin"))
+                .bearer_auth(t)
+                .header("content-type", "application/json")
                 .body(json!({"command": cmd}).to_string())
                 .send()
                 .await
@@ -630,7 +820,7 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
     rt.block_on(async {
         let (_browser, mut cdp) = launch(&exe, &profile).await;
         cdp.call("Page.enable", json!({})).await;
-        cdp.call("Page.navigate", json!({"url": format!("http://{addr}/dashboard?token={token}")})).await;
+        cdp.call("Page.navigate", json!({"url": pinch_host::web_login_url(&data, addr, "/dashboard").unwrap()})).await;
         cdp.until("the quarantined session", "document.querySelector('#sessions .q') && document.querySelector('[data-lift]')").await;
         let reason = cdp.eval("document.getElementById('sessions').innerText").await;
         assert!(reason.as_str().unwrap().contains("failed"), "the reason is shown: {reason}");
@@ -652,4 +842,208 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
         "{replies:?}"
     );
     rt.block_on(host.shutdown()).unwrap();
+}
+
+/// Issue 14, as an attacker would try it against a signed-in owner: a page
+/// on another site opening the WebSocket or uploading with the owner's
+/// cookie, a DNS-rebinding name for our address, a cross-site form POST
+/// to `/api/admin`; and an agent sending an `.html` file that must never
+/// render as our origin.
+#[test]
+fn cross_origin_rebinding_form_posts_and_agent_html_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = web_host(tmp.path());
+    let data = cfg.data_dir.clone();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let addr = host.http_addr.unwrap();
+    let token = pinch_host::web_token(&data).unwrap();
+    rt.block_on(async {
+        let cookie = sign_in(&data, addr).await;
+        let me = format!("http://{addr}");
+        let rebound = format!("rebind.evil.example:{}", addr.port());
+
+        // The WebSocket: another site's page, or our address under another name, is refused.
+        assert_eq!(
+            ws_status(
+                addr,
+                &[("cookie", &cookie), ("origin", "http://evil.example")]
+            )
+            .await,
+            403
+        );
+        assert_eq!(
+            ws_status(addr, &[("cookie", &cookie), ("origin", "null")]).await,
+            403
+        );
+        assert_eq!(
+            ws_status(addr, &[("cookie", &cookie), ("host", &rebound)]).await,
+            403
+        );
+        assert_eq!(
+            ws_status(addr, &[("cookie", &cookie), ("origin", &me)]).await,
+            101,
+            "our own page connects"
+        );
+
+        let c = reqwest::Client::new();
+        let post = |path: &str, origin: &str, host: Option<&str>, ctype: &str, body: &str| {
+            let mut r = c
+                .post(format!("{me}{path}"))
+                .header("cookie", &cookie)
+                .header("origin", origin)
+                .header("content-type", ctype)
+                .body(body.to_owned());
+            if let Some(h) = host {
+                r = r.header("host", h);
+            }
+            async move {
+                let r = r.send().await.unwrap();
+                let st = r.status().as_u16();
+                assert_hardened(&format!("POST {}", r.url()), r.headers());
+                (st, r.text().await.unwrap())
+            }
+        };
+        // An upload from another site's page.
+        let (st, msg) = post(
+            "/upload?name=a.txt",
+            "http://evil.example",
+            None,
+            "text/plain",
+            "x",
+        )
+        .await;
+        assert_eq!(st, 403, "{msg}");
+        assert!(msg.contains("cross-origin"), "{msg}");
+        let (st, msg) = post("/upload?name=a.txt", &me, None, "text/plain", "x").await;
+        assert_eq!(st, 200, "the same origin uploads: {msg}");
+
+        // /api/admin: a form can only send these types; each is refused 415, even from our origin.
+        let call = r#"{"command":"sessions-list"}"#;
+        for ctype in [
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "multipart/form-data; boundary=x",
+        ] {
+            let (st, msg) = post("/api/admin", &me, None, ctype, call).await;
+            assert_eq!(st, 415, "{ctype}: {msg}");
+            assert!(msg.contains("application/json"), "{msg}");
+        }
+        let (st, msg) = post(
+            "/api/admin",
+            "http://evil.example",
+            None,
+            "application/json",
+            call,
+        )
+        .await;
+        assert_eq!(st, 403, "{msg}");
+        let (st, msg) = post("/api/admin", &me, Some(&rebound), "application/json", call).await;
+        assert_eq!(st, 403, "{msg}");
+        assert!(
+            msg.contains("[http] hosts"),
+            "the refusal names the fix: {msg}"
+        );
+        let (st, msg) = post(
+            "/api/admin",
+            &me,
+            None,
+            "application/json; charset=utf-8",
+            call,
+        )
+        .await;
+        assert_eq!(st, 200, "{msg}");
+        assert!(msg.contains("\"ok\":true"), "{msg}");
+
+        // Reads under a rebound name are refused too (the metrics are open on loopback).
+        for path in ["/", "/metrics", "/dashboard"] {
+            let r = c
+                .get(format!("{me}{path}"))
+                .header("cookie", &cookie)
+                .header("host", &rebound)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 403, "{path}");
+        }
+
+        // The agent sends an HTML page: it downloads, never renders here.
+        let mut tab = Tab::open(addr, &token, "tester").await;
+        tab.send(json!({"type": "message", "text": "send me the page", "client_id": "p1"}))
+            .await;
+        let m = tab
+            .until("the file", |v| {
+                v["type"] == "message" && v["files"].as_array().is_some_and(|f| !f.is_empty())
+            })
+            .await;
+        let url = m["files"][0]["url"].as_str().unwrap().to_owned();
+        assert!(url.ends_with("/evil.html"), "{url}");
+        let r = c
+            .get(format!("{me}{url}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_hardened(&url, r.headers());
+        let h = |k: &str| r.headers().get(k).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(h("content-type"), "application/octet-stream");
+        assert!(
+            h("content-disposition").starts_with("attachment; filename*=UTF-8''evil.html"),
+            "{}",
+            h("content-disposition")
+        );
+        assert!(
+            h("content-security-policy").contains("sandbox"),
+            "{}",
+            h("content-security-policy")
+        );
+        assert_eq!(
+            r.text().await.unwrap(),
+            "<script>fetch('/api/admin')</script>"
+        );
+    });
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+/// Issue 14: pinch has no TLS of its own, so a listener other machines can
+/// reach is refused at start unless the owner says the network is trusted.
+#[test]
+fn a_non_loopback_listener_is_refused_without_the_override() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(
+        &cfg,
+        "[web]\nenabled = true\n[http]\nlisten = \"0.0.0.0:0\"\n",
+    )
+    .unwrap();
+    for cmd in [&["host"][..], &["chat", "--web"][..]] {
+        let out = std::process::Command::new(PINCH)
+            .args(cmd)
+            .args([
+                "--provider",
+                "scripted",
+                "--sandbox",
+                "process",
+                "--data-dir",
+            ])
+            .arg(tmp.path().join("data"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{cmd:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("[http] listen = \"0.0.0.0:0\"")
+                && err.contains("[http] allow_plaintext_remote = true"),
+            "{cmd:?}: {err}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "no link printed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }

@@ -4,6 +4,10 @@
 //! replies. Bad and missing signatures, an unknown hook, an over-size
 //! body, a retried POST stored once, a 503 from the callback retried, and
 //! a host killed after answering 200 delivering the reply after restart.
+//! Issue 14: a captured request replayed with a new delivery id or a
+//! forged event header, a stale or future timestamp, and the old body-only
+//! signature are refused; an exact replay inside the window is the same
+//! single row.
 
 mod common;
 
@@ -38,24 +42,33 @@ async fn callback_server(state: Arc<Callback>) -> SocketAddr {
             "/cb",
             axum::routing::post(
                 |State(s): State<Arc<Callback>>, h: HeaderMap, body: axum::body::Bytes| async move {
-                    let sig = h
-                        .get("x-pinch-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
                     let key = h
                         .get("idempotency-key")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    // The reply is signed with the hook's secret over the raw body.
-                    let want = format!(
-                        "sha256={}",
-                        pinch_channels::http::sign(SECRET.as_bytes(), &body)
-                    );
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    s.got
-                        .lock()
+                    // The reply is signed the way senders sign: verified with
+                    // the same code the host checks incoming POSTs with.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
                         .unwrap()
-                        .push((sig.filter(|x| *x == want), key, v));
+                        .as_secs();
+                    let ok =
+                        pinch_channels::webhook::verify(SECRET.as_bytes(), &h, &body, now).ok();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let sig = ok.filter(|(d, e)| {
+                        Some(d.as_str()) == key.as_deref()
+                            && e == if v.get("notice").is_some() {
+                                "notice"
+                            } else {
+                                "reply"
+                            }
+                    });
+                    let sig = sig.and(
+                        h.get("x-pinch-signature")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                    );
+                    s.got.lock().unwrap().push((sig, key, v));
                     axum::http::StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap()
                 },
             ),
@@ -164,33 +177,58 @@ fn daemon(s: &Setup) -> Daemon {
     d
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The headers of a correctly signed request (event `push`, timestamp now).
+fn signed(body: &[u8], delivery: &str) -> Vec<(&'static str, String)> {
+    signed_at(body, delivery, "push", now())
+}
+
+fn signed_at(body: &[u8], delivery: &str, event: &str, ts: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-pinch-timestamp", ts.to_string()),
+        ("x-pinch-delivery", delivery.to_owned()),
+        ("x-pinch-event", event.to_owned()),
+        (
+            "x-pinch-signature",
+            pinch_channels::webhook::signature(SECRET.as_bytes(), ts, delivery, event, body),
+        ),
+    ]
+}
+
+/// `headers` with `name` set to `value` (or removed with `None`).
+fn with(
+    mut headers: Vec<(&'static str, String)>,
+    name: &'static str,
+    value: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    headers.retain(|(k, _)| *k != name);
+    if let Some(v) = value {
+        headers.push((name, v.to_owned()));
+    }
+    headers
+}
+
 async fn post(
     port: u16,
     hook: &str,
     body: &[u8],
-    sig: Option<&str>,
-    delivery: Option<&str>,
+    headers: &[(&'static str, String)],
 ) -> (u16, String) {
     let c = reqwest::Client::new();
     let mut r = c
         .post(format!("http://127.0.0.1:{port}/hooks/{hook}"))
-        .header("x-pinch-event", "push")
         .body(body.to_vec());
-    if let Some(s) = sig {
-        r = r.header("x-pinch-signature", s);
-    }
-    if let Some(d) = delivery {
-        r = r.header("x-pinch-delivery", d);
+    for (k, v) in headers {
+        r = r.header(*k, v);
     }
     let resp = r.send().await.unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-fn signed(body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        pinch_channels::http::sign(SECRET.as_bytes(), body)
-    )
 }
 
 /// Rows stored for a delivery id, over all sessions of `main`.
@@ -235,28 +273,36 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
     let body = br#"{"ref":"main","commits":3}"#;
 
     // Refusals: no signature, a wrong one, an unknown hook, a body over the cap.
-    let (st, msg) = rt.block_on(post(s.port, "ci", body, None, Some("x1")));
-    assert_eq!(st, 401, "{msg}");
-    assert!(msg.contains("missing X-Pinch-Signature"), "{msg}");
     let (st, msg) = rt.block_on(post(
         s.port,
         "ci",
         body,
-        Some(&signed(b"another body")),
-        Some("x1"),
+        &with(signed(body, "x1"), "x-pinch-signature", None),
     ));
     assert_eq!(st, 401, "{msg}");
+    assert!(msg.contains("missing X-Pinch-Signature"), "{msg}");
+    let (st, msg) = rt.block_on(post(s.port, "ci", body, &signed(b"another body", "x1")));
+    assert_eq!(st, 401, "{msg}");
     assert!(msg.contains("bad signature"), "{msg}");
-    let (st, msg) = rt.block_on(post(s.port, "nope", body, Some(&signed(body)), None));
+    let (st, msg) = rt.block_on(post(s.port, "nope", body, &signed(body, "x1")));
     assert_eq!(st, 404, "{msg}");
     assert!(msg.contains("no webhook named \\\"nope\\\""), "{msg}");
     let big = vec![b'x'; 5000];
-    let (st, msg) = rt.block_on(post(s.port, "ci", &big, Some(&signed(&big)), None));
+    let (st, msg) = rt.block_on(post(s.port, "ci", &big, &signed(&big, "x1")));
     assert_eq!(st, 413, "{msg}");
+    // The delivery id is signed, so it is required.
+    let (st, msg) = rt.block_on(post(
+        s.port,
+        "ci",
+        body,
+        &with(signed(body, "x1"), "x-pinch-delivery", None),
+    ));
+    assert_eq!(st, 401, "{msg}");
+    assert!(msg.contains("missing X-Pinch-Delivery"), "{msg}");
     assert_eq!(stored(&s.data, "x1"), 0, "nothing refused is stored");
 
     // A good POST: 200 only once committed; a retry with the same delivery id is stored once.
-    let (st, msg) = rt.block_on(post(s.port, "ci", body, Some(&signed(body)), Some("d-1")));
+    let (st, msg) = rt.block_on(post(s.port, "ci", body, &signed(body, "d-1")));
     assert_eq!(st, 200, "{msg}");
     assert!(msg.contains("\"ok\":true"), "{msg}");
     assert_eq!(
@@ -264,23 +310,9 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
         1,
         "a 200 means the row is committed"
     );
-    let (st, _) = rt.block_on(post(s.port, "ci", body, Some(&signed(body)), Some("d-1")));
+    let (st, _) = rt.block_on(post(s.port, "ci", body, &signed(body, "d-1")));
     assert_eq!(st, 200);
     assert_eq!(stored(&s.data, "d-1"), 1, "a retried POST is stored once");
-    // Without a delivery id the body's hash is the id.
-    let other = br#"{"ref":"dev"}"#;
-    for _ in 0..2 {
-        let (st, _) = rt.block_on(post(s.port, "ci", other, Some(&signed(other)), None));
-        assert_eq!(st, 200);
-    }
-    let hashed: i64 = std::fs::read_dir(s.data.join("sessions/main"))
-        .unwrap()
-        .map(|d| inbound(&d.unwrap().path()).query_row("SELECT count(*) FROM messages_in WHERE kind = 'webhook' AND id NOT LIKE 'hook-ci-d-1:%'", [], |r| r.get::<_, i64>(0)).unwrap())
-        .sum();
-    assert_eq!(
-        hashed, 1,
-        "the same body without a delivery id is one message"
-    );
 
     // The stored row is a `webhook` row with the parsed payload.
     let dir = std::fs::read_dir(s.data.join("sessions/main"))
@@ -324,7 +356,7 @@ fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
     let s = setup(cb_addr);
     let mut d = daemon(&s);
     let body = br#"{"job":"nightly","status":"failed"}"#;
-    let (st, msg) = rt.block_on(post(s.port, "ci", body, Some(&signed(body)), Some("d-2")));
+    let (st, msg) = rt.block_on(post(s.port, "ci", body, &signed(body, "d-2")));
     assert_eq!(st, 200, "{msg}");
     // The reply was tried once (503: retryable), then the host dies hard.
     wait_for("a first callback attempt", WAIT, || {
@@ -364,6 +396,106 @@ fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
             )
             .is_ok_and(|s| s == "delivered")
     });
+}
+
+/// Issue 14: what an attacker who captured one signed POST (a log, a
+/// proxy, a leaked request dump) can do with it.
+#[test]
+fn a_captured_post_cannot_be_replayed_reworded_or_replayed_later() {
+    let rt = rt();
+    let cb = Arc::new(Callback {
+        status: AtomicU16::new(200),
+        ..Default::default()
+    });
+    let cb_addr = rt.block_on(callback_server(cb.clone()));
+    let s = setup(cb_addr);
+    let _d = daemon(&s);
+    let body = br#"{"action":"deploy","env":"prod"}"#;
+    let captured_ts = now();
+    let captured = signed_at(body, "r-1", "push", captured_ts);
+    let (st, msg) = rt.block_on(post(s.port, "ci", body, &captured));
+    assert_eq!(st, 200, "{msg}");
+    assert_eq!(stored(&s.data, "r-1"), 1);
+
+    // The same request again, inside the window: acknowledged, still one row.
+    let (st, msg) = rt.block_on(post(s.port, "ci", body, &captured));
+    assert_eq!(st, 200, "{msg}");
+    assert!(msg.contains("hook-ci-r-1"), "the same id: {msg}");
+    assert_eq!(
+        stored(&s.data, "r-1"),
+        1,
+        "a replayed delivery id is not a second message"
+    );
+
+    // A new delivery id (to dodge the dedup), or a forged event header: the signature breaks.
+    for (what, headers) in [
+        (
+            "a new delivery id",
+            with(captured.clone(), "x-pinch-delivery", Some("r-2")),
+        ),
+        (
+            "a forged event",
+            with(captured.clone(), "x-pinch-event", Some("release")),
+        ),
+        (
+            "the event removed",
+            with(captured.clone(), "x-pinch-event", None),
+        ),
+        (
+            "a moved timestamp",
+            with(
+                captured.clone(),
+                "x-pinch-timestamp",
+                Some(&(captured_ts + 1).to_string()),
+            ),
+        ),
+    ] {
+        let (st, msg) = rt.block_on(post(s.port, "ci", body, &headers));
+        assert_eq!(st, 401, "{what}: {msg}");
+        assert!(msg.contains("bad signature"), "{what}: {msg}");
+    }
+    assert_eq!(
+        stored(&s.data, "r-2"),
+        0,
+        "the reworded replay stored nothing"
+    );
+
+    // A request signed more than 5 minutes ago (or ahead): stale.
+    for ts in [now() - 301, now() + 400] {
+        let (st, msg) = rt.block_on(post(
+            s.port,
+            "ci",
+            body,
+            &signed_at(body, "r-3", "push", ts),
+        ));
+        assert_eq!(st, 401, "{msg}");
+        assert!(
+            msg.contains("stale X-Pinch-Timestamp") && msg.contains("300 s"),
+            "{msg}"
+        );
+    }
+    assert_eq!(stored(&s.data, "r-3"), 0);
+
+    // The old body-only signature (ours or GitHub's) is refused with the way to sign.
+    let old = format!(
+        "sha256={}",
+        pinch_channels::http::sign(SECRET.as_bytes(), body)
+    );
+    for name in ["x-pinch-signature", "x-hub-signature-256"] {
+        let headers = with(
+            with(captured.clone(), "x-pinch-signature", None),
+            name,
+            Some(&old),
+        );
+        let headers = with(headers, "x-pinch-delivery", Some("r-4"));
+        let (st, msg) = rt.block_on(post(s.port, "ci", body, &headers));
+        assert_eq!(st, 401, "{name}: {msg}");
+        assert!(
+            msg.contains("only the body") && msg.contains("v1:<X-Pinch-Timestamp>"),
+            "{name}: {msg}"
+        );
+    }
+    assert_eq!(stored(&s.data, "r-4"), 0);
 }
 
 #[test]

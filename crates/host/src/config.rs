@@ -100,10 +100,47 @@ pub struct HttpSettings {
     /// Prometheus metrics at `GET /metrics` (no token on a loopback
     /// listener; the web token as a bearer token otherwise).
     pub metrics: bool,
+    /// Names besides the bound address a browser may use in `Host`/`Origin`
+    /// (`[http] hosts`: a reverse proxy's public name).
+    pub hosts: Vec<String>,
+    /// `[http] allow_plaintext_remote`: serve plain HTTP on a non-loopback
+    /// address anyway (pinch has no TLS of its own).
+    pub allow_plaintext_remote: bool,
 }
 
 impl HttpSettings {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:7878";
+
+    /// Loopback, web chat, no hooks, metrics on: `pinch chat --web`'s listener.
+    pub fn local(listen: std::net::SocketAddr, web: bool) -> HttpSettings {
+        HttpSettings {
+            listen,
+            web,
+            hooks: Vec::new(),
+            metrics: true,
+            hosts: Vec::new(),
+            allow_plaintext_remote: false,
+        }
+    }
+}
+
+/// A non-loopback listener without the explicit override, refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "[http] listen = \"{0}\" is reachable from other machines, but pinch serves plain HTTP (it has no TLS of its own): \
+     sign-in cookies, chats and webhook payloads would cross the network in clear. Keep listen on 127.0.0.1 and put a TLS \
+     reverse proxy in front (add its public name to [http] hosts), or, on a network you trust, set \
+     [http] allow_plaintext_remote = true in pinch.toml"
+)]
+pub struct PlaintextRemote(pub std::net::SocketAddr);
+
+/// Refuses a non-loopback `listen` unless `allow_plaintext_remote`.
+pub fn check_listen(h: &HttpSettings) -> Result<(), PlaintextRemote> {
+    if h.listen.ip().is_loopback() || h.allow_plaintext_remote {
+        Ok(())
+    } else {
+        Err(PlaintextRemote(h.listen))
+    }
 }
 
 /// Builds an adapter that sends its events into the host's queue.

@@ -1,9 +1,14 @@
 //! The web dashboard (issue 8): one page next to web chat, behind the same
-//! token, showing sessions with their state and last exit, quarantines
-//! with a button to lift them, pending approvals with their choices, and
-//! dropped messages. It talks to the host through the same admin
-//! dispatcher as `pinch admin` (the main loop), limited to the commands the
-//! page needs.
+//! sign-in ([`WebAuth`]: the session cookie of a one-time login link, or
+//! `Authorization: Bearer <web token>`), showing sessions with their state
+//! and last exit, quarantines with a button to lift them, pending approvals
+//! with their choices, and dropped messages. It talks to the host through
+//! the same admin dispatcher as `pinch admin` (the main loop), limited to
+//! the commands the page needs. `/api/admin` takes only
+//! `Content-Type: application/json` (415 otherwise), so a cross-site HTML
+//! form cannot post to it; `Host`/`Origin` are checked by the listener's
+//! guard layer. The page's script is served at `/dashboard.js` (no inline
+//! script under the CSP).
 
 use pinch_channels::http::axum::{
     self,
@@ -12,13 +17,17 @@ use pinch_channels::http::axum::{
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
+use pinch_channels::http::{unauthorized as refuse, WebAuth, LOGIN_HELP};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{Reply, Request};
 
 const PAGE: &str = include_str!("dashboard.html");
+const SCRIPT: &str = include_str!("dashboard.js");
+const STYLE: &str = include_str!("dashboard.css");
 
 /// What the page may ask for.
 pub const ALLOWED: &[&str] = &[
@@ -34,60 +43,80 @@ pub const ALLOWED: &[&str] = &[
 
 #[derive(Clone)]
 struct Ctx {
-    token: String,
+    auth: Arc<WebAuth>,
     admin: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>,
 }
 
 #[derive(Deserialize, Default)]
 struct Auth {
+    login: Option<String>,
     token: Option<String>,
 }
 
-impl Ctx {
-    fn authorized(&self, q: &Auth, headers: &HeaderMap) -> bool {
-        let given = q.token.as_deref().or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        });
-        given.is_some_and(|t| pinch_channels::http::secret_eq(t.as_bytes(), self.token.as_bytes()))
-    }
-}
-
+/// `auth` is web chat's (one login signs both in).
 pub fn router(
-    token: String,
+    auth: Arc<WebAuth>,
     admin: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>,
 ) -> axum::Router {
     axum::Router::new()
         .route("/dashboard", get(page))
+        .route(
+            "/dashboard.js",
+            get(|| async {
+                (
+                    [
+                        ("content-type", "text/javascript; charset=utf-8"),
+                        ("cache-control", "no-cache"),
+                    ],
+                    SCRIPT,
+                )
+            }),
+        )
+        .route(
+            "/dashboard.css",
+            get(|| async {
+                (
+                    [
+                        ("content-type", "text/css; charset=utf-8"),
+                        ("cache-control", "no-cache"),
+                    ],
+                    STYLE,
+                )
+            }),
+        )
         .route("/api/admin", post(api))
-        .with_state(Ctx { token, admin })
+        .with_state(Ctx { auth, admin })
 }
 
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [("content-type", "text/plain; charset=utf-8")],
-        "missing or wrong token: open /dashboard?token=<pinch admin web-token>\n",
-    )
-        .into_response()
+fn unauthorized(q: &Auth) -> Response {
+    if q.token.is_some() {
+        return refuse(&format!("the web token is no longer accepted in a URL (it would stay in history and logs): {LOGIN_HELP}"));
+    }
+    refuse(&format!("not signed in: {LOGIN_HELP}"))
 }
 
 async fn page(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap) -> Response {
-    if !c.authorized(&q, &headers) {
-        return unauthorized();
+    if let Some(code) = q.login.as_deref() {
+        return c.auth.login(code, &headers, "/dashboard");
+    }
+    if !c.auth.authorized(&headers) {
+        return unauthorized(&q);
     }
     let mut r = Html(PAGE).into_response();
-    r.headers_mut().insert(
-        "referrer-policy",
-        axum::http::HeaderValue::from_static("no-referrer"),
-    );
     r.headers_mut().insert(
         "cache-control",
         axum::http::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
 #[derive(Deserialize)]
@@ -112,8 +141,16 @@ async fn api(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !c.authorized(&q, &headers) {
-        return unauthorized();
+    if !c.auth.authorized(&headers) {
+        return unauthorized(&q);
+    }
+    // A cross-site form can send only urlencoded, multipart or text/plain
+    // bodies without a preflight: JSON only defeats form-POST CSRF.
+    if !is_json(&headers) {
+        return json_reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({"ok": false, "error": {"code": "invalid-args", "message": "send the call as JSON with Content-Type: application/json"}}),
+        );
     }
     let call: Call = match serde_json::from_slice(&body) {
         Ok(c) => c,

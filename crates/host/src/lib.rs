@@ -55,9 +55,26 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::HostConfig;
 pub use main_loop::start;
 
+/// A one-time login link for a browser: `http://<addr><path>?login=<code>`
+/// (see [`pinch_channels::http::login_code`]: made from the web token, so
+/// no host needs to be asked; it works once, for 30 minutes, and sets the
+/// session cookie).
+pub fn web_login_url(
+    data_dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<String> {
+    let token = web_token(data_dir)?;
+    Ok(format!(
+        "http://{addr}{path}?login={}",
+        pinch_channels::http::login_code(&token)
+    ))
+}
+
 /// The web chat token (`<data dir>/web-token`, 0600), made on first use:
-/// 32 random bytes as hex. Every web route checks it; `pinch chat --web`
-/// and `pinch admin web-token` print it. Never logged.
+/// 32 random bytes as hex. Web routes take it as `Authorization: Bearer`
+/// (never in a URL) and it keys the one-time login links and session
+/// cookies (decision 0022); `pinch admin web-token` prints it. Never logged.
 pub fn web_token(data_dir: &std::path::Path) -> Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -2108,10 +2108,11 @@ async fn start_http(
         router = router.merge(hooks.router());
         channels.insert(pinch_channels::webhook::CHANNEL_TYPE.to_owned(), hooks);
     }
+    crate::config::check_listen(h).map_err(|e| anyhow::anyhow!("{e}"))?;
     if h.web {
-        let token = crate::web_token(data.root())?;
+        let auth = pinch_channels::http::WebAuth::new(crate::web_token(data.root())?);
         let web = pinch_channels::web::WebChannel::new(
-            token,
+            auth.clone(),
             data.root().join("web"),
             login.to_owned(),
             ch_tx.clone(),
@@ -2119,11 +2120,8 @@ async fn start_http(
         .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
         router = router.merge(web.router());
         channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
-        // The dashboard, behind the same token.
-        router = router.merge(crate::dashboard::router(
-            crate::web_token(data.root())?,
-            admin_tx.clone(),
-        ));
+        // The dashboard, behind the same sign-in.
+        router = router.merge(crate::dashboard::router(auth, admin_tx.clone()));
     }
     if h.metrics {
         // Loopback: open, like any local exporter. Otherwise the web token
@@ -2152,10 +2150,14 @@ async fn start_http(
         );
     }
     if !h.listen.ip().is_loopback() {
-        tracing::warn!(listen = %h.listen, "the HTTP listener is reachable from other machines; put TLS in front of it");
+        tracing::warn!(listen = %h.listen, "the HTTP listener is reachable from other machines over plain HTTP ([http] allow_plaintext_remote = true)");
     }
     let listener = pinch_channels::http::bind(h.listen).await?;
-    Ok(pinch_channels::http::serve(listener, router)?)
+    Ok(pinch_channels::http::serve(
+        listener,
+        router,
+        h.hosts.clone(),
+    )?)
 }
 
 /// Waits as the boot circuit breaker says (SPEC §6.5): boots within the

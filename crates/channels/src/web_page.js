@@ -1,0 +1,165 @@
+"use strict";
+// Signed in by the session cookie (HttpOnly: this script never sees a
+// credential); the browser sends it with every request to this origin.
+const params = new URLSearchParams(location.search);
+const user = params.get("user") || "";
+const q = (extra) => {
+  const p = new URLSearchParams();
+  if (user) p.set("user", user);
+  for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
+  return p.toString();
+};
+const log = document.getElementById("log");
+const statusEl = document.getElementById("status");
+const byId = new Map();
+let ws, retry = 500, counter = 0;
+
+function scroll() { log.scrollTop = log.scrollHeight; }
+
+function bubble(from, id, text, files, buttons) {
+  const el = document.createElement("div");
+  el.className = "msg " + from;
+  if (id) { el.dataset.id = id; byId.set(id, el); }
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  el.appendChild(body);
+  if (files && files.length) {
+    const box = document.createElement("div");
+    box.className = "files";
+    for (const f of files) {
+      if (typeof f === "string") { const s = document.createElement("div"); s.textContent = "file: " + f; box.appendChild(s); continue; }
+      const a = document.createElement("a");
+      a.href = f.url;
+      a.textContent = "download " + f.name;
+      a.setAttribute("download", f.name);
+      box.appendChild(a);
+    }
+    el.appendChild(box);
+  }
+  if (buttons && buttons.length) {
+    const box = document.createElement("div");
+    box.className = "buttons";
+    for (const b of buttons) {
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.textContent = b.label;
+      btn.dataset.callback = b.callback;
+      btn.onclick = () => {
+        send({ type: "click", callback: b.callback });
+        for (const o of box.querySelectorAll("button")) o.disabled = true;
+        btn.classList.add("chosen");
+      };
+      box.appendChild(btn);
+    }
+    el.appendChild(box);
+  }
+  log.appendChild(el);
+  scroll();
+  return el;
+}
+
+function notice(text) {
+  const el = document.createElement("div");
+  el.className = "notice";
+  el.textContent = text;
+  log.appendChild(el);
+  scroll();
+}
+
+function send(obj) {
+  if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
+  notice("not connected; try again in a moment");
+  return false;
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(proto + "//" + location.host + "/ws?" + q());
+  ws.onopen = () => { retry = 500; };
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    switch (m.type) {
+      case "hello": statusEl.textContent = "connected as " + m.user; break;
+      case "history":
+        log.textContent = ""; byId.clear();
+        for (const it of m.items) bubble(it.from, it.id, it.text, it.files, []);
+        break;
+      case "message": {
+        if (byId.has(m.id)) break;
+        bubble("agent", m.id, m.text, m.files, m.buttons);
+        break;
+      }
+      case "accepted": {
+        const el = byId.get("c-" + m.client_id);
+        if (el) { el.classList.remove("pending"); byId.delete("c-" + m.client_id); el.dataset.id = m.id; byId.set(m.id, el); }
+        break;
+      }
+      case "rejected": {
+        const el = byId.get("c-" + m.client_id);
+        if (el) el.classList.add("failed");
+        notice("not delivered: " + (m.reason || "unknown reason"));
+        break;
+      }
+      case "edit": {
+        const el = byId.get(m.id);
+        if (el) {
+          el.querySelector(".text").textContent = m.text;
+          if (!el.querySelector(".edited")) { const s = document.createElement("span"); s.className = "edited"; s.textContent = "(edited)"; el.appendChild(s); }
+        }
+        break;
+      }
+      case "reaction": {
+        const el = byId.get(m.id);
+        if (el) {
+          let r = el.querySelector(".reactions");
+          if (!r) { r = document.createElement("span"); r.className = "reactions"; el.appendChild(r); }
+          r.textContent += m.emoji;
+        }
+        break;
+      }
+      case "notice": notice(m.text); break;
+    }
+  };
+  ws.onclose = () => {
+    statusEl.textContent = "disconnected; reconnecting…";
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 10000);
+  };
+}
+
+async function uploadAll(files) {
+  const out = [];
+  for (const f of files) {
+    const r = await fetch("/upload?" + q({ name: f.name }), { method: "POST", body: f, headers: { "content-type": f.type || "application/octet-stream" } });
+    if (r.ok) out.push({ upload: (await r.json()).upload });
+    else if (r.status === 413) out.push({ name: f.name, size: f.size });
+    else notice("could not upload " + f.name + ": " + (await r.text()));
+  }
+  return out;
+}
+
+const form = document.getElementById("form");
+const input = document.getElementById("text");
+const fileInput = document.getElementById("file");
+fileInput.onchange = () => {
+  document.getElementById("chosen").textContent = Array.from(fileInput.files).map(f => f.name).join(", ");
+};
+form.onsubmit = async (e) => {
+  e.preventDefault();
+  const text = input.value.trim();
+  const files = Array.from(fileInput.files);
+  if (!text && !files.length) return;
+  const cid = Date.now().toString(36) + "-" + (counter++).toString(36) + "-" + Math.random().toString(36).slice(2, 8);
+  input.value = "";
+  fileInput.value = "";
+  document.getElementById("chosen").textContent = "";
+  const el = bubble("user", "c-" + cid, text, files.map(f => f.name), []);
+  el.classList.add("pending");
+  const attachments = await uploadAll(files);
+  send({ type: "message", text, client_id: cid, attachments });
+};
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+});
+connect();
