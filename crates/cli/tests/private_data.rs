@@ -91,7 +91,8 @@ fn an_open_tree_is_narrowed_on_start_with_one_log_line_and_symlinks_are_not_foll
     std::fs::create_dir_all(data.join("logs")).unwrap();
     {
         let mut c = pinch_host::central::Central::open(&data.join("pinch.db")).unwrap();
-        c.bootstrap("tester").unwrap();
+        // The daemon's owner is the invoking user.
+        c.bootstrap(&pinch_host::config::login()).unwrap();
     }
     std::fs::write(data.join("groups/main/notes.md"), "private notes").unwrap();
     std::fs::write(data.join("logs/host.log"), "old log").unwrap();
