@@ -195,7 +195,9 @@ pub fn gate(caller: &Caller, command: &str, raw: &Value) -> Gate {
         return Gate::Now;
     }
     let Ok(a) = Args::new(spec, raw) else { return Gate::Now };
-    let names_other = |key: &str| a.m.get(key).and_then(Value::as_str).is_some_and(|v| !v.trim().is_empty() && v != ag);
+    // Read as the handler reads it (a number is its decimal text), so no
+    // spelling of another group's id slips past as "own".
+    let names_other = |key: &str| a.opt_str(key).ok().flatten().is_some_and(|v| !v.trim().is_empty() && v != *ag);
     let beyond = match resource {
         "users" | "roles" | "wirings" | "messaging-groups" => true,
         "groups" => matches!(verb, "create" | "delete") || names_other("id") || OWNER_CONFIG_KEYS.iter().any(|k| a.m.contains_key(*k)),
@@ -1797,6 +1799,9 @@ mod tests {
                 ("groups-config-set", json!({"id": "ag-x", "model": "m"}), Approval),
                 // beyond its group, or a security boundary: owners decide
                 ("groups-update", json!({"id": "main", "name": "pwned"}), Owner),
+                ("groups-update", json!({"id": 42, "name": "pwned"}), Owner),
+                ("groups-update", json!({"id": "ag-x ", "name": "pwned"}), Owner),
+                ("members-add", json!({"user": "t:1", "ag": 7}), Owner),
                 ("groups-config-set", json!({"id": "main", "model": "m"}), Owner),
                 ("groups-config-set", json!({"id": "ag-x", "egress_allow": ["evil.example"]}), Owner),
                 ("groups-config-set", json!({"id": "ag-x", "model": "m", "extra_mounts": "[]"}), Owner),
