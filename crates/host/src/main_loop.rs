@@ -192,7 +192,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     prepare_data_dir(&data)?;
     let lock = HostLock::acquire(&data.lock_file(), data.root())?;
     match crate::private::tighten(data.root()) {
-        Ok(t) if t.dirs + t.files > 0 => tracing::warn!(dirs = t.dirs, files = t.files, failed = t.failed, "the data dir was readable by other users: made {} directories 0700 and {} files 0600", t.dirs, t.files),
+        Ok(t) if t.dirs + t.files > 0 => tracing::warn!(dirs = t.dirs, files = t.files, failed = t.failed, "the data dir was readable by other users: removed group/other access from {} directories and {} files", t.dirs, t.files),
         Ok(_) => {}
         Err(e) => tracing::warn!("could not check the data dir's permissions: {e}"),
     }

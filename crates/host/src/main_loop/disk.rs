@@ -58,8 +58,8 @@ impl Host {
     }
 
     /// Starts measuring a live runner's folders (now, then every
-    /// `disk_check`); it stops when the returned sender is dropped (the
-    /// runner's record goes) or once it found the session over its quota.
+    /// `disk_check`), reporting when they are over the quota; it stops
+    /// when the returned sender is dropped (the runner's record goes).
     pub(super) fn watch_disk(&self, id: &str, runner_id: &str) -> tokio::sync::oneshot::Sender<()> {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let roots = self.disk_roots(id);
@@ -70,8 +70,9 @@ impl Host {
             loop {
                 let r = roots.clone();
                 let Ok(usage) = tokio::task::spawn_blocking(move || quota::measure(&r)).await else { return };
-                if usage.over(limit).is_some() {
-                    let _ = events.send(Event::DiskChecked { session_id: sid, runner_id: Some(rid), usage });
+                // Over (by the limit at spawn): the main loop decides with
+                // the current limit, and stops the runner, which ends this.
+                if usage.over(limit).is_some() && events.send(Event::DiskChecked { session_id: sid.clone(), runner_id: Some(rid.clone()), usage }).is_err() {
                     return;
                 }
                 tokio::select! {
