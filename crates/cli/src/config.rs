@@ -214,6 +214,8 @@ pub struct SandboxSection {
     pub cpu_s: Option<u64>,
     pub open_files: Option<u64>,
     pub pids: Option<u64>,
+    /// Disk quota per session over its writable folders (default 2048 MiB).
+    pub disk_mb: Option<u64>,
     /// A cgroup per sandbox for `pids` and total memory (default true).
     pub cgroup: Option<bool>,
     /// The mount allowlist (default: `mount-allowlist.toml` beside the
@@ -461,6 +463,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         pids: positive("pids", sb.pids, d.pids)?.max(16),
         cgroup: sb.cgroup.unwrap_or(d.cgroup),
     };
+    c.disk_quota_mb = positive("disk_mb", sb.disk_mb, c.disk_quota_mb)?;
     c.mount_allowlist = Some(
         sb.mount_allowlist
             .clone()

@@ -128,6 +128,8 @@ enum BenchSub {
 }
 
 fn main() -> ExitCode {
+    // The data dir and everything pinch writes are the owner's alone (issue 14).
+    pinch_host::private::restrict_umask();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

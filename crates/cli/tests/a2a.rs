@@ -579,6 +579,7 @@ fn create_agent_needs_the_flag_or_an_approval() {
     c.send(&pinch_channels::cli_socket::ClientMsg::Click {
         callback: create.callback,
     });
+    // The rows commit first, then the folder and its AGENT.md are written.
     wait_for("the writer exists", Duration::from_secs(30), || {
         db().query_row(
             "SELECT count(*) FROM agent_groups WHERE id = 'writer'",
@@ -587,6 +588,7 @@ fn create_agent_needs_the_flag_or_an_approval() {
         )
         .unwrap()
             == 1
+            && cfg.data_dir.join("groups/writer/AGENT.md").exists()
     });
     assert!(
         std::fs::read_to_string(cfg.data_dir.join("groups/writer/AGENT.md"))

@@ -158,6 +158,8 @@ fn world(grant_carol: bool) -> World {
             max_body: 4096,
         }],
         metrics: false,
+        hosts: vec![],
+        allow_plaintext_remote: false,
     });
     let data = cfg.data_dir.clone();
     std::fs::create_dir_all(&data).unwrap();
@@ -260,11 +262,14 @@ type Ws =
 
 /// A browser tab of `user`, as the page connects (past hello and history).
 async fn tab(addr: SocketAddr, data: &Path, user: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let token = pinch_host::web_token(data).unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}&user={user}"))
-            .await
-            .unwrap();
+    let mut req = format!("ws://{addr}/ws?user={user}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     for want in ["hello", "history"] {
         assert_eq!(frame(&mut ws).await["type"], want);
     }

@@ -851,6 +851,151 @@ fn agent_admin_commands_are_scoped_and_access_changes_wait_for_approval() {
     w.shutdown();
 }
 
+const SCOPE_SCRIPT: &str = r#"
+[[rule]]
+contains = "admin-own"
+tool = "admin"
+args = { command = "groups-update", args = { id = "main", name = "Main HQ" } }
+
+[[rule]]
+contains = "admin-rename-user"
+tool = "admin"
+args = { command = "users-update", args = { id = "chat:owner", display_name = "pwned" } }
+
+[[rule]]
+contains = "admin-egress"
+tool = "admin"
+args = { command = "groups-config-set", args = { id = "main", egress_allow = ["evil.example"] } }
+
+[[rule]]
+after_tool = "*"
+reply = "admin said: {tool_result} error={tool_error}"
+"#;
+
+/// Issue 14: the bootstrap `main` agent (default scope, now `group`) manages
+/// its own group at once, but renaming a user or widening its own egress —
+/// what a prompt-injected agent did under the old `global` default — waits
+/// for an owner's card: nothing changes before, a group admin cannot
+/// approve it, and the owner's approval runs exactly what the card showed.
+#[test]
+fn main_agent_manages_its_group_but_users_and_egress_wait_for_the_owner() {
+    let w = world(
+        |c| c.provider.script = Some(SCOPE_SCRIPT.into()),
+        |c| {
+            wired_group(c, "strict");
+            c.conn.execute("UPDATE wirings SET engage_mode = 'pattern', engage_pattern = '.' WHERE id = 'w-g'", []).unwrap();
+            c.conn
+                .execute(
+                    "INSERT INTO users (id, kind, created_at) VALUES ('chat:gadmin', 'chat', 'x')",
+                    [],
+                )
+                .unwrap();
+            c.conn.execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES ('chat:gadmin', 'admin', 'main', 'x')", []).unwrap();
+        },
+    );
+    let scope: String = w
+        .central()
+        .query_row(
+            "SELECT admin_scope FROM agent_configs WHERE agent_group_id = 'main'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(scope, "group", "the bootstrap default");
+    let say =
+        |id: &str, text: &str| w.say(&w.chat, msg("chat", "grp", id, "owner", text, false, true));
+    let reply_to = |w: &World, what: &str| -> String {
+        w.wait(&w.chat, what, |s| matches!(s, Sent::Message { to, msg, .. } if to.platform_id == "grp" && msg.text.starts_with("admin said") && msg.in_reply_to.as_deref() == Some(what)))
+            .text()
+            .to_owned()
+    };
+    let user_name = |w: &World| -> Option<String> {
+        w.central()
+            .query_row(
+                "SELECT display_name FROM users WHERE id = 'chat:owner'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let egress = |w: &World| -> Option<String> {
+        w.central()
+            .query_row(
+                "SELECT egress_allow FROM agent_configs WHERE agent_group_id = 'main'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+
+    // Its own group: at once.
+    say("s1", "admin-own please");
+    let r = reply_to(&w, "s1");
+    assert!(r.contains("error=false") && r.contains("Main HQ"), "{r}");
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM agent_groups WHERE id = 'main' AND name = 'Main HQ'",
+            &[]
+        ),
+        1
+    );
+
+    // A user and its own egress: a card each, nothing changed.
+    say("s2", "admin-rename-user please");
+    let r = reply_to(&w, "s2");
+    assert!(
+        r.contains("approval-pending") && r.contains("an owner's approval"),
+        "{r}"
+    );
+    say("s3", "admin-egress please");
+    let r = reply_to(&w, "s3");
+    assert!(
+        r.contains("approval-pending") && r.contains("an owner's approval"),
+        "{r}"
+    );
+    let rename = w.wait(&w.chat, "the rename card", |s| {
+        is_card(s) && s.text().contains("users-update")
+    });
+    let widen = w.wait(&w.chat, "the egress card", |s| {
+        is_card(s) && s.text().contains("egress_allow") && s.text().contains("evil.example")
+    });
+    assert_eq!(
+        rename.to().platform_id,
+        "dm-owner",
+        "owners decide, not the group's admin"
+    );
+    assert_eq!(user_name(&w), None);
+    assert_eq!(egress(&w), None);
+
+    // The group's own admin cannot approve either.
+    let (rb, eb) = (buttons(&rename), buttons(&widen));
+    w.click(&w.chat, "dm-gadmin", "gadmin", &eb[0].1);
+    w.wait(&w.chat, "the group admin refused", |s| matches!(s, Sent::Notice { to, text, .. } if to.platform_id == "dm-gadmin" && text.starts_with("Refused: only an owner")));
+    assert_eq!(egress(&w), None);
+
+    // The owner approves: exactly what the card showed runs, and the agent is told.
+    w.click(&w.chat, "dm-owner", "owner", &rb[0].1);
+    w.wait(&w.chat, "rename approved", |s| {
+        s.text().starts_with("Approved: users-update ran")
+    });
+    assert_eq!(user_name(&w).as_deref(), Some("pwned"));
+    w.click(&w.chat, "dm-owner", "owner", &eb[0].1);
+    w.wait(&w.chat, "egress approved", |s| {
+        s.text().starts_with("Approved: groups-config-set ran")
+    });
+    assert_eq!(egress(&w).as_deref(), Some("[\"evil.example\"]"));
+    let by: String = w
+        .central()
+        .query_row(
+            "SELECT decided_by FROM pending_approvals WHERE payload LIKE '%users-update%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by, "chat:owner");
+    w.shutdown();
+}
+
 /// SPEC §9.1 fallback for questions: on a channel without buttons the
 /// agent's question arrives as numbered text and the user answers "2".
 #[test]

@@ -17,8 +17,9 @@
 //! own group — a foreign id on a read is `not-found` (no existence oracle),
 //! on a write `forbidden`, lists are filtered to its own group (fail
 //! closed), and it may never change `admin_scope` or `can_create_agents`;
-//! `global` is unrestricted. Which agent commands need the owner's approval
-//! first is [`needs_approval`]; the main loop turns those into cards.
+//! `global` reads everything. Which agent commands need an approval first,
+//! and whose, is [`gate`]; the main loop turns those into cards, and runs a
+//! command an owner approved beyond a `group` scope with global reach.
 
 use pinch_proto::rusqlite::{
     self, types::Value as Sv, types::ValueRef, Connection, OptionalExtension,
@@ -210,32 +211,83 @@ const ALIASES: &[(&str, &str)] = &[
     ("local_name", "name"),
 ];
 
-/// Does this agent command change who can reach what, so that the owner
-/// must approve it first? Never for the owner, never for reads.
-pub fn needs_approval(caller: &Caller, command: &str) -> bool {
-    if *caller == Caller::Owner {
-        return false;
+/// How an agent's command is let through (SPEC §10; issue 14). The owner's
+/// commands are never gated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Runs at once under the agent's scope: reads, and plain changes to
+    /// its own group (its name, its destinations' removal).
+    Now,
+    /// Changes who may reach the agent's own group (members, destinations,
+    /// its config): an approval card to the group's admins first (owners
+    /// when the scope is `global`), then it runs under the agent's scope.
+    Approval,
+    /// Reaches beyond the agent's own group — another group, users, roles,
+    /// wirings, conversations — or changes a security boundary of its own
+    /// (`egress_allow`, `extra_mounts`, `sandbox`, `admin_scope`,
+    /// `can_create_agents`): a card only an owner may approve, and once
+    /// approved it runs with the reach of `global` (a `group` agent could
+    /// not run it otherwise). Never refused for the scope alone.
+    Owner,
+}
+
+/// `groups-config-set` keys that are security boundaries: owner's approval.
+const OWNER_CONFIG_KEYS: &[&str] = &[
+    "egress_allow",
+    "extra_mounts",
+    "sandbox",
+    "admin_scope",
+    "can_create_agents",
+];
+
+/// The gate of an agent's command (see [`Gate`]); `Now` for the owner, for
+/// reads and for commands that are not this module's. Arguments are read
+/// the way the handler reads them (aliases folded); arguments the handler
+/// would refuse gate as `Now`, so the refusal comes at once.
+pub fn gate(caller: &Caller, command: &str, raw: &Value) -> Gate {
+    let Caller::Agent { ag, .. } = caller else {
+        return Gate::Now;
+    };
+    let Some(spec) = COMMANDS.iter().find(|c| c.name == command) else {
+        return Gate::Now;
+    };
+    let (resource, verb) = split(command);
+    if matches!(verb, "list" | "get" | "config-get")
+        || matches!(resource, "approvals" | "user-dms" | "dropped-messages")
+    {
+        return Gate::Now;
     }
-    matches!(
+    let Ok(a) = Args::new(spec, raw) else {
+        return Gate::Now;
+    };
+    // Read as the handler reads it (a number is its decimal text), so no
+    // spelling of another group's id slips past as "own".
+    let names_other = |key: &str| {
+        a.opt_str(key)
+            .ok()
+            .flatten()
+            .is_some_and(|v| !v.trim().is_empty() && v != *ag)
+    };
+    let beyond = match resource {
+        "users" | "roles" | "wirings" | "messaging-groups" => true,
+        "groups" => {
+            matches!(verb, "create" | "delete")
+                || names_other("id")
+                || OWNER_CONFIG_KEYS.iter().any(|k| a.m.contains_key(*k))
+        }
+        "members" | "destinations" => names_other("ag"),
+        _ => true,
+    };
+    if beyond {
+        Gate::Owner
+    } else if matches!(
         command,
-        "roles-grant"
-            | "roles-revoke"
-            | "members-add"
-            | "destinations-add"
-            | "members-remove"
-            | "wirings-create"
-            | "wirings-update"
-            | "wirings-delete"
-            | "messaging-groups-create"
-            | "messaging-groups-update"
-            | "messaging-groups-delete"
-            | "messaging-groups-deny"
-            | "messaging-groups-undeny"
-            | "groups-create"
-            | "groups-delete"
-            | "groups-config-set"
-            | "users-delete"
-    )
+        "members-add" | "members-remove" | "destinations-add" | "groups-config-set"
+    ) {
+        Gate::Approval
+    } else {
+        Gate::Now
+    }
 }
 
 /// Runs one central-DB command. `None` = not a command of this module (the
@@ -2335,44 +2387,128 @@ mod tests {
     }
 
     #[test]
-    fn approval_class_commands() {
-        let a = agent("ag-x", AdminScope::Global);
-        for cmd in [
-            "roles-grant",
-            "roles-revoke",
-            "members-add",
-            "members-remove",
-            "wirings-create",
-            "wirings-update",
-            "wirings-delete",
-            "messaging-groups-create",
-            "messaging-groups-update",
-            "messaging-groups-delete",
-            "messaging-groups-deny",
-            "messaging-groups-undeny",
-            "groups-create",
-            "groups-delete",
-            "groups-config-set",
-            "users-delete",
-        ] {
-            assert!(needs_approval(&a, cmd), "{cmd}");
-            assert!(
-                needs_approval(&agent("ag-x", AdminScope::Group), cmd),
-                "group {cmd}"
-            );
-            assert!(!needs_approval(&Caller::Owner, cmd), "owner {cmd}");
-        }
-        for cmd in [
-            "groups-list",
-            "groups-get",
-            "roles-list",
-            "members-list",
-            "wirings-list",
-            "destinations-list",
-            "approvals-get",
-            "groups-update",
-        ] {
-            assert!(!needs_approval(&a, cmd), "{cmd}");
+    fn gates_of_agent_commands() {
+        use Gate::*;
+        for scope in [AdminScope::Group, AdminScope::Global] {
+            let a = agent("ag-x", scope);
+            let cases: Vec<(&str, Value, Gate)> = vec![
+                // reads
+                ("groups-list", json!({}), Now),
+                ("groups-get", json!({"id": "main"}), Now),
+                ("groups-config-get", json!({"id": "ag-x"}), Now),
+                ("users-list", json!({}), Now),
+                ("roles-list", json!({}), Now),
+                ("approvals-get", json!({"id": "x"}), Now),
+                // its own group, plain
+                ("groups-update", json!({"id": "ag-x", "name": "X"}), Now),
+                ("destinations-remove", json!({"name": "notes"}), Now),
+                (
+                    "destinations-remove",
+                    json!({"ag": "ag-x", "name": "notes"}),
+                    Now,
+                ),
+                // its own group, access: the group's admins decide
+                ("members-add", json!({"user": "t:1"}), Approval),
+                (
+                    "members-remove",
+                    json!({"user": "t:1", "ag": "ag-x"}),
+                    Approval,
+                ),
+                (
+                    "destinations-add",
+                    json!({"name": "n", "target_type": "agent", "target": "main"}),
+                    Approval,
+                ),
+                (
+                    "groups-config-set",
+                    json!({"id": "ag-x", "model": "m"}),
+                    Approval,
+                ),
+                // beyond its group, or a security boundary: owners decide
+                (
+                    "groups-update",
+                    json!({"id": "main", "name": "pwned"}),
+                    Owner,
+                ),
+                ("groups-update", json!({"id": 42, "name": "pwned"}), Owner),
+                (
+                    "groups-update",
+                    json!({"id": "ag-x ", "name": "pwned"}),
+                    Owner,
+                ),
+                ("members-add", json!({"user": "t:1", "ag": 7}), Owner),
+                (
+                    "groups-config-set",
+                    json!({"id": "main", "model": "m"}),
+                    Owner,
+                ),
+                (
+                    "groups-config-set",
+                    json!({"id": "ag-x", "egress_allow": ["evil.example"]}),
+                    Owner,
+                ),
+                (
+                    "groups-config-set",
+                    json!({"id": "ag-x", "model": "m", "extra_mounts": "[]"}),
+                    Owner,
+                ),
+                (
+                    "groups-config-set",
+                    json!({"id": "ag-x", "sandbox": {"disk_mb": 1}}),
+                    Owner,
+                ),
+                (
+                    "groups-config-set",
+                    json!({"id": "ag-x", "admin_scope": "global"}),
+                    Owner,
+                ),
+                (
+                    "groups-config-set",
+                    json!({"id": "ag-x", "can_create_agents": true}),
+                    Owner,
+                ),
+                ("groups-create", json!({"name": "Other"}), Owner),
+                ("groups-delete", json!({"id": "ag-x"}), Owner),
+                (
+                    "users-update",
+                    json!({"id": "cli:alice", "display_name": "mallory"}),
+                    Owner,
+                ),
+                ("users-create", json!({"id": "t:2", "kind": "t"}), Owner),
+                ("users-delete", json!({"id": "t:2"}), Owner),
+                (
+                    "roles-grant",
+                    json!({"user": "t:1", "role": "owner"}),
+                    Owner,
+                ),
+                (
+                    "roles-revoke",
+                    json!({"user": "t:1", "role": "owner"}),
+                    Owner,
+                ),
+                ("wirings-create", json!({"mg": "m", "ag": "ag-x"}), Owner),
+                ("wirings-delete", json!({"id": "w"}), Owner),
+                ("messaging-groups-deny", json!({"id": "m"}), Owner),
+                ("members-add", json!({"user": "t:1", "ag": "main"}), Owner),
+                (
+                    "members-add",
+                    json!({"user": "t:1", "agent_group_id": "main"}),
+                    Owner,
+                ),
+                (
+                    "destinations-remove",
+                    json!({"ag": "main", "name": "terminal"}),
+                    Owner,
+                ),
+                // invalid arguments are answered at once (by the handler)
+                ("groups-update", json!({"id": "main", "bogus": 1}), Now),
+                // not this module's
+                ("sessions-close", json!({"id": "s"}), Now),
+            ];
+            for (cmd, args, want) in cases {
+                assert_eq!(gate(&a, cmd, &args), want, "{scope:?} {cmd} {args}");
+                assert_eq!(gate(&Caller::Owner, cmd, &args), Now, "owner {cmd}");
+            }
         }
     }
 

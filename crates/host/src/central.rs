@@ -254,6 +254,39 @@ impl Central {
         Ok(applied)
     }
 
+    /// Issue 14: `main` used to be bootstrapped with `admin_scope =
+    /// 'global'`, which no owner chose. Once per install (a `meta` marker),
+    /// a `main` still at `global` is narrowed to `group`; its agent can
+    /// still ask for anything beyond its group through an owner's approval
+    /// card. Returns whether it changed the row (the caller logs it once).
+    pub fn narrow_main_admin_scope(&mut self) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if tx
+            .query_row(
+                "SELECT 1 FROM meta WHERE key = 'main_admin_scope_narrowed'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let t = now();
+        let n = tx.execute(
+            "UPDATE agent_configs SET admin_scope = 'group', updated_at = ?1 WHERE agent_group_id = 'main' AND admin_scope = 'global'",
+            [&t],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('main_admin_scope_narrowed', ?1)",
+            [&t],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     /// First run: owner, agent group `main`, the terminal conversation and a
     /// `pattern "."` wiring. Idempotent (guarded by the `bootstrapped` marker
     /// in the same transaction). Returns whether it ran.
@@ -341,7 +374,12 @@ impl Central {
         tx.execute("INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'cli', ?2, ?3)", params![owner, owner_login, t])?;
         tx.execute("INSERT OR IGNORE INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES (?1, 'owner', NULL, 'bootstrap', ?2)", params![owner, t])?;
         tx.execute("INSERT INTO agent_groups (id, name, folder, provider, created_at) VALUES ('main', 'main', 'main', NULL, ?1)", [&t])?;
-        tx.execute("INSERT INTO agent_configs (agent_group_id, admin_scope, can_create_agents, updated_at) VALUES ('main', 'global', 1, ?1)", [&t])?;
+        tx.execute("INSERT INTO agent_configs (agent_group_id, admin_scope, can_create_agents, updated_at) VALUES ('main', 'group', 1, ?1)", [&t])?;
+        // Nothing to narrow on this install (see `narrow_main_admin_scope`).
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('main_admin_scope_narrowed', ?1)",
+            [&t],
+        )?;
         tx.execute(
             "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
              VALUES ('mg-cli-local', 'cli', 'local', 'terminal', 0, 'strict', ?1)",
@@ -792,6 +830,51 @@ mod tests {
             .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn main_starts_at_group_scope_and_an_old_global_is_narrowed_once() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Central::open(&d.path().join("pinch.db")).unwrap();
+        c.bootstrap("alice").unwrap();
+        let scope = |c: &Central| {
+            c.conn
+                .query_row(
+                    "SELECT admin_scope FROM agent_configs WHERE agent_group_id = 'main'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(scope(&c), "group");
+        assert!(
+            !c.narrow_main_admin_scope().unwrap(),
+            "a fresh install has nothing to narrow"
+        );
+        // An install bootstrapped by an older version: global, no marker.
+        c.conn
+            .execute(
+                "UPDATE agent_configs SET admin_scope = 'global' WHERE agent_group_id = 'main'",
+                [],
+            )
+            .unwrap();
+        c.conn
+            .execute(
+                "DELETE FROM meta WHERE key = 'main_admin_scope_narrowed'",
+                [],
+            )
+            .unwrap();
+        assert!(c.narrow_main_admin_scope().unwrap());
+        assert_eq!(scope(&c), "group");
+        // The owner chooses global afterwards: it stays.
+        c.conn
+            .execute(
+                "UPDATE agent_configs SET admin_scope = 'global' WHERE agent_group_id = 'main'",
+                [],
+            )
+            .unwrap();
+        assert!(!c.narrow_main_admin_scope().unwrap());
+        assert_eq!(scope(&c), "global");
     }
 
     #[test]

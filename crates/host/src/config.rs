@@ -25,6 +25,11 @@ pub struct HostConfig {
     pub mount_allowlist: Option<PathBuf>,
     /// Resource limits for bwrap runners (`[sandbox]` memory_mb, …).
     pub sandbox_limits: crate::sandbox::Limits,
+    /// Disk quota per session over its writable folders, MiB (`[sandbox]
+    /// disk_mb`; a group's `sandbox.disk_mb` overrides it).
+    pub disk_quota_mb: u64,
+    /// How often a live runner's folders are measured against the quota.
+    pub disk_check: Duration,
     pub provider: ProviderSettings,
     /// IANA zone for prompts.
     pub timezone: String,
@@ -217,6 +222,8 @@ impl HostConfig {
             data_dir,
             sandbox: Choice::Auto,
             sandbox_limits: crate::sandbox::Limits::default(),
+            disk_quota_mb: 2048,
+            disk_check: Duration::from_secs(5),
             mount_allowlist: None,
             provider: ProviderSettings {
                 kind: "scripted".into(),

@@ -30,6 +30,7 @@ mod a2a;
 mod agent_admin;
 mod approvals;
 mod create_agent;
+mod disk;
 mod routing;
 mod self_mod;
 mod task_actions;
@@ -104,6 +105,13 @@ pub(crate) enum Event {
         approval_id: String,
         why: String,
     },
+    /// A session's writable folders were measured (`runner_id`: by the
+    /// watch of that live runner, which reports only when over quota).
+    DiskChecked {
+        session_id: String,
+        runner_id: Option<String>,
+        usage: crate::quota::Usage,
+    },
     Shutdown,
 }
 
@@ -118,6 +126,8 @@ struct Live {
     /// Write end of the liveness pipe; the runner exits when it closes
     /// (this host died, or this runner's record was dropped).
     _alive: Option<std::os::fd::OwnedFd>,
+    /// Dropped with this record: ends the runner's disk-quota watch.
+    _disk_watch: tokio::sync::oneshot::Sender<()>,
 }
 
 /// An inbound event routed but not yet committed: its ack (none for a
@@ -151,6 +161,8 @@ struct SessionRt {
     quarantined: bool,
     /// Closed by the admin: takes no new work.
     closed: bool,
+    /// Over its disk quota? (`disk.rs`)
+    disk: disk::DiskState,
 }
 
 struct Host {
@@ -318,9 +330,17 @@ fn migrate_tools(
 /// tokio runtime (which must be multi-threaded: runners are spawned from
 /// its long-lived worker threads, so `--die-with-parent` never fires early).
 pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
+    // Private data dir (issue 14): nothing is created readable by others,
+    // and what an older version left open is narrowed.
+    crate::private::restrict_umask();
     let data = DataDir::new(cfg.data_dir.clone());
     prepare_data_dir(&data)?;
     let lock = HostLock::acquire(&data.lock_file(), data.root())?;
+    match crate::private::tighten(data.root()) {
+        Ok(t) if t.dirs + t.files > 0 => tracing::warn!(dirs = t.dirs, files = t.files, failed = t.failed, "the data dir was readable by other users: removed group/other access from {} directories and {} files", t.dirs, t.files),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not check the data dir's permissions: {e}"),
+    }
     if cfg.boot_breaker {
         boot_breaker(&data).await;
     }
@@ -344,6 +364,9 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     )?;
     if central.bootstrap(&cfg.login)? {
         tracing::info!(owner = %format!("cli:{}", cfg.login), "first run: created agent group `main`, the terminal conversation and its wiring");
+    }
+    if central.narrow_main_admin_scope()? {
+        tracing::warn!("agent group `main` had admin_scope = global, the old default: narrowed to `group` (changes beyond its group now wait for your approval); to restore it: pinch admin groups config-set main --admin_scope global");
     }
     ensure_group_folder(&data, "main")?;
     std::fs::create_dir_all(data.group_dir("global"))
@@ -801,6 +824,11 @@ impl Host {
                 self.try_wake(&id);
             }
             Event::ToolsInstalled { approval, result } => self.tools_installed(&approval, result),
+            Event::DiskChecked {
+                session_id,
+                runner_id,
+                usage,
+            } => self.disk_checked(&session_id, runner_id, usage),
             Event::StopDeadline {
                 session_id,
                 runner_id,
@@ -1205,6 +1233,7 @@ impl Host {
                 orphans_pending: None,
                 quarantined,
                 closed: false,
+                disk: Default::default(),
             },
         );
         Ok(())
@@ -1257,6 +1286,13 @@ impl Host {
             tracing::debug!(session_id = %id, "wake refused: the session is quarantined");
             return;
         }
+        if !self.disk_allows_spawn(id) {
+            tracing::debug!(session_id = %id, "wake refused: the session is over its disk quota (measuring again)");
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
         if let Some(at) = s.next_spawn_at {
             let now = Instant::now();
             if at > now {
@@ -1629,6 +1665,7 @@ impl Host {
             .spawns
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
+        let disk_watch = self.watch_disk(id, &runner_id);
         let s = self.sessions.get_mut(id).expect("session exists");
         s.runner = Some(Live {
             runner_id,
@@ -1638,6 +1675,7 @@ impl Host {
             stop_requested_at: None,
             kill_reason: None,
             _alive: Some(alive_w),
+            _disk_watch: disk_watch,
         });
         Ok(())
     }

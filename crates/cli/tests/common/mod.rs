@@ -389,6 +389,7 @@ pub fn session_mounts(data: &Path, s: &pinch_host::SessionInfo) -> pinch_host::s
         agent_dir: data.join("groups").join(&s.agent_group_id),
         global_dir: data.join("groups/global"),
         proxy_dir: Some(data.join("run/proxy").join(&s.id)),
+        data_root: data.to_owned(),
         ..Default::default()
     }
 }

@@ -2,7 +2,9 @@
 //! (SPEC §10): `admin_request` runs an admin command as the agent's group
 //! under its `admin_scope`; commands that change who may reach what become
 //! an approval card first (validated by a dry run that is rolled back), and
-//! run as the host once an admin approves. The answer is an
+//! run once an admin approves — commands beyond the agent's own group or
+//! touching a security boundary ([`Gate::Owner`]) only once an owner
+//! approves, with global reach for that one command. The answer is an
 //! `admin_response` row (the agent's `admin` tool waits for it); the
 //! outcome of an approval arrives later as an `action_result` (`trigger=1`).
 
@@ -12,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::Host;
 use crate::admin::{err, ErrorBody, Reply};
-use crate::admin_cmds::{self, AdminScope, Caller};
+use crate::admin_cmds::{self, AdminScope, Caller, Gate};
 use crate::permissions::{Approval, ApprovalOption};
 
 impl Host {
@@ -125,7 +127,8 @@ impl Host {
         if let Some(r) = self.agent_session_command(&ag, scope, command, args) {
             return r;
         }
-        if !admin_cmds::needs_approval(&caller, command) {
+        let gate = admin_cmds::gate(&caller, command, args);
+        if gate == Gate::Now {
             return admin_cmds::dispatch(&self.central.conn, &caller, command, args)
                 .unwrap_or_else(|| {
                     Err(err(
@@ -134,10 +137,15 @@ impl Host {
                     ))
                 });
         }
+        let who = if gate == Gate::Owner {
+            "an owner's"
+        } else {
+            "an admin's"
+        };
         let pending = |id: &str| {
             err(
                 "approval-pending",
-                format!("{command} needs an admin's approval (request {id})."),
+                format!("{command} needs {who} approval (request {id})."),
             )
         };
         if let Some(id) = self
@@ -147,13 +155,22 @@ impl Host {
         {
             return Err(pending(&id));
         }
-        // Dry run under the agent's scope, rolled back: a refused or invalid
-        // command is answered now instead of bothering an approver.
+        // Dry run, rolled back: a refused or invalid command is answered now
+        // instead of bothering an approver. An owner-gated command is tried
+        // with the reach it will run with once approved.
+        let runs_as = if gate == Gate::Owner {
+            Caller::Agent {
+                ag: ag.clone(),
+                scope: AdminScope::Global,
+            }
+        } else {
+            caller.clone()
+        };
         self.central
             .conn
             .execute_batch("SAVEPOINT agent_dry_run")
             .map_err(|e| err("handler-error", format!("could not check the command: {e}")))?;
-        let dry = admin_cmds::dispatch(&self.central.conn, &caller, command, args);
+        let dry = admin_cmds::dispatch(&self.central.conn, &runs_as, command, args);
         if self
             .central
             .conn
@@ -173,13 +190,10 @@ impl Host {
                 format!("unknown command {command:?}"),
             ))
         })?;
-        // Commands that could raise anyone above the group's admins (or an
-        // agent with global reach) are for owners alone to approve: a group
-        // admin must not be able to approve making themselves owner.
-        let owners_only = scope == AdminScope::Global
-            || command.starts_with("roles-")
-            || command.starts_with("users-")
-            || matches!(command, "groups-create" | "groups-delete");
+        // Commands that reach beyond the group, or that an agent with global
+        // reach asks for, are for owners alone to approve: a group admin
+        // must not be able to approve making themselves owner.
+        let owners_only = gate == Gate::Owner || scope == AdminScope::Global;
         let tiers = if owners_only {
             vec![self
                 .central
@@ -215,7 +229,7 @@ impl Host {
                 value: "reject".into(),
             },
         ];
-        let payload = json!({"command": command, "args": args, "owners_only": owners_only});
+        let payload = json!({"command": command, "args": args, "owners_only": owners_only, "beyond_scope": gate == Gate::Owner});
         let a: Approval = self.new_approval(
             Some(session_id),
             Some(&ag),
@@ -312,8 +326,17 @@ impl Host {
                 Some(Ok(Caller::Agent { scope: AdminScope::Disabled, ag })) => {
                     Err(err("permission-denied", format!("admin commands were disabled for agent group {ag:?} before this was approved")))
                 }
-                Some(Ok(caller)) => admin_cmds::dispatch(&self.central.conn, &caller, &command, &args)
-                    .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}")))),
+                Some(Ok(caller)) => {
+                    // An owner-approved command beyond the group's scope
+                    // runs with global reach (the owner saw exactly these
+                    // arguments on the card).
+                    let caller = match caller {
+                        Caller::Agent { ag, .. } if a.payload["beyond_scope"] == json!(true) => Caller::Agent { ag, scope: AdminScope::Global },
+                        c => c,
+                    };
+                    admin_cmds::dispatch(&self.central.conn, &caller, &command, &args)
+                        .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {command:?}"))))
+                }
                 Some(Err(e)) => Err(e),
                 None => Err(err("handler-error", "the request has no session")),
             };
