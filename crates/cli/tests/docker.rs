@@ -47,14 +47,16 @@ fn a_killed_hosts_containers_are_removed_by_the_next_host() {
         vec!["Hello from pinch! You said: hello from docker".to_string()]
     );
     assert_eq!(containers(&install).len(), 1, "the warm runner's container");
-    // The image is labelled with the install and named by the binary.
+    // The container runs the image named by the binary (one image serves
+    // every install of that binary: whichever imported it first labelled
+    // it, so the label is not this install's when another test was first).
     let out = Command::new("docker")
         .args([
-            "images",
+            "ps",
             "--filter",
             &format!("label=pinch.install={install}"),
             "--format",
-            "{{.Repository}}:{{.Tag}}",
+            "{{.Image}}",
         ])
         .output()
         .unwrap();
