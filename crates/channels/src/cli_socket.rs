@@ -127,11 +127,16 @@ fn new_message_id() -> String {
     format!("cli-{hex}")
 }
 
+/// A client's write half, shared by every delivery to it.
+type SharedWriter = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+/// Deliveries waiting for a client's ack, by outgoing id.
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+
 struct Client {
     id: u64,
-    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    writer: SharedWriter,
     /// Deliveries waiting for this client's ack, by outgoing id.
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    waiting: Waiting,
 }
 
 pub struct CliChannel {
@@ -217,7 +222,7 @@ impl CliChannel {
         let (read, write) = stream.into_split();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let writer = Arc::new(tokio::sync::Mutex::new(write));
-        let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
+        let waiting: Waiting = Arc::default();
         let old = self.current.lock().unwrap().replace(Client {
             id,
             writer: writer.clone(),
@@ -394,13 +399,7 @@ impl CliChannel {
         }
     }
 
-    fn current(
-        &self,
-    ) -> Option<(
-        u64,
-        Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
-        Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
-    )> {
+    fn current(&self) -> Option<(u64, SharedWriter, Waiting)> {
         self.current
             .lock()
             .unwrap()

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -335,7 +335,7 @@ fn tokens(text: &str) -> Vec<String> {
 /// host dies, acking every reply after recording it; keeps reading until
 /// `done`.
 pub(crate) fn client_loop(
-    sock: &PathBuf,
+    sock: &Path,
     n: usize,
     rate: f64,
     seen: &Mutex<Seen>,

@@ -327,7 +327,7 @@ fn data_dir_checks(dir: &Path) -> Vec<Check> {
         let free = st.f_bavail as u64 * st.f_frsize as u64;
         let mib = free >> 20;
         if mib < 512 {
-            out.push(fail("data", format!("only {mib} MiB free on the data dir's filesystem; SQLite commits will start failing"), format!("free space on that filesystem, or move the data dir with --data-dir / PINCH_HOME")));
+            out.push(fail("data", format!("only {mib} MiB free on the data dir's filesystem; SQLite commits will start failing"), "free space on that filesystem, or move the data dir with --data-dir / PINCH_HOME"));
         } else if mib < 2048 {
             out.push(warn(
                 "data",

@@ -370,8 +370,11 @@ fn progress(done: u64, total: Option<u64>) {
     let _ = std::io::stderr().flush();
 }
 
+/// A response's headers, name and value, in order.
+type Headers = Vec<(String, String)>;
+
 /// One GET; returns status, headers and a reader positioned at the body.
-fn get(url: &str) -> Result<(u16, Vec<(String, String)>, Box<dyn BufRead>)> {
+fn get(url: &str) -> Result<(u16, Headers, Box<dyn BufRead>)> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {

@@ -50,7 +50,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "" => n,
         _ => return Err(format!("unknown unit in {s:?}: use h, m or s")),
     };
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return Err("the duration must be positive".into());
     }
     Ok(Duration::from_secs_f64(secs))

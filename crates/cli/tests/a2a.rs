@@ -543,23 +543,21 @@ fn create_agent_needs_the_flag_or_an_approval() {
             std::time::Instant::now() < deadline,
             "pending={pending} card={card:?}"
         );
-        match c.recv().expect("host closed") {
-            pinch_channels::cli_socket::ServerMsg::Message {
-                id, text, buttons, ..
-            } => {
-                c.send(&pinch_channels::cli_socket::ClientMsg::Ack { id });
-                if text.contains("create_agent said: approval-pending") {
-                    pending = true;
-                }
-                if !buttons.is_empty() {
-                    assert!(
-                        text.contains("\"writer\"") && text.contains("You write."),
-                        "{text}"
-                    );
-                    card = Some(buttons);
-                }
+        if let pinch_channels::cli_socket::ServerMsg::Message {
+            id, text, buttons, ..
+        } = c.recv().expect("host closed")
+        {
+            c.send(&pinch_channels::cli_socket::ClientMsg::Ack { id });
+            if text.contains("create_agent said: approval-pending") {
+                pending = true;
             }
-            _ => {}
+            if !buttons.is_empty() {
+                assert!(
+                    text.contains("\"writer\"") && text.contains("You write."),
+                    "{text}"
+                );
+                card = Some(buttons);
+            }
         }
     }
     let _ = id;

@@ -102,10 +102,8 @@ fn world() -> World {
         }
     }
     let mut cfg = cfg;
-    let (a, b): (
-        Arc<OnceLock<Arc<FakeChannel>>>,
-        Arc<OnceLock<Arc<FakeChannel>>>,
-    ) = Default::default();
+    type Slot = Arc<OnceLock<Arc<FakeChannel>>>;
+    let (a, b): (Slot, Slot) = Default::default();
     let (a2, b2) = (a.clone(), b.clone());
     cfg.extra_channels.push(Arc::new(move |tx| {
         let caps = Capabilities {

@@ -328,8 +328,10 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
     let dir = pinch_host::session::create_folder(&data, "main", "sfix").unwrap();
     let ws = tmp.join("ws");
     std::fs::create_dir_all(&ws).unwrap();
-    let mut timings = pinch_proto::runner_config::Timings::default();
-    timings.corruption_streak = streak;
+    let timings = pinch_proto::runner_config::Timings {
+        corruption_streak: streak,
+        ..Default::default()
+    };
     let cfg = pinch_proto::runner_config::RunnerConfig {
         version: pinch_proto::runner_config::VERSION,
         session_id: "sfix".into(),

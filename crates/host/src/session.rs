@@ -205,7 +205,9 @@ pub fn stuck_view(
                 ]
             )
         );
-        let row: Option<(Option<String>, Option<String>, Option<String>, Option<i64>)> = conn
+        /// runner_id, last_progress_at, tool_started_at, tool_declared_timeout_ms.
+        type StateRow = (Option<String>, Option<String>, Option<String>, Option<i64>);
+        let row: Option<StateRow> = conn
             .query_row(&sql, [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })

@@ -496,6 +496,11 @@ impl Provider for Local {
     }
 }
 
+/// The default model path under a models folder.
+pub fn default_model_path(models_dir: &Path) -> PathBuf {
+    models_dir.join(DEFAULT_MODEL_FILE)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -504,9 +509,4 @@ mod tests {
         assert_eq!(super::plain(p), "is 1 < 2 && \"ok\"?");
         assert_eq!(super::plain("no tags"), "no tags");
     }
-}
-
-/// The default model path under a models folder.
-pub fn default_model_path(models_dir: &Path) -> PathBuf {
-    models_dir.join(DEFAULT_MODEL_FILE)
 }

@@ -313,9 +313,8 @@ impl Tokenizer {
         }
         let mut syms: Vec<u32> = Vec::with_capacity(word.len());
         for b in word.bytes() {
-            match self.byte_ids[b as usize].or(self.unk) {
-                Some(id) => syms.push(id),
-                None => {}
+            if let Some(id) = self.byte_ids[b as usize].or(self.unk) {
+                syms.push(id);
             }
         }
         loop {

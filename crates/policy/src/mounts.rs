@@ -257,6 +257,8 @@ mod tests {
     }
 
     #[test]
+    // The expected `read_write` values read as a column beside the inputs.
+    #[allow(clippy::bool_assert_comparison)]
     fn table() {
         let a = allow();
         let ok = |p: &str, n: &str, rw: bool| decide(Path::new(p), n, rw, &a, &protected());

@@ -245,7 +245,8 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let cases: &[(&str, fn(&PathError) -> bool)] = &[
+        type Case = (&'static str, fn(&PathError) -> bool);
+        let cases: &[Case] = &[
             ("", |e| matches!(e, PathError::Empty)),
             ("a\0b", |e| matches!(e, PathError::Nul)),
             ("a\nb", |e| matches!(e, PathError::Control { .. })),

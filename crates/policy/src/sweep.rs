@@ -230,6 +230,8 @@ mod tests {
     }
 
     #[test]
+    // `1 * S` reads as "one second" beside the other multiples of `S`.
+    #[allow(clippy::identity_op)]
     fn silent_four_minutes_with_fresh_heartbeat_lives() {
         // Lesson 10: a slow provider (no events for 4 min) is not stuck.
         let l = StuckLimits::default();

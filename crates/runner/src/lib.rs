@@ -777,11 +777,9 @@ impl Runner {
             (Ok(r), None) => Some(r.text.clone()),
             _ => None,
         };
-        let (sends, outcome, reason): (
-            Vec<(Option<rows::Destination>, String)>,
-            &str,
-            Option<String>,
-        ) = match result {
+        /// Where a reply goes (`None`: back to the origin) and its text.
+        type Outgoing = (Option<rows::Destination>, String);
+        let (sends, outcome, reason): (Vec<Outgoing>, &str, Option<String>) = match result {
             Ok(r) => {
                 let parsed = output::parse(&r.text);
                 let mut sends = Vec::new();
