@@ -262,14 +262,8 @@ type Ws =
 
 /// A browser tab of `user`, as the page connects (past hello and history).
 async fn tab(addr: SocketAddr, data: &Path, user: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let token = pinch_host::web_token(data).unwrap();
-    let mut req = format!("ws://{addr}/ws?user={user}")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = web_socket(addr, &token, user).await;
     for want in ["hello", "history"] {
         assert_eq!(frame(&mut ws).await["type"], want);
     }

@@ -110,6 +110,21 @@ impl Fixture {
         }
     }
 
+    /// Builds (without running) the sandbox command: where every bind
+    /// source is opened and checked.
+    fn build(&self) -> std::io::Result<()> {
+        let exe = Path::new(common::PINCH);
+        let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string())];
+        match &self.backend {
+            Backend::Bwrap(b) => b
+                .command_with(exe, &self.mounts, &env, &["/bin/true"])
+                .map(|_| ()),
+            Backend::Docker(d) => d
+                .command_with(exe, &self.mounts, &env, &["/bin/true"])
+                .map(|_| ()),
+        }
+    }
+
     /// Runs `sh -c script` in the sandbox; returns (exit code, stdout+stderr).
     fn sh(&self, script: &str) -> (i32, String) {
         let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string())];
@@ -546,17 +561,8 @@ fn a_bind_source_swapped_for_a_symlink_is_refused_not_followed() {
         let (_, out) =
             f.sh("cd /workspace/extra/proj && mv docs docs.old && ln -s / docs && echo swapped");
         assert!(out.contains("swapped"), "{name}: {out}");
-        let exe = Path::new(common::PINCH);
-        let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string())];
-        let built = match &f.backend {
-            Backend::Bwrap(b) => b
-                .command_with(exe, &f.mounts, &env, &["/bin/true"])
-                .map(|_| ()),
-            Backend::Docker(d) => d
-                .command_with(exe, &f.mounts, &env, &["/bin/true"])
-                .map(|_| ()),
-        };
-        let e = built
+        let e = f
+            .build()
             .expect_err("a swapped source must not be mounted")
             .to_string();
         assert!(
@@ -568,15 +574,8 @@ fn a_bind_source_swapped_for_a_symlink_is_refused_not_followed() {
         f.mounts.extra.clear();
         std::fs::rename(&tools, data.join("tools/main.old")).unwrap();
         std::os::unix::fs::symlink("/", &tools).unwrap();
-        let built = match &f.backend {
-            Backend::Bwrap(b) => b
-                .command_with(exe, &f.mounts, &env, &["/bin/true"])
-                .map(|_| ()),
-            Backend::Docker(d) => d
-                .command_with(exe, &f.mounts, &env, &["/bin/true"])
-                .map(|_| ()),
-        };
-        let e = built
+        let e = f
+            .build()
             .expect_err("a linked tools folder must not be mounted")
             .to_string();
         assert!(

@@ -643,14 +643,9 @@ struct Tab {
 
 impl Tab {
     async fn open(addr: std::net::SocketAddr, token: &str, user: &str) -> Tab {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://{addr}/ws?user={user}")
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let mut t = Tab { ws };
+        let mut t = Tab {
+            ws: common::web_socket(addr, token, user).await,
+        };
         assert_eq!(t.next().await["type"], "hello");
         assert_eq!(t.next().await["type"], "history");
         t

@@ -393,3 +393,19 @@ pub fn session_mounts(data: &Path, s: &pinch_host::SessionInfo) -> pinch_host::s
         ..Default::default()
     }
 }
+
+/// A web-chat WebSocket of `user`, authenticated as an API client would be
+/// (`Authorization: Bearer <token>`; the token is never in a URL).
+pub async fn web_socket(
+    addr: std::net::SocketAddr,
+    token: &str,
+    user: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws?user={user}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
