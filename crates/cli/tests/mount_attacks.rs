@@ -218,3 +218,42 @@ for name, line in (("admin.sock", b'{"id":1,"command":"sessions-list","args":{}}
     assert!(!c.ask("hello").is_empty());
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// An install from before issue 14 kept approved packages in the
+/// workspace's `.tools`: a real folder there moves once to the host-only
+/// `tools/<folder>/`; a link there is never followed, moved or bound.
+#[test]
+fn old_tools_folders_move_out_of_the_workspace_and_links_stay_put() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = host_config(tmp.path(), Choice::Process);
+    let data = cfg.data_dir.clone();
+    std::fs::create_dir_all(data.join("groups/main/.tools/python")).unwrap();
+    std::fs::write(data.join("groups/main/.tools/python/demo.py"), "X = 1\n").unwrap();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg.clone())).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(data.join("tools/main/python/demo.py")).unwrap(),
+        "X = 1\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(data.join("groups/main/.tools")).is_err(),
+        "moved, not copied"
+    );
+    rt.block_on(host.shutdown()).unwrap();
+
+    // An agent's link where the old folder was: left alone at the next start.
+    std::fs::remove_dir_all(data.join("tools/main")).unwrap();
+    std::os::unix::fs::symlink("/", data.join("groups/main/.tools")).unwrap();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    assert!(!c.ask("hello").is_empty(), "the group still works");
+    rt.block_on(host.shutdown()).unwrap();
+    assert!(std::fs::symlink_metadata(data.join("groups/main/.tools"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        std::fs::symlink_metadata(data.join("tools/main")).is_err(),
+        "a link is never moved into the host's tools"
+    );
+}
