@@ -48,7 +48,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn from_errno(path: PathBuf, e: rustix::io::Errno) -> Error {
+    pub(crate) fn from_errno(path: PathBuf, e: rustix::io::Errno) -> Error {
         match e {
             rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => Error::Symlink(path),
             rustix::io::Errno::NOENT => Error::Missing(path),
@@ -353,7 +353,7 @@ impl Dir {
     /// An `O_PATH` descriptor of `rel` beneath this folder (a folder or a
     /// regular file, nothing else), for binding into a sandbox: bwrap's
     /// `--ro-bind-fd`/`--bind-fd` mount exactly this inode.
-    pub fn bind_source(&self, rel: impl AsRef<Path>) -> Result<(OwnedFd, bool)> {
+    pub fn bind_source(&self, rel: impl AsRef<Path>) -> Result<OwnedFd> {
         let rel = rel.as_ref();
         let path = self.path.join(rel);
         let fd = open_beneath(
@@ -364,8 +364,7 @@ impl Dir {
             Mode::empty(),
         )?;
         match file_type(&fd, &path)?.0 {
-            rustix::fs::FileType::Directory => Ok((fd, true)),
-            rustix::fs::FileType::RegularFile => Ok((fd, false)),
+            rustix::fs::FileType::Directory | rustix::fs::FileType::RegularFile => Ok(fd),
             rustix::fs::FileType::Symlink => Err(Error::Symlink(path)),
             _ => Err(Error::NotRegular(path)),
         }

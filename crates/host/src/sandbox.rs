@@ -304,20 +304,10 @@ pub fn open_binds(m: &Mounts, binds: &[Bind]) -> Result<Vec<OpenBind>, BindError
                 rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             )
-            .map(|fd| (fd, b.src.is_dir()))
-            .map_err(|e| {
-                if e == rustix::io::Errno::NOENT {
-                    Error::Missing(b.src.clone())
-                } else {
-                    Error::Io {
-                        path: b.src.clone(),
-                        source: e.into(),
-                    }
-                }
-            }),
+            .map_err(|e| Error::from_errno(b.src.clone(), e)),
         };
         match opened {
-            Ok((fd, _)) => {
+            Ok(fd) => {
                 // Well above the fds the spawn itself places (the liveness
                 // pipe at 3).
                 let fd = rustix::io::fcntl_dupfd_cloexec(&fd, 10).map_err(|e| {
