@@ -140,6 +140,14 @@ CREATE TABLE dropped_messages (
   message_count INTEGER NOT NULL DEFAULT 1, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
   PRIMARY KEY (channel_type, platform_id, user_id, reason, agent_group_id));
 ",
+), (
+    // Issue 15: the crash budget's abnormal exits, so a restart of the
+    // host does not forget them (epoch ms; lifting a quarantine clears them).
+    "0002_crash_budget",
+    "
+CREATE TABLE crash_budget (session_id TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
+",
 )];
 
 /// A question waiting for a button press.
@@ -714,6 +722,42 @@ impl Central {
         Ok(())
     }
 
+    /// Counts an abnormal exit (epoch ms) against the session's crash
+    /// budget and forgets the session's exits older than `window_ms`.
+    pub fn count_budget_exit(&self, session_id: &str, at_ms: i64, window_ms: i64) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "DELETE FROM crash_budget WHERE session_id = ?1 AND at_ms < ?2",
+            params![session_id, at_ms.saturating_sub(window_ms)],
+        )?;
+        tx.execute(
+            "INSERT INTO crash_budget (session_id, at_ms) VALUES (?1, ?2)",
+            params![session_id, at_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The session's counted abnormal exits at or after `since_ms`, oldest first.
+    pub fn budget_exits(&self, session_id: &str, since_ms: i64) -> Result<Vec<i64>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT at_ms FROM crash_budget WHERE session_id = ?1 AND at_ms >= ?2 ORDER BY at_ms",
+        )?;
+        let rows = st
+            .query_map(params![session_id, since_ms], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Forgets the session's counted exits (its quarantine was lifted).
+    pub fn clear_budget_exits(&self, session_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM crash_budget WHERE session_id = ?1",
+            [session_id],
+        )?;
+        Ok(())
+    }
+
     /// Quarantines a session; returns false if it already was (so the user
     /// is told exactly once).
     pub fn quarantine(&self, id: &str, reason: &str) -> Result<bool> {
@@ -802,6 +846,26 @@ impl Central {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_exits_survive_a_reopen_leave_the_window_and_clear() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pinch.db");
+        let c = Central::open(&p).unwrap();
+        for t in [1_000, 2_000, 50_000] {
+            c.count_budget_exit("s1", t, 10_000).unwrap();
+        }
+        c.count_budget_exit("s2", 3_000, 10_000).unwrap();
+        drop(c);
+        let c = Central::open(&p).unwrap();
+        // 1 000 and 2 000 left the window when 50 000 was counted.
+        assert_eq!(c.budget_exits("s1", 0).unwrap(), vec![50_000]);
+        assert_eq!(c.budget_exits("s2", 0).unwrap(), vec![3_000]);
+        assert!(c.budget_exits("s2", 3_001).unwrap().is_empty());
+        c.clear_budget_exits("s1").unwrap();
+        assert!(c.budget_exits("s1", 0).unwrap().is_empty());
+        assert_eq!(c.budget_exits("s2", 0).unwrap(), vec![3_000]);
+    }
 
     #[test]
     fn migrations_apply_once_and_bootstrap_is_idempotent() {

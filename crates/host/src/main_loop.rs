@@ -1211,6 +1211,8 @@ impl Host {
             .spawn(task.run(self.delivery_stop.subscribe()).instrument(span));
         self.central.set_runner_state(&row.id, "stopped", None)?;
         let quarantined = self.central.quarantine_of(&row.id)?.is_some();
+        // The crash budget as the last host left it (issue 15, break 6).
+        let (exits_ms, next_spawn_at) = self.restore_budget(&row.id);
         // A scheduled task falling due later wakes the session then.
         match session::next_due(&dir) {
             Ok(Some(t)) => self.wake_at(&row.id, t.as_millisecond()),
@@ -1226,8 +1228,8 @@ impl Host {
                 dir,
                 shared,
                 runner: None,
-                exits_ms: Vec::new(),
-                next_spawn_at: None,
+                exits_ms,
+                next_spawn_at,
                 wake_scheduled: false,
                 wake_failures: 0,
                 orphans_pending: None,
@@ -1237,6 +1239,36 @@ impl Host {
             },
         );
         Ok(())
+    }
+
+    /// A session's abnormal exits still in the budget's window, and when
+    /// its back-off after the last of them ends (if still ahead).
+    fn restore_budget(&self, id: &str) -> (Vec<i64>, Option<Instant>) {
+        let now = now_ms();
+        let window = self.cfg.budget.window.as_millis() as i64;
+        let exits = match self.central.budget_exits(id, now - window) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(session_id = %id, "cannot read the crash budget (it starts empty): {e:#}");
+                return (Vec::new(), None);
+            }
+        };
+        let Some(&last) = exits.last() else {
+            return (exits, None);
+        };
+        let next = match pinch_policy::budget::after_abnormal_exit(
+            last,
+            &exits,
+            false,
+            &self.cfg.budget,
+        ) {
+            pinch_policy::budget::Verdict::Respawn(d) => {
+                let ends = last + d.as_millis() as i64;
+                (ends > now).then(|| Instant::now() + Duration::from_millis((ends - now) as u64))
+            }
+            pinch_policy::budget::Verdict::Quarantine => None,
+        };
+        (exits, next)
     }
 
     /// Re-projects destinations and routing into every loaded session
@@ -1363,10 +1395,40 @@ impl Host {
                 Cause::SpawnFailed.as_str(),
                 Some(&detail),
             );
-            if self.count_abnormal(id, Cause::SpawnFailed, Some(&detail)) {
-                self.try_wake(id);
+            // Like an abnormal exit: counted, and retried by an event after
+            // the back-off (never a nested wake: issue 15, break 1).
+            if self.count_abnormal(
+                id,
+                Cause::SpawnFailed,
+                "could not be started",
+                Some(&detail),
+            ) {
+                self.wake_after_backoff(id);
             }
         }
+    }
+
+    /// Schedules a `Wake` for when the session's back-off ends. The only way
+    /// a retry is started: an event handled on its own, so a loop of
+    /// failures is a sequence of events, never a recursion.
+    fn wake_after_backoff(&mut self, id: &str) {
+        let events = self.events.clone();
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if s.wake_scheduled {
+            return;
+        }
+        let at = s
+            .next_spawn_at
+            .unwrap_or_else(Instant::now)
+            .max(Instant::now() + pinch_policy::budget::MIN_RETRY_DELAY);
+        s.wake_scheduled = true;
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let _ = events.send(Event::Wake(id));
+        });
     }
 
     /// Gauges for `/metrics`: sessions by state, the channel queue, and
@@ -1685,6 +1747,8 @@ impl Host {
             .exits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::metrics::METRICS.exit(code, signal);
+        // bwrap and docker report a runner killed by a signal as 128 + n.
+        let (code, signal) = exit::unwrap_status(code, signal, self.sandbox.kind().isolated());
         let shutting_down = self.shutting_down;
         let Some(s) = self.sessions.get_mut(id) else {
             return;
@@ -1708,12 +1772,9 @@ impl Host {
             (c, _) => c.as_str(),
         };
         let log = self.data.runner_logs(id).join(format!("{runner_id}.log"));
-        let detail = last_line(&log);
-        let what = match (code, signal) {
-            (Some(c), _) => format!("exit code {c}"),
-            (None, Some(sig)) => format!("signal {sig}"),
-            _ => "unknown status".into(),
-        };
+        // The cause the runner itself logged (not whatever it said last).
+        let detail = last_error_line(&log);
+        let what = exit::describe(code, signal);
         if cause.is_abnormal() {
             tracing::warn!(
                 runner_id,
@@ -1731,7 +1792,7 @@ impl Host {
             );
         }
         let detail = match live.kill_reason {
-            Some(r) => Some(format!("killed by the sweep: {r}")),
+            Some(r) => Some(format!("killed as stuck: {r}")),
             None => detail,
         };
         let _ = self.central.record_exit(
@@ -1769,7 +1830,7 @@ impl Host {
         self.resolve_orphans(id, cause == Cause::Transient || !cause.is_abnormal());
         let counts = cause.is_abnormal() && !(asked && live.kill_reason.is_none());
         let proceed = if counts {
-            self.count_abnormal(id, cause, detail.as_deref())
+            self.count_abnormal(id, cause, &what, detail.as_deref())
         } else {
             true
         };
@@ -1835,7 +1896,9 @@ impl Host {
     /// Counts an abnormal exit against the crash budget (SPEC §6.4). Returns
     /// whether the session may respawn (after `next_spawn_at`); false when
     /// it is now quarantined, in which case the user was told once.
-    fn count_abnormal(&mut self, id: &str, cause: Cause, detail: Option<&str>) -> bool {
+    /// `what` says how it ended (`killed by SIGKILL`, `exit code 1`, `could
+    /// not be started`), `detail` why, when known (the runner's last ERROR).
+    fn count_abnormal(&mut self, id: &str, cause: Cause, what: &str, detail: Option<&str>) -> bool {
         let now = now_ms();
         let Some(s) = self.sessions.get_mut(id) else {
             return false;
@@ -1843,6 +1906,10 @@ impl Host {
         s.exits_ms.push(now);
         let window = self.cfg.budget.window.as_millis() as i64;
         s.exits_ms.retain(|t| now - *t <= window);
+        // Persisted, so a restart of the host does not reset the budget.
+        if let Err(e) = self.central.count_budget_exit(id, now, window) {
+            tracing::warn!(session_id = %id, "could not record the exit in the crash budget (a restart forgets it): {e:#}");
+        }
         match pinch_policy::budget::after_abnormal_exit(
             now,
             &s.exits_ms,
@@ -1860,12 +1927,8 @@ impl Host {
                 let span = Duration::from_millis(
                     (now - s.exits_ms.first().copied().unwrap_or(now)).max(0) as u64,
                 );
-                let reason = pinch_policy::budget::quarantine_reason(
-                    s.exits_ms.len(),
-                    span,
-                    cause.as_str(),
-                    detail,
-                );
+                let reason =
+                    pinch_policy::budget::quarantine_reason(s.exits_ms.len(), span, what, detail);
                 s.quarantined = true;
                 crate::metrics::METRICS
                     .quarantines
@@ -1900,6 +1963,9 @@ impl Host {
                 s.exits_ms.clear();
                 s.next_spawn_at = None;
             }
+        }
+        if let Err(e) = self.central.clear_budget_exits(id) {
+            tracing::warn!(session_id = %id, "could not clear the crash budget's record: {e:#}");
         }
         match self.central.lift_quarantine(id) {
             Ok(true) => tracing::info!(session_id = %id, "quarantine lifted: {why}"),
@@ -2349,14 +2415,41 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     res.with_context(|| format!("writing {}", path.display()))
 }
 
-fn last_line(path: &Path) -> Option<String> {
-    let text = std::fs::read(path).ok()?;
-    let tail = &text[text.len().saturating_sub(4096)..];
-    String::from_utf8_lossy(tail)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().chars().take(500).collect())
+/// The last error the runner's log records: its last `ERROR` line (the
+/// text after the level) or a Rust panic message, whichever came later;
+/// `None` when the log has neither (then the exit status says it all).
+fn last_error_line(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut text = Vec::new();
+    f.take(TAIL).read_to_end(&mut text).ok()?;
+    error_in_log(&String::from_utf8_lossy(&text))
+}
+
+fn error_in_log(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    lines.iter().enumerate().rev().find_map(|(i, l)| {
+        let msg = if let Some((_, rest)) = l.split_once(" ERROR ") {
+            rest.trim().to_owned()
+        } else if let Some(rest) = l.strip_prefix("ERROR ") {
+            rest.trim().to_owned()
+        } else if l.starts_with("thread '") && l.contains("panicked at") {
+            // The panic's message is on the next line (Rust ≥ 1.73).
+            match lines
+                .get(i + 1)
+                .filter(|n| l.ends_with(':') && !n.is_empty())
+            {
+                Some(n) => format!("{l} {n}"),
+                None => (*l).to_owned(),
+            }
+        } else {
+            return None;
+        };
+        (!msg.is_empty()).then(|| msg.chars().take(500).collect())
+    })
 }
 
 /// Keeps the newest `keep` runner logs of a session.
@@ -2372,5 +2465,29 @@ fn prune_logs(dir: &Path, keep: usize) {
     let n = files.len();
     for (_, p) in files.into_iter().take(n.saturating_sub(keep)) {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_in_log;
+
+    #[test]
+    fn the_last_error_line_is_quoted_not_the_last_line() {
+        let log = "2026-12-04T22:57:38.1Z  INFO runner started\n\
+                   2026-12-04T22:57:39.1Z ERROR provider: the API key was refused\n\
+                   2026-12-04T22:57:39.2Z  INFO exiting\n";
+        assert_eq!(
+            error_in_log(log).as_deref(),
+            Some("provider: the API key was refused")
+        );
+        let panic =
+            "2026-12-04T22:57:38.1Z ERROR old\nthread 'main' panicked at src/x.rs:1:1:\nboom\n";
+        assert_eq!(
+            error_in_log(panic).as_deref(),
+            Some("thread 'main' panicked at src/x.rs:1:1: boom")
+        );
+        assert_eq!(error_in_log("2026-12-04T22:57:38.1Z  INFO fine\n"), None);
+        assert_eq!(error_in_log(""), None);
     }
 }

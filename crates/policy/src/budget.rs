@@ -8,6 +8,14 @@
 
 use std::time::Duration;
 
+/// The shortest wait before any retry the host schedules: a respawn after
+/// an abnormal exit or a failed spawn, an orphaned message's retry. No
+/// setting goes below it, so no configuration turns a retry into a tight
+/// loop (issue 15, break 1; decision 0024): a failing spawn costs a few
+/// milliseconds, and 500 ms keeps a crash loop near 2 attempts a second
+/// while a user whose runner crashed once still waits well under a second.
+pub const MIN_RETRY_DELAY: Duration = Duration::from_millis(500);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetConfig {
     pub window: Duration,
@@ -56,10 +64,19 @@ pub fn after_abnormal_exit(
         return Verdict::Quarantine;
     }
     let idx = k.saturating_sub(1).min(c.delays.len().saturating_sub(1));
-    Verdict::Respawn(c.delays.get(idx).copied().unwrap_or(Duration::ZERO))
+    Verdict::Respawn(
+        c.delays
+            .get(idx)
+            .copied()
+            .unwrap_or(Duration::ZERO)
+            .max(MIN_RETRY_DELAY),
+    )
 }
 
 /// The plain sentence stored as `quarantine_reason` and shown to the user.
+/// `last_cause` says how the last try ended (`killed by SIGKILL`, `exit code
+/// 1`, `could not be started`); `last_detail` why, when known (the runner's
+/// last error line).
 pub fn quarantine_reason(
     exits: usize,
     span: Duration,
@@ -94,7 +111,7 @@ mod tests {
         assert_eq!(
             verdicts,
             vec![
-                Verdict::Respawn(s(0)),
+                Verdict::Respawn(MIN_RETRY_DELAY),
                 Verdict::Respawn(s(2)),
                 Verdict::Respawn(s(8)),
                 Verdict::Respawn(s(30)),
@@ -110,8 +127,26 @@ mod tests {
         let exits = [0, 1, 2, 3, 4, 700_000];
         assert_eq!(
             after_abnormal_exit(700_000, &exits, false, &c),
-            Verdict::Respawn(Duration::ZERO)
+            Verdict::Respawn(MIN_RETRY_DELAY)
         );
+    }
+
+    #[test]
+    fn no_setting_makes_a_delay_shorter_than_the_floor() {
+        for delays in [vec![], vec![Duration::ZERO], vec![Duration::from_millis(1)]] {
+            let c = BudgetConfig {
+                window: Duration::from_secs(600),
+                budget: 1_000_000,
+                delays,
+            };
+            for k in 1..50 {
+                let exits: Vec<i64> = (0..k).collect();
+                assert_eq!(
+                    after_abnormal_exit(k, &exits, false, &c),
+                    Verdict::Respawn(MIN_RETRY_DELAY)
+                );
+            }
+        }
     }
 
     #[test]
@@ -127,12 +162,12 @@ mod tests {
         let r = quarantine_reason(
             6,
             Duration::from_secs(240),
-            "transient",
+            "killed by SIGKILL",
             Some("inbound.db corrupt"),
         );
         assert_eq!(
             r,
-            "the agent's runner failed 6 times in 4 min (last: transient): inbound.db corrupt"
+            "the agent's runner failed 6 times in 4 min (last: killed by SIGKILL): inbound.db corrupt"
         );
     }
 }

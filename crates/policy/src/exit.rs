@@ -40,7 +40,7 @@ impl Cause {
     pub fn meaning(self) -> &'static str {
         match self {
             Cause::Idle => "exited cleanly (idle or asked to stop)",
-            Cause::Fatal => "failed with an unexpected error (exit 1)",
+            Cause::Fatal => "failed with an unexpected error",
             Cause::Transient => {
                 "asked for a fresh sandbox (exit 75: corrupt view or persistent poll failure)"
             }
@@ -70,9 +70,101 @@ pub fn classify(code: Option<i32>, signal: Option<i32>, shutting_down: bool) -> 
     }
 }
 
+/// The status as the runner itself ended. bwrap and `docker run` report a
+/// child killed by signal n as their own exit code 128 + n (bwrap's
+/// monitor propagates it that way; docker follows the shell convention),
+/// so behind such a `wrapper` an exit code 129..=192 is that signal. The
+/// runner never exits with those codes itself (it uses 0, 1, 75, 78 and
+/// Rust's 101 on a panic).
+pub fn unwrap_status(
+    code: Option<i32>,
+    signal: Option<i32>,
+    wrapper: bool,
+) -> (Option<i32>, Option<i32>) {
+    match (code, signal) {
+        (Some(c), None) if wrapper && (129..=192).contains(&c) => (None, Some(c - 128)),
+        other => other,
+    }
+}
+
+/// The name of a Linux signal (`SIGKILL`), or `signal N` for others.
+pub fn signal_name(sig: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(sig)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| NAMES.get(i))
+        .map(|n| (*n).to_owned())
+        .unwrap_or_else(|| format!("signal {sig}"))
+}
+
+/// How the runner ended, in words: `killed by SIGKILL`, `exit code 1`.
+pub fn describe(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("killed by {}", signal_name(s)),
+        (None, None) => "unknown exit status".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapper_reports_a_signal_as_128_plus_n() {
+        assert_eq!(unwrap_status(Some(137), None, true), (None, Some(9)));
+        assert_eq!(unwrap_status(Some(143), None, true), (None, Some(15)));
+        // the runner's own codes, and no wrapper: as they are
+        for c in [0, 1, 75, 78, 101, 128, 193] {
+            assert_eq!(unwrap_status(Some(c), None, true), (Some(c), None));
+        }
+        assert_eq!(unwrap_status(Some(137), None, false), (Some(137), None));
+        assert_eq!(unwrap_status(None, Some(9), true), (None, Some(9)));
+    }
+
+    #[test]
+    fn descriptions_name_the_signal_or_code() {
+        assert_eq!(describe(None, Some(9)), "killed by SIGKILL");
+        assert_eq!(describe(None, Some(15)), "killed by SIGTERM");
+        assert_eq!(describe(None, Some(64)), "killed by signal 64");
+        assert_eq!(describe(Some(3), None), "exit code 3");
+        assert_eq!(signal_name(0), "signal 0");
+        assert_eq!(signal_name(-1), "signal -1");
+        assert_eq!(signal_name(31), "SIGSYS");
+    }
 
     #[test]
     fn classification_table() {

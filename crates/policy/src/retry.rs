@@ -41,7 +41,8 @@ pub fn decide_orphan(
     } else {
         Orphan::Retry {
             tries: n,
-            due_in_ms: base_backoff_ms << tries.clamp(0, 20),
+            due_in_ms: (base_backoff_ms << tries.clamp(0, 20))
+                .max(crate::budget::MIN_RETRY_DELAY.as_millis() as i64),
         }
     }
 }
@@ -84,6 +85,14 @@ mod tests {
         assert_eq!(
             decide_orphan(4, false, false, BASE_BACKOFF_MS),
             Orphan::Fail { tries: 5 }
+        );
+        // a zero base still waits the floor
+        assert_eq!(
+            decide_orphan(0, false, false, 0),
+            Orphan::Retry {
+                tries: 1,
+                due_in_ms: 500
+            }
         );
         // exit 75 never burns a try, even at the limit
         assert_eq!(
