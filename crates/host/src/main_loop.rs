@@ -46,6 +46,12 @@ pub(crate) enum Event {
     Wake(String),
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
+    /// A live runner's stuck deadline (spawn grace, heartbeat ceiling,
+    /// claim) may have passed: check it now (issue 15; the sweep checks too).
+    StuckCheck {
+        session_id: String,
+        runner_id: String,
+    },
     /// The stop grace of a runner ran out: kill it if it is still that runner.
     StopDeadline {
         session_id: String,
@@ -139,6 +145,10 @@ pub(crate) struct PendingAck {
     woken: Vec<String>,
 }
 
+/// A back-off at least this long, with a message waiting, is announced to
+/// the user (shorter ones pass before anyone wonders).
+const BACKOFF_NOTICE_AFTER: Duration = Duration::from_secs(5);
+
 /// Most events routed before their writes are flushed together.
 const FLUSH_BATCH: usize = 1024;
 /// Sessions committed in parallel by a flush.
@@ -152,6 +162,8 @@ struct SessionRt {
     /// Abnormal exit times (epoch ms) for the crash budget.
     exits_ms: Vec<i64>,
     next_spawn_at: Option<Instant>,
+    /// The back-off (its end) the user was last told about.
+    backoff_told: Option<Instant>,
     wake_scheduled: bool,
     /// Consecutive failures to read the session's due work.
     wake_failures: u32,
@@ -829,6 +841,10 @@ impl Host {
                 runner_id,
                 usage,
             } => self.disk_checked(&session_id, runner_id, usage),
+            Event::StuckCheck {
+                session_id,
+                runner_id,
+            } => self.stuck_check(&session_id, &runner_id),
             Event::StopDeadline {
                 session_id,
                 runner_id,
@@ -1230,6 +1246,7 @@ impl Host {
                 runner: None,
                 exits_ms,
                 next_spawn_at,
+                backoff_told: None,
                 wake_scheduled: false,
                 wake_failures: 0,
                 orphans_pending: None,
@@ -1336,6 +1353,7 @@ impl Host {
                         let _ = events.send(Event::Wake(id));
                     });
                 }
+                self.tell_backoff(id, at - now);
                 return;
             }
         }
@@ -1405,6 +1423,41 @@ impl Host {
             ) {
                 self.wake_after_backoff(id);
             }
+        }
+    }
+
+    /// A message is waiting while the session backs off for longer than
+    /// [`BACKOFF_NOTICE_AFTER`]: tells its conversation once per back-off
+    /// that the agent is restarting, and when (issue 15).
+    fn tell_backoff(&mut self, id: &str, left: Duration) {
+        if left < BACKOFF_NOTICE_AFTER {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if s.backoff_told.is_some() && s.backoff_told == s.next_spawn_at {
+            return;
+        }
+        if !matches!(session::has_due_trigger(&s.dir), Ok(true)) {
+            return; // nobody is waiting (yet): told when a message is
+        }
+        s.backoff_told = s.next_spawn_at;
+        let exits = s.exits_ms.len();
+        let routing = pinch_proto::open::open_reader(&s.dir.inbound_db(), session::BUSY)
+            .ok()
+            .and_then(|c| pinch_proto::rows::routing(&c).ok().flatten());
+        let secs = left.as_secs_f64().ceil() as u64;
+        let when = if secs < 90 {
+            format!("{secs} s")
+        } else {
+            format!("{} min", secs.div_ceil(60))
+        };
+        tracing::info!(session_id = %id, wait_s = secs, "told the user the agent restarts after its back-off");
+        if let Some(r) = routing {
+            self.notify_origin(r.channel_type, r.platform_id, r.thread_id, format!(
+                "The assistant stopped unexpectedly ({exits} times recently) and is restarting: it will pick up your message in about {when}."
+            ));
         }
     }
 
@@ -1728,12 +1781,20 @@ impl Host {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(runner_id = %runner_id, pid, sandbox = self.sandbox.kind().as_str(), log = %log_path.display(), "runner spawned");
         let disk_watch = self.watch_disk(id, &runner_id);
+        let spawned_ms = now_ms();
+        // The runner's stuck timer: first due when its earliest deadline
+        // could pass, then at each next deadline its state gives.
+        self.schedule_stuck_check(
+            id,
+            &runner_id,
+            pinch_policy::sweep::first_deadline(spawned_ms, &self.cfg.stuck),
+        );
         let s = self.sessions.get_mut(id).expect("session exists");
         s.runner = Some(Live {
             runner_id,
             pid,
             started_at,
-            spawned_ms: now_ms(),
+            spawned_ms,
             stop_requested_at: None,
             kill_reason: None,
             _alive: Some(alive_w),
@@ -2112,25 +2173,76 @@ impl Host {
             if let pinch_policy::sweep::Stuck::Kill(reason) =
                 pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck)
             {
-                let s = self.sessions.get_mut(&id).expect("exists");
-                let live = s.runner.as_mut().expect("checked");
-                tracing::warn!(session_id = %id, runner_id = %live.runner_id, reason = reason.as_str(), "runner is stuck: killing it (SIGTERM, SIGKILL after the grace)");
-                live.kill_reason = Some(reason.as_str());
-                live.stop_requested_at = Some(Instant::now());
-                term(live.pid);
-                let (events, grace, sid, rid) = (
-                    self.events.clone(),
-                    self.cfg.stop_grace,
-                    id.clone(),
-                    live.runner_id.clone(),
-                );
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    let _ = events.send(Event::StopDeadline {
-                        session_id: sid,
-                        runner_id: rid,
-                    });
-                });
+                self.kill_stuck(&id, reason);
+            }
+        }
+    }
+
+    /// Kills a stuck runner: SIGTERM, SIGKILL after the stop grace.
+    fn kill_stuck(&mut self, id: &str, reason: pinch_policy::sweep::StuckReason) {
+        let Some(live) = self.sessions.get_mut(id).and_then(|s| s.runner.as_mut()) else {
+            return;
+        };
+        tracing::warn!(session_id = %id, runner_id = %live.runner_id, reason = reason.as_str(), "runner is stuck: killing it (SIGTERM, SIGKILL after the grace)");
+        live.kill_reason = Some(reason.as_str());
+        live.stop_requested_at = Some(Instant::now());
+        term(live.pid);
+        let (events, grace, sid, rid) = (
+            self.events.clone(),
+            self.cfg.stop_grace,
+            id.to_owned(),
+            live.runner_id.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = events.send(Event::StopDeadline {
+                session_id: sid,
+                runner_id: rid,
+            });
+        });
+    }
+
+    /// Schedules the stuck check of this runner at `at_ms` (epoch ms), no
+    /// sooner than a quarter second from now (never a tight loop).
+    fn schedule_stuck_check(&self, id: &str, runner_id: &str, at_ms: i64) {
+        let delay = Duration::from_millis((at_ms - now_ms()).max(250) as u64);
+        let (events, sid, rid) = (self.events.clone(), id.to_owned(), runner_id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::StuckCheck {
+                session_id: sid,
+                runner_id: rid,
+            });
+        });
+    }
+
+    /// The per-runner stuck timer fired: kill the runner if a deadline has
+    /// passed, else check again at its next deadline. One chain of timers
+    /// per runner (started at spawn), so a frozen runner is killed about
+    /// when its heartbeat ceiling passes, whatever the sweep interval.
+    fn stuck_check(&mut self, id: &str, runner_id: &str) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        let Some(live) = s.runner.as_ref().filter(|l| l.runner_id == runner_id) else {
+            return; // that runner is gone: its chain ends
+        };
+        if live.kill_reason.is_some() || live.stop_requested_at.is_some() {
+            return; // already being stopped (the stop deadline kills it)
+        }
+        let now = now_ms();
+        match session::stuck_view(&s.dir, runner_id, live.spawned_ms) {
+            Ok(view) => match pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck) {
+                pinch_policy::sweep::Stuck::Kill(reason) => self.kill_stuck(id, reason),
+                pinch_policy::sweep::Stuck::No => self.schedule_stuck_check(
+                    id,
+                    runner_id,
+                    pinch_policy::sweep::next_deadline(&view, &self.cfg.stuck),
+                ),
+            },
+            Err(e) => {
+                tracing::warn!(session_id = %id, "cannot read the runner's state for the stuck check (trying again in 1 s): {e:#}");
+                self.schedule_stuck_check(id, runner_id, now + 1_000);
             }
         }
     }

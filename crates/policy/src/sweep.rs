@@ -119,6 +119,45 @@ pub fn decide_stuck(now_ms: i64, v: &RunnerView, l: &StuckLimits) -> Stuck {
     Stuck::No
 }
 
+/// The earliest time (ms) at which [`decide_stuck`] says `Kill` for this
+/// view if the runner makes no further sign of life: when the host checks
+/// again (a timer per runner, so a frozen runner is killed about when its
+/// deadline passes, not at the next sweep). A fresher heartbeat or progress
+/// only moves it later.
+pub fn next_deadline(v: &RunnerView, l: &StuckLimits) -> i64 {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+    let alive = match v.heartbeat_ms {
+        None => v.spawned_at_ms.saturating_add(ms(l.spawn_grace)),
+        Some(hb) => hb
+            .max(v.spawned_at_ms)
+            .saturating_add(ms(l.heartbeat_ceiling)),
+    };
+    let claim = v.oldest_own_claim_ms.map(|c| {
+        let since = c.max(v.last_progress_ms.unwrap_or(i64::MIN));
+        let stuck = since.saturating_add(ms(l.claim_stuck));
+        match v.tool {
+            Some(t) => stuck.max(
+                t.started_ms
+                    .saturating_add(t.declared_timeout_ms.max(0))
+                    .saturating_add(ms(l.tool_slack)),
+            ),
+            None => stuck,
+        }
+    });
+    // `decide_stuck` kills strictly after a deadline.
+    claim.map_or(alive, |c| c.min(alive)).saturating_add(1)
+}
+
+/// The first time (ms) a runner spawned at `spawned_at_ms` could be found
+/// stuck, whatever it does: its heartbeat and claims all come after the
+/// spawn, so no deadline ends before the shortest limit has passed.
+pub fn first_deadline(spawned_at_ms: i64, l: &StuckLimits) -> i64 {
+    let shortest = l.spawn_grace.min(l.heartbeat_ceiling).min(l.claim_stuck);
+    spawned_at_ms
+        .saturating_add(i64::try_from(shortest.as_millis()).unwrap_or(i64::MAX / 4))
+        .saturating_add(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +265,42 @@ mod tests {
         ];
         for (i, (now, view, want)) in table.into_iter().enumerate() {
             assert_eq!(decide_stuck(now, &view, &l), want, "row {i}: {view:?}");
+        }
+    }
+
+    #[test]
+    fn next_deadline_is_exactly_when_the_kill_comes() {
+        let l = StuckLimits::default();
+        let views = [
+            v(0, None, None, None, None),
+            v(0, Some(-500 * S), None, None, None),
+            v(0, Some(50 * S), None, None, None),
+            v(0, Some(399 * S), Some(100 * S), None, None),
+            v(0, Some(399 * S), Some(100 * S), Some(200 * S), None),
+            v(
+                0,
+                Some(999 * S),
+                Some(100 * S),
+                None,
+                Some((100 * S, 900 * S)),
+            ),
+            v(
+                0,
+                Some(499 * S),
+                Some(100 * S),
+                None,
+                Some((100 * S, 10 * S)),
+            ),
+            v(0, Some(10 * S), Some(5 * S), Some(8 * S), None),
+        ];
+        for view in views {
+            assert!(first_deadline(view.spawned_at_ms, &l) <= next_deadline(&view, &l));
+            let at = next_deadline(&view, &l);
+            assert_eq!(decide_stuck(at - 1, &view, &l), No, "{view:?} at {at}");
+            assert!(
+                matches!(decide_stuck(at, &view, &l), Kill(_)),
+                "{view:?} at {at}"
+            );
         }
     }
 

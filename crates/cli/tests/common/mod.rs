@@ -153,6 +153,37 @@ impl Client {
         }
     }
 
+    /// The next line if one arrives within `d` (`None`: none did, or the
+    /// host closed). The usual 30 s timeout applies again afterwards.
+    pub fn recv_within(&mut self, d: Duration) -> Option<ServerMsg> {
+        self.w.set_read_timeout(Some(d)).unwrap();
+        let mut line = String::new();
+        let got = self.r.read_line(&mut line);
+        self.w
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        match got {
+            Ok(0) => None,
+            Ok(_) => {
+                Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("reading from host: {e}"),
+        }
+    }
+
+    /// What `say` and the like set aside while waiting (and forgets it).
+    pub fn take_seen(&mut self) -> Vec<ServerMsg> {
+        std::mem::take(&mut self.seen)
+    }
+
     fn stash(&mut self, m: ServerMsg) {
         if let ServerMsg::Message { id, .. } = &m {
             self.send(&ClientMsg::Ack { id: id.clone() });
