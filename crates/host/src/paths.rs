@@ -31,6 +31,10 @@ impl DataDir {
     pub fn cli_socket(&self) -> PathBuf {
         self.run_dir().join("cli.sock")
     }
+    /// Rolling online backups of the central DB (`pinch.db.<UTC time>`).
+    pub fn backups_dir(&self) -> PathBuf {
+        self.root.join("backups")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }
