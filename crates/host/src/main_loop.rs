@@ -2230,7 +2230,11 @@ async fn boot_breaker(data: &DataDir) {
             wait_s = wait.as_secs(),
             "the host has restarted repeatedly without a clean exit: waiting before booting"
         );
+        // Another `pinch` finding the lock taken says why (issue 15).
+        let lock = data.lock_file();
+        crate::lock::BootWait::write(&lock, now_ms() + wait.as_millis() as i64, boots.len());
         tokio::time::sleep(wait).await;
+        crate::lock::BootWait::clear(&lock);
     }
 }
 
