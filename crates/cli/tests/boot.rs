@@ -44,3 +44,32 @@ fn pinch_chat_during_the_boot_breaker_wait_says_why_nothing_answers() {
     );
     assert!(!err.contains("already running"), "{err}");
 }
+
+#[test]
+fn a_data_dir_too_deep_for_unix_sockets_is_refused_at_start_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    // admin.sock and cli.sock fit; a session's proxy socket would not, so
+    // before this check the host started, accepted messages, and failed
+    // every runner spawn.
+    let base = tmp.path().as_os_str().len();
+    let pad = "p".repeat(85 - base - "/data".len() - 1);
+    let dir = tmp.path().join(pad);
+    let cfg = host_config(&dir, pinch_host::sandbox::Choice::Process);
+    assert_eq!(cfg.data_dir.as_os_str().len(), 85);
+    let rt = rt();
+    let err = match rt.block_on(pinch_host::start(cfg)) {
+        Ok(h) => {
+            rt.block_on(h.shutdown()).unwrap();
+            panic!("the host started in a data dir whose proxy socket cannot be bound");
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("llm.sock") && err.contains("sun_path") && err.contains("at most 74 bytes"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("data").exists(),
+        "refused before creating anything"
+    );
+}

@@ -334,6 +334,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     // and what an older version left open is narrowed.
     crate::private::restrict_umask();
     let data = DataDir::new(cfg.data_dir.clone());
+    data.check_socket_paths().map_err(anyhow::Error::msg)?;
     prepare_data_dir(&data)?;
     let lock = HostLock::acquire(&data.lock_file(), data.root())?;
     match crate::private::tighten(data.root()) {
@@ -1168,7 +1169,7 @@ impl Host {
             .agent_folder(ag_id)?
             .with_context(|| format!("agent group {ag_id} has no folder"))?;
         ensure_group_folder(&self.data, &folder)?;
-        let id = format!("s{}", random_hex(6));
+        let id = format!("s{}", random_hex(crate::paths::SESSION_ID_HEX / 2));
         let dir = session::create_folder(&self.data, ag_id, &id)?;
         let row = SessionRow {
             id: id.clone(),
