@@ -58,12 +58,25 @@ fn damage(db: &Path, how: &str) {
             f.write_all_at(b"this is not sqlite", 0).unwrap();
         }
         "corrupt middle pages" => {
+            // The pages of the `sessions` table: the schema still reads, so
+            // only a check finds the damage.
+            let (page, size): (i64, i64) = {
+                let c = pinch_proto::rusqlite::Connection::open(db).unwrap();
+                let size = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+                let page = c
+                    .query_row(
+                        "SELECT rootpage FROM sqlite_master WHERE name = 'sessions'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                (page, size)
+            };
             use std::os::unix::fs::FileExt;
             let f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
-            let junk = vec![0xA5u8; 4096 * 3];
-            // Pages near the end: the schema on the first pages still reads.
-            f.write_all_at(&junk, (len / 4096).saturating_sub(4).max(2) * 4096)
+            f.write_all_at(&vec![0xA5u8; size as usize], ((page - 1) * size) as u64)
                 .unwrap();
+            let _ = len;
         }
         _ => unreachable!(),
     }

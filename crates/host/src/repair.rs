@@ -401,3 +401,128 @@ fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinch_proto::rows::{Destination, Routing};
+
+    fn folder(data: &DataDir, ag: &str, sid: &str, routing: &Routing, dests: &[Destination]) {
+        let dir = crate::session::create_folder(data, ag, sid).unwrap();
+        crate::session::project(&dir, dests, routing).unwrap();
+    }
+
+    #[test]
+    fn repair_rebuilds_groups_conversations_destinations_and_sessions_from_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let data = DataDir::new(t.path());
+        std::fs::create_dir_all(data.group_dir("research")).unwrap();
+        let tg = Routing {
+            channel_type: Some("telegram".into()),
+            platform_id: Some("-100123".into()),
+            thread_id: Some("7".into()),
+        };
+        let dests = vec![
+            Destination {
+                name: "family".into(),
+                display_name: None,
+                kind: "channel".into(),
+                channel_type: Some("telegram".into()),
+                platform_id: Some("-100123".into()),
+                agent_group_id: None,
+            },
+            Destination {
+                name: "boss".into(),
+                display_name: None,
+                kind: "agent".into(),
+                channel_type: None,
+                platform_id: None,
+                agent_group_id: Some("main".into()),
+            },
+        ];
+        folder(&data, "ag-research", "sold", &tg, &dests);
+        // The newer folder of the same conversation becomes the active one.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        folder(&data, "ag-research", "snew", &tg, &dests);
+        // A damaged pinch.db (not SQLite at all).
+        std::fs::write(data.central_db(), b"garbage, not a database").unwrap();
+
+        let report = repair(&data, "tester").unwrap();
+        let text = report.to_string();
+        let aside = report.kept_aside.clone().unwrap();
+        assert_eq!(std::fs::read(&aside).unwrap(), b"garbage, not a database");
+
+        let c = Central::open(&data.central_db()).unwrap();
+        let folder: String = c
+            .conn
+            .query_row(
+                "SELECT folder FROM agent_groups WHERE id = 'ag-research'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(folder, "research");
+        let (mg, policy): (String, String) = c
+            .conn
+            .query_row(
+                "SELECT id, unknown_sender_policy FROM messaging_groups WHERE channel_type = 'telegram' AND platform_id = '-100123'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(policy, "strict");
+        let mut st = c
+            .conn
+            .prepare("SELECT id, status, messaging_group_id, thread_id FROM sessions WHERE agent_group_id = 'ag-research' ORDER BY id")
+            .unwrap();
+        let rows: Vec<(String, String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        drop(st);
+        assert_eq!(
+            rows,
+            vec![
+                ("snew".into(), "active".into(), mg.clone(), "7".into()),
+                ("sold".into(), "closed".into(), mg.clone(), "7".into()),
+            ]
+        );
+        let dests: Vec<(String, String, String)> = c
+            .conn
+            .prepare("SELECT local_name, target_type, target_id FROM agent_destinations WHERE agent_group_id = 'ag-research' ORDER BY local_name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            dests,
+            vec![
+                ("boss".into(), "agent".into(), "main".into()),
+                ("family".into(), "channel".into(), mg.clone()),
+            ]
+        );
+        // The wiring is not guessed: the report gives the command.
+        let wired: i64 = c
+            .conn
+            .query_row(
+                "SELECT count(*) FROM wirings WHERE agent_group_id = 'ag-research'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(wired, 0);
+        assert!(
+            text.contains(&format!(
+                "pinch admin wirings create --mg {mg} --ag ag-research"
+            )),
+            "{text}"
+        );
+        assert!(c.is_bootstrapped().unwrap());
+        drop(c);
+        // Running it again keeps the first rebuild aside too and gives the same rows.
+        let again = repair(&data, "tester").unwrap();
+        assert_ne!(again.kept_aside, report.kept_aside);
+    }
+}
