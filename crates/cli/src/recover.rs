@@ -15,7 +15,8 @@ pub fn is_offline(words: &[String]) -> bool {
 
 pub const HELP: &str = "
 With the host stopped (no socket needed):
-  pinch admin repair              rebuild pinch.db's sessions from the session folders
+  pinch admin repair [--force]    rebuild pinch.db's sessions from the session folders
+                                  (--force: even when pinch.db looks healthy)
   pinch admin restore [BACKUP]    put a backup (default: the newest in <data>/backups) in place
 Both keep the current pinch.db aside as pinch.db.damaged-<time> and print what they rebuilt.
 ";
@@ -24,7 +25,8 @@ pub fn run(data_dir: PathBuf, login: &str, words: &[String]) -> i32 {
     let data = pinch_host::paths::DataDir::new(data_dir);
     let rest: Vec<&str> = words[1..].iter().map(String::as_str).collect();
     let res = match (words[0].as_str(), rest.as_slice()) {
-        ("repair", []) => pinch_host::repair::repair(&data, login),
+        ("repair", []) => pinch_host::repair::repair(&data, login, false),
+        ("repair", ["--force"]) => pinch_host::repair::repair(&data, login, true),
         ("restore", []) => pinch_host::repair::restore(&data, None),
         ("restore", [b]) if !b.starts_with('-') => {
             pinch_host::repair::restore(&data, Some(std::path::Path::new(b)))

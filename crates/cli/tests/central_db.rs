@@ -210,6 +210,29 @@ fn repair_rebuilds_the_sessions_and_a_pending_message_is_answered() {
     std::fs::remove_file(data.join("pinch.db")).unwrap();
     let err = start_err(tmp.path());
     assert!(err.contains("is missing"), "{err}");
+    // The daemon says the same and exits non-zero.
+    std::fs::write(data.with_extension("toml"), "").unwrap();
+    let out = Command::new(PINCH)
+        .args([
+            "host",
+            "--sandbox",
+            "process",
+            "--provider",
+            "scripted",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--config")
+        .arg(data.with_extension("toml"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("pinch.db is missing") && e.contains("admin repair"),
+        "{e}"
+    );
+    assert!(!data.join("pinch.db").exists());
 
     // Refused while a host holds the lock.
     {

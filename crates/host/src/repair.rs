@@ -104,8 +104,16 @@ fn sync_dir(p: &Path) -> Result<()> {
 }
 
 /// `pinch admin repair`: a new central DB rebuilt from the session folders.
-pub fn repair(data: &DataDir, owner_login: &str) -> Result<Report> {
+/// A healthy, bootstrapped `pinch.db` is refused unless `force`: a rebuild
+/// from folders recovers less than it holds.
+pub fn repair(data: &DataDir, owner_login: &str, force: bool) -> Result<Report> {
     let _lock = lock(data, "repair")?;
+    if !force && healthy(&data.central_db()) {
+        anyhow::bail!(
+            "the central DB {} opens, passes SQLite's quick_check and holds an install: a rebuild from the session folders would recover less than it holds (wirings, users, roles, settings). Nothing changed. To rebuild anyway (the file is kept aside): pinch admin repair --force",
+            data.central_db().display()
+        );
+    }
     let mut report = Report {
         kept_aside: set_aside(data)?,
         ..Default::default()
@@ -172,6 +180,25 @@ pub fn restore(data: &DataDir, backup: Option<&Path>) -> Result<Report> {
     let mut central = Central::open(&db)?;
     adopt(&mut central, data, &mut report)?;
     Ok(report)
+}
+
+/// Whether `path` is a bootstrapped central DB that passes `quick_check`.
+fn healthy(path: &Path) -> bool {
+    use pinch_proto::rusqlite::{Connection, OpenFlags};
+    if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
+        return false;
+    }
+    let Ok(c) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return false;
+    };
+    let ok = c
+        .query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
+        .is_ok_and(|v| v == "ok");
+    ok && c
+        .query_row("SELECT 1 FROM meta WHERE key = 'bootstrapped'", [], |_| {
+            Ok(())
+        })
+        .is_ok()
 }
 
 fn lock(data: &DataDir, what: &str) -> Result<crate::lock::HostLock> {
@@ -447,7 +474,7 @@ mod tests {
         // A damaged pinch.db (not SQLite at all).
         std::fs::write(data.central_db(), b"garbage, not a database").unwrap();
 
-        let report = repair(&data, "tester").unwrap();
+        let report = repair(&data, "tester", false).unwrap();
         let text = report.to_string();
         let aside = report.kept_aside.clone().unwrap();
         assert_eq!(std::fs::read(&aside).unwrap(), b"garbage, not a database");
@@ -521,8 +548,13 @@ mod tests {
         );
         assert!(c.is_bootstrapped().unwrap());
         drop(c);
-        // Running it again keeps the first rebuild aside too and gives the same rows.
-        let again = repair(&data, "tester").unwrap();
+        // A healthy DB is not rebuilt unless asked; then it is kept aside too.
+        let e = repair(&data, "tester", false).unwrap_err().to_string();
+        assert!(
+            e.contains("--force") && e.contains("Nothing changed"),
+            "{e}"
+        );
+        let again = repair(&data, "tester", true).unwrap();
         assert_ne!(again.kept_aside, report.kept_aside);
     }
 }
