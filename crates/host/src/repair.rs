@@ -202,6 +202,11 @@ fn healthy(path: &Path) -> bool {
 }
 
 fn lock(data: &DataDir, what: &str) -> Result<crate::lock::HostLock> {
+    anyhow::ensure!(
+        data.root().is_dir(),
+        "there is no data dir at {}; give the one the host uses with --data-dir (or PINCH_HOME)",
+        data.root().display()
+    );
     std::fs::create_dir_all(data.run_dir())
         .with_context(|| format!("creating {}", data.run_dir().display()))?;
     crate::lock::HostLock::acquire(&data.lock_file(), data.root())
