@@ -19,7 +19,7 @@ use pinch_host::sandbox::Choice;
 fn used_data_dir(tmp: &Path) -> String {
     let rt = rt();
     let host = rt
-        .block_on(pinch_host::start(host_config(tmp, Choice::Process)))
+        .block_on(pinch_host::start(host_config(tmp, any_sandbox())))
         .unwrap();
     let mut c = Client::connect(&host.cli_socket);
     assert_eq!(c.ask("hello before the loss").len(), 1);
@@ -31,7 +31,7 @@ fn used_data_dir(tmp: &Path) -> String {
 
 fn start_err(tmp: &Path) -> String {
     let rt = rt();
-    match rt.block_on(pinch_host::start(host_config(tmp, Choice::Process))) {
+    match rt.block_on(pinch_host::start(host_config(tmp, any_sandbox()))) {
         Ok(h) => {
             let sessions = rt.block_on(h.sessions()).len();
             rt.block_on(h.shutdown()).unwrap();
@@ -168,7 +168,7 @@ fn leave_pending(data: &Path, sid: &str, text: &str) {
 fn pending_is_answered(tmp: &Path, sid: &str, text: &str) {
     let rt = rt();
     let host = rt
-        .block_on(pinch_host::start(host_config(tmp, Choice::Process)))
+        .block_on(pinch_host::start(host_config(tmp, any_sandbox())))
         .unwrap();
     let ids: Vec<String> = rt
         .block_on(host.sessions())
