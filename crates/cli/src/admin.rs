@@ -81,6 +81,7 @@ pub fn help() -> String {
     for (r, verbs) in RESOURCES {
         s.push_str(&format!("  {r:<18}{}\n", verbs.join(", ")));
     }
+    s.push_str(crate::recover::HELP);
     s.push_str(
         "
 Arguments are --key value pairs (or --key=value); '-' in a key is '_', so
@@ -137,6 +138,11 @@ pub enum Parse {
 }
 
 impl AdminArgs {
+    /// The words as given (after [`AdminArgs::take_globals`]).
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
     /// Takes `--data-dir`/`--config` given after `admin` (clap leaves them
     /// among the words), so `pinch admin groups list --data-dir D` works.
     pub fn take_globals(&mut self) -> Result<(Option<PathBuf>, Option<PathBuf>), String> {

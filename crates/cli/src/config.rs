@@ -305,6 +305,10 @@ pub struct HostSection {
     pub boot_breaker: Option<bool>,
     /// Retry backoff base for messages whose runner died: base · 2^tries.
     pub retry_base_s: Option<f64>,
+    /// Online backup of pinch.db every this many seconds (0: only at a
+    /// clean stop; default 900), keeping the newest `backup_keep` (8).
+    pub backup_interval_s: Option<f64>,
+    pub backup_keep: Option<usize>,
 }
 
 /// Flags that override the file (from `pinch host` / `pinch chat`).
@@ -783,6 +787,18 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
     if let Some(v) = h.retry_base_s {
         c.retry_base = secs("host.retry_base_s", v)?;
     }
+    if let Some(v) = h.backup_interval_s {
+        c.backup_every = secs("host.backup_interval_s", v)?;
+        if !c.backup_every.is_zero() && c.backup_every < Duration::from_secs(10) {
+            bail!("host.backup_interval_s must be 0 (back up only at a clean stop) or at least 10 seconds; the default is 900");
+        }
+    }
+    if let Some(v) = h.backup_keep {
+        if v == 0 {
+            bail!("host.backup_keep must be at least 1 (how many backups of pinch.db to keep in <data>/backups; the default is 8)");
+        }
+        c.backup_keep = v;
+    }
     for (name, m) in &file.mcp.servers {
         let server = pinch_proto::runner_config::McpServerConfig {
             name: name.clone(),
@@ -1142,6 +1158,33 @@ mod tests {
             toml::Value::Table("[runner]\nidle_exit = 5\n".parse().unwrap()).try_into();
         let msg = bad.unwrap_err().to_string();
         assert!(msg.contains("idle_exit"), "{msg}");
+    }
+
+    #[test]
+    fn backup_settings() {
+        let resolve_str = |text: &str| {
+            let cfg: FileConfig = toml::Value::Table(text.parse().unwrap())
+                .try_into()
+                .unwrap();
+            resolve(
+                "/tmp/x".into(),
+                &cfg,
+                &Overrides {
+                    sandbox: Some("process".into()),
+                    provider: Some("scripted".into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let c = resolve_str("").unwrap();
+        assert_eq!(c.backup_every, Duration::from_secs(900));
+        assert_eq!(c.backup_keep, 8);
+        let c = resolve_str("[host]\nbackup_interval_s = 0\nbackup_keep = 2\n").unwrap();
+        assert_eq!((c.backup_every, c.backup_keep), (Duration::ZERO, 2));
+        let e = resolve_str("[host]\nbackup_keep = 0\n").unwrap_err();
+        assert!(format!("{e}").contains("host.backup_keep"), "{e}");
+        let e = resolve_str("[host]\nbackup_interval_s = 1\n").unwrap_err();
+        assert!(format!("{e}").contains("host.backup_interval_s"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod config;
 mod doctor;
 mod logging;
 mod model;
+mod recover;
 mod service;
 mod soak;
 
@@ -176,11 +177,15 @@ fn main() -> ExitCode {
                 provider: Some("scripted".into()),
                 ..Default::default()
             };
-            let (dir, listen) =
+            let (dir, listen, login) =
                 match host_config(data_dir.or(cli.data_dir), config.or(cli.config), &flags) {
-                    Ok(c) => (c.data_dir, c.http.map(|h| h.listen)),
+                    Ok(c) => (c.data_dir, c.http.map(|h| h.listen), c.login),
                     Err(e) => return exit(Err(e)),
                 };
+            // Offline recovery of pinch.db (issue 15): no host to talk to.
+            if recover::is_offline(args.words()) {
+                return ExitCode::from(recover::run(dir, &login, args.words()) as u8);
+            }
             ExitCode::from(admin::run(&dir, listen, args) as u8)
         }
         Command::Model(args) => exit((|| {

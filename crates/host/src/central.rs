@@ -208,14 +208,17 @@ pub(crate) fn now() -> String {
 }
 
 impl Central {
-    /// Opens (creating) the central DB and applies pending migrations.
+    /// Opens (creating) the central DB, checks it (`PRAGMA quick_check`)
+    /// and applies pending migrations. Every error names the file, quotes
+    /// SQLite and gives the fix for its cause ([`crate::central_file`]).
     pub fn open(path: &Path) -> Result<Central> {
-        let conn = Connection::open(path)
-            .with_context(|| format!("opening the central DB at {}", path.display()))?;
+        use crate::central_file::{describe, describe_check};
+        let conn =
+            Connection::open(path).map_err(|e| anyhow::anyhow!(describe(path, "opening", &e)))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .with_context(|| format!("setting WAL on {}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!(describe(path, "opening (setting WAL on)", &e)))?;
         if mode != "wal" {
             anyhow::bail!(
                 "{} cannot use WAL (got {mode}); put the data dir on a local filesystem",
@@ -224,11 +227,38 @@ impl Central {
         }
         conn.execute_batch(
             "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=1000;",
-        )?;
+        )
+        .map_err(|e| anyhow::anyhow!(describe(path, "configuring", &e)))?;
+        // Damage in the middle of the file surfaces here, naming the file,
+        // rather than later as a bare "database disk image is malformed".
+        let findings: Vec<String> = conn
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| anyhow::anyhow!(describe(path, "checking", &e)))?;
+        if findings.iter().any(|f| f != "ok") {
+            anyhow::bail!(describe_check(path, &findings));
+        }
         let mut c = Central { conn };
         c.migrate()
-            .with_context(|| format!("migrating the central DB at {}", path.display()))?;
+            .map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
+                Some(se) => anyhow::anyhow!(describe(path, "migrating", se)),
+                None => e.context(format!("migrating the central DB at {}", path.display())),
+            })?;
         Ok(c)
+    }
+
+    /// Whether the first-run bootstrap has happened in this file.
+    pub fn is_bootstrapped(&self) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM meta WHERE key = 'bootstrapped'", [], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
     }
 
     pub fn migrate(&mut self) -> Result<Vec<&'static str>> {

@@ -55,6 +55,10 @@ pub struct HostConfig {
     /// The boot circuit breaker (SPEC §6.5). Tests that kill hosts on
     /// purpose may turn it off.
     pub boot_breaker: bool,
+    /// Online backups of `pinch.db` into `backups/` this often (zero: only
+    /// at a clean shutdown), keeping the newest `backup_keep` (issue 15).
+    pub backup_every: Duration,
+    pub backup_keep: usize,
     /// Retry backoff base for orphaned claims: `base · 2^tries` (SPEC §6.3).
     pub retry_base: Duration,
     /// What the sandbox sees as `in/` (default: the session's own `in/`).
@@ -242,6 +246,8 @@ impl HostConfig {
             budget: Default::default(),
             stuck: Default::default(),
             boot_breaker: true,
+            backup_every: crate::backup::DEFAULT_EVERY,
+            backup_keep: crate::backup::DEFAULT_KEEP,
             retry_base: Duration::from_millis(pinch_policy::retry::BASE_BACKOFF_MS as u64),
             in_dir_view: None,
             proxy_upstreams: Vec::new(),

@@ -22,7 +22,9 @@
 pub mod admin;
 pub mod admin_cmds;
 pub mod attachments;
+pub mod backup;
 pub mod central;
+pub mod central_file;
 pub mod cgroup;
 pub mod config;
 pub mod dashboard;
@@ -38,6 +40,7 @@ pub mod permissions;
 pub mod private;
 pub mod proxy;
 pub mod quota;
+pub mod repair;
 pub mod safe_fs;
 pub mod sandbox;
 pub mod seccomp;

@@ -25,6 +25,9 @@ impl HostLock {
         if rc != 0 {
             let mut pid = String::new();
             let _ = f.read_to_string(&mut pid);
+            if let Some(w) = BootWait::read(path, pid.trim()) {
+                bail!("{}", w.describe(pid.trim(), data_dir));
+            }
             bail!(
                 "another pinch host (pid {}) is already running for the data dir {}; stop it first, or use another --data-dir",
                 pid.trim(),
@@ -36,5 +39,59 @@ impl HostLock {
         write!(f, "{}", std::process::id())?;
         f.sync_all()?;
         Ok(HostLock { _file: f })
+    }
+}
+
+/// While the boot breaker holds a host back (SPEC §6.5), it says so in
+/// `run/boot-wait.json` beside the lock, so another `pinch` that finds the
+/// lock taken can say why nothing answers yet instead of "already running".
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct BootWait {
+    pub pid: String,
+    /// When the wait ends (ms since the epoch).
+    pub until_ms: i64,
+    /// Boots in the last hour without a clean exit, this one included.
+    pub boots: usize,
+}
+
+pub const BOOT_WAIT_FILE: &str = "boot-wait.json";
+
+impl BootWait {
+    fn path(lock: &Path) -> std::path::PathBuf {
+        lock.with_file_name(BOOT_WAIT_FILE)
+    }
+
+    /// Records the wait (best effort: the message is a courtesy).
+    pub fn write(lock: &Path, until_ms: i64, boots: usize) {
+        let w = BootWait {
+            pid: std::process::id().to_string(),
+            until_ms,
+            boots,
+        };
+        if let Ok(t) = serde_json::to_string(&w) {
+            let _ = std::fs::write(Self::path(lock), t);
+        }
+    }
+
+    pub fn clear(lock: &Path) {
+        let _ = std::fs::remove_file(Self::path(lock));
+    }
+
+    /// The wait of the lock holder `pid`, if it is still waiting.
+    fn read(lock: &Path, pid: &str) -> Option<BootWait> {
+        let w: BootWait =
+            serde_json::from_str(&std::fs::read_to_string(Self::path(lock)).ok()?).ok()?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        (w.pid == pid && w.until_ms > now).then_some(w)
+    }
+
+    fn describe(&self, pid: &str, data_dir: &Path) -> String {
+        let left = (self.until_ms - jiff::Timestamp::now().as_millisecond()).max(0) / 1000 + 1;
+        format!(
+            "the pinch host (pid {pid}) for the data dir {} is waiting {left} s more before it starts: it was started {} times in the last hour without a clean exit, so the boot breaker slows the restarts down (a crash loop would otherwise spin). It answers once the wait ends; its log says why the earlier runs crashed. To start at once, stop it (kill {pid}), delete {}, and start again",
+            data_dir.display(),
+            self.boots,
+            data_dir.join("run").join("circuit-breaker.json").display()
+        )
     }
 }

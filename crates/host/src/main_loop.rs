@@ -346,6 +346,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     // and what an older version left open is narrowed.
     crate::private::restrict_umask();
     let data = DataDir::new(cfg.data_dir.clone());
+    data.check_socket_paths().map_err(anyhow::Error::msg)?;
     prepare_data_dir(&data)?;
     let lock = HostLock::acquire(&data.lock_file(), data.root())?;
     match crate::private::tighten(data.root()) {
@@ -353,6 +354,11 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         Ok(_) => {}
         Err(e) => tracing::warn!("could not check the data dir's permissions: {e}"),
     }
+    // A lost pinch.db beside session folders is not a first run (issue 15);
+    // checked before the boot breaker, so a refusal is not counted as a crash.
+    crate::central_file::check_before_open(&data)?;
+    let mut central = Central::open(&data.central_db())?;
+    crate::central_file::check_after_open(&data, central.is_bootstrapped()?)?;
     if cfg.boot_breaker {
         boot_breaker(&data).await;
     }
@@ -371,9 +377,6 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if sandbox.kind() == sandbox::Kind::Process {
         tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
     }
-    let mut central = Central::open(&data.central_db()).context(
-        "free space on that filesystem, or choose another location with --data-dir or PINCH_HOME",
-    )?;
     if central.bootstrap(&cfg.login)? {
         tracing::info!(owner = %format!("cli:{}", cfg.login), "first run: created agent group `main`, the terminal conversation and its wiring");
     }
@@ -460,6 +463,13 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     crate::admin::serve(&data.admin_socket(), admin_tx)
         .with_context(|| format!("binding the admin socket {}", data.admin_socket().display()))?;
     let (delivery_stop, _) = watch::channel(false);
+    // Rolling online backups of pinch.db (issue 15), off the main loop.
+    tokio::spawn(crate::backup::run_periodic(
+        data.clone(),
+        cfg.backup_every,
+        cfg.backup_keep,
+        delivery_stop.subscribe(),
+    ));
     let stats = Arc::new(Stats::default());
     let sandbox_kind = sandbox.kind();
     let mut host = Host {
@@ -1175,7 +1185,7 @@ impl Host {
             .agent_folder(ag_id)?
             .with_context(|| format!("agent group {ag_id} has no folder"))?;
         ensure_group_folder(&self.data, &folder)?;
-        let id = format!("s{}", random_hex(6));
+        let id = format!("s{}", random_hex(crate::paths::SESSION_ID_HEX / 2));
         let dir = session::create_folder(&self.data, ag_id, &id)?;
         let row = SessionRow {
             id: id.clone(),
@@ -2286,6 +2296,7 @@ impl Host {
         for s in self.sessions.values() {
             let _ = self.central.set_runner_state(&s.row.id, "stopped", None);
         }
+        crate::backup::backup_logged(self.data.clone(), self.cfg.backup_keep).await;
         let _ = std::fs::remove_file(self.data.admin_socket());
         for (id, h) in self.proxies.drain() {
             h.abort();
@@ -2398,7 +2409,11 @@ async fn boot_breaker(data: &DataDir) {
             wait_s = wait.as_secs(),
             "the host has restarted repeatedly without a clean exit: waiting before booting"
         );
+        // Another `pinch` finding the lock taken says why (issue 15).
+        let lock = data.lock_file();
+        crate::lock::BootWait::write(&lock, now_ms() + wait.as_millis() as i64, boots.len());
         tokio::time::sleep(wait).await;
+        crate::lock::BootWait::clear(&lock);
     }
 }
 
