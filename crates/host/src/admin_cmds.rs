@@ -941,6 +941,11 @@ fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
             None => Err(shape_err("a JSON list", "[{\"host\":\"~/notes\",\"name\":\"notes\",\"read_write\":false}]")),
         },
         "sandbox" => match v.as_object() {
+            // disk_mb 0 or not a whole number fell back to the default silently.
+            Some(o) if o.get("disk_mb").is_some_and(|d| d.as_u64().is_none_or(|n| n == 0)) => Err(shape_err(
+                "a JSON object whose disk_mb is a whole number of MiB, at least 1",
+                "{\"disk_mb\":4096}",
+            )),
             Some(_) => Ok(()),
             None => Err(shape_err("a JSON object", "{\"memory_mb\":1024}")),
         },
@@ -2197,6 +2202,39 @@ mod tests {
             json!({"user": "telegram:8", "ag": "main"}),
         );
         (d, c)
+    }
+
+    #[test]
+    fn a_groups_disk_quota_must_be_a_positive_whole_number() {
+        let (_d, c) = db();
+        for bad in [
+            json!({"disk_mb": 0}),
+            json!({"disk_mb": "lots"}),
+            json!({"disk_mb": -1}),
+        ] {
+            let e = dispatch(
+                &c.conn,
+                &Caller::Owner,
+                "groups-config-set",
+                &json!({"id": "main", "sandbox": bad}),
+            )
+            .unwrap()
+            .unwrap_err();
+            assert!(
+                e.message
+                    .contains("disk_mb is a whole number of MiB, at least 1"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        assert!(dispatch(
+            &c.conn,
+            &Caller::Owner,
+            "groups-config-set",
+            &json!({"id": "main", "sandbox": {"disk_mb": 1}}),
+        )
+        .unwrap()
+        .is_ok());
     }
 
     #[test]
