@@ -220,6 +220,16 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
                     return Err(format!("--{key} given twice"));
                 }
             }
+            // A single-dash word that is not a number (`-5`, a Telegram
+            // chat id) is a flag this parser does not have.
+            _ if w.len() > 1
+                && w.starts_with('-')
+                && !w[1..].starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                return Err(format!(
+                    "unknown flag {w:?}: arguments are --key value (or --key=value), plus --json"
+                ));
+            }
             _ => pos.push(w),
         }
     }
@@ -566,6 +576,8 @@ mod tests {
             ),
             (&["groups", "get", "a", "--id", "b"], "given twice"),
             (&["groups", "create", "--na me", "x"], "not a --key"),
+            (&["sessions", "list", "-x"], "unknown flag \"-x\""),
+            (&["groups", "list", "--json", "-q"], "unknown flag \"-q\""),
         ];
         for (words, needle) in cases {
             match p(words) {

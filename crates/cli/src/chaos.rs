@@ -9,7 +9,20 @@
 //! channel and recording it: the send window) and *re-answered* (the agent
 //! answered the same message in two turns). Messages the host never
 //! confirmed (it died first) are counted apart: a real platform redelivers
-//! those, and they may or may not have been stored.
+//! those, and they may or may not have been stored. Messages the host
+//! refused (it answered `rejected`) are counted apart again, with the
+//! reasons.
+//!
+//! The sender pauses for `--quiet-s` after every five seconds of sending,
+//! and the run goes on for one more pause after the last message, so kills
+//! also land while nothing is being sent (counted as `kills_in_quiet`).
+//!
+//! By default the host runs with the boot breaker, crash budget and respawn
+//! backoff turned off (the pure R3/R4 property: kills never lose a
+//! message). `--defaults` runs the shipped defaults instead, so the figure
+//! describes what users run: the bench then waits out the boot breaker, and
+//! resumes a quarantined session as the owner would after the notice
+//! (counted as `quarantines_resumed`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -47,6 +60,55 @@ pub struct ChaosArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run the host with the shipped defaults (boot breaker, crash budget,
+    /// respawn backoff) instead of with them turned off.
+    #[arg(long)]
+    pub defaults: bool,
+    /// Seconds the sender pauses after every five seconds of sending (and
+    /// after the last message); kills land in the pauses too.
+    #[arg(long, default_value_t = 2.0)]
+    pub quiet_s: f64,
+}
+
+/// When message `k` is due, in ms from the start: `gap` apart, with a pause
+/// of `quiet` after every `burst` messages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Schedule {
+    pub(crate) gap_ms: f64,
+    pub(crate) burst: usize,
+    pub(crate) quiet_ms: f64,
+}
+
+impl Schedule {
+    pub(crate) fn new(rate: f64, quiet_s: f64) -> Schedule {
+        let rate = rate.max(0.1);
+        Schedule {
+            gap_ms: 1000.0 / rate,
+            burst: ((rate * 5.0) as usize).max(1),
+            quiet_ms: quiet_s.max(0.0) * 1000.0,
+        }
+    }
+
+    pub(crate) fn due_ms(&self, k: usize) -> f64 {
+        k as f64 * self.gap_ms + (k / self.burst) as f64 * self.quiet_ms
+    }
+
+    /// The whole run for `n` messages: the last one's time plus one pause.
+    pub(crate) fn span_ms(&self, n: usize) -> u64 {
+        (self.due_ms(n.saturating_sub(1)) + self.gap_ms + self.quiet_ms) as u64
+    }
+
+    /// Whether `at` falls while nothing is being sent (a pause, or after
+    /// the last message).
+    pub(crate) fn quiet_at(&self, at: u64, n: usize) -> bool {
+        let at = at as f64;
+        if at > self.due_ms(n.saturating_sub(1)) + self.gap_ms {
+            return true;
+        }
+        let sending = self.burst as f64 * self.gap_ms;
+        let period = sending + self.quiet_ms;
+        self.quiet_ms > 0.0 && at % period >= sending
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -59,6 +121,16 @@ pub struct Report {
     pub accepted: usize,
     pub unconfirmed: usize,
     pub unconfirmed_answered: usize,
+    /// Refused by the host (it answered `rejected`), apart from the above.
+    pub rejected: usize,
+    /// Each refusal reason and how often it came.
+    pub rejected_reasons: std::collections::BTreeMap<String, usize>,
+    /// Whether the host ran with the shipped defaults (`--defaults`).
+    pub defaults: bool,
+    /// Kills that landed while nothing was being sent.
+    pub kills_in_quiet: usize,
+    /// Quarantined sessions the bench resumed (only with `--defaults`).
+    pub quarantines_resumed: usize,
     pub answered: usize,
     pub lost: usize,
     pub duplicates_redelivered: usize,
@@ -87,6 +159,8 @@ pub(crate) struct Seen {
     /// token -> accepted by the host
     pub(crate) accepted: HashSet<String>,
     pub(crate) unconfirmed: HashSet<String>,
+    /// token -> the host's reason for refusing it
+    pub(crate) rejected: HashMap<String, String>,
     /// token -> distinct reply row ids that carried it
     pub(crate) answers: HashMap<String, Vec<String>>,
     /// reply row ids received (to tell redeliveries apart)
@@ -108,8 +182,14 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(
         &cfg,
-        "[host]\nsweep_s = 1\nboot_breaker = false\nretry_base_s = 0.2\ncrash_budget = 100000\nrespawn_delays_s = [0]\n[runner]\nidle_exit_s = 600\n",
+        if args.defaults {
+            ""
+        } else {
+            "[host]\nsweep_s = 1\nboot_breaker = false\nretry_base_s = 0.2\ncrash_budget = 100000\nrespawn_delays_s = [0]\n[runner]\nidle_exit_s = 600\n"
+        },
     )?;
+    // The boot breaker may hold a restarted host back for minutes.
+    let back_within = Duration::from_secs(if args.defaults { 1000 } else { 30 });
     let sock = data.join("run/cli.sock");
     let exe = std::env::current_exe()?;
     let start = |d: &Path| -> Result<Child> {
@@ -120,6 +200,8 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             .arg(&cfg)
             .args(["--sandbox", &args.sandbox])
             .env("PINCH_LOG", "warn")
+            .env_remove("PINCH_CONFIG")
+            .env_remove("PINCH_HOME")
             // The chaos run measures pinch, not a model: always the scripted provider.
             .args(["--provider", "scripted"])
             .stdin(Stdio::null())
@@ -134,15 +216,18 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let sending_done = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
+    let schedule = Schedule::new(args.rate, args.quiet_s);
     let client = {
         let (seen, done, sock) = (seen.clone(), sending_done.clone(), sock.clone());
-        let (n, rate) = (args.messages, args.rate);
-        std::thread::spawn(move || client_loop(&sock, n, rate, &seen, &done))
+        let n = args.messages;
+        std::thread::spawn(move || client_loop(&sock, n, schedule, &seen, &done, back_within))
     };
 
-    // The kill schedule: spread over the sending time.
+    // The kill schedule: spread over the sending time and its pauses.
     let mut rng = Rng(seed);
-    let span_ms = ((args.messages as f64 / args.rate) * 1000.0) as u64;
+    let span_ms = schedule.span_ms(args.messages);
+    let mut in_quiet = 0;
+    let mut resumed = 0;
     let mut kills: Vec<(u64, bool)> = (0..args.runner_kills)
         .map(|_| (rng.below(span_ms), false))
         .collect();
@@ -154,7 +239,16 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         if at > now {
             std::thread::sleep(Duration::from_millis(at - now));
         }
+        if args.defaults {
+            resumed += resume_quarantined(&data);
+        }
+        // Whether nothing is being sent now (by the clock: with the boot
+        // breaker a kill can come later than scheduled).
+        let quiet = |t0: Instant| schedule.quiet_at(t0.elapsed().as_millis() as u64, args.messages);
         if is_host {
+            // Each kill hits a running host (not one the breaker holds back).
+            wait_socket(&sock, back_within)?;
+            in_quiet += usize::from(quiet(t0));
             let mut h = host.lock().unwrap();
             let _ = h.kill();
             let _ = h.wait();
@@ -175,18 +269,24 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
                 libc::kill(target as i32, libc::SIGKILL);
             }
             rk += 1;
+            in_quiet += usize::from(quiet(t0));
         }
     }
-    // Let everything accepted be answered (retries back off, runners respawn).
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Let everything accepted be answered (retries back off, runners
+    // respawn; with the defaults the backoff reaches 120 s).
+    let deadline = Instant::now() + Duration::from_secs(if args.defaults { 400 } else { 90 });
     loop {
+        if args.defaults {
+            resumed += resume_quarantined(&data);
+        }
         let s = seen.lock().unwrap();
         let pending = s
             .accepted
             .iter()
             .filter(|t| !s.answers.contains_key(*t))
             .count();
-        let all_sent = s.sent >= args.messages && s.accepted.len() + s.unconfirmed.len() >= s.sent;
+        let all_sent = s.sent >= args.messages
+            && s.accepted.len() + s.unconfirmed.len() + s.rejected.len() >= s.sent;
         drop(s);
         if (pending == 0 && all_sent) || Instant::now() > deadline {
             break;
@@ -232,12 +332,20 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             .iter()
             .filter(|t| s.answers.contains_key(*t))
             .count(),
+        rejected: s.rejected.len(),
+        rejected_reasons: s.rejected.values().fold(Default::default(), |mut m, r| {
+            *m.entry(r.chars().take(120).collect()).or_default() += 1;
+            m
+        }),
+        defaults: args.defaults,
+        kills_in_quiet: in_quiet,
+        quarantines_resumed: resumed,
         answered,
         // Accepted and never answered, plus anything written that the host
         // neither confirmed nor refused (it must not vanish silently).
         lost: s.accepted.len() - answered
             + s.sent
-                .saturating_sub(s.accepted.len() + s.unconfirmed.len()),
+                .saturating_sub(s.accepted.len() + s.unconfirmed.len() + s.rejected.len()),
         duplicates_redelivered: redelivered,
         duplicates_reanswered: reanswered,
         seconds: t0.elapsed().as_secs_f64(),
@@ -246,12 +354,18 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "pinch bench chaos — {} sandbox, seed {}",
-            report.sandbox, report.seed
+            "pinch bench chaos — {} sandbox, seed {}, {}",
+            report.sandbox,
+            report.seed,
+            if report.defaults {
+                "shipped defaults (boot breaker, crash budget, backoff on)"
+            } else {
+                "boot breaker, crash budget and backoff off (--defaults for the shipped settings)"
+            }
         );
         println!(
-            "  kills: {} runner, {} host (SIGKILL)",
-            report.runner_kills, report.host_kills
+            "  kills: {} runner, {} host (SIGKILL), {} of them while nothing was being sent",
+            report.runner_kills, report.host_kills, report.kills_in_quiet
         );
         println!(
             "  messages: {} sent, {} accepted, {} answered, {} LOST",
@@ -261,6 +375,16 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             "  unconfirmed (host died before accepting): {} ({} of them answered anyway)",
             report.unconfirmed, report.unconfirmed_answered
         );
+        println!("  rejected by the host: {}", report.rejected);
+        for (why, n) in &report.rejected_reasons {
+            println!("    {n} × {why}");
+        }
+        if report.defaults {
+            println!(
+                "  quarantined sessions resumed (as the owner would): {}",
+                report.quarantines_resumed
+            );
+        }
         println!(
             "  duplicates: {} redelivered (host killed in the send window), {} re-answered",
             report.duplicates_redelivered, report.duplicates_reanswered
@@ -281,23 +405,43 @@ pub(crate) fn wait_socket(sock: &Path, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The live runner's pid from the admin socket (any session).
-pub(crate) fn runner_pid(data: &Path) -> Option<u32> {
+/// One admin request over the admin socket; its `data`.
+fn admin(data: &Path, command: &str, args: serde_json::Value) -> Option<serde_json::Value> {
     let mut s = UnixStream::connect(data.join("run/admin.sock")).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    writeln!(
-        s,
-        "{{\"id\":1,\"command\":\"sessions-list\",\"args\":{{}}}}"
-    )
-    .ok()?;
+    let req = serde_json::json!({"id": 1, "command": command, "args": args});
+    writeln!(s, "{req}").ok()?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).ok()?;
     let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-    v["data"]
+    Some(v["data"].clone())
+}
+
+/// The live runner's pid from the admin socket (any session).
+pub(crate) fn runner_pid(data: &Path) -> Option<u32> {
+    admin(data, "sessions-list", serde_json::json!({}))?
         .as_array()?
         .iter()
         .find_map(|r| r["runner_pid"].as_u64())
         .map(|p| p as u32)
+}
+
+/// Resumes every quarantined session, as the owner does after the notice
+/// (`pinch admin sessions resume`); returns how many.
+fn resume_quarantined(data: &Path) -> usize {
+    let Some(rows) = admin(data, "sessions-list", serde_json::json!({})) else {
+        return 0;
+    };
+    let ids: Vec<String> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| !r["quarantined_at"].is_null())
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.iter()
+        .filter(|id| admin(data, "sessions-resume", serde_json::json!({"id": id})).is_some())
+        .count()
 }
 
 struct Link {
@@ -305,8 +449,8 @@ struct Link {
     w: UnixStream,
 }
 
-fn connect(sock: &Path) -> Option<Link> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn connect(sock: &Path, within: Duration) -> Option<Link> {
+    let deadline = Instant::now() + within;
     loop {
         if let Ok(s) = UnixStream::connect(sock) {
             s.set_read_timeout(Some(Duration::from_millis(50))).ok()?;
@@ -331,26 +475,26 @@ fn tokens(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Sends `n` messages at `rate`/s over a connection it re-opens whenever the
-/// host dies, acking every reply after recording it; keeps reading until
-/// `done`.
+/// Sends `n` messages on `schedule` over a connection it re-opens whenever
+/// the host dies (waiting up to `back_within` for it), acking every reply
+/// after recording it; keeps reading until `done`.
 pub(crate) fn client_loop(
     sock: &Path,
     n: usize,
-    rate: f64,
+    schedule: Schedule,
     seen: &Mutex<Seen>,
     done: &AtomicBool,
+    back_within: Duration,
 ) -> Result<()> {
-    let mut link = connect(sock).context("connecting")?;
+    let mut link = connect(sock, back_within).context("connecting")?;
     let mut next = 0usize;
     let mut awaiting: HashMap<String, String> = HashMap::new(); // client_id -> token
-    let gap = Duration::from_secs_f64(1.0 / rate.max(0.1));
-    // Message k is due at start + k·gap: an absolute schedule, so the time
-    // spent reading between sends does not lower the rate.
+                                                                // Message k is due at start + due_ms(k): an absolute schedule, so the
+                                                                // time spent reading between sends does not lower the rate.
     let start = Instant::now();
     let mut line = String::new();
     while !done.load(Ordering::SeqCst) {
-        if next < n && start.elapsed() >= gap.mul_f64(next as f64) {
+        if next < n && start.elapsed().as_secs_f64() * 1000.0 >= schedule.due_ms(next) {
             let token = format!("chaos-{next:05}");
             let m = ClientMsg::Message {
                 text: token.clone(),
@@ -377,7 +521,7 @@ pub(crate) fn client_loop(
                     s.unconfirmed.insert(t);
                 }
                 drop(s);
-                match connect(sock) {
+                match connect(sock, back_within) {
                     Some(l) => link = l,
                     None => bail!("the host did not come back"),
                 }
@@ -392,10 +536,11 @@ pub(crate) fn client_loop(
                     }
                 }
                 Ok(ServerMsg::Rejected {
-                    client_id: Some(c), ..
+                    client_id: Some(c),
+                    error,
                 }) => {
                     if let Some(t) = awaiting.remove(&c) {
-                        seen.lock().unwrap().unconfirmed.insert(t);
+                        seen.lock().unwrap().rejected.insert(t, error);
                     }
                 }
                 Ok(ServerMsg::Message { id, text, .. }) => {
@@ -427,11 +572,34 @@ pub(crate) fn client_loop(
                     s.unconfirmed.insert(t);
                 }
                 drop(s);
-                if let Some(l) = connect(sock) {
+                if let Some(l) = connect(sock, back_within) {
                     link = l;
                 }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_pauses_and_kills_can_land_in_the_pauses() {
+        // 10/s: bursts of 50 (5 s), then 2 s of quiet.
+        let s = Schedule::new(10.0, 2.0);
+        assert_eq!(s.burst, 50);
+        assert_eq!(s.due_ms(0), 0.0);
+        assert_eq!(s.due_ms(49), 4900.0);
+        assert_eq!(s.due_ms(50), 7000.0, "the pause after the first burst");
+        assert!(!s.quiet_at(1000, 100));
+        assert!(s.quiet_at(6000, 100), "inside the first pause");
+        assert!(!s.quiet_at(7500, 100));
+        // 100 messages: the last is due at 11.9 s; the run lasts one more pause.
+        assert_eq!(s.span_ms(100), 14_000);
+        assert!(s.quiet_at(13_000, 100), "after the last message");
+        let no_pause = Schedule::new(10.0, 0.0);
+        assert!(!no_pause.quiet_at(6000, 100));
+    }
 }

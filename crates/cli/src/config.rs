@@ -11,9 +11,15 @@ use pinch_host::HostConfig;
 use pinch_proto::runner_config::ProviderSettings;
 use serde::Deserialize;
 
+mod validate;
+pub use validate::Origin;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Where the settings came from (set by [`load_file`]), for messages.
+    #[serde(skip)]
+    pub origin: Origin,
     pub data_dir: Option<PathBuf>,
     pub timezone: Option<String>,
     #[serde(default)]
@@ -150,7 +156,10 @@ pub struct ProxySection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a list of hosts, e.g. egress_allow = [\"api.github.com\", \"*.pypi.org\"]"
+)]
 pub enum HostList {
     List(Vec<String>),
     Csv(String),
@@ -361,21 +370,27 @@ pub fn load_file(explicit: Option<&Path>) -> Result<FileConfig> {
             return Err(e).with_context(|| format!("reading the config file {}", path.display()))
         }
     };
-    apply_env(&mut value, std::env::vars())?;
-    let cfg: FileConfig = toml::Value::Table(value).try_into().with_context(|| {
+    let env = apply_env(&mut value, std::env::vars())?;
+    let mut cfg: FileConfig = toml::Value::Table(value).try_into().with_context(|| {
         format!(
             "in the configuration ({} and PINCH__* variables)",
             path.display()
         )
     })?;
+    cfg.origin = Origin {
+        path,
+        env: env.into_iter().collect(),
+    };
     Ok(cfg)
 }
 
-/// `PINCH__RUNNER__IDLE_EXIT_S=5` → `runner.idle_exit_s = 5`.
+/// `PINCH__RUNNER__IDLE_EXIT_S=5` → `runner.idle_exit_s = 5`. Returns the
+/// keys set this way (`runner.idle_exit_s`) with the variable that set each.
 pub fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
-) -> Result<()> {
+) -> Result<Vec<(String, String)>> {
+    let mut set = Vec::new();
     for (k, v) in vars {
         let Some(rest) = k.strip_prefix("PINCH__") else {
             continue;
@@ -396,8 +411,9 @@ pub fn apply_env(
             };
         }
         t.insert(parts[parts.len() - 1].clone(), value);
+        set.push((parts.join("."), k));
     }
-    Ok(())
+    Ok(set)
 }
 
 fn parse_scalar(v: &str) -> toml::Value {
@@ -441,6 +457,10 @@ pub fn system_timezone() -> String {
 
 /// Resolves everything into the host's configuration.
 pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<HostConfig> {
+    let problems = validate::problems(file);
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
     let mut c = HostConfig::new(data_dir);
     let backend = o
         .sandbox
@@ -761,7 +781,7 @@ pub fn resolve(data_dir: PathBuf, file: &FileConfig, o: &Overrides) -> Result<Ho
         c.sweep_interval = secs("host.sweep_s", v)?.max(Duration::from_millis(100));
     }
     if let Some(v) = h.max_concurrent_runners {
-        c.max_concurrent_runners = v.max(1);
+        c.max_concurrent_runners = v;
     }
     if let Some(v) = h.stop_grace_s {
         c.stop_grace = secs("host.stop_grace_s", v)?;
@@ -1487,7 +1507,11 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("at least 2"), "{e}");
+        assert!(
+            e.to_string().contains("runner.busy_timeout_s = 0.5")
+                && e.to_string().contains("from 2 to"),
+            "{e}"
+        );
         let e = resolve(
             "/tmp/x".into(),
             &FileConfig::default(),
@@ -1661,7 +1685,11 @@ mod tests {
             .into_iter(),
         )
         .unwrap();
-        let f: FileConfig = toml::Value::Table(t).try_into().unwrap();
+        let mut f: FileConfig = toml::Value::Table(t).try_into().unwrap();
+        f.origin.env.insert(
+            "proxy.egress_allow".into(),
+            "PINCH__PROXY__EGRESS_ALLOW".into(),
+        );
         let c = resolve(
             "/tmp/x".into(),
             &f,

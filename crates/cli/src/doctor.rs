@@ -418,19 +418,63 @@ fn provider_checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
         }
     }
     if kind == "cli" {
-        if let Some(cmd) = cfg.provider.cli.as_ref().map(|c| c.command.clone()) {
-            if Path::new(&cmd).is_file() {
-                out.push(ok("provider", format!("agent CLI {cmd}")));
-            } else {
-                out.push(fail(
+        if let Some(cli) = cfg.provider.cli.as_ref() {
+            let cmd = &cli.command;
+            match find_program(cmd, &std::env::var_os("PATH").unwrap_or_default()) {
+                Some(p) => out.push(ok("provider", format!("agent CLI {cmd} ({})", p.display()))),
+                None => out.push(fail(
                     "provider",
-                    format!("the agent CLI {cmd} does not exist"),
-                    "install it, or fix [provider.cli] command",
-                ));
+                    format!("the agent CLI {cmd} is not a file and not in PATH"),
+                    "install it (npm -g puts `claude` in /usr/bin on Debian: command = \"claude\" works), or fix [provider.cli] command",
+                )),
             }
+            // SAFETY: geteuid cannot fail.
+            let euid = unsafe { libc::geteuid() };
+            out.extend(claude_as_root(cli, euid, cfg.sandbox));
         }
     }
     out
+}
+
+/// A program as the sandbox would find it: a path, or a bare name looked up
+/// in `path` (the sandbox shows the host's /usr, /bin and /sbin).
+fn find_program(cmd: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    if cmd.contains('/') {
+        return Path::new(cmd).is_file().then(|| PathBuf::from(cmd));
+    }
+    std::env::split_paths(path)
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// Claude Code refuses bypass-permissions mode as root unless `IS_SANDBOX=1`
+/// says it runs in a sandbox; the runner sets that for the `claude` flavor.
+/// As root, doctor says so, and fails when the operator's `env` undoes it.
+fn claude_as_root(
+    cli: &pinch_proto::runner_config::CliEngineSettings,
+    euid: u32,
+    sandbox: sandbox::Choice,
+) -> Option<Check> {
+    if cli.flavor.as_deref() != Some("claude") || euid != 0 {
+        return None;
+    }
+    if cli.env.get("IS_SANDBOX").is_some_and(|v| v != "1") {
+        return Some(fail(
+            "provider",
+            "pinch runs as root and [provider.cli] env sets IS_SANDBOX to something other than 1: Claude Code will refuse to run (\"--dangerously-skip-permissions cannot be used with root/sudo privileges\")",
+            "remove IS_SANDBOX from [provider.cli] env, or run pinch as an ordinary user",
+        ));
+    }
+    let why = if sandbox == sandbox::Choice::Process {
+        "with --sandbox process there is no sandbox at all: Claude Code runs as root on this machine with every permission"
+    } else {
+        "Claude Code refuses bypass-permissions mode as root, so pinch tells it it is sandboxed (IS_SANDBOX=1); it runs as root inside the sandbox"
+    };
+    Some(warn(
+        "provider",
+        format!("pinch runs as root with the claude flavor: {why}"),
+        "run pinch as an ordinary user (e.g. `sudo pinch service install --system` from that user's account)",
+    ))
 }
 
 fn mount_checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
@@ -467,5 +511,55 @@ fn host_checks(data_dir: &Path) -> Vec<Check> {
         vec![ok("host", "a pinch host is running on this data dir")]
     } else {
         vec![ok("host", "no host is running on this data dir (`pinch chat` starts one, `pinch service install` keeps one running)")]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinch_proto::runner_config::CliEngineSettings;
+
+    fn claude() -> CliEngineSettings {
+        CliEngineSettings {
+            command: "claude".into(),
+            flavor: Some("claude".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn claude_as_root_is_a_warning_naming_the_cause() {
+        assert!(claude_as_root(&claude(), 1000, sandbox::Choice::Bwrap).is_none());
+        let generic = CliEngineSettings {
+            command: "x".into(),
+            ..Default::default()
+        };
+        assert!(claude_as_root(&generic, 0, sandbox::Choice::Bwrap).is_none());
+        let c = claude_as_root(&claude(), 0, sandbox::Choice::Bwrap).unwrap();
+        assert_eq!(c.level, Level::Warn);
+        assert!(
+            c.what.contains("root") && c.what.contains("IS_SANDBOX=1"),
+            "{c:?}"
+        );
+        let c = claude_as_root(&claude(), 0, sandbox::Choice::Process).unwrap();
+        assert!(c.what.contains("no sandbox at all"), "{c:?}");
+        let mut undone = claude();
+        undone.env.insert("IS_SANDBOX".into(), "0".into());
+        let c = claude_as_root(&undone, 0, sandbox::Choice::Bwrap).unwrap();
+        assert_eq!(c.level, Level::Fail, "{c:?}");
+    }
+
+    #[test]
+    fn a_bare_command_is_found_in_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("claude"), "#!/bin/sh\n").unwrap();
+        let path = std::env::join_paths(["/nonexistent", tmp.path().to_str().unwrap()]).unwrap();
+        assert_eq!(
+            find_program("claude", &path),
+            Some(tmp.path().join("claude"))
+        );
+        assert_eq!(find_program("codex", &path), None);
+        let abs = tmp.path().join("claude");
+        assert_eq!(find_program(abs.to_str().unwrap(), &path), Some(abs));
     }
 }

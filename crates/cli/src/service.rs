@@ -2,7 +2,8 @@
 //! systemd service (issue 8). A user unit by default
 //! (`~/.config/systemd/user/pinch.service`, `systemctl --user`), or a
 //! system unit with `--system` (`/etc/systemd/system/pinch.service`,
-//! running as the invoking user).
+//! running as the invoking user: the real uid's account, or under sudo the
+//! account that ran sudo — never `$USER`, which may be unset or wrong).
 //!
 //! The unit restarts pinch on failure but not on exit 78 (a configuration
 //! error would only loop), logs to the journal, asks for cgroup delegation
@@ -43,8 +44,41 @@ pub struct Unit {
     pub data_dir: PathBuf,
     pub config: PathBuf,
     pub system: bool,
-    /// For a system unit: the account it runs as.
+    /// For a system unit: the account it runs as (always written).
     pub user: Option<String>,
+}
+
+/// The account a system unit runs as: the real uid's name (getpwuid), or
+/// under `sudo` the invoking account's (`SUDO_UID`, set by sudo, which only
+/// root can fake). `$USER` is not consulted: it may be unset or stale.
+pub fn run_as() -> Result<String> {
+    // SAFETY: getuid cannot fail.
+    let mut uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        if let Some(u) = std::env::var("SUDO_UID")
+            .ok()
+            .and_then(|v| v.parse::<libc::uid_t>().ok())
+        {
+            uid = u;
+        }
+    }
+    user_name(uid)
+}
+
+/// The account name of `uid` from the password database.
+pub fn user_name(uid: libc::uid_t) -> Result<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: the buffers outlive the call; `out` points into `pw` or is null.
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        bail!("uid {uid} has no entry in the password database (getpwuid): the system unit needs an account to run as; create one, or install a user unit (without --system)");
+    }
+    // SAFETY: pw_name is a NUL-terminated string in `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Ok(name.to_string_lossy().into_owned())
 }
 
 impl Unit {
@@ -57,9 +91,13 @@ impl Unit {
             "After=network-online.target\nWants=network-online.target\n\n[Service]\nType=simple\n",
         );
         if self.system {
-            if let Some(u) = &self.user {
-                s.push_str(&format!("User={u}\n"));
+            let u = self.user.as_deref().unwrap_or("root");
+            if u == "root" {
+                s.push_str(
+                    "# Runs as root: to run as another account, install from it with sudo.\n",
+                );
             }
+            s.push_str(&format!("User={u}\n"));
         }
         s.push_str(&format!(
             "ExecStart={} --data-dir {} --config {} host\n",
@@ -75,12 +113,33 @@ impl Unit {
             "# pinch stops its runners gracefully on SIGTERM.\nKillMode=mixed\nTimeoutStopSec=30\n",
         );
         s.push_str("# Lets pinch give each sandbox its own cgroup (process and memory caps).\nDelegate=yes\n");
+        s.push_str(&self.hardening());
         s.push_str("StandardOutput=journal\nStandardError=journal\n\n[Install]\n");
         s.push_str(if self.system {
             "WantedBy=multi-user.target\n"
         } else {
             "WantedBy=default.target\n"
         });
+        s
+    }
+}
+
+impl Unit {
+    /// The sandboxing options that leave bubblewrap working (decision
+    /// 0028): nothing that sets or implies NoNewPrivileges (a setuid bwrap
+    /// needs it off), nothing that restricts namespaces or capabilities, no
+    /// read-only cgroup tree (Delegate=yes), and in a user unit nothing that
+    /// needs a mount namespace (systemd builds it in a user namespace, where
+    /// a setuid bwrap has no privilege).
+    fn hardening(&self) -> String {
+        let mut s = String::from(
+            "# Hardening that leaves bubblewrap working (see docs/decisions/0028).\n\
+             UMask=0077\nLimitCORE=0\n",
+        );
+        if self.system {
+            s.push_str("ProtectSystem=full\nPrivateTmp=yes\nRemoveIPC=yes\n");
+            s.push_str(&format!("ReadWritePaths=-{}\n", quote(&self.data_dir)));
+        }
         s
     }
 }
@@ -145,9 +204,29 @@ fn systemctl(bin: &Path, system: bool, args: &[&str]) -> Result<()> {
 pub fn run(a: ServiceArgs, data_dir: PathBuf, config: PathBuf) -> Result<i32> {
     let exe = std::env::current_exe().context("finding the pinch executable")?;
     let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty() && u != "root");
+    let user = if a.system { Some(run_as()?) } else { None };
+    if user.as_deref() == Some("root") {
+        eprintln!("pinch service: the system unit runs pinch as root (you are root and not under sudo); install it with sudo from the account that should run pinch to avoid that");
+    }
+    // Under sudo the default paths are root's, which the account cannot use.
+    if let (Some(u), Some(home)) = (&user, std::env::var_os("HOME")) {
+        let home = PathBuf::from(home);
+        let theirs = |p: &Path| !p.starts_with(&home) || home == Path::new("/");
+        if u != "root" && unsafe { libc::getuid() } == 0 && !(theirs(&data_dir) && theirs(&config))
+        {
+            let msg = format!(
+                "the system unit would run as {u}, but the data dir {} or the config {} is in root's home ({}), which {u} cannot use: \
+                 give paths {u} owns, e.g. sudo pinch --data-dir ~{u}/.local/share/pinch --config ~{u}/.config/pinch/pinch.toml service install --system",
+                data_dir.display(),
+                config.display(),
+                home.display()
+            );
+            if a.action == Action::Install {
+                bail!("{msg}");
+            }
+            eprintln!("pinch service: warning: {msg}");
+        }
+    }
     let unit = Unit {
         exe,
         data_dir,
@@ -264,6 +343,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_account_comes_from_the_uid_not_from_user() {
+        assert_eq!(user_name(0).unwrap(), "root");
+        let e = user_name(4_000_000_000).unwrap_err().to_string();
+        assert!(
+            e.contains("uid 4000000000") && e.contains("getpwuid"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_user_unit() {
         let u = Unit {
             exe: "/usr/local/bin/pinch".into(),
@@ -281,6 +370,11 @@ mod tests {
         assert!(s.contains("\nDelegate=yes\n") && s.contains("\nStandardOutput=journal\n"));
         assert!(s.contains("\nWantedBy=default.target\n"));
         assert!(!s.contains("User="), "a user unit runs as its user already");
+        assert!(s.contains("\nUMask=0077\n"), "{s}");
+        assert!(
+            !s.contains("ProtectSystem") && !s.contains("PrivateTmp"),
+            "a user unit's mount namespace would sit in a user namespace: {s}"
+        );
         assert!(!s.to_lowercase().contains("api_key"), "no keys in the unit");
     }
 
@@ -295,6 +389,30 @@ mod tests {
         };
         let s = u.render();
         assert!(s.contains("\nUser=alice\n"));
+        assert!(
+            s.contains(
+                "\nProtectSystem=full\nPrivateTmp=yes\nRemoveIPC=yes\nReadWritePaths=-/srv/pinch\n"
+            ) && s.contains("\nUMask=0077\n"),
+            "{s}"
+        );
+        for breaks_bwrap in [
+            "NoNewPrivileges",
+            "RestrictNamespaces",
+            "SystemCallFilter",
+            "CapabilityBoundingSet",
+            "PrivateDevices",
+            "ProtectKernel",
+            "ProtectControlGroups",
+            "PrivateUsers",
+            "RestrictSUIDSGID",
+        ] {
+            assert!(!s.contains(breaks_bwrap), "{breaks_bwrap}: {s}");
+        }
+        let nobody = Unit { user: None, ..u };
+        assert!(
+            nobody.render().contains("\nUser=root\n"),
+            "a system unit always says whom it runs as"
+        );
         assert!(
             s.contains("ExecStart=\"/opt/my tools/pinch\" --data-dir /srv/pinch"),
             "{s}"

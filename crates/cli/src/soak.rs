@@ -135,7 +135,11 @@ pub fn run(args: SoakArgs) -> Result<i32> {
     let client = {
         let (seen, done, sock) = (seen.clone(), done.clone(), sock.clone());
         let rate = args.rate;
-        std::thread::spawn(move || client_loop(&sock, n, rate, &seen, &done))
+        // A steady stream (no pauses); the host is not killed here.
+        let schedule = crate::chaos::Schedule::new(rate, 0.0);
+        std::thread::spawn(move || {
+            client_loop(&sock, n, schedule, &seen, &done, Duration::from_secs(30))
+        })
     };
     let t0 = Instant::now();
     let pid = host.id();

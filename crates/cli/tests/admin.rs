@@ -500,3 +500,75 @@ fn admin_cli_against_a_running_host() {
     // no host: exit 2 with the transport message
     fails(&data, &["groups", "list"], 2, "cannot reach the host");
 }
+
+/// Every subcommand refuses a bad `--limit`, a negative one and an unknown
+/// flag with exit 2 and the flag named, the main loop's commands (sessions,
+/// tasks, host) as well as the central DB's (issue 15).
+#[test]
+fn admin_refuses_bad_limits_and_unknown_flags_in_every_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = host_config(tmp.path(), Choice::Process);
+    let data = cfg.data_dir.clone();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    for list in [
+        &["sessions", "list"][..],
+        &["tasks", "list"],
+        &["groups", "list"],
+        &["approvals", "list"],
+    ] {
+        let with = |extra: &[&'static str]| [list, extra].concat();
+        fails(
+            &data,
+            &with(&["--limit", "abc"]),
+            2,
+            "--limit must be a whole number",
+        );
+        fails(
+            &data,
+            &with(&["--limit", "-5"]),
+            2,
+            "--limit must be between 1 and 200",
+        );
+        fails(
+            &data,
+            &with(&["--offset", "-1"]),
+            2,
+            "--offset must be 0 or more",
+        );
+        fails(
+            &data,
+            &with(&["--bogus", "1"]),
+            2,
+            "unknown argument --bogus",
+        );
+        fails(&data, &with(&["-x"]), 2, "unknown flag \"-x\"");
+    }
+    fails(
+        &data,
+        &["host", "status", "--verbose", "yes"],
+        2,
+        "unknown argument --verbose",
+    );
+    fails(
+        &data,
+        &["sessions", "stop", "s-x", "--force", "1"],
+        2,
+        "unknown argument --force",
+    );
+    // The main loop's lists are paged as --limit says.
+    let mut c = Client::connect(&data.join("run/cli.sock"));
+    c.say("hello", "c1");
+    let all = json(&data, &["sessions", "list"]);
+    assert!(!all.as_array().unwrap().is_empty(), "{all}");
+    assert_eq!(
+        json(&data, &["sessions", "list", "--limit", "1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let past = json(&data, &["sessions", "list", "--offset", "1000"]);
+    assert_eq!(past, serde_json::json!([]));
+    rt.block_on(host.shutdown()).unwrap();
+}

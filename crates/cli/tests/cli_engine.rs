@@ -228,3 +228,57 @@ fn an_agent_cli_uses_pinch_tools_over_mcp_and_never_sees_the_key() {
     );
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// Claude Code refuses bypass-permissions mode as root unless `IS_SANDBOX=1`
+/// (issue 15: `[provider.cli]` flavor `claude` failed when pinch ran as
+/// root). A stand-in `claude` with the same guard runs in a real bwrap
+/// sandbox with the flavor's own arguments; as root it answers only when the
+/// runner told it it is sandboxed.
+#[test]
+fn the_claude_flavor_runs_as_root_in_the_sandbox() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = host_config(tmp.path(), Choice::Bwrap);
+    cfg.provider = ProviderSettings {
+        kind: "cli".into(),
+        cli: Some(CliEngineSettings {
+            command: "/workspace/agent/claude".into(),
+            flavor: Some("claude".into()),
+            timeout_s: Some(60),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let agent_dir = tmp.path().join("data/groups/main");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let exe = agent_dir.join("claude");
+    // Claude Code's root guard (cli.js): uid 0, bypass mode, and neither
+    // IS_SANDBOX=1 nor CLAUDE_CODE_BUBBLEWRAP=1 → refuse and exit 1.
+    std::fs::write(
+        &exe,
+        r#"#!/bin/sh
+cat >/dev/null
+case " $* " in *" bypassPermissions "*|*" --dangerously-skip-permissions "*) bypass=1;; *) bypass=0;; esac
+if [ "$bypass" = 1 ] && [ "$(id -u)" = 0 ] && [ "$IS_SANDBOX" != 1 ] && [ "$CLAUDE_CODE_BUBBLEWRAP" != 1 ]; then
+  echo "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons" >&2
+  exit 1
+fi
+echo "claude answered as uid $(id -u)"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let replies = c.ask("hello claude");
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(
+        replies,
+        [format!("claude answered as uid {uid}")],
+        "the root guard let it run"
+    );
+    rt.block_on(host.shutdown()).unwrap();
+}

@@ -161,3 +161,39 @@ fn each_configured_channel_token_is_checked_without_showing_it() {
         "a token value was shown: {out}"
     );
 }
+
+/// `[provider.cli]` with flavor `claude` and a bare `command = "claude"` (npm
+/// -g puts it in /usr/bin on Debian): doctor finds it in PATH, and as root
+/// warns that Claude Code runs as root, told by pinch that it is sandboxed
+/// (issue 15).
+#[test]
+fn a_bare_claude_is_found_and_root_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(home.join(".config/pinch")).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("claude"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        home.join(".config/pinch/pinch.toml"),
+        "[provider]\ndefault = \"cli\"\n[provider.cli]\ncommand = \"claude\"\nflavor = \"claude\"\n",
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (_, out) = doctor(&home, &path, &[("ANTHROPIC_API_KEY", "x")], &[]);
+    assert!(
+        out.contains(&format!(
+            "agent CLI claude ({})",
+            bin.join("claude").display()
+        )),
+        "{out}"
+    );
+    let root_warning = out
+        .lines()
+        .any(|l| l.contains("warn") && l.contains("pinch runs as root with the claude flavor"));
+    assert_eq!(root_warning, unsafe { libc::geteuid() } == 0, "{out}");
+}

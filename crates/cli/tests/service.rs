@@ -105,3 +105,53 @@ fn host_logs_json_lines_with_the_flag() {
         );
     }
 }
+
+/// The system unit's `User=` comes from the uid (or sudo's SUDO_UID), not
+/// from `$USER`: with `$USER` unset it used to have no `User=` at all and
+/// silently ran pinch as root (issue 15).
+#[test]
+fn the_system_unit_names_its_account_without_user_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let print = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(PINCH);
+        c.args(["--data-dir", tmp.path().to_str().unwrap()])
+            .args(["service", "print", "--system"])
+            .env_clear()
+            .env("HOME", tmp.path())
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let me = pinch_unit_account();
+    let (unit, _) = print(&[]);
+    assert!(unit.contains(&format!("\nUser={me}\n")), "{unit}");
+    if me == "root" {
+        // Under sudo the account that ran sudo, whatever $USER says.
+        let (unit, _) = print(&[("SUDO_UID", "65534"), ("USER", "root")]);
+        let nobody = std::process::Command::new("id")
+            .args(["-nu", "65534"])
+            .output()
+            .unwrap();
+        let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_owned();
+        assert!(unit.contains(&format!("\nUser={nobody}\n")), "{unit}");
+        let (unit, err) = print(&[("USER", "alice")]);
+        assert!(unit.contains("\nUser=root\n"), "{unit}");
+        assert!(err.contains("runs pinch as root"), "{err}");
+    }
+}
+
+/// `id -nu`: the real uid's name.
+fn pinch_unit_account() -> String {
+    let o = std::process::Command::new("id")
+        .arg("-nu")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}

@@ -200,6 +200,67 @@ const COMMANDS: &[Cmd] = &[
     cmd("dropped-messages-list", &["reason", "limit", "offset"]),
 ];
 
+/// The main loop's commands (served in `main_loop.rs`, not here) and the
+/// keys each accepts: checked by [`loop_args`] like this module's own, so
+/// an unknown key or a bad `--limit` is refused there too.
+const LOOP_COMMANDS: &[Cmd] = &[
+    cmd("host-status", &[]),
+    cmd("host-version", &[]),
+    cmd("channels-status", &[]),
+    cmd("groups-restart", &["id"]),
+    cmd("sessions-list", &["limit", "offset"]),
+    cmd("sessions-get", &["id"]),
+    cmd("sessions-resume", &["id"]),
+    cmd("sessions-stop", &["id"]),
+    cmd("sessions-restart", &["id"]),
+    cmd("sessions-close", &["id"]),
+    cmd("approvals-approve", &["id", "value"]),
+    cmd("approvals-reject", &["id"]),
+    cmd("tasks-list", &["ag", "session", "limit", "offset"]),
+    cmd("tasks-pause", &["id"]),
+    cmd("tasks-resume", &["id"]),
+    cmd("tasks-cancel", &["id"]),
+];
+
+/// A list's page: `limit` rows from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Page {
+    /// The page's rows of a list reply (other replies unchanged).
+    pub fn apply(self, v: Value) -> Value {
+        match v {
+            Value::Array(rows) => Value::Array(
+                rows.into_iter()
+                    .skip(self.offset as usize)
+                    .take(self.limit as usize)
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+}
+
+/// Checks the arguments of one of the main loop's commands (`None` when the
+/// command is not one of them): unknown keys are refused naming the accepted
+/// ones, aliases are folded, and lists get their validated page. Returns
+/// the folded arguments to use instead of the raw ones.
+pub fn loop_args(command: &str, raw: &Value) -> Option<Result<(Value, Option<Page>), ErrorBody>> {
+    let spec = LOOP_COMMANDS.iter().find(|c| c.name == command)?;
+    Some(Args::new(spec, raw).and_then(|a| {
+        let page = if spec.keys.contains(&"limit") {
+            let (limit, offset) = a.page()?;
+            Some(Page { limit, offset })
+        } else {
+            None
+        };
+        Ok((Value::Object(a.m), page))
+    }))
+}
+
 /// Other spellings accepted for an argument key → the canonical key.
 const ALIASES: &[(&str, &str)] = &[
     ("messaging_group", "mg"),
@@ -880,6 +941,11 @@ fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
             None => Err(shape_err("a JSON list", "[{\"host\":\"~/notes\",\"name\":\"notes\",\"read_write\":false}]")),
         },
         "sandbox" => match v.as_object() {
+            // disk_mb 0 or not a whole number fell back to the default silently.
+            Some(o) if o.get("disk_mb").is_some_and(|d| d.as_u64().is_none_or(|n| n == 0)) => Err(shape_err(
+                "a JSON object whose disk_mb is a whole number of MiB, at least 1",
+                "{\"disk_mb\":4096}",
+            )),
             Some(_) => Ok(()),
             None => Err(shape_err("a JSON object", "{\"memory_mb\":1024}")),
         },
@@ -2139,6 +2205,117 @@ mod tests {
     }
 
     #[test]
+    fn a_groups_disk_quota_must_be_a_positive_whole_number() {
+        let (_d, c) = db();
+        for bad in [
+            json!({"disk_mb": 0}),
+            json!({"disk_mb": "lots"}),
+            json!({"disk_mb": -1}),
+        ] {
+            let e = dispatch(
+                &c.conn,
+                &Caller::Owner,
+                "groups-config-set",
+                &json!({"id": "main", "sandbox": bad}),
+            )
+            .unwrap()
+            .unwrap_err();
+            assert!(
+                e.message
+                    .contains("disk_mb is a whole number of MiB, at least 1"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        assert!(dispatch(
+            &c.conn,
+            &Caller::Owner,
+            "groups-config-set",
+            &json!({"id": "main", "sandbox": {"disk_mb": 1}}),
+        )
+        .unwrap()
+        .is_ok());
+    }
+
+    #[test]
+    fn the_main_loops_commands_refuse_unknown_keys_and_bad_pages() {
+        let e = |cmd: &str, args: Value| loop_args(cmd, &args).unwrap().unwrap_err().message;
+        for (cmd, args, says) in [
+            (
+                "sessions-list",
+                json!({"limit": "abc"}),
+                "sessions-list: --limit must be a whole number",
+            ),
+            (
+                "sessions-list",
+                json!({"limit": "-5"}),
+                "sessions-list: --limit must be between 1 and 200",
+            ),
+            (
+                "sessions-list",
+                json!({"offset": "-1"}),
+                "--offset must be 0 or more",
+            ),
+            (
+                "sessions-list",
+                json!({"bogus": "1"}),
+                "sessions-list: unknown argument --bogus; accepted: --limit, --offset",
+            ),
+            (
+                "tasks-list",
+                json!({"limit": "0"}),
+                "tasks-list: --limit must be between 1 and 200",
+            ),
+            (
+                "host-status",
+                json!({"x": "1"}),
+                "host-status: unknown argument --x; accepted: none besides the id",
+            ),
+            (
+                "sessions-stop",
+                json!({"id": "s", "force": "yes"}),
+                "unknown argument --force",
+            ),
+            (
+                "approvals-reject",
+                json!({"id": "a", "value": "x"}),
+                "unknown argument --value",
+            ),
+        ] {
+            let m = e(cmd, args.clone());
+            assert!(m.contains(says), "{cmd} {args}: {m}");
+        }
+        let (args, page) = loop_args(
+            "tasks-list",
+            &json!({"agent_group": "main", "limit": "2", "offset": "1"}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(args["ag"], "main", "aliases are folded");
+        let page = page.unwrap();
+        assert_eq!(
+            page,
+            Page {
+                limit: 2,
+                offset: 1
+            }
+        );
+        assert_eq!(page.apply(json!([1, 2, 3, 4])), json!([2, 3]));
+        let (_, page) = loop_args("sessions-list", &json!({})).unwrap().unwrap();
+        assert_eq!(
+            page,
+            Some(Page {
+                limit: PAGE,
+                offset: 0
+            })
+        );
+        assert!(
+            loop_args("groups-list", &json!({})).is_none(),
+            "this module's own"
+        );
+    }
+
+    #[test]
     fn only_this_modules_commands_are_dispatched() {
         let (_d, c) = db();
         for cmd in [
@@ -2153,6 +2330,13 @@ mod tests {
             assert!(
                 dispatch(&c.conn, &Caller::Owner, cmd, &json!({})).is_none(),
                 "{cmd}"
+            );
+        }
+        for spec in LOOP_COMMANDS {
+            assert!(
+                dispatch(&c.conn, &Caller::Owner, spec.name, &json!({})).is_none(),
+                "{} is the main loop's",
+                spec.name
             );
         }
         // every command in the table has a handler

@@ -895,7 +895,25 @@ impl Host {
         }
     }
 
-    fn admin(&mut self, req: crate::admin::Request) -> crate::admin::Reply {
+    /// The main loop's own commands get their arguments checked (unknown
+    /// keys, `--limit`/`--offset`) and their lists paged first.
+    fn admin(&mut self, mut req: crate::admin::Request) -> crate::admin::Reply {
+        let page = match crate::admin_cmds::loop_args(&req.command, &req.args) {
+            Some(checked) => {
+                let (args, page) = checked?;
+                req.args = args;
+                page
+            }
+            None => None,
+        };
+        let reply = self.admin_command(req);
+        match page {
+            Some(p) => reply.map(|v| p.apply(v)),
+            None => reply,
+        }
+    }
+
+    fn admin_command(&mut self, req: crate::admin::Request) -> crate::admin::Reply {
         use crate::admin::err;
         let arg = |k: &str| req.args.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let handler = |e: anyhow::Error| err("handler-error", format!("{e:#}"));

@@ -254,7 +254,10 @@ pub fn mcp_config_json(pinch: &Path, socket: &Path) -> String {
 /// The environment pinch gives the CLI on top of the runner's (which the
 /// sandbox already cleared): model API base URLs through the egress
 /// forwarder with placeholder keys, the proxy for tools, where the MCP
-/// config is. The operator's `env` comes last and wins.
+/// config is; for Claude Code, `IS_SANDBOX=1`, which it requires before it
+/// runs in bypass-permissions mode as root (uid 0 in the sandbox when pinch
+/// runs as root) — the CLI does run inside pinch's sandbox. The operator's
+/// `env` comes last and wins.
 pub fn environment(
     s: &CliEngineSettings,
     egress: Option<&str>,
@@ -281,6 +284,9 @@ pub fn environment(
         "PINCH_SYSTEM_PROMPT_FILE",
         &f.system_prompt_file.to_string_lossy(),
     );
+    if Flavor::of(s) == Flavor::Claude {
+        set("IS_SANDBOX", "1");
+    }
     for (k, v) in &s.env {
         e.push((k.clone(), v.clone()));
     }
@@ -842,6 +848,20 @@ mod tests {
         assert!(
             !e.iter().any(|(k, _)| k == "ANTHROPIC_BASE_URL"),
             "no forwarder, no base URL"
+        );
+        assert!(
+            !e.iter().any(|(k, _)| k == "IS_SANDBOX"),
+            "only Claude Code is told it is sandboxed"
+        );
+        let claude = CliEngineSettings {
+            command: "claude".into(),
+            flavor: Some("claude".into()),
+            ..Default::default()
+        };
+        let e = environment(&claude, None, &files());
+        assert!(
+            e.contains(&("IS_SANDBOX".to_owned(), "1".to_owned())),
+            "{e:?}"
         );
     }
 
