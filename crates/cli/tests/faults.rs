@@ -182,7 +182,7 @@ fn daemon_host_restart(sandbox: &str) {
     let st = h.wait().unwrap();
     assert!(st.success(), "graceful exit on SIGTERM: {st}");
     // Each message answered exactly once in the ledger.
-    let inb = inbound(&inbound_db);
+    let inb = ledger_db(&inbound_db);
     let delivered: i64 = inb
         .query_row(
             "SELECT count(*) FROM delivered WHERE status = 'delivered'",

@@ -199,6 +199,22 @@ pub fn inbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
     pinch_proto::open::open_reader(&dir.join("in/inbound.db"), Duration::from_secs(5)).unwrap()
 }
 
+/// The host's delivery ledger of the session folder `dir`
+/// (`delivered.db`, issue 15), read-only; waits for the file to exist.
+pub fn ledger_db(dir: &Path) -> pinch_proto::rusqlite::Connection {
+    let p = dir.join("delivered.db");
+    wait_for("the delivery ledger file", Duration::from_secs(10), || {
+        p.exists()
+    });
+    let c = pinch_proto::rusqlite::Connection::open_with_flags(
+        &p,
+        pinch_proto::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
 pub fn outbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
     pinch_proto::open::open_reader(&dir.join("out/outbound.db"), Duration::from_secs(5)).unwrap()
 }
