@@ -662,4 +662,42 @@ mod tests {
         let again = check_inbound(&dir, "s1", Some(&c.generation), true).unwrap();
         assert_eq!(again.finding, Finding::Same);
     }
+
+    /// A corrupt outbound.db (the host checks it only while no runner
+    /// lives) is rebuilt from its readable rows; a healthy one is left be.
+    #[test]
+    fn a_corrupt_outbound_db_is_rebuilt_and_a_healthy_one_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = session(t.path());
+        {
+            let c = open_writer(&dir.outbound_db(), BUSY).unwrap();
+            for i in 0..200 {
+                c.execute(
+                    "INSERT INTO messages_out (id, seq, timestamp, kind, content) VALUES (?1, ?2, 'x', 'chat', ?3)",
+                    params![format!("o{i}"), 2 * i + 1, format!("out-{i:03}-{}", "y".repeat(900))],
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(check_outbound(&dir).unwrap(), None);
+        let mut bytes = std::fs::read(dir.outbound_db()).unwrap();
+        let at = bytes.windows(8).position(|w| w == b"out-100-").unwrap();
+        let page = at / 4096;
+        bytes[page * 4096..(page + 1) * 4096].fill(0xa5);
+        std::fs::write(dir.outbound_db(), &bytes).unwrap();
+        let r = check_outbound(&dir).unwrap().expect("recovered");
+        let n = r
+            .copied
+            .iter()
+            .find(|(t, _)| t == "messages_out")
+            .unwrap()
+            .1;
+        assert!(n > 150 && n < 200, "{r:?}");
+        assert!(r.kept.exists());
+        assert_eq!(
+            check_outbound(&dir).unwrap(),
+            None,
+            "the new file is healthy"
+        );
+    }
 }
