@@ -178,7 +178,9 @@ pub fn check_inbound(
                 }
                 Identity::None => "it carries no session identity".to_owned(),
             };
-            let kept = aside(&path, "foreign")?;
+            // Not this session's data: kept in the host-only session
+            // folder, out of the agent's sight (in/ is bound into its sandbox).
+            let kept = aside(&path, "foreign", Some(dir.root()))?;
             let g = fresh_inbound(dir, session_id, None)?;
             Ok(done(g, Finding::Foreign { why, kept }))
         }
@@ -319,13 +321,17 @@ fn tmp_next_to(path: &Path) -> PathBuf {
 }
 
 /// Moves `path` (and a journal beside it) aside as
-/// `<name>.<what>-<UTC timestamp>`; returns the new path.
-fn aside(path: &Path, what: &str) -> Result<PathBuf> {
+/// `<name>.<what>-<UTC timestamp>`, beside it or into `into` (same file
+/// system); returns the new path.
+fn aside(path: &Path, what: &str, into: Option<&Path>) -> Result<PathBuf> {
     let ts = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string();
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let kept = path.with_file_name(format!("{name}.{what}-{ts}"));
+    let kept = match into {
+        Some(d) => d.join(format!("{name}.{what}-{ts}")),
+        None => path.with_file_name(format!("{name}.{what}-{ts}")),
+    };
     std::fs::rename(path, &kept)
         .with_context(|| format!("moving {} aside to {}", path.display(), kept.display()))?;
     let journal = path.with_file_name(format!("{name}-journal"));
@@ -395,7 +401,7 @@ fn recover_inbound(dir: &SessionDir, session_id: &str, error: &str) -> Result<(S
         .with_context(|| format!("making a work folder {}", work.display()))?;
     let moved = (|| -> Result<(String, PathBuf)> {
         let g = fresh_inbound(&staged, session_id, Some(&fill))?;
-        let kept = aside(&path, "corrupt")?;
+        let kept = aside(&path, "corrupt", None)?;
         std::fs::rename(staged.inbound_db(), &path)
             .with_context(|| format!("moving the recovered {} into place", path.display()))?;
         sync_parent(&path)?;
@@ -430,7 +436,7 @@ fn rebuild(
             let _ = std::fs::remove_file(&tmp);
         })?
     };
-    let kept = aside(path, "corrupt")?;
+    let kept = aside(path, "corrupt", None)?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("moving the recovered {} into place", path.display()))?;
     sync_parent(path)?;
@@ -591,6 +597,8 @@ mod tests {
             Finding::Foreign { why, kept } => {
                 assert!(why.contains("empty"), "{why}");
                 assert!(kept.exists());
+                // Out of the agent's sight: the host-only session folder.
+                assert_eq!(kept.parent(), Some(dir.root()));
             }
             other => panic!("{other:?}"),
         }
