@@ -44,6 +44,10 @@ struct Run {
 
 impl Run {
     fn start(tmp: &std::path::Path) -> Run {
+        Run::start_with(tmp, |_| {})
+    }
+
+    fn start_with(tmp: &std::path::Path, tune: impl FnOnce(&mut pinch_host::HostConfig)) -> Run {
         // PINCH_TEST_LOG=debug shows the host's log while debugging a test.
         if let Ok(f) = std::env::var("PINCH_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -52,6 +56,7 @@ impl Run {
                 .try_init();
         }
         let mut cfg = host_config(tmp, any_sandbox());
+        tune(&mut cfg);
         let cell = fake_chat(&mut cfg);
         let rt = rt();
         let host = rt.block_on(pinch_host::start(cfg)).unwrap();
@@ -268,5 +273,45 @@ fn runner_exit_75_on_a_damaged_host_file_leads_to_recovery_not_a_stall() {
         run.chat.sent()
     );
     assert_eq!(run.count(reply_to("You said: first question")), 1);
+    run.stop();
+}
+
+/// No runner alive (it went idle) when the host's file is damaged: the
+/// sweep's check for due work fails as corrupt, and that alone leads to the
+/// check and the recovery — no message, no runner needed.
+#[test]
+fn a_damaged_file_with_no_runner_alive_is_found_by_the_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start_with(tmp.path(), |cfg| {
+        cfg.runner.idle_exit_ms = 300;
+        cfg.sweep_interval = Duration::from_millis(300);
+    });
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    let host = run.host.as_ref().unwrap();
+    wait_for("the runner to go idle", WAIT, || {
+        run.rt
+            .block_on(host.sessions())
+            .iter()
+            .all(|s| s.runner_pid.is_none())
+    });
+    damage_page(&dir.join("in/inbound.db"), "messages_in_pending");
+    let told = run.wait("the damage notice", notice("damaged on disk"));
+    assert!(
+        told.text().contains("inbound.db.corrupt-"),
+        "{}",
+        told.text()
+    );
+    run.say("m2", "second question");
+    run.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(
+        run.count(notice("damaged on disk")),
+        1,
+        "{:#?}",
+        run.chat.sent()
+    );
     run.stop();
 }

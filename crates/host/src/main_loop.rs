@@ -1337,6 +1337,9 @@ impl Host {
                 let delay = Duration::from_secs(1u64 << s.wake_failures.min(6))
                     .min(Duration::from_secs(60));
                 tracing::warn!(session_id = %id, retry_in_s = delay.as_secs(), "cannot check for due work: {e:#}");
+                if session_db::is_corrupt(&e) {
+                    let _ = events.send(Event::SessionDbFault(id.to_owned()));
+                }
                 if !s.wake_scheduled {
                     s.wake_scheduled = true;
                     let id = id.to_owned();

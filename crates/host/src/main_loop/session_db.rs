@@ -21,6 +21,15 @@ use crate::central::SessionRow;
 use crate::paths::SessionDir;
 use crate::session_check::{self, Finding, Stamp};
 
+/// Whether an error of a session-DB read or write says the file is corrupt.
+pub(super) fn is_corrupt(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<pinch_proto::ProtoError>()
+            .is_some_and(|p| p.is_corruption())
+            || pinch_proto::error::message_is_corruption(&c.to_string())
+    })
+}
+
 impl Host {
     /// Checks the session's `inbound.db` (see the module doc); `deep` adds
     /// the corruption check. Returns the file's stamp to remember, or the
