@@ -45,7 +45,8 @@ pub(crate) enum Event {
         signal: Option<i32>,
     },
     Wake(String),
-    /// Delivery found this session's inbound.db corrupt: check it (issue 15).
+    /// A read of this session's inbound.db failed as corrupt (delivery, a
+    /// wake): the deep check (issue 15).
     SessionDbFault(String),
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
