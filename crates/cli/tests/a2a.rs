@@ -134,7 +134,7 @@ fn ledger(data: &std::path::Path, ag: &str) -> Vec<(String, Option<String>)> {
         .flatten()
         .filter(|d| !d.file_name().to_string_lossy().starts_with('.'))
     {
-        let c = inbound(&d.path());
+        let c = ledger_db(&d.path());
         let mut s = c
             .prepare("SELECT status, last_error FROM delivered")
             .unwrap();
@@ -421,7 +421,7 @@ fn files_go_to_the_targets_inbox_and_never_escape() {
         tx.commit().unwrap();
     }
     let status = |id: &str| -> Option<(String, Option<String>)> {
-        inbound(&main.dir)
+        ledger_db(&main.dir)
             .query_row(
                 "SELECT status, last_error FROM delivered WHERE message_out_id = ?1",
                 [id],

@@ -261,7 +261,7 @@ fn an_edit_uses_the_platform_id_from_the_ledger_or_becomes_a_correction() {
     );
     w.wait(&w.rich, "the final answer", |s| s.text() == "edited");
     // The ledger records the edit against the draft's platform id.
-    let inb = inbound(&w.session_dir("rich"));
+    let inb = ledger_db(&w.session_dir("rich"));
     let n: i64 = inb
         .query_row("SELECT count(*) FROM delivered WHERE platform_message_id = ?1 AND status = 'delivered'", [&draft_pid], |r| r.get(0))
         .unwrap();
@@ -306,7 +306,7 @@ fn a_reaction_reaches_a_reactions_channel_and_is_dropped_elsewhere() {
         "{:#?}",
         w.plain.sent()
     );
-    let inb = inbound(&w.session_dir("plain"));
+    let inb = ledger_db(&w.session_dir("plain"));
     let err: String = inb
         .query_row(
             "SELECT last_error FROM delivered WHERE status = 'failed'",

@@ -503,7 +503,7 @@ fn delivered(data: &Path) -> i64 {
         .into_iter()
         .flatten()
     {
-        n += inbound(&d.unwrap().path())
+        n += ledger_db(&d.unwrap().path())
             .query_row(
                 "SELECT count(*) FROM delivered WHERE status = 'delivered'",
                 [],

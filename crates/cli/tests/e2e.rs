@@ -83,7 +83,7 @@ fn through_sandbox(choice: Choice) {
         assert!(*seq > ins[i].1, "a reply is numbered after what it answers");
         assert_eq!(reply_to, &ins[i].0);
         assert!(content.contains("You said"));
-        let (status, pmid, attempts): (String, Option<String>, i64) = inb
+        let (status, pmid, attempts): (String, Option<String>, i64) = ledger_db(dir)
             .query_row("SELECT status, platform_message_id, attempts FROM delivered WHERE message_out_id = ?1", [oid], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })

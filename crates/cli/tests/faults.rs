@@ -182,7 +182,7 @@ fn daemon_host_restart(sandbox: &str) {
     let st = h.wait().unwrap();
     assert!(st.success(), "graceful exit on SIGTERM: {st}");
     // Each message answered exactly once in the ledger.
-    let inb = inbound(&inbound_db);
+    let inb = ledger_db(&inbound_db);
     let delivered: i64 = inb
         .query_row(
             "SELECT count(*) FROM delivered WHERE status = 'delivered'",
@@ -398,7 +398,7 @@ fn runner_exits_75_after_ten_corrupt_polls_with_one_clear_line() {
     );
     let warns = stderr
         .lines()
-        .filter(|l| l.contains("poll failed as corrupt"))
+        .filter(|l| l.contains("poll failed (counts toward the streak)"))
         .count();
     assert_eq!(
         warns, 9,
@@ -409,6 +409,42 @@ fn runner_exits_75_after_ten_corrupt_polls_with_one_clear_line() {
         took >= Duration::from_millis(4500),
         "paced at 500 ms: {took:?}"
     );
+}
+
+/// A zero-length `inbound.db` (SQLite reads it as an empty database: "no
+/// such table") is counted by the streak like corruption: exit 75 after ten
+/// paced polls, not after the 60 s poll-failure ceiling (issue 15).
+#[test]
+fn runner_exits_75_on_a_zero_length_inbound_db_like_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, cfg) = runner_fixture(tmp.path(), 10);
+    std::fs::write(dir.join("in/inbound.db"), b"").unwrap();
+    let mut child = Command::new(PINCH)
+        .args(["runner", "--config"])
+        .arg(&cfg)
+        .env("PINCH_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ten paced polls take ~5 s; the ceiling would take 60 s. Kill at 30 s
+    // so a regression fails instead of hanging.
+    let mut status = None;
+    common::wait_for("the runner to exit", Duration::from_secs(30), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.unwrap().code(), Some(75), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("exiting 75"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("10 times in a row") && line.contains("no such table"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("likely fine"), "{stderr}");
 }
 
 #[test]

@@ -306,7 +306,7 @@ async fn frames_before_barrier(ws: &mut Ws, cid: &str) -> Vec<Value> {
 /// The ledger entry of an outbound row: (status, last_error).
 fn ledger(dir: &Path, id: &str) -> Option<(String, Option<String>)> {
     use pinch_proto::rusqlite::OptionalExtension;
-    inbound(dir)
+    ledger_db(dir)
         .query_row(
             "SELECT status, last_error FROM delivered WHERE message_out_id = ?1",
             [id],

@@ -201,7 +201,7 @@ fn racing_the_row_folder_against_delivery_never_delivers_a_host_file() {
     );
 
     let verdict = |id: &str| -> Option<(String, Option<String>)> {
-        inbound(&main_dir)
+        ledger_db(&main_dir)
             .query_row(
                 "SELECT status, last_error FROM delivered WHERE message_out_id = ?1",
                 [id],

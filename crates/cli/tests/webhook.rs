@@ -388,7 +388,7 @@ fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
         .path();
     let key = keys.into_iter().next().unwrap().unwrap();
     wait_for("the ledger entry", WAIT, || {
-        inbound(&dir)
+        ledger_db(&dir)
             .query_row(
                 "SELECT status FROM delivered WHERE message_out_id = ?1",
                 [&key],

@@ -148,6 +148,12 @@ CREATE TABLE dropped_messages (
 CREATE TABLE crash_budget (session_id TEXT NOT NULL, at_ms INTEGER NOT NULL);
 CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
 ",
+), (
+    // Issue 15: the generation of each session's inbound.db (a random id
+    // the host also stores inside the file), so a file that vanished or
+    // was swapped is noticed. NULL = not recorded yet (adopted as found).
+    "0004_session_db_generation",
+    "ALTER TABLE sessions ADD COLUMN inbound_generation TEXT;",
 )];
 
 /// A question waiting for a button press.
@@ -805,6 +811,28 @@ impl Central {
             [id],
         )?;
         Ok(n > 0)
+    }
+
+    /// The generation of the session's inbound.db the host last made or
+    /// adopted (issue 15); `None` before the first check.
+    pub fn inbound_generation(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT inbound_generation FROM sessions WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn set_inbound_generation(&self, id: &str, generation: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET inbound_generation = ?2 WHERE id = ?1",
+            params![id, generation],
+        )?;
+        Ok(())
     }
 
     pub fn quarantine_of(&self, id: &str) -> Result<Option<(String, String)>> {

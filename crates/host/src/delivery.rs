@@ -1,5 +1,8 @@
 //! Delivery: `messages_out` rows → channel adapters, recorded in the
-//! `delivered` ledger of `inbound.db` (SPEC §4 step 9).
+//! host's `delivered` ledger (SPEC §4 step 9), which lives in the session's
+//! host-only `delivered.db`, not in `inbound.db` (issue 15, [`crate::ledger`]).
+//! A pass that fails is retried after a growing pause and its error logged
+//! once, not every second.
 //!
 //! One task per session, so there is exactly one delivery in flight per
 //! session (lesson 7: overlapping polls double-sent upstream). It wakes on
@@ -20,11 +23,12 @@ use anyhow::{Context, Result};
 use pinch_channels::{Address, Button, Capabilities, Channel, DeliverError, OutFile, Outgoing};
 use pinch_policy::address::{self, Claim, Decision, Place, Records, Target};
 use pinch_proto::content::{ChatIn, ChatOut, InContent, SystemIn};
-use pinch_proto::open::{open_reader, open_writer, write_tx};
+use pinch_proto::open::{open_existing_writer, open_reader, write_tx};
 use pinch_proto::rows::{self, status, InboundRow, LedgerRow, NewInbound, OutboundRow};
 use pinch_proto::time;
 use tokio::sync::{watch, Notify};
 
+use crate::ledger::Ledger;
 use crate::paths::SessionDir;
 use crate::session::BUSY;
 
@@ -42,6 +46,8 @@ pub struct Shared {
     pub notify: Notify,
     /// Largest outbound seq seen (the host's seq allocator stays above it).
     pub out_max: AtomicI64,
+    /// Ends a failing task's backoff pause: the host repaired a file.
+    pub kick: Notify,
 }
 
 impl Shared {
@@ -49,6 +55,7 @@ impl Shared {
         Arc::new(Shared {
             notify: Notify::new(),
             out_max: AtomicI64::new(0),
+            kick: Notify::new(),
         })
     }
 }
@@ -65,6 +72,8 @@ pub struct Task {
     /// Rows the channel took whose `delivered` entry could not be written
     /// yet (e.g. a full disk): the next pass retries the record, never the send.
     unrecorded: HashMap<String, (String, i64)>,
+    /// The host's delivery ledger (`<session>/delivered.db`).
+    ledger: Option<Ledger>,
     /// Tells the main loop about questions before their buttons go out, so
     /// a click always finds its `pending_questions` row.
     events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
@@ -90,6 +99,7 @@ impl Task {
             watermark: 0,
             unsettled: Vec::new(),
             unrecorded: HashMap::new(),
+            ledger: None,
             events,
             timezone: "UTC".into(),
             agent_group: String::new(),
@@ -97,9 +107,33 @@ impl Task {
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut failing = Failing::default();
         loop {
-            if let Err(e) = self.pass().await {
-                tracing::warn!(session_id = %self.session_id, "delivery pass failed (will retry): {e:#}");
+            let backoff = match self.pass().await {
+                Ok(()) => failing.ok(&self.session_id),
+                Err(e) => {
+                    // Our own file unreadable as corrupt: the main loop
+                    // checks and recovers it (issue 15).
+                    if e.chain().any(|c| {
+                        c.downcast_ref::<pinch_proto::ProtoError>()
+                            .is_some_and(|p| p.is_corruption())
+                            || pinch_proto::error::message_is_corruption(&c.to_string())
+                    }) {
+                        let _ = self.events.send(crate::main_loop::Event::SessionDbFault(
+                            self.session_id.clone(),
+                        ));
+                    }
+                    failing.failed(&self.session_id, &e)
+                }
+            };
+            // While passes fail, the next one waits out the backoff (wakes
+            // in between are remembered by the Notify, not acted on).
+            if let Some(wait) = backoff {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.shared.kick.notified() => {}
+                    _ = stop.changed() => return,
+                }
             }
             tokio::select! {
                 _ = self.shared.notify.notified() => {}
@@ -121,8 +155,21 @@ impl Task {
         });
     }
 
-    /// One delivery pass.
+    /// One delivery pass, with the session's ledger (opened on first use,
+    /// kept open; reopened after an error).
     async fn pass(&mut self) -> Result<()> {
+        let mut ledger = match self.ledger.take() {
+            Some(l) => l,
+            None => Ledger::open(&self.dir)?,
+        };
+        let r = self.pass_with(&mut ledger).await;
+        if r.is_ok() {
+            self.ledger = Some(ledger);
+        }
+        r
+    }
+
+    async fn pass_with(&mut self, ledger: &mut Ledger) -> Result<()> {
         let out_path = self.dir.outbound_db();
         if !out_path.exists() {
             return Ok(());
@@ -137,7 +184,9 @@ impl Task {
         if let Some(last) = out_rows.last() {
             self.shared.out_max.fetch_max(last.seq, Ordering::Relaxed);
         }
-        let mut inbound = open_writer(&self.dir.inbound_db(), BUSY)?;
+        // Never created here: a vanished inbound.db is the main loop's to
+        // notice and report (session_check), not to be silently remade.
+        let mut inbound = open_existing_writer(&self.dir.inbound_db(), BUSY)?;
         // The host's own records of where this session may send (issue 14):
         // its conversation and its agent group's destinations, both
         // projected by the host into inbound.db, which the sandbox sees
@@ -168,7 +217,7 @@ impl Task {
                     continue;
                 }};
             }
-            let prev = rows::ledger_get(&inbound, &row.id)?;
+            let prev = ledger.get(&row.id)?;
             if prev
                 .as_ref()
                 .is_some_and(|l| l.status == status::DELIVERED || l.status == status::FAILED)
@@ -178,7 +227,7 @@ impl Task {
             let attempts = prev.as_ref().map_or(0, |l| l.attempts);
             if let Some((pid, n)) = self.unrecorded.get(&row.id).cloned() {
                 put(
-                    &mut inbound,
+                    ledger,
                     &LedgerRow {
                         message_out_id: row.id.clone(),
                         platform_message_id: Some(pid),
@@ -205,7 +254,7 @@ impl Task {
                 match decision {
                     Decision::Allowed(t) => Some((t, answered_row)),
                     Decision::Refused(why) => {
-                        self.refuse(&mut inbound, row, attempts, &why)?;
+                        self.refuse(&mut inbound, ledger, row, attempts, &why)?;
                         finished!();
                     }
                 }
@@ -269,6 +318,7 @@ impl Task {
                 Some((Target::Agent(_), _)) => {
                     self.fail(
                         &mut inbound,
+                        ledger,
                         &row.id,
                         attempts,
                         "only chat messages go between agents",
@@ -284,7 +334,7 @@ impl Task {
                 match tokio::time::timeout(Duration::from_secs(10), outcome).await {
                     Ok(Ok(Ok(record))) => {
                         put(
-                            &mut inbound,
+                            ledger,
                             &LedgerRow {
                                 message_out_id: row.id.clone(),
                                 platform_message_id: Some(record),
@@ -295,7 +345,7 @@ impl Task {
                         )?;
                     }
                     Ok(Ok(Err(reason))) => {
-                        self.fail(&mut inbound, &row.id, attempts + 1, &reason)?
+                        self.fail(&mut inbound, ledger, &row.id, attempts + 1, &reason)?
                     }
                     _ => {
                         // No answer in time: retried (both handlers are idempotent per row).
@@ -322,7 +372,7 @@ impl Task {
             let rendered = match render(row.kind.as_str(), &row.content, &addr, caps) {
                 Ok(t) => t,
                 Err(reason) => {
-                    self.fail(&mut inbound, &row.id, attempts, &reason)?;
+                    self.fail(&mut inbound, ledger, &row.id, attempts, &reason)?;
                     finished!();
                 }
             };
@@ -331,7 +381,7 @@ impl Task {
                     "no {:?} channel is running in this host; the message cannot be delivered",
                     addr.channel_type
                 );
-                self.fail(&mut inbound, &row.id, attempts, &reason)?;
+                self.fail(&mut inbound, ledger, &row.id, attempts, &reason)?;
                 finished!();
             };
             // No `sending` commit before a first attempt: a row without a
@@ -435,7 +485,7 @@ impl Task {
             let result = match rendered.op {
                 Op::Send => None,
                 Op::Edit { seq } => {
-                    match self.platform_message_id_of(&inbound, &grants, seq, &place) {
+                    match self.platform_message_id_of(&inbound, ledger, &grants, seq, &place) {
                         Ok(Some(pid)) => Some(channel.edit(&addr, &pid, &text).await.map(|()| pid)),
                         // Not (yet) delivered, or not ours: a correction message.
                         _ => {
@@ -445,7 +495,7 @@ impl Task {
                     }
                 }
                 Op::React { seq, ref emoji } => match self
-                    .platform_message_id_of(&inbound, &grants, seq, &place)
+                    .platform_message_id_of(&inbound, ledger, &grants, seq, &place)
                 {
                     Ok(Some(pid)) => Some(channel.react(&addr, &pid, emoji).await.map(|()| pid)),
                     Ok(None) => Some(Err(DeliverError::Permanent(format!(
@@ -488,7 +538,7 @@ impl Task {
                     self.unrecorded
                         .insert(row.id.clone(), (pid.clone(), attempts + 1));
                     put(
-                        &mut inbound,
+                        ledger,
                         &LedgerRow {
                             message_out_id: row.id.clone(),
                             platform_message_id: Some(pid),
@@ -522,12 +572,12 @@ impl Task {
                 Err(DeliverError::Retryable(why)) => {
                     let n = attempts + 1;
                     if n >= MAX_ATTEMPTS {
-                        self.fail(&mut inbound, &row.id, n, &why)?;
+                        self.fail(&mut inbound, ledger, &row.id, n, &why)?;
                         finished!();
                     }
                     tracing::warn!(id = %row.id, attempt = n, "delivery failed, will retry: {why}");
                     put(
-                        &mut inbound,
+                        ledger,
                         &LedgerRow {
                             message_out_id: row.id.clone(),
                             platform_message_id: None,
@@ -540,7 +590,7 @@ impl Task {
                     wait!(key);
                 }
                 Err(DeliverError::Permanent(why)) => {
-                    self.fail(&mut inbound, &row.id, attempts + 1, &why)?;
+                    self.fail(&mut inbound, ledger, &row.id, attempts + 1, &why)?;
                     finished!();
                 }
             }
@@ -715,6 +765,7 @@ impl Task {
     fn platform_message_id_of(
         &self,
         inbound: &pinch_proto::rusqlite::Connection,
+        ledger: &Ledger,
         grants: &Grants,
         seq: i64,
         place: &Place,
@@ -750,7 +801,8 @@ impl Task {
                     if here(Some(&p.channel_type), Some(&p.platform_id)) => {}
                 _ => return Ok(None),
             }
-            return Ok(rows::ledger_get(inbound, &id)?
+            return Ok(ledger
+                .get(&id)?
                 .filter(|l| l.status == status::DELIVERED)
                 .and_then(|l| l.platform_message_id));
         }
@@ -781,6 +833,7 @@ impl Task {
     fn refuse(
         &self,
         inbound: &mut pinch_proto::rusqlite::Connection,
+        ledger: &mut Ledger,
         row: &OutboundRow,
         attempts: i64,
         why: &str,
@@ -801,7 +854,13 @@ impl Task {
             agent_group: self.agent_group.clone(),
             claimed,
         });
-        self.fail(inbound, &row.id, attempts, &format!("not delivered: {why}"))
+        self.fail(
+            inbound,
+            ledger,
+            &row.id,
+            attempts,
+            &format!("not delivered: {why}"),
+        )
     }
 
     /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
@@ -842,27 +901,20 @@ impl Task {
     fn fail(
         &self,
         inbound: &mut pinch_proto::rusqlite::Connection,
+        ledger: &mut Ledger,
         out_id: &str,
         attempts: i64,
         reason: &str,
     ) -> Result<()> {
         tracing::warn!(id = %out_id, "delivery failed for good: {reason}");
         let out_max = self.shared.out_max.load(Ordering::Relaxed);
-        let tx = write_tx(inbound)?;
         crate::metrics::METRICS
             .delivery_failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        rows::ledger_put(
-            &tx,
-            &LedgerRow {
-                message_out_id: out_id.to_owned(),
-                platform_message_id: None,
-                status: status::FAILED.into(),
-                attempts,
-                last_error: Some(reason.to_owned()),
-            },
-            &time::now(),
-        )?;
+        // The agent's note first (its id makes a repeat a no-op), then the
+        // host's ledger: a crash in between fails the row again, never
+        // leaves it failed without the note.
+        let tx = write_tx(inbound)?;
         let note = InContent::System(SystemIn::ActionResult {
             action: "deliver".into(),
             status: "failed".into(),
@@ -881,7 +933,13 @@ impl Task {
             out_max,
         )?;
         tx.commit()?;
-        Ok(())
+        ledger.put(&LedgerRow {
+            message_out_id: out_id.to_owned(),
+            platform_message_id: None,
+            status: status::FAILED.into(),
+            attempts,
+            last_error: Some(reason.to_owned()),
+        })
     }
 }
 
@@ -956,11 +1014,63 @@ impl Grants {
     }
 }
 
-fn put(conn: &mut pinch_proto::rusqlite::Connection, e: &LedgerRow) -> Result<()> {
-    let tx = write_tx(conn)?;
-    rows::ledger_put(&tx, e, &time::now())?;
-    tx.commit()?;
-    Ok(())
+/// Failed passes of one session: logged once per distinct error (not on
+/// every retry), retried after a growing pause (1 s doubling to 60 s), and
+/// a recovery is logged too (issue 15).
+#[derive(Default)]
+struct Failing {
+    count: u32,
+    last: Option<String>,
+}
+
+impl Failing {
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+    fn failed(&mut self, session_id: &str, e: &anyhow::Error) -> Option<Duration> {
+        let msg = format!("{e:#}");
+        self.count += 1;
+        let wait = Duration::from_secs(1u64 << (self.count - 1).min(6)).min(Self::MAX_BACKOFF);
+        if self.last.as_deref() != Some(msg.as_str()) {
+            tracing::warn!(session_id, retry_in_s = wait.as_secs(), "delivery pass failed; retrying with a growing pause, logged again only if the error changes: {msg}");
+            self.last = Some(msg);
+        } else {
+            tracing::debug!(
+                session_id,
+                failures = self.count,
+                "delivery pass failed again: {msg}"
+            );
+        }
+        Some(wait)
+    }
+
+    fn ok(&mut self, session_id: &str) -> Option<Duration> {
+        if self.count > 0 {
+            tracing::info!(
+                session_id,
+                failures = self.count,
+                "delivery passes work again"
+            );
+        }
+        *self = Failing::default();
+        None
+    }
+
+    #[cfg(test)]
+    fn pauses(errors: &[&str]) -> (Vec<u64>, u32) {
+        let mut f = Failing::default();
+        let mut logged = 0;
+        let mut out = Vec::new();
+        for e in errors {
+            let before = f.last.clone();
+            out.push(f.failed("s", &anyhow::anyhow!("{e}")).unwrap().as_secs());
+            logged += (f.last != before) as u32;
+        }
+        (out, logged)
+    }
+}
+
+fn put(ledger: &mut Ledger, e: &LedgerRow) -> Result<()> {
+    ledger.put(e)
 }
 
 /// What a channel is sent for one outbound row.
@@ -1111,6 +1221,18 @@ mod tests {
             platform_id: "p".into(),
             thread_id: None,
         }
+    }
+
+    /// The same error repeated is logged once and retried after a growing
+    /// pause (not every second); a new error is logged again.
+    #[test]
+    fn a_failing_pass_backs_off_and_logs_each_error_once() {
+        let same = ["disk image is malformed"; 9];
+        let (pauses, logged) = Failing::pauses(&same);
+        assert_eq!(pauses, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(logged, 1);
+        let (_, logged) = Failing::pauses(&["a", "a", "b", "b", "a"]);
+        assert_eq!(logged, 3);
     }
 
     #[test]

@@ -75,8 +75,12 @@ fn read_one(
     }
     drop(st);
     let delivered: HashSet<String> = {
+        // The host's ledger file (issue 15); empty before the first delivery.
+        let Some(ledger) = crate::ledger::open_read(d.root()) else {
+            return Ok(());
+        };
         let mut st =
-            inbound.prepare("SELECT message_out_id FROM delivered WHERE status = 'delivered'")?;
+            ledger.prepare("SELECT message_out_id FROM delivered WHERE status = 'delivered'")?;
         let ids = st
             .query_map([], |r| r.get::<_, String>(0))?
             .collect::<Result<_, _>>()?;

@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod docker;
 pub mod fswalk;
 pub mod history;
+pub mod ledger;
 pub mod metrics;
 pub mod mounts;
 pub mod outbox;
@@ -45,6 +46,7 @@ pub mod safe_fs;
 pub mod sandbox;
 pub mod seccomp;
 pub mod session;
+pub mod session_check;
 pub mod tasks;
 pub mod tools_dir;
 

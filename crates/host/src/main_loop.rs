@@ -33,6 +33,7 @@ mod create_agent;
 mod disk;
 mod routing;
 mod self_mod;
+mod session_db;
 mod task_actions;
 
 pub(crate) enum Event {
@@ -44,6 +45,9 @@ pub(crate) enum Event {
         signal: Option<i32>,
     },
     Wake(String),
+    /// A read of this session's inbound.db failed as corrupt (delivery, a
+    /// wake): the deep check (issue 15).
+    SessionDbFault(String),
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
     /// A live runner's stuck deadline (spawn grace, heartbeat ceiling,
@@ -175,6 +179,8 @@ struct SessionRt {
     closed: bool,
     /// Over its disk quota? (`disk.rs`)
     disk: disk::DiskState,
+    /// Device and inode of its inbound.db when last checked (`session_db.rs`).
+    inbound_stamp: Option<crate::session_check::Stamp>,
 }
 
 struct Host {
@@ -618,6 +624,9 @@ impl Host {
                 }
             }
         }
+        for (sid, ..) in &groups {
+            self.check_inbound_now(sid);
+        }
         let results: Vec<Result<(), String>> = if groups.len() <= 1 {
             groups
                 .iter()
@@ -657,7 +666,9 @@ impl Host {
         for sid in lost {
             failed.insert(sid, "the session is no longer loaded".into());
         }
-        for ((sid, ..), r) in groups.iter().zip(results) {
+        for ((sid, dir, out_max, rows), r) in groups.iter().zip(results) {
+            // Our own file damaged: recovered, then written once more (issue 15).
+            let r = r.or_else(|e| self.retry_if_repaired(sid, dir, rows, *out_max, e));
             match r {
                 Ok(()) => {
                     if let Err(e) = self.central.touch_session(sid) {
@@ -839,6 +850,7 @@ impl Host {
                 signal,
             } => self.on_exit(&session_id, &runner_id, code, signal),
             Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
+            Event::SessionDbFault(id) => self.check_inbound_deep(&id),
             Event::Wake(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.wake_scheduled = false;
@@ -1228,10 +1240,9 @@ impl Host {
         if !dir.root().exists() {
             anyhow::bail!("session folder {} is missing", dir.root().display());
         }
-        // Read-write open of our own file rolls back a hot journal; migrate lazily.
-        let conn = pinch_proto::open::open_writer(&dir.inbound_db(), session::BUSY)?;
-        pinch_proto::schema::migrate_inbound(&conn)?;
-        drop(conn);
+        // Our own file: still the one we made (identity), hot journal
+        // rolled back, migrated lazily; never silently recreated (issue 15).
+        let inbound_stamp = self.inspect_inbound(&row, &dir, None, false);
         // No runner of this session is alive here: roll back a torn runner write.
         pinch_proto::open::recovery_open(&dir.outbound_db(), session::BUSY)?;
         self.project(&row, &dir)?;
@@ -1281,6 +1292,7 @@ impl Host {
                 quarantined,
                 closed: false,
                 disk: Default::default(),
+                inbound_stamp,
             },
         );
         Ok(())
@@ -1388,6 +1400,10 @@ impl Host {
         if live >= self.cfg.max_concurrent_runners && self.slot_queue.iter().any(|q| q == id) {
             return; // already waiting for a slot; checked again when one frees
         }
+        self.check_inbound_now(id);
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
         match session::has_due_trigger(&s.dir) {
             Ok(true) => s.wake_failures = 0,
             Ok(false) => {
@@ -1400,6 +1416,9 @@ impl Host {
                 let delay = Duration::from_secs(1u64 << s.wake_failures.min(6))
                     .min(Duration::from_secs(60));
                 tracing::warn!(session_id = %id, retry_in_s = delay.as_secs(), "cannot check for due work: {e:#}");
+                if session_db::is_corrupt(&e) {
+                    let _ = events.send(Event::SessionDbFault(id.to_owned()));
+                }
                 if !s.wake_scheduled {
                     s.wake_scheduled = true;
                     let id = id.to_owned();
@@ -1904,6 +1923,15 @@ impl Host {
         }
         let dir = s.dir.clone();
         drop(live._alive);
+        if cause.is_abnormal() {
+            // No runner alive: the host checks its own files (issue 15).
+            let row = s.row.clone();
+            let stamp = self.check_after_exit(&row, &dir);
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.inbound_stamp = stamp;
+                s.shared.kick.notify_one();
+            }
+        }
         // A sandbox whose supervisor died can leave its inner process tree
         // behind; nothing of this session may run when the next runner starts.
         let leftovers = reap(&dir.root().to_string_lossy());
@@ -2522,7 +2550,7 @@ fn detail_is_corruption(log: &Path) -> bool {
         return false;
     };
     let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(2048)..]).to_string();
-    tail.contains("read failed as corrupt")
+    tail.contains("could not be read") || tail.contains("read failed as corrupt")
 }
 
 fn term(pid: u32) {

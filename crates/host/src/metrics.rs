@@ -213,10 +213,12 @@ impl Metrics {
                 &c,
                 "SELECT count(*) FROM messages_in WHERE status = 'pending' AND trigger = 1",
             );
-            let terminal = q(
-                &c,
-                "SELECT count(*) FROM delivered WHERE status IN ('delivered', 'failed')",
-            );
+            let terminal = crate::ledger::open_read(&d).map_or(0, |l| {
+                q(
+                    &l,
+                    "SELECT count(*) FROM delivered WHERE status IN ('delivered', 'failed')",
+                )
+            });
             if let Ok(oc) = pinch_proto::open::open_reader(&outb, busy) {
                 o += q(&oc, "SELECT count(*) FROM messages_out").saturating_sub(terminal);
             }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pinch_proto::open::{open_reader, open_writer, write_tx};
+use pinch_proto::open::{open_existing_writer, open_reader, open_writer, write_tx};
 use pinch_proto::rows::{self, Destination, NewInbound, Routing};
 use pinch_proto::schema;
 
@@ -32,6 +32,8 @@ pub fn create_folder(data: &DataDir, ag_id: &str, session_id: &str) -> Result<Se
         let conn = open_writer(&tmp.inbound_db(), BUSY)?;
         schema::migrate_inbound(&conn)?;
         drop(conn);
+        // Whose file this is, and which generation of it (issue 15).
+        crate::session_check::stamp_new_file(&tmp.inbound_db(), session_id)?;
         // The outbound file is created with its schema before any runner
         // exists (no rows), so readers always find the tables. From here on
         // only runners write it.
@@ -85,7 +87,7 @@ pub fn write_inbound(
     out_max: i64,
 ) -> Result<Vec<Option<i64>>> {
     let path = dir.inbound_db();
-    let mut conn = open_writer(&path, BUSY)?;
+    let mut conn = open_existing_writer(&path, BUSY)?;
     let tx = write_tx(&mut conn)?;
     let mut seqs = Vec::with_capacity(rows_in.len());
     for r in rows_in {
@@ -107,7 +109,7 @@ pub fn project(dir: &SessionDir, dests: &[Destination], routing: &Routing) -> Re
             return Ok(());
         }
     }
-    let mut conn = open_writer(&dir.inbound_db(), BUSY)?;
+    let mut conn = open_existing_writer(&dir.inbound_db(), BUSY)?;
     schema::migrate_inbound(&conn)?;
     let tx = write_tx(&mut conn)?;
     rows::replace_destinations(&tx, dests)?;
@@ -282,7 +284,7 @@ pub fn apply_orphans(
     use pinch_policy::retry::{decide_orphan, Orphan as D};
     let mut failed = Vec::new();
     let mut earliest: Option<i64> = None;
-    let mut conn = open_writer(&dir.inbound_db(), BUSY)?;
+    let mut conn = open_existing_writer(&dir.inbound_db(), BUSY)?;
     let tx = write_tx(&mut conn)?;
     for o in orphans.iter().filter(|o| o.status == rows::status::PENDING) {
         let future = o

@@ -15,7 +15,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use pinch_policy::cron::Schedule;
 use pinch_proto::content::{InContent, TaskIn};
-use pinch_proto::open::{open_writer, write_tx};
+use pinch_proto::open::write_tx;
 use pinch_proto::rows::{self, NewInbound};
 use pinch_proto::rusqlite::{params, OptionalExtension, Transaction};
 use pinch_proto::time;
@@ -142,7 +142,7 @@ pub fn apply(
             .map(str::trim)
             .filter(|x| !x.is_empty())
     };
-    let mut conn = open_writer(&dir.inbound_db(), BUSY)?;
+    let mut conn = pinch_proto::open::open_existing_writer(&dir.inbound_db(), BUSY)?;
     let tx = write_tx(&mut conn)?;
     let done = match action {
         "schedule_task" => {
@@ -319,6 +319,7 @@ pub fn holds(dir: &SessionDir, key: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pinch_proto::open::open_writer;
 
     fn session() -> (tempfile::TempDir, SessionDir) {
         let d = tempfile::tempdir().unwrap();

@@ -40,6 +40,41 @@ impl ProtoError {
     pub fn is_corruption(&self) -> bool {
         self.sqlite_error().is_some_and(is_corruption)
     }
+
+    /// True when this error means the reader cannot use the file it sees
+    /// at all (see [`is_unusable_view`]): what the runner's streak counts.
+    pub fn is_unusable_view(&self) -> bool {
+        self.sqlite_error().is_some_and(is_unusable_view)
+    }
+}
+
+/// The corruption family the runner's streak counts (issue 15): corruption
+/// itself, plus the other ways a reader's view of a session DB is unusable
+/// rather than briefly busy: a file that cannot be opened (missing, EACCES:
+/// `SQLITE_CANTOPEN`, `SQLITE_PERM`, `SQLITE_AUTH`) and a file without the
+/// schema ("no such table", e.g. a zero-length file, which SQLite reads as an
+/// empty database). None of these heals by polling again in the same
+/// sandbox; all of them either heal with a fresh mount or need the host to
+/// look at its own file, which it does on exit 75. BUSY, LOCKED and I/O
+/// errors stay outside: they are transient.
+pub fn is_unusable_view(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    if is_corruption(err) {
+        return true;
+    }
+    if let rusqlite::Error::SqliteFailure(e, _) = err {
+        match e.code {
+            ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::AuthorizationForStatementDenied => return true,
+            // SQLITE_ERROR: the message tells ("no such table").
+            ErrorCode::Unknown => {}
+            _ => return false,
+        }
+    }
+    err.to_string()
+        .to_ascii_lowercase()
+        .contains("no such table")
 }
 
 /// Classifies a SQLite error as corruption of the database image.
@@ -108,6 +143,73 @@ mod tests {
             ffi::SQLITE_BUSY,
             Some("database disk image is malformed")
         )));
+    }
+
+    #[test]
+    fn unusable_views_count_with_corruption_and_busy_does_not() {
+        // corruption itself
+        assert!(is_unusable_view(&failure(ffi::SQLITE_CORRUPT, None)));
+        assert!(is_unusable_view(&failure(ffi::SQLITE_NOTADB, None)));
+        // a missing or unreadable file (EACCES) and a file without the schema
+        assert!(is_unusable_view(&failure(ffi::SQLITE_CANTOPEN, None)));
+        assert!(is_unusable_view(&failure(ffi::SQLITE_PERM, None)));
+        assert!(is_unusable_view(&failure(
+            ffi::SQLITE_ERROR,
+            Some("no such table: messages_in")
+        )));
+        assert!(is_unusable_view(&rusqlite::Error::SqlInputError {
+            error: ffi::Error::new(ffi::SQLITE_ERROR),
+            msg: "no such table: messages_in".into(),
+            sql: "SELECT 1 FROM messages_in".into(),
+            offset: 14,
+        }));
+        // transient ones stay outside
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_FULL,
+        ] {
+            assert!(
+                !is_unusable_view(&failure(code, Some("no such table: x"))),
+                "code {code}"
+            );
+        }
+        assert!(!is_unusable_view(&failure(
+            ffi::SQLITE_ERROR,
+            Some("syntax error")
+        )));
+    }
+
+    /// The real errors SQLite gives for a zero-length file, a file whose
+    /// tables are gone, and a missing file.
+    #[test]
+    fn real_empty_missing_and_tableless_files_are_unusable_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |p: &std::path::Path| -> ProtoError {
+            let c = crate::open::open_reader(p, std::time::Duration::from_secs(2));
+            match c {
+                Err(e) => e,
+                Ok(c) => c
+                    .query_row("SELECT count(*) FROM messages_in", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map_err(ProtoError::sqlite("reading"))
+                    .unwrap_err(),
+            }
+        };
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(read(&empty).is_unusable_view());
+        assert!(!read(&empty).is_corruption());
+        let missing = dir.path().join("missing.db");
+        assert!(read(&missing).is_unusable_view());
+        let other = dir.path().join("other.db");
+        rusqlite::Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
+        assert!(read(&other).is_unusable_view());
     }
 
     #[test]

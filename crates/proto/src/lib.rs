@@ -29,7 +29,7 @@ pub mod schema;
 pub mod seq;
 pub mod time;
 
-pub use error::{is_corruption, ProtoError};
+pub use error::{is_corruption, is_unusable_view, ProtoError};
 /// Re-exported so host and runner use the one bundled SQLite this crate pins.
 pub use rusqlite;
 

@@ -91,6 +91,40 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError
     Ok(conn)
 }
 
+/// Opens an existing session DB for writing; fails when it is absent.
+///
+/// The host's every write to `inbound.db` after the session folder was made
+/// goes through this: a file that vanished must be noticed and reported,
+/// never silently recreated empty (issue 15).
+pub fn open_existing_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Err(ProtoError::Open {
+            path: path.to_owned(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some("the file does not exist (it was never created or has been deleted)".into()),
+            ),
+        });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
+    common_pragmas(&conn, path, busy)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+        .map_err(open_err(path))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(ProtoError::JournalMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err(path))?;
+    Ok(conn)
+}
+
 /// Opens a session DB read-only: the fresh reader of SPEC §3.3.4.
 ///
 /// Fails (rather than creating) when the file does not exist.

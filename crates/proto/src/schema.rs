@@ -92,6 +92,22 @@ pub const SESSION_ROUTING: Table = Table {
     constraints: &[],
 };
 
+/// `session_identity`: which session this file belongs to and which
+/// generation of it (one row, id = 1). Written by the host when it makes
+/// the file; the generation is also recorded in the central DB, so a file
+/// that vanished and came back, or was swapped for another, is noticed
+/// (issue 15). Runners do not read it.
+pub const SESSION_IDENTITY: Table = Table {
+    name: "session_identity",
+    columns: &[
+        ("id", "INTEGER PRIMARY KEY CHECK (id = 1)"),
+        ("session_id", "TEXT NOT NULL"),
+        ("generation", "TEXT NOT NULL"),
+        ("created_at", "TEXT NOT NULL"),
+    ],
+    constraints: &[],
+};
+
 /// `messages_out`: everything the agent asks the host to do.
 pub const MESSAGES_OUT: Table = Table {
     name: "messages_out",
@@ -165,7 +181,13 @@ pub const CONVERSATION: Table = Table {
     constraints: &["PRIMARY KEY (continuation, idx)"],
 };
 
-pub const INBOUND_TABLES: &[&Table] = &[&MESSAGES_IN, &DELIVERED, &DESTINATIONS, &SESSION_ROUTING];
+pub const INBOUND_TABLES: &[&Table] = &[
+    &MESSAGES_IN,
+    &DELIVERED,
+    &DESTINATIONS,
+    &SESSION_ROUTING,
+    &SESSION_IDENTITY,
+];
 pub const OUTBOUND_TABLES: &[&Table] = &[
     &MESSAGES_OUT,
     &PROCESSING_ACK,

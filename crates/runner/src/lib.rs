@@ -323,7 +323,9 @@ impl Runner {
             let result = poll::snapshot(&self.cfg);
             let outcome = match &result {
                 Ok(_) => PollOutcome::Ok,
-                Err(e) if e.is_corruption() => PollOutcome::Corrupt,
+                // The corruption family: corrupt, missing, unreadable
+                // (EACCES) or without the schema (issue 15).
+                Err(e) if e.is_unusable_view() => PollOutcome::Corrupt,
                 Err(_) => PollOutcome::OtherError,
             };
             let action = streak.record(outcome, started.elapsed());
@@ -349,8 +351,9 @@ impl Runner {
                     tracing::error!(
                         count = streak.count(),
                         file = %self.cfg.paths.in_dir.join(layout::INBOUND_DB).display(),
-                        "inbound.db read failed as corrupt {} times in a row (last: {code} {e}); the host's file is \
-                         likely fine and this sandbox's mount holds a torn view: exiting 75 for a fresh mount",
+                        "inbound.db could not be read {} times in a row (last: {code} {e}): either this sandbox's \
+                         mount holds a torn view or the host's file is damaged; exiting 75 so the host checks its \
+                         file and starts a fresh sandbox",
                         streak.count()
                     );
                     std::thread::sleep(flush);
@@ -367,7 +370,7 @@ impl Runner {
                 (Err(e), StreakAction::PaceThenRetry) => {
                     tracing::warn!(
                         streak = streak.count(),
-                        "inbound.db poll failed as corrupt: {e}"
+                        "inbound.db poll failed (counts toward the streak): {e}"
                     );
                     // Exactly the pacing delay, wakes ignored.
                     std::thread::sleep(pacing);

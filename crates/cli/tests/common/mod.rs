@@ -230,6 +230,22 @@ pub fn inbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
     pinch_proto::open::open_reader(&dir.join("in/inbound.db"), Duration::from_secs(5)).unwrap()
 }
 
+/// The host's delivery ledger of the session folder `dir`
+/// (`delivered.db`, issue 15), read-only; waits for the file to exist.
+pub fn ledger_db(dir: &Path) -> pinch_proto::rusqlite::Connection {
+    let p = dir.join("delivered.db");
+    wait_for("the delivery ledger file", Duration::from_secs(10), || {
+        p.exists()
+    });
+    let c = pinch_proto::rusqlite::Connection::open_with_flags(
+        &p,
+        pinch_proto::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
 pub fn outbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
     pinch_proto::open::open_reader(&dir.join("out/outbound.db"), Duration::from_secs(5)).unwrap()
 }
@@ -439,4 +455,72 @@ pub async fn web_socket(
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// One conversation (`chat`/`room-a`, owner `chat:owner`) wired to `main`
+/// on a [`pinch_channels::fake::FakeChannel`] added to `cfg`; the cell
+/// holds the channel once the host has started. Idempotent on the central
+/// DB, so a test can start a second host on the same data dir with a new
+/// channel (one per host start).
+pub fn fake_chat(
+    cfg: &mut HostConfig,
+) -> std::sync::Arc<std::sync::OnceLock<std::sync::Arc<pinch_channels::fake::FakeChannel>>> {
+    use pinch_channels::fake::FakeChannel;
+    use std::sync::{Arc, OnceLock};
+    let data = cfg.data_dir.clone();
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let mut c = pinch_host::central::Central::open(&data.join("pinch.db")).unwrap();
+        c.bootstrap(&cfg.login).unwrap();
+        let t = "2026-01-01T00:00:00.000Z";
+        c.conn
+            .execute(
+                "INSERT OR IGNORE INTO users (id, kind, created_at) VALUES ('chat:owner', 'chat', ?1)",
+                [t],
+            )
+            .unwrap();
+        c.conn.execute("INSERT OR IGNORE INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES ('chat:owner', 'owner', NULL, ?1)", [t]).unwrap();
+        c.conn
+            .execute(
+                "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+                 VALUES ('mg-a', 'chat', 'room-a', 'room-a', 0, 'strict', ?1)",
+                [t],
+            )
+            .unwrap();
+        c.conn
+            .execute(
+                "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
+                 VALUES ('w-mg-a', 'mg-a', 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, ?1)",
+                [t],
+            )
+            .unwrap();
+    }
+    let cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
+    let c2 = cell.clone();
+    cfg.extra_channels.push(Arc::new(move |tx| {
+        let ch = FakeChannel::new(
+            "chat",
+            pinch_channels::Capabilities {
+                max_text: 4000,
+                ..Default::default()
+            },
+            tx,
+        );
+        c2.set(ch.clone()).ok();
+        ch
+    }));
+    cell
+}
+
+/// A message from the owner in `room-a` (see [`fake_chat`]).
+pub fn fake_chat_msg(id: &str, text: &str) -> pinch_channels::InboundEvent {
+    pinch_channels::InboundEvent {
+        channel_type: "chat".into(),
+        platform_id: "room-a".into(),
+        message_id: id.into(),
+        sender_id: "owner".into(),
+        sender_name: Some("Owner".into()),
+        text: text.into(),
+        ..Default::default()
+    }
 }

@@ -1,0 +1,317 @@
+//! Issue 15, breaks 3 and 4: a session's own files gone, swapped or
+//! damaged on disk. The host notices, says so once, never sends an old
+//! reply again (its delivery ledger lives outside the session files), and
+//! the session answers the next message. Real host, real runners, real
+//! SQLite files with real damage.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use pinch_channels::fake::Sent;
+use pinch_channels::AckOutcome;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn reply_to(text: &str) -> impl Fn(&Sent) -> bool + '_ {
+    move |s| matches!(s, Sent::Message { msg, .. } if msg.text.contains(text))
+}
+
+fn notice(words: &str) -> impl Fn(&Sent) -> bool + '_ {
+    move |s| matches!(s, Sent::Notice { text, .. } if text.contains(words))
+}
+
+/// The one session folder of `main`.
+fn session_dir(data: &std::path::Path) -> PathBuf {
+    let main = data.join("sessions").join("main");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&main)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+struct Run {
+    rt: tokio::runtime::Runtime,
+    host: Option<pinch_host::HostHandle>,
+    chat: std::sync::Arc<pinch_channels::fake::FakeChannel>,
+}
+
+impl Run {
+    fn start(tmp: &std::path::Path) -> Run {
+        Run::start_with(tmp, |_| {})
+    }
+
+    fn start_with(tmp: &std::path::Path, tune: impl FnOnce(&mut pinch_host::HostConfig)) -> Run {
+        // PINCH_TEST_LOG=debug shows the host's log while debugging a test.
+        if let Ok(f) = std::env::var("PINCH_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+                .with_test_writer()
+                .try_init();
+        }
+        let mut cfg = host_config(tmp, any_sandbox());
+        tune(&mut cfg);
+        let cell = fake_chat(&mut cfg);
+        let rt = rt();
+        let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+        let chat = cell.get().unwrap().clone();
+        Run {
+            rt,
+            host: Some(host),
+            chat,
+        }
+    }
+
+    fn say(&self, id: &str, text: &str) {
+        let out = self.rt.block_on(self.chat.send(fake_chat_msg(id, text)));
+        assert!(
+            matches!(out, AckOutcome::Stored { routed: 1, .. }),
+            "{out:?}"
+        );
+    }
+
+    fn wait(&self, what: &str, pred: impl Fn(&Sent) -> bool) -> Sent {
+        self.rt
+            .block_on(self.chat.wait_for(WAIT, pred))
+            .unwrap_or_else(|| {
+                panic!(
+                    "timed out waiting for {what}; sent: {:#?}",
+                    self.chat.sent()
+                )
+            })
+    }
+
+    fn count(&self, pred: impl Fn(&Sent) -> bool) -> usize {
+        self.chat.sent().iter().filter(|s| pred(s)).count()
+    }
+
+    fn stop(mut self) {
+        let h = self.host.take().unwrap();
+        self.rt.block_on(h.shutdown()).unwrap();
+    }
+}
+
+/// Deleted while the host is stopped: the next start notices, tells the
+/// conversation once, does not send the old reply again, and answers.
+#[test]
+fn inbound_db_deleted_while_stopped_is_reported_and_no_old_reply_is_resent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = Run::start(tmp.path());
+    first.say("m1", "first question");
+    first.wait("the first reply", reply_to("You said: first question"));
+    first.stop();
+
+    let dir = session_dir(&data);
+    std::fs::remove_file(dir.join("in/inbound.db")).unwrap();
+
+    let second = Run::start(tmp.path());
+    let told = second.wait("the notice", notice("was deleted"));
+    assert!(told.text().contains("inbound.db"), "{}", told.text());
+    second.say("m2", "second question");
+    second.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(
+        second.count(reply_to("You said: first question")),
+        0,
+        "the old reply was sent again: {:#?}",
+        second.chat.sent()
+    );
+    assert_eq!(second.count(notice("was deleted")), 1);
+    second.stop();
+    // Told once: a third start finds the file the host made.
+    let third = Run::start(tmp.path());
+    third.say("m3", "third question");
+    third.wait("the third reply", reply_to("You said: third question"));
+    assert_eq!(
+        third.count(notice("message store")),
+        0,
+        "{:#?}",
+        third.chat.sent()
+    );
+    assert_eq!(third.count(reply_to("You said: first question")), 0);
+    assert_eq!(third.count(reply_to("You said: second question")), 0);
+    third.stop();
+}
+
+/// Deleted while the host runs: the next message notices it, the
+/// conversation is told once, and the message is answered.
+#[test]
+fn inbound_db_deleted_while_running_is_reported_and_the_next_message_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start(tmp.path());
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    std::fs::remove_file(dir.join("in/inbound.db")).unwrap();
+    run.say("m2", "second question");
+    run.wait("the notice", notice("was deleted"));
+    run.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(run.count(reply_to("You said: first question")), 1);
+    assert_eq!(
+        run.count(notice("was deleted")),
+        1,
+        "{:#?}",
+        run.chat.sent()
+    );
+    run.stop();
+}
+
+/// Waits until the host has written everything it will about the answered
+/// messages (acks synced back: nothing pending), so no write of its own
+/// lands after the damage and undoes it.
+fn quiet(dir: &std::path::Path) {
+    wait_for("the acks to be synced", WAIT, || {
+        pinch_proto::open::open_reader(&dir.join("in/inbound.db"), Duration::from_secs(2))
+            .ok()
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM messages_in WHERE status = 'pending'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .ok()
+            })
+            == Some(0)
+    });
+}
+
+/// Overwrites one page of a real SQLite file in place with garbage.
+fn damage_page(db: &std::path::Path, table: &str) {
+    let c = pinch_proto::rusqlite::Connection::open(db).unwrap();
+    let (root, page_size): (i64, i64) = (
+        c.query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .unwrap(),
+        c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap(),
+    );
+    drop(c);
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    f.seek(SeekFrom::Start(((root - 1) * page_size) as u64))
+        .unwrap();
+    f.write_all(&vec![0xa5; page_size as usize]).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A real damaged page in the host's own inbound.db: the runner exits 75,
+/// the host finds its file corrupt, recovers what it can into a fresh
+/// file, keeps the damaged one beside it, tells the conversation once,
+/// and the session answers again.
+#[test]
+fn a_damaged_page_in_inbound_db_is_recovered_reported_and_the_session_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start(tmp.path());
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    damage_page(&dir.join("in/inbound.db"), "messages_in");
+    // The next message cannot be written into the damaged file: the host
+    // checks it, recovers it, and stores the message in the new one.
+    run.say("m2", "second question");
+    let told = run.wait("the damage notice", notice("damaged on disk"));
+    let kept: Vec<PathBuf> = std::fs::read_dir(dir.join("in"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("inbound.db.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged file is kept aside: {kept:?}");
+    assert!(
+        told.text().contains(&*kept[0].to_string_lossy()),
+        "{}",
+        told.text()
+    );
+    run.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(
+        run.count(notice("damaged on disk")),
+        1,
+        "{:#?}",
+        run.chat.sent()
+    );
+    assert_eq!(run.count(reply_to("You said: first question")), 1);
+    run.stop();
+}
+
+/// The issue's case: a damaged page the runner's poll reads (the pending
+/// index). The runner's streak exits 75; the host checks its own copy,
+/// finds it corrupt (not a torn view), recovers it, tells the
+/// conversation once, and the next message is answered.
+#[test]
+fn runner_exit_75_on_a_damaged_host_file_leads_to_recovery_not_a_stall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start(tmp.path());
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    damage_page(&dir.join("in/inbound.db"), "messages_in_pending");
+    let told = run.wait("the damage notice", notice("damaged on disk"));
+    assert!(
+        told.text().contains("inbound.db.corrupt-"),
+        "{}",
+        told.text()
+    );
+    run.say("m2", "second question");
+    run.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(
+        run.count(notice("damaged on disk")),
+        1,
+        "{:#?}",
+        run.chat.sent()
+    );
+    assert_eq!(run.count(reply_to("You said: first question")), 1);
+    run.stop();
+}
+
+/// No runner alive (it went idle) when the host's file is damaged: the
+/// sweep's check for due work fails as corrupt, and that alone leads to the
+/// check and the recovery — no message, no runner needed.
+#[test]
+fn a_damaged_file_with_no_runner_alive_is_found_by_the_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start_with(tmp.path(), |cfg| {
+        cfg.runner.idle_exit_ms = 300;
+        cfg.sweep_interval = Duration::from_millis(300);
+    });
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    let host = run.host.as_ref().unwrap();
+    wait_for("the runner to go idle", WAIT, || {
+        run.rt
+            .block_on(host.sessions())
+            .iter()
+            .all(|s| s.runner_pid.is_none())
+    });
+    damage_page(&dir.join("in/inbound.db"), "messages_in_pending");
+    let told = run.wait("the damage notice", notice("damaged on disk"));
+    assert!(
+        told.text().contains("inbound.db.corrupt-"),
+        "{}",
+        told.text()
+    );
+    run.say("m2", "second question");
+    run.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(
+        run.count(notice("damaged on disk")),
+        1,
+        "{:#?}",
+        run.chat.sent()
+    );
+    run.stop();
+}
