@@ -11,8 +11,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use pinch_proto::rusqlite::{self, params, Connection, OptionalExtension};
 
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_core",
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_core",
     "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE agent_groups (
@@ -140,7 +141,9 @@ CREATE TABLE dropped_messages (
   message_count INTEGER NOT NULL DEFAULT 1, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
   PRIMARY KEY (channel_type, platform_id, user_id, reason, agent_group_id));
 ",
-)];
+    ),
+    ("0002_host_notices", crate::notices::MIGRATION),
+];
 
 /// A question waiting for a button press.
 #[derive(Clone, Debug, PartialEq)]

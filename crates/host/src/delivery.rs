@@ -663,20 +663,17 @@ impl Task {
                 let (Some(ct), Some(pid)) = (r.channel_type, r.platform_id) else {
                     continue;
                 };
-                let Some(ch) = self.channels.get(&ct).cloned() else {
-                    continue;
-                };
-                let addr = Address {
+                // Stored and sent by the main loop, so it waits for a
+                // sender who is not connected now (issue 15).
+                let to = Address {
                     channel_type: ct,
                     platform_id: pid,
                     thread_id: r.thread_id,
                 };
                 let text = format!("Sorry, I could not process a message: {reason}.");
-                tokio::spawn(async move {
-                    if let Err(e) = ch.notice(&addr, &text).await {
-                        tracing::warn!("could not tell the sender about a failed message: {e}");
-                    }
-                });
+                let _ = self
+                    .events
+                    .send(crate::main_loop::Event::Notice { to, text });
             }
         }
         Ok(())

@@ -32,6 +32,7 @@ pub mod fswalk;
 pub mod history;
 pub mod metrics;
 pub mod mounts;
+pub mod notices;
 pub mod outbox;
 pub mod paths;
 pub mod permissions;
