@@ -61,7 +61,8 @@ pub struct Task {
     watermark: i64,
     /// Inbound rows finished but not yet announced as settled (announced
     /// only when nothing before them is waiting to be delivered).
-    unsettled: Vec<(Address, String)>,
+    /// (`true`: it failed, e.g. the provider did — issue 15.)
+    unsettled: Vec<(Address, String, bool)>,
     /// Rows the channel took whose `delivered` entry could not be written
     /// yet (e.g. a full disk): the next pass retries the record, never the send.
     unrecorded: HashMap<String, (String, i64)>,
@@ -621,19 +622,25 @@ impl Task {
                             platform_id: r.platform_id.unwrap_or_default(),
                             thread_id: r.thread_id,
                         };
-                        self.unsettled.push((addr, pmid));
+                        let failed = r.status == status::FAILED;
+                        self.unsettled.push((addr, pmid, failed));
                     }
                 }
             }
         }
         if !blocked && !self.unsettled.is_empty() {
-            let mut by_addr: HashMap<Address, Vec<String>> = HashMap::new();
-            for (a, id) in self.unsettled.drain(..) {
-                by_addr.entry(a).or_default().push(id);
+            type Settled = (Vec<String>, Vec<String>);
+            let mut by_addr: HashMap<Address, Settled> = HashMap::new();
+            for (a, id, failed) in self.unsettled.drain(..) {
+                let e = by_addr.entry(a).or_default();
+                if failed {
+                    e.1.push(id.clone());
+                }
+                e.0.push(id);
             }
-            for (a, ids) in by_addr {
+            for (a, (ids, failed)) in by_addr {
                 if let Some(ch) = self.channels.get(&a.channel_type) {
-                    ch.settled(&a, &ids);
+                    ch.settled_with(&a, &ids, &failed);
                 }
             }
         }
@@ -698,7 +705,7 @@ impl Task {
                     platform_id: r.platform_id.unwrap_or_default(),
                     thread_id: r.thread_id,
                 };
-                self.unsettled.push((addr, p));
+                self.unsettled.push((addr, p, r.status == status::FAILED));
             }
         }
         Ok(())
