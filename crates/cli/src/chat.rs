@@ -435,14 +435,10 @@ pub async fn scripted(
     if !unconfirmed.is_empty() {
         let list: Vec<String> = unconfirmed.iter().map(|n| n.to_string()).collect();
         eprintln!(
-            "pinch: the host did not confirm line{} {}: {} not stored; send {} again",
+            "pinch: the host did not confirm line{} {}: {} may not have been stored; send {} again",
             if list.len() == 1 { "" } else { "s" },
             list.join(", "),
-            if list.len() == 1 {
-                "it may be"
-            } else {
-                "they may be"
-            },
+            if list.len() == 1 { "it" } else { "they" },
             if list.len() == 1 { "it" } else { "them" },
         );
     }
