@@ -150,7 +150,10 @@ pub struct Conn {
 }
 
 async fn open(path: &Path) -> std::io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
-    let s = UnixStream::connect(path).await?;
+    greet(UnixStream::connect(path).await?).await
+}
+
+async fn greet(s: UnixStream) -> std::io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
     let (r, w) = s.into_split();
     let mut reader = BufReader::new(r);
     let mut line = String::new();
@@ -183,7 +186,24 @@ async fn read_msg(
 
 impl Conn {
     pub async fn connect(path: &Path) -> std::io::Result<Conn> {
-        let (reader, writer) = open(path).await?;
+        Conn::with(open(path).await?)
+    }
+
+    /// Uses a connection already made (the one that found the host
+    /// running: a probe that hung up would be a client the host greets and
+    /// sends waiting notices to).
+    pub async fn connected(
+        path: &Path,
+        s: Option<std::os::unix::net::UnixStream>,
+    ) -> std::io::Result<Conn> {
+        let Some(s) = s else {
+            return Conn::connect(path).await;
+        };
+        s.set_nonblocking(true)?;
+        Conn::with(greet(UnixStream::from_std(s)?).await?)
+    }
+
+    fn with((reader, writer): (BufReader<OwnedReadHalf>, OwnedWriteHalf)) -> std::io::Result<Conn> {
         Ok(Conn {
             reader,
             writer,
@@ -330,11 +350,12 @@ async fn send_confirmed(
 /// Scripted mode: returns the process exit code.
 pub async fn scripted(
     socket: &Path,
+    first: Option<std::os::unix::net::UnixStream>,
     input: Vec<String>,
     input_error: Option<String>,
     timeout: Duration,
 ) -> Result<i32> {
-    let mut conn = Conn::connect(socket)
+    let mut conn = Conn::connected(socket, first)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
     // Keys unique to this run and line: a resend is stored once, another
@@ -539,8 +560,12 @@ enum Typed {
 }
 
 /// Interactive mode: lines from the terminal, replies as they come.
-pub async fn interactive(socket: &Path, banner: &str) -> Result<i32> {
-    let mut conn = Conn::connect(socket)
+pub async fn interactive(
+    socket: &Path,
+    first: Option<std::os::unix::net::UnixStream>,
+    banner: &str,
+) -> Result<i32> {
+    let mut conn = Conn::connected(socket, first)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
     eprintln!("{banner}");

@@ -474,7 +474,9 @@ fn run_chat(
         .or_else(|| file.data_dir.clone())
         .unwrap_or_else(config::default_data_dir);
     let running = pinch_host::paths::DataDir::new(&dir).cli_socket();
-    let cfg = if std::os::unix::net::UnixStream::connect(&running).is_ok() {
+    // The connection that finds a host is the one chatted on (chat.rs).
+    let first = std::os::unix::net::UnixStream::connect(&running).ok();
+    let cfg = if first.is_some() {
         if flags.provider.is_some() || flags.sandbox.is_some() || flags.script.is_some() {
             eprintln!(
                 "pinch: a host is already running for {}: --provider/--sandbox/--script are ignored (its configuration decides)",
@@ -508,9 +510,9 @@ fn run_chat(
                 embedded.as_ref().map(|h| format!(" in a {} sandbox", h.sandbox.as_str())).unwrap_or_default(),
                 dir.display()
             );
-            chat::interactive(&socket, &banner).await
+            chat::interactive(&socket, first, &banner).await
         } else {
-            chat::scripted(&socket, input, input_error, timeout).await
+            chat::scripted(&socket, first, input, input_error, timeout).await
         };
         if let Some(h) = embedded {
             h.shutdown().await?;

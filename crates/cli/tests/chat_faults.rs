@@ -578,3 +578,39 @@ fn typed_invalid_utf8_is_replaced_and_the_session_goes_on() {
     );
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// The same through `pinch chat` itself: the stored notice is printed
+/// before the reply to the user's next line (the connection that found the
+/// host is the one chatted on, so no probe swallows it).
+#[test]
+fn pinch_chat_shows_a_stored_notice_before_the_next_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt
+        .block_on(pinch_host::start(crash_loop_config(tmp.path())))
+        .unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    c.say("anyone there?", "c1");
+    drop(c);
+    wait_for("the session to be quarantined", WAIT, || {
+        quarantined(tmp.path())
+    });
+    rt.block_on(host.shutdown()).unwrap();
+    // The cause is fixed; the host runs normally again.
+    let host = rt
+        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
+        .unwrap();
+    let out = chat_to_running(&tmp.path().join("data"), b"hello again\n");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.starts_with("pinch: The assistant is unavailable"),
+        "{stderr}"
+    );
+    // The message that was waiting is answered too (with the new one).
+    assert!(
+        stdout.contains("anyone there?") && stdout.contains("hello again"),
+        "{stdout}"
+    );
+    rt.block_on(host.shutdown()).unwrap();
+}
