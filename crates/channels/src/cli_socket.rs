@@ -1,13 +1,15 @@
 //! The CLI channel: a Unix socket (`run/cli.sock`, mode 0600) speaking JSON
 //! lines. `pinch chat` is its client.
 //!
-//! Client → host: `message{text, client_id}`, `ack{id}` (a delivered message
+//! Client → host: `message{text, client_id, key}` (`key`, optional: the same
+//! key twice is stored once, see [`ClientMsg::Message`]), `ack{id}` (a delivered message
 //! was printed), `click{callback}`.
 //! Host → client: `hello{user}`, `accepted{client_id, id, routed, note}`,
 //! `rejected{client_id, error}`, `message{id, text, in_reply_to, buttons}`
 //! (`buttons` = `[{label, callback}]`, left out when empty; a click sends the
 //! callback back),
-//! `settled{ids}`, `notice{text}`, `superseded`.
+//! `settled{ids, failed}` (`failed`: those the agent could not answer,
+//! left out when empty), `notice{text}`, `superseded`.
 //!
 //! One conversation (`platform_id = local`), one client at a time: a newer
 //! client supersedes the older, which is told so. A delivery counts only
@@ -48,6 +50,12 @@ pub enum ClientMsg {
         text: String,
         #[serde(default)]
         client_id: Option<String>,
+        /// Makes the message idempotent: sent again with the same key (the
+        /// client lost the host before it confirmed), it is stored once.
+        /// 1..=64 of `A-Za-z0-9_-`, unique per message (e.g. a random run
+        /// id and the line number).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     Ack {
         id: String,
@@ -86,6 +94,10 @@ pub enum ServerMsg {
     },
     Settled {
         ids: Vec<String>,
+        /// Those of `ids` the agent could not answer (its provider failed,
+        /// or the message was set aside): `pinch chat` exits non-zero.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed: Vec<String>,
     },
     Notice {
         text: String,
@@ -110,7 +122,12 @@ impl ServerMsg {
 /// A platform message id for a CLI message: random, because inbound rows
 /// are keyed by it and a repeat across host restarts would be ignored as a
 /// redelivery.
-fn new_message_id() -> String {
+fn new_message_id(key: Option<&str>) -> String {
+    if let Some(k) = key {
+        // Checked by `valid_key`: a platform id that repeats when the
+        // client sends the same message again, so it is stored once.
+        return format!("cli-k-{k}");
+    }
     use std::io::Read;
     let mut b = [0u8; 8];
     if std::fs::File::open("/dev/urandom")
@@ -125,6 +142,13 @@ fn new_message_id() -> String {
     }
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("cli-{hex}")
+}
+
+/// A message key: 1..=64 of `A-Za-z0-9_-`.
+fn valid_key(k: &str) -> bool {
+    (1..=64).contains(&k.len())
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A client's write half, shared by every delivery to it.
@@ -266,14 +290,20 @@ impl CliChannel {
                 {
                     Ok(0) => break,
                     Ok(n) if n > MAX_LINE => {
+                        // Say why, skip the rest of the line, keep serving:
+                        // a client that is still writing it would otherwise
+                        // see only a broken pipe.
                         let msg = ServerMsg::Rejected {
                             client_id: None,
                             error: format!(
-                                "line longer than {MAX_LINE} bytes; send shorter messages"
+                                "line longer than 1 MiB ({MAX_LINE} bytes); not stored — send shorter messages"
                             ),
                         };
                         let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
-                        break;
+                        if buf.last() != Some(&b'\n') && !skip_line(&mut lines).await {
+                            break;
+                        }
+                        continue;
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -307,12 +337,24 @@ impl CliChannel {
                             let _ = tx.send(());
                         }
                     }
-                    Ok(ClientMsg::Message { text, client_id }) => {
+                    Ok(ClientMsg::Message {
+                        text,
+                        client_id,
+                        key,
+                    }) => {
+                        if key.as_deref().is_some_and(|k| !valid_key(k)) {
+                            let msg = ServerMsg::Rejected {
+                                client_id,
+                                error: "the message key must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
+                            };
+                            let _ = writer.lock().await.write_all(msg.line().as_bytes()).await;
+                            continue;
+                        }
                         let event = InboundEvent {
                             channel_type: CHANNEL_TYPE.into(),
                             platform_id: PLATFORM_ID.into(),
                             thread_id: None,
-                            message_id: new_message_id(),
+                            message_id: new_message_id(key.as_deref()),
                             sender_id: self.user.clone(),
                             sender_name: Some(self.user.clone()),
                             text,
@@ -421,6 +463,24 @@ impl CliChannel {
     }
 }
 
+/// Reads and drops bytes up to and including the next newline; false at
+/// EOF or on a read error.
+async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> bool {
+    loop {
+        let (n, found) = match r.fill_buf().await {
+            Ok([]) | Err(_) => return false,
+            Ok(b) => match b.iter().position(|&c| c == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (b.len(), false),
+            },
+        };
+        r.consume(n);
+        if found {
+            return true;
+        }
+    }
+}
+
 impl Drop for CliChannel {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -510,14 +570,22 @@ impl Channel for CliChannel {
         let _ = std::fs::remove_file(&self.path);
     }
 
-    fn settled(&self, _to: &Address, ids: &[String]) {
+    fn settled(&self, to: &Address, ids: &[String]) {
+        self.settled_with(to, ids, &[])
+    }
+
+    fn settled_with(&self, _to: &Address, ids: &[String], failed: &[String]) {
         if ids.is_empty() {
             return;
         }
         let Some((_, writer, _)) = self.current() else {
             return;
         };
-        let line = ServerMsg::Settled { ids: ids.to_vec() }.line();
+        let line = ServerMsg::Settled {
+            ids: ids.to_vec(),
+            failed: failed.to_vec(),
+        }
+        .line();
         tokio::spawn(async move {
             let _ = writer.lock().await.write_all(line.as_bytes()).await;
         });
@@ -548,7 +616,8 @@ mod tests {
             m,
             ClientMsg::Message {
                 text: "hi".into(),
-                client_id: None
+                client_id: None,
+                key: None,
             }
         );
         let l = ServerMsg::Message {

@@ -264,6 +264,11 @@ pub trait Channel: Send + Sync + 'static {
     /// fully handled (answered and delivered). Adapters with no use for it
     /// ignore it; the CLI uses it so a scripted `pinch chat` knows when to exit.
     fn settled(&self, _to: &Address, _platform_message_ids: &[String]) {}
+    /// [`Channel::settled`], saying which of them failed (the agent could
+    /// not answer: its provider failed, or the message was set aside).
+    fn settled_with(&self, to: &Address, platform_message_ids: &[String], _failed: &[String]) {
+        self.settled(to, platform_message_ids)
+    }
     /// Stops accepting (the host is shutting down); idempotent.
     fn close(&self) {}
     /// A short host notice to a conversation (not an agent reply).

@@ -460,6 +460,7 @@ impl Client {
             .send(&ClientMsg::Message {
                 text: text.to_owned(),
                 client_id: Some(cid.clone()),
+                key: None,
             })
             .await
             .context("sending a message to the host")?;
@@ -517,7 +518,7 @@ impl Client {
                 ServerMsg::Rejected { client_id, error } if ours(&client_id) => {
                     bail!("the host rejected the message: {error}")
                 }
-                ServerMsg::Settled { ids } => {
+                ServerMsg::Settled { ids, .. } => {
                     if let Some(id) = id.as_ref().filter(|id| ids.contains(id)) {
                         return Ok(Turn {
                             id: id.clone(),

@@ -499,6 +499,7 @@ pub(crate) fn client_loop(
             let m = ClientMsg::Message {
                 text: token.clone(),
                 client_id: Some(token.clone()),
+                key: None,
             };
             let ok = serde_json::to_string(&m)
                 .map(|s| s + "\n")

@@ -16,16 +16,124 @@
 //! sends back, a scheduled task) are printed whenever they arrive; in
 //! scripted mode a `/wait TEXT` line waits (up to the timeout) until a reply
 //! containing TEXT has been printed since the last message line was sent.
+//!
+//! Faults (issue 15): input that is not UTF-8 has its bad bytes replaced
+//! (U+FFFD, said once on stderr with the line number) and the rest is sent;
+//! a read error is reported, never taken for the end of input. Each message
+//! carries a key unique to this run and line, so when the host goes away
+//! before confirming one, the client waits for it to come back (bounded by
+//! `--timeout`) and sends it again without storing it twice; lines never
+//! confirmed are listed at the end (exit 1). A line over the socket's 1 MiB
+//! limit is refused here with that reason. A turn the agent could not
+//! answer (its provider failed) makes the exit status 1.
 
-use std::io::{IsTerminal, Write};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pinch_channels::cli_socket::{ClientMsg, ServerMsg, WireButton};
+use pinch_channels::cli_socket::{ClientMsg, ServerMsg, WireButton, MAX_LINE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+/// Input lines, with invalid UTF-8 replaced (said once) and read errors
+/// retried a little, then reported — never taken for the end of input.
+pub struct Lines<R> {
+    r: R,
+    n: usize,
+    warned: bool,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub fn new(r: R) -> Lines<R> {
+        Lines {
+            r,
+            n: 0,
+            warned: false,
+        }
+    }
+
+    /// The next line (1-based number, text without its line end); `None`
+    /// at the end of input.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(usize, String)>> {
+        let mut buf = Vec::new();
+        let mut errors = 0;
+        loop {
+            match self.r.read_until(b'\n', &mut buf) {
+                Ok(0) if buf.is_empty() => return Ok(None),
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    errors += 1;
+                    if errors >= 3 {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        self.n += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let text = match String::from_utf8(buf) {
+            Ok(t) => t,
+            Err(e) => {
+                if !self.warned {
+                    self.warned = true;
+                    eprintln!(
+                        "pinch: line {} is not valid UTF-8: its invalid bytes were replaced with U+FFFD (�) and it was sent that way (later lines like it are not reported)",
+                        self.n
+                    );
+                }
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            }
+        };
+        Ok(Some((self.n, text)))
+    }
+}
+
+/// Reads all of `r` (piped input). A read error ends it early: the lines
+/// before it are returned with the error.
+pub fn read_all(r: impl BufRead) -> (Vec<String>, Option<String>) {
+    let mut lines = Lines::new(r);
+    let mut v = Vec::new();
+    loop {
+        match lines.next_line() {
+            Ok(Some((_, t))) => v.push(t),
+            Ok(None) => return (v, None),
+            Err(e) => {
+                return (
+                    v,
+                    Some(format!("reading stdin failed after line {}: {e}", lines.n)),
+                )
+            }
+        }
+    }
+}
+
+/// A message line as sent: refused here when it would exceed the host's
+/// line limit (the host would refuse it anyway).
+fn message(text: String, client_id: String, key: String) -> Result<ClientMsg, String> {
+    let m = ClientMsg::Message {
+        text,
+        client_id: Some(client_id),
+        key: Some(key),
+    };
+    let len = serde_json::to_string(&m).map(|s| s.len() + 1).unwrap_or(0);
+    if len > MAX_LINE {
+        return Err(format!(
+            "line longer than 1 MiB ({len} bytes as sent, limit {MAX_LINE}); not sent — split it"
+        ));
+    }
+    Ok(m)
+}
 
 pub struct Conn {
     reader: BufReader<OwnedReadHalf>,
@@ -35,24 +143,96 @@ pub struct Conn {
     buttons: Vec<WireButton>,
     /// Replies printed since the last message line was sent (for `/wait`).
     printed: Vec<String>,
+    /// Every message id the host reported settled, and those that failed
+    /// (kept across reconnects: a settle may come before a resend's answer).
+    settled: HashSet<String>,
+    failed: HashSet<String>,
+}
+
+async fn open(path: &Path) -> std::io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    greet(UnixStream::connect(path).await?).await
+}
+
+async fn greet(s: UnixStream) -> std::io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    let (r, w) = s.into_split();
+    let mut reader = BufReader::new(r);
+    let mut line = String::new();
+    match read_msg(&mut reader, &mut line).await? {
+        Some(ServerMsg::Hello { .. }) => Ok((reader, w)),
+        other => Err(std::io::Error::other(format!(
+            "unexpected greeting from the host: {other:?}"
+        ))),
+    }
+}
+
+async fn read_msg(
+    reader: &mut BufReader<OwnedReadHalf>,
+    line: &mut String,
+) -> std::io::Result<Option<ServerMsg>> {
+    loop {
+        line.clear();
+        if reader.read_line(line).await? == 0 {
+            return Ok(None);
+        }
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        return serde_json::from_str(l)
+            .map(Some)
+            .map_err(|e| std::io::Error::other(format!("bad line from host: {e}")));
+    }
 }
 
 impl Conn {
     pub async fn connect(path: &Path) -> std::io::Result<Conn> {
-        let s = UnixStream::connect(path).await?;
-        let (r, w) = s.into_split();
-        let mut c = Conn {
-            reader: BufReader::new(r),
-            writer: w,
+        Conn::with(open(path).await?)
+    }
+
+    /// Uses a connection already made (the one that found the host
+    /// running: a probe that hung up would be a client the host greets and
+    /// sends waiting notices to).
+    pub async fn connected(
+        path: &Path,
+        s: Option<std::os::unix::net::UnixStream>,
+    ) -> std::io::Result<Conn> {
+        let Some(s) = s else {
+            return Conn::connect(path).await;
+        };
+        s.set_nonblocking(true)?;
+        Conn::with(greet(UnixStream::from_std(s)?).await?)
+    }
+
+    fn with((reader, writer): (BufReader<OwnedReadHalf>, OwnedWriteHalf)) -> std::io::Result<Conn> {
+        Ok(Conn {
+            reader,
+            writer,
             line: String::new(),
             buttons: Vec::new(),
             printed: Vec::new(),
-        };
-        match c.recv().await? {
-            Some(ServerMsg::Hello { .. }) => Ok(c),
-            other => Err(std::io::Error::other(format!(
-                "unexpected greeting from the host: {other:?}"
-            ))),
+            settled: HashSet::new(),
+            failed: HashSet::new(),
+        })
+    }
+
+    /// Connects again (the host restarted), retrying with backoff until
+    /// `deadline`; what this client knows is kept.
+    async fn reopen(&mut self, socket: &Path, deadline: Instant) -> Result<()> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if let Ok((r, w)) = open(socket).await {
+                self.reader = r;
+                self.writer = w;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the host did not come back (nothing answers on {})",
+                    socket.display()
+                );
+            }
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -80,19 +260,7 @@ impl Conn {
 
     /// The next message; `None` at EOF.
     pub async fn recv(&mut self) -> std::io::Result<Option<ServerMsg>> {
-        loop {
-            self.line.clear();
-            if self.reader.read_line(&mut self.line).await? == 0 {
-                return Ok(None);
-            }
-            let l = self.line.trim();
-            if l.is_empty() {
-                continue;
-            }
-            return serde_json::from_str(l)
-                .map(Some)
-                .map_err(|e| std::io::Error::other(format!("bad line from host: {e}")));
-        }
+        read_msg(&mut self.reader, &mut self.line).await
     }
 }
 
@@ -102,12 +270,99 @@ fn print_reply(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// How the host answered a message line.
+enum Sent {
+    Accepted(String),
+    /// Not stored or not routed; already said on stderr.
+    Refused,
+    /// The host never confirmed it (gone, or silent until the timeout).
+    Unconfirmed(String),
+}
+
+/// Sends a message line until the host confirms it: when the connection is
+/// lost first, waits for the host to come back (up to `timeout`) and sends
+/// it again — its key makes the host store it once.
+async fn send_confirmed(
+    conn: &mut Conn,
+    socket: &Path,
+    msg: &ClientMsg,
+    line_no: usize,
+    timeout: Duration,
+) -> Result<Sent> {
+    let ClientMsg::Message {
+        client_id: Some(cid),
+        ..
+    } = msg
+    else {
+        unreachable!("message lines have a client id")
+    };
+    loop {
+        let lost = match conn.send(msg).await {
+            Err(e) => e.to_string(),
+            Ok(()) => loop {
+                match tokio::time::timeout(timeout, conn.recv()).await {
+                    Err(_) => {
+                        return Ok(Sent::Unconfirmed(format!(
+                            "the host did not confirm it within {} s",
+                            timeout.as_secs()
+                        )))
+                    }
+                    Ok(Err(e)) => break e.to_string(),
+                    Ok(Ok(None)) => break "the host closed the connection".into(),
+                    Ok(Ok(Some(m))) => match handle_common(conn, m).await? {
+                        Some(ServerMsg::Accepted {
+                            client_id: Some(c),
+                            id,
+                            routed,
+                            note,
+                        }) if c == *cid => {
+                            if routed == 0 {
+                                eprintln!(
+                                    "pinch: line {line_no}: not delivered to any agent: {}",
+                                    note.unwrap_or_default()
+                                );
+                                return Ok(Sent::Refused);
+                            }
+                            return Ok(Sent::Accepted(id));
+                        }
+                        Some(ServerMsg::Rejected { client_id, error })
+                            if client_id.is_none() || client_id.as_ref() == Some(cid) =>
+                        {
+                            eprintln!("pinch: line {line_no}: the host rejected it: {error}");
+                            return Ok(Sent::Refused);
+                        }
+                        _ => {}
+                    },
+                }
+            },
+        };
+        eprintln!(
+            "pinch: lost the host before it confirmed line {line_no} ({lost}); waiting up to {} s for it to come back…",
+            timeout.as_secs()
+        );
+        if let Err(e) = conn.reopen(socket, Instant::now() + timeout).await {
+            return Ok(Sent::Unconfirmed(format!("{e:#}")));
+        }
+        eprintln!("pinch: reconnected; sending line {line_no} again (the host stores it once)");
+    }
+}
+
 /// Scripted mode: returns the process exit code.
-pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> Result<i32> {
-    let mut conn = Conn::connect(socket)
+pub async fn scripted(
+    socket: &Path,
+    first: Option<std::os::unix::net::UnixStream>,
+    input: Vec<String>,
+    input_error: Option<String>,
+    timeout: Duration,
+) -> Result<i32> {
+    let mut conn = Conn::connected(socket, first)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
+    // Keys unique to this run and line: a resend is stored once, another
+    // run's line 3 is a new message.
+    let run = pinch_proto::runner_config::random_hex(6);
     let mut failures = 0;
+    let mut unconfirmed: Vec<usize> = Vec::new();
     let mut input: std::collections::VecDeque<(usize, String)> =
         input.into_iter().enumerate().collect();
     while let Some((n, text)) = input.pop_front() {
@@ -129,59 +384,37 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
             }
             continue;
         }
-        let cid = format!("c{n}");
-        conn.printed.clear();
-        conn.send(&ClientMsg::Message {
-            text: text.clone(),
-            client_id: Some(cid.clone()),
-        })
-        .await
-        .context("sending to the host")?;
-        // Wait for the host to store it.
-        let id = loop {
-            let m = tokio::time::timeout(timeout, conn.recv()).await;
-            match m {
-                Err(_) => bail!(
-                    "timed out after {} s waiting for the host to accept a message",
-                    timeout.as_secs()
-                ),
-                Ok(Err(e)) => return Err(e).context("reading from the host"),
-                Ok(Ok(None)) => bail!(
-                    "the host went away before confirming the message; it may not have been stored"
-                ),
-                Ok(Ok(Some(m))) => match handle_common(&mut conn, m).await? {
-                    Some(ServerMsg::Accepted {
-                        client_id: Some(c),
-                        id,
-                        routed,
-                        note,
-                    }) if c == cid => {
-                        if routed == 0 {
-                            eprintln!(
-                                "pinch: not delivered to any agent: {}",
-                                note.unwrap_or_default()
-                            );
-                            failures += 1;
-                            break None;
-                        }
-                        break Some(id);
-                    }
-                    Some(ServerMsg::Rejected {
-                        client_id: Some(c),
-                        error,
-                    }) if c == cid => {
-                        eprintln!("pinch: the host rejected the message: {error}");
-                        failures += 1;
-                        break None;
-                    }
-                    _ => {}
-                },
+        let msg = match message(text, format!("c{n}"), format!("{run}-{}", n + 1)) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("pinch: line {}: {e}", n + 1);
+                failures += 1;
+                continue;
             }
         };
-        let Some(id) = id else { continue };
+        conn.printed.clear();
+        let id = match send_confirmed(&mut conn, socket, &msg, n + 1, timeout).await? {
+            Sent::Accepted(id) => id,
+            Sent::Refused => {
+                failures += 1;
+                continue;
+            }
+            Sent::Unconfirmed(why) => {
+                eprintln!("pinch: line {}: {why}", n + 1);
+                // The host is gone: the message lines left are not sent.
+                unconfirmed.push(n + 1);
+                unconfirmed.extend(
+                    input
+                        .iter()
+                        .filter(|(_, t)| !t.trim().is_empty())
+                        .map(|(m, _)| m + 1),
+                );
+                break;
+            }
+        };
         // Print replies until it is settled.
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        let deadline = Instant::now() + timeout;
+        while !conn.settled.contains(&id) {
             let m = tokio::time::timeout_at(deadline, conn.recv()).await;
             match m {
                 Err(_) => bail!(
@@ -190,11 +423,7 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
                     n + 1
                 ),
                 Ok(Ok(Some(m))) => {
-                    if let Some(ServerMsg::Settled { ids }) = handle_common(&mut conn, m).await? {
-                        if ids.contains(&id) {
-                            break;
-                        }
-                    }
+                    handle_common(&mut conn, m).await?;
                     // The turn asked a question: the next line may answer it.
                     if !conn.buttons.is_empty() {
                         if let Some(k) = input.front().and_then(|(_, t)| parse_pick(t, true)) {
@@ -209,12 +438,40 @@ pub async fn scripted(socket: &Path, input: Vec<String>, timeout: Duration) -> R
                 Ok(Ok(None)) | Ok(Err(_)) => {
                     // The host restarted: reconnect and keep waiting; the
                     // pending reply is delivered to the new connection.
-                    conn = reconnect(socket, deadline).await?;
+                    eprintln!("pinch: lost the connection to the host, reconnecting…");
+                    conn.reopen(socket, deadline)
+                        .await
+                        .context("waiting for the reply")?;
                 }
             }
         }
+        if conn.failed.contains(&id) {
+            eprintln!(
+                "pinch: line {}: the agent could not answer it (see the reply above)",
+                n + 1
+            );
+            failures += 1;
+        }
     }
-    Ok(if failures > 0 { 1 } else { 0 })
+    if !unconfirmed.is_empty() {
+        let list: Vec<String> = unconfirmed.iter().map(|n| n.to_string()).collect();
+        eprintln!(
+            "pinch: the host did not confirm line{} {}: {} may not have been stored; send {} again",
+            if list.len() == 1 { "" } else { "s" },
+            list.join(", "),
+            if list.len() == 1 { "it" } else { "they" },
+            if list.len() == 1 { "it" } else { "them" },
+        );
+    }
+    if let Some(e) = input_error {
+        eprintln!("pinch: {e}; the lines after it were not read");
+        failures += 1;
+    }
+    Ok(if failures > 0 || !unconfirmed.is_empty() {
+        1
+    } else {
+        0
+    })
 }
 
 /// `/wait TEXT`: prints replies until one containing `want` has been
@@ -228,7 +485,7 @@ async fn wait_for_reply(
     if want.is_empty() {
         bail!("/wait needs the text to wait for, e.g. `/wait done`");
     }
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     while !conn.printed.iter().any(|t| t.contains(want)) {
         match tokio::time::timeout_at(deadline, conn.recv()).await {
             Err(_) => bail!(
@@ -238,23 +495,13 @@ async fn wait_for_reply(
             Ok(Ok(Some(m))) => {
                 handle_common(conn, m).await?;
             }
-            Ok(Ok(None)) | Ok(Err(_)) => *conn = reconnect(socket, deadline).await?,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                eprintln!("pinch: lost the connection to the host, reconnecting…");
+                conn.reopen(socket, deadline).await?
+            }
         }
     }
     Ok(())
-}
-
-async fn reconnect(socket: &Path, deadline: tokio::time::Instant) -> Result<Conn> {
-    eprintln!("pinch: lost the connection to the host, reconnecting…");
-    loop {
-        if let Ok(c) = Conn::connect(socket).await {
-            return Ok(c);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("the host did not come back before the timeout");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// `/pick N` (or, when `strict` is false, a bare number) → N.
@@ -268,7 +515,8 @@ fn parse_pick(line: &str, strict: bool) -> Option<usize> {
     n.parse().ok()
 }
 
-/// Prints replies (and acks them), notices; returns anything else.
+/// Prints replies (and acks them), notices; records settled ids; returns
+/// anything else (settles too).
 async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg>> {
     match m {
         ServerMsg::Message {
@@ -284,9 +532,8 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
             }
             print_reply(&text).context("writing to stdout")?;
             conn.printed.push(text);
-            conn.send(&ClientMsg::Ack { id })
-                .await
-                .context("acknowledging a reply")?;
+            // Lost with the connection: the host sends it again.
+            let _ = conn.send(&ClientMsg::Ack { id }).await;
             Ok(None)
         }
         ServerMsg::Notice { text } => {
@@ -296,32 +543,44 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
         ServerMsg::Superseded => {
             bail!("another `pinch chat` took over this conversation; its replies go there now")
         }
+        ServerMsg::Settled { ids, failed } => {
+            conn.failed.extend(failed.iter().cloned());
+            conn.settled.extend(ids.iter().cloned());
+            Ok(Some(ServerMsg::Settled { ids, failed }))
+        }
         other => Ok(Some(other)),
     }
 }
 
+/// What the terminal-reading thread sends.
+enum Typed {
+    Line(usize, String),
+    End,
+    Failed(String),
+}
+
 /// Interactive mode: lines from the terminal, replies as they come.
-pub async fn interactive(socket: &Path, banner: &str) -> Result<i32> {
-    let mut conn = Conn::connect(socket)
+pub async fn interactive(
+    socket: &Path,
+    first: Option<std::os::unix::net::UnixStream>,
+    banner: &str,
+) -> Result<i32> {
+    let mut conn = Conn::connected(socket, first)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
     eprintln!("{banner}");
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Typed>(16);
     std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut line = String::new();
+        let mut lines = Lines::new(std::io::stdin().lock());
         loop {
-            line.clear();
-            match stdin.read_line(&mut line) {
-                Ok(0) | Err(_) => {
-                    let _ = tx.blocking_send(None);
-                    return;
-                }
-                Ok(_) => {
-                    if tx.blocking_send(Some(line.trim_end().to_owned())).is_err() {
-                        return;
-                    }
-                }
+            let t = match lines.next_line() {
+                Ok(Some((n, l))) => Typed::Line(n, l),
+                Ok(None) => Typed::End,
+                Err(e) => Typed::Failed(format!("reading the terminal failed: {e}")),
+            };
+            let last = !matches!(t, Typed::Line(..));
+            if tx.blocking_send(t).is_err() || last {
+                return;
             }
         }
     });
@@ -333,39 +592,71 @@ pub async fn interactive(socket: &Path, banner: &str) -> Result<i32> {
         }
     };
     prompt();
-    let mut n = 0u64;
+    let run = pinch_proto::runner_config::random_hex(6);
+    // Sent but not yet confirmed, by client id: sent again after a reconnect.
+    let mut unconfirmed: BTreeMap<usize, ClientMsg> = BTreeMap::new();
+    // Client ids of the lines whose turn failed, by message id.
+    let mut lines_of: std::collections::HashMap<String, usize> = Default::default();
     loop {
         tokio::select! {
-            line = rx.recv() => match line.flatten() {
-                None => return Ok(0),
-                Some(l) if l.trim().is_empty() => prompt(),
-                Some(l) if !conn.buttons.is_empty() && parse_pick(&l, false).is_some() || l.trim_start().starts_with("/pick") => {
+            typed = rx.recv() => match typed.unwrap_or(Typed::End) {
+                Typed::End => return Ok(0),
+                Typed::Failed(e) => {
+                    eprintln!("pinch: {e}");
+                    return Ok(1);
+                }
+                Typed::Line(_, l) if l.trim().is_empty() => prompt(),
+                Typed::Line(_, l) if !conn.buttons.is_empty() && parse_pick(&l, false).is_some() || l.trim_start().starts_with("/pick") => {
                     match parse_pick(&l, false) {
                         Some(k) => if let Err(e) = conn.pick(k).await { eprintln!("({e:#})") },
                         None => eprintln!("(usage: /pick N)"),
                     }
                     prompt();
                 }
-                Some(l) => {
-                    n += 1;
-                    conn.send(&ClientMsg::Message { text: l, client_id: Some(format!("i{n}")) }).await.context("sending to the host")?;
-                }
+                Typed::Line(n, l) => match message(l, format!("i{n}"), format!("{run}-{n}")) {
+                    Err(e) => {
+                        eprintln!("({e})");
+                        prompt();
+                    }
+                    Ok(m) => {
+                        unconfirmed.insert(n, m.clone());
+                        // A failed write shows up as a lost connection below.
+                        let _ = conn.send(&m).await;
+                    }
+                },
             },
             m = conn.recv() => match m {
-                Ok(Some(ServerMsg::Accepted { routed: 0, note, .. })) => {
-                    eprintln!("(not delivered to any agent: {})", note.unwrap_or_default());
-                    prompt();
+                Ok(Some(ServerMsg::Accepted { routed, note, client_id, id })) => {
+                    if let Some(n) = client_id.as_deref().and_then(|c| c.strip_prefix('i')).and_then(|n| n.parse().ok()) {
+                        unconfirmed.remove(&n);
+                        lines_of.insert(id, n);
+                    }
+                    if routed == 0 {
+                        eprintln!("(not delivered to any agent: {})", note.unwrap_or_default());
+                        prompt();
+                    }
                 }
-                Ok(Some(ServerMsg::Rejected { error, .. })) => {
+                Ok(Some(ServerMsg::Rejected { error, client_id })) => {
+                    if let Some(n) = client_id.as_deref().and_then(|c| c.strip_prefix('i')).and_then(|n| n.parse::<usize>().ok()) {
+                        unconfirmed.remove(&n);
+                    }
                     eprintln!("(rejected: {error})");
                     prompt();
                 }
-                Ok(Some(ServerMsg::Settled { .. })) => prompt(),
                 Ok(Some(m)) => {
-                    handle_common(&mut conn, m).await?;
+                    if let Some(ServerMsg::Settled { failed, .. }) = handle_common(&mut conn, m).await? {
+                        if failed.iter().any(|id| lines_of.contains_key(id)) {
+                            eprintln!("(the agent could not answer that)");
+                        }
+                        prompt();
+                    }
                 }
                 Ok(None) | Err(_) => {
-                    conn = reconnect(socket, tokio::time::Instant::now() + Duration::from_secs(30)).await?;
+                    eprintln!("pinch: lost the connection to the host, reconnecting…");
+                    conn.reopen(socket, Instant::now() + Duration::from_secs(30)).await?;
+                    for m in unconfirmed.values() {
+                        let _ = conn.send(m).await;
+                    }
                 }
             }
         }

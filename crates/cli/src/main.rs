@@ -463,42 +463,61 @@ fn run_chat(
     flags: HostFlags,
     timeout: Duration,
 ) -> Result<i32> {
-    let cfg = host_config(data_dir, config, &flags)?;
-    let socket = cfg.data_dir.join("run/cli.sock");
     let interactive = std::io::stdin().is_terminal();
-    let input: Vec<String> = if interactive {
-        Vec::new()
+    // Piped input is read first; bad UTF-8 is replaced, not refused (chat.rs).
+    let (input, input_error) = if interactive {
+        (Vec::new(), None)
     } else {
-        use std::io::BufRead;
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<_, _>>()
-            .context("reading stdin")?
+        chat::read_all(std::io::stdin().lock())
+    };
+    // A running daemon serves the socket: talk to it, with its
+    // configuration (no provider of our own needed). Otherwise run an
+    // embedded host in this process (same code path as `pinch host`).
+    let file = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
+    let dir = data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(config::default_data_dir);
+    let running = pinch_host::paths::DataDir::new(&dir).cli_socket();
+    // The connection that finds a host is the one chatted on (chat.rs).
+    let first = std::os::unix::net::UnixStream::connect(&running).ok();
+    let cfg = if first.is_some() {
+        if flags.provider.is_some() || flags.sandbox.is_some() || flags.script.is_some() {
+            eprintln!(
+                "pinch: a host is already running for {}: --provider/--sandbox/--script are ignored (its configuration decides)",
+                dir.display()
+            );
+        }
+        None
+    } else {
+        Some(host_config(data_dir, config, &flags)?)
+    };
+    let socket = match &cfg {
+        Some(c) => c.data_dir.join("run/cli.sock"),
+        None => running,
     };
     runtime()?.block_on(async move {
-        // A running daemon serves the socket: talk to it. Otherwise run an
-        // embedded host in this process (same code path as `pinch host`).
-        let embedded = if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            None
-        } else {
-            std::fs::create_dir_all(cfg.data_dir.join("logs"))
-                .with_context(|| format!("cannot create the data dir {} (choose a writable location with --data-dir or PINCH_HOME)", cfg.data_dir.display()))?;
-            logging::init_file(&cfg.data_dir.join("logs/host.log"))?;
-            if cfg.sandbox == pinch_host::sandbox::Choice::Process {
-                eprintln!("pinch: WARNING: --sandbox process runs the agent without any isolation (development only)");
+        let embedded = match cfg {
+            None => None,
+            Some(cfg) => {
+                std::fs::create_dir_all(cfg.data_dir.join("logs"))
+                    .with_context(|| format!("cannot create the data dir {} (choose a writable location with --data-dir or PINCH_HOME)", cfg.data_dir.display()))?;
+                logging::init_file(&cfg.data_dir.join("logs/host.log"))?;
+                if cfg.sandbox == pinch_host::sandbox::Choice::Process {
+                    eprintln!("pinch: WARNING: --sandbox process runs the agent without any isolation (development only)");
+                }
+                Some(pinch_host::start(cfg).await.map_err(sandbox_hint)?)
             }
-            Some(pinch_host::start(cfg.clone()).await.map_err(sandbox_hint)?)
         };
         let code = if interactive {
             let banner = format!(
                 "pinch chat — agent `main`{} · data {} · Ctrl-D to quit",
                 embedded.as_ref().map(|h| format!(" in a {} sandbox", h.sandbox.as_str())).unwrap_or_default(),
-                cfg.data_dir.display()
+                dir.display()
             );
-            chat::interactive(&socket, &banner).await
+            chat::interactive(&socket, first, &banner).await
         } else {
-            chat::scripted(&socket, input, timeout).await
+            chat::scripted(&socket, first, input, input_error, timeout).await
         };
         if let Some(h) = embedded {
             h.shutdown().await?;

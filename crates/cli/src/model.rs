@@ -56,7 +56,22 @@ pub fn run(data_dir: &Path, local_model: &Path, args: ModelArgs) -> Result<i32> 
     match args.cmd {
         ModelCmd::Path => {
             println!("{}", local_model.display());
-            Ok(if local_model.is_file() { 0 } else { 1 })
+            if local_model.is_file() {
+                return Ok(0);
+            }
+            let default = dir.join(pinch_local::DEFAULT_MODEL_FILE);
+            let how = if local_model == default {
+                "run `pinch model fetch` to download it (or `pinch model fetch --from FILE` for a copy you have)".to_owned()
+            } else {
+                format!("it is set by [provider.local] model in the config: fix that path, or remove the setting and run `pinch model fetch` for the default model into {}", dir.display())
+            };
+            let what = if local_model.exists() {
+                "is not a model file"
+            } else {
+                "does not exist"
+            };
+            eprintln!("pinch: no model: {} {what}; {how}", local_model.display());
+            Ok(1)
         }
         ModelCmd::List => {
             let mut names: Vec<(String, u64)> = match std::fs::read_dir(&dir) {

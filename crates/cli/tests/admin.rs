@@ -81,6 +81,7 @@ fn routed(c: &mut Client, text: &str, cid: &str) -> (usize, Option<String>) {
     c.send(&ClientMsg::Message {
         text: text.into(),
         client_id: Some(cid.into()),
+        key: None,
     });
     loop {
         match c.recv().expect("host closed") {

@@ -178,7 +178,7 @@ fn hundred_concurrent_messages_one_spawn_all_answered_in_order() {
     while settled.len() < 100 {
         match c.recv().expect("host closed") {
             pinch_channels::cli_socket::ServerMsg::Accepted { id, .. } => accepted.push(id),
-            pinch_channels::cli_socket::ServerMsg::Settled { ids } => settled.extend(ids),
+            pinch_channels::cli_socket::ServerMsg::Settled { ids, .. } => settled.extend(ids),
             pinch_channels::cli_socket::ServerMsg::Message { id, text, .. } => {
                 texts.push(text);
                 c.send(&pinch_channels::cli_socket::ClientMsg::Ack { id });

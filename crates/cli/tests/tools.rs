@@ -446,7 +446,7 @@ fn a_question_is_answered_by_a_click_once() {
                 c.send(&ClientMsg::Ack { id: oid });
                 replies.push(text);
             }
-            ServerMsg::Settled { ids } if ids.contains(&id) => break,
+            ServerMsg::Settled { ids, .. } if ids.contains(&id) => break,
             _ => {}
         }
     }

@@ -11,8 +11,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use pinch_proto::rusqlite::{self, params, Connection, OptionalExtension};
 
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_core",
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_core",
     "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE agent_groups (
@@ -143,7 +144,7 @@ CREATE TABLE dropped_messages (
 ), (
     // Issue 15: the crash budget's abnormal exits, so a restart of the
     // host does not forget them (epoch ms; lifting a quarantine clears them).
-    "0002_crash_budget",
+    "0004_crash_budget",
     "
 CREATE TABLE crash_budget (session_id TEXT NOT NULL, at_ms INTEGER NOT NULL);
 CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
@@ -152,9 +153,9 @@ CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
     // Issue 15: the generation of each session's inbound.db (a random id
     // the host also stores inside the file), so a file that vanished or
     // was swapped is noticed. NULL = not recorded yet (adopted as found).
-    "0004_session_db_generation",
+    "0005_session_db_generation",
     "ALTER TABLE sessions ADD COLUMN inbound_generation TEXT;",
-)];
+), ("0006_host_notices", crate::notices::MIGRATION)];
 
 /// A question waiting for a button press.
 #[derive(Clone, Debug, PartialEq)]

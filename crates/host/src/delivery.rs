@@ -68,7 +68,8 @@ pub struct Task {
     watermark: i64,
     /// Inbound rows finished but not yet announced as settled (announced
     /// only when nothing before them is waiting to be delivered).
-    unsettled: Vec<(Address, String)>,
+    /// (`true`: it failed, e.g. the provider did — issue 15.)
+    unsettled: Vec<(Address, String, bool)>,
     /// Rows the channel took whose `delivered` entry could not be written
     /// yet (e.g. a full disk): the next pass retries the record, never the send.
     unrecorded: HashMap<String, (String, i64)>,
@@ -671,19 +672,25 @@ impl Task {
                             platform_id: r.platform_id.unwrap_or_default(),
                             thread_id: r.thread_id,
                         };
-                        self.unsettled.push((addr, pmid));
+                        let failed = r.status == status::FAILED;
+                        self.unsettled.push((addr, pmid, failed));
                     }
                 }
             }
         }
         if !blocked && !self.unsettled.is_empty() {
-            let mut by_addr: HashMap<Address, Vec<String>> = HashMap::new();
-            for (a, id) in self.unsettled.drain(..) {
-                by_addr.entry(a).or_default().push(id);
+            type Settled = (Vec<String>, Vec<String>);
+            let mut by_addr: HashMap<Address, Settled> = HashMap::new();
+            for (a, id, failed) in self.unsettled.drain(..) {
+                let e = by_addr.entry(a).or_default();
+                if failed {
+                    e.1.push(id.clone());
+                }
+                e.0.push(id);
             }
-            for (a, ids) in by_addr {
+            for (a, (ids, failed)) in by_addr {
                 if let Some(ch) = self.channels.get(&a.channel_type) {
-                    ch.settled(&a, &ids);
+                    ch.settled_with(&a, &ids, &failed);
                 }
             }
         }
@@ -713,20 +720,17 @@ impl Task {
                 let (Some(ct), Some(pid)) = (r.channel_type, r.platform_id) else {
                     continue;
                 };
-                let Some(ch) = self.channels.get(&ct).cloned() else {
-                    continue;
-                };
-                let addr = Address {
+                // Stored and sent by the main loop, so it waits for a
+                // sender who is not connected now (issue 15).
+                let to = Address {
                     channel_type: ct,
                     platform_id: pid,
                     thread_id: r.thread_id,
                 };
                 let text = format!("Sorry, I could not process a message: {reason}.");
-                tokio::spawn(async move {
-                    if let Err(e) = ch.notice(&addr, &text).await {
-                        tracing::warn!("could not tell the sender about a failed message: {e}");
-                    }
-                });
+                let _ = self
+                    .events
+                    .send(crate::main_loop::Event::Notice { to, text });
             }
         }
         Ok(())
@@ -751,7 +755,7 @@ impl Task {
                     platform_id: r.platform_id.unwrap_or_default(),
                     thread_id: r.thread_id,
                 };
-                self.unsettled.push((addr, p));
+                self.unsettled.push((addr, p, r.status == status::FAILED));
             }
         }
         Ok(())

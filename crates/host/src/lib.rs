@@ -35,6 +35,7 @@ pub mod history;
 pub mod ledger;
 pub mod metrics;
 pub mod mounts;
+pub mod notices;
 pub mod outbox;
 pub mod paths;
 pub mod permissions;

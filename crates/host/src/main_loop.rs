@@ -31,6 +31,7 @@ mod agent_admin;
 mod approvals;
 mod create_agent;
 mod disk;
+mod notices;
 mod routing;
 mod self_mod;
 mod session_db;
@@ -38,6 +39,16 @@ mod task_actions;
 
 pub(crate) enum Event {
     Channel(ChannelEvent),
+    /// A host notice to store and send (from a delivery task).
+    Notice {
+        to: pinch_channels::Address,
+        text: String,
+    },
+    /// A stored host notice's send finished (`notices.rs`).
+    NoticeSent {
+        notice: crate::notices::StoredNotice,
+        result: Result<(), pinch_channels::DeliverError>,
+    },
     RunnerExited {
         session_id: String,
         runner_id: String,
@@ -211,6 +222,8 @@ struct Host {
     published_sessions: usize,
     stats: Arc<Stats>,
     shutting_down: bool,
+    /// Stored host notices being sent now (`notices.rs`).
+    notices_in_flight: Mutex<std::collections::HashSet<i64>>,
     _lock: HostLock,
 }
 
@@ -505,6 +518,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         published_sessions: usize::MAX,
         stats: stats.clone(),
         shutting_down: false,
+        notices_in_flight: Mutex::default(),
         _lock: lock,
     };
     // Rebuild the view from the DBs: every active session is recovered, its
@@ -519,6 +533,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     for id in ids {
         host.try_wake(&id);
     }
+    host.flush_notices(None);
     tracing::info!(data_dir = %data.root().display(), sandbox = sandbox_kind.as_str(), socket = %data.cli_socket().display(), "pinch host ready");
 
     let metrics_tx = ch_tx.clone();
@@ -555,7 +570,10 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
                 }
                 Some((req, reply)) = admin_rx.recv() => host.handle(Event::Admin(req, reply)),
                 _ = delivery_tick.tick() => host.poke_live_deliveries(),
-                _ = sweep_tick.tick() => host.sweep(),
+                _ = sweep_tick.tick() => {
+                    host.sweep();
+                    host.flush_notices(None);
+                }
                 _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                     host.kill_remaining();
                     shutdown_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -838,7 +856,11 @@ impl Host {
                 };
                 let _ = done.send(ok);
             }
-            Event::Channel(ChannelEvent::Available { .. }) => {
+            Event::NoticeSent { notice, result } => self.notice_sent(notice, result),
+            Event::Notice { to, text } => self.durable_notice(to, text),
+            Event::Channel(ChannelEvent::Available { channel_type }) => {
+                // Stored notices first: they are older than any reply.
+                self.flush_notices(Some(&channel_type));
                 for s in self.sessions.values() {
                     s.shared.notify.notify_one();
                 }
@@ -2103,19 +2125,15 @@ impl Host {
         let (Some(ct), Some(pid)) = (channel_type, platform_id) else {
             return;
         };
-        let Some(ch) = self.channels.get(&ct).cloned() else {
-            return;
-        };
-        let addr = pinch_channels::Address {
-            channel_type: ct,
-            platform_id: pid,
-            thread_id,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = ch.notice(&addr, &text).await {
-                tracing::warn!("could not deliver a host notice: {e}");
-            }
-        });
+        // Stored first, so nobody listening now does not lose it (notices.rs).
+        self.durable_notice(
+            pinch_channels::Address {
+                channel_type: ct,
+                platform_id: pid,
+                thread_id,
+            },
+            text,
+        );
     }
 
     /// Wakes a session at an epoch-ms time (a retry or task coming due).

@@ -73,7 +73,7 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// A blocking CLI-socket client.
 pub struct Client {
     r: BufReader<UnixStream>,
-    w: UnixStream,
+    pub w: UnixStream,
     pub hello: ServerMsg,
     seen: Vec<ServerMsg>,
     /// Every id the host reported settled on this connection.
@@ -116,6 +116,7 @@ impl Client {
         self.send(&ClientMsg::Message {
             text: text.into(),
             client_id: Some(cid.into()),
+            key: None,
         });
     }
 
@@ -210,7 +211,7 @@ impl Client {
                     texts.push(text);
                     self.send(&ClientMsg::Ack { id: oid });
                 }
-                ServerMsg::Settled { ids } => self.settled.extend(ids),
+                ServerMsg::Settled { ids, .. } => self.settled.extend(ids),
                 _ => {}
             }
             if self.settled.contains(id) {
@@ -331,7 +332,7 @@ impl Client {
                         return (text, buttons);
                     }
                 }
-                ServerMsg::Settled { ids } => self.settled.extend(ids),
+                ServerMsg::Settled { ids, .. } => self.settled.extend(ids),
                 _ => {}
             }
         }
@@ -341,6 +342,15 @@ impl Client {
 /// Runs `pinch chat ARGS` with `input` on stdin, isolated from the caller's
 /// model keys; returns its output.
 pub fn pinch_chat(args: &[&str], envs: &[(&str, &Path)], input: &str) -> std::process::Output {
+    pinch_chat_bytes(args, envs, input.as_bytes())
+}
+
+/// [`pinch_chat`] with any bytes on stdin (e.g. invalid UTF-8).
+pub fn pinch_chat_bytes(
+    args: &[&str],
+    envs: &[(&str, &Path)],
+    input: &[u8],
+) -> std::process::Output {
     use std::process::{Command, Stdio};
     let mut c = Command::new(PINCH);
     c.arg("chat").args(args);
@@ -356,12 +366,7 @@ pub fn pinch_chat(args: &[&str], envs: &[(&str, &Path)], input: &str) -> std::pr
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
 

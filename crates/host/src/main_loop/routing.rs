@@ -42,15 +42,10 @@ impl Host {
             .unwrap_or_default()
     }
 
-    /// Sends a host notice to a conversation (never through `outbound.db`).
+    /// Sends a host notice to a conversation (never through `outbound.db`;
+    /// stored until the channel takes it, `notices.rs`).
     pub(super) fn notice(&self, to: Address, text: String) {
-        if let Some(ch) = self.channels.get(&to.channel_type).cloned() {
-            tokio::spawn(async move {
-                if let Err(e) = ch.notice(&to, &text).await {
-                    tracing::warn!(channel = %to.channel_type, "could not send a notice: {e}");
-                }
-            });
-        }
+        self.durable_notice(to, text);
     }
 
     /// Shows "typing…" where the channel has it (best effort, once per
