@@ -235,16 +235,31 @@ pub fn inbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
 /// (`delivered.db`, issue 15), read-only; waits for the file to exist.
 pub fn ledger_db(dir: &Path) -> pinch_proto::rusqlite::Connection {
     let p = dir.join("delivered.db");
-    wait_for("the delivery ledger file", Duration::from_secs(10), || {
-        p.exists()
-    });
-    let c = pinch_proto::rusqlite::Connection::open_with_flags(
-        &p,
-        pinch_proto::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    c.busy_timeout(Duration::from_secs(5)).unwrap();
-    c
+    let open = || {
+        let c = pinch_proto::rusqlite::Connection::open_with_flags(
+            &p,
+            pinch_proto::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        c.busy_timeout(Duration::from_secs(5)).ok()?;
+        Some(c)
+    };
+    // The file appears a moment before its table (the host creates both).
+    wait_for(
+        "the delivery ledger and its table",
+        Duration::from_secs(10),
+        || {
+            open().is_some_and(|c| {
+                c.query_row(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'delivered'",
+                    [],
+                    |_| Ok(()),
+                )
+                .is_ok()
+            })
+        },
+    );
+    open().expect("the ledger opens")
 }
 
 pub fn outbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
