@@ -112,13 +112,17 @@ impl Task {
             let backoff = match self.pass().await {
                 Ok(()) => failing.ok(&self.session_id),
                 Err(e) => {
-                    // Our own file unreadable as corrupt: the main loop
-                    // checks and recovers it (issue 15).
-                    if e.chain().any(|c| {
-                        c.downcast_ref::<pinch_proto::ProtoError>()
-                            .is_some_and(|p| p.is_corruption())
-                            || pinch_proto::error::message_is_corruption(&c.to_string())
-                    }) {
+                    // inbound.db unreadable as corrupt: the main loop checks
+                    // and recovers it (issue 15). A fault of the ledger is
+                    // the ledger's own: the next pass reopens and checks it.
+                    let ledger_fault = e.downcast_ref::<crate::ledger::LedgerFault>().is_some();
+                    if !ledger_fault
+                        && e.chain().any(|c| {
+                            c.downcast_ref::<pinch_proto::ProtoError>()
+                                .is_some_and(|p| p.is_corruption())
+                                || pinch_proto::error::message_is_corruption(&c.to_string())
+                        })
+                    {
                         let _ = self.events.send(crate::main_loop::Event::SessionDbFault(
                             self.session_id.clone(),
                         ));
@@ -164,7 +168,17 @@ impl Task {
     async fn pass(&mut self) -> Result<()> {
         let mut ledger = match self.ledger.take() {
             Some(l) => l,
-            None => Ledger::open(&self.dir)?,
+            None => {
+                let mut l = Ledger::open(&self.dir)?;
+                // Rebuilt (lost or damaged): the conversation is told once.
+                if let Some(text) = l.rebuilt.take() {
+                    let _ = self.events.send(crate::main_loop::Event::LedgerRebuilt(
+                        self.session_id.clone(),
+                        text,
+                    ));
+                }
+                l
+            }
         };
         let r = self.pass_with(&mut ledger).await;
         if r.is_ok() {

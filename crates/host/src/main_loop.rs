@@ -48,6 +48,9 @@ pub(crate) enum Event {
     /// A read of this session's inbound.db failed as corrupt (delivery, a
     /// wake): the deep check (issue 15).
     SessionDbFault(String),
+    /// A delivery task rebuilt the session's lost or damaged delivery
+    /// ledger: the notice for its conversation (decision 0026).
+    LedgerRebuilt(String, String),
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
     /// A live runner's stuck deadline (spawn grace, heartbeat ceiling,
@@ -855,6 +858,7 @@ impl Host {
             } => self.on_exit(&session_id, &runner_id, code, signal),
             Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
             Event::SessionDbFault(id) => self.check_inbound_deep(&id),
+            Event::LedgerRebuilt(id, text) => self.tell_ledger_rebuilt(&id, text),
             Event::Wake(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.wake_scheduled = false;
