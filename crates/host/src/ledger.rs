@@ -287,7 +287,12 @@ impl Ledger {
                         _ => None,
                     })
                     .unwrap_or_else(|| r.kind.clone());
-                let short: String = text.chars().take(60).collect();
+                // The agent's text, quoted in a host notice: one short line.
+                let short: String = text
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(60)
+                    .collect();
                 format!("\"{short}\" ({}, id {})", r.timestamp, r.id)
             })
             .collect();
@@ -546,6 +551,67 @@ mod tests {
         let l = Ledger::open(&dir).unwrap();
         assert_eq!(l.get("old").unwrap(), Some(entry("old")));
         assert!(l.rebuilt.is_none());
+    }
+
+    /// A reply in outbound.db, as a runner writes it.
+    fn reply(dir: &SessionDir, id: &str, text: &str) {
+        let mut c =
+            pinch_proto::open::open_existing_writer(&dir.outbound_db(), crate::session::BUSY)
+                .unwrap();
+        let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+        pinch_proto::rows::insert_outbound(
+            &tx,
+            &pinch_proto::rows::NewOutbound {
+                id: id.into(),
+                timestamp: pinch_proto::time::now(),
+                kind: "chat".into(),
+                content: serde_json::json!({ "text": text }).to_string(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    /// Review of issue 15: a ledger deleted, or emptied to zero bytes, is
+    /// not made anew empty: every reply already written is recorded as
+    /// delivered, the notice names the latest, and a new session (no
+    /// replies yet) is made quietly.
+    #[test]
+    fn a_lost_or_emptied_ledger_is_rebuilt_with_every_written_reply_delivered() {
+        let t = tempfile::tempdir().unwrap();
+        let data = crate::paths::DataDir::new(t.path());
+        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
+        let l = Ledger::open(&dir).unwrap();
+        assert!(l.rebuilt.is_none(), "a new session is made quietly");
+        drop(l);
+        reply(&dir, "r1", "first\nanswer");
+        reply(&dir, "r2", "second answer");
+        for emptied in [false, true] {
+            for ext in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(dir.root().join(format!("delivered.db{ext}")));
+            }
+            if emptied {
+                std::fs::write(path(&dir), b"").unwrap();
+            }
+            let l = Ledger::open(&dir).unwrap();
+            for id in ["r1", "r2"] {
+                let e = l.get(id).unwrap().expect("recorded");
+                assert_eq!(e.status, status::DELIVERED, "{id}");
+            }
+            let told = l.rebuilt.clone().expect("the owner is told");
+            assert!(
+                told.contains("2 earlier replies")
+                    && told.contains("\"second answer\"")
+                    && told.contains("\"first answer\""),
+                "{told}"
+            );
+            assert_eq!(told.contains("damaged"), emptied, "{told}");
+            drop(l);
+            // Told once: the rebuilt ledger opens as it was left.
+            assert!(Ledger::open(&dir).unwrap().rebuilt.is_none());
+        }
     }
 
     #[test]
