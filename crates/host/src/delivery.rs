@@ -1332,6 +1332,8 @@ mod tests {
     ) -> (Task, Arc<Probe>, Events) {
         let data = crate::paths::DataDir::new(t.path());
         let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
+        // As at a session's load: its ledger is made before any runner.
+        drop(Ledger::open(&dir).unwrap());
         crate::session::project(
             &dir,
             &[],

@@ -21,8 +21,8 @@
 //!
 //! The ledger is never made anew silently (decision 0026). `inbound.db`'s
 //! old table carries a [`MOVED`] row once the ledger exists. A ledger that
-//! is missing where one existed (or where the agent already wrote replies),
-//! damaged, or emptied is rebuilt conservatively: the readable rows of a
+//! is missing where one existed (the marker, or replies already in
+//! `outbound.db`: it is made before any runner), damaged, or emptied is rebuilt conservatively: the readable rows of a
 //! damaged one are kept, and every other reply already in `outbound.db` is
 //! recorded as delivered, so nothing is sent twice; the conversation is
 //! told once which replies may not have reached it ([`Ledger::rebuilt`]).
@@ -127,11 +127,17 @@ impl Ledger {
             .into_iter()
             .filter(|(e, _)| e.message_out_id != MOVED)
             .collect();
-        if moved {
+        // No marker (it went with a lost inbound.db too, or the ledger was
+        // made before markers), yet the agent already wrote replies: a
+        // ledger existed, since it is made at the session's first pass,
+        // before any runner. Lost as well.
+        let replied = !moved && old.is_empty() && !read_outbound(&dir.outbound_db())?.is_empty();
+        if moved || replied {
             // It existed: lost. Rebuilt, never made anew empty.
             let mut l = Ledger::open_file(&path)?;
             l.insert(&old, false)?;
             l.rebuild(dir, Loss::Missing)?;
+            l.mark_moved(&inbound);
             return Ok(l);
         }
         // Made for the first time (a new session, or one of an older pinch
@@ -588,12 +594,20 @@ mod tests {
         drop(l);
         reply(&dir, "r1", "first\nanswer");
         reply(&dir, "r2", "second answer");
-        for emptied in [false, true] {
+        // Deleted; emptied; deleted together with inbound.db (its marker
+        // gone: the replies in outbound.db still tell).
+        for (emptied, inbound_too) in [(false, false), (true, false), (false, true)] {
             for ext in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(dir.root().join(format!("delivered.db{ext}")));
             }
             if emptied {
                 std::fs::write(path(&dir), b"").unwrap();
+            }
+            if inbound_too {
+                std::fs::remove_file(dir.inbound_db()).unwrap();
+                let c = pinch_proto::open::open_writer(&dir.inbound_db(), crate::session::BUSY)
+                    .unwrap();
+                pinch_proto::schema::migrate_inbound(&c).unwrap();
             }
             let l = Ledger::open(&dir).unwrap();
             for id in ["r1", "r2"] {
