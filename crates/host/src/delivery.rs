@@ -112,17 +112,7 @@ impl Task {
             let backoff = match self.pass().await {
                 Ok(()) => failing.ok(&self.session_id),
                 Err(e) => {
-                    // inbound.db unreadable as corrupt: the main loop checks
-                    // and recovers it (issue 15). A fault of the ledger is
-                    // the ledger's own: the next pass reopens and checks it.
-                    let ledger_fault = e.downcast_ref::<crate::ledger::LedgerFault>().is_some();
-                    if !ledger_fault
-                        && e.chain().any(|c| {
-                            c.downcast_ref::<pinch_proto::ProtoError>()
-                                .is_some_and(|p| p.is_corruption())
-                                || pinch_proto::error::message_is_corruption(&c.to_string())
-                        })
-                    {
+                    if inbound_is_suspect(&e) {
                         let _ = self.events.send(crate::main_loop::Event::SessionDbFault(
                             self.session_id.clone(),
                         ));
@@ -964,6 +954,22 @@ impl Task {
     }
 }
 
+/// Whether a failed pass should make the main loop check `inbound.db`: it
+/// failed as corrupt (issue 15), and not in the ledger — a fault of the
+/// ledger is the ledger's own, the next pass reopens and checks it
+/// ([`crate::ledger`]), and checking `inbound.db` for it would stall
+/// delivery on the wrong file.
+fn inbound_is_suspect(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::ledger::LedgerFault>().is_none()
+        && e.chain().any(|c| {
+            c.downcast_ref::<pinch_proto::ProtoError>()
+                .is_some_and(|p| p.is_corruption())
+                || c.downcast_ref::<pinch_proto::rusqlite::Error>()
+                    .is_some_and(pinch_proto::is_corruption)
+                || pinch_proto::error::message_is_corruption(&c.to_string())
+        })
+}
+
 /// The session's `inbound.db` as one delivery pass holds it across its
 /// awaits (channel calls, the main loop's answers). The main loop may
 /// replace the file meanwhile (a deleted or damaged one is made anew or
@@ -1464,6 +1470,26 @@ mod tests {
         assert_eq!(notes(&kept), 0);
         let l = Ledger::open(&task.dir).unwrap();
         assert_eq!(l.get("r1").unwrap().unwrap().status, status::FAILED);
+    }
+
+    /// Review of issue 15: a corrupt ledger is not reported as a damaged
+    /// inbound.db (the main loop would check the wrong file).
+    #[test]
+    fn a_corrupt_ledger_is_not_blamed_on_inbound_db() {
+        use pinch_proto::rusqlite::{ffi, Error};
+        let corrupt = || {
+            anyhow::Error::from(Error::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_CORRUPT),
+                Some("database disk image is malformed".into()),
+            ))
+        };
+        assert!(inbound_is_suspect(
+            &corrupt().context("reading /s/in/inbound.db")
+        ));
+        assert!(!inbound_is_suspect(&corrupt().context(
+            crate::ledger::LedgerFault("reading the delivery ledger /s/delivered.db".into())
+        )));
+        assert!(!inbound_is_suspect(&anyhow::anyhow!("database is locked")));
     }
 
     fn addr() -> Address {
