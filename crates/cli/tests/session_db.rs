@@ -139,6 +139,85 @@ fn inbound_db_deleted_while_stopped_is_reported_and_no_old_reply_is_resent() {
     third.stop();
 }
 
+/// Review of issue 15: the delivery ledger itself deleted while the host
+/// is stopped. It is not made anew empty (every old reply would go out
+/// again): the next start rebuilds it, treating the replies already written
+/// as delivered, tells the conversation once, and answers the next message.
+#[test]
+fn delivered_db_deleted_while_stopped_sends_no_old_reply_and_tells_the_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = Run::start(tmp.path());
+    first.say("m1", "first question");
+    first.wait("the first reply", reply_to("You said: first question"));
+    first.stop();
+
+    let dir = session_dir(&data);
+    for f in ["delivered.db", "delivered.db-wal", "delivered.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+
+    let second = Run::start(tmp.path());
+    let told = second.wait("the notice", notice("delivery record"));
+    assert!(
+        told.text().contains("delivered.db") && told.text().contains("You said: first question"),
+        "{}",
+        told.text()
+    );
+    second.say("m2", "second question");
+    second.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(
+        second.count(reply_to("You said: first question")),
+        0,
+        "the old reply was sent again: {:#?}",
+        second.chat.sent()
+    );
+    assert_eq!(second.count(notice("delivery record")), 1);
+    second.stop();
+    // Told once: the rebuilt ledger is found as it was left.
+    let third = Run::start(tmp.path());
+    third.say("m3", "third question");
+    third.wait("the third reply", reply_to("You said: third question"));
+    assert_eq!(third.count(notice("delivery record")), 0);
+    assert_eq!(third.count(reply_to("You said: first question")), 0);
+    assert_eq!(third.count(reply_to("You said: second question")), 0);
+    third.stop();
+}
+
+/// Review of issue 15: a damaged delivery ledger (garbage over the file)
+/// is moved aside and rebuilt, the conversation told once; no old reply
+/// goes out again and the session answers.
+#[test]
+fn a_damaged_delivered_db_is_rebuilt_and_no_old_reply_is_resent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = Run::start(tmp.path());
+    first.say("m1", "first question");
+    first.wait("the first reply", reply_to("You said: first question"));
+    first.stop();
+
+    let dir = session_dir(&data);
+    let _ = std::fs::remove_file(dir.join("delivered.db-wal"));
+    let _ = std::fs::remove_file(dir.join("delivered.db-shm"));
+    std::fs::write(dir.join("delivered.db"), vec![0xa5u8; 8192]).unwrap();
+
+    let second = Run::start(tmp.path());
+    let told = second.wait("the notice", notice("delivery record"));
+    assert!(told.text().contains("damaged"), "{}", told.text());
+    let kept: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("delivered.db.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged ledger is kept aside: {kept:?}");
+    second.say("m2", "second question");
+    second.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(second.count(reply_to("You said: first question")), 0);
+    assert_eq!(second.count(notice("delivery record")), 1);
+    second.stop();
+}
+
 /// Deleted while the host runs: the next message notices it, the
 /// conversation is told once, and the message is answered.
 #[test]

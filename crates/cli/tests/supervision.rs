@@ -180,6 +180,62 @@ fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
+/// Review of issue 15: a hostile runner replaces `processing_ack` in its
+/// own outbound.db by one the host cannot read (a dropped table alone reads
+/// as "no claims"; a row of NULLs fails every read) and then freezes. The
+/// stuck timer cannot read the runner's claims; the heartbeat alone must
+/// still decide (the sweep here runs once
+/// an hour, so only the timer can kill it). Before the fix every check
+/// failed, was retried every second, and the runner was never killed.
+#[test]
+fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Process),
+        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
+    );
+    cfg.runner.heartbeat_ms = 100;
+    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
+    cfg.sweep_interval = Duration::from_secs(3600);
+    cfg.stop_grace = Duration::from_millis(300);
+    cfg.retry_base = Duration::from_millis(300);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let id = c.say("slow and then frozen", "c1");
+    let s = rt.block_on(host.sessions()).remove(0);
+    wait_for("the claim", Duration::from_secs(10), || {
+        outbound(&s.dir)
+            .query_row(
+                "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
+                [format!("{id}:main")],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 1
+    });
+    // What the compromised runner does to its own file, then it freezes.
+    let w = pinch_proto::rusqlite::Connection::open(s.dir.join("out/outbound.db")).unwrap();
+    w.busy_timeout(Duration::from_secs(5)).unwrap();
+    w.execute_batch(
+        "DROP TABLE processing_ack;
+         CREATE TABLE processing_ack (message_id, status, runner_id, status_changed, reason);
+         INSERT INTO processing_ack VALUES (NULL, NULL, NULL, NULL, NULL);",
+    )
+    .unwrap();
+    drop(w);
+    let pid = s.runner_pid.unwrap();
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+    wait_for(
+        "the frozen runner to be killed as stuck",
+        Duration::from_secs(30),
+        || count_exits(tmp.path(), "killed_stuck") == 1,
+    );
+    rt.block_on(host.shutdown()).unwrap();
+}
+
 /// A long back-off with a message waiting is announced once: the agent is
 /// restarting, and when.
 #[test]

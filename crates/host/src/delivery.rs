@@ -113,13 +113,7 @@ impl Task {
             let backoff = match self.pass().await {
                 Ok(()) => failing.ok(&self.session_id),
                 Err(e) => {
-                    // Our own file unreadable as corrupt: the main loop
-                    // checks and recovers it (issue 15).
-                    if e.chain().any(|c| {
-                        c.downcast_ref::<pinch_proto::ProtoError>()
-                            .is_some_and(|p| p.is_corruption())
-                            || pinch_proto::error::message_is_corruption(&c.to_string())
-                    }) {
+                    if inbound_is_suspect(&e) {
                         let _ = self.events.send(crate::main_loop::Event::SessionDbFault(
                             self.session_id.clone(),
                         ));
@@ -127,14 +121,18 @@ impl Task {
                     failing.failed(&self.session_id, &e)
                 }
             };
-            // While passes fail, the next one waits out the backoff (wakes
-            // in between are remembered by the Notify, not acted on).
+            // While passes fail, the next one runs when the backoff ends or
+            // the host repaired a file (`kick`), whichever comes first, and
+            // nothing else is waited for: no runner may be writing, so the
+            // next notify could be a safety pass away. (Wakes in between are
+            // remembered by the Notify, not acted on.)
             if let Some(wait) = backoff {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.shared.kick.notified() => {}
                     _ = stop.changed() => return,
                 }
+                continue;
             }
             tokio::select! {
                 _ = self.shared.notify.notified() => {}
@@ -161,7 +159,17 @@ impl Task {
     async fn pass(&mut self) -> Result<()> {
         let mut ledger = match self.ledger.take() {
             Some(l) => l,
-            None => Ledger::open(&self.dir)?,
+            None => {
+                let mut l = Ledger::open(&self.dir)?;
+                // Rebuilt (lost or damaged): the conversation is told once.
+                if let Some(text) = l.rebuilt.take() {
+                    let _ = self.events.send(crate::main_loop::Event::LedgerRebuilt(
+                        self.session_id.clone(),
+                        text,
+                    ));
+                }
+                l
+            }
         };
         let r = self.pass_with(&mut ledger).await;
         if r.is_ok() {
@@ -187,7 +195,7 @@ impl Task {
         }
         // Never created here: a vanished inbound.db is the main loop's to
         // notice and report (session_check), not to be silently remade.
-        let mut inbound = open_existing_writer(&self.dir.inbound_db(), BUSY)?;
+        let mut inbound = Inbound::open(self.dir.inbound_db())?;
         // The host's own records of where this session may send (issue 14):
         // its conversation and its agent group's destinations, both
         // projected by the host into inbound.db, which the sandbox sees
@@ -562,7 +570,7 @@ impl Task {
                     // by an earlier pass, or a previous life of the host),
                     // announce it now: the in-memory notice may be gone.
                     if let Some(r) = answered_row.as_ref() {
-                        self.settle_if_finished(&inbound, &r.id)?;
+                        self.settle_if_finished(inbound.current()?, &r.id)?;
                     }
                     finished!();
                 }
@@ -602,7 +610,7 @@ impl Task {
             .filter(|a| a.status == status::COMPLETED || a.status == status::FAILED)
             .collect();
         if !terminal.is_empty() {
-            let tx = write_tx(&mut inbound)?;
+            let tx = write_tx(inbound.current()?)?;
             let mut changed = Vec::new();
             let mut failed = Vec::new();
             let mut next_due: Vec<jiff::Timestamp> = Vec::new();
@@ -836,7 +844,7 @@ impl Task {
     /// to the agent (issue 14). Nothing is sent anywhere.
     fn refuse(
         &self,
-        inbound: &mut pinch_proto::rusqlite::Connection,
+        inbound: &mut Inbound,
         ledger: &mut Ledger,
         row: &OutboundRow,
         attempts: i64,
@@ -872,7 +880,7 @@ impl Task {
     /// the note in the text): the agent is told which and why, once.
     fn tell_files_refused(
         &self,
-        inbound: &mut pinch_proto::rusqlite::Connection,
+        inbound: &mut Inbound,
         out_id: &str,
         refused: Vec<serde_json::Value>,
     ) {
@@ -890,8 +898,9 @@ impl Task {
             content: note.to_json(),
             ..Default::default()
         };
-        let written = write_tx(inbound)
-            .map_err(anyhow::Error::from)
+        let written = inbound
+            .current()
+            .and_then(|c| Ok(write_tx(c)?))
             .and_then(|tx| {
                 rows::insert_inbound(&tx, &row, out_max)?;
                 tx.commit()?;
@@ -904,7 +913,7 @@ impl Task {
 
     fn fail(
         &self,
-        inbound: &mut pinch_proto::rusqlite::Connection,
+        inbound: &mut Inbound,
         ledger: &mut Ledger,
         out_id: &str,
         attempts: i64,
@@ -917,8 +926,10 @@ impl Task {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // The agent's note first (its id makes a repeat a no-op), then the
         // host's ledger: a crash in between fails the row again, never
-        // leaves it failed without the note.
-        let tx = write_tx(inbound)?;
+        // leaves it failed without the note. The note goes into the file
+        // at the path now: the main loop may have replaced it (a
+        // recovery) while this pass awaited a channel.
+        let tx = write_tx(inbound.current()?)?;
         let note = InContent::System(SystemIn::ActionResult {
             action: "deliver".into(),
             status: "failed".into(),
@@ -944,6 +955,69 @@ impl Task {
             attempts,
             last_error: Some(reason.to_owned()),
         })
+    }
+}
+
+/// Whether a failed pass should make the main loop check `inbound.db`: it
+/// failed as corrupt (issue 15), and not in the ledger — a fault of the
+/// ledger is the ledger's own, the next pass reopens and checks it
+/// ([`crate::ledger`]), and checking `inbound.db` for it would stall
+/// delivery on the wrong file.
+fn inbound_is_suspect(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::ledger::LedgerFault>().is_none()
+        && e.chain().any(|c| {
+            c.downcast_ref::<pinch_proto::ProtoError>()
+                .is_some_and(|p| p.is_corruption())
+                || c.downcast_ref::<pinch_proto::rusqlite::Error>()
+                    .is_some_and(pinch_proto::is_corruption)
+                || pinch_proto::error::message_is_corruption(&c.to_string())
+        })
+}
+
+/// The session's `inbound.db` as one delivery pass holds it across its
+/// awaits (channel calls, the main loop's answers). The main loop may
+/// replace the file meanwhile (a deleted or damaged one is made anew or
+/// recovered, [`crate::session_check`]), so every write goes through
+/// [`Inbound::current`], which reopens the file at the path when it is no
+/// longer the one held: a note committed into the file moved aside would
+/// never reach the agent (issue 15 review).
+struct Inbound {
+    conn: pinch_proto::rusqlite::Connection,
+    path: std::path::PathBuf,
+    stamp: Option<crate::session_check::Stamp>,
+}
+
+impl Inbound {
+    /// Opens the existing file (never created here: a vanished inbound.db
+    /// is the main loop's to notice and report).
+    fn open(path: std::path::PathBuf) -> Result<Inbound> {
+        let mut tries = 0;
+        loop {
+            let stamp = crate::session_check::stamp(&path);
+            let conn = open_existing_writer(&path, BUSY)?;
+            tries += 1;
+            // Replaced between the stamp and the open: open it again.
+            if crate::session_check::stamp(&path) == stamp || tries == 3 {
+                return Ok(Inbound { conn, path, stamp });
+            }
+        }
+    }
+
+    /// The connection to the file now at the path, reopened if the one held
+    /// was replaced.
+    fn current(&mut self) -> Result<&mut pinch_proto::rusqlite::Connection> {
+        if crate::session_check::stamp(&self.path) != self.stamp {
+            tracing::info!(file = %self.path.display(), "inbound.db was replaced during a delivery pass; writing to the new file");
+            *self = Inbound::open(self.path.clone())?;
+        }
+        Ok(&mut self.conn)
+    }
+}
+
+impl std::ops::Deref for Inbound {
+    type Target = pinch_proto::rusqlite::Connection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
     }
 }
 
@@ -1218,6 +1292,209 @@ fn truncate(s: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A channel for one test: records what it delivered, and runs `on_send`
+    /// during the call (what may happen while a pass awaits a channel).
+    struct Probe {
+        delivered: Mutex<Vec<String>>,
+        sent: Notify,
+        on_send: Box<dyn Fn() -> Result<String, DeliverError> + Send + Sync>,
+    }
+
+    impl Channel for Probe {
+        fn channel_type(&self) -> &'static str {
+            "t"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn deliver<'a>(
+            &'a self,
+            _to: &'a Address,
+            msg: &'a Outgoing,
+        ) -> pinch_channels::BoxFuture<'a, Result<String, DeliverError>> {
+            Box::pin(async move {
+                let r = (self.on_send)();
+                if r.is_ok() {
+                    self.delivered.lock().unwrap().push(msg.text.clone());
+                    self.sent.notify_one();
+                }
+                r
+            })
+        }
+        fn notice<'a>(
+            &'a self,
+            _to: &'a Address,
+            _text: &'a str,
+        ) -> pinch_channels::BoxFuture<'a, Result<(), DeliverError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    type Events = tokio::sync::mpsc::UnboundedReceiver<crate::main_loop::Event>;
+
+    /// A session whose conversation is `t`/`p1`, with one reply `r1` in its
+    /// outbound.db, and a delivery task for it over `probe`.
+    fn session_with_reply(
+        t: &tempfile::TempDir,
+        on_send: Box<dyn Fn() -> Result<String, DeliverError> + Send + Sync>,
+    ) -> (Task, Arc<Probe>, Events) {
+        let data = crate::paths::DataDir::new(t.path());
+        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
+        // As at a session's load: its ledger is made before any runner.
+        drop(Ledger::open(&dir).unwrap());
+        crate::session::project(
+            &dir,
+            &[],
+            &pinch_proto::rows::Routing {
+                channel_type: Some("t".into()),
+                platform_id: Some("p1".into()),
+                thread_id: None,
+            },
+        )
+        .unwrap();
+        let mut c = open_existing_writer(&dir.outbound_db(), BUSY).unwrap();
+        let tx = write_tx(&mut c).unwrap();
+        rows::insert_outbound(
+            &tx,
+            &rows::NewOutbound {
+                id: "r1".into(),
+                timestamp: time::now(),
+                kind: "chat".into(),
+                content: r#"{"text":"the reply"}"#.into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let probe = Arc::new(Probe {
+            delivered: Mutex::new(Vec::new()),
+            sent: Notify::new(),
+            on_send,
+        });
+        let mut channels = Channels::new();
+        channels.insert("t".into(), probe.clone() as Arc<dyn Channel>);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut task = Task::new("s1".into(), dir, Arc::new(channels), Shared::new(), tx);
+        task.agent_group = "ag".into();
+        (task, probe, rx)
+    }
+
+    /// Review of issue 15: a failed pass waits out its back-off or a kick
+    /// (the host repaired the file), then passes again at once — not after
+    /// the next notify, which with no runner alive is the 60 s safety pass.
+    /// The wait below is shorter than that pass: before the fix it timed out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repair_ends_the_pause_and_the_pending_reply_goes_out_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let (task, probe, mut events) = session_with_reply(&t, Box::new(|| Ok("pm1".into())));
+        let path = task.dir.inbound_db();
+        let good = path.with_extension("good");
+        std::fs::rename(&path, &good).unwrap();
+        std::fs::write(&path, vec![0xa5u8; 4096]).unwrap();
+        let shared = task.shared.clone();
+        let (stop_tx, stop) = watch::channel(false);
+        let run = tokio::spawn(task.run(stop));
+        // The pass failed on the damaged file and asked for a check.
+        let asked = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match events.recv().await {
+                    Some(crate::main_loop::Event::SessionDbFault(id)) => break id,
+                    Some(_) => {}
+                    None => panic!("the task ended"),
+                }
+            }
+        })
+        .await
+        .expect("the failing pass reports the damaged file");
+        assert_eq!(asked, "s1");
+        // The "repair", as the main loop does it: a good file, then a kick.
+        std::fs::rename(&good, &path).unwrap();
+        shared.kick.notify_one();
+        let wait = SAFETY_PASS / 2;
+        let sent = tokio::time::timeout(wait, async {
+            loop {
+                let notified = probe.sent.notified();
+                if !probe.delivered.lock().unwrap().is_empty() {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        assert!(
+            sent.is_ok(),
+            "the pending reply was not delivered within {wait:?} of the repair"
+        );
+        assert_eq!(*probe.delivered.lock().unwrap(), vec!["the reply"]);
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
+    }
+
+    /// Review of issue 15: the main loop replaces inbound.db (a recovery)
+    /// while a pass awaits the channel; the channel then refuses the row for
+    /// good. The agent's "delivery failed" note must land in the file now
+    /// at the path, not in the one moved aside.
+    #[tokio::test]
+    async fn a_failure_note_after_the_file_was_replaced_mid_send_reaches_the_new_file() {
+        let t = tempfile::tempdir().unwrap();
+        let in_path = crate::paths::DataDir::new(t.path())
+            .session("ag", "s1")
+            .inbound_db();
+        let kept = in_path.with_extension("db.corrupt-x");
+        let (swap_from, swap_to) = (in_path.clone(), kept.clone());
+        let (mut task, _probe, _events) = session_with_reply(
+            &t,
+            Box::new(move || {
+                // What recover_inbound does: the old file aside, a new one
+                // (another inode, the same rows) in its place.
+                std::fs::rename(&swap_from, &swap_to).unwrap();
+                std::fs::copy(&swap_to, &swap_from).unwrap();
+                Err(DeliverError::Permanent("no such user".into()))
+            }),
+        );
+        task.pass().await.unwrap();
+        let notes = |p: &std::path::Path| -> i64 {
+            open_reader(p, BUSY)
+                .unwrap()
+                .query_row(
+                    "SELECT count(*) FROM messages_in WHERE id = 'deliver-failed:r1'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(
+            notes(&in_path),
+            1,
+            "the agent's note is not in the current inbound.db"
+        );
+        assert_eq!(notes(&kept), 0);
+        let l = Ledger::open(&task.dir).unwrap();
+        assert_eq!(l.get("r1").unwrap().unwrap().status, status::FAILED);
+    }
+
+    /// Review of issue 15: a corrupt ledger is not reported as a damaged
+    /// inbound.db (the main loop would check the wrong file).
+    #[test]
+    fn a_corrupt_ledger_is_not_blamed_on_inbound_db() {
+        use pinch_proto::rusqlite::{ffi, Error};
+        let corrupt = || {
+            anyhow::Error::from(Error::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_CORRUPT),
+                Some("database disk image is malformed".into()),
+            ))
+        };
+        assert!(inbound_is_suspect(
+            &corrupt().context("reading /s/in/inbound.db")
+        ));
+        assert!(!inbound_is_suspect(&corrupt().context(
+            crate::ledger::LedgerFault("reading the delivery ledger /s/delivered.db".into())
+        )));
+        assert!(!inbound_is_suspect(&anyhow::anyhow!("database is locked")));
+    }
 
     fn addr() -> Address {
         Address {

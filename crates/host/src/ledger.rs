@@ -16,12 +16,23 @@
 //!
 //! A session made by an older pinch has its ledger in `inbound.db`'s
 //! `delivered` table: the first open copies those rows (once; a `meta`
-//! row records it).
+//! row records it), and only when they could be read — a busy or damaged
+//! `inbound.db` fails the open, and the next pass tries again.
+//!
+//! The ledger is never made anew silently (decision 0026). `inbound.db`'s
+//! old table carries a [`MOVED`] row once the ledger exists. A ledger that
+//! is missing where one existed (the marker, or replies already in
+//! `outbound.db`: it is made before any runner), damaged, or emptied is rebuilt conservatively: the readable rows of a
+//! damaged one are kept, and every other reply already in `outbound.db` is
+//! recorded as delivered, so nothing is sent twice; the conversation is
+//! told once which replies may not have reached it ([`Ledger::rebuilt`]).
+//! A failed read or write of the ledger is a [`LedgerFault`]: the next pass
+//! reopens and checks the ledger, never `inbound.db`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use pinch_proto::rows::LedgerRow;
+use pinch_proto::rows::{status, LedgerRow};
 use pinch_proto::rusqlite::{self, params, Connection, OpenFlags, OptionalExtension};
 
 use crate::paths::SessionDir;
@@ -33,26 +44,121 @@ CREATE TABLE IF NOT EXISTS delivered (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
+/// The row written into `inbound.db`'s old `delivered` table once the
+/// session's ledger exists: a later open that finds no `delivered.db`
+/// knows the ledger was lost, not never made.
+pub const MOVED: &str = "#ledger-moved-to-delivered.db";
+
+/// The `last_error` of a row the rebuild recorded as delivered.
+pub const ASSUMED: &str = "assumed delivered: the delivery ledger was lost or damaged";
+
 /// The ledger file of a session.
 pub fn path(dir: &SessionDir) -> PathBuf {
     dir.root().join("delivered.db")
 }
 
+/// A read or write of the ledger failed (context of the error): the
+/// delivery task reopens and checks the ledger, not `inbound.db`.
+#[derive(Debug)]
+pub struct LedgerFault(pub String);
+
+impl std::fmt::Display for LedgerFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// Set when this open rebuilt a lost or damaged ledger: the notice for
+    /// the conversation (taken and sent once by the delivery task).
+    pub rebuilt: Option<String>,
+}
+
+/// Why the ledger had to be rebuilt.
+enum Loss {
+    Missing,
+    Damaged {
+        error: String,
+        kept: Option<PathBuf>,
+    },
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the session's ledger; imports an older
-    /// session's `inbound.db` ledger the first time.
+    /// Opens the session's ledger: checks an existing one (rebuilding it
+    /// when damaged or emptied), makes it on a session's first pass
+    /// (importing an older session's `inbound.db` ledger), rebuilds it when
+    /// it was lost (see the module doc).
     pub fn open(dir: &SessionDir) -> Result<Ledger> {
         let path = path(dir);
+        let inbound = dir.inbound_db();
+        if std::fs::symlink_metadata(&path).is_ok() {
+            let checked = Ledger::open_file(&path).and_then(|l| {
+                l.check()?;
+                Ok(l)
+            });
+            let l = match checked {
+                Ok(l) => l,
+                Err(e) if is_damage(&e) => {
+                    let error = format!("{e:#}");
+                    let kept = aside(&path);
+                    let salvaged = kept
+                        .as_deref()
+                        .and_then(|k| pinch_proto::open::open_reader(k, crate::session::BUSY).ok())
+                        .map(|c| read_all(&c).unwrap_or_default())
+                        .unwrap_or_default();
+                    let mut l = Ledger::open_file(&path)?;
+                    l.insert(&salvaged, true)?;
+                    l.rebuild(dir, Loss::Damaged { error, kept })?;
+                    l.mark_moved(&inbound);
+                    return Ok(l);
+                }
+                Err(e) => return Err(e),
+            };
+            l.mark_moved(&inbound);
+            return Ok(l);
+        }
+        // No ledger file. What inbound.db's old table holds must be read
+        // (or be truly absent) before anything is decided.
+        let old = read_old(&inbound)?;
+        let moved = old.iter().any(|(e, _)| e.message_out_id == MOVED);
+        let old: Vec<_> = old
+            .into_iter()
+            .filter(|(e, _)| e.message_out_id != MOVED)
+            .collect();
+        // No marker (it went with a lost inbound.db too, or the ledger was
+        // made before markers), yet the agent already wrote replies: a
+        // ledger existed, since it is made at the session's first pass,
+        // before any runner. Lost as well.
+        let replied = !moved && old.is_empty() && !read_outbound(&dir.outbound_db())?.is_empty();
+        if moved || replied {
+            // It existed: lost. Rebuilt, never made anew empty.
+            let mut l = Ledger::open_file(&path)?;
+            l.insert(&old, false)?;
+            l.rebuild(dir, Loss::Missing)?;
+            l.mark_moved(&inbound);
+            return Ok(l);
+        }
+        // Made for the first time (a new session, or one of an older pinch
+        // whose ledger is imported): recorded in inbound.db first, so a
+        // later loss is known as one.
+        record_moved(&inbound, &path)?;
+        let mut l = Ledger::open_file(&path)?;
+        l.insert(&old, true)?;
+        if !old.is_empty() {
+            tracing::info!(rows = old.len(), ledger = %path.display(), "moved the delivery ledger out of inbound.db");
+        }
+        Ok(l)
+    }
+
+    /// Opens (creating if needed) the file and its schema.
+    fn open_file(path: &Path) -> Result<Ledger> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let conn = Connection::open_with_flags(&path, flags)
+        let conn = Connection::open_with_flags(path, flags)
             .with_context(|| format!("opening the delivery ledger {}", path.display()))?;
         let setup = || -> rusqlite::Result<()> {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -61,30 +167,57 @@ impl Ledger {
             conn.execute_batch(SCHEMA)
         };
         setup().with_context(|| format!("preparing the delivery ledger {}", path.display()))?;
-        let mut l = Ledger { conn, path };
-        l.import_once(&dir.inbound_db())?;
-        Ok(l)
+        Ok(Ledger {
+            conn,
+            path: path.to_owned(),
+            rebuilt: None,
+        })
     }
 
-    fn import_once(&mut self, inbound: &Path) -> Result<()> {
+    /// An existing ledger: `quick_check`, and the `imported` row every
+    /// ledger gets when it is made (a file emptied or replaced has none).
+    fn check(&self) -> Result<()> {
+        let lines: Vec<String> = self
+            .conn
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .with_context(|| format!("checking the delivery ledger {}", self.path.display()))?;
+        if lines != ["ok"] {
+            anyhow::bail!(
+                "the delivery ledger {} is damaged: quick_check: {}",
+                self.path.display(),
+                lines.join("; ")
+            );
+        }
+        if !self.made()? {
+            anyhow::bail!(
+                "the delivery ledger {} is damaged: it has no record of its making (emptied or replaced)",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn made(&self) -> Result<bool> {
         let done: Option<String> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'imported'", [], |r| {
                 r.get(0)
             })
-            .optional()?;
-        if done.is_some() {
-            return Ok(());
-        }
-        // Read-only, no create: a missing inbound.db has nothing to import.
-        let old: Vec<(LedgerRow, String)> =
-            match pinch_proto::open::open_reader(inbound, crate::session::BUSY) {
-                Ok(c) => read_all(&c).unwrap_or_default(),
-                Err(_) => Vec::new(),
-            };
+            .optional()
+            .with_context(|| format!("reading the delivery ledger {}", self.path.display()))?;
+        Ok(done.is_some())
+    }
+
+    /// Inserts rows (never replacing one the ledger has); `made` also
+    /// records that the ledger is made, in the same commit.
+    fn insert(&mut self, rows: &[(LedgerRow, String)], made: bool) -> Result<()> {
         let path = self.path.clone();
         let tx = self.conn.transaction()?;
-        for (e, at) in &old {
+        for (e, at) in rows {
             tx.execute(
                 "INSERT OR IGNORE INTO delivered VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -97,16 +230,111 @@ impl Ledger {
                 ],
             )?;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('imported', ?1)",
-            [pinch_proto::time::now()],
-        )?;
-        tx.commit()
-            .with_context(|| format!("importing the delivery ledger into {}", path.display()))?;
-        if !old.is_empty() {
-            tracing::info!(rows = old.len(), ledger = %path.display(), "moved the delivery ledger out of inbound.db");
+        if made {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('imported', ?1)",
+                [pinch_proto::time::now()],
+            )?;
         }
+        tx.commit()
+            .with_context(|| format!("writing the delivery ledger {}", path.display()))
+    }
+
+    /// Records every reply in `outbound.db` the ledger does not know as
+    /// delivered (nothing is sent twice) and marks the ledger made; when
+    /// there were any, or the file was damaged, prepares the notice.
+    fn rebuild(&mut self, dir: &SessionDir, loss: Loss) -> Result<()> {
+        let out = read_outbound(&dir.outbound_db())?;
+        let mut assumed = Vec::new();
+        for r in &out {
+            if self.get(&r.id)?.is_none() {
+                assumed.push(r);
+            }
+        }
+        let rows: Vec<(LedgerRow, String)> = assumed
+            .iter()
+            .map(|r| {
+                (
+                    LedgerRow {
+                        message_out_id: r.id.clone(),
+                        platform_message_id: None,
+                        status: status::DELIVERED.into(),
+                        attempts: 0,
+                        last_error: Some(ASSUMED.into()),
+                    },
+                    pinch_proto::time::now(),
+                )
+            })
+            .collect();
+        self.insert(&rows, true)?;
+        if assumed.is_empty() && matches!(loss, Loss::Missing) {
+            return Ok(()); // a new session: nothing was lost
+        }
+        let shown = self.path.display();
+        let what = match &loss {
+            Loss::Missing => format!("{shown} was deleted"),
+            Loss::Damaged { error, kept } => format!(
+                "{shown} was damaged ({error}); {}",
+                match kept {
+                    Some(k) => format!("the damaged file is kept at {}", k.display()),
+                    None => "it could not be moved aside and was replaced".into(),
+                }
+            ),
+        };
+        let latest: Vec<String> = assumed
+            .iter()
+            .rev()
+            .take(3)
+            .map(|r| {
+                let text = pinch_proto::content::ChatOut::parse(&r.content)
+                    .ok()
+                    .and_then(|c| match c {
+                        pinch_proto::content::ChatOut::Text { text, .. } => Some(text),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| r.kind.clone());
+                // The agent's text, quoted in a host notice: one short line.
+                let short: String = text
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(60)
+                    .collect();
+                format!("\"{short}\" ({}, id {})", r.timestamp, r.id)
+            })
+            .collect();
+        let text = if assumed.is_empty() {
+            format!(
+                "This conversation's delivery record {what}. The host rebuilt it from what it could read; \
+                 no reply was affected."
+            )
+        } else {
+            format!(
+                "This conversation's delivery record {what}. The host rebuilt it and treats the {} \
+                 earlier replies it could not confirm as delivered, so none is sent twice. If you did \
+                 not receive one of the latest of them, ask the assistant to repeat it: {}.",
+                assumed.len(),
+                latest.join("; ")
+            )
+        };
+        tracing::error!(ledger = %shown, assumed = assumed.len(), "{text}");
+        self.rebuilt = Some(text);
         Ok(())
+    }
+
+    /// Records [`MOVED`] in `inbound.db` if it is not there (a ledger made
+    /// before the record existed; best effort, tried at every open).
+    fn mark_moved(&self, inbound: &Path) {
+        let done = pinch_proto::open::open_reader(inbound, crate::session::BUSY)
+            .ok()
+            .and_then(|c| pinch_proto::rows::ledger_get(&c, MOVED).ok())
+            .flatten()
+            .is_some();
+        if done || std::fs::symlink_metadata(inbound).is_err() {
+            return;
+        }
+        if let Err(e) = record_moved(inbound, &self.path) {
+            tracing::debug!(file = %inbound.display(), "could not record the ledger in inbound.db (tried again at the next open): {e:#}");
+        }
     }
 
     pub fn get(&self, out_id: &str) -> Result<Option<LedgerRow>> {
@@ -125,7 +353,10 @@ impl Ledger {
                 },
             )
             .optional()
-            .with_context(|| format!("reading the delivery ledger {}", self.path.display()))
+            .context(LedgerFault(format!(
+                "reading the delivery ledger {}",
+                self.path.display()
+            )))
     }
 
     /// Upserts an entry (one commit, one fsync).
@@ -147,10 +378,10 @@ impl Ledger {
                 ],
             )
             .with_context(|| {
-                format!(
-                    "writing the delivery ledger {} (free space, then restart the host)",
+                LedgerFault(format!(
+                    "writing the delivery ledger {} (free space; delivery retries by itself)",
                     self.path.display()
-                )
+                ))
             })?;
         Ok(())
     }
@@ -186,6 +417,104 @@ fn read_all(c: &Connection) -> rusqlite::Result<Vec<(LedgerRow, String)>> {
     rows.collect()
 }
 
+/// The rows of `inbound.db`'s old `delivered` table. Empty only when the
+/// file or the table is truly absent; any other failure (busy, damaged,
+/// unreadable) is an error, so the open is tried again later.
+fn read_old(inbound: &Path) -> Result<Vec<(LedgerRow, String)>> {
+    let read = || -> Result<Vec<(LedgerRow, String)>> {
+        match std::fs::symlink_metadata(inbound) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let c = pinch_proto::open::open_reader(inbound, crate::session::BUSY)?;
+        if pinch_proto::schema::columns(&c, "delivered")?.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(read_all(&c)?)
+    };
+    read().with_context(|| {
+        format!(
+            "reading the old delivery ledger in {} before making the session's ledger (tried again at the next pass)",
+            inbound.display()
+        )
+    })
+}
+
+/// Writes [`MOVED`] into `inbound.db`'s old `delivered` table: this
+/// session's ledger is `ledger` (carried along when the file is recovered).
+fn record_moved(inbound: &Path, ledger: &Path) -> Result<()> {
+    let write = || -> Result<()> {
+        let mut c = pinch_proto::open::open_existing_writer(inbound, crate::session::BUSY)?;
+        pinch_proto::schema::migrate_inbound(&c)?;
+        let tx = pinch_proto::open::write_tx(&mut c)?;
+        pinch_proto::rows::ledger_put(
+            &tx,
+            &LedgerRow {
+                message_out_id: MOVED.into(),
+                platform_message_id: None,
+                status: status::DELIVERED.into(),
+                attempts: 0,
+                last_error: Some(format!("the delivery ledger is {}", ledger.display())),
+            },
+            &pinch_proto::time::now(),
+        )?;
+        tx.commit()?;
+        Ok(())
+    };
+    write().with_context(|| {
+        format!(
+            "recording the delivery ledger in {} (tried again at the next pass)",
+            inbound.display()
+        )
+    })
+}
+
+/// Every reply in `outbound.db` (none when the file is absent).
+fn read_outbound(out: &Path) -> Result<Vec<pinch_proto::rows::OutboundRow>> {
+    if std::fs::symlink_metadata(out).is_err() {
+        return Ok(Vec::new());
+    }
+    let c = pinch_proto::open::open_reader(out, crate::session::BUSY)?;
+    Ok(pinch_proto::rows::outbound_after(&c, i64::MIN)?)
+}
+
+/// Whether an error says the ledger file itself is unusable as a ledger.
+fn is_damage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .is_some_and(pinch_proto::is_corruption)
+            || pinch_proto::error::message_is_corruption(&c.to_string())
+            || c.to_string().contains("is damaged:")
+    })
+}
+
+/// Moves a damaged ledger (and its WAL files) aside; `None` if it could not be.
+fn aside(path: &Path) -> Option<PathBuf> {
+    let ts = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let kept = path.with_file_name(format!("delivered.db.corrupt-{ts}"));
+    if let Err(e) = std::fs::rename(path, &kept) {
+        tracing::error!(ledger = %path.display(), "cannot move the damaged delivery ledger aside, replacing it: {e}");
+        let _ = std::fs::remove_file(path);
+        for ext in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(path.with_file_name(format!("delivered.db{ext}")));
+        }
+        return None;
+    }
+    for ext in ["-wal", "-shm"] {
+        let p = path.with_file_name(format!("delivered.db{ext}"));
+        if std::fs::symlink_metadata(&p).is_ok() {
+            let _ = std::fs::rename(
+                &p,
+                path.with_file_name(format!("delivered.db{ext}.corrupt-{ts}")),
+            );
+        }
+    }
+    Some(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +527,104 @@ mod tests {
             status: status::DELIVERED.into(),
             attempts: 1,
             last_error: None,
+        }
+    }
+
+    /// Review of issue 15: an older session's inbound.db that cannot be
+    /// read at the ledger's first open (damaged here; busy the same) must
+    /// not end the import for good: the open fails, and once the file reads
+    /// again its rows are imported — none of those replies is sent again.
+    #[test]
+    fn an_unreadable_inbound_db_at_first_open_is_imported_later_not_skipped() {
+        let t = tempfile::tempdir().unwrap();
+        let data = crate::paths::DataDir::new(t.path());
+        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
+        {
+            let mut c =
+                pinch_proto::open::open_writer(&dir.inbound_db(), crate::session::BUSY).unwrap();
+            let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+            pinch_proto::rows::ledger_put(&tx, &entry("old"), "2026-01-01T00:00:00.000Z").unwrap();
+            tx.commit().unwrap();
+        }
+        let good = dir.inbound_db().with_extension("good");
+        std::fs::rename(dir.inbound_db(), &good).unwrap();
+        std::fs::write(dir.inbound_db(), vec![0xa5u8; 4096]).unwrap();
+        let e = Ledger::open(&dir)
+            .err()
+            .expect("the open waits for a readable inbound.db");
+        assert!(format!("{e:#}").contains("inbound.db"), "{e:#}");
+        std::fs::rename(&good, dir.inbound_db()).unwrap();
+        let l = Ledger::open(&dir).unwrap();
+        assert_eq!(l.get("old").unwrap(), Some(entry("old")));
+        assert!(l.rebuilt.is_none());
+    }
+
+    /// A reply in outbound.db, as a runner writes it.
+    fn reply(dir: &SessionDir, id: &str, text: &str) {
+        let mut c =
+            pinch_proto::open::open_existing_writer(&dir.outbound_db(), crate::session::BUSY)
+                .unwrap();
+        let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+        pinch_proto::rows::insert_outbound(
+            &tx,
+            &pinch_proto::rows::NewOutbound {
+                id: id.into(),
+                timestamp: pinch_proto::time::now(),
+                kind: "chat".into(),
+                content: serde_json::json!({ "text": text }).to_string(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    /// Review of issue 15: a ledger deleted, or emptied to zero bytes, is
+    /// not made anew empty: every reply already written is recorded as
+    /// delivered, the notice names the latest, and a new session (no
+    /// replies yet) is made quietly.
+    #[test]
+    fn a_lost_or_emptied_ledger_is_rebuilt_with_every_written_reply_delivered() {
+        let t = tempfile::tempdir().unwrap();
+        let data = crate::paths::DataDir::new(t.path());
+        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
+        let l = Ledger::open(&dir).unwrap();
+        assert!(l.rebuilt.is_none(), "a new session is made quietly");
+        drop(l);
+        reply(&dir, "r1", "first\nanswer");
+        reply(&dir, "r2", "second answer");
+        // Deleted; emptied; deleted together with inbound.db (its marker
+        // gone: the replies in outbound.db still tell).
+        for (emptied, inbound_too) in [(false, false), (true, false), (false, true)] {
+            for ext in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(dir.root().join(format!("delivered.db{ext}")));
+            }
+            if emptied {
+                std::fs::write(path(&dir), b"").unwrap();
+            }
+            if inbound_too {
+                std::fs::remove_file(dir.inbound_db()).unwrap();
+                let c = pinch_proto::open::open_writer(&dir.inbound_db(), crate::session::BUSY)
+                    .unwrap();
+                pinch_proto::schema::migrate_inbound(&c).unwrap();
+            }
+            let l = Ledger::open(&dir).unwrap();
+            for id in ["r1", "r2"] {
+                let e = l.get(id).unwrap().expect("recorded");
+                assert_eq!(e.status, status::DELIVERED, "{id}");
+            }
+            let told = l.rebuilt.clone().expect("the owner is told");
+            assert!(
+                told.contains("2 earlier replies")
+                    && told.contains("\"second answer\"")
+                    && told.contains("\"first answer\""),
+                "{told}"
+            );
+            assert_eq!(told.contains("damaged"), emptied, "{told}");
+            drop(l);
+            // Told once: the rebuilt ledger opens as it was left.
+            assert!(Ledger::open(&dir).unwrap().rebuilt.is_none());
         }
     }
 

@@ -59,6 +59,9 @@ pub(crate) enum Event {
     /// A read of this session's inbound.db failed as corrupt (delivery, a
     /// wake): the deep check (issue 15).
     SessionDbFault(String),
+    /// A delivery task rebuilt the session's lost or damaged delivery
+    /// ledger: the notice for its conversation (decision 0026).
+    LedgerRebuilt(String, String),
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
     /// A live runner's stuck deadline (spawn grace, heartbeat ceiling,
@@ -144,6 +147,10 @@ struct Live {
     stop_requested_at: Option<Instant>,
     /// Set when the sweep kills it as stuck.
     kill_reason: Option<&'static str>,
+    /// The stuck check's failed reads of this runner's `outbound.db` in a
+    /// row, and the last error logged (each distinct one is logged once).
+    stuck_read_failures: u32,
+    stuck_read_error: Option<String>,
     /// Write end of the liveness pipe; the runner exits when it closes
     /// (this host died, or this runner's record was dropped).
     _alive: Option<std::os::fd::OwnedFd>,
@@ -873,6 +880,7 @@ impl Host {
             } => self.on_exit(&session_id, &runner_id, code, signal),
             Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
             Event::SessionDbFault(id) => self.check_inbound_deep(&id),
+            Event::LedgerRebuilt(id, text) => self.tell_ledger_rebuilt(&id, text),
             Event::Wake(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.wake_scheduled = false;
@@ -1866,6 +1874,8 @@ impl Host {
             spawned_ms,
             stop_requested_at: None,
             kill_reason: None,
+            stuck_read_failures: 0,
+            stuck_read_error: None,
             _alive: Some(alive_w),
             _disk_watch: disk_watch,
         });
@@ -2237,13 +2247,8 @@ impl Host {
             if live.kill_reason.is_some() || live.stop_requested_at.is_some() {
                 continue;
             }
-            let view = match session::stuck_view(&s.dir, &live.runner_id, live.spawned_ms) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(session_id = %id, "cannot read the runner's state for the stuck check: {e:#}");
-                    continue;
-                }
-            };
+            let (view, err) = session::stuck_view(&s.dir, &live.runner_id, live.spawned_ms);
+            self.stuck_read_failed(&id, err, now);
             if let pinch_policy::sweep::Stuck::Kill(reason) =
                 pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck)
             {
@@ -2305,20 +2310,44 @@ impl Host {
             return; // already being stopped (the stop deadline kills it)
         }
         let now = now_ms();
-        match session::stuck_view(&s.dir, runner_id, live.spawned_ms) {
-            Ok(view) => match pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck) {
-                pinch_policy::sweep::Stuck::Kill(reason) => self.kill_stuck(id, reason),
-                pinch_policy::sweep::Stuck::No => self.schedule_stuck_check(
-                    id,
-                    runner_id,
-                    pinch_policy::sweep::next_deadline(&view, &self.cfg.stuck),
-                ),
-            },
-            Err(e) => {
-                tracing::warn!(session_id = %id, "cannot read the runner's state for the stuck check (trying again in 1 s): {e:#}");
-                self.schedule_stuck_check(id, runner_id, now + 1_000);
+        // An unreadable outbound.db (the agent's file: it may have dropped
+        // `processing_ack`) leaves the heartbeat to decide; the claims are
+        // read again after a growing pause.
+        let (view, err) = session::stuck_view(&s.dir, runner_id, live.spawned_ms);
+        let read_again = self.stuck_read_failed(id, err, now);
+        match pinch_policy::sweep::decide_stuck(now, &view, &self.cfg.stuck) {
+            pinch_policy::sweep::Stuck::Kill(reason) => self.kill_stuck(id, reason),
+            pinch_policy::sweep::Stuck::No => {
+                let next = pinch_policy::sweep::next_deadline(&view, &self.cfg.stuck);
+                self.schedule_stuck_check(id, runner_id, read_again.map_or(next, |r| r.min(next)))
             }
         }
+    }
+
+    /// Records how the stuck check's read of the live runner's `outbound.db`
+    /// went. A failure is logged once per distinct error (not on every
+    /// check) and read again after a growing pause (1 s doubling to 60 s):
+    /// returns when (epoch ms). `None` when the read worked.
+    fn stuck_read_failed(&mut self, id: &str, err: Option<anyhow::Error>, now: i64) -> Option<i64> {
+        let live = self.sessions.get_mut(id)?.runner.as_mut()?;
+        let Some(e) = err else {
+            if live.stuck_read_failures > 0 {
+                tracing::info!(session_id = %id, failures = live.stuck_read_failures, "the stuck check reads the runner's claims again");
+            }
+            live.stuck_read_failures = 0;
+            live.stuck_read_error = None;
+            return None;
+        };
+        let msg = format!("{e:#}");
+        live.stuck_read_failures += 1;
+        let pause_ms = (1_000i64 << (live.stuck_read_failures - 1).min(6)).min(60_000);
+        if live.stuck_read_error.as_deref() != Some(msg.as_str()) {
+            tracing::warn!(session_id = %id, runner_id = %live.runner_id, retry_in_s = pause_ms / 1000, "cannot read the runner's claims for the stuck check; its heartbeat alone decides until they can be read (an unreadable outbound.db never protects a frozen runner); logged again only if the error changes: {msg}");
+            live.stuck_read_error = Some(msg);
+        } else {
+            tracing::debug!(session_id = %id, failures = live.stuck_read_failures, "the stuck check's read failed again: {msg}");
+        }
+        Some(now + pause_ms)
     }
 
     fn begin_shutdown(&mut self) {

@@ -166,13 +166,18 @@ fn ms(s: &str) -> Option<i64> {
 }
 
 /// What the stuck decision needs to know about a live runner, read from its
-/// files (heartbeat mtime, its own claims, `container_state`).
+/// files (heartbeat mtime, its own claims, `container_state`), and the error
+/// that kept its `outbound.db` part from being read, if one did.
+///
+/// The view always carries the heartbeat: `outbound.db` is the agent's to
+/// write (a hostile one may drop `processing_ack`), so a file that cannot be
+/// read leaves the decision to the heartbeat alone — it never protects a
+/// frozen runner (issue 15 review).
 pub fn stuck_view(
     dir: &SessionDir,
     runner_id: &str,
     spawned_at_ms: i64,
-) -> Result<pinch_policy::sweep::RunnerView> {
-    use pinch_policy::sweep::{RunnerView, ToolInFlight};
+) -> (pinch_policy::sweep::RunnerView, Option<anyhow::Error>) {
     // `out/` is the agent's: the heartbeat's own times (lstat), never a
     // link's target's.
     let heartbeat_ms = std::fs::symlink_metadata(dir.heartbeat())
@@ -180,11 +185,27 @@ pub fn stuck_view(
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64);
-    let mut view = RunnerView {
+    let heartbeat_only = pinch_policy::sweep::RunnerView {
         spawned_at_ms,
         heartbeat_ms,
         ..Default::default()
     };
+    match claims_view(dir, runner_id, heartbeat_only.clone()) {
+        Ok(v) => (v, None),
+        Err(e) => (
+            heartbeat_only,
+            Some(e.context(format!("reading {}", dir.outbound_db().display()))),
+        ),
+    }
+}
+
+/// `view` with the runner's claims and progress from its `outbound.db`.
+fn claims_view(
+    dir: &SessionDir,
+    runner_id: &str,
+    mut view: pinch_policy::sweep::RunnerView,
+) -> Result<pinch_policy::sweep::RunnerView> {
+    use pinch_policy::sweep::ToolInFlight;
     let Ok(conn) = open_reader(&dir.outbound_db(), BUSY) else {
         return Ok(view);
     };

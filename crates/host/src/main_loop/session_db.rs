@@ -182,6 +182,15 @@ impl Host {
         super::commit_rows(dir, rows, out_max)
     }
 
+    /// The delivery ledger was rebuilt (logged at ERROR by the ledger):
+    /// the session's conversation is told, once.
+    pub(super) fn tell_ledger_rebuilt(&self, id: &str, text: String) {
+        if let Some(s) = self.sessions.get(id) {
+            let row = s.row.clone();
+            self.tell_conversation(&row, text);
+        }
+    }
+
     /// A host notice to the session's conversation (its messaging group).
     fn tell_conversation(&self, row: &SessionRow, text: String) {
         let routing = row
