@@ -315,3 +315,63 @@ fn a_damaged_file_with_no_runner_alive_is_found_by_the_sweep() {
     );
     run.stop();
 }
+
+/// `mkfifo`, as the agent runs it in its own `out/` folder.
+fn mkfifo(at: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo {}", at.display());
+}
+
+/// The compromised runner moves its `outbound.db` away, puts a FIFO in its
+/// place (and one as its journal) and exits. Every open of the FIFO
+/// (SQLite opens without O_NONBLOCK) would block the opener for ever:
+/// the host's sweep, its exit checks and delivery must refuse it instead.
+/// The session fails as the agent's fault and is quarantined with a
+/// notice naming the file; the host keeps answering.
+#[test]
+fn a_fifo_in_place_of_outbound_db_is_refused_and_never_hangs_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start_with(tmp.path(), |cfg| {
+        cfg.runner.idle_exit_ms = 300;
+        cfg.sweep_interval = Duration::from_millis(300);
+        cfg.budget.budget = 2;
+        cfg.budget.delays = vec![Duration::ZERO];
+    });
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    let host = run.host.as_ref().unwrap();
+    wait_for("the runner to go idle", WAIT, || {
+        run.rt
+            .block_on(host.sessions())
+            .iter()
+            .all(|s| s.runner_pid.is_none())
+    });
+    let out = dir.join("out");
+    std::fs::rename(out.join("outbound.db"), out.join("moved.db")).unwrap();
+    mkfifo(&out.join("outbound.db"));
+    run.say("m2", "second question");
+    let told = run.wait("the quarantine notice", notice("unavailable"));
+    assert!(
+        told.text().contains("outbound.db is a FIFO"),
+        "{}",
+        told.text()
+    );
+    // The main loop still answers.
+    assert!(!run.rt.block_on(host.sessions()).is_empty());
+    // A FIFO journal beside a regular file is refused the same way.
+    std::fs::remove_file(out.join("outbound.db")).unwrap();
+    std::fs::rename(out.join("moved.db"), out.join("outbound.db")).unwrap();
+    mkfifo(&out.join("outbound.db-journal"));
+    run.say("m3", "third question");
+    wait_for("a second quarantine notice", WAIT, || {
+        run.count(notice("outbound.db-journal is a FIFO")) >= 1
+    });
+    assert!(!run.rt.block_on(host.sessions()).is_empty());
+    run.stop();
+}
