@@ -181,6 +181,9 @@ struct SessionRt {
     disk: disk::DiskState,
     /// Device and inode of its inbound.db when last checked (`session_db.rs`).
     inbound_stamp: Option<crate::session_check::Stamp>,
+    /// The `inbound.db` (stamp) `PRAGMA integrity_check` last passed or
+    /// repaired: run once per file when a read or write fails as corrupt.
+    integrity_checked: Option<crate::session_check::Stamp>,
 }
 
 struct Host {
@@ -1242,7 +1245,8 @@ impl Host {
         }
         // Our own file: still the one we made (identity), hot journal
         // rolled back, migrated lazily; never silently recreated (issue 15).
-        let inbound_stamp = self.inspect_inbound(&row, &dir, None, false);
+        let inbound_stamp =
+            self.inspect_inbound(&row, &dir, None, crate::session_check::Depth::Identity);
         // No runner of this session is alive here: roll back a torn runner write.
         pinch_proto::open::recovery_open(&dir.outbound_db(), session::BUSY)?;
         self.project(&row, &dir)?;
@@ -1293,6 +1297,7 @@ impl Host {
                 closed: false,
                 disk: Default::default(),
                 inbound_stamp,
+                integrity_checked: None,
             },
         );
         Ok(())

@@ -100,6 +100,20 @@ impl Recovery {
     }
 }
 
+/// How deep a check of `inbound.db` looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Depth {
+    /// Identity only (the hot paths).
+    Identity,
+    /// Identity and `PRAGMA quick_check` (page structure).
+    Quick,
+    /// Also `PRAGMA integrity_check`, which compares every index with its
+    /// table: index damage passes `quick_check` yet fails writes as
+    /// "malformed" and hides rows from indexed reads. Run when a read or
+    /// write failed as corrupt (once per file, see `main_loop/session_db.rs`).
+    Full,
+}
+
 pub struct Checked {
     pub generation: String,
     pub finding: Finding,
@@ -115,13 +129,14 @@ enum Identity {
 }
 
 /// Checks the session's `inbound.db` against the recorded generation and
-/// repairs what it finds (see the module doc). `deep` adds `PRAGMA
-/// quick_check`. An error (e.g. BUSY) changes nothing: check again later.
+/// repairs what it finds (see the module doc); `depth` says which
+/// corruption checks run. An error (e.g. BUSY) changes nothing: check again
+/// later.
 pub fn check_inbound(
     dir: &SessionDir,
     session_id: &str,
     recorded: Option<&str>,
-    deep: bool,
+    depth: Depth,
 ) -> Result<Checked> {
     let path = dir.inbound_db();
     let done = |generation: String, finding: Finding| Checked {
@@ -133,7 +148,7 @@ pub fn check_inbound(
         let g = fresh_inbound(dir, session_id, None)?;
         return Ok(done(g, Finding::Vanished));
     }
-    let read = read_identity(&path, deep);
+    let read = read_identity(&path, depth);
     let ident = match read {
         Ok(i) => i,
         Err(e) if e.corrupt => {
@@ -238,7 +253,12 @@ impl From<pinch_proto::ProtoError> for ReadErr {
 }
 
 fn quick_check(c: &Connection) -> Result<(), ReadErr> {
-    let mut st = c.prepare("PRAGMA quick_check")?;
+    pragma_check(c, "quick_check")
+}
+
+/// `PRAGMA quick_check` or `integrity_check`: "ok", or the damage found.
+fn pragma_check(c: &Connection, which: &str) -> Result<(), ReadErr> {
+    let mut st = c.prepare(&format!("PRAGMA {which}"))?;
     let lines: Vec<String> = st
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<_, _>>()?;
@@ -248,17 +268,20 @@ fn quick_check(c: &Connection) -> Result<(), ReadErr> {
     Err(ReadErr {
         corrupt: true,
         message: format!(
-            "quick_check: {}",
+            "{which}: {}",
             lines.into_iter().take(3).collect::<Vec<_>>().join("; ")
         ),
     })
 }
 
-fn read_identity(path: &Path, deep: bool) -> Result<Identity, ReadErr> {
+fn read_identity(path: &Path, depth: Depth) -> Result<Identity, ReadErr> {
     // Read-write (no create): rolls back a hot journal of our own writes.
     let c = open_existing_writer(path, BUSY)?;
-    if deep {
+    if depth >= Depth::Quick {
         quick_check(&c)?;
+    }
+    if depth == Depth::Full {
+        pragma_check(&c, "integrity_check")?;
     }
     c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
@@ -577,22 +600,22 @@ mod tests {
     fn a_vanished_or_foreign_file_is_replaced_and_reported() {
         let t = tempfile::tempdir().unwrap();
         let dir = session(t.path());
-        let first = check_inbound(&dir, "s1", None, false).unwrap();
+        let first = check_inbound(&dir, "s1", None, Depth::Identity).unwrap();
         assert_eq!(first.finding, Finding::Same);
         let g = first.generation;
-        let again = check_inbound(&dir, "s1", Some(&g), true).unwrap();
+        let again = check_inbound(&dir, "s1", Some(&g), Depth::Quick).unwrap();
         assert_eq!(
             (again.finding, again.generation.as_str()),
             (Finding::Same, g.as_str())
         );
 
         std::fs::remove_file(dir.inbound_db()).unwrap();
-        let v = check_inbound(&dir, "s1", Some(&g), false).unwrap();
+        let v = check_inbound(&dir, "s1", Some(&g), Depth::Identity).unwrap();
         assert_eq!(v.finding, Finding::Vanished);
         assert_ne!(v.generation, g);
 
         std::fs::write(dir.inbound_db(), b"").unwrap();
-        let f = check_inbound(&dir, "s1", Some(&v.generation), false).unwrap();
+        let f = check_inbound(&dir, "s1", Some(&v.generation), Depth::Identity).unwrap();
         match f.finding {
             Finding::Foreign { why, kept } => {
                 assert!(why.contains("empty"), "{why}");
@@ -606,7 +629,7 @@ mod tests {
         let other = session(&t.path().join("o"));
         stamp_new_file(&other.inbound_db(), "s2").unwrap();
         std::fs::copy(other.inbound_db(), dir.inbound_db()).unwrap();
-        let f2 = check_inbound(&dir, "s1", Some(&f.generation), false).unwrap();
+        let f2 = check_inbound(&dir, "s1", Some(&f.generation), Depth::Identity).unwrap();
         assert!(
             matches!(&f2.finding, Finding::Foreign { why, .. } if why.contains("s2")),
             "{:?}",
@@ -621,7 +644,9 @@ mod tests {
     fn a_damaged_page_loses_only_its_rows() {
         let t = tempfile::tempdir().unwrap();
         let dir = session(t.path());
-        let g = check_inbound(&dir, "s1", None, false).unwrap().generation;
+        let g = check_inbound(&dir, "s1", None, Depth::Identity)
+            .unwrap()
+            .generation;
         {
             let mut c = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
             let tx = pinch_proto::open::write_tx(&mut c).unwrap();
@@ -649,7 +674,7 @@ mod tests {
         damaged[page * 4096..(page + 1) * 4096].fill(0xa5);
         std::fs::write(dir.inbound_db(), &damaged).unwrap();
 
-        let c = check_inbound(&dir, "s1", Some(&g), true).unwrap();
+        let c = check_inbound(&dir, "s1", Some(&g), Depth::Quick).unwrap();
         let Finding::Recovered(r) = c.finding else {
             panic!("{:?}", c.finding)
         };
@@ -667,7 +692,91 @@ mod tests {
         };
         assert!(has("m0") && has("m299") && !has("m150"));
         // Recorded anew: the next check finds it the same.
-        let again = check_inbound(&dir, "s1", Some(&c.generation), true).unwrap();
+        let again = check_inbound(&dir, "s1", Some(&c.generation), Depth::Quick).unwrap();
+        assert_eq!(again.finding, Finding::Same);
+    }
+
+    /// A real index that no longer matches its table (the pending index
+    /// holds wrong keys): `quick_check` says ok, writes to those rows fail
+    /// "malformed" and the indexed read of pending work says there is
+    /// none. The full check finds it and the rowid copy rebuilds the index.
+    #[test]
+    fn a_damaged_index_passes_quick_check_but_the_full_check_recovers_it() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = session(t.path());
+        let g = check_inbound(&dir, "s1", None, Depth::Identity)
+            .unwrap()
+            .generation;
+        {
+            let mut c = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
+            let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+            for i in 0..20 {
+                let row = pinch_proto::rows::NewInbound {
+                    id: format!("m{i}"),
+                    kind: "chat".into(),
+                    timestamp: pinch_proto::time::now(),
+                    trigger: true,
+                    content: format!("{{\"text\":\"q{i}\"}}"),
+                    ..Default::default()
+                };
+                pinch_proto::rows::insert_inbound(&tx, &row, 0).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        // Damage the real index, keeping its number of entries: rebuilt
+        // under a definition with other keys, then given its own back.
+        let idx = "CREATE INDEX messages_in_pending ON messages_in(status, seq)";
+        let set_sql = |sql: &str| {
+            let c = Connection::open(dir.inbound_db()).unwrap();
+            c.execute_batch("PRAGMA writable_schema = ON").unwrap();
+            c.execute(
+                "UPDATE sqlite_master SET sql = ?1 WHERE name = 'messages_in_pending'",
+                [sql],
+            )
+            .unwrap();
+        };
+        set_sql("CREATE INDEX messages_in_pending ON messages_in(status || 'x', seq)");
+        Connection::open(dir.inbound_db())
+            .unwrap()
+            .execute_batch("REINDEX messages_in_pending")
+            .unwrap();
+        set_sql(idx);
+        let pending = |p: &Path| -> i64 {
+            open_reader(p, BUSY)
+                .unwrap()
+                .query_row(
+                    "SELECT count(*) FROM messages_in INDEXED BY messages_in_pending WHERE status = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(pending(&dir.inbound_db()), 0, "the damage hides the rows");
+        let w = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
+        let e = w
+            .execute(
+                "UPDATE messages_in SET status = 'completed' WHERE id = 'm3'",
+                [],
+            )
+            .unwrap_err();
+        assert!(pinch_proto::is_corruption(&e), "{e}");
+        drop(w);
+
+        // What the exit check sees: nothing.
+        let quick = check_inbound(&dir, "s1", Some(&g), Depth::Quick).unwrap();
+        assert_eq!(quick.finding, Finding::Same);
+        // What a failed write leads to: found and recovered.
+        let full = check_inbound(&dir, "s1", Some(&g), Depth::Full).unwrap();
+        let Finding::Recovered(r) = full.finding else {
+            panic!("{:?}", full.finding)
+        };
+        assert!(r.error.contains("integrity_check"), "{}", r.error);
+        assert_eq!(
+            r.copied.iter().find(|(t, _)| t == "messages_in").unwrap().1,
+            20
+        );
+        assert_eq!(pending(&dir.inbound_db()), 20);
+        let again = check_inbound(&dir, "s1", Some(&full.generation), Depth::Full).unwrap();
         assert_eq!(again.finding, Finding::Same);
     }
 

@@ -19,7 +19,7 @@ use pinch_proto::rows::Routing;
 use super::Host;
 use crate::central::SessionRow;
 use crate::paths::SessionDir;
-use crate::session_check::{self, Finding, Stamp};
+use crate::session_check::{self, Depth, Finding, Stamp};
 
 /// Whether an error of a session-DB read or write says the file is corrupt.
 pub(super) fn is_corrupt(e: &anyhow::Error) -> bool {
@@ -31,18 +31,18 @@ pub(super) fn is_corrupt(e: &anyhow::Error) -> bool {
 }
 
 impl Host {
-    /// Checks the session's `inbound.db` (see the module doc); `deep` adds
-    /// the corruption check. Returns the file's stamp to remember, or the
+    /// Checks the session's `inbound.db` (see the module doc); `depth` says
+    /// which corruption checks run. Returns the file's stamp to remember, or the
     /// one given when the check could not run (it runs again next time).
     pub(super) fn inspect_inbound(
         &self,
         row: &SessionRow,
         dir: &SessionDir,
         known: Option<Stamp>,
-        deep: bool,
+        depth: Depth,
     ) -> Option<Stamp> {
         let path = dir.inbound_db();
-        if !deep && known.is_some() && session_check::stamp(&path) == known {
+        if depth == Depth::Identity && known.is_some() && session_check::stamp(&path) == known {
             return known;
         }
         let id = row.id.as_str();
@@ -53,7 +53,7 @@ impl Host {
                 return known;
             }
         };
-        let checked = match session_check::check_inbound(dir, id, recorded.as_deref(), deep) {
+        let checked = match session_check::check_inbound(dir, id, recorded.as_deref(), depth) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(session_id = %id, "cannot check {} (checked again later): {e:#}", path.display());
@@ -107,7 +107,7 @@ impl Host {
     /// its view; only the host can tell a torn view from its own damaged
     /// file). Returns the stamp to remember.
     pub(super) fn check_after_exit(&self, row: &SessionRow, dir: &SessionDir) -> Option<Stamp> {
-        let stamp = self.inspect_inbound(row, dir, None, true);
+        let stamp = self.inspect_inbound(row, dir, None, Depth::Quick);
         match session_check::check_outbound(dir) {
             Ok(None) => {}
             Ok(Some(r)) => {
@@ -135,7 +135,7 @@ impl Host {
             return;
         };
         let (row, dir, known) = (s.row.clone(), s.dir.clone(), s.inbound_stamp);
-        let stamp = self.inspect_inbound(&row, &dir, known, false);
+        let stamp = self.inspect_inbound(&row, &dir, known, Depth::Identity);
         if let Some(s) = self.sessions.get_mut(id) {
             if stamp != known {
                 s.shared.kick.notify_one();
@@ -145,16 +145,30 @@ impl Host {
     }
 
     /// The deep check of a loaded session's inbound.db, whatever its stamp
-    /// (a read or write of it failed as corrupt).
+    /// (a read or write of it failed as corrupt). `quick_check` does not
+    /// compare indexes with their tables, so the first time for a file
+    /// (per stamp) this also runs `PRAGMA integrity_check`: a damaged
+    /// index fails writes as "malformed" and hides rows from indexed reads
+    /// while `quick_check` says ok. Recovery copies the rows by rowid into
+    /// a fresh file, which rebuilds every index.
     pub(super) fn check_inbound_deep(&mut self, id: &str) {
         let Some(s) = self.sessions.get(id) else {
             return;
         };
         let (row, dir, known) = (s.row.clone(), s.dir.clone(), s.inbound_stamp);
-        let stamp = self.inspect_inbound(&row, &dir, None, true);
+        let now = session_check::stamp(&dir.inbound_db());
+        let depth = if now.is_some() && s.integrity_checked == now {
+            Depth::Quick
+        } else {
+            Depth::Full
+        };
+        let stamp = self.inspect_inbound(&row, &dir, None, depth);
         if let Some(s) = self.sessions.get_mut(id) {
             if stamp != known {
                 s.shared.kick.notify_one();
+            }
+            if depth == Depth::Full {
+                s.integrity_checked = stamp;
             }
             s.inbound_stamp = stamp;
         }
