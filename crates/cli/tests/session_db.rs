@@ -375,3 +375,81 @@ fn a_fifo_in_place_of_outbound_db_is_refused_and_never_hangs_the_host() {
     assert!(!run.rt.block_on(host.sessions()).is_empty());
     run.stop();
 }
+
+/// The agent fills its `outbound.db` (a history table, which the host
+/// copies on recovery) with many rows and damages a page among them; its
+/// runner dies. The host's check and row-by-row recovery of that file runs
+/// off the main loop: while it runs, the host answers (its admin view),
+/// and afterwards the damage is reported once and the file rebuilt.
+#[test]
+fn the_recovery_of_a_large_damaged_outbound_db_does_not_block_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start_with(tmp.path(), |cfg| {
+        cfg.runner.idle_exit_ms = 600_000;
+    });
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    let out = dir.join("out/outbound.db");
+    {
+        let mut c = pinch_proto::open::open_writer(&out, Duration::from_secs(5)).unwrap();
+        let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+        {
+            let mut st = tx
+                .prepare("INSERT INTO conversation (continuation, idx, role, content, created_at) VALUES ('flood', ?1, 'user', ?2, 'x')")
+                .unwrap();
+            for i in 0..400_000i64 {
+                st.execute(pinch_proto::rusqlite::params![i, format!("flood-{i:06}-")])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    // A page in the middle of the flood, overwritten with garbage.
+    {
+        let mut bytes = std::fs::read(&out).unwrap();
+        let at = bytes
+            .windows(13)
+            .position(|w| w == b"flood-200000-")
+            .expect("the row on disk");
+        let page = at / 4096;
+        bytes[page * 4096..(page + 1) * 4096].fill(0xa5);
+        std::fs::write(&out, &bytes).unwrap();
+    }
+    let host = run.host.as_ref().unwrap();
+    let pid = run.rt.block_on(host.sessions())[0]
+        .runner_pid
+        .expect("a live runner");
+    let st = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let building = || {
+        std::fs::read_dir(dir.join("out"))
+            .unwrap()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".outbound.db.new-")
+            })
+    };
+    wait_for("the recovery to start", WAIT, building);
+    // The main loop answers while the recovery is still building the file.
+    let sessions = run.rt.block_on(host.sessions());
+    assert_eq!(sessions.len(), 1);
+    assert!(building(), "the host answered only after the recovery");
+    let told = run.wait("the damage notice", notice("reply store"));
+    assert!(
+        told.text().contains("outbound.db.corrupt-"),
+        "{}",
+        told.text()
+    );
+    assert_eq!(run.count(notice("reply store")), 1);
+    run.say("m2", "second question");
+    run.wait("the second reply", reply_to("You said: second question"));
+    run.stop();
+}

@@ -48,6 +48,13 @@ pub(crate) enum Event {
     /// A read of this session's inbound.db failed as corrupt (delivery, a
     /// wake): the deep check (issue 15).
     SessionDbFault(String),
+    /// The check of a session's `outbound.db` after an abnormal exit, run
+    /// off the main loop (the file is the agent's: its size and shape are
+    /// attacker input), is done (`session_db.rs`).
+    OutboundChecked {
+        session_id: String,
+        result: Result<Option<crate::session_check::Recovery>, String>,
+    },
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
     /// A live runner's stuck deadline (spawn grace, heartbeat ceiling,
@@ -184,6 +191,9 @@ struct SessionRt {
     /// The `inbound.db` (stamp) `PRAGMA integrity_check` last passed or
     /// repaired: run once per file when a read or write fails as corrupt.
     integrity_checked: Option<crate::session_check::Stamp>,
+    /// Its `outbound.db` is being checked off the main loop after an
+    /// abnormal exit: no runner is spawned until the result is in.
+    checking: bool,
 }
 
 struct Host {
@@ -854,6 +864,9 @@ impl Host {
             } => self.on_exit(&session_id, &runner_id, code, signal),
             Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
             Event::SessionDbFault(id) => self.check_inbound_deep(&id),
+            Event::OutboundChecked { session_id, result } => {
+                self.outbound_checked(&session_id, result)
+            }
             Event::Wake(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.wake_scheduled = false;
@@ -1298,6 +1311,7 @@ impl Host {
                 disk: Default::default(),
                 inbound_stamp,
                 integrity_checked: None,
+                checking: false,
             },
         );
         Ok(())
@@ -1378,6 +1392,10 @@ impl Host {
         }
         if s.quarantined {
             tracing::debug!(session_id = %id, "wake refused: the session is quarantined");
+            return;
+        }
+        if s.checking {
+            tracing::debug!(session_id = %id, "wake deferred: its outbound.db is being checked");
             return;
         }
         if !self.disk_allows_spawn(id) {

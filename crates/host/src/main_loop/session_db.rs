@@ -105,10 +105,42 @@ impl Host {
     /// After an abnormal exit, with no runner of the session alive: the
     /// deep check of both files (exit 75 says the runner could not read
     /// its view; only the host can tell a torn view from its own damaged
-    /// file). Returns the stamp to remember.
-    pub(super) fn check_after_exit(&self, row: &SessionRow, dir: &SessionDir) -> Option<Stamp> {
+    /// file). `inbound.db` (the host's own, its size bounded by the host's
+    /// writes) is checked here; `outbound.db` (the agent's: its size and
+    /// shape are attacker input) on a blocking thread, the session marked
+    /// as being checked (not woken or respawned) until
+    /// [`Event::OutboundChecked`](super::Event) brings the result. Returns
+    /// the stamp to remember.
+    pub(super) fn check_after_exit(&mut self, row: &SessionRow, dir: &SessionDir) -> Option<Stamp> {
         let stamp = self.inspect_inbound(row, dir, None, Depth::Quick);
-        match session_check::check_outbound(dir) {
+        let Some(s) = self.sessions.get_mut(&row.id) else {
+            return stamp;
+        };
+        s.checking = true;
+        let (events, id, dir) = (self.events.clone(), row.id.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = session_check::check_outbound(&dir).map_err(|e| format!("{e:#}"));
+            let _ = events.send(super::Event::OutboundChecked {
+                session_id: id,
+                result,
+            });
+        });
+        stamp
+    }
+
+    /// The result of the check [`Self::check_after_exit`] started: told
+    /// and logged as other damage; the session may be woken again.
+    pub(super) fn outbound_checked(
+        &mut self,
+        id: &str,
+        result: Result<Option<session_check::Recovery>, String>,
+    ) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        s.checking = false;
+        let (row, dir) = (s.row.clone(), s.dir.clone());
+        match result {
             Ok(None) => {}
             Ok(Some(r)) => {
                 let text = format!(
@@ -119,14 +151,18 @@ impl Host {
                     r.kept.display(),
                     r.summary()
                 );
-                tracing::error!(session_id = %row.id, file = %dir.outbound_db().display(), "{text}");
-                self.tell_conversation(row, text);
+                tracing::error!(session_id = %id, file = %dir.outbound_db().display(), "{text}");
+                self.tell_conversation(&row, text);
             }
             Err(e) => {
-                tracing::warn!(session_id = %row.id, "cannot check {}: {e:#}", dir.outbound_db().display())
+                tracing::warn!(session_id = %id, "cannot check {}: {e}", dir.outbound_db().display())
             }
         }
-        stamp
+        if let Some(s) = self.sessions.get(id) {
+            s.shared.kick.notify_one();
+            s.shared.notify.notify_one();
+        }
+        self.try_wake(id);
     }
 
     /// [`Self::inspect_inbound`] for a loaded session, remembering the stamp.
