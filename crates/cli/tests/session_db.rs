@@ -453,3 +453,74 @@ fn the_recovery_of_a_large_damaged_outbound_db_does_not_block_the_host() {
     run.wait("the second reply", reply_to("You said: second question"));
     run.stop();
 }
+
+/// A real index of the host's `inbound.db` whose keys no longer match its
+/// table (same number of entries: `quick_check` says ok). The host
+/// stopped before it had synced the runner's last "completed": after the
+/// next start, that update fails "malformed" on the index. The host runs
+/// the full `integrity_check`, finds the damage, rebuilds the file
+/// (indexes with it), tells the conversation once, and the session
+/// answers; before, every pass failed and nobody was told.
+#[test]
+fn a_damaged_index_in_inbound_db_is_found_recovered_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = Run::start(tmp.path());
+    first.say("m1", "first question");
+    first.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    first.stop();
+
+    let db = dir.join("in/inbound.db");
+    {
+        use pinch_proto::rusqlite::Connection;
+        // The runner's "completed" not yet synced back.
+        Connection::open(&db)
+            .unwrap()
+            .execute("UPDATE messages_in SET status = 'pending'", [])
+            .unwrap();
+        Connection::open(dir.join("out/outbound.db"))
+            .unwrap()
+            .execute(
+                "INSERT OR REPLACE INTO processing_ack (message_id, status, runner_id, status_changed) \
+                 VALUES ('m1:main', 'completed', 'r-old', strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let set_sql = |sql: &str| {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch("PRAGMA writable_schema = ON").unwrap();
+            c.execute(
+                "UPDATE sqlite_master SET sql = ?1 WHERE name = 'messages_in_pending'",
+                [sql],
+            )
+            .unwrap();
+        };
+        set_sql("CREATE INDEX messages_in_pending ON messages_in(status || 'x', seq)");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("REINDEX messages_in_pending")
+            .unwrap();
+        set_sql("CREATE INDEX messages_in_pending ON messages_in(status, seq)");
+        let ok: String = Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok", "the damage passes quick_check");
+    }
+
+    let second = Run::start(tmp.path());
+    second.say("m2", "second question");
+    let told = second.wait("the damage notice", notice("damaged on disk"));
+    assert!(told.text().contains("integrity_check"), "{}", told.text());
+    assert!(
+        told.text().contains("inbound.db.corrupt-"),
+        "{}",
+        told.text()
+    );
+    second.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(second.count(notice("damaged on disk")), 1);
+    assert_eq!(second.count(reply_to("You said: first question")), 0);
+    second.stop();
+}
