@@ -13,13 +13,16 @@
 //! kept in memory, so the check on the hot paths is one `lstat`.
 //!
 //! Corruption: `PRAGMA quick_check` (on a runner's exit 75 or any abnormal
-//! exit, and whenever reading the identity fails as corrupt). A corrupt
+//! exit, and whenever reading the identity fails as corrupt), and
+//! `PRAGMA integrity_check` ([`Depth::Full`]) when a read or write failed
+//! as corrupt, since index damage passes `quick_check`. A corrupt
 //! file is copied row by row into a fresh one: each table is read forwards
 //! by rowid until the first unreadable page, then backwards from the end
 //! down to the same point, so rows on both sides of a damaged page survive
 //! and only the rows on damaged pages are lost. SQLite's backup API copies
 //! pages as they are (the damage with them) and the `.recover` extension is
-//! not built into rusqlite's bundled SQLite, so neither is used.
+//! not built into rusqlite's bundled SQLite, so neither is used. The copy
+//! is bounded against a file shaped by the agent (see `copy_readable`).
 
 use std::path::{Path, PathBuf};
 
@@ -283,6 +286,7 @@ fn read_identity(path: &Path, depth: Depth) -> Result<Identity, ReadErr> {
     // Read-write (no create): rolls back a hot journal of our own writes.
     let c = open_existing_writer(path, BUSY)?;
     if depth >= Depth::Quick {
+        bound_time(&c, std::time::Instant::now() + RECOVERY_LIMIT);
         quick_check(&c)?;
     }
     if depth == Depth::Full {

@@ -6,9 +6,12 @@
 //!   `inbound.db` still the file the host made? One `lstat` while its
 //!   device and inode are unchanged; otherwise the identity check.
 //! - After a runner's abnormal exit (exit 75 among them), with no runner
-//!   alive: `PRAGMA quick_check` on `inbound.db` and `outbound.db`; a
+//!   alive: `PRAGMA quick_check` on `inbound.db` and `outbound.db` (the
+//!   agent's file: off the main loop, the session not woken meanwhile); a
 //!   corrupt one is recovered into a fresh file, the damaged one kept
 //!   beside it.
+//! - When a read or write of `inbound.db` failed as corrupt: the same, with
+//!   `PRAGMA integrity_check` the first time for that file.
 //!
 //! Anything found is logged at ERROR naming the file and told once to the
 //! session's conversation (the generation recorded in the central DB
@@ -109,7 +112,7 @@ impl Host {
     /// writes) is checked here; `outbound.db` (the agent's: its size and
     /// shape are attacker input) on a blocking thread, the session marked
     /// as being checked (not woken or respawned) until
-    /// [`Event::OutboundChecked`](super::Event) brings the result. Returns
+    /// `Event::OutboundChecked` brings the result. Returns
     /// the stamp to remember.
     pub(super) fn check_after_exit(&mut self, row: &SessionRow, dir: &SessionDir) -> Option<Stamp> {
         let stamp = self.inspect_inbound(row, dir, None, Depth::Quick);
