@@ -121,8 +121,15 @@ impl Host {
         };
         s.checking = true;
         let (events, id, dir) = (self.events.clone(), row.id.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let result = session_check::check_outbound(&dir).map_err(|e| format!("{e:#}"));
+        let check = tokio::task::spawn_blocking(move || {
+            session_check::check_outbound(&dir).map_err(|e| format!("{e:#}"))
+        });
+        // The result always comes back, a panic included: the session must
+        // not stay "being checked" for ever.
+        tokio::spawn(async move {
+            let result = check
+                .await
+                .unwrap_or_else(|e| Err(format!("the check failed: {e}")));
             let _ = events.send(super::Event::OutboundChecked {
                 session_id: id,
                 result,
