@@ -449,6 +449,16 @@ fn the_recovery_of_a_large_damaged_outbound_db_does_not_block_the_host() {
         told.text()
     );
     assert_eq!(run.count(notice("reply store")), 1);
+    // Only the rows on the damaged page are lost.
+    let kept: i64 = pinch_proto::open::open_reader(&out, Duration::from_secs(5))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM conversation WHERE continuation = 'flood'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((399_000..400_000).contains(&kept), "{kept} rows recovered");
     run.say("m2", "second question");
     run.wait("the second reply", reply_to("You said: second question"));
     run.stop();

@@ -525,7 +525,8 @@ fn bound_time(c: &Connection, deadline: std::time::Instant) {
 /// as an interior page whose cells all point at one child makes SQLite
 /// read that child again and again without an error; no more rows are
 /// visited than the file has room for (pages × the most cells a page can
-/// hold); SQLite is interrupted at [`RECOVERY_LIMIT`]; and each table is
+/// hold), nor more bytes of values than the file's size (no one value
+/// longer either: `SQLITE_LIMIT_LENGTH`); SQLite is interrupted at [`RECOVERY_LIMIT`]; and each table is
 /// copied in one transaction (a commit per row cost 0.85 ms of fsync).
 fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copied> {
     let deadline = std::time::Instant::now() + RECOVERY_LIMIT;
@@ -552,8 +553,21 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
             .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
             .unwrap_or(65_536)
             .max(512) as u64;
-        pages.saturating_mul(size / 4)
+        (pages.saturating_mul(size / 4), pages.saturating_mul(size))
     };
+    let (room, file_bytes) = room;
+    // No value is longer than the file, nor all of them together: an
+    // overflow chain that leads back into itself reads no further.
+    // SAFETY: the handle is valid while `src` lives.
+    unsafe {
+        rusqlite::ffi::sqlite3_limit(
+            src.handle(),
+            rusqlite::ffi::SQLITE_LIMIT_LENGTH,
+            file_bytes.clamp(1, i32::MAX as u64) as i32,
+        );
+    }
+    // Bytes of values read, over all tables.
+    let mut read = 0u64;
     for t in tables {
         let have = match schema::columns(&src, t.name) {
             Ok(h) => h,
@@ -586,9 +600,19 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
         let mut visited = 0u64;
         let mut last_fwd: Option<i64> = None;
         let mut put = |vals: Vec<rusqlite::types::Value>| -> Result<()> {
+            use rusqlite::types::Value as V;
             visited += 1;
-            if visited > room {
-                anyhow::bail!("more rows than the file has room for");
+            read += vals
+                .iter()
+                .map(|v| match v {
+                    V::Text(t) => t.len() as u64,
+                    V::Blob(b) => b.len() as u64,
+                    V::Null => 0,
+                    _ => 1,
+                })
+                .sum::<u64>();
+            if visited > room || read > file_bytes {
+                anyhow::bail!("more rows or bytes than the file has room for");
             }
             n += tx
                 .prepare_cached(&insert)?
