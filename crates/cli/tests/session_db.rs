@@ -394,3 +394,222 @@ fn a_damaged_file_with_no_runner_alive_is_found_by_the_sweep() {
     );
     run.stop();
 }
+
+/// `mkfifo`, as the agent runs it in its own `out/` folder.
+fn mkfifo(at: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo {}", at.display());
+}
+
+/// The compromised runner moves its `outbound.db` away, puts a FIFO in its
+/// place (and one as its journal) and exits. Every open of the FIFO
+/// (SQLite opens without O_NONBLOCK) would block the opener for ever:
+/// the host's sweep, its exit checks and delivery must refuse it instead.
+/// The session fails as the agent's fault and is quarantined with a
+/// notice naming the file; the host keeps answering.
+#[test]
+fn a_fifo_in_place_of_outbound_db_is_refused_and_never_hangs_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start_with(tmp.path(), |cfg| {
+        cfg.runner.idle_exit_ms = 300;
+        cfg.sweep_interval = Duration::from_millis(300);
+        cfg.budget.budget = 2;
+        cfg.budget.delays = vec![Duration::ZERO];
+    });
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    let host = run.host.as_ref().unwrap();
+    wait_for("the runner to go idle", WAIT, || {
+        run.rt
+            .block_on(host.sessions())
+            .iter()
+            .all(|s| s.runner_pid.is_none())
+    });
+    let out = dir.join("out");
+    std::fs::rename(out.join("outbound.db"), out.join("moved.db")).unwrap();
+    mkfifo(&out.join("outbound.db"));
+    run.say("m2", "second question");
+    let told = run.wait("the quarantine notice", notice("unavailable"));
+    assert!(
+        told.text().contains("outbound.db is a FIFO"),
+        "{}",
+        told.text()
+    );
+    // The main loop still answers.
+    assert!(!run.rt.block_on(host.sessions()).is_empty());
+    // A FIFO journal beside a regular file is refused the same way.
+    std::fs::remove_file(out.join("outbound.db")).unwrap();
+    std::fs::rename(out.join("moved.db"), out.join("outbound.db")).unwrap();
+    mkfifo(&out.join("outbound.db-journal"));
+    run.say("m3", "third question");
+    wait_for("a second quarantine notice", WAIT, || {
+        run.count(notice("outbound.db-journal is a FIFO")) >= 1
+    });
+    assert!(!run.rt.block_on(host.sessions()).is_empty());
+    run.stop();
+}
+
+/// The agent fills its `outbound.db` (a history table, which the host
+/// copies on recovery) with many rows and damages a page among them; its
+/// runner dies. The host's check and row-by-row recovery of that file runs
+/// off the main loop: while it runs, the host answers (its admin view),
+/// and afterwards the damage is reported once and the file rebuilt.
+#[test]
+fn the_recovery_of_a_large_damaged_outbound_db_does_not_block_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = Run::start_with(tmp.path(), |cfg| {
+        cfg.runner.idle_exit_ms = 600_000;
+    });
+    run.say("m1", "first question");
+    run.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    let out = dir.join("out/outbound.db");
+    {
+        let mut c = pinch_proto::open::open_writer(&out, Duration::from_secs(5)).unwrap();
+        let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+        {
+            let mut st = tx
+                .prepare("INSERT INTO conversation (continuation, idx, role, content, created_at) VALUES ('flood', ?1, 'user', ?2, 'x')")
+                .unwrap();
+            for i in 0..400_000i64 {
+                st.execute(pinch_proto::rusqlite::params![i, format!("flood-{i:06}-")])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    // A page in the middle of the flood, overwritten with garbage.
+    {
+        let mut bytes = std::fs::read(&out).unwrap();
+        let at = bytes
+            .windows(13)
+            .position(|w| w == b"flood-200000-")
+            .expect("the row on disk");
+        let page = at / 4096;
+        bytes[page * 4096..(page + 1) * 4096].fill(0xa5);
+        std::fs::write(&out, &bytes).unwrap();
+    }
+    let host = run.host.as_ref().unwrap();
+    let pid = run.rt.block_on(host.sessions())[0]
+        .runner_pid
+        .expect("a live runner");
+    let st = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let building = || {
+        std::fs::read_dir(dir.join("out"))
+            .unwrap()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".outbound.db.new-")
+            })
+    };
+    wait_for("the recovery to start", WAIT, building);
+    // The main loop answers while the recovery is still building the file.
+    let sessions = run.rt.block_on(host.sessions());
+    assert_eq!(sessions.len(), 1);
+    assert!(building(), "the host answered only after the recovery");
+    let told = run.wait("the damage notice", notice("reply store"));
+    assert!(
+        told.text().contains("outbound.db.corrupt-"),
+        "{}",
+        told.text()
+    );
+    assert_eq!(run.count(notice("reply store")), 1);
+    // Only the rows on the damaged page are lost.
+    let kept: i64 = pinch_proto::open::open_reader(&out, Duration::from_secs(5))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM conversation WHERE continuation = 'flood'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((399_000..400_000).contains(&kept), "{kept} rows recovered");
+    run.say("m2", "second question");
+    run.wait("the second reply", reply_to("You said: second question"));
+    run.stop();
+}
+
+/// A real index of the host's `inbound.db` whose keys no longer match its
+/// table (same number of entries: `quick_check` says ok). The host
+/// stopped before it had synced the runner's last "completed": after the
+/// next start, that update fails "malformed" on the index. The host runs
+/// the full `integrity_check`, finds the damage, rebuilds the file
+/// (indexes with it), tells the conversation once, and the session
+/// answers; before, every pass failed and nobody was told.
+#[test]
+fn a_damaged_index_in_inbound_db_is_found_recovered_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = Run::start(tmp.path());
+    first.say("m1", "first question");
+    first.wait("the first reply", reply_to("You said: first question"));
+    let dir = session_dir(&data);
+    quiet(&dir);
+    first.stop();
+
+    let db = dir.join("in/inbound.db");
+    {
+        use pinch_proto::rusqlite::Connection;
+        // The runner's "completed" not yet synced back.
+        Connection::open(&db)
+            .unwrap()
+            .execute("UPDATE messages_in SET status = 'pending'", [])
+            .unwrap();
+        Connection::open(dir.join("out/outbound.db"))
+            .unwrap()
+            .execute(
+                "INSERT OR REPLACE INTO processing_ack (message_id, status, runner_id, status_changed) \
+                 VALUES ('m1:main', 'completed', 'r-old', strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let set_sql = |sql: &str| {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch("PRAGMA writable_schema = ON").unwrap();
+            c.execute(
+                "UPDATE sqlite_master SET sql = ?1 WHERE name = 'messages_in_pending'",
+                [sql],
+            )
+            .unwrap();
+        };
+        set_sql("CREATE INDEX messages_in_pending ON messages_in(status || 'x', seq)");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("REINDEX messages_in_pending")
+            .unwrap();
+        set_sql("CREATE INDEX messages_in_pending ON messages_in(status, seq)");
+        let ok: String = Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok", "the damage passes quick_check");
+    }
+
+    let second = Run::start(tmp.path());
+    second.say("m2", "second question");
+    let told = second.wait("the damage notice", notice("damaged on disk"));
+    assert!(told.text().contains("integrity_check"), "{}", told.text());
+    assert!(
+        told.text().contains("inbound.db.corrupt-"),
+        "{}",
+        told.text()
+    );
+    second.wait("the second reply", reply_to("You said: second question"));
+    assert_eq!(second.count(notice("damaged on disk")), 1);
+    assert_eq!(second.count(reply_to("You said: first question")), 0);
+    second.stop();
+}

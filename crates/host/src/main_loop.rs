@@ -62,6 +62,13 @@ pub(crate) enum Event {
     /// A delivery task rebuilt the session's lost or damaged delivery
     /// ledger: the notice for its conversation (decision 0026).
     LedgerRebuilt(String, String),
+    /// The check of a session's `outbound.db` after an abnormal exit, run
+    /// off the main loop (the file is the agent's: its size and shape are
+    /// attacker input), is done (`session_db.rs`).
+    OutboundChecked {
+        session_id: String,
+        result: Result<Option<crate::session_check::Recovery>, String>,
+    },
     /// Wake this session at this time (epoch ms): a task falls due.
     WakeAt(String, i64),
     /// A live runner's stuck deadline (spawn grace, heartbeat ceiling,
@@ -199,6 +206,12 @@ struct SessionRt {
     disk: disk::DiskState,
     /// Device and inode of its inbound.db when last checked (`session_db.rs`).
     inbound_stamp: Option<crate::session_check::Stamp>,
+    /// The `inbound.db` (stamp) `PRAGMA integrity_check` last passed or
+    /// repaired: run once per file when a read or write fails as corrupt.
+    integrity_checked: Option<crate::session_check::Stamp>,
+    /// Its `outbound.db` is being checked off the main loop after an
+    /// abnormal exit: no runner is spawned until the result is in.
+    checking: bool,
 }
 
 struct Host {
@@ -881,6 +894,9 @@ impl Host {
             Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
             Event::SessionDbFault(id) => self.check_inbound_deep(&id),
             Event::LedgerRebuilt(id, text) => self.tell_ledger_rebuilt(&id, text),
+            Event::OutboundChecked { session_id, result } => {
+                self.outbound_checked(&session_id, result)
+            }
             Event::Wake(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.wake_scheduled = false;
@@ -1272,7 +1288,8 @@ impl Host {
         }
         // Our own file: still the one we made (identity), hot journal
         // rolled back, migrated lazily; never silently recreated (issue 15).
-        let inbound_stamp = self.inspect_inbound(&row, &dir, None, false);
+        let inbound_stamp =
+            self.inspect_inbound(&row, &dir, None, crate::session_check::Depth::Identity);
         // No runner of this session is alive here: roll back a torn runner write.
         pinch_proto::open::recovery_open(&dir.outbound_db(), session::BUSY)?;
         self.project(&row, &dir)?;
@@ -1323,6 +1340,8 @@ impl Host {
                 closed: false,
                 disk: Default::default(),
                 inbound_stamp,
+                integrity_checked: None,
+                checking: false,
             },
         );
         Ok(())
@@ -1403,6 +1422,10 @@ impl Host {
         }
         if s.quarantined {
             tracing::debug!(session_id = %id, "wake refused: the session is quarantined");
+            return;
+        }
+        if s.checking {
+            tracing::debug!(session_id = %id, "wake deferred: its outbound.db is being checked");
             return;
         }
         if !self.disk_allows_spawn(id) {

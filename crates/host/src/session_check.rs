@@ -13,13 +13,16 @@
 //! kept in memory, so the check on the hot paths is one `lstat`.
 //!
 //! Corruption: `PRAGMA quick_check` (on a runner's exit 75 or any abnormal
-//! exit, and whenever reading the identity fails as corrupt). A corrupt
+//! exit, and whenever reading the identity fails as corrupt), and
+//! `PRAGMA integrity_check` ([`Depth::Full`]) when a read or write failed
+//! as corrupt, since index damage passes `quick_check`. A corrupt
 //! file is copied row by row into a fresh one: each table is read forwards
 //! by rowid until the first unreadable page, then backwards from the end
 //! down to the same point, so rows on both sides of a damaged page survive
 //! and only the rows on damaged pages are lost. SQLite's backup API copies
 //! pages as they are (the damage with them) and the `.recover` extension is
-//! not built into rusqlite's bundled SQLite, so neither is used.
+//! not built into rusqlite's bundled SQLite, so neither is used. The copy
+//! is bounded against a file shaped by the agent (see `copy_readable`).
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +103,20 @@ impl Recovery {
     }
 }
 
+/// How deep a check of `inbound.db` looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Depth {
+    /// Identity only (the hot paths).
+    Identity,
+    /// Identity and `PRAGMA quick_check` (page structure).
+    Quick,
+    /// Also `PRAGMA integrity_check`, which compares every index with its
+    /// table: index damage passes `quick_check` yet fails writes as
+    /// "malformed" and hides rows from indexed reads. Run when a read or
+    /// write failed as corrupt (once per file, see `main_loop/session_db.rs`).
+    Full,
+}
+
 pub struct Checked {
     pub generation: String,
     pub finding: Finding,
@@ -115,13 +132,14 @@ enum Identity {
 }
 
 /// Checks the session's `inbound.db` against the recorded generation and
-/// repairs what it finds (see the module doc). `deep` adds `PRAGMA
-/// quick_check`. An error (e.g. BUSY) changes nothing: check again later.
+/// repairs what it finds (see the module doc); `depth` says which
+/// corruption checks run. An error (e.g. BUSY) changes nothing: check again
+/// later.
 pub fn check_inbound(
     dir: &SessionDir,
     session_id: &str,
     recorded: Option<&str>,
-    deep: bool,
+    depth: Depth,
 ) -> Result<Checked> {
     let path = dir.inbound_db();
     let done = |generation: String, finding: Finding| Checked {
@@ -133,7 +151,7 @@ pub fn check_inbound(
         let g = fresh_inbound(dir, session_id, None)?;
         return Ok(done(g, Finding::Vanished));
     }
-    let read = read_identity(&path, deep);
+    let read = read_identity(&path, depth);
     let ident = match read {
         Ok(i) => i,
         Err(e) if e.corrupt => {
@@ -198,9 +216,14 @@ pub fn check_outbound(dir: &SessionDir) -> Result<Option<Recovery>> {
     let problem = match open_reader(&path, BUSY) {
         Err(e) if e.is_corruption() => Some(e.to_string()),
         Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
-        Ok(c) => quick_check(&c)
-            .err()
-            .and_then(|e| e.corrupt.then_some(e.message)),
+        Ok(c) => {
+            bound_time(&c, std::time::Instant::now() + RECOVERY_LIMIT);
+            match quick_check(&c) {
+                Ok(()) => None,
+                Err(e) if e.corrupt => Some(e.message),
+                Err(e) => anyhow::bail!("checking {}: {}", path.display(), e.message),
+            }
+        }
     };
     let Some(error) = problem else {
         return Ok(None);
@@ -238,7 +261,12 @@ impl From<pinch_proto::ProtoError> for ReadErr {
 }
 
 fn quick_check(c: &Connection) -> Result<(), ReadErr> {
-    let mut st = c.prepare("PRAGMA quick_check")?;
+    pragma_check(c, "quick_check")
+}
+
+/// `PRAGMA quick_check` or `integrity_check`: "ok", or the damage found.
+fn pragma_check(c: &Connection, which: &str) -> Result<(), ReadErr> {
+    let mut st = c.prepare(&format!("PRAGMA {which}"))?;
     let lines: Vec<String> = st
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<_, _>>()?;
@@ -248,17 +276,21 @@ fn quick_check(c: &Connection) -> Result<(), ReadErr> {
     Err(ReadErr {
         corrupt: true,
         message: format!(
-            "quick_check: {}",
+            "{which}: {}",
             lines.into_iter().take(3).collect::<Vec<_>>().join("; ")
         ),
     })
 }
 
-fn read_identity(path: &Path, deep: bool) -> Result<Identity, ReadErr> {
+fn read_identity(path: &Path, depth: Depth) -> Result<Identity, ReadErr> {
     // Read-write (no create): rolls back a hot journal of our own writes.
     let c = open_existing_writer(path, BUSY)?;
-    if deep {
+    if depth >= Depth::Quick {
+        bound_time(&c, std::time::Instant::now() + RECOVERY_LIMIT);
         quick_check(&c)?;
+    }
+    if depth == Depth::Full {
+        pragma_check(&c, "integrity_check")?;
     }
     c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
@@ -450,9 +482,54 @@ fn rebuild(
 
 type Copied = (Vec<(String, u64)>, Vec<String>);
 
+/// The longest a check or recovery of one file may take; SQLite is
+/// interrupted past it (what was copied by then is kept). The file is the
+/// agent's to shape (outbound.db), so its size and shape bound nothing.
+pub const RECOVERY_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Milliseconds on a monotonic clock of this process.
+fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+extern "C" fn past_deadline(deadline_ms: *mut std::ffi::c_void) -> std::ffi::c_int {
+    (mono_ms() >= deadline_ms as usize as u64) as std::ffi::c_int
+}
+
+/// Interrupts every statement of `c` once `deadline` has passed (SQLite's
+/// progress handler; the deadline travels as the handler's argument).
+fn bound_time(c: &Connection, deadline: std::time::Instant) {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let at = mono_ms().saturating_add(left.as_millis() as u64) as usize;
+    // SAFETY: the handle is valid while `c` lives; the handler reads no
+    // memory through its argument (a number, not a pointer).
+    unsafe {
+        rusqlite::ffi::sqlite3_progress_handler(
+            c.handle(),
+            10_000,
+            Some(past_deadline),
+            at as *mut std::ffi::c_void,
+        );
+    }
+}
+
 /// Copies every readable row of `tables` from the damaged file at `from`
 /// into `to` (which has the schema). Never fails on the damage itself.
+///
+/// Bounded against a file shaped to make it loop or crawl: a scan stops
+/// where the rowid fails to increase (forwards) or decrease (backwards),
+/// as an interior page whose cells all point at one child makes SQLite
+/// read that child again and again without an error; no more rows are
+/// visited than the file has room for (pages × the most cells a page can
+/// hold), nor more bytes of values than the file's size (no one value
+/// longer either: `SQLITE_LIMIT_LENGTH`); SQLite is interrupted at [`RECOVERY_LIMIT`]; and each table is
+/// copied in one transaction (a commit per row cost 0.85 ms of fsync).
 fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copied> {
+    let deadline = std::time::Instant::now() + RECOVERY_LIMIT;
     let mut copied = Vec::new();
     let mut incomplete = Vec::new();
     let src = match open_reader(from, BUSY) {
@@ -464,6 +541,33 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
             ))
         }
     };
+    bound_time(&src, deadline);
+    // A table-leaf cell takes at least 4 bytes (its pointer, payload
+    // size, rowid, a header byte), so no page holds more than size / 4.
+    let room = {
+        let pages = src
+            .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            .max(0) as u64;
+        let size = src
+            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(65_536)
+            .max(512) as u64;
+        (pages.saturating_mul(size / 4), pages.saturating_mul(size))
+    };
+    let (room, file_bytes) = room;
+    // No value is longer than the file, nor all of them together: an
+    // overflow chain that leads back into itself reads no further.
+    // SAFETY: the handle is valid while `src` lives.
+    unsafe {
+        rusqlite::ffi::sqlite3_limit(
+            src.handle(),
+            rusqlite::ffi::SQLITE_LIMIT_LENGTH,
+            file_bytes.clamp(1, i32::MAX as u64) as i32,
+        );
+    }
+    // Bytes of values read, over all tables.
+    let mut read = 0u64;
     for t in tables {
         let have = match schema::columns(&src, t.name) {
             Ok(h) => h,
@@ -491,11 +595,28 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
             .collect::<Vec<_>>()
             .join(", ");
         let insert = format!("INSERT OR IGNORE INTO {} ({list}) VALUES ({marks})", t.name);
+        let tx = to.unchecked_transaction()?;
         let mut n = 0u64;
-        let mut damaged = false;
+        let mut visited = 0u64;
         let mut last_fwd: Option<i64> = None;
         let mut put = |vals: Vec<rusqlite::types::Value>| -> Result<()> {
-            n += to.execute(&insert, rusqlite::params_from_iter(vals))? as u64;
+            use rusqlite::types::Value as V;
+            visited += 1;
+            read += vals
+                .iter()
+                .map(|v| match v {
+                    V::Text(t) => t.len() as u64,
+                    V::Blob(b) => b.len() as u64,
+                    V::Null => 0,
+                    _ => 1,
+                })
+                .sum::<u64>();
+            if visited > room || read > file_bytes {
+                anyhow::bail!("more rows or bytes than the file has room for");
+            }
+            n += tx
+                .prepare_cached(&insert)?
+                .execute(rusqlite::params_from_iter(vals))? as u64;
             Ok(())
         };
         // Forwards until the first error…
@@ -511,8 +632,8 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
                 put(v)
             },
         );
-        if fwd.is_err() {
-            damaged = true;
+        let damaged = fwd.is_err();
+        if damaged {
             // …then backwards from the end down to where it stopped.
             let _ = scan(
                 &src,
@@ -524,6 +645,7 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
                 &mut |_, v| put(v),
             );
         }
+        tx.commit()?;
         if damaged {
             incomplete.push(t.name.to_owned());
         }
@@ -533,7 +655,8 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
 }
 
 /// Reads `table` by rowid (forwards, or backwards down to `stop`), calling
-/// `each` per row; returns at the first read error.
+/// `each` per row; returns at the first read error, or where the rowid
+/// fails to move on (a B-tree that leads back into itself).
 fn scan(
     src: &Connection,
     table: &str,
@@ -554,8 +677,15 @@ fn scan(
     } else {
         st.query([])?
     };
+    let mut last: Option<i64> = None;
     while let Some(r) = rows.next()? {
         let rowid: i64 = r.get(0)?;
+        if let Some(l) = last {
+            if (backwards && rowid >= l) || (!backwards && rowid <= l) {
+                anyhow::bail!("rowid {rowid} after {l}: the table's B-tree leads back into itself");
+            }
+        }
+        last = Some(rowid);
         let vals = (1..=ncols)
             .map(|i| r.get::<_, rusqlite::types::Value>(i))
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -577,22 +707,22 @@ mod tests {
     fn a_vanished_or_foreign_file_is_replaced_and_reported() {
         let t = tempfile::tempdir().unwrap();
         let dir = session(t.path());
-        let first = check_inbound(&dir, "s1", None, false).unwrap();
+        let first = check_inbound(&dir, "s1", None, Depth::Identity).unwrap();
         assert_eq!(first.finding, Finding::Same);
         let g = first.generation;
-        let again = check_inbound(&dir, "s1", Some(&g), true).unwrap();
+        let again = check_inbound(&dir, "s1", Some(&g), Depth::Quick).unwrap();
         assert_eq!(
             (again.finding, again.generation.as_str()),
             (Finding::Same, g.as_str())
         );
 
         std::fs::remove_file(dir.inbound_db()).unwrap();
-        let v = check_inbound(&dir, "s1", Some(&g), false).unwrap();
+        let v = check_inbound(&dir, "s1", Some(&g), Depth::Identity).unwrap();
         assert_eq!(v.finding, Finding::Vanished);
         assert_ne!(v.generation, g);
 
         std::fs::write(dir.inbound_db(), b"").unwrap();
-        let f = check_inbound(&dir, "s1", Some(&v.generation), false).unwrap();
+        let f = check_inbound(&dir, "s1", Some(&v.generation), Depth::Identity).unwrap();
         match f.finding {
             Finding::Foreign { why, kept } => {
                 assert!(why.contains("empty"), "{why}");
@@ -606,7 +736,7 @@ mod tests {
         let other = session(&t.path().join("o"));
         stamp_new_file(&other.inbound_db(), "s2").unwrap();
         std::fs::copy(other.inbound_db(), dir.inbound_db()).unwrap();
-        let f2 = check_inbound(&dir, "s1", Some(&f.generation), false).unwrap();
+        let f2 = check_inbound(&dir, "s1", Some(&f.generation), Depth::Identity).unwrap();
         assert!(
             matches!(&f2.finding, Finding::Foreign { why, .. } if why.contains("s2")),
             "{:?}",
@@ -621,7 +751,9 @@ mod tests {
     fn a_damaged_page_loses_only_its_rows() {
         let t = tempfile::tempdir().unwrap();
         let dir = session(t.path());
-        let g = check_inbound(&dir, "s1", None, false).unwrap().generation;
+        let g = check_inbound(&dir, "s1", None, Depth::Identity)
+            .unwrap()
+            .generation;
         {
             let mut c = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
             let tx = pinch_proto::open::write_tx(&mut c).unwrap();
@@ -649,7 +781,7 @@ mod tests {
         damaged[page * 4096..(page + 1) * 4096].fill(0xa5);
         std::fs::write(dir.inbound_db(), &damaged).unwrap();
 
-        let c = check_inbound(&dir, "s1", Some(&g), true).unwrap();
+        let c = check_inbound(&dir, "s1", Some(&g), Depth::Quick).unwrap();
         let Finding::Recovered(r) = c.finding else {
             panic!("{:?}", c.finding)
         };
@@ -667,8 +799,175 @@ mod tests {
         };
         assert!(has("m0") && has("m299") && !has("m150"));
         // Recorded anew: the next check finds it the same.
-        let again = check_inbound(&dir, "s1", Some(&c.generation), true).unwrap();
+        let again = check_inbound(&dir, "s1", Some(&c.generation), Depth::Quick).unwrap();
         assert_eq!(again.finding, Finding::Same);
+    }
+
+    /// A real index that no longer matches its table (the pending index
+    /// holds wrong keys): `quick_check` says ok, writes to those rows fail
+    /// "malformed" and the indexed read of pending work says there is
+    /// none. The full check finds it and the rowid copy rebuilds the index.
+    #[test]
+    fn a_damaged_index_passes_quick_check_but_the_full_check_recovers_it() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = session(t.path());
+        let g = check_inbound(&dir, "s1", None, Depth::Identity)
+            .unwrap()
+            .generation;
+        {
+            let mut c = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
+            let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+            for i in 0..20 {
+                let row = pinch_proto::rows::NewInbound {
+                    id: format!("m{i}"),
+                    kind: "chat".into(),
+                    timestamp: pinch_proto::time::now(),
+                    trigger: true,
+                    content: format!("{{\"text\":\"q{i}\"}}"),
+                    ..Default::default()
+                };
+                pinch_proto::rows::insert_inbound(&tx, &row, 0).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        // Damage the real index, keeping its number of entries: rebuilt
+        // under a definition with other keys, then given its own back.
+        let idx = "CREATE INDEX messages_in_pending ON messages_in(status, seq)";
+        let set_sql = |sql: &str| {
+            let c = Connection::open(dir.inbound_db()).unwrap();
+            c.execute_batch("PRAGMA writable_schema = ON").unwrap();
+            c.execute(
+                "UPDATE sqlite_master SET sql = ?1 WHERE name = 'messages_in_pending'",
+                [sql],
+            )
+            .unwrap();
+        };
+        set_sql("CREATE INDEX messages_in_pending ON messages_in(status || 'x', seq)");
+        Connection::open(dir.inbound_db())
+            .unwrap()
+            .execute_batch("REINDEX messages_in_pending")
+            .unwrap();
+        set_sql(idx);
+        let pending = |p: &Path| -> i64 {
+            open_reader(p, BUSY)
+                .unwrap()
+                .query_row(
+                    "SELECT count(*) FROM messages_in INDEXED BY messages_in_pending WHERE status = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(pending(&dir.inbound_db()), 0, "the damage hides the rows");
+        let w = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
+        let e = w
+            .execute(
+                "UPDATE messages_in SET status = 'completed' WHERE id = 'm3'",
+                [],
+            )
+            .unwrap_err();
+        assert!(pinch_proto::is_corruption(&e), "{e}");
+        drop(w);
+
+        // What the exit check sees: nothing.
+        let quick = check_inbound(&dir, "s1", Some(&g), Depth::Quick).unwrap();
+        assert_eq!(quick.finding, Finding::Same);
+        // What a failed write leads to: found and recovered.
+        let full = check_inbound(&dir, "s1", Some(&g), Depth::Full).unwrap();
+        let Finding::Recovered(r) = full.finding else {
+            panic!("{:?}", full.finding)
+        };
+        assert!(r.error.contains("integrity_check"), "{}", r.error);
+        assert_eq!(
+            r.copied.iter().find(|(t, _)| t == "messages_in").unwrap().1,
+            20
+        );
+        assert_eq!(pending(&dir.inbound_db()), 20);
+        let again = check_inbound(&dir, "s1", Some(&full.generation), Depth::Full).unwrap();
+        assert_eq!(again.finding, Finding::Same);
+    }
+
+    /// Points every child pointer of a table's interior root page at its
+    /// first child: a B-tree that leads back into itself. SQLite reads
+    /// that child again and again without an error; only quick_check sees
+    /// it ("2nd reference to page").
+    fn loop_root(db: &Path, table: &str) {
+        let (root, size): (i64, usize) = {
+            let c = Connection::open(db).unwrap();
+            (
+                c.query_row(
+                    "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+                c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+                    .unwrap() as usize,
+            )
+        };
+        let mut bytes = std::fs::read(db).unwrap();
+        let at = (root as usize - 1) * size;
+        let page = &mut bytes[at..at + size];
+        assert_eq!(page[0], 5, "an interior table page");
+        let cells = u16::from_be_bytes([page[3], page[4]]) as usize;
+        assert!(cells >= 10, "{cells} cells");
+        let ptr = |page: &[u8], i: usize| {
+            u16::from_be_bytes([page[12 + 2 * i], page[13 + 2 * i]]) as usize
+        };
+        let first: [u8; 4] = page[ptr(page, 0)..ptr(page, 0) + 4].try_into().unwrap();
+        for i in 0..cells {
+            let o = ptr(page, i);
+            page[o..o + 4].copy_from_slice(&first);
+        }
+        page[8..12].copy_from_slice(&first);
+        std::fs::write(db, &bytes).unwrap();
+    }
+
+    /// A crafted outbound.db whose B-tree loops: the recovery's scan stops
+    /// where the rowid fails to increase instead of reading the same page
+    /// once per interior cell (with a deeper fan, for ever).
+    #[test]
+    fn a_looping_btree_is_scanned_once_not_for_ever() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = session(t.path());
+        {
+            let c = open_writer(&dir.outbound_db(), BUSY).unwrap();
+            c.execute_batch("BEGIN").unwrap();
+            for i in 0..200 {
+                c.execute(
+                    "INSERT INTO messages_out (id, seq, timestamp, kind, content) VALUES (?1, ?2, 'x', 'chat', ?3)",
+                    params![format!("o{i}"), 2 * i + 1, format!("out-{i:03}-{}", "y".repeat(900))],
+                )
+                .unwrap();
+            }
+            c.execute_batch("COMMIT").unwrap();
+        }
+        loop_root(&dir.outbound_db(), "messages_out");
+        let src = open_reader(&dir.outbound_db(), BUSY).unwrap();
+        let mut visits = 0;
+        let r = scan(
+            &src,
+            "messages_out",
+            "\"id\"",
+            1,
+            false,
+            None,
+            &mut |_, _| {
+                visits += 1;
+                Ok(())
+            },
+        );
+        assert!(r.is_err(), "the loop is reported as damage");
+        assert!(visits <= 10, "{visits} rows visited: the scan looped");
+        drop(src);
+        let r = check_outbound(&dir).unwrap().expect("recovered");
+        assert!(r.error.contains("quick_check"), "{}", r.error);
+        assert_eq!(r.incomplete, vec!["messages_out".to_string()]);
+        assert_eq!(
+            check_outbound(&dir).unwrap(),
+            None,
+            "the new file is healthy"
+        );
     }
 
     /// A corrupt outbound.db (the host checks it only while no runner

@@ -65,11 +65,62 @@ fn common_pragmas(conn: &Connection, path: &Path, busy: Duration) -> Result<(), 
     Ok(())
 }
 
+/// Refuses a session DB, or its journal or WAL beside it, that exists but
+/// is not a regular file (a FIFO, socket, device, directory or symlink),
+/// without opening it: `lstat` never blocks. SQLite opens without
+/// `O_NONBLOCK` and `NOFOLLOW` does not stop a FIFO, so a FIFO the agent
+/// puts in place of `out/outbound.db` (or its `-journal`) would block the
+/// opener for ever (issue 15). Every open in this module calls this first;
+/// an absent file passes (the open itself decides).
+pub fn ensure_regular(path: &Path) -> Result<(), ProtoError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    for p in [
+        path.to_owned(),
+        path.with_file_name(format!("{name}-journal")),
+        path.with_file_name(format!("{name}-wal")),
+    ] {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let t = m.file_type();
+        if t.is_file() {
+            continue;
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_symlink() {
+            "a symbolic link"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_block_device() || t.is_char_device() {
+            "a device"
+        } else {
+            "not a file"
+        };
+        return Err(ProtoError::Open {
+            path: path.to_owned(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "{} is {kind}, not a regular file: refused (opening it could block for ever); \
+                     remove it (an agent's out/ folder: the runner makes a new outbound.db)",
+                    p.display()
+                )),
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Opens a session DB for writing, creating it if absent.
 ///
 /// Used by the host for `inbound.db` and by the runner for `outbound.db`;
 /// never by one side on the other's file.
 pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
+    ensure_regular(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -106,6 +157,7 @@ pub fn open_existing_writer(path: &Path, busy: Duration) -> Result<Connection, P
             ),
         });
     }
+    ensure_regular(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
@@ -131,7 +183,8 @@ pub fn open_existing_writer(path: &Path, busy: Duration) -> Result<Connection, P
 pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
     // Never through a symlink: `out/` is the runner's folder, and a
     // `outbound.db` linked to another session's (or the central) database
-    // must not be read as this session's (issue 14).
+    // must not be read as this session's (issue 14). Nor a FIFO (issue 15).
+    ensure_regular(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
@@ -150,6 +203,7 @@ pub fn recovery_open(path: &Path, busy: Duration) -> Result<(), ProtoError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
+    ensure_regular(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
@@ -203,6 +257,45 @@ mod tests {
         assert!(open_reader(&link, Duration::from_secs(2)).is_err());
         assert!(open_writer(&link, Duration::from_secs(2)).is_err());
         assert!(recovery_open(&link, Duration::from_secs(2)).is_err());
+    }
+
+    /// A FIFO in place of the file or its journal is refused, never
+    /// opened (an open of a FIFO without O_NONBLOCK blocks for ever).
+    #[test]
+    fn a_fifo_in_place_of_a_database_or_its_journal_is_refused_not_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("outbound.db");
+        let fifo = |at: &Path| {
+            let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).unwrap();
+            assert_eq!(unsafe { libc_mkfifo(c.as_ptr(), 0o600) }, 0);
+        };
+        fifo(&p);
+        let b = Duration::from_secs(2);
+        for e in [
+            open_reader(&p, b).map(drop).unwrap_err(),
+            open_writer(&p, b).map(drop).unwrap_err(),
+            open_existing_writer(&p, b).map(drop).unwrap_err(),
+            recovery_open(&p, b).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("is a FIFO"), "{e}");
+            assert!(!e.is_corruption());
+        }
+        std::fs::remove_file(&p).unwrap();
+        open_writer(&p, b)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        fifo(&d.path().join("outbound.db-journal"));
+        let e = open_reader(&p, b).map(drop).unwrap_err();
+        assert!(
+            e.to_string().contains("outbound.db-journal is a FIFO"),
+            "{e}"
+        );
+    }
+
+    extern "C" {
+        #[link_name = "mkfifo"]
+        fn libc_mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //!   `inbound.db` still the file the host made? One `lstat` while its
 //!   device and inode are unchanged; otherwise the identity check.
 //! - After a runner's abnormal exit (exit 75 among them), with no runner
-//!   alive: `PRAGMA quick_check` on `inbound.db` and `outbound.db`; a
+//!   alive: `PRAGMA quick_check` on `inbound.db` and `outbound.db` (the
+//!   agent's file: off the main loop, the session not woken meanwhile); a
 //!   corrupt one is recovered into a fresh file, the damaged one kept
 //!   beside it.
+//! - When a read or write of `inbound.db` failed as corrupt: the same, with
+//!   `PRAGMA integrity_check` the first time for that file.
 //!
 //! Anything found is logged at ERROR naming the file and told once to the
 //! session's conversation (the generation recorded in the central DB
@@ -19,7 +22,7 @@ use pinch_proto::rows::Routing;
 use super::Host;
 use crate::central::SessionRow;
 use crate::paths::SessionDir;
-use crate::session_check::{self, Finding, Stamp};
+use crate::session_check::{self, Depth, Finding, Stamp};
 
 /// Whether an error of a session-DB read or write says the file is corrupt.
 pub(super) fn is_corrupt(e: &anyhow::Error) -> bool {
@@ -31,18 +34,18 @@ pub(super) fn is_corrupt(e: &anyhow::Error) -> bool {
 }
 
 impl Host {
-    /// Checks the session's `inbound.db` (see the module doc); `deep` adds
-    /// the corruption check. Returns the file's stamp to remember, or the
+    /// Checks the session's `inbound.db` (see the module doc); `depth` says
+    /// which corruption checks run. Returns the file's stamp to remember, or the
     /// one given when the check could not run (it runs again next time).
     pub(super) fn inspect_inbound(
         &self,
         row: &SessionRow,
         dir: &SessionDir,
         known: Option<Stamp>,
-        deep: bool,
+        depth: Depth,
     ) -> Option<Stamp> {
         let path = dir.inbound_db();
-        if !deep && known.is_some() && session_check::stamp(&path) == known {
+        if depth == Depth::Identity && known.is_some() && session_check::stamp(&path) == known {
             return known;
         }
         let id = row.id.as_str();
@@ -53,7 +56,7 @@ impl Host {
                 return known;
             }
         };
-        let checked = match session_check::check_inbound(dir, id, recorded.as_deref(), deep) {
+        let checked = match session_check::check_inbound(dir, id, recorded.as_deref(), depth) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(session_id = %id, "cannot check {} (checked again later): {e:#}", path.display());
@@ -105,10 +108,49 @@ impl Host {
     /// After an abnormal exit, with no runner of the session alive: the
     /// deep check of both files (exit 75 says the runner could not read
     /// its view; only the host can tell a torn view from its own damaged
-    /// file). Returns the stamp to remember.
-    pub(super) fn check_after_exit(&self, row: &SessionRow, dir: &SessionDir) -> Option<Stamp> {
-        let stamp = self.inspect_inbound(row, dir, None, true);
-        match session_check::check_outbound(dir) {
+    /// file). `inbound.db` (the host's own, its size bounded by the host's
+    /// writes) is checked here; `outbound.db` (the agent's: its size and
+    /// shape are attacker input) on a blocking thread, the session marked
+    /// as being checked (not woken or respawned) until
+    /// `Event::OutboundChecked` brings the result. Returns
+    /// the stamp to remember.
+    pub(super) fn check_after_exit(&mut self, row: &SessionRow, dir: &SessionDir) -> Option<Stamp> {
+        let stamp = self.inspect_inbound(row, dir, None, Depth::Quick);
+        let Some(s) = self.sessions.get_mut(&row.id) else {
+            return stamp;
+        };
+        s.checking = true;
+        let (events, id, dir) = (self.events.clone(), row.id.clone(), dir.clone());
+        let check = tokio::task::spawn_blocking(move || {
+            session_check::check_outbound(&dir).map_err(|e| format!("{e:#}"))
+        });
+        // The result always comes back, a panic included: the session must
+        // not stay "being checked" for ever.
+        tokio::spawn(async move {
+            let result = check
+                .await
+                .unwrap_or_else(|e| Err(format!("the check failed: {e}")));
+            let _ = events.send(super::Event::OutboundChecked {
+                session_id: id,
+                result,
+            });
+        });
+        stamp
+    }
+
+    /// The result of the check [`Self::check_after_exit`] started: told
+    /// and logged as other damage; the session may be woken again.
+    pub(super) fn outbound_checked(
+        &mut self,
+        id: &str,
+        result: Result<Option<session_check::Recovery>, String>,
+    ) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        s.checking = false;
+        let (row, dir) = (s.row.clone(), s.dir.clone());
+        match result {
             Ok(None) => {}
             Ok(Some(r)) => {
                 let text = format!(
@@ -119,14 +161,18 @@ impl Host {
                     r.kept.display(),
                     r.summary()
                 );
-                tracing::error!(session_id = %row.id, file = %dir.outbound_db().display(), "{text}");
-                self.tell_conversation(row, text);
+                tracing::error!(session_id = %id, file = %dir.outbound_db().display(), "{text}");
+                self.tell_conversation(&row, text);
             }
             Err(e) => {
-                tracing::warn!(session_id = %row.id, "cannot check {}: {e:#}", dir.outbound_db().display())
+                tracing::warn!(session_id = %id, "cannot check {}: {e}", dir.outbound_db().display())
             }
         }
-        stamp
+        if let Some(s) = self.sessions.get(id) {
+            s.shared.kick.notify_one();
+            s.shared.notify.notify_one();
+        }
+        self.try_wake(id);
     }
 
     /// [`Self::inspect_inbound`] for a loaded session, remembering the stamp.
@@ -135,7 +181,7 @@ impl Host {
             return;
         };
         let (row, dir, known) = (s.row.clone(), s.dir.clone(), s.inbound_stamp);
-        let stamp = self.inspect_inbound(&row, &dir, known, false);
+        let stamp = self.inspect_inbound(&row, &dir, known, Depth::Identity);
         if let Some(s) = self.sessions.get_mut(id) {
             if stamp != known {
                 s.shared.kick.notify_one();
@@ -145,16 +191,30 @@ impl Host {
     }
 
     /// The deep check of a loaded session's inbound.db, whatever its stamp
-    /// (a read or write of it failed as corrupt).
+    /// (a read or write of it failed as corrupt). `quick_check` does not
+    /// compare indexes with their tables, so the first time for a file
+    /// (per stamp) this also runs `PRAGMA integrity_check`: a damaged
+    /// index fails writes as "malformed" and hides rows from indexed reads
+    /// while `quick_check` says ok. Recovery copies the rows by rowid into
+    /// a fresh file, which rebuilds every index.
     pub(super) fn check_inbound_deep(&mut self, id: &str) {
         let Some(s) = self.sessions.get(id) else {
             return;
         };
         let (row, dir, known) = (s.row.clone(), s.dir.clone(), s.inbound_stamp);
-        let stamp = self.inspect_inbound(&row, &dir, None, true);
+        let now = session_check::stamp(&dir.inbound_db());
+        let depth = if now.is_some() && s.integrity_checked == now {
+            Depth::Quick
+        } else {
+            Depth::Full
+        };
+        let stamp = self.inspect_inbound(&row, &dir, None, depth);
         if let Some(s) = self.sessions.get_mut(id) {
             if stamp != known {
                 s.shared.kick.notify_one();
+            }
+            if depth == Depth::Full {
+                s.integrity_checked = stamp;
             }
             s.inbound_stamp = stamp;
         }
