@@ -243,7 +243,11 @@ struct Host {
     stats: Arc<Stats>,
     shutting_down: bool,
     /// Stored host notices being sent now (`notices.rs`).
-    notices_in_flight: Mutex<std::collections::HashSet<i64>>,
+    notices_in_flight: Mutex<HashMap<i64, String>>,
+    /// Channel types a flush skipped because their notices were on their
+    /// way: flushed again when those come back unsent (a client connected
+    /// while the send to nobody was in flight).
+    notices_reflush: Mutex<std::collections::HashSet<String>>,
     _lock: HostLock,
 }
 
@@ -539,6 +543,7 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
         stats: stats.clone(),
         shutting_down: false,
         notices_in_flight: Mutex::default(),
+        notices_reflush: Mutex::default(),
         _lock: lock,
     };
     // Rebuild the view from the DBs: every active session is recovered, its

@@ -49,14 +49,19 @@ impl Host {
         let mut by_channel: Vec<(Arc<dyn Channel>, Vec<StoredNotice>)> = Vec::new();
         let mut in_flight = self.notices_in_flight.lock().unwrap();
         for n in waiting {
-            if in_flight.contains(&n.id) {
+            if in_flight.contains_key(&n.id) {
+                // Tried again once that send reports back (notice_sent).
+                self.notices_reflush
+                    .lock()
+                    .unwrap()
+                    .insert(n.channel_type.clone());
                 continue;
             }
             let Some(ch) = self.channels.get(&n.channel_type).cloned() else {
                 // Its channel is not configured (now): kept for when it is.
                 continue;
             };
-            in_flight.insert(n.id);
+            in_flight.insert(n.id, n.channel_type.clone());
             match by_channel
                 .iter_mut()
                 .find(|(_, v)| v[0].channel_type == n.channel_type)
@@ -95,7 +100,11 @@ impl Host {
     }
 
     pub(super) fn notice_sent(&self, notice: StoredNotice, result: Result<(), DeliverError>) {
-        self.notices_in_flight.lock().unwrap().remove(&notice.id);
+        let idle = {
+            let mut in_flight = self.notices_in_flight.lock().unwrap();
+            in_flight.remove(&notice.id);
+            !in_flight.values().any(|ct| *ct == notice.channel_type)
+        };
         let done = match &result {
             Ok(()) => true,
             Err(DeliverError::Permanent(e)) => {
@@ -115,6 +124,17 @@ impl Host {
             if let Err(e) = self.central.notice_done(notice.id) {
                 tracing::error!("cannot mark a host notice sent (it may be shown again): {e:#}");
             }
+        }
+        // A flush skipped this channel while its notices were on their way
+        // (a client connected meanwhile): try again now they are back.
+        if idle
+            && self
+                .notices_reflush
+                .lock()
+                .unwrap()
+                .remove(&notice.channel_type)
+        {
+            self.flush_notices(Some(&notice.channel_type));
         }
     }
 }
