@@ -338,25 +338,10 @@ impl Ledger {
     }
 
     pub fn get(&self, out_id: &str) -> Result<Option<LedgerRow>> {
-        self.conn
-            .query_row(
-                "SELECT message_out_id, platform_message_id, status, attempts, last_error FROM delivered WHERE message_out_id = ?1",
-                [out_id],
-                |r| {
-                    Ok(LedgerRow {
-                        message_out_id: r.get(0)?,
-                        platform_message_id: r.get(1)?,
-                        status: r.get(2)?,
-                        attempts: r.get(3)?,
-                        last_error: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .context(LedgerFault(format!(
-                "reading the delivery ledger {}",
-                self.path.display()
-            )))
+        pinch_proto::rows::ledger_get(&self.conn, out_id).context(LedgerFault(format!(
+            "reading the delivery ledger {}",
+            self.path.display()
+        )))
     }
 
     /// Upserts an entry (one commit, one fsync).

@@ -2232,19 +2232,8 @@ impl Host {
                 kill(live.pid);
                 self.sandbox.kill_session(id);
             }
-            let (events, grace, sid, rid) = (
-                self.events.clone(),
-                self.cfg.stop_grace,
-                id.to_owned(),
-                live.runner_id.clone(),
-            );
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                let _ = events.send(Event::StopDeadline {
-                    session_id: sid,
-                    runner_id: rid,
-                });
-            });
+            let rid = live.runner_id.clone();
+            self.stop_deadline(id, rid);
         }
         true
     }
@@ -2294,17 +2283,19 @@ impl Host {
         live.kill_reason = Some(reason.as_str());
         live.stop_requested_at = Some(Instant::now());
         term(live.pid);
-        let (events, grace, sid, rid) = (
-            self.events.clone(),
-            self.cfg.stop_grace,
-            id.to_owned(),
-            live.runner_id.clone(),
-        );
+        let rid = live.runner_id.clone();
+        self.stop_deadline(id, rid);
+    }
+
+    /// The runner's stop grace starts now: a `StopDeadline` event when it
+    /// runs out (the runner is killed then if it is still alive).
+    fn stop_deadline(&self, id: &str, runner_id: String) {
+        let (events, grace, session_id) = (self.events.clone(), self.cfg.stop_grace, id.to_owned());
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let _ = events.send(Event::StopDeadline {
-                session_id: sid,
-                runner_id: rid,
+                session_id,
+                runner_id,
             });
         });
     }

@@ -744,6 +744,24 @@ mod tests {
         );
     }
 
+    /// Writes `n` pending chat rows `m0…` whose content is `content(i)`.
+    fn fill_inbound(dir: &SessionDir, n: usize, content: impl Fn(usize) -> String) {
+        let mut c = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
+        let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+        for i in 0..n {
+            let row = pinch_proto::rows::NewInbound {
+                id: format!("m{i}"),
+                kind: "chat".into(),
+                timestamp: pinch_proto::time::now(),
+                trigger: true,
+                content: content(i),
+                ..Default::default()
+            };
+            pinch_proto::rows::insert_inbound(&tx, &row, 0).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
     /// A real damaged leaf page in the middle of `messages_in`: the rows
     /// before and after it are recovered, the damaged file is kept aside,
     /// and the fresh file passes `quick_check`.
@@ -754,22 +772,9 @@ mod tests {
         let g = check_inbound(&dir, "s1", None, Depth::Identity)
             .unwrap()
             .generation;
-        {
-            let mut c = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
-            let tx = pinch_proto::open::write_tx(&mut c).unwrap();
-            for i in 0..300 {
-                let row = pinch_proto::rows::NewInbound {
-                    id: format!("m{i}"),
-                    kind: "chat".into(),
-                    timestamp: pinch_proto::time::now(),
-                    trigger: true,
-                    content: format!("{{\"text\":\"row-{i:03}-{}\"}}", "x".repeat(900)),
-                    ..Default::default()
-                };
-                pinch_proto::rows::insert_inbound(&tx, &row, 0).unwrap();
-            }
-            tx.commit().unwrap();
-        }
+        fill_inbound(&dir, 300, |i| {
+            format!("{{\"text\":\"row-{i:03}-{}\"}}", "x".repeat(900))
+        });
         // The page holding row 150.
         let bytes = std::fs::read(dir.inbound_db()).unwrap();
         let at = bytes
@@ -814,22 +819,7 @@ mod tests {
         let g = check_inbound(&dir, "s1", None, Depth::Identity)
             .unwrap()
             .generation;
-        {
-            let mut c = open_existing_writer(&dir.inbound_db(), BUSY).unwrap();
-            let tx = pinch_proto::open::write_tx(&mut c).unwrap();
-            for i in 0..20 {
-                let row = pinch_proto::rows::NewInbound {
-                    id: format!("m{i}"),
-                    kind: "chat".into(),
-                    timestamp: pinch_proto::time::now(),
-                    trigger: true,
-                    content: format!("{{\"text\":\"q{i}\"}}"),
-                    ..Default::default()
-                };
-                pinch_proto::rows::insert_inbound(&tx, &row, 0).unwrap();
-            }
-            tx.commit().unwrap();
-        }
+        fill_inbound(&dir, 20, |i| format!("{{\"text\":\"q{i}\"}}"));
         // Damage the real index, keeping its number of entries: rebuilt
         // under a definition with other keys, then given its own back.
         let idx = "CREATE INDEX messages_in_pending ON messages_in(status, seq)";

@@ -125,21 +125,7 @@ pub fn open_writer(path: &Path, busy: Duration) -> Result<Connection, ProtoError
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
-    common_pragmas(&conn, path, busy)?;
-    // journal_mode returns the resulting mode; insist on DELETE.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
-        .map_err(open_err(path))?;
-    if !mode.eq_ignore_ascii_case("delete") {
-        return Err(ProtoError::JournalMode {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(open_err(path))?;
-    Ok(conn)
+    writer(path, flags, busy)
 }
 
 /// Opens an existing session DB for writing; fails when it is absent.
@@ -161,8 +147,16 @@ pub fn open_existing_writer(path: &Path, busy: Duration) -> Result<Connection, P
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    writer(path, flags, busy)
+}
+
+/// Opens with `flags` and sets what every writer needs: the rollback
+/// journal (`journal_mode` returns the resulting mode; DELETE is insisted
+/// on) and `synchronous=FULL`.
+fn writer(path: &Path, flags: OpenFlags, busy: Duration) -> Result<Connection, ProtoError> {
     let conn = Connection::open_with_flags(path, flags).map_err(open_err(path))?;
     common_pragmas(&conn, path, busy)?;
+    // journal_mode returns the resulting mode; insist on DELETE.
     let mode: String = conn
         .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
         .map_err(open_err(path))?;
