@@ -24,16 +24,6 @@ fn exit_causes(tmp: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn count_ack(dir: &std::path::Path, id: &str) -> i64 {
-    outbound(dir)
-        .query_row(
-            "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap()
-}
-
 /// R1: the header of the host's own inbound.db is overwritten while a turn
 /// runs. (A torn view in a runner's mount with the host's file fine is
 /// `fuse_torn_view.rs`: exit 75, a fresh mount, answered once.) Here the
@@ -249,27 +239,12 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
 #[test]
 fn r6_silent_runner_killed_message_retried_and_answered() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Process),
-        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
-    );
-    cfg.runner.heartbeat_ms = 100;
-    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
-    cfg.sweep_interval = Duration::from_millis(200);
-    cfg.stop_grace = Duration::from_millis(300);
-    cfg.retry_base = Duration::from_millis(300);
+    let cfg = slow_turn_config(tmp.path(), Duration::from_millis(200));
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
-    let id = c.say("slow and then frozen", "c1");
-    let s = rt.block_on(host.sessions()).remove(0);
-    wait_for("the claim", Duration::from_secs(10), || {
-        count_ack(&s.dir, &format!("{id}:main")) == 1
-    });
-    let pid = s.runner_pid.unwrap();
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
+    let (id, s) = ask_slow_until_claimed(&rt, &host, &mut c);
+    freeze_runner(&s);
     let texts = c.until_settled(&id);
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
     assert!(

@@ -146,34 +146,12 @@ fn the_crash_budget_survives_a_host_restart() {
 #[test]
 fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Process),
-        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
-    );
-    cfg.runner.heartbeat_ms = 100;
-    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
-    cfg.sweep_interval = Duration::from_secs(3600);
-    cfg.stop_grace = Duration::from_millis(300);
-    cfg.retry_base = Duration::from_millis(300);
+    let cfg = slow_turn_config(tmp.path(), Duration::from_secs(3600));
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
-    let id = c.say("slow and then frozen", "c1");
-    let s = rt.block_on(host.sessions()).remove(0);
-    wait_for("the claim", Duration::from_secs(10), || {
-        outbound(&s.dir)
-            .query_row(
-                "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
-                [format!("{id}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-            == 1
-    });
-    let pid = s.runner_pid.unwrap();
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
+    let (id, s) = ask_slow_until_claimed(&rt, &host, &mut c);
+    freeze_runner(&s);
     let texts = c.until_settled(&id);
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
     assert_eq!(count_exits(tmp.path(), "killed_stuck"), 1);
@@ -190,30 +168,11 @@ fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
 #[test]
 fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Process),
-        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
-    );
-    cfg.runner.heartbeat_ms = 100;
-    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
-    cfg.sweep_interval = Duration::from_secs(3600);
-    cfg.stop_grace = Duration::from_millis(300);
-    cfg.retry_base = Duration::from_millis(300);
+    let cfg = slow_turn_config(tmp.path(), Duration::from_secs(3600));
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
-    let id = c.say("slow and then frozen", "c1");
-    let s = rt.block_on(host.sessions()).remove(0);
-    wait_for("the claim", Duration::from_secs(10), || {
-        outbound(&s.dir)
-            .query_row(
-                "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
-                [format!("{id}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-            == 1
-    });
+    let (_, s) = ask_slow_until_claimed(&rt, &host, &mut c);
     // What the compromised runner does to its own file, then it freezes.
     let w = pinch_proto::rusqlite::Connection::open(s.dir.join("out/outbound.db")).unwrap();
     w.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -224,10 +183,7 @@ fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
     )
     .unwrap();
     drop(w);
-    let pid = s.runner_pid.unwrap();
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
+    freeze_runner(&s);
     wait_for(
         "the frozen runner to be killed as stuck",
         Duration::from_secs(30),

@@ -544,3 +544,70 @@ pub fn fake_chat_msg(id: &str, text: &str) -> pinch_channels::InboundEvent {
         ..Default::default()
     }
 }
+
+/// A host whose scripted model takes 1.5 s over a message with "slow" (a
+/// turn long enough to freeze the runner in), with a 100 ms heartbeat, an
+/// 800 ms heartbeat ceiling, short stop and retry delays, and the sweep
+/// every `sweep_interval`.
+pub fn slow_turn_config(dir: &Path, sweep_interval: Duration) -> HostConfig {
+    let mut cfg = with_script(
+        host_config(dir, Choice::Process),
+        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
+    );
+    cfg.runner.heartbeat_ms = 100;
+    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
+    cfg.sweep_interval = sweep_interval;
+    cfg.stop_grace = Duration::from_millis(300);
+    cfg.retry_base = Duration::from_millis(300);
+    cfg
+}
+
+/// How many claims (`processing_ack` rows) the runner of the session
+/// folder `dir` holds for `message_id`.
+pub fn count_ack(dir: &Path, message_id: &str) -> i64 {
+    outbound(dir)
+        .query_row(
+            "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
+            [message_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// The user says "slow and then frozen" (see [`slow_turn_config`]);
+/// returns its id and the session once the runner has claimed it.
+pub fn ask_slow_until_claimed(
+    rt: &tokio::runtime::Runtime,
+    host: &pinch_host::HostHandle,
+    c: &mut Client,
+) -> (String, pinch_host::SessionInfo) {
+    let id = c.say("slow and then frozen", "c1");
+    let s = rt.block_on(host.sessions()).remove(0);
+    wait_for("the claim", Duration::from_secs(10), || {
+        count_ack(&s.dir, &format!("{id}:main")) == 1
+    });
+    (id, s)
+}
+
+/// Freezes the session's runner (SIGSTOP): alive, but silent.
+pub fn freeze_runner(s: &pinch_host::SessionInfo) {
+    let pid = s.runner_pid.unwrap();
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+}
+
+/// `pinch --data-dir DATA ARGS`, isolated from the caller's model keys,
+/// configuration and home.
+pub fn pinch(args: &[&str], data: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(PINCH);
+    c.arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("PINCH_CONFIG", "/dev/null")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("PINCH_HOME");
+    c
+}
