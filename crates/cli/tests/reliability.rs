@@ -239,11 +239,13 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
 #[test]
 fn r6_silent_runner_killed_message_retried_and_answered() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = slow_turn_config(tmp.path(), Duration::from_millis(200));
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    let (id, s) = ask_slow_until_claimed(&rt, &host, &mut c);
+    let SlowTurn {
+        rt,
+        host,
+        mut c,
+        id,
+        s,
+    } = slow_turn_claimed(tmp.path(), Duration::from_millis(200));
     freeze_runner(&s);
     let texts = c.until_settled(&id);
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);

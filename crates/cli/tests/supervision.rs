@@ -146,11 +146,13 @@ fn the_crash_budget_survives_a_host_restart() {
 #[test]
 fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = slow_turn_config(tmp.path(), Duration::from_secs(3600));
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    let (id, s) = ask_slow_until_claimed(&rt, &host, &mut c);
+    let SlowTurn {
+        rt,
+        host,
+        mut c,
+        id,
+        s,
+    } = slow_turn_claimed(tmp.path(), Duration::from_secs(3600));
     freeze_runner(&s);
     let texts = c.until_settled(&id);
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
@@ -168,11 +170,9 @@ fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
 #[test]
 fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = slow_turn_config(tmp.path(), Duration::from_secs(3600));
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    let (_, s) = ask_slow_until_claimed(&rt, &host, &mut c);
+    let SlowTurn {
+        rt, host, c: _c, s, ..
+    } = slow_turn_claimed(tmp.path(), Duration::from_secs(3600));
     // What the compromised runner does to its own file, then it freezes.
     let w = pinch_proto::rusqlite::Connection::open(s.dir.join("out/outbound.db")).unwrap();
     w.busy_timeout(Duration::from_secs(5)).unwrap();

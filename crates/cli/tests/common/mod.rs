@@ -574,19 +574,30 @@ pub fn count_ack(dir: &Path, message_id: &str) -> i64 {
         .unwrap()
 }
 
-/// The user says "slow and then frozen" (see [`slow_turn_config`]);
-/// returns its id and the session once the runner has claimed it.
-pub fn ask_slow_until_claimed(
-    rt: &tokio::runtime::Runtime,
-    host: &pinch_host::HostHandle,
-    c: &mut Client,
-) -> (String, pinch_host::SessionInfo) {
+/// A host of [`slow_turn_config`] and a user who said "slow and then
+/// frozen" (message `id`), which the runner of session `s` has claimed.
+pub struct SlowTurn {
+    pub rt: tokio::runtime::Runtime,
+    pub host: pinch_host::HostHandle,
+    pub c: Client,
+    pub id: String,
+    pub s: pinch_host::SessionInfo,
+}
+
+/// Starts a [`slow_turn_config`] host (sweep every `sweep_interval`), says
+/// something slow and waits until the runner has claimed it.
+pub fn slow_turn_claimed(dir: &Path, sweep_interval: Duration) -> SlowTurn {
+    let rt = rt();
+    let host = rt
+        .block_on(pinch_host::start(slow_turn_config(dir, sweep_interval)))
+        .unwrap();
+    let mut c = Client::connect(&host.cli_socket);
     let id = c.say("slow and then frozen", "c1");
     let s = rt.block_on(host.sessions()).remove(0);
     wait_for("the claim", Duration::from_secs(10), || {
         count_ack(&s.dir, &format!("{id}:main")) == 1
     });
-    (id, s)
+    SlowTurn { rt, host, c, id, s }
 }
 
 /// Freezes the session's runner (SIGSTOP): alive, but silent.
