@@ -45,6 +45,34 @@ fn next_notice(c: &mut Client, within: Duration) -> Option<String> {
     None
 }
 
+/// A host whose every runner fails at once (`exe` is missing or exits
+/// non-zero), with a crash budget of `budget`, the back-off `delays` and no
+/// boot breaker.
+fn failing_runner_config(
+    tmp: &std::path::Path,
+    exe: std::path::PathBuf,
+    budget: usize,
+    delays: Vec<Duration>,
+) -> pinch_host::HostConfig {
+    let mut cfg = host_config(tmp, Choice::Process);
+    cfg.runner_exe = exe;
+    cfg.budget.budget = budget;
+    cfg.budget.delays = delays;
+    cfg.boot_breaker = false;
+    cfg
+}
+
+/// Starts a host of `cfg` and a user who asks "anyone there?".
+fn start_and_ask(
+    cfg: pinch_host::HostConfig,
+) -> (tokio::runtime::Runtime, pinch_host::HostHandle, Client) {
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    c.say("anyone there?", "c1");
+    (rt, host, c)
+}
+
 /// Break 1: every spawn fails (the runner executable is missing), with no
 /// respawn delay and a budget far larger than the recursion the host used
 /// to survive. The host stays up: each failure is counted like an abnormal
@@ -53,15 +81,13 @@ fn next_notice(c: &mut Client, within: Duration) -> Option<String> {
 #[test]
 fn spawns_that_keep_failing_back_off_without_overflowing_the_stack() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = tmp.path().join("no-such-pinch");
-    cfg.budget.budget = 100_000;
-    cfg.budget.delays = vec![Duration::ZERO];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let missing = tmp.path().join("no-such-pinch");
+    let (rt, host, _c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        missing,
+        100_000,
+        vec![Duration::ZERO],
+    ));
     wait_for("three failed spawns", Duration::from_secs(30), || {
         count_exits(tmp.path(), "spawn_failed") >= 3
     });
@@ -75,15 +101,13 @@ fn spawns_that_keep_failing_back_off_without_overflowing_the_stack() {
 #[test]
 fn spawns_that_keep_failing_end_quarantined_with_the_user_told() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = tmp.path().join("no-such-pinch");
-    cfg.budget.budget = 3;
-    cfg.budget.delays = vec![Duration::ZERO];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let missing = tmp.path().join("no-such-pinch");
+    let (rt, host, mut c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        missing,
+        3,
+        vec![Duration::ZERO],
+    ));
     let notice = next_notice(&mut c, Duration::from_secs(30)).expect("a quarantine notice");
     assert!(
         notice.contains("unavailable") && notice.contains("4 times"),
@@ -100,18 +124,9 @@ fn spawns_that_keep_failing_end_quarantined_with_the_user_told() {
 #[test]
 fn the_crash_budget_survives_a_host_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = || {
-        let mut cfg = host_config(tmp.path(), Choice::Process);
-        cfg.runner_exe = "/bin/false".into(); // exits 1 at once
-        cfg.budget.budget = 3;
-        cfg.budget.delays = vec![Duration::ZERO];
-        cfg.boot_breaker = false;
-        cfg
-    };
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg())).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    // /bin/false exits 1 at once.
+    let cfg = || failing_runner_config(tmp.path(), "/bin/false".into(), 3, vec![Duration::ZERO]);
+    let (rt, host, c) = start_and_ask(cfg());
     wait_for("two abnormal exits", Duration::from_secs(20), || {
         count_exits(tmp.path(), "fatal") >= 2
     });
@@ -197,15 +212,12 @@ fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
 #[test]
 fn a_long_back_off_tells_the_waiting_user_when_the_agent_restarts() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = "/bin/false".into();
-    cfg.budget.budget = 10;
-    cfg.budget.delays = vec![Duration::ZERO, Duration::from_secs(30)];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let (rt, host, mut c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        "/bin/false".into(),
+        10,
+        vec![Duration::ZERO, Duration::from_secs(30)],
+    ));
     let notice = next_notice(&mut c, Duration::from_secs(20)).expect("a notice");
     assert!(
         notice.contains("restarting") && notice.contains("about 30 s"),
@@ -332,15 +344,12 @@ fn the_quarantine_quotes_the_runners_last_error_line() {
         0o755,
     );
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = exe;
-    cfg.budget.budget = 1;
-    cfg.budget.delays = vec![Duration::ZERO];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let (rt, host, mut c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        exe,
+        1,
+        vec![Duration::ZERO],
+    ));
     let notice = next_notice(&mut c, Duration::from_secs(20)).expect("a quarantine notice");
     assert!(
         notice.contains("(last: exit code 3): the provider refused the API key"),
