@@ -239,22 +239,15 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
 #[test]
 fn r6_silent_runner_killed_message_retried_and_answered() {
     let tmp = tempfile::tempdir().unwrap();
-    let SlowTurn {
-        rt,
-        host,
-        mut c,
-        id,
-        s,
-    } = slow_turn_claimed(tmp.path(), Duration::from_millis(200));
-    freeze_runner(&s);
-    let texts = c.until_settled(&id);
+    let mut turn = slow_turn_claimed(tmp.path(), Duration::from_millis(200));
+    let texts = turn.freeze_until_settled();
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
     assert!(
         exit_causes(tmp.path()).contains(&"killed_stuck".to_string()),
         "{:?}",
         exit_causes(tmp.path())
     );
-    let tries: i64 = inbound(&s.dir)
+    let tries: i64 = inbound(&turn.s.dir)
         .query_row(
             "SELECT tries FROM messages_in WHERE kind = 'chat'",
             [],
@@ -262,7 +255,7 @@ fn r6_silent_runner_killed_message_retried_and_answered() {
         )
         .unwrap();
     assert_eq!(tries, 1, "one retry counted");
-    rt.block_on(host.shutdown()).unwrap();
+    turn.rt.block_on(turn.host.shutdown()).unwrap();
 }
 
 /// A poison message kills the runner on every try: after MAX_TRIES it is

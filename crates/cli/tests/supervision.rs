@@ -161,18 +161,11 @@ fn the_crash_budget_survives_a_host_restart() {
 #[test]
 fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
     let tmp = tempfile::tempdir().unwrap();
-    let SlowTurn {
-        rt,
-        host,
-        mut c,
-        id,
-        s,
-    } = slow_turn_claimed(tmp.path(), Duration::from_secs(3600));
-    freeze_runner(&s);
-    let texts = c.until_settled(&id);
+    let mut turn = slow_turn_claimed(tmp.path(), Duration::from_secs(3600));
+    let texts = turn.freeze_until_settled();
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
     assert_eq!(count_exits(tmp.path(), "killed_stuck"), 1);
-    rt.block_on(host.shutdown()).unwrap();
+    turn.rt.block_on(turn.host.shutdown()).unwrap();
 }
 
 /// Review of issue 15: a hostile runner replaces `processing_ack` in its

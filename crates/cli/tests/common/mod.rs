@@ -576,12 +576,13 @@ pub fn count_ack(dir: &Path, message_id: &str) -> i64 {
 
 /// A host of [`slow_turn_config`] and a user who said "slow and then
 /// frozen" (message `id`), which the runner of session `s` has claimed.
+/// (Fields drop in this order, the runtime last.)
 pub struct SlowTurn {
-    pub rt: tokio::runtime::Runtime,
-    pub host: pinch_host::HostHandle,
-    pub c: Client,
-    pub id: String,
     pub s: pinch_host::SessionInfo,
+    pub id: String,
+    pub c: Client,
+    pub host: pinch_host::HostHandle,
+    pub rt: tokio::runtime::Runtime,
 }
 
 /// Starts a [`slow_turn_config`] host (sweep every `sweep_interval`), says
@@ -597,7 +598,16 @@ pub fn slow_turn_claimed(dir: &Path, sweep_interval: Duration) -> SlowTurn {
     wait_for("the claim", Duration::from_secs(10), || {
         count_ack(&s.dir, &format!("{id}:main")) == 1
     });
-    SlowTurn { rt, host, c, id, s }
+    SlowTurn { s, id, c, host, rt }
+}
+
+impl SlowTurn {
+    /// Freezes the runner mid-turn; returns the replies the user got by the
+    /// time the message is settled.
+    pub fn freeze_until_settled(&mut self) -> Vec<String> {
+        freeze_runner(&self.s);
+        self.c.until_settled(&self.id)
+    }
 }
 
 /// Freezes the session's runner (SIGSTOP): alive, but silent.
