@@ -32,6 +32,27 @@ fn crash_loop_config(tmp: &std::path::Path) -> pinch_host::HostConfig {
     cfg
 }
 
+fn start_host(rt: &tokio::runtime::Runtime, cfg: pinch_host::HostConfig) -> pinch_host::HostHandle {
+    rt.block_on(pinch_host::start(cfg)).unwrap()
+}
+
+/// A host whose runners work (the echo model).
+fn working_host(rt: &tokio::runtime::Runtime, tmp: &std::path::Path) -> pinch_host::HostHandle {
+    start_host(rt, host_config(tmp, Choice::Process))
+}
+
+/// The user asks once and walks away before the agent fails; its runner
+/// never starts, so the session is quarantined with nobody to tell. The
+/// host then stops.
+fn quarantined_while_nobody_listens(rt: &tokio::runtime::Runtime, tmp: &std::path::Path) {
+    let host = start_host(rt, crash_loop_config(tmp));
+    let mut c = Client::connect(&host.cli_socket);
+    c.say("anyone there?", "c1");
+    drop(c); // the user walks away before the agent fails
+    wait_for("the session to be quarantined", WAIT, || quarantined(tmp));
+    rt.block_on(host.shutdown()).unwrap();
+}
+
 /// Break 5: a quarantine notice for a terminal user with no `pinch chat`
 /// open is kept (across a host restart too) and is the first thing the
 /// next client gets — once.
@@ -39,20 +60,9 @@ fn crash_loop_config(tmp: &std::path::Path) -> pinch_host::HostConfig {
 fn a_notice_to_nobody_is_kept_across_a_restart_and_shown_first_on_connect() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt
-        .block_on(pinch_host::start(crash_loop_config(tmp.path())))
-        .unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
-    drop(c); // the user walks away before the agent fails
-    wait_for("the session to be quarantined", WAIT, || {
-        quarantined(tmp.path())
-    });
-    // The notice had nobody to go to; the host stops and starts again.
-    rt.block_on(host.shutdown()).unwrap();
-    let host = rt
-        .block_on(pinch_host::start(crash_loop_config(tmp.path())))
-        .unwrap();
+    quarantined_while_nobody_listens(&rt, tmp.path());
+    // The notice had nobody to go to; the host starts again.
+    let host = start_host(&rt, crash_loop_config(tmp.path()));
     let mut c = Client::connect(&host.cli_socket);
     match c.recv() {
         Some(ServerMsg::Notice { text }) => assert!(
@@ -68,19 +78,6 @@ fn a_notice_to_nobody_is_kept_across_a_restart_and_shown_first_on_connect() {
     // Its own reply never comes (the runner cannot start); no stale notice
     // comes before the acceptance either — `say` stashes anything else.
     rt.block_on(host.shutdown()).unwrap();
-}
-
-fn pinch(args: &[&str], data: &std::path::Path) -> std::process::Command {
-    let mut c = std::process::Command::new(PINCH);
-    c.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("PINCH_CONFIG", "/dev/null")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("PINCH_HOME");
-    c
 }
 
 /// `pinch model path` with no model says it is missing and how to get it.
@@ -113,6 +110,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The stdout and stderr of a `pinch chat` that exited with `code`.
+fn exited(out: std::process::Output, code: i32) -> (String, String) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    (stdout, stderr)
+}
+
 /// Break 7, piped: a line with invalid UTF-8 is sent with U+FFFD in place
 /// of the bad bytes, said once with its line number, and the lines after it
 /// are sent too.
@@ -120,15 +124,14 @@ fn text(b: &[u8]) -> String {
 fn piped_invalid_utf8_is_replaced_said_once_and_the_rest_is_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt
-        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
-        .unwrap();
-    let out = chat_to_running(
-        &tmp.path().join("data"),
-        b"first\ncaf\xff\xfe au lait\nsecond \xc3\nlast\n",
+    let host = working_host(&rt, tmp.path());
+    let (stdout, stderr) = exited(
+        chat_to_running(
+            &tmp.path().join("data"),
+            b"first\ncaf\xff\xfe au lait\nsecond \xc3\nlast\n",
+        ),
+        0,
     );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stdout,
         "Hello from pinch! You said: first\nHello from pinch! You said: caf\u{fffd}\u{fffd} au lait\nHello from pinch! You said: second \u{fffd}\nHello from pinch! You said: last\n"
@@ -152,14 +155,11 @@ fn chat_to_a_running_host_needs_no_provider_and_a_provider_failure_exits_1() {
         "[[rule]]\ncontains = \"fail\"\nerror = \"simulated outage\"\n\n[[rule]]\nreply = \"ok: {text}\"\n",
     );
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let host = start_host(&rt, cfg);
     let data = tmp.path().join("data");
-    let out = chat_to_running(&data, b"hello\n");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "ok: hello\n");
-    let out = chat_to_running(&data, b"hello\nplease fail\nbye\n");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stdout, _) = exited(chat_to_running(&data, b"hello\n"), 0);
+    assert_eq!(stdout, "ok: hello\n");
+    let (stdout, stderr) = exited(chat_to_running(&data, b"hello\nplease fail\nbye\n"), 1);
     assert!(
         stdout.contains("Sorry, I could not answer that") && stdout.ends_with("ok: bye\n"),
         "{stdout}"
@@ -179,15 +179,11 @@ fn chat_to_a_running_host_needs_no_provider_and_a_provider_failure_exits_1() {
 fn a_line_over_1_mib_is_refused_with_the_reason_and_the_rest_is_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt
-        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
-        .unwrap();
+    let host = working_host(&rt, tmp.path());
     let mut input = b"before\n".to_vec();
     input.extend(std::iter::repeat_n(b'x', 10 << 20));
     input.extend(b"\nafter\n");
-    let out = chat_to_running(&tmp.path().join("data"), &input);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stdout, stderr) = exited(chat_to_running(&tmp.path().join("data"), &input), 1);
     assert!(
         stderr.contains("line 2: line longer than 1 MiB") && !stderr.contains("Broken pipe"),
         "{stderr}"
@@ -386,9 +382,7 @@ fn piped_chat_waits_for_a_host_that_died_before_confirming_and_continues() {
     });
     std::thread::sleep(Duration::from_millis(300)); // down for a while
     host.serve_one(answer_normally);
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (stdout, stderr) = exited(child.wait_with_output().unwrap(), 0);
     assert_eq!(stdout, "re: one\nre: two\nre: three\n", "{stderr}");
     assert!(
         stderr.contains("before it confirmed line 2") && stderr.contains("sending line 2 again"),
@@ -420,9 +414,7 @@ fn piped_chat_reports_the_lines_a_host_that_stayed_away_never_confirmed() {
         n += 1;
         (n < 2).then(|| answer_normally(m)).flatten()
     });
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stdout, stderr) = exited(child.wait_with_output().unwrap(), 1);
     assert_eq!(stdout, "re: one\n");
     assert!(stderr.contains("did not confirm lines 2, 4"), "{stderr}");
 }
@@ -437,7 +429,7 @@ fn a_message_sent_again_with_its_key_is_stored_once() {
         "[[rule]]\nreply = \"ok: {text}\"\n",
     );
     let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let host = start_host(&rt, cfg);
     let mut c = Client::connect(&host.cli_socket);
     let send = |c: &mut Client| {
         c.send(&pinch_channels::cli_socket::ClientMsg::Message {
@@ -506,9 +498,7 @@ fn typed_invalid_utf8_is_replaced_and_the_session_goes_on() {
     use std::os::fd::{FromRawFd, OwnedFd};
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt
-        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
-        .unwrap();
+    let host = working_host(&rt, tmp.path());
     let (mut master, slave) = unsafe {
         let (mut m, mut s) = (0, 0);
         assert_eq!(
@@ -586,23 +576,13 @@ fn typed_invalid_utf8_is_replaced_and_the_session_goes_on() {
 fn pinch_chat_shows_a_stored_notice_before_the_next_reply() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
-    let host = rt
-        .block_on(pinch_host::start(crash_loop_config(tmp.path())))
-        .unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
-    drop(c);
-    wait_for("the session to be quarantined", WAIT, || {
-        quarantined(tmp.path())
-    });
-    rt.block_on(host.shutdown()).unwrap();
+    quarantined_while_nobody_listens(&rt, tmp.path());
     // The cause is fixed; the host runs normally again.
-    let host = rt
-        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
-        .unwrap();
-    let out = chat_to_running(&tmp.path().join("data"), b"hello again\n");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let host = working_host(&rt, tmp.path());
+    let (stdout, stderr) = exited(
+        chat_to_running(&tmp.path().join("data"), b"hello again\n"),
+        0,
+    );
     assert!(
         stderr.starts_with("pinch: The assistant is unavailable"),
         "{stderr}"

@@ -12,10 +12,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::PINCH;
+use common::pinch;
 
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -32,19 +32,6 @@ fn model_path() -> PathBuf {
         "the test model is missing: run `scripts/deps --test` (it fetches {FILE} into ~/.cache/pinch/models) or set PINCH_TEST_MODEL to the file"
     );
     p
-}
-
-fn pinch(args: &[&str], data: &Path) -> Command {
-    let mut c = Command::new(PINCH);
-    c.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("PINCH_CONFIG", "/dev/null")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("PINCH_HOME");
-    c
 }
 
 fn chat(mut c: Command, input: &str) -> std::process::Output {

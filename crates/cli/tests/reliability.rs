@@ -24,16 +24,6 @@ fn exit_causes(tmp: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn count_ack(dir: &std::path::Path, id: &str) -> i64 {
-    outbound(dir)
-        .query_row(
-            "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap()
-}
-
 /// R1: the header of the host's own inbound.db is overwritten while a turn
 /// runs. (A torn view in a runner's mount with the host's file fine is
 /// `fuse_torn_view.rs`: exit 75, a fresh mount, answered once.) Here the
@@ -249,35 +239,15 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
 #[test]
 fn r6_silent_runner_killed_message_retried_and_answered() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Process),
-        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
-    );
-    cfg.runner.heartbeat_ms = 100;
-    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
-    cfg.sweep_interval = Duration::from_millis(200);
-    cfg.stop_grace = Duration::from_millis(300);
-    cfg.retry_base = Duration::from_millis(300);
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    let id = c.say("slow and then frozen", "c1");
-    let s = rt.block_on(host.sessions()).remove(0);
-    wait_for("the claim", Duration::from_secs(10), || {
-        count_ack(&s.dir, &format!("{id}:main")) == 1
-    });
-    let pid = s.runner_pid.unwrap();
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
-    let texts = c.until_settled(&id);
+    let mut turn = slow_turn_claimed(tmp.path(), Duration::from_millis(200));
+    let texts = turn.freeze_until_settled();
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
     assert!(
         exit_causes(tmp.path()).contains(&"killed_stuck".to_string()),
         "{:?}",
         exit_causes(tmp.path())
     );
-    let tries: i64 = inbound(&s.dir)
+    let tries: i64 = inbound(&turn.s.dir)
         .query_row(
             "SELECT tries FROM messages_in WHERE kind = 'chat'",
             [],
@@ -285,7 +255,7 @@ fn r6_silent_runner_killed_message_retried_and_answered() {
         )
         .unwrap();
     assert_eq!(tries, 1, "one retry counted");
-    rt.block_on(host.shutdown()).unwrap();
+    turn.rt.block_on(turn.host.shutdown()).unwrap();
 }
 
 /// A poison message kills the runner on every try: after MAX_TRIES it is

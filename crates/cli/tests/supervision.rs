@@ -45,6 +45,34 @@ fn next_notice(c: &mut Client, within: Duration) -> Option<String> {
     None
 }
 
+/// A host whose every runner fails at once (`exe` is missing or exits
+/// non-zero), with a crash budget of `budget`, the back-off `delays` and no
+/// boot breaker.
+fn failing_runner_config(
+    tmp: &std::path::Path,
+    exe: std::path::PathBuf,
+    budget: usize,
+    delays: Vec<Duration>,
+) -> pinch_host::HostConfig {
+    let mut cfg = host_config(tmp, Choice::Process);
+    cfg.runner_exe = exe;
+    cfg.budget.budget = budget;
+    cfg.budget.delays = delays;
+    cfg.boot_breaker = false;
+    cfg
+}
+
+/// Starts a host of `cfg` and a user who asks "anyone there?".
+fn start_and_ask(
+    cfg: pinch_host::HostConfig,
+) -> (tokio::runtime::Runtime, pinch_host::HostHandle, Client) {
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    c.say("anyone there?", "c1");
+    (rt, host, c)
+}
+
 /// Break 1: every spawn fails (the runner executable is missing), with no
 /// respawn delay and a budget far larger than the recursion the host used
 /// to survive. The host stays up: each failure is counted like an abnormal
@@ -53,15 +81,13 @@ fn next_notice(c: &mut Client, within: Duration) -> Option<String> {
 #[test]
 fn spawns_that_keep_failing_back_off_without_overflowing_the_stack() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = tmp.path().join("no-such-pinch");
-    cfg.budget.budget = 100_000;
-    cfg.budget.delays = vec![Duration::ZERO];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let missing = tmp.path().join("no-such-pinch");
+    let (rt, host, _c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        missing,
+        100_000,
+        vec![Duration::ZERO],
+    ));
     wait_for("three failed spawns", Duration::from_secs(30), || {
         count_exits(tmp.path(), "spawn_failed") >= 3
     });
@@ -75,15 +101,13 @@ fn spawns_that_keep_failing_back_off_without_overflowing_the_stack() {
 #[test]
 fn spawns_that_keep_failing_end_quarantined_with_the_user_told() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = tmp.path().join("no-such-pinch");
-    cfg.budget.budget = 3;
-    cfg.budget.delays = vec![Duration::ZERO];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let missing = tmp.path().join("no-such-pinch");
+    let (rt, host, mut c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        missing,
+        3,
+        vec![Duration::ZERO],
+    ));
     let notice = next_notice(&mut c, Duration::from_secs(30)).expect("a quarantine notice");
     assert!(
         notice.contains("unavailable") && notice.contains("4 times"),
@@ -100,18 +124,9 @@ fn spawns_that_keep_failing_end_quarantined_with_the_user_told() {
 #[test]
 fn the_crash_budget_survives_a_host_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = || {
-        let mut cfg = host_config(tmp.path(), Choice::Process);
-        cfg.runner_exe = "/bin/false".into(); // exits 1 at once
-        cfg.budget.budget = 3;
-        cfg.budget.delays = vec![Duration::ZERO];
-        cfg.boot_breaker = false;
-        cfg
-    };
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg())).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    // /bin/false exits 1 at once.
+    let cfg = || failing_runner_config(tmp.path(), "/bin/false".into(), 3, vec![Duration::ZERO]);
+    let (rt, host, c) = start_and_ask(cfg());
     wait_for("two abnormal exits", Duration::from_secs(20), || {
         count_exits(tmp.path(), "fatal") >= 2
     });
@@ -146,38 +161,11 @@ fn the_crash_budget_survives_a_host_restart() {
 #[test]
 fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Process),
-        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
-    );
-    cfg.runner.heartbeat_ms = 100;
-    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
-    cfg.sweep_interval = Duration::from_secs(3600);
-    cfg.stop_grace = Duration::from_millis(300);
-    cfg.retry_base = Duration::from_millis(300);
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    let id = c.say("slow and then frozen", "c1");
-    let s = rt.block_on(host.sessions()).remove(0);
-    wait_for("the claim", Duration::from_secs(10), || {
-        outbound(&s.dir)
-            .query_row(
-                "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
-                [format!("{id}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-            == 1
-    });
-    let pid = s.runner_pid.unwrap();
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
-    let texts = c.until_settled(&id);
+    let mut turn = slow_turn_claimed(tmp.path(), Duration::from_secs(3600));
+    let texts = turn.freeze_until_settled();
     assert_eq!(texts, vec!["slow: slow and then frozen".to_string()]);
     assert_eq!(count_exits(tmp.path(), "killed_stuck"), 1);
-    rt.block_on(host.shutdown()).unwrap();
+    turn.rt.block_on(turn.host.shutdown()).unwrap();
 }
 
 /// Review of issue 15: a hostile runner replaces `processing_ack` in its
@@ -190,30 +178,9 @@ fn a_frozen_runner_is_killed_by_its_heartbeat_timer_not_the_sweep() {
 #[test]
 fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Process),
-        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
-    );
-    cfg.runner.heartbeat_ms = 100;
-    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
-    cfg.sweep_interval = Duration::from_secs(3600);
-    cfg.stop_grace = Duration::from_millis(300);
-    cfg.retry_base = Duration::from_millis(300);
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    let id = c.say("slow and then frozen", "c1");
-    let s = rt.block_on(host.sessions()).remove(0);
-    wait_for("the claim", Duration::from_secs(10), || {
-        outbound(&s.dir)
-            .query_row(
-                "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
-                [format!("{id}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-            == 1
-    });
+    let SlowTurn {
+        rt, host, c: _c, s, ..
+    } = slow_turn_claimed(tmp.path(), Duration::from_secs(3600));
     // What the compromised runner does to its own file, then it freezes.
     let w = pinch_proto::rusqlite::Connection::open(s.dir.join("out/outbound.db")).unwrap();
     w.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -224,10 +191,7 @@ fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
     )
     .unwrap();
     drop(w);
-    let pid = s.runner_pid.unwrap();
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
+    freeze_runner(&s);
     wait_for(
         "the frozen runner to be killed as stuck",
         Duration::from_secs(30),
@@ -241,15 +205,12 @@ fn a_runner_that_breaks_its_claims_table_and_freezes_is_still_killed() {
 #[test]
 fn a_long_back_off_tells_the_waiting_user_when_the_agent_restarts() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = "/bin/false".into();
-    cfg.budget.budget = 10;
-    cfg.budget.delays = vec![Duration::ZERO, Duration::from_secs(30)];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let (rt, host, mut c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        "/bin/false".into(),
+        10,
+        vec![Duration::ZERO, Duration::from_secs(30)],
+    ));
     let notice = next_notice(&mut c, Duration::from_secs(20)).expect("a notice");
     assert!(
         notice.contains("restarting") && notice.contains("about 30 s"),
@@ -376,15 +337,12 @@ fn the_quarantine_quotes_the_runners_last_error_line() {
         0o755,
     );
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cfg = host_config(tmp.path(), Choice::Process);
-    cfg.runner_exe = exe;
-    cfg.budget.budget = 1;
-    cfg.budget.delays = vec![Duration::ZERO];
-    cfg.boot_breaker = false;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    c.say("anyone there?", "c1");
+    let (rt, host, mut c) = start_and_ask(failing_runner_config(
+        tmp.path(),
+        exe,
+        1,
+        vec![Duration::ZERO],
+    ));
     let notice = next_notice(&mut c, Duration::from_secs(20)).expect("a quarantine notice");
     assert!(
         notice.contains("(last: exit code 3): the provider refused the API key"),

@@ -544,3 +544,91 @@ pub fn fake_chat_msg(id: &str, text: &str) -> pinch_channels::InboundEvent {
         ..Default::default()
     }
 }
+
+/// A host whose scripted model takes 1.5 s over a message with "slow" (a
+/// turn long enough to freeze the runner in), with a 100 ms heartbeat, an
+/// 800 ms heartbeat ceiling, short stop and retry delays, and the sweep
+/// every `sweep_interval`.
+pub fn slow_turn_config(dir: &Path, sweep_interval: Duration) -> HostConfig {
+    let mut cfg = with_script(
+        host_config(dir, Choice::Process),
+        "[[rule]]\ncontains = \"slow\"\nreply = \"slow: {text}\"\ndelay_ms = 1500\n",
+    );
+    cfg.runner.heartbeat_ms = 100;
+    cfg.stuck.heartbeat_ceiling = Duration::from_millis(800);
+    cfg.sweep_interval = sweep_interval;
+    cfg.stop_grace = Duration::from_millis(300);
+    cfg.retry_base = Duration::from_millis(300);
+    cfg
+}
+
+/// How many claims (`processing_ack` rows) the runner of the session
+/// folder `dir` holds for `message_id`.
+pub fn count_ack(dir: &Path, message_id: &str) -> i64 {
+    outbound(dir)
+        .query_row(
+            "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
+            [message_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// A host of [`slow_turn_config`] and a user who said "slow and then
+/// frozen" (message `id`), which the runner of session `s` has claimed.
+/// (Fields drop in this order, the runtime last.)
+pub struct SlowTurn {
+    pub s: pinch_host::SessionInfo,
+    pub id: String,
+    pub c: Client,
+    pub host: pinch_host::HostHandle,
+    pub rt: tokio::runtime::Runtime,
+}
+
+/// Starts a [`slow_turn_config`] host (sweep every `sweep_interval`), says
+/// something slow and waits until the runner has claimed it.
+pub fn slow_turn_claimed(dir: &Path, sweep_interval: Duration) -> SlowTurn {
+    let rt = rt();
+    let host = rt
+        .block_on(pinch_host::start(slow_turn_config(dir, sweep_interval)))
+        .unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let id = c.say("slow and then frozen", "c1");
+    let s = rt.block_on(host.sessions()).remove(0);
+    wait_for("the claim", Duration::from_secs(10), || {
+        count_ack(&s.dir, &format!("{id}:main")) == 1
+    });
+    SlowTurn { s, id, c, host, rt }
+}
+
+impl SlowTurn {
+    /// Freezes the runner mid-turn; returns the replies the user got by the
+    /// time the message is settled.
+    pub fn freeze_until_settled(&mut self) -> Vec<String> {
+        freeze_runner(&self.s);
+        self.c.until_settled(&self.id)
+    }
+}
+
+/// Freezes the session's runner (SIGSTOP): alive, but silent.
+pub fn freeze_runner(s: &pinch_host::SessionInfo) {
+    let pid = s.runner_pid.unwrap();
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+}
+
+/// `pinch --data-dir DATA ARGS`, isolated from the caller's model keys,
+/// configuration and home.
+pub fn pinch(args: &[&str], data: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(PINCH);
+    c.arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("PINCH_CONFIG", "/dev/null")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("PINCH_HOME");
+    c
+}
