@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use pinch_channels::{Address, Button, Capabilities, Channel, DeliverError, OutFile, Outgoing};
 use pinch_policy::address::{self, Claim, Decision, Place, Records, Target};
 use pinch_proto::content::{ChatIn, ChatOut, InContent, SystemIn};
-use pinch_proto::open::{open_existing_writer, open_reader, write_tx};
+use pinch_proto::open::{open_agent_reader, open_existing_writer, write_tx};
 use pinch_proto::rows::{self, status, InboundRow, LedgerRow, NewInbound, OutboundRow};
 use pinch_proto::time;
 use tokio::sync::{watch, Notify};
@@ -184,7 +184,7 @@ impl Task {
             return Ok(());
         }
         let (out_rows, acks) = {
-            let mut c = open_reader(&out_path, BUSY)?;
+            let mut c = open_agent_reader(&out_path, BUSY)?;
             let tx = c.transaction().context("begin outbound read")?;
             let out_rows = rows::outbound_after(&tx, self.watermark)?;
             let acks = rows::acks(&tx)?;
@@ -712,7 +712,7 @@ impl Task {
         inbound: &pinch_proto::rusqlite::Connection,
         failed: &[(String, String)],
     ) -> Result<()> {
-        let out = open_reader(&self.dir.outbound_db(), BUSY)?;
+        let out = open_agent_reader(&self.dir.outbound_db(), BUSY)?;
         for (id, reason) in failed {
             let answered: bool = out
                 .query_row(
@@ -787,7 +787,7 @@ impl Task {
             ct == Some(place.channel_type.as_str()) && pid == Some(place.platform_id.as_str())
         };
         if seq % 2 != 0 {
-            let out = open_reader(&self.dir.outbound_db(), BUSY)?;
+            let out = open_agent_reader(&self.dir.outbound_db(), BUSY)?;
             type Edited = (
                 String,
                 Option<String>,
@@ -1457,7 +1457,7 @@ mod tests {
         );
         task.pass().await.unwrap();
         let notes = |p: &std::path::Path| -> i64 {
-            open_reader(p, BUSY)
+            pinch_proto::open::open_reader(p, BUSY)
                 .unwrap()
                 .query_row(
                     "SELECT count(*) FROM messages_in WHERE id = 'deliver-failed:r1'",

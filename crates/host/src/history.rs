@@ -90,7 +90,7 @@ fn read_one(
     if !d.outbound_db().exists() {
         return Ok(());
     }
-    let out = open_reader(&d.outbound_db(), BUSY)?;
+    let out = pinch_proto::open::open_agent_reader(&d.outbound_db(), BUSY)?;
     let mut st = out.prepare("SELECT id, seq, timestamp, channel_type, platform_id, content FROM messages_out WHERE kind = 'chat' ORDER BY seq DESC LIMIT ?1")?;
     let rows_out = st.query_map([(limit * 4) as i64], |r| {
         Ok((

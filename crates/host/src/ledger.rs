@@ -460,7 +460,7 @@ fn read_outbound(out: &Path) -> Result<Vec<pinch_proto::rows::OutboundRow>> {
     if std::fs::symlink_metadata(out).is_err() {
         return Ok(Vec::new());
     }
-    let c = pinch_proto::open::open_reader(out, crate::session::BUSY)?;
+    let c = pinch_proto::open::open_agent_reader(out, crate::session::BUSY)?;
     Ok(pinch_proto::rows::outbound_after(&c, i64::MIN)?)
 }
 

@@ -40,21 +40,35 @@ pub struct Metrics {
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
 
-pub static METRICS: Metrics = Metrics {
-    spawns: ZERO,
-    quarantines: ZERO,
-    deliveries: ZERO,
-    delivery_failures: ZERO,
-    exits: Mutex::new(BTreeMap::new()),
-    latency_buckets: [ZERO; LATENCY_BUCKETS.len()],
-    latency_count: ZERO,
-    latency_sum_us: ZERO,
-    sessions_active: ZERO,
-    sessions_running: ZERO,
-    sessions_quarantined: ZERO,
-    channel_queue: ZERO,
-    session_dirs: Mutex::new(Vec::new()),
-};
+pub static METRICS: Metrics = Metrics::new();
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All zero (the process's one is [`METRICS`]; a test makes its own so
+    /// tests running side by side do not count into it).
+    pub const fn new() -> Metrics {
+        Metrics {
+            spawns: ZERO,
+            quarantines: ZERO,
+            deliveries: ZERO,
+            delivery_failures: ZERO,
+            exits: Mutex::new(BTreeMap::new()),
+            latency_buckets: [ZERO; LATENCY_BUCKETS.len()],
+            latency_count: ZERO,
+            latency_sum_us: ZERO,
+            sessions_active: ZERO,
+            sessions_running: ZERO,
+            sessions_quarantined: ZERO,
+            channel_queue: ZERO,
+            session_dirs: Mutex::new(Vec::new()),
+        }
+    }
+}
 
 impl Metrics {
     /// A runner ended: `code` or, if killed, `signal`.
@@ -219,7 +233,7 @@ impl Metrics {
                     "SELECT count(*) FROM delivered WHERE status IN ('delivered', 'failed')",
                 )
             });
-            if let Ok(oc) = pinch_proto::open::open_reader(&outb, busy) {
+            if let Ok(oc) = pinch_proto::open::open_agent_reader(&outb, busy) {
                 o += q(&oc, "SELECT count(*) FROM messages_out").saturating_sub(terminal);
             }
         }
@@ -233,7 +247,7 @@ mod tests {
 
     #[test]
     fn the_exposition_format() {
-        let m = &METRICS;
+        let m = &Metrics::new();
         m.spawns.fetch_add(2, Relaxed);
         m.exit(Some(0), None);
         m.exit(Some(75), None);

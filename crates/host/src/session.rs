@@ -132,14 +132,15 @@ pub fn has_due_trigger(dir: &SessionDir) -> Result<bool> {
     if due.is_empty() {
         return Ok(false);
     }
-    let finished: std::collections::HashSet<String> = match open_reader(&dir.outbound_db(), BUSY) {
-        Ok(c) => rows::acks(&c)?
-            .into_iter()
-            .filter(|a| a.status != rows::status::PROCESSING)
-            .map(|a| a.message_id)
-            .collect(),
-        Err(_) => Default::default(),
-    };
+    let finished: std::collections::HashSet<String> =
+        match pinch_proto::open::open_agent_reader(&dir.outbound_db(), BUSY) {
+            Ok(c) => rows::acks(&c)?
+                .into_iter()
+                .filter(|a| a.status != rows::status::PROCESSING)
+                .map(|a| a.message_id)
+                .collect(),
+            Err(_) => Default::default(),
+        };
     Ok(due.iter().any(|r| !finished.contains(&r.id)))
 }
 
@@ -206,7 +207,7 @@ fn claims_view(
     mut view: pinch_policy::sweep::RunnerView,
 ) -> Result<pinch_policy::sweep::RunnerView> {
     use pinch_policy::sweep::ToolInFlight;
-    let Ok(conn) = open_reader(&dir.outbound_db(), BUSY) else {
+    let Ok(conn) = pinch_proto::open::open_agent_reader(&dir.outbound_db(), BUSY) else {
         return Ok(view);
     };
     view.oldest_own_claim_ms = rows::acks(&conn)?
@@ -265,7 +266,7 @@ pub struct Orphan {
 /// `processing` claims in `outbound.db` not held by `alive` (a runner id that
 /// is still running, if any), joined with their inbound rows.
 pub fn orphan_claims(dir: &SessionDir, alive: Option<&str>) -> Result<Vec<Orphan>> {
-    let Ok(out) = open_reader(&dir.outbound_db(), BUSY) else {
+    let Ok(out) = pinch_proto::open::open_agent_reader(&dir.outbound_db(), BUSY) else {
         return Ok(Vec::new());
     };
     let ids: Vec<String> = rows::acks(&out)?

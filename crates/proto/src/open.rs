@@ -187,6 +187,73 @@ pub fn open_reader(path: &Path, busy: Duration) -> Result<Connection, ProtoError
     Ok(conn)
 }
 
+/// The longest one statement on a file the agent writes may keep SQLite
+/// busy without a pause (issue 15 review): a B-tree whose interior cells
+/// point at one child again and again reads as an endless table with no
+/// error, and a host read of such a file must not stall the main loop.
+pub const AGENT_READ_LIMIT: Duration = Duration::from_secs(2);
+
+/// [`open_reader`] for a file the agent writes (`outbound.db`): every
+/// statement is interrupted (`SQLITE_INTERRUPT`) once it has kept SQLite
+/// busy for [`AGENT_READ_LIMIT`] with no pause.
+pub fn open_agent_reader(path: &Path, busy: Duration) -> Result<Connection, ProtoError> {
+    let conn = open_reader(path, busy)?;
+    bound_busy_time(&conn, AGENT_READ_LIMIT);
+    Ok(conn)
+}
+
+/// SQLite's progress handler is called every this many VM steps (well
+/// under a millisecond of work).
+const PROGRESS_STEPS: std::ffi::c_int = 10_000;
+/// A gap this long between two calls ends a busy run: the statement was
+/// paused (its caller between steps, or waiting on a lock).
+const RUN_GAP_MS: u64 = 100;
+
+thread_local! {
+    /// (start of the current busy run, last call), in [`mono_ms`].
+    static BUSY_RUN: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+extern "C" fn over_busy_limit(limit_ms: *mut std::ffi::c_void) -> std::ffi::c_int {
+    let now = mono_ms();
+    BUSY_RUN.with(|r| {
+        let (start, last) = r.get();
+        let start = if now.saturating_sub(last) > RUN_GAP_MS {
+            now
+        } else {
+            start
+        };
+        r.set((start, now));
+        (now - start > limit_ms as usize as u64) as std::ffi::c_int
+    })
+}
+
+/// Interrupts any statement of `conn` that keeps SQLite busy for `limit`
+/// without a pause of [`RUN_GAP_MS`]. The run is timed per thread (a
+/// statement steps on one thread); the limit travels as the handler's
+/// argument, a number, not a pointer.
+pub fn bound_busy_time(conn: &Connection, limit: Duration) {
+    let ms = limit.as_millis().min(usize::MAX as u128) as usize;
+    // SAFETY: the handle is valid while `conn` lives, and SQLite drops the
+    // handler with the connection; the handler dereferences nothing.
+    unsafe {
+        rusqlite::ffi::sqlite3_progress_handler(
+            conn.handle(),
+            PROGRESS_STEPS,
+            Some(over_busy_limit),
+            ms as *mut std::ffi::c_void,
+        );
+    }
+}
+
 /// Rolls back a hot journal left by a writer that died mid-transaction.
 ///
 /// Opens read-write, performs a trivial read (which makes SQLite roll the
@@ -221,6 +288,44 @@ pub fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A statement on an agent's file that keeps SQLite busy with no end
+    /// (here an endless recursive query; a looping B-tree reads the same
+    /// way) is interrupted at the limit instead of holding its thread.
+    #[test]
+    fn an_endless_statement_on_an_agents_file_is_interrupted() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("outbound.db");
+        open_writer(&p, DEFAULT_BUSY_TIMEOUT)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let c = open_agent_reader(&p, DEFAULT_BUSY_TIMEOUT).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "an ordinary read is untouched");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let c = open_reader(&p, DEFAULT_BUSY_TIMEOUT).unwrap();
+            bound_busy_time(&c, Duration::from_millis(200));
+            let r = c.query_row(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n",
+                [],
+                |r| r.get::<_, i64>(0),
+            );
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the endless statement was never interrupted");
+        let e = r.expect_err("an endless statement cannot finish");
+        assert_eq!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::OperationInterrupted),
+            "{e}"
+        );
+    }
 
     #[test]
     fn writer_uses_delete_journal_and_full_sync() {
