@@ -73,6 +73,11 @@ pub struct Task {
     /// Rows the channel took whose `delivered` entry could not be written
     /// yet (e.g. a full disk): the next pass retries the record, never the send.
     unrecorded: HashMap<String, (String, i64)>,
+    /// A row whose send failed retryably is not tried again before this
+    /// (its backoff): a pass run earlier by any other poke (the runner's
+    /// next write, a sweep) must not spend its attempts at once. In memory:
+    /// after a restart the row is tried at once.
+    retry_at: HashMap<String, std::time::Instant>,
     /// The host's delivery ledger (`<session>/delivered.db`).
     ledger: Option<Ledger>,
     /// Tells the main loop about questions before their buttons go out, so
@@ -100,6 +105,7 @@ impl Task {
             watermark: 0,
             unsettled: Vec::new(),
             unrecorded: HashMap::new(),
+            retry_at: HashMap::new(),
             ledger: None,
             events,
             timezone: "UTC".into(),
@@ -279,6 +285,13 @@ impl Task {
                 contiguous = false;
                 blocked = true;
                 continue;
+            }
+            if let Some(at) = self.retry_at.get(&row.id) {
+                if *at > std::time::Instant::now() {
+                    // Its backoff runs (a poke is already due then).
+                    wait!(key);
+                }
+                self.retry_at.remove(&row.id);
             }
             if let Some(after) = row.deliver_after.as_deref() {
                 if !time::is_due(Some(after), now) {
@@ -595,7 +608,10 @@ impl Task {
                             last_error: Some(why),
                         },
                     )?;
-                    self.poke_later(RETRY_DELAYS[(n as usize - 1).min(RETRY_DELAYS.len() - 1)]);
+                    let delay = RETRY_DELAYS[(n as usize - 1).min(RETRY_DELAYS.len() - 1)];
+                    self.retry_at
+                        .insert(row.id.clone(), std::time::Instant::now() + delay);
+                    self.poke_later(delay);
                     wait!(key);
                 }
                 Err(DeliverError::Permanent(why)) => {
@@ -1474,6 +1490,36 @@ mod tests {
         assert_eq!(notes(&kept), 0);
         let l = Ledger::open(&task.dir).unwrap();
         assert_eq!(l.get("r1").unwrap().unwrap().status, status::FAILED);
+    }
+
+    /// A send that failed retryably waits out its backoff even when other
+    /// pokes (the runner's next write, a sweep) run passes at once: before,
+    /// three quick passes spent all three attempts in milliseconds and the
+    /// reply failed for good while the callback was briefly down (seen as
+    /// a flaky `webhook` test under load).
+    #[tokio::test]
+    async fn passes_in_quick_succession_do_not_spend_a_rows_retries() {
+        let t = tempfile::tempdir().unwrap();
+        let tries = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = tries.clone();
+        let (mut task, probe, _events) = session_with_reply(
+            &t,
+            Box::new(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(DeliverError::Retryable("503 Service Unavailable".into()))
+            }),
+        );
+        for _ in 0..5 {
+            task.pass().await.unwrap();
+        }
+        assert_eq!(
+            tries.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the row was tried again before its backoff"
+        );
+        let l = task.ledger.as_ref().unwrap().get("r1").unwrap().unwrap();
+        assert_eq!((l.status.as_str(), l.attempts), (status::SENDING, 1));
+        assert!(probe.delivered.lock().unwrap().is_empty());
     }
 
     /// Review of issue 15: a corrupt ledger is not reported as a damaged
