@@ -141,11 +141,32 @@ impl Ledger {
             return Ok(l);
         }
         // Made for the first time (a new session, or one of an older pinch
-        // whose ledger is imported): recorded in inbound.db first, so a
-        // later loss is known as one.
-        record_moved(&inbound, &path)?;
-        let mut l = Ledger::open_file(&path)?;
-        l.insert(&old, true)?;
+        // whose ledger is imported), whole or not at all: built under a
+        // temporary name with its rows and its record of making, closed (the
+        // last close folds the WAL back into the file), renamed into place,
+        // and only then recorded in inbound.db. A host killed half-way
+        // leaves no ledger and no marker, which the next open takes for a
+        // first making again — never a file or marker that reads as a lost
+        // ledger, whose rebuild would count unsent replies as delivered.
+        let tmp = path.with_file_name(format!(
+            "delivered.db.tmp-{}",
+            pinch_proto::runner_config::random_hex(4)
+        ));
+        let built = Ledger::open_file(&tmp).and_then(|mut l| l.insert(&old, true));
+        if let Err(e) = built.and_then(|()| {
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("putting the new delivery ledger at {}", path.display()))
+        }) {
+            for ext in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{ext}", tmp.display()));
+            }
+            return Err(e);
+        }
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        }
+        let l = Ledger::open_file(&path)?;
+        l.mark_moved(&inbound);
         if !old.is_empty() {
             tracing::info!(rows = old.len(), ledger = %path.display(), "moved the delivery ledger out of inbound.db");
         }
@@ -542,6 +563,34 @@ mod tests {
         let l = Ledger::open(&dir).unwrap();
         assert_eq!(l.get("old").unwrap(), Some(entry("old")));
         assert!(l.rebuilt.is_none());
+    }
+
+    /// A host killed while it made a session's first ledger leaves at most
+    /// a temporary file: never a `delivered.db` without its record of
+    /// making, nor a marker in inbound.db without the ledger (the marker
+    /// is written after the rename), so the next open makes the ledger
+    /// again instead of "rebuilding a lost one" — a false notice, and for
+    /// a session of an older pinch, pending replies counted as delivered.
+    #[test]
+    fn a_ledger_made_half_way_leaves_nothing_that_reads_as_a_loss() {
+        let t = tempfile::tempdir().unwrap();
+        let data = crate::paths::DataDir::new(t.path());
+        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
+        // The state a kill half-way through the making leaves.
+        let left = dir.root().join("delivered.db.tmp-dead");
+        drop(Ledger::open_file(&left).unwrap());
+        let l = Ledger::open(&dir).unwrap();
+        assert!(l.rebuilt.is_none(), "made, not rebuilt: {:?}", l.rebuilt);
+        let marker = pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM delivered WHERE message_out_id = ?1",
+                [MOVED],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
+        assert_eq!(marker, 1, "the marker follows the made ledger");
+        assert!(path(&dir).exists());
     }
 
     /// A reply in outbound.db, as a runner writes it.
