@@ -536,22 +536,26 @@ mod tests {
         }
     }
 
+    /// A session of an older pinch: its ledger row `old` in inbound.db.
+    fn older_session() -> (tempfile::TempDir, SessionDir) {
+        let t = tempfile::tempdir().unwrap();
+        let data = crate::paths::DataDir::new(t.path());
+        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
+        let mut c =
+            pinch_proto::open::open_writer(&dir.inbound_db(), crate::session::BUSY).unwrap();
+        let tx = pinch_proto::open::write_tx(&mut c).unwrap();
+        pinch_proto::rows::ledger_put(&tx, &entry("old"), "2026-01-01T00:00:00.000Z").unwrap();
+        tx.commit().unwrap();
+        (t, dir)
+    }
+
     /// Review of issue 15: an older session's inbound.db that cannot be
     /// read at the ledger's first open (damaged here; busy the same) must
     /// not end the import for good: the open fails, and once the file reads
     /// again its rows are imported — none of those replies is sent again.
     #[test]
     fn an_unreadable_inbound_db_at_first_open_is_imported_later_not_skipped() {
-        let t = tempfile::tempdir().unwrap();
-        let data = crate::paths::DataDir::new(t.path());
-        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
-        {
-            let mut c =
-                pinch_proto::open::open_writer(&dir.inbound_db(), crate::session::BUSY).unwrap();
-            let tx = pinch_proto::open::write_tx(&mut c).unwrap();
-            pinch_proto::rows::ledger_put(&tx, &entry("old"), "2026-01-01T00:00:00.000Z").unwrap();
-            tx.commit().unwrap();
-        }
+        let (_t, dir) = older_session();
         let good = dir.inbound_db().with_extension("good");
         std::fs::rename(dir.inbound_db(), &good).unwrap();
         std::fs::write(dir.inbound_db(), vec![0xa5u8; 4096]).unwrap();
@@ -664,17 +668,8 @@ mod tests {
 
     #[test]
     fn survives_the_loss_of_inbound_db_and_imports_an_old_ledger_once() {
-        let t = tempfile::tempdir().unwrap();
-        let data = crate::paths::DataDir::new(t.path());
-        let dir = crate::session::create_folder(&data, "ag", "s1").unwrap();
         // An older session: its ledger row in inbound.db.
-        {
-            let mut c =
-                pinch_proto::open::open_writer(&dir.inbound_db(), crate::session::BUSY).unwrap();
-            let tx = pinch_proto::open::write_tx(&mut c).unwrap();
-            pinch_proto::rows::ledger_put(&tx, &entry("old"), "2026-01-01T00:00:00.000Z").unwrap();
-            tx.commit().unwrap();
-        }
+        let (_t, dir) = older_session();
         let l = Ledger::open(&dir).unwrap();
         assert_eq!(l.get("old").unwrap(), Some(entry("old")));
         l.put(&entry("new")).unwrap();

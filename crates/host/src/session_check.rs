@@ -27,7 +27,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use pinch_proto::open::{open_existing_writer, open_reader, open_writer};
+use pinch_proto::open::{mono_ms, open_existing_writer, open_reader, open_writer};
 use pinch_proto::rusqlite::{self, params, Connection, OptionalExtension};
 use pinch_proto::schema::{self, Table};
 
@@ -486,15 +486,6 @@ type Copied = (Vec<(String, u64)>, Vec<String>);
 /// interrupted past it (what was copied by then is kept). The file is the
 /// agent's to shape (outbound.db), so its size and shape bound nothing.
 pub const RECOVERY_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Milliseconds on a monotonic clock of this process.
-fn mono_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-}
 
 extern "C" fn past_deadline(deadline_ms: *mut std::ffi::c_void) -> std::ffi::c_int {
     (mono_ms() >= deadline_ms as usize as u64) as std::ffi::c_int

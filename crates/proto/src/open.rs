@@ -214,7 +214,9 @@ thread_local! {
     static BUSY_RUN: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-fn mono_ms() -> u64 {
+/// Milliseconds on a monotonic clock of this process (for deadlines
+/// passed to SQLite's progress handler as a number).
+pub fn mono_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START
         .get_or_init(std::time::Instant::now)
