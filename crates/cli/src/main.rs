@@ -45,7 +45,7 @@ struct HostFlags {
     /// Model provider: anthropic, openai, local or scripted (default: see README).
     #[arg(long)]
     provider: Option<String>,
-    /// Sandbox backend: auto, bwrap, or process (no isolation, development only).
+    /// Sandbox backend: auto, bwrap, docker, or process (no isolation, development only).
     #[arg(long)]
     sandbox: Option<String>,
     /// Script file for the scripted provider.
