@@ -82,7 +82,7 @@ pub struct Task {
     ledger: Option<Ledger>,
     /// Tells the main loop about questions before their buttons go out, so
     /// a click always finds its `pending_questions` row.
-    events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
+    events: tokio::sync::mpsc::UnboundedSender<crate::event::Event>,
     /// The zone recurring tasks default to (the host's configured zone).
     pub timezone: String,
     /// The session's agent group (the host's record, for address checks).
@@ -95,7 +95,7 @@ impl Task {
         dir: SessionDir,
         channels: Arc<Channels>,
         shared: Arc<Shared>,
-        events: tokio::sync::mpsc::UnboundedSender<crate::main_loop::Event>,
+        events: tokio::sync::mpsc::UnboundedSender<crate::event::Event>,
     ) -> Task {
         Task {
             session_id,
@@ -120,9 +120,9 @@ impl Task {
                 Ok(()) => failing.ok(&self.session_id),
                 Err(e) => {
                     if inbound_is_suspect(&e) {
-                        let _ = self.events.send(crate::main_loop::Event::SessionDbFault(
-                            self.session_id.clone(),
-                        ));
+                        let _ = self
+                            .events
+                            .send(crate::event::Event::SessionDbFault(self.session_id.clone()));
                     }
                     failing.failed(&self.session_id, &e)
                 }
@@ -169,7 +169,7 @@ impl Task {
                 let mut l = Ledger::open(&self.dir)?;
                 // Rebuilt (lost or damaged): the conversation is told once.
                 if let Some(text) = l.rebuilt.take() {
-                    let _ = self.events.send(crate::main_loop::Event::LedgerRebuilt(
+                    let _ = self.events.send(crate::event::Event::LedgerRebuilt(
                         self.session_id.clone(),
                         text,
                     ));
@@ -310,7 +310,7 @@ impl Task {
                 None => {
                     let (done, outcome) = tokio::sync::oneshot::channel();
                     Some((
-                        crate::main_loop::Event::AgentAction {
+                        crate::event::Event::AgentAction {
                             session_id: self.session_id.clone(),
                             out_id: row.id.clone(),
                             content: row.content.clone(),
@@ -329,7 +329,7 @@ impl Task {
                         ..row.clone()
                     };
                     Some((
-                        crate::main_loop::Event::AgentMessage {
+                        crate::event::Event::AgentMessage {
                             session_id: self.session_id.clone(),
                             row,
                             done,
@@ -440,7 +440,7 @@ impl Task {
                 let (done, recorded) = tokio::sync::oneshot::channel();
                 if self
                     .events
-                    .send(crate::main_loop::Event::QuestionAsked(pending, done))
+                    .send(crate::event::Event::QuestionAsked(pending, done))
                     .is_err()
                 {
                     return Ok(()); // the host is stopping
@@ -661,7 +661,7 @@ impl Task {
             }
             tx.commit().context("committing ack sync")?;
             for due in next_due {
-                let _ = self.events.send(crate::main_loop::Event::WakeAt(
+                let _ = self.events.send(crate::event::Event::WakeAt(
                     self.session_id.clone(),
                     due.as_millisecond(),
                 ));
@@ -752,9 +752,7 @@ impl Task {
                     thread_id: r.thread_id,
                 };
                 let text = format!("Sorry, I could not process a message: {reason}.");
-                let _ = self
-                    .events
-                    .send(crate::main_loop::Event::Notice { to, text });
+                let _ = self.events.send(crate::event::Event::Notice { to, text });
             }
         }
         Ok(())
@@ -877,7 +875,7 @@ impl Task {
                 .unwrap_or_default()
         );
         tracing::warn!(session_id = %self.session_id, id = %row.id, claimed = %claimed, "outbound row refused, its address is not granted to this session: {why}");
-        let _ = self.events.send(crate::main_loop::Event::AddressRefused {
+        let _ = self.events.send(crate::event::Event::AddressRefused {
             session_id: self.session_id.clone(),
             agent_group: self.agent_group.clone(),
             claimed,
@@ -1348,7 +1346,7 @@ mod tests {
         }
     }
 
-    type Events = tokio::sync::mpsc::UnboundedReceiver<crate::main_loop::Event>;
+    type Events = tokio::sync::mpsc::UnboundedReceiver<crate::event::Event>;
 
     /// A session whose conversation is `t`/`p1`, with one reply `r1` in its
     /// outbound.db, and a delivery task for it over `probe`.
@@ -1417,7 +1415,7 @@ mod tests {
         let asked = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 match events.recv().await {
-                    Some(crate::main_loop::Event::SessionDbFault(id)) => break id,
+                    Some(crate::event::Event::SessionDbFault(id)) => break id,
                     Some(_) => {}
                     None => panic!("the task ended"),
                 }

@@ -7,7 +7,7 @@
 //! to `outbound.db`.
 //!
 //! Shape: one main loop ([`main_loop`]) owns the central DB and every
-//! session's runner state and handles a closed set of [`Event`]s one at a
+//! session's runner state and handles a closed set of [`Event`](event::Event)s one at a
 //! time, which is what makes "at most one runner per session" true without
 //! locks (100 concurrent wakes are 100 events; the first spawns, the rest see
 //! a live runner). Delivery runs in one task per session ([`delivery`]), so a
@@ -51,6 +51,7 @@ pub mod session_check;
 pub mod tasks;
 pub mod tools_dir;
 
+mod event;
 mod lock;
 mod main_loop;
 
@@ -171,14 +172,14 @@ pub struct HostHandle {
     pub data_dir: PathBuf,
     pub sandbox: sandbox::Kind,
     pub stats: Arc<Stats>,
-    control: mpsc::UnboundedSender<main_loop::Event>,
+    control: mpsc::UnboundedSender<event::Event>,
     join: tokio::task::JoinHandle<Result<()>>,
 }
 
 impl HostHandle {
     /// Asks the host to shut down gracefully and waits for it.
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.control.send(main_loop::Event::Shutdown);
+        let _ = self.control.send(event::Event::Shutdown);
         self.join.await?
     }
 
@@ -191,7 +192,7 @@ impl HostHandle {
     pub fn shutdown_sender(&self) -> impl Fn() + Send + Sync + 'static {
         let c = self.control.clone();
         move || {
-            let _ = c.send(main_loop::Event::Shutdown);
+            let _ = c.send(event::Event::Shutdown);
         }
     }
 
@@ -199,7 +200,7 @@ impl HostHandle {
         let (tx, rx) = oneshot::channel();
         let _ = self
             .control
-            .send(main_loop::Event::Control(Control::Sessions(tx)));
+            .send(event::Event::Control(Control::Sessions(tx)));
         rx.await.unwrap_or_default()
     }
 
@@ -207,12 +208,10 @@ impl HostHandle {
     /// grace). Returns whether one was running.
     pub async fn stop_runner(&self, session_id: &str) -> bool {
         let (tx, rx) = oneshot::channel();
-        let _ = self
-            .control
-            .send(main_loop::Event::Control(Control::StopRunner(
-                session_id.to_owned(),
-                tx,
-            )));
+        let _ = self.control.send(event::Event::Control(Control::StopRunner(
+            session_id.to_owned(),
+            tx,
+        )));
         rx.await.unwrap_or(false)
     }
 }

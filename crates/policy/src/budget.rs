@@ -73,6 +73,21 @@ pub fn after_abnormal_exit(
     )
 }
 
+/// How much of the back-off after the last of `exits_ms` (this session's
+/// abnormal exits still in the window, oldest first, epoch ms) is still to
+/// run at `now_ms`: what a host restarted mid back-off waits (issue 15,
+/// break 6). `None` when it is over, or the exits quarantine.
+pub fn backoff_left(now_ms: i64, exits_ms: &[i64], c: &BudgetConfig) -> Option<Duration> {
+    let &last = exits_ms.last()?;
+    match after_abnormal_exit(last, exits_ms, false, c) {
+        Verdict::Respawn(d) => {
+            let ends = last + d.as_millis() as i64;
+            (ends > now_ms).then(|| Duration::from_millis((ends - now_ms) as u64))
+        }
+        Verdict::Quarantine => None,
+    }
+}
+
 /// The plain sentence stored as `quarantine_reason` and shown to the user.
 /// `last_cause` says how the last try ended (`killed by SIGKILL`, `exit code
 /// 1`, `could not be started`); `last_detail` why, when known (the runner's
@@ -146,6 +161,28 @@ mod tests {
                     Verdict::Respawn(MIN_RETRY_DELAY)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_restart_resumes_the_backoff_where_it_was() {
+        let c = BudgetConfig::default();
+        let ms = Duration::from_millis;
+        // (now, exits, expected left)
+        let table: [(i64, &[i64], Option<Duration>); 7] = [
+            (0, &[], None),
+            // first exit: the floor
+            (100, &[0], Some(ms(400))),
+            (500, &[0], None),
+            // third exit: 8 s after it
+            (3_000, &[0, 1_000, 2_000], Some(ms(7_000))),
+            (10_000, &[0, 1_000, 2_000], None),
+            (9_999, &[0, 1_000, 2_000], Some(ms(1))),
+            // past the budget: quarantined, nothing to wait for
+            (5_001, &[0, 1, 2, 3, 4, 5_000], None),
+        ];
+        for (i, (now, exits, want)) in table.into_iter().enumerate() {
+            assert_eq!(backoff_left(now, exits, &c), want, "row {i}");
         }
     }
 

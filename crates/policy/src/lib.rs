@@ -20,3 +20,4 @@ pub mod retry;
 pub mod route;
 pub mod streak;
 pub mod sweep;
+pub mod wake;

@@ -6,8 +6,22 @@
 //! exit 75 the claims are released without a try: the mount failed, not
 //! the message.
 
+use std::time::Duration;
+
 pub const MAX_TRIES: i64 = 5;
 pub const BASE_BACKOFF_MS: i64 = 5_000;
+
+/// A dead runner's claims could not be read: the wake that needs them
+/// resolved tries again after this (the sweep retries too).
+pub const UNRESOLVED_ORPHANS_RETRY: Duration = Duration::from_secs(2);
+
+/// The pause after the `attempt`-th failed read in a row (1-based) of a
+/// session file the host keeps polling — the due-work check of a wake, the
+/// stuck check's read of a live runner's claims: 1 s doubling to 60 s.
+/// A wake passes its failures + 1 (its first failed read waits 2 s).
+pub fn read_backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Orphan {
@@ -50,6 +64,13 @@ pub fn decide_orphan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_backoff_doubles_to_a_minute() {
+        let got: Vec<u64> = (0..=9).map(|n| read_backoff(n).as_secs()).collect();
+        assert_eq!(got, vec![1, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(read_backoff(u32::MAX), Duration::from_secs(60));
+    }
 
     #[test]
     fn orphan_table() {

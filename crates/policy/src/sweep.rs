@@ -158,6 +158,13 @@ pub fn first_deadline(spawned_at_ms: i64, l: &StuckLimits) -> i64 {
         .saturating_add(1)
 }
 
+/// How long from `now_ms` until a stuck check due at `at_ms` runs: no
+/// sooner than a quarter second (a deadline already past is never a tight
+/// loop of checks).
+pub fn check_in(at_ms: i64, now_ms: i64) -> Duration {
+    Duration::from_millis(at_ms.saturating_sub(now_ms).max(250) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +272,23 @@ mod tests {
         ];
         for (i, (now, view, want)) in table.into_iter().enumerate() {
             assert_eq!(decide_stuck(now, &view, &l), want, "row {i}: {view:?}");
+        }
+    }
+
+    #[test]
+    fn a_check_waits_at_least_a_quarter_second() {
+        let ms = Duration::from_millis;
+        // (due, now, expected wait)
+        let table = [
+            (10_000, 0, ms(10_000)),
+            (251, 0, ms(251)),
+            (250, 0, ms(250)),
+            (1, 0, ms(250)),
+            (0, 5_000, ms(250)),
+            (i64::MIN, i64::MAX, ms(250)),
+        ];
+        for (i, (at, now, want)) in table.into_iter().enumerate() {
+            assert_eq!(check_in(at, now), want, "row {i}");
         }
     }
 

@@ -28,6 +28,13 @@ pub(super) struct DiskState {
     checking: bool,
 }
 
+impl DiskState {
+    /// Over its quota when last measured: no runner may start.
+    pub(super) fn is_over(&self) -> bool {
+        self.over.is_some()
+    }
+}
+
 impl Host {
     /// The session's quota in bytes: the group's `sandbox.disk_mb`, else
     /// `[sandbox] disk_mb`.

@@ -137,4 +137,27 @@ impl Host {
             self.flush_notices(Some(&notice.channel_type));
         }
     }
+
+    /// A host notice (not an agent reply) to a conversation, e.g. a
+    /// quarantine or a message that failed for good.
+    pub(super) fn notify_origin(
+        &self,
+        channel_type: Option<String>,
+        platform_id: Option<String>,
+        thread_id: Option<String>,
+        text: String,
+    ) {
+        let (Some(ct), Some(pid)) = (channel_type, platform_id) else {
+            return;
+        };
+        // Stored first, so nobody listening now does not lose it (notices.rs).
+        self.durable_notice(
+            pinch_channels::Address {
+                channel_type: ct,
+                platform_id: pid,
+                thread_id,
+            },
+            text,
+        );
+    }
 }

@@ -239,7 +239,7 @@ impl Host {
         if after == before {
             return Err(err);
         }
-        super::commit_rows(dir, rows, out_max)
+        super::inbound::commit_rows(dir, rows, out_max)
     }
 
     /// The delivery ledger was rebuilt (logged at ERROR by the ledger):

@@ -1,0 +1,436 @@
+//! Boot (SPEC §6.5): the data dir proved writable and locked, the boot
+//! breaker, what an earlier host left running reaped, the sandbox prepared,
+//! the channels, the admin socket and the HTTP listener bound, then every
+//! active session recovered and its due work woken. Also the group folder
+//! a spawn or a new agent needs.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use pinch_channels::cli_socket::CliChannel;
+use pinch_channels::{Channel, ChannelEvent};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::handoff::out_watcher;
+use super::procs::reap;
+use super::spawn::write_atomic;
+use super::{a2a, now_ms, Event, Host};
+use crate::central::Central;
+use crate::config::HostConfig;
+use crate::delivery::{Channels, Shared};
+use crate::lock::HostLock;
+use crate::paths::DataDir;
+use crate::sandbox;
+use crate::session;
+use crate::Stats;
+
+/// The admin socket's requests, each with where its reply goes.
+pub(super) type AdminRx =
+    mpsc::UnboundedReceiver<(crate::admin::Request, oneshot::Sender<crate::admin::Reply>)>;
+
+/// A booted host and what its loop listens to.
+pub(super) struct Booted {
+    pub(super) host: Host,
+    pub(super) ev_rx: mpsc::UnboundedReceiver<Event>,
+    pub(super) ch_rx: mpsc::Receiver<ChannelEvent>,
+    pub(super) admin_rx: AdminRx,
+    /// The channels' sender (its free capacity is the queue gauge).
+    pub(super) ch_tx: mpsc::Sender<ChannelEvent>,
+    pub(super) http_server: Option<pinch_channels::http::Server>,
+    /// Kept open until the loop ends.
+    pub(super) cli: Arc<CliChannel>,
+}
+
+/// Boots a host: everything before the loop's first event.
+pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
+    // Private data dir (issue 14): nothing is created readable by others,
+    // and what an older version left open is narrowed.
+    crate::private::restrict_umask();
+    let data = DataDir::new(cfg.data_dir.clone());
+    data.check_socket_paths().map_err(anyhow::Error::msg)?;
+    prepare_data_dir(&data)?;
+    let lock = HostLock::acquire(&data.lock_file(), data.root())?;
+    match crate::private::tighten(data.root()) {
+        Ok(t) if t.dirs + t.files > 0 => tracing::warn!(dirs = t.dirs, files = t.files, failed = t.failed, "the data dir was readable by other users: removed group/other access from {} directories and {} files", t.dirs, t.files),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not check the data dir's permissions: {e}"),
+    }
+    // A lost pinch.db beside session folders is not a first run (issue 15);
+    // checked before the boot breaker, so a refusal is not counted as a crash.
+    crate::central_file::check_before_open(&data)?;
+    let mut central = Central::open(&data.central_db())?;
+    crate::central_file::check_after_open(&data, central.is_bootstrapped()?)?;
+    if cfg.boot_breaker {
+        boot_breaker(&data).await;
+    }
+    let left = reap(&data.sessions_dir().to_string_lossy());
+    if left > 0 {
+        tracing::warn!(
+            count = left,
+            "killed sandboxes and runners left over from a previous host of this data dir"
+        );
+    }
+    let mut sandbox =
+        sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    sandbox
+        .prepare(&cfg.runner_exe, data.root(), &data.run_dir())
+        .map_err(|e| anyhow::anyhow!("preparing the {} sandbox: {e}", sandbox.kind().as_str()))?;
+    if sandbox.kind() == sandbox::Kind::Process {
+        tracing::warn!("sandbox `process`: runners get NO isolation (they can read and write everything you can, and use the network); for development only");
+    }
+    if central.bootstrap(&cfg.login)? {
+        tracing::info!(owner = %format!("cli:{}", cfg.login), "first run: created agent group `main`, the terminal conversation and its wiring");
+    }
+    if central.narrow_main_admin_scope()? {
+        tracing::warn!("agent group `main` had admin_scope = global, the old default: narrowed to `group` (changes beyond its group now wait for your approval); to restore it: pinch admin groups config-set main --admin_scope global");
+    }
+    ensure_group_folder(&data, "main")?;
+    std::fs::create_dir_all(data.group_dir("global"))
+        .context("creating the global group folder")?;
+    session::remove_stale_tmp(&data);
+
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Event>();
+    let (ch_tx, ch_rx) = mpsc::channel::<ChannelEvent>(1024);
+    let cli = CliChannel::bind(&data.cli_socket(), cfg.login.clone(), ch_tx.clone())
+        .with_context(|| format!("binding the CLI socket {}", data.cli_socket().display()))?;
+    let mut channels: Channels = HashMap::new();
+    channels.insert(
+        cli.channel_type().to_owned(),
+        cli.clone() as Arc<dyn Channel>,
+    );
+    for make in &cfg.extra_channels {
+        let ch = make(ch_tx.clone());
+        channels.insert(ch.channel_type().to_owned(), ch);
+    }
+    let mut routes = Vec::new();
+    for make in &cfg.platforms {
+        let (ch, router) = make(ch_tx.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(r) = router {
+            if cfg.http.is_none() {
+                anyhow::bail!("the {} channel serves HTTP but no listener is configured (set [http] listen in pinch.toml)", ch.channel_type());
+            }
+            routes.push(r);
+        }
+        channels.insert(ch.channel_type().to_owned(), ch);
+    }
+    if cfg.http.as_ref().is_some_and(|h| h.web) {
+        central
+            .ensure_web_owner(&cfg.login)
+            .context("wiring web chat to the agent `main`")?;
+    }
+    let (admin_tx, admin_rx) = mpsc::unbounded_channel();
+    let http_server = match &cfg.http {
+        Some(h) => Some(
+            start_http(
+                h,
+                &data,
+                &cfg.login,
+                &ch_tx,
+                &mut channels,
+                routes,
+                &admin_tx,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
+    let watch_map: Arc<Mutex<HashMap<PathBuf, Arc<Shared>>>> = Arc::default();
+    let watcher = out_watcher(watch_map.clone());
+
+    crate::admin::serve(&data.admin_socket(), admin_tx)
+        .with_context(|| format!("binding the admin socket {}", data.admin_socket().display()))?;
+    let (delivery_stop, _) = watch::channel(false);
+    // Rolling online backups of pinch.db (issue 15), off the main loop.
+    tokio::spawn(crate::backup::run_periodic(
+        data.clone(),
+        cfg.backup_every,
+        cfg.backup_keep,
+        delivery_stop.subscribe(),
+    ));
+    let stats = Arc::new(Stats::default());
+    let sandbox_kind = sandbox.kind();
+    let mut host = Host {
+        cfg: cfg.clone(),
+        data: data.clone(),
+        central,
+        sandbox,
+        channels: Arc::new(channels),
+        sessions: HashMap::new(),
+        events: ev_tx,
+        watcher,
+        watch_map,
+        delivery_stop,
+        delivery_tasks: tokio::task::JoinSet::new(),
+        proxies: HashMap::new(),
+        proxy_tls: crate::proxy::tls_config(&cfg.proxy_extra_roots)
+            .map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?,
+        proxy_budget: Arc::new(crate::proxy::Budget::new(
+            cfg.proxy_limits.clone(),
+            crate::proxy::raise_nofile(),
+        )),
+        regexes: HashMap::new(),
+        slot_queue: VecDeque::new(),
+        pending_writes: Vec::new(),
+        pending_acks: Vec::new(),
+        a2a_sends: a2a::PairLimiter::default(),
+        published_sessions: usize::MAX,
+        stats: stats.clone(),
+        shutting_down: false,
+        notices_in_flight: Mutex::default(),
+        notices_reflush: Mutex::default(),
+        _lock: lock,
+    };
+    // Rebuild the view from the DBs: every active session is recovered, its
+    // deliveries resumed and its due work woken.
+    for row in host.central.active_sessions()? {
+        let id = row.id.clone();
+        if let Err(e) = host.load_session(row) {
+            tracing::error!(session_id = %id, "cannot recover session at boot: {e:#}");
+        }
+    }
+    let ids: Vec<String> = host.sessions.keys().cloned().collect();
+    for id in ids {
+        host.try_wake(&id);
+    }
+    host.flush_notices(None);
+    tracing::info!(data_dir = %data.root().display(), sandbox = sandbox_kind.as_str(), socket = %data.cli_socket().display(), "pinch host ready");
+    Ok(Booted {
+        host,
+        ev_rx,
+        ch_rx,
+        admin_rx,
+        ch_tx,
+        http_server,
+        cli,
+    })
+}
+
+/// Creates the data dir layout, proving it is writable.
+fn prepare_data_dir(data: &DataDir) -> Result<()> {
+    let hint = "choose a writable location with --data-dir or PINCH_HOME";
+    for d in [
+        data.root().to_owned(),
+        data.run_dir(),
+        data.logs_dir(),
+        data.groups_dir(),
+        data.sessions_dir(),
+    ] {
+        std::fs::create_dir_all(&d)
+            .with_context(|| format!("cannot create {} ({hint})", d.display()))?;
+    }
+    let probe = data
+        .run_dir()
+        .join(format!(".probe-{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(&[0u8; 4096])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    res.with_context(|| {
+        format!(
+            "the data dir {} is not writable (or is full) ({hint})",
+            data.root().display()
+        )
+    })?;
+    Ok(())
+}
+
+/// The instructions a new group starts with.
+const DEFAULT_AGENT_MD: &str =
+    "# Instructions\n\nYou are a helpful personal assistant. Answer briefly.\n";
+/// Largest `AGENT.md` the host copies for a sandbox.
+const MAX_AGENT_MD: u64 = 1 << 20;
+
+/// Makes the group's folder, its `.home`, and its `AGENT.md` when missing,
+/// and returns the folder and the instructions. The folder is the agent's
+/// workspace, so everything beneath it is opened beneath the data dir's
+/// descriptor with no symlink followed ([`crate::safe_fs`]): a link the
+/// agent planted as `AGENT.md` or `.home` is never written through, it is
+/// removed (and logged) and the default instructions take its place.
+pub(super) fn ensure_group_folder(data: &DataDir, folder: &str) -> Result<(PathBuf, Vec<u8>)> {
+    use crate::safe_fs::{Create, Dir, Error};
+    use std::io::{Read, Write};
+    let root = Dir::open_trusted(data.root())?;
+    let g = root.create_dir_all(Path::new("groups").join(folder), 0o700)?;
+    if let Err(e) = g.create_dir_all(".home", 0o700) {
+        tracing::warn!(group = %folder, "the agent's home folder is unusable ({e}); its HOME may not be writable");
+    }
+    migrate_tools(data, &root, &g, folder);
+    let write_default = |g: &Dir| -> Result<Vec<u8>> {
+        let mut f = g.create_file("AGENT.md", Create::New, 0o600)?;
+        f.write_all(DEFAULT_AGENT_MD.as_bytes()).with_context(|| {
+            format!(
+                "writing {}",
+                data.group_dir(folder).join("AGENT.md").display()
+            )
+        })?;
+        Ok(DEFAULT_AGENT_MD.as_bytes().to_vec())
+    };
+    let md = match g.open_file("AGENT.md") {
+        Ok(f) => {
+            let mut buf = Vec::new();
+            f.take(MAX_AGENT_MD + 1)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("reading {}", g.path().join("AGENT.md").display()))?;
+            anyhow::ensure!(
+                buf.len() as u64 <= MAX_AGENT_MD,
+                "{} is larger than {MAX_AGENT_MD} bytes; shorten it",
+                g.path().join("AGENT.md").display()
+            );
+            buf
+        }
+        Err(Error::Missing(_)) => write_default(&g)?,
+        Err(e @ (Error::Symlink(_) | Error::NotRegular(_))) => {
+            tracing::warn!(group = %folder, "{e}: removed it; the group starts again from the default instructions (something inside the sandbox replaced AGENT.md)");
+            g.remove_file("AGENT.md")?;
+            write_default(&g)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((data.group_dir(folder), md))
+}
+
+/// Before issue 14 approved packages lived in the workspace's `.tools`,
+/// where the agent could replace the folder with a symlink; they now live
+/// in the host-only `tools/<folder>/`. Moves an old real folder once (the
+/// entry itself: nothing inside is followed) and says so.
+fn migrate_tools(
+    data: &DataDir,
+    root: &crate::safe_fs::Dir,
+    g: &crate::safe_fs::Dir,
+    folder: &str,
+) {
+    let Ok(old) = g.dir(".tools") else { return };
+    drop(old);
+    let moved = root
+        .create_dir_all("tools", 0o700)
+        .and_then(|tools| match tools.dir(folder) {
+            Ok(_) => Ok(false),
+            Err(crate::safe_fs::Error::Missing(_)) => {
+                g.rename(".tools", &tools, folder).map(|_| true)
+            }
+            Err(e) => Err(e),
+        });
+    match moved {
+        Ok(true) => {
+            tracing::info!(group = %folder, "moved approved packages from {} to {} (host-only)", g.path().join(".tools").display(), data.tools_dir(folder).display())
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(group = %folder, "could not move the old tools folder: {e}; approve the packages again")
+        }
+    }
+}
+
+pub(super) const BREAKER_FILE: &str = "circuit-breaker.json";
+
+/// Builds the HTTP-facing adapters, registers them as channels, and binds
+/// and serves their routes on the one listener.
+async fn start_http(
+    h: &crate::config::HttpSettings,
+    data: &DataDir,
+    login: &str,
+    ch_tx: &mpsc::Sender<ChannelEvent>,
+    channels: &mut Channels,
+    routes: Vec<pinch_channels::http::Router>,
+    admin_tx: &mpsc::UnboundedSender<(
+        crate::admin::Request,
+        tokio::sync::oneshot::Sender<crate::admin::Reply>,
+    )>,
+) -> Result<pinch_channels::http::Server> {
+    let mut router = pinch_channels::http::Router::new();
+    for r in routes {
+        router = router.merge(r);
+    }
+    if !h.hooks.is_empty() {
+        let hooks = pinch_channels::webhook::WebhookChannel::new(h.hooks.clone(), ch_tx.clone())
+            .map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
+        router = router.merge(hooks.router());
+        channels.insert(pinch_channels::webhook::CHANNEL_TYPE.to_owned(), hooks);
+    }
+    crate::config::check_listen(h).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if h.web {
+        let auth = pinch_channels::http::WebAuth::new(crate::web_token(data.root())?);
+        let web = pinch_channels::web::WebChannel::new(
+            auth.clone(),
+            data.root().join("web"),
+            login.to_owned(),
+            ch_tx.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
+        router = router.merge(web.router());
+        channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
+        // The dashboard, behind the same sign-in.
+        router = router.merge(crate::dashboard::router(auth, admin_tx.clone()));
+    }
+    if h.metrics {
+        // Loopback: open, like any local exporter. Otherwise the web token
+        // as a bearer token.
+        let token = if h.listen.ip().is_loopback() {
+            None
+        } else {
+            Some(crate::web_token(data.root())?)
+        };
+        router = router.route(
+            "/metrics",
+            pinch_channels::http::axum::routing::get(move |headers: pinch_channels::http::axum::http::HeaderMap| {
+                let token = token.clone();
+                async move {
+                    use pinch_channels::http::axum::http::{header, StatusCode};
+                    if let Some(t) = token {
+                        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+                        if !pinch_channels::http::secret_eq(given.as_bytes(), t.as_bytes()) {
+                            return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/plain")], "metrics need `Authorization: Bearer <web token>` (pinch admin web-token)\n".to_owned());
+                        }
+                    }
+                    let body = tokio::task::spawn_blocking(|| crate::metrics::METRICS.render()).await.unwrap_or_default();
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                }
+            }),
+        );
+    }
+    if !h.listen.ip().is_loopback() {
+        tracing::warn!(listen = %h.listen, "the HTTP listener is reachable from other machines over plain HTTP ([http] allow_plaintext_remote = true)");
+    }
+    let listener = pinch_channels::http::bind(h.listen).await?;
+    Ok(pinch_channels::http::serve(
+        listener,
+        router,
+        h.hosts.clone(),
+    )?)
+}
+
+/// Waits as the boot circuit breaker says (SPEC §6.5): boots within the
+/// last hour are listed in `run/circuit-breaker.json`; a graceful exit
+/// deletes it. A missing or unreadable file counts as a clean history.
+async fn boot_breaker(data: &DataDir) {
+    let path = data.run_dir().join(BREAKER_FILE);
+    let earlier: Vec<i64> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let (boots, wait) = pinch_policy::breaker::decide(&earlier, now_ms());
+    if let Err(e) = write_atomic(
+        &path,
+        serde_json::to_string(&boots).unwrap_or_default().as_bytes(),
+    ) {
+        tracing::warn!("cannot write the boot breaker file: {e:#}");
+    }
+    if !wait.is_zero() {
+        tracing::warn!(
+            boots_last_hour = boots.len(),
+            wait_s = wait.as_secs(),
+            "the host has restarted repeatedly without a clean exit: waiting before booting"
+        );
+        // Another `pinch` finding the lock taken says why (issue 15).
+        let lock = data.lock_file();
+        crate::lock::BootWait::write(&lock, now_ms() + wait.as_millis() as i64, boots.len());
+        tokio::time::sleep(wait).await;
+        crate::lock::BootWait::clear(&lock);
+    }
+}

@@ -1,0 +1,201 @@
+//! Each event to its handler: the one `match` over [`Event`].
+
+use pinch_channels::{AckOutcome, ChannelEvent};
+
+use super::procs::kill;
+use super::{Event, Host, PendingAck};
+use crate::{Control, SessionInfo};
+
+impl Host {
+    pub(super) fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Channel(ChannelEvent::Message(ev, ack)) => {
+                if self.shutting_down {
+                    ack.complete(AckOutcome::Failed(
+                        "the host is shutting down; send again in a moment".into(),
+                    ));
+                    return;
+                }
+                let outcome = match self.route(&ev) {
+                    Ok((stored, note, woken)) => {
+                        self.pending_acks.push(PendingAck {
+                            ack: Some(ack),
+                            stored,
+                            note,
+                            woken,
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(channel = %ev.channel_type, "could not store an inbound message: {e:#}");
+                        AckOutcome::Failed(format!("could not store the message: {e:#}"))
+                    }
+                };
+                ack.complete(outcome);
+            }
+            Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
+            Event::Channel(ChannelEvent::History { to, limit, reply }) => {
+                let dirs = match self
+                    .central
+                    .messaging_group(&to.channel_type, &to.platform_id)
+                {
+                    Ok(Some(mg)) => self
+                        .central
+                        .session_dirs_of(&mg.id, &self.data)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(
+                                "could not list a conversation's sessions for its history: {e:#}"
+                            );
+                            Vec::new()
+                        }),
+                    _ => Vec::new(),
+                };
+                // The reads run off the main loop.
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(crate::history::read(&dirs, &to, limit));
+                });
+            }
+            Event::ApprovalAddressed {
+                approval_id,
+                approver,
+                channel_type,
+                platform_id,
+                opened,
+                done,
+            } => {
+                let _ = done.send(self.record_card_address(
+                    &approval_id,
+                    &approver,
+                    &channel_type,
+                    &platform_id,
+                    opened,
+                ));
+            }
+            Event::AgentAction {
+                session_id,
+                out_id,
+                content,
+                done,
+            } => {
+                let _ = done.send(
+                    self.agent_action(&session_id, &out_id, &content)
+                        .map(|()| "host".to_owned()),
+                );
+            }
+            Event::AgentMessage {
+                session_id,
+                row,
+                done,
+            } => {
+                let _ = done.send(self.agent_message(&session_id, &row));
+            }
+            Event::AddressRefused {
+                session_id,
+                agent_group,
+                claimed,
+            } => {
+                // One audit row per session (the claim is the agent's text:
+                // kept as the latest example, never as a key, so forged rows
+                // cannot grow the central DB).
+                if let Err(e) = self.central.audit_drop(
+                    "outbound",
+                    &session_id,
+                    Some(&format!("agent:{agent_group}")),
+                    Some(&claimed),
+                    "address_refused",
+                    None,
+                    Some(&agent_group),
+                ) {
+                    tracing::warn!(session_id = %session_id, "could not record a refused address in the audit: {e:#}");
+                }
+            }
+            Event::ApprovalUndeliverable { approval_id, why } => {
+                tracing::error!(approval = %approval_id, "no approver could be reached ({why}); decide it with `pinch admin approvals approve {approval_id}` or `… reject {approval_id}`");
+            }
+            Event::QuestionAsked(q, done) => {
+                let ok = match self.central.insert_pending_question(&q) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(session_id = %q.session_id, "could not record a pending question (its delivery is retried): {e:#}");
+                        false
+                    }
+                };
+                let _ = done.send(ok);
+            }
+            Event::NoticeSent { notice, result } => self.notice_sent(notice, result),
+            Event::Notice { to, text } => self.durable_notice(to, text),
+            Event::Channel(ChannelEvent::Available { channel_type }) => {
+                // Stored notices first: they are older than any reply.
+                self.flush_notices(Some(&channel_type));
+                for s in self.sessions.values() {
+                    s.shared.notify.notify_one();
+                }
+            }
+            Event::RunnerExited {
+                session_id,
+                runner_id,
+                code,
+                signal,
+            } => self.on_exit(&session_id, &runner_id, code, signal),
+            Event::WakeAt(id, due_ms) => self.wake_at(&id, due_ms),
+            Event::SessionDbFault(id) => self.check_inbound_deep(&id),
+            Event::LedgerRebuilt(id, text) => self.tell_ledger_rebuilt(&id, text),
+            Event::OutboundChecked { session_id, result } => {
+                self.outbound_checked(&session_id, result)
+            }
+            Event::Wake(id) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.wake_scheduled = false;
+                }
+                self.try_wake(&id);
+            }
+            Event::ToolsInstalled { approval, result } => self.tools_installed(&approval, result),
+            Event::DiskChecked {
+                session_id,
+                runner_id,
+                usage,
+            } => self.disk_checked(&session_id, runner_id, usage),
+            Event::StuckCheck {
+                session_id,
+                runner_id,
+            } => self.stuck_check(&session_id, &runner_id),
+            Event::StopDeadline {
+                session_id,
+                runner_id,
+            } => {
+                if let Some(l) = self
+                    .sessions
+                    .get(&session_id)
+                    .and_then(|s| s.runner.as_ref())
+                {
+                    if l.runner_id == runner_id {
+                        tracing::warn!(session_id = %session_id, runner_id = %runner_id, "runner did not stop within the grace, killing it");
+                        kill(l.pid);
+                        self.sandbox.kill_session(&session_id);
+                    }
+                }
+            }
+            Event::Control(Control::Sessions(tx)) => {
+                let list = self
+                    .sessions
+                    .values()
+                    .map(|s| SessionInfo {
+                        id: s.row.id.clone(),
+                        agent_group_id: s.row.agent_group_id.clone(),
+                        dir: s.dir.root().to_owned(),
+                        runner_id: s.runner.as_ref().map(|l| l.runner_id.clone()),
+                        runner_pid: s.runner.as_ref().map(|l| l.pid),
+                    })
+                    .collect();
+                let _ = tx.send(list);
+            }
+            Event::Control(Control::StopRunner(id, tx)) => {
+                let _ = tx.send(self.request_stop(&id));
+            }
+            Event::Admin(req, reply) => {
+                let _ = reply.send(self.admin(req));
+            }
+            Event::Shutdown => {}
+        }
+    }
+}
