@@ -48,7 +48,9 @@ pub struct Saved {
     pub size: u64,
 }
 
-/// Writes `bytes` as an attachment of inbound message `seq`.
+/// Writes `bytes` as an attachment of inbound message `seq` (the tests'
+/// shorthand for [`save_from`]).
+#[cfg(test)]
 pub fn save(
     inbox: &Path,
     seq: i64,
@@ -64,7 +66,7 @@ pub fn save(
     )
 }
 
-/// Like [`save`] into `inbox/<folder>/` (a name of one plain component,
+/// Saves an attachment into `inbox/<folder>/` (a name of one plain component,
 /// e.g. a forwarded message's), copying at most `max` bytes from `src`
 /// (more is an error: nothing half-saved is kept).
 pub fn save_from(
