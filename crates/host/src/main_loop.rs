@@ -3,7 +3,8 @@
 //! owner of the central DB and of each session's runner state.
 //!
 //! The story, a module per part (decision 0031):
-//! - `boot.rs`: everything before the first event;
+//! - `boot.rs`: everything before the first event (`group_folder.rs`:
+//!   a group's folder and its instructions);
 //! - `dispatch.rs`: each event to its handler;
 //! - `routing.rs`, `inbound.rs`: a message routed, then committed with its
 //!   batch (the flush) and its sessions woken;
@@ -36,7 +37,7 @@ use crate::session;
 use crate::{HostHandle, Stats};
 
 pub(crate) use crate::event::Event;
-use boot::ensure_group_folder;
+use group_folder::ensure_group_folder;
 
 mod a2a;
 mod agent_admin;
@@ -45,6 +46,7 @@ mod boot;
 mod create_agent;
 mod disk;
 mod dispatch;
+mod group_folder;
 mod handoff;
 mod inbound;
 mod loop_admin;
