@@ -6,10 +6,12 @@
 //! run and the ratio between the two. Nothing here asserts a timing: the
 //! machines are shared and noisy, so the bench measures and reports.
 //!
-//! Shape: [`run`] resolves the arguments into a plan; then come the measuring
-//! tools (a CLI client that acks every reply, a watcher of a session's `out/`
-//! that sees a runner's claim, `/proc` readers); one function per figure; the
-//! report (table or JSON).
+//! Shape: [`run`] resolves the arguments into a plan (here); the measuring
+//! tools (a CLI client that acks every reply, a warm host, a watcher of a
+//! session's `out/` that sees a runner's claim) are in `harness`; one
+//! function per figure in `latency` (P1/P2, TOOL, P3, P9), `load` (P4, P6)
+//! and `memory` (P7, with the `/proc` readers); the report (table or JSON)
+//! in `report`; the local model's P10 in `p10`.
 //!
 //! The driver runs on the thread that calls `block_on`, never on a runtime
 //! worker, so its blocking waits (the claim watcher) never starve the host's
