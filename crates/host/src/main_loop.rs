@@ -158,9 +158,9 @@ struct Live {
     /// row, and the last error logged (each distinct one is logged once).
     stuck_read_failures: u32,
     stuck_read_error: Option<String>,
-    /// Write end of the liveness pipe; the runner exits when it closes
-    /// (this host died, or this runner's record was dropped).
-    _alive: Option<std::os::fd::OwnedFd>,
+    /// The sandbox's handle: stop, kill; dropping it closes the liveness
+    /// pipe, and the runner exits (this host died, or this record was dropped).
+    child: Box<dyn sandbox::RunnerHandle>,
     /// Dropped with this record: ends the runner's disk-quota watch.
     _disk_watch: tokio::sync::oneshot::Sender<()>,
 }
@@ -405,15 +405,14 @@ pub async fn start(cfg: HostConfig) -> Result<HostHandle> {
     if cfg.boot_breaker {
         boot_breaker(&data).await;
     }
-    let left = reap(&data.sessions_dir().to_string_lossy());
+    let left = sandbox::child::reap(&data.sessions_dir().to_string_lossy());
     if left > 0 {
         tracing::warn!(
             count = left,
             "killed sandboxes and runners left over from a previous host of this data dir"
         );
     }
-    let mut sandbox =
-        sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sandbox = sandbox::select(cfg.sandbox).map_err(|e| anyhow::anyhow!(e))?;
     sandbox
         .prepare(&cfg.runner_exe, data.root(), &data.run_dir())
         .map_err(|e| anyhow::anyhow!("preparing the {} sandbox: {e}", sandbox.kind().as_str()))?;
@@ -929,8 +928,7 @@ impl Host {
                 {
                     if l.runner_id == runner_id {
                         tracing::warn!(session_id = %session_id, runner_id = %runner_id, "runner did not stop within the grace, killing it");
-                        kill(l.pid);
-                        self.sandbox.kill_session(&session_id);
+                        l.child.kill();
                     }
                 }
             }
@@ -1792,52 +1790,17 @@ impl Host {
             ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
             ("PINCH_SESSION_ID".to_owned(), row.id.clone()),
         ];
-        // Liveness pipe (decision 0006): the runner holds the read end as fd
-        // 3 and exits on EOF, so it never outlives this host, whatever
-        // happens to the sandbox's own parent-death signal.
-        let (alive_r, alive_w) = liveness_pipe().context("creating the liveness pipe")?;
-        let mut env = env;
-        let fds = self.sandbox.passes_fds();
-        if fds {
-            env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
-        }
-        let mut cmd = self
-            .sandbox
-            .command(&self.cfg.runner_exe, &mounts, &env)
-            .context("preparing the sandbox")?;
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        if fds {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let r = alive_r.as_raw_fd();
-            // SAFETY: dup2 is async-signal-safe; it clears CLOEXEC on fd 3 only.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if r == HOST_FD {
-                        // dup2 onto itself would keep close-on-exec set.
-                        if libc::fcntl(r, libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(r, HOST_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        if self.sandbox.kind() == sandbox::Kind::Process {
-            tracing::warn!(
-                "starting a runner WITHOUT a sandbox (--sandbox process): development only"
-            );
-        }
-        let mut child = tokio::process::Command::from(cmd)
-            .kill_on_drop(false)
-            .spawn()
-            .with_context(|| format!("starting the {} sandbox", self.sandbox.kind().as_str()))?;
-        drop(alive_r);
-        let pid = child.id().unwrap_or(0);
+        // The runner holds the liveness pipe (decision 0006) where the
+        // backend can pass it, and exits on its EOF.
+        let child = self.sandbox.start(sandbox::RunnerSpec {
+            session_id: &row.id,
+            exe: &self.cfg.runner_exe,
+            mounts: &mounts,
+            env,
+            limits: self.cfg.sandbox_limits,
+            log,
+        })?;
+        let pid = child.pid().unwrap_or(0);
         let started_at = time::now();
         // The child is running: from here nothing may abort the bookkeeping,
         // or the exit would never be watched.
@@ -1859,23 +1822,14 @@ impl Host {
             .insert(dir.out_dir(), self.sessions[id].shared.clone());
         let events = self.events.clone();
         let (sid, rid) = (row.id.clone(), runner_id.clone());
+        let exited = child.wait();
         tokio::spawn(async move {
-            let status = child.wait().await;
-            let (code, signal) = match status {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    (st.code(), st.signal())
-                }
-                Err(e) => {
-                    tracing::error!(session_id = %sid, "waiting for the runner failed: {e}");
-                    (None, None)
-                }
-            };
+            let e = exited.await;
             let _ = events.send(Event::RunnerExited {
                 session_id: sid,
                 runner_id: rid,
-                code,
-                signal,
+                code: e.code,
+                signal: e.signal,
             });
         });
         self.stats
@@ -1904,7 +1858,7 @@ impl Host {
             kill_reason: None,
             stuck_read_failures: 0,
             stuck_read_error: None,
-            _alive: Some(alive_w),
+            child,
             _disk_watch: disk_watch,
         });
         Ok(())
@@ -1982,7 +1936,7 @@ impl Host {
             tracing::warn!("recovery open of outbound.db failed: {e}");
         }
         let dir = s.dir.clone();
-        drop(live._alive);
+        drop(live.child);
         if cause.is_abnormal() {
             // No runner alive: the host checks its own files (issue 15).
             let row = s.row.clone();
@@ -1994,7 +1948,7 @@ impl Host {
         }
         // A sandbox whose supervisor died can leave its inner process tree
         // behind; nothing of this session may run when the next runner starts.
-        let leftovers = reap(&dir.root().to_string_lossy());
+        let leftovers = self.sandbox.reap_leftovers(dir.root());
         if leftovers > 0 {
             tracing::warn!(
                 count = leftovers,
@@ -2229,8 +2183,7 @@ impl Host {
             live.stop_requested_at = Some(Instant::now());
             if let Err(e) = write_atomic(&s.dir.stop_file(), live.runner_id.as_bytes()) {
                 tracing::warn!(session_id = %id, "cannot write the stop file, killing the runner: {e}");
-                kill(live.pid);
-                self.sandbox.kill_session(id);
+                live.child.kill();
             }
             let rid = live.runner_id.clone();
             self.stop_deadline(id, rid);
@@ -2282,7 +2235,7 @@ impl Host {
         tracing::warn!(session_id = %id, runner_id = %live.runner_id, reason = reason.as_str(), "runner is stuck: killing it (SIGTERM, SIGKILL after the grace)");
         live.kill_reason = Some(reason.as_str());
         live.stop_requested_at = Some(Instant::now());
-        term(live.pid);
+        live.child.terminate();
         let rid = live.runner_id.clone();
         self.stop_deadline(id, rid);
     }
@@ -2387,8 +2340,7 @@ impl Host {
         for s in self.sessions.values() {
             if let Some(l) = &s.runner {
                 tracing::warn!(session_id = %s.row.id, "runner did not stop within the grace, killing it");
-                kill(l.pid);
-                self.sandbox.kill_session(&s.row.id);
+                l.child.kill();
             }
         }
     }
@@ -2529,73 +2481,6 @@ async fn boot_breaker(data: &DataDir) {
     }
 }
 
-/// The fd number the runner finds the liveness pipe on.
-const HOST_FD: i32 = 3;
-
-fn liveness_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two new descriptors we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
-}
-
-/// Kills (SIGKILL) every live process, other than this one, whose command
-/// line mentions `path` and is a sandbox or a runner: what a dead host or a
-/// dead sandbox supervisor left behind. Matching on the data dir's own paths
-/// means another install's processes are never touched. Waits up to 1 s for
-/// them to go. Returns how many it killed.
-fn reap(path: &str) -> usize {
-    let me = std::process::id();
-    let mut killed = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || is_zombie(pid) {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(path) && (cmd.contains("bwrap") || cmd.contains(" runner ")) {
-            kill(pid);
-            killed.push(pid);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while killed
-        .iter()
-        .any(|p| !is_zombie(*p) && Path::new(&format!("/proc/{p}")).exists())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    killed.len()
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 /// The wake rule of `pinch_proto::layout::is_commit_hint`, for `out/`.
 fn pinch_runner_hint(ev: &notify::Event) -> bool {
     let access = matches!(ev.kind, notify::EventKind::Access(_));
@@ -2617,24 +2502,6 @@ fn detail_is_corruption(log: &Path) -> bool {
     };
     let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(2048)..]).to_string();
     tail.contains("could not be read") || tail.contains("read failed as corrupt")
-}
-
-fn term(pid: u32) {
-    if pid > 0 {
-        // SAFETY: plain kill(2) on a child we have not reaped yet.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
-    }
-}
-
-fn kill(pid: u32) {
-    if pid > 0 {
-        // SAFETY: plain kill(2) on a child we have not reaped yet.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
 }
 
 /// Writes a file via a temporary name and rename, so readers never see half.
