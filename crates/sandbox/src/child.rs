@@ -256,7 +256,7 @@ mod tests {
 
     /// The runner sees the pipe on fd 3 and gets EOF once the handle lets
     /// go; the exit is then reported, with its code.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn the_liveness_pipe_is_on_fd_3_and_closes_with_the_handle() {
         let mut cmd = crate::command::new("/bin/sh");
         // Blocks reading fd 3 until EOF, then exits 7.
@@ -281,7 +281,7 @@ mod tests {
 
     /// Kill is SIGKILL, reported as the signal; the backend's own kill runs
     /// too.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn kill_signals_the_child_and_runs_the_backends_kill() {
         let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let r = ran.clone();
@@ -305,7 +305,7 @@ mod tests {
         assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn a_missing_program_names_the_sandbox() {
         let cmd = crate::command::new("/nonexistent/pinch-runner");
         let e = spawn(cmd, log(), Liveness::Pass, "bwrap", None)
