@@ -1071,6 +1071,7 @@ fn runner_of_claim(dir: &SessionDir, id: &str) -> Result<Option<String>> {
 }
 
 /// P3's baseline: spawning and reaping the bare sandbox around `/bin/true`.
+#[allow(clippy::disallowed_methods)] // bench measures bare bwrap/docker/process starts and runs the pinch binary it benchmarks
 fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)> {
     let (what, mut cmd) = match kind {
         Kind::Bwrap => {
@@ -1350,6 +1351,7 @@ impl Bench {
 // P6
 
 impl Bench {
+    #[allow(clippy::disallowed_methods)] // bench measures bare bwrap/docker/process starts and runs the pinch binary it benchmarks
     async fn p6(&self, kind: Kind) -> Result<Row> {
         eprintln!(
             "pinch bench: P6 (`pinch host --sandbox {}`, {P6_SESSIONS} idle sessions)…",

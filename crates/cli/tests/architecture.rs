@@ -1,5 +1,6 @@
 //! The crate graph is the architecture (SPEC §2.2): these edges must be
 //! impossible, so a change that adds one fails here, not in review.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::process::Command;
 
@@ -154,4 +155,28 @@ fn channels_do_not_reach_host_or_runner() {
         "pinch-channels",
         &["pinch-host", "pinch-runner", "pinch-providers", "rusqlite"],
     );
+}
+
+#[test]
+fn the_sandbox_knows_nothing_of_the_host_the_runner_or_channels() {
+    forbid(
+        "pinch-sandbox",
+        &[
+            "pinch-host",
+            "pinch-runner",
+            "pinch-channels",
+            "pinch-providers",
+        ],
+    );
+}
+
+#[test]
+fn the_host_spawns_through_the_sandbox_crate() {
+    let d = deps("pinch-host");
+    assert!(
+        d.iter().any(|x| x == "pinch-sandbox"),
+        "pinch-host must depend on pinch-sandbox (its only way to start a runner): {d:?}"
+    );
+    // The runner runs inside a sandbox; it never starts one.
+    forbid("pinch-runner", &["pinch-sandbox"]);
 }

@@ -3,6 +3,7 @@
 //! file and SQLite's words, and `pinch admin repair` / `restore` bring the
 //! old sessions back so a pending message is answered. Real hosts, real
 //! files, the real `pinch` binary for the offline commands.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 mod common;
 

@@ -8,6 +8,7 @@
 //! ignored; a dropped gateway resumed; a silent gateway (no heartbeat
 //! acks) rebuilt; a host killed with SIGKILL catching up from its cursor
 //! without losing or repeating a message.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 mod common;
 

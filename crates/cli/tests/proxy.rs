@@ -3,6 +3,7 @@
 //! model API route reaches its upstream with the host's key injected and
 //! the sandbox's own credential stripped; anything else is refused; the key
 //! is nowhere the agent can see.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 mod common;
 

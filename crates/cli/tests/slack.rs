@@ -8,6 +8,7 @@
 //! way, mentions in a channel, bots ignored, envelopes acked only after
 //! the commit; a dropped socket and a stalled one rebuilt; a host killed
 //! with SIGKILL neither losing nor repeating a message.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 mod common;
 

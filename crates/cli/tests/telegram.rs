@@ -6,6 +6,7 @@
 //! agent question, a file each way, a long reply split at 4096, mentions
 //! in a group, bots ignored; a stalled long-poll rebuilt by the watchdog;
 //! a host killed with SIGKILL neither losing nor repeating a message.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 mod common;
 

@@ -8,6 +8,7 @@
 //! forged event header, a stale or future timestamp, and the old body-only
 //! signature are refused; an exact replay inside the window is the same
 //! single row.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 mod common;
 

@@ -20,14 +20,18 @@
 //!   liveness pipe (decision 0006) cannot cross into a container; the
 //!   runner's stop file and these kills take its place.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use pinch_proto::runner_config::RunnerPaths;
 
-use crate::sandbox::{Kind, Limits, Mounts, Sandbox, SANDBOX_EXE};
+use crate::backend::{Kind, RunnerHandle, RunnerSpec, Sandbox, StartError};
+use crate::bwrap::RUNNER_CMD;
+use crate::child::{self, Liveness};
+use crate::limits::Limits;
+use crate::mounts::{Bind, Mounts};
 
+#[derive(Clone)]
 pub struct Docker {
     pub docker: PathBuf,
     pub limits: Limits,
@@ -49,7 +53,7 @@ pub fn find_docker() -> Option<PathBuf> {
 
 /// Whether the daemon answers; the reason when it does not.
 pub fn probe(docker: &Path) -> Result<(), String> {
-    let out = Command::new(docker)
+    let out = crate::command::new(docker)
         .args(["version", "--format", "{{.Server.Version}}"])
         .stdin(Stdio::null())
         .output()
@@ -99,15 +103,7 @@ pub fn seccomp_profile() -> String {
     let names: Vec<&str> = crate::seccomp::denied().iter().map(|(n, _)| *n).collect();
     let mut syscalls =
         vec![serde_json::json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1})];
-    for flag in [
-        0x0002_0000u64,
-        0x0200_0000,
-        0x0400_0000,
-        0x0800_0000,
-        0x1000_0000,
-        0x2000_0000,
-        0x4000_0000,
-    ] {
+    for flag in crate::seccomp::CLONE_NS_FLAGS {
         syscalls.push(serde_json::json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}));
     }
     syscalls
@@ -127,9 +123,30 @@ impl Docker {
     }
 
     fn docker(&self) -> Command {
-        let mut c = Command::new(&self.docker);
+        let mut c = crate::command::new(&self.docker);
         c.stdin(Stdio::null());
         c
+    }
+
+    /// Kills the session's containers (a SIGKILL of the `docker run`
+    /// client does not reach them).
+    pub fn kill_session(&self, session_id: &str) {
+        let ids = self.container_ids(&format!("label=pinch.session={session_id}"));
+        let ids: Vec<String> = ids.into_iter().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let docker = self.docker.clone();
+        let install = self.install.clone();
+        std::thread::spawn(move || {
+            let _ = crate::command::new(docker)
+                .args(["kill"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            tracing::debug!(install = %install, "killed the session's containers");
+        });
     }
 
     /// Builds the image from `exe` unless this version of it exists, and
@@ -212,7 +229,7 @@ impl Docker {
         }
         std::fs::copy(exe, r.join("opt/pinch/bin/pinch"))
             .map_err(|e| format!("copying {}: {e}", exe.display()))?;
-        let tar = Command::new("tar")
+        let tar = crate::command::new("tar")
             .arg("-C")
             .arg(r)
             .args(["-c", "."])
@@ -222,27 +239,19 @@ impl Docker {
         if !tar.status.success() {
             return Err("tar failed while building the runner image".into());
         }
-        let mut import = self
-            .docker()
-            .args([
+        // stderr is drained while the image goes in (it can be large: a
+        // chatty daemon would otherwise fill the pipe and both sides wait).
+        let out = crate::command::output_with_input(
+            self.docker().args([
                 "import",
                 "--change",
                 &format!("LABEL pinch.install={}", self.install),
                 "-",
                 &self.image,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running docker import: {e}"))?;
-        import
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(&tar.stdout)
-            .map_err(|e| format!("feeding docker import: {e}"))?;
-        let out = import.wait_with_output().map_err(|e| e.to_string())?;
+            ]),
+            &tar.stdout,
+        )
+        .map_err(|e| format!("running docker import: {e}"))?;
         if !out.status.success() {
             return Err(format!(
                 "docker import failed: {}",
@@ -298,7 +307,7 @@ impl Docker {
     /// `docker run` arguments for a mount table (the system folders first).
     fn run_args(
         &self,
-        binds: &[crate::sandbox::Bind],
+        binds: &[Bind],
         env: &[(String, String)],
         cmd: &[&str],
         name: &str,
@@ -388,7 +397,7 @@ impl Docker {
     /// The container around `cmd` (the tests run a shell in exactly the
     /// runner's container).
     ///
-    /// Every source is opened first ([`crate::sandbox::open_binds`]: no
+    /// Every source is opened first ([`crate::mounts::open_binds`]: no
     /// symlink beneath its trusted root, a folder or a regular file) and
     /// refused otherwise. Docker then binds it by path — its runtime cannot
     /// mount a descriptor from another mount namespace — which is sound
@@ -411,9 +420,9 @@ impl Docker {
             "pinch-{session}-{}",
             pinch_proto::runner_config::random_hex(4)
         );
-        let opened = crate::sandbox::open_binds(m, &m.binds(None))
+        let opened = crate::mounts::open_binds(m, &m.binds(None))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let binds: Vec<crate::sandbox::Bind> = opened.into_iter().map(|o| o.bind).collect();
+        let binds: Vec<Bind> = opened.into_iter().map(|o| o.bind).collect();
         // `--mount` is comma-separated: a source with `,` or `"` could add
         // options of its own.
         if let Some(b) = binds
@@ -422,7 +431,7 @@ impl Docker {
         {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} contains `,`, `\"` or a newline, which a Docker mount cannot carry; rename it or use --sandbox bwrap", b.src.display())));
         }
-        let mut c = Command::new(&self.docker);
+        let mut c = crate::command::new(&self.docker);
         c.args(self.run_args(&binds, env, cmd, &name, &session));
         // The docker client needs its own environment (DOCKER_HOST, HOME for
         // its config); the container's comes only from --env.
@@ -436,48 +445,32 @@ impl Sandbox for Docker {
     }
 
     fn runner_paths(&self, m: &Mounts) -> RunnerPaths {
-        crate::sandbox::sandboxed_paths(m)
+        crate::backend::sandboxed_paths(m)
     }
 
     fn model_path(&self, m: &Mounts, host: &Path) -> PathBuf {
         m.model_path_inside(host)
     }
 
-    fn command(
-        &self,
-        exe: &Path,
-        m: &Mounts,
-        env: &[(String, String)],
-    ) -> std::io::Result<Command> {
-        self.command_with(
-            exe,
-            m,
-            env,
-            &[SANDBOX_EXE, "runner", "--config", "/pinch/in/runner.json"],
-        )
-    }
-
-    fn passes_fds(&self) -> bool {
-        false
-    }
-
-    fn kill_session(&self, session_id: &str) {
-        let ids = self.container_ids(&format!("label=pinch.session={session_id}"));
-        let ids: Vec<String> = ids.into_iter().collect();
-        if ids.is_empty() {
-            return;
-        }
-        let docker = self.docker.clone();
-        let install = self.install.clone();
-        std::thread::spawn(move || {
-            let _ = Command::new(docker)
-                .args(["kill"])
-                .args(&ids)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            tracing::debug!(install = %install, "killed the session's containers");
-        });
+    /// The liveness pipe cannot cross into a container: the runner gets no
+    /// descriptor, and a kill also kills the session's containers.
+    fn start(&self, spec: RunnerSpec<'_>) -> Result<Box<dyn RunnerHandle>, StartError> {
+        let this = Docker {
+            limits: spec.limits,
+            ..self.clone()
+        };
+        let cmd = this
+            .command_with(spec.exe, spec.mounts, &spec.env, &RUNNER_CMD)
+            .map_err(StartError::Prepare)?;
+        let session = spec.session_id.to_owned();
+        let c = child::spawn(
+            cmd,
+            spec.log,
+            Liveness::None,
+            Kind::Docker.as_str(),
+            Some(Box::new(move || this.kill_session(&session))),
+        )?;
+        Ok(Box::new(c))
     }
 
     fn prepare(&mut self, exe: &Path, data_dir: &Path, run_dir: &Path) -> Result<(), String> {

@@ -16,7 +16,7 @@
 //! option.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// Where the folder appears inside a sandbox.
@@ -98,7 +98,7 @@ pub fn install(
     let tools = tools.as_path();
     // Inside the installer sandbox the folder is at SANDBOX_TOOLS.
     let bwrap = if sandboxed {
-        crate::sandbox::find_bwrap()
+        crate::bwrap::find_bwrap()
     } else {
         None
     };
@@ -146,7 +146,7 @@ pub fn install(
     argv.extend(packages.iter().cloned());
     let mut cmd = match &bwrap {
         Some(b) => {
-            let mut c = Command::new(b);
+            let mut c = crate::command::new(b);
             c.args([
                 "--unshare-user",
                 "--unshare-pid",
@@ -235,7 +235,7 @@ pub fn install(
             c
         }
         None => {
-            let mut c = Command::new(&argv[0]);
+            let mut c = crate::command::new(&argv[0]);
             c.args(&argv[1..]);
             c.current_dir(tools);
             c
