@@ -200,7 +200,7 @@ pub fn add_mcp_server(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResu
 /// Writes the request row and waits for the host's `admin_response`.
 fn ask_host(ctx: &mut ToolCtx<'_>, request_id: &str, body: Value) -> ToolResult {
     let request_id = request_id.to_owned();
-    let addr = ctx.origin.clone().unwrap_or_default();
+    let addr = ctx.origin_address();
     let waiting = Waiting::new(&waiting_key(&request_id));
     ctx.write_row("system", &addr, body.to_string())?;
     let tool = match body["action"].as_str() {

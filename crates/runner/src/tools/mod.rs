@@ -20,12 +20,14 @@ pub mod shell;
 pub mod tasks;
 
 use jiff::tz::TimeZone;
-use pinch_proto::rows::{self, Destination, NewOutbound, Routing};
+use pinch_proto::rows::{self, Destination, NewOutbound};
 use pinch_proto::runner_config::RunnerConfig;
 use pinch_proto::rusqlite::Connection;
 use pinch_proto::{layout, time};
 use pinch_providers::ToolSpec;
 use serde_json::Value;
+
+use crate::address::Fallback;
 
 /// A tool's answer to the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,43 +70,7 @@ impl From<pinch_policy::path::PathError> for ToolError {
 
 pub type ToolResult = Result<String, ToolError>;
 
-/// Where a row goes: a channel conversation or an agent.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Address {
-    pub channel_type: Option<String>,
-    pub platform_id: Option<String>,
-    pub thread_id: Option<String>,
-}
-
-impl Address {
-    pub fn of_destination(d: &Destination) -> Address {
-        if d.kind == "agent" {
-            Address {
-                channel_type: Some("agent".into()),
-                platform_id: d.agent_group_id.clone(),
-                thread_id: None,
-            }
-        } else {
-            Address {
-                channel_type: d.channel_type.clone(),
-                platform_id: d.platform_id.clone(),
-                thread_id: None,
-            }
-        }
-    }
-
-    pub fn of_routing(r: &Routing) -> Address {
-        Address {
-            channel_type: r.channel_type.clone(),
-            platform_id: r.platform_id.clone(),
-            thread_id: r.thread_id.clone(),
-        }
-    }
-
-    fn is_set(&self) -> bool {
-        self.channel_type.is_some() && self.platform_id.is_some()
-    }
-}
+pub use crate::address::Address;
 
 /// Everything a tool may touch.
 pub struct ToolCtx<'a> {
@@ -162,44 +128,30 @@ impl<'a> ToolCtx<'a> {
         )
     }
 
-    /// Resolves `to` (a destination name) or the default address. Unknown
-    /// names and an ambiguous default list the destinations.
+    /// Resolves `to` (a destination name; blank means none) or the default
+    /// address ([`crate::address::resolve`] with [`Fallback::Usable`]).
+    /// Unknown names and an ambiguous default list the destinations.
     pub fn address(&self, to: Option<&str>) -> Result<Address, ToolError> {
-        let names = || {
-            if self.destinations.is_empty() {
-                "there are no destinations".to_owned()
-            } else {
-                format!(
-                    "destinations: {}",
-                    self.destinations
-                        .iter()
-                        .map(|d| d.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        };
-        match to.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(name) => match self.destinations.iter().find(|d| d.name == name) {
-                Some(d) => Ok(Address::of_destination(d)),
-                None => Err(ToolError(format!(
-                    "unknown destination {name:?}; {}",
-                    names()
-                ))),
-            },
-            None => {
-                if let Some(a) = self.origin.as_ref().filter(|a| a.is_set()) {
-                    return Ok(a.clone());
-                }
-                if let [only] = self.destinations.as_slice() {
-                    return Ok(Address::of_destination(only));
-                }
-                Err(ToolError(format!(
-                    "no default conversation to send to; name one with `to` ({})",
-                    names()
-                )))
-            }
-        }
+        let to = to.map(str::trim).filter(|t| !t.is_empty());
+        crate::address::resolve(
+            to,
+            self.origin.as_ref(),
+            &self.destinations,
+            Fallback::Usable,
+        )
+        .map_err(|e| ToolError(e.to_string()))
+    }
+
+    /// Where a request to the host (a task, an admin action) is addressed:
+    /// the origin as it is ([`Fallback::Origin`]).
+    pub fn origin_address(&self) -> Address {
+        crate::address::resolve(
+            None,
+            self.origin.as_ref(),
+            &self.destinations,
+            Fallback::Origin,
+        )
+        .unwrap_or_default()
     }
 
     /// Writes one outbound row and commits it now; returns (id, seq).
