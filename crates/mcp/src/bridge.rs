@@ -395,9 +395,7 @@ mod tests {
                 r#"{"content":"ok","is_error":true}"#.to_owned(),
             ),
             (
-                Response::Error {
-                    error: "no".into(),
-                },
+                Response::Error { error: "no".into() },
                 r#"{"error":"no"}"#.to_owned(),
             ),
         ] {
@@ -407,10 +405,21 @@ mod tests {
         }
         // `instructions` may be left out; unknown keys are ignored.
         let r: Response = serde_json::from_str(r#"{"tools":[],"extra":1}"#).unwrap();
-        assert!(matches!(r, Response::Tools { instructions: None, .. }));
+        assert!(matches!(
+            r,
+            Response::Tools {
+                instructions: None,
+                ..
+            }
+        ));
         for bad in [r#"{"content":"x"}"#, r#"{}"#, r#"{"is_error":false}"#] {
-            let e = serde_json::from_str::<Response>(bad).unwrap_err().to_string();
-            assert!(e.contains("`content` with `is_error`, or `error`"), "{bad}: {e}");
+            let e = serde_json::from_str::<Response>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`content` with `is_error`, or `error`"),
+                "{bad}: {e}"
+            );
         }
         let e = serde_json::from_str::<Response>(r#"{"tools":5}"#)
             .unwrap_err()

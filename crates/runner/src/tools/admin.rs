@@ -83,6 +83,16 @@ pub fn specs() -> Vec<ToolSpec> {
     ]
 }
 
+/// Runs the group's tool `name`.
+pub fn dispatch(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolResult {
+    match name {
+        "create_agent" => create_agent(ctx, m),
+        "install_packages" => install_packages(ctx, m),
+        "add_mcp_server" => add_mcp_server(ctx, m),
+        _ => call(ctx, m),
+    }
+}
+
 pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
     let a = Args { tool: "admin", m };
     let command = a.str("command")?.trim().to_owned();
