@@ -22,11 +22,15 @@
 
 pub mod content;
 pub mod error;
+pub mod inbound;
+pub mod ledger;
 pub mod open;
+pub mod outbound;
 pub mod rows;
 pub mod runner_config;
 pub mod schema;
 pub mod seq;
+pub mod tasks;
 pub mod time;
 
 pub use error::{is_corruption, is_unusable_view, ProtoError};
