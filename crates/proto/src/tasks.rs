@@ -177,3 +177,60 @@ pub fn holds(conn: &Connection, key: &str) -> Result<bool, ProtoError> {
         .map_err(ProtoError::sqlite("looking up a task"))?
         .is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::open::{open_writer, write_tx, DEFAULT_BUSY_TIMEOUT};
+    use crate::rows::{insert_inbound, NewInbound};
+
+    #[test]
+    fn transitions_move_only_the_rows_they_name() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = open_writer(&d.path().join("inbound.db"), DEFAULT_BUSY_TIMEOUT).unwrap();
+        crate::schema::migrate_inbound(&c).unwrap();
+        let tx = write_tx(&mut c).unwrap();
+        for (id, at) in [
+            ("task:s1:a", "2030-01-02T00:00:00.000Z"),
+            ("task:s1:b", "2030-01-01T00:00:00.000Z"),
+        ] {
+            let row = NewInbound {
+                id: id.into(),
+                kind: "task".into(),
+                timestamp: "t".into(),
+                process_after: Some(at.into()),
+                content: "{}".into(),
+                series_id: Some("s1".into()),
+                ..Default::default()
+            };
+            insert_inbound(&tx, &row, 0).unwrap();
+        }
+        let chat = NewInbound {
+            id: "s1".into(),
+            kind: "chat".into(),
+            timestamp: "t".into(),
+            content: "{}".into(),
+            ..Default::default()
+        };
+        insert_inbound(&tx, &chat, 0).unwrap();
+        assert_eq!(transition(&tx, "s1", Transition::Resume).unwrap(), 0);
+        assert_eq!(transition(&tx, "s1", Transition::Pause).unwrap(), 2);
+        assert_eq!(next_due(&tx, "s1").unwrap(), None);
+        assert!(holds(&tx, "task:s1:a").unwrap());
+        assert_eq!(transition(&tx, "s1", Transition::Resume).unwrap(), 2);
+        assert_eq!(
+            next_due(&tx, "s1").unwrap().as_deref(),
+            Some("2030-01-01T00:00:00.000Z")
+        );
+        assert_eq!(newest_live(&tx, "s1").unwrap().unwrap().0, "task:s1:b");
+        assert_eq!(
+            live(&tx).unwrap().len(),
+            2,
+            "the chat row named s1 is no task"
+        );
+        assert_eq!(transition(&tx, "s1", Transition::Cancel).unwrap(), 2);
+        assert!(!holds(&tx, "s1").unwrap());
+        assert_eq!(occurrence(&tx, "s1").unwrap().unwrap().kind, "chat");
+        tx.commit().unwrap();
+    }
+}
