@@ -169,11 +169,11 @@ fn channels_do_not_reach_host_or_runner() {
 const SQL_OUTSIDE_THE_DOOR: &[(&str, &str)] = &[
     (
         "crates/host/src/admin_cmds",
-        "the admin commands' central-DB queries; moved into db/ when admin_cmds.rs is split by resource (issue 16, typed admin vocabulary)",
+        "the admin commands' central-DB statements (about 60: groups, configs, wirings, users, roles, members, destinations, sessions, approvals); moved into db/ when admin_cmds.rs is split by resource (issue 16, typed admin vocabulary)",
     ),
     (
         "crates/host/src/main_loop",
-        "main_loop.rs and main_loop/*.rs (routing, approvals, self_mod, create_agent, agent_admin, session_db, ...): central-DB statements; moved into db/ with the main-loop split (issue 16)",
+        "main_loop.rs and main_loop/{agent_admin,create_agent,disk,self_mod}.rs: agent_configs/agent_destinations statements (into db/), and agent_admin.rs's messages_in lookup (into proto); moved with the main-loop split (issue 16)",
     ),
     (
         "crates/cli/src/bench.rs",
@@ -181,7 +181,7 @@ const SQL_OUTSIDE_THE_DOOR: &[(&str, &str)] = &[
     ),
     (
         "crates/runner/src/",
-        "the runner's own statements on outbound.db/inbound.db (poll, history, tools, heartbeat); moved into proto with the runner's pure-steps refactor (issue 16)",
+        "the runner's own statements (lib.rs container_state/processing_ack, history.rs conversation, cli_engine.rs, tools/{mod,messages,tasks}.rs; tools/tasks.rs can call proto::tasks::live as it is); moved into proto with the runner's pure-steps refactor (issue 16)",
     ),
 ];
 
