@@ -260,8 +260,7 @@ fn string_literals(src: &str) -> Vec<Literal> {
             let start_line = line;
             let mut j = open;
             let mut text = String::new();
-            loop {
-                let Some(&d) = b.get(j) else { break };
+            while let Some(&d) = b.get(j) {
                 match hashes {
                     None if d == '\\' => {
                         text.push(d);
