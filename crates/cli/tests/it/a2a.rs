@@ -3,7 +3,6 @@
 //! (the return path), a refused destination, and a three-agent cycle
 //! stopped and told to the agent that would close it (R11).
 
-
 use std::time::Duration;
 
 use crate::common::*;
@@ -716,4 +715,133 @@ reply = "the poet says: {text}"
         .query_row("SELECT count(*) FROM messages_in WHERE kind = 'chat' AND source_session_id IS NOT NULL", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 2, "{stdout}");
+}
+
+/// Two agents that answer each other: each "rally" makes the agent send
+/// one to its partner, and its turn's own reply says so too (also a
+/// "rally", so a batch of both keeps going).
+const RALLY: &str = r#"
+[[rule]]
+contains = "rally"
+tool = "send_message"
+args = { to = "partner", text = "rally" }
+
+[[rule]]
+after_tool = "send_message"
+reply = "rally sent: error={tool_error}"
+"#;
+
+/// Every agent-to-agent row in the inbound of `ag`'s sessions: (the
+/// sending agent, its hop count).
+fn a2a_rows(data: &std::path::Path, ag: &str) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(data.join("sessions").join(ag)) else {
+        return out;
+    };
+    for d in dirs
+        .flatten()
+        .filter(|d| !d.file_name().to_string_lossy().starts_with('.'))
+    {
+        if !d.path().join("in/inbound.db").exists() {
+            continue;
+        }
+        let c = inbound(&d.path());
+        let mut s = c
+            .prepare("SELECT content FROM messages_in WHERE id LIKE 'a2a:%'")
+            .unwrap();
+        for content in s.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&content.unwrap()).unwrap();
+            out.push((
+                v["sender_id"].as_str().unwrap_or_default().to_owned(),
+                v["a2a"]["hops"].as_u64().expect("an a2a row has hops") as u32,
+            ));
+        }
+    }
+    out
+}
+
+/// The deliver-failed notes (`action_result`s) in `ag`'s sessions.
+fn told(data: &std::path::Path, ag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(data.join("sessions").join(ag))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|d| !d.file_name().to_string_lossy().starts_with('.'))
+    {
+        let c = inbound(&d.path());
+        let mut s = c
+            .prepare("SELECT content FROM messages_in WHERE id LIKE 'deliver-failed:%'")
+            .unwrap();
+        out.extend(s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap));
+    }
+    out
+}
+
+/// R11 end to end: two agents answering each other are not a cycle (a
+/// reply to the agent that asked is the return path), so the rally goes
+/// back and forth until the hop limit refuses the ninth hop — and the
+/// agent that sent it is told. Nothing past hop 8 is ever delivered.
+#[test]
+fn two_agents_answering_each_other_are_stopped_by_the_hop_limit_and_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    seed(
+        tmp.path(),
+        &[
+            ("main", &[("partner", "bee")]),
+            ("bee", &[("partner", "main")]),
+        ],
+    );
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), RALLY);
+    let data = cfg.data_dir.clone();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    c.ask("start the rally");
+    let hop_refusal = |(st, e): &(String, Option<String>)| {
+        st == "failed"
+            && e.as_deref()
+                .is_some_and(|e| e.contains("hops; the limit is 8"))
+    };
+    wait_for(
+        "a message of the rally refused by the hop limit",
+        Duration::from_secs(60),
+        || {
+            ledger(&data, "main").iter().any(hop_refusal)
+                || ledger(&data, "bee").iter().any(hop_refusal)
+        },
+    );
+    // The agent whose message was refused is told why (an action_result
+    // in its own inbound, not a message to anyone).
+    let refused_by = if ledger(&data, "main").iter().any(hop_refusal) {
+        "main"
+    } else {
+        "bee"
+    };
+    wait_for("the sender told", Duration::from_secs(30), || {
+        told(&data, refused_by)
+            .iter()
+            .any(|t| t.contains("the limit is 8"))
+    });
+    // A barrier: the user's next message is answered after everything
+    // before it; by then the rally has stopped.
+    let after = c.ask("a barrier, no ball");
+    assert!(!after.is_empty(), "the barrier was answered");
+    let rows: Vec<(String, u32)> = [a2a_rows(&data, "main"), a2a_rows(&data, "bee")].concat();
+    let top = rows.iter().map(|(_, h)| *h).max().unwrap_or(0);
+    assert_eq!(
+        top, 8,
+        "the rally went back and forth up to the limit and no further: {rows:?}"
+    );
+    // Both directions carried it (replies, not new requests, after the first).
+    for (from, to) in [("agent:main", "bee"), ("agent:bee", "main")] {
+        let n = a2a_rows(&data, to)
+            .iter()
+            .filter(|(s, _)| s == from)
+            .count();
+        assert!(n >= 3, "{from} → {to}: {n} messages in {rows:?}");
+    }
+    // Bounded: at most two rallies (the first answer and its reply) of 8.
+    assert!(rows.len() <= 16, "{} messages: {rows:?}", rows.len());
+    rt.block_on(host.shutdown()).unwrap();
 }

@@ -9,95 +9,24 @@
 //! acks) rebuilt; a host killed with SIGKILL catching up from its cursor
 //! without losing or repeating a message.
 
-
-/// Closes every open socket of the fake (a watch, so no session misses it).
-struct Drops(tokio::sync::watch::Sender<u64>);
-
-impl Default for Drops {
-    fn default() -> Self {
-        Drops(tokio::sync::watch::channel(0).0)
-    }
-}
-
-impl Drops {
-    fn drop_all(&self) {
-        self.0.send_modify(|n| *n += 1);
-    }
-}
-
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use crate::common::platform::{
+    self, daemon, delivered, rows, wait_found, Calls, Drops, Platform, Setup, SHARED_RULES, WAIT,
+};
 use crate::common::*;
-use pinch_host::central::Central;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "discord-TEST-token-xyz";
 const BOT: &str = "900";
 const USER: &str = "42";
-const WAIT: Duration = Duration::from_secs(60);
 
 fn script() -> String {
     format!(
-        r#"
-[[rule]]
-contains = "draft please"
-tool = "send_message"
-args = {{ text = "draft v1" }}
-
-[[rule]]
-after_tool = "send_message"
-tool = "edit_message"
-args = {{ seq = 3, text = "draft v2" }}
-
-[[rule]]
-after_tool = "edit_message"
-reply = "edited"
-
-[[rule]]
-contains = "react to this"
-tool = "add_reaction"
-args = {{ seq = 2, emoji = "👍" }}
-
-[[rule]]
-after_tool = "add_reaction"
-reply = "reacted"
-
-[[rule]]
-contains = "colour"
-tool = "ask_user_question"
-args = {{ title = "Paint", question = "Which colour?", options = [{{ label = "Red", value = "r" }}, {{ label = "Blue", value = "b" }}], timeout_s = 120 }}
-
-[[rule]]
-after_tool = "ask_user_question"
-reply = "you chose: {{tool_result}}"
-
-[[rule]]
-contains = "read the attachment"
-tool = "read_file"
-args = {{ path = "{{inbox_path}}" }}
-
-[[rule]]
-after_tool = "read_file"
-reply = "the file says: {{tool_result}}"
-
-[[rule]]
-contains = "send me the report"
-tool = "write_file"
-args = {{ path = "report.txt", content = "numbers: 1 2 3" }}
-
-[[rule]]
-after_tool = "write_file"
-tool = "send_file"
-args = {{ path = "report.txt", text = "here it is" }}
-
-[[rule]]
-after_tool = "send_file"
-reply = "report sent"
-
+        r#"{SHARED_RULES}
 [[rule]]
 contains = "long one"
 reply = "{long}"
@@ -127,7 +56,7 @@ struct Fake {
     /// User messages per channel (for `GET /channels/{id}/messages`).
     history: Mutex<Vec<Value>>,
     /// REST calls: (method path, body).
-    calls: Mutex<Vec<(String, Value)>>,
+    calls: Calls,
     /// Gateway ops received (IDENTIFY = 2, RESUME = 6).
     ops: Mutex<Vec<u64>>,
     connections: AtomicU64,
@@ -165,13 +94,7 @@ impl Fake {
         m
     }
     fn calls(&self, prefix: &str) -> Vec<(String, Value)> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _)| p.starts_with(prefix))
-            .cloned()
-            .collect()
+        self.calls.named(|p| p.starts_with(prefix))
     }
     fn posts(&self) -> Vec<Value> {
         self.calls("POST /channels/")
@@ -310,7 +233,7 @@ async fn rest(
                 .find_map(|kv| kv.strip_prefix("after="))
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
-            f.calls.lock().unwrap().push((key, json!({"after": after})));
+            f.calls.push(key, json!({"after": after}));
             let mut ms: Vec<Value> = f
                 .history
                 .lock()
@@ -332,7 +255,7 @@ async fn rest(
                     return (StatusCode::OK, existing.to_string());
                 }
             }
-            f.calls.lock().unwrap().push((key, v.clone()));
+            f.calls.push(key, v.clone());
             let m = json!({"id": f.next_id.fetch_add(1, Ordering::SeqCst).to_string(), "channel_id": ch, "content": v["content"]});
             if let Some(n) = payload["nonce"].as_str() {
                 f.nonces.lock().unwrap().insert(n.to_owned(), m.clone());
@@ -344,13 +267,13 @@ async fn rest(
             json!({"id": format!("dm-{}", v["recipient_id"].as_str().unwrap_or(""))}).to_string(),
         ),
         ("PATCH", ["channels", _, "messages", _]) => {
-            f.calls.lock().unwrap().push((key, v));
+            f.calls.push(key, v);
             (StatusCode::OK, json!({}).to_string())
         }
         ("PUT", ["channels", _, "messages", _, "reactions", _, "@me"])
         | ("POST", ["channels", _, "typing"])
         | ("POST", ["interactions", _, _, "callback"]) => {
-            f.calls.lock().unwrap().push((key, v));
+            f.calls.push(key, v);
             (StatusCode::NO_CONTENT, String::new())
         }
         _ => (
@@ -387,148 +310,31 @@ async fn serve(f: Arc<Fake>) -> std::net::SocketAddr {
         )
         .fallback(rest)
         .with_state(f.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
+    let addr = platform::serve(app).await;
     *f.addr.lock().unwrap() = addr.to_string();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     addr
 }
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    cfg: PathBuf,
-}
-
 fn setup(api: std::net::SocketAddr) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let mut c = Central::open(&data.join("pinch.db")).unwrap();
-        c.bootstrap("tester").unwrap();
-        c.conn.execute("INSERT INTO users (id, kind, display_name, created_at) VALUES ('discord:42', 'discord', 'Ann', '2026-01-01T00:00:00.000Z')", []).unwrap();
-        c.conn
-            .execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES ('discord:42', 'owner', NULL, 'test', '2026-01-01T00:00:00.000Z')", [])
-            .unwrap();
-        for (id, chat, is_group, mode) in [
-            ("mg-dm", "dm1", 0, "pattern"),
-            ("mg-guild", "g1", 1, "mention"),
-        ] {
-            c.conn
-                .execute(
-                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                     VALUES (?1, 'discord', ?2, 'x', ?3, 'public', '2026-01-01T00:00:00.000Z')",
-                    pinch_proto::rusqlite::params![id, chat, is_group],
-                )
-                .unwrap();
-            c.conn
-                .execute(
-                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
-                     VALUES (?1, ?2, 'main', ?3, '.', 'all', 'drop', 'shared', 0, '2026-01-01T00:00:00.000Z')",
-                    [format!("w-{id}"), id.to_owned(), mode.to_owned()],
-                )
-                .unwrap();
-        }
-    }
-    let script_path = tmp.path().join("script.toml");
-    std::fs::write(&script_path, script()).unwrap();
-    let cfg = tmp.path().join("pinch.toml");
-    std::fs::write(
-        &cfg,
-        format!("[provider.scripted]\nscript = {script_path:?}\n[host]\nboot_breaker = false\n[discord]\ntoken_env = \"PINCH_TEST_DISCORD_TOKEN\"\nbase_url = \"http://{api}/api\"\nstall_s = 2\n"),
-    )
-    .unwrap();
-    Setup {
-        data,
-        cfg,
-        _tmp: tmp,
-    }
-}
-
-fn daemon(s: &Setup) -> Daemon {
-    let mut d = std::process::Command::new(PINCH);
-    d.args(["host", "--data-dir"])
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.cfg)
-        .args([
-            "--sandbox",
-            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
-                "bwrap"
-            } else {
-                "process"
-            },
-            "--provider",
-            "scripted",
-        ])
-        .env("PINCH_LOG", "debug")
-        .env("PINCH_TEST_DISCORD_TOKEN", TOKEN)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(s.data.with_extension("log"))
-                .unwrap(),
-        );
-    Daemon(d.spawn().unwrap())
-}
-
-fn rows(data: &Path, message_id: &str) -> i64 {
-    let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main"))
-        .into_iter()
-        .flatten()
-    {
-        n += inbound(&d.unwrap().path())
-            .query_row(
-                "SELECT count(*) FROM messages_in WHERE id = ?1",
-                [format!("{message_id}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap();
-    }
-    n
-}
-
-fn delivered(data: &Path) -> i64 {
-    let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main"))
-        .into_iter()
-        .flatten()
-    {
-        n += ledger_db(&d.unwrap().path())
-            .query_row(
-                "SELECT count(*) FROM delivered WHERE status = 'delivered'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap();
-    }
-    n
+    platform::setup(Platform {
+        channel: "discord",
+        owner: Some(USER),
+        chats: &[
+            ("mg-dm", "dm1", false, "pattern"),
+            ("mg-guild", "g1", true, "mention"),
+        ],
+        script: &script(),
+        config: format!("[discord]\ntoken_env = \"PINCH_TEST_DISCORD_TOKEN\"\nbase_url = \"http://{api}/api\"\nstall_s = 2\n"),
+        env: &[("PINCH_TEST_DISCORD_TOKEN", TOKEN)],
+    })
 }
 
 fn wait_post(f: &Fake, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut found = None;
-    wait_for(what, WAIT, || {
-        found = f.posts().into_iter().find(|v| pred(v));
-        found.is_some()
-    });
-    found.unwrap()
+    wait_found(what, || f.posts().into_iter().find(|v| pred(v)))
 }
 
 fn wait_call(f: &Fake, what: &str, prefix: &str) -> (String, Value) {
-    let mut found = None;
-    wait_for(what, WAIT, || {
-        found = f.calls(prefix).into_iter().next();
-        found.is_some()
-    });
-    found.unwrap()
+    wait_found(what, || f.calls(prefix).into_iter().next())
 }
 
 fn ready(f: &Fake, s: &Setup) {
@@ -733,8 +539,7 @@ fn discord_message_edit_reaction_click_files_split_and_mentions() {
         "the interaction acknowledged",
         "POST /interactions/int-2/itok2/callback",
     );
-    let log = std::fs::read_to_string(s.data.with_extension("log")).unwrap_or_default();
-    assert!(!log.contains(TOKEN), "the token leaked into the log");
+    s.log_lacks(&[TOKEN]);
 }
 
 #[test]

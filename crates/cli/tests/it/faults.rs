@@ -2,7 +2,6 @@
 //! disconnect or compete, a host killed with a reply pending, malformed
 //! rows, a corrupt inbound view, a bad runner config, an unusable data dir.
 
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,7 +130,30 @@ fn daemon_host_restart(sandbox: &str) {
     let mut h = start_daemon(&data, &cfg, sandbox);
     let mut c = Client::connect(&sock);
     let id = c.say("slow before the crash", "c1");
-    std::thread::sleep(Duration::from_millis(250)); // inside the 700 ms turn
+    // Inside the 700 ms turn: the runner has claimed the message.
+    let session = || {
+        std::fs::read_dir(data.join("sessions/main"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                    && p.join("out/outbound.db").exists()
+            })
+    };
+    let claims = |d: &std::path::Path| {
+        pinch_proto::open::open_reader(&d.join("out/outbound.db"), Duration::from_secs(5))
+            .ok()?
+            .query_row(
+                "SELECT count(*) FROM processing_ack WHERE message_id = ?1",
+                [format!("{id}:main")],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+    };
+    wait_for("the runner's claim", Duration::from_secs(20), || {
+        session().is_some_and(|d| claims(&d) == Some(1))
+    });
     h.kill().unwrap();
     h.wait().unwrap();
     // R4: no sandbox or runner outlives a SIGKILLed host.
@@ -140,12 +162,19 @@ fn daemon_host_restart(sandbox: &str) {
         Duration::from_secs(5),
         || leftovers(&data) == 0,
     );
+    let replies: i64 = outbound(&session().unwrap())
+        .query_row("SELECT count(*) FROM messages_out", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        replies, 0,
+        "killed inside the turn: claimed, not yet answered"
+    );
     // 2. Reply written but never delivered: host killed with no client.
     let t = Instant::now();
     let mut h = start_daemon(&data, &cfg, sandbox);
     let mut c = Client::connect(&sock);
     assert_eq!(
-        c.until_settled(&id),
+        c.settled_then_barrier(&id),
         vec!["slow reply: slow before the crash".to_string()]
     );
     eprintln!("phase 1 took {:?}", t.elapsed());
@@ -171,7 +200,7 @@ fn daemon_host_restart(sandbox: &str) {
     let mut h = start_daemon(&data, &cfg, sandbox);
     let mut c = Client::connect(&sock);
     assert_eq!(
-        c.until_settled(&id2),
+        c.settled_then_barrier(&id2),
         vec!["slow reply: slow while nobody listens".to_string()]
     );
     eprintln!("phase 2 took {:?}", t.elapsed());

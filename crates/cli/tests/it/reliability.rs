@@ -1,7 +1,7 @@
 //! The fault-injection suite (TARGETS.md R1, R2, R5–R7 and bad input):
 //! real processes, real files; every case ends by checking nothing was lost.
 
-
+use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -97,12 +97,33 @@ fn r1_damaged_inbound_header_is_recovered_told_once_and_answers_again() {
     assert_eq!(ok, "ok");
 }
 
-/// R2 end to end: one torn read between healthy ones never exits.
+/// `line` without ANSI colour sequences (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// R2 end to end: one torn read between healthy ones never exits — and
+/// the torn read did happen and was counted toward the streak (the
+/// runner's log says so) before the file was made whole again.
 #[test]
 fn r2_single_corrupt_read_does_not_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = host_config(tmp.path(), Choice::Process);
     cfg.runner.poll_idle_ms = 50;
+    let data = cfg.data_dir.clone();
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -112,11 +133,29 @@ fn r2_single_corrupt_read_does_not_exit() {
     let good = std::fs::read(&db).unwrap();
     let mut bad = good.clone();
     bad[..100].fill(0x5a);
+    let counted = |n: u32| {
+        walk(&data.join("logs/runners"))
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .flat_map(|l| l.lines().map(strip_ansi).collect::<Vec<_>>())
+            .filter(|l| {
+                l.contains("inbound.db poll failed (counts toward the streak)")
+                    && l.contains(&format!("streak={n}"))
+            })
+            .count()
+    };
+    assert_eq!(counted(1), 0, "no torn read before the damage");
     std::fs::write(&db, &bad).unwrap();
-    std::thread::sleep(Duration::from_millis(120)); // about one poll (then paced 500 ms)
+    // The runner's next poll reads the damage and counts it (then paces
+    // 500 ms before the next): only then is the file made whole again.
+    wait_for(
+        "the torn read counted in the runner's log",
+        Duration::from_secs(10),
+        || counted(1) == 1,
+    );
     std::fs::write(&db, &good).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(c.ask("still the same runner").len(), 1);
+    assert_eq!(counted(2), 0, "one torn read, counted once: {}", counted(1));
     assert_eq!(host.stats.exits(), 0);
     assert_eq!(host.stats.spawns(), 1);
     rt.block_on(host.shutdown()).unwrap();
@@ -162,6 +201,9 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
     );
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(host.stats.spawns(), 6, "no spawns while quarantined");
+    // Told once: everything the host sent up to a later barrier, counted.
+    notices.extend(notice_texts(&c.until_barrier()));
+    assert_eq!(notices.len(), 1, "one notice per quarantine: {notices:?}");
     // The admin surface shows state and reason.
     let out = Command::new(PINCH)
         .args(["admin", "sessions", "list", "--data-dir"])
@@ -196,6 +238,8 @@ fn r5_crash_loop_backoff_quarantine_one_notice_admin_shows_and_resumes() {
         "re-quarantined after the new message's tries"
     );
     assert_eq!(host.stats.spawns(), 12);
+    notices.extend(notice_texts(&c.until_barrier()));
+    assert_eq!(notices.len(), 1, "one notice per quarantine: {notices:?}");
     let out = Command::new(PINCH)
         .args(["admin", "sessions", "resume", &sid, "--json", "--data-dir"])
         .arg(tmp.path().join("data"))
@@ -286,6 +330,10 @@ fn poison_message_fails_after_max_tries_user_told_once_loop_goes_on() {
         c.ask("are you ok?"),
         vec!["Hello from pinch! You said: are you ok?".to_string()]
     );
+    // Told once: the notices up to a barrier after the next answer, counted
+    // (the answer and the barrier come after any repeat of the notice).
+    notices.extend(notice_texts(&c.until_barrier()));
+    assert_eq!(notices.len(), 1, "the user is told once: {notices:?}");
     let s = rt.block_on(host.sessions()).remove(0);
     let (st, tries): (String, i64) = inbound(&s.dir)
         .query_row(
@@ -313,7 +361,7 @@ fn huge_and_invalid_utf8_lines_are_refused_clearly_and_the_loop_goes_on() {
         .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
         .unwrap();
     {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::{BufRead, BufReader};
         let mut s = std::os::unix::net::UnixStream::connect(&host.cli_socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
@@ -333,14 +381,10 @@ fn huge_and_invalid_utf8_lines_are_refused_clearly_and_the_loop_goes_on() {
         );
         let _ = s.write_all(big.as_bytes());
         line.clear();
-        let mut got = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            got.push_str(&line);
-            line.clear();
-        }
+        r.read_line(&mut line).unwrap();
         assert!(
-            got.contains("longer than") || got.contains("rejected"),
-            "{got}"
+            line.contains("rejected") && line.contains("line longer than 1 MiB"),
+            "{line}"
         );
     }
     let mut c = Client::connect(&host.cli_socket);
@@ -348,7 +392,73 @@ fn huge_and_invalid_utf8_lines_are_refused_clearly_and_the_loop_goes_on() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
-/// A 10 MB message that arrives intact is processed, not a crash.
+/// S9 at the limit: a line of exactly 1 MiB (newline included) is a
+/// message like any other; one byte more is refused with the reason, not
+/// stored, and the same connection goes on serving.
+#[test]
+fn a_line_one_byte_over_the_mib_is_refused_with_the_reason_and_the_connection_goes_on() {
+    use pinch_channels::cli_socket::MAX_LINE;
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt
+        .block_on(pinch_host::start(with_script(
+            host_config(tmp.path(), Choice::Process),
+            "[[rule]]\ncontains = \"BIG\"\nreply = \"got a big one\"\n",
+        )))
+        .unwrap();
+    // A message line of exactly `len` bytes, the newline included.
+    let line_of = |cid: &str, len: usize| {
+        let head = format!("{{\"type\":\"message\",\"client_id\":\"{cid}\",\"text\":\"BIG ");
+        let tail = "\"}\n";
+        let mut l = head.clone();
+        l.push_str(&"z".repeat(len - head.len() - tail.len()));
+        l.push_str(tail);
+        assert_eq!(l.len(), len);
+        l
+    };
+    let mut c = Client::connect(&host.cli_socket);
+    c.w.write_all(line_of("over", MAX_LINE + 1).as_bytes())
+        .unwrap();
+    match c.recv().expect("an answer to the long line") {
+        ServerMsg::Rejected { client_id, error } => {
+            assert_eq!(client_id, None, "the line was not parsed");
+            assert!(
+                error.contains("line longer than 1 MiB") && error.contains("not stored"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    c.w.write_all(line_of("at", MAX_LINE).as_bytes()).unwrap();
+    let id = loop {
+        match c.recv().expect("an answer to the 1 MiB line") {
+            ServerMsg::Accepted {
+                client_id: Some(cid),
+                id,
+                ..
+            } if cid == "at" => break id,
+            ServerMsg::Rejected { error, .. } => panic!("a 1 MiB line was refused: {error}"),
+            _ => {}
+        }
+    };
+    assert_eq!(
+        c.settled_then_barrier(&id),
+        vec!["got a big one".to_string()],
+        "the 1 MiB message is answered, once; the longer one left nothing"
+    );
+    let s = rt.block_on(host.sessions()).remove(0);
+    let stored: i64 = inbound(&s.dir)
+        .query_row(
+            "SELECT count(*) FROM messages_in WHERE kind = 'chat'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 1, "only the message within the limit is stored");
+    rt.block_on(host.shutdown()).unwrap();
+}
+
+/// A 900 kB message (under the 1 MiB line limit) is processed, not a crash.
 #[test]
 fn a_big_message_row_is_answered() {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,7 +4,6 @@
 //! series whose slots were missed runs the latest once and schedules the
 //! next from its slot; list_tasks shows a scheduled series.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -119,8 +118,16 @@ reply = "time to stretch"
     wait_for("the task completed", Duration::from_secs(10), || {
         task_rows(&cfg.data_dir)[0].1 == "completed"
     });
-    // And never again.
+    // And never again: what came after the first, up to a barrier sent
+    // once the task is completed (and a while later), counted with it.
     std::thread::sleep(Duration::from_millis(1500));
+    let later = message_texts(&c.until_barrier());
+    let runs = seen
+        .iter()
+        .chain(&later)
+        .filter(|t| t.contains("time to stretch"))
+        .count();
+    assert_eq!(runs, 1, "{seen:?} then {later:?}");
     rt.block_on(host.shutdown()).unwrap();
     let rows = task_rows(&cfg.data_dir);
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -185,6 +192,11 @@ reply = "annual review done"
     // No third run: next year's slot is not due.
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(task_rows(&cfg.data_dir).len(), 3);
+    let later = message_texts(&c.until_barrier());
+    assert!(
+        !later.iter().any(|t| t.contains("annual review done")),
+        "a third run: {later:?}"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }
 

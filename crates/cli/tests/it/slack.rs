@@ -9,104 +9,32 @@
 //! the commit; a dropped socket and a stalled one rebuilt; a host killed
 //! with SIGKILL neither losing nor repeating a message.
 
-
-/// Closes every open socket of the fake (a watch, so no session misses it).
-struct Drops(tokio::sync::watch::Sender<u64>);
-
-impl Default for Drops {
-    fn default() -> Self {
-        Drops(tokio::sync::watch::channel(0).0)
-    }
-}
-
-impl Drops {
-    fn drop_all(&self) {
-        self.0.send_modify(|n| *n += 1);
-    }
-}
-
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use crate::common::platform::{
+    self, daemon, delivered, rows, wait_found, Calls, Drops, Platform, Setup, SHARED_RULES, WAIT,
+};
 use crate::common::*;
-use pinch_host::central::Central;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use serde_json::{json, Value};
 
 const APP: &str = "xapp-1-TEST-app-token";
 const BOT_TOKEN: &str = "xoxb-TEST-bot-token";
 const BOT: &str = "UBOT";
 const USER: &str = "U42";
-const WAIT: Duration = Duration::from_secs(60);
 
-const SCRIPT: &str = r#"
-[[rule]]
-contains = "draft please"
-tool = "send_message"
-args = { text = "draft v1" }
-
-[[rule]]
-after_tool = "send_message"
-tool = "edit_message"
-args = { seq = 3, text = "draft v2" }
-
-[[rule]]
-after_tool = "edit_message"
-reply = "edited"
-
-[[rule]]
-contains = "react to this"
-tool = "add_reaction"
-args = { seq = 2, emoji = "👍" }
-
-[[rule]]
-after_tool = "add_reaction"
-reply = "reacted"
-
-[[rule]]
-contains = "colour"
-tool = "ask_user_question"
-args = { title = "Paint", question = "Which colour?", options = [{ label = "Red", value = "r" }, { label = "Blue", value = "b" }], timeout_s = 120 }
-
-[[rule]]
-after_tool = "ask_user_question"
-reply = "you chose: {tool_result}"
-
-[[rule]]
-contains = "read the attachment"
-tool = "read_file"
-args = { path = "{inbox_path}" }
-
-[[rule]]
-after_tool = "read_file"
-reply = "the file says: {tool_result}"
-
-[[rule]]
-contains = "send me the report"
-tool = "write_file"
-args = { path = "report.txt", content = "numbers: 1 2 3" }
-
-[[rule]]
-after_tool = "write_file"
-tool = "send_file"
-args = { path = "report.txt", text = "here it is" }
-
-[[rule]]
-after_tool = "send_file"
-reply = "report sent"
-
-[[rule]]
-reply = "echo: {text}"
-"#;
+fn script() -> String {
+    format!("{SHARED_RULES}\n[[rule]]\nreply = \"echo: {{text}}\"\n")
+}
 
 #[derive(Default)]
 struct Fake {
     addr: Mutex<String>,
     /// Every envelope queued: (envelope, acked).
     envelopes: Mutex<Vec<(Value, bool)>>,
-    calls: Mutex<Vec<(String, Value)>>,
+    calls: Calls,
     uploads: Mutex<Vec<Vec<u8>>>,
     connections: AtomicU64,
     /// Sockets open right now.
@@ -154,13 +82,7 @@ impl Fake {
             .any(|(e, a)| e["envelope_id"] == id && *a)
     }
     fn calls(&self, method: &str) -> Vec<Value> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, _)| m == method)
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.calls.bodies(method)
     }
     fn posts(&self) -> Vec<Value> {
         self.calls("chat.postMessage")
@@ -291,7 +213,7 @@ async fn api(
     } else {
         serde_json::from_slice(&body).unwrap_or_default()
     };
-    f.calls.lock().unwrap().push((method.clone(), v.clone()));
+    f.calls.push(method.clone(), v.clone());
     let addr = f.addr.lock().unwrap().clone();
     axum::Json(match method.as_str() {
         "auth.test" => json!({"ok": true, "user_id": BOT, "bot_id": "B1"}),
@@ -339,149 +261,33 @@ async fn serve(f: Arc<Fake>) -> std::net::SocketAddr {
             }),
         )
         .with_state(f.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
+    let addr = platform::serve(app).await;
     *f.addr.lock().unwrap() = addr.to_string();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     addr
 }
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    cfg: PathBuf,
-}
-
 fn setup(api: std::net::SocketAddr) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let mut c = Central::open(&data.join("pinch.db")).unwrap();
-        c.bootstrap("tester").unwrap();
-        c.conn.execute("INSERT INTO users (id, kind, display_name, created_at) VALUES ('slack:U42', 'slack', 'Ann', '2026-01-01T00:00:00.000Z')", []).unwrap();
-        c.conn
-            .execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES ('slack:U42', 'owner', NULL, 'test', '2026-01-01T00:00:00.000Z')", [])
-            .unwrap();
-        for (id, chat, is_group, mode) in [
-            ("mg-dm", "D1", 0, "pattern"),
-            ("mg-chan", "C1", 1, "mention"),
-        ] {
-            c.conn
-                .execute(
-                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                     VALUES (?1, 'slack', ?2, 'x', ?3, 'public', '2026-01-01T00:00:00.000Z')",
-                    pinch_proto::rusqlite::params![id, chat, is_group],
-                )
-                .unwrap();
-            c.conn
-                .execute(
-                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
-                     VALUES (?1, ?2, 'main', ?3, '.', 'all', 'drop', 'shared', 0, '2026-01-01T00:00:00.000Z')",
-                    [format!("w-{id}"), id.to_owned(), mode.to_owned()],
-                )
-                .unwrap();
-        }
-    }
-    let script_path = tmp.path().join("script.toml");
-    std::fs::write(&script_path, SCRIPT).unwrap();
-    let cfg = tmp.path().join("pinch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[provider.scripted]\nscript = {script_path:?}\n[host]\nboot_breaker = false\n[slack]\napp_token_env = \"PINCH_TEST_SLACK_APP\"\nbot_token_env = \"PINCH_TEST_SLACK_BOT\"\nbase_url = \"http://{api}/api\"\nstall_s = 2\n"
+    platform::setup(Platform {
+        channel: "slack",
+        owner: Some(USER),
+        chats: &[
+            ("mg-dm", "D1", false, "pattern"),
+            ("mg-chan", "C1", true, "mention"),
+        ],
+        script: &script(),
+        config: format!(
+            "[slack]\napp_token_env = \"PINCH_TEST_SLACK_APP\"\nbot_token_env = \"PINCH_TEST_SLACK_BOT\"\nbase_url = \"http://{api}/api\"\nstall_s = 2\n"
         ),
-    )
-    .unwrap();
-    Setup {
-        data,
-        cfg,
-        _tmp: tmp,
-    }
-}
-
-fn daemon(s: &Setup) -> Daemon {
-    let mut d = std::process::Command::new(PINCH);
-    d.args(["host", "--data-dir"])
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.cfg)
-        .args([
-            "--sandbox",
-            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
-                "bwrap"
-            } else {
-                "process"
-            },
-            "--provider",
-            "scripted",
-        ])
-        .env("PINCH_LOG", "debug")
-        .env("PINCH_TEST_SLACK_APP", APP)
-        .env("PINCH_TEST_SLACK_BOT", BOT_TOKEN)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(s.data.with_extension("log"))
-                .unwrap(),
-        );
-    Daemon(d.spawn().unwrap())
-}
-
-fn rows(data: &Path, message_id: &str) -> i64 {
-    let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main"))
-        .into_iter()
-        .flatten()
-    {
-        n += inbound(&d.unwrap().path())
-            .query_row(
-                "SELECT count(*) FROM messages_in WHERE id = ?1",
-                [format!("{message_id}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap();
-    }
-    n
-}
-
-fn delivered(data: &Path) -> i64 {
-    let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main"))
-        .into_iter()
-        .flatten()
-    {
-        n += ledger_db(&d.unwrap().path())
-            .query_row(
-                "SELECT count(*) FROM delivered WHERE status = 'delivered'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap();
-    }
-    n
+        env: &[("PINCH_TEST_SLACK_APP", APP), ("PINCH_TEST_SLACK_BOT", BOT_TOKEN)],
+    })
 }
 
 fn wait_call(f: &Fake, what: &str, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut found = None;
-    wait_for(what, WAIT, || {
-        found = f.calls(method).into_iter().find(|v| pred(v));
-        found.is_some()
-    });
-    found.unwrap()
+    wait_found(what, || f.calls(method).into_iter().find(|v| pred(v)))
 }
 
 fn no_secret_in_log(s: &Setup) {
-    let log = std::fs::read_to_string(s.data.with_extension("log")).unwrap_or_default();
-    for secret in [APP, BOT_TOKEN, "secret-ticket"] {
-        assert!(!log.contains(secret), "{secret} leaked into the log");
-    }
+    s.log_lacks(&[APP, BOT_TOKEN, "secret-ticket"]);
 }
 
 #[test]

@@ -7,80 +7,24 @@
 //! in a group, bots ignored; a stalled long-poll rebuilt by the watchdog;
 //! a host killed with SIGKILL neither losing nor repeating a message.
 
-
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::platform::{
+    self, daemon, delivered, rows, wait_found, Calls, Platform, Setup, SHARED_RULES, WAIT,
+};
 use crate::common::*;
-use pinch_host::central::Central;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "123456:TEST-token-abcdef";
 const BOT_ID: i64 = 999;
-const WAIT: Duration = Duration::from_secs(60);
 const DM: i64 = 42;
 const GROUP: i64 = -100_777;
 
 fn script() -> String {
     format!(
-        r#"
-[[rule]]
-contains = "draft please"
-tool = "send_message"
-args = {{ text = "draft v1" }}
-
-[[rule]]
-after_tool = "send_message"
-tool = "edit_message"
-args = {{ seq = 3, text = "draft v2" }}
-
-[[rule]]
-after_tool = "edit_message"
-reply = "edited"
-
-[[rule]]
-contains = "react to this"
-tool = "add_reaction"
-args = {{ seq = 2, emoji = "👍" }}
-
-[[rule]]
-after_tool = "add_reaction"
-reply = "reacted"
-
-[[rule]]
-contains = "colour"
-tool = "ask_user_question"
-args = {{ title = "Paint", question = "Which colour?", options = [{{ label = "Red", value = "r" }}, {{ label = "Blue", value = "b" }}], timeout_s = 120 }}
-
-[[rule]]
-after_tool = "ask_user_question"
-reply = "you chose: {{tool_result}}"
-
-[[rule]]
-contains = "read the attachment"
-tool = "read_file"
-args = {{ path = "{{inbox_path}}" }}
-
-[[rule]]
-after_tool = "read_file"
-reply = "the file says: {{tool_result}}"
-
-[[rule]]
-contains = "send me the report"
-tool = "write_file"
-args = {{ path = "report.txt", content = "numbers: 1 2 3" }}
-
-[[rule]]
-after_tool = "write_file"
-tool = "send_file"
-args = {{ path = "report.txt", text = "here it is" }}
-
-[[rule]]
-after_tool = "send_file"
-reply = "report sent"
-
+        r#"{SHARED_RULES}
 [[rule]]
 contains = "show env"
 tool = "shell"
@@ -112,7 +56,7 @@ struct Fake {
     updates: Mutex<Vec<Value>>,
     /// Updates below this id are confirmed (Telegram forgets them).
     floor: AtomicI64,
-    calls: Mutex<Vec<(String, Value)>>,
+    calls: Calls,
     new_update: tokio::sync::Notify,
     /// The next getUpdates hangs (a stalled connection).
     stall_next: AtomicBool,
@@ -138,13 +82,7 @@ impl Fake {
         }})
     }
     fn calls(&self, method: &str) -> Vec<Value> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, _)| m == method)
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.calls.bodies(method)
     }
     fn sent_texts(&self) -> Vec<String> {
         self.calls("sendMessage")
@@ -184,7 +122,7 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
             serde_json::from_slice(&body).unwrap_or_default()
         };
         if method != "getUpdates" {
-            f.calls.lock().unwrap().push((method.clone(), v.clone()));
+            f.calls.push(method.clone(), v.clone());
         }
         let ok = |r: Value| axum::Json(json!({"ok": true, "result": r}));
         match method.as_str() {
@@ -194,7 +132,7 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
             "getUpdates" => {
                 let offset = v["offset"].as_i64().unwrap_or(0);
                 f.floor.fetch_max(offset, Ordering::SeqCst);
-                f.calls.lock().unwrap().push((method.clone(), v.clone()));
+                f.calls.push(method.clone(), v.clone());
                 if f.stall_next.swap(false, Ordering::SeqCst) {
                     f.stalled.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -247,152 +185,33 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
         .route("/{bot}/{method}", axum::routing::post(api))
         .route("/file/{bot}/{*path}", axum::routing::get(file))
         .with_state(fake);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    addr
-}
-
-struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    cfg: PathBuf,
+    platform::serve(app).await
 }
 
 fn setup(api: std::net::SocketAddr) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let mut c = Central::open(&data.join("pinch.db")).unwrap();
-        c.bootstrap("tester").unwrap();
+    let (dm, group) = (DM.to_string(), GROUP.to_string());
+    platform::setup(Platform {
+        channel: "telegram",
         // The DM's user owns pinch (so the question card's click counts).
-        c.conn
-            .execute("INSERT INTO users (id, kind, display_name, created_at) VALUES ('telegram:42', 'telegram', 'Ann', '2026-01-01T00:00:00.000Z')", [])
-            .unwrap();
-        c.conn
-            .execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_by, granted_at) VALUES ('telegram:42', 'owner', NULL, 'test', '2026-01-01T00:00:00.000Z')", [])
-            .unwrap();
-        for (id, chat, is_group, mode) in [
-            ("mg-dm", DM, 0, "pattern"),
-            ("mg-group", GROUP, 1, "mention"),
-        ] {
-            c.conn
-                .execute(
-                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                     VALUES (?1, 'telegram', ?2, 'x', ?3, 'public', '2026-01-01T00:00:00.000Z')",
-                    pinch_proto::rusqlite::params![id, chat.to_string(), is_group],
-                )
-                .unwrap();
-            c.conn
-                .execute(
-                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
-                     VALUES (?1, ?2, 'main', ?3, '.', 'all', 'drop', 'shared', 0, '2026-01-01T00:00:00.000Z')",
-                    [format!("w-{id}"), id.to_owned(), mode.to_owned()],
-                )
-                .unwrap();
-        }
-    }
-    let script_path = tmp.path().join("script.toml");
-    std::fs::write(&script_path, script()).unwrap();
-    let cfg = tmp.path().join("pinch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[provider.scripted]\nscript = {script_path:?}\n[host]\nboot_breaker = false\n\
-             [telegram]\ntoken_env = \"PINCH_TEST_TG_TOKEN\"\nbase_url = \"http://{api}\"\nstall_s = 2\n"
+        owner: Some(&dm),
+        chats: &[
+            ("mg-dm", &dm, false, "pattern"),
+            ("mg-group", &group, true, "mention"),
+        ],
+        script: &script(),
+        config: format!(
+            "[telegram]\ntoken_env = \"PINCH_TEST_TG_TOKEN\"\nbase_url = \"http://{api}\"\nstall_s = 2\n"
         ),
-    )
-    .unwrap();
-    Setup {
-        data,
-        cfg,
-        _tmp: tmp,
-    }
-}
-
-fn daemon(s: &Setup) -> Daemon {
-    let mut d = std::process::Command::new(PINCH);
-    d.args(["host", "--data-dir"])
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.cfg)
-        .args([
-            "--sandbox",
-            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
-                "bwrap"
-            } else {
-                "process"
-            },
-            "--provider",
-            "scripted",
-        ])
-        .env("PINCH_LOG", "debug")
-        .env("PINCH_TEST_TG_TOKEN", TOKEN)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(s.data.with_extension("log"))
-                .unwrap(),
-        );
-    Daemon(d.spawn().unwrap())
-}
-
-fn rows(data: &Path, message_id: &str) -> i64 {
-    let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main"))
-        .into_iter()
-        .flatten()
-    {
-        n += inbound(&d.unwrap().path())
-            .query_row(
-                "SELECT count(*) FROM messages_in WHERE id = ?1",
-                [format!("{message_id}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap();
-    }
-    n
-}
-
-fn delivered(data: &Path) -> i64 {
-    let mut n = 0;
-    for d in std::fs::read_dir(data.join("sessions/main"))
-        .into_iter()
-        .flatten()
-    {
-        n += ledger_db(&d.unwrap().path())
-            .query_row(
-                "SELECT count(*) FROM delivered WHERE status = 'delivered'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap();
-    }
-    n
+        env: &[("PINCH_TEST_TG_TOKEN", TOKEN)],
+    })
 }
 
 fn wait_call(fake: &Fake, what: &str, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut found = None;
-    wait_for(what, WAIT, || {
-        found = fake.calls(method).into_iter().find(|v| pred(v));
-        found.is_some()
-    });
-    found.unwrap()
+    wait_found(what, || fake.calls(method).into_iter().find(|v| pred(v)))
 }
 
 fn log_has_no_token(s: &Setup) {
-    let log = std::fs::read_to_string(s.data.with_extension("log")).unwrap_or_default();
-    assert!(
-        !log.contains("TEST-token"),
-        "the bot token leaked into the log"
-    );
+    s.log_lacks(&["TEST-token"]);
 }
 
 #[test]
@@ -659,7 +478,7 @@ fn telegram_webhook_mode_checks_the_secret_and_answers_after_the_commit() {
     let rt = rt();
     let fake = Arc::new(Fake::default());
     let api = rt.block_on(serve(fake.clone()));
-    let s = setup(api);
+    let mut s = setup(api);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -668,35 +487,9 @@ fn telegram_webhook_mode_checks_the_secret_and_answers_after_the_commit() {
     let mut cfg = std::fs::read_to_string(&s.cfg).unwrap();
     cfg.push_str(&format!("webhook_url = \"https://bot.example.org/telegram\"\nwebhook_secret_env = \"PINCH_TEST_TG_HOOK\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
     std::fs::write(&s.cfg, cfg).unwrap();
-    let mut cmd = std::process::Command::new(PINCH);
-    cmd.args(["host", "--data-dir"])
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.cfg)
-        .args([
-            "--sandbox",
-            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
-                "bwrap"
-            } else {
-                "process"
-            },
-            "--provider",
-            "scripted",
-        ])
-        .env("PINCH_TEST_TG_TOKEN", TOKEN)
-        .env("PINCH_TEST_TG_HOOK", HOOK_SECRET)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(s.data.with_extension("log"))
-                .unwrap(),
-        );
-    let _d = Daemon(cmd.spawn().unwrap());
+    s.env
+        .push(("PINCH_TEST_TG_HOOK".into(), HOOK_SECRET.into()));
+    let _d = daemon(&s);
     let set = wait_call(&fake, "setWebhook", "setWebhook", |_| true);
     assert_eq!(set["url"], "https://bot.example.org/telegram");
     assert_eq!(set["secret_token"], HOOK_SECRET);

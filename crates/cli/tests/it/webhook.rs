@@ -9,18 +9,15 @@
 //! signature are refused; an exact replay inside the window is the same
 //! single row.
 
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use crate::common::platform::{self, Platform, WAIT};
 use crate::common::*;
-use pinch_host::central::Central;
 
 const SECRET: &str = "0123456789abcdef-test-secret";
-const WAIT: Duration = Duration::from_secs(60);
 
 /// One POST the callback got: a valid signature (if it was one), the
 /// idempotency key, the JSON body.
@@ -45,28 +42,33 @@ async fn callback_server(state: Arc<Callback>) -> SocketAddr {
                         .get("idempotency-key")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    // The reply is signed the way senders sign: verified with
-                    // the same code the host checks incoming POSTs with.
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_secs();
-                    let ok =
-                        pinch_channels::webhook::verify(SECRET.as_bytes(), &h, &body, now).ok();
+                    // The reply must carry the documented signature: the
+                    // HMAC computed here, over the timestamp, the delivery id
+                    // (= the idempotency key) and the event, compared.
+                    let hv = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let sig = ok.filter(|(d, e)| {
-                        Some(d.as_str()) == key.as_deref()
-                            && e == if v.get("notice").is_some() {
-                                "notice"
-                            } else {
-                                "reply"
-                            }
-                    });
-                    let sig = sig.and(
-                        h.get("x-pinch-signature")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned),
-                    );
+                    let event = if v.get("notice").is_some() {
+                        "notice"
+                    } else {
+                        "reply"
+                    };
+                    let ts = hv("x-pinch-timestamp").and_then(|t| t.parse::<u64>().ok());
+                    let sig = match (
+                        ts,
+                        hv("x-pinch-delivery"),
+                        hv("x-pinch-event"),
+                        hv("x-pinch-signature"),
+                    ) {
+                        (Some(ts), Some(d), Some(e), Some(given))
+                            if ts.abs_diff(now()) <= 300
+                                && Some(d.as_str()) == key.as_deref()
+                                && e == event
+                                && given == hmac_v1(ts, &d, &e, &body) =>
+                        {
+                            Some(given)
+                        }
+                        _ => None,
+                    };
                     s.got.lock().unwrap().push((sig, key, v));
                     axum::http::StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap()
                 },
@@ -87,93 +89,54 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn seed(data: &Path) {
-    std::fs::create_dir_all(data).unwrap();
-    let mut c = Central::open(&data.join("pinch.db")).unwrap();
-    c.bootstrap("tester").unwrap();
-    c.conn
-        .execute(
-            "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-             VALUES ('mg-hook', 'webhook', 'ci', 'ci hook', 0, 'public', '2026-01-01T00:00:00.000Z')",
-            [],
-        )
-        .unwrap();
-    c.conn
-        .execute(
-            "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
-             VALUES ('w-hook', 'mg-hook', 'main', 'pattern', '.', 'all', 'drop', 'shared', 0, '2026-01-01T00:00:00.000Z')",
-            [],
-        )
-        .unwrap();
-}
-
+/// A `platform::Setup` and the port of the host's HTTP listener.
 struct Setup {
-    _tmp: tempfile::TempDir,
-    data: std::path::PathBuf,
-    cfg: std::path::PathBuf,
+    p: platform::Setup,
     port: u16,
 }
 
-fn setup(callback: SocketAddr) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    seed(&data);
-    let script = tmp.path().join("script.toml");
-    std::fs::write(&script, "[[rule]]\nreply = \"webhook handled\"\n").unwrap();
-    let port = free_port();
-    let cfg = tmp.path().join("pinch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[provider.scripted]\nscript = {script:?}\n[host]\nboot_breaker = false\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
-             [webhooks.ci]\nsecret_env = \"PINCH_TEST_HOOK_SECRET\"\ncallback_url = \"http://{callback}/cb\"\nmax_body = 4096\n"
-        ),
-    )
-    .unwrap();
-    Setup {
-        data,
-        cfg,
-        port,
-        _tmp: tmp,
+impl std::ops::Deref for Setup {
+    type Target = platform::Setup;
+    fn deref(&self) -> &platform::Setup {
+        &self.p
     }
 }
 
+fn setup(callback: SocketAddr) -> Setup {
+    let port = free_port();
+    let p = platform::setup(Platform {
+        channel: "webhook",
+        owner: None,
+        chats: &[("mg-hook", "ci", false, "pattern")],
+        script: "[[rule]]\nreply = \"webhook handled\"\n",
+        config: format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [webhooks.ci]\nsecret_env = \"PINCH_TEST_HOOK_SECRET\"\ncallback_url = \"http://{callback}/cb\"\nmax_body = 4096\n"
+        ),
+        env: &[("PINCH_TEST_HOOK_SECRET", SECRET)],
+    });
+    Setup { p, port }
+}
+
 fn daemon(s: &Setup) -> Daemon {
-    // SAFETY-free: the variable is read by the child only.
-    let mut d = std::process::Command::new(PINCH);
-    d.args(["host", "--data-dir"])
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.cfg)
-        .args([
-            "--sandbox",
-            if any_sandbox() == pinch_host::sandbox::Choice::Bwrap {
-                "bwrap"
-            } else {
-                "process"
-            },
-            "--provider",
-            "scripted",
-        ])
-        .env("PINCH_LOG", "debug")
-        .env("PINCH_TEST_HOOK_SECRET", SECRET)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(s.data.with_extension("log"))
-                .unwrap(),
-        );
-    let d = Daemon(d.spawn().unwrap());
+    let d = platform::daemon(s);
     wait_for("the HTTP listener", WAIT, || {
         std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok()
     });
     d
+}
+
+/// `v1=<hex HMAC-SHA256>` of `v1:<ts>:<delivery>:<event>:<body>` with the
+/// hook's secret, as the README documents it — computed here with ring, not
+/// with the code under test, so a host that signs or checks anything else
+/// fails these tests.
+fn hmac_v1(ts: u64, delivery: &str, event: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut msg = format!("v1:{ts}:{delivery}:{event}:").into_bytes();
+    msg.extend_from_slice(body);
+    let tag = ring::hmac::sign(&key, &msg);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("v1={hex}")
 }
 
 fn now() -> u64 {
@@ -193,10 +156,7 @@ fn signed_at(body: &[u8], delivery: &str, event: &str, ts: u64) -> Vec<(&'static
         ("x-pinch-timestamp", ts.to_string()),
         ("x-pinch-delivery", delivery.to_owned()),
         ("x-pinch-event", event.to_owned()),
-        (
-            "x-pinch-signature",
-            pinch_channels::webhook::signature(SECRET.as_bytes(), ts, delivery, event, body),
-        ),
+        ("x-pinch-signature", hmac_v1(ts, delivery, event, body)),
     ]
 }
 
@@ -337,7 +297,10 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
         !replies_to(&cb, "d-1").is_empty()
     });
     let (sig, key, v) = replies_to(&cb, "d-1").remove(0);
-    assert!(sig.is_some(), "the reply is signed with the hook's secret");
+    assert!(
+        sig.is_some(),
+        "the reply carries the HMAC of its timestamp, delivery id, event and body with the hook's secret"
+    );
     assert_eq!(v["text"], "webhook handled");
     assert_eq!(v["hook"], "ci");
     assert_eq!(key.as_deref(), v["id"].as_str());

@@ -11,6 +11,8 @@ use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
 use pinch_host::sandbox::Choice;
 use pinch_host::HostConfig;
 
+pub mod platform;
+
 pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");
 
 /// bwrap is required unless PINCH_TEST_NO_BWRAP=1 (then bwrap tests are
@@ -193,18 +195,20 @@ impl Client {
     }
 
     /// Reads until `id` is settled; returns the reply texts received meanwhile
-    /// (acked), including any stashed earlier.
+    /// (acked), including any stashed earlier. Anything else read (notices,
+    /// and what was stashed after the settle) is kept for the next reader.
     pub fn until_settled(&mut self, id: &str) -> Vec<String> {
         let mut texts: Vec<String> = Vec::new();
-        let mut pending: Vec<ServerMsg> = std::mem::take(&mut self.seen);
+        let mut pending: std::collections::VecDeque<ServerMsg> =
+            std::mem::take(&mut self.seen).into();
         if pending.is_empty() && self.settled.contains(id) {
             return texts;
         }
+        let mut kept = Vec::new();
         loop {
-            let m = if pending.is_empty() {
-                self.recv().expect("host closed while waiting")
-            } else {
-                pending.remove(0)
+            let m = match pending.pop_front() {
+                Some(m) => m,
+                None => self.recv().expect("host closed while waiting"),
             };
             match m {
                 ServerMsg::Message { id: oid, text, .. } => {
@@ -212,9 +216,11 @@ impl Client {
                     self.send(&ClientMsg::Ack { id: oid });
                 }
                 ServerMsg::Settled { ids, .. } => self.settled.extend(ids),
-                _ => {}
+                other => kept.push(other),
             }
             if self.settled.contains(id) {
+                kept.extend(pending);
+                self.seen = kept;
                 return texts;
             }
         }
@@ -225,6 +231,71 @@ impl Client {
         let id = self.say(text, "q");
         self.until_settled(&id)
     }
+
+    /// A barrier: a message the host refuses at once without storing it
+    /// (its key is invalid), so it triggers nothing. Returns everything the
+    /// host sent on this connection before the refusal — including what
+    /// was set aside earlier — acking messages. "Told once" is counted on
+    /// this, not by stopping at the first notice: a second one sent before
+    /// the barrier is seen.
+    pub fn until_barrier(&mut self) -> Vec<ServerMsg> {
+        let cid = "barrier";
+        self.send(&ClientMsg::Message {
+            text: "a barrier".into(),
+            client_id: Some(cid.into()),
+            key: Some("not a valid key!".into()),
+        });
+        let mut got = std::mem::take(&mut self.seen);
+        loop {
+            match self.recv().expect("host closed before the barrier") {
+                ServerMsg::Rejected {
+                    client_id: Some(c),
+                    error,
+                } if c == cid => {
+                    assert!(error.contains("message key"), "{error}");
+                    return got;
+                }
+                m => {
+                    match &m {
+                        ServerMsg::Message { id, .. } => {
+                            self.send(&ClientMsg::Ack { id: id.clone() })
+                        }
+                        ServerMsg::Settled { ids, .. } => self.settled.extend(ids.iter().cloned()),
+                        _ => {}
+                    }
+                    got.push(m);
+                }
+            }
+        }
+    }
+
+    /// [`Client::until_settled`], then on to a [`Client::until_barrier`]: the
+    /// replies to `id` and any that came after it was settled (a repeat).
+    pub fn settled_then_barrier(&mut self, id: &str) -> Vec<String> {
+        let mut texts = self.until_settled(id);
+        texts.extend(message_texts(&self.until_barrier()));
+        texts
+    }
+}
+
+/// The texts of the messages among `msgs`.
+pub fn message_texts(msgs: &[ServerMsg]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Message { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The texts of the notices among `msgs`.
+pub fn notice_texts(msgs: &[ServerMsg]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Notice { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn inbound(dir: &Path) -> pinch_proto::rusqlite::Connection {
@@ -603,10 +674,11 @@ pub fn slow_turn_claimed(dir: &Path, sweep_interval: Duration) -> SlowTurn {
 
 impl SlowTurn {
     /// Freezes the runner mid-turn; returns the replies the user got by the
-    /// time the message is settled.
+    /// time the message is settled and up to a barrier after it (so a
+    /// repeated answer is seen).
     pub fn freeze_until_settled(&mut self) -> Vec<String> {
         freeze_runner(&self.s);
-        self.c.until_settled(&self.id)
+        self.c.settled_then_barrier(&self.id)
     }
 }
 
