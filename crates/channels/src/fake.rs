@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 use crate::{
-    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, Click, DeliverError,
+    Ack, AckOutcome, Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError,
     InboundEvent, Outgoing,
 };
 
@@ -115,7 +115,7 @@ impl FakeChannel {
 
     #[cfg(feature = "test-support")]
     /// A button press.
-    pub async fn click(&self, c: Click) {
+    pub async fn click(&self, c: crate::Click) {
         let _ = self.events.send(ChannelEvent::Click(c)).await;
     }
 
