@@ -321,6 +321,12 @@ fn telegram_message_edit_reaction_click_files_split_and_mentions() {
         v["text"] == "here it is"
     });
 
+    // The report's turn is over (else the next message would join it as a
+    // follow-up and never get a turn of its own).
+    wait_call(&fake, "the report's final answer", "sendMessage", |v| {
+        v["text"] == "report sent"
+    });
+
     // A long reply split at the limit, at the line break.
     fake.push(fake.message(DM, "private", 6, DM, "a long one please"));
     wait_call(&fake, "the second part", "sendMessage", |v| {
