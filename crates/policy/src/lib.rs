@@ -4,7 +4,7 @@
 //! matters) as parameters and returns a decision value the caller carries
 //! out. No IO, no clock, no async, no SQLite: that is what makes these
 //! exhaustively testable with tables and properties, and it is enforced by
-//! the architecture test (`tests/architecture.rs` in the `pinch` crate).
+//! the architecture test (`tests/it/architecture.rs` in the `pinch` crate).
 
 pub mod address;
 pub mod batch;

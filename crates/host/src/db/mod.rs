@@ -3,7 +3,7 @@
 //! elsewhere in the host (routing, permissions, repair, notices, the admin
 //! commands) call the named methods of [`central::Central`] or the
 //! functions here, and never write SQL of their own on these tables; the
-//! architecture test (`crates/cli/tests/architecture.rs`) enforces it.
+//! architecture test (`crates/cli/tests/it/architecture.rs`) enforces it.
 //!
 //! - [`central`]: opening, checking and migrating the file; bootstrap;
 //!   messaging groups, wirings, users, pending questions.
