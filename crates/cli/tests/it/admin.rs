@@ -2,7 +2,6 @@
 //! a host running in this process (process sandbox), over its admin socket.
 //! Exit codes and output are checked, and what the commands change is
 //! checked where it matters: in how the live host routes a message.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::Path;
 use std::process::Command;

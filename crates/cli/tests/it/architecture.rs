@@ -1,6 +1,5 @@
 //! The crate graph is the architecture (SPEC §2.2): these edges must be
 //! impossible, so a change that adds one fails here, not in review.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::process::Command;
 

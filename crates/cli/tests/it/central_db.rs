@@ -3,7 +3,6 @@
 //! file and SQLite's words, and `pinch admin repair` / `restore` bring the
 //! old sessions back so a pending message is answered. Real hosts, real
 //! files, the real `pinch` binary for the offline commands.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::Path;
 use std::process::Command;

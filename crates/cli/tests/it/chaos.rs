@@ -1,7 +1,6 @@
 //! R3/R4, short: SIGKILL runners and the host at random moments under a
 //! steady stream of messages; nothing accepted may be lost. The long run is
 //! `pinch bench chaos` with bigger numbers (see README).
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::process::Command;
 

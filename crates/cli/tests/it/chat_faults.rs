@@ -1,7 +1,6 @@
 //! Issue 15, part "chat": what `pinch chat` and the CLI channel do when
 //! something goes wrong — notices to nobody, bad bytes, long lines, a host
 //! that restarts mid-input, a provider that fails, a missing model.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::time::Duration;
 

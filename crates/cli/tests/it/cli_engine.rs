@@ -6,7 +6,6 @@
 //! a fake model API through the egress forwarder and the credential proxy,
 //! and prints its answer. The user gets the message and the answer; the
 //! host's key reaches the API and nowhere in the CLI's environment.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -8,7 +8,6 @@
 //! ignored; a dropped gateway resumed; a silent gateway (no heartbeat
 //! acks) rebuilt; a host killed with SIGKILL catching up from its cursor
 //! without losing or repeating a message.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,6 @@
 //! SIGKILLed host (no liveness pipe crosses into it), so the next host of
 //! the same data dir removes it at start and answers what was pending;
 //! the image is built once per binary and labelled with the install.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! `pinch doctor` (issue 8) as a user runs it: on a fresh machine it lists
 //! exactly what is missing, each with its fix; on a working setup it
 //! passes; a configured model server that does not answer is named.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,6 @@
 //! `proxy.egress_allow` plus the agent group's `agent_configs.egress_allow`.
 //! The last test does it from inside a real bwrap sandbox, where direct
 //! network does not work.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

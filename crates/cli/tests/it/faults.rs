@@ -1,7 +1,6 @@
 //! Bad input and faults that the foundation already handles: clients that
 //! disconnect or compete, a host killed with a reply pending, malformed
 //! rows, a corrupt inbound view, a bad runner config, an unusable data dir.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -20,7 +20,6 @@
 //! Needs root and /dev/fuse; without them it fails unless
 //! PINCH_TEST_NO_ROOT=1. `scripts/deps` installs fuse3 (fusermount3), which the
 //! mounts use for `auto_unmount`, so a killed test leaves no mount behind.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};

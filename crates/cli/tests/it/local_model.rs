@@ -7,7 +7,6 @@
 //! The model comes from `PINCH_TEST_MODEL` or `~/.cache/pinch/models/`
 //! (`scripts/deps --test` fetches it there). These tests fail, not skip,
 //! when it is missing.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -2,6 +2,11 @@
 //! links once, not once per file. Each module is one former `tests/<name>.rs`,
 //! so nextest filters read `binary(it) & test(/^a2a::/)`.
 
+// Tests run the pinch binary and the tools around it directly, as a user
+// would; the product's rule (clippy.toml: programs start through
+// pinch_sandbox::command::new) is for the product, not its tests.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 mod a2a;

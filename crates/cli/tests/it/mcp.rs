@@ -2,7 +2,6 @@
 //! runner's tools over stdio (spoken to with rmcp's client through
 //! pinch-mcp), and `[mcp.servers]` / `agent_configs.mcp_servers` reaching
 //! `runner.json`.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -4,7 +4,6 @@
 //! senders, the approver's card, a wrong clicker refused and audited,
 //! allow/deny, expiry, numbered answers on a channel without buttons, the
 //! command gate, and per-thread sessions in a threaded group.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

@@ -3,7 +3,6 @@
 //! model API route reaches its upstream with the host's key injected and
 //! the sandbox's own credential stripped; anything else is refused; the key
 //! is nowhere the agent can see.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

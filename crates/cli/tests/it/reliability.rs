@@ -1,6 +1,5 @@
 //! The fault-injection suite (TARGETS.md R1, R2, R5–R7 and bad input):
 //! real processes, real files; every case ends by checking nothing was lost.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::io::Write;
 use std::process::Command;

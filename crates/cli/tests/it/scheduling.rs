@@ -3,7 +3,6 @@
 //! when a task falls due runs it once after it restarts (R10); a recurring
 //! series whose slots were missed runs the latest once and schedules the
 //! next from its slot; list_tasks shows a scheduled series.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,6 @@
 //! sandbox of its own, from a package index served by the test) and the
 //! MCP server is added, and the agent uses both in its next turn. A
 //! rejected request changes nothing.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::Path;
 use std::time::Duration;

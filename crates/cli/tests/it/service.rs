@@ -1,7 +1,6 @@
 //! `pinch service` (issue 8): the unit it renders names this binary and
 //! the data dir, and where systemd is not running it says so plainly and
 //! writes nothing.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::process::Command;
 

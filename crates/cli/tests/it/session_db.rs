@@ -3,7 +3,6 @@
 //! reply again (its delivery ledger lives outside the session files), and
 //! the session answers the next message. Real host, real runners, real
 //! SQLite files with real damage.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! Settings that make no sense are refused at start, naming the file, the
 //! key, the value and what is allowed (issue 15), by `pinch host` and by
 //! `pinch chat` alike, with exit 78 and nothing started.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

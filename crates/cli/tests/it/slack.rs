@@ -8,7 +8,6 @@
 //! way, mentions in a channel, bots ignored, envelopes acked only after
 //! the commit; a dropped socket and a stalled one rebuilt; a host killed
 //! with SIGKILL neither losing nor repeating a message.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

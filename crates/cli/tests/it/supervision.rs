@@ -1,7 +1,6 @@
 //! Supervision faults (issue 15): spawns that keep failing, the crash
 //! budget across host restarts, frozen runners, long back-offs and the
 //! cause a quarantine names. Real host, real processes, real files.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::time::{Duration, Instant};
 

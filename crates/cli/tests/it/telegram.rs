@@ -6,7 +6,6 @@
 //! agent question, a file each way, a long reply split at 4096, mentions
 //! in a group, bots ignored; a stalled long-poll rebuilt by the watchdog;
 //! a host killed with SIGKILL neither losing nor repeating a message.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

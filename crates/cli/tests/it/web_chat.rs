@@ -15,7 +15,6 @@
 //! Needs Chromium (`apt-get install chromium`; `scripts/deps --test`
 //! installs it). Without it the browser test skips with a loud message;
 //! set PINCH_TEST_REQUIRE_CHROMIUM=1 to make that a failure.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -8,7 +8,6 @@
 //! forged event header, a stale or future timestamp, and the old body-only
 //! signature are refused; an exact replay inside the window is the same
 //! single row.
-#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -347,7 +347,6 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Mounts a tmpfs (needs root; CI runs as root). Without root the test
 /// fails unless PINCH_TEST_NO_ROOT=1 (then it is skipped with a note).
-#[allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 pub fn mount_tmpfs(at: &Path, opts: &str) -> bool {
     std::fs::create_dir_all(at).unwrap();
     let ok = std::process::Command::new("mount")
@@ -433,7 +432,6 @@ pub fn pinch_chat(args: &[&str], envs: &[(&str, &Path)], input: &str) -> std::pr
 }
 
 /// [`pinch_chat`] with any bytes on stdin (e.g. invalid UTF-8).
-#[allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 pub fn pinch_chat_bytes(
     args: &[&str],
     envs: &[(&str, &Path)],
@@ -481,7 +479,6 @@ impl std::ops::DerefMut for Daemon {
     }
 }
 
-#[allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 pub fn start_daemon(data: &std::path::Path, cfg: &std::path::Path, sandbox: &str) -> Daemon {
     Daemon(
         std::process::Command::new(PINCH)
@@ -695,7 +692,6 @@ pub fn freeze_runner(s: &pinch_host::SessionInfo) {
 
 /// `pinch --data-dir DATA ARGS`, isolated from the caller's model keys,
 /// configuration and home.
-#[allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 pub fn pinch(args: &[&str], data: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(PINCH);
     c.arg("--data-dir")
