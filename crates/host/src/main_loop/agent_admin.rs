@@ -103,7 +103,7 @@ impl Host {
             .map_err(|e| err("handler-error", e.to_string()))?;
         Ok(Caller::Agent {
             ag,
-            scope: AdminScope::parse(scope.as_deref().unwrap_or("disabled")),
+            scope: AdminScope::or_disabled(scope.as_deref()),
         })
     }
 
