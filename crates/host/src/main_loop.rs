@@ -27,6 +27,7 @@ use crate::session;
 use crate::{Control, HostHandle, SessionInfo, Stats};
 
 mod a2a;
+mod agent_actions;
 mod agent_admin;
 mod approvals;
 mod create_agent;
