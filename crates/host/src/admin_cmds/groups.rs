@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::sql::*;
 use super::*;
 
+/// JSON columns of `agent_configs` and the shape each must have.
 fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
     let shape_err = |want: &str, example: &str| {
         invalid(format!(

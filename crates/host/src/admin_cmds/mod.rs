@@ -265,8 +265,6 @@ fn check_id(cmd: &str, what: &str, id: &str, example: &str) -> R<()> {
     Ok(())
 }
 
-/// JSON columns of `agent_configs` and the shape each must have.
-
 // ----------------------------------------------------------------- handlers
 
 /// One command being handled: the connection, who asks, and its typed
