@@ -626,6 +626,15 @@ impl Spec {
             .find(|s| s.resource == resource && s.verb == verb)
     }
 
+    /// Whether the host re-projects every session's routing view after it
+    /// succeeds (destinations, wirings, conversations, a group deleted).
+    pub fn reprojects(&self) -> bool {
+        matches!(
+            self.resource,
+            Resource::Destinations | Resource::Wirings | Resource::MessagingGroups
+        ) || (self.resource, self.verb) == (Resource::Groups, Verb::Delete)
+    }
+
     /// Whether it is a list (takes `--limit`/`--offset`).
     pub fn is_list(&self) -> bool {
         self.keys.contains(&"limit")

@@ -324,10 +324,8 @@ impl Host {
                 None => Err(err("handler-error", "the request has no session")),
             };
             if r.is_ok()
-                && (command.starts_with("destinations-")
-                    || command.starts_with("wirings-")
-                    || command.starts_with("messaging-groups-")
-                    || command == "groups-delete")
+                && pinch_policy::admin::Spec::find(&command)
+                    .is_some_and(pinch_policy::admin::Spec::reprojects)
             {
                 self.reproject_all();
             }

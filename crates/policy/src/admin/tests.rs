@@ -73,6 +73,27 @@ fn the_table_is_consistent() {
         Verb::List
     );
     assert!(Spec::find("nonsense").is_none());
+    let reprojecting: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|s| s.reprojects())
+        .map(|s| s.name)
+        .collect();
+    for name in [
+        "wirings-create",
+        "destinations-remove",
+        "messaging-groups-deny",
+        "groups-delete",
+    ] {
+        assert!(reprojecting.contains(&name), "{name}");
+    }
+    for name in [
+        "groups-update",
+        "members-add",
+        "roles-grant",
+        "users-delete",
+    ] {
+        assert!(!reprojecting.contains(&name), "{name}");
+    }
 }
 
 #[test]
