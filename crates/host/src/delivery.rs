@@ -422,7 +422,7 @@ impl Task {
                         callback: format!("q:{hid}:{i}"),
                     })
                     .collect();
-                let pending = crate::central::PendingQuestion {
+                let pending = crate::db::central::PendingQuestion {
                     question_id: hid,
                     session_id: self.session_id.clone(),
                     agent_question_id: q.agent_question_id.clone(),

@@ -52,10 +52,6 @@ mod main_loop;
 // and the tests have always found them.
 pub use pinch_sandbox as sandbox;
 pub use pinch_sandbox::{cgroup, docker, safe_fs, seccomp, tools_dir};
-// Old paths of the central-DB modules, kept while other work still names
-// them (issue 16); they now live under `db/`.
-pub use db::central;
-pub(crate) use db::{notices, permissions};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -27,8 +27,8 @@ use anyhow::Result;
 use regex::Regex;
 use tokio::sync::{mpsc, watch};
 
-use crate::central::{Central, SessionRow};
 use crate::config::HostConfig;
+use crate::db::central::{Central, SessionRow};
 use crate::delivery::{Channels, Shared};
 use crate::lock::HostLock;
 use crate::paths::{DataDir, SessionDir};
@@ -40,6 +40,7 @@ pub(crate) use crate::event::Event;
 use group_folder::ensure_group_folder;
 
 mod a2a;
+mod agent_actions;
 mod agent_admin;
 mod approvals;
 mod boot;

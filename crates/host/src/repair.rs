@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::central::Central;
 use crate::central_file::{session_folders, FolderSession};
+use crate::db::central::Central;
 use crate::db::repair as store;
 use crate::paths::DataDir;
 use anyhow::{Context, Result};
@@ -260,7 +260,7 @@ fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<(
     }
     // Newest first, so the newest folder of a conversation is its active session.
     found.sort_by_key(|f| std::cmp::Reverse(f.mtime));
-    let t = crate::central::now();
+    let t = crate::db::central::now();
     let tx = central.conn.transaction()?;
     let mut groups_done: HashSet<String> = HashSet::new();
     let mut mg_of: HashMap<(String, String), String> = HashMap::new();

@@ -7,9 +7,11 @@
 //! the architecture test (`tests/it/architecture.rs` in the `pinch` crate).
 
 pub mod address;
+pub mod admin;
 pub mod batch;
 pub mod breaker;
 pub mod budget;
+pub mod choice;
 pub mod commands;
 pub mod cron;
 pub mod exit;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use pinch_host::central::Central;
+use pinch_host::db::central::Central;
 
 const SCRIPT: &str = r#"
 [[rule]]

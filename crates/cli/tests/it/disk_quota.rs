@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::*;
 use pinch_channels::fake::{FakeChannel, Sent};
 use pinch_channels::{AckOutcome, Capabilities, InboundEvent};
-use pinch_host::central::Central;
+use pinch_host::db::central::Central;
 
 const WAIT: Duration = Duration::from_secs(30);
 

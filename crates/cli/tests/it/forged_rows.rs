@@ -23,7 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use pinch_channels::cli_socket::ServerMsg;
 use pinch_channels::fake::{FakeChannel, Sent};
 use pinch_channels::{AckOutcome, Capabilities, InboundEvent};
-use pinch_host::central::Central;
+use pinch_host::db::central::Central;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 

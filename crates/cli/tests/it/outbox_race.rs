@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::common::*;
 use pinch_channels::fake::{FakeChannel, Sent};
 use pinch_channels::{Capabilities, InboundEvent};
-use pinch_host::central::Central;
+use pinch_host::db::central::Central;
 use pinch_host::sandbox::Choice;
 
 /// Rows raced (each against a racer working on its folder alone).

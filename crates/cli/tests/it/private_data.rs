@@ -115,7 +115,7 @@ fn an_open_tree_is_narrowed_on_start_with_one_log_line_and_symlinks_are_not_foll
     std::fs::create_dir_all(data.join("groups/main")).unwrap();
     std::fs::create_dir_all(data.join("logs")).unwrap();
     {
-        let mut c = pinch_host::central::Central::open(&data.join("pinch.db")).unwrap();
+        let mut c = pinch_host::db::central::Central::open(&data.join("pinch.db")).unwrap();
         // The daemon's owner is the invoking user.
         c.bootstrap(&pinch_host::config::login()).unwrap();
     }

@@ -145,4 +145,4 @@ CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
     // was swapped is noticed. NULL = not recorded yet (adopted as found).
     "0005_session_db_generation",
     "ALTER TABLE sessions ADD COLUMN inbound_generation TEXT;",
-), ("0006_host_notices", crate::notices::MIGRATION)];
+), ("0006_host_notices", crate::db::notices::MIGRATION)];

@@ -13,7 +13,7 @@
 use anyhow::Result;
 use pinch_proto::rusqlite::params;
 
-use crate::central::{now, Central};
+use crate::db::central::{now, Central};
 
 /// Applied after `0005_session_db_generation` as the migration `0006_host_notices`.
 pub const MIGRATION: &str = "

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use pinch_proto::rusqlite::{params, OptionalExtension};
 
-use crate::central::{now, Central, MessagingGroup};
+use crate::db::central::{now, Central, MessagingGroup};
 
 pub use super::approvals::{Approval, ApprovalOption};
 
@@ -228,7 +228,7 @@ impl Central {
     }
 
     /// The agent group's newest active session (agent-shared mode).
-    pub fn newest_session(&self, ag_id: &str) -> Result<Option<crate::central::SessionRow>> {
+    pub fn newest_session(&self, ag_id: &str) -> Result<Option<crate::db::central::SessionRow>> {
         Ok(self
             .conn
             .query_row(
@@ -236,7 +236,7 @@ impl Central {
                  FROM sessions s JOIN agent_groups g ON g.id = s.agent_group_id
                  WHERE s.status = 'active' AND s.agent_group_id = ?1 ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1",
                 [ag_id],
-                |r| Ok(crate::central::SessionRow { id: r.get(0)?, agent_group_id: r.get(1)?, messaging_group_id: r.get(2)?, thread_id: r.get(3)?, folder: r.get(4)? }),
+                |r| Ok(crate::db::central::SessionRow { id: r.get(0)?, agent_group_id: r.get(1)?, messaging_group_id: r.get(2)?, thread_id: r.get(3)?, folder: r.get(4)? }),
             )
             .optional()?)
     }

@@ -561,7 +561,7 @@ pub fn fake_chat(
     let data = cfg.data_dir.clone();
     std::fs::create_dir_all(&data).unwrap();
     {
-        let mut c = pinch_host::central::Central::open(&data.join("pinch.db")).unwrap();
+        let mut c = pinch_host::db::central::Central::open(&data.join("pinch.db")).unwrap();
         c.bootstrap(&cfg.login).unwrap();
         let t = "2026-01-01T00:00:00.000Z";
         c.conn

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pinch_host::central::Central;
+use pinch_host::db::central::Central;
 use serde_json::Value;
 
 use super::{any_sandbox, inbound, ledger_db, wait_for, Daemon, PINCH};
