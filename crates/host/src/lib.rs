@@ -21,7 +21,6 @@
 //! [`pinch_sandbox::Sandbox`] backend and the handle it returns.
 
 pub mod admin;
-pub mod admin_cmds;
 pub(crate) mod attachments;
 pub mod backup;
 pub(crate) mod central_file;

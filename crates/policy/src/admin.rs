@@ -14,7 +14,7 @@
 //!
 //! Adding a command: a row in [`COMMANDS`] (and a [`kind_of`] arm for a new
 //! key that is not text), both in `admin/table.rs`, then the handler in the
-//! host's module for its resource (`admin_cmds/<resource>.rs`).
+//! host's module for its resource (`crates/host/src/db/admin/<resource>.rs`).
 
 use serde_json::{Map, Value};
 
@@ -110,7 +110,7 @@ crate::choice! {
     }
 }
 
-/// Who serves a command: the central-DB handlers (`pinch_host::admin_cmds`)
+/// Who serves a command: the central-DB handlers (`pinch_host::db::admin`)
 /// or the main loop (runtime state: sessions, tasks, the host).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {

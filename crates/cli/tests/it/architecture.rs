@@ -192,10 +192,6 @@ fn the_host_spawns_through_the_sandbox_crate() {
 /// longer matches any stray statement fails the test: remove it.
 const SQL_OUTSIDE_THE_DOOR: &[(&str, &str)] = &[
     (
-        "crates/host/src/admin_cmds",
-        "the admin commands' central-DB statements (about 60: groups, configs, wirings, users, roles, members, destinations, sessions, approvals); moved into db/ when admin_cmds.rs is split by resource (issue 16, typed admin vocabulary)",
-    ),
-    (
         "crates/host/src/main_loop",
         "main_loop.rs and main_loop/{agent_admin,create_agent,disk,self_mod}.rs: agent_configs/agent_destinations statements (into db/), and agent_admin.rs's messages_in lookup (into proto); moved with the main-loop split (issue 16)",
     ),

@@ -15,6 +15,7 @@
 //! - [`notices`]: host notices waiting for their channel.
 //! - [`repair`]: the statements `pinch admin repair` uses to rebuild rows.
 
+pub mod admin;
 pub mod agents;
 pub mod approvals;
 pub mod central;

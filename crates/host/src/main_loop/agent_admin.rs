@@ -2,7 +2,7 @@
 //! `admin_request` `system` row (routed by `agent_actions.rs`): it runs an
 //! admin command as the agent's group under its `admin_scope`, parsed and
 //! gated by the shared vocabulary (`pinch_policy::admin`, through
-//! `crate::admin_cmds`). Commands that change who may reach what become an
+//! `crate::db::admin`). Commands that change who may reach what become an
 //! approval card first (validated by a dry run that is rolled back), and
 //! run once an admin approves — commands beyond the agent's own group or
 //! touching a security boundary ([`Gate::Owner`]) only once an owner
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::Host;
 use crate::admin::{err, ErrorBody, Reply};
-use crate::admin_cmds::{self, AdminScope, Caller, Gate};
+use crate::db::admin::{self as admin_cmds, AdminScope, Caller, Gate};
 use crate::db::permissions::{Approval, ApprovalOption};
 
 impl Host {
