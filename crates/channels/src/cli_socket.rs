@@ -826,3 +826,95 @@ mod tests {
         }
     }
 }
+
+/// The CLI socket protocol against any line (issue 16, S9): whatever a
+/// client writes — bytes that are not UTF-8, not JSON, JSON of the wrong
+/// shape, a valid message — the server answers or ignores it and keeps the
+/// connection: a barrier sent after them all is answered.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            "[ -~]{0,200}".prop_map(String::into_bytes),
+            (".{0,80}", proptest::option::of("[A-Za-z0-9_ !-]{0,70}")).prop_map(|(t, k)| {
+                serde_json::json!({"type": "message", "text": t, "client_id": "c", "key": k})
+                    .to_string()
+                    .into_bytes()
+            }),
+            ".{0,80}".prop_map(|c| serde_json::json!({"type": "click", "callback": c})
+                .to_string()
+                .into_bytes()),
+            ".{0,40}".prop_map(|i| serde_json::json!({"type": "ack", "id": i})
+                .to_string()
+                .into_bytes()),
+        ]
+        .prop_map(|mut l| {
+            l.retain(|b| *b != b'\n');
+            l
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn any_line_is_answered_or_ignored_and_the_connection_goes_on(
+            lines in proptest::collection::vec(line(), 1..8)
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let not_utf8 = lines.iter().filter(|l| std::str::from_utf8(l).is_err()).count();
+            let seen = rt.block_on(async {
+                let d = tempfile::tempdir().unwrap();
+                let sock = d.path().join("cli.sock");
+                let (tx, mut rx) = mpsc::channel(16);
+                let _ch = CliChannel::bind(&sock, "tester".into(), tx).unwrap();
+                // The host: every message refused, clicks dropped.
+                tokio::spawn(async move {
+                    while let Some(ev) = rx.recv().await {
+                        if let ChannelEvent::Message(_, ack) = ev {
+                            ack.complete(AckOutcome::Failed("not today".into()));
+                        }
+                    }
+                });
+                let (r, mut w) = UnixStream::connect(&sock).await.unwrap().into_split();
+                let mut r = BufReader::new(r);
+                let mut buf = String::new();
+                r.read_line(&mut buf).await.unwrap();
+                assert!(buf.contains("hello"), "{buf}");
+                for l in &lines {
+                    w.write_all(l).await.unwrap();
+                    w.write_all(b"\n").await.unwrap();
+                }
+                w.write_all(b"{\"type\":\"message\",\"text\":\"b\",\"client_id\":\"barrier\",\"key\":\"bad key!\"}\n")
+                    .await
+                    .unwrap();
+                let mut seen = Vec::new();
+                loop {
+                    let mut s = String::new();
+                    let n = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut s))
+                        .await
+                        .expect("the barrier is answered")
+                        .unwrap();
+                    assert!(n > 0, "the server closed the connection after {seen:?}");
+                    let m: ServerMsg = serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s:?}"));
+                    if matches!(&m, ServerMsg::Rejected { client_id: Some(c), .. } if c == "barrier") {
+                        return seen;
+                    }
+                    seen.push(m);
+                }
+            });
+            let utf8_refusals = seen
+                .iter()
+                .filter(|m| matches!(m, ServerMsg::Rejected { error, .. } if error.contains("not valid UTF-8")))
+                .count();
+            prop_assert_eq!(utf8_refusals, not_utf8, "{:?}", seen);
+        }
+    }
+}

@@ -661,3 +661,51 @@ mod tests {
         assert!(!mentions_in_blocks(&b, "UOTHER"));
     }
 }
+
+/// Slack's blocks come from the platform: any JSON, however nested, is
+/// searched for a mention without a panic, and a mention of this bot
+/// placed anywhere in it is found.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z_]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    "type|user_id|elements|text|[a-z]{1,4}",
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_blocks_are_searched_and_a_planted_mention_is_found(
+            blocks in json(),
+            depth in 0usize..5,
+        ) {
+            // Whatever it found before, planting the mention makes it found.
+            let _ = mentions_in_blocks(&blocks, "UBOT");
+            let mut planted = serde_json::json!({"type": "user", "user_id": "UBOT"});
+            for _ in 0..depth {
+                planted = serde_json::json!({"elements": [planted]});
+            }
+            let with = serde_json::json!([blocks.clone(), planted]);
+            prop_assert!(mentions_in_blocks(&with, "UBOT"));
+            let other = serde_json::json!([{"type": "user", "user_id": "UOTHER"}]);
+            prop_assert!(!mentions_in_blocks(&other, "UBOT"));
+        }
+    }
+}

@@ -738,3 +738,34 @@ mod tests {
         assert!(!format!("{c:?}").contains("SECRET"));
     }
 }
+
+/// Telegram's entity offsets come from the platform: any offset and length
+/// over any text (emoji, surrogate pairs, out of range, not numbers) give
+/// the slice or `None`, never a panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn entity_slices_never_panic_and_are_in_range(
+            text in ".{0,60}",
+            offset in proptest::option::of(0u64..200),
+            length in proptest::option::of(0u64..200),
+            junk in "[a-z]{0,3}",
+        ) {
+            let units = text.encode_utf16().count() as u64;
+            let o = offset.map(Value::from).unwrap_or(Value::from(junk.clone()));
+            let l = length.map(Value::from).unwrap_or(Value::from(junk));
+            let got = utf16_slice(&text, &o, &l);
+            match (offset, length) {
+                (Some(o), Some(l)) if o + l <= units => {
+                    let s = got.expect("in range");
+                    prop_assert_eq!(s.encode_utf16().count() as u64, l);
+                }
+                _ => prop_assert!(got.is_none()),
+            }
+        }
+    }
+}

@@ -557,3 +557,77 @@ mod tests {
         );
     }
 }
+
+/// The webhook's signature check against any request (issue 16, S9): it
+/// never panics, accepts exactly the documented HMAC over timestamp,
+/// delivery, event and body, and refuses the same request with any one
+/// byte of the body changed.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef";
+    const NOW: u64 = 1_800_000_000;
+
+    fn headers(fields: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in fields {
+            if let Ok(v) = HeaderValue::from_bytes(v) {
+                h.insert(*k, v);
+            }
+        }
+        h
+    }
+
+    proptest! {
+        #[test]
+        fn any_headers_and_body_are_answered_without_a_panic(
+            ts in proptest::collection::vec(any::<u8>(), 0..24),
+            delivery in proptest::collection::vec(any::<u8>(), 0..140),
+            event in proptest::collection::vec(any::<u8>(), 0..40),
+            sig in proptest::collection::vec(any::<u8>(), 0..80),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let h = headers(&[
+                (TIMESTAMP_HEADER, &ts),
+                (DELIVERY_HEADER, &delivery),
+                (EVENT_HEADER, &event),
+                (SIGNATURE_HEADER, &sig),
+            ]);
+            // Random bytes are never a valid signature.
+            prop_assert!(verify(SECRET, &h, &body, NOW).is_err());
+        }
+
+        #[test]
+        fn the_documented_hmac_is_accepted_and_a_changed_body_is_not(
+            skew in -299i64..=299,
+            delivery in "[A-Za-z0-9._-]{1,128}",
+            event in "[A-Za-z0-9._-]{1,64}",
+            body in proptest::collection::vec(any::<u8>(), 1..300),
+            flip in any::<proptest::sample::Index>(),
+        ) {
+            let ts = NOW.checked_add_signed(skew).unwrap();
+            let sig = signature(SECRET, ts, &delivery, &event, &body);
+            // The documented form, computed here: v1=hex(HMAC-SHA256(secret,
+            // "v1:<ts>:<delivery>:<event>:" + body)).
+            let mut msg = format!("v1:{ts}:{delivery}:{event}:").into_bytes();
+            msg.extend_from_slice(&body);
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET);
+            let hex: String = ring::hmac::sign(&key, &msg).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            prop_assert_eq!(&sig, &format!("v1={hex}"));
+            let h = headers(&[
+                (TIMESTAMP_HEADER, ts.to_string().as_bytes()),
+                (DELIVERY_HEADER, delivery.as_bytes()),
+                (EVENT_HEADER, event.as_bytes()),
+                (SIGNATURE_HEADER, sig.as_bytes()),
+            ]);
+            prop_assert_eq!(verify(SECRET, &h, &body, NOW), Ok((delivery.clone(), event.clone())));
+            let mut changed = body.clone();
+            let i = flip.index(changed.len());
+            changed[i] ^= 0x01;
+            prop_assert!(verify(SECRET, &h, &changed, NOW).is_err());
+        }
+    }
+}

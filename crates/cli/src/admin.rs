@@ -1,75 +1,19 @@
 //! `pinch admin <resource> <verb> [id] [--key value …] [--json]`: one
-//! request over the host's admin socket (SPEC §10). The resource and verb
-//! are checked here first, so a typo is a usage line naming the fix, not a
-//! round trip; `--key value` pairs go to the host as `args` (strings; the
-//! host converts), the positional id as `args.id`. Exit codes: 0 ok, 1 an
-//! error from the host, 2 usage (here, or the host's `invalid-args` /
-//! `unknown-command`) or no host to talk to.
+//! request over the host's admin socket (SPEC §10). The words are parsed
+//! here with the shared vocabulary ([`pinch_policy::admin`]) the host uses
+//! too, so a typo, an unknown flag or a bad value is refused before any
+//! round trip, with the host's own message; `--key value` pairs go to the
+//! host as `args` (strings; the host types them), the positional id as
+//! `args.id`. Exit codes: 0 ok, 1 an error from the host, 2 usage (here, or
+//! `invalid-args` / `unknown-command`) or no host to talk to.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pinch_policy::admin::{parse_words, AdminCommand, Resource, Words};
 use serde_json::{json, Map, Value};
-
-/// Every resource the client knows and its verbs. The central-DB ones are
-/// served by `pinch_host::admin_cmds`, the rest by the host's main loop.
-pub const RESOURCES: &[(&str, &[&str])] = &[
-    (
-        "groups",
-        &[
-            "list",
-            "get",
-            "create",
-            "update",
-            "delete",
-            "config-get",
-            "config-set",
-            "restart",
-        ],
-    ),
-    (
-        "messaging-groups",
-        &[
-            "list", "get", "create", "update", "delete", "deny", "undeny",
-        ],
-    ),
-    ("wirings", &["list", "get", "create", "update", "delete"]),
-    ("users", &["list", "get", "create", "update", "delete"]),
-    ("roles", &["list", "grant", "revoke"]),
-    ("members", &["list", "add", "remove"]),
-    ("destinations", &["list", "add", "remove"]),
-    (
-        "sessions",
-        &["list", "get", "stop", "restart", "resume", "close"],
-    ),
-    ("tasks", &["list", "pause", "resume", "cancel"]),
-    ("approvals", &["list", "get", "approve", "reject"]),
-    ("user-dms", &["list"]),
-    ("dropped-messages", &["list"]),
-    ("channels", &["status"]),
-    ("host", &["status", "version"]),
-];
-
-/// Verbs that act on one row and so need its id.
-const ID_VERBS: &[&str] = &[
-    "get",
-    "update",
-    "delete",
-    "config-get",
-    "config-set",
-    "deny",
-    "undeny",
-    "stop",
-    "restart",
-    "resume",
-    "close",
-    "pause",
-    "cancel",
-    "approve",
-    "reject",
-];
 
 const USAGE: &str = "usage: pinch admin <resource> <verb> [id] [--key value …] [--json]";
 
@@ -78,8 +22,9 @@ pub fn help() -> String {
     let mut s = String::from("Manage the running host over its admin socket (run/admin.sock).\n\n");
     s.push_str(USAGE);
     s.push_str("\n\nResources and verbs:\n");
-    for (r, verbs) in RESOURCES {
-        s.push_str(&format!("  {r:<18}{}\n", verbs.join(", ")));
+    for r in Resource::ALL {
+        let verbs: Vec<&str> = r.verbs().iter().map(|v| v.as_str()).collect();
+        s.push_str(&format!("  {:<18}{}\n", r.as_str(), verbs.join(", ")));
     }
     s.push_str(crate::recover::HELP);
     s.push_str(
@@ -179,113 +124,18 @@ impl AdminArgs {
     }
 }
 
-/// Parses the words after `pinch admin`. `Err` is a usage message.
+/// Parses the words after `pinch admin` ([`parse_words`]). `Err` is a
+/// usage message.
 pub fn parse(words: &[String]) -> Result<Parse, String> {
-    let mut pos: Vec<&str> = Vec::new();
-    let mut args = Map::new();
-    let mut json = false;
-    let mut i = 0;
-    while i < words.len() {
-        let w = words[i].as_str();
-        i += 1;
-        match w {
-            "--json" => json = true,
-            "--help" | "-h" => return Ok(Parse::Help),
-            "help" if pos.is_empty() => return Ok(Parse::Help),
-            _ if w.starts_with("--") => {
-                let (key, value) = match w[2..].split_once('=') {
-                    Some((k, v)) => (k, v.to_owned()),
-                    None => {
-                        let k = &w[2..];
-                        match words.get(i) {
-                            Some(v) if !v.starts_with("--") => {
-                                i += 1;
-                                (k, v.clone())
-                            }
-                            _ => return Err(format!("--{k} needs a value (e.g. --{k} VALUE; use --{k}=VALUE for a value that starts with --)")),
-                        }
-                    }
-                };
-                if key.is_empty()
-                    || !key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(format!(
-                        "{w:?} is not a --key (keys are letters, digits, '-' and '_')"
-                    ));
-                }
-                let key = key.replace('-', "_");
-                if args.insert(key.clone(), Value::String(value)).is_some() {
-                    return Err(format!("--{key} given twice"));
-                }
-            }
-            // A single-dash word that is not a number (`-5`, a Telegram
-            // chat id) is a flag this parser does not have.
-            _ if w.len() > 1
-                && w.starts_with('-')
-                && !w[1..].starts_with(|c: char| c.is_ascii_digit()) =>
-            {
-                return Err(format!(
-                    "unknown flag {w:?}: arguments are --key value (or --key=value), plus --json"
-                ));
-            }
-            _ => pos.push(w),
-        }
-    }
-    let resources: Vec<&str> = RESOURCES.iter().map(|(r, _)| *r).collect();
-    let Some(&resource) = pos.first() else {
-        return Err(format!(
-            "give a resource and a verb, e.g. `pinch admin sessions list`; resources: {}",
-            resources.join(", ")
-        ));
-    };
-    let Some((_, verbs)) = RESOURCES.iter().find(|(r, _)| *r == resource) else {
-        return Err(format!(
-            "unknown resource {resource:?}; resources: {}",
-            resources.join(", ")
-        ));
-    };
-    let Some(&verb) = pos.get(1) else {
-        return Err(format!(
-            "give a verb for {resource}; verbs: {}",
-            verbs.join(", ")
-        ));
-    };
-    if !verbs.contains(&verb) {
-        return Err(format!(
-            "unknown verb {verb:?} for {resource}; verbs: {}",
-            verbs.join(", ")
-        ));
-    }
-    if let Some(extra) = pos.get(3) {
-        return Err(format!(
-            "unexpected argument {extra:?}: give one id, then --key value pairs"
-        ));
-    }
-    if let Some(id) = pos.get(2) {
-        if args.contains_key("id") {
-            return Err("the id is given twice (positional and --id); give it once".into());
-        }
-        args.insert("id".into(), Value::String((*id).to_owned()));
-    }
-    let needs_id = ID_VERBS.contains(&verb) || (resource, verb) == ("users", "create");
-    if needs_id && !args.contains_key("id") {
-        return Err(format!(
-            "{resource} {verb} needs an id: pinch admin {resource} {verb} <id>{}",
-            if resource == "sessions" {
-                " (see `pinch admin sessions list`)"
-            } else {
-                ""
-            }
-        ));
-    }
-    Ok(Parse::Request(Parsed {
-        resource: resource.to_owned(),
-        verb: verb.to_owned(),
-        args,
-        json,
-    }))
+    Ok(match parse_words(words)? {
+        Words::Help => Parse::Help,
+        Words::Request { spec, args, json } => Parse::Request(Parsed {
+            resource: spec.resource.as_str().to_owned(),
+            verb: spec.verb.as_str().to_owned(),
+            args,
+            json,
+        }),
+    })
 }
 
 /// `listen`: the configured `[http] listen` (for `web-link`).
@@ -336,12 +186,20 @@ pub fn run(data_dir: &Path, listen: Option<std::net::SocketAddr>, a: AdminArgs) 
         }
     };
     let sock = data_dir.join("run/admin.sock");
-    let req = json!({"id": 1, "command": format!("{}-{}", p.resource, p.verb), "args": p.args});
-    let resp = match call(&sock, &req) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pinch admin: cannot reach the host at {}: {e} (is `pinch host` running for this data dir?)", sock.display());
-            return 2;
+    let command = format!("{}-{}", p.resource, p.verb);
+    let args = Value::Object(p.args);
+    // The arguments typed as the host will type them: a bad one is the
+    // host's own `invalid-args`, without the round trip.
+    let resp = if let Err(e) = AdminCommand::parse(&command, &args) {
+        json!({"id": 1, "ok": false, "error": {"code": e.code, "message": e.message}})
+    } else {
+        let req = json!({"id": 1, "command": command, "args": args});
+        match call(&sock, &req) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pinch admin: cannot reach the host at {}: {e} (is `pinch host` running for this data dir?)", sock.display());
+                return 2;
+            }
         }
     };
     if p.json {
@@ -587,9 +445,10 @@ mod tests {
         }
         assert_eq!(p(&["--help"]), Ok(Parse::Help));
         assert_eq!(p(&["groups", "create", "-h"]), Ok(Parse::Help));
-        for (r, verbs) in RESOURCES {
+        for r in Resource::ALL {
+            let verbs: Vec<&str> = r.verbs().iter().map(|v| v.as_str()).collect();
             assert!(
-                help().contains(&format!("{r:<18}{}", verbs.join(", "))),
+                help().contains(&format!("{:<18}{}", r.as_str(), verbs.join(", "))),
                 "{r}"
             );
         }

@@ -139,6 +139,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Configuration reads variables only from this map (config::Env).
+    let env = config::Env::process();
     match cli.command {
         Command::Runner {
             sub: Some(RunnerSub::Mcp { socket }),
@@ -189,13 +191,13 @@ fn main() -> ExitCode {
             ExitCode::from(admin::run(&dir, listen, args) as u8)
         }
         Command::Model(args) => exit((|| {
-            let file = config::load_file(cli.config.as_deref())
+            let file = config::load_file(cli.config.as_deref(), &env)
                 .map_err(|e| ConfigError(format!("{e:#}")))?;
             let data_dir = cli
                 .data_dir
                 .clone()
                 .or_else(|| file.data_dir.clone())
-                .unwrap_or_else(config::default_data_dir);
+                .unwrap_or_else(|| config::default_data_dir(&env));
             let local = config::local_model_path(&data_dir, &file)?;
             model::run(&data_dir, &local, args)
         })()),
@@ -211,13 +213,13 @@ fn main() -> ExitCode {
             sub: Some(BenchSub::P10(args)),
             ..
         }) => exit((|| {
-            let file = config::load_file(cli.config.as_deref())
+            let file = config::load_file(cli.config.as_deref(), &env)
                 .map_err(|e| ConfigError(format!("{e:#}")))?;
             let data_dir = cli
                 .data_dir
                 .clone()
                 .or_else(|| file.data_dir.clone())
-                .unwrap_or_else(config::default_data_dir);
+                .unwrap_or_else(|| config::default_data_dir(&env));
             bench::p10(config::local_model_path(&data_dir, &file)?, args)
         })()),
         Command::Bench(BenchCmd { sub: None, figures }) => exit(bench::run(cli.data_dir, figures)),
@@ -225,17 +227,17 @@ fn main() -> ExitCode {
             let config_path = cli
                 .config
                 .clone()
-                .unwrap_or_else(config::default_config_path);
+                .unwrap_or_else(|| config::default_config_path(&env));
             let data_dir = cli
                 .data_dir
                 .clone()
                 .or_else(|| {
-                    config::load_file(cli.config.as_deref())
+                    config::load_file(cli.config.as_deref(), &env)
                         .ok()
                         .and_then(|f| f.data_dir)
                 })
-                .unwrap_or_else(config::default_data_dir);
-            let channel_envs = config::load_file(cli.config.as_deref())
+                .unwrap_or_else(|| config::default_data_dir(&env));
+            let channel_envs = config::load_file(cli.config.as_deref(), &env)
                 .map(|f| config::channel_envs(&f))
                 .unwrap_or_default();
             let config =
@@ -251,17 +253,17 @@ fn main() -> ExitCode {
             let config_path = cli
                 .config
                 .clone()
-                .unwrap_or_else(config::default_config_path);
+                .unwrap_or_else(|| config::default_config_path(&env));
             let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
             let data_dir = cli
                 .data_dir
                 .clone()
                 .or_else(|| {
-                    config::load_file(cli.config.as_deref())
+                    config::load_file(cli.config.as_deref(), &env)
                         .ok()
                         .and_then(|f| f.data_dir)
                 })
-                .unwrap_or_else(config::default_data_dir);
+                .unwrap_or_else(|| config::default_data_dir(&env));
             let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
             exit(service::run(args, data_dir, config_path))
         }
@@ -339,16 +341,19 @@ fn host_config(
     config: Option<PathBuf>,
     flags: &HostFlags,
 ) -> Result<pinch_host::HostConfig> {
-    let file = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
+    // The binary's edge: configuration sees the process environment here.
+    let env = config::Env::process();
+    let file =
+        config::load_file(config.as_deref(), &env).map_err(|e| ConfigError(format!("{e:#}")))?;
     let data_dir = data_dir
         .or_else(|| file.data_dir.clone())
-        .unwrap_or_else(config::default_data_dir);
+        .unwrap_or_else(|| config::default_data_dir(&env));
     let o = config::Overrides {
         provider: flags.provider.clone(),
         sandbox: flags.sandbox.clone(),
         script: flags.script.clone(),
     };
-    config::resolve(data_dir, &file, &o).map_err(|e| ConfigError(format!("{e:#}")).into())
+    config::resolve(data_dir, &file, &o, &env).map_err(|e| ConfigError(format!("{e:#}")).into())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -398,7 +403,7 @@ fn run_web_chat(
     flags: HostFlags,
 ) -> Result<i32> {
     // [http] listen counts even when the file turns on neither web chat nor a webhook.
-    let file_listen = config::load_file(config.as_deref())
+    let file_listen = config::load_file(config.as_deref(), &config::Env::process())
         .map_err(|e| ConfigError(format!("{e:#}")))?
         .http
         .listen;
@@ -473,11 +478,13 @@ fn run_chat(
     // A running daemon serves the socket: talk to it, with its
     // configuration (no provider of our own needed). Otherwise run an
     // embedded host in this process (same code path as `pinch host`).
-    let file = config::load_file(config.as_deref()).map_err(|e| ConfigError(format!("{e:#}")))?;
+    let env = config::Env::process();
+    let file =
+        config::load_file(config.as_deref(), &env).map_err(|e| ConfigError(format!("{e:#}")))?;
     let dir = data_dir
         .clone()
         .or_else(|| file.data_dir.clone())
-        .unwrap_or_else(config::default_data_dir);
+        .unwrap_or_else(|| config::default_data_dir(&env));
     let running = pinch_host::paths::DataDir::new(&dir).cli_socket();
     // The connection that finds a host is the one chatted on (chat.rs).
     let first = std::os::unix::net::UnixStream::connect(&running).ok();

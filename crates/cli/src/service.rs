@@ -182,6 +182,7 @@ fn systemd_running() -> Result<PathBuf, String> {
         .ok_or_else(|| "systemctl is not on PATH".into())
 }
 
+#[allow(clippy::disallowed_methods)] // the service commands run systemctl/launchctl for the owner
 fn systemctl(bin: &Path, system: bool, args: &[&str]) -> Result<()> {
     let mut c = Command::new(bin);
     if !system {
@@ -201,6 +202,7 @@ fn systemctl(bin: &Path, system: bool, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::disallowed_methods)] // the service commands run systemctl/launchctl for the owner
 pub fn run(a: ServiceArgs, data_dir: PathBuf, config: PathBuf) -> Result<i32> {
     let exe = std::env::current_exe().context("finding the pinch executable")?;
     let exe = std::fs::canonicalize(&exe).unwrap_or(exe);

@@ -95,6 +95,7 @@ fn mib(kb: i64) -> String {
     format!("{:+.2} MiB", kb as f64 / 1024.0)
 }
 
+#[allow(clippy::disallowed_methods)] // the soak run starts a real pinch host
 pub fn run(args: SoakArgs) -> Result<i32> {
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let data = tmp.path().join("data");

@@ -233,7 +233,7 @@ mod tests {
     fn backups_appear_rotate_and_verify_while_the_db_is_written() {
         let t = tempfile::tempdir().unwrap();
         let data = DataDir::new(t.path());
-        let mut c = crate::central::Central::open(&data.central_db()).unwrap();
+        let mut c = crate::db::central::Central::open(&data.central_db()).unwrap();
         c.bootstrap("tester").unwrap();
         let mut made = Vec::new();
         for i in 0..5 {

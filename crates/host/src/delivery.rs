@@ -422,7 +422,7 @@ impl Task {
                         callback: format!("q:{hid}:{i}"),
                     })
                     .collect();
-                let pending = crate::central::PendingQuestion {
+                let pending = crate::db::central::PendingQuestion {
                     question_id: hid,
                     session_id: self.session_id.clone(),
                     agent_question_id: q.agent_question_id.clone(),
@@ -631,13 +631,7 @@ impl Task {
             let mut failed = Vec::new();
             let mut next_due: Vec<jiff::Timestamp> = Vec::new();
             for a in &terminal {
-                let pending: bool = tx
-                    .query_row(
-                        "SELECT status = 'pending' FROM messages_in WHERE id = ?1",
-                        [&a.message_id],
-                        |r| r.get(0),
-                    )
-                    .unwrap_or(false);
+                let pending = pinch_proto::inbound::is_pending(&tx, &a.message_id).unwrap_or(false);
                 if pending && rows::set_inbound_status(&tx, &a.message_id, &a.status)? {
                     // A recurring task's next occurrence commits with this
                     // status change: each slot exactly once (SPEC §7.4).
@@ -730,13 +724,7 @@ impl Task {
     ) -> Result<()> {
         let out = open_agent_reader(&self.dir.outbound_db(), BUSY)?;
         for (id, reason) in failed {
-            let answered: bool = out
-                .query_row(
-                    "SELECT 1 FROM messages_out WHERE in_reply_to = ?1 LIMIT 1",
-                    [id],
-                    |_| Ok(()),
-                )
-                .is_ok();
+            let answered = pinch_proto::outbound::answered(&out, id).unwrap_or(false);
             if answered {
                 continue;
             }
@@ -796,24 +784,12 @@ impl Task {
         seq: i64,
         place: &Place,
     ) -> Result<Option<String>> {
-        use pinch_proto::rusqlite::OptionalExtension;
         let here = |ct: Option<&str>, pid: Option<&str>| {
             ct == Some(place.channel_type.as_str()) && pid == Some(place.platform_id.as_str())
         };
         if seq % 2 != 0 {
             let out = open_agent_reader(&self.dir.outbound_db(), BUSY)?;
-            type Edited = (
-                String,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            );
-            let edited: Option<Edited> = out
-                .query_row("SELECT id, channel_type, platform_id, thread_id, in_reply_to FROM messages_out WHERE seq = ?1", [seq], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .optional()?;
+            let edited = pinch_proto::outbound::address_by_seq(&out, seq)?;
             let Some((id, ct, pid, thread, in_reply_to)) = edited else {
                 return Ok(None);
             };
@@ -832,13 +808,7 @@ impl Task {
                 .filter(|l| l.status == status::DELIVERED)
                 .and_then(|l| l.platform_message_id));
         }
-        let row: Option<(String, String, Option<String>, Option<String>)> = inbound
-            .query_row(
-                "SELECT kind, content, channel_type, platform_id FROM messages_in WHERE seq = ?1",
-                [seq],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
+        let row = pinch_proto::inbound::by_seq(inbound, seq)?;
         Ok(match row {
             Some((k, c, ct, pid)) if here(ct.as_deref(), pid.as_deref()) => {
                 match InContent::parse(&k, &c) {

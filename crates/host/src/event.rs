@@ -18,7 +18,7 @@ pub(crate) enum Event {
     },
     /// A stored host notice's send finished (`notices.rs`).
     NoticeSent {
-        notice: crate::notices::StoredNotice,
+        notice: crate::db::notices::StoredNotice,
         result: Result<(), pinch_channels::DeliverError>,
     },
     RunnerExited {
@@ -62,7 +62,7 @@ pub(crate) enum Event {
     /// A delivery task is about to send a question's buttons; it waits for
     /// the reply so a click can never arrive before the record exists.
     QuestionAsked(
-        crate::central::PendingQuestion,
+        crate::db::central::PendingQuestion,
         tokio::sync::oneshot::Sender<bool>,
     ),
     /// An approval card is about to go to this approver's DM: record where,
@@ -100,7 +100,7 @@ pub(crate) enum Event {
     },
     /// Approved packages finished installing (or failed).
     ToolsInstalled {
-        approval: Box<crate::permissions::Approval>,
+        approval: Box<crate::db::permissions::Approval>,
         result: Result<String, String>,
     },
     /// No approver could be reached for this card.

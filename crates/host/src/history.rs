@@ -40,15 +40,9 @@ fn read_one(
         return Ok(());
     }
     let inbound = open_reader(&d.inbound_db(), BUSY)?;
-    let mut st = inbound.prepare(
-        "SELECT timestamp, content FROM messages_in WHERE kind = 'chat' AND channel_type = ?1 AND platform_id = ?2 ORDER BY seq DESC LIMIT ?3",
-    )?;
-    let rows_in = st.query_map(
-        pinch_proto::rusqlite::params![to.channel_type, to.platform_id, limit as i64],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-    )?;
-    for r in rows_in {
-        let (at, content) = r?;
+    let rows_in =
+        pinch_proto::inbound::chat_from(&inbound, &to.channel_type, &to.platform_id, limit as i64)?;
+    for (at, content) in rows_in {
         let Ok(InContent::Chat(ChatIn {
             text,
             sender,
@@ -73,40 +67,33 @@ fn read_one(
             files: attachments.into_iter().map(|a| a.name).collect(),
         });
     }
-    drop(st);
     let delivered: HashSet<String> = {
         // The host's ledger file (issue 15); empty before the first delivery.
         let Some(ledger) = crate::ledger::open_read(d.root()) else {
             return Ok(());
         };
-        let mut st =
-            ledger.prepare("SELECT message_out_id FROM delivered WHERE status = 'delivered'")?;
-        let ids = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<_, _>>()?;
-        ids
+        pinch_proto::ledger::delivered_ids(&ledger)?
+            .into_iter()
+            .collect()
     };
     let routing = rows::routing(&inbound)?;
     if !d.outbound_db().exists() {
         return Ok(());
     }
     let out = pinch_proto::open::open_agent_reader(&d.outbound_db(), BUSY)?;
-    let mut st = out.prepare("SELECT id, seq, timestamp, channel_type, platform_id, content FROM messages_out WHERE kind = 'chat' ORDER BY seq DESC LIMIT ?1")?;
-    let rows_out = st.query_map([(limit * 4) as i64], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, String>(5)?,
-        ))
-    })?;
+    let rows_out = pinch_proto::outbound::recent_chat(&out, (limit * 4) as i64)?;
     let mut by_seq: HashMap<i64, usize> = HashMap::new();
     let mut edits = Vec::new();
     let mut mine = Vec::new();
-    for r in rows_out {
-        let (id, seq, at, ct, pid, content) = r?;
+    for pinch_proto::outbound::ChatRow {
+        id,
+        seq,
+        timestamp: at,
+        channel_type: ct,
+        platform_id: pid,
+        content,
+    } in rows_out
+    {
         if !delivered.contains(&id) {
             continue;
         }

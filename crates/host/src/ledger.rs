@@ -33,16 +33,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pinch_proto::rows::{status, LedgerRow};
-use pinch_proto::rusqlite::{self, params, Connection, OpenFlags, OptionalExtension};
+use pinch_proto::rusqlite::{self, Connection, OpenFlags};
 
 use crate::paths::SessionDir;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS delivered (
-  message_out_id TEXT PRIMARY KEY, platform_message_id TEXT, status TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-";
 
 /// The row written into `inbound.db`'s old `delivered` table once the
 /// session's ledger exists: a later open that finds no `delivered.db`
@@ -185,9 +178,12 @@ impl Ledger {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
             conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.execute_batch(SCHEMA)
+            Ok(())
         };
-        setup().with_context(|| format!("preparing the delivery ledger {}", path.display()))?;
+        setup()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(pinch_proto::ledger::create(&conn)?))
+            .with_context(|| format!("preparing the delivery ledger {}", path.display()))?;
         Ok(Ledger {
             conn,
             path: path.to_owned(),
@@ -223,12 +219,7 @@ impl Ledger {
     }
 
     fn made(&self) -> Result<bool> {
-        let done: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'imported'", [], |r| {
-                r.get(0)
-            })
-            .optional()
+        let done = pinch_proto::ledger::made_at(&self.conn)
             .with_context(|| format!("reading the delivery ledger {}", self.path.display()))?;
         Ok(done.is_some())
     }
@@ -238,25 +229,8 @@ impl Ledger {
     fn insert(&mut self, rows: &[(LedgerRow, String)], made: bool) -> Result<()> {
         let path = self.path.clone();
         let tx = self.conn.transaction()?;
-        for (e, at) in rows {
-            tx.execute(
-                "INSERT OR IGNORE INTO delivered VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    e.message_out_id,
-                    e.platform_message_id,
-                    e.status,
-                    e.attempts,
-                    e.last_error,
-                    at
-                ],
-            )?;
-        }
-        if made {
-            tx.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('imported', ?1)",
-                [pinch_proto::time::now()],
-            )?;
-        }
+        let at = made.then(pinch_proto::time::now);
+        pinch_proto::ledger::insert_keeping(&tx, rows, at.as_deref())?;
         tx.commit()
             .with_context(|| format!("writing the delivery ledger {}", path.display()))
     }
@@ -367,28 +341,14 @@ impl Ledger {
 
     /// Upserts an entry (one commit, one fsync).
     pub fn put(&self, e: &LedgerRow) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO delivered (message_out_id, platform_message_id, status, attempts, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(message_out_id) DO UPDATE SET platform_message_id=excluded.platform_message_id,
-                   status=excluded.status, attempts=excluded.attempts, last_error=excluded.last_error,
-                   updated_at=excluded.updated_at",
-                params![
-                    e.message_out_id,
-                    e.platform_message_id,
-                    e.status,
-                    e.attempts,
-                    e.last_error,
-                    pinch_proto::time::now()
-                ],
-            )
-            .with_context(|| {
+        pinch_proto::rows::ledger_put(&self.conn, e, &pinch_proto::time::now()).with_context(
+            || {
                 LedgerFault(format!(
                     "writing the delivery ledger {} (free space; delivery retries by itself)",
                     self.path.display()
                 ))
-            })?;
+            },
+        )?;
         Ok(())
     }
 }
@@ -404,23 +364,8 @@ pub fn open_read(root: &Path) -> Option<Connection> {
     Some(c)
 }
 
-fn read_all(c: &Connection) -> rusqlite::Result<Vec<(LedgerRow, String)>> {
-    let mut st = c.prepare(
-        "SELECT message_out_id, platform_message_id, status, attempts, last_error, updated_at FROM delivered",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            LedgerRow {
-                message_out_id: r.get(0)?,
-                platform_message_id: r.get(1)?,
-                status: r.get(2)?,
-                attempts: r.get(3)?,
-                last_error: r.get(4)?,
-            },
-            r.get(5)?,
-        ))
-    })?;
-    rows.collect()
+fn read_all(c: &Connection) -> Result<Vec<(LedgerRow, String)>, pinch_proto::ProtoError> {
+    pinch_proto::ledger::all(c)
 }
 
 /// The rows of `inbound.db`'s old `delivered` table. Empty only when the
@@ -585,14 +530,9 @@ mod tests {
         drop(Ledger::open_file(&left).unwrap());
         let l = Ledger::open(&dir).unwrap();
         assert!(l.rebuilt.is_none(), "made, not rebuilt: {:?}", l.rebuilt);
-        let marker = pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY)
-            .unwrap()
-            .query_row(
-                "SELECT count(*) FROM delivered WHERE message_out_id = ?1",
-                [MOVED],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap();
+        let inbound =
+            pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY).unwrap();
+        let marker = pinch_proto::ledger::count_of(&inbound, MOVED).unwrap();
         assert_eq!(marker, 1, "the marker follows the made ledger");
         assert!(path(&dir).exists());
     }

@@ -17,43 +17,40 @@
 //! Invariants: the host is the sole writer of the central DB and of every
 //! `inbound.db`; it never writes a row into an `outbound.db` (it opens one
 //! read-write only to roll back a hot journal while no runner lives); it is
-//! the only code that spawns runners, always through [`sandbox`].
+//! the only code that spawns runners, always through a
+//! [`pinch_sandbox::Sandbox`] backend and the handle it returns.
 
 pub mod admin;
-pub mod admin_cmds;
 pub(crate) mod attachments;
 pub mod backup;
-pub mod central;
 pub(crate) mod central_file;
-pub mod cgroup;
 pub mod config;
 pub(crate) mod dashboard;
+pub mod db;
 pub(crate) mod delivery;
-pub mod docker;
 pub(crate) mod fswalk;
 pub(crate) mod history;
 pub(crate) mod ledger;
 pub(crate) mod metrics;
 pub mod mounts;
-pub(crate) mod notices;
 pub(crate) mod outbox;
 pub mod paths;
-pub(crate) mod permissions;
 pub mod private;
 pub mod proxy;
 pub(crate) mod quota;
 pub mod repair;
-pub mod safe_fs;
-pub mod sandbox;
-pub mod seccomp;
 pub mod session;
 pub(crate) mod session_check;
 pub(crate) mod tasks;
-pub mod tools_dir;
 
 mod event;
 mod lock;
 mod main_loop;
+
+// The sandboxes live in `pinch-sandbox`; these names stay where the binary
+// and the tests have always found them.
+pub use pinch_sandbox as sandbox;
+pub use pinch_sandbox::{cgroup, docker, safe_fs, seccomp, tools_dir};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -27,12 +27,12 @@ use anyhow::Result;
 use regex::Regex;
 use tokio::sync::{mpsc, watch};
 
-use crate::central::{Central, SessionRow};
 use crate::config::HostConfig;
+use crate::db::central::{Central, SessionRow};
 use crate::delivery::{Channels, Shared};
 use crate::lock::HostLock;
 use crate::paths::{DataDir, SessionDir};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{self, Sandbox};
 use crate::session;
 use crate::{HostHandle, Stats};
 
@@ -40,6 +40,7 @@ pub(crate) use crate::event::Event;
 use group_folder::ensure_group_folder;
 
 mod a2a;
+mod agent_actions;
 mod agent_admin;
 mod approvals;
 mod boot;
@@ -51,7 +52,6 @@ mod handoff;
 mod inbound;
 mod loop_admin;
 mod notices;
-mod procs;
 mod routing;
 mod runner_log;
 mod self_mod;
@@ -76,9 +76,9 @@ struct Live {
     /// row, and the last error logged (each distinct one is logged once).
     stuck_read_failures: u32,
     stuck_read_error: Option<String>,
-    /// Write end of the liveness pipe; the runner exits when it closes
-    /// (this host died, or this runner's record was dropped).
-    _alive: Option<std::os::fd::OwnedFd>,
+    /// The sandbox's handle: stop, kill; dropping it closes the liveness
+    /// pipe, and the runner exits (this host died, or this record was dropped).
+    child: Box<dyn sandbox::RunnerHandle>,
     /// Dropped with this record: ends the runner's disk-quota watch.
     _disk_watch: tokio::sync::oneshot::Sender<()>,
 }

@@ -217,24 +217,13 @@ impl Metrics {
             let Ok(c) = pinch_proto::open::open_reader(&inb, busy) else {
                 continue;
             };
-            let q = |c: &pinch_proto::rusqlite::Connection, sql: &str| {
-                c.query_row(sql, [], |r| r.get::<_, i64>(0))
-                    .unwrap_or(0)
-                    .max(0) as u64
-            };
+            let q = |n: Result<i64, pinch_proto::ProtoError>| n.unwrap_or(0).max(0) as u64;
             // Rows still pending in the host's view (acks not yet synced back).
-            i += q(
-                &c,
-                "SELECT count(*) FROM messages_in WHERE status = 'pending' AND trigger = 1",
-            );
-            let terminal = crate::ledger::open_read(&d).map_or(0, |l| {
-                q(
-                    &l,
-                    "SELECT count(*) FROM delivered WHERE status IN ('delivered', 'failed')",
-                )
-            });
+            i += q(pinch_proto::inbound::count_pending_triggers(&c));
+            let terminal = crate::ledger::open_read(&d)
+                .map_or(0, |l| q(pinch_proto::ledger::count_terminal(&l)));
             if let Ok(oc) = pinch_proto::open::open_agent_reader(&outb, busy) {
-                o += q(&oc, "SELECT count(*) FROM messages_out").saturating_sub(terminal);
+                o += q(pinch_proto::outbound::count(&oc)).saturating_sub(terminal);
             }
         }
         (i, o)

@@ -20,12 +20,11 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use pinch_proto::rusqlite::{params, OptionalExtension};
-
-use crate::central::Central;
 use crate::central_file::{session_folders, FolderSession};
+use crate::db::central::Central;
+use crate::db::repair as store;
 use crate::paths::DataDir;
+use anyhow::{Context, Result};
 
 /// What a repair or restore did, for the owner.
 #[derive(Debug, Default)]
@@ -184,21 +183,7 @@ pub fn restore(data: &DataDir, backup: Option<&Path>) -> Result<Report> {
 
 /// Whether `path` is a bootstrapped central DB that passes `quick_check`.
 fn healthy(path: &Path) -> bool {
-    use pinch_proto::rusqlite::{Connection, OpenFlags};
-    if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-        return false;
-    }
-    let Ok(c) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
-        return false;
-    };
-    let ok = c
-        .query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
-        .is_ok_and(|v| v == "ok");
-    ok && c
-        .query_row("SELECT 1 FROM meta WHERE key = 'bootstrapped'", [], |_| {
-            Ok(())
-        })
-        .is_ok()
+    crate::db::repair::healthy(path)
 }
 
 fn lock(data: &DataDir, what: &str) -> Result<crate::lock::HostLock> {
@@ -241,13 +226,7 @@ fn folder_for(data: &DataDir, ag: &str) -> String {
 
 /// Adds a row for every session folder the central DB does not know.
 fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<()> {
-    let known: HashSet<String> = {
-        let mut st = central.conn.prepare("SELECT id FROM sessions")?;
-        let ids = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<_, _>>()?;
-        ids
-    };
+    let known: HashSet<String> = store::session_ids(&central.conn)?;
     let mut found = Vec::new();
     for s in session_folders(data) {
         if known.contains(&s.session_id) {
@@ -281,7 +260,7 @@ fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<(
     }
     // Newest first, so the newest folder of a conversation is its active session.
     found.sort_by_key(|f| std::cmp::Reverse(f.mtime));
-    let t = crate::central::now();
+    let t = crate::db::central::now();
     let tx = central.conn.transaction()?;
     let mut groups_done: HashSet<String> = HashSet::new();
     let mut mg_of: HashMap<(String, String), String> = HashMap::new();
@@ -293,22 +272,12 @@ fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<(
         if let Some(id) = mg_of.get(&(ct.to_owned(), pid.to_owned())) {
             return Ok(id.clone());
         }
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT id FROM messaging_groups WHERE channel_type = ?1 AND platform_id = ?2",
-                params![ct, pid],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let existing = store::messaging_group_id(tx, ct, pid)?;
         let id = match existing {
             Some(id) => id,
             None => {
                 let id = format!("mg-{ct}-{}", pinch_proto::runner_config::random_hex(4));
-                tx.execute(
-                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                     VALUES (?1, ?2, ?3, NULL, 0, 'strict', ?4)",
-                    params![id, ct, pid, t],
-                )?;
+                store::insert_recovered_messaging_group(tx, &id, ct, pid, &t)?;
                 report.rebuilt.push(format!(
                     "conversation {id} ({ct} {pid}), unknown senders `strict`: set its name and policy with `pinch admin messaging-groups update {id} --name … --unknown-sender-policy …`"
                 ));
@@ -321,20 +290,10 @@ fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<(
     for f in &found {
         let ag = &f.s.agent_group_id;
         if groups_done.insert(ag.clone()) {
-            let exists = tx
-                .query_row("SELECT 1 FROM agent_groups WHERE id = ?1", [ag], |_| Ok(()))
-                .optional()?
-                .is_some();
+            let exists = store::agent_group_exists(&tx, ag)?;
             if !exists {
                 let folder = folder_for(data, ag);
-                tx.execute(
-                    "INSERT INTO agent_groups (id, name, folder, provider, created_at) VALUES (?1, ?2, ?3, NULL, ?4)",
-                    params![ag, folder, folder, t],
-                )?;
-                tx.execute(
-                    "INSERT INTO agent_configs (agent_group_id, updated_at) VALUES (?1, ?2)",
-                    params![ag, t],
-                )?;
+                store::insert_recovered_agent_group(&tx, ag, &folder, &t)?;
                 report
                     .rebuilt
                     .push(format!("agent group {ag} (folder groups/{folder})"));
@@ -358,11 +317,7 @@ fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<(
                 _ => None,
             };
             if let Some((kind, target)) = target {
-                let n = tx.execute(
-                    "INSERT OR IGNORE INTO agent_destinations (agent_group_id, local_name, target_type, target_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![ag, d.name, kind, target, t],
-                )?;
-                if n > 0 {
+                if store::insert_destination_if_absent(&tx, ag, &d.name, kind, &target, &t)? {
                     report.rebuilt.push(format!(
                         "destination `{}` of {ag} → {kind} {target}",
                         d.name
@@ -379,34 +334,23 @@ fn adopt(central: &mut Central, data: &DataDir, report: &mut Report) -> Result<(
             _ => (None, None),
         };
         if let Some(mg) = &mg {
-            let wired = tx
-                .query_row(
-                    "SELECT 1 FROM wirings WHERE messaging_group_id = ?1 AND agent_group_id = ?2",
-                    params![mg, ag],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
+            let wired = store::is_wired(&tx, mg, ag)?;
             if !wired {
                 report.not_rebuilt.push(format!(
                     "the wiring of conversation {mg} to {ag} (how the agent engages there is not kept in session folders): `pinch admin wirings create --mg {mg} --ag {ag} --engage-mode pattern --engage-pattern .` (or mention); until then its replies still reach the conversation but new messages there do not reach the agent"
                 ));
             }
         }
-        let active_taken = tx
-            .query_row(
-                "SELECT 1 FROM sessions WHERE status = 'active' AND agent_group_id = ?1
-                   AND coalesce(messaging_group_id, '') = coalesce(?2, '') AND coalesce(thread_id, '') = coalesce(?3, '')",
-                params![ag, mg, thread],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
+        let active_taken = store::active_session_taken(&tx, ag, mg.as_deref(), thread.as_deref())?;
         let status = if active_taken { "closed" } else { "active" };
-        tx.execute(
-            "INSERT INTO sessions (id, agent_group_id, messaging_group_id, thread_id, provider, status, runner_status, last_active, created_at)
-             VALUES (?1, ?2, ?3, ?4, NULL, ?5, 'stopped', ?6, ?6)",
-            params![f.s.session_id, ag, mg, thread, status, t],
+        store::insert_recovered_session(
+            &tx,
+            &f.s.session_id,
+            ag,
+            mg.as_deref(),
+            thread.as_deref(),
+            status,
+            &t,
         )?;
         report.rebuilt.push(format!(
             "session {} of {ag}{} ({status}{})",

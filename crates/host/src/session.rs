@@ -215,36 +215,17 @@ fn claims_view(
         .filter(|a| a.runner_id == runner_id && a.status == rows::status::PROCESSING)
         .filter_map(|a| ms(&a.status_changed))
         .min();
-    let have = schema::columns(&conn, "container_state")?;
-    if !have.is_empty() {
-        let sql = format!(
-            "SELECT {} FROM container_state WHERE id = 1",
-            schema::select_list(
-                &have,
-                &[
-                    "runner_id",
-                    "last_progress_at",
-                    "tool_started_at",
-                    "tool_declared_timeout_ms"
-                ]
-            )
-        );
-        /// runner_id, last_progress_at, tool_started_at, tool_declared_timeout_ms.
-        type StateRow = (Option<String>, Option<String>, Option<String>, Option<i64>);
-        let row: Option<StateRow> = conn
-            .query_row(&sql, [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .ok();
-        if let Some((rid, progress, tool_started, tool_timeout)) = row {
-            if rid.as_deref() == Some(runner_id) {
-                view.last_progress_ms = progress.as_deref().and_then(ms);
-                if let (Some(s), Some(t)) = (tool_started.as_deref().and_then(ms), tool_timeout) {
-                    view.tool = Some(ToolInFlight {
-                        started_ms: s,
-                        declared_timeout_ms: t,
-                    });
-                }
+    if let Some(p) = pinch_proto::outbound::progress(&conn)? {
+        if p.runner_id.as_deref() == Some(runner_id) {
+            view.last_progress_ms = p.last_progress_at.as_deref().and_then(ms);
+            if let (Some(s), Some(t)) = (
+                p.tool_started_at.as_deref().and_then(ms),
+                p.tool_declared_timeout_ms,
+            ) {
+                view.tool = Some(ToolInFlight {
+                    started_ms: s,
+                    declared_timeout_ms: t,
+                });
             }
         }
     }
@@ -321,18 +302,12 @@ pub fn apply_orphans(
                 let due_s = pinch_proto::time::format(
                     jiff::Timestamp::from_millisecond(due).unwrap_or(now),
                 );
-                tx.execute(
-                    "UPDATE messages_in SET tries = ?2, process_after = ?3 WHERE id = ?1 AND status = 'pending'",
-                    pinch_proto::rusqlite::params![o.id, tries, due_s],
-                )?;
+                pinch_proto::inbound::schedule_retry(&tx, &o.id, tries, &due_s)?;
                 earliest = Some(earliest.map_or(due, |e: i64| e.min(due)));
                 tracing::warn!(id = %o.id, tries, retry_in_ms = due_in_ms, "message was claimed by a runner that died; retrying later");
             }
             D::Fail { tries } => {
-                tx.execute(
-                    "UPDATE messages_in SET tries = ?2, status = 'failed' WHERE id = ?1 AND status = 'pending'",
-                    pinch_proto::rusqlite::params![o.id, tries],
-                )?;
+                pinch_proto::inbound::fail_after_tries(&tx, &o.id, tries)?;
                 tracing::error!(id = %o.id, tries, "message failed after the maximum number of tries");
                 failed.push(o.clone());
             }

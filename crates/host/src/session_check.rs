@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pinch_proto::open::{mono_ms, open_existing_writer, open_reader, open_writer};
-use pinch_proto::rusqlite::{self, params, Connection, OptionalExtension};
+use pinch_proto::rusqlite::{self, Connection};
 use pinch_proto::schema::{self, Table};
 
 use crate::paths::SessionDir;
@@ -298,14 +298,7 @@ fn read_identity(path: &Path, depth: Depth) -> Result<Identity, ReadErr> {
     if schema::columns(&c, "session_identity")?.is_empty() {
         return Ok(Identity::None);
     }
-    let row: Option<(String, String)> = c
-        .query_row(
-            "SELECT session_id, generation FROM session_identity WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(match row {
+    Ok(match pinch_proto::inbound::identity(&c)? {
         Some((session_id, generation)) => Identity::Ours {
             session_id,
             generation,
@@ -326,10 +319,7 @@ fn new_generation() -> String {
 
 fn write_identity(c: &mut Connection, session_id: &str, generation: &str) -> Result<()> {
     let tx = pinch_proto::open::write_tx(c)?;
-    tx.execute(
-        "INSERT OR REPLACE INTO session_identity (id, session_id, generation, created_at) VALUES (1, ?1, ?2, ?3)",
-        params![session_id, generation, pinch_proto::time::now()],
-    )?;
+    pinch_proto::inbound::set_identity(&tx, session_id, generation, &pinch_proto::time::now())?;
     tx.commit()?;
     Ok(())
 }
@@ -576,16 +566,7 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
         if cols.is_empty() {
             continue;
         }
-        let list = cols
-            .iter()
-            .map(|c| format!("\"{c}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let marks = (1..=cols.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let insert = format!("INSERT OR IGNORE INTO {} ({list}) VALUES ({marks})", t.name);
+        let insert = pinch_proto::schema::salvage_insert_sql(t, &cols);
         let tx = to.unchecked_transaction()?;
         let mut n = 0u64;
         let mut visited = 0u64;
@@ -611,30 +592,14 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
             Ok(())
         };
         // Forwards until the first error…
-        let fwd = scan(
-            &src,
-            t.name,
-            &list,
-            cols.len(),
-            false,
-            None,
-            &mut |rowid, v| {
-                last_fwd = Some(rowid);
-                put(v)
-            },
-        );
+        let fwd = scan(&src, t, &cols, false, None, &mut |rowid, v| {
+            last_fwd = Some(rowid);
+            put(v)
+        });
         let damaged = fwd.is_err();
         if damaged {
             // …then backwards from the end down to where it stopped.
-            let _ = scan(
-                &src,
-                t.name,
-                &list,
-                cols.len(),
-                true,
-                last_fwd,
-                &mut |_, v| put(v),
-            );
+            let _ = scan(&src, t, &cols, true, last_fwd, &mut |_, v| put(v));
         }
         tx.commit()?;
         if damaged {
@@ -650,18 +615,14 @@ fn copy_readable(from: &Path, to: &Connection, tables: &[&Table]) -> Result<Copi
 /// fails to move on (a B-tree that leads back into itself).
 fn scan(
     src: &Connection,
-    table: &str,
-    list: &str,
-    ncols: usize,
+    table: &pinch_proto::schema::Table,
+    cols: &[&str],
     backwards: bool,
     stop: Option<i64>,
     each: &mut dyn FnMut(i64, Vec<rusqlite::types::Value>) -> Result<()>,
 ) -> Result<()> {
-    let sql = if backwards {
-        format!("SELECT rowid, {list} FROM {table} WHERE rowid > ?1 ORDER BY rowid DESC")
-    } else {
-        format!("SELECT rowid, {list} FROM {table} ORDER BY rowid")
-    };
+    let ncols = cols.len();
+    let sql = pinch_proto::schema::salvage_scan_sql(table, cols, backwards);
     let mut st = src.prepare(&sql)?;
     let mut rows = if backwards {
         st.query([stop.unwrap_or(i64::MIN)])?
@@ -917,7 +878,7 @@ mod tests {
             for i in 0..200 {
                 c.execute(
                     "INSERT INTO messages_out (id, seq, timestamp, kind, content) VALUES (?1, ?2, 'x', 'chat', ?3)",
-                    params![format!("o{i}"), 2 * i + 1, format!("out-{i:03}-{}", "y".repeat(900))],
+                    rusqlite::params![format!("o{i}"), 2 * i + 1, format!("out-{i:03}-{}", "y".repeat(900))],
                 )
                 .unwrap();
             }
@@ -928,9 +889,8 @@ mod tests {
         let mut visits = 0;
         let r = scan(
             &src,
-            "messages_out",
-            "\"id\"",
-            1,
+            &pinch_proto::schema::MESSAGES_OUT,
+            &["id"],
             false,
             None,
             &mut |_, _| {
@@ -962,7 +922,7 @@ mod tests {
             for i in 0..200 {
                 c.execute(
                     "INSERT INTO messages_out (id, seq, timestamp, kind, content) VALUES (?1, ?2, 'x', 'chat', ?3)",
-                    params![format!("o{i}"), 2 * i + 1, format!("out-{i:03}-{}", "y".repeat(900))],
+                    rusqlite::params![format!("o{i}"), 2 * i + 1, format!("out-{i:03}-{}", "y".repeat(900))],
                 )
                 .unwrap();
             }

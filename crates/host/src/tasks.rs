@@ -17,7 +17,8 @@ use pinch_policy::cron::Schedule;
 use pinch_proto::content::{InContent, TaskIn};
 use pinch_proto::open::write_tx;
 use pinch_proto::rows::{self, NewInbound};
-use pinch_proto::rusqlite::{params, OptionalExtension, Transaction};
+use pinch_proto::rusqlite::Transaction;
+use pinch_proto::tasks as task_store;
 use pinch_proto::time;
 use serde_json::{json, Value};
 
@@ -43,33 +44,16 @@ pub fn schedule_next(
     default_tz: &str,
     out_max: i64,
 ) -> Result<Option<Timestamp>> {
-    type Row = (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let row: Option<Row> = tx
-        .query_row(
-            "SELECT kind, process_after, recurrence, series_id, content, channel_type, platform_id, thread_id FROM messages_in WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
-        )
-        .optional()?;
-    let Some((
+    let Some(task_store::Occurrence {
         kind,
-        scheduled,
-        Some(rec),
-        Some(series),
+        process_after: scheduled,
+        recurrence: Some(rec),
+        series_id: Some(series),
         content,
         channel_type,
         platform_id,
         thread_id,
-    )) = row
+    }) = task_store::occurrence(tx, id)?
     else {
         return Ok(None);
     };
@@ -179,15 +163,13 @@ pub fn apply(
         }
         "cancel_task" | "pause_task" | "resume_task" => {
             let key = s("id").context("give the task's id or series id (list_tasks shows them)")?;
-            let (from, to) = match action {
-                "cancel_task" => ("'pending', 'paused'", "cancelled"),
-                "pause_task" => ("'pending'", "paused"),
-                _ => ("'paused'", "pending"),
+            let t = match action {
+                "cancel_task" => task_store::Transition::Cancel,
+                "pause_task" => task_store::Transition::Pause,
+                _ => task_store::Transition::Resume,
             };
-            let n = tx.execute(
-                &format!("UPDATE messages_in SET status = ?2 WHERE kind = 'task' AND (id = ?1 OR series_id = ?1) AND status IN ({from})"),
-                params![key, to],
-            )?;
+            let to = t.to();
+            let n = task_store::transition(&tx, key, t)?;
             if n == 0 {
                 bail!(
                     "no {} task has the id or series id {key:?} (list_tasks shows the live ones)",
@@ -199,12 +181,7 @@ pub fn apply(
                 );
             }
             let wake_at = if action == "resume_task" {
-                tx.query_row(
-                    "SELECT min(process_after) FROM messages_in WHERE kind = 'task' AND (id = ?1 OR series_id = ?1) AND status = 'pending'",
-                    [key],
-                    |r| r.get::<_, Option<String>>(0),
-                )?
-                .and_then(|t| time::parse(&t).ok())
+                task_store::next_due(&tx, key)?.and_then(|t| time::parse(&t).ok())
             } else {
                 None
             };
@@ -215,14 +192,7 @@ pub fn apply(
         }
         "update_task" => {
             let key = s("id").context("give the task's id or series id (list_tasks shows them)")?;
-            let live: Option<(String, String)> = tx
-                .query_row(
-                    "SELECT id, content FROM messages_in WHERE kind = 'task' AND (id = ?1 OR series_id = ?1) AND status IN ('pending', 'paused')
-                     ORDER BY seq DESC LIMIT 1",
-                    [key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+            let live = task_store::newest_live(&tx, key)?;
             let Some((id, content)) = live else {
                 bail!("no live task has the id or series id {key:?} (list_tasks shows them)")
             };
@@ -245,20 +215,11 @@ pub fn apply(
             };
             if let Some(r) = s("recurrence") {
                 Schedule::parse(r).map_err(anyhow::Error::msg)?;
-                tx.execute(
-                    "UPDATE messages_in SET recurrence = ?2 WHERE id = ?1",
-                    params![id, r],
-                )?;
+                task_store::set_recurrence(&tx, &id, r)?;
             }
-            tx.execute(
-                "UPDATE messages_in SET content = ?2 WHERE id = ?1",
-                params![id, InContent::Task(t).to_json()],
-            )?;
+            task_store::set_content(&tx, &id, &InContent::Task(t).to_json())?;
             if let Some(d) = due {
-                tx.execute(
-                    "UPDATE messages_in SET process_after = ?2 WHERE id = ?1",
-                    params![id, time::format(d)],
-                )?;
+                task_store::set_process_after(&tx, &id, &time::format(d))?;
             }
             Done {
                 result: json!({"id": id, "updated": true}),
@@ -275,25 +236,9 @@ pub fn apply(
 /// `pinch admin tasks list` shows them.
 pub fn live(dir: &SessionDir) -> Result<Vec<Value>> {
     let conn = pinch_proto::open::open_reader(&dir.inbound_db(), BUSY)?;
-    let mut st = conn.prepare(
-        "SELECT id, series_id, status, process_after, recurrence, content FROM messages_in
-         WHERE kind = 'task' AND status IN ('pending', 'paused') ORDER BY process_after, seq",
-    )?;
-    let rows = st
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows
+    Ok(task_store::live(&conn)?
         .into_iter()
-        .map(|(id, series, status, due, rec, content)| {
+        .map(|task_store::LiveTask { id, series_id: series, status, process_after: due, recurrence: rec, content }| {
             let (prompt, tz, script) = match InContent::parse("task", &content) {
                 Ok(InContent::Task(t)) => (t.prompt, t.timezone, t.script.is_some()),
                 _ => ("(unreadable)".to_owned(), None, false),
@@ -306,14 +251,7 @@ pub fn live(dir: &SessionDir) -> Result<Vec<Value>> {
 /// Whether a live task of this session has `key` as its id or series id.
 pub fn holds(dir: &SessionDir, key: &str) -> Result<bool> {
     let conn = pinch_proto::open::open_reader(&dir.inbound_db(), BUSY)?;
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM messages_in WHERE kind = 'task' AND (id = ?1 OR series_id = ?1) AND status IN ('pending', 'paused') LIMIT 1",
-            [key],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+    Ok(task_store::holds(&conn, key)?)
 }
 
 #[cfg(test)]

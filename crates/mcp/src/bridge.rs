@@ -41,8 +41,9 @@ enum Request {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(untagged)]
+/// An answer. On the wire its keys say which it is (see the module docs):
+/// `tools` (with `instructions`), `content` with `is_error`, or `error`.
+#[derive(Debug)]
 enum Response {
     Tools {
         tools: Vec<ToolSpec>,
@@ -55,6 +56,72 @@ enum Response {
     Error {
         error: String,
     },
+}
+
+impl Serialize for Response {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Response::Tools {
+                tools,
+                instructions,
+            } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("tools", tools)?;
+                m.serialize_entry("instructions", instructions)?;
+                m.end()
+            }
+            Response::Result { content, is_error } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("content", content)?;
+                m.serialize_entry("is_error", is_error)?;
+                m.end()
+            }
+            Response::Error { error } => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("error", error)?;
+                m.end()
+            }
+        }
+    }
+}
+
+/// Every key an answer may have; which are present decides the kind.
+#[derive(Deserialize)]
+struct WireResponse {
+    tools: Option<Vec<ToolSpec>>,
+    #[serde(default)]
+    instructions: Option<String>,
+    content: Option<String>,
+    is_error: Option<bool>,
+    error: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireResponse::deserialize(d)?;
+        match w {
+            WireResponse {
+                tools: Some(tools),
+                instructions,
+                ..
+            } => Ok(Response::Tools {
+                tools,
+                instructions,
+            }),
+            WireResponse {
+                content: Some(content),
+                is_error: Some(is_error),
+                ..
+            } => Ok(Response::Result { content, is_error }),
+            WireResponse {
+                error: Some(error), ..
+            } => Ok(Response::Error { error }),
+            _ => Err(serde::de::Error::custom(
+                "an answer needs `tools` (a list), `content` with `is_error`, or `error`",
+            )),
+        }
+    }
 }
 
 struct Shared {
@@ -299,6 +366,65 @@ mod tests {
             description: format!("{name} tool"),
             parameters: serde_json::json!({"type": "object"}),
         }
+    }
+
+    /// The answers' wire shapes (module docs), both ways.
+    #[test]
+    fn answers_on_the_wire() {
+        let spec_json = r#"{"name":"t","description":"t tool","parameters":{"type":"object"}}"#;
+        for (answer, wire) in [
+            (
+                Response::Tools {
+                    tools: vec![spec("t")],
+                    instructions: None,
+                },
+                format!(r#"{{"tools":[{spec_json}],"instructions":null}}"#),
+            ),
+            (
+                Response::Tools {
+                    tools: vec![],
+                    instructions: Some("use t".into()),
+                },
+                r#"{"tools":[],"instructions":"use t"}"#.to_owned(),
+            ),
+            (
+                Response::Result {
+                    content: "ok".into(),
+                    is_error: true,
+                },
+                r#"{"content":"ok","is_error":true}"#.to_owned(),
+            ),
+            (
+                Response::Error { error: "no".into() },
+                r#"{"error":"no"}"#.to_owned(),
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&answer).unwrap(), wire);
+            let back: Response = serde_json::from_str(&wire).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{answer:?}"), "{wire}");
+        }
+        // `instructions` may be left out; unknown keys are ignored.
+        let r: Response = serde_json::from_str(r#"{"tools":[],"extra":1}"#).unwrap();
+        assert!(matches!(
+            r,
+            Response::Tools {
+                instructions: None,
+                ..
+            }
+        ));
+        for bad in [r#"{"content":"x"}"#, r#"{}"#, r#"{"is_error":false}"#] {
+            let e = serde_json::from_str::<Response>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`content` with `is_error`, or `error`"),
+                "{bad}: {e}"
+            );
+        }
+        let e = serde_json::from_str::<Response>(r#"{"tools":5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid type: integer `5`"), "{e}");
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! matters) as parameters and returns a decision value the caller carries
 //! out. No IO, no clock, no async, no SQLite: that is what makes these
 //! exhaustively testable with tables and properties, and it is enforced by
-//! the architecture test (`tests/architecture.rs` in the `pinch` crate).
+//! the architecture test (`tests/it/architecture.rs` in the `pinch` crate).
 
 pub mod address;
+pub mod admin;
 pub mod batch;
 pub mod breaker;
 pub mod budget;
+pub mod choice;
 pub mod commands;
 pub mod cron;
 pub mod exit;

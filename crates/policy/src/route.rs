@@ -9,89 +9,46 @@ use regex::Regex;
 
 use crate::commands::{self, CommandClass};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EngageMode {
-    Pattern,
-    Mention,
-    MentionSticky,
-}
-
-impl EngageMode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pattern" => Some(EngageMode::Pattern),
-            "mention" => Some(EngageMode::Mention),
-            "mention-sticky" => Some(EngageMode::MentionSticky),
-            _ => None,
-        }
+crate::choice! {
+    /// `wirings.engage_mode`.
+    pub enum EngageMode {
+        Pattern = "pattern",
+        Mention = "mention",
+        MentionSticky = "mention-sticky",
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SenderScope {
-    All,
-    Known,
-}
-
-impl SenderScope {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "all" => Some(SenderScope::All),
-            "known" => Some(SenderScope::Known),
-            _ => None,
-        }
+crate::choice! {
+    /// `wirings.sender_scope`.
+    pub enum SenderScope {
+        Known = "known",
+        All = "all",
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IgnoredPolicy {
-    Drop,
-    Accumulate,
-}
-
-impl IgnoredPolicy {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "drop" => Some(IgnoredPolicy::Drop),
-            "accumulate" => Some(IgnoredPolicy::Accumulate),
-            _ => None,
-        }
+crate::choice! {
+    /// `wirings.ignored_message_policy`.
+    pub enum IgnoredPolicy {
+        Drop = "drop",
+        Accumulate = "accumulate",
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnknownSenderPolicy {
-    Strict,
-    RequestApproval,
-    Public,
-}
-
-impl UnknownSenderPolicy {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "strict" => Some(UnknownSenderPolicy::Strict),
-            "request_approval" => Some(UnknownSenderPolicy::RequestApproval),
-            "public" => Some(UnknownSenderPolicy::Public),
-            _ => None,
-        }
+crate::choice! {
+    /// `messaging_groups.unknown_sender_policy`.
+    pub enum UnknownSenderPolicy {
+        Strict = "strict",
+        RequestApproval = "request_approval",
+        Public = "public",
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionMode {
-    Shared,
-    PerThread,
-    AgentShared,
-}
-
-impl SessionMode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "shared" => Some(SessionMode::Shared),
-            "per-thread" => Some(SessionMode::PerThread),
-            "agent-shared" => Some(SessionMode::AgentShared),
-            _ => None,
-        }
+crate::choice! {
+    /// `wirings.session_mode`.
+    pub enum SessionMode {
+        Shared = "shared",
+        PerThread = "per-thread",
+        AgentShared = "agent-shared",
     }
 }
 

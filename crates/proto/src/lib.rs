@@ -11,6 +11,12 @@
 //!   invariants demand (rollback journal, `synchronous=FULL`, `mmap_size=0`,
 //!   a busy timeout, read-only unless writing).
 //! - [`rows`]: typed rows and the queries both sides run.
+//! - [`tasks`], [`inbound`], [`outbound`], [`ledger`]: the rest of the
+//!   statements on session tables (task actions; the host's other
+//!   statements on `inbound.db`; its reads of `outbound.db`; the host's
+//!   delivery ledger file). Every SQL statement on a session table lives in
+//!   this crate as a named function (decision 0034; the architecture test
+//!   `sql_lives_behind_its_door` enforces it).
 //! - [`content`]: the JSON content kinds; unknown kinds are preserved.
 //! - [`seq`]: the even/odd seq allocators.
 //! - [`time`]: one UTC text format and one comparison rule.
@@ -22,11 +28,15 @@
 
 pub mod content;
 pub mod error;
+pub mod inbound;
+pub mod ledger;
 pub mod open;
+pub mod outbound;
 pub mod rows;
 pub mod runner_config;
 pub mod schema;
 pub mod seq;
+pub mod tasks;
 pub mod time;
 
 pub use error::{is_corruption, is_unusable_view, ProtoError};

@@ -429,9 +429,10 @@ pub fn ledger_get(conn: &Connection, out_id: &str) -> Result<Option<LedgerRow>, 
     .map_err(ProtoError::sqlite("reading delivery ledger"))
 }
 
-/// Upserts a ledger entry (host only).
-pub fn ledger_put(tx: &Transaction<'_>, e: &LedgerRow, now: &str) -> Result<(), ProtoError> {
-    tx.execute(
+/// Upserts a ledger entry (host only): into `inbound.db`'s old table inside
+/// a write transaction, or into the ledger file (one commit of its own).
+pub fn ledger_put(conn: &Connection, e: &LedgerRow, now: &str) -> Result<(), ProtoError> {
+    conn.execute(
         "INSERT INTO delivered (message_out_id, platform_message_id, status, attempts, last_error, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(message_out_id) DO UPDATE SET platform_message_id=excluded.platform_message_id,

@@ -286,6 +286,41 @@ pub fn select_list(have: &HashSet<String>, wanted: &[&str]) -> String {
         .join(", ")
 }
 
+/// The salvage copy of a damaged file (host only): inserts `cols` of
+/// `table` into the new file, keeping a row it already has.
+pub fn salvage_insert_sql(table: &Table, cols: &[&str]) -> String {
+    let marks = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT OR IGNORE INTO {} ({}) VALUES ({marks})",
+        table.name,
+        quoted(cols)
+    )
+}
+
+/// The salvage read of a damaged file: `rowid` then `cols` of `table`, by
+/// rowid forwards, or backwards down to (not including) the rowid `?1`.
+pub fn salvage_scan_sql(table: &Table, cols: &[&str], backwards: bool) -> String {
+    let list = quoted(cols);
+    if backwards {
+        format!(
+            "SELECT rowid, {list} FROM {} WHERE rowid > ?1 ORDER BY rowid DESC",
+            table.name
+        )
+    } else {
+        format!("SELECT rowid, {list} FROM {} ORDER BY rowid", table.name)
+    }
+}
+
+fn quoted(cols: &[&str]) -> String {
+    cols.iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! BUSY for hours); `recovery_open` (read-write open, trivial read, close)
 //! rolls it back, after which fresh read-only readers work and the file is
 //! intact without the torn transaction.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::process::Command;
 use std::time::Duration;

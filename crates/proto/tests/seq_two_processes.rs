@@ -15,6 +15,7 @@
 //! `seq_child_process` with `PINCH_SEQ_CHILD=host|runner`; without that
 //! variable the child test is a no-op. Both children open and migrate their
 //! file, then wait on a start file so their write loops overlap.
+#![allow(clippy::disallowed_methods)] // tests run the pinch binary and tools directly
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -16,7 +16,8 @@
 //!
 //! [[rule]]
 //! contains = "poison"
-//! exit_code = 1              # the whole runner process dies mid-turn (fault tests)
+//! exit_code = 1              # the whole runner process dies mid-turn (fault tests;
+//!                            # only with the `test-support` feature, else refused)
 //! ```
 //!
 //! Rules may call tools (the runner runs them and calls again):
@@ -154,6 +155,13 @@ impl Scripted {
                     i + 1
                 )));
             }
+            if r.exit_code.is_some() && !cfg!(feature = "test-support") {
+                return Err(ConfigError::Script(format!(
+                    "rule {}: `exit_code` (a crash on demand, for fault tests) exists only in test builds \
+                     (the pinch-providers `test-support` feature); remove it",
+                    i + 1
+                )));
+            }
             if r.args.is_some() && r.tool.is_none() {
                 return Err(ConfigError::Script(format!(
                     "rule {} has `args` but no `tool`",
@@ -239,8 +247,10 @@ impl Provider for Scripted {
                 sink(Event::Progress(format!("scripted delay {} ms", r.delay_ms)));
                 std::thread::sleep(Duration::from_millis(r.delay_ms));
             }
+            // A crash on demand, for fault-injection tests (refused when the
+            // script is read in a build without them).
+            #[cfg(feature = "test-support")]
             if let Some(code) = r.exit_code {
-                // A crash on demand, for fault-injection tests.
                 std::process::exit(code);
             }
             let failing = r
@@ -382,6 +392,17 @@ fn fill_inbox_path(v: serde_json::Value, path: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_code_is_refused_outside_test_builds() {
+        let r = Scripted::from_script(Some("[[rule]]\ncontains = \"x\"\nexit_code = 3\n"));
+        if cfg!(feature = "test-support") {
+            assert!(r.is_ok(), "{:?}", r.err());
+        } else {
+            let e = r.err().expect("refused").to_string();
+            assert!(e.contains("rule 1") && e.contains("test-support"), "{e}");
+        }
+    }
 
     fn ask(p: &mut Scripted, texts: &[&str]) -> Result<String, ProviderError> {
         let req = TurnRequest {

@@ -312,6 +312,7 @@ fn runner_of_claim(dir: &SessionDir, id: &str) -> Result<Option<String>> {
 }
 
 /// P3's baseline: spawning and reaping the bare sandbox around `/bin/true`.
+#[allow(clippy::disallowed_methods)] // bench measures bare bwrap/docker/process starts and runs the pinch binary it benchmarks
 fn spawn_baseline(kind: Kind, n: usize) -> Result<(&'static str, Vec<Duration>)> {
     let (what, mut cmd) = match kind {
         Kind::Bwrap => {

@@ -200,6 +200,7 @@ impl Bench {
 // P6
 
 impl Bench {
+    #[allow(clippy::disallowed_methods)] // bench measures bare bwrap/docker/process starts and runs the pinch binary it benchmarks
     pub(super) async fn p6(&self, kind: Kind) -> Result<Row> {
         eprintln!(
             "pinch bench: P6 (`pinch host --sandbox {}`, {P6_SESSIONS} idle sessions)…",

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
-use pinch_host::central::{Central, SessionRow};
+use pinch_host::db::central::{Central, SessionRow};
 use pinch_host::paths::{DataDir, SessionDir};
 use pinch_host::sandbox::{self, Choice, Kind};
 use pinch_host::{HostConfig, HostHandle, SessionInfo};

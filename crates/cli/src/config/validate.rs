@@ -4,11 +4,14 @@
 //! empty, and `proxy.egress_allow` is a list in the file. Each problem names
 //! where the value came from (the file, or the `PINCH__…` variable), the
 //! key, the value and what is allowed; all problems are reported at once.
+//!
+//! The floors live with their settings (each section module lists its own);
+//! this module words the problems and checks what spans sections.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{FileConfig, HostList};
+use super::FileConfig;
 
 /// Where the settings came from, for messages.
 #[derive(Debug, Default, Clone)]
@@ -21,7 +24,7 @@ pub struct Origin {
 }
 
 impl Origin {
-    fn place(&self, key: &str) -> String {
+    pub(super) fn place(&self, key: &str) -> String {
         match self.env.get(key) {
             Some(var) => format!("environment variable {var}"),
             None if self.path.as_os_str().is_empty() => "in the configuration".into(),
@@ -34,19 +37,43 @@ impl Origin {
 pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// A number of seconds with its floor and why the floor is there.
-struct Secs<'a> {
+#[derive(Clone)]
+pub(super) struct Secs<'a> {
     key: &'a str,
     value: Option<f64>,
     min: f64,
     why: &'a str,
 }
 
+impl<'a> Secs<'a> {
+    pub fn new(key: &'a str, value: Option<f64>, min: f64, why: &'a str) -> Secs<'a> {
+        Secs {
+            key,
+            value,
+            min,
+            why,
+        }
+    }
+}
+
 /// A count with its floor.
-struct Count<'a> {
+#[derive(Clone)]
+pub(super) struct Count<'a> {
     key: &'a str,
     value: Option<u64>,
     min: u64,
     why: &'a str,
+}
+
+impl<'a> Count<'a> {
+    pub fn new(key: &'a str, value: Option<impl Into<u64>>, min: u64, why: &'a str) -> Count<'a> {
+        Count {
+            key,
+            value: value.map(Into::into),
+            min,
+            why,
+        }
+    }
 }
 
 fn secs_problem(o: &Origin, s: &Secs) -> Option<String> {
@@ -78,272 +105,41 @@ fn count_problem(o: &Origin, c: &Count) -> Option<String> {
     ))
 }
 
+/// What a problem's message tells the user to do for the default.
+pub(super) const LEAVE_OUT: &str = "leave it out for the default";
+
 /// Every problem with the numeric and list settings, one line each (empty
-/// when all make sense).
+/// when all make sense). Each section lists its own floors and checks;
+/// this collects them (seconds first, then counts, then the rest) and adds
+/// the checks that span sections.
 pub fn problems(f: &FileConfig) -> Vec<String> {
     let o = &f.origin;
-    let r = &f.runner;
-    let h = &f.host;
-    let st = &f.stuck;
-    let px = &f.proxy;
-    let sb = &f.sandbox;
-    let leave_out = "leave it out for the default";
-    let mut secs = vec![
-        Secs {
-            key: "runner.idle_exit_s",
-            value: r.idle_exit_s,
-            min: 1.0,
-            why: "it is how long an idle runner waits for work before exiting; 0 would end it after every message",
-        },
-        Secs {
-            key: "runner.poll_idle_s",
-            value: r.poll_idle_s,
-            min: 0.05,
-            why: "an idle runner checks for work this often; below 0.05 it burns CPU doing nothing",
-        },
-        Secs {
-            key: "runner.poll_active_s",
-            value: r.poll_active_s,
-            min: 0.01,
-            why: "a busy runner checks for new messages this often; below 0.01 it burns CPU",
-        },
-        Secs {
-            key: "runner.heartbeat_s",
-            value: r.heartbeat_s,
-            min: 0.1,
-            why: "the runner proves it is alive this often",
-        },
-        Secs {
-            key: "runner.busy_timeout_s",
-            value: r.busy_timeout_s,
-            min: 2.0,
-            why: "shorter timeouts make reads fail as locked",
-        },
-        Secs {
-            key: "host.delivery_poll_s",
-            value: h.delivery_poll_s,
-            min: 0.01,
-            why: "the host checks for replies to deliver this often",
-        },
-        Secs {
-            key: "host.sweep_s",
-            value: h.sweep_s,
-            min: 0.1,
-            why: "the host's periodic check for due work and stuck runners; 0 would spin",
-        },
-        Secs {
-            key: "host.stop_grace_s",
-            value: h.stop_grace_s,
-            min: 0.1,
-            why: "a stopped runner gets this long to finish cleanly before it is killed",
-        },
-        Secs {
-            key: "host.crash_window_s",
-            value: h.crash_window_s,
-            min: 1.0,
-            why: "abnormal exits are counted over this window",
-        },
-        Secs {
-            key: "host.retry_base_s",
-            value: h.retry_base_s,
-            min: 0.05,
-            why: "a message whose runner died is retried after base · 2^tries; 0 would retry in a tight loop",
-        },
-        Secs {
-            key: "stuck.spawn_grace_s",
-            value: st.spawn_grace_s,
-            min: 1.0,
-            why: "a new runner gets this long to start before it counts as stuck",
-        },
-        Secs {
-            key: "stuck.heartbeat_ceiling_s",
-            value: st.heartbeat_ceiling_s,
-            min: 1.0,
-            why: "a runner silent this long is killed as stuck; 0 would kill every runner",
-        },
-        Secs {
-            key: "stuck.claim_stuck_s",
-            value: st.claim_stuck_s,
-            min: 1.0,
-            why: "a claimed message with no progress this long counts as stuck",
-        },
-        Secs {
-            key: "proxy.header_timeout_s",
-            value: px.header_timeout_s,
-            min: 0.1,
-            why: "0 would cut every connection to the credential proxy",
-        },
-        Secs {
-            key: "proxy.idle_timeout_s",
-            value: px.idle_timeout_s,
-            min: 0.1,
-            why: "0 would cut every connection to the credential proxy",
-        },
-        Secs {
-            key: "proxy.upstream_timeout_s",
-            value: px.upstream_timeout_s,
-            min: 0.1,
-            why: "0 would cut every call to the model",
-        },
-    ];
-    for (section, stall) in [
-        ("telegram", f.telegram.as_ref().and_then(|t| t.stall_s)),
-        ("discord", f.discord.as_ref().and_then(|t| t.stall_s)),
-        ("slack", f.slack.as_ref().and_then(|t| t.stall_s)),
-    ] {
-        secs.push(Secs {
-            key: match section {
-                "telegram" => "telegram.stall_s",
-                "discord" => "discord.stall_s",
-                _ => "slack.stall_s",
-            },
-            value: stall,
-            min: 0.1,
-            why: "the connection is restarted after this long without a sign of life",
-        });
-    }
-    let delays = h.respawn_delays_s.clone().unwrap_or_default();
-    for d in &delays {
-        secs.push(Secs {
-            key: "host.respawn_delays_s",
-            value: Some(*d),
-            min: 0.0,
-            why: "the waits before respawning after the 1st, 2nd, … abnormal exit",
-        });
-    }
+    let secs = [
+        f.runner.secs(),
+        f.host.secs(),
+        f.stuck.secs(),
+        f.proxy.secs(),
+        super::channels::stall_secs(f),
+        f.host.delay_secs(),
+    ]
+    .concat();
     let mut out: Vec<String> = secs.iter().filter_map(|s| secs_problem(o, s)).collect();
-    let u = |v: Option<usize>| v.map(|x| x as u64);
-    let u32 = |v: Option<u32>| v.map(u64::from);
     let counts = [
-        Count {
-            key: "host.crash_budget",
-            value: u(h.crash_budget),
-            min: 1,
-            why: "abnormal exits allowed per crash_window_s before the session is quarantined; 0 would quarantine on the first",
-        },
-        Count {
-            key: "host.max_concurrent_runners",
-            value: u(h.max_concurrent_runners),
-            min: 1,
-            why: "0 would never run an agent",
-        },
-        Count {
-            key: "runner.batch_size",
-            value: u32(r.batch_size),
-            min: 1,
-            why: "messages handed to the agent per turn",
-        },
-        Count {
-            key: "runner.corruption_streak",
-            value: u32(r.corruption_streak),
-            min: 1,
-            why: "failed reads in a row before the runner exits 75",
-        },
-        Count {
-            key: "runner.max_steps",
-            value: u32(r.max_steps),
-            min: 1,
-            why: "it counts model calls per turn; the default is 50",
-        },
-        Count {
-            key: "proxy.max_connections_per_session",
-            value: u(px.max_connections_per_session),
-            min: 1,
-            why: "0 would cut the sandbox off from its model",
-        },
-        Count {
-            key: "proxy.max_connections",
-            value: u(px.max_connections),
-            min: 1,
-            why: "0 would cut every sandbox off from its model",
-        },
-        Count {
-            key: "sandbox.memory_mb",
-            value: sb.memory_mb,
-            min: 1,
-            why: "0 would stop every runner",
-        },
-        Count {
-            key: "sandbox.file_size_mb",
-            value: sb.file_size_mb,
-            min: 1,
-            why: "0 would stop every runner",
-        },
-        Count {
-            key: "sandbox.cpu_s",
-            value: sb.cpu_s,
-            min: 1,
-            why: "0 would stop every runner",
-        },
-        Count {
-            key: "sandbox.disk_mb",
-            value: sb.disk_mb,
-            min: 1,
-            why: "0 would stop every runner",
-        },
-        Count {
-            key: "sandbox.open_files",
-            value: sb.open_files,
-            min: 64,
-            why: "fewer open files than that and the runner cannot start",
-        },
-        Count {
-            key: "sandbox.pids",
-            value: sb.pids,
-            min: 16,
-            why: "fewer processes than that and the runner cannot start",
-        },
-        Count {
-            key: "provider.local.max_tokens",
-            value: u32(f.provider.local.max_tokens),
-            min: 1,
-            why: "0 would never answer",
-        },
-        Count {
-            key: "provider.local.context",
-            value: u32(f.provider.local.context),
-            min: 1,
-            why: "the model's context window in tokens",
-        },
-    ];
+        f.host.counts(),
+        f.runner.counts(),
+        f.proxy.counts(),
+        f.sandbox.counts(),
+        f.provider.local.counts(),
+    ]
+    .concat();
     out.extend(counts.iter().filter_map(|c| count_problem(o, c)));
-    for (name, w) in &f.webhooks {
-        if w.max_body == Some(0) {
-            out.push(format!(
-                "{}: webhooks.{name}.max_body must be at least 1, got 0; {leave_out} (1 MiB)",
-                o.path.display()
-            ));
-        }
-    }
-    if h.respawn_delays_s.is_some() && delays.is_empty() {
-        out.push(format!(
-            "{}: host.respawn_delays_s = [] is not allowed: give at least one delay in seconds (e.g. [0, 2, 8, 30, 120]), or {leave_out}",
-            o.place("host.respawn_delays_s")
-        ));
-    }
-    for (name, section) in [
-        ("openai", &f.provider.openai),
-        ("anthropic", &f.provider.anthropic),
-    ] {
-        if section.allow_paths.as_ref().is_some_and(|p| p.is_empty()) {
-            out.push(format!(
-                "{}: provider.{name}.allow_paths = [] would forward nothing to the model; list paths, or {leave_out}",
-                o.path.display()
-            ));
-        }
-    }
-    if let Some(HostList::Csv(s)) = &px.egress_allow {
-        if !o.env.contains_key("proxy.egress_allow") {
-            out.push(format!(
-                "{}: proxy.egress_allow = {s:?} is a string; give a list of hosts, e.g. egress_allow = [\"api.github.com\", \"*.pypi.org\"] \
-                 (a comma-separated string is only for the PINCH__PROXY__EGRESS_ALLOW variable)",
-                o.path.display()
-            ));
-        }
-    }
+    out.extend(super::http::problems(f));
+    out.extend(f.host.problems(o));
+    out.extend(f.provider.problems(o));
+    out.extend(f.proxy.problems(o));
     // Cross-setting: the ceiling must leave room for several heartbeats.
-    let beat = r.heartbeat_s.unwrap_or(5.0);
-    let ceiling = st.heartbeat_ceiling_s.unwrap_or(60.0);
+    let beat = f.runner.heartbeat_s.unwrap_or(5.0);
+    let ceiling = f.stuck.heartbeat_ceiling_s.unwrap_or(60.0);
     if out.is_empty() && ceiling < 2.0 * beat {
         out.push(format!(
             "{}: stuck.heartbeat_ceiling_s = {ceiling} is less than twice runner.heartbeat_s = {beat}: every healthy runner would be killed as stuck; \
@@ -360,11 +156,8 @@ mod tests {
 
     fn load(toml: &str, env: &[(&str, &str)]) -> FileConfig {
         let mut t: toml::Table = toml.parse().unwrap();
-        let set = super::super::apply_env(
-            &mut t,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
-        .unwrap();
+        let env: super::super::Env = env.iter().copied().collect();
+        let set = super::super::env::apply_env(&mut t, &env).unwrap();
         let mut f: FileConfig = toml::Value::Table(t).try_into().unwrap();
         f.origin = Origin {
             path: "/etc/pinch/pinch.toml".into(),

@@ -1,7 +1,9 @@
-//! Actions agents ask of the host through `system` rows in `outbound.db`
-//! (SPEC §10): `admin_request` runs an admin command as the agent's group
-//! under its `admin_scope`; commands that change who may reach what become
-//! an approval card first (validated by a dry run that is rolled back), and
+//! The agent's `admin` tool (SPEC §10), reaching the host as an
+//! `admin_request` `system` row (routed by `agent_actions.rs`): it runs an
+//! admin command as the agent's group under its `admin_scope`, parsed and
+//! gated by the shared vocabulary (`pinch_policy::admin`, through
+//! `crate::db::admin`). Commands that change who may reach what become an
+//! approval card first (validated by a dry run that is rolled back), and
 //! run once an admin approves — commands beyond the agent's own group or
 //! touching a security boundary ([`Gate::Owner`]) only once an owner
 //! approves, with global reach for that one command. The answer is an
@@ -14,75 +16,56 @@ use serde_json::{json, Value};
 
 use super::Host;
 use crate::admin::{err, ErrorBody, Reply};
-use crate::admin_cmds::{self, AdminScope, Caller, Gate};
-use crate::permissions::{Approval, ApprovalOption};
+use crate::db::admin::{self as admin_cmds, AdminScope, Caller, Gate};
+use crate::db::permissions::{Approval, ApprovalOption};
 
 impl Host {
-    /// Handles one agent `system` row; `Err` = not handled (the delivery
-    /// fails the row and tells the agent why).
-    pub(super) fn agent_action(
+    /// `admin_request`: runs an admin command as the agent's group under
+    /// its `admin_scope` and answers with an `admin_response` row.
+    pub(super) fn admin_request(
         &mut self,
         session_id: &str,
         out_id: &str,
-        content: &str,
+        v: &Value,
     ) -> Result<(), String> {
-        let v: Value =
-            serde_json::from_str(content).map_err(|e| format!("content is not valid JSON: {e}"))?;
-        match v.get("action").and_then(Value::as_str) {
-            Some("admin_request") => {
-                let request_id = v
-                    .get("request_id")
-                    .and_then(Value::as_str)
-                    .filter(|r| !r.is_empty() && r.len() <= 64);
-                let Some(request_id) = request_id.map(str::to_owned) else {
-                    return Err("admin_request needs a request_id of 1 to 64 bytes".into());
-                };
-                // Idempotent per row: a row delivered twice (a slow main
-                // loop, a host crash before the ledger entry) runs once.
-                let resp_id = format!("admin-resp:{out_id}");
-                if self
-                    .sessions
-                    .get(session_id)
-                    .is_some_and(|s| session_has_row(&s.dir, &resp_id))
-                {
-                    return Ok(());
-                }
-                let command = v
-                    .get("command")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                let args = v.get("args").cloned().unwrap_or_else(|| json!({}));
-                let reply = self.agent_admin(session_id, &request_id, &command, &args);
-                if let Err(e) = &reply {
-                    tracing::info!(session_id = %session_id, command = %command, code = e.code, "agent admin request refused or failed: {}", e.message);
-                }
-                let (ok, body) = match reply {
-                    Ok(data) => (true, data),
-                    Err(e) => (false, json!({"code": e.code, "message": e.message})),
-                };
-                let content = InContent::System(SystemIn::AdminResponse {
-                    request_id: request_id.clone(),
-                    ok,
-                    body,
-                });
-                self.system_in(session_id, &resp_id, content, false);
-                Ok(())
-            }
-            Some("create_agent") => self.create_agent_request(session_id, out_id, &v),
-            Some(a) if super::self_mod::ACTIONS.contains(&a) => {
-                let a = a.to_owned();
-                self.self_mod_request(session_id, out_id, &a, &v)
-            }
-            Some(a) if super::task_actions::ACTIONS.contains(&a) => {
-                let a = a.to_owned();
-                self.task_action(session_id, out_id, &a, &v)
-            }
-            Some(other) => Err(format!(
-                "the host does not carry out {other:?} in this version"
-            )),
-            None => Err("a system row needs an `action`".into()),
+        let request_id = v
+            .get("request_id")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty() && r.len() <= 64);
+        let Some(request_id) = request_id.map(str::to_owned) else {
+            return Err("admin_request needs a request_id of 1 to 64 bytes".into());
+        };
+        // Idempotent per row: a row delivered twice (a slow main
+        // loop, a host crash before the ledger entry) runs once.
+        let resp_id = format!("admin-resp:{out_id}");
+        if self
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| session_has_row(&s.dir, &resp_id))
+        {
+            return Ok(());
         }
+        let command = v
+            .get("command")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let args = v.get("args").cloned().unwrap_or_else(|| json!({}));
+        let reply = self.agent_admin(session_id, &request_id, &command, &args);
+        if let Err(e) = &reply {
+            tracing::info!(session_id = %session_id, command = %command, code = e.code, "agent admin request refused or failed: {}", e.message);
+        }
+        let (ok, body) = match reply {
+            Ok(data) => (true, data),
+            Err(e) => (false, json!({"code": e.code, "message": e.message})),
+        };
+        let content = InContent::System(SystemIn::AdminResponse {
+            request_id: request_id.clone(),
+            ok,
+            body,
+        });
+        self.system_in(session_id, &resp_id, content, false);
+        Ok(())
     }
 
     fn agent_caller(&self, session_id: &str) -> Result<Caller, ErrorBody> {
@@ -103,7 +86,7 @@ impl Host {
             .map_err(|e| err("handler-error", e.to_string()))?;
         Ok(Caller::Agent {
             ag,
-            scope: AdminScope::parse(scope.as_deref().unwrap_or("disabled")),
+            scope: AdminScope::or_disabled(scope.as_deref()),
         })
     }
 
@@ -341,10 +324,8 @@ impl Host {
                 None => Err(err("handler-error", "the request has no session")),
             };
             if r.is_ok()
-                && (command.starts_with("destinations-")
-                    || command.starts_with("wirings-")
-                    || command.starts_with("messaging-groups-")
-                    || command == "groups-delete")
+                && pinch_policy::admin::Spec::find(&command)
+                    .is_some_and(pinch_policy::admin::Spec::reprojects)
             {
                 self.reproject_all();
             }

@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::routing::user_id_of;
 use super::{Event, Host};
-use crate::central::MessagingGroup;
-use crate::permissions::{Approval, ApprovalOption};
+use crate::db::central::MessagingGroup;
+use crate::db::permissions::{Approval, ApprovalOption};
 use crate::session;
 
 /// Most agent groups a registration card offers to connect.

@@ -15,11 +15,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::group_folder::ensure_group_folder;
 use super::handoff::out_watcher;
-use super::procs::reap;
 use super::spawn::write_atomic;
 use super::{a2a, now_ms, Event, Host};
-use crate::central::Central;
 use crate::config::HostConfig;
+use crate::db::central::Central;
 use crate::delivery::{Channels, Shared};
 use crate::lock::HostLock;
 use crate::paths::DataDir;
@@ -66,15 +65,14 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
     if cfg.boot_breaker {
         boot_breaker(&data).await;
     }
-    let left = reap(&data.sessions_dir().to_string_lossy());
+    let left = sandbox::child::reap(&data.sessions_dir().to_string_lossy());
     if left > 0 {
         tracing::warn!(
             count = left,
             "killed sandboxes and runners left over from a previous host of this data dir"
         );
     }
-    let mut sandbox =
-        sandbox::select_with(cfg.sandbox, cfg.sandbox_limits).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sandbox = sandbox::select(cfg.sandbox).map_err(|e| anyhow::anyhow!(e))?;
     sandbox
         .prepare(&cfg.runner_exe, data.root(), &data.run_dir())
         .map_err(|e| anyhow::anyhow!("preparing the {} sandbox: {e}", sandbox.kind().as_str()))?;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::Host;
 use crate::admin::{err, ErrorBody, Reply};
-use crate::permissions::ApprovalOption;
+use crate::db::permissions::ApprovalOption;
 
 /// Longest instructions accepted (the runner checks the same).
 const MAX_INSTRUCTIONS: usize = 64 * 1024;
@@ -219,7 +219,7 @@ impl Host {
     /// request without its agent, and a second click creates nothing.
     pub(super) fn decide_create_agent(
         &mut self,
-        a: &crate::permissions::Approval,
+        a: &crate::db::permissions::Approval,
         value: &str,
         by: &str,
     ) -> anyhow::Result<String> {
@@ -304,7 +304,7 @@ impl Host {
 /// The group, its config, and the destinations both ways, in the caller's
 /// transaction. Returns (new group id, the asker's name for it).
 fn create_rows(
-    c: &mut crate::central::Central,
+    c: &mut crate::db::central::Central,
     parent: &str,
     name: &str,
 ) -> anyhow::Result<(String, String)> {

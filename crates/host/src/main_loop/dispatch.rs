@@ -2,7 +2,6 @@
 
 use pinch_channels::{AckOutcome, ChannelEvent};
 
-use super::procs::kill;
 use super::{Event, Host, PendingAck};
 use crate::{Control, SessionInfo};
 
@@ -170,8 +169,7 @@ impl Host {
                 {
                     if l.runner_id == runner_id {
                         tracing::warn!(session_id = %session_id, runner_id = %runner_id, "runner did not stop within the grace, killing it");
-                        kill(l.pid);
-                        self.sandbox.kill_session(&session_id);
+                        l.child.kill();
                     }
                 }
             }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::Host;
-use crate::central::SessionRow;
+use crate::db::central::SessionRow;
 use crate::delivery::{self, Shared};
 use crate::paths::SessionDir;
 

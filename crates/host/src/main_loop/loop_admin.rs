@@ -12,7 +12,7 @@ impl Host {
     /// The main loop's own commands get their arguments checked (unknown
     /// keys, `--limit`/`--offset`) and their lists paged first.
     pub(super) fn admin(&mut self, mut req: crate::admin::Request) -> crate::admin::Reply {
-        let page = match crate::admin_cmds::loop_args(&req.command, &req.args) {
+        let page = match crate::db::admin::loop_args(&req.command, &req.args) {
             Some(checked) => {
                 let (args, page) = checked?;
                 req.args = args;
@@ -277,7 +277,7 @@ impl Host {
                 Ok(r)
             }
             other => {
-                let reply = crate::admin_cmds::dispatch(&self.central.conn, &crate::admin_cmds::Caller::Owner, other, &req.args)
+                let reply = crate::db::admin::dispatch(&self.central.conn, &crate::db::admin::Caller::Owner, other, &req.args)
                     .unwrap_or_else(|| Err(err("unknown-command", format!("unknown command {other:?}; run `pinch admin --help` for the resources and verbs"))));
                 if reply.is_ok()
                     && (other.starts_with("destinations-")

@@ -1,4 +1,4 @@
-//! Sending stored host notices (see `crate::notices`): one task per channel
+//! Sending stored host notices (see `crate::db::notices`): one task per channel
 //! sends that channel's unsent notices in order and reports each outcome
 //! back to the main loop, which alone writes the central DB.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pinch_channels::{Address, Channel, DeliverError};
 
 use super::{Event, Host};
-use crate::notices::StoredNotice;
+use crate::db::notices::StoredNotice;
 
 impl Host {
     /// Stores a notice, then sends it (and anything older still waiting on

@@ -326,7 +326,7 @@ impl Host {
     /// redeliver it into the same failure).
     fn ask_registration(
         &mut self,
-        m: &crate::central::MessagingGroup,
+        m: &crate::db::central::MessagingGroup,
         ev: &InboundEvent,
         user_id: &str,
     ) {
@@ -340,7 +340,7 @@ impl Host {
     /// session id.
     fn store_one(
         &mut self,
-        w: &crate::central::WiringRow,
+        w: &crate::db::central::WiringRow,
         ev: &InboundEvent,
         user_id: &str,
         key: SessionKey,

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::{Event, Host};
 use crate::admin::{err, Reply};
-use crate::permissions::{Approval, ApprovalOption};
+use crate::db::permissions::{Approval, ApprovalOption};
 
 pub(super) const ACTIONS: &[&str] = &["install_packages", "add_mcp_server"];
 

@@ -20,7 +20,7 @@
 use pinch_proto::rows::Routing;
 
 use super::Host;
-use crate::central::SessionRow;
+use crate::db::central::SessionRow;
 use crate::paths::SessionDir;
 use crate::session_check::{self, Depth, Finding, Stamp};
 

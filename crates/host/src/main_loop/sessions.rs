@@ -10,7 +10,7 @@ use pinch_proto::rows::Routing;
 use pinch_proto::runner_config::random_hex;
 
 use super::{ensure_group_folder, now_ms, Host, SessionRt};
-use crate::central::SessionRow;
+use crate::db::central::SessionRow;
 use crate::paths::SessionDir;
 use crate::session;
 

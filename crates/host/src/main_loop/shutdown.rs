@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::boot::BREAKER_FILE;
-use super::procs::kill;
 use super::Host;
 
 impl Host {
@@ -26,8 +25,7 @@ impl Host {
         for s in self.sessions.values() {
             if let Some(l) = &s.runner {
                 tracing::warn!(session_id = %s.row.id, "runner did not stop within the grace, killing it");
-                kill(l.pid);
-                self.sandbox.kill_session(&s.row.id);
+                l.child.kill();
             }
         }
     }

@@ -191,52 +191,17 @@ impl Host {
             ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
             ("PINCH_SESSION_ID".to_owned(), row.id.clone()),
         ];
-        // Liveness pipe (decision 0006): the runner holds the read end as fd
-        // 3 and exits on EOF, so it never outlives this host, whatever
-        // happens to the sandbox's own parent-death signal.
-        let (alive_r, alive_w) = liveness_pipe().context("creating the liveness pipe")?;
-        let mut env = env;
-        let fds = self.sandbox.passes_fds();
-        if fds {
-            env.push(("PINCH_HOST_FD".to_owned(), HOST_FD.to_string()));
-        }
-        let mut cmd = self
-            .sandbox
-            .command(&self.cfg.runner_exe, &mounts, &env)
-            .context("preparing the sandbox")?;
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        if fds {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let r = alive_r.as_raw_fd();
-            // SAFETY: dup2 is async-signal-safe; it clears CLOEXEC on fd 3 only.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if r == HOST_FD {
-                        // dup2 onto itself would keep close-on-exec set.
-                        if libc::fcntl(r, libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(r, HOST_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        if self.sandbox.kind() == sandbox::Kind::Process {
-            tracing::warn!(
-                "starting a runner WITHOUT a sandbox (--sandbox process): development only"
-            );
-        }
-        let mut child = tokio::process::Command::from(cmd)
-            .kill_on_drop(false)
-            .spawn()
-            .with_context(|| format!("starting the {} sandbox", self.sandbox.kind().as_str()))?;
-        drop(alive_r);
-        let pid = child.id().unwrap_or(0);
+        // The runner holds the liveness pipe (decision 0006) where the
+        // backend can pass it, and exits on its EOF.
+        let child = self.sandbox.start(sandbox::RunnerSpec {
+            session_id: &row.id,
+            exe: &self.cfg.runner_exe,
+            mounts: &mounts,
+            env,
+            limits: self.cfg.sandbox_limits,
+            log,
+        })?;
+        let pid = child.pid().unwrap_or(0);
         let started_at = time::now();
         // The child is running: from here nothing may abort the bookkeeping,
         // or the exit would never be watched.
@@ -258,23 +223,14 @@ impl Host {
             .insert(dir.out_dir(), self.sessions[id].shared.clone());
         let events = self.events.clone();
         let (sid, rid) = (row.id.clone(), runner_id.clone());
+        let exited = child.wait();
         tokio::spawn(async move {
-            let status = child.wait().await;
-            let (code, signal) = match status {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    (st.code(), st.signal())
-                }
-                Err(e) => {
-                    tracing::error!(session_id = %sid, "waiting for the runner failed: {e}");
-                    (None, None)
-                }
-            };
+            let e = exited.await;
             let _ = events.send(Event::RunnerExited {
                 session_id: sid,
                 runner_id: rid,
-                code,
-                signal,
+                code: e.code,
+                signal: e.signal,
             });
         });
         self.stats
@@ -303,7 +259,7 @@ impl Host {
             kill_reason: None,
             stuck_read_failures: 0,
             stuck_read_error: None,
-            _alive: Some(alive_w),
+            child,
             _disk_watch: disk_watch,
         });
         Ok(())
@@ -341,25 +297,6 @@ impl Host {
         }
         Ok(dir)
     }
-}
-
-/// The fd number the runner finds the liveness pipe on.
-const HOST_FD: i32 = 3;
-
-fn liveness_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two new descriptors we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
 }
 
 /// Writes a file via a temporary name and rename, so readers never see half.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use pinch_policy::exit::{self, Cause};
 
-use super::procs::{kill, reap};
 use super::runner_log::{detail_is_corruption, last_error_line};
 use super::spawn::write_atomic;
 use super::{now_ms, Event, Host};
@@ -92,7 +91,7 @@ impl Host {
             tracing::warn!("recovery open of outbound.db failed: {e}");
         }
         let dir = s.dir.clone();
-        drop(live._alive);
+        drop(live.child);
         if cause.is_abnormal() {
             // No runner alive: the host checks its own files (issue 15).
             let row = s.row.clone();
@@ -104,7 +103,7 @@ impl Host {
         }
         // A sandbox whose supervisor died can leave its inner process tree
         // behind; nothing of this session may run when the next runner starts.
-        let leftovers = reap(&dir.root().to_string_lossy());
+        let leftovers = self.sandbox.reap_leftovers(dir.root());
         if leftovers > 0 {
             tracing::warn!(
                 count = leftovers,
@@ -279,8 +278,7 @@ impl Host {
             live.stop_requested_at = Some(Instant::now());
             if let Err(e) = write_atomic(&s.dir.stop_file(), live.runner_id.as_bytes()) {
                 tracing::warn!(session_id = %id, "cannot write the stop file, killing the runner: {e}");
-                kill(live.pid);
-                self.sandbox.kill_session(id);
+                live.child.kill();
             }
             let rid = live.runner_id.clone();
             self.stop_deadline(id, rid);

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use pinch_policy::retry;
 
-use super::procs::term;
 use super::{now_ms, session, Event, Host};
 
 impl Host {
@@ -49,7 +48,7 @@ impl Host {
         tracing::warn!(session_id = %id, runner_id = %live.runner_id, reason = reason.as_str(), "runner is stuck: killing it (SIGTERM, SIGKILL after the grace)");
         live.kill_reason = Some(reason.as_str());
         live.stop_requested_at = Some(Instant::now());
-        term(live.pid);
+        live.child.terminate();
         let rid = live.runner_id.clone();
         self.stop_deadline(id, rid);
     }

@@ -86,6 +86,7 @@ impl ServerHandler for TestServer {
         Ok(ListToolsResult::with_all_items(tools()))
     }
 
+    #[allow(clippy::disallowed_methods)] // a test server that starts a process to prove cancellation
     async fn call_tool(
         &self,
         request: CallToolRequestParams,

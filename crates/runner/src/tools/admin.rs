@@ -83,6 +83,16 @@ pub fn specs() -> Vec<ToolSpec> {
     ]
 }
 
+/// Runs the group's tool `name`.
+pub fn dispatch(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolResult {
+    match name {
+        "create_agent" => create_agent(ctx, m),
+        "install_packages" => install_packages(ctx, m),
+        "add_mcp_server" => add_mcp_server(ctx, m),
+        _ => call(ctx, m),
+    }
+}
+
 pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
     let a = Args { tool: "admin", m };
     let command = a.str("command")?.trim().to_owned();
@@ -200,7 +210,7 @@ pub fn add_mcp_server(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResu
 /// Writes the request row and waits for the host's `admin_response`.
 fn ask_host(ctx: &mut ToolCtx<'_>, request_id: &str, body: Value) -> ToolResult {
     let request_id = request_id.to_owned();
-    let addr = ctx.origin.clone().unwrap_or_default();
+    let addr = ctx.origin_address();
     let waiting = Waiting::new(&waiting_key(&request_id));
     ctx.write_row("system", &addr, body.to_string())?;
     let tool = match body["action"].as_str() {

@@ -20,12 +20,14 @@ pub mod shell;
 pub mod tasks;
 
 use jiff::tz::TimeZone;
-use pinch_proto::rows::{self, Destination, NewOutbound, Routing};
+use pinch_proto::rows::{self, Destination, NewOutbound};
 use pinch_proto::runner_config::RunnerConfig;
 use pinch_proto::rusqlite::Connection;
 use pinch_proto::{layout, time};
 use pinch_providers::ToolSpec;
 use serde_json::Value;
+
+use crate::address::Fallback;
 
 /// A tool's answer to the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,43 +70,7 @@ impl From<pinch_policy::path::PathError> for ToolError {
 
 pub type ToolResult = Result<String, ToolError>;
 
-/// Where a row goes: a channel conversation or an agent.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Address {
-    pub channel_type: Option<String>,
-    pub platform_id: Option<String>,
-    pub thread_id: Option<String>,
-}
-
-impl Address {
-    pub fn of_destination(d: &Destination) -> Address {
-        if d.kind == "agent" {
-            Address {
-                channel_type: Some("agent".into()),
-                platform_id: d.agent_group_id.clone(),
-                thread_id: None,
-            }
-        } else {
-            Address {
-                channel_type: d.channel_type.clone(),
-                platform_id: d.platform_id.clone(),
-                thread_id: None,
-            }
-        }
-    }
-
-    pub fn of_routing(r: &Routing) -> Address {
-        Address {
-            channel_type: r.channel_type.clone(),
-            platform_id: r.platform_id.clone(),
-            thread_id: r.thread_id.clone(),
-        }
-    }
-
-    fn is_set(&self) -> bool {
-        self.channel_type.is_some() && self.platform_id.is_some()
-    }
-}
+pub use crate::address::Address;
 
 /// Everything a tool may touch.
 pub struct ToolCtx<'a> {
@@ -162,44 +128,30 @@ impl<'a> ToolCtx<'a> {
         )
     }
 
-    /// Resolves `to` (a destination name) or the default address. Unknown
-    /// names and an ambiguous default list the destinations.
+    /// Resolves `to` (a destination name; blank means none) or the default
+    /// address ([`crate::address::resolve`] with [`Fallback::Usable`]).
+    /// Unknown names and an ambiguous default list the destinations.
     pub fn address(&self, to: Option<&str>) -> Result<Address, ToolError> {
-        let names = || {
-            if self.destinations.is_empty() {
-                "there are no destinations".to_owned()
-            } else {
-                format!(
-                    "destinations: {}",
-                    self.destinations
-                        .iter()
-                        .map(|d| d.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        };
-        match to.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(name) => match self.destinations.iter().find(|d| d.name == name) {
-                Some(d) => Ok(Address::of_destination(d)),
-                None => Err(ToolError(format!(
-                    "unknown destination {name:?}; {}",
-                    names()
-                ))),
-            },
-            None => {
-                if let Some(a) = self.origin.as_ref().filter(|a| a.is_set()) {
-                    return Ok(a.clone());
-                }
-                if let [only] = self.destinations.as_slice() {
-                    return Ok(Address::of_destination(only));
-                }
-                Err(ToolError(format!(
-                    "no default conversation to send to; name one with `to` ({})",
-                    names()
-                )))
-            }
-        }
+        let to = to.map(str::trim).filter(|t| !t.is_empty());
+        crate::address::resolve(
+            to,
+            self.origin.as_ref(),
+            &self.destinations,
+            Fallback::Usable,
+        )
+        .map_err(|e| ToolError(e.to_string()))
+    }
+
+    /// Where a request to the host (a task, an admin action) is addressed:
+    /// the origin as it is ([`Fallback::Origin`]).
+    pub fn origin_address(&self) -> Address {
+        crate::address::resolve(
+            None,
+            self.origin.as_ref(),
+            &self.destinations,
+            Fallback::Origin,
+        )
+        .unwrap_or_default()
     }
 
     /// Writes one outbound row and commits it now; returns (id, seq).
@@ -333,16 +285,58 @@ impl<'m> Args<'m> {
     }
 }
 
+/// A group of tools (one file): its specs, and the call that runs any of
+/// them by name.
+struct Group {
+    specs: fn() -> Vec<ToolSpec>,
+    call: fn(&mut ToolCtx<'_>, &str, &serde_json::Map<String, Value>) -> ToolResult,
+}
+
+/// The built-in tools, group by group, in the order they are offered. A
+/// tool added to a group's file is offered and dispatched with no change
+/// here; a new group is one line.
+const GROUPS: &[Group] = &[
+    Group {
+        specs: shell::specs,
+        call: shell_call,
+    },
+    Group {
+        specs: files::specs,
+        call: files::call,
+    },
+    Group {
+        specs: messages::specs,
+        call: messages::call,
+    },
+    Group {
+        specs: tasks::specs,
+        call: tasks::call,
+    },
+    Group {
+        specs: questions::specs,
+        call: questions_call,
+    },
+    Group {
+        specs: admin::specs,
+        call: admin::dispatch,
+    },
+];
+
+fn shell_call(ctx: &mut ToolCtx<'_>, _: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
+    shell::call(ctx, m)
+}
+
+fn questions_call(
+    ctx: &mut ToolCtx<'_>,
+    _: &str,
+    m: &serde_json::Map<String, Value>,
+) -> ToolResult {
+    questions::call(ctx, m)
+}
+
 /// All built-in tools, for the provider's tool list.
 pub fn specs() -> Vec<ToolSpec> {
-    let mut v = Vec::new();
-    v.extend(shell::specs());
-    v.extend(files::specs());
-    v.extend(messages::specs());
-    v.extend(tasks::specs());
-    v.extend(questions::specs());
-    v.extend(admin::specs());
-    v
+    GROUPS.iter().flat_map(|g| (g.specs)()).collect()
 }
 
 pub(crate) fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
@@ -360,21 +354,13 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, args_json: &str) -> ToolOutput {
         Ok(m) => m,
         Err(e) => return ToolOutput::err(e.0),
     };
-    let r = match name {
-        "shell" => shell::call(ctx, &m),
-        "read_file" | "write_file" | "edit_file" => files::call(ctx, name, &m),
-        "send_message" | "send_file" | "edit_message" | "add_reaction" | "send_card" => {
-            messages::call(ctx, name, &m)
-        }
-        "schedule_task" | "update_task" | "cancel_task" | "pause_task" | "resume_task"
-        | "list_tasks" => tasks::call(ctx, name, &m),
-        "ask_user_question" => questions::call(ctx, &m),
-        "admin" => admin::call(ctx, &m),
-        "create_agent" => admin::create_agent(ctx, &m),
-        "install_packages" => admin::install_packages(ctx, &m),
-        "add_mcp_server" => admin::add_mcp_server(ctx, &m),
-        other => Err(ToolError(format!(
-            "unknown tool {other:?}; the tools are: {}",
+    let group = GROUPS
+        .iter()
+        .find(|g| (g.specs)().iter().any(|s| s.name == name));
+    let r = match group {
+        Some(g) => (g.call)(ctx, name, &m),
+        None => Err(ToolError(format!(
+            "unknown tool {name:?}; the tools are: {}",
             specs()
                 .iter()
                 .map(|s| s.name.as_str())
@@ -385,6 +371,46 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, args_json: &str) -> ToolOutput {
     match r {
         Ok(c) => ToolOutput::ok(c),
         Err(e) => ToolOutput::err(e.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each tool name is offered once and dispatched to its own group.
+    #[test]
+    fn every_tool_has_one_group() {
+        let names: Vec<String> = specs().into_iter().map(|s| s.name).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a name offered twice: {names:?}");
+        for g in GROUPS {
+            for s in (g.specs)() {
+                let owners = GROUPS
+                    .iter()
+                    .filter(|o| (o.specs)().iter().any(|x| x.name == s.name))
+                    .count();
+                assert_eq!(owners, 1, "{}", s.name);
+            }
+        }
+        assert_eq!(names.len(), 20, "the built-in tools: {names:?}");
+    }
+
+    #[test]
+    fn an_unknown_tool_lists_the_tools() {
+        let env = testing::Env::new();
+        let mut out = env.out();
+        let mut ctx = ToolCtx::new(&env.cfg, &mut out, &testing::no_stop);
+        let r = call(&mut ctx, "telepathy", "{}");
+        assert!(r.is_error, "{r:?}");
+        assert!(
+            r.content
+                .starts_with("unknown tool \"telepathy\"; the tools are: shell, read_file"),
+            "{}",
+            r.content
+        );
     }
 }
 

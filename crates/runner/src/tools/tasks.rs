@@ -108,7 +108,7 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolRe
         }
         o.insert("timezone".into(), json!(ctx.cfg.timezone));
     }
-    let addr = ctx.origin.clone().unwrap_or_default();
+    let addr = ctx.origin_address();
     ctx.write_row("system", &addr, body.to_string())?;
     Ok(format!(
         "requested ({request_id}); the result arrives later as a system response"
