@@ -32,7 +32,8 @@ use pinch_proto::content::{ChatIn, InContent};
 use pinch_proto::open::{open_reader, open_writer, write_tx};
 use pinch_proto::rows::{self, NewInbound};
 use pinch_proto::runner_config::{random_hex, ProviderSettings};
-use pinch_proto::rusqlite::{Connection, OptionalExtension};
+use pinch_proto::rusqlite::Connection;
+use pinch_proto::{inbound, outbound};
 use tempfile::TempDir;
 
 use crate::chat::Conn;
@@ -713,13 +714,7 @@ impl ClaimWatch {
 }
 
 fn ack_exists(conn: &Connection, id: &str) -> Result<Option<()>> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM processing_ack WHERE message_id = ?1",
-            [id],
-            |_| Ok(()),
-        )
-        .optional()?)
+    Ok(outbound::has_ack(conn, id)?.then_some(()))
 }
 
 fn ack_ids(conn: &Connection) -> Result<HashSet<String>> {
@@ -1044,13 +1039,7 @@ async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
             libc::kill(pid as i32, libc::SIGKILL);
         }
         let (t1, ()) = watch.wait(|c| {
-            let r: Option<String> = c
-                .query_row(
-                    "SELECT runner_id FROM processing_ack WHERE message_id = ?1",
-                    [&id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let r: Option<String> = outbound::ack_runner(c, &id)?;
             Ok(r.filter(|r| *r != old).map(|_| ()))
         })?;
         samples.push(t1 - t0);
@@ -1062,12 +1051,7 @@ async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
 
 fn runner_of_claim(dir: &SessionDir, id: &str) -> Result<Option<String>> {
     let c = open_reader(&dir.outbound_db(), BUSY)?;
-    Ok(c.query_row(
-        "SELECT runner_id FROM processing_ack WHERE message_id = ?1",
-        [id],
-        |r| r.get(0),
-    )
-    .optional()?)
+    Ok(outbound::ack_runner(&c, id)?)
 }
 
 /// P3's baseline: spawning and reaping the bare sandbox around `/bin/true`.
@@ -1179,30 +1163,7 @@ impl Bench {
         {
             let mut c = Central::open(&DataDir::new(&data).central_db())?;
             c.bootstrap("bench")?;
-            let t = pinch_proto::time::now();
-            let tx = c.conn.transaction()?;
-            for i in 0..P4_SESSIONS {
-                tx.execute(
-                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                     VALUES (?1, 'bench', ?2, ?2, 1, 'strict', ?3)",
-                    pinch_proto::rusqlite::params![format!("mg-b{i}"), format!("room{i}"), t],
-                )?;
-                tx.execute(
-                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
-                       ignored_message_policy, session_mode, priority, created_at)
-                     VALUES (?1, ?2, 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, ?3)",
-                    pinch_proto::rusqlite::params![format!("w-b{i}"), format!("mg-b{i}"), t],
-                )?;
-                tx.execute(
-                    "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, 'bench', NULL, ?2)",
-                    pinch_proto::rusqlite::params![format!("bench:u{i}"), t],
-                )?;
-                tx.execute(
-                    "INSERT INTO agent_group_members (user_id, agent_group_id, added_by, added_at) VALUES (?1, 'main', 'bench', ?2)",
-                    pinch_proto::rusqlite::params![format!("bench:u{i}"), t],
-                )?;
-            }
-            tx.commit()?;
+            c.seed_bench_rooms(P4_SESSIONS)?;
         }
         let mut cfg = self.host_config(&data, kind);
         cfg.max_concurrent_runners = 0;
@@ -1290,11 +1251,7 @@ impl Bench {
         let mut stored = 0usize;
         for s in &sessions {
             let c = open_reader(&SessionDir(s.dir.clone()).inbound_db(), BUSY)?;
-            stored += c.query_row(
-                "SELECT count(*) FROM messages_in WHERE kind = 'chat'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as usize;
+            stored += inbound::count_chat(&c)? as usize;
         }
         let expected = 2 * routed + P4_SESSIONS;
         if sessions.len() != P4_SESSIONS || stored != expected {

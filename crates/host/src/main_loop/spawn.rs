@@ -18,19 +18,7 @@ impl Host {
     /// The group's extra folders that pass the allowlist (SPEC §7.8); the
     /// rest are logged with their reasons and left out.
     pub(super) fn extra_mounts(&self, ag: &str) -> Vec<pinch_policy::mounts::Granted> {
-        use pinch_proto::rusqlite::OptionalExtension;
-        let requests: Option<String> = self
-            .central
-            .conn
-            .query_row(
-                "SELECT extra_mounts FROM agent_configs WHERE agent_group_id = ?1",
-                [ag],
-                |r| r.get(0),
-            )
-            .optional()
-            .ok()
-            .flatten()
-            .flatten();
+        let requests: Option<String> = self.central.extra_mounts_requested(ag).ok().flatten();
         if requests
             .as_deref()
             .is_none_or(|r| r.trim().is_empty() || r.trim() == "[]")
