@@ -163,10 +163,7 @@ fn copy(src: &Connection, dst: &mut Connection) -> rusqlite::Result<()> {
 
 /// Removes all but the newest `keep` backups (and stale temporaries).
 fn rotate(data: &DataDir, keep: usize) {
-    for old in crate::central_file::backups(data)
-        .into_iter()
-        .skip(keep.max(1))
-    {
+    for old in backups(data).into_iter().skip(keep.max(1)) {
         if let Err(e) = std::fs::remove_file(&old) {
             tracing::warn!(path = %old.display(), "cannot remove an old backup: {e}");
         }
@@ -224,6 +221,26 @@ pub fn verify(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The backups in `backups/`, newest first (names sort by time).
+pub fn backups(data: &DataDir) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data.backups_dir())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with(PREFIX) && !n.ends_with(".tmp")
+                })
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.reverse();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,7 +263,7 @@ mod tests {
                 .unwrap();
             made.push(backup_now(&data, 3).unwrap());
         }
-        let left = crate::central_file::backups(&data);
+        let left = backups(&data);
         assert_eq!(left, made.iter().rev().take(3).cloned().collect::<Vec<_>>());
         for b in &left {
             verify(b).unwrap();

@@ -9,7 +9,7 @@
 //! admin repair`). Every error about the file names it, quotes SQLite, and
 //! gives the fix that matches the cause (damage, a full disk, permissions).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pinch_proto::rusqlite::{self, ffi::ErrorCode};
 
@@ -57,26 +57,6 @@ pub fn session_folders(data: &DataDir) -> Vec<FolderSession> {
     out
 }
 
-/// The backups in `backups/`, newest first (names sort by time).
-pub fn backups(data: &DataDir) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(data.backups_dir())
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.starts_with(crate::backup::PREFIX) && !n.ends_with(".tmp")
-                })
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v.reverse();
-    v
-}
-
 /// `pinch --data-dir <abs> admin …`: a command the owner can paste.
 fn cmd(data: &DataDir, rest: &str) -> String {
     let root = std::path::absolute(data.root()).unwrap_or_else(|_| data.root().to_owned());
@@ -86,7 +66,7 @@ fn cmd(data: &DataDir, rest: &str) -> String {
 /// How to get a usable central DB back, with the exact commands.
 pub fn recovery_hint(data: &DataDir) -> String {
     let repair = cmd(data, "repair");
-    match backups(data).first() {
+    match crate::backup::backups(data).first() {
         Some(b) => format!(
             "with the host stopped, restore the newest backup ({}) with `{}`, or rebuild the sessions from their folders with `{repair}` (either keeps the damaged file aside)",
             b.display(),

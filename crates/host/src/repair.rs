@@ -132,7 +132,7 @@ pub fn restore(data: &DataDir, backup: Option<&Path>) -> Result<Report> {
     let _lock = lock(data, "restore")?;
     let backup = match backup {
         Some(b) => b.to_owned(),
-        None => crate::central_file::backups(data).into_iter().next().with_context(|| {
+        None => crate::backup::backups(data).into_iter().next().with_context(|| {
             format!(
                 "there is no backup in {}; rebuild from the session folders with `pinch admin repair`",
                 data.backups_dir().display()

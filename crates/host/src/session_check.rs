@@ -32,7 +32,7 @@ use pinch_proto::rusqlite::{self, Connection};
 use pinch_proto::schema::{self, Table};
 
 use crate::paths::SessionDir;
-use crate::session::BUSY;
+use pinch_proto::open::DEFAULT_BUSY_TIMEOUT as BUSY;
 
 /// Which file a path names: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,6 +62,27 @@ pub fn fail_after_tries(tx: &Transaction<'_>, id: &str, tries: i64) -> Result<bo
     Ok(n > 0)
 }
 
+/// Whether `messages_in` has a row with this id (any status).
+pub fn has_row(conn: &Connection, id: &str) -> Result<bool, ProtoError> {
+    Ok(conn
+        .query_row("SELECT 1 FROM messages_in WHERE id = ?1", [id], |_| Ok(()))
+        .optional()
+        .map_err(ProtoError::sqlite("looking up an inbound row"))?
+        .is_some())
+}
+
+/// Whether `messages_in` has a row with this seq (any kind).
+pub fn has_seq(conn: &Connection, seq: i64) -> Result<bool, ProtoError> {
+    Ok(conn
+        .query_row(
+            "SELECT count(*) FROM messages_in WHERE seq = ?1",
+            [seq],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(ProtoError::sqlite("reading messages"))?
+        > 0)
+}
+
 /// Whether row `id` is `pending` (false when there is no such row).
 pub fn is_pending(conn: &Connection, id: &str) -> Result<bool, ProtoError> {
     Ok(conn
@@ -73,6 +94,16 @@ pub fn is_pending(conn: &Connection, id: &str) -> Result<bool, ProtoError> {
         .optional()
         .map_err(ProtoError::sqlite("reading a row's status"))?
         .unwrap_or(false))
+}
+
+/// How many chat rows (`kind = 'chat'`) the file holds, any status.
+pub fn count_chat(conn: &Connection) -> Result<i64, ProtoError> {
+    conn.query_row(
+        "SELECT count(*) FROM messages_in WHERE kind = 'chat'",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(ProtoError::sqlite("counting chat rows"))
 }
 
 /// How many rows wait to trigger a turn (`pending`, `trigger = 1`).

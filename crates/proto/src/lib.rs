@@ -11,10 +11,11 @@
 //!   invariants demand (rollback journal, `synchronous=FULL`, `mmap_size=0`,
 //!   a busy timeout, read-only unless writing).
 //! - [`rows`]: typed rows and the queries both sides run.
-//! - [`tasks`], [`inbound`], [`outbound`], [`ledger`]: the rest of the
-//!   statements on session tables (task actions; the host's other
-//!   statements on `inbound.db`; its reads of `outbound.db`; the host's
-//!   delivery ledger file). Every SQL statement on a session table lives in
+//! - [`tasks`], [`inbound`], [`outbound`], [`progress`], [`conversation`],
+//!   [`ledger`]: the rest of the statements on session tables (task
+//!   actions; the other statements on `inbound.db`; the reads of
+//!   `outbound.db`; the runner's `container_state` and `conversation`
+//!   writes; the host's delivery ledger file). Every SQL statement on a session table lives in
 //!   this crate as a named function (decision 0034; the architecture test
 //!   `sql_lives_behind_its_door` enforces it).
 //! - [`content`]: the JSON content kinds; unknown kinds are preserved.
@@ -27,11 +28,13 @@
 //! that a runner thread or a host task may make.
 
 pub mod content;
+pub mod conversation;
 pub mod error;
 pub mod inbound;
 pub mod ledger;
 pub mod open;
 pub mod outbound;
+pub mod progress;
 pub mod rows;
 pub mod runner_config;
 pub mod schema;

@@ -1,6 +1,7 @@
-//! The host's reads of `outbound.db` beyond the shared row queries of
-//! [`crate::rows`]: the runner's progress, and the lookups of delivery,
-//! history and metrics. The host never writes this file.
+//! Reads of `outbound.db` beyond the shared row queries of [`crate::rows`]:
+//! the host's (the runner's progress, and the lookups of delivery, history
+//! and metrics) and the runner's look-ups of its own messages. The host
+//! never writes this file.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -116,4 +117,55 @@ pub fn recent_chat(conn: &Connection, limit: i64) -> Result<Vec<ChatRow>, ProtoE
         .collect::<Result<Vec<_>, _>>()
         .map_err(ProtoError::sqlite("reading chat history"))?;
     Ok(rows)
+}
+
+/// Whether `seq` is a chat message of this side (the runner's own: what
+/// `edit_message` may edit).
+pub fn is_chat(conn: &Connection, seq: i64) -> Result<bool, ProtoError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM messages_out WHERE seq = ?1 AND kind = 'chat'",
+            [seq],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map_err(ProtoError::sqlite("reading messages"))?
+        .is_some())
+}
+
+/// Whether `messages_out` has a row with this seq (any kind).
+pub fn has_seq(conn: &Connection, seq: i64) -> Result<bool, ProtoError> {
+    Ok(conn
+        .query_row(
+            "SELECT count(*) FROM messages_out WHERE seq = ?1",
+            [seq],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(ProtoError::sqlite("reading messages"))?
+        > 0)
+}
+
+/// The runner named on row `message_id`'s ack (its claim or outcome),
+/// `None` while it has none. `pinch bench` watches claims with it.
+pub fn ack_runner(conn: &Connection, message_id: &str) -> Result<Option<String>, ProtoError> {
+    conn.query_row(
+        "SELECT runner_id FROM processing_ack WHERE message_id = ?1",
+        [message_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(ProtoError::sqlite("reading an ack"))
+}
+
+/// Whether row `message_id` has an ack (a claim or an outcome).
+pub fn has_ack(conn: &Connection, message_id: &str) -> Result<bool, ProtoError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM processing_ack WHERE message_id = ?1",
+            [message_id],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(ProtoError::sqlite("reading an ack"))?
+        .is_some())
 }

@@ -401,6 +401,30 @@ pub fn ack(
     Ok(())
 }
 
+/// Drops a row's `processing` claim (one of an earlier runner's, which the
+/// host has re-queued); a terminal ack stays. Runner only.
+pub fn drop_claim(tx: &Transaction<'_>, id: &str) -> Result<(), ProtoError> {
+    tx.execute(
+        "DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'processing'",
+        [id],
+    )
+    .map_err(ProtoError::sqlite("clearing stale claims"))?;
+    Ok(())
+}
+
+/// Deletes the `completed` acks of these rows (the host has synced them);
+/// failed acks stay, their reason is the record of why. Runner only.
+pub fn prune_completed(tx: &Transaction<'_>, ids: &[String]) -> Result<(), ProtoError> {
+    let mut stmt = tx
+        .prepare_cached("DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'completed'")
+        .map_err(ProtoError::sqlite("pruning acks"))?;
+    for id in ids {
+        stmt.execute([id])
+            .map_err(ProtoError::sqlite("pruning acks"))?;
+    }
+    Ok(())
+}
+
 /// The delivery ledger entry of an outbound row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerRow {

@@ -93,11 +93,7 @@ impl Runner {
                     let fids: Vec<&str> = f.ids.iter().map(String::as_str).collect();
                     rows::claim(&tx, &fids, &self.cfg.runner_id, &now_s)?;
                 }
-                tx.execute(
-                    "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
-                    [&now_s, &self.cfg.runner_id],
-                )
-                .map_err(pinch_proto::ProtoError::sqlite("writing container state"))?;
+                pinch_proto::progress::touch(&tx, &self.cfg.runner_id, &now_s)?;
                 tx.commit()
                     .map_err(pinch_proto::ProtoError::sqlite("commit step"))?;
             }
@@ -247,10 +243,7 @@ impl Runner {
                         "provider failed, retrying: {e}"
                     );
                     let now_s = time::now();
-                    let _ = self.out.execute(
-                        "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
-                        [&now_s, &self.cfg.runner_id],
-                    );
+                    let _ = pinch_proto::progress::touch(&self.out, &self.cfg.runner_id, &now_s);
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
@@ -276,10 +269,7 @@ impl Runner {
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
                 let now_s = time::now();
-                if let Err(e) = out.execute(
-                    "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
-                    [&now_s, &runner_id],
-                ) {
+                if let Err(e) = pinch_proto::progress::touch(out, &runner_id, &now_s) {
                     tracing::warn!("could not record turn progress: {e}");
                 }
             }

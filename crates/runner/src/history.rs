@@ -9,7 +9,8 @@
 //! pair) plus the `user`/`assistant` rows from its `keep_from` on; rows
 //! before `keep_from` are archived in the workspace's `conversations/`.
 
-use pinch_proto::rusqlite::{params, Connection, Transaction};
+use pinch_proto::conversation;
+use pinch_proto::rusqlite::{Connection, Transaction};
 use pinch_proto::ProtoError;
 use serde::{Deserialize, Serialize};
 
@@ -26,13 +27,7 @@ pub struct Summary {
 }
 
 /// One row of the conversation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Row {
-    pub idx: i64,
-    pub role: String,
-    pub content: String,
-    pub created_at: String,
-}
+pub use pinch_proto::conversation::Row;
 
 /// The live part of a conversation: the newest summary, if any, and every
 /// row after its `keep_from` (steps included; [`Live::messages`] filters).
@@ -46,21 +41,13 @@ pub struct Live {
     pub turns: usize,
 }
 
-fn sql(what: &'static str) -> impl FnOnce(pinch_proto::rusqlite::Error) -> ProtoError {
-    ProtoError::sqlite(what)
-}
-
 impl Live {
     pub fn load(out: &Connection, continuation: &str) -> Result<Live, ProtoError> {
-        let (compactions, turns, last): (i64, i64, Option<String>) = out
-            .query_row(
-                "SELECT (SELECT count(*) FROM conversation WHERE continuation = ?1 AND role = 'summary'),
-                        (SELECT count(*) FROM conversation WHERE continuation = ?1 AND role = 'user'),
-                        (SELECT content FROM conversation WHERE continuation = ?1 AND role = 'summary' ORDER BY idx DESC LIMIT 1)",
-                [continuation],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(sql("reading the conversation"))?;
+        let conversation::Counts {
+            summaries: compactions,
+            user_messages: turns,
+            last_summary: last,
+        } = conversation::counts(out, continuation)?;
         let summary = match last {
             None => None,
             Some(text) => match serde_json::from_str::<Summary>(&text) {
@@ -75,24 +62,7 @@ impl Live {
             },
         };
         let from = summary.as_ref().map_or(i64::MIN, |s| s.keep_from);
-        let mut stmt = out
-            .prepare_cached(
-                "SELECT idx, role, content, created_at FROM conversation
-                 WHERE continuation = ?1 AND idx >= ?2 AND role IN ('user', 'assistant', 'step') ORDER BY idx",
-            )
-            .map_err(sql("reading the conversation"))?;
-        let rows = stmt
-            .query_map(params![continuation, from], |r| {
-                Ok(Row {
-                    idx: r.get(0)?,
-                    role: r.get(1)?,
-                    content: r.get(2)?,
-                    created_at: r.get(3)?,
-                })
-            })
-            .map_err(sql("reading the conversation"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql("reading the conversation"))?;
+        let rows = conversation::rows_from(out, continuation, from)?;
         Ok(Live {
             summary,
             rows,
@@ -173,27 +143,14 @@ pub fn fit(
     h
 }
 
+/// Appends rows to the conversation (see [`conversation::append`]).
 pub fn append(
     tx: &Transaction<'_>,
     continuation: &str,
     msgs: &[(&str, &str)],
     now: &str,
 ) -> Result<i64, ProtoError> {
-    let next: i64 = tx
-        .query_row(
-            "SELECT coalesce(max(idx), -1) + 1 FROM conversation WHERE continuation = ?1",
-            [continuation],
-            |r| r.get(0),
-        )
-        .map_err(sql("appending to the conversation"))?;
-    for (i, (role, content)) in msgs.iter().enumerate() {
-        tx.execute(
-            "INSERT INTO conversation (continuation, idx, role, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![continuation, next + i as i64, role, content, now],
-        )
-        .map_err(sql("appending to the conversation"))?;
-    }
-    Ok(next)
+    conversation::append(tx, continuation, msgs, now)
 }
 
 /// Token usage as the provider reported it, kept in `session_state` under

@@ -221,11 +221,7 @@ impl Runner {
         if !stale.is_empty() {
             let tx = write_tx(&mut out).map_err(|e| Startup::Fatal(e.to_string()))?;
             for id in &stale {
-                tx.execute(
-                    "DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'processing'",
-                    [id],
-                )
-                .map_err(|e| Startup::Fatal(format!("clearing stale claims: {e}")))?;
+                rows::drop_claim(&tx, id).map_err(|e| Startup::Fatal(e.to_string()))?;
             }
             tx.commit()
                 .map_err(|e| Startup::Fatal(format!("commit startup: {e}")))?;
@@ -408,18 +404,8 @@ impl Runner {
             return Ok(());
         }
         let tx = write_tx(&mut self.out)?;
-        {
-            let mut stmt = tx
-                // Failed acks stay: their reason is the record of why.
-                .prepare_cached(
-                    "DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'completed'",
-                )
-                .map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
-            for id in &done {
-                stmt.execute([id])
-                    .map_err(pinch_proto::ProtoError::sqlite("pruning acks"))?;
-            }
-        }
+        // Failed acks stay: their reason is the record of why.
+        rows::prune_completed(&tx, &done)?;
         tx.commit()
             .map_err(pinch_proto::ProtoError::sqlite("commit prune"))?;
         for id in done {

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use pinch_proto::content::InContent;
 use pinch_proto::open::write_tx;
 use pinch_proto::rows::{self, status, NewOutbound};
-use pinch_proto::{time, ProtoError};
+use pinch_proto::{progress, time, ProtoError};
 use pinch_providers::{Capabilities, ProviderError, TurnRequest, TurnResult};
 
 use crate::address::{self, Address};
@@ -189,14 +189,7 @@ impl Runner {
                 Some("skipped: older context beyond the batch size"),
             )?;
         }
-        tx.execute(
-            "INSERT INTO container_state (id, runner_id, turn_started_at, last_progress_at, updated_at) VALUES (1, ?1, ?2, ?2, ?2)
-             ON CONFLICT(id) DO UPDATE SET runner_id=excluded.runner_id, current_tool=NULL, tool_declared_timeout_ms=NULL,
-               tool_started_at=NULL, turn_started_at=excluded.turn_started_at, last_progress_at=excluded.last_progress_at,
-               updated_at=excluded.updated_at",
-            [&self.cfg.runner_id, &now_s],
-        )
-        .map_err(ProtoError::sqlite("writing container state"))?;
+        progress::begin_turn(&tx, &self.cfg.runner_id, &now_s)?;
         tx.commit().map_err(ProtoError::sqlite("commit claim"))?;
         if !skip_ids.is_empty() {
             tracing::info!(
@@ -455,8 +448,7 @@ impl Runner {
             let spent = std::mem::take(&mut self.spent);
             history::usage_record(&tx, c, &spent, true, &now_s)?;
         }
-        tx.execute("UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2", [&now_s, &self.cfg.runner_id])
-            .map_err(ProtoError::sqlite("writing container state"))?;
+        progress::end_turn(&tx, &self.cfg.runner_id, &now_s)?;
         tx.commit().map_err(ProtoError::sqlite("commit turn"))?;
         tracing::info!(batch = turn.ids.len(), outcome, "turn done");
         Ok(())

@@ -1,5 +1,5 @@
 //! The backend trait and what the host hands it: which sandbox, the
-//! runner's spec, and the handle it gets back.
+//! runner's spec, and the handle it gets back (`select` picks the backend).
 //!
 //! The trait is shaped for a backend that is not a local process: a
 //! runner is started from a [`RunnerSpec`] (the session, its mounts, its
@@ -13,11 +13,8 @@ use std::pin::Pin;
 
 use pinch_proto::runner_config::{ExtraMount, RunnerPaths};
 
-use crate::bwrap::{find_bwrap, probe_bwrap, Bwrap, INSTALL_BWRAP};
-use crate::child::Exit;
 use crate::limits::Limits;
 use crate::mounts::Mounts;
-use crate::process::Process;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -95,6 +92,23 @@ pub enum StartError {
     },
 }
 
+/// How a runner exited, as the host's own child reported it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl From<std::process::ExitStatus> for Exit {
+    fn from(st: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        Exit {
+            code: st.code(),
+            signal: st.signal(),
+        }
+    }
+}
+
 /// A runner's exit, once it has exited and been reaped.
 pub type ExitFuture = Pin<Box<dyn Future<Output = Exit> + Send + 'static>>;
 
@@ -135,7 +149,7 @@ pub trait Sandbox: Send + Sync {
     /// Kills what a dead runner's sandbox left behind under `dir` (a
     /// session's folder, or the sessions folder at start); returns how many.
     fn reap_leftovers(&self, dir: &Path) -> usize {
-        crate::child::reap(&dir.to_string_lossy())
+        crate::reap::reap(&dir.to_string_lossy())
     }
 }
 
@@ -157,34 +171,6 @@ pub fn sandboxed_paths(m: &Mounts) -> RunnerPaths {
                 read_write: g.read_write,
             })
             .collect(),
-    }
-}
-
-/// Resolves the user's choice into a working backend, or says what to do.
-/// Each runner's limits come with its [`RunnerSpec`]; the backend's own
-/// (the defaults) apply to the commands tests build with `command_with`.
-pub fn select(choice: Choice) -> Result<Box<dyn Sandbox>, String> {
-    match choice {
-        Choice::Process => Ok(Box::new(Process)),
-        Choice::Docker => {
-            let Some(docker) = crate::docker::find_docker() else {
-                return Err("docker is not installed: install it (Debian/Ubuntu: `sudo apt-get install -y docker.io`), or use --sandbox bwrap".into());
-            };
-            crate::docker::probe(&docker)?;
-            Ok(Box::new(crate::docker::Docker::new(
-                docker,
-                Limits::default(),
-            )))
-        }
-        Choice::Bwrap | Choice::Auto => {
-            let Some(bwrap) = find_bwrap() else {
-                return Err(format!(
-                    "bubblewrap (bwrap) is not installed: {INSTALL_BWRAP}"
-                ));
-            };
-            probe_bwrap(&bwrap).map_err(|e| format!("bubblewrap does not work here ({e}): enable unprivileged user namespaces, or {INSTALL_BWRAP}"))?;
-            Ok(Box::new(Bwrap::new(bwrap)))
-        }
     }
 }
 

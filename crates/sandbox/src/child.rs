@@ -13,19 +13,16 @@
 //! - **Kill**: SIGTERM or SIGKILL to the process the host started, never to
 //!   a pid already reaped (it may be someone else's by now), plus what the
 //!   backend adds (Docker's containers outlive their `docker run` client).
-//! - **Reap**: [`reap`] kills what a dead host or a dead sandbox supervisor
-//!   left behind, found by its command line.
-//! - **Exit**: [`Exit`], the code or signal as the host's child reported
-//!   it (a wrapper's `128 + n` is undone by `pinch_policy::exit`).
+//! - **Exit**: [`Exit`] (defined with the trait in `backend`), the code or
+//!   signal as the host's child reported it (a wrapper's `128 + n` is undone
+//!   by `pinch_policy::exit`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::backend::{ExitFuture, RunnerHandle, StartError};
+use crate::backend::{Exit, ExitFuture, RunnerHandle, StartError};
 
 /// The fd number the runner finds the liveness pipe on.
 pub const HOST_FD: i32 = 3;
@@ -33,23 +30,6 @@ pub const HOST_FD: i32 = 3;
 /// The variable that tells the runner about [`HOST_FD`].
 pub fn host_fd_env() -> (String, String) {
     ("PINCH_HOST_FD".to_owned(), HOST_FD.to_string())
-}
-
-/// How a runner exited, as the host's own child reported it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Exit {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-}
-
-impl From<std::process::ExitStatus> for Exit {
-    fn from(st: std::process::ExitStatus) -> Self {
-        use std::os::unix::process::ExitStatusExt;
-        Exit {
-            code: st.code(),
-            signal: st.signal(),
-        }
-    }
 }
 
 /// Whether the runner gets the liveness pipe.
@@ -195,56 +175,10 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
-/// Kills (SIGKILL) every live process, other than this one, whose command
-/// line mentions `path` and is a sandbox or a runner: what a dead host or a
-/// dead sandbox supervisor left behind. Matching on the data dir's own paths
-/// means another install's processes are never touched. Waits up to 1 s for
-/// them to go. Returns how many it killed.
-pub fn reap(path: &str) -> usize {
-    let me = std::process::id();
-    let mut killed = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || is_zombie(pid) {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(path) && (cmd.contains("bwrap") || cmd.contains(" runner ")) {
-            signal(pid, libc::SIGKILL);
-            killed.push(pid);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while killed
-        .iter()
-        .any(|p| !is_zombie(*p) && Path::new(&format!("/proc/{p}")).exists())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    killed.len()
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn log() -> std::fs::File {

@@ -32,18 +32,20 @@ pub mod docker;
 pub mod limits;
 pub mod mounts;
 pub mod process;
+pub mod reap;
 pub mod safe_fs;
 pub mod seccomp;
+pub mod select;
 pub mod tools_dir;
 
 pub use backend::{
-    sandboxed_paths, select, Choice, Kind, RunnerHandle, RunnerSpec, Sandbox, StartError,
+    sandboxed_paths, Choice, Exit, Kind, RunnerHandle, RunnerSpec, Sandbox, StartError,
 };
 pub use bwrap::{find_bwrap, probe_bwrap, Bwrap, INSTALL_BWRAP};
-pub use child::Exit;
 pub use limits::Limits;
 pub use mounts::{
     open_binds, Bind, BindError, Mounts, OpenBind, Source, SANDBOX_EXE, SANDBOX_MODELS,
     SANDBOX_MODEL_FILE_DIR,
 };
 pub use process::Process;
+pub use select::select;

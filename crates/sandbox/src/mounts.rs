@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// Where the tools folder (`tools_dir`) appears inside a sandbox.
+pub const SANDBOX_TOOLS: &str = "/opt/pinch/tools";
+
 /// Where the runner executable is inside a bwrap sandbox.
 pub const SANDBOX_EXE: &str = "/opt/pinch/bin/pinch";
 
@@ -184,7 +187,7 @@ impl Mounts {
             );
         }
         if let Some(t) = &self.tools_dir {
-            add(t, crate::tools_dir::SANDBOX_TOOLS, false, true, src(t));
+            add(t, SANDBOX_TOOLS, false, true, src(t));
         }
         for g in &self.extra {
             add(

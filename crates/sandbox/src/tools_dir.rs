@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Where the folder appears inside a sandbox.
-pub const SANDBOX_TOOLS: &str = "/opt/pinch/tools";
 /// Longest an installation may take.
 pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most packages in one request.
@@ -103,7 +101,7 @@ pub fn install(
         None
     };
     let at = if bwrap.is_some() {
-        PathBuf::from(SANDBOX_TOOLS)
+        PathBuf::from(crate::mounts::SANDBOX_TOOLS)
     } else {
         tools.to_owned()
     };
@@ -203,7 +201,7 @@ pub fn install(
             // The folder that was opened, not whatever its path names now.
             c.arg("--bind-fd")
                 .arg(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string())
-                .arg(SANDBOX_TOOLS);
+                .arg(crate::mounts::SANDBOX_TOOLS);
             c.args([
                 "--setenv",
                 "HOME",

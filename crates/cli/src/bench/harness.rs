@@ -315,13 +315,7 @@ impl ClaimWatch {
 }
 
 pub(super) fn ack_exists(conn: &Connection, id: &str) -> Result<Option<()>> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM processing_ack WHERE message_id = ?1",
-            [id],
-            |_| Ok(()),
-        )
-        .optional()?)
+    Ok(outbound::has_ack(conn, id)?.then_some(()))
 }
 
 pub(super) fn ack_ids(conn: &Connection) -> Result<HashSet<String>> {

@@ -285,13 +285,7 @@ async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
             libc::kill(pid as i32, libc::SIGKILL);
         }
         let (t1, ()) = watch.wait(|c| {
-            let r: Option<String> = c
-                .query_row(
-                    "SELECT runner_id FROM processing_ack WHERE message_id = ?1",
-                    [&id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let r: Option<String> = outbound::ack_runner(c, &id)?;
             Ok(r.filter(|r| *r != old).map(|_| ()))
         })?;
         samples.push(t1 - t0);
@@ -303,12 +297,7 @@ async fn p9_samples(h: &mut WarmHost, n: usize) -> Result<Vec<Duration>> {
 
 fn runner_of_claim(dir: &SessionDir, id: &str) -> Result<Option<String>> {
     let c = open_reader(&dir.outbound_db(), BUSY)?;
-    Ok(c.query_row(
-        "SELECT runner_id FROM processing_ack WHERE message_id = ?1",
-        [id],
-        |r| r.get(0),
-    )
-    .optional()?)
+    Ok(outbound::ack_runner(&c, id)?)
 }
 
 /// P3's baseline: spawning and reaping the bare sandbox around `/bin/true`.

@@ -28,30 +28,7 @@ impl Bench {
         {
             let mut c = Central::open(&DataDir::new(&data).central_db())?;
             c.bootstrap("bench")?;
-            let t = pinch_proto::time::now();
-            let tx = c.conn.transaction()?;
-            for i in 0..P4_SESSIONS {
-                tx.execute(
-                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                     VALUES (?1, 'bench', ?2, ?2, 1, 'strict', ?3)",
-                    pinch_proto::rusqlite::params![format!("mg-b{i}"), format!("room{i}"), t],
-                )?;
-                tx.execute(
-                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope,
-                       ignored_message_policy, session_mode, priority, created_at)
-                     VALUES (?1, ?2, 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, ?3)",
-                    pinch_proto::rusqlite::params![format!("w-b{i}"), format!("mg-b{i}"), t],
-                )?;
-                tx.execute(
-                    "INSERT INTO users (id, kind, display_name, created_at) VALUES (?1, 'bench', NULL, ?2)",
-                    pinch_proto::rusqlite::params![format!("bench:u{i}"), t],
-                )?;
-                tx.execute(
-                    "INSERT INTO agent_group_members (user_id, agent_group_id, added_by, added_at) VALUES (?1, 'main', 'bench', ?2)",
-                    pinch_proto::rusqlite::params![format!("bench:u{i}"), t],
-                )?;
-            }
-            tx.commit()?;
+            c.seed_bench_rooms(P4_SESSIONS)?;
         }
         let mut cfg = self.host_config(&data, kind);
         cfg.max_concurrent_runners = 0;
@@ -139,11 +116,7 @@ impl Bench {
         let mut stored = 0usize;
         for s in &sessions {
             let c = open_reader(&SessionDir(s.dir.clone()).inbound_db(), BUSY)?;
-            stored += c.query_row(
-                "SELECT count(*) FROM messages_in WHERE kind = 'chat'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as usize;
+            stored += inbound::count_chat(&c)? as usize;
         }
         let expected = 2 * routed + P4_SESSIONS;
         if sessions.len() != P4_SESSIONS || stored != expected {

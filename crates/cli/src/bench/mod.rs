@@ -34,7 +34,8 @@ use pinch_proto::content::{ChatIn, InContent};
 use pinch_proto::open::{open_reader, open_writer, write_tx};
 use pinch_proto::rows::{self, NewInbound};
 use pinch_proto::runner_config::{random_hex, ProviderSettings};
-use pinch_proto::rusqlite::{Connection, OptionalExtension};
+use pinch_proto::rusqlite::Connection;
+use pinch_proto::{inbound, outbound};
 use tempfile::TempDir;
 
 use crate::chat::Conn;

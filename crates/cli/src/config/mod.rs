@@ -187,7 +187,7 @@ pub fn resolve(
     o: &Overrides,
     env: &Env,
 ) -> Result<HostConfig> {
-    let problems = validate::problems(file);
+    let problems = problems(file);
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
@@ -211,6 +211,51 @@ pub fn resolve(
     c.platforms = channels::platforms(file, &c.data_dir, env)?;
     file.stuck.apply(&mut c)?;
     Ok(c)
+}
+
+/// Every problem with the numeric and list settings, one line each (empty
+/// when all make sense). Each section lists its own floors and checks;
+/// this collects them (seconds first, then counts, then the rest) and adds
+/// the checks that span sections.
+fn problems(f: &FileConfig) -> Vec<String> {
+    let o = &f.origin;
+    let secs = [
+        f.runner.secs(),
+        f.host.secs(),
+        f.stuck.secs(),
+        f.proxy.secs(),
+        channels::stall_secs(f),
+        f.host.delay_secs(),
+    ]
+    .concat();
+    let mut out: Vec<String> = secs
+        .iter()
+        .filter_map(|s| validate::secs_problem(o, s))
+        .collect();
+    let counts = [
+        f.host.counts(),
+        f.runner.counts(),
+        f.proxy.counts(),
+        f.sandbox.counts(),
+        f.provider.local.counts(),
+    ]
+    .concat();
+    out.extend(counts.iter().filter_map(|c| validate::count_problem(o, c)));
+    out.extend(http::problems(f));
+    out.extend(f.host.problems(o));
+    out.extend(f.provider.problems(o));
+    out.extend(f.proxy.problems(o));
+    // Cross-setting: the ceiling must leave room for several heartbeats.
+    let beat = f.runner.heartbeat_s.unwrap_or(5.0);
+    let ceiling = f.stuck.heartbeat_ceiling_s.unwrap_or(60.0);
+    if out.is_empty() && ceiling < 2.0 * beat {
+        out.push(format!(
+            "{}: stuck.heartbeat_ceiling_s = {ceiling} is less than twice runner.heartbeat_s = {beat}: every healthy runner would be killed as stuck; \
+             make the ceiling at least twice the heartbeat",
+            o.place("stuck.heartbeat_ceiling_s")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

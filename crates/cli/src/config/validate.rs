@@ -6,12 +6,12 @@
 //! key, the value and what is allowed; all problems are reported at once.
 //!
 //! The floors live with their settings (each section module lists its own);
-//! this module words the problems and checks what spans sections.
+//! this module is the vocabulary they use (where a value came from, a floor
+//! on seconds or a count) and words the problems; `super::problems` collects
+//! them and checks what spans sections.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-use super::FileConfig;
 
 /// Where the settings came from, for messages.
 #[derive(Debug, Default, Clone)]
@@ -76,7 +76,7 @@ impl<'a> Count<'a> {
     }
 }
 
-fn secs_problem(o: &Origin, s: &Secs) -> Option<String> {
+pub(super) fn secs_problem(o: &Origin, s: &Secs) -> Option<String> {
     let v = s.value?;
     if v.is_finite() && v >= s.min && v <= MAX_SECS {
         return None;
@@ -91,7 +91,7 @@ fn secs_problem(o: &Origin, s: &Secs) -> Option<String> {
     ))
 }
 
-fn count_problem(o: &Origin, c: &Count) -> Option<String> {
+pub(super) fn count_problem(o: &Origin, c: &Count) -> Option<String> {
     let v = c.value?;
     if v >= c.min {
         return None;
@@ -108,50 +108,9 @@ fn count_problem(o: &Origin, c: &Count) -> Option<String> {
 /// What a problem's message tells the user to do for the default.
 pub(super) const LEAVE_OUT: &str = "leave it out for the default";
 
-/// Every problem with the numeric and list settings, one line each (empty
-/// when all make sense). Each section lists its own floors and checks;
-/// this collects them (seconds first, then counts, then the rest) and adds
-/// the checks that span sections.
-pub fn problems(f: &FileConfig) -> Vec<String> {
-    let o = &f.origin;
-    let secs = [
-        f.runner.secs(),
-        f.host.secs(),
-        f.stuck.secs(),
-        f.proxy.secs(),
-        super::channels::stall_secs(f),
-        f.host.delay_secs(),
-    ]
-    .concat();
-    let mut out: Vec<String> = secs.iter().filter_map(|s| secs_problem(o, s)).collect();
-    let counts = [
-        f.host.counts(),
-        f.runner.counts(),
-        f.proxy.counts(),
-        f.sandbox.counts(),
-        f.provider.local.counts(),
-    ]
-    .concat();
-    out.extend(counts.iter().filter_map(|c| count_problem(o, c)));
-    out.extend(super::http::problems(f));
-    out.extend(f.host.problems(o));
-    out.extend(f.provider.problems(o));
-    out.extend(f.proxy.problems(o));
-    // Cross-setting: the ceiling must leave room for several heartbeats.
-    let beat = f.runner.heartbeat_s.unwrap_or(5.0);
-    let ceiling = f.stuck.heartbeat_ceiling_s.unwrap_or(60.0);
-    if out.is_empty() && ceiling < 2.0 * beat {
-        out.push(format!(
-            "{}: stuck.heartbeat_ceiling_s = {ceiling} is less than twice runner.heartbeat_s = {beat}: every healthy runner would be killed as stuck; \
-             make the ceiling at least twice the heartbeat",
-            o.place("stuck.heartbeat_ceiling_s")
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{problems, FileConfig};
     use super::*;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> FileConfig {

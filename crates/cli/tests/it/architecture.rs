@@ -190,20 +190,7 @@ fn the_host_spawns_through_the_sandbox_crate() {
 /// Files that still hold SQL outside its door, each with why. Entries are
 /// path prefixes (a module that is split keeps its entry). An entry that no
 /// longer matches any stray statement fails the test: remove it.
-const SQL_OUTSIDE_THE_DOOR: &[(&str, &str)] = &[
-    (
-        "crates/host/src/main_loop",
-        "main_loop.rs and main_loop/{agent_admin,create_agent,disk,self_mod}.rs: agent_configs/agent_destinations statements (into db/), and agent_admin.rs's messages_in lookup (into proto); moved with the main-loop split (issue 16)",
-    ),
-    (
-        "crates/cli/src/bench.rs",
-        "the benchmark watches the runner's claims in processing_ack by message id, seeds P4's fixture central DB (messaging groups, wirings, users, members) and counts stored rows; it needs named read functions in proto and a fixture seeder in host db/ first",
-    ),
-    (
-        "crates/runner/src/",
-        "the runner's own statements (lib.rs container_state/processing_ack, history.rs conversation, cli_engine.rs, tools/{mod,messages,tasks}.rs; tools/tasks.rs can call proto::tasks::live as it is); moved into proto with the runner's pure-steps refactor (issue 16)",
-    ),
-];
+const SQL_OUTSIDE_THE_DOOR: &[(&str, &str)] = &[];
 
 /// Where a statement on a table of each kind may live.
 const SESSION_DOOR: &str = "crates/proto/src/";

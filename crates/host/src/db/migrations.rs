@@ -145,4 +145,13 @@ CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
     // was swapped is noticed. NULL = not recorded yet (adopted as found).
     "0005_session_db_generation",
     "ALTER TABLE sessions ADD COLUMN inbound_generation TEXT;",
-), ("0006_host_notices", crate::db::notices::MIGRATION)];
+), ("0006_host_notices", HOST_NOTICES)];
+
+/// `host_notices` (see `db::notices`), applied after `0005_session_db_generation` as the migration `0006_host_notices`.
+const HOST_NOTICES: &str = "
+CREATE TABLE host_notices (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel_type TEXT NOT NULL, platform_id TEXT NOT NULL, thread_id TEXT,
+  text TEXT NOT NULL, created_at TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+";

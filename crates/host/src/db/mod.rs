@@ -14,11 +14,13 @@
 //!   approval cards and the sender/channel requests.
 //! - [`notices`]: host notices waiting for their channel.
 //! - [`repair`]: the statements `pinch admin repair` uses to rebuild rows.
+//! - [`fixtures`]: the rows `pinch bench` seeds (P4), not used by the host.
 
 pub mod admin;
 pub mod agents;
 pub mod approvals;
 pub mod central;
+pub mod fixtures;
 pub mod migrations;
 pub mod notices;
 pub mod permissions;

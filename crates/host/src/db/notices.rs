@@ -15,15 +15,6 @@ use pinch_proto::rusqlite::params;
 
 use crate::db::central::{now, Central};
 
-/// Applied after `0005_session_db_generation` as the migration `0006_host_notices`.
-pub const MIGRATION: &str = "
-CREATE TABLE host_notices (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  channel_type TEXT NOT NULL, platform_id TEXT NOT NULL, thread_id TEXT,
-  text TEXT NOT NULL, created_at TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
-";
-
 /// A notice waiting for its channel to take it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredNotice {

@@ -11,7 +11,7 @@
 //! outcome of an approval arrives later as an `action_result` (`trigger=1`).
 
 use pinch_proto::content::{InContent, SystemIn};
-use pinch_proto::rusqlite::OptionalExtension;
+
 use serde_json::{json, Value};
 
 use super::Host;
@@ -76,13 +76,7 @@ impl Host {
             .ok_or_else(|| err("not-found", "the session is not active"))?;
         let scope: Option<String> = self
             .central
-            .conn
-            .query_row(
-                "SELECT admin_scope FROM agent_configs WHERE agent_group_id = ?1",
-                [&ag],
-                |r| r.get(0),
-            )
-            .optional()
+            .admin_scope(&ag)
             .map_err(|e| err("handler-error", e.to_string()))?;
         Ok(Caller::Agent {
             ag,
@@ -376,9 +370,5 @@ pub(super) fn session_has_row(dir: &crate::paths::SessionDir, id: &str) -> bool 
     let Ok(c) = pinch_proto::open::open_reader(&dir.inbound_db(), crate::session::BUSY) else {
         return false;
     };
-    c.query_row("SELECT 1 FROM messages_in WHERE id = ?1", [id], |_| Ok(()))
-        .optional()
-        .ok()
-        .flatten()
-        .is_some()
+    pinch_proto::inbound::has_row(&c, id).unwrap_or(false)
 }

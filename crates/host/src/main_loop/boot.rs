@@ -65,7 +65,7 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
     if cfg.boot_breaker {
         boot_breaker(&data).await;
     }
-    let left = sandbox::child::reap(&data.sessions_dir().to_string_lossy());
+    let left = sandbox::reap::reap(&data.sessions_dir().to_string_lossy());
     if left > 0 {
         tracing::warn!(
             count = left,

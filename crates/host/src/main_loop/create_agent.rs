@@ -9,7 +9,7 @@
 //! later as an `action_result`.
 
 use pinch_proto::content::{InContent, SystemIn};
-use pinch_proto::rusqlite::{params, OptionalExtension};
+
 use serde_json::{json, Value};
 
 use super::Host;
@@ -83,15 +83,8 @@ impl Host {
         validate(&name, &instructions)?;
         let allowed: bool = self
             .central
-            .conn
-            .query_row(
-                "SELECT can_create_agents FROM agent_configs WHERE agent_group_id = ?1",
-                [&ag],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map_err(|e| err("handler-error", e.to_string()))?
-            .is_some_and(|n| n != 0);
+            .can_create_agents(&ag)
+            .map_err(|e| err("handler-error", e.to_string()))?;
         if allowed {
             return self.create_agent_now(&ag, &name, &instructions);
         }
@@ -314,27 +307,11 @@ fn create_rows(
     // already uses that name for another destination.
     let mut local = ag.clone();
     let mut n = 1;
-    while c
-        .conn
-        .query_row(
-            "SELECT 1 FROM agent_destinations WHERE agent_group_id = ?1 AND local_name = ?2",
-            params![parent, local],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some()
-    {
+    while c.has_destination(parent, &local)? {
         n += 1;
         local = format!("{ag}-{n}");
     }
-    c.conn.execute(
-        "INSERT INTO agent_destinations (agent_group_id, local_name, target_type, target_id, created_at) VALUES (?1, ?2, 'agent', ?3, ?4)",
-        params![parent, local, ag, t],
-    )?;
-    c.conn.execute(
-        "INSERT INTO agent_destinations (agent_group_id, local_name, target_type, target_id, created_at) VALUES (?1, 'parent', 'agent', ?2, ?3)",
-        params![ag, parent, t],
-    )?;
+    c.link_child_agent(parent, &local, &ag, &t)?;
     Ok((ag, local))
 }
 

@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use pinch_proto::content::{InContent, SystemIn};
-use pinch_proto::rusqlite::OptionalExtension;
 
 use super::{Event, Host};
 use crate::quota::{self, Root, Usage};
@@ -41,15 +40,8 @@ impl Host {
     pub(super) fn disk_limit(&self, ag: &str) -> u64 {
         let group: Option<u64> = self
             .central
-            .conn
-            .query_row(
-                "SELECT sandbox FROM agent_configs WHERE agent_group_id = ?1",
-                [ag],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()
+            .agent_sandbox(ag)
             .ok()
-            .flatten()
             .flatten()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v.get("disk_mb").and_then(serde_json::Value::as_u64))

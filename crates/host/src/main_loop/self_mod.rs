@@ -12,11 +12,12 @@
 //! reloads its config (lesson 34).
 
 use pinch_proto::content::{InContent, SystemIn};
-use pinch_proto::rusqlite::{params, OptionalExtension};
+
 use serde_json::{json, Value};
 
 use super::{Event, Host};
 use crate::admin::{err, Reply};
+use crate::db::agents::ConfigList;
 use crate::db::permissions::{Approval, ApprovalOption};
 
 pub(super) const ACTIONS: &[&str] = &["install_packages", "add_mcp_server"];
@@ -222,9 +223,16 @@ impl Host {
             if !c.decide_approval(&id, "approved", by, None)? {
                 return Ok(false);
             }
-            let col = if action == "add_mcp_server" { "mcp_servers" } else { "packages" };
-            let cur: Option<String> = c.conn.query_row(&format!("SELECT {col} FROM agent_configs WHERE agent_group_id = ?1"), [&ag], |r| r.get(0)).optional()?.flatten();
-            let mut list: Vec<Value> = cur.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+            let col = if action == "add_mcp_server" {
+                ConfigList::McpServers
+            } else {
+                ConfigList::Packages
+            };
+            let cur: Option<String> = c.config_list(&ag, col)?;
+            let mut list: Vec<Value> = cur
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default();
             if action == "add_mcp_server" {
                 list.push(payload["server"].clone());
             } else {
@@ -235,9 +243,11 @@ impl Host {
                     }
                 }
             }
-            let n = c.conn.execute(
-                &format!("UPDATE agent_configs SET {col} = ?2, updated_at = ?3 WHERE agent_group_id = ?1"),
-                params![ag, Value::Array(list).to_string(), pinch_proto::time::now()],
+            let n = c.set_config_list(
+                &ag,
+                col,
+                &Value::Array(list).to_string(),
+                &pinch_proto::time::now(),
             )?;
             anyhow::ensure!(n == 1, "agent group {ag} has no config row");
             Ok(true)

@@ -18,19 +18,7 @@ impl Host {
     /// The group's extra folders that pass the allowlist (SPEC §7.8); the
     /// rest are logged with their reasons and left out.
     pub(super) fn extra_mounts(&self, ag: &str) -> Vec<pinch_policy::mounts::Granted> {
-        use pinch_proto::rusqlite::OptionalExtension;
-        let requests: Option<String> = self
-            .central
-            .conn
-            .query_row(
-                "SELECT extra_mounts FROM agent_configs WHERE agent_group_id = ?1",
-                [ag],
-                |r| r.get(0),
-            )
-            .optional()
-            .ok()
-            .flatten()
-            .flatten();
+        let requests: Option<String> = self.central.extra_mounts_requested(ag).ok().flatten();
         if requests
             .as_deref()
             .is_none_or(|r| r.trim().is_empty() || r.trim() == "[]")
@@ -164,7 +152,7 @@ impl Host {
             .with_context(|| format!("creating {}", log_path.display()))?;
         // Approved packages (SPEC §7.6) come first on PATH.
         let tools_root = if self.sandbox.kind().isolated() {
-            PathBuf::from(crate::tools_dir::SANDBOX_TOOLS)
+            PathBuf::from(crate::sandbox::mounts::SANDBOX_TOOLS)
         } else {
             mounts.tools_dir.clone().unwrap_or_default()
         };

@@ -461,10 +461,9 @@ impl crate::Runner {
                 if last.elapsed() >= crate::PROGRESS_EVERY {
                     last = Instant::now();
                     let now_s = pinch_proto::time::now();
-                    if let Err(e) = ctx.out.execute(
-                        "UPDATE container_state SET last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
-                        [&now_s, &ctx.cfg.runner_id],
-                    ) {
+                    if let Err(e) =
+                        pinch_proto::progress::touch(ctx.out, &ctx.cfg.runner_id, &now_s)
+                    {
                         tracing::warn!("could not record turn progress: {e}");
                     }
                 }

@@ -12,7 +12,6 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use pinch_policy::path::Access;
 use pinch_proto::content::ChatOut;
-use pinch_proto::rusqlite::OptionalExtension;
 use serde_json::{json, Map, Value};
 
 use super::files::{open_regular, resolve, MAX_FILE_BYTES};
@@ -101,16 +100,9 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolRe
             };
             let seq = a.i64("seq")?;
             let text = a.str("text")?;
-            let own: Option<i64> = ctx
-                .out
-                .query_row(
-                    "SELECT seq FROM messages_out WHERE seq = ?1 AND kind = 'chat'",
-                    [seq],
-                    |r| r.get(0),
-                )
-                .optional()
+            let own = pinch_proto::outbound::is_chat(ctx.out, seq)
                 .map_err(|e| ToolError(format!("internal error reading messages: {e}")))?;
-            if own.is_none() {
+            if !own {
                 return Err(ToolError(format!(
                     "message {seq} is not one you sent; you can edit only your own messages"
                 )));
@@ -184,15 +176,7 @@ pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolRe
 
 /// A seq of either side (the agent names messages by seq).
 fn message_exists(ctx: &mut ToolCtx<'_>, seq: i64) -> bool {
-    let out: bool = ctx
-        .out
-        .query_row(
-            "SELECT count(*) FROM messages_out WHERE seq = ?1",
-            [seq],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap_or(0)
-        > 0;
+    let out: bool = pinch_proto::outbound::has_seq(ctx.out, seq).unwrap_or(false);
     if out {
         return true;
     }
@@ -202,16 +186,8 @@ fn message_exists(ctx: &mut ToolCtx<'_>, seq: i64) -> bool {
         std::time::Duration::from_millis(ctx.cfg.timings.busy_timeout_ms),
     )
     .ok()
-    .and_then(|c| {
-        c.query_row(
-            "SELECT count(*) FROM messages_in WHERE seq = ?1",
-            [seq],
-            |r| r.get::<_, i64>(0),
-        )
-        .ok()
-    })
-    .unwrap_or(0)
-        > 0
+    .and_then(|c| pinch_proto::inbound::has_seq(&c, seq).ok())
+    .unwrap_or(false)
 }
 
 fn send_file(ctx: &mut ToolCtx<'_>, to: Option<&str>, path: &str, text: &str) -> ToolResult {

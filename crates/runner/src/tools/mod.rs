@@ -199,15 +199,8 @@ impl<'a> ToolCtx<'a> {
     /// widens its stuck tolerance by the declared timeout), or clears it.
     pub fn set_tool_in_flight(&mut self, tool: Option<(&str, u64)>) {
         let now = time::now();
-        let (name, timeout_ms, started) = match tool {
-            Some((n, ms)) => (Some(n.to_owned()), Some(ms as i64), Some(now.clone())),
-            None => (None, None, None),
-        };
-        let r = self.out.execute(
-            "UPDATE container_state SET current_tool = ?1, tool_declared_timeout_ms = ?2, tool_started_at = ?3,
-               last_progress_at = ?4, updated_at = ?4 WHERE id = 1 AND runner_id = ?5",
-            pinch_proto::rusqlite::params![name, timeout_ms, started, now, self.cfg.runner_id],
-        );
+        let tool = tool.map(|(n, ms)| (n, ms as i64));
+        let r = pinch_proto::progress::set_tool(self.out, &self.cfg.runner_id, tool, &now);
         if let Err(e) = r {
             tracing::warn!("could not record the tool in container_state: {e}");
         }

@@ -122,31 +122,22 @@ fn list_tasks(ctx: &mut ToolCtx<'_>) -> ToolResult {
         std::time::Duration::from_millis(ctx.cfg.timings.busy_timeout_ms),
     )
     .map_err(|e| ToolError(format!("cannot read the task list: {e}")))?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, series_id, status, process_after, recurrence, content FROM messages_in
-             WHERE kind = 'task' AND status IN ('pending', 'paused') ORDER BY process_after, seq",
-        )
-        .map_err(|e| ToolError(format!("cannot read the task list: {e}")))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    let rows = pinch_proto::tasks::live(&conn)
         .map_err(|e| ToolError(format!("cannot read the task list: {e}")))?;
     if rows.is_empty() {
         return Ok("no scheduled tasks".into());
     }
     let list: Vec<Value> = rows
         .into_iter()
-        .map(|(id, series, status, due, rec, content)| {
+        .map(|t| {
+            let pinch_proto::tasks::LiveTask {
+                id,
+                series_id: series,
+                status,
+                process_after: due,
+                recurrence: rec,
+                content,
+            } = t;
             let prompt = serde_json::from_str::<Value>(&content).ok().and_then(|v| v.get("prompt").cloned()).unwrap_or(Value::Null);
             let local = due
                 .as_deref()
