@@ -27,7 +27,7 @@ pub struct Summary {
 }
 
 /// One row of the conversation.
-pub use pinch_proto::conversation::Row;
+pub use pinch_proto::conversation::{append, Row};
 
 /// The live part of a conversation: the newest summary, if any, and every
 /// row after its `keep_from` (steps included; [`Live::messages`] filters).
@@ -141,16 +141,6 @@ pub fn fit(
         tracing::warn!(dropped, "history too long for the context window even after compaction; oldest messages left out");
     }
     h
-}
-
-/// Appends rows to the conversation (see [`conversation::append`]).
-pub fn append(
-    tx: &Transaction<'_>,
-    continuation: &str,
-    msgs: &[(&str, &str)],
-    now: &str,
-) -> Result<i64, ProtoError> {
-    conversation::append(tx, continuation, msgs, now)
 }
 
 /// Token usage as the provider reported it, kept in `session_state` under
