@@ -257,7 +257,7 @@ fn kernel_checks() -> Vec<Check> {
             "use a kernel built with CONFIG_SECCOMP_FILTER (every distribution kernel is)",
         ));
     }
-    match pinch_host::cgroup::prepare(&format!("doctor-{}", std::process::id()), pinch_host::cgroup::Caps { pids: 64, memory_mb: 64 }) {
+    match pinch_host::cgroup::prepare(&format!("doctor-{}", std::process::id()), &pinch_host::sandbox::Limits { pids: 64, memory_mb: 64, ..Default::default() }) {
         Ok(p) => {
             pinch_host::cgroup::cleanup(&p.dirs);
             out.push(ok("kernel", "cgroups are writable: each sandbox gets a process and memory cap"));

@@ -96,14 +96,7 @@ impl Bwrap {
         }
         let id = pinch_proto::runner_config::random_hex(6);
         let prepared = if limits.cgroup {
-            crate::cgroup::prepare(
-                &id,
-                crate::cgroup::Caps {
-                    pids: limits.pids,
-                    memory_mb: limits.memory_mb,
-                },
-            )
-            .map(Some)
+            crate::cgroup::prepare(&id, &limits).map(Some)
         } else {
             Ok(None)
         };
@@ -138,12 +131,12 @@ impl Bwrap {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                for (res, v) in rlimits {
-                    let r = libc::rlimit {
-                        rlim_cur: v,
-                        rlim_max: v,
+                for r in &rlimits {
+                    let lim = libc::rlimit {
+                        rlim_cur: r.value,
+                        rlim_max: r.value,
                     };
-                    if libc::setrlimit(res, &r) != 0 {
+                    if libc::setrlimit(r.resource, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }

@@ -17,14 +17,9 @@ use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-const ROOT: &str = "/sys/fs/cgroup";
+use crate::limits::Limits;
 
-/// The caps for one sandbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caps {
-    pub pids: u64,
-    pub memory_mb: u64,
-}
+const ROOT: &str = "/sys/fs/cgroup";
 
 /// The cgroups one runner joins: open `cgroup.procs` files (written in the
 /// child) and the folders to remove once it has exited.
@@ -72,7 +67,7 @@ fn open_procs(dir: &Path) -> std::io::Result<OwnedFd> {
 
 /// Creates the cgroups for runner `id` with `caps`. `Err` says why it is
 /// not possible here (the caller warns once and goes on without).
-pub fn prepare(id: &str, caps: Caps) -> Result<Prepared, String> {
+pub fn prepare(id: &str, caps: &Limits) -> Result<Prepared, String> {
     let root = Path::new(ROOT);
     let (v2, v1) = own_cgroups();
     let mem_bytes = caps.memory_mb.saturating_mul(1 << 20);

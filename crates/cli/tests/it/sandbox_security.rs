@@ -503,9 +503,10 @@ fn a_fork_bomb_hits_the_sandboxs_process_cap() {
         eprintln!("backend: {}", f.name());
         if let Err(e) = pinch_host::cgroup::prepare(
             "probe",
-            pinch_host::cgroup::Caps {
+            &pinch_host::sandbox::Limits {
                 pids: 8,
                 memory_mb: 64,
+                ..Default::default()
             },
         )
         .map(|p| pinch_host::cgroup::cleanup(&p.dirs))
