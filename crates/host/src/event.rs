@@ -1,7 +1,7 @@
 //! The closed set of events the main loop handles, one at a time.
 //!
 //! It lives beside the main loop, not inside it: the tasks that post events
-//! (`delivery.rs`, runner and disk watches, timers, the admin socket, the
+//! (`delivery/`, runner and disk watches, timers, the admin socket, the
 //! embedder's `HostHandle`) name this vocabulary without importing the loop,
 //! so `delivery` and `main_loop` do not import each other.
 

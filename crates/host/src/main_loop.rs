@@ -15,7 +15,7 @@
 //! - `handoff.rs`: each session's delivery task;
 //! - `loop_admin.rs`: the admin commands that act on runner state;
 //! - `shutdown.rs`; and the agents' requests (`agent_admin.rs`,
-//!   `approvals.rs`, `a2a.rs`, ...), the notices, the disk quota and the
+//!   `approvals/`, `a2a.rs`, ...), the notices, the disk quota and the
 //!   session files' checks.
 
 use std::collections::{HashMap, VecDeque};

@@ -39,14 +39,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "crates/channels/src/telegram.rs",
         "711 lines of code: long polling, REST calls and entity parsing are one file; split along those three",
     ),
-    (
-        "crates/host/src/delivery.rs",
-        "1,276 lines of code: outbound polling, the ledger check, per-kind sending and retry are one file; split along those",
-    ),
-    (
-        "crates/host/src/main_loop/approvals.rs",
-        "731 lines: approval cards, their answers and the sender/channel requests; split cards from requests",
-    ),
 ];
 
 /// Module cycles known today, each with who is removing it. A new cycle, or

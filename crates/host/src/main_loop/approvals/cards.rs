@@ -1,0 +1,244 @@
+//! The approval card primitive (SPEC §7.1): one `pending_approvals` row
+//! with buttons `a:<id>:<n>`, sent by DM to the first approver reachable
+//! tier by tier, its address recorded before it goes out, and expired when
+//! nobody decides in time.
+
+use anyhow::Result;
+use pinch_channels::{numbered_fallback, Address, Button, Outgoing};
+use pinch_proto::content::{InContent, SystemIn};
+use pinch_proto::runner_config::random_hex;
+use pinch_proto::time;
+use serde_json::json;
+
+use crate::db::permissions::{Approval, ApprovalOption};
+use crate::main_loop::{Event, Host};
+
+impl Host {
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::main_loop) fn new_approval(
+        &self,
+        session_id: Option<&str>,
+        ag: Option<&str>,
+        request_id: Option<&str>,
+        action: &str,
+        payload: serde_json::Value,
+        title: String,
+        options: Vec<ApprovalOption>,
+        approver: &str,
+    ) -> Approval {
+        let ttl = jiff::SignedDuration::try_from(self.cfg.approval_ttl)
+            .unwrap_or(jiff::SignedDuration::from_hours(24));
+        Approval {
+            approval_id: random_hex(4),
+            session_id: session_id.map(str::to_owned),
+            agent_group_id: ag.map(str::to_owned),
+            request_id: request_id.map(str::to_owned),
+            action: action.to_owned(),
+            payload,
+            title,
+            options,
+            approver_user_id: approver.to_owned(),
+            channel_type: None,
+            platform_id: None,
+            status: "pending".into(),
+            expires_at: time::format(jiff::Timestamp::now() + ttl),
+        }
+    }
+
+    /// Sends a card to the first approver reachable by DM: tier by tier,
+    /// those on the origin's channel first. The address is recorded (main
+    /// loop) before the card goes out, so a click always finds it.
+    pub(in crate::main_loop) fn send_card(
+        &self,
+        a: &Approval,
+        tiers: Vec<Vec<String>>,
+        origin_channel: &str,
+    ) {
+        let mut candidates: Vec<(String, String, Option<String>)> = Vec::new();
+        for tier in tiers {
+            let (mut near, far): (Vec<String>, Vec<String>) = tier
+                .into_iter()
+                .partition(|u| u.split(':').next() == Some(origin_channel));
+            near.extend(far);
+            for u in near {
+                let Some(ch) = u.split_once(':').map(|(c, _)| c.to_owned()) else {
+                    continue;
+                };
+                if !self.channels.contains_key(&ch) {
+                    continue;
+                }
+                let cached = self.central.user_dm(&u, &ch).ok().flatten();
+                candidates.push((u, ch, cached));
+            }
+        }
+        let channels = self.channels.clone();
+        let events = self.events.clone();
+        let id = a.approval_id.clone();
+        let buttons: Vec<Button> = a
+            .options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Button {
+                label: o.label.clone(),
+                callback: format!("a:{id}:{i}"),
+            })
+            .collect();
+        let text = format!("Approval needed: {}", a.title);
+        tokio::spawn(async move {
+            let mut why = String::from("no approver has a DM on a running channel");
+            for (user, ch_type, cached) in candidates {
+                let ch = channels
+                    .get(&ch_type)
+                    .expect("filtered to running channels")
+                    .clone();
+                let local = user.split_once(':').map_or(user.as_str(), |(_, l)| l);
+                let (pid, opened) = match cached {
+                    Some(p) => (p, false),
+                    None => match ch.open_dm(local).await {
+                        Ok(Some(p)) => (p, true),
+                        Ok(None) => continue,
+                        Err(e) => {
+                            why = format!("opening a DM with {user}: {e}");
+                            continue;
+                        }
+                    },
+                };
+                let (done, recorded) = tokio::sync::oneshot::channel();
+                let ev = Event::ApprovalAddressed {
+                    approval_id: id.clone(),
+                    approver: user.clone(),
+                    channel_type: ch_type.clone(),
+                    platform_id: pid.clone(),
+                    opened,
+                    done,
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
+                if !matches!(
+                    tokio::time::timeout(std::time::Duration::from_secs(5), recorded).await,
+                    Ok(Ok(true))
+                ) {
+                    why = format!("could not record the card's address for {user}");
+                    continue;
+                }
+                let caps = ch.capabilities();
+                let msg = Outgoing {
+                    id: format!("approval-{id}"),
+                    text: if caps.buttons {
+                        text.clone()
+                    } else {
+                        numbered_fallback(&text, &buttons)
+                    },
+                    in_reply_to: None,
+                    buttons: if caps.buttons {
+                        buttons.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    files: Vec::new(),
+                };
+                let to = Address {
+                    channel_type: ch_type.clone(),
+                    platform_id: pid,
+                    thread_id: None,
+                };
+                match ch.deliver(&to, &msg).await {
+                    Ok(_) => {
+                        tracing::info!(approval = %id, approver = %user, "approval card sent");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(approval = %id, approver = %user, "could not send the approval card: {e}");
+                        why = format!("sending to {user}: {e}");
+                    }
+                }
+            }
+            let _ = events.send(Event::ApprovalUndeliverable {
+                approval_id: id,
+                why,
+            });
+        });
+    }
+
+    pub(in crate::main_loop) fn record_card_address(
+        &mut self,
+        id: &str,
+        approver: &str,
+        channel_type: &str,
+        platform_id: &str,
+        opened: bool,
+    ) -> bool {
+        let res = (|| -> Result<()> {
+            if opened {
+                self.central
+                    .set_user_dm(approver, channel_type, platform_id)?;
+            }
+            self.central
+                .address_approval(id, approver, channel_type, platform_id)
+        })();
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(approval = %id, "could not record where an approval card goes: {e:#}");
+                false
+            }
+        }
+    }
+    /// Expires one approval: the request is forgotten (a later message asks
+    /// again), the card's conversation is told, an agent that asked gets an
+    /// `action_result`.
+    pub(in crate::main_loop) fn expire(&mut self, a: &Approval) {
+        match self
+            .central
+            .decide_approval(&a.approval_id, "expired", "expiry", None)
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(approval = %a.approval_id, "could not expire an approval: {e:#}");
+                return;
+            }
+        }
+        tracing::info!(approval = %a.approval_id, action = %a.action, "approval expired");
+        let _ = self.central.delete_sender_request(&a.approval_id);
+        let _ = self.central.delete_channel_request(&a.approval_id);
+        if let (Some(ch), Some(pid)) = (&a.channel_type, &a.platform_id) {
+            self.notice(
+                Address {
+                    channel_type: ch.clone(),
+                    platform_id: pid.clone(),
+                    thread_id: None,
+                },
+                format!("Expired without a decision: {}", a.title),
+            );
+        }
+        if let Some(sid) = a.session_id.clone() {
+            let content = InContent::System(SystemIn::ActionResult {
+                action: a.action.clone(),
+                status: "expired".into(),
+                result: json!({"request_id": a.request_id, "approval_id": a.approval_id, "error": "nobody decided within the approval time"}),
+            });
+            self.system_in(
+                &sid,
+                &format!("approval-expired:{}", a.approval_id),
+                content,
+                true,
+            );
+        }
+    }
+
+    /// The sweep's pass over approvals past their time.
+    pub(in crate::main_loop) fn expire_approvals(&mut self) {
+        let due = match self.central.expired_approvals(&time::now()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("could not read expired approvals: {e:#}");
+                return;
+            }
+        };
+        for a in due {
+            self.expire(&a);
+        }
+    }
+}
