@@ -394,6 +394,30 @@ fn sql_targets(text: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// Line offsets of every `FROM {…}`, `INTO {…}`, `UPDATE {…}`, `JOIN {…}`,
+/// `TABLE {…}`: a statement whose table is filled in at run time
+/// (`format!`), which [`sql_targets`] cannot name.
+fn dynamic_targets(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (n, l) in text.split('\n').enumerate() {
+        for kw in ["FROM", "INTO", "UPDATE", "JOIN", "TABLE"] {
+            let mut rest = l;
+            while let Some(i) = rest.find(kw) {
+                let before = rest[..i].chars().last();
+                let after = rest[i + kw.len()..].trim_start();
+                if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && rest[i + kw.len()..].starts_with(char::is_whitespace)
+                    && after.starts_with('{')
+                {
+                    out.push(n);
+                }
+                rest = &rest[i + kw.len()..];
+            }
+        }
+    }
+    out
+}
+
 /// Table names declared in the session schema: every `name: "…"` of a
 /// `Table` in proto's `schema.rs`, plus the tables of the ledger file.
 fn session_tables(root: &std::path::Path) -> std::collections::BTreeSet<String> {
@@ -483,7 +507,20 @@ fn sql_outside_the_door(
                 .to_string_lossy()
                 .replace('\\', "/");
             let text = std::fs::read_to_string(&f).unwrap();
+            let in_a_door = rel.starts_with(SESSION_DOOR) || rel.starts_with(CENTRAL_DOOR);
             for lit in string_literals(&text) {
+                for off in dynamic_targets(&lit.text)
+                    .into_iter()
+                    .filter(|_| !in_a_door)
+                {
+                    found.push((
+                        rel.clone(),
+                        format!(
+                            "{rel}:{}: a statement whose table is chosen at run time belongs behind a door ({SESSION_DOOR} or {CENTRAL_DOOR})",
+                            lit.line + off
+                        ),
+                    ));
+                }
                 for (off, table) in sql_targets(&lit.text) {
                     let is_session = session.contains(&table);
                     let is_central = central.contains(&table);
@@ -617,5 +654,9 @@ fn the_sql_scanner_sees_what_it_must_and_skips_tests() {
     assert_eq!(
         created_tables("CREATE TABLE a (x); CREATE TABLE IF NOT EXISTS b (y)"),
         ["a", "b"]
+    );
+    assert_eq!(
+        dynamic_targets("SELECT x FROM {table} WHERE y\nDELETE FROM  {t}\nreading FROM{x} INFROM {y} from {z}\nINSERT INTO {t} SELECT * FROM x"),
+        [0, 1, 3]
     );
 }

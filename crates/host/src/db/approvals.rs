@@ -249,6 +249,20 @@ impl Central {
         Ok(())
     }
 
+    /// The message held by a sender request (`sender`) or a registration
+    /// request (`!sender`), as stored (JSON), if the request exists.
+    pub fn held_event(&self, sender: bool, approval_id: &str) -> Result<Option<String>> {
+        let sql = if sender {
+            "SELECT original_event FROM pending_sender_approvals WHERE approval_id = ?1"
+        } else {
+            "SELECT original_event FROM pending_channel_approvals WHERE approval_id = ?1"
+        };
+        Ok(self
+            .conn
+            .query_row(sql, [approval_id], |r| r.get(0))
+            .optional()?)
+    }
+
     pub fn delete_sender_request(&self, approval_id: &str) -> Result<()> {
         self.conn.execute(
             "DELETE FROM pending_sender_approvals WHERE approval_id = ?1",

@@ -112,7 +112,6 @@ impl Task {
         )
     }
 
-    /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
     /// The message went out but some of its files did not (the reader saw
     /// the note in the text): the agent is told which and why, once.
     pub(super) fn tell_files_refused(
@@ -148,6 +147,7 @@ impl Task {
         }
     }
 
+    /// Marks a row failed and tells the agent, once (SPEC §4 step 9).
     pub(super) fn fail(
         &self,
         inbound: &mut Inbound,

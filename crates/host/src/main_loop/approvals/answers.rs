@@ -171,7 +171,7 @@ impl Host {
                 let ag = a.payload["ag"].as_str().unwrap_or_default().to_owned();
                 let sender = a.payload["sender"].as_str().unwrap_or_default().to_owned();
                 if value == "allow" {
-                    let ev = self.held_event("pending_sender_approvals", &a.approval_id)?;
+                    let ev = self.held_event(true, &a.approval_id)?;
                     // Status, membership and the request go together; the held
                     // message is kept in the decision's result.
                     let result = json!({"held": ev});
@@ -234,7 +234,7 @@ impl Host {
                 let Some(ag) = value.strip_prefix("connect:") else {
                     return Ok(format!("{value:?} is not a registration choice."));
                 };
-                let ev = self.held_event("pending_channel_approvals", &a.approval_id)?;
+                let ev = self.held_event(false, &a.approval_id)?;
                 let mg = self
                     .central
                     .messaging_group_by_id(&mg_id)?
@@ -267,19 +267,9 @@ impl Host {
         }
     }
 
-    /// The held event of a sender or registration request.
-    fn held_event(&self, table: &str, approval_id: &str) -> Result<Option<InboundEvent>> {
-        use pinch_proto::rusqlite::OptionalExtension;
-        let raw: Option<String> = self
-            .central
-            .conn
-            .query_row(
-                &format!("SELECT original_event FROM {table} WHERE approval_id = ?1"),
-                [approval_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match raw {
+    /// The held event of a sender (`sender`) or registration request.
+    fn held_event(&self, sender: bool, approval_id: &str) -> Result<Option<InboundEvent>> {
+        match self.central.held_event(sender, approval_id)? {
             None => Ok(None),
             Some(r) => Ok(Some(
                 serde_json::from_str(&r).context("the held message is unreadable")?,
