@@ -409,8 +409,16 @@ async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
-    // History first, then live frames (registered after, so none is lost
-    // between: a reply delivered meanwhile is in the history or live).
+    // Registered before the history is asked for, so nothing delivered
+    // from now on finds no browser (an approval card is sent once: one that
+    // found none was lost, issue 16). What was delivered between the two is
+    // in the history and queued live; the live copy is skipped below.
+    ch.clients
+        .lock()
+        .unwrap()
+        .entry(user.clone())
+        .or_default()
+        .push((me, tx.clone()));
     let (reply, got) = tokio::sync::oneshot::channel::<Vec<HistoryItem>>();
     let to = Address {
         channel_type: CHANNEL_TYPE.into(),
@@ -433,16 +441,13 @@ async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    let mut in_history: std::collections::HashSet<String> =
+        items.iter().map(|i| i.id.clone()).collect();
     let frame = serde_json::json!({"type": "history", "items": items}).to_string();
     if socket.send(Message::Text(frame.into())).await.is_err() {
+        unregister(&ch, &user, me);
         return;
     }
-    ch.clients
-        .lock()
-        .unwrap()
-        .entry(user.clone())
-        .or_default()
-        .push((me, tx.clone()));
     let _ = ch
         .events
         .send(ChannelEvent::Available {
@@ -473,19 +478,36 @@ async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
                 }
             }
             Some(line) = rx.recv() => {
+                if !in_history.is_empty() && shown_in_history(&line, &mut in_history) {
+                    continue;
+                }
                 if socket.send(Message::Text(line.into())).await.is_err() {
                     break;
                 }
             }
         }
     }
+    unregister(&ch, &user, me);
+}
+
+/// Takes tab `me` of `user` off the list of connected browsers.
+fn unregister(ch: &WebChannel, user: &str, me: u64) {
     let mut clients = ch.clients.lock().unwrap();
-    if let Some(tabs) = clients.get_mut(&user) {
+    if let Some(tabs) = clients.get_mut(user) {
         tabs.retain(|(id, _)| *id != me);
         if tabs.is_empty() {
-            clients.remove(&user);
+            clients.remove(user);
         }
     }
+}
+
+/// Whether a live frame is a message the tab already got in its history
+/// (delivered while the history was read); each id is skipped once.
+fn shown_in_history(line: &str, ids: &mut std::collections::HashSet<String>) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    v["type"] == "message" && v["id"].as_str().is_some_and(|id| ids.remove(id))
 }
 
 async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::UnboundedSender<String>) {
@@ -641,13 +663,19 @@ impl Channel for WebChannel {
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            if !self.push(
+            // No browser open: the host keeps the notice and sends it when
+            // one connects (`Available`), as for every channel (issue 15).
+            if self.push(
                 &to.platform_id,
                 serde_json::json!({"type": "notice", "text": text}),
             ) {
-                tracing::debug!(user = %to.platform_id, "web notice dropped: no browser connected");
+                Ok(())
+            } else {
+                Err(DeliverError::Unavailable(format!(
+                    "no browser of {} is connected",
+                    to.platform_id
+                )))
             }
-            Ok(())
         })
     }
 
