@@ -201,30 +201,38 @@ fn every_provider_fault_is_retried_within_the_backoff_and_the_user_gets_the_answ
     let seen = api.seen();
     assert_eq!(seen.len(), attempts, "one request per attempt, no more");
 
-    // The gaps between arrivals: the wait after the k-th failure is at
-    // most its cap (full jitter below it) — plus what that attempt itself
-    // took — and at least what the failure demanded.
-    let silent_for = seen[5].closed_at.unwrap() - seen[5].at;
+    // Lower bounds, each measured from an instant that comes before the
+    // wait it bounds (the fake read request k before it answered it, and
+    // the runner waits only once it has the answer): so they hold however
+    // late the fake itself is scheduled. After the 429 asking for 1 s:
+    let gap = seen[2].at - seen[1].at;
     assert!(
-        silent_for >= SILENCE,
-        "the proxy waited its upstream timeout: {silent_for:?}"
+        gap >= Duration::from_secs(1),
+        "attempt 3 came {gap:?} after the 429 that asked for 1 s"
     );
+    // The proxy's wait on the silent request 6 began after request 5 was
+    // answered; it gave up (closing the connection) only after SILENCE.
+    let silent = seen[5].closed_at.expect("the proxy closed request 6") - seen[4].at;
+    assert!(
+        silent >= SILENCE,
+        "the proxy gave up on the silent upstream {silent:?} after request 5"
+    );
+    let gap = seen[6].at - seen[4].at;
+    assert!(gap >= SILENCE, "attempt 7 came {gap:?} after attempt 5");
+    // Upper bounds, generous: the wait after the k-th failure is at most
+    // its cap (full jitter below it) or the retry-after, plus what the
+    // attempt itself took, plus slack.
     for k in 1..attempts {
         let gap = seen[k].at - seen[k - 1].at;
-        let (floor, took) = match &seen[k - 1].answer {
+        let (asked, took) = match &seen[k - 1].answer {
             Answer::Status {
                 retry_after_s: Some(s),
                 ..
             } => (Duration::from_secs(*s), Duration::ZERO),
-            Answer::Silent => (SILENCE, silent_for),
+            Answer::Silent => (Duration::ZERO, SILENCE),
             _ => (Duration::ZERO, Duration::ZERO),
         };
-        assert!(
-            gap >= floor,
-            "attempt {} came {gap:?} after attempt {k}, before the {floor:?} it had to wait",
-            k + 1
-        );
-        let ceiling = floor.max(cap(k)) + took + SLACK;
+        let ceiling = asked.max(cap(k)) + took + SLACK;
         assert!(
             gap <= ceiling,
             "attempt {} came {gap:?} after attempt {k}: more than {ceiling:?}",
@@ -310,6 +318,8 @@ fn a_silent_upstream_is_given_up_after_the_proxy_timeout_and_the_user_told_so() 
         .block_on(pinch_host::start(host_against(tmp.path(), &api, Some(2))))
         .unwrap();
     let mut c = Client::connect(&host.cli_socket);
+    // Before anything the proxy waits on: the lower bounds start here.
+    let t0 = Instant::now();
     let id = c.say("hello?", "q1");
     api.wait_for_requests(1, Duration::from_secs(30));
     let pid = runner_pid(&rt, &host);
@@ -324,10 +334,23 @@ fn a_silent_upstream_is_given_up_after_the_proxy_timeout_and_the_user_told_so() 
     );
     let seen = api.seen();
     assert_eq!(seen.len(), 2, "two tries, no more");
-    for r in &seen {
-        let waited = r.closed_at.expect("the proxy closed the silent request") - r.at;
-        assert!(waited >= SILENCE, "given up after {waited:?}");
-        assert!(waited <= SILENCE + SLACK, "given up only after {waited:?}");
+    for (k, r) in seen.iter().enumerate() {
+        let closed = r.closed_at.expect("the proxy closed the silent request");
+        // Each wait began after the one before had ended (strict, from t0);
+        // each ended not long after the request arrived (generous).
+        let since_t0 = closed - t0;
+        let waits = SILENCE * (k as u32 + 1);
+        assert!(
+            since_t0 >= waits,
+            "request {} given up {since_t0:?} after the message: sooner than {waits:?}",
+            k + 1
+        );
+        let waited = closed - r.at;
+        assert!(
+            waited <= SILENCE + SLACK,
+            "request {} given up only after {waited:?}",
+            k + 1
+        );
     }
     assert_eq!(runner_pid(&rt, &host), pid, "the same runner throughout");
     assert_eq!(host.stats.exits(), 0);

@@ -54,6 +54,9 @@ pub enum Answer {
 /// One request the fake received.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// When the fake had read the request, before it answered: later than
+    /// the request was sent (by the fake's own scheduling delay), earlier
+    /// than anything the answer caused.
     pub at: Instant,
     pub head: String,
     pub body: String,
