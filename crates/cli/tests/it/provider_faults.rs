@@ -24,10 +24,13 @@ const BASE_MS: u64 = 50;
 /// The runner's heartbeat and the host's ceiling on its age: a runner whose
 /// heartbeat stopped for longer is killed as stuck.
 const HEARTBEAT_MS: u64 = 100;
-const CEILING: Duration = Duration::from_millis(800);
+const CEILING: Duration = Duration::from_millis(1_500);
 /// The proxy's `upstream_timeout`: how long a silent upstream is waited
 /// for. Longer than the ceiling, so the wait proves the heartbeat goes on.
 const SILENCE: Duration = Duration::from_millis(2_500);
+/// The `retry-after` of the scripted 429 (seconds): longer than the
+/// ceiling too.
+const RETRY_AFTER_S: u64 = 2;
 /// Slack on every upper bound: scheduling, the proxy, a loaded machine.
 const SLACK: Duration = Duration::from_secs(4);
 
@@ -152,7 +155,7 @@ fn every_provider_fault_is_retried_within_the_backoff_and_the_user_gets_the_answ
     };
     let script = vec![
         status(429, None),
-        status(429, Some(1)),
+        status(429, Some(RETRY_AFTER_S)),
         status(529, None),
         status(500, None),
         status(503, None),
@@ -177,7 +180,7 @@ fn every_provider_fault_is_retried_within_the_backoff_and_the_user_gets_the_answ
     let pid = runner_pid(&rt, &host);
     let dir = rt.block_on(host.sessions()).remove(0).dir;
 
-    // The wait the 429's `retry-after: 1` asked for (after request 2).
+    // The wait the 429's `retry-after` asked for (after request 2).
     api.wait_for_requests(2, Duration::from_secs(30));
     let beats = heartbeats_until(&dir, || api.count() >= 3);
     assert!(
@@ -204,11 +207,11 @@ fn every_provider_fault_is_retried_within_the_backoff_and_the_user_gets_the_answ
     // Lower bounds, each measured from an instant that comes before the
     // wait it bounds (the fake read request k before it answered it, and
     // the runner waits only once it has the answer): so they hold however
-    // late the fake itself is scheduled. After the 429 asking for 1 s:
+    // late the fake itself is scheduled. After the 429's `retry-after`:
     let gap = seen[2].at - seen[1].at;
     assert!(
-        gap >= Duration::from_secs(1),
-        "attempt 3 came {gap:?} after the 429 that asked for 1 s"
+        gap >= Duration::from_secs(RETRY_AFTER_S),
+        "attempt 3 came {gap:?} after the 429 that asked for {RETRY_AFTER_S} s"
     );
     // The proxy's wait on the silent request 6 began after request 5 was
     // answered; it gave up (closing the connection) only after SILENCE.
