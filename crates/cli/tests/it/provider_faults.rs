@@ -133,6 +133,18 @@ fn runner_pid(rt: &tokio::runtime::Runtime, host: &pinch_host::HostHandle) -> u3
     pid.unwrap()
 }
 
+/// The claim on `message_id` in the session's `outbound.db`: its status
+/// and the runner holding it.
+fn claim(session_dir: &Path, message_id: &str) -> (String, String) {
+    outbound(session_dir)
+        .query_row(
+            "SELECT status, runner_id FROM processing_ack WHERE message_id = ?1",
+            [message_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
 fn runner_exits(data: &Path) -> i64 {
     pinch_proto::rusqlite::Connection::open(data.join("pinch.db"))
         .unwrap()
@@ -179,6 +191,9 @@ fn every_provider_fault_is_retried_within_the_backoff_and_the_user_gets_the_answ
     api.wait_for_requests(1, Duration::from_secs(30));
     let pid = runner_pid(&rt, &host);
     let dir = rt.block_on(host.sessions()).remove(0).dir;
+    let msg = format!("{id}:main");
+    let held = claim(&dir, &msg);
+    assert_eq!(held.0, "processing", "claimed for the first attempt");
 
     // The wait the 429's `retry-after` asked for (after request 2).
     api.wait_for_requests(2, Duration::from_secs(30));
@@ -193,6 +208,11 @@ fn every_provider_fault_is_retried_within_the_backoff_and_the_user_gets_the_answ
     assert!(
         beats >= 2,
         "the heartbeat went on while the upstream was silent: {beats} beats"
+    );
+    assert_eq!(
+        claim(&dir, &msg),
+        held,
+        "after the long waits the same runner still holds the claim"
     );
 
     let replies = c.settled_then_barrier(&id);
