@@ -1,17 +1,15 @@
-//! A recording adapter for tests and benchmarks (its test-only controls —
-//! clicks, unreachable DMs, reading what was sent — need the
-//! `test-support` feature): it has the wire format of
-//! no platform; it injects inbound events and clicks as a platform adapter
-//! would (waiting for the host's ack) and records everything the host
-//! sends, so a test can assert on cards, buttons, notices, files, edits and
-//! reactions (files are read during the delivery: their paths are only
-//! valid then). Capabilities
-//! are chosen per instance, so one host can run a button-less channel next
-//! to a threaded one.
+//! A recording adapter for tests, behind the `test-support` feature (not in
+//! the release binary; `pinch bench` P4 has its own channel): it has the
+//! wire format of no platform; it injects inbound events and clicks as a
+//! platform adapter would (waiting for the host's ack) and records
+//! everything the host sends, so a test can assert on cards, buttons,
+//! notices, files, edits and reactions (files are read during the
+//! delivery: their paths are only valid then). Capabilities are chosen per
+//! instance, so one host can run a button-less channel next to a threaded
+//! one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-#[cfg(feature = "test-support")]
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
@@ -113,24 +111,20 @@ impl FakeChannel {
             .unwrap_or_else(|_| AckOutcome::Failed("the host dropped the ack".into()))
     }
 
-    #[cfg(feature = "test-support")]
     /// A button press.
     pub async fn click(&self, c: crate::Click) {
         let _ = self.events.send(ChannelEvent::Click(c)).await;
     }
 
-    #[cfg(feature = "test-support")]
     /// Makes `open_dm(user)` answer "unreachable".
     pub fn block_dm(&self, user: &str) {
         self.no_dm.lock().unwrap().push(user.to_owned());
     }
 
-    #[cfg(feature = "test-support")]
     pub fn sent(&self) -> Vec<Sent> {
         self.log.lock().unwrap().clone()
     }
 
-    #[cfg(feature = "test-support")]
     /// Waits until something sent matches (checking what was sent before
     /// the call too); `None` after the timeout.
     pub async fn wait_for(

@@ -16,6 +16,7 @@
 pub mod cli_socket;
 #[cfg(feature = "channel-discord")]
 pub mod discord;
+#[cfg(feature = "test-support")]
 pub mod fake;
 #[cfg(feature = "http")]
 pub mod http;

@@ -312,6 +312,7 @@ impl Local {
                 ),
                 retryable: false,
                 kind: ErrorKind::BadRequest,
+                retry_after: None,
             });
         }
         // History, newest first, while it fits; then back in order.
@@ -356,6 +357,7 @@ impl Local {
             message: format!("local model: {e}"),
             retryable: false,
             kind: ErrorKind::Other,
+            retry_after: None,
         };
         let started = Instant::now();
         let mut stats = GenStats {
@@ -391,6 +393,7 @@ impl Local {
                     message: e.to_string(),
                     retryable: false,
                     kind: ErrorKind::Other,
+                    retry_after: None,
                 })?;
             let piece = utf8.push(&bytes);
             if !piece.is_empty() {

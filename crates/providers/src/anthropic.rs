@@ -135,16 +135,17 @@ impl Provider for Anthropic {
         sink: &mut dyn FnMut(Event),
     ) -> Result<TurnResult, ProviderError> {
         let body = self.body(req).to_string();
-        let (status, mut r) = post(
+        let resp = post(
             &self.socket,
             "/anthropic/v1/messages",
             &[("anthropic-version", API_VERSION)],
             &body,
             self.timeout,
         )?;
-        if status != 200 {
-            return Err(status_error(status, r));
+        if resp.status != 200 {
+            return Err(status_error(resp));
         }
+        let mut r = resp.body;
         let (mut text, mut usage, mut line) = (String::new(), Usage::default(), String::new());
         // Open tool_use blocks by index: (id, name, input JSON so far).
         let mut open: BTreeMap<u64, ToolCall> = BTreeMap::new();

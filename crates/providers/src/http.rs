@@ -13,18 +13,26 @@ pub fn err(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> Prov
         message: message.into(),
         retryable,
         kind,
+        retry_after: None,
     }
 }
 
-/// POSTs `body` to `path` on the proxy; returns the status and a reader of
-/// the (de-chunked) response body.
+/// A response: its status, the `retry-after` it asked for (seconds; the
+/// HTTP-date form is ignored) and a reader of the (de-chunked) body.
+pub struct Response {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Box<dyn BufRead>,
+}
+
+/// POSTs `body` to `path` on the proxy.
 pub fn post(
     socket: &Path,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
     timeout: Duration,
-) -> Result<(u16, Box<dyn BufRead>), ProviderError> {
+) -> Result<Response, ProviderError> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         err(
             ErrorKind::Other,
@@ -48,8 +56,8 @@ pub fn post(
         .and_then(|_| s.write_all(body.as_bytes()))
         .map_err(|e| err(ErrorKind::Other, true, format!("writing to the proxy: {e}")))?;
     let mut r = BufReader::new(s);
-    let (status, chunked) = read_head(&mut r)?;
-    let reader: Box<dyn BufRead> = if chunked {
+    let head = read_head(&mut r)?;
+    let reader: Box<dyn BufRead> = if head.chunked {
         Box::new(BufReader::new(Chunked {
             inner: r,
             left: 0,
@@ -58,15 +66,21 @@ pub fn post(
     } else {
         Box::new(r)
     };
-    Ok((status, reader))
+    Ok(Response {
+        status: head.status,
+        retry_after: head.retry_after,
+        body: reader,
+    })
 }
 
-/// The error for a non-200 answer, classified by what retrying can do.
-pub fn status_error(status: u16, mut body: Box<dyn BufRead>) -> ProviderError {
+/// The error for a non-200 answer, classified by what retrying can do,
+/// with the wait the API asked for.
+pub fn status_error(mut r: Response) -> ProviderError {
     let mut text = String::new();
-    let _ = body.read_to_string(&mut text);
+    let _ = r.body.read_to_string(&mut text);
     let text: String = text.chars().take(300).collect();
-    match status {
+    let status = r.status;
+    let e = match status {
         429 => err(ErrorKind::RateLimited, true, text),
         401 | 403 => err(ErrorKind::Auth, false, format!("HTTP {status}: {text}")),
         400 | 404 | 422 => err(
@@ -84,11 +98,22 @@ pub fn status_error(status: u16, mut body: Box<dyn BufRead>) -> ProviderError {
             status >= 500,
             format!("HTTP {status}: {text}"),
         ),
+    };
+    ProviderError {
+        retry_after: r.retry_after,
+        ..e
     }
 }
 
-/// Reads the status line and headers; returns (status, chunked).
-fn read_head(r: &mut impl BufRead) -> Result<(u16, bool), ProviderError> {
+/// What the head says about the body and the next try.
+struct Head {
+    status: u16,
+    chunked: bool,
+    retry_after: Option<Duration>,
+}
+
+/// Reads the status line and headers.
+fn read_head(r: &mut impl BufRead) -> Result<Head, ProviderError> {
     let mut line = String::new();
     r.read_line(&mut line).map_err(|e| {
         err(
@@ -108,7 +133,7 @@ fn read_head(r: &mut impl BufRead) -> Result<(u16, bool), ProviderError> {
                 format!("not an HTTP response: {line:?}"),
             )
         })?;
-    let mut chunked = false;
+    let (mut chunked, mut retry_after) = (false, None);
     loop {
         line.clear();
         if r.read_line(&mut line)
@@ -123,8 +148,15 @@ fn read_head(r: &mut impl BufRead) -> Result<(u16, bool), ProviderError> {
         if l.starts_with("transfer-encoding:") && l.contains("chunked") {
             chunked = true;
         }
+        if let Some(v) = l.strip_prefix("retry-after:") {
+            retry_after = v.trim().parse().ok().map(Duration::from_secs);
+        }
     }
-    Ok((status, chunked))
+    Ok(Head {
+        status,
+        chunked,
+        retry_after,
+    })
 }
 
 /// Decodes `Transfer-Encoding: chunked`.
@@ -171,6 +203,29 @@ impl<R: BufRead> Read for Chunked<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_seconds_are_kept_with_the_error() {
+        let head = |extra: &str| {
+            let raw = format!("HTTP/1.1 429 Too Many\r\n{extra}content-length: 2\r\n\r\n{{}}");
+            let mut r = BufReader::new(std::io::Cursor::new(raw.into_bytes()));
+            let h = read_head(&mut r).unwrap();
+            status_error(Response {
+                status: h.status,
+                retry_after: h.retry_after,
+                body: Box::new(r),
+            })
+        };
+        let e = head("Retry-After: 7\r\n");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::RateLimited, true));
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(head("").retry_after, None);
+        // The HTTP-date form is not honoured (the API sends seconds).
+        assert_eq!(
+            head("retry-after: Fri, 31 Dec 1999 23:59:59 GMT\r\n").retry_after,
+            None
+        );
+    }
 
     #[test]
     fn chunked_decoding() {

@@ -125,6 +125,10 @@ pub struct ProviderError {
     pub message: String,
     pub retryable: bool,
     pub kind: ErrorKind,
+    /// How long the API asked to be left alone (`retry-after`, seconds):
+    /// the runner waits at least this before trying again (up to its 60 s
+    /// cap).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -111,11 +111,11 @@ impl Provider for OpenAi {
             &body,
             self.timeout,
         )
-        .and_then(|(status, r)| {
-            if status == 200 {
-                Ok(r)
+        .and_then(|resp| {
+            if resp.status == 200 {
+                Ok(resp.body)
             } else {
-                Err(status_error(status, r))
+                Err(status_error(resp))
             }
         })?;
         let mut text = String::new();

@@ -214,6 +214,7 @@ impl Provider for Scripted {
                     message: format!("conversation {c} not found"),
                     retryable: false,
                     kind: ErrorKind::SessionNotFound,
+                    retry_after: None,
                 });
             }
         }
@@ -266,6 +267,7 @@ impl Provider for Scripted {
                     message: msg.clone(),
                     retryable: r.retryable,
                     kind,
+                    retry_after: None,
                 });
             }
         }
@@ -313,6 +315,7 @@ impl Provider for Scripted {
                     ),
                     retryable: false,
                     kind: ErrorKind::BadRequest,
+                    retry_after: None,
                 });
             }
             self.tool_calls += 1;

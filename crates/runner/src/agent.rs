@@ -13,9 +13,7 @@ use pinch_proto::time;
 use pinch_providers::{Step, TurnRequest};
 
 use crate::turn::TurnState;
-use crate::{
-    format, history, jitter, plan, poll, signals, tools, waited_for, Runner, PROGRESS_EVERY,
-};
+use crate::{format, history, plan, poll, signals, tools, waited_for, Runner, PROGRESS_EVERY};
 
 /// Rows that joined a running turn.
 struct FollowUps {
@@ -222,7 +220,8 @@ impl Runner {
 
     /// A provider call with retries (SPEC §5.5): retryable errors (429,
     /// 529, 5xx, timeouts, cut streams) back off with full jitter between
-    /// the base and 60 s, up to `provider_tries` attempts; the heartbeat
+    /// the base and 60 s ([`crate::retry_wait`]: never less than the API's
+    /// `retry-after`), up to `provider_tries` attempts; the heartbeat
     /// thread keeps beating meanwhile, and each wait is recorded as progress.
     pub(crate) fn provider_turn(
         &mut self,
@@ -234,8 +233,7 @@ impl Runner {
         loop {
             match self.provider_call(req) {
                 Err(e) if e.retryable && attempt < tries => {
-                    let cap = (base << (attempt - 1).min(16)).min(60_000);
-                    let wait = Duration::from_millis(jitter(cap));
+                    let wait = crate::retry_wait(attempt, base, &e);
                     tracing::warn!(
                         attempt,
                         of = tries,

@@ -54,6 +54,20 @@ fn jitter(cap_ms: u64) -> u64 {
     r % (cap_ms + 1)
 }
 
+/// The longest wait between two provider attempts (SPEC §5.5).
+const RETRY_CAP_MS: u64 = 60_000;
+
+/// The wait after failed attempt `attempt` (from 1) before the next (SPEC
+/// §5.5): full jitter below `base · 2^(attempt-1)`, capped at 60 s — and at
+/// least the `retry-after` the API asked for, itself capped at 60 s.
+fn retry_wait(attempt: u32, base_ms: u64, e: &pinch_providers::ProviderError) -> Duration {
+    let cap = (base_ms << (attempt.max(1) - 1).min(16)).min(RETRY_CAP_MS);
+    let asked = e
+        .retry_after
+        .map_or(0, |d| (d.as_millis() as u64).min(RETRY_CAP_MS));
+    Duration::from_millis(jitter(cap).max(asked))
+}
+
 /// The `session_state` key of the provider conversation.
 fn continuation_key(cfg: &RunnerConfig) -> String {
     format!("continuation:{}", cfg.provider.kind)
@@ -501,5 +515,31 @@ mod tests {
             Duration::from_millis(t.poll_failure_ceiling_ms),
             POLL_FAILURE_CEILING
         );
+    }
+
+    /// The retry wait stays under its cap, and a `retry-after` is a floor
+    /// (itself capped at 60 s), whatever the jitter drew.
+    #[test]
+    fn retry_wait_is_full_jitter_under_the_cap_and_honours_retry_after() {
+        use pinch_providers::{ErrorKind, ProviderError};
+        let e = |retry_after: Option<Duration>| ProviderError {
+            message: "busy".into(),
+            retryable: true,
+            kind: ErrorKind::RateLimited,
+            retry_after,
+        };
+        for _ in 0..200 {
+            assert!(super::retry_wait(1, 100, &e(None)) <= Duration::from_millis(100));
+            assert!(super::retry_wait(3, 100, &e(None)) <= Duration::from_millis(400));
+            assert!(super::retry_wait(30, 100, &e(None)) <= Duration::from_secs(60));
+            let w = super::retry_wait(1, 100, &e(Some(Duration::from_secs(2))));
+            assert_eq!(w, Duration::from_secs(2), "the jitter is below the floor");
+            let w = super::retry_wait(1, 100, &e(Some(Duration::from_secs(3600))));
+            assert_eq!(
+                w,
+                Duration::from_secs(60),
+                "a floor above the cap is capped"
+            );
+        }
     }
 }

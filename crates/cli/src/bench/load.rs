@@ -17,7 +17,7 @@ const P4_IN_FLIGHT: usize = 10;
 
 impl Bench {
     pub(super) async fn p4(&self, kind: Kind) -> Result<Row> {
-        use pinch_channels::fake::FakeChannel;
+        use super::channel::BenchChannel;
         use pinch_channels::{AckOutcome, Capabilities, InboundEvent};
         use std::sync::{Arc, OnceLock};
         let n = self.n(P4_MESSAGES).max(P4_SESSIONS);
@@ -33,11 +33,10 @@ impl Bench {
         let mut cfg = self.host_config(&data, kind);
         cfg.max_concurrent_runners = 0;
         cfg.boot_breaker = false;
-        let cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
+        let cell: Arc<OnceLock<Arc<BenchChannel>>> = Arc::default();
         let c2 = cell.clone();
         cfg.extra_channels.push(Arc::new(move |tx| {
-            let ch = FakeChannel::new(
-                "bench",
+            let ch = BenchChannel::new(
                 Capabilities {
                     buttons: true,
                     max_text: 4096,

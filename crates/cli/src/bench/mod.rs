@@ -9,8 +9,9 @@
 //! Shape: [`run`] resolves the arguments into a plan (here); the measuring
 //! tools (a CLI client that acks every reply, a warm host, a watcher of a
 //! session's `out/` that sees a runner's claim) are in `harness`; one
-//! function per figure in `latency` (P1/P2, TOOL, P3, P9), `load` (P4, P6)
-//! and `memory` (P7, with the `/proc` readers); the report (table or JSON)
+//! function per figure in `latency` (P1/P2, TOOL, P3, P9), `load` (P4, P6;
+//! P4's channel adapter in `channel`) and `memory` (P7, with the `/proc`
+//! readers); the report (table or JSON)
 //! in `report`; the local model's P10 in `p10`.
 //!
 //! The driver runs on the thread that calls `block_on`, never on a runtime
@@ -41,6 +42,7 @@ use tempfile::TempDir;
 use crate::chat::Conn;
 
 /// Busy timeout of the bench's own connections (the protocol's default).
+mod channel;
 mod harness;
 mod latency;
 mod load;

@@ -7,13 +7,14 @@
 //! and prints its answer. The user gets the message and the answer; the
 //! host's key reaches the API and nowhere in the CLI's environment.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use crate::common::fake_api::read_request;
 use crate::common::*;
 use pinch_host::proxy::{Secret, Upstream};
 use pinch_host::sandbox::Choice;
@@ -63,20 +64,7 @@ fn fake_anthropic() -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { continue };
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let (mut head, mut len) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
+            let (head, _body) = read_request(&c);
             s2.lock().unwrap().push(head);
             let reply = r#"{"type":"message","content":[{"type":"text","text":"hello from fake anthropic"}]}"#;
             let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}", reply.len());

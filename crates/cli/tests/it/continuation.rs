@@ -113,48 +113,6 @@ fn a_resume_that_keeps_failing_resets_once_not_forever() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
-/// R8 (provider side): retryable errors back off and retry; a provider that
-/// stays down is given up after the tries, and the sender gets exactly one
-/// "could not answer" line.
-#[test]
-fn provider_errors_retry_with_backoff_then_tell_the_user_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Process),
-        "[[rule]]\ncontains = \"flaky\"\nerror = \"503 overloaded\"\nerror_kind = \"overloaded\"\nretryable = true\nfail_times = 2\nreply = \"finally: {text}\"\n\
-         [[rule]]\ncontains = \"down\"\nerror = \"500 internal\"\nerror_kind = \"server\"\nretryable = true\n",
-    );
-    cfg.runner.provider_retry_base_ms = 10;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
-    assert_eq!(
-        c.ask("flaky please"),
-        vec!["finally: flaky please".to_string()]
-    );
-    assert_eq!(
-        runner_logs(tmp.path())
-            .matches("provider failed, retrying")
-            .count(),
-        2
-    );
-    let r = c.ask("down again");
-    assert_eq!(r.len(), 1, "exactly one line for the failure: {r:?}");
-    assert!(
-        r[0].starts_with("Sorry, I could not answer that") && r[0].contains("500 internal"),
-        "{r:?}"
-    );
-    assert_eq!(
-        runner_logs(tmp.path())
-            .matches("provider failed, retrying")
-            .count(),
-        2 + 4,
-        "5 tries in all"
-    );
-    assert_eq!(host.stats.exits(), 0, "the runner survived it all");
-    rt.block_on(host.shutdown()).unwrap();
-}
-
 /// A stateless API is sent the earlier turns of the conversation, across a
 /// respawn; `/clear` starts from nothing.
 #[test]

@@ -37,6 +37,7 @@ mod mount_attacks;
 mod outbox_race;
 mod permissions;
 mod private_data;
+mod provider_faults;
 mod proxy;
 mod proxy_attacks;
 mod reliability;

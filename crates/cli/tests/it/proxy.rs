@@ -4,12 +4,13 @@
 //! the sandbox's own credential stripped; anything else is refused; the key
 //! is nowhere the agent can see.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use crate::common::fake_api::read_request;
 use crate::common::*;
 use pinch_host::proxy::{Secret, Upstream};
 use pinch_host::sandbox::{Bwrap, Choice, Mounts};
@@ -54,25 +55,6 @@ fn chat_once(tmp: &Path, cfg: &Path, sandbox: &str, key_var: &str, line: &str) -
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// Reads one HTTP/1.1 request (head lines, then a content-length body).
-fn read_request(c: &std::net::TcpStream) -> (String, Vec<u8>) {
-    let mut r = BufReader::new(c.try_clone().unwrap());
-    let (mut head, mut len) = (String::new(), 0usize);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        head.push_str(&line);
-    }
-    let mut body = vec![0u8; len];
-    let _ = r.read_exact(&mut body);
-    (head, body)
 }
 
 /// A fake model API on loopback: records each request, answers JSON.
@@ -175,17 +157,7 @@ fn s2_s3_only_the_proxy_is_reachable_and_it_holds_the_key() {
         "direct network worked: {out}"
     );
     // S3: the key is not in the runner's environment, its config or its files.
-    let runner_pid = s.runner_pid.unwrap();
-    let inner: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|x| x.parse().ok()))
-        .filter(|p: &u32| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .is_ok_and(|st| st.split_whitespace().nth(3) == Some(&runner_pid.to_string()))
-        })
-        .collect();
-    for pid in std::iter::once(runner_pid).chain(inner) {
+    for pid in process_tree(s.runner_pid.unwrap()) {
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         assert!(
             !String::from_utf8_lossy(&env).contains(KEY),

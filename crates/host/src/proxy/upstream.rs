@@ -151,9 +151,9 @@ pub(super) async fn forward(
                 .await
             }
         };
-        relay(tls_stream, &head, &f, early, c, lim).await
+        relay(tls_stream, &head, &f, early, c, lim, &upstream.name).await
     } else {
-        relay(tcp, &head, &f, early, c, lim).await
+        relay(tcp, &head, &f, early, c, lim, &upstream.name).await
     }
 }
 
@@ -162,7 +162,10 @@ const RELAY_BUF: usize = 16 * 1024;
 
 /// Sends the head, streams the body from the client (exactly its
 /// `Content-Length`; anything after is never forwarded), then streams the
-/// response back as it comes (SSE works unchanged).
+/// response back as it comes (SSE works unchanged). An upstream silent for
+/// the upstream timeout before its first byte is answered 504 naming it
+/// and the setting (the client learns why); silent mid-response, the
+/// connection is closed (the client sees a cut response).
 async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     mut up: S,
     head: &[u8],
@@ -170,6 +173,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     early: &[u8],
     mut c: UnixStream,
     lim: &Limits,
+    name: &str,
 ) -> std::io::Result<()> {
     async fn within<T>(
         d: Duration,
@@ -235,8 +239,20 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         up.flush(),
     )
     .await?;
+    let mut relayed = false;
     loop {
         let n = match tokio::time::timeout(lim.upstream_timeout, up.read(&mut buf)).await {
+            Err(_) if !relayed => {
+                let secs = lim.upstream_timeout.as_secs_f64();
+                tracing::warn!(
+                    upstream = name,
+                    "the upstream sent nothing for {secs} s ([proxy] upstream_timeout_s); answered 504"
+                );
+                let body = format!(
+                    "pinch proxy: upstream {name} sent nothing for {secs} s ([proxy] upstream_timeout_s)\n"
+                );
+                return respond(&mut c, lim, 504, &body).await;
+            }
             Err(_) => return Err(timed_out("waiting for the upstream")),
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
@@ -244,6 +260,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Ok(Err(e)) => return Err(e),
         };
+        relayed = true;
         within(
             lim.idle_timeout,
             "writing the response to the client",

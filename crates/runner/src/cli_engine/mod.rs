@@ -101,6 +101,7 @@ fn err(kind: ErrorKind, retryable: bool, message: String) -> ProviderError {
         message,
         retryable,
         kind,
+        retry_after: None,
     }
 }
 
@@ -482,8 +483,7 @@ impl crate::Runner {
             self.acked.extend(acked);
             match r {
                 Err(e) if e.retryable && attempt < tries && !should_stop() => {
-                    let cap = (base << (attempt - 1).min(16)).min(60_000);
-                    let wait = Duration::from_millis(crate::jitter(cap));
+                    let wait = crate::retry_wait(attempt, base, &e);
                     tracing::warn!(
                         attempt,
                         of = tries,

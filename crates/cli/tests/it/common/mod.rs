@@ -11,6 +11,7 @@ use pinch_channels::cli_socket::{ClientMsg, ServerMsg};
 use pinch_host::sandbox::Choice;
 use pinch_host::HostConfig;
 
+pub mod fake_api;
 pub mod platform;
 
 pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");
@@ -703,4 +704,17 @@ pub fn pinch(args: &[&str], data: &Path) -> std::process::Command {
         .env_remove("OPENAI_BASE_URL")
         .env_remove("PINCH_HOME");
     c
+}
+
+/// `pid` and its children (a sandbox's runner is bwrap's child).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let children = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|x| x.parse().ok()))
+        .filter(|p: &u32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .is_ok_and(|st| st.split_whitespace().nth(3) == Some(&pid.to_string()))
+        });
+    std::iter::once(pid).chain(children).collect()
 }
