@@ -10,7 +10,8 @@
 //! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
 //! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
 //! page and its WebSocket); the last two share one HTTP listener
-//! ([`http`]). Telegram, Discord and Slack build on the same trait.
+//! ([`http`]). Telegram, Discord and Slack build on the same trait, and
+//! each is registered in [`KINDS`] with its `pinch.toml` section.
 
 #[cfg(feature = "channel-cli")]
 pub mod cli_socket;
@@ -19,6 +20,8 @@ pub mod discord;
 pub mod fake;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod kind;
 pub mod peer;
 #[cfg(feature = "platform")]
 pub mod platform;
@@ -36,6 +39,23 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use tokio::sync::oneshot;
+
+#[cfg(feature = "http")]
+pub use kind::{ChannelKind, ChannelSection, Configured};
+
+/// The channel kinds a `pinch.toml` section turns on, in start order
+/// (decision 0036). A new channel is its module (declared above) and one
+/// entry here: the module owns its section, defaults, secrets, floors and
+/// how it is built; the host reads the section through this table.
+#[cfg(feature = "http")]
+pub static KINDS: &[ChannelKind] = &[
+    #[cfg(feature = "channel-telegram")]
+    ChannelKind::new::<telegram::TelegramSection>(telegram::CHANNEL_TYPE),
+    #[cfg(feature = "channel-discord")]
+    ChannelKind::new::<discord::DiscordSection>(discord::CHANNEL_TYPE),
+    #[cfg(feature = "channel-slack")]
+    ChannelKind::new::<slack::SlackSection>(slack::CHANNEL_TYPE),
+];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

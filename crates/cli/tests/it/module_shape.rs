@@ -15,7 +15,7 @@ const LONG_FILES: &[(&str, &str)] = &[
         "608 lines of code; the rest is the protocol's tests",
     ),
     (
-        "crates/channels/src/slack.rs",
+        "crates/channels/src/slack/mod.rs",
         "647 lines of code; the rest is its tests",
     ),
     (
@@ -32,11 +32,11 @@ const LONG_FILES: &[(&str, &str)] = &[
     ),
     // Not yet split (issue 16 left them; each says along which seam):
     (
-        "crates/channels/src/discord.rs",
+        "crates/channels/src/discord/mod.rs",
         "813 lines of code: the gateway session, REST calls and message parsing are one file; split along those three",
     ),
     (
-        "crates/channels/src/telegram.rs",
+        "crates/channels/src/telegram/mod.rs",
         "711 lines of code: long polling, REST calls and entity parsing are one file; split along those three",
     ),
     (

@@ -15,6 +15,10 @@
 //! thread the bot is in counts only with a mention; bots are skipped.
 //! Slack has no typing indicator for apps: `typing` is off.
 
+mod config;
+
+pub use config::SlackSection;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -19,6 +19,10 @@
 //! The token is in every URL; it never reaches a log or an error (errors
 //! have their URL removed and the token replaced).
 
+mod config;
+
+pub use config::TelegramSection;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -23,6 +23,10 @@
 //! split at 2000 chars with a `nonce` (enforced: a retried POST is one
 //! message), buttons as components, edits, reactions, typing, files.
 
+mod config;
+
+pub use config::DiscordSection;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
