@@ -176,6 +176,37 @@ pub async fn download_capped(
     Ok(Some(out))
 }
 
+/// A platform's body or frame as text. Invalid UTF-8 becomes U+FFFD and
+/// is logged (naming `what`), so one bad byte neither stalls a channel nor
+/// loses the rest of the message (decision 0036).
+pub fn lossy<'a>(what: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, str> {
+    let s = String::from_utf8_lossy(bytes);
+    if matches!(s, std::borrow::Cow::Owned(_)) {
+        tracing::warn!("{what}: the platform sent invalid UTF-8; it is replaced with U+FFFD");
+    }
+    s
+}
+
+/// JSON from a platform's bytes, invalid UTF-8 replaced (see [`lossy`]).
+pub fn json_lossy<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, serde_json::Error> {
+    serde_json::from_str(&lossy(what, bytes))
+}
+
+/// `#[serde(deserialize_with)]` for an optional part of a payload: present
+/// but not of the expected shape reads as absent (platforms add and change
+/// fields; one odd field must not drop the whole message).
+pub fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
 /// A `multipart/form-data` body: text fields, then one file.
 pub struct Multipart {
     boundary: String,
