@@ -487,6 +487,16 @@ pub async fn within<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(d, f).await.ok()
 }
 
+/// Bytes a client sent as text: invalid UTF-8 becomes U+FFFD and is
+/// logged (naming `what`), so one bad byte never drops the message.
+pub fn lossy<'a>(what: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, str> {
+    let s = String::from_utf8_lossy(bytes);
+    if matches!(s, std::borrow::Cow::Owned(_)) {
+        tracing::warn!("{what}: invalid UTF-8 is replaced with U+FFFD");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,11 +180,7 @@ pub async fn download_capped(
 /// is logged (naming `what`), so one bad byte neither stalls a channel nor
 /// loses the rest of the message (decision 0036).
 pub fn lossy<'a>(what: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, str> {
-    let s = String::from_utf8_lossy(bytes);
-    if matches!(s, std::borrow::Cow::Owned(_)) {
-        tracing::warn!("{what}: the platform sent invalid UTF-8; it is replaced with U+FFFD");
-    }
-    s
+    crate::http::lossy(what, bytes)
 }
 
 /// JSON from a platform's bytes, invalid UTF-8 replaced (see [`lossy`]).

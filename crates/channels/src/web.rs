@@ -455,6 +455,7 @@ async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
                 let Some(Ok(m)) = m else { break };
                 let t = match m {
                     Message::Text(t) => t.to_string(),
+                    Message::Binary(b) => crate::http::lossy("web chat: a frame", &b).into_owned(),
                     Message::Close(_) => break,
                     _ => continue,
                 };
