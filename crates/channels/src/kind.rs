@@ -36,6 +36,10 @@ pub struct ChannelKind {
     /// The section name (`telegram` for `[telegram]`); the channel is on
     /// when the section is present.
     pub section: &'static str,
+    /// Routes its adapter may serve on the shared HTTP listener, called by
+    /// the platform and authenticated by the platform's own secret: the
+    /// listener's `Host`/`Origin` guard exempts them (prefixes).
+    pub routes: &'static [&'static str],
     parse: Parse,
 }
 
@@ -48,8 +52,14 @@ impl ChannelKind {
     {
         ChannelKind {
             section,
+            routes: &[],
             parse: parse_as::<S>,
         }
+    }
+
+    /// The same kind, serving `routes` (see [`ChannelKind::routes`]).
+    pub const fn serving(self, routes: &'static [&'static str]) -> ChannelKind {
+        ChannelKind { routes, ..self }
     }
 
     /// Reads this kind's section. Errors name the key as the rest of the

@@ -45,16 +45,17 @@ pub use kind::{ChannelKind, ChannelSection, Configured};
 
 /// The channel kinds a `pinch.toml` section turns on, in start order
 /// (decision 0036). A new channel is its module (declared above) and one
-/// entry here: the module owns its section, defaults, secrets, floors and
-/// how it is built; the host reads the section through this table.
+/// entry here: the module owns its section, defaults, secrets, floors,
+/// routes and how it is built (its `KIND`); the host reads the section
+/// through this table.
 #[cfg(feature = "http")]
 pub static KINDS: &[ChannelKind] = &[
     #[cfg(feature = "channel-telegram")]
-    ChannelKind::new::<telegram::TelegramSection>(telegram::CHANNEL_TYPE),
+    telegram::KIND,
     #[cfg(feature = "channel-discord")]
-    ChannelKind::new::<discord::DiscordSection>(discord::CHANNEL_TYPE),
+    discord::KIND,
     #[cfg(feature = "channel-slack")]
-    ChannelKind::new::<slack::SlackSection>(slack::CHANNEL_TYPE),
+    slack::KIND,
 ];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

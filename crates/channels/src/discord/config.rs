@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
-use crate::kind::{self, ChannelSection, Floor, Host, SecretEnv, SectionError, Starter};
+use crate::kind::{
+    self, ChannelKind, ChannelSection, Floor, Host, SecretEnv, SectionError, Starter,
+};
 use crate::Channel;
 
 use super::{DiscordChannel, DiscordConfig, CHANNEL_TYPE, DEFAULT_BASE_URL};
 
 const TOKEN_ENV: &str = "DISCORD_BOT_TOKEN";
+
+/// The `[discord]` kind, registered in [`crate::KINDS`].
+pub const KIND: ChannelKind = ChannelKind::new::<DiscordSection>(CHANNEL_TYPE);
 
 /// `[discord]`: a Discord bot (gateway + REST).
 #[derive(Debug, Default, serde::Deserialize)]

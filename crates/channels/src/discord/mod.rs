@@ -29,7 +29,7 @@ mod gateway;
 mod inbound;
 mod payload;
 
-pub use config::DiscordSection;
+pub use config::{DiscordSection, KIND};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

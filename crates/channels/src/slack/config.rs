@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
-use crate::kind::{self, ChannelSection, Floor, Host, SecretEnv, SectionError, Starter};
+use crate::kind::{
+    self, ChannelKind, ChannelSection, Floor, Host, SecretEnv, SectionError, Starter,
+};
 use crate::Channel;
 
 use super::{SlackChannel, SlackConfig, CHANNEL_TYPE, DEFAULT_BASE_URL};
 
 const APP_TOKEN_ENV: &str = "SLACK_APP_TOKEN";
 const BOT_TOKEN_ENV: &str = "SLACK_BOT_TOKEN";
+
+/// The `[slack]` kind, registered in [`crate::KINDS`].
+pub const KIND: ChannelKind = ChannelKind::new::<SlackSection>(CHANNEL_TYPE);
 
 /// `[slack]`: a Slack app in Socket Mode.
 #[derive(Debug, Default, serde::Deserialize)]

@@ -20,7 +20,7 @@ mod config;
 mod payload;
 mod socket;
 
-pub use config::SlackSection;
+pub use config::{SlackSection, KIND};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::kind::{self, ChannelSection, Floor, Host, SecretEnv, SectionError, Starter};
+use crate::kind::{
+    self, ChannelKind, ChannelSection, Floor, Host, SecretEnv, SectionError, Starter,
+};
 use crate::platform::Secret;
 use crate::Channel;
 
@@ -11,6 +13,10 @@ use super::{TelegramChannel, TelegramConfig, CHANNEL_TYPE, DEFAULT_BASE_URL};
 
 const TOKEN_ENV: &str = "TELEGRAM_BOT_TOKEN";
 const WEBHOOK_SECRET_ENV: &str = "TELEGRAM_WEBHOOK_SECRET";
+
+/// The `[telegram]` kind, registered in [`crate::KINDS`].
+pub const KIND: ChannelKind =
+    ChannelKind::new::<TelegramSection>(CHANNEL_TYPE).serving(&[super::WEBHOOK_PATH]);
 
 /// `[telegram]`: a Telegram bot (long-poll unless `webhook_url` is set).
 #[derive(Debug, Default, serde::Deserialize)]

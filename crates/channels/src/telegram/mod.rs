@@ -24,7 +24,7 @@ mod config;
 mod payload;
 mod poll;
 
-pub use config::TelegramSection;
+pub use config::{TelegramSection, KIND};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
