@@ -548,6 +548,41 @@ fn telegram_webhook_mode_checks_the_secret_and_answers_after_the_commit() {
     assert_eq!(post(Some(HOOK_SECRET), &u), 200, "a redelivery is fine");
     assert_eq!(rows(&s.data, &format!("{DM}.1")), 1, "and stored once");
     wait_for("the reply", WAIT, || fake.replies_to(1) == 1);
+
+    // Raw bytes that are not UTF-8 in the update: stored with U+FFFD and
+    // answered 200 (not 400, which Telegram would retry forever).
+    let mut u = fake.message(DM, "private", 2, DM, &format!("mojibake caf{BAD_UTF8} ok"));
+    u["update_id"] = 2.into();
+    let raw = platform::invalid_utf8(u.to_string().as_bytes());
+    let st = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/telegram"))
+            .header("x-telegram-bot-api-secret-token", HOOK_SECRET)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(st, 200);
+    assert_eq!(rows(&s.data, &format!("{DM}.2")), 1);
+    let echo = wait_call(&fake, "the echo", "sendMessage", |v| {
+        v["text"].as_str().is_some_and(|t| t.starts_with("echo:"))
+    });
+    assert!(
+        echo["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("caf{REPLACED} ok")),
+        "{echo}"
+    );
+    // The barrier.
+    let mut u = fake.message(DM, "private", 3, DM, "the barrier");
+    u["update_id"] = 3.into();
+    assert_eq!(post(Some(HOOK_SECRET), &u), 200);
+    wait_for("the barrier's reply", WAIT, || fake.replies_to(3) == 1);
     log_has_no_token(&s);
 }
 
