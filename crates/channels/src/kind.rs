@@ -183,6 +183,10 @@ impl SectionError {
     }
 }
 
+/// SPEC §9.1: a long-poll or socket silent this long is rebuilt (a
+/// section's `stall_s` default).
+pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
+
 /// Why the stall limit has a floor.
 pub const STALL_WHY: &str = "the connection is restarted after this long without a sign of life";
 
@@ -196,11 +200,11 @@ pub fn stall_floor(value: Option<f64>) -> Floor {
     }
 }
 
-/// The stall limit: [`crate::platform::DEFAULT_STALL`] unless set (the
+/// The stall limit: [`DEFAULT_STALL`] unless set (the
 /// floor is checked before building; this refuses what slipped past).
 pub fn stall(section: &'static str, v: Option<f64>) -> Result<Duration, SectionError> {
     match v {
-        None => Ok(crate::platform::DEFAULT_STALL),
+        None => Ok(DEFAULT_STALL),
         Some(v) if v.is_finite() && v >= 0.1 => Ok(Duration::from_secs_f64(v)),
         Some(v) => Err(SectionError::new(
             section,
@@ -265,7 +269,7 @@ mod tests {
 
     #[test]
     fn stall_and_base_url_refuse_what_cannot_work() {
-        assert_eq!(stall("x", None).unwrap(), crate::platform::DEFAULT_STALL);
+        assert_eq!(stall("x", None).unwrap(), DEFAULT_STALL);
         assert_eq!(stall("x", Some(5.0)).unwrap(), Duration::from_secs(5));
         assert!(stall("x", Some(0.0))
             .unwrap_err()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::DeliverError;
 
 /// SPEC §9.1: a long-poll or socket silent this long is rebuilt.
-pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
+pub const DEFAULT_STALL: Duration = crate::kind::DEFAULT_STALL;
 /// The longest reconnect wait (SPEC §9.1: min(1 h, 2^n s)).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// A connection up this long counts as healthy: the next failure starts
