@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use pinch_channels::kind::{Host, SecretEnv};
 use pinch_channels::{Configured, KINDS};
 
@@ -86,13 +86,10 @@ pub(super) fn platforms(
         data_dir,
         env: &lookup,
     };
+    // A `SectionError` already names its section (`[telegram]: …`).
     file.channels
         .iter()
-        .map(|c| {
-            c.section
-                .build(&host)
-                .with_context(|| format!("starting the {} channel", c.kind.section))
-        })
+        .map(|c| Ok(c.section.build(&host)?))
         .collect()
 }
 
