@@ -36,8 +36,18 @@ pub const CSP: &str =
 
 /// Paths authenticated by a signature from a machine, not by a browser
 /// credential: exempt from the `Host`/`Origin` check (a reverse proxy may
-/// forward any public `Host`; a forged request fails the signature).
-pub const SIGNED_PATHS: &[&str] = &["/hooks/", "/telegram"];
+/// forward any public `Host`; a forged request fails the signature). The
+/// registered channel kinds add their routes ([`crate::ChannelKind::routes`]:
+/// `/telegram`).
+pub const SIGNED_PATHS: &[&str] = &["/hooks/"];
+
+/// Whether `path` is a signed machine path (ours or a channel kind's).
+fn signed_path(path: &str) -> bool {
+    SIGNED_PATHS
+        .iter()
+        .chain(crate::KINDS.iter().flat_map(|k| k.routes))
+        .any(|p| path.starts_with(p))
+}
 
 /// A running listener; [`Server::stop`] releases the port.
 pub struct Server {
@@ -209,7 +219,7 @@ impl Guard {
 
     /// `Some(reason)` if the request must be refused (403).
     pub fn check(&self, path: &str, h: &HeaderMap) -> Option<String> {
-        if SIGNED_PATHS.iter().any(|p| path.starts_with(p)) {
+        if signed_path(path) {
             return None;
         }
         let host = h.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -487,6 +497,16 @@ pub async fn within<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(d, f).await.ok()
 }
 
+/// Bytes a client sent as text: invalid UTF-8 becomes U+FFFD and is
+/// logged (naming `what`), so one bad byte never drops the message.
+pub fn lossy<'a>(what: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, str> {
+    let s = String::from_utf8_lossy(bytes);
+    if matches!(s, std::borrow::Cow::Owned(_)) {
+        tracing::warn!("{what}: invalid UTF-8 is replaced with U+FFFD");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +594,11 @@ mod tests {
         ]);
         assert!(g.check("/ws", &evil).unwrap().contains("cross-origin"));
         assert!(g.check("/hooks/ci", &evil).is_none());
+        #[cfg(feature = "channel-telegram")]
+        assert!(
+            g.check("/telegram", &evil).is_none(),
+            "a registered kind's route"
+        );
         assert!(g
             .check("/api/admin", &hm(&[("host", "evil.example:7878")]))
             .unwrap()

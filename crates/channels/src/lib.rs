@@ -10,7 +10,8 @@
 //! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
 //! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
 //! page and its WebSocket); the last two share one HTTP listener
-//! ([`http`]). Telegram, Discord and Slack build on the same trait.
+//! ([`http`]). Telegram, Discord and Slack build on the same trait, and
+//! each is registered in [`KINDS`] with its `pinch.toml` section.
 
 #[cfg(feature = "channel-cli")]
 pub mod cli_socket;
@@ -20,6 +21,8 @@ pub mod discord;
 pub mod fake;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod kind;
 pub mod peer;
 #[cfg(feature = "platform")]
 pub mod platform;
@@ -37,6 +40,24 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use tokio::sync::oneshot;
+
+#[cfg(feature = "http")]
+pub use kind::{ChannelKind, ChannelSection, Configured};
+
+/// The channel kinds a `pinch.toml` section turns on, in start order
+/// (decision 0036). A new channel is its module (declared above) and one
+/// entry here: the module owns its section, defaults, secrets, floors,
+/// routes and how it is built (its `KIND`); the host reads the section
+/// through this table.
+#[cfg(feature = "http")]
+pub static KINDS: &[ChannelKind] = &[
+    #[cfg(feature = "channel-telegram")]
+    telegram::KIND,
+    #[cfg(feature = "channel-discord")]
+    discord::KIND,
+    #[cfg(feature = "channel-slack")]
+    slack::KIND,
+];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

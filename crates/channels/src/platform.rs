@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::DeliverError;
 
 /// SPEC §9.1: a long-poll or socket silent this long is rebuilt.
-pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
+pub const DEFAULT_STALL: Duration = crate::kind::DEFAULT_STALL;
 /// The longest reconnect wait (SPEC §9.1: min(1 h, 2^n s)).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// A connection up this long counts as healthy: the next failure starts
@@ -174,6 +174,33 @@ pub async fn download_capped(
         out.extend_from_slice(&chunk);
     }
     Ok(Some(out))
+}
+
+/// A platform's body or frame as text. Invalid UTF-8 becomes U+FFFD and
+/// is logged (naming `what`), so one bad byte neither stalls a channel nor
+/// loses the rest of the message (decision 0036).
+pub fn lossy<'a>(what: &str, bytes: &'a [u8]) -> std::borrow::Cow<'a, str> {
+    crate::http::lossy(what, bytes)
+}
+
+/// JSON from a platform's bytes, invalid UTF-8 replaced (see [`lossy`]).
+pub fn json_lossy<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, serde_json::Error> {
+    serde_json::from_str(&lossy(what, bytes))
+}
+
+/// `#[serde(deserialize_with)]` for an optional part of a payload: present
+/// but not of the expected shape reads as absent (platforms add and change
+/// fields; one odd field must not drop the whole message).
+pub fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 /// A `multipart/form-data` body: text fields, then one file.

@@ -358,9 +358,11 @@ async fn receive(
             return err(status, &why);
         }
     };
-    let payload = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-    });
+    // Invalid UTF-8 (signed as sent) becomes U+FFFD, so a JSON body with
+    // one bad byte is still read as JSON.
+    let body = crate::http::lossy(&format!("webhook {name}: the body"), &bytes);
+    let payload = serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(body.into_owned()));
     let message_id = format!("hook-{name}-{delivery}");
     let ev = InboundEvent {
         channel_type: CHANNEL_TYPE.into(),

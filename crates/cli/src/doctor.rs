@@ -55,8 +55,8 @@ pub struct Input {
     /// Where the data dir is (known even when the rest does not resolve).
     pub data_dir: PathBuf,
     pub config: Result<pinch_host::HostConfig, String>,
-    /// The configured chat platforms' secret variables: (section, key, variable).
-    pub channel_envs: Vec<(&'static str, &'static str, String)>,
+    /// The configured chat platforms' secret variables.
+    pub channel_envs: Vec<pinch_channels::kind::SecretEnv>,
 }
 
 pub fn run(input: Input) -> i32 {
@@ -148,21 +148,15 @@ pub fn checks(input: &Input) -> Vec<Check> {
 
 /// Each configured platform's token variable is set (its value is never
 /// read into the output).
-fn channel_checks(envs: &[(&'static str, &'static str, String)]) -> Vec<Check> {
+fn channel_checks(envs: &[pinch_channels::kind::SecretEnv]) -> Vec<Check> {
     envs.iter()
-        .map(|(section, key, var)| {
+        .map(|e| {
+            let (section, key, var) = (e.section, e.key, &e.var);
             let set = std::env::var_os(var).is_some_and(|v| !v.to_string_lossy().trim().is_empty());
             if set {
                 ok("channels", format!("[{section}] {key}: {var} is set"))
             } else {
-                let from = match (*section, *key) {
-                    ("telegram", "token_env") => "the token @BotFather gave you",
-                    ("telegram", _) => "a random secret, e.g. `openssl rand -hex 32`",
-                    ("discord", _) => "the bot token from the Discord developer portal (Bot → Reset Token)",
-                    ("slack", "app_token_env") => "the app-level token xapp-… (Basic Information → App-Level Tokens, scope connections:write)",
-                    _ => "the bot token xoxb-… (OAuth & Permissions)",
-                };
-                fail("channels", format!("[{section}] {key}: {var} is not set, so the {section} channel cannot start"), format!("export {var}=… ({from}), e.g. in pinch.env for the service"))
+                fail("channels", format!("[{section}] {key}: {var} is not set, so the {section} channel cannot start"), format!("export {var}=… ({}), e.g. in pinch.env for the service", e.hint))
             }
         })
         .collect()

@@ -108,13 +108,10 @@ pub(super) fn settings(
     }
     let web = file.web.enabled.unwrap_or(false);
     let metrics = file.http.metrics.unwrap_or(true);
-    let telegram_hook = file
-        .telegram
-        .as_ref()
-        .is_some_and(|t| t.webhook_url.is_some());
+    let channel_routes = super::channels::need_listener(file);
     if !web
         && hooks.is_empty()
-        && !telegram_hook
+        && !channel_routes
         && file.http.listen.is_none()
         && file.http.metrics != Some(true)
     {

@@ -30,7 +30,6 @@ pub use channels::channel_envs;
 pub use env::Env;
 pub use provider::{local_model_path, models_dir};
 
-use channels::{DiscordSection, SlackSection, TelegramSection};
 use env::apply_env;
 use host::HostSection;
 use http::{HttpSection, WebSection, WebhookSection};
@@ -71,12 +70,12 @@ pub struct FileConfig {
     /// `[webhooks.<name>]`: generic webhooks (`POST /hooks/<name>`).
     #[serde(default)]
     pub webhooks: std::collections::BTreeMap<String, WebhookSection>,
-    /// `[telegram]`: the Telegram bot (on when the section is present).
-    pub telegram: Option<TelegramSection>,
-    /// `[discord]`: the Discord bot (on when the section is present).
-    pub discord: Option<DiscordSection>,
-    /// `[slack]`: the Slack app (on when the section is present).
-    pub slack: Option<SlackSection>,
+    /// The chat platforms' sections (`[telegram]`, `[discord]`, `[slack]`):
+    /// every kind registered in [`pinch_channels::KINDS`] whose section is
+    /// present, in registry order. Each channel's module reads its own
+    /// section (set by [`from_table`], not by serde).
+    #[serde(skip)]
+    pub channels: Vec<pinch_channels::Configured>,
 }
 
 /// Flags that override the file (from `pinch host` / `pinch chat`).
@@ -139,7 +138,7 @@ pub fn parse(path: PathBuf, text: Option<&str>, env: &Env) -> Result<FileConfig>
         None => toml::Table::new(),
     };
     let set = apply_env(&mut value, env)?;
-    let mut cfg: FileConfig = toml::Value::Table(value).try_into().with_context(|| {
+    let mut cfg = from_table(value).with_context(|| {
         format!(
             "in the configuration ({} and PINCH__* variables)",
             path.display()
@@ -149,6 +148,33 @@ pub fn parse(path: PathBuf, text: Option<&str>, env: &Env) -> Result<FileConfig>
         path,
         env: set.into_iter().collect(),
     };
+    Ok(cfg)
+}
+
+/// Settings from a table (file and variables merged): the registered
+/// channel sections are taken out and read by their channels, the rest is
+/// read strictly (an unknown key, or a section no channel registered, is
+/// an error naming it).
+pub fn from_table(mut table: toml::Table) -> Result<FileConfig> {
+    let channels = channels::take_sections(&mut table)?;
+    let mut cfg: FileConfig =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let msg = e.to_string();
+                // A top-level unknown key: also name the channel sections, which
+                // serde's list of expected keys no longer includes.
+                if msg.starts_with("unknown field") && !msg.contains("\nin `") {
+                    anyhow::anyhow!(
+                        "{}; or one of the channel sections {}",
+                        msg.trim_end(),
+                        channels::section_names()
+                    )
+                } else {
+                    anyhow::Error::new(e)
+                }
+            })?;
+    cfg.channels = channels;
     Ok(cfg)
 }
 
@@ -219,12 +245,13 @@ pub fn resolve(
 /// the checks that span sections.
 fn problems(f: &FileConfig) -> Vec<String> {
     let o = &f.origin;
+    let channel_floors = channels::floors(f);
     let secs = [
         f.runner.secs(),
         f.host.secs(),
         f.stuck.secs(),
         f.proxy.secs(),
-        channels::stall_secs(f),
+        channels::stall_secs(&channel_floors),
         f.host.delay_secs(),
     ]
     .concat();
@@ -266,7 +293,7 @@ mod tests {
 
     /// Settings from TOML text alone (no variables).
     pub(super) fn file_of(t: &str) -> FileConfig {
-        toml::Value::Table(t.parse().unwrap()).try_into().unwrap()
+        from_table(t.parse().unwrap()).unwrap()
     }
 
     /// An environment of just these variables.

@@ -117,7 +117,7 @@ mod tests {
         let mut t: toml::Table = toml.parse().unwrap();
         let env: super::super::Env = env.iter().copied().collect();
         let set = super::super::env::apply_env(&mut t, &env).unwrap();
-        let mut f: FileConfig = toml::Value::Table(t).try_into().unwrap();
+        let mut f: FileConfig = super::super::from_table(t).unwrap();
         f.origin = Origin {
             path: "/etc/pinch/pinch.toml".into(),
             env: set.into_iter().collect(),

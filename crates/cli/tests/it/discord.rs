@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::platform::{
-    self, daemon, delivered, rows, wait_found, Calls, Drops, Platform, Setup, SHARED_RULES, WAIT,
+    self, daemon, delivered, rows, wait_found, Calls, Drops, Platform, Setup, BAD_UTF8, REPLACED,
+    SHARED_RULES, WAIT,
 };
 use crate::common::*;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -116,6 +117,17 @@ impl Fake {
     }
 }
 
+/// A dispatch on the wire: a text frame, or a binary one with
+/// [`platform::BAD_UTF8`] made invalid UTF-8 (a text frame cannot carry it).
+fn frame(ev: &Value) -> Message {
+    let text = ev.to_string();
+    if text.contains(BAD_UTF8) {
+        Message::Binary(platform::invalid_utf8(text.as_bytes()).into())
+    } else {
+        Message::text(text)
+    }
+}
+
 async fn gateway(
     ws: WebSocketUpgrade,
     axum::extract::State(f): axum::extract::State<Arc<Fake>>,
@@ -167,7 +179,7 @@ async fn session(mut s: WebSocket, f: Arc<Fake>) {
                         let after = v["d"]["seq"].as_u64().unwrap_or(0);
                         let missed: Vec<Value> = f.dispatched.lock().unwrap().iter().filter(|(q, _)| *q > after).map(|(_, e)| e.clone()).collect();
                         for e in missed {
-                            let _ = s.send(Message::text(e.to_string())).await;
+                            let _ = s.send(frame(&e)).await;
                         }
                         let _ = s.send(Message::text(json!({"op": 0, "t": "RESUMED", "s": null, "d": {}}).to_string())).await;
                         ready = true;
@@ -178,7 +190,7 @@ async fn session(mut s: WebSocket, f: Arc<Fake>) {
             e = live.recv() => {
                 let Ok((_, ev)) = e else { continue };
                 if ready && !f.silent.load(Ordering::SeqCst) {
-                    let _ = s.send(Message::text(ev.to_string())).await;
+                    let _ = s.send(frame(&ev)).await;
                 }
             }
             _ = drops.changed() => return,
@@ -608,4 +620,47 @@ fn discord_resumes_a_dropped_gateway_rebuilds_a_silent_one_and_a_killed_host_cat
         );
         assert_eq!(f.replies_to(id), 1, "message {id} answered once");
     }
+}
+
+/// A MESSAGE_CREATE whose content is not valid UTF-8 (a binary gateway
+/// frame with raw bytes): delivered with U+FFFD, logged, and the gateway
+/// goes on (the next message is answered). Before, a binary frame was
+/// dropped without a word.
+#[test]
+fn discord_invalid_utf8_is_replaced_and_the_gateway_goes_on() {
+    let rt = rt();
+    let f = Fake::new();
+    let api = rt.block_on(serve(f.clone()));
+    let s = setup(api);
+    let _d = daemon(&s);
+    ready(&f, &s);
+
+    f.user_message(
+        "dm1",
+        3001,
+        &format!("mojibake caf{BAD_UTF8} ok"),
+        json!({}),
+    );
+    let echo = wait_post(&f, "the echo", |v| {
+        v["content"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("echo:"))
+    });
+    assert!(
+        echo["content"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("caf{REPLACED} ok")),
+        "{echo}"
+    );
+    assert_eq!(rows(&s.data, "3001"), 1);
+    // The barrier, on the same connection.
+    f.user_message("dm1", 3002, "the barrier", json!({}));
+    wait_post(&f, "the barrier's answer", |v| {
+        v["content"] == "hi from the agent"
+    });
+    assert!(
+        s.log().contains("invalid UTF-8"),
+        "the replacement is logged"
+    );
 }

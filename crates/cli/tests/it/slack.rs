@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::platform::{
-    self, daemon, delivered, rows, wait_found, Calls, Drops, Platform, Setup, SHARED_RULES, WAIT,
+    self, daemon, delivered, rows, wait_found, Calls, Drops, Platform, Setup, BAD_UTF8, REPLACED,
+    SHARED_RULES, WAIT,
 };
 use crate::common::*;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -156,7 +157,14 @@ async fn session(mut s: WebSocket, f: Arc<Fake>) {
             out
         };
         for e in due {
-            let _ = s.send(Message::text(e.to_string())).await;
+            // Raw bytes that are not UTF-8 need a binary frame.
+            let text = e.to_string();
+            let m = if text.contains(BAD_UTF8) {
+                Message::Binary(platform::invalid_utf8(text.as_bytes()).into())
+            } else {
+                Message::text(text)
+            };
+            let _ = s.send(m).await;
         }
         let notified = f.new_envelope.notified();
         tokio::select! {
@@ -546,5 +554,48 @@ fn slack_recovers_dropped_and_stalled_sockets_and_a_killed_host_loses_and_repeat
             "message {word} answered once"
         );
     }
+    no_secret_in_log(&s);
+}
+
+/// An envelope whose message text is not valid UTF-8 (a binary Socket Mode
+/// frame with raw bytes): delivered with U+FFFD, acked, logged, and the
+/// socket goes on (the next message is answered). Before, a binary frame
+/// was dropped unacked and Slack would have retried it forever.
+#[test]
+fn slack_invalid_utf8_is_replaced_and_the_socket_goes_on() {
+    let rt = rt();
+    let f = Arc::new(Fake::default());
+    let api = rt.block_on(serve(f.clone()));
+    let s = setup(api);
+    let _d = daemon(&s);
+
+    let env = f.message(
+        "D1",
+        "im",
+        "1700000100.000100",
+        &format!("mojibake caf{BAD_UTF8} ok"),
+        json!({}),
+    );
+    let echo = wait_call(&f, "the echo", "chat.postMessage", |v| {
+        v["text"].as_str().is_some_and(|t| t.contains("mojibake"))
+    });
+    assert!(
+        echo["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("caf{REPLACED} ok")),
+        "{echo}"
+    );
+    wait_found("the envelope acked", || f.acked(&env).then_some(()));
+    assert_eq!(rows(&s.data, "D1-1700000100.000100"), 1);
+    // The barrier.
+    f.message("D1", "im", "1700000101.000100", "the barrier", json!({}));
+    wait_found("the barrier's echo", || {
+        (f.echoes("the barrier") > 0).then_some(())
+    });
+    assert!(
+        s.log().contains("invalid UTF-8"),
+        "the replacement is logged"
+    );
     no_secret_in_log(&s);
 }

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::platform::{
-    self, daemon, delivered, rows, wait_found, Calls, Platform, Setup, SHARED_RULES, WAIT,
+    self, daemon, delivered, rows, wait_found, Calls, Platform, Setup, BAD_UTF8, REPLACED,
+    SHARED_RULES, WAIT,
 };
 use crate::common::*;
 use serde_json::{json, Value};
@@ -181,8 +182,19 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
             b"the secret word is plum".to_vec(),
         )
     }
+    /// Every answer as bytes, with [`platform::BAD_UTF8`] made invalid UTF-8.
+    async fn api_raw(
+        state: State<Arc<Fake>>,
+        path: P<(String, String)>,
+        h: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> ([(&'static str, &'static str); 1], Vec<u8>) {
+        let axum::Json(v) = api(state, path, h, body).await;
+        let wire = platform::invalid_utf8(&serde_json::to_vec(&v).unwrap());
+        ([("content-type", "application/json")], wire)
+    }
     let app = axum::Router::new()
-        .route("/{bot}/{method}", axum::routing::post(api))
+        .route("/{bot}/{method}", axum::routing::post(api_raw))
         .route("/file/{bot}/{*path}", axum::routing::get(file))
         .with_state(fake);
     platform::serve(app).await
@@ -536,5 +548,76 @@ fn telegram_webhook_mode_checks_the_secret_and_answers_after_the_commit() {
     assert_eq!(post(Some(HOOK_SECRET), &u), 200, "a redelivery is fine");
     assert_eq!(rows(&s.data, &format!("{DM}.1")), 1, "and stored once");
     wait_for("the reply", WAIT, || fake.replies_to(1) == 1);
+
+    // Raw bytes that are not UTF-8 in the update: stored with U+FFFD and
+    // answered 200 (not 400, which Telegram would retry forever).
+    let mut u = fake.message(DM, "private", 2, DM, &format!("mojibake caf{BAD_UTF8} ok"));
+    u["update_id"] = 2.into();
+    let raw = platform::invalid_utf8(u.to_string().as_bytes());
+    let st = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/telegram"))
+            .header("x-telegram-bot-api-secret-token", HOOK_SECRET)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(st, 200);
+    assert_eq!(rows(&s.data, &format!("{DM}.2")), 1);
+    let echo = wait_call(&fake, "the echo", "sendMessage", |v| {
+        v["text"].as_str().is_some_and(|t| t.starts_with("echo:"))
+    });
+    assert!(
+        echo["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("caf{REPLACED} ok")),
+        "{echo}"
+    );
+    // The barrier.
+    let mut u = fake.message(DM, "private", 3, DM, "the barrier");
+    u["update_id"] = 3.into();
+    assert_eq!(post(Some(HOOK_SECRET), &u), 200);
+    wait_for("the barrier's reply", WAIT, || fake.replies_to(3) == 1);
+    log_has_no_token(&s);
+}
+
+/// A message whose text is not valid UTF-8 on the wire (raw bytes in the
+/// `getUpdates` answer): delivered with U+FFFD, logged, and the poll goes
+/// on (the next message is answered; before, the unreadable batch was
+/// fetched again forever and nothing after it arrived).
+#[test]
+fn telegram_invalid_utf8_is_replaced_and_the_poll_goes_on() {
+    let rt = rt();
+    let fake = Arc::new(Fake::default());
+    let api = rt.block_on(serve(fake.clone()));
+    let s = setup(api);
+    let _d = daemon(&s);
+
+    fake.push(fake.message(DM, "private", 1, DM, &format!("mojibake caf{BAD_UTF8} ok")));
+    let echo = wait_call(&fake, "the echo", "sendMessage", |v| {
+        v["text"].as_str().is_some_and(|t| t.starts_with("echo:"))
+    });
+    assert!(
+        echo["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("caf{REPLACED} ok")),
+        "{echo}"
+    );
+    assert_eq!(rows(&s.data, &format!("{DM}.1")), 1);
+    // The barrier: the next message goes through.
+    fake.push(fake.message(DM, "private", 2, DM, "the barrier"));
+    wait_call(&fake, "the barrier's answer", "sendMessage", |v| {
+        v["text"] == "hi from the agent"
+    });
+    assert!(
+        s.log().contains("invalid UTF-8"),
+        "the replacement is logged"
+    );
     log_has_no_token(&s);
 }

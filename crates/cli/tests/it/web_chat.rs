@@ -678,6 +678,65 @@ impl Tab {
     }
 }
 
+/// A frame whose text is not valid UTF-8 (a WebSocket text frame must be
+/// UTF-8, so raw bytes come as a binary frame): the message is delivered
+/// with U+FFFD and answered, the replacement logged, and the same socket
+/// carries the next message.
+#[test]
+fn a_frame_with_invalid_utf8_is_replaced_and_the_socket_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = web_host(tmp.path());
+    let data = cfg.data_dir.clone();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let addr = host.http_addr.unwrap();
+    let token = pinch_host::web_token(&data).unwrap();
+    rt.block_on(async {
+        let mut tab = Tab::open(addr, &token, "tester").await;
+        let frame = json!({"type": "message", "text": "mojibake caf<bad> ok", "client_id": "u1"})
+            .to_string()
+            .replace("<bad>", "\u{1}");
+        let mut bytes = frame.into_bytes();
+        // The placeholder byte becomes a lone 0xFF and a cut-short sequence.
+        let at = bytes.iter().position(|b| *b == 1).expect("the placeholder");
+        bytes.splice(at..=at, [0xFF, 0xC3]);
+        assert!(std::str::from_utf8(&bytes).is_err());
+        tab.ws.send(Message::Binary(bytes.into())).await.unwrap();
+        let a = tab
+            .until("the acceptance", |v| v["client_id"] == "u1")
+            .await;
+        assert_eq!(a["type"], "accepted", "{a}");
+        let reply = tab
+            .until("the echo", |v| {
+                v["type"] == "message" && v["text"].as_str().is_some_and(|t| t.contains("mojibake"))
+            })
+            .await;
+        assert!(
+            reply["text"]
+                .as_str()
+                .unwrap()
+                .contains("caf\u{FFFD}\u{FFFD} ok"),
+            "{reply}"
+        );
+        // The barrier, on the same socket.
+        tab.send(json!({"type": "message", "text": "the barrier", "client_id": "u2"}))
+            .await;
+        let r = tab
+            .until("the barrier's answer", |v| {
+                v["type"] == "message"
+                    && v["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("the barrier"))
+            })
+            .await;
+        assert!(
+            r["text"].as_str().unwrap().starts_with("Hello from pinch!"),
+            "{r}"
+        );
+    });
+    rt.block_on(host.shutdown()).unwrap();
+}
+
 #[test]
 fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
     let tmp = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::common::platform::{self, Platform, WAIT};
+use crate::common::platform::{self, Platform, BAD_UTF8, REPLACED, WAIT};
 use crate::common::*;
 
 const SECRET: &str = "0123456789abcdef-test-secret";
@@ -489,4 +489,60 @@ fn a_config_without_a_secret_is_refused_with_the_fix() {
         err.contains("[webhooks.ci]") && err.contains("secret_env"),
         "{err}"
     );
+}
+
+/// A signed JSON body with bytes that are not UTF-8 in one of its strings:
+/// stored with U+FFFD as JSON (not as one opaque string), answered, the
+/// replacement logged; the next POST goes through as usual.
+#[test]
+fn a_body_with_invalid_utf8_is_stored_with_replacement_and_the_next_goes_through() {
+    let rt = rt();
+    let cb = Arc::new(Callback {
+        status: AtomicU16::new(200),
+        ..Default::default()
+    });
+    let cb_addr = rt.block_on(callback_server(cb.clone()));
+    let s = setup(cb_addr);
+    let _d = daemon(&s);
+    let body = platform::invalid_utf8(
+        format!(r#"{{"job":"nightly","note":"caf{BAD_UTF8} ok"}}"#).as_bytes(),
+    );
+    assert!(std::str::from_utf8(&body).is_err());
+    let (st, msg) = rt.block_on(post(s.port, "ci", &body, &signed(&body, "u-1")));
+    assert_eq!(st, 200, "{msg}");
+    let content = stored_content(&s.data, "u-1").expect("the row");
+    let v: serde_json::Value = serde_json::from_str(&content).unwrap();
+    assert!(
+        v.to_string()
+            .contains(&format!(r#""note":"caf{REPLACED} ok""#)),
+        "the payload is JSON with U+FFFD: {content}"
+    );
+    wait_for("the reply", WAIT, || !replies_to(&cb, "u-1").is_empty());
+    // The barrier.
+    let next = br#"{"job":"nightly","note":"fine"}"#;
+    let (st, msg) = rt.block_on(post(s.port, "ci", next, &signed(next, "u-2")));
+    assert_eq!(st, 200, "{msg}");
+    wait_for("the barrier's reply", WAIT, || {
+        !replies_to(&cb, "u-2").is_empty()
+    });
+    assert!(
+        s.log().contains("invalid UTF-8"),
+        "the replacement is logged"
+    );
+}
+
+/// The stored content of a delivery's row (any session of `main`).
+fn stored_content(data: &Path, delivery: &str) -> Option<String> {
+    std::fs::read_dir(data.join("sessions/main"))
+        .into_iter()
+        .flatten()
+        .find_map(|d| {
+            inbound(&d.unwrap().path())
+                .query_row(
+                    "SELECT content FROM messages_in WHERE id = ?1",
+                    [format!("hook-ci-{delivery}:main")],
+                    |r| r.get::<_, String>(0),
+                )
+                .ok()
+        })
 }

@@ -77,7 +77,36 @@ args = { path = "report.txt", text = "here it is" }
 [[rule]]
 after_tool = "send_file"
 reply = "report sent"
+
+[[rule]]
+contains = "mojibake"
+reply = "echo: {text}"
 "#;
+
+/// Where a fake platform puts bytes that are not UTF-8 on the wire: every
+/// occurrence in a body or frame it sends is replaced by [`invalid_utf8`].
+pub const BAD_UTF8: &str = "<bad-utf8>";
+
+/// What U+FFFD replacement makes of [`BAD_UTF8`]'s bytes (a lone 0xFF,
+/// then a two-byte sequence cut short).
+pub const REPLACED: &str = "\u{FFFD}\u{FFFD}";
+
+/// `wire` with every [`BAD_UTF8`] replaced by bytes that are not UTF-8.
+pub fn invalid_utf8(wire: &[u8]) -> Vec<u8> {
+    let marker = BAD_UTF8.as_bytes();
+    let mut out = Vec::with_capacity(wire.len());
+    let mut i = 0;
+    while i < wire.len() {
+        if wire[i..].starts_with(marker) {
+            out.extend_from_slice(&[0xFF, 0xC3]);
+            i += marker.len();
+        } else {
+            out.push(wire[i]);
+            i += 1;
+        }
+    }
+    out
+}
 
 /// One platform's test world.
 pub struct Platform<'a> {

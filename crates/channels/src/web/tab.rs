@@ -1,0 +1,240 @@
+//! One browser tab's websocket: the hello and history frames, the live
+//! frames the channel pushes to it, and what the tab sends (messages with
+//! their uploads, button clicks).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{random_id, WebChannel, CHANNEL_TYPE, HISTORY};
+use crate::{
+    Ack, AckOutcome, Address, ChannelEvent, Click, HistoryItem, InboundAttachment, InboundEvent,
+    MAX_ATTACHMENT,
+};
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Message {
+        #[serde(default)]
+        text: String,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        attachments: Vec<ClientAttachment>,
+    },
+    Click {
+        callback: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct ClientAttachment {
+    upload: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    size: u64,
+}
+
+pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let me = ch.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let hello = serde_json::json!({"type": "hello", "user": user}).to_string();
+    if socket.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    // Registered before the history is asked for, so nothing delivered
+    // from now on finds no browser (an approval card is sent once: one that
+    // found none was lost, issue 16). What was delivered between the two is
+    // in the history and queued live; the live copy is skipped below.
+    ch.clients
+        .lock()
+        .unwrap()
+        .entry(user.clone())
+        .or_default()
+        .push((me, tx.clone()));
+    let (reply, got) = tokio::sync::oneshot::channel::<Vec<HistoryItem>>();
+    let to = Address {
+        channel_type: CHANNEL_TYPE.into(),
+        platform_id: user.clone(),
+        thread_id: None,
+    };
+    let items = match ch
+        .events
+        .send(ChannelEvent::History {
+            to,
+            limit: HISTORY,
+            reply,
+        })
+        .await
+    {
+        Ok(()) => tokio::time::timeout(Duration::from_secs(10), got)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut in_history: std::collections::HashSet<String> =
+        items.iter().map(|i| i.id.clone()).collect();
+    let frame = serde_json::json!({"type": "history", "items": items}).to_string();
+    if socket.send(Message::Text(frame.into())).await.is_err() {
+        unregister(&ch, &user, me);
+        return;
+    }
+    let _ = ch
+        .events
+        .send(ChannelEvent::Available {
+            channel_type: CHANNEL_TYPE.into(),
+        })
+        .await;
+    loop {
+        tokio::select! {
+            m = socket.recv() => {
+                let Some(Ok(m)) = m else { break };
+                let t = match m {
+                    Message::Text(t) => t.to_string(),
+                    Message::Binary(b) => crate::http::lossy("web chat: a frame", &b).into_owned(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                match serde_json::from_str::<ClientFrame>(&t) {
+                    Ok(f) => {
+                        let ch = ch.clone();
+                        let user = user.clone();
+                        let tx = tx.clone();
+                        // Each message waits for its commit on its own, so
+                        // the socket keeps reading (and clicks get through).
+                        tokio::spawn(async move { handle(&ch, &user, f, &tx).await });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(serde_json::json!({"type": "rejected", "reason": format!("bad frame: {e}")}).to_string());
+                    }
+                }
+            }
+            Some(line) = rx.recv() => {
+                if !in_history.is_empty() && shown_in_history(&line, &mut in_history) {
+                    continue;
+                }
+                if socket.send(Message::Text(line.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    unregister(&ch, &user, me);
+}
+
+/// Takes tab `me` of `user` off the list of connected browsers.
+fn unregister(ch: &WebChannel, user: &str, me: u64) {
+    let mut clients = ch.clients.lock().unwrap();
+    if let Some(tabs) = clients.get_mut(user) {
+        tabs.retain(|(id, _)| *id != me);
+        if tabs.is_empty() {
+            clients.remove(user);
+        }
+    }
+}
+
+/// Whether a live frame is a message the tab already got in its history
+/// (delivered while the history was read); each id is skipped once.
+fn shown_in_history(line: &str, ids: &mut std::collections::HashSet<String>) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    v["type"] == "message" && v["id"].as_str().is_some_and(|id| ids.remove(id))
+}
+
+async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::UnboundedSender<String>) {
+    match f {
+        ClientFrame::Click { callback } => {
+            let c = Click {
+                channel_type: CHANNEL_TYPE.into(),
+                platform_id: user.to_owned(),
+                thread_id: None,
+                user_id: user.to_owned(),
+                callback,
+            };
+            let _ = ch.events.send(ChannelEvent::Click(c)).await;
+        }
+        ClientFrame::Message {
+            text,
+            client_id,
+            attachments,
+        } => {
+            let mut files = Vec::new();
+            for a in attachments {
+                match a.upload {
+                    Some(id) => {
+                        let mut ups = ch.uploads.lock().unwrap();
+                        if let Some(i) = ups
+                            .iter()
+                            .position(|(u, owner, _)| *u == id && owner == user)
+                        {
+                            files.push(ups.remove(i).2);
+                        }
+                    }
+                    // Not uploaded (too large): the host notes it in the text.
+                    None => files.push(InboundAttachment {
+                        name: a.name.unwrap_or_else(|| "file".into()),
+                        mime: None,
+                        size: a.size.max(MAX_ATTACHMENT + 1),
+                        data: None,
+                    }),
+                }
+            }
+            let cid: Option<String> = client_id.map(|c| {
+                c.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .take(64)
+                    .collect()
+            });
+            // The client's id makes a resent message the same message.
+            let message_id = match cid.as_deref() {
+                Some(c) if !c.is_empty() => format!("web-{user}-{c}"),
+                _ => format!("web-{}", random_id()),
+            };
+            let ev = InboundEvent {
+                channel_type: CHANNEL_TYPE.into(),
+                platform_id: user.to_owned(),
+                thread_id: None,
+                message_id: message_id.clone(),
+                sender_id: user.to_owned(),
+                sender_name: Some(user.to_owned()),
+                text,
+                is_mention: true,
+                is_group: false,
+                attachments: files,
+                webhook: None,
+            };
+            let (ack, rx) = Ack::new();
+            if ch
+                .events
+                .send(ChannelEvent::Message(ev, ack))
+                .await
+                .is_err()
+            {
+                let _ = tx.send(serde_json::json!({"type": "rejected", "client_id": cid, "reason": "pinch is shutting down"}).to_string());
+                return;
+            }
+            let frame = match rx.await {
+                Ok(AckOutcome::Stored { routed, note }) if routed > 0 || note.is_none() => {
+                    serde_json::json!({"type": "accepted", "client_id": cid, "id": message_id})
+                }
+                Ok(AckOutcome::Stored { note, .. }) => {
+                    serde_json::json!({"type": "rejected", "client_id": cid, "reason": note})
+                }
+                Ok(AckOutcome::Failed(why)) => {
+                    serde_json::json!({"type": "rejected", "client_id": cid, "reason": why})
+                }
+                Err(_) => {
+                    serde_json::json!({"type": "rejected", "client_id": cid, "reason": "the host dropped the message"})
+                }
+            };
+            let _ = tx.send(frame.to_string());
+        }
+    }
+}
