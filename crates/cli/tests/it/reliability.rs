@@ -142,12 +142,26 @@ fn r2_attempt() -> Result<(), &'static str> {
     // too (and recover the file, issue 15) if they came first: the torn
     // read under test is the runner's.
     cfg.delivery_poll = Duration::from_secs(3600);
+    cfg.runner.heartbeat_ms = 200;
     let data = cfg.data_dir.clone();
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
     assert_eq!(c.ask("warm").len(), 1);
     let dir = rt.block_on(host.sessions()).remove(0).dir;
+    // The answer is settled before the delivery pass that sent it has
+    // finished with inbound.db (and the runner's last commit of the turn
+    // starts another): damage made now is found by the host first. A
+    // heartbeat written after the answer means the runner is idle and those
+    // passes are over.
+    let beat = dir.join("out/heartbeat");
+    let mtime = || std::fs::metadata(&beat).and_then(|m| m.modified()).ok();
+    let before = mtime();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mtime() == before {
+        assert!(Instant::now() < deadline, "no heartbeat after the answer");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let db = dir.join("in/inbound.db");
     let good = std::fs::read(&db).unwrap();
     let mut bad = good.clone();
