@@ -220,7 +220,9 @@ fn registration_card_wrong_clicker_refused_owner_connects_and_message_is_answere
         &w.chat,
         msg("chat", "grp1", "m2", "alice", "@pinch hello?", true, true),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The decision is made before the ack: a second request would be a
+    // second approval row by now (no wait needed, nothing left to race).
+    assert_eq!(w.count("SELECT count(*) FROM pending_approvals", &[]), 1);
     assert_eq!(
         w.chat.sent().iter().filter(|s| is_card(s)).count(),
         1,
@@ -297,7 +299,8 @@ fn unknown_sender_gets_one_card_allow_replays_deny_remembers() {
         &w.chat,
         msg("chat", "grp", "b2", "bob", "@pinch again", true, true),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Decided before the ack: a second request would be a row by now.
+    assert_eq!(w.count("SELECT count(*) FROM pending_approvals", &[]), 1);
     assert_eq!(
         w.chat.sent().iter().filter(|s| is_card(s)).count(),
         1,
@@ -338,7 +341,14 @@ fn unknown_sender_gets_one_card_allow_replays_deny_remembers() {
         &w.chat,
         msg("chat", "grp", "c2", "carol", "@pinch please", true, true),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Decided before the ack: a new request would be a row by now.
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM pending_approvals WHERE title LIKE '%chat:carol%'",
+            &[]
+        ),
+        1
+    );
     assert_eq!(
         w.chat
             .sent()
@@ -368,7 +378,8 @@ fn strict_policy_drops_and_audits_without_asking() {
         matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("not allowed")),
         "{out:?}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Decided before the ack: no approval was asked for.
+    assert_eq!(w.count("SELECT count(*) FROM pending_approvals", &[]), 0);
     assert!(w.chat.sent().iter().all(|s| !is_card(s)));
     assert_eq!(w.count("SELECT count(*) FROM dropped_messages WHERE reason = 'unknown_sender' AND user_id = 'chat:dave'", &[]), 1);
     w.shutdown();
