@@ -1,5 +1,5 @@
 //! `pinch`: the one binary. `pinch chat` (start here), `pinch host` (the
-//! daemon), `pinch bench` (the TARGETS.md figures), and the hidden
+//! daemon), `pinch bench` (the docs/targets.md figures), and the hidden
 //! `pinch runner` that sandboxes start. One binary so host and runner can
 //! never differ in version.
 
@@ -86,7 +86,7 @@ enum Command {
     Service(service::ServiceArgs),
     /// The offline model: `pinch model fetch` (download SmolLM2), `pinch model path`, `pinch model list`.
     Model(model::ModelArgs),
-    /// Measure the TARGETS.md figures on this machine (`pinch bench chaos` for R3/R4).
+    /// Measure the docs/targets.md figures on this machine (`pinch bench chaos` for R3/R4).
     Bench(BenchCmd),
     /// Run a session's agent (started by the host inside a sandbox).
     #[command(hide = true, args_conflicts_with_subcommands = true)]

@@ -1,4 +1,4 @@
-//! `pinch bench`: the TARGETS.md figures, measured on this machine.
+//! `pinch bench`: the docs/targets.md figures, measured on this machine.
 //!
 //! Every figure runs against a real host (the code `pinch host` runs, or the
 //! `pinch host` binary itself for P6) in a fresh temporary data dir, with the
@@ -69,7 +69,7 @@ const P6_SESSIONS: usize = 50;
 const P6_IDLE: Duration = Duration::from_secs(2);
 const P7_IDLE: Duration = Duration::from_secs(1);
 
-/// A TARGETS.md figure.
+/// A docs/targets.md figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Fig {
     P1,

@@ -164,7 +164,7 @@ fn baseline_meaning(fig: Fig, what: &str) -> String {
     match fig {
         Fig::P1 => "one SQLite commit of such a row into an inbound.db of its own, plus a fresh read-only connection reading it back".into(),
         Fig::P2 => "P1 on the same host (the claim is the part of a reply the runner loop owns)".into(),
-        Fig::P3 => format!("{what}: spawning and reaping the bare sandbox, same flags as TARGETS.md"),
+        Fig::P3 => format!("{what}: spawning and reaping the bare sandbox, same flags as docs/targets.md"),
         Fig::P4 => "the same number of one-row commits (the messages_in insert alone) into 100 inbound.db files with the protocol's pragmas, connections kept open, one thread".into(),
         _ => what.into(),
     }

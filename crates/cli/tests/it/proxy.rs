@@ -1,5 +1,5 @@
 //! The credential proxy, attacked and used from inside a real bwrap sandbox
-//! (TARGETS.md S2, S3): the only way out is the session's proxy socket; a
+//! (docs/targets.md S2, S3): the only way out is the session's proxy socket; a
 //! model API route reaches its upstream with the host's key injected and
 //! the sandbox's own credential stripped; anything else is refused; the key
 //! is nowhere the agent can see.

@@ -1,4 +1,4 @@
-//! The fault-injection suite (TARGETS.md R1, R2, R5–R7 and bad input):
+//! The fault-injection suite (docs/targets.md R1, R2, R5–R7 and bad input):
 //! real processes, real files; every case ends by checking nothing was lost.
 
 use std::io::Write;

@@ -1,5 +1,5 @@
 //! The sandbox, attacked from inside with a shell in exactly the runner's
-//! mount table and limits (TARGETS.md S1–S5, issue 8), for every backend
+//! mount table and limits (docs/targets.md S1–S5, issue 8), for every backend
 //! available here: bubblewrap always (CI requires it), Docker when its
 //! daemon answers (CI starts one and sets PINCH_TEST_REQUIRE_DOCKER=1).
 
