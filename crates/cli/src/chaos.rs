@@ -117,6 +117,13 @@ pub struct Report {
     pub sandbox: String,
     pub runner_kills: usize,
     pub host_kills: usize,
+    /// The kills the schedule asked for (`--runner-kills`,
+    /// `--host-kills`); a runner kill that found no runner is not made.
+    pub runner_kills_scheduled: usize,
+    pub host_kills_scheduled: usize,
+    /// The wait for answers ended at its deadline with messages still
+    /// unanswered or unaccounted for (they are counted as lost).
+    pub deadline_hit: bool,
     pub sent: usize,
     pub accepted: usize,
     pub unconfirmed: usize,
@@ -276,6 +283,7 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     // Let everything accepted be answered (retries back off, runners
     // respawn; with the defaults the backoff reaches 120 s).
     let deadline = Instant::now() + Duration::from_secs(if args.defaults { 400 } else { 90 });
+    let mut deadline_hit = false;
     loop {
         if args.defaults {
             resumed += resume_quarantined(&data);
@@ -289,7 +297,11 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         let all_sent = s.sent >= args.messages
             && s.accepted.len() + s.unconfirmed.len() + s.rejected.len() >= s.sent;
         drop(s);
-        if (pending == 0 && all_sent) || Instant::now() > deadline {
+        if pending == 0 && all_sent {
+            break;
+        }
+        if Instant::now() > deadline {
+            deadline_hit = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -325,6 +337,9 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         sandbox: args.sandbox.clone(),
         runner_kills: rk,
         host_kills: hk,
+        runner_kills_scheduled: args.runner_kills,
+        host_kills_scheduled: args.host_kills,
+        deadline_hit,
         sent: s.sent,
         accepted: s.accepted.len(),
         unconfirmed: s.unconfirmed.len(),
@@ -365,8 +380,12 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             }
         );
         println!(
-            "  kills: {} runner, {} host (SIGKILL), {} of them while nothing was being sent",
-            report.runner_kills, report.host_kills, report.kills_in_quiet
+            "  kills: {} runner ({} scheduled; the rest found no runner), {} host ({} scheduled) (SIGKILL), {} of them while nothing was being sent",
+            report.runner_kills,
+            report.runner_kills_scheduled,
+            report.host_kills,
+            report.host_kills_scheduled,
+            report.kills_in_quiet
         );
         println!(
             "  messages: {} sent, {} accepted, {} answered, {} LOST",
@@ -391,6 +410,11 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             report.duplicates_redelivered, report.duplicates_reanswered
         );
         println!("  took {:.1} s", report.seconds);
+        if report.deadline_hit {
+            println!(
+                "  DEADLINE HIT: the wait for answers ended with messages unanswered or unaccounted for (counted as lost above)"
+            );
+        }
     }
     Ok(if report.lost == 0 { 0 } else { 1 })
 }
