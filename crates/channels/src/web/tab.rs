@@ -85,6 +85,20 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
         unregister(&ch, &user, me);
         return;
     }
+    // A reply is pushed to the tabs before the ledger records it, and the
+    // history lists only recorded replies, so every live copy of a history
+    // item is already queued here: send what is queued minus those, and
+    // later frames go out without being parsed.
+    while let Ok(line) = rx.try_recv() {
+        if shown_in_history(&line, &mut in_history) {
+            continue;
+        }
+        if socket.send(Message::Text(line.into())).await.is_err() {
+            unregister(&ch, &user, me);
+            return;
+        }
+    }
+    drop(in_history);
     let _ = ch
         .events
         .send(ChannelEvent::Available {
@@ -116,9 +130,6 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
                 }
             }
             Some(line) = rx.recv() => {
-                if !in_history.is_empty() && shown_in_history(&line, &mut in_history) {
-                    continue;
-                }
                 if socket.send(Message::Text(line.into())).await.is_err() {
                     break;
                 }

@@ -58,16 +58,13 @@ impl<'de> Deserialize<'de> for SandboxSection {
         for (k, v) in table {
             let field = |e: toml::de::Error| D::Error::custom(format!("sandbox.{k}: {e}"));
             match k.as_str() {
-                "backend" => out.backend = Some(v.clone().try_into().map_err(field)?),
-                "disk_mb" => out.disk_mb = Some(v.clone().try_into().map_err(field)?),
-                "cgroup" => out.cgroup = Some(v.clone().try_into().map_err(field)?),
-                "mount_allowlist" => {
-                    out.mount_allowlist = Some(v.clone().try_into().map_err(field)?)
-                }
+                "backend" => out.backend = Some(v.try_into().map_err(field)?),
+                "disk_mb" => out.disk_mb = Some(v.try_into().map_err(field)?),
+                "cgroup" => out.cgroup = Some(v.try_into().map_err(field)?),
+                "mount_allowlist" => out.mount_allowlist = Some(v.try_into().map_err(field)?),
                 _ => match SETTINGS.iter().find(|s| s.key == k) {
                     Some(s) => {
-                        out.limits
-                            .insert(s.key, v.clone().try_into().map_err(field)?);
+                        out.limits.insert(s.key, v.try_into().map_err(field)?);
                     }
                     None => return Err(D::Error::unknown_field(&k, KEYS.as_slice())),
                 },

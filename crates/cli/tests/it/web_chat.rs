@@ -737,6 +737,87 @@ fn a_frame_with_invalid_utf8_is_replaced_and_the_socket_goes_on() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
+/// A reply delivered while a new tab's history is being read reaches that
+/// tab once: in the history (the ledger recorded it) and not again live,
+/// while a reply not in the history still arrives live, and replies after
+/// the history go straight through. The adapter runs on its own listener;
+/// the test answers its events as the host would, so the race is made on
+/// purpose rather than hoped for.
+#[test]
+fn a_reply_delivered_while_the_history_is_read_reaches_a_new_tab_once() {
+    use pinch_channels::{Address, Channel, ChannelEvent, HistoryItem, Outgoing};
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let (tx, mut events) = tokio::sync::mpsc::channel::<ChannelEvent>(16);
+        let token = "t".repeat(43);
+        let auth = pinch_channels::http::WebAuth::new(token.clone());
+        let web =
+            pinch_channels::web::WebChannel::new(auth, tmp.path().join("web"), "tester".into(), tx)
+                .unwrap();
+        let listener = pinch_channels::http::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = pinch_channels::http::serve(listener, web.router(), Vec::new()).unwrap();
+        let to = Address {
+            channel_type: pinch_channels::web::CHANNEL_TYPE.into(),
+            platform_id: "tester".into(),
+            thread_id: None,
+        };
+        let reply = |id: &str| Outgoing {
+            id: id.into(),
+            text: format!("reply {id}"),
+            in_reply_to: None,
+            buttons: Vec::new(),
+            files: Vec::new(),
+        };
+        let mut tab = Tab {
+            ws: crate::common::web_socket(addr, &token, "tester").await,
+        };
+        assert_eq!(tab.next().await["type"], "hello");
+        // The tab asks for its history; while it is read, two replies are
+        // delivered: `in-both` is recorded before the read (so it is in the
+        // history too), `after-read` is not.
+        let Some(ChannelEvent::History { reply: answer, .. }) = events.recv().await else {
+            panic!("the tab asks for its history");
+        };
+        web.deliver(&to, &reply("in-both"))
+            .await
+            .expect("the tab is registered");
+        web.deliver(&to, &reply("after-read")).await.unwrap();
+        let item = HistoryItem {
+            id: "in-both".into(),
+            from: "agent".into(),
+            sender: None,
+            text: "reply in-both".into(),
+            at: "2026-12-05 06:00:00".into(),
+            files: Vec::new(),
+        };
+        answer.send(vec![item]).unwrap();
+        let h = tab.next().await;
+        assert_eq!(h["type"], "history", "{h}");
+        assert_eq!(h["items"][0]["id"], "in-both", "{h}");
+        let live = tab.next().await;
+        assert_eq!(
+            live["id"], "after-read",
+            "the reply missing from the history comes live: {live}"
+        );
+        web.deliver(&to, &reply("later")).await.unwrap();
+        // A delivery of an id the history showed, after the history: a new
+        // delivery (an edit or a resend), so it goes through.
+        web.deliver(&to, &reply("in-both")).await.unwrap();
+        let ids =
+            [tab.next().await, tab.next().await].map(|v| v["id"].as_str().unwrap().to_owned());
+        assert_eq!(
+            ids,
+            ["later", "in-both"],
+            "frames after the history go straight through"
+        );
+        server.stop(Duration::from_secs(5)).await;
+    });
+}
+
 #[test]
 fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
     let tmp = tempfile::tempdir().unwrap();

@@ -34,12 +34,14 @@ use tokio::sync::{watch, Notify};
 use crate::ledger::Ledger;
 use crate::paths::SessionDir;
 
+mod acks;
 mod backoff;
 mod grants;
 mod inbound;
 mod outcome;
 mod pass;
 mod render;
+mod send;
 
 use backoff::Failing;
 use inbound::inbound_is_suspect;

@@ -23,9 +23,10 @@ impl Host {
         self.stats
             .exits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::metrics::METRICS.exit(code, signal);
-        // bwrap and docker report a runner killed by a signal as 128 + n.
+        // bwrap and docker report a runner killed by a signal as 128 + n:
+        // counted as the signal, as the host classifies it.
         let (code, signal) = exit::unwrap_status(code, signal, self.sandbox.kind().isolated());
+        crate::metrics::METRICS.exit(code, signal);
         let shutting_down = self.shutting_down;
         let Some(s) = self.sessions.get_mut(id) else {
             return;
