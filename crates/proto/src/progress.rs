@@ -10,25 +10,39 @@ use rusqlite::{params, Connection, Transaction};
 
 use crate::ProtoError;
 
-/// A claim's turn starts: the row becomes this runner's, with no tool in
-/// flight, the turn started and progress made `now`. In the claim's
-/// transaction.
-pub fn begin_turn(tx: &Transaction<'_>, runner_id: &str, now: &str) -> Result<(), ProtoError> {
+/// A claim's turn starts: the row becomes this runner's, the turn started
+/// and progress made `now`, with `in_flight` (a name and declared timeout,
+/// e.g. the model call the turn begins with) or nothing in flight. In the
+/// claim's transaction.
+pub fn begin_turn(
+    tx: &Transaction<'_>,
+    runner_id: &str,
+    now: &str,
+    in_flight: Option<(&str, i64)>,
+) -> Result<(), ProtoError> {
+    let (name, timeout_ms, started) = match in_flight {
+        Some((n, ms)) => (Some(n), Some(ms), Some(now)),
+        None => (None, None, None),
+    };
     tx.execute(
-        "INSERT INTO container_state (id, runner_id, turn_started_at, last_progress_at, updated_at) VALUES (1, ?1, ?2, ?2, ?2)
-         ON CONFLICT(id) DO UPDATE SET runner_id=excluded.runner_id, current_tool=NULL, tool_declared_timeout_ms=NULL,
-           tool_started_at=NULL, turn_started_at=excluded.turn_started_at, last_progress_at=excluded.last_progress_at,
+        "INSERT INTO container_state (id, runner_id, current_tool, tool_declared_timeout_ms, tool_started_at,
+           turn_started_at, last_progress_at, updated_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?5, ?5)
+         ON CONFLICT(id) DO UPDATE SET runner_id=excluded.runner_id, current_tool=excluded.current_tool,
+           tool_declared_timeout_ms=excluded.tool_declared_timeout_ms, tool_started_at=excluded.tool_started_at,
+           turn_started_at=excluded.turn_started_at, last_progress_at=excluded.last_progress_at,
            updated_at=excluded.updated_at",
-        [runner_id, now],
+        params![runner_id, name, timeout_ms, started, now],
     )
     .map_err(ProtoError::sqlite("writing container state"))?;
     Ok(())
 }
 
-/// The turn is over (in the transaction that commits its outcome).
+/// The turn is over (in the transaction that commits its outcome); nothing
+/// of it is in flight any more.
 pub fn end_turn(tx: &Transaction<'_>, runner_id: &str, now: &str) -> Result<(), ProtoError> {
     tx.execute(
-        "UPDATE container_state SET turn_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
+        "UPDATE container_state SET turn_started_at = NULL, current_tool = NULL, tool_declared_timeout_ms = NULL,
+           tool_started_at = NULL, last_progress_at = ?1, updated_at = ?1 WHERE id = 1 AND runner_id = ?2",
         [now, runner_id],
     )
     .map_err(ProtoError::sqlite("writing container state"))?;

@@ -234,6 +234,17 @@ pub struct Timings {
     /// with what text there is.
     #[serde(default = "default_max_steps")]
     pub max_steps: u32,
+    /// How long one model call may go without a sign of life: the runner
+    /// declares each call in flight with this bound (as a tool declares its
+    /// timeout), so the host's claim-stuck check waits for it. The host
+    /// sets it from the credential proxy's limits (decision 0040).
+    #[serde(default = "default_model_wait_ms")]
+    pub model_wait_ms: u64,
+}
+
+fn default_model_wait_ms() -> u64 {
+    // Three waits of the proxy's default `upstream_timeout` (300 s).
+    900_000
 }
 
 fn default_max_steps() -> u32 {
@@ -265,6 +276,7 @@ impl Default for Timings {
             provider_retry_base_ms: default_retry_base_ms(),
             provider_tries: default_provider_tries(),
             max_steps: default_max_steps(),
+            model_wait_ms: default_model_wait_ms(),
         }
     }
 }

@@ -13,7 +13,9 @@ use pinch_proto::time;
 use pinch_providers::{Step, TurnRequest};
 
 use crate::turn::TurnState;
-use crate::{format, history, plan, poll, signals, tools, waited_for, Runner, PROGRESS_EVERY};
+use crate::{
+    format, history, plan, poll, signals, tools, waited_for, Runner, MODEL_CALL, PROGRESS_EVERY,
+};
 
 /// Rows that joined a running turn.
 struct FollowUps {
@@ -231,6 +233,10 @@ impl Runner {
         let base = self.cfg.timings.provider_retry_base_ms.max(1);
         let mut attempt = 1;
         loop {
+            // Each attempt is a call in flight with its bound (after a retry
+            // wait too), so a model that thinks for longer than the host's
+            // claim-stuck tolerance is not killed as stuck (decision 0040).
+            self.model_in_flight(Duration::ZERO);
             match self.provider_call(req) {
                 Err(e) if e.retryable && attempt < tries => {
                     let wait = crate::retry_wait(attempt, base, &e);
@@ -240,13 +246,33 @@ impl Runner {
                         wait_ms = wait.as_millis() as u64,
                         "provider failed, retrying: {e}"
                     );
-                    let now_s = time::now();
-                    let _ = pinch_proto::progress::touch(&self.out, &self.cfg.runner_id, &now_s);
+                    // The wait is part of the call in flight.
+                    self.model_in_flight(wait);
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
                 r => return r,
             }
+        }
+    }
+
+    /// Records a model call in flight from now (`container_state`, as a
+    /// tool declares itself), bounded by `before` (a retry wait) plus
+    /// `model_wait_ms`; progress is recorded with it. The turn's first call
+    /// was declared by the claim's commit and writes nothing here.
+    fn model_in_flight(&mut self, before: Duration) {
+        if std::mem::take(&mut self.model_marked) && before.is_zero() {
+            return; // the claim's commit did it
+        }
+        let bound = before.as_millis() as u64 + self.cfg.timings.model_wait_ms;
+        let r = pinch_proto::progress::set_tool(
+            &self.out,
+            &self.cfg.runner_id,
+            Some((MODEL_CALL, i64::try_from(bound).unwrap_or(i64::MAX))),
+            &time::now(),
+        );
+        if let Err(e) = r {
+            tracing::warn!("could not record the model call in container_state: {e}");
         }
     }
 

@@ -91,6 +91,10 @@ fn waited_for(s: &pinch_proto::content::SystemIn) -> bool {
 /// `container_state.last_progress_at` is written at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// `container_state.current_tool` while a model call is in flight
+/// (decision 0040).
+const MODEL_CALL: &str = "model";
+
 /// Runs a runner from its config file; returns the process exit code.
 pub fn run(config_path: &Path) -> i32 {
     let cfg = match load_config(config_path) {
@@ -192,6 +196,9 @@ struct Runner {
     continuation: Option<String>,
     /// Provider usage since the last record (summed per call).
     spent: history::Spent,
+    /// The claim's commit declared the turn's first model call in flight
+    /// (decision 0040): that call writes nothing more for it.
+    model_marked: bool,
 }
 
 impl Runner {
@@ -287,6 +294,7 @@ impl Runner {
             first_poll: true,
             continuation,
             spent: history::Spent::default(),
+            model_marked: false,
         })
     }
 

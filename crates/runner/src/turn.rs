@@ -189,8 +189,17 @@ impl Runner {
                 Some("skipped: older context beyond the batch size"),
             )?;
         }
-        progress::begin_turn(&tx, &self.cfg.runner_id, &now_s)?;
+        // The turn begins with a model call: it is in flight from here, in
+        // this commit rather than a write of its own (decision 0040).
+        let model_wait = i64::try_from(self.cfg.timings.model_wait_ms).unwrap_or(i64::MAX);
+        progress::begin_turn(
+            &tx,
+            &self.cfg.runner_id,
+            &now_s,
+            Some((crate::MODEL_CALL, model_wait)),
+        )?;
         tx.commit().map_err(ProtoError::sqlite("commit claim"))?;
+        self.model_marked = true;
         if !skip_ids.is_empty() {
             tracing::info!(
                 count = skip_ids.len(),

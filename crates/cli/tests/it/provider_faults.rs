@@ -380,3 +380,61 @@ fn a_silent_upstream_is_given_up_after_the_proxy_timeout_and_the_user_told_so() 
     assert_eq!(runner_exits(&data), 0);
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// A model call longer than the host's claim-stuck tolerance (decision
+/// 0040): the upstream is silent for the proxy's whole `upstream_timeout`,
+/// then answers the retry. The call is in flight with its bound, so the
+/// runner is not killed as stuck half-way (it was: the claim made no
+/// progress for `claim_stuck`), and the user gets the answer from the same
+/// runner; the host's record of the call names it while it runs.
+#[test]
+fn a_model_call_longer_than_the_claim_stuck_tolerance_is_waited_for() {
+    let api = FakeApi::start(vec![Answer::Silent, Answer::Reply("worth the wait".into())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut cfg = host_against(tmp.path(), &api, Some(2));
+    // Shorter than the silent upstream, and no slack hides the difference.
+    cfg.stuck.claim_stuck = SILENCE / 2;
+    cfg.stuck.tool_slack = Duration::ZERO;
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let t0 = Instant::now();
+    let id = c.say("think hard", "q1");
+    api.wait_for_requests(1, Duration::from_secs(30));
+    let pid = runner_pid(&rt, &host);
+    let s = rt.block_on(host.sessions()).remove(0);
+    let (tool, bound): (Option<String>, Option<i64>) = outbound(&s.dir)
+        .query_row(
+            "SELECT current_tool, tool_declared_timeout_ms FROM container_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(tool.as_deref(), Some("model"), "the call is in flight");
+    assert_eq!(
+        bound,
+        Some(3 * SILENCE.as_millis() as i64),
+        "bounded by the proxy's three waits"
+    );
+    let replies = c.settled_then_barrier(&id);
+    assert_eq!(replies, vec!["worth the wait".to_owned()]);
+    assert!(
+        t0.elapsed() > SILENCE,
+        "the turn outlived the claim-stuck tolerance ({:?})",
+        t0.elapsed()
+    );
+    assert_eq!(api.count(), 2, "the silent request and its retry");
+    assert_eq!(runner_pid(&rt, &host), pid, "the same runner throughout");
+    assert_eq!(host.stats.exits(), 0, "no runner was killed as stuck");
+    assert_eq!(runner_exits(&data), 0);
+    let (tool, _): (Option<String>, Option<i64>) = outbound(&s.dir)
+        .query_row(
+            "SELECT current_tool, tool_declared_timeout_ms FROM container_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(tool, None, "nothing is in flight after the turn");
+    rt.block_on(host.shutdown()).unwrap();
+}

@@ -284,7 +284,9 @@ fn follow_up_joins_the_turn_while_a_tool_is_in_flight() {
                 Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?))
             })
             .ok();
-            seen.as_ref().is_some_and(|s| s.0.is_some())
+            // (the model call before it is in flight too, as `model`)
+            seen.as_ref()
+                .is_some_and(|s| s.0.as_deref() == Some("shell"))
         },
     );
     let (tool, timeout, started) = seen.unwrap();

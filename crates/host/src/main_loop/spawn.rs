@@ -125,7 +125,10 @@ impl Host {
             paths: self.sandbox.runner_paths(&mounts),
             provider,
             timezone: self.cfg.timezone.clone(),
-            timings: self.cfg.runner.clone(),
+            timings: pinch_proto::runner_config::Timings {
+                model_wait_ms: model_wait(&self.cfg.proxy_limits),
+                ..self.cfg.runner.clone()
+            },
             batch_size: self.cfg.batch_size,
             proxy_socket: Some(proxy_socket.clone().into()),
             mcp_servers: self.cfg.mcp_servers_for(
@@ -302,4 +305,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res.with_context(|| format!("writing {}", path.display()))
+}
+
+/// How long a model call may go without a sign of life before the host's
+/// claim-stuck check may count it against the runner (decision 0040): the
+/// credential proxy gives the upstream `upstream_timeout` to accept the
+/// connection, again for the TLS handshake, and again for the first byte
+/// of its answer, and answers 504 after that.
+pub(crate) fn model_wait(lim: &crate::proxy::Limits) -> u64 {
+    u64::try_from(lim.upstream_timeout.as_millis().saturating_mul(3)).unwrap_or(u64::MAX)
 }
