@@ -108,6 +108,18 @@ pub(crate) enum Event {
         approval_id: String,
         why: String,
     },
+    /// The card reached its approver.
+    ApprovalCardSent {
+        approval_id: String,
+    },
+    /// Nobody was connected on the approver's channel (web chat with no tab
+    /// open): the card waits at this address until the channel is back.
+    ApprovalCardWaits {
+        approval_id: String,
+        approver: String,
+        channel_type: String,
+        platform_id: String,
+    },
     /// A session's writable folders were measured (`runner_id`: by the
     /// watch of that live runner, which reports only when over quota).
     DiskChecked {

@@ -867,6 +867,80 @@ fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
+/// The owner has no tab open when a new web user asks to talk: the card
+/// waits (it was logged as undeliverable and never shown) and reaches the
+/// owner's first tab once, with its buttons; a second tab gets no copy.
+#[test]
+fn an_approval_card_waits_for_the_owner_to_open_a_tab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = web_host(tmp.path());
+    let data = cfg.data_dir.clone();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let addr = host.http_addr.unwrap();
+    let token = pinch_host::web_token(&data).unwrap();
+    rt.block_on(async {
+        let mut bob = Tab::open(addr, &token, "bob").await;
+        bob.send(json!({"type": "message", "text": "hi pinch", "client_id": "b1"}))
+            .await;
+        let r = bob.until("bob's answer", |v| v["client_id"] == "b1").await;
+        assert_eq!(r["type"], "rejected", "{r}");
+        // The card is addressed to the owner's web conversation and waits.
+        let central = data.join("pinch.db");
+        wait_for("the card addressed", Duration::from_secs(30), || {
+            pinch_proto::rusqlite::Connection::open(&central)
+                .unwrap()
+                .query_row(
+                    "SELECT count(*) FROM pending_approvals WHERE status = 'pending'
+                       AND channel_type = 'web' AND platform_id = 'tester' AND card_sent_at IS NULL",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                == 1
+        });
+        let is_card = |v: &Value| {
+            v["type"] == "message"
+                && v["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Approval needed"))
+        };
+        let mut owner = Tab::open(addr, &token, "tester").await;
+        let card = owner.until("the waiting card", is_card).await;
+        let buttons = card["buttons"].as_array().unwrap().clone();
+        let connect = buttons
+            .iter()
+            .find(|b| b["label"] == "Connect to main")
+            .unwrap_or_else(|| panic!("a Connect button: {card}"))
+            .clone();
+        let mut second = Tab::open(addr, &token, "tester").await;
+        owner
+            .send(json!({"type": "click", "callback": connect["callback"]}))
+            .await;
+        let n = owner.until("the decision", |v| v["type"] == "notice").await;
+        let said = n["text"].as_str().unwrap();
+        assert!(said.contains("main") && !said.starts_with("Rejected"), "{n}");
+        // bob's held message is answered.
+        let reply = bob
+            .until("bob's reply", |v| v["type"] == "message")
+            .await;
+        assert!(
+            reply["text"].as_str().unwrap().contains("hi pinch"),
+            "{reply}"
+        );
+        // The second tab sees the decision, and no card before it.
+        let mut before = Vec::new();
+        second
+            .until("the decision in the second tab", |v| {
+                before.push(v.clone());
+                v["type"] == "notice"
+            })
+            .await;
+        assert!(!before.iter().any(is_card), "no second card: {before:?}");
+    });
+    rt.block_on(host.shutdown()).unwrap();
+}
+
 /// The dashboard (issue 8) in headless Chromium, behind the web token: a
 /// crash-looping session shows as quarantined with its reason; once the
 /// cause is fixed, the page's "Lift quarantine" button (a real click)

@@ -187,6 +187,31 @@ impl Central {
         Ok(())
     }
 
+    /// The card of `id` reached its approver.
+    pub fn approval_card_sent(&self, id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE pending_approvals SET card_sent_at = ?2 WHERE approval_id = ?1",
+            params![id, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Pending, unexpired approvals addressed to a conversation on
+    /// `channel_type` whose card has not reached it yet (nobody was
+    /// connected), oldest first.
+    pub fn unsent_approval_cards(&self, channel_type: &str, now: &str) -> Result<Vec<Approval>> {
+        let mut s = self.conn.prepare(&format!(
+            "SELECT {} FROM pending_approvals WHERE status = 'pending' AND card_sent_at IS NULL
+               AND channel_type = ?1 AND platform_id IS NOT NULL AND expires_at > ?2
+             ORDER BY created_at, rowid",
+            Self::APPROVAL_COLS
+        ))?;
+        let raws = s
+            .query_map(params![channel_type, now], Self::approval_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(Self::finish_approval).collect()
+    }
+
     /// Moves a pending approval to its outcome; false if it was no longer
     /// pending (decided twice, or expired meanwhile).
     pub fn decide_approval(

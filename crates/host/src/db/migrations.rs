@@ -145,7 +145,15 @@ CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
     // was swapped is noticed. NULL = not recorded yet (adopted as found).
     "0005_session_db_generation",
     "ALTER TABLE sessions ADD COLUMN inbound_generation TEXT;",
-), ("0006_host_notices", HOST_NOTICES)];
+), ("0006_host_notices", HOST_NOTICES), (
+    // Issue 16: when an approval's card reached its approver. A card whose
+    // approver's channel had no one connected (web chat with no tab open)
+    // waits and is sent when the channel is back; cards addressed before
+    // this column existed were sent.
+    "0007_approval_card_sent",
+    "ALTER TABLE pending_approvals ADD COLUMN card_sent_at TEXT;
+     UPDATE pending_approvals SET card_sent_at = created_at WHERE channel_type IS NOT NULL;",
+)];
 
 /// `host_notices` (see `db::notices`), applied after `0005_session_db_generation` as the migration `0006_host_notices`.
 const HOST_NOTICES: &str = "

@@ -108,6 +108,18 @@ impl Host {
                     tracing::warn!(session_id = %session_id, "could not record a refused address in the audit: {e:#}");
                 }
             }
+            Event::ApprovalCardSent { approval_id } => {
+                if let Err(e) = self.central.approval_card_sent(&approval_id) {
+                    // Harmless: the card may be sent once more.
+                    tracing::warn!(approval = %approval_id, "could not record that the approval card was sent: {e:#}");
+                }
+            }
+            Event::ApprovalCardWaits {
+                approval_id,
+                approver,
+                channel_type,
+                platform_id,
+            } => self.card_waits(&approval_id, &approver, &channel_type, &platform_id),
             Event::ApprovalUndeliverable { approval_id, why } => {
                 tracing::error!(approval = %approval_id, "no approver could be reached ({why}); decide it with `pinch admin approvals approve {approval_id}` or `… reject {approval_id}`");
             }
@@ -126,6 +138,7 @@ impl Host {
             Event::Channel(ChannelEvent::Available { channel_type }) => {
                 // Stored notices first: they are older than any reply.
                 self.flush_notices(Some(&channel_type));
+                self.send_waiting_cards(&channel_type);
                 for s in self.sessions.values() {
                     s.shared.notify.notify_one();
                 }

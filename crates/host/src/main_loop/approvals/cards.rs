@@ -4,7 +4,7 @@
 //! nobody decides in time.
 
 use anyhow::Result;
-use pinch_channels::{numbered_fallback, Address, Button, Outgoing};
+use pinch_channels::{numbered_fallback, Address, Button, Capabilities, DeliverError, Outgoing};
 use pinch_proto::content::{InContent, SystemIn};
 use pinch_proto::runner_config::random_hex;
 use pinch_proto::time;
@@ -74,18 +74,12 @@ impl Host {
         let channels = self.channels.clone();
         let events = self.events.clone();
         let id = a.approval_id.clone();
-        let buttons: Vec<Button> = a
-            .options
-            .iter()
-            .enumerate()
-            .map(|(i, o)| Button {
-                label: o.label.clone(),
-                callback: format!("a:{id}:{i}"),
-            })
-            .collect();
-        let text = format!("Approval needed: {}", a.title);
+        let a = a.clone();
         tokio::spawn(async move {
             let mut why = String::from("no approver has a DM on a running channel");
+            // The first approver found with nobody connected on their
+            // channel: the card waits there if nobody else can be reached.
+            let mut waits: Option<(String, String, String)> = None;
             for (user, ch_type, cached) in candidates {
                 let ch = channels
                     .get(&ch_type)
@@ -122,31 +116,20 @@ impl Host {
                     why = format!("could not record the card's address for {user}");
                     continue;
                 }
-                let caps = ch.capabilities();
-                let msg = Outgoing {
-                    id: format!("approval-{id}"),
-                    text: if caps.buttons {
-                        text.clone()
-                    } else {
-                        numbered_fallback(&text, &buttons)
-                    },
-                    in_reply_to: None,
-                    buttons: if caps.buttons {
-                        buttons.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    files: Vec::new(),
-                };
                 let to = Address {
                     channel_type: ch_type.clone(),
-                    platform_id: pid,
+                    platform_id: pid.clone(),
                     thread_id: None,
                 };
-                match ch.deliver(&to, &msg).await {
+                match ch.deliver(&to, &card_message(&a, ch.capabilities())).await {
                     Ok(_) => {
                         tracing::info!(approval = %id, approver = %user, "approval card sent");
+                        let _ = events.send(Event::ApprovalCardSent { approval_id: id });
                         return;
+                    }
+                    Err(DeliverError::Unavailable(e)) => {
+                        tracing::info!(approval = %id, approver = %user, "nobody is connected for the approval card: {e}");
+                        waits.get_or_insert((user, ch_type, pid));
                     }
                     Err(e) => {
                         tracing::warn!(approval = %id, approver = %user, "could not send the approval card: {e}");
@@ -154,10 +137,90 @@ impl Host {
                     }
                 }
             }
-            let _ = events.send(Event::ApprovalUndeliverable {
-                approval_id: id,
-                why,
-            });
+            let ev = match waits {
+                Some((approver, channel_type, platform_id)) => Event::ApprovalCardWaits {
+                    approval_id: id,
+                    approver,
+                    channel_type,
+                    platform_id,
+                },
+                None => Event::ApprovalUndeliverable {
+                    approval_id: id,
+                    why,
+                },
+            };
+            let _ = events.send(ev);
+        });
+    }
+
+    /// A card whose approver had nobody connected: it stays addressed to
+    /// them (the last address tried may have been another approver's) and
+    /// is sent when their channel is back ([`Host::send_waiting_cards`]).
+    pub(in crate::main_loop) fn card_waits(
+        &mut self,
+        id: &str,
+        approver: &str,
+        channel_type: &str,
+        platform_id: &str,
+    ) {
+        match self
+            .central
+            .address_approval(id, approver, channel_type, platform_id)
+        {
+            Ok(()) => {
+                tracing::info!(approval = %id, approver, channel = channel_type, "the approval card waits until the approver is connected")
+            }
+            Err(e) => {
+                tracing::error!(approval = %id, "could not record where a waiting approval card goes (decide it with `pinch admin approvals approve {id}` or `… reject {id}`): {e:#}")
+            }
+        }
+    }
+
+    /// Sends the cards that waited for `channel_type` to be back (a web
+    /// chat tab opened); each is marked sent when the channel takes it.
+    pub(in crate::main_loop) fn send_waiting_cards(&self, channel_type: &str) {
+        let Some(ch) = self.channels.get(channel_type).cloned() else {
+            return;
+        };
+        let cards = match self
+            .central
+            .unsent_approval_cards(channel_type, &time::format(jiff::Timestamp::now()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "could not read the approval cards waiting for {channel_type}: {e:#}"
+                );
+                return;
+            }
+        };
+        if cards.is_empty() {
+            return;
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for a in cards {
+                let (Some(ct), Some(pid)) = (a.channel_type.clone(), a.platform_id.clone()) else {
+                    continue;
+                };
+                let to = Address {
+                    channel_type: ct,
+                    platform_id: pid,
+                    thread_id: None,
+                };
+                match ch.deliver(&to, &card_message(&a, ch.capabilities())).await {
+                    Ok(_) => {
+                        tracing::info!(approval = %a.approval_id, approver = %a.approver_user_id, "waiting approval card sent");
+                        let _ = events.send(Event::ApprovalCardSent {
+                            approval_id: a.approval_id,
+                        });
+                    }
+                    // Gone again, or failing: it waits for the next time.
+                    Err(e) => {
+                        tracing::info!(approval = %a.approval_id, "the waiting approval card was not sent: {e}")
+                    }
+                }
+            }
         });
     }
 
@@ -240,5 +303,33 @@ impl Host {
         for a in due {
             self.expire(&a);
         }
+    }
+}
+
+/// The card for `a` as a channel with `caps` shows it: buttons
+/// `a:<id>:<n>`, or numbered choices where the channel has no buttons.
+fn card_message(a: &Approval, caps: Capabilities) -> Outgoing {
+    let id = &a.approval_id;
+    let buttons: Vec<Button> = a
+        .options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| Button {
+            label: o.label.clone(),
+            callback: format!("a:{id}:{i}"),
+        })
+        .collect();
+    let text = format!("Approval needed: {}", a.title);
+    let (text, buttons) = if caps.buttons {
+        (text, buttons)
+    } else {
+        (numbered_fallback(&text, &buttons), Vec::new())
+    };
+    Outgoing {
+        id: format!("approval-{id}"),
+        text,
+        in_reply_to: None,
+        buttons,
+        files: Vec::new(),
     }
 }
