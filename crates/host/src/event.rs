@@ -111,6 +111,7 @@ pub(crate) enum Event {
     /// The card reached its approver.
     ApprovalCardSent {
         approval_id: String,
+        channel_type: String,
     },
     /// Nobody was connected on the approver's channel (web chat with no tab
     /// open): the card waits at this address until the channel is back.
@@ -119,6 +120,8 @@ pub(crate) enum Event {
         approver: String,
         channel_type: String,
         platform_id: String,
+        /// After the first send: try the channel once more at once.
+        try_again: bool,
     },
     /// A session's writable folders were measured (`runner_id`: by the
     /// watch of that live runner, which reports only when over quota).

@@ -160,6 +160,11 @@ struct Host {
     /// way: flushed again when those come back unsent (a client connected
     /// while the send to nobody was in flight).
     notices_reflush: Mutex<std::collections::HashSet<String>>,
+    /// Approval cards being sent now, by id (`approvals/cards.rs`).
+    cards_in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Channel types whose waiting cards a send skipped because they were
+    /// on their way: sent again when those come back.
+    cards_resend: Mutex<std::collections::HashSet<String>>,
     _lock: HostLock,
 }
 

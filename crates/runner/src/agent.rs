@@ -135,6 +135,9 @@ impl Runner {
         ctx.in_reply_to = Some(turn.in_reply_to.clone());
         ctx.in_max = turn.in_max;
         ctx.counter = self.tool_counter;
+        // The model call is over: tools that declare no timeout run under
+        // the host's plain claim-stuck tolerance, not the model's bound.
+        ctx.set_tool_in_flight(None);
         let mut steps = vec![Step::Assistant {
             text: t.text.clone(),
             calls: t.tool_calls.clone(),

@@ -148,11 +148,13 @@ CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
 ), ("0006_host_notices", HOST_NOTICES), (
     // Issue 16: when an approval's card reached its approver. A card whose
     // approver's channel had no one connected (web chat with no tab open)
-    // waits and is sent when the channel is back; cards addressed before
-    // this column existed were sent.
+    // waits and is sent when the channel is back. Cards addressed before
+    // this column existed count as sent, except web chat's: those may be
+    // the ones that found no tab, and the page shows a card id once.
     "0007_approval_card_sent",
     "ALTER TABLE pending_approvals ADD COLUMN card_sent_at TEXT;
-     UPDATE pending_approvals SET card_sent_at = created_at WHERE channel_type IS NOT NULL;",
+     UPDATE pending_approvals SET card_sent_at = created_at
+       WHERE channel_type IS NOT NULL AND channel_type <> 'web';",
 )];
 
 /// `host_notices` (see `db::notices`), applied after `0005_session_db_generation` as the migration `0006_host_notices`.

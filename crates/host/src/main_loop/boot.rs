@@ -180,6 +180,8 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
         shutting_down: false,
         notices_in_flight: Mutex::default(),
         notices_reflush: Mutex::default(),
+        cards_in_flight: Mutex::default(),
+        cards_resend: Mutex::default(),
         _lock: lock,
     };
     // Rebuild the view from the DBs: every active session is recovered, its

@@ -108,19 +108,31 @@ impl Host {
                     tracing::warn!(session_id = %session_id, "could not record a refused address in the audit: {e:#}");
                 }
             }
-            Event::ApprovalCardSent { approval_id } => {
+            Event::ApprovalCardSent {
+                approval_id,
+                channel_type,
+            } => {
                 if let Err(e) = self.central.approval_card_sent(&approval_id) {
                     // Harmless: the card may be sent once more.
                     tracing::warn!(approval = %approval_id, "could not record that the approval card was sent: {e:#}");
                 }
+                self.card_back(&approval_id, Some(&channel_type));
             }
             Event::ApprovalCardWaits {
                 approval_id,
                 approver,
                 channel_type,
                 platform_id,
-            } => self.card_waits(&approval_id, &approver, &channel_type, &platform_id),
+                try_again,
+            } => self.card_waits(
+                &approval_id,
+                &approver,
+                &channel_type,
+                &platform_id,
+                try_again,
+            ),
             Event::ApprovalUndeliverable { approval_id, why } => {
+                self.card_back(&approval_id, None);
                 tracing::error!(approval = %approval_id, "no approver could be reached ({why}); decide it with `pinch admin approvals approve {approval_id}` or `… reject {approval_id}`");
             }
             Event::QuestionAsked(q, done) => {

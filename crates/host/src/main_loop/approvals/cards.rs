@@ -75,6 +75,8 @@ impl Host {
         let events = self.events.clone();
         let id = a.approval_id.clone();
         let a = a.clone();
+        // Until it reports back, a channel coming back leaves it alone.
+        self.cards_in_flight.lock().unwrap().insert(id.clone());
         tokio::spawn(async move {
             let mut why = String::from("no approver has a DM on a running channel");
             // The first approver found with nobody connected on their
@@ -124,7 +126,10 @@ impl Host {
                 match ch.deliver(&to, &card_message(&a, ch.capabilities())).await {
                     Ok(_) => {
                         tracing::info!(approval = %id, approver = %user, "approval card sent");
-                        let _ = events.send(Event::ApprovalCardSent { approval_id: id });
+                        let _ = events.send(Event::ApprovalCardSent {
+                            approval_id: id,
+                            channel_type: ch_type,
+                        });
                         return;
                     }
                     Err(DeliverError::Unavailable(e)) => {
@@ -143,6 +148,7 @@ impl Host {
                     approver,
                     channel_type,
                     platform_id,
+                    try_again: true,
                 },
                 None => Event::ApprovalUndeliverable {
                     approval_id: id,
@@ -156,12 +162,16 @@ impl Host {
     /// A card whose approver had nobody connected: it stays addressed to
     /// them (the last address tried may have been another approver's) and
     /// is sent when their channel is back ([`Host::send_waiting_cards`]).
+    /// After a first send (`try_again`) it is tried once more at once: the
+    /// approver may have connected while the row named someone else, and
+    /// that `Available` found nothing to send.
     pub(in crate::main_loop) fn card_waits(
         &mut self,
         id: &str,
         approver: &str,
         channel_type: &str,
         platform_id: &str,
+        try_again: bool,
     ) {
         match self
             .central
@@ -172,6 +182,22 @@ impl Host {
             }
             Err(e) => {
                 tracing::error!(approval = %id, "could not record where a waiting approval card goes (decide it with `pinch admin approvals approve {id}` or `… reject {id}`): {e:#}")
+            }
+        }
+        self.card_back(id, Some(channel_type));
+        if try_again {
+            self.send_waiting_cards(channel_type);
+        }
+    }
+
+    /// A card's send reported back (sent, waiting, or nobody reachable;
+    /// what it changed is recorded before this): if its channel came back
+    /// meanwhile, the cards waiting there are sent now.
+    pub(in crate::main_loop) fn card_back(&self, id: &str, channel_type: Option<&str>) {
+        self.cards_in_flight.lock().unwrap().remove(id);
+        if let Some(ct) = channel_type {
+            if self.cards_resend.lock().unwrap().remove(ct) {
+                self.send_waiting_cards(ct);
             }
         }
     }
@@ -194,32 +220,59 @@ impl Host {
                 return;
             }
         };
+        let cards: Vec<_> = {
+            let mut in_flight = self.cards_in_flight.lock().unwrap();
+            cards
+                .into_iter()
+                .filter(|a| {
+                    if in_flight.contains(&a.approval_id) {
+                        // Sent again, if still waiting, once it is back.
+                        self.cards_resend
+                            .lock()
+                            .unwrap()
+                            .insert(channel_type.to_owned());
+                        return false;
+                    }
+                    in_flight.insert(a.approval_id.clone());
+                    true
+                })
+                .collect()
+        };
         if cards.is_empty() {
             return;
         }
         let events = self.events.clone();
         tokio::spawn(async move {
             for a in cards {
-                let (Some(ct), Some(pid)) = (a.channel_type.clone(), a.platform_id.clone()) else {
-                    continue;
-                };
+                // (The query read only cards addressed on this channel.)
+                let ct = a.channel_type.clone().unwrap_or_default();
+                let pid = a.platform_id.clone().unwrap_or_default();
                 let to = Address {
-                    channel_type: ct,
-                    platform_id: pid,
+                    channel_type: ct.clone(),
+                    platform_id: pid.clone(),
                     thread_id: None,
                 };
-                match ch.deliver(&to, &card_message(&a, ch.capabilities())).await {
+                let ev = match ch.deliver(&to, &card_message(&a, ch.capabilities())).await {
                     Ok(_) => {
                         tracing::info!(approval = %a.approval_id, approver = %a.approver_user_id, "waiting approval card sent");
-                        let _ = events.send(Event::ApprovalCardSent {
+                        Event::ApprovalCardSent {
                             approval_id: a.approval_id,
-                        });
+                            channel_type: ct,
+                        }
                     }
                     // Gone again, or failing: it waits for the next time.
                     Err(e) => {
-                        tracing::info!(approval = %a.approval_id, "the waiting approval card was not sent: {e}")
+                        tracing::info!(approval = %a.approval_id, "the waiting approval card was not sent: {e}");
+                        Event::ApprovalCardWaits {
+                            approval_id: a.approval_id,
+                            approver: a.approver_user_id,
+                            channel_type: ct,
+                            platform_id: pid,
+                            try_again: false,
+                        }
                     }
-                }
+                };
+                let _ = events.send(ev);
             }
         });
     }
