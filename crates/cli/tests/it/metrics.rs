@@ -55,11 +55,7 @@ fn runners_below(pid: u32) -> Vec<u32> {
 fn metrics_are_scraped_over_http() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(
         &cfg,

@@ -102,11 +102,7 @@ with open(os.path.join(d, "simple", "pinchdemo", "index.html"), "w") as f:
         .status()
         .unwrap();
     assert!(st.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = std::process::Command::new("/usr/bin/python3")
         .args([
             "-m",

@@ -261,6 +261,36 @@ impl JsonText for reqwest::Response {
     }
 }
 
+/// A started host with web chat on loopback, and what its tests use.
+struct WebHost {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+    rt: tokio::runtime::Runtime,
+    host: pinch_host::HostHandle,
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+impl WebHost {
+    fn start() -> WebHost {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = web_host(tmp.path());
+        let data = cfg.data_dir.clone();
+        let rt = rt();
+        let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+        let addr = host.http_addr.unwrap();
+        let token = pinch_host::web_token(&data).unwrap();
+        WebHost {
+            tmp,
+            data,
+            rt,
+            host,
+            addr,
+            token,
+        }
+    }
+}
+
 fn web_host(tmp: &Path) -> pinch_host::HostConfig {
     let mut cfg = with_script(host_config(tmp, any_sandbox()), SCRIPT);
     cfg.http = Some(pinch_host::config::HttpSettings::local(
@@ -326,14 +356,15 @@ async fn ws_status(addr: std::net::SocketAddr, headers: &[(&'static str, &str)])
 
 #[test]
 fn every_route_needs_the_token() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = web_host(tmp.path());
-    let data = cfg.data_dir.clone();
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let addr = host.http_addr.unwrap();
+    let WebHost {
+        tmp: _tmp,
+        data,
+        rt,
+        host,
+        addr,
+        token,
+    } = WebHost::start();
     assert!(addr.ip().is_loopback());
-    let token = pinch_host::web_token(&data).unwrap();
     let mode = std::fs::metadata(data.join("web-token"))
         .unwrap()
         .permissions();
@@ -546,11 +577,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
 fn pinch_chat_web_prints_a_working_url_and_stops_on_sigterm() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = tmp.path().join("pinch.toml");
     std::fs::write(&cfg, format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
     let mut d = Daemon(
@@ -684,13 +711,14 @@ impl Tab {
 /// carries the next message.
 #[test]
 fn a_frame_with_invalid_utf8_is_replaced_and_the_socket_goes_on() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = web_host(tmp.path());
-    let data = cfg.data_dir.clone();
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let addr = host.http_addr.unwrap();
-    let token = pinch_host::web_token(&data).unwrap();
+    let WebHost {
+        tmp: _tmp,
+        data: _,
+        rt,
+        host,
+        addr,
+        token,
+    } = WebHost::start();
     rt.block_on(async {
         let mut tab = Tab::open(addr, &token, "tester").await;
         let frame = json!({"type": "message", "text": "mojibake caf<bad> ok", "client_id": "u1"})
@@ -820,13 +848,14 @@ fn a_reply_delivered_while_the_history_is_read_reaches_a_new_tab_once() {
 
 #[test]
 fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = web_host(tmp.path());
-    let data = cfg.data_dir.clone();
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let addr = host.http_addr.unwrap();
-    let token = pinch_host::web_token(&data).unwrap();
+    let WebHost {
+        tmp: _tmp,
+        data: _,
+        rt,
+        host,
+        addr,
+        token,
+    } = WebHost::start();
     rt.block_on(async {
         // The owner's tab is open; bob, a new browser user, says something.
         let mut owner = Tab::open(addr, &token, "tester").await;
@@ -872,13 +901,14 @@ fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
 /// owner's first tab once, with its buttons; a second tab gets no copy.
 #[test]
 fn an_approval_card_waits_for_the_owner_to_open_a_tab() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = web_host(tmp.path());
-    let data = cfg.data_dir.clone();
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let addr = host.http_addr.unwrap();
-    let token = pinch_host::web_token(&data).unwrap();
+    let WebHost {
+        tmp: _tmp,
+        data,
+        rt,
+        host,
+        addr,
+        token,
+    } = WebHost::start();
     rt.block_on(async {
         let mut bob = Tab::open(addr, &token, "bob").await;
         bob.send(json!({"type": "message", "text": "hi pinch", "client_id": "b1"}))
@@ -1058,13 +1088,14 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
 /// render as our origin.
 #[test]
 fn cross_origin_rebinding_form_posts_and_agent_html_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = web_host(tmp.path());
-    let data = cfg.data_dir.clone();
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let addr = host.http_addr.unwrap();
-    let token = pinch_host::web_token(&data).unwrap();
+    let WebHost {
+        tmp: _tmp,
+        data,
+        rt,
+        host,
+        addr,
+        token,
+    } = WebHost::start();
     rt.block_on(async {
         let cookie = sign_in(&data, addr).await;
         let me = format!("http://{addr}");

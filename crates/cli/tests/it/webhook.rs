@@ -81,14 +81,6 @@ async fn callback_server(state: Arc<Callback>) -> SocketAddr {
     addr
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `platform::Setup` and the port of the host's HTTP listener.
 struct Setup {
     p: platform::Setup,

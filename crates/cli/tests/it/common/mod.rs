@@ -706,6 +706,16 @@ pub fn pinch(args: &[&str], data: &Path) -> std::process::Command {
     c
 }
 
+/// A loopback TCP port free a moment ago (for a listener a child process
+/// opens itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `pid` and its children (a sandbox's runner is bwrap's child).
 pub fn process_tree(pid: u32) -> Vec<u32> {
     let children = std::fs::read_dir("/proc")
