@@ -138,7 +138,8 @@ impl Fig {
             Fig::P6 => "`pinch host` daemon VmRSS after 2 s idle: CLI channel with one client connected, 50 idle sessions, no runners",
             Fig::P7 => "runner (`pinch runner`) VmRSS after 1 s idle, warm session, scripted provider",
             Fig::P9 => "runner killed (SIGKILL) mid-turn → its replacement has claimed the interrupted message \
-                        (t0 just before the kill; t1 when a claim by a new runner id appears; exit noticed from the child, not a sweep)",
+                        (t0 just before the kill; t1 when a claim by a new runner id appears; exit noticed from the child, not a sweep; \
+                        includes the 500 ms floor every respawn waits, decision 0024)",
             Fig::Tool => "one tool round trip, warm session: message sent on the CLI → scripted model calls `shell` (`echo`) → \
                           sh runs in the sandbox → result → model → reply printed (t0 before the socket write; t1 when the reply line is read)",
         }
@@ -154,7 +155,7 @@ impl Fig {
             (Fig::P4, _) => "≥ 5,000 msg/s",
             (Fig::P6, _) => "≤ 15 MB",
             (Fig::P7, _) => "≤ 10 MB",
-            (Fig::P9, _) => "≤ 100 ms",
+            (Fig::P9, _) => "≤ 600 ms (100 + 500 floor)",
             (Fig::Tool, _) => "none (reported in issue 4; baseline P2)",
         }
     }
