@@ -133,6 +133,16 @@ fn msg_id(platform_message_id: &str) -> Option<i64> {
     platform_message_id.rsplit('.').next()?.parse().ok()
 }
 
+/// [`msg_id`] for an edit or a reaction: a message that is not Telegram's
+/// cannot be changed here.
+fn target_msg_id(platform_message_id: &str) -> Result<i64, DeliverError> {
+    msg_id(platform_message_id).ok_or_else(|| {
+        DeliverError::Permanent(format!(
+            "{platform_message_id:?} is not a Telegram message id"
+        ))
+    })
+}
+
 fn thread(body: &mut Value, to: &Address) {
     if let Some(t) = to.thread_id.as_deref().and_then(|t| t.parse::<i64>().ok()) {
         body["message_thread_id"] = t.into();
@@ -229,11 +239,7 @@ impl Channel for TelegramChannel {
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            let id = msg_id(platform_message_id).ok_or_else(|| {
-                DeliverError::Permanent(format!(
-                    "{platform_message_id:?} is not a Telegram message id"
-                ))
-            })?;
+            let id = target_msg_id(platform_message_id)?;
             let text = split_text(text, MAX_TEXT, char::len_utf16).remove(0);
             self.call::<IgnoredAny>(
                 "editMessageText",
@@ -251,11 +257,7 @@ impl Channel for TelegramChannel {
         emoji: &'a str,
     ) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
-            let id = msg_id(platform_message_id).ok_or_else(|| {
-                DeliverError::Permanent(format!(
-                    "{platform_message_id:?} is not a Telegram message id"
-                ))
-            })?;
+            let id = target_msg_id(platform_message_id)?;
             let body = json!({"chat_id": chat_id(&to.platform_id), "message_id": id, "reaction": [{"type": "emoji", "emoji": emoji}]});
             self.call::<IgnoredAny>("setMessageReaction", body)
                 .await

@@ -110,6 +110,16 @@ fn setup(callback: SocketAddr) -> Setup {
     Setup { p, port }
 }
 
+/// A callback server answering `status`, and a webhook setup calling it.
+fn with_callback(rt: &tokio::runtime::Runtime, status: u16) -> (Arc<Callback>, Setup) {
+    let cb = Arc::new(Callback {
+        status: AtomicU16::new(status),
+        ..Default::default()
+    });
+    let cb_addr = rt.block_on(callback_server(cb.clone()));
+    (cb, setup(cb_addr))
+}
+
 fn daemon(s: &Setup) -> Daemon {
     let d = platform::daemon(s);
     wait_for("the HTTP listener", WAIT, || {
@@ -214,12 +224,7 @@ fn replies_to(cb: &Callback, delivery: &str) -> Vec<Got> {
 #[test]
 fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
     let rt = rt();
-    let cb = Arc::new(Callback {
-        status: AtomicU16::new(200),
-        ..Default::default()
-    });
-    let cb_addr = rt.block_on(callback_server(cb.clone()));
-    let s = setup(cb_addr);
+    let (cb, s) = with_callback(&rt, 200);
     let _d = daemon(&s);
     let body = br#"{"ref":"main","commits":3}"#;
 
@@ -302,12 +307,7 @@ fn signed_posts_are_stored_once_answered_by_callback_and_refusals_are_clear() {
 fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
     let rt = rt();
     // The callback is down (503) until the host has been killed and restarted.
-    let cb = Arc::new(Callback {
-        status: AtomicU16::new(503),
-        ..Default::default()
-    });
-    let cb_addr = rt.block_on(callback_server(cb.clone()));
-    let s = setup(cb_addr);
+    let (cb, s) = with_callback(&rt, 503);
     let mut d = daemon(&s);
     let body = br#"{"job":"nightly","status":"failed"}"#;
     let (st, msg) = rt.block_on(post(s.port, "ci", body, &signed(body, "d-2")));
@@ -357,12 +357,7 @@ fn a_failing_callback_is_retried_and_a_killed_host_loses_nothing() {
 #[test]
 fn a_captured_post_cannot_be_replayed_reworded_or_replayed_later() {
     let rt = rt();
-    let cb = Arc::new(Callback {
-        status: AtomicU16::new(200),
-        ..Default::default()
-    });
-    let cb_addr = rt.block_on(callback_server(cb.clone()));
-    let s = setup(cb_addr);
+    let (_cb, s) = with_callback(&rt, 200);
     let _d = daemon(&s);
     let body = br#"{"action":"deploy","env":"prod"}"#;
     let captured_ts = now();
@@ -489,12 +484,7 @@ fn a_config_without_a_secret_is_refused_with_the_fix() {
 #[test]
 fn a_body_with_invalid_utf8_is_stored_with_replacement_and_the_next_goes_through() {
     let rt = rt();
-    let cb = Arc::new(Callback {
-        status: AtomicU16::new(200),
-        ..Default::default()
-    });
-    let cb_addr = rt.block_on(callback_server(cb.clone()));
-    let s = setup(cb_addr);
+    let (cb, s) = with_callback(&rt, 200);
     let _d = daemon(&s);
     let body = platform::invalid_utf8(
         format!(r#"{{"job":"nightly","note":"caf{BAD_UTF8} ok"}}"#).as_bytes(),

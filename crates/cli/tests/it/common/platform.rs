@@ -91,6 +91,17 @@ pub const BAD_UTF8: &str = "<bad-utf8>";
 /// then a two-byte sequence cut short).
 pub const REPLACED: &str = "\u{FFFD}\u{FFFD}";
 
+/// Asserts that the echo of a message sent as `caf{BAD_UTF8} ok` carries its
+/// text (in `field`) with the bad bytes replaced.
+pub fn assert_replaced(echo: &serde_json::Value, field: &str) {
+    assert!(
+        echo[field]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("caf{REPLACED} ok"))),
+        "{echo}"
+    );
+}
+
 /// `wire` with every [`BAD_UTF8`] replaced by bytes that are not UTF-8.
 pub fn invalid_utf8(wire: &[u8]) -> Vec<u8> {
     let marker = BAD_UTF8.as_bytes();
