@@ -28,14 +28,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-mod egress;
 mod limits;
 mod request;
 mod serve;
 mod upstream;
 
-pub use egress::EgressAllow;
 pub use limits::{effective_total, raise_nofile, Budget, Limits};
+pub use pinch_policy::hosts::EgressAllow;
 pub use serve::serve;
 
 /// The TLS client configuration for `https://` upstreams: Mozilla's roots

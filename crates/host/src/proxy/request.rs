@@ -2,8 +2,8 @@
 //! client's credentials and hop-by-hop headers stripped), open an allowed
 //! `CONNECT`, or refuse with a reason.
 
-use super::egress::split_host_port;
 use super::*;
+use pinch_policy::hosts::split_host_port;
 
 /// Client headers never forwarded: credentials and hop-by-hop headers
 /// (the proxy frames the upstream request itself).

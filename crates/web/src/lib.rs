@@ -1,0 +1,428 @@
+//! pinch-web: the host's reach to the web on an agent's behalf (issue 17,
+//! decision 0042). The sandbox has no network; its `web_fetch` tool asks
+//! the host through the credential proxy's socket, and the host fetches
+//! here: a real HTTP client (reqwest, rustls), redirects followed one hop
+//! at a time, each hop checked by the SSRF guard ([`guard`]), the body
+//! capped, the content turned into readable text ([`extract`]), a
+//! per-group rate limit and a short cache.
+//!
+//! Knows nothing of sessions, SQLite or channels: the caller passes the
+//! agent group's id and policy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pinch_policy::hosts::HostPatterns;
+use pinch_policy::rate::Bucket;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+
+mod extract;
+mod guard;
+
+/// The install's web settings (`[web]` in `pinch.toml`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `web_fetch` for every group unless its own policy says otherwise.
+    pub fetch: bool,
+    /// Private hosts the owner lets agents fetch (`host`, `host:port`,
+    /// `*.domain`; any port when none is given).
+    pub allow_private: HostPatterns,
+    /// Bytes read from a response at most (the rest is cut, and said).
+    pub max_download: u64,
+    /// Characters of text returned at most.
+    pub max_chars: usize,
+    /// The whole fetch, redirects and body included.
+    pub timeout: Duration,
+    pub max_redirects: usize,
+    /// Network fetches per agent group per minute (cache hits are free).
+    pub per_minute: u32,
+    /// How long a fetched page is served from the cache.
+    pub cache_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            fetch: true,
+            allow_private: HostPatterns::default(),
+            max_download: 5 * 1024 * 1024,
+            max_chars: 100_000,
+            timeout: Duration::from_secs(30),
+            max_redirects: 10,
+            per_minute: 30,
+            cache_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An agent group's web policy (`agent_configs.web`, a JSON object):
+/// `{"fetch": false}` turns `web_fetch` off; `allow` (when not empty) and
+/// `deny` are host patterns (any port when none is given).
+#[derive(Clone, Debug, Default)]
+pub struct GroupPolicy {
+    /// `None`: the install's [`Settings::fetch`].
+    pub fetch: Option<bool>,
+    pub allow: HostPatterns,
+    pub deny: HostPatterns,
+}
+
+/// The JSON shape of `agent_configs.web`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupPolicyJson {
+    fetch: Option<bool>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+/// What `--web` takes, for error messages.
+pub const POLICY_EXAMPLE: &str =
+    r#"{"fetch":true,"allow":["*.wikipedia.org"],"deny":["example.com"]}"#;
+
+impl GroupPolicy {
+    /// Parses `agent_configs.web` (NULL or empty: the install's defaults).
+    pub fn from_json(v: Option<&str>) -> Result<GroupPolicy, String> {
+        let Some(text) = v.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(GroupPolicy::default());
+        };
+        let j: GroupPolicyJson = serde_json::from_str(text)
+            .map_err(|e| format!("must be a JSON object like {POLICY_EXAMPLE} ({e})"))?;
+        Ok(GroupPolicy {
+            fetch: j.fetch,
+            allow: HostPatterns::parse_as(&j.allow, "web.allow", None)?,
+            deny: HostPatterns::parse_as(&j.deny, "web.deny", None)?,
+        })
+    }
+}
+
+/// A fetched page as the agent gets it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// The URL asked for.
+    pub url: String,
+    /// Where the redirects ended.
+    pub final_url: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub title: Option<String>,
+    pub text: String,
+    /// The body was longer than the download cap or the text longer than
+    /// the character cap, and was cut.
+    pub truncated: bool,
+    /// Served from the cache (fetched within the last few minutes).
+    pub cached: bool,
+}
+
+/// Why a fetch gave no page, worded for the agent; [`FetchError::status`]
+/// is what the proxy answers with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("too many fetches: this agent group may fetch {per_minute} pages a minute; try again in {wait_s} s")]
+    RateLimited { per_minute: u32, wait_s: u64 },
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error("the fetch failed: {0}")]
+    Failed(String),
+    #[error("the fetch took longer than {0} s ([web] timeout_s)")]
+    TimedOut(u64),
+}
+
+impl FetchError {
+    pub fn status(&self) -> u16 {
+        match self {
+            FetchError::BadRequest(_) => 400,
+            FetchError::Refused(_) => 403,
+            FetchError::RateLimited { .. } => 429,
+            FetchError::Unsupported(_) => 415,
+            FetchError::Failed(_) => 502,
+            FetchError::TimedOut(_) => 504,
+        }
+    }
+}
+
+/// A cached page and the hosts its redirects passed through (each checked
+/// again against the asking group's lists).
+struct Cached {
+    at: Instant,
+    hops: Vec<Url>,
+    page: Page,
+}
+
+const CACHE_ENTRIES: usize = 256;
+
+/// The fetcher, shared by every session's proxy.
+pub struct Web {
+    settings: Settings,
+    client: reqwest::Client,
+    cache: Mutex<HashMap<String, Cached>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    epoch: Instant,
+}
+
+impl Web {
+    pub fn new(settings: Settings) -> Result<Web, String> {
+        let resolver = guard::GuardedResolver {
+            allow_private: Arc::new(settings.allow_private.clone()),
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(resolver))
+            .connect_timeout(Duration::from_secs(10).min(settings.timeout))
+            .user_agent(concat!("pinch/", env!("CARGO_PKG_VERSION"), " (web_fetch)"))
+            .build()
+            .map_err(|e| format!("building the web client: {e}"))?;
+        Ok(Web {
+            settings,
+            client,
+            cache: Mutex::default(),
+            buckets: Mutex::default(),
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Fetches `url` for the agent group `group` under its `policy`;
+    /// `max_chars` (capped by the install's) bounds the text returned.
+    pub async fn fetch(
+        &self,
+        group: &str,
+        policy: &GroupPolicy,
+        url: &str,
+        max_chars: Option<usize>,
+    ) -> Result<Page, FetchError> {
+        if !policy.fetch.unwrap_or(self.settings.fetch) {
+            return Err(FetchError::Refused(format!(
+                "web_fetch is off for agent group {group:?}; the owner can turn it on with `pinch admin groups config-set {group} --web '{{\"fetch\":true}}'`"
+            )));
+        }
+        let start = Url::parse(url.trim())
+            .map_err(|e| FetchError::BadRequest(format!("{url:?} is not a URL ({e})")))?;
+        let allow = &self.settings.allow_private;
+        guard::check_hop(&start, policy, allow).map_err(FetchError::Refused)?;
+        let max_chars = max_chars
+            .unwrap_or(self.settings.max_chars)
+            .clamp(1, self.settings.max_chars);
+        if let Some(page) = self.cached(start.as_str(), policy, max_chars) {
+            return Ok(page);
+        }
+        self.take_token(group)?;
+        let limit = self.settings.timeout;
+        let (page, hops) =
+            match tokio::time::timeout(limit, self.fetch_hops(start.clone(), policy)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(FetchError::TimedOut(limit.as_secs())),
+            };
+        let mut shown = page.clone();
+        shown.truncated |= extract::cut(&mut shown.text, max_chars);
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= CACHE_ENTRIES {
+                let oldest = c.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    c.remove(&k);
+                }
+            }
+            c.insert(
+                start.as_str().to_owned(),
+                Cached {
+                    at: Instant::now(),
+                    hops,
+                    page,
+                },
+            );
+        }
+        Ok(shown)
+    }
+
+    /// A fresh cached copy whose every hop this group may still reach.
+    fn cached(&self, key: &str, policy: &GroupPolicy, max_chars: usize) -> Option<Page> {
+        let c = self.cache.lock().ok()?;
+        let hit = c.get(key)?;
+        if hit.at.elapsed() > self.settings.cache_ttl {
+            return None;
+        }
+        let allow = &self.settings.allow_private;
+        if hit
+            .hops
+            .iter()
+            .any(|u| guard::check_hop(u, policy, allow).is_err())
+        {
+            return None;
+        }
+        let mut page = hit.page.clone();
+        page.cached = true;
+        page.truncated |= extract::cut(&mut page.text, max_chars);
+        Some(page)
+    }
+
+    fn take_token(&self, group: &str) -> Result<(), FetchError> {
+        let now = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let per_minute = self.settings.per_minute;
+        let mut b = self
+            .buckets
+            .lock()
+            .map_err(|_| FetchError::Failed("internal error (rate limiter)".into()))?;
+        let bucket = b
+            .entry(group.to_owned())
+            .or_insert_with(|| Bucket::new(per_minute, now));
+        bucket.take(now).map_err(|ms| FetchError::RateLimited {
+            per_minute,
+            wait_s: ms.div_ceil(1000),
+        })
+    }
+
+    /// Requests `url`, following redirects one checked hop at a time;
+    /// returns the page (text not yet cut to the caller's size) and the hops.
+    async fn fetch_hops(
+        &self,
+        first: Url,
+        policy: &GroupPolicy,
+    ) -> Result<(Page, Vec<Url>), FetchError> {
+        let allow = &self.settings.allow_private;
+        let mut url = first.clone();
+        let mut hops = vec![url.clone()];
+        loop {
+            let resp = self
+                .client
+                .get(url.clone())
+                .header(
+                    "accept",
+                    "text/html,application/xhtml+xml,application/json,text/plain;q=0.9,*/*;q=0.5",
+                )
+                .send()
+                .await
+                .map_err(|e| send_error(&url, &e))?;
+            let status = resp.status();
+            if status.is_redirection() {
+                if let Some(loc) = resp.headers().get("location") {
+                    if hops.len() > self.settings.max_redirects {
+                        return Err(FetchError::Failed(format!(
+                            "more than {} redirects, starting at {first}",
+                            self.settings.max_redirects
+                        )));
+                    }
+                    let loc = String::from_utf8_lossy(loc.as_bytes()).into_owned();
+                    let next = url.join(&loc).map_err(|e| {
+                        FetchError::Failed(format!(
+                            "{url} redirected to {loc:?}, which is not a URL ({e})"
+                        ))
+                    })?;
+                    guard::check_hop(&next, policy, allow).map_err(|why| {
+                        FetchError::Refused(format!("{url} redirected to {next}: {why}"))
+                    })?;
+                    url = next;
+                    hops.push(url.clone());
+                    continue;
+                }
+            }
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let (body, cut_short) = self.read_body(resp, &url).await?;
+            let page = self.page(
+                &first,
+                &url,
+                status.as_u16(),
+                content_type,
+                &body,
+                cut_short,
+            )?;
+            return Ok((page, hops));
+        }
+    }
+
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        url: &Url,
+    ) -> Result<(Vec<u8>, bool), FetchError> {
+        let cap = usize::try_from(self.settings.max_download).unwrap_or(usize::MAX);
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    let room = cap - body.len();
+                    if c.len() >= room {
+                        body.extend_from_slice(&c[..room]);
+                        // More than the cap, or exactly it with more to come.
+                        let more = c.len() > room || !matches!(resp.chunk().await, Ok(None));
+                        return Ok((body, more));
+                    }
+                    body.extend_from_slice(&c);
+                }
+                Ok(None) => return Ok((body, false)),
+                Err(e) => return Err(FetchError::Failed(format!("reading {url}: {}", scrub(&e)))),
+            }
+        }
+    }
+
+    fn page(
+        &self,
+        first: &Url,
+        url: &Url,
+        status: u16,
+        content_type: Option<String>,
+        body: &[u8],
+        cut_short: bool,
+    ) -> Result<Page, FetchError> {
+        let ct = content_type.as_deref();
+        let (title, text) = match extract::kind(ct, body) {
+            extract::Kind::Unsupported(why) => {
+                return Err(FetchError::Unsupported(format!(
+                    "{url} (status {status}) is {why}"
+                )))
+            }
+            extract::Kind::Html => {
+                let e = extract::html(&extract::decode(ct, body));
+                (e.title, e.text)
+            }
+            extract::Kind::Text => (None, extract::decode(ct, body)),
+        };
+        Ok(Page {
+            url: first.to_string(),
+            final_url: url.to_string(),
+            status,
+            content_type,
+            title,
+            text,
+            truncated: cut_short,
+            cached: false,
+        })
+    }
+}
+
+/// A send error as the agent reads it: the guard's reason when it was the
+/// guard, else reqwest's error without the URL (already named).
+fn send_error(url: &Url, e: &reqwest::Error) -> FetchError {
+    if let Some(why) = guard::refusal_in(e) {
+        return FetchError::Refused(why);
+    }
+    if e.is_timeout() {
+        return FetchError::Failed(format!("connecting to {url} timed out"));
+    }
+    FetchError::Failed(format!("requesting {url}: {}", scrub(e)))
+}
+
+/// reqwest's message and its causes, without repeating the URL.
+fn scrub(e: &reqwest::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}

@@ -1,0 +1,318 @@
+//! `web_fetch`'s fetcher against real HTTP servers on loopback: pages,
+//! redirects, the SSRF guard (a redirect to another loopback port, a name
+//! that resolves to loopback, the metadata address), the caps, the cache
+//! and the rate limit. Loopback is private, so each test allows exactly
+//! its own server's `127.0.0.1:<port>` the way an owner would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinch_policy::hosts::HostPatterns;
+use pinch_web::{FetchError, GroupPolicy, Settings, Web};
+
+/// A real HTTP/1.1 server on an ephemeral loopback port, a thread per
+/// connection; `route(path)` gives (status, extra headers, body) or `None`
+/// for a connection held open without an answer.
+struct Server {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+}
+
+type Route = fn(&str, u16) -> Option<(u16, Vec<(String, String)>, Vec<u8>)>;
+
+fn serve(route: Route) -> Server {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap_or(0);
+                let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let Some((status, headers, body)) = route(&path, port) else {
+                    std::thread::sleep(Duration::from_secs(30));
+                    return;
+                };
+                let mut s = s;
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            });
+        }
+    });
+    Server { port, hits }
+}
+
+fn h(k: &str, v: &str) -> Vec<(String, String)> {
+    vec![(k.to_owned(), v.to_owned())]
+}
+
+const PAGE: &str = "<html><head><title>Landlord notes</title><script>steal()</script></head><body><h1>Rent</h1><p>Due on the <b>first</b>. See <a href=\"/terms\">terms</a>.</p></body></html>";
+
+fn site(path: &str, port: u16) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+    let html = h("content-type", "text/html; charset=utf-8");
+    Some(match path {
+        "/page" => (200, html, PAGE.into()),
+        "/hop1" => (302, h("location", "/hop2"), vec![]),
+        "/hop2" => (
+            301,
+            h("location", &format!("http://127.0.0.1:{port}/page")),
+            vec![],
+        ),
+        "/to-other-port" => (302, h("location", "http://127.0.0.1:1/secret"), vec![]),
+        "/to-metadata" => (
+            302,
+            h("location", "http://169.254.169.254/latest/meta-data/"),
+            vec![],
+        ),
+        "/to-localhost" => (
+            302,
+            h("location", &format!("http://localhost:{port}/page")),
+            vec![],
+        ),
+        "/loop" => (302, h("location", "/loop"), vec![]),
+        "/json" => (
+            200,
+            h("content-type", "application/json"),
+            br#"{"a":[1,2]}"#.to_vec(),
+        ),
+        "/big" => (
+            200,
+            h("content-type", "text/plain"),
+            vec![b'x'; 3 * 1024 * 1024],
+        ),
+        "/pdf" => (
+            200,
+            h("content-type", "application/pdf"),
+            b"%PDF-1.7".to_vec(),
+        ),
+        "/missing" => (404, html, b"<h1>Not here</h1>".to_vec()),
+        "/latin1" => (
+            200,
+            h("content-type", "text/plain; charset=iso-8859-1"),
+            b"caf\xe9".to_vec(),
+        ),
+        "/slow" => return None,
+        _ => (404, vec![], vec![]),
+    })
+}
+
+fn web_for(port: u16, tweak: impl FnOnce(&mut Settings)) -> Web {
+    let mut s = Settings {
+        allow_private: HostPatterns::parse_as(
+            &[format!("127.0.0.1:{port}")],
+            "web.allow_private",
+            None,
+        )
+        .unwrap(),
+        ..Settings::default()
+    };
+    tweak(&mut s);
+    Web::new(s).unwrap()
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+fn refused(r: Result<pinch_web::Page, FetchError>, want: &str) {
+    match r {
+        Err(FetchError::Refused(why)) => assert!(why.contains(want), "{why}"),
+        other => panic!("expected a refusal naming {want:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_page_becomes_markdown_with_its_title_after_redirects() {
+    let s = serve(site);
+    let web = web_for(s.port, |_| {});
+    let g = GroupPolicy::default();
+    let p = web
+        .fetch("main", &g, &url(s.port, "/hop1"), None)
+        .await
+        .unwrap();
+    assert_eq!(p.status, 200);
+    assert_eq!(p.final_url, url(s.port, "/page"));
+    assert_eq!(p.title.as_deref(), Some("Landlord notes"));
+    assert!(
+        p.text.contains("# Rent") && p.text.contains("**first**"),
+        "{}",
+        p.text
+    );
+    assert!(p.text.contains("[terms](/terms)"), "{}", p.text);
+    assert!(!p.text.contains("steal"), "{}", p.text);
+    let j = web
+        .fetch("main", &g, &url(s.port, "/json"), None)
+        .await
+        .unwrap();
+    assert_eq!(j.text, r#"{"a":[1,2]}"#);
+    let m = web
+        .fetch("main", &g, &url(s.port, "/missing"), None)
+        .await
+        .unwrap();
+    assert_eq!((m.status, m.text.as_str()), (404, "# Not here"));
+    let l = web
+        .fetch("main", &g, &url(s.port, "/latin1"), None)
+        .await
+        .unwrap();
+    assert_eq!(l.text, "café");
+}
+
+#[tokio::test]
+async fn the_guard_refuses_private_places_at_every_hop() {
+    let s = serve(site);
+    let web = web_for(s.port, |_| {});
+    let g = GroupPolicy::default();
+    refused(
+        web.fetch("main", &g, &url(s.port, "/to-other-port"), None)
+            .await,
+        "another port",
+    );
+    refused(
+        web.fetch("main", &g, &url(s.port, "/to-metadata"), None)
+            .await,
+        "169.254.169.254 is a link-local",
+    );
+    // A name that resolves to loopback: refused at resolution.
+    refused(
+        web.fetch("main", &g, &url(s.port, "/to-localhost"), None)
+            .await,
+        "localhost resolves to",
+    );
+    refused(
+        web.fetch(
+            "main",
+            &g,
+            &format!("http://localhost:{}/page", s.port),
+            None,
+        )
+        .await,
+        "resolves to",
+    );
+    // Without the owner's allowance the test server itself is private.
+    let strict = Web::new(Settings::default()).unwrap();
+    refused(
+        strict.fetch("main", &g, &url(s.port, "/page"), None).await,
+        "loopback",
+    );
+    // Every refused hop was stopped before a connection: the server saw
+    // only the first request of each redirect chain.
+    assert_eq!(s.hits.load(Ordering::SeqCst), 3);
+    refused(
+        web.fetch("main", &g, "file:///etc/passwd", None).await,
+        "only http and https",
+    );
+}
+
+#[tokio::test]
+async fn caps_on_size_time_redirects_and_types() {
+    let s = serve(site);
+    let web = web_for(s.port, |c| {
+        c.max_download = 1024 * 1024;
+        c.timeout = Duration::from_secs(2);
+    });
+    let g = GroupPolicy::default();
+    let p = web
+        .fetch("main", &g, &url(s.port, "/big"), Some(500))
+        .await
+        .unwrap();
+    assert!(p.truncated);
+    assert_eq!(p.text.len(), 500);
+    let full = web
+        .fetch("main", &g, &url(s.port, "/big"), Some(usize::MAX))
+        .await
+        .unwrap();
+    assert_eq!(
+        full.text.len(),
+        100_000,
+        "the install's max_chars caps the request"
+    );
+    match web.fetch("main", &g, &url(s.port, "/slow"), None).await {
+        Err(FetchError::TimedOut(2)) => {}
+        other => panic!("{other:?}"),
+    }
+    match web.fetch("main", &g, &url(s.port, "/loop"), None).await {
+        Err(FetchError::Failed(why)) => assert!(why.contains("more than 10 redirects"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    match web.fetch("main", &g, &url(s.port, "/pdf"), None).await {
+        Err(FetchError::Unsupported(why)) => assert!(why.contains("PDF"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_cache_serves_repeats_and_the_rate_limit_counts_fetches() {
+    let s = serve(site);
+    let web = web_for(s.port, |c| c.per_minute = 2);
+    let g = GroupPolicy::default();
+    let first = web
+        .fetch("main", &g, &url(s.port, "/page"), None)
+        .await
+        .unwrap();
+    assert!(!first.cached);
+    let again = web
+        .fetch("main", &g, &url(s.port, "/page"), None)
+        .await
+        .unwrap();
+    assert!(again.cached);
+    assert_eq!(again.text, first.text);
+    assert_eq!(
+        s.hits.load(Ordering::SeqCst),
+        1,
+        "the repeat was served from the cache"
+    );
+    web.fetch("main", &g, &url(s.port, "/json"), None)
+        .await
+        .unwrap();
+    match web.fetch("main", &g, &url(s.port, "/missing"), None).await {
+        Err(FetchError::RateLimited {
+            per_minute: 2,
+            wait_s,
+        }) => assert!(wait_s >= 29, "{wait_s}"),
+        other => panic!("{other:?}"),
+    }
+    // Another group has its own bucket; a cached page is still served to
+    // the limited group.
+    web.fetch("other", &g, &url(s.port, "/missing"), None)
+        .await
+        .unwrap();
+    assert!(
+        web.fetch("main", &g, &url(s.port, "/page"), None)
+            .await
+            .unwrap()
+            .cached
+    );
+    // A group whose deny list names the host is refused even from the cache.
+    let deny = GroupPolicy::from_json(Some(r#"{"deny":["127.0.0.1"]}"#)).unwrap();
+    refused(
+        web.fetch("main", &deny, &url(s.port, "/page"), None).await,
+        "deny list",
+    );
+    let off = GroupPolicy::from_json(Some(r#"{"fetch":false}"#)).unwrap();
+    refused(
+        web.fetch("main", &off, &url(s.port, "/page"), None).await,
+        "web_fetch is off",
+    );
+}
