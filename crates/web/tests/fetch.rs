@@ -21,7 +21,8 @@ struct Server {
     hits: Arc<AtomicUsize>,
 }
 
-type Route = fn(&str, u16) -> Option<(u16, Vec<(String, String)>, Vec<u8>)>;
+type Answer = Option<(u16, Vec<(String, String)>, Vec<u8>)>;
+type Route = fn(&str, u16) -> Answer;
 
 fn serve(route: Route) -> Server {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -70,7 +71,7 @@ fn h(k: &str, v: &str) -> Vec<(String, String)> {
 
 const PAGE: &str = "<html><head><title>Landlord notes</title><script>steal()</script></head><body><h1>Rent</h1><p>Due on the <b>first</b>. See <a href=\"/terms\">terms</a>.</p></body></html>";
 
-fn site(path: &str, port: u16) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+fn site(path: &str, port: u16) -> Answer {
     let html = h("content-type", "text/html; charset=utf-8");
     Some(match path {
         "/page" => (200, html, PAGE.into()),
