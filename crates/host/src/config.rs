@@ -72,6 +72,8 @@ pub struct HostConfig {
     pub proxy_egress_allow: Vec<String>,
     /// Connection caps and timeouts of the credential proxy (`[proxy]`).
     pub proxy_limits: crate::proxy::Limits,
+    /// What agents' `web_fetch` may do (`[web_fetch]`; decision 0042).
+    pub web: pinch_web::Settings,
     /// MCP servers from the configuration file (`[mcp.servers.<name>]`).
     /// A group's own `agent_configs.mcp_servers` entry of the same name
     /// replaces one of these.
@@ -254,6 +256,7 @@ impl HostConfig {
             proxy_extra_roots: Vec::new(),
             proxy_egress_allow: Vec::new(),
             proxy_limits: crate::proxy::Limits::default(),
+            web: pinch_web::Settings::default(),
             mcp_servers: Vec::new(),
             sticky_window: Duration::from_secs(600),
             approval_ttl: Duration::from_secs(24 * 3600),

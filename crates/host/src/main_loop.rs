@@ -143,6 +143,8 @@ struct Host {
     proxy_tls: Arc<rustls::ClientConfig>,
     /// The connection budget all sessions' proxies share.
     proxy_budget: Arc<crate::proxy::Budget>,
+    /// `web_fetch`'s fetcher, shared by every session's proxy.
+    web: Arc<pinch_web::Web>,
     regexes: HashMap<String, Option<Regex>>,
     slot_queue: VecDeque<String>,
     /// Routed rows waiting for the flush, in routing order.

@@ -3,7 +3,7 @@
 //! cloud metadata answers, 169.254.169.254), CGNAT, multicast, reserved
 //! and documentation ranges are refused, and so is an IPv6 address that
 //! carries one of them inside (IPv4-mapped, NAT64, 6to4). An owner may
-//! still allow a host by name or address (`[web] allow_private`); that is
+//! still allow a host by name or address (`[web_fetch] allow_private`); that is
 //! decided by the caller, not here.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

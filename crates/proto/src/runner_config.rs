@@ -240,6 +240,16 @@ pub struct Timings {
     /// sets it from the credential proxy's limits (decision 0040).
     #[serde(default = "default_model_wait_ms")]
     pub model_wait_ms: u64,
+    /// How long one `web_fetch` may take through the host: the runner
+    /// waits this long for the answer and declares the call in flight with
+    /// it. The host sets it from `[web_fetch] timeout_s` (decision 0042).
+    #[serde(default = "default_web_fetch_ms")]
+    pub web_fetch_ms: u64,
+}
+
+fn default_web_fetch_ms() -> u64 {
+    // The host's default fetch timeout (30 s) and a margin for the proxy.
+    40_000
 }
 
 fn default_model_wait_ms() -> u64 {
@@ -277,6 +287,7 @@ impl Default for Timings {
             provider_tries: default_provider_tries(),
             max_steps: default_max_steps(),
             model_wait_ms: default_model_wait_ms(),
+            web_fetch_ms: default_web_fetch_ms(),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! formats the prompt (SPEC §5.3) and interprets the output convention.
 
 pub mod anthropic;
-mod http;
+pub mod http;
 pub mod openai;
 pub mod scripted;
 

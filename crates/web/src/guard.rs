@@ -21,7 +21,7 @@ use crate::GroupPolicy;
 pub(crate) struct Refused(pub(crate) String);
 
 const HOW_TO_ALLOW: &str =
-    "the owner can allow a private host with [web] allow_private in pinch.toml";
+    "the owner can allow a private host with [web_fetch] allow_private in pinch.toml";
 
 /// Checks one URL before it is requested: the scheme, credentials, the
 /// group's deny and allow lists, the owner's private allowances, and an
@@ -56,7 +56,7 @@ pub(crate) fn check_hop(
     }
     if allow_private.names_host(host) && !allow_private.allows(host, port) {
         return Err(format!(
-            "{host} is allowed by [web] allow_private on another port, not on {port}"
+            "{host} is allowed by [web_fetch] allow_private on another port, not on {port}"
         ));
     }
     let ip = match url.host() {
@@ -75,7 +75,7 @@ pub(crate) fn check_hop(
 }
 
 /// Resolves names with the system resolver and keeps only public
-/// addresses, unless the owner allowed the name (`[web] allow_private`).
+/// addresses, unless the owner allowed the name (`[web_fetch] allow_private`).
 pub(crate) struct GuardedResolver {
     pub(crate) allow_private: Arc<HostPatterns>,
 }

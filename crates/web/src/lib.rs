@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 
 mod extract;
 mod guard;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
-/// The install's web settings (`[web]` in `pinch.toml`).
+/// The install's web settings (`[web_fetch]` in `pinch.toml`).
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `web_fetch` for every group unless its own policy says otherwise.
@@ -131,7 +133,7 @@ pub enum FetchError {
     Unsupported(String),
     #[error("the fetch failed: {0}")]
     Failed(String),
-    #[error("the fetch took longer than {0} s ([web] timeout_s)")]
+    #[error("the fetch took longer than {0} s ([web_fetch] timeout_s)")]
     TimedOut(u64),
 }
 

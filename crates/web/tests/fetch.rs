@@ -4,70 +4,14 @@
 //! and the rate limit. Loopback is private, so each test allows exactly
 //! its own server's `127.0.0.1:<port>` the way an owner would.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pinch_policy::hosts::HostPatterns;
+use pinch_web::testing::{serve, Answer};
 use pinch_web::{FetchError, GroupPolicy, Settings, Web};
 
-/// A real HTTP/1.1 server on an ephemeral loopback port, a thread per
-/// connection; `route(path)` gives (status, extra headers, body) or `None`
-/// for a connection held open without an answer.
-struct Server {
-    port: u16,
-    hits: Arc<AtomicUsize>,
-}
-
-type Answer = Option<(u16, Vec<(String, String)>, Vec<u8>)>;
-type Route = fn(&str, u16) -> Answer;
-
-fn serve(route: Route) -> Server {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let counted = counted.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap_or(0);
-                let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                counted.fetch_add(1, Ordering::SeqCst);
-                let Some((status, headers, body)) = route(&path, port) else {
-                    std::thread::sleep(Duration::from_secs(30));
-                    return;
-                };
-                let mut s = s;
-                let mut head = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    body.len()
-                );
-                for (k, v) in headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = s.write_all(head.as_bytes());
-                let _ = s.write_all(&body);
-            });
-        }
-    });
-    Server { port, hits }
-}
-
-fn h(k: &str, v: &str) -> Vec<(String, String)> {
-    vec![(k.to_owned(), v.to_owned())]
-}
+use pinch_web::testing::header as h;
 
 const PAGE: &str = "<html><head><title>Landlord notes</title><script>steal()</script></head><body><h1>Rent</h1><p>Due on the <b>first</b>. See <a href=\"/terms\">terms</a>.</p></body></html>";
 

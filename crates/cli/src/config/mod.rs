@@ -25,6 +25,7 @@ mod runner;
 mod sandbox;
 mod stuck;
 mod validate;
+mod web_fetch;
 
 pub use channels::channel_envs;
 pub use env::Env;
@@ -40,6 +41,7 @@ use runner::RunnerSection;
 use sandbox::SandboxSection;
 use stuck::StuckSection;
 use validate::Origin;
+use web_fetch::WebFetchSection;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +69,9 @@ pub struct FileConfig {
     pub http: HttpSection,
     #[serde(default)]
     pub web: WebSection,
+    /// `[web_fetch]`: what agents' `web_fetch` may reach and how much.
+    #[serde(default)]
+    pub web_fetch: WebFetchSection,
     /// `[webhooks.<name>]`: generic webhooks (`POST /hooks/<name>`).
     #[serde(default)]
     pub webhooks: std::collections::BTreeMap<String, WebhookSection>,
@@ -221,6 +226,7 @@ pub fn resolve(
     file.sandbox.apply(&mut c, o, env)?;
     file.provider.apply(&mut c, o, env)?;
     file.proxy.apply(&mut c)?;
+    file.web_fetch.apply(&mut c)?;
     c.timezone = match &file.timezone {
         Some(tz) => {
             jiff::tz::TimeZone::get(tz).with_context(|| {
@@ -251,6 +257,7 @@ fn problems(f: &FileConfig) -> Vec<String> {
         f.host.secs(),
         f.stuck.secs(),
         f.proxy.secs(),
+        f.web_fetch.secs(),
         channels::stall_secs(&channel_floors),
         f.host.delay_secs(),
     ]
@@ -263,6 +270,7 @@ fn problems(f: &FileConfig) -> Vec<String> {
         f.host.counts(),
         f.runner.counts(),
         f.proxy.counts(),
+        f.web_fetch.counts(),
         f.sandbox.counts(),
         f.provider.local.counts(),
     ]

@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for HostList {
 }
 
 impl HostList {
-    fn entries(&self) -> Vec<String> {
+    pub(super) fn entries(&self) -> Vec<String> {
         match self {
             HostList::List(v) => v.clone(),
             HostList::Csv(s) => s

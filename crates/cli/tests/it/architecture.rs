@@ -169,6 +169,25 @@ fn the_sandbox_knows_nothing_of_the_host_the_runner_or_channels() {
     );
 }
 
+/// The web fetcher is a leaf the host calls: no sessions, no SQLite, no
+/// channels; and the runner never reaches the web through it (the sandbox
+/// asks the host).
+#[test]
+fn the_web_fetcher_knows_nothing_of_sessions_and_the_runner_never_has_it() {
+    forbid(
+        "pinch-web",
+        &[
+            "pinch-proto",
+            "rusqlite",
+            "pinch-host",
+            "pinch-runner",
+            "pinch-channels",
+            "pinch-providers",
+        ],
+    );
+    forbid("pinch-runner", &["pinch-web", "reqwest"]);
+}
+
 #[test]
 fn the_host_spawns_through_the_sandbox_crate() {
     let d = deps("pinch-host");

@@ -52,4 +52,5 @@ mod supervision;
 mod telegram;
 mod tools;
 mod web_chat;
+mod web_fetch;
 mod webhook;

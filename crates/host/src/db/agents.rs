@@ -27,6 +27,24 @@ impl Central {
         }
     }
 
+    /// The agent group's web policy (`agent_configs.web`; NULL or no row =
+    /// the install's `[web_fetch]` settings). Invalid JSON is an error naming
+    /// the group and the shape.
+    pub fn web_policy(&self, ag_id: &str) -> Result<pinch_web::GroupPolicy> {
+        let raw: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT web FROM agent_configs WHERE agent_group_id = ?1",
+                [ag_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        pinch_web::GroupPolicy::from_json(raw.as_deref()).map_err(|e| {
+            anyhow::anyhow!("agent_configs.web of agent group {ag_id:?} {e}; fix it with `pinch admin groups config-set {ag_id} --web '...'`")
+        })
+    }
+
     /// The group's own MCP servers (`agent_configs.mcp_servers`, a JSON
     /// list of `McpServerConfig`; NULL or absent = none).
     pub fn agent_mcp_servers(

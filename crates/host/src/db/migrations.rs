@@ -155,6 +155,11 @@ CREATE INDEX crash_budget_session ON crash_budget (session_id, at_ms);
     "ALTER TABLE pending_approvals ADD COLUMN card_sent_at TEXT;
      UPDATE pending_approvals SET card_sent_at = created_at
        WHERE channel_type IS NOT NULL AND channel_type <> 'web';",
+), (
+    // Issue 17: an agent group's web policy (`web_fetch` on/off, allowed
+    // and denied hosts), a JSON object; NULL = the install's `[web_fetch]`.
+    "0008_agent_web_policy",
+    "ALTER TABLE agent_configs ADD COLUMN web TEXT;",
 )];
 
 /// `host_notices` (see `db::notices`), applied after `0005_session_db_generation` as the migration `0006_host_notices`.

@@ -170,6 +170,9 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
             cfg.proxy_limits.clone(),
             crate::proxy::raise_nofile(),
         )),
+        web: Arc::new(
+            pinch_web::Web::new(cfg.web.clone()).map_err(|e| anyhow::anyhow!("[web]: {e}"))?,
+        ),
         regexes: HashMap::new(),
         slot_queue: VecDeque::new(),
         pending_writes: Vec::new(),

@@ -127,6 +127,9 @@ impl Host {
             timezone: self.cfg.timezone.clone(),
             timings: pinch_proto::runner_config::Timings {
                 model_wait_ms: model_wait(&self.cfg.proxy_limits),
+                web_fetch_ms: u64::try_from(self.cfg.web.timeout.as_millis())
+                    .unwrap_or(u64::MAX / 2)
+                    .saturating_add(10_000),
                 ..self.cfg.runner.clone()
             },
             batch_size: self.cfg.batch_size,
@@ -275,6 +278,17 @@ impl Host {
                 crate::proxy::EgressAllow::parse(&group)
                     .map_err(|e| anyhow::anyhow!("agent group {ag_id:?}: {e}"))?,
             );
+            // A policy that does not parse (edited by hand) turns the
+            // group's web_fetch off with the reason, never the session.
+            let policy = self.central.web_policy(ag_id).map_err(|e| {
+                tracing::warn!(agent_group_id = ag_id, "{e:#}");
+                format!("{e:#}")
+            });
+            let web = crate::proxy::WebAccess {
+                web: self.web.clone(),
+                group: ag_id.to_owned(),
+                policy,
+            };
             let h = crate::proxy::serve(
                 &sock,
                 id.to_owned(),
@@ -282,6 +296,7 @@ impl Host {
                 Arc::new(egress),
                 self.proxy_tls.clone(),
                 self.proxy_budget.clone(),
+                Some(Arc::new(web)),
             )
             .with_context(|| format!("starting the credential proxy on {}", sock.display()))?;
             self.proxies.insert(id.to_owned(), h);

@@ -15,6 +15,9 @@
 //! a TCP connection and splices bytes both ways (the client's TLS runs end
 //! to end; nothing is injected); any other `CONNECT` gets 403 and a log line
 //! naming the host and how to allow it. See [`EgressAllow`].
+//!
+//! The host's own route: `POST /_pinch/web/fetch` is answered by the host
+//! (`web.rs`, decision 0042), never forwarded.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -32,10 +35,12 @@ mod limits;
 mod request;
 mod serve;
 mod upstream;
+mod web;
 
 pub use limits::{effective_total, raise_nofile, Budget, Limits};
 pub use pinch_policy::hosts::EgressAllow;
 pub use serve::serve;
+pub use web::WebAccess;
 
 /// The TLS client configuration for `https://` upstreams: Mozilla's roots
 /// (webpki-roots) plus `extra_roots` (DER), e.g. a company CA or a test's.
@@ -152,6 +157,8 @@ struct Ctx {
     egress: Arc<EgressAllow>,
     tls: Arc<rustls::ClientConfig>,
     limits: Limits,
+    /// `web_fetch` for the session's agent group (`None`: not offered).
+    web: Option<Arc<WebAccess>>,
 }
 
 fn reason_phrase(code: u16) -> &'static str {
@@ -161,6 +168,8 @@ fn reason_phrase(code: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         411 => "Length Required",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",

@@ -48,6 +48,10 @@ pub(super) enum Decision {
         port: u16,
     },
     Forward(Forward),
+    /// The host's `web_fetch` route, with the body's length.
+    WebFetch {
+        len: u64,
+    },
 }
 
 /// A model API request to forward.
@@ -137,36 +141,48 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let route = path
-        .strip_prefix('/')
-        .and_then(|t| t.split_once('/'))
-        .map(|(r, rest)| (r, format!("/{rest}")));
-    let Some((idx, upstream, rest)) = route.and_then(|(r, rest)| {
-        upstreams
-            .iter()
-            .enumerate()
-            .find(|(_, u)| u.name == r)
-            .map(|(i, u)| (i, u, rest))
-    }) else {
-        return Err(refuse(403, format!("{path} is not a configured model API route: only the configured model APIs are reachable from the sandbox")));
-    };
-    if !upstream.paths.contains(&rest) {
-        return Err(refuse(
-            403,
-            format!(
-                "{rest} is not an allowed path of the {} route (allowed: {}); the operator can allow more with [provider.{}] allow_paths",
-                upstream.name,
-                upstream.paths.join(", "),
-                upstream.name
-            ),
-        ));
-    }
-    if method != "GET" && method != "POST" {
+    let host_route = path == super::web::FETCH_PATH;
+    if host_route && method != "POST" {
         return Err(refuse(
             405,
-            format!("{method} is not forwarded: the model APIs take GET and POST"),
+            format!("{path} takes POST with a JSON body {{\"url\": …}}"),
         ));
     }
+    let found = if host_route {
+        None
+    } else {
+        let route = path
+            .strip_prefix('/')
+            .and_then(|t| t.split_once('/'))
+            .map(|(r, rest)| (r, format!("/{rest}")));
+        let Some((idx, upstream, rest)) = route.and_then(|(r, rest)| {
+            upstreams
+                .iter()
+                .enumerate()
+                .find(|(_, u)| u.name == r)
+                .map(|(i, u)| (i, u, rest))
+        }) else {
+            return Err(refuse(403, format!("{path} is not a configured model API route: only the configured model APIs are reachable from the sandbox")));
+        };
+        if !upstream.paths.contains(&rest) {
+            return Err(refuse(
+                403,
+                format!(
+                    "{rest} is not an allowed path of the {} route (allowed: {}); the operator can allow more with [provider.{}] allow_paths",
+                    upstream.name,
+                    upstream.paths.join(", "),
+                    upstream.name
+                ),
+            ));
+        }
+        if method != "GET" && method != "POST" {
+            return Err(refuse(
+                405,
+                format!("{method} is not forwarded: the model APIs take GET and POST"),
+            ));
+        }
+        Some((idx, rest))
+    };
     let (cl, te) = (count("content-length"), count("transfer-encoding"));
     if cl > 0 && te > 0 {
         return Err(refuse(
@@ -200,6 +216,18 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
                 None => return Err(refuse(400, "Content-Length is not a number")),
             }
         }
+    };
+    let Some((idx, rest)) = found else {
+        if len > super::web::MAX_REQUEST {
+            return Err(refuse(
+                413,
+                format!(
+                    "a web_fetch request is larger than {} bytes",
+                    super::web::MAX_REQUEST
+                ),
+            ));
+        }
+        return Ok(Decision::WebFetch { len });
     };
     if len > MAX_BODY {
         return Err(refuse(
@@ -399,6 +427,31 @@ mod tests {
                 && r.reason.contains("/chat/completions"),
             "{}",
             r.reason
+        );
+    }
+
+    /// The host's own fetch route: POST only, a small body, never a
+    /// forward (no upstream is named `_pinch`).
+    #[test]
+    fn the_fetch_route_is_the_hosts() {
+        let head = |m: &str, len: u64| {
+            format!("{m} /_pinch/web/fetch HTTP/1.1\r\nHost: p\r\nContent-Length: {len}\r\n\r\n")
+        };
+        assert_eq!(
+            decide(head("POST", 20).as_bytes(), &test_routes()),
+            Ok(Decision::WebFetch { len: 20 })
+        );
+        assert_eq!(code(&head("GET", 0)), 405);
+        assert_eq!(code(&head("POST", 64 * 1024 + 1)), 413);
+        assert_eq!(
+            code("POST /_pinch/web/other HTTP/1.1\r\nHost: p\r\n\r\n"),
+            403
+        );
+        assert_eq!(
+            code(
+                "POST /_pinch/web/fetch HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            411
         );
     }
 

@@ -17,6 +17,7 @@ pub fn serve(
     egress: Arc<EgressAllow>,
     tls: Arc<rustls::ClientConfig>,
     budget: Arc<Budget>,
+    web: Option<Arc<super::WebAccess>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
@@ -32,6 +33,7 @@ pub fn serve(
         egress,
         tls,
         limits: budget.limits.clone(),
+        web,
     });
     Ok(tokio::spawn(async move {
         let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -157,6 +159,7 @@ async fn handle(mut c: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
         }
         Ok(Decision::Connect { host, port }) => connect(c, &host, port, &buf[end..], ctx).await,
         Ok(Decision::Forward(f)) => forward(c, f, &buf[end..], ctx).await,
+        Ok(Decision::WebFetch { len }) => super::web::fetch(c, len, &buf[end..], ctx).await,
     }
 }
 
@@ -191,6 +194,7 @@ mod tests {
             Arc::new(EgressAllow::default()),
             tls,
             budget,
+            None,
         )
         .unwrap();
         let mut first = UnixStream::connect(&sock).await.unwrap();

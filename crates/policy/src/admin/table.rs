@@ -24,7 +24,9 @@ pub fn kind_of(key: &str) -> Kind {
             min: 1,
             example: 600,
         },
-        "mcp_servers" | "packages" | "extra_mounts" | "egress_allow" | "sandbox" => Kind::Json,
+        "mcp_servers" | "packages" | "extra_mounts" | "egress_allow" | "sandbox" | "web" => {
+            Kind::Json
+        }
         "engage_mode" => Kind::Choice(EngageMode::NAMES),
         "sender_scope" => Kind::Choice(SenderScope::NAMES),
         "ignored_message_policy" => Kind::Choice(IgnoredPolicy::NAMES),
@@ -53,6 +55,7 @@ pub const CONFIG_SET_KEYS: &[&str] = &[
     "packages",
     "extra_mounts",
     "egress_allow",
+    "web",
     "sandbox",
     "admin_scope",
     "can_create_agents",
@@ -64,6 +67,7 @@ pub const CONFIG_KEYS: &[&str] = CONFIG_SET_KEYS.split_at(1).1;
 /// `groups-config-set` keys that are security boundaries: owner's approval.
 pub const OWNER_CONFIG_KEYS: &[&str] = &[
     "egress_allow",
+    "web",
     "extra_mounts",
     "sandbox",
     "admin_scope",

@@ -18,6 +18,7 @@ pub mod messages;
 pub mod questions;
 pub mod shell;
 pub mod tasks;
+pub mod web;
 
 use jiff::tz::TimeZone;
 use pinch_proto::rows::{self, Destination, NewOutbound};
@@ -313,7 +314,15 @@ const GROUPS: &[Group] = &[
         specs: admin::specs,
         call: admin::dispatch,
     },
+    Group {
+        specs: web::specs,
+        call: web_call,
+    },
 ];
+
+fn web_call(ctx: &mut ToolCtx<'_>, _: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
+    web::call(ctx, m)
+}
 
 fn shell_call(ctx: &mut ToolCtx<'_>, _: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
     shell::call(ctx, m)
@@ -388,7 +397,7 @@ mod tests {
                 assert_eq!(owners, 1, "{}", s.name);
             }
         }
-        assert_eq!(names.len(), 20, "the built-in tools: {names:?}");
+        assert_eq!(names.len(), 21, "the built-in tools: {names:?}");
     }
 
     #[test]

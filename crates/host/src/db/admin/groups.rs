@@ -26,6 +26,9 @@ fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
             Some(a) if a.iter().all(Value::is_string) => Ok(()),
             _ => Err(shape_err("a JSON list of host patterns", "[\"api.github.com\", \"*.pypi.org\"]")),
         },
+        "web" => pinch_web::GroupPolicy::from_json(Some(&v.to_string()))
+            .map(|_| ())
+            .map_err(|e| invalid(format!("{cmd}: --web {e}, e.g. --web '{}'", pinch_web::POLICY_EXAMPLE))),
         "packages" => match v.as_array() {
             Some(_) => Ok(()),
             None => Err(shape_err("a JSON list", "[\"ripgrep\"]")),
@@ -53,11 +56,12 @@ fn check_config_json(cmd: &str, key: &str, v: &Value) -> R<()> {
     }
 }
 
-const JSON_COLS: [&str; 5] = [
+const JSON_COLS: [&str; 6] = [
     "mcp_servers",
     "packages",
     "extra_mounts",
     "egress_allow",
+    "web",
     "sandbox",
 ];
 
@@ -244,7 +248,7 @@ impl Ctx<'_> {
         let row = one(
             self.conn,
             "SELECT agent_group_id AS ag, provider, model, assistant_name, batch_size, mcp_servers, packages, extra_mounts,
-                    egress_allow, sandbox, admin_scope, can_create_agents, idle_exit_s, claim_stuck_s, updated_at
+                    egress_allow, web, sandbox, admin_scope, can_create_agents, idle_exit_s, claim_stuck_s, updated_at
              FROM agent_configs WHERE agent_group_id = ?1",
             &[s(id)],
         )?;
