@@ -16,6 +16,42 @@ use std::path::{Path, PathBuf};
 /// The port tools are told about when it is free (SPEC §8.2).
 pub const PREFERRED_PORT: u16 = 3128;
 
+/// What every program the runner starts — a `shell` command, an MCP
+/// server, an agent CLI — gets to reach the web through the forwarder at
+/// `proxy` (`http://127.0.0.1:PORT`): `HTTP(S)_PROXY` in both cases, and
+/// `NO_PROXY` for loopback (a program's own local server, and the
+/// forwarder itself, are never reached through the proxy).
+pub fn proxy_vars(proxy: &str) -> Vec<(&'static str, String)> {
+    let p = proxy.trim_end_matches('/');
+    let mut v: Vec<(&'static str, String)> =
+        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+            .into_iter()
+            .map(|k| (k, p.to_owned()))
+            .collect();
+    v.push(("NO_PROXY", "127.0.0.1,localhost".to_owned()));
+    v.push(("no_proxy", "127.0.0.1,localhost".to_owned()));
+    v
+}
+
+/// MCP server configurations with [`proxy_vars`] added to each server's
+/// environment, unless its entry sets that variable itself (the owner's
+/// setting wins). Without a forwarder they are returned as they are.
+pub fn with_proxy_env(
+    servers: &[pinch_proto::runner_config::McpServerConfig],
+    proxy: Option<&String>,
+) -> Vec<pinch_proto::runner_config::McpServerConfig> {
+    let mut out = servers.to_vec();
+    let Some(p) = proxy.filter(|p| !p.is_empty()) else {
+        return out;
+    };
+    for s in &mut out {
+        for (k, v) in proxy_vars(p) {
+            s.env.entry(k.to_owned()).or_insert(v);
+        }
+    }
+    out
+}
+
 /// Starts the forwarder to `proxy_socket` on `127.0.0.1:3128`, or on an
 /// ephemeral loopback port if 3128 is taken (e.g. several `process`
 /// sandboxes on one host). Returns the address to put in `HTTP(S)_PROXY`.

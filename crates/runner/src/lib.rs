@@ -190,6 +190,9 @@ struct Runner {
     /// and a line for each server that failed to start (reported, not
     /// fatal, SPEC §5.1).
     mcp_notes: Vec<(String, String)>,
+    /// MCP servers that failed to start and why (told to the conversation
+    /// once per distinct error).
+    mcp_failures: Vec<(String, String)>,
     first_poll: bool,
     /// The provider conversation this session continues
     /// (`session_state` key `continuation:<provider>`).
@@ -265,8 +268,13 @@ impl Runner {
         signals::install();
         watch_host_fd();
         // After the heartbeat: a slow server start is a live runner.
-        let (mcp, failed) = pinch_mcp::McpClients::start(&cfg.mcp_servers);
+        let servers = egress::with_proxy_env(&cfg.mcp_servers, tools::shell::EGRESS_PROXY.get());
+        let (mcp, failed) = pinch_mcp::McpClients::start(&servers);
         let mut mcp_notes = mcp.instructions_by_server();
+        let mcp_failures: Vec<(String, String)> = failed
+            .iter()
+            .map(|(n, e)| (n.clone(), e.to_string()))
+            .collect();
         for (name, e) in failed {
             tracing::warn!(server = %name, "MCP server unavailable for this runner: {e}");
             mcp_notes.push((
@@ -291,6 +299,7 @@ impl Runner {
             tool_counter: 0,
             mcp,
             mcp_notes,
+            mcp_failures,
             first_poll: true,
             continuation,
             spent: history::Spent::default(),

@@ -416,25 +416,17 @@ impl Runner {
         let sends = address::answer_sends(sends, turn.origin.as_ref(), &turn.destinations);
         let now_s = time::now();
         let tx = write_tx(&mut self.out)?;
+        let mut rows_out = TextRows {
+            tx: &tx,
+            runner_id: &self.cfg.runner_id,
+            counter: &mut self.out_counter,
+            turn,
+            now_s: &now_s,
+        };
         for (addr, text) in sends {
-            self.out_counter += 1;
-            let row = NewOutbound {
-                id: format!("out-{}-{}", self.cfg.runner_id, self.out_counter),
-                in_reply_to: Some(turn.in_reply_to.clone()),
-                timestamp: now_s.clone(),
-                deliver_after: None,
-                kind: "chat".into(),
-                platform_id: addr.platform_id,
-                channel_type: addr.channel_type,
-                thread_id: addr.thread_id,
-                content: pinch_proto::content::ChatOut::Text {
-                    text,
-                    files: vec![],
-                }
-                .to_json(),
-            };
-            rows::insert_outbound(&tx, &row, turn.in_max)?;
+            rows_out.insert(addr, text)?;
         }
+        rows_out.tell_mcp_failures(&self.mcp_failures)?;
         for id in &turn.ids {
             rows::ack(
                 &tx,
@@ -460,6 +452,60 @@ impl Runner {
         progress::end_turn(&tx, &self.cfg.runner_id, &now_s)?;
         tx.commit().map_err(ProtoError::sqlite("commit turn"))?;
         tracing::info!(batch = turn.ids.len(), outcome, "turn done");
+        Ok(())
+    }
+}
+
+/// The turn's text rows, written in its commit's transaction.
+struct TextRows<'a, 't> {
+    tx: &'a pinch_proto::rusqlite::Transaction<'t>,
+    runner_id: &'a str,
+    counter: &'a mut u64,
+    turn: &'a TurnState,
+    now_s: &'a str,
+}
+
+impl TextRows<'_, '_> {
+    fn insert(&mut self, addr: Address, text: String) -> Result<(), ProtoError> {
+        *self.counter += 1;
+        let row = NewOutbound {
+            id: format!("out-{}-{}", self.runner_id, self.counter),
+            in_reply_to: Some(self.turn.in_reply_to.clone()),
+            timestamp: self.now_s.to_owned(),
+            deliver_after: None,
+            kind: "chat".into(),
+            platform_id: addr.platform_id,
+            channel_type: addr.channel_type,
+            thread_id: addr.thread_id,
+            content: pinch_proto::content::ChatOut::Text {
+                text,
+                files: vec![],
+            }
+            .to_json(),
+        };
+        rows::insert_outbound(self.tx, &row, self.turn.in_max).map(|_| ())
+    }
+
+    /// An MCP server that failed to start is told to the conversation once
+    /// per distinct error (the agent's prompt says so every turn): the
+    /// user learns why its tools are missing, in the server's own words.
+    fn tell_mcp_failures(&mut self, failures: &[(String, String)]) -> Result<(), ProtoError> {
+        let Some(origin) = self.turn.origin.clone() else {
+            return Ok(());
+        };
+        for (name, error) in failures {
+            let key = format!("mcp_failure_told:{name}");
+            if rows::state_get(self.tx, &key)?.as_deref() == Some(error.as_str()) {
+                continue;
+            }
+            let text = format!(
+                "Note from pinch: the MCP server `{name}` could not start, so its tools are not available. {error}. \
+                 Fix its entry ([mcp.servers.{name}] in pinch.toml, or the agent group's mcp_servers); the next runner tries again, \
+                 and `pinch doctor` checks that its command exists inside the sandbox."
+            );
+            self.insert(origin.clone(), text)?;
+            rows::state_put(self.tx, &key, error, self.now_s)?;
+        }
         Ok(())
     }
 }

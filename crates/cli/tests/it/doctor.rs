@@ -195,3 +195,52 @@ fn a_bare_claude_is_found_and_root_is_warned_about() {
         .any(|l| l.contains("warn") && l.contains("pinch runs as root with the claude flavor"));
     assert_eq!(root_warning, unsafe { libc::geteuid() } == 0, "{out}");
 }
+
+/// An MCP server installed under a home directory (a pyenv Python's
+/// script) exists on the machine but not in the sandbox: doctor says so;
+/// one found in /bin passes.
+#[test]
+fn an_mcp_server_the_sandbox_cannot_see_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let shims = home.join(".pyenv/shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    let fetch = shims.join("mcp-server-fetch");
+    std::fs::write(&fetch, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fetch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(
+        &cfg,
+        "[mcp.servers.fetch]\ncommand = \"mcp-server-fetch\"\n\n[mcp.servers.cat]\ncommand = \"cat\"\n",
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (code, out) = doctor(
+        &home,
+        &path,
+        &[("PINCH_CONFIG", cfg.to_str().unwrap())],
+        &["--provider", "scripted", "--sandbox", "bwrap"],
+    );
+    assert_eq!(code, 1, "{out}");
+    let f: Vec<String> = fails(&out)
+        .into_iter()
+        .filter(|l| l.contains("MCP"))
+        .collect();
+    assert_eq!(f.len(), 1, "{out}");
+    assert!(
+        f[0].contains("MCP server fetch: mcp-server-fetch is")
+            && f[0].contains(".pyenv/shims/mcp-server-fetch, which the sandbox does not see")
+            && f[0].contains("a Python under pyenv"),
+        "{out}"
+    );
+    assert!(
+        out.contains("MCP server cat: /usr/bin/cat (visible in the sandbox)")
+            || out.contains("MCP server cat: /bin/cat (visible in the sandbox)"),
+        "{out}"
+    );
+}

@@ -140,10 +140,19 @@ fn chat(data: &Path, config: &Path, input: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("Hello from pinch! You said: {}", input)
+    // The configured servers do not exist here: the answer comes first,
+    // then (on the first turn of the session only) a note naming each.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("Hello from pinch! You said: {}", input)),
+        "{stdout}"
     );
+    for line in stdout.lines().skip(1) {
+        assert!(
+            line.starts_with("Note from pinch: the MCP server `"),
+            "{stdout}"
+        );
+    }
 }
 
 fn runner_json(data: &Path) -> serde_json::Value {
@@ -261,6 +270,16 @@ tool = "calc__fail"
 args = { message = "no such thing" }
 
 [[rule]]
+contains = "web-proxy-variable"
+tool = "calc__env"
+args = { name = "HTTPS_PROXY" }
+
+[[rule]]
+contains = "owner-proxy-variable"
+tool = "calc__env"
+args = { name = "HTTP_PROXY" }
+
+[[rule]]
 after_tool = "*"
 reply = "tool said: {tool_result}{tool_error}"
 "#;
@@ -276,16 +295,47 @@ reply = "tool said: {tool_result}{tool_error}"
         },
         groups: None,
     };
+    let mut calc = server("calc", "/workspace/agent/calc-server");
+    // The owner's own setting for a variable wins over the runner's.
+    calc.server
+        .env
+        .insert("HTTP_PROXY".into(), "http://owner.example:8080".into());
+    let mut complains = server("complains", "/workspace/agent/calc-server");
+    complains.server.args = vec!["--fail-start".into()];
     cfg.mcp_servers = vec![
-        server("calc", "/workspace/agent/calc-server"),
+        calc,
         server("broken", "/workspace/agent/not-there"),
+        complains,
     ];
     let rt = crate::common::rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = crate::common::Client::connect(&host.cli_socket);
     let reply = c.ask("add please");
-    assert_eq!(reply.len(), 1, "{reply:?}");
+    // The answer, then one note per server that failed to start, in its
+    // own words (the missing file; the other's stderr).
+    assert_eq!(reply.len(), 3, "{reply:?}");
     assert!(reply[0].contains("tool said: 42"), "{reply:?}");
+    assert!(
+        reply[1].contains("MCP server `broken` could not start")
+            && reply[1].contains("not-there")
+            && reply[1].contains("pinch doctor"),
+        "{reply:?}"
+    );
+    assert!(
+        reply[2].contains("MCP server `complains` could not start")
+            && reply[2].contains("test server: missing API token, refusing to start"),
+        "{reply:?}"
+    );
+    // MCP servers reach the web the way shell commands do: through the
+    // runner's forwarder to the credential proxy.
+    let reply = c.ask("web-proxy-variable");
+    assert_eq!(reply.len(), 1, "told once: {reply:?}");
+    assert!(
+        reply[0].starts_with("tool said: http://127.0.0.1:"),
+        "{reply:?}"
+    );
+    let reply = c.ask("owner-proxy-variable");
+    assert_eq!(reply, ["tool said: http://owner.example:8080false"]);
     let reply = c.ask("break please");
     assert!(
         reply[0].contains("no such thing"),

@@ -2,7 +2,8 @@
 //!
 //! Tools: `echo(text)`, `add(a, b)`, `sleep(seconds)`, `fail(message)` (a
 //! tool error), `crash()` (exits mid-call), `picture()` (image content),
-//! `spawn_sleeper()` (starts a grandchild `sleep`, returns its pid), `pid()`.
+//! `spawn_sleeper()` (starts a grandchild `sleep`, returns its pid), `pid()`,
+//! `env(name)` (the variable's value in the server's environment, or `unset`).
 //! Flags: `--fail-start` (complain on stderr, exit 3 before the handshake),
 //! `--instructions TEXT`.
 
@@ -62,6 +63,11 @@ fn tools() -> Vec<Tool> {
             none.clone(),
         ),
         tool("pid", "This server's pid.", none),
+        tool(
+            "env",
+            "One variable of this server's environment.",
+            json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+        ),
     ]
 }
 
@@ -125,6 +131,10 @@ impl ServerHandler for TestServer {
                 text(child.id().to_string())
             }
             "pid" => text(std::process::id().to_string()),
+            "env" => text(
+                std::env::var(args["name"].as_str().unwrap_or_default())
+                    .unwrap_or_else(|_| "unset".into()),
+            ),
             other => Err(ErrorData::invalid_params(
                 format!("unknown tool {other}"),
                 None,

@@ -148,9 +148,7 @@ pub fn run_with(
         .or_else(|| std::env::var("PINCH_EGRESS_PROXY").ok())
     {
         if !p.is_empty() {
-            for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-                cmd.env(k, &p);
-            }
+            cmd.envs(crate::egress::proxy_vars(&p));
         }
     }
     // SAFETY: setsid is async-signal-safe and touches no Rust state.

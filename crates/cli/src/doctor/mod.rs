@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use pinch_host::sandbox;
 
+mod mcp;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Ok,
@@ -142,6 +144,7 @@ pub fn checks(input: &Input) -> Vec<Check> {
     out.extend(data_dir_checks(&cfg.data_dir));
     out.extend(provider_checks(cfg));
     out.extend(mount_checks(cfg));
+    out.extend(mcp::checks(cfg));
     out.extend(host_checks(&cfg.data_dir));
     out
 }
