@@ -33,6 +33,10 @@ pub struct RunnerConfig {
     /// The credential proxy's socket as the runner sees it.
     #[serde(default)]
     pub proxy_socket: Option<PathBuf>,
+    /// Which of the host's web tools the agent group is offered (decision
+    /// 0042); the host refuses the others anyway.
+    #[serde(default)]
+    pub web: WebTools,
     /// External stdio MCP servers the agent may use (SPEC §5.6), started by
     /// the runner inside its sandbox.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -247,6 +251,23 @@ pub struct Timings {
     pub web_fetch_ms: u64,
 }
 
+/// The host's web tools offered to the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebTools {
+    pub fetch: bool,
+    pub search: bool,
+}
+
+impl Default for WebTools {
+    /// What the host offers without settings: fetch on, no search backend.
+    fn default() -> Self {
+        WebTools {
+            fetch: true,
+            search: false,
+        }
+    }
+}
+
 fn default_web_fetch_ms() -> u64 {
     // The host's default fetch timeout (30 s) and a margin for the proxy.
     40_000
@@ -436,6 +457,7 @@ mod tests {
             timings: Timings::default(),
             batch_size: 10,
             proxy_socket: None,
+            web: WebTools::default(),
             mcp_servers: vec![server("fs"), server("fs"), server("a b")],
         };
         let e = rc.validate().unwrap_err();

@@ -116,6 +116,14 @@ impl Runner {
     /// built-in one: MCP names always contain `__`, built-ins never do).
     pub(crate) fn all_tools(&self) -> Vec<pinch_providers::ToolSpec> {
         let mut all = tools::specs();
+        // The host's web tools only where the group has them (the host
+        // refuses the rest anyway; offering them would only mislead).
+        let web = &self.cfg.web;
+        all.retain(|t| match t.name.as_str() {
+            "web_fetch" => web.fetch,
+            "web_search" => web.search,
+            _ => true,
+        });
         all.extend(self.mcp.tools());
         all
     }

@@ -52,7 +52,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
         &["schedule_task", "list_tasks", "update_task", "cancel_task", "pause_task", "resume_task"],
         "schedule_task and its companions run work later or on a schedule; times without a zone are the user's local time.",
     ),
-    (&["web_fetch"], "web_fetch reads a web page for you through the host (you have no network of your own); cite the URL you read, and fetch again rather than guess when a page was cut."),
+    (&["web_fetch", "web_search"], "web_search finds pages and web_fetch reads one for you through the host (you have no network of your own); cite the URLs you read, and fetch again rather than guess when a page was cut."),
 ];
 
 /// Context windows at or below this many tokens get [`system_prompt_small`].

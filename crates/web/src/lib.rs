@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 mod extract;
 mod guard;
+pub mod search;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -42,6 +43,10 @@ pub struct Settings {
     pub per_minute: u32,
     /// How long a fetched page is served from the cache.
     pub cache_ttl: Duration,
+    /// The owner's search backend (`[web_search]`); `None`: no web_search.
+    pub search: Option<search::Backend>,
+    /// Search results returned at most.
+    pub search_max: usize,
 }
 
 impl Default for Settings {
@@ -55,17 +60,22 @@ impl Default for Settings {
             max_redirects: 10,
             per_minute: 30,
             cache_ttl: Duration::from_secs(300),
+            search: None,
+            search_max: 10,
         }
     }
 }
 
 /// An agent group's web policy (`agent_configs.web`, a JSON object):
-/// `{"fetch": false}` turns `web_fetch` off; `allow` (when not empty) and
-/// `deny` are host patterns (any port when none is given).
+/// `{"fetch": false}` turns `web_fetch` off, `{"search": false}`
+/// `web_search`; `allow` (when not empty) and `deny` are host patterns for
+/// fetches (any port when none is given).
 #[derive(Clone, Debug, Default)]
 pub struct GroupPolicy {
     /// `None`: the install's [`Settings::fetch`].
     pub fetch: Option<bool>,
+    /// `None`: on when the install has a search backend.
+    pub search: Option<bool>,
     pub allow: HostPatterns,
     pub deny: HostPatterns,
 }
@@ -75,6 +85,7 @@ pub struct GroupPolicy {
 #[serde(deny_unknown_fields)]
 struct GroupPolicyJson {
     fetch: Option<bool>,
+    search: Option<bool>,
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
@@ -83,7 +94,7 @@ struct GroupPolicyJson {
 
 /// What `--web` takes, for error messages.
 pub const POLICY_EXAMPLE: &str =
-    r#"{"fetch":true,"allow":["*.wikipedia.org"],"deny":["example.com"]}"#;
+    r#"{"fetch":true,"search":true,"allow":["*.wikipedia.org"],"deny":["example.com"]}"#;
 
 impl GroupPolicy {
     /// Parses `agent_configs.web` (NULL or empty: the install's defaults).
@@ -95,6 +106,7 @@ impl GroupPolicy {
             .map_err(|e| format!("must be a JSON object like {POLICY_EXAMPLE} ({e})"))?;
         Ok(GroupPolicy {
             fetch: j.fetch,
+            search: j.search,
             allow: HostPatterns::parse_as(&j.allow, "web.allow", None)?,
             deny: HostPatterns::parse_as(&j.deny, "web.deny", None)?,
         })
@@ -164,6 +176,8 @@ const CACHE_ENTRIES: usize = 256;
 pub struct Web {
     settings: Settings,
     client: reqwest::Client,
+    /// For the owner's search backend: no guard (the owner chose it).
+    search_client: reqwest::Client,
     cache: Mutex<HashMap<String, Cached>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     epoch: Instant,
@@ -182,9 +196,19 @@ impl Web {
             .user_agent(concat!("pinch/", env!("CARGO_PKG_VERSION"), " (web_fetch)"))
             .build()
             .map_err(|e| format!("building the web client: {e}"))?;
+        let search_client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .user_agent(concat!(
+                "pinch/",
+                env!("CARGO_PKG_VERSION"),
+                " (web_search)"
+            ))
+            .build()
+            .map_err(|e| format!("building the search client: {e}"))?;
         Ok(Web {
             settings,
             client,
+            search_client,
             cache: Mutex::default(),
             buckets: Mutex::default(),
             epoch: Instant::now(),
@@ -204,7 +228,7 @@ impl Web {
         url: &str,
         max_chars: Option<usize>,
     ) -> Result<Page, FetchError> {
-        if !policy.fetch.unwrap_or(self.settings.fetch) {
+        if !self.fetch_on(policy) {
             return Err(FetchError::Refused(format!(
                 "web_fetch is off for agent group {group:?}; the owner can turn it on with `pinch admin groups config-set {group} --web '{{\"fetch\":true}}'`"
             )));
@@ -245,6 +269,54 @@ impl Web {
             );
         }
         Ok(shown)
+    }
+
+    /// Whether `web_search` is offered to a group under `policy`.
+    pub fn search_on(&self, policy: &GroupPolicy) -> bool {
+        self.settings.search.is_some() && policy.search.unwrap_or(true)
+    }
+
+    /// Whether `web_fetch` is offered to a group under `policy`.
+    pub fn fetch_on(&self, policy: &GroupPolicy) -> bool {
+        policy.fetch.unwrap_or(self.settings.fetch)
+    }
+
+    /// Searches the owner's backend for `group`; `count` hits at most
+    /// (capped by the install's `search_max`). Counts against the same
+    /// per-group rate as fetches.
+    pub async fn search(
+        &self,
+        group: &str,
+        policy: &GroupPolicy,
+        query: &str,
+        count: Option<usize>,
+    ) -> Result<Vec<search::Hit>, FetchError> {
+        let Some(backend) = &self.settings.search else {
+            return Err(FetchError::Refused(
+                "no search backend is configured: the owner can set one in pinch.toml under [web_search] (backend = \"searxng\", \"brave\" or \"tavily\")".into(),
+            ));
+        };
+        if !self.search_on(policy) {
+            return Err(FetchError::Refused(format!(
+                "web_search is off for agent group {group:?}; the owner can turn it on with `pinch admin groups config-set {group} --web '{{\"search\":true}}'`"
+            )));
+        }
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(FetchError::BadRequest("the query is empty".into()));
+        }
+        let count = count.unwrap_or(5).clamp(1, self.settings.search_max.max(1));
+        self.take_token(group)?;
+        let limit = self.settings.timeout;
+        match tokio::time::timeout(
+            limit,
+            search::run(&self.search_client, backend, query, count),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::TimedOut(limit.as_secs())),
+        }
     }
 
     /// A fresh cached copy whose every hop this group may still reach.

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// (status, extra headers, body), or `None` for a connection held open
@@ -18,6 +18,8 @@ pub struct Server {
     pub port: u16,
     /// Requests answered or held so far.
     pub hits: Arc<AtomicUsize>,
+    /// Each request's head (request line and headers, lowercase names).
+    pub heads: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts the server; a thread per connection, one request each.
@@ -26,20 +28,28 @@ pub fn serve(route: Route) -> Server {
     let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             let counted = counted.clone();
+            let seen = seen.clone();
             std::thread::spawn(move || {
                 let Ok(read_half) = s.try_clone() else { return };
                 let mut r = BufReader::new(read_half);
                 let mut line = String::new();
                 r.read_line(&mut line).unwrap_or(0);
                 let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                let mut head = line.clone();
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                         break;
                     }
+                    head.push_str(&h.to_ascii_lowercase());
+                }
+                if let Ok(mut v) = seen.lock() {
+                    v.push(head);
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
                 let Some((status, headers, body)) = route(&path, port) else {
@@ -60,7 +70,7 @@ pub fn serve(route: Route) -> Server {
             });
         }
     });
-    Server { port, hits }
+    Server { port, hits, heads }
 }
 
 /// One header, for an [`Answer`].

@@ -26,6 +26,7 @@ mod sandbox;
 mod stuck;
 mod validate;
 mod web_fetch;
+mod web_search;
 
 pub use channels::channel_envs;
 pub use env::Env;
@@ -42,6 +43,7 @@ use sandbox::SandboxSection;
 use stuck::StuckSection;
 use validate::Origin;
 use web_fetch::WebFetchSection;
+use web_search::WebSearchSection;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +74,9 @@ pub struct FileConfig {
     /// `[web_fetch]`: what agents' `web_fetch` may reach and how much.
     #[serde(default)]
     pub web_fetch: WebFetchSection,
+    /// `[web_search]`: the search backend `web_search` asks.
+    #[serde(default)]
+    pub web_search: WebSearchSection,
     /// `[webhooks.<name>]`: generic webhooks (`POST /hooks/<name>`).
     #[serde(default)]
     pub webhooks: std::collections::BTreeMap<String, WebhookSection>,
@@ -227,6 +232,7 @@ pub fn resolve(
     file.provider.apply(&mut c, o, env)?;
     file.proxy.apply(&mut c)?;
     file.web_fetch.apply(&mut c)?;
+    file.web_search.apply(&mut c, env)?;
     c.timezone = match &file.timezone {
         Some(tz) => {
             jiff::tz::TimeZone::get(tz).with_context(|| {

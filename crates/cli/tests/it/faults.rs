@@ -384,6 +384,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
         timings,
         batch_size: 10,
         proxy_socket: None,
+        web: Default::default(),
         mcp_servers: Vec::new(),
     };
     let p = dir.runner_json();

@@ -155,15 +155,6 @@ fn chat(data: &Path, config: &Path, input: &str) {
     }
 }
 
-fn runner_json(data: &Path) -> serde_json::Value {
-    let sessions: Vec<PathBuf> = crate::common::walk(&data.join("sessions"))
-        .into_iter()
-        .filter(|p| p.ends_with("in/runner.json"))
-        .collect();
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    serde_json::from_str(&std::fs::read_to_string(&sessions[0]).unwrap()).unwrap()
-}
-
 #[test]
 fn mcp_servers_from_the_config_file_and_the_group_reach_runner_json() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,7 +176,7 @@ groups = ["not-main"]
     )
     .unwrap();
     chat(&data, &cfg, "one\n");
-    let rj = runner_json(&data);
+    let rj = crate::common::runner_json(&data);
     assert_eq!(
         rj["mcp_servers"],
         serde_json::json!([{
@@ -205,7 +196,7 @@ groups = ["not-main"]
     .unwrap();
     drop(db);
     chat(&data, &cfg, "two\n");
-    let rj = runner_json(&data);
+    let rj = crate::common::runner_json(&data);
     let servers: Vec<(&str, &str)> = rj["mcp_servers"]
         .as_array()
         .unwrap()

@@ -18,13 +18,20 @@ fn site(path: &str, _port: u16) -> Answer {
             b"<html><head><title>Landlord notes</title></head><body><h1>Rent</h1><p>Due on the <b>first</b>.</p></body></html>".to_vec(),
         ),
         "/to-metadata" => (302, header("location", "http://169.254.169.254/latest/meta-data/"), vec![]),
+        p if p.starts_with("/brave?") => (
+            200,
+            header("content-type", "application/json"),
+            br#"{"web":{"results":[{"title":"Rent <strong>law</strong>","url":"https://law.example/rent","description":"What a landlord may ask."}]}}"#.to_vec(),
+        ),
         _ => (404, vec![], vec![]),
     })
 }
 
 /// One rule per phrase: fetch that URL; after the tool, say what it said.
 fn script(urls: &[(&str, String)]) -> String {
-    let mut s = String::new();
+    let mut s = String::from(
+        "[[rule]]\ncontains = \"search-rent\"\ntool = \"web_search\"\nargs = { query = \"rent law\", count = 3 }\n\n",
+    );
     for (phrase, url) in urls {
         s.push_str(&format!(
             "[[rule]]\ncontains = \"{phrase}\"\ntool = \"web_fetch\"\nargs = {{ url = \"{url}\" }}\n\n"
@@ -67,6 +74,12 @@ fn a_page_fetched_by_the_host_reaches_the_agent_in_its_sandbox() {
         None,
     )
     .unwrap();
+    const KEY: &str = "brave-secret-key-4f1d";
+    cfg.web.search = Some(pinch_web::search::Backend::Brave {
+        url: format!("{base}/brave"),
+        key: pinch_web::search::Key::new(KEY),
+    });
+    let data = cfg.data_dir.clone();
     cfg.http = Some(pinch_host::config::HttpSettings::local(
         ([127, 0, 0, 1], listener).into(),
         true,
@@ -105,18 +118,39 @@ fn a_page_fetched_by_the_host_reaches_the_agent_in_its_sandbox() {
         2,
         "the page and the first hop of the redirect"
     );
+    let reply = one(c.ask("please search-rent"));
+    assert_eq!(
+        reply,
+        "tool said: Results for \"rent law\":\n\n1. Rent law\n   https://law.example/rent\n   What a landlord may ask."
+    );
+    assert!(site
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|h| h.contains(&format!("x-subscription-token: {KEY}"))));
     rt.block_on(host.shutdown()).unwrap();
+    // The search key never reached the sandbox's side: not in runner.json,
+    // the session DBs, or any log.
+    for f in walk(&data) {
+        if let Ok(bytes) = std::fs::read(&f) {
+            assert!(
+                !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+                "the search key is in {}",
+                f.display()
+            );
+        }
+    }
 }
 
+/// A group whose policy turns web_fetch off is not offered the tool, and
+/// the host refuses the route even when the sandbox asks it directly.
 #[test]
-fn a_group_whose_policy_turns_web_fetch_off_is_told_so() {
+fn a_group_whose_policy_turns_web_fetch_off_is_refused_by_the_host() {
     let site = serve(site);
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}/page", site.port);
-    let mut cfg = with_script(
-        host_config(tmp.path(), any_sandbox()),
-        &script(&[("read-page", url)]),
-    );
+    let mut cfg = host_config(tmp.path(), any_sandbox());
     cfg.web.allow_private = pinch_policy::hosts::HostPatterns::parse_as(
         &[format!("127.0.0.1:{}", site.port)],
         "t",
@@ -160,11 +194,28 @@ fn a_group_whose_policy_turns_web_fetch_off_is_told_so() {
     .unwrap();
     assert!(set.status.success(), "{set:?}");
     let mut c = Client::connect(&host.cli_socket);
-    let reply = one(c.ask("please read-page"));
+    assert_eq!(c.ask("hello").len(), 1);
+    assert_eq!(
+        runner_json(&data)["web"],
+        serde_json::json!({"fetch": false, "search": false}),
+        "the runner does not offer the tool"
+    );
+    let s = rt.block_on(host.sessions()).remove(0);
+    let sock = data.join("run/proxy").join(&s.id).join("llm.sock");
+    let body = format!(r#"{{"url":"{url}"}}"#);
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        u,
+        "POST /_pinch/web/fetch HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    u.read_to_string(&mut answer).unwrap();
     assert!(
-        reply.contains("web_fetch is off for agent group")
-            && reply.contains("config-set main --web"),
-        "{reply}"
+        answer.starts_with("HTTP/1.1 403") && answer.contains("web_fetch is off for agent group"),
+        "{answer}"
     );
     assert_eq!(site.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     rt.block_on(host.shutdown()).unwrap();

@@ -134,6 +134,17 @@ impl Host {
             },
             batch_size: self.cfg.batch_size,
             proxy_socket: Some(proxy_socket.clone().into()),
+            web: match self.central.web_policy(&row.agent_group_id) {
+                Ok(p) => pinch_proto::runner_config::WebTools {
+                    fetch: self.web.fetch_on(&p),
+                    search: self.web.search_on(&p),
+                },
+                // Told when a tool is called (the proxy refuses with the reason).
+                Err(_) => pinch_proto::runner_config::WebTools {
+                    fetch: true,
+                    search: self.web.settings().search.is_some(),
+                },
+            },
             mcp_servers: self.cfg.mcp_servers_for(
                 &row.agent_group_id,
                 self.central.agent_mcp_servers(&row.agent_group_id)?,

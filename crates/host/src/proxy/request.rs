@@ -48,8 +48,10 @@ pub(super) enum Decision {
         port: u16,
     },
     Forward(Forward),
-    /// The host's `web_fetch` route, with the body's length.
-    WebFetch {
+    /// One of the host's own routes ([`super::web::HostRoute`]), with the
+    /// body's length.
+    Host {
+        route: super::web::HostRoute,
         len: u64,
     },
 }
@@ -141,14 +143,14 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let host_route = path == super::web::FETCH_PATH;
-    if host_route && method != "POST" {
+    let host_route = super::web::HostRoute::of(path);
+    if host_route.is_some() && method != "POST" {
         return Err(refuse(
             405,
             format!("{path} takes POST with a JSON body {{\"url\": …}}"),
         ));
     }
-    let found = if host_route {
+    let found = if host_route.is_some() {
         None
     } else {
         let route = path
@@ -222,12 +224,15 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
             return Err(refuse(
                 413,
                 format!(
-                    "a web_fetch request is larger than {} bytes",
+                    "a request to the host's web route is larger than {} bytes",
                     super::web::MAX_REQUEST
                 ),
             ));
         }
-        return Ok(Decision::WebFetch { len });
+        let Some(route) = host_route else {
+            return Err(refuse(403, "no route"));
+        };
+        return Ok(Decision::Host { route, len });
     };
     if len > MAX_BODY {
         return Err(refuse(
@@ -439,7 +444,10 @@ mod tests {
         };
         assert_eq!(
             decide(head("POST", 20).as_bytes(), &test_routes()),
-            Ok(Decision::WebFetch { len: 20 })
+            Ok(Decision::Host {
+                route: super::super::web::HostRoute::Fetch,
+                len: 20
+            })
         );
         assert_eq!(code(&head("GET", 0)), 405);
         assert_eq!(code(&head("POST", 64 * 1024 + 1)), 413);

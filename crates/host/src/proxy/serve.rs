@@ -159,7 +159,9 @@ async fn handle(mut c: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
         }
         Ok(Decision::Connect { host, port }) => connect(c, &host, port, &buf[end..], ctx).await,
         Ok(Decision::Forward(f)) => forward(c, f, &buf[end..], ctx).await,
-        Ok(Decision::WebFetch { len }) => super::web::fetch(c, len, &buf[end..], ctx).await,
+        Ok(Decision::Host { route, len }) => {
+            super::web::answer_route(c, route, len, &buf[end..], ctx).await
+        }
     }
 }
 

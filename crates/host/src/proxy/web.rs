@@ -1,14 +1,30 @@
-//! The host's own route on the proxy socket: `POST /_pinch/web/fetch`
-//! (decision 0042). The sandbox's `web_fetch` tool sends `{"url": …,
-//! "max_chars": …}`; the host fetches under the session's agent group
-//! policy with [`pinch_web::Web`] and answers `200` with the page as JSON,
-//! or the refusal's status with `{"error": …}`. The sandbox never opens a
-//! network connection of its own.
+//! The host's own routes on the proxy socket (decision 0042):
+//! `POST /_pinch/web/fetch` (`{"url": …, "max_chars": …}`) and
+//! `POST /_pinch/web/search` (`{"query": …, "count": …}`). The host does
+//! the work under the session's agent group policy with
+//! [`pinch_web::Web`] and answers `200` with JSON (the page; `{"results":
+//! […]}`), or the refusal's status with `{"error": …}`. The sandbox never
+//! opens a network connection of its own.
 
 use super::*;
 
-/// The path of the fetch route. `_` cannot start a configured route name.
-pub(super) const FETCH_PATH: &str = "/_pinch/web/fetch";
+/// The host's routes (their paths start with `/_pinch/`, which no
+/// configured model route can be named).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HostRoute {
+    Fetch,
+    Search,
+}
+
+impl HostRoute {
+    pub(super) fn of(path: &str) -> Option<HostRoute> {
+        match path {
+            "/_pinch/web/fetch" => Some(HostRoute::Fetch),
+            "/_pinch/web/search" => Some(HostRoute::Search),
+            _ => None,
+        }
+    }
+}
 /// The largest request body the route reads.
 pub(super) const MAX_REQUEST: u64 = 64 * 1024;
 
@@ -27,9 +43,16 @@ struct FetchRequest {
     max_chars: Option<usize>,
 }
 
+#[derive(serde::Deserialize)]
+struct SearchRequest {
+    query: String,
+    count: Option<usize>,
+}
+
 /// Reads the request body (`len` bytes, `early` already read) and answers.
-pub(super) async fn fetch(
+pub(super) async fn answer_route(
     mut c: UnixStream,
+    route: HostRoute,
     len: u64,
     early: &[u8],
     ctx: &Ctx,
@@ -50,10 +73,10 @@ pub(super) async fn fetch(
     };
     match tokio::time::timeout(lim.idle_timeout, read).await {
         Ok(r) => r?,
-        Err(_) => return Err(timed_out("reading a web_fetch request")),
+        Err(_) => return Err(timed_out("reading a request to a web route")),
     }
     body.truncate(want);
-    let (code, json) = answer(&body, ctx).await;
+    let (code, json) = answer(route, &body, ctx).await;
     let text = json.to_string();
     let head = format!(
         "HTTP/1.1 {code} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -66,48 +89,84 @@ pub(super) async fn fetch(
     };
     match tokio::time::timeout(lim.idle_timeout, write).await {
         Ok(r) => r,
-        Err(_) => Err(timed_out("writing a web_fetch answer")),
+        Err(_) => Err(timed_out("writing the answer of a web route")),
     }
 }
 
-async fn answer(body: &[u8], ctx: &Ctx) -> (u16, serde_json::Value) {
-    let sid = ctx.session_id.as_str();
-    let err = |code: u16, msg: String| (code, serde_json::json!({ "error": msg }));
+fn error(code: u16, msg: String) -> (u16, serde_json::Value) {
+    (code, serde_json::json!({ "error": msg }))
+}
+
+async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::Value) {
     let Some(access) = ctx.web.as_deref() else {
-        return err(403, "web_fetch is not available through this proxy".into());
-    };
-    let req: FetchRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return err(
-                400,
-                format!("the request must be JSON {{\"url\": \"https://…\"}} ({e})"),
-            )
-        }
+        return error(
+            403,
+            "the host's web tools are not available through this proxy".into(),
+        );
     };
     let policy = match &access.policy {
         Ok(p) => p,
         Err(why) => {
-            return err(
+            return error(
                 403,
                 format!("refused: this agent group's web policy is invalid: {why}"),
             )
         }
     };
+    let sid = ctx.session_id.as_str();
     let started = Instant::now();
-    let r = access
-        .web
-        .fetch(&access.group, policy, &req.url, req.max_chars)
-        .await;
-    let ms = started.elapsed().as_millis() as u64;
-    match r {
-        Ok(page) => {
-            tracing::info!(session_id = sid, url = %req.url, final_url = %page.final_url, status = page.status, cached = page.cached, ms, "web_fetch");
-            (200, serde_json::to_value(&page).unwrap_or_default())
+    match route {
+        HostRoute::Fetch => {
+            let req: FetchRequest = match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        400,
+                        format!("the request must be JSON {{\"url\": \"https://…\"}} ({e})"),
+                    )
+                }
+            };
+            let r = access
+                .web
+                .fetch(&access.group, policy, &req.url, req.max_chars)
+                .await;
+            let ms = started.elapsed().as_millis() as u64;
+            match r {
+                Ok(page) => {
+                    tracing::info!(session_id = sid, url = %req.url, final_url = %page.final_url, status = page.status, cached = page.cached, ms, "web_fetch");
+                    (200, serde_json::to_value(&page).unwrap_or_default())
+                }
+                Err(e) => {
+                    tracing::warn!(session_id = sid, url = %req.url, ms, "web_fetch: {e}");
+                    error(e.status(), e.to_string())
+                }
+            }
         }
-        Err(e) => {
-            tracing::warn!(session_id = sid, url = %req.url, ms, "web_fetch: {e}");
-            err(e.status(), e.to_string())
+        HostRoute::Search => {
+            let req: SearchRequest = match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        400,
+                        format!("the request must be JSON {{\"query\": \"…\"}} ({e})"),
+                    )
+                }
+            };
+            let r = access
+                .web
+                .search(&access.group, policy, &req.query, req.count)
+                .await;
+            let ms = started.elapsed().as_millis() as u64;
+            match r {
+                Ok(hits) => {
+                    tracing::info!(session_id = sid, results = hits.len(), ms, "web_search");
+                    (200, serde_json::json!({ "results": hits }))
+                }
+                Err(e) => {
+                    tracing::warn!(session_id = sid, ms, "web_search: {e}");
+                    error(e.status(), e.to_string())
+                }
+            }
         }
     }
 }

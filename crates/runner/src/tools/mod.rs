@@ -320,8 +320,8 @@ const GROUPS: &[Group] = &[
     },
 ];
 
-fn web_call(ctx: &mut ToolCtx<'_>, _: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
-    web::call(ctx, m)
+fn web_call(ctx: &mut ToolCtx<'_>, name: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
+    web::call(ctx, name, m)
 }
 
 fn shell_call(ctx: &mut ToolCtx<'_>, _: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
@@ -397,7 +397,7 @@ mod tests {
                 assert_eq!(owners, 1, "{}", s.name);
             }
         }
-        assert_eq!(names.len(), 21, "the built-in tools: {names:?}");
+        assert_eq!(names.len(), 22, "the built-in tools: {names:?}");
     }
 
     #[test]
@@ -464,6 +464,7 @@ pub(crate) mod testing {
                 timings: Timings::default(),
                 batch_size: 10,
                 proxy_socket: None,
+                web: Default::default(),
                 mcp_servers: Vec::new(),
             };
             // Both DBs exist with their schemas, as the host makes them.

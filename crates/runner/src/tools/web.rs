@@ -1,7 +1,8 @@
-//! `web_fetch(url, max_chars)`: a page of the web as readable text. The
-//! sandbox has no network; the host fetches (its route on the credential
-//! proxy's socket, decision 0042) under the agent group's policy and the
-//! SSRF guard, and answers with the final URL, status, title and text.
+//! `web_fetch(url, max_chars)`: a page of the web as readable text, and
+//! `web_search(query, count)`: the owner's search backend's results. The
+//! sandbox has no network; the host does both (its routes on the
+//! credential proxy's socket, decision 0042) under the agent group's
+//! policy — fetches behind the SSRF guard — and answers with JSON.
 
 use std::io::Read;
 use std::time::Duration;
@@ -11,14 +12,16 @@ use serde_json::{json, Map, Value};
 use super::{spec, Args, ToolCtx, ToolError, ToolResult};
 use pinch_providers::ToolSpec;
 
-/// The host's route for fetches on the proxy socket.
+/// The host's routes on the proxy socket.
 pub const FETCH_PATH: &str = "/_pinch/web/fetch";
+pub const SEARCH_PATH: &str = "/_pinch/web/search";
 /// The largest answer read from the host (100k characters of text at up to
 /// 4 bytes each, JSON-escaped, and the fields around them).
 const MAX_ANSWER: u64 = 1024 * 1024;
 
 pub fn specs() -> Vec<ToolSpec> {
-    vec![spec(
+    vec![
+        spec(
         "web_fetch",
         "Fetch a web page (http or https) and read it as text: HTML comes back as Markdown with its title; JSON and \
          plain text as they are. The host fetches it for you (your sandbox has no network of its own), follows \
@@ -32,43 +35,103 @@ pub fn specs() -> Vec<ToolSpec> {
             },
             "required": ["url"]
         }),
+    ),
+    spec(
+        "web_search",
+        "Search the web. Returns up to `count` results, each with its title, URL and a snippet; read a result with \
+         web_fetch. The host asks the search service its owner chose.",
+        json!({
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "What to search for, as you would type it into a search engine."},
+                "count": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5,
+                          "description": "Results to return at most."}
+            },
+            "required": ["query"]
+        }),
     )]
 }
 
-pub fn call(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
+pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolResult {
+    if name == "web_search" {
+        let a = Args {
+            tool: "web_search",
+            m,
+        };
+        let query = a.str("query")?.trim();
+        let count = a.opt_u64("count")?;
+        let v = ask_host(
+            ctx,
+            "web_search",
+            SEARCH_PATH,
+            json!({ "query": query, "count": count }),
+        )
+        .map_err(|why| ToolError(format!("web_search {query:?}: {why}")))?;
+        return Ok(render_hits(query, &v));
+    }
     let a = Args {
         tool: "web_fetch",
         m,
     };
     let url = a.str("url")?.trim();
     let max_chars = a.opt_u64("max_chars")?;
+    let v = ask_host(
+        ctx,
+        "web_fetch",
+        FETCH_PATH,
+        json!({ "url": url, "max_chars": max_chars }),
+    )
+    .map_err(|why| ToolError(format!("web_fetch {url}: {why}")))?;
+    Ok(render(&v))
+}
+
+/// POSTs `body` to the host's route `path`; the JSON answer, or why not.
+fn ask_host(ctx: &mut ToolCtx<'_>, tool: &str, path: &str, body: Value) -> Result<Value, String> {
     let Some(socket) = ctx.cfg.proxy_socket.clone() else {
-        return Err(ToolError(
-            "web_fetch is not available: this runner has no credential proxy to ask".into(),
-        ));
+        return Err("not available: this runner has no credential proxy to ask".into());
     };
-    let body = json!({ "url": url, "max_chars": max_chars }).to_string();
     let wait = ctx.cfg.timings.web_fetch_ms;
-    ctx.set_tool_in_flight(Some(("web_fetch", wait)));
-    let r =
-        pinch_providers::http::post(&socket, FETCH_PATH, &[], &body, Duration::from_millis(wait));
+    ctx.set_tool_in_flight(Some((tool, wait)));
+    let r = pinch_providers::http::post(
+        &socket,
+        path,
+        &[],
+        &body.to_string(),
+        Duration::from_millis(wait),
+    );
     ctx.set_tool_in_flight(None);
-    let resp = r.map_err(|e| ToolError(format!("web_fetch: {}", e.message)))?;
+    let resp = r.map_err(|e| e.message)?;
     let status = resp.status;
     let mut text = String::new();
     resp.body
         .take(MAX_ANSWER)
         .read_to_string(&mut text)
-        .map_err(|e| ToolError(format!("web_fetch: reading the host's answer: {e}")))?;
+        .map_err(|e| format!("reading the host's answer: {e}"))?;
     let v: Value = serde_json::from_str(&text).map_err(|_| {
         let head: String = text.chars().take(300).collect();
-        ToolError(format!("web_fetch: the host answered {status}: {head}"))
+        format!("the host answered {status}: {head}")
     })?;
     if status != 200 {
-        let why = v["error"].as_str().unwrap_or("no reason given");
-        return Err(ToolError(format!("web_fetch {url}: {why}")));
+        return Err(v["error"].as_str().unwrap_or("no reason given").to_owned());
     }
-    Ok(render(&v))
+    Ok(v)
+}
+
+/// Search results as the model reads them: numbered, one block each.
+fn render_hits(query: &str, v: &Value) -> String {
+    let hits = v["results"].as_array().cloned().unwrap_or_default();
+    if hits.is_empty() {
+        return format!("No results for {query:?}.");
+    }
+    let mut out = format!("Results for {query:?}:\n");
+    for (i, h) in hits.iter().enumerate() {
+        let s = |k: &str| h[k].as_str().unwrap_or("").to_owned();
+        out.push_str(&format!("\n{}. {}\n   {}\n", i + 1, s("title"), s("url")));
+        if !s("snippet").is_empty() {
+            out.push_str(&format!("   {}\n", s("snippet")));
+        }
+    }
+    out
 }
 
 /// The page as the model reads it: a few header lines, then the text.
@@ -107,6 +170,20 @@ mod tests {
         assert_eq!(
             render(&v),
             "URL: http://a/y\nStatus: 200 (redirected from http://a/x)\nContent-Type: text/html\nTitle: T\nNote: the page was longer and was cut.\n\n# Hi"
+        );
+    }
+
+    #[test]
+    fn results_render_numbered() {
+        let v = json!({"results": [{"title": "A", "url": "https://a/", "snippet": "about a"},
+                                   {"title": "B", "url": "https://b/", "snippet": ""}]});
+        assert_eq!(
+            render_hits("q", &v),
+            "Results for \"q\":\n\n1. A\n   https://a/\n   about a\n\n2. B\n   https://b/\n"
+        );
+        assert_eq!(
+            render_hits("q", &json!({"results": []})),
+            "No results for \"q\"."
         );
     }
 

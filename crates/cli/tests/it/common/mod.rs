@@ -728,3 +728,13 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
         });
     std::iter::once(pid).chain(children).collect()
 }
+
+/// The one session's `in/runner.json` under `data`, parsed.
+pub fn runner_json(data: &Path) -> serde_json::Value {
+    let sessions: Vec<PathBuf> = walk(&data.join("sessions"))
+        .into_iter()
+        .filter(|p| p.ends_with("in/runner.json"))
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    serde_json::from_str(&std::fs::read_to_string(&sessions[0]).unwrap()).unwrap()
+}
