@@ -3,7 +3,7 @@
 //! pinch-mcp), and `[mcp.servers]` / `agent_configs.mcp_servers` reaching
 //! `runner.json`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
