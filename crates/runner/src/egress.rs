@@ -18,19 +18,16 @@ pub const PREFERRED_PORT: u16 = 3128;
 
 /// What every program the runner starts — a `shell` command, an MCP
 /// server, an agent CLI — gets to reach the web through the forwarder at
-/// `proxy` (`http://127.0.0.1:PORT`): `HTTP(S)_PROXY` in both cases, and
-/// `NO_PROXY` for loopback (a program's own local server, and the
-/// forwarder itself, are never reached through the proxy).
+/// `proxy` (`http://127.0.0.1:PORT`): `HTTP_PROXY` and `HTTPS_PROXY`, in
+/// both cases. Loopback is not exempted: an `egress_allow` entry may name
+/// one of the host's own ports (`127.0.0.1:8080`), reached only through
+/// the proxy; the agent CLI adds its own `NO_PROXY` for its API base URLs.
 pub fn proxy_vars(proxy: &str) -> Vec<(&'static str, String)> {
     let p = proxy.trim_end_matches('/');
-    let mut v: Vec<(&'static str, String)> =
-        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
-            .into_iter()
-            .map(|k| (k, p.to_owned()))
-            .collect();
-    v.push(("NO_PROXY", "127.0.0.1,localhost".to_owned()));
-    v.push(("no_proxy", "127.0.0.1,localhost".to_owned()));
-    v
+    ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+        .into_iter()
+        .map(|k| (k, p.to_owned()))
+        .collect()
 }
 
 /// MCP server configurations with [`proxy_vars`] added to each server's

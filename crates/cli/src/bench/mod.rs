@@ -49,6 +49,7 @@ mod load;
 mod memory;
 mod p10;
 mod report;
+mod web;
 
 use memory::ProcMem;
 pub(crate) use memory::{comm, descendants};
@@ -81,10 +82,12 @@ pub enum Fig {
     P9,
     /// One tool round trip (issue 4).
     Tool,
+    /// `web_fetch` through the host against a direct GET (issue 17).
+    Fetch,
 }
 
 impl Fig {
-    const ALL: [Fig; 8] = [
+    const ALL: [Fig; 9] = [
         Fig::P1,
         Fig::P2,
         Fig::P3,
@@ -93,6 +96,7 @@ impl Fig {
         Fig::P7,
         Fig::P9,
         Fig::Tool,
+        Fig::Fetch,
     ];
 
     fn id(self) -> &'static str {
@@ -105,6 +109,7 @@ impl Fig {
             Fig::P7 => "P7",
             Fig::P9 => "P9",
             Fig::Tool => "TOOL",
+            Fig::Fetch => "FETCH",
         }
     }
 
@@ -119,6 +124,7 @@ impl Fig {
             Fig::P7 => "runner idle RSS",
             Fig::P9 => "crash noticed → replacement claims",
             Fig::Tool => "CLI message → shell tool → reply (warm)",
+            Fig::Fetch => "web_fetch through the host, 20 KB page",
         }
     }
 
@@ -142,6 +148,9 @@ impl Fig {
                         includes the 500 ms floor every respawn waits, decision 0024)",
             Fig::Tool => "one tool round trip, warm session: message sent on the CLI → scripted model calls `shell` (`echo`) → \
                           sh runs in the sandbox → result → model → reply printed (t0 before the socket write; t1 when the reply line is read)",
+            Fig::Fetch => "what the web_fetch tool does: POST /_pinch/web/fetch on a session's proxy socket → the host fetches a 20 KB HTML page \
+                           from a loopback server (guard, resolver, HTML → Markdown; no cache) → JSON answer read whole; baseline: a plain GET of \
+                           the same page over TCP, read whole (t0 before connecting; t1 at the end of the answer)",
         }
     }
 
@@ -157,6 +166,7 @@ impl Fig {
             (Fig::P7, _) => "≤ 10 MB",
             (Fig::P9, _) => "≤ 600 ms (100 + 500 floor)",
             (Fig::Tool, _) => "none (reported in issue 4; baseline P2)",
+            (Fig::Fetch, _) => "none (the ratio is the figure: issue 17)",
         }
     }
 }
@@ -336,6 +346,10 @@ impl Bench {
                         .with_context(|| format!("TOOL ({})", kind.as_str()))?,
                 );
             }
+        }
+        // The fetch is the host's: its sandbox does not matter, once.
+        if want(Fig::Fetch) {
+            rows.push(self.fetch(sandboxes[0]).await.context("FETCH")?);
         }
         // Routing starts no runner, so its sandbox does not matter: once.
         if want(Fig::P4) {

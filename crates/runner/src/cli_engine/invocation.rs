@@ -177,11 +177,12 @@ pub fn environment(
         let p = p.trim_end_matches('/');
         set("ANTHROPIC_BASE_URL", &format!("{p}/anthropic"));
         set("OPENAI_BASE_URL", &format!("{p}/openai"));
-        // The API base URLs are the forwarder itself: NO_PROXY keeps them
-        // off the proxy.
         for (k, v) in crate::egress::proxy_vars(p) {
             set(k, &v);
         }
+        // The API base URLs are the forwarder itself: never via the proxy.
+        set("NO_PROXY", "127.0.0.1,localhost");
+        set("no_proxy", "127.0.0.1,localhost");
     }
     set("ANTHROPIC_API_KEY", PLACEHOLDER_KEY);
     set("OPENAI_API_KEY", PLACEHOLDER_KEY);
