@@ -32,6 +32,7 @@ pub mod conversation;
 pub mod error;
 pub mod inbound;
 pub mod ledger;
+pub mod memory;
 pub mod open;
 pub mod outbound;
 pub mod progress;

@@ -52,6 +52,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
         &["schedule_task", "list_tasks", "update_task", "cancel_task", "pause_task", "resume_task"],
         "schedule_task and its companions run work later or on a schedule; times without a zone are the user's local time.",
     ),
+    (&["search_memory", "remember"], "search_memory finds what was said in your earlier conversations and your notes; look there before saying you do not know something the person told you. remember keeps one fact for the long term."),
     (&["web_fetch", "web_search"], "web_search finds pages and web_fetch reads one for you through the host (you have no network of your own); cite the URLs you read, and fetch again rather than guess when a page was cut."),
 ];
 

@@ -5,13 +5,11 @@
 //! meanwhile, and once the files are gone the session answers again.
 //! Real host, real runners in the sandbox, real files.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::common::*;
-use pinch_channels::fake::{FakeChannel, Sent};
-use pinch_channels::{AckOutcome, Capabilities, InboundEvent};
-use pinch_host::db::central::Central;
+use pinch_channels::fake::Sent;
+use pinch_channels::AckOutcome;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,18 +27,6 @@ after_tool = "*"
 reply = "shell said: {tool_result}"
 "#;
 
-fn msg(chat: &str, id: &str, text: &str) -> InboundEvent {
-    InboundEvent {
-        channel_type: "chat".into(),
-        platform_id: chat.into(),
-        message_id: id.into(),
-        sender_id: "owner".into(),
-        sender_name: Some("Owner".into()),
-        text: text.into(),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn a_session_over_its_disk_quota_is_stopped_told_once_and_runs_again_once_there_is_room() {
     let tmp = tempfile::tempdir().unwrap();
@@ -49,62 +35,13 @@ fn a_session_over_its_disk_quota_is_stopped_told_once_and_runs_again_once_there_
     cfg.disk_check = Duration::from_millis(200);
     cfg.stop_grace = Duration::from_secs(1);
     let data = cfg.data_dir.clone();
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        // Two agents, each in its own conversation on a fake channel.
-        let mut c = Central::open(&data.join("pinch.db")).unwrap();
-        c.bootstrap("tester").unwrap();
-        let t = "2026-01-01T00:00:00.000Z";
-        c.conn
-            .execute(
-                "INSERT INTO users (id, kind, created_at) VALUES ('chat:owner', 'chat', ?1)",
-                [t],
-            )
-            .unwrap();
-        c.conn.execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES ('chat:owner', 'owner', NULL, ?1)", [t]).unwrap();
-        c.conn.execute("INSERT INTO agent_groups (id, name, folder, created_at) VALUES ('other', 'other', 'other', ?1)", [t]).unwrap();
-        c.conn
-            .execute(
-                "INSERT INTO agent_configs (agent_group_id, updated_at) VALUES ('other', ?1)",
-                [t],
-            )
-            .unwrap();
-        for (mg, room, ag) in [("mg-a", "room-a", "main"), ("mg-b", "room-b", "other")] {
-            c.conn
-                .execute(
-                    "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                     VALUES (?1, 'chat', ?2, ?2, 0, 'strict', ?3)",
-                    [mg, room, t],
-                )
-                .unwrap();
-            c.conn
-                .execute(
-                    "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
-                     VALUES (?1, ?2, ?3, 'pattern', '.', 'known', 'drop', 'shared', 0, ?4)",
-                    [&format!("w-{mg}"), mg, ag, t],
-                )
-                .unwrap();
-        }
-    }
-    let cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
-    let c2 = cell.clone();
-    cfg.extra_channels.push(Arc::new(move |tx| {
-        let ch = FakeChannel::new(
-            "chat",
-            Capabilities {
-                max_text: 4000,
-                ..Default::default()
-            },
-            tx,
-        );
-        c2.set(ch.clone()).ok();
-        ch
-    }));
+    // Two agents, each in its own conversation on a fake channel.
+    let cell = fake_chat_rooms(&mut cfg, &[("room-a", "main"), ("room-b", "other")]);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let chat = cell.get().unwrap().clone();
     let say = |room: &str, id: &str, text: &str| {
-        let out = rt.block_on(chat.send(msg(room, id, text)));
+        let out = rt.block_on(chat.send(fake_chat_msg_in(room, id, text)));
         assert!(
             matches!(out, AckOutcome::Stored { routed: 1, .. }),
             "{out:?}"

@@ -31,6 +31,7 @@ mod forged_rows;
 mod fuse_torn_view;
 mod local_model;
 mod mcp;
+mod memory;
 mod metrics;
 mod module_shape;
 mod mount_attacks;

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod files;
+pub mod memory;
 pub mod messages;
 pub mod questions;
 pub mod shell;
@@ -318,6 +319,10 @@ const GROUPS: &[Group] = &[
         specs: web::specs,
         call: web_call,
     },
+    Group {
+        specs: memory::specs,
+        call: memory::call,
+    },
 ];
 
 fn web_call(ctx: &mut ToolCtx<'_>, name: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
@@ -397,7 +402,7 @@ mod tests {
                 assert_eq!(owners, 1, "{}", s.name);
             }
         }
-        assert_eq!(names.len(), 22, "the built-in tools: {names:?}");
+        assert_eq!(names.len(), 24, "the built-in tools: {names:?}");
     }
 
     #[test]

@@ -557,6 +557,16 @@ pub async fn web_socket(
 pub fn fake_chat(
     cfg: &mut HostConfig,
 ) -> std::sync::Arc<std::sync::OnceLock<std::sync::Arc<pinch_channels::fake::FakeChannel>>> {
+    fake_chat_rooms(cfg, &[("room-a", "main")])
+}
+
+/// [`fake_chat`] with several rooms, each wired to an agent group (made
+/// with its own folder when it is not `main`): e.g. two agents, or two
+/// conversations (two sessions) of one agent.
+pub fn fake_chat_rooms(
+    cfg: &mut HostConfig,
+    rooms: &[(&str, &str)],
+) -> std::sync::Arc<std::sync::OnceLock<std::sync::Arc<pinch_channels::fake::FakeChannel>>> {
     use pinch_channels::fake::FakeChannel;
     use std::sync::{Arc, OnceLock};
     let data = cfg.data_dir.clone();
@@ -572,20 +582,32 @@ pub fn fake_chat(
             )
             .unwrap();
         c.conn.execute("INSERT OR IGNORE INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES ('chat:owner', 'owner', NULL, ?1)", [t]).unwrap();
-        c.conn
-            .execute(
-                "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
-                 VALUES ('mg-a', 'chat', 'room-a', 'room-a', 0, 'strict', ?1)",
-                [t],
-            )
-            .unwrap();
-        c.conn
-            .execute(
-                "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
-                 VALUES ('w-mg-a', 'mg-a', 'main', 'pattern', '.', 'known', 'drop', 'shared', 0, ?1)",
-                [t],
-            )
-            .unwrap();
+        for (room, ag) in rooms {
+            if *ag != "main" {
+                c.conn.execute("INSERT OR IGNORE INTO agent_groups (id, name, folder, created_at) VALUES (?1, ?1, ?1, ?2)", [ag, &t]).unwrap();
+                c.conn
+                    .execute(
+                        "INSERT OR IGNORE INTO agent_configs (agent_group_id, updated_at) VALUES (?1, ?2)",
+                        [ag, &t],
+                    )
+                    .unwrap();
+            }
+            let mg = format!("mg-{}", room.trim_start_matches("room-"));
+            c.conn
+                .execute(
+                    "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+                     VALUES (?1, 'chat', ?2, ?2, 0, 'strict', ?3)",
+                    [mg.as_str(), room, t],
+                )
+                .unwrap();
+            c.conn
+                .execute(
+                    "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
+                     VALUES (?1, ?2, ?3, 'pattern', '.', 'known', 'drop', 'shared', 0, ?4)",
+                    [format!("w-{mg}").as_str(), mg.as_str(), ag, t],
+                )
+                .unwrap();
+        }
     }
     let cell: Arc<OnceLock<Arc<FakeChannel>>> = Arc::default();
     let c2 = cell.clone();
@@ -604,17 +626,22 @@ pub fn fake_chat(
     cell
 }
 
-/// A message from the owner in `room-a` (see [`fake_chat`]).
-pub fn fake_chat_msg(id: &str, text: &str) -> pinch_channels::InboundEvent {
+/// A message from the owner in `room` (see [`fake_chat_rooms`]).
+pub fn fake_chat_msg_in(room: &str, id: &str, text: &str) -> pinch_channels::InboundEvent {
     pinch_channels::InboundEvent {
         channel_type: "chat".into(),
-        platform_id: "room-a".into(),
+        platform_id: room.into(),
         message_id: id.into(),
         sender_id: "owner".into(),
         sender_name: Some("Owner".into()),
         text: text.into(),
         ..Default::default()
     }
+}
+
+/// A message from the owner in `room-a` (see [`fake_chat`]).
+pub fn fake_chat_msg(id: &str, text: &str) -> pinch_channels::InboundEvent {
+    fake_chat_msg_in("room-a", id, text)
 }
 
 /// A host whose scripted model takes 1.5 s over a message with "slow" (a
