@@ -3,10 +3,14 @@
 //! — the group's own folder, so a group searches only its own history,
 //! every session of the group shares it, and `/clear` leaves it alone.
 //!
-//! The runner attaches it to its `outbound.db` connection as `memory`, so
-//! a turn's rows are indexed in the same transaction as the conversation
-//! rows (SQLite commits attached DBs atomically with a super-journal).
-//! Only the runner reads or writes it; the host never opens it.
+//! The runner holds its own connection to it and, after each turn's
+//! commit, indexes the conversation rows beyond the session's high-water
+//! mark (`memory_meta` `turns:<session>`, a `conversation` rowid): nothing
+//! said is left out (a crash between the two commits is caught up by the
+//! next runner), and the turn's own commit never waits for, or fails
+//! because of, the memory file, nor for another session's runner writing
+//! it (decision 0043). Only the runner reads or writes it; the host never
+//! opens it.
 
 use std::path::Path;
 
@@ -18,45 +22,20 @@ use crate::ProtoError;
 pub const MEMORY_DB: &str = ".pinch/memory.db";
 
 const SCHEMA: &str = "
-CREATE VIRTUAL TABLE IF NOT EXISTS memory.memory USING fts5(
+CREATE VIRTUAL TABLE IF NOT EXISTS memory USING fts5(
   text, role UNINDEXED, at UNINDEXED, session_id UNINDEXED, source UNINDEXED,
   tokenize = 'porter unicode61');
-CREATE TABLE IF NOT EXISTS memory.memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
-/// Attaches the group's memory file to `conn` as `memory` (creating it and
-/// its tables), refusing a file that is not a regular one.
-pub fn attach(conn: &Connection, path: &Path) -> Result<(), ProtoError> {
-    crate::open::ensure_regular(path)?;
-    let p = path.to_string_lossy();
-    conn.execute("ATTACH DATABASE ?1 AS memory", [p.as_ref()])
-        .map_err(ProtoError::sqlite("attaching the memory index"))?;
-    let r = conn
-        .pragma_update(Some("memory"), "journal_mode", "DELETE")
-        .and_then(|_| conn.pragma_update(Some("memory"), "synchronous", "FULL"))
-        .and_then(|_| conn.execute_batch(SCHEMA));
-    if let Err(e) = r {
-        let _ = conn.execute("DETACH DATABASE memory", []);
-        return Err(ProtoError::sqlite("preparing the memory index")(e));
-    }
-    Ok(())
-}
-
-/// Whether `conn` has the memory index attached.
-pub fn attached(conn: &Connection) -> bool {
-    conn.query_row(
-        "SELECT 1 FROM pragma_database_list WHERE name = 'memory'",
-        [],
-        |_| Ok(()),
-    )
-    .optional()
-    .ok()
-    .flatten()
-    .is_some()
-}
-
-pub fn detach(conn: &Connection) {
-    let _ = conn.execute("DETACH DATABASE memory", []);
+/// Opens the group's memory file (creating it and its tables) with the
+/// session DBs' settings (`journal_mode=DELETE`, `synchronous=FULL`, a
+/// busy timeout), refusing a file that is not a regular one.
+pub fn open(path: &Path, busy: std::time::Duration) -> Result<Connection, ProtoError> {
+    let conn = crate::open::open_writer(path, busy)?;
+    conn.execute_batch(SCHEMA)
+        .map_err(ProtoError::sqlite("preparing the memory index"))?;
+    Ok(conn)
 }
 
 /// Indexes one entry (a turn's `user` or `assistant` text, or a `note`).
@@ -69,35 +48,67 @@ pub fn index(
     text: &str,
 ) -> Result<(), ProtoError> {
     tx.execute(
-        "INSERT INTO memory.memory (text, role, at, session_id, source) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO memory (text, role, at, session_id, source) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![text, role, at, session_id, source],
     )
     .map_err(ProtoError::sqlite("indexing memory"))?;
     Ok(())
 }
 
-/// How many entries a session has in the index.
-pub fn count_session(conn: &Connection, session_id: &str) -> Result<i64, ProtoError> {
-    conn.query_row(
-        "SELECT count(*) FROM memory.memory WHERE session_id = ?1",
-        [session_id],
-        |r| r.get(0),
+/// Indexes this session's `user` and `assistant` conversation rows (read
+/// from `out`, its `outbound.db`) that are past its high-water mark, in one
+/// transaction on the memory file; returns how many entries it added. Rows are read in rowid order,
+/// at most `batch` at a time (a call catches up that many).
+pub fn catch_up(
+    out: &Connection,
+    mem: &mut Connection,
+    session_id: &str,
+    batch: usize,
+) -> Result<usize, ProtoError> {
+    let key = format!("turns:{session_id}");
+    let tx = crate::open::write_tx(mem)?;
+    let mark: i64 = tx
+        .query_row(
+            "SELECT value FROM memory_meta WHERE key = ?1",
+            [&key],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(ProtoError::sqlite("indexing memory"))?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let rows: Vec<(i64, String, String, String)> = {
+        let mut s = out
+            .prepare_cached(
+                "SELECT rowid, role, content, created_at FROM conversation
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )
+            .map_err(ProtoError::sqlite("reading the conversation"))?;
+        let rows = s
+            .query_map(params![mark, batch as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(ProtoError::sqlite("reading the conversation"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ProtoError::sqlite("reading the conversation"))?;
+        rows
+    };
+    let Some(last) = rows.last().map(|r| r.0) else {
+        return Ok(0);
+    };
+    let mut added = 0;
+    for (_, role, text, at) in rows.iter().filter(|r| r.1 == "user" || r.1 == "assistant") {
+        index(&tx, session_id, "turn", role, at, text)?;
+        added += 1;
+    }
+    tx.execute(
+        "INSERT INTO memory_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, last.to_string()],
     )
-    .map_err(ProtoError::sqlite("reading the memory index"))
-}
-
-/// Every `user` and `assistant` row of this session's conversations, for
-/// indexing a session that has none yet (turns from before memory existed).
-pub fn unindexed_turns(conn: &Connection) -> Result<Vec<(String, String, String)>, ProtoError> {
-    let mut s = conn
-        .prepare("SELECT role, content, created_at FROM conversation WHERE role IN ('user', 'assistant') ORDER BY continuation, idx")
-        .map_err(ProtoError::sqlite("reading the conversation"))?;
-    let rows = s
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(ProtoError::sqlite("reading the conversation"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ProtoError::sqlite("reading the conversation"))?;
-    Ok(rows)
+    .map_err(ProtoError::sqlite("indexing memory"))?;
+    tx.commit().map_err(ProtoError::sqlite("indexing memory"))?;
+    Ok(added)
 }
 
 /// Replaces the indexed notes with `notes` (one entry per paragraph) when
@@ -111,7 +122,7 @@ pub fn sync_notes(
     let err = ProtoError::sqlite("indexing the notes");
     let seen: Option<String> = tx
         .query_row(
-            "SELECT value FROM memory.memory_meta WHERE key = 'notes_hash'",
+            "SELECT value FROM memory_meta WHERE key = 'notes_hash'",
             [],
             |r| r.get(0),
         )
@@ -120,17 +131,17 @@ pub fn sync_notes(
     if seen.as_deref() == Some(hash) {
         return Ok(false);
     }
-    tx.execute("DELETE FROM memory.memory WHERE source = 'note'", [])
+    tx.execute("DELETE FROM memory WHERE source = 'note'", [])
         .map_err(ProtoError::sqlite("indexing the notes"))?;
     for n in notes {
         tx.execute(
-            "INSERT INTO memory.memory (text, role, at, session_id, source) VALUES (?1, 'note', ?2, '', 'note')",
+            "INSERT INTO memory (text, role, at, session_id, source) VALUES (?1, 'note', ?2, '', 'note')",
             params![n, at],
         )
         .map_err(ProtoError::sqlite("indexing the notes"))?;
     }
     tx.execute(
-        "INSERT INTO memory.memory_meta (key, value) VALUES ('notes_hash', ?1)
+        "INSERT INTO memory_meta (key, value) VALUES ('notes_hash', ?1)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [hash],
     )
@@ -170,7 +181,7 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Result<Vec<Hit>, Prot
     let mut s = conn
         .prepare_cached(
             "SELECT role, at, session_id, source, snippet(memory, 0, '«', '»', '…', 24)
-             FROM memory.memory WHERE memory MATCH ?1 ORDER BY rank LIMIT ?2",
+             FROM memory WHERE memory MATCH ?1 ORDER BY rank LIMIT ?2",
         )
         .map_err(ProtoError::sqlite("searching memory"))?;
     let hits = s
@@ -213,12 +224,9 @@ mod tests {
     #[test]
     fn turns_and_notes_are_found_ranked_with_their_dates() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("outbound.db")).unwrap();
-        conn.execute_batch("CREATE TABLE conversation (continuation TEXT, idx INTEGER, role TEXT, content TEXT, created_at TEXT)").unwrap();
         let path = dir.path().join("m/memory.db");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        attach(&conn, &path).unwrap();
-        assert!(attached(&conn));
+        let mut conn = open(&path, std::time::Duration::from_secs(2)).unwrap();
         let tx = conn.transaction().unwrap();
         index(
             &tx,
@@ -273,12 +281,55 @@ mod tests {
         assert!(hits.iter().any(|h| h.source == "note"));
         // Stemming: "plumbers" finds "plumber".
         assert_eq!(search(&conn, "plumbers", 5).unwrap().len(), 1);
-        assert_eq!(count_session(&conn, "s1").unwrap(), 2);
         // The notes change: the old ones go.
         let tx = conn.transaction().unwrap();
         assert!(sync_notes(&tx, "h2", &["- the car is blue"], "x").unwrap());
         tx.commit().unwrap();
         assert_eq!(search(&conn, "January", 5).unwrap().len(), 0);
         assert_eq!(search(&conn, "car", 5).unwrap()[0].source, "note");
+    }
+
+    #[test]
+    fn catch_up_indexes_each_turn_once_past_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Connection::open(dir.path().join("outbound.db")).unwrap();
+        out.execute_batch("CREATE TABLE conversation (continuation TEXT, idx INTEGER, role TEXT, content TEXT, created_at TEXT)").unwrap();
+        let mut conn = open(
+            &dir.path().join("memory.db"),
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap();
+        let add = |c: &Connection, idx: i64, role: &str, text: &str| {
+            c.execute(
+                "INSERT INTO conversation VALUES ('c1', ?1, ?2, ?3, '2026-12-01T00:00:00.000Z')",
+                params![idx, role, text],
+            )
+            .unwrap();
+        };
+        add(&out, 0, "user", "the boiler is broken");
+        add(&out, 1, "step", "{\"tool\": \"shell\"}");
+        add(&out, 2, "assistant", "I will call the plumber");
+        assert_eq!(
+            catch_up(&out, &mut conn, "s1", 1000).unwrap(),
+            2,
+            "user and assistant, not the step"
+        );
+        assert_eq!(
+            catch_up(&out, &mut conn, "s1", 1000).unwrap(),
+            0,
+            "nothing twice"
+        );
+        add(&out, 3, "user", "thanks");
+        add(&out, 4, "assistant", "you are welcome");
+        assert_eq!(
+            catch_up(&out, &mut conn, "s1", 1).unwrap(),
+            1,
+            "a batch at a time"
+        );
+        assert_eq!(catch_up(&out, &mut conn, "s1", 1000).unwrap(), 1);
+        assert_eq!(search(&conn, "boiler", 5).unwrap().len(), 1);
+        assert_eq!(search(&conn, "welcome", 5).unwrap().len(), 1);
+        // Another session's mark is its own.
+        assert_eq!(catch_up(&out, &mut conn, "s2", 1000).unwrap(), 4);
     }
 }

@@ -138,6 +138,7 @@ impl Runner {
                 || std::fs::read_to_string(&stop_file).is_ok_and(|s| s.trim() == rid)
         };
         let mut ctx = tools::ToolCtx::new(&self.cfg, &mut self.out, &should_stop);
+        ctx.memory = Some(self.memory.as_mut().map_err(|e| e.as_str()));
         ctx.destinations = turn.destinations.clone();
         ctx.origin = turn.origin.clone();
         ctx.in_reply_to = Some(turn.in_reply_to.clone());

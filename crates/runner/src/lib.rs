@@ -194,8 +194,8 @@ struct Runner {
     /// MCP servers that failed to start and why (told to the conversation
     /// once per distinct error).
     mcp_failures: Vec<(String, String)>,
-    /// Why long-term memory is off (`None`: the index is attached).
-    memory_error: Option<String>,
+    /// The group's long-term memory index, or why it is off.
+    memory: Result<pinch_proto::rusqlite::Connection, String>,
     first_poll: bool,
     /// The provider conversation this session continues
     /// (`session_state` key `continuation:<provider>`).
@@ -259,16 +259,13 @@ impl Runner {
             .filter(|a| !(a.status == rows::status::PROCESSING && a.runner_id != cfg.runner_id))
             .map(|a| a.message_id.clone())
             .collect();
-        // Long-term memory: the group's index, attached so each turn is
-        // indexed in its own commit. Unusable = a warning, not a failure.
-        let memory_error = match memory::attach(&mut out, &cfg.paths.workspace_dir, &cfg.session_id)
-        {
-            Ok(()) => None,
-            Err(e) => {
+        // Long-term memory: the group's index, with its own connection.
+        // Unusable = a warning, not a failure (decision 0043).
+        let memory =
+            memory::open(&out, &cfg.paths.workspace_dir, &cfg.session_id, busy).map_err(|e| {
                 tracing::warn!("long-term memory is unavailable: {e}");
-                Some(e)
-            }
-        };
+                e
+            });
         let continuation = rows::state_get(&out, &continuation_key(&cfg))
             .map_err(|e| Startup::Fatal(e.to_string()))?;
         let hb = heartbeat::Heartbeat::start(
@@ -313,7 +310,7 @@ impl Runner {
             mcp,
             mcp_notes,
             mcp_failures,
-            memory_error,
+            memory,
             first_poll: true,
             continuation,
             spent: history::Spent::default(),

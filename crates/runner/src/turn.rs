@@ -444,25 +444,6 @@ impl Runner {
                 &[("user", &turn.user_record), ("assistant", reply)],
                 &now_s,
             )?;
-            // Long-term memory, in the same commit. A failure here is the
-            // memory's, never the turn's: memory goes off for this runner.
-            if self.memory_error.is_none() {
-                for (role, text) in [("user", turn.user_record.as_str()), ("assistant", reply)] {
-                    let r = pinch_proto::memory::index(
-                        &tx,
-                        &self.cfg.session_id,
-                        "turn",
-                        role,
-                        &now_s,
-                        text,
-                    );
-                    if let Err(e) = r {
-                        tracing::warn!("long-term memory: this turn was not indexed ({e}); memory is off until the next runner");
-                        self.memory_error = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
         }
         if let (None, Some(c)) = (command, req.continuation.as_deref()) {
             let spent = std::mem::take(&mut self.spent);
@@ -470,8 +451,9 @@ impl Runner {
         }
         progress::end_turn(&tx, &self.cfg.runner_id, &now_s)?;
         tx.commit().map_err(ProtoError::sqlite("commit turn"))?;
-        if self.memory_error.is_some() && pinch_proto::memory::attached(&self.out) {
-            pinch_proto::memory::detach(&self.out);
+        // Long-term memory, after the turn's own commit (decision 0043).
+        if let Ok(mem) = self.memory.as_mut() {
+            crate::memory::catch_up(&self.out, mem, &self.cfg.session_id);
         }
         tracing::info!(batch = turn.ids.len(), outcome, "turn done");
         Ok(())

@@ -452,6 +452,7 @@ impl crate::Runner {
         let mut attempt = 1;
         loop {
             let mut ctx = ToolCtx::new(&self.cfg, &mut self.out, &should_stop);
+            ctx.memory = Some(self.memory.as_mut().map_err(|e| e.as_str()));
             ctx.destinations = turn.destinations.clone();
             ctx.origin = turn.origin.clone();
             ctx.in_reply_to = Some(turn.in_reply_to.clone());

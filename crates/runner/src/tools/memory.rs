@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use pinch_proto::memory;
 use pinch_proto::open::write_tx;
+use pinch_proto::rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
 use super::{spec, Args, ToolCtx, ToolError, ToolResult};
@@ -50,18 +51,28 @@ pub fn specs() -> Vec<ToolSpec> {
 }
 
 pub fn call(ctx: &mut ToolCtx<'_>, name: &str, m: &Map<String, Value>) -> ToolResult {
-    if !memory::attached(ctx.out) {
-        return Err(ToolError(
-            "long-term memory is unavailable in this runner (its index could not be opened; the runner's log says why)".into(),
-        ));
-    }
-    match name {
-        "remember" => remember(ctx, m),
-        _ => search(ctx, m),
-    }
+    let mem = match ctx.memory.take() {
+        Some(Ok(mem)) => mem,
+        Some(Err(why)) => {
+            return Err(ToolError(format!(
+                "long-term memory is unavailable in this runner: {why}"
+            )))
+        }
+        None => {
+            return Err(ToolError(
+                "long-term memory is unavailable here (no index was opened)".into(),
+            ))
+        }
+    };
+    let r = match name {
+        "remember" => remember(ctx, mem, m),
+        _ => search(ctx, mem, m),
+    };
+    ctx.memory = Some(Ok(mem));
+    r
 }
 
-fn remember(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
+fn remember(ctx: &ToolCtx<'_>, mem: &mut Connection, m: &Map<String, Value>) -> ToolResult {
     let a = Args {
         tool: "remember",
         m,
@@ -95,7 +106,7 @@ fn remember(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
         .map_err(|e| ToolError(format!("remember: cannot write {NOTES}: {e}")))?;
     f.write_all(line.as_bytes())
         .map_err(|e| ToolError(format!("remember: cannot write {NOTES}: {e}")))?;
-    sync_notes(ctx).map_err(|e| {
+    sync_notes(ctx, mem).map_err(|e| {
         ToolError(format!(
             "remember: the note was written but not indexed: {e}"
         ))
@@ -104,7 +115,7 @@ fn remember(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
 }
 
 /// Indexes MEMORY.md's lines again if the file changed since the last time.
-fn sync_notes(ctx: &mut ToolCtx<'_>) -> Result<(), pinch_proto::ProtoError> {
+fn sync_notes(ctx: &ToolCtx<'_>, mem: &mut Connection) -> Result<(), pinch_proto::ProtoError> {
     let text = std::fs::read_to_string(ctx.cfg.paths.workspace_dir.join(NOTES)).unwrap_or_default();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
@@ -115,7 +126,7 @@ fn sync_notes(ctx: &mut ToolCtx<'_>) -> Result<(), pinch_proto::ProtoError> {
         .filter(|l| !l.is_empty())
         .take(MAX_NOTES)
         .collect();
-    let tx = write_tx(ctx.out)?;
+    let tx = write_tx(mem)?;
     if memory::sync_notes(&tx, &hash, &notes, &pinch_proto::time::now())? {
         tx.commit()
             .map_err(pinch_proto::ProtoError::sqlite("indexing the notes"))?;
@@ -123,18 +134,18 @@ fn sync_notes(ctx: &mut ToolCtx<'_>) -> Result<(), pinch_proto::ProtoError> {
     Ok(())
 }
 
-fn search(ctx: &mut ToolCtx<'_>, m: &Map<String, Value>) -> ToolResult {
+fn search(ctx: &ToolCtx<'_>, mem: &mut Connection, m: &Map<String, Value>) -> ToolResult {
     let a = Args {
         tool: "search_memory",
         m,
     };
     let query = a.str("query")?.trim().to_owned();
     let limit = a.opt_u64("limit")?.unwrap_or(5).clamp(1, 20) as usize;
-    if let Err(e) = sync_notes(ctx) {
+    if let Err(e) = sync_notes(ctx, mem) {
         tracing::warn!("search_memory: the notes could not be indexed again: {e}");
     }
-    let hits = memory::search(ctx.out, &query, limit)
-        .map_err(|e| ToolError(format!("search_memory: {e}")))?;
+    let hits =
+        memory::search(mem, &query, limit).map_err(|e| ToolError(format!("search_memory: {e}")))?;
     if hits.is_empty() {
         return Ok(format!("Nothing in memory matches {query:?}."));
     }
@@ -166,8 +177,15 @@ mod tests {
     fn remember_then_search_finds_the_note_and_turns() {
         let env = testing::Env::new();
         let mut out = env.out();
-        crate::memory::attach(&mut out, &env.cfg.paths.workspace_dir, &env.cfg.session_id).unwrap();
-        let tx = write_tx(&mut out).unwrap();
+        let busy = std::time::Duration::from_secs(2);
+        let mut mem = crate::memory::open(
+            &out,
+            &env.cfg.paths.workspace_dir,
+            &env.cfg.session_id,
+            busy,
+        )
+        .unwrap();
+        let tx = write_tx(&mut mem).unwrap();
         memory::index(
             &tx,
             "old-session",
@@ -179,6 +197,7 @@ mod tests {
         .unwrap();
         tx.commit().unwrap();
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &testing::no_stop);
+        ctx.memory = Some(Ok(&mut mem));
         let r = super::super::call(
             &mut ctx,
             "remember",

@@ -96,6 +96,9 @@ pub struct ToolCtx<'a> {
     /// Tool rows written so far (part of their ids); carry it across
     /// contexts of one process.
     pub counter: u64,
+    /// The group's long-term memory index, or why it is off (`None`: not
+    /// given to this context).
+    pub memory: Option<Result<&'a mut Connection, &'a str>>,
 }
 
 impl<'a> ToolCtx<'a> {
@@ -116,6 +119,7 @@ impl<'a> ToolCtx<'a> {
             acked: Vec::new(),
             should_stop,
             counter: 0,
+            memory: None,
         }
     }
 
