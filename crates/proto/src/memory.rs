@@ -26,6 +26,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memory USING fts5(
   text, role UNINDEXED, at UNINDEXED, session_id UNINDEXED, source UNINDEXED,
   tokenize = 'porter unicode61');
 CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_vocab USING fts5vocab(memory, row);
 ";
 
 /// Opens the group's memory file (creating it and its tables) with the
@@ -159,40 +160,108 @@ pub struct Hit {
     pub snippet: String,
 }
 
-/// The FTS5 query for what a person typed: its words, each quoted (so no
-/// word is read as an operator), any of them matching; bm25 ranks the
-/// entries with more and rarer words first. `None` when it has no words.
-pub fn fts_query(q: &str) -> Option<String> {
-    let words: Vec<String> = q
-        .split(|c: char| !c.is_alphanumeric())
+/// The words of what a person typed, lowercased, each quoted for FTS5 (so
+/// no word is read as an operator); at most 32.
+fn words(q: &str) -> Vec<String> {
+    q.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(32)
         .map(|w| format!("\"{}\"", w.to_lowercase()))
-        .collect();
-    (!words.is_empty()).then(|| words.join(" OR "))
+        .collect()
+}
+
+/// The FTS5 queries for what a person typed: first every word (entries
+/// holding all of them), then any word, ranked by bm25 (more and rarer
+/// words first). `None` when it has no words.
+pub fn fts_queries(q: &str) -> Option<(String, String)> {
+    let w = words(q);
+    (!w.is_empty()).then(|| (w.join(" "), w.join(" OR ")))
 }
 
 /// The best `limit` entries for `q`, best first, with a snippet around the
-/// matched words.
+/// matched words: entries with every word, then (when those are fewer than
+/// `limit`) entries with some of them. Searching all words first keeps a
+/// query with common words fast: the OR query ranks every entry holding
+/// any word.
 pub fn search(conn: &Connection, q: &str, limit: usize) -> Result<Vec<Hit>, ProtoError> {
-    let Some(query) = fts_query(q) else {
+    let w = telling_words(conn, words(q))?;
+    if w.is_empty() {
         return Ok(Vec::new());
-    };
+    }
+    let (all, any) = (w.join(" "), w.join(" OR "));
+    let mut hits = query(conn, &all, limit)?;
+    if hits.len() < limit && any != all {
+        for (id, h) in query(conn, &any, limit)? {
+            if hits.len() < limit && !hits.iter().any(|(seen, _)| *seen == id) {
+                hits.push((id, h));
+            }
+        }
+    }
+    Ok(hits.into_iter().map(|(_, h)| h).collect())
+}
+
+/// Words held by more than this share of the entries say little and make
+/// the any-word query rank most of the index ("the", "my", "what").
+const COMMON: f64 = 0.05;
+
+/// The words worth searching for: those in at most [`COMMON`] of the
+/// entries (the index's own counts; a word it stores stemmed is kept), or
+/// the rarest one when every word is common.
+fn telling_words(conn: &Connection, words: Vec<String>) -> Result<Vec<String>, ProtoError> {
+    let err = ProtoError::sqlite("searching memory");
+    let total: i64 = conn
+        .query_row("SELECT coalesce(max(rowid), 0) FROM memory", [], |r| {
+            r.get(0)
+        })
+        .map_err(err)?;
+    let mut s = conn
+        .prepare_cached("SELECT doc FROM memory_vocab WHERE term = ?1")
+        .map_err(ProtoError::sqlite("searching memory"))?;
+    let mut counted = Vec::with_capacity(words.len());
+    for w in words {
+        let bare = w.trim_matches('"').to_owned();
+        let doc: i64 = s
+            .query_row([&bare], |r| r.get(0))
+            .optional()
+            .map_err(ProtoError::sqlite("searching memory"))?
+            .unwrap_or(0);
+        counted.push((doc, w));
+    }
+    let limit = (total as f64 * COMMON).max(50.0) as i64;
+    let rarest = counted
+        .iter()
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, w)| w.clone());
+    let mut kept: Vec<String> = counted
+        .into_iter()
+        .filter(|(d, _)| *d <= limit)
+        .map(|(_, w)| w)
+        .collect();
+    if kept.is_empty() {
+        kept.extend(rarest);
+    }
+    Ok(kept)
+}
+
+fn query(conn: &Connection, fts: &str, limit: usize) -> Result<Vec<(i64, Hit)>, ProtoError> {
     let mut s = conn
         .prepare_cached(
-            "SELECT role, at, session_id, source, snippet(memory, 0, '«', '»', '…', 24)
+            "SELECT rowid, role, at, session_id, source, snippet(memory, 0, '«', '»', '…', 24)
              FROM memory WHERE memory MATCH ?1 ORDER BY rank LIMIT ?2",
         )
         .map_err(ProtoError::sqlite("searching memory"))?;
     let hits = s
-        .query_map(params![query, limit as i64], |r| {
-            Ok(Hit {
-                role: r.get(0)?,
-                at: r.get(1)?,
-                session_id: r.get(2)?,
-                source: r.get(3)?,
-                snippet: r.get(4)?,
-            })
+        .query_map(params![fts, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                Hit {
+                    role: r.get(1)?,
+                    at: r.get(2)?,
+                    session_id: r.get(3)?,
+                    source: r.get(4)?,
+                    snippet: r.get(5)?,
+                },
+            ))
         })
         .map_err(ProtoError::sqlite("searching memory"))?
         .collect::<Result<Vec<_>, _>>()
@@ -206,18 +275,23 @@ mod tests {
 
     #[test]
     fn queries_are_words_never_operators() {
+        let q = |s: &str| fts_queries(s).map(|(_, any)| any);
         assert_eq!(
-            fts_query("landlord's name?").as_deref(),
+            q("landlord's name?").as_deref(),
             Some("\"landlord\" OR \"s\" OR \"name\"")
         );
         assert_eq!(
-            fts_query("NOT rent* AND (x)").as_deref(),
+            q("NOT rent* AND (x)").as_deref(),
             Some("\"not\" OR \"rent\" OR \"and\" OR \"x\"")
         );
-        assert_eq!(fts_query("  ?! "), None);
+        assert_eq!(q("  ?! "), None);
         assert_eq!(
-            fts_query("Miete für März").as_deref(),
+            q("Miete für März").as_deref(),
             Some("\"miete\" OR \"für\" OR \"märz\"")
+        );
+        assert_eq!(
+            fts_queries("rent due").map(|(all, _)| all).as_deref(),
+            Some("\"rent\" \"due\"")
         );
     }
 

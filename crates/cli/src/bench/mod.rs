@@ -48,6 +48,7 @@ mod latency;
 mod load;
 mod memory;
 mod p10;
+mod recall;
 mod report;
 mod web;
 
@@ -84,10 +85,12 @@ pub enum Fig {
     Tool,
     /// `web_fetch` through the host against a direct GET (issue 17).
     Fetch,
+    /// `search_memory` over 100,000 stored turns (issue 17).
+    Recall,
 }
 
 impl Fig {
-    const ALL: [Fig; 9] = [
+    const ALL: [Fig; 10] = [
         Fig::P1,
         Fig::P2,
         Fig::P3,
@@ -97,6 +100,7 @@ impl Fig {
         Fig::P9,
         Fig::Tool,
         Fig::Fetch,
+        Fig::Recall,
     ];
 
     fn id(self) -> &'static str {
@@ -110,6 +114,7 @@ impl Fig {
             Fig::P9 => "P9",
             Fig::Tool => "TOOL",
             Fig::Fetch => "FETCH",
+            Fig::Recall => "RECALL",
         }
     }
 
@@ -125,6 +130,7 @@ impl Fig {
             Fig::P9 => "crash noticed → replacement claims",
             Fig::Tool => "CLI message → shell tool → reply (warm)",
             Fig::Fetch => "web_fetch through the host, 20 KB page",
+            Fig::Recall => "search_memory over 100,000 turns",
         }
     }
 
@@ -151,6 +157,9 @@ impl Fig {
             Fig::Fetch => "what the web_fetch tool does: POST /_pinch/web/fetch on a session's proxy socket → the host fetches a 20 KB HTML page \
                            from a loopback server (guard, resolver, HTML → Markdown; no cache) → JSON answer read whole; baseline: a plain GET of \
                            the same page over TCP, read whole (t0 before connecting; t1 at the end of the answer)",
+            Fig::Recall => "one search_memory query (three words, those in over 5 % of turns left out: turns with all, then with any, ranked by bm25, best 5 with snippets) \
+                            on the group's FTS5 index holding 100,000 turns of 8–47 made-up words with a skewed word frequency; baseline: \
+                            a LIKE '%word%' scan of every turn in a plain table of the same texts (t0 before the query; t1 after the last row)",
         }
     }
 
@@ -167,6 +176,7 @@ impl Fig {
             (Fig::P9, _) => "≤ 600 ms (100 + 500 floor)",
             (Fig::Tool, _) => "none (reported in issue 4; baseline P2)",
             (Fig::Fetch, _) => "none (the ratio is the figure: issue 17)",
+            (Fig::Recall, _) => "p95 ≤ 20 ms",
         }
     }
 }
@@ -346,6 +356,10 @@ impl Bench {
                         .with_context(|| format!("TOOL ({})", kind.as_str()))?,
                 );
             }
+        }
+        // The index is a file the runner reads: no host, no sandbox, once.
+        if want(Fig::Recall) {
+            rows.push(self.recall().context("RECALL")?);
         }
         // The fetch is the host's: its sandbox does not matter, once.
         if want(Fig::Fetch) {
