@@ -59,7 +59,9 @@ fn a_long_conversation_compacts_and_a_respawn_continues_from_the_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = with_script(
         host_config(tmp.path(), Choice::Process),
-        &format!("context_window = 8000\n{SCRIPT}"),
+        // Room for the system prompt and the tool schemas (about 5,000
+        // tokens by the chars/4 estimate) and a few long turns.
+        &format!("context_window = 12000\n{SCRIPT}"),
     );
     cfg.runner.idle_exit_ms = 300;
     let rt = rt();
@@ -71,7 +73,7 @@ fn a_long_conversation_compacts_and_a_respawn_continues_from_the_summary() {
         sent += 1;
         assert!(
             sent <= 10,
-            "no compaction after 9 long messages in an 8000-token window"
+            "no compaction after 9 long messages in a 12000-token window"
         );
         let r = one(c.ask(&format!("m{sent} {filler}")));
         assert!(
