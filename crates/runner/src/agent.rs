@@ -119,9 +119,11 @@ impl Runner {
         // The host's web tools only where the group has them (the host
         // refuses the rest anyway; offering them would only mislead).
         let web = &self.cfg.web;
+        let skills = !crate::skills::list(&self.cfg).is_empty();
         all.retain(|t| match t.name.as_str() {
             "web_fetch" => web.fetch,
             "web_search" => web.search,
+            "load_skill" => skills,
             _ => true,
         });
         all.extend(self.mcp.tools());

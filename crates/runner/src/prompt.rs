@@ -52,6 +52,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
         &["schedule_task", "list_tasks", "update_task", "cancel_task", "pause_task", "resume_task"],
         "schedule_task and its companions run work later or on a schedule; times without a zone are the user's local time.",
     ),
+    (&["load_skill"], "load_skill gives a skill's full instructions; load the skill that fits a task before you start it."),
     (&["search_memory", "remember"], "search_memory finds what was said in your earlier conversations and your notes; look there before saying you do not know something the person told you. remember keeps one fact for the long term."),
     (&["web_fetch", "web_search"], "web_search finds pages and web_fetch reads one for you through the host (you have no network of your own); cite the URLs you read, and fetch again rather than guess when a page was cut."),
 ];
@@ -141,6 +142,15 @@ pub fn system_prompt(
             t.trim()
         ));
     }
+    if tools.iter().any(|t| t.name == "load_skill") {
+        let skills = crate::skills::list(cfg);
+        if !skills.is_empty() {
+            s.push_str("\n## Skills\nInstructions for particular tasks; load one with load_skill when a task fits it:\n");
+            for k in skills {
+                s.push_str(&format!("- {}: {}\n", k.name, k.description));
+            }
+        }
+    }
     s.push_str("\n## Who you are\n");
     match cfg
         .assistant_name
@@ -209,6 +219,12 @@ mod tests {
         std::fs::write(
             env.cfg.paths.workspace_dir.join("MEMORY.md"),
             "- Alice likes tea.\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(global.join("skills/daily-briefing")).unwrap();
+        std::fs::write(
+            global.join("skills/daily-briefing/SKILL.md"),
+            "---\nname: daily-briefing\ndescription: A short morning briefing.\n---\nSteps.\n",
         )
         .unwrap();
         env.cfg.paths.global_dir = Some(global);

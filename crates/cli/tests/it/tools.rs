@@ -79,6 +79,11 @@ tool = "shell"
 args = { command = "echo again" }
 
 [[rule]]
+contains = "use-skill"
+tool = "load_skill"
+args = { name = "summarise-web-page" }
+
+[[rule]]
 after_tool = "*"
 reply = "tool said: {tool_result}"
 "#;
@@ -526,4 +531,33 @@ fn scripted_pinch_chat_answers_a_question_with_pick() {
     );
     assert!(stdout.ends_with("You said: hello\n"), "{stdout}");
     assert!(stderr.contains("Answered: Blue"), "{stderr}");
+}
+
+/// A skill shipped in the repository, put in the global folder, is listed
+/// to the agent and loaded whole, with its folder, inside the sandbox.
+#[test]
+fn a_global_skill_is_listed_and_loaded() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let skill = tmp
+        .path()
+        .join("data/groups/global/skills/summarise-web-page");
+    std::fs::create_dir_all(&skill).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../skills/summarise-web-page/SKILL.md");
+    std::fs::copy(&shipped, skill.join("SKILL.md")).unwrap();
+    let mut cfg = with_script(host_config(tmp.path(), Choice::Bwrap), SCRIPT);
+    cfg.runner.idle_exit_ms = 60_000;
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut client = Client::connect(&host.cli_socket);
+    let reply = one(client.ask("please use-skill"));
+    assert!(
+        reply.starts_with("tool said: Skill summarise-web-page (folder /workspace/global/skills/summarise-web-page):")
+            && reply.contains("# Summarise a web page"),
+        "{reply}"
+    );
+    rt.block_on(host.shutdown()).unwrap();
 }

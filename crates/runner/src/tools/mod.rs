@@ -18,6 +18,7 @@ pub mod memory;
 pub mod messages;
 pub mod questions;
 pub mod shell;
+pub mod skills;
 pub mod tasks;
 pub mod web;
 
@@ -327,6 +328,10 @@ const GROUPS: &[Group] = &[
         specs: memory::specs,
         call: memory::call,
     },
+    Group {
+        specs: skills::specs,
+        call: skills::call,
+    },
 ];
 
 fn web_call(ctx: &mut ToolCtx<'_>, name: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
@@ -406,7 +411,7 @@ mod tests {
                 assert_eq!(owners, 1, "{}", s.name);
             }
         }
-        assert_eq!(names.len(), 24, "the built-in tools: {names:?}");
+        assert_eq!(names.len(), 25, "the built-in tools: {names:?}");
     }
 
     #[test]
