@@ -34,6 +34,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memory_vocab USING fts5vocab(memory, row);
 /// busy timeout), refusing a file that is not a regular one.
 pub fn open(path: &Path, busy: std::time::Duration) -> Result<Connection, ProtoError> {
     let conn = crate::open::open_writer(path, busy)?;
+    // The file is in the agent's folder: its schema (triggers, views) is
+    // not trusted to run functions with side effects.
+    conn.pragma_update(None, "trusted_schema", false)
+        .map_err(ProtoError::sqlite("preparing the memory index"))?;
     conn.execute_batch(SCHEMA)
         .map_err(ProtoError::sqlite("preparing the memory index"))?;
     Ok(conn)

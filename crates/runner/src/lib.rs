@@ -26,6 +26,7 @@ mod plan;
 mod poll;
 pub mod prescript;
 pub mod prompt;
+pub mod read;
 pub mod signals;
 pub mod skills;
 pub mod tools;

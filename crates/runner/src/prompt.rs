@@ -57,6 +57,10 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
     (&["web_fetch", "web_search"], "web_search finds pages and web_fetch reads one for you through the host (you have no network of your own); cite the URLs you read, and fetch again rather than guess when a page was cut."),
 ];
 
+/// AGENT.md and MEMORY.md are read up to this much (a FIFO or a link to
+/// `/dev/zero` in their place is read as absent, never waited on).
+const MAX_NOTES: usize = 1024 * 1024;
+
 /// Context windows at or below this many tokens get [`system_prompt_small`].
 pub const SMALL_WINDOW: u32 = 4096;
 
@@ -76,7 +80,7 @@ pub fn system_prompt_small(cfg: &RunnerConfig) -> String {
     let mut s =
         format!("You are {name}, a helpful personal assistant. Answer briefly and plainly.\n");
     let read = |p: std::path::PathBuf| {
-        std::fs::read_to_string(p)
+        crate::read::text(&p, MAX_NOTES)
             .ok()
             .filter(|t| !t.trim().is_empty())
     };
@@ -127,7 +131,7 @@ pub fn system_prompt(
         }
     }
     let read = |p: Option<std::path::PathBuf>| {
-        p.and_then(|p| std::fs::read_to_string(p).ok())
+        p.and_then(|p| crate::read::text(&p, MAX_NOTES).ok())
             .filter(|t| !t.trim().is_empty())
     };
     if let Some(t) = read(cfg.paths.global_dir.as_ref().map(|d| d.join("AGENT.md"))) {

@@ -79,12 +79,7 @@ pub fn list(cfg: &RunnerConfig) -> Vec<Skill> {
 }
 
 fn read_head(file: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(file)?
-        .take(HEAD as u64)
-        .read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    crate::read::text(file, HEAD)
 }
 
 /// `name` and `description` from a `SKILL.md`'s front matter, checked:
@@ -186,10 +181,14 @@ pub fn load(cfg: &RunnerConfig, name: &str) -> Result<String, String> {
         });
     };
     let file = skill.dir.join("SKILL.md");
-    let text =
-        std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-    let mut text: String = text.chars().take(MAX_BODY).collect();
-    if text.len() >= MAX_BODY {
+    let mut text = crate::read::text(&file, MAX_BODY + 1)
+        .map_err(|e| format!("reading {}: {e}", file.display()))?;
+    if text.len() > MAX_BODY {
+        let mut end = MAX_BODY;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
         text.push_str("\n[SKILL.md is longer; read the rest with read_file]");
     }
     let mut files = Vec::new();

@@ -76,13 +76,122 @@ pub(crate) fn decode(content_type: Option<&str>, body: &[u8]) -> String {
     text.into_owned()
 }
 
+/// HTML given to the parser at most; the rest of a longer page is left out
+/// (and the page says it was cut).
+pub(crate) const MAX_HTML: usize = 1024 * 1024;
+/// Nesting the HTML → Markdown converter is trusted with. htmd walks the
+/// tree by recursion and html5ever checks scopes by walking the stack of
+/// open elements, so a page of thousands of nested `<div>`s would overflow
+/// a stack or spin for minutes (decision 0042's review): deeper pages are
+/// read as plain text instead.
+pub(crate) const MAX_DEPTH: usize = 256;
+
+/// Elements that never hold others (not counted as opened).
+const VOID: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr", "param", "keygen", "!doctype",
+];
+
+/// The deepest nesting a naive reading of the tags reaches: every start
+/// tag that is not void or self-closed opens, every end tag closes. It
+/// over-counts (`<p>` and `<li>` close implicitly), never under-counts by
+/// more than html5ever's reconstruction of formatting elements.
+pub(crate) fn naive_depth(html: &str) -> usize {
+    let b = html.as_bytes();
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
+        i += off + 1;
+        let closing = b.get(i) == Some(&b'/');
+        let start = if closing { i + 1 } else { i };
+        let end = b[start..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric() && *c != b'!' && *c != b'-')
+            .map_or(b.len(), |n| start + n);
+        if end == start {
+            continue;
+        }
+        let name = html[start..end].to_ascii_lowercase();
+        if name.starts_with("!--") {
+            i = html[start..].find("-->").map_or(b.len(), |n| start + n + 3);
+            continue;
+        }
+        let gt = b[end..]
+            .iter()
+            .position(|&c| c == b'>')
+            .map_or(b.len(), |n| end + n);
+        let self_closed = gt > 0 && b.get(gt - 1) == Some(&b'/');
+        if closing {
+            depth = depth.saturating_sub(1);
+        } else if !VOID.contains(&name.as_str()) && !self_closed {
+            depth += 1;
+            max = max.max(depth);
+        }
+        i = gt.min(b.len());
+    }
+    max
+}
+
+/// Plain text of HTML without a DOM: tags dropped (with the contents of
+/// scripts and styles), a few entities decoded, blank runs collapsed.
+/// Linear in the input; for pages too deep for [`html`].
+pub(crate) fn html_as_text(source: &str) -> String {
+    let lower = source.to_ascii_lowercase();
+    let mut out = String::with_capacity(source.len() / 2);
+    let mut i = 0;
+    while i < source.len() {
+        match source[i..].find('<') {
+            None => {
+                out.push_str(&source[i..]);
+                break;
+            }
+            Some(off) => {
+                out.push_str(&source[i..i + off]);
+                let at = i + off;
+                let skip_to = ["script", "style", "noscript", "template", "svg"]
+                    .iter()
+                    .find(|t| lower[at + 1..].starts_with(*t))
+                    .and_then(|t| lower[at..].find(&format!("</{t}")).map(|e| at + e));
+                let from = skip_to.unwrap_or(at);
+                i = match source[from..].find('>') {
+                    Some(gt) => from + gt + 1,
+                    None => source.len(),
+                };
+                out.push(' ');
+            }
+        }
+    }
+    let out = out
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    let mut lines: Vec<String> = Vec::new();
+    for l in out.lines() {
+        let l = l.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !l.is_empty() {
+            lines.push(l);
+        }
+    }
+    lines.join("\n")
+}
+
 /// Tags whose content is never text for a reader.
 const SKIPPED: &[&str] = &[
     "script", "style", "noscript", "template", "iframe", "svg", "canvas", "object", "embed",
 ];
 
-/// HTML → Markdown and the page's `<title>`.
+/// HTML → Markdown and the page's `<title>`; a page nested deeper than
+/// [`MAX_DEPTH`] is read as plain text ([`html_as_text`]).
 pub(crate) fn html(source: &str) -> Extracted {
+    if naive_depth(source) > MAX_DEPTH {
+        tracing::debug!("a page nested deeper than {MAX_DEPTH} is read as plain text");
+        return Extracted {
+            title: None,
+            text: html_as_text(source),
+        };
+    }
     let title: Arc<Mutex<Option<String>>> = Arc::default();
     let seen = title.clone();
     let converter = htmd::HtmlToMarkdown::builder()
@@ -107,7 +216,8 @@ pub(crate) fn html(source: &str) -> Extracted {
         .lock()
         .ok()
         .and_then(|t| t.clone())
-        .filter(|t| !t.is_empty());
+        .filter(|t| !t.is_empty())
+        .map(|t| t.chars().take(300).collect());
     Extracted {
         title,
         text: text.trim().to_owned(),
@@ -181,5 +291,31 @@ mod tests {
         assert_eq!(s, "héllo");
         let mut s = "short".to_owned();
         assert!(!cut(&mut s, 5));
+    }
+
+    /// A page of deeply nested elements is read as text, quickly, without
+    /// the recursive converter (which would overflow the stack).
+    #[test]
+    fn deep_pages_are_read_as_text_in_linear_time() {
+        let deep = format!(
+            "<html><body>{}deep words{}</body></html>",
+            "<div>".repeat(200_000),
+            "</div>".repeat(10)
+        );
+        assert!(naive_depth(&deep) > MAX_DEPTH);
+        let t0 = std::time::Instant::now();
+        let e = html(&deep);
+        assert_eq!(e.text, "deep words");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t0.elapsed()
+        );
+        let flat = "<p>a<p>b<br><img src=x><hr/><!-- <div> --><ul><li>c</li></ul>";
+        assert!(naive_depth(flat) <= 4, "{}", naive_depth(flat));
+        assert_eq!(
+            html_as_text("<p>Tom &amp; Jerry</p><script>var x = '<p>';</script><style>p{}</style>\n<b>ok</b>"),
+            "Tom & Jerry\nok"
+        );
     }
 }

@@ -14,6 +14,62 @@ use reqwest::Url;
 
 use crate::GroupPolicy;
 
+/// The addresses of this machine's own interfaces (a public address on the
+/// host's interface is reached over loopback, past a firewall's `-i lo`
+/// rule: to `web_fetch` it is the host itself). Read with `getifaddrs`,
+/// again at most every 30 s.
+pub(crate) fn is_own_address(ip: IpAddr) -> bool {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<IpAddr>)>> =
+        std::sync::Mutex::new(None);
+    let Ok(mut c) = CACHE.lock() else {
+        return false;
+    };
+    let fresh = c
+        .as_ref()
+        .is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(30));
+    if !fresh {
+        *c = Some((std::time::Instant::now(), interface_addresses()));
+    }
+    c.as_ref().is_some_and(|(_, v)| v.contains(&ip))
+}
+
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below; each
+    // entry's address is read only as the family it declares.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let s = &*(a as *const libc::sockaddr_in);
+                        out.push(IpAddr::from(u32::from_be(s.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let s = &*(a as *const libc::sockaddr_in6);
+                        out.push(IpAddr::from(s.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
+}
+
+/// Why `ip` may not be fetched, or `None`: not public, or this machine's.
+pub(crate) fn refused_address(ip: IpAddr) -> Option<&'static str> {
+    not_public(ip).or_else(|| is_own_address(ip).then_some("an address of this machine"))
+}
+
 /// A refusal raised inside the resolver, found again in reqwest's error
 /// chain so the agent reads the reason and not "error sending request".
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +121,7 @@ pub(crate) fn check_hop(
         _ => None,
     };
     if let Some(ip) = ip {
-        if let Some(why) = not_public(ip) {
+        if let Some(why) = refused_address(ip) {
             if !allow_private.allows(host, port) {
                 return Err(format!("{host} is {why}: refused ({HOW_TO_ALLOW})"));
             }
@@ -94,14 +150,19 @@ impl Resolve for GuardedResolver {
             }
             let (public, private): (Vec<_>, Vec<_>) = addrs
                 .into_iter()
-                .partition(|a| not_public(a.ip()).is_none());
+                .partition(|a| refused_address(a.ip()).is_none());
             match (public.is_empty(), private.first()) {
                 (false, _) => Ok(Box::new(public.into_iter()) as Addrs),
-                (true, Some(a)) => Err(Box::new(Refused(format!(
-                    "{host} resolves to {}, {}: refused ({HOW_TO_ALLOW})",
-                    a.ip(),
-                    not_public(a.ip()).unwrap_or("not public")
-                ))) as _),
+                (true, Some(a)) => {
+                    // The address is the owner's to see, not the agent's
+                    // (it would map the internal network).
+                    tracing::info!(%host, address = %a.ip(), "web_fetch refused a name that resolves to a non-public address");
+                    let why = refused_address(a.ip()).unwrap_or("not public");
+                    let kind = why.split(" (").next().unwrap_or(why);
+                    Err(Box::new(Refused(format!(
+                        "{host} resolves only to non-public addresses ({kind}): refused ({HOW_TO_ALLOW})"
+                    ))) as _)
+                }
                 (true, None) => Err(Box::new(Refused(format!("{host} has no address"))) as _),
             }
         })
@@ -179,6 +240,18 @@ mod tests {
         assert!(hop("https://other.org/", &g, &[])
             .unwrap_err()
             .contains("allow list"));
+    }
+
+    /// Every address on this machine's interfaces is refused, public ones
+    /// included (reached over loopback, past the firewall).
+    #[test]
+    fn this_machines_own_addresses_are_refused() {
+        let own = interface_addresses();
+        assert!(own.iter().any(|a| a.is_loopback()), "{own:?}");
+        for a in own {
+            assert!(is_own_address(a) && refused_address(a).is_some(), "{a}");
+        }
+        assert_eq!(refused_address("93.184.215.14".parse().unwrap()), None);
     }
 
     #[test]

@@ -171,6 +171,11 @@ struct Cached {
 }
 
 const CACHE_ENTRIES: usize = 256;
+/// The cache's texts together, at most (oldest entries go first).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Stack of the thread that converts one page (the tree is at most
+/// `extract::MAX_DEPTH`-ish deep; this leaves a wide margin).
+const CONVERT_STACK: usize = 64 * 1024 * 1024;
 
 /// The fetcher, shared by every session's proxy.
 pub struct Web {
@@ -181,6 +186,8 @@ pub struct Web {
     cache: Mutex<HashMap<String, Cached>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     epoch: Instant,
+    /// Pages converted at once (each on its own thread).
+    converting: tokio::sync::Semaphore,
 }
 
 impl Web {
@@ -198,6 +205,8 @@ impl Web {
             .map_err(|e| format!("building the web client: {e}"))?;
         let search_client = reqwest::Client::builder()
             .timeout(settings.timeout)
+            // A redirect would carry the key's header to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!(
                 "pinch/",
                 env!("CARGO_PKG_VERSION"),
@@ -212,6 +221,7 @@ impl Web {
             cache: Mutex::default(),
             buckets: Mutex::default(),
             epoch: Instant::now(),
+            converting: tokio::sync::Semaphore::new(2),
         })
     }
 
@@ -240,7 +250,10 @@ impl Web {
         let max_chars = max_chars
             .unwrap_or(self.settings.max_chars)
             .clamp(1, self.settings.max_chars);
-        if let Some(page) = self.cached(start.as_str(), policy, max_chars) {
+        // Keyed by group too: one group cannot learn from `cached` (or the
+        // timing) what another fetched.
+        let key = format!("{group}\n{start}");
+        if let Some(page) = self.cached(&key, policy, max_chars) {
             return Ok(page);
         }
         self.take_token(group)?;
@@ -252,15 +265,20 @@ impl Web {
             };
         let mut shown = page.clone();
         shown.truncated |= extract::cut(&mut shown.text, max_chars);
-        if let Ok(mut c) = self.cache.lock() {
-            if c.len() >= CACHE_ENTRIES {
+        if let (false, Ok(mut c)) = (self.settings.cache_ttl.is_zero(), self.cache.lock()) {
+            let ttl = self.settings.cache_ttl;
+            c.retain(|_, v| v.at.elapsed() <= ttl);
+            let mut bytes: usize = c.values().map(|v| v.page.text.len()).sum();
+            while !c.is_empty()
+                && (c.len() >= CACHE_ENTRIES || bytes + page.text.len() > CACHE_BYTES)
+            {
                 let oldest = c.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    c.remove(&k);
+                if let Some(v) = oldest.and_then(|k| c.remove(&k)) {
+                    bytes -= v.page.text.len();
                 }
             }
             c.insert(
-                start.as_str().to_owned(),
+                key,
                 Cached {
                     at: Instant::now(),
                     hops,
@@ -405,14 +423,9 @@ impl Web {
                 .get("content-type")
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             let (body, cut_short) = self.read_body(resp, &url).await?;
-            let page = self.page(
-                &first,
-                &url,
-                status.as_u16(),
-                content_type,
-                &body,
-                cut_short,
-            )?;
+            let page = self
+                .page(&first, &url, status.as_u16(), content_type, body, cut_short)
+                .await?;
             return Ok((page, hops));
         }
     }
@@ -442,28 +455,53 @@ impl Web {
         }
     }
 
-    fn page(
+    async fn page(
         &self,
         first: &Url,
         url: &Url,
         status: u16,
         content_type: Option<String>,
-        body: &[u8],
-        cut_short: bool,
+        mut body: Vec<u8>,
+        mut cut_short: bool,
     ) -> Result<Page, FetchError> {
-        let ct = content_type.as_deref();
-        let (title, text) = match extract::kind(ct, body) {
+        let ct = content_type.clone();
+        let (title, mut text) = match extract::kind(ct.as_deref(), &body) {
             extract::Kind::Unsupported(why) => {
                 return Err(FetchError::Unsupported(format!(
                     "{url} (status {status}) is {why}"
                 )))
             }
             extract::Kind::Html => {
-                let e = extract::html(&extract::decode(ct, body));
+                if body.len() > extract::MAX_HTML {
+                    body.truncate(extract::MAX_HTML);
+                    cut_short = true;
+                }
+                // Parsing and converting is CPU work the agent's page
+                // decides: off the async workers, on a thread with a large
+                // stack, two at a time.
+                let _slot = self
+                    .converting
+                    .acquire()
+                    .await
+                    .map_err(|_| FetchError::Failed("the host is shutting down".into()))?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name("pinch-web-html".into())
+                    .stack_size(CONVERT_STACK)
+                    .spawn(move || {
+                        let e = extract::html(&extract::decode(ct.as_deref(), &body));
+                        let _ = tx.send(e);
+                    })
+                    .map_err(|e| FetchError::Failed(format!("starting the HTML reader: {e}")))?;
+                let e = rx
+                    .await
+                    .map_err(|_| FetchError::Failed("the page could not be read as HTML".into()))?;
                 (e.title, e.text)
             }
-            extract::Kind::Text => (None, extract::decode(ct, body)),
+            extract::Kind::Text => (None, extract::decode(ct.as_deref(), &body)),
         };
+        // Only what an agent may be shown is kept (the cache holds it too).
+        cut_short |= extract::cut(&mut text, self.settings.max_chars);
         Ok(Page {
             url: first.to_string(),
             final_url: url.to_string(),

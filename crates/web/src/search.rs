@@ -45,6 +45,9 @@ impl Backend {
     }
 }
 
+/// The largest answer read from a backend.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
 pub const BRAVE_URL: &str = "https://api.search.brave.com/res/v1/web/search";
 pub const TAVILY_URL: &str = "https://api.tavily.com/search";
 
@@ -137,10 +140,21 @@ pub(crate) async fn run(
         .await
         .map_err(|e| failed(format!("could not be reached ({})", e.without_url())))?;
     let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| failed(format!("answer could not be read ({})", e.without_url())))?;
+    let mut resp = resp;
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) if body.len() + c.len() <= MAX_ANSWER => body.extend_from_slice(&c),
+            Ok(Some(_)) => return Err(failed(format!("answered more than {MAX_ANSWER} bytes"))),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(failed(format!(
+                    "answer could not be read ({})",
+                    e.without_url()
+                )))
+            }
+        }
+    }
     if !status.is_success() {
         let head: String = String::from_utf8_lossy(&body).chars().take(200).collect();
         let hint = match (name, status.as_u16()) {

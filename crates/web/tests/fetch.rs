@@ -59,6 +59,15 @@ fn site(path: &str, port: u16) -> Answer {
             b"caf\xe9".to_vec(),
         ),
         "/slow" => return None,
+        "/deep" => (
+            200,
+            h("content-type", "text/html"),
+            format!(
+                "<html><body>{}deep words</body></html>",
+                "<div>".repeat(30_000)
+            )
+            .into_bytes(),
+        ),
         _ => (404, vec![], vec![]),
     })
 }
@@ -143,7 +152,7 @@ async fn the_guard_refuses_private_places_at_every_hop() {
     refused(
         web.fetch("main", &g, &url(s.port, "/to-localhost"), None)
             .await,
-        "localhost resolves to",
+        "localhost resolves only to non-public addresses (a loopback address)",
     );
     refused(
         web.fetch(
@@ -153,7 +162,7 @@ async fn the_guard_refuses_private_places_at_every_hop() {
             None,
         )
         .await,
-        "resolves to",
+        "resolves only to",
     );
     // Without the owner's allowance the test server itself is private.
     let strict = Web::new(Settings::default()).unwrap();
@@ -260,4 +269,17 @@ async fn the_cache_serves_repeats_and_the_rate_limit_counts_fetches() {
         web.fetch("main", &off, &url(s.port, "/page"), None).await,
         "web_fetch is off",
     );
+}
+
+/// A hostile page nested 30,000 deep (the recursive HTML converter would
+/// overflow its stack and take the host down) is read as plain text.
+#[tokio::test]
+async fn a_page_nested_too_deep_is_read_as_text() {
+    let s = serve(site);
+    let web = web_for(s.port, |_| {});
+    let p = web
+        .fetch("main", &GroupPolicy::default(), &url(s.port, "/deep"), None)
+        .await
+        .unwrap();
+    assert_eq!(p.text, "deep words");
 }

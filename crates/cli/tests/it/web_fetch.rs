@@ -105,7 +105,10 @@ fn a_page_fetched_by_the_host_reaches_the_agent_in_its_sandbox() {
             "own-listener",
             "allowed by [web_fetch] allow_private on another port",
         ),
-        ("own-by-name", "localhost resolves to 127.0.0.1"),
+        (
+            "own-by-name",
+            "localhost resolves only to non-public addresses",
+        ),
     ] {
         let reply = one(c.ask(&format!("please {phrase}")));
         assert!(

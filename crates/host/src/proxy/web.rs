@@ -93,6 +93,11 @@ pub(super) async fn answer_route(
     }
 }
 
+/// The agent's URL for a log line: escaped (`?`) and at most 512 characters.
+fn shown(url: &str) -> String {
+    url.chars().take(512).collect()
+}
+
 fn error(code: u16, msg: String) -> (u16, serde_json::Value) {
     (code, serde_json::json!({ "error": msg }))
 }
@@ -133,11 +138,11 @@ async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::V
             let ms = started.elapsed().as_millis() as u64;
             match r {
                 Ok(page) => {
-                    tracing::info!(session_id = sid, url = %req.url, final_url = %page.final_url, status = page.status, cached = page.cached, ms, "web_fetch");
+                    tracing::info!(session_id = sid, url = ?shown(&req.url), final_url = %page.final_url, status = page.status, cached = page.cached, ms, "web_fetch");
                     (200, serde_json::to_value(&page).unwrap_or_default())
                 }
                 Err(e) => {
-                    tracing::warn!(session_id = sid, url = %req.url, ms, "web_fetch: {e}");
+                    tracing::warn!(session_id = sid, url = ?shown(&req.url), ms, "web_fetch: {e}");
                     error(e.status(), e.to_string())
                 }
             }

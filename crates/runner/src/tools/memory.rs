@@ -20,6 +20,8 @@ const NOTES: &str = "MEMORY.md";
 /// Notes lines indexed at most (a MEMORY.md longer than this is cut).
 const MAX_NOTES: usize = 5_000;
 const MAX_NOTE: usize = 2_000;
+/// MEMORY.md is read up to this much.
+const MAX_NOTES_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn specs() -> Vec<ToolSpec> {
     vec![
@@ -94,14 +96,14 @@ fn remember(ctx: &ToolCtx<'_>, mem: &mut Connection, m: &Map<String, Value>) -> 
         .to_zoned_datetime(ctx.tz.clone())
         .date();
     let path = ctx.cfg.paths.workspace_dir.join(NOTES);
-    let needs_newline = std::fs::read(&path)
+    let needs_newline = crate::read::regular(&path, MAX_NOTES_BYTES)
         .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
         .unwrap_or(false);
     let line = format!("{}- {day}: {note}\n", if needs_newline { "\n" } else { "" });
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| ToolError(format!("remember: cannot write {NOTES}: {e}")))?;
     f.write_all(line.as_bytes())
@@ -116,7 +118,8 @@ fn remember(ctx: &ToolCtx<'_>, mem: &mut Connection, m: &Map<String, Value>) -> 
 
 /// Indexes MEMORY.md's lines again if the file changed since the last time.
 fn sync_notes(ctx: &ToolCtx<'_>, mem: &mut Connection) -> Result<(), pinch_proto::ProtoError> {
-    let text = std::fs::read_to_string(ctx.cfg.paths.workspace_dir.join(NOTES)).unwrap_or_default();
+    let text = crate::read::text(&ctx.cfg.paths.workspace_dir.join(NOTES), MAX_NOTES_BYTES)
+        .unwrap_or_default();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
     let hash = format!("{:016x}", h.finish());
