@@ -464,6 +464,7 @@ impl Provider for Local {
             tools: false,
             streaming: true,
             context_window: self.context as u32,
+            vision: false,
         }
     }
 

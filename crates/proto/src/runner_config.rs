@@ -151,6 +151,10 @@ pub struct ProviderSettings {
     /// `kind = "cli"`: the external agent CLI run as the engine (SPEC §5.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<CliEngineSettings>,
+    /// The model takes images (`None`: the provider's default: Anthropic
+    /// yes, OpenAI-compatible no unless `[provider.openai] vision = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision: Option<bool>,
 }
 
 /// The CLI engine: an agent CLI (Claude Code, Codex, or anything that reads

@@ -40,7 +40,13 @@ impl Anthropic {
             .iter()
             .map(|(role, content)| json!({"role": role, "content": content}))
             .collect();
-        messages.push(json!({"role": "user", "content": [{"type": "text", "text": req.prompt}]}));
+        let mut content: Vec<Value> = req
+            .images
+            .iter()
+            .map(|i| json!({"type": "image", "source": {"type": "base64", "media_type": i.media_type, "data": crate::base64(&i.data)}}))
+            .collect();
+        content.push(json!({"type": "text", "text": req.prompt}));
+        messages.push(json!({"role": "user", "content": content}));
         for step in &req.steps {
             // Consecutive blocks of one role go into one message (the API
             // wants user and assistant to alternate).
@@ -126,6 +132,7 @@ impl Provider for Anthropic {
             tools: true,
             streaming: true,
             context_window: 200_000,
+            vision: true,
         }
     }
 

@@ -22,6 +22,18 @@ pub struct Capabilities {
     pub tools: bool,
     pub streaming: bool,
     pub context_window: u32,
+    /// Takes images with the prompt ([`TurnRequest::images`]).
+    pub vision: bool,
+}
+
+/// An image sent with the prompt (a photo someone sent): its bytes as
+/// read from the inbox and its media type (`image/jpeg`, `image/png`,
+/// `image/gif`, `image/webp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub media_type: String,
+    pub data: Vec<u8>,
 }
 
 /// One turn's input.
@@ -47,6 +59,9 @@ pub struct TurnRequest {
     /// called, and each call's result. Empty on a turn's first step. The
     /// provider sends them after `prompt`, in its API's shape.
     pub steps: Vec<Step>,
+    /// Images of the batch, sent with `prompt` by providers whose
+    /// capabilities say `vision` (the prompt names each file either way).
+    pub images: Vec<Image>,
 }
 
 /// A tool offered to the model (SPEC §5.6).
@@ -217,6 +232,9 @@ pub struct Settings {
     /// through it).
     #[serde(default)]
     pub proxy_socket: Option<std::path::PathBuf>,
+    /// The model takes images (`None`: the provider's default).
+    #[serde(default)]
+    pub vision: Option<bool>,
 }
 
 /// Builds the provider the settings name.
@@ -237,6 +255,7 @@ pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ConfigError> {
                 socket,
                 model,
                 timeout: std::time::Duration::from_secs(300),
+                vision: settings.vision.unwrap_or(false),
             }))
         }
         "anthropic" => {
@@ -256,4 +275,10 @@ pub fn build(settings: &Settings) -> Result<Box<dyn Provider>, ConfigError> {
         }
         other => Err(ConfigError::Unknown(other.to_owned())),
     }
+}
+
+/// Standard base64 (with padding) of `data`, for images in API requests.
+pub(crate) fn base64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }

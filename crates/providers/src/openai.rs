@@ -30,6 +30,8 @@ pub struct OpenAi {
     pub socket: PathBuf,
     pub model: String,
     pub timeout: Duration,
+    /// The model takes images (`image_url` parts with `data:` URLs).
+    pub vision: bool,
 }
 
 impl OpenAi {
@@ -42,7 +44,16 @@ impl OpenAi {
         for (role, content) in &req.history {
             messages.push(json!({"role": role, "content": content}));
         }
-        messages.push(json!({"role": "user", "content": req.prompt}));
+        if self.vision && !req.images.is_empty() {
+            let mut parts = vec![json!({"type": "text", "text": req.prompt})];
+            for i in &req.images {
+                let url = format!("data:{};base64,{}", i.media_type, crate::base64(&i.data));
+                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            messages.push(json!({"role": "user", "content": parts}));
+        } else {
+            messages.push(json!({"role": "user", "content": req.prompt}));
+        }
         for step in &req.steps {
             if matches!(step, Step::Assistant { text, calls } if text.is_empty() && calls.is_empty())
             {
@@ -95,6 +106,7 @@ impl Provider for OpenAi {
             tools: true,
             streaming: true,
             context_window: 8192,
+            vision: self.vision,
         }
     }
 

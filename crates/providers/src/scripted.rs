@@ -79,6 +79,10 @@ pub struct Script {
     /// the runner compact a short conversation. Default 1 000 000.
     #[serde(default)]
     pub context_window: Option<u32>,
+    /// Claim to take images (`vision = true`); `{images}` in a reply lists
+    /// the ones received (`name media_type bytes`, comma-separated).
+    #[serde(default)]
+    pub vision: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -197,6 +201,7 @@ impl Provider for Scripted {
             tools: true,
             streaming: false,
             context_window: self.script.context_window.unwrap_or(1_000_000),
+            vision: self.script.vision.unwrap_or(false),
         }
     }
 
@@ -305,7 +310,15 @@ impl Provider for Scripted {
                     "false"
                 },
             )
-            .replace("{step}", &step.to_string());
+            .replace("{step}", &step.to_string())
+            .replace(
+                "{images}",
+                &req.images
+                    .iter()
+                    .map(|i| format!("{} {} {}", i.name, i.media_type, i.data.len()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
         let mut tool_calls = Vec::new();
         if let Some((name, args)) = calling {
             if !req.tools.iter().any(|t| &t.name == name) {

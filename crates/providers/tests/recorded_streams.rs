@@ -159,6 +159,7 @@ fn openai(api: &FakeApi) -> OpenAi {
         socket: api.socket.clone(),
         model: "gpt-4o-mini".into(),
         timeout: Duration::from_secs(30),
+        vision: false,
     }
 }
 
@@ -669,4 +670,69 @@ fn anthropic_429_and_529_then_success() {
     let r = run(&mut p, &request("hello")).0.unwrap();
     assert_eq!(r.text, "Hello! What can I do for you today?");
     assert_eq!(api.requests().len(), 3);
+}
+
+// ---------------------------------------------------------------- vision
+
+/// A photo sent with the prompt: the bytes as a PNG would have them.
+fn photo() -> pinch_providers::Image {
+    let mut data = b"\x89PNG\r\n\x1a\n".to_vec();
+    data.extend((0..3000u32).map(|i| (i * 7 % 251) as u8));
+    pinch_providers::Image {
+        name: "receipt.png".into(),
+        media_type: "image/png".into(),
+        data,
+    }
+}
+
+fn unbase64(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// The endpoint receives the image as the API's own block: Anthropic an
+/// `image` block with base64 `source` before the text; OpenAI an
+/// `image_url` part with a `data:` URL after it (only when the model is
+/// said to take images).
+#[test]
+fn images_reach_both_apis_in_their_shapes() {
+    let mut req = request("what is on this receipt?");
+    req.images = vec![photo()];
+
+    let api = FakeApi::start(vec![ok("anthropic_text.sse")]);
+    run(&mut anthropic(&api), &req).0.unwrap();
+    let content = &api.requests()[0].body["messages"][0]["content"];
+    assert_eq!(content[0]["type"], "image");
+    assert_eq!(content[0]["source"]["type"], "base64");
+    assert_eq!(content[0]["source"]["media_type"], "image/png");
+    assert_eq!(
+        unbase64(content[0]["source"]["data"].as_str().unwrap()),
+        photo().data
+    );
+    assert_eq!(
+        content[1],
+        json!({"type": "text", "text": "what is on this receipt?"})
+    );
+
+    let api = FakeApi::start(vec![ok("openai_text.sse")]);
+    let mut seeing = openai(&api);
+    seeing.vision = true;
+    run(&mut seeing, &req).0.unwrap();
+    let content = &api.requests()[0].body["messages"][1]["content"];
+    assert_eq!(
+        content[0],
+        json!({"type": "text", "text": "what is on this receipt?"})
+    );
+    assert_eq!(content[1]["type"], "image_url");
+    let url = content[1]["image_url"]["url"].as_str().unwrap();
+    let b64 = url.strip_prefix("data:image/png;base64,").expect(url);
+    assert_eq!(unbase64(b64), photo().data);
+
+    // A model not said to take images gets the text alone.
+    let api = FakeApi::start(vec![ok("openai_text.sse")]);
+    run(&mut openai(&api), &req).0.unwrap();
+    assert_eq!(
+        api.requests()[0].body["messages"][1]["content"],
+        "what is on this receipt?"
+    );
 }

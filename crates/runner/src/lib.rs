@@ -31,6 +31,7 @@ pub mod signals;
 pub mod skills;
 pub mod tools;
 mod turn;
+mod vision;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -168,6 +169,7 @@ fn build_provider(cfg: &RunnerConfig) -> Result<Box<dyn Provider>, Startup> {
         script: cfg.provider.script.clone(),
         model: cfg.provider.model.clone(),
         proxy_socket: cfg.proxy_socket.clone(),
+        vision: cfg.provider.vision,
     })
     .map_err(|e| Startup::Config(e.to_string()))
 }

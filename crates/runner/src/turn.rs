@@ -229,7 +229,7 @@ impl Runner {
             .iter()
             .map(|(row, content)| format::Item { row, content })
             .collect();
-        let prompt = format::format_batch(
+        let mut prompt = format::format_batch(
             &items,
             &snap.destinations,
             &self.cfg.timezone,
@@ -237,6 +237,18 @@ impl Runner {
             now,
         );
         let caps = self.provider.capabilities();
+        // Images go with the prompt to a model that takes them.
+        let images = if caps.vision && command.is_none() {
+            let (images, notes) =
+                crate::vision::collect(&self.cfg, batch.rows.iter().map(|(_, c)| c));
+            for n in notes {
+                prompt.push('\n');
+                prompt.push_str(&n);
+            }
+            images
+        } else {
+            Vec::new()
+        };
         let offered = if command.is_none() && caps.tools {
             self.all_tools()
         } else {
@@ -303,6 +315,7 @@ impl Runner {
                 fresh_continuation: claim.fresh,
                 history,
                 tools: offered,
+                images,
                 ..Default::default()
             },
             caps,

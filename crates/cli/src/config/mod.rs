@@ -496,5 +496,31 @@ mod tests {
             !format!("{c:?}").contains("sk-test-secret"),
             "no key in the resolved config's Debug"
         );
+        // Vision: OpenAI's own API yes, another OpenAI-compatible server
+        // only when said; Anthropic yes.
+        assert_eq!(c.provider.vision, Some(true), "api.openai.com takes images");
+        let key = env_of(&[("OPENAI_API_KEY", "k"), ("ANTHROPIC_API_KEY", "k")]);
+        let local = |extra: &str| {
+            let text = format!("[provider.openai]\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodel = \"m\"\n{extra}");
+            resolve(
+                "/tmp/x".into(),
+                &file_of(&text),
+                &o(Some("openai"), "process"),
+                &key,
+            )
+            .unwrap()
+            .provider
+            .vision
+        };
+        assert_eq!(local(""), Some(false));
+        assert_eq!(local("vision = true\n"), Some(true));
+        let c = resolve(
+            "/tmp/x".into(),
+            &FileConfig::default(),
+            &o(Some("anthropic"), "process"),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(c.provider.vision, Some(true));
     }
 }

@@ -54,6 +54,10 @@ pub struct UpstreamSection {
     /// The paths under the route the credential proxy forwards (default:
     /// what the provider and its CLIs call, see `proxy::default_paths`).
     pub allow_paths: Option<Vec<String>>,
+    /// The model takes images: photos people send are shown to it
+    /// (default: Anthropic yes; OpenAI-compatible yes for api.openai.com,
+    /// else no — many local servers refuse image parts).
+    pub vision: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,7 +226,17 @@ impl ProviderSection {
             }
             _ => (None, None),
         };
+        let vision = match provider.as_str() {
+            "anthropic" => Some(self.anthropic.vision.unwrap_or(true)),
+            "openai" => Some(self.openai.vision.unwrap_or_else(|| {
+                openai_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://api.openai.com"))
+            })),
+            _ => None,
+        };
         c.provider = ProviderSettings {
+            vision,
             kind: provider,
             script,
             model,

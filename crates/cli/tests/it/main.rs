@@ -52,6 +52,7 @@ mod slack;
 mod supervision;
 mod telegram;
 mod tools;
+mod vision;
 mod web_chat;
 mod web_fetch;
 mod webhook;

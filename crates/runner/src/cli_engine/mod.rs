@@ -72,10 +72,12 @@ impl Provider for CliEngine {
         } else {
             200_000
         };
+        // The CLI reads the inbox itself (the prompt names each file).
         Capabilities {
             tools: true,
             streaming: false,
             context_window,
+            vision: false,
         }
     }
 

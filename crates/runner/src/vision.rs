@@ -1,0 +1,131 @@
+//! Images a person sent, shown to a model that takes them (issue 17): the
+//! batch's image attachments (JPEG, PNG, GIF, WebP), read from the inbox
+//! and sent with the prompt as the provider's image blocks. The prompt
+//! names every file either way, so a model without vision still knows it
+//! was sent; an image too large for the APIs is named with the reason.
+
+use pinch_proto::content::InContent;
+use pinch_proto::runner_config::RunnerConfig;
+use pinch_providers::Image;
+
+/// The largest image sent: Anthropic takes 5 MB of base64 per image, which
+/// is 3.75 MB of bytes (OpenAI takes more).
+pub const MAX_IMAGE: usize = 3_750_000;
+/// Images sent with one prompt at most.
+pub const MAX_IMAGES: usize = 8;
+
+/// The media type of an image the APIs take, from its MIME type or name.
+pub fn media_type(mime: Option<&str>, name: &str) -> Option<&'static str> {
+    let m = mime.map(|m| {
+        m.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match (m.as_deref(), ext.as_deref()) {
+        (Some("image/jpeg" | "image/jpg"), _) | (_, Some("jpg" | "jpeg")) => Some("image/jpeg"),
+        (Some("image/png"), _) | (_, Some("png")) => Some("image/png"),
+        (Some("image/gif"), _) | (_, Some("gif")) => Some("image/gif"),
+        (Some("image/webp"), _) | (_, Some("webp")) => Some("image/webp"),
+        _ => None,
+    }
+}
+
+/// The batch's images, and a note for each one left out (too large, too
+/// many, unreadable) to add to the prompt.
+pub fn collect<'a>(
+    cfg: &RunnerConfig,
+    contents: impl Iterator<Item = &'a InContent>,
+) -> (Vec<Image>, Vec<String>) {
+    let (mut images, mut notes) = (Vec::new(), Vec::new());
+    for c in contents {
+        let InContent::Chat(chat) = c else { continue };
+        for a in &chat.attachments {
+            let Some(media_type) = media_type(a.mime.as_deref(), &a.name) else {
+                continue;
+            };
+            if images.len() == MAX_IMAGES {
+                notes.push(format!("[image {} not shown to you: at most {MAX_IMAGES} images go with one message; read it with read_file if you need it]", a.name));
+                continue;
+            }
+            // The path as the agent sees it, under the inbox.
+            let Some(rel) = a.path.strip_prefix("/workspace/inbox/") else {
+                continue;
+            };
+            let path = cfg.paths.inbox_dir.join(rel);
+            match crate::read::regular(&path, MAX_IMAGE + 1) {
+                Ok(data) if data.len() > MAX_IMAGE => notes.push(format!(
+                    "[image {} not shown to you: it is over {:.2} MB, the most a model takes]",
+                    a.name,
+                    MAX_IMAGE as f64 / 1e6
+                )),
+                Ok(data) => images.push(Image {
+                    name: a.name.clone(),
+                    media_type: media_type.to_owned(),
+                    data,
+                }),
+                Err(e) => notes.push(format!("[image {} could not be read: {e}]", a.name)),
+            }
+        }
+    }
+    (images, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_from_mime_or_name() {
+        assert_eq!(media_type(Some("image/jpeg"), "x"), Some("image/jpeg"));
+        assert_eq!(media_type(None, "Photo.JPG"), Some("image/jpeg"));
+        assert_eq!(media_type(Some("image/png; q=1"), "x"), Some("image/png"));
+        assert_eq!(
+            media_type(Some("application/octet-stream"), "a.webp"),
+            Some("image/webp")
+        );
+        assert_eq!(media_type(Some("image/svg+xml"), "a.svg"), None);
+        assert_eq!(media_type(Some("image/heic"), "a.heic"), None);
+    }
+
+    #[test]
+    fn images_are_read_from_the_inbox_and_the_rest_named() {
+        use pinch_proto::content::{Attachment, ChatIn};
+        let env = crate::tools::testing::Env::new();
+        let inbox = &env.cfg.paths.inbox_dir;
+        std::fs::create_dir_all(inbox.join("m1")).unwrap();
+        std::fs::write(inbox.join("m1/a.png"), b"png-bytes").unwrap();
+        std::fs::write(inbox.join("m1/big.jpg"), vec![0u8; MAX_IMAGE + 1]).unwrap();
+        std::fs::write(inbox.join("m1/notes.txt"), b"text").unwrap();
+        let att = |name: &str, mime: Option<&str>| Attachment {
+            name: name.into(),
+            mime: mime.map(str::to_owned),
+            size: 0,
+            path: format!("/workspace/inbox/m1/{name}"),
+        };
+        let chat = InContent::Chat(ChatIn {
+            text: "look".into(),
+            attachments: vec![
+                att("a.png", Some("image/png")),
+                att("big.jpg", None),
+                att("notes.txt", Some("text/plain")),
+                att("gone.gif", Some("image/gif")),
+            ],
+            ..Default::default()
+        });
+        let (images, notes) = collect(&env.cfg, [&chat].into_iter());
+        assert_eq!(images.len(), 1);
+        assert_eq!(
+            (images[0].media_type.as_str(), images[0].data.as_slice()),
+            ("image/png", &b"png-bytes"[..])
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("big.jpg not shown to you: it is over 3.75 MB"),
+            "{notes:?}"
+        );
+        assert!(notes[1].contains("gone.gif could not be read"), "{notes:?}");
+    }
+}
