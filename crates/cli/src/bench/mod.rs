@@ -83,10 +83,10 @@ pub enum Fig {
     P9,
     /// One tool round trip (issue 4).
     Tool,
-    /// `web_fetch` through the host against a direct GET (issue 17).
-    Fetch,
+    /// `web_fetch` through the host against a direct curl (issue 17).
+    P13,
     /// `search_memory` over 100,000 stored turns (issue 17).
-    Recall,
+    P14,
 }
 
 impl Fig {
@@ -99,8 +99,8 @@ impl Fig {
         Fig::P7,
         Fig::P9,
         Fig::Tool,
-        Fig::Fetch,
-        Fig::Recall,
+        Fig::P13,
+        Fig::P14,
     ];
 
     fn id(self) -> &'static str {
@@ -113,8 +113,8 @@ impl Fig {
             Fig::P7 => "P7",
             Fig::P9 => "P9",
             Fig::Tool => "TOOL",
-            Fig::Fetch => "FETCH",
-            Fig::Recall => "RECALL",
+            Fig::P13 => "P13",
+            Fig::P14 => "P14",
         }
     }
 
@@ -129,8 +129,8 @@ impl Fig {
             Fig::P7 => "runner idle RSS",
             Fig::P9 => "crash noticed → replacement claims",
             Fig::Tool => "CLI message → shell tool → reply (warm)",
-            Fig::Fetch => "web_fetch through the host, 20 KB page",
-            Fig::Recall => "search_memory over 100,000 turns",
+            Fig::P13 => "web_fetch through the host, 20 KB page",
+            Fig::P14 => "search_memory over 100,000 turns",
         }
     }
 
@@ -154,10 +154,10 @@ impl Fig {
                         includes the 500 ms floor every respawn waits, decision 0024)",
             Fig::Tool => "one tool round trip, warm session: message sent on the CLI → scripted model calls `shell` (`echo`) → \
                           sh runs in the sandbox → result → model → reply printed (t0 before the socket write; t1 when the reply line is read)",
-            Fig::Fetch => "what the web_fetch tool does: POST /_pinch/web/fetch on a session's proxy socket → the host fetches a 20 KB HTML page \
-                           from a loopback server (guard, resolver, HTML → Markdown; no cache) → JSON answer read whole; baseline: a plain GET of \
-                           the same page over TCP, read whole (t0 before connecting; t1 at the end of the answer)",
-            Fig::Recall => "one search_memory query (three words, those in over 5 % of turns left out: turns with all, then with any, ranked by bm25, best 5 with snippets) \
+            Fig::P13 => "what the web_fetch tool does: POST /_pinch/web/fetch on a session's proxy socket → the host fetches a 20 KB HTML page \
+                           from a loopback server (guard, resolver, HTML → Markdown; no cache) → JSON answer read whole; baseline: `curl` of \
+                           the same page (a GET read whole when curl is missing) (t0 before connecting or starting curl; t1 at the end)",
+            Fig::P14 => "one search_memory query (three words, those in over 5 % of turns left out: turns with all, then with any, ranked by bm25, best 5 with snippets) \
                             on the group's FTS5 index holding 100,000 turns of 8–47 made-up words with a skewed word frequency; baseline: \
                             a LIKE '%word%' scan of every turn in a plain table of the same texts (t0 before the query; t1 after the last row)",
         }
@@ -175,8 +175,8 @@ impl Fig {
             (Fig::P7, _) => "≤ 10 MB",
             (Fig::P9, _) => "≤ 600 ms (100 + 500 floor)",
             (Fig::Tool, _) => "none (reported in issue 4; baseline P2)",
-            (Fig::Fetch, _) => "none (the ratio is the figure: issue 17)",
-            (Fig::Recall, _) => "p95 ≤ 20 ms",
+            (Fig::P13, _) => "≤ 1.5× a direct fetch",
+            (Fig::P14, _) => "p95 ≤ 20 ms",
         }
     }
 }
@@ -358,12 +358,12 @@ impl Bench {
             }
         }
         // The index is a file the runner reads: no host, no sandbox, once.
-        if want(Fig::Recall) {
-            rows.push(self.recall().context("RECALL")?);
+        if want(Fig::P14) {
+            rows.push(self.recall().context("P14")?);
         }
         // The fetch is the host's: its sandbox does not matter, once.
-        if want(Fig::Fetch) {
-            rows.push(self.fetch(sandboxes[0]).await.context("FETCH")?);
+        if want(Fig::P13) {
+            rows.push(self.fetch(sandboxes[0]).await.context("P13")?);
         }
         // Routing starts no runner, so its sandbox does not matter: once.
         if want(Fig::P4) {

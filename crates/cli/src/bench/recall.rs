@@ -1,4 +1,4 @@
-//! RECALL: `search_memory` over a group's index of 100,000 stored turns
+//! P14: `search_memory` over a group's index of 100,000 stored turns
 //! (issue 17, decision 0043), against a plain `LIKE` scan of the same
 //! texts in the same run.
 
@@ -51,7 +51,7 @@ fn sentence(r: &mut Rng, vocab: &[String], words: usize) -> String {
 impl Bench {
     pub(super) fn recall(&self) -> Result<Row> {
         let n = self.n(200);
-        eprintln!("pinch bench: RECALL ({TURNS} turns, {n} searches)…");
+        eprintln!("pinch bench: P14 ({TURNS} turns, {n} searches)…");
         let dir = self.temp_dir("recall")?;
         let vocab = vocabulary();
         let mut r = Rng(0x2545_f491_4f6c_dd1d);
@@ -100,7 +100,7 @@ impl Bench {
         }
         let size = std::fs::metadata(dir.path().join("memory.db"))?.len();
         Ok(Row {
-            fig: Fig::Recall,
+            fig: Fig::P14,
             sandbox: Kind::Process,
             measured: Measured::Latency(Summary::of(fts)),
             baseline: Some(Baseline {

@@ -1,4 +1,4 @@
-//! FETCH: `web_fetch`'s round trip through the host against a direct GET
+//! P13: `web_fetch`'s round trip through the host against a direct `curl`
 //! of the same loopback page (issue 17, decision 0042).
 
 use std::io::{Read, Write as _};
@@ -49,7 +49,28 @@ fn serve_page() -> Result<u16> {
     Ok(port)
 }
 
-/// The baseline: GET the page over TCP and read it whole.
+/// The baseline: `curl` fetching the page (what an agent with network
+/// would run), or, without curl, a GET over TCP read whole.
+fn fetch_directly(port: u16, curl: bool) -> Result<()> {
+    if !curl {
+        return direct_get(port).map(drop);
+    }
+    let st = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/page"),
+        ])
+        .status()
+        .context("running curl")?;
+    if !st.success() {
+        bail!("curl could not fetch the bench page ({st})");
+    }
+    Ok(())
+}
+
+/// GET the page over TCP and read it whole.
 fn direct_get(port: u16) -> Result<usize> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     write!(
@@ -86,7 +107,12 @@ fn through_host(sock: &Path, port: u16) -> Result<usize> {
 impl Bench {
     pub(super) async fn fetch(&self, kind: Kind) -> Result<Row> {
         let n = self.n(50);
-        eprintln!("pinch bench: FETCH ({n} iterations)…");
+        eprintln!("pinch bench: P13 ({n} iterations)…");
+        let curl = Command::new("curl")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
         let port = serve_page()?;
         let dir = self.temp_dir("fetch")?;
         let mut cfg = self.host_config(dir.path(), kind);
@@ -106,11 +132,11 @@ impl Bench {
         let res = tokio::task::spawn_blocking(move || {
             let (mut direct, mut host) = (Vec::with_capacity(n), Vec::with_capacity(n));
             // One of each first, unmeasured: connections and code warm.
-            direct_get(port)?;
+            fetch_directly(port, curl)?;
             through_host(&sock, port)?;
             for _ in 0..n {
                 let t0 = Instant::now();
-                direct_get(port)?;
+                fetch_directly(port, curl)?;
                 direct.push(t0.elapsed());
                 let t0 = Instant::now();
                 through_host(&sock, port)?;
@@ -119,16 +145,21 @@ impl Bench {
             Ok::<_, anyhow::Error>((host, direct))
         })
         .await
-        .context("the FETCH driver thread")?;
+        .context("the P13 driver thread")?;
         let down = h.shutdown().await;
         let (host, direct) = res?;
         down?;
         Ok(Row {
-            fig: Fig::Fetch,
+            fig: Fig::P13,
             sandbox: kind,
             measured: Measured::Latency(Summary::of(host)),
             baseline: Some(Baseline {
-                what: "direct GET".into(),
+                what: if curl {
+                    "curl of the page"
+                } else {
+                    "direct GET (no curl)"
+                }
+                .into(),
                 summary: Summary::of(direct),
                 per_s: None,
             }),
