@@ -51,6 +51,7 @@ fn serve_page() -> Result<u16> {
 
 /// The baseline: `curl` fetching the page (what an agent with network
 /// would run), or, without curl, a GET over TCP read whole.
+#[allow(clippy::disallowed_methods)] // the bench's own baseline program, not a sandboxed one
 fn fetch_directly(port: u16, curl: bool) -> Result<()> {
     if !curl {
         return direct_get(port).map(drop);
@@ -108,6 +109,7 @@ impl Bench {
     pub(super) async fn fetch(&self, kind: Kind) -> Result<Row> {
         let n = self.n(50);
         eprintln!("pinch bench: P13 ({n} iterations)…");
+        #[allow(clippy::disallowed_methods)] // probing for the baseline program
         let curl = Command::new("curl")
             .arg("--version")
             .stdout(Stdio::null())
