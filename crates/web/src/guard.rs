@@ -254,6 +254,24 @@ mod tests {
         assert_eq!(refused_address("93.184.215.14".parse().unwrap()), None);
     }
 
+    /// A list written in Unicode matches the punycode host `url` gives.
+    #[test]
+    fn unicode_entries_match_their_ascii_hosts() {
+        let g = GroupPolicy::from_json(Some(r#"{"deny":["bücher.example","*.例え.jp:8443"]}"#))
+            .unwrap();
+        assert!(hop("https://bücher.example/", &g, &[])
+            .unwrap_err()
+            .contains("deny list"));
+        assert!(hop("https://a.例え.jp:8443/", &g, &[])
+            .unwrap_err()
+            .contains("deny list"));
+        assert!(hop("https://a.例え.jp/", &g, &[]).is_ok(), "another port");
+        assert_eq!(
+            crate::ascii_hosts(&["docs.rs", "[::1]:80", "x:y"]),
+            ["docs.rs", "[::1]:80", "x:y"]
+        );
+    }
+
     #[test]
     fn the_owner_allows_private_hosts_by_name_and_port() {
         let g = GroupPolicy::default();

@@ -107,10 +107,41 @@ impl GroupPolicy {
         Ok(GroupPolicy {
             fetch: j.fetch,
             search: j.search,
-            allow: HostPatterns::parse_as(&j.allow, "web.allow", None)?,
-            deny: HostPatterns::parse_as(&j.deny, "web.deny", None)?,
+            allow: HostPatterns::parse_as(&ascii_hosts(&j.allow), "web.allow", None)?,
+            deny: HostPatterns::parse_as(&ascii_hosts(&j.deny), "web.deny", None)?,
         })
     }
+}
+
+/// Host patterns with their names as a URL's host is compared: an entry
+/// written in Unicode (`bücher.example`, `*.例え.jp:8443`) in its ASCII
+/// (punycode) form, the form `url` gives every fetched URL's host. Entries
+/// that are not names are left for the pattern parser to judge.
+pub fn ascii_hosts<S: AsRef<str>>(entries: &[S]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            let e = e.as_ref().trim();
+            let (wild, rest) = match e.strip_prefix("*.") {
+                Some(r) => ("*.", r),
+                None => ("", e),
+            };
+            let (name, port) = match rest.rsplit_once(':') {
+                Some((n, p)) if !n.contains(':') && !n.starts_with('[') => (n, Some(p)),
+                _ => (rest, None),
+            };
+            if name.is_ascii() {
+                return e.to_owned();
+            }
+            match url::Host::parse(name) {
+                Ok(url::Host::Domain(ascii)) => match port {
+                    Some(p) => format!("{wild}{ascii}:{p}"),
+                    None => format!("{wild}{ascii}"),
+                },
+                _ => e.to_owned(),
+            }
+        })
+        .collect()
 }
 
 /// A fetched page as the agent gets it.

@@ -78,7 +78,7 @@ impl WebFetchSection {
         w.fetch = self.enabled.unwrap_or(w.fetch);
         if let Some(list) = &self.allow_private {
             w.allow_private = pinch_policy::hosts::HostPatterns::parse_as(
-                &list.entries(),
+                &pinch_web::ascii_hosts(&list.entries()),
                 "web_fetch.allow_private",
                 None,
             )
