@@ -202,6 +202,10 @@ struct Cached {
 }
 
 const CACHE_ENTRIES: usize = 256;
+/// Network fetches in flight at once, all groups together: with the 5 MiB
+/// download cap, at most 40 MiB of bodies held (others wait their turn,
+/// within their own timeout).
+const FETCHES_IN_FLIGHT: usize = 8;
 /// The cache's texts together, at most (oldest entries go first).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Stack of the thread that converts one page (the tree is at most
@@ -219,6 +223,9 @@ pub struct Web {
     epoch: Instant,
     /// Pages converted at once (each on its own thread).
     converting: tokio::sync::Semaphore,
+    /// Fetches in flight across every session (each may hold a response
+    /// of up to `max_download` bytes while it is read).
+    fetching: tokio::sync::Semaphore,
 }
 
 impl Web {
@@ -253,6 +260,7 @@ impl Web {
             buckets: Mutex::default(),
             epoch: Instant::now(),
             converting: tokio::sync::Semaphore::new(2),
+            fetching: tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT),
         })
     }
 
@@ -289,11 +297,18 @@ impl Web {
         }
         self.take_token(group)?;
         let limit = self.settings.timeout;
-        let (page, hops) =
-            match tokio::time::timeout(limit, self.fetch_hops(start.clone(), policy)).await {
-                Ok(r) => r?,
-                Err(_) => return Err(FetchError::TimedOut(limit.as_secs())),
-            };
+        let fetch = async {
+            let _slot = self
+                .fetching
+                .acquire()
+                .await
+                .map_err(|_| FetchError::Failed("the host is shutting down".into()))?;
+            self.fetch_hops(start.clone(), policy).await
+        };
+        let (page, hops) = match tokio::time::timeout(limit, fetch).await {
+            Ok(r) => r?,
+            Err(_) => return Err(FetchError::TimedOut(limit.as_secs())),
+        };
         let mut shown = page.clone();
         shown.truncated |= extract::cut(&mut shown.text, max_chars);
         if let (false, Ok(mut c)) = (self.settings.cache_ttl.is_zero(), self.cache.lock()) {

@@ -98,6 +98,15 @@ fn shown(url: &str) -> String {
     url.chars().take(512).collect()
 }
 
+/// A route's JSON request, or the 400 naming the shape it needs.
+fn parse<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, (u16, serde_json::Value)> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(400, format!("the request must be JSON {shape} ({e})")))
+}
+
 fn error(code: u16, msg: String) -> (u16, serde_json::Value) {
     (code, serde_json::json!({ "error": msg }))
 }
@@ -122,14 +131,9 @@ async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::V
     let started = Instant::now();
     match route {
         HostRoute::Fetch => {
-            let req: FetchRequest = match serde_json::from_slice(body) {
+            let req: FetchRequest = match parse(body, r#"{"url": "https://…"}"#) {
                 Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        400,
-                        format!("the request must be JSON {{\"url\": \"https://…\"}} ({e})"),
-                    )
-                }
+                Err(refusal) => return refusal,
             };
             let r = access
                 .web
@@ -148,14 +152,9 @@ async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::V
             }
         }
         HostRoute::Search => {
-            let req: SearchRequest = match serde_json::from_slice(body) {
+            let req: SearchRequest = match parse(body, r#"{"query": "…"}"#) {
                 Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        400,
-                        format!("the request must be JSON {{\"query\": \"…\"}} ({e})"),
-                    )
-                }
+                Err(refusal) => return refusal,
             };
             let r = access
                 .web
