@@ -47,6 +47,17 @@ pub fn serve(route: Route) -> Server {
                     }
                     head.push_str(&h.to_ascii_lowercase());
                 }
+                // Read the body too: closing with unread bytes sends a
+                // reset that can destroy the answer in flight.
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0usize);
+                let mut body_in = vec![0u8; len.min(1 << 20)];
+                let _ = std::io::Read::read_exact(&mut r, &mut body_in);
                 if let Ok(mut v) = seen.lock() {
                     v.push(head);
                 }

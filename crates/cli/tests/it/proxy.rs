@@ -298,9 +298,21 @@ fn the_proxy_reaches_https_upstreams_and_verifies_them() {
                 }
                 head.push(b[0]);
             }
-            s2.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&head).to_string());
+            // Read the request body too: closing with unread bytes makes
+            // the kernel send a reset, which can destroy the answer in
+            // flight (a flake seen once in CI).
+            let text = String::from_utf8_lossy(&head).to_string();
+            let len = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let mut body_in = vec![0u8; len];
+            let _ = s.read_exact(&mut body_in);
+            s2.lock().unwrap().push(text);
             let body = "{\"ok\":\"over tls\"}";
             let _ = write!(
                 s,
