@@ -90,6 +90,10 @@ pub struct Conversation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
     pub text: &'a str,
+    /// The names of its files, one per line: what a pattern is matched
+    /// against when the message has no text (a photo or a voice note sent
+    /// without a caption), so `.` engages on every message.
+    pub files: &'a str,
     /// From the platform; true in DMs.
     pub is_mention: bool,
     pub is_group: bool,
@@ -210,7 +214,14 @@ impl Plan {
 
 pub fn engages(w: &Wiring<'_>, msg: &Message<'_>) -> bool {
     match w.mode {
-        EngageMode::Pattern => w.pattern.is_some_and(|p| p.is_match(msg.text)),
+        EngageMode::Pattern => w.pattern.is_some_and(|p| {
+            let text = if msg.text.trim().is_empty() {
+                msg.files
+            } else {
+                msg.text
+            };
+            p.is_match(text)
+        }),
         EngageMode::Mention => msg.is_mention,
         EngageMode::MentionSticky => msg.is_mention || (msg.is_group && w.sticky_active),
     }
@@ -405,6 +416,7 @@ mod tests {
                                                     if matches { "hey pinch" } else { "hello" };
                                                 let msg = Message {
                                                     text,
+                                                    files: "",
                                                     is_mention: mention,
                                                     is_group,
                                                     thread_id: thread,
@@ -507,6 +519,7 @@ mod tests {
     fn conversation_level_outcomes() {
         let dm = Message {
             text: "hi",
+            files: "",
             is_mention: true,
             is_group: false,
             thread_id: None,
@@ -514,6 +527,7 @@ mod tests {
         };
         let group_chatter = Message {
             text: "hi",
+            files: "",
             is_mention: false,
             is_group: true,
             thread_id: None,
@@ -585,6 +599,7 @@ mod tests {
     fn admin_only_commands_need_an_admin_and_never_accumulate() {
         let any = Regex::new(".").unwrap();
         let clear = Message {
+            files: "",
             text: "/clear",
             is_mention: false,
             is_group: true,
@@ -628,6 +643,32 @@ mod tests {
         );
     }
 
+    /// A photo or voice note sent without a caption engages a wiring whose
+    /// pattern is `.` (every message), not one that waits for a trigger.
+    #[test]
+    fn a_file_without_text_engages_every_message_patterns_only() {
+        let any = Regex::new(".").unwrap();
+        let trigger = Regex::new("^!ask").unwrap();
+        let voice = Message {
+            text: "",
+            files: "voice.ogg",
+            is_mention: false,
+            is_group: true,
+            thread_id: None,
+            threaded_adapter: false,
+        };
+        assert!(engages(&w(EngageMode::Pattern, Some(&any), true), &voice));
+        assert!(!engages(
+            &w(EngageMode::Pattern, Some(&trigger), true),
+            &voice
+        ));
+        let nothing = Message { files: "", ..voice };
+        assert!(!engages(
+            &w(EngageMode::Pattern, Some(&any), true),
+            &nothing
+        ));
+    }
+
     /// Fan-out keeps the wirings' (priority) order; a sender known to one
     /// agent passes the conversation gate, and each wiring applies its own
     /// scope.
@@ -636,6 +677,7 @@ mod tests {
         let any = Regex::new(".").unwrap();
         let msg = Message {
             text: "hello",
+            files: "",
             is_mention: false,
             is_group: true,
             thread_id: Some("th"),

@@ -253,6 +253,11 @@ pub struct Timings {
     /// it. The host sets it from `[web_fetch] timeout_s` (decision 0042).
     #[serde(default = "default_web_fetch_ms")]
     pub web_fetch_ms: u64,
+    /// How long transcribing one voice note may take through the host
+    /// (its turn at the endpoint and the endpoint's answer). The host sets
+    /// it from `[voice] timeout_s` (decision 0046).
+    #[serde(default = "default_voice_ms")]
+    pub voice_ms: u64,
 }
 
 /// The host's web tools offered to the agent.
@@ -260,6 +265,9 @@ pub struct Timings {
 pub struct WebTools {
     pub fetch: bool,
     pub search: bool,
+    /// The host transcribes voice notes (`[voice]` is configured).
+    #[serde(default)]
+    pub voice: bool,
 }
 
 impl Default for WebTools {
@@ -268,6 +276,7 @@ impl Default for WebTools {
         WebTools {
             fetch: true,
             search: false,
+            voice: false,
         }
     }
 }
@@ -275,6 +284,12 @@ impl Default for WebTools {
 fn default_web_fetch_ms() -> u64 {
     // The host's default fetch timeout (30 s) and a margin for the proxy.
     40_000
+}
+
+fn default_voice_ms() -> u64 {
+    // Waiting for a turn at the endpoint and the default timeout (120 s
+    // each), and a margin.
+    250_000
 }
 
 fn default_model_wait_ms() -> u64 {
@@ -313,6 +328,7 @@ impl Default for Timings {
             max_steps: default_max_steps(),
             model_wait_ms: default_model_wait_ms(),
             web_fetch_ms: default_web_fetch_ms(),
+            voice_ms: default_voice_ms(),
         }
     }
 }

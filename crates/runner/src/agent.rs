@@ -205,7 +205,7 @@ impl Runner {
         let now = Timestamp::now();
         let acked = &self.acked;
         let taken = |id: &str| acked.contains(id) || turn_ids.iter().any(|t| t == id);
-        let rows = plan::follow_ups(
+        let mut rows = plan::follow_ups(
             &snap.pending,
             &taken,
             now,
@@ -215,6 +215,7 @@ impl Runner {
         if rows.is_empty() {
             return None;
         }
+        self.transcribe(&mut rows);
         let items: Vec<format::Item<'_>> = rows
             .iter()
             .map(|(row, content)| format::Item { row, content })

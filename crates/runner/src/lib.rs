@@ -32,6 +32,7 @@ pub mod skills;
 pub mod tools;
 mod turn;
 mod vision;
+mod voice;
 
 use std::collections::HashSet;
 use std::path::Path;

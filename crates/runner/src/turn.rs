@@ -72,12 +72,15 @@ impl Runner {
         };
         let scripts = self.run_prescripts(&selected.take)?;
         let (policy_batch, skip_ids) = (selected.batch.clone(), selected.skip_ids.clone());
-        let Some(batch) = plan::shape(selected, &scripts) else {
+        let Some(mut batch) = plan::shape(selected, &scripts) else {
             // Every trigger was a task with nothing to do; context rows
             // stay pending for a later turn.
             return Ok(true);
         };
         let claim = self.claim(&batch, skip_ids)?;
+        if batch.command.is_none() {
+            self.transcribe(&mut batch.rows);
+        }
         tracing::debug!(batch = ?policy_batch.take, trigger = policy_batch.trigger, "claimed batch");
         let mut prepared = self.build(&snap, &batch, &claim, now)?;
         let mut turn = TurnState {

@@ -23,6 +23,7 @@ mod guard;
 pub mod search;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod voice;
 
 /// The install's web settings (`[web_fetch]` in `pinch.toml`).
 #[derive(Clone, Debug)]
@@ -47,6 +48,9 @@ pub struct Settings {
     pub search: Option<search::Backend>,
     /// Search results returned at most.
     pub search_max: usize,
+    /// The owner's transcription endpoint (`[voice]`); `None`: voice
+    /// notes reach the agent as files only.
+    pub voice: Option<voice::Endpoint>,
 }
 
 impl Default for Settings {
@@ -62,6 +66,7 @@ impl Default for Settings {
             cache_ttl: Duration::from_secs(300),
             search: None,
             search_max: 10,
+            voice: None,
         }
     }
 }
@@ -178,6 +183,12 @@ pub enum FetchError {
     Failed(String),
     #[error("the fetch took longer than {0} s ([web_fetch] timeout_s)")]
     TimedOut(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    /// An owner's service (the transcription endpoint) failed; the text
+    /// names it.
+    #[error("{0}")]
+    Service(String),
 }
 
 impl FetchError {
@@ -189,6 +200,8 @@ impl FetchError {
             FetchError::Unsupported(_) => 415,
             FetchError::Failed(_) => 502,
             FetchError::TimedOut(_) => 504,
+            FetchError::Unavailable(_) => 503,
+            FetchError::Service(_) => 502,
         }
     }
 }
@@ -226,6 +239,11 @@ pub struct Web {
     /// Fetches in flight across every session (each may hold a response
     /// of up to `max_download` bytes while it is read).
     fetching: tokio::sync::Semaphore,
+    /// For the owner's transcription endpoint: no guard, no redirects.
+    voice_client: reqwest::Client,
+    /// Transcriptions in flight across every session; the proxy takes a
+    /// permit before it reads the audio ([`Web::voice_slot`]).
+    transcribing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Web {
@@ -252,8 +270,16 @@ impl Web {
             ))
             .build()
             .map_err(|e| format!("building the search client: {e}"))?;
+        let voice_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("pinch/", env!("CARGO_PKG_VERSION"), " (voice)"))
+            .build()
+            .map_err(|e| format!("building the transcription client: {e}"))?;
         Ok(Web {
             settings,
+            voice_client,
+            transcribing: Arc::new(tokio::sync::Semaphore::new(voice::IN_FLIGHT)),
             client,
             search_client,
             cache: Mutex::default(),
@@ -380,6 +406,49 @@ impl Web {
         {
             Ok(r) => r,
             Err(_) => Err(FetchError::TimedOut(limit.as_secs())),
+        }
+    }
+
+    /// A turn to transcribe: held from before the audio is read until the
+    /// answer, so at most [`voice::IN_FLIGHT`] files are in memory. Waits
+    /// for one at most `wait`; `None` when none came free (or no endpoint
+    /// is configured, which [`Web::transcribe`] then says).
+    pub async fn voice_slot(&self, wait: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = self.transcribing.clone();
+        tokio::time::timeout(wait, permits.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Transcribes `audio` (`media_type`, sent as `name`) with the owner's
+    /// endpoint: the transcript.
+    pub async fn transcribe(
+        &self,
+        name: &str,
+        media_type: &str,
+        audio: Vec<u8>,
+    ) -> Result<String, FetchError> {
+        let Some(ep) = &self.settings.voice else {
+            return Err(FetchError::Unavailable(voice::NOT_CONFIGURED.into()));
+        };
+        if audio.len() > voice::MAX_AUDIO {
+            return Err(FetchError::BadRequest(format!(
+                "the file is over {} MB, the most a transcription endpoint takes",
+                voice::MAX_AUDIO / (1024 * 1024)
+            )));
+        }
+        match tokio::time::timeout(
+            ep.timeout,
+            voice::run(&self.voice_client, ep, name, media_type, audio),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Service(format!(
+                "the transcription took longer than {} s ([voice] timeout_s)",
+                ep.timeout.as_secs()
+            ))),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::FetchError;
 
 /// A key whose `Debug` never shows it.
 #[derive(Clone)]
-pub struct Key(String);
+pub struct Key(pub(crate) String);
 
 impl Key {
     pub fn new(k: impl Into<String>) -> Key {

@@ -19,7 +19,12 @@ pub struct Server {
     pub hits: Arc<AtomicUsize>,
     /// Each request's head (request line and headers, lowercase names).
     pub heads: Arc<Mutex<Vec<String>>>,
+    /// Each request's body (at most [`MAX_BODY`] bytes of it).
+    pub bodies: Arc<Mutex<Vec<Vec<u8>>>>,
 }
+
+/// The most of a request's body the server reads and keeps.
+pub const MAX_BODY: usize = 32 << 20;
 
 /// Starts the server; a thread per connection, one request each.
 pub fn serve(route: Route) -> Server {
@@ -29,10 +34,13 @@ pub fn serve(route: Route) -> Server {
     let counted = hits.clone();
     let heads: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = heads.clone();
+    let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let kept = bodies.clone();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             let counted = counted.clone();
             let seen = seen.clone();
+            let kept = kept.clone();
             std::thread::spawn(move || {
                 let Ok(read_half) = s.try_clone() else { return };
                 let mut r = BufReader::new(read_half);
@@ -56,10 +64,11 @@ pub fn serve(route: Route) -> Server {
                             .map(|v| v.trim().parse().unwrap_or(0))
                     })
                     .unwrap_or(0usize);
-                let mut body_in = vec![0u8; len.min(1 << 20)];
+                let mut body_in = vec![0u8; len.min(MAX_BODY)];
                 let _ = std::io::Read::read_exact(&mut r, &mut body_in);
-                if let Ok(mut v) = seen.lock() {
+                if let (Ok(mut v), Ok(mut b)) = (seen.lock(), kept.lock()) {
                     v.push(head);
+                    b.push(body_in);
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
                 let Some((status, headers, body)) = route(&path, port) else {
@@ -81,7 +90,12 @@ pub fn serve(route: Route) -> Server {
             });
         }
     });
-    Server { port, hits, heads }
+    Server {
+        port,
+        hits,
+        heads,
+        bodies,
+    }
 }
 
 /// One header, for an [`Answer`].

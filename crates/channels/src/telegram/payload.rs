@@ -250,8 +250,14 @@ impl Message {
             ("animation", &self.animation),
         ] {
             if let Some(f) = f {
+                // A voice note has no name; it is OGG/Opus, and the
+                // transcription APIs read the format from the extension.
+                let unnamed = match kind {
+                    "voice" => "voice.ogg",
+                    other => other,
+                };
                 out.push(FileRef {
-                    name: f.file_name.clone().unwrap_or_else(|| kind.to_owned()),
+                    name: f.file_name.clone().unwrap_or_else(|| unnamed.to_owned()),
                     file: f.clone(),
                 });
             }
@@ -382,6 +388,21 @@ mod tests {
         assert!(ev.is_group);
         // No sender (a channel post shape): skipped.
         assert!(u[4].message.as_ref().unwrap().to_event(&me()).is_none());
+    }
+
+    /// A voice note (Bot API `Voice`: no file name) is `voice.ogg`, the
+    /// name a transcription API reads the format from.
+    #[test]
+    fn a_voice_note_is_named_for_its_format() {
+        let e = events(
+            r#"{"ok":true,"result":[{"update_id":5,"message":{"message_id":9,"date":1,
+              "chat":{"id":42,"type":"private"},"from":{"id":42,"is_bot":false,"first_name":"Ann"},
+              "voice":{"file_id":"v1","file_unique_id":"u1","duration":3,"mime_type":"audio/ogg","file_size":5120}}}]}"#,
+        );
+        let (_, files) = e[0].clone().expect("the voice note");
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].name, "voice.ogg");
+        assert_eq!(files[0].file.mime_type.as_deref(), Some("audio/ogg"));
     }
 
     #[test]

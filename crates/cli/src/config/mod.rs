@@ -25,6 +25,7 @@ mod runner;
 mod sandbox;
 mod stuck;
 mod validate;
+mod voice;
 mod web_fetch;
 mod web_search;
 
@@ -42,6 +43,7 @@ use runner::RunnerSection;
 use sandbox::SandboxSection;
 use stuck::StuckSection;
 use validate::Origin;
+use voice::VoiceSection;
 use web_fetch::WebFetchSection;
 use web_search::WebSearchSection;
 
@@ -77,6 +79,9 @@ pub struct FileConfig {
     /// `[web_search]`: the search backend `web_search` asks.
     #[serde(default)]
     pub web_search: WebSearchSection,
+    /// `[voice]`: the transcription endpoint for voice notes.
+    #[serde(default)]
+    pub voice: VoiceSection,
     /// `[webhooks.<name>]`: generic webhooks (`POST /hooks/<name>`).
     #[serde(default)]
     pub webhooks: std::collections::BTreeMap<String, WebhookSection>,
@@ -233,6 +238,7 @@ pub fn resolve(
     file.proxy.apply(&mut c)?;
     file.web_fetch.apply(&mut c)?;
     file.web_search.apply(&mut c, env)?;
+    file.voice.apply(&mut c, env)?;
     c.timezone = match &file.timezone {
         Some(tz) => {
             jiff::tz::TimeZone::get(tz).with_context(|| {
@@ -264,6 +270,7 @@ fn problems(f: &FileConfig) -> Vec<String> {
         f.stuck.secs(),
         f.proxy.secs(),
         f.web_fetch.secs(),
+        f.voice.secs(),
         channels::stall_secs(&channel_floors),
         f.host.delay_secs(),
     ]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use pinch_host::sandbox;
 
 mod mcp;
+mod web;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -145,6 +146,7 @@ pub fn checks(input: &Input) -> Vec<Check> {
     out.extend(provider_checks(cfg));
     out.extend(mount_checks(cfg));
     out.extend(mcp::checks(cfg));
+    out.extend(web::checks(cfg));
     out.extend(host_checks(&cfg.data_dir));
     out
 }

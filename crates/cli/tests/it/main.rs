@@ -53,6 +53,7 @@ mod supervision;
 mod telegram;
 mod tools;
 mod vision;
+mod voice;
 mod web_chat;
 mod web_fetch;
 mod webhook;

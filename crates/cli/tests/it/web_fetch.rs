@@ -200,7 +200,7 @@ fn a_group_whose_policy_turns_web_fetch_off_is_refused_by_the_host() {
     assert_eq!(c.ask("hello").len(), 1);
     assert_eq!(
         runner_json(&data)["web"],
-        serde_json::json!({"fetch": false, "search": false}),
+        serde_json::json!({"fetch": false, "search": false, "voice": false}),
         "the runner does not offer the tool"
     );
     let s = rt.block_on(host.sessions()).remove(0);
@@ -221,5 +221,22 @@ fn a_group_whose_policy_turns_web_fetch_off_is_refused_by_the_host() {
         "{answer}"
     );
     assert_eq!(site.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The voice route on an install without [voice]: the file is read and
+    // dropped, and the answer says what the owner can set.
+    let audio = vec![7u8; 2 << 20];
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    write!(
+        u,
+        "POST /_pinch/voice/transcribe HTTP/1.1\r\nhost: p\r\ncontent-type: audio/ogg\r\ncontent-length: {}\r\n\r\n",
+        audio.len()
+    )
+    .unwrap();
+    u.write_all(&audio).unwrap();
+    let mut answer = String::new();
+    u.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("set [voice] url in pinch.toml"),
+        "{answer}"
+    );
     rt.block_on(host.shutdown()).unwrap();
 }

@@ -130,6 +130,15 @@ impl Host {
                 web_fetch_ms: u64::try_from(self.cfg.web.timeout.as_millis())
                     .unwrap_or(u64::MAX / 2)
                     .saturating_add(10_000),
+                voice_ms: self
+                    .cfg
+                    .web
+                    .voice
+                    .as_ref()
+                    .map(|v| u64::try_from(v.timeout.as_millis()).unwrap_or(u64::MAX / 4))
+                    .map_or(self.cfg.runner.voice_ms, |ms| {
+                        ms.saturating_mul(2).saturating_add(10_000)
+                    }),
                 ..self.cfg.runner.clone()
             },
             batch_size: self.cfg.batch_size,
@@ -138,11 +147,13 @@ impl Host {
                 Ok(p) => pinch_proto::runner_config::WebTools {
                     fetch: self.web.fetch_on(&p),
                     search: self.web.search_on(&p),
+                    voice: self.cfg.web.voice.is_some(),
                 },
                 // Told when a tool is called (the proxy refuses with the reason).
                 Err(_) => pinch_proto::runner_config::WebTools {
                     fetch: true,
                     search: self.web.settings().search.is_some(),
+                    voice: self.cfg.web.voice.is_some(),
                 },
             },
             mcp_servers: self.cfg.mcp_servers_for(

@@ -49,10 +49,13 @@ pub(super) enum Decision {
     },
     Forward(Forward),
     /// One of the host's own routes ([`super::web::HostRoute`]), with the
-    /// body's length.
+    /// body's length and, for a file (a voice note), its `Content-Type`
+    /// and `X-Pinch-File-Name` (printable ASCII only).
     Host {
         route: super::web::HostRoute,
         len: u64,
+        media_type: Option<String>,
+        file_name: Option<String>,
     },
 }
 
@@ -144,11 +147,8 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
         None => (target, None),
     };
     let host_route = super::web::HostRoute::of(path);
-    if host_route.is_some() && method != "POST" {
-        return Err(refuse(
-            405,
-            format!("{path} takes POST with a JSON body {{\"url\": …}}"),
-        ));
+    if let (Some(r), false) = (host_route, method == "POST") {
+        return Err(refuse(405, format!("{path} takes POST with {}", r.body())));
     }
     let found = if host_route.is_some() {
         None
@@ -220,19 +220,34 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
         }
     };
     let Some((idx, rest)) = found else {
-        if len > super::web::MAX_REQUEST {
-            return Err(refuse(
-                413,
-                format!(
-                    "a request to the host's web route is larger than {} bytes",
-                    super::web::MAX_REQUEST
-                ),
-            ));
-        }
         let Some(route) = host_route else {
             return Err(refuse(403, "no route"));
         };
-        return Ok(Decision::Host { route, len });
+        if len > route.max_request() {
+            return Err(refuse(
+                413,
+                format!(
+                    "a request to {path} is larger than {} bytes",
+                    route.max_request()
+                ),
+            ));
+        }
+        let ascii = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= 200)
+                .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+                .map(str::to_owned)
+        };
+        return Ok(Decision::Host {
+            route,
+            len,
+            media_type: ascii("content-type"),
+            file_name: ascii("x-pinch-file-name"),
+        });
     };
     if len > MAX_BODY {
         return Err(refuse(
@@ -446,7 +461,9 @@ mod tests {
             decide(head("POST", 20).as_bytes(), &test_routes()),
             Ok(Decision::Host {
                 route: super::super::web::HostRoute::Fetch,
-                len: 20
+                len: 20,
+                media_type: None,
+                file_name: None,
             })
         );
         assert_eq!(code(&head("GET", 0)), 405);
@@ -455,6 +472,20 @@ mod tests {
             code("POST /_pinch/web/other HTTP/1.1\r\nHost: p\r\n\r\n"),
             403
         );
+        // A voice note may be large (25 MB), with its type and name.
+        let voice = |len: u64| {
+            format!("POST /_pinch/voice/transcribe HTTP/1.1\r\nHost: p\r\nContent-Type: audio/ogg\r\nX-Pinch-File-Name: voice.ogg\r\nContent-Length: {len}\r\n\r\n")
+        };
+        assert_eq!(
+            decide(voice(1 << 20).as_bytes(), &test_routes()),
+            Ok(Decision::Host {
+                route: super::super::web::HostRoute::Transcribe,
+                len: 1 << 20,
+                media_type: Some("audio/ogg".into()),
+                file_name: Some("voice.ogg".into()),
+            })
+        );
+        assert_eq!(code(&voice(25 * 1024 * 1024 + 1)), 413);
         assert_eq!(
             code(
                 "POST /_pinch/web/fetch HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"

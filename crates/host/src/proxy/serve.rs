@@ -159,8 +159,17 @@ async fn handle(mut c: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
         }
         Ok(Decision::Connect { host, port }) => connect(c, &host, port, &buf[end..], ctx).await,
         Ok(Decision::Forward(f)) => forward(c, f, &buf[end..], ctx).await,
-        Ok(Decision::Host { route, len }) => {
-            super::web::answer_route(c, route, len, &buf[end..], ctx).await
+        Ok(Decision::Host {
+            route,
+            len,
+            media_type,
+            file_name,
+        }) => {
+            let file = super::web::FileHead {
+                media_type,
+                name: file_name,
+            };
+            super::web::answer_route(c, route, len, &buf[end..], file, ctx).await
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The host's own routes on the proxy socket (decision 0042):
 //! `POST /_pinch/web/fetch` (`{"url": …, "max_chars": …}`) and
-//! `POST /_pinch/web/search` (`{"query": …, "count": …}`). The host does
+//! `POST /_pinch/web/search` (`{"query": …, "count": …}`), and
+//! `POST /_pinch/voice/transcribe` (a voice note's bytes, with its
+//! `Content-Type` and `X-Pinch-File-Name`; decision 0046). The host does
 //! the work under the session's agent group policy with
 //! [`pinch_web::Web`] and answers `200` with JSON (the page; `{"results":
-//! […]}`), or the refusal's status with `{"error": …}`. The sandbox never
-//! opens a network connection of its own.
+//! […]}`; `{"text": …}`), or the refusal's status with `{"error": …}`.
+//! The sandbox never opens a network connection of its own.
 
 use super::*;
 
@@ -14,6 +16,7 @@ use super::*;
 pub(super) enum HostRoute {
     Fetch,
     Search,
+    Transcribe,
 }
 
 impl HostRoute {
@@ -21,12 +24,39 @@ impl HostRoute {
         match path {
             "/_pinch/web/fetch" => Some(HostRoute::Fetch),
             "/_pinch/web/search" => Some(HostRoute::Search),
+            "/_pinch/voice/transcribe" => Some(HostRoute::Transcribe),
             _ => None,
         }
     }
+
+    /// The largest request body the route reads.
+    pub(super) fn max_request(self) -> u64 {
+        match self {
+            HostRoute::Fetch | HostRoute::Search => 64 * 1024,
+            HostRoute::Transcribe => pinch_web::voice::MAX_AUDIO as u64,
+        }
+    }
+
+    /// What the route's body is, for a refusal.
+    pub(super) fn body(self) -> &'static str {
+        match self {
+            HostRoute::Fetch => r#"a JSON body {"url": …}"#,
+            HostRoute::Search => r#"a JSON body {"query": …}"#,
+            HostRoute::Transcribe => {
+                "the audio file as the body, its Content-Type and X-Pinch-File-Name"
+            }
+        }
+    }
 }
-/// The largest request body the route reads.
-pub(super) const MAX_REQUEST: u64 = 64 * 1024;
+
+const NO_WEB: &str = "the host's web tools are not available through this proxy";
+
+/// A file route's description of its body.
+#[derive(Debug, Default)]
+pub(super) struct FileHead {
+    pub(super) media_type: Option<String>,
+    pub(super) name: Option<String>,
+}
 
 /// What a session's proxy needs to fetch for its agent group.
 pub struct WebAccess {
@@ -55,9 +85,40 @@ pub(super) async fn answer_route(
     route: HostRoute,
     len: u64,
     early: &[u8],
+    file: FileHead,
     ctx: &Ctx,
 ) -> std::io::Result<()> {
     let lim = &ctx.limits;
+    // A voice note is read only with a turn at the endpoint, so at most a
+    // few are held in memory across every session; a refused one is read
+    // and dropped (the runner is still writing it) before the answer.
+    let _slot = if route == HostRoute::Transcribe {
+        let slot = match ctx.web.as_deref() {
+            Some(access) => match access.web.settings().voice.as_ref().map(|v| v.timeout) {
+                Some(wait) => access.web.voice_slot(wait).await.ok_or_else(|| {
+                    error(503, format!("the host is transcribing {} other voice notes and none finished within {} s; try again later", pinch_web::voice::IN_FLIGHT, wait.as_secs()))
+                }),
+                None => Err(error(503, pinch_web::voice::NOT_CONFIGURED.into())),
+            },
+            None => Err(error(403, NO_WEB.into())),
+        };
+        match slot {
+            Ok(p) => Some(p),
+            Err((code, json)) => {
+                let rest = len.saturating_sub(early.len() as u64);
+                let (mut src, mut sink) = ((&mut c).take(rest), tokio::io::sink());
+                match tokio::time::timeout(lim.idle_timeout, tokio::io::copy(&mut src, &mut sink))
+                    .await
+                {
+                    Ok(r) => r?,
+                    Err(_) => return Err(timed_out("reading a voice note")),
+                };
+                return write_answer(&mut c, code, &json, lim).await;
+            }
+        }
+    } else {
+        None
+    };
     let mut body = early.to_vec();
     let want = usize::try_from(len).unwrap_or(usize::MAX);
     let read = async {
@@ -76,7 +137,16 @@ pub(super) async fn answer_route(
         Err(_) => return Err(timed_out("reading a request to a web route")),
     }
     body.truncate(want);
-    let (code, json) = answer(route, &body, ctx).await;
+    let (code, json) = answer(route, body, file, ctx).await;
+    write_answer(&mut c, code, &json, lim).await
+}
+
+async fn write_answer(
+    c: &mut UnixStream,
+    code: u16,
+    json: &serde_json::Value,
+    lim: &Limits,
+) -> std::io::Result<()> {
     let text = json.to_string();
     let head = format!(
         "HTTP/1.1 {code} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -111,12 +181,14 @@ fn error(code: u16, msg: String) -> (u16, serde_json::Value) {
     (code, serde_json::json!({ "error": msg }))
 }
 
-async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::Value) {
+async fn answer(
+    route: HostRoute,
+    body: Vec<u8>,
+    file: FileHead,
+    ctx: &Ctx,
+) -> (u16, serde_json::Value) {
     let Some(access) = ctx.web.as_deref() else {
-        return error(
-            403,
-            "the host's web tools are not available through this proxy".into(),
-        );
+        return error(403, NO_WEB.into());
     };
     let policy = match &access.policy {
         Ok(p) => p,
@@ -131,7 +203,7 @@ async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::V
     let started = Instant::now();
     match route {
         HostRoute::Fetch => {
-            let req: FetchRequest = match parse(body, r#"{"url": "https://…"}"#) {
+            let req: FetchRequest = match parse(&body, r#"{"url": "https://…"}"#) {
                 Ok(r) => r,
                 Err(refusal) => return refusal,
             };
@@ -152,7 +224,7 @@ async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::V
             }
         }
         HostRoute::Search => {
-            let req: SearchRequest = match parse(body, r#"{"query": "…"}"#) {
+            let req: SearchRequest = match parse(&body, r#"{"query": "…"}"#) {
                 Ok(r) => r,
                 Err(refusal) => return refusal,
             };
@@ -168,6 +240,36 @@ async fn answer(route: HostRoute, body: &[u8], ctx: &Ctx) -> (u16, serde_json::V
                 }
                 Err(e) => {
                     tracing::warn!(session_id = sid, ms, "web_search: {e}");
+                    error(e.status(), e.to_string())
+                }
+            }
+        }
+        HostRoute::Transcribe => {
+            let media_type = file
+                .media_type
+                .unwrap_or_else(|| "application/octet-stream".into());
+            let name = file.name.unwrap_or_else(|| "audio".into());
+            let bytes = body.len();
+            let r = access.web.transcribe(&name, &media_type, body).await;
+            let ms = started.elapsed().as_millis() as u64;
+            match r {
+                Ok(text) => {
+                    tracing::info!(
+                        session_id = sid,
+                        bytes,
+                        chars = text.chars().count(),
+                        ms,
+                        "voice note transcribed"
+                    );
+                    (200, serde_json::json!({ "text": text }))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        session_id = sid,
+                        bytes,
+                        ms,
+                        "transcribing a voice note: {e}"
+                    );
                     error(e.status(), e.to_string())
                 }
             }

@@ -1,0 +1,128 @@
+//! `[voice]`: the OpenAI-compatible transcription endpoint voice notes and
+//! audio files are turned into text with before a turn (decision 0046).
+//! Its key is read from the host's environment here and never written
+//! anywhere else.
+
+use anyhow::{bail, Result};
+use pinch_host::HostConfig;
+use pinch_web::search::Key;
+use pinch_web::voice::{default_key_env, Endpoint};
+use serde::Deserialize;
+
+use super::env::Env;
+use super::secs;
+use super::validate::Secs;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceSection {
+    /// The full endpoint URL, e.g.
+    /// `https://api.openai.com/v1/audio/transcriptions` or a local
+    /// whisper.cpp / faster-whisper server's.
+    pub url: Option<String>,
+    /// The `model` field (default `whisper-1`).
+    pub model: Option<String>,
+    /// The variable holding the API key (default `OPENAI_API_KEY` for
+    /// api.openai.com, `GROQ_API_KEY` for api.groq.com, none otherwise).
+    pub key_env: Option<String>,
+    /// A language hint (ISO-639-1, e.g. `en`); default: detected.
+    pub language: Option<String>,
+    /// Seconds for one transcription (default 120).
+    pub timeout_s: Option<f64>,
+}
+
+impl VoiceSection {
+    pub(super) fn secs(&self) -> Vec<Secs<'static>> {
+        vec![Secs::new(
+            "voice.timeout_s",
+            self.timeout_s,
+            1.0,
+            "a transcription takes seconds",
+        )]
+    }
+
+    pub(super) fn apply(&self, c: &mut HostConfig, env: &Env) -> Result<()> {
+        let Some(url) = self.url.as_deref().map(str::trim) else {
+            if self.model.is_some() || self.key_env.is_some() || self.language.is_some() {
+                bail!("[voice] has settings but no url: add url = \"https://api.openai.com/v1/audio/transcriptions\" (or your own server's)");
+            }
+            return Ok(());
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("voice.url = {url:?} must start with http:// or https://");
+        }
+        let key = match self.key_env.as_deref().or_else(|| default_key_env(url)) {
+            None => None,
+            Some(var) => match env.non_empty(var) {
+                Some(k) => Some(Key::new(k)),
+                None => bail!("voice.url = {url:?} needs its API key in the environment variable {var}: export {var}=… where pinch runs (never in a file), or set voice.key_env"),
+            },
+        };
+        if let Some(l) = &self.language {
+            if l.len() > 8 || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+                bail!("voice.language = {l:?} is not a language code (e.g. \"en\")");
+            }
+        }
+        c.web.voice = Some(Endpoint {
+            url: url.to_owned(),
+            model: self.model.clone().unwrap_or_else(|| "whisper-1".into()),
+            key,
+            language: self.language.clone(),
+            timeout: match self.timeout_s {
+                Some(v) => secs("voice.timeout_s", v)?,
+                None => std::time::Duration::from_secs(120),
+            },
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::super::*;
+
+    fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<HostConfig> {
+        resolve("/tmp/x".into(), &file_of(text), &scripted(), &env_of(vars))
+    }
+
+    #[test]
+    fn endpoints_keys_and_their_errors() {
+        assert!(with_env("", &[]).unwrap().web.voice.is_none());
+        let openai = "[voice]\nurl = \"https://api.openai.com/v1/audio/transcriptions\"\n";
+        let e = with_env(openai, &[]).unwrap_err().to_string();
+        assert!(e.contains("OPENAI_API_KEY") && e.contains("export"), "{e}");
+        let c = with_env(openai, &[("OPENAI_API_KEY", "sk-voice")]).unwrap();
+        let v = c.web.voice.as_ref().unwrap();
+        assert_eq!((v.model.as_str(), v.timeout.as_secs()), ("whisper-1", 120));
+        assert!(v.key.is_some());
+        assert!(
+            !format!("{v:?}").contains("sk-voice"),
+            "the key never prints"
+        );
+        let c = with_env(
+            "[voice]\nurl = \"http://127.0.0.1:8080/v1/audio/transcriptions\"\nmodel = \"base.en\"\nlanguage = \"en\"\ntimeout_s = 30\n",
+            &[],
+        )
+        .unwrap();
+        let v = c.web.voice.as_ref().unwrap();
+        assert!(v.key.is_none(), "a local server needs no key");
+        assert_eq!(v.timeout.as_secs(), 30);
+        let e = with_env("[voice]\nmodel = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no url"), "{e}");
+        let e = with_env("[voice]\nurl = \"ftp://x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://"), "{e}");
+        let e = with_env("[voice]\nurl = \"http://x/t\"\nkey_env = \"MY_KEY\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MY_KEY"), "{e}");
+        let e = with_env("[voice]\nurl = \"http://x/t\"\ntimeout_s = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("voice.timeout_s"), "{e}");
+    }
+}

@@ -1,0 +1,193 @@
+//! Voice notes (issue 17, decision 0046): a voice note made in the test
+//! (espeak-ng speech, encoded to OGG/Opus as Telegram sends them) arrives
+//! on a chat channel; the host saves it in the session's inbox; the runner
+//! reads it in its sandbox and sends it through the proxy socket to the
+//! host, which posts it to the owner's OpenAI-compatible transcription
+//! endpoint (a loopback server playing it) with the key from its own
+//! environment. The transcript reaches the model's prompt with its marker;
+//! the key never reaches the sandbox's side. Without an endpoint, or when
+//! it fails, the model is told why instead, and the turn still runs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::*;
+use pinch_channels::fake::Sent;
+use pinch_channels::{AckOutcome, InboundAttachment};
+use pinch_web::testing::{header, serve, Answer};
+
+const WAIT: Duration = Duration::from_secs(60);
+const KEY: &str = "sk-voice-test-91c2";
+const SAID: &str = "Remind me to call the landlord on Friday.";
+
+fn endpoint(path: &str, _port: u16) -> Answer {
+    Some(match path {
+        "/v1/audio/transcriptions" => (
+            200,
+            header("content-type", "application/json"),
+            serde_json::json!({ "text": SAID }).to_string().into_bytes(),
+        ),
+        "/broken/v1/audio/transcriptions" => (
+            500,
+            header("content-type", "application/json"),
+            br#"{"error":{"message":"the model is overloaded"}}"#.to_vec(),
+        ),
+        _ => (404, vec![], vec![]),
+    })
+}
+
+/// Speech as Telegram sends a voice note: OGG/Opus.
+fn voice_note(dir: &Path) -> Vec<u8> {
+    let (wav, ogg) = (dir.join("note.wav"), dir.join("note.ogg"));
+    let run = |cmd: &mut std::process::Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("{what} is needed for this test (scripts/deps --test installs it): {e}")
+        });
+        assert!(out.status.success(), "{what}: {out:?}");
+    };
+    run(
+        std::process::Command::new("espeak-ng")
+            .arg("-w")
+            .arg(&wav)
+            .arg("remind me to call the landlord on friday"),
+        "espeak-ng",
+    );
+    run(
+        std::process::Command::new("opusenc")
+            .arg("--quiet")
+            .arg(&wav)
+            .arg(&ogg),
+        "opusenc (opus-tools)",
+    );
+    let bytes = std::fs::read(&ogg).unwrap();
+    assert!(bytes.starts_with(b"OggS"), "an Ogg file");
+    bytes
+}
+
+/// Sends one voice note (no text, as a phone sends it) to a host in
+/// `dir`; its reply.
+fn send(dir: &Path, voice: Option<pinch_web::voice::Endpoint>, audio: &[u8]) -> String {
+    let mut cfg = with_script(
+        host_config(dir, any_sandbox()),
+        "default_reply = \"heard: {text}\"\n",
+    );
+    cfg.web.voice = voice;
+    let cell = fake_chat(&mut cfg);
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let chat = cell.get().unwrap().clone();
+    let mut msg = fake_chat_msg("m1", "");
+    msg.attachments = vec![InboundAttachment {
+        name: "voice.ogg".into(),
+        mime: Some("audio/ogg".into()),
+        size: audio.len() as u64,
+        data: Some(audio.to_vec()),
+    }];
+    let out = rt.block_on(chat.send(msg));
+    assert!(
+        matches!(out, AckOutcome::Stored { routed: 1, .. }),
+        "{out:?}"
+    );
+    let reply = rt
+        .block_on(chat.wait_for(WAIT, &|s: &Sent| matches!(s, Sent::Message { .. })))
+        .unwrap_or_else(|| panic!("no reply; sent: {:#?}", chat.sent()));
+    rt.block_on(host.shutdown()).unwrap();
+    reply.text().to_owned()
+}
+
+fn at(port: u16, path: &str) -> pinch_web::voice::Endpoint {
+    pinch_web::voice::Endpoint {
+        url: format!("http://127.0.0.1:{port}{path}"),
+        model: "whisper-1".into(),
+        key: Some(pinch_web::search::Key::new(KEY)),
+        language: None,
+        timeout: Duration::from_secs(20),
+    }
+}
+
+#[test]
+fn a_voice_note_is_transcribed_by_the_owners_endpoint_before_the_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let audio = voice_note(tmp.path());
+    let site = serve(endpoint);
+    let host_dir = tempfile::tempdir().unwrap();
+    let reply = send(
+        host_dir.path(),
+        Some(at(site.port, "/v1/audio/transcriptions")),
+        &audio,
+    );
+    assert_eq!(
+        reply,
+        format!("heard: [voice note voice.ogg, transcribed]: {SAID}")
+    );
+    // What the endpoint got: the key as a bearer token, and a multipart
+    // form with the model and the voice note byte for byte, named so the
+    // API reads its format.
+    let heads = site.heads.lock().unwrap().clone();
+    let bodies = site.bodies.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with("POST /v1/audio/transcriptions "),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0].contains(&format!("authorization: bearer {KEY}")),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0].contains("content-type: multipart/form-data; boundary="),
+        "{}",
+        heads[0]
+    );
+    let body = &bodies[0];
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"name=\"model\"\r\n\r\nwhisper-1\r\n"),
+        "the model field"
+    );
+    assert!(
+        has(b"name=\"file\"; filename=\"voice.ogg\"\r\nContent-Type: audio/ogg\r\n\r\n"),
+        "the file part's head: {}",
+        String::from_utf8_lossy(&body[..body.len().min(600)])
+    );
+    assert!(has(&audio), "the voice note itself, byte for byte");
+    assert!(has(b"OpusHead"), "Opus, as Telegram sends voice notes");
+    // The key never reached the sandbox's side: not in runner.json, the
+    // session DBs, or any log.
+    for f in walk(host_dir.path()) {
+        if let Ok(bytes) = std::fs::read(&f) {
+            assert!(
+                !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+                "the transcription key is in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// No endpoint, or one that fails: the turn runs, and the model is told
+/// why the voice note has no transcript (so it can tell the person).
+#[test]
+fn a_voice_note_without_a_transcript_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let audio = voice_note(tmp.path());
+    let reply = send(tempfile::tempdir().unwrap().path(), None, &audio);
+    assert!(
+        reply.starts_with("heard: [voice note voice.ogg: not transcribed")
+            && reply.contains("[voice] url in pinch.toml"),
+        "{reply}"
+    );
+    let site = serve(endpoint);
+    let reply = send(
+        tempfile::tempdir().unwrap().path(),
+        Some(at(site.port, "/broken/v1/audio/transcriptions")),
+        &audio,
+    );
+    assert!(
+        reply.starts_with("heard: [voice note voice.ogg could not be transcribed: the transcription endpoint answered 500")
+            && reply.contains("the model is overloaded"),
+        "{reply}"
+    );
+}

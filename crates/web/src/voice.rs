@@ -1,0 +1,177 @@
+//! Voice notes and audio files as text (issue 17, decision 0046): the
+//! runner sends an attachment's bytes to the host's route on the proxy
+//! socket, and the host posts them to the owner's OpenAI-compatible
+//! `/v1/audio/transcriptions` endpoint (OpenAI, Groq, a local whisper.cpp
+//! or faster-whisper server) with the key from its own environment. The
+//! endpoint is the owner's choice, so no SSRF guard applies; redirects are
+//! not followed (one would carry the key elsewhere).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::search::Key;
+use crate::FetchError;
+
+/// The largest audio file sent: OpenAI's limit (25 MB).
+pub const MAX_AUDIO: usize = 25 * 1024 * 1024;
+/// Transcriptions in flight across every session (each holds its audio).
+pub const IN_FLIGHT: usize = 2;
+/// Why a voice note has no transcript when `[voice]` is not set.
+pub const NOT_CONFIGURED: &str = "voice notes are not transcribed on this install: the owner can set [voice] url in pinch.toml to an OpenAI-compatible /v1/audio/transcriptions endpoint (OpenAI, Groq, or a local whisper.cpp or faster-whisper server)";
+/// The largest answer read from the endpoint.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// The owner's transcription endpoint (`[voice]` in `pinch.toml`).
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The full URL, e.g. `https://api.openai.com/v1/audio/transcriptions`.
+    pub url: String,
+    /// The `model` form field (`whisper-1`, `whisper-large-v3`, …).
+    pub model: String,
+    /// Sent as `Authorization: Bearer`; `None` for a local server.
+    pub key: Option<Key>,
+    /// An ISO-639-1 hint (`en`, `de`), or the endpoint detects it.
+    pub language: Option<String>,
+    /// One transcription, upload and answer included.
+    pub timeout: Duration,
+}
+
+/// The variable an endpoint's key is read from when `key_env` is not set:
+/// the provider's usual one for the hosted APIs, none for the rest.
+pub fn default_key_env(url: &str) -> Option<&'static str> {
+    let host = reqwest::Url::parse(url)
+        .ok()?
+        .host_str()?
+        .to_ascii_lowercase();
+    match host.as_str() {
+        "api.openai.com" => Some("OPENAI_API_KEY"),
+        "api.groq.com" => Some("GROQ_API_KEY"),
+        _ => None,
+    }
+}
+
+/// The file extension the APIs read the format from, by media type
+/// (OpenAI decides the format by the file name's extension).
+pub fn extension(media_type: &str) -> Option<&'static str> {
+    let m = media_type.split(';').next().unwrap_or("").trim();
+    Some(match m.to_ascii_lowercase().as_str() {
+        "audio/ogg" | "audio/opus" | "application/ogg" => "ogg",
+        "audio/mpeg" | "audio/mp3" => "mp3",
+        "audio/mp4" | "audio/m4a" | "audio/x-m4a" | "audio/aac" => "m4a",
+        "audio/wav" | "audio/x-wav" | "audio/wave" => "wav",
+        "audio/webm" | "video/webm" => "webm",
+        "audio/flac" | "audio/x-flac" => "flac",
+        "video/mp4" => "mp4",
+        _ => return None,
+    })
+}
+
+/// The name the file is uploaded under: the sender's when it carries an
+/// extension the APIs know, else a plain name with the type's.
+pub fn upload_name(name: &str, media_type: &str) -> String {
+    const KNOWN: [&str; 10] = [
+        "flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "wav", "webm",
+    ];
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(100)
+        .collect();
+    match ext {
+        Some(e) if KNOWN.contains(&e.as_str()) && !clean.is_empty() => clean,
+        _ => format!("audio.{}", extension(media_type).unwrap_or("ogg")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    text: String,
+}
+
+/// Posts `audio` to the endpoint; the transcript.
+pub(crate) async fn run(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    name: &str,
+    media_type: &str,
+    audio: Vec<u8>,
+) -> Result<String, FetchError> {
+    let failed = |what: String| FetchError::Service(format!("the transcription endpoint {what}"));
+    let part = reqwest::multipart::Part::bytes(audio)
+        .file_name(upload_name(name, media_type))
+        .mime_str(media_type)
+        .map_err(|_| FetchError::BadRequest(format!("{media_type:?} is not a media type")))?;
+    let mut form = reqwest::multipart::Form::new()
+        .text("model", ep.model.clone())
+        .text("response_format", "json")
+        .part("file", part);
+    if let Some(l) = &ep.language {
+        form = form.text("language", l.clone());
+    }
+    let mut req = client.post(&ep.url).multipart(form);
+    if let Some(k) = &ep.key {
+        req = req.bearer_auth(&k.0);
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| failed(format!("could not be reached ({})", e.without_url())))?;
+    let status = resp.status();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) if body.len() + c.len() <= MAX_ANSWER => body.extend_from_slice(&c),
+            Ok(Some(_)) => return Err(failed(format!("answered more than {MAX_ANSWER} bytes"))),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(failed(format!(
+                    "answer could not be read ({})",
+                    e.without_url()
+                )))
+            }
+        }
+    }
+    if !status.is_success() {
+        let head: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        let hint = match status.as_u16() {
+            401 | 403 => " (check [voice] key_env and the key in the host's environment)",
+            404 => " (check [voice] url: it must be the full …/v1/audio/transcriptions URL)",
+            413 => " (the file is larger than the endpoint takes)",
+            429 => " (the endpoint's own rate limit)",
+            _ => "",
+        };
+        return Err(failed(format!("answered {status}{hint}: {head}")));
+    }
+    let a: Answer = serde_json::from_slice(&body).map_err(|e| {
+        failed(format!(
+            "answered something that is not {{\"text\": …}} ({e})"
+        ))
+    })?;
+    Ok(a.text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keys_and_extensions() {
+        assert_eq!(
+            default_key_env("https://api.openai.com/v1/audio/transcriptions"),
+            Some("OPENAI_API_KEY")
+        );
+        assert_eq!(
+            default_key_env("https://API.groq.com/openai/v1/audio/transcriptions"),
+            Some("GROQ_API_KEY")
+        );
+        assert_eq!(default_key_env("http://127.0.0.1:8080/inference"), None);
+        assert_eq!(upload_name("voice", "audio/ogg"), "audio.ogg");
+        assert_eq!(upload_name("memo.M4A", "audio/mp4"), "memo.M4A");
+        assert_eq!(upload_name("a b/../x.mp3", "audio/mpeg"), "ab..x.mp3");
+        assert_eq!(upload_name("x.exe", "audio/x-unknown"), "audio.ogg");
+        assert_eq!(extension("audio/ogg; codecs=opus"), Some("ogg"));
+        assert_eq!(extension("text/plain"), None);
+    }
+}
