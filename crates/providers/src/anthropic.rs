@@ -40,11 +40,7 @@ impl Anthropic {
             .iter()
             .map(|(role, content)| json!({"role": role, "content": content}))
             .collect();
-        let mut content: Vec<Value> = req
-            .images
-            .iter()
-            .map(|i| json!({"type": "image", "source": {"type": "base64", "media_type": i.media_type, "data": crate::base64(&i.data)}}))
-            .collect();
+        let mut content: Vec<Value> = req.images.iter().map(image_block).collect();
         content.push(json!({"type": "text", "text": req.prompt}));
         messages.push(json!({"role": "user", "content": content}));
         for step in &req.steps {
@@ -63,6 +59,21 @@ impl Anthropic {
                         push_block(&mut messages, "assistant", b);
                     }
                     continue;
+                }
+                Step::ToolResult {
+                    call_id,
+                    content,
+                    is_error,
+                    images,
+                    ..
+                } if !images.is_empty() => {
+                    // A result may carry images (`view_image`): text first.
+                    let mut blocks = vec![json!({"type": "text", "text": content})];
+                    blocks.extend(images.iter().map(image_block));
+                    (
+                        "user",
+                        json!({"type": "tool_result", "tool_use_id": call_id, "content": blocks, "is_error": is_error}),
+                    )
                 }
                 Step::ToolResult {
                     call_id,
@@ -96,6 +107,11 @@ impl Anthropic {
         }
         body
     }
+}
+
+/// An image as the API's `image` block (base64 source).
+fn image_block(i: &crate::Image) -> Value {
+    json!({"type": "image", "source": {"type": "base64", "media_type": i.media_type, "data": crate::base64(&i.data)}})
 }
 
 /// Appends `block` to the last message if it has `role`, else starts one.

@@ -96,6 +96,10 @@ pub enum Step {
         name: String,
         content: String,
         is_error: bool,
+        /// Images the tool showed the model (`view_image`): sent with the
+        /// result for the rest of the turn, never stored with the step.
+        #[serde(skip)]
+        images: Vec<Image>,
     },
     /// Follow-up messages that arrived mid-turn (SPEC §5.5, lesson 20),
     /// formatted like a prompt.

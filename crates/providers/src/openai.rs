@@ -46,19 +46,30 @@ impl OpenAi {
         }
         if self.vision && !req.images.is_empty() {
             let mut parts = vec![json!({"type": "text", "text": req.prompt})];
-            for i in &req.images {
-                let url = format!("data:{};base64,{}", i.media_type, crate::base64(&i.data));
-                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-            }
+            parts.extend(req.images.iter().map(image_part));
             messages.push(json!({"role": "user", "content": parts}));
         } else {
             messages.push(json!({"role": "user", "content": req.prompt}));
         }
-        for step in &req.steps {
+        // Images a tool showed (`view_image`): a tool message takes only
+        // text, so they follow the step's last tool message as a user
+        // message (one between tool messages would be refused).
+        let mut shown: Vec<Value> = Vec::new();
+        for (n, step) in req.steps.iter().enumerate() {
             if matches!(step, Step::Assistant { text, calls } if text.is_empty() && calls.is_empty())
             {
                 continue; // an empty assistant message is refused by some servers
             }
+            if let (true, Step::ToolResult { name, images, .. }) = (self.vision, step) {
+                for i in images {
+                    shown.push(
+                        json!({"type": "text", "text": format!("[{name} shows {}]", i.name)}),
+                    );
+                    shown.push(image_part(i));
+                }
+            }
+            let last_result = matches!(step, Step::ToolResult { .. })
+                && !matches!(req.steps.get(n + 1), Some(Step::ToolResult { .. }));
             messages.push(match step {
                 Step::Assistant { text, calls } => {
                     let mut m = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
@@ -78,6 +89,9 @@ impl OpenAi {
                 }
                 Step::User { text } => json!({"role": "user", "content": text}),
             });
+            if last_result && !shown.is_empty() {
+                messages.push(json!({"role": "user", "content": std::mem::take(&mut shown)}));
+            }
         }
         let mut body = json!({
             "model": self.model,
@@ -94,6 +108,12 @@ impl OpenAi {
         }
         body
     }
+}
+
+/// An image as an `image_url` part with a `data:` URL.
+fn image_part(i: &crate::Image) -> Value {
+    let url = format!("data:{};base64,{}", i.media_type, crate::base64(&i.data));
+    json!({"type": "image_url", "image_url": {"url": url}})
 }
 
 impl Provider for OpenAi {

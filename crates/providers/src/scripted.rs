@@ -315,6 +315,10 @@ impl Provider for Scripted {
                 "{images}",
                 &req.images
                     .iter()
+                    .chain(req.steps.iter().flat_map(|s| match s {
+                        Step::ToolResult { images, .. } => images.as_slice(),
+                        _ => &[],
+                    }))
                     .map(|i| format!("{} {} {}", i.name, i.media_type, i.data.len()))
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -506,6 +510,7 @@ mod tests {
             name: "shell".into(),
             content: "a b".into(),
             is_error: false,
+            images: Vec::new(),
         });
         let r = p.turn(&req, &mut |_| {}).unwrap();
         assert!(

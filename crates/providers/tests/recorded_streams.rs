@@ -252,12 +252,14 @@ fn round_trip_steps(calls: &[ToolCall], text: &str) -> Vec<Step> {
             name: calls[0].name.clone(),
             content: "buy milk".into(),
             is_error: false,
+            images: Vec::new(),
         },
         Step::ToolResult {
             call_id: calls[1].id.clone(),
             name: calls[1].name.clone(),
             content: "date: command not found".into(),
             is_error: true,
+            images: Vec::new(),
         },
         Step::User {
             text: "[follow-up] and thanks!".into(),
@@ -612,6 +614,7 @@ fn anthropic_replays_unparseable_arguments_as_an_object() {
             name: "shell".into(),
             content: "arguments are not valid JSON".into(),
             is_error: true,
+            images: Vec::new(),
         },
     ];
     run(&mut anthropic(&api), &req).0.unwrap();
@@ -734,5 +737,97 @@ fn images_reach_both_apis_in_their_shapes() {
     assert_eq!(
         api.requests()[0].body["messages"][1]["content"],
         "what is on this receipt?"
+    );
+}
+
+/// An image a tool showed (`view_image`) goes back with its result:
+/// Anthropic inside the `tool_result` block after its text; OpenAI (whose
+/// tool messages take only text) as a user message after the step's last
+/// tool message, named — never between two tool messages.
+#[test]
+fn a_tool_results_images_reach_both_apis_in_their_shapes() {
+    let mut req = request("look at the chart");
+    let calls = vec![
+        ToolCall {
+            id: "call_1".into(),
+            name: "view_image".into(),
+            arguments: r#"{"path":"chart.png"}"#.into(),
+        },
+        ToolCall {
+            id: "call_2".into(),
+            name: "shell".into(),
+            arguments: r#"{"command":"ls"}"#.into(),
+        },
+    ];
+    req.steps = vec![
+        Step::Assistant {
+            text: String::new(),
+            calls: calls.clone(),
+        },
+        Step::ToolResult {
+            call_id: "call_1".into(),
+            name: "view_image".into(),
+            content: "Showing chart.png".into(),
+            is_error: false,
+            images: vec![photo()],
+        },
+        Step::ToolResult {
+            call_id: "call_2".into(),
+            name: "shell".into(),
+            content: "chart.png".into(),
+            is_error: false,
+            images: Vec::new(),
+        },
+    ];
+
+    let api = FakeApi::start(vec![ok("anthropic_text.sse")]);
+    run(&mut anthropic(&api), &req).0.unwrap();
+    let msgs = api.requests()[0].body["messages"].clone();
+    let result = &msgs[2]["content"][0];
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["tool_use_id"], "call_1");
+    assert_eq!(
+        result["content"][0],
+        json!({"type": "text", "text": "Showing chart.png"})
+    );
+    assert_eq!(result["content"][1]["type"], "image");
+    assert_eq!(
+        unbase64(result["content"][1]["source"]["data"].as_str().unwrap()),
+        photo().data
+    );
+    assert_eq!(msgs[2]["content"][1]["content"], "chart.png");
+
+    let api = FakeApi::start(vec![ok("openai_text.sse")]);
+    let mut seeing = openai(&api);
+    seeing.vision = true;
+    run(&mut seeing, &req).0.unwrap();
+    let msgs = api.requests()[0].body["messages"].clone();
+    let roles: Vec<&str> = msgs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "tool", "user"],
+        "{msgs:#}"
+    );
+    let shown = &msgs[5]["content"];
+    assert_eq!(
+        shown[0],
+        json!({"type": "text", "text": "[view_image shows receipt.png]"})
+    );
+    let url = shown[1]["image_url"]["url"].as_str().unwrap();
+    assert_eq!(
+        unbase64(url.strip_prefix("data:image/png;base64,").expect(url)),
+        photo().data
+    );
+    // A model not said to take images: no image message at all.
+    let api = FakeApi::start(vec![ok("openai_text.sse")]);
+    run(&mut openai(&api), &req).0.unwrap();
+    assert_eq!(
+        api.requests()[0].body["messages"].as_array().unwrap().len(),
+        5
     );
 }

@@ -120,10 +120,13 @@ impl Runner {
         // refuses the rest anyway; offering them would only mislead).
         let web = &self.cfg.web;
         let skills = !crate::skills::list(&self.cfg).is_empty();
+        let vision = self.provider.capabilities().vision;
         all.retain(|t| match t.name.as_str() {
             "web_fetch" => web.fetch,
             "web_search" => web.search,
             "load_skill" => skills,
+            // Only a model that takes images can look at one.
+            "view_image" => vision,
             _ => true,
         });
         all.extend(self.mcp.tools());
@@ -132,7 +135,7 @@ impl Runner {
 
     /// Runs one step's tool calls in order; returns the step records (the
     /// model's output, then each result).
-    fn run_tools(&mut self, t: &pinch_providers::TurnResult, turn: &TurnState) -> Vec<Step> {
+    fn run_tools(&mut self, t: &pinch_providers::TurnResult, turn: &mut TurnState) -> Vec<Step> {
         let stop_file = self.cfg.paths.in_dir.join(layout::STOP);
         let rid = self.cfg.runner_id.clone();
         let should_stop = move || {
@@ -146,6 +149,7 @@ impl Runner {
         ctx.in_reply_to = Some(turn.in_reply_to.clone());
         ctx.in_max = turn.in_max;
         ctx.counter = self.tool_counter;
+        ctx.images_left = crate::vision::MAX_IMAGES.saturating_sub(turn.images_shown);
         // The model call is over: tools that declare no timeout run under
         // the host's plain claim-stuck tolerance, not the model's bound.
         ctx.set_tool_in_flight(None);
@@ -183,9 +187,11 @@ impl Runner {
                 name: c.name.clone(),
                 content: out.content,
                 is_error: out.is_error,
+                images: std::mem::take(&mut ctx.images),
             });
         }
         self.tool_counter = ctx.counter;
+        turn.images_shown = crate::vision::MAX_IMAGES.saturating_sub(ctx.images_left);
         let acked = std::mem::take(&mut ctx.acked);
         drop(ctx);
         self.acked.extend(acked);

@@ -285,6 +285,7 @@ mod tests {
             name: "shell".into(),
             content: "done".into(),
             is_error: false,
+            images: Vec::new(),
         })
         .unwrap();
         let rows = vec![

@@ -39,6 +39,9 @@ pub(crate) struct TurnState {
     /// What the next turn's history shows as this turn's user message:
     /// the batch plus any follow-ups that joined it.
     pub user_record: String,
+    /// Images `view_image` showed the model this turn (bounded by
+    /// [`crate::vision::MAX_IMAGES`]: each goes with every later step).
+    pub images_shown: usize,
 }
 
 /// What the claim decided about the conversation.
@@ -90,6 +93,7 @@ impl Runner {
             in_max: snap.in_max,
             ids: batch.ids(),
             user_record: prepared.req.prompt.clone(),
+            images_shown: 0,
         };
         let result = self.run(&mut prepared, batch.command, claim.fresh, &mut turn)?;
         self.commit(result, batch.command, &prepared.req, &turn)?;

@@ -56,3 +56,52 @@ fn a_photo_reaches_a_model_that_sees_and_only_it() {
     // A model without vision is sent no image.
     assert_eq!(ask(false, vec![photo("receipt.png", 20_000)]), "saw: []");
 }
+
+/// `view_image`: the agent looks at an image in its own folder (in its
+/// sandbox); the file reaches the model with the tool's result, byte for
+/// byte, and a file that is not an image is refused by its first bytes.
+/// A model without vision is not offered the tool.
+#[test]
+fn the_agent_looks_at_an_image_in_its_workspace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = "vision = true\n\
+        [[rule]]\ncontains = \"look-chart\"\ntool = \"view_image\"\nargs = { path = \"chart.png\" }\n\n\
+        [[rule]]\ncontains = \"look-fake\"\ntool = \"view_image\"\nargs = { path = \"fake.png\" }\n\n\
+        [[rule]]\nafter_tool = \"*\"\nreply = \"saw: [{images}] {tool_result}\"\n";
+    let cfg = with_script(host_config(tmp.path(), any_sandbox()), script);
+    let folder = cfg.data_dir.join("groups/main");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut chart = b"\x89PNG\r\n\x1a\n".to_vec();
+    chart.resize(5000, 3);
+    std::fs::write(folder.join("chart.png"), &chart).unwrap();
+    std::fs::write(folder.join("fake.png"), b"#!/bin/sh\necho hi\n").unwrap();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let replies = c.ask("please look-chart");
+    assert_eq!(
+        replies,
+        ["saw: [/workspace/agent/chart.png image/png 5000] Showing /workspace/agent/chart.png (image/png, 5000 bytes)."]
+    );
+    let replies = c.ask("please look-fake");
+    assert_eq!(replies.len(), 1);
+    assert!(
+        replies[0].starts_with("saw: [] ")
+            && replies[0].contains("is not a JPEG, PNG, GIF or WebP image"),
+        "{replies:?}"
+    );
+    rt.block_on(host.shutdown()).unwrap();
+
+    // Without vision the tool is not offered: the call is refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = with_script(
+        host_config(tmp.path(), any_sandbox()),
+        &script.replace("vision = true", "vision = false"),
+    );
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let replies = c.ask("please look-chart");
+    assert_eq!(replies.len(), 1);
+    assert!(!replies[0].starts_with("saw: [/workspace"), "{replies:?}");
+    rt.block_on(host.shutdown()).unwrap();
+}

@@ -235,12 +235,13 @@ pub fn resolve(cfg: &RunnerConfig, path: &str, access: Access) -> Result<Resolve
     })
 }
 
-/// Opens an existing file for reading, refusing what is not a regular file.
+/// Opens an existing file for reading, refusing what is not a regular file
+/// (opened non-blocking, so a FIFO put there never holds the tool).
 pub fn open_regular(r: &Resolved) -> Result<(std::fs::File, u64), ToolError> {
     let shown = r.checked.display();
     let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&r.real)
         .map_err(|e| ToolError(format!("cannot open {shown}: {e}")))?;
     let md = f

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod files;
+pub mod images;
 pub mod memory;
 pub mod messages;
 pub mod questions;
@@ -100,6 +101,10 @@ pub struct ToolCtx<'a> {
     /// The group's long-term memory index, or why it is off (`None`: not
     /// given to this context).
     pub memory: Option<Result<&'a mut Connection, &'a str>>,
+    /// Images a tool shows the model with its result (`view_image`).
+    pub images: Vec<pinch_providers::Image>,
+    /// How many more this turn may show.
+    pub images_left: usize,
 }
 
 impl<'a> ToolCtx<'a> {
@@ -121,6 +126,8 @@ impl<'a> ToolCtx<'a> {
             should_stop,
             counter: 0,
             memory: None,
+            images: Vec::new(),
+            images_left: 0,
         }
     }
 
@@ -332,6 +339,10 @@ const GROUPS: &[Group] = &[
         specs: skills::specs,
         call: skills::call,
     },
+    Group {
+        specs: images::specs,
+        call: images::call,
+    },
 ];
 
 fn web_call(ctx: &mut ToolCtx<'_>, name: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
@@ -411,7 +422,7 @@ mod tests {
                 assert_eq!(owners, 1, "{}", s.name);
             }
         }
-        assert_eq!(names.len(), 25, "the built-in tools: {names:?}");
+        assert_eq!(names.len(), 26, "the built-in tools: {names:?}");
     }
 
     #[test]
