@@ -90,10 +90,10 @@ pub struct Conversation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
     pub text: &'a str,
-    /// The names of its files, one per line: what a pattern is matched
-    /// against when the message has no text (a photo or a voice note sent
-    /// without a caption), so `.` engages on every message.
-    pub files: &'a str,
+    /// It carries files. Without text (a photo or a voice note sent
+    /// without a caption) a pattern is matched against [`FILES_ONLY`], so
+    /// `.` ("every message") engages and a trigger like `^!ask` does not.
+    pub files: bool,
     /// From the platform; true in DMs.
     pub is_mention: bool,
     pub is_group: bool,
@@ -212,11 +212,16 @@ impl Plan {
     }
 }
 
+/// The text a pattern wiring sees for a message of files alone.
+pub const FILES_ONLY: &str = "[file]";
+
 pub fn engages(w: &Wiring<'_>, msg: &Message<'_>) -> bool {
     match w.mode {
         EngageMode::Pattern => w.pattern.is_some_and(|p| {
-            let text = if msg.text.trim().is_empty() {
-                msg.files
+            // Files without text: matched as FILES_ONLY, never by their
+            // names (the sender chooses those).
+            let text = if msg.text.is_empty() && msg.files {
+                FILES_ONLY
             } else {
                 msg.text
             };
@@ -416,7 +421,7 @@ mod tests {
                                                     if matches { "hey pinch" } else { "hello" };
                                                 let msg = Message {
                                                     text,
-                                                    files: "",
+                                                    files: false,
                                                     is_mention: mention,
                                                     is_group,
                                                     thread_id: thread,
@@ -519,7 +524,7 @@ mod tests {
     fn conversation_level_outcomes() {
         let dm = Message {
             text: "hi",
-            files: "",
+            files: false,
             is_mention: true,
             is_group: false,
             thread_id: None,
@@ -527,7 +532,7 @@ mod tests {
         };
         let group_chatter = Message {
             text: "hi",
-            files: "",
+            files: false,
             is_mention: false,
             is_group: true,
             thread_id: None,
@@ -599,7 +604,7 @@ mod tests {
     fn admin_only_commands_need_an_admin_and_never_accumulate() {
         let any = Regex::new(".").unwrap();
         let clear = Message {
-            files: "",
+            files: false,
             text: "/clear",
             is_mention: false,
             is_group: true,
@@ -651,7 +656,7 @@ mod tests {
         let trigger = Regex::new("^!ask").unwrap();
         let voice = Message {
             text: "",
-            files: "voice.ogg",
+            files: true,
             is_mention: false,
             is_group: true,
             thread_id: None,
@@ -662,7 +667,10 @@ mod tests {
             &w(EngageMode::Pattern, Some(&trigger), true),
             &voice
         ));
-        let nothing = Message { files: "", ..voice };
+        let nothing = Message {
+            files: false,
+            ..voice
+        };
         assert!(!engages(
             &w(EngageMode::Pattern, Some(&any), true),
             &nothing
@@ -677,7 +685,7 @@ mod tests {
         let any = Regex::new(".").unwrap();
         let msg = Message {
             text: "hello",
-            files: "",
+            files: false,
             is_mention: false,
             is_group: true,
             thread_id: Some("th"),

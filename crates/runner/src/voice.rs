@@ -89,7 +89,9 @@ impl Runner {
                     ));
                     continue;
                 }
-                if !marked {
+                // Declared afresh for each file: each may take the
+                // whole bound.
+                {
                     marked = true;
                     let wait = self.cfg.timings.voice_ms;
                     let _ = pinch_proto::progress::set_tool(

@@ -81,6 +81,8 @@ pub struct GroupPolicy {
     pub fetch: Option<bool>,
     /// `None`: on when the install has a search backend.
     pub search: Option<bool>,
+    /// Voice notes transcribed; `None`: on when the install has `[voice]`.
+    pub voice: Option<bool>,
     pub allow: HostPatterns,
     pub deny: HostPatterns,
 }
@@ -91,6 +93,7 @@ pub struct GroupPolicy {
 struct GroupPolicyJson {
     fetch: Option<bool>,
     search: Option<bool>,
+    voice: Option<bool>,
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
@@ -98,8 +101,7 @@ struct GroupPolicyJson {
 }
 
 /// What `--web` takes, for error messages.
-pub const POLICY_EXAMPLE: &str =
-    r#"{"fetch":true,"search":true,"allow":["*.wikipedia.org"],"deny":["example.com"]}"#;
+pub const POLICY_EXAMPLE: &str = r#"{"fetch":true,"search":true,"voice":true,"allow":["*.wikipedia.org"],"deny":["example.com"]}"#;
 
 impl GroupPolicy {
     /// Parses `agent_configs.web` (NULL or empty: the install's defaults).
@@ -112,6 +114,7 @@ impl GroupPolicy {
         Ok(GroupPolicy {
             fetch: j.fetch,
             search: j.search,
+            voice: j.voice,
             allow: HostPatterns::parse_as(&ascii_hosts(&j.allow), "web.allow", None)?,
             deny: HostPatterns::parse_as(&ascii_hosts(&j.deny), "web.deny", None)?,
         })
@@ -233,6 +236,8 @@ pub struct Web {
     search_client: reqwest::Client,
     cache: Mutex<HashMap<String, Cached>>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Transcriptions per group (the owner's key pays for each).
+    voice_buckets: Mutex<HashMap<String, Bucket>>,
     epoch: Instant,
     /// Pages converted at once (each on its own thread).
     converting: tokio::sync::Semaphore,
@@ -284,6 +289,7 @@ impl Web {
             search_client,
             cache: Mutex::default(),
             buckets: Mutex::default(),
+            voice_buckets: Mutex::default(),
             epoch: Instant::now(),
             converting: tokio::sync::Semaphore::new(2),
             fetching: tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT),
@@ -407,6 +413,52 @@ impl Web {
             Ok(r) => r,
             Err(_) => Err(FetchError::TimedOut(limit.as_secs())),
         }
+    }
+
+    /// Whether voice notes are transcribed for a group under `policy`.
+    pub fn voice_on(&self, policy: &GroupPolicy) -> bool {
+        self.settings.voice.is_some() && policy.voice.unwrap_or(true)
+    }
+
+    /// Whether `group` may have a file of `media_type` transcribed now
+    /// (the endpoint is set, the group's policy allows it, the type is
+    /// audio, and the group's rate allows one more); decided before the
+    /// file is read. `Ok`: how long to wait for a [`Web::voice_slot`].
+    pub fn voice_admit(
+        &self,
+        group: &str,
+        policy: &GroupPolicy,
+        media_type: &str,
+    ) -> Result<Duration, FetchError> {
+        let Some(ep) = &self.settings.voice else {
+            return Err(FetchError::Unavailable(voice::NOT_CONFIGURED.into()));
+        };
+        if !self.voice_on(policy) {
+            return Err(FetchError::Refused(format!(
+                "voice transcription is off for agent group {group:?}; the owner can turn it on with `pinch admin groups config-set {group} --web '{{\"voice\":true}}'`"
+            )));
+        }
+        if voice::extension(media_type).is_none() {
+            return Err(FetchError::Unsupported(format!(
+                "{media_type:?} is not an audio type a transcription endpoint takes"
+            )));
+        }
+        let now = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let mut b = self
+            .voice_buckets
+            .lock()
+            .map_err(|_| FetchError::Failed("internal error (rate limiter)".into()))?;
+        let bucket = b
+            .entry(group.to_owned())
+            .or_insert_with(|| Bucket::new(ep.per_minute, now));
+        bucket.take(now).map_err(|ms| {
+            FetchError::Refused(format!(
+                "too many voice notes: this agent group may have {} transcribed a minute ([voice] per_minute); try again in {} s",
+                ep.per_minute,
+                ms.div_ceil(1000)
+            ))
+        })?;
+        Ok(ep.timeout)
     }
 
     /// A turn to transcribe: held from before the audio is read until the

@@ -21,6 +21,8 @@ pub const IN_FLIGHT: usize = 2;
 pub const NOT_CONFIGURED: &str = "voice notes are not transcribed on this install: the owner can set [voice] url in pinch.toml to an OpenAI-compatible /v1/audio/transcriptions endpoint (OpenAI, Groq, or a local whisper.cpp or faster-whisper server)";
 /// The largest answer read from the endpoint.
 const MAX_ANSWER: usize = 1024 * 1024;
+/// Characters of transcript returned at most (hours of speech).
+pub const MAX_TRANSCRIPT: usize = 100_000;
 
 /// The owner's transcription endpoint (`[voice]` in `pinch.toml`).
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct Endpoint {
     pub language: Option<String>,
     /// One transcription, upload and answer included.
     pub timeout: Duration,
+    /// Transcriptions per agent group per minute.
+    pub per_minute: u32,
 }
 
 /// The variable an endpoint's key is read from when `key_env` is not set:
@@ -134,7 +138,10 @@ pub(crate) async fn run(
         }
     }
     if !status.is_success() {
+        // The body stays in the host's log: an endpoint's error can quote
+        // the key (masked or not) or the request's headers.
         let head: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        tracing::warn!(%status, "the transcription endpoint refused a voice note: {head}");
         let hint = match status.as_u16() {
             401 | 403 => " (check [voice] key_env and the key in the host's environment)",
             404 => " (check [voice] url: it must be the full …/v1/audio/transcriptions URL)",
@@ -142,14 +149,16 @@ pub(crate) async fn run(
             429 => " (the endpoint's own rate limit)",
             _ => "",
         };
-        return Err(failed(format!("answered {status}{hint}: {head}")));
+        return Err(failed(format!(
+            "answered {status}{hint}; its message is in the host's log"
+        )));
     }
     let a: Answer = serde_json::from_slice(&body).map_err(|e| {
         failed(format!(
             "answered something that is not {{\"text\": …}} ({e})"
         ))
     })?;
-    Ok(a.text.trim().to_owned())
+    Ok(a.text.trim().chars().take(MAX_TRANSCRIPT).collect())
 }
 
 #[cfg(test)]

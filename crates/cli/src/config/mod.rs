@@ -284,6 +284,7 @@ fn problems(f: &FileConfig) -> Vec<String> {
         f.runner.counts(),
         f.proxy.counts(),
         f.web_fetch.counts(),
+        f.voice.counts(),
         f.sandbox.counts(),
         f.provider.local.counts(),
     ]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::env::Env;
 use super::secs;
-use super::validate::Secs;
+use super::validate::{Count, Secs};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,9 @@ pub struct VoiceSection {
     pub language: Option<String>,
     /// Seconds for one transcription (default 120).
     pub timeout_s: Option<f64>,
+    /// Transcriptions per agent group per minute (default 10): the key
+    /// pays for each.
+    pub per_minute: Option<u64>,
 }
 
 impl VoiceSection {
@@ -38,6 +41,15 @@ impl VoiceSection {
             self.timeout_s,
             1.0,
             "a transcription takes seconds",
+        )]
+    }
+
+    pub(super) fn counts(&self) -> Vec<Count<'static>> {
+        vec![Count::new(
+            "voice.per_minute",
+            self.per_minute,
+            1,
+            "to turn voice off for a group, set its --web '{\"voice\":false}'",
         )]
     }
 
@@ -58,6 +70,9 @@ impl VoiceSection {
                 None => bail!("voice.url = {url:?} needs its API key in the environment variable {var}: export {var}=… where pinch runs (never in a file), or set voice.key_env"),
             },
         };
+        if key.is_some() && url.starts_with("http://") && !loopback(url) {
+            bail!("voice.url = {url:?} would send the API key unencrypted: use https://, or http:// only to a server on this machine (127.0.0.1, ::1, localhost)");
+        }
         if let Some(l) = &self.language {
             if l.len() > 8 || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
                 bail!("voice.language = {l:?} is not a language code (e.g. \"en\")");
@@ -72,9 +87,28 @@ impl VoiceSection {
                 Some(v) => secs("voice.timeout_s", v)?,
                 None => std::time::Duration::from_secs(120),
             },
+            per_minute: self
+                .per_minute
+                .map_or(10, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         });
         Ok(())
     }
+}
+
+/// Whether an `http://` URL's host is this machine (a loopback address
+/// or `localhost`).
+fn loopback(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or("");
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 #[cfg(test)]
@@ -120,6 +154,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("MY_KEY"), "{e}");
+        let e = with_env(
+            "[voice]\nurl = \"http://whisper.lan/v1/audio/transcriptions\"\nkey_env = \"K\"\n",
+            &[("K", "k")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unencrypted"), "{e}");
+        for ok in [
+            "http://127.0.0.1:8080/t",
+            "http://[::1]:8080/t",
+            "http://localhost/t",
+        ] {
+            let text = format!("[voice]\nurl = \"{ok}\"\nkey_env = \"K\"\nper_minute = 3\n");
+            let c = with_env(&text, &[("K", "k")]).unwrap();
+            assert_eq!(c.web.voice.as_ref().unwrap().per_minute, 3);
+        }
         let e = with_env("[voice]\nurl = \"http://x/t\"\ntimeout_s = 0\n", &[])
             .unwrap_err()
             .to_string();

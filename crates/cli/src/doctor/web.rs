@@ -79,6 +79,7 @@ mod tests {
             key: None,
             language: None,
             timeout: std::time::Duration::from_secs(5),
+            per_minute: 10,
         });
         let lines = checks(&cfg);
         let voice = lines.iter().find(|c| c.area == "voice").unwrap();

@@ -64,9 +64,14 @@ fn voice_note(dir: &Path) -> Vec<u8> {
     bytes
 }
 
-/// Sends one voice note (no text, as a phone sends it) to a host in
-/// `dir`; its reply.
-fn send(dir: &Path, voice: Option<pinch_web::voice::Endpoint>, audio: &[u8]) -> String {
+/// Sends `n` voice notes (no text, as a phone sends them), one after the
+/// other's reply, to a host in `dir`; the replies.
+fn send_n(
+    dir: &Path,
+    voice: Option<pinch_web::voice::Endpoint>,
+    audio: &[u8],
+    n: usize,
+) -> Vec<String> {
     let mut cfg = with_script(
         host_config(dir, any_sandbox()),
         "default_reply = \"heard: {text}\"\n",
@@ -76,23 +81,46 @@ fn send(dir: &Path, voice: Option<pinch_web::voice::Endpoint>, audio: &[u8]) -> 
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let chat = cell.get().unwrap().clone();
-    let mut msg = fake_chat_msg("m1", "");
-    msg.attachments = vec![InboundAttachment {
-        name: "voice.ogg".into(),
-        mime: Some("audio/ogg".into()),
-        size: audio.len() as u64,
-        data: Some(audio.to_vec()),
-    }];
-    let out = rt.block_on(chat.send(msg));
-    assert!(
-        matches!(out, AckOutcome::Stored { routed: 1, .. }),
-        "{out:?}"
-    );
-    let reply = rt
-        .block_on(chat.wait_for(WAIT, &|s: &Sent| matches!(s, Sent::Message { .. })))
-        .unwrap_or_else(|| panic!("no reply; sent: {:#?}", chat.sent()));
+    let mut replies = Vec::new();
+    for i in 0..n {
+        let mut msg = fake_chat_msg(&format!("m{i}"), "");
+        msg.attachments = vec![InboundAttachment {
+            name: "voice.ogg".into(),
+            mime: Some("audio/ogg".into()),
+            size: audio.len() as u64,
+            data: Some(audio.to_vec()),
+        }];
+        let out = rt.block_on(chat.send(msg));
+        assert!(
+            matches!(out, AckOutcome::Stored { routed: 1, .. }),
+            "{out:?}"
+        );
+        let seen: Vec<String> = replies.clone();
+        let fresh = |s: &Sent| matches!(s, Sent::Message { platform_message_id, .. } if !seen.contains(platform_message_id));
+        match rt.block_on(chat.wait_for(WAIT, fresh)) {
+            Some(Sent::Message {
+                platform_message_id,
+                ..
+            }) => replies.push(platform_message_id),
+            _ => panic!("no reply {i}; sent: {:#?}", chat.sent()),
+        }
+    }
+    let replies: Vec<String> = replies
+        .iter()
+        .map(|id| {
+            chat.sent()
+                .iter()
+                .find(|s| matches!(s, Sent::Message { platform_message_id, .. } if platform_message_id == id))
+                .map(|s| s.text().to_owned())
+                .unwrap()
+        })
+        .collect();
     rt.block_on(host.shutdown()).unwrap();
-    reply.text().to_owned()
+    replies
+}
+
+fn send(dir: &Path, voice: Option<pinch_web::voice::Endpoint>, audio: &[u8]) -> String {
+    send_n(dir, voice, audio, 1).remove(0)
 }
 
 fn at(port: u16, path: &str) -> pinch_web::voice::Endpoint {
@@ -102,6 +130,7 @@ fn at(port: u16, path: &str) -> pinch_web::voice::Endpoint {
         key: Some(pinch_web::search::Key::new(KEY)),
         language: None,
         timeout: Duration::from_secs(20),
+        per_minute: 10,
     }
 }
 
@@ -187,7 +216,22 @@ fn a_voice_note_without_a_transcript_says_why() {
     );
     assert!(
         reply.starts_with("heard: [voice note voice.ogg could not be transcribed: the transcription endpoint answered 500")
-            && reply.contains("the model is overloaded"),
-        "{reply}"
+            && reply.contains("its message is in the host's log")
+            && !reply.contains("overloaded"),
+        "the endpoint's own words stay on the host: {reply}"
+    );
+    // The group's rate: one a minute here; the second note is refused
+    // before it is read, and the model is told why.
+    let mut one = at(site.port, "/v1/audio/transcriptions");
+    one.per_minute = 1;
+    let replies = send_n(tempfile::tempdir().unwrap().path(), Some(one), &audio, 2);
+    assert_eq!(
+        replies[0],
+        format!("heard: [voice note voice.ogg, transcribed]: {SAID}")
+    );
+    assert!(
+        replies[1].contains("could not be transcribed: refused: too many voice notes")
+            && replies[1].contains("[voice] per_minute"),
+        "{replies:?}"
     );
 }

@@ -93,15 +93,9 @@ impl Host {
             platform_id: ev.platform_id.clone(),
             thread_id: ev.thread_id.clone(),
         };
-        let files = ev
-            .attachments
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
         let msg = route::Message {
             text: &ev.text,
-            files: &files,
+            files: !ev.attachments.is_empty(),
             is_mention: ev.is_mention,
             is_group: ev.is_group,
             thread_id: ev.thread_id.as_deref(),

@@ -147,7 +147,7 @@ impl Host {
                 Ok(p) => pinch_proto::runner_config::WebTools {
                     fetch: self.web.fetch_on(&p),
                     search: self.web.search_on(&p),
-                    voice: self.cfg.web.voice.is_some(),
+                    voice: self.web.voice_on(&p),
                 },
                 // Told when a tool is called (the proxy refuses with the reason).
                 Err(_) => pinch_proto::runner_config::WebTools {
@@ -306,11 +306,7 @@ impl Host {
                 tracing::warn!(agent_group_id = ag_id, "{e:#}");
                 format!("{e:#}")
             });
-            let web = crate::proxy::WebAccess {
-                web: self.web.clone(),
-                group: ag_id.to_owned(),
-                policy,
-            };
+            let web = crate::proxy::WebAccess::new(self.web.clone(), ag_id.to_owned(), policy);
             let h = crate::proxy::serve(
                 &sock,
                 id.to_owned(),

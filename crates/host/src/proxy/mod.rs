@@ -35,6 +35,7 @@ mod limits;
 mod request;
 mod serve;
 mod upstream;
+mod voice;
 mod web;
 
 pub use limits::{effective_total, raise_nofile, Budget, Limits};

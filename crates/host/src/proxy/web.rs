@@ -49,7 +49,7 @@ impl HostRoute {
     }
 }
 
-const NO_WEB: &str = "the host's web tools are not available through this proxy";
+pub(super) const NO_WEB: &str = "the host's web tools are not available through this proxy";
 
 /// A file route's description of its body.
 #[derive(Debug, Default)]
@@ -65,6 +65,24 @@ pub struct WebAccess {
     /// The group's policy, or why it could not be read (web_fetch is then
     /// refused with that reason).
     pub policy: Result<pinch_web::GroupPolicy, String>,
+    /// One voice note at a time per session (the runner sends them one
+    /// by one), so one session cannot take every transcription turn.
+    pub(super) voice_busy: Arc<Semaphore>,
+}
+
+impl WebAccess {
+    pub fn new(
+        web: Arc<pinch_web::Web>,
+        group: String,
+        policy: Result<pinch_web::GroupPolicy, String>,
+    ) -> WebAccess {
+        WebAccess {
+            web,
+            group,
+            policy,
+            voice_busy: Arc::new(Semaphore::new(1)),
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -88,37 +106,10 @@ pub(super) async fn answer_route(
     file: FileHead,
     ctx: &Ctx,
 ) -> std::io::Result<()> {
+    if route == HostRoute::Transcribe {
+        return super::voice::answer(c, len, early, file, ctx).await;
+    }
     let lim = &ctx.limits;
-    // A voice note is read only with a turn at the endpoint, so at most a
-    // few are held in memory across every session; a refused one is read
-    // and dropped (the runner is still writing it) before the answer.
-    let _slot = if route == HostRoute::Transcribe {
-        let slot = match ctx.web.as_deref() {
-            Some(access) => match access.web.settings().voice.as_ref().map(|v| v.timeout) {
-                Some(wait) => access.web.voice_slot(wait).await.ok_or_else(|| {
-                    error(503, format!("the host is transcribing {} other voice notes and none finished within {} s; try again later", pinch_web::voice::IN_FLIGHT, wait.as_secs()))
-                }),
-                None => Err(error(503, pinch_web::voice::NOT_CONFIGURED.into())),
-            },
-            None => Err(error(403, NO_WEB.into())),
-        };
-        match slot {
-            Ok(p) => Some(p),
-            Err((code, json)) => {
-                let rest = len.saturating_sub(early.len() as u64);
-                let (mut src, mut sink) = ((&mut c).take(rest), tokio::io::sink());
-                match tokio::time::timeout(lim.idle_timeout, tokio::io::copy(&mut src, &mut sink))
-                    .await
-                {
-                    Ok(r) => r?,
-                    Err(_) => return Err(timed_out("reading a voice note")),
-                };
-                return write_answer(&mut c, code, &json, lim).await;
-            }
-        }
-    } else {
-        None
-    };
     let mut body = early.to_vec();
     let want = usize::try_from(len).unwrap_or(usize::MAX);
     let read = async {
@@ -137,11 +128,11 @@ pub(super) async fn answer_route(
         Err(_) => return Err(timed_out("reading a request to a web route")),
     }
     body.truncate(want);
-    let (code, json) = answer(route, body, file, ctx).await;
+    let (code, json) = answer(route, body, ctx).await;
     write_answer(&mut c, code, &json, lim).await
 }
 
-async fn write_answer(
+pub(super) async fn write_answer(
     c: &mut UnixStream,
     code: u16,
     json: &serde_json::Value,
@@ -177,16 +168,11 @@ fn parse<T: serde::de::DeserializeOwned>(
         .map_err(|e| error(400, format!("the request must be JSON {shape} ({e})")))
 }
 
-fn error(code: u16, msg: String) -> (u16, serde_json::Value) {
+pub(super) fn error(code: u16, msg: String) -> (u16, serde_json::Value) {
     (code, serde_json::json!({ "error": msg }))
 }
 
-async fn answer(
-    route: HostRoute,
-    body: Vec<u8>,
-    file: FileHead,
-    ctx: &Ctx,
-) -> (u16, serde_json::Value) {
+async fn answer(route: HostRoute, body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json::Value) {
     let Some(access) = ctx.web.as_deref() else {
         return error(403, NO_WEB.into());
     };
@@ -244,35 +230,7 @@ async fn answer(
                 }
             }
         }
-        HostRoute::Transcribe => {
-            let media_type = file
-                .media_type
-                .unwrap_or_else(|| "application/octet-stream".into());
-            let name = file.name.unwrap_or_else(|| "audio".into());
-            let bytes = body.len();
-            let r = access.web.transcribe(&name, &media_type, body).await;
-            let ms = started.elapsed().as_millis() as u64;
-            match r {
-                Ok(text) => {
-                    tracing::info!(
-                        session_id = sid,
-                        bytes,
-                        chars = text.chars().count(),
-                        ms,
-                        "voice note transcribed"
-                    );
-                    (200, serde_json::json!({ "text": text }))
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        session_id = sid,
-                        bytes,
-                        ms,
-                        "transcribing a voice note: {e}"
-                    );
-                    error(e.status(), e.to_string())
-                }
-            }
-        }
+        // Answered by `super::voice` (it reads the file only once admitted).
+        HostRoute::Transcribe => error(500, "internal error: misrouted".into()),
     }
 }
