@@ -41,6 +41,7 @@ pub(crate) mod quota;
 pub mod repair;
 pub mod session;
 pub(crate) mod session_check;
+pub(crate) mod skills;
 pub(crate) mod tasks;
 
 mod event;

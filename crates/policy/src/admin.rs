@@ -48,6 +48,7 @@ crate::choice! {
         ConfigGet = "config-get",
         ConfigSet = "config-set",
         Restart = "restart",
+        Skills = "skills",
         Deny = "deny",
         Undeny = "undeny",
         Grant = "grant",

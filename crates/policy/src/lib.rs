@@ -23,6 +23,7 @@ pub mod path;
 pub mod rate;
 pub mod retry;
 pub mod route;
+pub mod skills;
 pub mod streak;
 pub mod sweep;
 pub mod wake;

@@ -27,6 +27,7 @@ mod poll;
 pub mod prescript;
 pub mod prompt;
 pub mod read;
+mod resize;
 pub mod signals;
 pub mod skills;
 pub mod tools;

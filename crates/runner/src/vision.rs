@@ -2,15 +2,14 @@
 //! batch's image attachments (JPEG, PNG, GIF, WebP), read from the inbox
 //! and sent with the prompt as the provider's image blocks. The prompt
 //! names every file either way, so a model without vision still knows it
-//! was sent; an image too large for the APIs is named with the reason.
+//! was sent; an image too large for the APIs is scaled to fit
+//! ([`crate::resize`]), or named with the reason.
 
 use pinch_proto::content::InContent;
 use pinch_proto::runner_config::RunnerConfig;
 use pinch_providers::Image;
 
-/// The largest image sent: Anthropic takes 5 MB of base64 per image, which
-/// is 3.75 MB of bytes (OpenAI takes more).
-pub const MAX_IMAGE: usize = 3_750_000;
+pub use crate::resize::MAX_IMAGE;
 /// Images sent with one prompt at most.
 pub const MAX_IMAGES: usize = 8;
 
@@ -55,12 +54,34 @@ pub fn collect<'a>(
                 continue;
             };
             let path = cfg.paths.inbox_dir.join(rel);
-            match crate::read::regular(&path, MAX_IMAGE + 1) {
-                Ok(data) if data.len() > MAX_IMAGE => notes.push(format!(
-                    "[image {} not shown to you: it is over {:.2} MB, the most a model takes]",
+            let max = crate::resize::MAX_SOURCE;
+            match crate::read::regular(&path, max + 1) {
+                Ok(data) if data.len() > max => notes.push(format!(
+                    "[image {} not shown to you: it is over {} MB; read it with the shell's tools if you need it]",
                     a.name,
-                    MAX_IMAGE as f64 / 1e6
+                    max / (1024 * 1024)
                 )),
+                Ok(data) if crate::resize::needed(&data, media_type) => {
+                    match crate::resize::fit(&data, media_type) {
+                        Ok(f) => {
+                            notes.push(format!(
+                                "[image {} was scaled to {}×{} pixels to fit the model's limits]",
+                                a.name, f.width, f.height
+                            ));
+                            images.push(Image {
+                                name: a.name.clone(),
+                                media_type: "image/jpeg".into(),
+                                data: f.data,
+                            });
+                        }
+                        Err(why) => notes.push(format!(
+                            "[image {} not shown to you: it is over the model's limits ({:.2} MB, {} pixels a side) and {why}]",
+                            a.name,
+                            MAX_IMAGE as f64 / 1e6,
+                            crate::resize::MAX_EDGE
+                        )),
+                    }
+                }
                 Ok(data) => images.push(Image {
                     name: a.name.clone(),
                     media_type: media_type.to_owned(),
@@ -123,7 +144,8 @@ mod tests {
         );
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
-            notes[0].contains("big.jpg not shown to you: it is over 3.75 MB"),
+            notes[0].contains("big.jpg not shown to you: it is over the model's limits")
+                && notes[0].contains("could not be decoded"),
             "{notes:?}"
         );
         assert!(notes[1].contains("gone.gif could not be read"), "{notes:?}");

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::search::Key;
-use crate::FetchError;
+use crate::{FetchError, GroupPolicy, Web};
+use pinch_policy::rate::Bucket;
 
 /// The largest audio file sent: OpenAI's limit (25 MB).
 pub const MAX_AUDIO: usize = 25 * 1024 * 1024;
@@ -86,6 +87,97 @@ pub fn upload_name(name: &str, media_type: &str) -> String {
     match ext {
         Some(e) if KNOWN.contains(&e.as_str()) && !clean.is_empty() => clean,
         _ => format!("audio.{}", extension(media_type).unwrap_or("ogg")),
+    }
+}
+
+impl Web {
+    /// Whether voice notes are transcribed for a group under `policy`.
+    pub fn voice_on(&self, policy: &GroupPolicy) -> bool {
+        self.settings.voice.is_some() && policy.voice.unwrap_or(true)
+    }
+
+    /// Whether `group` may have a file of `media_type` transcribed now
+    /// (the endpoint is set, the group's policy allows it, the type is
+    /// audio, and the group's rate allows one more); decided before the
+    /// file is read. `Ok`: how long to wait for a [`Web::voice_slot`].
+    pub fn voice_admit(
+        &self,
+        group: &str,
+        policy: &GroupPolicy,
+        media_type: &str,
+    ) -> Result<Duration, FetchError> {
+        let Some(ep) = &self.settings.voice else {
+            return Err(FetchError::Unavailable(NOT_CONFIGURED.into()));
+        };
+        if !self.voice_on(policy) {
+            return Err(FetchError::Refused(format!(
+                "voice transcription is off for agent group {group:?}; the owner can turn it on with `pinch admin groups config-set {group} --web '{{\"voice\":true}}'`"
+            )));
+        }
+        if extension(media_type).is_none() {
+            return Err(FetchError::Unsupported(format!(
+                "{media_type:?} is not an audio type a transcription endpoint takes"
+            )));
+        }
+        let now = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let mut b = self
+            .voice_buckets
+            .lock()
+            .map_err(|_| FetchError::Failed("internal error (rate limiter)".into()))?;
+        let bucket = b
+            .entry(group.to_owned())
+            .or_insert_with(|| Bucket::new(ep.per_minute, now));
+        bucket.take(now).map_err(|ms| {
+            FetchError::Refused(format!(
+                "too many voice notes: this agent group may have {} transcribed a minute ([voice] per_minute); try again in {} s",
+                ep.per_minute,
+                ms.div_ceil(1000)
+            ))
+        })?;
+        Ok(ep.timeout)
+    }
+
+    /// A turn to transcribe: held from before the audio is read until the
+    /// answer, so at most [`IN_FLIGHT`] files are in memory. Waits
+    /// for one at most `wait`; `None` when none came free (or no endpoint
+    /// is configured, which [`Web::transcribe`] then says).
+    pub async fn voice_slot(&self, wait: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = self.transcribing.clone();
+        tokio::time::timeout(wait, permits.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Transcribes `audio` (`media_type`, sent as `name`) with the owner's
+    /// endpoint: the transcript.
+    pub async fn transcribe(
+        &self,
+        name: &str,
+        media_type: &str,
+        audio: Vec<u8>,
+    ) -> Result<String, FetchError> {
+        let Some(ep) = &self.settings.voice else {
+            return Err(FetchError::Unavailable(NOT_CONFIGURED.into()));
+        };
+        if audio.len() > MAX_AUDIO {
+            return Err(FetchError::BadRequest(format!(
+                "the file is over {} MB, the most a transcription endpoint takes",
+                MAX_AUDIO / (1024 * 1024)
+            )));
+        }
+        match tokio::time::timeout(
+            ep.timeout,
+            run(&self.voice_client, ep, name, media_type, audio),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Service(format!(
+                "the transcription took longer than {} s ([voice] timeout_s)",
+                ep.timeout.as_secs()
+            ))),
+        }
     }
 }
 

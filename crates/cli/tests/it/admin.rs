@@ -571,3 +571,65 @@ fn admin_refuses_bad_limits_and_unknown_flags_in_every_subcommand() {
     assert_eq!(past, serde_json::json!([]));
     rt.block_on(host.shutdown()).unwrap();
 }
+
+/// `pinch admin groups skills <id>`: the skills the group's agent sees —
+/// the shipped examples installed globally, the agent's own one replacing
+/// a global one of the same name, a broken one named with its error.
+#[test]
+fn groups_skills_lists_what_the_agent_sees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = host_config(tmp.path(), Choice::Process);
+    let data = cfg.data_dir.clone();
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../skills");
+    for name in ["daily-briefing", "summarise-web-page"] {
+        let to = data.join("groups/global/skills").join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::copy(repo.join(name).join("SKILL.md"), to.join("SKILL.md")).unwrap();
+    }
+    let own = data.join("groups/main/skills/my-briefing");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(
+        own.join("SKILL.md"),
+        "---\nname: daily-briefing\ndescription: My own morning brief.\n---\nSteps.\n",
+    )
+    .unwrap();
+    let broken = data.join("groups/main/skills/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("SKILL.md"), "no front matter\n").unwrap();
+
+    let rows = json(&data, &["groups", "skills", "main"]);
+    let rows = rows.as_array().unwrap();
+    let find = |folder: &str| {
+        rows.iter()
+            .find(|r| r["folder"] == folder)
+            .unwrap_or_else(|| panic!("{folder}: {rows:#?}"))
+    };
+    let global = find("/workspace/global/skills/daily-briefing");
+    assert_eq!(
+        (global["name"].as_str(), global["shadowed"].as_bool()),
+        (Some("daily-briefing"), Some(true))
+    );
+    assert_eq!(
+        find("/workspace/global/skills/summarise-web-page")["name"],
+        "summarise-web-page"
+    );
+    assert_eq!(
+        find("/workspace/agent/skills/my-briefing")["description"],
+        "My own morning brief."
+    );
+    assert!(find("/workspace/agent/skills/broken")["error"]
+        .as_str()
+        .unwrap()
+        .contains("must start with a `---` line"));
+    let text = ok(&data, &["groups", "skills", "main"]);
+    assert!(text.stdout.contains("summarise-web-page"), "{text:?}");
+    fails(
+        &data,
+        &["groups", "skills", "nope"],
+        1,
+        "no agent group nope",
+    );
+    rt.block_on(host.shutdown()).unwrap();
+}

@@ -23,6 +23,23 @@ fn photo(name: &str, len: usize) -> InboundAttachment {
     }
 }
 
+/// A PNG of noise (which does not compress) of `w`×`h`.
+fn noise_png(w: u32, h: u32) -> Vec<u8> {
+    let mut seed = 0x9e37_79b9_u32;
+    let img = image::RgbImage::from_fn(w, h, |_, _| {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let b = seed.to_le_bytes();
+        image::Rgb([b[0], b[1], b[2]])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
 fn ask(vision: bool, attachments: Vec<InboundAttachment>) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let script = format!("vision = {vision}\ndefault_reply = \"saw: [{{images}}]\"\n");
@@ -51,8 +68,28 @@ fn a_photo_reaches_a_model_that_sees_and_only_it() {
         ask(true, vec![photo("receipt.png", 20_000)]),
         "saw: [receipt.png image/png 20000]"
     );
-    // Over the APIs' limit: not sent (the prompt says why).
+    // Over the APIs' limit and not an image after all: not sent (the
+    // prompt says why).
     assert_eq!(ask(true, vec![photo("huge.png", 4_000_000)]), "saw: []");
+    // A real photo over the limit: scaled to fit and sent as a JPEG.
+    let big = noise_png(1600, 1200);
+    assert!(big.len() > 3_750_000, "{}", big.len());
+    let saw = ask(
+        true,
+        vec![InboundAttachment {
+            name: "scan.png".into(),
+            mime: Some("image/png".into()),
+            size: big.len() as u64,
+            data: Some(big),
+        }],
+    );
+    let len: usize = saw
+        .strip_prefix("saw: [scan.png image/jpeg ")
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{saw}"))
+        .parse()
+        .unwrap();
+    assert!(len <= 3_750_000, "{saw}");
     // A model without vision is sent no image.
     assert_eq!(ask(false, vec![photo("receipt.png", 20_000)]), "saw: []");
 }

@@ -1,5 +1,5 @@
 //! The admin commands the main loop serves itself (`host-*`, `sessions-*`,
-//! `groups-restart`, `approvals-*`, `tasks-*`): they act on live runner
+//! `groups-restart`, `groups-skills`, `approvals-*`, `tasks-*`): they act on live runner
 //! state. Every other command goes to `admin_cmds::dispatch` over the
 //! central DB, and a change to routing re-projects every session.
 
@@ -84,6 +84,24 @@ impl Host {
                     self.try_wake(&sid);
                 }
                 Ok(serde_json::json!({"id": id, "stopped": stopped}))
+            }
+            "groups-skills" => {
+                // The skills the group's agent sees, read from its folder
+                // beneath a directory descriptor (the agent can write it).
+                let id = arg("id").ok_or_else(|| {
+                    err(
+                        "invalid-args",
+                        "groups-skills needs a group id: pinch admin groups skills <id>",
+                    )
+                })?;
+                let folder = self
+                    .central
+                    .agent_folder(&id)
+                    .map_err(handler)?
+                    .ok_or_else(|| err("not-found", format!("no agent group {id}")))?;
+                crate::skills::list(&self.data.groups_dir(), &folder)
+                    .map(serde_json::Value::Array)
+                    .map_err(|e| err("handler-error", e))
             }
             "sessions-list" => {
                 let mut rows = self.central.session_states().map_err(handler)?;

@@ -165,11 +165,14 @@ async fn handle(mut c: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
             media_type,
             file_name,
         }) => {
-            let file = super::web::FileHead {
-                media_type,
-                name: file_name,
-            };
-            super::web::answer_route(c, route, len, &buf[end..], file, ctx).await
+            if route == super::web::HostRoute::Transcribe {
+                let file = super::web::FileHead {
+                    media_type,
+                    name: file_name,
+                };
+                return super::voice::answer(c, len, &buf[end..], file, ctx).await;
+            }
+            super::web::answer_route(c, route, len, &buf[end..], ctx).await
         }
     }
 }

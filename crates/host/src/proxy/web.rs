@@ -103,12 +103,8 @@ pub(super) async fn answer_route(
     route: HostRoute,
     len: u64,
     early: &[u8],
-    file: FileHead,
     ctx: &Ctx,
 ) -> std::io::Result<()> {
-    if route == HostRoute::Transcribe {
-        return super::voice::answer(c, len, early, file, ctx).await;
-    }
     let lim = &ctx.limits;
     let mut body = early.to_vec();
     let want = usize::try_from(len).unwrap_or(usize::MAX);

@@ -151,6 +151,7 @@ pub const COMMANDS: &[Spec] = &[
         true,
     ),
     main_loop(c("groups-restart", R::Groups, V::Restart, &["id"], true)),
+    main_loop(c("groups-skills", R::Groups, V::Skills, &["id"], true)),
     c(
         "messaging-groups-list",
         R::MessagingGroups,

@@ -15,7 +15,8 @@ use pinch_providers::{Image, ToolSpec};
 pub fn specs() -> Vec<ToolSpec> {
     vec![spec(
         "view_image",
-        "Look at an image file (JPEG, PNG, GIF or WebP, at most 3.75 MB): it is shown to you with this tool's result. \
+        "Look at an image file (JPEG, PNG, GIF or WebP, at most 20 MB; a large one is scaled down): it is shown to you \
+         with this tool's result. \
          Paths as for read_file (relative to your workspace, or /workspace/inbox/… for files people sent).",
         json!({
             "type": "object",
@@ -57,25 +58,38 @@ pub fn call(ctx: &mut ToolCtx<'_>, _: &str, m: &Map<String, Value>) -> ToolResul
         return Err(ToolError(format!("{shown} does not exist")));
     }
     let (f, len) = files::open_regular(&r)?;
-    if len > MAX_IMAGE as u64 {
+    let max = crate::resize::MAX_SOURCE;
+    if len > max as u64 {
         return Err(ToolError(format!(
-            "{shown} is {len} bytes; a model takes images up to {MAX_IMAGE} bytes (shrink it first, e.g. with ImageMagick's convert -resize, if the shell has it)"
+            "{shown} is {len} bytes; view_image reads images up to {max} bytes"
         )));
     }
     let mut data = Vec::with_capacity(len as usize);
-    f.take(MAX_IMAGE as u64 + 1)
+    f.take(max as u64 + 1)
         .read_to_end(&mut data)
         .map_err(|e| ToolError(format!("reading {shown}: {e}")))?;
-    if data.len() > MAX_IMAGE {
+    if data.len() > max {
         return Err(ToolError(format!(
-            "{shown} grew past {MAX_IMAGE} bytes while it was read"
+            "{shown} grew past {max} bytes while it was read"
         )));
     }
-    let Some(media_type) = sniff(&data) else {
+    let Some(mut media_type) = sniff(&data) else {
         return Err(ToolError(format!(
             "{shown} is not a JPEG, PNG, GIF or WebP image (by its first bytes)"
         )));
     };
+    let mut scaled = String::new();
+    if crate::resize::needed(&data, media_type) {
+        let f = crate::resize::fit(&data, media_type).map_err(|why| {
+            ToolError(format!(
+                "{shown} is over a model's limits ({MAX_IMAGE} bytes, {} pixels a side) and {why}",
+                crate::resize::MAX_EDGE
+            ))
+        })?;
+        scaled = format!(", scaled to {}×{} pixels", f.width, f.height);
+        data = f.data;
+        media_type = "image/jpeg";
+    }
     let n = data.len();
     ctx.images.push(Image {
         name: shown.clone(),
@@ -83,7 +97,9 @@ pub fn call(ctx: &mut ToolCtx<'_>, _: &str, m: &Map<String, Value>) -> ToolResul
         data,
     });
     ctx.images_left -= 1;
-    Ok(format!("Showing {shown} ({media_type}, {n} bytes)."))
+    Ok(format!(
+        "Showing {shown} ({media_type}, {n} bytes{scaled})."
+    ))
 }
 
 #[cfg(test)]
@@ -102,7 +118,14 @@ mod tests {
         let ws = env.cfg.paths.workspace_dir.clone();
         std::fs::write(ws.join("chart.png"), b"\x89PNG\r\n\x1a\nchart").unwrap();
         std::fs::write(ws.join("fake.png"), b"#!/bin/sh").unwrap();
-        std::fs::write(ws.join("big.jpg"), vec![0xFF; MAX_IMAGE + 1]).unwrap();
+        let mut big = vec![0xFF, 0xD8, 0xFF];
+        big.resize(MAX_IMAGE + 1, 0);
+        std::fs::write(ws.join("big.jpg"), big).unwrap();
+        std::fs::write(
+            ws.join("huge.jpg"),
+            vec![0xFF; crate::resize::MAX_SOURCE + 1],
+        )
+        .unwrap();
         let mut out = env.out();
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &no_stop);
         ctx.images_left = 1;
@@ -114,7 +137,11 @@ mod tests {
         assert!(call(&mut ctx, "view_image", &m("big.jpg"))
             .unwrap_err()
             .0
-            .contains("bytes; a model takes images up to"));
+            .contains("is over a model's limits"));
+        assert!(call(&mut ctx, "view_image", &m("huge.jpg"))
+            .unwrap_err()
+            .0
+            .contains("view_image reads images up to"));
         assert!(call(&mut ctx, "view_image", &m("../../etc/passwd")).is_err());
         let ok = call(&mut ctx, "view_image", &m("chart.png")).unwrap();
         assert!(
