@@ -100,35 +100,70 @@ impl View<'_> {
     }
 }
 
+/// What a program is for, in the check's words: its area, how it is
+/// named ("MCP server x", "the agent CLI") and the setting that fixes it.
+struct Subject<'a> {
+    area: &'static str,
+    who: &'a str,
+    setting: &'a str,
+}
+
 pub(super) fn checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
-    let shown: Vec<&Path> = SHOWN.iter().map(Path::new).collect();
-    let path: Vec<&Path> = SANDBOX_PATH.iter().map(Path::new).collect();
     let host_path: Vec<PathBuf> =
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
-    let view = View {
-        shown: &shown,
-        path: &path,
-        host_path: &host_path,
-    };
     cfg.mcp_servers
         .iter()
-        .map(|e| server_check(&e.server.name, &e.server.command, cfg.sandbox, &view))
+        .map(|e| {
+            let who = format!("MCP server {}", e.server.name);
+            let setting = format!("[mcp.servers.{}] command", e.server.name);
+            let s = Subject {
+                area: "mcp",
+                who: &who,
+                setting: &setting,
+            };
+            with_view(&host_path, |view| {
+                server_check(&s, &e.server.command, cfg.sandbox, view)
+            })
+        })
         .collect()
 }
 
-fn server_check(name: &str, cmd: &str, sandbox: Choice, view: &View<'_>) -> Check {
-    let area = "mcp";
+/// The agent CLI's command (`[provider.cli] command`) as its sandbox
+/// finds it: a program under `~/.nvm` or `~/.local` is invisible there.
+pub(super) fn agent_cli_check(cmd: &str, sandbox: Choice) -> Check {
+    let host_path: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    let s = Subject {
+        area: "provider",
+        who: "the agent CLI",
+        setting: "[provider.cli] command",
+    };
+    with_view(&host_path, |view| server_check(&s, cmd, sandbox, view))
+}
+
+fn with_view<T>(host_path: &[PathBuf], f: impl FnOnce(&View<'_>) -> T) -> T {
+    let shown: Vec<&Path> = SHOWN.iter().map(Path::new).collect();
+    let path: Vec<&Path> = SANDBOX_PATH.iter().map(Path::new).collect();
+    f(&View {
+        shown: &shown,
+        path: &path,
+        host_path,
+    })
+}
+
+fn server_check(s: &Subject<'_>, cmd: &str, sandbox: Choice, view: &View<'_>) -> Check {
+    let (area, who) = (s.area, s.who);
     if cmd.starts_with("/workspace/") {
         return ok(
             area,
-            format!("MCP server {name}: {cmd} is in an agent's folders; the runner checks it when it starts"),
+            format!("{who}: {cmd} is in an agent's folders; the runner checks it when it starts"),
         );
     }
     match sandbox {
         Choice::Docker => {
             return warn(
                 area,
-                format!("MCP server {name}: {cmd} runs inside the Docker image, which doctor does not look into"),
+                format!("{who}: {cmd} runs inside the Docker image, which doctor does not look into"),
                 "make sure the image has it (pinch admin groups config-set … --packages, or your own image)",
             )
         }
@@ -136,25 +171,25 @@ fn server_check(name: &str, cmd: &str, sandbox: Choice, view: &View<'_>) -> Chec
         Choice::Process => {
             let all: [&Path; 1] = [Path::new("/")];
             let v = View { shown: &all, ..*view };
-            return verdict(name, cmd, &v);
+            return verdict(s, cmd, &v);
         }
         Choice::Bwrap | Choice::Auto => {}
     }
-    verdict(name, cmd, view)
+    verdict(s, cmd, view)
 }
 
-fn verdict(name: &str, cmd: &str, view: &View<'_>) -> Check {
-    let area = "mcp";
+fn verdict(s: &Subject<'_>, cmd: &str, view: &View<'_>) -> Check {
+    let (area, who, setting) = (s.area, s.who, s.setting);
     match view.locate(cmd) {
         Found::Missing => fail(
             area,
-            format!("MCP server {name}: {cmd} is not installed (not a file, and not in the sandbox's PATH /usr/local/bin:/usr/bin:/bin)"),
-            format!("install it, or fix [mcp.servers.{name}] command"),
+            format!("{who}: {cmd} is not installed (not a file, and not in the sandbox's PATH /usr/local/bin:/usr/bin:/bin)"),
+            format!("install it, or fix {setting}"),
         ),
         Found::Hidden(at) => fail(
             area,
             format!(
-                "MCP server {name}: {cmd} is {}, which the sandbox does not see (it shows only /usr, /bin, /sbin and /lib of this machine): \
+                "{who}: {cmd} is {}, which the sandbox does not see (it shows only /usr, /bin, /sbin and /lib of this machine): \
                  a Python under pyenv, or a program under ~/.local or /opt, is invisible to it",
                 at.display()
             ),
@@ -163,16 +198,16 @@ fn verdict(name: &str, cmd: &str, view: &View<'_>) -> Check {
         Found::OffPath(at) => fail(
             area,
             format!(
-                "MCP server {name}: {cmd} is {}, which the sandbox shows but does not find by name (its PATH is /usr/local/bin:/usr/bin:/bin)",
+                "{who}: {cmd} is {}, which the sandbox shows but does not find by name (its PATH is /usr/local/bin:/usr/bin:/bin)",
                 at.display()
             ),
-            format!("set [mcp.servers.{name}] command = \"{}\"", at.display()),
+            format!("set {setting} = \"{}\"", at.display()),
         ),
         Found::Visible(at) => match view.interpreter(&at) {
             Some((interp, Found::Hidden(real))) => fail(
                 area,
                 format!(
-                    "MCP server {name}: {} starts with #!{interp}, and that interpreter is {}, which the sandbox does not see",
+                    "{who}: {} starts with #!{interp}, and that interpreter is {}, which the sandbox does not see",
                     at.display(),
                     real.display()
                 ),
@@ -180,10 +215,10 @@ fn verdict(name: &str, cmd: &str, view: &View<'_>) -> Check {
             ),
             Some((interp, Found::Missing | Found::OffPath(_))) => fail(
                 area,
-                format!("MCP server {name}: {} starts with #!{interp}, which is not installed", at.display()),
-                format!("install {interp}, or fix [mcp.servers.{name}] command"),
+                format!("{who}: {} starts with #!{interp}, which is not installed", at.display()),
+                format!("install {interp}, or fix {setting}"),
             ),
-            _ => ok(area, format!("MCP server {name}: {} (visible in the sandbox)", at.display())),
+            _ => ok(area, format!("{who}: {} (visible in the sandbox)", at.display())),
         },
     }
 }
@@ -230,7 +265,12 @@ mod tests {
             path: &path,
             host_path: &host_path,
         };
-        let check = |cmd: &str| verdict("s", cmd, &view);
+        let subject = Subject {
+            area: "mcp",
+            who: "MCP server s",
+            setting: "[mcp.servers.s] command",
+        };
+        let check = |cmd: &str| verdict(&subject, cmd, &view);
         let good = check("good-server");
         assert_eq!(good.level, super::super::Level::Ok, "{good:?}");
         let pyenv = check("mcp-server-fetch");
@@ -264,9 +304,28 @@ mod tests {
         let missing = check("no-such-server");
         assert!(missing.what.contains("not installed"), "{missing:?}");
         assert!(missing.fix.unwrap().contains("[mcp.servers.s] command"));
-        let inside = server_check("s", "/workspace/agent/srv", Choice::Bwrap, &view);
+        let inside = server_check(&subject, "/workspace/agent/srv", Choice::Bwrap, &view);
         assert_eq!(inside.level, super::super::Level::Ok);
-        let docker = server_check("s", "srv", Choice::Docker, &view);
+        let docker = server_check(&subject, "srv", Choice::Docker, &view);
         assert_eq!(docker.level, super::super::Level::Warn);
+    }
+
+    #[test]
+    fn the_agent_cli_is_looked_for_as_its_sandbox_sees_it() {
+        let c = agent_cli_check("sh", Choice::Bwrap);
+        assert!(
+            c.area == "provider"
+                && c.what.contains("the agent CLI: ")
+                && c.what.contains("(visible in the sandbox)"),
+            "{c:?}"
+        );
+        let c = agent_cli_check("no-such-agent-cli-x", Choice::Bwrap);
+        assert!(
+            c.what.contains("not installed")
+                && c.fix
+                    .as_deref()
+                    .is_some_and(|f| f.contains("[provider.cli] command")),
+            "{c:?}"
+        );
     }
 }

@@ -418,32 +418,15 @@ fn provider_checks(cfg: &pinch_host::HostConfig) -> Vec<Check> {
     }
     if kind == "cli" {
         if let Some(cli) = cfg.provider.cli.as_ref() {
-            let cmd = &cli.command;
-            match find_program(cmd, &std::env::var_os("PATH").unwrap_or_default()) {
-                Some(p) => out.push(ok("provider", format!("agent CLI {cmd} ({})", p.display()))),
-                None => out.push(fail(
-                    "provider",
-                    format!("the agent CLI {cmd} is not a file and not in PATH"),
-                    "install it (npm -g puts `claude` in /usr/bin on Debian: command = \"claude\" works), or fix [provider.cli] command",
-                )),
-            }
+            // As its sandbox finds it (a `claude` under ~/.nvm is invisible
+            // there; npm -g on Debian puts it in /usr/bin, which works).
+            out.push(mcp::agent_cli_check(&cli.command, cfg.sandbox));
             // SAFETY: geteuid cannot fail.
             let euid = unsafe { libc::geteuid() };
             out.extend(claude_as_root(cli, euid, cfg.sandbox));
         }
     }
     out
-}
-
-/// A program as the sandbox would find it: a path, or a bare name looked up
-/// in `path` (the sandbox shows the host's /usr, /bin and /sbin).
-fn find_program(cmd: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
-    if cmd.contains('/') {
-        return Path::new(cmd).is_file().then(|| PathBuf::from(cmd));
-    }
-    std::env::split_paths(path)
-        .map(|d| d.join(cmd))
-        .find(|p| p.is_file())
 }
 
 /// Claude Code refuses bypass-permissions mode as root unless `IS_SANDBOX=1`
@@ -546,19 +529,5 @@ mod tests {
         undone.env.insert("IS_SANDBOX".into(), "0".into());
         let c = claude_as_root(&undone, 0, sandbox::Choice::Bwrap).unwrap();
         assert_eq!(c.level, Level::Fail, "{c:?}");
-    }
-
-    #[test]
-    fn a_bare_command_is_found_in_path() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("claude"), "#!/bin/sh\n").unwrap();
-        let path = std::env::join_paths(["/nonexistent", tmp.path().to_str().unwrap()]).unwrap();
-        assert_eq!(
-            find_program("claude", &path),
-            Some(tmp.path().join("claude"))
-        );
-        assert_eq!(find_program("codex", &path), None);
-        let abs = tmp.path().join("claude");
-        assert_eq!(find_program(abs.to_str().unwrap(), &path), Some(abs));
     }
 }

@@ -160,10 +160,11 @@ fn each_configured_channel_token_is_checked_without_showing_it() {
     );
 }
 
-/// `[provider.cli]` with flavor `claude` and a bare `command = "claude"` (npm
-/// -g puts it in /usr/bin on Debian): doctor finds it in PATH, and as root
-/// warns that Claude Code runs as root, told by pinch that it is sandboxed
-/// (issue 15).
+/// `[provider.cli]` with flavor `claude` and a bare `command = "claude"`:
+/// doctor looks for it as the sandbox would. One on this machine's PATH
+/// but outside what the sandbox shows (here a temp dir; in life ~/.nvm) is
+/// named as invisible there; as root, doctor warns that Claude Code runs as
+/// root, told by pinch that it is sandboxed (issue 15).
 #[test]
 fn a_bare_claude_is_found_and_root_is_warned_about() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,9 +186,9 @@ fn a_bare_claude_is_found_and_root_is_warned_about() {
     let (_, out) = doctor(&home, &path, &[("ANTHROPIC_API_KEY", "x")], &[]);
     assert!(
         out.contains(&format!(
-            "agent CLI claude ({})",
+            "the agent CLI: claude is {}, which the sandbox does not see",
             bin.join("claude").display()
-        )),
+        )) && out.contains("fix: install it system-wide"),
         "{out}"
     );
     let root_warning = out
