@@ -13,8 +13,9 @@ pub use crate::resize::MAX_IMAGE;
 /// Images sent with one prompt at most.
 pub const MAX_IMAGES: usize = 8;
 
-/// The media type of an image the APIs take, from its MIME type or name.
-pub fn media_type(mime: Option<&str>, name: &str) -> Option<&'static str> {
+/// What an attachment says of its type: its MIME type without parameters
+/// and its name's extension, both lowercase.
+pub fn type_hints(mime: Option<&str>, name: &str) -> (Option<String>, Option<String>) {
     let m = mime.map(|m| {
         m.split(';')
             .next()
@@ -23,6 +24,12 @@ pub fn media_type(mime: Option<&str>, name: &str) -> Option<&'static str> {
             .to_ascii_lowercase()
     });
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    (m, ext)
+}
+
+/// The media type of an image the APIs take, from its MIME type or name.
+pub fn media_type(mime: Option<&str>, name: &str) -> Option<&'static str> {
+    let (m, ext) = type_hints(mime, name);
     match (m.as_deref(), ext.as_deref()) {
         (Some("image/jpeg" | "image/jpg"), _) | (_, Some("jpg" | "jpeg")) => Some("image/jpeg"),
         (Some("image/png"), _) | (_, Some("png")) => Some("image/png"),

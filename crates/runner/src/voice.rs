@@ -25,14 +25,7 @@ const IN_FLIGHT: &str = "transcribe_voice";
 /// The media type of an audio file the endpoints take, from its MIME type
 /// or name.
 pub fn audio_type(mime: Option<&str>, name: &str) -> Option<&'static str> {
-    let m = mime.map(|m| {
-        m.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    });
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    let (m, ext) = crate::vision::type_hints(mime, name);
     match (m.as_deref(), ext.as_deref()) {
         (Some("audio/ogg" | "audio/opus" | "application/ogg"), _)
         | (_, Some("ogg" | "oga" | "opus")) => Some("audio/ogg"),

@@ -112,6 +112,29 @@ fn plain(s: &str) -> String {
         .replace("&gt;", ">")
 }
 
+/// Sends `req` to an owner's service and reads its answer, at most `max`
+/// bytes: the status and the body, or what went wrong (worded to follow
+/// the service's name).
+pub(crate) async fn send_capped(
+    req: reqwest::RequestBuilder,
+    max: usize,
+) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| format!("could not be reached ({})", e.without_url()))?;
+    let status = resp.status();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) if body.len() + c.len() <= max => body.extend_from_slice(&c),
+            Ok(Some(_)) => return Err(format!("answered more than {max} bytes")),
+            Ok(None) => return Ok((status, body)),
+            Err(e) => return Err(format!("answer could not be read ({})", e.without_url())),
+        }
+    }
+}
+
 /// Asks `backend` for `query`; at most `count` hits.
 pub(crate) async fn run(
     client: &reqwest::Client,
@@ -135,26 +158,7 @@ pub(crate) async fn run(
             .bearer_auth(&key.0)
             .json(&serde_json::json!({ "query": query, "max_results": count })),
     };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| failed(format!("could not be reached ({})", e.without_url())))?;
-    let status = resp.status();
-    let mut resp = resp;
-    let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) if body.len() + c.len() <= MAX_ANSWER => body.extend_from_slice(&c),
-            Ok(Some(_)) => return Err(failed(format!("answered more than {MAX_ANSWER} bytes"))),
-            Ok(None) => break,
-            Err(e) => {
-                return Err(failed(format!(
-                    "answer could not be read ({})",
-                    e.without_url()
-                )))
-            }
-        }
-    }
+    let (status, body) = send_capped(req, MAX_ANSWER).await.map_err(failed)?;
     if !status.is_success() {
         let head: String = String::from_utf8_lossy(&body).chars().take(200).collect();
         let hint = match (name, status.as_u16()) {

@@ -210,25 +210,9 @@ pub(crate) async fn run(
     if let Some(k) = &ep.key {
         req = req.bearer_auth(&k.0);
     }
-    let mut resp = req
-        .send()
+    let (status, body) = crate::search::send_capped(req, MAX_ANSWER)
         .await
-        .map_err(|e| failed(format!("could not be reached ({})", e.without_url())))?;
-    let status = resp.status();
-    let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) if body.len() + c.len() <= MAX_ANSWER => body.extend_from_slice(&c),
-            Ok(Some(_)) => return Err(failed(format!("answered more than {MAX_ANSWER} bytes"))),
-            Ok(None) => break,
-            Err(e) => {
-                return Err(failed(format!(
-                    "answer could not be read ({})",
-                    e.without_url()
-                )))
-            }
-        }
-    }
+        .map_err(failed)?;
     if !status.is_success() {
         // The body stays in the host's log: an endpoint's error can quote
         // the key (masked or not) or the request's headers.

@@ -185,15 +185,11 @@ fn a_voice_note_is_transcribed_by_the_owners_endpoint_before_the_turn() {
     assert!(has(b"OpusHead"), "Opus, as Telegram sends voice notes");
     // The key never reached the sandbox's side: not in runner.json, the
     // session DBs, or any log.
-    for f in walk(host_dir.path()) {
-        if let Ok(bytes) = std::fs::read(&f) {
-            assert!(
-                !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
-                "the transcription key is in {}",
-                f.display()
-            );
-        }
-    }
+    assert_eq!(
+        files_holding(host_dir.path(), KEY),
+        Vec::<std::path::PathBuf>::new(),
+        "the transcription key is in these files"
+    );
 }
 
 /// No endpoint, or one that fails: the turn runs, and the model is told

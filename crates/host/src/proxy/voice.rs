@@ -8,7 +8,7 @@
 //! the audio held in memory). A refused body is read and dropped before
 //! the answer, since the runner is still writing it.
 
-use super::web::{error, write_answer, FileHead, NO_WEB};
+use super::web::{error, read_body, write_answer, FileHead, NO_WEB};
 use super::*;
 
 type Refusal = (u16, serde_json::Value);
@@ -39,26 +39,7 @@ pub(super) async fn answer(
         }
     };
     // `decide` capped `len` at the route's maximum (25 MB).
-    let want = usize::try_from(len).unwrap_or(0);
-    let mut body = Vec::with_capacity(want);
-    body.extend_from_slice(&early[..early.len().min(want)]);
-    let read = async {
-        let mut chunk = vec![0u8; 64 * 1024];
-        while body.len() < want {
-            let n = c
-                .read(&mut chunk[..(want - body.len()).min(64 * 1024)])
-                .await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(lim.idle_timeout, read).await {
-        Ok(r) => r?,
-        Err(_) => return Err(timed_out("reading a voice note")),
-    }
+    let body = read_body(&mut c, len, early, lim, "a voice note").await?;
     let name = file.name.unwrap_or_else(|| "audio".into());
     let (bytes, started) = (body.len(), Instant::now());
     let r = access.web.transcribe(&name, &media_type, body).await;

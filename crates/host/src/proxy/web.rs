@@ -106,12 +106,30 @@ pub(super) async fn answer_route(
     ctx: &Ctx,
 ) -> std::io::Result<()> {
     let lim = &ctx.limits;
-    let mut body = early.to_vec();
-    let want = usize::try_from(len).unwrap_or(usize::MAX);
+    // `decide` capped `len` at the route's maximum.
+    let body = read_body(&mut c, len, early, lim, "a request to a web route").await?;
+    let (code, json) = answer(route, body, ctx).await;
+    write_answer(&mut c, code, &json, lim).await
+}
+
+/// A host route's body: `len` bytes (`early` already read), into one
+/// buffer of that size, within the idle timeout; `what` names it in the
+/// timeout's error.
+pub(super) async fn read_body(
+    c: &mut UnixStream,
+    len: u64,
+    early: &[u8],
+    lim: &Limits,
+    what: &str,
+) -> std::io::Result<Vec<u8>> {
+    let want = usize::try_from(len).unwrap_or(0);
+    let mut body = Vec::with_capacity(want);
+    body.extend_from_slice(&early[..early.len().min(want)]);
     let read = async {
-        let mut chunk = [0u8; 4096];
+        let mut chunk = vec![0u8; 64 * 1024];
         while body.len() < want {
-            let n = c.read(&mut chunk).await?;
+            let room = (want - body.len()).min(chunk.len());
+            let n = c.read(&mut chunk[..room]).await?;
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
             }
@@ -120,12 +138,9 @@ pub(super) async fn answer_route(
         Ok(())
     };
     match tokio::time::timeout(lim.idle_timeout, read).await {
-        Ok(r) => r?,
-        Err(_) => return Err(timed_out("reading a request to a web route")),
+        Ok(r) => r.map(|()| body),
+        Err(_) => Err(timed_out(&format!("reading {what}"))),
     }
-    body.truncate(want);
-    let (code, json) = answer(route, body, ctx).await;
-    write_answer(&mut c, code, &json, lim).await
 }
 
 pub(super) async fn write_answer(

@@ -384,6 +384,17 @@ pub fn walk(p: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The files below `dir` that contain `secret` (a key that must never have
+/// left the host's memory: in runner.json, a session DB, a log).
+pub fn files_holding(dir: &Path, secret: &str) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(f).is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+        })
+        .collect()
+}
+
 /// A scripted model that asks "Which colour?" (Red = `r`, Blue = `b`) when a
 /// message mentions "colour", and reports the tool's result after it.
 /// `{timeout}` is the question's timeout in seconds.
