@@ -33,25 +33,6 @@ pub fn post(
     body: &str,
     timeout: Duration,
 ) -> Result<Response, ProviderError> {
-    post_bytes(
-        socket,
-        path,
-        "application/json",
-        headers,
-        body.as_bytes(),
-        timeout,
-    )
-}
-
-/// POSTs `body` (of `content_type`) to `path` on the proxy.
-pub fn post_bytes(
-    socket: &Path,
-    path: &str,
-    content_type: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Response, ProviderError> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         err(
             ErrorKind::Other,
@@ -64,7 +45,7 @@ pub fn post_bytes(
     })?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
-    let mut req = format!("POST {path} HTTP/1.1\r\nhost: proxy\r\ncontent-type: {content_type}\r\naccept: text/event-stream\r\n");
+    let mut req = format!("POST {path} HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\naccept: text/event-stream\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -73,7 +54,7 @@ pub fn post_bytes(
         body.len()
     ));
     s.write_all(req.as_bytes())
-        .and_then(|_| s.write_all(body))
+        .and_then(|_| s.write_all(body.as_bytes()))
         .map_err(|e| err(ErrorKind::Other, true, format!("writing to the proxy: {e}")))?;
     let mut r = BufReader::new(s);
     let head = read_head(&mut r)?;

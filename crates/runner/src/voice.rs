@@ -1,7 +1,8 @@
 //! Voice notes and audio files, transcribed before the turn (issue 17,
-//! decision 0046): each audio attachment of a chat message is read from
-//! the inbox and sent to the host's route on the proxy socket; the host
-//! asks the owner's transcription endpoint. The transcript is added to
+//! decision 0046): for each audio attachment of a chat message the runner
+//! names the file to the host's route on the proxy socket; the host reads
+//! its own copy from the session's inbox and asks the owner's
+//! transcription endpoint. The transcript is added to
 //! the message's text with a marker, so the prompt, the stored
 //! conversation and the memory index all carry it; the audio stays in the
 //! inbox. A note that cannot be transcribed is named with the reason.
@@ -17,8 +18,6 @@ use crate::Runner;
 
 /// The host's route.
 pub const TRANSCRIBE_PATH: &str = "/_pinch/voice/transcribe";
-/// The largest file sent (the endpoints' usual limit, 25 MB).
-pub const MAX_AUDIO: usize = 25 * 1024 * 1024;
 /// The in-flight name the host's stuck check sees while one is transcribed.
 const IN_FLIGHT: &str = "transcribe_voice";
 
@@ -44,20 +43,6 @@ pub fn audio_type(mime: Option<&str>, name: &str) -> Option<&'static str> {
     }
 }
 
-/// The name sent with the file: printable ASCII, as a header carries it.
-fn header_name(name: &str) -> String {
-    let n: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .take(100)
-        .collect();
-    if n.is_empty() {
-        "audio".into()
-    } else {
-        n
-    }
-}
-
 impl Runner {
     /// Adds a transcript (or the reason there is none) to every chat
     /// message of `rows` that carries audio. While the host transcribes,
@@ -71,9 +56,9 @@ impl Runner {
             };
             let mut lines = Vec::new();
             for a in &chat.attachments {
-                let Some(media_type) = audio_type(a.mime.as_deref(), &a.name) else {
+                if audio_type(a.mime.as_deref(), &a.name).is_none() {
                     continue;
-                };
+                }
                 if !self.cfg.web.voice {
                     lines.push(format!(
                         "[voice note {}: not transcribed — {}]",
@@ -94,7 +79,7 @@ impl Runner {
                         &pinch_proto::time::now(),
                     );
                 }
-                lines.push(match transcribe_one(&self.cfg, a, media_type) {
+                lines.push(match transcribe_one(&self.cfg, a) {
                     Ok(t) if t.trim().is_empty() => {
                         format!("[voice note {}: transcribed, no words in it]", a.name)
                     }
@@ -133,29 +118,18 @@ fn not_configured() -> &'static str {
     "this install has no transcription endpoint; the owner can set [voice] url in pinch.toml"
 }
 
-/// One file's transcript from the host, or why not.
-fn transcribe_one(cfg: &RunnerConfig, a: &Attachment, media_type: &str) -> Result<String, String> {
+/// One file's transcript from the host, or why not. The host reads the
+/// file from its own copy of the inbox: the runner only names it.
+fn transcribe_one(cfg: &RunnerConfig, a: &Attachment) -> Result<String, String> {
     let Some(socket) = cfg.proxy_socket.as_deref() else {
         return Err("this runner has no credential proxy to ask".into());
     };
-    let Some(rel) = a.path.strip_prefix("/workspace/inbox/") else {
-        return Err(format!("{} is not in the inbox", a.path));
-    };
-    let data = crate::read::regular(&cfg.paths.inbox_dir.join(rel), MAX_AUDIO + 1)
-        .map_err(|e| format!("it could not be read ({e})"))?;
-    if data.len() > MAX_AUDIO {
-        return Err(format!(
-            "it is over {} MB, the most a transcription endpoint takes",
-            MAX_AUDIO / (1024 * 1024)
-        ));
-    }
-    let name = header_name(&a.name);
-    let resp = pinch_providers::http::post_bytes(
+    let body = serde_json::json!({ "path": a.path }).to_string();
+    let resp = pinch_providers::http::post(
         socket,
         TRANSCRIBE_PATH,
-        media_type,
-        &[("x-pinch-file-name", &name)],
-        &data,
+        &[],
+        &body,
         Duration::from_millis(cfg.timings.voice_ms),
     )
     .map_err(|e| e.message)?;
@@ -196,7 +170,5 @@ mod tests {
         );
         assert_eq!(audio_type(Some("image/png"), "a.png"), None);
         assert_eq!(audio_type(Some("video/mp4"), "clip.mp4"), None);
-        assert_eq!(header_name("my voice (1).ogg"), "myvoice1.ogg");
-        assert_eq!(header_name("голос"), "audio");
     }
 }

@@ -72,6 +72,40 @@ pub fn extension(media_type: &str) -> Option<&'static str> {
     })
 }
 
+/// An audio file's media type: by its name's extension, else by its
+/// first bytes (a voice note saved without an extension); `None` when it
+/// is not audio the endpoints take.
+pub fn media_type_of(name: &str, data: &[u8]) -> Option<&'static str> {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    let by_name = match ext.as_deref() {
+        Some("ogg" | "oga" | "opus") => Some("audio/ogg"),
+        Some("mp3" | "mpga" | "mpeg") => Some("audio/mpeg"),
+        Some("m4a") => Some("audio/mp4"),
+        Some("wav") => Some("audio/wav"),
+        Some("webm") => Some("audio/webm"),
+        Some("flac") => Some("audio/flac"),
+        _ => None,
+    };
+    by_name.or(if data.starts_with(b"OggS") {
+        Some("audio/ogg")
+    } else if data.starts_with(b"ID3")
+        || data.starts_with(&[0xFF, 0xFB])
+        || data.starts_with(&[0xFF, 0xF3])
+    {
+        Some("audio/mpeg")
+    } else if data.len() >= 8 && &data[4..8] == b"ftyp" {
+        Some("audio/mp4")
+    } else if data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WAVE" {
+        Some("audio/wav")
+    } else if data.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some("audio/webm")
+    } else if data.starts_with(b"fLaC") {
+        Some("audio/flac")
+    } else {
+        None
+    })
+}
+
 /// The name the file is uploaded under: the sender's when it carries an
 /// extension the APIs know, else a plain name with the type's.
 pub fn upload_name(name: &str, media_type: &str) -> String {
@@ -96,27 +130,17 @@ impl Web {
         self.settings.voice.is_some() && policy.voice.unwrap_or(true)
     }
 
-    /// Whether `group` may have a file of `media_type` transcribed now
-    /// (the endpoint is set, the group's policy allows it, the type is
-    /// audio, and the group's rate allows one more); decided before the
-    /// file is read. `Ok`: how long to wait for a [`Web::voice_slot`].
-    pub fn voice_admit(
-        &self,
-        group: &str,
-        policy: &GroupPolicy,
-        media_type: &str,
-    ) -> Result<Duration, FetchError> {
+    /// Whether `group` may have a file transcribed now (the endpoint is
+    /// set, the group's policy allows it, and the group's rate allows one
+    /// more); decided before the file is read. `Ok`: how long to wait for
+    /// a [`Web::voice_slot`].
+    pub fn voice_admit(&self, group: &str, policy: &GroupPolicy) -> Result<Duration, FetchError> {
         let Some(ep) = &self.settings.voice else {
             return Err(FetchError::Unavailable(NOT_CONFIGURED.into()));
         };
         if !self.voice_on(policy) {
             return Err(FetchError::Refused(format!(
                 "voice transcription is off for agent group {group:?}; the owner can turn it on with `pinch admin groups config-set {group} --web '{{\"voice\":true}}'`"
-            )));
-        }
-        if extension(media_type).is_none() {
-            return Err(FetchError::Unsupported(format!(
-                "{media_type:?} is not an audio type a transcription endpoint takes"
             )));
         }
         let now = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -160,6 +184,11 @@ impl Web {
         let Some(ep) = &self.settings.voice else {
             return Err(FetchError::Unavailable(NOT_CONFIGURED.into()));
         };
+        if extension(media_type).is_none() {
+            return Err(FetchError::Unsupported(format!(
+                "{media_type:?} is not an audio type a transcription endpoint takes"
+            )));
+        }
         if audio.len() > MAX_AUDIO {
             return Err(FetchError::BadRequest(format!(
                 "the file is over {} MB, the most a transcription endpoint takes",
@@ -258,5 +287,16 @@ mod tests {
         assert_eq!(upload_name("x.exe", "audio/x-unknown"), "audio.ogg");
         assert_eq!(extension("audio/ogg; codecs=opus"), Some("ogg"));
         assert_eq!(extension("text/plain"), None);
+        assert_eq!(media_type_of("voice.OGG", b""), Some("audio/ogg"));
+        assert_eq!(media_type_of("voice", b"OggS\0\x02"), Some("audio/ogg"));
+        assert_eq!(
+            media_type_of("memo", b"\0\0\0\x20ftypM4A "),
+            Some("audio/mp4")
+        );
+        assert_eq!(
+            media_type_of("x", b"RIFF\0\0\0\0WAVEfmt "),
+            Some("audio/wav")
+        );
+        assert_eq!(media_type_of("notes.txt", b"hello"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Transcription against a loopback server playing an OpenAI-compatible
 //! `/v1/audio/transcriptions` endpoint: the form it receives, the key, the
 //! transcript; and what is decided before a file is read — the group's
-//! policy, the type, the group's rate, the host's two turns.
+//! policy, the group's rate, the host's two turns — and the type.
 
 use std::time::Duration;
 
@@ -84,11 +84,11 @@ async fn a_file_is_posted_as_the_apis_form_and_its_transcript_returned() {
 }
 
 #[tokio::test]
-async fn policy_type_rate_and_turns_are_decided_before_the_file_is_read() {
+async fn policy_rate_turns_and_type_are_checked() {
     let none = Web::new(Settings::default()).unwrap();
     let all = GroupPolicy::default();
     assert!(matches!(
-        none.voice_admit("main", &all, "audio/ogg"),
+        none.voice_admit("main", &all),
         Err(FetchError::Unavailable(m)) if m.contains("[voice] url")
     ));
     let site = serve(api);
@@ -96,19 +96,22 @@ async fn policy_type_rate_and_turns_are_decided_before_the_file_is_read() {
     assert!(w.voice_on(&all));
     let off = GroupPolicy::from_json(Some(r#"{"voice":false}"#)).unwrap();
     assert!(!w.voice_on(&off));
-    let e = w.voice_admit("kids", &off, "audio/ogg").unwrap_err();
+    let e = w.voice_admit("kids", &off).unwrap_err();
     assert!(
         e.status() == 403 && e.to_string().contains(r#"--web '{"voice":true}'"#),
         "{e}"
     );
-    let e = w.voice_admit("main", &all, "image/png").unwrap_err();
+    let e = w
+        .transcribe("x.png", "image/png", vec![1])
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), 415, "{e}");
     // Two a minute for this group; another group has its own.
-    w.voice_admit("main", &all, "audio/ogg").unwrap();
-    w.voice_admit("main", &all, "audio/mpeg").unwrap();
-    let e = w.voice_admit("main", &all, "audio/ogg").unwrap_err();
+    w.voice_admit("main", &all).unwrap();
+    w.voice_admit("main", &all).unwrap();
+    let e = w.voice_admit("main", &all).unwrap_err();
     assert!(e.to_string().contains("too many voice notes"), "{e}");
-    w.voice_admit("other", &all, "audio/ogg").unwrap();
+    w.voice_admit("other", &all).unwrap();
     // The host's turns: two held, a third waits and gives up.
     let a = w.voice_slot(Duration::from_millis(10)).await.unwrap();
     let _b = w.voice_slot(Duration::from_millis(10)).await.unwrap();

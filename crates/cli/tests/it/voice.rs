@@ -1,10 +1,11 @@
 //! Voice notes (issue 17, decision 0046): a voice note made in the test
 //! (espeak-ng speech, encoded to OGG/Opus as Telegram sends them) arrives
 //! on a chat channel; the host saves it in the session's inbox; the runner
-//! reads it in its sandbox and sends it through the proxy socket to the
-//! host, which posts it to the owner's OpenAI-compatible transcription
-//! endpoint (a loopback server playing it) with the key from its own
-//! environment. The transcript reaches the model's prompt with its marker;
+//! in its sandbox names it to the host's route on the proxy socket, and
+//! the host posts its own copy to the owner's OpenAI-compatible
+//! transcription endpoint (a loopback server playing it) with the key from
+//! its own environment. What the sandbox can ask the route directly is
+//! tried too: only inbox files, each transcribed once. The transcript reaches the model's prompt with its marker;
 //! the key never reaches the sandbox's side. Without an endpoint, or when
 //! it fails, the model is told why instead, and the turn still runs.
 
@@ -65,18 +66,22 @@ fn voice_note(dir: &Path) -> Vec<u8> {
 }
 
 /// Sends `n` voice notes (no text, as a phone sends them), one after the
-/// other's reply, to a host in `dir`; the replies.
+/// other's reply, to a host in `dir`; then `probe` gets the session's
+/// proxy socket (as the sandbox sees it) while the host still runs; the
+/// replies.
 fn send_n(
     dir: &Path,
     voice: Option<pinch_web::voice::Endpoint>,
     audio: &[u8],
     n: usize,
+    probe: &dyn Fn(&Path),
 ) -> Vec<String> {
     let mut cfg = with_script(
         host_config(dir, any_sandbox()),
         "default_reply = \"heard: {text}\"\n",
     );
     cfg.web.voice = voice;
+    let data = cfg.data_dir.clone();
     let cell = fake_chat(&mut cfg);
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
@@ -115,12 +120,29 @@ fn send_n(
                 .unwrap()
         })
         .collect();
+    let s = rt.block_on(host.sessions()).remove(0);
+    probe(&data.join("run/proxy").join(&s.id).join("llm.sock"));
     rt.block_on(host.shutdown()).unwrap();
     replies
 }
 
+/// POSTs `body` to the voice route on `sock`: the status line and body.
+fn ask_route(sock: &Path, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut u = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    write!(
+        u,
+        "POST /_pinch/voice/transcribe HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    u.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 fn send(dir: &Path, voice: Option<pinch_web::voice::Endpoint>, audio: &[u8]) -> String {
-    send_n(dir, voice, audio, 1).remove(0)
+    send_n(dir, voice, audio, 1, &|_| {}).remove(0)
 }
 
 fn at(port: u16, path: &str) -> pinch_web::voice::Endpoint {
@@ -140,11 +162,42 @@ fn a_voice_note_is_transcribed_by_the_owners_endpoint_before_the_turn() {
     let audio = voice_note(tmp.path());
     let site = serve(endpoint);
     let host_dir = tempfile::tempdir().unwrap();
-    let reply = send(
+    // What the sandbox could ask the route directly: the same note again
+    // (its transcript is kept: the endpoint is not asked twice), a host
+    // file, a way out of the inbox, a file that is not there.
+    let probe = |sock: &Path| {
+        let again = ask_route(sock, r#"{"path":"/workspace/inbox/m0/voice.ogg"}"#);
+        assert!(
+            again.starts_with("HTTP/1.1 200") && again.contains(SAID),
+            "{again}"
+        );
+        let host_file = ask_route(sock, r#"{"path":"/etc/passwd"}"#);
+        assert!(
+            host_file.starts_with("HTTP/1.1 403") && host_file.contains("only files people sent"),
+            "{host_file}"
+        );
+        let out = ask_route(
+            sock,
+            r#"{"path":"/workspace/inbox/../../../../etc/passwd"}"#,
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 403") && out.contains("cannot be read"),
+            "{out}"
+        );
+        let none = ask_route(sock, r#"{"path":"/workspace/inbox/m0/other.ogg"}"#);
+        assert!(
+            none.starts_with("HTTP/1.1 403") && none.contains("is missing"),
+            "{none}"
+        );
+    };
+    let reply = send_n(
         host_dir.path(),
         Some(at(site.port, "/v1/audio/transcriptions")),
         &audio,
-    );
+        1,
+        &probe,
+    )
+    .remove(0);
     assert_eq!(
         reply,
         format!("heard: [voice note voice.ogg, transcribed]: {SAID}")
@@ -154,7 +207,7 @@ fn a_voice_note_is_transcribed_by_the_owners_endpoint_before_the_turn() {
     // API reads its format.
     let heads = site.heads.lock().unwrap().clone();
     let bodies = site.bodies.lock().unwrap().clone();
-    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(heads.len(), 1, "asked once, though asked twice: {heads:?}");
     assert!(
         heads[0].starts_with("POST /v1/audio/transcriptions "),
         "{}",
@@ -220,7 +273,13 @@ fn a_voice_note_without_a_transcript_says_why() {
     // before it is read, and the model is told why.
     let mut one = at(site.port, "/v1/audio/transcriptions");
     one.per_minute = 1;
-    let replies = send_n(tempfile::tempdir().unwrap().path(), Some(one), &audio, 2);
+    let replies = send_n(
+        tempfile::tempdir().unwrap().path(),
+        Some(one),
+        &audio,
+        2,
+        &|_| {},
+    );
     assert_eq!(
         replies[0],
         format!("heard: [voice note voice.ogg, transcribed]: {SAID}")

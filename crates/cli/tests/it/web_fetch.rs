@@ -217,17 +217,16 @@ fn a_group_whose_policy_turns_web_fetch_off_is_refused_by_the_host() {
         "{answer}"
     );
     assert_eq!(site.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
-    // The voice route on an install without [voice]: the file is read and
-    // dropped, and the answer says what the owner can set.
-    let audio = vec![7u8; 2 << 20];
+    // The voice route on an install without [voice]: the answer says what
+    // the owner can set.
+    let body = r#"{"path":"/workspace/inbox/m1/voice.ogg"}"#;
     let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     write!(
         u,
-        "POST /_pinch/voice/transcribe HTTP/1.1\r\nhost: p\r\ncontent-type: audio/ogg\r\ncontent-length: {}\r\n\r\n",
-        audio.len()
+        "POST /_pinch/voice/transcribe HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
-    u.write_all(&audio).unwrap();
     let mut answer = String::new();
     u.read_to_string(&mut answer).unwrap();
     assert!(

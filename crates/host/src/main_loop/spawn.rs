@@ -306,7 +306,12 @@ impl Host {
                 tracing::warn!(agent_group_id = ag_id, "{e:#}");
                 format!("{e:#}")
             });
-            let web = crate::proxy::WebAccess::new(self.web.clone(), ag_id.to_owned(), policy);
+            let web = crate::proxy::WebAccess::new(
+                self.web.clone(),
+                ag_id.to_owned(),
+                policy,
+                self.data.session(ag_id, id).inbox(),
+            );
             let h = crate::proxy::serve(
                 &sock,
                 id.to_owned(),

@@ -49,13 +49,10 @@ pub(super) enum Decision {
     },
     Forward(Forward),
     /// One of the host's own routes ([`super::web::HostRoute`]), with the
-    /// body's length and, for a file (a voice note), its `Content-Type`
-    /// and `X-Pinch-File-Name` (printable ASCII only).
+    /// body's length.
     Host {
         route: super::web::HostRoute,
         len: u64,
-        media_type: Option<String>,
-        file_name: Option<String>,
     },
 }
 
@@ -232,22 +229,7 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
                 ),
             ));
         }
-        let ascii = |name: &str| {
-            req.headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.len() <= 200)
-                .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
-                .map(str::to_owned)
-        };
-        return Ok(Decision::Host {
-            route,
-            len,
-            media_type: ascii("content-type"),
-            file_name: ascii("x-pinch-file-name"),
-        });
+        return Ok(Decision::Host { route, len });
     };
     if len > MAX_BODY {
         return Err(refuse(
@@ -462,8 +444,6 @@ mod tests {
             Ok(Decision::Host {
                 route: super::super::web::HostRoute::Fetch,
                 len: 20,
-                media_type: None,
-                file_name: None,
             })
         );
         assert_eq!(code(&head("GET", 0)), 405);
@@ -472,20 +452,18 @@ mod tests {
             code("POST /_pinch/web/other HTTP/1.1\r\nHost: p\r\n\r\n"),
             403
         );
-        // A voice note may be large (25 MB), with its type and name.
+        // The voice route takes a small JSON body naming a file.
         let voice = |len: u64| {
-            format!("POST /_pinch/voice/transcribe HTTP/1.1\r\nHost: p\r\nContent-Type: audio/ogg\r\nX-Pinch-File-Name: voice.ogg\r\nContent-Length: {len}\r\n\r\n")
+            format!("POST /_pinch/voice/transcribe HTTP/1.1\r\nHost: p\r\nContent-Length: {len}\r\n\r\n")
         };
         assert_eq!(
-            decide(voice(1 << 20).as_bytes(), &test_routes()),
+            decide(voice(40).as_bytes(), &test_routes()),
             Ok(Decision::Host {
                 route: super::super::web::HostRoute::Transcribe,
-                len: 1 << 20,
-                media_type: Some("audio/ogg".into()),
-                file_name: Some("voice.ogg".into()),
+                len: 40,
             })
         );
-        assert_eq!(code(&voice(25 * 1024 * 1024 + 1)), 413);
+        assert_eq!(code(&voice(64 * 1024 + 1)), 413);
         assert_eq!(
             code(
                 "POST /_pinch/web/fetch HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -159,18 +159,9 @@ async fn handle(mut c: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
         }
         Ok(Decision::Connect { host, port }) => connect(c, &host, port, &buf[end..], ctx).await,
         Ok(Decision::Forward(f)) => forward(c, f, &buf[end..], ctx).await,
-        Ok(Decision::Host {
-            route,
-            len,
-            media_type,
-            file_name,
-        }) => {
+        Ok(Decision::Host { route, len }) => {
             if route == super::web::HostRoute::Transcribe {
-                let file = super::web::FileHead {
-                    media_type,
-                    name: file_name,
-                };
-                return super::voice::answer(c, len, &buf[end..], file, ctx).await;
+                return super::voice::answer(c, len, &buf[end..], ctx).await;
             }
             super::web::answer_route(c, route, len, &buf[end..], ctx).await
         }

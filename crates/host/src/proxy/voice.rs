@@ -1,82 +1,47 @@
-//! `POST /_pinch/voice/transcribe` (decision 0046): a voice note's bytes,
-//! with its `Content-Type` and `X-Pinch-File-Name`, transcribed by the
-//! owner's endpoint through [`pinch_web::Web::transcribe`]; the answer is
-//! `{"text": …}` or `{"error": …}`. The sandbox is hostile, so everything
-//! that can refuse a request is decided before its body is read: the
-//! group's policy, the type, the group's rate, one note at a time per
-//! session, and a turn among the host's few transcriptions (which bounds
-//! the audio held in memory). A refused body is read and dropped before
-//! the answer, since the runner is still writing it.
+//! `POST /_pinch/voice/transcribe` (decision 0046), `{"path":
+//! "/workspace/inbox/<message>/<file>"}`: the host transcribes a file a
+//! person sent — one it saved itself in the session's inbox, which the
+//! sandbox sees read-only — with the owner's endpoint
+//! ([`pinch_web::Web::transcribe`]); the answer is `{"text": …}` or
+//! `{"error": …}`. The sandbox names a file and never sends audio, so the
+//! owner's key pays only for what people sent: each file once per
+//! session (the transcript is kept), within the group's rate. The file is
+//! opened beneath the inbox's descriptor (no link, no FIFO, at most
+//! 25 MB), and read only with a turn among the host's few transcriptions
+//! (which bounds the audio held in memory) and the session's one.
 
-use super::web::{error, read_body, write_answer, FileHead, NO_WEB};
+use std::io::Read;
+
+use super::web::{error, read_body, write_answer, NO_WEB};
 use super::*;
 
 type Refusal = (u16, serde_json::Value);
+
+/// Transcripts a session keeps (a retried turn asks again).
+const KEPT: usize = 64;
+
+#[derive(serde::Deserialize)]
+struct TranscribeRequest {
+    path: String,
+}
 
 pub(super) async fn answer(
     mut c: UnixStream,
     len: u64,
     early: &[u8],
-    file: FileHead,
     ctx: &Ctx,
 ) -> std::io::Result<()> {
     let lim = &ctx.limits;
-    let media_type = file
-        .media_type
-        .unwrap_or_else(|| "application/octet-stream".into());
-    let admitted = admit(&media_type, ctx).await;
-    let (access, turns) = match admitted {
-        Ok(a) => a,
-        Err((code, json)) => {
-            let rest = len.saturating_sub(early.len() as u64);
-            let (mut src, mut sink) = ((&mut c).take(rest), tokio::io::sink());
-            match tokio::time::timeout(lim.idle_timeout, tokio::io::copy(&mut src, &mut sink)).await
-            {
-                Ok(r) => r?,
-                Err(_) => return Err(timed_out("reading a refused voice note")),
-            };
-            return write_answer(&mut c, code, &json, lim).await;
-        }
-    };
-    // `decide` capped `len` at the route's maximum (25 MB).
-    let body = read_body(&mut c, len, early, lim, "a voice note").await?;
-    let name = file.name.unwrap_or_else(|| "audio".into());
-    let (bytes, started) = (body.len(), Instant::now());
-    let r = access.web.transcribe(&name, &media_type, body).await;
-    // The turns are for the endpoint's work, not for the answer's write.
-    drop(turns);
-    let ms = started.elapsed().as_millis() as u64;
-    let sid = ctx.session_id.as_str();
-    let (code, json) = match r {
-        Ok(text) => {
-            tracing::info!(
-                session_id = sid,
-                bytes,
-                chars = text.chars().count(),
-                ms,
-                "voice note transcribed"
-            );
-            (200, serde_json::json!({ "text": text }))
-        }
-        Err(e) => {
-            tracing::warn!(
-                session_id = sid,
-                bytes,
-                ms,
-                "transcribing a voice note: {e}"
-            );
-            error(e.status(), e.to_string())
-        }
+    // `decide` capped `len` at the route's maximum (64 KiB of JSON).
+    let body = read_body(&mut c, len, early, lim, "a transcription request").await?;
+    let (code, json) = match transcribe(&body, ctx).await {
+        Ok(text) => (200, serde_json::json!({ "text": text })),
+        Err(refusal) => refusal,
     };
     write_answer(&mut c, code, &json, lim).await
 }
 
-/// The session's access and its turns (its own, then one of the host's),
-/// or the refusal.
-async fn admit<'a>(
-    media_type: &str,
-    ctx: &'a Ctx,
-) -> Result<(&'a WebAccess, (OwnedSemaphorePermit, OwnedSemaphorePermit)), Refusal> {
+async fn transcribe(body: &[u8], ctx: &Ctx) -> Result<String, Refusal> {
     let Some(access) = ctx.web.as_deref() else {
         return Err(error(403, NO_WEB.into()));
     };
@@ -86,17 +51,40 @@ async fn admit<'a>(
             format!("refused: this agent group's web policy is invalid: {why}"),
         )
     })?;
-    let wait = access
-        .web
-        .voice_admit(&access.group, policy, media_type)
-        .map_err(|e| error(e.status(), e.to_string()))?;
-    let own = access.voice_busy.clone().try_acquire_owned().map_err(|_| {
+    let req: TranscribeRequest = serde_json::from_slice(body).map_err(|e| {
         error(
-            429,
-            "this session is already having a voice note transcribed; send the next when it is done".into(),
+            400,
+            format!(r#"the request must be JSON {{"path": "/workspace/inbox/…"}} ({e})"#),
         )
     })?;
-    let host = access.web.voice_slot(wait).await.ok_or_else(|| {
+    let rel = req
+        .path
+        .strip_prefix("/workspace/inbox/")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            error(
+                403,
+                format!(
+                    "{:?} is not a file in /workspace/inbox: only files people sent are transcribed",
+                    req.path.chars().take(200).collect::<String>()
+                ),
+            )
+        })?
+        .to_owned();
+    if let Some(text) = access.kept(&rel) {
+        return Ok(text);
+    }
+    let wait = access
+        .web
+        .voice_admit(&access.group, policy)
+        .map_err(|e| error(e.status(), e.to_string()))?;
+    let _own = access.voice_busy.clone().try_acquire_owned().map_err(|_| {
+        error(
+            429,
+            "this session is already having a voice note transcribed; ask for the next when it is done".into(),
+        )
+    })?;
+    let turn = access.web.voice_slot(wait).await.ok_or_else(|| {
         error(
             503,
             format!(
@@ -106,5 +94,84 @@ async fn admit<'a>(
             ),
         )
     })?;
-    Ok((access, (own, host)))
+    let inbox = access.inbox.clone();
+    let rel2 = rel.clone();
+    let audio = tokio::task::spawn_blocking(move || read_inbox(&inbox, &rel2))
+        .await
+        .map_err(|e| error(500, format!("internal error reading the file: {e}")))?
+        .map_err(|why| error(403, why))?;
+    let name = rel.rsplit('/').next().unwrap_or(&rel).to_owned();
+    let media_type = pinch_web::voice::media_type_of(&name, &audio).ok_or_else(|| {
+        error(
+            415,
+            format!("{rel:?} is not an audio file a transcription endpoint takes"),
+        )
+    })?;
+    let (bytes, started) = (audio.len(), Instant::now());
+    let r = access.web.transcribe(&name, media_type, audio).await;
+    drop(turn);
+    let ms = started.elapsed().as_millis() as u64;
+    let sid = ctx.session_id.as_str();
+    match r {
+        Ok(text) => {
+            tracing::info!(
+                session_id = sid,
+                bytes,
+                chars = text.chars().count(),
+                ms,
+                "voice note transcribed"
+            );
+            access.keep(&rel, &text);
+            Ok(text)
+        }
+        Err(e) => {
+            tracing::warn!(
+                session_id = sid,
+                bytes,
+                ms,
+                "transcribing a voice note: {e}"
+            );
+            Err(error(e.status(), e.to_string()))
+        }
+    }
+}
+
+/// The file `rel` beneath the session's inbox, opened beneath its
+/// descriptor (no link, no FIFO), at most the endpoints' 25 MB.
+fn read_inbox(inbox: &std::path::Path, rel: &str) -> Result<Vec<u8>, String> {
+    let max = pinch_web::voice::MAX_AUDIO as u64;
+    let f = crate::safe_fs::Dir::open_trusted(inbox)
+        .and_then(|d| d.open_file(rel))
+        .map_err(|e| format!("{rel:?} cannot be read from the inbox: {e}"))?;
+    let mut data = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("{rel:?} cannot be read from the inbox: {e}"))?;
+    if data.len() as u64 > max {
+        return Err(format!(
+            "{rel:?} is over {} MB, the most a transcription endpoint takes",
+            max / (1024 * 1024)
+        ));
+    }
+    Ok(data)
+}
+
+impl WebAccess {
+    fn kept(&self, rel: &str) -> Option<String> {
+        self.transcripts
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(r, _)| r == rel)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn keep(&self, rel: &str, text: &str) {
+        if let Ok(mut k) = self.transcripts.lock() {
+            if k.len() >= KEPT {
+                k.remove(0);
+            }
+            k.push((rel.to_owned(), text.to_owned()));
+        }
+    }
 }

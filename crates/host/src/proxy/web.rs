@@ -1,8 +1,8 @@
 //! The host's own routes on the proxy socket (decision 0042):
 //! `POST /_pinch/web/fetch` (`{"url": …, "max_chars": …}`) and
 //! `POST /_pinch/web/search` (`{"query": …, "count": …}`), and
-//! `POST /_pinch/voice/transcribe` (a voice note's bytes, with its
-//! `Content-Type` and `X-Pinch-File-Name`; decision 0046). The host does
+//! `POST /_pinch/voice/transcribe` (`{"path": "/workspace/inbox/…"}`,
+//! answered by `super::voice`; decision 0046). The host does
 //! the work under the session's agent group policy with
 //! [`pinch_web::Web`] and answers `200` with JSON (the page; `{"results":
 //! […]}`; `{"text": …}`), or the refusal's status with `{"error": …}`.
@@ -32,8 +32,7 @@ impl HostRoute {
     /// The largest request body the route reads.
     pub(super) fn max_request(self) -> u64 {
         match self {
-            HostRoute::Fetch | HostRoute::Search => 64 * 1024,
-            HostRoute::Transcribe => pinch_web::voice::MAX_AUDIO as u64,
+            HostRoute::Fetch | HostRoute::Search | HostRoute::Transcribe => 64 * 1024,
         }
     }
 
@@ -51,13 +50,6 @@ impl HostRoute {
 
 pub(super) const NO_WEB: &str = "the host's web tools are not available through this proxy";
 
-/// A file route's description of its body.
-#[derive(Debug, Default)]
-pub(super) struct FileHead {
-    pub(super) media_type: Option<String>,
-    pub(super) name: Option<String>,
-}
-
 /// What a session's proxy needs to fetch for its agent group.
 pub struct WebAccess {
     pub web: Arc<pinch_web::Web>,
@@ -65,9 +57,14 @@ pub struct WebAccess {
     /// The group's policy, or why it could not be read (web_fetch is then
     /// refused with that reason).
     pub policy: Result<pinch_web::GroupPolicy, String>,
-    /// One voice note at a time per session (the runner sends them one
-    /// by one), so one session cannot take every transcription turn.
+    /// The session's inbox on the host (files people sent; read-only in
+    /// the sandbox): the only files transcribed.
+    pub(super) inbox: std::path::PathBuf,
+    /// One voice note at a time per session (the runner asks one by one),
+    /// so one session cannot take every transcription turn.
     pub(super) voice_busy: Arc<Semaphore>,
+    /// Transcripts made for this session, by inbox path (oldest first).
+    pub(super) transcripts: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl WebAccess {
@@ -75,12 +72,15 @@ impl WebAccess {
         web: Arc<pinch_web::Web>,
         group: String,
         policy: Result<pinch_web::GroupPolicy, String>,
+        inbox: std::path::PathBuf,
     ) -> WebAccess {
         WebAccess {
             web,
             group,
             policy,
+            inbox,
             voice_busy: Arc::new(Semaphore::new(1)),
+            transcripts: std::sync::Mutex::default(),
         }
     }
 }
