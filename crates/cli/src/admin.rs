@@ -233,12 +233,25 @@ fn call(sock: &Path, req: &Value) -> std::io::Result<Value> {
 /// Widest a table column gets; longer cells end in `…`.
 const MAX_WIDTH: usize = 40;
 
+/// A value as a table shows it. Control characters are escaped: an
+/// agent writes some of what is listed (skill names and descriptions), and
+/// must not drive the owner's terminal.
 fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
+    let text = match v {
+        Value::Null => return "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
+    };
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn clip(s: &str, w: usize) -> String {
@@ -349,6 +362,16 @@ pub fn render(resource: &str, verb: &str, data: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_never_carry_control_characters_to_the_terminal() {
+        assert_eq!(
+            cell(&serde_json::json!("a\u{1b}[31mred\nline")),
+            "a\\u{1b}[31mred\\nline"
+        );
+        assert_eq!(cell(&serde_json::json!("plain – ok")), "plain – ok");
+        assert_eq!(cell(&Value::Null), "-");
+    }
 
     fn p(words: &[&str]) -> Result<Parse, String> {
         parse(&words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>())

@@ -52,11 +52,12 @@ pub fn list(groups_dir: &Path, folder: &str) -> Result<Vec<Value>, String> {
         // The descriptor's own listing: the folder opened above, whatever
         // its name now points at.
         let mut names: Vec<String> = match std::fs::read_dir(dir.proc_path()) {
+            // At most MAX_LISTED entries are looked at, whatever they are.
             Ok(rd) => rd
+                .take(MAX_LISTED)
                 .flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| !n.starts_with('.'))
-                .take(MAX_LISTED)
                 .collect(),
             Err(e) => {
                 rows.push(row(scope, shown, None, Some(e.to_string())));

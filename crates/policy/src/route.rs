@@ -220,7 +220,7 @@ pub fn engages(w: &Wiring<'_>, msg: &Message<'_>) -> bool {
         EngageMode::Pattern => w.pattern.is_some_and(|p| {
             // Files without text: matched as FILES_ONLY, never by their
             // names (the sender chooses those).
-            let text = if msg.text.is_empty() && msg.files {
+            let text = if msg.text.trim().is_empty() && msg.files {
                 FILES_ONLY
             } else {
                 msg.text
@@ -667,6 +667,12 @@ mod tests {
             &w(EngageMode::Pattern, Some(&trigger), true),
             &voice
         ));
+        // A caption of only a newline is no caption.
+        let blank = Message {
+            text: "\n",
+            ..voice
+        };
+        assert!(engages(&w(EngageMode::Pattern, Some(&any), true), &blank));
         let nothing = Message {
             files: false,
             ..voice

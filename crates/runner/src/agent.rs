@@ -150,6 +150,7 @@ impl Runner {
         ctx.in_max = turn.in_max;
         ctx.counter = self.tool_counter;
         ctx.images_left = crate::vision::MAX_IMAGES.saturating_sub(turn.images_shown);
+        ctx.image_bytes_left = crate::resize::MAX_TOTAL.saturating_sub(turn.image_bytes);
         // The model call is over: tools that declare no timeout run under
         // the host's plain claim-stuck tolerance, not the model's bound.
         ctx.set_tool_in_flight(None);
@@ -192,6 +193,7 @@ impl Runner {
         }
         self.tool_counter = ctx.counter;
         turn.images_shown = crate::vision::MAX_IMAGES.saturating_sub(ctx.images_left);
+        turn.image_bytes = crate::resize::MAX_TOTAL.saturating_sub(ctx.image_bytes_left);
         let acked = std::mem::take(&mut ctx.acked);
         drop(ctx);
         self.acked.extend(acked);

@@ -1,7 +1,8 @@
 //! Images over a model's limits made to fit (issue 17, decision 0045):
 //! a photo larger than 3.75 MB, or wider or taller than 8000 pixels, is
-//! decoded (with the `image` crate, under memory and size limits, so a
-//! decompression bomb stops at the limit), scaled so its longest edge is
+//! decoded (with the `image` crate, under its limits: 12,000 pixels a
+//! side and 256 MiB for the decoded image, so a decompression bomb stops
+//! at the limit), scaled so its longest edge is
 //! at most 1568 pixels (the size Anthropic recommends, within OpenAI's
 //! 2048), and sent as a JPEG. Decoding happens in the runner, inside the
 //! sandbox.
@@ -20,10 +21,10 @@ pub const MAX_EDGE: u32 = 8000;
 /// The largest file read to be resized (Telegram hands bots files of up
 /// to 20 MB).
 pub const MAX_SOURCE: usize = 20 * 1024 * 1024;
-/// Memory one decode may take.
-const MAX_ALLOC: u64 = 512 * 1024 * 1024;
+/// Memory one decode's image may take (an 8000×8000 RGB photo is 192 MB).
+const MAX_ALLOC: u64 = 256 * 1024 * 1024;
 /// The most pixels an edge may have to be decoded at all.
-const MAX_DECODE_EDGE: u32 = 20_000;
+const MAX_DECODE_EDGE: u32 = 12_000;
 
 /// What [`fit`] made.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,14 +71,60 @@ pub fn needed(data: &[u8], media_type: &str) -> bool {
         .is_ok_and(|(w, h)| w > MAX_EDGE || h > MAX_EDGE)
 }
 
+/// The images of one request together, at most: as base64 (a third more)
+/// with the conversation's text they must fit the credential proxy's
+/// 16 MiB request limit.
+pub const MAX_TOTAL: usize = 10 * 1024 * 1024;
+
+/// An image made ready to send.
+#[derive(Debug)]
+pub struct Ready {
+    pub data: Vec<u8>,
+    pub media_type: &'static str,
+    /// Scaled to these pixels (the prompt says so).
+    pub scaled: Option<(u32, u32)>,
+}
+
+/// `data` made ready to send within `room` bytes (what is left of
+/// [`MAX_TOTAL`]): as it is when it fits the APIs' limits and the room,
+/// else scaled ([`fit`]); or why it cannot be sent.
+pub fn ready(data: Vec<u8>, media_type: &'static str, room: usize) -> Result<Ready, String> {
+    if !needed(&data, media_type) && data.len() <= room {
+        return Ok(Ready {
+            data,
+            media_type,
+            scaled: None,
+        });
+    }
+    let f = fit(&data, media_type).map_err(|why| {
+        format!(
+            "it is over a model's limits ({:.2} MB, {MAX_EDGE} pixels a side) and {why}",
+            MAX_IMAGE as f64 / 1e6
+        )
+    })?;
+    if f.data.len() > room {
+        return Err(format!(
+            "the images sent with one request together are at most {} MB, and this one does not fit in what is left",
+            MAX_TOTAL / (1024 * 1024)
+        ));
+    }
+    Ok(Ready {
+        data: f.data,
+        media_type: "image/jpeg",
+        scaled: Some((f.width, f.height)),
+    })
+}
+
 /// The image scaled to [`LONG_EDGE`] and encoded as a JPEG under the byte
 /// limit (an animated GIF keeps its first frame), or why not.
 pub fn fit(data: &[u8], media_type: &str) -> Result<Fitted, String> {
     let img = reader(data, media_type)?
         .decode()
         .map_err(|e| format!("it could not be decoded ({e})"))?;
+    // `thumbnail` samples in integers: no floating-point copy of the
+    // whole image, which `resize` would make.
     let img = if img.width().max(img.height()) > LONG_EDGE {
-        img.resize(LONG_EDGE, LONG_EDGE, image::imageops::FilterType::Triangle)
+        img.thumbnail(LONG_EDGE, LONG_EDGE)
     } else {
         img
     };
@@ -150,6 +197,21 @@ mod tests {
         assert!(fit(b"\x89PNG\r\n\x1a\nbroken", "image/png")
             .unwrap_err()
             .contains("could not be decoded"));
+    }
+
+    #[test]
+    fn images_are_made_to_fit_what_is_left_of_the_requests_room() {
+        let small = noise_png(64, 32);
+        let r = ready(small.clone(), "image/png", MAX_TOTAL).unwrap();
+        assert_eq!((r.data, r.media_type, r.scaled), (small, "image/png", None));
+        // Fits the APIs, but not the room left: scaled to a JPEG.
+        let mid = noise_png(600, 400);
+        let r = ready(mid.clone(), "image/png", mid.len() - 1).unwrap();
+        assert!(r.data.len() < mid.len() && r.media_type == "image/jpeg");
+        assert_eq!(r.scaled, Some((600, 400)));
+        // No room at all: said.
+        let e = ready(mid, "image/png", 10).unwrap_err();
+        assert!(e.contains("together are at most 10 MB"), "{e}");
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub(crate) struct TurnState {
     /// Images `view_image` showed the model this turn (bounded by
     /// [`crate::vision::MAX_IMAGES`]: each goes with every later step).
     pub images_shown: usize,
+    /// Bytes of images the turn's requests carry: the prompt's and those
+    /// `view_image` showed (bounded by [`crate::resize::MAX_TOTAL`]).
+    pub image_bytes: usize,
 }
 
 /// What the claim decided about the conversation.
@@ -94,6 +97,7 @@ impl Runner {
             ids: batch.ids(),
             user_record: prepared.req.prompt.clone(),
             images_shown: 0,
+            image_bytes: prepared.req.images.iter().map(|i| i.data.len()).sum(),
         };
         let result = self.run(&mut prepared, batch.command, claim.fresh, &mut turn)?;
         self.commit(result, batch.command, &prepared.req, &turn)?;

@@ -9,7 +9,6 @@ use pinch_proto::content::InContent;
 use pinch_proto::runner_config::RunnerConfig;
 use pinch_providers::Image;
 
-pub use crate::resize::MAX_IMAGE;
 /// Images sent with one prompt at most.
 pub const MAX_IMAGES: usize = 8;
 
@@ -62,39 +61,38 @@ pub fn collect<'a>(
             };
             let path = cfg.paths.inbox_dir.join(rel);
             let max = crate::resize::MAX_SOURCE;
-            match crate::read::regular(&path, max + 1) {
-                Ok(data) if data.len() > max => notes.push(format!(
-                    "[image {} not shown to you: it is over {} MB; read it with the shell's tools if you need it]",
-                    a.name,
-                    max / (1024 * 1024)
-                )),
-                Ok(data) if crate::resize::needed(&data, media_type) => {
-                    match crate::resize::fit(&data, media_type) {
-                        Ok(f) => {
-                            notes.push(format!(
-                                "[image {} was scaled to {}×{} pixels to fit the model's limits]",
-                                a.name, f.width, f.height
-                            ));
-                            images.push(Image {
-                                name: a.name.clone(),
-                                media_type: "image/jpeg".into(),
-                                data: f.data,
-                            });
-                        }
-                        Err(why) => notes.push(format!(
-                            "[image {} not shown to you: it is over the model's limits ({:.2} MB, {} pixels a side) and {why}]",
-                            a.name,
-                            MAX_IMAGE as f64 / 1e6,
-                            crate::resize::MAX_EDGE
-                        )),
-                    }
+            let data = match crate::read::regular(&path, max + 1) {
+                Ok(data) if data.len() > max => {
+                    notes.push(format!(
+                        "[image {} not shown to you: it is over {} MB; read it with the shell's tools if you need it]",
+                        a.name,
+                        max / (1024 * 1024)
+                    ));
+                    continue;
                 }
-                Ok(data) => images.push(Image {
-                    name: a.name.clone(),
-                    media_type: media_type.to_owned(),
-                    data,
-                }),
-                Err(e) => notes.push(format!("[image {} could not be read: {e}]", a.name)),
+                Ok(data) => data,
+                Err(e) => {
+                    notes.push(format!("[image {} could not be read: {e}]", a.name));
+                    continue;
+                }
+            };
+            let used: usize = images.iter().map(|i: &Image| i.data.len()).sum();
+            let room = crate::resize::MAX_TOTAL.saturating_sub(used);
+            match crate::resize::ready(data, media_type, room) {
+                Ok(r) => {
+                    if let Some((w, h)) = r.scaled {
+                        notes.push(format!(
+                            "[image {} was scaled to {w}×{h} pixels to fit the model's limits]",
+                            a.name
+                        ));
+                    }
+                    images.push(Image {
+                        name: a.name.clone(),
+                        media_type: r.media_type.into(),
+                        data: r.data,
+                    });
+                }
+                Err(why) => notes.push(format!("[image {} not shown to you: {why}]", a.name)),
             }
         }
     }
@@ -125,7 +123,11 @@ mod tests {
         let inbox = &env.cfg.paths.inbox_dir;
         std::fs::create_dir_all(inbox.join("m1")).unwrap();
         std::fs::write(inbox.join("m1/a.png"), b"png-bytes").unwrap();
-        std::fs::write(inbox.join("m1/big.jpg"), vec![0u8; MAX_IMAGE + 1]).unwrap();
+        std::fs::write(
+            inbox.join("m1/big.jpg"),
+            vec![0u8; crate::resize::MAX_IMAGE + 1],
+        )
+        .unwrap();
         std::fs::write(inbox.join("m1/notes.txt"), b"text").unwrap();
         let att = |name: &str, mime: Option<&str>| Attachment {
             name: name.into(),
@@ -151,7 +153,7 @@ mod tests {
         );
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
-            notes[0].contains("big.jpg not shown to you: it is over the model's limits")
+            notes[0].contains("big.jpg not shown to you: it is over a model's limits")
                 && notes[0].contains("could not be decoded"),
             "{notes:?}"
         );

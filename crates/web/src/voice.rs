@@ -130,11 +130,13 @@ impl Web {
         self.settings.voice.is_some() && policy.voice.unwrap_or(true)
     }
 
-    /// Whether `group` may have a file transcribed now (the endpoint is
-    /// set, the group's policy allows it, and the group's rate allows one
-    /// more); decided before the file is read. `Ok`: how long to wait for
-    /// a [`Web::voice_slot`].
-    pub fn voice_admit(&self, group: &str, policy: &GroupPolicy) -> Result<Duration, FetchError> {
+    /// The endpoint, if `group` may have voice notes transcribed at all
+    /// (one is set and the group's policy allows it); nothing is spent.
+    pub fn voice_allowed(
+        &self,
+        group: &str,
+        policy: &GroupPolicy,
+    ) -> Result<&Endpoint, FetchError> {
         let Some(ep) = &self.settings.voice else {
             return Err(FetchError::Unavailable(NOT_CONFIGURED.into()));
         };
@@ -143,6 +145,15 @@ impl Web {
                 "voice transcription is off for agent group {group:?}; the owner can turn it on with `pinch admin groups config-set {group} --web '{{\"voice\":true}}'`"
             )));
         }
+        Ok(ep)
+    }
+
+    /// Whether `group` may have a file transcribed now (the endpoint is
+    /// set, the group's policy allows it, and the group's rate allows one
+    /// more); decided before the file is read. `Ok`: how long to wait for
+    /// a [`Web::voice_slot`].
+    pub fn voice_admit(&self, group: &str, policy: &GroupPolicy) -> Result<Duration, FetchError> {
+        let ep = self.voice_allowed(group, policy)?;
         let now = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut b = self
             .voice_buckets

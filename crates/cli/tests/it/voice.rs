@@ -181,13 +181,29 @@ fn a_voice_note_is_transcribed_by_the_owners_endpoint_before_the_turn() {
             r#"{"path":"/workspace/inbox/../../../../etc/passwd"}"#,
         );
         assert!(
-            out.starts_with("HTTP/1.1 403") && out.contains("cannot be read"),
+            out.starts_with("HTTP/1.1 403") && out.contains("not a plain path inside the inbox"),
             "{out}"
+        );
+        // The same file spelt another way is the same file: not paid again.
+        let spelt = ask_route(sock, r#"{"path":"/workspace/inbox/m0/./voice.ogg"}"#);
+        assert!(
+            spelt.starts_with("HTTP/1.1 200") && spelt.contains(SAID),
+            "{spelt}"
+        );
+        // What another agent sent is not a person's voice note.
+        let a2a = ask_route(sock, r#"{"path":"/workspace/inbox/a2a-s-1/voice.ogg"}"#);
+        assert!(
+            a2a.starts_with("HTTP/1.1 403") && a2a.contains("came from another agent"),
+            "{a2a}"
         );
         let none = ask_route(sock, r#"{"path":"/workspace/inbox/m0/other.ogg"}"#);
         assert!(
             none.starts_with("HTTP/1.1 403") && none.contains("is missing"),
             "{none}"
+        );
+        assert!(
+            !none.contains("/tmp/"),
+            "the host's paths stay on the host: {none}"
         );
     };
     let reply = send_n(

@@ -5,7 +5,8 @@
 //! ([`pinch_web::Web::transcribe`]); the answer is `{"text": …}` or
 //! `{"error": …}`. The sandbox names a file and never sends audio, so the
 //! owner's key pays only for what people sent: each file once per
-//! session (the transcript is kept), within the group's rate. The file is
+//! session (the transcript is kept by the file's inode), within the
+//! group's rate; files another agent sent (`a2a-*`) are refused. The file is
 //! opened beneath the inbox's descriptor (no link, no FIFO, at most
 //! 25 MB), and read only with a turn among the host's few transcriptions
 //! (which bounds the audio held in memory) and the session's one.
@@ -71,7 +72,37 @@ async fn transcribe(body: &[u8], ctx: &Ctx) -> Result<String, Refusal> {
             )
         })?
         .to_owned();
-    if let Some(text) = access.kept(&rel) {
+    access
+        .web
+        .voice_allowed(&access.group, policy)
+        .map_err(|e| error(e.status(), e.to_string()))?;
+    // Files other agents sent (a2a) are not people's: an agent could send
+    // itself audio to spend the owner's key.
+    if rel.starts_with("a2a-") {
+        return Err(error(
+            403,
+            format!("{rel:?} came from another agent: only files people sent are transcribed"),
+        ));
+    }
+    // Opened first (cheap, nothing read) so a file is known by its inode
+    // however its path is spelt.
+    let inbox = access.inbox.clone();
+    let rel2 = rel.clone();
+    let file = tokio::task::spawn_blocking(move || open_inbox(&inbox, &rel2))
+        .await
+        .map_err(|e| error(500, format!("internal error opening the file: {e}")))?
+        .map_err(|why| error(403, why))?;
+    let id = {
+        use std::os::unix::fs::MetadataExt;
+        let md = file.metadata().map_err(|e| {
+            error(
+                403,
+                format!("{rel:?} cannot be read from the inbox ({})", e.kind()),
+            )
+        })?;
+        (md.dev(), md.ino())
+    };
+    if let Some(text) = access.kept(id) {
         return Ok(text);
     }
     let wait = access
@@ -94,9 +125,8 @@ async fn transcribe(body: &[u8], ctx: &Ctx) -> Result<String, Refusal> {
             ),
         )
     })?;
-    let inbox = access.inbox.clone();
     let rel2 = rel.clone();
-    let audio = tokio::task::spawn_blocking(move || read_inbox(&inbox, &rel2))
+    let audio = tokio::task::spawn_blocking(move || read_all(file, &rel2))
         .await
         .map_err(|e| error(500, format!("internal error reading the file: {e}")))?
         .map_err(|why| error(403, why))?;
@@ -121,7 +151,7 @@ async fn transcribe(body: &[u8], ctx: &Ctx) -> Result<String, Refusal> {
                 ms,
                 "voice note transcribed"
             );
-            access.keep(&rel, &text);
+            access.keep(id, &text);
             Ok(text)
         }
         Err(e) => {
@@ -137,16 +167,32 @@ async fn transcribe(body: &[u8], ctx: &Ctx) -> Result<String, Refusal> {
 }
 
 /// The file `rel` beneath the session's inbox, opened beneath its
-/// descriptor (no link, no FIFO), at most the endpoints' 25 MB.
-fn read_inbox(inbox: &std::path::Path, rel: &str) -> Result<Vec<u8>, String> {
-    let max = pinch_web::voice::MAX_AUDIO as u64;
-    let f = crate::safe_fs::Dir::open_trusted(inbox)
+/// descriptor (no `..`, no link, no FIFO). Errors name `rel` only, never
+/// the host's path.
+fn open_inbox(inbox: &std::path::Path, rel: &str) -> Result<std::fs::File, String> {
+    use crate::safe_fs::Error as E;
+    crate::safe_fs::Dir::open_trusted(inbox)
         .and_then(|d| d.open_file(rel))
-        .map_err(|e| format!("{rel:?} cannot be read from the inbox: {e}"))?;
+        .map_err(|e| {
+            let why = match e {
+                E::Missing(_) => "is missing",
+                E::BadPath(_) => "is not a plain path inside the inbox",
+                E::Symlink(_) => "is, or passes through, a link",
+                E::NotRegular(_) => "is not a regular file",
+                E::NotDir(_) => "passes through something that is not a folder",
+                _ => "cannot be read",
+            };
+            format!("{rel:?} {why}")
+        })
+}
+
+/// The whole file, at most the endpoints' 25 MB.
+fn read_all(f: std::fs::File, rel: &str) -> Result<Vec<u8>, String> {
+    let max = pinch_web::voice::MAX_AUDIO as u64;
     let mut data = Vec::new();
     f.take(max + 1)
         .read_to_end(&mut data)
-        .map_err(|e| format!("{rel:?} cannot be read from the inbox: {e}"))?;
+        .map_err(|e| format!("{rel:?} cannot be read from the inbox ({})", e.kind()))?;
     if data.len() as u64 > max {
         return Err(format!(
             "{rel:?} is over {} MB, the most a transcription endpoint takes",
@@ -157,21 +203,17 @@ fn read_inbox(inbox: &std::path::Path, rel: &str) -> Result<Vec<u8>, String> {
 }
 
 impl WebAccess {
-    fn kept(&self, rel: &str) -> Option<String> {
-        self.transcripts
-            .lock()
-            .ok()?
-            .iter()
-            .find(|(r, _)| r == rel)
-            .map(|(_, t)| t.clone())
+    fn kept(&self, id: (u64, u64)) -> Option<String> {
+        let k = self.transcripts.lock().ok()?;
+        k.iter().find(|(i, _)| *i == id).map(|(_, t)| t.clone())
     }
 
-    fn keep(&self, rel: &str, text: &str) {
+    fn keep(&self, id: (u64, u64), text: &str) {
         if let Ok(mut k) = self.transcripts.lock() {
             if k.len() >= KEPT {
                 k.remove(0);
             }
-            k.push((rel.to_owned(), text.to_owned()));
+            k.push((id, text.to_owned()));
         }
     }
 }

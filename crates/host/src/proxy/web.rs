@@ -41,9 +41,7 @@ impl HostRoute {
         match self {
             HostRoute::Fetch => r#"a JSON body {"url": …}"#,
             HostRoute::Search => r#"a JSON body {"query": …}"#,
-            HostRoute::Transcribe => {
-                "the audio file as the body, its Content-Type and X-Pinch-File-Name"
-            }
+            HostRoute::Transcribe => r#"a JSON body {"path": "/workspace/inbox/…"}"#,
         }
     }
 }
@@ -63,8 +61,9 @@ pub struct WebAccess {
     /// One voice note at a time per session (the runner asks one by one),
     /// so one session cannot take every transcription turn.
     pub(super) voice_busy: Arc<Semaphore>,
-    /// Transcripts made for this session, by inbox path (oldest first).
-    pub(super) transcripts: std::sync::Mutex<Vec<(String, String)>>,
+    /// Transcripts made for this session, by the file's (device, inode)
+    /// (oldest first): however the path is spelt, a file is paid for once.
+    pub(super) transcripts: std::sync::Mutex<Vec<((u64, u64), String)>>,
 }
 
 impl WebAccess {

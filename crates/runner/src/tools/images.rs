@@ -9,7 +9,7 @@ use pinch_policy::path::Access;
 use serde_json::{json, Map, Value};
 
 use super::{files, spec, Args, ToolCtx, ToolError, ToolResult};
-use crate::vision::{MAX_IMAGE, MAX_IMAGES};
+use crate::vision::MAX_IMAGES;
 use pinch_providers::{Image, ToolSpec};
 
 pub fn specs() -> Vec<ToolSpec> {
@@ -73,23 +73,18 @@ pub fn call(ctx: &mut ToolCtx<'_>, _: &str, m: &Map<String, Value>) -> ToolResul
             "{shown} grew past {max} bytes while it was read"
         )));
     }
-    let Some(mut media_type) = sniff(&data) else {
+    let Some(media_type) = sniff(&data) else {
         return Err(ToolError(format!(
             "{shown} is not a JPEG, PNG, GIF or WebP image (by its first bytes)"
         )));
     };
-    let mut scaled = String::new();
-    if crate::resize::needed(&data, media_type) {
-        let f = crate::resize::fit(&data, media_type).map_err(|why| {
-            ToolError(format!(
-                "{shown} is over a model's limits ({MAX_IMAGE} bytes, {} pixels a side) and {why}",
-                crate::resize::MAX_EDGE
-            ))
-        })?;
-        scaled = format!(", scaled to {}×{} pixels", f.width, f.height);
-        data = f.data;
-        media_type = "image/jpeg";
-    }
+    let r = crate::resize::ready(data, media_type, ctx.image_bytes_left)
+        .map_err(|why| ToolError(format!("{shown} cannot be shown: {why}")))?;
+    let scaled = r
+        .scaled
+        .map(|(w, h)| format!(", scaled to {w}×{h} pixels"))
+        .unwrap_or_default();
+    let (data, media_type) = (r.data, r.media_type);
     let n = data.len();
     ctx.images.push(Image {
         name: shown.clone(),
@@ -97,6 +92,7 @@ pub fn call(ctx: &mut ToolCtx<'_>, _: &str, m: &Map<String, Value>) -> ToolResul
         data,
     });
     ctx.images_left -= 1;
+    ctx.image_bytes_left = ctx.image_bytes_left.saturating_sub(n);
     Ok(format!(
         "Showing {shown} ({media_type}, {n} bytes{scaled})."
     ))
@@ -119,7 +115,7 @@ mod tests {
         std::fs::write(ws.join("chart.png"), b"\x89PNG\r\n\x1a\nchart").unwrap();
         std::fs::write(ws.join("fake.png"), b"#!/bin/sh").unwrap();
         let mut big = vec![0xFF, 0xD8, 0xFF];
-        big.resize(MAX_IMAGE + 1, 0);
+        big.resize(crate::resize::MAX_IMAGE + 1, 0);
         std::fs::write(ws.join("big.jpg"), big).unwrap();
         std::fs::write(
             ws.join("huge.jpg"),
@@ -129,6 +125,7 @@ mod tests {
         let mut out = env.out();
         let mut ctx = ToolCtx::new(&env.cfg, &mut out, &no_stop);
         ctx.images_left = 1;
+        ctx.image_bytes_left = crate::resize::MAX_TOTAL;
         let m = |p: &str| json!({ "path": p }).as_object().unwrap().clone();
         assert!(call(&mut ctx, "view_image", &m("fake.png"))
             .unwrap_err()
@@ -137,7 +134,7 @@ mod tests {
         assert!(call(&mut ctx, "view_image", &m("big.jpg"))
             .unwrap_err()
             .0
-            .contains("is over a model's limits"));
+            .contains("cannot be shown: it is over a model's limits"));
         assert!(call(&mut ctx, "view_image", &m("huge.jpg"))
             .unwrap_err()
             .0

@@ -105,6 +105,8 @@ pub struct ToolCtx<'a> {
     pub images: Vec<pinch_providers::Image>,
     /// How many more this turn may show.
     pub images_left: usize,
+    /// How many more bytes of images this turn's requests may carry.
+    pub image_bytes_left: usize,
 }
 
 impl<'a> ToolCtx<'a> {
@@ -128,6 +130,7 @@ impl<'a> ToolCtx<'a> {
             memory: None,
             images: Vec::new(),
             images_left: 0,
+            image_bytes_left: 0,
         }
     }
 
