@@ -265,9 +265,12 @@ pub struct Timings {
 pub struct WebTools {
     pub fetch: bool,
     pub search: bool,
-    /// The host transcribes voice notes (`[voice]` is configured).
+    /// The host transcribes voice notes (`[voice] url` is configured).
     #[serde(default)]
     pub voice: bool,
+    /// The host speaks voice replies (`[voice] speech_url`): `send_voice`.
+    #[serde(default)]
+    pub speech: bool,
 }
 
 impl Default for WebTools {
@@ -277,6 +280,7 @@ impl Default for WebTools {
             fetch: true,
             search: false,
             voice: false,
+            speech: false,
         }
     }
 }

@@ -127,6 +127,7 @@ impl Runner {
             "load_skill" => skills,
             // Only a model that takes images can look at one.
             "view_image" => vision,
+            "send_voice" => web.speech,
             _ => true,
         });
         all.extend(self.mcp.tools());

@@ -56,6 +56,7 @@ const TOOL_GROUPS: &[(&[&str], &str)] = &[
     (&["search_memory", "remember"], "search_memory finds what was said in your earlier conversations and your notes; look there before saying you do not know something the person told you. remember keeps one fact for the long term."),
     (&["web_fetch", "web_search"], "web_search finds pages and web_fetch reads one for you through the host (you have no network of your own); cite the URLs you read, and fetch again rather than guess when a page was cut."),
     (&["view_image"], "view_image shows you an image file (a photo in your inbox, a chart you drew); look before you describe one."),
+    (&["send_voice"], "send_voice answers with a spoken message; use it when the person asks for voice or talks to you in voice notes."),
 ];
 
 /// AGENT.md and MEMORY.md are read up to this much (a FIFO or a link to

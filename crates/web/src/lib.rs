@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 mod extract;
 mod guard;
 pub mod search;
+pub mod speech;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod voice;
@@ -51,6 +52,9 @@ pub struct Settings {
     /// The owner's transcription endpoint (`[voice]`); `None`: voice
     /// notes reach the agent as files only.
     pub voice: Option<voice::Endpoint>,
+    /// The owner's speech endpoint (`[voice] speech_url`); `None`: no
+    /// `send_voice`.
+    pub speech: Option<speech::SpeechEndpoint>,
 }
 
 impl Default for Settings {
@@ -67,6 +71,7 @@ impl Default for Settings {
             search: None,
             search_max: 10,
             voice: None,
+            speech: None,
         }
     }
 }
@@ -238,6 +243,8 @@ pub struct Web {
     buckets: Mutex<HashMap<String, Bucket>>,
     /// Transcriptions per group (the owner's key pays for each).
     voice_buckets: Mutex<HashMap<String, Bucket>>,
+    /// Voice replies per group.
+    speech_buckets: Mutex<HashMap<String, Bucket>>,
     epoch: Instant,
     /// Pages converted at once (each on its own thread).
     converting: tokio::sync::Semaphore,
@@ -290,6 +297,7 @@ impl Web {
             cache: Mutex::default(),
             buckets: Mutex::default(),
             voice_buckets: Mutex::default(),
+            speech_buckets: Mutex::default(),
             epoch: Instant::now(),
             converting: tokio::sync::Semaphore::new(2),
             fetching: tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT),

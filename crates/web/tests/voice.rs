@@ -120,3 +120,71 @@ async fn policy_rate_turns_and_type_are_checked() {
     assert!(w.voice_slot(Duration::from_millis(50)).await.is_some());
     assert_eq!(site.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+fn speaking(path: &str, _port: u16) -> Answer {
+    Some(match path {
+        "/v1/audio/speech" => (
+            200,
+            header("content-type", "audio/ogg"),
+            b"OggS\0\x02 then the Opus pages".to_vec(),
+        ),
+        "/mp3/v1/audio/speech" => (
+            200,
+            header("content-type", "audio/mpeg"),
+            b"ID3\x04".to_vec(),
+        ),
+        _ => (404, vec![], vec![]),
+    })
+}
+
+fn speaker(port: u16, path: &str, per_minute: u32) -> Web {
+    Web::new(Settings {
+        speech: Some(pinch_web::speech::SpeechEndpoint {
+            url: format!("http://127.0.0.1:{port}{path}"),
+            model: "tts-1".into(),
+            voice: "alloy".into(),
+            key: Some(Key::new("sk-speech-7")),
+            timeout: Duration::from_secs(10),
+            per_minute,
+        }),
+        ..Settings::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn speech_is_asked_as_opus_with_the_key_and_bounded() {
+    let site = serve(speaking);
+    let all = GroupPolicy::default();
+    let w = speaker(site.port, "/v1/audio/speech", 2);
+    let audio = w.speak("main", &all, "  Hello there.  ").await.unwrap();
+    assert!(audio.starts_with(b"OggS"));
+    let head = site.heads.lock().unwrap()[0].clone();
+    assert!(head.contains("authorization: bearer sk-speech-7"), "{head}");
+    let asked: serde_json::Value = serde_json::from_slice(&site.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(asked["input"], "Hello there.");
+    assert_eq!(asked["response_format"], "opus");
+    // Refused before the endpoint is asked: nothing to say, too much.
+    let e = w.speak("main", &all, " ").await.unwrap_err();
+    assert_eq!(e.status(), 400, "{e}");
+    let long = "a".repeat(pinch_web::speech::MAX_INPUT + 1);
+    let e = w.speak("main", &all, &long).await.unwrap_err();
+    assert!(e.to_string().contains("at most 4096"), "{e}");
+    // The group's rate (2 a minute; one spent above).
+    w.speak("main", &all, "two").await.unwrap();
+    let e = w.speak("main", &all, "three").await.unwrap_err();
+    assert!(e.to_string().contains("too many voice replies"), "{e}");
+    assert_eq!(site.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Off for a group, off without an endpoint, and not OGG: said.
+    let off = GroupPolicy::from_json(Some(r#"{"voice":false}"#)).unwrap();
+    assert!(!w.speech_on(&off));
+    assert_eq!(w.speak("kids", &off, "hi").await.unwrap_err().status(), 403);
+    let none = Web::new(Settings::default()).unwrap();
+    assert_eq!(
+        none.speak("main", &all, "hi").await.unwrap_err().status(),
+        503
+    );
+    let mp3 = speaker(site.port, "/mp3/v1/audio/speech", 2);
+    let e = mp3.speak("main", &all, "hi").await.unwrap_err();
+    assert!(e.to_string().contains("not OGG audio"), "{e}");
+}

@@ -14,7 +14,8 @@
 //! skipped. Outbound: `sendMessage` split at 4096 UTF-16 units, inline
 //! keyboards (callback data ≤ 64 bytes; the callback query is answered),
 //! `editMessageText`, `setMessageReaction`, `sendChatAction`,
-//! `sendDocument`; inbound files through `getFile`.
+//! `sendDocument` (`sendVoice` for OGG/Opus: a voice reply plays as a
+//! voice note); inbound files through `getFile`.
 //!
 //! The token is in every URL; it never reaches a log or an error (errors
 //! have their URL removed and the token replaced).
@@ -198,13 +199,19 @@ impl Channel for TelegramChannel {
                 if let Some(t) = &to.thread_id {
                     form = form.text("message_thread_id", t);
                 }
-                let (ct, body) = form.file("document", &f.name, &data).finish();
+                // OGG/Opus (a voice reply) plays as a voice note.
+                let (method, field) = if is_opus(&data) {
+                    ("sendVoice", "voice")
+                } else {
+                    ("sendDocument", "document")
+                };
+                let (ct, body) = form.file(field, &f.name, &data).finish();
                 let req = self
                     .http()
-                    .post(self.url("sendDocument"))
+                    .post(self.url(method))
                     .header("content-type", ct)
                     .body(body);
-                let r: payload::Sent = self.finish("sendDocument", req).await?;
+                let r: payload::Sent = self.finish(method, req).await?;
                 first = first.or(r.message_id);
             }
             let id = first.ok_or_else(|| {
@@ -274,6 +281,14 @@ impl Channel for TelegramChannel {
                 .map(|_| ())
         })
     }
+}
+
+/// OGG audio in the Opus codec: what Telegram plays as a voice note.
+fn is_opus(data: &[u8]) -> bool {
+    data.starts_with(b"OggS")
+        && data[..data.len().min(128)]
+            .windows(8)
+            .any(|w| w == b"OpusHead")
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use anyhow::{bail, Result};
 use pinch_host::HostConfig;
 use pinch_web::search::Key;
+use pinch_web::speech::SpeechEndpoint;
 use pinch_web::voice::{default_key_env, Endpoint};
 use serde::Deserialize;
 
@@ -29,9 +30,16 @@ pub struct VoiceSection {
     pub language: Option<String>,
     /// Seconds for one transcription (default 120).
     pub timeout_s: Option<f64>,
-    /// Transcriptions per agent group per minute (default 10): the key
-    /// pays for each.
+    /// Transcriptions (and voice replies) per agent group per minute
+    /// (default 10): the key pays for each.
     pub per_minute: Option<u64>,
+    /// Replies as voice: the full URL of an OpenAI-compatible
+    /// `/v1/audio/speech` endpoint (off when absent).
+    pub speech_url: Option<String>,
+    /// The speech `model` (default `tts-1`).
+    pub speech_model: Option<String>,
+    /// The speech `voice` (default `alloy`).
+    pub speech_voice: Option<String>,
 }
 
 impl VoiceSection {
@@ -54,25 +62,35 @@ impl VoiceSection {
     }
 
     pub(super) fn apply(&self, c: &mut HostConfig, env: &Env) -> Result<()> {
+        let timeout = match self.timeout_s {
+            Some(v) => secs("voice.timeout_s", v)?,
+            None => std::time::Duration::from_secs(120),
+        };
+        let per_minute = self
+            .per_minute
+            .map_or(10, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        if let Some(url) = self.speech_url.as_deref().map(str::trim) {
+            c.web.speech = Some(SpeechEndpoint {
+                url: url.to_owned(),
+                model: self.speech_model.clone().unwrap_or_else(|| "tts-1".into()),
+                voice: self.speech_voice.clone().unwrap_or_else(|| "alloy".into()),
+                key: self.key(url, "voice.speech_url", env)?,
+                timeout,
+                per_minute,
+            });
+        } else if self.speech_model.is_some() || self.speech_voice.is_some() {
+            bail!("[voice] has speech_model or speech_voice but no speech_url: add speech_url = \"https://api.openai.com/v1/audio/speech\" (or your own server's)");
+        }
         let Some(url) = self.url.as_deref().map(str::trim) else {
-            if self.model.is_some() || self.key_env.is_some() || self.language.is_some() {
-                bail!("[voice] has settings but no url: add url = \"https://api.openai.com/v1/audio/transcriptions\" (or your own server's)");
+            if self.model.is_some() || self.language.is_some() {
+                bail!("[voice] has model or language but no url: add url = \"https://api.openai.com/v1/audio/transcriptions\" (or your own server's)");
+            }
+            if self.key_env.is_some() && self.speech_url.is_none() {
+                bail!("[voice] has key_env but no url or speech_url");
             }
             return Ok(());
         };
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("voice.url = {url:?} must start with http:// or https://");
-        }
-        let key = match self.key_env.as_deref().or_else(|| default_key_env(url)) {
-            None => None,
-            Some(var) => match env.non_empty(var) {
-                Some(k) => Some(Key::new(k)),
-                None => bail!("voice.url = {url:?} needs its API key in the environment variable {var}: export {var}=… where pinch runs (never in a file), or set voice.key_env"),
-            },
-        };
-        if key.is_some() && url.starts_with("http://") && !loopback(url) {
-            bail!("voice.url = {url:?} would send the API key unencrypted: use https://, or http:// only to a server on this machine (127.0.0.1, ::1, localhost)");
-        }
+        let key = self.key(url, "voice.url", env)?;
         if let Some(l) = &self.language {
             if l.len() > 8 || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
                 bail!("voice.language = {l:?} is not a language code (e.g. \"en\")");
@@ -83,15 +101,29 @@ impl VoiceSection {
             model: self.model.clone().unwrap_or_else(|| "whisper-1".into()),
             key,
             language: self.language.clone(),
-            timeout: match self.timeout_s {
-                Some(v) => secs("voice.timeout_s", v)?,
-                None => std::time::Duration::from_secs(120),
-            },
-            per_minute: self
-                .per_minute
-                .map_or(10, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            timeout,
+            per_minute,
         });
         Ok(())
+    }
+
+    /// The key for `url` (the setting `what`), from `key_env` or the
+    /// provider's usual variable; checked to travel encrypted.
+    fn key(&self, url: &str, what: &str, env: &Env) -> Result<Option<Key>> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("{what} = {url:?} must start with http:// or https://");
+        }
+        let key = match self.key_env.as_deref().or_else(|| default_key_env(url)) {
+            None => None,
+            Some(var) => match env.non_empty(var) {
+                Some(k) => Some(Key::new(k)),
+                None => bail!("{what} = {url:?} needs its API key in the environment variable {var}: export {var}=… where pinch runs (never in a file), or set voice.key_env"),
+            },
+        };
+        if key.is_some() && url.starts_with("http://") && !loopback(url) {
+            bail!("{what} = {url:?} would send the API key unencrypted: use https://, or http:// only to a server on this machine (127.0.0.1, ::1, localhost)");
+        }
+        Ok(key)
     }
 }
 
@@ -146,6 +178,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no url"), "{e}");
+        // Replies as voice alone, keyed like OpenAI's.
+        let c = with_env(
+            "[voice]\nspeech_url = \"https://api.openai.com/v1/audio/speech\"\nspeech_voice = \"nova\"\n",
+            &[("OPENAI_API_KEY", "sk-speech")],
+        )
+        .unwrap();
+        let sp = c.web.speech.as_ref().unwrap();
+        assert_eq!((sp.model.as_str(), sp.voice.as_str()), ("tts-1", "nova"));
+        assert!(sp.key.is_some() && c.web.voice.is_none());
+        let e = with_env("[voice]\nspeech_voice = \"nova\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no speech_url"), "{e}");
         let e = with_env("[voice]\nurl = \"ftp://x\"\n", &[])
             .unwrap_err()
             .to_string();

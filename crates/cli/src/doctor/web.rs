@@ -49,6 +49,23 @@ pub(super) fn checks(cfg: &HostConfig) -> Vec<Check> {
             )),
         },
     }
+    match &w.speech {
+        None => out.push(ok(
+            "voice",
+            "replies as voice are off (set [voice] speech_url to an OpenAI-compatible /v1/audio/speech URL to offer send_voice)",
+        )),
+        Some(sp) => match reachable(&sp.url) {
+            Ok(()) => out.push(ok(
+                "voice",
+                format!("voice replies are spoken by {} (model {}, voice {})", sp.url, sp.model, sp.voice),
+            )),
+            Err(e) => out.push(warn(
+                "voice",
+                format!("the speech endpoint {} cannot be reached: {e}", sp.url),
+                "start the server, or correct [voice] speech_url in pinch.toml; until then send_voice says it failed",
+            )),
+        },
+    }
     out
 }
 

@@ -39,6 +39,15 @@ contains = "long one"
 reply = "{long}"
 
 [[rule]]
+contains = "say it aloud"
+tool = "send_voice"
+args = {{ text = "The rent is due on Friday." }}
+
+[[rule]]
+after_tool = "send_voice"
+reply = "voice: {{tool_result}}"
+
+[[rule]]
 reply = "hi from the agent"
 "#,
         long = long_reply()
@@ -157,7 +166,7 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
                     }
                 }
             }
-            "sendMessage" | "sendDocument" => ok(
+            "sendMessage" | "sendDocument" | "sendVoice" => ok(
                 json!({"message_id": 5000 + f.next_msg.fetch_add(1, Ordering::SeqCst), "chat": {"id": v["chat_id"]}}),
             ),
             "getFile" => ok(
@@ -200,6 +209,11 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
 }
 
 fn setup(api: std::net::SocketAddr) -> Setup {
+    setup_with(api, "")
+}
+
+/// [`setup`] with more of `pinch.toml`.
+fn setup_with(api: std::net::SocketAddr, extra: &str) -> Setup {
     let (dm, group) = (DM.to_string(), GROUP.to_string());
     platform::setup(Platform {
         channel: "telegram",
@@ -211,7 +225,7 @@ fn setup(api: std::net::SocketAddr) -> Setup {
         ],
         script: &script(),
         config: format!(
-            "[telegram]\ntoken_env = \"PINCH_TEST_TG_TOKEN\"\nbase_url = \"http://{api}\"\nstall_s = 2\n"
+            "[telegram]\ntoken_env = \"PINCH_TEST_TG_TOKEN\"\nbase_url = \"http://{api}\"\nstall_s = 2\n{extra}"
         ),
         env: &[("PINCH_TEST_TG_TOKEN", TOKEN)],
     })
@@ -607,4 +621,58 @@ fn telegram_invalid_utf8_is_replaced_and_the_poll_goes_on() {
         "the replacement is logged"
     );
     log_has_no_token(&s);
+}
+
+/// OGG/Opus as a speech endpoint answers `response_format: "opus"` (its
+/// first page: the Ogg capture pattern and the Opus head).
+const SPOKEN: &[u8] =
+    b"OggS\0\x02\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x6b\x1f\x01\x13OpusHead\x01\x01\x38\x01\x80\xbb\0\0\0\0\0";
+
+fn speech(path: &str, _port: u16) -> pinch_web::testing::Answer {
+    Some(match path {
+        "/v1/audio/speech" => (
+            200,
+            pinch_web::testing::header("content-type", "audio/ogg"),
+            SPOKEN.to_vec(),
+        ),
+        _ => (404, vec![], vec![]),
+    })
+}
+
+/// `send_voice` with `[voice] speech_url`: the host asks the owner's
+/// speech endpoint (a loopback server) for Opus, the agent's tool sends
+/// it as `voice.ogg`, and Telegram gets it through `sendVoice`, so it
+/// plays as a voice note.
+#[test]
+fn telegram_a_voice_reply_goes_out_as_a_voice_note() {
+    let rt = rt();
+    let fake = Arc::new(Fake::default());
+    let api = rt.block_on(serve(fake.clone()));
+    let tts = pinch_web::testing::serve(speech);
+    let s = setup_with(
+        api,
+        &format!(
+            "[voice]\nspeech_url = \"http://127.0.0.1:{}/v1/audio/speech\"\nspeech_voice = \"nova\"\n",
+            tts.port
+        ),
+    );
+    let _d = daemon(&s);
+    fake.push(fake.message(DM, "private", 1, DM, "please say it aloud"));
+    let voice = wait_call(&fake, "the voice note", "sendVoice", |_| true);
+    let raw = voice["raw"].as_str().unwrap();
+    assert!(
+        raw.contains("name=\"voice\"; filename=\"voice.ogg\"") && raw.contains("OpusHead"),
+        "{raw}"
+    );
+    wait_call(&fake, "the tool's report", "sendMessage", |v| {
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("voice: sent voice.ogg"))
+    });
+    let asked: Value = serde_json::from_slice(&tts.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(
+        asked,
+        json!({"model": "tts-1", "input": "The rent is due on Friday.", "voice": "nova", "response_format": "opus"})
+    );
+    assert!(fake.calls("sendDocument").is_empty(), "not as a document");
 }

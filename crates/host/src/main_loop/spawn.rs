@@ -148,12 +148,14 @@ impl Host {
                     fetch: self.web.fetch_on(&p),
                     search: self.web.search_on(&p),
                     voice: self.web.voice_on(&p),
+                    speech: self.web.speech_on(&p),
                 },
                 // Told when a tool is called (the proxy refuses with the reason).
                 Err(_) => pinch_proto::runner_config::WebTools {
                     fetch: true,
                     search: self.web.settings().search.is_some(),
                     voice: self.cfg.web.voice.is_some(),
+                    speech: self.cfg.web.speech.is_some(),
                 },
             },
             mcp_servers: self.cfg.mcp_servers_for(

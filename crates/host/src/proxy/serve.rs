@@ -160,8 +160,14 @@ async fn handle(mut c: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
         Ok(Decision::Connect { host, port }) => connect(c, &host, port, &buf[end..], ctx).await,
         Ok(Decision::Forward(f)) => forward(c, f, &buf[end..], ctx).await,
         Ok(Decision::Host { route, len }) => {
-            if route == super::web::HostRoute::Transcribe {
-                return super::voice::answer(c, len, &buf[end..], ctx).await;
+            match route {
+                super::web::HostRoute::Transcribe => {
+                    return super::voice::answer(c, len, &buf[end..], ctx).await
+                }
+                super::web::HostRoute::Speak => {
+                    return super::voice::answer_speak(c, len, &buf[end..], ctx).await
+                }
+                _ => {}
             }
             super::web::answer_route(c, route, len, &buf[end..], ctx).await
         }

@@ -13,7 +13,7 @@
 
 use std::io::Read;
 
-use super::web::{error, read_body, write_answer, NO_WEB};
+use super::web::{error, read_body, write_answer, write_bytes, NO_WEB};
 use super::*;
 
 type Refusal = (u16, serde_json::Value);
@@ -163,6 +163,63 @@ async fn transcribe(body: &[u8], ctx: &Ctx) -> Result<String, Refusal> {
             );
             Err(error(e.status(), e.to_string()))
         }
+    }
+}
+
+/// `POST /_pinch/voice/speak` `{"text": …}`: the text spoken by the
+/// owner's speech endpoint, answered as `audio/ogg` (or `{"error": …}`).
+pub(super) async fn answer_speak(
+    mut c: UnixStream,
+    len: u64,
+    early: &[u8],
+    ctx: &Ctx,
+) -> std::io::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct SpeakRequest {
+        text: String,
+    }
+    let lim = &ctx.limits;
+    let body = read_body(&mut c, len, early, lim, "a speech request").await?;
+    let Some(access) = ctx.web.as_deref() else {
+        return write_answer(&mut c, 403, &error(403, NO_WEB.into()).1, lim).await;
+    };
+    let spoken = async {
+        let policy = access.policy.as_ref().map_err(|why| {
+            error(
+                403,
+                format!("refused: this agent group's web policy is invalid: {why}"),
+            )
+        })?;
+        let req: SpeakRequest = serde_json::from_slice(&body).map_err(|e| {
+            error(
+                400,
+                format!(r#"the request must be JSON {{"text": "…"}} ({e})"#),
+            )
+        })?;
+        let started = Instant::now();
+        let r = access.web.speak(&access.group, policy, &req.text).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let sid = ctx.session_id.as_str();
+        match r {
+            Ok(audio) => {
+                tracing::info!(
+                    session_id = sid,
+                    chars = req.text.chars().count(),
+                    bytes = audio.len(),
+                    ms,
+                    "voice reply spoken"
+                );
+                Ok(audio)
+            }
+            Err(e) => {
+                tracing::warn!(session_id = sid, ms, "speaking a voice reply: {e}");
+                Err(error(e.status(), e.to_string()))
+            }
+        }
+    };
+    match spoken.await {
+        Ok(audio) => write_bytes(&mut c, 200, "audio/ogg", &audio, lim).await,
+        Err((code, json)) => write_answer(&mut c, code, &json, lim).await,
     }
 }
 

@@ -17,6 +17,7 @@ pub(super) enum HostRoute {
     Fetch,
     Search,
     Transcribe,
+    Speak,
 }
 
 impl HostRoute {
@@ -25,6 +26,7 @@ impl HostRoute {
             "/_pinch/web/fetch" => Some(HostRoute::Fetch),
             "/_pinch/web/search" => Some(HostRoute::Search),
             "/_pinch/voice/transcribe" => Some(HostRoute::Transcribe),
+            "/_pinch/voice/speak" => Some(HostRoute::Speak),
             _ => None,
         }
     }
@@ -32,7 +34,9 @@ impl HostRoute {
     /// The largest request body the route reads.
     pub(super) fn max_request(self) -> u64 {
         match self {
-            HostRoute::Fetch | HostRoute::Search | HostRoute::Transcribe => 64 * 1024,
+            HostRoute::Fetch | HostRoute::Search | HostRoute::Transcribe | HostRoute::Speak => {
+                64 * 1024
+            }
         }
     }
 
@@ -42,6 +46,7 @@ impl HostRoute {
             HostRoute::Fetch => r#"a JSON body {"url": …}"#,
             HostRoute::Search => r#"a JSON body {"query": …}"#,
             HostRoute::Transcribe => r#"a JSON body {"path": "/workspace/inbox/…"}"#,
+            HostRoute::Speak => r#"a JSON body {"text": …}"#,
         }
     }
 }
@@ -149,14 +154,25 @@ pub(super) async fn write_answer(
     lim: &Limits,
 ) -> std::io::Result<()> {
     let text = json.to_string();
+    write_bytes(c, code, "application/json", text.as_bytes(), lim).await
+}
+
+/// An answer of `content_type` with `body`.
+pub(super) async fn write_bytes(
+    c: &mut UnixStream,
+    code: u16,
+    content_type: &str,
+    body: &[u8],
+    lim: &Limits,
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {code} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         if code == 200 { "OK" } else { reason_phrase(code) },
-        text.len()
+        body.len()
     );
     let write = async {
         c.write_all(head.as_bytes()).await?;
-        c.write_all(text.as_bytes()).await
+        c.write_all(body).await
     };
     match tokio::time::timeout(lim.idle_timeout, write).await {
         Ok(r) => r,
@@ -240,7 +256,7 @@ async fn answer(route: HostRoute, body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json:
                 }
             }
         }
-        // Answered by `super::voice` (it reads the file only once admitted).
-        HostRoute::Transcribe => error(500, "internal error: misrouted".into()),
+        // Answered by `super::voice`.
+        HostRoute::Transcribe | HostRoute::Speak => error(500, "internal error: misrouted".into()),
     }
 }

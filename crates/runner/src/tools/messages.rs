@@ -207,6 +207,22 @@ fn send_file(ctx: &mut ToolCtx<'_>, to: Option<&str>, path: &str, text: &str) ->
     let base = pinch_policy::path::basename(&r.checked)
         .ok_or_else(|| ToolError(format!("{shown} has no file name")))?
         .to_owned();
+    outbox_send(ctx, &addr, &base, &shown, text, |dst| {
+        std::io::copy(&mut src, dst)
+    })
+}
+
+/// Sends a file to `addr`: the file `base` is written by `fill` into a
+/// fresh folder of the outbox, then the row that names it (the host
+/// delivers it from there). `shown` names the source in errors.
+pub(super) fn outbox_send(
+    ctx: &mut ToolCtx<'_>,
+    addr: &crate::address::Address,
+    base: &str,
+    shown: &str,
+    text: &str,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<u64>,
+) -> ToolResult {
     let id = ctx.next_out_id();
     let dir = ctx.cfg.paths.outbox_dir.join(&id);
     std::fs::create_dir(&dir).map_err(|e| ToolError(format!("cannot prepare the outbox: {e}")))?;
@@ -216,8 +232,8 @@ fn send_file(ctx: &mut ToolCtx<'_>, to: Option<&str>, path: &str, text: &str) ->
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o644)
-            .open(dir.join(&base))?;
-        std::io::copy(&mut src, &mut dst)
+            .open(dir.join(base))?;
+        fill(&mut dst)
     })();
     if let Err(e) = copied {
         let _ = std::fs::remove_dir_all(&dir);
@@ -225,10 +241,10 @@ fn send_file(ctx: &mut ToolCtx<'_>, to: Option<&str>, path: &str, text: &str) ->
     }
     let content = ChatOut::Text {
         text: text.to_owned(),
-        files: vec![base.clone()],
+        files: vec![base.to_owned()],
     }
     .to_json();
-    match ctx.write_row_with_id(&id, "chat", &addr, content) {
+    match ctx.write_row_with_id(&id, "chat", addr, content) {
         Ok(seq) => Ok(format!("sent {base} (message id {seq})")),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);

@@ -21,6 +21,7 @@ pub mod questions;
 pub mod shell;
 pub mod skills;
 pub mod tasks;
+pub mod voice;
 pub mod web;
 
 use jiff::tz::TimeZone;
@@ -346,6 +347,10 @@ const GROUPS: &[Group] = &[
         specs: images::specs,
         call: images::call,
     },
+    Group {
+        specs: voice::specs,
+        call: voice::call,
+    },
 ];
 
 fn web_call(ctx: &mut ToolCtx<'_>, name: &str, m: &serde_json::Map<String, Value>) -> ToolResult {
@@ -425,7 +430,7 @@ mod tests {
                 assert_eq!(owners, 1, "{}", s.name);
             }
         }
-        assert_eq!(names.len(), 26, "the built-in tools: {names:?}");
+        assert_eq!(names.len(), 27, "the built-in tools: {names:?}");
     }
 
     #[test]
