@@ -21,9 +21,27 @@ impl HostLock {
             .open(path)
             .with_context(|| format!("opening the host lock {}", path.display()))?;
         // SAFETY: flock on a valid open descriptor.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let try_lock =
+            |f: &File| unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let mut rc = try_lock(&f);
         if rc != 0 {
             let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            // Held by this very process: a host embedded here (the tests,
+            // an embedder) that was just shut down, whose descriptor a
+            // process forked meanwhile by another thread may still share
+            // until it execs. That lasts moments: wait for it, briefly.
+            if pid.trim() == std::process::id().to_string() {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while rc != 0 && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    rc = try_lock(&f);
+                }
+            }
+        }
+        if rc != 0 {
+            let mut pid = String::new();
+            let _ = f.rewind();
             let _ = f.read_to_string(&mut pid);
             if let Some(w) = BootWait::read(path, pid.trim()) {
                 bail!("{}", w.describe(pid.trim(), data_dir));

@@ -196,7 +196,7 @@ fn a_group_whose_policy_turns_web_fetch_off_is_refused_by_the_host() {
     assert_eq!(c.ask("hello").len(), 1);
     assert_eq!(
         runner_json(&data)["web"],
-        serde_json::json!({"fetch": false, "search": false, "voice": false}),
+        serde_json::json!({"fetch": false, "search": false, "voice": false, "speech": false}),
         "the runner does not offer the tool"
     );
     let s = rt.block_on(host.sessions()).remove(0);
