@@ -126,19 +126,9 @@ fn send_n(
     replies
 }
 
-/// POSTs `body` to the voice route on `sock`: the status line and body.
+/// POSTs `body` to the voice route on `sock`: the whole answer.
 fn ask_route(sock: &Path, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut u = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    write!(
-        u,
-        "POST /_pinch/voice/transcribe HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    u.read_to_string(&mut answer).unwrap();
-    answer
+    post_to_proxy(sock, "/_pinch/voice/transcribe", body)
 }
 
 fn send(dir: &Path, voice: Option<pinch_web::voice::Endpoint>, audio: &[u8]) -> String {

@@ -201,17 +201,7 @@ fn a_group_whose_policy_turns_web_fetch_off_is_refused_by_the_host() {
     );
     let s = rt.block_on(host.sessions()).remove(0);
     let sock = data.join("run/proxy").join(&s.id).join("llm.sock");
-    let body = format!(r#"{{"url":"{url}"}}"#);
-    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        u,
-        "POST /_pinch/web/fetch HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    u.read_to_string(&mut answer).unwrap();
+    let answer = post_to_proxy(&sock, "/_pinch/web/fetch", &format!(r#"{{"url":"{url}"}}"#));
     assert!(
         answer.starts_with("HTTP/1.1 403") && answer.contains("web_fetch is off for agent group"),
         "{answer}"
@@ -219,16 +209,11 @@ fn a_group_whose_policy_turns_web_fetch_off_is_refused_by_the_host() {
     assert_eq!(site.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     // The voice route on an install without [voice]: the answer says what
     // the owner can set.
-    let body = r#"{"path":"/workspace/inbox/m1/voice.ogg"}"#;
-    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    write!(
-        u,
-        "POST /_pinch/voice/transcribe HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    u.read_to_string(&mut answer).unwrap();
+    let answer = post_to_proxy(
+        &sock,
+        "/_pinch/voice/transcribe",
+        r#"{"path":"/workspace/inbox/m1/voice.ogg"}"#,
+    );
     assert!(
         answer.starts_with("HTTP/1.1 503") && answer.contains("set [voice] url in pinch.toml"),
         "{answer}"

@@ -384,6 +384,22 @@ pub fn walk(p: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// POSTs `body` to `path` on a session's proxy socket `sock`, as the
+/// sandbox can: the whole answer (status line, head and body).
+pub fn post_to_proxy(sock: &Path, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut u = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    write!(
+        u,
+        "POST {path} HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    u.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// The files below `dir` that contain `secret` (a key that must never have
 /// left the host's memory: in runner.json, a session DB, a log).
 pub fn files_holding(dir: &Path, secret: &str) -> Vec<PathBuf> {
