@@ -366,12 +366,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run_host(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags) -> Result<i32> {
     let cfg = host_config(data_dir, config, &flags)?;
+    let web_chat = cfg.http.as_ref().is_some_and(|h| h.web);
     runtime()?.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         // Handlers first, so a SIGTERM during boot is a graceful stop too.
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let host = pinch_host::start(cfg).await.map_err(sandbox_hint)?;
+        // Where web chat is, and how to sign in (never the token itself:
+        // this line may go to a journal others can read).
+        if let (true, Some(addr)) = (web_chat, host.http_addr) {
+            eprintln!("{}", web_chat_line(addr));
+        }
         let stop = host.shutdown_sender();
         tokio::spawn(async move {
             tokio::select! {
@@ -383,6 +389,14 @@ fn run_host(data_dir: Option<PathBuf>, config: Option<PathBuf>, flags: HostFlags
         host.wait().await?;
         Ok(0)
     })
+}
+
+/// `pinch host`'s line about web chat: its address and how a browser
+/// signs in.
+fn web_chat_line(addr: std::net::SocketAddr) -> String {
+    format!(
+        "pinch: web chat at http://{addr}/ · sign a browser in with the one-time link `pinch admin web-link` prints (or send the token from `pinch admin web-token` as a bearer token)"
+    )
 }
 
 /// Sandbox selection failures are configuration errors (exit 78).

@@ -1285,3 +1285,69 @@ fn a_non_loopback_listener_is_refused_without_the_override() {
         );
     }
 }
+
+/// Issue 18: `pinch host` with web chat on says where it is and how a
+/// browser signs in, never the token itself (the line may go to a
+/// journal).
+#[test]
+fn pinch_host_prints_where_web_chat_is() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("pinch.toml");
+    std::fs::write(
+        &cfg,
+        "[web]\nenabled = true\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let mut child = std::process::Command::new(PINCH)
+        .args([
+            "host",
+            "--provider",
+            "scripted",
+            "--sandbox",
+            "process",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(l) if l.contains("web chat at") => break l,
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no web chat line: {e}");
+            }
+        }
+    };
+    // SAFETY: a plain signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        line.contains("web chat at http://127.0.0.1:")
+            && !line.contains("127.0.0.1:0/")
+            && line.contains("pinch admin web-link"),
+        "{line}"
+    );
+    let token = std::fs::read_to_string(data.join("web-token")).unwrap();
+    assert!(!line.contains(token.trim()), "{line}");
+}
