@@ -45,6 +45,7 @@ use crate::{
     InboundAttachment, Outgoing, MAX_ATTACHMENT,
 };
 
+pub mod markdown;
 mod tab;
 
 pub const CHANNEL_TYPE: &str = "web";
@@ -422,8 +423,8 @@ impl Channel for WebChannel {
                 files.push(serde_json::json!({"name": f.name, "url": url, "size": f.size}));
             }
             let frame = serde_json::json!({
-                "type": "message", "id": msg.id, "text": msg.text, "buttons": buttons_json(&msg.buttons),
-                "files": files, "in_reply_to": msg.in_reply_to,
+                "type": "message", "id": msg.id, "text": msg.text, "html": markdown::to_html(&msg.text),
+                "buttons": buttons_json(&msg.buttons), "files": files, "in_reply_to": msg.in_reply_to,
             });
             if !self.push(&to.platform_id, frame) {
                 return Err(DeliverError::Unavailable(format!(
@@ -466,7 +467,7 @@ impl Channel for WebChannel {
         Box::pin(async move {
             if self.push(
                 &to.platform_id,
-                serde_json::json!({"type": "edit", "id": platform_message_id, "text": text}),
+                serde_json::json!({"type": "edit", "id": platform_message_id, "text": text, "html": markdown::to_html(text)}),
             ) {
                 Ok(())
             } else {

@@ -80,7 +80,18 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
     };
     let mut in_history: std::collections::HashSet<String> =
         items.iter().map(|i| i.id.clone()).collect();
-    let frame = serde_json::json!({"type": "history", "items": items}).to_string();
+    // The agent's replies with their Markdown rendered, as live ones are.
+    let shown: Vec<serde_json::Value> = items
+        .iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(i).unwrap_or_default();
+            if i.from == "agent" {
+                v["html"] = super::markdown::to_html(&i.text).into();
+            }
+            v
+        })
+        .collect();
+    let frame = serde_json::json!({"type": "history", "items": shown}).to_string();
     if socket.send(Message::Text(frame.into())).await.is_err() {
         unregister(&ch, &user, me);
         return;

@@ -16,13 +16,32 @@ let ws, retry = 500, counter = 0;
 
 function scroll() { log.scrollTop = log.scrollHeight; }
 
-function bubble(from, id, text, files, buttons) {
+// A reply's body: the HTML the server rendered from its Markdown and
+// sanitised (web/markdown.rs), else the plain text. Code blocks get a copy
+// button.
+function fill(body, text, html) {
+  if (typeof html !== "string") { body.textContent = text; return; }
+  body.innerHTML = html;
+  for (const pre of body.querySelectorAll("pre")) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "copy";
+    b.textContent = "copy";
+    b.onclick = () => {
+      const code = pre.querySelector("code") || pre;
+      navigator.clipboard.writeText(code.textContent).then(() => { b.textContent = "copied"; }, () => { b.textContent = "copy failed"; });
+    };
+    pre.appendChild(b);
+  }
+}
+
+function bubble(from, id, text, files, buttons, html) {
   const el = document.createElement("div");
   el.className = "msg " + from;
   if (id) { el.dataset.id = id; byId.set(id, el); }
-  const body = document.createElement("span");
+  const body = document.createElement(typeof html === "string" ? "div" : "span");
   body.className = "text";
-  body.textContent = text;
+  fill(body, text, html);
   el.appendChild(body);
   if (files && files.length) {
     const box = document.createElement("div");
@@ -83,11 +102,11 @@ function connect() {
       case "hello": statusEl.textContent = "connected as " + m.user; break;
       case "history":
         log.textContent = ""; byId.clear();
-        for (const it of m.items) bubble(it.from, it.id, it.text, it.files, []);
+        for (const it of m.items) bubble(it.from, it.id, it.text, it.files, [], it.html);
         break;
       case "message": {
         if (byId.has(m.id)) break;
-        bubble("agent", m.id, m.text, m.files, m.buttons);
+        bubble("agent", m.id, m.text, m.files, m.buttons, m.html);
         break;
       }
       case "accepted": {
@@ -104,7 +123,7 @@ function connect() {
       case "edit": {
         const el = byId.get(m.id);
         if (el) {
-          el.querySelector(".text").textContent = m.text;
+          fill(el.querySelector(".text"), m.text, m.html);
           if (!el.querySelector(".edited")) { const s = document.createElement("span"); s.className = "edited"; s.textContent = "(edited)"; el.appendChild(s); }
         }
         break;

@@ -78,6 +78,16 @@ reply = "report sent"
 [[rule]]
 contains = "hello"
 reply = "hi from the agent"
+
+[[rule]]
+contains = "markdown please"
+reply = '''**bold** and `inline`, [the docs](https://example.org/docs) and ![a chart](https://tracker.example/p.png?leak=1)
+
+```
+let x = 1;
+```
+
+<img src=x onerror="window.__xss = 1"> [bad](javascript:window.__xss=2) <script>window.__xss = 3</script>'''
 "#;
 
 fn chromium() -> Option<PathBuf> {
@@ -518,10 +528,23 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         assert_eq!(again.status().as_u16(), 401, "the link works once");
         assert!(again.text().await.unwrap().contains("already used"));
 
+        // Markdown rendered on the server and sanitised; the page runs no
+        // script a reply carries, fetches no image it names, and links open
+        // in a new tab without an opener.
+        cdp.type_and_send("markdown please").await;
+        cdp.until("the rendered reply", "!!document.querySelector('.msg.agent strong')").await;
+        let seen = cdp.eval("(() => { const m = document.querySelector('.msg.agent'); const a = m.querySelector('a[href=\"https://example.org/docs\"]'); return { strong: m.querySelector('strong').textContent, code: m.querySelector('pre code').textContent, copy: !!m.querySelector('pre button.copy'), target: a && a.target, rel: a && a.rel, imgs: m.querySelectorAll('img').length, chart: !!m.querySelector('a[href^=\"https://tracker.example/\"]'), js: m.querySelectorAll('a[href^=\"javascript\"]').length, scripts: m.querySelectorAll('script').length, xss: window.__xss === undefined, shown: m.textContent.includes('<img src=x') } })()").await;
+        assert_eq!(
+            seen,
+            json!({"strong": "bold", "code": "let x = 1;\n", "copy": true, "target": "_blank", "rel": "noopener noreferrer nofollow",
+                   "imgs": 0, "chart": true, "js": 0, "scripts": 0, "xss": true, "shown": true}),
+            "the rendered reply"
+        );
+
         // A typed message and the agent's reply.
         cdp.type_and_send("hello there").await;
         cdp.until("the reply", "[...document.querySelectorAll('.msg.agent')].some(e => e.textContent === 'hi from the agent')").await;
-        cdp.until("the message accepted", "document.querySelectorAll('.msg.user.pending').length === 0 && document.querySelectorAll('.msg.user').length === 1").await;
+        cdp.until("the message accepted", "document.querySelectorAll('.msg.user.pending').length === 0 && document.querySelectorAll('.msg.user').length === 2").await;
 
         // A question card: buttons, a real click, the agent gets the answer.
         cdp.type_and_send("pick a colour").await;
@@ -568,6 +591,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         cdp.call("Page.reload", json!({})).await;
         cdp.until("the history after a reload", "[...document.querySelectorAll('.msg.user')].some(e => e.textContent.startsWith('hello there')) && [...document.querySelectorAll('.msg.agent')].some(e => e.textContent === 'hi from the agent')").await;
         cdp.until("the whole history", "document.querySelectorAll('.msg').length >= 8").await;
+        cdp.until("the history's Markdown rendered", "!!document.querySelector('.msg.agent strong') && document.querySelectorAll('.msg.agent img').length === 0 && window.__xss === undefined").await;
 
     });
     rt.block_on(host.shutdown()).unwrap();
