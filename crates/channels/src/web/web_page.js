@@ -35,7 +35,21 @@ function fill(body, text, html) {
   }
 }
 
-function bubble(from, id, text, files, buttons, html) {
+// When a message was sent, in the browser's own zone: `at` is the stored
+// UTC time (history), else now (live).
+function stamp(el, at) {
+  const d = at ? new Date(at) : new Date();
+  if (isNaN(d)) return;
+  const t = document.createElement("time");
+  t.dateTime = d.toISOString();
+  t.title = d.toLocaleString();
+  t.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  el.appendChild(t);
+}
+
+function bubble(from, id, text, files, buttons, html, at) {
+  const welcome = document.querySelector(".welcome");
+  if (welcome) welcome.remove();
   const el = document.createElement("div");
   el.className = "msg " + from;
   if (id) { el.dataset.id = id; byId.set(id, el); }
@@ -73,6 +87,7 @@ function bubble(from, id, text, files, buttons, html) {
     }
     el.appendChild(box);
   }
+  stamp(el, at);
   log.appendChild(el);
   scroll();
   return el;
@@ -102,7 +117,13 @@ function connect() {
       case "hello": statusEl.textContent = "connected as " + m.user; break;
       case "history":
         log.textContent = ""; byId.clear();
-        for (const it of m.items) bubble(it.from, it.id, it.text, it.files, [], it.html);
+        for (const it of m.items) bubble(it.from, it.id, it.text, it.files, [], it.html, it.at);
+        if (!m.items.length) {
+          const w = document.createElement("div");
+          w.className = "notice welcome";
+          w.textContent = "No messages yet. Say hello: the agent answers here, and this conversation is kept.";
+          log.appendChild(w);
+        }
         break;
       case "message": {
         if (byId.has(m.id)) break;

@@ -519,6 +519,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         cdp.call("Page.enable", json!({})).await;
         cdp.call("Page.navigate", json!({"url": url})).await;
         cdp.until("the page connected", "document.getElementById('status').textContent.startsWith('connected as tester')").await;
+        cdp.until("the welcome line of an empty chat", "!!document.querySelector('.notice.welcome') && document.querySelector('.notice.welcome').textContent.startsWith('No messages yet')").await;
         // The login link was spent on the way in: the address bar holds no
         // code, the cookie is invisible to scripts (HttpOnly).
         let here = cdp.eval("location.href").await;
@@ -543,7 +544,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
 
         // A typed message and the agent's reply.
         cdp.type_and_send("hello there").await;
-        cdp.until("the reply", "[...document.querySelectorAll('.msg.agent')].some(e => e.textContent === 'hi from the agent')").await;
+        cdp.until("the reply", "[...document.querySelectorAll('.msg.agent')].some(e => e.querySelector('.text').textContent === 'hi from the agent')").await;
         cdp.until("the message accepted", "document.querySelectorAll('.msg.user.pending').length === 0 && document.querySelectorAll('.msg.user').length === 2").await;
 
         // A question card: buttons, a real click, the agent gets the answer.
@@ -552,7 +553,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         let labels = cdp.eval("[...document.querySelectorAll('.buttons button')].map(b => b.textContent)").await;
         assert_eq!(labels, json!(["Red", "Blue"]));
         cdp.click(".buttons button:nth-child(2)").await;
-        let chose = cdp.until("the answer reaching the agent", "[...document.querySelectorAll('.msg.agent')].map(e => e.textContent).find(t => t.startsWith('you chose:'))").await;
+        let chose = cdp.until("the answer reaching the agent", "[...document.querySelectorAll('.msg.agent')].map(e => e.querySelector('.text').textContent).find(t => t.startsWith('you chose:'))").await;
         assert!(chose.as_str().unwrap().contains('b') || chose.as_str().unwrap().contains("Blue"), "{chose}");
 
         // A file up (uploaded over HTTP with the token), read by the agent.
@@ -562,7 +563,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         )
         .await;
         cdp.type_and_send("read the attachment").await;
-        cdp.until("the agent reading the upload", "[...document.querySelectorAll('.msg.agent')].some(e => e.textContent.includes('the secret word is plum'))").await;
+        cdp.until("the agent reading the upload", "[...document.querySelectorAll('.msg.agent')].some(e => e.querySelector('.text').textContent.includes('the secret word is plum'))").await;
 
         // A file down: the agent's file arrives as a link that downloads it
         // (with the browser's cookie; without it, 401).
@@ -573,7 +574,7 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         let body = cdp.eval(&format!("fetch({href:?}).then(r => r.text())")).await;
         assert_eq!(body, json!("numbers: 1 2 3"));
         assert_eq!(reqwest::get(href).await.unwrap().status().as_u16(), 401);
-        cdp.until("the final answer", "[...document.querySelectorAll('.msg.agent')].some(e => e.textContent === 'report sent')").await;
+        cdp.until("the final answer", "[...document.querySelectorAll('.msg.agent')].some(e => e.querySelector('.text').textContent === 'report sent')").await;
 
         // The screenshot: the conversation with the answered card and the file link.
         let shot = cdp.call("Page.captureScreenshot", json!({"format": "png"})).await;
@@ -589,8 +590,11 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
 
         // History: a reload shows the conversation from the session DBs.
         cdp.call("Page.reload", json!({})).await;
-        cdp.until("the history after a reload", "[...document.querySelectorAll('.msg.user')].some(e => e.textContent.startsWith('hello there')) && [...document.querySelectorAll('.msg.agent')].some(e => e.textContent === 'hi from the agent')").await;
+        cdp.until("the history after a reload", "[...document.querySelectorAll('.msg.user')].some(e => e.querySelector('.text').textContent.startsWith('hello there')) && [...document.querySelectorAll('.msg.agent')].some(e => e.querySelector('.text').textContent === 'hi from the agent')").await;
         cdp.until("the whole history", "document.querySelectorAll('.msg').length >= 8").await;
+        // Times in the browser's zone, from the stored UTC times.
+        let stamps = cdp.eval("[...document.querySelectorAll('.msg')].every(m => { const t = m.querySelector('time'); return t && !isNaN(Date.parse(t.dateTime)) && /\\d/.test(t.textContent); }) && !document.querySelector('.welcome')").await;
+        assert_eq!(stamps, json!(true), "every message has its time, the welcome line is gone");
         cdp.until("the history's Markdown rendered", "!!document.querySelector('.msg.agent strong') && document.querySelectorAll('.msg.agent img').length === 0 && window.__xss === undefined").await;
 
     });
