@@ -70,6 +70,10 @@ pub enum ClientMsg {
 pub enum ServerMsg {
     Hello {
         user: String,
+        /// Whom the client talks to, in one line (`agent `main` · model
+        /// …`), for `pinch chat`'s banner.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        about: Option<String>,
     },
     Accepted {
         #[serde(default)]
@@ -166,12 +170,19 @@ struct Client {
 pub struct CliChannel {
     path: PathBuf,
     user: String,
+    /// Sent in every `Hello` ([`CliChannel::set_about`]).
+    about: Mutex<Option<String>>,
     current: Mutex<Option<Client>>,
     next_id: AtomicU64,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl CliChannel {
+    /// What every client's `Hello` says of whom it talks to.
+    pub fn set_about(&self, about: String) {
+        *self.about.lock().unwrap() = Some(about);
+    }
+
     /// Binds the socket (replacing a stale file no one listens on) and starts
     /// accepting clients. Events go to `events`.
     pub fn bind(
@@ -198,6 +209,7 @@ impl CliChannel {
         let ch = Arc::new(CliChannel {
             path: path.to_owned(),
             user,
+            about: Mutex::new(None),
             current: Mutex::new(None),
             next_id: AtomicU64::new(1),
             accept: Mutex::new(None),
@@ -263,6 +275,7 @@ impl CliChannel {
             }
             let hello = ServerMsg::Hello {
                 user: self.user.clone(),
+                about: self.about.lock().unwrap().clone(),
             };
             if writer
                 .lock()
@@ -667,7 +680,8 @@ mod tests {
         assert_eq!(
             read_msg(&mut r1).await,
             ServerMsg::Hello {
-                user: "tester".into()
+                user: "tester".into(),
+                about: None,
             }
         );
         assert!(matches!(
@@ -743,7 +757,8 @@ mod tests {
         assert_eq!(
             read_msg(&mut r2).await,
             ServerMsg::Hello {
-                user: "tester".into()
+                user: "tester".into(),
+                about: None,
             }
         );
         assert_eq!(read_msg(&mut r1).await, ServerMsg::Superseded);

@@ -138,6 +138,8 @@ fn message(text: String, client_id: String, key: String) -> Result<ClientMsg, St
 pub struct Conn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// The host's one line about the agent and its model.
+    about: Option<String>,
     line: String,
     /// The buttons of the latest reply that had some (pressable once).
     buttons: Vec<WireButton>,
@@ -149,16 +151,20 @@ pub struct Conn {
     failed: HashSet<String>,
 }
 
-async fn open(path: &Path) -> std::io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+/// A greeted connection: its halves and what the host's `Hello` said of
+/// whom it talks to.
+type Greeted = (BufReader<OwnedReadHalf>, OwnedWriteHalf, Option<String>);
+
+async fn open(path: &Path) -> std::io::Result<Greeted> {
     greet(UnixStream::connect(path).await?).await
 }
 
-async fn greet(s: UnixStream) -> std::io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+async fn greet(s: UnixStream) -> std::io::Result<Greeted> {
     let (r, w) = s.into_split();
     let mut reader = BufReader::new(r);
     let mut line = String::new();
     match read_msg(&mut reader, &mut line).await? {
-        Some(ServerMsg::Hello { .. }) => Ok((reader, w)),
+        Some(ServerMsg::Hello { about, .. }) => Ok((reader, w, about)),
         other => Err(std::io::Error::other(format!(
             "unexpected greeting from the host: {other:?}"
         ))),
@@ -203,10 +209,11 @@ impl Conn {
         Conn::with(greet(UnixStream::from_std(s)?).await?)
     }
 
-    fn with((reader, writer): (BufReader<OwnedReadHalf>, OwnedWriteHalf)) -> std::io::Result<Conn> {
+    fn with((reader, writer, about): Greeted) -> std::io::Result<Conn> {
         Ok(Conn {
             reader,
             writer,
+            about,
             line: String::new(),
             buttons: Vec::new(),
             printed: Vec::new(),
@@ -220,9 +227,10 @@ impl Conn {
     async fn reopen(&mut self, socket: &Path, deadline: Instant) -> Result<()> {
         let mut delay = Duration::from_millis(100);
         loop {
-            if let Ok((r, w)) = open(socket).await {
+            if let Ok((r, w, about)) = open(socket).await {
                 self.reader = r;
                 self.writer = w;
+                self.about = about;
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -552,6 +560,33 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
     }
 }
 
+/// The terminal's "the agent is working" line: drawn in place on stderr,
+/// erased before anything else is printed.
+#[derive(Default)]
+struct Spinner {
+    frame: usize,
+    shown: bool,
+}
+
+impl Spinner {
+    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+    fn draw(&mut self, elapsed: Duration) {
+        let c = Self::FRAMES[self.frame % Self::FRAMES.len()];
+        self.frame += 1;
+        eprint!("\r\x1b[2K{c} working… {}s", elapsed.as_secs());
+        let _ = std::io::stderr().flush();
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if std::mem::take(&mut self.shown) {
+            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
 /// What the terminal-reading thread sends.
 enum Typed {
     Line(usize, String),
@@ -568,7 +603,9 @@ pub async fn interactive(
     let mut conn = Conn::connected(socket, first)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
-    eprintln!("{banner}");
+    // One line: whom you talk to (the host says), then `banner`.
+    let who = conn.about.as_deref().unwrap_or("agent `main`");
+    eprintln!("pinch chat — {who}{banner}");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Typed>(16);
     std::thread::spawn(move || {
         let mut lines = Lines::new(std::io::stdin().lock());
@@ -597,8 +634,16 @@ pub async fn interactive(
     let mut unconfirmed: BTreeMap<usize, ClientMsg> = BTreeMap::new();
     // Client ids of the lines whose turn failed, by message id.
     let mut lines_of: std::collections::HashMap<String, usize> = Default::default();
+    // While the agent works on a line (accepted, not yet settled), a
+    // spinner on the terminal says so; never when output is not a TTY.
+    let mut working: Option<Instant> = None;
+    let mut spinner = Spinner::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(120));
     loop {
         tokio::select! {
+            _ = tick.tick(), if is_tty && working.is_some() => {
+                spinner.draw(working.map(|t| t.elapsed()).unwrap_or_default());
+            }
             typed = rx.recv() => match typed.unwrap_or(Typed::End) {
                 Typed::End => return Ok(0),
                 Typed::Failed(e) => {
@@ -625,8 +670,13 @@ pub async fn interactive(
                     }
                 },
             },
-            m = conn.recv() => match m {
+            m = conn.recv() => {
+                spinner.clear();
+                match m {
                 Ok(Some(ServerMsg::Accepted { routed, note, client_id, id })) => {
+                    if routed > 0 {
+                        working.get_or_insert_with(Instant::now);
+                    }
                     if let Some(n) = client_id.as_deref().and_then(|c| c.strip_prefix('i')).and_then(|n| n.parse().ok()) {
                         unconfirmed.remove(&n);
                         lines_of.insert(id, n);
@@ -645,6 +695,7 @@ pub async fn interactive(
                 }
                 Ok(Some(m)) => {
                     if let Some(ServerMsg::Settled { failed, .. }) = handle_common(&mut conn, m).await? {
+                        working = None;
                         if failed.iter().any(|id| lines_of.contains_key(id)) {
                             eprintln!("(the agent could not answer that)");
                         }
@@ -657,6 +708,7 @@ pub async fn interactive(
                     for m in unconfirmed.values() {
                         let _ = conn.send(m).await;
                     }
+                }
                 }
             }
         }

@@ -531,9 +531,10 @@ fn run_chat(
             }
         };
         let code = if interactive {
+            // After whom you talk to (the host's greeting says).
             let banner = format!(
-                "pinch chat — agent `main`{} · data {} · Ctrl-D to quit",
-                embedded.as_ref().map(|h| format!(" in a {} sandbox", h.sandbox.as_str())).unwrap_or_default(),
+                "{} · data {} · Ctrl-D to quit",
+                embedded.as_ref().map(|h| format!(" · in a {} sandbox", h.sandbox.as_str())).unwrap_or_default(),
                 dir.display()
             );
             chat::interactive(&socket, first, &banner).await

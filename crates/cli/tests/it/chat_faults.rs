@@ -281,6 +281,7 @@ impl FakeHost {
         w.write_all(
             ServerMsg::Hello {
                 user: "tester".into(),
+                about: None,
             }
             .line()
             .as_bytes(),

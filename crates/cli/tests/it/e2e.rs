@@ -17,7 +17,8 @@ fn through_sandbox(choice: Choice) {
     assert_eq!(
         c.hello,
         pinch_channels::cli_socket::ServerMsg::Hello {
-            user: "tester".into()
+            user: "tester".into(),
+            about: Some("agent `main` · the scripted provider (tests and demos, no model)".into()),
         }
     );
 
@@ -233,4 +234,26 @@ fn exit_is_noticed_and_runner_respawns_on_new_work() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(causes, vec!["idle".to_string(), "shutdown".to_string()]);
+}
+
+/// Issue 18: the CLI socket's greeting says whom `pinch chat` talks to,
+/// for its one-line banner: the agent and its model.
+#[test]
+fn the_greeting_names_the_agent_and_its_model() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let host = rt
+        .block_on(pinch_host::start(host_config(tmp.path(), Choice::Process)))
+        .unwrap();
+    let s = std::os::unix::net::UnixStream::connect(&host.cli_socket).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    let hello: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(hello["type"], "hello", "{line}");
+    assert_eq!(
+        hello["about"], "agent `main` · the scripted provider (tests and demos, no model)",
+        "{line}"
+    );
+    rt.block_on(host.shutdown()).unwrap();
 }

@@ -51,6 +51,7 @@ mod settings;
 mod slack;
 mod supervision;
 mod telegram;
+mod terminal;
 mod tools;
 mod vision;
 mod voice;

@@ -94,6 +94,10 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
     let (ch_tx, ch_rx) = mpsc::channel::<ChannelEvent>(1024);
     let cli = CliChannel::bind(&data.cli_socket(), cfg.login.clone(), ch_tx.clone())
         .with_context(|| format!("binding the CLI socket {}", data.cli_socket().display()))?;
+    cli.set_about(format!(
+        "agent `main` · {}",
+        describe_provider(&cfg.provider)
+    ));
     let mut channels: Channels = HashMap::new();
     channels.insert(
         cli.channel_type().to_owned(),
@@ -349,5 +353,63 @@ async fn boot_breaker(data: &DataDir) {
         crate::lock::BootWait::write(&lock, now_ms() + wait.as_millis() as i64, boots.len());
         tokio::time::sleep(wait).await;
         crate::lock::BootWait::clear(&lock);
+    }
+}
+
+/// The model an agent talks through, in a few words (`pinch chat`'s
+/// banner).
+pub(crate) fn describe_provider(p: &pinch_proto::runner_config::ProviderSettings) -> String {
+    match p.kind.as_str() {
+        "scripted" => "the scripted provider (tests and demos, no model)".into(),
+        "local" => {
+            let file = p
+                .model
+                .as_deref()
+                .and_then(|m| std::path::Path::new(m).file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "?".into());
+            format!("the offline model {file}")
+        }
+        "cli" => format!(
+            "the agent CLI {}",
+            p.cli.as_ref().map_or("?", |c| c.command.as_str())
+        ),
+        kind => format!(
+            "model {} ({kind})",
+            p.model.as_deref().unwrap_or("the provider's default")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_provider;
+    use pinch_proto::runner_config::{CliEngineSettings, ProviderSettings};
+
+    #[test]
+    fn providers_are_described_in_a_few_words() {
+        let p = |kind: &str, model: Option<&str>| ProviderSettings {
+            kind: kind.into(),
+            model: model.map(str::to_owned),
+            ..Default::default()
+        };
+        assert_eq!(
+            describe_provider(&p("anthropic", Some("claude-sonnet-4-5"))),
+            "model claude-sonnet-4-5 (anthropic)"
+        );
+        assert_eq!(
+            describe_provider(&p("openai", None)),
+            "model the provider's default (openai)"
+        );
+        assert_eq!(
+            describe_provider(&p("local", Some("/pinch/models/SmolLM2.gguf"))),
+            "the offline model SmolLM2.gguf"
+        );
+        let mut cli = p("cli", None);
+        cli.cli = Some(CliEngineSettings {
+            command: "claude".into(),
+            ..Default::default()
+        });
+        assert_eq!(describe_provider(&cli), "the agent CLI claude");
     }
 }

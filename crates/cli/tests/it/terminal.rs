@@ -1,0 +1,113 @@
+//! Issue 18: `pinch chat` in a terminal. Under a real pseudo-terminal
+//! (`script` from util-linux), the banner names the agent and its model
+//! and a spinner says the agent is working until the reply, erased before
+//! the reply is printed; with output piped, no spinner at all.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const SLOW: &str = "[[rule]]\ncontains = \"slow\"\nreply = \"done slowly\"\ndelay_ms = 1500\n";
+
+/// Runs `pinch chat` with `line` on its input, through `script` (a pty)
+/// when `tty`; returns everything it printed once the reply is there.
+fn chat(tty: bool, line: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("slow.toml");
+    std::fs::write(&script, SLOW).unwrap();
+    let cmd = format!(
+        "{PINCH} chat --provider scripted --script {} --sandbox process --data-dir {}",
+        script.display(),
+        tmp.path().join("data").display()
+    );
+    let mut c = if tty {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]);
+        c
+    } else {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", &cmd]);
+        c
+    };
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs pinch chat in a pseudo-terminal");
+    let mut stdin = Some(child.stdin.take().unwrap());
+    if let Some(i) = stdin.as_mut() {
+        i.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    // Piped input is read to its end before it is sent (`pinch chat`'s
+    // scripted mode): close it now. A terminal's stays open until the
+    // reply is there.
+    if !tty {
+        stdin = None;
+    }
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let out = out.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&out.lock().unwrap()).contains("done slowly") {
+        assert!(
+            Instant::now() < deadline,
+            "no reply: {}",
+            String::from_utf8_lossy(&out.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // End of input: `pinch chat` leaves.
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    for r in readers {
+        r.join().unwrap();
+    }
+    let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    text
+}
+
+#[test]
+fn a_terminal_gets_a_banner_and_a_spinner_until_the_reply() {
+    let out = chat(true, "slow please");
+    assert!(
+        out.contains(
+            "pinch chat — agent `main` · the scripted provider (tests and demos, no model)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("working… 1s"),
+        "the spinner counts the seconds: {out:?}"
+    );
+    let at = out.find("done slowly").unwrap();
+    let before = &out[..at];
+    let spun = before
+        .rfind("working…")
+        .expect("a spinner before the reply");
+    assert!(
+        before[spun..].contains("\r\x1b[2K"),
+        "the spinner is erased before the reply: {:?}",
+        &before[spun..]
+    );
+    let piped = chat(false, "slow please");
+    assert!(
+        !piped.contains("working"),
+        "no spinner without a terminal: {piped:?}"
+    );
+}
