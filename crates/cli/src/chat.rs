@@ -560,33 +560,6 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
     }
 }
 
-/// The terminal's "the agent is working" line: drawn in place on stderr,
-/// erased before anything else is printed.
-#[derive(Default)]
-struct Spinner {
-    frame: usize,
-    shown: bool,
-}
-
-impl Spinner {
-    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-
-    fn draw(&mut self, elapsed: Duration) {
-        let c = Self::FRAMES[self.frame % Self::FRAMES.len()];
-        self.frame += 1;
-        eprint!("\r\x1b[2K{c} working… {}s", elapsed.as_secs());
-        let _ = std::io::stderr().flush();
-        self.shown = true;
-    }
-
-    fn clear(&mut self) {
-        if std::mem::take(&mut self.shown) {
-            eprint!("\r\x1b[2K");
-            let _ = std::io::stderr().flush();
-        }
-    }
-}
-
 /// What the terminal-reading thread sends.
 enum Typed {
     Line(usize, String),
@@ -637,7 +610,7 @@ pub async fn interactive(
     // While the agent works on a line (accepted, not yet settled), a
     // spinner on the terminal says so; never when output is not a TTY.
     let mut working: Option<Instant> = None;
-    let mut spinner = Spinner::default();
+    let mut spinner = crate::spinner::Spinner::default();
     let mut tick = tokio::time::interval(Duration::from_millis(120));
     loop {
         tokio::select! {

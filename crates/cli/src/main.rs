@@ -14,6 +14,7 @@ mod model;
 mod recover;
 mod service;
 mod soak;
+mod spinner;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
