@@ -82,6 +82,10 @@ pub enum ServerMsg {
         routed: usize,
         #[serde(default)]
         note: Option<String>,
+        /// With `routed == 0`: the host answered it itself or holds it
+        /// for an approval (the note says which); not a failure.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        handled: bool,
     },
     Rejected {
         #[serde(default)]
@@ -393,7 +397,12 @@ impl CliChannel {
                         let writer = writer.clone();
                         tokio::spawn(async move {
                             let reply = match rx.await {
-                                Ok(AckOutcome::Stored { routed, note }) => ServerMsg::Accepted {
+                                Ok(AckOutcome::Stored {
+                                    routed,
+                                    note,
+                                    handled,
+                                }) => ServerMsg::Accepted {
+                                    handled,
                                     client_id,
                                     id: mid,
                                     routed,
@@ -701,6 +710,7 @@ mod tests {
         ack.complete(AckOutcome::Stored {
             routed: 1,
             note: None,
+            handled: false,
         });
         match read_msg(&mut r1).await {
             ServerMsg::Accepted {

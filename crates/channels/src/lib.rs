@@ -127,7 +127,14 @@ pub struct WebhookEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AckOutcome {
     /// Committed for `routed` agents (0 = dropped by routing, with a reason).
-    Stored { routed: usize, note: Option<String> },
+    /// `handled`: no agent took it, yet nothing went wrong: the host
+    /// answered it itself (`/help`) or holds it for an approval; `note`
+    /// says which, to show as information, not as a failure.
+    Stored {
+        routed: usize,
+        note: Option<String>,
+        handled: bool,
+    },
     /// Not stored; the platform may redeliver (offset not advanced).
     Failed(String),
 }

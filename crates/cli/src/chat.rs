@@ -323,10 +323,16 @@ async fn send_confirmed(
                             id,
                             routed,
                             note,
+                            handled,
                         }) if c == *cid => {
                             if routed == 0 {
+                                let what = if handled {
+                                    ""
+                                } else {
+                                    "not delivered to any agent: "
+                                };
                                 eprintln!(
-                                    "pinch: line {line_no}: not delivered to any agent: {}",
+                                    "pinch: line {line_no}: {what}{}",
                                     note.unwrap_or_default()
                                 );
                                 return Ok(Sent::Refused);
@@ -646,7 +652,7 @@ pub async fn interactive(
             m = conn.recv() => {
                 spinner.clear();
                 match m {
-                Ok(Some(ServerMsg::Accepted { routed, note, client_id, id })) => {
+                Ok(Some(ServerMsg::Accepted { routed, note, client_id, id, handled })) => {
                     if routed > 0 {
                         working.get_or_insert_with(Instant::now);
                     }
@@ -655,7 +661,13 @@ pub async fn interactive(
                         lines_of.insert(id, n);
                     }
                     if routed == 0 {
-                        eprintln!("(not delivered to any agent: {})", note.unwrap_or_default());
+                        // Answered by the host or held for an approval is
+                        // news, not a failure.
+                        if handled {
+                            eprintln!("({})", note.unwrap_or_default());
+                        } else {
+                            eprintln!("(not delivered to any agent: {})", note.unwrap_or_default());
+                        }
                         prompt();
                     }
                 }

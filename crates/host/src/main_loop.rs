@@ -88,7 +88,7 @@ struct Live {
 pub(crate) struct PendingAck {
     ack: Option<pinch_channels::Ack>,
     stored: Vec<String>,
-    note: Option<String>,
+    note: Option<routing::Note>,
     woken: Vec<String>,
 }
 

@@ -243,8 +243,17 @@ async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::Unbounde
                 return;
             }
             let frame = match rx.await {
-                Ok(AckOutcome::Stored { routed, note }) if routed > 0 || note.is_none() => {
+                Ok(AckOutcome::Stored { routed, note, .. }) if routed > 0 || note.is_none() => {
                     serde_json::json!({"type": "accepted", "client_id": cid, "id": message_id})
+                }
+                // Answered by the host or waiting for an approval: shown
+                // as what it is, not as a failure.
+                Ok(AckOutcome::Stored {
+                    note,
+                    handled: true,
+                    ..
+                }) => {
+                    serde_json::json!({"type": "handled", "client_id": cid, "id": message_id, "note": note})
                 }
                 Ok(AckOutcome::Stored { note, .. }) => {
                     serde_json::json!({"type": "rejected", "client_id": cid, "reason": note})

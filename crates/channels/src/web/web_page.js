@@ -135,6 +135,14 @@ function connect() {
         if (el) { el.classList.remove("pending"); byId.delete("c-" + m.client_id); el.dataset.id = m.id; byId.set(m.id, el); }
         break;
       }
+      case "handled": {
+        // Answered by the host (/help) or held for an approval: said as
+        // information, not as a failure.
+        const el = byId.get("c-" + m.client_id);
+        if (el) { el.classList.remove("pending"); el.classList.add("handled"); byId.delete("c-" + m.client_id); el.dataset.id = m.id; byId.set(m.id, el); }
+        if (m.note) { const n = document.createElement("div"); n.className = "notice handled"; n.textContent = m.note; log.appendChild(n); scroll(); }
+        break;
+      }
       case "rejected": {
         const el = byId.get("c-" + m.client_id);
         if (el) el.classList.add("failed");

@@ -108,6 +108,7 @@ impl Client {
                     id: pid,
                     routed,
                     note,
+                    ..
                 } if ours(&client_id) => {
                     if routed == 0 {
                         bail!(

@@ -329,6 +329,7 @@ fn answer_normally(m: &pinch_channels::cli_socket::ClientMsg) -> Option<Vec<Serv
             id: id.clone(),
             routed: 1,
             note: None,
+            handled: false,
         },
         ServerMsg::Message {
             id: format!("out-{id}"),

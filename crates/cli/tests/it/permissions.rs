@@ -205,7 +205,7 @@ fn registration_card_wrong_clicker_refused_owner_connects_and_message_is_answere
         ),
     );
     assert!(
-        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("owner has been asked")),
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: true } if n.contains("owner has been asked")),
         "{out:?}"
     );
     // The card goes to the owner on the origin's channel, by DM, with buttons.
@@ -289,7 +289,7 @@ fn unknown_sender_gets_one_card_allow_replays_deny_remembers() {
         msg("chat", "grp", "b1", "bob", "@pinch hi from bob", true, true),
     );
     assert!(
-        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("asked to let you in")),
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: true } if n.contains("asked to let you in")),
         "{out:?}"
     );
     let card = w.wait(&w.chat, "the sender card", is_card);
@@ -375,7 +375,7 @@ fn strict_policy_drops_and_audits_without_asking() {
         msg("chat", "grp", "d1", "dave", "@pinch hello", true, true),
     );
     assert!(
-        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("not allowed")),
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: false } if n.contains("not allowed")),
         "{out:?}"
     );
     // Decided before the ack: no approval was asked for.
@@ -455,7 +455,7 @@ fn numbered_answers_on_a_channel_without_buttons() {
         msg("plain", "dm-boss", "k1", "boss", " 3 ", false, false),
     );
     assert!(
-        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("answer")),
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: true } if n.contains("answer")),
         "{out:?}"
     );
     w.wait(&w.plain, "rejected", |s| s.text().starts_with("Rejected"));
@@ -473,7 +473,7 @@ fn numbered_answers_on_a_channel_without_buttons() {
         msg("plain", "dm-zed", "z2", "zed", "hello??", false, false),
     );
     assert!(
-        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("denied")),
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: false } if n.contains("denied")),
         "{out:?}"
     );
     w.shutdown();
@@ -538,9 +538,14 @@ fn command_gate_help_filtered_and_admin_only() {
             c.conn.execute("INSERT INTO agent_group_members (user_id, agent_group_id, added_at) VALUES ('chat:mia', 'main', 'x')", []).unwrap();
         },
     );
-    w.say(
+    let out = w.say(
         &w.chat,
         msg("chat", "grp", "h1", "mia", "/help", true, true),
+    );
+    // Answered by the host: handled, not a failure.
+    assert!(
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: true } if n.contains("/help")),
+        "{out:?}"
     );
     w.wait(
         &w.chat,
@@ -557,7 +562,7 @@ fn command_gate_help_filtered_and_admin_only() {
         msg("chat", "grp", "h3", "mia", "/clear", true, true),
     );
     assert!(
-        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n == "permission denied"),
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: false } if n == "permission denied"),
         "{out:?}"
     );
     w.wait(
@@ -1046,7 +1051,7 @@ fn a_question_on_a_channel_without_buttons_is_answered_by_number() {
         msg("plain", "room", "q2", "boss", "2", true, false),
     );
     assert!(
-        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n) } if n.contains("answer")),
+        matches!(&out, AckOutcome::Stored { routed: 0, note: Some(n), handled: true } if n.contains("answer")),
         "{out:?}"
     );
     w.wait(&w.plain, "the tool's result in the reply", |s| {

@@ -597,6 +597,12 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         assert_eq!(stamps, json!(true), "every message has its time, the welcome line is gone");
         cdp.until("the history's Markdown rendered", "!!document.querySelector('.msg.agent strong') && document.querySelectorAll('.msg.agent img').length === 0 && window.__xss === undefined").await;
 
+        // `/help` is answered by the host: shown as that, not as a failure.
+        cdp.type_and_send("/help").await;
+        cdp.until("the host's answer to /help", "[...document.querySelectorAll('.notice.handled')].some(n => n.textContent.includes('answered by the host'))").await;
+        let help = cdp.eval("(() => { const mine = [...document.querySelectorAll('.msg.user')].pop(); return { failed: mine.classList.contains('failed'), pending: mine.classList.contains('pending'), handled: mine.classList.contains('handled'), undelivered: [...document.querySelectorAll('.notice')].some(n => n.textContent.startsWith('not delivered')) } })()").await;
+        assert_eq!(help, json!({"failed": false, "pending": false, "handled": true, "undelivered": false}), "/help");
+
     });
     rt.block_on(host.shutdown()).unwrap();
 }

@@ -127,7 +127,8 @@ impl Host {
             } else {
                 AckOutcome::Stored {
                     routed: p.stored.len(),
-                    note: p.note,
+                    handled: p.note.as_ref().is_some_and(|n| n.handled),
+                    note: p.note.map(|n| n.text),
                 }
             };
             if let Some(ack) = p.ack {

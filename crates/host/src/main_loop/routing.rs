@@ -19,7 +19,32 @@ use super::Host;
 /// What routing did: the sessions it is stored in (written at the next
 /// flush), a note for the sender when none took it, and the sessions to
 /// wake once it is committed.
-pub(crate) type Routed = (Vec<String>, Option<String>, Vec<String>);
+pub(crate) type Routed = (Vec<String>, Option<Note>, Vec<String>);
+
+/// Why no agent took a message, for its sender.
+#[derive(Debug)]
+pub(crate) struct Note {
+    pub(crate) text: String,
+    /// Nothing went wrong: the host answered it itself (`/help`) or holds
+    /// it for an approval.
+    pub(crate) handled: bool,
+}
+
+impl Note {
+    fn dropped(text: &str) -> Option<Note> {
+        Some(Note {
+            text: text.to_owned(),
+            handled: false,
+        })
+    }
+
+    fn handled(text: &str) -> Option<Note> {
+        Some(Note {
+            text: text.to_owned(),
+            handled: true,
+        })
+    }
+}
 
 /// `<channel>:<id>`, unless the id already carries this channel's prefix.
 /// (SPEC §4 keeps any id with a `:`; a platform whose user ids contain `:`
@@ -179,7 +204,7 @@ impl Host {
                 tracing::debug!(channel = %ev.channel_type, platform_id = %ev.platform_id, "chatter in an unknown conversation ignored");
                 Ok((
                     vec![],
-                    Some("this conversation is not connected to any agent".into()),
+                    Note::dropped("this conversation is not connected to any agent"),
                     vec![],
                 ))
             }
@@ -193,7 +218,7 @@ impl Host {
                 tracing::info!(channel = %ev.channel_type, platform_id = %ev.platform_id, mg = %m.id, "new conversation; asking the owner to register it");
                 audit(self, DropReason::NoAgentWired, Some(&m.id), None);
                 self.ask_registration(&m, &ev, &user_id);
-                Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
+                Ok((vec![], Note::handled("this conversation is not connected to an agent yet; the owner has been asked"), vec![]))
             }
             Plan::Denied => {
                 audit(
@@ -204,7 +229,7 @@ impl Host {
                 );
                 Ok((
                     vec![],
-                    Some("this conversation was denied by the owner".into()),
+                    Note::dropped("this conversation was denied by the owner"),
                     vec![],
                 ))
             }
@@ -213,18 +238,22 @@ impl Host {
                 audit(self, DropReason::NoAgentWired, Some(&m.id), None);
                 if register {
                     self.ask_registration(&m, &ev, &user_id);
-                    Ok((vec![], Some("this conversation is not connected to an agent yet; the owner has been asked".into()), vec![]))
+                    Ok((vec![], Note::handled("this conversation is not connected to an agent yet; the owner has been asked"), vec![]))
                 } else {
                     Ok((
                         vec![],
-                        Some("this conversation is not connected to any agent".into()),
+                        Note::dropped("this conversation is not connected to any agent"),
                         vec![],
                     ))
                 }
             }
             Plan::Help => {
                 self.notice(addr, commands::HELP.to_owned());
-                Ok((vec![], Some("answered by the host (/help)".into()), vec![]))
+                Ok((
+                    vec![],
+                    Note::handled("answered by the host (/help)"),
+                    vec![],
+                ))
             }
             Plan::Filtered => {
                 let word = commands::command_word(&ev.text).unwrap_or_default();
@@ -237,7 +266,7 @@ impl Host {
                 tracing::info!(command = %word, "filtered command dropped");
                 Ok((
                     vec![],
-                    Some(format!("{word} is not available here")),
+                    Note::dropped(&format!("{word} is not available here")),
                     vec![],
                 ))
             }
@@ -300,13 +329,13 @@ impl Host {
                     });
                 }
                 if stored.is_empty() {
-                    let note = if reasons.contains(&DropReason::UnknownSender) {
-                        if ask_sender_approval.is_some() {
-                            "you are not known to this agent yet; its owner has been asked to let you in"
-                        } else {
-                            "you are not allowed to talk to this agent"
-                        }
-                    } else if reasons.contains(&DropReason::SenderScope) {
+                    if reasons.contains(&DropReason::UnknownSender) && ask_sender_approval.is_some()
+                    {
+                        return Ok((vec![], Note::handled("you are not known to this agent yet; its owner has been asked to let you in"), woken));
+                    }
+                    let note = if reasons.contains(&DropReason::UnknownSender)
+                        || reasons.contains(&DropReason::SenderScope)
+                    {
                         "you are not allowed to talk to this agent"
                     } else if reasons.contains(&DropReason::PermissionDenied) {
                         "permission denied"
@@ -315,7 +344,7 @@ impl Host {
                     } else {
                         "no agent engaged with this message"
                     };
-                    return Ok((vec![], Some(note.to_owned()), woken));
+                    return Ok((vec![], Note::dropped(note), woken));
                 }
                 Ok((stored, None, woken))
             }
@@ -526,7 +555,7 @@ impl Host {
                 self.notice(to, text);
                 return Ok(Some((
                     vec![],
-                    Some("taken as the new agent's name".into()),
+                    Note::handled("taken as the new agent's name"),
                     vec![],
                 )));
             }
@@ -589,7 +618,7 @@ impl Host {
         });
         Ok(Some((
             vec![],
-            Some("taken as your answer to the open question".into()),
+            Note::handled("taken as your answer to the open question"),
             vec![],
         )))
     }
