@@ -661,8 +661,7 @@ pub async fn interactive(
                         lines_of.insert(id, n);
                     }
                     if routed == 0 {
-                        // Answered by the host or held for an approval is
-                        // news, not a failure.
+                        // Answered by the host or held: news, not a failure.
                         if handled {
                             eprintln!("({})", note.unwrap_or_default());
                         } else {
