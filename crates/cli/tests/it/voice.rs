@@ -181,11 +181,17 @@ fn a_voice_note_is_transcribed_by_the_owners_endpoint_before_the_turn() {
             "{spelt}"
         );
         // What another agent sent is not a person's voice note.
-        let a2a = ask_route(sock, r#"{"path":"/workspace/inbox/a2a-s-1/voice.ogg"}"#);
-        assert!(
-            a2a.starts_with("HTTP/1.1 403") && a2a.contains("came from another agent"),
-            "{a2a}"
-        );
+        for spelt in [
+            "a2a-s-1/voice.ogg",
+            "./a2a-s-1/voice.ogg",
+            ".//a2a-s-1/./voice.ogg",
+        ] {
+            let a2a = ask_route(sock, &format!(r#"{{"path":"/workspace/inbox/{spelt}"}}"#));
+            assert!(
+                a2a.starts_with("HTTP/1.1 403") && a2a.contains("came from another agent"),
+                "{spelt}: {a2a}"
+            );
+        }
         let none = ask_route(sock, r#"{"path":"/workspace/inbox/m0/other.ogg"}"#);
         assert!(
             none.starts_with("HTTP/1.1 403") && none.contains("is missing"),

@@ -78,7 +78,15 @@ async fn transcribe(body: &[u8], ctx: &Ctx) -> Result<String, Refusal> {
         .map_err(|e| error(e.status(), e.to_string()))?;
     // Files other agents sent (a2a) are not people's: an agent could send
     // itself audio to spend the owner's key.
-    if rel.starts_with("a2a-") {
+    // Judged by the first folder name however the path is spelt
+    // (`./a2a-…/`, `a2a-…//x`): the opener below reads those alike.
+    let folder = std::path::Path::new(&rel)
+        .components()
+        .find_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        });
+    if folder.is_some_and(|f| f.starts_with("a2a-")) {
         return Err(error(
             403,
             format!("{rel:?} came from another agent: only files people sent are transcribed"),
