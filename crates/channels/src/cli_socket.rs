@@ -63,6 +63,8 @@ pub enum ClientMsg {
     Click {
         callback: String,
     },
+    /// Cancel the agent's turn (Ctrl+C in `pinch chat` while it works).
+    Stop,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,6 +113,28 @@ pub enum ServerMsg {
         text: String,
     },
     Superseded,
+    /// The live view (decision 0048; advisory, never acked): what the
+    /// agent does for the message `reply_to`, since `since_ms` (epoch ms).
+    Working {
+        #[serde(default)]
+        reply_to: Option<String>,
+        state: String,
+        since_ms: i64,
+    },
+    /// The reply so far: `text` continues the draft at byte `at` (`0`:
+    /// the draft starts over). The `Message` answering `reply_to` is the
+    /// reply.
+    Draft {
+        #[serde(default)]
+        reply_to: Option<String>,
+        at: usize,
+        text: String,
+    },
+    /// The turn on `reply_to` ended or was abandoned: drop its draft.
+    Idle {
+        #[serde(default)]
+        reply_to: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,6 +443,21 @@ impl CliChannel {
                             let _ = writer.lock().await.write_all(reply.line().as_bytes()).await;
                         });
                     }
+                    Ok(ClientMsg::Stop) => {
+                        let to = Address {
+                            channel_type: CHANNEL_TYPE.into(),
+                            platform_id: PLATFORM_ID.into(),
+                            thread_id: None,
+                        };
+                        let sender = format!("{CHANNEL_TYPE}:{}", self.user);
+                        if events
+                            .send(ChannelEvent::Stop { to, sender })
+                            .await
+                            .is_err()
+                        {
+                            break; // host is shutting down
+                        }
+                    }
                     Ok(ClientMsg::Click { callback }) => {
                         if callback.is_empty() || callback.len() > crate::MAX_CALLBACK {
                             let msg = ServerMsg::Notice {
@@ -611,6 +650,35 @@ impl Channel for CliChannel {
         tokio::spawn(async move {
             let _ = writer.lock().await.write_all(line.as_bytes()).await;
         });
+    }
+
+    fn live<'a>(&'a self, _to: &'a Address, live: &'a crate::Live) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let msg = match live {
+                crate::Live::Working {
+                    reply_to,
+                    state,
+                    since_ms,
+                } => ServerMsg::Working {
+                    reply_to: reply_to.clone(),
+                    state: state.clone(),
+                    since_ms: *since_ms,
+                },
+                crate::Live::Draft {
+                    reply_to,
+                    text,
+                    same,
+                } => ServerMsg::Draft {
+                    reply_to: reply_to.clone(),
+                    at: *same,
+                    text: text.get(*same..).unwrap_or_default().to_owned(),
+                },
+                crate::Live::Idle { reply_to } => ServerMsg::Idle {
+                    reply_to: reply_to.clone(),
+                },
+            };
+            let _ = self.send_line(&msg).await;
+        })
     }
 
     fn notice<'a>(

@@ -172,6 +172,40 @@ pub enum ChannelEvent {
         limit: usize,
         reply: oneshot::Sender<Vec<HistoryItem>>,
     },
+    /// A user asked to stop the agent's turn in this conversation (web
+    /// chat's Stop button, `pinch chat`'s Ctrl+C while it works). The host
+    /// cancels the messages of this conversation the runner holds.
+    Stop {
+        to: Address,
+        sender: String,
+    },
+}
+
+/// What the agent is doing in a conversation right now, as the host knows
+/// it (decision 0048). Advisory and lossy: never stored, never a reply; a
+/// missed one changes nothing the final reply row does not fix.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Live {
+    /// The agent is working on the message `reply_to` (its platform
+    /// message id): `state` says at what (`thinking`, `running web_fetch`),
+    /// since `since_ms` (epoch ms, when the turn started).
+    Working {
+        reply_to: Option<String>,
+        state: String,
+        since_ms: i64,
+    },
+    /// The reply to `reply_to` so far, as the model streams it: the whole
+    /// text, of which `text[..same]` is what the previous draft showed
+    /// (`same == 0`: it starts over, e.g. at the model's next step).
+    Draft {
+        reply_to: Option<String>,
+        text: std::sync::Arc<str>,
+        same: usize,
+    },
+    /// The turn on `reply_to` is over (its reply, if any, was delivered
+    /// before this) or abandoned (the runner died, the user stopped it):
+    /// drop its draft and indicator.
+    Idle { reply_to: Option<String> },
 }
 
 /// One message of a conversation's history.
@@ -344,6 +378,11 @@ pub trait Channel: Send + Sync + 'static {
                 "this channel has no reactions".into(),
             ))
         })
+    }
+    /// Shows what the agent is doing, or its reply as it streams
+    /// ([`Live`]). Best effort: an adapter without a live view ignores it.
+    fn live<'a>(&'a self, _to: &'a Address, _live: &'a Live) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
     /// Shows "typing…" in a conversation for a few seconds. Called only
     /// when `capabilities().typing`; best effort.

@@ -28,7 +28,7 @@
 //! answer (its provider failed) makes the exit status 1.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,84 +39,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-/// Input lines, with invalid UTF-8 replaced (said once) and read errors
-/// retried a little, then reported — never taken for the end of input.
-pub struct Lines<R> {
-    r: R,
-    n: usize,
-    warned: bool,
-}
-
-impl<R: BufRead> Lines<R> {
-    pub fn new(r: R) -> Lines<R> {
-        Lines {
-            r,
-            n: 0,
-            warned: false,
-        }
-    }
-
-    /// The next line (1-based number, text without its line end); `None`
-    /// at the end of input.
-    pub fn next_line(&mut self) -> std::io::Result<Option<(usize, String)>> {
-        let mut buf = Vec::new();
-        let mut errors = 0;
-        loop {
-            match self.r.read_until(b'\n', &mut buf) {
-                Ok(0) if buf.is_empty() => return Ok(None),
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    errors += 1;
-                    if errors >= 3 {
-                        return Err(e);
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        self.n += 1;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-        }
-        let text = match String::from_utf8(buf) {
-            Ok(t) => t,
-            Err(e) => {
-                if !self.warned {
-                    self.warned = true;
-                    eprintln!(
-                        "pinch: line {} is not valid UTF-8: its invalid bytes were replaced with U+FFFD (�) and it was sent that way (later lines like it are not reported)",
-                        self.n
-                    );
-                }
-                String::from_utf8_lossy(e.as_bytes()).into_owned()
-            }
-        };
-        Ok(Some((self.n, text)))
-    }
-}
-
-/// Reads all of `r` (piped input). A read error ends it early: the lines
-/// before it are returned with the error.
-pub fn read_all(r: impl BufRead) -> (Vec<String>, Option<String>) {
-    let mut lines = Lines::new(r);
-    let mut v = Vec::new();
-    loop {
-        match lines.next_line() {
-            Ok(Some((_, t))) => v.push(t),
-            Ok(None) => return (v, None),
-            Err(e) => {
-                return (
-                    v,
-                    Some(format!("reading stdin failed after line {}: {e}", lines.n)),
-                )
-            }
-        }
-    }
-}
+pub use crate::chat_input::{read_all, Lines};
 
 /// A message line as sent: refused here when it would exceed the host's
 /// line limit (the host would refuse it anyway).
@@ -149,6 +72,8 @@ pub struct Conn {
     /// (kept across reconnects: a settle may come before a resend's answer).
     settled: HashSet<String>,
     failed: HashSet<String>,
+    /// What a terminal shows while the agent works (streamed text only on a TTY).
+    live: crate::spinner::LiveView,
 }
 
 /// A greeted connection: its halves and what the host's `Hello` said of
@@ -219,6 +144,7 @@ impl Conn {
             printed: Vec::new(),
             settled: HashSet::new(),
             failed: HashSet::new(),
+            live: Default::default(),
         })
     }
 
@@ -534,7 +460,10 @@ fn parse_pick(line: &str, strict: bool) -> Option<usize> {
 async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg>> {
     match m {
         ServerMsg::Message {
-            id, text, buttons, ..
+            id,
+            text,
+            buttons,
+            in_reply_to,
         } => {
             let mut text = text;
             for (i, b) in buttons.iter().enumerate() {
@@ -544,7 +473,8 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
                 text.push_str("\n  (answer with /pick N)");
                 conn.buttons = buttons;
             }
-            print_reply(&text).context("writing to stdout")?;
+            print_reply(conn.live.reply(in_reply_to.as_deref(), &text))
+                .context("writing to stdout")?;
             conn.printed.push(text);
             // Lost with the connection: the host sends it again.
             let _ = conn.send(&ClientMsg::Ack { id }).await;
@@ -562,6 +492,7 @@ async fn handle_common(conn: &mut Conn, m: ServerMsg) -> Result<Option<ServerMsg
             conn.settled.extend(ids.iter().cloned());
             Ok(Some(ServerMsg::Settled { ids, failed }))
         }
+        m if conn.live.take(&m) => Ok(None),
         other => Ok(Some(other)),
     }
 }
@@ -614,14 +545,20 @@ pub async fn interactive(
     // Client ids of the lines whose turn failed, by message id.
     let mut lines_of: std::collections::HashMap<String, usize> = Default::default();
     // While the agent works on a line (accepted, not yet settled), a
-    // spinner on the terminal says so; never when output is not a TTY.
-    let mut working: Option<Instant> = None;
-    let mut spinner = crate::spinner::Spinner::default();
+    // spinner on the terminal says so, and its reply prints as it streams;
+    // never when output is not a TTY. Ctrl+C then stops the turn.
+    conn.live = crate::spinner::LiveView::new(is_tty);
     let mut tick = tokio::time::interval(Duration::from_millis(120));
     loop {
         tokio::select! {
-            _ = tick.tick(), if is_tty && working.is_some() => {
-                spinner.draw(working.map(|t| t.elapsed()).unwrap_or_default());
+            _ = tick.tick(), if conn.live.working.is_some() => conn.live.tick(),
+            _ = tokio::signal::ctrl_c() => {
+                if conn.live.working.is_none() {
+                    return Ok(130);
+                }
+                conn.live.clear();
+                eprintln!("(stopping…)");
+                let _ = conn.send(&ClientMsg::Stop).await;
             }
             typed = rx.recv() => match typed.unwrap_or(Typed::End) {
                 Typed::End => return Ok(0),
@@ -650,11 +587,11 @@ pub async fn interactive(
                 },
             },
             m = conn.recv() => {
-                spinner.clear();
+                conn.live.clear();
                 match m {
                 Ok(Some(ServerMsg::Accepted { routed, note, client_id, id, handled })) => {
                     if routed > 0 {
-                        working.get_or_insert_with(Instant::now);
+                        conn.live.working.get_or_insert_with(std::time::Instant::now);
                     }
                     if let Some(n) = client_id.as_deref().and_then(|c| c.strip_prefix('i')).and_then(|n| n.parse().ok()) {
                         unconfirmed.remove(&n);
@@ -679,7 +616,7 @@ pub async fn interactive(
                 }
                 Ok(Some(m)) => {
                     if let Some(ServerMsg::Settled { failed, .. }) = handle_common(&mut conn, m).await? {
-                        working = None;
+                        conn.live.settled();
                         if failed.iter().any(|id| lines_of.contains_key(id)) {
                             eprintln!("(the agent could not answer that)");
                         }

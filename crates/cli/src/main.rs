@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod chaos;
 mod chat;
+mod chat_input;
 mod config;
 mod doctor;
 mod logging;

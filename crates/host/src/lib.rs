@@ -31,6 +31,7 @@ pub(crate) mod delivery;
 pub(crate) mod fswalk;
 pub(crate) mod history;
 pub(crate) mod ledger;
+pub(crate) mod live;
 pub(crate) mod metrics;
 pub mod mounts;
 pub(crate) mod outbox;

@@ -59,6 +59,7 @@ mod session_db;
 mod sessions;
 mod shutdown;
 mod spawn;
+mod stop;
 mod supervise;
 mod sweep;
 mod task_actions;
@@ -132,6 +133,9 @@ struct Host {
     central: Central,
     sandbox: Box<dyn Sandbox>,
     channels: Arc<Channels>,
+    /// The conversations' live view: what the agent does, its streamed
+    /// reply (decision 0048).
+    live: Arc<crate::live::LiveHub>,
     sessions: HashMap<String, SessionRt>,
     events: mpsc::UnboundedSender<Event>,
     watcher: Option<notify::RecommendedWatcher>,

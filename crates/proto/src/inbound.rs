@@ -62,6 +62,18 @@ pub fn fail_after_tries(tx: &Transaction<'_>, id: &str, tries: i64) -> Result<bo
     Ok(n > 0)
 }
 
+/// A still-pending row is cancelled (the user stopped its turn): no
+/// runner takes it again. Returns whether the row was pending (and changed).
+pub fn cancel_pending(tx: &Transaction<'_>, id: &str) -> Result<bool, ProtoError> {
+    let n = tx
+        .execute(
+            "UPDATE messages_in SET status = 'cancelled' WHERE id = ?1 AND status = 'pending'",
+            [id],
+        )
+        .map_err(ProtoError::sqlite("cancelling a row"))?;
+    Ok(n > 0)
+}
+
 /// Whether `messages_in` has a row with this id (any status).
 pub fn has_row(conn: &Connection, id: &str) -> Result<bool, ProtoError> {
     Ok(conn

@@ -15,6 +15,9 @@ pub struct Progress {
     pub last_progress_at: Option<String>,
     pub tool_started_at: Option<String>,
     pub tool_declared_timeout_ms: Option<i64>,
+    /// The tool in flight (or the model call, `runner::MODEL_CALL`).
+    pub current_tool: Option<String>,
+    pub turn_started_at: Option<String>,
 }
 
 /// The `container_state` row; `None` when the table or the row is absent
@@ -32,7 +35,9 @@ pub fn progress(conn: &Connection) -> Result<Option<Progress>, ProtoError> {
                 "runner_id",
                 "last_progress_at",
                 "tool_started_at",
-                "tool_declared_timeout_ms"
+                "tool_declared_timeout_ms",
+                "current_tool",
+                "turn_started_at"
             ]
         )
     );
@@ -43,6 +48,8 @@ pub fn progress(conn: &Connection) -> Result<Option<Progress>, ProtoError> {
                 last_progress_at: r.get(1)?,
                 tool_started_at: r.get(2)?,
                 tool_declared_timeout_ms: r.get(3)?,
+                current_tool: r.get(4)?,
+                turn_started_at: r.get(5)?,
             })
         })
         .ok())

@@ -8,6 +8,7 @@
 //! contains = "ping"          # or: equals = "...", or neither (matches all)
 //! reply = "pong: {text}"     # {text} = the batch's texts joined by newlines
 //! delay_ms = 0               # sleep before answering (emits progress)
+//! stream_ms = 0              # > 0: the reply streams word by word, this far apart
 //!
 //! [[rule]]
 //! contains = "fail"
@@ -96,6 +97,10 @@ pub struct Rule {
     pub reply: Option<String>,
     #[serde(default)]
     pub delay_ms: u64,
+    /// Streams the reply word by word, this long between words (as a
+    /// model writes), instead of all at once.
+    #[serde(default)]
+    pub stream_ms: u64,
     #[serde(default)]
     pub error: Option<String>,
     #[serde(default)]
@@ -359,8 +364,17 @@ impl Provider for Scripted {
         if let Some(c) = &req.continuation {
             self.known.insert(c.clone());
         }
-        if !text.is_empty() {
-            sink(Event::Text(text.clone()));
+        match rule.map_or(0, |r| r.stream_ms) {
+            _ if text.is_empty() => {}
+            0 => sink(Event::Text(text.clone())),
+            ms => {
+                for (i, word) in text.split_inclusive(' ').enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(Duration::from_millis(ms));
+                    }
+                    sink(Event::Text(word.to_owned()));
+                }
+            }
         }
         // Usage like an API reports it: everything sent, at ~4 chars a token.
         let sent = req.system.len()

@@ -312,8 +312,20 @@ impl Runner {
             &mut self.provider,
             self.cfg.runner_id.clone(),
         );
+        let streamer = match self.streaming_for.as_deref() {
+            Some(reply_to) => {
+                if self.streamer.is_none() {
+                    self.streamer = crate::stream::Streamer::start(self.cfg.proxy_socket.clone());
+                }
+                self.streamer.as_ref().inspect(|s| s.begin(reply_to))
+            }
+            None => None,
+        };
         let mut last_progress = Instant::now();
-        let r = provider.turn(req, &mut |_ev| {
+        let r = provider.turn(req, &mut |ev| {
+            if let (Some(s), pinch_providers::Event::Text(t)) = (streamer, &ev) {
+                s.push(t);
+            }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
                 let now_s = time::now();

@@ -30,6 +30,7 @@ pub mod read;
 mod resize;
 pub mod signals;
 pub mod skills;
+pub mod stream;
 pub mod tools;
 mod turn;
 mod vision;
@@ -211,6 +212,12 @@ struct Runner {
     /// The claim's commit declared the turn's first model call in flight
     /// (decision 0040): that call writes nothing more for it.
     model_marked: bool,
+    /// The reply being streamed to the host (the inbound id it answers),
+    /// while the turn's provider calls run; `None` for other calls (a
+    /// compaction's summary).
+    streaming_for: Option<String>,
+    /// Sends streamed text to the host; started at the first streamed call.
+    streamer: Option<stream::Streamer>,
 }
 
 impl Runner {
@@ -321,6 +328,8 @@ impl Runner {
             continuation,
             spent: history::Spent::default(),
             model_marked: false,
+            streaming_for: None,
+            streamer: None,
         })
     }
 

@@ -360,6 +360,22 @@ impl Runner {
             return Ok(self.cli_turn(&p.req, turn));
         }
         let req = &mut p.req;
+        // The turn's text streams to the host as the model writes it
+        // (decision 0048); the final row stays the reply.
+        self.streaming_for = Some(turn.in_reply_to.clone());
+        let r = self.model_turn(req, fresh, turn);
+        self.streaming_for = None;
+        r
+    }
+
+    /// The provider's first call (a forgotten conversation started over
+    /// once), then the agent loop.
+    fn model_turn(
+        &mut self,
+        req: &mut TurnRequest,
+        fresh: bool,
+        turn: &mut TurnState,
+    ) -> Result<Outcome, ProtoError> {
         let first = match self.provider_turn(req) {
             // A resume the provider no longer knows: start over once, not
             // forever (lesson 14).

@@ -17,10 +17,14 @@
 //! One conversation per browser user: `platform_id` = the user (`?user=`,
 //! default the owner's login), sender `web:<user>`. WebSocket frames are
 //! JSON. Client: `message{text, client_id, attachments[{upload}|{name,
-//! size}]}`, `click{callback}`. Server: `hello{user}`, `history{items}`,
-//! `accepted{client_id, id}`, `rejected{client_id, reason}`,
-//! `message{id, text, buttons, files[{name, url}], in_reply_to}`,
-//! `edit{id, text}`, `reaction{id, emoji}`, `notice{text}`.
+//! size}]}`, `click{callback}`, `stop` (cancel the agent's turn). Server:
+//! `hello{user, about}`, `history{items}`, `accepted{client_id, id}`,
+//! `handled{client_id, id, note}`, `rejected{client_id, reason}`,
+//! `message{id, text, html, buttons, files[{name, url}], in_reply_to}`,
+//! `edit{id, text, html}`, `reaction{id, emoji}`, `notice{text}`, and the
+//! live view (decision 0048): `working{reply_to, state, since_ms}`,
+//! `draft{reply_to, text, html}` (the reply so far, replaced by the
+//! `message` whose `in_reply_to` names it), `idle{reply_to}`.
 //!
 //! A reply is delivered when at least one tab of its user is connected;
 //! with none, delivery waits (`Unavailable`) and resumes when one connects
@@ -42,7 +46,7 @@ use tokio::sync::mpsc;
 use crate::http::{unauthorized as refuse, WebAuth, LOGIN_HELP};
 use crate::{
     Address, BoxFuture, Button, Capabilities, Channel, ChannelEvent, DeliverError,
-    InboundAttachment, Outgoing, MAX_ATTACHMENT,
+    InboundAttachment, Live, Outgoing, MAX_ATTACHMENT,
 };
 
 pub mod markdown;
@@ -72,6 +76,8 @@ pub struct WebChannel {
     clients: Mutex<Clients>,
     uploads: Mutex<Vec<(String, String, InboundAttachment)>>,
     next: std::sync::atomic::AtomicU64,
+    /// The agent and model the page's header names ([`WebChannel::set_about`]).
+    about: Mutex<Option<String>>,
 }
 
 /// A user name: 1–64 of `[A-Za-z0-9_.-]`.
@@ -111,7 +117,13 @@ impl WebChannel {
             clients: Mutex::new(HashMap::new()),
             uploads: Mutex::new(Vec::new()),
             next: std::sync::atomic::AtomicU64::new(1),
+            about: Mutex::new(None),
         }))
+    }
+
+    /// What the page's header says it talks to (sent in every `hello`).
+    pub fn set_about(&self, about: String) {
+        *self.about.lock().unwrap() = Some(about);
     }
 
     /// The routes this adapter serves.
@@ -497,6 +509,27 @@ impl Channel for WebChannel {
                     to.platform_id
                 )))
             }
+        })
+    }
+
+    fn live<'a>(&'a self, to: &'a Address, live: &'a Live) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let frame = match live {
+                Live::Working {
+                    reply_to,
+                    state,
+                    since_ms,
+                } => {
+                    serde_json::json!({"type": "working", "reply_to": reply_to, "state": state, "since_ms": since_ms})
+                }
+                Live::Draft { reply_to, text, .. } => serde_json::json!({
+                    "type": "draft", "reply_to": reply_to, "text": &**text, "html": markdown::to_html(text),
+                }),
+                Live::Idle { reply_to } => {
+                    serde_json::json!({"type": "idle", "reply_to": reply_to})
+                }
+            };
+            self.push(&to.platform_id, frame);
         })
     }
 

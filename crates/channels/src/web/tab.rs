@@ -29,6 +29,8 @@ enum ClientFrame {
     Click {
         callback: String,
     },
+    /// The Stop button: cancel the agent's turn in this conversation.
+    Stop,
 }
 
 #[derive(Deserialize)]
@@ -42,7 +44,8 @@ struct ClientAttachment {
 pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let me = ch.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let hello = serde_json::json!({"type": "hello", "user": user}).to_string();
+    let about = ch.about.lock().unwrap().clone();
+    let hello = serde_json::json!({"type": "hello", "user": user, "about": about}).to_string();
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
@@ -172,6 +175,20 @@ fn shown_in_history(line: &str, ids: &mut std::collections::HashSet<String>) -> 
 
 async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::UnboundedSender<String>) {
     match f {
+        ClientFrame::Stop => {
+            let to = Address {
+                channel_type: CHANNEL_TYPE.into(),
+                platform_id: user.to_owned(),
+                thread_id: None,
+            };
+            let _ = ch
+                .events
+                .send(ChannelEvent::Stop {
+                    to,
+                    sender: format!("{CHANNEL_TYPE}:{user}"),
+                })
+                .await;
+        }
         ClientFrame::Click { callback } => {
             let c = Click {
                 channel_type: CHANNEL_TYPE.into(),

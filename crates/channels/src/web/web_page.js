@@ -12,6 +12,13 @@ const q = (extra) => {
 const log = document.getElementById("log");
 const statusEl = document.getElementById("status");
 const byId = new Map();
+// The live view (decision 0048): drafts by the message they answer, and
+// what the agent does per message (its state and since when).
+const drafts = new Map();
+const working = new Map();
+const workingEl = document.getElementById("working");
+const workState = document.getElementById("work-state");
+const workTime = document.getElementById("work-time");
 let ws, retry = 500, counter = 0;
 
 function scroll() { log.scrollTop = log.scrollHeight; }
@@ -101,6 +108,38 @@ function notice(text) {
   scroll();
 }
 
+const key = (replyTo) => replyTo || "";
+
+// The working bar: the newest turn in flight, its state and elapsed time.
+function showWorking() {
+  let last = null;
+  for (const w of working.values()) last = w;
+  if (!last) { workingEl.hidden = true; return; }
+  workingEl.hidden = false;
+  workState.textContent = last.state;
+  const s = Math.max(0, Math.round((Date.now() - last.since_ms) / 1000));
+  workTime.textContent = s < 60 ? s + " s" : Math.floor(s / 60) + " min " + (s % 60) + " s";
+}
+setInterval(showWorking, 1000);
+
+function dropDraft(replyTo) {
+  const el = drafts.get(key(replyTo));
+  if (el) { el.remove(); drafts.delete(key(replyTo)); }
+}
+
+function draft(m) {
+  let el = drafts.get(key(m.reply_to));
+  if (!el) {
+    el = bubble("agent", null, "", [], [], "");
+    el.classList.add("draft");
+    drafts.set(key(m.reply_to), el);
+  }
+  fill(el.querySelector(".text"), m.text, m.html);
+  scroll();
+}
+
+document.getElementById("stop").onclick = () => { send({ type: "stop" }); };
+
 function send(obj) {
   if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
   notice("not connected; try again in a moment");
@@ -114,9 +153,16 @@ function connect() {
   ws.onmessage = (e) => {
     const m = JSON.parse(e.data);
     switch (m.type) {
-      case "hello": statusEl.textContent = "connected as " + m.user; break;
+      case "hello":
+        statusEl.textContent = "connected as " + m.user;
+        document.getElementById("about").textContent = m.about || "";
+        if (m.about) document.title = "pinch · " + m.about;
+        break;
+      case "working": working.set(key(m.reply_to), m); showWorking(); break;
+      case "draft": draft(m); break;
+      case "idle": dropDraft(m.reply_to); working.delete(key(m.reply_to)); showWorking(); break;
       case "history":
-        log.textContent = ""; byId.clear();
+        log.textContent = ""; byId.clear(); drafts.clear(); working.clear(); showWorking();
         for (const it of m.items) bubble(it.from, it.id, it.text, it.files, [], it.html, it.at);
         if (!m.items.length) {
           const w = document.createElement("div");
@@ -127,6 +173,7 @@ function connect() {
         break;
       case "message": {
         if (byId.has(m.id)) break;
+        dropDraft(m.in_reply_to);
         bubble("agent", m.id, m.text, m.files, m.buttons, m.html);
         break;
       }

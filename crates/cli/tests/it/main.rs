@@ -49,6 +49,7 @@ mod service;
 mod session_db;
 mod settings;
 mod slack;
+mod streaming;
 mod supervision;
 mod telegram;
 mod terminal;

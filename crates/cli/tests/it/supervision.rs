@@ -221,25 +221,6 @@ fn a_long_back_off_tells_the_waiting_user_when_the_agent_restarts() {
     rt.block_on(host.shutdown()).unwrap();
 }
 
-/// Processes below `pid` (children, grandchildren, …).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in rd.flatten() {
-            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
-                out.push(k);
-                todo.push(k);
-            }
-        }
-    }
-    out
-}
-
 fn quarantine_reason(tmp: &std::path::Path) -> Option<String> {
     central(tmp)
         .query_row(
@@ -282,7 +263,7 @@ fn a_runner_killed_by_sigkill_is_named_so_in_the_quarantine() {
                 let Some(outer) = s.runner_pid.filter(|_| host.stats.spawns() == n) else {
                     return false;
                 };
-                runner = descendants(outer).into_iter().find(|p| {
+                runner = crate::common::descendants(outer).into_iter().find(|p| {
                     std::fs::read_to_string(format!("/proc/{p}/comm"))
                         .is_ok_and(|c| c.trim() == "pinch")
                 });

@@ -1,18 +1,21 @@
 //! Issue 18: `pinch chat` in a terminal. Under a real pseudo-terminal
 //! (`script` from util-linux), the banner names the agent and its model
-//! and a spinner says the agent is working until the reply, erased before
-//! the reply is printed; with output piped, no spinner at all.
+//! and a spinner says what the agent does until the reply, erased before
+//! the reply is printed, and a streamed reply prints as it is written, once;
+//! with output piped, no spinner and no streaming.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-const SLOW: &str = "[[rule]]\ncontains = \"slow\"\nreply = \"done slowly\"\ndelay_ms = 1500\n";
+const SLOW: &str = "[[rule]]\ncontains = \"slow\"\nreply = \"done slowly\"\ndelay_ms = 1500\n\n\
+    [[rule]]\ncontains = \"story\"\nreply = \"the crab wrote this reply in pieces\"\nstream_ms = 250\n";
 
 /// Runs `pinch chat` with `line` on its input, through `script` (a pty)
-/// when `tty`; returns everything it printed once the reply is there.
-fn chat(tty: bool, line: &str) -> String {
+/// when `tty`; returns everything it printed once `until` is there, and
+/// how long after `first` appeared `until` did.
+fn chat(tty: bool, line: &str, first: &str, until: &str) -> (String, Duration) {
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("slow.toml");
     std::fs::write(&script, SLOW).unwrap();
@@ -64,7 +67,11 @@ fn chat(tty: bool, line: &str) -> String {
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !String::from_utf8_lossy(&out.lock().unwrap()).contains("done slowly") {
+    let mut first_at = None;
+    while !String::from_utf8_lossy(&out.lock().unwrap()).contains(until) {
+        if first_at.is_none() && String::from_utf8_lossy(&out.lock().unwrap()).contains(first) {
+            first_at = Some(Instant::now());
+        }
         assert!(
             Instant::now() < deadline,
             "no reply: {}",
@@ -79,12 +86,13 @@ fn chat(tty: bool, line: &str) -> String {
         r.join().unwrap();
     }
     let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
-    text
+    let gap = first_at.map_or(Duration::ZERO, |t| t.elapsed());
+    (text, gap)
 }
 
 #[test]
 fn a_terminal_gets_a_banner_and_a_spinner_until_the_reply() {
-    let out = chat(true, "slow please");
+    let (out, _) = chat(true, "slow please", "done slowly", "done slowly");
     assert!(
         out.contains(
             "pinch chat — agent `main` · the scripted provider (tests and demos, no model)"
@@ -92,22 +100,44 @@ fn a_terminal_gets_a_banner_and_a_spinner_until_the_reply() {
         "{out}"
     );
     assert!(
-        out.contains("working… 1s"),
+        out.contains("thinking… 1s"),
         "the spinner counts the seconds: {out:?}"
     );
     let at = out.find("done slowly").unwrap();
     let before = &out[..at];
     let spun = before
-        .rfind("working…")
+        .rfind("thinking…")
         .expect("a spinner before the reply");
     assert!(
         before[spun..].contains("\r\x1b[2K"),
         "the spinner is erased before the reply: {:?}",
         &before[spun..]
     );
-    let piped = chat(false, "slow please");
+    let (piped, _) = chat(false, "slow please", "done slowly", "done slowly");
     assert!(
-        !piped.contains("working"),
+        !piped.contains("working") && !piped.contains("thinking"),
         "no spinner without a terminal: {piped:?}"
+    );
+}
+
+/// The reply prints as the model writes it, and once: the final reply
+/// adds only what the streamed text did not show. Piped, it prints whole.
+#[test]
+fn a_terminal_shows_the_reply_as_it_streams_and_once() {
+    let (out, gap) = chat(true, "a story please", "the crab", "in pieces");
+    assert_eq!(out.matches("the crab").count(), 1, "{out:?}");
+    assert!(
+        gap >= Duration::from_millis(500),
+        "the first words were on screen {gap:?} before the last: {out:?}"
+    );
+    let (piped, gap) = chat(false, "a story please", "the crab", "in pieces");
+    assert_eq!(
+        piped.matches("the crab wrote this reply in pieces").count(),
+        1,
+        "{piped:?}"
+    );
+    assert!(
+        gap < Duration::from_millis(200),
+        "piped output is the final reply: {gap:?}"
     );
 }

@@ -715,7 +715,17 @@ impl Tab {
             .await
             .unwrap();
     }
+    /// The next frame that is not the live view's (`working`, `draft`,
+    /// `idle`: advisory, decision 0048).
     async fn next(&mut self) -> Value {
+        loop {
+            let v = self.next_any().await;
+            if !["working", "draft", "idle"].contains(&v["type"].as_str().unwrap_or("")) {
+                return v;
+            }
+        }
+    }
+    async fn next_any(&mut self) -> Value {
         loop {
             let m = tokio::time::timeout(WAIT, self.ws.next())
                 .await

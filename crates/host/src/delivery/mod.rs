@@ -62,6 +62,9 @@ pub struct Shared {
     pub out_max: AtomicI64,
     /// Ends a failing task's backoff pause: the host repaired a file.
     pub kick: Notify,
+    /// The session's live runner (its id), whose claims are the turns in
+    /// flight the live view shows.
+    pub runner: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
             notify: Notify::new(),
             out_max: AtomicI64::new(0),
             kick: Notify::new(),
+            runner: std::sync::Mutex::new(None),
         })
     }
 }
@@ -101,6 +105,8 @@ pub struct Task {
     pub timezone: String,
     /// The session's agent group (the host's record, for address checks).
     pub agent_group: String,
+    /// Told what the runner's turns do (decision 0048).
+    pub live: Option<Arc<crate::live::LiveHub>>,
 }
 
 impl Task {
@@ -124,6 +130,7 @@ impl Task {
             events,
             timezone: "UTC".into(),
             agent_group: String::new(),
+            live: None,
         }
     }
 

@@ -59,12 +59,14 @@ impl Task {
         if !out_path.exists() {
             return Ok(());
         }
-        let (out_rows, acks) = {
+        let read_at = std::time::Instant::now();
+        let (out_rows, acks, progress) = {
             let mut c = open_agent_reader(&out_path, BUSY)?;
             let tx = c.transaction().context("begin outbound read")?;
             let out_rows = rows::outbound_after(&tx, self.watermark)?;
             let acks = rows::acks(&tx)?;
-            (out_rows, acks)
+            let progress = pinch_proto::outbound::progress(&tx)?;
+            (out_rows, acks, progress)
         };
         if let Some(last) = out_rows.last() {
             self.shared.out_max.fetch_max(last.seq, Ordering::Relaxed);
@@ -117,7 +119,64 @@ impl Task {
         if !blocked {
             self.announce_settled();
         }
+        if let (Some(hub), Some(now)) = (
+            self.live.clone(),
+            self.live_now(&p.inbound, &acks, progress),
+        ) {
+            hub.working(&self.session_id, now, read_at).await;
+        }
         Ok(())
+    }
+
+    /// The turns the session's runner has in flight and what it does (its
+    /// claims and `container_state`, as this pass read them), for the live
+    /// view (decision 0048). `None`: nothing to say (no live runner: its
+    /// exit ended the view; or the rows could not be read).
+    fn live_now(
+        &self,
+        inbound: &pinch_proto::rusqlite::Connection,
+        acks: &[rows::AckRow],
+        progress: Option<pinch_proto::outbound::Progress>,
+    ) -> Option<Vec<crate::live::Working>> {
+        self.live.as_ref()?;
+        let runner = self.shared.runner.lock().unwrap().clone()?;
+        let ids: Vec<String> = acks
+            .iter()
+            .filter(|a| a.status == status::PROCESSING && a.runner_id == runner)
+            .map(|a| a.message_id.clone())
+            .collect();
+        let mut now = Vec::new();
+        if !ids.is_empty() {
+            let p = progress.filter(|p| p.runner_id.as_deref() == Some(runner.as_str()));
+            let state = crate::live::state_text(p.as_ref().and_then(|p| p.current_tool.as_deref()));
+            let since_ms = p
+                .as_ref()
+                .and_then(|p| p.turn_started_at.as_deref())
+                .and_then(|t| time::parse(t).ok())
+                .map_or_else(
+                    || jiff::Timestamp::now().as_millisecond(),
+                    |t| t.as_millisecond(),
+                );
+            match rows::inbound_by_ids(inbound, &ids) {
+                Ok(found) => {
+                    for r in found {
+                        if let Some(target) = crate::live::Target::of_row(&r) {
+                            now.push(crate::live::Working {
+                                id: r.id,
+                                target,
+                                state: state.clone(),
+                                since_ms,
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("the live view skipped a pass: {e}");
+                    return None;
+                }
+            }
+        }
+        Some(now)
     }
 
     /// Decides and carries out one row.

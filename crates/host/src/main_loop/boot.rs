@@ -94,10 +94,8 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
     let (ch_tx, ch_rx) = mpsc::channel::<ChannelEvent>(1024);
     let cli = CliChannel::bind(&data.cli_socket(), cfg.login.clone(), ch_tx.clone())
         .with_context(|| format!("binding the CLI socket {}", data.cli_socket().display()))?;
-    cli.set_about(format!(
-        "agent `main` · {}",
-        describe_provider(&cfg.provider)
-    ));
+    let about = format!("agent `main` · {}", describe_provider(&cfg.provider));
+    cli.set_about(about.clone());
     let mut channels: Channels = HashMap::new();
     channels.insert(
         cli.channel_type().to_owned(),
@@ -129,7 +127,10 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
             start_http(
                 h,
                 &data,
-                &cfg.login,
+                WebWho {
+                    login: &cfg.login,
+                    about: &about,
+                },
                 &ch_tx,
                 &mut channels,
                 routes,
@@ -155,12 +156,14 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
     ));
     let stats = Arc::new(Stats::default());
     let sandbox_kind = sandbox.kind();
+    let channels = Arc::new(channels);
     let mut host = Host {
         cfg: cfg.clone(),
         data: data.clone(),
         central,
         sandbox,
-        channels: Arc::new(channels),
+        live: crate::live::LiveHub::new(channels.clone()),
+        channels,
         sessions: HashMap::new(),
         events: ev_tx,
         watcher,
@@ -250,12 +253,19 @@ fn prepare_data_dir(data: &DataDir) -> Result<()> {
 
 pub(super) const BREAKER_FILE: &str = "circuit-breaker.json";
 
+/// Whom web chat is for (the owner's login) and what its header names
+/// (the agent and model).
+struct WebWho<'a> {
+    login: &'a str,
+    about: &'a str,
+}
+
 /// Builds the HTTP-facing adapters, registers them as channels, and binds
 /// and serves their routes on the one listener.
 async fn start_http(
     h: &crate::config::HttpSettings,
     data: &DataDir,
-    login: &str,
+    WebWho { login, about }: WebWho<'_>,
     ch_tx: &mpsc::Sender<ChannelEvent>,
     channels: &mut Channels,
     routes: Vec<pinch_channels::http::Router>,
@@ -284,6 +294,7 @@ async fn start_http(
             ch_tx.clone(),
         )
         .map_err(|e| anyhow::anyhow!("web chat: {e}"))?;
+        web.set_about(about.to_owned());
         router = router.merge(web.router());
         channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
         // The dashboard, behind the same sign-in.

@@ -33,6 +33,7 @@ impl Host {
                 ack.complete(outcome);
             }
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
+            Event::Channel(ChannelEvent::Stop { to, sender }) => self.on_stop(to, sender),
             Event::Channel(ChannelEvent::History { to, limit, reply }) => {
                 let dirs = match self
                     .central

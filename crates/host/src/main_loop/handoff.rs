@@ -29,6 +29,7 @@ impl Host {
         );
         task.timezone = self.cfg.timezone.clone();
         task.agent_group = row.agent_group_id.clone();
+        task.live = Some(self.live.clone());
         use tracing::Instrument;
         let span = tracing::info_span!("delivery", session_id = %row.id);
         self.delivery_tasks

@@ -268,6 +268,7 @@ impl Host {
             pinch_policy::sweep::first_deadline(spawned_ms, &self.cfg.stuck),
         );
         let s = self.sessions.get_mut(id).expect("session exists");
+        *s.shared.runner.lock().unwrap() = Some(runner_id.clone());
         s.runner = Some(Live {
             runner_id,
             pid,
@@ -313,7 +314,11 @@ impl Host {
                 ag_id.to_owned(),
                 policy,
                 self.data.session(ag_id, id).inbox(),
-            );
+            )
+            .with_stream(crate::proxy::StreamAccess::new(
+                self.live.clone(),
+                self.data.session(ag_id, id).inbound_db(),
+            ));
             let h = crate::proxy::serve(
                 &sock,
                 id.to_owned(),

@@ -36,6 +36,10 @@ impl Host {
         let Some(live) = s.runner.take_if(|l| l.runner_id == runner_id) else {
             return;
         };
+        *s.shared.runner.lock().unwrap() = None;
+        // Its turns' live view ends; a retry streams anew (decision 0048).
+        let (hub, sid) = (self.live.clone(), id.to_owned());
+        tokio::spawn(async move { hub.gone(&sid, &[]).await });
         let asked = live.stop_requested_at.is_some();
         let cause = exit::classify(code, signal, shutting_down);
         let cause_str = match (cause, live.kill_reason) {

@@ -31,9 +31,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+mod body;
 mod limits;
 mod request;
 mod serve;
+mod stream;
 mod upstream;
 mod voice;
 mod web;
@@ -41,6 +43,7 @@ mod web;
 pub use limits::{effective_total, raise_nofile, Budget, Limits};
 pub use pinch_policy::hosts::EgressAllow;
 pub use serve::serve;
+pub use stream::StreamAccess;
 pub use web::WebAccess;
 
 /// The TLS client configuration for `https://` upstreams: Mozilla's roots

@@ -167,6 +167,9 @@ async fn handle(mut c: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
                 super::web::HostRoute::Speak => {
                     return super::voice::answer_speak(c, len, &buf[end..], ctx).await
                 }
+                super::web::HostRoute::Stream => {
+                    return super::stream::answer(c, len, &buf[end..], ctx).await
+                }
                 _ => {}
             }
             super::web::answer_route(c, route, len, &buf[end..], ctx).await

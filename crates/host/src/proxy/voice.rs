@@ -13,7 +13,8 @@
 
 use std::io::Read;
 
-use super::web::{error, read_body, write_answer, write_bytes, NO_WEB};
+use super::body::{error, read_body, write_answer, write_bytes};
+use super::web::NO_WEB;
 use super::*;
 
 type Refusal = (u16, serde_json::Value);

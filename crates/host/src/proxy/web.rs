@@ -8,6 +8,7 @@
 //! […]}`; `{"text": …}`), or the refusal's status with `{"error": …}`.
 //! The sandbox never opens a network connection of its own.
 
+use super::body::{error, read_body, write_answer};
 use super::*;
 
 /// The host's routes (their paths start with `/_pinch/`, which no
@@ -18,6 +19,7 @@ pub(super) enum HostRoute {
     Search,
     Transcribe,
     Speak,
+    Stream,
 }
 
 impl HostRoute {
@@ -27,6 +29,7 @@ impl HostRoute {
             "/_pinch/web/search" => Some(HostRoute::Search),
             "/_pinch/voice/transcribe" => Some(HostRoute::Transcribe),
             "/_pinch/voice/speak" => Some(HostRoute::Speak),
+            "/_pinch/stream" => Some(HostRoute::Stream),
             _ => None,
         }
     }
@@ -37,6 +40,8 @@ impl HostRoute {
             HostRoute::Fetch | HostRoute::Search | HostRoute::Transcribe | HostRoute::Speak => {
                 64 * 1024
             }
+            // A piece of up to 32 KiB of text, JSON-escaped.
+            HostRoute::Stream => 256 * 1024,
         }
     }
 
@@ -47,6 +52,7 @@ impl HostRoute {
             HostRoute::Search => r#"a JSON body {"query": …}"#,
             HostRoute::Transcribe => r#"a JSON body {"path": "/workspace/inbox/…"}"#,
             HostRoute::Speak => r#"a JSON body {"text": …}"#,
+            HostRoute::Stream => r#"a JSON body {"reply_to": …, "at": …, "text": …}"#,
         }
     }
 }
@@ -69,6 +75,8 @@ pub struct WebAccess {
     /// Transcripts made for this session, by the file's (device, inode)
     /// (oldest first): however the path is spelt, a file is paid for once.
     pub(super) transcripts: std::sync::Mutex<Vec<((u64, u64), String)>>,
+    /// Streamed reply text (decision 0048); `None`: not taken.
+    pub(super) stream: Option<Arc<super::stream::StreamAccess>>,
 }
 
 impl WebAccess {
@@ -85,7 +93,14 @@ impl WebAccess {
             inbox,
             voice_busy: Arc::new(Semaphore::new(1)),
             transcripts: std::sync::Mutex::default(),
+            stream: None,
         }
+    }
+
+    /// Takes streamed reply text for the live view.
+    pub fn with_stream(mut self, s: super::stream::StreamAccess) -> WebAccess {
+        self.stream = Some(Arc::new(s));
+        self
     }
 }
 
@@ -116,70 +131,6 @@ pub(super) async fn answer_route(
     write_answer(&mut c, code, &json, lim).await
 }
 
-/// A host route's body: `len` bytes (`early` already read), into one
-/// buffer of that size, within the idle timeout; `what` names it in the
-/// timeout's error.
-pub(super) async fn read_body(
-    c: &mut UnixStream,
-    len: u64,
-    early: &[u8],
-    lim: &Limits,
-    what: &str,
-) -> std::io::Result<Vec<u8>> {
-    let want = usize::try_from(len).unwrap_or(0);
-    let mut body = Vec::with_capacity(want);
-    body.extend_from_slice(&early[..early.len().min(want)]);
-    let read = async {
-        let mut chunk = vec![0u8; 64 * 1024];
-        while body.len() < want {
-            let room = (want - body.len()).min(chunk.len());
-            let n = c.read(&mut chunk[..room]).await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(lim.idle_timeout, read).await {
-        Ok(r) => r.map(|()| body),
-        Err(_) => Err(timed_out(&format!("reading {what}"))),
-    }
-}
-
-pub(super) async fn write_answer(
-    c: &mut UnixStream,
-    code: u16,
-    json: &serde_json::Value,
-    lim: &Limits,
-) -> std::io::Result<()> {
-    let text = json.to_string();
-    write_bytes(c, code, "application/json", text.as_bytes(), lim).await
-}
-
-/// An answer of `content_type` with `body`.
-pub(super) async fn write_bytes(
-    c: &mut UnixStream,
-    code: u16,
-    content_type: &str,
-    body: &[u8],
-    lim: &Limits,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        if code == 200 { "OK" } else { reason_phrase(code) },
-        body.len()
-    );
-    let write = async {
-        c.write_all(head.as_bytes()).await?;
-        c.write_all(body).await
-    };
-    match tokio::time::timeout(lim.idle_timeout, write).await {
-        Ok(r) => r,
-        Err(_) => Err(timed_out("writing the answer of a web route")),
-    }
-}
-
 /// The agent's URL for a log line: escaped (`?`) and at most 512 characters.
 fn shown(url: &str) -> String {
     url.chars().take(512).collect()
@@ -192,10 +143,6 @@ fn parse<T: serde::de::DeserializeOwned>(
 ) -> Result<T, (u16, serde_json::Value)> {
     serde_json::from_slice(body)
         .map_err(|e| error(400, format!("the request must be JSON {shape} ({e})")))
-}
-
-pub(super) fn error(code: u16, msg: String) -> (u16, serde_json::Value) {
-    (code, serde_json::json!({ "error": msg }))
 }
 
 async fn answer(route: HostRoute, body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json::Value) {
@@ -257,6 +204,8 @@ async fn answer(route: HostRoute, body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json:
             }
         }
         // Answered by `super::voice`.
-        HostRoute::Transcribe | HostRoute::Speak => error(500, "internal error: misrouted".into()),
+        HostRoute::Transcribe | HostRoute::Speak | HostRoute::Stream => {
+            error(500, "internal error: misrouted".into())
+        }
     }
 }

@@ -81,6 +81,17 @@ pub struct Client {
     seen: Vec<ServerMsg>,
     /// Every id the host reported settled on this connection.
     pub settled: std::collections::HashSet<String>,
+    /// The live view's frames (`Working`, `Draft`, `Idle`; decision 0048),
+    /// set aside by `recv` so tests of replies read only replies.
+    pub live: Vec<ServerMsg>,
+}
+
+/// Whether a frame is the live view's (advisory, never a reply).
+pub fn is_live(m: &ServerMsg) -> bool {
+    matches!(
+        m,
+        ServerMsg::Working { .. } | ServerMsg::Draft { .. } | ServerMsg::Idle { .. }
+    )
 }
 
 impl Client {
@@ -104,6 +115,7 @@ impl Client {
             hello: ServerMsg::Superseded,
             seen: Vec::new(),
             settled: Default::default(),
+            live: Vec::new(),
         };
         c.hello = c.recv().expect("hello");
         c
@@ -123,7 +135,18 @@ impl Client {
         });
     }
 
+    /// The next frame that is not the live view's (those go to `live`).
     pub fn recv(&mut self) -> Option<ServerMsg> {
+        loop {
+            match self.recv_any()? {
+                m if is_live(&m) => self.live.push(m),
+                m => return Some(m),
+            }
+        }
+    }
+
+    /// The next frame of any kind.
+    pub fn recv_any(&mut self) -> Option<ServerMsg> {
         let mut line = String::new();
         match self.r.read_line(&mut line) {
             Ok(0) => None,
@@ -160,6 +183,18 @@ impl Client {
     /// The next line if one arrives within `d` (`None`: none did, or the
     /// host closed). The usual 30 s timeout applies again afterwards.
     pub fn recv_within(&mut self, d: Duration) -> Option<ServerMsg> {
+        let until = Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.recv_any_within(left.max(Duration::from_millis(1)))? {
+                m if is_live(&m) => self.live.push(m),
+                m => return Some(m),
+            }
+        }
+    }
+
+    /// The next frame of any kind within `d`.
+    pub fn recv_any_within(&mut self, d: Duration) -> Option<ServerMsg> {
         self.w.set_read_timeout(Some(d)).unwrap();
         let mut line = String::new();
         let got = self.r.read_line(&mut line);
@@ -791,4 +826,42 @@ pub fn runner_json(data: &Path) -> serde_json::Value {
         .collect();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     serde_json::from_str(&std::fs::read_to_string(&sessions[0]).unwrap()).unwrap()
+}
+
+/// Processes below `pid` (children, grandchildren, …).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in rd.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// The pid of the session's runner process itself (`pinch` below the
+/// sandbox's supervisor), once its `n`th spawn is up.
+pub fn runner_process(rt: &tokio::runtime::Runtime, host: &pinch_host::HostHandle, n: u64) -> u32 {
+    let mut runner = None;
+    wait_for("the runner process", Duration::from_secs(30), || {
+        let Some(s) = rt.block_on(host.sessions()).pop() else {
+            return false;
+        };
+        let Some(outer) = s.runner_pid.filter(|_| host.stats.spawns() == n) else {
+            return false;
+        };
+        runner = std::iter::once(outer).chain(descendants(outer)).rfind(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pinch")
+        });
+        runner.is_some()
+    });
+    runner.unwrap()
 }
