@@ -80,6 +80,16 @@ contains = "hello"
 reply = "hi from the agent"
 
 [[rule]]
+contains = "tell a story"
+reply = "Once upon a time a tiny crab wrote a reply word by word, and the page showed each word as it came, in **bold** at last."
+stream_ms = 250
+
+[[rule]]
+contains = "think slowly"
+reply = "too late"
+delay_ms = 60000
+
+[[rule]]
 contains = "markdown please"
 reply = '''**bold** and `inline`, [the docs](https://example.org/docs) and ![a chart](https://tracker.example/p.png?leak=1)
 
@@ -602,6 +612,36 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         cdp.until("the host's answer to /help", "[...document.querySelectorAll('.notice.handled')].some(n => n.textContent.includes('answered by the host'))").await;
         let help = cdp.eval("(() => { const mine = [...document.querySelectorAll('.msg.user')].pop(); return { failed: mine.classList.contains('failed'), pending: mine.classList.contains('pending'), handled: mine.classList.contains('handled'), undelivered: [...document.querySelectorAll('.notice')].some(n => n.textContent.startsWith('not delivered')) } })()").await;
         assert_eq!(help, json!({"failed": false, "pending": false, "handled": true, "undelivered": false}), "/help");
+
+        // The header names the agent and its model (decision 0048).
+        let about = cdp.eval("document.getElementById('about').textContent").await;
+        assert!(about.as_str().unwrap().starts_with("agent `main` · the scripted provider"), "{about}");
+
+        // A streamed reply: the working bar says what the agent does, the
+        // text shows while the model writes it (no final row yet), then the
+        // final reply replaces the draft: one bubble.
+        cdp.type_and_send("tell a story").await;
+        cdp.until("the working bar", "!document.getElementById('working').hidden && ['thinking', 'working'].includes(document.getElementById('work-state').textContent)").await;
+        let partial = cdp.until("a draft with some words", "(() => { const d = document.querySelector('.msg.agent.draft .text'); return d && d.textContent.length > 8 && !d.textContent.includes('*') && d.textContent; })()").await;
+        let partial = partial.as_str().unwrap().to_owned();
+        let story = "Once upon a time a tiny crab wrote a reply word by word, and the page showed each word as it came, in bold at last.";
+        assert!(partial.len() < story.len() && story.starts_with(partial.trim_end()), "{partial:?}");
+        let finals = cdp.eval(&format!("[...document.querySelectorAll('.msg.agent:not(.draft)')].filter(e => e.querySelector('.text').textContent === {story:?}).length")).await;
+        assert_eq!(finals, json!(0), "the draft shows before the final reply exists");
+        let shot = cdp.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+        std::fs::write(target_dir().join("web-chat-streaming.png"), &png).unwrap();
+        cdp.until("the final reply in place of the draft", &format!("!document.querySelector('.msg.agent.draft') && [...document.querySelectorAll('.msg.agent')].filter(e => e.querySelector('.text').textContent === {story:?}).length === 1 && !!document.querySelector('.msg.agent:last-of-type strong')")).await;
+        cdp.until("the working bar gone", "document.getElementById('working').hidden").await;
+
+        // Stop: a turn that would think for a minute is cancelled at once.
+        cdp.type_and_send("think slowly").await;
+        cdp.until("the working bar with its seconds", "!document.getElementById('working').hidden && /^\\d+ s$/.test(document.getElementById('work-time').textContent)").await;
+        cdp.click("#stop").await;
+        cdp.until("the stop told", "[...document.querySelectorAll('.notice')].some(n => n.textContent.startsWith('Stopped.'))").await;
+        cdp.until("the working bar gone after Stop", "document.getElementById('working').hidden").await;
+        let late = cdp.eval("[...document.querySelectorAll('.msg.agent')].some(e => e.textContent.includes('too late'))").await;
+        assert_eq!(late, json!(false));
 
     });
     rt.block_on(host.shutdown()).unwrap();
