@@ -11,7 +11,7 @@
 //! session's `out/` that sees a runner's claim) are in `harness`; one
 //! function per figure in `latency` (P1/P2, TOOL, P3, P9), `load` (P4, P6;
 //! P4's channel adapter in `channel`) and `memory` (P7, with the `/proc`
-//! readers); the report (table or JSON)
+//! readers), `stream` (P12: streamed text through web chat and the CLI socket); the report (table or JSON)
 //! in `report`; the local model's P10 in `p10`.
 //!
 //! The driver runs on the thread that calls `block_on`, never on a runtime
@@ -50,6 +50,7 @@ mod memory;
 mod p10;
 mod recall;
 mod report;
+mod stream;
 mod web;
 
 use memory::ProcMem;
@@ -83,6 +84,10 @@ pub enum Fig {
     P9,
     /// One tool round trip (issue 4).
     Tool,
+    /// The provider's first token → first text in web chat (issue 18).
+    P12,
+    /// The same in `pinch chat` (the CLI socket).
+    P12Cli,
     /// `web_fetch` through the host against a direct curl (issue 17).
     P13,
     /// `search_memory` over 100,000 stored turns (issue 17).
@@ -90,7 +95,7 @@ pub enum Fig {
 }
 
 impl Fig {
-    const ALL: [Fig; 10] = [
+    const ALL: [Fig; 12] = [
         Fig::P1,
         Fig::P2,
         Fig::P3,
@@ -99,6 +104,8 @@ impl Fig {
         Fig::P7,
         Fig::P9,
         Fig::Tool,
+        Fig::P12,
+        Fig::P12Cli,
         Fig::P13,
         Fig::P14,
     ];
@@ -113,6 +120,8 @@ impl Fig {
             Fig::P7 => "P7",
             Fig::P9 => "P9",
             Fig::Tool => "TOOL",
+            Fig::P12 => "P12",
+            Fig::P12Cli => "P12-CLI",
             Fig::P13 => "P13",
             Fig::P14 => "P14",
         }
@@ -129,6 +138,8 @@ impl Fig {
             Fig::P7 => "runner idle RSS",
             Fig::P9 => "crash noticed → replacement claims",
             Fig::Tool => "CLI message → shell tool → reply (warm)",
+            Fig::P12 => "first token → text in web chat",
+            Fig::P12Cli => "first token → text in pinch chat",
             Fig::P13 => "web_fetch through the host, 20 KB page",
             Fig::P14 => "search_memory over 100,000 turns",
         }
@@ -154,6 +165,11 @@ impl Fig {
                         includes the 500 ms floor every respawn waits, decision 0024)",
             Fig::Tool => "one tool round trip, warm session: message sent on the CLI → scripted model calls `shell` (`echo`) → \
                           sh runs in the sandbox → result → model → reply printed (t0 before the socket write; t1 when the reply line is read)",
+            Fig::P12 => "a fake OpenAI-compatible model on loopback (reached through the session's credential proxy like a real one) writes its \
+                         first token 50 ms after the request and the rest 150 ms later → the first `draft` frame a web chat WebSocket client \
+                         reads (t0 when the model has written its first token; t1 when the frame is read); baseline: the model's own \
+                         first-token time as a direct client sees it (request sent → first event read)",
+            Fig::P12Cli => "as P12, the first `draft` line a `pinch chat` client reads on the CLI socket",
             Fig::P13 => "what the web_fetch tool does: POST /_pinch/web/fetch on a session's proxy socket → the host fetches a 20 KB HTML page \
                            from a loopback server (guard, resolver, HTML → Markdown; no cache) → JSON answer read whole; baseline: `curl` of \
                            the same page (a GET read whole when curl is missing) (t0 before connecting or starting curl; t1 at the end)",
@@ -175,6 +191,7 @@ impl Fig {
             (Fig::P7, _) => "≤ 10 MB",
             (Fig::P9, _) => "≤ 600 ms (100 + 500 floor)",
             (Fig::Tool, _) => "none (reported in issue 4; baseline P2)",
+            (Fig::P12 | Fig::P12Cli, _) => "p95 ≤ 30 ms",
             (Fig::P13, _) => "≤ 1.5× a direct fetch",
             (Fig::P14, _) => "p95 ≤ 20 ms",
         }
@@ -347,6 +364,15 @@ impl Bench {
                     self.p9(kind)
                         .await
                         .with_context(|| format!("P9 ({})", kind.as_str()))?,
+                );
+            }
+            if want(Fig::P12) || want(Fig::P12Cli) {
+                rows.extend(
+                    self.p12(kind)
+                        .await
+                        .with_context(|| format!("P12 ({})", kind.as_str()))?
+                        .into_iter()
+                        .filter(|r| want(r.fig)),
                 );
             }
             if want(Fig::Tool) {
