@@ -222,6 +222,20 @@ pub struct HistoryItem {
     pub at: String,
     /// Names of the files that came with it.
     pub files: Vec<String>,
+    /// A question still waiting for its answer: its buttons, pressable
+    /// as when it was sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<HistoryButton>,
+    /// A question's answer (the chosen option's label), once answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+/// A button of a waiting question in the history (as [`Button`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryButton {
+    pub label: String,
+    pub callback: String,
 }
 
 /// A button press, as the platform reported it.

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use pinch_channels::{Address, HistoryItem};
+use pinch_channels::{Address, HistoryButton, HistoryItem};
 use pinch_proto::content::{ChatIn, ChatOut, InContent};
 use pinch_proto::open::open_reader;
 use pinch_proto::rows;
@@ -14,13 +14,23 @@ use pinch_proto::rows;
 use crate::paths::SessionDir;
 use crate::session::BUSY;
 
+/// Questions still waiting, by (session id, outbound row id): the host's
+/// question id and the options' labels (their buttons).
+pub type Waiting = HashMap<(String, String), (String, Vec<String>)>;
+
 /// The newest `limit` messages to and from `to`, oldest first. A session
-/// that cannot be read is skipped with a warning.
-pub fn read(dirs: &[SessionDir], to: &Address, limit: usize) -> Vec<HistoryItem> {
+/// that cannot be read is skipped with a warning. A question keeps its
+/// buttons while it waits (`waiting`), and shows its answer once answered.
+pub fn read(
+    dirs: &[SessionDir],
+    to: &Address,
+    limit: usize,
+    waiting: &Waiting,
+) -> Vec<HistoryItem> {
     let mut items: Vec<HistoryItem> = Vec::new();
     let mut seen_in = HashSet::new();
     for d in dirs {
-        if let Err(e) = read_one(d, to, limit, &mut items, &mut seen_in) {
+        if let Err(e) = read_one(d, to, limit, waiting, &mut items, &mut seen_in) {
             tracing::warn!(session = %d.root().display(), "history: could not read this session: {e:#}");
         }
     }
@@ -33,6 +43,7 @@ fn read_one(
     d: &SessionDir,
     to: &Address,
     limit: usize,
+    waiting: &Waiting,
     items: &mut Vec<HistoryItem>,
     seen_in: &mut HashSet<String>,
 ) -> anyhow::Result<()> {
@@ -65,6 +76,7 @@ fn read_one(
             text,
             at,
             files: attachments.into_iter().map(|a| a.name).collect(),
+            ..Default::default()
         });
     }
     let delivered: HashSet<String> = {
@@ -104,18 +116,38 @@ fn read_one(
         {
             continue;
         }
+        let (mut buttons, mut answer) = (Vec::new(), None);
         let (text, files) = match ChatOut::parse(&content) {
             Ok(ChatOut::Text { text, files }) => (text, files),
             Ok(ChatOut::AskQuestion {
-                title, question, ..
-            }) => (
-                if title.is_empty() {
-                    question
-                } else {
-                    format!("{title}\n{question}")
-                },
-                Vec::new(),
-            ),
+                title,
+                question,
+                options,
+                ..
+            }) => {
+                let sid = session_id(d);
+                match waiting.get(&(sid.clone(), id.clone())) {
+                    Some((qid, labels)) => {
+                        buttons = labels
+                            .iter()
+                            .enumerate()
+                            .map(|(i, l)| HistoryButton {
+                                label: l.clone(),
+                                callback: format!("q:{qid}:{i}"),
+                            })
+                            .collect();
+                    }
+                    None => answer = answer_of(&inbound, &sid, &id, &options),
+                }
+                (
+                    if title.is_empty() {
+                        question
+                    } else {
+                        format!("{title}\n{question}")
+                    },
+                    Vec::new(),
+                )
+            }
             Ok(ChatOut::Card { fallback_text, .. }) => (fallback_text, Vec::new()),
             Ok(ChatOut::Edit { seq, text }) => {
                 edits.push((seq, text));
@@ -131,6 +163,8 @@ fn read_one(
             text,
             at,
             files,
+            buttons,
+            answer,
         });
     }
     // Rows were read newest first: apply the oldest edit first.
@@ -141,4 +175,37 @@ fn read_one(
     }
     items.extend(mine);
     Ok(())
+}
+
+/// The session's id: its folder's name.
+fn session_id(d: &SessionDir) -> String {
+    d.root()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The label of the option chosen for the question in outbound row
+/// `out_id`, from the answer the host wrote (`qr:<session>:<row>`).
+fn answer_of(
+    inbound: &pinch_proto::rusqlite::Connection,
+    session_id: &str,
+    out_id: &str,
+    options: &[pinch_proto::content::OptionItem],
+) -> Option<String> {
+    let row = rows::inbound_by_ids(inbound, &[format!("qr:{session_id}:{out_id}")])
+        .ok()?
+        .into_iter()
+        .next()?;
+    let Ok(InContent::System(pinch_proto::content::SystemIn::QuestionResponse { value, .. })) =
+        InContent::parse(&row.kind, &row.content)
+    else {
+        return None;
+    };
+    Some(
+        options
+            .iter()
+            .find(|o| o.value == value)
+            .map_or(value, |o| o.label.clone()),
+    )
 }

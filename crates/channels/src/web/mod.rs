@@ -186,20 +186,12 @@ impl WebChannel {
         !tabs.is_empty()
     }
 
-    /// Copies a delivered file where `/files/…` serves it; returns its URL path.
-    async fn keep_file(&self, f: &crate::OutFile) -> Result<String, DeliverError> {
-        let name: String = f
-            .name
-            .chars()
-            .filter(|c| !c.is_control() && *c != '/' && *c != '\\')
-            .collect();
-        let name = name.trim_start_matches('.').to_owned();
-        let name = if name.is_empty() {
-            "file".to_owned()
-        } else {
-            name
-        };
-        let dir = random_id();
+    /// Copies a delivered file where `/files/…` serves it; returns its URL
+    /// path. The folder is named from the message's id, so the history can
+    /// link the file again after a reload ([`WebChannel::file_url`]).
+    async fn keep_file(&self, f: &crate::OutFile, msg_id: &str) -> Result<String, DeliverError> {
+        let name = file_name(&f.name);
+        let dir = file_dir(msg_id);
         let d = self.files_dir.join(&dir);
         tokio::fs::create_dir_all(&d)
             .await
@@ -208,6 +200,40 @@ impl WebChannel {
             .await
             .map_err(|e| DeliverError::Retryable(format!("copying {}: {e}", f.name)))?;
         Ok(format!("/files/{dir}/{}", urlencode(&name)))
+    }
+}
+
+/// A delivered file's name as kept: no control characters, slashes or
+/// leading dots.
+fn file_name(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .filter(|c| !c.is_control() && *c != '/' && *c != '\\')
+        .collect();
+    let name = name.trim_start_matches('.').to_owned();
+    if name.is_empty() {
+        "file".to_owned()
+    } else {
+        name
+    }
+}
+
+/// The folder a message's files are kept in: a hash of its id (hex, as
+/// `/files/<dir>/…` requires).
+fn file_dir(msg_id: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, msg_id.as_bytes());
+    crate::http::hex(&d.as_ref()[..16])
+}
+
+impl WebChannel {
+    /// The URL of a file the message `msg_id` delivered, if it was kept.
+    pub(crate) fn file_url(&self, msg_id: &str, name: &str) -> Option<String> {
+        let (dir, name) = (file_dir(msg_id), file_name(name));
+        self.files_dir
+            .join(&dir)
+            .join(&name)
+            .is_file()
+            .then(|| format!("/files/{dir}/{}", urlencode(&name)))
     }
 }
 
@@ -431,7 +457,7 @@ impl Channel for WebChannel {
             }
             let mut files = Vec::new();
             for f in &msg.files {
-                let url = self.keep_file(f).await?;
+                let url = self.keep_file(f, &msg.id).await?;
                 files.push(serde_json::json!({"name": f.name, "url": url, "size": f.size}));
             }
             let frame = serde_json::json!({

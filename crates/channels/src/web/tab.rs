@@ -90,6 +90,15 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
             let mut v = serde_json::to_value(i).unwrap_or_default();
             if i.from == "agent" {
                 v["html"] = super::markdown::to_html(&i.text).into();
+                // The agent's files as the links they were, while kept.
+                v["files"] = i
+                    .files
+                    .iter()
+                    .map(|n| match ch.file_url(&i.id, n) {
+                        Some(url) => serde_json::json!({"name": n, "url": url}),
+                        None => serde_json::json!(n),
+                    })
+                    .collect();
             }
             v
         })

@@ -163,7 +163,15 @@ function connect() {
       case "idle": dropDraft(m.reply_to); working.delete(key(m.reply_to)); showWorking(); break;
       case "history":
         log.textContent = ""; byId.clear(); drafts.clear(); working.clear(); showWorking();
-        for (const it of m.items) bubble(it.from, it.id, it.text, it.files, [], it.html, it.at);
+        for (const it of m.items) {
+          const el = bubble(it.from, it.id, it.text, it.files, it.buttons || [], it.html, it.at);
+          if (it.answer) {
+            const a = document.createElement("div");
+            a.className = "answer";
+            a.textContent = "answered: " + it.answer;
+            el.insertBefore(a, el.querySelector("time"));
+          }
+        }
         if (!m.items.length) {
           const w = document.createElement("div");
           w.className = "notice welcome";

@@ -606,6 +606,19 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         let stamps = cdp.eval("[...document.querySelectorAll('.msg')].every(m => { const t = m.querySelector('time'); return t && !isNaN(Date.parse(t.dateTime)) && /\\d/.test(t.textContent); }) && !document.querySelector('.welcome')").await;
         assert_eq!(stamps, json!(true), "every message has its time, the welcome line is gone");
         cdp.until("the history's Markdown rendered", "!!document.querySelector('.msg.agent strong') && document.querySelectorAll('.msg.agent img').length === 0 && window.__xss === undefined").await;
+        // What the live view showed stays: the agent's file as a link that
+        // still downloads, the answered card with its answer.
+        let kept = cdp.until("the file link in the history", "(document.querySelector('.msg.agent .files a') || {}).href").await;
+        let kept = cdp.eval(&format!("fetch({:?}).then(r => r.text())", kept.as_str().unwrap())).await;
+        assert_eq!(kept, json!("numbers: 1 2 3"));
+        cdp.until("the card's answer in the history", "[...document.querySelectorAll('.msg.agent .answer')].some(a => a.textContent === 'answered: Blue')").await;
+        // A card still waiting keeps its buttons across a reload, and they work.
+        cdp.type_and_send("another colour").await;
+        cdp.until("the second card", "document.querySelectorAll('.msg.agent .buttons button:not(:disabled)').length === 2").await;
+        cdp.call("Page.reload", json!({})).await;
+        cdp.until("the waiting card's buttons after a reload", "document.querySelectorAll('.msg.agent .buttons button').length === 2").await;
+        cdp.click(".msg.agent .buttons button:nth-child(1)").await;
+        cdp.until("the answer from the reloaded card", "[...document.querySelectorAll('.msg.agent')].filter(e => e.querySelector('.text').textContent.startsWith('you chose:')).length === 2").await;
 
         // `/help` is answered by the host: shown as that, not as a failure.
         cdp.type_and_send("/help").await;
@@ -904,7 +917,7 @@ fn a_reply_delivered_while_the_history_is_read_reaches_a_new_tab_once() {
             sender: None,
             text: "reply in-both".into(),
             at: "2026-12-05 06:00:00".into(),
-            files: Vec::new(),
+            ..Default::default()
         };
         answer.send(vec![item]).unwrap();
         let h = tab.next().await;

@@ -156,6 +156,41 @@ impl Central {
             .collect())
     }
 
+    /// The questions still waiting in a conversation, by the outbound row
+    /// that asked them: (host question id, the options' labels).
+    pub fn waiting_questions(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+        now: &str,
+    ) -> Result<std::collections::HashMap<(String, String), (String, Vec<String>)>> {
+        let mut s = self.conn.prepare(
+            "SELECT session_id, message_out_id, question_id, options_json FROM pending_questions
+              WHERE channel_type = ?1 AND platform_id = ?2 AND expires_at > ?3",
+        )?;
+        let rows = s
+            .query_map(params![channel_type, platform_id, now], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(sid, out, qid, opts)| {
+                let labels = serde_json::from_str::<Vec<serde_json::Value>>(&opts)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|o| o["label"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+                ((sid, out), (qid, labels))
+            })
+            .collect())
+    }
+
     /// A pending approval an agent already asked for with this request id.
     pub fn approval_for_request(
         &self,

@@ -50,9 +50,17 @@ impl Host {
                         }),
                     _ => Vec::new(),
                 };
+                // Questions still waiting keep their buttons in the history.
+                let waiting = self
+                    .central
+                    .waiting_questions(&to.channel_type, &to.platform_id, &pinch_proto::time::now())
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("could not read the waiting questions for a history: {e:#}");
+                        Default::default()
+                    });
                 // The reads run off the main loop.
                 tokio::task::spawn_blocking(move || {
-                    let _ = reply.send(crate::history::read(&dirs, &to, limit));
+                    let _ = reply.send(crate::history::read(&dirs, &to, limit, &waiting));
                 });
             }
             Event::ApprovalAddressed {
