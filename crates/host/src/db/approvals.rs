@@ -163,7 +163,7 @@ impl Central {
         channel_type: &str,
         platform_id: &str,
         now: &str,
-    ) -> Result<std::collections::HashMap<(String, String), (String, Vec<String>)>> {
+    ) -> Result<crate::history::Waiting> {
         let mut s = self.conn.prepare(
             "SELECT session_id, message_out_id, question_id, options_json FROM pending_questions
               WHERE channel_type = ?1 AND platform_id = ?2 AND expires_at > ?3",
