@@ -58,6 +58,9 @@ pub struct HostConfig {
     /// Online backups of `pinch.db` into `backups/` this often (zero: only
     /// at a clean shutdown), keeping the newest `backup_keep` (issue 15).
     pub backup_every: Duration,
+    /// How often the dashboard's charts sample the counters (default a
+    /// minute; tests make it short).
+    pub metrics_sample: Duration,
     pub backup_keep: usize,
     /// Retry backoff base for orphaned claims: `base · 2^tries` (SPEC §6.3).
     pub retry_base: Duration,
@@ -249,6 +252,7 @@ impl HostConfig {
             stuck: Default::default(),
             boot_breaker: true,
             backup_every: crate::backup::DEFAULT_EVERY,
+            metrics_sample: crate::metrics_history::DEFAULT_EVERY,
             backup_keep: crate::backup::DEFAULT_KEEP,
             retry_base: Duration::from_millis(pinch_policy::retry::BASE_BACKOFF_MS as u64),
             in_dir_view: None,

@@ -45,18 +45,22 @@ pub const ALLOWED: &[&str] = &[
 struct Ctx {
     auth: Arc<WebAuth>,
     admin: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>,
+    data: crate::paths::DataDir,
 }
 
 #[derive(Deserialize, Default)]
 struct Auth {
     login: Option<String>,
     token: Option<String>,
+    /// `/api/session`: which session.
+    id: Option<String>,
 }
 
 /// `auth` is web chat's (one login signs both in).
 pub fn router(
     auth: Arc<WebAuth>,
     admin: mpsc::UnboundedSender<(Request, oneshot::Sender<Reply>)>,
+    data: crate::paths::DataDir,
 ) -> axum::Router {
     axum::Router::new()
         .route("/dashboard", get(page))
@@ -85,7 +89,9 @@ pub fn router(
             }),
         )
         .route("/api/admin", post(api))
-        .with_state(Ctx { auth, admin })
+        .route("/api/charts", get(charts))
+        .route("/api/session", get(session))
+        .with_state(Ctx { auth, admin, data })
 }
 
 fn unauthorized(q: &Auth) -> Response {
@@ -108,6 +114,66 @@ async fn page(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap) -
         axum::http::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+/// The charts' data: the sampled counters as per-interval counts and
+/// reply-latency percentiles (`metrics_history.rs`).
+async fn charts(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap) -> Response {
+    if !c.auth.authorized(&headers) {
+        return unauthorized(&q);
+    }
+    json_reply(StatusCode::OK, crate::metrics_history::current())
+}
+
+/// One session's detail: its row as `pinch admin sessions get` shows it
+/// (state, last exit and cause), and what `session_detail.rs` reads.
+async fn session(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap) -> Response {
+    if !c.auth.authorized(&headers) {
+        return unauthorized(&q);
+    }
+    let Some(id) = q.id.clone() else {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            json!({"ok": false, "error": {"code": "invalid-args", "message": "name the session: /api/session?id=<session id>"}}),
+        );
+    };
+    let (tx, rx) = oneshot::channel();
+    let req = Request {
+        id: Value::Null,
+        command: "sessions-get".into(),
+        args: json!({"id": id}),
+    };
+    if c.admin.send((req, tx)).is_err() {
+        return json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ok": false, "error": {"code": "transport-error", "message": "the host is shutting down"}}),
+        );
+    }
+    let row = match rx.await {
+        Ok(Ok(row)) => row,
+        Ok(Err(e)) => return json_reply(StatusCode::NOT_FOUND, json!({"ok": false, "error": e})),
+        Err(_) => {
+            return json_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ok": false, "error": {"code": "transport-error", "message": "the host dropped the request"}}),
+            )
+        }
+    };
+    // The row's own id and group (the host's records) name the folders.
+    let (sid, ag) = (
+        row["id"].as_str().unwrap_or_default().to_owned(),
+        row["agent_group"].as_str().unwrap_or_default().to_owned(),
+    );
+    let data = c.data.clone();
+    let detail = tokio::task::spawn_blocking(move || {
+        crate::session_detail::read(&data.session(&ag, &sid), &data.runner_logs(&sid))
+    })
+    .await
+    .unwrap_or_default();
+    json_reply(
+        StatusCode::OK,
+        json!({"ok": true, "data": {"session": row, "detail": detail}}),
+    )
 }
 
 /// Whether the request says its body is JSON (`application/json`, any parameters).

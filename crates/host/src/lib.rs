@@ -33,6 +33,7 @@ pub(crate) mod history;
 pub(crate) mod ledger;
 pub(crate) mod live;
 pub(crate) mod metrics;
+pub(crate) mod metrics_history;
 pub mod mounts;
 pub(crate) mod outbox;
 pub mod paths;
@@ -42,6 +43,7 @@ pub(crate) mod quota;
 pub mod repair;
 pub mod session;
 pub(crate) mod session_check;
+pub(crate) mod session_detail;
 pub(crate) mod skills;
 pub(crate) mod tasks;
 

@@ -20,15 +20,17 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 ];
 
 pub struct Metrics {
+    /// Messages the channels brought in and the host took.
+    pub messages_in: AtomicU64,
     pub spawns: AtomicU64,
     pub quarantines: AtomicU64,
     pub deliveries: AtomicU64,
     pub delivery_failures: AtomicU64,
     exits: Mutex<BTreeMap<String, u64>>,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    /// Sum in microseconds.
-    latency_sum_us: AtomicU64,
+    /// From the runner writing a message to the channel accepting it.
+    delivery_latency: Histogram,
+    /// From a message being stored to the channel accepting its reply.
+    reply_latency: Histogram,
     pub sessions_active: AtomicU64,
     pub sessions_running: AtomicU64,
     pub sessions_quarantined: AtomicU64,
@@ -39,6 +41,57 @@ pub struct Metrics {
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
+
+/// A Prometheus histogram over [`LATENCY_BUCKETS`] (cumulative buckets).
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            buckets: [ZERO; LATENCY_BUCKETS.len()],
+            count: ZERO,
+            sum_us: ZERO,
+        }
+    }
+
+    fn observe(&self, secs: f64) {
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add((secs.max(0.0) * 1e6) as u64, Relaxed);
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> ([u64; LATENCY_BUCKETS.len()], u64) {
+        let mut b = [0u64; LATENCY_BUCKETS.len()];
+        for (i, v) in b.iter_mut().enumerate() {
+            *v = self.buckets[i].load(Relaxed);
+        }
+        (b, self.count.load(Relaxed))
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(s, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(s, "{name}_count {count}");
+    }
+}
 
 pub static METRICS: Metrics = Metrics::new();
 
@@ -53,14 +106,14 @@ impl Metrics {
     /// tests running side by side do not count into it).
     pub const fn new() -> Metrics {
         Metrics {
+            messages_in: ZERO,
             spawns: ZERO,
             quarantines: ZERO,
             deliveries: ZERO,
             delivery_failures: ZERO,
             exits: Mutex::new(BTreeMap::new()),
-            latency_buckets: [ZERO; LATENCY_BUCKETS.len()],
-            latency_count: ZERO,
-            latency_sum_us: ZERO,
+            delivery_latency: Histogram::new(),
+            reply_latency: Histogram::new(),
             sessions_active: ZERO,
             sessions_running: ZERO,
             sessions_quarantined: ZERO,
@@ -89,14 +142,27 @@ impl Metrics {
     /// A row reached its platform `secs` after the runner wrote it.
     pub fn delivered(&self, secs: f64) {
         self.deliveries.fetch_add(1, Relaxed);
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us
-            .fetch_add((secs.max(0.0) * 1e6) as u64, Relaxed);
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.latency_buckets[i].fetch_add(1, Relaxed);
-            }
-        }
+        self.delivery_latency.observe(secs);
+    }
+
+    /// A reply reached its platform `secs` after the message it answers
+    /// was stored.
+    pub fn replied(&self, secs: f64) {
+        self.reply_latency.observe(secs);
+    }
+
+    /// Runners that ended, whatever their code.
+    pub fn exits_total(&self) -> u64 {
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
+    /// The reply-latency histogram's cumulative buckets and its count.
+    pub fn reply_snapshot(&self) -> ([u64; LATENCY_BUCKETS.len()], u64) {
+        self.reply_latency.snapshot()
     }
 
     pub fn set_session_dirs(&self, dirs: Vec<PathBuf>) {
@@ -115,6 +181,12 @@ impl Metrics {
         let gauge = |s: &mut String, name: &str, help: &str, v: u64| {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
         };
+        counter(
+            &mut s,
+            "pinch_messages_received_total",
+            "Messages the channels brought in and the host took.",
+            self.messages_in.load(Relaxed),
+        );
         counter(
             &mut s,
             "pinch_runner_spawns_total",
@@ -143,28 +215,16 @@ impl Metrics {
             "Outbound messages that failed for good.",
             self.delivery_failures.load(Relaxed),
         );
-        let _ = write!(
-            s,
-            "# HELP pinch_delivery_latency_seconds From the runner writing a message to the channel accepting it.\n# TYPE pinch_delivery_latency_seconds histogram\n"
+        self.delivery_latency.render(
+            &mut s,
+            "pinch_delivery_latency_seconds",
+            "From the runner writing a message to the channel accepting it.",
         );
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "pinch_delivery_latency_seconds_bucket{{le=\"{b}\"}} {}",
-                self.latency_buckets[i].load(Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(
-            s,
-            "pinch_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        self.reply_latency.render(
+            &mut s,
+            "pinch_reply_latency_seconds",
+            "From a message being stored to the channel accepting the agent's reply to it.",
         );
-        let _ = writeln!(
-            s,
-            "pinch_delivery_latency_seconds_sum {}",
-            self.latency_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(s, "pinch_delivery_latency_seconds_count {count}");
         let _ = write!(
             s,
             "# HELP pinch_sessions Active sessions by state.\n# TYPE pinch_sessions gauge\n"

@@ -141,6 +141,20 @@ pub fn by_seq(conn: &Connection, seq: i64) -> Result<Option<SeqRow>, ProtoError>
     .map_err(ProtoError::sqlite("reading a row by seq"))
 }
 
+/// The newest `limit` chat rows from any conversation: (timestamp,
+/// content), newest first (a session's detail on the dashboard).
+pub fn recent_chat(conn: &Connection, limit: i64) -> Result<Vec<(String, String)>, ProtoError> {
+    let mut st = conn
+        .prepare("SELECT timestamp, content FROM messages_in WHERE kind = 'chat' ORDER BY seq DESC LIMIT ?1")
+        .map_err(ProtoError::sqlite("reading recent chat"))?;
+    let rows = st
+        .query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(ProtoError::sqlite("reading recent chat"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ProtoError::sqlite("reading recent chat"))?;
+    Ok(rows)
+}
+
 /// The newest `limit` chat rows from one conversation: (timestamp, content),
 /// newest first.
 pub fn chat_from(

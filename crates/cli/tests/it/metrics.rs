@@ -88,6 +88,9 @@ fn metrics_are_scraped_over_http() {
     assert!(value(&m, "pinch_deliveries_total") >= 1.0);
     assert!(value(&m, "pinch_delivery_latency_seconds_count") >= 1.0);
     assert!(value(&m, "pinch_delivery_latency_seconds_bucket{le=\"+Inf\"}") >= 1.0);
+    // The wait a person had: their message stored → the reply delivered.
+    assert_eq!(value(&m, "pinch_reply_latency_seconds_count"), 1.0);
+    assert_eq!(value(&m, "pinch_messages_received_total"), 1.0);
     assert_eq!(value(&m, "pinch_sessions{state=\"running\"}"), 1.0);
     assert_eq!(value(&m, "pinch_sessions{state=\"quarantined\"}"), 0.0);
     assert_eq!(

@@ -1100,6 +1100,8 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
     cfg.runner_exe = wrapper;
     cfg.budget.delays = vec![Duration::ZERO, Duration::from_millis(50)];
     cfg.boot_breaker = false;
+    // The charts sample often, so a short test draws them.
+    cfg.metrics_sample = Duration::from_millis(200);
     let data = cfg.data_dir.clone();
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
@@ -1156,16 +1158,31 @@ fn the_dashboard_shows_a_quarantine_and_lifts_it() {
         cdp.until("the quarantined session", "document.querySelector('#sessions .q') && document.querySelector('[data-lift]')").await;
         let reason = cdp.eval("document.getElementById('sessions').innerText").await;
         assert!(reason.as_str().unwrap().contains("failed"), "the reason is shown: {reason}");
-        let shot = cdp.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        // Fix the cause, then lift the quarantine from the page.
+        std::fs::remove_file(&marker).unwrap();
+        cdp.click("[data-lift]").await;
+        cdp.until("the quarantine lifted", "!document.querySelector('#sessions .q') && document.querySelectorAll('#sessions tr').length === 2").await;
+        // The charts, drawn from the sampled counters: the crashes as
+        // exits and spawns, the messages. (The reply waits for this test's
+        // CLI client to take it, below; its latency is checked in
+        // `metrics.rs`.)
+        cdp.until("the runner chart with the crashes", "!!document.querySelector('#chart-runners polyline.s1') && !!document.querySelector('#chart-runners polyline.s0')").await;
+        cdp.until("the traffic chart", "!!document.querySelector('#chart-traffic polyline.s0') && !!document.querySelector('#chart-traffic polyline.s1')").await;
+        let legend = cdp.eval("document.querySelector('#chart-traffic .legend').textContent").await;
+        assert!(legend.as_str().unwrap().contains("messages") && legend.as_str().unwrap().contains("replies"), "{legend}");
+        // A session's detail: its last exit and cause, its turns, its log.
+        cdp.click("#sessions tr.pick td").await;
+        let d = cdp.until("the session's detail", "(() => { const d = document.getElementById('detail'); return !document.getElementById('detail-box').hidden && d.querySelector('pre') && d.innerText; })()").await;
+        let d = d.as_str().unwrap();
+        assert!(d.contains("Last exit") && d.contains("exit code 1"), "{d}");
+        assert!(d.contains("Tool calls") && d.contains("Runner log"), "{d}");
+        cdp.until("the last turns", "document.getElementById('detail').innerText.includes('hi from the agent')").await;
+        let shot = cdp.call("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
         use base64::Engine;
         let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
         let path = target_dir().join("dashboard.png");
         std::fs::write(&path, &png).unwrap();
         assert!(png.len() > 5_000, "a page with content");
-        // Fix the cause, then lift the quarantine from the page.
-        std::fs::remove_file(&marker).unwrap();
-        cdp.click("[data-lift]").await;
-        cdp.until("the quarantine lifted", "!document.querySelector('#sessions .q') && document.querySelectorAll('#sessions tr').length === 2").await;
     });
     // The held message is answered once the session runs again.
     let replies = c.until_settled(&held);

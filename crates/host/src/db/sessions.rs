@@ -197,7 +197,10 @@ impl Central {
             "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, s.status, s.runner_status, s.runner_id,
                     s.last_active, s.quarantined_at, s.quarantine_reason,
                     (SELECT count(*) FROM runner_exits e WHERE e.session_id = s.id) AS exits,
-                    (SELECT cause || coalesce(': ' || detail, '') FROM runner_exits e WHERE e.session_id = s.id ORDER BY rowid DESC LIMIT 1)
+                    (SELECT cause || coalesce(': ' || detail, '') FROM runner_exits e WHERE e.session_id = s.id ORDER BY rowid DESC LIMIT 1),
+                    (SELECT exited_at FROM runner_exits e WHERE e.session_id = s.id ORDER BY rowid DESC LIMIT 1),
+                    (SELECT CASE WHEN signal IS NOT NULL THEN 'signal ' || signal WHEN exit_code IS NOT NULL THEN 'exit code ' || exit_code END
+                       FROM runner_exits e WHERE e.session_id = s.id ORDER BY rowid DESC LIMIT 1)
              FROM sessions s ORDER BY s.created_at",
         )?;
         let rows = s
@@ -215,6 +218,8 @@ impl Central {
                     "quarantine_reason": r.get::<_, Option<String>>(9)?,
                     "exits": r.get::<_, i64>(10)?,
                     "last_exit": r.get::<_, Option<String>>(11)?,
+                    "last_exit_at": r.get::<_, Option<String>>(12)?,
+                    "last_exit_status": r.get::<_, Option<String>>(13)?,
                 }))
             })?
             .collect::<Result<Vec<_>, _>>()?;

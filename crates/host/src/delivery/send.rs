@@ -274,6 +274,17 @@ impl Task {
                         / 1000.0;
                     crate::metrics::METRICS.delivered(secs);
                 }
+                // How long the person waited: their message stored → this reply.
+                if let Some(t) = answered_row
+                    .as_ref()
+                    .filter(|r| r.kind == "chat")
+                    .and_then(|r| time::parse(&r.timestamp).ok())
+                {
+                    let secs = (jiff::Timestamp::now().as_millisecond() - t.as_millisecond())
+                        as f64
+                        / 1000.0;
+                    crate::metrics::METRICS.replied(secs);
+                }
                 // If what this answers was already finished (its ack synced
                 // by an earlier pass, or a previous life of the host),
                 // announce it now: the in-memory notice may be gone.

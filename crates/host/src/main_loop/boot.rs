@@ -154,6 +154,8 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
         cfg.backup_keep,
         delivery_stop.subscribe(),
     ));
+    // The dashboard's charts: the counters sampled into a ring.
+    tokio::spawn(crate::metrics_history::run(cfg.metrics_sample));
     let stats = Arc::new(Stats::default());
     let sandbox_kind = sandbox.kind();
     let channels = Arc::new(channels);
@@ -298,7 +300,11 @@ async fn start_http(
         router = router.merge(web.router());
         channels.insert(pinch_channels::web::CHANNEL_TYPE.to_owned(), web);
         // The dashboard, behind the same sign-in.
-        router = router.merge(crate::dashboard::router(auth, admin_tx.clone()));
+        router = router.merge(crate::dashboard::router(
+            auth,
+            admin_tx.clone(),
+            data.clone(),
+        ));
     }
     if h.metrics {
         // Loopback: open, like any local exporter. Otherwise the web token

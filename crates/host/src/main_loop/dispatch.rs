@@ -17,6 +17,9 @@ impl Host {
                 }
                 let outcome = match self.route(&ev) {
                     Ok((stored, note, woken)) => {
+                        crate::metrics::METRICS
+                            .messages_in
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.pending_acks.push(PendingAck {
                             ack: Some(ack),
                             stored,
