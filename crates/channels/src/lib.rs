@@ -17,6 +17,8 @@
 pub mod cli_socket;
 #[cfg(feature = "channel-discord")]
 pub mod discord;
+#[cfg(feature = "platform")]
+pub mod draft;
 #[cfg(feature = "test-support")]
 pub mod fake;
 #[cfg(feature = "http")]

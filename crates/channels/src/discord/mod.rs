@@ -95,6 +95,8 @@ pub struct DiscordChannel {
     wake: Notify,
     /// Connections made (1 = the first); for logs.
     connects: AtomicU64,
+    /// Streamed replies as a draft message edited in place (decision 0048).
+    drafts: crate::draft::Drafts,
 }
 
 impl DiscordChannel {
@@ -119,6 +121,7 @@ impl DiscordChannel {
             closed: AtomicBool::new(false),
             wake: Notify::new(),
             connects: AtomicU64::new(0),
+            drafts: Default::default(),
         });
         tokio::spawn(ch.clone().gateway_loop());
         tokio::spawn(ch.clone().inbound_loop(rx));
@@ -190,6 +193,10 @@ impl Channel for DiscordChannel {
         msg: &'a Outgoing,
     ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
+            // A streamed reply's draft becomes the reply.
+            if let Some(id) = self.drafts.finish_with(self, to, msg).await {
+                return Ok(id);
+            }
             let mut first = self
                 .post_text(
                     to,
@@ -299,6 +306,10 @@ impl Channel for DiscordChannel {
         })
     }
 
+    fn live<'a>(&'a self, to: &'a Address, live: &'a crate::Live) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.drafts.live(self, to, live).await })
+    }
+
     fn typing<'a>(&'a self, to: &'a Address) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
             self.send::<Value>(
@@ -310,6 +321,46 @@ impl Channel for DiscordChannel {
             )
             .await
             .map(|_| ())
+        })
+    }
+}
+
+impl crate::draft::DraftOps for DiscordChannel {
+    fn draft_max(&self) -> usize {
+        MAX_TEXT
+    }
+    fn send_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        key: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
+        Box::pin(async move {
+            self.post_text(to, &format!("draft-{key}"), text, Some(key), &[])
+                .await?
+                .ok_or_else(|| {
+                    DeliverError::Retryable("Discord answered without a message id".into())
+                })
+        })
+    }
+    fn edit_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        self.edit(to, id, text)
+    }
+    fn delete_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            let path = format!("/channels/{}/messages/{}", target(to), url_segment(id));
+            self.send::<Value>("delete", self.req(reqwest::Method::DELETE, &path))
+                .await
+                .map(|_| ())
         })
     }
 }

@@ -74,6 +74,8 @@ pub struct SlackChannel {
     seen: Mutex<VecDeque<String>>,
     closed: AtomicBool,
     wake: Notify,
+    /// Streamed replies as a draft message edited in place (decision 0048).
+    drafts: crate::draft::Drafts,
 }
 
 impl SlackChannel {
@@ -100,6 +102,7 @@ impl SlackChannel {
             seen: Mutex::new(VecDeque::new()),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
+            drafts: Default::default(),
         });
         tokio::spawn(ch.clone().socket_loop());
         tokio::spawn(ch.clone().inbound_loop(rx));
@@ -188,6 +191,10 @@ impl Channel for SlackChannel {
         msg: &'a Outgoing,
     ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
+            // A streamed reply's draft becomes the reply.
+            if let Some(id) = self.drafts.finish_with(self, to, msg).await {
+                return Ok(id);
+            }
             let first = self.post_text(to, &msg.text, &msg.buttons).await?;
             for f in &msg.files {
                 let data = tokio::fs::read(&f.path)
@@ -242,6 +249,10 @@ impl Channel for SlackChannel {
         })
     }
 
+    fn live<'a>(&'a self, to: &'a Address, live: &'a crate::Live) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.drafts.live(self, to, live).await })
+    }
+
     fn react<'a>(
         &'a self,
         to: &'a Address,
@@ -259,6 +270,47 @@ impl Channel for SlackChannel {
                 Err(DeliverError::Permanent(e)) if e.ends_with("already_reacted") => Ok(()),
                 r => r.map(|_| ()),
             }
+        })
+    }
+}
+
+impl crate::draft::DraftOps for SlackChannel {
+    fn draft_max(&self) -> usize {
+        MAX_TEXT
+    }
+    fn send_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        _key: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
+        Box::pin(async move {
+            let ts = self.post_text(to, text, &[]).await?.ok_or_else(|| {
+                DeliverError::Retryable("Slack answered without a message ts".into())
+            })?;
+            Ok(format!("{}-{ts}", to.platform_id))
+        })
+    }
+    fn edit_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        self.edit(to, id, text)
+    }
+    fn delete_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            self.call::<Value>(
+                "chat.delete",
+                json!({"channel": to.platform_id, "ts": ts_of(id)}),
+            )
+            .await
+            .map(|_| ())
         })
     }
 }

@@ -84,6 +84,8 @@ pub struct TelegramChannel {
     me: OnceCell<payload::Me>,
     closed: AtomicBool,
     wake: Notify,
+    /// Streamed replies as a draft message edited in place (decision 0048).
+    drafts: crate::draft::Drafts,
 }
 
 impl TelegramChannel {
@@ -105,6 +107,7 @@ impl TelegramChannel {
             me: OnceCell::new(),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
+            drafts: Default::default(),
         });
         let run = ch.clone();
         if ch.cfg.webhook.is_some() {
@@ -188,6 +191,10 @@ impl Channel for TelegramChannel {
         msg: &'a Outgoing,
     ) -> BoxFuture<'a, Result<String, DeliverError>> {
         Box::pin(async move {
+            // A streamed reply's draft becomes the reply.
+            if let Some(id) = self.drafts.finish_with(self, to, msg).await {
+                return Ok(id);
+            }
             let mut first = self
                 .send_text(to, &msg.text, msg.in_reply_to.as_deref(), &msg.buttons)
                 .await?;
@@ -272,6 +279,10 @@ impl Channel for TelegramChannel {
         })
     }
 
+    fn live<'a>(&'a self, to: &'a Address, live: &'a crate::Live) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.drafts.live(self, to, live).await })
+    }
+
     fn typing<'a>(&'a self, to: &'a Address) -> BoxFuture<'a, Result<(), DeliverError>> {
         Box::pin(async move {
             let mut body = json!({"chat_id": chat_id(&to.platform_id), "action": "typing"});
@@ -279,6 +290,52 @@ impl Channel for TelegramChannel {
             self.call::<IgnoredAny>("sendChatAction", body)
                 .await
                 .map(|_| ())
+        })
+    }
+}
+
+impl crate::draft::DraftOps for TelegramChannel {
+    fn draft_max(&self) -> usize {
+        // 4096 UTF-16 units; a char is at most two.
+        MAX_TEXT / 2
+    }
+    fn send_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        key: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
+        Box::pin(async move {
+            let id = self
+                .send_text(to, text, Some(key), &[])
+                .await?
+                .ok_or_else(|| {
+                    DeliverError::Retryable("Telegram answered without a message id".into())
+                })?;
+            Ok(format!("{}.{id}", to.platform_id))
+        })
+    }
+    fn edit_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        self.edit(to, id, text)
+    }
+    fn delete_draft<'a>(
+        &'a self,
+        to: &'a Address,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            let id = target_msg_id(id)?;
+            self.call::<IgnoredAny>(
+                "deleteMessage",
+                json!({"chat_id": chat_id(&to.platform_id), "message_id": id}),
+            )
+            .await
+            .map(|_| ())
         })
     }
 }

@@ -39,6 +39,11 @@ contains = "long one"
 reply = "{long}"
 
 [[rule]]
+contains = "tell a story"
+reply = "Once upon a time a tiny crab wrote a reply word by word for a whole story."
+stream_ms = 250
+
+[[rule]]
 contains = "say it aloud"
 tool = "send_voice"
 args = {{ text = "The rent is due on Friday." }}
@@ -173,6 +178,7 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
                 json!({"file_id": v["file_id"], "file_path": format!("documents/{}.txt", v["file_id"].as_str().unwrap_or("x"))}),
             ),
             "deleteWebhook"
+            | "deleteMessage"
             | "setWebhook"
             | "editMessageText"
             | "setMessageReaction"
@@ -675,4 +681,42 @@ fn telegram_a_voice_reply_goes_out_as_a_voice_note() {
         json!({"model": "tts-1", "input": "The rent is due on Friday.", "voice": "nova", "response_format": "opus"})
     );
     assert!(fake.calls("sendDocument").is_empty(), "not as a document");
+}
+
+/// A reply that streams for seconds is one Telegram message: sent as a
+/// draft after a second, edited at most once a second as the model writes,
+/// then edited into the final text; nothing else is sent for it.
+#[test]
+fn telegram_a_streamed_reply_is_one_message_edited_in_place() {
+    let rt = rt();
+    let fake = Arc::new(Fake::default());
+    let api = rt.block_on(serve(fake.clone()));
+    let s = setup(api);
+    let _d = daemon(&s);
+    let story = "Once upon a time a tiny crab wrote a reply word by word for a whole story.";
+    fake.push(fake.message(DM, "private", 1, DM, "tell a story"));
+    let draft = wait_call(&fake, "the draft", "sendMessage", |v| {
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Once") && t.ends_with(" …"))
+    });
+    assert_eq!(draft["reply_parameters"]["message_id"], 1, "{draft}");
+    wait_call(&fake, "the final text", "editMessageText", |v| {
+        v["text"] == story
+    });
+    let edits = fake.calls("editMessageText");
+    let id = edits.last().unwrap()["message_id"].clone();
+    assert!(
+        edits.iter().all(|e| e["message_id"] == id),
+        "one message edited: {edits:?}"
+    );
+    assert!(edits.len() >= 2, "edited while it streamed: {edits:?}");
+    // The draft grew, and the story took about 3.5 s: at most one edit a second.
+    assert!(edits.len() <= 5, "{edits:?}");
+    assert!(
+        !fake.sent_texts().iter().any(|t| t == story),
+        "the reply was not sent again: {:?}",
+        fake.sent_texts()
+    );
+    assert!(fake.calls("deleteMessage").is_empty());
 }
