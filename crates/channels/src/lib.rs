@@ -89,6 +89,11 @@ pub struct InboundEvent {
     /// (SPEC §3.2) rather than `chat`; `text` is a short summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookEvent>,
+    /// This message corrects the sender's earlier message with this
+    /// platform id (web chat's Up; decision 0049): stored as a message of
+    /// its own, marked so the agent reads it as the correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit_of: Option<String>,
 }
 
 /// The largest inbound attachment kept (SPEC §6.6: 25 MiB). Adapters stop
@@ -231,6 +236,10 @@ pub struct HistoryItem {
     /// A question's answer (the chosen option's label), once answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// A user's correction of their message with this id (web chat shows
+    /// it in place of that message, marked edited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit_of: Option<String>,
 }
 
 /// A button of a waiting question in the history (as [`Button`]).

@@ -385,6 +385,7 @@ async fn receive(
             event,
             payload,
         }),
+        edit_of: None,
     };
     let (ack, rx) = Ack::new();
     if ch

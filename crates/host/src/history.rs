@@ -59,6 +59,7 @@ fn read_one(
             sender,
             platform_message_id,
             attachments,
+            edit_of,
             ..
         })) = InContent::parse("chat", &content)
         else {
@@ -76,6 +77,7 @@ fn read_one(
             text,
             at,
             files: attachments.into_iter().map(|a| a.name).collect(),
+            edit_of,
             ..Default::default()
         });
     }
@@ -165,6 +167,7 @@ fn read_one(
             files,
             buttons,
             answer,
+            edit_of: None,
         });
     }
     // Rows were read newest first: apply the oldest edit first.

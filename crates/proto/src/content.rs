@@ -59,6 +59,10 @@ pub struct ChatIn {
     pub reply_to: Option<ReplyTo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub a2a: Option<A2a>,
+    /// The platform id of the sender's earlier message this one corrects
+    /// (decision 0049).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit_of: Option<String>,
 }
 
 /// `kind = task` inbound.

@@ -101,6 +101,9 @@ fn format_item(it: &Item<'_>, dests: &[Destination], tz: &TimeZone) -> String {
                 attrs.push_str(&format!(" sender=\"{}\"", escape_attr(s)));
             }
             attrs.push_str(&format!(" time=\"{time}\""));
+            if c.edit_of.is_some() {
+                attrs.push_str(" kind=\"edit\"");
+            }
             let mut body = String::new();
             if let Some(r) = &c.reply_to {
                 let who = r.sender.as_deref().unwrap_or("unknown");
@@ -286,5 +289,31 @@ second
         );
         assert!(!got.contains("<messages>"));
         assert!(got.contains("<message id=\"2\" from=\"unknown:cli:local\" time=\"Nov 27, 2026, 8:13 PM\">\nhi\n</message>"));
+    }
+
+    #[test]
+    fn a_correction_is_marked_as_an_edit() {
+        let r = row(3, "2026-11-27T20:13:00.000Z");
+        let c = InContent::Chat(ChatIn {
+            text: "meet at 6, not 5".into(),
+            edit_of: Some("web-ann-1".into()),
+            ..Default::default()
+        });
+        let got = format_batch(
+            &[Item {
+                row: &r,
+                content: &c,
+            }],
+            &[],
+            "UTC",
+            &TimeZone::UTC,
+            "2026-11-27T20:14:00Z".parse().unwrap(),
+        );
+        assert!(
+            got.contains(
+                "time=\"Nov 27, 2026, 8:13 PM\" kind=\"edit\">\nmeet at 6, not 5\n</message>"
+            ),
+            "{got}"
+        );
     }
 }

@@ -27,7 +27,8 @@ operator allowed; anything else is refused.
 const OUTPUT: &str = "\
 ## How you answer
 Messages arrive in a small XML-like format with their time and sender; <system_response> items are results \
-of earlier requests and answers to your questions. Your final text is sent to the conversation the newest \
+of earlier requests and answers to your questions. A message with kind=\"edit\" is its sender's correction of \
+their previous message: answer the corrected version. Your final text is sent to the conversation the newest \
 message came from. To send to another destination instead, write <message to=\"NAME\">text</message>; \
 anything inside <internal>...</internal> is never sent. Answer briefly and plainly.
 ";

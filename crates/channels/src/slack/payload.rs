@@ -171,6 +171,7 @@ impl Event {
             is_group,
             attachments: Vec::new(),
             webhook: None,
+            edit_of: None,
         };
         Some((ev, files))
     }

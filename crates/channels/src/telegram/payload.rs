@@ -234,6 +234,7 @@ impl Message {
             is_group,
             attachments: Vec::new(),
             webhook: None,
+            edit_of: None,
         };
         Some((ev, files))
     }

@@ -25,6 +25,9 @@ enum ClientFrame {
         client_id: Option<String>,
         #[serde(default)]
         attachments: Vec<ClientAttachment>,
+        /// Corrects this earlier message of the same user (Up, then Enter).
+        #[serde(default)]
+        edit_of: Option<String>,
     },
     Click {
         callback: String,
@@ -212,7 +215,11 @@ async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::Unbounde
             text,
             client_id,
             attachments,
+            edit_of,
         } => {
+            // Only this user's own messages can be corrected.
+            let mine = format!("web-{user}-");
+            let edit_of = edit_of.filter(|e| e.starts_with(&mine) && e.len() <= 200);
             let mut files = Vec::new();
             for a in attachments {
                 match a.upload {
@@ -257,6 +264,7 @@ async fn handle(ch: &WebChannel, user: &str, f: ClientFrame, tx: &mpsc::Unbounde
                 is_group: false,
                 attachments: files,
                 webhook: None,
+                edit_of,
             };
             let (ack, rx) = Ack::new();
             if ch

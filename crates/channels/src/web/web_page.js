@@ -140,6 +140,28 @@ function draft(m) {
 
 document.getElementById("stop").onclick = () => { send({ type: "stop" }); };
 
+// Up in an empty box edits your last message (decision 0049): the
+// correction goes to the agent as such and replaces the message here.
+let editing = null;
+const editingEl = document.getElementById("editing");
+function markEdited(el, text) {
+  el.querySelector(".text").textContent = text;
+  if (!el.querySelector(".edited")) {
+    const s = document.createElement("span"); s.className = "edited"; s.textContent = "(edited)";
+    el.insertBefore(s, el.querySelector("time"));
+  }
+}
+function stopEditing() { editing = null; editingEl.hidden = true; }
+function startEditing() {
+  const mine = [...document.querySelectorAll(".msg.user")].filter(e => (e.dataset.id || "").startsWith("web-"));
+  const el = mine[mine.length - 1];
+  if (!el) return false;
+  editing = el;
+  input.value = el.querySelector(".text").textContent;
+  editingEl.hidden = false;
+  return true;
+}
+
 function send(obj) {
   if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
   notice("not connected; try again in a moment");
@@ -164,6 +186,8 @@ function connect() {
       case "history":
         log.textContent = ""; byId.clear(); drafts.clear(); working.clear(); showWorking();
         for (const it of m.items) {
+          // A correction shows in place of the message it corrects.
+          if (it.edit_of && byId.has(it.edit_of)) { markEdited(byId.get(it.edit_of), it.text); continue; }
           const el = bubble(it.from, it.id, it.text, it.files, it.buttons || [], it.html, it.at);
           if (it.answer) {
             const a = document.createElement("div");
@@ -254,6 +278,14 @@ form.onsubmit = async (e) => {
   const files = Array.from(fileInput.files);
   if (!text && !files.length) return;
   const cid = Date.now().toString(36) + "-" + (counter++).toString(36) + "-" + Math.random().toString(36).slice(2, 8);
+  if (editing) {
+    const el = editing;
+    stopEditing();
+    input.value = "";
+    if (text === el.querySelector(".text").textContent) return;
+    if (send({ type: "message", text, client_id: cid, edit_of: el.dataset.id, attachments: [] })) markEdited(el, text);
+    return;
+  }
   input.value = "";
   fileInput.value = "";
   document.getElementById("chosen").textContent = "";
@@ -264,5 +296,7 @@ form.onsubmit = async (e) => {
 };
 input.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+  else if (e.key === "ArrowUp" && input.value === "" && !editing) { if (startEditing()) e.preventDefault(); }
+  else if (e.key === "Escape" && editing) { stopEditing(); input.value = ""; }
 });
 connect();

@@ -656,6 +656,41 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         let late = cdp.eval("[...document.querySelectorAll('.msg.agent')].some(e => e.textContent.includes('too late'))").await;
         assert_eq!(late, json!(false));
 
+        // Up edits the last message: the correction reaches the agent marked
+        // as one, and replaces the message here and in the history.
+        let answers = "[...document.querySelectorAll('.msg.agent')].filter(e => e.querySelector('.text').textContent === 'hi from the agent').length";
+        let before = cdp.eval(answers).await.as_i64().unwrap();
+        cdp.type_and_send("hello, with a typo").await;
+        cdp.until("the answer to the typo", &format!("{answers} === {}", before + 1)).await;
+        cdp.until("the message accepted", "document.querySelectorAll('.msg.user.pending').length === 0").await;
+        cdp.eval("document.getElementById('text').focus()").await;
+        for t in ["keyDown", "keyUp"] {
+            cdp.call("Input.dispatchKeyEvent", json!({"type": t, "key": "ArrowUp", "code": "ArrowUp", "windowsVirtualKeyCode": 38})).await;
+        }
+        let recalled = cdp.eval("[document.getElementById('text').value, document.getElementById('editing').hidden]").await;
+        assert_eq!(recalled, json!(["hello, with a typo", false]), "Up recalls the last message");
+        cdp.eval("document.getElementById('text').value = ''").await;
+        cdp.type_and_send("hello, fixed now").await;
+        cdp.until("the correction in place", "(() => { const m = [...document.querySelectorAll('.msg.user')].pop(); return m.querySelector('.text').textContent === 'hello, fixed now' && !!m.querySelector('.edited'); })()").await;
+        cdp.until("the agent's answer to the correction", &format!("{answers} === {}", before + 2)).await;
+        let typo = cdp.eval("[...document.querySelectorAll('.msg.user')].filter(e => e.querySelector('.text').textContent.includes('typo')).length").await;
+        assert_eq!(typo, json!(0));
+        let stored: Vec<String> = {
+            let mut found = Vec::new();
+            for s in host.sessions().await {
+                let c = inbound(&s.dir);
+                let mut st = c.prepare("SELECT content FROM messages_in WHERE content LIKE '%edit_of%'").unwrap();
+                found.extend(st.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap));
+            }
+            found
+        };
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        let v: Value = serde_json::from_str(&stored[0]).unwrap();
+        assert_eq!(v["text"], "hello, fixed now");
+        assert!(v["edit_of"].as_str().unwrap().starts_with("web-tester-"), "{v}");
+        cdp.call("Page.reload", json!({})).await;
+        cdp.until("the correction in the history", "[...document.querySelectorAll('.msg.user')].some(m => m.querySelector('.text').textContent === 'hello, fixed now' && !!m.querySelector('.edited')) && ![...document.querySelectorAll('.msg.user')].some(m => m.textContent.includes('typo'))").await;
+
     });
     rt.block_on(host.shutdown()).unwrap();
 }

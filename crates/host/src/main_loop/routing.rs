@@ -417,6 +417,7 @@ impl Host {
                     is_mention: ev.is_mention,
                     platform_message_id: Some(ev.message_id.clone()),
                     attachments,
+                    edit_of: ev.edit_of.clone(),
                     ..Default::default()
                 });
                 ("chat", content)
