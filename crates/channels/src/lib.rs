@@ -179,6 +179,12 @@ pub enum ChannelEvent {
         limit: usize,
         reply: oneshot::Sender<Vec<HistoryItem>>,
     },
+    /// The conversations this channel has (web chat lists them when a user
+    /// has several), newest activity first.
+    Conversations {
+        channel_type: String,
+        reply: oneshot::Sender<Vec<ConversationItem>>,
+    },
     /// A user asked to stop the agent's turn in this conversation (web
     /// chat's Stop button, `pinch chat`'s Ctrl+C while it works). The host
     /// cancels the messages of this conversation the runner holds.
@@ -247,6 +253,15 @@ pub struct HistoryItem {
 pub struct HistoryButton {
     pub label: String,
     pub callback: String,
+}
+
+/// One conversation of a channel, for a list of them.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConversationItem {
+    pub platform_id: String,
+    pub name: Option<String>,
+    /// Stored UTC time of the newest activity of its sessions.
+    pub last_active: Option<String>,
 }
 
 /// A button press, as the platform reported it.

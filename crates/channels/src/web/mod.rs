@@ -24,7 +24,9 @@
 //! `edit{id, text, html}`, `reaction{id, emoji}`, `notice{text}`, and the
 //! live view (decision 0048): `working{reply_to, state, since_ms}`,
 //! `draft{reply_to, text, html}` (the reply so far, replaced by the
-//! `message` whose `in_reply_to` names it), `idle{reply_to}`.
+//! `message` whose `in_reply_to` names it), `idle{reply_to}`; and
+//! `conversations{items, current, default}` (the web conversations, for
+//! the page's list). A client `message` may carry `edit_of` (decision 0049).
 //!
 //! A reply is delivered when at least one tab of its user is connected;
 //! with none, delivery waits (`Unavailable`) and resumes when one connects

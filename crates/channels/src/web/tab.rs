@@ -125,6 +125,29 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
         }
     }
     drop(in_history);
+    // The user's other conversations, for the page's list (asked on the
+    // side: the tab does not wait for it).
+    {
+        let (events, tx, current, default) = (
+            ch.events.clone(),
+            tx.clone(),
+            user.clone(),
+            ch.default_user.clone(),
+        );
+        tokio::spawn(async move {
+            let (reply, got) = tokio::sync::oneshot::channel();
+            let asked = events.send(ChannelEvent::Conversations {
+                channel_type: CHANNEL_TYPE.into(),
+                reply,
+            });
+            if asked.await.is_ok() {
+                if let Ok(Ok(items)) = tokio::time::timeout(Duration::from_secs(10), got).await {
+                    let frame = serde_json::json!({"type": "conversations", "items": items, "current": current, "default": default});
+                    let _ = tx.send(frame.to_string());
+                }
+            }
+        });
+    }
     let _ = ch
         .events
         .send(ChannelEvent::Available {

@@ -110,6 +110,23 @@ function notice(text) {
 
 const key = (replyTo) => replyTo || "";
 
+// The conversations list, shown when there are several: each a link to
+// its page (`?user=`), the one open marked.
+function conversations(m) {
+  const nav = document.getElementById("convs");
+  nav.textContent = "";
+  if (!m.items || m.items.length < 2) { nav.hidden = true; return; }
+  nav.hidden = false;
+  for (const c of m.items) {
+    const a = document.createElement("a");
+    a.href = c.platform_id === m.default ? "/" : "/?user=" + encodeURIComponent(c.platform_id);
+    a.textContent = c.name || c.platform_id;
+    if (c.last_active) a.title = "last active " + new Date(c.last_active).toLocaleString();
+    if (c.platform_id === m.current) a.setAttribute("aria-current", "page");
+    nav.appendChild(a);
+  }
+}
+
 // The working bar: the newest turn in flight, its state and elapsed time.
 function showWorking() {
   let last = null;
@@ -180,6 +197,7 @@ function connect() {
         document.getElementById("about").textContent = m.about || "";
         if (m.about) document.title = "pinch · " + m.about;
         break;
+      case "conversations": conversations(m); break;
       case "working": working.set(key(m.reply_to), m); showWorking(); break;
       case "draft": draft(m); break;
       case "idle": dropDraft(m.reply_to); working.delete(key(m.reply_to)); showWorking(); break;

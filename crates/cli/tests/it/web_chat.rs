@@ -690,6 +690,28 @@ fn chat_in_headless_chromium_messages_cards_files_history_screenshot() {
         assert!(v["edit_of"].as_str().unwrap().starts_with("web-tester-"), "{v}");
         cdp.call("Page.reload", json!({})).await;
         cdp.until("the correction in the history", "[...document.querySelectorAll('.msg.user')].some(m => m.querySelector('.text').textContent === 'hello, fixed now' && !!m.querySelector('.edited')) && ![...document.querySelectorAll('.msg.user')].some(m => m.textContent.includes('typo'))").await;
+        assert_eq!(cdp.eval("document.getElementById('convs').hidden").await, json!(true), "one conversation: no list");
+
+        // A second conversation (`?user=`): the page lists both, this one marked.
+        let token = pinch_host::web_token(&data).unwrap();
+        let mut other = crate::common::web_socket(addr, &token, "trip-planning").await;
+        other.send(Message::Text(json!({"type": "message", "text": "hello from the other tab", "client_id": "o1"}).to_string().into())).await.unwrap();
+        let mut listed = false;
+        for _ in 0..50 {
+            cdp.call("Page.reload", json!({})).await;
+            cdp.until("the page connected", "document.getElementById('status').textContent.startsWith('connected as tester')").await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if cdp.eval("!document.getElementById('convs').hidden").await == json!(true) {
+                listed = true;
+                break;
+            }
+        }
+        assert!(listed, "the list appears once there are two conversations");
+        let convs = cdp.eval("[...document.querySelectorAll('#convs a')].map(a => [a.textContent, a.getAttribute('href'), a.getAttribute('aria-current')])").await;
+        let convs = convs.as_array().unwrap();
+        assert_eq!(convs.len(), 2, "{convs:?}");
+        assert!(convs.contains(&json!(["web chat", "/", "page"])), "{convs:?}");
+        assert!(convs.contains(&json!(["trip-planning", "/?user=trip-planning", null])), "{convs:?}");
 
     });
     rt.block_on(host.shutdown()).unwrap();
@@ -804,11 +826,13 @@ impl Tab {
             .unwrap();
     }
     /// The next frame that is not the live view's (`working`, `draft`,
-    /// `idle`: advisory, decision 0048).
+    /// `idle`: advisory, decision 0048) or the conversations list.
     async fn next(&mut self) -> Value {
         loop {
             let v = self.next_any().await;
-            if !["working", "draft", "idle"].contains(&v["type"].as_str().unwrap_or("")) {
+            if !["working", "draft", "idle", "conversations"]
+                .contains(&v["type"].as_str().unwrap_or(""))
+            {
                 return v;
             }
         }

@@ -211,6 +211,26 @@ impl Central {
         Ok(out)
     }
 
+    /// A channel's conversations (not denied), newest activity first.
+    pub fn conversations_of(
+        &self,
+        channel_type: &str,
+    ) -> Result<Vec<pinch_channels::ConversationItem>> {
+        let mut st = self.conn.prepare(
+            "SELECT m.platform_id, m.name, (SELECT max(s.last_active) FROM sessions s WHERE s.messaging_group_id = m.id) AS active
+               FROM messaging_groups m WHERE m.channel_type = ?1 AND m.denied_at IS NULL
+              ORDER BY coalesce(active, m.created_at) DESC LIMIT 100",
+        )?;
+        let rows = st.query_map([channel_type], |r| {
+            Ok(pinch_channels::ConversationItem {
+                platform_id: r.get(0)?,
+                name: r.get(1)?,
+                last_active: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Web chat for the owner (idempotent): user `web:<login>` is an owner,
     /// and the conversation `web`/`<login>` is wired to `main` like the
     /// terminal. Other web users go through registration as on any channel.

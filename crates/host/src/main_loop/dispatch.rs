@@ -37,6 +37,19 @@ impl Host {
             }
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
             Event::Channel(ChannelEvent::Stop { to, sender }) => self.on_stop(to, sender),
+            Event::Channel(ChannelEvent::Conversations {
+                channel_type,
+                reply,
+            }) => {
+                let list = self
+                    .central
+                    .conversations_of(&channel_type)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("could not list the conversations of {channel_type}: {e:#}");
+                        Vec::new()
+                    });
+                let _ = reply.send(list);
+            }
             Event::Channel(ChannelEvent::History { to, limit, reply }) => {
                 let dirs = match self
                     .central
