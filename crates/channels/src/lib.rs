@@ -246,6 +246,10 @@ pub struct HistoryItem {
     /// it in place of that message, marked edited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edit_of: Option<String>,
+    /// A message held until the owner approves its sender or conversation
+    /// (not failed, not yet with any agent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// A button of a waiting question in the history (as [`Button`]).

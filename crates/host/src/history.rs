@@ -20,15 +20,33 @@ pub type Waiting = HashMap<(String, String), (String, Vec<String>)>;
 
 /// The newest `limit` messages to and from `to`, oldest first. A session
 /// that cannot be read is skipped with a warning. A question keeps its
-/// buttons while it waits (`waiting`), and shows its answer once answered.
+/// buttons while it waits (`waiting`), and shows its answer once answered;
+/// a message held for an approval (`held`) is listed as held.
 pub fn read(
     dirs: &[SessionDir],
     to: &Address,
     limit: usize,
     waiting: &Waiting,
+    held: &[(String, String)],
 ) -> Vec<HistoryItem> {
     let mut items: Vec<HistoryItem> = Vec::new();
     let mut seen_in = HashSet::new();
+    // Held for an approval: shown as held (`held` = (since, event JSON)).
+    for (at, json) in held {
+        if let Ok(ev) = serde_json::from_str::<pinch_channels::InboundEvent>(json) {
+            if ev.platform_id == to.platform_id && seen_in.insert(ev.message_id.clone()) {
+                items.push(HistoryItem {
+                    id: ev.message_id,
+                    from: "user".into(),
+                    sender: ev.sender_name,
+                    text: ev.text,
+                    at: at.clone(),
+                    held: true,
+                    ..Default::default()
+                });
+            }
+        }
+    }
     for d in dirs {
         if let Err(e) = read_one(d, to, limit, waiting, &mut items, &mut seen_in) {
             tracing::warn!(session = %d.root().display(), "history: could not read this session: {e:#}");
@@ -168,6 +186,7 @@ fn read_one(
             buttons,
             answer,
             edit_of: None,
+            held: false,
         });
     }
     // Rows were read newest first: apply the oldest edit first.

@@ -207,6 +207,13 @@ function connect() {
           // A correction shows in place of the message it corrects.
           if (it.edit_of && byId.has(it.edit_of)) { markEdited(byId.get(it.edit_of), it.text); continue; }
           const el = bubble(it.from, it.id, it.text, it.files, it.buttons || [], it.html, it.at);
+          if (it.held) {
+            el.classList.add("handled");
+            const h = document.createElement("div");
+            h.className = "answer";
+            h.textContent = "waiting for the owner's approval";
+            el.insertBefore(h, el.querySelector("time"));
+          }
           if (it.answer) {
             const a = document.createElement("div");
             a.className = "answer";

@@ -1025,6 +1025,22 @@ fn a_new_web_user_brings_the_owner_an_approval_card_with_buttons() {
             r["note"].as_str().unwrap().contains("owner has been asked"),
             "{r}"
         );
+        // bob's next tab keeps the message, as held (not failed, not lost).
+        let mut again = Tab {
+            ws: crate::common::web_socket(addr, &token, "bob").await,
+        };
+        assert_eq!(again.next().await["type"], "hello");
+        let h = again.next().await;
+        assert_eq!(h["type"], "history", "{h}");
+        assert_eq!(
+            (
+                &h["items"][0]["text"],
+                &h["items"][0]["held"],
+                &h["items"][0]["from"]
+            ),
+            (&json!("hi pinch"), &json!(true), &json!("user")),
+            "{h}"
+        );
         // The registration card reaches the owner's web conversation as buttons.
         let card = owner
             .until("the card", |v| {

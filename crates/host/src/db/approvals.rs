@@ -311,6 +311,22 @@ impl Central {
 
     /// The message held by a sender request (`sender`) or a registration
     /// request (`!sender`), as stored (JSON), if the request exists.
+    /// The messages of a conversation held for a pending approval (of
+    /// their sender or of the conversation): (held since, the event JSON).
+    pub fn held_in(&self, mg_id: &str) -> Result<Vec<(String, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT r.created_at, r.original_event FROM pending_sender_approvals r
+               JOIN pending_approvals a ON a.approval_id = r.approval_id
+              WHERE r.messaging_group_id = ?1 AND a.status = 'pending'
+             UNION ALL
+             SELECT r.created_at, r.original_event FROM pending_channel_approvals r
+               JOIN pending_approvals a ON a.approval_id = r.approval_id
+              WHERE r.messaging_group_id = ?1 AND a.status = 'pending'",
+        )?;
+        let rows = st.query_map([mg_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     pub fn held_event(&self, sender: bool, approval_id: &str) -> Result<Option<String>> {
         let sql = if sender {
             "SELECT original_event FROM pending_sender_approvals WHERE approval_id = ?1"

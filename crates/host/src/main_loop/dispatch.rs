@@ -51,11 +51,13 @@ impl Host {
                 let _ = reply.send(list);
             }
             Event::Channel(ChannelEvent::History { to, limit, reply }) => {
-                let dirs = match self
+                let mg = self
                     .central
                     .messaging_group(&to.channel_type, &to.platform_id)
-                {
-                    Ok(Some(mg)) => self
+                    .ok()
+                    .flatten();
+                let dirs = match &mg {
+                    Some(mg) => self
                         .central
                         .session_dirs_of(&mg.id, &self.data)
                         .unwrap_or_else(|e| {
@@ -64,8 +66,12 @@ impl Host {
                             );
                             Vec::new()
                         }),
-                    _ => Vec::new(),
+                    None => Vec::new(),
                 };
+                // Messages waiting for an approval are part of it, as such.
+                let held = mg
+                    .map(|mg| self.central.held_in(&mg.id).unwrap_or_default())
+                    .unwrap_or_default();
                 // Questions still waiting keep their buttons in the history.
                 let waiting = self
                     .central
@@ -76,7 +82,7 @@ impl Host {
                     });
                 // The reads run off the main loop.
                 tokio::task::spawn_blocking(move || {
-                    let _ = reply.send(crate::history::read(&dirs, &to, limit, &waiting));
+                    let _ = reply.send(crate::history::read(&dirs, &to, limit, &waiting, &held));
                 });
             }
             Event::ApprovalAddressed {
