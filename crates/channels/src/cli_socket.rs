@@ -287,20 +287,9 @@ impl CliChannel {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let writer = Arc::new(tokio::sync::Mutex::new(write));
         let waiting: Waiting = Arc::default();
-        let old = self.current.lock().unwrap().replace(Client {
-            id,
-            writer: writer.clone(),
-            waiting: waiting.clone(),
-        });
         tokio::spawn(async move {
-            if let Some(old) = old {
-                // Deliveries waiting on the old client fail as Unavailable
-                // and are retried with the new one.
-                old.waiting.lock().unwrap().clear();
-                let mut w = old.writer.lock().await;
-                let _ = w.write_all(ServerMsg::Superseded.line().as_bytes()).await;
-                let _ = w.shutdown().await;
-            }
+            // The hello is the first line: written before the client is
+            // registered, so no notice or reply can come before it.
             let hello = ServerMsg::Hello {
                 user: self.user.clone(),
                 about: self.about.lock().unwrap().clone(),
@@ -312,8 +301,20 @@ impl CliChannel {
                 .await
                 .is_err()
             {
-                self.drop_client(id);
                 return;
+            }
+            let old = self.current.lock().unwrap().replace(Client {
+                id,
+                writer: writer.clone(),
+                waiting: waiting.clone(),
+            });
+            if let Some(old) = old {
+                // Deliveries waiting on the old client fail as Unavailable
+                // and are retried with the new one.
+                old.waiting.lock().unwrap().clear();
+                let mut w = old.writer.lock().await;
+                let _ = w.write_all(ServerMsg::Superseded.line().as_bytes()).await;
+                let _ = w.shutdown().await;
             }
             let _ = events
                 .send(ChannelEvent::Available {

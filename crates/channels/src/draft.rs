@@ -63,6 +63,9 @@ struct Draft {
     last_edit: Option<Instant>,
     /// The text shown (without [`WRITING`]).
     shown: String,
+    /// Its reply arrived or its turn ended: nothing more is sent or edited
+    /// (an update that waited for the lock meanwhile does nothing).
+    closed: bool,
 }
 
 type Key = (String, Option<String>, String);
@@ -127,6 +130,9 @@ impl Drafts {
                     return;
                 };
                 let mut d = slot.lock().await;
+                if d.closed {
+                    return;
+                }
                 let now = Instant::now();
                 let first = *d.first_seen.get_or_insert(now);
                 let text = shown(text, ops.draft_max());
@@ -163,8 +169,9 @@ impl Drafts {
                 let Some(slot) = self.slot(&k, false) else {
                     return;
                 };
-                let d = slot.lock().await;
-                self.all.lock().unwrap().remove(&k);
+                let mut d = slot.lock().await;
+                d.closed = true;
+                self.finish(&k);
                 if let Some(id) = &d.msg {
                     if let Err(e) = ops.delete_draft(to, id).await {
                         tracing::debug!("an abandoned draft could not be deleted: {e}");
@@ -188,7 +195,8 @@ impl Drafts {
         let r = msg.in_reply_to.as_deref()?;
         let k = key(to, r);
         let slot = self.slot(&k, false)?;
-        let d = slot.lock().await;
+        let mut d = slot.lock().await;
+        d.closed = true;
         self.finish(&k);
         let id = d.msg.clone()?;
         let fits = msg.buttons.is_empty()

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pinch_channels::{Address, Live};
 use pinch_policy::rate::Bucket;
@@ -26,7 +26,13 @@ use pinch_policy::rate::Bucket;
 type Channels = HashMap<String, Arc<dyn pinch_channels::Channel>>;
 
 /// The most of one reply's draft the host keeps and shows.
-pub const MAX_DRAFT: usize = 256 * 1024;
+pub const MAX_DRAFT: usize = 64 * 1024;
+/// A draft is sent to its channel at most this often (the newest text
+/// wins; the last piece goes out when the pause ends), so a fast stream
+/// costs a channel a bounded number of renders and frames.
+pub const DRAFT_EVERY: Duration = Duration::from_millis(50);
+/// Turns in flight shown per session at most.
+const MAX_WORKING: usize = 32;
 /// Streamed pieces one session may send a minute (the runner sends one
 /// POST at a time with whatever arrived meanwhile, so a fast model makes
 /// fewer, larger pieces).
@@ -104,6 +110,12 @@ struct Draft {
     target: Target,
     text: String,
     started: Instant,
+    /// When the channels were last sent this draft, and how much of the
+    /// text they have (`None`: it started over since).
+    sent_at: Option<Instant>,
+    sent_len: Option<usize>,
+    /// A send is scheduled for the end of the pause.
+    flush_due: bool,
 }
 
 #[derive(Default)]
@@ -129,6 +141,22 @@ pub struct LiveHub {
     channels: Arc<Channels>,
     sessions: Mutex<HashMap<String, SessionLive>>,
     epoch: Instant,
+}
+
+/// The draft as the channels get it now (and recorded as sent).
+fn take_draft(d: &mut Draft, now: Instant) -> (Address, Live) {
+    let same = d.sent_len.unwrap_or(0).min(d.text.len());
+    d.sent_at = Some(now);
+    d.sent_len = Some(d.text.len());
+    d.flush_due = false;
+    (
+        d.target.addr.clone(),
+        Live::Draft {
+            reply_to: d.target.key.clone(),
+            text: Arc::from(d.text.as_str()),
+            same,
+        },
+    )
 }
 
 /// A tool name as shown: printable, short.
@@ -168,63 +196,119 @@ impl LiveHub {
         }
     }
 
+    /// Admits one streamed piece of `session` (its rate), before anything
+    /// is looked up for it.
+    pub fn admit(&self, session: &str) -> Result<(), Refusal> {
+        let mut all = self.sessions.lock().unwrap();
+        let s = all.entry(session.to_owned()).or_default();
+        let now_ms = self.epoch.elapsed().as_millis() as i64;
+        s.bucket
+            .get_or_insert_with(|| Bucket::new(PIECES_PER_MINUTE, now_ms))
+            .take(now_ms)
+            .map_err(|_| Refusal::TooFast)
+    }
+
     /// A streamed piece of the reply to the inbound row `id` (whose
     /// conversation is `target`): `text` at byte `at` of the draft (`0`
-    /// starts it over).
+    /// starts it over). A runner streams one model call at a time, so a
+    /// session has one draft: a piece for another row ends the old one.
+    /// The channels get the draft at most every [`DRAFT_EVERY`].
     pub async fn piece(
-        &self,
+        self: &Arc<Self>,
         session: &str,
         id: &str,
         target: Target,
         at: usize,
         text: &str,
     ) -> Result<(), Refusal> {
-        let action = {
+        let (mut actions, send_now) = {
             let mut all = self.sessions.lock().unwrap();
             let s = all.entry(session.to_owned()).or_default();
             if s.finished.iter().any(|f| f == id) {
                 return Err(Refusal::Finished);
             }
-            let now_ms = self.epoch.elapsed().as_millis() as i64;
-            s.bucket
-                .get_or_insert_with(|| Bucket::new(PIECES_PER_MINUTE, now_ms))
-                .take(now_ms)
-                .map_err(|_| Refusal::TooFast)?;
+            let mut actions = Vec::new();
+            let others: Vec<String> = s.drafts.keys().filter(|k| *k != id).cloned().collect();
+            for o in others {
+                if let Some(d) = s.drafts.remove(&o) {
+                    actions.push((
+                        d.target.addr,
+                        Live::Idle {
+                            reply_to: d.target.key,
+                        },
+                    ));
+                }
+            }
             let d = s.drafts.entry(id.to_owned()).or_insert_with(|| Draft {
                 target: target.clone(),
                 text: String::new(),
                 started: Instant::now(),
+                sent_at: None,
+                sent_len: None,
+                flush_due: false,
             });
-            let same = if at == 0 {
+            if at == 0 {
                 d.text.clear();
-                0
-            } else if at == d.text.len() {
-                at
-            } else {
+                d.sent_len = None;
+            } else if at != d.text.len() {
                 return Err(Refusal::Gap);
-            };
-            if same + text.len() > MAX_DRAFT {
+            }
+            if d.text.len() + text.len() > MAX_DRAFT {
                 return Err(Refusal::TooLong);
             }
             d.text.push_str(text);
-            (
-                d.target.addr.clone(),
-                Live::Draft {
-                    reply_to: d.target.key.clone(),
-                    text: Arc::from(d.text.as_str()),
-                    same,
-                },
-            )
+            let now = Instant::now();
+            let wait = d
+                .sent_at
+                .map(|t| DRAFT_EVERY.saturating_sub(now.duration_since(t)))
+                .unwrap_or_default();
+            if wait.is_zero() {
+                actions.push(take_draft(d, now));
+                (actions, None)
+            } else if d.flush_due {
+                (actions, Some(Duration::ZERO))
+            } else {
+                d.flush_due = true;
+                (actions, Some(wait))
+            }
+        };
+        match send_now {
+            // A send is already scheduled: it takes this text too.
+            Some(w) if w.is_zero() => {}
+            Some(wait) => {
+                let (hub, session, id) = (self.clone(), session.to_owned(), id.to_owned());
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    hub.flush(&session, &id).await;
+                });
+            }
+            None => {}
+        }
+        self.send(std::mem::take(&mut actions)).await;
+        Ok(())
+    }
+
+    /// Sends a draft whose pause ended, if it still stands.
+    async fn flush(&self, session: &str, id: &str) {
+        let action = {
+            let mut all = self.sessions.lock().unwrap();
+            let Some(d) = all.get_mut(session).and_then(|s| s.drafts.get_mut(id)) else {
+                return;
+            };
+            if !d.flush_due {
+                return;
+            }
+            take_draft(d, Instant::now())
         };
         self.send(vec![action]).await;
-        Ok(())
     }
 
     /// The turns a delivery pass saw in flight (read at `read_at`): new or
     /// changed ones are told `Working`; the ones gone are over (`Idle`,
     /// their drafts dropped, later pieces refused). A draft that started
     /// after the pass read its rows is not judged by it.
-    pub async fn working(&self, session: &str, now: Vec<Working>, read_at: Instant) {
+    pub async fn working(&self, session: &str, mut now: Vec<Working>, read_at: Instant) {
+        now.truncate(MAX_WORKING);
         let actions = {
             let mut all = self.sessions.lock().unwrap();
             if now.is_empty() && !all.contains_key(session) {
@@ -244,7 +328,8 @@ impl LiveHub {
                     ));
                 }
             }
-            let in_flight = |id: &str| now.iter().any(|w| w.id == id);
+            let ids: std::collections::HashSet<&str> = now.iter().map(|w| w.id.as_str()).collect();
+            let in_flight = |id: &str| ids.contains(id);
             let mut over: Vec<(String, Target)> = s
                 .working
                 .values()
@@ -256,6 +341,7 @@ impl LiveHub {
                     over.push((id.clone(), d.target.clone()));
                 }
             }
+            drop(ids);
             for (id, t) in over {
                 s.drafts.remove(&id);
                 s.finish(&id);
@@ -383,15 +469,7 @@ mod tests {
         let h = hub();
         let started = Instant::now();
         let tries = 3 * PIECES_PER_MINUTE as usize;
-        let mut taken = 0;
-        for i in 0..tries {
-            if h.piece("s", "m1:g", target(), 0, &i.to_string())
-                .await
-                .is_ok()
-            {
-                taken += 1;
-            }
-        }
+        let taken = (0..tries).filter(|_| h.admit("s").is_ok()).count();
         // A full bucket, then the rate (per second) for the time it took.
         let refill = started.elapsed().as_secs_f64() * f64::from(PIECES_PER_MINUTE) / 60.0;
         assert!(taken < tries, "some were refused");
@@ -401,7 +479,26 @@ mod tests {
             started.elapsed()
         );
         // Another session has its own budget.
-        assert_eq!(h.piece("t", "m1:g", target(), 0, "x").await, Ok(()));
+        assert_eq!(h.admit("t"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_session_has_one_draft_and_a_fast_stream_is_sent_at_a_bounded_rate() {
+        let h = hub();
+        h.piece("s", "m1:g", target(), 0, "old").await.unwrap();
+        h.piece("s", "m2:g", target(), 0, "new").await.unwrap();
+        let drafts = h.sessions.lock().unwrap()["s"].drafts.len();
+        assert_eq!(drafts, 1, "the old draft ended");
+        // 100 pieces at once: the first goes out, the rest wait for the
+        // pause and go out together.
+        for i in 0..100 {
+            let at = h.sessions.lock().unwrap()["s"].drafts["m2:g"].text.len();
+            h.piece("s", "m2:g", target(), at, &i.to_string())
+                .await
+                .unwrap();
+        }
+        let d = &h.sessions.lock().unwrap()["s"].drafts["m2:g"];
+        assert!(d.flush_due, "one send scheduled for the end of the pause");
     }
 
     #[test]

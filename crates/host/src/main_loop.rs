@@ -73,6 +73,9 @@ struct Live {
     stop_requested_at: Option<Instant>,
     /// Set when the sweep kills it as stuck.
     kill_reason: Option<&'static str>,
+    /// Killed because a user stopped its turn (decision 0048): the claims
+    /// it held for other conversations are released without a try.
+    stopped_by_user: bool,
     /// The stuck check's failed reads of this runner's `outbound.db` in a
     /// row, and the last error logged (each distinct one is logged once).
     stuck_read_failures: u32,

@@ -19,7 +19,9 @@ const POST_TIMEOUT: Duration = Duration::from_secs(2);
 /// After this many failed POSTs in a row the turn's draft is left alone.
 const MAX_FAILURES: u32 = 3;
 /// The host shows at most this much of a draft; more is not sent.
-pub const MAX_DRAFT: usize = 256 * 1024;
+pub const MAX_DRAFT: usize = 64 * 1024;
+/// The most text one POST carries (the rest goes in the next).
+const MAX_PIECE: usize = 16 * 1024;
 
 #[derive(Default)]
 struct Draft {
@@ -92,11 +94,15 @@ fn send_loop(socket: &std::path::Path, shared: &(Mutex<Draft>, Condvar)) {
             if d.stop {
                 return;
             }
+            let mut end = d.text.len().min(d.sent + MAX_PIECE);
+            while !d.text.is_char_boundary(end) {
+                end -= 1;
+            }
             let body = serde_json::json!({
-                "reply_to": d.reply_to, "at": d.sent, "text": &d.text[d.sent..],
+                "reply_to": d.reply_to, "at": d.sent, "text": &d.text[d.sent..end],
             })
             .to_string();
-            (d.generation, body, d.text.len())
+            (d.generation, body, end)
         };
         let ok = match pinch_providers::http::post(socket, STREAM_PATH, &[], &body, POST_TIMEOUT) {
             Ok(r) => r.status == 204 || r.status == 200,

@@ -67,7 +67,15 @@ const HISTORY: usize = 200;
 const MAX_PENDING_UPLOADS: usize = 32;
 const MAX_PENDING_BYTES: u64 = 100 << 20;
 
-type Clients = HashMap<String, Vec<(u64, mpsc::UnboundedSender<String>)>>;
+/// A tab's latest streamed draft frame: a slot, not a queue, so a tab
+/// that reads slowly holds one draft, never a backlog (decision 0048).
+#[derive(Default)]
+pub(crate) struct DraftSlot {
+    pub(crate) frame: Mutex<Option<String>>,
+    pub(crate) ready: tokio::sync::Notify,
+}
+
+type Clients = HashMap<String, Vec<(u64, mpsc::UnboundedSender<String>, Arc<DraftSlot>)>>;
 
 pub struct WebChannel {
     auth: Arc<WebAuth>,
@@ -184,8 +192,23 @@ impl WebChannel {
         let Some(tabs) = clients.get_mut(user) else {
             return false;
         };
-        tabs.retain(|(_, tx)| tx.send(line.clone()).is_ok());
+        tabs.retain(|(_, tx, _)| tx.send(line.clone()).is_ok());
         !tabs.is_empty()
+    }
+
+    /// Whether a tab of `user` is connected.
+    fn connected(&self, user: &str) -> bool {
+        self.clients.lock().unwrap().contains_key(user)
+    }
+
+    /// Puts a draft frame in every tab's slot of `user` (replacing the one
+    /// not yet sent).
+    fn push_draft(&self, user: &str, frame: String) {
+        let clients = self.clients.lock().unwrap();
+        for (_, _, slot) in clients.get(user).into_iter().flatten() {
+            *slot.frame.lock().unwrap() = Some(frame.clone());
+            slot.ready.notify_one();
+        }
     }
 
     /// Copies a delivered file where `/files/…` serves it; returns its URL
@@ -550,9 +573,16 @@ impl Channel for WebChannel {
                 } => {
                     serde_json::json!({"type": "working", "reply_to": reply_to, "state": state, "since_ms": since_ms})
                 }
-                Live::Draft { reply_to, text, .. } => serde_json::json!({
-                    "type": "draft", "reply_to": reply_to, "text": &**text, "html": markdown::to_html(text),
-                }),
+                // Rendered only for a connected tab, into its slot.
+                Live::Draft { reply_to, text, .. } => {
+                    if self.connected(&to.platform_id) {
+                        let f = serde_json::json!({
+                            "type": "draft", "reply_to": reply_to, "text": &**text, "html": markdown::to_html(text),
+                        });
+                        self.push_draft(&to.platform_id, f.to_string());
+                    }
+                    return;
+                }
                 Live::Idle { reply_to } => {
                     serde_json::json!({"type": "idle", "reply_to": reply_to})
                 }

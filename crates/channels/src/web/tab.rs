@@ -46,6 +46,7 @@ struct ClientAttachment {
 
 pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let slot = Arc::new(super::DraftSlot::default());
     let me = ch.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let about = ch.about.lock().unwrap().clone();
     let hello = serde_json::json!({"type": "hello", "user": user, "about": about}).to_string();
@@ -61,7 +62,7 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
         .unwrap()
         .entry(user.clone())
         .or_default()
-        .push((me, tx.clone()));
+        .push((me, tx.clone(), slot.clone()));
     let (reply, got) = tokio::sync::oneshot::channel::<Vec<HistoryItem>>();
     let to = Address {
         channel_type: CHANNEL_TYPE.into(),
@@ -183,6 +184,14 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
                     break;
                 }
             }
+            _ = slot.ready.notified() => {
+                let frame = slot.frame.lock().unwrap().take();
+                if let Some(f) = frame {
+                    if socket.send(Message::Text(f.into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
         }
     }
     unregister(&ch, &user, me);
@@ -192,7 +201,7 @@ pub(super) async fn session(ch: Arc<WebChannel>, user: String, mut socket: WebSo
 fn unregister(ch: &WebChannel, user: &str, me: u64) {
     let mut clients = ch.clients.lock().unwrap();
     if let Some(tabs) = clients.get_mut(user) {
-        tabs.retain(|(id, _)| *id != me);
+        tabs.retain(|(id, _, _)| *id != me);
         if tabs.is_empty() {
             clients.remove(user);
         }

@@ -144,7 +144,12 @@ function dropDraft(replyTo) {
   if (el) { el.remove(); drafts.delete(key(replyTo)); }
 }
 
+// Messages answered: a draft sent late (drafts take their own path) for
+// one of them is not shown again.
+const answered = new Set();
+
 function draft(m) {
+  if (answered.has(key(m.reply_to))) return;
   let el = drafts.get(key(m.reply_to));
   if (!el) {
     el = bubble("agent", null, "", [], [], "");
@@ -229,9 +234,13 @@ function connect() {
         }
         break;
       case "message": {
-        if (byId.has(m.id)) break;
+        // A reply whose id is one of yours is still a reply (an agent picks
+        // its rows' ids); only a repeat of an agent message is skipped.
+        const same = byId.get(m.id);
+        if (same && same.classList.contains("agent")) break;
+        if (m.in_reply_to) answered.add(key(m.in_reply_to));
         dropDraft(m.in_reply_to);
-        bubble("agent", m.id, m.text, m.files, m.buttons, m.html);
+        bubble("agent", same ? null : m.id, m.text, m.files, m.buttons, m.html);
         break;
       }
       case "accepted": {
@@ -254,8 +263,9 @@ function connect() {
         break;
       }
       case "edit": {
+        // The agent edits its own messages, never yours.
         const el = byId.get(m.id);
-        if (el) {
+        if (el && el.classList.contains("agent")) {
           fill(el.querySelector(".text"), m.text, m.html);
           if (!el.querySelector(".edited")) { const s = document.createElement("span"); s.className = "edited"; s.textContent = "(edited)"; el.appendChild(s); }
         }

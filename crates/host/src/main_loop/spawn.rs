@@ -276,6 +276,7 @@ impl Host {
             spawned_ms,
             stop_requested_at: None,
             kill_reason: None,
+            stopped_by_user: false,
             stuck_read_failures: 0,
             stuck_read_error: None,
             child,

@@ -23,10 +23,19 @@ pub(super) const NOTHING: &str =
 impl Host {
     pub(super) fn on_stop(&mut self, to: Address, sender: String) {
         let mut stopped_any = false;
+        // Only sessions that can hold this conversation's messages: its own,
+        // and agent-shared ones (no conversation of their own).
+        let mg = self
+            .central
+            .messaging_group(&to.channel_type, &to.platform_id)
+            .ok()
+            .flatten()
+            .map(|m| m.id);
         let ids: Vec<String> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.runner.is_some())
+            .filter(|(_, s)| s.row.messaging_group_id.is_none() || s.row.messaging_group_id == mg)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -60,6 +69,7 @@ impl Host {
             if let Some(live) = self.sessions.get_mut(&id).and_then(|s| s.runner.as_mut()) {
                 live.stop_requested_at
                     .get_or_insert_with(std::time::Instant::now);
+                live.stopped_by_user = true;
                 live.child.kill();
             }
             let (hub, sid) = (self.live.clone(), id.clone());

@@ -118,7 +118,10 @@ impl Host {
         // Orphan claims of the dead runner: retry with backoff, or fail at
         // the limit and tell the user once (SPEC §6.3). Exit 75 (the mount
         // failed) and clean exits release claims without a try.
-        self.resolve_orphans(id, cause == Cause::Transient || !cause.is_abnormal());
+        self.resolve_orphans(
+            id,
+            cause == Cause::Transient || !cause.is_abnormal() || live.stopped_by_user,
+        );
         let counts = cause.is_abnormal() && !(asked && live.kill_reason.is_none());
         let proceed = if counts {
             self.count_abnormal(id, cause, &what, detail.as_deref())

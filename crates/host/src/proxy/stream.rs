@@ -59,6 +59,10 @@ async fn take(body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json::Value) {
     let Some(access) = ctx.web.as_deref().and_then(|w| w.stream.as_deref()) else {
         return error(403, "streaming is not available through this proxy".into());
     };
+    // The rate first: nothing is looked up for a piece over it.
+    if let Err(r) = access.hub.admit(&ctx.session_id) {
+        return error(r.status(), r.message());
+    }
     let p: Piece = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {

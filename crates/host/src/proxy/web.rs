@@ -40,8 +40,9 @@ impl HostRoute {
             HostRoute::Fetch | HostRoute::Search | HostRoute::Transcribe | HostRoute::Speak => {
                 64 * 1024
             }
-            // A piece of up to 32 KiB of text, JSON-escaped.
-            HostRoute::Stream => 256 * 1024,
+            // A piece of up to 16 KiB of text, JSON-escaped (a control
+            // character takes six bytes).
+            HostRoute::Stream => 128 * 1024,
         }
     }
 
