@@ -32,7 +32,8 @@ pub const WRITING: &str = " …";
 const FINISHED_KEPT: usize = 64;
 
 /// What a platform does for drafts (ids as its `deliver` returns them).
-pub trait DraftOps: Send + Sync {
+/// A draft is edited as any message the adapter sent ([`Channel::edit`]).
+pub trait DraftOps: crate::Channel {
     /// The longest text one message holds (in the platform's units,
     /// counted as `chars` here, which is never more).
     fn draft_max(&self) -> usize;
@@ -47,7 +48,9 @@ pub trait DraftOps: Send + Sync {
         to: &'a Address,
         id: &'a str,
         text: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliverError>>;
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        self.edit(to, id, text)
+    }
     fn delete_draft<'a>(
         &'a self,
         to: &'a Address,
@@ -221,6 +224,29 @@ mod tests {
     #[derive(Default)]
     struct Rec {
         calls: Mutex<Vec<String>>,
+    }
+
+    impl crate::Channel for Rec {
+        fn channel_type(&self) -> &'static str {
+            "rec"
+        }
+        fn capabilities(&self) -> crate::Capabilities {
+            crate::Capabilities::default()
+        }
+        fn deliver<'a>(
+            &'a self,
+            _to: &'a Address,
+            _msg: &'a Outgoing,
+        ) -> BoxFuture<'a, Result<String, DeliverError>> {
+            Box::pin(async { Ok(String::new()) })
+        }
+        fn notice<'a>(
+            &'a self,
+            _to: &'a Address,
+            _text: &'a str,
+        ) -> BoxFuture<'a, Result<(), DeliverError>> {
+            Box::pin(async { Ok(()) })
+        }
     }
 
     impl DraftOps for Rec {

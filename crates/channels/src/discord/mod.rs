@@ -343,14 +343,6 @@ impl crate::draft::DraftOps for DiscordChannel {
                 })
         })
     }
-    fn edit_draft<'a>(
-        &'a self,
-        to: &'a Address,
-        id: &'a str,
-        text: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliverError>> {
-        self.edit(to, id, text)
-    }
     fn delete_draft<'a>(
         &'a self,
         to: &'a Address,

@@ -291,14 +291,6 @@ impl crate::draft::DraftOps for SlackChannel {
             Ok(format!("{}-{ts}", to.platform_id))
         })
     }
-    fn edit_draft<'a>(
-        &'a self,
-        to: &'a Address,
-        id: &'a str,
-        text: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliverError>> {
-        self.edit(to, id, text)
-    }
     fn delete_draft<'a>(
         &'a self,
         to: &'a Address,

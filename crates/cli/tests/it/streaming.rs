@@ -19,6 +19,20 @@ fn story_script(stream_ms: u64) -> String {
     )
 }
 
+/// A host with the story script (its reply streamed `stream_ms` apart),
+/// retries without a pause, and a CLI client.
+fn start(
+    tmp: &std::path::Path,
+    stream_ms: u64,
+) -> (tokio::runtime::Runtime, pinch_host::HostHandle, Client) {
+    let mut cfg = with_script(host_config(tmp, any_sandbox()), &story_script(stream_ms));
+    cfg.retry_base = Duration::ZERO;
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let c = Client::connect(&host.cli_socket);
+    (rt, host, c)
+}
+
 /// Frames of any kind until `f` says stop (or `within` passes: a panic).
 fn frames_until(
     c: &mut Client,
@@ -91,10 +105,7 @@ fn reply_rows(dir: &std::path::Path, in_id: &str) -> i64 {
 #[test]
 fn the_reply_streams_before_its_final_row_and_arrives_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = with_script(host_config(tmp.path(), any_sandbox()), &story_script(120));
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
+    let (rt, host, mut c) = start(tmp.path(), 120);
     let id = c.say("tell me a story", "s1");
     let dir = rt.block_on(host.sessions()).pop().unwrap().dir;
     let in_id = format!("{id}:main");
@@ -149,11 +160,7 @@ fn the_reply_streams_before_its_final_row_and_arrives_once() {
 #[test]
 fn a_runner_killed_mid_stream_leaves_exactly_one_final_reply() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(host_config(tmp.path(), any_sandbox()), &story_script(150));
-    cfg.retry_base = Duration::ZERO;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
+    let (rt, host, mut c) = start(tmp.path(), 150);
     let id = c.say("a story please", "k1");
     let mut frames = frames_until(
         &mut c,
@@ -189,11 +196,7 @@ fn a_runner_killed_mid_stream_leaves_exactly_one_final_reply() {
 #[test]
 fn stop_cancels_the_turn_and_it_is_not_tried_again() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = with_script(host_config(tmp.path(), any_sandbox()), &story_script(0));
-    cfg.retry_base = Duration::ZERO;
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
+    let (rt, host, mut c) = start(tmp.path(), 0);
     let id = c.say("slow thoughts", "t1");
     frames_until(
         &mut c,
@@ -251,10 +254,7 @@ fn stop_cancels_the_turn_and_it_is_not_tried_again() {
 #[test]
 fn pieces_for_messages_not_in_flight_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = with_script(host_config(tmp.path(), any_sandbox()), &story_script(0));
-    let rt = rt();
-    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
-    let mut c = Client::connect(&host.cli_socket);
+    let (rt, host, mut c) = start(tmp.path(), 0);
     let id = c.say("a story", "h1");
     c.until_settled(&id);
     let s = rt.block_on(host.sessions()).pop().unwrap();
