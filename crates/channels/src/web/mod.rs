@@ -216,13 +216,27 @@ impl WebChannel {
     /// link the file again after a reload ([`WebChannel::file_url`]).
     async fn keep_file(&self, f: &crate::OutFile, msg_id: &str) -> Result<String, DeliverError> {
         let name = file_name(&f.name);
-        let dir = file_dir(msg_id);
+        // A file kept under that name is never replaced (an agent picks its
+        // rows' ids, so another session's row could name the same folder):
+        // this copy then goes to a folder of its own.
+        let mut dir = file_dir(msg_id);
+        if self.files_dir.join(&dir).join(&name).exists() {
+            dir = random_id();
+        }
         let d = self.files_dir.join(&dir);
         tokio::fs::create_dir_all(&d)
             .await
             .map_err(|e| DeliverError::Retryable(format!("creating {}: {e}", d.display())))?;
-        tokio::fs::copy(&f.path, d.join(&name))
-            .await
+        let copy = async {
+            let mut from = tokio::fs::File::open(&f.path).await?;
+            let mut to = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(d.join(&name))
+                .await?;
+            tokio::io::copy(&mut from, &mut to).await
+        };
+        copy.await
             .map_err(|e| DeliverError::Retryable(format!("copying {}: {e}", f.name)))?;
         Ok(format!("/files/{dir}/{}", urlencode(&name)))
     }
@@ -593,5 +607,71 @@ impl Channel for WebChannel {
 
     fn open_dm<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
         Box::pin(async move { Ok(valid_user(user).then(|| user.to_owned())) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent picks its rows' ids: a second delivery naming the same
+    /// message id and file (another session's row, say) never replaces the
+    /// file kept for the first; it gets a folder of its own.
+    #[tokio::test]
+    async fn a_kept_file_is_never_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (events, _rx) = mpsc::channel(8);
+        let web = WebChannel::new(
+            WebAuth::new("t".into()),
+            tmp.path().into(),
+            "owner".into(),
+            events,
+        )
+        .unwrap();
+        let (tx, mut tab) = mpsc::unbounded_channel();
+        web.clients.lock().unwrap().insert(
+            "owner".into(),
+            vec![(1, tx, Arc::new(DraftSlot::default()))],
+        );
+        let to = Address {
+            channel_type: CHANNEL_TYPE.into(),
+            platform_id: "owner".into(),
+            thread_id: None,
+        };
+        let send = |content: &'static str| {
+            let src = tmp.path().join(format!("src-{}", content.len()));
+            std::fs::write(&src, content).unwrap();
+            Outgoing {
+                id: "out-1".into(),
+                text: "here".into(),
+                in_reply_to: None,
+                buttons: vec![],
+                files: vec![crate::OutFile {
+                    name: "report.txt".into(),
+                    size: content.len() as u64,
+                    path: src,
+                }],
+            }
+        };
+        web.deliver(&to, &send("the first")).await.unwrap();
+        web.deliver(&to, &send("a forged second")).await.unwrap();
+        let urls: Vec<String> = (0..2)
+            .map(|_| {
+                let v: serde_json::Value = serde_json::from_str(&tab.try_recv().unwrap()).unwrap();
+                v["files"][0]["url"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_ne!(urls[0], urls[1]);
+        let first = urls[0]
+            .trim_start_matches("/files/")
+            .replace("report.txt", "");
+        let kept = std::fs::read_to_string(tmp.path().join("files").join(first).join("report.txt"))
+            .unwrap();
+        assert_eq!(kept, "the first");
+        // The history links the first.
+        assert_eq!(
+            web.file_url("out-1", "report.txt").as_deref(),
+            Some(urls[0].as_str())
+        );
     }
 }
