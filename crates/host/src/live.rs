@@ -380,11 +380,6 @@ impl LiveHub {
         };
         self.send(actions).await;
     }
-
-    /// Forgets a session (closed or deleted).
-    pub fn forget(&self, session: &str) {
-        self.sessions.lock().unwrap().remove(session);
-    }
 }
 
 #[cfg(test)]

@@ -46,13 +46,9 @@ pub(super) async fn answer(
     let body = read_body(&mut c, len, early, lim, "a streamed piece").await?;
     let (code, json) = take(body, ctx).await;
     if code == 204 {
-        return write_bytes_empty(&mut c, lim).await;
+        return write_bytes(&mut c, 204, "application/json", b"", lim).await;
     }
     write_answer(&mut c, code, &json, lim).await
-}
-
-async fn write_bytes_empty(c: &mut UnixStream, lim: &Limits) -> std::io::Result<()> {
-    write_bytes(c, 204, "application/json", b"", lim).await
 }
 
 async fn take(body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json::Value) {
@@ -74,7 +70,7 @@ async fn take(body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json::Value) {
     };
     let target = match target(access, &p.reply_to).await {
         Ok(t) => t,
-        Err(why) => return error(404, why),
+        Err(refused) => return refused,
     };
     match access
         .hub
@@ -86,32 +82,48 @@ async fn take(body: Vec<u8>, ctx: &Ctx) -> (u16, serde_json::Value) {
     }
 }
 
-/// The conversation of the inbound row `id`, from the host's records.
-async fn target(access: &StreamAccess, id: &str) -> Result<Target, String> {
+/// The conversation of the inbound row `id`, from the host's records; else
+/// the refusal: 404 naming why the row cannot take a draft, or 503 when
+/// the session's `inbound.db` could not be read (not the agent's doing).
+async fn target(access: &StreamAccess, id: &str) -> Result<Target, (u16, serde_json::Value)> {
     if let Some((known, t)) = access.last.lock().unwrap().as_ref() {
         if known == id {
             return Ok(t.clone());
         }
     }
     let (db, key) = (access.inbound_db.clone(), id.to_owned());
-    let row = tokio::task::spawn_blocking(move || {
-        let conn = pinch_proto::open::open_reader(&db, crate::session::BUSY).ok()?;
-        pinch_proto::rows::inbound_by_ids(&conn, &[key])
-            .ok()?
-            .into_iter()
-            .next()
+    let read = tokio::task::spawn_blocking(move || {
+        let conn = pinch_proto::open::open_reader(&db, crate::session::BUSY)?;
+        Ok::<_, pinch_proto::ProtoError>(
+            pinch_proto::rows::inbound_by_ids(&conn, &[key])?
+                .into_iter()
+                .next(),
+        )
     })
-    .await
-    .ok()
-    .flatten();
-    let Some(row) = row else {
-        return Err(format!("no message {id:?} in this session"));
+    .await;
+    let row = match read {
+        Ok(Ok(Some(row))) => row,
+        Ok(Ok(None)) => return Err(error(404, format!("no message {id:?} in this session"))),
+        Ok(Err(e)) => {
+            tracing::warn!(file = %access.inbound_db.display(), "a streamed piece could not be placed: {e}");
+            return Err(error(
+                503,
+                format!("the host could not read this session's messages ({e})"),
+            ));
+        }
+        Err(e) => {
+            return Err(error(
+                503,
+                format!("the host could not look the message up ({e})"),
+            ))
+        }
     };
     use pinch_proto::rows::status;
     if [status::COMPLETED, status::FAILED, status::CANCELLED].contains(&row.status.as_str()) {
-        return Err(format!("message {id:?} is {}", row.status));
+        return Err(error(404, format!("message {id:?} is {}", row.status)));
     }
-    let t = Target::of_row(&row).ok_or_else(|| format!("message {id:?} has no conversation"))?;
+    let t = Target::of_row(&row)
+        .ok_or_else(|| error(404, format!("message {id:?} has no conversation")))?;
     *access.last.lock().unwrap() = Some((id.to_owned(), t.clone()));
     Ok(t)
 }
