@@ -45,6 +45,7 @@ Examples:
   pinch admin members add telegram:123456789 --ag ag-research
   pinch admin sessions list
 
+  pinch admin audit list     the secrets' uses, newest first [--limit N --offset N --json] (local; no host needed)
   pinch admin web-token      prints the web token, for `Authorization: Bearer` (local; no host needed)
   pinch admin web-link       prints a one-time link that signs a browser in to web chat (works once, 30 min)
   pinch admin dashboard-link the same for the dashboard
@@ -139,6 +140,54 @@ pub fn parse(words: &[String]) -> Result<Parse, String> {
 }
 
 /// `listen`: the configured `[http] listen` (for `web-link`).
+/// `pinch admin audit list [--limit N] [--offset N] [--json]`: read from
+/// the secret store itself; `None` for any other words.
+pub fn audit_words(data_dir: &Path, words: &[String]) -> Option<u8> {
+    if words.first().map(String::as_str) != Some("audit") {
+        return None;
+    }
+    let (mut limit, mut offset, mut json) = (200usize, 0usize, false);
+    let mut it = words[1..].iter();
+    if it.next().map(String::as_str) != Some("list") {
+        eprintln!("pinch admin: audit has one verb: list (pinch admin audit list [--limit N] [--offset N] [--json])");
+        return Some(2);
+    }
+    while let Some(w) = it.next() {
+        let num = |v: Option<&String>| v.and_then(|v| v.parse::<usize>().ok());
+        match w.as_str() {
+            "--json" => json = true,
+            "--limit" => match num(it.next()) {
+                Some(n) => limit = n,
+                None => {
+                    eprintln!("pinch admin: --limit needs a number");
+                    return Some(2);
+                }
+            },
+            "--offset" => match num(it.next()) {
+                Some(n) => offset = n,
+                None => {
+                    eprintln!("pinch admin: --offset needs a number");
+                    return Some(2);
+                }
+            },
+            other => {
+                eprintln!(
+                    "pinch admin: audit list takes --limit, --offset and --json, not {other:?}"
+                );
+                return Some(2);
+            }
+        }
+    }
+    let store = pinch_host::secrets::Store::new(data_dir, std::path::PathBuf::new());
+    match crate::secrets::audit(&store, limit, offset, json, &mut std::io::stdout()) {
+        Ok(()) => Some(0),
+        Err(e) => {
+            eprintln!("pinch admin: {e:#}");
+            Some(1)
+        }
+    }
+}
+
 pub fn run(data_dir: &Path, listen: Option<std::net::SocketAddr>, a: AdminArgs) -> i32 {
     // Local, no host needed: a one-time login link for a browser.
     if let Some(w @ ("web-link" | "dashboard-link")) = a.words.first().map(String::as_str) {

@@ -13,6 +13,8 @@ mod doctor;
 mod logging;
 mod model;
 mod recover;
+mod secrets;
+mod secrets_oauth;
 mod service;
 mod soak;
 mod spinner;
@@ -79,6 +81,8 @@ enum Command {
     },
     /// Manage the running host: `pinch admin <resource> <verb> [id] [--key value …]` (`pinch admin --help` lists them).
     Admin(admin::AdminArgs),
+    /// The credentials agents may use without seeing them: `pinch secrets add|list|rm|rotate|edit|oauth|audit`.
+    Secrets(secrets::SecretsArgs),
     /// Check this machine and configuration; each problem with the command that fixes it.
     Doctor {
         #[command(flatten)]
@@ -186,11 +190,26 @@ fn main() -> ExitCode {
                     Ok(c) => (c.data_dir, c.http.map(|h| h.listen), c.login),
                     Err(e) => return exit(Err(e)),
                 };
+            // The secrets' audit is read from the store (no host needed).
+            if let Some(code) = admin::audit_words(&dir, args.words()) {
+                return ExitCode::from(code);
+            }
             // Offline recovery of pinch.db (issue 15): no host to talk to.
             if recover::is_offline(args.words()) {
                 return ExitCode::from(recover::run(dir, &login, args.words()) as u8);
             }
             ExitCode::from(admin::run(&dir, listen, args) as u8)
+        }
+        Command::Secrets(args) => {
+            let flags = HostFlags {
+                sandbox: Some("process".into()),
+                provider: Some("scripted".into()),
+                ..Default::default()
+            };
+            exit((|| {
+                let c = host_config(cli.data_dir, cli.config, &flags)?;
+                secrets::run(&c.data_dir, c.secrets_key_file.as_deref(), args).map(|()| 0)
+            })())
         }
         Command::Model(args) => exit((|| {
             let file = config::load_file(cli.config.as_deref(), &env)

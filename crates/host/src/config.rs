@@ -75,6 +75,11 @@ pub struct HostConfig {
     pub proxy_egress_allow: Vec<String>,
     /// Connection caps and timeouts of the credential proxy (`[proxy]`).
     pub proxy_limits: crate::proxy::Limits,
+    /// The secret store's key file (`[secrets] key_file`; default
+    /// `~/.config/pinch/secrets.key`, see `secrets::key_path`).
+    pub secrets_key_file: Option<std::path::PathBuf>,
+    /// How long a request waits for the owner's approval of a secret's use.
+    pub secrets_approval_wait: Duration,
     /// What agents' `web_fetch` may do (`[web_fetch]`; decision 0042).
     pub web: pinch_web::Settings,
     /// MCP servers from the configuration file (`[mcp.servers.<name>]`).
@@ -260,6 +265,8 @@ impl HostConfig {
             proxy_extra_roots: Vec::new(),
             proxy_egress_allow: Vec::new(),
             proxy_limits: crate::proxy::Limits::default(),
+            secrets_key_file: None,
+            secrets_approval_wait: crate::proxy::APPROVAL_WAIT,
             web: pinch_web::Settings::default(),
             mcp_servers: Vec::new(),
             sticky_window: Duration::from_secs(600),

@@ -11,6 +11,8 @@ use pinch_channels::ChannelEvent;
 /// the central DB or a session's runner state.
 pub(crate) enum Event {
     Channel(ChannelEvent),
+    /// A secret's use waits for the owner's approval (decision 0050).
+    SecretUse(crate::proxy::UseAsk),
     /// A host notice to store and send (from a delivery task).
     Notice {
         to: pinch_channels::Address,

@@ -41,6 +41,7 @@ pub mod private;
 pub mod proxy;
 pub(crate) mod quota;
 pub mod repair;
+pub mod secrets;
 pub mod session;
 pub(crate) mod session_check;
 pub(crate) mod session_detail;

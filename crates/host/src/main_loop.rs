@@ -54,6 +54,7 @@ mod loop_admin;
 mod notices;
 mod routing;
 mod runner_log;
+mod secret_uses;
 mod self_mod;
 mod session_db;
 mod sessions;
@@ -152,6 +153,9 @@ struct Host {
     proxy_budget: Arc<crate::proxy::Budget>,
     /// `web_fetch`'s fetcher, shared by every session's proxy.
     web: Arc<pinch_web::Web>,
+    /// The secret store, the sandbox CA and the OAuth tokens every
+    /// session's proxy shares (decision 0050); approval questions.
+    secrets: secret_uses::Secrets,
     regexes: HashMap<String, Option<Regex>>,
     slot_queue: VecDeque<String>,
     /// Routed rows waiting for the flush, in routing order.

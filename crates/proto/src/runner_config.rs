@@ -41,6 +41,19 @@ pub struct RunnerConfig {
     /// the runner inside its sandbox.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<McpServerConfig>,
+    /// The owner's credentials this agent group may use (decision 0050):
+    /// names and hosts only. The proxy adds the secret to requests to
+    /// those hosts; the value never reaches the sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
+}
+
+/// A credential the agent may use: its name and the hosts it is sent to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub name: String,
+    pub hosts: Vec<String>,
 }
 
 /// One external MCP server spoken to over stdio (SPEC §5.6): plain data, so
@@ -483,6 +496,7 @@ mod tests {
             proxy_socket: None,
             web: WebTools::default(),
             mcp_servers: vec![server("fs"), server("fs"), server("a b")],
+            credentials: Vec::new(),
         };
         let e = rc.validate().unwrap_err();
         assert!(

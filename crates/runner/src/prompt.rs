@@ -158,6 +158,12 @@ pub fn system_prompt(
             }
         }
     }
+    if !cfg.credentials.is_empty() {
+        s.push_str("\n## Accounts you can use\nThe owner's credentials below are added by the host to your HTTPS requests to their hosts (through the proxy): call those hosts with curl, gh, git, Python or Node as if signed in, with no token, and never ask anyone for one. The owner may be asked to approve a first use; a refusal comes back as HTTP 403 with a message to pass on.\n");
+        for c in &cfg.credentials {
+            s.push_str(&format!("- {}: {}\n", c.name, c.hosts.join(", ")));
+        }
+    }
     s.push_str("\n## Who you are\n");
     match cfg
         .assistant_name
@@ -281,6 +287,26 @@ mod tests {
         assert!(pos("## Destinations") < pos("## Instructions from your MCP servers"));
         // Every built-in tool is covered by a group line (none falls to "Also available").
         assert!(!full.contains("Also available"), "{full}");
+    }
+
+    /// The credentials the group may use are listed by name and host, and
+    /// never with anything else (the runner never has a value to show).
+    #[test]
+    fn credentials_are_named_with_their_hosts() {
+        let mut env = Env::new();
+        let none = system_prompt(&env.cfg, &[], &[], &[]);
+        assert!(!none.contains("## Accounts"));
+        env.cfg.credentials = vec![pinch_proto::runner_config::Credential {
+            name: "github".into(),
+            hosts: vec!["api.github.com".into(), "*.githubusercontent.com".into()],
+        }];
+        let p = system_prompt(&env.cfg, &[], &[], &[]);
+        assert!(p.contains("## Accounts you can use"), "{p}");
+        assert!(
+            p.contains("- github: api.github.com, *.githubusercontent.com\n"),
+            "{p}"
+        );
+        assert!(p.find("## Accounts").unwrap() < p.find("## Who you are").unwrap());
     }
 
     #[test]

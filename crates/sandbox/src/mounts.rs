@@ -16,6 +16,9 @@ pub const SANDBOX_MODELS: &str = "/opt/pinch/models";
 /// Where a configured model file outside the models folder appears.
 pub const SANDBOX_MODEL_FILE_DIR: &str = "/opt/pinch/model";
 
+/// Where the trust folder appears: the system CA bundle's folder.
+pub const SANDBOX_TRUST: &str = "/etc/ssl/certs";
+
 /// Host-side folders a runner needs.
 #[derive(Clone, Debug, Default)]
 pub struct Mounts {
@@ -43,6 +46,10 @@ pub struct Mounts {
     /// The host's copy of the group's `AGENT.md` (in the session's
     /// host-only folder), read-only over `/workspace/agent/AGENT.md`.
     pub agent_md: Option<PathBuf>,
+    /// The install's trust folder (`<data>/ca/trust/`: the system roots
+    /// plus the sandbox CA, decision 0050), read-only over
+    /// [`SANDBOX_TRUST`], the system bundle's folder.
+    pub trust_dir: Option<PathBuf>,
     /// The data dir: every source beneath it is opened beneath it, with
     /// no symlink at any level (see [`Mounts::binds`]).
     pub data_root: PathBuf,
@@ -188,6 +195,9 @@ impl Mounts {
         }
         if let Some(t) = &self.tools_dir {
             add(t, SANDBOX_TOOLS, false, true, src(t));
+        }
+        if let Some(t) = &self.trust_dir {
+            add(t, SANDBOX_TRUST, false, false, src(t));
         }
         for g in &self.extra {
             add(

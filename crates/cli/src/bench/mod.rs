@@ -11,7 +11,8 @@
 //! session's `out/` that sees a runner's claim) are in `harness`; one
 //! function per figure in `latency` (P1/P2, TOOL, P3, P9), `load` (P4, P6;
 //! P4's channel adapter in `channel`) and `memory` (P7, with the `/proc`
-//! readers), `stream` (P12: streamed text through web chat and the CLI socket); the report (table or JSON)
+//! readers), `stream` (P12: streamed text through web chat and the CLI socket), `secrets` (P15: a
+//! request with a secret injected); the report (table or JSON)
 //! in `report`; the local model's P10 in `p10`.
 //!
 //! The driver runs on the thread that calls `block_on`, never on a runtime
@@ -50,6 +51,7 @@ mod memory;
 mod p10;
 mod recall;
 mod report;
+mod secrets;
 mod stream;
 mod web;
 
@@ -92,10 +94,12 @@ pub enum Fig {
     P13,
     /// `search_memory` over 100,000 stored turns (issue 17).
     P14,
+    /// An HTTPS request with a secret injected by the proxy (issue 19).
+    P15,
 }
 
 impl Fig {
-    const ALL: [Fig; 12] = [
+    const ALL: [Fig; 13] = [
         Fig::P1,
         Fig::P2,
         Fig::P3,
@@ -108,6 +112,7 @@ impl Fig {
         Fig::P12Cli,
         Fig::P13,
         Fig::P14,
+        Fig::P15,
     ];
 
     fn id(self) -> &'static str {
@@ -124,6 +129,7 @@ impl Fig {
             Fig::P12Cli => "P12-CLI",
             Fig::P13 => "P13",
             Fig::P14 => "P14",
+            Fig::P15 => "P15",
         }
     }
 
@@ -142,6 +148,7 @@ impl Fig {
             Fig::P12Cli => "first token → text in pinch chat",
             Fig::P13 => "web_fetch through the host, 20 KB page",
             Fig::P14 => "search_memory over 100,000 turns",
+            Fig::P15 => "HTTPS request, secret injected",
         }
     }
 
@@ -176,6 +183,10 @@ impl Fig {
             Fig::P14 => "one search_memory query (three words, those in over 5 % of turns left out: turns with all, then with any, ranked by bm25, best 5 with snippets) \
                             on the group's FTS5 index holding 100,000 turns of 8–47 made-up words with a skewed word frequency; baseline: \
                             a LIKE '%word%' scan of every turn in a plain table of the same texts (t0 before the query; t1 after the last row)",
+            Fig::P15 => "one GET to a loopback HTTPS API through a session's credential proxy: CONNECT on the proxy socket (as the sandbox's \
+                         forwarder sends it) → TLS to the proxy under the install's CA → the proxy finds the host's secret in the store, \
+                         puts the token in, opens verified TLS to the API, relays the 200, audits the use (t0 before connecting; t1 when \
+                         the answer is read whole); baseline: the same GET on a fresh TLS connection straight to the API, alternating",
         }
     }
 
@@ -194,6 +205,7 @@ impl Fig {
             (Fig::P12 | Fig::P12Cli, _) => "p95 ≤ 30 ms",
             (Fig::P13, _) => "≤ 1.5× a direct fetch",
             (Fig::P14, _) => "p95 ≤ 20 ms",
+            (Fig::P15, _) => "≤ 2 ms added at the median",
         }
     }
 }
@@ -386,6 +398,10 @@ impl Bench {
         // The index is a file the runner reads: no host, no sandbox, once.
         if want(Fig::P14) {
             rows.push(self.recall().context("P14")?);
+        }
+        // The injection is the host's: its sandbox does not matter, once.
+        if want(Fig::P15) {
+            rows.push(self.secrets(sandboxes[0]).await.context("P15")?);
         }
         // The fetch is the host's: its sandbox does not matter, once.
         if want(Fig::P13) {

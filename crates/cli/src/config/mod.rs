@@ -69,6 +69,9 @@ pub struct FileConfig {
     pub proxy: ProxySection,
     #[serde(default)]
     pub mcp: McpSection,
+    /// `[secrets]`: where the secret store's key is (decision 0050).
+    #[serde(default)]
+    pub secrets: SecretsSection,
     #[serde(default)]
     pub http: HttpSection,
     #[serde(default)]
@@ -91,6 +94,17 @@ pub struct FileConfig {
     /// section (set by [`from_table`], not by serde).
     #[serde(skip)]
     pub channels: Vec<pinch_channels::Configured>,
+}
+
+/// `[secrets]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// The key file (default `~/.config/pinch/secrets.key`; never inside
+    /// the data dir). `PINCH_SECRETS_KEY_FILE` overrides it.
+    pub key_file: Option<PathBuf>,
+    /// Seconds a request waits for the owner's approval (default 120).
+    pub approval_wait_s: Option<u64>,
 }
 
 /// Flags that override the file (from `pinch host` / `pinch chat`).
@@ -236,6 +250,12 @@ pub fn resolve(
     file.sandbox.apply(&mut c, o, env)?;
     file.provider.apply(&mut c, o, env)?;
     file.proxy.apply(&mut c)?;
+    if let Some(k) = &file.secrets.key_file {
+        c.secrets_key_file = Some(k.clone());
+    }
+    if let Some(s) = file.secrets.approval_wait_s {
+        c.secrets_approval_wait = std::time::Duration::from_secs(s.max(1));
+    }
     file.web_fetch.apply(&mut c)?;
     file.web_search.apply(&mut c, env)?;
     file.voice.apply(&mut c, env)?;

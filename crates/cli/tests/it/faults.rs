@@ -386,6 +386,7 @@ fn runner_fixture(tmp: &std::path::Path, streak: u32) -> (std::path::PathBuf, st
         proxy_socket: None,
         web: Default::default(),
         mcp_servers: Vec::new(),
+        credentials: Vec::new(),
     };
     let p = dir.runner_json();
     std::fs::write(&p, serde_json::to_string(&cfg).unwrap()).unwrap();

@@ -44,6 +44,7 @@ mod proxy_attacks;
 mod reliability;
 mod sandbox_security;
 mod scheduling;
+mod secrets;
 mod self_mod;
 mod service;
 mod session_db;

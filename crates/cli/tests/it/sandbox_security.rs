@@ -84,6 +84,7 @@ fn fixtures() -> Vec<Fixture> {
             extra: vec![],
             tools_dir: None,
             agent_md: None,
+            trust_dir: None,
             data_root: data.root().to_owned(),
         };
         out.push(Fixture {

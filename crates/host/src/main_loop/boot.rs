@@ -159,6 +159,9 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
     let stats = Arc::new(Stats::default());
     let sandbox_kind = sandbox.kind();
     let channels = Arc::new(channels);
+    let proxy_tls = crate::proxy::tls_config(&cfg.proxy_extra_roots)
+        .map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?;
+    let secrets = super::secret_uses::Secrets::new(&cfg, data.root(), &proxy_tls, ev_tx.clone())?;
     let mut host = Host {
         cfg: cfg.clone(),
         data: data.clone(),
@@ -173,8 +176,8 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
         delivery_stop,
         delivery_tasks: tokio::task::JoinSet::new(),
         proxies: HashMap::new(),
-        proxy_tls: crate::proxy::tls_config(&cfg.proxy_extra_roots)
-            .map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?,
+        proxy_tls: proxy_tls.clone(),
+        secrets,
         proxy_budget: Arc::new(crate::proxy::Budget::new(
             cfg.proxy_limits.clone(),
             crate::proxy::raise_nofile(),

@@ -36,6 +36,7 @@ impl Host {
                 ack.complete(outcome);
             }
             Event::Channel(ChannelEvent::Click(c)) => self.on_click(c),
+            Event::SecretUse(q) => self.on_secret_use(q),
             Event::Channel(ChannelEvent::Stop { to, sender }) => self.on_stop(to, sender),
             Event::Channel(ChannelEvent::Conversations {
                 channel_type,

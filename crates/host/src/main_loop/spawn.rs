@@ -87,6 +87,7 @@ impl Host {
             extra: self.extra_mounts(&row.agent_group_id),
             tools_dir: Some(self.data.tools_dir(&row.folder)),
             agent_md: Some(dir.agent_md()),
+            trust_dir: Some(self.secrets.ca.trust_dir().to_owned()),
             data_root: self.data.root().to_owned(),
         };
         // `local`: runner.json names the model as the runner will see it.
@@ -162,6 +163,7 @@ impl Host {
                 &row.agent_group_id,
                 self.central.agent_mcp_servers(&row.agent_group_id)?,
             ),
+            credentials: self.credentials_for(&row.agent_group_id),
         };
         let _ = std::fs::remove_file(dir.stop_file());
         write_atomic(
@@ -188,7 +190,7 @@ impl Host {
         };
         let (mut tool_path, python_path) = crate::tools_dir::env_for(&tools_root);
         tool_path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(str::to_owned));
-        let env = vec![
+        let mut env = vec![
             ("PINCH_PROXY".to_owned(), proxy_socket),
             ("PATH".to_owned(), tool_path.join(":")),
             ("PYTHONPATH".to_owned(), python_path),
@@ -209,6 +211,15 @@ impl Host {
             ("PINCH_LOG".to_owned(), self.cfg.runner_log.clone()),
             ("PINCH_SESSION_ID".to_owned(), row.id.clone()),
         ];
+        // Programs in the sandbox trust the install's CA (decision 0050):
+        // the bundle over the system's own path, and the variables that
+        // name a bundle for the tools that ignore that path.
+        let trust_at = if self.sandbox.kind().isolated() {
+            PathBuf::from(crate::sandbox::mounts::SANDBOX_TRUST)
+        } else {
+            self.secrets.ca.trust_dir().to_owned()
+        };
+        env.extend(crate::secrets::ca::trust_env(&trust_at));
         // The runner holds the liveness pipe (decision 0006) where the
         // backend can pass it, and exits on its EOF.
         let child = self.sandbox.start(sandbox::RunnerSpec {
@@ -319,7 +330,8 @@ impl Host {
             .with_stream(crate::proxy::StreamAccess::new(
                 self.live.clone(),
                 self.data.session(ag_id, id).inbound_db(),
-            ));
+            ))
+            .with_secrets(self.secrets.access(ag_id, self.cfg.secrets_approval_wait));
             let h = crate::proxy::serve(
                 &sock,
                 id.to_owned(),

@@ -16,6 +16,10 @@
 //! to end; nothing is injected); any other `CONNECT` gets 403 and a log line
 //! naming the host and how to allow it. See [`EgressAllow`].
 //!
+//! Secrets (decision 0050): a `CONNECT` to a host bound to a secret the
+//! session's group may use is answered by the proxy itself and the secret
+//! injected (`inject.rs`); see [`SecretAccess`].
+//!
 //! The host's own route: `POST /_pinch/web/fetch` is answered by the host
 //! (`web.rs`, decision 0042), never forwarded.
 
@@ -32,6 +36,7 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod body;
+mod inject;
 mod limits;
 mod request;
 mod serve;
@@ -40,6 +45,7 @@ mod upstream;
 mod voice;
 mod web;
 
+pub use inject::{SecretAccess, UseAsk, Verdict, APPROVAL_WAIT};
 pub use limits::{effective_total, raise_nofile, Budget, Limits};
 pub use pinch_policy::hosts::EgressAllow;
 pub use serve::serve;

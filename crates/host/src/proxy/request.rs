@@ -106,8 +106,13 @@ pub(super) fn decide(head: &[u8], upstreams: &[Upstream]) -> Result<Decision, Re
         Err(e) => return Err(refuse(400, format!("a malformed request head ({e})"))),
     }
     let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
-    if req.version != Some(1) {
-        return Err(refuse(400, "only HTTP/1.1 is spoken here"));
+    // CONNECT carries no body, so HTTP/1.0's is as unambiguous as 1.1's;
+    // Python's http.client (under `requests` and `pip`) sends 1.0.
+    if req.version != Some(1) && !(req.version == Some(0) && method == "CONNECT") {
+        return Err(refuse(
+            400,
+            "only HTTP/1.1 is spoken here (and HTTP/1.0 for CONNECT)",
+        ));
     }
     let count = |name: &str| {
         req.headers
@@ -487,6 +492,17 @@ mod tests {
             }
         );
         assert_eq!(code("CONNECT api.github.com HTTP/1.1\r\n\r\n"), 400);
+        // Python's http.client tunnels with HTTP/1.0.
+        assert_eq!(
+            decide(
+                b"CONNECT api.github.com:443 HTTP/1.0\r\n\r\n",
+                &test_routes()
+            ),
+            Ok(Decision::Connect {
+                host: "api.github.com".into(),
+                port: 443
+            })
+        );
         assert_eq!(code("CONNECT a.com:443\nX: y HTTP/1.1\r\n\r\n"), 400);
     }
 }

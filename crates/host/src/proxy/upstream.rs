@@ -280,6 +280,34 @@ pub(super) async fn connect(
     ctx: &Ctx,
 ) -> std::io::Result<()> {
     let (lim, session_id) = (&ctx.limits, ctx.session_id.as_str());
+    if let Some(sa) = ctx.web.as_ref().and_then(|w| w.secrets.as_ref()) {
+        use super::inject::{audit, intercept, route, use_row, Route};
+        match route(sa, host, port).await {
+            Err(e) => {
+                tracing::error!(
+                    session_id,
+                    host,
+                    "the secret store cannot be read ({e}); CONNECT refused"
+                );
+                let body = format!("pinch proxy: the secret store cannot be read, so {host}:{port} is refused: {e}\n");
+                return respond(&mut c, lim, 503, &body).await;
+            }
+            Ok(Route::Inject(b)) => return intercept(c, host, port, early, ctx, sa, b).await,
+            Ok(Route::NotForGroup(names)) if !ctx.egress.allows(host, port) => {
+                let names = names.join(", ");
+                let msg = format!("{host}:{port} is bound to secret(s) {names}, which agent group {:?} may not use (the owner can add it: `pinch secrets edit <name> --group {}`)", sa.group, sa.group);
+                tracing::warn!(session_id, host, port, "proxy refused CONNECT: {msg}");
+                for n in names.split(", ") {
+                    audit(
+                        sa,
+                        use_row(sa, session_id, n, "CONNECT", host, "", 403, "denied"),
+                    );
+                }
+                return respond(&mut c, lim, 403, &format!("pinch proxy: {msg}\n")).await;
+            }
+            Ok(_) => {}
+        }
+    }
     if !ctx.egress.allows(host, port) {
         let entry = if port == 443 {
             host.to_owned()

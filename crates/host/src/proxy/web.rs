@@ -78,6 +78,8 @@ pub struct WebAccess {
     pub(super) transcripts: std::sync::Mutex<Vec<((u64, u64), String)>>,
     /// Streamed reply text (decision 0048); `None`: not taken.
     pub(super) stream: Option<Arc<super::stream::StreamAccess>>,
+    /// The group's secrets, injected on `CONNECT` (decision 0050).
+    pub(super) secrets: Option<Arc<super::inject::SecretAccess>>,
 }
 
 impl WebAccess {
@@ -95,12 +97,19 @@ impl WebAccess {
             voice_busy: Arc::new(Semaphore::new(1)),
             transcripts: std::sync::Mutex::default(),
             stream: None,
+            secrets: None,
         }
     }
 
     /// Takes streamed reply text for the live view.
     pub fn with_stream(mut self, s: super::stream::StreamAccess) -> WebAccess {
         self.stream = Some(Arc::new(s));
+        self
+    }
+
+    /// Injects the group's secrets (decision 0050).
+    pub fn with_secrets(mut self, s: super::inject::SecretAccess) -> WebAccess {
+        self.secrets = Some(Arc::new(s));
         self
     }
 }

@@ -499,6 +499,7 @@ pub(crate) mod testing {
                 proxy_socket: None,
                 web: Default::default(),
                 mcp_servers: Vec::new(),
+                credentials: Vec::new(),
             };
             // Both DBs exist with their schemas, as the host makes them.
             let inb = Connection::open(cfg.paths.in_dir.join("inbound.db")).unwrap();

@@ -261,6 +261,7 @@ impl Host {
             "admin_command" => self.decide_admin_command(a, value, by),
             "create_agent" => self.decide_create_agent(a, value, by),
             "install_packages" | "add_mcp_server" => self.decide_self_mod(a, value, by),
+            "secret_use" => self.decide_secret_use(a, value, by),
             other => Ok(format!(
                 "This request's action {other:?} is not one this host knows."
             )),

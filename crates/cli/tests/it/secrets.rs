@@ -1,0 +1,381 @@
+//! Secrets injected by the credential proxy (decision 0050), through the
+//! real binary: a host, a runner in bwrap, a scripted model whose shell
+//! tool runs `curl` and Python `requests` exactly as an agent would, and
+//! loopback HTTPS servers with their own certificates playing GitHub's API.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::common::*;
+use pinch_channels::cli_socket::ClientMsg;
+use pinch_host::sandbox::Choice;
+use pinch_host::secrets::{Approve, Form, NewSecret, Store, Value};
+
+const TOKEN: &str = "ghp_TEST_TOKEN_4fj29d";
+
+/// A loopback HTTPS server with its own self-signed certificate for
+/// `127.0.0.1`: answers `{"login":"octocat"}` when the request carries
+/// `authorization: Bearer TOKEN`, 401 otherwise; keeps every request head.
+pub struct FakeApi {
+    pub port: u16,
+    pub cert_der: Vec<u8>,
+    pub heads: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn fake_api() -> FakeApi {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_der = ck.cert.der().to_vec();
+    let server_cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(cert_der.clone())],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h2 = heads.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let (cfg, heads) = (server_cfg.clone(), h2.clone());
+            std::thread::spawn(move || {
+                let mut s =
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), tcp);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let authed = head
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}")));
+                heads.lock().unwrap().push(head);
+                let (status, body) = if authed {
+                    ("200 OK", r#"{"login":"octocat"}"#)
+                } else {
+                    (
+                        "401 Unauthorized",
+                        r#"{"message":"Requires authentication"}"#,
+                    )
+                };
+                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            });
+        }
+    });
+    FakeApi {
+        port,
+        cert_der,
+        heads,
+    }
+}
+
+/// A plain HTTP server on loopback that keeps each request head and
+/// answers 200.
+fn plain_server() -> FakeApi {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h2 = heads.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if c.read(&mut b).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(b[0]);
+            }
+            h2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain",
+            );
+        }
+    });
+    FakeApi {
+        port,
+        cert_der: Vec::new(),
+        heads,
+    }
+}
+
+fn secret(name: &str, port: u16, groups: &[&str], approve: Approve) -> NewSecret {
+    NewSecret {
+        name: name.into(),
+        form: Form::Bearer,
+        hosts: vec![format!("127.0.0.1:{port}")],
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        approve,
+    }
+}
+
+/// The store of `tmp`'s data dir, its key outside it.
+fn store(tmp: &Path) -> Store {
+    let data = tmp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    Store::new(&data, tmp.join("keys/secrets.key"))
+}
+
+fn script(rules: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (trigger, command) in rules {
+        s.push_str(&format!(
+            "[[rule]]\ncontains = {trigger:?}\ntool = \"shell\"\nargs = {{ command = {command:?}, timeout_s = 150 }}\n\n"
+        ));
+    }
+    s.push_str("[[rule]]\nafter_tool = \"*\"\nreply = \"tool said: {tool_result}\"\n");
+    s
+}
+
+fn curl(port: u16) -> String {
+    format!("curl -sS -w ' HTTP=%{{http_code}}' https://127.0.0.1:{port}/user?page=1; echo \" curl-exit=$?\"")
+}
+
+#[test]
+fn curl_and_python_get_the_answer_with_the_token_injected_and_it_never_enters_the_sandbox() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let api = fake_api();
+    // Another API bound to a secret only `research` may use; one whose
+    // certificate the proxy does not trust; a plain host on the allowlist.
+    let other = fake_api();
+    let tampered = fake_api();
+    let tmp = tempfile::tempdir().unwrap();
+    let st = store(tmp.path());
+    let token = || Value::Token {
+        value: TOKEN.into(),
+    };
+    st.add(
+        &secret("github", api.port, &["main"], Approve::Never),
+        &token(),
+    )
+    .unwrap();
+    st.add(
+        &secret("research-only", other.port, &["research"], Approve::Never),
+        &token(),
+    )
+    .unwrap();
+    st.add(
+        &secret("tampered", tampered.port, &["main"], Approve::Never),
+        &token(),
+    )
+    .unwrap();
+    let py = format!("python3 -c \"import requests; r = requests.get('https://127.0.0.1:{}/user', timeout=60); print('py', r.status_code, r.text)\"", api.port);
+    // Looks for the token everywhere the sandbox can read: the environment
+    // of every process, its folders, the system roots (split so this
+    // command line itself does not hold it).
+    let (a, b) = TOKEN.split_at(8);
+    let leak = format!("A={a}; B={b}; F=$(grep -rlsF \"$A$B\" /proc/[0-9]*/environ /workspace /pinch /etc /tmp | tr '\\n' ' '); N=$(env | grep -cF \"$A$B\"); echo \"files=[$F] env=$N\"");
+    let plain = plain_server();
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Bwrap),
+        &script(&[
+            ("curl-it", &curl(api.port)),
+            ("py-it", &py),
+            ("other-it", &curl(other.port)),
+            ("tampered-it", &curl(tampered.port)),
+            ("plain-it", &format!("curl -sS -p -x $HTTPS_PROXY http://127.0.0.1:{}/x -o /dev/null -w '%{{http_code}}'; echo \" plain-exit=$?\"", plain.port)),
+            ("leak-check", &leak),
+        ]),
+    );
+    cfg.proxy_extra_roots = vec![api.cert_der.clone(), other.cert_der.clone()];
+    cfg.proxy_egress_allow = vec![format!("127.0.0.1:{}", plain.port)];
+    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+
+    let r = c.ask("curl-it").join("\n");
+    assert!(
+        r.contains(r#"{"login":"octocat"}"#) && r.contains("curl-exit=0"),
+        "{r}"
+    );
+    let r = c.ask("py-it").join("\n");
+    assert!(r.contains(r#"py 200 {"login":"octocat"}"#), "{r}");
+    {
+        let heads = api.heads.lock().unwrap();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        assert!(
+            heads[0].starts_with("GET /user?page=1 HTTP/1.1\r\nhost: 127.0.0.1:"),
+            "{}",
+            heads[0]
+        );
+        for h in heads.iter() {
+            assert_eq!(h.matches(TOKEN).count(), 1, "{h}");
+            assert!(h.contains("connection: close"), "{h}");
+        }
+    }
+    // A group the secret is not bound to: refused at CONNECT, nothing sent.
+    let r = c.ask("other-it").join("\n");
+    assert!(r.contains("403") && !r.contains("octocat"), "{r}");
+    assert!(other.heads.lock().unwrap().is_empty());
+    // An upstream whose certificate is not trusted: the secret is not sent.
+    let r = c.ask("tampered-it").join("\n");
+    assert!(
+        r.contains("HTTP=502") && r.contains("the secret was not sent"),
+        "{r}"
+    );
+    assert!(tampered.heads.lock().unwrap().is_empty());
+    // A host bound to nothing is a plain tunnel: the client's own bytes.
+    let r = c.ask("plain-it").join("\n");
+    assert!(r.contains("200 plain-exit=0"), "{r}");
+    {
+        let heads = plain.heads.lock().unwrap();
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert!(
+            heads[0].starts_with("GET /x HTTP/1.1")
+                && !heads[0].to_ascii_lowercase().contains("authorization"),
+            "no injection on a tunnel: {}",
+            heads[0]
+        );
+    }
+    let r = c.ask("leak-check").join("\n");
+    assert!(
+        r.contains("files=[] env=0"),
+        "the token is readable in the sandbox: {r}"
+    );
+    rt.block_on(host.shutdown()).unwrap();
+
+    // Not in any file: the session DBs, runner.json, logs, the store.
+    assert!(
+        files_holding(tmp.path(), TOKEN).is_empty(),
+        "{:?}",
+        files_holding(tmp.path(), TOKEN)
+    );
+    // Audited: two injected uses, the refusal, the refused upstream.
+    let uses = st.uses(50, 0).unwrap();
+    let by = |o: &str| uses.iter().filter(|u| u.outcome == o).count();
+    assert_eq!(
+        (by("injected"), by("denied"), by("upstream_failed")),
+        (2, 1, 1),
+        "{uses:?}"
+    );
+    let injected = uses.iter().find(|u| u.outcome == "injected").unwrap();
+    assert_eq!(
+        (
+            injected.method.as_str(),
+            injected.path.as_str(),
+            injected.status,
+            injected.agent_group.as_str()
+        ),
+        ("GET", "/user", 200, "main")
+    );
+    assert!(st
+        .list()
+        .unwrap()
+        .iter()
+        .find(|b| b.name == "github")
+        .unwrap()
+        .last_used_at
+        .is_some());
+}
+
+/// Approvals: the first use asks the owner; "allow once" lets that request
+/// through and the next asks again; "always" is remembered; "deny" reaches
+/// the agent as a 403 it can explain. Each use is audited.
+#[test]
+fn the_owner_allows_once_always_or_denies_a_first_use() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let api = fake_api();
+    let tmp = tempfile::tempdir().unwrap();
+    let st = store(tmp.path());
+    st.add(
+        &secret("github", api.port, &["main"], Approve::First),
+        &Value::Token {
+            value: TOKEN.into(),
+        },
+    )
+    .unwrap();
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Bwrap),
+        &script(&[("curl-it", &curl(api.port))]),
+    );
+    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
+    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let click = |c: &mut Client, id: &str, choice: &str| -> String {
+        let mid = c.say("curl-it", id);
+        let (title, buttons) = c.until_buttons();
+        assert!(
+            title.contains("agent `main` wants to use `github` for GET 127.0.0.1:")
+                && title.contains("/user"),
+            "{title}"
+        );
+        let before = api.heads.lock().unwrap().len();
+        let b = buttons
+            .iter()
+            .find(|b| b.label == choice)
+            .unwrap_or_else(|| panic!("{buttons:?}"));
+        c.send(&ClientMsg::Click {
+            callback: b.callback.clone(),
+        });
+        let out = c.until_settled(&mid).join("\n");
+        let sent = api.heads.lock().unwrap().len() - before;
+        assert_eq!(sent, usize::from(choice != "Deny"), "{choice}: {out}");
+        out
+    };
+    let r = click(&mut c, "m1", "Allow once");
+    assert!(r.contains("octocat"), "{r}");
+    // Once is once: the next use asks again, and is denied.
+    let r = click(&mut c, "m2", "Deny");
+    assert!(
+        r.contains("403")
+            && r.contains(
+                "the owner denied agent group \\\"main\\\" the use of secret \\\"github\\\""
+            ),
+        "{r}"
+    );
+    let r = click(&mut c, "m3", "Allow always");
+    assert!(r.contains("octocat"), "{r}");
+    // Always is remembered: no card.
+    let r = c.ask("curl-it").join("\n");
+    assert!(r.contains("octocat") && !r.contains("wants to use"), "{r}");
+    rt.block_on(host.shutdown()).unwrap();
+    assert!(st.granted("github", "main").unwrap());
+    let outcomes: Vec<(String, u16)> = st
+        .uses(10, 0)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|u| (u.outcome, u.status))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("injected", 200),
+            ("denied", 403),
+            ("injected", 200),
+            ("injected", 200)
+        ]
+        .map(|(o, s)| (o.to_owned(), s)),
+    );
+    assert_eq!(
+        api.heads.lock().unwrap().len(),
+        3,
+        "the denied request never reached the API"
+    );
+}
