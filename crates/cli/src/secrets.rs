@@ -230,18 +230,7 @@ pub fn run(data_dir: &Path, key_file: Option<&Path>, args: SecretsArgs) -> Resul
             } else {
                 "a token that does not expire"
             };
-            if store.list()?.iter().any(|b| b.name == s.name) {
-                store.rotate(&s.name, &value)?;
-                store.edit(
-                    &s.name,
-                    Some(&s.form),
-                    Some(&s.hosts),
-                    Some(&s.groups),
-                    Some(s.approve),
-                )?;
-            } else {
-                store.add(&s, &value)?;
-            }
+            store.replace(&s, &value)?;
             writeln!(
                 out,
                 "Signed in: {} is kept ({kind}) for {}.",
@@ -293,6 +282,7 @@ fn new_secret(name: String, b: Binding) -> Result<NewSecret> {
         approve: Approve::parse(&b.approve)?,
     };
     pinch_host::secrets::check_binding(&s.hosts, &s.groups)?;
+    pinch_host::secrets::check_form_hosts(&s.form, &s.hosts)?;
     Ok(s)
 }
 

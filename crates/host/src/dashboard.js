@@ -124,6 +124,16 @@ async function refresh() {
       ["messages", r => esc(r.message_count)],
       ["last", r => esc(r.last_seen)],
     ]);
+    const au = await fetch("/api/audit");
+    if (!au.ok) throw new Error("audit: " + au.status);
+    document.getElementById("audit").innerHTML = table((await au.json()).uses, [
+      ["when", r => ago(r.at)],
+      ["agent", r => esc(r.agent_group)],
+      ["secret", r => esc(r.secret)],
+      ["request", r => esc(r.method + " " + r.host + r.path)],
+      ["status", r => esc(r.status)],
+      ["outcome", r => r.outcome === "injected" ? esc(r.outcome) : '<span class="q">' + esc(r.outcome) + "</span>"],
+    ]);
     document.getElementById("err").textContent = "";
   } catch (e) { document.getElementById("err").textContent = e.message; }
 }

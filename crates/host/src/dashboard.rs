@@ -91,6 +91,7 @@ pub fn router(
         .route("/api/admin", post(api))
         .route("/api/charts", get(charts))
         .route("/api/session", get(session))
+        .route("/api/audit", get(audit))
         .with_state(Ctx { auth, admin, data })
 }
 
@@ -123,6 +124,30 @@ async fn charts(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap)
         return unauthorized(&q);
     }
     json_reply(StatusCode::OK, crate::metrics_history::current())
+}
+
+/// The newest uses of secrets (decision 0050), read from the store off the
+/// async threads; none when no secret was ever stored.
+async fn audit(State(c): State<Ctx>, Query(q): Query<Auth>, headers: HeaderMap) -> Response {
+    if !c.auth.authorized(&headers) {
+        return unauthorized(&q);
+    }
+    let root = c.data.root().to_owned();
+    let uses = tokio::task::spawn_blocking(move || {
+        crate::secrets::Store::new(&root, std::path::PathBuf::new()).uses(50, 0)
+    })
+    .await;
+    match uses {
+        Ok(Ok(u)) => json_reply(StatusCode::OK, json!({"ok": true, "uses": u})),
+        Ok(Err(e)) => json_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"ok": false, "error": {"code": "store", "message": e.to_string()}}),
+        ),
+        Err(e) => json_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"ok": false, "error": {"code": "internal", "message": e.to_string()}}),
+        ),
+    }
 }
 
 /// One session's detail: its row as `pinch admin sessions get` shows it

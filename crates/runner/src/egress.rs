@@ -19,15 +19,19 @@ pub const PREFERRED_PORT: u16 = 3128;
 /// What every program the runner starts — a `shell` command, an MCP
 /// server, an agent CLI — gets to reach the web through the forwarder at
 /// `proxy` (`http://127.0.0.1:PORT`): `HTTP_PROXY` and `HTTPS_PROXY`, in
-/// both cases. Loopback is not exempted: an `egress_allow` entry may name
+/// both cases, and `NODE_USE_ENV_PROXY=1` so Node's `fetch` uses them. Loopback is not exempted: an `egress_allow` entry may name
 /// one of the host's own ports (`127.0.0.1:8080`), reached only through
 /// the proxy; the agent CLI adds its own `NO_PROXY` for its API base URLs.
 pub fn proxy_vars(proxy: &str) -> Vec<(&'static str, String)> {
     let p = proxy.trim_end_matches('/');
-    ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
-        .into_iter()
-        .map(|k| (k, p.to_owned()))
-        .collect()
+    let mut v: Vec<(&'static str, String)> =
+        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+            .into_iter()
+            .map(|k| (k, p.to_owned()))
+            .collect();
+    // Node's built-in fetch reads the two above only when asked (Node ≥ 22.21).
+    v.push(("NODE_USE_ENV_PROXY", "1".to_owned()));
+    v
 }
 
 /// MCP server configurations with [`proxy_vars`] added to each server's

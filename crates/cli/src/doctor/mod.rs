@@ -1,7 +1,7 @@
 //! `pinch doctor`: what this machine and configuration lack, each problem
 //! with the command that fixes it (issue 8). Read-only: it changes
-//! nothing, starts no host, and reads no secret's value (only whether it is
-//! set). Exit 0 when nothing fails (warnings allowed), 1 otherwise.
+//! nothing, starts no host, and shows no secret's value (it checks only
+//! whether each is set, and that the store's sealed values open). Exit 0 when nothing fails (warnings allowed), 1 otherwise.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use pinch_host::sandbox;
 
 mod mcp;
+mod secrets;
 mod web;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +148,7 @@ pub fn checks(input: &Input) -> Vec<Check> {
     out.extend(mount_checks(cfg));
     out.extend(mcp::checks(cfg));
     out.extend(web::checks(cfg));
+    out.extend(secrets::checks(cfg));
     out.extend(host_checks(&cfg.data_dir));
     out
 }

@@ -379,3 +379,95 @@ fn the_owner_allows_once_always_or_denies_a_first_use() {
         "the denied request never reached the API"
     );
 }
+
+/// S8 for secrets: a click on a secret's card by someone who is not an
+/// owner (here a group admin forging the card's callback) is refused and
+/// changes nothing; the request is refused once the wait is over, and the
+/// API never sees the token.
+#[test]
+fn a_non_owners_click_on_a_secrets_card_is_refused() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let api = fake_api();
+    let tmp = tempfile::tempdir().unwrap();
+    let st = store(tmp.path());
+    st.add(
+        &secret("github", api.port, &["main"], Approve::First),
+        &Value::Token {
+            value: TOKEN.into(),
+        },
+    )
+    .unwrap();
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Bwrap),
+        &script(&[("curl-it", &curl(api.port))]),
+    );
+    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
+    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
+    cfg.secrets_approval_wait = std::time::Duration::from_secs(3);
+    // The terminal's user is only an admin of `main`; the owner is on a
+    // channel that is not running (the card waits for them).
+    let db = cfg.data_dir.join("pinch.db");
+    {
+        let mut c = pinch_host::db::central::Central::open(&db).unwrap();
+        c.bootstrap(&cfg.login).unwrap();
+        let me = format!("cli:{}", cfg.login);
+        c.conn
+            .execute("DELETE FROM user_roles WHERE user_id = ?1", [&me])
+            .unwrap();
+        c.conn.execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES (?1, 'admin', 'main', '2026-01-01T00:00:00Z')", [&me]).unwrap();
+        c.conn.execute("INSERT INTO users (id, kind, created_at) VALUES ('chat:owner', 'chat', '2026-01-01T00:00:00Z')", []).unwrap();
+        c.conn.execute("INSERT INTO user_roles (user_id, role, agent_group_id, granted_at) VALUES ('chat:owner', 'owner', NULL, '2026-01-01T00:00:00Z')", []).unwrap();
+    }
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let mid = c.say("curl-it", "m1");
+    let read = pinch_proto::rusqlite::Connection::open(&db).unwrap();
+    let pending = || -> Option<String> {
+        read.query_row(
+            "SELECT approval_id FROM pending_approvals WHERE action = 'secret_use' AND status = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    wait_for(
+        "the secret's card",
+        std::time::Duration::from_secs(60),
+        || pending().is_some(),
+    );
+    let id = pending().unwrap();
+    // "Allow always", forged by the admin.
+    c.send(&ClientMsg::Click {
+        callback: format!("a:{id}:1"),
+    });
+    let out = c.until_settled(&mid).join("\n");
+    assert!(
+        out.contains("HTTP=403") && out.contains("has not answered the approval card"),
+        "{out}"
+    );
+    rt.block_on(host.shutdown()).unwrap();
+    assert_eq!(
+        pending(),
+        Some(id),
+        "the card is still the owner's to decide"
+    );
+    assert!(!st.granted("github", "main").unwrap());
+    assert!(
+        api.heads.lock().unwrap().is_empty(),
+        "nothing reached the API"
+    );
+    let uses = st.uses(10, 0).unwrap();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!((uses[0].outcome.as_str(), uses[0].status), ("denied", 403));
+    let refused: i64 = read
+        .query_row(
+            "SELECT count(*) FROM dropped_messages WHERE reason = 'not_approver'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(-1);
+    assert!(refused >= 1, "the refused click is audited ({refused})");
+}

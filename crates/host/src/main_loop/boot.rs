@@ -162,6 +162,9 @@ pub(super) async fn boot(cfg: HostConfig) -> Result<Booted> {
     let proxy_tls = crate::proxy::tls_config(&cfg.proxy_extra_roots)
         .map_err(|e| anyhow::anyhow!("proxy TLS: {e}"))?;
     let secrets = super::secret_uses::Secrets::new(&cfg, data.root(), &proxy_tls, ev_tx.clone())?;
+    if !sandbox.kind().isolated() && secrets.store.list().is_ok_and(|l| !l.is_empty()) {
+        tracing::warn!("the process sandbox gives agents no isolation, so no secret is offered to them (they could read the store themselves): use bwrap or docker to let agents use your secrets");
+    }
     let mut host = Host {
         cfg: cfg.clone(),
         data: data.clone(),

@@ -1,7 +1,8 @@
 //! The owner's approval of a secret's use (decision 0050): the proxy asks
-//! ([`crate::proxy::UseAsk`]), this raises one card per secret and agent
-//! group while it is open (owners only: "allow once", "allow always",
-//! "deny"), and answers every request waiting on it when someone decides.
+//! ([`crate::proxy::UseAsk`]), this raises one card per request the owner
+//! is shown — secret, group, method, host and path (owners only: "allow
+//! once", "allow always", "deny") — and answers the requests waiting on
+//! that card, identical to what it shows, when someone decides.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,17 +19,37 @@ use crate::secrets::{ca::Ca, oauth::Tokens, Store};
 /// An open card's id and the requests waiting on it.
 type OpenCard = (String, Vec<oneshot::Sender<Verdict>>);
 
+/// What a card shows and decides: secret, group, method, host, path.
+type UseKey = (String, String, String, String, String);
+
+/// How long an "allow once" given after its request stopped waiting
+/// stays good for the same request.
+const ONCE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Most cards open at once per secret and agent group.
+const MAX_OPEN_CARDS: usize = 5;
+
+fn key_of(q: &UseAsk) -> UseKey {
+    (
+        q.secret.clone(),
+        q.group.clone(),
+        q.method.clone(),
+        q.host.clone(),
+        q.path.clone(),
+    )
+}
+
 /// What every session's proxy shares for secrets, and the open asks.
 pub(super) struct Secrets {
     pub(super) store: Arc<Store>,
     pub(super) ca: Arc<Ca>,
     pub(super) tokens: Arc<Tokens>,
     ask: mpsc::UnboundedSender<UseAsk>,
-    /// Open cards by (secret, group): the card and the requests waiting.
-    open: HashMap<(String, String), OpenCard>,
-    /// "Allow once" given when no request was waiting any more: the next
-    /// request of that group for that secret goes through.
-    once: HashMap<(String, String), u32>,
+    /// Open cards by what they show: the card and the requests waiting.
+    open: HashMap<UseKey, OpenCard>,
+    /// "Allow once" given when no request was waiting any more: the same
+    /// request, made again within [`ONCE_FOR`], goes through once.
+    once: HashMap<UseKey, std::time::Instant>,
 }
 
 impl Secrets {
@@ -90,6 +111,10 @@ impl Host {
         &self,
         group: &str,
     ) -> Vec<pinch_proto::runner_config::Credential> {
+        // The process sandbox is offered none (see `ensure_proxy`).
+        if !self.sandbox.kind().isolated() {
+            return Vec::new();
+        }
         match self.secrets.store.list() {
             Ok(all) => all
                 .into_iter()
@@ -111,16 +136,14 @@ impl Host {
 
     /// A proxy asks whether a use may go through.
     pub(super) fn on_secret_use(&mut self, q: UseAsk) {
-        let key = (q.secret.clone(), q.group.clone());
-        if let Some(n) = self.secrets.once.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.secrets.once.remove(&key);
-            }
+        let key = key_of(&q);
+        let now = std::time::Instant::now();
+        self.secrets.once.retain(|_, until| *until > now);
+        if self.secrets.once.remove(&key).is_some() {
             let _ = q.reply.send(Verdict::Allow);
             return;
         }
-        // A card still open for this secret and group: wait on it too.
+        // A card still open for this very request: wait on it too.
         if let Some((id, waiting)) = self.secrets.open.get_mut(&key) {
             if self
                 .central
@@ -134,6 +157,31 @@ impl Host {
                 return;
             }
             self.secrets.open.remove(&key);
+        }
+        // At most a few cards open per secret and group: an agent trying
+        // path after path does not flood the owner.
+        let (sec, grp) = (q.secret.clone(), q.group.clone());
+        let central = &self.central;
+        self.secrets.open.retain(|k, (id, waiting)| {
+            waiting.retain(|w| !w.is_closed());
+            !(k.0 == sec && k.1 == grp)
+                || central
+                    .approval(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| a.status == "pending")
+        });
+        let open_here = self
+            .secrets
+            .open
+            .keys()
+            .filter(|k| k.0 == sec && k.1 == grp)
+            .count();
+        if open_here >= MAX_OPEN_CARDS {
+            let _ = q.reply.send(Verdict::Deny(format!(
+                "{open_here} requests of this agent to use this secret already wait for the owner; ask them to answer those first"
+            )));
+            return;
         }
         match self.raise_secret_card(&q) {
             Ok(id) => {
@@ -205,9 +253,6 @@ impl Host {
             ),
             other => return Ok(format!("{other:?} is not a choice for this request.")),
         };
-        if value == "always" {
-            self.secrets.store.grant(&secret, &group, by)?;
-        }
         if !self.central.decide_approval(
             &a.approval_id,
             status,
@@ -216,7 +261,17 @@ impl Host {
         )? {
             return Ok("That request was already decided.".into());
         }
-        let key = (secret.clone(), group.clone());
+        if value == "always" {
+            self.secrets.store.grant(&secret, &group, by)?;
+        }
+        let field = |k: &str| a.payload[k].as_str().unwrap_or_default().to_owned();
+        let key = (
+            secret.clone(),
+            group.clone(),
+            field("method"),
+            field("host"),
+            field("path"),
+        );
         let waiting = match self.secrets.open.get(&key) {
             Some((id, _)) if *id == a.approval_id => self
                 .secrets
@@ -233,11 +288,13 @@ impl Host {
             }
         }
         if value == "once" && answered == 0 {
-            *self.secrets.once.entry(key).or_default() += 1;
+            self.secrets
+                .once
+                .insert(key, std::time::Instant::now() + ONCE_FOR);
         }
         tracing::info!(approval = %a.approval_id, secret = %secret, group = %group, by = %by, choice = value, answered, "secret use decided");
         Ok(match value {
-            "once" => format!("Allowed once: {group} may use {secret} for this request."),
+            "once" => format!("Allowed once: {group} may use {secret} for this request (if it stopped waiting, the same request within 10 minutes)."),
             "always" => format!("Allowed always: {group} may use {secret} from now on (revoke with `pinch secrets edit {secret} --group ...`)."),
             _ => format!("Denied: {group} will not use {secret} for this request."),
         })

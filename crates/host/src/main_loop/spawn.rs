@@ -330,8 +330,14 @@ impl Host {
             .with_stream(crate::proxy::StreamAccess::new(
                 self.live.clone(),
                 self.data.session(ag_id, id).inbound_db(),
-            ))
-            .with_secrets(self.secrets.access(ag_id, self.cfg.secrets_approval_wait));
+            ));
+            // Without isolation the agent runs as the owner and could read
+            // the store and the key itself: no secret is offered then.
+            let web = if self.sandbox.kind().isolated() {
+                web.with_secrets(self.secrets.access(ag_id, self.cfg.secrets_approval_wait))
+            } else {
+                web
+            };
             let h = crate::proxy::serve(
                 &sock,
                 id.to_owned(),

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::inject_http::{exchange, parse, path_of, upstream_head, Rewind};
 use super::*;
-use crate::secrets::{self, Approve, Binding, Form, Store, Use, Value};
+use crate::secrets::{self, Approve, Binding, Store, Use, Value};
 
 /// How long a request waits for the owner's click before it is refused
 /// (the card stays; "always" then lets the retry through).
@@ -81,12 +82,31 @@ pub(super) async fn route(sa: &Arc<SecretAccess>, host: &str, port: u16) -> Resu
     }
 }
 
-/// Writes an audit row (logged on failure; never blocks the answer).
+/// Audit writes of refusals in flight, over all sessions: a refusal costs
+/// the agent nothing, so beyond this many they are counted in the log
+/// instead of each written (uses that were injected are always written).
+const MAX_REFUSALS_IN_FLIGHT: usize = 8;
+static REFUSALS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static REFUSALS_UNWRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Writes an audit row off the async threads (logged on failure).
 pub(super) fn audit(sa: &Arc<SecretAccess>, u: Use) {
+    let refusal = u.outcome != "injected";
+    if refusal && REFUSALS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSALS_IN_FLIGHT {
+        REFUSALS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        let n = REFUSALS_UNWRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(session_id = %u.session, secret = %u.secret, unwritten = n, "refused uses of secrets come faster than the audit writes them; {n} not written so far (an agent repeating a refused request)");
+        }
+        return;
+    }
     let store = sa.store.clone();
     tokio::task::spawn_blocking(move || {
         if let Err(e) = store.record(&u) {
             tracing::error!(secret = %u.secret, "could not write the secret-use audit row: {e}");
+        }
+        if refusal {
+            REFUSALS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
         }
     });
 }
@@ -124,213 +144,6 @@ fn answer(code: u16, message: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-/// A stream that yields `pre` before its inner stream's bytes (what the
-/// client sent right behind its `CONNECT`: the TLS hello).
-struct Rewind<S> {
-    pre: Vec<u8>,
-    pos: usize,
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.pos < self.pre.len() {
-            let n = buf.remaining().min(self.pre.len() - self.pos);
-            let start = self.pos;
-            buf.put_slice(&self.pre[start..start + n]);
-            self.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        b: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, b)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The request read inside the tunnel.
-struct Req {
-    method: String,
-    /// Path and query as sent (origin-form).
-    target: String,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Body,
-    expect_continue: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Body {
-    Len(u64),
-    Chunked,
-}
-
-/// Client headers never sent on: hop-by-hop ones (the proxy frames the
-/// request) and the client's own proxy credentials.
-const HOP: &[&str] = &[
-    "host",
-    "connection",
-    "proxy-connection",
-    "proxy-authorization",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-    "transfer-encoding",
-    "expect",
-];
-
-fn parse(head: &[u8]) -> Result<Req, String> {
-    let mut hs = [httparse::EMPTY_HEADER; 100];
-    let mut r = httparse::Request::new(&mut hs);
-    match r.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("the request head is incomplete".into()),
-        Err(e) => return Err(format!("the request head does not parse: {e}")),
-    }
-    let method = r.method.unwrap_or_default().to_owned();
-    let target = r.path.unwrap_or_default().to_owned();
-    if !target.starts_with('/') {
-        return Err(format!(
-            "the request target {target:?} must be a path (origin-form) inside a tunnel"
-        ));
-    }
-    if r.version != Some(1) {
-        return Err("only HTTP/1.1 is spoken inside the tunnel".into());
-    }
-    let (mut len, mut chunked, mut expect_continue, mut lens) = (0u64, false, false, 0);
-    let mut headers = Vec::new();
-    for h in r.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        match name.as_str() {
-            "content-length" => {
-                lens += 1;
-                len = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or("a Content-Length that is not a number")?;
-            }
-            "transfer-encoding" => {
-                if !h.value.eq_ignore_ascii_case(b"chunked") {
-                    return Err("a Transfer-Encoding other than chunked".into());
-                }
-                chunked = true;
-            }
-            "expect" => expect_continue = h.value.eq_ignore_ascii_case(b"100-continue"),
-            _ => {}
-        }
-        if !HOP.contains(&name.as_str()) {
-            headers.push((name, h.value.to_vec()));
-        }
-    }
-    if lens > 1 || (lens == 1 && chunked) {
-        return Err(
-            "a request with two lengths (Content-Length twice, or with Transfer-Encoding)".into(),
-        );
-    }
-    if len > MAX_BODY {
-        return Err(format!("a body larger than {MAX_BODY} bytes"));
-    }
-    Ok(Req {
-        method,
-        target,
-        headers,
-        body: if chunked {
-            Body::Chunked
-        } else {
-            Body::Len(len)
-        },
-        expect_continue,
-    })
-}
-
-/// The path without its query (what the audit and the card show).
-fn path_of(target: &str) -> &str {
-    target.split(['?', '#']).next().unwrap_or(target)
-}
-
-/// `target` with `name=value` as the query parameter `name` (any the
-/// client sent under that name dropped).
-fn with_query(target: &str, name: &str, value: &str) -> String {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    let mut parts: Vec<String> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some(name))
-        .map(str::to_owned)
-        .collect();
-    parts.push(format!("{}={}", enc(name), enc(value)));
-    format!("{path}?{}", parts.join("&"))
-}
-
-/// The head sent to the real host.
-fn upstream_head(req: &Req, authority: &str, form: &Form, secret: &str) -> Vec<u8> {
-    use base64::Engine;
-    let target = match form {
-        Form::Query(n) => with_query(&req.target, n, secret),
-        _ => req.target.clone(),
-    };
-    let mut h = format!(
-        "{} {target} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n",
-        req.method
-    )
-    .into_bytes();
-    match req.body {
-        Body::Len(n) => h.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
-        Body::Chunked => h.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    let dropped = form.header();
-    for (k, v) in &req.headers {
-        if Some(k.as_str()) == dropped {
-            continue;
-        }
-        h.extend_from_slice(k.as_bytes());
-        h.extend_from_slice(b": ");
-        h.extend_from_slice(v);
-        h.extend_from_slice(b"\r\n");
-    }
-    match form {
-        Form::Bearer => {
-            h.extend_from_slice(format!("authorization: Bearer {secret}\r\n").as_bytes())
-        }
-        Form::Basic => {
-            let b = base64::engine::general_purpose::STANDARD.encode(secret);
-            h.extend_from_slice(format!("authorization: Basic {b}\r\n").as_bytes());
-        }
-        Form::Header(n) => h.extend_from_slice(format!("{n}: {secret}\r\n").as_bytes()),
-        Form::Query(_) => {}
-    }
-    h.extend_from_slice(b"\r\n");
-    h
 }
 
 /// Whether the owner lets this use through (asking if the rule says so).
@@ -441,11 +254,12 @@ pub(super) async fn intercept(
     } else {
         format!("{host}:{port}")
     };
-    // The head, within the head timeout and size.
+    // The head, within the head timeout (in all, not per read) and size.
+    let deadline = tokio::time::Instant::now() + lim.header_timeout;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     let end = loop {
-        let n = match tokio::time::timeout(lim.header_timeout, tls.read(&mut chunk)).await {
+        let n = match tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
             Ok(Ok(n)) => n,
             Err(_) => return Err(timed_out("waiting for the request head in the tunnel")),
@@ -476,7 +290,7 @@ pub(super) async fn intercept(
             return tls.shutdown().await;
         }
     };
-    let path = path_of(&req.target).to_owned();
+    let path = path_of(&req.target);
     let row = |status: u16, outcome: &str| {
         use_row(
             sa,
@@ -496,7 +310,9 @@ pub(super) async fn intercept(
         tls.write_all(&answer(403, &msg)).await?;
         return tls.shutdown().await;
     }
-    let secret = match value_of(sa, &b).await {
+    // The binding as it is now (the owner may have changed it while the
+    // card waited), read with the value.
+    let secret = match value_of(sa, &b.name, host, port).await {
         Ok(s) => s,
         Err(why) => {
             tracing::error!(session_id = sid, secret = %b.name, "{why}");
@@ -510,7 +326,6 @@ pub(super) async fn intercept(
         }
     };
     let head = upstream_head(&req, &authority, &b.form, &secret);
-    drop(secret);
     let up = match open_upstream(host, port, ctx).await {
         Ok(u) => u,
         Err(why) => {
@@ -522,7 +337,8 @@ pub(super) async fn intercept(
         }
     };
     let early_body = buf[end..].to_vec();
-    let status = exchange(up, &head, &req, &early_body, &mut tls, lim).await;
+    let status = exchange(up, &secret, &head, &req, &early_body, &mut tls, lim).await;
+    drop(secret);
     let code = status.as_ref().map_or(0, |s| *s);
     audit(
         sa,
@@ -533,17 +349,41 @@ pub(super) async fn intercept(
     status.map(|_| ())
 }
 
-/// The secret's text: a token as stored, or an OAuth access token.
-async fn value_of(sa: &Arc<SecretAccess>, b: &Binding) -> Result<String, String> {
-    let (sa2, name) = (sa.clone(), b.name.clone());
-    let v = tokio::task::spawn_blocking(move || sa2.store.value(&name))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    match v {
-        Value::Token { value } => Ok(value),
-        Value::OAuth(o) => sa.tokens.access_token(&sa.store, &b.name, &o).await,
+/// The secret's text — a token as stored, or an OAuth access token — if
+/// its binding, read again with it, still sends it to `host:port` for this
+/// group.
+async fn value_of(
+    sa: &Arc<SecretAccess>,
+    name: &str,
+    host: &str,
+    port: u16,
+) -> Result<String, String> {
+    let (sa2, n, h) = (sa.clone(), name.to_owned(), host.to_owned());
+    let v = tokio::task::spawn_blocking(move || {
+        let still = sa2
+            .store
+            .bound_to(&h, port)?
+            .into_iter()
+            .any(|b| b.name == n && b.allows_group(&sa2.group));
+        if !still {
+            return Ok(None);
+        }
+        sa2.store.value(&n).map(Some)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let token = match v {
+        None => {
+            return Err("its binding changed: it is no longer for this host or agent group".into())
+        }
+        Some(Value::Token { value }) => value,
+        Some(Value::OAuth(o)) => sa.tokens.access_token(&sa.store, name, &o).await?,
+    };
+    if token.bytes().any(|b| b.is_ascii_control()) {
+        return Err("the value holds a control character, which no header can carry".into());
     }
+    Ok(token)
 }
 
 /// TCP then TLS to the real host, verified against the proxy's roots.
@@ -580,222 +420,5 @@ async fn open_upstream(
             "TLS to {addr} failed, so the secret was not sent: {e}"
         )),
         Err(_) => Err(format!("TLS to {addr} timed out")),
-    }
-}
-
-/// Sends the head and body, relays the answer; returns its status.
-async fn exchange<U, C>(
-    mut up: U,
-    head: &[u8],
-    req: &Req,
-    early: &[u8],
-    c: &mut C,
-    lim: &Limits,
-) -> std::io::Result<u16>
-where
-    U: AsyncRead + AsyncWrite + Unpin,
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    if req.expect_continue {
-        c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-    }
-    up.write_all(head).await?;
-    let mut from_client = Rewind {
-        pre: early.to_vec(),
-        pos: 0,
-        inner: &mut *c,
-    };
-    match req.body {
-        Body::Len(n) => {
-            let mut left = n;
-            let mut buf = vec![0u8; 16 * 1024];
-            while left > 0 {
-                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let got = match tokio::time::timeout(
-                    lim.idle_timeout,
-                    from_client.read(&mut buf[..want]),
-                )
-                .await
-                {
-                    Ok(r) => r?,
-                    Err(_) => return Err(timed_out("reading the request body in the tunnel")),
-                };
-                if got == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                up.write_all(&buf[..got]).await?;
-                left -= got as u64;
-            }
-        }
-        Body::Chunked => relay_chunked(&mut from_client, &mut up, lim).await?,
-    }
-    up.flush().await?;
-    // The answer: relayed as it comes; its status read from the first line.
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut first = Vec::new();
-    let mut status = 0u16;
-    loop {
-        let n = match tokio::time::timeout(lim.upstream_timeout, up.read(&mut buf)).await {
-            Err(_) => return Err(timed_out("waiting for the upstream's answer")),
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Ok(Err(e)) => return Err(e),
-        };
-        if status == 0 && first.len() < 64 {
-            first.extend_from_slice(&buf[..n.min(64)]);
-            status = std::str::from_utf8(&first)
-                .ok()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|s| s.get(..3))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-        }
-        match tokio::time::timeout(lim.idle_timeout, c.write_all(&buf[..n])).await {
-            Ok(r) => r?,
-            Err(_) => return Err(timed_out("writing the answer in the tunnel")),
-        }
-    }
-    Ok(status)
-}
-
-/// Relays a chunked body exactly: each size line, its bytes, the last
-/// chunk and the trailers; nothing after it is read.
-async fn relay_chunked<R, W>(r: &mut R, w: &mut W, lim: &Limits) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
-    let mut total = 0u64;
-    let mut line = Vec::new();
-    // One byte at a time for the framing lines (they are short); the data by blocks.
-    async fn read_line<R: AsyncRead + Unpin>(
-        r: &mut R,
-        line: &mut Vec<u8>,
-        lim: &Limits,
-    ) -> std::io::Result<()> {
-        line.clear();
-        let mut b = [0u8; 1];
-        while !line.ends_with(b"\r\n") {
-            if line.len() > 4096 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "a chunk line is too long",
-                ));
-            }
-            match tokio::time::timeout(lim.idle_timeout, r.read(&mut b)).await {
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(_)) => line.push(b[0]),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(timed_out("reading a chunked body")),
-            }
-        }
-        Ok(())
-    }
-    loop {
-        read_line(r, &mut line, lim).await?;
-        let size = match httparse::parse_chunk_size(&line) {
-            Ok(httparse::Status::Complete((_, n))) => n,
-            _ => return Err(bad("a chunk size that does not parse")),
-        };
-        w.write_all(&line).await?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                read_line(r, &mut line, lim).await?;
-                w.write_all(&line).await?;
-                if line == b"\r\n" {
-                    return Ok(());
-                }
-            }
-        }
-        total += size;
-        if total > MAX_BODY {
-            return Err(bad("a chunked body larger than the proxy's limit"));
-        }
-        let mut left = size + 2;
-        let mut buf = vec![0u8; 16 * 1024];
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = match tokio::time::timeout(lim.idle_timeout, r.read(&mut buf[..want])).await {
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(timed_out("reading a chunked body")),
-            };
-            w.write_all(&buf[..n]).await?;
-            left -= n as u64;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_secret_replaces_the_clients_credential_in_each_form() {
-        let req = parse(b"GET /user/repos?page=2&access_token=mine HTTP/1.1\r\nHost: evil.example\r\nAuthorization: token mine\r\nX-Api-Key: mine\r\nAccept: application/json\r\nProxy-Authorization: p\r\nConnection: keep-alive\r\n\r\n").unwrap();
-        let head = |f: Form| {
-            String::from_utf8(upstream_head(&req, "api.github.com", &f, "S3CR3T")).unwrap()
-        };
-        let h = head(Form::Bearer);
-        assert!(h.starts_with("GET /user/repos?page=2&access_token=mine HTTP/1.1\r\nhost: api.github.com\r\nconnection: close\r\ncontent-length: 0\r\n"), "{h}");
-        assert!(h.ends_with("x-api-key: mine\r\naccept: application/json\r\nauthorization: Bearer S3CR3T\r\n\r\n"), "{h}");
-        assert_eq!(h.matches("authorization").count(), 1, "{h}");
-        assert!(
-            !h.contains("proxy-authorization") && !h.contains("keep-alive") && !h.contains("evil")
-        );
-        let h = head(Form::Basic);
-        assert!(h.contains("authorization: Basic UzNDUjNU\r\n"), "{h}");
-        let h = head(Form::Header("x-api-key".into()));
-        assert!(
-            h.contains("authorization: token mine")
-                && h.contains("x-api-key: S3CR3T")
-                && !h.contains("x-api-key: mine"),
-            "{h}"
-        );
-        let h = head(Form::Query("access_token".into()));
-        assert!(
-            h.starts_with("GET /user/repos?page=2&access_token=S3CR3T HTTP/1.1"),
-            "{h}"
-        );
-        assert_eq!(path_of(&req.target), "/user/repos");
-        assert_eq!(with_query("/x", "k", "a b&c"), "/x?k=a%20b%26c");
-    }
-
-    #[test]
-    fn ambiguous_or_foreign_requests_are_refused() {
-        for bad in [
-            &b"GET https://other.example/ HTTP/1.1\r\n\r\n"[..],
-            b"GET / HTTP/1.0\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
-        ] {
-            assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
-        }
-        assert!(
-            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-                .is_ok_and(|r| r.body == Body::Chunked)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_chunked_body_is_relayed_exactly_and_nothing_after_it() {
-        let input = b"4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\nT: v\r\n\r\nNEXT REQUEST";
-        let mut r = &input[..];
-        let mut out = Vec::new();
-        relay_chunked(&mut r, &mut out, &Limits::default())
-            .await
-            .unwrap();
-        assert_eq!(out, &input[..input.len() - 12]);
-        assert_eq!(r, b"NEXT REQUEST");
-        let mut r = &b"zz\r\n"[..];
-        assert!(relay_chunked(&mut r, &mut Vec::new(), &Limits::default())
-            .await
-            .is_err());
     }
 }

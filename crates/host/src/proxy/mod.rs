@@ -37,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod body;
 mod inject;
+mod inject_http;
 mod limits;
 mod request;
 mod serve;

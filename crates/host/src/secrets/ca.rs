@@ -179,6 +179,8 @@ impl Ca {
     /// A TLS server configuration presenting a leaf for `host` (a name or
     /// an IP address), made on first use and kept for a day.
     pub fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = host.as_str();
         let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((made, cfg)) = leaves.get(host) {
             if made.elapsed() < LEAF_FRESH {
@@ -233,7 +235,6 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 /// Writes the trust folder: the host's bundle plus the CA, and the CA.
 fn write_trust(dir: &Path, ca_pem: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| err(&format!("creating {}", dir.display()), e))?;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
     let mut bundle = SYSTEM_BUNDLES
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
@@ -244,7 +245,6 @@ fn write_trust(dir: &Path, ca_pem: &str) -> Result<(), String> {
     bundle.push_str(ca_pem);
     for (name, text) in [(BUNDLE, bundle.as_str()), (CA_PEM, ca_pem)] {
         write_atomic(&dir.join(name), text.as_bytes())?;
-        let _ = std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644));
     }
     Ok(())
 }

@@ -11,15 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use pinch_policy::hosts::HostPatterns;
 use pinch_proto::rusqlite::{self, params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
 pub mod ca;
 pub mod oauth;
 pub mod seal;
 
+mod types;
+
 pub use seal::{key_path, Key};
+pub use types::*;
 
 /// The store's file in the data dir.
 pub const FILE: &str = "secrets.db";
@@ -43,212 +44,6 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
-}
-
-/// How a secret goes into a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Form {
-    /// `Authorization: Bearer <value>`.
-    Bearer,
-    /// `Authorization: Basic base64(<value>)`; the value is `user:password`.
-    Basic,
-    /// `<name>: <value>`.
-    Header(String),
-    /// `?<name>=<value>` added to the query.
-    Query(String),
-}
-
-impl Form {
-    /// `bearer`, `basic`, `header:<Name>`, `query:<name>`.
-    pub fn parse(s: &str) -> Result<Form, Error> {
-        let token = |n: &str| {
-            !n.is_empty()
-                && n.len() <= 64
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        };
-        let bad = || {
-            Error::Invalid(format!("injection form {s:?} is not one of: bearer, basic, header:<Name> (e.g. header:X-Api-Key), query:<name> (e.g. query:key)"))
-        };
-        match s.split_once(':') {
-            None if s.eq_ignore_ascii_case("bearer") => Ok(Form::Bearer),
-            None if s.eq_ignore_ascii_case("basic") => Ok(Form::Basic),
-            Some((k, n)) if k.eq_ignore_ascii_case("header") && token(n) => {
-                let lower = n.to_ascii_lowercase();
-                if matches!(
-                    lower.as_str(),
-                    "host" | "content-length" | "transfer-encoding" | "connection"
-                ) {
-                    return Err(bad());
-                }
-                Ok(Form::Header(lower))
-            }
-            Some((k, n)) if k.eq_ignore_ascii_case("query") && token(n) => {
-                Ok(Form::Query(n.to_owned()))
-            }
-            _ => Err(bad()),
-        }
-    }
-
-    pub fn as_string(&self) -> String {
-        match self {
-            Form::Bearer => "bearer".into(),
-            Form::Basic => "basic".into(),
-            Form::Header(n) => format!("header:{n}"),
-            Form::Query(n) => format!("query:{n}"),
-        }
-    }
-
-    /// The request header this form writes (the client's own is dropped).
-    pub fn header(&self) -> Option<&str> {
-        match self {
-            Form::Bearer | Form::Basic => Some("authorization"),
-            Form::Header(n) => Some(n),
-            Form::Query(_) => None,
-        }
-    }
-}
-
-/// When the owner is asked before a use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Approve {
-    /// The first use by each agent group (until the owner allows always).
-    First,
-    /// Every use, whatever was allowed before.
-    Every,
-    /// Never: binding the secret to the group is the approval.
-    Never,
-}
-
-impl Approve {
-    pub fn parse(s: &str) -> Result<Approve, Error> {
-        match s {
-            "first" => Ok(Approve::First),
-            "every" => Ok(Approve::Every),
-            "never" => Ok(Approve::Never),
-            _ => Err(Error::Invalid(format!(
-                "approve {s:?} is not one of: first (ask on each group's first use), every (ask on every use), never"
-            ))),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Approve::First => "first",
-            Approve::Every => "every",
-            Approve::Never => "never",
-        }
-    }
-}
-
-/// A secret's binding: everything but its value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Binding {
-    pub name: String,
-    pub form: Form,
-    /// Host patterns (`api.github.com`, `*.googleapis.com`, `host:port`;
-    /// port 443 when none is given).
-    pub hosts: Vec<String>,
-    /// Agent group ids that may use it.
-    pub groups: Vec<String>,
-    pub approve: Approve,
-    /// `token` or `oauth`.
-    pub kind: String,
-    pub created_at: String,
-    pub rotated_at: Option<String>,
-    pub last_used_at: Option<String>,
-}
-
-impl Binding {
-    pub fn matches(&self, host: &str, port: u16) -> bool {
-        HostPatterns::parse_as(&self.hosts, "hosts", Some(443)).is_ok_and(|p| p.allows(host, port))
-    }
-    pub fn allows_group(&self, group: &str) -> bool {
-        self.groups.iter().any(|g| g == group)
-    }
-}
-
-/// An OAuth 2 credential: what mints access tokens.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OAuthValue {
-    pub refresh_token: String,
-    pub client_id: String,
-    #[serde(default)]
-    pub client_secret: Option<String>,
-    pub token_url: String,
-    #[serde(default)]
-    pub scope: Option<String>,
-}
-
-/// A secret's value (sealed at rest). `Debug` never shows it.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Value {
-    Token {
-        value: String,
-    },
-    #[serde(rename = "oauth")]
-    OAuth(OAuthValue),
-}
-
-impl std::fmt::Debug for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Value::Token { .. } => f.write_str("Token(***)"),
-            Value::OAuth(_) => f.write_str("OAuth(***)"),
-        }
-    }
-}
-
-impl Value {
-    fn kind(&self) -> &'static str {
-        match self {
-            Value::Token { .. } => "token",
-            Value::OAuth(_) => "oauth",
-        }
-    }
-}
-
-/// A new secret's binding, as `pinch secrets add` gives it.
-#[derive(Clone, Debug)]
-pub struct NewSecret {
-    pub name: String,
-    pub form: Form,
-    pub hosts: Vec<String>,
-    pub groups: Vec<String>,
-    pub approve: Approve,
-}
-
-/// One audited use.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Use {
-    pub at: String,
-    pub agent_group: String,
-    pub session: String,
-    pub secret: String,
-    pub method: String,
-    pub host: String,
-    /// The path without its query (a query may carry the secret).
-    pub path: String,
-    /// The upstream's status, or the proxy's own refusal.
-    pub status: u16,
-    /// `injected`, `denied`, `not_approved`, `upstream_failed`.
-    pub outcome: String,
-}
-
-/// Checks a secret's name: 1–64 of `A-Z a-z 0-9 _ . -`.
-pub fn check_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "secret name {name:?} must be 1–64 letters, digits, '-', '_' or '.'"
-        )))
-    }
 }
 
 const SCHEMA: &str = "
@@ -393,6 +188,7 @@ impl Store {
     pub fn add(&self, s: &NewSecret, value: &Value) -> Result<(), Error> {
         check_name(&s.name)?;
         check_binding(&s.hosts, &s.groups)?;
+        check_form_hosts(&s.form, &s.hosts)?;
         let sealed = self
             .key(true)?
             .seal(&s.name, &serde_json::to_vec(value).expect("json"))?;
@@ -434,16 +230,72 @@ impl Store {
     }
 
     /// Stores a refreshed OAuth value (a provider that rotates refresh
-    /// tokens) without marking the secret rotated by the owner.
-    pub fn update_oauth(&self, name: &str, v: &OAuthValue) -> Result<(), Error> {
-        let value = Value::OAuth(v.clone());
+    /// tokens) without marking the secret rotated by the owner — only if the
+    /// stored value is still `old` (the owner may have signed in again, or
+    /// replaced the secret, while the refresh ran: theirs wins).
+    pub fn update_oauth(
+        &self,
+        name: &str,
+        old: &OAuthValue,
+        new: &OAuthValue,
+    ) -> Result<bool, Error> {
+        let key = self.key(false)?;
+        let sealed = key.seal(
+            name,
+            &serde_json::to_vec(&Value::OAuth(new.clone())).expect("json"),
+        )?;
+        let old = Value::OAuth(old.clone());
+        // One immediate transaction: read, compare, write.
+        let done = self.with(false, |c| {
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            let r = (|| {
+                let cur: Option<Vec<u8>> = c
+                    .query_row(
+                        "SELECT sealed FROM secrets WHERE name = ?1 AND kind = 'oauth'",
+                        [name],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let same = cur
+                    .and_then(|s| key.open(name, &s).ok())
+                    .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+                    .is_some_and(|v| v == old);
+                if same {
+                    c.execute(
+                        "UPDATE secrets SET sealed = ?2 WHERE name = ?1",
+                        params![name, sealed],
+                    )?;
+                }
+                Ok(same)
+            })();
+            c.execute_batch(if r.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            r
+        })?;
+        Ok(done.unwrap_or(false))
+    }
+
+    /// Replaces a secret's value and binding at once (`pinch secrets oauth`
+    /// signing in again); adds it if absent.
+    pub fn replace(&self, s: &NewSecret, value: &Value) -> Result<(), Error> {
+        check_name(&s.name)?;
+        check_binding(&s.hosts, &s.groups)?;
+        check_form_hosts(&s.form, &s.hosts)?;
         let sealed = self
-            .key(false)?
-            .seal(name, &serde_json::to_vec(&value).expect("json"))?;
-        self.with(false, |c| {
+            .key(true)?
+            .seal(&s.name, &serde_json::to_vec(value).expect("json"))?;
+        let hosts = serde_json::to_string(&s.hosts).expect("json");
+        let groups = serde_json::to_string(&s.groups).expect("json");
+        let now = pinch_proto::time::now();
+        self.with(true, |c| {
             c.execute(
-                "UPDATE secrets SET sealed = ?2 WHERE name = ?1 AND kind = 'oauth'",
-                params![name, sealed],
+                "INSERT INTO secrets(name, kind, form, hosts, groups, approve, sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(name) DO UPDATE SET kind = ?2, form = ?3, hosts = ?4, groups = ?5, approve = ?6, sealed = ?7, rotated_at = ?8",
+                params![s.name, value.kind(), s.form.as_string(), hosts, groups, s.approve.as_str(), sealed, now],
+            )?;
+            c.execute(
+                "DELETE FROM grants WHERE secret = ?1 AND agent_group NOT IN (SELECT value FROM json_each(?2))",
+                params![s.name, groups],
             )
         })?;
         Ok(())
@@ -468,6 +320,7 @@ impl Store {
         let groups = groups.map_or(cur.groups, <[String]>::to_vec);
         check_binding(&hosts, &groups)?;
         let form = form.cloned().unwrap_or(cur.form);
+        check_form_hosts(&form, &hosts)?;
         let approve = approve.unwrap_or(cur.approve);
         let (h, g) = (
             serde_json::to_string(&hosts).expect("json"),
@@ -612,7 +465,14 @@ impl Store {
             }
             let id = c.last_insert_rowid();
             if id % 1000 == 0 {
-                c.execute("DELETE FROM uses WHERE id <= ?1", [id - MAX_USES])?;
+                // Refusals are kept to the newest MAX_USES, apart from the
+                // injected uses, so a flood of refusals never pushes out
+                // the record of what was sent (kept to 10 × as many).
+                c.execute(
+                    "DELETE FROM uses WHERE outcome != 'injected' AND id <= (SELECT id FROM uses WHERE outcome != 'injected' ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                    [MAX_USES],
+                )?;
+                c.execute("DELETE FROM uses WHERE id <= ?1", [id - 10 * MAX_USES])?;
             }
             Ok(())
         })?;
@@ -644,22 +504,6 @@ impl Store {
             })?
             .unwrap_or_default())
     }
-}
-
-/// Checks a binding's hosts and groups.
-pub fn check_binding(hosts: &[String], groups: &[String]) -> Result<(), Error> {
-    if hosts.is_empty() {
-        return Err(Error::Invalid(
-            "a secret needs at least one host it is injected for: --host api.github.com".into(),
-        ));
-    }
-    HostPatterns::parse_as(hosts, "host", Some(443)).map_err(Error::Invalid)?;
-    if groups.is_empty() {
-        return Err(Error::Invalid(
-            "a secret needs at least one agent group that may use it: --group main".into(),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

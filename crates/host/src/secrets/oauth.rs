@@ -117,8 +117,8 @@ impl Tokens {
             let mut nv = v.clone();
             nv.refresh_token = new_refresh;
             fp = fingerprint(&nv);
-            let (store, name2) = (store.clone(), name.to_owned());
-            let saved = tokio::task::spawn_blocking(move || store.update_oauth(&name2, &nv))
+            let (store, name2, old) = (store.clone(), name.to_owned(), v.clone());
+            let saved = tokio::task::spawn_blocking(move || store.update_oauth(&name2, &old, &nv))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));

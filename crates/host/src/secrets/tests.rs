@@ -128,3 +128,55 @@ fn forms_and_names_are_checked() {
     assert!(check_binding(&["api.github.com".into()], &[]).is_err());
     assert!(check_binding(&["http://x".into()], &["main".into()]).is_err());
 }
+
+#[test]
+fn a_query_secret_names_its_hosts_exactly() {
+    let (_dir, s) = store();
+    let mut q = github();
+    q.form = Form::Query("key".into());
+    let e = s
+        .add(&q, &Value::Token { value: "k".into() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no *."), "{e}");
+    q.hosts = vec!["maps.example.com".into()];
+    s.add(&q, &Value::Token { value: "k".into() }).unwrap();
+    let wild = ["*.example.com".to_owned()];
+    assert!(s.edit("github", None, Some(&wild), None, None).is_err());
+}
+
+#[test]
+fn a_refreshed_oauth_value_never_overwrites_the_owners_new_sign_in() {
+    let (_dir, s) = store();
+    let v1 = OAuthValue {
+        refresh_token: "rt-1".into(),
+        client_id: "c".into(),
+        client_secret: None,
+        token_url: "https://a.example/token".into(),
+        scope: None,
+    };
+    s.add(&github(), &Value::OAuth(v1.clone())).unwrap();
+    let v2 = OAuthValue {
+        refresh_token: "rt-2".into(),
+        ..v1.clone()
+    };
+    assert!(s.update_oauth("github", &v1, &v2).unwrap());
+    assert_eq!(s.value("github").unwrap(), Value::OAuth(v2.clone()));
+    // The owner signs in again (another provider) while a refresh that
+    // read v2 runs: the refresh's write is dropped.
+    let theirs = OAuthValue {
+        refresh_token: "other".into(),
+        token_url: "https://b.example/token".into(),
+        ..v1.clone()
+    };
+    let mut moved = github();
+    moved.hosts = vec!["b.example".into()];
+    s.replace(&moved, &Value::OAuth(theirs.clone())).unwrap();
+    let v3 = OAuthValue {
+        refresh_token: "rt-3".into(),
+        ..v2.clone()
+    };
+    assert!(!s.update_oauth("github", &v2, &v3).unwrap());
+    assert_eq!(s.value("github").unwrap(), Value::OAuth(theirs));
+    assert_eq!(s.list().unwrap()[0].hosts, ["b.example"]);
+}
