@@ -25,6 +25,33 @@ pub struct FakeApi {
 }
 
 pub fn fake_api() -> FakeApi {
+    fake_api_with(|head| {
+        let authed = head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}")));
+        if authed {
+            (
+                "200 OK",
+                "application/json",
+                br#"{"login":"octocat"}"#.to_vec(),
+            )
+        } else {
+            (
+                "401 Unauthorized",
+                "application/json",
+                br#"{"message":"Requires authentication"}"#.to_vec(),
+            )
+        }
+    })
+}
+
+/// An answer: status line's rest, content type, body.
+type Answer = (&'static str, &'static str, Vec<u8>);
+
+/// A loopback HTTPS server (self-signed for `127.0.0.1`) answering each
+/// request head with `respond`; keeps every head.
+pub fn fake_api_with(respond: impl Fn(&str) -> Answer + Send + Sync + 'static) -> FakeApi {
+    let respond = Arc::new(respond);
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let cert_der = ck.cert.der().to_vec();
     let server_cfg = Arc::new(
@@ -47,7 +74,7 @@ pub fn fake_api() -> FakeApi {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(tcp) = conn else { continue };
-            let (cfg, heads) = (server_cfg.clone(), h2.clone());
+            let (cfg, heads, respond) = (server_cfg.clone(), h2.clone(), respond.clone());
             std::thread::spawn(move || {
                 let mut s =
                     rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), tcp);
@@ -60,19 +87,10 @@ pub fn fake_api() -> FakeApi {
                     head.push(b[0]);
                 }
                 let head = String::from_utf8_lossy(&head).into_owned();
-                let authed = head
-                    .lines()
-                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}")));
+                let (status, ctype, body) = respond(&head);
                 heads.lock().unwrap().push(head);
-                let (status, body) = if authed {
-                    ("200 OK", r#"{"login":"octocat"}"#)
-                } else {
-                    (
-                        "401 Unauthorized",
-                        r#"{"message":"Requires authentication"}"#,
-                    )
-                };
-                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(&body);
                 s.conn.send_close_notify();
                 let _ = s.flush();
             });
@@ -470,4 +488,338 @@ fn a_non_owners_click_on_a_secrets_card_is_refused() {
         )
         .unwrap_or(-1);
     assert!(refused >= 1, "the refused click is audited ({refused})");
+}
+
+/// `git ls-remote` over HTTPS works unchanged: git (libcurl) tunnels
+/// through `https_proxy`, trusts the bundle, and the smart-HTTP server
+/// sees the token the proxy put in.
+#[test]
+fn git_over_https_gets_the_token_injected() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    const SHA: &str = "8d2f7d9a0b1c2e3f4a5b6c7d8e9f0a1b2c3d4e5f";
+    let pkt = |s: &str| format!("{:04x}{s}", s.len() + 4);
+    let api = fake_api_with(move |head| {
+        let authed = head.contains(&format!("authorization: Bearer {TOKEN}"));
+        if !authed || !head.starts_with("GET /repo.git/info/refs?service=git-upload-pack ") {
+            return ("401 Unauthorized", "text/plain", b"no".to_vec());
+        }
+        let body = format!(
+            "{}0000{}{}0000",
+            pkt("# service=git-upload-pack\n"),
+            pkt(&format!("{SHA} HEAD\0symref=HEAD:refs/heads/main\n")),
+            pkt(&format!("{SHA} refs/heads/main\n")),
+        );
+        (
+            "200 OK",
+            "application/x-git-upload-pack-advertisement",
+            body.into_bytes(),
+        )
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    store(tmp.path())
+        .add(
+            &secret("github", api.port, &["main"], Approve::Never),
+            &Value::Token {
+                value: TOKEN.into(),
+            },
+        )
+        .unwrap();
+    let cmd = format!(
+        "GIT_TERMINAL_PROMPT=0 git ls-remote https://127.0.0.1:{}/repo.git; echo \" git-exit=$?\"",
+        api.port
+    );
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Bwrap),
+        &script(&[("git-it", &cmd)]),
+    );
+    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
+    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let r = c.ask("git-it").join("\n");
+    rt.block_on(host.shutdown()).unwrap();
+    assert!(
+        r.contains(&format!("{SHA}\trefs/heads/main")) && r.contains("git-exit=0"),
+        "{r}"
+    );
+    let heads = api.heads.lock().unwrap();
+    assert!(
+        heads[0].contains("git/"),
+        "git's own user agent: {}",
+        heads[0]
+    );
+}
+
+/// An OAuth secret through the proxy under load: many requests at once
+/// from the sandbox for several token lifetimes; every request carries a
+/// token that is not expired, the token endpoint is never asked twice at
+/// once, and it is asked again before each token expires.
+#[test]
+fn oauth_tokens_are_refreshed_before_expiry_under_load_one_refresh_at_a_time() {
+    use std::time::{Duration, Instant};
+    if !bwrap_or_skip() {
+        return;
+    }
+    const LIFE: Duration = Duration::from_secs(2);
+    // The token endpoint: plain HTTP on loopback, a little slow, counting.
+    #[derive(Default)]
+    struct Tok {
+        issued: Vec<Instant>,
+        in_flight: usize,
+        max_in_flight: usize,
+        bodies: Vec<String>,
+    }
+    let tok: Arc<Mutex<Tok>> = Arc::default();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = l.local_addr().unwrap().port();
+    let t2 = tok.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let t = t2.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    if c.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    buf.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                c.read_exact(&mut body).unwrap();
+                {
+                    let mut t = t.lock().unwrap();
+                    t.in_flight += 1;
+                    t.max_in_flight = t.max_in_flight.max(t.in_flight);
+                    t.bodies.push(String::from_utf8_lossy(&body).into_owned());
+                }
+                std::thread::sleep(Duration::from_millis(150));
+                let n = {
+                    let mut t = t.lock().unwrap();
+                    t.in_flight -= 1;
+                    t.issued.push(Instant::now());
+                    t.issued.len()
+                };
+                let answer = format!(
+                    r#"{{"access_token":"at-{n}","expires_in":{},"token_type":"bearer"}}"#,
+                    LIFE.as_secs()
+                );
+                let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len());
+            });
+        }
+    });
+    // The API: 200 only with a token that was issued and has not expired.
+    let stale = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (t3, s2) = (tok.clone(), stale.clone());
+    let api = fake_api_with(move |head| {
+        let n: Option<usize> = head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: Bearer at-"))
+            .and_then(|v| v.trim().parse().ok());
+        let fresh = n.is_some_and(|n| {
+            t3.lock()
+                .unwrap()
+                .issued
+                .get(n - 1)
+                .is_some_and(|at| at.elapsed() < LIFE)
+        });
+        if fresh {
+            ("200 OK", "text/plain", b"ok".to_vec())
+        } else {
+            s2.lock()
+                .unwrap()
+                .push(head.lines().take(8).collect::<Vec<_>>().join(" | "));
+            ("401 Unauthorized", "text/plain", b"expired".to_vec())
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    store(tmp.path())
+        .add(
+            &secret("calendar", api.port, &["main"], Approve::Never),
+            &Value::OAuth(pinch_host::secrets::OAuthValue {
+                refresh_token: "rt-1".into(),
+                client_id: "client-1".into(),
+                client_secret: None,
+                token_url: format!("http://127.0.0.1:{tport}/token"),
+                scope: None,
+            }),
+        )
+        .unwrap();
+    // 4 requests at once, again and again, for about 5 s (2.5 lifetimes).
+    let load = format!(
+        "end=$(($(date +%s) + 5)); while [ $(date +%s) -lt $end ]; do for j in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}}\\n' https://127.0.0.1:{}/events & done; wait; done | sort | uniq -c",
+        api.port
+    );
+    let mut cfg = with_script(
+        host_config(tmp.path(), Choice::Bwrap),
+        &script(&[("load-it", &load)]),
+    );
+    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
+    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
+    let rt = rt();
+    let host = rt.block_on(pinch_host::start(cfg)).unwrap();
+    let mut c = Client::connect(&host.cli_socket);
+    let started = Instant::now();
+    let r = c.ask("load-it").join("\n");
+    let took = started.elapsed();
+    rt.block_on(host.shutdown()).unwrap();
+    let stale = stale.lock().unwrap();
+    assert!(
+        stale.is_empty(),
+        "requests without a fresh token: {stale:?}\n{r}"
+    );
+    assert!(
+        !r.contains(" 401") && !r.contains(" 502") && r.contains(" 200"),
+        "{r}"
+    );
+    let t = tok.lock().unwrap();
+    assert_eq!(t.max_in_flight, 1, "two refreshes at once");
+    let n = t.issued.len();
+    let most = (took.as_secs_f64() / (LIFE.as_secs_f64() * 0.8)).ceil() as usize + 1;
+    assert!(
+        n >= 3 && n <= most,
+        "{n} tokens in {took:?} (at most {most})"
+    );
+    assert!(
+        t.bodies
+            .iter()
+            .all(|b| b.contains("grant_type=refresh_token")
+                && b.contains("refresh_token=rt-1")
+                && b.contains("client_id=client-1")),
+        "{:?}",
+        t.bodies
+    );
+}
+
+/// `pinch secrets` as the owner runs it: the value from stdin only, never
+/// shown again; list, edit, rm; the audit through `pinch admin audit list`
+/// with no host running; a query secret on a wildcard refused up front.
+#[test]
+fn the_secrets_command_keeps_values_out_of_sight() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let key = tmp.path().join("keys/secrets.key");
+    let run = |args: &[&str], input: &str| {
+        let mut c = pinch(args, &data)
+            .env("PINCH_SECRETS_KEY_FILE", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (code, out) = run(
+        &[
+            "secrets",
+            "add",
+            "github",
+            "--host",
+            "api.github.com",
+            "--group",
+            "main",
+        ],
+        &format!("{TOKEN}\n"),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Added github") && !out.contains(TOKEN),
+        "{out}"
+    );
+    let (_, out) = run(&["secrets", "list"], "");
+    assert!(
+        out.contains("github  token  hosts: api.github.com  groups: main  form: bearer  approve: first  last used: never"),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN));
+    // The same name again, an empty value, a wildcard query secret: refused.
+    let (code, out) = run(
+        &[
+            "secrets", "add", "github", "--host", "x.com", "--group", "main",
+        ],
+        "v",
+    );
+    assert!(
+        code == Some(1) && out.contains("pinch secrets rotate github"),
+        "{out}"
+    );
+    let (code, out) = run(
+        &[
+            "secrets", "add", "empty", "--host", "x.com", "--group", "main",
+        ],
+        "",
+    );
+    assert!(
+        code == Some(1) && out.contains("the value is empty"),
+        "{out}"
+    );
+    let (code, out) = run(
+        &[
+            "secrets",
+            "add",
+            "maps",
+            "--host",
+            "*.example.com",
+            "--group",
+            "main",
+            "--form",
+            "query:key",
+        ],
+        "v",
+    );
+    assert!(code == Some(1) && out.contains("no *."), "{out}");
+    let (code, out) = run(
+        &[
+            "secrets",
+            "edit",
+            "github",
+            "--approve",
+            "never",
+            "--group",
+            "research",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out) = run(&["secrets", "list"], "");
+    assert!(
+        out.contains("groups: research") && out.contains("approve: never"),
+        "{out}"
+    );
+    let (code, out) = run(&["admin", "audit", "list"], "");
+    assert!(
+        code == Some(0) && out.contains("No secret has been used."),
+        "{out}"
+    );
+    // Sealed at rest; the key is apart and private.
+    assert!(files_holding(tmp.path(), TOKEN).is_empty());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (code, out) = run(&["secrets", "rm", "github"], "");
+    assert!(code == Some(0) && out.contains("Removed github"), "{out}");
+    let (_, out) = run(&["secrets", "list"], "");
+    assert!(out.contains("No secrets."), "{out}");
 }
