@@ -280,7 +280,13 @@ fn curl_and_python_get_the_answer_with_the_token_injected_and_it_never_enters_th
         "{:?}",
         files_holding(tmp.path(), TOKEN)
     );
-    // Audited: two injected uses, the refusal, the refused upstream.
+    // Audited: two injected uses, the refusal, the refused upstream (the
+    // rows are written off the requests' path).
+    wait_for(
+        "four audit rows",
+        std::time::Duration::from_secs(10),
+        || st.uses(50, 0).unwrap().len() == 4,
+    );
     let uses = st.uses(50, 0).unwrap();
     let by = |o: &str| uses.iter().filter(|u| u.outcome == o).count();
     assert_eq!(
@@ -332,6 +338,11 @@ fn the_owner_allows_once_always_or_denies_a_first_use() {
     );
     cfg.proxy_extra_roots = vec![api.cert_der.clone()];
     cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
+    cfg.http = Some(pinch_host::config::HttpSettings::local(
+        "127.0.0.1:0".parse().unwrap(),
+        true,
+    ));
+    let data = cfg.data_dir.clone();
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -372,6 +383,42 @@ fn the_owner_allows_once_always_or_denies_a_first_use() {
     // Always is remembered: no card.
     let r = c.ask("curl-it").join("\n");
     assert!(r.contains("octocat") && !r.contains("wants to use"), "{r}");
+    // The dashboard lists the uses, newest first.
+    let (addr, token) = (
+        host.http_addr.unwrap(),
+        pinch_host::web_token(&data).unwrap(),
+    );
+    let audit = || -> serde_json::Value {
+        rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!("http://{addr}/api/audit"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    // The last use's row is written off the request's path.
+    wait_for(
+        "four audited uses",
+        std::time::Duration::from_secs(10),
+        || audit()["uses"].as_array().is_some_and(|u| u.len() == 4),
+    );
+    let audit = audit();
+    let outcomes: Vec<&str> = audit["uses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["injected", "injected", "denied", "injected"],
+        "{audit}"
+    );
     rt.block_on(host.shutdown()).unwrap();
     assert!(st.granted("github", "main").unwrap());
     let outcomes: Vec<(String, u16)> = st
@@ -476,6 +523,11 @@ fn a_non_owners_click_on_a_secrets_card_is_refused() {
     assert!(
         api.heads.lock().unwrap().is_empty(),
         "nothing reached the API"
+    );
+    wait_for(
+        "the refusal's audit row",
+        std::time::Duration::from_secs(10),
+        || !st.uses(10, 0).unwrap().is_empty(),
     );
     let uses = st.uses(10, 0).unwrap();
     assert_eq!(uses.len(), 1, "{uses:?}");

@@ -394,7 +394,7 @@ fn every_route_needs_the_token() {
     );
     rt.block_on(async {
         let c = reqwest::Client::new();
-        for path in ["/", "/ws", "/files/00/x", "/dashboard"] {
+        for path in ["/", "/ws", "/files/00/x", "/dashboard", "/api/audit"] {
             for q in ["", "?token=wrong", "?login=1.2.3"] {
                 let r = c
                     .get(format!("http://{addr}{path}{q}"))

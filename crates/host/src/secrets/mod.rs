@@ -165,6 +165,13 @@ impl Store {
             }
             c.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(self.db_err())?;
+            // WAL without a sync per commit: an audit row costs the next
+            // request no fsync behind the store's lock; a power cut may lose
+            // the last rows, a crash of the host none. The owner's own
+            // changes (`pinch secrets`) are rare and are synced at the
+            // checkpoint like the rest.
+            c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+                .map_err(self.db_err())?;
             c.execute_batch(SCHEMA).map_err(self.db_err())?;
             *guard = Some(c);
         }
