@@ -204,6 +204,15 @@ impl Runner {
     /// Due rows that arrived during the turn, to join it at a step boundary
     /// ([`plan::follow_ups`] decides which).
     fn follow_ups(&mut self, turn_ids: &[String]) -> Option<FollowUps> {
+        // A runner the host asked to stop finishes its turn and takes no new
+        // message: those wait for the next runner (e.g. one started with a
+        // newly approved MCP server).
+        if self.stop_file_names_me() {
+            tracing::info!(
+                "asked to stop: messages that arrived during the turn wait for the next runner"
+            );
+            return None;
+        }
         let snap = match poll::snapshot(&self.cfg) {
             Ok(s) => s,
             Err(e) => {

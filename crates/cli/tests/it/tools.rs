@@ -335,6 +335,64 @@ fn follow_up_joins_the_turn_while_a_tool_is_in_flight() {
     s.stop();
 }
 
+/// A runner the host asked to stop (as after an approved MCP server)
+/// finishes its turn without taking what arrived meanwhile: the next
+/// runner answers it.
+#[test]
+fn a_runner_asked_to_stop_leaves_new_messages_to_the_next_runner() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let mut s = start(Choice::Bwrap, |_| {});
+    let first = s.client.say("wait-for-go", "a");
+    let dir = s.session_dir();
+    wait_for("the shell tool in flight", Duration::from_secs(60), || {
+        outbound(&dir)
+            .query_row(
+                "SELECT current_tool FROM container_state WHERE id = 1",
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("shell")
+    });
+    let old = s.rt.block_on(s.host.sessions())[0]
+        .runner_id
+        .clone()
+        .unwrap();
+    // What the host's request_stop writes.
+    std::fs::write(dir.join("in/stop"), &old).unwrap();
+    let second = s.client.say("and one more thing", "b");
+    wait_for("the message in inbound.db", Duration::from_secs(30), || {
+        inbound(&dir)
+            .query_row(
+                "SELECT count(*) FROM messages_in WHERE id = ?1",
+                [format!("{second}:main")],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 1
+    });
+    std::fs::write(s.workspace().join("go"), "").unwrap();
+    let replies = s.client.until_settled(&first);
+    assert!(
+        replies.len() == 1 && !replies[0].contains("one more thing"),
+        "the stopping runner answered only its own turn: {replies:?}"
+    );
+    let later = s.client.until_settled(&second);
+    assert_eq!(later.len(), 1, "{later:?}");
+    let now = s.rt.block_on(s.host.sessions())[0].runner_id.clone();
+    assert_ne!(
+        now.as_deref(),
+        Some(old.as_str()),
+        "a new runner answered it"
+    );
+    assert!(s.runner_logs().contains("wait for the next runner"));
+    s.stop();
+}
+
 #[test]
 fn step_limit_ends_the_turn_with_its_text() {
     let mut s = start(Choice::Process, |c| c.runner.max_steps = 3);
