@@ -174,7 +174,8 @@ impl Bench {
         let ca_pem =
             std::fs::read_to_string(data.join("ca/ca.pem")).context("reading the install's CA")?;
         let res = tokio::task::spawn_blocking(move || {
-            let ca_der = pem_der(&ca_pem).context("the install's CA is not PEM")?;
+            let ca_der =
+                pinch_host::secrets::ca::pem_der(&ca_pem).context("the install's CA is not PEM")?;
             let (to_api, to_proxy) = (client(&api_der)?, client(&ca_der)?);
             let (mut d, mut p) = (Vec::with_capacity(n), Vec::with_capacity(n));
             // One of each first, unmeasured: the leaf certificate is made.
@@ -212,17 +213,4 @@ impl Bench {
             )],
         })
     }
-}
-
-/// The first certificate's DER in a PEM text.
-fn pem_der(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let body: String = pem
-        .split("-----BEGIN CERTIFICATE-----")
-        .nth(1)?
-        .split("-----END CERTIFICATE-----")
-        .next()?
-        .split_whitespace()
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }

@@ -305,22 +305,7 @@ fn curl_through_the_runners_forwarder_and_the_proxy() {
 /// certificate itself (the test CA), and the server sees no credential.
 #[test]
 fn tls_runs_end_to_end_through_a_connect_tunnel() {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let server_cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![rustls::pki_types::CertificateDer::from(
-                ck.cert.der().to_vec(),
-            )],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
-        )
-        .unwrap(),
-    );
+    let (server_cfg, _, pem) = crate::common::https::self_signed(&["localhost"]);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
@@ -355,7 +340,7 @@ fn tls_runs_end_to_end_through_a_connect_tunnel() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca.pem");
-    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    std::fs::write(&ca, pem).unwrap();
     let mut cfg = host_config(tmp.path(), Choice::Process);
     cfg.proxy_egress_allow = vec![format!("localhost:{port}")];
     cfg.proxy_upstreams = vec![pinch_host::proxy::Upstream::new(

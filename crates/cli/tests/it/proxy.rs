@@ -265,22 +265,7 @@ fn pinch_chat_with_an_openai_compatible_server_through_the_proxy() {
 #[test]
 fn the_proxy_reaches_https_upstreams_and_verifies_them() {
     use std::os::unix::net::UnixStream;
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_der = ck.cert.der().to_vec();
-    let key_der = ck.signing_key.serialize_der();
-    let server_cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![rustls::pki_types::CertificateDer::from(cert_der.clone())],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into()),
-        )
-        .unwrap(),
-    );
+    let (server_cfg, cert_der, _) = crate::common::https::self_signed(&["localhost"]);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::common::https::{fake_api_with, plain_server, FakeApi};
 use crate::common::*;
 use pinch_channels::cli_socket::ClientMsg;
 use pinch_host::sandbox::Choice;
@@ -15,16 +16,9 @@ use pinch_host::secrets::{Approve, Form, NewSecret, Store, Value};
 
 const TOKEN: &str = "ghp_TEST_TOKEN_4fj29d";
 
-/// A loopback HTTPS server with its own self-signed certificate for
-/// `127.0.0.1`: answers `{"login":"octocat"}` when the request carries
-/// `authorization: Bearer TOKEN`, 401 otherwise; keeps every request head.
-pub struct FakeApi {
-    pub port: u16,
-    pub cert_der: Vec<u8>,
-    pub heads: Arc<Mutex<Vec<String>>>,
-}
-
-pub fn fake_api() -> FakeApi {
+/// [`fake_api_with`] playing GitHub: `{"login":"octocat"}` with
+/// `authorization: Bearer TOKEN`, 401 otherwise.
+fn fake_api() -> FakeApi {
     fake_api_with(|head| {
         let authed = head
             .lines()
@@ -43,97 +37,6 @@ pub fn fake_api() -> FakeApi {
             )
         }
     })
-}
-
-/// An answer: status line's rest, content type, body.
-type Answer = (&'static str, &'static str, Vec<u8>);
-
-/// A loopback HTTPS server (self-signed for `127.0.0.1`) answering each
-/// request head with `respond`; keeps every head.
-pub fn fake_api_with(respond: impl Fn(&str) -> Answer + Send + Sync + 'static) -> FakeApi {
-    let respond = Arc::new(respond);
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert_der = ck.cert.der().to_vec();
-    let server_cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![rustls::pki_types::CertificateDer::from(cert_der.clone())],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
-        )
-        .unwrap(),
-    );
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-    let h2 = heads.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(tcp) = conn else { continue };
-            let (cfg, heads, respond) = (server_cfg.clone(), h2.clone(), respond.clone());
-            std::thread::spawn(move || {
-                let mut s =
-                    rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), tcp);
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut b).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let (status, ctype, body) = respond(&head);
-                heads.lock().unwrap().push(head);
-                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-                let _ = s.write_all(&body);
-                s.conn.send_close_notify();
-                let _ = s.flush();
-            });
-        }
-    });
-    FakeApi {
-        port,
-        cert_der,
-        heads,
-    }
-}
-
-/// A plain HTTP server on loopback that keeps each request head and
-/// answers 200.
-fn plain_server() -> FakeApi {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-    let h2 = heads.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if c.read(&mut b).unwrap_or(0) == 0 {
-                    break;
-                }
-                head.push(b[0]);
-            }
-            h2.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&head).into_owned());
-            let _ = c.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain",
-            );
-        }
-    });
-    FakeApi {
-        port,
-        cert_der: Vec::new(),
-        heads,
-    }
 }
 
 fn secret(name: &str, port: u16, groups: &[&str], approve: Approve) -> NewSecret {
@@ -162,6 +65,15 @@ fn script(rules: &[(&str, &str)]) -> String {
     }
     s.push_str("[[rule]]\nafter_tool = \"*\"\nreply = \"tool said: {tool_result}\"\n");
     s
+}
+
+/// A bwrap host whose scripted model runs `rules`' shell commands, with
+/// `roots` trusted upstream and the secrets key beside the data dir.
+fn config(tmp: &Path, script: &str, roots: Vec<Vec<u8>>) -> pinch_host::HostConfig {
+    let mut cfg = with_script(host_config(tmp, Choice::Bwrap), script);
+    cfg.proxy_extra_roots = roots;
+    cfg.secrets_key_file = Some(tmp.join("keys/secrets.key"));
+    cfg
 }
 
 fn curl(port: u16) -> String {
@@ -205,20 +117,15 @@ fn curl_and_python_get_the_answer_with_the_token_injected_and_it_never_enters_th
     let (a, b) = TOKEN.split_at(8);
     let leak = format!("A={a}; B={b}; F=$(grep -rlsF \"$A$B\" /proc/[0-9]*/environ /workspace /pinch /etc /tmp | tr '\\n' ' '); N=$(env | grep -cF \"$A$B\"); echo \"files=[$F] env=$N\"");
     let plain = plain_server();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Bwrap),
-        &script(&[
+    let mut cfg = config(tmp.path(), &script(&[
             ("curl-it", &curl(api.port)),
             ("py-it", &py),
             ("other-it", &curl(other.port)),
             ("tampered-it", &curl(tampered.port)),
             ("plain-it", &format!("curl -sS -p -x $HTTPS_PROXY http://127.0.0.1:{}/x -o /dev/null -w '%{{http_code}}'; echo \" plain-exit=$?\"", plain.port)),
             ("leak-check", &leak),
-        ]),
-    );
-    cfg.proxy_extra_roots = vec![api.cert_der.clone(), other.cert_der.clone()];
+        ]), vec![api.cert_der.clone(), other.cert_der.clone()]);
     cfg.proxy_egress_allow = vec![format!("127.0.0.1:{}", plain.port)];
-    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -332,12 +239,11 @@ fn the_owner_allows_once_always_or_denies_a_first_use() {
         },
     )
     .unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Bwrap),
+    let mut cfg = config(
+        tmp.path(),
         &script(&[("curl-it", &curl(api.port))]),
+        vec![api.cert_der.clone()],
     );
-    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
-    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
     cfg.http = Some(pinch_host::config::HttpSettings::local(
         "127.0.0.1:0".parse().unwrap(),
         true,
@@ -464,12 +370,11 @@ fn a_non_owners_click_on_a_secrets_card_is_refused() {
         },
     )
     .unwrap();
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Bwrap),
+    let mut cfg = config(
+        tmp.path(),
         &script(&[("curl-it", &curl(api.port))]),
+        vec![api.cert_der.clone()],
     );
-    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
-    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
     cfg.secrets_approval_wait = std::time::Duration::from_secs(3);
     // The terminal's user is only an admin of `main`; the owner is on a
     // channel that is not running (the card waits for them).
@@ -582,12 +487,11 @@ fn git_over_https_gets_the_token_injected() {
         "GIT_TERMINAL_PROMPT=0 git ls-remote https://127.0.0.1:{}/repo.git; echo \" git-exit=$?\"",
         api.port
     );
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Bwrap),
+    let cfg = config(
+        tmp.path(),
         &script(&[("git-it", &cmd)]),
+        vec![api.cert_der.clone()],
     );
-    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
-    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);
@@ -633,15 +537,10 @@ fn oauth_tokens_are_refreshed_before_expiry_under_load_one_refresh_at_a_time() {
             let Ok(mut c) = conn else { continue };
             let t = t2.clone();
             std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut b = [0u8; 1];
-                while !buf.ends_with(b"\r\n\r\n") {
-                    if c.read(&mut b).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    buf.push(b[0]);
-                }
-                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let Some(head) = crate::common::https::read_head(&mut c) else {
+                    return;
+                };
+                let head = head.to_ascii_lowercase();
                 let len: usize = head
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
@@ -712,12 +611,11 @@ fn oauth_tokens_are_refreshed_before_expiry_under_load_one_refresh_at_a_time() {
         "end=$(($(date +%s) + 5)); while [ $(date +%s) -lt $end ]; do for j in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}}\\n' https://127.0.0.1:{}/events & done; wait; done | sort | uniq -c",
         api.port
     );
-    let mut cfg = with_script(
-        host_config(tmp.path(), Choice::Bwrap),
+    let cfg = config(
+        tmp.path(),
         &script(&[("load-it", &load)]),
+        vec![api.cert_der.clone()],
     );
-    cfg.proxy_extra_roots = vec![api.cert_der.clone()];
-    cfg.secrets_key_file = Some(tmp.path().join("keys/secrets.key"));
     let rt = rt();
     let host = rt.block_on(pinch_host::start(cfg)).unwrap();
     let mut c = Client::connect(&host.cli_socket);

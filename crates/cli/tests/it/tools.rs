@@ -134,6 +134,21 @@ impl Setup {
     }
 }
 
+/// Waits until the message `id` (as the CLI channel named it) is in the
+/// session's `inbound.db`.
+fn wait_in_inbound(dir: &std::path::Path, id: &str) {
+    wait_for("the message in inbound.db", Duration::from_secs(30), || {
+        inbound(dir)
+            .query_row(
+                "SELECT count(*) FROM messages_in WHERE id = ?1",
+                [format!("{id}:main")],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 1
+    });
+}
+
 fn one(replies: Vec<String>) -> String {
     assert_eq!(replies.len(), 1, "{replies:?}");
     replies.into_iter().next().unwrap()
@@ -300,20 +315,7 @@ fn follow_up_joins_the_turn_while_a_tool_is_in_flight() {
     assert!(started.is_some());
     // A follow-up arrives mid-turn; the tool is released once it is in inbound.db.
     let second = s.client.say("and one more thing", "b");
-    wait_for(
-        "the follow-up in inbound.db",
-        Duration::from_secs(30),
-        || {
-            inbound(&dir)
-                .query_row(
-                    "SELECT count(*) FROM messages_in WHERE id = ?1",
-                    [format!("{second}:main")],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap()
-                == 1
-        },
-    );
+    wait_in_inbound(&dir, &second);
     std::fs::write(s.workspace().join("go"), "").unwrap();
     let mut replies = s.client.until_settled(&first);
     replies.extend(s.client.until_settled(&second));
@@ -365,16 +367,7 @@ fn a_runner_asked_to_stop_leaves_new_messages_to_the_next_runner() {
     // What the host's request_stop writes.
     std::fs::write(dir.join("in/stop"), &old).unwrap();
     let second = s.client.say("and one more thing", "b");
-    wait_for("the message in inbound.db", Duration::from_secs(30), || {
-        inbound(&dir)
-            .query_row(
-                "SELECT count(*) FROM messages_in WHERE id = ?1",
-                [format!("{second}:main")],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-            == 1
-    });
+    wait_in_inbound(&dir, &second);
     std::fs::write(s.workspace().join("go"), "").unwrap();
     let replies = s.client.until_settled(&first);
     assert!(

@@ -302,13 +302,10 @@ where
     let mut head = Vec::new();
     let mut body_start = None;
     while body_start.is_none() {
-        let n = match tokio::time::timeout(lim.upstream_timeout, up.read(&mut buf)).await {
-            Err(_) => return Err(timed_out("waiting for the upstream's answer")),
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Ok(Err(e)) => return Err(e),
-        };
+        let n = read_upstream(&mut up, &mut buf, lim).await?;
+        if n == 0 {
+            break;
+        }
         head.extend_from_slice(&buf[..n]);
         body_start = head
             .windows(4)
@@ -335,19 +332,30 @@ where
         Err(_) => return Err(timed_out("writing the answer in the tunnel")),
     }
     loop {
-        let n = match tokio::time::timeout(lim.upstream_timeout, up.read(&mut buf)).await {
-            Err(_) => return Err(timed_out("waiting for the upstream's answer")),
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Ok(Err(e)) => return Err(e),
-        };
+        let n = read_upstream(&mut up, &mut buf, lim).await?;
+        if n == 0 {
+            break;
+        }
         match tokio::time::timeout(lim.idle_timeout, c.write_all(&buf[..n])).await {
             Ok(r) => r?,
             Err(_) => return Err(timed_out("writing the answer in the tunnel")),
         }
     }
     Ok(status)
+}
+
+/// One read of the upstream's answer within the upstream timeout; 0 at
+/// its end (a TLS peer closing without close_notify ends it too).
+async fn read_upstream<U: AsyncRead + Unpin>(
+    up: &mut U,
+    buf: &mut [u8],
+    lim: &Limits,
+) -> std::io::Result<usize> {
+    match tokio::time::timeout(lim.upstream_timeout, up.read(buf)).await {
+        Err(_) => Err(timed_out("waiting for the upstream's answer")),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        Ok(r) => r,
+    }
 }
 
 /// `head` with every copy of `secret` (as sent, and percent-encoded as a

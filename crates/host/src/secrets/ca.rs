@@ -220,7 +220,7 @@ impl Ca {
 }
 
 /// The first certificate's DER in a PEM text.
-fn pem_der(pem: &str) -> Option<Vec<u8>> {
+pub fn pem_der(pem: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     let body: String = pem
         .split("-----BEGIN CERTIFICATE-----")

@@ -193,6 +193,16 @@ impl Store {
 
     /// Adds a secret; refused if the name is taken.
     pub fn add(&self, s: &NewSecret, value: &Value) -> Result<(), Error> {
+        if self.write(s, value, false)? == 0 {
+            return Err(Error::Exists(s.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Writes a secret's binding and sealed value: a new row, or with
+    /// `replace` over the row of that name (its grants kept only for the
+    /// groups still listed). Returns the rows written.
+    fn write(&self, s: &NewSecret, value: &Value, replace: bool) -> Result<usize, Error> {
         check_name(&s.name)?;
         check_binding(&s.hosts, &s.groups)?;
         check_form_hosts(&s.form, &s.hosts)?;
@@ -201,19 +211,27 @@ impl Store {
             .seal(&s.name, &serde_json::to_vec(value).expect("json"))?;
         let hosts = serde_json::to_string(&s.hosts).expect("json");
         let groups = serde_json::to_string(&s.groups).expect("json");
-        let n = self
+        let on_conflict = if replace {
+            "ON CONFLICT(name) DO UPDATE SET kind = ?2, form = ?3, hosts = ?4, groups = ?5, approve = ?6, sealed = ?7, rotated_at = ?8"
+        } else {
+            "ON CONFLICT(name) DO NOTHING"
+        };
+        Ok(self
             .with(true, |c| {
-                c.execute(
-                    "INSERT OR IGNORE INTO secrets(name, kind, form, hosts, groups, approve, sealed, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                let n = c.execute(
+                    &format!("INSERT INTO secrets(name, kind, form, hosts, groups, approve, sealed, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {on_conflict}"),
                     params![s.name, value.kind(), s.form.as_string(), hosts, groups, s.approve.as_str(), sealed, pinch_proto::time::now()],
-                )
+                )?;
+                if replace {
+                    c.execute(
+                        "DELETE FROM grants WHERE secret = ?1 AND agent_group NOT IN (SELECT value FROM json_each(?2))",
+                        params![s.name, groups],
+                    )?;
+                }
+                Ok(n)
             })?
-            .unwrap_or(0);
-        if n == 0 {
-            return Err(Error::Exists(s.name.clone()));
-        }
-        Ok(())
+            .unwrap_or(0))
     }
 
     /// Replaces a secret's value (its binding stays; an OAuth secret's
@@ -284,28 +302,7 @@ impl Store {
     /// Replaces a secret's value and binding at once (`pinch secrets oauth`
     /// signing in again); adds it if absent.
     pub fn replace(&self, s: &NewSecret, value: &Value) -> Result<(), Error> {
-        check_name(&s.name)?;
-        check_binding(&s.hosts, &s.groups)?;
-        check_form_hosts(&s.form, &s.hosts)?;
-        let sealed = self
-            .key(true)?
-            .seal(&s.name, &serde_json::to_vec(value).expect("json"))?;
-        let hosts = serde_json::to_string(&s.hosts).expect("json");
-        let groups = serde_json::to_string(&s.groups).expect("json");
-        let now = pinch_proto::time::now();
-        self.with(true, |c| {
-            c.execute(
-                "INSERT INTO secrets(name, kind, form, hosts, groups, approve, sealed, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(name) DO UPDATE SET kind = ?2, form = ?3, hosts = ?4, groups = ?5, approve = ?6, sealed = ?7, rotated_at = ?8",
-                params![s.name, value.kind(), s.form.as_string(), hosts, groups, s.approve.as_str(), sealed, now],
-            )?;
-            c.execute(
-                "DELETE FROM grants WHERE secret = ?1 AND agent_group NOT IN (SELECT value FROM json_each(?2))",
-                params![s.name, groups],
-            )
-        })?;
-        Ok(())
+        self.write(s, value, true).map(drop)
     }
 
     /// Changes a secret's binding: each `Some` replaces that part. Groups

@@ -12,6 +12,7 @@ use pinch_host::sandbox::Choice;
 use pinch_host::HostConfig;
 
 pub mod fake_api;
+pub mod https;
 pub mod platform;
 
 pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");
