@@ -67,10 +67,24 @@ fn script(rules: &[(&str, &str)]) -> String {
     s
 }
 
-/// A bwrap host whose scripted model runs `rules`' shell commands, with
+/// The isolated sandbox the tests run in: Docker in scripts/test's Docker
+/// pass, else bwrap (the process sandbox is offered no secret).
+fn isolated() -> Option<Choice> {
+    match any_sandbox() {
+        Choice::Docker => Some(Choice::Docker),
+        _ => bwrap_or_skip().then_some(Choice::Bwrap),
+    }
+}
+
+/// A host in `sandbox` whose scripted model runs `rules`' shell commands, with
 /// `roots` trusted upstream and the secrets key beside the data dir.
-fn config(tmp: &Path, script: &str, roots: Vec<Vec<u8>>) -> pinch_host::HostConfig {
-    let mut cfg = with_script(host_config(tmp, Choice::Bwrap), script);
+fn config(
+    tmp: &Path,
+    sandbox: Choice,
+    script: &str,
+    roots: Vec<Vec<u8>>,
+) -> pinch_host::HostConfig {
+    let mut cfg = with_script(host_config(tmp, sandbox), script);
     cfg.proxy_extra_roots = roots;
     cfg.secrets_key_file = Some(tmp.join("keys/secrets.key"));
     cfg
@@ -82,9 +96,9 @@ fn curl(port: u16) -> String {
 
 #[test]
 fn curl_and_python_get_the_answer_with_the_token_injected_and_it_never_enters_the_sandbox() {
-    if !bwrap_or_skip() {
+    let Some(sandbox) = isolated() else {
         return;
-    }
+    };
     let api = fake_api();
     // Another API bound to a secret only `research` may use; one whose
     // certificate the proxy does not trust; a plain host on the allowlist.
@@ -117,7 +131,7 @@ fn curl_and_python_get_the_answer_with_the_token_injected_and_it_never_enters_th
     let (a, b) = TOKEN.split_at(8);
     let leak = format!("A={a}; B={b}; F=$(grep -rlsF \"$A$B\" /proc/[0-9]*/environ /workspace /pinch /etc /tmp | tr '\\n' ' '); N=$(env | grep -cF \"$A$B\"); echo \"files=[$F] env=$N\"");
     let plain = plain_server();
-    let mut cfg = config(tmp.path(), &script(&[
+    let mut cfg = config(tmp.path(), sandbox, &script(&[
             ("curl-it", &curl(api.port)),
             ("py-it", &py),
             ("other-it", &curl(other.port)),
@@ -226,9 +240,9 @@ fn curl_and_python_get_the_answer_with_the_token_injected_and_it_never_enters_th
 /// the agent as a 403 it can explain. Each use is audited.
 #[test]
 fn the_owner_allows_once_always_or_denies_a_first_use() {
-    if !bwrap_or_skip() {
+    let Some(sandbox) = isolated() else {
         return;
-    }
+    };
     let api = fake_api();
     let tmp = tempfile::tempdir().unwrap();
     let st = store(tmp.path());
@@ -241,6 +255,7 @@ fn the_owner_allows_once_always_or_denies_a_first_use() {
     .unwrap();
     let mut cfg = config(
         tmp.path(),
+        sandbox,
         &script(&[("curl-it", &curl(api.port))]),
         vec![api.cert_der.clone()],
     );
@@ -357,9 +372,9 @@ fn the_owner_allows_once_always_or_denies_a_first_use() {
 /// API never sees the token.
 #[test]
 fn a_non_owners_click_on_a_secrets_card_is_refused() {
-    if !bwrap_or_skip() {
+    let Some(sandbox) = isolated() else {
         return;
-    }
+    };
     let api = fake_api();
     let tmp = tempfile::tempdir().unwrap();
     let st = store(tmp.path());
@@ -372,6 +387,7 @@ fn a_non_owners_click_on_a_secrets_card_is_refused() {
     .unwrap();
     let mut cfg = config(
         tmp.path(),
+        sandbox,
         &script(&[("curl-it", &curl(api.port))]),
         vec![api.cert_der.clone()],
     );
@@ -452,9 +468,9 @@ fn a_non_owners_click_on_a_secrets_card_is_refused() {
 /// sees the token the proxy put in.
 #[test]
 fn git_over_https_gets_the_token_injected() {
-    if !bwrap_or_skip() {
+    let Some(sandbox) = isolated() else {
         return;
-    }
+    };
     const SHA: &str = "8d2f7d9a0b1c2e3f4a5b6c7d8e9f0a1b2c3d4e5f";
     let pkt = |s: &str| format!("{:04x}{s}", s.len() + 4);
     let api = fake_api_with(move |head| {
@@ -489,6 +505,7 @@ fn git_over_https_gets_the_token_injected() {
     );
     let cfg = config(
         tmp.path(),
+        sandbox,
         &script(&[("git-it", &cmd)]),
         vec![api.cert_der.clone()],
     );
@@ -516,9 +533,9 @@ fn git_over_https_gets_the_token_injected() {
 #[test]
 fn oauth_tokens_are_refreshed_before_expiry_under_load_one_refresh_at_a_time() {
     use std::time::{Duration, Instant};
-    if !bwrap_or_skip() {
+    let Some(sandbox) = isolated() else {
         return;
-    }
+    };
     const LIFE: Duration = Duration::from_secs(2);
     // The token endpoint: plain HTTP on loopback, a little slow, counting.
     #[derive(Default)]
@@ -613,6 +630,7 @@ fn oauth_tokens_are_refreshed_before_expiry_under_load_one_refresh_at_a_time() {
     );
     let cfg = config(
         tmp.path(),
+        sandbox,
         &script(&[("load-it", &load)]),
         vec![api.cert_der.clone()],
     );
