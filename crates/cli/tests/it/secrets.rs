@@ -235,14 +235,9 @@ fn curl_and_python_get_the_answer_with_the_token_injected_and_it_never_enters_th
         .is_some());
 }
 
-/// Approvals: the first use asks the owner; "allow once" lets that request
-/// through and the next asks again; "always" is remembered; "deny" reaches
-/// the agent as a 403 it can explain. Each use is audited.
-#[test]
-fn the_owner_allows_once_always_or_denies_a_first_use() {
-    let Some(sandbox) = isolated() else {
-        return;
-    };
+/// The API, its `github` secret for `main` under `approve = first`, and a
+/// host whose model runs `curl-it`.
+fn first_use_asks(sandbox: Choice) -> (FakeApi, tempfile::TempDir, Store, pinch_host::HostConfig) {
     let api = fake_api();
     let tmp = tempfile::tempdir().unwrap();
     let st = store(tmp.path());
@@ -253,12 +248,24 @@ fn the_owner_allows_once_always_or_denies_a_first_use() {
         },
     )
     .unwrap();
-    let mut cfg = config(
+    let cfg = config(
         tmp.path(),
         sandbox,
         &script(&[("curl-it", &curl(api.port))]),
         vec![api.cert_der.clone()],
     );
+    (api, tmp, st, cfg)
+}
+
+/// Approvals: the first use asks the owner; "allow once" lets that request
+/// through and the next asks again; "always" is remembered; "deny" reaches
+/// the agent as a 403 it can explain. Each use is audited.
+#[test]
+fn the_owner_allows_once_always_or_denies_a_first_use() {
+    let Some(sandbox) = isolated() else {
+        return;
+    };
+    let (api, _tmp, st, mut cfg) = first_use_asks(sandbox);
     cfg.http = Some(pinch_host::config::HttpSettings::local(
         "127.0.0.1:0".parse().unwrap(),
         true,
@@ -375,22 +382,7 @@ fn a_non_owners_click_on_a_secrets_card_is_refused() {
     let Some(sandbox) = isolated() else {
         return;
     };
-    let api = fake_api();
-    let tmp = tempfile::tempdir().unwrap();
-    let st = store(tmp.path());
-    st.add(
-        &secret("github", api.port, &["main"], Approve::First),
-        &Value::Token {
-            value: TOKEN.into(),
-        },
-    )
-    .unwrap();
-    let mut cfg = config(
-        tmp.path(),
-        sandbox,
-        &script(&[("curl-it", &curl(api.port))]),
-        vec![api.cert_der.clone()],
-    );
+    let (api, _tmp, st, mut cfg) = first_use_asks(sandbox);
     cfg.secrets_approval_wait = std::time::Duration::from_secs(3);
     // The terminal's user is only an admin of `main`; the owner is on a
     // channel that is not running (the card waits for them).

@@ -11,7 +11,8 @@
 //! (TLS by rustls, verified against the Mozilla roots plus any configured
 //! extra root).
 //!
-//! Egress (SPEC §8.2): `CONNECT host:port` to a host on the allowlist opens
+//! Egress (SPEC §8.2): `CONNECT host:port` to a host bound to no secret
+//! (see below) and on the allowlist opens
 //! a TCP connection and splices bytes both ways (the client's TLS runs end
 //! to end; nothing is injected); any other `CONNECT` gets 403 and a log line
 //! naming the host and how to allow it. See [`EgressAllow`].

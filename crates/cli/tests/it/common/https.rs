@@ -3,7 +3,7 @@
 //! closure and keeps every head, and a plain HTTP one.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 /// A rustls server configuration with a self-signed certificate for
@@ -59,27 +59,36 @@ pub type Answer = (&'static str, &'static str, Vec<u8>);
 pub fn fake_api_with(respond: impl Fn(&str) -> Answer + Send + Sync + 'static) -> FakeApi {
     let respond = Arc::new(respond);
     let (server_cfg, cert_der, _) = self_signed(&["127.0.0.1"]);
+    serve(cert_der, move |tcp, heads| {
+        let (cfg, respond) = (server_cfg.clone(), respond.clone());
+        std::thread::spawn(move || {
+            let mut s = rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), tcp);
+            let Some(head) = read_head(&mut s) else {
+                return;
+            };
+            let (status, ctype, body) = respond(&head);
+            heads.lock().unwrap().push(head);
+            let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(&body);
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        });
+    })
+}
+
+/// Listens on a loopback port and hands each connection, with the list of
+/// heads, to `handle`.
+fn serve(
+    cert_der: Vec<u8>,
+    handle: impl Fn(TcpStream, Arc<Mutex<Vec<String>>>) + Send + 'static,
+) -> FakeApi {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let heads: Arc<Mutex<Vec<String>>> = Arc::default();
     let h2 = heads.clone();
     std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(tcp) = conn else { continue };
-            let (cfg, heads, respond) = (server_cfg.clone(), h2.clone(), respond.clone());
-            std::thread::spawn(move || {
-                let mut s =
-                    rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), tcp);
-                let Some(head) = read_head(&mut s) else {
-                    return;
-                };
-                let (status, ctype, body) = respond(&head);
-                heads.lock().unwrap().push(head);
-                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-                let _ = s.write_all(&body);
-                s.conn.send_close_notify();
-                let _ = s.flush();
-            });
+        for tcp in l.incoming().flatten() {
+            handle(tcp, h2.clone());
         }
     });
     FakeApi {
@@ -92,25 +101,12 @@ pub fn fake_api_with(respond: impl Fn(&str) -> Answer + Send + Sync + 'static) -
 /// A plain HTTP server on loopback that keeps each request head and
 /// answers 200.
 pub fn plain_server() -> FakeApi {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-    let h2 = heads.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let Some(head) = read_head(&mut c) else {
-                continue;
-            };
-            h2.lock().unwrap().push(head);
-            let _ = c.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain",
-            );
-        }
-    });
-    FakeApi {
-        port,
-        cert_der: Vec::new(),
-        heads,
-    }
+    serve(Vec::new(), |mut c, heads| {
+        let Some(head) = read_head(&mut c) else {
+            return;
+        };
+        heads.lock().unwrap().push(head);
+        let _ =
+            c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain");
+    })
 }
