@@ -10,7 +10,7 @@
 //! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
 //! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
 //! page and its WebSocket); the last two share one HTTP listener
-//! ([`http`]). Telegram, Discord and Slack build on the same trait, and
+//! ([`http`]). Telegram, Discord, Slack and email build on the same trait, and
 //! each is registered in [`KINDS`] with its `pinch.toml` section.
 
 #[cfg(feature = "channel-cli")]
@@ -19,6 +19,8 @@ pub mod cli_socket;
 pub mod discord;
 #[cfg(feature = "platform")]
 pub mod draft;
+#[cfg(feature = "channel-email")]
+pub mod email;
 #[cfg(feature = "test-support")]
 pub mod fake;
 #[cfg(feature = "http")]
@@ -59,6 +61,8 @@ pub static KINDS: &[ChannelKind] = &[
     discord::KIND,
     #[cfg(feature = "channel-slack")]
     slack::KIND,
+    #[cfg(feature = "channel-email")]
+    email::KIND,
 ];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

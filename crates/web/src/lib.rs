@@ -26,6 +26,16 @@ pub mod speech;
 pub mod testing;
 pub mod voice;
 
+/// HTML from anywhere (a page, a mail) as readable text: Markdown, with
+/// scripts and styles dropped; a document over 1 MiB is cut first and one
+/// nested deeper than the converter is trusted with is read as plain text
+/// (the same converter `web_fetch` uses, guards included).
+pub fn html_to_text(html: &str) -> String {
+    let mut source = html.to_owned();
+    extract::cut(&mut source, extract::MAX_HTML);
+    extract::html(&source).text
+}
+
 /// The install's web settings (`[web_fetch]` in `pinch.toml`).
 #[derive(Clone, Debug)]
 pub struct Settings {

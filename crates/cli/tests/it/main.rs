@@ -26,6 +26,7 @@ mod docker;
 mod doctor;
 mod e2e;
 mod egress;
+mod email;
 mod faults;
 mod forged_rows;
 mod fuse_torn_view;

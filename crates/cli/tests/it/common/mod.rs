@@ -13,6 +13,7 @@ use pinch_host::HostConfig;
 
 pub mod fake_api;
 pub mod https;
+pub mod mail;
 pub mod platform;
 
 pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");

@@ -1,0 +1,349 @@
+//! The IMAP loop: connect, log in, select, hand every new mail to the host
+//! in UID order, then IDLE (or poll) until something changes. Every
+//! network step has the stall limit as its deadline: a connection that
+//! goes quiet is rebuilt with the shared backoff, never waited on forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use async_imap::Session;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::platform::Backoff;
+use crate::{Ack, AckOutcome, ChannelEvent};
+
+use super::parse::Reader;
+use super::{EmailChannel, Endpoint, Tls};
+
+/// The largest mail fetched whole (bytes, as the server counts them): a
+/// 25 MiB attachment is about 34 MiB in base64. A larger one is read from
+/// its header, and the agent told.
+pub const MAX_MAIL: u64 = 48 << 20;
+/// How long a mail may wait for the host's commit.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+type Imap = Session<Box<dyn Io>>;
+
+/// A deadline on one network step, its failure named.
+async fn within<T, E: std::fmt::Display>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer in {limit:?}")),
+    }
+}
+
+/// TLS over `tcp` to `host`, verified against the web's roots.
+async fn tls(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host:?} is not a host name: {e}"))?;
+    let s = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}: {e}"))?;
+    Ok(Box::new(s))
+}
+
+/// Opens the connection and reads the greeting (STARTTLS first when asked).
+async fn connect(e: &Endpoint) -> Result<async_imap::Client<Box<dyn Io>>, String> {
+    let tcp = TcpStream::connect((e.host.as_str(), e.port))
+        .await
+        .map_err(|err| format!("connecting to {}:{}: {err}", e.host, e.port))?;
+    let stream: Box<dyn Io> = match e.tls {
+        Tls::Implicit => tls(tcp, &e.host).await?,
+        Tls::None => Box::new(tcp),
+        Tls::Starttls => {
+            let mut c = async_imap::Client::new(tcp);
+            greeting(&mut c).await?;
+            c.run_command_and_check_ok("STARTTLS", None)
+                .await
+                .map_err(|err| format!("STARTTLS: {err}"))?;
+            let tcp = c.into_inner();
+            let s = tls(tcp, &e.host).await?;
+            return Ok(async_imap::Client::new(s));
+        }
+    };
+    let mut c = async_imap::Client::new(stream);
+    greeting(&mut c).await?;
+    Ok(c)
+}
+
+async fn greeting<T: Io>(c: &mut async_imap::Client<T>) -> Result<(), String> {
+    match c.read_response().await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the server closed the connection before its greeting".into()),
+        Err(e) => Err(format!("reading the greeting: {e}")),
+    }
+}
+
+impl EmailChannel {
+    /// Runs until the channel is closed: one session after another, the
+    /// backoff between failures.
+    pub(super) async fn run(self: Arc<Self>) {
+        let mut backoff = Backoff::default();
+        while !self.closed() {
+            match self.session(&mut backoff).await {
+                Ok(()) => return,
+                Err(e) => {
+                    let wait = backoff.failed();
+                    tracing::warn!(
+                        "email: IMAP {}:{}: {e}; connecting again in {wait:?}",
+                        self.cfg.imap.host,
+                        self.cfg.imap.port
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.wake.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection: log in, select, then new mail and IDLE in turn.
+    async fn session(&self, backoff: &mut Backoff) -> Result<(), String> {
+        let limit = self.cfg.stall;
+        let client = within(limit, "connecting", connect(&self.cfg.imap)).await?;
+        let mut s: Imap = within(limit, "logging in", async {
+            client
+                .login(&self.cfg.username, &self.cfg.password.0)
+                .await
+                .map_err(|(e, _)| e)
+        })
+        .await
+        .map_err(|e| format!("{e} (check [email] username and the password in its variable)"))?;
+        let mb = within(limit, "selecting the mailbox", s.select(&self.cfg.mailbox)).await?;
+        let caps = within(limit, "asking for capabilities", s.capabilities()).await?;
+        let idle = self.cfg.idle && caps.has_str("IDLE");
+        backoff.connected();
+        let validity = mb.uid_validity.unwrap_or(0);
+        {
+            let mut st = self.state.lock().await;
+            if st.uid_validity != Some(validity) {
+                let start = match mb.uid_next {
+                    Some(n) => n.saturating_sub(1),
+                    None => within(limit, "searching", s.uid_search("ALL"))
+                        .await?
+                        .into_iter()
+                        .max()
+                        .unwrap_or(0),
+                };
+                match st.uid_validity {
+                    None => tracing::info!(
+                        "email: first start on {}: mail from UID {} on is the agent's; what is already there is left alone",
+                        self.cfg.mailbox,
+                        start + 1
+                    ),
+                    Some(old) => tracing::warn!(
+                        "email: {}'s UIDVALIDITY changed ({old} → {validity}): the server renumbered it; starting after its newest mail",
+                        self.cfg.mailbox
+                    ),
+                }
+                st.uid_validity = Some(validity);
+                st.last_uid = start;
+                self.save(&st);
+            }
+        }
+        tracing::info!(
+            idle,
+            "email: connected to {}:{} ({})",
+            self.cfg.imap.host,
+            self.cfg.imap.port,
+            self.cfg.mailbox
+        );
+        loop {
+            self.fetch_new(&mut s, validity).await?;
+            backoff.progress();
+            while s.unsolicited_responses.try_recv().is_ok() {}
+            if self.closed() {
+                let _ = within(limit, "logging out", s.logout()).await;
+                return Ok(());
+            }
+            s = if idle {
+                self.idle(s).await?
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.cfg.poll) => {}
+                    _ = self.wake.notified() => {}
+                }
+                within(limit, "NOOP", s.noop()).await?;
+                s
+            };
+        }
+    }
+
+    /// IDLE until the server reports a change or the stall limit nears
+    /// (then DONE, whose answer proves the connection alive).
+    async fn idle(&self, s: Imap) -> Result<Imap, String> {
+        let limit = self.cfg.stall;
+        let mut h = s.idle();
+        within(limit, "starting IDLE", h.init()).await?;
+        {
+            let (wait, _stop) = h.wait_with_timeout(limit.mul_f64(0.9));
+            tokio::select! {
+                r = wait => match r {
+                    Ok(IdleResponse::NewData(_)) | Ok(IdleResponse::Timeout) | Ok(IdleResponse::ManualInterrupt) => {}
+                    Err(e) => return Err(format!("IDLE: {e}")),
+                },
+                _ = self.wake.notified() => {}
+            }
+        }
+        within(limit, "ending IDLE", h.done()).await
+    }
+
+    /// Hands every mail after the mark to the host, in UID order, moving
+    /// the mark after each commit.
+    async fn fetch_new(&self, s: &mut Imap, validity: u32) -> Result<(), String> {
+        let limit = self.cfg.stall;
+        let last = self.state.lock().await.last_uid;
+        let found = within(
+            limit,
+            "searching for new mail",
+            s.uid_search(format!("UID {}:*", last.saturating_add(1))),
+        )
+        .await?;
+        let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last).collect();
+        uids.sort_unstable();
+        for uid in uids {
+            let size = fetch(s, limit, uid, "(UID RFC822.SIZE)")
+                .await?
+                .and_then(|f| f.size)
+                .map(u64::from);
+            let Some(size) = size else {
+                // Expunged meanwhile: nothing to hand over.
+                self.mark(uid).await;
+                continue;
+            };
+            let too_big = (size > MAX_MAIL).then_some(size);
+            let query = if too_big.is_some() {
+                "(UID BODY.PEEK[HEADER])"
+            } else {
+                "(UID BODY.PEEK[])"
+            };
+            let Some(f) = fetch(s, limit, uid, query).await? else {
+                self.mark(uid).await;
+                continue;
+            };
+            let raw = if too_big.is_some() {
+                f.header()
+            } else {
+                f.body()
+            }
+            .unwrap_or_default()
+            .to_vec();
+            drop(f);
+            let handled = self.hand_over(&raw, validity, uid, too_big).await?;
+            if handled {
+                let seen = async {
+                    s.uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
+                        .await?
+                        .collect::<Vec<_>>()
+                        .await;
+                    Ok::<_, async_imap::error::Error>(())
+                };
+                if let Err(e) = within(limit, "flagging a mail as seen", seen).await {
+                    // The mark moves anyway: the mail is stored.
+                    tracing::warn!("email: UID {uid}: {e}");
+                }
+            }
+            self.mark(uid).await;
+        }
+        Ok(())
+    }
+
+    /// Moves the mark to `uid`.
+    async fn mark(&self, uid: u32) {
+        let mut st = self.state.lock().await;
+        if uid > st.last_uid {
+            st.last_uid = uid;
+            self.save(&st);
+        }
+    }
+
+    /// One mail to the host; `Ok(true)` once committed, `Ok(false)` when it
+    /// is not for the agent (skipped, with the reason logged), `Err` when
+    /// the host did not store it (the mail is read again later).
+    async fn hand_over(
+        &self,
+        raw: &[u8],
+        validity: u32,
+        uid: u32,
+        too_big: Option<u64>,
+    ) -> Result<bool, String> {
+        let reader = Reader {
+            own: &self.cfg.address,
+            trusted_authserv_id: self.cfg.trusted_authserv_id.as_deref(),
+        };
+        let mut inc = match reader.read(raw, (validity, uid), too_big) {
+            Ok(i) => i,
+            Err(skip) => {
+                tracing::info!("email: UID {uid} left in the mailbox unread by the agent: {skip}");
+                return Ok(false);
+            }
+        };
+        {
+            let mut st = self.state.lock().await;
+            match inc.event.thread_id.clone() {
+                // A reply to a card or notice: no thread, as the card had.
+                Some(t) if st.is_root(&t) => inc.event.thread_id = None,
+                Some(t) => st.note(&t, &inc.subject, &inc.references),
+                None => {}
+            }
+        }
+        let mid = inc.event.message_id.clone();
+        let (ack, rx) = Ack::new();
+        self.events
+            .send(ChannelEvent::Message(inc.event, ack))
+            .await
+            .map_err(|_| "the host has stopped".to_owned())?;
+        match tokio::time::timeout(ACK_WAIT, rx).await {
+            Ok(Ok(AckOutcome::Stored { .. })) => Ok(true),
+            Ok(Ok(AckOutcome::Failed(e))) => {
+                Err(format!("the host could not store mail {mid:?}: {e}"))
+            }
+            Ok(Err(_)) => Err(format!("the host dropped mail {mid:?} unanswered")),
+            Err(_) => Err(format!(
+                "the host did not store mail {mid:?} within {ACK_WAIT:?}"
+            )),
+        }
+    }
+}
+
+/// `UID FETCH uid query`, the one answer (None: no such message).
+async fn fetch(
+    s: &mut Imap,
+    limit: Duration,
+    uid: u32,
+    query: &str,
+) -> Result<Option<async_imap::types::Fetch>, String> {
+    within(limit, "fetching a mail", async {
+        let mut out = None;
+        let mut st = s.uid_fetch(uid.to_string(), query).await?;
+        while let Some(f) = st.next().await {
+            let f = f?;
+            if f.uid == Some(uid) {
+                out = Some(f);
+            }
+        }
+        Ok::<_, async_imap::error::Error>(out)
+    })
+    .await
+}

@@ -1,0 +1,180 @@
+//! Email (decision 0051): IMAP in, SMTP out.
+//!
+//! Inbound: one IMAP connection to the mailbox (INBOX by default), IDLE
+//! when the server has it (re-issued every `stall_s`, which is also the
+//! liveness check: a dead connection fails the re-issue and is rebuilt
+//! with the shared backoff), polling every `poll_s` when it has not. Each
+//! new mail, in UID order, is read ([`parse`]), handed to the host, and
+//! only once the host has committed it is it flagged `\Seen` and the mark
+//! (the last UID, per UIDVALIDITY, [`state`]) moved past it; a failure
+//! leaves the mark where it was and the mail is read again. On its first
+//! start the channel begins at the mailbox's newest mail: the mail already
+//! there is the owner's, not work for the agent.
+//!
+//! Outbound: SMTP with the same credentials, a reply threaded under the
+//! mail it answers (`In-Reply-To:`, `References:`, `Re:` subject), files
+//! as attachments, `Auto-Submitted: auto-replied` (RFC 3834: other robots
+//! do not answer it, and this channel skips mail that carries it), and a
+//! `Message-ID:` made from the outbound row's id, so a retried send is the
+//! same message to every mail client.
+
+mod config;
+mod imap;
+pub mod parse;
+mod send;
+pub mod state;
+
+pub use config::{EmailSection, KIND};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::platform::Secret;
+use crate::{Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError, Outgoing};
+
+pub const CHANNEL_TYPE: &str = "email";
+/// The longest reply text sent in one mail (characters).
+pub const MAX_TEXT: usize = 100_000;
+
+/// How a connection is encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// TLS from the first byte (IMAP 993, SMTP 465).
+    Implicit,
+    /// Plain, then STARTTLS before anything else (IMAP 143, SMTP 587).
+    Starttls,
+    /// None at all: only to a loopback address (a local bridge or test).
+    None,
+}
+
+/// One server.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmailConfig {
+    /// pinch's address (lower-case): From of its mail.
+    pub address: String,
+    /// The display name on its mail.
+    pub name: Option<String>,
+    pub username: String,
+    pub password: Secret,
+    pub imap: Endpoint,
+    pub smtp: Endpoint,
+    pub mailbox: String,
+    /// Use IDLE when the server offers it (else poll).
+    pub idle: bool,
+    pub poll: Duration,
+    pub stall: Duration,
+    pub trusted_authserv_id: Option<String>,
+    pub data_dir: PathBuf,
+}
+
+pub struct EmailChannel {
+    cfg: EmailConfig,
+    events: mpsc::Sender<ChannelEvent>,
+    smtp: send::Smtp,
+    state: tokio::sync::Mutex<state::State>,
+    store: state::Store,
+    closed: AtomicBool,
+    wake: Notify,
+}
+
+impl EmailChannel {
+    /// Builds the adapter and starts its IMAP loop; must be called inside
+    /// the tokio runtime.
+    pub fn start(
+        cfg: EmailConfig,
+        events: mpsc::Sender<ChannelEvent>,
+    ) -> Result<Arc<EmailChannel>, String> {
+        let store = state::Store::new(&cfg.data_dir);
+        let saved = store.load()?;
+        let ch = Arc::new(EmailChannel {
+            smtp: send::Smtp::new(&cfg)?,
+            cfg,
+            events,
+            state: tokio::sync::Mutex::new(saved),
+            store,
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        let run = ch.clone();
+        tokio::spawn(async move { run.run().await });
+        Ok(ch)
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Saves the state, logging (not failing) when the disk refuses: the
+    /// cost is a repeat after a restart, which the host stores once.
+    fn save(&self, s: &state::State) {
+        if let Err(e) = self.store.save(s) {
+            tracing::warn!("email: {e}");
+        }
+    }
+}
+
+impl Channel for EmailChannel {
+    fn channel_type(&self) -> &'static str {
+        CHANNEL_TYPE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            threads: true,
+            files: true,
+            open_dm: true,
+            max_text: MAX_TEXT,
+            ..Default::default()
+        }
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        to: &'a Address,
+        msg: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<String, DeliverError>> {
+        Box::pin(self.send(to, msg))
+    }
+
+    fn notice<'a>(
+        &'a self,
+        to: &'a Address,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>> {
+        Box::pin(async move {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let msg = Outgoing {
+                id: format!("notice.{nanos}"),
+                text: text.to_owned(),
+                in_reply_to: None,
+                buttons: Vec::new(),
+                files: Vec::new(),
+            };
+            self.send(to, &msg).await.map(|_| ())
+        })
+    }
+
+    fn open_dm<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
+        Box::pin(async move { Ok(user.contains('@').then(|| user.to_ascii_lowercase())) })
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+}

@@ -1,0 +1,194 @@
+//! Outbound mail: a reply built with lettre and sent over SMTP.
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::platform::SEND_TIMEOUT;
+use crate::{Address, DeliverError, Outgoing};
+
+use super::{EmailChannel, EmailConfig, Tls};
+
+pub struct Smtp(AsyncSmtpTransport<Tokio1Executor>);
+
+impl Smtp {
+    pub fn new(cfg: &EmailConfig) -> Result<Smtp, String> {
+        let e = &cfg.smtp;
+        let bad =
+            |err: lettre::transport::smtp::Error| format!("[email] smtp_host {:?}: {err}", e.host);
+        let b = match e.tls {
+            Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&e.host).map_err(bad)?,
+            Tls::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&e.host).map_err(bad)?
+            }
+            Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&e.host),
+        };
+        let domain = cfg.address.rsplit('@').next().unwrap_or("localhost");
+        Ok(Smtp(
+            b.port(e.port)
+                .credentials(Credentials::new(
+                    cfg.username.clone(),
+                    cfg.password.0.clone(),
+                ))
+                .hello_name(ClientId::Domain(domain.to_owned()))
+                .timeout(Some(SEND_TIMEOUT))
+                .build(),
+        ))
+    }
+}
+
+/// `Re: subject`, unless it already is one.
+fn re(subject: &str) -> String {
+    let s = subject.trim();
+    if s.len() >= 3 && s[..3].eq_ignore_ascii_case("re:") {
+        s.to_owned()
+    } else {
+        format!("Re: {s}")
+    }
+}
+
+/// The outbound row id as the local part of a Message-ID (RFC 5322
+/// `dot-atom-text`; anything else becomes `-`).
+pub fn message_id(row: &str, domain: &str) -> String {
+    let local: String = row
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("pinch.{}@{domain}", local.trim_matches('.'))
+}
+
+fn angle(ids: &[String]) -> String {
+    ids.iter()
+        .map(|i| format!("<{i}>"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl EmailChannel {
+    /// Sends `msg` to the conversation's address, threaded when the thread
+    /// is known; the platform id is the mail's Message-ID.
+    pub(super) async fn send(&self, to: &Address, msg: &Outgoing) -> Result<String, DeliverError> {
+        let perm = DeliverError::Permanent;
+        let rcpt: Mailbox = to
+            .platform_id
+            .parse()
+            .map_err(|e| perm(format!("{:?} is not a mail address: {e}", to.platform_id)))?;
+        let own: Mailbox = match &self.cfg.name {
+            Some(n) => format!("{n} <{}>", self.cfg.address),
+            None => self.cfg.address.clone(),
+        }
+        .parse()
+        .map_err(|e| perm(format!("[email] address {:?}: {e}", self.cfg.address)))?;
+        let domain = self.cfg.address.rsplit('@').next().unwrap_or("localhost");
+        let id = message_id(&msg.id, domain);
+        let (subject, refs) = {
+            let st = self.state.lock().await;
+            match to.thread_id.as_deref().and_then(|t| st.thread(t)) {
+                Some(t) => (re(&t.subject), t.references.clone()),
+                None => (
+                    self.cfg.name.clone().unwrap_or_else(|| "pinch".into()),
+                    Vec::new(),
+                ),
+            }
+        };
+        let parent = msg.in_reply_to.clone().or_else(|| refs.last().cloned());
+        let mut refs = refs;
+        if let Some(p) = parent.as_ref().filter(|p| !refs.contains(p)) {
+            refs.push(p.clone());
+        }
+        let mut b = Message::builder()
+            .from(own)
+            .to(rcpt)
+            .subject(subject)
+            .message_id(Some(format!("<{id}>")))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-replied".into(),
+            ));
+        if let Some(p) = &parent {
+            b = b.in_reply_to(format!("<{p}>"));
+        }
+        if !refs.is_empty() {
+            b = b.references(angle(&refs));
+        }
+        let text = SinglePart::plain(msg.text.clone());
+        let mail = if msg.files.is_empty() {
+            b.singlepart(text)
+        } else {
+            let mut parts = MultiPart::mixed().singlepart(text);
+            for f in &msg.files {
+                let bytes =
+                    std::fs::read(&f.path).map_err(|e| perm(format!("reading {}: {e}", f.name)))?;
+                let ct = ContentType::parse(mime_of(&f.name))
+                    .unwrap_or(ContentType::parse("application/octet-stream").expect("valid"));
+                parts = parts.singlepart(Attachment::new(f.name.clone()).body(bytes, ct));
+            }
+            b.multipart(parts)
+        }
+        .map_err(|e| perm(format!("building the mail: {e}")))?;
+        self.smtp.0.send(mail).await.map_err(|e| {
+            let what = format!("SMTP {}:{}: {e}", self.cfg.smtp.host, self.cfg.smtp.port);
+            if e.is_permanent() {
+                DeliverError::Permanent(what)
+            } else {
+                DeliverError::Retryable(what)
+            }
+        })?;
+        let mut st = self.state.lock().await;
+        match &to.thread_id {
+            Some(t) => st.note(t, "", std::slice::from_ref(&id)),
+            None => st.note_root(&id),
+        }
+        self.save(&st);
+        Ok(id)
+    }
+}
+
+/// A content type for a file name (the common ones; else octet-stream).
+fn mime_of(name: &str) -> &'static str {
+    let ext = name
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "txt" | "md" | "log" => "text/plain; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ogg" | "oga" | "opus" => "audio/ogg",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_subjects_are_well_formed() {
+        assert_eq!(message_id("abc-1", "x.test"), "pinch.abc-1@x.test");
+        assert_eq!(message_id("a b<c>", "x.test"), "pinch.a-b-c-@x.test");
+        assert_eq!(re("plans"), "Re: plans");
+        assert_eq!(re("RE: plans"), "RE: plans");
+        assert_eq!(angle(&["a@x".into(), "b@x".into()]), "<a@x> <b@x>");
+        assert_eq!(mime_of("r.PDF"), "application/pdf");
+        assert_eq!(mime_of("noext"), "application/octet-stream");
+    }
+}

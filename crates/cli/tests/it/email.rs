@@ -1,0 +1,222 @@
+//! The email channel against real mail servers (Dovecot for IMAP, Exim
+//! for SMTP, both from Debian, started by the test on loopback ports with
+//! their own configs in a temp dir; see common/mail.rs): mail from alice
+//! reaches the agent through the real `pinch host`, the agent's reply is
+//! found in alice's mailbox threaded under her mail, files go both ways,
+//! HTML mail is read as text, a numbered question is answered by replying
+//! "2", and a host killed mid-fetch, or cut off from its IMAP server,
+//! loses and repeats nothing.
+
+use crate::common::mail::MailServers;
+use crate::common::platform::{self, daemon, delivered, rows, Platform, Setup, SHARED_RULES, WAIT};
+use crate::common::wait_for;
+
+const ALICE: &str = "alice@example.test";
+const PINCH_ADDR: &str = "pinch@example.test";
+
+fn script() -> String {
+    format!("{SHARED_RULES}\n[[rule]]\nreply = \"hi from the agent\"\n")
+}
+
+fn setup(m: &MailServers, extra: &str) -> Setup {
+    platform::setup(Platform {
+        channel: "email",
+        // alice owns pinch (so her answer to a question counts).
+        owner: Some(ALICE),
+        chats: &[("mg-alice", ALICE, false, "pattern")],
+        script: &script(),
+        config: format!(
+            "[email]\naddress = \"{PINCH_ADDR}\"\nname = \"Pinch\"\nusername = \"pinch\"\npassword_env = \"PINCH_TEST_MAIL_PW\"\nimap_host = \"127.0.0.1\"\nimap_port = {}\nimap_tls = \"none\"\nsmtp_port = {}\nsmtp_tls = \"none\"\nstall_s = 3\n{extra}",
+            m.imap_port, m.smtp_port
+        ),
+        env: &[("PINCH_TEST_MAIL_PW", "pw1")],
+    })
+}
+
+/// A plain mail from alice; `reply_to`: the parent's id and the thread's
+/// ids (the `References:` a mail client writes: the parent's, then it).
+fn mail(id: &str, subject: &str, body: &str, reply_to: Option<(&str, &str)>) -> String {
+    let threading = reply_to
+        .map(|(p, refs)| format!("In-Reply-To: <{p}>\r\nReferences: {refs}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "From: Alice <{ALICE}>\r\nTo: {PINCH_ADDR}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{threading}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+}
+
+/// The state file exists once the channel has logged in and set its mark
+/// at the mailbox's newest mail: mail sent after that is the agent's.
+fn wait_connected(s: &Setup) {
+    wait_for("the email channel's first login", WAIT, || {
+        s.data.join("channels/email/state.json").exists()
+    });
+}
+
+/// Replies in alice's mailbox to the mail `id`.
+fn replies_to(m: &MailServers, id: &str) -> Vec<String> {
+    let needle = format!("In-Reply-To: <{id}>");
+    m.mailbox("alice")
+        .into_iter()
+        .filter(|r| r.contains(&needle))
+        .collect()
+}
+
+fn wait_reply(m: &MailServers, id: &str) -> String {
+    m.wait_mail("alice", WAIT, |r| {
+        r.contains(&format!("In-Reply-To: <{id}>"))
+    })
+}
+
+#[test]
+fn email_replies_in_thread_with_files_both_ways_html_read_and_a_numbered_answer() {
+    let Some(m) = MailServers::start() else {
+        return;
+    };
+    let s = setup(&m, "");
+    let _d = daemon(&s);
+    wait_connected(&s);
+
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("a1@example.test", "plans", "hello there", None),
+    );
+    let r = wait_reply(&m, "a1@example.test");
+    assert!(r.contains("hi from the agent"), "{r}");
+    assert!(r.contains("Subject: Re: plans"), "{r}");
+    assert!(r.contains("References: <a1@example.test>"), "{r}");
+    assert!(r.contains("Auto-Submitted: auto-replied"), "{r}");
+    assert!(r.contains("From: Pinch <pinch@example.test>"), "{r}");
+    assert!(r.contains("Message-ID: <pinch."), "{r}");
+    wait_for("alice's mail flagged seen after the commit", WAIT, || {
+        m.maildir_flags("pinch", "a1@example.test")
+            .is_some_and(|f| f.contains('S'))
+    });
+
+    // A file in: saved into the inbox and read by the agent.
+    let with_file = format!(
+        "From: {ALICE}\r\nTo: {PINCH_ADDR}\r\nSubject: notes\r\nMessage-ID: <a2@example.test>\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nread the attachment\r\n--b\r\nContent-Type: text/plain; name=\"notes.txt\"\r\nContent-Disposition: attachment; filename=\"notes.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\ndGhlIHNlY3JldCB3b3JkIGlzIHRhbmdlcmluZQ==\r\n--b--\r\n"
+    );
+    m.send(ALICE, PINCH_ADDR, &with_file);
+    let r = wait_reply(&m, "a2@example.test");
+    assert!(r.contains("the secret word is tangerine"), "{r}");
+
+    // A file out: an attachment of the reply.
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("a3@example.test", "report", "send me the report", None),
+    );
+    let r = m.wait_mail("alice", WAIT, |r| {
+        r.contains("In-Reply-To: <a3@example.test>") && r.contains("report.txt")
+    });
+    assert!(
+        r.contains("numbers: 1 2 3") || r.contains("bnVtYmVyczogMSAyIDM"),
+        "the file's content: {r}"
+    );
+
+    // HTML only: read as text (Markdown), scripts dropped.
+    let html = format!(
+        "From: {ALICE}\r\nTo: {PINCH_ADDR}\r\nSubject: page\r\nMessage-ID: <a4@example.test>\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>mojibake <b>bold</b> words</p><script>evil()</script></body></html>\r\n"
+    );
+    m.send(ALICE, PINCH_ADDR, &html);
+    let r = wait_reply(&m, "a4@example.test");
+    assert!(r.contains("**bold**") && !r.contains("evil"), "{r}");
+
+    // A question: the numbered fallback, answered by a reply in the thread
+    // with the quoted question under it.
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("a5@example.test", "paint", "pick a colour", None),
+    );
+    let q = m.wait_mail("alice", WAIT, |r| r.contains("Which colour?"));
+    let header = |name: &str| {
+        q.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| panic!("the question has no {name}: {q}"))
+    };
+    let qid = header("Message-ID:").trim_matches(['<', '>']).to_owned();
+    let refs = format!("{} <{qid}>", header("References:"));
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail(
+            "a6@example.test",
+            "Re: paint",
+            "2\r\n\r\nOn Friday, Pinch wrote:\r\n> Which colour?\r\n> 1. Red\r\n> 2. Blue",
+            Some((&qid, &refs)),
+        ),
+    );
+    let r = m.wait_mail("alice", WAIT, |r| r.contains("you chose:"));
+    assert!(
+        r.contains("Blue (value b)") && r.contains("In-Reply-To: <a5@example.test>"),
+        "{r}"
+    );
+    s.log_lacks(&["pw1"]);
+}
+
+#[test]
+fn email_a_killed_host_and_a_dropped_imap_connection_lose_and_repeat_nothing() {
+    let Some(m) = MailServers::start() else {
+        return;
+    };
+    let s = setup(&m, "");
+    let mut d = daemon(&s);
+    wait_connected(&s);
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("k1@example.test", "one", "hello one", None),
+    );
+    wait_reply(&m, "k1@example.test");
+    wait_for("the reply recorded as delivered", WAIT, || {
+        delivered(&s.data) >= 1
+    });
+
+    // The IMAP connection dies under the channel (its server process is
+    // killed): it connects again, and mail sent meanwhile arrives.
+    wait_for("pinch's IMAP session killed", WAIT, || {
+        m.kill_imap_sessions() > 0
+    });
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("k2@example.test", "two", "hello two", None),
+    );
+    wait_reply(&m, "k2@example.test");
+    wait_for("both replies recorded as delivered", WAIT, || {
+        delivered(&s.data) >= 2
+    });
+
+    // SIGKILL right after the commit of k2, with the mark's move lost too
+    // (the state file rolled back to before k2, as a crash between the two
+    // writes leaves it), and a third mail sent while pinch is down.
+    let state = s.data.join("channels/email/state.json");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    d.0.kill().unwrap();
+    d.0.wait().unwrap();
+    let mut rolled = saved.clone();
+    rolled["last_uid"] = serde_json::json!(saved["last_uid"].as_u64().unwrap() - 1);
+    std::fs::write(&state, serde_json::to_vec(&rolled).unwrap()).unwrap();
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("k3@example.test", "three", "hello three", None),
+    );
+    let _d2 = daemon(&s);
+    wait_reply(&m, "k3@example.test");
+    wait_for("the mark past the third mail", WAIT, || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).unwrap_or_default()).unwrap_or_default();
+        v["last_uid"].as_u64() > saved["last_uid"].as_u64()
+    });
+    wait_for("three replies recorded as delivered", WAIT, || {
+        delivered(&s.data) >= 3
+    });
+    for id in ["k1@example.test", "k2@example.test", "k3@example.test"] {
+        assert_eq!(rows(&s.data, id), 1, "{id} stored once");
+        assert_eq!(replies_to(&m, id).len(), 1, "{id} answered once");
+    }
+}
