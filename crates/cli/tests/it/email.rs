@@ -12,6 +12,7 @@ use crate::common::platform::{self, daemon, delivered, rows, Platform, Setup, SH
 use crate::common::wait_for;
 
 const ALICE: &str = "alice@example.test";
+const BOB: &str = "bob@example.test";
 const PINCH_ADDR: &str = "pinch@example.test";
 
 fn script() -> String {
@@ -33,14 +34,25 @@ fn setup(m: &MailServers, extra: &str) -> Setup {
     })
 }
 
-/// A plain mail from alice; `reply_to`: the parent's id and the thread's
-/// ids (the `References:` a mail client writes: the parent's, then it).
+/// A plain mail from alice; see [`mail_from`].
 fn mail(id: &str, subject: &str, body: &str, reply_to: Option<(&str, &str)>) -> String {
+    mail_from(ALICE, id, subject, body, reply_to)
+}
+
+/// A plain mail from `from`; `reply_to`: the parent's id and the thread's
+/// ids (the `References:` a mail client writes: the parent's, then it).
+fn mail_from(
+    from: &str,
+    id: &str,
+    subject: &str,
+    body: &str,
+    reply_to: Option<(&str, &str)>,
+) -> String {
     let threading = reply_to
         .map(|(p, refs)| format!("In-Reply-To: <{p}>\r\nReferences: {refs}\r\n"))
         .unwrap_or_default();
     format!(
-        "From: Alice <{ALICE}>\r\nTo: {PINCH_ADDR}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{threading}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+        "From: {from}\r\nTo: {PINCH_ADDR}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{threading}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
     )
 }
 
@@ -219,4 +231,44 @@ fn email_a_killed_host_and_a_dropped_imap_connection_lose_and_repeat_nothing() {
         assert_eq!(rows(&s.data, id), 1, "{id} stored once");
         assert_eq!(replies_to(&m, id).len(), 1, "{id} answered once");
     }
+}
+
+/// A header's value in a raw mail (its first line).
+fn header(raw: &str, name: &str) -> String {
+    raw.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {name} in: {raw}"))
+}
+
+#[test]
+fn email_an_unknown_sender_waits_for_the_owner_who_approves_by_replying_with_a_number() {
+    let Some(m) = MailServers::start() else {
+        return;
+    };
+    let s = setup(&m, "");
+    let _d = daemon(&s);
+    wait_connected(&s);
+
+    // bob is nobody pinch knows: his mail waits, and the owner (alice) gets
+    // the card by mail, outside any thread.
+    m.send(BOB, PINCH_ADDR, &mail_from(BOB, "b1@example.test", "hello", "hi pinch, bob here", None));
+    let card = m.wait_mail("alice", WAIT, |r| r.contains("Connect this conversation"));
+    assert!(card.contains("1. Connect to"), "{card}");
+    assert!(!card.contains("In-Reply-To:"), "a card starts its own thread: {card}");
+    assert!(m.mailbox("bob").is_empty(), "nothing reaches bob before the owner decides");
+
+    // alice answers "1" from her mail client: a reply with the card quoted.
+    let cid = header(&card, "Message-ID:");
+    let answer = mail(
+        "a-ok@example.test",
+        "Re: pinch",
+        "1\r\n\r\nOn Friday, Pinch wrote:\r\n> Connect this conversation?",
+        Some((cid.trim_matches(['<', '>']), &cid)),
+    );
+    m.send(ALICE, PINCH_ADDR, &answer);
+    let r = m.wait_mail("bob", WAIT, |r| r.contains("hi from the agent"));
+    assert!(r.contains("In-Reply-To: <b1@example.test>"), "{r}");
+    assert!(r.contains("Subject: Re: hello"), "{r}");
+    assert_eq!(rows(&s.data, "b1@example.test"), 1);
 }

@@ -2,7 +2,8 @@
 //! LMTP) and Exim (SMTP with AUTH), children of the test on free loopback
 //! ports, set up in a temp dir. Mail to `user@example.test` goes Exim ->
 //! LMTP -> Dovecot's maildir `mail/<user>/`, which the tests read as files.
-//! Users (IMAP and SMTP AUTH): `pinch`/`pw1`, `alice`/`pw2`. Needs root.
+//! Users (IMAP and SMTP AUTH): `pinch`/`pw1`, `alice`/`pw2`; `bob` (`pw3`)
+//! has a mailbox and no SMTP AUTH. Needs root.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::wait_for;
 
 // Dovecot's passwd-file; Exim's authenticators check the same pairs.
-const USERS: &str = "pinch:{PLAIN}pw1::::::\nalice:{PLAIN}pw2::::::\n";
+const USERS: &str = "pinch:{PLAIN}pw1::::::\nalice:{PLAIN}pw2::::::\nbob:{PLAIN}pw3::::::\n";
 
 const DOVECOT_CONF: &str = r"base_dir = @T@/run
 state_dir = @T@/state
