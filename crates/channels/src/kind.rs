@@ -117,7 +117,17 @@ pub trait ChannelSection: std::fmt::Debug + Send + Sync + 'static {
     /// Reads its secrets and checks the section; the adapter starts later,
     /// inside the host's runtime. Secrets are held only by the starter.
     fn build(&self, host: &Host) -> Result<Starter, SectionError>;
+    /// A live check for `pinch doctor` (log in, say what answered), for
+    /// channels whose usual failure is a wrong server or password; `None`
+    /// when there is none or the section does not build (doctor reports
+    /// that already).
+    fn probe(&self, _host: &Host) -> Option<Probe> {
+        None
+    }
 }
+
+/// A channel's live check: what worked, or what failed and the fix.
+pub type Probe = crate::BoxFuture<'static, Result<String, String>>;
 
 /// What the host gives a channel to build it.
 pub struct Host<'a> {

@@ -258,8 +258,11 @@ fn main() -> ExitCode {
                         .and_then(|f| f.data_dir)
                 })
                 .unwrap_or_else(|| config::default_data_dir(&env));
-            let channel_envs = config::load_file(cli.config.as_deref(), &env)
-                .map(|f| config::channel_envs(&f))
+            let file = config::load_file(cli.config.as_deref(), &env).ok();
+            let channel_envs = file.as_ref().map(config::channel_envs).unwrap_or_default();
+            let channel_probes = file
+                .as_ref()
+                .map(|f| config::channel_probes(f, &data_dir, &env))
                 .unwrap_or_default();
             let config =
                 host_config(cli.data_dir, cli.config, &flags).map_err(|e| format!("{e:#}"));
@@ -268,6 +271,7 @@ fn main() -> ExitCode {
                 data_dir,
                 config,
                 channel_envs,
+                channel_probes,
             }) as u8)
         }
         Command::Service(args) => {

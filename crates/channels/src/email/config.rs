@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::kind::{
-    self, ChannelKind, ChannelSection, Floor, Host, SecretEnv, SectionError, Starter,
+    self, ChannelKind, ChannelSection, Floor, Host, Probe, SecretEnv, SectionError, Starter,
 };
 use crate::platform::Secret;
 use crate::Channel;
@@ -121,6 +121,22 @@ impl ChannelSection for EmailSection {
     }
 
     fn build(&self, host: &Host) -> Result<Starter, SectionError> {
+        let cfg = self.config(host)?;
+        Ok(Arc::new(move |tx| {
+            let ch = EmailChannel::start(cfg.clone(), tx)?;
+            Ok((ch as Arc<dyn Channel>, None))
+        }))
+    }
+
+    fn probe(&self, host: &Host) -> Option<Probe> {
+        let cfg = self.config(host).ok()?;
+        Some(Box::pin(async move { super::probe(&cfg).await }))
+    }
+}
+
+impl EmailSection {
+    /// The adapter's configuration: the section checked, the password read.
+    fn config(&self, host: &Host) -> Result<EmailConfig, SectionError> {
         let bad = |p: String| SectionError::new(CHANNEL_TYPE, p);
         let address = self.address.trim().to_ascii_lowercase();
         if address.parse::<lettre::Address>().is_err() {
@@ -151,7 +167,7 @@ impl ChannelSection for EmailSection {
                 )))
             }
         };
-        let cfg = EmailConfig {
+        Ok(EmailConfig {
             username: self.username.clone().unwrap_or_else(|| address.clone()),
             address,
             name: self.name.clone().filter(|n| !n.trim().is_empty()),
@@ -167,11 +183,7 @@ impl ChannelSection for EmailSection {
                 .clone()
                 .filter(|s| !s.trim().is_empty()),
             data_dir: host.data_dir.to_owned(),
-        };
-        Ok(Arc::new(move |tx| {
-            let ch = EmailChannel::start(cfg.clone(), tx)?;
-            Ok((ch as Arc<dyn Channel>, None))
-        }))
+        })
     }
 }
 

@@ -94,6 +94,29 @@ async fn greeting<T: Io>(c: &mut async_imap::Client<T>) -> Result<(), String> {
     }
 }
 
+/// Connects, logs in and selects the mailbox (doctor's check): how many
+/// mails it holds.
+pub(super) async fn check(cfg: &super::EmailConfig) -> Result<String, String> {
+    let limit = cfg.stall.min(Duration::from_secs(20));
+    let mut s = login(cfg, limit).await?;
+    let mb = within(limit, "selecting the mailbox", s.select(&cfg.mailbox)).await?;
+    let _ = within(limit, "logging out", s.logout()).await;
+    Ok(format!("{} holds {} mails", cfg.mailbox, mb.exists))
+}
+
+/// Connects and logs in; a refused login names the settings to check.
+async fn login(cfg: &super::EmailConfig, limit: Duration) -> Result<Imap, String> {
+    let client = within(limit, "connecting", connect(&cfg.imap)).await?;
+    within(limit, "logging in", async {
+        client
+            .login(&cfg.username, &cfg.password.0)
+            .await
+            .map_err(|(e, _)| e)
+    })
+    .await
+    .map_err(|e| format!("{e} (check [email] username and the password in its variable)"))
+}
+
 impl EmailChannel {
     /// Runs until the channel is closed: one session after another, the
     /// backoff between failures.
@@ -121,15 +144,7 @@ impl EmailChannel {
     /// One connection: log in, select, then new mail and IDLE in turn.
     async fn session(&self, backoff: &mut Backoff) -> Result<(), String> {
         let limit = self.cfg.stall;
-        let client = within(limit, "connecting", connect(&self.cfg.imap)).await?;
-        let mut s: Imap = within(limit, "logging in", async {
-            client
-                .login(&self.cfg.username, &self.cfg.password.0)
-                .await
-                .map_err(|(e, _)| e)
-        })
-        .await
-        .map_err(|e| format!("{e} (check [email] username and the password in its variable)"))?;
+        let mut s = login(&self.cfg, limit).await?;
         let mb = within(limit, "selecting the mailbox", s.select(&self.cfg.mailbox)).await?;
         let caps = within(limit, "asking for capabilities", s.capabilities()).await?;
         let idle = self.cfg.idle && caps.has_str("IDLE");

@@ -125,6 +125,19 @@ impl EmailChannel {
     }
 }
 
+/// `pinch doctor`'s check: log in to IMAP and open the mailbox, and
+/// reach the SMTP server (lettre's connection test: greeting and EHLO).
+pub async fn probe(cfg: &EmailConfig) -> Result<String, String> {
+    let imap = imap::check(cfg)
+        .await
+        .map_err(|e| format!("IMAP {}:{}: {e}", cfg.imap.host, cfg.imap.port))?;
+    send::Smtp::new(cfg)?.check(cfg).await?;
+    Ok(format!(
+        "IMAP {}:{} logged in as {} ({imap}); SMTP {}:{} answers",
+        cfg.imap.host, cfg.imap.port, cfg.username, cfg.smtp.host, cfg.smtp.port
+    ))
+}
+
 impl Channel for EmailChannel {
     fn channel_type(&self) -> &'static str {
         CHANNEL_TYPE

@@ -39,6 +39,18 @@ impl Smtp {
     }
 }
 
+impl Smtp {
+    /// Whether the server answers (greeting, EHLO, and TLS when asked).
+    pub async fn check(&self, cfg: &EmailConfig) -> Result<(), String> {
+        let what = format!("SMTP {}:{}", cfg.smtp.host, cfg.smtp.port);
+        match self.0.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{what} does not answer")),
+            Err(e) => Err(format!("{what}: {e}")),
+        }
+    }
+}
+
 /// `Re: subject`, unless it already is one.
 fn re(subject: &str) -> String {
     let s = subject.trim();

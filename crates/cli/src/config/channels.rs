@@ -68,6 +68,45 @@ pub fn channel_envs(file: &FileConfig) -> Vec<SecretEnv> {
         .collect()
 }
 
+/// The configured channels' live checks for `pinch doctor`, run here
+/// (each within 30 s): (section, what worked or what failed).
+pub fn channel_probes(
+    file: &FileConfig,
+    data_dir: &Path,
+    env: &Env,
+) -> Vec<(&'static str, Result<String, String>)> {
+    let lookup = |var: &str| env.get(var).map(str::to_owned);
+    let host = Host {
+        data_dir,
+        env: &lookup,
+    };
+    let probes: Vec<_> = file
+        .channels
+        .iter()
+        .filter_map(|c| Some((c.kind.section, c.section.probe(&host)?)))
+        .collect();
+    if probes.is_empty() {
+        return Vec::new();
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for (section, p) in probes {
+            let r = match tokio::time::timeout(std::time::Duration::from_secs(30), p).await {
+                Ok(r) => r,
+                Err(_) => Err("no answer within 30 s".to_owned()),
+            };
+            out.push((section, r));
+        }
+        out
+    })
+}
+
 /// Whether a configured channel serves a route on the HTTP listener.
 pub(super) fn need_listener(file: &FileConfig) -> bool {
     file.channels.iter().any(|c| c.section.needs_listener())

@@ -29,7 +29,7 @@ mod voice;
 mod web_fetch;
 mod web_search;
 
-pub use channels::channel_envs;
+pub use channels::{channel_envs, channel_probes};
 pub use env::Env;
 pub use provider::{local_model_path, models_dir};
 

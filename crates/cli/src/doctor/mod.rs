@@ -61,6 +61,8 @@ pub struct Input {
     pub config: Result<pinch_host::HostConfig, String>,
     /// The configured chat platforms' secret variables.
     pub channel_envs: Vec<pinch_channels::kind::SecretEnv>,
+    /// The live checks of the channels that have one (email: log in).
+    pub channel_probes: Vec<(&'static str, Result<String, String>)>,
 }
 
 pub fn run(input: Input) -> i32 {
@@ -102,6 +104,16 @@ pub fn run(input: Input) -> i32 {
 
 pub fn checks(input: &Input) -> Vec<Check> {
     let mut out = channel_checks(&input.channel_envs);
+    for (section, r) in &input.channel_probes {
+        out.push(match r {
+            Ok(what) => ok("channels", format!("[{section}] {what}")),
+            Err(e) => fail(
+                "channels",
+                format!("[{section}] {e}"),
+                format!("check the [{section}] servers, username and password in pinch.toml and its variable, then run `pinch doctor` again"),
+            ),
+        });
+    }
     let cfg = match &input.config {
         Ok(c) => {
             out.push(ok(

@@ -80,7 +80,7 @@ fn wait_reply(m: &MailServers, id: &str) -> String {
 }
 
 #[test]
-fn email_replies_in_thread_with_files_both_ways_html_read_and_a_numbered_answer() {
+fn email_replies_in_thread_with_files_html_corrections_and_a_numbered_answer() {
     let Some(m) = MailServers::start() else {
         return;
     };
@@ -134,6 +134,27 @@ fn email_replies_in_thread_with_files_both_ways_html_read_and_a_numbered_answer(
     m.send(ALICE, PINCH_ADDR, &html);
     let r = wait_reply(&m, "a4@example.test");
     assert!(r.contains("**bold**") && !r.contains("evil"), "{r}");
+
+    // No edits or reactions by mail: an edit arrives as a correction, a
+    // reaction is dropped, and the turn still ends with its reply.
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("a7@example.test", "draft", "draft please", None),
+    );
+    let c = m.wait_mail("alice", WAIT, |r| {
+        r.contains("(correction to message 3) draft v2")
+    });
+    assert!(c.contains("In-Reply-To: <a7@example.test>"), "{c}");
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("a8@example.test", "react", "react to this", None),
+    );
+    let r = m.wait_mail("alice", WAIT, |r| {
+        r.contains("In-Reply-To: <a8@example.test>") && r.contains("reacted")
+    });
+    assert!(!r.contains('👍'), "{r}");
 
     // A question: the numbered fallback, answered by a reply in the thread
     // with the quoted question under it.
@@ -252,11 +273,21 @@ fn email_an_unknown_sender_waits_for_the_owner_who_approves_by_replying_with_a_n
 
     // bob is nobody pinch knows: his mail waits, and the owner (alice) gets
     // the card by mail, outside any thread.
-    m.send(BOB, PINCH_ADDR, &mail_from(BOB, "b1@example.test", "hello", "hi pinch, bob here", None));
+    m.send(
+        BOB,
+        PINCH_ADDR,
+        &mail_from(BOB, "b1@example.test", "hello", "hi pinch, bob here", None),
+    );
     let card = m.wait_mail("alice", WAIT, |r| r.contains("Connect this conversation"));
     assert!(card.contains("1. Connect to"), "{card}");
-    assert!(!card.contains("In-Reply-To:"), "a card starts its own thread: {card}");
-    assert!(m.mailbox("bob").is_empty(), "nothing reaches bob before the owner decides");
+    assert!(
+        !card.contains("In-Reply-To:"),
+        "a card starts its own thread: {card}"
+    );
+    assert!(
+        m.mailbox("bob").is_empty(),
+        "nothing reaches bob before the owner decides"
+    );
 
     // alice answers "1" from her mail client: a reply with the card quoted.
     let cid = header(&card, "Message-ID:");
@@ -271,4 +302,49 @@ fn email_an_unknown_sender_waits_for_the_owner_who_approves_by_replying_with_a_n
     assert!(r.contains("In-Reply-To: <b1@example.test>"), "{r}");
     assert!(r.contains("Subject: Re: hello"), "{r}");
     assert_eq!(rows(&s.data, "b1@example.test"), 1);
+}
+
+/// `pinch doctor` on the setup: its `[email]` lines.
+fn doctor_email_lines(s: &Setup, password: &str) -> Vec<String> {
+    let o = std::process::Command::new(crate::common::PINCH)
+        .arg("doctor")
+        .arg("--data-dir")
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.cfg)
+        .env("PINCH_TEST_MAIL_PW", password)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("[email]"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn email_doctor_logs_in_and_names_a_refused_password() {
+    let Some(m) = MailServers::start() else {
+        return;
+    };
+    let s = setup(&m, "");
+    let lines = doctor_email_lines(&s, "pw1");
+    assert!(
+        lines.iter().any(|l| l.starts_with("ok")
+            && l.contains(&format!(
+                "IMAP 127.0.0.1:{} logged in as pinch",
+                m.imap_port
+            ))
+            && l.contains("INBOX holds 0 mails")
+            && l.contains("SMTP 127.0.0.1")),
+        "{lines:?}"
+    );
+    let lines = doctor_email_lines(&s, "wrong");
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAIL")
+            && l.contains("logging in")
+            && l.contains("check [email] username and the password")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("wrong")), "{lines:?}");
 }
