@@ -50,6 +50,9 @@ pub struct EmailSection {
     /// The stall limit in seconds (default 120): IDLE is renewed, and any
     /// step of the connection given up, after this long.
     pub stall_s: Option<f64>,
+    /// A PEM file of extra certificate authorities to trust (a
+    /// self-hosted server with a private CA); the web's roots stay trusted.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Only mail whose `Authentication-Results:` from this server (your
     /// provider's, e.g. `mx.google.com`) say its From domain passed.
     pub trusted_authserv_id: Option<String>,
@@ -167,7 +170,25 @@ impl EmailSection {
                 )))
             }
         };
+        let ca_pem = match &self.ca_file {
+            None => None,
+            Some(f) => {
+                let pem =
+                    std::fs::read(f).map_err(|e| bad(format!("ca_file {}: {e}", f.display())))?;
+                let n = super::imap::pem_roots(&pem)
+                    .map_err(|e| bad(format!("ca_file {}: {e}", f.display())))?
+                    .len();
+                if n == 0 {
+                    return Err(bad(format!(
+                        "ca_file {} holds no PEM certificate",
+                        f.display()
+                    )));
+                }
+                Some(pem)
+            }
+        };
         Ok(EmailConfig {
+            ca_pem,
             username: self.username.clone().unwrap_or_else(|| address.clone()),
             address,
             name: self.name.clone().filter(|n| !n.trim().is_empty()),

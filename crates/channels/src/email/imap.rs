@@ -9,6 +9,8 @@ use std::time::Duration;
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::Session;
 use futures_util::StreamExt;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -42,10 +44,23 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
-/// TLS over `tcp` to `host`, verified against the web's roots.
-async fn tls(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>, String> {
+/// The certificates of a PEM file.
+pub fn pem_roots(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))
+}
+
+/// TLS over `tcp` to `host`, verified against the web's roots and the
+/// configured extra ones.
+async fn tls(tcp: TcpStream, host: &str, extra: Option<&[u8]>) -> Result<Box<dyn Io>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for c in pem_roots(extra.unwrap_or_default())? {
+        roots
+            .add(c)
+            .map_err(|e| format!("ca_file: a certificate rustls cannot use: {e}"))?;
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -63,12 +78,15 @@ async fn tls(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>, String> {
 }
 
 /// Opens the connection and reads the greeting (STARTTLS first when asked).
-async fn connect(e: &Endpoint) -> Result<async_imap::Client<Box<dyn Io>>, String> {
+async fn connect(
+    e: &Endpoint,
+    extra: Option<&[u8]>,
+) -> Result<async_imap::Client<Box<dyn Io>>, String> {
     let tcp = TcpStream::connect((e.host.as_str(), e.port))
         .await
         .map_err(|err| format!("connecting to {}:{}: {err}", e.host, e.port))?;
     let stream: Box<dyn Io> = match e.tls {
-        Tls::Implicit => tls(tcp, &e.host).await?,
+        Tls::Implicit => tls(tcp, &e.host, extra).await?,
         Tls::None => Box::new(tcp),
         Tls::Starttls => {
             let mut c = async_imap::Client::new(tcp);
@@ -77,7 +95,7 @@ async fn connect(e: &Endpoint) -> Result<async_imap::Client<Box<dyn Io>>, String
                 .await
                 .map_err(|err| format!("STARTTLS: {err}"))?;
             let tcp = c.into_inner();
-            let s = tls(tcp, &e.host).await?;
+            let s = tls(tcp, &e.host, extra).await?;
             return Ok(async_imap::Client::new(s));
         }
     };
@@ -106,7 +124,12 @@ pub(super) async fn check(cfg: &super::EmailConfig) -> Result<String, String> {
 
 /// Connects and logs in; a refused login names the settings to check.
 async fn login(cfg: &super::EmailConfig, limit: Duration) -> Result<Imap, String> {
-    let client = within(limit, "connecting", connect(&cfg.imap)).await?;
+    let client = within(
+        limit,
+        "connecting",
+        connect(&cfg.imap, cfg.ca_pem.as_deref()),
+    )
+    .await?;
     within(limit, "logging in", async {
         client
             .login(&cfg.username, &cfg.password.0)

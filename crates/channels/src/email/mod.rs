@@ -76,6 +76,8 @@ pub struct EmailConfig {
     pub poll: Duration,
     pub stall: Duration,
     pub trusted_authserv_id: Option<String>,
+    /// Extra roots (PEM) trusted for IMAP and SMTP, beside the web's.
+    pub ca_pem: Option<Vec<u8>>,
     pub data_dir: PathBuf,
 }
 

@@ -3,6 +3,7 @@
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls as SmtpTls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -24,6 +25,22 @@ impl Smtp {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&e.host).map_err(bad)?
             }
             Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&e.host),
+        };
+        let b = match (&cfg.ca_pem, e.tls) {
+            (Some(pem), Tls::Implicit | Tls::Starttls) => {
+                let ca =
+                    Certificate::from_pem(pem).map_err(|err| format!("[email] ca_file: {err}"))?;
+                let params = TlsParameters::builder(e.host.clone())
+                    .add_root_certificate(ca)
+                    .build_rustls()
+                    .map_err(bad)?;
+                b.tls(if e.tls == Tls::Implicit {
+                    SmtpTls::Wrapper(params)
+                } else {
+                    SmtpTls::Required(params)
+                })
+            }
+            _ => b,
         };
         let domain = cfg.address.rsplit('@').next().unwrap_or("localhost");
         Ok(Smtp(

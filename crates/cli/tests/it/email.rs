@@ -19,7 +19,19 @@ fn script() -> String {
     format!("{SHARED_RULES}\n[[rule]]\nreply = \"hi from the agent\"\n")
 }
 
+/// The `[email]` section's servers: plain on loopback.
+fn plain_servers(m: &MailServers) -> String {
+    format!(
+        "imap_host = \"127.0.0.1\"\nimap_port = {}\nimap_tls = \"none\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n",
+        m.imap_port, m.smtp_port
+    )
+}
+
 fn setup(m: &MailServers, extra: &str) -> Setup {
+    setup_with(&format!("{}{extra}", plain_servers(m)))
+}
+
+fn setup_with(servers: &str) -> Setup {
     platform::setup(Platform {
         channel: "email",
         // alice owns pinch (so her answer to a question counts).
@@ -27,8 +39,7 @@ fn setup(m: &MailServers, extra: &str) -> Setup {
         chats: &[("mg-alice", ALICE, false, "pattern")],
         script: &script(),
         config: format!(
-            "[email]\naddress = \"{PINCH_ADDR}\"\nname = \"Pinch\"\nusername = \"pinch\"\npassword_env = \"PINCH_TEST_MAIL_PW\"\nimap_host = \"127.0.0.1\"\nimap_port = {}\nimap_tls = \"none\"\nsmtp_port = {}\nsmtp_tls = \"none\"\nstall_s = 3\n{extra}",
-            m.imap_port, m.smtp_port
+            "[email]\naddress = \"{PINCH_ADDR}\"\nname = \"Pinch\"\nusername = \"pinch\"\npassword_env = \"PINCH_TEST_MAIL_PW\"\nstall_s = 3\n{servers}"
         ),
         env: &[("PINCH_TEST_MAIL_PW", "pw1")],
     })
@@ -347,4 +358,56 @@ fn email_doctor_logs_in_and_names_a_refused_password() {
         "{lines:?}"
     );
     assert!(lines.iter().all(|l| !l.contains("wrong")), "{lines:?}");
+}
+
+#[test]
+fn email_over_tls_trusts_only_the_configured_ca() {
+    let Some(m) = MailServers::start_tls() else {
+        return;
+    };
+    // Implicit TLS both ways (the defaults), to `localhost` as the
+    // servers' certificate names it.
+    let servers = format!(
+        "imap_host = \"localhost\"\nimap_port = {}\nsmtp_port = {}\n",
+        m.imap_port, m.smtps_port
+    );
+    // Without the servers' CA: refused, the password never sent.
+    let untrusted = setup_with(&servers);
+    let lines = doctor_email_lines(&untrusted, "pw1");
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAIL")
+            && l.contains("TLS with localhost")
+            && l.contains("certificate")),
+        "{lines:?}"
+    );
+    assert!(
+        !m.logs().contains("user=<pinch>"),
+        "no login reached Dovecot over an unverified connection"
+    );
+
+    let s = setup_with(&format!(
+        "{servers}ca_file = {:?}\n",
+        m.dir.path().join("cert.pem")
+    ));
+    let lines = doctor_email_lines(&s, "pw1");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("logged in as pinch")),
+        "{lines:?}"
+    );
+    let _d = daemon(&s);
+    wait_connected(&s);
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("t1@example.test", "secure", "hello over tls", None),
+    );
+    let r = wait_reply(&m, "t1@example.test");
+    assert!(r.contains("hi from the agent"), "{r}");
+    assert!(
+        m.logs().contains("P=esmtpsa") || m.logs().contains("X=TLS"),
+        "the reply went over SMTP with TLS: {}",
+        m.logs()
+    );
 }

@@ -97,7 +97,13 @@ pub struct MailServers {
     /// Their configs and logs, Exim's spool, the maildirs (`mail/<user>/`).
     pub dir: tempfile::TempDir,
     pub imap_port: u16,
+    /// Plain SMTP (what the tests' senders use).
     pub smtp_port: u16,
+    /// With [`MailServers::start_tls`]: SMTP over TLS from the first byte
+    /// (IMAP is then TLS-only too), and the servers' self-signed
+    /// certificate for `localhost` (a client trusts it as its CA).
+    pub smtps_port: u16,
+    pub cert_pem: Option<String>,
     children: Vec<Child>,
 }
 
@@ -107,6 +113,16 @@ impl MailServers {
     /// this is not root; with PINCH_TEST_REQUIRE_MAIL=1 (CI) that panics
     /// instead, so a missing server fails CI rather than skipping its tests.
     pub fn start() -> Option<MailServers> {
+        Self::start_with(false)
+    }
+
+    /// [`MailServers::start`] with TLS: IMAP only over TLS (993-style),
+    /// SMTP over TLS on [`MailServers::smtps_port`] as well as plain.
+    pub fn start_tls() -> Option<MailServers> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<MailServers> {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         let needs = "/usr/sbin/dovecot /usr/sbin/exim /usr/lib/dovecot/imap /usr/lib/dovecot/lmtp";
@@ -128,8 +144,13 @@ impl MailServers {
             drop((l.accept().unwrap(), c));
             l.local_addr().unwrap().port()
         };
-        let (imap, lmtp, smtp) = (port(), port(), port());
-        let vars = [("@IMAP@", imap), ("@LMTP@", lmtp), ("@SMTP@", smtp)];
+        let (imap, lmtp, smtp, smtps) = (port(), port(), port(), port());
+        let vars = [
+            ("@IMAP@", imap),
+            ("@LMTP@", lmtp),
+            ("@SMTPS@", smtps),
+            ("@SMTP@", smtp),
+        ];
         let fill = |c: &str| {
             let c = c.replace("@T@", t.to_str().unwrap());
             vars.iter()
@@ -143,8 +164,34 @@ impl MailServers {
             assert!(st.unwrap().success(), "chown {owner} {d}");
         }
         fs::write(t.join("users"), USERS).unwrap();
-        fs::write(t.join("dovecot.conf"), fill(DOVECOT_CONF)).unwrap();
-        fs::write(t.join("exim.conf"), fill(EXIM_CONF)).unwrap();
+        let (mut dovecot, mut exim) = (DOVECOT_CONF.to_owned(), EXIM_CONF.to_owned());
+        let mut cert_pem = None;
+        if tls {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            // Readable by Exim's unprivileged user: a test key, nothing else.
+            fs::write(t.join("cert.pem"), ck.cert.pem()).unwrap();
+            fs::write(t.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+            fs::set_permissions(t.join("key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+            cert_pem = Some(ck.cert.pem());
+            dovecot = dovecot
+                .replace(
+                    "ssl = no",
+                    "ssl = required\nssl_cert = <@T@/cert.pem\nssl_key = <@T@/key.pem",
+                )
+                .replace(
+                    "inet_listener imap {\n    port = @IMAP@\n",
+                    "inet_listener imaps {\n    port = @IMAP@\n    ssl = yes\n",
+                );
+            exim = exim
+                .replace("daemon_smtp_ports = @SMTP@", "daemon_smtp_ports = @SMTP@ : @SMTPS@\ntls_on_connect_ports = @SMTPS@")
+                .replace("tls_advertise_hosts =\n", "tls_advertise_hosts = *\ntls_certificate = @T@/cert.pem\ntls_privatekey = @T@/key.pem\n");
+            assert!(
+                dovecot.contains("imaps") && exim.contains("tls_on_connect"),
+                "TLS set-up"
+            );
+        }
+        fs::write(t.join("dovecot.conf"), fill(&dovecot)).unwrap();
+        fs::write(t.join("exim.conf"), fill(&exim)).unwrap();
         let spawn = |prog: &str, args: &[&str], out: &str| {
             let out = fs::File::create(t.join(out)).unwrap();
             let (mut c, err) = (Command::new(prog), out.try_clone().unwrap());
@@ -154,6 +201,8 @@ impl MailServers {
         let mut m = MailServers {
             imap_port: imap,
             smtp_port: smtp,
+            smtps_port: if tls { smtps } else { 0 },
+            cert_pem,
             children: Vec::new(),
             dir: tmp,
         };
@@ -165,7 +214,8 @@ impl MailServers {
         let args = ["-C", &format!("{}/exim.conf", t.display()), "-bdf", "-q1s"];
         m.children.push(spawn("/usr/sbin/exim", &args, "exim.out"));
         let up = |p: &u16| TcpStream::connect(("127.0.0.1", *p)).is_ok();
-        let all_up = || [imap, lmtp, smtp].iter().all(up).then_some(());
+        let ports = [imap, lmtp, smtp, if tls { smtps } else { smtp }];
+        let all_up = || ports.iter().all(up).then_some(());
         m.until("the mail servers", Duration::from_secs(30), all_up);
         Some(m)
     }
