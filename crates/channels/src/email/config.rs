@@ -65,7 +65,8 @@ fn endpoint(
     ports: [u16; 3],
     key: &str,
 ) -> Result<Endpoint, SectionError> {
-    let host = host.trim();
+    // `[::1]` as written in URLs: the connection wants the bare address.
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(SectionError::new(
             CHANNEL_TYPE,
@@ -241,6 +242,8 @@ mod tests {
             loopback("127.0.0.1") && loopback("::1") && loopback("[::1]") && loopback("LOCALHOST")
         );
         assert!(!loopback("mail.example.com") && !loopback("10.0.0.1"));
+        let e = endpoint("[::1]", None, Tls::None, [993, 143, 143], "imap").unwrap();
+        assert_eq!(e.host, "::1");
         let e = endpoint("h", None, Tls::Starttls, [993, 143, 143], "imap").unwrap();
         assert_eq!(e.port, 143);
         let e = endpoint("h", None, Tls::Implicit, [465, 587, 25], "smtp").unwrap();

@@ -24,6 +24,8 @@ use super::{EmailChannel, Endpoint, Tls};
 /// 25 MiB attachment is about 34 MiB in base64. A larger one is read from
 /// its header, and the agent told.
 pub const MAX_MAIL: u64 = 48 << 20;
+/// Failed fetches of one mail before it is read from its header alone.
+const MAX_TRIES: u32 = 3;
 /// How long a mail may wait for the host's commit.
 const ACK_WAIT: Duration = Duration::from_secs(60);
 
@@ -173,9 +175,14 @@ impl EmailChannel {
         let idle = self.cfg.idle && caps.has_str("IDLE");
         backoff.connected();
         let validity = mb.uid_validity.unwrap_or(0);
+        let account = format!(
+            "{}@{}:{}/{}",
+            self.cfg.username, self.cfg.imap.host, self.cfg.imap.port, self.cfg.mailbox
+        );
         {
             let mut st = self.state.lock().await;
-            if st.uid_validity != Some(validity) {
+            if st.uid_validity != Some(validity) || st.account.as_deref() != Some(account.as_str())
+            {
                 let start = match mb.uid_next {
                     Some(n) => n.saturating_sub(1),
                     None => within(limit, "searching", s.uid_search("ALL"))
@@ -190,12 +197,17 @@ impl EmailChannel {
                         self.cfg.mailbox,
                         start + 1
                     ),
+                    Some(_) if st.account.as_deref() != Some(account.as_str()) => tracing::warn!(
+                        "email: the mailbox is now {account} (was {}): starting after its newest mail",
+                        st.account.as_deref().unwrap_or("unnamed")
+                    ),
                     Some(old) => tracing::warn!(
                         "email: {}'s UIDVALIDITY changed ({old} → {validity}): the server renumbered it; starting after its newest mail",
                         self.cfg.mailbox
                     ),
                 }
                 st.uid_validity = Some(validity);
+                st.account = Some(account.clone());
                 st.last_uid = start;
                 self.save(&st);
             }
@@ -261,7 +273,7 @@ impl EmailChannel {
         let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last).collect();
         uids.sort_unstable();
         for uid in uids {
-            let size = fetch(s, limit, uid, "(UID RFC822.SIZE)")
+            let size = fetch(s, limit, uid, "(UID RFC822.SIZE)", |f| f.size.is_some())
                 .await?
                 .and_then(|f| f.size)
                 .map(u64::from);
@@ -270,25 +282,56 @@ impl EmailChannel {
                 self.mark(uid).await;
                 continue;
             };
-            let too_big = (size > MAX_MAIL).then_some(size);
-            let query = if too_big.is_some() {
-                "(UID BODY.PEEK[HEADER])"
-            } else {
-                "(UID BODY.PEEK[])"
-            };
-            let Some(f) = fetch(s, limit, uid, query).await? else {
-                self.mark(uid).await;
-                continue;
-            };
-            let raw = if too_big.is_some() {
-                f.header()
-            } else {
-                f.body()
+            let mut header_only = (size > MAX_MAIL).then(|| {
+                format!(
+                    "This mail is {} MiB, more than pinch reads. Ask the sender for a smaller one or a link",
+                    size >> 20
+                )
+            });
+            let tries = self.tries(uid, 0).await;
+            if header_only.is_none() && tries >= MAX_TRIES {
+                header_only = Some(format!(
+                    "pinch could not fetch this mail whole in {MAX_TRIES} tries (the connection kept failing)"
+                ));
             }
-            .unwrap_or_default()
-            .to_vec();
+            // A whole mail gets its deadline per size: a slow link is not
+            // a stall (1 s per 64 KiB over the stall limit).
+            let (query, deadline) = match header_only {
+                Some(_) => ("(UID BODY.PEEK[HEADER])", limit),
+                None => (
+                    "(UID BODY.PEEK[])",
+                    limit + Duration::from_secs(size / (64 << 10)),
+                ),
+            };
+            let whole = header_only.is_none();
+            let got = fetch(s, deadline, uid, query, |f| {
+                if whole {
+                    f.body().is_some()
+                } else {
+                    f.header().is_some()
+                }
+            })
+            .await;
+            let f = match got {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    self.mark(uid).await;
+                    continue;
+                }
+                Err(e) => {
+                    if whole {
+                        self.tries(uid, 1).await;
+                    }
+                    return Err(e);
+                }
+            };
+            let raw = if whole { f.body() } else { f.header() }
+                .unwrap_or_default()
+                .to_vec();
             drop(f);
-            let handled = self.hand_over(&raw, validity, uid, too_big).await?;
+            let handled = self
+                .hand_over(&raw, validity, uid, header_only.as_deref())
+                .await?;
             if handled {
                 let seen = async {
                     s.uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
@@ -305,6 +348,17 @@ impl EmailChannel {
             self.mark(uid).await;
         }
         Ok(())
+    }
+
+    /// Failed fetches of `uid` so far, after adding `add` (another UID
+    /// starts the count again).
+    async fn tries(&self, uid: u32, add: u32) -> u32 {
+        let mut t = self.tries.lock().await;
+        if t.0 != uid {
+            *t = (uid, 0);
+        }
+        t.1 += add;
+        t.1
     }
 
     /// Moves the mark to `uid`.
@@ -324,13 +378,13 @@ impl EmailChannel {
         raw: &[u8],
         validity: u32,
         uid: u32,
-        too_big: Option<u64>,
+        header_only: Option<&str>,
     ) -> Result<bool, String> {
         let reader = Reader {
             own: &self.cfg.address,
             trusted_authserv_id: self.cfg.trusted_authserv_id.as_deref(),
         };
-        let mut inc = match reader.read(raw, (validity, uid), too_big) {
+        let mut inc = match reader.read(raw, (validity, uid), header_only) {
             Ok(i) => i,
             Err(skip) => {
                 tracing::info!("email: UID {uid} left in the mailbox unread by the agent: {skip}");
@@ -365,23 +419,37 @@ impl EmailChannel {
     }
 }
 
-/// `UID FETCH uid query`, the one answer (None: no such message).
+/// `UID FETCH uid query`: the answer for `uid` that has what was asked
+/// (`has`), `None` when the server answered nothing for it (expunged); an
+/// answer without it (a flag update racing the fetch, a NIL body) is an
+/// error, so the mail is fetched again rather than read as empty.
 async fn fetch(
     s: &mut Imap,
     limit: Duration,
     uid: u32,
     query: &str,
+    has: impl Fn(&async_imap::types::Fetch) -> bool,
 ) -> Result<Option<async_imap::types::Fetch>, String> {
-    within(limit, "fetching a mail", async {
-        let mut out = None;
+    let (found, any) = within(limit, "fetching a mail", async {
+        let (mut found, mut any) = (None, false);
         let mut st = s.uid_fetch(uid.to_string(), query).await?;
         while let Some(f) = st.next().await {
             let f = f?;
             if f.uid == Some(uid) {
-                out = Some(f);
+                any = true;
+                if found.is_none() && has(&f) {
+                    found = Some(f);
+                }
             }
         }
-        Ok::<_, async_imap::error::Error>(out)
+        Ok::<_, async_imap::error::Error>((found, any))
     })
-    .await
+    .await?;
+    match (found, any) {
+        (Some(f), _) => Ok(Some(f)),
+        (None, false) => Ok(None),
+        (None, true) => Err(format!(
+            "the server answered {query} for UID {uid} without it"
+        )),
+    }
 }

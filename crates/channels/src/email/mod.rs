@@ -89,6 +89,8 @@ pub struct EmailChannel {
     store: state::Store,
     closed: AtomicBool,
     wake: Notify,
+    /// (UID, failed fetches of it): see `imap::MAX_TRIES`.
+    tries: tokio::sync::Mutex<(u32, u32)>,
 }
 
 impl EmailChannel {
@@ -108,6 +110,7 @@ impl EmailChannel {
             store,
             closed: AtomicBool::new(false),
             wake: Notify::new(),
+            tries: tokio::sync::Mutex::new((0, 0)),
         });
         let run = ch.clone();
         tokio::spawn(async move { run.run().await });

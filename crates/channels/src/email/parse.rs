@@ -69,13 +69,13 @@ pub struct Incoming {
 pub const MAX_TEXT: usize = 100_000;
 
 impl Reader<'_> {
-    /// Reads `raw` (the whole mail, or only its header when `too_big` is
-    /// the mail's size: it was larger than pinch fetches).
+    /// Reads `raw`: the whole mail, or only its header when `header_only`
+    /// says why (the agent is told that, in place of the body).
     pub fn read(
         &self,
         raw: &[u8],
         uid: (u32, u32),
-        too_big: Option<u64>,
+        header_only: Option<&str>,
     ) -> Result<Incoming, Skip> {
         let msg = MessageParser::default()
             .parse(raw)
@@ -122,22 +122,26 @@ impl Reader<'_> {
         // A reply's subject is its thread's: the text is what the sender
         // wrote (a bare "2" answers a numbered question).
         let starts_thread = references.is_empty();
-        let message_id = own_id
+        let mail_id = own_id
             .clone()
             .unwrap_or_else(|| format!("imap.{}.{}", uid.0, uid.1));
         let thread = references
             .first()
             .cloned()
-            .unwrap_or_else(|| message_id.clone());
-        references.push(message_id.clone());
+            .unwrap_or_else(|| mail_id.clone());
+        references.push(mail_id.clone());
+        // Quoted history is cut only from a reply to pinch's own mail
+        // (there it is pinch's words again); a user quoting someone else
+        // means the agent to read it.
+        let domain = self.own.rsplit('@').next().unwrap_or_default();
+        let answers_pinch = reply_to
+            .as_deref()
+            .is_some_and(|p| p.starts_with("pinch.") && p.ends_with(&format!("@{domain}")));
 
         let subject = msg.subject().unwrap_or_default().trim().to_owned();
-        let mut body = match too_big {
-            Some(size) => format!(
-                "(This mail is {} MiB, more than pinch reads; only its header was read. Ask the sender for a smaller one or a link.)",
-                size >> 20
-            ),
-            None => body_text(&msg),
+        let mut body = match header_only {
+            Some(why) => format!("({why}; only its header was read.)"),
+            None => body_text(&msg, answers_pinch),
         };
         let mut attachments = Vec::new();
         for part in msg.attachments() {
@@ -152,7 +156,7 @@ impl Reader<'_> {
                             .and_then(|m| m.address())
                             .unwrap_or("?"),
                         inner.subject().unwrap_or_default(),
-                        body_text(inner)
+                        body_text(inner, false)
                     ));
                     continue;
                 }
@@ -190,7 +194,7 @@ impl Reader<'_> {
                 channel_type: CHANNEL_TYPE.into(),
                 platform_id: addr.clone(),
                 thread_id: Some(thread),
-                message_id,
+                message_id: message_key(&addr, &mail_id),
                 sender_id: addr,
                 sender_name: from
                     .and_then(|m| m.name())
@@ -211,7 +215,7 @@ impl Reader<'_> {
 /// The mail's text: its plain-text part when it has one, else its HTML
 /// turned into text (pinch-web's converter, depth-guarded), with the
 /// quoted history of a reply removed.
-fn body_text(msg: &mail_parser::Message) -> String {
+fn body_text(msg: &mail_parser::Message, strip: bool) -> String {
     let mut text = String::new();
     for part in msg.text_bodies() {
         let piece = match &part.body {
@@ -224,22 +228,69 @@ fn body_text(msg: &mail_parser::Message) -> String {
         }
         text.push_str(&piece);
     }
-    strip_quoted(&text.replace("\r\n", "\n")).trim().to_owned()
+    let text = text.replace("\r\n", "\n");
+    if strip {
+        strip_quoted(&text).trim().to_owned()
+    } else {
+        text.trim().to_owned()
+    }
 }
 
-/// A message id without its angle brackets.
+/// The longest message id kept (RFC 5322 lines are at most 998 bytes; real
+/// ids are under 100). A longer one is treated as absent.
+pub const MAX_ID: usize = 250;
+/// `References:` ids kept: the root and the newest ones (what threading
+/// needs; a sender can write millions).
+const MAX_REFS: usize = 20;
+
+/// A message id without its angle brackets; empty when it is too long or
+/// holds whitespace or control characters.
 fn id_of(s: &str) -> String {
-    s.trim().trim_matches(['<', '>']).to_owned()
+    let id = s.trim().trim_matches(['<', '>']);
+    if id.len() > MAX_ID || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        String::new()
+    } else {
+        id.to_owned()
+    }
 }
 
-/// The message ids of `References:` or `In-Reply-To:`.
+/// The message ids of `References:` or `In-Reply-To:`: the first and the
+/// newest [`MAX_REFS`], each bounded.
 fn ids(v: &HeaderValue) -> Vec<String> {
-    let all: Vec<String> = match v {
-        HeaderValue::Text(t) => vec![id_of(t)],
-        HeaderValue::TextList(l) => l.iter().map(|t| id_of(t)).collect(),
+    let all: Vec<&str> = match v {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
         _ => Vec::new(),
     };
-    all.into_iter().filter(|s| !s.is_empty()).collect()
+    let keep: Vec<&str> = if all.len() > MAX_REFS {
+        std::iter::once(all[0])
+            .chain(all[all.len() - (MAX_REFS - 1)..].iter().copied())
+            .collect()
+    } else {
+        all
+    };
+    keep.into_iter()
+        .map(id_of)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The host's message id of a mail: the channel and a hash of the sender
+/// before the mail's `Message-ID:`, so no mail can take the id of another
+/// sender's mail or of another channel's message (the host stores an id
+/// once). Fixed length before the raw id: see [`raw_id`].
+pub fn message_key(sender: &str, mail_id: &str) -> String {
+    let h = ring::digest::digest(&ring::digest::SHA256, sender.as_bytes());
+    let hex: String = h.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("email.{hex}.{mail_id}")
+}
+
+/// The `Message-ID:` inside a [`message_key`] (any other id as it is).
+pub fn raw_id(key: &str) -> &str {
+    match key.strip_prefix("email.") {
+        Some(rest) if rest.len() > 17 && rest.as_bytes()[16] == b'.' => &rest[17..],
+        _ => key,
+    }
 }
 
 /// A reply without the quoted mail under it: the trailing run of `>`
@@ -258,11 +309,12 @@ pub fn strip_quoted(text: &str) -> String {
     if end > 0 && lines[end - 1].trim_end().ends_with("wrote:") {
         end -= 1;
     }
-    if end == 0 {
+    let kept = lines[..end].join("\n");
+    if kept.trim().is_empty() {
         // Nothing but a quote: keep it rather than hand over nothing.
         return text.to_owned();
     }
-    lines[..end].join("\n")
+    kept
 }
 
 /// An attachment's name as a plain file name (no directories, no control
@@ -291,7 +343,7 @@ fn plain_name(name: &str) -> String {
 pub fn authenticated(headers: &[String], authserv: &str, domain: &str) -> Result<(), String> {
     let mut seen = false;
     for h in headers {
-        let h = h.replace(['\r', '\n'], " ");
+        let h = without_comments(&h.replace(['\r', '\n'], " "));
         let mut parts = h.split(';');
         let id = parts
             .next()
@@ -335,6 +387,34 @@ pub fn authenticated(headers: &[String], authserv: &str, domain: &str) -> Result
     })
 }
 
+/// A header value with its RFC 5322 comments (nested parentheses) and
+/// quoted strings blanked: an address a server echoes inside a comment
+/// (`(sender "a;dkim=pass"@evil)`) must not read as a result.
+fn without_comments(h: &str) -> String {
+    let (mut out, mut depth, mut quoted, mut escaped) = (String::new(), 0u32, false, false);
+    for c in h.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => escaped = true,
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(' ');
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => {
+                depth -= 1;
+                out.push(' ');
+            }
+            _ if quoted || depth > 0 => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,7 +433,7 @@ mod tests {
     #[test]
     fn a_reply_in_a_thread_names_its_root_and_keeps_its_references() {
         let raw = mail(
-            "From: Ann <Ann@Example.TEST>\r\nTo: pinch@example.test\r\nSubject: Re: plans\r\nMessage-ID: <m3@x>\r\nIn-Reply-To: <m2@x>\r\nReferences: <m1@x> <m2@x>",
+            "From: Ann <Ann@Example.TEST>\r\nTo: pinch@example.test\r\nSubject: Re: plans\r\nMessage-ID: <m3@x>\r\nIn-Reply-To: <pinch.r2@example.test>\r\nReferences: <m1@x> <pinch.r2@example.test>",
             "yes please\r\n\r\nOn Mon, pinch wrote:\r\n> shall I?\r\n> \r\n",
         );
         let i = reader().read(&raw, (7, 42), None).unwrap();
@@ -361,9 +441,10 @@ mod tests {
         assert_eq!(i.event.sender_id, "ann@example.test");
         assert_eq!(i.event.sender_name.as_deref(), Some("Ann"));
         assert_eq!(i.event.thread_id.as_deref(), Some("m1@x"));
-        assert_eq!(i.event.message_id, "m3@x");
+        assert_eq!(i.event.message_id, message_key("ann@example.test", "m3@x"));
+        assert_eq!(raw_id(&i.event.message_id), "m3@x");
         assert_eq!(i.event.text, "yes please");
-        assert_eq!(i.references, ["m1@x", "m2@x", "m3@x"]);
+        assert_eq!(i.references, ["m1@x", "pinch.r2@example.test", "m3@x"]);
         assert_eq!(i.subject, "Re: plans");
         assert!(i.event.is_mention && !i.event.is_group);
     }
@@ -372,7 +453,7 @@ mod tests {
     fn a_mail_without_ids_gets_one_from_its_uid_and_starts_a_thread() {
         let raw = mail("From: b@example.test\r\nSubject: hi", "hello");
         let i = reader().read(&raw, (7, 42), None).unwrap();
-        assert_eq!(i.event.message_id, "imap.7.42");
+        assert_eq!(raw_id(&i.event.message_id), "imap.7.42");
         assert_eq!(i.event.thread_id.as_deref(), Some("imap.7.42"));
     }
 
@@ -419,8 +500,52 @@ mod tests {
     #[test]
     fn a_too_big_mail_is_read_from_its_header_with_a_note() {
         let raw = mail("From: e@example.test\r\nSubject: huge", "");
-        let i = reader().read(&raw, (1, 1), Some(90 << 20)).unwrap();
-        assert!(i.event.text.contains("90 MiB"), "{}", i.event.text);
+        let i = reader()
+            .read(&raw, (1, 1), Some("This mail is 90 MiB"))
+            .unwrap();
+        assert!(
+            i.event.text.contains("90 MiB") && i.event.text.contains("only its header"),
+            "{}",
+            i.event.text
+        );
+    }
+
+    #[test]
+    fn ids_are_keyed_by_sender_bounded_and_quotes_kept_unless_answering_pinch() {
+        let (a, b) = (message_key("a@x", "1@y"), message_key("b@x", "1@y"));
+        assert_ne!(a, b, "one sender cannot take another's id");
+        assert_eq!((raw_id(&a), raw_id(&b)), ("1@y", "1@y"));
+        assert_eq!(raw_id("42.101"), "42.101");
+        assert_ne!(message_key("a@x", "42.101"), "42.101");
+        // A quote in a mail that answers someone else is the agent's to read.
+        let raw = mail(
+            "From: c@example.test\r\nMessage-ID: <c2@x>\r\nIn-Reply-To: <bob1@x>",
+            "Handle this?\r\n\r\nOn Mon, Bob wrote:\r\n> Please send the invoice\r\n",
+        );
+        let i = reader().read(&raw, (1, 1), None).unwrap();
+        assert!(
+            i.event.text.contains("Please send the invoice"),
+            "{}",
+            i.event.text
+        );
+        // Millions of references and a huge id cost nothing kept.
+        let mut refs = String::from("References: <root@x>");
+        for n in 0..50_000 {
+            refs.push_str(&format!(" <{n}@x>"));
+        }
+        let huge = "h".repeat(10_000);
+        let raw = mail(
+            &format!("From: c@example.test\r\nMessage-ID: <{huge}@x>\r\n{refs}"),
+            "hi",
+        );
+        let i = reader().read(&raw, (3, 9), None).unwrap();
+        assert!(i.references.len() <= MAX_REFS + 1, "{}", i.references.len());
+        assert_eq!(i.references[0], "root@x");
+        assert_eq!(
+            raw_id(&i.event.message_id),
+            "imap.3.9",
+            "a huge id is no id"
+        );
     }
 
     #[test]
@@ -429,6 +554,7 @@ mod tests {
         assert_eq!(strip_quoted("a\nOn x, y wrote:\n> q\n"), "a");
         assert_eq!(strip_quoted("> only\n> quote"), "> only\n> quote");
         assert_eq!(strip_quoted("no quote"), "no quote");
+        assert_eq!(strip_quoted("\n\nOn x wrote:\n> q"), "\n\nOn x wrote:\n> q");
     }
 
     #[test]
@@ -447,6 +573,9 @@ mod tests {
         // Aligned with another domain.
         let other = vec!["mx.example.test; dkim=pass header.d=evil.test".to_owned()];
         assert!(authenticated(&other, "mx.example.test", "example.test").is_err());
+        // A result smuggled into a comment or a quoted address is no result.
+        let smuggled = vec![r#"mx.example.test; spf=fail (sender "a; dmarc=pass header.from=example.test x"@evil.test) smtp.mailfrom=evil.test; dkim=none (x; dkim=pass header.d=example.test)"#.to_owned()];
+        assert!(authenticated(&smuggled, "mx.example.test", "example.test").is_err());
 
         let r = Reader {
             own: "pinch@example.test",

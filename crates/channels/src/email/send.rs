@@ -71,7 +71,7 @@ impl Smtp {
 /// `Re: subject`, unless it already is one.
 fn re(subject: &str) -> String {
     let s = subject.trim();
-    if s.len() >= 3 && s[..3].eq_ignore_ascii_case("re:") {
+    if s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("re:")) {
         s.to_owned()
     } else {
         format!("Re: {s}")
@@ -128,7 +128,11 @@ impl EmailChannel {
                 ),
             }
         };
-        let parent = msg.in_reply_to.clone().or_else(|| refs.last().cloned());
+        let parent = msg
+            .in_reply_to
+            .as_deref()
+            .map(|k| super::parse::raw_id(k).to_owned())
+            .or_else(|| refs.last().cloned());
         let mut refs = refs;
         if let Some(p) = parent.as_ref().filter(|p| !refs.contains(p)) {
             refs.push(p.clone());
@@ -165,7 +169,16 @@ impl EmailChannel {
         .map_err(|e| perm(format!("building the mail: {e}")))?;
         self.smtp.0.send(mail).await.map_err(|e| {
             let what = format!("SMTP {}:{}: {e}", self.cfg.smtp.host, self.cfg.smtp.port);
-            if e.is_permanent() {
+            // A refused login (530, 534, 535) is the channel's fault, not
+            // the message's: it may work once the password is fixed.
+            let login = e
+                .status()
+                .is_some_and(|c| matches!(u16::from(c), 530 | 534 | 535));
+            if login {
+                DeliverError::Retryable(format!(
+                    "{what} (check [email] username and the password in its variable)"
+                ))
+            } else if e.is_permanent() {
                 DeliverError::Permanent(what)
             } else {
                 DeliverError::Retryable(what)
@@ -216,6 +229,9 @@ mod tests {
         assert_eq!(message_id("a b<c>", "x.test"), "pinch.a-b-c-@x.test");
         assert_eq!(re("plans"), "Re: plans");
         assert_eq!(re("RE: plans"), "RE: plans");
+        assert_eq!(re("Привет"), "Re: Привет");
+        assert_eq!(re("🎉 party"), "Re: 🎉 party");
+        assert_eq!(re("ab"), "Re: ab");
         assert_eq!(angle(&["a@x".into(), "b@x".into()]), "<a@x> <b@x>");
         assert_eq!(mime_of("r.PDF"), "application/pdf");
         assert_eq!(mime_of("noext"), "application/octet-stream");

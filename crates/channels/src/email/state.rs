@@ -22,6 +22,10 @@ const MAX_REFS: usize = 20;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// The mailbox the mark belongs to (`user@host:port/mailbox`): another
+    /// one starts afresh, its UIDs being another count.
+    #[serde(default)]
+    pub account: Option<String>,
     /// The mailbox's UIDVALIDITY the mark belongs to.
     pub uid_validity: Option<u32>,
     /// The last UID the host committed (or skipped on purpose).

@@ -10,6 +10,7 @@
 use crate::common::mail::MailServers;
 use crate::common::platform::{self, daemon, delivered, rows, Platform, Setup, SHARED_RULES, WAIT};
 use crate::common::wait_for;
+use pinch_channels::email::parse::message_key;
 
 const ALICE: &str = "alice@example.test";
 const BOB: &str = "bob@example.test";
@@ -260,7 +261,11 @@ fn email_a_killed_host_and_a_dropped_imap_connection_lose_and_repeat_nothing() {
         delivered(&s.data) >= 3
     });
     for id in ["k1@example.test", "k2@example.test", "k3@example.test"] {
-        assert_eq!(rows(&s.data, id), 1, "{id} stored once");
+        assert_eq!(
+            rows(&s.data, &message_key(ALICE, id)),
+            1,
+            "{id} stored once"
+        );
         assert_eq!(replies_to(&m, id).len(), 1, "{id} answered once");
     }
 }
@@ -312,7 +317,7 @@ fn email_an_unknown_sender_waits_for_the_owner_who_approves_by_replying_with_a_n
     let r = m.wait_mail("bob", WAIT, |r| r.contains("hi from the agent"));
     assert!(r.contains("In-Reply-To: <b1@example.test>"), "{r}");
     assert!(r.contains("Subject: Re: hello"), "{r}");
-    assert_eq!(rows(&s.data, "b1@example.test"), 1);
+    assert_eq!(rows(&s.data, &message_key(BOB, "b1@example.test")), 1);
 }
 
 /// `pinch doctor` on the setup: its `[email]` lines.
