@@ -439,6 +439,52 @@ pub trait Channel: Send + Sync + 'static {
     }
 }
 
+/// Runs an adapter call, turning a panic inside it into a permanent
+/// failure of that one call (logged with the adapter's name): an adapter's
+/// bug must fail the message it was sending, not kill the task that
+/// delivers every later one (the session's delivery, the notice queue).
+pub async fn guarded<T>(
+    channel_type: &str,
+    call: BoxFuture<'_, Result<T, DeliverError>>,
+) -> Result<T, DeliverError> {
+    match (Caught { inner: call }).await {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::error!(
+                channel = channel_type,
+                "the {channel_type} adapter panicked ({why}); this message failed, later ones go on"
+            );
+            Err(DeliverError::Permanent(format!(
+                "the {channel_type} adapter failed inside ({why}); this is a bug in pinch"
+            )))
+        }
+    }
+}
+
+/// A future whose panic is caught at each poll.
+struct Caught<'a, T> {
+    inner: BoxFuture<'a, T>,
+}
+
+impl<T> Future for Caught<'_, T> {
+    type Output = Result<T, String>;
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.inner.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(p) => std::task::Poll::Ready(Err(p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into()))),
+        }
+    }
+}
+
 /// Text for a channel without buttons: the labels as a numbered list the
 /// user answers by sending the number (SPEC §9.1 fallback).
 pub fn numbered_fallback(text: &str, buttons: &[Button]) -> String {
@@ -450,4 +496,25 @@ pub fn numbered_fallback(text: &str, buttons: &[Button]) -> String {
         out.push_str("\n(reply with the number of your choice)");
     }
     out
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_adapter_call_fails_that_call_only() {
+        let bad: BoxFuture<'_, Result<String, DeliverError>> = Box::pin(async {
+            tokio::task::yield_now().await;
+            let subject = "Привет";
+            Ok(subject[..3].to_owned())
+        });
+        let e = guarded("email", bad).await.unwrap_err();
+        assert!(
+            matches!(&e, DeliverError::Permanent(m) if m.contains("the email adapter failed inside") && m.contains("char boundary")),
+            "{e}"
+        );
+        let good: BoxFuture<'_, Result<u8, DeliverError>> = Box::pin(async { Ok(7) });
+        assert_eq!(guarded("email", good).await.unwrap(), 7);
+    }
 }

@@ -99,7 +99,14 @@ impl Task {
             Op::Send => None,
             Op::Edit { seq } => {
                 match self.platform_message_id_of(&p.inbound, p.ledger, &p.grants, seq, &place) {
-                    Ok(Some(pid)) => Some(channel.edit(&addr, &pid, &text).await.map(|()| pid)),
+                    Ok(Some(pid)) => Some(
+                        pinch_channels::guarded(
+                            channel.channel_type(),
+                            channel.edit(&addr, &pid, &text),
+                        )
+                        .await
+                        .map(|()| pid),
+                    ),
                     // Not (yet) delivered, or not ours: a correction message.
                     _ => {
                         text = format!("(correction to message {seq}) {text}");
@@ -109,7 +116,14 @@ impl Task {
             }
             Op::React { seq, ref emoji } => {
                 match self.platform_message_id_of(&p.inbound, p.ledger, &p.grants, seq, &place) {
-                    Ok(Some(pid)) => Some(channel.react(&addr, &pid, emoji).await.map(|()| pid)),
+                    Ok(Some(pid)) => Some(
+                        pinch_channels::guarded(
+                            channel.channel_type(),
+                            channel.react(&addr, &pid, emoji),
+                        )
+                        .await
+                        .map(|()| pid),
+                    ),
                     Ok(None) => Some(Err(DeliverError::Permanent(format!(
                         "message {seq} has no platform message in this conversation to react to"
                     )))),
@@ -129,7 +143,7 @@ impl Task {
                     in_reply_to: reply_reference(answered_row.as_ref(), &place),
                     files,
                 };
-                channel.deliver(&addr, &msg).await
+                pinch_channels::guarded(channel.channel_type(), channel.deliver(&addr, &msg)).await
             }
         };
         drop(held);

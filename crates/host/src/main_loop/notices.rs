@@ -26,7 +26,9 @@ impl Host {
                     return;
                 };
                 tokio::spawn(async move {
-                    if let Err(e) = ch.notice(&to, &text).await {
+                    if let Err(e) =
+                        pinch_channels::guarded(ch.channel_type(), ch.notice(&to, &text)).await
+                    {
                         tracing::warn!(channel = %to.channel_type, "could not send a host notice: {e}; it was: {text}");
                     }
                 });
@@ -81,7 +83,8 @@ impl Host {
                         platform_id: n.platform_id.clone(),
                         thread_id: n.thread_id.clone(),
                     };
-                    let result = ch.notice(&to, &n.text).await;
+                    let result =
+                        pinch_channels::guarded(ch.channel_type(), ch.notice(&to, &n.text)).await;
                     let stop = matches!(result, Err(DeliverError::Unavailable(_)));
                     let _ = events.send(Event::NoticeSent { notice: n, result });
                     if stop {

@@ -90,14 +90,16 @@ impl Host {
                 let local = user.split_once(':').map_or(user.as_str(), |(_, l)| l);
                 let (pid, opened) = match cached {
                     Some(p) => (p, false),
-                    None => match ch.open_dm(local).await {
-                        Ok(Some(p)) => (p, true),
-                        Ok(None) => continue,
-                        Err(e) => {
-                            why = format!("opening a DM with {user}: {e}");
-                            continue;
+                    None => {
+                        match pinch_channels::guarded(ch.channel_type(), ch.open_dm(local)).await {
+                            Ok(Some(p)) => (p, true),
+                            Ok(None) => continue,
+                            Err(e) => {
+                                why = format!("opening a DM with {user}: {e}");
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
                 let (done, recorded) = tokio::sync::oneshot::channel();
                 let ev = Event::ApprovalAddressed {
@@ -123,7 +125,12 @@ impl Host {
                     platform_id: pid.clone(),
                     thread_id: None,
                 };
-                match ch.deliver(&to, &card_message(&a, ch.capabilities())).await {
+                match pinch_channels::guarded(
+                    ch.channel_type(),
+                    ch.deliver(&to, &card_message(&a, ch.capabilities())),
+                )
+                .await
+                {
                     Ok(_) => {
                         tracing::info!(approval = %id, approver = %user, "approval card sent");
                         let _ = events.send(Event::ApprovalCardSent {
@@ -252,7 +259,12 @@ impl Host {
                     platform_id: pid.clone(),
                     thread_id: None,
                 };
-                let ev = match ch.deliver(&to, &card_message(&a, ch.capabilities())).await {
+                let ev = match pinch_channels::guarded(
+                    ch.channel_type(),
+                    ch.deliver(&to, &card_message(&a, ch.capabilities())),
+                )
+                .await
+                {
                     Ok(_) => {
                         tracing::info!(approval = %a.approval_id, approver = %a.approver_user_id, "waiting approval card sent");
                         Event::ApprovalCardSent {
