@@ -171,7 +171,6 @@ impl MailServers {
             // Readable by Exim's unprivileged user: a test key, nothing else.
             fs::write(t.join("cert.pem"), ck.cert.pem()).unwrap();
             fs::write(t.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-            fs::set_permissions(t.join("key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
             cert_pem = Some(ck.cert.pem());
             dovecot = dovecot
                 .replace(
@@ -192,6 +191,13 @@ impl MailServers {
         }
         fs::write(t.join("dovecot.conf"), fill(&dovecot)).unwrap();
         fs::write(t.join("exim.conf"), fill(&exim)).unwrap();
+        // Readable by Dovecot's auth and Exim's users whatever this
+        // process's umask (an in-process host sets it to 077).
+        for f in ["users", "dovecot.conf", "exim.conf", "cert.pem", "key.pem"] {
+            if t.join(f).exists() {
+                fs::set_permissions(t.join(f), fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
         let spawn = |prog: &str, args: &[&str], out: &str| {
             let out = fs::File::create(t.join(out)).unwrap();
             let (mut c, err) = (Command::new(prog), out.try_clone().unwrap());
