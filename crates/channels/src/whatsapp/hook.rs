@@ -158,7 +158,7 @@ impl WhatsAppChannel {
                         let id = ev.message_id.clone();
                         if self
                             .events
-                            .send(ChannelEvent::Message(ev, ack))
+                            .send(ChannelEvent::Message(*ev, ack))
                             .await
                             .is_err()
                         {

@@ -167,7 +167,7 @@ pub(super) struct MediaRef {
 #[derive(Debug, PartialEq)]
 pub(super) enum Inbound {
     /// A message for the host, with the media to download into it.
-    Message(InboundEvent, Vec<MediaRef>),
+    Message(Box<InboundEvent>, Vec<MediaRef>),
     /// A reply button or list row pressed under pinch's message.
     Click(Click),
     /// Nothing pinch keeps (a reaction, an unsupported type), and why.
@@ -276,7 +276,7 @@ impl Message {
             webhook: None,
             edit_of: None,
         };
-        Inbound::Message(ev, files)
+        Inbound::Message(Box::new(ev), files)
     }
 
     /// The id of the message this one answers (WhatsApp's reply-to).
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(
             all[0],
             Inbound::Message(
-                InboundEvent {
+                Box::new(InboundEvent {
                     channel_type: "whatsapp".into(),
                     platform_id: "4915112345678".into(),
                     message_id: "wamid.HBgNNDkxNTExMjM0NTY3OBUCABIYFDNBMEU=".into(),
@@ -360,7 +360,7 @@ mod tests {
                     is_mention: true,
                     is_group: false,
                     ..Default::default()
-                },
+                }),
                 Vec::new()
             )
         );

@@ -60,8 +60,13 @@ fn authorized(h: &axum::http::HeaderMap) -> bool {
 }
 
 fn graph_error(code: i64, message: &str) -> (axum::http::StatusCode, axum::Json<Value>) {
+    let status = if code == 190 {
+        axum::http::StatusCode::UNAUTHORIZED
+    } else {
+        axum::http::StatusCode::BAD_REQUEST
+    };
     (
-        axum::http::StatusCode::BAD_REQUEST,
+        status,
         axum::Json(
             json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "AbC"}}),
         ),
@@ -115,6 +120,14 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
     ) -> Answer {
         if !authorized(&h) {
             return graph_error(190, "Invalid OAuth access token.");
+        }
+        if ver == VER && id == PNID {
+            // `pinch doctor`'s probe.
+            return (
+                StatusCode::OK,
+                axum::Json(json!({"display_phone_number": "+1 555-078-3881",
+                    "verified_name": "Pinch Test", "id": PNID})),
+            );
         }
         f.calls.push("media-info", json!({"id": id}));
         if ver != VER || id != "media-doc-1" {
@@ -434,4 +447,48 @@ fn whatsapp_outside_the_24_hour_window_sends_the_template_and_fails_the_reply() 
         v[LATE].as_i64().is_some_and(|t| t > old)
     });
     s.log_lacks(&[TOKEN, APP_SECRET, VERIFY]);
+}
+
+/// `pinch doctor` on the setup with `token`: its `[whatsapp]` lines.
+fn doctor_lines(s: &Setup, token: &str) -> Vec<String> {
+    let o = std::process::Command::new(crate::common::PINCH)
+        .arg("doctor")
+        .arg("--data-dir")
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.cfg)
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .env("PINCH_TEST_WA_TOKEN", token)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("[whatsapp]"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn whatsapp_doctor_reads_the_number_and_names_a_refused_token() {
+    let rt = rt();
+    let fake = Arc::new(Fake::default());
+    let api = rt.block_on(serve(fake.clone()));
+    let s = setup(api, free_port());
+    let lines = doctor_lines(&s, TOKEN);
+    assert!(
+        lines.iter().any(|l| l.starts_with("ok")
+            && l.contains("the Graph API reads the number +1 555-078-3881 (Pinch Test)")),
+        "{lines:?}"
+    );
+    let lines = doctor_lines(&s, "EAAG-wrong-token");
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAIL")
+            && l.contains("Invalid OAuth access token")
+            && l.contains("check the token")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains("EAAG-wrong-token")),
+        "{lines:?}"
+    );
 }
