@@ -8,7 +8,7 @@
 //! 24-hour window (the template instead, the reply failed with the reason).
 //! What only Meta's service can show is in decision 0052.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use crate::common::platform::{
@@ -38,6 +38,9 @@ fn script() -> String {
 struct Fake {
     calls: Calls,
     next: AtomicI64,
+    /// Meta's own record says the window is closed: free-form messages are
+    /// refused with 131047 (re-engagement message).
+    closed: AtomicBool,
 }
 
 impl Fake {
@@ -95,6 +98,12 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
                 f.calls.push("messages", v.clone());
                 if v["messaging_product"] != "whatsapp" {
                     return graph_error(100, "The parameter messaging_product is required.");
+                }
+                if f.closed.load(Ordering::SeqCst) && v["type"] != "template" {
+                    return graph_error(
+                        131047,
+                        "Re-engagement message: more than 24 hours have passed since the recipient last replied",
+                    );
                 }
                 let n = f.next.fetch_add(1, Ordering::SeqCst);
                 (
@@ -446,6 +455,31 @@ fn whatsapp_outside_the_24_hour_window_sends_the_template_and_fails_the_reply() 
         let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         v[LATE].as_i64().is_some_and(|t| t > old)
     });
+
+    // Meta disagrees (its window is closed though pinch's record says
+    // open): Graph's 131047 is handled the same way, the template instead.
+    fake.closed.store(true, Ordering::SeqCst);
+    assert_eq!(
+        hook.signed(&notification(
+            LATE,
+            now(),
+            text("wamid.REFUSED", "one more")
+        )),
+        200
+    );
+    wait_for("a second template", WAIT, || {
+        fake.messages(|v| v["type"] == "template").len() == 2
+    });
+    wait_for("the second failed reply", WAIT, || {
+        failed_deliveries(&s.data).len() == 2
+    });
+    assert!(
+        failed_deliveries(&s.data)
+            .iter()
+            .all(|w| w.contains("sent the template hello_world instead")),
+        "{:?}",
+        failed_deliveries(&s.data)
+    );
     s.log_lacks(&[TOKEN, APP_SECRET, VERIFY]);
 }
 
