@@ -10,7 +10,7 @@
 //! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
 //! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
 //! page and its WebSocket); the last two share one HTTP listener
-//! ([`http`]). Telegram, Discord, Slack and email build on the same trait, and
+//! ([`http`]). Telegram, Discord, Slack, email and WhatsApp build on the same trait, and
 //! each is registered in [`KINDS`] with its `pinch.toml` section.
 
 #[cfg(feature = "channel-cli")]
@@ -38,6 +38,8 @@ pub mod telegram;
 pub mod web;
 #[cfg(feature = "channel-webhook")]
 pub mod webhook;
+#[cfg(feature = "channel-whatsapp")]
+pub mod whatsapp;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -63,6 +65,8 @@ pub static KINDS: &[ChannelKind] = &[
     slack::KIND,
     #[cfg(feature = "channel-email")]
     email::KIND,
+    #[cfg(feature = "channel-whatsapp")]
+    whatsapp::KIND,
 ];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

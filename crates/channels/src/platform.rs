@@ -231,7 +231,11 @@ impl Multipart {
         );
         self
     }
-    pub fn file(mut self, name: &str, filename: &str, data: &[u8]) -> Self {
+    pub fn file(self, name: &str, filename: &str, data: &[u8]) -> Self {
+        self.file_as(name, filename, "application/octet-stream", data)
+    }
+    /// [`Multipart::file`] declaring its content type (`mime`).
+    pub fn file_as(mut self, name: &str, filename: &str, mime: &str, data: &[u8]) -> Self {
         // Quotes and line breaks cannot be escaped portably: drop them.
         let clean: String = filename
             .chars()
@@ -239,7 +243,7 @@ impl Multipart {
             .collect();
         self.body.extend_from_slice(
             format!(
-                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{clean}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{clean}\"\r\nContent-Type: {mime}\r\n\r\n",
                 self.boundary
             )
             .as_bytes(),

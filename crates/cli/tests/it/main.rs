@@ -61,3 +61,4 @@ mod voice;
 mod web_chat;
 mod web_fetch;
 mod webhook;
+mod whatsapp;

@@ -359,3 +359,32 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     addr
 }
+
+/// The reasons of the replies the host's ledgers record as failed (all
+/// sessions of `main`), for a channel that refuses a delivery for good.
+pub fn failed_deliveries(data: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(data.join("sessions/main"))
+        .into_iter()
+        .flatten()
+    {
+        let c = ledger_db(&d.unwrap().path());
+        let mut st = c
+            .prepare("SELECT coalesce(last_error, '') FROM delivered WHERE status = 'failed'")
+            .unwrap();
+        out.extend(
+            st.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap),
+        );
+    }
+    out
+}
+
+/// Waits until the daemon's HTTP listener on `port` (its `[http] listen`)
+/// accepts connections, for suites that post webhooks to it.
+pub fn wait_listener(port: u16) {
+    wait_for("the HTTP listener", WAIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
