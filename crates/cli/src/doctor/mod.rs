@@ -110,7 +110,7 @@ pub fn checks(input: &Input) -> Vec<Check> {
             Err(e) => fail(
                 "channels",
                 format!("[{section}] {e}"),
-                format!("check the [{section}] servers, username and password in pinch.toml and its variable, then run `pinch doctor` again"),
+                format!("check the [{section}] settings in pinch.toml and the secrets in their variables (the line above names the step that failed), then run `pinch doctor` again"),
             ),
         });
     }
