@@ -197,10 +197,7 @@ mod tests {
         for kind in pinch_channels::KINDS {
             let e = parse(
                 "/etc/pinch.toml".into(),
-                Some(&format!(
-                    "[{}]\nstall_s = 5\ntoken_envv = \"X\"\n",
-                    kind.section
-                )),
+                Some(&format!("[{}]\ntoken_envv = \"X\"\n", kind.section)),
                 &Env::default(),
             )
             .unwrap_err();
