@@ -85,6 +85,16 @@ fn replies_to(m: &MailServers, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Mail servers, the data dir, and `pinch host` logged in to them; `None`
+/// when the servers cannot run here (see [`MailServers::start`]).
+fn started() -> Option<(MailServers, Setup, crate::common::Daemon)> {
+    let m = MailServers::start()?;
+    let s = setup(&m, "");
+    let d = daemon(&s);
+    wait_connected(&s);
+    Some((m, s, d))
+}
+
 fn wait_reply(m: &MailServers, id: &str) -> String {
     m.wait_mail("alice", WAIT, |r| {
         r.contains(&format!("In-Reply-To: <{id}>"))
@@ -93,12 +103,9 @@ fn wait_reply(m: &MailServers, id: &str) -> String {
 
 #[test]
 fn email_replies_in_thread_with_files_html_corrections_and_a_numbered_answer() {
-    let Some(m) = MailServers::start() else {
+    let Some((m, s, _d)) = started() else {
         return;
     };
-    let s = setup(&m, "");
-    let _d = daemon(&s);
-    wait_connected(&s);
 
     m.send(
         ALICE,
@@ -204,12 +211,9 @@ fn email_replies_in_thread_with_files_html_corrections_and_a_numbered_answer() {
 
 #[test]
 fn email_a_killed_host_and_a_dropped_imap_connection_lose_and_repeat_nothing() {
-    let Some(m) = MailServers::start() else {
+    let Some((m, s, mut d)) = started() else {
         return;
     };
-    let s = setup(&m, "");
-    let mut d = daemon(&s);
-    wait_connected(&s);
     m.send(
         ALICE,
         PINCH_ADDR,
@@ -280,12 +284,9 @@ fn header(raw: &str, name: &str) -> String {
 
 #[test]
 fn email_an_unknown_sender_waits_for_the_owner_who_approves_by_replying_with_a_number() {
-    let Some(m) = MailServers::start() else {
+    let Some((m, s, _d)) = started() else {
         return;
     };
-    let s = setup(&m, "");
-    let _d = daemon(&s);
-    wait_connected(&s);
 
     // bob is nobody pinch knows: his mail waits, and the owner (alice) gets
     // the card by mail, outside any thread.
@@ -320,22 +321,9 @@ fn email_an_unknown_sender_waits_for_the_owner_who_approves_by_replying_with_a_n
     assert_eq!(rows(&s.data, &message_key(BOB, "b1@example.test")), 1);
 }
 
-/// `pinch doctor` on the setup: its `[email]` lines.
+/// `pinch doctor` on the setup with `password`: its `[email]` lines.
 fn doctor_email_lines(s: &Setup, password: &str) -> Vec<String> {
-    let o = std::process::Command::new(crate::common::PINCH)
-        .arg("doctor")
-        .arg("--data-dir")
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.cfg)
-        .env("PINCH_TEST_MAIL_PW", password)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| l.contains("[email]"))
-        .map(|l| l.trim().to_owned())
-        .collect()
+    platform::doctor_lines(s, "email", "PINCH_TEST_MAIL_PW", password)
 }
 
 #[test]

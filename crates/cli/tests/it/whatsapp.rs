@@ -485,21 +485,7 @@ fn whatsapp_outside_the_24_hour_window_sends_the_template_and_fails_the_reply() 
 
 /// `pinch doctor` on the setup with `token`: its `[whatsapp]` lines.
 fn doctor_lines(s: &Setup, token: &str) -> Vec<String> {
-    let o = std::process::Command::new(crate::common::PINCH)
-        .arg("doctor")
-        .arg("--data-dir")
-        .arg(&s.data)
-        .arg("--config")
-        .arg(&s.cfg)
-        .envs(s.env.iter().map(|(k, v)| (k, v)))
-        .env("PINCH_TEST_WA_TOKEN", token)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| l.contains("[whatsapp]"))
-        .map(|l| l.trim().to_owned())
-        .collect()
+    platform::doctor_lines(s, "whatsapp", "PINCH_TEST_WA_TOKEN", token)
 }
 
 #[test]

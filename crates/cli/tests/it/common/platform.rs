@@ -388,3 +388,24 @@ pub fn wait_listener(port: u16) {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
 }
+
+/// `pinch doctor` on the setup, its environment with `var` set to
+/// `value`: the lines about `[section]`.
+pub fn doctor_lines(s: &Setup, section: &str, var: &str, value: &str) -> Vec<String> {
+    let o = std::process::Command::new(PINCH)
+        .arg("doctor")
+        .arg("--data-dir")
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.cfg)
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .env(var, value)
+        .output()
+        .unwrap();
+    let tag = format!("[{section}]");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
