@@ -199,8 +199,16 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
     // The boot breaker may hold a restarted host back for minutes.
     let back_within = Duration::from_secs(if args.defaults { 1000 } else { 30 });
     let sock = data.join("run/cli.sock");
+    // The hosts' stderr (warnings and errors), so a host that exits by
+    // itself is reported with its reason instead of waited on.
+    let host_log = tmp.path().join("host.log");
     let exe = std::env::current_exe()?;
     let start = |d: &Path| -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&host_log)
+            .context("opening the hosts' log")?;
         Command::new(&exe)
             .args(["host", "--data-dir"])
             .arg(d)
@@ -214,12 +222,12 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
             .args(["--provider", "scripted"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("starting pinch host")
     };
     let host: Arc<Mutex<Child>> = Arc::new(Mutex::new(start(&data)?));
-    wait_socket(&sock, Duration::from_secs(20))?;
+    wait_host(&sock, Duration::from_secs(20), &host, &host_log)?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let sending_done = Arc::new(AtomicBool::new(false));
@@ -255,7 +263,7 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         let quiet = |t0: Instant| schedule.quiet_at(t0.elapsed().as_millis() as u64, args.messages);
         if is_host {
             // Each kill hits a running host (not one the breaker holds back).
-            wait_socket(&sock, back_within)?;
+            wait_host(&sock, back_within, &host, &host_log)?;
             in_quiet += usize::from(quiet(t0));
             let mut h = host.lock().unwrap();
             let _ = h.kill();
@@ -288,6 +296,7 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         if args.defaults {
             resumed += resume_quarantined(&data);
         }
+        alive(&host, &host_log)?;
         let s = seen.lock().unwrap();
         let pending = s
             .accepted
@@ -417,6 +426,35 @@ pub fn run(args: ChaosArgs) -> Result<i32> {
         }
     }
     Ok(if report.lost == 0 { 0 } else { 1 })
+}
+
+/// Fails when the host has exited without being killed by the bench (a
+/// crash, or a refusal to start), with the end of the hosts' log: the run
+/// cannot go on, and waiting for answers would only hang.
+fn alive(host: &Mutex<Child>, log: &Path) -> Result<()> {
+    if let Some(status) = host.lock().unwrap().try_wait()? {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "the host exited by itself ({status}); the end of its log:\n{}",
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// [`wait_socket`] for the bench's own host, failing at once if it exits.
+fn wait_host(sock: &Path, timeout: Duration, host: &Mutex<Child>, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while UnixStream::connect(sock).is_err() {
+        alive(host, log)?;
+        if Instant::now() > deadline {
+            bail!("the host did not open {} in time", sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 pub(crate) fn wait_socket(sock: &Path, timeout: Duration) -> Result<()> {

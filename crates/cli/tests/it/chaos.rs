@@ -123,3 +123,22 @@ fn r3_r4_with_the_shipped_defaults_lose_nothing() {
         "kills landed while nothing was sent: {report}"
     );
 }
+
+/// A host that exits by itself (here it cannot start: no such sandbox) is
+/// reported at once with the reason from its log, never waited on.
+#[test]
+fn a_host_that_exits_by_itself_is_reported_with_its_reason() {
+    let out = Command::new(crate::common::PINCH)
+        .args(["bench", "chaos", "--messages", "5", "--json"])
+        .args(["--sandbox", "no-such-sandbox", "--seed", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the host exited by itself"), "{err}");
+    // Its own words, not the bench's "did not open … in time".
+    assert!(
+        err.contains("no-such-sandbox"),
+        "the host's own reason: {err}"
+    );
+}
