@@ -443,6 +443,30 @@ pub trait Channel: Send + Sync + 'static {
     }
 }
 
+/// Replaces `path` with `body` as a channel's private state file: a new
+/// 0600 file beside it, synced, renamed over it, the folder synced (the
+/// email channel's mark, WhatsApp's window).
+pub fn write_private(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// Runs an adapter call, turning a panic inside it into a permanent
 /// failure of that one call (logged with the adapter's name): an adapter's
 /// bug must fail the message it was sending, not kill the task that

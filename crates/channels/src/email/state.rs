@@ -8,8 +8,7 @@
 //! stores a repeated `Message-ID` once.
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -133,21 +132,11 @@ impl Store {
             .mode(0o700)
             .create(dir)
             .map_err(err)?;
-        let tmp = dir.join("state.json.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(&serde_json::to_vec(s).expect("plain data serialises"))
-            .map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        crate::write_private(
+            &self.path,
+            &serde_json::to_vec(s).expect("plain data serialises"),
+        )
+        .map_err(err)?;
         Ok(())
     }
 }

@@ -46,8 +46,6 @@ mod payload;
 pub use config::{WhatsAppSection, KIND};
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -122,7 +120,7 @@ impl Window {
         }
         m.insert(user.to_owned(), at);
         if let Some(p) = &self.path {
-            if let Err(e) = save(p, &serde_json::to_vec(&*m).unwrap_or_default()) {
+            if let Err(e) = crate::write_private(p, &serde_json::to_vec(&*m).unwrap_or_default()) {
                 tracing::warn!(path = %p.display(), "whatsapp: cannot save the 24-hour window times: {e}");
             }
         }
@@ -136,20 +134,6 @@ impl Window {
             .get(user)
             .is_some_and(|&t| now.saturating_sub(t) < WINDOW.as_secs() as i64)
     }
-}
-
-/// Writes `body` to a new 0600 file, synced, renamed over `path`.
-fn save(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Unix seconds now.
