@@ -136,6 +136,42 @@ pub struct Host<'a> {
     /// Looks up an environment variable (the host passes its `Env`, so
     /// nothing here reads the process environment).
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// pinch's sealed secret store (`pinch secrets`), for a section that
+    /// names a secret instead of a variable; `None` where there is none.
+    pub store: Option<Arc<dyn SecretSource>>,
+}
+
+/// A credential a channel logs in with, read from the store at each login
+/// (so `pinch secrets rotate` applies at the next one).
+#[derive(Clone)]
+pub enum Credential {
+    /// A password or app password (a plain secret).
+    Password(String),
+    /// An OAuth 2 access token, minted from the stored refresh token and
+    /// refreshed before it expires (SASL XOAUTH2 for mail).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Password(_) => f.write_str("Password(***)"),
+            Credential::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// The store as channels see it: a credential by secret name. The error
+/// names the secret and the fix (`pinch secrets add NAME --for-channels`).
+pub trait SecretSource: Send + Sync + 'static {
+    /// The secret `name`'s credential, for `channel` (which the audit
+    /// records, with `server`).
+    fn credential(
+        &self,
+        name: &str,
+        channel: &'static str,
+        server: &str,
+    ) -> crate::BoxFuture<'static, Result<Credential, String>>;
 }
 
 impl Host<'_> {
@@ -307,6 +343,7 @@ mod tests {
         let host = Host {
             data_dir: Path::new("/tmp"),
             env: &env,
+            store: None,
         };
         assert_eq!(host.secret("x", "token_env", "SET").unwrap(), "tok");
         for var in ["BLANK", "UNSET"] {

@@ -24,11 +24,14 @@ pub struct SecretsArgs {
 #[derive(clap::Args)]
 struct Binding {
     /// A host it is sent to: `api.github.com`, `*.example.com`, `host:port` (port 443 unless given). Repeat for more.
-    #[arg(long = "host", required = true)]
+    #[arg(long = "host", required_unless_present = "for_channels")]
     hosts: Vec<String>,
     /// An agent group that may use it (e.g. main). Repeat for more.
-    #[arg(long = "group", required = true)]
+    #[arg(long = "group", required_unless_present = "for_channels")]
     groups: Vec<String>,
+    /// Keep it for pinch's own channels only (e.g. `[email] password_secret`): no agent and no host gets it.
+    #[arg(long, conflicts_with_all = ["hosts", "groups"])]
+    for_channels: bool,
     /// How it goes in: bearer (Authorization: Bearer), basic (value user:password), header:<Name>, query:<name>.
     #[arg(long, default_value = "bearer")]
     form: String,
@@ -108,16 +111,26 @@ pub fn run(data_dir: &Path, key_file: Option<&Path>, args: SecretsArgs) -> Resul
             }
             let value = read_value(&format!("Value of {}", s.name))?;
             store.add(&s, &Value::Token { value })?;
-            writeln!(
-                out,
-                "Added {} for {} (groups: {}; sent as {}; approval: {}). The key is {}.",
-                s.name,
-                s.hosts.join(", "),
-                s.groups.join(", "),
-                s.form.as_string(),
-                s.approve.as_str(),
-                key_shown(&store)
-            )?;
+            if s.hosts.is_empty() {
+                writeln!(
+                    out,
+                    "Added {} for pinch's channels only (name it in a channel's section, e.g. [email] password_secret = \"{}\"). The key is {}.",
+                    s.name,
+                    s.name,
+                    key_shown(&store)
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "Added {} for {} (groups: {}; sent as {}; approval: {}). The key is {}.",
+                    s.name,
+                    s.hosts.join(", "),
+                    s.groups.join(", "),
+                    s.form.as_string(),
+                    s.approve.as_str(),
+                    key_shown(&store)
+                )?;
+            }
         }
         Cmd::List => {
             let all = store.list()?;
@@ -125,13 +138,19 @@ pub fn run(data_dir: &Path, key_file: Option<&Path>, args: SecretsArgs) -> Resul
                 writeln!(out, "No secrets. Add one: printf %s \"$TOKEN\" | pinch secrets add github --host api.github.com --group main")?;
             }
             for b in all {
+                let channels_only = "none (for pinch's channels only)".to_owned();
+                let (hosts, groups) = if b.hosts.is_empty() && b.groups.is_empty() {
+                    (channels_only.clone(), channels_only)
+                } else {
+                    (b.hosts.join(", "), b.groups.join(", "))
+                };
                 writeln!(
                     out,
                     "{}  {}  hosts: {}  groups: {}  form: {}  approve: {}  last used: {}",
                     b.name,
                     b.kind,
-                    b.hosts.join(", "),
-                    b.groups.join(", "),
+                    hosts,
+                    groups,
                     b.form.as_string(),
                     b.approve.as_str(),
                     b.last_used_at.as_deref().unwrap_or("never")

@@ -80,6 +80,10 @@ pub struct HostConfig {
     pub secrets_key_file: Option<std::path::PathBuf>,
     /// How long a request waits for the owner's approval of a secret's use.
     pub secrets_approval_wait: Duration,
+    /// The store as the channels read it (their OAuth token cache is the
+    /// proxy's too); made by the configuration loader when a channel may
+    /// need it, else by the host.
+    pub channel_secrets: Option<std::sync::Arc<crate::secrets::channels::ForChannels>>,
     /// What agents' `web_fetch` may do (`[web_fetch]`; decision 0042).
     pub web: pinch_web::Settings,
     /// MCP servers from the configuration file (`[mcp.servers.<name>]`).
@@ -267,6 +271,7 @@ impl HostConfig {
             proxy_limits: crate::proxy::Limits::default(),
             secrets_key_file: None,
             secrets_approval_wait: crate::proxy::APPROVAL_WAIT,
+            channel_secrets: None,
             web: pinch_web::Settings::default(),
             mcp_servers: Vec::new(),
             sticky_window: Duration::from_secs(600),

@@ -11,7 +11,7 @@ use crate::kind::{
 use crate::platform::Secret;
 use crate::Channel;
 
-use super::{EmailChannel, EmailConfig, Endpoint, Tls, CHANNEL_TYPE};
+use super::{EmailChannel, EmailConfig, Endpoint, Login, Tls, CHANNEL_TYPE};
 
 const PASSWORD_ENV: &str = "PINCH_EMAIL_PASSWORD";
 const DEFAULT_POLL: f64 = 60.0;
@@ -31,6 +31,10 @@ pub struct EmailSection {
     /// The variable holding the password or app password (default
     /// `PINCH_EMAIL_PASSWORD`).
     pub password_env: Option<String>,
+    /// Instead of a variable: the name of a secret in pinch's store
+    /// (`pinch secrets add NAME --for-channels`, or `pinch secrets oauth`
+    /// for OAuth, which logs in with XOAUTH2).
+    pub password_secret: Option<String>,
     pub imap_host: String,
     /// Default 993 (implicit TLS), 143 otherwise.
     pub imap_port: Option<u16>,
@@ -101,6 +105,9 @@ fn loopback(host: &str) -> bool {
 
 impl ChannelSection for EmailSection {
     fn secret_envs(&self) -> Vec<SecretEnv> {
+        if self.password_secret.is_some() {
+            return Vec::new();
+        }
         vec![SecretEnv {
             section: CHANNEL_TYPE,
             key: "password_env",
@@ -149,8 +156,29 @@ impl EmailSection {
                 self.address
             )));
         }
-        let var = self.password_env.as_deref().unwrap_or(PASSWORD_ENV);
-        let password = host.secret(CHANNEL_TYPE, "password_env", var)?;
+        let login = match (&self.password_secret, &self.password_env, &host.store) {
+            (Some(_), Some(_), _) => {
+                return Err(bad(
+                    "password_env and password_secret are both set: keep the one the password is in".into(),
+                ))
+            }
+            (Some(name), None, Some(store)) if !name.trim().is_empty() => Login::Store {
+                name: name.trim().to_owned(),
+                source: store.clone(),
+            },
+            (Some(name), None, _) if name.trim().is_empty() => {
+                return Err(bad("password_secret is empty: name a secret of `pinch secrets list`".into()))
+            }
+            (Some(_), None, _) => {
+                return Err(bad(
+                    "password_secret names a secret, but this command has no secret store to read it from".into(),
+                ))
+            }
+            (None, var, _) => {
+                let var = var.as_deref().unwrap_or(PASSWORD_ENV);
+                Login::Env(Secret(host.secret(CHANNEL_TYPE, "password_env", var)?))
+            }
+        };
         let imap_tls = self.imap_tls.unwrap_or(Tls::Implicit);
         let imap = endpoint(
             &self.imap_host,
@@ -193,7 +221,7 @@ impl EmailSection {
             username: self.username.clone().unwrap_or_else(|| address.clone()),
             address,
             name: self.name.clone().filter(|n| !n.trim().is_empty()),
-            password: Secret(password),
+            login,
             imap,
             smtp,
             mailbox: self.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
@@ -225,6 +253,7 @@ mod tests {
         c.section.build(&Host {
             data_dir: std::path::Path::new("/tmp"),
             env: &env,
+            store: None,
         })
     }
 
@@ -267,6 +296,7 @@ mod tests {
             .build(&Host {
                 data_dir: std::path::Path::new("/tmp"),
                 env: &env,
+                store: None,
             })
             .err()
             .unwrap()
@@ -274,5 +304,15 @@ mod tests {
         assert!(e.contains("is not a mail address"), "{e}");
         let e = section("bogus = 1").err().unwrap().to_string();
         assert!(e.contains("unknown field `bogus`"), "{e}");
+        let e = section("password_secret = \"mail\"\npassword_env = \"X\"")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("both set"), "{e}");
+        let e = section("password_secret = \"mail\"")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no secret store"), "{e}");
     }
 }

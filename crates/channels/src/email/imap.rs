@@ -14,6 +14,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::kind::Credential;
 use crate::platform::Backoff;
 use crate::{Ack, AckOutcome, ChannelEvent};
 
@@ -124,8 +125,16 @@ pub(super) async fn check(cfg: &super::EmailConfig) -> Result<String, String> {
     Ok(format!("{} holds {} mails", cfg.mailbox, mb.exists))
 }
 
-/// Connects and logs in; a refused login names the settings to check.
+/// Connects and logs in (LOGIN with a password, AUTHENTICATE XOAUTH2 with
+/// an OAuth token); a refused login names the settings to check.
 async fn login(cfg: &super::EmailConfig, limit: Duration) -> Result<Imap, String> {
+    let server = format!("{}:{}", cfg.imap.host, cfg.imap.port);
+    let cred = within(
+        limit,
+        "reading the login's credential",
+        cfg.credential(&server),
+    )
+    .await?;
     let client = within(
         limit,
         "connecting",
@@ -133,13 +142,39 @@ async fn login(cfg: &super::EmailConfig, limit: Duration) -> Result<Imap, String
     )
     .await?;
     within(limit, "logging in", async {
-        client
-            .login(&cfg.username, &cfg.password.0)
-            .await
-            .map_err(|(e, _)| e)
+        match &cred {
+            Credential::Password(p) => client.login(&cfg.username, p).await,
+            Credential::Bearer(t) => {
+                let x = Xoauth2 {
+                    first: Some(xoauth2(&cfg.username, t)),
+                };
+                client.authenticate("XOAUTH2", x).await
+            }
+        }
+        .map_err(|(e, _)| e)
     })
     .await
-    .map_err(|e| format!("{e} (check [email] username and the password in its variable)"))
+    .map_err(|e| format!("{e} ({})", cfg.login_hint()))
+}
+
+/// SASL XOAUTH2's one message (Google's and Microsoft's mail servers,
+/// Dovecot): the user and the bearer token.
+pub(super) fn xoauth2(user: &str, token: &str) -> String {
+    format!("user={user}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// Answers the server's first challenge with the XOAUTH2 message, and any
+/// later one (the error details a refusing server sends) with nothing, as
+/// the mechanism asks, so the server ends the exchange with its NO.
+struct Xoauth2 {
+    first: Option<String>,
+}
+
+impl async_imap::Authenticator for Xoauth2 {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.first.take().unwrap_or_default()
+    }
 }
 
 impl EmailChannel {

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::kind::Credential;
 use crate::platform::Secret;
 use crate::{Address, BoxFuture, Capabilities, Channel, ChannelEvent, DeliverError, Outgoing};
 
@@ -67,7 +68,7 @@ pub struct EmailConfig {
     /// The display name on its mail.
     pub name: Option<String>,
     pub username: String,
-    pub password: Secret,
+    pub login: Login,
     pub imap: Endpoint,
     pub smtp: Endpoint,
     pub mailbox: String,
@@ -81,10 +82,51 @@ pub struct EmailConfig {
     pub data_dir: PathBuf,
 }
 
+/// Where the password (or OAuth token) comes from.
+#[derive(Clone)]
+pub enum Login {
+    /// The host's environment, read once at start.
+    Env(Secret),
+    /// pinch's secret store, by name, read at each login: a plain secret
+    /// is a password; an OAuth secret gives an access token (XOAUTH2).
+    Store {
+        name: String,
+        source: Arc<dyn crate::kind::SecretSource>,
+    },
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Login::Env(_) => f.write_str("Env(<redacted>)"),
+            Login::Store { name, .. } => write!(f, "Store({name:?})"),
+        }
+    }
+}
+
+impl EmailConfig {
+    /// The credential to log in to `server` with.
+    pub(super) async fn credential(&self, server: &str) -> Result<Credential, String> {
+        match &self.login {
+            Login::Env(p) => Ok(Credential::Password(p.0.clone())),
+            Login::Store { name, source } => source.credential(name, CHANNEL_TYPE, server).await,
+        }
+    }
+
+    /// What to check when a login is refused.
+    pub(super) fn login_hint(&self) -> String {
+        match &self.login {
+            Login::Env(_) => "check [email] username and the password in its variable".into(),
+            Login::Store { name, .. } => format!(
+                "check [email] username and the secret {name:?} (pinch secrets rotate {name})"
+            ),
+        }
+    }
+}
+
 pub struct EmailChannel {
     cfg: EmailConfig,
     events: mpsc::Sender<ChannelEvent>,
-    smtp: send::Smtp,
     state: tokio::sync::Mutex<state::State>,
     store: state::Store,
     closed: AtomicBool,
@@ -103,7 +145,6 @@ impl EmailChannel {
         let store = state::Store::new(&cfg.data_dir);
         let saved = store.load()?;
         let ch = Arc::new(EmailChannel {
-            smtp: send::Smtp::new(&cfg)?,
             cfg,
             events,
             state: tokio::sync::Mutex::new(saved),
@@ -136,7 +177,12 @@ pub async fn probe(cfg: &EmailConfig) -> Result<String, String> {
     let imap = imap::check(cfg)
         .await
         .map_err(|e| format!("IMAP {}:{}: {e}", cfg.imap.host, cfg.imap.port))?;
-    send::Smtp::new(cfg)?.check(cfg).await?;
+    let server = format!("{}:{}", cfg.smtp.host, cfg.smtp.port);
+    let cred = cfg
+        .credential(&server)
+        .await
+        .map_err(|e| format!("SMTP {server}: {e}"))?;
+    send::Smtp::new(cfg, &cred)?.check(cfg).await?;
     Ok(format!(
         "IMAP {}:{} logged in as {} ({imap}); SMTP {}:{} answers",
         cfg.imap.host, cfg.imap.port, cfg.username, cfg.smtp.host, cfg.smtp.port

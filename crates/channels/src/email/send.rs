@@ -2,7 +2,7 @@
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls as SmtpTls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -15,7 +15,10 @@ use super::{EmailChannel, EmailConfig, Tls};
 pub struct Smtp(AsyncSmtpTransport<Tokio1Executor>);
 
 impl Smtp {
-    pub fn new(cfg: &EmailConfig) -> Result<Smtp, String> {
+    /// A transport logging in with `cred` (XOAUTH2 for a bearer token):
+    /// made for each mail, so a rotated secret or a refreshed token is used
+    /// by the next one (lettre opens a connection per mail anyway).
+    pub fn new(cfg: &EmailConfig, cred: &crate::kind::Credential) -> Result<Smtp, String> {
         let e = &cfg.smtp;
         let bad =
             |err: lettre::transport::smtp::Error| format!("[email] smtp_host {:?}: {err}", e.host);
@@ -43,12 +46,14 @@ impl Smtp {
             _ => b,
         };
         let domain = cfg.address.rsplit('@').next().unwrap_or("localhost");
+        let (secret, mechanisms) = match cred {
+            crate::kind::Credential::Password(p) => (p, vec![Mechanism::Plain, Mechanism::Login]),
+            crate::kind::Credential::Bearer(t) => (t, vec![Mechanism::Xoauth2]),
+        };
         Ok(Smtp(
             b.port(e.port)
-                .credentials(Credentials::new(
-                    cfg.username.clone(),
-                    cfg.password.0.clone(),
-                ))
+                .credentials(Credentials::new(cfg.username.clone(), secret.clone()))
+                .authentication(mechanisms)
                 .hello_name(ClientId::Domain(domain.to_owned()))
                 .timeout(Some(SEND_TIMEOUT))
                 .build(),
@@ -167,7 +172,12 @@ impl EmailChannel {
             b.multipart(parts)
         }
         .map_err(|e| perm(format!("building the mail: {e}")))?;
-        self.smtp.0.send(mail).await.map_err(|e| {
+        let server = format!("{}:{}", self.cfg.smtp.host, self.cfg.smtp.port);
+        let cred = self.cfg.credential(&server).await.map_err(|e| {
+            DeliverError::Retryable(format!("SMTP {server}: the login's credential: {e}"))
+        })?;
+        let smtp = Smtp::new(&self.cfg, &cred).map_err(DeliverError::Retryable)?;
+        smtp.0.send(mail).await.map_err(|e| {
             let what = format!("SMTP {}:{}: {e}", self.cfg.smtp.host, self.cfg.smtp.port);
             // A refused login (530, 534, 535) is the channel's fault, not
             // the message's: it may work once the password is fixed.
@@ -175,9 +185,7 @@ impl EmailChannel {
                 .status()
                 .is_some_and(|c| matches!(u16::from(c), 530 | 534 | 535));
             if login {
-                DeliverError::Retryable(format!(
-                    "{what} (check [email] username and the password in its variable)"
-                ))
+                DeliverError::Retryable(format!("{what} ({})", self.cfg.login_hint()))
             } else if e.is_permanent() {
                 DeliverError::Permanent(what)
             } else {

@@ -8,10 +8,13 @@
 //! the adapters.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
-use pinch_channels::kind::{Host, SecretEnv};
+use pinch_channels::kind::{Host, SecretEnv, SecretSource};
 use pinch_channels::{Configured, KINDS};
+use pinch_host::secrets::channels::ForChannels;
+use pinch_host::HostConfig;
 
 use super::validate::Secs;
 use super::{Env, FileConfig};
@@ -76,9 +79,18 @@ pub fn channel_probes(
     env: &Env,
 ) -> Vec<(&'static str, Result<String, String>)> {
     let lookup = |var: &str| env.get(var).map(str::to_owned);
+    let mut c = pinch_host::HostConfig::new(data_dir.to_owned());
+    c.secrets_key_file = file.secrets.key_file.clone();
+    let store = file
+        .proxy
+        .apply(&mut c)
+        .ok()
+        .and_then(|()| ForChannels::new(&c).ok())
+        .map(|s| s as Arc<dyn SecretSource>);
     let host = Host {
         data_dir,
         env: &lookup,
+        store,
     };
     let probes: Vec<_> = file
         .channels
@@ -117,13 +129,17 @@ pub(super) fn need_listener(file: &FileConfig) -> bool {
 /// never in `runner.json`.
 pub(super) fn platforms(
     file: &FileConfig,
-    data_dir: &Path,
+    c: &HostConfig,
     env: &Env,
 ) -> Result<Vec<pinch_host::config::PlatformFactory>> {
     let lookup = |var: &str| env.get(var).map(str::to_owned);
     let host = Host {
-        data_dir,
+        data_dir: &c.data_dir,
         env: &lookup,
+        store: c
+            .channel_secrets
+            .clone()
+            .map(|s| s as Arc<dyn SecretSource>),
     };
     // A `SectionError` already names its section (`[telegram]: …`).
     file.channels

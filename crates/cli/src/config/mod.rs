@@ -272,7 +272,11 @@ pub fn resolve(
     file.host.apply(&mut c)?;
     file.mcp.apply(&mut c)?;
     c.http = http::settings(file, env)?;
-    c.platforms = channels::platforms(file, &c.data_dir, env)?;
+    c.channel_secrets = Some(
+        pinch_host::secrets::channels::ForChannels::new(&c)
+            .map_err(|e| anyhow::anyhow!("the secret store for channels: {e}"))?,
+    );
+    c.platforms = channels::platforms(file, &c, env)?;
     file.stuck.apply(&mut c)?;
     Ok(c)
 }

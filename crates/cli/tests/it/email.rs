@@ -5,7 +5,8 @@
 //! found in alice's mailbox threaded under her mail, files go both ways,
 //! HTML mail is read as text, a numbered question is answered by replying
 //! "2", and a host killed mid-fetch, or cut off from its IMAP server,
-//! loses and repeats nothing.
+//! loses and repeats nothing. The login may come from pinch's secret store:
+//! a password, or an OAuth secret whose access token logs in with XOAUTH2.
 
 use crate::common::mail::MailServers;
 use crate::common::platform::{self, daemon, delivered, rows, Platform, Setup, SHARED_RULES, WAIT};
@@ -33,6 +34,13 @@ fn setup(m: &MailServers, extra: &str) -> Setup {
 }
 
 fn setup_with(servers: &str) -> Setup {
+    let login = "username = \"pinch\"\npassword_env = \"PINCH_TEST_MAIL_PW\"";
+    setup_as(PINCH_ADDR, login, servers, &[("PINCH_TEST_MAIL_PW", "pw1")])
+}
+
+/// pinch as `address`, logging in as `login` says (`username`, and the
+/// password's variable or secret).
+fn setup_as(address: &str, login: &str, servers: &str, env: &[(&str, &str)]) -> Setup {
     platform::setup(Platform {
         channel: "email",
         // alice owns pinch (so her answer to a question counts).
@@ -40,9 +48,9 @@ fn setup_with(servers: &str) -> Setup {
         chats: &[("mg-alice", ALICE, false, "pattern")],
         script: &script(),
         config: format!(
-            "[email]\naddress = \"{PINCH_ADDR}\"\nname = \"Pinch\"\nusername = \"pinch\"\npassword_env = \"PINCH_TEST_MAIL_PW\"\nstall_s = 3\n{servers}"
+            "[email]\naddress = \"{address}\"\nname = \"Pinch\"\n{login}\nstall_s = 3\n{servers}"
         ),
-        env: &[("PINCH_TEST_MAIL_PW", "pw1")],
+        env,
     })
 }
 
@@ -404,3 +412,275 @@ fn email_over_tls_trusts_only_the_configured_ca() {
         m.logs()
     );
 }
+
+/// `pinch secrets …` on the setup's data dir and key file, `stdin` its
+/// input: (success, stdout and stderr).
+fn secrets_cli(s: &Setup, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut c = std::process::Command::new(crate::common::PINCH)
+        .arg("secrets")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&s.data)
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+/// The store's key outside the data dir, as `pinch secrets` would make it.
+fn key_env(m: &MailServers) -> (&'static str, String) {
+    let key = m.dir.path().join("keys/secrets.key");
+    ("PINCH_SECRETS_KEY_FILE", key.display().to_string())
+}
+
+#[test]
+fn email_logs_in_with_a_password_kept_in_the_secret_store_for_channels_only() {
+    let Some(m) = MailServers::start() else {
+        return;
+    };
+    let (k, v) = key_env(&m);
+    let login = "username = \"pinch\"\npassword_secret = \"mailpw\"";
+    let s = setup_as(PINCH_ADDR, login, &plain_servers(&m), &[(k, &v)]);
+    // A secret bound to agents is refused for a channel's login.
+    let (ok, out) = secrets_cli(
+        &s,
+        &[
+            "add",
+            "mailpw",
+            "--host",
+            "imap.example.test",
+            "--group",
+            "main",
+        ],
+        "pw1",
+    );
+    assert!(ok, "{out}");
+    let lines = platform::doctor_lines(&s, "email", "UNUSED", "");
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAIL")
+            && l.contains("is bound to agents")
+            && l.contains("--for-channels")),
+        "{lines:?}"
+    );
+    let (ok, out) = secrets_cli(&s, &["rm", "mailpw"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = secrets_cli(&s, &["add", "mailpw", "--for-channels"], "pw1");
+    assert!(ok && out.contains("for pinch's channels only"), "{out}");
+    let (_, out) = secrets_cli(&s, &["list"], "");
+    assert!(out.contains("none (for pinch's channels only)"), "{out}");
+    let lines = platform::doctor_lines(&s, "email", "UNUSED", "");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("logged in as pinch")),
+        "{lines:?}"
+    );
+
+    let _d = daemon(&s);
+    wait_connected(&s);
+    m.send(
+        ALICE,
+        PINCH_ADDR,
+        &mail("sp1@example.test", "stored", "hello", None),
+    );
+    let r = wait_reply(&m, "sp1@example.test");
+    assert!(r.contains("hi from the agent"), "{r}");
+    // Each login is audited as the channel's; the value is nowhere.
+    let (_, audit) = secrets_cli(&s, &["audit"], "");
+    assert!(
+        audit.contains("channel:email") && audit.contains("mailpw"),
+        "{audit}"
+    );
+    s.log_lacks(&["pw1"]);
+    let runner_json = walk(&s.data, "runner.json");
+    assert!(
+        runner_json.iter().all(|j| !j.contains("mailpw")),
+        "a channel's secret is never offered to an agent: {runner_json:?}"
+    );
+}
+
+/// The text of every file called `name` under `dir`.
+fn walk(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p, name));
+        } else if p.file_name().is_some_and(|f| f == name) {
+            out.push(std::fs::read_to_string(&p).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn email_with_an_oauth_secret_logs_in_with_xoauth2_to_imap_and_smtp() {
+    use crate::common::mail::OAUTH_TOKEN;
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let Some(m) = MailServers::start() else {
+        return;
+    };
+    // The provider's token endpoint: mints OAUTH_TOKEN from the refresh
+    // token, recording what it was asked.
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let a2 = asked.clone();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let Some(head) = crate::common::https::read_head(&mut c) else {
+                continue;
+            };
+            let len: usize = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            if c.read_exact(&mut body).is_err() {
+                continue;
+            }
+            a2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let answer = format!(
+                r#"{{"access_token":"{OAUTH_TOKEN}","expires_in":3600,"token_type":"bearer"}}"#
+            );
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len());
+        }
+    });
+    let (k, v) = key_env(&m);
+    let login = "username = \"oauser\"\npassword_secret = \"mail-oauth\"";
+    let me = "oauser@example.test";
+    let s = setup_as(me, login, &plain_servers(&m), &[(k, &v)]);
+    pinch_host::secrets::Store::new(&s.data, v.clone().into())
+        .add(
+            &pinch_host::secrets::NewSecret {
+                name: "mail-oauth".into(),
+                form: pinch_host::secrets::Form::parse("bearer").unwrap(),
+                hosts: Vec::new(),
+                groups: Vec::new(),
+                approve: pinch_host::secrets::Approve::Never,
+            },
+            &pinch_host::secrets::Value::OAuth(pinch_host::secrets::OAuthValue {
+                refresh_token: "rt-mail".into(),
+                client_id: "pinch-mail".into(),
+                client_secret: None,
+                token_url: format!("http://127.0.0.1:{port}/token"),
+                scope: None,
+            }),
+        )
+        .unwrap();
+    let _d = daemon(&s);
+    wait_connected(&s);
+    m.send(
+        ALICE,
+        me,
+        &mail_to(me, "o1@example.test", "hello over oauth"),
+    );
+    let r = wait_reply(&m, "o1@example.test");
+    assert!(r.contains("hi from the agent"), "{r}");
+    assert!(r.contains("From: Pinch <oauser@example.test>"), "{r}");
+    let logs = m.logs();
+    assert!(
+        logs.contains("user=<oauser>, method=XOAUTH2"),
+        "Dovecot saw an XOAUTH2 login: {logs}"
+    );
+    assert!(
+        logs.contains("A=xoauth2:oauser"),
+        "Exim took the reply after an XOAUTH2 login: {logs}"
+    );
+    let asked = asked.lock().unwrap();
+    assert!(
+        !asked.is_empty()
+            && asked.iter().all(|b| b.contains("grant_type=refresh_token")
+                && b.contains("refresh_token=rt-mail")
+                && b.contains("client_id=pinch-mail")),
+        "{asked:?}"
+    );
+    s.log_lacks(&[OAUTH_TOKEN, "rt-mail"]);
+}
+
+/// A plain mail from alice to `to`.
+fn mail_to(to: &str, id: &str, body: &str) -> String {
+    format!(
+        "From: {ALICE}\r\nTo: {to}\r\nSubject: oauth\r\nMessage-ID: <{id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+}
+
+/// The email world of the shared channel suite: alice mails pinch; her
+/// mailbox holds the replies.
+struct MailWorld {
+    m: MailServers,
+    s: Setup,
+    n: std::cell::Cell<u32>,
+}
+
+fn mail_world() -> Option<MailWorld> {
+    let m = MailServers::start()?;
+    let s = setup(&m, "");
+    Some(MailWorld {
+        m,
+        s,
+        n: Default::default(),
+    })
+}
+
+impl crate::common::suite::World for MailWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        wait_connected(&self.s);
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        use base64::Engine;
+        self.n.set(self.n.get() + 1);
+        let id = format!("suite{}@example.test", self.n.get());
+        let raw = match file {
+            None => mail(&id, "suite", text, None),
+            Some((name, bytes)) => format!(
+                "From: {ALICE}\r\nTo: {PINCH_ADDR}\r\nSubject: suite\r\nMessage-ID: <{id}>\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n{text}\r\n--b\r\nContent-Type: application/octet-stream; name=\"{name}\"\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ),
+        };
+        self.m.send(ALICE, PINCH_ADDR, &raw);
+        message_key(ALICE, &id)
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        use mail_parser::MimeHeaders;
+        self.m
+            .mailbox("alice")
+            .iter()
+            .filter_map(|raw| mail_parser::MessageParser::default().parse(raw.as_bytes()))
+            .map(|msg| crate::common::suite::Reply {
+                text: msg.body_text(0).unwrap_or_default().into_owned(),
+                files: msg
+                    .attachments()
+                    .map(|a| {
+                        let name = a.attachment_name().unwrap_or_default().to_owned();
+                        (name, a.contents().to_vec())
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+crate::channel_suite!(mail_world);

@@ -68,7 +68,10 @@ impl Secrets {
         let ca = Arc::new(
             Ca::load_or_create(data_root).map_err(|e| anyhow::anyhow!("the sandbox CA: {e}"))?,
         );
-        let tokens = Arc::new(Tokens::new(tls).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let tokens = match &cfg.channel_secrets {
+            Some(c) => c.tokens(),
+            None => Arc::new(Tokens::new(tls).map_err(|e| anyhow::anyhow!("{e}"))?),
+        };
         let (ask, mut rx) = mpsc::unbounded_channel::<UseAsk>();
         tokio::spawn(async move {
             while let Some(q) = rx.recv().await {

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use pinch_proto::rusqlite::{self, params, Connection, OptionalExtension};
 
 pub mod ca;
+pub mod channels;
 pub mod oauth;
 pub mod seal;
 

@@ -127,6 +127,7 @@ fn forms_and_names_are_checked() {
     for bad in ["", "a/b", "a b", &"x".repeat(65)] {
         assert!(check_name(bad).is_err(), "{bad:?}");
     }
+    assert!(check_binding(&[], &[]).is_ok(), "kept for channels only");
     assert!(check_binding(&[], &["main".into()]).is_err());
     assert!(check_binding(&["api.github.com".into()], &[]).is_err());
     assert!(check_binding(&["http://x".into()], &["main".into()]).is_err());

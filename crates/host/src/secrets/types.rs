@@ -223,8 +223,12 @@ pub fn check_form_hosts(form: &Form, hosts: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a binding's hosts and groups.
+/// Checks a binding's hosts and groups. Neither (`--for-channels`): a
+/// secret only pinch's own channels read, never injected or offered.
 pub fn check_binding(hosts: &[String], groups: &[String]) -> Result<(), Error> {
+    if hosts.is_empty() && groups.is_empty() {
+        return Ok(());
+    }
     if hosts.is_empty() {
         return Err(Error::Invalid(
             "a secret needs at least one host it is injected for: --host api.github.com".into(),

@@ -3,7 +3,9 @@
 //! ports, set up in a temp dir. Mail to `user@example.test` goes Exim ->
 //! LMTP -> Dovecot's maildir `mail/<user>/`, which the tests read as files.
 //! Users (IMAP and SMTP AUTH): `pinch`/`pw1`, `alice`/`pw2`; `bob` (`pw3`)
-//! has a mailbox and no SMTP AUTH. Needs root.
+//! has a mailbox and no SMTP AUTH; `oauser` logs in only with SASL
+//! XOAUTH2 and the bearer token [`OAUTH_TOKEN`] (what a provider's token
+//! endpoint would mint). Needs root.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +18,12 @@ use std::time::{Duration, Instant};
 use super::wait_for;
 
 // Dovecot's passwd-file; Exim's authenticators check the same pairs.
-const USERS: &str = "pinch:{PLAIN}pw1::::::\nalice:{PLAIN}pw2::::::\nbob:{PLAIN}pw3::::::\n";
+const USERS: &str = "pinch:{PLAIN}pw1::::::\nalice:{PLAIN}pw2::::::\nbob:{PLAIN}pw3::::::\noauser:{PLAIN}at-mail-1::::::\n";
+
+/// The access token `oauser` logs in with (Dovecot checks it as that
+/// user's password through its real XOAUTH2 mechanism; Exim's XOAUTH2
+/// authenticator compares the whole SASL message).
+pub const OAUTH_TOKEN: &str = "at-mail-1";
 
 const DOVECOT_CONF: &str = r"base_dir = @T@/run
 state_dir = @T@/state
@@ -24,7 +31,7 @@ log_path = @T@/dovecot.log
 protocols = imap lmtp
 listen = 127.0.0.1
 ssl = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2
 first_valid_uid = 1
 mail_location = maildir:@T@/mail/%n
 passdb {
@@ -90,6 +97,12 @@ login:
   server_prompts = Username:: : Password::
   server_condition = ${if or{{and{{eq{$auth1}{pinch}}{eq{$auth2}{pw1}}}}{and{{eq{$auth1}{alice}}{eq{$auth2}{pw2}}}}}}
   server_set_id = $auth1
+xoauth2:
+  driver = plaintext
+  public_name = XOAUTH2
+  server_prompts = :
+  server_condition = ${if eq{$auth1}{user=oauser\x01auth=Bearer at-mail-1\x01\x01}}
+  server_set_id = oauser
 ";
 
 /// Dovecot and Exim, stopped on drop.
