@@ -148,12 +148,16 @@ impl Batch<'_> {
     }
 }
 
-/// The chat texts and task prompts of some rows.
+/// The chat texts, task prompts and webhook events (source, event and
+/// payload on one line) of some rows.
 pub(crate) fn texts(rows: &[Row<'_>]) -> Vec<String> {
     rows.iter()
         .filter_map(|(_, c)| match c {
             InContent::Chat(c) => Some(c.text.clone()),
             InContent::Task(t) => Some(t.prompt.clone()),
+            InContent::Webhook(w) => {
+                Some(format!("webhook {}: {} {}", w.source, w.event, w.payload))
+            }
             _ => None,
         })
         .collect()

@@ -70,6 +70,8 @@ struct Fake {
     silent: AtomicBool,
     next_id: AtomicU64,
     nonces: Mutex<std::collections::HashMap<String, Value>>,
+    /// Attachments the suite's world sent (name → bytes), at `/att/{name}`.
+    files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 impl Fake {
@@ -317,8 +319,17 @@ async fn serve(f: Arc<Fake>) -> std::net::SocketAddr {
     let app = axum::Router::new()
         .route("/gw", axum::routing::get(gateway))
         .route(
-            "/att/notes.txt",
-            axum::routing::get(|| async { "the secret word is plum" }),
+            "/att/{name}",
+            axum::routing::get(
+                |axum::extract::State(f): axum::extract::State<Arc<Fake>>,
+                 axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    match f.files.lock().unwrap().get(&name) {
+                        Some(b) => b.clone(),
+                        None if name == "notes.txt" => b"the secret word is plum".to_vec(),
+                        None => Vec::new(),
+                    }
+                },
+            ),
         )
         .fallback(rest)
         .with_state(f.clone());
@@ -658,3 +669,96 @@ fn discord_invalid_utf8_is_replaced_and_the_gateway_goes_on() {
         "the replacement is logged"
     );
 }
+
+/// Discord's world of the shared channel suite: the owner's DM channel
+/// `dm1` on the fake gateway and REST API (a message sent while pinch is
+/// down is in the channel's history, which it catches up from).
+struct DcWorld {
+    _rt: tokio::runtime::Runtime,
+    f: Arc<Fake>,
+    api: std::net::SocketAddr,
+    s: Setup,
+    n: AtomicU64,
+    identified: Mutex<usize>,
+}
+
+fn dc_world() -> Option<DcWorld> {
+    let rt = rt();
+    let f = Fake::new();
+    let api = rt.block_on(serve(f.clone()));
+    let s = setup(api);
+    Some(DcWorld {
+        _rt: rt,
+        f,
+        api,
+        s,
+        n: AtomicU64::new(2000),
+        identified: Mutex::new(0),
+    })
+}
+
+impl crate::common::suite::World for DcWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        // A new IDENTIFY: this daemon's gateway session.
+        let mut seen = self.identified.lock().unwrap();
+        let before = *seen;
+        wait_for("the gateway IDENTIFY", WAIT, || {
+            self.f
+                .ops
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|o| **o == 2)
+                .count()
+                > before
+        });
+        *seen = before + 1;
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        let id = self.n.fetch_add(1, Ordering::SeqCst);
+        let extra = match file {
+            None => json!({}),
+            Some((name, bytes)) => {
+                self.f
+                    .files
+                    .lock()
+                    .unwrap()
+                    .insert(name.to_owned(), bytes.to_vec());
+                json!({"attachments": [{"id": format!("a{id}"), "filename": name, "size": bytes.len(),
+                    "content_type": "text/plain", "url": format!("http://{}/att/{name}", self.api)}]})
+            }
+        };
+        self.f.user_message("dm1", id, text, extra);
+        id.to_string()
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        use crate::common::suite::{multipart_field, multipart_files, Reply};
+        self.f
+            .calls("POST /channels/dm1/messages")
+            .into_iter()
+            .map(|(_, v)| match v["raw"].as_str() {
+                Some(raw) => {
+                    let payload: Value = multipart_field(raw, "payload_json")
+                        .and_then(|p| serde_json::from_str(&p).ok())
+                        .unwrap_or_default();
+                    Reply {
+                        text: payload["content"].as_str().unwrap_or_default().to_owned(),
+                        files: multipart_files(raw),
+                    }
+                }
+                None => Reply {
+                    text: v["content"].as_str().unwrap_or_default().to_owned(),
+                    files: Vec::new(),
+                },
+            })
+            .collect()
+    }
+}
+
+crate::channel_suite!(dc_world);

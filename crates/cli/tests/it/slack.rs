@@ -48,6 +48,8 @@ struct Fake {
     silent: AtomicBool,
     next_ts: AtomicU64,
     next_env: AtomicU64,
+    /// Files the suite's world shared (name → bytes), at `/files/{name}`.
+    files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 impl Fake {
@@ -257,16 +259,26 @@ async fn serve(f: Arc<Fake>) -> std::net::SocketAddr {
             ),
         )
         .route(
-            "/files/notes.txt",
-            axum::routing::get(|h: axum::http::HeaderMap| async move {
-                if h.get("authorization").and_then(|v| v.to_str().ok())
-                    == Some(&format!("Bearer {BOT_TOKEN}"))
-                {
-                    (axum::http::StatusCode::OK, "the secret word is plum")
-                } else {
-                    (axum::http::StatusCode::FORBIDDEN, "")
-                }
-            }),
+            "/files/{name}",
+            axum::routing::get(
+                |axum::extract::State(f): axum::extract::State<Arc<Fake>>,
+                 axum::extract::Path(name): axum::extract::Path<String>,
+                 h: axum::http::HeaderMap| async move {
+                    if h.get("authorization").and_then(|v| v.to_str().ok())
+                        != Some(&format!("Bearer {BOT_TOKEN}"))
+                    {
+                        return (axum::http::StatusCode::FORBIDDEN, Vec::new());
+                    }
+                    match f.files.lock().unwrap().get(&name) {
+                        Some(b) => (axum::http::StatusCode::OK, b.clone()),
+                        None if name == "notes.txt" => (
+                            axum::http::StatusCode::OK,
+                            b"the secret word is plum".to_vec(),
+                        ),
+                        None => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+                    }
+                },
+            ),
         )
         .with_state(f.clone());
     let addr = platform::serve(app).await;
@@ -593,3 +605,98 @@ fn slack_invalid_utf8_is_replaced_and_the_socket_goes_on() {
     );
     no_secret_in_log(&s);
 }
+
+/// Slack's world of the shared channel suite: the owner's DM `D1` over
+/// the fake Socket Mode (an envelope sent while pinch is down is
+/// redelivered on its next connection) and Web API.
+struct SlWorld {
+    _rt: tokio::runtime::Runtime,
+    f: Arc<Fake>,
+    api: std::net::SocketAddr,
+    s: Setup,
+    n: AtomicU64,
+    connected: Mutex<u64>,
+}
+
+fn sl_world() -> Option<SlWorld> {
+    let rt = rt();
+    let f = Arc::new(Fake::default());
+    let api = rt.block_on(serve(f.clone()));
+    let s = setup(api);
+    Some(SlWorld {
+        _rt: rt,
+        f,
+        api,
+        s,
+        n: AtomicU64::new(0),
+        connected: Mutex::new(0),
+    })
+}
+
+impl crate::common::suite::World for SlWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        let mut seen = self.connected.lock().unwrap();
+        let before = *seen;
+        wait_for("a Socket Mode connection", WAIT, || {
+            self.f.connections.load(Ordering::SeqCst) > before
+        });
+        *seen = self.f.connections.load(Ordering::SeqCst);
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        let n = self.n.fetch_add(1, Ordering::SeqCst);
+        let ts = format!("1700000300.{n:06}");
+        let extra = match file {
+            None => json!({}),
+            Some((name, bytes)) => {
+                self.f
+                    .files
+                    .lock()
+                    .unwrap()
+                    .insert(name.to_owned(), bytes.to_vec());
+                json!({"subtype": "file_share", "files": [{"id": format!("F-s{n}"), "name": name,
+                    "mimetype": "text/plain", "size": bytes.len(),
+                    "url_private_download": format!("http://{}/files/{name}", self.api)}]})
+            }
+        };
+        self.f.message("D1", "im", &ts, text, extra);
+        format!("D1-{ts}")
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        use crate::common::suite::Reply;
+        let uploads = self.f.uploads.lock().unwrap().clone();
+        let mut out: Vec<Reply> = self
+            .f
+            .posts()
+            .into_iter()
+            .filter(|v| v["channel"] == "D1")
+            .map(|v| Reply {
+                text: v["text"].as_str().unwrap_or_default().to_owned(),
+                files: Vec::new(),
+            })
+            .collect();
+        // Each upload is completed in turn (the fake's upload URL is one).
+        for (v, bytes) in self
+            .f
+            .calls("files.completeUploadExternal")
+            .into_iter()
+            .zip(uploads)
+        {
+            if v["channel_id"] == "D1" {
+                let name = v["files"][0]["title"].as_str().unwrap_or_default();
+                out.push(Reply {
+                    text: String::new(),
+                    files: vec![(name.to_owned(), bytes)],
+                });
+            }
+        }
+        out
+    }
+}
+
+crate::channel_suite!(sl_world);

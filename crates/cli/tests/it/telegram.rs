@@ -77,6 +77,8 @@ struct Fake {
     stalled: AtomicI64,
     next_msg: AtomicI64,
     next_update: AtomicI64,
+    /// Files the Bot API serves (`file_path` → bytes), beside `f-notes`.
+    files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 impl Fake {
@@ -187,7 +189,13 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
             _ => axum::Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
         }
     }
-    async fn file(P((bot, path)): P<(String, String)>) -> (axum::http::StatusCode, Vec<u8>) {
+    async fn file(
+        State(f): State<Arc<Fake>>,
+        P((bot, path)): P<(String, String)>,
+    ) -> (axum::http::StatusCode, Vec<u8>) {
+        if let Some(b) = f.files.lock().unwrap().get(&path) {
+            return (axum::http::StatusCode::OK, b.clone());
+        }
         if bot != format!("bot{TOKEN}") || path != "documents/f-notes.txt" {
             return (axum::http::StatusCode::NOT_FOUND, Vec::new());
         }
@@ -720,3 +728,75 @@ fn telegram_a_streamed_reply_is_one_message_edited_in_place() {
     );
     assert!(fake.calls("deleteMessage").is_empty());
 }
+
+/// Telegram's world of the shared channel suite: the owner's DM with the
+/// bot on the fake Bot API.
+struct TgWorld {
+    _rt: tokio::runtime::Runtime,
+    fake: Arc<Fake>,
+    s: Setup,
+    n: AtomicI64,
+}
+
+fn tg_world() -> Option<TgWorld> {
+    let rt = rt();
+    let fake = Arc::new(Fake::default());
+    let api = rt.block_on(serve(fake.clone()));
+    let s = setup(api);
+    Some(TgWorld {
+        _rt: rt,
+        fake,
+        s,
+        n: AtomicI64::new(100),
+    })
+}
+
+impl crate::common::suite::World for TgWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        let mid = self.n.fetch_add(1, Ordering::SeqCst);
+        let mut m = self.fake.message(DM, "private", mid, DM, text);
+        if let Some((name, bytes)) = file {
+            let id = format!("f-suite-{mid}");
+            self.fake
+                .files
+                .lock()
+                .unwrap()
+                .insert(format!("documents/{id}.txt"), bytes.to_vec());
+            m["message"]["document"] = json!({"file_id": id, "file_unique_id": id, "file_name": name, "mime_type": "text/plain", "file_size": bytes.len()});
+            m["message"]["caption"] = text.into();
+            m["message"].as_object_mut().unwrap().remove("text");
+        }
+        self.fake.push(m);
+        format!("{DM}.{mid}")
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        use crate::common::suite::{multipart_field, multipart_files, Reply};
+        self.fake
+            .calls
+            .named(|m| m == "sendMessage" || m == "sendDocument")
+            .into_iter()
+            .filter_map(|(m, v)| match m.as_str() {
+                "sendMessage" => (v["chat_id"] == DM).then(|| Reply {
+                    text: v["text"].as_str().unwrap_or_default().to_owned(),
+                    files: Vec::new(),
+                }),
+                _ => {
+                    let raw = v["raw"].as_str().unwrap_or_default();
+                    (multipart_field(raw, "chat_id").as_deref() == Some(&DM.to_string())).then(
+                        || Reply {
+                            text: multipart_field(raw, "caption").unwrap_or_default(),
+                            files: multipart_files(raw),
+                        },
+                    )
+                }
+            })
+            .collect()
+    }
+}
+
+crate::channel_suite!(tg_world);

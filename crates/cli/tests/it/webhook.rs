@@ -95,12 +95,16 @@ impl std::ops::Deref for Setup {
 }
 
 fn setup(callback: SocketAddr) -> Setup {
+    setup_scripted(callback, "[[rule]]\nreply = \"webhook handled\"\n")
+}
+
+fn setup_scripted(callback: SocketAddr, script: &str) -> Setup {
     let port = free_port();
     let p = platform::setup(Platform {
         channel: "webhook",
         owner: None,
         chats: &[("mg-hook", "ci", false, "pattern")],
-        script: "[[rule]]\nreply = \"webhook handled\"\n",
+        script,
         config: format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n\
              [webhooks.ci]\nsecret_env = \"PINCH_TEST_HOOK_SECRET\"\ncallback_url = \"http://{callback}/cb\"\nmax_body = 4096\n"
@@ -528,3 +532,101 @@ fn stored_content(data: &Path, delivery: &str) -> Option<String> {
                 .ok()
         })
 }
+
+/// The webhook's world of the shared channel suite: a sender POSTing
+/// signed events (retrying until it gets a 200, as GitHub and Stripe do),
+/// the replies on the callback. A webhook carries no files.
+struct HookWorld {
+    rt: tokio::runtime::Runtime,
+    cb: Arc<Callback>,
+    s: Setup,
+    n: std::sync::atomic::AtomicU32,
+}
+
+fn hook_world() -> Option<HookWorld> {
+    let rt = rt();
+    let cb = Arc::new(Callback {
+        status: AtomicU16::new(200),
+        ..Default::default()
+    });
+    let addr = rt.block_on(callback_server(cb.clone()));
+    let script = format!(
+        "{}\n[[rule]]\nreply = \"webhook handled\"\n",
+        platform::SHARED_RULES
+    );
+    let s = setup_scripted(addr, &script);
+    Some(HookWorld {
+        rt,
+        cb,
+        s,
+        n: Default::default(),
+    })
+}
+
+impl crate::common::suite::World for HookWorld {
+    fn setup(&self) -> &platform::Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        wait_for("the HTTP listener", WAIT, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.s.port)).is_ok()
+        });
+    }
+
+    fn say(&self, text: &str, _file: Option<(&str, &[u8])>) -> String {
+        let n = self.n.fetch_add(1, Ordering::SeqCst);
+        let delivery = format!("suite-d{n}");
+        let body = serde_json::json!({ "note": text }).to_string().into_bytes();
+        // The agent reads a webhook as `webhook ci: <event>` (the body is
+        // its payload): the text goes in the event, as far as it may.
+        let event: String = text
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let port = self.s.port;
+        let d2 = delivery.clone();
+        self.rt.spawn(async move {
+            for _ in 0..600 {
+                let event = event.clone();
+                // Signed afresh each time: the timestamp must be recent.
+                let c = reqwest::Client::new();
+                let mut r = c
+                    .post(format!("http://127.0.0.1:{port}/hooks/ci"))
+                    .body(body.clone());
+                for (k, v) in signed_at(&body, &d2, &event, now()) {
+                    r = r.header(k, v);
+                }
+                if r.send().await.is_ok_and(|r| r.status().is_success()) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        format!("hook-ci-{delivery}")
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        // A callback retried with the same idempotency key is one reply.
+        let mut keys = std::collections::HashSet::new();
+        self.cb
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(sig, key, v)| {
+                sig.is_some() && v.get("text").is_some() && keys.insert(key.clone())
+            })
+            .map(|(_, _, v)| crate::common::suite::Reply {
+                text: v["text"].as_str().unwrap_or_default().to_owned(),
+                files: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn files(&self) -> bool {
+        false
+    }
+}
+
+crate::channel_suite!(hook_world);

@@ -41,6 +41,10 @@ struct Fake {
     /// Meta's own record says the window is closed: free-form messages are
     /// refused with 131047 (re-engagement message).
     closed: AtomicBool,
+    /// Media the suite's world sent in (id → bytes), beside `media-doc-1`.
+    media: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    /// Media pinch uploaded (id → the multipart body).
+    uploads: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Fake {
@@ -114,9 +118,13 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
                 )
             }
             "media" => {
-                f.calls
-                    .push("media", json!({"raw": String::from_utf8_lossy(&body)}));
-                (StatusCode::OK, axum::Json(json!({"id": "media-up-1"})))
+                let raw = String::from_utf8_lossy(&body).into_owned();
+                f.calls.push("media", json!({"raw": raw}));
+                let n = f.uploads.lock().unwrap().len() + 1;
+                // The first is `media-up-1`, as the file test expects.
+                let id = format!("media-up-{n}");
+                f.uploads.lock().unwrap().insert(id.clone(), raw);
+                (StatusCode::OK, axum::Json(json!({"id": id})))
             }
             _ => graph_error(100, "Unknown path."),
         }
@@ -139,7 +147,8 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
             );
         }
         f.calls.push("media-info", json!({"id": id}));
-        if ver != VER || id != "media-doc-1" {
+        let known = f.media.lock().unwrap().contains_key(&id);
+        if ver != VER || (id != "media-doc-1" && !known) {
             return graph_error(100, "Unsupported get request.");
         }
         let host = h.get("host").unwrap().to_str().unwrap();
@@ -150,7 +159,14 @@ async fn serve(fake: Arc<Fake>) -> std::net::SocketAddr {
                 "mime_type": "text/plain", "file_size": 23, "id": id})),
         )
     }
-    async fn download(P(id): P<String>, h: HeaderMap) -> (StatusCode, Vec<u8>) {
+    async fn download(
+        State(f): State<Arc<Fake>>,
+        P(id): P<String>,
+        h: HeaderMap,
+    ) -> (StatusCode, Vec<u8>) {
+        if let Some(b) = f.media.lock().unwrap().get(&id).filter(|_| authorized(&h)) {
+            return (StatusCode::OK, b.clone());
+        }
         if !authorized(&h) || id != "media-doc-1" {
             return (StatusCode::NOT_FOUND, Vec::new());
         }
@@ -512,3 +528,106 @@ fn whatsapp_doctor_reads_the_number_and_names_a_refused_token() {
         "{lines:?}"
     );
 }
+
+/// WhatsApp's world of the shared channel suite: the owner's chat, its
+/// messages POSTed as Meta does (retried until the daemon takes them,
+/// as Meta retries a webhook that failed), the replies on the fake Graph.
+struct WaWorld {
+    rt: tokio::runtime::Runtime,
+    fake: Arc<Fake>,
+    s: Setup,
+    port: u16,
+    n: AtomicI64,
+}
+
+fn wa_world() -> Option<WaWorld> {
+    let rt = rt();
+    let fake = Arc::new(Fake::default());
+    let api = rt.block_on(serve(fake.clone()));
+    let port = free_port();
+    let s = setup(api, port);
+    Some(WaWorld {
+        rt,
+        fake,
+        s,
+        port,
+        n: AtomicI64::new(0),
+    })
+}
+
+impl crate::common::suite::World for WaWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        wait_listener(self.port);
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        let n = self.n.fetch_add(1, Ordering::SeqCst);
+        let id = format!("wamid.SUITE{n}");
+        let msg = match file {
+            None => json!({"id": id, "type": "text", "text": {"body": text}}),
+            Some((name, bytes)) => {
+                let media = format!("media-suite-{n}");
+                self.fake
+                    .media
+                    .lock()
+                    .unwrap()
+                    .insert(media.clone(), bytes.to_vec());
+                json!({"id": id, "type": "document", "document": {"id": media, "filename": name,
+                    "caption": text, "mime_type": "text/plain", "sha256": "x"}})
+            }
+        };
+        let body = notification(USER, now(), msg).to_string().into_bytes();
+        let url = format!("http://127.0.0.1:{}/whatsapp", self.port);
+        // Meta retries until it gets a 200: in the background, so a message
+        // sent while pinch is down arrives once it is back.
+        let sig = pinch_channels::http::sign(APP_SECRET.as_bytes(), &body);
+        self.rt.spawn(async move {
+            let c = reqwest::Client::new();
+            for _ in 0..600 {
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-hub-signature-256", format!("sha256={sig}"))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        id
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        use crate::common::suite::{multipart_files, Reply};
+        let uploads = self.fake.uploads.lock().unwrap().clone();
+        self.fake
+            .messages(|v| v["to"] == USER)
+            .into_iter()
+            .map(|v| match v["type"].as_str() {
+                Some("document") => Reply {
+                    text: v["document"]["caption"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    files: uploads
+                        .get(v["document"]["id"].as_str().unwrap_or_default())
+                        .map(|raw| multipart_files(raw))
+                        .unwrap_or_default(),
+                },
+                _ => Reply {
+                    text: v["text"]["body"].as_str().unwrap_or_default().to_owned(),
+                    files: Vec::new(),
+                },
+            })
+            .collect()
+    }
+}
+
+crate::channel_suite!(wa_world);

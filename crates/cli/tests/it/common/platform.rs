@@ -81,6 +81,10 @@ reply = "report sent"
 [[rule]]
 contains = "mojibake"
 reply = "echo: {text}"
+
+[[rule]]
+contains = "suite-"
+reply = "suite echo: {text}"
 "#;
 
 /// Where a fake platform puts bytes that are not UTF-8 on the wire: every
