@@ -209,15 +209,48 @@ fn matrix_joins_invites_from_known_users_and_rejects_strangers() {
     wait_for("the stranger's invite rejected", WAIT, || {
         w.hs.membership(&eve, &spam, &w.pinch.id).as_deref() == Some("leave")
     });
-    assert!(
-        s.log().contains("rejected the invite"),
-        "the reason is logged"
+    wait_for("the reason logged", WAIT, || {
+        s.log()
+            .contains("rejected the invite: the inviter is not a user pinch knows")
+    });
+
+    // The group room, wired to the agent on mentions: bob's message that
+    // does not mention pinch is left alone, the one whose `m.mentions`
+    // names it is answered (a room of three is a group).
+    w.hs.join(&bob, &group);
+    wire(&s, "mg-group", &group, "mention");
+    let plain = w.hs.say(&bob, &group, "just chatting");
+    let asked = w.hs.send(
+        &bob,
+        &group,
+        "m.room.message",
+        json!({"msgtype": "m.text",
+        "body": "pinch: hello", "m.mentions": {"user_ids": [w.pinch.id]}}),
     );
-    // And messages there never reach pinch.
-    assert_eq!(
-        w.hs.membership(&eve, &spam, &w.pinch.id).as_deref(),
-        Some("leave")
-    );
+    let r = reply_to(&w, &group, &asked);
+    assert_eq!(body(&r), "hi from the agent", "{r}");
+    assert_eq!(replies_to(&w, &group, &plain), 0);
+    assert_eq!(rows(&s.data, &plain), 0, "not taken without a mention");
+}
+
+/// Wires the room `room` to `main` (a group, `mode`), as the owner would.
+fn wire(s: &Setup, id: &str, room: &str, mode: &str) {
+    let c = pinch_host::db::central::Central::open(&s.data.join("pinch.db")).unwrap();
+    let t = "2026-01-01T00:00:00.000Z";
+    c.conn
+        .execute(
+            "INSERT INTO messaging_groups (id, channel_type, platform_id, name, is_group, unknown_sender_policy, created_at)
+             VALUES (?1, 'matrix', ?2, 'group', 1, 'public', ?3)",
+            [id, room, t],
+        )
+        .unwrap();
+    c.conn
+        .execute(
+            "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sender_scope, ignored_message_policy, session_mode, priority, created_at)
+             VALUES (?1, ?2, 'main', ?3, NULL, 'all', 'drop', 'shared', 0, ?4)",
+            [&format!("w-{id}"), id, mode, t],
+        )
+        .unwrap();
 }
 
 #[test]

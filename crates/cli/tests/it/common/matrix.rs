@@ -262,6 +262,12 @@ impl Homeserver {
         v["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// `who` joins `room` (accepting an invite).
+    pub fn join(&self, who: &User, room: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/join", enc(room));
+        self.call(Some(who), reqwest::Method::POST, &path, Some(json!({})));
+    }
+
     /// `who` sends an event of `kind` to `room`; its event id.
     pub fn send(&self, who: &User, room: &str, kind: &str, content: Value) -> String {
         let txn = format!(
