@@ -289,6 +289,9 @@ fn matrix_a_killed_host_loses_and_repeats_nothing() {
         assert_eq!(rows(&s.data, id), 1, "{id} stored once");
         assert_eq!(replies_to(&w, dm, id), 1, "{id} answered once");
     }
+    // The restart resumed from the saved token: only the first start
+    // skipped the rooms' history.
+    assert_eq!(s.log().matches("first sync").count(), 1, "{}", s.log());
     let mode = std::fs::metadata(&state).unwrap().permissions();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
