@@ -10,7 +10,7 @@
 //! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
 //! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
 //! page and its WebSocket); the last two share one HTTP listener
-//! ([`http`]). Telegram, Discord, Slack, email and WhatsApp build on the same trait, and
+//! ([`http`]). Telegram, Discord, Slack, email, WhatsApp and Matrix build on the same trait, and
 //! each is registered in [`KINDS`] with its `pinch.toml` section.
 
 #[cfg(feature = "channel-cli")]
@@ -27,6 +27,8 @@ pub mod fake;
 pub mod http;
 #[cfg(feature = "http")]
 pub mod kind;
+#[cfg(feature = "channel-matrix")]
+pub mod matrix;
 pub mod peer;
 #[cfg(feature = "platform")]
 pub mod platform;
@@ -67,6 +69,8 @@ pub static KINDS: &[ChannelKind] = &[
     email::KIND,
     #[cfg(feature = "channel-whatsapp")]
     whatsapp::KIND,
+    #[cfg(feature = "channel-matrix")]
+    matrix::KIND,
 ];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -199,6 +203,14 @@ pub enum ChannelEvent {
     Stop {
         to: Address,
         sender: String,
+    },
+    /// Whether `user` (without the `<channel>:` prefix) is someone pinch
+    /// knows: an owner or admin, or a member of an agent group. Adapters
+    /// that are invited into conversations (Matrix) join only for them.
+    Known {
+        channel_type: String,
+        user: String,
+        reply: oneshot::Sender<bool>,
     },
 }
 

@@ -31,6 +31,7 @@ mod faults;
 mod forged_rows;
 mod fuse_torn_view;
 mod local_model;
+mod matrix;
 mod mcp;
 mod memory;
 mod metrics;

@@ -48,6 +48,21 @@ impl Central {
             .is_some())
     }
 
+    /// Is the user someone pinch knows: any role (owner, admin) or a
+    /// member of any agent group? (An adapter asks before it accepts an
+    /// invite from them, `ChannelEvent::Known`.)
+    pub fn is_known(&self, user_id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM user_roles WHERE user_id = ?1 UNION ALL SELECT 1 FROM agent_group_members WHERE user_id = ?1 LIMIT 1",
+                [user_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// Does the user exist already? (Saves a write per message.)
     pub fn user_exists(&self, user_id: &str) -> Result<bool> {
         Ok(self

@@ -51,6 +51,22 @@ impl Host {
                     });
                 let _ = reply.send(list);
             }
+            Event::Channel(ChannelEvent::Known {
+                channel_type,
+                user,
+                reply,
+            }) => {
+                let known = self
+                    .central
+                    .is_known(&format!("{channel_type}:{user}"))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(
+                            "could not look up whether {channel_type}:{user} is known: {e:#}"
+                        );
+                        false
+                    });
+                let _ = reply.send(known);
+            }
             Event::Channel(ChannelEvent::History { to, limit, reply }) => {
                 let mg = self
                     .central

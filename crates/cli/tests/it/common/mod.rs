@@ -14,6 +14,7 @@ use pinch_host::HostConfig;
 pub mod fake_api;
 pub mod https;
 pub mod mail;
+pub mod matrix;
 pub mod platform;
 pub mod suite;
 
