@@ -324,3 +324,69 @@ fn matrix_doctor_names_the_account_and_a_refused_token() {
         "{lines:?}"
     );
 }
+
+/// Matrix's world of the shared channel suite: alice's direct room with
+/// pinch on the real Synapse (a message sent while pinch is down waits in
+/// the room; pinch's saved sync token picks it up).
+struct MxWorld {
+    w: World,
+    s: Setup,
+}
+
+fn mx_world() -> Option<MxWorld> {
+    let w = world()?;
+    let s = setup(&w, &w.pinch.token.clone());
+    Some(MxWorld { w, s })
+}
+
+impl crate::common::suite::World for MxWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        wait_joined(&self.w, &self.w.dm);
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        let (hs, alice, dm) = (&self.w.hs, &self.w.alice, &self.w.dm);
+        match file {
+            None => hs.say(alice, dm, text),
+            Some((name, bytes)) => {
+                let mxc = hs.upload(alice, name, bytes);
+                // MSC2530: with a `filename`, the body is the caption.
+                let content = json!({"msgtype": "m.file", "body": text, "filename": name,
+                    "url": mxc, "info": {"mimetype": "text/plain", "size": bytes.len()}});
+                hs.send(alice, dm, "m.room.message", content)
+            }
+        }
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        let w = &self.w;
+        w.hs.events_from(&w.alice, &w.dm, &w.pinch.id, |e| {
+            e["type"] == "m.room.message" && e["content"]["m.relates_to"]["rel_type"] != "m.replace"
+        })
+        .into_iter()
+        .map(|e| {
+            let c = &e["content"];
+            let files = match (c["msgtype"].as_str(), c["url"].as_str()) {
+                (Some("m.file" | "m.image" | "m.audio" | "m.video"), Some(mxc)) => {
+                    let name = c["filename"].as_str().or(c["body"].as_str());
+                    vec![(
+                        name.unwrap_or_default().to_owned(),
+                        w.hs.download(&w.alice, mxc),
+                    )]
+                }
+                _ => Vec::new(),
+            };
+            crate::common::suite::Reply {
+                text: body(&e).to_owned(),
+                files,
+            }
+        })
+        .collect()
+    }
+}
+
+crate::channel_suite!(mx_world);
