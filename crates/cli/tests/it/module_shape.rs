@@ -586,9 +586,14 @@ fn a_channel_kind_is_named_only_by_its_module_and_the_registry() {
                 if own {
                     continue;
                 }
-                let named = paths(&code)
-                    .into_iter()
-                    .any(|(_, p)| p.iter().any(|seg| seg == kind));
+                // Another crate's module of the same name (`tokio::signal`,
+                // `libc::signal`) is not the channel's.
+                let named = paths(&code).into_iter().any(|(_, p)| {
+                    !matches!(
+                        p.first().map(String::as_str),
+                        Some("tokio" | "libc" | "std")
+                    ) && p.iter().any(|seg| seg == kind)
+                });
                 if named {
                     errors.push(format!(
                         "{} names the `{kind}` channel's module: what it needs belongs in the channel's own module or its KIND (crates/channels/src/kind.rs)",

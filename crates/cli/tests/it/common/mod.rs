@@ -15,6 +15,7 @@ pub mod fake_api;
 pub mod https;
 pub mod mail;
 pub mod platform;
+pub mod signal;
 
 pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");
 
