@@ -320,10 +320,9 @@ mod tests {
 
     fn section(body: &str) -> Result<SignalConfig, SectionError> {
         let v: toml::Table = body.parse().unwrap();
-        let c = KIND
-            .parse(toml::Value::Table(v))
+        KIND.parse(toml::Value::Table(v.clone()))
             .map_err(|e| SectionError::new("signal", e.to_string()))?;
-        let s: &SignalSection = c.section.as_any().unwrap().downcast_ref().unwrap();
+        let s: SignalSection = toml::Value::Table(v).try_into().unwrap();
         let env = |v: &str| (v == "HOME").then(|| "/home/ann".to_owned());
         s.config(&Host {
             data_dir: std::path::Path::new("/d"),

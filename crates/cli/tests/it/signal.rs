@@ -81,6 +81,23 @@ fn wait_logged(s: &Setup, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Whether any file under `dir` holds `needle`.
+fn holds(dir: &Path, needle: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                holds(&p, needle)
+            } else {
+                std::fs::read(&p)
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            }
+        })
+}
+
 fn id(ts: u64) -> String {
     format!("{ANN}:{ts}")
 }
@@ -202,6 +219,10 @@ fn signal_dm_and_group_replies_typing_receipts_edits_reactions_and_files() {
         .params("send")
         .iter()
         .all(|v| !v.to_string().contains("NOT FOR THE AGENT")));
+    assert!(
+        !holds(&s.data, "NOT FOR THE AGENT"),
+        "the file outside signal-cli's folder reached a session"
+    );
 
     // A file out: written where signal-cli can read it, sent, removed.
     let t5 = t4 + 1000;
