@@ -27,6 +27,8 @@ pub mod daemon;
 pub mod envelope;
 mod inbound;
 pub mod rpc;
+#[cfg(test)]
+mod socket_tests;
 mod spool;
 
 pub use config::{link, probe, OneOff, SignalSection, KIND};
