@@ -124,7 +124,18 @@ pub trait ChannelSection: std::fmt::Debug + Send + Sync + 'static {
     fn probe(&self, _host: &Host) -> Option<Probe> {
         None
     }
+    /// Links pinch as a device of the user's account (`pinch channels
+    /// <section> link`), for channels that join an account that way:
+    /// `show` gets the link to present (the CLI prints it as a QR code);
+    /// the future ends when the phone has accepted, with what was linked.
+    /// `None`: this channel has no such step.
+    fn link(&self, _host: &Host, _device_name: Option<&str>, _show: ShowLink) -> Option<Probe> {
+        None
+    }
 }
+
+/// Presents a device link to the user (see [`ChannelSection::link`]).
+pub type ShowLink = Box<dyn FnOnce(&str) + Send>;
 
 /// A channel's live check: what worked, or what failed and the fix.
 pub type Probe = crate::BoxFuture<'static, Result<String, String>>;

@@ -10,7 +10,7 @@
 //! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
 //! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
 //! page and its WebSocket); the last two share one HTTP listener
-//! ([`http`]). Telegram, Discord, Slack, email, WhatsApp and Matrix build on the same trait, and
+//! ([`http`]). Telegram, Discord, Slack, email, WhatsApp, Matrix and Signal build on the same trait, and
 //! each is registered in [`KINDS`] with its `pinch.toml` section.
 
 #[cfg(feature = "channel-cli")]
@@ -32,6 +32,8 @@ pub mod matrix;
 pub mod peer;
 #[cfg(feature = "platform")]
 pub mod platform;
+#[cfg(feature = "channel-signal")]
+pub mod signal;
 #[cfg(feature = "channel-slack")]
 pub mod slack;
 #[cfg(feature = "channel-telegram")]
@@ -71,6 +73,8 @@ pub static KINDS: &[ChannelKind] = &[
     whatsapp::KIND,
     #[cfg(feature = "channel-matrix")]
     matrix::KIND,
+    #[cfg(feature = "channel-signal")]
+    signal::KIND,
 ];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod bench;
+mod channels;
 mod chaos;
 mod chat;
 mod chat_input;
@@ -12,6 +13,7 @@ mod config;
 mod doctor;
 mod logging;
 mod model;
+mod qr;
 mod recover;
 mod secrets;
 mod secrets_oauth;
@@ -88,6 +90,8 @@ enum Command {
         #[command(flatten)]
         flags: HostFlags,
     },
+    /// One-time set-up of a channel: `pinch channels signal link` (link pinch to your Signal account by QR code).
+    Channels(channels::ChannelsArgs),
     /// Run pinch as a systemd service: `pinch service install|uninstall|status|print [--system]`.
     Service(service::ServiceArgs),
     /// The offline model: `pinch model fetch` (download SmolLM2), `pinch model path`, `pinch model list`.
@@ -211,6 +215,7 @@ fn main() -> ExitCode {
                 secrets::run(&c.data_dir, c.secrets_key_file.as_deref(), args).map(|()| 0)
             })())
         }
+        Command::Channels(args) => exit(channels::run(cli.data_dir, cli.config, args, &env)),
         Command::Model(args) => exit((|| {
             let file = config::load_file(cli.config.as_deref(), &env)
                 .map_err(|e| ConfigError(format!("{e:#}")))?;

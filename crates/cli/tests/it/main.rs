@@ -51,6 +51,7 @@ mod self_mod;
 mod service;
 mod session_db;
 mod settings;
+mod signal;
 mod slack;
 mod streaming;
 mod supervision;

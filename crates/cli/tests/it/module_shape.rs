@@ -586,9 +586,25 @@ fn a_channel_kind_is_named_only_by_its_module_and_the_registry() {
                 if own {
                     continue;
                 }
-                let named = paths(&code)
-                    .into_iter()
-                    .any(|(_, p)| p.iter().any(|seg| seg == kind));
+                // Another crate's module or function of the same name
+                // (`tokio::signal::ctrl_c`, `libc::signal(…)`, a `signal(…)`
+                // call) is not the channel's: a module is named with a path
+                // that goes on after it (`signal::…`), or imported whole.
+                let named = paths(&code).into_iter().any(|(_, p)| {
+                    // A bare path is read as `self::…`.
+                    let q = if p.first().is_some_and(|s| s == "self") {
+                        &p[1..]
+                    } else {
+                        &p[..]
+                    };
+                    let external = matches!(
+                        q.first().map(String::as_str),
+                        Some("tokio" | "libc" | "std")
+                    );
+                    let whole = q.len() == 2 && q[0] == "pinch_channels" && q[1] == *kind;
+                    !external
+                        && (whole || q[..q.len().saturating_sub(1)].iter().any(|seg| seg == kind))
+                });
                 if named {
                     errors.push(format!(
                         "{} names the `{kind}` channel's module: what it needs belongs in the channel's own module or its KIND (crates/channels/src/kind.rs)",

@@ -17,6 +17,7 @@ pub mod mail;
 pub mod matrix;
 pub mod platform;
 pub mod suite;
+pub mod signal;
 
 pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");
 
