@@ -56,6 +56,7 @@ pub fn run(
     let host = pinch_channels::kind::Host {
         data_dir: &data_dir,
         env: &lookup,
+        store: None,
     };
     let show: pinch_channels::kind::ShowLink = Box::new(|uri: &str| {
         println!("Scan this with the app on your phone (Signal: Settings → Linked devices → +):\n");

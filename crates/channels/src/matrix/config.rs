@@ -146,6 +146,7 @@ mod tests {
         c.section.build(&Host {
             data_dir: std::path::Path::new("/tmp"),
             env: &env,
+            store: None,
         })
     }
 

@@ -327,6 +327,7 @@ mod tests {
         s.config(&Host {
             data_dir: std::path::Path::new("/d"),
             env: &env,
+            store: None,
         })
     }
 

@@ -493,3 +493,75 @@ fn real_signal_cli() -> Option<std::path::PathBuf> {
     eprintln!("note: no real signal-cli at {}: skipping", p.display());
     None
 }
+
+/// Signal's world of the shared channel suite: Ann's direct chat through
+/// the fake signal-cli daemon (which keeps what arrives while pinch is not
+/// subscribed, as signal-cli does in manual receive mode).
+struct SgWorld {
+    _dir: tempfile::TempDir,
+    fake: FakeSignal,
+    s: Setup,
+    ts: std::sync::atomic::AtomicU64,
+}
+
+fn sg_world() -> Option<SgWorld> {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSignal::start(dir.path(), ME, true);
+    let s = socket_setup(&fake);
+    Some(SgWorld {
+        _dir: dir,
+        fake,
+        s,
+        ts: std::sync::atomic::AtomicU64::new(1_733_100_000_000),
+    })
+}
+
+impl crate::common::suite::World for SgWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        wait_for("pinch subscribed", WAIT, || self.fake.subscribed());
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        let ts = self.ts.fetch_add(1000, std::sync::atomic::Ordering::SeqCst);
+        let mut m = from_ann(ts, text, false);
+        if let Some((name, bytes)) = file {
+            // signal-cli has saved it in its attachments folder by its id.
+            let att = format!("suite{ts}.txt");
+            let sc = self.s.data.parent().unwrap().join("sc");
+            std::fs::write(sc.join("attachments").join(&att), bytes).unwrap();
+            m["dataMessage"]["attachments"] = json!([{"contentType": "text/plain",
+                "filename": name, "id": att, "size": bytes.len()}]);
+        }
+        self.fake.push(m);
+        id(ts)
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        sends(&self.fake, |v| v["recipient"] == json!([ANN]))
+            .into_iter()
+            .map(|v| {
+                let names = v["attachments"].as_array().cloned().unwrap_or_default();
+                let contents = v["contents"].as_array().cloned().unwrap_or_default();
+                let files = names
+                    .iter()
+                    .zip(contents)
+                    .map(|(p, c)| {
+                        let p = p.as_str().unwrap_or_default();
+                        let name = p.rsplit('/').next().unwrap_or(p).to_owned();
+                        (name, c.as_str().unwrap_or_default().as_bytes().to_vec())
+                    })
+                    .collect();
+                crate::common::suite::Reply {
+                    text: v["message"].as_str().unwrap_or_default().to_owned(),
+                    files,
+                }
+            })
+            .collect()
+    }
+}
+
+crate::channel_suite!(sg_world);

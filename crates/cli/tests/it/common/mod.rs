@@ -16,8 +16,8 @@ pub mod https;
 pub mod mail;
 pub mod matrix;
 pub mod platform;
-pub mod suite;
 pub mod signal;
+pub mod suite;
 
 pub const PINCH: &str = env!("CARGO_BIN_EXE_pinch");
 
