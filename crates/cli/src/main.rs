@@ -5,6 +5,7 @@
 
 mod admin;
 mod bench;
+mod channels_cmd;
 mod chaos;
 mod chat;
 mod chat_input;
@@ -12,6 +13,7 @@ mod config;
 mod doctor;
 mod logging;
 mod model;
+mod qr;
 mod recover;
 mod secrets;
 mod secrets_oauth;
@@ -88,6 +90,8 @@ enum Command {
         #[command(flatten)]
         flags: HostFlags,
     },
+    /// Channel set-up: `pinch channels whatsapp link|install` (WhatsApp as a linked device).
+    Channels(channels_cmd::ChannelsArgs),
     /// Run pinch as a systemd service: `pinch service install|uninstall|status|print [--system]`.
     Service(service::ServiceArgs),
     /// The offline model: `pinch model fetch` (download SmolLM2), `pinch model path`, `pinch model list`.
@@ -273,6 +277,31 @@ fn main() -> ExitCode {
                 channel_envs,
                 channel_probes,
             }) as u8)
+        }
+        Command::Channels(args) => {
+            let file = config::load_file(cli.config.as_deref(), &env);
+            let data_dir = cli
+                .data_dir
+                .clone()
+                .or_else(|| file.as_ref().ok().and_then(|f| f.data_dir.clone()))
+                .unwrap_or_else(|| config::default_data_dir(&env));
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| config::default_config_path(&env));
+            let table = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok());
+            match channels_cmd::run(args, &data_dir, table) {
+                Ok(done) => {
+                    println!("{done}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pinch: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Service(args) => {
             let config_path = cli
