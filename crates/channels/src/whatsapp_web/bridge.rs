@@ -131,6 +131,7 @@ pub(super) fn spawn(
 ) -> Result<(Child, String), String> {
     if cfg.default_bridge {
         setup::refresh_script(&cfg.paths)?;
+        setup::installed(&cfg.paths)?;
     }
     let start = wire::Start {
         op: "start",
