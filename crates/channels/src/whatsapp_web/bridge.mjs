@@ -213,7 +213,9 @@ async function connect () {
     }
   })
   sock.ev.on('messages.upsert', async ({ messages, type }) => {
-    if (cfg.link || (type !== 'notify' && type !== 'append')) return
+    // `notify`: new messages, offline ones included; `append` is history
+    // and the owner's other devices, never a message for pinch.
+    if (cfg.link || type !== 'notify') return
     for (const m of messages) {
       remember(m)
       try {

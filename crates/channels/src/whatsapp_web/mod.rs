@@ -304,10 +304,13 @@ impl Channel for WaWebChannel {
             let mut first = None;
             let mut n = 0;
             let quote = msg.in_reply_to.clone().filter(|q| wire::valid_id(q));
-            // Files first carry the first text part as their caption when
-            // there is exactly one file and one part.
+            // One file and at most one text part: the text is the file's
+            // caption (audio has none: sent apart).
             let mut files = msg.files.iter();
-            if msg.files.len() == 1 && parts.len() <= 1 {
+            if msg.files.len() == 1
+                && parts.len() <= 1
+                && !mime_of(&msg.files[0].name).starts_with("audio/")
+            {
                 let f = files.next().expect("one file");
                 let media = self.hand_over(f)?;
                 let caption = parts.pop().unwrap_or_default();
