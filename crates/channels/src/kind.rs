@@ -40,8 +40,30 @@ pub struct ChannelKind {
     /// the platform and authenticated by the platform's own secret: the
     /// listener's `Host`/`Origin` guard exempts them (prefixes).
     pub routes: &'static [&'static str],
+    /// Its set-up steps run from the terminal (`pinch channels …`), if any.
+    pub setup: Option<SetupStep>,
     parse: Parse,
 }
+
+/// What a set-up step shows while it runs.
+pub enum Shown<'a> {
+    /// A line of text.
+    Text(&'a str),
+    /// Text to show as a QR code (a pairing code).
+    Qr(&'a str),
+}
+
+/// A channel's set-up step (`pinch channels <words…>`, e.g. `whatsapp
+/// link`): given the data dir, the kind's section as the file has it (if
+/// any) and the words, `None` when the words are not one of its steps,
+/// else what it did or why it failed. Runs in the owner's terminal, not in
+/// the host.
+pub type SetupStep = fn(
+    &Path,
+    Option<toml::Value>,
+    &[String],
+    &mut dyn FnMut(Shown<'_>),
+) -> Option<Result<String, String>>;
 
 impl ChannelKind {
     /// The kind whose section is read as `S` (strictly: `S` should be
@@ -53,6 +75,7 @@ impl ChannelKind {
         ChannelKind {
             section,
             routes: &[],
+            setup: None,
             parse: parse_as::<S>,
         }
     }
@@ -60,6 +83,14 @@ impl ChannelKind {
     /// The same kind, serving `routes` (see [`ChannelKind::routes`]).
     pub const fn serving(self, routes: &'static [&'static str]) -> ChannelKind {
         ChannelKind { routes, ..self }
+    }
+
+    /// The same kind, with set-up steps (see [`SetupStep`]).
+    pub const fn with_setup(self, setup: SetupStep) -> ChannelKind {
+        ChannelKind {
+            setup: Some(setup),
+            ..self
+        }
     }
 
     /// Reads this kind's section. Errors name the key as the rest of the

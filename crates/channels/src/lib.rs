@@ -10,7 +10,7 @@
 //! lines, used by `pinch chat`), `webhook` (`POST /hooks/<name>`, signed
 //! with HMAC-SHA256, replies POSTed to a callback URL) and `web` (the chat
 //! page and its WebSocket); the last two share one HTTP listener
-//! ([`http`]). Telegram, Discord, Slack, email, WhatsApp, Matrix and Signal build on the same trait, and
+//! ([`http`]). Telegram, Discord, Slack, email, WhatsApp (Cloud API and Web), Matrix and Signal build on the same trait, and
 //! each is registered in [`KINDS`] with its `pinch.toml` section.
 
 #[cfg(feature = "channel-cli")]
@@ -44,6 +44,8 @@ pub mod web;
 pub mod webhook;
 #[cfg(feature = "channel-whatsapp")]
 pub mod whatsapp;
+#[cfg(feature = "channel-whatsapp-web")]
+pub mod whatsapp_web;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -75,6 +77,8 @@ pub static KINDS: &[ChannelKind] = &[
     matrix::KIND,
     #[cfg(feature = "channel-signal")]
     signal::KIND,
+    #[cfg(feature = "channel-whatsapp-web")]
+    whatsapp_web::KIND,
 ];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -215,6 +219,13 @@ pub enum ChannelEvent {
         channel_type: String,
         user: String,
         reply: oneshot::Sender<bool>,
+    },
+    /// A host notice the adapter needs sent (stored first, sent when its
+    /// channel can take it), e.g. WhatsApp Web's "logged out: link again"
+    /// to the owner's `pinch chat`.
+    Notice {
+        to: Address,
+        text: String,
     },
 }
 

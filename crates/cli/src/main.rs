@@ -90,7 +90,7 @@ enum Command {
         #[command(flatten)]
         flags: HostFlags,
     },
-    /// One-time set-up of a channel: `pinch channels signal link` (link pinch to your Signal account by QR code).
+    /// One-time set-up of a channel: `pinch channels signal link`, `pinch channels whatsapp link|install` (link pinch to your account by QR code).
     Channels(channels::ChannelsArgs),
     /// Run pinch as a systemd service: `pinch service install|uninstall|status|print [--system]`.
     Service(service::ServiceArgs),

@@ -64,3 +64,4 @@ mod web_chat;
 mod web_fetch;
 mod webhook;
 mod whatsapp;
+mod whatsapp_web;

@@ -194,7 +194,9 @@ impl Host {
                 let _ = done.send(ok);
             }
             Event::NoticeSent { notice, result } => self.notice_sent(notice, result),
-            Event::Notice { to, text } => self.durable_notice(to, text),
+            Event::Notice { to, text } | Event::Channel(ChannelEvent::Notice { to, text }) => {
+                self.durable_notice(to, text)
+            }
             Event::Channel(ChannelEvent::Available { channel_type }) => {
                 // Stored notices first: they are older than any reply.
                 self.flush_notices(Some(&channel_type));
