@@ -471,3 +471,102 @@ fn whatsapp_web_a_reply_sent_again_after_a_crash_keeps_its_whatsapp_id() {
         platform::delivered(&s.data) >= 1
     });
 }
+
+/// WhatsApp Web's world of the shared channel suite: Ann's chat through
+/// the fake bridge. As WhatsApp keeps a message for a linked device until
+/// it is acked, the world replays every message not yet acked to each new
+/// bridge run (a message sent while pinch is down arrives that way).
+struct WebWorld {
+    _tmp: tempfile::TempDir,
+    fake: Fake,
+    s: Setup,
+    runs: AtomicUsize,
+    said: Mutex<Vec<Value>>,
+    media: Mutex<Option<PathBuf>>,
+    /// Bytes of the files pinch handed over (read once: the real bridge
+    /// removes them after sending).
+    sent_files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+fn web_world() -> Option<WebWorld> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fake, port) = Fake::start();
+    let s = setup(port, tmp.path(), true);
+    Some(WebWorld {
+        _tmp: tmp,
+        fake,
+        s,
+        runs: AtomicUsize::new(0),
+        said: Mutex::default(),
+        media: Mutex::default(),
+        sent_files: Mutex::default(),
+    })
+}
+
+impl crate::common::suite::World for WebWorld {
+    fn setup(&self) -> &Setup {
+        &self.s
+    }
+
+    fn ready(&self) {
+        let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+        let start = self.fake.connected(run);
+        *self.media.lock().unwrap() = start["media"].as_str().map(PathBuf::from);
+        let unacked: Vec<Value> = self
+            .said
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| !self.fake.acked(m["id"].as_str().unwrap_or_default()))
+            .cloned()
+            .collect();
+        for m in unacked {
+            self.fake.emit(m);
+        }
+    }
+
+    fn say(&self, text: &str, file: Option<(&str, &[u8])>) -> String {
+        let n = self.said.lock().unwrap().len();
+        let id = format!("3EB0S{n:04}");
+        let mut m = json!({"ev": "message", "chat": ANN, "id": id, "sender": ANN, "name": "Ann", "text": text});
+        if let Some((name, bytes)) = file {
+            // The bridge's download, in the media folder it was given.
+            let dir = self.media.lock().unwrap().clone().expect("a bridge ran");
+            let f = format!("in-suite{n}");
+            std::fs::write(dir.join(&f), bytes).unwrap();
+            m["media"] =
+                json!({"file": f, "name": name, "mime": "text/plain", "size": bytes.len()});
+        }
+        self.said.lock().unwrap().push(m.clone());
+        // To the running bridge, if one is (else replayed by `ready`).
+        if self.fake.out.lock().unwrap().is_some() {
+            self.fake.emit(m);
+        }
+        id
+    }
+
+    fn replies(&self) -> Vec<crate::common::suite::Reply> {
+        let media = self.media.lock().unwrap().clone();
+        sends(&self.fake, |v| v["to"] == ANN)
+            .into_iter()
+            .map(|v| {
+                let mut files = Vec::new();
+                if let (Some(f), Some(dir)) = (v["file"]["file"].as_str(), &media) {
+                    let mut cache = self.sent_files.lock().unwrap();
+                    let bytes = cache
+                        .entry(f.to_owned())
+                        .or_insert_with(|| std::fs::read(dir.join(f)).unwrap_or_default())
+                        .clone();
+                    let name = v["file"]["name"].as_str().unwrap_or_default().to_owned();
+                    files.push((name, bytes));
+                }
+                crate::common::suite::Reply {
+                    text: v["text"].as_str().unwrap_or_default().to_owned(),
+                    files,
+                }
+            })
+            .collect()
+    }
+}
+
+crate::channel_suite!(web_world);
