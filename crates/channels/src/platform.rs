@@ -337,6 +337,12 @@ pub async fn ws_connect(url: &str) -> Result<Ws, String> {
 
 /// Percent-encodes everything but unreserved characters (a URL segment).
 pub fn url_segment(s: &str) -> String {
+    // `.` and `..` (and `%2e`, which URL parsers read the same) would be
+    // dot segments: resolved away, they move the request to another path.
+    // An id never is one; sent as a literal `%2E` it names nothing.
+    if s == "." || s == ".." {
+        return "%252E".repeat(s.len());
+    }
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -396,6 +402,17 @@ impl Cursors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_segment_never_becomes_a_dot_segment() {
+        assert_eq!(url_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(url_segment("v1.2"), "v1.2");
+        for dots in [".", ".."] {
+            let seg = url_segment(dots);
+            let u = reqwest::Url::parse(&format!("https://h/x/{seg}/y")).unwrap();
+            assert_eq!(u.path(), format!("/x/{seg}/y"), "{dots} kept its place");
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_an_hour_and_resets_after_a_healthy_spell() {

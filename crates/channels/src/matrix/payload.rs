@@ -257,7 +257,8 @@ pub fn mxc(url: &str) -> Option<(String, String)> {
         && server.len() <= 255
         && server
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        && server.bytes().any(|b| b.is_ascii_alphanumeric());
     let id_ok = !id.is_empty()
         && id.len() <= 255
         && id
@@ -424,6 +425,8 @@ mod tests {
             "http://a/b",
             "mxc://a?x/b",
             "mxc://a/b%2F",
+            "mxc://../b",
+            "mxc://./b",
         ] {
             assert_eq!(mxc(bad), None, "{bad}");
         }

@@ -242,8 +242,9 @@ impl MatrixChannel {
         room: &str,
         m: &Msg,
     ) -> Result<tokio::sync::oneshot::Receiver<AckOutcome>, String> {
-        // Two members (or an answer that did not come): pinch and one user.
-        let is_group = self.member_count(room).await.is_some_and(|n| n > 2);
+        // Two members: pinch and one user. A count that did not come is
+        // taken as a group (a mention needed), never as a direct chat.
+        let is_group = self.member_count(room).await.is_none_or(|n| n > 2);
         let mut ev = InboundEvent {
             channel_type: CHANNEL_TYPE.into(),
             platform_id: room.to_owned(),

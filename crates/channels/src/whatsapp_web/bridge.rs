@@ -172,15 +172,50 @@ pub(super) fn log_stderr(child: &mut Child) {
     if let Some(err) = child.stderr.take() {
         tokio::spawn(async move {
             let mut r = BufReader::new(err);
-            while let Ok(Some(line)) = read_line(&mut r).await {
-                let l = String::from_utf8_lossy(&line);
-                tracing::debug!(
-                    channel = super::CHANNEL_TYPE,
-                    "bridge: {}",
-                    l.chars().take(500).collect::<String>()
-                );
+            loop {
+                match read_line(&mut r).await {
+                    Ok(Some(line)) => {
+                        let l = String::from_utf8_lossy(&line);
+                        tracing::debug!(
+                            channel = super::CHANNEL_TYPE,
+                            "bridge: {}",
+                            l.chars().take(500).collect::<String>()
+                        );
+                    }
+                    Ok(None) => return,
+                    // An over-long line is skipped, not the end of reading:
+                    // an undrained pipe would block the bridge's writes.
+                    Err(e) => {
+                        tracing::debug!(channel = super::CHANNEL_TYPE, "bridge: {e}, skipped");
+                        if !skip_line(&mut r).await {
+                            return;
+                        }
+                    }
+                }
             }
         });
+    }
+}
+
+/// Reads past the next newline; false at the end or on an error.
+async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> bool {
+    loop {
+        let Ok(buf) = r.fill_buf().await else {
+            return false;
+        };
+        if buf.is_empty() {
+            return false;
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return true;
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
     }
 }
 
@@ -335,6 +370,20 @@ async fn inbound(ch: &Arc<WaWebChannel>, m: &wire::WireMessage, tx: &mpsc::Sende
         Ok(ev) => ev,
         Err(e) => {
             tracing::warn!(channel = super::CHANNEL_TYPE, "dropped a message: {e}");
+            // Acked all the same, its download removed: else the bridge
+            // keeps it (and its media) and gives it again at every start.
+            if let Some(f) = m.media.as_ref().and_then(|md| md.file.as_deref()) {
+                if wire::valid_file(f) {
+                    let _ = tokio::fs::remove_file(ch.cfg.paths.media.join(f)).await;
+                }
+            }
+            let ack = wire::Command::Ack {
+                chat: m.chat.clone(),
+                msg: m.id.clone(),
+            };
+            let _ = tx
+                .send(serde_json::to_string(&ack).expect("serialises"))
+                .await;
             return;
         }
     };
