@@ -470,6 +470,51 @@ pub trait Channel: Send + Sync + 'static {
     }
 }
 
+/// The variables a channel's helper program (signal-cli, the WhatsApp
+/// bridge) is given from pinch's environment: what a program needs to run
+/// and reach the network, never the other channels' tokens or the model
+/// keys pinch holds (the helper reads hostile input and runs third-party
+/// code).
+pub const HELPER_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_RUNTIME_DIR",
+    "JAVA_HOME",
+    "JAVA_OPTS",
+    "NODE_PATH",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// Clears `cmd`'s environment but for [`HELPER_ENV`].
+pub fn helper_env(cmd: &mut std::process::Command) {
+    cmd.env_clear();
+    for k in HELPER_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+}
+
 /// Replaces `path` with `body` as a channel's private state file: a new
 /// 0600 file beside it, synced, renamed over it, the folder synced (the
 /// email channel's mark, WhatsApp's window).
@@ -556,6 +601,23 @@ pub fn numbered_fallback(text: &str, buttons: &[Button]) -> String {
 #[cfg(test)]
 mod guard_tests {
     use super::*;
+
+    #[test]
+    fn a_helper_program_gets_only_the_listed_variables() {
+        // The test's own environment (CARGO_*, RUST_*) must not pass, nor
+        // a token set for this child.
+        #[allow(clippy::disallowed_methods)]
+        let mut c = std::process::Command::new("env");
+        c.env("PINCH_TEST_CHANNEL_TOKEN", "secret");
+        super::helper_env(&mut c);
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("PATH="), "{text}");
+        for line in text.lines() {
+            let k = line.split('=').next().unwrap_or_default();
+            assert!(super::HELPER_ENV.contains(&k), "{k} was passed");
+        }
+    }
 
     #[tokio::test]
     async fn a_panicking_adapter_call_fails_that_call_only() {

@@ -33,7 +33,9 @@ impl Launch {
         // account's keys, not an agent's work): not one of the programs the
         // host starts for agents through the sandbox crate.
         #[allow(clippy::disallowed_methods)]
-        let mut c = tokio::process::Command::from(std::process::Command::new(&self.exe));
+        let mut std_cmd = std::process::Command::new(&self.exe);
+        crate::helper_env(&mut std_cmd);
+        let mut c = tokio::process::Command::from(std_cmd);
         if let Some(d) = &self.config_dir {
             c.arg("--config").arg(d);
         }

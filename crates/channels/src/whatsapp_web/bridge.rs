@@ -146,7 +146,8 @@ pub(super) fn spawn(
     // The bridge runs outside the agents' sandbox, as the owner: it needs
     // the network and its session folder (decision 0055 names the risk).
     #[allow(clippy::disallowed_methods)] // the WhatsApp Web bridge, supervised by its adapter
-    let cmd = std::process::Command::new(&cfg.command[0]);
+    let mut cmd = std::process::Command::new(&cfg.command[0]);
+    crate::helper_env(&mut cmd);
     let child = Command::from(cmd)
         .args(&cfg.command[1..])
         .current_dir(&cfg.paths.root)
